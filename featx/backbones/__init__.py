@@ -1,0 +1,109 @@
+"""Backbone registry: a name (or a saved model file) -> a frozen Keras model with its preprocessing."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from pathlib import Path
+
+from featx.backbones.base import Backbone
+from featx.backbones.keras_apps import KERAS_MODELS
+from featx.backbones.layers import LayerInfo, describe_layers, select_layers
+from featx.errors import FeatxError
+
+DEFAULT_BACKBONE = "efficientnet_lite0"
+SAVED_MODEL_PREPROCESSING = ("none", "unit", "tf", *sorted({module for _, module, _ in KERAS_MODELS.values()}))
+
+__all__ = ["Backbone", "LayerInfo", "available_backbones", "describe_layers", "get_backbone", "select_layers"]
+
+
+def available_backbones() -> list[str]:
+    return sorted([DEFAULT_BACKBONE, *KERAS_MODELS])
+
+
+def get_backbone(name: str, weights: str | None = "imagenet", input_size: int | None = None,
+                 preprocess: str | None = None, unsafe: bool = False) -> Backbone:
+    """Build a backbone by registry name, or load a saved .keras/.h5 model given as a path.
+
+    weights : "imagenet" (downloaded by Keras, or packaged for efficientnet_lite0), "none" (seeded random
+        init, for timing), or a path to a local weights file.
+    """
+    if Path(name).suffix in (".keras", ".h5") and Path(name).exists():
+        return _saved_model(Path(name), preprocess or "none", unsafe)
+    weights = None if weights in (None, "none") else weights
+    if weights not in (None, "imagenet") and not Path(weights).is_file():
+        raise FeatxError(f"weights file '{weights}' does not exist; pass --weights imagenet, none or a local weights file")
+    import keras
+
+    if weights is None:
+        keras.utils.set_random_seed(0)  # random init must be reproducible, or the cache would never hit
+    if name == DEFAULT_BACKBONE:
+        from featx.backbones import efficientnet_lite
+
+        model = efficientnet_lite.build_efficientnet_lite0(weights=weights, input_shape=(input_size or 224,) * 2 + (3,))
+        preprocess_fn, preprocessing, size = efficientnet_lite.preprocess_input, efficientnet_lite.PREPROCESSING, (input_size or 224,) * 2
+    elif name in KERAS_MODELS:
+        from featx.backbones.keras_apps import build_keras_application
+
+        try:
+            model, preprocess_fn, preprocessing, size = build_keras_application(name, weights, input_size)
+        except Exception as exc:
+            if "URL fetch failure" in str(exc) or "fetch" in str(exc).lower():
+                raise FeatxError(
+                    f"could not download imagenet weights for {name} (no network?); "
+                    "pass --weights PATH to a local weights file, or --weights none"
+                ) from None
+            raise FeatxError(f"could not build {name} with weights '{weights}': {exc}") from None
+    else:
+        close = difflib.get_close_matches(name, available_backbones(), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; run `featx backbones` for the list"
+        raise FeatxError(f"unknown backbone '{name}'{hint}")
+    model.trainable = False
+    return Backbone(name, model, preprocess_fn, preprocessing, size, weights_id(model))
+
+
+def weights_id(model) -> str:
+    """Content hash of every weight array: the same name with other weights must never share a cache."""
+    digest = hashlib.blake2b(digest_size=16)
+    for variable in model.weights:
+        value = variable.numpy()
+        digest.update(f"{variable.path}:{value.dtype}:{value.shape}".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def _saved_model(path: Path, preprocess: str, unsafe: bool) -> Backbone:
+    """A fine-tuned model saved by the user; Keras safe mode refuses code (Lambda layers) unless --unsafe."""
+    import keras
+
+    if preprocess not in SAVED_MODEL_PREPROCESSING:
+        raise FeatxError(f"unknown --preprocess '{preprocess}'; choose one of {', '.join(SAVED_MODEL_PREPROCESSING)}")
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=not unsafe)
+    except ValueError as exc:
+        if "Lambda" in str(exc) or "safe_mode" in str(exc):
+            raise FeatxError(
+                f"backbone '{path}' contains a Lambda layer, which Keras safe mode refuses because it runs arbitrary "
+                "code; pass --unsafe only if you trust the file"
+            ) from None
+        raise FeatxError(f"cannot load backbone '{path}': {exc}") from None
+    except OSError as exc:
+        raise FeatxError(f"cannot load backbone '{path}': {exc}") from None
+    shape = model.input_shape
+    if len(shape) != 4 or shape[-1] != 3 or None in shape[1:3]:
+        raise FeatxError(f"backbone '{path}' takes input {shape}; featx needs a fixed-size RGB image input (h, w, 3)")
+    preprocess_fn = _named_preprocessing(preprocess)
+    model.trainable = False
+    return Backbone(path.stem, model, preprocess_fn, f"saved:{preprocess}", tuple(shape[1:3]), weights_id(model))
+
+
+def _named_preprocessing(name: str):
+    if name == "none":
+        return lambda x: x
+    if name == "unit":
+        return lambda x: x / 255.0
+    if name == "tf":
+        return lambda x: x / 127.5 - 1.0
+    import keras
+
+    return getattr(keras.applications, name).preprocess_input

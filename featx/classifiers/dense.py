@@ -1,0 +1,257 @@
+"""A small Keras MLP on cached features, usable anywhere a scikit-learn classifier is.
+
+The usual transfer-learning head (dense layers + softmax on frozen CNN features) trains in
+seconds once the features are cached; wrapping it in the scikit-learn API lets it share
+pipelines, transforms, metrics and joblib persistence with the classical classifiers.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from numbers import Integral
+
+import keras
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.model_selection import train_test_split
+from sklearn.utils.validation import check_array, check_is_fitted
+
+from featx.errors import FeatxError
+
+VALIDATION_FRACTION = 0.15
+
+
+class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
+    """Keras MLP head; keeps the weights of the epoch with the best validation accuracy.
+
+    Parameters
+    ----------
+    hidden : tuple of int (or one int), default=(256,)
+        Units of each hidden layer; () gives a softmax regression.
+    activation : str, default="relu"
+    dropout : float, default=0.0
+        Dropout rate after each hidden layer (0 = none).
+    batch_norm : bool, default=False
+        BatchNormalization between each hidden Dense layer and its activation.
+    l2 : float, default=0.0
+        L2 penalty on every Dense kernel.
+    optimizer : {"sgd", "adam"}, default="sgd"
+    lr : float, default=0.01
+    momentum : float, default=0.9
+        SGD momentum (ignored by adam).
+    epochs : int, default=100
+    batch_size : int, default=32
+    patience : int or None, default=None
+        Stop after this many epochs without a new best validation accuracy; None trains
+        all `epochs`. The best epoch's weights are restored either way.
+    validation_data : tuple (X_val, y_val) or None, default=None
+        X_val of shape (n_val, n_features) in this classifier's input space (inside a
+        Pipeline with transforms, that is after the transforms: pass None there), y_val of
+        shape (n_val,) with labels seen in training. None holds out a stratified 15% of
+        the training data.
+    random_state : int or None, default=0
+        Seeds Keras (weights, shuffling, dropout) and the held-out split.
+    verbose : int, default=0
+        Keras fit verbosity.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+    model_ : keras.Model
+        Maps float32 (n_samples, n_features_in_) to class probabilities (n_samples, n_classes).
+    history_ : pandas.DataFrame
+        One row per trained epoch: epoch (from 1), loss, accuracy, val_loss, val_accuracy.
+    best_epoch_ : int
+        Epoch (from 1) whose weights `model_` holds.
+    """
+
+    def __init__(
+        self,
+        hidden=(256,),
+        activation="relu",
+        dropout=0.0,
+        batch_norm=False,
+        l2=0.0,
+        optimizer="sgd",
+        lr=0.01,
+        momentum=0.9,
+        epochs=100,
+        batch_size=32,
+        patience=None,
+        validation_data=None,
+        random_state=0,
+        verbose=0,
+    ):
+        self.hidden = hidden
+        self.activation = activation
+        self.dropout = dropout
+        self.batch_norm = batch_norm
+        self.l2 = l2
+        self.optimizer = optimizer
+        self.lr = lr
+        self.momentum = momentum
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.patience = patience
+        self.validation_data = validation_data
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def fit(self, X, y):
+        """Train the head.
+
+        X : ndarray of shape (n_samples, n_features)
+        y : ndarray of shape (n_samples,), any labels sklearn accepts.
+        """
+        X = check_array(X, dtype=np.float32)
+        self.classes_, y_encoded = np.unique(y, return_inverse=True)
+        self.n_features_in_ = X.shape[1]
+        if self.random_state is not None:
+            keras.utils.set_random_seed(self.random_state)
+        X_train, X_val, y_train, y_val = self._split(X, y_encoded)
+
+        self.model_ = self._build(len(self.classes_))
+        keep_best = _KeepBest(self.patience)
+        history = self.model_.fit(
+            X_train,
+            y_train,
+            validation_data=(X_val, y_val),
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            callbacks=[keep_best],
+            verbose=self.verbose,
+        )
+        self.history_ = pd.DataFrame(history.history)[
+            ["loss", "accuracy", "val_loss", "val_accuracy"]
+        ]
+        self.history_.insert(0, "epoch", np.arange(1, len(self.history_) + 1))
+        self.best_epoch_ = keep_best.best_epoch
+        return self
+
+    def predict_proba(self, X):
+        """X : ndarray of shape (n_samples, n_features) -> ndarray of shape (n_samples, n_classes)."""
+        check_is_fitted(self)
+        X = check_array(X, dtype=np.float32)
+        return self.model_.predict(X, batch_size=max(self.batch_size, 1024), verbose=0)
+
+    def predict(self, X):
+        """X : ndarray of shape (n_samples, n_features) -> labels of shape (n_samples,)."""
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def _split(self, X, y_encoded):
+        """Train/validation arrays, with validation labels encoded like the training ones."""
+        if self.validation_data is not None:
+            X_val, y_val = self.validation_data
+            unseen = np.setdiff1d(y_val, self.classes_)
+            if unseen.size:
+                raise FeatxError(
+                    f"validation labels {unseen.tolist()} do not occur in training; "
+                    "use a validation split whose classes all appear in train."
+                )
+            return X, check_array(X_val, dtype=np.float32), y_encoded, np.searchsorted(
+                self.classes_, y_val
+            )
+        try:
+            return train_test_split(
+                X,
+                y_encoded,
+                test_size=VALIDATION_FRACTION,
+                stratify=y_encoded,
+                random_state=self.random_state,
+            )
+        except ValueError as error:
+            raise FeatxError(
+                f"cannot hold out a stratified {VALIDATION_FRACTION:.0%} validation split "
+                f"({error}); pass validation_data=(X_val, y_val) or use more samples per class."
+            ) from None
+
+    def _build(self, n_classes):
+        """Compile the MLP: [Dense -> (BatchNorm) -> activation -> (Dropout)] * len(hidden) -> softmax."""
+        regularizer = keras.regularizers.L2(self.l2) if self.l2 else None
+        hidden = (self.hidden,) if isinstance(self.hidden, Integral) else tuple(self.hidden)
+        inputs = keras.Input(shape=(self.n_features_in_,))
+        x = inputs
+        for units in hidden:
+            x = keras.layers.Dense(units, kernel_regularizer=regularizer)(x)
+            if self.batch_norm:
+                x = keras.layers.BatchNormalization()(x)
+            x = keras.layers.Activation(self.activation)(x)
+            if self.dropout:
+                x = keras.layers.Dropout(self.dropout, seed=self.random_state)(x)
+        outputs = keras.layers.Dense(n_classes, activation="softmax", kernel_regularizer=regularizer)(x)
+        model = keras.Model(inputs, outputs)
+        model.compile(
+            optimizer=self._optimizer(),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        return model
+
+    def _optimizer(self):
+        if self.optimizer == "sgd":
+            return keras.optimizers.SGD(learning_rate=self.lr, momentum=self.momentum)
+        if self.optimizer == "adam":
+            return keras.optimizers.Adam(learning_rate=self.lr)
+        raise FeatxError(f"unknown optimizer {self.optimizer!r} for the dense head; choose sgd or adam.")
+
+    def __getstate__(self):
+        """Pickle the Keras model as .keras bytes, so joblib can save whole Pipelines."""
+        state = super().__getstate__()
+        if "model_" in state:
+            state["model_"] = _model_to_bytes(state["model_"])
+        return state
+
+    def __setstate__(self, state):
+        if "model_" in state:
+            state = {**state, "model_": _model_from_bytes(state["model_"])}
+        super().__setstate__(state)
+
+
+class _KeepBest(keras.callbacks.Callback):
+    """Remember the weights of the epoch with the highest val_accuracy (earliest on ties),
+    optionally stop after `patience` epochs without improvement, and put the best weights
+    back when training ends.
+
+    Written out instead of EarlyStopping(restore_best_weights=True) because some Keras
+    versions restore only when training actually stopped early.
+    """
+
+    def __init__(self, patience):
+        super().__init__()
+        self.patience = patience
+
+    def on_train_begin(self, logs=None):
+        self.best_accuracy = -np.inf
+        self.best_epoch = 0
+        self.best_weights = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs["val_accuracy"] > self.best_accuracy:
+            self.best_accuracy = logs["val_accuracy"]
+            self.best_epoch = epoch + 1
+            self.best_weights = self.model.get_weights()
+        elif self.patience is not None and epoch + 1 - self.best_epoch >= self.patience:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+def _model_to_bytes(model):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.keras")
+        model.save(path)
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def _model_from_bytes(data):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.keras")
+        with open(path, "wb") as f:
+            f.write(data)
+        return keras.saving.load_model(path)

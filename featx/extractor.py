@@ -1,0 +1,233 @@
+"""Images -> frozen backbone -> per-layer features, in ONE forward pass, into the cache.
+
+LayerExtractor builds a single multi-output Keras model (functional API) whose outputs are the requested
+layers already pooled inside the graph, and calls it through one tf.function: no per-layer models, no
+`model.predict` per batch. tf.data decodes images in parallel ahead of the model, and a background
+thread commits finished batches to disk while the next batch is computed.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from featx import runtime
+from featx.backbones import DEFAULT_BACKBONE, describe_layers, get_backbone, select_layers
+from featx.cache.key import cache_key, fingerprint_files
+from featx.cache.passlog import PassLog
+from featx.cache.store import CacheEntry, create_entry, default_cache_dir
+from featx.errors import FeatxError, RunFailed
+from featx.sources import resolve_source
+from featx.sources.decode import load_rgb
+
+DTYPES = ("float32", "float16")
+
+
+class LayerExtractor:
+    """Knows its backbone and layers; `batches` yields pooled features for a range of image files."""
+
+    def __init__(self, backbone, layers: list[str], pool: str = "avg", dtype: str = "float32"):
+        import keras
+        import tensorflow as tf
+
+        if dtype not in DTYPES:
+            raise FeatxError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
+        self.backbone, self.layers, self.pool, self.dtype = backbone, layers, pool, dtype
+        model = backbone.model
+        outputs = {name: self._pooled(model.get_layer(name).output, pool) for name in layers}
+        self.model = keras.Model(model.inputs, outputs, name=f"{backbone.name}_features")
+        height, width = backbone.input_size
+        self._forward = tf.function(
+            self._call, input_signature=[tf.TensorSpec([None, height, width, 3], tf.uint8)], jit_compile=False
+        )
+
+    @staticmethod
+    def _pooled(tensor, pool: str):
+        import keras
+
+        if len(tensor.shape) != 4:
+            return tensor
+        if pool == "none":
+            return keras.layers.Flatten()(tensor)
+        return (keras.layers.GlobalAveragePooling2D if pool == "avg" else keras.layers.GlobalMaxPooling2D)()(tensor)
+
+    def _call(self, images):
+        import tensorflow as tf
+
+        outputs = self.model(self.backbone.preprocess(tf.cast(images, tf.float32)), training=False)
+        return {name: tf.cast(value, self.dtype) for name, value in outputs.items()}
+
+    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """images : uint8 ndarray of shape (batch, height, width, 3) -> {layer: (batch, n_features)}."""
+        return {name: value.numpy() for name, value in self._forward(images).items()}
+
+    def batches(self, paths: list[str], start: int, batch_size: int):
+        """Yield (first_row, {layer: features}, {row: error}) for rows start.. in fixed batches.
+
+        Rows of files that cannot be decoded hold zeros and are reported with their reason.
+        """
+        import tensorflow as tf
+
+        size = self.backbone.input_size
+        errors: dict[int, str] = {}
+
+        def decode(row):
+            row = int(row)
+            try:
+                return load_rgb(paths[row], size), True
+            except ValueError as exc:
+                errors[row] = str(exc)
+                return np.zeros((*size, 3), np.uint8), False
+
+        def decode_op(row):
+            image, ok = tf.numpy_function(decode, [row], (tf.uint8, tf.bool), stateful=False)
+            image.set_shape((*size, 3))
+            return image, ok
+
+        rows = tf.data.Dataset.range(start, len(paths))
+        data = rows.map(decode_op, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        for i, (images, ok) in enumerate(data.batch(batch_size).prefetch(2)):
+            first = start + i * batch_size
+            outputs = self(images)
+            bad = np.flatnonzero(~ok.numpy())
+            for values in outputs.values():
+                values[bad] = 0
+            yield first, outputs, {first + int(j): errors.pop(first + int(j)) for j in bad}
+
+
+class BackgroundWriter:
+    """Commits batches on a thread so disk writes overlap the next forward pass; errors surface on close."""
+
+    def __init__(self, log: PassLog):
+        self.log, self.error = log, None
+        self._queue: queue.Queue = queue.Queue(maxsize=4)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while (item := self._queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self.log.append(*item)
+                except OSError as exc:
+                    self.error = exc
+
+    def put(self, outputs, errors) -> None:
+        if self.error is not None:
+            self.close()
+        self._queue.put((outputs, errors))
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self.log.close()
+        if self.error is not None:
+            raise RunFailed(
+                f"writing features failed ({self.error.strerror or self.error}); committed batches are kept: "
+                "free disk space and re-run the same command to resume"
+            )
+
+
+@dataclass
+class ExtractResult:
+    entry: CacheEntry
+    computed_layers: list[str]
+    images_per_second: float | None
+
+
+def extract(data: str, backbone: str = DEFAULT_BACKBONE, layers="blocks", pool: str = "avg",
+            weights: str | None = "imagenet", dtype: str = "float32", batch_size: int = 32, cache_dir=None,
+            split=(0.7, 0.15, 0.15), seed: int = 0, limit: int | None = None, strict: bool = False,
+            input_size: int | None = None, preprocess: str | None = None, unsafe: bool = False,
+            mixed_precision: bool = False, progress: bool = True, log=print) -> ExtractResult:
+    """Extract `layers` of `backbone` for every image of `data` into the cache; only missing layers run.
+
+    Re-running the same call is a no-op; a run killed at any point resumes from its last committed batch.
+    """
+    if batch_size < 1:
+        raise FeatxError(f"--batch-size {batch_size} must be at least 1")
+    runtime.configure_tensorflow(mixed_precision)
+    images = resolve_source(data)
+    if limit:
+        images = images.take(limit, seed)
+    images.ensure_split(split, seed)
+    model = get_backbone(backbone, weights, input_size, preprocess, unsafe)
+    infos = {i.name: i for i in describe_layers(model)}
+    names = select_layers(list(infos.values()), layers, pool, model.name)
+    if dtype not in DTYPES:
+        raise FeatxError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
+    settings = {"backbone": model.name, "backbone_version": model.version, "weights_id": model.weights_id,
+                "preprocessing": model.preprocessing, "input_size": list(model.input_size), "pool": pool,
+                "dtype": dtype, "mixed_precision": mixed_precision}
+    fingerprints = fingerprint_files(images.paths, progress)
+    key = cache_key(settings, images.relpaths, fingerprints, images.labels)
+    layer_info = {name: {"kind": i.kind, "output_shape": list(i.output_shape[1:]), "n_features": i.feature_size(pool),
+                         "block": i.block}
+                  for name, i in infos.items() if i.poolable}
+    attrs = {"settings": json.dumps(settings), "layer_info": json.dumps(layer_info),
+             "class_names": json.dumps(images.class_names), "description": images.description, "root": images.root}
+    data_sets = {"paths": images.relpaths, "labels": images.labels, "fingerprints": fingerprints, "split": images.split}
+    entry = create_entry(cache_dir or default_cache_dir(), key, model.name, attrs, data_sets, images.split_settings)
+    with entry.lock():
+        entry = CacheEntry(entry.path)  # re-read under the lock: another run may have added layers
+        if images.split_settings != entry.split_settings or not np.array_equal(images.split, entry.split):
+            entry.split_settings = images.split_settings
+            entry.update_index(split=images.split)
+            log(f"split updated to {images.split_settings}")
+        passes, rate = [], None
+        pending = PassLog.pending(entry)
+        if pending is not None:
+            log(f"resuming interrupted extraction of {len(pending.layers)} layer(s) at image "
+                f"{pending.committed_rows}/{len(images)}")
+            passes.append(pending)
+        missing = [n for n in names if n not in entry.layers and (pending is None or n not in pending.layers)]
+        if missing:
+            passes.append(PassLog.start(entry, {n: layer_info[n] for n in missing}, len(images), batch_size, dtype))
+        if not passes:
+            log(f"nothing to do: {len(names)} layer(s) already cached in {entry.path}")
+            return ExtractResult(entry, [], None)
+        for pass_log in passes:
+            rate = _run_pass(model, pass_log, images.paths, pool, strict, progress)
+            pass_log.finalize()
+        entry = CacheEntry(entry.path)
+    computed = [n for p in passes for n in p.layers]
+    _report(entry, computed, log)
+    return ExtractResult(entry, computed, rate)
+
+
+def _run_pass(model, pass_log: PassLog, paths: list[str], pool: str, strict: bool, progress: bool) -> float | None:
+    """Run the backbone over the uncommitted rows of one pass; returns images/s."""
+    start = pass_log.committed_rows
+    if start >= len(paths):
+        return None
+    extractor = LayerExtractor(model, pass_log.layers, pool, pass_log.state["dtype"])
+    pass_log.open_for_append()
+    writer = BackgroundWriter(pass_log)
+    bar = tqdm(total=len(paths), initial=start, unit="img", desc=f"extract {model.name}", disable=not progress)
+    began = time.perf_counter()
+    try:
+        for first, outputs, errors in extractor.batches(paths, start, pass_log.batch_size):
+            if strict and errors:
+                row, reason = next(iter(errors.items()))
+                raise FeatxError(f"bad image '{paths[row]}': {reason} (--strict); fix or remove it, or drop --strict")
+            writer.put(outputs, errors)
+            bar.update(len(next(iter(outputs.values()))))
+    finally:
+        bar.close()
+        writer.close()
+    return (len(paths) - start) / (time.perf_counter() - began)
+
+
+def _report(entry: CacheEntry, computed: list[str], log) -> None:
+    log(f"cached {len(computed)} layer(s) for {len(entry.labels)} images in {entry.path}")
+    errors = entry.errors
+    if errors:
+        log(f"skipped {len(errors)} bad file(s) (recorded in the cache; see `featx info`):")
+        for path, reason in errors.items():
+            log(f"  {path}: {reason}")

@@ -1,0 +1,61 @@
+"""Read a layer subset of a cache entry as (X, y, meta): the one way every experiment gets its features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from featx.backbones.layers import infos_from_metadata, select_layers
+from featx.cache.store import CacheEntry, open_entry
+from featx.errors import FeatxError
+from featx.sources.splits import SPLITS
+
+
+def resolve_layers(entry: CacheEntry, layers=None) -> list[str]:
+    """Names and groups (all, blocks, fc) -> cached layer names in depth order; None means every cached layer."""
+    cached = entry.layers
+    if layers is None:
+        return cached
+    infos = [i for i in infos_from_metadata(entry.layer_info) if i.name in cached]
+    spec = [layers] if isinstance(layers, str) else list(layers)
+    names = [part.strip() for item in spec for part in item.split(",") if part.strip()]
+    uncached = [n for n in names if n in entry.layer_info and n not in cached]
+    if uncached:
+        raise FeatxError(
+            f"layer(s) {', '.join(uncached)} not cached in {entry.name}; run `featx extract` with "
+            f"--layers {','.join(uncached)} (cached: {', '.join(cached) or 'none'})"
+        )
+    return select_layers(infos, names, "avg", entry.settings["backbone"])
+
+
+def load(cache=None, layers=None, split: str | None = None, cache_dir=None):
+    """Features of the valid (decoded) images of a cache entry.
+
+    Layers are concatenated in the backbone's depth order, whatever order they are named in.
+
+    Returns
+    -------
+    X : float ndarray of shape (n_samples, n_features)
+    y : int ndarray of shape (n_samples,), indexes into meta.attrs["class_names"]
+    meta : DataFrame with columns path, label, class_name, split (one row per sample); attrs hold
+        class_names, layers, feature_slices {layer: (start, stop)}, cache_key, cache_path, settings.
+    """
+    entry = open_entry(cache, cache_dir)
+    names = resolve_layers(entry, layers)
+    rows = entry.valid.copy()
+    if split is not None:
+        if split not in SPLITS:
+            raise FeatxError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}")
+        rows &= entry.split == split
+    rows = np.flatnonzero(rows)
+    X, slices = entry.read(names, rows)
+    y = entry.labels[rows]
+    meta = pd.DataFrame({
+        "path": np.asarray(entry.relpaths, dtype=object)[rows],
+        "label": y,
+        "class_name": np.asarray(entry.class_names, dtype=object)[y],
+        "split": entry.split[rows],
+    })
+    meta.attrs.update(class_names=entry.class_names, layers=names, feature_slices=slices, cache_key=entry.key,
+                      cache_path=str(entry.path), settings=entry.settings)
+    return X, y, meta

@@ -1,0 +1,152 @@
+"""Feature transforms that sit between cached activations and a classifier.
+
+Every transform learns its statistics in `fit`, and featx only ever fits on the train
+split, so validation and test features are mapped with train statistics (no leakage).
+"""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.decomposition import PCA
+from sklearn.preprocessing import KBinsDiscretizer, StandardScaler
+from sklearn.utils.validation import check_array, check_is_fitted
+
+from featx.errors import FeatxError
+
+DISCRETIZERS = ("fne", "kbins")
+
+
+class FNEDiscretizer(TransformerMixin, BaseEstimator):
+    """Full-Network Embedding discretization (Garcia-Gasulla et al., 2018).
+
+    Each feature is standardized with the mean and std seen in `fit`, then mapped to
+    -1 (value < low), 1 (value > high) or 0. The asymmetric default thresholds come from
+    the paper: they keep sparse ReLU activations mostly at 0 and let only features that are
+    clearly above or below their usual level speak, which makes one embedding built from
+    many layers comparable across layers.
+
+    Parameters
+    ----------
+    low : float, default=-0.25
+        Standardized values strictly below this become -1.
+    high : float, default=0.15
+        Standardized values strictly above this become 1. Must be greater than `low`.
+
+    Attributes
+    ----------
+    mean_ : ndarray of shape (n_features,)
+    scale_ : ndarray of shape (n_features,)
+        Std of each feature; 1 where the std is 0.
+    constant_ : ndarray of shape (n_features,), dtype bool
+        Features with zero std in `fit`: they carry no information, so they always map to 0
+        (a value outside the train range must not fire on a feature that never varied).
+    n_features_in_ : int
+    """
+
+    def __init__(self, low=-0.25, high=0.15):
+        self.low = low
+        self.high = high
+
+    def fit(self, X, y=None):
+        """Learn per-feature mean and std.
+
+        X : ndarray of shape (n_samples, n_features), the train split only.
+        y : ignored.
+        """
+        if not self.low < self.high:
+            raise FeatxError(
+                f"FNE thresholds need low < high, got low={self.low} high={self.high}; "
+                "pass e.g. low=-0.25 high=0.15."
+            )
+        X = check_array(X, dtype=(np.float32, np.float64))
+        std = X.std(axis=0, dtype=np.float64)
+        self.mean_ = X.mean(axis=0, dtype=np.float64)
+        self.constant_ = std == 0
+        self.scale_ = np.where(self.constant_, 1.0, std)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def transform(self, X):
+        """Map X to {-1, 0, 1} with the statistics learned in `fit`.
+
+        X : ndarray of shape (n_samples, n_features).
+        Returns ndarray of shape (n_samples, n_features), float32.
+        """
+        check_is_fitted(self)
+        X = check_array(X, dtype=(np.float32, np.float64))
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but FNEDiscretizer was fitted with "
+                f"{self.n_features_in_} features."
+            )
+        # Keep the input precision: full-network embeddings are wide, float64 would double memory.
+        z = (X - self.mean_.astype(X.dtype)) / self.scale_.astype(X.dtype)
+        z[:, self.constant_] = 0
+        return (z > self.high).astype(np.float32) - (z < self.low).astype(np.float32)
+
+
+def build_feature_pipeline(
+    standardize=False,
+    discretize=None,
+    pca=None,
+    kbins=5,
+    fne_low=-0.25,
+    fne_high=0.15,
+    seed=0,
+):
+    """Steps to put in front of a classifier, in order standardize -> discretize -> PCA.
+
+    standardize : bool, add a StandardScaler.
+    discretize : None, "fne" (FNEDiscretizer) or "kbins" (per-feature quantile bins,
+        ordinal codes).
+    pca : None, an int number of components, or a float in (0, 1) = variance to keep.
+    kbins : number of bins for discretize="kbins".
+    fne_low, fne_high : FNE thresholds.
+    seed : random_state of PCA (randomized SVD on wide features) and KBinsDiscretizer
+        (subsampling), so runs repeat exactly.
+
+    Returns a list of (name, estimator) pairs for sklearn.pipeline.Pipeline; empty when
+    nothing is asked for.
+    """
+    steps = []
+    if standardize:
+        steps.append(("standardize", StandardScaler()))
+    if discretize == "fne":
+        steps.append(("fne", FNEDiscretizer(low=fne_low, high=fne_high)))
+    elif discretize == "kbins":
+        steps.append(("kbins", _kbins(kbins, seed)))
+    elif discretize is not None:
+        raise FeatxError(
+            f"unknown discretize {discretize!r}; choose one of: {', '.join(DISCRETIZERS)} "
+            "(or none)."
+        )
+    if pca is not None:
+        steps.append(("pca", PCA(n_components=_pca_components(pca), random_state=seed)))
+    return steps
+
+
+def _kbins(n_bins, seed):
+    """Quantile KBinsDiscretizer, with the sklearn >= 1.7 quantile method where available
+    (it silences the FutureWarning about the changing default)."""
+    if not _is_int(n_bins) or n_bins < 2:
+        raise FeatxError(f"kbins must be an integer >= 2, got {n_bins!r}.")
+    discretizer = KBinsDiscretizer(
+        n_bins=n_bins, encode="ordinal", strategy="quantile", random_state=seed
+    )
+    if "quantile_method" in discretizer.get_params():
+        discretizer.set_params(quantile_method="averaged_inverted_cdf")
+    return discretizer
+
+
+def _pca_components(pca):
+    """Check `pca` here so a bad value fails before any data is loaded."""
+    if _is_int(pca) and pca >= 1 or isinstance(pca, Real) and not _is_int(pca) and 0 < pca < 1:
+        return pca
+    raise FeatxError(f"pca must be an int >= 1 or a float in (0, 1), got {pca!r}.")
+
+
+def _is_int(value):
+    return isinstance(value, Integral) and not isinstance(value, bool)

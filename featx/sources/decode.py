@@ -1,0 +1,45 @@
+"""Decode any image file a user may have into a fixed-size RGB array, or say exactly why it cannot be.
+
+Pillow rather than tf.io.decode_image: it names the problem with a bad file (truncated, not an image,
+CMYK, 16-bit, palette) instead of failing the whole tf.data pipeline, and its JPEG draft mode decodes a
+huge photo at reduced scale. tf.data runs this in parallel (see featx.extractor).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+MAX_PIXELS = 250_000_000  # a 15,000 x 15,000 image; larger is refused rather than risking memory
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+def load_rgb(path: str, size: tuple[int, int]) -> np.ndarray:
+    """Return a uint8 array of shape (height, width, 3). Raises ValueError with a short reason."""
+    height, width = size
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                img.draft("RGB", (width, height))  # JPEG only: decode at >= the target size, much faster
+                img.load()
+                return np.asarray(_to_rgb(img).resize((width, height), Image.BILINEAR), dtype=np.uint8)
+    except UnidentifiedImageError:
+        raise ValueError("not an image file Pillow can read") from None
+    except Image.DecompressionBombError:
+        raise ValueError(f"image larger than {MAX_PIXELS:,} pixels") from None
+    except (OSError, SyntaxError, EOFError) as exc:  # truncated data, unreadable file, broken headers
+        raise ValueError(f"cannot decode: {exc}") from None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Grayscale -> RGB, alpha and palette transparency dropped, 16/32-bit and float scaled to 8 bits."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(img, dtype=np.float32)
+        scale = 257.0 if values.max(initial=0) > 255 else 1.0
+        img = Image.fromarray(np.clip(values / scale, 0, 255).astype(np.uint8), mode="L")
+    elif img.mode in ("P", "PA", "LA"):
+        img = img.convert("RGBA")
+    return img if img.mode == "RGB" else img.convert("RGB")

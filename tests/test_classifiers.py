@@ -1,0 +1,146 @@
+"""Classifier registry, --param parsing and the Keras dense head, on scikit-learn's digits."""
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline
+
+from featx.classifiers import (
+    DenseHeadClassifier,
+    make_classifier,
+    make_pipeline,
+    parse_param_values,
+)
+from featx.errors import FeatxError
+from featx.features.transforms import FNEDiscretizer, build_feature_pipeline
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """Train / validation / test splits of digits scaled to [0, 1]."""
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    X_rest, X_test, y_rest, y_test = train_test_split(
+        X, y, test_size=0.3, random_state=0, stratify=y
+    )
+    X_train, X_val, y_train, y_val = train_test_split(
+        X_rest, y_rest, test_size=0.25, random_state=0, stratify=y_rest
+    )
+    return X_train, X_val, X_test, y_train, y_val, y_test
+
+
+@pytest.mark.parametrize(
+    "name, transforms",
+    [("rf", {}), ("logreg", {"standardize": True}), ("logreg", {"discretize": "fne"})],
+)
+def test_pipeline_beats_chance_by_far(digits, name, transforms):
+    X_train, _, X_test, y_train, _, y_test = digits
+    pipe = make_pipeline(name, None, build_feature_pipeline(**transforms), seed=0, n_jobs=1)
+    assert pipe.steps[-1][0] == "clf"
+    accuracy = pipe.fit(X_train, y_train).score(X_test, y_test)
+    assert accuracy > 0.8  # chance is 0.1
+
+
+def test_make_classifier_sets_seed_and_jobs_only_where_accepted():
+    forest = make_classifier("rf", {"n_estimators": 7}, seed=3, n_jobs=2)
+    assert (forest.n_estimators, forest.random_state, forest.n_jobs) == (7, 3, 2)
+    knn = make_classifier("knn", seed=3, n_jobs=2)
+    assert knn.n_jobs == 2 and "random_state" not in knn.get_params()
+    svm = make_classifier("svm", seed=3, n_jobs=2)
+    assert svm.probability and svm.random_state == 3 and "n_jobs" not in svm.get_params()
+
+
+def test_unknown_classifier_suggests_closest():
+    with pytest.raises(FeatxError, match="Did you mean 'logreg'") as error:
+        make_classifier("logrg")
+    assert "linear-svm" in str(error.value)
+
+
+def test_unknown_parameter_suggests_closest_and_lists_valid():
+    with pytest.raises(FeatxError, match="Did you mean 'max_depth'") as error:
+        make_classifier("rf", {"max_dpth": 3})
+    assert "n_estimators" in str(error.value)
+
+
+def test_parse_param_values():
+    params = parse_param_values(
+        ["max_depth=3", "criterion=entropy", "class_weight=None", "hidden=(128, 64)", "lr=1e-3"]
+    )
+    assert params == {
+        "max_depth": 3,
+        "criterion": "entropy",
+        "class_weight": None,
+        "hidden": (128, 64),
+        "lr": 0.001,
+    }
+    assert make_classifier("rf", parse_param_values(["max_depth=3"])).max_depth == 3
+
+
+@pytest.mark.parametrize("item", ["max_depth", "=3", "max depth=3"])
+def test_parse_param_values_rejects_malformed(item):
+    with pytest.raises(FeatxError, match="key=value"):
+        parse_param_values([item])
+
+
+@pytest.fixture(scope="module")
+def dense_fit(digits):
+    """A dense head with a learning rate high enough that validation accuracy wobbles, so
+    the last epoch is not the best one and restoring the best weights is observable."""
+    X_train, X_val, _, y_train, y_val, _ = digits
+    clf = DenseHeadClassifier(hidden=(32,), lr=0.3, epochs=15, validation_data=(X_val, y_val))
+    return clf.fit(X_train, y_train)
+
+
+def test_dense_head_learns(dense_fit, digits):
+    history = dense_fit.history_
+    assert list(history.columns) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
+    assert history["epoch"].tolist() == list(range(1, 16))
+    best = history.loc[history["epoch"] == dense_fit.best_epoch_, "val_accuracy"].item()
+    assert best == history["val_accuracy"].max()
+    assert best > history["val_accuracy"].iloc[0]
+    _, _, X_test, _, _, y_test = digits
+    assert dense_fit.score(X_test, y_test) > 0.85
+    np.testing.assert_array_equal(dense_fit.classes_, np.arange(10))
+
+
+def test_dense_head_restores_best_weights(dense_fit, digits):
+    _, X_val, _, _, y_val, _ = digits
+    history = dense_fit.history_
+    best = history["val_accuracy"].max()
+    # Precondition: training ended on a worse epoch, else this test would prove nothing.
+    assert history["val_accuracy"].iloc[-1] < best
+    assert dense_fit.score(X_val, y_val) == pytest.approx(best, abs=1e-6)
+
+
+def test_dense_head_patience_stops_early(digits):
+    X_train, X_val, _, y_train, y_val, _ = digits
+    clf = DenseHeadClassifier(
+        hidden=(16,), lr=0.3, epochs=30, patience=2, validation_data=(X_val, y_val)
+    ).fit(X_train, y_train)
+    assert len(clf.history_) == clf.best_epoch_ + 2 < 30
+
+
+def test_dense_pipeline_joblib_round_trip(digits, tmp_path):
+    X_train, _, X_test, y_train, _, _ = digits
+    labels = np.array(list("abcdefghij"))[y_train]  # string labels survive the round trip too
+    pipe = Pipeline([("fne", FNEDiscretizer()), ("clf", DenseHeadClassifier(hidden=(32,), epochs=5))])
+    pipe.fit(X_train, labels)
+    joblib.dump(pipe, tmp_path / "pipe.joblib")
+    loaded = joblib.load(tmp_path / "pipe.joblib")
+    np.testing.assert_array_equal(loaded.predict(X_test), pipe.predict(X_test))
+    np.testing.assert_allclose(loaded.predict_proba(X_test), pipe.predict_proba(X_test))
+    assert loaded[-1].best_epoch_ == pipe[-1].best_epoch_
+    assert set(pipe.predict(X_test)) <= set("abcdefghij")
+
+
+def test_dense_head_params_and_clone():
+    clf = make_classifier("dense", {"hidden": (64, 32), "optimizer": "adam"}, seed=5)
+    assert isinstance(clf, DenseHeadClassifier)
+    params = clf.get_params()
+    assert (params["hidden"], params["optimizer"], params["random_state"]) == ((64, 32), "adam", 5)
+    copy = clone(clf)
+    assert copy is not clf and copy.get_params() == params
+    assert clone(clf.set_params(dropout=0.2)).dropout == 0.2
