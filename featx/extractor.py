@@ -170,7 +170,8 @@ def extract(data: str, backbone: str = DEFAULT_BACKBONE, layers="blocks", pool: 
     layer_info = {name: {"kind": i.kind, "output_shape": list(i.output_shape[1:]), "n_features": i.feature_size(pool),
                          "block": i.block}
                   for name, i in infos.items() if i.poolable}
-    attrs = {"settings": json.dumps(settings), "layer_info": json.dumps(layer_info),
+    backbone_args = {"name": backbone, "weights": weights, "input_size": input_size, "preprocess": preprocess}
+    attrs = {"settings": json.dumps(settings), "layer_info": json.dumps(layer_info), "backbone_args": json.dumps(backbone_args),
              "class_names": json.dumps(images.class_names), "description": images.description, "root": images.root}
     data_sets = {"paths": images.relpaths, "labels": images.labels, "fingerprints": fingerprints, "split": images.split}
     entry = create_entry(cache_dir or default_cache_dir(), key, model.name, attrs, data_sets, images.split_settings)

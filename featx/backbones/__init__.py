@@ -14,11 +14,23 @@ from featx.errors import FeatxError
 DEFAULT_BACKBONE = "efficientnet_lite0"
 SAVED_MODEL_PREPROCESSING = ("none", "unit", "tf", *sorted({module for _, module, _ in KERAS_MODELS.values()}))
 
-__all__ = ["Backbone", "LayerInfo", "available_backbones", "describe_layers", "get_backbone", "select_layers"]
+__all__ = ["Backbone", "LayerInfo", "available_backbones", "backbone_from_entry", "describe_layers", "get_backbone", "select_layers"]
 
 
 def available_backbones() -> list[str]:
     return sorted([DEFAULT_BACKBONE, *KERAS_MODELS])
+
+
+def backbone_from_entry(entry, unsafe: bool = False) -> Backbone:
+    """Rebuild the backbone a cache entry was made with, refusing one whose weights have changed since."""
+    args = entry.backbone_args
+    backbone = get_backbone(args["name"], args["weights"], args["input_size"], args["preprocess"], unsafe)
+    if backbone.weights_id != entry.settings["weights_id"]:
+        raise FeatxError(
+            f"backbone '{args['name']}' with weights '{args['weights']}' no longer matches cache {entry.name} "
+            "(weights changed); re-run `featx extract` and fit again"
+        )
+    return backbone
 
 
 def get_backbone(name: str, weights: str | None = "imagenet", input_size: int | None = None,

@@ -52,6 +52,7 @@ class CacheEntry:
         self.settings = json.loads(self.attrs["settings"])
         self.layer_info = json.loads(self.attrs["layer_info"])
         self.class_names = json.loads(self.attrs["class_names"])
+        self.backbone_args = json.loads(self.attrs["backbone_args"])
 
     @property
     def name(self) -> str:
