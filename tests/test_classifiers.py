@@ -51,6 +51,7 @@ def test_make_classifier_sets_seed_and_jobs_only_where_accepted():
     assert knn.n_jobs == 2 and "random_state" not in knn.get_params()
     svm = make_classifier("svm", seed=3, n_jobs=2)
     assert svm.probability and svm.random_state == 3 and "n_jobs" not in svm.get_params()
+    assert make_classifier("logreg", n_jobs=2).n_jobs is None  # no effect there; sklearn warns
 
 
 def test_unknown_classifier_suggests_closest():
@@ -126,7 +127,8 @@ def test_dense_head_patience_stops_early(digits):
 def test_dense_pipeline_joblib_round_trip(digits, tmp_path):
     X_train, _, X_test, y_train, _, _ = digits
     labels = np.array(list("abcdefghij"))[y_train]  # string labels survive the round trip too
-    pipe = Pipeline([("fne", FNEDiscretizer()), ("clf", DenseHeadClassifier(hidden=(32,), epochs=5))])
+    head = DenseHeadClassifier(hidden=(32,), epochs=5)
+    pipe = Pipeline([("fne", FNEDiscretizer()), ("clf", head)])
     pipe.fit(X_train, labels)
     joblib.dump(pipe, tmp_path / "pipe.joblib")
     loaded = joblib.load(tmp_path / "pipe.joblib")

@@ -78,7 +78,11 @@ def test_build_feature_pipeline_steps_in_order():
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"discretize": "fnee"}, "fne, kbins"), ({"pca": 1.5}, "pca"), ({"discretize": "kbins", "kbins": 1}, "kbins")],
+    [
+        ({"discretize": "fnee"}, "fne, kbins"),
+        ({"pca": 1.5}, "pca"),
+        ({"discretize": "kbins", "kbins": 1}, "kbins"),
+    ],
 )
 def test_build_feature_pipeline_rejects_bad_options(kwargs, message):
     with pytest.raises(FeatxError, match=message):

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import train_test_split
-from sklearn.utils.validation import check_array, check_is_fitted
+from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
 from featx.errors import FeatxError
 
@@ -106,7 +106,7 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
         X : ndarray of shape (n_samples, n_features)
         y : ndarray of shape (n_samples,), any labels sklearn accepts.
         """
-        X = check_array(X, dtype=np.float32)
+        X, y = check_X_y(X, y, dtype=np.float32)
         self.classes_, y_encoded = np.unique(y, return_inverse=True)
         self.n_features_in_ = X.shape[1]
         if self.random_state is not None:
@@ -132,7 +132,7 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def predict_proba(self, X):
-        """X : ndarray of shape (n_samples, n_features) -> ndarray of shape (n_samples, n_classes)."""
+        """X : ndarray of shape (n_samples, n_features) -> float32 (n_samples, n_classes)."""
         check_is_fitted(self)
         X = check_array(X, dtype=np.float32)
         return self.model_.predict(X, batch_size=max(self.batch_size, 1024), verbose=0)
@@ -151,9 +151,8 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
                     f"validation labels {unseen.tolist()} do not occur in training; "
                     "use a validation split whose classes all appear in train."
                 )
-            return X, check_array(X_val, dtype=np.float32), y_encoded, np.searchsorted(
-                self.classes_, y_val
-            )
+            X_val = check_array(X_val, dtype=np.float32)
+            return X, X_val, y_encoded, np.searchsorted(self.classes_, y_val)
         try:
             return train_test_split(
                 X,
@@ -169,7 +168,7 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
             ) from None
 
     def _build(self, n_classes):
-        """Compile the MLP: [Dense -> (BatchNorm) -> activation -> (Dropout)] * len(hidden) -> softmax."""
+        """Compiled MLP: [Dense, (BatchNorm), activation, (Dropout)] per hidden layer, softmax."""
         regularizer = keras.regularizers.L2(self.l2) if self.l2 else None
         hidden = (self.hidden,) if isinstance(self.hidden, Integral) else tuple(self.hidden)
         inputs = keras.Input(shape=(self.n_features_in_,))
@@ -181,7 +180,9 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
             x = keras.layers.Activation(self.activation)(x)
             if self.dropout:
                 x = keras.layers.Dropout(self.dropout, seed=self.random_state)(x)
-        outputs = keras.layers.Dense(n_classes, activation="softmax", kernel_regularizer=regularizer)(x)
+        outputs = keras.layers.Dense(
+            n_classes, activation="softmax", kernel_regularizer=regularizer
+        )(x)
         model = keras.Model(inputs, outputs)
         model.compile(
             optimizer=self._optimizer(),
@@ -195,11 +196,17 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
             return keras.optimizers.SGD(learning_rate=self.lr, momentum=self.momentum)
         if self.optimizer == "adam":
             return keras.optimizers.Adam(learning_rate=self.lr)
-        raise FeatxError(f"unknown optimizer {self.optimizer!r} for the dense head; choose sgd or adam.")
+        raise FeatxError(
+            f"unknown optimizer {self.optimizer!r} for the dense head; choose sgd or adam."
+        )
 
     def __getstate__(self):
-        """Pickle the Keras model as .keras bytes, so joblib can save whole Pipelines."""
-        state = super().__getstate__()
+        """Pickle the Keras model as .keras bytes, so joblib can save whole Pipelines.
+
+        Only recent Keras 3 releases pickle models by themselves; the public save/load
+        API used here works on every Keras 3.
+        """
+        state = dict(super().__getstate__())  # a copy: it can be self.__dict__ itself
         if "model_" in state:
             state["model_"] = _model_to_bytes(state["model_"])
         return state

@@ -35,6 +35,9 @@ CLASSIFIERS = {
     "dense": _dense_head,
 }
 
+# n_jobs does nothing for LogisticRegression's default lbfgs solver; sklearn >= 1.8 warns if set.
+IGNORES_N_JOBS = {"logreg"}
+
 
 def make_classifier(name, params=None, seed=0, n_jobs=None):
     """Build classifier `name` from CLASSIFIERS.
@@ -51,10 +54,10 @@ def make_classifier(name, params=None, seed=0, n_jobs=None):
         )
     estimator = CLASSIFIERS[name]()
     valid = estimator.get_params()
-    featx_defaults = {"random_state": seed, "n_jobs": n_jobs}
-    estimator.set_params(
-        **{key: value for key, value in featx_defaults.items() if key in valid and value is not None}
-    )
+    if "random_state" in valid and seed is not None:
+        estimator.set_params(random_state=seed)
+    if "n_jobs" in valid and n_jobs is not None and name not in IGNORES_N_JOBS:
+        estimator.set_params(n_jobs=n_jobs)
     params = params or {}
     for key in params:
         if key not in valid:
@@ -66,7 +69,7 @@ def make_classifier(name, params=None, seed=0, n_jobs=None):
 
 
 def make_pipeline(clf_name, params=None, transforms_steps=(), seed=0, n_jobs=None):
-    """Pipeline of `transforms_steps` (from build_feature_pipeline) then the classifier as step "clf"."""
+    """Pipeline: `transforms_steps` (from build_feature_pipeline), then the classifier as "clf"."""
     return Pipeline([*transforms_steps, ("clf", make_classifier(clf_name, params, seed, n_jobs))])
 
 

@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
@@ -62,6 +63,7 @@ def plot_learning_curves(history_df, path):
         ax.plot(history_df["epoch"], history_df[f"val_{metric}"], label="val")
         ax.axvline(best, color="gray", linestyle="--", label=f"best epoch ({best})")
         ax.set(xlabel="epoch", ylabel=metric)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend()
     return _save(fig, path)
 
@@ -133,17 +135,29 @@ def _depth_lines(ax, results_df, metric, x, hue):
     for name, runs in per_layer.groupby(hue, sort=False):
         curve = runs.groupby("depth")[metric].agg(["mean", "std"]).fillna(0)
         ax.errorbar(
-            curve.index, curve["mean"], yerr=curve["std"], marker="o", color=colors[name], label=name
+            curve.index,
+            curve["mean"],
+            yerr=curve["std"],
+            marker="o",
+            color=colors[name],
+            label=name,
         )
     ticks = per_layer.drop_duplicates("depth").sort_values("depth")
     ax.set_xticks(ticks["depth"], labels=ticks[x], rotation=45, ha="right")
     ax.set_xlabel("layer (by depth)")
     combined = results_df[results_df["depth"].isna()]
-    styles = {subset: COMBINED_LINESTYLES[i % len(COMBINED_LINESTYLES)]
-              for i, subset in enumerate(combined[x].unique())}
+    styles = {
+        subset: COMBINED_LINESTYLES[i % len(COMBINED_LINESTYLES)]
+        for i, subset in enumerate(combined[x].unique())
+    }
     for (name, subset), value in combined.groupby([hue, x], sort=False)[metric].mean().items():
-        ax.axhline(value, color=colors[name], linestyle=styles[subset], linewidth=1,
-                   label=f"{name}: {subset}")
+        ax.axhline(
+            value,
+            color=colors[name],
+            linestyle=styles[subset],
+            linewidth=1,
+            label=f"{name}: {subset}",
+        )
 
 
 def _save(fig, path):

@@ -1,0 +1,173 @@
+"""Extractor stage end to end on real images: one pass equals per-layer models, cache hits, added layers, staleness."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+import featx
+from featx.backbones import describe_layers, get_backbone
+from featx.sources.decode import load_rgb
+
+LITE_LAYERS = ["block2b_add", "block6a_project_bn", "top_activation", "predictions"]
+
+
+@pytest.fixture(scope="module")
+def lite():
+    return get_backbone("efficientnet_lite0")
+
+
+@pytest.fixture(scope="module")
+def lite_cache(elpv_folder, tmp_path_factory, lite):
+    cache_dir = tmp_path_factory.mktemp("cache")
+    result = featx.extract(str(elpv_folder), layers=LITE_LAYERS, cache_dir=cache_dir, batch_size=5, progress=False)
+    return cache_dir, result
+
+
+def per_layer_reference(backbone, paths, layer, pool):
+    """What users write by hand: one model per layer, then numpy pooling."""
+    import keras
+
+    model = keras.Model(backbone.model.input, backbone.model.get_layer(layer).output)
+    images = np.stack([load_rgb(p, backbone.input_size) for p in paths]).astype(np.float32)
+    out = model(backbone.preprocess(images), training=False).numpy()
+    if out.ndim == 2:
+        return out
+    return {"avg": out.mean(axis=(1, 2)), "max": out.max(axis=(1, 2)), "none": out.reshape(len(out), -1)}[pool]
+
+
+def test_one_pass_equals_per_layer_models(lite_cache, lite):
+    cache_dir, result = lite_cache
+    entry = result.entry
+    assert result.computed_layers == LITE_LAYERS
+    paths = [f"{entry.attrs['root']}/{p}" for p in entry.relpaths]
+    X, slices = entry.read(LITE_LAYERS)
+    for layer in LITE_LAYERS:
+        start, stop = slices[layer]
+        np.testing.assert_allclose(X[:, start:stop], per_layer_reference(lite, paths, layer, "avg"), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("pool", ["max", "none"])
+def test_other_poolings_equal_reference(elpv_folder, tmp_path, lite, pool):
+    result = featx.extract(str(elpv_folder), layers="block3a_project_bn", pool=pool, cache_dir=tmp_path, progress=False)
+    X, _, meta = featx.load(result.entry, split=None)
+    paths = [f"{result.entry.attrs['root']}/{p}" for p in meta["path"]]
+    np.testing.assert_allclose(X, per_layer_reference(lite, paths, "block3a_project_bn", pool), rtol=1e-4, atol=1e-5)
+
+
+def test_real_features_separate_classes(lite_cache):
+    """Sanity that the features carry content: nearest class centroid beats chance on the real images."""
+    X, y, _ = featx.load(cache_dir=lite_cache[0], layers="top_activation")
+    centroids = np.stack([X[y == c].mean(axis=0) for c in np.unique(y)])
+    predicted = np.argmin(((X[:, None, :] - centroids[None]) ** 2).sum(-1), axis=1)
+    assert (predicted == y).mean() > 0.6  # chance is 1/3
+
+
+def test_cache_layout_and_metadata(lite_cache):
+    entry = lite_cache[1].entry
+    with h5py.File(entry.layer_file("top_activation"), "r") as f:
+        ds = f["features"]
+        assert ds.shape == (18, 1280) and ds.dtype == np.float32
+        assert ds.chunks[1] == 1280 and ds.compression is None
+        assert ds.attrs["cache_key"] == entry.key
+    assert entry.settings["backbone"] == "efficientnet_lite0" and entry.settings["pool"] == "avg"
+    assert sorted(set(entry.split)) == ["test", "train", "val"]
+    assert entry.class_names == sorted(entry.class_names)
+    assert not (entry.path / "work").exists()
+
+
+def test_second_run_is_a_noop(lite_cache, elpv_folder):
+    cache_dir, first = lite_cache
+    before = {n: first.entry.layer_file(n).stat().st_mtime_ns for n in LITE_LAYERS}
+    said = []
+    again = featx.extract(str(elpv_folder), layers=LITE_LAYERS, cache_dir=cache_dir, batch_size=5, progress=False, log=said.append)
+    assert again.computed_layers == [] and again.entry.path == first.entry.path
+    assert "nothing to do" in said[0]
+    assert before == {n: first.entry.layer_file(n).stat().st_mtime_ns for n in LITE_LAYERS}
+
+
+def test_extra_layer_computes_only_that_layer(lite_cache, elpv_folder):
+    cache_dir, first = lite_cache
+    X_before, _, _ = featx.load(cache_dir=cache_dir, layers=LITE_LAYERS)
+    result = featx.extract(str(elpv_folder), layers=LITE_LAYERS + ["block4a_project_bn"], cache_dir=cache_dir,
+                           batch_size=5, progress=False)
+    assert result.computed_layers == ["block4a_project_bn"]
+    X_after, _, meta = featx.load(cache_dir=cache_dir, layers=LITE_LAYERS)
+    np.testing.assert_array_equal(X_before, X_after)
+    assert "block4a_project_bn" in featx.open_entry(cache_dir=cache_dir).layers
+
+
+def test_layer_order_is_depth_order(lite_cache):
+    X1, _, m1 = featx.load(cache_dir=lite_cache[0], layers=["top_activation", "block2b_add"])
+    X2, _, m2 = featx.load(cache_dir=lite_cache[0], layers="block2b_add,top_activation")
+    np.testing.assert_array_equal(X1, X2)
+    assert m1.attrs["layers"] == ["block2b_add", "top_activation"]
+    assert m1.attrs["feature_slices"]["block2b_add"] == (0, 24)
+
+
+def test_split_load_uses_stored_split(lite_cache):
+    entry = lite_cache[1].entry
+    parts = [featx.load(cache_dir=lite_cache[0], layers="predictions", split=s) for s in ("train", "val", "test")]
+    assert sum(len(p[1]) for p in parts) == 18
+    for (_, y, meta), split in zip(parts, ("train", "val", "test")):
+        assert set(meta["split"]) == {split} and len(np.unique(y)) == 3
+    assert (entry.split == "train").sum() == 12
+
+
+def test_changed_image_is_never_served_stale(elpv_folder, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(elpv_folder, data)
+    first = featx.extract(str(data), layers="top_activation", cache_dir=tmp_path / "c", progress=False)
+    victim = data / first.entry.relpaths[0]
+    from PIL import Image
+
+    Image.open(victim).transpose(Image.FLIP_TOP_BOTTOM).save(victim)
+    second = featx.extract(str(data), layers="top_activation", cache_dir=tmp_path / "c", progress=False)
+    assert second.entry.path != first.entry.path and second.computed_layers == ["top_activation"]
+    X1, _ = first.entry.read(["top_activation"])
+    X2, _ = second.entry.read(["top_activation"])
+    assert not np.allclose(X1[0], X2[0])
+    np.testing.assert_allclose(X1[1:], X2[1:], rtol=1e-5, atol=1e-6)
+
+
+def test_float16_and_other_settings_get_their_own_entry(lite_cache, elpv_folder):
+    cache_dir, first = lite_cache
+    half = featx.extract(str(elpv_folder), layers="top_activation", dtype="float16", cache_dir=cache_dir, progress=False)
+    assert half.entry.path != first.entry.path
+    X16, _ = half.entry.read(["top_activation"])
+    X32, _ = first.entry.read(["top_activation"])
+    assert X16.dtype == np.float16
+    np.testing.assert_allclose(X16.astype(np.float32), X32, rtol=1e-2, atol=1e-2)
+
+
+def test_groups_resolve_for_vgg_and_mobilenet():
+    vgg = get_backbone("vgg16", weights="none")
+    from featx.backbones.layers import group_members, select_layers
+
+    infos = describe_layers(vgg)
+    assert group_members(infos, "blocks") == [f"block{i}_conv{n}" for i, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))]
+    assert group_members(infos, "fc") == ["fc1", "fc2", "predictions"]
+    assert len(group_members(infos, "all")) == 16
+    assert select_layers(infos, "fc1,block5_conv3") == ["block5_conv3", "fc1"]
+    with pytest.raises(featx.errors.FeatxError, match=r"layer 'block5_conv4' not in vgg16; did you mean block5_conv"):
+        select_layers(infos, ["block5_conv4"], model_name="vgg16")
+
+
+def test_local_weights_file_and_imagenet_download_path(tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(1)
+    reference = keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3), include_top=False)
+    path = tmp_path / "mine.weights.h5"
+    reference.save_weights(path)
+    loaded = get_backbone("mobilenet_v2", weights=str(path), input_size=96)
+    random = get_backbone("mobilenet_v2", weights="none", input_size=96)
+    assert loaded.weights_id == featx.backbones.weights_id(reference) != random.weights_id
+    try:  # the real Keras download: works on a networked machine, must fail with a usable message offline
+        online = get_backbone("mobilenet_v2", weights="imagenet", input_size=96)
+        assert online.weights_id != random.weights_id
+    except featx.errors.FeatxError as exc:
+        assert "could not download imagenet weights for mobilenet_v2" in str(exc) and "--weights" in str(exc)
