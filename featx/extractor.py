@@ -29,6 +29,11 @@ from featx.sources.decode import load_rgb
 DTYPES = ("float32", "float16")
 
 
+def check_dtype(dtype: str) -> None:
+    if dtype not in DTYPES:
+        raise FeatxError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
+
+
 class LayerExtractor:
     """Knows its backbone and layers; `batches` yields pooled features for a range of image files."""
 
@@ -36,8 +41,7 @@ class LayerExtractor:
         import keras
         import tensorflow as tf
 
-        if dtype not in DTYPES:
-            raise FeatxError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
+        check_dtype(dtype)
         self.backbone, self.layers, self.pool, self.dtype = backbone, layers, pool, dtype
         model = backbone.model
         outputs = {name: self._pooled(model.get_layer(name).output, pool) for name in layers}
@@ -152,6 +156,7 @@ def extract(data: str, backbone: str = DEFAULT_BACKBONE, layers="blocks", pool: 
     """
     if batch_size < 1:
         raise FeatxError(f"--batch-size {batch_size} must be at least 1")
+    check_dtype(dtype)
     runtime.configure_tensorflow(mixed_precision)
     images = resolve_source(data)
     if limit:
@@ -160,8 +165,6 @@ def extract(data: str, backbone: str = DEFAULT_BACKBONE, layers="blocks", pool: 
     model = get_backbone(backbone, weights, input_size, preprocess, unsafe)
     infos = {i.name: i for i in describe_layers(model)}
     names = select_layers(list(infos.values()), layers, pool, model.name)
-    if dtype not in DTYPES:
-        raise FeatxError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
     settings = {"backbone": model.name, "backbone_version": model.version, "weights_id": model.weights_id,
                 "preprocessing": model.preprocessing, "input_size": list(model.input_size), "pool": pool,
                 "dtype": dtype, "mixed_precision": mixed_precision}
