@@ -6,9 +6,21 @@ Stages, each importing only from those before it:
 
 from featx import runtime  # noqa: F401  (sets TensorFlow's CPU environment before anything imports it)
 from featx.cache.store import CacheEntry, list_entries, open_entry
+from featx.cache.verify import verify
 from featx.extractor import extract
 from featx.features.load import load
 
 __version__ = "0.1.0"
 
-__all__ = ["CacheEntry", "extract", "list_entries", "load", "open_entry"]
+__all__ = ["CacheEntry", "compare", "extract", "fit", "list_entries", "load", "open_entry", "predict", "run_pipeline",
+           "runs", "verify"]
+_EXPERIMENTS = ("compare", "fit", "predict", "run_pipeline", "runs")
+
+
+def __getattr__(name):
+    # Experiments import scikit-learn and matplotlib (seconds): loaded on first use, not for `featx ls`.
+    if name in _EXPERIMENTS:
+        from featx import experiments
+
+        return getattr(experiments, name)
+    raise AttributeError(f"module 'featx' has no attribute {name!r}")

@@ -93,6 +93,33 @@ def cmd_info(args) -> None:
         print(f"bad file: {path}: {reason}")
 
 
+def cmd_verify(args) -> None:
+    from featx.cache.store import open_entry
+    from featx.cache.verify import entry_folders, pending_summary, verify
+    from featx.errors import RunFailed
+
+    folders = [open_entry(args.cache, args.cache_dir).path] if args.cache else entry_folders(args.cache_dir)
+    if not folders:
+        print("no cache entries to verify")
+        return
+    failed = 0
+    for folder in folders:
+        problems = verify(folder)
+        if problems:
+            failed += 1
+            print(f"FAIL {folder.name}", *(f"  {p}" for p in problems), sep="\n")
+        else:
+            from featx.cache.store import CacheEntry
+
+            entry = CacheEntry(folder)
+            notes = [f"{len(entry.labels)} images", f"{len(entry.layers)} layer(s)", f"{len(entry.errors)} bad file(s)",
+                     pending_summary(entry)]
+            print(f"ok   {folder.name}: " + ", ".join(n for n in notes if n))
+    if failed:
+        raise RunFailed(f"{failed} of {len(folders)} cache entries have problems (listed above); "
+                        "re-run `featx extract` into a fresh --cache-dir to rebuild them")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from featx.backbones import DEFAULT_BACKBONE
 
@@ -135,6 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="show one cache entry", description="Show a cache entry's settings, split, layers and bad files.")
     _add_cache(p)
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("verify", help="check cache entries for damage",
+                       description="Check cache entries: files open, one row per image in every layer, no NaN/Inf, "
+                                   "settings hash matches, interrupted passes resumable. Exit 1 if a problem is found.")
+    p.add_argument("cache", nargs="?", default=None, help="cache entry name, key prefix or folder (default: every entry)")
+    _add_cache_dir(p)
+    p.set_defaults(func=cmd_verify)
+    _add_experiment_commands(sub)
     return parser
 
 
@@ -144,6 +179,169 @@ def _add_backbone_options(p: argparse.ArgumentParser, weights_default: str) -> N
     p.add_argument("--input-size", type=int, default=None, help="square input size (default: the backbone's own)")
     p.add_argument("--preprocess", default=None, help="preprocessing for a saved model: none, unit, tf or a keras.applications module")
     p.add_argument("--unsafe", action="store_true", help="allow Lambda layers when loading a saved model (runs its code)")
+
+
+# --- experiments on cached features (featx.experiments); none of these builds a backbone except predict.
+
+CLASSIFIER_FLAGS = (  # --flag VALUE -> the classifier parameter of the same name, value parsed as in --param
+    ("--n-estimators", "rf: number of trees"),
+    ("--min-samples-leaf", "rf: minimum samples per leaf"),
+    ("--max-features", "rf: features tried per split (sqrt, log2, an int or a fraction)"),
+    ("--hidden", "dense: hidden layer sizes, e.g. 256,128 (default 256)"),
+    ("--activation", "dense: hidden activation (default relu)"),
+    ("--dropout", "dense: dropout rate after each hidden layer (default 0)"),
+    ("--l2", "dense: L2 penalty on every kernel (default 0)"),
+    ("--optimizer", "dense: sgd or adam (default sgd)"),
+    ("--lr", "dense: learning rate (default 0.01)"),
+    ("--momentum", "dense: SGD momentum (default 0.9)"),
+    ("--epochs", "dense: maximum epochs (default 100); the best-val-accuracy epoch is kept"),
+    ("--batch-size", "dense: minibatch size (default 32)"),
+    ("--patience", "dense: stop after this many epochs without a better val accuracy"),
+)
+
+
+def _number(text: str):
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+
+
+def _add_model_options(p: argparse.ArgumentParser, clf_help: str) -> None:
+    """Classifier, its parameters and the feature transforms, shared by fit and compare."""
+    p.add_argument("--clf", default="rf", help=clf_help)
+    group = p.add_argument_group("classifier parameters (only those given are set; others keep the estimator's defaults)")
+    for flag, text in CLASSIFIER_FLAGS:
+        group.add_argument(flag, default=argparse.SUPPRESS, metavar="V", help=text)
+    group.add_argument("--batch-norm", action="store_const", const=True, default=argparse.SUPPRESS,
+                       help="dense: batch normalization in each hidden layer")
+    group.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                       help="any other scikit-learn parameter of the classifier, e.g. --param C=10 (repeatable)")
+    group = p.add_argument_group("feature transforms (fitted on the train split only, saved with the model)")
+    group.add_argument("--standardize", action="store_const", const=True, default=argparse.SUPPRESS,
+                       help="zero mean, unit variance per feature")
+    group.add_argument("--discretize", choices=("fne", "kbins"), default=argparse.SUPPRESS,
+                       help="fne: full-network embedding to {-1,0,1}; kbins: quantile bins")
+    group.add_argument("--fne-low", type=float, default=argparse.SUPPRESS, help="FNE: standardized values below become -1 (default -0.25)")
+    group.add_argument("--fne-high", type=float, default=argparse.SUPPRESS, help="FNE: standardized values above become 1 (default 0.15)")
+    group.add_argument("--kbins", type=int, default=argparse.SUPPRESS, help="kbins: number of bins (default 5)")
+    group.add_argument("--pca", type=_number, default=argparse.SUPPRESS,
+                       help="PCA to N components (int) or to a fraction of variance (0-1)")
+    p.add_argument("--seed", type=int, default=0, help="classifier and transform seed (default 0)")
+
+
+def _classifier_params(args) -> dict:
+    from featx.classifiers import parse_param_values
+
+    dests = [flag[2:].replace("-", "_") for flag, _ in CLASSIFIER_FLAGS] + ["batch_norm"]
+    return parse_param_values([f"{d}={getattr(args, d)}" for d in dests if hasattr(args, d)] + args.param)
+
+
+def _transforms(args) -> dict:
+    return {k: getattr(args, k) for k in ("standardize", "discretize", "fne_low", "fne_high", "kbins", "pca") if hasattr(args, k)}
+
+
+def cmd_fit(args) -> None:
+    from featx.experiments import fit
+
+    fit(args.cache, args.layers, args.clf, _classifier_params(args), seed=args.seed, n_jobs=args.n_jobs,
+        cache_dir=args.cache_dir, **_transforms(args))
+
+
+def cmd_compare(args) -> None:
+    from featx.experiments import compare, parse_grid
+
+    compare(args.cache, args.layer_sets, args.clf, parse_grid(args.grid), _classifier_params(args), seed=args.seed,
+            n_jobs=args.n_jobs, metric=args.metric, plots=args.plots, cache_dir=args.cache_dir, **_transforms(args))
+
+
+def cmd_runs(args) -> None:
+    from featx.experiments.runs import format_runs, runs
+
+    print(format_runs(runs(args.cache_dir, args.sort, args.clf, args.backbone, args.layers, args.top)))
+
+
+def cmd_run(args) -> None:
+    from featx.experiments import run_pipeline
+
+    run_pipeline(args.file, cache_dir=args.cache_dir)
+
+
+def cmd_predict(args) -> None:
+    from featx.experiments import predict
+
+    predict(args.model, args.paths, cache_dir=args.cache_dir, batch_size=args.batch_size, output=args.output)
+
+
+def cmd_plot_tsne(args) -> None:
+    from featx.experiments import tsne
+
+    tsne(args.cache, args.layers, args.split, seed=args.seed, max_points=args.max_points, cache_dir=args.cache_dir)
+
+
+def _add_experiment_commands(sub) -> None:
+    p = sub.add_parser("fit", help="fit one classifier on cached features",
+                       description="Fit a classifier Pipeline on the train split of cached layers, score it on val and "
+                                   "test, save model and reports under <cache-dir>/runs/<run_id>/ and log the run.")
+    _add_cache(p)
+    p.add_argument("--layers", default=None, help="layer names and groups (all, blocks, fc), comma-separated; "
+                                                  "concatenated in depth order (default: every cached layer)")
+    _add_model_options(p, "rf, svm, linear-svm, logreg, knn or dense (default rf)")
+    p.add_argument("--n-jobs", type=int, default=-1, help="the classifier's parallel jobs (default -1: all cores)")
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("compare", help="layer subsets x classifiers x parameter grid",
+                       description="Fit every (layer subset, classifier, grid point), print one table, save results.csv "
+                                   "and a chart under <cache-dir>/reports/compare-<id>/; every fit is logged as a run.")
+    _add_cache(p)
+    p.add_argument("--layer-sets", nargs="+", required=True, metavar="SET",
+                   help="subsets: a layer, a group (all, blocks, fc), a comma list, or 'each' (every cached layer alone)")
+    _add_model_options(p, "comma-separated classifiers, e.g. rf,svm,logreg (default rf)")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                   help="parameter values to sweep, e.g. min_samples_leaf=1,2,5 (repeatable; goes to classifiers having KEY)")
+    p.add_argument("--metric", default="val_accuracy", help="column drawn in the chart (default val_accuracy)")
+    p.add_argument("--plots", action="store_true", help="also draw each run's confusion PNGs (slower)")
+    p.add_argument("--n-jobs", type=int, default=1, help="fits run in parallel (default 1: one at a time, each on all cores)")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("runs", help="list logged experiments, best first",
+                       description="Show the experiment log (<cache-dir>/runs/runs.csv) sorted best first, filtered.")
+    _add_cache_dir(p)
+    p.add_argument("--sort", default="val_accuracy", help="column to sort by, descending (*_seconds: ascending); default val_accuracy")
+    p.add_argument("--clf", default=None, help="only these classifiers (comma-separated)")
+    p.add_argument("--backbone", default=None, help="only these backbones (comma-separated)")
+    p.add_argument("--layers", default=None, help="only runs whose layers contain this text")
+    p.add_argument("--top", type=int, default=None, help="show the best N")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("run", help="run a pipeline file (pipelines/*.toml)",
+                       description="Run a declarative TOML experiment: extract (a no-op when cached), then its fit, "
+                                   "compare and tsne steps; ends with a results table and the plot paths.")
+    p.add_argument("file", help="pipeline TOML file, e.g. pipelines/quickstart.toml")
+    _add_cache_dir(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("predict", help="classify new images with a logged run's model",
+                       description="Rebuild the run's backbone, extract its layers from the images, apply its saved "
+                                   "Pipeline (sha256-checked), print and save labels and class probabilities as CSV.")
+    p.add_argument("--model", required=True, metavar="RUN_ID", help="run id (or unique prefix) from `featx runs`")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    p.add_argument("--output", default=None, help="CSV to write (default <cache-dir>/runs/<run_id>/predictions-<time>.csv)")
+    _add_cache_dir(p)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("plot-tsne", help="t-SNE plot of a layer",
+                       description="Save a 2-D t-SNE of cached layer features, colored by class, under <cache-dir>/reports/.")
+    _add_cache(p)
+    p.add_argument("--layers", default="top_activation", help="layer names or groups (default top_activation)")
+    p.add_argument("--split", default=None, choices=("train", "val", "test"), help="only this split (default: all images)")
+    p.add_argument("--max-points", type=int, default=2000, help="embed at most this many random images (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="subsample and t-SNE seed (default 0)")
+    p.set_defaults(func=cmd_plot_tsne)
 
 
 def main(argv=None) -> int:

@@ -37,3 +37,18 @@ def photo_folder(tmp_path_factory):
         for i, img in enumerate(images):
             Image.fromarray(np.asarray(img)).save(root / label / f"{i}.jpg", quality=92)
     return root
+
+
+ELPV_LIMIT = 240  # stratified ELPV subset: 166 train / 37 val / 37 test images, ~10 s through EfficientNet-Lite0
+ELPV_LAYERS = "blocks,top_activation"
+
+
+@pytest.fixture(scope="session")
+def elpv_cache(tmp_path_factory):
+    """A cache folder with ELPV features of the embedded default backbone (real packaged ImageNet weights),
+    extracted once per session; experiment tests only read it (and log their runs into it)."""
+    import featx
+
+    cache_dir = tmp_path_factory.mktemp("elpv_cache")
+    featx.extract("elpv", layers=ELPV_LAYERS, limit=ELPV_LIMIT, cache_dir=cache_dir, progress=False, log=lambda *a: None)
+    return cache_dir

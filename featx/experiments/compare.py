@@ -1,0 +1,125 @@
+"""compare: layer subsets x classifiers x parameter grid in one command, every fit logged as a run.
+
+The union of all requested layers is read from the cache once; each subset is a column slice of it
+(meta.attrs["feature_slices"]), so a layer is never read twice however many subsets contain it.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+
+from featx.cache.store import open_entry
+from featx.classifiers import make_classifier, parse_param_values
+from featx.errors import FeatxError
+from featx.experiments.fit import check_transforms, fit_features
+from featx.experiments.runs import new_run_id, reports_dir
+from featx.features.load import load, resolve_layers
+from featx.reports import plot_layer_comparison
+
+EACH = "each"
+TABLE_COLUMNS = ("layers", "depth", "classifier", "params", "n_features", "val_accuracy", "val_f1_macro",
+                 "test_accuracy", "test_f1_macro", "fit_seconds", "run_id")
+
+
+@dataclass
+class CompareResult:
+    table: pd.DataFrame  # one row per (layer subset, classifier, params), columns TABLE_COLUMNS
+    csv: Path
+    plot: Path
+
+
+def compare(cache=None, layer_sets=("blocks",), classifiers=("rf",), grid: dict | None = None,
+            params: dict | None = None, seed: int = 0, n_jobs: int = 1, metric: str = "val_accuracy",
+            plots: bool = False, cache_dir=None, log=print, **transforms) -> CompareResult:
+    """Fit every (layer subset, classifier, grid point) and tabulate val/test scores.
+
+    layer_sets : subsets, each a layer name, group (all, blocks, fc), comma list of them, or "each" (every
+        cached layer alone, with its depth index, for a per-depth accuracy curve).
+    classifiers : names (or one comma string), e.g. "rf,svm,logreg".
+    grid : {param: [values]}; params : fixed parameters. Each goes only to the classifiers that have
+        that parameter (rf gets min_samples_leaf, logreg does not); one no classifier has is an error.
+    n_jobs : fits run in parallel with joblib; with n_jobs=1 each classifier uses every core instead.
+    metric : the column plotted. plots : also draw each run's confusion PNGs (off: drawing them takes
+        longer than most fits; the confusion CSVs are always written). transforms : as in fit.
+    Saves results.csv and layer_comparison.png in <cache_dir>/reports/compare-<id>/.
+    """
+    check_transforms(transforms)
+    entry = open_entry(cache, cache_dir)
+    subsets = _expand_subsets(entry, [layer_sets] if isinstance(layer_sets, str) else layer_sets)
+    grid = grid or {}
+    points = _grid_points(classifiers, grid, params or {})
+    jobs = [(spec, names, depth, clf, point) for spec, names, depth in subsets for clf, point in points]
+    union = sorted({n for _, names, _ in subsets for n in names}, key=list(entry.layer_info).index)
+    X, y, meta = load(entry, union)
+    split, slices = meta["split"].to_numpy(), meta.attrs["feature_slices"]
+    log(f"compare: {len(subsets)} layer subset(s) x classifiers x grid = {len(jobs)} fit(s), {n_jobs} in parallel")
+    columns = {spec: np.concatenate([np.arange(*slices[n]) for n in names]) for spec, names, _ in subsets}
+    fits = Parallel(n_jobs=n_jobs)(
+        delayed(fit_features)(entry, X[:, columns[spec]], y, split, spec, names, clf, point, transforms, seed,
+                              -1 if n_jobs == 1 else 1, log, plots)
+        for spec, names, _, clf, point in jobs)
+    table = pd.DataFrame([{**{k: r.row[k] for k in TABLE_COLUMNS if k in r.row}, "depth": depth,
+                           "model": " ".join([clf, *(f"{k}={point[k]}" for k in grid if k in point)])}
+                          for r, (_, _, depth, clf, point) in zip(fits, jobs)], columns=[*TABLE_COLUMNS, "model"])
+    if table["depth"].isna().all():
+        table = table.drop(columns="depth")
+    folder = reports_dir(entry.path.parent) / f"compare-{new_run_id()}"
+    folder.mkdir(parents=True)
+    table.to_csv(folder / "results.csv", index=False)
+    plot = plot_layer_comparison(table, folder / "layer_comparison.png", metric=metric, x="layers", hue="model")
+    log(table.drop(columns="model").to_string(index=False))
+    log(f"saved {folder / 'results.csv'} and {plot}")
+    return CompareResult(table, folder / "results.csv", plot)
+
+
+def parse_grid(items) -> dict:
+    """["min_samples_leaf=1,2,5", "criterion=gini,entropy", "hidden=(256,),(128,64)"] -> {param: [values]}."""
+    grid = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier() or not text.strip():
+            raise FeatxError(f"bad grid {item!r}: write it as key=v1,v2,..., e.g. min_samples_leaf=1,2,5")
+        try:
+            grid[key] = ast.literal_eval(f"[{text}]")
+        except (ValueError, SyntaxError):  # bare words: criterion=gini,entropy
+            grid[key] = [parse_param_values([f"{key}={value}"])[key] for value in text.split(",")]
+    return grid
+
+
+def _expand_subsets(entry, layer_sets) -> list[tuple[str, list[str], int | None]]:
+    """(label, layer names in depth order, depth index or None) per subset; "each" gives one per cached layer."""
+    if not layer_sets:
+        raise FeatxError("compare needs at least one layer subset, e.g. --layer-sets top_activation blocks each")
+    depth = list(entry.layer_info).index
+    subsets = []
+    for spec in layer_sets:
+        if spec == EACH:
+            subsets += [(name, [name], depth(name)) for name in entry.layers]
+        else:
+            subsets.append((spec, resolve_layers(entry, spec), None))
+    return subsets
+
+
+def _grid_points(classifiers, grid: dict, params: dict) -> list[tuple[str, dict]]:
+    """(classifier, params) for every classifier and every point of the grid part that it accepts."""
+    names = [c.strip() for c in classifiers.split(",")] if isinstance(classifiers, str) else list(classifiers)
+    accepted = {name: set(make_classifier(name).get_params()) for name in names}
+    unused = sorted(k for k in [*grid, *params] if not any(k in keys for keys in accepted.values()))
+    if unused:
+        raise FeatxError(f"parameter(s) {', '.join(unused)} belong to none of the classifiers {', '.join(names)}; "
+                         "check the spelling against the scikit-learn estimator's parameters")
+    points = []
+    for name in names:
+        fixed = {k: v for k, v in params.items() if k in accepted[name]}
+        keys = [k for k in grid if k in accepted[name]]
+        points += [(name, {**fixed, **dict(zip(keys, values))})
+                   for values in itertools.product(*(grid[k] for k in keys))]
+    return points

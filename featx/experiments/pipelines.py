@@ -1,0 +1,117 @@
+"""Declarative experiment files (TOML): extract once (a no-op when cached), then fit / compare / t-SNE steps.
+
+    name = "quickstart"                     # optional, with description
+    data = "elpv"                           # top level: what featx.extract needs to find the cache entry
+    backbone = "efficientnet_lite0"
+    weights = "imagenet"
+    layers = ["blocks", "top_activation"]
+    [extract]                               # any other featx.extract keyword: limit, seed, split, pool, ...
+    limit = 600
+    [[steps]]                               # in order; kind = fit | compare | tsne, the rest are its keywords
+    kind = "fit"
+    clf = "rf"
+    params = { n_estimators = 200 }
+
+The whole file is checked before anything runs: an unknown key is an error naming the key and the file.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from featx.cache.store import CacheEntry
+from featx.errors import FeatxError
+from featx.experiments.compare import compare
+from featx.experiments.fit import TRANSFORM_KEYS, fit
+from featx.experiments.runs import format_runs, runs
+from featx.experiments.tsne import tsne
+from featx.extractor import extract
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+STEPS = {"fit": fit, "compare": compare, "tsne": tsne}
+TOP_LEVEL = ("name", "description", "data", "backbone", "weights", "layers", "extract", "steps")
+MANAGED = ("cache", "cache_dir", "log", "progress")  # set by run_pipeline, not by the file
+
+
+@dataclass
+class PipelineResult:
+    entry: CacheEntry
+    table: pd.DataFrame  # the runs of this pipeline, best first
+    plots: list[Path]
+
+
+def read_pipeline(path) -> dict:
+    """Parse and check a pipeline file; returns its contents as a dict."""
+    path = Path(path)
+    try:
+        spec = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise FeatxError(f"cannot read pipeline '{path}': {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise FeatxError(f"pipeline '{path}' is not valid TOML: {exc}") from None
+    _check_keys(spec, TOP_LEVEL, f"pipeline '{path}'")
+    _check_keys(spec.get("extract", {}), _keywords(extract, TOP_LEVEL), f"[extract] of '{path}'")
+    steps = spec.get("steps", [])
+    if not isinstance(steps, list) or not steps:
+        raise FeatxError(f"pipeline '{path}' has no [[steps]]; add at least one with kind = {' | '.join(STEPS)}")
+    for number, step in enumerate(steps, 1):
+        kind = step.get("kind")
+        if kind not in STEPS:
+            raise FeatxError(f"step {number} of '{path}' has kind {kind!r}; choose one of {', '.join(STEPS)}")
+        _check_keys(step, ("kind", *_keywords(STEPS[kind])), f"step {number} ({kind}) of '{path}'")
+    return spec
+
+
+def run_pipeline(path, cache_dir=None, log=print) -> PipelineResult:
+    """Extract (reusing the cache), run the steps in order, then print the runs made, best first, and the plots.
+
+    A fit step without `layers` uses the pipeline's layers.
+    """
+    spec = read_pipeline(path)
+    source = {k: spec[k] for k in ("data", "backbone", "weights", "layers") if k in spec}
+    layers = source.setdefault("layers", inspect.signature(extract).parameters["layers"].default)
+    entry = extract(cache_dir=cache_dir, log=log, **source, **spec.get("extract", {})).entry
+    run_ids, plots = [], []
+    for number, step in enumerate(spec["steps"], 1):
+        kind, options = step["kind"], {k: v for k, v in step.items() if k != "kind"}
+        log(f"--- step {number}/{len(spec['steps'])}: {kind}")
+        if kind == "fit":
+            result = fit(cache=entry, log=log, **{"layers": layers, **options})
+            run_ids.append(result.run_id)
+            plots += sorted(result.folder.glob("*.png"))
+        elif kind == "compare":
+            result = compare(cache=entry, log=log, **options)
+            run_ids += list(result.table["run_id"])
+            plots.append(result.plot)
+        else:
+            plots.append(tsne(cache=entry, log=log, **options))
+    table = runs(entry.path.parent)
+    table = table[table["run_id"].isin(run_ids)].reset_index(drop=True)
+    log(f"=== {spec.get('name', Path(path).stem)}: {len(table)} run(s), best first")
+    log(format_runs(table))
+    log("plots:\n" + "\n".join(f"  {p}" for p in plots))
+    return PipelineResult(entry, table, plots)
+
+
+def _keywords(function, exclude=()) -> tuple[str, ...]:
+    """The keywords a file may set for `function` (its **transforms, if any, are the transform options)."""
+    parameters = inspect.signature(function).parameters.values()
+    names = [p.name for p in parameters if p.kind is not p.VAR_KEYWORD and p.name not in (*MANAGED, *exclude)]
+    return (*names, *TRANSFORM_KEYS) if any(p.kind is p.VAR_KEYWORD for p in parameters) else tuple(names)
+
+
+def _check_keys(table, allowed, where: str) -> None:
+    if not isinstance(table, dict):
+        raise FeatxError(f"{where} must be a table of key = value")
+    unknown = [k for k in table if k not in allowed]
+    if unknown:
+        raise FeatxError(f"unknown key '{unknown[0]}' in {where}; allowed: {', '.join(allowed)}")
