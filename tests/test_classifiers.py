@@ -50,7 +50,7 @@ def test_make_classifier_sets_seed_and_jobs_only_where_accepted():
     knn = make_classifier("knn", seed=3, n_jobs=2)
     assert knn.n_jobs == 2 and "random_state" not in knn.get_params()
     svm = make_classifier("svm", seed=3, n_jobs=2)
-    assert svm.probability and svm.random_state == 3 and "n_jobs" not in svm.get_params()
+    assert svm.kernel == "rbf" and svm.random_state == 3 and "n_jobs" not in svm.get_params()
     assert make_classifier("logreg", n_jobs=2).n_jobs is None  # no effect there; sklearn warns
 
 

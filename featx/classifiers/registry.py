@@ -28,7 +28,7 @@ def _dense_head():
 
 CLASSIFIERS = {
     "rf": RandomForestClassifier,
-    "svm": partial(SVC, kernel="rbf", probability=True),
+    "svm": partial(SVC, kernel="rbf"),  # no probability=True: deprecated in sklearn 1.9 and a 5-fold CV per fit
     "linear-svm": LinearSVC,
     "logreg": partial(LogisticRegression, max_iter=2000),
     "knn": KNeighborsClassifier,

@@ -6,6 +6,8 @@ split, so validation and test features are mapped with train statistics (no leak
 
 from __future__ import annotations
 
+import warnings
+
 from numbers import Integral, Real
 
 import numpy as np
@@ -128,12 +130,22 @@ def build_feature_pipeline(
     return steps
 
 
+class QuietKBinsDiscretizer(KBinsDiscretizer):
+    """KBinsDiscretizer without one warning per constant feature: dead ReLU units are normal in CNN features."""
+
+    def fit(self, X, y=None, **params):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Bins whose width are too small")
+            warnings.filterwarnings("ignore", message="Feature .* is constant")
+            return super().fit(X, y, **params)
+
+
 def _kbins(n_bins, seed):
     """Quantile KBinsDiscretizer, with the sklearn >= 1.7 quantile method where available
     (it silences the FutureWarning about the changing default)."""
     if not _is_int(n_bins) or n_bins < 2:
         raise FeatxError(f"kbins must be an integer >= 2, got {n_bins!r}.")
-    discretizer = KBinsDiscretizer(
+    discretizer = QuietKBinsDiscretizer(
         n_bins=n_bins, encode="ordinal", strategy="quantile", random_state=seed
     )
     if "quantile_method" in discretizer.get_params():
