@@ -9,9 +9,11 @@ thread commits finished batches to disk while the next batch is computed.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +21,7 @@ from tqdm.auto import tqdm
 
 from featx import runtime
 from featx.backbones import DEFAULT_BACKBONE, describe_layers, get_backbone, select_layers
-from featx.cache.key import cache_key, fingerprint_files
+from featx.cache.key import cache_key, file_fingerprint, fingerprint_files
 from featx.cache.passlog import PassLog
 from featx.cache.store import CacheEntry, create_entry, default_cache_dir
 from featx.errors import FeatxError, RunFailed
@@ -119,7 +121,7 @@ class BackgroundWriter:
             if self.error is None:
                 try:
                     self.log.append(*item)
-                except OSError as exc:
+                except Exception as exc:  # noqa: BLE001  any failure must surface in close(), never hang put()
                     self.error = exc
 
     def put(self, outputs, errors) -> None:
@@ -133,7 +135,7 @@ class BackgroundWriter:
         self.log.close()
         if self.error is not None:
             raise RunFailed(
-                f"writing features failed ({self.error.strerror or self.error}); committed batches are kept: "
+                f"writing features failed ({getattr(self.error, 'strerror', None) or self.error}); committed batches are kept: "
                 "free disk space and re-run the same command to resume"
             )
 
@@ -162,7 +164,7 @@ def extract(data: str, backbone: str = DEFAULT_BACKBONE, layers="blocks", pool: 
     if limit:
         images = images.take(limit, seed)
     images.ensure_split(split, seed)
-    model = get_backbone(backbone, weights, input_size, preprocess, unsafe)
+    model = _memoized_backbone(backbone, weights, input_size, preprocess, unsafe)
     infos = {i.name: i for i in describe_layers(model)}
     names = select_layers(list(infos.values()), layers, pool, model.name)
     settings = {"backbone": model.name, "backbone_version": model.version, "weights_id": model.weights_id,
@@ -178,8 +180,9 @@ def extract(data: str, backbone: str = DEFAULT_BACKBONE, layers="blocks", pool: 
              "class_names": json.dumps(images.class_names), "description": images.description, "root": images.root}
     data_sets = {"paths": images.relpaths, "labels": images.labels, "fingerprints": fingerprints, "split": images.split}
     entry = create_entry(cache_dir or default_cache_dir(), key, model.name, attrs, data_sets, images.split_settings)
-    with entry.lock():
+    with entry.lock(), _cache_write_errors(entry):
         entry = CacheEntry(entry.path)  # re-read under the lock: another run may have added layers
+        entry.remove_debris()
         if images.split_settings != entry.split_settings or not np.array_equal(images.split, entry.split):
             entry.split_settings = images.split_settings
             entry.update_index(split=images.split)
@@ -203,6 +206,38 @@ def extract(data: str, backbone: str = DEFAULT_BACKBONE, layers="blocks", pool: 
     computed = [n for p in passes for n in p.layers]
     _report(entry, computed, log)
     return ExtractResult(entry, computed, rate)
+
+
+@contextmanager
+def _cache_write_errors(entry: CacheEntry):
+    """Disk full, file size limit or permissions while writing the cache -> one line; committed work stays valid."""
+    try:
+        yield
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise RunFailed(
+            f"writing the cache in {entry.path} failed ({reason}); committed work is kept: free disk space "
+            "(or fix permissions) and re-run the same command to resume"
+        ) from None
+
+
+_BACKBONES: dict = {}  # the last backbone built in this process, by its arguments
+_BACKBONES_LOCK = threading.Lock()
+
+
+def _memoized_backbone(name, weights, input_size, preprocess, unsafe):
+    """get_backbone, remembering the last one built: a warm re-run in the same process (a notebook cell run
+    again) skips rebuilding and re-hashing the model. A file argument is keyed by its content, and the
+    Keras dtype policy is part of the key, so changed weights or mixed precision never reuse a model."""
+    import keras
+
+    key = (name, weights, input_size, preprocess, unsafe, keras.mixed_precision.global_policy().name,
+           *(file_fingerprint(p) for p in (name, weights) if isinstance(p, str) and os.path.isfile(p)))
+    with _BACKBONES_LOCK:
+        if key not in _BACKBONES:
+            _BACKBONES.clear()  # hold one model at most
+            _BACKBONES[key] = get_backbone(name, weights, input_size, preprocess, unsafe)
+        return _BACKBONES[key]
 
 
 def _run_pass(model, pass_log: PassLog, paths: list[str], pool: str, strict: bool, progress: bool) -> float | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from concurrent.futures import ThreadPoolExecutor
 
 from tqdm.auto import tqdm
@@ -15,6 +17,8 @@ def file_fingerprint(path: str) -> str:
     """Content hash of one file; an unreadable file gets a marker (it is reported as bad at decode)."""
     digest = hashlib.blake2b(digest_size=16)
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a folder or FIFO (opening a FIFO would block forever)
+            return f"{UNREADABLE}:not-a-file"
         with open(path, "rb") as f:
             while chunk := f.read(1 << 20):
                 digest.update(chunk)

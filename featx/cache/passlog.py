@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
@@ -38,7 +39,14 @@ class PassLog:
     def pending(cls, entry: CacheEntry) -> PassLog | None:
         """The unfinished pass left by an interrupted run, if any."""
         progress = entry.path / "work" / "progress.json"
-        return cls(entry, json.loads(progress.read_text())) if progress.exists() else None
+        if not progress.exists():
+            return None
+        log = cls(entry, json.loads(progress.read_text()))
+        for name in log.layers:  # a raw file short of the committed rows (damaged, older layout): start afresh
+            raw = log._raw_path(name)
+            if (raw.stat().st_size if raw.exists() else 0) < log.committed_rows * log._row_bytes(name):
+                return None
+        return log
 
     @classmethod
     def start(cls, entry: CacheEntry, layers: dict[str, dict], n_rows: int, batch_size: int, dtype: str) -> PassLog:
@@ -55,7 +63,9 @@ class PassLog:
 
     @property
     def layers(self) -> list[str]:
-        return list(self.state["layers"])
+        """In depth order. Not the order of state["layers"]: progress.json is written with sorted keys."""
+        known = [name for name in self.entry.layer_info if name in self.state["layers"]]
+        return known + sorted(set(self.state["layers"]) - set(known))
 
     @property
     def committed_rows(self) -> int:
@@ -65,16 +75,17 @@ class PassLog:
     def batch_size(self) -> int:
         return self.state["batch_size"]
 
-    def _raw_path(self, i: int) -> Path:
-        return self.dir / f"{i}.raw"
+    def _raw_path(self, name: str) -> Path:
+        """Named by layer, never by position: a resumed run must append each layer to its own rows."""
+        return self.dir / f"{quote(name, safe='')}.raw"
 
     def _row_bytes(self, name: str) -> int:
         return self.state["layers"][name]["n_features"] * np.dtype(self.state["dtype"]).itemsize
 
     def open_for_append(self) -> None:
         """Open each raw file positioned at the committed end, cutting off any uncommitted tail."""
-        for i, name in enumerate(self.layers):
-            fd = os.open(self._raw_path(i), os.O_RDWR | os.O_CREAT, 0o644)
+        for name in self.layers:
+            fd = os.open(self._raw_path(name), os.O_RDWR | os.O_CREAT, 0o644)
             os.ftruncate(fd, self.committed_rows * self._row_bytes(name))
             os.lseek(fd, 0, os.SEEK_END)
             self._files[name] = fd
@@ -100,17 +111,24 @@ class PassLog:
         self._files = {}
 
     def finalize(self) -> None:
-        """Publish each layer's HDF5 file, record bad files in the index, then drop the work folder."""
+        """Record bad files in the index, publish each layer's HDF5 file, then drop the work folder.
+
+        The index goes first: a published layer file is served at once, so its bad rows must already be marked.
+        """
         n_rows, dtype = self.state["n_rows"], self.state["dtype"]
-        for i, (name, info) in enumerate(self.state["layers"].items()):
-            if self.entry.layer_file(name).exists():
-                continue
-            raw = np.memmap(self._raw_path(i), dtype=dtype, mode="r", shape=(n_rows, info["n_features"]))
-            attrs = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in info.items() if v is not None}
-            self.entry.write_layer(name, lambda a, b: raw[a:b], n_rows, info["n_features"], dtype, attrs)
-            del raw
         if "valid" not in self.entry.data:
             errors = np.asarray([self.state["errors"].get(str(row), "") for row in range(n_rows)], dtype=object)
             self.entry.update_index(valid=errors == "", errors=errors)
-        shutil.rmtree(self.dir)
+        for name in self.layers:
+            info = self.state["layers"][name]
+            if self.entry.layer_file(name).exists():
+                continue
+            raw = np.memmap(self._raw_path(name), dtype=dtype, mode="r", shape=(n_rows, info["n_features"]))
+            attrs = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in info.items() if v is not None}
+            self.entry.write_layer(name, lambda a, b: raw[a:b], n_rows, info["n_features"], dtype, attrs)
+            del raw
+        done = self.entry.path / f".work-done-{os.getpid()}"
+        shutil.rmtree(done, ignore_errors=True)
+        os.rename(self.dir, done)  # one atomic step ends the pass; a partial rmtree could leave progress.json alone
         fsync_dir(self.entry.path)
+        shutil.rmtree(done)

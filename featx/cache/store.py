@@ -12,10 +12,14 @@ rows are committed, so a reader never sees partial data and a killed run never l
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
+import re
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -24,9 +28,10 @@ import numpy as np
 
 from featx.cache.atomic import atomic_path, fsync_dir
 from featx.cache.lock import EntryLock
-from featx.errors import FeatxError
+from featx.errors import FeatxError, RunFailed
 
 FORMAT_VERSION = 1
+HDF5_OVERHEAD = 1 << 20  # headers and chunk index of one layer file, generously
 CHUNK_BYTES = 1 << 20  # ~1 MiB row chunks: whole-layer reads stay sequential
 STR = h5py.string_dtype()
 
@@ -96,7 +101,7 @@ class CacheEntry:
 
         Returns X and {layer: (start, stop)} column slices. Only the named layer files are opened.
         """
-        missing = [name for name in layers if name not in self.layers]
+        missing = [name for name in layers if name not in self.layer_info or not self.layer_file(name).exists()]
         if missing:
             raise FeatxError(
                 f"layer(s) {', '.join(missing)} not cached in {self.name}; run `featx extract` with "
@@ -117,7 +122,8 @@ class CacheEntry:
         chunk_rows = max(1, min(n_rows, CHUNK_BYTES // (n_features * np.dtype(dtype).itemsize)))
         final = self.layer_file(name)
         final.parent.mkdir(exist_ok=True)
-        with atomic_path(final) as tmp:
+        with atomic_path(final) as tmp, _h5_write_errors(tmp):
+            _reserve(tmp, n_rows * n_features * np.dtype(dtype).itemsize + HDF5_OVERHEAD)
             with h5py.File(tmp, "w") as f:
                 ds = f.create_dataset("features", shape=(n_rows, n_features), dtype=dtype, chunks=(chunk_rows, n_features))
                 for start in range(0, n_rows, chunk_rows * 16):
@@ -133,6 +139,19 @@ class CacheEntry:
     def lock(self) -> EntryLock:
         return EntryLock(self.path)
 
+    def remove_debris(self) -> None:
+        """Delete temporary files of writers killed mid-write (`.<name>.<pid>.tmp`, `.work-done-*`).
+
+        Call only while holding `lock()`: then no live process of this host is writing them.
+        """
+        for folder in (self.path, self.path / "layers", self.path / "work"):
+            for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
+                pid = tmp.name.rsplit(".", 2)[-2]
+                if not (pid.isdigit() and _alive(int(pid))):
+                    tmp.unlink(missing_ok=True)
+        for done in self.path.glob(".work-done-*"):
+            shutil.rmtree(done, ignore_errors=True)
+
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
 
@@ -142,14 +161,17 @@ class CacheEntry:
 
 
 def write_index(entry_path: Path, attrs: dict, data: dict, split_settings: dict) -> None:
+    """The index is small: built in memory and written by Python, so a full disk is a plain OSError."""
+    image = io.BytesIO()
+    with h5py.File(image, "w") as f:
+        f.attrs.update(attrs)
+        for key, value in data.items():
+            value = np.asarray(value)
+            f.create_dataset(key, data=value.astype(object) if value.dtype.kind in "UO" else value,
+                             dtype=STR if value.dtype.kind in "UO" else value.dtype)
+        f["split"].attrs["settings"] = json.dumps(split_settings)
     with atomic_path(Path(entry_path) / "index.h5") as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.attrs.update(attrs)
-            for key, value in data.items():
-                value = np.asarray(value)
-                f.create_dataset(key, data=value.astype(object) if value.dtype.kind in "UO" else value,
-                                 dtype=STR if value.dtype.kind in "UO" else value.dtype)
-            f["split"].attrs["settings"] = json.dumps(split_settings)
+        tmp.write_bytes(image.getvalue())
 
 
 def create_entry(cache_dir: Path, key: str, backbone_name: str, attrs: dict, data: dict, split_settings: dict) -> CacheEntry:
@@ -158,9 +180,9 @@ def create_entry(cache_dir: Path, key: str, backbone_name: str, attrs: dict, dat
     final = cache_dir / f"{backbone_name}-{key[:12]}"
     if final.exists():
         return CacheEntry(final)
+    staging = cache_dir / f".new-{key[:12]}-{os.getpid()}"
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        staging = cache_dir / f".new-{key[:12]}-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         (staging / "layers").mkdir(parents=True)
         write_index(staging, {"format_version": FORMAT_VERSION, "key": key, "created": time.time(), **attrs},
@@ -172,8 +194,14 @@ def create_entry(cache_dir: Path, key: str, backbone_name: str, attrs: dict, dat
             shutil.rmtree(staging, ignore_errors=True)  # another process created it first: use theirs
             if not final.exists():
                 raise
-    except PermissionError:
-        raise FeatxError(f"cache directory '{cache_dir}' is not writable; pass --cache-dir to a writable folder") from None
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+            raise FeatxError(f"cache directory '{cache_dir}' is not a folder; pass --cache-dir to a writable folder") from None
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise FeatxError(f"cache directory '{cache_dir}' is not writable; pass --cache-dir to a writable folder") from None
+        raise RunFailed(f"cannot create a cache entry in '{cache_dir}' ({exc.strerror or exc}); "
+                        "free disk space and re-run the same command") from None
     return CacheEntry(final)
 
 
@@ -182,7 +210,8 @@ def list_entries(cache_dir: Path | None = None) -> list[CacheEntry]:
     cache_dir = Path(cache_dir or default_cache_dir())
     if not cache_dir.is_dir():
         return []
-    entries = [CacheEntry(p) for p in cache_dir.iterdir() if p.is_dir() and (p / "index.h5").exists()]
+    entries = [CacheEntry(p) for p in cache_dir.iterdir()
+               if p.is_dir() and not p.name.startswith(".") and (p / "index.h5").exists()]  # .new-*: unfinished creation
     return sorted(entries, key=lambda e: e.modified, reverse=True)
 
 
@@ -205,6 +234,39 @@ def open_entry(cache: str | Path | CacheEntry | None = None, cache_dir: Path | N
         problem = "is ambiguous" if matches else "matches no cache entry"
         raise FeatxError(f"cache '{cache}' {problem}; choose one of: {names} (see `featx ls`)")
     return matches[0]
+
+
+@contextmanager
+def _h5_write_errors(path: Path):
+    """A failed HDF5 write (disk full, file size limit) as a plain OSError; h5py raises RuntimeError on close."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        found = re.search(r"errno = (\d+)", str(exc))
+        code = getattr(exc, "errno", None) or (int(found.group(1)) if found else errno.EIO)
+        raise OSError(code, os.strerror(code), str(path)) from exc
+
+
+def _reserve(path: Path, n_bytes: int) -> None:
+    """Claim the disk space a layer file needs before HDF5 writes it: HDF5 does not fail cleanly on a full
+    disk (its objects are left half-closed and can crash the process later), Python's fallocate does."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.posix_fallocate(fd, 0, n_bytes)
+    finally:
+        os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # our own leftovers from an earlier, failed write
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _decode(value):

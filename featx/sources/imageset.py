@@ -92,6 +92,12 @@ def folder_source(root: Path) -> ImageSet:
                     relpaths.append(os.path.relpath(os.path.join(dirpath, fname), root))
                     labels.append(label)
     _check_not_empty(relpaths, root)
+    for rel in relpaths:
+        try:
+            rel.encode("utf-8")
+        except UnicodeEncodeError:  # bytes from another encoding: no stored path could name it
+            shown = os.fsencode(rel).decode("utf-8", "backslashreplace")
+            raise FeatxError(f"file name '{shown}' in '{root}' is not valid UTF-8; rename it (e.g. convmv -f latin1 -t utf8)") from None
     return ImageSet(str(root.resolve()), relpaths, np.asarray(labels, dtype=np.int64), classes, f"folder {root}")
 
 
@@ -123,7 +129,7 @@ def manifest_source(csv_path: Path) -> ImageSet:
     image_set = ImageSet(str(root), relpaths, labels, class_names, f"manifest {csv_path}")
     if "split" in columns:
         split = np.asarray([row["split"] for row in rows])
-        bad = sorted(set(split) - set(SPLITS))
+        bad = sorted(str(v) for v in set(split) - set(SPLITS))
         if bad:
             raise FeatxError(f"manifest '{csv_path}' has split value(s) {bad}; use only {', '.join(SPLITS)}")
         image_set.split, image_set.split_settings = split, {"kind": "manifest"}

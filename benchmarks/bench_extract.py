@@ -1,0 +1,486 @@
+#!/usr/bin/env python
+"""featx extraction benchmark: one command, one machine, the same images, every number a ratio in the same run.
+
+    python benchmarks/bench_extract.py                 # full: efficientnet_lite0, mobilenet_v2, vgg16@128 (minutes)
+    python benchmarks/bench_extract.py --quick         # CI smoke: one small backbone, small N (about a minute)
+    python benchmarks/bench_extract.py --json out.json --backbones mobilenet_v2@160 --images 256
+
+Per backbone (same images, same 5 layers, same batch size; each variant in a fresh subprocess, so peak
+RSS is per variant and no TensorFlow state leaks between them):
+
+* bare forward: featx's own multi-output model (pooling in graph, one tf.function) on in-memory decoded
+  batches, no decode, no writes; the first (tracing) batch is discarded. The ceiling.
+* featx extract, steady state: `featx.extract` from image files to a published HDF5 cache, timed from
+  the commit of its first batch (so its tracing batch is discarded too) to the published layer files.
+* featx extract, end to end: the whole `featx.extract` call (backbone build, fingerprints, tracing,
+  extraction, HDF5) -- compared with the naive baseline, which is also timed end to end.
+* naive baseline: the script people write -- load every image into RAM, one keras.Model(base.input,
+  layer.output) per layer, model.predict over all images, numpy mean pooling, every result kept in RAM.
+* peak RSS (VmHWM) of featx and the baseline at N and 4N images; warm re-run (cache hit); layer-subset
+  read throughput from the page cache; RandomForest(50, min_samples_leaf=2) fit time on 1 vs all layers.
+
+Times exclude the Python and TensorFlow import, which every variant pays alike. Output: a table with
+columns backbone, metric, value, unit, ratio, target, met (printed; `--json PATH` writes it too).
+Backbones are `name[@input_size]`; efficientnet_lite0 uses its packaged ImageNet weights, others
+`--weights none` (seeded random init: same FLOPs, no download). On a GPU the same command runs unchanged
+(batch size 128 unless given; add --mixed-precision for float16 compute); the device is in the header.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULT_BACKBONES = "efficientnet_lite0,mobilenet_v2,vgg16@128"
+DEFAULT_IMAGES = 512
+QUICK_BACKBONES = "efficientnet_lite0@128"
+QUICK_IMAGES = 128
+N_LAYERS = 5
+PACKAGED_WEIGHTS = {"efficientnet_lite0": "imagenet"}  # real weights ship with featx; others would need a download
+SCALE_READ_SIZE = 64  # input size of the whole-data-set pass behind the read check (bytes read do not depend on it)
+RF_PARAMS = {"n_estimators": 50, "min_samples_leaf": 2, "random_state": 0}
+TARGETS = {"forward": 0.9, "baseline": 4.0, "rss": 1.10, "warm_s": 1.0, "read_mb_s": 1000.0}
+RESULT_PREFIX = "BENCH_RESULT "
+
+
+# ----------------------------------------------------------------------------------------------- workers
+# Each runs in its own interpreter (`--worker SPEC`); `import featx` comes first so featx.runtime sets the
+# TensorFlow environment (oneDNN, log level) before TensorFlow is imported.
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident set of this process (VmHWM), in MB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
+
+
+def _images(spec):
+    from featx.sources import resolve_source
+
+    images = resolve_source(spec["data"])
+    return images.take(spec["images"], spec["seed"]) if spec["images"] < len(images) else images
+
+
+def _import_tensorflow(spec):
+    import featx  # noqa: F401  (sets the TensorFlow environment first)
+    import keras  # noqa: F401
+    import tensorflow as tf
+
+    if spec.get("baseline_threads") != "default" or spec["kind"] != "baseline":
+        from featx import runtime
+
+        runtime.configure_tensorflow(spec["mixed_precision"])
+    elif spec["mixed_precision"]:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    return tf
+
+
+def _device(tf) -> dict:
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        name = f"{details.get('device_name', gpus[0].name)} x{len(gpus)}"
+    else:
+        name = "CPU"
+        try:
+            with open("/proc/cpuinfo") as f:
+                name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+        except (OSError, StopIteration):
+            pass
+        name = f"{name} ({os.cpu_count()} cores)"
+    return {"device": name, "gpu": bool(gpus), "tensorflow": tf.__version__,
+            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset"),
+            "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
+
+
+def _pick_layers(backbone, spec) -> list[str]:
+    """The layers every variant uses: --layers, or N_LAYERS spread evenly over the backbone's `blocks` group."""
+    from featx.backbones import describe_layers, select_layers
+
+    infos = describe_layers(backbone)
+    if spec.get("layers"):
+        return select_layers(infos, spec["layers"], "avg", backbone.name)
+    blocks = select_layers(infos, "blocks", "avg", backbone.name)
+    n = min(N_LAYERS, len(blocks))
+    return [blocks[round(i * (len(blocks) - 1) / max(1, n - 1))] for i in range(n)]
+
+
+def work_bare(spec) -> dict:
+    """The ceiling: featx's multi-output tf.function on in-memory uint8 batches; no decode, no writes."""
+    tf = _import_tensorflow(spec)
+    import numpy as np
+
+    from featx.backbones import get_backbone
+    from featx.extractor import LayerExtractor
+    from featx.sources.decode import load_rgb
+
+    backbone = get_backbone(spec["backbone"], spec["weights"], spec["input_size"])
+    layers = _pick_layers(backbone, spec)
+    extractor = LayerExtractor(backbone, layers, "avg", "float32")
+    images = np.stack([load_rgb(p, backbone.input_size) for p in _images(spec).paths])
+    size = spec["batch_size"]
+    batches = [images[i:i + size] for i in range(0, len(images), size)]
+    extractor(batches[0])  # warm-up: tracing, graph optimization, oneDNN primitive creation
+    began = time.perf_counter()
+    for batch in batches[1:]:
+        extractor(batch)
+    seconds = time.perf_counter() - began
+    timed = len(images) - len(batches[0])
+    return {"images_per_s": timed / seconds if timed else None, "seconds": seconds, "timed_images": timed,
+            "peak_rss_mb": _peak_rss_mb(), "layers": layers, "input_size": list(backbone.input_size), **_device(tf)}
+
+
+def work_featx(spec) -> dict:
+    """featx.extract from files to a committed HDF5 cache; then warm re-run, subset read and fits."""
+    _import_tensorflow(spec)
+    import featx
+    from featx.cache import passlog
+
+    commits = []  # when each batch is durably committed (writer thread); instrumentation only
+    append = passlog.PassLog.append
+
+    def timed_append(self, *args, **kwargs):
+        append(self, *args, **kwargs)
+        commits.append(time.perf_counter())
+
+    passlog.PassLog.append = timed_append
+    images = _images(spec)
+    args = dict(backbone=spec["backbone"], layers=spec["layers"], pool="avg", weights=spec["weights"],
+                batch_size=spec["batch_size"], cache_dir=spec["cache_dir"], limit=spec["images"], seed=spec["seed"],
+                input_size=spec["input_size"], mixed_precision=spec["mixed_precision"], progress=False,
+                log=lambda *a: None)
+    began = time.perf_counter()
+    result = featx.extract(spec["data"], **args)
+    done = time.perf_counter()
+    out = {"e2e_images_per_s": len(images) / (done - began), "e2e_seconds": done - began,
+           "peak_rss_mb": _peak_rss_mb(), "reported_images_per_s": result.images_per_second, "batches": len(commits)}
+    if len(commits) > 1:
+        first = min(spec["batch_size"], len(images))
+        out["steady_images_per_s"] = (len(images) - first) / (done - commits[0])
+    if not spec.get("extras"):
+        return out
+
+    # warm re-run in the same process (a notebook cell run again): must be a cache hit
+    began = time.perf_counter()
+    again = featx.extract(spec["data"], **args)
+    out["warm_seconds"] = time.perf_counter() - began
+    if again.computed_layers:
+        raise RuntimeError(f"warm re-run recomputed {again.computed_layers}: the cache missed")
+
+    entry = featx.open_entry(result.entry.path)
+    out.update(_read_throughput(entry, spec["layers"]))
+    out.update(_fit_times(entry, spec["layers"]))
+    if spec.get("scale_read_size"):
+        # the same layers for every image of the data set (a small input size only makes this pass quick;
+        # a layer's width, and so the bytes read, does not depend on it)
+        scale = featx.extract(spec["data"], **{**args, "limit": None, "input_size": spec["scale_read_size"],
+                                               "cache_dir": spec["cache_dir"] + "-scale", "batch_size": 64})
+        out.update({f"scale_{k}": v for k, v in _read_throughput(scale.entry, spec["layers"]).items()})
+        out["scale_rows"] = len(scale.entry.labels)
+    return out
+
+
+def _read_throughput(entry, layers) -> dict:
+    """Layer-subset reads (the deeper half of the layers) from the page cache; the first read warms it."""
+    subset = layers[len(layers) // 2:]
+    X, _ = entry.read(subset)
+    repeats, began = 0, time.perf_counter()
+    while repeats < 5 or time.perf_counter() - began < 0.5:
+        X, _ = entry.read(subset)
+        repeats += 1
+    seconds = (time.perf_counter() - began) / repeats
+    return {"read_mb_s": X.nbytes / 1e6 / seconds, "read_mb": X.nbytes / 1e6, "read_ms": seconds * 1e3,
+            "read_layers": subset}
+
+
+def _fit_times(entry, layers) -> dict:
+    """RandomForest fit from the cache (load + fit on the train split) on the last layer vs all layers."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    import featx
+
+    out = {}
+    for key, subset in (("fit_1_s", layers[-1:]), ("fit_all_s", layers)):
+        began = time.perf_counter()
+        X, y, _ = featx.load(entry, layers=subset, split="train")
+        RandomForestClassifier(**RF_PARAMS).fit(X, y)
+        out[key] = time.perf_counter() - began
+        out[key.replace("_s", "_features")] = X.shape[1]
+    return out
+
+
+def work_baseline(spec) -> dict:
+    """The naive script, written as people write it: everything in RAM, one model and predict per layer."""
+    tf = _import_tensorflow(spec)
+    import keras
+    import numpy as np
+
+    began = time.perf_counter()
+    base, preprocess, size = _naive_base_model(spec)
+    paths = _images(spec).paths
+    images = np.stack([keras.utils.img_to_array(keras.utils.load_img(p, target_size=size, interpolation="bilinear"))
+                       for p in paths])
+    x = preprocess(images)
+    features = {}
+    for name in spec["layers"]:
+        model = keras.Model(base.input, base.get_layer(name).output)
+        activations = model.predict(x, batch_size=spec["batch_size"], verbose=0)
+        features[name] = activations.mean(axis=(1, 2)) if activations.ndim == 4 else activations
+    seconds = time.perf_counter() - began
+    return {"images_per_s": len(paths) / seconds, "seconds": seconds, "peak_rss_mb": _peak_rss_mb(),
+            "n_features": sum(f.shape[1] for f in features.values()), **_device(tf)}
+
+
+def _naive_base_model(spec):
+    """The same network and weights as featx uses, built the plain way (no weights hashing, no registry)."""
+    import keras
+
+    weights = None if spec["weights"] in (None, "none") else spec["weights"]
+    if weights is None:
+        keras.utils.set_random_seed(0)
+    if spec["backbone"] == "efficientnet_lite0":
+        from featx.backbones import efficientnet_lite
+
+        side = spec["input_size"] or 224
+        model = efficientnet_lite.build_efficientnet_lite0(weights=weights, input_shape=(side, side, 3))
+        return model, efficientnet_lite.preprocess_input, (side, side)
+    from featx.backbones.keras_apps import build_keras_application
+
+    model, preprocess, _, size = build_keras_application(spec["backbone"], weights, spec["input_size"])
+    return model, preprocess, size
+
+
+WORKERS = {"bare": work_bare, "featx": work_featx, "baseline": work_baseline}
+
+
+def worker_main(spec_json: str) -> int:
+    spec = json.loads(spec_json)
+    result = WORKERS[spec["kind"]](spec)
+    result["loadavg_1m"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    sys.stdout.flush()
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ orchestrator
+
+
+def run_worker(spec: dict, verbose: bool) -> dict:
+    """Run one variant in a fresh interpreter and return its result dict."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    began = time.perf_counter()
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)],
+                          capture_output=True, text=True, env=env)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+    if proc.returncode != 0 or not lines:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
+        raise RuntimeError(f"benchmark worker {spec['kind']} ({spec['backbone']}, {spec['images']} images) failed "
+                           f"with exit code {proc.returncode}:\n{tail}")
+    result = json.loads(lines[-1][len(RESULT_PREFIX):])
+    if verbose:
+        shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.items()
+                 if k not in ("device", "tensorflow", "onednn", "intra_op", "inter_op", "gpu")}
+        print(f"  {spec['kind']:<8} {spec['backbone']}@{spec['input_size'] or 'default'} N={spec['images']}: "
+              f"{time.perf_counter() - began:.0f}s wall  {shown}", file=sys.stderr, flush=True)
+    return result
+
+
+def _row(backbone, metric, value, unit, ratio=None, target=None, met=None):
+    return {"backbone": backbone, "metric": metric, "value": value, "unit": unit, "ratio": ratio,
+            "target": target or "", "met": met}
+
+
+def bench_backbone(spec: dict, first: bool, options, verbose: bool) -> tuple[list[dict], dict]:
+    """Every variant for one backbone; the first backbone also gets the RSS, data-set-scale read and CLI checks."""
+    name, n = f"{spec['backbone']}@{spec['input_size'] or 'default'}", spec["images"]
+    rss = options.rss == "all" or (options.rss == "first" and first)
+    scale = first and not options.quick
+    bare = run_worker({**spec, "kind": "bare"}, verbose)
+    spec = {**spec, "layers": bare["layers"]}
+    runs = {"bare": bare}
+    with tempfile.TemporaryDirectory(prefix="featx-bench-") as cache_dir:
+        main_cache = os.path.join(cache_dir, "main")
+        runs["featx"] = run_worker({**spec, "kind": "featx", "cache_dir": main_cache, "extras": True,
+                                    "scale_read_size": SCALE_READ_SIZE if scale else None}, verbose)
+        runs["baseline"] = run_worker({**spec, "kind": "baseline"}, verbose)
+        if rss:
+            small = max(1, n // 4)
+            runs["featx_small"] = run_worker({**spec, "kind": "featx", "images": small,
+                                              "cache_dir": os.path.join(cache_dir, "rss")}, verbose)
+            runs["baseline_small"] = run_worker({**spec, "kind": "baseline", "images": small}, verbose)
+        if scale:
+            runs["cli_warm_s"] = cli_warm_rerun(spec, main_cache, verbose)
+    featx, baseline = runs["featx"], runs["baseline"]
+
+    steady, layers = featx.get("steady_images_per_s"), len(spec["layers"])
+    rows = [
+        _row(name, "bare forward (in-memory batches, ceiling)", bare["images_per_s"], "img/s"),
+        _row(name, "featx extract, steady state (files -> HDF5) / bare forward", steady, "img/s",
+             _ratio(steady, bare["images_per_s"]), f">= {TARGETS['forward']}x"),
+        _row(name, f"featx extract, end to end / naive baseline ({layers} layers)",
+             featx["e2e_images_per_s"], "img/s", _ratio(featx["e2e_images_per_s"], baseline["images_per_s"]),
+             f">= {TARGETS['baseline']}x"),
+        _row(name, "naive baseline, end to end / bare forward", baseline["images_per_s"], "img/s",
+             _ratio(baseline["images_per_s"], bare["images_per_s"])),
+    ]
+    if rss:
+        featx_small, baseline_small = runs["featx_small"], runs["baseline_small"]
+        rows += [
+            _row(name, f"peak RSS featx, N={small}", featx_small["peak_rss_mb"], "MB"),
+            _row(name, f"peak RSS featx, 4N={n} / N", featx["peak_rss_mb"], "MB",
+                 _ratio(featx["peak_rss_mb"], featx_small["peak_rss_mb"]), f"<= {TARGETS['rss']:.2f}x"),
+            _row(name, f"peak RSS naive baseline, N={small}", baseline_small["peak_rss_mb"], "MB"),
+            _row(name, f"peak RSS naive baseline, 4N={n} / N", baseline["peak_rss_mb"], "MB",
+                 _ratio(baseline["peak_rss_mb"], baseline_small["peak_rss_mb"])),
+        ]
+    rows.append(_row(name, "warm re-run (cache hit, same process)", featx["warm_seconds"], "s", None,
+                     f"< {TARGETS['warm_s']:g} s"))
+    if "cli_warm_s" in runs:
+        rows.append(_row(name, "warm re-run via CLI (incl. Python + TensorFlow start)", runs["cli_warm_s"], "s"))
+    read = f"subset read {len(featx['read_layers'])}/{layers} layers"
+    if scale:
+        rows.append(_row(name, f"{read}, N={n} rows ({featx['read_mb']:.2f} MB in {featx['read_ms']:.2f} ms)",
+                         featx["read_mb_s"], "MB/s"))
+        rows.append(_row(name, f"{read}, whole data set {featx['scale_rows']} rows ({featx['scale_read_mb']:.2f} MB in "
+                               f"{featx['scale_read_ms']:.2f} ms)", featx["scale_read_mb_s"], "MB/s", None,
+                         f">= {TARGETS['read_mb_s']:g} MB/s"))
+    else:
+        rows.append(_row(name, f"{read}, N={n} rows ({featx['read_mb']:.2f} MB in {featx['read_ms']:.2f} ms)",
+                         featx["read_mb_s"], "MB/s", None, f">= {TARGETS['read_mb_s']:g} MB/s"))
+    rows += [
+        _row(name, f"fit RF(50) from cache, 1 layer ({featx['fit_1_features']} features)", featx["fit_1_s"], "s"),
+        _row(name, f"fit RF(50) from cache, all {layers} layers ({featx['fit_all_features']} features) / 1 layer",
+             featx["fit_all_s"], "s", _ratio(featx["fit_all_s"], featx["fit_1_s"])),
+    ]
+    for row in rows:
+        row["met"] = _met(row)
+    details = {"layers": spec["layers"], "input_size": bare["input_size"], **runs,
+               "device": {k: bare[k] for k in ("device", "gpu", "tensorflow", "onednn", "intra_op", "inter_op")}}
+    return rows, details
+
+
+def cli_warm_rerun(spec: dict, cache_dir: str, verbose: bool) -> float:
+    """`featx extract` again on the main run's cache, as a fresh process: wall time including interpreter start."""
+    command = [sys.executable, "-m", "featx", "extract", "--data", spec["data"], "--backbone", spec["backbone"],
+               "--layers", ",".join(spec["layers"]), "--weights", spec["weights"], "--batch-size", str(spec["batch_size"]),
+               "--limit", str(spec["images"]), "--seed", str(spec["seed"]), "--cache-dir", cache_dir, "--quiet"]
+    if spec["input_size"]:
+        command += ["--input-size", str(spec["input_size"])]
+    if spec["mixed_precision"]:
+        command.append("--mixed-precision")
+    began = time.perf_counter()
+    proc = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - began
+    if proc.returncode != 0 or "nothing to do" not in proc.stdout:
+        raise RuntimeError(f"CLI warm re-run was not a cache hit (exit {proc.returncode}):\n{proc.stdout}{proc.stderr[-2000:]}")
+    if verbose:
+        print(f"  cli      warm re-run: {seconds:.1f}s", file=sys.stderr, flush=True)
+    return seconds
+
+
+def _ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def _met(row):
+    target, value, ratio = row["target"], row["value"], row["ratio"]
+    if not target or value is None:
+        return None
+    number = float(target.split()[1].rstrip("x"))
+    if target.startswith(">="):
+        return bool((ratio if target.endswith("x") else value) >= number)
+    if target.startswith("<="):
+        return bool((ratio if target.endswith("x") else value) <= number)
+    return bool(value < number)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Each variant runs in a fresh subprocess; see benchmarks/README.md.")
+    p.add_argument("--backbones", default=None,
+                   help=f"comma-separated name[@input_size] (default {DEFAULT_BACKBONES}; --quick: {QUICK_BACKBONES})")
+    p.add_argument("--images", type=int, default=None,
+                   help=f"N: images per run, a stratified subset of the data (default {DEFAULT_IMAGES}; --quick: {QUICK_IMAGES}); "
+                        "the RSS check compares N/4 with N")
+    p.add_argument("--data", default="elpv", help="data source (default: built-in elpv, 2,624 real 300x300 PNGs)")
+    p.add_argument("--layers", default=None, help=f"layer names (default: {N_LAYERS} spread over the `blocks` group)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per batch, all variants (default 32 on CPU, 128 on GPU)")
+    p.add_argument("--weights", default=None, help="imagenet or none (default: packaged imagenet for efficientnet_lite0, none otherwise)")
+    p.add_argument("--mixed-precision", action="store_true", help="float16 compute in every variant (for GPUs)")
+    p.add_argument("--baseline-threads", choices=("featx", "default"), default="featx",
+                   help="TensorFlow threads for the naive baseline: featx's settings, as every other variant (default), "
+                        "or TensorFlow's defaults as an untuned script gets them")
+    p.add_argument("--rss", choices=("first", "all", "none"), default="first",
+                   help="which backbones get the N vs 4N peak-RSS check (default: the first)")
+    p.add_argument("--quick", action="store_true", help="CI smoke: one small backbone and few images")
+    p.add_argument("--seed", type=int, default=0, help="subset seed (default 0)")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the table and raw measurements as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no per-variant progress on stderr")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def _has_gpu() -> bool:
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return gpus.is_dir() and any(gpus.iterdir())
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        return worker_main(args.worker)
+    import pandas as pd
+
+    backbones = args.backbones or (QUICK_BACKBONES if args.quick else DEFAULT_BACKBONES)
+    n = args.images or (QUICK_IMAGES if args.quick else DEFAULT_IMAGES)
+    batch_size = args.batch_size or (128 if _has_gpu() else 32)
+    rows, details, began = [], {}, time.perf_counter()
+    for i, item in enumerate(b.strip() for b in backbones.split(",") if b.strip()):
+        name, _, size = item.partition("@")
+        spec = {"backbone": name, "input_size": int(size) if size else None, "images": n, "data": args.data,
+                "seed": args.seed, "batch_size": batch_size, "layers": args.layers,
+                "weights": args.weights or PACKAGED_WEIGHTS.get(name, "none"), "mixed_precision": args.mixed_precision,
+                "baseline_threads": args.baseline_threads}
+        if not args.quiet:
+            print(f"benchmarking {item} (N={n}, batch {batch_size}, weights {spec['weights']})", file=sys.stderr, flush=True)
+        backbone_rows, details[item] = bench_backbone(spec, i == 0, args, not args.quiet)
+        rows += backbone_rows
+    device = next(iter(details.values()))["device"]
+    header = (f"featx benchmark on {device['device']} | TensorFlow {device['tensorflow']}, "
+              f"TF_ENABLE_ONEDNN_OPTS={device['onednn']}, intra/inter-op threads {device['intra_op']}/{device['inter_op']} | "
+              f"N={n}, batch {batch_size}{', mixed precision' if args.mixed_precision else ''} | "
+              f"baseline threads: {args.baseline_threads} | {time.perf_counter() - began:.0f}s")
+    loads = [run["loadavg_1m"] for d in details.values() for run in d.values()
+             if isinstance(run, dict) and run.get("loadavg_1m") is not None]
+    cores = os.cpu_count() or 1
+    if loads and max(loads) > cores + 1:
+        header += (f"\nnote: other processes were using the CPUs (1-min load average up to {max(loads):.1f} on {cores} "
+                   "cores, the benchmark itself accounts for about the core count): ratios are noisy, re-run when idle")
+    table = pd.DataFrame(rows, columns=["backbone", "metric", "value", "unit", "ratio", "target", "met"])
+    print(header)
+    with pd.option_context("display.max_colwidth", 90, "display.width", 250, "display.float_format", "{:.3g}".format):
+        print(table.to_string(index=False))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"header": header, "device": device, "rows": rows, "details": details,
+                                               "args": vars(args), "targets": TARGETS}, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""CI smoke run of the extraction benchmark (benchmarks/bench_extract.py --quick).
+
+It fails only if featx is slower than the naive per-layer script measured in the same run on the same
+images: a ratio, never an absolute time, so a slow or busy CI machine does not make it flaky.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_extract.py"
+
+
+def test_quick_benchmark_featx_beats_the_naive_baseline(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--rss", "none", "--quiet", "--json", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"benchmark failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    report = json.loads(out.read_text())
+    rows = report["rows"]
+    [versus] = [row for row in rows if row["metric"].startswith("featx extract, end to end / naive baseline")]
+    assert versus["ratio"] > 1.0, (
+        f"featx extract ({versus['value']:.1f} img/s end to end) is slower than the naive per-layer baseline "
+        f"(ratio {versus['ratio']:.2f}):\n{proc.stdout}"
+    )
+    # the table is complete and machine-readable: every measurement of the issue, each a positive number
+    wanted = ("bare forward", "featx extract, steady state", "naive baseline", "warm re-run", "subset read", "fit RF(50)")
+    assert all(any(row["metric"].startswith(w) for row in rows) for w in wanted)
+    assert all(row["value"] is not None and row["value"] > 0 for row in rows)

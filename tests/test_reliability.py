@@ -1,0 +1,283 @@
+"""Crash safety, resume and concurrency of `featx extract`, with real processes killed by SIGKILL.
+
+The harness kills real `featx extract` processes at seeded random points (while starting, between and inside
+batch commits, while publishing layer files), checks after every kill that the cache is absent or valid,
+resumes, and requires the final features to be bit-identical to an uninterrupted run of the `featx` console
+script. Killed processes come from tests/forkserver.py (fresh processes forked from a server that imported
+TensorFlow once), so that ten kills cost seconds rather than ten TensorFlow imports; the uninterrupted
+reference and the final resume are plain `featx` console-script subprocesses.
+
+FEATX_KILL_SEED=<int> replays another kill schedule.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import h5py
+import numpy as np
+import pytest
+
+import forkserver
+import imagegen
+import featx
+import featx.cli
+from featx.cache.store import CacheEntry
+from featx.errors import FeatxError
+
+SEED = int(os.environ.get("FEATX_KILL_SEED", "20240611"))
+N_GOOD = 56
+BATCH = 4
+FEATX = [shutil.which("featx")] if shutil.which("featx") else [sys.executable, "-m", "featx"]
+
+forkserver.server()  # start importing TensorFlow in the background while the data is prepared
+
+
+def extract_args(data: Path, cache_dir: Path) -> list[str]:
+    return ["extract", "--data", str(data), "--backbone", "mobilenet_v2", "--weights", "none", "--input-size", "96",
+            "--batch-size", str(BATCH), "--layers", "blocks", "--cache-dir", str(cache_dir), "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory) -> Path:
+    """A CSV manifest over real ELPV images (4 classes), one truncated JPEG and one unicode/space file name."""
+    root = tmp_path_factory.mktemp("kill_data")
+    rows = []
+    for i, (path, class_name, _) in enumerate(imagegen.elpv_images(N_GOOD)):
+        rel = f"{class_name}/{i:03d}_{os.path.basename(path)}"
+        (root / class_name).mkdir(exist_ok=True)
+        shutil.copyfile(path, root / rel)
+        rows.append((rel, class_name))
+    (root / "odd names").mkdir()
+    imagegen.save_png(root / "odd names" / "çé 太陽 #1.png", imagegen.gray(3))
+    rows.insert(17, ("odd names/çé 太陽 #1.png", rows[3][1]))
+    imagegen.save_truncated_jpeg(root / "odd names" / "truncated.jpg", imagegen.photo())
+    rows.insert(30, ("odd names/truncated.jpg", rows[5][1]))
+    csv = root / "images.csv"
+    csv.write_text("path,label\n" + "".join(f'"{p}",{label}\n' for p, label in rows), encoding="utf-8")
+    return csv
+
+
+class Reference:
+    """The uninterrupted run: the `featx` console script in a subprocess, started once in the background."""
+
+    def __init__(self, manifest: Path, cache_dir: Path):
+        self.cache_dir = cache_dir
+        self.proc = subprocess.Popen([*FEATX, *extract_args(manifest, cache_dir)], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self._entry = None
+
+    def entry(self) -> CacheEntry:
+        if self._entry is None:
+            out, err = self.proc.communicate(timeout=600)
+            assert self.proc.returncode == 0, err
+            assert "skipped 1 bad file(s)" in out and "truncated.jpg" in out
+            self._entry = featx.open_entry(cache_dir=self.cache_dir)
+        return self._entry
+
+
+@pytest.fixture(scope="module")
+def reference(manifest, tmp_path_factory) -> Reference:
+    return Reference(manifest, tmp_path_factory.mktemp("reference"))
+
+
+def user_lines(stderr: str) -> list[str]:
+    """stderr without TensorFlow's own C++ log lines (e.g. 'E0000 ... failed call to cuInit' on a machine without GPU)."""
+    return [line for line in stderr.splitlines()
+            if line.strip() and not re.match(r"[IWEF]\d{4} |WARNING: All log messages before absl", line)]
+
+
+def entry_folders(cache_dir: Path) -> list[Path]:
+    return [p for p in cache_dir.iterdir() if not p.name.startswith(".")] if cache_dir.exists() else []
+
+
+def progress(cache_dir: Path) -> dict | None:
+    for folder in entry_folders(cache_dir):
+        try:
+            return json.loads((folder / "work" / "progress.json").read_text())
+        except (OSError, ValueError):
+            pass
+    return None
+
+
+def writing_files(cache_dir: Path, pid: int) -> bool:
+    """True once process `pid` writes the index or a layer file (its atomic temp files carry its pid)."""
+    for folder in entry_folders(cache_dir):
+        for sub in (folder, folder / "layers"):
+            with contextlib.suppress(OSError):
+                if any(name.endswith(f".{pid}.tmp") for name in os.listdir(sub)):
+                    return True
+    return False
+
+
+def published_layers(cache_dir: Path) -> int:
+    return sum(len([n for n in os.listdir(f / "layers") if not n.startswith(".")])
+               for f in entry_folders(cache_dir) if (f / "layers").is_dir())
+
+
+def verify_cli(cache_dir: Path) -> tuple[int, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = featx.cli.main(["verify", "--cache-dir", str(cache_dir)])
+    return rc, out.getvalue()
+
+
+def check_after_kill(cache_dir: Path, snapshots: list) -> dict | None:
+    """The cache is absent or valid; committed raw rows are remembered to compare with the reference later."""
+    folders = entry_folders(cache_dir)
+    assert len(folders) <= 1, folders
+    assert [e.path for e in featx.list_entries(cache_dir)] == [f for f in folders if (f / "index.h5").exists()]
+    if not folders:
+        return None
+    folder = folders[0]
+    assert (folder / "index.h5").exists(), "an entry folder appears only complete (atomic rename)"
+    assert featx.verify(folder) == []
+    rc, out = verify_cli(cache_dir)
+    assert rc == 0 and out.startswith("ok "), out
+    entry = CacheEntry(folder)
+    state = progress(cache_dir)
+    published = [name for name in entry.layer_info if entry.layer_file(name).exists()]
+    if state is not None and state["committed_rows"] < state["n_rows"]:
+        assert published == [], "no layer file may exist before its pass has committed every row"
+    for name in published:
+        with h5py.File(entry.layer_file(name), "r") as f:
+            assert f["features"].shape == (len(entry.labels), entry.layer_info[name]["n_features"])
+            assert np.isfinite(f["features"][()]).all()
+    if published:
+        assert "valid" in entry.data, "bad rows must be marked before any layer is served"
+    if state is not None and state["committed_rows"]:
+        committed = state["committed_rows"]
+        for name, info in state["layers"].items():
+            raw = np.fromfile(folder / "work" / f"{quote(name, safe='')}.raw", dtype=state["dtype"])
+            snapshots.append((name, committed, raw[: committed * info["n_features"]].reshape(committed, -1).copy()))
+    return state
+
+
+def assert_same_cache(reference: CacheEntry, other_dir: Path) -> None:
+    [folder] = entry_folders(other_dir)
+    other = CacheEntry(folder)
+    assert other.name == reference.name and other.key == reference.key
+    for name in ("paths", "labels", "fingerprints", "split", "valid", "errors"):
+        assert np.array_equal(reference.data[name], other.data[name]), name
+    assert other.layers == reference.layers and len(reference.layers) == 16
+    for name in reference.layers:
+        with h5py.File(reference.layer_file(name), "r") as a, h5py.File(other.layer_file(name), "r") as b:
+            assert a["features"].dtype == b["features"].dtype == np.float32
+            assert np.array_equal(a["features"][()], b["features"][()]), f"{name} differs from the uninterrupted run"
+    assert not (folder / "work").exists() and featx.verify(folder) == []
+    X1, y1, _ = featx.load(reference, split=None)
+    X2, y2, _ = featx.load(other, split=None)
+    assert np.array_equal(X1, X2) and np.array_equal(y1, y2)
+
+
+def test_sigkill_at_random_points_then_resume_is_bit_identical(manifest, reference, tmp_path):
+    server = forkserver.server()
+    cache_dir = tmp_path / "killed"
+    args = extract_args(manifest, cache_dir)
+    rng = np.random.default_rng(SEED)
+    n_rows = sum(1 for _ in manifest.open(encoding="utf-8")) - 1
+    thresholds = np.sort(rng.choice(np.arange(1, n_rows - BATCH), size=8, replace=False))
+    first_layer = int(rng.integers(0, 8))
+    plan = ["startup", *(("rows", int(t)) for t in thresholds), "startup",
+            ("finalize", first_layer), ("finalize", int(rng.integers(first_layer + 1, 16)))]
+    snapshots, history, kills, mid_pass = [], [], 0, 0
+    for step in plan:
+        mode, threshold = (step, None) if isinstance(step, str) else step
+        before = progress(cache_dir)
+        child = server.start(args)
+        started = time.monotonic()
+        if mode == "startup":  # fingerprinting, building the model, creating the entry, reading the pass log
+            deadline = started + rng.uniform(0.05, 3.0)
+            while time.monotonic() < deadline and child.poll() is None:
+                time.sleep(0.005)
+        elif mode == "rows":  # between or inside batch commits
+            threshold = max(threshold, (before or {"committed_rows": 0})["committed_rows"] + 1)
+            while child.poll() is None and ((progress(cache_dir) or {}).get("committed_rows", 0) < threshold):
+                time.sleep(0.002)
+            time.sleep(rng.uniform(0, 0.02))
+        else:  # publishing the index and layer files: once `threshold` layers are out, inside the next one's write
+            while child.poll() is None and not (writing_files(cache_dir, child.pid)
+                                                and published_layers(cache_dir) >= threshold):
+                time.sleep(0.002)
+            time.sleep(rng.uniform(0, 0.01))
+        rc = child.kill()
+        assert rc in (-signal.SIGKILL, 0), child.err
+        state = check_after_kill(cache_dir, snapshots)
+        kills += rc == -signal.SIGKILL
+        mid_pass += rc == -signal.SIGKILL and state is not None
+        history.append((mode, round(time.monotonic() - started, 2), rc, state and state["committed_rows"]))
+    print(f"\nkill schedule (seed {SEED}): mode, seconds after start, exit code, committed rows after",
+          *history, sep="\n  ")
+    assert kills >= 10 and mid_pass >= 8
+
+    # resume with the real console script: it continues from the last committed batch
+    pending = progress(cache_dir)
+    done = subprocess.run([*FEATX, *args], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    if pending is not None:
+        assert f"resuming interrupted extraction of 16 layer(s) at image {pending['committed_rows']}/" in done.stdout
+        assert "skipped 1 bad file(s)" in done.stdout and "truncated.jpg: cannot decode" in done.stdout
+    ref = reference.entry()
+    assert_same_cache(ref, cache_dir)
+    # every batch ever committed held exactly the rows the uninterrupted run computed
+    for name, committed, rows in snapshots:
+        with h5py.File(ref.layer_file(name), "r") as f:
+            assert np.array_equal(f["features"][:committed], rows), (name, committed)
+
+
+def test_two_writers_on_one_cache(manifest, reference, tmp_path):
+    """Two extract processes on one fresh cache: one writes, the other waits its turn or says who holds the lock."""
+    server = forkserver.server()
+    cache_dir = tmp_path / "shared"
+    first, second = server.start(extract_args(manifest, cache_dir)), server.start(extract_args(manifest, cache_dir))
+    results = {first.pid: (first.wait(), first.err), second.pid: (second.wait(), second.err)}
+    codes = sorted(rc for rc, _ in results.values())
+    assert codes in ([0, 0], [0, 2]), results
+    for pid, (rc, err) in results.items():
+        if rc == 2:
+            other = (set(results) - {pid}).pop()
+            [line] = user_lines(err)
+            assert re.fullmatch(rf"error: cache entry \S+ is being written by pid {other} on \S+ since "
+                                r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d; wait for that run to finish \(a killed run releases "
+                                r"the lock by itself\)", line), err
+    assert_same_cache(reference.entry(), cache_dir)
+
+
+def test_lock_names_its_holder_and_a_dead_holders_lock_is_taken_over(manifest, reference, tmp_path):
+    cache_dir = tmp_path / "cache"
+    shutil.copytree(reference.cache_dir, cache_dir)
+    [folder] = entry_folders(cache_dir)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom featx.cache.lock import EntryLock\n"
+         "EntryLock(sys.argv[1]).__enter__()\nprint('held', flush=True)\ntime.sleep(600)", str(folder)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        host = re.escape(socket.gethostname())
+        with pytest.raises(FeatxError, match=rf"being written by pid {holder.pid} on {host} since \d{{4}}-"):
+            with CacheEntry(folder).lock():
+                pass
+        busy = forkserver.server().run(extract_args(manifest, cache_dir))
+        assert busy.rc == 2 and f"is being written by pid {holder.pid} on" in busy.err
+        assert len(user_lines(busy.err)) == 1, busy.err
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert str(holder.pid) in (folder / ".lock").read_text()  # what a dead holder leaves behind
+    with CacheEntry(folder).lock():  # the kernel released its flock: taken over at once
+        assert json.loads((folder / ".lock").read_text())["pid"] == os.getpid()
+    again = forkserver.server().run(extract_args(manifest, cache_dir))
+    assert again.rc == 0 and "nothing to do" in again.out, again.err
+    assert_same_cache(reference.entry(), cache_dir)
