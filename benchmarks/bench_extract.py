@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """featx extraction benchmark: one command, one machine, the same images, every number a ratio in the same run.
 
-    python benchmarks/bench_extract.py                 # full: efficientnet_lite0, mobilenet_v2, vgg16@128 (minutes)
+    python benchmarks/bench_extract.py                 # full: efficientnet_lite0, mobilenet_v2, vgg16@96 (about 10 minutes)
     python benchmarks/bench_extract.py --quick         # CI smoke: one small backbone, small N (about a minute)
     python benchmarks/bench_extract.py --json out.json --backbones mobilenet_v2@160 --images 256
 
@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-DEFAULT_BACKBONES = "efficientnet_lite0,mobilenet_v2,vgg16@128"
+DEFAULT_BACKBONES = "efficientnet_lite0,mobilenet_v2,vgg16@96"
 DEFAULT_IMAGES = 512
 QUICK_BACKBONES = "efficientnet_lite0@128"
 QUICK_IMAGES = 128

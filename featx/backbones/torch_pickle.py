@@ -173,13 +173,7 @@ def _read_legacy(f, path) -> dict[str, np.ndarray]:
     byteorder = "<" if (sys_info or {}).get("little_endian", True) else ">"
 
     unpickler = _Unpickler(f, path)
-    try:
-        obj = unpickler.load()
-        keys = pickle.load(f)
-    except FeatxError:
-        raise
-    except Exception as exc:
-        raise FeatxError(f"{path}: corrupt PyTorch pickle ({type(exc).__name__}: {exc}); download the file again") from None
+    obj, keys = _unpickle(path, lambda: (unpickler.load(), pickle.load(f)))
     obj = _check_dict(obj, path)
 
     buffers = {}
@@ -203,6 +197,16 @@ def _read_legacy(f, path) -> dict[str, np.ndarray]:
     return _materialize(obj, buffers, path)
 
 
+def _unpickle(path, load):
+    """Run `load()`; any failure other than our own refusal means a corrupt file."""
+    try:
+        return load()
+    except FeatxError:
+        raise
+    except Exception as exc:
+        raise FeatxError(f"{path}: corrupt PyTorch pickle ({type(exc).__name__}: {exc}); download the file again") from None
+
+
 def _read_zip(path) -> dict[str, np.ndarray]:
     with zipfile.ZipFile(path) as zf:
         names = zf.namelist()
@@ -214,13 +218,7 @@ def _read_zip(path) -> dict[str, np.ndarray]:
         if prefix + "byteorder" in names and zf.read(prefix + "byteorder").strip() == b"big":
             byteorder = ">"
         unpickler = _Unpickler(io.BytesIO(zf.read(pkl[0])), path)
-        try:
-            obj = unpickler.load()
-        except FeatxError:
-            raise
-        except Exception as exc:
-            raise FeatxError(f"{path}: corrupt PyTorch pickle ({type(exc).__name__}: {exc}); download the file again") from None
-        obj = _check_dict(obj, path)
+        obj = _check_dict(_unpickle(path, unpickler.load), path)
         buffers = {}
         for key, (stype, _) in unpickler.storages.items():
             try:
