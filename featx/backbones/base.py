@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 
@@ -27,4 +27,3 @@ class Backbone:
     weights_id: str
     version: str = "1"
     block_pattern: str = r"^(block_?\d+[a-z]?|conv\d+_block\d+|stage\d+_\w*?unit\d+)_"
-    extra: dict = field(default_factory=dict)
