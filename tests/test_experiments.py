@@ -123,7 +123,8 @@ def test_predict_on_image_files_matches_the_cached_features(elpv_cache, tmp_path
     folder.mkdir()
     shutil.copy(files[3], folder / "cell.png")
     (folder / "notes.txt").write_text("not an image")
-    table = predict(result.run_id[:15], files[:3] + [str(folder)], cache_dir=elpv_cache, batch_size=2,
+    # an id prefix as users type it; not just the timestamp, which other runs in the same second share
+    table = predict(result.run_id[:-2], files[:3] + [str(folder)], cache_dir=elpv_cache, batch_size=2,
                     output=tmp_path / "out.csv", **QUIET)
     assert list(table["path"]) == files[:3] + [str(folder / "cell.png"), str(folder / "notes.txt")]
     expected = np.asarray(open_entry(cache_dir=elpv_cache).class_names)[result.pipeline.predict(X_test[:4])]

@@ -143,6 +143,16 @@ def test_float16_and_other_settings_get_their_own_entry(lite_cache, elpv_folder)
     np.testing.assert_allclose(X16.astype(np.float32), X32, rtol=1e-2, atol=1e-2)
 
 
+@pytest.mark.parametrize("batch_size, side", [(1, 224), (32, 224), (32, 96), (128, 224), (8, 2048)])
+def test_prefetch_stays_within_its_memory_budget(batch_size, side):
+    from featx.extractor import PREFETCH_BYTES, PREFETCH_IMAGES, prefetch_batches
+
+    depth = prefetch_batches(batch_size, (side, side))
+    assert depth >= 2  # decode always overlaps the forward pass
+    if depth > 2:  # deeper only within both budgets
+        assert depth * batch_size <= PREFETCH_IMAGES and depth * batch_size * side * side * 3 <= PREFETCH_BYTES
+
+
 def test_groups_resolve_for_vgg_and_mobilenet():
     vgg = get_backbone("vgg16", weights="none")
     from featx.backbones.layers import group_members, select_layers
