@@ -110,14 +110,14 @@ def _images(spec):
 
 def _import_tensorflow(spec):
     import featx  # noqa: F401  (sets the TensorFlow environment first)
-    import keras  # noqa: F401
+    import keras
     import tensorflow as tf
 
     if spec.get("baseline_threads") != "default" or spec["kind"] != "baseline":
         from featx import runtime
 
-        runtime.configure_tensorflow(spec["mixed_precision"])
-    elif spec["mixed_precision"]:
+        runtime.configure_tensorflow()
+    if spec["mixed_precision"]:  # process-wide, as a script sets it (featx.extract sets its own, the same)
         keras.mixed_precision.set_global_policy("mixed_float16")
     return tf
 

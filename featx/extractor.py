@@ -70,9 +70,11 @@ class LayerExtractor:
 
         if len(tensor.shape) != 4:
             return tensor
+        # float32 whatever the Keras policy: pooling a float16 (mixed precision) map sums in full precision
         if pool == "none":
-            return keras.layers.Flatten()(tensor)
-        return (keras.layers.GlobalAveragePooling2D if pool == "avg" else keras.layers.GlobalMaxPooling2D)()(tensor)
+            return keras.layers.Flatten(dtype="float32")(tensor)
+        pooling = keras.layers.GlobalAveragePooling2D if pool == "avg" else keras.layers.GlobalMaxPooling2D
+        return pooling(dtype="float32")(tensor)
 
     def _call(self, images):
         import tensorflow as tf
@@ -175,12 +177,12 @@ def extract(data: str, backbone: str = DEFAULT_BACKBONE, layers="blocks", pool: 
     if batch_size < 1:
         raise FeatxError(f"--batch-size {batch_size} must be at least 1")
     check_dtype(dtype)
-    runtime.configure_tensorflow(mixed_precision)
+    runtime.configure_tensorflow()
     images = resolve_source(data)
     if limit:
         images = images.take(limit, seed)
     images.ensure_split(split, seed)
-    model = _memoized_backbone(backbone, weights, input_size, preprocess, unsafe)
+    model = _memoized_backbone(backbone, weights, input_size, preprocess, unsafe, mixed_precision)
     infos = {i.name: i for i in describe_layers(model)}
     names = select_layers(list(infos.values()), layers, pool, model.name)
     settings = {"backbone": model.name, "backbone_version": model.version, "weights_id": model.weights_id,
@@ -241,18 +243,17 @@ _BACKBONES: dict = {}  # the last backbone built in this process, by its argumen
 _BACKBONES_LOCK = threading.Lock()
 
 
-def _memoized_backbone(name, weights, input_size, preprocess, unsafe):
+def _memoized_backbone(name, weights, input_size, preprocess, unsafe, mixed_precision):
     """get_backbone, remembering the last one built: a warm re-run in the same process (a notebook cell run
-    again) skips rebuilding and re-hashing the model. A file argument is keyed by its content, and the
-    Keras dtype policy is part of the key, so changed weights or mixed precision never reuse a model."""
-    import keras
-
-    key = (name, weights, input_size, preprocess, unsafe, keras.mixed_precision.global_policy().name,
+    again) skips rebuilding and re-hashing the model. A file argument is keyed by its content, and mixed
+    precision is part of the key, so changed weights or compute dtype never reuse a model."""
+    key = (name, weights, input_size, preprocess, unsafe, mixed_precision,
            *(file_fingerprint(p) for p in (name, weights) if isinstance(p, str) and os.path.isfile(p)))
     with _BACKBONES_LOCK:
         if key not in _BACKBONES:
             _BACKBONES.clear()  # hold one model at most
-            _BACKBONES[key] = get_backbone(name, weights, input_size, preprocess, unsafe)
+            with runtime.compute_dtype(mixed_precision):
+                _BACKBONES[key] = get_backbone(name, weights, input_size, preprocess, unsafe)
         return _BACKBONES[key]
 
 

@@ -7,13 +7,14 @@ oneDNN on, intra-op threads = cores, one inter-op thread roughly doubles MobileN
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def configure_tensorflow(mixed_precision: bool = False) -> None:
-    """Thread pools for CPU; mixed float16 compute where a GPU makes it pay."""
+def configure_tensorflow() -> None:
+    """Thread pools for CPU."""
     import tensorflow as tf
 
     try:
@@ -21,7 +22,20 @@ def configure_tensorflow(mixed_precision: bool = False) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:
         pass  # TensorFlow already started in this process (a notebook): keep its settings
-    if mixed_precision:
-        import keras
 
-        keras.mixed_precision.set_global_policy("mixed_float16")
+
+@contextmanager
+def compute_dtype(mixed_precision: bool):
+    """Models built inside compute in float16 (mixed precision, where a GPU makes it pay) or float32.
+
+    Exactly what the cache key records, whatever Keras policy the caller has; the caller's policy is back
+    afterwards, so a notebook's later models (and later extracts) are not silently built in float16.
+    """
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)

@@ -143,6 +143,23 @@ def test_float16_and_other_settings_get_their_own_entry(lite_cache, elpv_folder)
     np.testing.assert_allclose(X16.astype(np.float32), X32, rtol=1e-2, atol=1e-2)
 
 
+def test_mixed_precision_is_its_own_entry_and_leaves_no_trace(elpv_folder, tmp_path):
+    """float16 compute (the GPU option) runs on CPU too; it must not leak into later float32 extracts."""
+    import keras
+
+    kw = dict(layers="block6a_project_bn,top_activation", input_size=96, progress=False, log=lambda *a: None)
+    before = featx.extract(str(elpv_folder), cache_dir=tmp_path / "a", **kw)
+    mixed = featx.extract(str(elpv_folder), cache_dir=tmp_path / "a", mixed_precision=True, **kw)
+    assert keras.mixed_precision.global_policy().name == "float32"
+    after = featx.extract(str(elpv_folder), cache_dir=tmp_path / "b", **kw)
+    assert mixed.entry.path != before.entry.path and mixed.entry.settings["mixed_precision"] is True
+    layers = ["block6a_project_bn", "top_activation"]
+    X32, X16, X32_again = (r.entry.read(layers)[0] for r in (before, mixed, after))
+    assert X16.dtype == np.float32 and not np.array_equal(X16, X32)  # really computed in float16
+    np.testing.assert_allclose(X16, X32, atol=0.02 * np.abs(X32).max())
+    np.testing.assert_array_equal(X32_again, X32)
+
+
 @pytest.mark.parametrize("batch_size, side", [(1, 224), (32, 224), (32, 96), (128, 224), (8, 2048)])
 def test_prefetch_stays_within_its_memory_budget(batch_size, side):
     from featx.extractor import PREFETCH_BYTES, PREFETCH_IMAGES, prefetch_batches

@@ -35,7 +35,8 @@ def predict(model: str, paths, cache_dir=None, batch_size: int = 32, output=None
         raise FeatxError(f"cache entry {entry.name} no longer has the key run {run['run_id']} was fitted on; fit again")
     files = _image_files([paths] if isinstance(paths, (str, Path)) else paths)
     runtime.configure_tensorflow()
-    backbone = backbone_from_entry(entry)
+    with runtime.compute_dtype(entry.settings.get("mixed_precision", False)):  # as the cached features were made
+        backbone = backbone_from_entry(entry)
     layers = run["layer_names"].split(",")
     extractor = LayerExtractor(backbone, layers, entry.settings["pool"], entry.settings["dtype"])
     images, errors = {}, {}
