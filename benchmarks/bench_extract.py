@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """featx extraction benchmark: one command, one machine, the same images, every number a ratio in the same run.
 
-    python benchmarks/bench_extract.py                 # full: efficientnet_lite0, mobilenet_v2, vgg16@96 (about 7 minutes)
+    python benchmarks/bench_extract.py                 # full: efficientnet_lite0, mobilenet_v2, vgg16@96 (about 10 minutes)
     python benchmarks/bench_extract.py --quick         # CI smoke: one small backbone, small N (about a minute)
     python benchmarks/bench_extract.py --json out.json --backbones mobilenet_v2@160 --images 256
 
@@ -473,7 +473,7 @@ def _met(row):
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Each variant runs in a fresh subprocess; see benchmarks/README.md.")
+                                epilog="Each variant runs in a fresh subprocess; measured results: README.md, section Benchmarks.")
     p.add_argument("--backbones", default=None,
                    help=f"comma-separated name[@input_size] (default {DEFAULT_BACKBONES}; --quick: {QUICK_BACKBONES})")
     p.add_argument("--images", type=int, default=None,
