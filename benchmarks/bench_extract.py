@@ -41,7 +41,7 @@ from pathlib import Path
 
 DEFAULT_BACKBONES = "efficientnet_lite0,mobilenet_v2,vgg16@96"
 DEFAULT_IMAGES = 512
-DEFAULT_REPEAT = 2  # this CPU's speed drifts by +-15% from minute to minute: compare best runs
+DEFAULT_REPEAT = 2  # this CPU's speed drifts by about 10% between runs: compare best runs
 QUICK_BACKBONES = "efficientnet_lite0@128"
 QUICK_IMAGES = 128
 N_LAYERS = 5
@@ -243,10 +243,10 @@ def _steady_state(commits: list[float], decodes: list[float], batch_size: int) -
     if not commits or not decodes:
         return {}
     inside = [t for t in commits if t <= max(decodes)]
-    if len(inside) < 3:
-        return {"steady_window_batches": len(inside) - 1}
-    return {"steady_images_per_s": (len(inside) - 1) * batch_size / (inside[-1] - inside[0]),
-            "steady_window_batches": len(inside) - 1}
+    out = {"steady_window_batches": len(inside) - 1}
+    if out["steady_window_batches"] >= 2:
+        out["steady_images_per_s"] = out["steady_window_batches"] * batch_size / (inside[-1] - inside[0])
+    return out
 
 
 def _read_throughput(entry, layers) -> dict:
