@@ -26,7 +26,7 @@ from featx.cache.passlog import PassLog
 from featx.cache.store import CacheEntry, create_entry, default_cache_dir
 from featx.errors import FeatxError, RunFailed
 from featx.sources import resolve_source
-from featx.sources.decode import load_rgb
+from featx.sources.decode import DECODER_VERSION, load_rgb
 
 DTYPES = ("float32", "float16")
 PREFETCH_IMAGES, PREFETCH_BYTES = 256, 32 * 2**20  # decoded images queued ahead of the model, at most
@@ -187,7 +187,7 @@ def extract(data: str, backbone: str = DEFAULT_BACKBONE, layers="blocks", pool: 
     names = select_layers(list(infos.values()), layers, pool, model.name)
     settings = {"backbone": model.name, "backbone_version": model.version, "weights_id": model.weights_id,
                 "preprocessing": model.preprocessing, "input_size": list(model.input_size), "pool": pool,
-                "dtype": dtype, "mixed_precision": mixed_precision}
+                "dtype": dtype, "mixed_precision": mixed_precision, "decoder_version": DECODER_VERSION}
     fingerprints = fingerprint_files(images.paths, progress)
     key = cache_key(settings, images.relpaths, fingerprints, images.labels)
     layer_info = {name: {"kind": i.kind, "output_shape": list(i.output_shape[1:]), "n_features": i.feature_size(pool),

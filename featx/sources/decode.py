@@ -12,10 +12,13 @@ import stat
 import warnings
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-MAX_PIXELS = 250_000_000  # a 15,000 x 15,000 image; larger is refused rather than risking memory
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# Larger is refused rather than risking memory: Pillow's own default limit (about 9,500 x 9,500), checked by featx
+# from the header so that no Pillow global needs changing (Pillow itself only warns up to twice this).
+MAX_PIXELS = 89_478_485
+DECODER_VERSION = 2  # part of the cache key: bump whenever the same file may decode to other pixels (2: EXIF orientation)
+EXIF_ORIENTATION = 0x0112  # 1 is upright; 2-8 mirror and/or rotate
 
 
 def load_rgb(path: str, size: tuple[int, int]) -> np.ndarray:
@@ -31,17 +34,20 @@ def load_rgb(path: str, size: tuple[int, int]) -> np.ndarray:
         raise ValueError("empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            warnings.simplefilter("error", Image.DecompressionBombWarning)  # refuse, don't just warn, above MAX_PIXELS
+            warnings.simplefilter("ignore")  # Pillow's own size warnings: featx checks the size itself, below
             with Image.open(path) as img:
+                if img.width * img.height > MAX_PIXELS:  # from the header, before any pixel is decoded
+                    raise ValueError(f"image larger than {MAX_PIXELS:,} pixels ({img.width} x {img.height})")
                 img.draft("RGB", (width, height))  # JPEG only: decode at >= the target size, much faster
                 img.load()
                 # resize before widening gray to RGB: a third of the pixels to interpolate, the same result
-                small = _to_8bit(img).resize((width, height), Image.BILINEAR)
+                small = _to_8bit(_upright(img)).resize((width, height), Image.BILINEAR)
                 return np.asarray(small if small.mode == "RGB" else small.convert("RGB"), dtype=np.uint8)
+    except ValueError:
+        raise
     except UnidentifiedImageError:
         raise ValueError("not an image file Pillow can read") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError:  # Pillow refuses twice its MAX_IMAGE_PIXELS before featx sees the header
         raise ValueError(f"image larger than {MAX_PIXELS:,} pixels") from None
     except OSError as exc:
         if exc.errno is not None:  # the file itself: permission denied, vanished, I/O error
@@ -49,6 +55,13 @@ def load_rgb(path: str, size: tuple[int, int]) -> np.ndarray:
         raise ValueError(f"cannot decode: {exc}") from None  # truncated data, broken headers
     except Exception as exc:  # noqa: BLE001  Pillow plugins raise many types on malformed files; one bad file must not stop a run
         raise ValueError(f"cannot decode: {type(exc).__name__}: {exc}") from None
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """The image as a viewer shows it: camera JPEGs store pixels sideways plus an EXIF orientation tag."""
+    if img.getexif().get(EXIF_ORIENTATION, 1) in (1, None):
+        return img  # the common case: no tag, or upright; exif_transpose would copy the pixels
+    return ImageOps.exif_transpose(img)
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:

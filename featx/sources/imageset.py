@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,19 +105,15 @@ def folder_source(root: Path) -> ImageSet:
 def manifest_source(csv_path: Path) -> ImageSet:
     """CSV with columns path,label[,split]; paths are relative to the CSV's folder and must stay inside it."""
     root = csv_path.resolve().parent
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-        missing = [c for c in ("path", "label") if c not in columns]
-        if missing:
-            raise FeatxError(
-                f"manifest '{csv_path}' lacks column(s) {', '.join(missing)} (has: {', '.join(columns) or 'none'}); "
-                "the header must be path,label[,split]"
-            )
-        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    rows, lines, columns = _read_manifest(csv_path)
     _check_not_empty(rows, csv_path)
+    for column in ("path", "label") + (("split",) if "split" in columns else ()):
+        empty = [line for line, row in zip(lines, rows) if not row.get(column)]
+        if empty:
+            raise FeatxError(f"manifest '{csv_path}' {_name_lines(empty)}: empty {column}; give every row a {column}"
+                             + (" or drop the split column" if column == "split" else ""))
     relpaths = []
-    for line, row in enumerate(rows, start=2):
+    for line, row in zip(lines, rows):
         full = (root / row["path"]).resolve()
         if not full.is_relative_to(root):
             raise FeatxError(
@@ -124,16 +121,76 @@ def manifest_source(csv_path: Path) -> ImageSet:
                 "put the images under the CSV's folder and use relative paths"
             )
         relpaths.append(os.path.relpath(full, root))
+    _check_unique(csv_path, relpaths, [row["label"] for row in rows], lines)
     class_names = sorted({row["label"] for row in rows})
     labels = np.asarray([class_names.index(row["label"]) for row in rows], dtype=np.int64)
     image_set = ImageSet(str(root), relpaths, labels, class_names, f"manifest {csv_path}")
     if "split" in columns:
         split = np.asarray([row["split"] for row in rows])
-        bad = sorted(str(v) for v in set(split) - set(SPLITS))
+        bad = [line for line, value in zip(lines, split) if value not in SPLITS]
         if bad:
-            raise FeatxError(f"manifest '{csv_path}' has split value(s) {bad}; use only {', '.join(SPLITS)}")
+            values = sorted({str(v) for v in split} - set(SPLITS))
+            raise FeatxError(f"manifest '{csv_path}' {_name_lines(bad)}: split value(s) {values}; "
+                             f"use only {', '.join(SPLITS)}")
         image_set.split, image_set.split_settings = split, {"kind": "manifest"}
     return image_set
+
+
+def _read_manifest(csv_path: Path) -> tuple[list[dict], list[int], list[str]]:
+    """Rows (stripped fields), each row's line number, and the header's columns; malformed text names its line."""
+    raw = csv_path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")  # a BOM, as Excel writes "CSV UTF-8", is not part of the first column's name
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise FeatxError(f"manifest '{csv_path}' line {line} is not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
+                         "save the manifest as UTF-8") from None
+    if "\0" in text:
+        line = text.count("\n", 0, text.index("\0")) + 1
+        raise FeatxError(f"manifest '{csv_path}' line {line} contains a NUL byte (a binary file?); "
+                         "give a plain-text CSV with columns path,label[,split]")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows, lines = [], []
+    try:
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        missing = [c for c in ("path", "label") if c not in columns]
+        if missing:
+            raise FeatxError(
+                f"manifest '{csv_path}' lacks column(s) {', '.join(missing)} (has: {', '.join(columns) or 'none'}); "
+                "the header must be path,label[,split]"
+            )
+        for row in reader:
+            rows.append({k.strip(): (v or "").strip() for k, v in row.items() if k})
+            lines.append(reader.line_num)
+    except csv.Error as exc:  # e.g. a field over csv's size limit: a binary or mangled file
+        raise FeatxError(f"manifest '{csv_path}' line {reader.line_num + 1}: {exc}; "  # line_num: lines completed
+                         "give a plain-text CSV with columns path,label[,split]") from None
+    return rows, lines, columns
+
+
+def _check_unique(csv_path: Path, relpaths: list[str], labels: list[str], lines: list[int]) -> None:
+    """One row per image: a file listed twice could land in train and in test (leakage), or carry two labels."""
+    rows_of: dict[str, list[int]] = {}
+    for i, rel in enumerate(relpaths):
+        rows_of.setdefault(rel, []).append(i)
+    repeated = {rel: rows for rel, rows in rows_of.items() if len(rows) > 1}
+    if not repeated:
+        return
+    others = f" (and {len(repeated) - 1} more repeated path(s))" if len(repeated) > 1 else ""
+    conflicts = {rel: rows for rel, rows in repeated.items() if len({labels[i] for i in rows}) > 1}
+    if conflicts:
+        rel, rows = next(iter(conflicts.items()))
+        given = ", ".join(f"line {lines[i]}: '{labels[i]}'" for i in rows)
+        raise FeatxError(f"manifest '{csv_path}' gives '{rel}' different labels ({given}){others}; "
+                         "keep one row per image with its correct label")
+    rel, rows = next(iter(repeated.items()))
+    raise FeatxError(f"manifest '{csv_path}' lists '{rel}' more than once ({_name_lines([lines[i] for i in rows])}){others}; "
+                     "keep one row per image, or one image could land in both train and test")
+
+
+def _name_lines(lines: list[int], shown: int = 5) -> str:
+    more = f" and {len(lines) - shown} more" if len(lines) > shown else ""
+    return ("line " if len(lines) == 1 else "lines ") + ", ".join(str(n) for n in lines[:shown]) + more
 
 
 def elpv_source() -> ImageSet:

@@ -7,6 +7,7 @@ import numpy as np
 from featx.errors import FeatxError
 
 SPLITS = ("train", "val", "test")
+MIN_PER_CLASS = 3  # one image each for train, val and test
 
 
 def stratified_split(labels: np.ndarray, class_names, fractions=(0.7, 0.15, 0.15), seed: int = 0) -> np.ndarray:
@@ -35,16 +36,38 @@ def stratified_split(labels: np.ndarray, class_names, fractions=(0.7, 0.15, 0.15
 
 
 def subsample(labels: np.ndarray, limit: int, seed: int = 0) -> np.ndarray:
-    """Sorted row indices of a stratified sample of `limit` rows (proportional per class, at least 3 per class)."""
+    """Sorted row indices of a stratified sample of exactly `limit` rows.
+
+    Proportional per class, but at least MIN_PER_CLASS of each class (or all it has), so that the subset still
+    takes a stratified train/val/test split; a `limit` below that sum is refused, naming the smallest that works.
+    """
     if limit <= 0:
         raise FeatxError(f"--limit {limit} must be a positive number of images")
     if limit >= len(labels):
         return np.arange(len(labels))
-    rng = np.random.default_rng(seed)
     classes, counts = np.unique(labels, return_counts=True)
-    share = counts * limit / len(labels)
-    quota = np.floor(share).astype(int)
-    quota[np.argsort(quota - share)[: limit - quota.sum()]] += 1  # largest remainders get the leftover rows
-    quota = np.maximum(np.minimum(counts, 3), quota)
+    floor = np.minimum(counts, MIN_PER_CLASS)
+    if limit < floor.sum():
+        raise FeatxError(f"--limit {limit} is too small for {len(classes)} classes: a stratified split needs "
+                         f"{MIN_PER_CLASS} images of each; use --limit {floor.sum()} or more")
+    quota = _quotas(counts, floor, limit)
+    rng = np.random.default_rng(seed)
     rows = [rng.choice(np.flatnonzero(labels == c), size=q, replace=False) for c, q in zip(classes, quota)]
     return np.sort(np.concatenate(rows))
+
+
+def _quotas(counts: np.ndarray, floor: np.ndarray, limit: int) -> np.ndarray:
+    """Per-class sizes summing to `limit`: in proportion to the class sizes, except that a class whose share is
+    below its floor gets the floor and the others share what is left (then largest remainders round)."""
+    lifted = np.zeros(len(counts), dtype=bool)
+    while True:
+        share = counts * (limit - floor[lifted].sum()) / counts[~lifted].sum()
+        below = ~lifted & (share < floor)
+        if not below.any():
+            break
+        lifted |= below
+    share = np.where(lifted, floor, np.minimum(share, counts))
+    quota = np.floor(share).astype(int)
+    while quota.sum() < limit:  # fewer rows than classes: the largest remainders (never past a class size)
+        quota[np.argmax(np.where(quota < counts, share - quota, -np.inf))] += 1
+    return quota
