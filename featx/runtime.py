@@ -7,6 +7,7 @@ oneDNN on, intra-op threads = cores, one inter-op thread roughly doubles MobileN
 from __future__ import annotations
 
 import os
+import random
 from contextlib import contextmanager
 
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
@@ -39,3 +40,20 @@ def compute_dtype(mixed_precision: bool):
         yield
     finally:
         keras.mixed_precision.set_global_policy(previous)
+
+
+@contextmanager
+def seeded_weight_init(seed: int):
+    """Random weight initialization made reproducible, the caller's random streams left as they were.
+
+    Keras draws every unseeded initializer's (and dropout's) seed from Python's `random`; seeding that stream
+    for the build and restoring its state afterwards gives the same weights each time (or the cache would
+    never hit) without reseeding the process (keras.utils.set_random_seed would reset Python, NumPy and
+    TensorFlow for everyone). Usable as a decorator.
+    """
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(state)

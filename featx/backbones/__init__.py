@@ -10,6 +10,7 @@ from featx.backbones.base import Backbone
 from featx.backbones.keras_apps import KERAS_MODELS
 from featx.backbones.layers import LayerInfo, describe_layers, select_layers
 from featx.errors import FeatxError
+from featx.runtime import seeded_weight_init
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 SAVED_MODEL_PREPROCESSING = ("none", "unit", "tf", *sorted({module for _, module, _ in KERAS_MODELS.values()}))
@@ -33,6 +34,7 @@ def backbone_from_entry(entry, unsafe: bool = False) -> Backbone:
     return backbone
 
 
+@seeded_weight_init(0)  # random init (weights none) must be reproducible, or the cache would never hit
 def get_backbone(name: str, weights: str | None = "imagenet", input_size: int | None = None,
                  preprocess: str | None = None, unsafe: bool = False) -> Backbone:
     """Build a backbone by registry name, or load a saved .keras/.h5 model given as a path.
@@ -45,10 +47,6 @@ def get_backbone(name: str, weights: str | None = "imagenet", input_size: int | 
     weights = None if weights in (None, "none") else weights
     if weights not in (None, "imagenet") and not Path(weights).is_file():
         raise FeatxError(f"weights file '{weights}' does not exist; pass --weights imagenet, none or a local weights file")
-    import keras
-
-    if weights is None:
-        keras.utils.set_random_seed(0)  # random init must be reproducible, or the cache would never hit
     if name == DEFAULT_BACKBONE:
         from featx.backbones import efficientnet_lite
 

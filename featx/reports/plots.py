@@ -1,7 +1,8 @@
-"""Figures for experiment reports, written as PNG files (headless: Agg backend).
+"""Figures for experiment reports, written as PNG files.
 
-Each function draws one figure, saves it to `path` (creating parent folders), closes it so
-long sweeps do not accumulate open figures, and returns `path`.
+Each function draws one figure, saves it to `path` (creating parent folders) and returns `path`. Figures are
+matplotlib objects on their own Agg canvas, not pyplot figures: no backend is chosen for the process (a
+notebook keeps its own) and nothing stays registered after a long sweep.
 """
 
 from __future__ import annotations
@@ -9,16 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from sklearn.decomposition import PCA
+from sklearn.manifold import TSNE
+from sklearn.preprocessing import StandardScaler
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.decomposition import PCA  # noqa: E402
-from sklearn.manifold import TSNE  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
-
-from featx.errors import FeatxError  # noqa: E402
+from featx.errors import FeatxError
 
 ANNOTATE_MAX_CLASSES = 30
 COMBINED_LINESTYLES = ("--", ":", "-.")
@@ -36,7 +36,7 @@ def plot_confusion(confusion_df, path, title):
     shares = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
     n = len(confusion_df)
     side = max(4.0, 0.5 * n + 2)
-    fig, ax = plt.subplots(figsize=(side + 1, side))
+    fig, ax = _subplots(figsize=(side + 1, side))
     image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, label="share of true class")
     ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true", title=title)
@@ -57,7 +57,7 @@ def plot_learning_curves(history_df, path):
         val_accuracy, the one whose weights the classifier keeps.
     """
     best = history_df.loc[history_df["val_accuracy"].idxmax(), "epoch"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = _subplots(1, 2, figsize=(10, 4))
     for ax, metric in zip(axes, ("loss", "accuracy")):
         ax.plot(history_df["epoch"], history_df[metric], label="train")
         ax.plot(history_df["epoch"], history_df[f"val_{metric}"], label="val")
@@ -83,7 +83,7 @@ def plot_layer_comparison(results_df, path, metric="test_accuracy", x="layers", 
             f"results have no column(s) {', '.join(sorted(missing))}; "
             f"available: {', '.join(map(str, results_df.columns))}."
         )
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * results_df[x].nunique() + 3), 4.5))
+    fig, ax = _subplots(figsize=(max(6.0, 0.5 * results_df[x].nunique() + 3), 4.5))
     if "depth" in results_df.columns:
         _depth_lines(ax, results_df, metric, x, hue)
     else:
@@ -110,8 +110,8 @@ def plot_tsne(X, y, class_names, path, seed=0, max_points=2000, title=None):
     embedding = TSNE(
         n_components=2, perplexity=min(30.0, (len(X) - 1) / 3), init="pca", random_state=seed
     ).fit_transform(X)
-    colors = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
-    fig, ax = plt.subplots(figsize=(8, 6))
+    colors = matplotlib.colormaps["tab10" if len(class_names) <= 10 else "tab20"]
+    fig, ax = _subplots(figsize=(8, 6))
     for index, name in enumerate(class_names):
         points = embedding[y == index]
         ax.scatter(points[:, 0], points[:, 1], s=6, color=colors(index % colors.N), label=name)
@@ -125,7 +125,11 @@ def _grouped_bars(ax, results_df, metric, x, hue):
     order = {"index": results_df[x].unique(), "columns": results_df[hue].unique()}
     means = stats["mean"].unstack(hue).reindex(**order)
     spreads = stats["std"].unstack(hue).reindex(**order).fillna(0)
-    means.plot.bar(ax=ax, yerr=spreads, rot=45, capsize=2)
+    positions, width = np.arange(len(means)), 0.8 / len(means.columns)  # drawn here: pandas' .plot picks a backend
+    for i, name in enumerate(means.columns):
+        offset = (i - (len(means.columns) - 1) / 2) * width
+        ax.bar(positions + offset, means[name], width, yerr=spreads[name], capsize=2, label=str(name))
+    ax.set_xticks(positions, labels=[str(v) for v in means.index], rotation=45)
     ax.set_xlabel(x)
 
 
@@ -160,10 +164,13 @@ def _depth_lines(ax, results_df, metric, x, hue):
         )
 
 
+def _subplots(nrows=1, ncols=1, figsize=None):
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols)
+
+
 def _save(fig, path):
-    try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-    finally:
-        plt.close(fig)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     return path
