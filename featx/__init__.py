@@ -4,23 +4,26 @@ Stages, each importing only from those before it:
     sources -> backbones -> extractor (+ cache) -> features -> classifiers -> experiments / reports
 """
 
+import importlib
+
 from featx import runtime  # noqa: F401  (sets TensorFlow's CPU environment before anything imports it)
-from featx.cache.store import CacheEntry, list_entries, open_entry
-from featx.cache.verify import verify
-from featx.extractor import extract
-from featx.features.load import load
 
 __version__ = "0.1.0"
 
-__all__ = ["CacheEntry", "compare", "extract", "fit", "list_entries", "load", "open_entry", "predict", "run_pipeline",
-           "runs", "verify"]
-_EXPERIMENTS = ("compare", "fit", "predict", "run_pipeline", "runs")
+# Loaded on first use: the command line starts (and answers Ctrl-C) in milliseconds instead of after the
+# seconds that h5py, pandas, scikit-learn and matplotlib take to import.
+_API = {"CacheEntry": "featx.cache.store", "list_entries": "featx.cache.store", "open_entry": "featx.cache.store",
+        "verify": "featx.cache.verify", "extract": "featx.extractor", "load": "featx.features.load",
+        **{name: "featx.experiments" for name in ("compare", "fit", "predict", "run_pipeline", "runs")}}
+
+__all__ = sorted(_API)
 
 
 def __getattr__(name):
-    # Experiments import scikit-learn and matplotlib (seconds): loaded on first use, not for `featx ls`.
-    if name in _EXPERIMENTS:
-        from featx import experiments
-
-        return getattr(experiments, name)
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
     raise AttributeError(f"module 'featx' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_API])

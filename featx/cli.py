@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
 
 from featx.errors import FeatxError
 
@@ -125,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="featx", description="Run a frozen CNN once, cache per-layer features in HDF5, and run fast experiments on them.")
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines (hidden by default)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("backbones", help="list backbone names", description="List the backbone names featx can build.")
@@ -170,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cache_dir(p)
     p.set_defaults(func=cmd_verify)
     _add_experiment_commands(sub)
+    for command in sub.choices.values():  # also accepted after the command: `featx layers x --verbose`
+        command.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
@@ -344,17 +350,71 @@ def _add_experiment_commands(sub) -> None:
     p.set_defaults(func=cmd_plot_tsne)
 
 
+INTERRUPTED = "interrupted; committed work is kept and the same command resumes it"
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; returns the exit code. Never a traceback for Ctrl-C, a bad input or a closed pipe.
+
+    The first Ctrl-C unwinds (committed work is kept); a second one, while that cleanup or publishing still
+    runs, exits at once: as safe as a kill, which the cache is built to survive. Called as the console script
+    (argv None) the handler stays until the process ends, so a Ctrl-C during interpreter shutdown is quiet too;
+    called with argv (tests, notebooks) the caller's handler is back afterwards.
+    """
+    previous = _handle_interrupts()
     try:
-        args.func(args)
+        return _run(argv)
+    except KeyboardInterrupt:
+        _interrupted()
+        return 130
+    finally:
+        if previous is not None and argv is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _run(argv) -> int:
+    args = build_parser().parse_args(argv)
+    from featx import runtime
+
+    try:
+        with runtime.tensorflow_logs(verbose=args.verbose):
+            args.func(args)
+        sys.stdout.flush()  # a reader gone early (`featx backbones | head -1`) shows here, not at exit
     except FeatxError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted; committed work is kept and the same command resumes it", file=sys.stderr)
-        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the flush at exit must not fail again
+        return 141  # 128 + SIGPIPE, what a shell reports for a program stopped by a closed pipe
     return 0
+
+
+_interrupts = {"seen": False, "said": False}
+
+
+def _handle_interrupts():
+    """SIGINT: KeyboardInterrupt the first time, immediate exit 130 after. Returns the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None  # signals reach only the main thread; its own handler stays in charge
+    _interrupts.update(seen=False, said=False)
+
+    def on_interrupt(signum, frame):
+        if _interrupts["seen"]:
+            _interrupted()
+            os._exit(130)
+        _interrupts["seen"] = True
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGINT, on_interrupt)
+
+
+def _interrupted() -> None:
+    if not _interrupts["said"]:
+        _interrupts["said"] = True
+        try:
+            print(INTERRUPTED, file=sys.stderr, flush=True)
+        except Exception:  # noqa: BLE001  stderr closed or busy (interrupted mid-write): exit 130 regardless
+            pass
 
 
 if __name__ == "__main__":

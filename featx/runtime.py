@@ -6,12 +6,102 @@ oneDNN on, intra-op threads = cores, one inter-op thread roughly doubles MobileN
 
 from __future__ import annotations
 
+import importlib.abc
 import os
 import random
+import sys
 from contextlib import contextmanager
 
+_USER_LOG_LEVEL = os.environ.get("TF_CPP_MIN_LOG_LEVEL")  # the user's own setting always wins
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@contextmanager
+def tensorflow_logs(verbose: bool):
+    """The command line's TensorFlow log lines: none by default, all of them when verbose.
+
+    TF_CPP_MIN_LOG_LEVEL=3 hides what TensorFlow logs once started (e.g. `failed call to cuInit` without a
+    GPU), but its libraries log while they load, before absl logging is initialized and whatever the level
+    (the oneDNN notice, `Could not find cuda drivers`, absl's "All log messages before
+    absl::InitializeLog()"): so the native stderr is silenced while TensorFlow is imported, and only then.
+    Python's own stderr (featx's messages, warnings, tracebacks) keeps the terminal throughout.
+    """
+    previous = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+    if _USER_LOG_LEVEL is None:
+        _set_env("TF_CPP_MIN_LOG_LEVEL", None if verbose else "3")
+    finder = None if verbose or "tensorflow" in sys.modules else _QuietImport("tensorflow")
+    if finder is not None:
+        sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        if finder in sys.meta_path:
+            sys.meta_path.remove(finder)
+        _set_env("TF_CPP_MIN_LOG_LEVEL", previous)
+
+
+def _set_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
+class _QuietImport(importlib.abc.MetaPathFinder):
+    """Finds `name` like the finders after it, with a loader that runs the module's import with fd 2 silenced."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)  # once: later imports of it are plain lookups
+        for finder in sys.meta_path:
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _SilencedLoader(spec.loader)
+                return spec
+        return None
+
+
+class _SilencedLoader(importlib.abc.Loader):
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __getattr__(self, name):  # resource readers and the like: the real loader's
+        return getattr(self.loader, name)
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        module.__loader__ = module.__spec__.loader = self.loader
+        with _native_stderr_silenced():
+            self.loader.exec_module(module)
+
+
+@contextmanager
+def _native_stderr_silenced():
+    """fd 2 to /dev/null, Python's sys.stderr kept on the real stderr (a copy of the original fd 2)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    python_stderr = sys.stderr
+    sys.stderr = real = open(saved, "w", buffering=1, encoding=python_stderr.encoding, errors="backslashreplace",
+                             closefd=False)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    try:
+        yield
+    finally:
+        real.flush()
+        os.dup2(saved, 2)
+        sys.stderr = python_stderr
+        real.close()
+        os.close(saved)
 
 
 def configure_tensorflow() -> None:
