@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 
-from featx.errors import FeatxError
+from featx.errors import INTERRUPTED, FeatxError
 
 DEFAULT_DATA = "elpv"
 
@@ -348,9 +348,6 @@ def _add_experiment_commands(sub) -> None:
     p.add_argument("--max-points", type=int, default=2000, help="embed at most this many random images (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="subsample and t-SNE seed (default 0)")
     p.set_defaults(func=cmd_plot_tsne)
-
-
-INTERRUPTED = "interrupted; committed work is kept and the same command resumes it"
 
 
 def main(argv=None) -> int:

@@ -11,3 +11,6 @@ class RunFailed(FeatxError):
     """A run that started correctly but could not finish (exit code 1)."""
 
     exit_code = 1
+
+
+INTERRUPTED = "interrupted; committed work is kept and the same command resumes it"  # Ctrl-C, exit code 130
