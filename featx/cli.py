@@ -355,18 +355,22 @@ def main(argv=None) -> int:
 
     The first Ctrl-C unwinds (committed work is kept); a second one, while that cleanup or publishing still
     runs, exits at once: as safe as a kill, which the cache is built to survive. Called as the console script
-    (argv None) the handler stays until the process ends, so a Ctrl-C during interpreter shutdown is quiet too;
-    called with argv (tests, notebooks) the caller's handler is back afterwards.
+    (argv None), an interrupted run then ends at once too (the interpreter's shutdown, with TensorFlow's, takes
+    long and would die silently of a further Ctrl-C), and after a normal run any Ctrl-C exits at once; called
+    with argv (tests, notebooks) the caller's handler is back afterwards.
     """
     previous = _handle_interrupts()
     try:
         return _run(argv)
     except KeyboardInterrupt:
         _interrupted()
+        if argv is None and previous is not None:
+            _exit_now(130)
         return 130
     finally:
         if previous is not None and argv is not None:
             signal.signal(signal.SIGINT, previous)
+        _interrupts["seen"] = True  # the command is over: a Ctrl-C now has nothing to unwind
 
 
 def _run(argv) -> int:
@@ -398,11 +402,20 @@ def _handle_interrupts():
     def on_interrupt(signum, frame):
         if _interrupts["seen"]:
             _interrupted()
-            os._exit(130)
+            _exit_now(130)
         _interrupts["seen"] = True
         raise KeyboardInterrupt
 
     return signal.signal(signal.SIGINT, on_interrupt)
+
+
+def _exit_now(code: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001  a closed pipe: nothing more can be said
+            pass
+    os._exit(code)
 
 
 def _interrupted() -> None:
