@@ -144,14 +144,13 @@ def test_decoder_version_is_in_the_cache_key_settings():
     assert '"decoder_version": DECODER_VERSION' in inspect.getsource(featx.extractor)
 
 
-def test_pixel_limit_is_checked_without_changing_pillow(tmp_path):
+def test_pixel_limit_is_checked_without_changing_pillow(tmp_path, monkeypatch):
     import imagegen
 
-    before = Image.MAX_IMAGE_PIXELS
-    big = imagegen.save_decompression_bomb(tmp_path / "big.png", side=10_000)  # 100 MP: Pillow alone only warns
-    with pytest.raises(ValueError, match=rf"^image larger than {MAX_PIXELS:,} pixels \(10000 x 10000\)$"):
-        load_rgb(str(big), (32, 32))
-    huge = imagegen.save_decompression_bomb(tmp_path / "huge.png", side=20_000)  # 400 MP: Pillow refuses at open
+    assert Image.MAX_IMAGE_PIXELS == 89_478_485  # Pillow's default: importing featx did not raise it
+    huge = imagegen.save_decompression_bomb(tmp_path / "huge.png", side=14_000)  # 196 MP
     with pytest.raises(ValueError, match=rf"^image larger than {MAX_PIXELS:,} pixels$"):
-        load_rgb(str(huge), (32, 32))
-    assert Image.MAX_IMAGE_PIXELS == before == 89_478_485  # Pillow's default, untouched by importing featx
+        load_rgb(str(huge), (32, 32))  # refused by Pillow's own default limit at open
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # a host program that switched Pillow's check off
+    with pytest.raises(ValueError, match=rf"^image larger than {MAX_PIXELS:,} pixels \(14000 x 14000\)$"):
+        load_rgb(str(huge), (32, 32))  # featx's own check, from the header, before decoding

@@ -14,9 +14,10 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# Larger is refused rather than risking memory: Pillow's own default limit (about 9,500 x 9,500), checked by featx
-# from the header so that no Pillow global needs changing (Pillow itself only warns up to twice this).
-MAX_PIXELS = 89_478_485
+# Larger is refused rather than risking memory: about 13,400 x 13,400, where Pillow's default limit refuses too
+# (twice its MAX_IMAGE_PIXELS; below, it only warns). featx checks the header itself, so its limit holds
+# whatever a host program set Pillow's to, and no Pillow global is changed.
+MAX_PIXELS = 178_956_970
 DECODER_VERSION = 2  # part of the cache key: bump whenever the same file may decode to other pixels (2: EXIF orientation)
 EXIF_ORIENTATION = 0x0112  # 1 is upright; 2-8 mirror and/or rotate
 
