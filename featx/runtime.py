@@ -1,7 +1,8 @@
-"""TensorFlow settings measured to be fastest on small CPU machines; set before TensorFlow starts.
+"""TensorFlow and Keras settings, each scoped to featx's own work where it is not set before TensorFlow starts.
 
 oneDNN on, intra-op threads = cores, one inter-op thread roughly doubles MobileNetV2 throughput on a
-2-core CPU; XLA jit was 10x slower there, so it stays off. Users' own settings always win.
+2-core CPU; XLA jit was 10x slower there, so it stays off. Users' own settings always win. Also here: the
+command line's quiet TensorFlow import, the Keras dtype policy and the weight-init seed, each restored after.
 """
 
 from __future__ import annotations
