@@ -77,12 +77,17 @@ def writable_folder(folder: Path, what: str,
     """Create `folder` if needed and check it accepts files; else one line naming the `fix`."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".probe-{os.getpid()}-{secrets.token_hex(3)}"
-        probe.touch()
-        probe.unlink()
+        _probe(folder)
     except OSError as exc:
         raise FeatxError(f"cannot write {what} in {folder} ({_reason(exc)}); {fix}") from None
     return folder
+
+
+def _probe(folder: Path) -> None:
+    """Create and remove a file: the only test that also holds for root without its permission override."""
+    probe = folder / f".probe-{os.getpid()}-{secrets.token_hex(3)}"
+    probe.touch()
+    probe.unlink()
 
 
 # --- the log database
@@ -127,9 +132,11 @@ def _connect(path: Path, write: bool) -> sqlite3.Connection:
         connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.OperationalError:  # WAL needs to create -shm beside the file: a read-only folder cannot
         connection.close()
-        if os.access(path.parent, os.W_OK):
-            raise
-        connection = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+        try:
+            _probe(path.parent)
+        except OSError:  # nothing can write there, so reading the file as immutable is exact
+            return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+        raise
     return connection
 
 
