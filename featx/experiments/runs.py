@@ -410,7 +410,11 @@ def _load_pipeline(path: Path, run_id: str):
         raise FeatxError(f"{refuse} ({str(exc)[:200] or type(exc).__name__}); refusing to load it: fit the model again") from None
     head = pipeline[-1]
     if hasattr(head, "load_keras_model"):
-        head.load_keras_model(path.with_name(HEAD_FILE))
+        try:
+            head.load_keras_model(path.with_name(HEAD_FILE))
+        except (OSError, ValueError, TypeError) as exc:  # safe mode refuses code (Lambda layers, custom objects)
+            raise FeatxError(f"Keras head {path.with_name(HEAD_FILE)} of run {run_id} does not load in Keras safe mode "
+                             f"({str(exc).splitlines()[0][:200]}); refusing it: fit the model again") from None
     return pipeline
 
 
