@@ -194,3 +194,25 @@ def _first_cached_image(cache: Path, target: Path) -> None:
 
     entry = open_entry(cache_dir=cache)
     shutil.copy(Path(entry.attrs["root"]) / entry.relpaths[0], target)
+
+
+@pytest.mark.slow
+def test_fit_killed_while_writing_its_run_leaves_nothing_logged_and_its_debris_goes(cache):
+    import socket
+    import time
+
+    assert featx(*FIT, "--cache-dir", cache).rc == 0
+    before = read_log(cache)
+    child = forkserver.server().start(["fit", "--layers", "out_relu", "--clf", "rf", "--n-estimators", "300",
+                                       "--cache-dir", str(cache)])
+    while child.poll() is None and not list((cache / "runs").glob(".staging-*")):
+        time.sleep(0.002)
+    assert child.kill() == -9  # killed while its run folder was being written
+    debris = list((cache / "runs").glob(".staging-*"))
+    assert len(debris) == 1 and debris[0].name.endswith(f"-{child.pid}@{socket.gethostname()}")
+    pd.testing.assert_frame_equal(read_log(cache), before)
+    live = cache / "runs" / f".staging-20990101-000000-abcdef-{os.getpid()}@{socket.gethostname()}"
+    live.mkdir()  # a fit still writing (this process is alive): never touched
+    assert featx(*FIT, "--cache-dir", cache, "--seed", 1).rc == 0
+    assert [p.name for p in (cache / "runs").glob(".staging-*")] == [live.name]
+    assert run_folders(cache) == sorted([live.name, *read_log(cache)["run_id"]])

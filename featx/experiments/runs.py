@@ -3,7 +3,8 @@
     <runs>/runs.sqlite          one row per fit (COLUMNS), SQLite in WAL mode, format version in user_version
     <runs>/<run_id>/            model.skops (+ head.keras for the dense head), metrics.json,
                                 confusion_{val,test}.csv/.png, history.csv
-    <runs>/.staging-<run_id>/   a run being written; renamed to <run_id>/ in the transaction that logs it
+    <runs>/.staging-<run_id>-<pid>@<host>/   a run being written; renamed to <run_id>/ in the transaction
+                                that logs it (removed by a later fit if its process was killed)
     <reports>/                  compare tables and charts, t-SNE plots
 
 <runs> is <cache_dir>/runs and <reports> is <cache_dir>/reports, unless `runs_dir` names another folder
@@ -21,8 +22,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import re
 import secrets
 import shutil
+import socket
 import sqlite3
 import time
 import zipfile
@@ -50,7 +53,8 @@ LOG_FILE, OLD_LOG_FILE = "runs.sqlite", "runs.csv"
 LOG_VERSION = 1  # PRAGMA user_version of runs.sqlite; 0 = a new, empty database
 MODEL_FILE, HEAD_FILE = "model.skops", "head.keras"
 BUSY_TIMEOUT_S = 120  # how long a fit waits for other fits' transactions before giving up
-STAGING = ".staging-"
+STAGING = ".staging-"  # .staging-<run_id>-<pid>@<host>: removed once that process is gone
+_HOST = re.sub(r"[^\w.-]", "_", socket.gethostname())
 
 
 def runs_dir(cache_dir=None, runs_dir=None) -> Path:
@@ -209,7 +213,7 @@ def _log_error(path: Path, exc: sqlite3.Error) -> FeatxError:
 @dataclass
 class StagedRun:
     run_id: str
-    folder: Path  # temporary: <runs>/.staging-<run_id>/, renamed to <runs>/<run_id>/ by append_run
+    folder: Path  # temporary: <runs>/.staging-<run_id>-<pid>@<host>/, renamed to <runs>/<run_id>/ by append_run
     final: Path
 
 
@@ -232,8 +236,9 @@ def stage_run(cache_dir=None, runs_dir=None):
     A write error (disk full, file size limit, permissions) becomes one line.
     """
     folder = prepare_log(cache_dir, runs_dir)
+    remove_debris(folder)
     run_id = new_run_id()
-    staged = StagedRun(run_id, folder / f"{STAGING}{run_id}", folder / run_id)
+    staged = StagedRun(run_id, folder / f"{STAGING}{run_id}-{os.getpid()}@{_HOST}", folder / run_id)
     try:
         staged.folder.mkdir()
         yield staged
@@ -242,6 +247,24 @@ def stage_run(cache_dir=None, runs_dir=None):
                         "free disk space (or fix permissions, or pass --runs-dir) and fit again") from None
     finally:
         shutil.rmtree(staged.folder, ignore_errors=True)
+
+
+def remove_debris(folder: Path) -> None:
+    """Delete the staging folders of fits killed on this host (their pid is gone); never another host's."""
+    for staging in folder.glob(f"{STAGING}*@{_HOST}"):
+        pid = staging.name.rpartition("@")[0].rpartition("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def append_run(cache_dir, row: dict, *, staged: StagedRun | None = None, runs_dir=None) -> None:
