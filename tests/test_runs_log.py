@@ -147,7 +147,12 @@ def test_old_csv_log_is_migrated_and_exported(cache, tmp_path):
 def test_malformed_old_csv_log_is_one_line(cache, text):
     (cache / "runs").mkdir()
     (cache / "runs" / "runs.csv").write_text(text)
-    with pytest.raises(FeatxError, match=r"cannot migrate the old runs log .*runs.csv .*repair or move the CSV away"):
+    message = r"cannot migrate the old runs log .*runs.csv .*repair or move the CSV away"
+    with pytest.raises(FeatxError, match=message):
+        runs(cache)
+    assert_one_line_error(featx(*FIT, "--cache-dir", cache), message)
+    assert run_folders(cache) == [] and (cache / "runs" / "runs.csv").read_text() == text
+    with pytest.raises(FeatxError, match=message):  # still, after the failed fit: not an empty log
         runs(cache)
 
 

@@ -299,14 +299,13 @@ def read_log(cache_dir=None, runs_dir=None) -> pd.DataFrame:
     An old runs.csv is migrated into runs.sqlite by the first fit; until then it is read as it is.
     """
     folder = _runs_folder(cache_dir, runs_dir)
-    if not (folder / LOG_FILE).exists():
-        old = folder / OLD_LOG_FILE
-        return _read_old_csv(old).astype({"run_id": str}) if old.exists() else pd.DataFrame(columns=list(COLUMNS))
-    with _database(folder, write=False) as connection:
-        if not connection.execute("PRAGMA user_version").fetchone()[0]:
-            return pd.DataFrame(columns=list(COLUMNS))
-        table = pd.read_sql_query(f"SELECT {', '.join(COLUMNS)} FROM runs ORDER BY seq", connection)
-    return table.astype({c: float for c in REALS})  # a column of NULLs (no val split) reads as objects
+    if (folder / LOG_FILE).exists():
+        with _database(folder, write=False) as connection:
+            if connection.execute("PRAGMA user_version").fetchone()[0]:  # 0: created, not yet initialized
+                table = pd.read_sql_query(f"SELECT {', '.join(COLUMNS)} FROM runs ORDER BY seq", connection)
+                return table.astype({c: float for c in REALS})  # a column of NULLs (no val split) reads as objects
+    old = folder / OLD_LOG_FILE
+    return _read_old_csv(old).astype({"run_id": str}) if old.exists() else pd.DataFrame(columns=list(COLUMNS))
 
 
 def export_csv(path, cache_dir=None, runs_dir=None) -> Path:
