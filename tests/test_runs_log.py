@@ -106,14 +106,23 @@ def test_damaged_or_foreign_log_is_one_line_and_never_appended_to(cache, tmp_pat
         assert run_folders(cache) == [run_id]
 
 
-def test_unknown_log_version_is_refused(cache):
-    folder = cache / "runs"
+def test_unknown_log_version_or_foreign_database_is_refused(tmp_path):
+    from featx.experiments.runs import prepare_log
+
+    folder = tmp_path / "runs"
     folder.mkdir()
     with sqlite3.connect(folder / LOG_FILE) as db:
         db.execute("CREATE TABLE runs (x)")
         db.execute(f"PRAGMA user_version={LOG_VERSION + 1}")
-    with pytest.raises(FeatxError, match=rf"format version {LOG_VERSION + 1}, this featx reads version {LOG_VERSION}"):
-        read_log(cache)
+    for check in (read_log, prepare_log):
+        with pytest.raises(FeatxError, match=rf"format version {LOG_VERSION + 1}, this featx reads version {LOG_VERSION}"):
+            check(tmp_path)
+    with sqlite3.connect(folder / LOG_FILE) as db:
+        db.execute("PRAGMA user_version=0")  # someone else's database that happens to sit there
+    with pytest.raises(FeatxError, match="is damaged or not a featx runs database .*holds tables but no featx format"):
+        prepare_log(tmp_path)
+    with sqlite3.connect(folder / LOG_FILE) as db:
+        assert [r[0] for r in db.execute("SELECT name FROM sqlite_master")] == ["runs"]  # left as it was
 
 
 @pytest.mark.slow

@@ -114,7 +114,7 @@ def _database(folder: Path, write: bool):
         raise _log_error(path, exc) from None
     try:
         if write:
-            _check_integrity(connection, path)
+            _check_integrity(connection)
             _create(connection, folder)
         _check_version(connection, path)
         yield connection
@@ -144,7 +144,7 @@ def _connect(path: Path, write: bool) -> sqlite3.Connection:
     return connection
 
 
-def _check_integrity(connection: sqlite3.Connection, path: Path) -> None:
+def _check_integrity(connection: sqlite3.Connection) -> None:
     problems = [row[0] for row in connection.execute("PRAGMA quick_check")]
     if problems != ["ok"]:
         raise sqlite3.DatabaseError(problems[0])
@@ -157,10 +157,12 @@ def _create(connection: sqlite3.Connection, folder: Path) -> None:
     connection.execute("BEGIN IMMEDIATE")
     try:
         if not connection.execute("PRAGMA user_version").fetchone()[0]:
+            if connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                raise sqlite3.DatabaseError("it holds tables but no featx format version")
             connection.execute(_SCHEMA)
             old = folder / OLD_LOG_FILE
-            if old.exists():
-                _insert(connection, _read_old_csv(old))
+            if old.exists():  # a row logged twice (or without id) in the CSV is kept once
+                _insert(connection, _read_old_csv(old).dropna(subset=["run_id"]).drop_duplicates("run_id", keep="last"))
             connection.execute(f"PRAGMA user_version={LOG_VERSION}")
         connection.execute("COMMIT")
     except BaseException:
