@@ -24,6 +24,11 @@ def _add_cache_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", default=None, help="cache folder (default: $FEATX_CACHE or ./cache)")
 
 
+def _add_runs_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs-dir", default=None, help="folder for the runs log, run folders and reports "
+                                                    "(default <cache-dir>/runs and <cache-dir>/reports)")
+
+
 def _add_cache(p: argparse.ArgumentParser) -> None:
     p.add_argument("cache", nargs="?", default=None, help="cache entry name, key prefix or folder (default: most recent)")
     _add_cache_dir(p)
@@ -254,20 +259,24 @@ def cmd_fit(args) -> None:
     from featx.experiments import fit
 
     fit(args.cache, args.layers, args.clf, _classifier_params(args), seed=args.seed, n_jobs=args.n_jobs,
-        cache_dir=args.cache_dir, **_transforms(args))
+        cache_dir=args.cache_dir, runs_dir=args.runs_dir, **_transforms(args))
 
 
 def cmd_compare(args) -> None:
     from featx.experiments import compare, parse_grid
 
     compare(args.cache, args.layer_sets, args.clf, parse_grid(args.grid), _classifier_params(args), seed=args.seed,
-            n_jobs=args.n_jobs, metric=args.metric, plots=args.plots, cache_dir=args.cache_dir, **_transforms(args))
+            n_jobs=args.n_jobs, metric=args.metric, plots=args.plots, cache_dir=args.cache_dir, runs_dir=args.runs_dir,
+            **_transforms(args))
 
 
 def cmd_runs(args) -> None:
-    from featx.experiments.runs import format_runs, runs
+    from featx.experiments.runs import export_csv, format_runs, runs
 
-    print(format_runs(runs(args.cache_dir, args.sort, args.clf, args.backbone, args.layers, args.top)))
+    if args.csv:
+        print(f"saved {export_csv(args.csv, args.cache_dir, runs_dir=args.runs_dir)}")
+        return
+    print(format_runs(runs(args.cache_dir, args.sort, args.clf, args.backbone, args.layers, args.top, runs_dir=args.runs_dir)))
 
 
 def cmd_run(args) -> None:
@@ -279,13 +288,15 @@ def cmd_run(args) -> None:
 def cmd_predict(args) -> None:
     from featx.experiments import predict
 
-    predict(args.model, args.paths, cache_dir=args.cache_dir, batch_size=args.batch_size, output=args.output)
+    predict(args.model, args.paths, cache_dir=args.cache_dir, batch_size=args.batch_size, output=args.output,
+            runs_dir=args.runs_dir)
 
 
 def cmd_plot_tsne(args) -> None:
     from featx.experiments import tsne
 
-    tsne(args.cache, args.layers, args.split, seed=args.seed, max_points=args.max_points, cache_dir=args.cache_dir)
+    tsne(args.cache, args.layers, args.split, seed=args.seed, max_points=args.max_points, cache_dir=args.cache_dir,
+         runs_dir=args.runs_dir)
 
 
 def _add_experiment_commands(sub) -> None:
@@ -297,6 +308,7 @@ def _add_experiment_commands(sub) -> None:
                                                   "concatenated in depth order (default: every cached layer)")
     _add_model_options(p, "rf, svm, linear-svm, logreg, knn or dense (default rf)")
     p.add_argument("--n-jobs", type=int, default=-1, help="the classifier's parallel jobs (default -1: all cores)")
+    _add_runs_dir(p)
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("compare", help="layer subsets x classifiers x parameter grid",
@@ -311,11 +323,15 @@ def _add_experiment_commands(sub) -> None:
     p.add_argument("--metric", default="val_accuracy", help="column drawn in the chart (default val_accuracy)")
     p.add_argument("--plots", action="store_true", help="also draw each run's confusion PNGs (slower)")
     p.add_argument("--n-jobs", type=int, default=1, help="fits run in parallel (default 1: one at a time, each on all cores)")
+    _add_runs_dir(p)
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("runs", help="list logged experiments, best first",
-                       description="Show the experiment log (<cache-dir>/runs/runs.csv) sorted best first, filtered.")
+                       description="Show the experiment log (<cache-dir>/runs/runs.sqlite) sorted best first, filtered, "
+                                   "or export all of it with --csv.")
     _add_cache_dir(p)
+    _add_runs_dir(p)
+    p.add_argument("--csv", default=None, metavar="PATH", help="write every logged run, in logged order, to this CSV")
     p.add_argument("--sort", default="val_accuracy", help="column to sort by, descending (*_seconds: ascending); default val_accuracy")
     p.add_argument("--clf", default=None, help="only these classifiers (comma-separated)")
     p.add_argument("--backbone", default=None, help="only these backbones (comma-separated)")
@@ -332,12 +348,14 @@ def _add_experiment_commands(sub) -> None:
 
     p = sub.add_parser("predict", help="classify new images with a logged run's model",
                        description="Rebuild the run's backbone, extract its layers from the images, apply its saved "
-                                   "Pipeline (sha256-checked), print and save labels and class probabilities as CSV.")
+                                   "Pipeline (skops/Keras safe loading, sha256-checked), print and save labels and "
+                                   "class probabilities as CSV.")
     p.add_argument("--model", required=True, metavar="RUN_ID", help="run id (or unique prefix) from `featx runs`")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     p.add_argument("--output", default=None, help="CSV to write (default <cache-dir>/runs/<run_id>/predictions-<time>.csv)")
     _add_cache_dir(p)
+    _add_runs_dir(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("plot-tsne", help="t-SNE plot of a layer",
@@ -347,6 +365,7 @@ def _add_experiment_commands(sub) -> None:
     p.add_argument("--split", default=None, choices=("train", "val", "test"), help="only this split (default: all images)")
     p.add_argument("--max-points", type=int, default=2000, help="embed at most this many random images (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="subsample and t-SNE seed (default 0)")
+    _add_runs_dir(p)
     p.set_defaults(func=cmd_plot_tsne)
 
 

@@ -42,7 +42,7 @@ def test_rf_and_logreg_beat_chance_by_far_and_are_logged(elpv_cache):
         assert test["accuracy"] >= majority + 0.1
         assert test["f1_macro"] >= 0.4
         assert test["confusion"].to_numpy().sum() == len(y_test)
-        assert {"model.joblib", "metrics.json", "confusion_val.csv", "confusion_val.png", "confusion_test.csv",
+        assert {"model.skops", "metrics.json", "confusion_val.csv", "confusion_val.png", "confusion_test.csv",
                 "confusion_test.png"} <= {p.name for p in result.folder.iterdir()}
     log = read_log(elpv_cache)
     assert len(log) == before + 2
@@ -137,12 +137,12 @@ def test_predict_on_image_files_matches_the_cached_features(elpv_cache, tmp_path
 
 def test_tampered_or_foreign_model_is_refused(elpv_cache):
     result = fit(cache_dir=elpv_cache, layers="top_activation", clf="knn", **QUIET)
-    outside = elpv_cache / "outside.joblib"  # intact copy, right sha256, but not in the runs folder
-    shutil.copy(result.folder / "model.joblib", outside)
-    append_run(elpv_cache, {**result.row, "run_id": "foreign", "model_path": "../outside.joblib"})
+    outside = elpv_cache / "outside.skops"  # intact copy, right sha256, but not in the runs folder
+    shutil.copy(result.folder / "model.skops", outside)
+    append_run(elpv_cache, {**result.row, "run_id": "foreign", "model_path": "../outside.skops"})
     with pytest.raises(FeatxError, match="not a file inside"):
         load_model("foreign", elpv_cache)
-    with open(result.folder / "model.joblib", "ab") as f:
+    with open(result.folder / "model.skops", "ab") as f:
         f.write(b"\0")
     with pytest.raises(FeatxError, match="sha256"):
         load_model(result.run_id, elpv_cache)

@@ -2,7 +2,9 @@
 
 The usual transfer-learning head (dense layers + softmax on frozen CNN features) trains in
 seconds once the features are cached; wrapping it in the scikit-learn API lets it share
-pipelines, transforms, metrics and joblib persistence with the classical classifiers.
+pipelines, transforms and metrics with the classical classifiers. Saved models keep the Keras
+model in a .keras file and the rest of the head with skops (save_keras_model / without_keras_model /
+load_keras_model); pickling (joblib between processes) embeds the .keras bytes.
 """
 
 from __future__ import annotations
@@ -200,8 +202,25 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
             f"unknown optimizer {self.optimizer!r} for the dense head; choose sgd or adam."
         )
 
+    def save_keras_model(self, path):
+        """Write the fitted Keras model as a .keras file (featx saves the rest of the head with skops)."""
+        check_is_fitted(self)
+        self.model_.save(path)
+
+    def without_keras_model(self):
+        """A copy holding everything but the Keras model and the training history (a DataFrame, which
+        skops does not load; featx keeps it as history.csv): what skops saves."""
+        head = object.__new__(type(self))
+        head.__dict__.update({k: v for k, v in self.__dict__.items() if k not in ("model_", "history_")})
+        return head
+
+    def load_keras_model(self, path):
+        """Put back the Keras model saved by save_keras_model, in Keras safe mode (no code in it runs)."""
+        self.model_ = keras.saving.load_model(path, safe_mode=True, compile=False)
+        return self
+
     def __getstate__(self):
-        """Pickle the Keras model as .keras bytes, so joblib can save whole Pipelines.
+        """Pickle the Keras model as .keras bytes, so joblib can pass whole Pipelines between processes.
 
         Only recent Keras 3 releases pickle models by themselves; the public save/load
         API used here works on every Keras 3.
@@ -261,4 +280,4 @@ def _model_from_bytes(data):
         path = os.path.join(tmp, "model.keras")
         with open(path, "wb") as f:
             f.write(data)
-        return keras.saving.load_model(path)
+        return keras.saving.load_model(path, safe_mode=True)

@@ -19,7 +19,7 @@ from featx.cache.store import open_entry
 from featx.classifiers import make_classifier, parse_param_values
 from featx.errors import FeatxError
 from featx.experiments.fit import check_transforms, fit_features
-from featx.experiments.runs import new_run_id, reports_dir
+from featx.experiments.runs import new_run_id, prepare_log, reports_dir, writable_folder
 from featx.features.load import load, resolve_layers
 from featx.reports import plot_layer_comparison
 
@@ -37,7 +37,7 @@ class CompareResult:
 
 def compare(cache=None, layer_sets=("blocks",), classifiers=("rf",), grid: dict | None = None,
             params: dict | None = None, seed: int = 0, n_jobs: int = 1, metric: str = "val_accuracy",
-            plots: bool = False, cache_dir=None, log=print, **transforms) -> CompareResult:
+            plots: bool = False, cache_dir=None, log=print, runs_dir=None, **transforms) -> CompareResult:
     """Fit every (layer subset, classifier, grid point) and tabulate val/test scores.
 
     layer_sets : subsets, each a layer name, group (all, blocks, fc), comma list of them, or "each" (every
@@ -48,10 +48,13 @@ def compare(cache=None, layer_sets=("blocks",), classifiers=("rf",), grid: dict 
     n_jobs : fits run in parallel with joblib; with n_jobs=1 each classifier uses every core instead.
     metric : the column plotted. plots : also draw each run's confusion PNGs (off: drawing them takes
         longer than most fits; the confusion CSVs are always written). transforms : as in fit.
-    Saves results.csv and layer_comparison.png in <cache_dir>/reports/compare-<id>/.
+    Saves results.csv and layer_comparison.png in <cache_dir>/reports/compare-<id>/ (runs_dir : as in fit;
+    then <runs_dir>/reports/compare-<id>/).
     """
     check_transforms(transforms)
     entry = open_entry(cache, cache_dir)
+    prepare_log(entry.path.parent, runs_dir)  # unwritable folders or a broken log fail before any fit
+    reports = writable_folder(reports_dir(entry.path.parent, runs_dir), "reports")
     subsets = _expand_subsets(entry, [layer_sets] if isinstance(layer_sets, str) else layer_sets)
     grid = grid or {}
     points = _grid_points(classifiers, grid, params or {})
@@ -63,14 +66,14 @@ def compare(cache=None, layer_sets=("blocks",), classifiers=("rf",), grid: dict 
     columns = {spec: np.concatenate([np.arange(*slices[n]) for n in names]) for spec, names, _ in subsets}
     fits = Parallel(n_jobs=n_jobs)(
         delayed(fit_features)(entry, X[:, columns[spec]], y, split, spec, names, clf, point, transforms, seed,
-                              -1 if n_jobs == 1 else 1, log, plots)
+                              -1 if n_jobs == 1 else 1, log, plots, runs_dir=runs_dir)
         for spec, names, _, clf, point in jobs)
     table = pd.DataFrame([{**{k: r.row[k] for k in TABLE_COLUMNS if k in r.row}, "depth": depth,
                            "model": " ".join([clf, *(f"{k}={point[k]}" for k in grid if k in point)])}
                           for r, (_, _, depth, clf, point) in zip(fits, jobs)], columns=[*TABLE_COLUMNS, "model"])
     if table["depth"].isna().all():
         table = table.drop(columns="depth")
-    folder = reports_dir(entry.path.parent) / f"compare-{new_run_id()}"
+    folder = reports / f"compare-{new_run_id()}"
     folder.mkdir(parents=True)
     table.to_csv(folder / "results.csv", index=False)
     plot = plot_layer_comparison(table, folder / "layer_comparison.png", metric=metric, x="layers", hue="model")

@@ -17,7 +17,7 @@ from featx.cache.atomic import write_json
 from featx.cache.store import CacheEntry, open_entry
 from featx.classifiers import make_pipeline
 from featx.errors import FeatxError
-from featx.experiments.runs import MODEL_FILE, append_run, new_run_id, runs_dir, save_model
+from featx.experiments.runs import MODEL_FILE, append_run, prepare_log, save_model, stage_run
 from featx.features.load import load
 from featx.features.transforms import build_feature_pipeline
 from featx.reports import evaluate, plot_confusion, plot_learning_curves
@@ -32,11 +32,11 @@ class FitResult:
     folder: Path
     pipeline: Pipeline
     metrics: dict  # {"val": evaluate(...), "test": evaluate(...)} for the splits that have rows
-    row: dict  # the line logged in runs.csv
+    row: dict  # the row logged in the runs log
 
 
 def fit(cache=None, layers=None, clf: str = "rf", params: dict | None = None, seed: int = 0, n_jobs: int | None = -1,
-        cache_dir=None, log=print, **transforms) -> FitResult:
+        cache_dir=None, log=print, runs_dir=None, **transforms) -> FitResult:
     """Fit `clf` on the train split of `layers`, evaluate on val and test, save the model and log the run.
 
     layers : names and groups (all, blocks, fc), concatenated in the backbone's depth order whatever order
@@ -45,12 +45,14 @@ def fit(cache=None, layers=None, clf: str = "rf", params: dict | None = None, se
     n_jobs : the classifier's parallelism (where it has one); seed : its random_state and the transforms'.
     transforms : keywords of featx.features.transforms.build_feature_pipeline: standardize, discretize
         ("fne" | "kbins"), pca, kbins, fne_low, fne_high. Fitted on the train split only, saved with the model.
+    runs_dir : folder for the run and the log (default <cache_dir>/runs), e.g. for a read-only cache.
     """
     check_transforms(transforms)
     entry = open_entry(cache, cache_dir)
+    prepare_log(entry.path.parent, runs_dir)  # an unwritable folder or a broken log fails before training
     X, y, meta = load(entry, layers)
     return fit_features(entry, X, y, meta["split"].to_numpy(), _spec(layers, meta.attrs["layers"]),
-                        meta.attrs["layers"], clf, params, transforms, seed, n_jobs, log)
+                        meta.attrs["layers"], clf, params, transforms, seed, n_jobs, log, runs_dir=runs_dir)
 
 
 def check_transforms(transforms: dict) -> None:
@@ -60,11 +62,12 @@ def check_transforms(transforms: dict) -> None:
 
 
 def fit_features(entry: CacheEntry, X, y, split, layers: str, layer_names: list[str], clf: str, params, transforms: dict,
-                 seed: int, n_jobs, log=print, plots: bool = True) -> FitResult:
+                 seed: int, n_jobs, log=print, plots: bool = True, runs_dir=None) -> FitResult:
     """The shared core of fit and compare, on features already in memory.
 
     X : ndarray of shape (n_samples, n_features); y, split : ndarrays of shape (n_samples,).
-    plots : draw the confusion PNGs (the CSVs are always written).
+    plots : draw the confusion PNGs (the CSVs are always written). runs_dir : as in fit.
+    The run folder is written under a temporary name and published with its log row, or not at all.
     """
     pipeline = make_pipeline(clf, params, build_feature_pipeline(seed=seed, **transforms), seed, n_jobs)
     train = split == "train"
@@ -78,25 +81,25 @@ def fit_features(entry: CacheEntry, X, y, split, layers: str, layer_names: list[
     predict_seconds = time.perf_counter() - began
     metrics = {s: evaluate(y[split == s], p, entry.class_names) for s, p in predictions.items()}
 
-    run_id = new_run_id()
     cache_dir = entry.path.parent
-    folder = runs_dir(cache_dir) / run_id
-    folder.mkdir(parents=True)
-    _write_reports(folder, pipeline, metrics, f"{clf} on {layers}", plots)
-    sha = save_model(pipeline, folder / MODEL_FILE)
-    estimator = pipeline[-1]
-    row = {
-        "run_id": run_id, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"), "cache_key": entry.key,
-        "cache_entry": entry.name, "backbone": entry.settings["backbone"], "layers": layers,
-        "layer_names": ",".join(layer_names), "n_features": X.shape[1], "classifier": clf,
-        "params": _json(params or {}), "all_params": _json(estimator.get_params()),
-        "transforms": describe_transforms(transforms), "seed": seed, "n_train": int(train.sum()),
-        **{f"{s}_{m}": round(metrics[s][m], 4) if s in metrics else None
-           for s in EVAL_SPLITS for m in ("accuracy", "f1_weighted", "f1_macro")},
-        "fit_seconds": round(fit_seconds, 3), "predict_seconds": round(predict_seconds, 3),
-        "model_path": f"{run_id}/{MODEL_FILE}", "model_sha256": sha,
-    }
-    append_run(cache_dir, row)
+    with stage_run(cache_dir, runs_dir) as staged:
+        run_id, folder = staged.run_id, staged.folder
+        _write_reports(folder, pipeline, metrics, f"{clf} on {layers}", plots)
+        sha = save_model(pipeline, folder / MODEL_FILE)
+        estimator = pipeline[-1]
+        row = {
+            "run_id": run_id, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"), "cache_key": entry.key,
+            "cache_entry": entry.name, "backbone": entry.settings["backbone"], "layers": layers,
+            "layer_names": ",".join(layer_names), "n_features": X.shape[1], "classifier": clf,
+            "params": _json(params or {}), "all_params": _json(estimator.get_params()),
+            "transforms": describe_transforms(transforms), "seed": seed, "n_train": int(train.sum()),
+            **{f"{s}_{m}": round(metrics[s][m], 4) if s in metrics else None
+               for s in EVAL_SPLITS for m in ("accuracy", "f1_weighted", "f1_macro")},
+            "fit_seconds": round(fit_seconds, 3), "predict_seconds": round(predict_seconds, 3),
+            "model_path": f"{run_id}/{MODEL_FILE}", "model_sha256": sha,
+        }
+        append_run(cache_dir, row, staged=staged, runs_dir=runs_dir)
+    folder = staged.final
     scores = " | ".join(f"{s} acc {m['accuracy']:.3f} f1 {m['f1_macro']:.3f}" for s, m in metrics.items())
     log(f"run {run_id}: {clf} {row['params']} on {layers} ({X.shape[1]} features): {scores} "
         f"(fit {fit_seconds:.1f}s) -> {folder}")

@@ -39,7 +39,7 @@ else:  # pragma: no cover
 
 STEPS = {"fit": fit, "compare": compare, "tsne": tsne}
 TOP_LEVEL = ("name", "description", "data", "backbone", "weights", "layers", "extract", "steps")
-MANAGED = ("cache", "cache_dir", "log", "progress")  # set by run_pipeline, not by the file
+MANAGED = ("cache", "cache_dir", "log", "progress", "runs_dir")  # set by run_pipeline, not by the file
 
 
 @dataclass

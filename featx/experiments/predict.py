@@ -12,57 +12,63 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from featx.cache.store import open_entry
-from featx.errors import FeatxError
-from featx.experiments.runs import load_model, runs_dir
+from featx.cache.atomic import atomic_path
+from featx.cache.store import default_cache_dir, open_entry
+from featx.errors import FeatxError, RunFailed
+from featx.experiments.runs import load_model, runs_dir as runs_folder, writable_folder
 
 
-def predict(model: str, paths, cache_dir=None, batch_size: int = 32, output=None, log=print) -> pd.DataFrame:
+def predict(model: str, paths, cache_dir=None, batch_size: int = 32, output=None, log=print,
+            runs_dir=None) -> pd.DataFrame:
     """Classify image files (folders are searched recursively) with the model of run `model` (id or prefix).
 
     Returns a DataFrame with columns path, label (class name), error (why a file could not be decoded,
     else empty) and p_<class> per class where the classifier gives probabilities; also saved as CSV to
-    `output` (default <cache_dir>/runs/<run_id>/predictions-<time>.csv).
+    `output` (default <runs>/<run_id>/predictions-<time>.csv, <runs> = runs_dir or <cache_dir>/runs).
+    Images are decoded in parallel a few batches ahead of the backbone, never all held in memory.
     """
     from featx import runtime
     from featx.backbones import backbone_from_entry
     from featx.extractor import LayerExtractor
-    from featx.sources.decode import load_rgb
 
-    pipeline, run = load_model(model, cache_dir)
-    entry = open_entry(runs_dir(cache_dir).parent / run["cache_entry"], cache_dir)
+    pipeline, run = load_model(model, cache_dir, runs_dir)
+    entry = open_entry(Path(cache_dir or default_cache_dir()) / run["cache_entry"], cache_dir)
     if entry.key != run["cache_key"]:
         raise FeatxError(f"cache entry {entry.name} no longer has the key run {run['run_id']} was fitted on; fit again")
     files = _image_files([paths] if isinstance(paths, (str, Path)) else paths)
+    output = Path(output or runs_folder(cache_dir, runs_dir) / run["run_id"] / f"predictions-{time.strftime('%Y%m%d-%H%M%S')}.csv")
+    writable_folder(output.parent, "predictions", "pass --output naming a file in a writable folder")
     runtime.configure_tensorflow()
     with runtime.compute_dtype(entry.settings.get("mixed_precision", False)):  # as the cached features were made
         backbone = backbone_from_entry(entry)
     layers = run["layer_names"].split(",")
     extractor = LayerExtractor(backbone, layers, entry.settings["pool"], entry.settings["dtype"])
-    images, errors = {}, {}
-    for path in files:
-        try:
-            images[path] = load_rgb(path, backbone.input_size)
-        except ValueError as exc:
-            errors[path] = str(exc)
-    good, features = list(images), []
-    for start in range(0, len(good), batch_size):
-        outputs = extractor(np.stack([images[p] for p in good[start:start + batch_size]]))
+    features, errors = [], {}
+    for _, outputs, bad in extractor.batches([str(p) for p in files], 0, batch_size):
+        errors.update(bad)
         features.append(np.concatenate([outputs[n] for n in layers], axis=1))
-    table = pd.DataFrame({"path": [str(p) for p in files], "label": "", "error": [errors.get(p, "") for p in files]})
-    if good:
-        X, rows = np.concatenate(features), table.index[table["error"] == ""]
+    table = pd.DataFrame({"path": [str(p) for p in files], "label": "", "error": [errors.get(i, "") for i in range(len(files))]})
+    good = (table["error"] == "").to_numpy()
+    if good.any():
+        X, rows = np.concatenate(features)[good], table.index[good]
         names = np.asarray(entry.class_names, dtype=object)
         table.loc[rows, "label"] = names[pipeline.predict(X)]
         if hasattr(pipeline, "predict_proba"):  # columns follow the classes seen in training
             for name, column in zip(names[pipeline.classes_], pipeline.predict_proba(X).T):
                 table.loc[rows, f"p_{name}"] = column.round(4)
-    output = Path(output or runs_dir(cache_dir) / run["run_id"] / f"predictions-{time.strftime('%Y%m%d-%H%M%S')}.csv")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(output, index=False)
+    _save(table, output)
     log(table.to_string(index=False))
     log(f"saved {output}")
     return table
+
+
+def _save(table: pd.DataFrame, output: Path) -> None:
+    try:
+        with atomic_path(output) as tmp:
+            table.to_csv(tmp, index=False)
+    except OSError as exc:
+        raise RunFailed(f"writing predictions to {output} failed ({exc.strerror or exc}); free disk space or pass "
+                        "--output naming a file in a writable folder") from None
 
 
 def _image_files(paths) -> list[Path]:

@@ -1,31 +1,43 @@
-"""The experiment log and saved models, kept next to the cache they were fitted on:
+"""The experiment log and saved models, kept next to the cache they were fitted on (or in a --runs-dir):
 
-    <cache_dir>/runs/runs.csv         one row per fit (COLUMNS), appended by every fit and compare
-    <cache_dir>/runs/<run_id>/        model.joblib, metrics.json, confusion_{val,test}.csv/.png, history.csv
-    <cache_dir>/reports/              compare tables and charts, t-SNE plots
+    <runs>/runs.sqlite          one row per fit (COLUMNS), SQLite in WAL mode, format version in user_version
+    <runs>/<run_id>/            model.skops (+ head.keras for the dense head), metrics.json,
+                                confusion_{val,test}.csv/.png, history.csv
+    <runs>/.staging-<run_id>-<pid>@<host>/   a run being written; renamed to <run_id>/ in the transaction
+                                that logs it (removed by a later fit if its process was killed)
+    <reports>/                  compare tables and charts, t-SNE plots
 
-A row is appended under an OS file lock by rewriting the table to a temporary file and renaming it, so
-concurrent fits never lose a row and a killed fit never leaves a torn one. Models are joblib pickles and
-unpickling runs code, so a model is only loaded from this runs folder and only if its sha256 matches the log.
+<runs> is <cache_dir>/runs and <reports> is <cache_dir>/reports, unless `runs_dir` names another folder
+(then <reports> is <runs_dir>/reports): a read-only cache can still be experimented on.
+
+Every run is one SQLite transaction, and SQLite waits (busy timeout) for concurrent fits, so rows are
+never lost or torn. A run folder appears under its final name only once it is complete, in the same
+transaction as its row. Models are never unpickled: pipelines load through skops with an explicit list of
+the types featx itself produces, the dense head's Keras model in Keras safe mode; the sha256 in the log
+guards against accidental changes, the loaders against malicious ones.
 """
 
 from __future__ import annotations
 
-import csv
-import fcntl
+import copy
 import hashlib
 import os
+import re
 import secrets
+import shutil
+import socket
+import sqlite3
 import time
+import zipfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-import joblib
 import pandas as pd
 
-from featx.cache.atomic import atomic_path
+from featx.cache.atomic import atomic_path, fsync_dir, fsync_file
 from featx.cache.store import default_cache_dir
-from featx.errors import FeatxError
+from featx.errors import FeatxError, RunFailed
 
 COLUMNS = (
     "run_id", "timestamp", "cache_key", "cache_entry", "backbone", "layers", "layer_names", "n_features",
@@ -33,17 +45,30 @@ COLUMNS = (
     "val_accuracy", "val_f1_weighted", "val_f1_macro", "test_accuracy", "test_f1_weighted", "test_f1_macro",
     "fit_seconds", "predict_seconds", "model_path", "model_sha256",
 )
+INTEGERS = ("n_features", "seed", "n_train")
+REALS = tuple(c for c in COLUMNS if c.startswith(("val_", "test_")) or c.endswith("_seconds"))
 DISPLAY = ("run_id", "backbone", "layers", "n_features", "classifier", "params", "transforms",
            "val_accuracy", "val_f1_macro", "test_accuracy", "test_f1_macro", "fit_seconds")
-MODEL_FILE = "model.joblib"
+LOG_FILE, OLD_LOG_FILE = "runs.sqlite", "runs.csv"
+LOG_VERSION = 1  # PRAGMA user_version of runs.sqlite; 0 = a new, empty database
+MODEL_FILE, HEAD_FILE = "model.skops", "head.keras"
+BUSY_TIMEOUT_S = 120  # how long a fit waits for other fits' transactions before giving up
+STAGING = ".staging-"  # .staging-<run_id>-<pid>@<host>: removed once that process is gone
+_HOST = re.sub(r"[^\w.-]", "_", socket.gethostname())
 
 
-def runs_dir(cache_dir=None) -> Path:
-    return Path(cache_dir or default_cache_dir()) / "runs"
+def runs_dir(cache_dir=None, runs_dir=None) -> Path:
+    """Where the log and the run folders are: `runs_dir` if given, else <cache_dir>/runs."""
+    return _runs_folder(cache_dir, runs_dir)
 
 
-def reports_dir(cache_dir=None) -> Path:
-    return Path(cache_dir or default_cache_dir()) / "reports"
+def _runs_folder(cache_dir, override) -> Path:
+    return Path(override) if override else Path(cache_dir or default_cache_dir()) / "runs"
+
+
+def reports_dir(cache_dir=None, runs_dir=None) -> Path:
+    """Where compare and t-SNE write: <runs_dir>/reports if `runs_dir` is given, else <cache_dir>/reports."""
+    return Path(runs_dir) / "reports" if runs_dir else Path(cache_dir or default_cache_dir()) / "reports"
 
 
 def new_run_id() -> str:
@@ -51,49 +76,260 @@ def new_run_id() -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
-@contextmanager
-def _locked(folder: Path):
-    """Blocking flock on folder/.lock; the kernel releases it if the process dies."""
-    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+def writable_folder(folder: Path, what: str,
+                    fix: str = "pass --runs-dir (API: runs_dir=) naming a writable folder, or make this one writable") -> Path:
+    """Create `folder` if needed and check it accepts files; else one line naming the `fix`."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        folder.mkdir(parents=True, exist_ok=True)
+        _probe(folder)
+    except OSError as exc:
+        raise FeatxError(f"cannot write {what} in {folder} ({_reason(exc)}); {fix}") from None
+    return folder
+
+
+def _probe(folder: Path) -> None:
+    """Create and remove a file: the only test that also holds for root without its permission override."""
+    probe = folder / f".probe-{os.getpid()}-{secrets.token_hex(3)}"
+    probe.touch()
+    probe.unlink()
+
+
+# --- the log database
+
+_SCHEMA = "CREATE TABLE runs (seq INTEGER PRIMARY KEY AUTOINCREMENT, " + ", ".join(
+    f"{c} {'INTEGER' if c in INTEGERS else 'REAL' if c in REALS else 'TEXT'}{' UNIQUE NOT NULL' if c == 'run_id' else ''}"
+    for c in COLUMNS) + ")"
+
+
+@contextmanager
+def _database(folder: Path, write: bool):
+    """A connection to the log in `folder`, created (and an old runs.csv migrated) on first write.
+
+    Damage, an unknown format version or a read-only folder end in one line naming the file and the fix.
+    """
+    path = folder / LOG_FILE
+    try:
+        connection = _connect(path, write)
+    except sqlite3.Error as exc:
+        raise _log_error(path, exc) from None
+    try:
+        if write:
+            _check_integrity(connection)
+            _create(connection, folder)
+        _check_version(connection, path)
+        yield connection
+    except sqlite3.Error as exc:
+        raise _log_error(path, exc) from None
     finally:
-        os.close(fd)
+        connection.close()
 
 
-def append_run(cache_dir, row: dict) -> None:
-    """Add one row (keys: COLUMNS) to the runs table."""
-    folder = runs_dir(cache_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    table = folder / "runs.csv"
-    with _locked(folder), atomic_path(table) as tmp:
-        old = table.read_bytes() if table.exists() else b""
-        with open(tmp, "wb") as f:
-            f.write(old)
-        with open(tmp, "a", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, COLUMNS)
-            if not old:
-                writer.writeheader()
-            writer.writerow(row)
+def _connect(path: Path, write: bool) -> sqlite3.Connection:
+    if write:
+        connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        if connection.execute("PRAGMA journal_mode=WAL").fetchone()[0] != "wal":
+            raise sqlite3.OperationalError("cannot switch the log to WAL mode")
+        return connection
+    uri = path.resolve().as_uri()
+    connection = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    try:
+        connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:  # WAL needs to create -shm beside the file: a read-only folder cannot
+        connection.close()
+        try:
+            _probe(path.parent)
+        except OSError:  # nothing can write there, so reading the file as immutable is exact
+            return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+        raise
+    return connection
 
 
-def read_log(cache_dir=None) -> pd.DataFrame:
-    """Every logged run, in the order they were logged (empty frame with COLUMNS if none)."""
-    table = runs_dir(cache_dir) / "runs.csv"
-    if not table.exists():
-        return pd.DataFrame(columns=list(COLUMNS))
-    return pd.read_csv(table, dtype={"run_id": str, "cache_key": str, "model_sha256": str}, keep_default_na=False,
-                       na_values=[""])
+def _check_integrity(connection: sqlite3.Connection) -> None:
+    problems = [row[0] for row in connection.execute("PRAGMA quick_check")]
+    if problems != ["ok"]:
+        raise sqlite3.DatabaseError(problems[0])
 
 
-def runs(cache_dir=None, sort: str = "val_accuracy", clf=None, backbone=None, layers=None, top=None) -> pd.DataFrame:
+def _create(connection: sqlite3.Connection, folder: Path) -> None:
+    """Schema, version and any old runs.csv rows in one transaction: concurrent first fits create it once."""
+    if connection.execute("PRAGMA user_version").fetchone()[0]:
+        return
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        if not connection.execute("PRAGMA user_version").fetchone()[0]:
+            if connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                raise sqlite3.DatabaseError("it holds tables but no featx format version")
+            connection.execute(_SCHEMA)
+            old = folder / OLD_LOG_FILE
+            if old.exists():  # a row logged twice (or without id) in the CSV is kept once
+                _insert(connection, _read_old_csv(old).dropna(subset=["run_id"]).drop_duplicates("run_id", keep="last"))
+            connection.execute(f"PRAGMA user_version={LOG_VERSION}")
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+
+
+def _read_old_csv(path: Path) -> pd.DataFrame:
+    """The rows of a pre-SQLite runs.csv (migrated into runs.sqlite; the CSV is left as it was)."""
+    try:
+        table = pd.read_csv(path, dtype={"run_id": str, "cache_key": str, "model_sha256": str},
+                            keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        raise FeatxError(f"cannot migrate the old runs log {path} to {LOG_FILE} ({str(exc).splitlines()[0]}); "
+                         "repair or move the CSV away, then run again") from None
+    missing = [c for c in ("run_id", "model_path", "model_sha256") if c not in table.columns]
+    if missing:
+        raise FeatxError(f"cannot migrate the old runs log {path}: no column {', '.join(missing)}; "
+                         "repair or move the CSV away, then run again")
+    return table.reindex(columns=list(COLUMNS))
+
+
+def _check_version(connection: sqlite3.Connection, path: Path) -> None:
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    if version not in (0, LOG_VERSION):
+        raise FeatxError(f"runs log {path} has format version {version}, this featx reads version {LOG_VERSION}; "
+                         "use the featx that wrote it, or pass another --runs-dir")
+
+
+def _insert(connection: sqlite3.Connection, table: pd.DataFrame) -> None:
+    rows = [tuple(None if pd.isna(v) else v.item() if hasattr(v, "item") else v for v in row)
+            for row in table[list(COLUMNS)].itertuples(index=False)]
+    connection.executemany(f"INSERT INTO runs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", rows)
+
+
+def _log_error(path: Path, exc: sqlite3.Error) -> FeatxError:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return RunFailed(f"runs log {path} stayed locked by other fits for {BUSY_TIMEOUT_S}s; run again")
+    if isinstance(exc, sqlite3.OperationalError) and ("readonly" in text or "unable to open" in text):
+        return FeatxError(f"cannot open runs log {path} ({text}); pass --runs-dir (API: runs_dir=) naming a "
+                          "writable folder, or make this one writable")
+    return FeatxError(f"runs log {path} is damaged or not a featx runs database ({text}); move it away "
+                      "(featx then starts a new log) or restore it from a backup")
+
+
+# --- writing runs
+
+@dataclass
+class StagedRun:
+    run_id: str
+    folder: Path  # temporary: <runs>/.staging-<run_id>-<pid>@<host>/, renamed to <runs>/<run_id>/ by append_run
+    final: Path
+
+
+def prepare_log(cache_dir=None, runs_dir=None) -> Path:
+    """Check, before a long fit, that its run can be recorded: the folder is writable and the log sound.
+
+    Returns the runs folder.
+    """
+    folder = writable_folder(_runs_folder(cache_dir, runs_dir), "runs")
+    with _database(folder, write=True):
+        pass
+    return folder
+
+
+@contextmanager
+def stage_run(cache_dir=None, runs_dir=None):
+    """Yield a StagedRun whose folder the caller fills, then logs with append_run(..., staged=...).
+
+    If the block fails, or ends without logging the run, the folder is removed: no half run is ever left.
+    A write error (disk full, file size limit, permissions) becomes one line.
+    """
+    folder = prepare_log(cache_dir, runs_dir)
+    remove_debris(folder)
+    run_id = new_run_id()
+    staged = StagedRun(run_id, folder / f"{STAGING}{run_id}-{os.getpid()}@{_HOST}", folder / run_id)
+    try:
+        staged.folder.mkdir()
+        yield staged
+    except OSError as exc:
+        raise RunFailed(f"writing run {run_id} in {folder} failed ({_reason(exc)}); nothing was logged: "
+                        "free disk space (or fix permissions, or pass --runs-dir) and fit again") from None
+    finally:
+        shutil.rmtree(staged.folder, ignore_errors=True)
+
+
+def remove_debris(folder: Path) -> None:
+    """Delete the staging folders of fits killed on this host (their pid is gone); never another host's."""
+    for staging in folder.glob(f"{STAGING}*@{_HOST}"):
+        pid = staging.name.rpartition("@")[0].rpartition("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def append_run(cache_dir, row: dict, *, staged: StagedRun | None = None, runs_dir=None) -> None:
+    """Add one row (keys: COLUMNS) to the runs log; with `staged`, publish its folder in the same transaction."""
+    folder = writable_folder(_runs_folder(cache_dir, runs_dir), "runs")
+    if staged is not None:  # on disk before it is published
+        for path in staged.folder.iterdir():
+            fsync_file(path)
+        fsync_dir(staged.folder)
+    with _database(folder, write=True) as connection:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            _insert(connection, pd.DataFrame([row], columns=list(COLUMNS)))
+            if staged is not None:
+                os.rename(staged.folder, staged.final)
+            connection.execute("COMMIT")
+        except BaseException:
+            if staged is not None and staged.final.exists() and not staged.folder.exists():
+                os.rename(staged.final, staged.folder)  # the row is rolled back: so is the folder
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+    if staged is not None:
+        fsync_dir(folder)
+
+
+# --- reading runs
+
+def read_log(cache_dir=None, runs_dir=None) -> pd.DataFrame:
+    """Every logged run, in the order they were logged (empty frame with COLUMNS if none).
+
+    An old runs.csv is migrated into runs.sqlite by the first fit; until then it is read as it is.
+    """
+    folder = _runs_folder(cache_dir, runs_dir)
+    if (folder / LOG_FILE).exists():
+        with _database(folder, write=False) as connection:
+            if connection.execute("PRAGMA user_version").fetchone()[0]:  # 0: created, not yet initialized
+                table = pd.read_sql_query(f"SELECT {', '.join(COLUMNS)} FROM runs ORDER BY seq", connection)
+                return table.astype({c: float for c in REALS})  # a column of NULLs (no val split) reads as objects
+    old = folder / OLD_LOG_FILE
+    return _read_old_csv(old).astype({"run_id": str}) if old.exists() else pd.DataFrame(columns=list(COLUMNS))
+
+
+def export_csv(path, cache_dir=None, runs_dir=None) -> Path:
+    """Write the whole log, in logged order, as a CSV file (atomically); returns its path."""
+    path = Path(path)
+    table = read_log(cache_dir, runs_dir)
+    try:
+        with atomic_path(path) as tmp:
+            table.to_csv(tmp, index=False)
+    except OSError as exc:
+        raise FeatxError(f"cannot write {path} ({_reason(exc)}); choose a writable path for --csv") from None
+    return path
+
+
+def runs(cache_dir=None, sort: str = "val_accuracy", clf=None, backbone=None, layers=None, top=None,
+         runs_dir=None) -> pd.DataFrame:
     """The runs table, best first: descending by `sort` (ascending for *_seconds columns: fastest first).
 
     clf, backbone : keep rows with exactly this classifier / backbone (a comma list allows several).
     layers : keep rows whose layer spec or layer names contain this substring. top : keep the first N.
     """
-    table = read_log(cache_dir)
+    table = read_log(cache_dir, runs_dir)
     if sort not in table.columns:
         raise FeatxError(f"cannot sort runs by '{sort}'; choose one of {', '.join(COLUMNS)}")
     for column, wanted in (("classifier", clf), ("backbone", backbone)):
@@ -113,41 +349,98 @@ def format_runs(table: pd.DataFrame) -> str:
     return table[list(DISPLAY)].assign(layers=layers).to_string(index=False)
 
 
-def save_model(pipeline, path: Path) -> str:
-    """joblib-dump the fitted Pipeline atomically; returns its sha256 for the log."""
-    with atomic_path(path) as tmp:
-        joblib.dump(pipeline, tmp)
-    return file_sha256(path)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def find_run(run_id: str, cache_dir=None) -> pd.Series:
+def find_run(run_id: str, cache_dir=None, runs_dir=None) -> pd.Series:
     """The log row of a run, by full id or unique prefix."""
-    table = read_log(cache_dir)
+    table = read_log(cache_dir, runs_dir)
     matches = table[table["run_id"].str.startswith(str(run_id))]
     if len(matches) != 1:
-        problem = "is ambiguous" if len(matches) else f"is not in {runs_dir(cache_dir) / 'runs.csv'}"
-        raise FeatxError(f"run '{run_id}' {problem}; see `featx runs` for run ids (and pass the right --cache-dir)")
+        where = _runs_folder(cache_dir, runs_dir) / LOG_FILE
+        problem = "is ambiguous" if len(matches) else f"is not in {where}"
+        raise FeatxError(f"run '{run_id}' {problem}; see `featx runs` for run ids (and pass the right --cache-dir "
+                         "or --runs-dir)")
     return matches.iloc[0]
 
 
-def load_model(run_id: str, cache_dir=None):
-    """(fitted Pipeline, log row) of a run; refuses a file outside the runs folder or whose sha256 changed."""
-    row = find_run(run_id, cache_dir)
-    root = runs_dir(cache_dir).resolve()
-    path = (root / row["model_path"]).resolve()
+# --- models
+
+def trusted_types() -> list[str]:
+    """Every type featx puts in a saved pipeline beyond skops' defaults (scikit-learn estimators, numpy):
+    featx's own transformers and head, and the fitted internals of the registry's classifiers."""
+    from featx.features.transforms import FNEDiscretizer, QuietKBinsDiscretizer
+
+    own = [f"{t.__module__}.{t.__qualname__}" for t in (FNEDiscretizer, QuietKBinsDiscretizer)]
+    metrics = [f"sklearn.metrics._dist_metrics.{m}Distance{bits}"
+               for m in ("Euclidean", "SEuclidean", "Manhattan", "Chebyshev", "Minkowski", "Cosine") for bits in (32, 64)]
+    return [*own, "featx.classifiers.dense.DenseHeadClassifier", "sklearn.tree._tree.Tree",
+            "sklearn.neighbors._kd_tree.KDTree", "sklearn.neighbors._ball_tree.BallTree", *metrics]
+
+
+def save_model(pipeline, path: Path) -> str:
+    """Save the fitted Pipeline at `path` with skops (a Keras head's model beside it as head.keras), in a
+    staged run folder (its rename publishes them); returns the sha256 of the model file(s) for the log."""
+    import skops.io
+
+    path = Path(path)
+    head = pipeline[-1]
+    if hasattr(head, "save_keras_model"):  # the dense head: its Keras model goes to a .keras file
+        head.save_keras_model(path.with_name(HEAD_FILE))
+        fsync_file(path.with_name(HEAD_FILE))
+        pipeline = copy.copy(pipeline)  # the caller's keeps its head
+        pipeline.steps = [*pipeline.steps[:-1], (pipeline.steps[-1][0], head.without_keras_model())]
+    skops.io.dump(pipeline, path)
+    fsync_file(path)
+    return model_sha256(path)
+
+
+def model_sha256(path: Path) -> str:
+    """sha256 over the model file and, for the dense head, its head.keras (in that order)."""
+    digest = hashlib.sha256()
+    for part in (path, path.with_name(HEAD_FILE)):
+        if part == path or part.exists():
+            with open(part, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+def load_model(run_id: str, cache_dir=None, runs_dir=None):
+    """(fitted Pipeline, log row) of a run; refuses a file outside the runs folder, whose sha256 changed, in
+    the old pickle format, or holding any type outside trusted_types() (nothing in it is executed)."""
+    row = find_run(run_id, cache_dir, runs_dir)
+    root = _runs_folder(cache_dir, runs_dir).resolve()
+    path = (root / str(row["model_path"])).resolve()
+    if path.suffix == ".joblib":
+        raise FeatxError(f"run {row['run_id']} saved its model as a pickle ({path.name}), which featx no longer loads "
+                         "because unpickling can run code; fit it again (same layers, classifier and options) to get "
+                         "a safe model file")
     if not path.is_relative_to(root) or not path.is_file():
         raise FeatxError(f"model of run {row['run_id']} ('{row['model_path']}') is not a file inside {root}; refusing to load it")
-    if file_sha256(path) != row["model_sha256"]:
-        raise FeatxError(
-            f"model file {path} does not match the sha256 recorded for run {row['run_id']} (modified or replaced); "
-            "refusing to unpickle it: fit the model again"
-        )
-    return joblib.load(path), row
+    if model_sha256(path) != row["model_sha256"]:
+        raise FeatxError(f"model file {path} does not match the sha256 recorded for run {row['run_id']} (modified or "
+                         "replaced); refusing to load it: fit the model again")
+    return _load_pipeline(path, row["run_id"]), row
+
+
+def _load_pipeline(path: Path, run_id: str):
+    import skops.io
+
+    refuse = f"model file {path} of run {run_id} is not a skops model featx wrote"
+    try:
+        pipeline = skops.io.load(path, trusted=trusted_types())
+    except skops.io.exceptions.UntrustedTypesFoundException as exc:
+        raise FeatxError(f"{refuse}: it holds types featx never saves ({str(exc)[:200]}); refusing to load it: "
+                         "fit the model again") from None
+    except (zipfile.BadZipFile, KeyError, ValueError, TypeError) as exc:
+        raise FeatxError(f"{refuse} ({str(exc)[:200] or type(exc).__name__}); refusing to load it: fit the model again") from None
+    head = pipeline[-1]
+    if hasattr(head, "load_keras_model"):
+        try:
+            head.load_keras_model(path.with_name(HEAD_FILE))
+        except (OSError, ValueError, TypeError) as exc:  # safe mode refuses code (Lambda layers, custom objects)
+            raise FeatxError(f"Keras head {path.with_name(HEAD_FILE)} of run {run_id} does not load in Keras safe mode "
+                             f"({str(exc).splitlines()[0][:200]}); refusing it: fit the model again") from None
+    return pipeline
+
+
+def _reason(exc: OSError) -> str:
+    return os.strerror(exc.errno) if exc.errno else str(exc)
