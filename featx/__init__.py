@@ -12,9 +12,9 @@ from featx.features.load import load
 
 __version__ = "0.1.0"
 
-__all__ = ["CacheEntry", "compare", "extract", "fit", "list_entries", "load", "open_entry", "predict", "run_pipeline",
-           "runs", "verify"]
-_EXPERIMENTS = ("compare", "fit", "predict", "run_pipeline", "runs")
+__all__ = ["CacheEntry", "FitSpec", "compare", "extract", "fit", "list_entries", "load", "load_model", "open_entry",
+           "predict", "run_pipeline", "runs", "tsne", "verify"]
+_EXPERIMENTS = ("FitSpec", "compare", "fit", "load_model", "predict", "run_pipeline", "runs", "tsne")
 
 
 def __getattr__(name):

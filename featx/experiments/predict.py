@@ -17,7 +17,7 @@ from featx.errors import FeatxError
 from featx.experiments.runs import load_model, runs_dir
 
 
-def predict(model: str, paths, cache_dir=None, batch_size: int = 32, output=None, log=print) -> pd.DataFrame:
+def predict(model: str, paths, *, cache_dir=None, batch_size: int = 32, output=None, log=print) -> pd.DataFrame:
     """Classify image files (folders are searched recursively) with the model of run `model` (id or prefix).
 
     Returns a DataFrame with columns path, label (class name), error (why a file could not be decoded,

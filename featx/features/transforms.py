@@ -91,6 +91,7 @@ class FNEDiscretizer(TransformerMixin, BaseEstimator):
 
 
 def build_feature_pipeline(
+    *,
     standardize=False,
     discretize=None,
     pca=None,
@@ -100,6 +101,9 @@ def build_feature_pipeline(
     seed=0,
 ):
     """Steps to put in front of a classifier, in order standardize -> discretize -> PCA.
+
+    The keywords (but seed) are featx.features.options.TRANSFORM_OPTIONS, the one declaration the CLI,
+    fit, compare and pipeline files read.
 
     standardize : bool, add a StandardScaler.
     discretize : None, "fne" (FNEDiscretizer) or "kbins" (per-feature quantile bins,
@@ -114,6 +118,9 @@ def build_feature_pipeline(
     nothing is asked for.
     """
     steps = []
+    for name, value in (("fne_low", fne_low), ("fne_high", fne_high)):
+        if not isinstance(value, Real) or isinstance(value, bool):
+            raise FeatxError(f"{name} must be a number, got {value!r}.")
     if standardize:
         steps.append(("standardize", StandardScaler()))
     if discretize == "fne":
