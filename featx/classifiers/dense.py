@@ -17,7 +17,8 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from featx.errors import FeatxError
 
@@ -123,9 +124,9 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
         y_val : ndarray of shape (n_val,) or None, labels that occur in y.
         """
         self._validate_params()
-        X, y = check_X_y(X, y, dtype=np.float32)
+        X, y = validate_data(self, X, y, dtype=np.float32)
+        check_classification_targets(y)
         self.classes_, y_encoded = np.unique(y, return_inverse=True)
-        self.n_features_in_ = X.shape[1]
         if self.random_state is not None:
             keras.utils.set_random_seed(self.random_state)
         X_train, X_val, y_train, y_val = self._split(X, y_encoded, X_val, y_val)
@@ -151,12 +152,13 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X):
         """X : ndarray of shape (n_samples, n_features) -> float32 (n_samples, n_classes)."""
         check_is_fitted(self)
-        X = check_array(X, dtype=np.float32)
+        X = validate_data(self, X, dtype=np.float32, reset=False)
         return self.model_.predict(X, batch_size=max(self.batch_size, 1024), verbose=0)
 
     def predict(self, X):
         """X : ndarray of shape (n_samples, n_features) -> labels of shape (n_samples,)."""
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        probabilities = self.predict_proba(X)  # first: it checks that the head is fitted
+        return self.classes_[np.argmax(probabilities, axis=1)]
 
     def _split(self, X, y_encoded, X_val, y_val):
         """Train/validation arrays, with validation labels encoded like the training ones."""
