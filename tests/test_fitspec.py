@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-from sklearn.datasets import load_digits
 
 import featx
 from featx.cli import main
@@ -14,14 +13,6 @@ from featx.experiments import FitSpec, compare, fit, predict, run_pipeline, trai
 from featx.experiments.compare import fit_specs, parse_grid
 
 CLASSES = [str(d) for d in range(10)]
-
-
-@pytest.fixture(scope="module")
-def digits():
-    """Digits with a fixed train/val/test split array, as a cache entry gives it."""
-    X, y = load_digits(return_X_y=True)
-    split = np.array(["train", "train", "val", "test"])[np.arange(len(y)) % 4]
-    return X / 16.0, y, split
 
 
 def test_fitspec_is_a_keyword_only_frozen_value_with_a_stable_description():
