@@ -39,6 +39,21 @@ def photo_folder(tmp_path_factory):
     return root
 
 
+# Tests that use one of these fixtures pay for a real extraction (or a killed-and-resumed one) and are marked
+# slow here, in one place, rather than one decorator per test; `-m "not slow and not benchmark"` skips them.
+SLOW_FIXTURES = {
+    "elpv_cache": "extracts 240 ELPV images through EfficientNet-Lite0 (~35 s on 2 cores)",
+    "lite_cache": "extracts the ELPV folder through EfficientNet-Lite0",
+    "reference": "an uninterrupted extraction in a subprocess, compared bit for bit with killed ones",
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES.keys() & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+
+
 ELPV_LIMIT = 240  # stratified ELPV subset: 166 train / 37 val / 37 test images, ~10 s through EfficientNet-Lite0
 ELPV_LAYERS = "blocks,top_activation"
 
