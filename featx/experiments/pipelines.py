@@ -40,7 +40,7 @@ else:  # pragma: no cover
 
 STEPS = {"fit": fit, "compare": compare, "tsne": tsne}
 TOP_LEVEL = ("name", "description", "data", "backbone", "weights", "layers", "extract", "steps")
-MANAGED = ("cache", "cache_dir", "log", "progress")  # set by run_pipeline, not by the file
+MANAGED = ("cache", "cache_dir", "log", "progress", "on_event")  # set by run_pipeline or code, not by a file
 
 
 @dataclass
