@@ -17,8 +17,8 @@ from featx.errors import FeatxError
 from featx.experiments.runs import load_model, runs_dir
 
 
-def predict(model: str, paths, *, cache_dir=None, batch_size: int = 32, output=None, log=print) -> pd.DataFrame:
-    """Classify image files (folders are searched recursively) with the model of run `model` (id or prefix).
+def predict(run_id: str, paths, *, cache_dir=None, batch_size: int = 32, output=None, log=print) -> pd.DataFrame:
+    """Classify image files (folders are searched recursively) with the model of run `run_id` (or a unique prefix).
 
     Returns a DataFrame with columns path, label (class name), error (why a file could not be decoded,
     else empty) and p_<class> per class where the classifier gives probabilities; also saved as CSV to
@@ -29,7 +29,7 @@ def predict(model: str, paths, *, cache_dir=None, batch_size: int = 32, output=N
     from featx.extractor import LayerExtractor
     from featx.sources.decode import load_rgb
 
-    pipeline, run = load_model(model, cache_dir)
+    pipeline, run = load_model(run_id, cache_dir)
     entry = open_entry(runs_dir(cache_dir).parent / run["cache_entry"], cache_dir)
     if entry.key != run["cache_key"]:
         raise FeatxError(f"cache entry {entry.name} no longer has the key run {run['run_id']} was fitted on; fit again")
