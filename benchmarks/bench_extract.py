@@ -182,28 +182,19 @@ def work_featx(spec) -> dict:
     """featx.extract from files to a committed HDF5 cache; then warm re-run, subset read and fits."""
     _import_tensorflow(spec)
     import featx
-    from featx import extractor
-    from featx.cache import passlog
 
-    # instrumentation only: when each batch is durably committed (writer thread) and each image decoded
-    commits, decodes = [], []
-    append, load_rgb = passlog.PassLog.append, extractor.load_rgb
+    # featx.extract's instrumentation hook: when each image is decoded and each batch durably committed
+    times = {"decoded": [], "committed": []}
 
-    def timed_append(self, *args, **kwargs):
-        append(self, *args, **kwargs)
-        commits.append(time.perf_counter())
+    def on_event(name, _):
+        times[name].append(time.perf_counter())  # list.append is atomic: safe from decode and writer threads
 
-    def timed_load_rgb(*args, **kwargs):
-        image = load_rgb(*args, **kwargs)
-        decodes.append(time.perf_counter())
-        return image
-
-    passlog.PassLog.append, extractor.load_rgb = timed_append, timed_load_rgb
+    commits, decodes = times["committed"], times["decoded"]
     images = _images(spec)
     args = dict(backbone=spec["backbone"], layers=spec["layers"], pool="avg", weights=spec["weights"],
                 batch_size=spec["batch_size"], cache_dir=spec["cache_dir"], limit=spec["images"], seed=spec["seed"],
                 input_size=spec["input_size"], mixed_precision=spec["mixed_precision"], progress=False,
-                log=lambda *a: None)
+                log=lambda *a: None, on_event=on_event)
     watch, began = CpuWatch(), time.perf_counter()
     result = featx.extract(spec["data"], **args)
     done = time.perf_counter()

@@ -206,68 +206,75 @@ CLASSIFIER_FLAGS = (  # --flag VALUE -> the classifier parameter of the same nam
     ("--lr", "dense: learning rate (default 0.01)"),
     ("--momentum", "dense: SGD momentum (default 0.9)"),
     ("--epochs", "dense: maximum epochs (default 100); the best-val-accuracy epoch is kept"),
-    ("--batch-size", "dense: minibatch size (default 32)"),
+    ("--dense-batch-size", "dense: minibatch size (default 32); --batch-size is images per forward pass elsewhere"),
     ("--patience", "dense: stop after this many epochs without a better val accuracy"),
 )
+FLAG_PARAMS = {"dense_batch_size": "batch_size"}  # flag dest -> parameter, where the names differ
 
 
-def _number(text: str):
-    try:
-        return int(text)
-    except ValueError:
+def _typed(parse):
+    """An argparse type from a featx.values parser: its FeatxError becomes argparse's one-line usage error."""
+    def convert(text: str):
         try:
-            return float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+            return parse(text)
+        except FeatxError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
 
 
 def _add_model_options(p: argparse.ArgumentParser, clf_help: str) -> None:
-    """Classifier, its parameters and the feature transforms, shared by fit and compare."""
+    """Classifier, its parameters and the feature transforms, shared by fit and compare; values arrive typed."""
+    from featx.features.options import TRANSFORM_OPTIONS
+    from featx.values import parse_param, parse_value
+
     p.add_argument("--clf", default="rf", help=clf_help)
     group = p.add_argument_group("classifier parameters (only those given are set; others keep the estimator's defaults)")
     for flag, text in CLASSIFIER_FLAGS:
-        group.add_argument(flag, default=argparse.SUPPRESS, metavar="V", help=text)
+        group.add_argument(flag, type=_typed(parse_value), default=argparse.SUPPRESS, metavar="V", help=text)
     group.add_argument("--batch-norm", action="store_const", const=True, default=argparse.SUPPRESS,
                        help="dense: batch normalization in each hidden layer")
-    group.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+    group.add_argument("--param", type=_typed(parse_param), action="append", default=[], metavar="KEY=VALUE",
                        help="any other scikit-learn parameter of the classifier, e.g. --param C=10 (repeatable)")
     group = p.add_argument_group("feature transforms (fitted on the train split only, saved with the model)")
-    group.add_argument("--standardize", action="store_const", const=True, default=argparse.SUPPRESS,
-                       help="zero mean, unit variance per feature")
-    group.add_argument("--discretize", choices=("fne", "kbins"), default=argparse.SUPPRESS,
-                       help="fne: full-network embedding to {-1,0,1}; kbins: quantile bins")
-    group.add_argument("--fne-low", type=float, default=argparse.SUPPRESS, help="FNE: standardized values below become -1 (default -0.25)")
-    group.add_argument("--fne-high", type=float, default=argparse.SUPPRESS, help="FNE: standardized values above become 1 (default 0.15)")
-    group.add_argument("--kbins", type=int, default=argparse.SUPPRESS, help="kbins: number of bins (default 5)")
-    group.add_argument("--pca", type=_number, default=argparse.SUPPRESS,
-                       help="PCA to N components (int) or to a fraction of variance (0-1)")
+    for option in TRANSFORM_OPTIONS:
+        flag = "--" + option.name.replace("_", "-")
+        if option.default is False:
+            group.add_argument(flag, action="store_const", const=True, default=argparse.SUPPRESS, help=option.help)
+        else:
+            group.add_argument(flag, type=_typed(parse_value), choices=option.choices or None, default=argparse.SUPPRESS,
+                               metavar="|".join(option.choices) or "V", help=option.help)
     p.add_argument("--seed", type=int, default=0, help="classifier and transform seed (default 0)")
 
 
 def _classifier_params(args) -> dict:
-    from featx.classifiers import parse_param_values
+    from featx.values import params_dict
 
     dests = [flag[2:].replace("-", "_") for flag, _ in CLASSIFIER_FLAGS] + ["batch_norm"]
-    return parse_param_values([f"{d}={getattr(args, d)}" for d in dests if hasattr(args, d)] + args.param)
+    return params_dict([(FLAG_PARAMS.get(d, d), getattr(args, d)) for d in dests if hasattr(args, d)] + args.param)
 
 
 def _transforms(args) -> dict:
-    return {k: getattr(args, k) for k in ("standardize", "discretize", "fne_low", "fne_high", "kbins", "pca") if hasattr(args, k)}
+    from featx.features.options import TRANSFORM_KEYS
+
+    return {k: getattr(args, k) for k in TRANSFORM_KEYS if hasattr(args, k)}
 
 
 def cmd_fit(args) -> None:
     from featx.experiments import fit
 
-    fit(args.cache, args.layers, args.clf, _classifier_params(args), seed=args.seed, n_jobs=args.n_jobs,
-        cache_dir=args.cache_dir, runs_dir=args.runs_dir, **_transforms(args))
+    fit(args.cache, layers=args.layers, clf=args.clf, params=_classifier_params(args), seed=args.seed,
+        n_jobs=args.n_jobs, cache_dir=args.cache_dir, runs_dir=args.runs_dir, **_transforms(args))
 
 
 def cmd_compare(args) -> None:
-    from featx.experiments import compare, parse_grid
+    from featx.experiments import compare
+    from featx.values import params_dict
 
-    compare(args.cache, args.layer_sets, args.clf, parse_grid(args.grid), _classifier_params(args), seed=args.seed,
-            n_jobs=args.n_jobs, metric=args.metric, plots=args.plots, cache_dir=args.cache_dir, runs_dir=args.runs_dir,
-            **_transforms(args))
+    compare(args.cache, layer_sets=args.layer_sets, classifiers=args.clf, grid=params_dict(args.grid),
+            params=_classifier_params(args), seed=args.seed, n_jobs=args.n_jobs, metric=args.metric, plots=args.plots,
+            cache_dir=args.cache_dir, runs_dir=args.runs_dir, **_transforms(args))
 
 
 def cmd_runs(args) -> None:
@@ -295,11 +302,13 @@ def cmd_predict(args) -> None:
 def cmd_plot_tsne(args) -> None:
     from featx.experiments import tsne
 
-    tsne(args.cache, args.layers, args.split, seed=args.seed, max_points=args.max_points, cache_dir=args.cache_dir,
+    tsne(args.cache, layers=args.layers, split=args.split, seed=args.seed, max_points=args.max_points, cache_dir=args.cache_dir,
          runs_dir=args.runs_dir)
 
 
 def _add_experiment_commands(sub) -> None:
+    from featx.values import parse_grid_item
+
     p = sub.add_parser("fit", help="fit one classifier on cached features",
                        description="Fit a classifier Pipeline on the train split of cached layers, score it on val and "
                                    "test, save model and reports under <cache-dir>/runs/<run_id>/ and log the run.")
@@ -318,7 +327,7 @@ def _add_experiment_commands(sub) -> None:
     p.add_argument("--layer-sets", nargs="+", required=True, metavar="SET",
                    help="subsets: a layer, a group (all, blocks, fc), a comma list, or 'each' (every cached layer alone)")
     _add_model_options(p, "comma-separated classifiers, e.g. rf,svm,logreg (default rf)")
-    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+    p.add_argument("--grid", type=_typed(parse_grid_item), action="append", default=[], metavar="KEY=V1,V2",
                    help="parameter values to sweep, e.g. min_samples_leaf=1,2,5 (repeatable; goes to classifiers having KEY)")
     p.add_argument("--metric", default="val_accuracy", help="column drawn in the chart (default val_accuracy)")
     p.add_argument("--plots", action="store_true", help="also draw each run's confusion PNGs (slower)")

@@ -86,10 +86,11 @@ class LayerExtractor:
         """images : uint8 ndarray of shape (batch, height, width, 3) -> {layer: (batch, n_features)}."""
         return {name: value.numpy() for name, value in self._forward(images).items()}
 
-    def batches(self, paths: list[str], start: int, batch_size: int):
+    def batches(self, paths: list[str], start: int, batch_size: int, on_event=None):
         """Yield (first_row, {layer: features}, {row: error}) for rows start.. in fixed batches.
 
         Rows of files that cannot be decoded hold zeros and are reported with their reason.
+        on_event : instrumentation, called as on_event("decoded", row) from the decode threads.
         """
         import tensorflow as tf
 
@@ -99,10 +100,13 @@ class LayerExtractor:
         def decode(row):
             row = int(row)
             try:
-                return load_rgb(paths[row], size), True
+                image = load_rgb(paths[row], size)
             except ValueError as exc:
                 errors[row] = str(exc)
                 return np.zeros((*size, 3), np.uint8), False
+            if on_event is not None:
+                on_event("decoded", row)
+            return image, True
 
         def decode_op(row):
             image, ok = tf.numpy_function(decode, [row], (tf.uint8, tf.bool), stateful=False)
@@ -128,8 +132,8 @@ class LayerExtractor:
 class BackgroundWriter:
     """Commits batches on a thread so disk writes overlap the next forward pass; errors surface on close."""
 
-    def __init__(self, log: PassLog):
-        self.log, self.error = log, None
+    def __init__(self, log: PassLog, on_event=None):
+        self.log, self.error, self.on_event = log, None, on_event
         self._queue: queue.Queue = queue.Queue(maxsize=4)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -139,6 +143,8 @@ class BackgroundWriter:
             if self.error is None:
                 try:
                     self.log.append(*item)
+                    if self.on_event is not None:
+                        self.on_event("committed", len(next(iter(item[0].values()))))
                 except Exception as exc:  # noqa: BLE001  any failure must surface in close(), never hang put()
                     self.error = exc
 
@@ -169,10 +175,12 @@ def extract(data: str, backbone: str = DEFAULT_BACKBONE, layers="blocks", pool: 
             weights: str | None = "imagenet", dtype: str = "float32", batch_size: int = 32, cache_dir=None,
             split=(0.7, 0.15, 0.15), seed: int = 0, limit: int | None = None, strict: bool = False,
             input_size: int | None = None, preprocess: str | None = None, unsafe: bool = False,
-            mixed_precision: bool = False, progress: bool = True, log=print) -> ExtractResult:
+            mixed_precision: bool = False, progress: bool = True, log=print, on_event=None) -> ExtractResult:
     """Extract `layers` of `backbone` for every image of `data` into the cache; only missing layers run.
 
     Re-running the same call is a no-op; a run killed at any point resumes from its last committed batch.
+    on_event : instrumentation (benchmarks), called as on_event("decoded", row) per decoded image (decode
+        threads) and on_event("committed", n_rows) per batch durably written (writer thread); keep it quick.
     """
     if batch_size < 1:
         raise FeatxError(f"--batch-size {batch_size} must be at least 1")
@@ -218,7 +226,7 @@ def extract(data: str, backbone: str = DEFAULT_BACKBONE, layers="blocks", pool: 
             log(f"nothing to do: {len(names)} layer(s) already cached in {entry.path}")
             return ExtractResult(entry, [], None)
         for pass_log in passes:
-            rate = _run_pass(model, pass_log, images.paths, pool, strict, progress)
+            rate = _run_pass(model, pass_log, images.paths, pool, strict, progress, on_event)
             pass_log.finalize()
         entry = CacheEntry(entry.path)
     computed = [n for p in passes for n in p.layers]
@@ -257,18 +265,19 @@ def _memoized_backbone(name, weights, input_size, preprocess, unsafe, mixed_prec
         return _BACKBONES[key]
 
 
-def _run_pass(model, pass_log: PassLog, paths: list[str], pool: str, strict: bool, progress: bool) -> float | None:
+def _run_pass(model, pass_log: PassLog, paths: list[str], pool: str, strict: bool, progress: bool,
+              on_event=None) -> float | None:
     """Run the backbone over the uncommitted rows of one pass; returns images/s."""
     start = pass_log.committed_rows
     if start >= len(paths):
         return None
     extractor = LayerExtractor(model, pass_log.layers, pool, pass_log.state["dtype"])
     pass_log.open_for_append()
-    writer = BackgroundWriter(pass_log)
+    writer = BackgroundWriter(pass_log, on_event)
     bar = tqdm(total=len(paths), initial=start, unit="img", desc=f"extract {model.name}", disable=not progress)
     began = time.perf_counter()
     try:
-        for first, outputs, errors in extractor.batches(paths, start, pass_log.batch_size):
+        for first, outputs, errors in extractor.batches(paths, start, pass_log.batch_size, on_event):
             if strict and errors:
                 row, reason = next(iter(errors.items()))
                 raise FeatxError(f"bad image '{paths[row]}': {reason} (--strict); fix or remove it, or drop --strict")

@@ -39,6 +39,21 @@ def photo_folder(tmp_path_factory):
     return root
 
 
+# Tests that use one of these fixtures pay for a real extraction (or a killed-and-resumed one) and are marked
+# slow here, in one place, rather than one decorator per test; `-m "not slow and not benchmark"` skips them.
+SLOW_FIXTURES = {
+    "elpv_cache": "extracts 240 ELPV images through EfficientNet-Lite0 (~35 s on 2 cores)",
+    "lite_cache": "extracts the ELPV folder through EfficientNet-Lite0",
+    "reference": "an uninterrupted extraction in a subprocess, compared bit for bit with killed ones",
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES.keys() & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+
+
 ELPV_LIMIT = 240  # stratified ELPV subset: 166 train / 37 val / 37 test images, ~10 s through EfficientNet-Lite0
 ELPV_LAYERS = "blocks,top_activation"
 
@@ -52,3 +67,19 @@ def elpv_cache(tmp_path_factory):
     cache_dir = tmp_path_factory.mktemp("elpv_cache")
     featx.extract("elpv", layers=ELPV_LAYERS, limit=ELPV_LIMIT, cache_dir=cache_dir, progress=False, log=lambda *a: None)
     return cache_dir
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's digits scaled to [0, 1] with a stratified train/val/test split array, as a cache entry
+    gives its rows: (X of shape (1797, 64), y of shape (1797,), split of shape (1797,))."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_digits(return_X_y=True)
+    rows = np.arange(len(y))
+    rest, test = train_test_split(rows, test_size=0.3, random_state=0, stratify=y)
+    train, val = train_test_split(rest, test_size=0.25, random_state=0, stratify=y[rest])
+    order = np.concatenate([train, val, test])  # rows grouped by split, each in train_test_split's order
+    split = np.repeat(np.array(["train", "val", "test"]), [len(train), len(val), len(test)])
+    return X[order] / 16.0, y[order], split

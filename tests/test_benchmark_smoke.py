@@ -11,9 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_extract.py"
 
 
+@pytest.mark.benchmark
 def test_quick_benchmark_featx_beats_the_naive_baseline(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--rss", "none", "--quiet", "--json", str(out)],

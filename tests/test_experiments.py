@@ -76,7 +76,6 @@ def test_dense_head_learns_keeps_best_epoch_and_round_trips(elpv_cache):
     assert history["val_accuracy"].max() > history["val_accuracy"].iloc[0]  # learned from the first epoch
     assert head.best_epoch_ == history["val_accuracy"].idxmax() + 1 < 30  # not simply the last epoch
     assert result.metrics["val"]["accuracy"] == pytest.approx(history["val_accuracy"].max())  # best weights restored
-    assert head.validation_data is None  # the val split is not pickled into the model
     model, _ = load_model(result.run_id, elpv_cache)
     X_test, _, _ = _split(elpv_cache, "top_activation", "test")
     np.testing.assert_allclose(model.predict_proba(X_test), result.pipeline.predict_proba(X_test), atol=1e-6)

@@ -115,6 +115,7 @@ def test_split_load_uses_stored_split(lite_cache):
     assert (entry.split == "train").sum() == 12
 
 
+@pytest.mark.slow
 def test_changed_image_is_never_served_stale(elpv_folder, tmp_path):
     import shutil
 
@@ -143,6 +144,7 @@ def test_float16_and_other_settings_get_their_own_entry(lite_cache, elpv_folder)
     np.testing.assert_allclose(X16.astype(np.float32), X32, rtol=1e-2, atol=1e-2)
 
 
+@pytest.mark.slow
 def test_mixed_precision_is_its_own_entry_and_leaves_no_trace(elpv_folder, tmp_path):
     """float16 compute (the GPU option) runs on CPU too; it must not leak into later float32 extracts."""
     import keras
@@ -183,6 +185,7 @@ def test_groups_resolve_for_vgg_and_mobilenet():
         select_layers(infos, ["block5_conv4"], model_name="vgg16")
 
 
+@pytest.mark.slow
 def test_local_weights_file_and_imagenet_download_path(tmp_path):
     import keras
 

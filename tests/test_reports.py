@@ -54,6 +54,7 @@ def test_evaluate_keeps_shape_when_a_class_is_missing(digits_predictions):
     assert scores["confusion"].to_numpy().sum() == present.sum()
 
 
+@pytest.mark.slow
 def test_plot_confusion_and_tsne(digits_predictions, tmp_path):
     X, y_true, y_pred = digits_predictions
     confusion = evaluate(y_true, y_pred, CLASS_NAMES)["confusion"]

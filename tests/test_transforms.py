@@ -87,3 +87,20 @@ def test_build_feature_pipeline_steps_in_order():
 def test_build_feature_pipeline_rejects_bad_options(kwargs, message):
     with pytest.raises(FeatxError, match=message):
         build_feature_pipeline(**kwargs)
+
+
+def test_transform_options_are_the_one_declaration_of_the_builder_keywords():
+    import inspect
+
+    from featx.features.options import TRANSFORM_OPTIONS
+
+    parameters = inspect.signature(build_feature_pipeline).parameters
+    declared = {option.name: option.default for option in TRANSFORM_OPTIONS}
+    assert {name: p.default for name, p in parameters.items() if name != "seed"} == declared
+    assert all(p.kind is p.KEYWORD_ONLY for p in parameters.values())
+
+
+@pytest.mark.parametrize("kwargs", [{"fne_low": "low"}, {"fne_high": None}, {"fne_low": True}])
+def test_fne_thresholds_must_be_numbers(kwargs):
+    with pytest.raises(FeatxError, match="must be a number"):
+        build_feature_pipeline(discretize="fne", **kwargs)

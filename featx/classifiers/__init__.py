@@ -2,17 +2,19 @@
 
 from featx.classifiers.registry import (
     CLASSIFIERS,
+    classifier_params,
+    fit_pipeline,
     make_classifier,
     make_pipeline,
-    parse_param_values,
 )
 
 __all__ = [
     "CLASSIFIERS",
     "DenseHeadClassifier",
+    "classifier_params",
+    "fit_pipeline",
     "make_classifier",
     "make_pipeline",
-    "parse_param_values",
 ]
 
 

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import os
 import tempfile
-from numbers import Integral
+from numbers import Integral, Real
 
 import keras
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import train_test_split
-from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from featx.errors import FeatxError
 
@@ -48,11 +50,6 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
     patience : int or None, default=None
         Stop after this many epochs without a new best validation accuracy; None trains
         all `epochs`. The best epoch's weights are restored either way.
-    validation_data : tuple (X_val, y_val) or None, default=None
-        X_val of shape (n_val, n_features) in this classifier's input space (inside a
-        Pipeline with transforms, that is after the transforms: pass None there), y_val of
-        shape (n_val,) with labels seen in training. None holds out a stratified 15% of
-        the training data.
     random_state : int or None, default=0
         Seeds Keras (weights, shuffling, dropout) and the held-out split.
     verbose : int, default=0
@@ -70,8 +67,25 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
         Epoch (from 1) whose weights `model_` holds.
     """
 
+    _parameter_constraints = {
+        "hidden": [Interval(Integral, 0, None, closed="left"), "array-like"],
+        "activation": [str],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "batch_norm": ["boolean"],
+        "l2": [Interval(Real, 0, None, closed="left")],
+        "optimizer": [StrOptions({"sgd", "adam"})],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "momentum": [Interval(Real, 0, 1, closed="both")],
+        "epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "patience": [Interval(Integral, 1, None, closed="left"), None],
+        "random_state": [Interval(Integral, 0, None, closed="left"), None],
+        "verbose": ["verbose"],
+    }
+
     def __init__(
         self,
+        *,
         hidden=(256,),
         activation="relu",
         dropout=0.0,
@@ -83,7 +97,6 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
         epochs=100,
         batch_size=32,
         patience=None,
-        validation_data=None,
         random_state=0,
         verbose=0,
     ):
@@ -98,22 +111,27 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
         self.epochs = epochs
         self.batch_size = batch_size
         self.patience = patience
-        self.validation_data = validation_data
         self.random_state = random_state
         self.verbose = verbose
 
-    def fit(self, X, y):
-        """Train the head.
+    def fit(self, X, y, X_val=None, y_val=None):
+        """Train the head, keeping the weights of the epoch with the best accuracy on (X_val, y_val).
 
         X : ndarray of shape (n_samples, n_features)
         y : ndarray of shape (n_samples,), any labels sklearn accepts.
+        X_val : ndarray of shape (n_val, n_features) or None
+            Validation features in this classifier's input space (inside a Pipeline with transforms,
+            after them: featx.classifiers.fit_pipeline maps them). None holds out a stratified 15%
+            of X instead.
+        y_val : ndarray of shape (n_val,) or None, labels that occur in y.
         """
-        X, y = check_X_y(X, y, dtype=np.float32)
+        self._validate_params()
+        X, y = validate_data(self, X, y, dtype=np.float32)
+        check_classification_targets(y)
         self.classes_, y_encoded = np.unique(y, return_inverse=True)
-        self.n_features_in_ = X.shape[1]
         if self.random_state is not None:
             keras.utils.set_random_seed(self.random_state)
-        X_train, X_val, y_train, y_val = self._split(X, y_encoded)
+        X_train, X_val, y_train, y_val = self._split(X, y_encoded, X_val, y_val)
 
         self.model_ = self._build(len(self.classes_))
         keep_best = _KeepBest(self.patience)
@@ -136,17 +154,20 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X):
         """X : ndarray of shape (n_samples, n_features) -> float32 (n_samples, n_classes)."""
         check_is_fitted(self)
-        X = check_array(X, dtype=np.float32)
+        X = validate_data(self, X, dtype=np.float32, reset=False)
         return self.model_.predict(X, batch_size=max(self.batch_size, 1024), verbose=0)
 
     def predict(self, X):
         """X : ndarray of shape (n_samples, n_features) -> labels of shape (n_samples,)."""
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        probabilities = self.predict_proba(X)  # first: it checks that the head is fitted
+        return self.classes_[np.argmax(probabilities, axis=1)]
 
-    def _split(self, X, y_encoded):
+    def _split(self, X, y_encoded, X_val, y_val):
         """Train/validation arrays, with validation labels encoded like the training ones."""
-        if self.validation_data is not None:
-            X_val, y_val = self.validation_data
+        if (X_val is None) != (y_val is None):
+            raise FeatxError("pass both X_val and y_val to the dense head's fit, or neither.")
+        if X_val is not None:
+            y_val = np.asarray(y_val)
             unseen = np.setdiff1d(y_val, self.classes_)
             if unseen.size:
                 raise FeatxError(
@@ -166,7 +187,7 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
         except ValueError as error:
             raise FeatxError(
                 f"cannot hold out a stratified {VALIDATION_FRACTION:.0%} validation split "
-                f"({error}); pass validation_data=(X_val, y_val) or use more samples per class."
+                f"({error}); pass X_val and y_val to fit or use more samples per class."
             ) from None
 
     def _build(self, n_classes):

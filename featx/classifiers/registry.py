@@ -1,38 +1,34 @@
 """Downstream classifiers by name, so configs and the CLI can pick one with a string.
 
-Each registry entry builds the estimator with featx's defaults; `make_classifier` then adds
-the seed and parallelism where the estimator supports them, and the user's parameters.
+Each registry entry is an estimator class and featx's defaults for it; `make_classifier` then adds the seed
+and parallelism where the estimator supports them, and the user's parameters, and checks every value against
+the estimator's own parameter constraints before any data is read.
 """
 
 from __future__ import annotations
 
-import ast
 import difflib
-from functools import partial
+import importlib
+import inspect
+import re
+from functools import cache
 
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.svm import SVC, LinearSVC
+from sklearn.utils._param_validation import InvalidParameterError, validate_parameter_constraints
 
 from featx.errors import FeatxError
 
-
-def _dense_head():
-    # Imported here: keras costs seconds to import, and only the dense head needs it.
-    from featx.classifiers.dense import DenseHeadClassifier
-
-    return DenseHeadClassifier()
-
-
-CLASSIFIERS = {
-    "rf": RandomForestClassifier,
-    "svm": partial(SVC, kernel="rbf"),  # no probability=True: deprecated in sklearn 1.9 and a 5-fold CV per fit
-    "linear-svm": LinearSVC,
-    "logreg": partial(LogisticRegression, max_iter=2000),
-    "knn": KNeighborsClassifier,
-    "dense": _dense_head,
+CLASSIFIERS = {  # name -> (estimator class, or "module:Class" imported on first use; featx's defaults)
+    "rf": (RandomForestClassifier, {}),
+    "svm": (SVC, {"kernel": "rbf"}),  # no probability=True: deprecated in sklearn 1.9 and a 5-fold CV per fit
+    "linear-svm": (LinearSVC, {}),
+    "logreg": (LogisticRegression, {"max_iter": 2000}),
+    "knn": (KNeighborsClassifier, {}),
+    "dense": ("featx.classifiers.dense:DenseHeadClassifier", {}),  # keras costs seconds to import
 }
 
 # n_jobs does nothing for LogisticRegression's default lbfgs solver; sklearn >= 1.8 warns if set.
@@ -40,24 +36,14 @@ IGNORES_N_JOBS = {"logreg"}
 
 
 def make_classifier(name, params=None, seed=0, n_jobs=None):
-    """Build classifier `name` from CLASSIFIERS.
+    """Build classifier `name` from CLASSIFIERS, with its parameter values checked.
 
     name : a key of CLASSIFIERS.
     params : dict of estimator parameters, applied last (they override seed and n_jobs).
     seed : random_state, set where the estimator has one (None leaves its default).
     n_jobs : parallelism, set where the estimator has it (None leaves its default).
     """
-    if name not in CLASSIFIERS:
-        raise FeatxError(
-            f"unknown classifier {name!r}.{_did_you_mean(name, CLASSIFIERS)} "
-            f"Choose one of: {', '.join(CLASSIFIERS)}."
-        )
-    estimator = CLASSIFIERS[name]()
-    valid = estimator.get_params()
-    if "random_state" in valid and seed is not None:
-        estimator.set_params(random_state=seed)
-    if "n_jobs" in valid and n_jobs is not None and name not in IGNORES_N_JOBS:
-        estimator.set_params(n_jobs=n_jobs)
+    valid = classifier_params(name)
     params = params or {}
     for key in params:
         if key not in valid:
@@ -65,7 +51,15 @@ def make_classifier(name, params=None, seed=0, n_jobs=None):
                 f"unknown parameter {key!r} for classifier {name!r}.{_did_you_mean(key, valid)} "
                 f"Valid parameters: {', '.join(sorted(valid))}."
             )
-    return estimator.set_params(**params)
+    cls, defaults = CLASSIFIERS[name]
+    settings = dict(defaults)
+    if "random_state" in valid and seed is not None:
+        settings["random_state"] = seed
+    if "n_jobs" in valid and n_jobs is not None and name not in IGNORES_N_JOBS:
+        settings["n_jobs"] = n_jobs
+    estimator = estimator_class(name)(**{**settings, **params})
+    check_params(estimator, name)
+    return estimator
 
 
 def make_pipeline(clf_name, params=None, transforms_steps=(), seed=0, n_jobs=None):
@@ -73,31 +67,66 @@ def make_pipeline(clf_name, params=None, transforms_steps=(), seed=0, n_jobs=Non
     return Pipeline([*transforms_steps, ("clf", make_classifier(clf_name, params, seed, n_jobs))])
 
 
-def parse_param_values(items):
-    """Turn ["key=value", ...] (e.g. repeated --param options) into a dict.
+@cache
+def estimator_class(name):
+    """The estimator class behind registry name `name` (imported on first use for the dense head)."""
+    if name not in CLASSIFIERS:
+        raise FeatxError(
+            f"unknown classifier {name!r}.{_did_you_mean(name, CLASSIFIERS)} "
+            f"Choose one of: {', '.join(CLASSIFIERS)}."
+        )
+    cls = CLASSIFIERS[name][0]
+    if isinstance(cls, str):
+        module, _, attr = cls.partition(":")
+        cls = getattr(importlib.import_module(module), attr)
+    return cls
 
-    Values are Python literals where they parse as one (3, 0.5, None, True, (128, 64)),
-    otherwise plain strings ("entropy").
+
+@cache
+def classifier_params(name) -> frozenset:
+    """Parameter names of classifier `name`, read from its class's signature (no estimator is built)."""
+    parameters = inspect.signature(estimator_class(name)).parameters.values()
+    return frozenset(p.name for p in parameters if p.kind is not p.VAR_KEYWORD)
+
+
+def check_params(estimator, name) -> None:
+    """Check parameter values against the estimator's `_parameter_constraints`, as its own fit would.
+
+    scikit-learn 1.9 has no public pre-fit validator; this calls the function its `fit` calls, so a bad value
+    fails before any data is loaded, with scikit-learn's wording (type and allowed range) in one line.
     """
-    params = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key.isidentifier():
-            raise FeatxError(f"bad parameter {item!r}: write it as key=value, e.g. max_depth=3.")
-        if key in params:
-            raise FeatxError(f"parameter {key!r} is given twice; keep one {key}=... .")
-        params[key] = _literal(text.strip())
-    return params
-
-
-def _literal(text):
+    constraints = getattr(type(estimator), "_parameter_constraints", {})
     try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError):
-        return text
+        validate_parameter_constraints(constraints, estimator.get_params(deep=False), type(estimator).__name__)
+    except InvalidParameterError as exc:
+        raise FeatxError(bad_param_message(exc, name)) from None
+
+
+def bad_param_message(exc: InvalidParameterError, name) -> str:
+    """scikit-learn's "The 'C' parameter of SVC must be ... Got -1 instead." as one featx error line."""
+    text = re.sub(r"\.\s*Got (.*) instead\.?$", r", got \1", str(exc).strip())
+    text = text[0].lower() + text[1:]
+    return f"{text}; pass a value it allows for classifier {name!r} (--param KEY=VALUE)"
 
 
 def _did_you_mean(word, choices):
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def fit_pipeline(pipeline: Pipeline, X, y, X_val=None, y_val=None) -> Pipeline:
+    """`pipeline.fit(X, y)`, passing validation data to a final step whose fit takes X_val/y_val.
+
+    Pipeline cannot route X_val itself: it must go through the transforms fitted on X first (metadata routing
+    would hand it to the head untransformed). So the transform steps are fitted here, in order, on X, and the
+    head gets fit(Xt, y, X_val=Xt_val, y_val=y_val) -- scikit-learn's convention (cf. HistGradientBoosting).
+    X, X_val : ndarrays of shape (n_samples, n_features) and (n_val, n_features); y, y_val : their labels.
+    Without validation data, or for a head that takes none, this is plain `pipeline.fit(X, y)`.
+    """
+    head = pipeline[-1]
+    if X_val is None or not len(X_val) or "X_val" not in inspect.signature(head.fit).parameters:
+        return pipeline.fit(X, y)
+    for _, step in pipeline.steps[:-1]:
+        X, X_val = step.fit_transform(X, y), step.transform(X_val)
+    head.fit(X, y, X_val=X_val, y_val=y_val)
+    return pipeline

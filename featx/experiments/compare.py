@@ -6,7 +6,6 @@ The union of all requested layers is read from the cache once; each subset is a 
 
 from __future__ import annotations
 
-import ast
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +15,13 @@ import pandas as pd
 from joblib import Parallel, delayed
 
 from featx.cache.store import open_entry
-from featx.classifiers import make_classifier, parse_param_values
+from featx.classifiers import classifier_params
 from featx.errors import FeatxError
-from featx.experiments.fit import check_transforms, fit_features
+from featx.experiments.fit import FitSpec, record_run, train_and_score
 from featx.experiments.runs import new_run_id, prepare_log, reports_dir, writable_folder
 from featx.features.load import load, resolve_layers
 from featx.reports import plot_layer_comparison
+from featx.values import params_dict, parse_grid_item
 
 EACH = "each"
 TABLE_COLUMNS = ("layers", "depth", "classifier", "params", "n_features", "val_accuracy", "val_f1_macro",
@@ -35,7 +35,7 @@ class CompareResult:
     plot: Path
 
 
-def compare(cache=None, layer_sets=("blocks",), classifiers=("rf",), grid: dict | None = None,
+def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: dict | None = None,
             params: dict | None = None, seed: int = 0, n_jobs: int = 1, metric: str = "val_accuracy",
             plots: bool = False, cache_dir=None, log=print, runs_dir=None, **transforms) -> CompareResult:
     """Fit every (layer subset, classifier, grid point) and tabulate val/test scores.
@@ -48,29 +48,28 @@ def compare(cache=None, layer_sets=("blocks",), classifiers=("rf",), grid: dict 
     n_jobs : fits run in parallel with joblib; with n_jobs=1 each classifier uses every core instead.
     metric : the column plotted. plots : also draw each run's confusion PNGs (off: drawing them takes
         longer than most fits; the confusion CSVs are always written). transforms : as in fit.
+    Every FitSpec is built (and so checked) before any data is read.
     Saves results.csv and layer_comparison.png in <cache_dir>/reports/compare-<id>/ (runs_dir : as in fit;
     then <runs_dir>/reports/compare-<id>/).
     """
-    check_transforms(transforms)
+    grid = grid or {}
+    specs = fit_specs(classifiers, grid, params or {}, transforms, seed, -1 if n_jobs == 1 else 1)
     entry = open_entry(cache, cache_dir)
     prepare_log(entry.path.parent, runs_dir)  # unwritable folders or a broken log fail before any fit
     reports = writable_folder(reports_dir(entry.path.parent, runs_dir), "reports")
     subsets = _expand_subsets(entry, [layer_sets] if isinstance(layer_sets, str) else layer_sets)
-    grid = grid or {}
-    points = _grid_points(classifiers, grid, params or {})
-    jobs = [(spec, names, depth, clf, point) for spec, names, depth in subsets for clf, point in points]
+    jobs = [(subset, spec) for subset in subsets for spec in specs]
     union = sorted({n for _, names, _ in subsets for n in names}, key=list(entry.layer_info).index)
-    X, y, meta = load(entry, union)
+    X, y, meta = load(entry, layers=union)
     split, slices = meta["split"].to_numpy(), meta.attrs["feature_slices"]
     log(f"compare: {len(subsets)} layer subset(s) x classifiers x grid = {len(jobs)} fit(s), {n_jobs} in parallel")
-    columns = {spec: np.concatenate([np.arange(*slices[n]) for n in names]) for spec, names, _ in subsets}
+    columns = {label: np.concatenate([np.arange(*slices[n]) for n in names]) for label, names, _ in subsets}
     fits = Parallel(n_jobs=n_jobs)(
-        delayed(fit_features)(entry, X[:, columns[spec]], y, split, spec, names, clf, point, transforms, seed,
-                              -1 if n_jobs == 1 else 1, log, plots, runs_dir=runs_dir)
-        for spec, names, _, clf, point in jobs)
+        delayed(_fit_subset)(entry, X[:, columns[label]], y, split, spec, label, names, log, plots, runs_dir)
+        for (label, names, _), spec in jobs)
     table = pd.DataFrame([{**{k: r.row[k] for k in TABLE_COLUMNS if k in r.row}, "depth": depth,
-                           "model": " ".join([clf, *(f"{k}={point[k]}" for k in grid if k in point)])}
-                          for r, (_, _, depth, clf, point) in zip(fits, jobs)], columns=[*TABLE_COLUMNS, "model"])
+                           "model": " ".join([spec.classifier, *(f"{k}={spec.params[k]}" for k in grid if k in spec.params)])}
+                          for r, ((_, _, depth), spec) in zip(fits, jobs)], columns=[*TABLE_COLUMNS, "model"])
     if table["depth"].isna().all():
         table = table.drop(columns="depth")
     folder = reports / f"compare-{new_run_id()}"
@@ -84,17 +83,30 @@ def compare(cache=None, layer_sets=("blocks",), classifiers=("rf",), grid: dict 
 
 def parse_grid(items) -> dict:
     """["min_samples_leaf=1,2,5", "criterion=gini,entropy", "hidden=(256,),(128,64)"] -> {param: [values]}."""
-    grid = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key.isidentifier() or not text.strip():
-            raise FeatxError(f"bad grid {item!r}: write it as key=v1,v2,..., e.g. min_samples_leaf=1,2,5")
-        try:
-            grid[key] = ast.literal_eval(f"[{text}]")
-        except (ValueError, SyntaxError):  # bare words: criterion=gini,entropy
-            grid[key] = [parse_param_values([f"{key}={value}"])[key] for value in text.split(",")]
-    return grid
+    return params_dict(map(parse_grid_item, items))
+
+
+def fit_specs(classifiers, grid: dict, params: dict, transforms: dict, seed: int, n_jobs) -> list[FitSpec]:
+    """One FitSpec per classifier and per point of the grid part it accepts (fixed params likewise)."""
+    names = [c.strip() for c in classifiers.split(",")] if isinstance(classifiers, str) else list(classifiers)
+    accepted = {name: classifier_params(name) for name in names}
+    unused = sorted(k for k in [*grid, *params] if not any(k in keys for keys in accepted.values()))
+    if unused:
+        raise FeatxError(f"parameter(s) {', '.join(unused)} belong to none of the classifiers {', '.join(names)}; "
+                         "check the spelling against the scikit-learn estimator's parameters")
+    specs = []
+    for name in names:
+        fixed = {k: v for k, v in params.items() if k in accepted[name]}
+        keys = [k for k in grid if k in accepted[name]]
+        specs += [FitSpec(classifier=name, params={**fixed, **dict(zip(keys, values))}, transforms=transforms,
+                          seed=seed, n_jobs=n_jobs)
+                  for values in itertools.product(*(grid[k] for k in keys))]
+    return specs
+
+
+def _fit_subset(entry, X, y, split, spec: FitSpec, label: str, names: list[str], log, plots: bool, runs_dir):
+    scores = train_and_score(X, y, split, spec, class_names=entry.class_names)
+    return record_run(entry, spec, scores, layers=label, layer_names=names, runs_dir=runs_dir, log=log, plots=plots)
 
 
 def _expand_subsets(entry, layer_sets) -> list[tuple[str, list[str], int | None]]:
@@ -109,20 +121,3 @@ def _expand_subsets(entry, layer_sets) -> list[tuple[str, list[str], int | None]
         else:
             subsets.append((spec, resolve_layers(entry, spec), None))
     return subsets
-
-
-def _grid_points(classifiers, grid: dict, params: dict) -> list[tuple[str, dict]]:
-    """(classifier, params) for every classifier and every point of the grid part that it accepts."""
-    names = [c.strip() for c in classifiers.split(",")] if isinstance(classifiers, str) else list(classifiers)
-    accepted = {name: set(make_classifier(name).get_params()) for name in names}
-    unused = sorted(k for k in [*grid, *params] if not any(k in keys for keys in accepted.values()))
-    if unused:
-        raise FeatxError(f"parameter(s) {', '.join(unused)} belong to none of the classifiers {', '.join(names)}; "
-                         "check the spelling against the scikit-learn estimator's parameters")
-    points = []
-    for name in names:
-        fixed = {k: v for k, v in params.items() if k in accepted[name]}
-        keys = [k for k in grid if k in accepted[name]]
-        points += [(name, {**fixed, **dict(zip(keys, values))})
-                   for values in itertools.product(*(grid[k] for k in keys))]
-    return points

@@ -27,10 +27,11 @@ import pandas as pd
 from featx.cache.store import CacheEntry
 from featx.errors import FeatxError
 from featx.experiments.compare import compare
-from featx.experiments.fit import TRANSFORM_KEYS, fit
+from featx.experiments.fit import fit
 from featx.experiments.runs import format_runs, runs
 from featx.experiments.tsne import tsne
 from featx.extractor import extract
+from featx.features.options import TRANSFORM_KEYS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -39,7 +40,7 @@ else:  # pragma: no cover
 
 STEPS = {"fit": fit, "compare": compare, "tsne": tsne}
 TOP_LEVEL = ("name", "description", "data", "backbone", "weights", "layers", "extract", "steps")
-MANAGED = ("cache", "cache_dir", "log", "progress", "runs_dir")  # set by run_pipeline, not by the file
+MANAGED = ("cache", "cache_dir", "log", "progress", "runs_dir", "on_event")  # set by run_pipeline or code, not by a file
 
 
 @dataclass
@@ -71,7 +72,7 @@ def read_pipeline(path) -> dict:
     return spec
 
 
-def run_pipeline(path, cache_dir=None, log=print) -> PipelineResult:
+def run_pipeline(path, *, cache_dir=None, log=print) -> PipelineResult:
     """Extract (reusing the cache), run the steps in order, then print the runs made, best first, and the plots.
 
     A fit step without `layers` uses the pipeline's layers.

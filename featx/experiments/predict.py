@@ -18,9 +18,9 @@ from featx.errors import FeatxError, RunFailed
 from featx.experiments.runs import load_model, runs_dir as runs_folder, writable_folder
 
 
-def predict(model: str, paths, cache_dir=None, batch_size: int = 32, output=None, log=print,
-            runs_dir=None) -> pd.DataFrame:
-    """Classify image files (folders are searched recursively) with the model of run `model` (id or prefix).
+def predict(run_id: str, paths, *, cache_dir=None, batch_size: int = 32, output=None, runs_dir=None,
+            log=print) -> pd.DataFrame:
+    """Classify image files (folders are searched recursively) with the model of run `run_id` (or a unique prefix).
 
     Returns a DataFrame with columns path, label (class name), error (why a file could not be decoded,
     else empty) and p_<class> per class where the classifier gives probabilities; also saved as CSV to
@@ -31,7 +31,7 @@ def predict(model: str, paths, cache_dir=None, batch_size: int = 32, output=None
     from featx.backbones import backbone_from_entry
     from featx.extractor import LayerExtractor
 
-    pipeline, run = load_model(model, cache_dir, runs_dir)
+    pipeline, run = load_model(run_id, cache_dir, runs_dir)
     entry = open_entry(Path(cache_dir or default_cache_dir()) / run["cache_entry"], cache_dir)
     if entry.key != run["cache_key"]:
         raise FeatxError(f"cache entry {entry.name} no longer has the key run {run['run_id']} was fitted on; fit again")

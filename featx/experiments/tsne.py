@@ -11,14 +11,14 @@ from featx.features.load import load
 from featx.reports import plot_tsne
 
 
-def tsne(cache=None, layers="top_activation", split: str | None = None, seed: int = 0, max_points: int = 2000,
-         cache_dir=None, log=print, runs_dir=None) -> Path:
+def tsne(cache=None, *, layers="top_activation", split: str | None = None, seed: int = 0, max_points: int = 2000,
+         cache_dir=None, runs_dir=None, log=print) -> Path:
     """Plot a 2-D t-SNE of `layers` (names or groups) colored by class; returns the PNG path
     (<cache_dir>/reports/tsne-<entry>-<layers>[-<split>].png). split : None = every valid image.
     runs_dir : write to <runs_dir>/reports instead (for a read-only cache)."""
     entry = open_entry(cache, cache_dir)
     reports = writable_folder(reports_dir(entry.path.parent, runs_dir), "reports")
-    X, y, meta = load(entry, layers, split)
+    X, y, meta = load(entry, layers=layers, split=split)
     label = layers if isinstance(layers, str) else ",".join(layers)
     name = re.sub(r"[^\w.,-]+", "_", f"tsne-{entry.name}-{label}" + (f"-{split}" if split else ""))[:150]
     path = plot_tsne(X, y, entry.class_names, reports / f"{name}.png", seed, max_points,

@@ -28,7 +28,7 @@ def resolve_layers(entry: CacheEntry, layers=None) -> list[str]:
     return select_layers(infos, names, "avg", entry.settings["backbone"])
 
 
-def load(cache=None, layers=None, split: str | None = None, cache_dir=None):
+def load(cache=None, *, layers=None, split: str | None = None, cache_dir=None):
     """Features of the valid (decoded) images of a cache entry.
 
     Layers are concatenated in the backbone's depth order, whatever order they are named in.

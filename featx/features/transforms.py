@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import KBinsDiscretizer, StandardScaler
-from sklearn.utils.validation import check_array, check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from featx.errors import FeatxError
 
@@ -52,6 +52,11 @@ class FNEDiscretizer(TransformerMixin, BaseEstimator):
         self.low = low
         self.high = high
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]  # the output is always float32 {-1, 0, 1}
+        return tags
+
     def fit(self, X, y=None):
         """Learn per-feature mean and std.
 
@@ -63,12 +68,11 @@ class FNEDiscretizer(TransformerMixin, BaseEstimator):
                 f"FNE thresholds need low < high, got low={self.low} high={self.high}; "
                 "pass e.g. low=-0.25 high=0.15."
             )
-        X = check_array(X, dtype=(np.float32, np.float64))
+        X = validate_data(self, X, dtype=(np.float32, np.float64))
         std = X.std(axis=0, dtype=np.float64)
         self.mean_ = X.mean(axis=0, dtype=np.float64)
         self.constant_ = std == 0
         self.scale_ = np.where(self.constant_, 1.0, std)
-        self.n_features_in_ = X.shape[1]
         return self
 
     def transform(self, X):
@@ -78,12 +82,7 @@ class FNEDiscretizer(TransformerMixin, BaseEstimator):
         Returns ndarray of shape (n_samples, n_features), float32.
         """
         check_is_fitted(self)
-        X = check_array(X, dtype=(np.float32, np.float64))
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {X.shape[1]} features, but FNEDiscretizer was fitted with "
-                f"{self.n_features_in_} features."
-            )
+        X = validate_data(self, X, dtype=(np.float32, np.float64), reset=False)
         # Keep the input precision: full-network embeddings are wide, float64 would double memory.
         z = (X - self.mean_.astype(X.dtype)) / self.scale_.astype(X.dtype)
         z[:, self.constant_] = 0
@@ -91,6 +90,7 @@ class FNEDiscretizer(TransformerMixin, BaseEstimator):
 
 
 def build_feature_pipeline(
+    *,
     standardize=False,
     discretize=None,
     pca=None,
@@ -100,6 +100,9 @@ def build_feature_pipeline(
     seed=0,
 ):
     """Steps to put in front of a classifier, in order standardize -> discretize -> PCA.
+
+    The keywords (but seed) are featx.features.options.TRANSFORM_OPTIONS, the one declaration the CLI,
+    fit, compare and pipeline files read.
 
     standardize : bool, add a StandardScaler.
     discretize : None, "fne" (FNEDiscretizer) or "kbins" (per-feature quantile bins,
@@ -114,6 +117,9 @@ def build_feature_pipeline(
     nothing is asked for.
     """
     steps = []
+    for name, value in (("fne_low", fne_low), ("fne_high", fne_high)):
+        if not isinstance(value, Real) or isinstance(value, bool):
+            raise FeatxError(f"{name} must be a number, got {value!r}.")
     if standardize:
         steps.append(("standardize", StandardScaler()))
     if discretize == "fne":

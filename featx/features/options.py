@@ -1,0 +1,29 @@
+"""The feature-transform options, declared once.
+
+`build_feature_pipeline` takes exactly these keywords (a test holds it to that), `fit`/`compare`/pipeline files
+accept them and the CLI offers one flag per option. This module imports nothing heavy, so the CLI can build its
+parser from it without loading scikit-learn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TransformOption:
+    name: str
+    default: object
+    help: str
+    choices: tuple = ()
+
+
+TRANSFORM_OPTIONS = (
+    TransformOption("standardize", False, "zero mean, unit variance per feature"),
+    TransformOption("discretize", None, "fne: full-network embedding to {-1,0,1}; kbins: quantile bins", ("fne", "kbins")),
+    TransformOption("pca", None, "PCA to N components (int) or to a fraction of variance (0-1)"),
+    TransformOption("kbins", 5, "kbins: number of bins (default 5)"),
+    TransformOption("fne_low", -0.25, "FNE: standardized values below become -1 (default -0.25)"),
+    TransformOption("fne_high", 0.15, "FNE: standardized values above become 1 (default 0.15)"),
+)
+TRANSFORM_KEYS = tuple(option.name for option in TRANSFORM_OPTIONS)
