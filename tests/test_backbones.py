@@ -55,7 +55,7 @@ def assert_sensible_groups(name, infos, input_side):
     assert final.output_shape[-1] >= blocks[-1].output_shape[-1]
     members = set(group_members(infos, "all"))
     assert members >= {b.name for b in blocks} | {final.name} | set(group_members(infos, "fc"))
-    assert members >= {i.name for i in infos if i.kind in CONV_KINDS}
+    assert members >= {i.name for i in infos if i.kind in CONV_KINDS or i.kind == "Dense"}
     return final
 
 
@@ -105,7 +105,7 @@ def test_layers_command_shows_blocks_and_final_layer():
     assert rows["block1a_project_bn"] == "blocks,all" and rows["predictions"] == "fc,all"
     assert "block2b_expand_bn" not in rows  # BN inside a block: only with --all
     for line in ("  blocks (16): each MBConv block's output", "  final (1): the final feature layer",
-                 "  fc (1): ", "  all (67): every conv and fc output, plus the block outputs and the final feature layer"):
+                 "  fc (1): ", "  all (67): every conv, dense and fc output, plus the block outputs and the final feature layer"):
         assert line in out
     table = featx.backbones.layer_table(get_backbone("efficientnet_lite0", "none", 96), every_layer=True)
     assert len(table) == len(describe_layers(get_backbone("efficientnet_lite0", "none", 96)))

@@ -17,8 +17,8 @@ POOLS = ("avg", "max", "none")
 GROUPS = {
     "blocks": "each block's output (per family, see the README)",
     "final": "the final feature layer, the one a classifier head pools",
-    "fc": "fully connected head layers (Dense, or 1x1 convs on pooled features); only with the 1000-class top",
-    "all": "every conv and fc output, plus the block outputs and the final feature layer",
+    "fc": "fully connected head layers (Dense on pooled features, or 1x1 convs there); only with the 1000-class top",
+    "all": "every conv, dense and fc output, plus the block outputs and the final feature layer",
 }
 
 
@@ -72,12 +72,13 @@ def assign_groups(infos: list[LayerInfo], feature_info: FeatureInfo) -> list[Lay
     blocks = [pattern.match(i.name) for i in infos]
     feature = [len(i.output_shape) == 4 and i.poolable and not any(k in i.kind for k in NOT_FEATURES) for i in infos]
     deepest = {m.group(1): n for n, m in enumerate(blocks) if m and feature[n]}
-    fc = {n for n, i in enumerate(infos) if i.kind == "Dense" or (feature_info.fc and re.match(feature_info.fc, i.name))}
+    fc = {n for n, i in enumerate(infos)  # a Dense on a 4-D tensor is a pointwise conv (ConvNeXt), not fc
+          if (i.kind == "Dense" and len(i.output_shape) == 2) or (feature_info.fc and re.match(feature_info.fc, i.name))}
     final = _final_layer(infos, feature, fc, feature_info.final, max(deepest.values(), default=-1))
     tagged = []
     for n, info in enumerate(infos):
         groups = [g for g, member in (("blocks", n in deepest.values()), ("final", n == final), ("fc", n in fc)) if member]
-        if groups or info.kind in CONV_KINDS:
+        if groups or info.kind in CONV_KINDS or info.kind == "Dense":
             groups.append("all")
         tagged.append(replace(info, block=blocks[n].group(1) if blocks[n] else None, groups=tuple(groups)))
     return tagged
