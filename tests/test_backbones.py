@@ -52,7 +52,7 @@ def assert_sensible_groups(name, infos, input_side):
     (final,) = [by_name[n] for n in group_members(infos, "final")]
     order = [i.name for i in infos]
     assert order.index(final.name) >= order.index(blocks[-1].name) and len(final.output_shape) == 4
-    assert final.output_shape[-1] >= blocks[-1].output_shape[-1]
+    assert final.output_shape[1] <= blocks[-1].output_shape[1]
     members = set(group_members(infos, "all"))
     assert members >= {b.name for b in blocks} | {final.name} | set(group_members(infos, "fc"))
     assert members >= {i.name for i in infos if i.kind in CONV_KINDS or i.kind == "Dense"}
