@@ -71,13 +71,13 @@ def assign_groups(infos: list[LayerInfo], feature_info: FeatureInfo) -> list[Lay
     pattern = re.compile(feature_info.blocks)
     blocks = [pattern.match(i.name) for i in infos]
     feature = [len(i.output_shape) == 4 and i.poolable and not any(k in i.kind for k in NOT_FEATURES) for i in infos]
-    deepest = {m.group(1): n for n, m in enumerate(blocks) if m and feature[n]}
+    outputs = set({m.group(1): n for n, m in enumerate(blocks) if m and feature[n]}.values())  # deepest per block
     fc = {n for n, i in enumerate(infos)  # a Dense on a 4-D tensor is a pointwise conv (ConvNeXt), not fc
           if (i.kind == "Dense" and len(i.output_shape) == 2) or (feature_info.fc and re.match(feature_info.fc, i.name))}
-    final = _final_layer(infos, feature, fc, feature_info.final, max(deepest.values(), default=-1))
+    final = _final_layer(infos, feature, fc, feature_info.final, max(outputs, default=-1))
     tagged = []
     for n, info in enumerate(infos):
-        groups = [g for g, member in (("blocks", n in deepest.values()), ("final", n == final), ("fc", n in fc)) if member]
+        groups = [g for g, member in (("blocks", n in outputs), ("final", n == final), ("fc", n in fc)) if member]
         if groups or info.kind in CONV_KINDS or info.kind == "Dense":
             groups.append("all")
         tagged.append(replace(info, block=blocks[n].group(1) if blocks[n] else None, groups=tuple(groups)))
