@@ -47,7 +47,7 @@ def assert_sensible_groups(name, infos, input_side):
     assert len({b.block for b in blocks}) == len(blocks)  # one output per block
     sides = [b.output_shape[1] for b in blocks]
     assert all(len(b.output_shape) == 4 for b in blocks)
-    assert sides == sorted(sides, reverse=True) and sides[0] < input_side, (name, sides)  # deeper = smaller
+    assert sides == sorted(sides, reverse=True) and sides[-1] < sides[0] <= input_side, (name, sides)  # deeper = smaller
     assert blocks[-1].output_shape[-1] > blocks[0].output_shape[-1]  # and wider
     (final,) = [by_name[n] for n in group_members(infos, "final")]
     order = [i.name for i in infos]
