@@ -131,9 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_backbones)
 
     p = sub.add_parser("layers", help="list a backbone's layers and groups",
-                       description="Print every extractable layer with output shape, pooled feature size and groups.")
+                       description="Print the layers of the `all` group (conv and dense outputs, block outputs, the final "
+                                   "feature layer) with output shape, pooled feature size and groups, and what each "
+                                   "group means for this backbone's family.")
     p.add_argument("backbone", help="registry name or a saved .keras/.h5 model")
-    p.add_argument("--all", action="store_true", help="show every layer, not only conv/dense and block outputs")
+    p.add_argument("--all", action="store_true", help="show every layer, not only those of the all group")
     _add_backbone_options(p, weights_default="none")
     p.set_defaults(func=cmd_layers)
 
