@@ -41,21 +41,17 @@ def cmd_backbones(args) -> None:
 
 
 def cmd_layers(args) -> None:
-    import pandas as pd
+    from featx.backbones import get_backbone, layer_table
 
-    from featx.backbones import describe_layers, get_backbone
-    from featx.backbones.layers import group_members
-
-    backbone = get_backbone(args.backbone, args.weights, args.input_size, args.preprocess, args.unsafe)
-    infos = describe_layers(backbone)
-    groups = {g: set(group_members(infos, g)) for g in ("blocks", "fc", "all")}
-    rows = [{"layer": i.name, "kind": i.kind, "output_shape": "x".join(str(d) for d in i.output_shape[1:]),
-             "features": i.feature_size(args.pool) if i.poolable else "-",
-             "groups": ",".join(g for g in groups if i.name in groups[g])} for i in infos
-            if args.all or groups["all"] & {i.name} or groups["blocks"] & {i.name}]
-    print(pd.DataFrame(rows).to_string(index=False))
-    print(f"\n{len(rows)} layers shown (--all for every layer); groups: " +
-          ", ".join(f"{g} ({len(m)})" for g, m in groups.items()))
+    table = layer_table(get_backbone(args.backbone, args.weights, args.input_size, args.preprocess, args.unsafe),
+                        args.pool, args.all)
+    print(table.to_string(index=False))
+    print(f"\n{len(table)} layers shown ({'every layer' if args.all else 'the all group; --all for every layer'}); "
+          f"family {table.attrs['family']}; groups:")
+    for group, meaning in table.attrs["group_meaning"].items():
+        print(f"  {group} ({table.attrs['groups'][group]}): {meaning}")
+    if table.attrs["preprocessing_note"]:
+        print(table.attrs["preprocessing_note"])
 
 
 def cmd_extract(args) -> None:
@@ -86,12 +82,16 @@ def cmd_info(args) -> None:
     import numpy as np
     import pandas as pd
 
+    from featx.backbones import preprocessing_note
     from featx.cache.store import open_entry
 
     entry = open_entry(args.cache, args.cache_dir)
     print(f"entry: {entry.path}\nkey: {entry.key}\ndata: {entry.attrs['description']}")
     for k, v in entry.settings.items():
         print(f"{k}: {v}")
+    note = preprocessing_note(entry.settings["preprocessing"], entry.backbone_args["preprocess"])
+    if note:
+        print(note)
     splits, counts = np.unique(entry.split[entry.valid], return_counts=True)
     print("split:", ", ".join(f"{s} {c}" for s, c in zip(splits, counts)), f"({entry.split_settings})")
     print("classes:", ", ".join(entry.class_names))
@@ -140,9 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_backbones)
 
     p = sub.add_parser("layers", help="list a backbone's layers and groups",
-                       description="Print every extractable layer with output shape, pooled feature size and groups.")
+                       description="Print the layers of the `all` group (conv and dense outputs, block outputs, the final "
+                                   "feature layer) with output shape, pooled feature size and groups, and what each "
+                                   "group means for this backbone's family.")
     p.add_argument("backbone", help="registry name or a saved .keras/.h5 model")
-    p.add_argument("--all", action="store_true", help="show every layer, not only conv/dense and block outputs")
+    p.add_argument("--all", action="store_true", help="show every layer, not only those of the all group")
     _add_backbone_options(p, weights_default="none")
     p.set_defaults(func=cmd_layers)
 

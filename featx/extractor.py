@@ -193,14 +193,14 @@ def extract(data: str, backbone: str = DEFAULT_BACKBONE, layers="blocks", pool: 
     model = _memoized_backbone(backbone, weights, input_size, preprocess, unsafe, mixed_precision)
     infos = {i.name: i for i in describe_layers(model)}
     names = select_layers(list(infos.values()), layers, pool, model.name)
+    if model.preprocessing_note:
+        log(model.preprocessing_note)
     settings = {"backbone": model.name, "backbone_version": model.version, "weights_id": model.weights_id,
                 "preprocessing": model.preprocessing, "input_size": list(model.input_size), "pool": pool,
                 "dtype": dtype, "mixed_precision": mixed_precision, "decoder_version": DECODER_VERSION}
     fingerprints = fingerprint_files(images.paths, progress)
     key = cache_key(settings, images.relpaths, fingerprints, images.labels)
-    layer_info = {name: {"kind": i.kind, "output_shape": list(i.output_shape[1:]), "n_features": i.feature_size(pool),
-                         "block": i.block}
-                  for name, i in infos.items() if i.poolable}
+    layer_info = {name: i.metadata(pool) for name, i in infos.items() if i.poolable}
     backbone_args = {"name": backbone, "weights": weights, "input_size": input_size, "preprocess": preprocess}
     attrs = {"settings": json.dumps(settings), "layer_info": json.dumps(layer_info), "backbone_args": json.dumps(backbone_args),
              "class_names": json.dumps(images.class_names), "description": images.description, "root": images.root}

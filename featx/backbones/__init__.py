@@ -7,15 +7,18 @@ import hashlib
 from pathlib import Path
 
 from featx.backbones.base import Backbone
+from featx.backbones.feature_info import FAMILIES, infer_family
 from featx.backbones.keras_apps import KERAS_MODELS
-from featx.backbones.layers import LayerInfo, describe_layers, select_layers
+from featx.backbones.layers import LayerInfo, LayerSelection, describe_layers, layer_selection, layer_table, select_layers
 from featx.errors import FeatxError
 from featx.runtime import seeded_weight_init
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
-SAVED_MODEL_PREPROCESSING = ("none", "unit", "tf", *sorted({module for _, module, _ in KERAS_MODELS.values()}))
+SAVED_MODEL_PREPROCESSING = ("none", "unit", "tf", "efficientnet_lite",
+                             *sorted({module for _, module, _ in KERAS_MODELS.values()}))
 
-__all__ = ["Backbone", "LayerInfo", "available_backbones", "backbone_from_entry", "describe_layers", "get_backbone", "select_layers"]
+__all__ = ["Backbone", "LayerInfo", "LayerSelection", "available_backbones", "backbone_from_entry", "describe_layers",
+           "get_backbone", "layer_selection", "layer_table", "preprocessing_note", "select_layers"]
 
 
 def available_backbones() -> list[str]:
@@ -43,7 +46,7 @@ def get_backbone(name: str, weights: str | None = "imagenet", input_size: int | 
         init, for timing), or a path to a local weights file.
     """
     if Path(name).suffix in (".keras", ".h5") and Path(name).exists():
-        return _saved_model(Path(name), preprocess or "none", unsafe)
+        return _saved_model(Path(name), preprocess, unsafe)
     weights = None if weights in (None, "none") else weights
     if weights not in (None, "imagenet") and not Path(weights).is_file():
         raise FeatxError(f"weights file '{weights}' does not exist; pass --weights imagenet, none or a local weights file")
@@ -52,11 +55,13 @@ def get_backbone(name: str, weights: str | None = "imagenet", input_size: int | 
 
         model = efficientnet_lite.build_efficientnet_lite0(weights=weights, input_shape=(input_size or 224,) * 2 + (3,))
         preprocess_fn, preprocessing, size = efficientnet_lite.preprocess_input, efficientnet_lite.PREPROCESSING, (input_size or 224,) * 2
+        family = "efficientnet_lite"
     elif name in KERAS_MODELS:
         from featx.backbones.keras_apps import build_keras_application
 
         try:
             model, preprocess_fn, preprocessing, size = build_keras_application(name, weights, input_size)
+            family = KERAS_MODELS[name][1]
         except Exception as exc:
             if "URL fetch failure" in str(exc) or "fetch" in str(exc).lower():
                 raise FeatxError(
@@ -69,7 +74,7 @@ def get_backbone(name: str, weights: str | None = "imagenet", input_size: int | 
         hint = f"; did you mean {', '.join(close)}?" if close else "; run `featx backbones` for the list"
         raise FeatxError(f"unknown backbone '{name}'{hint}")
     model.trainable = False
-    return Backbone(name, model, preprocess_fn, preprocessing, size, weights_id(model))
+    return Backbone(name, model, preprocess_fn, preprocessing, size, weights_id(model), feature_info=FAMILIES[family])
 
 
 def weights_id(model) -> str:
@@ -82,11 +87,15 @@ def weights_id(model) -> str:
     return digest.hexdigest()
 
 
-def _saved_model(path: Path, preprocess: str, unsafe: bool) -> Backbone:
-    """A fine-tuned model saved by the user; Keras safe mode refuses code (Lambda layers) unless --unsafe."""
+def _saved_model(path: Path, preprocess: str | None, unsafe: bool) -> Backbone:
+    """A fine-tuned model saved by the user; Keras safe mode refuses code (Lambda layers) unless --unsafe.
+
+    Without --preprocess, the family (and so its preprocessing) is inferred from the layer names where they
+    are unambiguous; otherwise raw 0-255 pixels are fed, with a note saying so.
+    """
     import keras
 
-    if preprocess not in SAVED_MODEL_PREPROCESSING:
+    if preprocess is not None and preprocess not in SAVED_MODEL_PREPROCESSING:
         raise FeatxError(f"unknown --preprocess '{preprocess}'; choose one of {', '.join(SAVED_MODEL_PREPROCESSING)}")
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=not unsafe)
@@ -102,9 +111,24 @@ def _saved_model(path: Path, preprocess: str, unsafe: bool) -> Backbone:
     shape = model.input_shape
     if len(shape) != 4 or shape[-1] != 3 or None in shape[1:3]:
         raise FeatxError(f"backbone '{path}' takes input {shape}; featx needs a fixed-size RGB image input (h, w, 3)")
-    preprocess_fn = _named_preprocessing(preprocess)
+    family = infer_family(model.layers)
+    chosen = preprocess or family or "none"
     model.trainable = False
-    return Backbone(path.stem, model, preprocess_fn, f"saved:{preprocess}", tuple(shape[1:3]), weights_id(model))
+    return Backbone(path.stem, model, _named_preprocessing(chosen), f"saved:{chosen}", tuple(shape[1:3]), weights_id(model),
+                    feature_info=FAMILIES[family or "generic"], preprocessing_note=preprocessing_note(f"saved:{chosen}", preprocess))
+
+
+def preprocessing_note(preprocessing: str, given: str | None) -> str | None:
+    """Why a saved model gets the preprocessing it gets, when the user did not choose it (shown once by extract and info)."""
+    if given is not None or not preprocessing.startswith("saved:"):
+        return None
+    chosen = preprocessing.removeprefix("saved:")
+    if chosen == "none":
+        return ("warning: the saved model's family is not recognisable from its layer names, so raw 0-255 pixels "
+                "were assumed (--preprocess none); if it was trained on other inputs, pass --preprocess with one of "
+                f"{', '.join(SAVED_MODEL_PREPROCESSING)}")
+    return (f"note: preprocessing '{chosen}' inferred from the saved model's layer names; "
+            "pass --preprocess to override it")
 
 
 def _named_preprocessing(name: str):
@@ -114,6 +138,10 @@ def _named_preprocessing(name: str):
         return lambda x: x / 255.0
     if name == "tf":
         return lambda x: x / 127.5 - 1.0
+    if name == "efficientnet_lite":
+        from featx.backbones.efficientnet_lite import preprocess_input
+
+        return preprocess_input
     import keras
 
     return getattr(keras.applications, name).preprocess_input

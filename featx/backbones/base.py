@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
+
+from featx.backbones.feature_info import FAMILIES, FeatureInfo
 
 
 @dataclass
@@ -17,6 +19,8 @@ class Backbone:
     preprocessing : a short stable name for `preprocess`, part of the cache key.
     weights_id : content hash of the weights (part of the cache key).
     version : builder version; bump it when a builder's numbers change.
+    feature_info : the family's block / final-layer naming, which the layer groups come from.
+    preprocessing_note : set when a saved model's preprocessing was inferred or assumed rather than given.
     """
 
     name: str
@@ -26,4 +30,5 @@ class Backbone:
     input_size: tuple[int, int]
     weights_id: str
     version: str = "1"
-    block_pattern: str = r"^(block_?\d+[a-z]?|conv\d+_block\d+|stage\d+_\w*?unit\d+)_"
+    feature_info: FeatureInfo = field(default_factory=lambda: FAMILIES["generic"])
+    preprocessing_note: str | None = None

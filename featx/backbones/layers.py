@@ -1,18 +1,25 @@
-"""Layer info (name, kind, output shape, pooled size) as data, and selection by names or groups."""
+"""Layer info (name, kind, output shape, pooled size, groups) as data, and the one way layers are selected."""
 
 from __future__ import annotations
 
 import difflib
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from featx.backbones.feature_info import FeatureInfo
 from featx.errors import FeatxError
 
 CONV_KINDS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose")
-NOT_BLOCK_OUTPUTS = ("Pooling", "Dropout", "ZeroPadding", "Cropping")
-GROUPS = ("all", "blocks", "fc")
+NOT_FEATURES = ("Pooling", "Dropout", "ZeroPadding", "Cropping")
+HEAD_STARTS = ("GlobalAveragePooling2D", "GlobalMaxPooling2D", "Flatten")
 POOLS = ("avg", "max", "none")
+GROUPS = {
+    "blocks": "each block's output (per family, see the README)",
+    "final": "the final feature layer, the one a classifier head pools",
+    "fc": "fully connected head layers (Dense on pooled features, or 1x1 convs there); only with the 1000-class top",
+    "all": "every conv, dense and fc output, plus the block outputs and the final feature layer",
+}
 
 
 @dataclass(frozen=True)
@@ -21,6 +28,7 @@ class LayerInfo:
     kind: str
     output_shape: tuple
     block: str | None
+    groups: tuple[str, ...] = ()
 
     @property
     def poolable(self) -> bool:
@@ -32,65 +40,149 @@ class LayerInfo:
             return int(self.output_shape[-1])
         return math.prod(self.output_shape[1:])
 
+    def metadata(self, pool: str) -> dict:
+        """What a cache entry stores of this layer; `infos_from_metadata` is its only reader."""
+        return {"kind": self.kind, "output_shape": list(self.output_shape[1:]), "n_features": self.feature_size(pool),
+                "block": self.block, "groups": list(self.groups)}
+
+
+@dataclass(frozen=True)
+class LayerSelection:
+    """Layers chosen once and validated: `spec` is the user's text (for logs), `names` in depth order."""
+
+    spec: str
+    names: tuple[str, ...]
+
 
 def describe_layers(backbone) -> list[LayerInfo]:
-    """Every layer with a single output, in the model's (depth) order."""
-    pattern = re.compile(backbone.block_pattern)
+    """Every layer with a single output, in the model's (depth) order, with its groups per the family's feature info."""
     infos = []
     for layer in backbone.model.layers:
         if type(layer).__name__ == "InputLayer":
             continue
         shape = layer.output.shape if hasattr(layer, "output") and not isinstance(layer.output, (list, tuple)) else None
-        if shape is None:
-            continue
-        match = pattern.match(layer.name)
-        infos.append(LayerInfo(layer.name, type(layer).__name__, tuple(shape), match.group(1) if match else None))
-    return infos
+        if shape is not None:
+            infos.append(LayerInfo(layer.name, type(layer).__name__, tuple(shape), None))
+    return assign_groups(infos, backbone.feature_info)
 
 
-def group_members(infos: list[LayerInfo], group: str) -> list[str]:
-    """`all`: every conv/dense output; `fc`: dense layers; `blocks`: the last conv of each block for
-    VGG-style nets, the block's output (add/activation/BN) for the others."""
-    if group == "all":
-        return [i.name for i in infos if i.kind in CONV_KINDS or i.kind == "Dense"]
-    if group == "fc":
-        return [i.name for i in infos if i.kind == "Dense"]
-    last_in_block = {}
-    for info in infos:
-        if info.block and len(info.output_shape) == 4 and not any(k in info.kind for k in NOT_BLOCK_OUTPUTS):
-            last_in_block[info.block] = info.name
-    return list(last_in_block.values())
+def assign_groups(infos: list[LayerInfo], feature_info: FeatureInfo) -> list[LayerInfo]:
+    """Tag block outputs, the final feature layer, fc and all from the family's naming rules."""
+    pattern = re.compile(feature_info.blocks)
+    blocks = [pattern.match(i.name) for i in infos]
+    feature = [len(i.output_shape) == 4 and i.poolable and not any(k in i.kind for k in NOT_FEATURES) for i in infos]
+    outputs = set({m.group(1): n for n, m in enumerate(blocks) if m and feature[n]}.values())  # deepest per block
+    fc = {n for n, i in enumerate(infos)  # a Dense on a 4-D tensor is a pointwise conv (ConvNeXt), not fc
+          if (i.kind == "Dense" and len(i.output_shape) == 2) or (feature_info.fc and re.match(feature_info.fc, i.name))}
+    final = _final_layer(infos, feature, fc, feature_info.final, max(outputs, default=-1))
+    tagged = []
+    for n, info in enumerate(infos):
+        groups = [g for g, member in (("blocks", n in outputs), ("final", n == final), ("fc", n in fc)) if member]
+        if groups or info.kind in CONV_KINDS or info.kind == "Dense":
+            groups.append("all")
+        tagged.append(replace(info, block=blocks[n].group(1) if blocks[n] else None, groups=tuple(groups)))
+    return tagged
+
+
+def _final_layer(infos, feature, fc, final_pattern, last_block: int) -> int | None:
+    """Squeeze-excite blocks pool globally too, so the head starts at the first global pooling after the last block."""
+    if final_pattern:
+        matches = [n for n, i in enumerate(infos) if re.match(final_pattern, i.name)]
+        return matches[-1] if matches else None
+    head = next((n for n, i in enumerate(infos) if n > last_block and i.kind in HEAD_STARTS), len(infos))
+    candidates = [n for n in range(head) if feature[n] and n not in fc]
+    return candidates[-1] if candidates else None
 
 
 def infos_from_metadata(layer_info: dict) -> list[LayerInfo]:
-    """Rebuild LayerInfo from what a cache entry stores, so groups resolve without building the backbone."""
-    return [LayerInfo(name, i["kind"], (None, *i["output_shape"]), i.get("block")) for name, i in layer_info.items()]
+    """Rebuild LayerInfo from what a cache entry stores, so groups resolve without building the backbone.
+
+    Entries written before groups were stored get the rules of that time: conv/dense outputs are `all`,
+    Dense layers `fc`, the deepest stored layer of each named block `blocks`.
+    """
+    infos = [LayerInfo(name, i["kind"], (None, *i["output_shape"]), i.get("block"), tuple(i.get("groups", ())))
+             for name, i in layer_info.items()]
+    if any("groups" in i for i in layer_info.values()):
+        return infos
+    deepest = {i.block: i.name for i in infos if i.block and len(i.output_shape) == 4
+               and not any(k in i.kind for k in NOT_FEATURES)}
+    return [replace(i, groups=tuple(g for g, member in (
+        ("blocks", i.name in deepest.values()), ("fc", i.kind == "Dense"),
+        ("all", i.kind in CONV_KINDS or i.kind == "Dense")) if member)) for i in infos]
 
 
-def select_layers(infos: list[LayerInfo], spec: list[str] | str, pool: str = "avg", model_name: str = "the model") -> list[str]:
-    """Expand names and groups into layer names in depth order; unknown names list the closest valid ones."""
+def group_members(infos: list[LayerInfo], group: str) -> list[str]:
+    return [i.name for i in infos if group in i.groups]
+
+
+def layer_selection(infos: list[LayerInfo], spec, *, model_name: str, pool: str = "avg",
+                    cached: list[str] | None = None, entry_name: str | None = None) -> LayerSelection:
+    """Expand names and groups into a LayerSelection; with `cached`, only cached layers may be chosen.
+
+    The one parser of a layer spec: extraction validates against the backbone's layers, loading against an
+    entry's (then a group means its cached members, and a named layer that is not cached is an error).
+    """
     if pool not in POOLS:
         raise FeatxError(f"unknown pool '{pool}'; choose one of {', '.join(POOLS)}")
-    by_name = {i.name: i for i in infos}
+    items = [spec] if isinstance(spec, str) else list(spec)
+    requested = [part.strip() for item in items for part in item.split(",") if part.strip()]
+    available = {i.name: i for i in infos if cached is None or i.name in cached}
+    where = f"cached layer of {entry_name}" if cached is not None else f"layer of {model_name}"
     wanted = set()
-    for item in [spec] if isinstance(spec, str) else spec:
-        for name in (part.strip() for part in item.split(",")):
-            if not name:
-                continue
-            if name in GROUPS:
-                wanted.update(group_members(infos, name))
-            elif name in by_name:
-                wanted.add(name)
-            else:
-                close = difflib.get_close_matches(name, list(by_name), n=3, cutoff=0.5)
-                hint = f"; did you mean {', '.join(close)}?" if close else f"; run `featx layers {model_name}`"
-                raise FeatxError(f"layer '{name}' not in {model_name}{hint}")
+    for name in requested:
+        if name in GROUPS:
+            members = [n for n in group_members(infos, name) if n in available]
+            if not members:
+                raise FeatxError(f"group '{name}' matched no {where}; " + _group_hint(infos, name, cached, model_name))
+            wanted.update(members)
+        elif name not in {i.name for i in infos}:
+            close = difflib.get_close_matches(name, [i.name for i in infos], n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; run `featx layers {model_name}`"
+            raise FeatxError(f"layer '{name}' not in {model_name}{hint}")
+        else:
+            wanted.add(name)
+    uncached = [n for n in requested if n not in GROUPS and n not in available]
+    if uncached:
+        raise FeatxError(f"layer(s) {', '.join(uncached)} not cached in {entry_name}; run `featx extract` with "
+                         f"--layers {','.join(uncached)} (cached: {', '.join(cached) or 'none'})")
     if not wanted:
         raise FeatxError(f"no layers selected from {model_name}; name layers or a group ({', '.join(GROUPS)})")
     for name in wanted:
-        if not by_name[name].poolable:
+        if not available[name].poolable:
             raise FeatxError(
-                f"layer '{name}' has output shape {by_name[name].output_shape}, which featx cannot pool into a "
+                f"layer '{name}' has output shape {available[name].output_shape}, which featx cannot pool into a "
                 "feature vector; choose a conv (4-D) or dense (2-D) layer"
             )
-    return [i.name for i in infos if i.name in wanted]
+    return LayerSelection(",".join(requested), tuple(i.name for i in infos if i.name in wanted))
+
+
+def _group_hint(infos, group, cached, model_name) -> str:
+    if cached is None:
+        return f"name layers or another group; run `featx layers {model_name}`"
+    if group_members(infos, group):
+        return f"cached: {', '.join(cached) or 'none'}; run `featx extract` with --layers {group}"
+    return f"{model_name} has no such layer; cached: {', '.join(cached) or 'none'}"
+
+
+def select_layers(infos: list[LayerInfo], spec, pool: str = "avg", model_name: str = "the model") -> list[str]:
+    """Layer names of `layer_selection` against a backbone's layers, for callers that still pass names around."""
+    return list(layer_selection(infos, spec, model_name=model_name, pool=pool).names)
+
+
+def layer_table(backbone, pool: str = "avg", every_layer: bool = False):
+    """The `featx layers` table: one row per layer in depth order, by default only those of the `all` group.
+
+    attrs hold `groups` {group: member count}, `group_meaning` {group: what it selects for this backbone's
+    family} and `preprocessing_note`, for the footer.
+    """
+    import pandas as pd
+
+    infos = describe_layers(backbone)
+    rows = [{"layer": i.name, "kind": i.kind, "output_shape": "x".join(str(d) for d in i.output_shape[1:]),
+             "features": i.feature_size(pool) if i.poolable else "-", "groups": ",".join(i.groups)}
+            for i in infos if every_layer or "all" in i.groups]
+    table = pd.DataFrame(rows, columns=["layer", "kind", "output_shape", "features", "groups"])
+    table.attrs.update(groups={g: len(group_members(infos, g)) for g in GROUPS},
+                       group_meaning=dict(GROUPS, blocks=backbone.feature_info.doc),
+                       family=backbone.feature_info.family, preprocessing_note=backbone.preprocessing_note)
+    return table

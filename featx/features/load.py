@@ -5,27 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from featx.backbones.layers import infos_from_metadata, select_layers
+from featx.backbones.layers import LayerSelection, infos_from_metadata, layer_selection
 from featx.cache.store import CacheEntry, open_entry
 from featx.errors import FeatxError
 from featx.sources.splits import SPLITS
 
 
 def resolve_layers(entry: CacheEntry, layers=None) -> list[str]:
-    """Names and groups (all, blocks, fc) -> cached layer names in depth order; None means every cached layer."""
-    cached = entry.layers
+    """Names and groups (all, blocks, final, fc) -> cached layer names in depth order; None means every cached layer."""
+    return list(select_cached(entry, layers).names)
+
+
+def select_cached(entry: CacheEntry, layers=None) -> LayerSelection:
+    """The entry's LayerSelection: groups mean their cached members; None means every cached layer."""
     if layers is None:
-        return cached
-    infos = [i for i in infos_from_metadata(entry.layer_info) if i.name in cached]
-    spec = [layers] if isinstance(layers, str) else list(layers)
-    names = [part.strip() for item in spec for part in item.split(",") if part.strip()]
-    uncached = [n for n in names if n in entry.layer_info and n not in cached]
-    if uncached:
-        raise FeatxError(
-            f"layer(s) {', '.join(uncached)} not cached in {entry.name}; run `featx extract` with "
-            f"--layers {','.join(uncached)} (cached: {', '.join(cached) or 'none'})"
-        )
-    return select_layers(infos, names, "avg", entry.settings["backbone"])
+        return LayerSelection(",".join(entry.layers), tuple(entry.layers))
+    return layer_selection(infos_from_metadata(entry.layer_info), layers, model_name=entry.settings["backbone"],
+                           cached=entry.layers, entry_name=entry.name)
 
 
 def load(cache=None, *, layers=None, split: str | None = None, cache_dir=None):
