@@ -5,14 +5,14 @@ Stages, each importing only from those before it:
 """
 
 from featx import runtime  # noqa: F401  (sets TensorFlow's CPU environment before anything imports it)
-from featx.cache.store import CacheEntry, list_entries, open_entry
+from featx.cache.store import Cache, CacheEntry, list_entries, open_entry
 from featx.cache.verify import verify
 from featx.extractor import extract
 from featx.features.load import load
 
 __version__ = "0.1.0"
 
-__all__ = ["CacheEntry", "compare", "extract", "fit", "list_entries", "load", "open_entry", "predict", "run_pipeline",
+__all__ = ["Cache", "CacheEntry", "compare", "extract", "fit", "list_entries", "load", "open_entry", "predict", "run_pipeline",
            "runs", "verify"]
 _EXPERIMENTS = ("compare", "fit", "predict", "run_pipeline", "runs")
 
