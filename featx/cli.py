@@ -81,7 +81,7 @@ def cmd_ls(args) -> None:
         rows.append({"entry": entry.name, "backbone": entry.settings["backbone"], "images": len(entry.labels),
                      "layers": len(entry.layers), "pool": entry.settings["pool"], "dtype": entry.settings["dtype"],
                      "MB": round(entry.size_bytes() / 1e6, 1), "partial": partial})
-    print(pd.DataFrame(rows).fillna("").to_string(index=False))
+    print(pd.DataFrame(rows).astype(object).fillna("").to_string(index=False))
 
 
 def cmd_info(args) -> None:

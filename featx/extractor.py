@@ -209,25 +209,22 @@ def extract(data: str, backbone: str = DEFAULT_BACKBONE, layers="blocks", pool: 
         if _split_changed(entry, images):
             entry.update_index(split_settings=images.split_settings, split=images.split)
             log(f"split updated to {images.split_settings}")
-        computed, rate = [], None
+        passes, rate = [], None
         pending = PassLog.pending(entry)
         if pending is not None:  # finished first: its raw files are the only copy of its committed rows
             log(f"resuming interrupted extraction of {len(pending.layers)} layer(s) at image "
                 f"{pending.committed_rows}/{len(images)}")
-            rate = _run_pass(model, pending, images.paths, pool, strict, progress)
-            pending.finalize()
-            computed += pending.layers
-            entry = CacheEntry(entry.path, entry.cache)
-        missing = [n for n in names if n not in entry.layers]
+            rate = _complete(model, pending, images.paths, pool, strict, progress)
+            passes.append(pending)
+        missing = [n for n in names if n not in entry.layers]  # layers: the files published now
         if missing:
-            new = PassLog.start(entry, {n: layer_info[n] for n in missing}, len(images), batch_size, dtype)
-            rate = _run_pass(model, new, images.paths, pool, strict, progress)
-            new.finalize()
-            computed += new.layers
-            entry = CacheEntry(entry.path, entry.cache)
-        if not computed:
-            log(f"nothing to do: {len(names)} layer(s) already cached in {entry.path}")
-            return ExtractResult(entry, [], None)
+            passes.append(PassLog.start(entry, {n: layer_info[n] for n in missing}, len(images), batch_size, dtype))
+            rate = _complete(model, passes[-1], images.paths, pool, strict, progress)
+        entry = CacheEntry(entry.path, entry.cache)
+    computed = [n for p in passes for n in p.layers]
+    if not computed:
+        log(f"nothing to do: {len(names)} layer(s) already cached in {entry.path}")
+        return ExtractResult(entry, [], None)
     _report(entry, computed, log)
     return ExtractResult(entry, computed, rate)
 
@@ -279,6 +276,13 @@ def _memoized_backbone(name, weights, input_size, preprocess, unsafe, mixed_prec
             with runtime.compute_dtype(mixed_precision):
                 _BACKBONES[key] = get_backbone(name, weights, input_size, preprocess, unsafe)
         return _BACKBONES[key]
+
+
+def _complete(model, pass_log: PassLog, paths: list[str], pool: str, strict: bool, progress: bool) -> float | None:
+    """Run a pass over its uncommitted rows and publish its layers; returns images/s."""
+    rate = _run_pass(model, pass_log, paths, pool, strict, progress)
+    pass_log.finalize()
+    return rate
 
 
 def _run_pass(model, pass_log: PassLog, paths: list[str], pool: str, strict: bool, progress: bool) -> float | None:
