@@ -236,7 +236,12 @@ def _split_changed(entry: CacheEntry, images) -> bool:
 def _has_work(entry: CacheEntry, names: list[str], images) -> bool:
     """Whether extract would write anything (a layer, a pending pass, a new split); re-checked under the lock."""
     cached = set(entry.layers)
-    return _split_changed(entry, images) or any(n not in cached for n in names) or PassLog.summary(entry) is not None
+    if _split_changed(entry, images) or any(n not in cached for n in names):
+        return True
+    try:
+        return PassLog.summary(entry) is not None
+    except RunFailed:
+        return True  # an unreadable pass record: the run under the lock restarts that pass
 
 
 @contextmanager

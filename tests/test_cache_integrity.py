@@ -194,6 +194,18 @@ def test_raw_rows_short_of_the_committed_count_are_never_padded(cache, data, tmp
     assert featx.verify(cache.open().path) == []
 
 
+def test_unreadable_pass_record_restarts_the_pass(cache, data):
+    entry = cache.open()
+    (entry.path / "work").mkdir()
+    (entry.path / "work" / "progress.json").write_text('{"format_version": 2, "layers": [')
+    assert "progress.json' is unreadable" in featx.verify(entry.path)[0]
+    rc, out, err = cli("ls", "--cache-dir", cache.root)
+    assert rc == 0 and "unreadable" in out.splitlines()[1], out + err
+    rc, out, err = cli("extract", "--data", data, *ARGS, "--layers", "block_2_add", "--cache-dir", cache.root)
+    assert rc == 0 and "cached 1 layer(s)" in out, err
+    assert featx.verify(entry.path) == [] and PassLog.summary(cache.open()) is None
+
+
 def test_staging_debris_of_dead_processes_on_this_host_is_removed(cache, data):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid, host = int(dead.stdout), socket.gethostname()
