@@ -26,11 +26,23 @@ def check_version(found, where) -> None:
                          "and re-run `featx extract` (or use the featx version that wrote it)")
 
 
+class Digest:
+    """blake2b-128 over byte buffers fed in order (a layer's rows block by block, or one index array)."""
+
+    def __init__(self):
+        self._hash = hashlib.blake2b(digest_size=16)
+
+    def update(self, chunk) -> None:
+        self._hash.update(memoryview(np.ascontiguousarray(chunk)).cast("B"))
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
 def digest_bytes(chunks) -> str:
-    """blake2b-128 over a sequence of byte buffers (a layer's rows in order, or one index array)."""
-    digest = hashlib.blake2b(digest_size=16)
+    digest = Digest()
     for chunk in chunks:
-        digest.update(memoryview(np.ascontiguousarray(chunk)).cast("B"))
+        digest.update(chunk)
     return digest.hexdigest()
 
 

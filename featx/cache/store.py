@@ -34,7 +34,7 @@ import numpy as np
 from featx.cache.atomic import atomic_path, fsync_dir
 from featx.cache.key import cache_key
 from featx.cache.lock import EntryLock
-from featx.cache.manifest import FORMAT_VERSION, EntryManifest, check_version, digest_array, digest_bytes
+from featx.cache.manifest import FORMAT_VERSION, Digest, EntryManifest, check_version, digest_array
 from featx.errors import FeatxError, RunFailed
 from featx.sources.splits import SPLITS
 
@@ -353,15 +353,13 @@ class CacheEntry:
             _reserve(tmp, n_rows * n_features * np.dtype(dtype).itemsize + HDF5_OVERHEAD)
             with h5py.File(tmp, "w") as f:
                 ds = f.create_dataset("features", shape=(n_rows, n_features), dtype=dtype, chunks=(chunk_rows, n_features))
-                blocks = []
+                digest = Digest()
                 for start in range(0, n_rows, chunk_rows * 16):
                     stop = min(n_rows, start + chunk_rows * 16)
                     block = np.ascontiguousarray(rows_source(start, stop), dtype=dtype)
                     ds[start:stop] = block
-                    blocks.append(block)
-                digest = digest_bytes(blocks)
-                del blocks
-                ds.attrs.update({**attrs, "layer": name, "cache_key": self.key, "digest": digest,
+                    digest.update(block)
+                ds.attrs.update({**attrs, "layer": name, "cache_key": self.key, "digest": digest.hexdigest(),
                                  "format_version": FORMAT_VERSION})
 
     def update_index(self, split_settings: dict | None = None, **datasets) -> None:

@@ -24,7 +24,7 @@ from urllib.parse import unquote
 import h5py
 import numpy as np
 
-from featx.cache.manifest import FORMAT_VERSION, digest_bytes
+from featx.cache.manifest import FORMAT_VERSION, Digest
 from featx.cache.passlog import PassLog
 from featx.cache.store import CacheEntry
 from featx.errors import FeatxError
@@ -83,16 +83,13 @@ def _check_features(entry: CacheEntry, name: str, f: h5py.File) -> list[str]:
     if ds.attrs.get("cache_key") != entry.key:
         problems.append("belongs to another cache key")
     step = max(1, BLOCK_BYTES // (width * dtype.itemsize))
-    bad, blocks = [], ((start, ds[start:min(n, start + step)]) for start in range(0, n, step))
-
-    def scanned():
-        for start, block in blocks:
-            bad.extend(start + int(r) for r in np.flatnonzero(~np.isfinite(block).all(axis=1)))
-            yield block
-
-    digest = digest_bytes(scanned())
+    digest, bad = Digest(), []
+    for start in range(0, n, step):  # one read per block serves both the NaN scan and the digest
+        block = ds[start:min(n, start + step)]
+        bad.extend(start + int(r) for r in np.flatnonzero(~np.isfinite(block).all(axis=1)))
+        digest.update(block)
     if bad:
         problems.append(f"NaN/Inf in {len(bad)} row(s), first rows {bad[:5]}")
-    elif digest != ds.attrs.get("digest"):
+    elif digest.hexdigest() != ds.attrs.get("digest"):
         problems.append(f"data in layers/{Path(f.filename).name} changed since it was published (digest mismatch)")
     return problems
