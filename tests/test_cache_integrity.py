@@ -216,6 +216,10 @@ def test_staging_debris_of_dead_processes_on_this_host_is_removed(cache, data):
             f".new-cccccccccccc-{dead_pid}@another-host")}
         for folder in debris.values():
             (folder / "layers").mkdir(parents=True)
+        rc, out, err = cli("extract", "--data", data, *ARGS, "--layers", LAYERS, "--cache-dir", cache.root)
+        assert rc == 0 and "nothing to do" in out, err  # also when the entry exists already
+        assert [name for name, folder in debris.items() if folder.exists()] == list(debris)[1:]
+        (debris[f".new-aaaaaaaaaaaa-{dead_pid}@{host}"] / "layers").mkdir(parents=True)
         rc, _, err = cli("extract", "--data", data, *ARGS, "--layers", LAYERS, "--pool", "max", "--cache-dir", cache.root)
         assert rc == 0, err
         assert [name for name, folder in debris.items() if folder.exists()] == list(debris)[1:]

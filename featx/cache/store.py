@@ -119,12 +119,12 @@ class Cache:
         """The entry for `manifest.key`: the existing one, or a new folder written complete under a staging
         name (`.new-<key>-<pid>@<host>`) and renamed into place."""
         final = self.root / f"{manifest.settings['backbone']}-{manifest.key[:12]}"
+        self.remove_debris()
         if final.exists():
             return CacheEntry(final, self)
         staging = self.root / f".new-{manifest.key[:12]}-{os.getpid()}@{socket.gethostname()}"
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            self.remove_debris()
             shutil.rmtree(staging, ignore_errors=True)
             (staging / "layers").mkdir(parents=True)
             write_index(staging, manifest, data)
