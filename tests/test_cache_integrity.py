@@ -28,7 +28,6 @@ import imagegen
 import featx
 import featx.cli
 from featx.cache.passlog import PassLog
-from featx.cache.store import CacheEntry
 from featx.errors import FeatxError, RunFailed
 from featx.extractor import _advice
 
@@ -62,7 +61,7 @@ def data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def base(data, tmp_path_factory) -> Path:
     cache_dir = tmp_path_factory.mktemp("integrity_base")
-    rc, out, err = cli("extract", "--data", data, *ARGS, "--layers", LAYERS, "--cache-dir", cache_dir)
+    rc, _, err = cli("extract", "--data", data, *ARGS, "--layers", LAYERS, "--cache-dir", cache_dir)
     assert rc == 0, err
     return cache_dir
 
@@ -90,8 +89,8 @@ def test_finite_garbage_in_a_layer_is_named_by_verify(cache):
     with h5py.File(entry.layer_file("block_3_project_BN"), "r+") as f:
         f["features"][4, :3] += 0.25  # finite, plausible, wrong
     problems = featx.verify(entry.path)
-    assert problems == [f"{entry.name}: layer block_3_project_BN: data in layers/block_3_project_BN.h5 changed since "
-                        "it was published (digest mismatch)"]
+    assert problems == [(f"{entry.name}: layer block_3_project_BN: data in layers/block_3_project_BN.h5 changed since "
+                         "it was published (digest mismatch)")]
     rc, out, err = cli("verify", "--cache-dir", cache.root)
     assert rc == 1 and "digest mismatch" in out and one_line(err)
 

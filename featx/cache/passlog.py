@@ -200,7 +200,7 @@ class PassLog:
                 continue
             raw = np.memmap(self._raw_path(name), dtype=dtype, mode="r", shape=(n_rows, info["n_features"]))
             attrs = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in info.items() if v is not None}
-            self.entry.write_layer(name, lambda a, b: raw[a:b], n_rows, info["n_features"], dtype, attrs)
+            self.entry.write_layer(name, lambda a, b, raw=raw: raw[a:b], n_rows, info["n_features"], dtype, attrs)
             del raw
         done = self.entry.path / f".work-done-{os.getpid()}"
         shutil.rmtree(done, ignore_errors=True)
