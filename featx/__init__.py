@@ -28,7 +28,7 @@ __version__ = "0.1.0"
 
 # Loaded on first use: the command line starts (and answers Ctrl-C) in milliseconds instead of after the
 # seconds that h5py, pandas, scikit-learn and matplotlib take to import.
-_API = {"CacheEntry": "featx.cache.store", "list_entries": "featx.cache.store", "open_entry": "featx.cache.store",
+_API = {"Cache": "featx.cache.store", "CacheEntry": "featx.cache.store", "list_entries": "featx.cache.store", "open_entry": "featx.cache.store",
         "verify": "featx.cache.verify", "extract": "featx.extractor", "load": "featx.features.load",
         **{name: "featx.experiments" for name in ("FitSpec", "compare", "fit", "load_model", "predict", "run_pipeline",
                                                  "runs", "tsne")}}

@@ -66,16 +66,26 @@ def cmd_extract(args) -> None:
 def cmd_ls(args) -> None:
     import pandas as pd
 
-    from featx.cache.store import list_entries
+    from featx.cache.passlog import PassLog
+    from featx.cache.store import Cache
 
-    entries = list_entries(args.cache_dir)
-    if not entries:
+    found = Cache(args.cache_dir).scan()
+    if not found:
         print("no cache entries; run `featx extract`")
         return
-    rows = [{"entry": e.name, "backbone": e.settings["backbone"], "images": len(e.labels),
-             "layers": len(e.layers), "pool": e.settings["pool"], "dtype": e.settings["dtype"],
-             "MB": round(e.size_bytes() / 1e6, 1), "partial": (e.path / "work").exists()} for e in entries]
-    print(pd.DataFrame(rows).to_string(index=False))
+    rows = []
+    for folder, entry, problem in found:
+        if entry is None:
+            rows.append({"entry": folder.name, "backbone": f"UNREADABLE: {problem}"})
+            continue
+        try:
+            partial = PassLog.summary(entry) is not None
+        except FeatxError:
+            partial = "unreadable"
+        rows.append({"entry": entry.name, "backbone": entry.settings["backbone"], "images": len(entry.labels),
+                     "layers": len(entry.layers), "pool": entry.settings["pool"], "dtype": entry.settings["dtype"],
+                     "MB": round(entry.size_bytes() / 1e6, 1), "partial": partial})
+    print(pd.DataFrame(rows).astype(object).fillna("").to_string(index=False))
 
 
 def cmd_info(args) -> None:
@@ -83,10 +93,10 @@ def cmd_info(args) -> None:
     import pandas as pd
 
     from featx.backbones import preprocessing_note
-    from featx.cache.store import open_entry
+    from featx.cache.store import Cache
 
-    entry = open_entry(args.cache, args.cache_dir)
-    print(f"entry: {entry.path}\nkey: {entry.key}\ndata: {entry.attrs['description']}")
+    entry = Cache(args.cache_dir).open(args.cache)
+    print(f"entry: {entry.path}\nkey: {entry.key}\ndata: {entry.manifest.description}")
     for k, v in entry.settings.items():
         print(f"{k}: {v}")
     note = preprocessing_note(entry.settings["preprocessing"], entry.backbone_args["preprocess"])
@@ -102,11 +112,13 @@ def cmd_info(args) -> None:
 
 
 def cmd_verify(args) -> None:
-    from featx.cache.store import open_entry
-    from featx.cache.verify import entry_folders, pending_summary, verify
+    from featx.cache.passlog import PassLog
+    from featx.cache.store import Cache, CacheEntry
+    from featx.cache.verify import verify
     from featx.errors import RunFailed
 
-    folders = [open_entry(args.cache, args.cache_dir).path] if args.cache else entry_folders(args.cache_dir)
+    cache = Cache(args.cache_dir)
+    folders = [cache.find(args.cache)] if args.cache else cache.folders()
     if not folders:
         print("no cache entries to verify")
         return
@@ -117,12 +129,10 @@ def cmd_verify(args) -> None:
             failed += 1
             print(f"FAIL {folder.name}", *(f"  {p}" for p in problems), sep="\n")
         else:
-            from featx.cache.store import CacheEntry
-
-            entry = CacheEntry(folder)
+            entry = CacheEntry(folder, cache)
             notes = [f"{len(entry.labels)} images", f"{len(entry.layers)} layer(s)", f"{len(entry.errors)} bad file(s)",
-                     pending_summary(entry)]
-            print(f"ok   {folder.name}: " + ", ".join(n for n in notes if n))
+                     PassLog.summary(entry)]
+            print(f"ok   {folder.name}: " + ", ".join(str(n) for n in notes if n))
     if failed:
         raise RunFailed(f"{failed} of {len(folders)} cache entries have problems (listed above); "
                         "re-run `featx extract` into a fresh --cache-dir to rebuild them")

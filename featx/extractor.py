@@ -8,7 +8,7 @@ thread commits finished batches to disk while the next batch is computed.
 
 from __future__ import annotations
 
-import json
+import errno
 import os
 import queue
 import threading
@@ -22,8 +22,9 @@ from tqdm.auto import tqdm
 from featx import runtime
 from featx.backbones import DEFAULT_BACKBONE, describe_layers, get_backbone, select_layers
 from featx.cache.key import cache_key, file_fingerprint, fingerprint_files
+from featx.cache.manifest import EntryManifest
 from featx.cache.passlog import PassLog
-from featx.cache.store import CacheEntry, create_entry, default_cache_dir
+from featx.cache.store import Cache, CacheEntry
 from featx.errors import FeatxError, RunFailed
 from featx.sources import resolve_source
 from featx.sources.decode import DECODER_VERSION, load_rgb
@@ -159,8 +160,8 @@ class BackgroundWriter:
         self.log.close()
         if self.error is not None:
             raise RunFailed(
-                f"writing features failed ({getattr(self.error, 'strerror', None) or self.error}); committed batches are kept: "
-                "free disk space and re-run the same command to resume"
+                f"writing features failed ({getattr(self.error, 'strerror', None) or self.error}); committed batches are "
+                f"kept: {_advice(self.error)} and re-run the same command to resume"
             )
 
 
@@ -199,39 +200,56 @@ def extract(data: str, backbone: str = DEFAULT_BACKBONE, layers="blocks", pool: 
                 "preprocessing": model.preprocessing, "input_size": list(model.input_size), "pool": pool,
                 "dtype": dtype, "mixed_precision": mixed_precision, "decoder_version": DECODER_VERSION}
     fingerprints = fingerprint_files(images.paths, progress)
-    key = cache_key(settings, images.relpaths, fingerprints, images.labels)
     layer_info = {name: i.metadata(pool) for name, i in infos.items() if i.poolable}
-    backbone_args = {"name": backbone, "weights": weights, "input_size": input_size, "preprocess": preprocess}
-    attrs = {"settings": json.dumps(settings), "layer_info": json.dumps(layer_info), "backbone_args": json.dumps(backbone_args),
-             "class_names": json.dumps(images.class_names), "description": images.description, "root": images.root}
+    manifest = EntryManifest(
+        key=cache_key(settings, images.relpaths, fingerprints, images.labels), settings=settings, layer_info=layer_info,
+        class_names=list(images.class_names), description=images.description, root=images.root,
+        backbone_args={"name": backbone, "weights": weights, "input_size": input_size, "preprocess": preprocess},
+        split_settings=images.split_settings, created=time.time())
     data_sets = {"paths": images.relpaths, "labels": images.labels, "fingerprints": fingerprints, "split": images.split}
-    entry = create_entry(cache_dir or default_cache_dir(), key, model.name, attrs, data_sets, images.split_settings)
+    entry = Cache(cache_dir).create(manifest, data_sets)
+    if not _has_work(entry, names, images):  # decided before locking: a read-only cache serves a no-op
+        log(f"nothing to do: {len(names)} layer(s) already cached in {entry.path}")
+        return ExtractResult(entry, [], None)
     with entry.lock(), _cache_write_errors(entry):
-        entry = CacheEntry(entry.path)  # re-read under the lock: another run may have added layers
+        entry = CacheEntry(entry.path, entry.cache)  # re-read under the lock: another run may have added layers
         entry.remove_debris()
-        if images.split_settings != entry.split_settings or not np.array_equal(images.split, entry.split):
-            entry.split_settings = images.split_settings
-            entry.update_index(split=images.split)
+        if _split_changed(entry, images):
+            entry.update_index(split_settings=images.split_settings, split=images.split)
             log(f"split updated to {images.split_settings}")
         passes, rate = [], None
         pending = PassLog.pending(entry)
-        if pending is not None:
+        if pending is not None:  # finished first: its raw files are the only copy of its committed rows
             log(f"resuming interrupted extraction of {len(pending.layers)} layer(s) at image "
                 f"{pending.committed_rows}/{len(images)}")
+            rate = _complete(model, pending, images.paths, pool, strict, progress, on_event)
             passes.append(pending)
-        missing = [n for n in names if n not in entry.layers and (pending is None or n not in pending.layers)]
+        missing = [n for n in names if n not in entry.layers]  # layers: the files published now
         if missing:
             passes.append(PassLog.start(entry, {n: layer_info[n] for n in missing}, len(images), batch_size, dtype))
-        if not passes:
-            log(f"nothing to do: {len(names)} layer(s) already cached in {entry.path}")
-            return ExtractResult(entry, [], None)
-        for pass_log in passes:
-            rate = _run_pass(model, pass_log, images.paths, pool, strict, progress, on_event)
-            pass_log.finalize()
-        entry = CacheEntry(entry.path)
+            rate = _complete(model, passes[-1], images.paths, pool, strict, progress, on_event)
+        entry = CacheEntry(entry.path, entry.cache)
     computed = [n for p in passes for n in p.layers]
+    if not computed:
+        log(f"nothing to do: {len(names)} layer(s) already cached in {entry.path}")
+        return ExtractResult(entry, [], None)
     _report(entry, computed, log)
     return ExtractResult(entry, computed, rate)
+
+
+def _split_changed(entry: CacheEntry, images) -> bool:
+    return images.split_settings != entry.split_settings or not np.array_equal(images.split, entry.split)
+
+
+def _has_work(entry: CacheEntry, names: list[str], images) -> bool:
+    """Whether extract would write anything (a layer, a pending pass, a new split); re-checked under the lock."""
+    cached = set(entry.layers)
+    if _split_changed(entry, images) or any(n not in cached for n in names):
+        return True
+    try:
+        return PassLog.summary(entry) is not None
+    except RunFailed:
+        return True  # an unreadable pass record: the run under the lock restarts that pass
 
 
 @contextmanager
@@ -241,10 +259,18 @@ def _cache_write_errors(entry: CacheEntry):
         yield
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise RunFailed(
-            f"writing the cache in {entry.path} failed ({reason}); committed work is kept: free disk space "
-            "(or fix permissions) and re-run the same command to resume"
-        ) from None
+        raise RunFailed(f"writing the cache in {entry.path} failed ({reason}); committed work is kept: "
+                        f"{_advice(exc)} and re-run the same command to resume") from None
+
+
+def _advice(exc: BaseException) -> str:
+    """What to do about a failed cache write: only a full disk or file size limit calls for disk space."""
+    code = getattr(exc, "errno", None)
+    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return "free disk space"
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "fix the permissions of the cache folder"
+    return "run `featx verify` to check the entry"
 
 
 _BACKBONES: dict = {}  # the last backbone built in this process, by its arguments
@@ -263,6 +289,14 @@ def _memoized_backbone(name, weights, input_size, preprocess, unsafe, mixed_prec
             with runtime.compute_dtype(mixed_precision):
                 _BACKBONES[key] = get_backbone(name, weights, input_size, preprocess, unsafe)
         return _BACKBONES[key]
+
+
+def _complete(model, pass_log: PassLog, paths: list[str], pool: str, strict: bool, progress: bool,
+              on_event=None) -> float | None:
+    """Run a pass over its uncommitted rows and publish its layers; returns images/s."""
+    rate = _run_pass(model, pass_log, paths, pool, strict, progress, on_event)
+    pass_log.finalize()
+    return rate
 
 
 def _run_pass(model, pass_log: PassLog, paths: list[str], pool: str, strict: bool, progress: bool,

@@ -526,8 +526,8 @@ def _lost_raw_rows(entry):
 
     work = entry.path / "work"
     work.mkdir()
-    state = {"layers": {"block_2_add": {"n_features": 24}}, "n_rows": 9, "batch_size": 4, "dtype": "float32",
-             "committed_rows": 8, "errors": {}}
+    state = {"format_version": 2, "layers": [{"name": "block_2_add", "n_features": 24}], "n_rows": 9, "batch_size": 4,
+             "dtype": "float32", "committed_rows": 8, "errors": {}}
     (work / "progress.json").write_text(json.dumps(state))
     (work / "block_2_add.raw").write_bytes(np.zeros((4, 24), np.float32).tobytes())
 

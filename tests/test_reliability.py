@@ -7,7 +7,9 @@ script. Killed processes come from tests/forkserver.py (fresh processes forked f
 TensorFlow once), so that ten kills cost seconds rather than ten TensorFlow imports; the uninterrupted
 reference and the final resume are plain `featx` console-script subprocesses.
 
-FEATX_KILL_SEED=<int> replays another kill schedule.
+Every kill is followed by a run that asks for a different layer set (the same, a superset, a subset or a
+disjoint set of layers): an interrupted pass must be finished, never discarded or padded, whatever the next
+request is. FEATX_KILL_SEED=<int> replays another kill schedule.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import featx
 import featx.cli
 from featx.cache.store import CacheEntry
 from featx.errors import FeatxError
+from featx.features.load import resolve_layers
 
 SEED = int(os.environ.get("FEATX_KILL_SEED", "20240611"))
 N_GOOD = 56
@@ -45,9 +48,17 @@ FEATX = [shutil.which("featx")] if shutil.which("featx") else [sys.executable, "
 forkserver.server()  # start importing TensorFlow in the background while the data is prepared
 
 
-def extract_args(data: Path, cache_dir: Path) -> list[str]:
+BLOCKS = "blocks"
+SUPERSET = "blocks,out_relu"
+SUBSET = "block_2_add,block_6_project_BN,block_9_add"
+DISJOINT = "Conv1,block_5_depthwise"
+REQUESTS = (BLOCKS, SUPERSET, SUBSET, DISJOINT)
+UNION = ",".join(REQUESTS)
+
+
+def extract_args(data: Path, cache_dir: Path, layers: str = BLOCKS) -> list[str]:
     return ["extract", "--data", str(data), "--backbone", "mobilenet_v2", "--weights", "none", "--input-size", "96",
-            "--batch-size", str(BATCH), "--layers", "blocks", "--cache-dir", str(cache_dir), "--quiet"]
+            "--batch-size", str(BATCH), "--layers", layers, "--cache-dir", str(cache_dir), "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -71,11 +82,12 @@ def manifest(tmp_path_factory) -> Path:
 
 
 class Reference:
-    """The uninterrupted run: the `featx` console script in a subprocess, started once in the background."""
+    """The uninterrupted run of every layer any test asks for: the `featx` console script in a subprocess,
+    started once in the background."""
 
     def __init__(self, manifest: Path, cache_dir: Path):
         self.cache_dir = cache_dir
-        self.proc = subprocess.Popen([*FEATX, *extract_args(manifest, cache_dir)], stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen([*FEATX, *extract_args(manifest, cache_dir, UNION)], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         self._entry = None
 
@@ -150,7 +162,8 @@ def check_after_kill(cache_dir: Path, snapshots: list) -> dict | None:
     state = progress(cache_dir)
     published = [name for name in entry.layer_info if entry.layer_file(name).exists()]
     if state is not None and state["committed_rows"] < state["n_rows"]:
-        assert published == [], "no layer file may exist before its pass has committed every row"
+        early = set(published) & {layer["name"] for layer in state["layers"]}
+        assert not early, "no layer file may exist before its pass has committed every row"
     for name in published:
         with h5py.File(entry.layer_file(name), "r") as f:
             assert f["features"].shape == (len(entry.labels), entry.layer_info[name]["n_features"])
@@ -159,85 +172,157 @@ def check_after_kill(cache_dir: Path, snapshots: list) -> dict | None:
         assert "valid" in entry.data, "bad rows must be marked before any layer is served"
     if state is not None and state["committed_rows"]:
         committed = state["committed_rows"]
-        for name, info in state["layers"].items():
-            raw = np.fromfile(folder / "work" / f"{quote(name, safe='')}.raw", dtype=state["dtype"])
-            snapshots.append((name, committed, raw[: committed * info["n_features"]].reshape(committed, -1).copy()))
+        for layer in state["layers"]:
+            raw = np.fromfile(folder / "work" / f"{quote(layer['name'], safe='')}.raw", dtype=state["dtype"])
+            snapshots.append((layer["name"], committed,
+                              raw[: committed * layer["n_features"]].reshape(committed, -1).copy()))
     return state
 
 
-def assert_same_cache(reference: CacheEntry, other_dir: Path) -> None:
+def requested(reference: CacheEntry, layers: str) -> list[str]:
+    """The layer names a --layers request means, in depth order."""
+    return resolve_layers(reference, layers)
+
+
+def assert_same_cache(reference: CacheEntry, other_dir: Path, layers: str = BLOCKS) -> None:
+    """The entry in other_dir holds exactly the `layers` request, bit for bit as the uninterrupted run has them."""
     [folder] = entry_folders(other_dir)
     other = CacheEntry(folder)
     assert other.name == reference.name and other.key == reference.key
     for name in ("paths", "labels", "fingerprints", "split", "valid", "errors"):
         assert np.array_equal(reference.data[name], other.data[name]), name
-    assert other.layers == reference.layers and len(reference.layers) == 16
-    for name in reference.layers:
+    assert other.layers == requested(reference, layers) and len(other.layers) >= 2
+    for name in other.layers:
         with h5py.File(reference.layer_file(name), "r") as a, h5py.File(other.layer_file(name), "r") as b:
             assert a["features"].dtype == b["features"].dtype == np.float32
             assert np.array_equal(a["features"][()], b["features"][()]), f"{name} differs from the uninterrupted run"
     assert not (folder / "work").exists() and featx.verify(folder) == []
-    X1, y1, _ = featx.load(reference, split=None)
+    X1, y1, _ = featx.load(reference, layers=other.layers, split=None)
     X2, y2, _ = featx.load(other, split=None)
     assert np.array_equal(X1, X2) and np.array_equal(y1, y2)
 
 
-def test_sigkill_at_random_points_then_resume_is_bit_identical(manifest, reference, tmp_path):
+ROUNDS = 3  # each on a fresh cache: once every requested layer is cached, there is nothing left to interrupt
+
+
+def kill_plan(rng, n_rows: int) -> list[list]:
+    """Per round, (mode, threshold, layer request) for each run: kills while starting, inside passes and while
+    publishing, each followed by a run that asks for another layer set."""
+    plans, layers = [], BLOCKS
+    for _ in range(ROUNDS):
+        thresholds = rng.choice(np.arange(1, n_rows - BATCH), size=4, replace=False)
+        steps = [*(("rows", int(t)) for t in thresholds), "startup", "startup",
+                 ("finalize", int(rng.integers(0, 8))), ("finalize", int(rng.integers(8, 19)))]
+        plan = []
+        for step in (steps[i] for i in rng.permutation(len(steps))):
+            mode, threshold = (step, None) if isinstance(step, str) else step
+            plan.append((mode, threshold, layers))
+            layers = str(rng.choice([r for r in REQUESTS if r != layers]))
+        plans.append(plan)
+    return plans
+
+
+def kill_once(server, cache_dir: Path, args: list[str], mode: str, threshold, rng) -> tuple[int, float]:
+    """Start `featx ARGS`, SIGKILL it at the planned point; returns its exit code and seconds it ran."""
+    before = progress(cache_dir)
+    child = server.start(args)
+    started = time.monotonic()
+    if mode == "startup":  # fingerprinting, building the model, creating the entry, reading the pass log
+        deadline = started + rng.uniform(0.05, 3.0)
+        while time.monotonic() < deadline and child.poll() is None:
+            time.sleep(0.005)
+    elif mode == "rows":  # between or inside batch commits (of the resumed pass or of the new one)
+        threshold = max(threshold, (before or {"committed_rows": 0})["committed_rows"] + 1)
+        while child.poll() is None and ((progress(cache_dir) or {}).get("committed_rows", 0) < threshold):
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0, 0.02))
+    else:  # publishing the index and layer files: once `threshold` layers are out, inside the next one's write
+        while child.poll() is None and not (writing_files(cache_dir, child.pid)
+                                            and published_layers(cache_dir) >= threshold):
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0, 0.01))
+    rc = child.kill()
+    assert rc in (-signal.SIGKILL, 0), child.err
+    return rc, time.monotonic() - started
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_then_resume_with_other_layers_is_bit_identical(manifest, reference, tmp_path):
     server = forkserver.server()
-    cache_dir = tmp_path / "killed"
-    args = extract_args(manifest, cache_dir)
     rng = np.random.default_rng(SEED)
     n_rows = sum(1 for _ in manifest.open(encoding="utf-8")) - 1
-    thresholds = np.sort(rng.choice(np.arange(1, n_rows - BATCH), size=6, replace=False))
-    first_layer = int(rng.integers(0, 8))
-    plan = ["startup", *(("rows", int(t)) for t in thresholds), "startup",
-            ("finalize", first_layer), ("finalize", int(rng.integers(first_layer + 1, 16)))]
     snapshots, history, kills, mid_pass = [], [], 0, 0
-    while plan:
-        step = plan.pop(0)
-        if not plan and kills < 9 and len(history) < 16:
-            plan.append("startup")  # a kill missed (the run finished first): top up to ten
-        mode, threshold = (step, None) if isinstance(step, str) else step
-        before = progress(cache_dir)
-        child = server.start(args)
-        started = time.monotonic()
-        if mode == "startup":  # fingerprinting, building the model, creating the entry, reading the pass log
-            deadline = started + rng.uniform(0.05, 3.0)
-            while time.monotonic() < deadline and child.poll() is None:
-                time.sleep(0.005)
-        elif mode == "rows":  # between or inside batch commits
-            threshold = max(threshold, (before or {"committed_rows": 0})["committed_rows"] + 1)
-            while child.poll() is None and ((progress(cache_dir) or {}).get("committed_rows", 0) < threshold):
-                time.sleep(0.002)
-            time.sleep(rng.uniform(0, 0.02))
-        else:  # publishing the index and layer files: once `threshold` layers are out, inside the next one's write
-            while child.poll() is None and not (writing_files(cache_dir, child.pid)
-                                                and published_layers(cache_dir) >= threshold):
-                time.sleep(0.002)
-            time.sleep(rng.uniform(0, 0.01))
-        rc = child.kill()
-        assert rc in (-signal.SIGKILL, 0), child.err
-        state = check_after_kill(cache_dir, snapshots)
-        kills += rc == -signal.SIGKILL
-        mid_pass += rc == -signal.SIGKILL and state is not None
-        history.append((mode, round(time.monotonic() - started, 2), rc, state and state["committed_rows"]))
-    print(f"\nkill schedule (seed {SEED}): mode, seconds after start, exit code, committed rows after",
+    for round_, plan in enumerate(kill_plan(rng, n_rows)):
+        cache_dir = tmp_path / f"killed{round_}"
+        while plan:
+            mode, threshold, layers = plan.pop(0)
+            if not plan and round_ == ROUNDS - 1 and kills < 21 and len(history) < 40:
+                plan.append(("startup", None, str(rng.choice(REQUESTS))))  # a kill missed (the run finished first)
+            rc, seconds = kill_once(server, cache_dir, extract_args(manifest, cache_dir, layers), mode, threshold, rng)
+            state = check_after_kill(cache_dir, snapshots)
+            kills += rc == -signal.SIGKILL
+            mid_pass += rc == -signal.SIGKILL and state is not None
+            history.append((round_, mode, layers, round(seconds, 2), rc, state and state["committed_rows"]))
+        finish_round(server, manifest, cache_dir, reference, last=round_ == ROUNDS - 1)
+    print(f"\nkill schedule (seed {SEED}): round, mode, layers, seconds after start, exit code, committed rows after",
           *history, sep="\n  ")
-    assert kills >= 10 and mid_pass >= 8
-
-    # resume with the real console script: it continues from the last committed batch
-    pending = progress(cache_dir)
-    done = subprocess.run([*FEATX, *args], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    if pending is not None:
-        assert f"resuming interrupted extraction of 16 layer(s) at image {pending['committed_rows']}/" in done.stdout
-        assert "skipped 1 bad file(s)" in done.stdout and "truncated.jpg: cannot decode" in done.stdout
+    assert kills >= 20 and mid_pass >= 10
     ref = reference.entry()
-    assert_same_cache(ref, cache_dir)
-    # every batch ever committed held exactly the rows the uninterrupted run computed
-    for name, committed, rows in snapshots:
+    for name, committed, rows in snapshots:  # every batch ever committed held exactly the rows of the uninterrupted run
         with h5py.File(ref.layer_file(name), "r") as f:
             assert np.array_equal(f["features"][:committed], rows), (name, committed)
+
+
+def finish_round(server, manifest: Path, cache_dir: Path, reference: Reference, last: bool) -> None:
+    """Resume asking for every layer (the last round with the real console script): the pending pass continues
+    from its last committed batch, then the layers no run has finished are computed; bit-identical to the reference."""
+    pending = progress(cache_dir)
+    args = extract_args(manifest, cache_dir, UNION)
+    if last:
+        done = subprocess.run([*FEATX, *args], capture_output=True, text=True, timeout=600)
+        rc, out, err = done.returncode, done.stdout, done.stderr
+    else:
+        child = server.run(args)
+        rc, out, err = child.rc, child.out, child.err
+    assert rc == 0, err
+    if pending is not None:
+        assert (f"resuming interrupted extraction of {len(pending['layers'])} layer(s) at image "
+                f"{pending['committed_rows']}/") in out
+    assert_same_cache(reference.entry(), cache_dir, UNION)
+
+
+def wait_for_rows(child, cache_dir: Path, rows: int) -> None:
+    while child.poll() is None and (progress(cache_dir) or {}).get("committed_rows", 0) < rows:
+        time.sleep(0.002)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("second", [SUPERSET, SUBSET, DISJOINT])
+def test_kill_mid_pass_then_other_layers_is_bit_identical(second, manifest, reference, tmp_path):
+    """The pending pass is finished by the next run whatever it asks for: never discarded, never zero-filled."""
+    server = forkserver.server()
+    cache_dir = tmp_path / "c"
+    child = server.start(extract_args(manifest, cache_dir, BLOCKS))
+    wait_for_rows(child, cache_dir, 5 * BATCH)
+    assert child.kill() == -signal.SIGKILL, child.err
+    committed = progress(cache_dir)["committed_rows"]
+    resumed = server.run(extract_args(manifest, cache_dir, second))
+    assert resumed.rc == 0 and len(user_lines(resumed.err)) == 0, resumed.err
+    assert re.search(rf"resuming interrupted extraction of \d+ layer\(s\) at image {committed}/", resumed.out), resumed.out
+    assert_same_cache(reference.entry(), cache_dir, f"{BLOCKS},{second}")
+
+
+@pytest.mark.slow
+def test_strict_stop_then_other_layers_is_bit_identical(manifest, reference, tmp_path):
+    """A --strict run that stopped at a bad image leaves a pending pass; a run for other layers finishes it."""
+    server = forkserver.server()
+    cache_dir = tmp_path / "c"
+    strict = server.run([*extract_args(manifest, cache_dir, BLOCKS), "--strict"])
+    assert strict.rc == 2 and "truncated.jpg" in strict.err and "--strict" in strict.err, strict.err
+    assert progress(cache_dir)["committed_rows"] > 0
+    other = server.run(extract_args(manifest, cache_dir, DISJOINT))
+    assert other.rc == 0 and len(user_lines(other.err)) == 0, other.err
+    assert_same_cache(reference.entry(), cache_dir, f"{BLOCKS},{DISJOINT}")
 
 
 def test_two_writers_on_one_cache(manifest, reference, tmp_path):
@@ -262,6 +347,7 @@ def test_lock_names_its_holder_and_a_dead_holders_lock_is_taken_over(manifest, r
     cache_dir = tmp_path / "cache"
     shutil.copytree(reference.cache_dir, cache_dir)
     [folder] = entry_folders(cache_dir)
+    CacheEntry(folder).layer_file("out_relu").unlink()  # work for the next extract, which needs the lock
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\nfrom featx.cache.lock import EntryLock\n"
          "EntryLock(sys.argv[1]).__enter__()\nprint('held', flush=True)\ntime.sleep(600)", str(folder)],
@@ -272,15 +358,17 @@ def test_lock_names_its_holder_and_a_dead_holders_lock_is_taken_over(manifest, r
         with pytest.raises(FeatxError, match=rf"being written by pid {holder.pid} on {host} since \d{{4}}-"):
             with CacheEntry(folder).lock():
                 pass
-        busy = forkserver.server().run(extract_args(manifest, cache_dir))
+        busy = forkserver.server().run(extract_args(manifest, cache_dir, UNION))
         assert busy.rc == 2 and f"is being written by pid {holder.pid} on" in busy.err
         assert len(user_lines(busy.err)) == 1, busy.err
+        noop = forkserver.server().run(extract_args(manifest, cache_dir, SUBSET))  # decided without the lock
+        assert noop.rc == 0 and "nothing to do: 3 layer(s) already cached" in noop.out, noop.err
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     assert str(holder.pid) in (folder / ".lock").read_text()  # what a dead holder leaves behind
     with CacheEntry(folder).lock():  # the kernel released its flock: taken over at once
         assert json.loads((folder / ".lock").read_text())["pid"] == os.getpid()
-    again = forkserver.server().run(extract_args(manifest, cache_dir))
-    assert again.rc == 0 and "nothing to do" in again.out, again.err
-    assert_same_cache(reference.entry(), cache_dir)
+    again = forkserver.server().run(extract_args(manifest, cache_dir, UNION))
+    assert again.rc == 0 and "cached 1 layer(s)" in again.out, again.err
+    assert_same_cache(reference.entry(), cache_dir, UNION)

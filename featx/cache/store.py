@@ -1,25 +1,30 @@
-"""The HDF5 store. One folder per cache entry (one backbone + settings + image list):
+"""The HDF5 store. A `Cache` is one folder of entries (one backbone + settings + image list each):
 
-    <cache_dir>/<backbone>-<key[:12]>/
-        index.h5            settings and key as attributes; paths, labels, fingerprints, split, valid, errors
-        layers/<layer>.h5   one dataset `features` (n_images, n_features), row-chunked, uncompressed
-        work/               an extraction pass in progress (see featx.cache.passlog)
-        .lock               held by the one process writing this entry
+    <cache root>/
+        <backbone>-<key[:12]>/
+            index.h5            EntryManifest attributes; paths, labels, fingerprints, split, valid, errors
+            layers/<layer>.h5   one dataset `features` (n_images, n_features), row-chunked, uncompressed,
+                                with the blake2b digest of its rows and the format version as attributes
+            work/               an extraction pass in progress (see featx.cache.passlog)
+            .lock               held by the one process writing this entry
+        .new-<key>-<pid>@<host> an entry being created (removed when its creator died on this host)
+        runs/, reports/         experiment logs and reports (featx.experiments)
 
 Every file here is published by atomic rename (featx.cache.atomic), and a layer file only once all its
 rows are committed, so a reader never sees partial data and a killed run never leaves a broken file.
+Opening an entry re-hashes its index: an index that no longer matches its key is refused.
 """
 
 from __future__ import annotations
 
 import errno
 import io
-import json
 import os
 import re
 import shutil
-import time
+import socket
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from urllib.parse import quote
 
@@ -27,41 +32,211 @@ import h5py
 import numpy as np
 
 from featx.cache.atomic import atomic_path, fsync_dir
+from featx.cache.key import cache_key
 from featx.cache.lock import EntryLock
+from featx.cache.manifest import FORMAT_VERSION, Digest, EntryManifest, check_version, digest_array
 from featx.errors import FeatxError, RunFailed
+from featx.sources.splits import SPLITS
 
-FORMAT_VERSION = 1
 HDF5_OVERHEAD = 1 << 20  # headers and chunk index of one layer file, generously
 CHUNK_BYTES = 1 << 20  # ~1 MiB row chunks: whole-layer reads stay sequential
 STR = h5py.string_dtype()
+REQUIRED = ("paths", "labels", "fingerprints", "split")
+NOT_ENTRIES = ("runs", "reports")
+
+__all__ = ["FORMAT_VERSION", "Cache", "CacheEntry", "default_cache_dir", "list_entries", "open_entry"]
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("FEATX_CACHE", "cache"))
+    return Cache().root
+
+
+class Cache:
+    """A cache folder, resolved once (argument, else $FEATX_CACHE, else ./cache); entries, runs and reports live in it."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root if root is not None else os.environ.get("FEATX_CACHE", "cache"))
+
+    def __repr__(self) -> str:
+        return f"Cache('{self.root}')"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"
+
+    def folders(self) -> list[Path]:
+        """Folders that are (or claim to be) entries: not runs/, reports/ or dot folders (.new-*: being created)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                      and p.name not in NOT_ENTRIES and ((p / "index.h5").exists() or (p / "layers").is_dir()))
+
+    def scan(self) -> list[tuple[Path, CacheEntry | None, str]]:
+        """(folder, entry or None, problem) for every entry folder, most recent first; one bad index spoils nothing else."""
+        found = []
+        for folder in self.folders():
+            try:
+                found.append((folder, CacheEntry(folder, self), ""))
+            except FeatxError as exc:
+                found.append((folder, None, str(exc)))
+        return sorted(found, key=lambda item: _modified(item[0]), reverse=True)
+
+    def entries(self) -> list[CacheEntry]:
+        """The readable entries, most recently written first (`scan` also lists the unreadable ones)."""
+        return [entry for _, entry, _ in self.scan() if entry is not None]
+
+    def open(self, spec: str | Path | CacheEntry | None = None) -> CacheEntry:
+        """An entry by folder path, by name or key prefix, or (None) the most recent one with layers."""
+        if isinstance(spec, CacheEntry):
+            return spec
+        folder = self.find(spec)
+        return CacheEntry(folder, self if folder.parent == self.root else None)
+
+    def find(self, spec: str | Path | None = None) -> Path:
+        """The folder `open(spec)` opens. Matching looks at folder names (they end with the key's first 12
+        characters), so no index is read; a longer key prefix is checked against the one candidate's key."""
+        if spec is not None and (Path(spec) / "index.h5").exists():
+            return Path(spec)
+        folders = self.folders()
+        if spec is None:
+            complete = [f for f in folders if any((f / "layers").glob("*.h5"))]
+            if not complete:
+                raise FeatxError(f"no extracted features in '{self.root}'; run `featx extract` first or pass --cache-dir")
+            return max(complete, key=_modified)
+        spec = str(spec)
+        matches = [f for f in folders if f.name.startswith(spec) or _key_matches(f, spec)]
+        if len(matches) != 1:
+            names = ", ".join(f.name for f in (matches or folders)) or "none"
+            problem = "is ambiguous" if matches else "matches no cache entry"
+            raise FeatxError(f"cache '{spec}' {problem}; choose one of: {names} (see `featx ls`)")
+        return matches[0]
+
+    def create(self, manifest: EntryManifest, data: dict) -> CacheEntry:
+        """The entry for `manifest.key`: the existing one, or a new folder written complete under a staging
+        name (`.new-<key>-<pid>@<host>`) and renamed into place."""
+        final = self.root / f"{manifest.settings['backbone']}-{manifest.key[:12]}"
+        self.remove_debris()
+        if final.exists():
+            return CacheEntry(final, self)
+        staging = self.root / f".new-{manifest.key[:12]}-{os.getpid()}@{socket.gethostname()}"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(staging, ignore_errors=True)
+            (staging / "layers").mkdir(parents=True)
+            write_index(staging, manifest, data)
+            try:
+                os.rename(staging, final)
+                fsync_dir(self.root)
+            except OSError:
+                shutil.rmtree(staging, ignore_errors=True)  # another process created it first: use theirs
+                if not final.exists():
+                    raise
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise _creation_error(self.root, exc) from None
+        return CacheEntry(final, self)
+
+    def remove_debris(self) -> None:
+        """Delete `.new-*` staging folders whose creator, a process of this host, is dead.
+
+        Another host's staging folder (a shared file system) or a live process's is never touched.
+        """
+        here = socket.gethostname()
+        for staging in self.root.glob(".new-*@*") if self.root.is_dir() else ():
+            owner, _, host = staging.name.rpartition("@")
+            pid = owner.rsplit("-", 1)[-1]
+            if host == here and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                shutil.rmtree(staging, ignore_errors=True)
+
+
+def _key_matches(folder: Path, spec: str) -> bool:
+    """A key prefix: up to 12 characters the folder name tells; a longer one is checked against the stored key."""
+    short = folder.name.rsplit("-", 1)[-1]
+    if len(spec) <= len(short):
+        return short.startswith(spec)
+    if not spec.startswith(short):
+        return False
+    try:
+        with h5py.File(folder / "index.h5", "r") as f:
+            key = f.attrs.get("key")
+    except (OSError, RuntimeError):
+        return False
+    return (key.decode() if isinstance(key, bytes) else str(key)).startswith(spec)
+
+
+def _modified(folder: Path) -> float:
+    return max((p.stat().st_mtime for p in folder.rglob("*.h5")), default=0.0)
+
+
+def _creation_error(root: Path, exc: OSError) -> FeatxError:
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        return FeatxError(f"cache directory '{root}' is not a folder; pass --cache-dir to a writable folder")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return FeatxError(f"cache directory '{root}' is not writable; pass --cache-dir to a writable folder")
+    return RunFailed(f"cannot create a cache entry in '{root}' ({exc.strerror or exc}); "
+                     "free disk space and re-run the same command")
 
 
 class CacheEntry:
-    """A cache entry's index held in memory, and reads of its layers."""
+    """A cache entry's index held in memory, and reads of its layers.
 
-    def __init__(self, path: Path):
+    Opening checks the index against its key (and the digests of its arrays): an edited or damaged index
+    is refused with one line, so experiments never train on labels or images the key does not vouch for.
+    `check=False` opens it anyway, for `featx verify` to list what is wrong.
+    """
+
+    def __init__(self, path: Path, cache: Cache | None = None, *, check: bool = True):
         self.path = Path(path)
+        self.cache = cache or Cache(self.path.parent)
         index = self.path / "index.h5"
         try:
             with h5py.File(index, "r") as f:
-                self.attrs = {k: _decode(v) for k, v in f.attrs.items()}
+                attrs = dict(f.attrs)
                 self.data = {k: _decode(f[k][()]) for k in f}
-                self.split_settings = json.loads(f["split"].attrs.get("settings", "{}"))
-        except (OSError, KeyError) as exc:
-            raise FeatxError(f"'{self.path}' is not a readable featx cache entry ({exc}); run `featx verify`") from None
-        self.key = self.attrs["key"]
-        self.settings = json.loads(self.attrs["settings"])
-        self.layer_info = json.loads(self.attrs["layer_info"])
-        self.class_names = json.loads(self.attrs["class_names"])
-        self.backbone_args = json.loads(self.attrs["backbone_args"])
+        except (OSError, RuntimeError, KeyError, ValueError) as exc:
+            raise RunFailed(f"'{index}' cannot be read ({exc}); run `featx verify` and re-extract") from None
+        self.manifest = EntryManifest.from_attrs(attrs, index)
+        if check:
+            problems = self.index_problems()
+            if problems:
+                raise RunFailed(f"'{index}' does not match its key ({problems[0]}); run `featx verify` and re-extract "
+                                "into a fresh --cache-dir")
 
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def attrs(self) -> dict:
+        return asdict(self.manifest)
+
+    @property
+    def key(self) -> str:
+        return self.manifest.key
+
+    @property
+    def settings(self) -> dict:
+        return self.manifest.settings
+
+    @property
+    def layer_info(self) -> dict:
+        return self.manifest.layer_info
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.manifest.class_names
+
+    @property
+    def backbone_args(self) -> dict:
+        return self.manifest.backbone_args
+
+    @property
+    def split_settings(self) -> dict:
+        return self.manifest.split_settings
 
     @property
     def relpaths(self) -> list[str]:
@@ -92,14 +267,63 @@ class CacheEntry:
     def layer_file(self, name: str) -> Path:
         return self.path / "layers" / f"{quote(name, safe='')}.h5"
 
+    def index_problems(self) -> list[str]:
+        """What is wrong with the index (cheap: its arrays are small), one line each; [] means sound."""
+        missing = [k for k in REQUIRED if k not in self.data]
+        if missing:
+            return [f"index lacks dataset(s) {', '.join(missing)}"]
+        n = len(self.data["paths"])
+        lengths = {k: len(v) for k, v in self.data.items()}
+        if any(length != n for length in lengths.values()):
+            return [f"index datasets have different lengths {lengths}"]
+        problems = [] if n else ["the image list is empty"]
+        changed = [k for k in sorted(set(self.data) | set(self.manifest.digests))
+                   if k not in self.data or self.manifest.digests.get(k) != digest_array(self.data[k])]
+        if changed:
+            problems.append(f"index array(s) {', '.join(changed)} changed since they were written (digest mismatch)")
+        if cache_key(self.settings, self.relpaths, list(self.data["fingerprints"]), self.labels) != self.key:
+            problems.append("settings hash mismatch: the stored settings or image list do not hash to the entry's key "
+                            "(edited or corrupted index)")
+        elif not self.name.endswith(self.key[:12]):
+            problems.append(f"folder name does not end with the key prefix {self.key[:12]}")
+        labels = np.asarray(self.labels)
+        if labels.size and (labels.min() < 0 or labels.max() >= len(self.class_names)):
+            problems.append(f"labels outside 0..{len(self.class_names) - 1} ({len(self.class_names)} classes)")
+        bad_split = sorted(set(map(str, self.split)) - set(SPLITS))
+        if bad_split:
+            problems.append(f"split has value(s) {bad_split} outside {', '.join(SPLITS)}")
+        if ("valid" in self.data) != ("errors" in self.data):
+            problems.append("index has only one of valid/errors")
+        elif "valid" in self.data and not np.array_equal(np.asarray(self.valid, bool), np.asarray(self.data["errors"]) == ""):
+            problems.append("valid rows do not match the recorded bad-file errors")
+        return problems
+
+    @contextmanager
+    def open_layer(self, name: str):
+        """The layer's `features` dataset, its header checked (version, shape, dtype); any read error is one line."""
+        path = self.layer_file(name)
+        try:
+            with h5py.File(path, "r") as f:
+                ds = f["features"]
+                check_version(ds.attrs.get("format_version"), path)
+                expected = (len(self.labels), self.layer_info[name]["n_features"])
+                if ds.shape != expected or ds.dtype != np.dtype(self.settings["dtype"]) or ds.attrs.get("cache_key") != self.key:
+                    raise RunFailed(f"layer file '{path}' holds {ds.shape} {ds.dtype} of key {ds.attrs.get('cache_key')}, "
+                                    f"expected {expected} {self.settings['dtype']} of this entry; run `featx verify` and re-extract")
+                yield ds
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+            raise RunFailed(f"layer file '{path}' cannot be read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                            "run `featx verify` and re-extract") from None
+
     def feature_size(self, name: str) -> int:
-        with h5py.File(self.layer_file(name), "r") as f:
-            return int(f["features"].shape[1])
+        with self.open_layer(name) as ds:
+            return int(ds.shape[1])
 
     def read(self, layers: list[str], rows: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
         """Concatenate the given layers (in depth order) into X of shape (n_rows, n_features).
 
-        Returns X and {layer: (start, stop)} column slices. Only the named layer files are opened.
+        Returns X and {layer: (start, stop)} column slices. Only the named layer files are opened. Their headers
+        are checked, not their digests: hashing would halve the read rate (`featx verify` recomputes them).
         """
         missing = [name for name in layers if name not in self.layer_info or not self.layer_file(name).exists()]
         if missing:
@@ -110,15 +334,18 @@ class CacheEntry:
         ordered = [name for name in self.layer_info if name in layers]
         blocks, slices, start = [], {}, 0
         for name in ordered:
-            with h5py.File(self.layer_file(name), "r") as f:
-                block = f["features"][()]
+            with self.open_layer(name) as ds:
+                block = ds[()]
             blocks.append(block if rows is None else block[rows])
             slices[name] = (start, start + block.shape[1])
             start += block.shape[1]
         return np.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0], slices
 
     def write_layer(self, name: str, rows_source, n_rows: int, n_features: int, dtype, attrs: dict) -> None:
-        """Publish one complete layer file; `rows_source(start, stop)` gives the rows to copy in blocks."""
+        """Publish one complete layer file; `rows_source(start, stop)` gives the rows to copy in blocks.
+
+        The digest of the rows is computed from the very blocks written, and stored with them.
+        """
         chunk_rows = max(1, min(n_rows, CHUNK_BYTES // (n_features * np.dtype(dtype).itemsize)))
         final = self.layer_file(name)
         final.parent.mkdir(exist_ok=True)
@@ -126,15 +353,21 @@ class CacheEntry:
             _reserve(tmp, n_rows * n_features * np.dtype(dtype).itemsize + HDF5_OVERHEAD)
             with h5py.File(tmp, "w") as f:
                 ds = f.create_dataset("features", shape=(n_rows, n_features), dtype=dtype, chunks=(chunk_rows, n_features))
+                digest = Digest()
                 for start in range(0, n_rows, chunk_rows * 16):
                     stop = min(n_rows, start + chunk_rows * 16)
-                    ds[start:stop] = rows_source(start, stop)
-                ds.attrs.update({"layer": name, "cache_key": self.key, **attrs})
+                    block = np.ascontiguousarray(rows_source(start, stop), dtype=dtype)
+                    ds[start:stop] = block
+                    digest.update(block)
+                ds.attrs.update({**attrs, "layer": name, "cache_key": self.key, "digest": digest.hexdigest(),
+                                 "format_version": FORMAT_VERSION})
 
-    def update_index(self, **datasets) -> None:
+    def update_index(self, split_settings: dict | None = None, **datasets) -> None:
         """Rewrite the (small) index atomically with some datasets replaced or added."""
         self.data.update(datasets)
-        write_index(self.path, self.attrs, self.data, self.split_settings)
+        if split_settings is not None:
+            self.manifest.split_settings = split_settings
+        write_index(self.path, self.manifest, self.data)
 
     def lock(self) -> EntryLock:
         return EntryLock(self.path)
@@ -157,83 +390,32 @@ class CacheEntry:
 
     @property
     def modified(self) -> float:
-        return max((p.stat().st_mtime for p in self.path.rglob("*.h5")), default=0.0)
+        return _modified(self.path)
 
 
-def write_index(entry_path: Path, attrs: dict, data: dict, split_settings: dict) -> None:
-    """The index is small: built in memory and written by Python, so a full disk is a plain OSError."""
+def write_index(entry_path: Path, manifest: EntryManifest, data: dict) -> None:
+    """The index is small: built in memory and written by Python, so a full disk is a plain OSError.
+    The manifest's digests are set here, from the arrays written."""
+    manifest.digests = {k: digest_array(v) for k, v in data.items()}
     image = io.BytesIO()
     with h5py.File(image, "w") as f:
-        f.attrs.update(attrs)
+        f.attrs.update(manifest.to_attrs())
         for key, value in data.items():
             value = np.asarray(value)
             f.create_dataset(key, data=value.astype(object) if value.dtype.kind in "UO" else value,
                              dtype=STR if value.dtype.kind in "UO" else value.dtype)
-        f["split"].attrs["settings"] = json.dumps(split_settings)
     with atomic_path(Path(entry_path) / "index.h5") as tmp:
         tmp.write_bytes(image.getvalue())
 
 
-def create_entry(cache_dir: Path, key: str, backbone_name: str, attrs: dict, data: dict, split_settings: dict) -> CacheEntry:
-    """Create the entry folder complete (index written) under a temporary name, then rename it into place."""
-    cache_dir = Path(cache_dir)
-    final = cache_dir / f"{backbone_name}-{key[:12]}"
-    if final.exists():
-        return CacheEntry(final)
-    staging = cache_dir / f".new-{key[:12]}-{os.getpid()}"
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(staging, ignore_errors=True)
-        (staging / "layers").mkdir(parents=True)
-        write_index(staging, {"format_version": FORMAT_VERSION, "key": key, "created": time.time(), **attrs},
-                    data, split_settings)
-        try:
-            os.rename(staging, final)
-            fsync_dir(cache_dir)
-        except OSError:
-            shutil.rmtree(staging, ignore_errors=True)  # another process created it first: use theirs
-            if not final.exists():
-                raise
-    except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        if exc.errno in (errno.EEXIST, errno.ENOTDIR):
-            raise FeatxError(f"cache directory '{cache_dir}' is not a folder; pass --cache-dir to a writable folder") from None
-        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            raise FeatxError(f"cache directory '{cache_dir}' is not writable; pass --cache-dir to a writable folder") from None
-        raise RunFailed(f"cannot create a cache entry in '{cache_dir}' ({exc.strerror or exc}); "
-                        "free disk space and re-run the same command") from None
-    return CacheEntry(final)
-
-
 def list_entries(cache_dir: Path | None = None) -> list[CacheEntry]:
-    """Entries in a cache folder, most recently written first."""
-    cache_dir = Path(cache_dir or default_cache_dir())
-    if not cache_dir.is_dir():
-        return []
-    entries = [CacheEntry(p) for p in cache_dir.iterdir()
-               if p.is_dir() and not p.name.startswith(".") and (p / "index.h5").exists()]  # .new-*: unfinished creation
-    return sorted(entries, key=lambda e: e.modified, reverse=True)
+    """Readable entries in a cache folder, most recently written first (see `Cache.entries`)."""
+    return Cache(cache_dir).entries()
 
 
 def open_entry(cache: str | Path | CacheEntry | None = None, cache_dir: Path | None = None) -> CacheEntry:
-    """An entry by folder path, by name or key prefix in the cache folder, or (None) the most recent one."""
-    if isinstance(cache, CacheEntry):
-        return cache
-    if cache is not None and (Path(cache) / "index.h5").exists():
-        return CacheEntry(Path(cache))
-    entries = list_entries(cache_dir)
-    if cache is None:
-        complete = [e for e in entries if e.layers]
-        if not complete:
-            where = cache_dir or default_cache_dir()
-            raise FeatxError(f"no extracted features in '{where}'; run `featx extract` first or pass --cache-dir")
-        return complete[0]
-    matches = [e for e in entries if e.name.startswith(str(cache)) or e.key.startswith(str(cache))]
-    if len(matches) != 1:
-        names = ", ".join(e.name for e in (matches or entries)) or "none"
-        problem = "is ambiguous" if matches else "matches no cache entry"
-        raise FeatxError(f"cache '{cache}' {problem}; choose one of: {names} (see `featx ls`)")
-    return matches[0]
+    """An entry by folder path, by name or key prefix in the cache folder, or (None) the most recent one (see `Cache.open`)."""
+    return Cache(cache_dir).open(cache)
 
 
 @contextmanager
