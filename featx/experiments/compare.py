@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import itertools
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from joblib import Parallel, delayed
 
 from featx.cache.store import open_entry
 from featx.classifiers import make_classifier, parse_param_values
+from featx.distributed import joblib_backend
 from featx.errors import FeatxError
 from featx.experiments.fit import check_transforms, fit_features
 from featx.experiments.runs import new_run_id, reports_dir
@@ -37,7 +39,8 @@ class CompareResult:
 
 def compare(cache=None, layer_sets=("blocks",), classifiers=("rf",), grid: dict | None = None,
             params: dict | None = None, seed: int = 0, n_jobs: int = 1, metric: str = "val_accuracy",
-            plots: bool = False, cache_dir=None, log=print, **transforms) -> CompareResult:
+            plots: bool = False, cache_dir=None, log=print, cluster=None, cluster_config=None,
+            **transforms) -> CompareResult:
     """Fit every (layer subset, classifier, grid point) and tabulate val/test scores.
 
     layer_sets : subsets, each a layer name, group (all, blocks, fc), comma list of them, or "each" (every
@@ -46,6 +49,8 @@ def compare(cache=None, layer_sets=("blocks",), classifiers=("rf",), grid: dict 
     grid : {param: [values]}; params : fixed parameters. Each goes only to the classifiers that have
         that parameter (rf gets min_samples_leaf, logreg does not); one no classifier has is an error.
     n_jobs : fits run in parallel with joblib; with n_jobs=1 each classifier uses every core instead.
+    cluster : run the fits on Dask workers (a featx.distributed spec such as "local:2", or a Client), the
+        feature matrix sent to each worker once; cluster_config : its options. Results land where a local run puts them.
     metric : the column plotted. plots : also draw each run's confusion PNGs (off: drawing them takes
         longer than most fits; the confusion CSVs are always written). transforms : as in fit.
     Saves results.csv and layer_comparison.png in <cache_dir>/reports/compare-<id>/.
@@ -61,10 +66,12 @@ def compare(cache=None, layer_sets=("blocks",), classifiers=("rf",), grid: dict 
     split, slices = meta["split"].to_numpy(), meta.attrs["feature_slices"]
     log(f"compare: {len(subsets)} layer subset(s) x classifiers x grid = {len(jobs)} fit(s), {n_jobs} in parallel")
     columns = {spec: np.concatenate([np.arange(*slices[n]) for n in names]) for spec, names, _ in subsets}
-    fits = Parallel(n_jobs=n_jobs)(
-        delayed(fit_features)(entry, X[:, columns[spec]], y, split, spec, names, clf, point, transforms, seed,
-                              -1 if n_jobs == 1 else 1, log, plots)
-        for spec, names, _, clf, point in jobs)
+    backend = nullcontext() if cluster is None else joblib_backend(cluster, scatter=[X], config=cluster_config)
+    with backend:
+        fits = Parallel(n_jobs=n_jobs if cluster is None else -1)(
+            delayed(_fit_columns)(entry, X, columns[spec], y, split, spec, names, clf, point, transforms, seed,
+                                  -1 if n_jobs == 1 and cluster is None else 1, log, plots)
+            for spec, names, _, clf, point in jobs)
     table = pd.DataFrame([{**{k: r.row[k] for k in TABLE_COLUMNS if k in r.row}, "depth": depth,
                            "model": " ".join([clf, *(f"{k}={point[k]}" for k in grid if k in point)])}
                           for r, (_, _, depth, clf, point) in zip(fits, jobs)], columns=[*TABLE_COLUMNS, "model"])
@@ -77,6 +84,11 @@ def compare(cache=None, layer_sets=("blocks",), classifiers=("rf",), grid: dict 
     log(table.drop(columns="model").to_string(index=False))
     log(f"saved {folder / 'results.csv'} and {plot}")
     return CompareResult(table, folder / "results.csv", plot)
+
+
+def _fit_columns(entry, X, columns, *args):
+    """fit_features on a column subset, sliced where the fit runs: X itself is what joblib ships (or scatters once)."""
+    return fit_features(entry, X[:, columns], *args)
 
 
 def parse_grid(items) -> dict:
