@@ -39,8 +39,10 @@ def parse_spec(spec: str) -> tuple[str, str | int]:
     kind, _, count = spec.partition(":")
     if kind in ("tcp", "tls", "ucx", "inproc"):
         return "address", spec
-    if kind in ("local", "slurm") and (count.isdigit() and int(count) > 0 or (kind == "slurm" and not count)):
-        return kind, int(count or 1)
+    if spec == "slurm":
+        return "slurm", 1
+    if kind in ("local", "slurm") and count.isdigit() and int(count) > 0:
+        return kind, int(count)
     raise FeatxError(f"bad --cluster '{spec}'; write {SPEC_HELP}, e.g. local:2")
 
 
