@@ -128,11 +128,12 @@ def n_workers(client) -> int:
     return max(1, len(client.scheduler_info().get("workers", {})))
 
 
-def ordered_results(client, fn, tasks: list[tuple], max_in_flight: int):
-    """Yield fn(*task) for each task, in task order, while Dask runs up to `max_in_flight` of them at once.
+def ordered_results(client, fn, tasks: list[tuple], per_worker: int = 2):
+    """Yield fn(*task) for each task, in task order, while Dask runs up to `per_worker` per worker at once.
 
-    Results that finish early wait in a buffer; submitted plus buffered tasks never exceed `max_in_flight`,
-    so memory stays bounded whatever the order of completion. A worker that dies mid-task is replaced by its
+    Results that finish early wait in a buffer; submitted plus buffered tasks never exceed `per_worker` times
+    the workers connected (counted again as tasks finish: SLURM jobs join over time), so memory stays bounded
+    whatever the order of completion. A worker that dies mid-task is replaced by its
     nanny and the scheduler reruns the task elsewhere (up to distributed.scheduler.allowed-failures times).
     An exception raised by fn is raised here; the tasks still queued are cancelled.
     """
@@ -143,7 +144,8 @@ def ordered_results(client, fn, tasks: list[tuple], max_in_flight: int):
     pending = as_completed()
 
     def submit_more():
-        while len(running) + len(ready) < max_in_flight and (item := next(todo, None)) is not None:
+        limit = per_worker * n_workers(client)
+        while len(running) + len(ready) < limit and (item := next(todo, None)) is not None:
             future = client.submit(fn, *item[1], pure=False)
             running[future] = item[0]
             pending.add(future)

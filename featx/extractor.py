@@ -313,7 +313,7 @@ def _run_pass_sharded(client, backbone_args: tuple, model, pass_log: PassLog, pa
     bar = tqdm(total=n, initial=start, unit="img", desc=f"extract {model.name} on {workers} worker(s)", disable=not progress)
     began = time.perf_counter()
     try:
-        for outputs, errors in distributed.ordered_results(client, extract_shard, shards, max_in_flight=2 * workers):
+        for outputs, errors in distributed.ordered_results(client, extract_shard, shards):
             if strict and errors:
                 row, reason = min(errors.items())
                 raise FeatxError(f"bad image '{paths[row]}': {reason} (--strict); fix or remove it, or drop --strict")
