@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -97,7 +98,12 @@ def connect(cluster, config=None):
         if options:
             raise FeatxError("--cluster-config applies to local: and slurm clusters; configure a running scheduler's "
                              "workers where you start them")
-        with Client(value) as client:
+        try:
+            client = Client(value)
+        except OSError as exc:
+            raise FeatxError(f"cannot reach the Dask scheduler at {value} ({exc}); start one with `dask scheduler` "
+                             "(and `dask worker` on the workers) or check the address") from None
+        with client:
             yield client
         return
     with _start_cluster(kind, value, options) as started, Client(started) as client:
@@ -108,18 +114,28 @@ def _start_cluster(kind: str, n: int, options: dict):
     if kind == "local":
         from distributed import LocalCluster
 
-        return LocalCluster(**{"n_workers": n, "threads_per_worker": 1, "processes": True,
-                               "dashboard_address": None, "silence_logs": logging.ERROR, **options})
+        factory = LocalCluster
+        defaults = {"n_workers": n, "threads_per_worker": 1, "processes": True, "dashboard_address": None,
+                    "silence_logs": logging.ERROR}
+    else:
+        try:
+            from dask_jobqueue import SLURMCluster
+        except ImportError:
+            raise FeatxError(f"--cluster slurm needs dask-jobqueue, which is not installed; run: {INSTALL_HINT}") from None
+        if shutil.which("sbatch") is None:
+            raise FeatxError("--cluster slurm needs the SLURM command sbatch, which is not on PATH; run featx on a "
+                             "SLURM login node, or use --cluster local:N")
+        factory, defaults = SLURMCluster, {}
     try:
-        from dask_jobqueue import SLURMCluster
-    except ImportError:
-        raise FeatxError(f"--cluster slurm needs dask-jobqueue, which is not installed; run: {INSTALL_HINT}") from None
-    try:
-        cluster = SLURMCluster(**options)
-    except (TypeError, ValueError) as exc:
-        raise FeatxError(f"bad SLURM cluster options {json.dumps(options, default=str)}: {exc}; "
-                         "see the dask-jobqueue SLURMCluster documentation") from None
-    cluster.scale(jobs=n)
+        cluster = factory(**{**defaults, **options})
+    except (TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: a worker failed to start, its reason inside
+        while exc.__cause__ is not None:
+            exc = exc.__cause__
+        raise FeatxError(f"could not start the {kind} cluster with options {json.dumps(options, default=str)} ({exc}); "
+                         f"check --cluster-config against the {factory.__module__.split('.')[0]}.{factory.__name__} "
+                         "documentation") from None
+    if kind == "slurm":
+        cluster.scale(jobs=n)
     return cluster
 
 

@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -251,3 +250,25 @@ def test_distributed_compare_gives_the_local_table(reference):
     assert local[scores].equals(remote[scores])
     assert set(local["run_id"]).isdisjoint(remote["run_id"])
     assert set(remote["run_id"]) | set(local["run_id"]) <= set(featx.runs(entry.path.parent)["run_id"])
+
+
+def test_unreachable_scheduler_and_missing_sbatch_are_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    import dask
+    import distributed as dask_distributed  # noqa: F401  registers the distributed.* config keys
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}), \
+            pytest.raises(FeatxError, match=rf"cannot reach the Dask scheduler at tcp://127.0.0.1:{port} .*dask scheduler"):
+        with distributed.connect(f"tcp://127.0.0.1:{port}"):
+            pass
+    if shutil.which("sbatch") is None:
+        with pytest.raises(FeatxError, match="needs the SLURM command sbatch"):
+            with distributed.connect("slurm:2"):
+                pass
+    with pytest.raises(FeatxError, match=r"could not start the local cluster .*no_such_option.*distributed.LocalCluster documentation"):
+        with distributed.connect("local:1", {"no_such_option": 1}):
+            pass
