@@ -22,9 +22,10 @@ RSS is per variant and no TensorFlow state leaks between them):
   read throughput from the page cache (the target is on a whole-data-set read, full mode only);
   RandomForest(50, min_samples_leaf=2) fit time on 1 vs all layers.
 
-With `--cluster local:N` (first backbone only): featx.extract on 1 and on N Dask worker processes, cold (fresh
-workers import TensorFlow and build the backbone) and warm (the same workers again), each a ratio to the one
-before it, and the one-off cost of scattering the extracted feature matrix to the workers (compare --cluster).
+With `--cluster local:N` (first backbone only, one subprocess): featx.extract in that process, on 1 and on N Dask
+worker processes, each cold (backbone built, fresh workers import TensorFlow) and warm (again, into a new cache),
+each a ratio to the one before it; and the one-off cost of scattering the extracted feature matrix to the
+workers, as `compare --cluster` does.
 
 Times exclude the Python and TensorFlow import, which every variant pays alike. Output: a table with
 columns backbone, metric, value, unit, ratio, target, met (printed; `--json PATH` writes it too).
@@ -326,12 +327,13 @@ def _naive_base_model(spec):
 
 
 def work_cluster(spec) -> dict:
-    """featx.extract on 1 and on N Dask worker processes (LocalCluster, one thread each), first on fresh workers
-    (cold: each imports TensorFlow, builds and traces the backbone) then again on the same ones (warm); then the
-    one-off cost of scattering the extracted feature matrix to every worker, as `compare --cluster` does."""
+    """featx.extract in this one process, then on 1 and on N Dask worker processes (LocalCluster, one thread each):
+    each first cold (backbone built, and on fresh workers TensorFlow imported, in the timed call) then warm (the
+    same process or workers again, into a new cache); then the one-off cost of scattering the extracted feature
+    matrix to every worker, as `compare --cluster` does."""
     _import_tensorflow(spec)
     import featx
-    from featx import distributed
+    from featx import distributed, extractor
 
     n_images = len(_images(spec))
     args = dict(backbone=spec["backbone"], layers=spec["layers"], pool="avg", weights=spec["weights"],
@@ -339,13 +341,22 @@ def work_cluster(spec) -> dict:
                 mixed_precision=spec["mixed_precision"], progress=False, log=lambda *a: None)
     n = distributed.parse_spec(spec["cluster"])[1]
     out = {"workers": n}
+
+    def timed(key, cluster):
+        if key.startswith("cold"):
+            extractor._BACKBONES.clear()  # the client's memoized model: a cold run builds it, as a fresh process does
+        began = time.perf_counter()
+        result = featx.extract(spec["data"], cache_dir=f"{spec['cache_dir']}-{key}", cluster=cluster, **args)
+        out[f"{key}_images_per_s"] = n_images / (time.perf_counter() - began)
+        return result
+
+    timed("cold_0", None)
+    timed("warm_0", None)
     for workers in sorted({1, n}):
         with distributed.connect(f"local:{workers}") as client:
             client.wait_for_workers(workers)
-            for run in ("cold", "warm"):
-                began = time.perf_counter()
-                result = featx.extract(spec["data"], cache_dir=f"{spec['cache_dir']}-{workers}-{run}", cluster=client, **args)
-                out[f"{run}_{workers}_images_per_s"] = n_images / (time.perf_counter() - began)
+            timed(f"cold_{workers}", client)
+            result = timed(f"warm_{workers}", client)
             if workers == n:
                 X, _, _ = featx.load(result.entry.path, ",".join(spec["layers"]))
                 began = time.perf_counter()
@@ -467,7 +478,7 @@ def bench_backbone(spec: dict, first: bool, options, verbose: bool) -> tuple[lis
              featx["fit_all_s"], "s", _ratio(featx["fit_all_s"], featx["fit_1_s"])),
     ]
     if "cluster" in runs:
-        rows += _cluster_rows(name, runs["cluster"], e2e)
+        rows += _cluster_rows(name, runs["cluster"])
     for row in rows:
         row["met"] = _met(row)
     details = {"layers": spec["layers"], "input_size": bare["input_size"], **runs,
@@ -475,15 +486,16 @@ def bench_backbone(spec: dict, first: bool, options, verbose: bool) -> tuple[lis
     return rows, details
 
 
-def _cluster_rows(name: str, run: dict, single: float) -> list[dict]:
-    """1 vs N worker processes, each against the one-process end-to-end rate; the sweep's scatter cost."""
+def _cluster_rows(name: str, run: dict) -> list[dict]:
+    """One process, 1 and N worker processes, cold and warm, each a ratio to the one before; the sweep's scatter."""
     n, rows = run["workers"], []
     for state in ("cold", "warm"):
-        one, many = run[f"{state}_1_images_per_s"], run[f"{state}_{n}_images_per_s"]
-        rows += [_row(f"cluster_{state}_1", name, f"extract --cluster local:1, {state} workers / one process", one, "img/s",
-                      _ratio(one, single)),
-                 _row(f"cluster_{state}_{n}", name, f"extract --cluster local:{n}, {state} workers / local:1", many, "img/s",
-                      _ratio(many, one))]
+        one, single, many = (run[f"{state}_{k}_images_per_s"] for k in (0, 1, n))
+        rows += [_row(f"cluster_{state}_0", name, f"extract in one process, {state} (end to end)", one, "img/s"),
+                 _row(f"cluster_{state}_1", name, f"extract --cluster local:1, {state} / one process", single, "img/s",
+                      _ratio(single, one)),
+                 _row(f"cluster_{state}_{n}", name, f"extract --cluster local:{n}, {state} / local:1", many, "img/s",
+                      _ratio(many, single))]
     rows.append(_row("cluster_scatter", name, f"sweep: scatter the feature matrix ({run['scatter_mb']:.1f} MB) to {n} "
                      "workers, once", run["scatter_s"], "s"))
     return rows
