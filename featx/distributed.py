@@ -26,13 +26,16 @@ INSTALL_HINT = 'pip install "featx[dask]"'
 SPEC_HELP = "local:N, tcp://HOST:PORT or slurm[:N]"
 
 
-def require_dask() -> None:
-    """One line naming the package to install, instead of an ImportError traceback."""
+def require_dask(cluster=None) -> None:
+    """One line naming the package to install (instead of an ImportError traceback), or the spec's mistake;
+    called before any work starts, so that neither ends a run minutes in."""
     try:
         import dask  # noqa: F401
         import distributed  # noqa: F401
     except ImportError:
         raise FeatxError(f"--cluster needs Dask, which is not installed; run: {INSTALL_HINT}") from None
+    if isinstance(cluster, str):
+        parse_spec(cluster)
 
 
 def parse_spec(spec: str) -> tuple[str, str | int]:

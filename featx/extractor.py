@@ -181,7 +181,7 @@ def extract(data: str, backbone: str = DEFAULT_BACKBONE, layers="blocks", pool: 
         raise FeatxError(f"--batch-size {batch_size} must be at least 1")
     check_dtype(dtype)
     if cluster is not None:
-        distributed.require_dask()
+        distributed.require_dask(cluster)
     runtime.configure_tensorflow()
     images = resolve_source(data)
     if limit:

@@ -272,3 +272,12 @@ def test_unreachable_scheduler_and_missing_sbatch_are_one_line(tmp_path):
     with pytest.raises(FeatxError, match=r"could not start the local cluster .*no_such_option.*distributed.LocalCluster documentation"):
         with distributed.connect("local:1", {"no_such_option": 1}):
             pass
+
+
+def test_bad_cluster_spec_stops_extract_before_any_work(manifest, tmp_path):
+    proc = subprocess.run(extract_args(manifest, tmp_path, "--cluster", "local:0"), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2
+    assert user_lines(proc.stderr) == ["error: bad --cluster 'local:0'; write local:N, tcp://HOST:PORT or slurm[:N], "
+                                       "e.g. local:2"]
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
