@@ -4,6 +4,7 @@
     python benchmarks/bench_extract.py                 # full: efficientnet_lite0, mobilenet_v2, vgg16@96 (about 10 minutes)
     python benchmarks/bench_extract.py --quick         # CI smoke: one small backbone, small N (about a minute)
     python benchmarks/bench_extract.py --json out.json --backbones mobilenet_v2@160 --images 256
+    python benchmarks/bench_extract.py --quick --cluster local:2   # plus 1 vs 2 Dask worker processes (needs featx[dask])
 
 Per backbone (same images, same 5 layers, same batch size; each variant in a fresh subprocess, so peak
 RSS is per variant and no TensorFlow state leaks between them):
@@ -20,6 +21,11 @@ RSS is per variant and no TensorFlow state leaks between them):
 * peak RSS (VmHWM) of featx and the baseline at N and 4N images; warm re-run (cache hit); layer-subset
   read throughput from the page cache (the target is on a whole-data-set read, full mode only);
   RandomForest(50, min_samples_leaf=2) fit time on 1 vs all layers.
+
+With `--cluster local:N` (first backbone only, one subprocess): featx.extract in that process, on 1 and on N Dask
+worker processes, each cold (backbone built, fresh workers import TensorFlow) and warm (again, into a new cache),
+each a ratio to the one before it; and the one-off cost of scattering the extracted feature matrix to the
+workers, as `compare --cluster` does.
 
 Times exclude the Python and TensorFlow import, which every variant pays alike. Output: a table with
 columns backbone, metric, value, unit, ratio, target, met (printed; `--json PATH` writes it too).
@@ -311,7 +317,46 @@ def _naive_base_model(spec):
     return model, preprocess, size
 
 
-WORKERS = {"bare": work_bare, "featx": work_featx, "baseline": work_baseline}
+def work_cluster(spec) -> dict:
+    """featx.extract in this one process, then on 1 and on N Dask worker processes (LocalCluster, one thread each):
+    each first cold (backbone built, and on fresh workers TensorFlow imported, in the timed call) then warm (the
+    same process or workers again, into a new cache); then the one-off cost of scattering the extracted feature
+    matrix to every worker, as `compare --cluster` does."""
+    _import_tensorflow(spec)
+    import featx
+    from featx import distributed, extractor
+
+    n_images = len(_images(spec))
+    args = dict(backbone=spec["backbone"], layers=spec["layers"], pool="avg", weights=spec["weights"],
+                batch_size=spec["batch_size"], limit=spec["images"], seed=spec["seed"], input_size=spec["input_size"],
+                mixed_precision=spec["mixed_precision"], progress=False, log=lambda *a: None)
+    n = distributed.parse_spec(spec["cluster"])[1]
+    out = {"workers": n}
+
+    def timed(key, cluster):
+        if key.startswith("cold"):
+            extractor._BACKBONES.clear()  # the client's memoized model: a cold run builds it, as a fresh process does
+        began = time.perf_counter()
+        result = featx.extract(spec["data"], cache_dir=f"{spec['cache_dir']}-{key}", cluster=cluster, **args)
+        out[f"{key}_images_per_s"] = n_images / (time.perf_counter() - began)
+        return result
+
+    timed("cold_0", None)
+    timed("warm_0", None)
+    for workers in sorted({1, n}):
+        with distributed.connect(f"local:{workers}") as client:
+            client.wait_for_workers(workers)
+            timed(f"cold_{workers}", client)
+            result = timed(f"warm_{workers}", client)
+            if workers == n:
+                X, _, _ = featx.load(result.entry.path, ",".join(spec["layers"]))
+                began = time.perf_counter()
+                client.scatter(X, broadcast=True)
+                out.update(scatter_s=time.perf_counter() - began, scatter_mb=X.nbytes / 1e6)
+    return out
+
+
+WORKERS = {"bare": work_bare, "featx": work_featx, "baseline": work_baseline, "cluster": work_cluster}
 
 
 def worker_main(spec_json: str) -> int:
@@ -378,6 +423,9 @@ def bench_backbone(spec: dict, first: bool, options, verbose: bool) -> tuple[lis
             runs["baseline_small"] = run_worker({**spec, "kind": "baseline", "images": small}, verbose)
         if scale:
             runs["cli_warm_s"] = cli_warm_rerun(spec, main_cache, verbose)
+        if options.cluster and first:
+            runs["cluster"] = run_worker({**spec, "kind": "cluster", "cluster": options.cluster,
+                                          "cache_dir": os.path.join(cache_dir, "cluster")}, verbose)
     bare, baseline = _best(bares, "images_per_s"), _best(baselines, "images_per_s")
     featx, steady_run, e2e_run = featxs[0], _best(featxs, "steady_images_per_s"), _best(featxs, "e2e_images_per_s")
     runs.update(bare=bares, featx=featxs, baseline=baselines)
@@ -420,11 +468,28 @@ def bench_backbone(spec: dict, first: bool, options, verbose: bool) -> tuple[lis
         _row("fit_all", name, f"fit RF(50) from cache, all {layers} layers ({featx['fit_all_features']} features) / 1 layer",
              featx["fit_all_s"], "s", _ratio(featx["fit_all_s"], featx["fit_1_s"])),
     ]
+    if "cluster" in runs:
+        rows += _cluster_rows(name, runs["cluster"])
     for row in rows:
         row["met"] = _met(row)
     details = {"layers": spec["layers"], "input_size": bare["input_size"], **runs,
                "device": {k: bare[k] for k in ("device", "gpu", "tensorflow", "onednn", "intra_op", "inter_op")}}
     return rows, details
+
+
+def _cluster_rows(name: str, run: dict) -> list[dict]:
+    """One process, 1 and N worker processes, cold and warm, each a ratio to the one before; the sweep's scatter."""
+    n, rows = run["workers"], []
+    for state in ("cold", "warm"):
+        one, single, many = (run[f"{state}_{k}_images_per_s"] for k in (0, 1, n))
+        rows += [_row(f"cluster_{state}_0", name, f"extract in one process, {state} (end to end)", one, "img/s"),
+                 _row(f"cluster_{state}_1", name, f"extract --cluster local:1, {state} / one process", single, "img/s",
+                      _ratio(single, one)),
+                 _row(f"cluster_{state}_{n}", name, f"extract --cluster local:{n}, {state} / local:1", many, "img/s",
+                      _ratio(many, single))]
+    rows.append(_row("cluster_scatter", name, f"sweep: scatter the feature matrix ({run['scatter_mb']:.1f} MB) to {n} "
+                     "workers, once", run["scatter_s"], "s"))
+    return rows
 
 
 def cli_warm_rerun(spec: dict, cache_dir: str, verbose: bool) -> float:
@@ -484,6 +549,9 @@ def parse_args(argv):
                    help="run bare forward, featx and the baseline this many times, interleaved, and compare their "
                         "fastest runs (default 2; --quick: 1)")
     p.add_argument("--quick", action="store_true", help="CI smoke: one small backbone and few images")
+    p.add_argument("--cluster", default=None, metavar="local:N",
+                   help="also time extraction on 1 vs N Dask worker processes, and a sweep's scatter (first backbone; "
+                        "needs featx[dask])")
     p.add_argument("--seed", type=int, default=0, help="subset seed (default 0)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the table and raw measurements as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-variant progress on stderr")

@@ -60,7 +60,8 @@ def cmd_extract(args) -> None:
     extract(args.data, backbone=args.backbone, layers=args.layers, pool=args.pool, weights=args.weights,
             dtype=args.dtype, batch_size=args.batch_size, cache_dir=args.cache_dir, split=args.split, seed=args.seed,
             limit=args.limit, strict=args.strict, input_size=args.input_size, preprocess=args.preprocess,
-            unsafe=args.unsafe, mixed_precision=args.mixed_precision, progress=not args.quiet)
+            unsafe=args.unsafe, mixed_precision=args.mixed_precision, progress=not args.quiet, cluster=args.cluster,
+            cluster_config=args.cluster_config)
 
 
 def cmd_ls(args) -> None:
@@ -173,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="fail on the first bad image instead of skipping it")
     p.add_argument("--mixed-precision", action="store_true", help="float16 compute (for GPUs)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_cluster_options(p)
     _add_cache_dir(p)
     p.set_defaults(func=cmd_extract)
 
@@ -194,6 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     for command in sub.choices.values():  # also accepted after the command: `featx layers x --verbose`
         command.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
+
+
+def _add_cluster_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cluster", default=None, metavar="SPEC",
+                   help='run on Dask workers: local:N, tcp://HOST:PORT or slurm[:N] (needs pip install "featx[dask]")')
+    p.add_argument("--cluster-config", default=None, metavar="FILE",
+                   help="TOML or YAML file of cluster options (dask-jobqueue SLURMCluster arguments for slurm)")
 
 
 def _add_backbone_options(p: argparse.ArgumentParser, weights_default: str) -> None:
@@ -286,7 +295,8 @@ def cmd_compare(args) -> None:
 
     compare(args.cache, layer_sets=args.layer_sets, classifiers=args.clf, grid=params_dict(args.grid),
             params=_classifier_params(args), seed=args.seed, n_jobs=args.n_jobs, metric=args.metric, plots=args.plots,
-            cache_dir=args.cache_dir, runs_dir=args.runs_dir, **_transforms(args))
+            cache_dir=args.cache_dir, runs_dir=args.runs_dir, cluster=args.cluster,
+            cluster_config=args.cluster_config, **_transforms(args))
 
 
 def cmd_runs(args) -> None:
@@ -345,6 +355,7 @@ def _add_experiment_commands(sub) -> None:
     p.add_argument("--plots", action="store_true", help="also draw each run's confusion PNGs (slower)")
     p.add_argument("--n-jobs", type=int, default=1, help="fits run in parallel (default 1: one at a time, each on all cores)")
     _add_runs_dir(p)
+    _add_cluster_options(p)
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("runs", help="list logged experiments, best first",

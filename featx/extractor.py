@@ -13,13 +13,13 @@ import os
 import queue
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from featx import runtime
+from featx import distributed, runtime
 from featx.backbones import DEFAULT_BACKBONE, describe_layers, get_backbone, select_layers
 from featx.cache.key import cache_key, file_fingerprint, fingerprint_files
 from featx.cache.manifest import EntryManifest
@@ -176,16 +176,21 @@ def extract(data: str, backbone: str = DEFAULT_BACKBONE, layers="blocks", pool: 
             weights: str | None = "imagenet", dtype: str = "float32", batch_size: int = 32, cache_dir=None,
             split=(0.7, 0.15, 0.15), seed: int = 0, limit: int | None = None, strict: bool = False,
             input_size: int | None = None, preprocess: str | None = None, unsafe: bool = False,
-            mixed_precision: bool = False, progress: bool = True, log=print, on_event=None) -> ExtractResult:
+            mixed_precision: bool = False, progress: bool = True, log=print, cluster=None,
+            cluster_config=None, on_event=None) -> ExtractResult:
     """Extract `layers` of `backbone` for every image of `data` into the cache; only missing layers run.
 
     Re-running the same call is a no-op; a run killed at any point resumes from its last committed batch.
+    cluster : run the forward passes on Dask workers (a featx.distributed spec such as "local:2", or a
+        dask.distributed Client); this process stays the only writer. cluster_config : its options (dict or file).
     on_event : instrumentation (benchmarks), called as on_event("decoded", row) per decoded image (decode
         threads) and on_event("committed", n_rows) per batch durably written (writer thread); keep it quick.
     """
     if batch_size < 1:
         raise FeatxError(f"--batch-size {batch_size} must be at least 1")
     check_dtype(dtype)
+    if cluster is not None:
+        distributed.require_dask(cluster)
     runtime.configure_tensorflow()
     images = resolve_source(data)
     if limit:
@@ -218,16 +223,19 @@ def extract(data: str, backbone: str = DEFAULT_BACKBONE, layers="blocks", pool: 
             entry.update_index(split_settings=images.split_settings, split=images.split)
             log(f"split updated to {images.split_settings}")
         passes, rate = [], None
-        pending = PassLog.pending(entry)
-        if pending is not None:  # finished first: its raw files are the only copy of its committed rows
-            log(f"resuming interrupted extraction of {len(pending.layers)} layer(s) at image "
-                f"{pending.committed_rows}/{len(images)}")
-            rate = _complete(model, pending, images.paths, pool, strict, progress, on_event)
-            passes.append(pending)
-        missing = [n for n in names if n not in entry.layers]  # layers: the files published now
-        if missing:
-            passes.append(PassLog.start(entry, {n: layer_info[n] for n in missing}, len(images), batch_size, dtype))
-            rate = _complete(model, passes[-1], images.paths, pool, strict, progress, on_event)
+        with distributed.connect(cluster, cluster_config) if cluster is not None else nullcontext() as client:
+            run = _Runner(model, images.paths, pool, strict, progress, on_event, client,
+                          (backbone, weights, input_size, preprocess, unsafe, mixed_precision))
+            pending = PassLog.pending(entry)
+            if pending is not None:  # finished first: its raw files are the only copy of its committed rows
+                log(f"resuming interrupted extraction of {len(pending.layers)} layer(s) at image "
+                    f"{pending.committed_rows}/{len(images)}")
+                rate = run.complete(pending)
+                passes.append(pending)
+            missing = [n for n in names if n not in entry.layers]  # layers: the files published now
+            if missing:
+                passes.append(PassLog.start(entry, {n: layer_info[n] for n in missing}, len(images), batch_size, dtype))
+                rate = run.complete(passes[-1])
         entry = CacheEntry(entry.path, entry.cache)
     computed = [n for p in passes for n in p.layers]
     if not computed:
@@ -291,12 +299,28 @@ def _memoized_backbone(name, weights, input_size, preprocess, unsafe, mixed_prec
         return _BACKBONES[key]
 
 
-def _complete(model, pass_log: PassLog, paths: list[str], pool: str, strict: bool, progress: bool,
-              on_event=None) -> float | None:
-    """Run a pass over its uncommitted rows and publish its layers; returns images/s."""
-    rate = _run_pass(model, pass_log, paths, pool, strict, progress, on_event)
-    pass_log.finalize()
-    return rate
+@dataclass
+class _Runner:
+    """Runs passes in this process, or on Dask workers when a client is given (this process still writes)."""
+
+    model: object
+    paths: list[str]
+    pool: str
+    strict: bool
+    progress: bool
+    on_event: object = None
+    client: object = None
+    backbone_args: tuple = ()
+
+    def complete(self, pass_log: PassLog) -> float | None:
+        """Run a pass over its uncommitted rows and publish its layers; returns images/s."""
+        if self.client is None:
+            rate = _run_pass(self.model, pass_log, self.paths, self.pool, self.strict, self.progress, self.on_event)
+        else:
+            rate = _run_pass_sharded(self.client, self.backbone_args, self.model, pass_log, self.paths, self.pool,
+                                     self.strict, self.progress)
+        pass_log.finalize()
+        return rate
 
 
 def _run_pass(model, pass_log: PassLog, paths: list[str], pool: str, strict: bool, progress: bool,
@@ -321,6 +345,83 @@ def _run_pass(model, pass_log: PassLog, paths: list[str], pool: str, strict: boo
         bar.close()
         writer.close()
     return (len(paths) - start) / (time.perf_counter() - began)
+
+
+SHARD_IMAGES = 256  # at most this many images per Dask task: results held by the client stay small
+
+
+def _run_pass_sharded(client, backbone_args: tuple, model, pass_log: PassLog, paths: list[str], pool: str,
+                      strict: bool, progress: bool) -> float | None:
+    """_run_pass with the forward passes on Dask workers: contiguous row shards, committed here in row order.
+
+    Shard boundaries are multiples of the pass's batch size, so every batch holds the same images as in one
+    process and the features are bit-identical; a resumed pass starts at the committed row, also a boundary.
+    """
+    start, batch, n = pass_log.committed_rows, pass_log.batch_size, len(paths)
+    if start >= n:
+        return None
+    workers = distributed.n_workers(client)
+    step = batch * max(1, min(SHARD_IMAGES // batch, -(-(n - start) // (batch * 4 * workers))))  # ~4 shards per worker
+    spec = (backbone_args, model.weights_id, tuple(pass_log.layers), pool, pass_log.state["dtype"])
+    random_init = backbone_args[1] in (None, "none") and not os.path.isfile(backbone_args[0])
+    weights = client.scatter([model.model.get_weights()], broadcast=True)[0] if random_init else None  # once per worker
+    shards = [(spec, weights, paths[a:a + step], a, batch) for a in range(start, n, step)]
+    pass_log.open_for_append()
+    bar = tqdm(total=n, initial=start, unit="img", desc=f"extract {model.name} on {workers} worker(s)", disable=not progress)
+    began = time.perf_counter()
+    try:
+        for outputs, errors in distributed.ordered_results(client, extract_shard, shards):
+            if strict and errors:
+                row, reason = min(errors.items())
+                raise FeatxError(f"bad image '{paths[row]}': {reason} (--strict); fix or remove it, or drop --strict")
+            pass_log.append(outputs, errors)
+            bar.update(len(next(iter(outputs.values()))))
+    finally:
+        bar.close()
+        pass_log.close()
+    return (n - start) / (time.perf_counter() - began)
+
+
+_SHARD_EXTRACTORS: dict = {}  # on a Dask worker: the last traced extractor, by what it was built from
+_SHARD_LOCK = threading.Lock()
+
+
+def extract_shard(spec: tuple, weights: list | None, paths: list[str], first: int,
+                  batch_size: int) -> tuple[dict[str, np.ndarray], dict[int, str]]:
+    """Runs on a Dask worker: ({layer: (len(paths), n_features)}, {row: reason}) for rows first.. of the pass.
+
+    spec : (backbone_args, weights_id, layers, pool, dtype). weights : the client's weight arrays for a randomly
+    initialized backbone (its seeded init is not reproducible on a worker, whose event loop draws from the same
+    Python RNG), else None. The backbone is built and traced once per worker process and reused by every shard.
+    """
+    runtime.configure_tensorflow()
+    with _SHARD_LOCK:  # a worker with several threads builds it once
+        if spec not in _SHARD_EXTRACTORS:
+            _SHARD_EXTRACTORS.clear()
+            _SHARD_EXTRACTORS[spec] = _shard_extractor(spec, weights)
+        extractor = _SHARD_EXTRACTORS[spec]
+    outputs, errors = {name: [] for name in extractor.layers}, {}
+    for _, batch, bad in extractor.batches(paths, 0, batch_size):
+        for name in extractor.layers:
+            outputs[name].append(batch[name])
+        errors.update({first + row: reason for row, reason in bad.items()})
+    return {name: np.concatenate(values) for name, values in outputs.items()}, errors
+
+
+def _shard_extractor(spec: tuple, weights: list | None) -> LayerExtractor:
+    """The pass's extractor, refusing a backbone whose weights differ from the client's (another weights file
+    or Keras version on that node would silently mix features of two models in one cache)."""
+    from featx.backbones import weights_id
+
+    (name, weights_arg, input_size, preprocess, unsafe, mixed_precision), expected, layers, pool, dtype = spec
+    with runtime.compute_dtype(mixed_precision):
+        backbone = get_backbone(name, weights_arg, input_size, preprocess, unsafe)
+    if weights is not None:
+        backbone.model.set_weights(weights)
+    if weights_id(backbone.model) != expected:
+        raise RunFailed(f"a Dask worker built {name} with other weights than this process; install the same featx, "
+                        "Keras and weights files on every worker node and re-run to resume")
+    return LayerExtractor(backbone, list(layers), pool, dtype)
 
 
 def _report(entry: CacheEntry, computed: list[str], log) -> None:

@@ -7,6 +7,7 @@ The union of all requested layers is read from the cache once; each subset is a 
 from __future__ import annotations
 
 import itertools
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from joblib import Parallel, delayed
 
 from featx.cache.store import open_entry
 from featx.classifiers import classifier_params
+from featx.distributed import joblib_backend
 from featx.errors import FeatxError
 from featx.experiments.fit import FitSpec, record_run, train_and_score
 from featx.experiments.runs import new_run_id, prepare_log, reports_dir, writable_folder
@@ -37,7 +39,8 @@ class CompareResult:
 
 def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: dict | None = None,
             params: dict | None = None, seed: int = 0, n_jobs: int = 1, metric: str = "val_accuracy",
-            plots: bool = False, cache_dir=None, log=print, runs_dir=None, **transforms) -> CompareResult:
+            plots: bool = False, cache_dir=None, log=print, runs_dir=None, cluster=None, cluster_config=None,
+            **transforms) -> CompareResult:
     """Fit every (layer subset, classifier, grid point) and tabulate val/test scores.
 
     layer_sets : subsets, each a layer name, group (all, blocks, fc), comma list of them, or "each" (every
@@ -46,6 +49,8 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
     grid : {param: [values]}; params : fixed parameters. Each goes only to the classifiers that have
         that parameter (rf gets min_samples_leaf, logreg does not); one no classifier has is an error.
     n_jobs : fits run in parallel with joblib; with n_jobs=1 each classifier uses every core instead.
+    cluster : run the fits on Dask workers (a featx.distributed spec such as "local:2", or a Client), the
+        feature matrix sent to each worker once; cluster_config : its options. Results land where a local run puts them.
     metric : the column plotted. plots : also draw each run's confusion PNGs (off: drawing them takes
         longer than most fits; the confusion CSVs are always written). transforms : as in fit.
     Every FitSpec is built (and so checked) before any data is read.
@@ -53,7 +58,7 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
     then <runs_dir>/reports/compare-<id>/).
     """
     grid = grid or {}
-    specs = fit_specs(classifiers, grid, params or {}, transforms, seed, -1 if n_jobs == 1 else 1)
+    specs = fit_specs(classifiers, grid, params or {}, transforms, seed, -1 if n_jobs == 1 and cluster is None else 1)
     entry = open_entry(cache, cache_dir)
     prepare_log(entry.path.parent, runs_dir)  # unwritable folders or a broken log fail before any fit
     reports = writable_folder(reports_dir(entry.path.parent, runs_dir), "reports")
@@ -64,9 +69,11 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
     split, slices = meta["split"].to_numpy(), meta.attrs["feature_slices"]
     log(f"compare: {len(subsets)} layer subset(s) x classifiers x grid = {len(jobs)} fit(s), {n_jobs} in parallel")
     columns = {label: np.concatenate([np.arange(*slices[n]) for n in names]) for label, names, _ in subsets}
-    fits = Parallel(n_jobs=n_jobs)(
-        delayed(_fit_subset)(entry, X[:, columns[label]], y, split, spec, label, names, log, plots, runs_dir)
-        for (label, names, _), spec in jobs)
+    backend = nullcontext() if cluster is None else joblib_backend(cluster, scatter=[X], config=cluster_config)
+    with backend:
+        fits = Parallel(n_jobs=n_jobs if cluster is None else -1)(
+            delayed(_fit_subset)(entry, X, columns[label], y, split, spec, label, names, log, plots, runs_dir)
+            for (label, names, _), spec in jobs)
     table = pd.DataFrame([{**{k: r.row[k] for k in TABLE_COLUMNS if k in r.row}, "depth": depth,
                            "model": " ".join([spec.classifier, *(f"{k}={spec.params[k]}" for k in grid if k in spec.params)])}
                           for r, ((_, _, depth), spec) in zip(fits, jobs)], columns=[*TABLE_COLUMNS, "model"])
@@ -104,8 +111,9 @@ def fit_specs(classifiers, grid: dict, params: dict, transforms: dict, seed: int
     return specs
 
 
-def _fit_subset(entry, X, y, split, spec: FitSpec, label: str, names: list[str], log, plots: bool, runs_dir):
-    scores = train_and_score(X, y, split, spec, class_names=entry.class_names)
+def _fit_subset(entry, X, columns, y, split, spec: FitSpec, label: str, names: list[str], log, plots: bool, runs_dir):
+    """One fit on a column subset, sliced where the fit runs: X itself is what joblib ships (or scatters once)."""
+    scores = train_and_score(X[:, columns], y, split, spec, class_names=entry.class_names)
     return record_run(entry, spec, scores, layers=label, layer_names=names, runs_dir=runs_dir, log=log, plots=plots)
 
 
