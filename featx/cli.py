@@ -44,7 +44,7 @@ def cmd_layers(args) -> None:
     from featx.backbones import get_backbone, layer_table
 
     table = layer_table(get_backbone(args.backbone, args.weights, args.input_size, args.preprocess, args.unsafe),
-                        args.pool, args.all)
+                        pool=args.pool, every_layer=args.all)
     print(table.to_string(index=False))
     print(f"\n{len(table)} layers shown ({'every layer' if args.all else 'the all group; --all for every layer'}); "
           f"family {table.attrs['family']}; groups:")

@@ -164,7 +164,7 @@ def _group_hint(infos, group, cached, model_name) -> str:
     return f"{model_name} has no such layer; cached: {', '.join(cached) or 'none'}"
 
 
-def layer_table(backbone, pool: str = "avg", every_layer: bool = False):
+def layer_table(backbone, *, pool: str = "avg", every_layer: bool = False):
     """The `featx layers` table: one row per layer in depth order, by default only those of the `all` group.
 
     attrs hold `groups` {group: member count}, `group_meaning` {group: what it selects for this backbone's

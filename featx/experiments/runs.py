@@ -301,7 +301,7 @@ def append_run(cache, row: dict, *, staged: StagedRun | None = None) -> None:
 
 # --- reading runs
 
-def read_log(cache_dir=None, runs_dir=None) -> pd.DataFrame:
+def read_log(cache_dir=None, *, runs_dir=None) -> pd.DataFrame:
     """Every logged run, in the order they were logged (empty frame with COLUMNS if none).
 
     cache_dir : a Cache or a cache folder (None: the default one); runs_dir : the log's folder, if not its runs/.
@@ -320,7 +320,7 @@ def read_log(cache_dir=None, runs_dir=None) -> pd.DataFrame:
 def export_csv(path, cache_dir=None, *, runs_dir=None) -> Path:
     """Write the whole log, in logged order, as a CSV file (atomically); returns its path."""
     path = Path(path)
-    table = read_log(cache_dir, runs_dir)
+    table = read_log(cache_dir, runs_dir=runs_dir)
     try:
         with atomic_path(path) as tmp:
             table.to_csv(tmp, index=False)
@@ -336,7 +336,7 @@ def runs(cache_dir=None, *, sort: str = "val_accuracy", clf=None, backbone=None,
     clf, backbone : keep rows with exactly this classifier / backbone (a comma list allows several).
     layers : keep rows whose layer spec or layer names contain this substring. top : keep the first N.
     """
-    table = read_log(cache_dir, runs_dir)
+    table = read_log(cache_dir, runs_dir=runs_dir)
     if sort not in table.columns:
         raise FeatxError(f"cannot sort runs by '{sort}'; choose one of {', '.join(COLUMNS)}")
     for column, wanted in (("classifier", clf), ("backbone", backbone)):
@@ -356,9 +356,9 @@ def format_runs(table: pd.DataFrame) -> str:
     return table[list(DISPLAY)].assign(layers=layers).to_string(index=False)
 
 
-def find_run(run_id: str, cache_dir=None, runs_dir=None) -> pd.Series:
+def find_run(run_id: str, cache_dir=None, *, runs_dir=None) -> pd.Series:
     """The log row of a run, by full id or unique prefix."""
-    table = read_log(cache_dir, runs_dir)
+    table = read_log(cache_dir, runs_dir=runs_dir)
     matches = table[table["run_id"].str.startswith(str(run_id))]
     if len(matches) != 1:
         where = _cache(cache_dir, runs_dir).runs_dir / LOG_FILE
@@ -410,10 +410,10 @@ def model_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_model(run_id: str, cache_dir=None, runs_dir=None):
+def load_model(run_id: str, cache_dir=None, *, runs_dir=None):
     """(fitted Pipeline, log row) of a run; refuses a file outside the runs folder, whose sha256 changed, in
     the old pickle format, or holding any type outside trusted_types() (nothing in it is executed)."""
-    row = find_run(run_id, cache_dir, runs_dir)
+    row = find_run(run_id, cache_dir, runs_dir=runs_dir)
     root = _cache(cache_dir, runs_dir).runs_dir.resolve()
     path = (root / str(row["model_path"])).resolve()
     if path.suffix == ".joblib":
