@@ -37,8 +37,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from featx.cache.atomic import atomic_path, fsync_dir, fsync_file
 from featx.backbones.layers import LayerSelection
+from featx.cache.atomic import atomic_path, fsync_dir, fsync_file
 from featx.cache.store import Cache
 from featx.errors import FeatxError, RunFailed
 
