@@ -169,7 +169,7 @@ def test_lite_and_unknown_saved_models(tmp_path, elpv_folder):
     keras.Model(inputs, keras.layers.Dense(2, name="head")(keras.layers.GlobalAveragePooling2D()(x))).save(unknown)
     cache_dir = tmp_path / "cache"
     extract = ("extract", "--data", elpv_folder, "--backbone", unknown, "--layers", "deeper", "--cache-dir", cache_dir,
-               "--limit", 6, "--quiet")
+               "--limit", 9, "--quiet")
     rc, out, err = cli(*extract)
     assert rc == 0, err
     warnings = [line for line in out.splitlines() if line.startswith("warning:")]

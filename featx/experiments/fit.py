@@ -117,12 +117,13 @@ def fit(cache=None, *, layers=None, clf: str = "rf", params: dict | None = None,
         n_jobs: int | None = -1, cache_dir=None, runs_dir=None, log=print, **transforms) -> FitResult:
     """Fit `clf` on the train split of `layers`, evaluate on val and test, save the model and log the run.
 
-    layers : names and groups (all, blocks, fc), concatenated in the backbone's depth order whatever order
-        they are named in; None = every cached layer.
+    layers : names and groups (all, blocks, fc), or a LayerSelection, concatenated in the backbone's depth order
+        whatever order they are named in; None = every cached layer.
     params, seed, n_jobs, transforms : as FitSpec's params, seed, n_jobs and transforms (standardize,
         discretize ("fne" | "kbins"), pca, kbins, fne_low, fne_high; fitted on the train split only).
     log : called with the result line.
-    runs_dir : folder for the run and the log (default <cache_dir>/runs), e.g. for a read-only cache.
+    runs_dir : folder for the run and the log (default <cache_dir>/runs), e.g. for a read-only cache; it
+        becomes the entry's Cache's runs_dir, which record_run asks.
     """
     spec = FitSpec(classifier=clf, params=params or {}, transforms=transforms, seed=seed, n_jobs=n_jobs)
     entry = Cache(cache_dir, runs_dir=runs_dir).open(cache)
