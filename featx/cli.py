@@ -44,7 +44,7 @@ def cmd_layers(args) -> None:
     from featx.backbones import get_backbone, layer_table
 
     table = layer_table(get_backbone(args.backbone, args.weights, args.input_size, args.preprocess, args.unsafe),
-                        args.pool, args.all)
+                        pool=args.pool, every_layer=args.all)
     print(table.to_string(index=False))
     print(f"\n{len(table)} layers shown ({'every layer' if args.all else 'the all group; --all for every layer'}); "
           f"family {table.attrs['family']}; groups:")
@@ -65,77 +65,46 @@ def cmd_extract(args) -> None:
 
 
 def cmd_ls(args) -> None:
-    import pandas as pd
-
-    from featx.cache.passlog import PassLog
     from featx.cache.store import Cache
+    from featx.cache.tables import entries_table
 
-    found = Cache(args.cache_dir).scan()
-    if not found:
-        print("no cache entries; run `featx extract`")
-        return
-    rows = []
-    for folder, entry, problem in found:
-        if entry is None:
-            rows.append({"entry": folder.name, "backbone": f"UNREADABLE: {problem}"})
-            continue
-        try:
-            partial = PassLog.summary(entry) is not None
-        except FeatxError:
-            partial = "unreadable"
-        rows.append({"entry": entry.name, "backbone": entry.settings["backbone"], "images": len(entry.labels),
-                     "layers": len(entry.layers), "pool": entry.settings["pool"], "dtype": entry.settings["dtype"],
-                     "MB": round(entry.size_bytes() / 1e6, 1), "partial": partial})
-    print(pd.DataFrame(rows).astype(object).fillna("").to_string(index=False))
+    table = entries_table(Cache(args.cache_dir))
+    print(table.astype(object).fillna("").to_string(index=False) if len(table) else "no cache entries; run `featx extract`")
 
 
 def cmd_info(args) -> None:
-    import numpy as np
-    import pandas as pd
-
-    from featx.backbones import preprocessing_note
     from featx.cache.store import Cache
 
-    entry = Cache(args.cache_dir).open(args.cache)
-    print(f"entry: {entry.path}\nkey: {entry.key}\ndata: {entry.manifest.description}")
-    for k, v in entry.settings.items():
+    info = Cache(args.cache_dir).open(args.cache).summary()
+    print(f"entry: {info['entry']}\nkey: {info['key']}\ndata: {info['data']}")
+    for k, v in info["settings"].items():
         print(f"{k}: {v}")
-    note = preprocessing_note(entry.settings["preprocessing"], entry.backbone_args["preprocess"])
-    if note:
-        print(note)
-    splits, counts = np.unique(entry.split[entry.valid], return_counts=True)
-    print("split:", ", ".join(f"{s} {c}" for s, c in zip(splits, counts)), f"({entry.split_settings})")
-    print("classes:", ", ".join(entry.class_names))
-    layers = [{"layer": n, "kind": entry.layer_info[n]["kind"], "features": entry.feature_size(n)} for n in entry.layers]
-    print(pd.DataFrame(layers).to_string(index=False) if layers else "no layers cached yet")
-    for path, reason in entry.errors.items():
+    if info["preprocessing_note"]:
+        print(info["preprocessing_note"])
+    print("split:", ", ".join(f"{s} {c}" for s, c in info["split"].items()), f"({info['split_settings']})")
+    print("classes:", ", ".join(info["classes"]))
+    print(info["layers"].to_string(index=False) if len(info["layers"]) else "no layers cached yet")
+    for path, reason in info["bad_files"].items():
         print(f"bad file: {path}: {reason}")
 
 
 def cmd_verify(args) -> None:
-    from featx.cache.passlog import PassLog
-    from featx.cache.store import Cache, CacheEntry
-    from featx.cache.verify import verify
+    from featx.cache.store import Cache
+    from featx.cache.tables import verify_all
     from featx.errors import RunFailed
 
-    cache = Cache(args.cache_dir)
-    folders = [cache.find(args.cache)] if args.cache else cache.folders()
-    if not folders:
+    table = verify_all(Cache(args.cache_dir), args.cache)
+    if table.empty:
         print("no cache entries to verify")
         return
-    failed = 0
-    for folder in folders:
-        problems = verify(folder)
-        if problems:
-            failed += 1
-            print(f"FAIL {folder.name}", *(f"  {p}" for p in problems), sep="\n")
+    for row in table.itertuples():
+        if row.status == "FAIL":
+            print(f"FAIL {row.entry}", *(f"  {p}" for p in row.problems), sep="\n")
         else:
-            entry = CacheEntry(folder, cache)
-            notes = [f"{len(entry.labels)} images", f"{len(entry.layers)} layer(s)", f"{len(entry.errors)} bad file(s)",
-                     PassLog.summary(entry)]
-            print(f"ok   {folder.name}: " + ", ".join(str(n) for n in notes if n))
+            print(f"ok   {row.entry}: {row.notes}")
+    failed = int((table["status"] == "FAIL").sum())
     if failed:
-        raise RunFailed(f"{failed} of {len(folders)} cache entries have problems (listed above); "
+        raise RunFailed(f"{failed} of {len(table)} cache entries have problems (listed above); "
                         "re-run `featx extract` into a fresh --cache-dir to rebuild them")
 
 
@@ -305,7 +274,8 @@ def cmd_runs(args) -> None:
     if args.csv:
         print(f"saved {export_csv(args.csv, args.cache_dir, runs_dir=args.runs_dir)}")
         return
-    print(format_runs(runs(args.cache_dir, args.sort, args.clf, args.backbone, args.layers, args.top, runs_dir=args.runs_dir)))
+    print(format_runs(runs(args.cache_dir, sort=args.sort, clf=args.clf, backbone=args.backbone, layers=args.layers,
+                           top=args.top, runs_dir=args.runs_dir)))
 
 
 def cmd_run(args) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from featx import distributed, runtime
-from featx.backbones import DEFAULT_BACKBONE, describe_layers, get_backbone, select_layers
+from featx.backbones import DEFAULT_BACKBONE, describe_layers, get_backbone, layer_selection
 from featx.cache.key import cache_key, file_fingerprint, fingerprint_files
 from featx.cache.manifest import EntryManifest
 from featx.cache.passlog import PassLog
@@ -172,7 +172,7 @@ class ExtractResult:
     images_per_second: float | None
 
 
-def extract(data: str, backbone: str = DEFAULT_BACKBONE, layers="blocks", pool: str = "avg",
+def extract(data: str, *, backbone: str = DEFAULT_BACKBONE, layers="blocks", pool: str = "avg",
             weights: str | None = "imagenet", dtype: str = "float32", batch_size: int = 32, cache_dir=None,
             split=(0.7, 0.15, 0.15), seed: int = 0, limit: int | None = None, strict: bool = False,
             input_size: int | None = None, preprocess: str | None = None, unsafe: bool = False,
@@ -198,7 +198,7 @@ def extract(data: str, backbone: str = DEFAULT_BACKBONE, layers="blocks", pool: 
     images.ensure_split(split, seed)
     model = _memoized_backbone(backbone, weights, input_size, preprocess, unsafe, mixed_precision)
     infos = {i.name: i for i in describe_layers(model)}
-    names = select_layers(list(infos.values()), layers, pool, model.name)
+    names = layer_selection(list(infos.values()), layers, model_name=model.name, pool=pool).names  # depth order
     if model.preprocessing_note:
         log(model.preprocessing_note)
     settings = {"backbone": model.name, "backbone_version": model.version, "weights_id": model.weights_id,

@@ -89,7 +89,7 @@ def test_compare_reads_layers_once_and_logs_one_run_per_row(elpv_cache, monkeypa
     result = compare(cache_dir=elpv_cache, layer_sets=["each", "block6d_add,top_activation"], classifiers="knn,rf",
                      grid={"min_samples_leaf": [1, 3]}, params={"n_estimators": 10}, n_jobs=2, **QUIET)
     entry = open_entry(cache_dir=elpv_cache)
-    assert reads == [entry.layers]  # the union, once
+    assert [list(r) for r in reads] == [entry.layers]  # the union, once, in depth order
     table = result.table
     assert len(table) == (len(entry.layers) + 1) * 3  # knn + rf x 2 grid points per subset
     assert not table.duplicated(["layers", "classifier", "params"]).any()

@@ -174,15 +174,15 @@ def test_prefetch_stays_within_its_memory_budget(batch_size, side):
 
 def test_groups_resolve_for_vgg_and_mobilenet():
     vgg = get_backbone("vgg16", weights="none")
-    from featx.backbones.layers import group_members, select_layers
+    from featx.backbones.layers import group_members, layer_selection
 
     infos = describe_layers(vgg)
     assert group_members(infos, "blocks") == [f"block{i}_conv{n}" for i, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))]
     assert group_members(infos, "fc") == ["fc1", "fc2", "predictions"]
     assert len(group_members(infos, "all")) == 16
-    assert select_layers(infos, "fc1,block5_conv3") == ["block5_conv3", "fc1"]
+    assert layer_selection(infos, "fc1,block5_conv3", model_name="vgg16").names == ("block5_conv3", "fc1")
     with pytest.raises(featx.errors.FeatxError, match=r"layer 'block5_conv4' not in vgg16; did you mean block5_conv"):
-        select_layers(infos, ["block5_conv4"], model_name="vgg16")
+        layer_selection(infos, ["block5_conv4"], model_name="vgg16")
 
 
 @pytest.mark.slow

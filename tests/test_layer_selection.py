@@ -10,7 +10,7 @@ from featx.backbones import LayerSelection, describe_layers, get_backbone, layer
 from featx.backbones.layers import infos_from_metadata
 from featx.cache.store import open_entry
 from featx.errors import FeatxError
-from featx.features.load import resolve_layers, select_cached
+from featx.features.load import select_cached
 
 CACHED = ["top_activation", "block2b_add"]  # named out of depth order on purpose
 
@@ -29,8 +29,8 @@ def test_selection_is_a_value_in_depth_order(entry):
     with pytest.raises(AttributeError):
         selection.names = ()  # frozen: it travels, nobody edits it
     assert select_cached(entry, None).names == ("block2b_add", "top_activation")
-    assert resolve_layers(entry, ["final", "blocks"]) == ["block2b_add", "top_activation"]  # groups: cached members
-    assert resolve_layers(entry, "all") == ["block2b_add", "top_activation"]
+    assert select_cached(entry, ["final", "blocks"]).names == ("block2b_add", "top_activation")  # groups: cached members
+    assert select_cached(entry, "all").names == ("block2b_add", "top_activation")
 
 
 def test_same_selection_from_backbone_and_entry(entry):

@@ -38,7 +38,7 @@ import featx
 import featx.cli
 from featx.cache.store import CacheEntry
 from featx.errors import FeatxError
-from featx.features.load import resolve_layers
+from featx.features.load import select_cached
 
 SEED = int(os.environ.get("FEATX_KILL_SEED", "20240611"))
 N_GOOD = 56
@@ -181,7 +181,7 @@ def check_after_kill(cache_dir: Path, snapshots: list) -> dict | None:
 
 def requested(reference: CacheEntry, layers: str) -> list[str]:
     """The layer names a --layers request means, in depth order."""
-    return resolve_layers(reference, layers)
+    return list(select_cached(reference, layers).names)
 
 
 def assert_same_cache(reference: CacheEntry, other_dir: Path, layers: str = BLOCKS) -> None:

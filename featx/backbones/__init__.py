@@ -9,7 +9,7 @@ from pathlib import Path
 from featx.backbones.base import Backbone
 from featx.backbones.feature_info import FAMILIES, infer_family
 from featx.backbones.keras_apps import KERAS_MODELS
-from featx.backbones.layers import LayerInfo, LayerSelection, describe_layers, layer_selection, layer_table, select_layers
+from featx.backbones.layers import LayerInfo, LayerSelection, describe_layers, layer_selection, layer_table
 from featx.errors import FeatxError
 from featx.runtime import seeded_weight_init
 
@@ -18,7 +18,7 @@ SAVED_MODEL_PREPROCESSING = ("none", "unit", "tf", "efficientnet_lite",
                              *sorted({module for _, module, _ in KERAS_MODELS.values()}))
 
 __all__ = ["Backbone", "LayerInfo", "LayerSelection", "available_backbones", "backbone_from_entry", "describe_layers",
-           "get_backbone", "layer_selection", "layer_table", "preprocessing_note", "select_layers"]
+           "get_backbone", "layer_selection", "layer_table", "preprocessing_note"]
 
 
 def available_backbones() -> list[str]:

@@ -164,12 +164,7 @@ def _group_hint(infos, group, cached, model_name) -> str:
     return f"{model_name} has no such layer; cached: {', '.join(cached) or 'none'}"
 
 
-def select_layers(infos: list[LayerInfo], spec, pool: str = "avg", model_name: str = "the model") -> list[str]:
-    """Layer names of `layer_selection` against a backbone's layers, for callers that still pass names around."""
-    return list(layer_selection(infos, spec, model_name=model_name, pool=pool).names)
-
-
-def layer_table(backbone, pool: str = "avg", every_layer: bool = False):
+def layer_table(backbone, *, pool: str = "avg", every_layer: bool = False):
     """The `featx layers` table: one row per layer in depth order, by default only those of the `all` group.
 
     attrs hold `groups` {group: member count}, `group_meaning` {group: what it selects for this backbone's

@@ -97,7 +97,8 @@ class PassLog:
 
     @classmethod
     def start(cls, entry: CacheEntry, layers: dict[str, dict], n_rows: int, batch_size: int, dtype: str) -> PassLog:
-        """layers : {name: {"n_features": int, ...attributes stored with the layer}}, in depth order.
+        """layers : {name: {"n_features": int, ...attributes stored with the layer}}, in depth order (a
+        LayerSelection's), recorded as given.
 
         Refuses while a resumable pass is pending: its raw files are the only copy of its committed rows.
         """
@@ -107,8 +108,7 @@ class PassLog:
         work = entry.path / WORK
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir()
-        ordered = [name for name in entry.layer_info if name in layers] + [n for n in layers if n not in entry.layer_info]
-        state = {"format_version": FORMAT_VERSION, "layers": [{"name": n, **layers[n]} for n in ordered],
+        state = {"format_version": FORMAT_VERSION, "layers": [{"name": n, **info} for n, info in layers.items()],
                  "n_rows": n_rows, "batch_size": batch_size, "dtype": dtype, "committed_rows": 0, "errors": {}}
         log = cls(entry, state)
         write_json(work / PROGRESS, state)

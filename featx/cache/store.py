@@ -17,6 +17,7 @@ Opening an entry re-hashes its index: an index that no longer matches its key is
 
 from __future__ import annotations
 
+import copy
 import errno
 import io
 import os
@@ -44,29 +45,43 @@ STR = h5py.string_dtype()
 REQUIRED = ("paths", "labels", "fingerprints", "split")
 NOT_ENTRIES = ("runs", "reports")
 
-__all__ = ["FORMAT_VERSION", "Cache", "CacheEntry", "default_cache_dir", "list_entries", "open_entry"]
-
-
-def default_cache_dir() -> Path:
-    return Cache().root
+__all__ = ["FORMAT_VERSION", "Cache", "CacheEntry", "list_entries", "open_entry"]
 
 
 class Cache:
-    """A cache folder, resolved once (argument, else $FEATX_CACHE, else ./cache); entries, runs and reports live in it."""
+    """A cache folder, resolved once (argument, else $FEATX_CACHE, else ./cache); entries, runs and reports live in it.
 
-    def __init__(self, root: str | Path | None = None):
+    runs_dir : keep the runs log, run folders and reports in this folder instead (<runs_dir>/reports), e.g. for
+        a read-only cache. The only place where that choice is made: experiments ask `runs_dir`/`reports_dir`.
+    """
+
+    def __init__(self, root: str | Path | None = None, *, runs_dir: str | Path | None = None):
         self.root = Path(root if root is not None else os.environ.get("FEATX_CACHE", "cache"))
+        self._runs = Path(runs_dir) if runs_dir else None
 
     def __repr__(self) -> str:
-        return f"Cache('{self.root}')"
+        return f"Cache('{self.root}'" + (f", runs_dir='{self._runs}')" if self._runs else ")")
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Cache) and (self.root, self._runs) == (other.root, other._runs)
 
     @property
     def runs_dir(self) -> Path:
-        return self.root / "runs"
+        """The runs log and run folders: <root>/runs, or the runs_dir given."""
+        return self._runs or self.root / "runs"
 
     @property
     def reports_dir(self) -> Path:
-        return self.root / "reports"
+        """Compare tables, t-SNE plots: <root>/reports, or <runs_dir>/reports."""
+        return self._runs / "reports" if self._runs else self.root / "reports"
+
+    def with_runs_dir(self, runs_dir: str | Path | None) -> Cache:
+        """This cache with its runs and reports in `runs_dir` (None: unchanged)."""
+        return self if not runs_dir else Cache(self.root, runs_dir=runs_dir)
+
+    def _at(self, root: Path) -> Cache:
+        """The Cache of an entry folder's parent: this one, or another root keeping this one's runs location."""
+        return self if Path(root) == self.root else Cache(root, runs_dir=self._runs)
 
     def folders(self) -> list[Path]:
         """Folders that are (or claim to be) entries: not runs/, reports/ or dot folders (.new-*: being created)."""
@@ -90,11 +105,15 @@ class Cache:
         return [entry for _, entry, _ in self.scan() if entry is not None]
 
     def open(self, spec: str | Path | CacheEntry | None = None) -> CacheEntry:
-        """An entry by folder path, by name or key prefix, or (None) the most recent one with layers."""
+        """An entry by folder path, by name or key prefix, or (None) the most recent one with layers.
+
+        The entry's `cache` is this one (an entry folder elsewhere, or an entry passed in, keeps its own root and
+        takes this cache's runs location), so its runs and reports are asked of `entry.cache`.
+        """
         if isinstance(spec, CacheEntry):
-            return spec
+            return spec.in_cache(self._at(spec.path.parent))
         folder = self.find(spec)
-        return CacheEntry(folder, self if folder.parent == self.root else None)
+        return CacheEntry(folder, self._at(folder.parent))
 
     def find(self, spec: str | Path | None = None) -> Path:
         """The folder `open(spec)` opens. Matching looks at folder names (they end with the key's first 12
@@ -205,6 +224,14 @@ class CacheEntry:
             if problems:
                 raise RunFailed(f"'{index}' does not match its key ({problems[0]}); run `featx verify` and re-extract "
                                 "into a fresh --cache-dir")
+
+    def in_cache(self, cache: Cache) -> CacheEntry:
+        """This entry as seen from `cache` (same root, perhaps another runs location); the index is not re-read."""
+        if cache == self.cache:
+            return self
+        entry = copy.copy(self)
+        entry.cache = cache
+        return entry
 
     @property
     def name(self) -> str:
@@ -319,9 +346,10 @@ class CacheEntry:
         with self.open_layer(name) as ds:
             return int(ds.shape[1])
 
-    def read(self, layers: list[str], rows: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
-        """Concatenate the given layers (in depth order) into X of shape (n_rows, n_features).
+    def read(self, layers, rows: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+        """Concatenate the given layers, in the order given, into X of shape (n_rows, n_features).
 
+        layers : names, e.g. a LayerSelection's (in depth order: `featx.load` passes those).
         Returns X and {layer: (start, stop)} column slices. Only the named layer files are opened. Their headers
         are checked, not their digests: hashing would halve the read rate (`featx verify` recomputes them).
         """
@@ -331,9 +359,8 @@ class CacheEntry:
                 f"layer(s) {', '.join(missing)} not cached in {self.name}; run `featx extract` with "
                 f"--layers {','.join(missing)} (cached: {', '.join(self.layers) or 'none'})"
             )
-        ordered = [name for name in self.layer_info if name in layers]
         blocks, slices, start = [], {}, 0
-        for name in ordered:
+        for name in layers:
             with self.open_layer(name) as ds:
                 block = ds[()]
             blocks.append(block if rows is None else block[rows])
@@ -385,6 +412,21 @@ class CacheEntry:
         for done in self.path.glob(".work-done-*"):
             shutil.rmtree(done, ignore_errors=True)
 
+    def summary(self) -> dict:
+        """What `featx info` shows: entry, key, data, settings, preprocessing_note, split {name: valid images},
+        split_settings, classes, layers (DataFrame: layer, kind, features; depth order), bad_files {path: reason}."""
+        import pandas as pd
+
+        from featx.backbones import preprocessing_note
+
+        splits, counts = np.unique(self.split[self.valid], return_counts=True)
+        layers = pd.DataFrame([{"layer": n, "kind": self.layer_info[n]["kind"], "features": self.feature_size(n)}
+                               for n in self.layers], columns=["layer", "kind", "features"])
+        return {"entry": str(self.path), "key": self.key, "data": self.manifest.description, "settings": dict(self.settings),
+                "preprocessing_note": preprocessing_note(self.settings["preprocessing"], self.backbone_args["preprocess"]),
+                "split": {str(s): int(c) for s, c in zip(splits, counts)}, "split_settings": self.split_settings,
+                "classes": list(self.class_names), "layers": layers, "bad_files": self.errors}
+
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
 
@@ -409,12 +451,12 @@ def write_index(entry_path: Path, manifest: EntryManifest, data: dict) -> None:
 
 
 def list_entries(cache_dir: Path | None = None) -> list[CacheEntry]:
-    """Readable entries in a cache folder, most recently written first (see `Cache.entries`)."""
+    """Shorthand for `Cache(cache_dir).entries()`."""
     return Cache(cache_dir).entries()
 
 
 def open_entry(cache: str | Path | CacheEntry | None = None, cache_dir: Path | None = None) -> CacheEntry:
-    """An entry by folder path, by name or key prefix in the cache folder, or (None) the most recent one (see `Cache.open`)."""
+    """Shorthand for `Cache(cache_dir).open(cache)`."""
     return Cache(cache_dir).open(cache)
 
 

@@ -15,13 +15,14 @@ import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 
-from featx.cache.store import open_entry
+from featx.backbones.layers import LayerSelection
+from featx.cache.store import Cache
 from featx.classifiers import classifier_params
 from featx.distributed import joblib_backend
 from featx.errors import FeatxError
 from featx.experiments.fit import FitSpec, record_run, train_and_score
-from featx.experiments.runs import new_run_id, prepare_log, reports_dir, writable_folder
-from featx.features.load import load, resolve_layers
+from featx.experiments.runs import new_run_id, prepare_log, writable_folder
+from featx.features.load import load, select_cached
 from featx.reports import plot_layer_comparison
 from featx.values import params_dict, parse_grid_item
 
@@ -59,24 +60,23 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
     """
     grid = grid or {}
     specs = fit_specs(classifiers, grid, params or {}, transforms, seed, -1 if n_jobs == 1 and cluster is None else 1)
-    entry = open_entry(cache, cache_dir)
-    prepare_log(entry.path.parent, runs_dir)  # unwritable folders or a broken log fail before any fit
-    reports = writable_folder(reports_dir(entry.path.parent, runs_dir), "reports")
+    entry = Cache(cache_dir, runs_dir=runs_dir).open(cache)
+    prepare_log(entry.cache)  # unwritable folders or a broken log fail before any fit
+    reports = writable_folder(entry.cache.reports_dir, "reports")
     subsets = _expand_subsets(entry, [layer_sets] if isinstance(layer_sets, str) else layer_sets)
     jobs = [(subset, spec) for subset in subsets for spec in specs]
-    union = sorted({n for _, names, _ in subsets for n in names}, key=list(entry.layer_info).index)
-    X, y, meta = load(entry, layers=union)
+    X, y, meta = load(entry, layers=[n for selection, _ in subsets for n in selection.names])  # the union, once
     split, slices = meta["split"].to_numpy(), meta.attrs["feature_slices"]
     log(f"compare: {len(subsets)} layer subset(s) x classifiers x grid = {len(jobs)} fit(s), {n_jobs} in parallel")
-    columns = {label: np.concatenate([np.arange(*slices[n]) for n in names]) for label, names, _ in subsets}
+    columns = {selection: np.concatenate([np.arange(*slices[n]) for n in selection.names]) for selection, _ in subsets}
     backend = nullcontext() if cluster is None else joblib_backend(cluster, scatter=[X], config=cluster_config)
     with backend:
         fits = Parallel(n_jobs=n_jobs if cluster is None else -1)(
-            delayed(_fit_subset)(entry, X, columns[label], y, split, spec, label, names, log, plots, runs_dir)
-            for (label, names, _), spec in jobs)
+            delayed(_fit_subset)(entry, X, columns[selection], y, split, spec, selection, log, plots)
+            for (selection, _), spec in jobs)
     table = pd.DataFrame([{**{k: r.row[k] for k in TABLE_COLUMNS if k in r.row}, "depth": depth,
                            "model": " ".join([spec.classifier, *(f"{k}={spec.params[k]}" for k in grid if k in spec.params)])}
-                          for r, ((_, _, depth), spec) in zip(fits, jobs)], columns=[*TABLE_COLUMNS, "model"])
+                          for r, ((_, depth), spec) in zip(fits, jobs)], columns=[*TABLE_COLUMNS, "model"])
     if table["depth"].isna().all():
         table = table.drop(columns="depth")
     folder = reports / f"compare-{new_run_id()}"
@@ -111,21 +111,21 @@ def fit_specs(classifiers, grid: dict, params: dict, transforms: dict, seed: int
     return specs
 
 
-def _fit_subset(entry, X, columns, y, split, spec: FitSpec, label: str, names: list[str], log, plots: bool, runs_dir):
+def _fit_subset(entry, X, columns, y, split, spec: FitSpec, selection: LayerSelection, log, plots: bool):
     """One fit on a column subset, sliced where the fit runs: X itself is what joblib ships (or scatters once)."""
     scores = train_and_score(X[:, columns], y, split, spec, class_names=entry.class_names)
-    return record_run(entry, spec, scores, layers=label, layer_names=names, runs_dir=runs_dir, log=log, plots=plots)
+    return record_run(entry, spec, scores, selection=selection, log=log, plots=plots)
 
 
-def _expand_subsets(entry, layer_sets) -> list[tuple[str, list[str], int | None]]:
-    """(label, layer names in depth order, depth index or None) per subset; "each" gives one per cached layer."""
+def _expand_subsets(entry, layer_sets) -> list[tuple[LayerSelection, int | None]]:
+    """(LayerSelection, depth index or None) per subset; "each" gives one per cached layer, with its depth."""
     if not layer_sets:
         raise FeatxError("compare needs at least one layer subset, e.g. --layer-sets top_activation blocks each")
-    depth = list(entry.layer_info).index
     subsets = []
     for spec in layer_sets:
         if spec == EACH:
-            subsets += [(name, [name], depth(name)) for name in entry.layers]
+            subsets += [(select_cached(entry, name), depth) for depth, name in enumerate(entry.layer_info)
+                        if name in entry.layers]
         else:
-            subsets.append((spec, resolve_layers(entry, spec), None))
+            subsets.append((select_cached(entry, spec), None))
     return subsets

@@ -16,12 +16,13 @@ from pathlib import Path
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import InvalidParameterError
 
+from featx.backbones.layers import LayerSelection
 from featx.cache.atomic import write_json
-from featx.cache.store import CacheEntry, open_entry
+from featx.cache.store import Cache, CacheEntry
 from featx.classifiers import fit_pipeline, make_pipeline
 from featx.classifiers.registry import bad_param_message
 from featx.errors import FeatxError
-from featx.experiments.runs import MODEL_FILE, append_run, prepare_log, save_model, stage_run
+from featx.experiments.runs import MODEL_FILE, append_run, prepare_log, save_model, selection_columns, stage_run
 from featx.features.load import load
 from featx.features.options import TRANSFORM_KEYS
 from featx.features.transforms import build_feature_pipeline
@@ -116,20 +117,20 @@ def fit(cache=None, *, layers=None, clf: str = "rf", params: dict | None = None,
         n_jobs: int | None = -1, cache_dir=None, runs_dir=None, log=print, **transforms) -> FitResult:
     """Fit `clf` on the train split of `layers`, evaluate on val and test, save the model and log the run.
 
-    layers : names and groups (all, blocks, fc), concatenated in the backbone's depth order whatever order
-        they are named in; None = every cached layer.
+    layers : names and groups (all, blocks, fc), or a LayerSelection, concatenated in the backbone's depth order
+        whatever order they are named in; None = every cached layer.
     params, seed, n_jobs, transforms : as FitSpec's params, seed, n_jobs and transforms (standardize,
         discretize ("fne" | "kbins"), pca, kbins, fne_low, fne_high; fitted on the train split only).
     log : called with the result line.
-    runs_dir : folder for the run and the log (default <cache_dir>/runs), e.g. for a read-only cache.
+    runs_dir : folder for the run and the log (default <cache_dir>/runs), e.g. for a read-only cache; it
+        becomes the entry's Cache's runs_dir, which record_run asks.
     """
     spec = FitSpec(classifier=clf, params=params or {}, transforms=transforms, seed=seed, n_jobs=n_jobs)
-    entry = open_entry(cache, cache_dir)
-    prepare_log(entry.path.parent, runs_dir)  # an unwritable folder or a broken log fails before training
+    entry = Cache(cache_dir, runs_dir=runs_dir).open(cache)
+    prepare_log(entry.cache)  # an unwritable folder or a broken log fails before training
     X, y, meta = load(entry, layers=layers)
-    names = meta.attrs["layers"]
     scores = train_and_score(X, y, meta["split"].to_numpy(), spec, class_names=entry.class_names)
-    return record_run(entry, spec, scores, layers=_label(layers, names), layer_names=names, runs_dir=runs_dir, log=log)
+    return record_run(entry, spec, scores, selection=meta.attrs["selection"], log=log)
 
 
 def train_and_score(X, y, split, spec: FitSpec, *, class_names, eval_splits=EVAL_SPLITS) -> Scores:
@@ -157,25 +158,24 @@ def train_and_score(X, y, split, spec: FitSpec, *, class_names, eval_splits=EVAL
     return Scores(pipeline, metrics, int(train.sum()), X.shape[1], fit_seconds, predict_seconds)
 
 
-def record_run(entry: CacheEntry, spec: FitSpec, scores: Scores, *, layers: str, layer_names: list[str],
-               runs_dir=None, log=print, plots: bool = True) -> FitResult:
+def record_run(entry: CacheEntry, spec: FitSpec, scores: Scores, *, selection: LayerSelection, log=print,
+               plots: bool = True) -> FitResult:
     """Save a scored fit as a run: <runs>/<run_id>/ (model, metrics, confusion CSV/PNG, history) and one row
-    in the runs log, where <runs> is runs_dir or <cache_dir>/runs.
+    in the runs log, where <runs> is `entry.cache.runs_dir`.
 
-    layers : the selection as the user wrote it (the log's `layers`); layer_names : the layers it resolved to,
-    in depth order. plots : draw the confusion PNGs (the CSVs are always written). The run folder is written
-    under a temporary name and published with its log row, or not at all.
+    selection : the layers the features came from (the log keeps its spec and names). plots : draw the confusion
+    PNGs (the CSVs are always written). The run folder is written under a temporary name and published with its
+    log row, or not at all.
     """
-    cache_dir = entry.path.parent
-    metrics = scores.metrics
-    with stage_run(cache_dir, runs_dir) as staged:
+    metrics, layers = scores.metrics, selection.spec
+    with stage_run(entry.cache) as staged:
         run_id, folder = staged.run_id, staged.folder
         _write_reports(folder, scores, f"{spec.classifier} on {layers}", plots)
         sha = save_model(scores.pipeline, folder / MODEL_FILE)
         row = {
             "run_id": run_id, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"), "cache_key": entry.key,
-            "cache_entry": entry.name, "backbone": entry.settings["backbone"], "layers": layers,
-            "layer_names": ",".join(layer_names), "n_features": scores.n_features, "classifier": spec.classifier,
+            "cache_entry": entry.name, "backbone": entry.settings["backbone"], **selection_columns(selection),
+            "n_features": scores.n_features, "classifier": spec.classifier,
             "params": spec.params_json(), "all_params": _json(scores.pipeline[-1].get_params()),
             "transforms": spec.transforms_label(), "seed": spec.seed, "n_train": scores.n_train,
             **{f"{s}_{m}": round(metrics[s][m], 4) if s in metrics else None
@@ -183,7 +183,7 @@ def record_run(entry: CacheEntry, spec: FitSpec, scores: Scores, *, layers: str,
             "fit_seconds": round(scores.fit_seconds, 3), "predict_seconds": round(scores.predict_seconds, 3),
             "model_path": f"{run_id}/{MODEL_FILE}", "model_sha256": sha,
         }
-        append_run(cache_dir, row, staged=staged, runs_dir=runs_dir)
+        append_run(entry.cache, row, staged=staged)
     folder = staged.final
     text = " | ".join(f"{s} acc {m['accuracy']:.3f} f1 {m['f1_macro']:.3f}" for s, m in metrics.items())
     log(f"run {run_id}: {spec.classifier} {row['params']} on {layers} ({scores.n_features} features): {text} "
@@ -202,12 +202,6 @@ def _write_reports(folder: Path, scores: Scores, title: str, plots: bool) -> Non
     if history is not None:
         history.to_csv(folder / "history.csv", index=False)
         plot_learning_curves(history, folder / "learning_curves.png")
-
-
-def _label(layers, names: list[str]) -> str:
-    if layers is None:
-        return ",".join(names)
-    return layers if isinstance(layers, str) else ",".join(layers)
 
 
 def _json(params: dict) -> str:

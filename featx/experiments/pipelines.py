@@ -95,7 +95,7 @@ def run_pipeline(path, *, cache_dir=None, log=print) -> PipelineResult:
             plots.append(result.plot)
         else:
             plots.append(tsne(cache=entry, log=log, **options))
-    table = runs(entry.path.parent)
+    table = runs(entry.cache)
     table = table[table["run_id"].isin(run_ids)].reset_index(drop=True)
     log(f"=== {spec.get('name', Path(path).stem)}: {len(table)} run(s), best first")
     log(format_runs(table))

@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from featx.backbones.layers import LayerSelection, infos_from_metadata, layer_selection
 from featx.cache.atomic import atomic_path
-from featx.cache.store import default_cache_dir, open_entry
+from featx.cache.store import Cache, CacheEntry
 from featx.errors import FeatxError, RunFailed
-from featx.experiments.runs import load_model, runs_dir as runs_folder, writable_folder
+from featx.experiments.runs import load_model, logged_selection, writable_folder
 
 
 def predict(run_id: str, paths, *, cache_dir=None, batch_size: int = 32, output=None, runs_dir=None,
@@ -31,22 +32,23 @@ def predict(run_id: str, paths, *, cache_dir=None, batch_size: int = 32, output=
     from featx.backbones import backbone_from_entry
     from featx.extractor import LayerExtractor
 
-    pipeline, run = load_model(run_id, cache_dir, runs_dir)
-    entry = open_entry(Path(cache_dir or default_cache_dir()) / run["cache_entry"], cache_dir)
+    cache = Cache(cache_dir, runs_dir=runs_dir)
+    pipeline, run = load_model(run_id, cache)
+    entry = cache.open(run["cache_entry"])
     if entry.key != run["cache_key"]:
         raise FeatxError(f"cache entry {entry.name} no longer has the key run {run['run_id']} was fitted on; fit again")
+    selection = _run_layers(entry, run)
     files = _image_files([paths] if isinstance(paths, (str, Path)) else paths)
-    output = Path(output or runs_folder(cache_dir, runs_dir) / run["run_id"] / f"predictions-{time.strftime('%Y%m%d-%H%M%S')}.csv")
+    output = Path(output or cache.runs_dir / run["run_id"] / f"predictions-{time.strftime('%Y%m%d-%H%M%S')}.csv")
     writable_folder(output.parent, "predictions", "pass --output naming a file in a writable folder")
     runtime.configure_tensorflow()
     with runtime.compute_dtype(entry.settings.get("mixed_precision", False)):  # as the cached features were made
         backbone = backbone_from_entry(entry)
-    layers = run["layer_names"].split(",")
-    extractor = LayerExtractor(backbone, layers, entry.settings["pool"], entry.settings["dtype"])
+    extractor = LayerExtractor(backbone, list(selection.names), entry.settings["pool"], entry.settings["dtype"])
     features, errors = [], {}
     for _, outputs, bad in extractor.batches([str(p) for p in files], 0, batch_size):
         errors.update(bad)
-        features.append(np.concatenate([outputs[n] for n in layers], axis=1))
+        features.append(np.concatenate([outputs[n] for n in selection.names], axis=1))
     table = pd.DataFrame({"path": [str(p) for p in files], "label": "", "error": [errors.get(i, "") for i in range(len(files))]})
     good = (table["error"] == "").to_numpy()
     if good.any():
@@ -60,6 +62,15 @@ def predict(run_id: str, paths, *, cache_dir=None, batch_size: int = 32, output=
     log(table.to_string(index=False))
     log(f"saved {output}")
     return table
+
+
+def _run_layers(entry: CacheEntry, run) -> LayerSelection:
+    """The run's logged layers, checked against its entry's backbone before that is built; in depth order, the
+    order its features were concatenated in when it was fitted."""
+    logged = logged_selection(run)
+    selection = layer_selection(infos_from_metadata(entry.layer_info), list(logged.names), pool=entry.settings["pool"],
+                                model_name=entry.settings["backbone"])
+    return LayerSelection(logged.spec, selection.names)
 
 
 def _save(table: pd.DataFrame, output: Path) -> None:

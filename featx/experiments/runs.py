@@ -7,8 +7,10 @@
                                 that logs it (removed by a later fit if its process was killed)
     <reports>/                  compare tables and charts, t-SNE plots
 
-<runs> is <cache_dir>/runs and <reports> is <cache_dir>/reports, unless `runs_dir` names another folder
-(then <reports> is <runs_dir>/reports): a read-only cache can still be experimented on.
+<runs> and <reports> are the Cache's `runs_dir` and `reports_dir`: <cache_dir>/runs and <cache_dir>/reports,
+unless `runs_dir` names another folder (then <reports> is <runs_dir>/reports): a read-only cache can still be
+experimented on. The log's `layers` and `layer_names` columns hold a LayerSelection (`selection_columns`,
+`logged_selection`).
 
 Every run is one SQLite transaction, and SQLite waits (busy timeout) for concurrent fits, so rows are
 never lost or torn. A run folder appears under its final name only once it is complete, in the same
@@ -35,8 +37,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from featx.backbones.layers import LayerSelection
 from featx.cache.atomic import atomic_path, fsync_dir, fsync_file
-from featx.cache.store import default_cache_dir
+from featx.cache.store import Cache
 from featx.errors import FeatxError, RunFailed
 
 COLUMNS = (
@@ -57,18 +60,20 @@ STAGING = ".staging-"  # .staging-<run_id>-<pid>@<host>: removed once that proce
 _HOST = re.sub(r"[^\w.-]", "_", socket.gethostname())
 
 
-def runs_dir(cache_dir=None, runs_dir=None) -> Path:
-    """Where the log and the run folders are: `runs_dir` if given, else <cache_dir>/runs."""
-    return _runs_folder(cache_dir, runs_dir)
+def _cache(cache_dir=None, runs_dir=None) -> Cache:
+    """cache_dir as a Cache (it may be one already), with the user's runs_dir if given."""
+    cache = cache_dir if isinstance(cache_dir, Cache) else Cache(cache_dir)
+    return cache.with_runs_dir(runs_dir)
 
 
-def _runs_folder(cache_dir, override) -> Path:
-    return Path(override) if override else Path(cache_dir or default_cache_dir()) / "runs"
+def selection_columns(selection: LayerSelection) -> dict:
+    """A run's layers as the log stores them: `layers` the spec as written, `layer_names` the names in depth order."""
+    return {"layers": selection.spec, "layer_names": ",".join(selection.names)}
 
 
-def reports_dir(cache_dir=None, runs_dir=None) -> Path:
-    """Where compare and t-SNE write: <runs_dir>/reports if `runs_dir` is given, else <cache_dir>/reports."""
-    return Path(runs_dir) / "reports" if runs_dir else Path(cache_dir or default_cache_dir()) / "reports"
+def logged_selection(row) -> LayerSelection:
+    """The LayerSelection a logged run was fitted on (the reader of `selection_columns`)."""
+    return LayerSelection(str(row["layers"]), tuple(str(row["layer_names"]).split(",")))
 
 
 def new_run_id() -> str:
@@ -219,25 +224,25 @@ class StagedRun:
     final: Path
 
 
-def prepare_log(cache_dir=None, runs_dir=None) -> Path:
+def prepare_log(cache=None) -> Path:
     """Check, before a long fit, that its run can be recorded: the folder is writable and the log sound.
 
-    Returns the runs folder.
+    cache : a Cache, or a cache folder. Returns its runs folder.
     """
-    folder = writable_folder(_runs_folder(cache_dir, runs_dir), "runs")
+    folder = writable_folder(_cache(cache).runs_dir, "runs")
     with _database(folder, write=True):
         pass
     return folder
 
 
 @contextmanager
-def stage_run(cache_dir=None, runs_dir=None):
-    """Yield a StagedRun whose folder the caller fills, then logs with append_run(..., staged=...).
+def stage_run(cache=None):
+    """Yield a StagedRun in cache's runs folder, which the caller fills, then logs with append_run(..., staged=...).
 
     If the block fails, or ends without logging the run, the folder is removed: no half run is ever left.
     A write error (disk full, file size limit, permissions) becomes one line.
     """
-    folder = prepare_log(cache_dir, runs_dir)
+    folder = prepare_log(cache)
     remove_debris(folder)
     run_id = new_run_id()
     staged = StagedRun(run_id, folder / f"{STAGING}{run_id}-{os.getpid()}@{_HOST}", folder / run_id)
@@ -269,9 +274,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def append_run(cache_dir, row: dict, *, staged: StagedRun | None = None, runs_dir=None) -> None:
-    """Add one row (keys: COLUMNS) to the runs log; with `staged`, publish its folder in the same transaction."""
-    folder = writable_folder(_runs_folder(cache_dir, runs_dir), "runs")
+def append_run(cache, row: dict, *, staged: StagedRun | None = None) -> None:
+    """Add one row (keys: COLUMNS) to the runs log of `cache` (a Cache or cache folder); with `staged`, publish
+    its folder in the same transaction."""
+    folder = writable_folder(_cache(cache).runs_dir, "runs")
     if staged is not None:  # on disk before it is published
         for path in staged.folder.iterdir():
             fsync_file(path)
@@ -295,12 +301,13 @@ def append_run(cache_dir, row: dict, *, staged: StagedRun | None = None, runs_di
 
 # --- reading runs
 
-def read_log(cache_dir=None, runs_dir=None) -> pd.DataFrame:
+def read_log(cache_dir=None, *, runs_dir=None) -> pd.DataFrame:
     """Every logged run, in the order they were logged (empty frame with COLUMNS if none).
 
+    cache_dir : a Cache or a cache folder (None: the default one); runs_dir : the log's folder, if not its runs/.
     An old runs.csv is migrated into runs.sqlite by the first fit; until then it is read as it is.
     """
-    folder = _runs_folder(cache_dir, runs_dir)
+    folder = _cache(cache_dir, runs_dir).runs_dir
     if (folder / LOG_FILE).exists():
         with _database(folder, write=False) as connection:
             if connection.execute("PRAGMA user_version").fetchone()[0]:  # 0: created, not yet initialized
@@ -310,10 +317,10 @@ def read_log(cache_dir=None, runs_dir=None) -> pd.DataFrame:
     return _read_old_csv(old).astype({"run_id": str}) if old.exists() else pd.DataFrame(columns=list(COLUMNS))
 
 
-def export_csv(path, cache_dir=None, runs_dir=None) -> Path:
+def export_csv(path, cache_dir=None, *, runs_dir=None) -> Path:
     """Write the whole log, in logged order, as a CSV file (atomically); returns its path."""
     path = Path(path)
-    table = read_log(cache_dir, runs_dir)
+    table = read_log(cache_dir, runs_dir=runs_dir)
     try:
         with atomic_path(path) as tmp:
             table.to_csv(tmp, index=False)
@@ -322,14 +329,14 @@ def export_csv(path, cache_dir=None, runs_dir=None) -> Path:
     return path
 
 
-def runs(cache_dir=None, sort: str = "val_accuracy", clf=None, backbone=None, layers=None, top=None,
+def runs(cache_dir=None, *, sort: str = "val_accuracy", clf=None, backbone=None, layers=None, top=None,
          runs_dir=None) -> pd.DataFrame:
     """The runs table, best first: descending by `sort` (ascending for *_seconds columns: fastest first).
 
     clf, backbone : keep rows with exactly this classifier / backbone (a comma list allows several).
     layers : keep rows whose layer spec or layer names contain this substring. top : keep the first N.
     """
-    table = read_log(cache_dir, runs_dir)
+    table = read_log(cache_dir, runs_dir=runs_dir)
     if sort not in table.columns:
         raise FeatxError(f"cannot sort runs by '{sort}'; choose one of {', '.join(COLUMNS)}")
     for column, wanted in (("classifier", clf), ("backbone", backbone)):
@@ -349,12 +356,12 @@ def format_runs(table: pd.DataFrame) -> str:
     return table[list(DISPLAY)].assign(layers=layers).to_string(index=False)
 
 
-def find_run(run_id: str, cache_dir=None, runs_dir=None) -> pd.Series:
+def find_run(run_id: str, cache_dir=None, *, runs_dir=None) -> pd.Series:
     """The log row of a run, by full id or unique prefix."""
-    table = read_log(cache_dir, runs_dir)
+    table = read_log(cache_dir, runs_dir=runs_dir)
     matches = table[table["run_id"].str.startswith(str(run_id))]
     if len(matches) != 1:
-        where = _runs_folder(cache_dir, runs_dir) / LOG_FILE
+        where = _cache(cache_dir, runs_dir).runs_dir / LOG_FILE
         problem = "is ambiguous" if len(matches) else f"is not in {where}"
         raise FeatxError(f"run '{run_id}' {problem}; see `featx runs` for run ids (and pass the right --cache-dir "
                          "or --runs-dir)")
@@ -403,11 +410,11 @@ def model_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_model(run_id: str, cache_dir=None, runs_dir=None):
+def load_model(run_id: str, cache_dir=None, *, runs_dir=None):
     """(fitted Pipeline, log row) of a run; refuses a file outside the runs folder, whose sha256 changed, in
     the old pickle format, or holding any type outside trusted_types() (nothing in it is executed)."""
-    row = find_run(run_id, cache_dir, runs_dir)
-    root = _runs_folder(cache_dir, runs_dir).resolve()
+    row = find_run(run_id, cache_dir, runs_dir=runs_dir)
+    root = _cache(cache_dir, runs_dir).runs_dir.resolve()
     path = (root / str(row["model_path"])).resolve()
     if path.suffix == ".joblib":
         raise FeatxError(f"run {row['run_id']} saved its model as a pickle ({path.name}), which featx no longer loads "

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from featx.cache.store import open_entry
-from featx.experiments.runs import reports_dir, writable_folder
+from featx.cache.store import Cache
+from featx.experiments.runs import writable_folder
 from featx.features.load import load
 from featx.reports import plot_tsne
 
@@ -16,10 +16,10 @@ def tsne(cache=None, *, layers="top_activation", split: str | None = None, seed:
     """Plot a 2-D t-SNE of `layers` (names or groups) colored by class; returns the PNG path
     (<cache_dir>/reports/tsne-<entry>-<layers>[-<split>].png). split : None = every valid image.
     runs_dir : write to <runs_dir>/reports instead (for a read-only cache)."""
-    entry = open_entry(cache, cache_dir)
-    reports = writable_folder(reports_dir(entry.path.parent, runs_dir), "reports")
+    entry = Cache(cache_dir, runs_dir=runs_dir).open(cache)
+    reports = writable_folder(entry.cache.reports_dir, "reports")
     X, y, meta = load(entry, layers=layers, split=split)
-    label = layers if isinstance(layers, str) else ",".join(layers)
+    label = meta.attrs["selection"].spec
     name = re.sub(r"[^\w.,-]+", "_", f"tsne-{entry.name}-{label}" + (f"-{split}" if split else ""))[:150]
     path = plot_tsne(X, y, entry.class_names, reports / f"{name}.png", seed, max_points,
                      title=f"t-SNE of {label} ({min(len(X), max_points)} {split + ' ' if split else ''}images, {X.shape[1]} features)")

@@ -1,0 +1,53 @@
+"""A cache's contents and health as DataFrames (`featx ls`, `featx verify`): the CLI only prints them."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from featx.cache.passlog import PassLog
+from featx.cache.store import Cache, CacheEntry
+from featx.cache.verify import verify
+from featx.errors import FeatxError
+
+ENTRY_COLUMNS = ("entry", "backbone", "images", "layers", "pool", "dtype", "MB", "partial")
+VERIFY_COLUMNS = ("entry", "status", "problems", "notes")
+
+
+def entries_table(cache: Cache) -> pd.DataFrame:
+    """One row per entry folder, most recent first (ENTRY_COLUMNS); an unreadable one says why in `backbone`.
+
+    partial : True while an interrupted extraction pass waits to be resumed ("unreadable" if its record is).
+    """
+    rows = []
+    for folder, entry, problem in cache.scan():
+        if entry is None:
+            rows.append({"entry": folder.name, "backbone": f"UNREADABLE: {problem}"})
+            continue
+        try:
+            partial = PassLog.summary(entry) is not None
+        except FeatxError:
+            partial = "unreadable"
+        rows.append({"entry": entry.name, "backbone": entry.settings["backbone"], "images": len(entry.labels),
+                     "layers": len(entry.layers), "pool": entry.settings["pool"], "dtype": entry.settings["dtype"],
+                     "MB": round(entry.size_bytes() / 1e6, 1), "partial": partial})
+    return pd.DataFrame(rows, columns=list(ENTRY_COLUMNS))
+
+
+def verify_all(cache: Cache, spec=None) -> pd.DataFrame:
+    """`verify` every entry folder of the cache (or the one `spec` names): one row each (VERIFY_COLUMNS).
+
+    status : "ok" or "FAIL"; problems : a list of lines (empty when ok); notes : images, layers, bad files and
+    any interrupted pass of a sound entry.
+    """
+    rows = []
+    for folder in [cache.find(spec)] if spec else cache.folders():
+        problems = verify(folder)
+        notes = "" if problems else _notes(CacheEntry(folder, cache))
+        rows.append({"entry": folder.name, "status": "FAIL" if problems else "ok", "problems": problems, "notes": notes})
+    return pd.DataFrame(rows, columns=list(VERIFY_COLUMNS))
+
+
+def _notes(entry: CacheEntry) -> str:
+    notes = [f"{len(entry.labels)} images", f"{len(entry.layers)} layer(s)", f"{len(entry.errors)} bad file(s)",
+             PassLog.summary(entry)]
+    return ", ".join(str(n) for n in notes if n)
