@@ -1,6 +1,7 @@
 """Downstream classifiers on cached features: the registry and the Keras dense head."""
 
 from featx.classifiers.registry import (
+    BASELINES,
     CLASSIFIERS,
     make_classifier,
     make_pipeline,
@@ -8,6 +9,7 @@ from featx.classifiers.registry import (
 )
 
 __all__ = [
+    "BASELINES",
     "CLASSIFIERS",
     "DenseHeadClassifier",
     "make_classifier",

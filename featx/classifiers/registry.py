@@ -10,6 +10,7 @@ import ast
 import difflib
 from functools import partial
 
+from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
@@ -33,7 +34,11 @@ CLASSIFIERS = {
     "logreg": partial(LogisticRegression, max_iter=2000),
     "knn": KNeighborsClassifier,
     "dense": _dense_head,
+    # chance-level references, scored like any model: the most frequent train class; random labels in train shares
+    "majority": partial(DummyClassifier, strategy="most_frequent"),
+    "stratified": partial(DummyClassifier, strategy="stratified"),
 }
+BASELINES = ("majority", "stratified")
 
 # n_jobs does nothing for LogisticRegression's default lbfgs solver; sklearn >= 1.8 warns if set.
 IGNORES_N_JOBS = {"logreg"}
