@@ -20,8 +20,8 @@ def data(elpv_cache):
     return X, y, meta["split"].to_numpy()
 
 
-def logreg(**transforms):
-    return make_pipeline("logreg", {"C": 0.1}, build_feature_pipeline(**transforms), seed=0, n_jobs=1)
+def linear(**transforms):
+    return make_pipeline("linear-svm", {"C": 0.001}, build_feature_pipeline(**transforms), seed=0, n_jobs=1)
 
 
 def test_folds_hold_only_train_and_val_rows_each_once_per_repeat(data):
@@ -51,7 +51,7 @@ def test_test_rows_never_reach_cross_validation(data):
     folds = make_folds(y, split, 4, 1, seed=0)
     poisoned = X.copy()
     poisoned[split == "test"] = np.nan  # any read of a test row would fail the fit or change a score
-    clean, dirty = (cross_validate(logreg(standardize=True), A, y, folds).scores for A in (X, poisoned))
+    clean, dirty = (cross_validate(linear(standardize=True), A, y, folds).scores for A in (X, poisoned))
     assert dirty[list(METRICS)].notna().all().all()
     assert np.array_equal(clean[list(METRICS)].to_numpy(), dirty[list(METRICS)].to_numpy())
 
@@ -70,7 +70,7 @@ def test_groups_keep_the_views_of_one_image_in_one_fold(data):
 def test_transforms_are_refitted_on_each_folds_train_rows(data):
     X, y, split = data
     folds = make_folds(y, split, 3, 1, seed=0)
-    result = cross_validate(logreg(discretize="fne"), X, y, folds, return_estimators=True)
+    result = cross_validate(linear(discretize="fne"), X, y, folds, return_estimators=True)
     full_mean = X[split != "test"].mean(axis=0, dtype=np.float64)
     for (train, _), fitted in zip(folds.splits, result.estimators):
         fne = fitted.named_steps["fne"]
@@ -83,7 +83,7 @@ def test_ci_shrinks_with_more_repeats(data):
     X, y, split = data
     widths = {}
     for repeats in (1, 6):
-        result = cross_validate(logreg(standardize=True), X, y, make_folds(y, split, 5, repeats, seed=0), n_jobs=2)
+        result = cross_validate(linear(standardize=True), X, y, make_folds(y, split, 5, repeats, seed=0), n_jobs=2)
         widths[repeats] = summarize(result)["accuracy_ci95"]
     assert 0 < widths[6] < widths[1]
 
@@ -110,11 +110,11 @@ def test_default_metric_follows_class_balance(data):
 def test_paired_difference_names_the_winner_or_says_within_noise(data):
     X, y, split = data
     folds = make_folds(y, split, 5, 2, seed=0)
-    model = cross_validate(logreg(standardize=True), X, y, folds, n_jobs=2)
+    model = cross_validate(linear(standardize=True), X, y, folds, n_jobs=2)
     majority = cross_validate(make_classifier("majority"), X, y, folds)
-    beats = paired_difference(majority, model, "f1_macro", "majority", "logreg")
-    assert beats.mean < -beats.ci95 < 0 and beats.verdict.startswith("logreg beats majority by")
-    same = paired_difference(model, model, "balanced_accuracy", "logreg", "logreg again")
+    beats = paired_difference(majority, model, "f1_macro", "majority", "linear-svm")
+    assert beats.mean < -beats.ci95 < 0 and beats.verdict.startswith("linear-svm beats majority by")
+    same = paired_difference(model, model, "balanced_accuracy", "linear-svm", "itself")
     assert same.mean == 0 and "within noise" in same.verdict
     other = cross_validate(make_classifier("majority"), X, y, make_folds(y, split, 5, 2, seed=1))
     with pytest.raises(FeatxError, match="different folds"):
