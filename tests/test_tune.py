@@ -6,11 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.svm import LinearSVC
 
 import featx
 from featx.errors import FeatxError
 from featx.experiments.selection import make_folds
-from featx.experiments.tune import C_PATH, SEARCHES, Search, tune
+from featx.experiments.tune import C_PATH, SEARCHES, Search, _row_space, tune
 from featx.reports.selection_plots import plot_layer_scores, plot_search_curve
 
 
@@ -58,6 +61,7 @@ def test_test_rows_never_reach_selection(data, logreg_on_val):
     assert again.test != logreg_on_val.test  # the poison is seen only where it belongs: the final test score
 
 
+@pytest.mark.slow
 def test_tune_on_cv_beats_defaults_or_is_within_noise(data):
     X, y, split = data
     folds = make_folds(y, split, 4, 1, seed=0)
@@ -108,3 +112,15 @@ def test_layer_scores_png_with_many_layers_ci_and_baselines(tmp_path):
     assert width > 1000
     with pytest.raises(FeatxError, match="no column"):
         plot_layer_scores(pd.DataFrame(rows), tmp_path / "x.png", "cv_f1_macro_mean")
+
+
+def test_row_space_gives_the_decisions_of_the_wide_features(data):
+    X, y, split = data
+    train, val = split == "train", split == "val"
+    assert X.shape[1] > train.sum()  # 1280 features, 166 train rows: tune takes the row-space path
+    Z_train, Z_val = _row_space(X[train], X[val])
+    assert Z_train.shape[1] <= train.sum()
+    for model in (LogisticRegression(C=0.01, max_iter=5000, tol=1e-8), LinearSVC(C=0.001, tol=1e-8, max_iter=20000)):
+        wide = clone(model).fit(X[train], y[train]).decision_function(X[val])
+        narrow = clone(model).fit(Z_train, y[train]).decision_function(Z_val)
+        np.testing.assert_allclose(narrow, wide, atol=2e-3 * np.abs(wide).max())

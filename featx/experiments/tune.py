@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import itertools
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.pipeline import Pipeline
 
 from featx.classifiers import make_classifier, make_pipeline
@@ -66,7 +68,8 @@ class TuneResult:
     classifier: str
     metric: str  # the selection metric
     selection: str  # "val" or "cv<K>x<R>"
-    curve: pd.DataFrame  # one row per point tried: stage, params, <metric>, <metric>_ci95, fit_seconds
+    curve: pd.DataFrame  # one row per point tried: stage, params, METRICS means, <metric>_ci95, fit_seconds,
+    #                      converged (no ConvergenceWarning on any split), best
     best_params: dict  # sklearn parameters of the refit (gamma_scale resolved to gamma)
     versus_default: Difference  # best point vs the classifier's default parameters, paired on the same folds
     test: dict | None  # score() of the refit on the test rows; None when there are none
@@ -159,12 +162,24 @@ def _path(clf, points, X, y, train, held_out, transforms, fixed, seed, n_jobs) -
             estimator.set_params(**values)
         else:
             estimator = make_classifier(clf, {**fixed, **values}, seed, n_jobs)
-        estimator.fit(X_train, y[train])
+        converged = _fit_quietly(estimator, X_train, y[train])
         seconds = time.perf_counter() - began
-        rows.append({**score(y[held_out], estimator.predict(X_eval)), "fit_seconds": seconds})
+        rows.append({**score(y[held_out], estimator.predict(X_eval)), "fit_seconds": seconds, "converged": converged})
         if not point:  # the defaults must not seed the next warm start
             estimator = None
     return rows
+
+
+def _fit_quietly(estimator, X, y) -> bool:
+    """Fit; a ConvergenceWarning (usual at the weakly regularized end of a C path) becomes the return value
+    False, recorded in the curve, instead of one warning per grid point. Other warnings pass through."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        estimator.fit(X, y)
+    for warning in caught:
+        if not issubclass(warning.category, ConvergenceWarning):
+            warnings.warn(warning.message, warning.category, stacklevel=2)
+    return not any(issubclass(w.category, ConvergenceWarning) for w in caught)
 
 
 def _row_space(X_train, X_eval):
@@ -230,7 +245,8 @@ def _curve(tried: list[dict], folds: Folds, metric: str) -> pd.DataFrame:
         mine = [r for r in tried if _key(r["point"]) == key]
         stats = summarize(CVResult(pd.DataFrame(mine), folds, None))
         rows.append({"stage": mine[0]["stage"], **dict(key), **{m: stats[f"{m}_mean"] for m in METRICS},
-                     f"{metric}_ci95": stats[f"{metric}_ci95"], "fit_seconds": np.mean([r["fit_seconds"] for r in mine])})
+                     f"{metric}_ci95": stats[f"{metric}_ci95"], "fit_seconds": np.mean([r["fit_seconds"] for r in mine]),
+                     "converged": all(r["converged"] for r in mine)})
     curve = pd.DataFrame(rows)
     candidates = curve[curve["stage"] != "default"][metric]
     curve["best"] = curve.index == candidates.idxmax()
