@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,7 +15,7 @@ from sklearn.svm import LinearSVC
 import featx
 from featx.errors import FeatxError
 from featx.experiments.selection import make_folds
-from featx.experiments.tune import C_PATH, SEARCHES, Search, _row_space, tune
+from featx.experiments.tune import C_PATH, SEARCHES, Search, _row_space, tune, tune_cache
 from featx.reports.selection_plots import plot_layer_scores, plot_search_curve
 
 
@@ -124,3 +126,17 @@ def test_row_space_gives_the_decisions_of_the_wide_features(data):
         wide = clone(model).fit(X[train], y[train]).decision_function(X[val])
         narrow = clone(model).fit(Z_train, y[train]).decision_function(Z_val)
         np.testing.assert_allclose(narrow, wide, atol=2e-3 * np.abs(wide).max())
+
+
+@pytest.mark.slow
+def test_tune_cache_selects_every_classifier_on_the_same_folds_and_saves_curves(elpv_cache):
+    lines = []
+    results = tune_cache(layers="top_activation", classifiers="linear-svm,logreg", cv=3, standardize=True,
+                         cache_dir=elpv_cache, log=lines.append)
+    assert [r.classifier for r in results] == ["linear-svm", "logreg"]
+    assert {r.selection for r in results} == {"cv3x1"} and {r.metric for r in results} == {"balanced_accuracy"}
+    assert sum("ranking by balanced_accuracy" in line for line in lines) == 1
+    folder = Path(lines[-1].split(" in ", 1)[1])
+    for clf in ("linear-svm", "logreg"):
+        curve = pd.read_csv(folder / f"{clf}_curve.csv")
+        assert curve["best"].sum() == 1 and Image.open(folder / f"{clf}_curve.png").size[0] > 400

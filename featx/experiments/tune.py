@@ -24,13 +24,17 @@ from joblib import Parallel, delayed
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.pipeline import Pipeline
 
+from featx.cache.store import open_entry
 from featx.classifiers import make_classifier, make_pipeline
 from featx.errors import FeatxError
 from featx.experiments.selection import (
-    METRICS, SELECTION_SPLITS, CVResult, Difference, Folds, check_metric, default_metric, paired_difference, score,
-    summarize, val_folds,
+    METRICS, SELECTION_SPLITS, CVResult, Difference, Folds, check_metric, default_metric, make_folds,
+    paired_difference, score, summarize, val_folds,
 )
+from featx.experiments.runs import new_run_id, reports_dir
+from featx.features.load import load
 from featx.features.transforms import build_feature_pipeline
+from featx.reports.selection_plots import plot_search_curve
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,35 @@ class TuneResult:
     test: dict | None  # score() of the refit on the test rows; None when there are none
     pipeline: Pipeline  # refit on train+val with best_params
     seconds: float
+
+
+def tune_cache(cache=None, layers=None, classifiers=("logreg",), cv: int | None = None, cv_repeats: int = 1,
+               metric: str | None = None, params: dict | None = None, seed: int = 0, n_jobs: int | None = 1,
+               cache_dir=None, log=print, **transforms) -> list[TuneResult]:
+    """tune each of `classifiers` on `layers` of a cache entry; saves each search curve as CSV and PNG.
+
+    cv : K for selection by repeated stratified K-fold (cv_repeats times) over train+val; None = on val.
+    The folds are made once, so every classifier is selected on the same (paired) splits.
+    Writes <cache_dir>/reports/tune-<id>/<clf>_curve.csv and <clf>_curve.png; the results carry the
+    refit pipelines (not saved here: the runs log records runs).
+    """
+    entry = open_entry(cache, cache_dir)
+    X, y, meta = load(entry, layers)
+    split = meta["split"].to_numpy()
+    folds = make_folds(y, split, cv, cv_repeats, seed) if cv else None
+    names = [c.strip() for c in classifiers.split(",")] if isinstance(classifiers, str) else list(classifiers)
+    folder = reports_dir(entry.path.parent) / f"tune-{new_run_id()}"
+    results = []
+    for clf in names:
+        result = tune(X, y, split, clf, metric, folds, transforms, params, seed=seed, n_jobs=n_jobs, log=log)
+        metric = result.metric  # the default metric is decided (and printed) once
+        folder.mkdir(parents=True, exist_ok=True)
+        result.curve.to_csv(folder / f"{clf}_curve.csv", index=False)
+        plot_search_curve(result.curve, folder / f"{clf}_curve.png", list((SEARCHES.get(clf) or Search({})).grid),
+                          result.metric, title=f"{clf}: {result.metric} on {result.selection}")
+        results.append(result)
+    log(f"saved search curves in {folder}")
+    return results
 
 
 def tune(X, y, split, clf: str, metric: str | None = None, folds: Folds | None = None, transforms: dict | None = None,
