@@ -108,7 +108,7 @@ def _depth_curves(ax, rows, mean, x, hue, colors):
     step = math.ceil(len(ticks) / MAX_TICK_LABELS)
     ax.set_xticks(ticks["depth"].iloc[::step], labels=[_short(s) for s in ticks[x].iloc[::step]], rotation=90,
                   fontsize=7)
-    ax.set_xlabel("layer (by depth)" + (f", every {step}th labelled" if step > 1 else ""))
+    ax.set_xlabel("layer (by depth)" + (f", one label every {step} layers" if step > 1 else ""))
     combined = rows[rows["depth"].isna()]
     styles = (":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1)))
     for i, ((name, subset), group) in enumerate(combined.groupby([hue, x], sort=False)):
