@@ -9,7 +9,14 @@ import featx
 from featx.classifiers import make_classifier, make_pipeline
 from featx.errors import FeatxError
 from featx.experiments.selection import (
-    METRICS, cross_validate, default_metric, make_folds, paired_difference, score, summarize, val_folds,
+    METRICS,
+    cross_validate,
+    default_metric,
+    make_folds,
+    paired_difference,
+    score,
+    summarize,
+    val_folds,
 )
 from featx.features.transforms import build_feature_pipeline
 

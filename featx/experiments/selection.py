@@ -4,11 +4,12 @@ Everything here is a pure function of arrays, so fit, compare and tune can share
 
     folds = make_folds(y, split, n_splits=5, n_repeats=2, seed=0)      # train+val rows only
     result = cross_validate(pipeline, X, y, folds, n_jobs=2)             # a fresh clone per fold
-    summarize(result.scores)                                             # mean and 95% CI per metric
-    paired_difference(result_a.scores, result_b.scores, "balanced_accuracy", "a", "b").verdict
+    summarize(result)                                                    # mean and 95% CI per metric
+    paired_difference(result_a, result_b, "balanced_accuracy", "a", "b").verdict  # on the same folds
 
 Baselines are the registry's classifiers "majority" and "stratified" (featx.classifiers.BASELINES), scored
-through the same folds as any model. Test rows never enter a fold (make_folds refuses to index them), so nothing chosen here has seen test.
+through the same folds as any model. Test rows never enter a fold (make_folds refuses to index them), so
+nothing chosen here has seen test.
 """
 
 from __future__ import annotations

@@ -27,11 +27,21 @@ from sklearn.pipeline import Pipeline
 from featx.cache.store import open_entry
 from featx.classifiers import make_classifier, make_pipeline
 from featx.errors import FeatxError
-from featx.experiments.selection import (
-    METRICS, SELECTION_SPLITS, CVResult, Difference, Folds, check_metric, default_metric, make_folds,
-    paired_difference, score, summarize, val_folds,
-)
 from featx.experiments.runs import new_run_id, reports_dir
+from featx.experiments.selection import (
+    METRICS,
+    SELECTION_SPLITS,
+    CVResult,
+    Difference,
+    Folds,
+    check_metric,
+    default_metric,
+    make_folds,
+    paired_difference,
+    score,
+    summarize,
+    val_folds,
+)
 from featx.features.load import load
 from featx.features.transforms import build_feature_pipeline
 from featx.reports.selection_plots import plot_search_curve
@@ -70,6 +80,7 @@ SEARCHES = {
 @dataclass
 class TuneResult:
     classifier: str
+    searched: tuple  # the searched parameter names (curve columns), in grid order
     metric: str  # the selection metric
     selection: str  # "val" or "cv<K>x<R>"
     curve: pd.DataFrame  # one row per point tried: stage, params, METRICS means, <metric>_ci95, fit_seconds,
@@ -103,8 +114,8 @@ def tune_cache(cache=None, layers=None, classifiers=("logreg",), cv: int | None 
         metric = result.metric  # the default metric is decided (and printed) once
         folder.mkdir(parents=True, exist_ok=True)
         result.curve.to_csv(folder / f"{clf}_curve.csv", index=False)
-        plot_search_curve(result.curve, folder / f"{clf}_curve.png", list((SEARCHES.get(clf) or Search({})).grid),
-                          result.metric, title=f"{clf}: {result.metric} on {result.selection}")
+        plot_search_curve(result.curve, folder / f"{clf}_curve.png", result.searched, result.metric,
+                          title=f"{clf}: {result.metric} on {result.selection}")
         results.append(result)
     log(f"saved search curves in {folder}")
     return results
@@ -155,7 +166,8 @@ def tune(X, y, split, clf: str, metric: str | None = None, folds: Folds | None =
     log(f"tune {clf}: {len(curve)} point(s) on {folds.label} in {seconds:.1f}s; best {_label(best)} "
         f"{metric} {curve.loc[curve['best'], metric].iloc[0]:.3f}; {versus.verdict}"
         + (f"; test {metric} {scores[metric]:.3f}" if scores else ""))
-    return TuneResult(clf, metric, folds.label, curve, best_params, versus, scores, pipeline, seconds)
+    return TuneResult(clf, tuple(search.grid), metric, folds.label, curve, best_params, versus, scores, pipeline,
+                      seconds)
 
 
 @dataclass
