@@ -42,6 +42,8 @@ def test_logreg_sweeps_the_c_path_then_refines_around_the_best(logreg_on_val):
     assert (np.abs(np.log10(refine["C"] / coarse_best)) <= 1 + 1e-9).all()
     assert result.metric == "balanced_accuracy" and result.selection == "val"
     assert result.best_params["C"] == pytest.approx(best["C"]) and "warm_start" not in result.best_params
+    default = curve[curve["stage"] == "default"].iloc[0]  # C=1 is on the grid: reused, not refitted
+    assert default[result.metric] == coarse.loc[coarse["C"] == 1.0, result.metric].iloc[0]
 
 
 def test_refit_uses_train_and_val_and_scores_test_once(data, logreg_on_val):

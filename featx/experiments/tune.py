@@ -150,7 +150,8 @@ def tune(X, y, split, clf: str, metric: str | None = None, folds: Folds | None =
     make_classifier(clf, fixed, seed)  # unknown parameters fail before any fit
     run = _Runner(clf, X, y, folds, transforms, fixed, seed, n_jobs)
     coarse = [dict(zip(search.grid, values)) for values in itertools.product(*search.grid.values())]
-    tried = run("coarse", coarse) + run("default", [{}])
+    tried = run("coarse", coarse)
+    tried += _defaults(clf, coarse, tried) or run("default", [{}])
     best = _best(tried, metric)
     refined = _refine(search, tried, best)
     if refined:
@@ -250,6 +251,14 @@ def _resolve(point: dict, X_train) -> dict:
     if "gamma_scale" in values:
         values["gamma"] = values.pop("gamma_scale") / (X_train.shape[1] * max(float(X_train.var()), 1e-12))
     return values
+
+
+def _defaults(clf: str, coarse: list[dict], tried: list[dict]) -> list[dict]:
+    """The default parameters' rows, copied from the grid point equal to them (logreg and linear-svm C=1,
+    rf, dense): a second fit of the same model would only cost time. Empty when no grid point matches."""
+    defaults = make_classifier(clf).get_params()
+    same = [p for p in coarse if all(k in defaults and defaults[k] == v for k, v in p.items())]
+    return [{**r, "stage": "default", "point": {}} for r in tried if same and r["point"] == same[0]]
 
 
 def _key(point: dict) -> tuple:
