@@ -1,6 +1,7 @@
 """Downstream classifiers on cached features: the registry and the Keras dense head."""
 
 from featx.classifiers.registry import (
+    BASELINES,
     CLASSIFIERS,
     classifier_params,
     fit_pipeline,
@@ -9,6 +10,7 @@ from featx.classifiers.registry import (
 )
 
 __all__ = [
+    "BASELINES",
     "CLASSIFIERS",
     "DenseHeadClassifier",
     "classifier_params",

@@ -13,6 +13,7 @@ import inspect
 import re
 from functools import cache
 
+from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
@@ -29,7 +30,11 @@ CLASSIFIERS = {  # name -> (estimator class, or "module:Class" imported on first
     "logreg": (LogisticRegression, {"max_iter": 2000}),
     "knn": (KNeighborsClassifier, {}),
     "dense": ("featx.classifiers.dense:DenseHeadClassifier", {}),  # keras costs seconds to import
+    # chance-level references, scored like any model: the most frequent train class; random labels in train shares
+    "majority": (DummyClassifier, {"strategy": "most_frequent"}),
+    "stratified": (DummyClassifier, {"strategy": "stratified"}),
 }
+BASELINES = ("majority", "stratified")
 
 # n_jobs does nothing for LogisticRegression's default lbfgs solver; sklearn >= 1.8 warns if set.
 IGNORES_N_JOBS = {"logreg"}

@@ -1,0 +1,327 @@
+"""tune: search a classifier's key parameters on val (or CV), refit on train+val, score test once.
+
+The linear-probe protocol of CLIP / DINOv2 / torchgeo-bench: a log grid over the regularization, a finer
+grid around the best point, selection on held-out train+val rows, then one refit and one test score.
+
+Transforms (standardize, FNE, PCA) do not depend on the searched parameters, so each selection split
+fits them once on its train rows and the whole grid reuses the mapped features; logistic regression
+walks its C path with warm starts (each fit starts from the previous C's coefficients). On wide features
+(n_features > n_train, e.g. 22k FNE features of all layers) the L2-penalized linear models search in the
+row space of the train features instead (see _row_space): same predictions, n_train columns instead of
+n_features.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.pipeline import Pipeline
+
+from featx.cache.store import open_entry
+from featx.classifiers import make_classifier, make_pipeline
+from featx.errors import FeatxError
+from featx.experiments.runs import new_run_id, reports_dir
+from featx.experiments.selection import (
+    METRICS,
+    SELECTION_SPLITS,
+    CVResult,
+    Difference,
+    Folds,
+    check_metric,
+    default_metric,
+    make_folds,
+    paired_difference,
+    score,
+    summarize,
+    val_folds,
+)
+from featx.features.load import load
+from featx.features.transforms import build_feature_pipeline
+from featx.reports.selection_plots import plot_search_curve
+
+
+@dataclass(frozen=True)
+class Search:
+    """What tune tries for one classifier.
+
+    grid : {param: coarse values}, tried as a full product.
+    refine : params refined on a log scale around the coarse best: `refine_points` values per param
+        spanning +-`refine_decades` decades (points already tried are skipped).
+    fixed : parameters set on every fit (warm_start for the C path).
+    """
+
+    grid: dict
+    refine: tuple = ()
+    refine_points: int = 7
+    refine_decades: float = 1.0
+    fixed: dict = field(default_factory=dict)
+
+
+ROW_SPACE = ("logreg", "linear-svm")  # L2-penalized linear models: the solution lies in the span of the train rows
+C_PATH = tuple(float(c) for c in np.logspace(-6, 6, 13))
+SEARCHES = {
+    "logreg": Search({"C": C_PATH}, refine=("C",), fixed={"warm_start": True}),
+    "linear-svm": Search({"C": C_PATH}, refine=("C",)),
+    # gamma_scale multiplies sklearn's gamma="scale" (1 / (n_features * X.var())), so the grid fits any feature scale
+    "svm": Search({"C": (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0), "gamma_scale": (0.01, 0.1, 1.0, 10.0)},
+                  refine=("C", "gamma_scale"), refine_points=3, refine_decades=0.5),
+    "rf": Search({"min_samples_leaf": (1, 2, 5, 10, 20), "max_features": ("sqrt", "log2", 0.05, 0.2)}),
+    "dense": Search({"lr": (0.001, 0.01, 0.1), "l2": (0.0, 1e-4, 1e-2), "hidden": ((), (256,))}),
+}
+
+
+@dataclass
+class TuneResult:
+    classifier: str
+    searched: tuple  # the searched parameter names (curve columns), in grid order
+    metric: str  # the selection metric
+    selection: str  # "val" or "cv<K>x<R>"
+    curve: pd.DataFrame  # one row per point tried: stage, params, METRICS means, <metric>_ci95, fit_seconds,
+    #                      converged (no ConvergenceWarning on any split), best
+    best_params: dict  # sklearn parameters of the refit (gamma_scale resolved to gamma)
+    versus_default: Difference  # best point vs the classifier's default parameters, paired on the same folds
+    test: dict | None  # score() of the refit on the test rows; None when there are none
+    pipeline: Pipeline  # refit on train+val with best_params
+    seconds: float
+
+
+def tune_cache(cache=None, layers=None, classifiers=("logreg",), cv: int | None = None, cv_repeats: int = 1,
+               metric: str | None = None, params: dict | None = None, seed: int = 0, n_jobs: int | None = 1,
+               cache_dir=None, log=print, **transforms) -> list[TuneResult]:
+    """tune each of `classifiers` on `layers` of a cache entry; saves each search curve as CSV and PNG.
+
+    cv : K for selection by repeated stratified K-fold (cv_repeats times) over train+val; None = on val.
+    The folds are made once, so every classifier is selected on the same (paired) splits.
+    Writes <cache_dir>/reports/tune-<id>/<clf>_curve.csv and <clf>_curve.png; the results carry the
+    refit pipelines (not saved here: the runs log records runs).
+    """
+    entry = open_entry(cache, cache_dir)
+    X, y, meta = load(entry, layers)
+    split = meta["split"].to_numpy()
+    folds = make_folds(y, split, cv, cv_repeats, seed) if cv else None
+    names = [c.strip() for c in classifiers.split(",")] if isinstance(classifiers, str) else list(classifiers)
+    folder = reports_dir(entry.path.parent) / f"tune-{new_run_id()}"
+    results = []
+    for clf in names:
+        result = tune(X, y, split, clf, metric, folds, transforms, params, seed=seed, n_jobs=n_jobs, log=log)
+        metric = result.metric  # the default metric is decided (and printed) once
+        folder.mkdir(parents=True, exist_ok=True)
+        result.curve.to_csv(folder / f"{clf}_curve.csv", index=False)
+        plot_search_curve(result.curve, folder / f"{clf}_curve.png", result.searched, result.metric,
+                          title=f"{clf}: {result.metric} on {result.selection}")
+        results.append(result)
+    log(f"saved search curves in {folder}")
+    return results
+
+
+def tune(X, y, split, clf: str, metric: str | None = None, folds: Folds | None = None, transforms: dict | None = None,
+         params: dict | None = None, search: Search | None = None, seed: int = 0, n_jobs: int | None = 1,
+         log=print) -> TuneResult:
+    """Search `clf`'s parameters, select by `metric` on `folds`, refit on train+val, score test once.
+
+    X : ndarray of shape (n_rows, n_features); y, split : ndarrays of shape (n_rows,), split in train/val/test.
+    metric : a METRICS name; None = default_metric of the train+val labels (the reason is logged).
+    folds : selection splits from make_folds (CV); None = the one train -> val split.
+    transforms : build_feature_pipeline keywords (standardize, discretize, pca, ...), fitted per split.
+    params : fixed classifier parameters for every fit, e.g. {"class_weight": "balanced"}.
+    search : overrides SEARCHES[clf].
+    n_jobs : selection splits in parallel; with a single split, the classifier's own n_jobs instead.
+    The best point's score is optimistic (it won a search); versus_default says whether it beats the
+    default parameters beyond the CV noise (with one val split there is no CI: pass folds for one).
+    """
+    began = time.perf_counter()
+    split = np.asarray(split)
+    if search is None and clf not in SEARCHES:
+        raise FeatxError(f"no search space for classifier '{clf}'; tune one of {', '.join(SEARCHES)}")
+    search = search or SEARCHES[clf]
+    if metric is None:
+        metric, reason = default_metric(y[np.isin(split, SELECTION_SPLITS)])
+        log(reason)
+    check_metric(metric)
+    folds = folds or val_folds(split)
+    transforms, fixed = transforms or {}, {**search.fixed, **(params or {})}
+    make_classifier(clf, fixed, seed)  # unknown parameters fail before any fit
+    run = _Runner(clf, X, y, folds, transforms, fixed, seed, n_jobs)
+    coarse = [dict(zip(search.grid, values)) for values in itertools.product(*search.grid.values())]
+    tried = run("coarse", coarse)
+    tried += _defaults(clf, coarse, tried) or run("default", [{}])
+    best = _best(tried, metric)
+    refined = _refine(search, tried, best)
+    if refined:
+        tried += run("refine", refined)
+        best = _best(tried, metric)
+    curve = _curve(tried, folds, metric)
+    versus = paired_difference(_as_cv(tried, best, folds), _as_cv(tried, {}, folds), metric,
+                               f"{clf} {_label(best)}", f"{clf} defaults")
+    pipeline, best_params = _refit(clf, X, y, split, best, transforms, fixed, seed, n_jobs)
+    test = split == "test"
+    scores = score(y[test], pipeline.predict(X[test])) if test.any() else None
+    seconds = time.perf_counter() - began
+    log(f"tune {clf}: {len(curve)} point(s) on {folds.label} in {seconds:.1f}s; best {_label(best)} "
+        f"{metric} {curve.loc[curve['best'], metric].iloc[0]:.3f}; {versus.verdict}"
+        + (f"; test {metric} {scores[metric]:.3f}" if scores else ""))
+    return TuneResult(clf, tuple(search.grid), metric, folds.label, curve, best_params, versus, scores, pipeline,
+                      seconds)
+
+
+@dataclass
+class _Runner:
+    """Evaluates a list of points on every selection split (splits in parallel)."""
+
+    clf: str
+    X: np.ndarray
+    y: np.ndarray
+    folds: Folds
+    transforms: dict
+    fixed: dict
+    seed: int
+    n_jobs: int | None
+
+    def __call__(self, stage: str, points: list[dict]) -> list[dict]:
+        inner = self.n_jobs if len(self.folds) == 1 else 1
+        per_split = Parallel(n_jobs=1 if len(self.folds) == 1 else self.n_jobs)(
+            delayed(_path)(self.clf, points, self.X, self.y, train, held_out, self.transforms, self.fixed,
+                           self.seed, inner) for train, held_out in self.folds.splits)
+        return [{"stage": stage, "split": i, "point": point, **row}
+                for i, rows in enumerate(per_split) for point, row in zip(points, rows)]
+
+
+def _path(clf, points, X, y, train, held_out, transforms, fixed, seed, n_jobs) -> list[dict]:
+    """Fit the transforms on the split's train rows once, then every point on the mapped features; with
+    warm_start in `fixed`, one estimator walks the points in order, each fit starting from the last."""
+    steps = Pipeline(build_feature_pipeline(seed=seed, **transforms) or [("identity", "passthrough")])
+    X_train, X_eval = steps.fit_transform(X[train], y[train]), steps.transform(X[held_out])
+    if clf in ROW_SPACE and X_train.shape[1] > X_train.shape[0]:
+        X_train, X_eval = _row_space(X_train, X_eval)
+    estimator, rows = None, []
+    for point in points:
+        values = _resolve(point, X_train)
+        began = time.perf_counter()
+        if estimator is not None and fixed.get("warm_start") and point:
+            estimator.set_params(**values)
+        else:
+            estimator = make_classifier(clf, {**fixed, **values}, seed, n_jobs)
+        converged = _fit_quietly(estimator, X_train, y[train])
+        seconds = time.perf_counter() - began
+        rows.append({**score(y[held_out], estimator.predict(X_eval)), "fit_seconds": seconds, "converged": converged})
+        if not point:  # the defaults must not seed the next warm start
+            estimator = None
+    return rows
+
+
+def _fit_quietly(estimator, X, y) -> bool:
+    """Fit; a ConvergenceWarning (usual at the weakly regularized end of a C path) becomes the return value
+    False, recorded in the curve, instead of one warning per grid point. Other warnings pass through."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        estimator.fit(X, y)
+    for warning in caught:
+        if not issubclass(warning.category, ConvergenceWarning):
+            warnings.warn(warning.message, warning.category, stacklevel=2)
+    return not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+
+
+def _row_space(X_train, X_eval):
+    """Coordinates of both sets in an orthonormal basis of the span of the train rows.
+
+    For a linear model with an L2 penalty, a weight component orthogonal to every train row changes no
+    train prediction and only adds penalty, so the optimum lies in that span (the representer theorem):
+    fitting on these n_train-wide coordinates gives the same decision function as on the n_features-wide
+    originals, at a fraction of the cost per solver iteration. Built from the (n_train, n_train) Gram
+    matrix, so the wide matrix is multiplied only twice.
+    """
+    X_train = np.asarray(X_train, dtype=np.float32)
+    values, vectors = np.linalg.eigh((X_train @ X_train.T).astype(np.float64))
+    keep = values > values.max() * 1e-9
+    root = np.sqrt(values[keep])
+    cross = (np.asarray(X_eval, dtype=np.float32) @ X_train.T).astype(np.float64)
+    return vectors[:, keep] * root, cross @ (vectors[:, keep] / root)
+
+
+def _resolve(point: dict, X_train) -> dict:
+    """Search parameters -> sklearn parameters (gamma_scale times gamma="scale" of these features)."""
+    values = dict(point)
+    if "gamma_scale" in values:
+        values["gamma"] = values.pop("gamma_scale") / (X_train.shape[1] * max(float(X_train.var()), 1e-12))
+    return values
+
+
+def _defaults(clf: str, coarse: list[dict], tried: list[dict]) -> list[dict]:
+    """The default parameters' rows, copied from the grid point equal to them (logreg and linear-svm C=1,
+    rf, dense): a second fit of the same model would only cost time. Empty when no grid point matches."""
+    defaults = make_classifier(clf).get_params()
+    same = [p for p in coarse if all(k in defaults and defaults[k] == v for k, v in p.items())]
+    return [{**r, "stage": "default", "point": {}} for r in tried if same and r["point"] == same[0]]
+
+
+def _key(point: dict) -> tuple:
+    return tuple(sorted(point.items()))
+
+
+def _means(tried: list[dict], metric: str) -> dict:
+    table = pd.DataFrame([{"key": _key(r["point"]), metric: r[metric]} for r in tried])
+    return table.groupby("key", sort=False)[metric].mean().to_dict()
+
+
+def _best(tried: list[dict], metric: str) -> dict:
+    """The point with the highest mean; the first tried wins ties (coarse grids run from strong to weak
+    regularization, so ties go to the simpler model)."""
+    means = _means([r for r in tried if r["stage"] != "default"], metric)
+    best = max(means, key=means.get)
+    return dict(best)
+
+
+def _refine(search: Search, tried: list[dict], best: dict) -> list[dict]:
+    if not search.refine:
+        return []
+    seen = {_key(r["point"]) for r in tried}
+    offsets = np.linspace(-search.refine_decades, search.refine_decades, search.refine_points)
+    axes = [[best[p] * 10 ** o for o in offsets] if p in search.refine else [best[p]] for p in search.grid]
+    lows = {p: min(v) for p, v in search.grid.items() if p in search.refine}
+    highs = {p: max(v) for p, v in search.grid.items() if p in search.refine}
+    points = [dict(zip(search.grid, (float(f"{v:.6g}") if p in search.refine else v
+                                     for p, v in zip(search.grid, values))))
+              for values in itertools.product(*axes)]
+    return [p for p in points if _key(p) not in seen
+            and all(lows[k] <= p[k] <= highs[k] for k in search.refine)]
+
+
+def _curve(tried: list[dict], folds: Folds, metric: str) -> pd.DataFrame:
+    rows = []
+    for key in dict.fromkeys(_key(r["point"]) for r in tried):
+        mine = [r for r in tried if _key(r["point"]) == key]
+        stats = summarize(CVResult(pd.DataFrame(mine), folds, None))
+        rows.append({"stage": mine[0]["stage"], **dict(key), **{m: stats[f"{m}_mean"] for m in METRICS},
+                     f"{metric}_ci95": stats[f"{metric}_ci95"], "fit_seconds": np.mean([r["fit_seconds"] for r in mine]),
+                     "converged": all(r["converged"] for r in mine)})
+    curve = pd.DataFrame(rows)
+    candidates = curve[curve["stage"] != "default"][metric]
+    curve["best"] = curve.index == candidates.idxmax()
+    return curve
+
+
+def _as_cv(tried: list[dict], point: dict, folds: Folds) -> CVResult:
+    mine = [r for r in tried if _key(r["point"]) == _key(point)]
+    return CVResult(pd.DataFrame(mine), folds, None)
+
+
+def _refit(clf, X, y, split, best, transforms, fixed, seed, n_jobs) -> tuple[Pipeline, dict]:
+    rows = np.isin(split, SELECTION_SPLITS)
+    steps = build_feature_pipeline(seed=seed, **transforms)
+    values = best
+    if "gamma_scale" in best:
+        mapped = Pipeline(build_feature_pipeline(seed=seed, **transforms) or [("identity", "passthrough")])
+        values = _resolve(best, mapped.fit_transform(X[rows], y[rows]))
+    params = {**{k: v for k, v in fixed.items() if k != "warm_start"}, **values}
+    return make_pipeline(clf, params, steps, seed, n_jobs).fit(X[rows], y[rows]), params
+
+
+def _label(point: dict) -> str:
+    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items()) or "defaults"

@@ -1,0 +1,144 @@
+"""tune on real ELPV features: log grid + refinement, selection never by test, refit on train+val, curve plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.svm import LinearSVC
+
+import featx
+from featx.errors import FeatxError
+from featx.experiments.selection import make_folds
+from featx.experiments.tune import C_PATH, SEARCHES, Search, _row_space, tune, tune_cache
+from featx.reports.selection_plots import plot_layer_scores, plot_search_curve
+
+
+@pytest.fixture(scope="module")
+def data(elpv_cache):
+    X, y, meta = featx.load(cache_dir=elpv_cache, layers="top_activation")
+    return X, y, meta["split"].to_numpy()
+
+
+@pytest.fixture(scope="module")
+def logreg_on_val(data):
+    X, y, split = data
+    return tune(X, y, split, "logreg", transforms={"standardize": True}, log=lambda *a: None)
+
+
+def test_logreg_sweeps_the_c_path_then_refines_around_the_best(logreg_on_val):
+    result = logreg_on_val
+    curve = result.curve
+    coarse, refine = curve[curve["stage"] == "coarse"], curve[curve["stage"] == "refine"]
+    assert np.allclose(coarse["C"], C_PATH) and len(refine) >= 2
+    best = curve[curve["best"]].iloc[0]
+    assert best[result.metric] == curve[curve["stage"] != "default"][result.metric].max()
+    coarse_best = coarse.loc[coarse[result.metric].idxmax(), "C"]
+    assert (np.abs(np.log10(refine["C"] / coarse_best)) <= 1 + 1e-9).all()
+    assert result.metric == "balanced_accuracy" and result.selection == "val"
+    assert result.best_params["C"] == pytest.approx(best["C"]) and "warm_start" not in result.best_params
+    default = curve[curve["stage"] == "default"].iloc[0]  # C=1 is on the grid: reused, not refitted
+    assert default[result.metric] == coarse.loc[coarse["C"] == 1.0, result.metric].iloc[0]
+
+
+def test_refit_uses_train_and_val_and_scores_test_once(data, logreg_on_val):
+    _, _, split = data
+    scaler = logreg_on_val.pipeline.named_steps["standardize"]
+    assert scaler.n_samples_seen_ == np.isin(split, ("train", "val")).sum()
+    assert set(logreg_on_val.test) == {"accuracy", "balanced_accuracy", "f1_macro", "f1_weighted"}
+
+
+def test_test_rows_never_reach_selection(data, logreg_on_val):
+    X, y, split = data
+    poisoned = X.copy()
+    test = split == "test"
+    poisoned[test] = np.random.default_rng(0).normal(0, 1e3, size=(test.sum(), X.shape[1]))
+    again = tune(poisoned, y, split, "logreg", transforms={"standardize": True}, log=lambda *a: None)
+    pd.testing.assert_frame_equal(again.curve.drop(columns="fit_seconds"),
+                                  logreg_on_val.curve.drop(columns="fit_seconds"))
+    assert again.best_params == logreg_on_val.best_params
+    assert again.test != logreg_on_val.test  # the poison is seen only where it belongs: the final test score
+
+
+@pytest.mark.slow
+def test_tune_on_cv_beats_defaults_or_is_within_noise(data):
+    X, y, split = data
+    folds = make_folds(y, split, 4, 1, seed=0)
+    result = tune(X, y, split, "linear-svm", folds=folds, transforms={"discretize": "fne"}, n_jobs=2,
+                  log=lambda *a: None)
+    versus = result.versus_default
+    assert result.selection == "cv4x1" and result.curve["balanced_accuracy_ci95"].notna().all()
+    assert versus.mean >= -versus.ci95  # never significantly worse than the defaults it could have picked
+    assert versus.verdict.startswith("linear-svm C=") and ("beats" in versus.verdict or "within noise" in versus.verdict)
+
+
+def test_rbf_svm_searches_c_and_gamma_relative_to_scale(data):
+    X, y, split = data
+    search = Search({"C": (0.1, 10.0), "gamma_scale": (0.1, 1.0)}, refine=("C", "gamma_scale"), refine_points=3,
+                    refine_decades=0.5)
+    result = tune(X, y, split, "svm", metric="accuracy", search=search, log=lambda *a: None)
+    assert len(result.curve[result.curve["stage"] == "coarse"]) == 4
+    assert "gamma" in result.best_params and "gamma_scale" not in result.best_params
+    assert 0 < result.best_params["gamma"] < 1
+
+
+def test_unknown_classifier_or_parameter_is_a_clear_error(data):
+    X, y, split = data
+    with pytest.raises(FeatxError, match="no search space"):
+        tune(X, y, split, "knn", log=lambda *a: None)
+    with pytest.raises(FeatxError, match="unknown parameter"):
+        tune(X, y, split, "rf", params={"min_leaf": 2}, log=lambda *a: None)
+    assert set(SEARCHES) == {"logreg", "linear-svm", "svm", "rf", "dense"}
+
+
+def test_search_curve_png(logreg_on_val, tmp_path):
+    path = plot_search_curve(logreg_on_val.curve, tmp_path / "curve.png", ["C"], logreg_on_val.metric)
+    width, height = Image.open(path).size
+    assert width > 400 and height > 300
+
+
+def test_layer_scores_png_with_many_layers_ci_and_baselines(tmp_path):
+    rng = np.random.default_rng(0)
+    layers = [f"block{i}_expand_activation_long_name" for i in range(60)]
+    rows = [{"layers": name, "depth": i, "classifier": clf, "cv_accuracy_mean": 0.6 + 0.003 * i + rng.normal(0, 0.01),
+             "cv_accuracy_ci95": 0.03} for clf in ("logreg", "rf") for i, name in enumerate(layers)]
+    rows += [{"layers": ",".join(layers), "depth": np.nan, "classifier": "logreg", "cv_accuracy_mean": 0.8,
+              "cv_accuracy_ci95": 0.02},
+             {"layers": "all", "depth": np.nan, "classifier": "majority", "cv_accuracy_mean": 0.57,
+              "cv_accuracy_ci95": 0.003}]
+    path = plot_layer_scores(pd.DataFrame(rows), tmp_path / "layers.png", "cv_accuracy_mean", "cv_accuracy_ci95")
+    width, _ = Image.open(path).size
+    assert width > 1000
+    with pytest.raises(FeatxError, match="no column"):
+        plot_layer_scores(pd.DataFrame(rows), tmp_path / "x.png", "cv_f1_macro_mean")
+
+
+def test_row_space_gives_the_decisions_of_the_wide_features(data):
+    X, y, split = data
+    train, val = split == "train", split == "val"
+    assert X.shape[1] > train.sum()  # 1280 features, 166 train rows: tune takes the row-space path
+    Z_train, Z_val = _row_space(X[train], X[val])
+    assert Z_train.shape[1] <= train.sum()
+    for model in (LogisticRegression(C=0.01, max_iter=5000, tol=1e-8), LinearSVC(C=0.001, tol=1e-8, max_iter=20000)):
+        wide = clone(model).fit(X[train], y[train]).decision_function(X[val])
+        narrow = clone(model).fit(Z_train, y[train]).decision_function(Z_val)
+        np.testing.assert_allclose(narrow, wide, atol=2e-3 * np.abs(wide).max())
+
+
+@pytest.mark.slow
+def test_tune_cache_selects_every_classifier_on_the_same_folds_and_saves_curves(elpv_cache):
+    lines = []
+    results = tune_cache(layers="top_activation", classifiers="linear-svm,logreg", cv=3, standardize=True,
+                         cache_dir=elpv_cache, log=lines.append)
+    assert [r.classifier for r in results] == ["linear-svm", "logreg"]
+    assert {r.selection for r in results} == {"cv3x1"} and {r.metric for r in results} == {"balanced_accuracy"}
+    assert sum("ranking by balanced_accuracy" in line for line in lines) == 1
+    folder = Path(lines[-1].split(" in ", 1)[1])
+    for clf in ("linear-svm", "logreg"):
+        curve = pd.read_csv(folder / f"{clf}_curve.csv")
+        assert curve["best"].sum() == 1 and Image.open(folder / f"{clf}_curve.png").size[0] > 400
