@@ -149,12 +149,12 @@ def _device(tf) -> dict:
 
 def _pick_layers(backbone, spec) -> list[str]:
     """The layers every variant uses: --layers, or N_LAYERS spread evenly over the backbone's `blocks` group."""
-    from featx.backbones import describe_layers, select_layers
+    from featx.backbones import describe_layers, layer_selection
 
     infos = describe_layers(backbone)
     if spec.get("layers"):
-        return select_layers(infos, spec["layers"], "avg", backbone.name)
-    blocks = select_layers(infos, "blocks", "avg", backbone.name)
+        return list(layer_selection(infos, spec["layers"], model_name=backbone.name).names)
+    blocks = layer_selection(infos, "blocks", model_name=backbone.name).names
     n = min(N_LAYERS, len(blocks))
     return [blocks[round(i * (len(blocks) - 1) / max(1, n - 1))] for i in range(n)]
 
@@ -349,7 +349,7 @@ def work_cluster(spec) -> dict:
             timed(f"cold_{workers}", client)
             result = timed(f"warm_{workers}", client)
             if workers == n:
-                X, _, _ = featx.load(result.entry.path, ",".join(spec["layers"]))
+                X, _, _ = featx.load(result.entry.path, layers=",".join(spec["layers"]))
                 began = time.perf_counter()
                 client.scatter(X, broadcast=True)
                 out.update(scatter_s=time.perf_counter() - began, scatter_mb=X.nbytes / 1e6)
