@@ -207,7 +207,10 @@ def _add_cluster_options(p: argparse.ArgumentParser) -> None:
 
 def _add_backbone_options(p: argparse.ArgumentParser, weights_default: str) -> None:
     p.add_argument("--weights", default=weights_default, help=f"imagenet, none or a local weights file (default {weights_default})")
-    p.add_argument("--pool", default="avg", choices=("avg", "max", "none"), help="spatial pooling of conv outputs (default avg)")
+    from featx.backbones.layers import POOLS
+
+    p.add_argument("--pool", default="avg", choices=POOLS, help="spatial pooling of conv outputs, part of the cache "
+                   "key: " + "; ".join(f"{k}: {v}" for k, v in POOLS.items()) + " (default avg)")
     p.add_argument("--input-size", type=int, default=None, help="square input size (default: the backbone's own)")
     p.add_argument("--preprocess", default=None, help="preprocessing for a saved model: none, unit, tf or a keras.applications module")
     p.add_argument("--unsafe", action="store_true", help="allow Lambda layers when loading a saved model (runs its code)")
