@@ -288,7 +288,8 @@ def _transforms(args) -> dict:
 def cmd_fit(args) -> None:
     from featx.experiments import fit
 
-    fit(args.cache, layers=args.layers, clf=args.clf, params=_classifier_params(args), seed=args.seed,
+    caches = [c for c in (args.cache, *args.caches) if c is not None] or None  # several: features side by side
+    fit(caches, layers=args.layers, clf=args.clf, params=_classifier_params(args), seed=args.seed,
         n_jobs=args.n_jobs, cache_dir=args.cache_dir, runs_dir=args.runs_dir, **_transforms(args))
 
 
@@ -338,6 +339,9 @@ def _add_experiment_commands(sub) -> None:
                        description="Fit a classifier Pipeline on the train split of cached layers, score it on val and "
                                    "test, save model and reports under <cache-dir>/runs/<run_id>/ and log the run.")
     _add_cache(p)
+    p.add_argument("--cache", dest="caches", action="append", default=[], metavar="ENTRY",
+                   help="another entry of the same images (repeatable): their features are concatenated, row-aligned "
+                        "by image, e.g. --cache lite0-entry --cache lite2-entry, or one entry per --pool")
     p.add_argument("--layers", default=None, help="layer names and groups (all, blocks, fc), comma-separated; "
                                                   "concatenated in depth order (default: every cached layer)")
     _add_model_options(p, "rf, svm, linear-svm, logreg, knn or dense (default rf)")

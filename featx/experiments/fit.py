@@ -17,12 +17,12 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import InvalidParameterError
 
 from featx.cache.atomic import write_json
-from featx.cache.store import CacheEntry, open_entry
+from featx.cache.store import CacheEntry
 from featx.classifiers import fit_pipeline, make_pipeline
 from featx.classifiers.registry import bad_param_message
 from featx.errors import FeatxError
 from featx.experiments.runs import MODEL_FILE, append_run, prepare_log, save_model, stage_run
-from featx.features.load import load
+from featx.features.load import load, open_entries
 from featx.features.options import TRANSFORM_KEYS
 from featx.features.transforms import build_feature_pipeline
 from featx.reports import evaluate, plot_confusion, plot_learning_curves
@@ -116,6 +116,8 @@ def fit(cache=None, *, layers=None, clf: str = "rf", params: dict | None = None,
         n_jobs: int | None = -1, cache_dir=None, runs_dir=None, log=print, **transforms) -> FitResult:
     """Fit `clf` on the train split of `layers`, evaluate on val and test, save the model and log the run.
 
+    cache : an entry, or a list of entries of the same images whose features are concatenated (see
+        featx.features.load.load_combined); the run is logged in the first entry's cache folder.
     layers : names and groups (all, blocks, fc), concatenated in the backbone's depth order whatever order
         they are named in; None = every cached layer.
     params, seed, n_jobs, transforms : as FitSpec's params, seed, n_jobs and transforms (standardize,
@@ -124,12 +126,12 @@ def fit(cache=None, *, layers=None, clf: str = "rf", params: dict | None = None,
     runs_dir : folder for the run and the log (default <cache_dir>/runs), e.g. for a read-only cache.
     """
     spec = FitSpec(classifier=clf, params=params or {}, transforms=transforms, seed=seed, n_jobs=n_jobs)
-    entry = open_entry(cache, cache_dir)
-    prepare_log(entry.path.parent, runs_dir)  # an unwritable folder or a broken log fails before training
-    X, y, meta = load(entry, layers=layers)
+    entries = open_entries(cache, cache_dir)
+    prepare_log(entries[0].path.parent, runs_dir)  # an unwritable folder or a broken log fails before training
+    X, y, meta = load(entries, layers=layers)
     names = meta.attrs["layers"]
-    scores = train_and_score(X, y, meta["split"].to_numpy(), spec, class_names=entry.class_names)
-    return record_run(entry, spec, scores, layers=_label(layers, names), layer_names=names, runs_dir=runs_dir, log=log)
+    scores = train_and_score(X, y, meta["split"].to_numpy(), spec, class_names=entries[0].class_names)
+    return record_run(entries, spec, scores, layers=_label(layers, names), layer_names=names, runs_dir=runs_dir, log=log)
 
 
 def train_and_score(X, y, split, spec: FitSpec, *, class_names, eval_splits=EVAL_SPLITS) -> Scores:
@@ -157,24 +159,28 @@ def train_and_score(X, y, split, spec: FitSpec, *, class_names, eval_splits=EVAL
     return Scores(pipeline, metrics, int(train.sum()), X.shape[1], fit_seconds, predict_seconds)
 
 
-def record_run(entry: CacheEntry, spec: FitSpec, scores: Scores, *, layers: str, layer_names: list[str],
-               runs_dir=None, log=print, plots: bool = True) -> FitResult:
+def record_run(entry: CacheEntry | list[CacheEntry], spec: FitSpec, scores: Scores, *, layers: str,
+               layer_names: list[str], runs_dir=None, log=print, plots: bool = True) -> FitResult:
     """Save a scored fit as a run: <runs>/<run_id>/ (model, metrics, confusion CSV/PNG, history) and one row
     in the runs log, where <runs> is runs_dir or <cache_dir>/runs.
+
+    entry : the entry fitted on, or the entries whose features were combined (the log's cache_key,
+    cache_entry and backbone then join theirs with "+"; <cache_dir> is the first one's folder).
 
     layers : the selection as the user wrote it (the log's `layers`); layer_names : the layers it resolved to,
     in depth order. plots : draw the confusion PNGs (the CSVs are always written). The run folder is written
     under a temporary name and published with its log row, or not at all.
     """
-    cache_dir = entry.path.parent
+    entries = entry if isinstance(entry, list) else [entry]
+    cache_dir = entries[0].path.parent
     metrics = scores.metrics
     with stage_run(cache_dir, runs_dir) as staged:
         run_id, folder = staged.run_id, staged.folder
         _write_reports(folder, scores, f"{spec.classifier} on {layers}", plots)
         sha = save_model(scores.pipeline, folder / MODEL_FILE)
         row = {
-            "run_id": run_id, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"), "cache_key": entry.key,
-            "cache_entry": entry.name, "backbone": entry.settings["backbone"], "layers": layers,
+            "run_id": run_id, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **{column: "+".join(map(value, entries)) for column, value in _SOURCE_COLUMNS.items()}, "layers": layers,
             "layer_names": ",".join(layer_names), "n_features": scores.n_features, "classifier": spec.classifier,
             "params": spec.params_json(), "all_params": _json(scores.pipeline[-1].get_params()),
             "transforms": spec.transforms_label(), "seed": spec.seed, "n_train": scores.n_train,
@@ -189,6 +195,10 @@ def record_run(entry: CacheEntry, spec: FitSpec, scores: Scores, *, layers: str,
     log(f"run {run_id}: {spec.classifier} {row['params']} on {layers} ({scores.n_features} features): {text} "
         f"(fit {scores.fit_seconds:.1f}s) -> {folder}")
     return FitResult(run_id, folder, spec, scores, row)
+
+
+_SOURCE_COLUMNS = {"cache_key": lambda e: e.key, "cache_entry": lambda e: e.name,
+                   "backbone": lambda e: e.settings["backbone"]}
 
 
 def _write_reports(folder: Path, scores: Scores, title: str, plots: bool) -> None:

@@ -32,6 +32,9 @@ def predict(run_id: str, paths, *, cache_dir=None, batch_size: int = 32, output=
     from featx.extractor import LayerExtractor
 
     pipeline, run = load_model(run_id, cache_dir, runs_dir)
+    if "+" in run["cache_entry"]:
+        raise FeatxError(f"run {run['run_id']} was fitted on several cache entries ({run['cache_entry']}); predict "
+                         "takes runs fitted on one entry")
     entry = open_entry(Path(cache_dir or default_cache_dir()) / run["cache_entry"], cache_dir)
     if entry.key != run["cache_key"]:
         raise FeatxError(f"cache entry {entry.name} no longer has the key run {run['run_id']} was fitted on; fit again")
