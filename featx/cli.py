@@ -315,7 +315,7 @@ def cmd_runs(args) -> None:
 def cmd_run(args) -> None:
     from featx.experiments import run_pipeline
 
-    run_pipeline(args.file, cache_dir=args.cache_dir)
+    run_pipeline(args.file, data=args.data, cache_dir=args.cache_dir)
 
 
 def cmd_predict(args) -> None:
@@ -382,6 +382,8 @@ def _add_experiment_commands(sub) -> None:
                        description="Run a declarative TOML experiment: extract (a no-op when cached), then its fit, "
                                    "compare and tsne steps; ends with a results table and the plot paths.")
     p.add_argument("file", help="pipeline TOML file, e.g. pipelines/quickstart.toml")
+    p.add_argument("--data", default=None, help="run the recipe on this data source (folder, CSV manifest or built-in "
+                                                "name) instead of the file's data")
     _add_cache_dir(p)
     p.set_defaults(func=cmd_run)
 
