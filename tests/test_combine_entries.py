@@ -13,8 +13,10 @@ import featx
 import featx.cli
 from featx.errors import FeatxError
 
-KW = dict(backbone="efficientnet_lite0", weights="none", input_size=64, layers="block6a_project_bn,top_activation",
-          progress=False, log=lambda *a: None)
+pytestmark = pytest.mark.slow  # each test pays for real extractions
+
+KW = {"backbone": "efficientnet_lite0", "weights": "none", "input_size": 64,
+      "layers": "block6a_project_bn,top_activation", "progress": False, "log": lambda *a: None}
 
 
 def cli(*args) -> tuple[int, str, str]:
@@ -50,19 +52,19 @@ def test_load_concatenates_entries_row_aligned(pools):
 
 def test_fit_on_two_entries_logs_both_and_predict_refuses(pools, elpv_folder):
     cache_dir, (avg, gem) = pools
-    rc, out, err = cli("fit", "--cache", avg.name, "--cache", gem.name, "--clf", "logreg", "--layers", "top_activation",
+    rc, _, err = cli("fit", "--cache", avg.name, "--cache", gem.name, "--clf", "logreg", "--layers", "top_activation",
                        "--cache-dir", cache_dir)
     assert rc == 0, err
     row = featx.runs(cache_dir).iloc[0]
     assert row["cache_entry"] == f"{avg.name}+{gem.name}" and row["cache_key"] == f"{avg.key}+{gem.key}"
     assert row["n_features"] == 2 * 1280 and row["backbone"] == "efficientnet_lite0+efficientnet_lite0"
     assert row["layer_names"] == f"{avg.name}/top_activation,{gem.name}/top_activation"
-    rc, out, err = cli("predict", "--model", row["run_id"], elpv_folder, "--cache-dir", cache_dir)
+    rc, _, err = cli("predict", "--model", row["run_id"], elpv_folder, "--cache-dir", cache_dir)
     assert rc == 2 and err.startswith(f"error: run {row['run_id']} was fitted on several cache entries"), err
 
 
 def test_entries_of_different_images_are_refused(pools, elpv_folder):
-    cache_dir, (avg, gem) = pools
+    cache_dir, (avg, _) = pools
     fewer = featx.extract(str(elpv_folder), limit=12, cache_dir=cache_dir, **KW).entry
     other_split = featx.extract(str(elpv_folder), pool="max", seed=1, cache_dir=cache_dir, **KW).entry  # split: not in the key
     labels = [avg.class_names[label] for label in avg.labels]  # the same files with two labels swapped

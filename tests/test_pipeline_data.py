@@ -44,5 +44,5 @@ def test_run_on_another_data_source(tmp_path, elpv_folder):
 def test_a_recipe_without_data_needs_data(tmp_path):
     recipe = tmp_path / "nodata.toml"
     recipe.write_text(RECIPE.replace('data = "elpv"\n', ""))
-    rc, out, err = cli("run", recipe, "--cache-dir", tmp_path / "cache")
+    rc, _, err = cli("run", recipe, "--cache-dir", tmp_path / "cache")
     assert rc == 2 and err == f"error: pipeline '{recipe}' names no data; add data = \"...\" to it or pass --data\n", err

@@ -198,7 +198,7 @@ def _load_state_dict(model, state: dict, path, name: str, stages: list[dict]) ->
     except KeyError as exc:
         raise FeatxError(f"{path}: missing tensor {exc.args[0]}; {wanted} in lukemelas naming") from None
     if state:
-        raise FeatxError(f"{path}: {len(state)} unexpected tensors (e.g. {sorted(state)[0]}); {wanted}, "
+        raise FeatxError(f"{path}: {len(state)} unexpected tensors (e.g. {min(state)}); {wanted}, "
                          "not another EfficientNet variant")
 
 
