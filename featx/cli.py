@@ -176,7 +176,10 @@ def _add_cluster_options(p: argparse.ArgumentParser) -> None:
 
 def _add_backbone_options(p: argparse.ArgumentParser, weights_default: str) -> None:
     p.add_argument("--weights", default=weights_default, help=f"imagenet, none or a local weights file (default {weights_default})")
-    p.add_argument("--pool", default="avg", choices=("avg", "max", "none"), help="spatial pooling of conv outputs (default avg)")
+    from featx.backbones.layers import POOLS
+
+    p.add_argument("--pool", default="avg", choices=POOLS, help="spatial pooling of conv outputs, part of the cache "
+                   "key: " + "; ".join(f"{k}: {v}" for k, v in POOLS.items()) + " (default avg)")
     p.add_argument("--input-size", type=int, default=None, help="square input size (default: the backbone's own)")
     p.add_argument("--preprocess", default=None, help="preprocessing for a saved model: none, unit, tf or a keras.applications module")
     p.add_argument("--unsafe", action="store_true", help="allow Lambda layers when loading a saved model (runs its code)")
@@ -254,7 +257,8 @@ def _transforms(args) -> dict:
 def cmd_fit(args) -> None:
     from featx.experiments import fit
 
-    fit(args.cache, layers=args.layers, clf=args.clf, params=_classifier_params(args), seed=args.seed,
+    caches = [c for c in (args.cache, *args.caches) if c is not None] or None  # several: features side by side
+    fit(caches, layers=args.layers, clf=args.clf, params=_classifier_params(args), seed=args.seed,
         n_jobs=args.n_jobs, cache_dir=args.cache_dir, runs_dir=args.runs_dir, **_transforms(args))
 
 
@@ -281,7 +285,7 @@ def cmd_runs(args) -> None:
 def cmd_run(args) -> None:
     from featx.experiments import run_pipeline
 
-    run_pipeline(args.file, cache_dir=args.cache_dir)
+    run_pipeline(args.file, data=args.data, cache_dir=args.cache_dir)
 
 
 def cmd_predict(args) -> None:
@@ -305,6 +309,9 @@ def _add_experiment_commands(sub) -> None:
                        description="Fit a classifier Pipeline on the train split of cached layers, score it on val and "
                                    "test, save model and reports under <cache-dir>/runs/<run_id>/ and log the run.")
     _add_cache(p)
+    p.add_argument("--cache", dest="caches", action="append", default=[], metavar="ENTRY",
+                   help="another entry of the same images (repeatable): their features are concatenated, row-aligned "
+                        "by image, e.g. --cache lite0-entry --cache lite2-entry, or one entry per --pool")
     p.add_argument("--layers", default=None, help="layer names and groups (all, blocks, fc), comma-separated; "
                                                   "concatenated in depth order (default: every cached layer)")
     _add_model_options(p, "rf, svm, linear-svm, logreg, knn or dense (default rf)")
@@ -345,6 +352,8 @@ def _add_experiment_commands(sub) -> None:
                        description="Run a declarative TOML experiment: extract (a no-op when cached), then its fit, "
                                    "compare and tsne steps; ends with a results table and the plot paths.")
     p.add_argument("file", help="pipeline TOML file, e.g. pipelines/quickstart.toml")
+    p.add_argument("--data", default=None, help="run the recipe on this data source (folder, CSV manifest or built-in "
+                                                "name) instead of the file's data")
     _add_cache_dir(p)
     p.set_defaults(func=cmd_run)
 

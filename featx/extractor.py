@@ -9,6 +9,7 @@ thread commits finished batches to disk while the next batch is computed.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import queue
 import threading
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 
 from featx import distributed, runtime
 from featx.backbones import DEFAULT_BACKBONE, describe_layers, get_backbone, layer_selection
+from featx.backbones.layers import GEM_EPS, GEM_P
 from featx.cache.key import cache_key, file_fingerprint, fingerprint_files
 from featx.cache.manifest import EntryManifest
 from featx.cache.passlog import PassLog
@@ -48,6 +50,32 @@ def check_dtype(dtype: str) -> None:
         raise FeatxError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
 
 
+def pool_parts(x, pool: str) -> list:
+    """The pooled blocks of a float32 map x of shape (batch, h, w, c), each (batch, c), in column order.
+
+    pool : a featx.backbones.layers.POOLS name other than none. avgmax is [avg, max]. gem clamps at GEM_EPS
+    first (negative activations count as 0). pyramid is [whole map, then the 2x2 grid's top-left, top-right,
+    bottom-left, bottom-right cells], cells as torch's AdaptiveAvgPool2d(2) cuts them: rows [0, ceil(h/2))
+    and [floor(h/2), h), so an odd side's middle row belongs to both.
+    """
+    from keras import ops
+
+    def mean(t):
+        return ops.mean(t, axis=(1, 2))
+
+    if pool == "avg":
+        return [mean(x)]
+    if pool == "max":
+        return [ops.max(x, axis=(1, 2))]
+    if pool == "avgmax":
+        return [mean(x), ops.max(x, axis=(1, 2))]
+    if pool == "gem":
+        return [ops.power(mean(ops.power(ops.maximum(x, GEM_EPS), GEM_P)), 1.0 / GEM_P)]
+    h, w = x.shape[1:3]  # pyramid
+    rows, cols = ((0, -(-h // 2)), (h // 2, h)), ((0, -(-w // 2)), (w // 2, w))
+    return [mean(x), *(mean(x[:, r0:r1, c0:c1, :]) for r0, r1 in rows for c0, c1 in cols)]
+
+
 class LayerExtractor:
     """Knows its backbone and layers; `batches` yields pooled features for a range of image files."""
 
@@ -67,15 +95,15 @@ class LayerExtractor:
 
     @staticmethod
     def _pooled(tensor, pool: str):
-        import keras
+        from keras import ops
 
         if len(tensor.shape) != 4:
             return tensor
         # float32 whatever the Keras policy: pooling a float16 (mixed precision) map sums in full precision
+        x = ops.cast(tensor, "float32")
         if pool == "none":
-            return keras.layers.Flatten(dtype="float32")(tensor)
-        pooling = keras.layers.GlobalAveragePooling2D if pool == "avg" else keras.layers.GlobalMaxPooling2D
-        return pooling(dtype="float32")(tensor)
+            return ops.reshape(x, (-1, math.prod(x.shape[1:])))
+        return ops.concatenate(pool_parts(x, pool), axis=-1)
 
     def _call(self, images):
         import tensorflow as tf

@@ -27,6 +27,7 @@ BLOCK_COUNTS = {  # one per block / cell, counted from the papers' architectures
     "mobilenet_v2": 17, "mobilenet_v3_small": 11, "mobilenet_v3_large": 15, "densenet121": 6 + 12 + 24 + 16,
     "densenet169": 6 + 12 + 32 + 32, "densenet201": 6 + 12 + 48 + 32, "nasnet_mobile": 2 + 3 * 4 + 2,
     "nasnet_large": 2 + 3 * 6 + 2, "efficientnet_b0": 16, "efficientnet_lite0": 16, "convnext_tiny": 3 + 3 + 9 + 3,
+    "efficientnet_lite1": 1 + 3 + 3 + 4 + 4 + 5 + 1, "efficientnet_lite2": 1 + 3 + 3 + 4 + 4 + 5 + 1,
     **{f"convnext_{v}": 3 + 3 + 27 + 3 for v in ("small", "base", "large", "xlarge")},
 }
 
@@ -64,16 +65,17 @@ def test_every_registered_backbone_has_blocks_final_and_no_fc_without_top():
     """All ~45 models at their smallest input (so without the 1000-class top): about 2-3 minutes on 2 cores."""
     import keras
 
-    assert set(available_backbones()) == {"efficientnet_lite0", *KERAS_MODELS}
+    lite = {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}
+    assert set(available_backbones()) == {*lite, *KERAS_MODELS}
     started = time.perf_counter()
     for name in available_backbones():
         side = SMALLEST_INPUT.get(name, 32)
         backbone = get_backbone(name, "none", side)
-        family = "efficientnet_lite" if name == "efficientnet_lite0" else KERAS_MODELS[name][1]
+        family = "efficientnet_lite" if name in lite else KERAS_MODELS[name][1]
         assert backbone.feature_info.family == family
         infos = describe_layers(backbone)
         assert_sensible_groups(name, infos, side)
-        if name != "efficientnet_lite0":  # the Lite builder keeps its top at any size
+        if name not in lite:  # the Lite builder keeps its top at any size
             assert group_members(infos, "fc") == []
             with pytest.raises(FeatxError, match=rf"^group 'fc' matched no layer of {name}; "):
                 layer_selection(infos, "fc", model_name=name)

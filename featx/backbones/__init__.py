@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 from featx.backbones.base import Backbone
+from featx.backbones.efficientnet_lite import VARIANTS as LITE_VARIANTS
 from featx.backbones.feature_info import FAMILIES, infer_family
 from featx.backbones.keras_apps import KERAS_MODELS
 from featx.backbones.layers import LayerInfo, LayerSelection, describe_layers, layer_selection, layer_table
@@ -22,7 +23,7 @@ __all__ = ["Backbone", "LayerInfo", "LayerSelection", "available_backbones", "ba
 
 
 def available_backbones() -> list[str]:
-    return sorted([DEFAULT_BACKBONE, *KERAS_MODELS])
+    return sorted([*LITE_VARIANTS, *KERAS_MODELS])
 
 
 def backbone_from_entry(entry, unsafe: bool = False) -> Backbone:
@@ -42,7 +43,7 @@ def get_backbone(name: str, weights: str | None = "imagenet", input_size: int | 
                  preprocess: str | None = None, unsafe: bool = False) -> Backbone:
     """Build a backbone by registry name, or load a saved .keras/.h5 model given as a path.
 
-    weights : "imagenet" (downloaded by Keras, or packaged for efficientnet_lite0), "none" (seeded random
+    weights : "imagenet" (downloaded by Keras, or packaged for efficientnet_lite0/1/2), "none" (seeded random
         init, for timing), or a path to a local weights file.
     """
     if Path(name).suffix in (".keras", ".h5") and Path(name).exists():
@@ -50,11 +51,12 @@ def get_backbone(name: str, weights: str | None = "imagenet", input_size: int | 
     weights = None if weights in (None, "none") else weights
     if weights not in (None, "imagenet") and not Path(weights).is_file():
         raise FeatxError(f"weights file '{weights}' does not exist; pass --weights imagenet, none or a local weights file")
-    if name == DEFAULT_BACKBONE:
+    if name in LITE_VARIANTS:
         from featx.backbones import efficientnet_lite
 
-        model = efficientnet_lite.build_efficientnet_lite0(weights=weights, input_shape=(input_size or 224,) * 2 + (3,))
-        preprocess_fn, preprocessing, size = efficientnet_lite.preprocess_input, efficientnet_lite.PREPROCESSING, (input_size or 224,) * 2
+        size = (input_size or LITE_VARIANTS[name].resolution,) * 2
+        model = efficientnet_lite.build_efficientnet_lite(name, weights=weights, input_shape=(*size, 3))
+        preprocess_fn, preprocessing = efficientnet_lite.preprocess_input, efficientnet_lite.PREPROCESSING
         family = "efficientnet_lite"
     elif name in KERAS_MODELS:
         from featx.backbones.keras_apps import build_keras_application

@@ -13,7 +13,16 @@ from featx.errors import FeatxError
 CONV_KINDS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose")
 NOT_FEATURES = ("Pooling", "Dropout", "ZeroPadding", "Cropping")
 HEAD_STARTS = ("GlobalAveragePooling2D", "GlobalMaxPooling2D", "Flatten")
-POOLS = ("avg", "max", "none")
+POOLS = {  # spatial pooling of a conv (4-D) output; pooled columns per channel. 2-D outputs are never pooled.
+    "avg": "mean over positions",
+    "max": "maximum over positions",
+    "avgmax": "avg then max, concatenated (2 columns per channel)",
+    "gem": "generalized mean, (mean of max(x, 1e-6)^3)^(1/3): between avg and max; for non-negative (post-ReLU) maps",
+    "pyramid": "avg over the whole map, then over each cell of a 2x2 grid (5 per channel, keeps where a feature is)",
+    "none": "no pooling: every activation (height x width x channels)",
+}
+POOL_COLUMNS = {"avg": 1, "max": 1, "avgmax": 2, "gem": 1, "pyramid": 5}
+GEM_P, GEM_EPS = 3.0, 1e-6  # as the GeM paper (Radenovic et al.) and timm: clamping keeps x^(1/p) real
 GROUPS = {
     "blocks": "each block's output (per family, see the README)",
     "final": "the final feature layer, the one a classifier head pools",
@@ -35,9 +44,9 @@ class LayerInfo:
         return len(self.output_shape) in (2, 4) and None not in self.output_shape[1:]
 
     def feature_size(self, pool: str) -> int:
-        """Columns this layer adds to X: channels when pooled, every activation with pool 'none'."""
+        """Columns this layer adds to X: channels times POOL_COLUMNS when pooled, every activation with 'none'."""
         if len(self.output_shape) == 4 and pool != "none":
-            return int(self.output_shape[-1])
+            return int(self.output_shape[-1]) * POOL_COLUMNS[pool]
         return math.prod(self.output_shape[1:])
 
     def metadata(self, pool: str) -> dict:

@@ -18,12 +18,12 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 from featx.backbones.layers import LayerSelection
 from featx.cache.atomic import write_json
-from featx.cache.store import Cache, CacheEntry
+from featx.cache.store import CacheEntry
 from featx.classifiers import fit_pipeline, make_pipeline
 from featx.classifiers.registry import bad_param_message
 from featx.errors import FeatxError
 from featx.experiments.runs import MODEL_FILE, append_run, prepare_log, save_model, selection_columns, stage_run
-from featx.features.load import load
+from featx.features.load import load, open_entries
 from featx.features.options import TRANSFORM_KEYS
 from featx.features.transforms import build_feature_pipeline
 from featx.reports import evaluate, plot_confusion, plot_learning_curves
@@ -117,6 +117,8 @@ def fit(cache=None, *, layers=None, clf: str = "rf", params: dict | None = None,
         n_jobs: int | None = -1, cache_dir=None, runs_dir=None, log=print, **transforms) -> FitResult:
     """Fit `clf` on the train split of `layers`, evaluate on val and test, save the model and log the run.
 
+    cache : an entry, or a list of entries of the same images whose features are concatenated (see
+        featx.features.load.load_combined); the run is logged in the first entry's cache folder.
     layers : names and groups (all, blocks, fc), or a LayerSelection, concatenated in the backbone's depth order
         whatever order they are named in; None = every cached layer.
     params, seed, n_jobs, transforms : as FitSpec's params, seed, n_jobs and transforms (standardize,
@@ -126,11 +128,12 @@ def fit(cache=None, *, layers=None, clf: str = "rf", params: dict | None = None,
         becomes the entry's Cache's runs_dir, which record_run asks.
     """
     spec = FitSpec(classifier=clf, params=params or {}, transforms=transforms, seed=seed, n_jobs=n_jobs)
-    entry = Cache(cache_dir, runs_dir=runs_dir).open(cache)
-    prepare_log(entry.cache)  # an unwritable folder or a broken log fails before training
-    X, y, meta = load(entry, layers=layers)
-    scores = train_and_score(X, y, meta["split"].to_numpy(), spec, class_names=entry.class_names)
-    return record_run(entry, spec, scores, selection=meta.attrs["selection"], log=log)
+    entries = open_entries(cache, cache_dir, runs_dir=runs_dir)
+    prepare_log(entries[0].cache)  # an unwritable folder or a broken log fails before training
+    X, y, meta = load(entries if len(entries) > 1 else entries[0], layers=layers)
+    scores = train_and_score(X, y, meta["split"].to_numpy(), spec, class_names=entries[0].class_names)
+    return record_run(entries if len(entries) > 1 else entries[0], spec, scores, selection=meta.attrs["selection"],
+                      log=log)
 
 
 def train_and_score(X, y, split, spec: FitSpec, *, class_names, eval_splits=EVAL_SPLITS) -> Scores:
@@ -158,24 +161,27 @@ def train_and_score(X, y, split, spec: FitSpec, *, class_names, eval_splits=EVAL
     return Scores(pipeline, metrics, int(train.sum()), X.shape[1], fit_seconds, predict_seconds)
 
 
-def record_run(entry: CacheEntry, spec: FitSpec, scores: Scores, *, selection: LayerSelection, log=print,
-               plots: bool = True) -> FitResult:
+def record_run(entry: CacheEntry | list[CacheEntry], spec: FitSpec, scores: Scores, *, selection: LayerSelection,
+               log=print, plots: bool = True) -> FitResult:
     """Save a scored fit as a run: <runs>/<run_id>/ (model, metrics, confusion CSV/PNG, history) and one row
     in the runs log, where <runs> is `entry.cache.runs_dir`.
 
+    entry : the entry fitted on, or the entries whose features were combined (the log's cache_key,
+    cache_entry and backbone then join theirs with "+"; the run goes to the first one's runs folder).
     selection : the layers the features came from (the log keeps its spec and names). plots : draw the confusion
     PNGs (the CSVs are always written). The run folder is written under a temporary name and published with its
     log row, or not at all.
     """
+    entries = entry if isinstance(entry, list) else [entry]
     metrics, layers = scores.metrics, selection.spec
-    with stage_run(entry.cache) as staged:
+    with stage_run(entries[0].cache) as staged:
         run_id, folder = staged.run_id, staged.folder
         _write_reports(folder, scores, f"{spec.classifier} on {layers}", plots)
         sha = save_model(scores.pipeline, folder / MODEL_FILE)
         row = {
-            "run_id": run_id, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"), "cache_key": entry.key,
-            "cache_entry": entry.name, "backbone": entry.settings["backbone"], **selection_columns(selection),
-            "n_features": scores.n_features, "classifier": spec.classifier,
+            "run_id": run_id, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **{column: "+".join(map(value, entries)) for column, value in _SOURCE_COLUMNS.items()},
+            **selection_columns(selection), "n_features": scores.n_features, "classifier": spec.classifier,
             "params": spec.params_json(), "all_params": _json(scores.pipeline[-1].get_params()),
             "transforms": spec.transforms_label(), "seed": spec.seed, "n_train": scores.n_train,
             **{f"{s}_{m}": round(metrics[s][m], 4) if s in metrics else None
@@ -183,12 +189,16 @@ def record_run(entry: CacheEntry, spec: FitSpec, scores: Scores, *, selection: L
             "fit_seconds": round(scores.fit_seconds, 3), "predict_seconds": round(scores.predict_seconds, 3),
             "model_path": f"{run_id}/{MODEL_FILE}", "model_sha256": sha,
         }
-        append_run(entry.cache, row, staged=staged)
+        append_run(entries[0].cache, row, staged=staged)
     folder = staged.final
     text = " | ".join(f"{s} acc {m['accuracy']:.3f} f1 {m['f1_macro']:.3f}" for s, m in metrics.items())
     log(f"run {run_id}: {spec.classifier} {row['params']} on {layers} ({scores.n_features} features): {text} "
         f"(fit {scores.fit_seconds:.1f}s) -> {folder}")
     return FitResult(run_id, folder, spec, scores, row)
+
+
+_SOURCE_COLUMNS = {"cache_key": lambda e: e.key, "cache_entry": lambda e: e.name,
+                   "backbone": lambda e: e.settings["backbone"]}
 
 
 def _write_reports(folder: Path, scores: Scores, title: str, plots: bool) -> None:

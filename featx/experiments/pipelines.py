@@ -2,6 +2,7 @@
 
     name = "quickstart"                     # optional, with description
     data = "elpv"                           # top level: what featx.extract needs to find the cache entry
+                                            # (`featx run FILE --data SRC` runs the recipe on another source)
     backbone = "efficientnet_lite0"
     weights = "imagenet"
     layers = ["blocks", "top_activation"]
@@ -72,12 +73,17 @@ def read_pipeline(path) -> dict:
     return spec
 
 
-def run_pipeline(path, *, cache_dir=None, log=print) -> PipelineResult:
+def run_pipeline(path, *, data=None, cache_dir=None, log=print) -> PipelineResult:
     """Extract (reusing the cache), run the steps in order, then print the runs made, best first, and the plots.
 
-    A fit step without `layers` uses the pipeline's layers.
+    A fit step without `layers` uses the pipeline's layers. data : run the same recipe on another data
+    source (a folder, CSV manifest or built-in name) instead of the file's `data`.
     """
     spec = read_pipeline(path)
+    if data is not None:
+        spec["data"] = data
+    elif "data" not in spec:
+        raise FeatxError(f"pipeline '{path}' names no data; add data = \"...\" to it or pass --data")
     source = {k: spec[k] for k in ("data", "backbone", "weights", "layers") if k in spec}
     layers = source.setdefault("layers", inspect.signature(extract).parameters["layers"].default)
     entry = extract(cache_dir=cache_dir, log=log, **source, **spec.get("extract", {})).entry

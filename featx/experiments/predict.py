@@ -34,6 +34,9 @@ def predict(run_id: str, paths, *, cache_dir=None, batch_size: int = 32, output=
 
     cache = Cache(cache_dir, runs_dir=runs_dir)
     pipeline, run = load_model(run_id, cache)
+    if "+" in run["cache_entry"]:
+        raise FeatxError(f"run {run['run_id']} was fitted on several cache entries ({run['cache_entry']}); predict "
+                         "takes runs fitted on one entry")
     entry = cache.open(run["cache_entry"])
     if entry.key != run["cache_key"]:
         raise FeatxError(f"cache entry {entry.name} no longer has the key run {run['run_id']} was fitted on; fit again")

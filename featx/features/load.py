@@ -28,9 +28,10 @@ def select_cached(entry: CacheEntry, layers=None) -> LayerSelection:
 
 
 def load(cache=None, *, layers=None, split: str | None = None, cache_dir=None):
-    """Features of the valid (decoded) images of a cache entry.
+    """Features of the valid (decoded) images of a cache entry, or of several entries side by side.
 
-    cache : an entry (name, key prefix, folder or CacheEntry; None: the most recent) of the Cache at cache_dir.
+    cache : an entry (name, key prefix, folder or CacheEntry; None: the most recent) of the Cache at cache_dir,
+        or a list of entries of the same images (see load_combined).
     layers : names, groups, a comma list of them, or a LayerSelection; None: every cached layer. Layers are
         concatenated in the backbone's depth order, whatever order they are named in.
 
@@ -42,6 +43,8 @@ def load(cache=None, *, layers=None, split: str | None = None, cache_dir=None):
         class_names, selection (the LayerSelection read), layers (its names, a list), feature_slices
         {layer: (start, stop)}, cache_key, cache_path, settings.
     """
+    if isinstance(cache, (list, tuple)):
+        return load_combined(cache, layers=layers, split=split, cache_dir=cache_dir)
     entry = Cache(cache_dir).open(cache)
     selection = select_cached(entry, layers)
     rows = entry.valid.copy()
@@ -61,3 +64,57 @@ def load(cache=None, *, layers=None, split: str | None = None, cache_dir=None):
     meta.attrs.update(class_names=entry.class_names, selection=selection, layers=list(selection.names),
                       feature_slices=slices, cache_key=entry.key, cache_path=str(entry.path), settings=entry.settings)
     return X, y, meta
+
+
+def open_entries(cache, cache_dir=None, *, runs_dir=None) -> list[CacheEntry]:
+    """The entries `load` reads: one for a single spec, each of a list (an entry named twice is an error)."""
+    where = Cache(cache_dir, runs_dir=runs_dir)
+    entries = [where.open(c) for c in cache] if isinstance(cache, (list, tuple)) else [where.open(cache)]
+    if not entries:
+        raise FeatxError("no cache entries given; name at least one with --cache")
+    names = [e.name for e in entries]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise FeatxError(f"cache entry {twice[0]} is given twice; name each entry once")
+    return entries
+
+
+def load_combined(caches, *, layers=None, split: str | None = None, cache_dir=None):
+    """Features of several entries of the same images concatenated column-wise, row-aligned by image: two
+    backbones (lite0 + lite2), or two poolings of one backbone (each pooling is its own entry).
+
+    The entries must hold the same images in the same order with the same labels, split and decoded rows
+    (FeatxError otherwise). `layers` is resolved in each entry. Returns (X, y, meta) as `load`; with two or
+    more entries, meta.attrs' selection, layers and feature_slices name columns "<entry name>/<layer>", cache_key is the
+    keys joined by "+", cache_path the first entry's folder, settings {entry name: settings}, entries the names.
+    """
+    entries = open_entries(caches, cache_dir)
+    if len(entries) == 1:
+        return load(entries[0], layers=layers, split=split)
+    for other in entries[1:]:
+        _check_same_images(entries[0], other)
+    parts = [load(entry, layers=layers, split=split) for entry in entries]
+    names, slices, offset = [], {}, 0
+    for entry, (X, _, meta) in zip(entries, parts):
+        for layer in meta.attrs["layers"]:
+            start, stop = meta.attrs["feature_slices"][layer]
+            names.append(f"{entry.name}/{layer}")
+            slices[names[-1]] = (offset + start, offset + stop)
+        offset += X.shape[1]
+    X, y, meta = np.concatenate([X for X, _, _ in parts], axis=1), parts[0][1], parts[0][2]
+    selection = LayerSelection(parts[0][2].attrs["selection"].spec, tuple(names))
+    meta.attrs.update(selection=selection, layers=names, feature_slices=slices, cache_key="+".join(e.key for e in entries),
+                      settings={e.name: e.settings for e in entries}, entries=[e.name for e in entries])
+    return X, y, meta
+
+
+def _check_same_images(first: CacheEntry, other: CacheEntry) -> None:
+    """Refuse to combine entries whose rows are not the same images (by path and content), labels and split."""
+    checks = {"image paths": (first.relpaths, other.relpaths), "class names": (first.class_names, other.class_names),
+              "image contents (fingerprints)": (first.data["fingerprints"], other.data["fingerprints"]),
+              "labels": (first.labels, other.labels), "split": (first.split, other.split),
+              "decoded images": (first.valid, other.valid)}
+    for what, (a, b) in checks.items():
+        if len(a) != len(b) or not np.array_equal(np.asarray(a), np.asarray(b)):
+            raise FeatxError(f"cache entries {first.name} and {other.name} differ in their {what}, so their rows cannot "
+                             "be combined; extract both from the same data with the same --limit, --split and --seed")
