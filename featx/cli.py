@@ -311,7 +311,7 @@ def cmd_runs(args) -> None:
 def cmd_run(args) -> None:
     from featx.experiments import run_pipeline
 
-    run_pipeline(args.file, cache_dir=args.cache_dir)
+    run_pipeline(args.file, cache_dir=args.cache_dir, refit=args.refit)
 
 
 def cmd_predict(args) -> None:
@@ -375,6 +375,9 @@ def _add_experiment_commands(sub) -> None:
                        description="Run a declarative TOML experiment: extract (a no-op when cached), then its fit, "
                                    "compare and tsne steps; ends with a results table and the plot paths.")
     p.add_argument("file", help="pipeline TOML file, e.g. pipelines/quickstart.toml")
+    p.add_argument("--refit", action="store_true",
+                   help="fit again steps whose fits are already logged (same entry, layers, classifier, params, "
+                        "transforms, seed); by default they are reused")
     _add_cache_dir(p)
     p.set_defaults(func=cmd_run)
 
