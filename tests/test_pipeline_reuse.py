@@ -25,6 +25,10 @@ kind = "compare"
 layer_sets = ["final", "blocks"]
 classifiers = ["rf", "knn"]
 params = { n_estimators = 10 }
+[[steps]]
+kind = "tsne"
+layers = "final"
+max_points = 40
 """
 
 
@@ -41,6 +45,7 @@ def test_warm_pipeline_reuses_logged_fits_and_refit_fits_again(tmp_path, capsys)
     out = capsys.readouterr().out
     assert len(read_log(tmp_path / "cache")) == 5  # nothing appended
     assert "reused 1 logged run(s)" in out and "reused 4 logged run(s)" in out
+    assert "-final-max40.png (`featx run --refit` draws it again)" in out
     assert all(run_id in out for run_id in first["run_id"])  # the summary table lists the reused runs
 
     (tmp_path / "p.toml").write_text(PIPELINE.replace("n_estimators = 10", "n_estimators = 11"))

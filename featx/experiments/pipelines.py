@@ -30,7 +30,7 @@ from featx.experiments.compare import _expand_subsets, compare, fit_specs
 from featx.experiments.fit import FitSpec, fit
 from featx.experiments.reuse import logged_runs
 from featx.experiments.runs import format_runs, read_log, runs
-from featx.experiments.tsne import tsne
+from featx.experiments.tsne import tsne, tsne_path
 from featx.extractor import extract
 from featx.features.load import resolve_layers
 from featx.features.options import TRANSFORM_KEYS
@@ -41,6 +41,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 STEPS = {"fit": fit, "compare": compare, "tsne": tsne}
+TSNE_LAYERS = inspect.signature(tsne).parameters["layers"].default
 TOP_LEVEL = ("name", "description", "data", "backbone", "weights", "layers", "extract", "steps")
 MANAGED = ("cache", "cache_dir", "log", "progress", "runs_dir", "on_event", "refit")  # set by run_pipeline or code, not by a file
 
@@ -78,8 +79,8 @@ def run_pipeline(path, *, cache_dir=None, refit: bool = False, log=print) -> Pip
     """Extract (reusing the cache), run the steps in order, then print the runs made, best first, and the plots.
 
     A fit step without `layers` uses the pipeline's layers. A fit or compare step whose every fit is already
-    in the runs log (same entry, layers and FitSpec) reuses those runs instead of appending duplicates;
-    refit : fit them again anyway.
+    in the runs log (same entry, layers and FitSpec) reuses those runs instead of appending duplicates, and
+    a t-SNE step whose plot exists reuses it; refit : fit and draw them again anyway.
     """
     spec = read_pipeline(path)
     source = {k: spec[k] for k in ("data", "backbone", "weights", "layers") if k in spec}
@@ -105,6 +106,9 @@ def run_pipeline(path, *, cache_dir=None, refit: bool = False, log=print) -> Pip
             result = compare(cache=entry, log=log, **options)
             run_ids += list(result.table["run_id"])
             plots.append(result.plot)
+        elif not refit and (done := tsne_path(entry, **{"layers": TSNE_LAYERS, **options})).exists():
+            log(f"reused {done} (`featx run --refit` draws it again)")
+            plots.append(done)
         else:
             plots.append(tsne(cache=entry, log=log, **options))
     table = runs(entry.path.parent)
