@@ -34,6 +34,11 @@ def _add_cache(p: argparse.ArgumentParser) -> None:
     _add_cache_dir(p)
 
 
+def _add_entry_pick(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=None, help="use the most recent entry extracted from this data (folder, CSV or elpv)")
+    p.add_argument("--backbone", default=None, help="use the most recent entry extracted with this backbone")
+
+
 def cmd_backbones(args) -> None:
     from featx.backbones import available_backbones
 
@@ -57,7 +62,10 @@ def cmd_layers(args) -> None:
 def cmd_extract(args) -> None:
     from featx.extractor import extract
 
-    extract(args.data, backbone=args.backbone, layers=args.layers, pool=args.pool, weights=args.weights,
+    if args.data is None:
+        print(f"note: no --data given, so the built-in '{DEFAULT_DATA}' example data set is used (2,624 solar-cell "
+              "images); pass --data FOLDER or --data FILE.csv for your own images")
+    extract(args.data or DEFAULT_DATA, backbone=args.backbone, layers=args.layers, pool=args.pool, weights=args.weights,
             dtype=args.dtype, batch_size=args.batch_size, cache_dir=args.cache_dir, split=args.split, seed=args.seed,
             limit=args.limit, strict=args.strict, input_size=args.input_size, preprocess=args.preprocess,
             unsafe=args.unsafe, mixed_precision=args.mixed_precision, progress=not args.quiet, cluster=args.cluster,
@@ -68,6 +76,7 @@ def cmd_ls(args) -> None:
     import pandas as pd
 
     from featx.cache.passlog import PassLog
+    from featx.cache.pick import data_label
     from featx.cache.store import Cache
 
     found = Cache(args.cache_dir).scan()
@@ -83,7 +92,8 @@ def cmd_ls(args) -> None:
             partial = PassLog.summary(entry) is not None
         except FeatxError:
             partial = "unreadable"
-        rows.append({"entry": entry.name, "backbone": entry.settings["backbone"], "images": len(entry.labels),
+        rows.append({"entry": entry.name, "backbone": entry.settings["backbone"], "data": data_label(entry),
+                     "images": len(entry.labels),
                      "layers": len(entry.layers), "pool": entry.settings["pool"], "dtype": entry.settings["dtype"],
                      "MB": round(entry.size_bytes() / 1e6, 1), "partial": partial})
     print(pd.DataFrame(rows).astype(object).fillna("").to_string(index=False))
@@ -94,10 +104,11 @@ def cmd_info(args) -> None:
     import pandas as pd
 
     from featx.backbones import preprocessing_note
+    from featx.cache.pick import data_label
     from featx.cache.store import Cache
 
     entry = Cache(args.cache_dir).open(args.cache)
-    print(f"entry: {entry.path}\nkey: {entry.key}\ndata: {entry.manifest.description}")
+    print(f"entry: {entry.path}\nkey: {entry.key}\ndata: {data_label(entry)}")
     for k, v in entry.settings.items():
         print(f"{k}: {v}")
     note = preprocessing_note(entry.settings["preprocessing"], entry.backbone_args["preprocess"])
@@ -161,8 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("extract", help="run the backbone once and cache layer features",
                        description="Run the backbone once over the images and cache the chosen layers' features.")
-    p.add_argument("--data", default=DEFAULT_DATA,
-                   help="folder of class subfolders, CSV manifest (path,label[,split]) or built-in 'elpv' (default)")
+    p.add_argument("--data", default=None,
+                   help="folder of class subfolders, CSV manifest (path,label[,split]) or built-in 'elpv' (default, with a note)")
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"backbone name or .keras/.h5 file (default {DEFAULT_BACKBONE})")
     p.add_argument("--layers", default="blocks", help="comma-separated layer names and groups all, blocks, fc (default blocks)")
     _add_backbone_options(p, weights_default="imagenet")
@@ -282,10 +293,21 @@ def _transforms(args) -> dict:
     return {k: getattr(args, k) for k in TRANSFORM_KEYS if hasattr(args, k)}
 
 
+def _entry(args):
+    """The positional entry, or the most recent one extracted from --data with --backbone."""
+    from featx.cache.pick import pick_entry
+
+    if args.data is None and args.backbone is None:
+        return args.cache
+    if args.cache is not None:
+        raise FeatxError(f"name the cache entry ('{args.cache}') or pick it by --data/--backbone, not both")
+    return pick_entry(args.cache_dir, data=args.data, backbone=args.backbone)
+
+
 def cmd_fit(args) -> None:
     from featx.experiments import fit
 
-    fit(args.cache, layers=args.layers, clf=args.clf, params=_classifier_params(args), seed=args.seed,
+    fit(_entry(args), layers=args.layers, clf=args.clf, params=_classifier_params(args), seed=args.seed,
         n_jobs=args.n_jobs, cache_dir=args.cache_dir, runs_dir=args.runs_dir, **_transforms(args))
 
 
@@ -293,7 +315,7 @@ def cmd_compare(args) -> None:
     from featx.experiments import compare
     from featx.values import params_dict
 
-    compare(args.cache, layer_sets=args.layer_sets, classifiers=args.clf, grid=params_dict(args.grid),
+    compare(_entry(args), layer_sets=args.layer_sets, classifiers=args.clf, grid=params_dict(args.grid),
             params=_classifier_params(args), seed=args.seed, n_jobs=args.n_jobs, metric=args.metric, plots=args.plots,
             cache_dir=args.cache_dir, runs_dir=args.runs_dir, cluster=args.cluster,
             cluster_config=args.cluster_config, **_transforms(args))
@@ -337,6 +359,7 @@ def _add_experiment_commands(sub) -> None:
     _add_cache(p)
     p.add_argument("--layers", default=None, help="layer names and groups (all, blocks, fc), comma-separated; "
                                                   "concatenated in depth order (default: every cached layer)")
+    _add_entry_pick(p)
     _add_model_options(p, "rf, svm, linear-svm, logreg, knn or dense (default rf)")
     p.add_argument("--n-jobs", type=int, default=-1, help="the classifier's parallel jobs (default -1: all cores)")
     _add_runs_dir(p)
@@ -348,6 +371,7 @@ def _add_experiment_commands(sub) -> None:
     _add_cache(p)
     p.add_argument("--layer-sets", nargs="+", required=True, metavar="SET",
                    help="subsets: a layer, a group (all, blocks, fc), a comma list, or 'each' (every cached layer alone)")
+    _add_entry_pick(p)
     _add_model_options(p, "comma-separated classifiers, e.g. rf,svm,logreg (default rf)")
     p.add_argument("--grid", type=_typed(parse_grid_item), action="append", default=[], metavar="KEY=V1,V2",
                    help="parameter values to sweep, e.g. min_samples_leaf=1,2,5 (repeatable; goes to classifiers having KEY)")

@@ -24,6 +24,7 @@ from featx.backbones import DEFAULT_BACKBONE, describe_layers, get_backbone, pre
 from featx.cache.key import cache_key, file_fingerprint, fingerprint_files
 from featx.cache.manifest import EntryManifest
 from featx.cache.passlog import PassLog
+from featx.cache.pick import entry_label
 from featx.cache.store import Cache, CacheEntry
 from featx.cache.warm import warm_entry
 from featx.errors import FeatxError, RunFailed
@@ -207,7 +208,7 @@ def extract(data: str, backbone: str = DEFAULT_BACKBONE, layers="blocks", pool: 
         note = preprocessing_note(entry.settings["preprocessing"], preprocess)
         if note:
             log(note)
-        log(f"nothing to do: {len(selection.names)} layer(s) already cached in {entry.path}")
+        log(f"nothing to do: {len(selection.names)} layer(s) already cached in {entry.path} ({entry_label(entry)})")
         return ExtractResult(entry, [], None)
     runtime.configure_tensorflow()
     model = _memoized_backbone(backbone, weights, input_size, preprocess, unsafe, mixed_precision)
@@ -227,7 +228,7 @@ def extract(data: str, backbone: str = DEFAULT_BACKBONE, layers="blocks", pool: 
     data_sets = {"paths": images.relpaths, "labels": images.labels, "fingerprints": fingerprints, "split": images.split}
     entry = cache.create(manifest, data_sets)
     if not _has_work(entry, names, images):  # decided before locking: a read-only cache serves a no-op
-        log(f"nothing to do: {len(names)} layer(s) already cached in {entry.path}")
+        log(f"nothing to do: {len(names)} layer(s) already cached in {entry.path} ({entry_label(entry)})")
         return ExtractResult(entry, [], None)
     with entry.lock(), _cache_write_errors(entry):
         entry = CacheEntry(entry.path, entry.cache)  # re-read under the lock: another run may have added layers
@@ -252,7 +253,7 @@ def extract(data: str, backbone: str = DEFAULT_BACKBONE, layers="blocks", pool: 
         entry = CacheEntry(entry.path, entry.cache)
     computed = [n for p in passes for n in p.layers]
     if not computed:
-        log(f"nothing to do: {len(names)} layer(s) already cached in {entry.path}")
+        log(f"nothing to do: {len(names)} layer(s) already cached in {entry.path} ({entry_label(entry)})")
         return ExtractResult(entry, [], None)
     _report(entry, computed, log)
     return ExtractResult(entry, computed, rate)
@@ -438,7 +439,7 @@ def _shard_extractor(spec: tuple, weights: list | None) -> LayerExtractor:
 
 
 def _report(entry: CacheEntry, computed: list[str], log) -> None:
-    log(f"cached {len(computed)} layer(s) for {len(entry.labels)} images in {entry.path}")
+    log(f"cached {len(computed)} layer(s) for {len(entry.labels)} images in {entry.path} ({entry_label(entry)})")
     errors = entry.errors
     if errors:
         log(f"skipped {len(errors)} bad file(s) (recorded in the cache; see `featx info`):")

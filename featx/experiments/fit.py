@@ -17,6 +17,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import InvalidParameterError
 
 from featx.cache.atomic import write_json
+from featx.cache.pick import entry_label
 from featx.cache.store import CacheEntry, open_entry
 from featx.classifiers import fit_pipeline, make_pipeline
 from featx.classifiers.registry import bad_param_message
@@ -186,7 +187,7 @@ def record_run(entry: CacheEntry, spec: FitSpec, scores: Scores, *, layers: str,
         append_run(cache_dir, row, staged=staged, runs_dir=runs_dir)
     folder = staged.final
     text = " | ".join(f"{s} acc {m['accuracy']:.3f} f1 {m['f1_macro']:.3f}" for s, m in metrics.items())
-    log(f"run {run_id}: {spec.classifier} {row['params']} on {layers} ({scores.n_features} features): {text} "
+    log(f"run {run_id}: {spec.classifier} {row['params']} on {layers} of {entry_label(entry)} ({scores.n_features} features): {text} "
         f"(fit {scores.fit_seconds:.1f}s) -> {folder}")
     return FitResult(run_id, folder, spec, scores, row)
 

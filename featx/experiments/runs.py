@@ -36,6 +36,7 @@ from pathlib import Path
 import pandas as pd
 
 from featx.cache.atomic import atomic_path, fsync_dir, fsync_file
+from featx.cache.pick import data_labels
 from featx.cache.store import default_cache_dir
 from featx.errors import FeatxError, RunFailed
 
@@ -47,7 +48,7 @@ COLUMNS = (
 )
 INTEGERS = ("n_features", "seed", "n_train")
 REALS = tuple(c for c in COLUMNS if c.startswith(("val_", "test_")) or c.endswith("_seconds"))
-DISPLAY = ("run_id", "backbone", "layers", "n_features", "classifier", "params", "transforms",
+DISPLAY = ("run_id", "backbone", "data", "layers", "n_features", "classifier", "params", "transforms",
            "val_accuracy", "val_f1_macro", "test_accuracy", "test_f1_macro", "fit_seconds")
 LOG_FILE, OLD_LOG_FILE = "runs.sqlite", "runs.csv"
 LOG_VERSION = 1  # PRAGMA user_version of runs.sqlite; 0 = a new, empty database
@@ -324,7 +325,8 @@ def export_csv(path, cache_dir=None, runs_dir=None) -> Path:
 
 def runs(cache_dir=None, sort: str = "val_accuracy", clf=None, backbone=None, layers=None, top=None,
          runs_dir=None) -> pd.DataFrame:
-    """The runs table, best first: descending by `sort` (ascending for *_seconds columns: fastest first).
+    """The runs table, best first: descending by `sort` (ascending for *_seconds columns: fastest first), with a
+    `data` column naming each run's data (and [random weights]) from its cache entry.
 
     clf, backbone : keep rows with exactly this classifier / backbone (a comma list allows several).
     layers : keep rows whose layer spec or layer names contain this substring. top : keep the first N.
@@ -338,6 +340,7 @@ def runs(cache_dir=None, sort: str = "val_accuracy", clf=None, backbone=None, la
     if layers:
         table = table[table["layers"].str.contains(layers, regex=False) | table["layer_names"].str.contains(layers, regex=False)]
     table = table.sort_values(sort, ascending=sort.endswith("_seconds"), kind="stable", na_position="last")
+    table = table.assign(data=table["cache_key"].map(data_labels(cache_dir)).fillna("(entry not in this cache)"))
     return table.head(top).reset_index(drop=True) if top else table.reset_index(drop=True)
 
 
