@@ -336,6 +336,24 @@ def cmd_run(args) -> None:
     run_pipeline(args.file, cache_dir=args.cache_dir, refit=args.refit)
 
 
+def cmd_export(args) -> None:
+    from featx.features.export import export
+
+    export(args.cache, layers=args.layers, format=args.format, output=args.output, cache_dir=args.cache_dir)
+
+
+def cmd_rm(args) -> None:
+    from featx.experiments.housekeeping import rm
+
+    rm(args.targets, cache_dir=args.cache_dir, runs_dir=args.runs_dir)
+
+
+def cmd_prune(args) -> None:
+    from featx.experiments.housekeeping import prune
+
+    prune(args.keep_best, metric=args.metric, cache_dir=args.cache_dir, runs_dir=args.runs_dir)
+
+
 def cmd_predict(args) -> None:
     from featx.experiments import predict
 
@@ -394,6 +412,33 @@ def _add_experiment_commands(sub) -> None:
     p.add_argument("--layers", default=None, help="only runs whose layers contain this text")
     p.add_argument("--top", type=int, default=None, help="show the best N")
     p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("export", help="write cached features to a CSV, Parquet or NumPy file",
+                       description="Write one row per image (path, label, split, then the features of the chosen "
+                                   "layers in depth order) for use outside featx.")
+    _add_cache(p)
+    p.add_argument("--layers", default=None, help="layer names and groups (default: every cached layer)")
+    p.add_argument("--format", default="csv", choices=("csv", "parquet", "npy"),
+                   help="csv (default), parquet (needs pyarrow) or npy (one .npz of arrays)")
+    p.add_argument("--output", default=None, help="file to write (default <entry>-<layers>.<ext> here)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("rm", help="remove runs and cache entries",
+                       description="Remove logged runs (row, model, run folder) by id or unique prefix, and cache "
+                                   "entries by name, key prefix or folder (never one being written).")
+    p.add_argument("targets", nargs="+", metavar="ENTRY|RUN")
+    _add_cache_dir(p)
+    _add_runs_dir(p)
+    p.set_defaults(func=cmd_rm)
+
+    p = sub.add_parser("prune", help="keep only the best runs of each cache entry",
+                       description="Remove every run but the N best (by --metric) of each cache entry, with its "
+                                   "model, and the compare reports none of whose runs remain.")
+    p.add_argument("--keep-best", type=int, required=True, metavar="N", help="runs to keep per cache entry")
+    p.add_argument("--metric", default="val_accuracy", help="column that ranks runs (default val_accuracy)")
+    _add_cache_dir(p)
+    _add_runs_dir(p)
+    p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("run", help="run a pipeline file (pipelines/*.toml)",
                        description="Run a declarative TOML experiment: extract (a no-op when cached), then its fit, "

@@ -294,6 +294,34 @@ def append_run(cache_dir, row: dict, *, staged: StagedRun | None = None, runs_di
         fsync_dir(folder)
 
 
+def delete_runs(run_ids: list[str], cache_dir=None, runs_dir=None) -> None:
+    """Remove runs (log rows and folders) in one transaction: all of them or, on any failure, none.
+
+    Folders are renamed to staging names inside the transaction (and back if it fails), then deleted; a
+    deletion killed after the commit leaves only staging debris, which the next fit removes.
+    """
+    folder = writable_folder(_runs_folder(cache_dir, runs_dir), "runs")
+    moved = []
+    with _database(folder, write=True) as connection:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            for run_id in run_ids:
+                connection.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+                if (folder / run_id).is_dir():
+                    trash = folder / f"{STAGING}rm-{run_id}-{os.getpid()}@{_HOST}"
+                    os.rename(folder / run_id, trash)
+                    moved.append((folder / run_id, trash))
+            connection.execute("COMMIT")
+        except BaseException:
+            for original, trash in reversed(moved):
+                os.rename(trash, original)
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+    for _, trash in moved:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
 # --- reading runs
 
 def read_log(cache_dir=None, runs_dir=None) -> pd.DataFrame:
