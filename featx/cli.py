@@ -318,7 +318,7 @@ def cmd_compare(args) -> None:
     compare(_entry(args), layer_sets=args.layer_sets, classifiers=args.clf, grid=params_dict(args.grid),
             params=_classifier_params(args), seed=args.seed, n_jobs=args.n_jobs, metric=args.metric, plots=args.plots,
             cache_dir=args.cache_dir, runs_dir=args.runs_dir, cluster=args.cluster,
-            cluster_config=args.cluster_config, **_transforms(args))
+            cluster_config=args.cluster_config, save_models=args.save_models, **_transforms(args))
 
 
 def cmd_runs(args) -> None:
@@ -395,6 +395,8 @@ def _add_experiment_commands(sub) -> None:
                    help="parameter values to sweep, e.g. min_samples_leaf=1,2,5 (repeatable; goes to classifiers having KEY)")
     p.add_argument("--metric", default="val_accuracy", help="column drawn in the chart (default val_accuracy)")
     p.add_argument("--plots", action="store_true", help="also draw each run's confusion PNGs (slower)")
+    p.add_argument("--save-models", default="best", choices=("best", "all"),
+                   help="keep the model of the best row by val accuracy only (default), or of every row")
     p.add_argument("--n-jobs", type=int, default=1, help="fits run in parallel (default 1: one at a time, each on all cores)")
     _add_runs_dir(p)
     _add_cluster_options(p)

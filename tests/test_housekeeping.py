@@ -74,3 +74,20 @@ def test_export_writes_path_label_split_and_features(cache, tmp_path, capsys):
         assert not (tmp_path / "f.parquet").exists()
     else:
         assert code == 0 and list(pd.read_parquet(tmp_path / "f.parquet")["split"]) == list(meta["split"])
+
+
+@pytest.mark.slow
+def test_compare_keeps_only_the_best_rows_model_unless_all(cache, capsys, elpv_folder):
+    log = read_log(cache)  # the fixture's compare: default --save-models best
+    with_model = log[log["model_path"] != ""]
+    assert len(with_model) == 1 and with_model["val_accuracy"].iloc[0] == log["val_accuracy"].max()
+    assert all((cache / "runs" / r / "model.skops").exists() == (r in set(with_model["run_id"])) for r in log["run_id"])
+    without = log.loc[log["model_path"] == "", "run_id"].iloc[0]
+    capsys.readouterr()
+    assert main(["predict", "--model", without, str(elpv_folder), "--cache-dir", str(cache)]) == 2
+    err = capsys.readouterr().err
+    assert f"run {without} has no saved model" in err and len(err.strip().splitlines()) == 1
+
+    assert main(["compare", "--layer-sets", "final", "--clf", "knn,logreg", "--save-models", "all",
+                 "--cache-dir", str(cache)]) == 0
+    assert (read_log(cache)["model_path"] != "").sum() == 1 + 2

@@ -27,6 +27,7 @@ from featx.reports import plot_layer_comparison
 from featx.values import params_dict, parse_grid_item
 
 EACH = "each"
+SAVE_MODELS = ("best", "all")
 TABLE_COLUMNS = ("layers", "depth", "classifier", "params", "n_features", "val_accuracy", "val_f1_macro",
                  "test_accuracy", "test_f1_macro", "fit_seconds", "run_id")
 
@@ -41,7 +42,7 @@ class CompareResult:
 def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: dict | None = None,
             params: dict | None = None, seed: int = 0, n_jobs: int = 1, metric: str = "val_accuracy",
             plots: bool = False, cache_dir=None, log=print, runs_dir=None, cluster=None, cluster_config=None,
-            **transforms) -> CompareResult:
+            save_models: str = "best", **transforms) -> CompareResult:
     """Fit every (layer subset, classifier, grid point) and tabulate val/test scores.
 
     layer_sets : subsets, each a layer name, group (all, blocks, fc), comma list of them, or "each" (every
@@ -52,6 +53,8 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
     n_jobs : fits run in parallel with joblib; with n_jobs=1 each classifier uses every core instead.
     cluster : run the fits on Dask workers (a featx.distributed spec such as "local:2", or a Client), the
         feature matrix sent to each worker once; cluster_config : its options. Results land where a local run puts them.
+    save_models : "best" (default) saves the model of the best row by val accuracy only (the first of equals),
+        "all" every row's; rows without a model are logged all the same, with an empty model path.
     metric : the column plotted. plots : also draw each run's confusion PNGs (off: drawing them takes
         longer than most fits; the confusion CSVs are always written). transforms : as in fit.
     Every FitSpec is built (and so checked) before any data is read.
@@ -59,6 +62,8 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
     then <runs_dir>/reports/compare-<id>/).
     """
     grid = grid or {}
+    if save_models not in SAVE_MODELS:
+        raise FeatxError(f"unknown --save-models '{save_models}'; choose one of {', '.join(SAVE_MODELS)}")
     specs = fit_specs(classifiers, grid, params or {}, transforms, seed, -1 if n_jobs == 1 and cluster is None else 1)
     entry = open_entry(cache, cache_dir)
     prepare_log(entry.path.parent, runs_dir)  # unwritable folders or a broken log fail before any fit
@@ -72,9 +77,12 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
     columns = {label: np.concatenate([np.arange(*slices[n]) for n in names]) for label, names, _ in subsets}
     backend = nullcontext() if cluster is None else joblib_backend(cluster, scatter=[X], config=cluster_config)
     with backend:
-        fits = Parallel(n_jobs=n_jobs if cluster is None else -1)(
-            delayed(_fit_subset)(entry, X, columns[label], y, split, spec, label, names, log, plots, runs_dir)
-            for (label, names, _), spec in jobs)
+        scored = Parallel(n_jobs=n_jobs if cluster is None else -1)(
+            delayed(_score_subset)(entry, X, columns[label], y, split, spec) for (label, _, _), spec in jobs)
+    best = int(np.argmax([s.metrics.get("val", {}).get("accuracy", -1.0) for s in scored]))
+    fits = [record_run(entry, spec, scores, layers=label, layer_names=names, runs_dir=runs_dir, log=log, plots=plots,
+                       keep_model=save_models == "all" or n == best)
+            for n, (((label, names, _), spec), scores) in enumerate(zip(jobs, scored))]
     table = pd.DataFrame([{**{k: r.row[k] for k in TABLE_COLUMNS if k in r.row}, "depth": depth,
                            "model": " ".join([spec.classifier, *(f"{k}={spec.params[k]}" for k in grid if k in spec.params)])}
                           for r, ((_, _, depth), spec) in zip(fits, jobs)], columns=[*TABLE_COLUMNS, "model"])
@@ -112,10 +120,10 @@ def fit_specs(classifiers, grid: dict, params: dict, transforms: dict, seed: int
     return specs
 
 
-def _fit_subset(entry, X, columns, y, split, spec: FitSpec, label: str, names: list[str], log, plots: bool, runs_dir):
-    """One fit on a column subset, sliced where the fit runs: X itself is what joblib ships (or scatters once)."""
-    scores = train_and_score(X[:, columns], y, split, spec, class_names=entry.class_names)
-    return record_run(entry, spec, scores, layers=label, layer_names=names, runs_dir=runs_dir, log=log, plots=plots)
+def _score_subset(entry, X, columns, y, split, spec: FitSpec):
+    """One fit on a column subset, sliced where the fit runs: X itself is what joblib ships (or scatters once).
+    Recorded afterwards, in this process, once the best row (whose model is kept) is known."""
+    return train_and_score(X[:, columns], y, split, spec, class_names=entry.class_names)
 
 
 def _expand_subsets(entry, layer_sets) -> list[tuple[str, list[str], int | None]]:

@@ -159,12 +159,13 @@ def train_and_score(X, y, split, spec: FitSpec, *, class_names, eval_splits=EVAL
 
 
 def record_run(entry: CacheEntry, spec: FitSpec, scores: Scores, *, layers: str, layer_names: list[str],
-               runs_dir=None, log=print, plots: bool = True) -> FitResult:
+               runs_dir=None, log=print, plots: bool = True, keep_model: bool = True) -> FitResult:
     """Save a scored fit as a run: <runs>/<run_id>/ (model, metrics, confusion CSV/PNG, history) and one row
     in the runs log, where <runs> is runs_dir or <cache_dir>/runs.
 
     layers : the selection as the user wrote it (the log's `layers`); layer_names : the layers it resolved to,
-    in depth order. plots : draw the confusion PNGs (the CSVs are always written). The run folder is written
+    in depth order. plots : draw the confusion PNGs (the CSVs are always written). keep_model : save the fitted
+    model (else the row's model_path and model_sha256 are empty, and predict refuses it). The run folder is written
     under a temporary name and published with its log row, or not at all.
     """
     cache_dir = entry.path.parent
@@ -172,7 +173,7 @@ def record_run(entry: CacheEntry, spec: FitSpec, scores: Scores, *, layers: str,
     with stage_run(cache_dir, runs_dir) as staged:
         run_id, folder = staged.run_id, staged.folder
         _write_reports(folder, scores, f"{spec.classifier} on {layers}", plots)
-        sha = save_model(scores.pipeline, folder / MODEL_FILE)
+        sha = save_model(scores.pipeline, folder / MODEL_FILE) if keep_model else ""
         row = {
             "run_id": run_id, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"), "cache_key": entry.key,
             "cache_entry": entry.name, "backbone": entry.settings["backbone"], "layers": layers,
@@ -182,7 +183,7 @@ def record_run(entry: CacheEntry, spec: FitSpec, scores: Scores, *, layers: str,
             **{f"{s}_{m}": round(metrics[s][m], 4) if s in metrics else None
                for s in EVAL_SPLITS for m in ("accuracy", "f1_weighted", "f1_macro")},
             "fit_seconds": round(scores.fit_seconds, 3), "predict_seconds": round(scores.predict_seconds, 3),
-            "model_path": f"{run_id}/{MODEL_FILE}", "model_sha256": sha,
+            "model_path": f"{run_id}/{MODEL_FILE}" if keep_model else "", "model_sha256": sha,
         }
         append_run(cache_dir, row, staged=staged, runs_dir=runs_dir)
     folder = staged.final

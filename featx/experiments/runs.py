@@ -438,6 +438,9 @@ def load_model(run_id: str, cache_dir=None, runs_dir=None):
     """(fitted Pipeline, log row) of a run; refuses a file outside the runs folder, whose sha256 changed, in
     the old pickle format, or holding any type outside trusted_types() (nothing in it is executed)."""
     row = find_run(run_id, cache_dir, runs_dir)
+    if not isinstance(row["model_path"], str) or not row["model_path"]:
+        raise FeatxError(f"run {row['run_id']} has no saved model (compare keeps only its best row's model unless "
+                         "--save-models all); fit it again with `featx fit` to get one")
     root = _runs_folder(cache_dir, runs_dir).resolve()
     path = (root / str(row["model_path"])).resolve()
     if path.suffix == ".joblib":
