@@ -188,6 +188,7 @@ def extract(data: str, backbone: str = DEFAULT_BACKBONE, layers="blocks", pool: 
     on_event : instrumentation (benchmarks), called as on_event("decoded", row) per decoded image (decode
         threads) and on_event("committed", n_rows) per batch durably written (writer thread); keep it quick.
     """
+    log = log or (lambda *_: None)
     if batch_size < 1:
         raise FeatxError(f"--batch-size {batch_size} must be at least 1")
     check_dtype(dtype)

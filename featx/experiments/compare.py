@@ -20,7 +20,7 @@ from featx.cache.store import open_entry
 from featx.classifiers import classifier_params
 from featx.distributed import joblib_backend
 from featx.errors import FeatxError
-from featx.experiments.fit import FitSpec, record_run, train_and_score
+from featx.experiments.fit import FitSpec, _silent, record_run, train_and_score
 from featx.experiments.runs import new_run_id, prepare_log, reports_dir, writable_folder
 from featx.features.load import load, resolve_layers
 from featx.reports import plot_layer_comparison
@@ -55,13 +55,14 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
         feature matrix sent to each worker once; cluster_config : its options. Results land where a local run puts them.
     save_models : "best" (default) saves the model of the best row by val accuracy only (the first of equals),
         "all" every row's; rows without a model are logged all the same, with an empty model path.
+    log : called with each message line and the table (default print); None prints nothing.
     metric : the column plotted. plots : also draw each run's confusion PNGs (off: drawing them takes
         longer than most fits; the confusion CSVs are always written). transforms : as in fit.
     Every FitSpec is built (and so checked) before any data is read.
     Saves results.csv and layer_comparison.png in <cache_dir>/reports/compare-<id>/ (runs_dir : as in fit;
     then <runs_dir>/reports/compare-<id>/).
     """
-    grid = grid or {}
+    grid, log = grid or {}, log or _silent
     if save_models not in SAVE_MODELS:
         raise FeatxError(f"unknown --save-models '{save_models}'; choose one of {', '.join(SAVE_MODELS)}")
     specs = fit_specs(classifiers, grid, params or {}, transforms, seed, -1 if n_jobs == 1 and cluster is None else 1)
@@ -90,7 +91,7 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
         table = table.drop(columns="depth")
     folder = reports / f"compare-{new_run_id()}"
     folder.mkdir(parents=True)
-    table.to_csv(folder / "results.csv", index=False)
+    table.drop(columns="model").to_csv(folder / "results.csv", index=False)  # model = classifier + grid params
     plot = plot_layer_comparison(table, folder / "layer_comparison.png", metric=metric, x="layers", hue="model")
     log(table.drop(columns="model").to_string(index=False))
     log(f"saved {folder / 'results.csv'} and {plot}")

@@ -121,14 +121,18 @@ def fit(cache=None, *, layers=None, clf: str = "rf", params: dict | None = None,
         they are named in; None = every cached layer.
     params, seed, n_jobs, transforms : as FitSpec's params, seed, n_jobs and transforms (standardize,
         discretize ("fne" | "kbins"), pca, kbins, fne_low, fne_high; fitted on the train split only).
-    log : called with the result line.
+    log : called with each message line (default print); None prints nothing.
     runs_dir : folder for the run and the log (default <cache_dir>/runs), e.g. for a read-only cache.
     """
+    log = log or _silent
     spec = FitSpec(classifier=clf, params=params or {}, transforms=transforms, seed=seed, n_jobs=n_jobs)
     entry = open_entry(cache, cache_dir)
     prepare_log(entry.path.parent, runs_dir)  # an unwritable folder or a broken log fails before training
     X, y, meta = load(entry, layers=layers)
     names = meta.attrs["layers"]
+    if layers is None:
+        log(f"no layers given: fitting on every cached layer of {entry.name} ({len(names)}, {X.shape[1]} features); "
+            "choose some with --layers (API: layers=)")
     scores = train_and_score(X, y, meta["split"].to_numpy(), spec, class_names=entry.class_names)
     return record_run(entry, spec, scores, layers=_label(layers, names), layer_names=names, runs_dir=runs_dir, log=log)
 
@@ -168,7 +172,7 @@ def record_run(entry: CacheEntry, spec: FitSpec, scores: Scores, *, layers: str,
     model (else the row's model_path and model_sha256 are empty, and predict refuses it). The run folder is written
     under a temporary name and published with its log row, or not at all.
     """
-    cache_dir = entry.path.parent
+    cache_dir, log = entry.path.parent, log or _silent
     metrics = scores.metrics
     with stage_run(cache_dir, runs_dir) as staged:
         run_id, folder = staged.run_id, staged.folder
@@ -195,7 +199,9 @@ def record_run(entry: CacheEntry, spec: FitSpec, scores: Scores, *, layers: str,
 
 def _write_reports(folder: Path, scores: Scores, title: str, plots: bool) -> None:
     metrics = scores.metrics
-    write_json(folder / "metrics.json", {s: {k: v for k, v in m.items() if k != "confusion"} for s, m in metrics.items()})
+    # unsorted: each report lists the classes in label order (class index 0 first), as the confusion CSVs do
+    write_json(folder / "metrics.json", {s: {k: v for k, v in m.items() if k != "confusion"} for s, m in metrics.items()},
+               sort_keys=False)
     for split, m in metrics.items():
         m["confusion"].to_csv(folder / f"confusion_{split}.csv")
         if plots:
@@ -204,6 +210,10 @@ def _write_reports(folder: Path, scores: Scores, title: str, plots: bool) -> Non
     if history is not None:
         history.to_csv(folder / "history.csv", index=False)
         plot_learning_curves(history, folder / "learning_curves.png")
+
+
+def _silent(*_) -> None:
+    """log=None: say nothing."""
 
 
 def _label(layers, names: list[str]) -> str:

@@ -82,6 +82,7 @@ def run_pipeline(path, *, cache_dir=None, refit: bool = False, log=print) -> Pip
     in the runs log (same entry, layers and FitSpec) reuses those runs instead of appending duplicates, and
     a t-SNE step whose plot exists reuses it; refit : fit and draw them again anyway.
     """
+    log = log or (lambda *_: None)
     spec = read_pipeline(path)
     source = {k: spec[k] for k in ("data", "backbone", "weights", "layers") if k in spec}
     layers = source.setdefault("layers", inspect.signature(extract).parameters["layers"].default)

@@ -15,6 +15,7 @@ def tsne(cache=None, *, layers="top_activation", split: str | None = None, seed:
          cache_dir=None, runs_dir=None, log=print) -> Path:
     """Plot a 2-D t-SNE of `layers` (names or groups) colored by class; returns the PNG path, `tsne_path`.
     split : None = every valid image. runs_dir : write to <runs_dir>/reports instead (for a read-only cache)."""
+    log = log or (lambda *_: None)
     entry = open_entry(cache, cache_dir)
     path = tsne_path(entry, layers=layers, split=split, seed=seed, max_points=max_points, runs_dir=runs_dir)
     writable_folder(path.parent, "reports")
