@@ -18,7 +18,7 @@ CACHED = ["top_activation", "block2b_add"]  # named out of depth order on purpos
 @pytest.fixture(scope="module")
 def entry(elpv_folder, tmp_path_factory):
     cache_dir = tmp_path_factory.mktemp("cache")
-    featx.extract(str(elpv_folder), layers=CACHED, weights="none", input_size=96, limit=6, cache_dir=cache_dir,
+    featx.extract(str(elpv_folder), layers=CACHED, weights="none", input_size=96, limit=9, cache_dir=cache_dir,
                   progress=False, log=lambda *a: None)
     return open_entry(None, cache_dir)
 

@@ -74,7 +74,8 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
     union = sorted({n for _, names, _ in subsets for n in names}, key=list(entry.layer_info).index)
     X, y, meta = load(entry, layers=union)
     split, slices = meta["split"].to_numpy(), meta.attrs["feature_slices"]
-    log(f"compare on {entry_label(entry)}: {len(subsets)} layer subset(s) x classifiers x grid = {len(jobs)} fit(s), {n_jobs} in parallel")
+    log(f"compare: {len(subsets)} layer subset(s) x classifiers x grid = {len(jobs)} fit(s), {n_jobs} in parallel, "
+        f"on {entry_label(entry)}")
     columns = {label: np.concatenate([np.arange(*slices[n]) for n in names]) for label, names, _ in subsets}
     backend = nullcontext() if cluster is None else joblib_backend(cluster, scatter=[X], config=cluster_config)
     with backend:
