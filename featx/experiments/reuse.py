@@ -21,7 +21,7 @@ def logged_runs(table: pd.DataFrame, key: str, jobs: list[tuple[list[str], FitSp
         rows = same_entry[(same_entry["layer_names"] == ",".join(names)) & (same_entry["classifier"] == spec.classifier)
                           & (same_entry["params"] == spec.params_json())
                           & (same_entry["transforms"] == spec.transforms_label())
-                          & (same_entry["seed"].astype(int) == spec.seed)]
+                          & (pd.to_numeric(same_entry["seed"], errors="coerce") == spec.seed)]
         if rows.empty:
             return None
         found.append(str(rows["run_id"].iloc[-1]))
