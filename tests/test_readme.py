@@ -38,10 +38,11 @@ def _substitutions(tmp: Path, cache: Path) -> dict:
     for rel in source.relpaths[:3]:
         Image.open(os.path.join(source.root, rel)).save(images / os.path.basename(rel))
 
-    def newest_run():
+    def newest_run():  # with a model: compare keeps only its best row's
         from featx.experiments.runs import read_log
 
-        return str(read_log(cache).iloc[-1]["run_id"])
+        log = read_log(cache)
+        return str(log[log["model_path"] != ""].iloc[-1]["run_id"])
 
     return {
         "python3 -m pip install -e . && ": "",  # the suite already runs in the installed package
