@@ -7,6 +7,7 @@ substitutions below keep them small (each one must still match the README, so th
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ import pytest
 from readme_blocks import blocks_to_run
 
 ROOT = Path(__file__).resolve().parent.parent
+TF_LOG = re.compile(r"^(?:[IWEF]\d{4} [\d:.]+ |WARNING: All log messages before absl)|oneDNN custom operations|cuda drivers",
+                    re.M)
 
 
 def _small_pipeline(tmp: Path, name: str, edits: dict[str, str]) -> str:
@@ -79,4 +82,6 @@ def test_every_runnable_readme_block_runs(tmp_path):
             where = f"README.md line {block.line}: {command[-1]}"
             assert done.returncode == 0, f"{where}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
             assert "Traceback" not in done.stderr + done.stdout, where
+            if block.language == "sh":  # a command prints no TensorFlow log line (featx --verbose shows them)
+                assert not TF_LOG.search(done.stderr), f"{where}\n{done.stderr[-3000:]}"
     assert used == set(substitutions), f"substitutions no longer in README.md: {set(substitutions) - used}"
