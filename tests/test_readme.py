@@ -63,6 +63,7 @@ def test_every_runnable_readme_block_runs(tmp_path):
     cache = tmp_path / "cache"
     env = {**os.environ, "FEATX_CACHE": str(cache), "MPLBACKEND": "Agg",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as in a user's shell (conftest sets it for the test process)
     substitutions, used = _substitutions(tmp_path, cache), set()
     blocks = blocks_to_run()
     assert {b.language for b in blocks} == {"python", "sh"}
