@@ -339,7 +339,7 @@ def cmd_run(args) -> None:
 def cmd_export(args) -> None:
     from featx.features.export import export
 
-    export(args.cache, layers=args.layers, format=args.format, output=args.output, cache_dir=args.cache_dir)
+    export(_entry(args), layers=args.layers, format=args.format, output=args.output, cache_dir=args.cache_dir)
 
 
 def cmd_rm(args) -> None:
@@ -419,6 +419,7 @@ def _add_experiment_commands(sub) -> None:
                        description="Write one row per image (path, label, split, then the features of the chosen "
                                    "layers in depth order) for use outside featx.")
     _add_cache(p)
+    _add_entry_pick(p)
     p.add_argument("--layers", default=None, help="layer names and groups (default: every cached layer)")
     p.add_argument("--format", default="csv", choices=("csv", "parquet", "npy"),
                    help="csv (default), parquet (needs pyarrow) or npy (one .npz of arrays)")
