@@ -18,7 +18,9 @@ RSS is per variant and no TensorFlow state leaks between them):
   extraction, HDF5) -- compared with the naive baseline, which is also timed end to end.
 * naive baseline: the script people write -- load every image into RAM, one keras.Model(base.input,
   layer.output) per layer, model.predict over all images, numpy mean pooling, every result kept in RAM.
-* peak RSS (VmHWM) of featx and the baseline at N and 4N images; warm re-run (cache hit); layer-subset
+* peak RSS (VmHWM) of featx and the baseline at N and 4N images; warm re-run (cache hit) in the same process,
+  and as a fresh `featx extract` process (decided without importing TensorFlow) over the time of a fresh
+  `python -c "import tensorflow"`, best of 2 interleaved (target <= 0.3x); layer-subset
   read throughput from the page cache (the target is on a whole-data-set read, full mode only);
   RandomForest(50, min_samples_leaf=2) fit time on 1 vs all layers.
 
@@ -54,7 +56,7 @@ N_LAYERS = 5
 PACKAGED_WEIGHTS = {"efficientnet_lite0": "imagenet"}  # real weights ship with featx; others would need a download
 SCALE_READ_SIZE = 64  # input size of the whole-data-set pass behind the read check (bytes read do not depend on it)
 RF_PARAMS = {"n_estimators": 50, "min_samples_leaf": 2, "random_state": 0}
-TARGETS = {"forward": 0.9, "baseline": 4.0, "rss": 1.10, "warm_s": 1.0, "read_mb_s": 1000.0}
+TARGETS = {"forward": 0.9, "baseline": 4.0, "rss": 1.10, "warm_s": 1.0, "warm_cli": 0.3, "read_mb_s": 1000.0}
 RESULT_PREFIX = "BENCH_RESULT "
 
 
@@ -421,8 +423,10 @@ def bench_backbone(spec: dict, first: bool, options, verbose: bool) -> tuple[lis
             runs["featx_small"] = run_worker({**spec, "kind": "featx", "images": small,
                                               "cache_dir": os.path.join(cache_dir, "rss")}, verbose)
             runs["baseline_small"] = run_worker({**spec, "kind": "baseline", "images": small}, verbose)
-        if scale:
-            runs["cli_warm_s"] = cli_warm_rerun(spec, main_cache, verbose)
+        if first:  # interleaved, best of 2: a fresh `featx extract` no-op against a fresh TensorFlow import
+            warm, tf_import = zip(*[(cli_warm_rerun(spec, main_cache, verbose), tensorflow_import_seconds())
+                                    for _ in range(2)])
+            runs.update(cli_warm_s=min(warm), tf_import_s=min(tf_import))
         if options.cluster and first:
             runs["cluster"] = run_worker({**spec, "kind": "cluster", "cluster": options.cluster,
                                           "cache_dir": os.path.join(cache_dir, "cluster")}, verbose)
@@ -454,7 +458,9 @@ def bench_backbone(spec: dict, first: bool, options, verbose: bool) -> tuple[lis
     rows.append(_row("warm_rerun", name, "warm re-run (cache hit, same process)", featx["warm_seconds"], "s", None,
                      f"< {TARGETS['warm_s']:g} s"))
     if "cli_warm_s" in runs:
-        rows.append(_row("warm_rerun_cli", name, "warm re-run via CLI (incl. Python + TensorFlow start)", runs["cli_warm_s"], "s"))
+        rows.append(_row("warm_rerun_cli", name, "warm re-run via CLI, fresh process / `python -c \"import tensorflow\"` "
+                         f"({runs['tf_import_s']:.2f} s)", runs["cli_warm_s"], "s",
+                         _ratio(runs["cli_warm_s"], runs["tf_import_s"]), f"<= {TARGETS['warm_cli']}x"))
     read = f"subset read {len(featx['read_layers'])}/{layers} layers"
     # a read of a few MB is dominated by opening files, so the target is for the whole-data-set read (full mode)
     rows.append(_row("subset_read_n", name, f"{read}, N={n} rows ({featx['read_mb']:.2f} MB in {featx['read_ms']:.2f} ms)",
@@ -509,6 +515,13 @@ def cli_warm_rerun(spec: dict, cache_dir: str, verbose: bool) -> float:
     if verbose:
         print(f"  cli      warm re-run: {seconds:.1f}s", file=sys.stderr, flush=True)
     return seconds
+
+
+def tensorflow_import_seconds() -> float:
+    """Wall time of `python -c "import tensorflow"` in a fresh process: what a no-op extract must stay well under."""
+    began = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import tensorflow"], capture_output=True, check=True)
+    return time.perf_counter() - began
 
 
 def _ratio(a, b):

@@ -34,6 +34,11 @@ def _add_cache(p: argparse.ArgumentParser) -> None:
     _add_cache_dir(p)
 
 
+def _add_entry_pick(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=None, help="use the most recent entry extracted from this data (folder, CSV or elpv)")
+    p.add_argument("--backbone", default=None, help="use the most recent entry extracted with this backbone")
+
+
 def cmd_backbones(args) -> None:
     from featx.backbones import available_backbones
 
@@ -57,7 +62,10 @@ def cmd_layers(args) -> None:
 def cmd_extract(args) -> None:
     from featx.extractor import extract
 
-    extract(args.data, backbone=args.backbone, layers=args.layers, pool=args.pool, weights=args.weights,
+    if args.data is None:
+        print(f"note: no --data given, so the built-in '{DEFAULT_DATA}' example data set is used (2,624 solar-cell "
+              "images); pass --data FOLDER or --data FILE.csv for your own images")
+    extract(args.data or DEFAULT_DATA, backbone=args.backbone, layers=args.layers, pool=args.pool, weights=args.weights,
             dtype=args.dtype, batch_size=args.batch_size, cache_dir=args.cache_dir, split=args.split, seed=args.seed,
             limit=args.limit, strict=args.strict, input_size=args.input_size, preprocess=args.preprocess,
             unsafe=args.unsafe, mixed_precision=args.mixed_precision, progress=not args.quiet, cluster=args.cluster,
@@ -130,8 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("extract", help="run the backbone once and cache layer features",
                        description="Run the backbone once over the images and cache the chosen layers' features.")
-    p.add_argument("--data", default=DEFAULT_DATA,
-                   help="folder of class subfolders, CSV manifest (path,label[,split]) or built-in 'elpv' (default)")
+    p.add_argument("--data", default=None,
+                   help="folder of class subfolders, CSV manifest (path,label[,split]) or built-in 'elpv' (default, with a note)")
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"backbone name or .keras/.h5 file (default {DEFAULT_BACKBONE})")
     p.add_argument("--layers", default="blocks", help="comma-separated layer names and groups all, blocks, fc (default blocks)")
     _add_backbone_options(p, weights_default="imagenet")
@@ -254,10 +262,22 @@ def _transforms(args) -> dict:
     return {k: getattr(args, k) for k in TRANSFORM_KEYS if hasattr(args, k)}
 
 
+def _entry(args):
+    """The positional entry, or the most recent one extracted from --data with --backbone."""
+    from featx.cache.pick import pick_entry
+
+    if args.data is None and args.backbone is None:
+        return args.cache
+    if args.cache is not None:
+        raise FeatxError(f"name the cache entry ('{args.cache}') or pick it by --data/--backbone, not both")
+    return pick_entry(args.cache_dir, data=args.data, backbone=args.backbone)
+
+
 def cmd_fit(args) -> None:
     from featx.experiments import fit
 
-    caches = [c for c in (args.cache, *args.caches) if c is not None] or None  # several: features side by side
+    entry = _entry(args)
+    caches = [c for c in (entry, *args.caches) if c is not None] or None  # several: features side by side
     fit(caches, layers=args.layers, clf=args.clf, params=_classifier_params(args), seed=args.seed,
         n_jobs=args.n_jobs, cache_dir=args.cache_dir, runs_dir=args.runs_dir, **_transforms(args))
 
@@ -266,10 +286,10 @@ def cmd_compare(args) -> None:
     from featx.experiments import compare
     from featx.values import params_dict
 
-    compare(args.cache, layer_sets=args.layer_sets, classifiers=args.clf, grid=params_dict(args.grid),
+    compare(_entry(args), layer_sets=args.layer_sets, classifiers=args.clf, grid=params_dict(args.grid),
             params=_classifier_params(args), seed=args.seed, n_jobs=args.n_jobs, metric=args.metric, plots=args.plots,
             cache_dir=args.cache_dir, runs_dir=args.runs_dir, cluster=args.cluster,
-            cluster_config=args.cluster_config, **_transforms(args))
+            cluster_config=args.cluster_config, save_models=args.save_models, **_transforms(args))
 
 
 def cmd_runs(args) -> None:
@@ -285,7 +305,25 @@ def cmd_runs(args) -> None:
 def cmd_run(args) -> None:
     from featx.experiments import run_pipeline
 
-    run_pipeline(args.file, data=args.data, cache_dir=args.cache_dir)
+    run_pipeline(args.file, data=args.data, cache_dir=args.cache_dir, refit=args.refit)
+
+
+def cmd_export(args) -> None:
+    from featx.features.export import export
+
+    export(_entry(args), layers=args.layers, format=args.format, output=args.output, cache_dir=args.cache_dir)
+
+
+def cmd_rm(args) -> None:
+    from featx.experiments.housekeeping import rm
+
+    rm(args.targets, cache_dir=args.cache_dir, runs_dir=args.runs_dir)
+
+
+def cmd_prune(args) -> None:
+    from featx.experiments.housekeeping import prune
+
+    prune(args.keep_best, metric=args.metric, cache_dir=args.cache_dir, runs_dir=args.runs_dir)
 
 
 def cmd_predict(args) -> None:
@@ -314,6 +352,7 @@ def _add_experiment_commands(sub) -> None:
                         "by image, e.g. --cache lite0-entry --cache lite2-entry, or one entry per --pool")
     p.add_argument("--layers", default=None, help="layer names and groups (all, blocks, fc), comma-separated; "
                                                   "concatenated in depth order (default: every cached layer)")
+    _add_entry_pick(p)
     _add_model_options(p, "rf, svm, linear-svm, logreg, knn or dense (default rf)")
     p.add_argument("--n-jobs", type=int, default=-1, help="the classifier's parallel jobs (default -1: all cores)")
     _add_runs_dir(p)
@@ -325,11 +364,14 @@ def _add_experiment_commands(sub) -> None:
     _add_cache(p)
     p.add_argument("--layer-sets", nargs="+", required=True, metavar="SET",
                    help="subsets: a layer, a group (all, blocks, fc), a comma list, or 'each' (every cached layer alone)")
+    _add_entry_pick(p)
     _add_model_options(p, "comma-separated classifiers, e.g. rf,svm,logreg (default rf)")
     p.add_argument("--grid", type=_typed(parse_grid_item), action="append", default=[], metavar="KEY=V1,V2",
                    help="parameter values to sweep, e.g. min_samples_leaf=1,2,5 (repeatable; goes to classifiers having KEY)")
     p.add_argument("--metric", default="val_accuracy", help="column drawn in the chart (default val_accuracy)")
     p.add_argument("--plots", action="store_true", help="also draw each run's confusion PNGs (slower)")
+    p.add_argument("--save-models", default="best", choices=("best", "all"),
+                   help="keep the model of the best row by val accuracy only (default), or of every row")
     p.add_argument("--n-jobs", type=int, default=1, help="fits run in parallel (default 1: one at a time, each on all cores)")
     _add_runs_dir(p)
     _add_cluster_options(p)
@@ -348,12 +390,43 @@ def _add_experiment_commands(sub) -> None:
     p.add_argument("--top", type=int, default=None, help="show the best N")
     p.set_defaults(func=cmd_runs)
 
+    p = sub.add_parser("export", help="write cached features to a CSV, Parquet or NumPy file",
+                       description="Write one row per image (path, label, split, then the features of the chosen "
+                                   "layers in depth order) for use outside featx.")
+    _add_cache(p)
+    _add_entry_pick(p)
+    p.add_argument("--layers", default=None, help="layer names and groups (default: every cached layer)")
+    p.add_argument("--format", default="csv", choices=("csv", "parquet", "npy"),
+                   help="csv (default), parquet (needs pyarrow) or npy (one .npz of arrays)")
+    p.add_argument("--output", default=None, help="file to write (default <entry>-<layers>.<ext> here)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("rm", help="remove runs and cache entries",
+                       description="Remove logged runs (row, model, run folder) by id or unique prefix, and cache "
+                                   "entries by name, key prefix or folder (never one being written).")
+    p.add_argument("targets", nargs="+", metavar="ENTRY|RUN")
+    _add_cache_dir(p)
+    _add_runs_dir(p)
+    p.set_defaults(func=cmd_rm)
+
+    p = sub.add_parser("prune", help="keep only the best runs of each cache entry",
+                       description="Remove every run but the N best (by --metric) of each cache entry, with its "
+                                   "model, and the compare reports none of whose runs remain.")
+    p.add_argument("--keep-best", type=int, required=True, metavar="N", help="runs to keep per cache entry")
+    p.add_argument("--metric", default="val_accuracy", help="column that ranks runs (default val_accuracy)")
+    _add_cache_dir(p)
+    _add_runs_dir(p)
+    p.set_defaults(func=cmd_prune)
+
     p = sub.add_parser("run", help="run a pipeline file (pipelines/*.toml)",
                        description="Run a declarative TOML experiment: extract (a no-op when cached), then its fit, "
                                    "compare and tsne steps; ends with a results table and the plot paths.")
     p.add_argument("file", help="pipeline TOML file, e.g. pipelines/quickstart.toml")
     p.add_argument("--data", default=None, help="run the recipe on this data source (folder, CSV manifest or built-in "
                                                 "name) instead of the file's data")
+    p.add_argument("--refit", action="store_true",
+                   help="fit again steps whose fits are already logged (same entry, layers, classifier, params, "
+                        "transforms, seed); by default they are reused")
     _add_cache_dir(p)
     p.set_defaults(func=cmd_run)
 

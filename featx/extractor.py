@@ -21,12 +21,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from featx import distributed, runtime
-from featx.backbones import DEFAULT_BACKBONE, describe_layers, get_backbone, layer_selection
+from featx.backbones import DEFAULT_BACKBONE, describe_layers, get_backbone, layer_selection, preprocessing_note
 from featx.backbones.layers import GEM_EPS, GEM_P
 from featx.cache.key import cache_key, file_fingerprint, fingerprint_files
 from featx.cache.manifest import EntryManifest
 from featx.cache.passlog import PassLog
+from featx.cache.pick import entry_label
 from featx.cache.store import Cache, CacheEntry
+from featx.cache.warm import warm_entry
 from featx.errors import FeatxError, RunFailed
 from featx.sources import resolve_source
 from featx.sources.decode import DECODER_VERSION, load_rgb
@@ -214,16 +216,30 @@ def extract(data: str, *, backbone: str = DEFAULT_BACKBONE, layers="blocks", poo
     on_event : instrumentation (benchmarks), called as on_event("decoded", row) per decoded image (decode
         threads) and on_event("committed", n_rows) per batch durably written (writer thread); keep it quick.
     """
+    log = log or (lambda *_: None)
     if batch_size < 1:
         raise FeatxError(f"--batch-size {batch_size} must be at least 1")
     check_dtype(dtype)
     if cluster is not None:
         distributed.require_dask(cluster)
-    runtime.configure_tensorflow()
     images = resolve_source(data)
     if limit:
         images = images.take(limit, seed)
     images.ensure_split(split, seed)
+    fingerprints = fingerprint_files(images.paths, progress)
+    backbone_args = {"name": backbone, "weights": weights, "input_size": input_size, "preprocess": preprocess}
+    cache = Cache(cache_dir)
+    warm = warm_entry(cache, backbone_args, {"pool": pool, "dtype": dtype, "mixed_precision": mixed_precision,
+                                             "decoder_version": DECODER_VERSION}, images, fingerprints, layers)
+    if warm is not None:  # decided from files: no TensorFlow import, no backbone build
+        entry, selection = warm
+        cache.remove_debris()
+        note = preprocessing_note(entry.settings["preprocessing"], preprocess)
+        if note:
+            log(note)
+        log(f"nothing to do: {len(selection.names)} layer(s) already cached in {entry.path} ({entry_label(entry)})")
+        return ExtractResult(entry, [], None)
+    runtime.configure_tensorflow()
     model = _memoized_backbone(backbone, weights, input_size, preprocess, unsafe, mixed_precision)
     infos = {i.name: i for i in describe_layers(model)}
     names = layer_selection(list(infos.values()), layers, model_name=model.name, pool=pool).names  # depth order
@@ -232,17 +248,16 @@ def extract(data: str, *, backbone: str = DEFAULT_BACKBONE, layers="blocks", poo
     settings = {"backbone": model.name, "backbone_version": model.version, "weights_id": model.weights_id,
                 "preprocessing": model.preprocessing, "input_size": list(model.input_size), "pool": pool,
                 "dtype": dtype, "mixed_precision": mixed_precision, "decoder_version": DECODER_VERSION}
-    fingerprints = fingerprint_files(images.paths, progress)
     layer_info = {name: i.metadata(pool) for name, i in infos.items() if i.poolable}
     manifest = EntryManifest(
         key=cache_key(settings, images.relpaths, fingerprints, images.labels), settings=settings, layer_info=layer_info,
         class_names=list(images.class_names), description=images.description, root=images.root,
-        backbone_args={"name": backbone, "weights": weights, "input_size": input_size, "preprocess": preprocess},
+        backbone_args=backbone_args,
         split_settings=images.split_settings, created=time.time())
     data_sets = {"paths": images.relpaths, "labels": images.labels, "fingerprints": fingerprints, "split": images.split}
-    entry = Cache(cache_dir).create(manifest, data_sets)
+    entry = cache.create(manifest, data_sets)
     if not _has_work(entry, names, images):  # decided before locking: a read-only cache serves a no-op
-        log(f"nothing to do: {len(names)} layer(s) already cached in {entry.path}")
+        log(f"nothing to do: {len(names)} layer(s) already cached in {entry.path} ({entry_label(entry)})")
         return ExtractResult(entry, [], None)
     with entry.lock(), _cache_write_errors(entry):
         entry = CacheEntry(entry.path, entry.cache)  # re-read under the lock: another run may have added layers
@@ -267,7 +282,7 @@ def extract(data: str, *, backbone: str = DEFAULT_BACKBONE, layers="blocks", poo
         entry = CacheEntry(entry.path, entry.cache)
     computed = [n for p in passes for n in p.layers]
     if not computed:
-        log(f"nothing to do: {len(names)} layer(s) already cached in {entry.path}")
+        log(f"nothing to do: {len(names)} layer(s) already cached in {entry.path} ({entry_label(entry)})")
         return ExtractResult(entry, [], None)
     _report(entry, computed, log)
     return ExtractResult(entry, computed, rate)
@@ -453,7 +468,7 @@ def _shard_extractor(spec: tuple, weights: list | None) -> LayerExtractor:
 
 
 def _report(entry: CacheEntry, computed: list[str], log) -> None:
-    log(f"cached {len(computed)} layer(s) for {len(entry.labels)} images in {entry.path}")
+    log(f"cached {len(computed)} layer(s) for {len(entry.labels)} images in {entry.path} ({entry_label(entry)})")
     errors = entry.errors
     if errors:
         log(f"skipped {len(errors)} bad file(s) (recorded in the cache; see `featx info`):")

@@ -196,17 +196,9 @@ def test_bad_cluster_spec_is_one_line(spec):
 
 
 def readme_block(marker: str) -> str:
-    """The indented code block of README.md that follows the line containing `marker`."""
+    """The fenced code block of README.md that follows the line containing `marker`."""
     text = README.read_text().split(marker, 1)[1]
-    lines = []
-    for line in text.splitlines()[1:]:
-        if line.startswith("    ") or (not line.strip() and not lines):
-            lines.append(line[4:])
-        elif lines and not line.strip():
-            lines.append("")
-        else:
-            break
-    return "\n".join(lines).strip() + "\n"
+    return text.split("```", 2)[1].split("\n", 1)[1]
 
 
 def test_readme_slurm_config_builds_a_gpu_job_script(tmp_path):

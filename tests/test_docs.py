@@ -2,12 +2,15 @@
 
 from pathlib import Path
 
+from readme_blocks import readme_blocks
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def readme_commands() -> list[str]:
-    lines = (ROOT / "README.md").read_text().split("## On a new machine")[1].split("\n## ")[0].splitlines()
-    return [line.strip() for line in lines if line.startswith("    ")]
+    text = (ROOT / "README.md").read_text()
+    start, end = (text[:text.index(marker)].count("\n") + 1 for marker in ("## On a new machine", "## Using it"))
+    return [c for b in readme_blocks() if b.language == "sh" and start < b.line < end for c in b.commands]
 
 
 def test_readme_has_exactly_two_commands_and_ci_runs_the_test_one():
@@ -16,3 +19,11 @@ def test_readme_has_exactly_two_commands_and_ci_runs_the_test_one():
     assert "pipelines/quickstart.toml" in commands[0] and (ROOT / "pipelines/quickstart.toml").exists()
     assert "pytest" in commands[1]
     assert (ROOT / ".ci/run").read_text().strip().splitlines()[-1] == commands[1]
+
+
+def test_every_shell_and_python_block_is_run_or_says_why_not():
+    blocks = [b for b in readme_blocks() if b.language in ("sh", "python")]
+    assert len(blocks) >= 6
+    for block in blocks:
+        assert block.not_run is None or len(block.not_run) > 10, block
+    assert not [b for b in readme_blocks() if b.language == ""], "every README code block names its language"

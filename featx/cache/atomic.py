@@ -39,6 +39,7 @@ def atomic_path(final: Path):
         tmp.unlink(missing_ok=True)
 
 
-def write_json(final: Path, data) -> None:
+def write_json(final: Path, data, sort_keys: bool = True) -> None:
+    """sort_keys=False keeps the order of `data` (e.g. classes in their label order)."""
     with atomic_path(final) as tmp:
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=sort_keys), encoding="utf-8")

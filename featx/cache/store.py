@@ -43,6 +43,7 @@ HDF5_OVERHEAD = 1 << 20  # headers and chunk index of one layer file, generously
 CHUNK_BYTES = 1 << 20  # ~1 MiB row chunks: whole-layer reads stay sequential
 STR = h5py.string_dtype()
 REQUIRED = ("paths", "labels", "fingerprints", "split")
+RANDOM_WEIGHTS = "[random weights]"
 NOT_ENTRIES = ("runs", "reports")
 
 __all__ = ["FORMAT_VERSION", "Cache", "CacheEntry", "list_entries", "open_entry"]
@@ -422,10 +423,21 @@ class CacheEntry:
         splits, counts = np.unique(self.split[self.valid], return_counts=True)
         layers = pd.DataFrame([{"layer": n, "kind": self.layer_info[n]["kind"], "features": self.feature_size(n)}
                                for n in self.layers], columns=["layer", "kind", "features"])
-        return {"entry": str(self.path), "key": self.key, "data": self.manifest.description, "settings": dict(self.settings),
+        return {"entry": str(self.path), "key": self.key, "data": self.data_label, "settings": dict(self.settings),
                 "preprocessing_note": preprocessing_note(self.settings["preprocessing"], self.backbone_args["preprocess"]),
                 "split": {str(s): int(c) for s, c in zip(splits, counts)}, "split_settings": self.split_settings,
                 "classes": list(self.class_names), "layers": layers, "bad_files": self.errors}
+
+    @property
+    def random_weights(self) -> bool:
+        """Extracted with `--weights none`: its numbers say nothing about a pretrained backbone."""
+        return self.backbone_args.get("weights") in (None, "none")
+
+    @property
+    def data_label(self) -> str:
+        """The data the entry was extracted from, flagged [random weights] where that applies: every listing
+        and fit line says which data its numbers come from."""
+        return self.manifest.description + (f" {RANDOM_WEIGHTS}" if self.random_weights else "")
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())

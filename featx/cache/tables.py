@@ -9,7 +9,7 @@ from featx.cache.store import Cache, CacheEntry
 from featx.cache.verify import verify
 from featx.errors import FeatxError
 
-ENTRY_COLUMNS = ("entry", "backbone", "images", "layers", "pool", "dtype", "MB", "partial")
+ENTRY_COLUMNS = ("entry", "backbone", "data", "images", "layers", "pool", "dtype", "MB", "partial")
 VERIFY_COLUMNS = ("entry", "status", "problems", "notes")
 
 
@@ -27,7 +27,8 @@ def entries_table(cache: Cache) -> pd.DataFrame:
             partial = PassLog.summary(entry) is not None
         except FeatxError:
             partial = "unreadable"
-        rows.append({"entry": entry.name, "backbone": entry.settings["backbone"], "images": len(entry.labels),
+        rows.append({"entry": entry.name, "backbone": entry.settings["backbone"], "data": entry.data_label,
+                     "images": len(entry.labels),
                      "layers": len(entry.layers), "pool": entry.settings["pool"], "dtype": entry.settings["dtype"],
                      "MB": round(entry.size_bytes() / 1e6, 1), "partial": partial})
     return pd.DataFrame(rows, columns=list(ENTRY_COLUMNS))

@@ -18,6 +18,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 from featx.backbones.layers import LayerSelection
 from featx.cache.atomic import write_json
+from featx.cache.pick import entry_label
 from featx.cache.store import CacheEntry
 from featx.classifiers import fit_pipeline, make_pipeline
 from featx.classifiers.registry import bad_param_message
@@ -123,14 +124,18 @@ def fit(cache=None, *, layers=None, clf: str = "rf", params: dict | None = None,
         whatever order they are named in; None = every cached layer.
     params, seed, n_jobs, transforms : as FitSpec's params, seed, n_jobs and transforms (standardize,
         discretize ("fne" | "kbins"), pca, kbins, fne_low, fne_high; fitted on the train split only).
-    log : called with the result line.
+    log : called with each message line (default print); None prints nothing.
     runs_dir : folder for the run and the log (default <cache_dir>/runs), e.g. for a read-only cache; it
         becomes the entry's Cache's runs_dir, which record_run asks.
     """
+    log = log or _silent
     spec = FitSpec(classifier=clf, params=params or {}, transforms=transforms, seed=seed, n_jobs=n_jobs)
     entries = open_entries(cache, cache_dir, runs_dir=runs_dir)
     prepare_log(entries[0].cache)  # an unwritable folder or a broken log fails before training
     X, y, meta = load(entries if len(entries) > 1 else entries[0], layers=layers)
+    if layers is None:
+        log(f"no layers given: fitting on every cached layer of {'+'.join(e.name for e in entries)} "
+            f"({len(meta.attrs['layers'])}, {X.shape[1]} features); choose some with --layers (API: layers=)")
     scores = train_and_score(X, y, meta["split"].to_numpy(), spec, class_names=entries[0].class_names)
     return record_run(entries if len(entries) > 1 else entries[0], spec, scores, selection=meta.attrs["selection"],
                       log=log)
@@ -162,22 +167,23 @@ def train_and_score(X, y, split, spec: FitSpec, *, class_names, eval_splits=EVAL
 
 
 def record_run(entry: CacheEntry | list[CacheEntry], spec: FitSpec, scores: Scores, *, selection: LayerSelection,
-               log=print, plots: bool = True) -> FitResult:
+               log=print, plots: bool = True, keep_model: bool = True) -> FitResult:
     """Save a scored fit as a run: <runs>/<run_id>/ (model, metrics, confusion CSV/PNG, history) and one row
     in the runs log, where <runs> is `entry.cache.runs_dir`.
 
     entry : the entry fitted on, or the entries whose features were combined (the log's cache_key,
     cache_entry and backbone then join theirs with "+"; the run goes to the first one's runs folder).
     selection : the layers the features came from (the log keeps its spec and names). plots : draw the confusion
-    PNGs (the CSVs are always written). The run folder is written under a temporary name and published with its
-    log row, or not at all.
+    PNGs (the CSVs are always written). keep_model : save the fitted model (else the row's model_path and
+    model_sha256 are empty, and predict refuses it). The run folder is written under a temporary name and
+    published with its log row, or not at all.
     """
-    entries = entry if isinstance(entry, list) else [entry]
+    entries, log = (entry if isinstance(entry, list) else [entry]), log or _silent
     metrics, layers = scores.metrics, selection.spec
     with stage_run(entries[0].cache) as staged:
         run_id, folder = staged.run_id, staged.folder
         _write_reports(folder, scores, f"{spec.classifier} on {layers}", plots)
-        sha = save_model(scores.pipeline, folder / MODEL_FILE)
+        sha = save_model(scores.pipeline, folder / MODEL_FILE) if keep_model else ""
         row = {
             "run_id": run_id, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
             **{column: "+".join(map(value, entries)) for column, value in _SOURCE_COLUMNS.items()},
@@ -187,12 +193,12 @@ def record_run(entry: CacheEntry | list[CacheEntry], spec: FitSpec, scores: Scor
             **{f"{s}_{m}": round(metrics[s][m], 4) if s in metrics else None
                for s in EVAL_SPLITS for m in ("accuracy", "f1_weighted", "f1_macro")},
             "fit_seconds": round(scores.fit_seconds, 3), "predict_seconds": round(scores.predict_seconds, 3),
-            "model_path": f"{run_id}/{MODEL_FILE}", "model_sha256": sha,
+            "model_path": f"{run_id}/{MODEL_FILE}" if keep_model else "", "model_sha256": sha,
         }
         append_run(entries[0].cache, row, staged=staged)
     folder = staged.final
     text = " | ".join(f"{s} acc {m['accuracy']:.3f} f1 {m['f1_macro']:.3f}" for s, m in metrics.items())
-    log(f"run {run_id}: {spec.classifier} {row['params']} on {layers} ({scores.n_features} features): {text} "
+    log(f"run {run_id}: {spec.classifier} {row['params']} on {layers} of {' + '.join(map(entry_label, entries))} ({scores.n_features} features): {text} "
         f"(fit {scores.fit_seconds:.1f}s) -> {folder}")
     return FitResult(run_id, folder, spec, scores, row)
 
@@ -203,7 +209,9 @@ _SOURCE_COLUMNS = {"cache_key": lambda e: e.key, "cache_entry": lambda e: e.name
 
 def _write_reports(folder: Path, scores: Scores, title: str, plots: bool) -> None:
     metrics = scores.metrics
-    write_json(folder / "metrics.json", {s: {k: v for k, v in m.items() if k != "confusion"} for s, m in metrics.items()})
+    # unsorted: each report lists the classes in label order (class index 0 first), as the confusion CSVs do
+    write_json(folder / "metrics.json", {s: {k: v for k, v in m.items() if k != "confusion"} for s, m in metrics.items()},
+               sort_keys=False)
     for split, m in metrics.items():
         m["confusion"].to_csv(folder / f"confusion_{split}.csv")
         if plots:
@@ -212,6 +220,10 @@ def _write_reports(folder: Path, scores: Scores, title: str, plots: bool) -> Non
     if history is not None:
         history.to_csv(folder / "history.csv", index=False)
         plot_learning_curves(history, folder / "learning_curves.png")
+
+
+def _silent(*_) -> None:
+    """log=None: say nothing."""
 
 
 def _json(params: dict) -> str:

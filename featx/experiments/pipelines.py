@@ -27,11 +27,13 @@ import pandas as pd
 
 from featx.cache.store import CacheEntry
 from featx.errors import FeatxError
-from featx.experiments.compare import compare
-from featx.experiments.fit import fit
-from featx.experiments.runs import format_runs, runs
-from featx.experiments.tsne import tsne
+from featx.experiments.compare import _expand_subsets, compare, fit_specs
+from featx.experiments.fit import FitSpec, fit
+from featx.experiments.reuse import logged_runs
+from featx.experiments.runs import format_runs, read_log, runs
+from featx.experiments.tsne import tsne, tsne_path
 from featx.extractor import extract
+from featx.features.load import select_cached
 from featx.features.options import TRANSFORM_KEYS
 
 if sys.version_info >= (3, 11):
@@ -40,8 +42,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 STEPS = {"fit": fit, "compare": compare, "tsne": tsne}
+TSNE_LAYERS = inspect.signature(tsne).parameters["layers"].default
 TOP_LEVEL = ("name", "description", "data", "backbone", "weights", "layers", "extract", "steps")
-MANAGED = ("cache", "cache_dir", "log", "progress", "runs_dir", "on_event")  # set by run_pipeline or code, not by a file
+MANAGED = ("cache", "cache_dir", "log", "progress", "runs_dir", "on_event", "refit")  # set by run_pipeline or code, not by a file
 
 
 @dataclass
@@ -73,12 +76,15 @@ def read_pipeline(path) -> dict:
     return spec
 
 
-def run_pipeline(path, *, data=None, cache_dir=None, log=print) -> PipelineResult:
+def run_pipeline(path, *, data=None, cache_dir=None, refit: bool = False, log=print) -> PipelineResult:
     """Extract (reusing the cache), run the steps in order, then print the runs made, best first, and the plots.
 
     A fit step without `layers` uses the pipeline's layers. data : run the same recipe on another data
-    source (a folder, CSV manifest or built-in name) instead of the file's `data`.
+    source (a folder, CSV manifest or built-in name) instead of the file's `data`. A fit or compare step whose
+    every fit is already in the runs log (same entry, layers and FitSpec) reuses those runs instead of
+    appending duplicates, and a t-SNE step whose plot exists reuses it; refit : fit and draw them again anyway.
     """
+    log = log or (lambda *_: None)
     spec = read_pipeline(path)
     if data is not None:
         spec["data"] = data
@@ -92,13 +98,24 @@ def run_pipeline(path, *, data=None, cache_dir=None, log=print) -> PipelineResul
         kind, options = step["kind"], {k: v for k, v in step.items() if k != "kind"}
         log(f"--- step {number}/{len(spec['steps'])}: {kind}")
         if kind == "fit":
-            result = fit(cache=entry, log=log, **{"layers": layers, **options})
+            options = {"layers": layers, **options}
+        reused = None if refit or kind == "tsne" else logged_runs(read_log(entry.cache), entry.key,
+                                                                  _step_jobs(entry, kind, options))
+        if reused is not None:
+            log(f"reused {len(reused)} logged run(s) with the same entry, layers, classifier, parameters, transforms "
+                f"and seed: {', '.join(reused)} (`featx run --refit` fits them again)")
+            run_ids += reused
+        elif kind == "fit":
+            result = fit(cache=entry, log=log, **options)
             run_ids.append(result.run_id)
             plots += sorted(result.folder.glob("*.png"))
         elif kind == "compare":
             result = compare(cache=entry, log=log, **options)
             run_ids += list(result.table["run_id"])
             plots.append(result.plot)
+        elif not refit and (done := tsne_path(entry, **{"layers": TSNE_LAYERS, **options})).exists():
+            log(f"reused {done} (`featx run --refit` draws it again)")
+            plots.append(done)
         else:
             plots.append(tsne(cache=entry, log=log, **options))
     table = runs(entry.cache)
@@ -107,6 +124,20 @@ def run_pipeline(path, *, data=None, cache_dir=None, log=print) -> PipelineResul
     log(format_runs(table))
     log("plots:\n" + "\n".join(f"  {p}" for p in plots))
     return PipelineResult(entry, table, plots)
+
+
+def _step_jobs(entry: CacheEntry, kind: str, options: dict) -> list[tuple[list[str], FitSpec]]:
+    """(layer names, FitSpec) of every fit a fit or compare step would make, as fit and compare build them."""
+    transforms = {k: options[k] for k in TRANSFORM_KEYS if k in options}
+    if kind == "fit":
+        spec = FitSpec(classifier=options.get("clf", "rf"), params=options.get("params") or {}, transforms=transforms,
+                       seed=options.get("seed", 0))
+        return [(list(select_cached(entry, options["layers"]).names), spec)]
+    specs = fit_specs(options.get("classifiers", ("rf",)), options.get("grid") or {}, options.get("params") or {},
+                      transforms, options.get("seed", 0), 1)
+    layer_sets = options.get("layer_sets", ("blocks",))
+    subsets = _expand_subsets(entry, [layer_sets] if isinstance(layer_sets, str) else layer_sets)
+    return [(list(selection.names), spec) for selection, _ in subsets for spec in specs]
 
 
 def _keywords(function, exclude=()) -> tuple[str, ...]:

@@ -39,6 +39,7 @@ import pandas as pd
 
 from featx.backbones.layers import LayerSelection
 from featx.cache.atomic import atomic_path, fsync_dir, fsync_file
+from featx.cache.pick import data_labels
 from featx.cache.store import Cache
 from featx.errors import FeatxError, RunFailed
 
@@ -50,7 +51,7 @@ COLUMNS = (
 )
 INTEGERS = ("n_features", "seed", "n_train")
 REALS = tuple(c for c in COLUMNS if c.startswith(("val_", "test_")) or c.endswith("_seconds"))
-DISPLAY = ("run_id", "backbone", "layers", "n_features", "classifier", "params", "transforms",
+DISPLAY = ("run_id", "backbone", "data", "layers", "n_features", "classifier", "params", "transforms",
            "val_accuracy", "val_f1_macro", "test_accuracy", "test_f1_macro", "fit_seconds")
 LOG_FILE, OLD_LOG_FILE = "runs.sqlite", "runs.csv"
 LOG_VERSION = 1  # PRAGMA user_version of runs.sqlite; 0 = a new, empty database
@@ -299,6 +300,34 @@ def append_run(cache, row: dict, *, staged: StagedRun | None = None) -> None:
         fsync_dir(folder)
 
 
+def delete_runs(run_ids: list[str], cache_dir=None, *, runs_dir=None) -> None:
+    """Remove runs (log rows and folders) in one transaction: all of them or, on any failure, none.
+
+    Folders are renamed to staging names inside the transaction (and back if it fails), then deleted; a
+    deletion killed after the commit leaves only staging debris, which the next fit removes.
+    """
+    folder = writable_folder(_cache(cache_dir, runs_dir).runs_dir, "runs")
+    moved = []
+    with _database(folder, write=True) as connection:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            for run_id in run_ids:
+                connection.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+                if (folder / run_id).is_dir():
+                    trash = folder / f"{STAGING}rm-{run_id}-{os.getpid()}@{_HOST}"
+                    os.rename(folder / run_id, trash)
+                    moved.append((folder / run_id, trash))
+            connection.execute("COMMIT")
+        except BaseException:
+            for original, trash in reversed(moved):
+                os.rename(trash, original)
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+    for _, trash in moved:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
 # --- reading runs
 
 def read_log(cache_dir=None, *, runs_dir=None) -> pd.DataFrame:
@@ -331,7 +360,8 @@ def export_csv(path, cache_dir=None, *, runs_dir=None) -> Path:
 
 def runs(cache_dir=None, *, sort: str = "val_accuracy", clf=None, backbone=None, layers=None, top=None,
          runs_dir=None) -> pd.DataFrame:
-    """The runs table, best first: descending by `sort` (ascending for *_seconds columns: fastest first).
+    """The runs table, best first: descending by `sort` (ascending for *_seconds columns: fastest first), with a
+    `data` column naming each run's data (and [random weights]) from its cache entry.
 
     clf, backbone : keep rows with exactly this classifier / backbone (a comma list allows several).
     layers : keep rows whose layer spec or layer names contain this substring. top : keep the first N.
@@ -345,6 +375,9 @@ def runs(cache_dir=None, *, sort: str = "val_accuracy", clf=None, backbone=None,
     if layers:
         table = table[table["layers"].str.contains(layers, regex=False) | table["layer_names"].str.contains(layers, regex=False)]
     table = table.sort_values(sort, ascending=sort.endswith("_seconds"), kind="stable", na_position="last")
+    labels = data_labels(_cache(cache_dir, runs_dir))  # a combined run's key joins its entries' keys with "+"
+    table = table.assign(data=table["cache_key"].map(
+        lambda key: " + ".join(labels.get(part, "(entry not in this cache)") for part in str(key).split("+"))))
     return table.head(top).reset_index(drop=True) if top else table.reset_index(drop=True)
 
 
@@ -414,6 +447,9 @@ def load_model(run_id: str, cache_dir=None, *, runs_dir=None):
     """(fitted Pipeline, log row) of a run; refuses a file outside the runs folder, whose sha256 changed, in
     the old pickle format, or holding any type outside trusted_types() (nothing in it is executed)."""
     row = find_run(run_id, cache_dir, runs_dir=runs_dir)
+    if not isinstance(row["model_path"], str) or not row["model_path"]:
+        raise FeatxError(f"run {row['run_id']} has no saved model (compare keeps only its best row's model unless "
+                         "--save-models all); fit it again with `featx fit` to get one")
     root = _cache(cache_dir, runs_dir).runs_dir.resolve()
     path = (root / str(row["model_path"])).resolve()
     if path.suffix == ".joblib":

@@ -13,15 +13,27 @@ from featx.reports import plot_tsne
 
 def tsne(cache=None, *, layers="top_activation", split: str | None = None, seed: int = 0, max_points: int = 2000,
          cache_dir=None, runs_dir=None, log=print) -> Path:
-    """Plot a 2-D t-SNE of `layers` (names or groups) colored by class; returns the PNG path
-    (<cache_dir>/reports/tsne-<entry>-<layers>[-<split>].png). split : None = every valid image.
-    runs_dir : write to <runs_dir>/reports instead (for a read-only cache)."""
+    """Plot a 2-D t-SNE of `layers` (names or groups) colored by class; returns the PNG path, `tsne_path`.
+    split : None = every valid image. runs_dir : write to <runs_dir>/reports instead (for a read-only cache)."""
+    log = log or (lambda *_: None)
     entry = Cache(cache_dir, runs_dir=runs_dir).open(cache)
-    reports = writable_folder(entry.cache.reports_dir, "reports")
+    path = tsne_path(entry, layers=layers, split=split, seed=seed, max_points=max_points)
+    writable_folder(path.parent, "reports")
     X, y, meta = load(entry, layers=layers, split=split)
-    label = meta.attrs["selection"].spec
-    name = re.sub(r"[^\w.,-]+", "_", f"tsne-{entry.name}-{label}" + (f"-{split}" if split else ""))[:150]
-    path = plot_tsne(X, y, entry.class_names, reports / f"{name}.png", seed, max_points,
-                     title=f"t-SNE of {label} ({min(len(X), max_points)} {split + ' ' if split else ''}images, {X.shape[1]} features)")
+    path = plot_tsne(X, y, entry.class_names, path, seed, max_points,
+                     title=f"t-SNE of {entry.settings['backbone']} {meta.attrs['selection'].spec} ({min(len(X), max_points)} "
+                           f"{split + ' ' if split else ''}images, {X.shape[1]} features)")
     log(f"saved {path}")
     return path
+
+
+def tsne_path(entry, *, layers, split=None, seed: int = 0, max_points: int = 2000) -> Path:
+    """<reports>/tsne-<entry>-<layers>[-<split>][-seed<S>][-max<M>].png: everything that decides the plot is
+    in its name (non-default seed and max_points included), so an existing file is that very plot."""
+    parts = [f"tsne-{entry.name}-{_label(layers)}", split, seed and f"seed{seed}", max_points != 2000 and f"max{max_points}"]
+    name = re.sub(r"[^\w.,-]+", "_", "-".join(str(p) for p in parts if p))[:150]
+    return entry.cache.reports_dir / f"{name}.png"
+
+
+def _label(layers) -> str:
+    return layers if isinstance(layers, str) else ",".join(layers)

@@ -1,0 +1,78 @@
+"""Removing what experiments leave behind: `featx rm` (entries and runs by name) and `featx prune`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from featx.cache.remove import remove_entry
+from featx.cache.store import Cache
+from featx.errors import FeatxError, RunFailed
+from featx.experiments.runs import delete_runs, read_log
+
+
+def rm(targets: list[str], *, cache_dir=None, runs_dir=None, log=print) -> None:
+    """Remove runs (by id or unique prefix: log row, model and reports folder) and cache entries (by name,
+    key prefix or folder). Every target is resolved before anything is deleted; runs of a removed entry stay
+    logged (their data column then says the entry is gone)."""
+    table, cache = read_log(cache_dir, runs_dir=runs_dir), Cache(cache_dir)
+    run_ids, folders = [], []
+    for target in targets:
+        matches = list(table.loc[table["run_id"].str.startswith(target), "run_id"])
+        if len(matches) > 1:
+            raise FeatxError(f"run '{target}' is ambiguous ({', '.join(matches[:5])}...); give more of the run id")
+        if matches:
+            run_ids += matches
+            continue
+        try:
+            folders.append(cache.find(target))
+        except FeatxError:
+            raise FeatxError(f"'{target}' is neither a logged run (see `featx runs`) nor a cache entry in "
+                             f"'{cache.root}' (see `featx ls`); nothing was removed") from None
+    _delete_runs(run_ids, cache_dir, runs_dir)
+    for run_id in run_ids:
+        log(f"removed run {run_id}")
+    for folder in folders:
+        remove_entry(folder)
+        log(f"removed cache entry {folder.name}")
+
+
+def prune(keep_best: int, *, metric: str = "val_accuracy", cache_dir=None, runs_dir=None, log=print) -> list[str]:
+    """Keep the `keep_best` best runs by `metric` of each cache entry (runs on different data are not
+    comparable); remove the other runs and the compare reports none of whose runs remain. Returns the ids removed."""
+    if keep_best < 0:
+        raise FeatxError(f"--keep-best {keep_best} must be 0 or more")
+    table = read_log(cache_dir, runs_dir=runs_dir)
+    if metric not in table.columns:
+        raise FeatxError(f"cannot rank runs by '{metric}'; choose one of {', '.join(table.columns)}")
+    ranked = table.sort_values(metric, ascending=metric.endswith("_seconds"), kind="stable", na_position="last")
+    rank = ranked.groupby(ranked["cache_key"].fillna(""), sort=False).cumcount()
+    doomed = list(ranked.loc[rank >= keep_best, "run_id"])
+    _delete_runs(doomed, cache_dir, runs_dir)
+    kept = set(table["run_id"]) - set(doomed)
+    reports = [folder for folder in sorted(Cache(cache_dir, runs_dir=runs_dir).reports_dir.glob("compare-*"))
+               if not kept & _report_runs(folder)]
+    for folder in reports:
+        for path in folder.iterdir():
+            path.unlink()
+        folder.rmdir()
+    log(f"removed {len(doomed)} run(s) and {len(reports)} compare report(s); kept the {keep_best} best by {metric} "
+        f"of each cache entry ({len(kept)} run(s))")
+    return doomed
+
+
+def _report_runs(folder: Path) -> set[str]:
+    try:
+        return set(pd.read_csv(folder / "results.csv", usecols=["run_id"], dtype=str)["run_id"])
+    except (OSError, ValueError):
+        return {""}  # not a readable compare report: never removed as if empty
+
+
+def _delete_runs(run_ids, cache_dir, runs_dir) -> None:
+    if not run_ids:
+        return
+    try:
+        delete_runs(run_ids, cache_dir, runs_dir=runs_dir)
+    except OSError as exc:
+        raise RunFailed(f"removing runs failed ({exc.strerror or exc}); nothing was removed") from None

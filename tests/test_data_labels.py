@@ -1,0 +1,56 @@
+"""Every output says which data and backbone its numbers come from; fit/compare pick an entry by --data/--backbone."""
+
+from __future__ import annotations
+
+import pytest
+
+import featx
+from featx.cli import main
+
+SMALL = dict(backbone="mobilenet_v2", weights="none", input_size=96, layers="final", progress=False, log=lambda *a: None)
+
+
+@pytest.fixture(scope="module")
+def two_entries(tmp_path_factory, elpv_folder):
+    """ELPV (48 images) and a class folder, both mobilenet_v2 with random weights; the folder entry is newer."""
+    cache = tmp_path_factory.mktemp("labels")
+    featx.extract("elpv", limit=48, cache_dir=cache, **SMALL)
+    featx.extract(str(elpv_folder), cache_dir=cache, **SMALL)
+    return cache
+
+
+@pytest.mark.slow
+def test_outputs_name_data_and_random_weights(two_entries, elpv_folder, capsys):
+    cache = ["--cache-dir", str(two_entries)]
+    extract = ["extract", "--limit", "48", "--backbone", "mobilenet_v2", "--weights", "none", "--input-size", "96",
+               "--layers", "final", "--quiet", *cache]
+    assert main(extract) == 0
+    out = capsys.readouterr().out
+    assert "note: no --data given, so the built-in 'elpv' example data set is used" in out
+    assert "(mobilenet_v2 on built-in elpv (elpv-dataset) (stratified subset of 48, seed 0) [random weights])" in out
+
+    assert main(["ls", *cache]) == 0
+    out = capsys.readouterr().out
+    assert out.count("[random weights]") == 2 and f"folder {elpv_folder}" in out and "built-in elpv" in out
+    assert main(["info", *cache]) == 0
+    assert f"data: folder {elpv_folder} [random weights]" in capsys.readouterr().out
+
+    assert main(["fit", "--clf", "knn", "--data", "elpv", "--backbone", "mobilenet_v2", *cache]) == 0
+    line = capsys.readouterr().out
+    assert "of mobilenet_v2 on built-in elpv (elpv-dataset) (stratified subset of 48, seed 0) [random weights]" in line
+    assert main(["compare", "--layer-sets", "final", "--clf", "knn", "--data", str(elpv_folder), *cache]) == 0
+    assert f"in parallel, on mobilenet_v2 on folder {elpv_folder} [random weights]" in capsys.readouterr().out
+    assert main(["runs", *cache]) == 0
+    table = capsys.readouterr().out
+    assert "data" in table.splitlines()[0] and table.count("[random weights]") == 2 and "built-in elpv" in table
+
+
+@pytest.mark.slow
+def test_picking_an_entry_that_is_not_there_lists_the_candidates(two_entries, capsys):
+    cache = ["--cache-dir", str(two_entries)]
+    assert main(["fit", "--backbone", "vgg16", *cache]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no cache entry in") and "matches --backbone vgg16" in err
+    assert err.count("mobilenet_v2 on ") == 2 and len(err.strip().splitlines()) == 1
+    assert main(["fit", "some-entry", "--data", "elpv", *cache]) == 2
+    assert "not both" in capsys.readouterr().err
