@@ -108,11 +108,12 @@ class Cache:
     def open(self, spec: str | Path | CacheEntry | None = None) -> CacheEntry:
         """An entry by folder path, by name or key prefix, or (None) the most recent one with layers.
 
-        The entry's `cache` is this one (an entry folder elsewhere, or an entry passed in, keeps its own root and
-        takes this cache's runs location), so its runs and reports are asked of `entry.cache`.
+        The entry's `cache` is this one (an entry folder elsewhere keeps its own root and takes this cache's runs
+        location), so its runs and reports are asked of `entry.cache`. An entry passed in keeps its own Cache,
+        runs location included, unless this cache names a runs_dir.
         """
         if isinstance(spec, CacheEntry):
-            return spec.in_cache(self._at(spec.path.parent))
+            return spec if self._runs is None else spec.in_cache(spec.cache.with_runs_dir(self._runs))
         folder = self.find(spec)
         return CacheEntry(folder, self._at(folder.parent))
 
