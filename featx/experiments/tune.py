@@ -24,10 +24,10 @@ from joblib import Parallel, delayed
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.pipeline import Pipeline
 
-from featx.cache.store import open_entry
+from featx.cache.store import Cache
 from featx.classifiers import make_classifier, make_pipeline
 from featx.errors import FeatxError
-from featx.experiments.runs import new_run_id, reports_dir
+from featx.experiments.runs import new_run_id, writable_folder
 from featx.experiments.selection import (
     METRICS,
     SELECTION_SPLITS,
@@ -102,12 +102,12 @@ def tune_cache(cache=None, layers=None, classifiers=("logreg",), cv: int | None 
     Writes <cache_dir>/reports/tune-<id>/<clf>_curve.csv and <clf>_curve.png; the results carry the
     refit pipelines (not saved here: the runs log records runs).
     """
-    entry = open_entry(cache, cache_dir)
-    X, y, meta = load(entry, layers)
+    entry = Cache(cache_dir).open(cache)
+    X, y, meta = load(entry, layers=layers)
     split = meta["split"].to_numpy()
     folds = make_folds(y, split, cv, cv_repeats, seed) if cv else None
     names = [c.strip() for c in classifiers.split(",")] if isinstance(classifiers, str) else list(classifiers)
-    folder = reports_dir(entry.path.parent) / f"tune-{new_run_id()}"
+    folder = writable_folder(entry.cache.reports_dir, "reports") / f"tune-{new_run_id()}"
     results = []
     for clf in names:
         result = tune(X, y, split, clf, metric, folds, transforms, params, seed=seed, n_jobs=n_jobs, log=log)
