@@ -8,6 +8,7 @@ Works from the cache alone: no backbone is built, and TensorFlow is imported onl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -19,10 +20,11 @@ from sklearn.utils._param_validation import InvalidParameterError
 from featx.backbones.layers import LayerSelection
 from featx.cache.atomic import write_json
 from featx.cache.store import Cache, CacheEntry
-from featx.classifiers import fit_pipeline, make_pipeline
+from featx.classifiers import classifier_params, fit_pipeline, make_pipeline
 from featx.classifiers.registry import bad_param_message
 from featx.errors import FeatxError
 from featx.experiments.runs import MODEL_FILE, append_run, prepare_log, save_model, selection_columns, stage_run
+from featx.experiments.selection import CVResult, Folds, cross_validate, make_folds, summarize
 from featx.features.load import load
 from featx.features.options import TRANSFORM_KEYS
 from featx.features.transforms import build_feature_pipeline
@@ -114,7 +116,8 @@ class FitResult:
 
 
 def fit(cache=None, *, layers=None, clf: str = "rf", params: dict | None = None, seed: int = 0,
-        n_jobs: int | None = -1, cache_dir=None, runs_dir=None, log=print, **transforms) -> FitResult:
+        n_jobs: int | None = -1, cache_dir=None, runs_dir=None, cv: int | None = None, cv_repeats: int = 1,
+        class_weight: str | None = None, log=print, **transforms) -> FitResult:
     """Fit `clf` on the train split of `layers`, evaluate on val and test, save the model and log the run.
 
     layers : names and groups (all, blocks, fc), or a LayerSelection, concatenated in the backbone's depth order
@@ -124,13 +127,56 @@ def fit(cache=None, *, layers=None, clf: str = "rf", params: dict | None = None,
     log : called with the result line.
     runs_dir : folder for the run and the log (default <cache_dir>/runs), e.g. for a read-only cache; it
         becomes the entry's Cache's runs_dir, which record_run asks.
+    cv : also score the spec by repeated stratified K-fold (cv_repeats times) over train+val, folds in
+        parallel (seeded by `seed`); the mean and 95% CI of each metric are logged. The model saved is still
+        the one fitted on train, scored once on val and test.
+    class_weight : "balanced" weighs classes inversely to their frequency (classifiers that have class_weight).
     """
-    spec = FitSpec(classifier=clf, params=params or {}, transforms=transforms, seed=seed, n_jobs=n_jobs)
+    params = with_class_weight(params or {}, [clf], class_weight)
+    spec = FitSpec(classifier=clf, params=params, transforms=transforms, seed=seed, n_jobs=n_jobs)
     entry = Cache(cache_dir, runs_dir=runs_dir).open(cache)
     prepare_log(entry.cache)  # an unwritable folder or a broken log fails before training
     X, y, meta = load(entry, layers=layers)
-    scores = train_and_score(X, y, meta["split"].to_numpy(), spec, class_names=entry.class_names)
-    return record_run(entry, spec, scores, selection=meta.attrs["selection"], log=log)
+    split = meta["split"].to_numpy()
+    result = None
+    if cv:
+        result = cross_validate_spec(X, y, make_folds(y, split, cv, cv_repeats, seed), spec, n_jobs=n_jobs)
+        log(f"{result.folds.label}: " + ", ".join(f"{m} {v['mean']:.3f} ± {v['ci95']:.3f}"
+                                                  for m, v in _by_metric(summarize(result)).items()))
+    scores = train_and_score(X, y, split, spec, class_names=entry.class_names)
+    return record_run(entry, spec, scores, selection=meta.attrs["selection"], log=log, cv=result)
+
+
+def with_class_weight(params: dict, classifiers, class_weight: str | None) -> dict:
+    """params plus class_weight, refused (one line) when a classifier has no such parameter."""
+    if class_weight is None:
+        return params
+    lacking = [c for c in classifiers if "class_weight" not in classifier_params(c)]
+    if lacking:
+        raise FeatxError(f"--class-weight {class_weight}: classifier(s) {', '.join(lacking)} have no class_weight; "
+                         "drop them from --clf or drop --class-weight")
+    return {**params, "class_weight": class_weight}
+
+
+def cross_validate_spec(X, y, folds: Folds, spec: FitSpec, n_jobs: int | None = -1) -> CVResult:
+    """spec's pipeline (transforms refitted inside each fold) scored on every fold, folds in parallel with
+    `n_jobs` joblib workers and the classifier itself on one core, so the two do not oversubscribe."""
+    pipeline = dataclasses.replace(spec, n_jobs=1).pipeline() if n_jobs != 1 else spec.pipeline()
+    return cross_validate(pipeline, X, y, folds, n_jobs=n_jobs)
+
+
+def cv_columns(result: CVResult | None) -> dict:
+    """The runs log's cv columns of a CV result (none without one)."""
+    if result is None:
+        return {}
+    summary = summarize(result)
+    return {"cv": result.folds.label, "cv_folds": result.folds.fingerprint()[:16],
+            **{f"cv_{k}": round(v, 4) for k, v in summary.items()}}
+
+
+def _by_metric(summary: dict) -> dict:
+    names = dict.fromkeys(k.rpartition("_")[0] for k in summary)
+    return {m: {"mean": summary[f"{m}_mean"], "ci95": summary[f"{m}_ci95"]} for m in names}
 
 
 def train_and_score(X, y, split, spec: FitSpec, *, class_names, eval_splits=EVAL_SPLITS) -> Scores:
@@ -159,13 +205,15 @@ def train_and_score(X, y, split, spec: FitSpec, *, class_names, eval_splits=EVAL
 
 
 def record_run(entry: CacheEntry, spec: FitSpec, scores: Scores, *, selection: LayerSelection, log=print,
-               plots: bool = True) -> FitResult:
+               plots: bool = True, cv: CVResult | dict | None = None) -> FitResult:
     """Save a scored fit as a run: <runs>/<run_id>/ (model, metrics, confusion CSV/PNG, history) and one row
     in the runs log, where <runs> is `entry.cache.runs_dir`.
 
     selection : the layers the features came from (the log keeps its spec and names). plots : draw the confusion
-    PNGs (the CSVs are always written). The run folder is written under a temporary name and published with its
-    log row, or not at all.
+    PNGs (the CSVs are always written). cv : the spec's cross-validation result, logged as the run's selection
+    score; or a dict of runs-log columns that replace the computed ones (tune: the CV or val scores a refit
+    on train+val was selected by). The run folder is written under a temporary name and
+    published with its log row, or not at all.
     """
     metrics, layers = scores.metrics, selection.spec
     with stage_run(entry.cache) as staged:
@@ -179,7 +227,8 @@ def record_run(entry: CacheEntry, spec: FitSpec, scores: Scores, *, selection: L
             "params": spec.params_json(), "all_params": _json(scores.pipeline[-1].get_params()),
             "transforms": spec.transforms_label(), "seed": spec.seed, "n_train": scores.n_train,
             **{f"{s}_{m}": round(metrics[s][m], 4) if s in metrics else None
-               for s in EVAL_SPLITS for m in ("accuracy", "f1_weighted", "f1_macro")},
+               for s in EVAL_SPLITS for m in ("accuracy", "f1_weighted", "f1_macro", "balanced_accuracy")},
+            **(cv if isinstance(cv, dict) else cv_columns(cv)),
             "fit_seconds": round(scores.fit_seconds, 3), "predict_seconds": round(scores.predict_seconds, 3),
             "model_path": f"{run_id}/{MODEL_FILE}", "model_sha256": sha,
         }
