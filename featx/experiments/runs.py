@@ -167,8 +167,10 @@ def _check_integrity(connection: sqlite3.Connection) -> None:
 
 def _create(connection: sqlite3.Connection, folder: Path) -> None:
     """Schema, version and any old runs.csv rows in one transaction: concurrent first fits create it once."""
-    if connection.execute("PRAGMA user_version").fetchone()[0]:
-        connection.execute(_SELECTION_SCHEMA)  # a log written before the table existed gains it (no-op after)
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    if version:
+        if version == LOG_VERSION:  # a log written before the table existed gains it (a no-op after)
+            connection.execute(_SELECTION_SCHEMA)
         return
     connection.execute("BEGIN IMMEDIATE")
     try:
@@ -344,7 +346,9 @@ def _selection_scores(connection: sqlite3.Connection) -> pd.DataFrame:
     if not connection.execute("SELECT 1 FROM sqlite_master WHERE name='selection_scores'").fetchone():
         return pd.DataFrame(columns=["run_id", *SELECTION_COLUMNS])
     table = pd.read_sql_query(f"SELECT run_id, {', '.join(SELECTION_COLUMNS)} FROM selection_scores", connection)
-    return table.astype({c: float for c in SELECTION_REALS})
+    text = ["cv", "cv_folds"]  # NULL reads as None, a run without a row here as NaN: one missing value, NaN
+    return table.astype({c: float for c in SELECTION_REALS}).assign(**{c: table[c].astype(object).where(
+        table[c].notna(), float("nan")) for c in text})
 
 
 def export_csv(path, cache_dir=None, *, runs_dir=None) -> Path:
