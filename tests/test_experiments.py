@@ -186,8 +186,8 @@ def test_pipeline_file_reuses_the_cache_and_rejects_unknown_keys(elpv_cache, tmp
     lines = []
     result = run_pipeline(good, cache_dir=elpv_cache, log=lines.append)
     assert any("nothing to do" in line for line in lines)  # extraction was a cache hit
-    assert result.entry.path == entry.path and len(result.table) == 3
-    assert result.table["val_accuracy"].is_monotonic_decreasing
+    assert result.entry.path == entry.path and len(result.table) == 5  # fit, 2 compare rows, 2 baselines
+    assert result.table["val_accuracy"].is_monotonic_decreasing  # no CV: the selection score is val
     assert [p.suffix for p in result.plots] == [".png"] * len(result.plots) and all(p.is_file() for p in result.plots)
     assert "plots:" in lines[-1] and "tsne-" in lines[-1]
 

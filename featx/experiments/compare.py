@@ -94,7 +94,7 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
     prepare_log(entry.cache)  # unwritable folders or a broken log fail before any fit
     reports = writable_folder(entry.cache.reports_dir, "reports")
     subsets = _expand_subsets(entry, [layer_sets] if isinstance(layer_sets, str) else layer_sets)
-    jobs = [(subset, spec) for subset in subsets for spec in specs] + [(subsets[0], spec) for spec in baselines]
+    jobs = [(subset, spec) for subset in subsets for spec in specs] + [((subsets[0][0], None), s) for s in baselines]
     X, y, meta = load(entry, layers=[n for selection, _ in subsets for n in selection.names])  # the union, once
     split, slices = meta["split"].to_numpy(), meta.attrs["feature_slices"]
     if metric is None:
