@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 import featx
+import featx.experiments.tune
 from featx.cache.store import Cache
 from featx.cli import main
 from featx.errors import FeatxError
@@ -137,3 +138,15 @@ def test_tune_cli_logs_the_refit_and_prints_the_selected_line(elpv_cache, tmp_pa
     assert row["cv"] == "cv3x1" and row["selected_by"] == "cv3x1" and not np.isnan(row["cv_accuracy_ci95"])
     assert np.isnan(row["val_accuracy"])  # val was trained on: no val score is claimed for the refit
     assert list((tmp_path / "reports").glob("tune-*/logreg_curve.png"))
+
+
+@pytest.mark.slow
+def test_tune_on_dask_workers_selects_what_a_local_tune_selects(elpv_cache, tmp_path):
+    options = {"layers": "top_activation", "classifiers": "logreg", "cv": 3, "standardize": True, "seed": 2,
+               "cache_dir": elpv_cache, "runs_dir": tmp_path, **QUIET}
+    [local] = featx.experiments.tune.tune_cache(**options)
+    [remote] = featx.experiments.tune.tune_cache(cluster="local:2", **options)
+    columns = ["stage", "C", *METRICS, "best"]
+    pd.testing.assert_frame_equal(remote.curve[columns], local.curve[columns])
+    assert remote.best_params == local.best_params and remote.test == local.test
+    assert {local.run_id, remote.run_id} <= set(read_log(runs_dir=tmp_path)["run_id"])
