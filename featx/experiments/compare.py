@@ -127,7 +127,7 @@ def _table(fits, jobs, grid: dict, metric: str, score: str) -> tuple[pd.DataFram
     """The rows, best first by `score` (stable: ties keep the run order), and their CV (or val) results."""
     extra = [f"{s}_{metric}" for s in ("val", "test") if f"{s}_{metric}" not in TABLE_COLUMNS]
     rows = []
-    for (run, cv), ((selection, depth), spec) in zip(fits, jobs):
+    for (run, cv), ((_, depth), spec) in zip(fits, jobs):
         baseline = spec.classifier in BASELINES
         rows.append({**{k: run.row.get(k) for k in [*TABLE_COLUMNS, *extra] if k in run.row}, "depth": depth,
                      **{k: v for k, v in run.row.items() if k.startswith("cv_")},
