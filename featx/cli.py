@@ -273,13 +273,27 @@ def _entry(args):
     return pick_entry(args.cache_dir, data=args.data, backbone=args.backbone)
 
 
+def _add_selection_options(p: argparse.ArgumentParser, what: str) -> None:
+    from featx.experiments.selection import METRICS
+
+    p.add_argument("--cv", type=int, default=None, metavar="K",
+                   help=f"{what} by repeated stratified K-fold over train+val (test never used), mean and 95%% CI")
+    p.add_argument("--cv-repeats", type=int, default=1, metavar="R", help="repeat the K folds R times, reshuffled (default 1)")
+    p.add_argument("--class-weight", default=None, choices=("balanced",),
+                   help="weigh classes inversely to their frequency (classifiers that have class_weight)")
+    p.add_argument("--metric", default=None, choices=tuple(METRICS),
+                   help="selection metric (default: balanced_accuracy when classes are imbalanced beyond 1.5:1, "
+                        "else accuracy; printed)")
+
+
 def cmd_fit(args) -> None:
     from featx.experiments import fit
 
     entry = _entry(args)
     caches = [c for c in (entry, *args.caches) if c is not None] or None  # several: features side by side
     fit(caches, layers=args.layers, clf=args.clf, params=_classifier_params(args), seed=args.seed,
-        n_jobs=args.n_jobs, cache_dir=args.cache_dir, runs_dir=args.runs_dir, **_transforms(args))
+        n_jobs=args.n_jobs, cache_dir=args.cache_dir, runs_dir=args.runs_dir, cv=args.cv, cv_repeats=args.cv_repeats,
+        class_weight=args.class_weight, **_transforms(args))
 
 
 def cmd_compare(args) -> None:
@@ -287,9 +301,20 @@ def cmd_compare(args) -> None:
     from featx.values import params_dict
 
     compare(_entry(args), layer_sets=args.layer_sets, classifiers=args.clf, grid=params_dict(args.grid),
-            params=_classifier_params(args), seed=args.seed, n_jobs=args.n_jobs, metric=args.metric, plots=args.plots,
+            params=_classifier_params(args), seed=args.seed, n_jobs=args.n_jobs, metric=args.metric, cv=args.cv,
+            cv_repeats=args.cv_repeats, class_weight=args.class_weight, plots=args.plots,
             cache_dir=args.cache_dir, runs_dir=args.runs_dir, cluster=args.cluster,
             cluster_config=args.cluster_config, save_models=args.save_models, **_transforms(args))
+
+
+def cmd_tune(args) -> None:
+    from featx.experiments.tune import selected_line, tune_cache
+
+    results = tune_cache(_entry(args), layers=args.layers, classifiers=args.clf, cv=args.cv, cv_repeats=args.cv_repeats,
+                         metric=args.metric, params=_classifier_params(args), class_weight=args.class_weight,
+                         seed=args.seed, n_jobs=args.n_jobs, cache_dir=args.cache_dir, runs_dir=args.runs_dir,
+                         cluster=args.cluster, cluster_config=args.cluster_config, **_transforms(args))
+    print(selected_line(results))
 
 
 def cmd_runs(args) -> None:
@@ -298,8 +323,8 @@ def cmd_runs(args) -> None:
     if args.csv:
         print(f"saved {export_csv(args.csv, args.cache_dir, runs_dir=args.runs_dir)}")
         return
-    print(format_runs(runs(args.cache_dir, sort=args.sort, clf=args.clf, backbone=args.backbone, layers=args.layers,
-                           top=args.top, runs_dir=args.runs_dir)))
+    print(format_runs(runs(args.cache_dir, sort=args.sort, metric=args.metric, clf=args.clf, backbone=args.backbone,
+                           layers=args.layers, top=args.top, runs_dir=args.runs_dir)))
 
 
 def cmd_run(args) -> None:
@@ -354,7 +379,9 @@ def _add_experiment_commands(sub) -> None:
                                                   "concatenated in depth order (default: every cached layer)")
     _add_entry_pick(p)
     _add_model_options(p, "rf, svm, linear-svm, logreg, knn or dense (default rf)")
-    p.add_argument("--n-jobs", type=int, default=-1, help="the classifier's parallel jobs (default -1: all cores)")
+    _add_selection_options(p, "also score it")
+    p.add_argument("--n-jobs", type=int, default=-1, help="the classifier's parallel jobs, or the folds' with --cv "
+                                                          "(default -1: all cores)")
     _add_runs_dir(p)
     p.set_defaults(func=cmd_fit)
 
@@ -368,7 +395,7 @@ def _add_experiment_commands(sub) -> None:
     _add_model_options(p, "comma-separated classifiers, e.g. rf,svm,logreg (default rf)")
     p.add_argument("--grid", type=_typed(parse_grid_item), action="append", default=[], metavar="KEY=V1,V2",
                    help="parameter values to sweep, e.g. min_samples_leaf=1,2,5 (repeatable; goes to classifiers having KEY)")
-    p.add_argument("--metric", default="val_accuracy", help="column drawn in the chart (default val_accuracy)")
+    _add_selection_options(p, "rank rows")
     p.add_argument("--plots", action="store_true", help="also draw each run's confusion PNGs (slower)")
     p.add_argument("--save-models", default="best", choices=("best", "all"),
                    help="keep the model of the best row by val accuracy only (default), or of every row")
@@ -377,13 +404,32 @@ def _add_experiment_commands(sub) -> None:
     _add_cluster_options(p)
     p.set_defaults(func=cmd_compare)
 
+    p = sub.add_parser("tune", help="search classifier parameters, refit the best, score test once",
+                       description="Per classifier, search its key parameters on log grids with refinement (logreg/"
+                                   "linear-svm C, svm C x gamma, rf leaf x max_features, dense lr x l2 x hidden), select "
+                                   "on val or --cv, refit on train+val, score test once, log the run and save the "
+                                   "search curve under <cache-dir>/reports/tune-<id>/.")
+    _add_cache(p)
+    p.add_argument("--layers", default=None, help="layer names and groups, comma-separated (default: every cached layer)")
+    _add_entry_pick(p)
+    _add_model_options(p, "comma-separated classifiers among logreg, linear-svm, svm, rf, dense (default logreg)")
+    p.set_defaults(clf="logreg")
+    _add_selection_options(p, "select")
+    p.add_argument("--n-jobs", type=int, default=-1, help="selection splits in parallel (default -1: all cores)")
+    _add_runs_dir(p)
+    _add_cluster_options(p)
+    p.set_defaults(func=cmd_tune)
+
     p = sub.add_parser("runs", help="list logged experiments, best first",
                        description="Show the experiment log (<cache-dir>/runs/runs.sqlite) sorted best first, filtered, "
                                    "or export all of it with --csv.")
     _add_cache_dir(p)
     _add_runs_dir(p)
     p.add_argument("--csv", default=None, metavar="PATH", help="write every logged run, in logged order, to this CSV")
-    p.add_argument("--sort", default="val_accuracy", help="column to sort by, descending (*_seconds: ascending); default val_accuracy")
+    p.add_argument("--sort", default=None, help="column to sort by, descending (*_seconds: ascending); default: the "
+                                                "selection score (CV mean where a run has one, else val; never test)")
+    p.add_argument("--metric", default="accuracy", choices=("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted"),
+                   help="metric of the selection score (default accuracy)")
     p.add_argument("--clf", default=None, help="only these classifiers (comma-separated)")
     p.add_argument("--backbone", default=None, help="only these backbones (comma-separated)")
     p.add_argument("--layers", default=None, help="only runs whose layers contain this text")

@@ -238,7 +238,7 @@ def test_distributed_compare_gives_the_local_table(reference):
     local = featx.compare(entry.name, **sweep).table
     remote = featx.compare(entry.name, cluster="local:2", **sweep).table
     scores = ["layers", "classifier", "params", "n_features", "val_accuracy", "val_f1_macro", "test_accuracy", "test_f1_macro"]
-    assert len(local) == 6
+    assert len(local) == 8  # 2 subsets x 2 classifiers x 2 grid points, and the majority and stratified baselines
     assert local[scores].equals(remote[scores])
     assert set(local["run_id"]).isdisjoint(remote["run_id"])
     assert set(remote["run_id"]) | set(local["run_id"]) <= set(featx.runs(entry.path.parent)["run_id"])

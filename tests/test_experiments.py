@@ -91,7 +91,7 @@ def test_compare_reads_layers_once_and_logs_one_run_per_row(elpv_cache, monkeypa
     entry = open_entry(cache_dir=elpv_cache)
     assert [list(r) for r in reads] == [entry.layers]  # the union, once, in depth order
     table = result.table
-    assert len(table) == (len(entry.layers) + 1) * 3  # knn + rf x 2 grid points per subset
+    assert len(table) == (len(entry.layers) + 1) * 3 + 2  # knn + rf x 2 grid points per subset, 2 baselines
     assert not table.duplicated(["layers", "classifier", "params"]).any()
     assert set(table.loc[table["classifier"] == "knn", "params"]) == {"{}"}  # the grid goes only to rf
     assert table["depth"].notna().sum() == len(entry.layers) * 3  # "each" rows carry their depth index
@@ -105,7 +105,7 @@ def test_runs_sorted_best_first_and_filtered(elpv_cache):
     for leaf in (1, 5, 9):
         fit(cache_dir=elpv_cache, layers="block5c_add,block6d_add", clf="rf", params={"min_samples_leaf": leaf}, **QUIET)
     fit(cache_dir=elpv_cache, layers="block6d_add", clf="knn", **QUIET)
-    assert runs(elpv_cache)["val_accuracy"].is_monotonic_decreasing
+    assert runs(elpv_cache)["selection_score"].is_monotonic_decreasing  # CV mean where a run has one, else val
     forests = runs(elpv_cache, clf="rf", layers="block5c", top=2)
     assert len(forests) == 2 and set(forests["classifier"]) == {"rf"}
     assert forests["val_accuracy"].is_monotonic_decreasing and forests["layer_names"].str.contains("block5c").all()
@@ -156,7 +156,7 @@ def test_cli_fit_compare_runs_and_bad_input(elpv_cache, capsys):
                  "--param", "C=0.5"]) == 0
     assert main(["compare", "--cache-dir", d, "--layer-sets", "top_activation", "block6d_add", "--clf", "rf,logreg",
                  "--grid", "min_samples_leaf=1,3", "--n-estimators", "20"]) == 0
-    assert _log_size(elpv_cache) == before + 1 + 2 * 3
+    assert _log_size(elpv_cache) == before + 1 + 2 * 3 + 2  # and the 2 baselines
     assert main(["runs", "--cache-dir", d, "--clf", "logreg", "--top", "2"]) == 0
     out = capsys.readouterr().out
     assert "compare: 2 layer subset(s)" in out and "val_accuracy" in out
@@ -164,7 +164,7 @@ def test_cli_fit_compare_runs_and_bad_input(elpv_cache, capsys):
     assert "error: layer 'block5_conv4' not in efficientnet_lite0" in capsys.readouterr().err
     assert main(["fit", "--cache-dir", d, "--clf", "svm", "--n-estimators", "5"]) == 2
     assert main(["predict", "--cache-dir", d, "--model", "nosuchrun", d]) == 2
-    assert _log_size(elpv_cache) == before + 7
+    assert _log_size(elpv_cache) == before + 9
 
 
 def test_fit_and_compare_from_the_cache_never_import_tensorflow(elpv_cache):
@@ -186,8 +186,8 @@ def test_pipeline_file_reuses_the_cache_and_rejects_unknown_keys(elpv_cache, tmp
     lines = []
     result = run_pipeline(good, cache_dir=elpv_cache, log=lines.append)
     assert any("nothing to do" in line for line in lines)  # extraction was a cache hit
-    assert result.entry.path == entry.path and len(result.table) == 3
-    assert result.table["val_accuracy"].is_monotonic_decreasing
+    assert result.entry.path == entry.path and len(result.table) == 5  # fit, 2 compare rows, 2 baselines
+    assert result.table["val_accuracy"].is_monotonic_decreasing  # no CV: the selection score is val
     assert [p.suffix for p in result.plots] == [".png"] * len(result.plots) and all(p.is_file() for p in result.plots)
     assert "plots:" in lines[-1] and "tsne-" in lines[-1]
 

@@ -1,6 +1,5 @@
 """Metrics and figures, on predictions for scikit-learn's digits."""
 
-import numpy as np
 import pandas as pd
 import pytest
 from sklearn.datasets import load_digits

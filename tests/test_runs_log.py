@@ -199,7 +199,7 @@ def test_read_only_cache_ends_in_one_line_or_writes_to_runs_dir(cache, tmp_path)
         assert run("plot-tsne", "--layers", "out_relu", "--runs-dir", mine).rc == 0
     finally:
         _writable(cache)
-    assert len(read_log(cache)) == 1 and len(read_log(runs_dir=mine)) == 2
+    assert len(read_log(cache)) == 1 and len(read_log(runs_dir=mine)) == 4  # fit, compare's knn and its 2 baselines
     assert len(list((mine / "reports").glob("compare-*/results.csv"))) == 1 and list((mine / "reports").glob("tsne-*.png"))
 
 

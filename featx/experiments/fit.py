@@ -8,6 +8,7 @@ Works from the cache alone: no backbone is built, and TensorFlow is imported onl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -20,10 +21,11 @@ from featx.backbones.layers import LayerSelection
 from featx.cache.atomic import write_json
 from featx.cache.pick import entry_label
 from featx.cache.store import CacheEntry
-from featx.classifiers import fit_pipeline, make_pipeline
+from featx.classifiers import classifier_params, fit_pipeline, make_pipeline
 from featx.classifiers.registry import bad_param_message
 from featx.errors import FeatxError
 from featx.experiments.runs import MODEL_FILE, append_run, prepare_log, save_model, selection_columns, stage_run
+from featx.experiments.selection import CVResult, Folds, cross_validate, make_folds, summarize
 from featx.features.load import load, open_entries
 from featx.features.options import TRANSFORM_KEYS
 from featx.features.transforms import build_feature_pipeline
@@ -115,7 +117,8 @@ class FitResult:
 
 
 def fit(cache=None, *, layers=None, clf: str = "rf", params: dict | None = None, seed: int = 0,
-        n_jobs: int | None = -1, cache_dir=None, runs_dir=None, log=print, **transforms) -> FitResult:
+        n_jobs: int | None = -1, cache_dir=None, runs_dir=None, cv: int | None = None, cv_repeats: int = 1,
+        class_weight: str | None = None, log=print, **transforms) -> FitResult:
     """Fit `clf` on the train split of `layers`, evaluate on val and test, save the model and log the run.
 
     cache : an entry, or a list of entries of the same images whose features are concatenated (see
@@ -127,18 +130,61 @@ def fit(cache=None, *, layers=None, clf: str = "rf", params: dict | None = None,
     log : called with each message line (default print); None prints nothing.
     runs_dir : folder for the run and the log (default <cache_dir>/runs), e.g. for a read-only cache; it
         becomes the entry's Cache's runs_dir, which record_run asks.
+    cv : also score the spec by repeated stratified K-fold (cv_repeats times) over train+val, folds in
+        parallel (seeded by `seed`); the mean and 95% CI of each metric are logged. The model saved is still
+        the one fitted on train, scored once on val and test.
+    class_weight : "balanced" weighs classes inversely to their frequency (classifiers that have class_weight).
     """
     log = log or _silent
-    spec = FitSpec(classifier=clf, params=params or {}, transforms=transforms, seed=seed, n_jobs=n_jobs)
+    params = with_class_weight(params or {}, [clf], class_weight)
+    spec = FitSpec(classifier=clf, params=params, transforms=transforms, seed=seed, n_jobs=n_jobs)
     entries = open_entries(cache, cache_dir, runs_dir=runs_dir)
     prepare_log(entries[0].cache)  # an unwritable folder or a broken log fails before training
     X, y, meta = load(entries if len(entries) > 1 else entries[0], layers=layers)
     if layers is None:
         log(f"no layers given: fitting on every cached layer of {'+'.join(e.name for e in entries)} "
             f"({len(meta.attrs['layers'])}, {X.shape[1]} features); choose some with --layers (API: layers=)")
-    scores = train_and_score(X, y, meta["split"].to_numpy(), spec, class_names=entries[0].class_names)
+    split = meta["split"].to_numpy()
+    result = None
+    if cv:
+        result = cross_validate_spec(X, y, make_folds(y, split, cv, cv_repeats, seed), spec, n_jobs=n_jobs)
+        log(f"{result.folds.label}: " + ", ".join(f"{m} {v['mean']:.3f} ± {v['ci95']:.3f}"
+                                                  for m, v in _by_metric(summarize(result)).items()))
+    scores = train_and_score(X, y, split, spec, class_names=entries[0].class_names)
     return record_run(entries if len(entries) > 1 else entries[0], spec, scores, selection=meta.attrs["selection"],
-                      log=log)
+                      log=log, cv=result)
+
+
+def with_class_weight(params: dict, classifiers, class_weight: str | None) -> dict:
+    """params plus class_weight, refused (one line) when a classifier has no such parameter."""
+    if class_weight is None:
+        return params
+    lacking = [c for c in classifiers if "class_weight" not in classifier_params(c)]
+    if lacking:
+        raise FeatxError(f"--class-weight {class_weight}: classifier(s) {', '.join(lacking)} have no class_weight; "
+                         "drop them from --clf or drop --class-weight")
+    return {**params, "class_weight": class_weight}
+
+
+def cross_validate_spec(X, y, folds: Folds, spec: FitSpec, n_jobs: int | None = -1) -> CVResult:
+    """spec's pipeline (transforms refitted inside each fold) scored on every fold, folds in parallel with
+    `n_jobs` joblib workers and the classifier itself on one core, so the two do not oversubscribe."""
+    pipeline = dataclasses.replace(spec, n_jobs=1).pipeline() if n_jobs != 1 else spec.pipeline()
+    return cross_validate(pipeline, X, y, folds, n_jobs=n_jobs)
+
+
+def cv_columns(result: CVResult | None) -> dict:
+    """The runs log's cv columns of a CV result (none without one)."""
+    if result is None:
+        return {}
+    summary = summarize(result)
+    return {"cv": result.folds.label, "cv_folds": result.folds.fingerprint()[:16],
+            **{f"cv_{k}": round(v, 4) for k, v in summary.items()}}
+
+
+def _by_metric(summary: dict) -> dict:
+    names = dict.fromkeys(k.rpartition("_")[0] for k in summary)
+    return {m: {"mean": summary[f"{m}_mean"], "ci95": summary[f"{m}_ci95"]} for m in names}
 
 
 def train_and_score(X, y, split, spec: FitSpec, *, class_names, eval_splits=EVAL_SPLITS) -> Scores:
@@ -167,7 +213,7 @@ def train_and_score(X, y, split, spec: FitSpec, *, class_names, eval_splits=EVAL
 
 
 def record_run(entry: CacheEntry | list[CacheEntry], spec: FitSpec, scores: Scores, *, selection: LayerSelection,
-               log=print, plots: bool = True, keep_model: bool = True) -> FitResult:
+               log=print, plots: bool = True, keep_model: bool = True, cv: CVResult | dict | None = None) -> FitResult:
     """Save a scored fit as a run: <runs>/<run_id>/ (model, metrics, confusion CSV/PNG, history) and one row
     in the runs log, where <runs> is `entry.cache.runs_dir`.
 
@@ -175,7 +221,9 @@ def record_run(entry: CacheEntry | list[CacheEntry], spec: FitSpec, scores: Scor
     cache_entry and backbone then join theirs with "+"; the run goes to the first one's runs folder).
     selection : the layers the features came from (the log keeps its spec and names). plots : draw the confusion
     PNGs (the CSVs are always written). keep_model : save the fitted model (else the row's model_path and
-    model_sha256 are empty, and predict refuses it). The run folder is written under a temporary name and
+    model_sha256 are empty, and predict refuses it). cv : the spec's cross-validation result, logged as the run's
+    selection score; or a dict of runs-log columns that replace the computed ones (tune: the CV or val scores a
+    refit on train+val was selected by). The run folder is written under a temporary name and
     published with its log row, or not at all.
     """
     entries, log = (entry if isinstance(entry, list) else [entry]), log or _silent
@@ -191,7 +239,8 @@ def record_run(entry: CacheEntry | list[CacheEntry], spec: FitSpec, scores: Scor
             "params": spec.params_json(), "all_params": _json(scores.pipeline[-1].get_params()),
             "transforms": spec.transforms_label(), "seed": spec.seed, "n_train": scores.n_train,
             **{f"{s}_{m}": round(metrics[s][m], 4) if s in metrics else None
-               for s in EVAL_SPLITS for m in ("accuracy", "f1_weighted", "f1_macro")},
+               for s in EVAL_SPLITS for m in ("accuracy", "f1_weighted", "f1_macro", "balanced_accuracy")},
+            **(cv if isinstance(cv, dict) else cv_columns(cv)),
             "fit_seconds": round(scores.fit_seconds, 3), "predict_seconds": round(scores.predict_seconds, 3),
             "model_path": f"{run_id}/{MODEL_FILE}" if keep_model else "", "model_sha256": sha,
         }

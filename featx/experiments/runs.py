@@ -1,6 +1,8 @@
 """The experiment log and saved models, kept next to the cache they were fitted on (or in a --runs-dir):
 
-    <runs>/runs.sqlite          one row per fit (COLUMNS), SQLite in WAL mode, format version in user_version
+    <runs>/runs.sqlite          one row per fit (COLUMNS), SQLite in WAL mode, format version in user_version;
+                                its table `selection_scores` holds SELECTION_COLUMNS (balanced accuracy, CV
+                                means and CIs) of the runs that have them, keyed by run_id
     <runs>/<run_id>/            model.skops (+ head.keras for the dense head), metrics.json,
                                 confusion_{val,test}.csv/.png, history.csv
     <runs>/.staging-<run_id>-<pid>@<host>/   a run being written; renamed to <run_id>/ in the transaction
@@ -49,10 +51,16 @@ COLUMNS = (
     "val_accuracy", "val_f1_weighted", "val_f1_macro", "test_accuracy", "test_f1_weighted", "test_f1_macro",
     "fit_seconds", "predict_seconds", "model_path", "model_sha256",
 )
+SELECTION_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted")
+# In a table of their own (added beside `runs` without a format bump: a featx that predates it reads the log as
+# before); `cv` is the folds' label ("cv5x2") and `cv_folds` their fingerprint, equal for paired runs.
+SELECTION_COLUMNS = ("val_balanced_accuracy", "test_balanced_accuracy", "cv", "cv_folds",
+                     *(f"cv_{m}_{s}" for m in SELECTION_METRICS for s in ("mean", "ci95")))
+SELECTION_REALS = tuple(c for c in SELECTION_COLUMNS if c not in ("cv", "cv_folds"))
 INTEGERS = ("n_features", "seed", "n_train")
 REALS = tuple(c for c in COLUMNS if c.startswith(("val_", "test_")) or c.endswith("_seconds"))
-DISPLAY = ("run_id", "backbone", "data", "layers", "n_features", "classifier", "params", "transforms",
-           "val_accuracy", "val_f1_macro", "test_accuracy", "test_f1_macro", "fit_seconds")
+DISPLAY = ("run_id", "backbone", "data", "layers", "n_features", "classifier", "params", "transforms", "selected_by",
+           "selection_score", "val_accuracy", "val_f1_macro", "test_accuracy", "test_f1_macro", "fit_seconds")
 LOG_FILE, OLD_LOG_FILE = "runs.sqlite", "runs.csv"
 LOG_VERSION = 1  # PRAGMA user_version of runs.sqlite; 0 = a new, empty database
 MODEL_FILE, HEAD_FILE = "model.skops", "head.keras"
@@ -105,6 +113,8 @@ def _probe(folder: Path) -> None:
 _SCHEMA = "CREATE TABLE runs (seq INTEGER PRIMARY KEY AUTOINCREMENT, " + ", ".join(
     f"{c} {'INTEGER' if c in INTEGERS else 'REAL' if c in REALS else 'TEXT'}{' UNIQUE NOT NULL' if c == 'run_id' else ''}"
     for c in COLUMNS) + ")"
+_SELECTION_SCHEMA = "CREATE TABLE IF NOT EXISTS selection_scores (run_id TEXT PRIMARY KEY, " + ", ".join(
+    f"{c} {'TEXT' if c in ('cv', 'cv_folds') else 'REAL'}" for c in SELECTION_COLUMNS) + ")"
 
 
 @contextmanager
@@ -158,7 +168,10 @@ def _check_integrity(connection: sqlite3.Connection) -> None:
 
 def _create(connection: sqlite3.Connection, folder: Path) -> None:
     """Schema, version and any old runs.csv rows in one transaction: concurrent first fits create it once."""
-    if connection.execute("PRAGMA user_version").fetchone()[0]:
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    if version:
+        if version == LOG_VERSION:  # a log written before the table existed gains it (a no-op after)
+            connection.execute(_SELECTION_SCHEMA)
         return
     connection.execute("BEGIN IMMEDIATE")
     try:
@@ -166,6 +179,7 @@ def _create(connection: sqlite3.Connection, folder: Path) -> None:
             if connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                 raise sqlite3.DatabaseError("it holds tables but no featx format version")
             connection.execute(_SCHEMA)
+            connection.execute(_SELECTION_SCHEMA)
             old = folder / OLD_LOG_FILE
             if old.exists():  # a row logged twice (or without id) in the CSV is kept once
                 _insert(connection, _read_old_csv(old).dropna(subset=["run_id"]).drop_duplicates("run_id", keep="last"))
@@ -203,6 +217,13 @@ def _insert(connection: sqlite3.Connection, table: pd.DataFrame) -> None:
     rows = [tuple(None if pd.isna(v) else v.item() if hasattr(v, "item") else v for v in row)
             for row in table[list(COLUMNS)].itertuples(index=False)]
     connection.executemany(f"INSERT INTO runs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", rows)
+    extra = table.reindex(columns=["run_id", *SELECTION_COLUMNS])
+    extra = extra[extra[list(SELECTION_COLUMNS)].notna().any(axis=1)]
+    if len(extra):
+        connection.executemany(f"INSERT INTO selection_scores (run_id, {', '.join(SELECTION_COLUMNS)}) VALUES "
+                               f"({', '.join('?' * (len(SELECTION_COLUMNS) + 1))})",
+                               [tuple(None if pd.isna(v) else v.item() if hasattr(v, "item") else v for v in row)
+                                for row in extra.itertuples(index=False)])
 
 
 def _log_error(path: Path, exc: sqlite3.Error) -> FeatxError:
@@ -276,7 +297,7 @@ def _alive(pid: int) -> bool:
 
 
 def append_run(cache, row: dict, *, staged: StagedRun | None = None) -> None:
-    """Add one row (keys: COLUMNS) to the runs log of `cache` (a Cache or cache folder); with `staged`, publish
+    """Add one row (keys: COLUMNS, and any of SELECTION_COLUMNS) to the runs log of `cache` (a Cache or cache folder); with `staged`, publish
     its folder in the same transaction."""
     folder = writable_folder(_cache(cache).runs_dir, "runs")
     if staged is not None:  # on disk before it is published
@@ -286,7 +307,7 @@ def append_run(cache, row: dict, *, staged: StagedRun | None = None) -> None:
     with _database(folder, write=True) as connection:
         connection.execute("BEGIN IMMEDIATE")
         try:
-            _insert(connection, pd.DataFrame([row], columns=list(COLUMNS)))
+            _insert(connection, pd.DataFrame([row], columns=[*COLUMNS, *SELECTION_COLUMNS]))
             if staged is not None:
                 os.rename(staged.folder, staged.final)
             connection.execute("COMMIT")
@@ -331,7 +352,8 @@ def delete_runs(run_ids: list[str], cache_dir=None, *, runs_dir=None) -> None:
 # --- reading runs
 
 def read_log(cache_dir=None, *, runs_dir=None) -> pd.DataFrame:
-    """Every logged run, in the order they were logged (empty frame with COLUMNS if none).
+    """Every logged run, in the order they were logged (empty frame with COLUMNS if none), with its
+    SELECTION_COLUMNS (NaN where a run has none).
 
     cache_dir : a Cache or a cache folder (None: the default one); runs_dir : the log's folder, if not its runs/.
     An old runs.csv is migrated into runs.sqlite by the first fit; until then it is read as it is.
@@ -341,9 +363,21 @@ def read_log(cache_dir=None, *, runs_dir=None) -> pd.DataFrame:
         with _database(folder, write=False) as connection:
             if connection.execute("PRAGMA user_version").fetchone()[0]:  # 0: created, not yet initialized
                 table = pd.read_sql_query(f"SELECT {', '.join(COLUMNS)} FROM runs ORDER BY seq", connection)
-                return table.astype({c: float for c in REALS})  # a column of NULLs (no val split) reads as objects
+                table = table.merge(_selection_scores(connection), on="run_id", how="left")
+                return table.astype({c: float for c in (*REALS, *SELECTION_REALS)})  # NULLs would read as objects
     old = folder / OLD_LOG_FILE
-    return _read_old_csv(old).astype({"run_id": str}) if old.exists() else pd.DataFrame(columns=list(COLUMNS))
+    table = _read_old_csv(old).astype({"run_id": str}) if old.exists() else pd.DataFrame(columns=list(COLUMNS))
+    return table.reindex(columns=[*COLUMNS, *SELECTION_COLUMNS]).astype({c: float for c in SELECTION_REALS})
+
+
+def _selection_scores(connection: sqlite3.Connection) -> pd.DataFrame:
+    """The selection_scores table; empty in a log that no featx with CV has written to yet."""
+    if not connection.execute("SELECT 1 FROM sqlite_master WHERE name='selection_scores'").fetchone():
+        return pd.DataFrame(columns=["run_id", *SELECTION_COLUMNS])
+    table = pd.read_sql_query(f"SELECT run_id, {', '.join(SELECTION_COLUMNS)} FROM selection_scores", connection)
+    text = ["cv", "cv_folds"]  # NULL reads as None, a run without a row here as NaN: one missing value, NaN
+    return table.astype({c: float for c in SELECTION_REALS}).assign(**{c: table[c].astype(object).where(
+        table[c].notna(), float("nan")) for c in text})
 
 
 def export_csv(path, cache_dir=None, *, runs_dir=None) -> Path:
@@ -358,35 +392,57 @@ def export_csv(path, cache_dir=None, *, runs_dir=None) -> Path:
     return path
 
 
-def runs(cache_dir=None, *, sort: str = "val_accuracy", clf=None, backbone=None, layers=None, top=None,
-         runs_dir=None) -> pd.DataFrame:
-    """The runs table, best first: descending by `sort` (ascending for *_seconds columns: fastest first), with a
-    `data` column naming each run's data (and [random weights]) from its cache entry.
+def runs(cache_dir=None, *, sort: str | None = None, metric: str = "accuracy", clf=None, backbone=None, layers=None,
+         top=None, runs_dir=None) -> pd.DataFrame:
+    """The runs table, best first by the selection score, never by test; attrs["order"] says how it was ordered.
 
-    clf, backbone : keep rows with exactly this classifier / backbone (a comma list allows several).
-    layers : keep rows whose layer spec or layer names contain this substring. top : keep the first N.
+    The selection score (columns `selection_score`, `selected_by`) is a run's CV mean of `metric` where it has
+    one, else its val score: what a model may be chosen by. sort : order by this column instead (descending;
+    ascending for *_seconds columns: fastest first). clf, backbone : keep rows with exactly this classifier /
+    backbone (a comma list allows several). layers : keep rows whose layer spec or layer names contain this
+    substring. top : keep the first N.
     """
+    if metric not in SELECTION_METRICS:
+        raise FeatxError(f"unknown metric '{metric}'; choose one of {', '.join(SELECTION_METRICS)}")
     table = read_log(cache_dir, runs_dir=runs_dir)
-    if sort not in table.columns:
-        raise FeatxError(f"cannot sort runs by '{sort}'; choose one of {', '.join(COLUMNS)}")
+    cv = table[f"cv_{metric}_mean"]
+    table["selected_by"] = table["cv"].where(cv.notna(), "val")
+    table["selection_score"] = cv.where(cv.notna(), table[f"val_{metric}"]).astype(float)
+    if sort is not None and sort not in table.columns:
+        raise FeatxError(f"cannot sort runs by '{sort}'; choose one of {', '.join(table.columns)}")
     for column, wanted in (("classifier", clf), ("backbone", backbone)):
         if wanted:
             table = table[table[column].isin([w.strip() for w in wanted.split(",")])]
     if layers:
         table = table[table["layers"].str.contains(layers, regex=False) | table["layer_names"].str.contains(layers, regex=False)]
-    table = table.sort_values(sort, ascending=sort.endswith("_seconds"), kind="stable", na_position="last")
+    by = sort or "selection_score"
+    table = table.sort_values(by, ascending=by.endswith("_seconds"), kind="stable", na_position="last")
     labels = data_labels(_cache(cache_dir, runs_dir))  # a combined run's key joins its entries' keys with "+"
     table = table.assign(data=table["cache_key"].map(
         lambda key: " + ".join(labels.get(part, "(entry not in this cache)") for part in str(key).split("+"))))
-    return table.head(top).reset_index(drop=True) if top else table.reset_index(drop=True)
+    table = table.head(top).reset_index(drop=True) if top else table.reset_index(drop=True)
+    table.attrs["order"] = _order_note(table, sort, metric)
+    return table
+
+
+def _order_note(table: pd.DataFrame, sort: str | None, metric: str) -> str:
+    if sort is None:
+        n_cv = int((table["selected_by"] != "val").sum())
+        return (f"best first by {metric}: the CV mean for the {n_cv} run(s) that have one, else val "
+                "(selection score; never test)")
+    note = f"ordered by {sort}"
+    return note + (": a test score, for reporting; choose models by their selection score (the default order)"
+                   if sort.startswith("test_") else "")
 
 
 def format_runs(table: pd.DataFrame) -> str:
-    """The DISPLAY columns as a text table (long layer lists cut), for the CLI and pipeline summaries."""
+    """The DISPLAY columns as a text table (long layer lists cut), for the CLI and pipeline summaries, with the
+    line saying how the table is ordered."""
     if table.empty:
         return "no runs yet; run `featx fit` or `featx compare`"
     layers = table["layers"].where(table["layers"].str.len() <= 40, table["layers"].str.slice(0, 37) + "...")
-    return table[list(DISPLAY)].assign(layers=layers).to_string(index=False)
+    shown = table[[c for c in DISPLAY if c in table.columns]].assign(layers=layers).to_string(index=False)
+    return shown + (f"\n{table.attrs['order']}" if "order" in table.attrs else "")
 
 
 def find_run(run_id: str, cache_dir=None, *, runs_dir=None) -> pd.Series:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,10 +25,12 @@ from joblib import Parallel, delayed
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.pipeline import Pipeline
 
-from featx.cache.store import open_entry
+from featx.cache.store import Cache
 from featx.classifiers import make_classifier, make_pipeline
+from featx.distributed import joblib_backend
 from featx.errors import FeatxError
-from featx.experiments.runs import new_run_id, reports_dir
+from featx.experiments.fit import FitSpec, Scores, record_run, with_class_weight
+from featx.experiments.runs import new_run_id, prepare_log, writable_folder
 from featx.experiments.selection import (
     METRICS,
     SELECTION_SPLITS,
@@ -44,6 +47,7 @@ from featx.experiments.selection import (
 )
 from featx.features.load import load
 from featx.features.transforms import build_feature_pipeline
+from featx.reports import evaluate
 from featx.reports.selection_plots import plot_search_curve
 
 
@@ -90,35 +94,85 @@ class TuneResult:
     test: dict | None  # score() of the refit on the test rows; None when there are none
     pipeline: Pipeline  # refit on train+val with best_params
     seconds: float
+    folds: Folds | None = None  # the selection splits
+    selection_scores: dict = field(default_factory=dict)  # summarize() of the best point on them
+    run_id: str | None = None  # the logged refit, when tune_cache recorded it
+
+    def selection_columns(self) -> dict:
+        """The runs-log columns of the score this model was selected by: the CV mean and CI of every metric,
+        or (selected on val) the val scores of the best point, fitted on train."""
+        if self.selection == "val":
+            return {f"val_{m}": round(self.selection_scores[f"{m}_mean"], 4) for m in METRICS}
+        return {"cv": self.selection, "cv_folds": self.folds.fingerprint()[:16],
+                **{f"cv_{k}": round(v, 4) for k, v in self.selection_scores.items()}}
+
+    def line(self) -> str:
+        """"<run_id> <clf> <params> <metric> <score> [± ci] on <selection>; <verdict vs defaults>; test acc X"."""
+        ci = self.selection_scores[f"{self.metric}_ci95"]
+        params = {k: v for k, v in self.best_params.items() if k in self.curve.columns}
+        return (f"{self.run_id or '-'} {self.classifier} {_label(params)} {self.metric} "
+                f"{self.selection_scores[f'{self.metric}_mean']:.3f}" + ("" if np.isnan(ci) else f" ± {ci:.3f}")
+                + f" on {self.selection}; {self.versus_default.verdict}"
+                + (f"; test acc {self.test['accuracy']:.3f} {self.metric} {self.test[self.metric]:.3f}"
+                   if self.test else "; no test rows"))
 
 
-def tune_cache(cache=None, layers=None, classifiers=("logreg",), cv: int | None = None, cv_repeats: int = 1,
-               metric: str | None = None, params: dict | None = None, seed: int = 0, n_jobs: int | None = 1,
-               cache_dir=None, log=print, **transforms) -> list[TuneResult]:
-    """tune each of `classifiers` on `layers` of a cache entry; saves each search curve as CSV and PNG.
+def selected_line(results: list[TuneResult]) -> str:
+    """"selected: ..." for the tuned classifier with the best selection score (never the best test score)."""
+    best = max(results, key=lambda r: r.selection_scores[f"{r.metric}_mean"])
+    return f"selected: {best.line()}"
+
+
+def tune_cache(cache=None, *, layers=None, classifiers=("logreg",), cv: int | None = None, cv_repeats: int = 1,
+               metric: str | None = None, params: dict | None = None, class_weight: str | None = None, seed: int = 0,
+               n_jobs: int | None = 1, cache_dir=None, runs_dir=None, cluster=None, cluster_config=None, log=print,
+               **transforms) -> list[TuneResult]:
+    """tune each of `classifiers` on `layers` of a cache entry, log each refit as a run, save each search curve.
 
     cv : K for selection by repeated stratified K-fold (cv_repeats times) over train+val; None = on val.
     The folds are made once, so every classifier is selected on the same (paired) splits.
-    Writes <cache_dir>/reports/tune-<id>/<clf>_curve.csv and <clf>_curve.png; the results carry the
-    refit pipelines (not saved here: the runs log records runs).
+    class_weight : "balanced" for every classifier (each must have class_weight).
+    cluster : run the selection splits on Dask workers (as compare's cluster; cluster_config its options).
+    Each refit (train+val) is recorded like a fit (runs_dir as in fit), with the score it was selected by:
+    cv_* columns, or with selection on val the val_* scores of the best point fitted on train; its test
+    scores are the one test evaluation. Writes <reports>/tune-<id>/<clf>_curve.csv and <clf>_curve.png.
+    selected_line(results) names the best of them by selection score.
     """
-    entry = open_entry(cache, cache_dir)
-    X, y, meta = load(entry, layers)
+    names = [c.strip() for c in classifiers.split(",")] if isinstance(classifiers, str) else list(classifiers)
+    params = with_class_weight(params or {}, names, class_weight)
+    entry = Cache(cache_dir, runs_dir=runs_dir).open(cache)
+    prepare_log(entry.cache)
+    X, y, meta = load(entry, layers=layers)
     split = meta["split"].to_numpy()
     folds = make_folds(y, split, cv, cv_repeats, seed) if cv else None
-    names = [c.strip() for c in classifiers.split(",")] if isinstance(classifiers, str) else list(classifiers)
-    folder = reports_dir(entry.path.parent) / f"tune-{new_run_id()}"
+    folder = writable_folder(entry.cache.reports_dir, "reports") / f"tune-{new_run_id()}"
+    backend = nullcontext() if cluster is None else joblib_backend(cluster, scatter=[X], config=cluster_config)
     results = []
-    for clf in names:
-        result = tune(X, y, split, clf, metric, folds, transforms, params, seed=seed, n_jobs=n_jobs, log=log)
-        metric = result.metric  # the default metric is decided (and printed) once
-        folder.mkdir(parents=True, exist_ok=True)
-        result.curve.to_csv(folder / f"{clf}_curve.csv", index=False)
-        plot_search_curve(result.curve, folder / f"{clf}_curve.png", result.searched, result.metric,
-                          title=f"{clf}: {result.metric} on {result.selection}")
-        results.append(result)
+    with backend:
+        for clf in names:
+            result = tune(X, y, split, clf, metric, folds, transforms, params, seed=seed,
+                          n_jobs=-1 if cluster is not None else n_jobs, log=log)
+            metric = result.metric  # the default metric is decided (and printed) once
+            folder.mkdir(parents=True, exist_ok=True)
+            result.curve.to_csv(folder / f"{clf}_curve.csv", index=False)
+            plot_search_curve(result.curve, folder / f"{clf}_curve.png", result.searched, result.metric,
+                              title=f"{clf}: {result.metric} on {result.selection}")
+            _record(entry, X, y, split, meta.attrs["selection"], result, transforms, seed, log)
+            results.append(result)
     log(f"saved search curves in {folder}")
     return results
+
+
+def _record(entry, X, y, split, selection, result: TuneResult, transforms, seed, log) -> None:
+    """Log the refit as a run: the model, its one test evaluation, the score it was selected by."""
+    spec = FitSpec(classifier=result.classifier, params=result.best_params, transforms=transforms, seed=seed, n_jobs=1)
+    test = split == "test"
+    began = time.perf_counter()
+    metrics = {"test": evaluate(y[test], result.pipeline.predict(X[test]), entry.class_names)} if test.any() else {}
+    scores = Scores(result.pipeline, metrics, int(np.isin(split, SELECTION_SPLITS).sum()), X.shape[1],
+                    result.seconds, time.perf_counter() - began)
+    result.run_id = record_run(entry, spec, scores, selection=selection, log=log, plots=False,
+                               cv=result.selection_columns()).run_id
 
 
 def tune(X, y, split, clf: str, metric: str | None = None, folds: Folds | None = None, transforms: dict | None = None,
@@ -168,7 +222,7 @@ def tune(X, y, split, clf: str, metric: str | None = None, folds: Folds | None =
         f"{metric} {curve.loc[curve['best'], metric].iloc[0]:.3f}; {versus.verdict}"
         + (f"; test {metric} {scores[metric]:.3f}" if scores else ""))
     return TuneResult(clf, tuple(search.grid), metric, folds.label, curve, best_params, versus, scores, pipeline,
-                      seconds)
+                      seconds, folds, summarize(_as_cv(tried, best, folds)))
 
 
 @dataclass

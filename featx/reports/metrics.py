@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
-from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, classification_report, confusion_matrix, f1_score
 
 
 def evaluate(y_true, y_pred, class_names):
@@ -15,7 +15,7 @@ def evaluate(y_true, y_pred, class_names):
     Every class in class_names is scored even when a split lacks it, so shapes match across
     splits; such a class counts as F1 0 in f1_macro (as in report's "macro avg").
 
-    Returns dict with accuracy, f1_weighted, f1_macro (floats), report (the output_dict of
+    Returns dict with accuracy, balanced_accuracy, f1_weighted, f1_macro (floats), report (the output_dict of
     sklearn's classification_report) and confusion (DataFrame of shape
     (n_classes, n_classes), rows = true class, columns = predicted class).
     """
@@ -23,6 +23,7 @@ def evaluate(y_true, y_pred, class_names):
     confusion = confusion_matrix(y_true, y_pred, labels=labels)
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
         "f1_weighted": _f1(y_true, y_pred, labels, "weighted"),
         "f1_macro": _f1(y_true, y_pred, labels, "macro"),
         "report": classification_report(
