@@ -63,3 +63,19 @@ def test_drawing_reports_chooses_no_matplotlib_backend(tmp_path):
     assert done.stdout.split() == ["None", "None", "[]"], done.stdout
     for name in ("c", "bars", "t"):
         assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow  # trains a small Keras head twice: about 10 s
+def test_dense_head_is_reproducible_and_leaves_global_rngs_alone(digits):
+    from featx.classifiers.dense import DenseHeadClassifier
+
+    X, y, _ = digits
+    seed_everything(123)
+    expected = draws()
+    seed_everything(123)
+    first = DenseHeadClassifier(hidden=(16,), epochs=3, dropout=0.2, random_state=0).fit(X[:300], y[:300])
+    assert draws() == expected  # Python, NumPy and TensorFlow streams continue as if nothing was trained
+    random.seed(7)  # a different caller state must not change the fit
+    np.random.seed(7)
+    second = DenseHeadClassifier(hidden=(16,), epochs=3, dropout=0.2, random_state=0).fit(X[:300], y[:300])
+    np.testing.assert_array_equal(first.predict_proba(X[300:400]), second.predict_proba(X[300:400]))

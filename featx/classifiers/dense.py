@@ -129,18 +129,18 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
         X, y = validate_data(self, X, y, dtype=np.float32)
         check_classification_targets(y)
         self.classes_, y_encoded = np.unique(y, return_inverse=True)
-        if self.random_state is not None:
-            keras.utils.set_random_seed(self.random_state)
         X_train, X_val, y_train, y_val = self._split(X, y_encoded, X_val, y_val)
 
+        # Every random draw is seeded here, at the op: initializers, dropout and the per-epoch shuffle of a
+        # dataset built here. keras.utils.set_random_seed would reseed Python, NumPy and TensorFlow for the
+        # whole process (tests/test_process_state.py).
         self.model_ = self._build(len(self.classes_))
         keep_best = _KeepBest(self.patience)
         history = self.model_.fit(
-            X_train,
-            y_train,
+            self._batches(X_train, y_train),
             validation_data=(X_val, y_val),
             epochs=self.epochs,
-            batch_size=self.batch_size,
+            shuffle=False,  # the dataset reshuffles itself, seeded
             callbacks=[keep_best],
             verbose=self.verbose,
         )
@@ -190,21 +190,34 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
                 f"({error}); pass X_val and y_val to fit or use more samples per class."
             ) from None
 
+    def _batches(self, X, y):
+        """Minibatches reshuffled every epoch by a seeded shuffle op (no global seed is read or changed)."""
+        import tensorflow as tf
+
+        data = tf.data.Dataset.from_tensor_slices((X, y))
+        return data.shuffle(len(y), seed=self.random_state, reshuffle_each_iteration=True).batch(self.batch_size)
+
+    def _initializer(self, layer: int):
+        """Glorot-uniform kernels (Keras's default) seeded per layer from random_state."""
+        seed = None if self.random_state is None else self.random_state + layer
+        return keras.initializers.GlorotUniform(seed=seed)
+
     def _build(self, n_classes):
         """Compiled MLP: [Dense, (BatchNorm), activation, (Dropout)] per hidden layer, softmax."""
         regularizer = keras.regularizers.L2(self.l2) if self.l2 else None
         hidden = (self.hidden,) if isinstance(self.hidden, Integral) else tuple(self.hidden)
         inputs = keras.Input(shape=(self.n_features_in_,))
         x = inputs
-        for units in hidden:
-            x = keras.layers.Dense(units, kernel_regularizer=regularizer)(x)
+        for layer, units in enumerate(hidden):
+            x = keras.layers.Dense(units, kernel_initializer=self._initializer(layer), kernel_regularizer=regularizer)(x)
             if self.batch_norm:
                 x = keras.layers.BatchNormalization()(x)
             x = keras.layers.Activation(self.activation)(x)
             if self.dropout:
                 x = keras.layers.Dropout(self.dropout, seed=self.random_state)(x)
         outputs = keras.layers.Dense(
-            n_classes, activation="softmax", kernel_regularizer=regularizer
+            n_classes, activation="softmax", kernel_initializer=self._initializer(len(hidden)),
+            kernel_regularizer=regularizer
         )(x)
         model = keras.Model(inputs, outputs)
         model.compile(
