@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+from contextlib import ExitStack
 from pathlib import Path
 
 from featx.cache.atomic import fsync_dir
@@ -14,17 +15,31 @@ from featx.errors import RunFailed
 
 def remove_entry(folder: Path) -> None:
     """Delete the entry in `folder` under its write lock (a running extract makes this a one-line error
-    naming it); an entry whose index is unreadable can be removed too.
+    naming it); an entry whose index is unreadable can be removed too."""
+    remove_entries([folder])
 
-    The folder is first renamed to a staging name (`.new-rm-<name>-<pid>@<host>`), so readers see it whole
+
+def remove_entries(folders: list[Path], before=None) -> None:
+    """Delete entries once every one's write lock is held: a locked entry stops all of them, and `before`
+    (called with every lock held: `featx rm` deletes its runs there) runs only if nothing is locked.
+
+    Each folder is first renamed to a staging name (`.new-rm-<name>-<pid>@<host>`), so readers see it whole
     or not at all, and a removal killed midway is finished by the next extract's debris cleanup.
     """
-    folder = Path(folder)
-    trash = folder.parent / f".new-rm-{folder.name}-{os.getpid()}@{socket.gethostname()}"
-    with EntryLock(folder):
-        try:
-            os.rename(folder, trash)
-            fsync_dir(folder.parent)
-        except OSError as exc:
-            raise RunFailed(f"cannot remove {folder} ({exc.strerror or exc}); check the folder's permissions") from None
-    shutil.rmtree(trash, ignore_errors=True)
+    folders = [Path(f) for f in folders]
+    trash = []
+    with ExitStack() as locks:
+        for folder in folders:
+            locks.enter_context(EntryLock(folder))
+        if before is not None:
+            before()
+        for folder in folders:
+            staging = folder.parent / f".new-rm-{folder.name}-{os.getpid()}@{socket.gethostname()}"
+            try:
+                os.rename(folder, staging)
+                fsync_dir(folder.parent)
+            except OSError as exc:
+                raise RunFailed(f"cannot remove {folder} ({exc.strerror or exc}); check the folder's permissions") from None
+            trash.append(staging)
+    for staging in trash:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
 
-from featx.cache.remove import remove_entry
+from featx.cache.remove import remove_entries
 from featx.cache.store import Cache
 from featx.errors import FeatxError, RunFailed
 from featx.experiments.runs import delete_runs, read_log
 
 
 def rm(targets: list[str], *, cache_dir=None, runs_dir=None, log=print) -> None:
-    """Remove runs (by id or unique prefix: log row, model and reports folder) and cache entries (by name,
-    key prefix or folder). Every target is resolved before anything is deleted; runs of a removed entry stay
+    """Remove runs (by id or unique prefix: log row and run folder) and cache entries (by name,
+    key prefix or folder). Every target is resolved, and every entry's lock taken, before anything is deleted; runs of a removed entry stay
     logged (their data column then says the entry is gone)."""
     table, cache = read_log(cache_dir, runs_dir=runs_dir), Cache(cache_dir)
     run_ids, folders = [], []
@@ -30,11 +31,10 @@ def rm(targets: list[str], *, cache_dir=None, runs_dir=None, log=print) -> None:
         except FeatxError:
             raise FeatxError(f"'{target}' is neither a logged run (see `featx runs`) nor a cache entry in "
                              f"'{cache.root}' (see `featx ls`); nothing was removed") from None
-    _delete_runs(run_ids, cache_dir, runs_dir)
+    remove_entries(folders, before=lambda: _delete_runs(run_ids, cache_dir, runs_dir))  # locks first: all or none
     for run_id in run_ids:
         log(f"removed run {run_id}")
     for folder in folders:
-        remove_entry(folder)
         log(f"removed cache entry {folder.name}")
 
 
@@ -54,9 +54,11 @@ def prune(keep_best: int, *, metric: str = "val_accuracy", cache_dir=None, runs_
     reports = [folder for folder in sorted(Cache(cache_dir, runs_dir=runs_dir).reports_dir.glob("compare-*"))
                if not kept & _report_runs(folder)]
     for folder in reports:
-        for path in folder.iterdir():
-            path.unlink()
-        folder.rmdir()
+        try:
+            shutil.rmtree(folder)
+        except OSError as exc:
+            raise RunFailed(f"removing report {folder} failed ({exc.strerror or exc}); the runs are removed, "
+                            "remove that folder by hand") from None
     log(f"removed {len(doomed)} run(s) and {len(reports)} compare report(s); kept the {keep_best} best by {metric} "
         f"of each cache entry ({len(kept)} run(s))")
     return doomed
