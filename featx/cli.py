@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None,
                    help="folder of class subfolders, CSV manifest (path,label[,split]) or built-in 'elpv' (default, with a note)")
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"backbone name or .keras/.h5 file (default {DEFAULT_BACKBONE})")
-    p.add_argument("--layers", default="blocks", help="comma-separated layer names and groups all, blocks, fc (default blocks)")
+    p.add_argument("--layers", default="blocks", help="comma-separated layer names and groups all, blocks, final, fc (default blocks)")
     _add_backbone_options(p, weights_default="imagenet")
     p.add_argument("--dtype", default="float32", choices=("float32", "float16"), help="stored feature dtype")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
@@ -189,7 +189,10 @@ def _add_backbone_options(p: argparse.ArgumentParser, weights_default: str) -> N
     p.add_argument("--pool", default="avg", choices=POOLS, help="spatial pooling of conv outputs, part of the cache "
                    "key: " + "; ".join(f"{k}: {v}" for k, v in POOLS.items()) + " (default avg)")
     p.add_argument("--input-size", type=int, default=None, help="square input size (default: the backbone's own)")
-    p.add_argument("--preprocess", default=None, help="preprocessing for a saved model: none, unit, tf or a keras.applications module")
+    from featx.backbones import SAVED_MODEL_PREPROCESSING
+
+    p.add_argument("--preprocess", default=None, help="preprocessing for a saved model (default: inferred from its layer "
+                                                      f"names): {', '.join(SAVED_MODEL_PREPROCESSING)}")
     p.add_argument("--unsafe", action="store_true", help="allow Lambda layers when loading a saved model (runs its code)")
 
 
@@ -375,10 +378,10 @@ def _add_experiment_commands(sub) -> None:
     p.add_argument("--cache", dest="caches", action="append", default=[], metavar="ENTRY",
                    help="another entry of the same images (repeatable): their features are concatenated, row-aligned "
                         "by image, e.g. --cache lite0-entry --cache lite2-entry, or one entry per --pool")
-    p.add_argument("--layers", default=None, help="layer names and groups (all, blocks, fc), comma-separated; "
+    p.add_argument("--layers", default=None, help="layer names and groups (all, blocks, final, fc), comma-separated; "
                                                   "concatenated in depth order (default: every cached layer)")
     _add_entry_pick(p)
-    _add_model_options(p, "rf, svm, linear-svm, logreg, knn or dense (default rf)")
+    _add_model_options(p, "rf, svm, linear-svm, logreg, knn, dense, or the baselines majority, stratified (default rf)")
     _add_selection_options(p, "also score it")
     p.add_argument("--n-jobs", type=int, default=-1, help="the classifier's parallel jobs, or the folds' with --cv "
                                                           "(default -1: all cores)")
@@ -390,7 +393,7 @@ def _add_experiment_commands(sub) -> None:
                                    "and a chart under <cache-dir>/reports/compare-<id>/; every fit is logged as a run.")
     _add_cache(p)
     p.add_argument("--layer-sets", nargs="+", required=True, metavar="SET",
-                   help="subsets: a layer, a group (all, blocks, fc), a comma list, or 'each' (every cached layer alone)")
+                   help="subsets: a layer, a group (all, blocks, final, fc), a comma list, or 'each' (every cached layer alone)")
     _add_entry_pick(p)
     _add_model_options(p, "comma-separated classifiers, e.g. rf,svm,logreg (default rf)")
     p.add_argument("--grid", type=_typed(parse_grid_item), action="append", default=[], metavar="KEY=V1,V2",

@@ -262,7 +262,7 @@ def extract(data: str, *, backbone: str = DEFAULT_BACKBONE, layers="blocks", poo
     with entry.lock(), _cache_write_errors(entry):
         entry = CacheEntry(entry.path, entry.cache)  # re-read under the lock: another run may have added layers
         entry.remove_debris()
-        if _split_changed(entry, images):
+        if entry.split_differs(images):
             entry.update_index(split_settings=images.split_settings, split=images.split)
             log(f"split updated to {images.split_settings}")
         passes, rate = [], None
@@ -288,14 +288,10 @@ def extract(data: str, *, backbone: str = DEFAULT_BACKBONE, layers="blocks", poo
     return ExtractResult(entry, computed, rate)
 
 
-def _split_changed(entry: CacheEntry, images) -> bool:
-    return images.split_settings != entry.split_settings or not np.array_equal(images.split, entry.split)
-
-
 def _has_work(entry: CacheEntry, names: list[str], images) -> bool:
     """Whether extract would write anything (a layer, a pending pass, a new split); re-checked under the lock."""
     cached = set(entry.layers)
-    if _split_changed(entry, images) or any(n not in cached for n in names):
+    if entry.split_differs(images) or any(n not in cached for n in names):
         return True
     try:
         return PassLog.summary(entry) is not None

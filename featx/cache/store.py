@@ -429,6 +429,10 @@ class CacheEntry:
                 "split": {str(s): int(c) for s, c in zip(splits, counts)}, "split_settings": self.split_settings,
                 "classes": list(self.class_names), "layers": layers, "bad_files": self.errors}
 
+    def split_differs(self, images) -> bool:
+        """Whether an ImageSet's split (settings or rows) is not the one stored: extract then rewrites it."""
+        return images.split_settings != self.split_settings or not np.array_equal(images.split, self.split)
+
     @property
     def random_weights(self) -> bool:
         """Extracted with `--weights none`: its numbers say nothing about a pretrained backbone."""

@@ -14,13 +14,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 
 from featx.backbones.layers import LayerSelection, infos_from_metadata, layer_selection
 from featx.cache.key import cache_key
 from featx.cache.passlog import PassLog
 from featx.cache.store import Cache, CacheEntry
-from featx.errors import FeatxError, RunFailed
+from featx.errors import FeatxError
 
 
 def warm_entry(cache: Cache, backbone_args: dict, computed: dict, images, fingerprints: list[str],
@@ -38,7 +37,7 @@ def warm_entry(cache: Cache, backbone_args: dict, computed: dict, images, finger
             continue
         try:
             entry = CacheEntry(folder, cache)
-        except (FeatxError, RunFailed):
+        except FeatxError:  # RunFailed too
             continue
         selection = _serves(entry, backbone_args, computed, images, fingerprints, layers, files)
         if selection is not None:
@@ -54,12 +53,12 @@ def _serves(entry: CacheEntry, backbone_args, computed, images, fingerprints, la
         return None  # a model or weights file changed since: only rebuilding it tells its new weights hash
     if cache_key(settings, images.relpaths, fingerprints, images.labels) != entry.key:
         return None
-    if images.split_settings != entry.split_settings or not np.array_equal(images.split, entry.split):
+    if entry.split_differs(images):
         return None
     try:
         selection = layer_selection(infos_from_metadata(entry.layer_info), layers, model_name=settings["backbone"],
                                     pool=settings["pool"])
         cached = set(entry.layers)
         return selection if all(n in cached for n in selection.names) and PassLog.summary(entry) is None else None
-    except (FeatxError, RunFailed):
+    except FeatxError:  # RunFailed too
         return None

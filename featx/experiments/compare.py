@@ -67,7 +67,7 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
             **transforms) -> CompareResult:
     """Fit every (layer subset, classifier, grid point) and the baselines; tabulate them best first.
 
-    layer_sets : subsets, each a layer name, group (all, blocks, fc), comma list of them, or "each" (every
+    layer_sets : subsets, each a layer name, group (all, blocks, final, fc), comma list of them, or "each" (every
         cached layer alone, with its depth index, for a per-depth accuracy curve).
     classifiers : names (or one comma string), e.g. "rf,svm,logreg".
     grid : {param: [values]}; params : fixed parameters. Each goes only to the classifiers that have

@@ -123,7 +123,7 @@ def fit(cache=None, *, layers=None, clf: str = "rf", params: dict | None = None,
 
     cache : an entry, or a list of entries of the same images whose features are concatenated (see
         featx.features.load.load_combined); the run is logged in the first entry's cache folder.
-    layers : names and groups (all, blocks, fc), or a LayerSelection, concatenated in the backbone's depth order
+    layers : names and groups (all, blocks, final, fc), or a LayerSelection, concatenated in the backbone's depth order
         whatever order they are named in; None = every cached layer.
     params, seed, n_jobs, transforms : as FitSpec's params, seed, n_jobs and transforms (standardize,
         discretize ("fne" | "kbins"), pca, kbins, fne_low, fne_high; fitted on the train split only).
