@@ -68,12 +68,15 @@ def test_fne_maps_to_three_values_with_train_statistics_only(elpv_cache):
 
 
 def test_dense_head_learns_keeps_best_epoch_and_round_trips(elpv_cache):
-    result = fit(cache_dir=elpv_cache, layers="top_activation", clf="dense", standardize=True,
+    # seed 1: a run whose best val epoch is neither the first nor the last, so keeping it is visible (on this
+    # 37-image val split some seeds never beat their first epoch's val accuracy while the train loss falls)
+    result = fit(cache_dir=elpv_cache, layers="top_activation", clf="dense", standardize=True, seed=1,
                  params={"hidden": (64,), "epochs": 30, "lr": 0.01, "momentum": 0.9}, **QUIET)
     head = result.pipeline[-1]
     history = pd.read_csv(result.folder / "history.csv")
     assert len(history) == 30 and (result.folder / "learning_curves.png").is_file()
-    assert history["val_accuracy"].max() > history["val_accuracy"].iloc[0]  # learned from the first epoch
+    assert history["loss"].iloc[-1] < history["loss"].iloc[0] / 10  # it learns
+    assert history["val_accuracy"].max() > history["val_accuracy"].iloc[0]  # and generalizes beyond epoch 1
     assert head.best_epoch_ == history["val_accuracy"].idxmax() + 1 < 30  # not simply the last epoch
     assert result.metrics["val"]["accuracy"] == pytest.approx(history["val_accuracy"].max())  # best weights restored
     model, _ = load_model(result.run_id, elpv_cache)

@@ -38,21 +38,21 @@ def test_warm_pipeline_reuses_logged_fits_and_refit_fits_again(tmp_path, capsys)
     command = ["run", str(tmp_path / "p.toml"), "--cache-dir", str(tmp_path / "cache")]
     assert main(command) == 0
     first = read_log(tmp_path / "cache")
-    assert len(first) == 5
+    assert len(first) == 5 + 2  # the compare step's baseline rows too
     capsys.readouterr()
 
     assert main(command) == 0
     out = capsys.readouterr().out
-    assert len(read_log(tmp_path / "cache")) == 5  # nothing appended
-    assert "reused 1 logged run(s)" in out and "reused 4 logged run(s)" in out
+    assert len(read_log(tmp_path / "cache")) == 5 + 2  # nothing appended
+    assert "reused 1 logged run(s)" in out and "reused 6 logged run(s)" in out
     assert "-final-max40.png (`featx run --refit` draws it again)" in out
     assert all(run_id in out for run_id in first["run_id"])  # the summary table lists the reused runs
 
     (tmp_path / "p.toml").write_text(PIPELINE.replace("n_estimators = 10", "n_estimators = 11"))
     assert main(command) == 0
     out = capsys.readouterr().out
-    # the fit step is reused; the compare step has one changed fit, so it runs whole (4 new rows)
-    assert len(read_log(tmp_path / "cache")) == 9 and "reused 1 logged run(s)" in out and "reused 4" not in out
+    # the fit step is reused; the compare step has one changed fit, so it runs whole (4 + 2 baseline rows)
+    assert len(read_log(tmp_path / "cache")) == 13 and "reused 1 logged run(s)" in out and "reused 6" not in out
 
     assert main([*command, "--refit"]) == 0
-    assert len(read_log(tmp_path / "cache")) == 14
+    assert len(read_log(tmp_path / "cache")) == 13 + 1 + 6

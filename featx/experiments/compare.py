@@ -126,7 +126,7 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
     best_line = _best_line(table, results, metric, score, split)
     folder = reports / f"compare-{new_run_id()}"
     folder.mkdir(parents=True)
-    table.to_csv(folder / "results.csv", index=False)
+    table.drop(columns="model").to_csv(folder / "results.csv", index=False)  # model = classifier + grid params
     plot = plot_layer_scores(table, folder / "layer_comparison.png", mean=score, ci=f"cv_{metric}_ci95" if cv else None,
                              hue="model", baselines=BASELINES,
                              title=f"{metric} by layer subset ({folds.label}, 95% CI)" if cv else f"{metric} on val")

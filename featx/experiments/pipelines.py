@@ -26,9 +26,10 @@ from pathlib import Path
 import pandas as pd
 
 from featx.cache.store import CacheEntry
+from featx.classifiers import BASELINES
 from featx.errors import FeatxError
 from featx.experiments.compare import _expand_subsets, compare, fit_specs
-from featx.experiments.fit import FitSpec, fit
+from featx.experiments.fit import FitSpec, fit, with_class_weight
 from featx.experiments.reuse import logged_runs
 from featx.experiments.runs import format_runs, read_log, runs
 from featx.experiments.tsne import tsne, tsne_path
@@ -99,8 +100,9 @@ def run_pipeline(path, *, data=None, cache_dir=None, refit: bool = False, log=pr
         log(f"--- step {number}/{len(spec['steps'])}: {kind}")
         if kind == "fit":
             options = {"layers": layers, **options}
+        cv = f"cv{options['cv']}x{options.get('cv_repeats', 1)}" if options.get("cv") else None
         reused = None if refit or kind == "tsne" else logged_runs(read_log(entry.cache), entry.key,
-                                                                  _step_jobs(entry, kind, options))
+                                                                  _step_jobs(entry, kind, options), cv)
         if reused is not None:
             log(f"reused {len(reused)} logged run(s) with the same entry, layers, classifier, parameters, transforms "
                 f"and seed: {', '.join(reused)} (`featx run --refit` fits them again)")
@@ -130,14 +132,19 @@ def _step_jobs(entry: CacheEntry, kind: str, options: dict) -> list[tuple[list[s
     """(layer names, FitSpec) of every fit a fit or compare step would make, as fit and compare build them."""
     transforms = {k: options[k] for k in TRANSFORM_KEYS if k in options}
     if kind == "fit":
-        spec = FitSpec(classifier=options.get("clf", "rf"), params=options.get("params") or {}, transforms=transforms,
-                       seed=options.get("seed", 0))
+        clf = options.get("clf", "rf")
+        params = with_class_weight(options.get("params") or {}, [clf], options.get("class_weight"))
+        spec = FitSpec(classifier=clf, params=params, transforms=transforms, seed=options.get("seed", 0))
         return [(list(select_cached(entry, options["layers"]).names), spec)]
-    specs = fit_specs(options.get("classifiers", ("rf",)), options.get("grid") or {}, options.get("params") or {},
-                      transforms, options.get("seed", 0), 1)
+    classifiers = options.get("classifiers", ("rf",))
+    names = [c.strip() for c in classifiers.split(",")] if isinstance(classifiers, str) else list(classifiers)
+    params = with_class_weight(options.get("params") or {}, names, options.get("class_weight"))
+    specs = fit_specs(names, options.get("grid") or {}, params, transforms, options.get("seed", 0), 1)
     layer_sets = options.get("layer_sets", ("blocks",))
     subsets = _expand_subsets(entry, [layer_sets] if isinstance(layer_sets, str) else layer_sets)
-    return [(list(selection.names), spec) for selection, _ in subsets for spec in specs]
+    baselines = [FitSpec(classifier=b, seed=options.get("seed", 0)) for b in BASELINES if b not in names]
+    return ([(list(selection.names), spec) for selection, _ in subsets for spec in specs]
+            + [(list(subsets[0][0].names), spec) for spec in baselines])  # compare's baseline rows
 
 
 def _keywords(function, exclude=()) -> tuple[str, ...]:

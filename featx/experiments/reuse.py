@@ -12,10 +12,13 @@ import pandas as pd
 from featx.experiments.fit import FitSpec
 
 
-def logged_runs(table: pd.DataFrame, key: str, jobs: list[tuple[list[str], FitSpec]]) -> list[str] | None:
+def logged_runs(table: pd.DataFrame, key: str, jobs: list[tuple[list[str], FitSpec]],
+                cv: str | None = None) -> list[str] | None:
     """The run ids logged for every (layer names, spec) of `jobs` on the entry with cache key `key`, in job
-    order (the most recent one where a fit was logged twice); None as soon as one job has no logged run."""
+    order (the most recent one where a fit was logged twice); None as soon as one job has no logged run.
+    cv : the cross-validation the step asks for ("cv5x1"), which a logged run must have (None: none)."""
     same_entry = table[table["cache_key"] == key]
+    same_entry = same_entry[same_entry["cv"] == cv] if cv else same_entry[same_entry["cv"].isna()]
     found = []
     for names, spec in jobs:
         rows = same_entry[(same_entry["layer_names"] == ",".join(names)) & (same_entry["classifier"] == spec.classifier)
