@@ -376,14 +376,19 @@ def _run_pass(model, pass_log: PassLog, paths: list[str], pool: str, strict: boo
     try:
         for first, outputs, errors in extractor.batches(paths, start, pass_log.batch_size, on_event):
             if strict and errors:
-                row, reason = next(iter(errors.items()))
-                raise FeatxError(f"bad image '{paths[row]}': {reason} (--strict); fix or remove it, or drop --strict")
+                raise _strict_error(paths, errors)
             writer.put(outputs, errors)
             bar.update(len(next(iter(outputs.values()))))
     finally:
         bar.close()
         writer.close()
     return (len(paths) - start) / (time.perf_counter() - began)
+
+
+def _strict_error(paths: list[str], errors: dict[int, str]) -> FeatxError:
+    """--strict: the first bad image (lowest row) of a batch or shard stops the run, naming it."""
+    row = min(errors)
+    return FeatxError(f"bad image '{paths[row]}': {errors[row]} (--strict); fix or remove it, or drop --strict")
 
 
 SHARD_IMAGES = 256  # at most this many images per Dask task: results held by the client stay small
@@ -411,8 +416,7 @@ def _run_pass_sharded(client, backbone_args: tuple, model, pass_log: PassLog, pa
     try:
         for outputs, errors in distributed.ordered_results(client, extract_shard, shards):
             if strict and errors:
-                row, reason = min(errors.items())
-                raise FeatxError(f"bad image '{paths[row]}': {reason} (--strict); fix or remove it, or drop --strict")
+                raise _strict_error(paths, errors)
             pass_log.append(outputs, errors)
             bar.update(len(next(iter(outputs.values()))))
     finally:

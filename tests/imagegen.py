@@ -30,6 +30,19 @@ def elpv_images(n: int, n_classes: int = 4) -> list[tuple[str, str, int]]:
     return chosen
 
 
+def copy_elpv_images(root, n: int) -> list[tuple[str, str]]:
+    """Copy n real ELPV images (4 classes) into root/<class>/; returns (path relative to root, class name) rows."""
+    import shutil
+
+    rows = []
+    for i, (path, class_name, _) in enumerate(elpv_images(n)):
+        rel = f"{class_name}/{i:03d}_{os.path.basename(path)}"
+        (root / class_name).mkdir(exist_ok=True)
+        shutil.copyfile(path, root / rel)
+        rows.append((rel, class_name))
+    return rows
+
+
 def photo(name: str = "chelsea") -> np.ndarray:
     """A real RGB photo from scikit-image, uint8 of shape (h, w, 3)."""
     from skimage import data

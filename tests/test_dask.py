@@ -54,12 +54,7 @@ def user_lines(stderr: str) -> list[str]:
 def manifest(tmp_path_factory) -> Path:
     """A CSV manifest over real ELPV images of 4 classes with one truncated JPEG among them."""
     root = tmp_path_factory.mktemp("dask_data")
-    rows = []
-    for i, (path, class_name, _) in enumerate(imagegen.elpv_images(N_GOOD)):
-        rel = f"{class_name}/{i:03d}_{os.path.basename(path)}"
-        (root / class_name).mkdir(exist_ok=True)
-        shutil.copyfile(path, root / rel)
-        rows.append((rel, class_name))
+    rows = imagegen.copy_elpv_images(root, N_GOOD)
     imagegen.save_truncated_jpeg(root / "truncated.jpg", imagegen.photo())
     rows.insert(21, ("truncated.jpg", rows[2][1]))
     csv = root / "images.csv"

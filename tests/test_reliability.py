@@ -65,12 +65,7 @@ def extract_args(data: Path, cache_dir: Path, layers: str = BLOCKS) -> list[str]
 def manifest(tmp_path_factory) -> Path:
     """A CSV manifest over real ELPV images (4 classes), one truncated JPEG and one unicode/space file name."""
     root = tmp_path_factory.mktemp("kill_data")
-    rows = []
-    for i, (path, class_name, _) in enumerate(imagegen.elpv_images(N_GOOD)):
-        rel = f"{class_name}/{i:03d}_{os.path.basename(path)}"
-        (root / class_name).mkdir(exist_ok=True)
-        shutil.copyfile(path, root / rel)
-        rows.append((rel, class_name))
+    rows = imagegen.copy_elpv_images(root, N_GOOD)
     (root / "odd names").mkdir()
     imagegen.save_png(root / "odd names" / "çé 太陽 #1.png", imagegen.gray(3))
     rows.insert(17, ("odd names/çé 太陽 #1.png", rows[3][1]))
