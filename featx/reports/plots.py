@@ -26,7 +26,7 @@ COMBINED_LINESTYLES = ("--", ":", "-.")
 
 def plot_confusion(confusion_df, path, title):
     """Confusion matrix: colors are the share of each true class (readable when classes are
-    imbalanced), numbers are counts.
+    imbalanced), numbers are counts (and that share, up to 12 classes).
 
     confusion_df : DataFrame of shape (n_classes, n_classes), rows true, columns predicted
         (as returned by featx.reports.metrics.evaluate).
@@ -43,9 +43,11 @@ def plot_confusion(confusion_df, path, title):
     ax.set_xticklabels(confusion_df.columns, rotation=45, ha="right")
     ax.set_yticklabels(confusion_df.index)
     if n <= ANNOTATE_MAX_CLASSES:
+        fontsize = 13 if n <= 5 else 10 if n <= 12 else 7  # counts as large as the cells allow
         for (i, j), count in np.ndenumerate(counts):
             color = "white" if shares[i, j] > 0.5 else "black"
-            ax.text(j, i, count, ha="center", va="center", color=color, fontsize=8)
+            text = f"{count:,}\n{shares[i, j]:.0%}" if n <= 12 else f"{count:,}"  # the share: what the color says
+            ax.text(j, i, text, ha="center", va="center", color=color, fontsize=fontsize, linespacing=1.1)
     return _save(fig, path)
 
 
