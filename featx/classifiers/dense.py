@@ -136,11 +136,13 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
         # whole process (tests/test_process_state.py).
         self.model_ = self._build(len(self.classes_))
         keep_best = _KeepBest(self.patience)
+        batches, steps = self._batches(X_train, y_train)
         history = self.model_.fit(
-            self._batches(X_train, y_train),
+            batches,
+            steps_per_epoch=steps,
             validation_data=(X_val, y_val),
             epochs=self.epochs,
-            shuffle=False,  # the dataset reshuffles itself, seeded
+            shuffle=False,  # the batches come shuffled, from this estimator's own generator
             callbacks=[keep_best],
             verbose=self.verbose,
         )
@@ -191,11 +193,21 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
             ) from None
 
     def _batches(self, X, y):
-        """Minibatches reshuffled every epoch by a seeded shuffle op (no global seed is read or changed)."""
+        """(dataset of minibatches, batches per epoch), reshuffled every epoch by a NumPy generator seeded with
+        random_state: a tf.data shuffle op would also depend on TensorFlow's global seed."""
         import tensorflow as tf
 
-        data = tf.data.Dataset.from_tensor_slices((X, y))
-        return data.shuffle(len(y), seed=self.random_state, reshuffle_each_iteration=True).batch(self.batch_size)
+        rng, n, size = np.random.default_rng(self.random_state), len(y), self.batch_size
+
+        def minibatches():
+            while True:
+                order = rng.permutation(n)
+                for start in range(0, n, size):
+                    rows = order[start:start + size]
+                    yield X[rows], y[rows]
+
+        signature = (tf.TensorSpec((None, X.shape[1]), tf.float32), tf.TensorSpec((None,), tf.as_dtype(y.dtype)))
+        return tf.data.Dataset.from_generator(minibatches, output_signature=signature), -(-n // size)
 
     def _initializer(self, layer: int):
         """Glorot-uniform kernels (Keras's default) seeded per layer from random_state."""
