@@ -96,15 +96,19 @@ def loading(library, for_seconds=0.0):
     return ready
 
 
+SMALL_MODEL = ["layers", "mobilenet_v2", "--input-size", 96]
+BIG_MODEL = ["layers", "nasnet_large"]  # builds for 10+ s: still busy 4 s after TensorFlow loads, on a fast machine too
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("ready", [
-    imported("featx.runtime"),  # the console script's very first imports (featx itself)
-    imported("featx.cli"),  # parsing arguments
-    loading("libtensorflow_framework"),  # inside `import tensorflow`, its libraries loading
-    loading("libtensorflow_framework", for_seconds=4.0),  # later: importing Keras, building the model
+@pytest.mark.parametrize("args, ready", [
+    (SMALL_MODEL, imported("featx.runtime")),  # the console script's very first imports (featx itself)
+    (SMALL_MODEL, imported("featx.cli")),  # parsing arguments
+    (SMALL_MODEL, loading("libtensorflow_framework")),  # inside `import tensorflow`, its libraries loading
+    (BIG_MODEL, loading("libtensorflow_framework", for_seconds=4.0)),  # later: importing Keras, building the model
 ], ids=["featx_starting", "parsing", "tensorflow_import", "later"])
-def test_ctrl_c_at_any_instant_exits_130_in_one_line(ready):
-    rc, err = interrupted_at(["layers", "mobilenet_v2", "--input-size", 96], ready)
+def test_ctrl_c_at_any_instant_exits_130_in_one_line(args, ready):
+    rc, err = interrupted_at(args, ready)
     assert (rc, err) == (130, INTERRUPTED + "\n")
 
 
