@@ -57,3 +57,14 @@ class EntryLock:
             return f"pid {info['pid']} on {info['host']} since {since}"
         except (ValueError, KeyError):
             return "another process"
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process of this host with this pid exists (another user's counts: it may be writing)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

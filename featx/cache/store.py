@@ -34,7 +34,7 @@ import numpy as np
 
 from featx.cache.atomic import atomic_path, fsync_dir
 from featx.cache.key import cache_key
-from featx.cache.lock import EntryLock
+from featx.cache.lock import EntryLock, process_alive
 from featx.cache.manifest import FORMAT_VERSION, Digest, EntryManifest, check_version, digest_array
 from featx.errors import FeatxError, RunFailed
 from featx.sources.splits import SPLITS
@@ -501,13 +501,7 @@ def _reserve(path: Path, n_bytes: int) -> None:
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return False  # our own leftovers from an earlier, failed write
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return process_alive(pid)
 
 
 def _decode(value):

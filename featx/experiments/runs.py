@@ -42,6 +42,7 @@ import pandas as pd
 from featx.backbones.layers import LayerSelection
 from featx.cache.atomic import atomic_path, fsync_dir, fsync_file
 from featx.cache.pick import data_labels
+from featx.cache.lock import process_alive
 from featx.cache.store import Cache
 from featx.errors import FeatxError, RunFailed
 
@@ -282,18 +283,8 @@ def remove_debris(folder: Path) -> None:
     """Delete the staging folders of fits killed on this host (their pid is gone); never another host's."""
     for staging in folder.glob(f"{STAGING}*@{_HOST}"):
         pid = staging.name.rpartition("@")[0].rpartition("-")[2]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(staging, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
 
 
 def append_run(cache, row: dict, *, staged: StagedRun | None = None) -> None:
