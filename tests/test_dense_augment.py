@@ -97,7 +97,7 @@ def seed_everything(seed):
     tf.random.set_seed(seed)
 
 
-@pytest.mark.slow  # five small Keras fits: about 20 s on 2 busy cores
+@pytest.mark.slow  # five small Keras fits: 5-15 s on 2 busy cores
 def test_augmented_fits_differ_from_plain_are_reproducible_and_leave_global_rngs_alone(digits):
     X, y, _ = digits
     train, rest = slice(0, 600), slice(600, 900)
@@ -117,7 +117,6 @@ def test_augmented_fits_differ_from_plain_are_reproducible_and_leave_global_rngs
         assert not np.allclose(head.history_["loss"], plain.history_["loss"]), alone
 
 
-@pytest.mark.slow  # one Keras fit: about 8 s
 def test_validation_rows_are_never_augmented(digits):
     """Heavy MixUp and noise on training batches; the recorded val scores are exactly those of clean predictions."""
     X, y, split = digits
@@ -147,7 +146,7 @@ def lite0_cache(tmp_path_factory):
     return cache
 
 
-@pytest.mark.slow  # an extraction and four dense fits in real processes: about 60 s
+@pytest.mark.slow  # an extraction and three dense fits in real processes: about 30 s
 def test_cli_flags_and_pipeline_params_reach_the_dense_head(lite0_cache, tmp_path):
     from featx.experiments.runs import runs
 
