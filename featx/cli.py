@@ -212,8 +212,7 @@ CLASSIFIER_FLAGS = (  # --flag VALUE -> the classifier parameter of the same nam
     ("--epochs", "dense: maximum epochs (default 100); the best-val-accuracy epoch is kept"),
     ("--dense-batch-size", "dense: minibatch size (default 32); --batch-size is images per forward pass elsewhere"),
     ("--patience", "dense: stop after this many epochs without a better val accuracy"),
-    ("--mixup", "dense: MixUp alpha, each training minibatch blended with a shuffled copy, features and one-hot "
-                "labels (default 0: off)"),
+    ("--mixup", "dense: MixUp alpha on training minibatches, features and one-hot labels (default 0: off)"),
     ("--feature-noise", "dense: std of Gaussian noise added to the training features of each minibatch (default 0)"),
 )
 FLAG_PARAMS = {"dense_batch_size": "batch_size"}  # flag dest -> parameter, where the names differ

@@ -14,7 +14,7 @@ from featx.classifiers import make_classifier
 from featx.classifiers.dense import DenseHeadClassifier
 from featx.errors import FeatxError
 
-SMALL = dict(hidden=(16,), epochs=4, lr=0.05)
+SMALL = {"hidden": (16,), "epochs": 4, "lr": 0.05}
 
 
 def first_batches(head, X, targets, count=3):
@@ -111,7 +111,7 @@ def test_augmented_fits_differ_from_plain_are_reproducible_and_leave_global_rngs
     again = DenseHeadClassifier(**SMALL, mixup=0.3, feature_noise=0.05).fit(X[train], y[train])
     np.testing.assert_array_equal(mixed.predict_proba(X[rest]), again.predict_proba(X[rest]))
     assert mixed.history_.equals(again.history_)
-    for alone in (dict(mixup=0.3), dict(feature_noise=0.05)):
+    for alone in ({"mixup": 0.3}, {"feature_noise": 0.05}):
         head = DenseHeadClassifier(**SMALL, **alone).fit(X[train], y[train])
         assert not np.array_equal(head.model_.get_weights()[0], plain.model_.get_weights()[0]), alone
         assert not np.allclose(head.history_["loss"], plain.history_["loss"]), alone

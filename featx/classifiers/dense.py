@@ -147,8 +147,8 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
         X_train, X_val, y_train, y_val = self._split(X, y_encoded, X_val, y_val)
 
         # Every random draw is seeded here, at the op: initializers, dropout, and the per-epoch shuffle and
-        # augmentation of a dataset built here. keras.utils.set_random_seed would reseed Python, NumPy and TensorFlow for the
-        # whole process (tests/test_process_state.py).
+        # augmentation of a dataset built here. keras.utils.set_random_seed would reseed Python, NumPy and
+        # TensorFlow for the whole process (tests/test_process_state.py).
         self.model_ = self._build(len(self.classes_))
         keep_best = _KeepBest(self.patience)
         batches, steps = self._batches(X_train, y_train)
@@ -216,7 +216,8 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
         import tensorflow as tf
 
         targets = self._one_hot(y_encoded)
-        signature = (tf.TensorSpec((None, X.shape[1]), tf.float32), tf.TensorSpec((None, targets.shape[1]), tf.float32))
+        signature = (tf.TensorSpec((None, X.shape[1]), tf.float32),
+                     tf.TensorSpec((None, targets.shape[1]), tf.float32))
         return (tf.data.Dataset.from_generator(lambda: self._minibatches(X, targets), output_signature=signature),
                 -(-len(targets) // self.batch_size))
 
