@@ -37,3 +37,24 @@ def test_quick_benchmark_featx_beats_the_naive_baseline(tmp_path):
     # --quick's few images all fit in the prefetch window, so no steady state: the table must say so
     assert (steady["value"] or 0) > 0 or ("not measurable" in steady["metric"] and window < 2)
     assert all(row["value"] is not None and row["value"] > 0 for row in rows if row is not steady)
+
+
+VIEWS_BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_views.py"
+
+
+@pytest.mark.benchmark
+def test_quick_views_benchmark_reports_every_variant(tmp_path):
+    out = tmp_path / "views.json"
+    proc = subprocess.run([sys.executable, str(VIEWS_BENCH), "--quick", "--quiet", "--json", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"benchmark failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    rows = {row["variant"]: row for row in json.loads(out.read_text())["rows"]}
+    assert list(rows) == ["plain", "flip (train)", "flip + TTA", "d4 (train)", "d4 + TTA", "pool max", "pool avgmax",
+                          "pool gem", "pool pyramid", "lite1", "lite2"]
+    assert all(0 <= r[m] <= 1 for r in rows.values() for m in ("val_accuracy", "test_accuracy", "test_f1_macro"))
+    width = rows["plain"]["n_features"]
+    assert rows["pool avgmax"]["n_features"] == 2 * width and rows["pool pyramid"]["n_features"] == 5 * width
+    assert rows["d4 + TTA"]["views"].split(",")[0] == "id" and len(rows["d4 + TTA"]["views"].split(",")) == 8
+    # an extract time for every extraction; TTA rows reuse their views' entry (nothing extracted)
+    assert all(r["extract_s"] > 0 for name, r in rows.items() if "TTA" not in name)
+    assert rows["lite2"]["backbone"] == "efficientnet_lite2" and rows["pool gem"]["pool"] == "gem"

@@ -1,0 +1,124 @@
+#!/usr/bin/env python
+"""Beyond plain frozen features, on ELPV: plain vs views vs views+TTA vs each pooling vs Lite1/Lite2, one split, one run.
+
+    python benchmarks/bench_views.py                    # every ELPV image, 25% held out (about 30 minutes on 2 cores)
+    python benchmarks/bench_views.py --quick            # CI smoke: 120 images at 96 px (about 2 minutes)
+    python benchmarks/bench_views.py --images 800 --json out.json
+
+Every variant is extracted into a fresh cache folder by `featx.extract` (its wall time is the `extract_s`
+column; a row that adds views to an existing entry times only the views it adds, as a user would see) and
+classified with the same recipe: standardized features -> logistic regression, C chosen from a fixed grid by
+validation accuracy (never by test), then test scored once for the selected C. Rows:
+
+* plain: efficientnet_lite0, avg pooling, identity view only;
+* flip / d4 (train): trained on every view of the training images, val and test on the identity view;
+* flip / d4 + TTA: the same models, predicting the mean probability over an image's views;
+* max, avgmax, gem, pyramid: the other poolings, plain;
+* efficientnet_lite1 / efficientnet_lite2: their own input sizes (240, 260), avg, plain.
+
+Output: a table (printed; `--json PATH` writes it too) with columns variant, backbone, pool, views, tta,
+extract_s, n_features, C, val_accuracy, test_accuracy, test_f1_macro.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+GRID = (0.001, 0.003, 0.01, 0.03, 0.1)
+QUICK_GRID = (0.01, 0.1)
+SPLIT = (0.6, 0.15, 0.25)  # 25% held out, as in the ELPV paper's protocol; val selects, train+val = 75%
+POOLINGS = ("max", "avgmax", "gem", "pyramid")
+BIGGER = ("efficientnet_lite1", "efficientnet_lite2")
+COLUMNS = ("variant", "backbone", "pool", "views", "tta", "extract_s", "n_features", "C", "val_accuracy",
+           "test_accuracy", "test_f1_macro")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="120 images at 96 px, two C values: a CI smoke run")
+    parser.add_argument("--images", type=int, default=None, help="stratified subset of ELPV (default: all 2,624)")
+    parser.add_argument("--input-size", type=int, default=None, help="one input size for every backbone (default: each its own)")
+    parser.add_argument("--layers", default="final", help="layers to classify (default final)")
+    parser.add_argument("--cache-dir", default=None, help="cache folder (default: a temporary one, removed afterwards)")
+    parser.add_argument("--json", default=None, help="also write the table here")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.images, args.input_size = args.images or 120, args.input_size or 96
+    with tempfile.TemporaryDirectory(prefix="featx-bench-views-") as tmp:
+        rows = run(args, Path(args.cache_dir or tmp))
+    print(table(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"columns": COLUMNS, "rows": rows, "split": SPLIT, "images": args.images,
+                                               "layers": args.layers, "cpus": os.cpu_count()}, indent=1))
+    return 0
+
+
+def run(args, root: Path) -> list[dict]:
+    import featx
+    from featx.sources.views import parse_views
+
+    grid = QUICK_GRID if args.quick else GRID
+    common = {"data": "elpv", "layers": args.layers, "split": SPLIT, "limit": args.images, "input_size": args.input_size,
+              "progress": not args.quiet, "log": None}
+    rows = []
+
+    def extract(folder: str, **kw):
+        began = time.perf_counter()
+        entry = featx.extract(**{**common, **kw}, cache_dir=root / folder).entry
+        return entry, time.perf_counter() - began
+
+    plain, seconds = extract("lite0", backbone="efficientnet_lite0")
+    rows.append(score("plain", plain, seconds, args.layers, ("id",), False, grid))
+    for spec in ("flip", "d4"):  # the same entry: adding d4 after flip computes its 6 new views only
+        entry, seconds = extract("lite0", backbone="efficientnet_lite0", views=spec)
+        views = parse_views(spec)
+        rows.append(score(f"{spec} (train)", entry, seconds, args.layers, views, False, grid))
+        rows.append(score(f"{spec} + TTA", entry, 0.0, args.layers, views, True, grid))
+    for pool in POOLINGS:
+        entry, seconds = extract(f"lite0-{pool}", backbone="efficientnet_lite0", pool=pool)
+        rows.append(score(f"pool {pool}", entry, seconds, args.layers, ("id",), False, grid))
+    for backbone in BIGGER:
+        entry, seconds = extract(backbone, backbone=backbone)
+        rows.append(score(backbone.replace("efficientnet_", ""), entry, seconds, args.layers, ("id",), False, grid))
+    return rows
+
+
+def score(variant: str, entry, extract_s: float, layers: str, views, tta: bool, grid) -> dict:
+    """Logistic regression on standardized features, C by val accuracy; test scored for the selected C only."""
+    from featx.experiments.fit import FitSpec, train_and_score
+    from featx.features.load import load
+    from featx.reports import evaluate
+
+    X, y, meta = load(entry, layers=layers, views=tuple(views) if len(views) > 1 else None)
+    split = meta["split"].to_numpy()
+    fits = {}
+    for C in grid:
+        spec = FitSpec(classifier="logreg", params={"C": C, "max_iter": 3000}, transforms={"standardize": True},
+                       views=tuple(views), tta=tta)
+        fits[C] = train_and_score(X, y, split, spec, class_names=entry.class_names, eval_splits=("val",))
+    best = max(grid, key=lambda C: (fits[C].metrics["val"]["accuracy"], -C))  # ties: the stronger regularization
+    chosen = fits[best].pipeline
+    test = split == "test"
+    metrics = evaluate(y[test], chosen.predict(X[test]), entry.class_names)
+    return {"variant": variant, "backbone": entry.settings["backbone"], "pool": entry.settings["pool"],
+            "views": ",".join(views), "tta": tta, "extract_s": round(extract_s, 1),
+            "n_features": X.shape[1] // len(views), "C": best,
+            "val_accuracy": round(fits[best].metrics["val"]["accuracy"], 4),
+            "test_accuracy": round(metrics["accuracy"], 4), "test_f1_macro": round(metrics["f1_macro"], 4)}
+
+
+def table(rows: list[dict]) -> str:
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=list(COLUMNS)).to_string(index=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
