@@ -75,51 +75,33 @@ class ViewEnsemble(ClassifierMixin, BaseEstimator):
         if X.shape[1] % n_views:
             raise ValueError(f"X has {X.shape[1]} features, not a multiple of the {n_views} views {list(self.views)}")
         self.n_view_features_ = X.shape[1] // n_views
-        if X_val is None and n_views > 1 and _takes_validation(self.estimator):
-            X, X_val, y, y_val = _hold_out_images(X, y, self.estimator)
-        if X_val is not None:
-            X_val = self._identity(np.asarray(X_val))
-        self.estimator_ = fit_pipeline(clone(self.estimator), _view_rows(X, n_views), np.repeat(y, n_views),
-                                       X_val, y_val)
+        self.estimator_ = fit_pipeline(clone(self.estimator), *training_rows(self.estimator, X, y, n_views, X_val, y_val))
         self.classes_ = self.estimator_.classes_
         return self
 
     def predict(self, X):
         """X : ndarray of shape (n_images, V * d), or (n_images, d) without tta -> labels (n_images,)."""
         check_is_fitted(self)
+        X = self._check_X(X)
         if not self.tta:
-            X = self._check_X(X)
             return self.estimator_.predict(X)
-        if hasattr(self.estimator_, "predict_proba"):
-            return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
-        if hasattr(self.estimator_, "decision_function"):
-            scores = self.decision_function(X)
-            return self.classes_[(scores > 0).astype(int) if scores.ndim == 1 else np.argmax(scores, axis=1)]
-        votes = self._per_view("predict", X)  # (n_images, V) labels
-        counts = np.stack([(votes == c).sum(axis=1) for c in self.classes_], axis=1)
-        return self.classes_[np.argmax(counts, axis=1)]  # ties: the first class
+        return tta_predict(self.estimator_, view_rows(X, len(self.views)), len(self.views))
 
     @available_if(_inner_has("predict_proba"))
     def predict_proba(self, X):
         """X as in predict -> ndarray (n_images, n_classes); with tta the mean over the image's views."""
+        X = self._check_X(X)
         if not self.tta:
-            X = self._check_X(X)
             return self.estimator_.predict_proba(X)
-        return self._per_view("predict_proba", X).mean(axis=1)
+        return view_mean(self.estimator_, "predict_proba", view_rows(X, len(self.views)), len(self.views))
 
     @available_if(_inner_has("decision_function"))
     def decision_function(self, X):
         """X as in predict -> ndarray (n_images,) or (n_images, n_classes); with tta the mean over views."""
+        X = self._check_X(X)
         if not self.tta:
-            X = self._check_X(X)
             return self.estimator_.decision_function(X)
-        return self._per_view("decision_function", X).mean(axis=1)
-
-    def _per_view(self, method: str, X) -> np.ndarray:
-        """`method` of the estimator on every view: shape (n_images, V, ...)."""
-        X, n_views = self._check_X(X), len(self.views)
-        out = np.asarray(getattr(self.estimator_, method)(_view_rows(X, n_views)))
-        return out.reshape(len(X), n_views, *out.shape[1:])
+        return view_mean(self.estimator_, "decision_function", view_rows(X, len(self.views)), len(self.views))
 
     def _check_X(self, X) -> np.ndarray:
         """X with all views (tta) or the identity view's columns (no tta, from V*d or d columns)."""
@@ -130,9 +112,6 @@ class ViewEnsemble(ClassifierMixin, BaseEstimator):
         X = validate_data(self, X, reset=False)  # scikit-learn's ValueError for any other width
         return X if self.tta else X[:, :self.n_view_features_]
 
-    def _identity(self, X: np.ndarray) -> np.ndarray:
-        return X[:, :self.n_view_features_] if X.ndim == 2 and X.shape[1] == self.n_features_in_ else X
-
     def _check_views(self) -> int:
         views = tuple(self.views)
         if not views or views[0] != IDENTITY or len(set(views)) != len(views):
@@ -140,9 +119,44 @@ class ViewEnsemble(ClassifierMixin, BaseEstimator):
         return len(views)
 
 
-def _view_rows(X: np.ndarray, n_views: int) -> np.ndarray:
+def view_rows(X: np.ndarray, n_views: int) -> np.ndarray:
     """(n, V*d) -> (n*V, d): rows image by image, each image's views in order."""
-    return X.reshape(len(X) * n_views, -1)
+    return X.reshape(len(X) * n_views, X.shape[1] // n_views)
+
+
+def training_rows(estimator, X, y, n_views: int, X_val=None, y_val=None):
+    """What `estimator` is fitted on for images X (n, V*d) with labels y (n,): rows X_rows (n*V, d) and
+    y_rows (n*V,), and validation data (n_val, d) of the identity view, or None.
+
+    An estimator whose final step takes validation data (the dense head) and gets none here is given a
+    stratified hold-out of whole images: its own hold-out of rows would put views of one image on both sides.
+    """
+    if X_val is None and n_views > 1 and _takes_validation(estimator):
+        X, X_val, y, y_val = _hold_out_images(X, y, estimator)
+    if X_val is not None:
+        X_val = np.asarray(X_val)
+        X_val = X_val[:, :X.shape[1] // n_views] if X_val.ndim == 2 and X_val.shape[1] == X.shape[1] else X_val
+    return view_rows(X, n_views), np.repeat(y, n_views), X_val, y_val
+
+
+def view_mean(estimator, method: str, rows: np.ndarray, n_views: int) -> np.ndarray:
+    """The mean over each image's views of `estimator.<method>` on view rows (n*V, d): (n, ...) per image."""
+    out = np.asarray(getattr(estimator, method)(rows))
+    return out.reshape(len(rows) // n_views, n_views, *out.shape[1:]).mean(axis=1)
+
+
+def tta_predict(estimator, rows: np.ndarray, n_views: int) -> np.ndarray:
+    """Labels of n images from a fitted estimator's outputs on their view rows (n*V, d): the class of the
+    highest mean probability, else of the highest mean decision value, else the majority vote of predict
+    (ties: the first class)."""
+    classes = estimator.classes_
+    if hasattr(estimator, "predict_proba"):
+        return classes[np.argmax(view_mean(estimator, "predict_proba", rows, n_views), axis=1)]
+    if hasattr(estimator, "decision_function"):
+        scores = view_mean(estimator, "decision_function", rows, n_views)
+        return classes[(scores > 0).astype(int) if scores.ndim == 1 else np.argmax(scores, axis=1)]
+    votes = np.asarray(estimator.predict(rows)).reshape(len(rows) // n_views, n_views)
+    return classes[np.argmax(np.stack([(votes == c).sum(axis=1) for c in classes], axis=1), axis=1)]
 
 
 def _takes_validation(estimator) -> bool:

@@ -225,7 +225,12 @@ def _read_old_csv(path: Path) -> pd.DataFrame:
     if missing:
         raise FeatxError(f"cannot migrate the old runs log {path}: no column {', '.join(missing)}; "
                          "repair or move the CSV away, then run again")
-    return table.reindex(columns=list(COLUMNS)).fillna(VIEW_COLUMNS)
+    return _with_view_columns(table).reindex(columns=list(COLUMNS))
+
+
+def _with_view_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """A table read from a log without the views columns (format 1, or runs.csv): its runs were plain fits."""
+    return table.assign(**{column: plain for column, plain in VIEW_COLUMNS.items() if column not in table.columns})
 
 
 def _check_version(connection: sqlite3.Connection, path: Path) -> None:
@@ -376,7 +381,7 @@ def read_log(cache_dir=None, *, runs_dir=None) -> pd.DataFrame:
             if connection.execute("PRAGMA user_version").fetchone()[0]:  # 0: created, not yet initialized
                 present = {row[1] for row in connection.execute("PRAGMA table_info(runs)")}  # version 1: no views
                 table = pd.read_sql_query(f"SELECT {', '.join(c for c in COLUMNS if c in present)} FROM runs ORDER BY seq",
-                                          connection).reindex(columns=list(COLUMNS)).fillna(VIEW_COLUMNS)
+                                          connection).pipe(_with_view_columns)[list(COLUMNS)]
                 table = table.merge(_selection_scores(connection), on="run_id", how="left")
                 return table.astype({c: float for c in (*REALS, *SELECTION_REALS)})  # NULLs would read as objects
     old = folder / OLD_LOG_FILE
