@@ -69,7 +69,7 @@ def cmd_extract(args) -> None:
             dtype=args.dtype, batch_size=args.batch_size, cache_dir=args.cache_dir, split=args.split, seed=args.seed,
             limit=args.limit, strict=args.strict, input_size=args.input_size, preprocess=args.preprocess,
             unsafe=args.unsafe, mixed_precision=args.mixed_precision, progress=not args.quiet, cluster=args.cluster,
-            cluster_config=args.cluster_config)
+            cluster_config=args.cluster_config, views=args.views, view_seed=args.view_seed)
 
 
 def cmd_ls(args) -> None:
@@ -92,6 +92,8 @@ def cmd_info(args) -> None:
     print("split:", ", ".join(f"{s} {c}" for s, c in info["split"].items()), f"({info['split_settings']})")
     print("classes:", ", ".join(info["classes"]))
     print(info["layers"].to_string(index=False) if len(info["layers"]) else "no layers cached yet")
+    if info["views"]:
+        print("augmented views:", ", ".join(f"{view} ({len(layers)} layer(s))" for view, layers in info["views"].items()))
     for path, reason in info["bad_files"].items():
         print(f"bad file: {path}: {reason}")
 
@@ -149,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="split and subset seed (default 0)")
     p.add_argument("--limit", type=int, default=None, help="use a stratified subset of this many images")
     p.add_argument("--strict", action="store_true", help="fail on the first bad image instead of skipping it")
+    from featx.sources.views import SPEC_HELP
+
+    p.add_argument("--views", default=None, metavar="SPEC", help="also cache augmented views of every image: " + SPEC_HELP
+                   + "; only views not cached yet are computed")
+    p.add_argument("--view-seed", type=int, default=0, metavar="S", help="seed of rand:K views (default 0)")
     p.add_argument("--mixed-precision", action="store_true", help="float16 compute (for GPUs)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_cluster_options(p)

@@ -32,6 +32,7 @@ from featx.cache.warm import warm_entry
 from featx.errors import FeatxError, RunFailed
 from featx.sources import resolve_source
 from featx.sources.decode import DECODER_VERSION, load_rgb
+from featx.sources.views import IDENTITY, apply_views, parse_views, sort_views
 
 DTYPES = ("float32", "float16")
 PREFETCH_IMAGES, PREFETCH_BYTES = 256, 32 * 2**20  # decoded images queued ahead of the model, at most
@@ -117,15 +118,18 @@ class LayerExtractor:
         """images : uint8 ndarray of shape (batch, height, width, 3) -> {layer: (batch, n_features)}."""
         return {name: value.numpy() for name, value in self._forward(images).items()}
 
-    def batches(self, paths: list[str], start: int, batch_size: int, on_event=None):
-        """Yield (first_row, {layer: features}, {row: error}) for rows start.. in fixed batches.
+    def batches(self, paths: list[str], start: int, batch_size: int, on_event=None, *, views=None):
+        """Yield (first_row, {layer: features}, {row: error}) for rows start.. in fixed batches of images.
 
+        views : None -> features of shape (batch, n_features); a tuple of view names (featx.sources.views) ->
+            (batch, n_views, n_features), each image decoded once and its views run through the model together.
         Rows of files that cannot be decoded hold zeros and are reported with their reason.
         on_event : instrumentation, called as on_event("decoded", row) from the decode threads.
         """
         import tensorflow as tf
 
         size = self.backbone.input_size
+        shape = (*size, 3) if views is None else (len(views), *size, 3)
         errors: dict[int, str] = {}
 
         def decode(row):
@@ -134,14 +138,14 @@ class LayerExtractor:
                 image = load_rgb(paths[row], size)
             except ValueError as exc:
                 errors[row] = str(exc)
-                return np.zeros((*size, 3), np.uint8), False
+                return np.zeros(shape, np.uint8), False
             if on_event is not None:
                 on_event("decoded", row)
-            return image, True
+            return (image if views is None else apply_views(image, views)), True
 
         def decode_op(row):
             image, ok = tf.numpy_function(decode, [row], (tf.uint8, tf.bool), stateful=False)
-            image.set_shape((*size, 3))
+            image.set_shape(shape)
             return image, ok
 
         # Fixed parallelism, autotune off: tf.data's autotune optimizer thread sleeps for up to a minute between
@@ -150,10 +154,16 @@ class LayerExtractor:
         options.autotune.enabled = False
         rows = tf.data.Dataset.range(start, len(paths))
         data = rows.map(decode_op, num_parallel_calls=os.cpu_count() or 1, deterministic=True)
-        data = data.batch(batch_size).prefetch(prefetch_batches(batch_size, size)).with_options(options)
+        model_batch = batch_size * (1 if views is None else len(views))
+        data = data.batch(batch_size).prefetch(prefetch_batches(model_batch, size)).with_options(options)
         for i, (images, ok) in enumerate(data):
             first = start + i * batch_size
-            outputs = self(images)
+            if views is None:
+                outputs = self(images)
+            else:  # (batch, V, h, w, 3): the views as a batch dimension of one forward pass
+                n = images.shape[0]
+                outputs = {name: value.reshape(n, len(views), -1)
+                           for name, value in self(tf.reshape(images, (n * len(views), *size, 3))).items()}
             bad = np.flatnonzero(~ok.numpy())
             for values in outputs.values():
                 values[bad] = 0
@@ -207,10 +217,13 @@ def extract(data: str, *, backbone: str = DEFAULT_BACKBONE, layers="blocks", poo
             split=(0.7, 0.15, 0.15), seed: int = 0, limit: int | None = None, strict: bool = False,
             input_size: int | None = None, preprocess: str | None = None, unsafe: bool = False,
             mixed_precision: bool = False, progress: bool = True, log=print, cluster=None,
-            cluster_config=None, on_event=None) -> ExtractResult:
+            cluster_config=None, on_event=None, views=None, view_seed: int = 0) -> ExtractResult:
     """Extract `layers` of `backbone` for every image of `data` into the cache; only missing layers run.
 
     Re-running the same call is a no-op; a run killed at any point resumes from its last committed batch.
+    views : augmented views to cache as well (featx.sources.views: "flip", "d4", "crops:K", "rand:K", a comma
+        list); view_seed : the seed of rand:K views. Only the (layer, view) pairs not yet cached are computed,
+        each image decoded once per pass; the batch size then counts model inputs (images x views).
     cluster : run the forward passes on Dask workers (a featx.distributed spec such as "local:2", or a
         dask.distributed Client); this process stays the only writer. cluster_config : its options (dict or file).
     on_event : instrumentation (benchmarks), called as on_event("decoded", row) per decoded image (decode
@@ -220,6 +233,7 @@ def extract(data: str, *, backbone: str = DEFAULT_BACKBONE, layers="blocks", poo
     if batch_size < 1:
         raise FeatxError(f"--batch-size {batch_size} must be at least 1")
     check_dtype(dtype)
+    view_names = parse_views(views, view_seed)
     if cluster is not None:
         distributed.require_dask(cluster)
     images = resolve_source(data)
@@ -230,14 +244,15 @@ def extract(data: str, *, backbone: str = DEFAULT_BACKBONE, layers="blocks", poo
     backbone_args = {"name": backbone, "weights": weights, "input_size": input_size, "preprocess": preprocess}
     cache = Cache(cache_dir)
     warm = warm_entry(cache, backbone_args, {"pool": pool, "dtype": dtype, "mixed_precision": mixed_precision,
-                                             "decoder_version": DECODER_VERSION}, images, fingerprints, layers)
+                                             "decoder_version": DECODER_VERSION}, images, fingerprints, layers,
+                      view_names)
     if warm is not None:  # decided from files: no TensorFlow import, no backbone build
         entry, selection = warm
         cache.remove_debris()
         note = preprocessing_note(entry.settings["preprocessing"], preprocess)
         if note:
             log(note)
-        log(f"nothing to do: {len(selection.names)} layer(s) already cached in {entry.path} ({entry_label(entry)})")
+        log(f"nothing to do: {_cached(selection.names, view_names)} already cached in {entry.path} ({entry_label(entry)})")
         return ExtractResult(entry, [], None)
     runtime.configure_tensorflow()
     model = _memoized_backbone(backbone, weights, input_size, preprocess, unsafe, mixed_precision)
@@ -256,8 +271,8 @@ def extract(data: str, *, backbone: str = DEFAULT_BACKBONE, layers="blocks", poo
         split_settings=images.split_settings, created=time.time())
     data_sets = {"paths": images.relpaths, "labels": images.labels, "fingerprints": fingerprints, "split": images.split}
     entry = cache.create(manifest, data_sets)
-    if not _has_work(entry, names, images):  # decided before locking: a read-only cache serves a no-op
-        log(f"nothing to do: {len(names)} layer(s) already cached in {entry.path} ({entry_label(entry)})")
+    if not _has_work(entry, names, view_names, images):  # decided before locking: a read-only cache serves a no-op
+        log(f"nothing to do: {_cached(names, view_names)} already cached in {entry.path} ({entry_label(entry)})")
         return ExtractResult(entry, [], None)
     with entry.lock(), _cache_write_errors(entry):
         entry = CacheEntry(entry.path, entry.cache)  # re-read under the lock: another run may have added layers
@@ -275,23 +290,42 @@ def extract(data: str, *, backbone: str = DEFAULT_BACKBONE, layers="blocks", poo
                     f"{pending.committed_rows}/{len(images)}")
                 rate = run.complete(pending)
                 passes.append(pending)
-            missing = [n for n in names if n not in entry.layers]  # layers: the files published now
-            if missing:
-                passes.append(PassLog.start(entry, {n: layer_info[n] for n in missing}, len(images), batch_size, dtype))
+            for missing, pass_views in plan_passes(entry, names, view_names):  # the files published now
+                image_batch = max(1, batch_size // len(pass_views)) if pass_views != (IDENTITY,) else batch_size
+                passes.append(PassLog.start(entry, {n: layer_info[n] for n in missing}, len(images), image_batch, dtype,
+                                            pass_views))
                 rate = run.complete(passes[-1])
         entry = CacheEntry(entry.path, entry.cache)
-    computed = [n for p in passes for n in p.layers]
+    computed = list(dict.fromkeys(n for p in passes for n in p.layers))
     if not computed:
-        log(f"nothing to do: {len(names)} layer(s) already cached in {entry.path} ({entry_label(entry)})")
+        log(f"nothing to do: {_cached(names, view_names)} already cached in {entry.path} ({entry_label(entry)})")
         return ExtractResult(entry, [], None)
-    _report(entry, computed, log)
+    _report(entry, computed, sort_views({v for p in passes for v in p.views} - {IDENTITY}), log)
     return ExtractResult(entry, computed, rate)
 
 
-def _has_work(entry: CacheEntry, names: list[str], images) -> bool:
-    """Whether extract would write anything (a layer, a pending pass, a new split); re-checked under the lock."""
-    cached = set(entry.layers)
-    if entry.split_differs(images) or any(n not in cached for n in names):
+def plan_passes(entry: CacheEntry, names: list[str], views: tuple[str, ...]) -> list[tuple[list[str], tuple[str, ...]]]:
+    """(layers, views) of the passes that compute exactly the (layer, view) pairs not cached yet.
+
+    Views missing the same layers share one pass, so every view runs through the model once, and an image is
+    decoded once per pass; layers keep depth order, views the requested order.
+    """
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for view in views:
+        cached = set(entry.view_layers(view))
+        missing = tuple(n for n in names if n not in cached)
+        if missing:
+            groups.setdefault(missing, []).append(view)
+    return [(list(missing), tuple(group)) for missing, group in groups.items()]
+
+
+def _cached(names: list[str], views: tuple[str, ...]) -> str:
+    return f"{len(names)} layer(s)" + (f" x {len(views)} view(s)" if views != (IDENTITY,) else "")
+
+
+def _has_work(entry: CacheEntry, names: list[str], views: tuple[str, ...], images) -> bool:
+    """Whether extract would write anything (a layer or view, a pending pass, a new split); re-checked under the lock."""
+    if entry.split_differs(images) or plan_passes(entry, names, views):
         return True
     try:
         return PassLog.summary(entry) is not None
@@ -371,10 +405,12 @@ def _run_pass(model, pass_log: PassLog, paths: list[str], pool: str, strict: boo
     extractor = LayerExtractor(model, pass_log.layers, pool, pass_log.state["dtype"])
     pass_log.open_for_append()
     writer = BackgroundWriter(pass_log, on_event)
-    bar = tqdm(total=len(paths), initial=start, unit="img", desc=f"extract {model.name}", disable=not progress)
+    views = None if pass_log.views == (IDENTITY,) else pass_log.views
+    desc = f"extract {model.name}" + (f" x {len(views)} views" if views else "")
+    bar = tqdm(total=len(paths), initial=start, unit="img", desc=desc, disable=not progress)
     began = time.perf_counter()
     try:
-        for first, outputs, errors in extractor.batches(paths, start, pass_log.batch_size, on_event):
+        for first, outputs, errors in extractor.batches(paths, start, pass_log.batch_size, on_event, views=views):
             if strict and errors:
                 raise _strict_error(paths, errors)
             writer.put(outputs, errors)
@@ -406,7 +442,8 @@ def _run_pass_sharded(client, backbone_args: tuple, model, pass_log: PassLog, pa
         return None
     workers = distributed.n_workers(client)
     step = batch * max(1, min(SHARD_IMAGES // batch, -(-(n - start) // (batch * 4 * workers))))  # ~4 shards per worker
-    spec = (backbone_args, model.weights_id, tuple(pass_log.layers), pool, pass_log.state["dtype"])
+    views = None if pass_log.views == (IDENTITY,) else pass_log.views
+    spec = (backbone_args, model.weights_id, tuple(pass_log.layers), pool, pass_log.state["dtype"], views)
     random_init = backbone_args[1] in (None, "none") and not os.path.isfile(backbone_args[0])
     weights = client.scatter([model.model.get_weights()], broadcast=True)[0] if random_init else None  # once per worker
     shards = [(spec, weights, paths[a:a + step], a, batch) for a in range(start, n, step)]
@@ -433,7 +470,7 @@ def extract_shard(spec: tuple, weights: list | None, paths: list[str], first: in
                   batch_size: int) -> tuple[dict[str, np.ndarray], dict[int, str]]:
     """Runs on a Dask worker: ({layer: (len(paths), n_features)}, {row: reason}) for rows first.. of the pass.
 
-    spec : (backbone_args, weights_id, layers, pool, dtype). weights : the client's weight arrays for a randomly
+    spec : (backbone_args, weights_id, layers, pool, dtype, views). weights : the client's weight arrays for a randomly
     initialized backbone (its seeded init is not reproducible on a worker, whose event loop draws from the same
     Python RNG), else None. The backbone is built and traced once per worker process and reused by every shard.
     """
@@ -444,7 +481,7 @@ def extract_shard(spec: tuple, weights: list | None, paths: list[str], first: in
             _SHARD_EXTRACTORS[spec] = _shard_extractor(spec, weights)
         extractor = _SHARD_EXTRACTORS[spec]
     outputs, errors = {name: [] for name in extractor.layers}, {}
-    for _, batch, bad in extractor.batches(paths, 0, batch_size):
+    for _, batch, bad in extractor.batches(paths, 0, batch_size, views=spec[5]):
         for name in extractor.layers:
             outputs[name].append(batch[name])
         errors.update({first + row: reason for row, reason in bad.items()})
@@ -456,7 +493,7 @@ def _shard_extractor(spec: tuple, weights: list | None) -> LayerExtractor:
     or Keras version on that node would silently mix features of two models in one cache)."""
     from featx.backbones import weights_id
 
-    (name, weights_arg, input_size, preprocess, unsafe, mixed_precision), expected, layers, pool, dtype = spec
+    (name, weights_arg, input_size, preprocess, unsafe, mixed_precision), expected, layers, pool, dtype, _ = spec
     with runtime.compute_dtype(mixed_precision):
         backbone = get_backbone(name, weights_arg, input_size, preprocess, unsafe)
     if weights is not None:
@@ -467,8 +504,9 @@ def _shard_extractor(spec: tuple, weights: list | None) -> LayerExtractor:
     return LayerExtractor(backbone, list(layers), pool, dtype)
 
 
-def _report(entry: CacheEntry, computed: list[str], log) -> None:
-    log(f"cached {len(computed)} layer(s) for {len(entry.labels)} images in {entry.path} ({entry_label(entry)})")
+def _report(entry: CacheEntry, computed: list[str], views: list[str], log) -> None:
+    also = f" and {len(views)} augmented view(s) ({', '.join(views)})" if views else ""
+    log(f"cached {len(computed)} layer(s){also} for {len(entry.labels)} images in {entry.path} ({entry_label(entry)})")
     errors = entry.errors
     if errors:
         log(f"skipped {len(errors)} bad file(s) (recorded in the cache; see `featx info`):")

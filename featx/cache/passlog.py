@@ -1,7 +1,7 @@
 """An extraction pass in progress, kill-safe and resumable.
 
-Design (write-ahead log): for the layers one pass computes, rows are appended batch by batch to one raw
-file per layer in `<entry>/work/`. After each batch the raw files are fsynced, then `progress.json`
+Design (write-ahead log): for the layers and views one pass computes, rows are appended batch by batch to
+one raw file per (layer, view) in `<entry>/work/`. After each batch the raw files are fsynced, then `progress.json`
 (format version, the pass's layers as an ordered list, committed row count, bad-file reasons, batch size)
 is replaced by atomic rename. Only rows below the committed count exist as far as any reader is concerned:
 
@@ -34,6 +34,7 @@ from featx.cache.atomic import fsync_dir, write_json
 from featx.cache.manifest import FORMAT_VERSION, check_version
 from featx.cache.store import CacheEntry
 from featx.errors import FeatxError, RunFailed
+from featx.sources.views import IDENTITY
 
 WORK, PROGRESS = "work", "progress.json"
 
@@ -45,9 +46,11 @@ class PassSummary:
     layers: list[str]
     committed_rows: int
     n_rows: int
+    views: tuple = (IDENTITY,)
 
     def __str__(self) -> str:
-        return f"pass in progress at image {self.committed_rows}/{self.n_rows} ({len(self.layers)} layer(s))"
+        views = f" x {len(self.views)} view(s)" if self.views != (IDENTITY,) else ""
+        return f"pass in progress at image {self.committed_rows}/{self.n_rows} ({len(self.layers)} layer(s){views})"
 
 
 class PassLog:
@@ -78,7 +81,7 @@ class PassLog:
     def summary(cls, entry: CacheEntry) -> PassSummary | None:
         """The interrupted pass of an entry, for reports (`featx ls`, `featx verify`); None when there is none."""
         log = cls._read(entry)
-        return log and PassSummary(log.layers, log.committed_rows, log.n_rows)
+        return log and PassSummary(log.layers, log.committed_rows, log.n_rows, log.views)
 
     @classmethod
     def pending(cls, entry: CacheEntry) -> PassLog | None:
@@ -89,16 +92,18 @@ class PassLog:
             return None  # an unreadable record: its rows cannot be trusted, the pass restarts
         if log is None or log.n_rows != len(entry.labels) or any(n not in entry.layer_info for n in log.layers):
             return None
-        for name in log.layers:  # a raw file short of the committed rows (damaged): restart that pass
-            raw = log._raw_path(name)
+        for name, view in log.units:  # a raw file short of the committed rows (damaged): restart that pass
+            raw = log._raw_path(name, view)
             if (raw.stat().st_size if raw.exists() else 0) < log.committed_rows * log._row_bytes(name):
                 return None
         return log
 
     @classmethod
-    def start(cls, entry: CacheEntry, layers: dict[str, dict], n_rows: int, batch_size: int, dtype: str) -> PassLog:
+    def start(cls, entry: CacheEntry, layers: dict[str, dict], n_rows: int, batch_size: int, dtype: str,
+              views=(IDENTITY,)) -> PassLog:
         """layers : {name: {"n_features": int, ...attributes stored with the layer}}, in depth order (a
-        LayerSelection's), recorded as given.
+        LayerSelection's), recorded as given. views : the view names this pass computes for every one of them
+        (every image is decoded once and its views run through the model together).
 
         Refuses while a resumable pass is pending: its raw files are the only copy of its committed rows.
         """
@@ -109,7 +114,8 @@ class PassLog:
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir()
         state = {"format_version": FORMAT_VERSION, "layers": [{"name": n, **info} for n, info in layers.items()],
-                 "n_rows": n_rows, "batch_size": batch_size, "dtype": dtype, "committed_rows": 0, "errors": {}}
+                 "n_rows": n_rows, "batch_size": batch_size, "dtype": dtype, "committed_rows": 0, "errors": {},
+                 "views": list(views)}
         log = cls(entry, state)
         write_json(work / PROGRESS, state)
         fsync_dir(entry.path)
@@ -119,6 +125,16 @@ class PassLog:
     def layers(self) -> list[str]:
         """In depth order, as recorded."""
         return list(self.info)
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        """The views computed, in the order the extractor yields them (the identity alone when not recorded)."""
+        return tuple(self.state.get("views", [IDENTITY]))
+
+    @property
+    def units(self) -> list[tuple[str, str]]:
+        """(layer, view) of every raw file, layers in depth order within each view."""
+        return [(name, view) for view in self.views for name in self.layers]
 
     @property
     def n_rows(self) -> int:
@@ -132,9 +148,10 @@ class PassLog:
     def batch_size(self) -> int:
         return self.state["batch_size"]
 
-    def _raw_path(self, name: str) -> Path:
-        """Named by layer, never by position: a resumed run must append each layer to its own rows."""
-        return self.dir / f"{quote(name, safe='')}.raw"
+    def _raw_path(self, name: str, view: str = IDENTITY) -> Path:
+        """Named by layer and view, never by position: a resumed run must append each to its own rows."""
+        prefix = "" if view == IDENTITY else f"{quote(view, safe='')}@"
+        return self.dir / f"{prefix}{quote(name, safe='')}.raw"
 
     def _row_bytes(self, name: str) -> int:
         return int(self.info[name]["n_features"]) * np.dtype(self.state["dtype"]).itemsize
@@ -144,29 +161,34 @@ class PassLog:
 
         A raw file shorter than the committed rows is an error, never padded: padding would publish zeros.
         """
-        for name in self.layers:
+        for name, view in self.units:
             committed = self.committed_rows * self._row_bytes(name)
             try:
-                fd = os.open(self._raw_path(name), os.O_RDWR | (0 if committed else os.O_CREAT), 0o644)
+                fd = os.open(self._raw_path(name, view), os.O_RDWR | (0 if committed else os.O_CREAT), 0o644)
             except FileNotFoundError:
                 self.close()
-                raise RunFailed(f"raw rows of layer {name} are missing from {self.dir}; "
+                raise RunFailed(f"raw rows of layer {_unit(name, view)} are missing from {self.dir}; "
                                 "re-run the command to restart the pass") from None
-            self._files[name] = fd
+            self._files[name, view] = fd
             size = os.fstat(fd).st_size
             if size < committed:
                 self.close()
-                raise RunFailed(f"raw rows of layer {name} hold {size // self._row_bytes(name)} of {self.committed_rows} "
+                raise RunFailed(f"raw rows of layer {_unit(name, view)} hold {size // self._row_bytes(name)} of {self.committed_rows} "
                                 f"committed rows in {self.dir}; re-run the command to restart the pass")
             if size > committed:
                 os.ftruncate(fd, committed)
             os.lseek(fd, committed, os.SEEK_SET)
 
     def append(self, outputs: dict[str, np.ndarray], errors: dict[int, str]) -> None:
-        """Write one batch for every layer of the pass and commit it. errors : {row: reason}."""
-        n = None
-        for name, fd in self._files.items():
-            block = np.ascontiguousarray(outputs[name], dtype=self.state["dtype"])
+        """Write one batch for every layer and view of the pass and commit it.
+
+        outputs : {layer: (batch, n_features)} for an identity-only pass, else {layer: (batch, n_views, n_features)}
+        in the order of `views`. errors : {row: reason}.
+        """
+        n, views = None, self.views
+        for (name, view), fd in self._files.items():
+            values = outputs[name]
+            block = np.ascontiguousarray(values[:, views.index(view)] if values.ndim == 3 else values, dtype=self.state["dtype"])
             n = block.shape[0]
             view = memoryview(block).cast("B")
             while view:
@@ -194,13 +216,13 @@ class PassLog:
         if "valid" not in self.entry.data:
             errors = np.asarray([self.state["errors"].get(str(row), "") for row in range(n_rows)], dtype=object)
             self.entry.update_index(valid=errors == "", errors=errors)
-        for name in self.layers:
+        for name, view in self.units:
             info = {k: v for k, v in self.info[name].items() if k != "name"}
-            if self.entry.layer_file(name).exists():
+            if self.entry.layer_file(name, view).exists():
                 continue
-            raw = np.memmap(self._raw_path(name), dtype=dtype, mode="r", shape=(n_rows, info["n_features"]))
+            raw = np.memmap(self._raw_path(name, view), dtype=dtype, mode="r", shape=(n_rows, info["n_features"]))
             attrs = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in info.items() if v is not None}
-            self.entry.write_layer(name, lambda a, b, raw=raw: raw[a:b], n_rows, info["n_features"], dtype, attrs)
+            self.entry.write_layer(name, lambda a, b, raw=raw: raw[a:b], n_rows, info["n_features"], dtype, attrs, view)
             del raw
         done = self.entry.path / f".work-done-{os.getpid()}"
         shutil.rmtree(done, ignore_errors=True)
@@ -239,23 +261,28 @@ class PassLog:
         if late:
             problems.append(f"bad-file records for uncommitted rows {late[:5]}")
         if committed < n_rows:
-            early = [name for name in self.layers if entry.layer_file(name).exists()]
+            early = [_unit(name, view) for name, view in self.units if entry.layer_file(name, view).exists()]
             if early:
                 problems.append(f"layer file(s) {', '.join(early)} published before their pass committed all rows")
-        for name in self.layers:
-            problems += self._raw_problems(name, committed)
+        for name, view in self.units:
+            problems += self._raw_problems(name, view, committed)
         return problems
 
-    def _raw_problems(self, name: str, committed: int) -> list[str]:
-        raw, row_bytes = self._raw_path(name), self._row_bytes(name)
+    def _raw_problems(self, name: str, view: str, committed: int) -> list[str]:
+        raw, row_bytes = self._raw_path(name, view), self._row_bytes(name)
         size = raw.stat().st_size if raw.exists() else 0
         if size < committed * row_bytes:
-            return [f"interrupted pass: raw rows of {name} hold {size // row_bytes} of {committed} committed rows"]
-        if not committed or self.entry.layer_file(name).exists():
+            return [f"interrupted pass: raw rows of {_unit(name, view)} hold {size // row_bytes} of {committed} committed rows"]
+        if not committed or self.entry.layer_file(name, view).exists():
             return []
         data = np.memmap(raw, dtype=self.state["dtype"], mode="r", shape=(committed, int(self.info[name]["n_features"])))
         step = max(1, (16 << 20) // row_bytes)
         bad = [a + int(r) for a in range(0, committed, step)
                for r in np.flatnonzero(~np.isfinite(data[a:a + step]).all(axis=1))]
         del data
-        return [f"interrupted pass: NaN/Inf in committed rows {bad[:5]} of {name}"] if bad else []
+        return [f"interrupted pass: NaN/Inf in committed rows {bad[:5]} of {_unit(name, view)}"] if bad else []
+
+
+def _unit(name: str, view: str) -> str:
+    """A layer as messages name it: `layer`, or `layer (view hflip)`."""
+    return name if view == IDENTITY else f"{name} (view {view})"

@@ -5,6 +5,8 @@
             index.h5            EntryManifest attributes; paths, labels, fingerprints, split, valid, errors
             layers/<layer>.h5   one dataset `features` (n_images, n_features), row-chunked, uncompressed,
                                 with the blake2b digest of its rows and the format version as attributes
+            views/<view>/<layer>.h5   the same for an augmented view of every image (featx.sources.views);
+                                the identity view is layers/
             work/               an extraction pass in progress (see featx.cache.passlog)
             .lock               held by the one process writing this entry
         .new-<key>-<pid>@<host> an entry being created (removed when its creator died on this host)
@@ -27,7 +29,7 @@ import socket
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import h5py
 import numpy as np
@@ -38,6 +40,7 @@ from featx.cache.lock import EntryLock, process_alive
 from featx.cache.manifest import FORMAT_VERSION, Digest, EntryManifest, check_version, digest_array
 from featx.errors import FeatxError, RunFailed
 from featx.sources.splits import SPLITS
+from featx.sources.views import IDENTITY, VIEWS_VERSION, is_view, sort_views
 
 HDF5_OVERHEAD = 1 << 20  # headers and chunk index of one layer file, generously
 CHUNK_BYTES = 1 << 20  # ~1 MiB row chunks: whole-layer reads stay sequential
@@ -290,11 +293,24 @@ class CacheEntry:
 
     @property
     def layers(self) -> list[str]:
-        """Layers fully stored, in the backbone's depth order."""
-        return [name for name in self.layer_info if self.layer_file(name).exists()]
+        """Layers fully stored (for the identity view), in the backbone's depth order."""
+        return self.view_layers(IDENTITY)
 
-    def layer_file(self, name: str) -> Path:
-        return self.path / "layers" / f"{quote(name, safe='')}.h5"
+    def view_layers(self, view: str) -> list[str]:
+        """Layers fully stored for `view`, in depth order."""
+        return [name for name in self.layer_info if self.layer_file(name, view).exists()]
+
+    @property
+    def views(self) -> list[str]:
+        """Views with at least one stored layer: the identity (when it has layers), then the augmented ones."""
+        folder = self.path / "views"
+        names = [unquote(p.name) for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
+        stored = [v for v in names if is_view(v) and any((folder / quote(v, safe="")).glob("*.h5"))]
+        return ([IDENTITY] if self.layers else []) + sort_views(stored)
+
+    def layer_file(self, name: str, view: str = IDENTITY) -> Path:
+        folder = self.path / "layers" if view == IDENTITY else self.path / "views" / quote(view, safe="")
+        return folder / f"{quote(name, safe='')}.h5"
 
     def index_problems(self) -> list[str]:
         """What is wrong with the index (cheap: its arrays are small), one line each; [] means sound."""
@@ -328,13 +344,14 @@ class CacheEntry:
         return problems
 
     @contextmanager
-    def open_layer(self, name: str):
-        """The layer's `features` dataset, its header checked (version, shape, dtype); any read error is one line."""
-        path = self.layer_file(name)
+    def open_layer(self, name: str, view: str = IDENTITY):
+        """The layer's `features` dataset, its header checked (version, shape, dtype, view); any read error is one line."""
+        path = self.layer_file(name, view)
         try:
             with h5py.File(path, "r") as f:
                 ds = f["features"]
                 check_version(ds.attrs.get("format_version"), path)
+                check_view(ds.attrs, view, path)
                 expected = (len(self.labels), self.layer_info[name]["n_features"])
                 if ds.shape != expected or ds.dtype != np.dtype(self.settings["dtype"]) or ds.attrs.get("cache_key") != self.key:
                     raise RunFailed(f"layer file '{path}' holds {ds.shape} {ds.dtype} of key {ds.attrs.get('cache_key')}, "
@@ -348,36 +365,42 @@ class CacheEntry:
         with self.open_layer(name) as ds:
             return int(ds.shape[1])
 
-    def read(self, layers, rows: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
-        """Concatenate the given layers, in the order given, into X of shape (n_rows, n_features).
+    def read(self, layers, rows: np.ndarray | None = None, *, view: str = IDENTITY) -> tuple[np.ndarray, dict]:
+        """Concatenate the given layers of one view, in the order given, into X of shape (n_rows, n_features).
 
         layers : names, e.g. a LayerSelection's (in depth order: `featx.load` passes those).
+        view : a view name (featx.sources.views); the identity view by default.
         Returns X and {layer: (start, stop)} column slices. Only the named layer files are opened. Their headers
         are checked, not their digests: hashing would halve the read rate (`featx verify` recomputes them).
         """
-        missing = [name for name in layers if name not in self.layer_info or not self.layer_file(name).exists()]
+        missing = [name for name in layers if name not in self.layer_info or not self.layer_file(name, view).exists()]
         if missing:
+            where = "" if view == IDENTITY else f" for view {view}"
+            views = "" if view == IDENTITY else " and the --views that name it"
             raise FeatxError(
-                f"layer(s) {', '.join(missing)} not cached in {self.name}; run `featx extract` with "
-                f"--layers {','.join(missing)} (cached: {', '.join(self.layers) or 'none'})"
+                f"layer(s) {', '.join(missing)} not cached{where} in {self.name}; run `featx extract` with "
+                f"--layers {','.join(missing)}{views} (cached: {', '.join(self.view_layers(view)) or 'none'})"
             )
         blocks, slices, start = [], {}, 0
         for name in layers:
-            with self.open_layer(name) as ds:
+            with self.open_layer(name, view) as ds:
                 block = ds[()]
             blocks.append(block if rows is None else block[rows])
             slices[name] = (start, start + block.shape[1])
             start += block.shape[1]
         return np.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0], slices
 
-    def write_layer(self, name: str, rows_source, n_rows: int, n_features: int, dtype, attrs: dict) -> None:
-        """Publish one complete layer file; `rows_source(start, stop)` gives the rows to copy in blocks.
+    def write_layer(self, name: str, rows_source, n_rows: int, n_features: int, dtype, attrs: dict,
+                    view: str = IDENTITY) -> None:
+        """Publish one complete layer file of one view; `rows_source(start, stop)` gives the rows to copy in blocks.
 
         The digest of the rows is computed from the very blocks written, and stored with them.
         """
         chunk_rows = max(1, min(n_rows, CHUNK_BYTES // (n_features * np.dtype(dtype).itemsize)))
-        final = self.layer_file(name)
-        final.parent.mkdir(exist_ok=True)
+        final = self.layer_file(name, view)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if view != IDENTITY:
+            attrs = {**attrs, "view": view, "views_version": VIEWS_VERSION}
         with atomic_path(final) as tmp, _h5_write_errors(tmp):
             _reserve(tmp, n_rows * n_features * np.dtype(dtype).itemsize + HDF5_OVERHEAD)
             with h5py.File(tmp, "w") as f:
@@ -416,7 +439,8 @@ class CacheEntry:
 
     def summary(self) -> dict:
         """What `featx info` shows: entry, key, data, settings, preprocessing_note, split {name: valid images},
-        split_settings, classes, layers (DataFrame: layer, kind, features; depth order), bad_files {path: reason}."""
+        split_settings, classes, layers (DataFrame: layer, kind, features; depth order), views {augmented view:
+        [layers]}, bad_files {path: reason}."""
         import pandas as pd
 
         from featx.backbones import preprocessing_note
@@ -427,7 +451,8 @@ class CacheEntry:
         return {"entry": str(self.path), "key": self.key, "data": self.data_label, "settings": dict(self.settings),
                 "preprocessing_note": preprocessing_note(self.settings["preprocessing"], self.backbone_args["preprocess"]),
                 "split": {str(s): int(c) for s, c in zip(splits, counts)}, "split_settings": self.split_settings,
-                "classes": list(self.class_names), "layers": layers, "bad_files": self.errors}
+                "classes": list(self.class_names), "layers": layers, "bad_files": self.errors,
+                "views": {view: self.view_layers(view) for view in self.views if view != IDENTITY}}
 
     def split_differs(self, images) -> bool:
         """Whether an ImageSet's split (settings or rows) is not the one stored: extract then rewrites it."""
@@ -450,6 +475,14 @@ class CacheEntry:
     @property
     def modified(self) -> float:
         return _modified(self.path)
+
+
+def check_view(attrs, view: str, path) -> None:
+    """A view's layer file names its view and the view pipeline's version; the identity's names none."""
+    found, version = attrs.get("view", IDENTITY), attrs.get("views_version", VIEWS_VERSION)
+    if found != view or int(version) != VIEWS_VERSION:
+        raise RunFailed(f"layer file '{path}' holds view {found} of views version {int(version)}, expected {view} of "
+                        f"version {VIEWS_VERSION}; delete that file (or its views folder) and re-run `featx extract`")
 
 
 def write_index(entry_path: Path, manifest: EntryManifest, data: dict) -> None:

@@ -9,7 +9,7 @@ from featx.cache.store import Cache, CacheEntry
 from featx.cache.verify import verify
 from featx.errors import FeatxError
 
-ENTRY_COLUMNS = ("entry", "backbone", "data", "images", "layers", "pool", "dtype", "MB", "partial")
+ENTRY_COLUMNS = ("entry", "backbone", "data", "images", "layers", "views", "pool", "dtype", "MB", "partial")
 VERIFY_COLUMNS = ("entry", "status", "problems", "notes")
 
 
@@ -29,7 +29,7 @@ def entries_table(cache: Cache) -> pd.DataFrame:
             partial = "unreadable"
         rows.append({"entry": entry.name, "backbone": entry.settings["backbone"], "data": entry.data_label,
                      "images": len(entry.labels),
-                     "layers": len(entry.layers), "pool": entry.settings["pool"], "dtype": entry.settings["dtype"],
+                     "layers": len(entry.layers), "views": len(entry.views), "pool": entry.settings["pool"], "dtype": entry.settings["dtype"],
                      "MB": round(entry.size_bytes() / 1e6, 1), "partial": partial})
     return pd.DataFrame(rows, columns=list(ENTRY_COLUMNS))
 
@@ -49,6 +49,8 @@ def verify_all(cache: Cache, spec=None) -> pd.DataFrame:
 
 
 def _notes(entry: CacheEntry) -> str:
-    notes = [f"{len(entry.labels)} images", f"{len(entry.layers)} layer(s)", f"{len(entry.errors)} bad file(s)",
+    views = entry.views
+    notes = [f"{len(entry.labels)} images", f"{len(entry.layers)} layer(s)",
+             f"{len(views) - 1} augmented view(s)" if len(views) > 1 else "", f"{len(entry.errors)} bad file(s)",
              PassLog.summary(entry)]
     return ", ".join(str(n) for n in notes if n)

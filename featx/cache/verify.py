@@ -6,7 +6,7 @@
   valid/errors) is complete and consistent, and every array still has the digest stored when it was written;
 * the stored key equals the hash of the stored settings and image list (and the folder name), so the
   entry is served for exactly the data and settings it was made from;
-* every published layer file opens with h5py and holds one row per image, with the stored dtype and width,
+* every published layer file (of every view) opens with h5py, names its view, and holds one row per image, with the stored dtype and width,
   its cache key and format version, no NaN or Inf, and rows whose blake2b digest equals the one stored
   when the file was published (so any changed byte, finite or not, is found);
 * an interrupted extraction pass (`work/`) can resume: its progress record matches the index, its raw files
@@ -26,8 +26,9 @@ import numpy as np
 
 from featx.cache.manifest import FORMAT_VERSION, Digest
 from featx.cache.passlog import PassLog
-from featx.cache.store import CacheEntry
+from featx.cache.store import CacheEntry, check_view
 from featx.errors import FeatxError
+from featx.sources.views import IDENTITY, is_view
 
 BLOCK_BYTES = 16 << 20  # layers are scanned in blocks of rows, so a large layer never sits in memory whole
 
@@ -51,24 +52,31 @@ def verify(entry: CacheEntry | str | Path) -> list[str]:
 
 def _check_layers(entry: CacheEntry) -> list[str]:
     problems = []
-    folder = entry.path / "layers"
-    files = sorted(p for p in folder.glob("*.h5") if not p.name.startswith(".")) if folder.is_dir() else []
+    folders, views = [(IDENTITY, entry.path / "layers")], entry.path / "views"
+    if views.is_dir():
+        folders += [(unquote(p.name), p) for p in sorted(views.iterdir()) if p.is_dir()]
+    files = [(view, p) for view, folder in folders if folder.is_dir()
+             for p in sorted(folder.glob("*.h5")) if not p.name.startswith(".")]
     if files and "valid" not in entry.data:
         problems.append("layer files are published but the index has no record of bad files (valid/errors)")
-    for file in files:
+    for view, file in files:
         name = unquote(file.stem)
+        label = name if view == IDENTITY else f"{name} (view {view})"
+        if not is_view(view):
+            problems.append(f"folder views/{file.parent.name} is not a view featx knows")
+            continue
         if name not in entry.layer_info:
             problems.append(f"layer file {file.name} is not a layer of {entry.settings['backbone']}")
             continue
         try:
             with h5py.File(file, "r") as f:
-                problems += [f"layer {name}: {p}" for p in _check_features(entry, name, f)]
+                problems += [f"layer {label}: {p}" for p in _check_features(entry, name, view, f)]
         except (OSError, RuntimeError, KeyError, ValueError) as exc:
-            problems.append(f"layer {name}: file cannot be read by h5py ({exc})")
+            problems.append(f"layer {label}: file cannot be read by h5py ({exc})")
     return problems
 
 
-def _check_features(entry: CacheEntry, name: str, f: h5py.File) -> list[str]:
+def _check_features(entry: CacheEntry, name: str, view: str, f: h5py.File) -> list[str]:
     if "features" not in f:
         return ["file has no 'features' dataset"]
     ds = f["features"]
@@ -82,6 +90,10 @@ def _check_features(entry: CacheEntry, name: str, f: h5py.File) -> list[str]:
         return problems + [f"dtype {ds.dtype}, expected {dtype}"]
     if ds.attrs.get("cache_key") != entry.key:
         problems.append("belongs to another cache key")
+    try:
+        check_view(ds.attrs, view, f.filename)
+    except FeatxError as exc:
+        problems.append(str(exc))
     step = max(1, BLOCK_BYTES // (width * dtype.itemsize))
     digest, bad = Digest(), []
     for start in range(0, n, step):  # one read per block serves both the NaN scan and the digest
@@ -91,5 +103,6 @@ def _check_features(entry: CacheEntry, name: str, f: h5py.File) -> list[str]:
     if bad:
         problems.append(f"NaN/Inf in {len(bad)} row(s), first rows {bad[:5]}")
     elif digest.hexdigest() != ds.attrs.get("digest"):
-        problems.append(f"data in layers/{Path(f.filename).name} changed since it was published (digest mismatch)")
+        where = Path(f.filename).relative_to(entry.path)
+        problems.append(f"data in {where} changed since it was published (digest mismatch)")
     return problems

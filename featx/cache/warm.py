@@ -20,16 +20,18 @@ from featx.cache.key import cache_key
 from featx.cache.passlog import PassLog
 from featx.cache.store import Cache, CacheEntry
 from featx.errors import FeatxError
+from featx.sources.views import IDENTITY
 
 
 def warm_entry(cache: Cache, backbone_args: dict, computed: dict, images, fingerprints: list[str],
-               layers) -> tuple[CacheEntry, LayerSelection] | None:
+               layers, views=(IDENTITY,)) -> tuple[CacheEntry, LayerSelection] | None:
     """(entry, selection) when an entry already holds everything this extract asks for; None when the backbone
     must decide.
 
     backbone_args : {name, weights, input_size, preprocess}, as extract stores them.
     computed : the stored settings this run would compute without the model (pool, dtype, mixed_precision,
-        decoder_version). images : the resolved ImageSet (subset and split applied).
+        decoder_version). images : the resolved ImageSet (subset and split applied). views : the view names
+        that must be cached for every layer.
     """
     files = [p for p in (backbone_args["name"], backbone_args["weights"]) if isinstance(p, str) and os.path.isfile(p)]
     for folder in cache.folders():
@@ -39,13 +41,13 @@ def warm_entry(cache: Cache, backbone_args: dict, computed: dict, images, finger
             entry = CacheEntry(folder, cache)
         except FeatxError:  # RunFailed too
             continue
-        selection = _serves(entry, backbone_args, computed, images, fingerprints, layers, files)
+        selection = _serves(entry, backbone_args, computed, images, fingerprints, layers, views, files)
         if selection is not None:
             return entry, selection
     return None
 
 
-def _serves(entry: CacheEntry, backbone_args, computed, images, fingerprints, layers, files) -> LayerSelection | None:
+def _serves(entry: CacheEntry, backbone_args, computed, images, fingerprints, layers, views, files) -> LayerSelection | None:
     settings = entry.settings
     if entry.backbone_args != backbone_args or any(settings.get(k) != v for k, v in computed.items()):
         return None
@@ -58,7 +60,7 @@ def _serves(entry: CacheEntry, backbone_args, computed, images, fingerprints, la
     try:
         selection = layer_selection(infos_from_metadata(entry.layer_info), layers, model_name=settings["backbone"],
                                     pool=settings["pool"])
-        cached = set(entry.layers)
-        return selection if all(n in cached for n in selection.names) and PassLog.summary(entry) is None else None
+        cached = all(set(selection.names) <= set(entry.view_layers(view)) for view in views)
+        return selection if cached and PassLog.summary(entry) is None else None
     except FeatxError:  # RunFailed too
         return None
