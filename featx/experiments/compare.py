@@ -94,7 +94,7 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
     log : called with each message line and the table (default print); None prints nothing.
     plots : also draw each run's confusion PNGs (off: drawing them takes
         longer than most fits; the confusion CSVs are always written). transforms : as in fit.
-    views, view_seed, tta : as in fit, for every row but the baselines (plain: they ignore the features).
+    views, view_seed, tta : as in fit, for every row (the baselines too: the same protocol, one view's width).
     Every FitSpec is built (and so checked) before any data is read.
     Saves results.csv and layer_comparison.png in <cache_dir>/reports/compare-<id>/ (runs_dir : as in fit;
     then <runs_dir>/reports/compare-<id>/).
@@ -106,9 +106,10 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
     if metric is not None:
         check_metric(metric)
     inner = -1 if n_jobs == 1 and cluster is None else 1  # the classifier's cores, or the folds' workers
+    views = view_names(views, view_seed, tta)
     specs = fit_specs(names, grid, with_class_weight(params or {}, names, class_weight), transforms, seed, inner,
-                      views=view_names(views, view_seed, tta), tta=tta)
-    baselines = [FitSpec(classifier=b, seed=seed, n_jobs=inner) for b in BASELINES if b not in names]
+                      views=views, tta=tta)
+    baselines = [FitSpec(classifier=b, seed=seed, n_jobs=inner, views=views, tta=tta) for b in BASELINES if b not in names]
     entry = Cache(cache_dir, runs_dir=runs_dir).open(cache)
     prepare_log(entry.cache)  # unwritable folders or a broken log fail before any fit
     reports = writable_folder(entry.cache.reports_dir, "reports")

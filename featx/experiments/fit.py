@@ -173,7 +173,7 @@ def fit(cache=None, *, layers=None, clf: str = "rf", params: dict | None = None,
     X, y, meta = load(entries if len(entries) > 1 else entries[0], layers=layers, views=loaded_views(spec))
     if layers is None:
         log(f"no layers given: fitting on every cached layer of {'+'.join(e.name for e in entries)} "
-            f"({len(meta.attrs['layers'])}, {X.shape[1]} features); choose some with --layers (API: layers=)")
+            f"({len(meta.attrs['layers'])}, {X.shape[1] // len(spec.views)} features); choose some with --layers (API: layers=)")
     split = meta["split"].to_numpy()
     result = None
     if cv:

@@ -165,7 +165,7 @@ def _step_jobs(entry: CacheEntry, kind: str, options: dict) -> list[tuple[list[s
                       tta=tta)
     layer_sets = options.get("layer_sets", ("blocks",))
     subsets = _expand_subsets(entry, [layer_sets] if isinstance(layer_sets, str) else layer_sets)
-    baselines = [FitSpec(classifier=b, seed=options.get("seed", 0)) for b in BASELINES if b not in names]
+    baselines = [FitSpec(classifier=b, seed=options.get("seed", 0), views=views, tta=tta) for b in BASELINES if b not in names]
     return ([(list(selection.names), spec) for selection, _ in subsets for spec in specs]
             + [(list(subsets[0][0].names), spec) for spec in baselines])  # compare's baseline rows
 

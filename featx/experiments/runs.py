@@ -62,7 +62,7 @@ INTEGERS = ("n_features", "tta", "seed", "n_train")
 # version 2 added views (the augmented views trained on, a comma list) and tta (0/1); older rows were plain fits
 VIEW_COLUMNS = {"views": "id", "tta": 0}
 REALS = tuple(c for c in COLUMNS if c.startswith(("val_", "test_")) or c.endswith("_seconds"))
-DISPLAY = ("run_id", "backbone", "data", "layers", "n_features", "classifier", "params", "transforms", "selected_by",
+DISPLAY = ("run_id", "backbone", "data", "layers", "n_features", "classifier", "params", "transforms", "views", "selected_by",
            "selection_score", "val_accuracy", "val_f1_macro", "test_accuracy", "test_f1_macro", "fit_seconds")
 LOG_FILE, OLD_LOG_FILE = "runs.sqlite", "runs.csv"
 LOG_VERSION = 2  # PRAGMA user_version of runs.sqlite; 0 = a new, empty database; 1 = before views (migrated)
@@ -460,7 +460,9 @@ def format_runs(table: pd.DataFrame) -> str:
     if table.empty:
         return "no runs yet; run `featx fit` or `featx compare`"
     layers = table["layers"].where(table["layers"].str.len() <= 40, table["layers"].str.slice(0, 37) + "...")
-    shown = table[[c for c in DISPLAY if c in table.columns]].assign(layers=layers).to_string(index=False)
+    views = table["views"].astype(str) + pd.to_numeric(table["tta"]).map({1: " +tta"}).fillna("")
+    columns = [c for c in DISPLAY if c in table.columns and (c != "views" or (views != "id").any())]  # plain: no column
+    shown = table[columns].assign(layers=layers, views=views)[columns].to_string(index=False)
     return shown + (f"\n{table.attrs['order']}" if "order" in table.attrs else "")
 
 

@@ -88,7 +88,7 @@ def _check_views(entry: CacheEntry, selection: LayerSelection, views: tuple) -> 
     if missing:
         layers = list(dict.fromkeys(n for names in missing.values() for n in names))
         raise FeatxError(f"cache entry {entry.name} lacks view(s) {', '.join(missing)} of layer(s) {', '.join(layers)}; "
-                         f"run `featx extract` with the entry's options and --views {','.join(views[1:]) or 'id'} "
+                         f"run `featx extract` with the entry's options and --views {','.join(missing)} "
                          f"--layers {','.join(layers)}")
 
 
