@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
@@ -205,3 +206,187 @@ def test_an_old_log_reads_as_plain_runs_and_is_migrated_by_the_next_write(tmp_pa
     assert logged_runs(table, "k", [(["a"], plain)]) == ["old-run"]
     assert logged_runs(table, "k", [(["a"], views)]) == ["new-run"]
     assert logged_runs(table, "k", [(["a"], FitSpec(classifier="rf", views=FLIP))]) is None  # no tta: not reused
+
+
+# --- on a real cache entry: ELPV images through EfficientNet-Lite0, identity and mirrored views
+
+SIZE, LIMIT = 96, 100
+
+
+def quiet(*_):
+    pass
+
+
+def extract_elpv(cache_dir, views="flip", **kw):
+    import featx
+
+    options = {"layers": "final", "limit": LIMIT, "input_size": SIZE, "backbone": "efficientnet_lite0", **kw}
+    return featx.extract("elpv", cache_dir=cache_dir, views=views, progress=False, log=quiet, **options).entry
+
+
+@pytest.fixture(scope="module")
+def flipped(tmp_path_factory):
+    """A cache folder with one entry of 100 ELPV images: top_activation of the identity and hflip views."""
+    cache_dir = tmp_path_factory.mktemp("views_usage")
+    entry = extract_elpv(cache_dir)
+    return cache_dir, entry
+
+
+@pytest.mark.slow
+def test_load_puts_each_image_views_side_by_side_in_its_row(flipped):
+    from featx.features.load import load
+
+    cache_dir, entry = flipped
+    X, y, meta = load(entry.name, cache_dir=cache_dir, layers="final", views="flip")
+    plain, y_plain, meta_plain = load(entry.name, cache_dir=cache_dir, layers="final")
+    d = plain.shape[1]
+    assert X.shape == (len(plain), 2 * d) and meta.attrs["views"] == FLIP
+    np.testing.assert_array_equal(X[:, :d], plain)
+    np.testing.assert_array_equal(X[:, d:], entry.read(["top_activation"], np.flatnonzero(entry.valid), view="hflip")[0])
+    assert not np.array_equal(X[:, :d], X[:, d:])  # the mirrored cell gives other features
+    np.testing.assert_array_equal(y, y_plain)
+    assert meta.attrs["feature_slices"] == meta_plain.attrs["feature_slices"] == {"top_activation": (0, d)}
+    with pytest.raises(FeatxError, match=r"lacks view\(s\) rot90, rot180.* of layer\(s\) top_activation; run "
+                                         r"`featx extract` .*--views rot90,.*--layers top_activation"):
+        load(entry.name, cache_dir=cache_dir, layers="final", views="d4")
+
+
+@pytest.mark.slow
+def test_combined_entries_join_each_view_features(flipped):
+    from featx.features.load import load, load_combined
+
+    cache_dir, entry = flipped
+    other = extract_elpv(cache_dir, pool="max")
+    X, _, meta = load_combined([entry.name, other.name], cache_dir=cache_dir, layers="final", views=FLIP)
+    a = load(entry.name, cache_dir=cache_dir, layers="final", views=FLIP)[0]
+    b = load(other.name, cache_dir=cache_dir, layers="final", views=FLIP)[0]
+    da, db = a.shape[1] // 2, b.shape[1] // 2
+    np.testing.assert_array_equal(X, np.concatenate([a[:, :da], b[:, :db], a[:, da:], b[:, db:]], axis=1))
+    assert meta.attrs["feature_slices"][f"{other.name}/top_activation"] == (da, da + db)  # within one view
+
+
+@pytest.mark.slow
+def test_tta_on_real_features_is_the_mean_over_views_and_differs_from_the_identity(flipped):
+    from featx.features.load import load
+
+    cache_dir, entry = flipped
+    X, y, meta = load(entry.name, cache_dir=cache_dir, layers="final", views=FLIP)
+    train, test = meta["split"].to_numpy() == "train", meta["split"].to_numpy() != "train"
+    model = FitSpec(classifier="logreg", transforms={"standardize": True}, views=FLIP, tta=True).pipeline()
+    model.fit(X[train], y[train])
+    d = X.shape[1] // 2
+    assert model.estimator_[0].n_samples_seen_ == 2 * train.sum()
+    views = [model.estimator_.predict_proba(X[test][:, v * d:(v + 1) * d]) for v in range(2)]
+    tta = model.predict_proba(X[test])
+    np.testing.assert_allclose(tta, (views[0] + views[1]) / 2)
+    identity = model.set_params(tta=False).predict_proba(X[test])
+    np.testing.assert_array_equal(identity, views[0])
+    assert np.abs(tta - identity).max() > 1e-3
+
+
+@pytest.mark.slow
+def test_fit_with_views_logs_them_and_a_plain_fit_is_as_before(flipped, tmp_path):
+    from featx.experiments import fit
+    from featx.experiments.runs import load_model
+
+    cache_dir, entry = flipped
+    runs = tmp_path / "runs"
+    common = dict(layers="final", clf="logreg", standardize=True, cache_dir=cache_dir, runs_dir=runs, log=quiet)
+    plain = fit(entry.name, **common)
+    again = fit(entry.name, views="id", **common)
+    views = fit(entry.name, views="flip", tta=True, **common)
+    assert plain.row["views"] == "id" and plain.row["tta"] == 0 and isinstance(plain.pipeline, Pipeline)
+    assert {k: plain.row[k] for k in ("all_params", "params", "n_features", "val_accuracy", "test_accuracy")} == \
+           {k: again.row[k] for k in ("all_params", "params", "n_features", "val_accuracy", "test_accuracy")}
+    assert views.row["views"] == "id,hflip" and views.row["tta"] == 1
+    assert views.row["n_features"] == plain.row["n_features"] and views.row["n_train"] == plain.row["n_train"]
+    assert views.row["all_params"] == plain.row["all_params"]  # the same classifier, inside the ViewEnsemble
+    model, row = load_model(views.run_id, cache_dir, runs_dir=runs)
+    assert isinstance(model, ViewEnsemble) and model.views == FLIP and model.tta and row["views"] == "id,hflip"
+    table = read_log(runs_dir=runs)
+    assert list(table["views"]) == ["id", "id", "id,hflip"] and list(table["tta"]) == [0, 0, 1]
+    with pytest.raises(FeatxError, match="--tta averages predictions over augmented views"):
+        fit(entry.name, tta=True, **common)
+
+
+@pytest.mark.slow
+def test_pipeline_extracts_the_views_its_steps_train_on_and_reuses_only_matching_runs(flipped, tmp_path):
+    from featx.experiments import run_pipeline
+
+    cache_dir, entry = flipped
+    recipe = tmp_path / "views.toml"
+    recipe.write_text(f'''
+data = "elpv"
+backbone = "efficientnet_lite0"
+layers = "final"
+views = "flip"
+[extract]
+limit = {LIMIT}
+input_size = {SIZE}
+[[steps]]
+kind = "fit"
+clf = "logreg"
+tta = true
+[[steps]]
+kind = "fit"
+clf = "logreg"
+views = "vflip"
+[[steps]]
+kind = "fit"
+clf = "logreg"
+views = "id"
+''')
+    first = run_pipeline(recipe, cache_dir=cache_dir, log=quiet)
+    assert first.entry.name == entry.name and "vflip" in first.entry.views  # extracted for step 2 only
+    assert sorted(zip(first.table["views"], first.table["tta"])) == [("id", 0), ("id,hflip", 1), ("id,vflip", 0)]
+    second = run_pipeline(recipe, cache_dir=cache_dir, log=quiet)
+    assert sorted(second.table["run_id"]) == sorted(first.table["run_id"])  # each step reused its own run
+
+
+def _featx(*argv):
+    child = forkserver.server().run([str(a) for a in argv])
+    return child.wait(), child.out, child.err
+
+
+@pytest.mark.slow
+def test_cli_fit_compare_tune_predict_with_views_and_tta(flipped, tmp_path):
+    from featx.features.load import load
+    from featx.experiments.runs import load_model
+    from featx.sources import resolve_source
+
+    cache_dir, entry = flipped
+    where = ["--cache-dir", cache_dir, "--runs-dir", tmp_path / "runs"]
+    rc, out, err = _featx("fit", entry.name, "--layers", "final", "--clf", "logreg", "--standardize", "--views", "flip",
+                          "--tta", *where)
+    assert rc == 0 and "with views id,hflip (tta)" in out, err
+    rc, out, err = _featx("compare", entry.name, "--layer-sets", "final", "--clf", "logreg,rf", "--views", "flip",
+                          "--tta", "--cv", "2", "--n-estimators", "20", *where)
+    assert rc == 0 and "best: " in out, err
+    rc, out, err = _featx("tune", entry.name, "--layers", "final", "--clf", "logreg", "--views", "flip", *where)
+    assert rc == 0 and "selected: " in out, err
+    table = read_log(runs_dir=tmp_path / "runs")
+    assert set(zip(table["views"], table["tta"])) == {("id,hflip", 1), ("id,hflip", 0)}
+    tuned = table["run_id"].iloc[-1]
+
+    # predict computes the model's views of the files: the same features, so the same probabilities as the cache's
+    source = resolve_source("elpv")
+    X, _, meta = load(entry.name, cache_dir=cache_dir, layers="final", views=FLIP)
+    files = [f"{source.root}/{p}" for p in meta["path"][:6]]
+    model, _ = load_model(tuned, cache_dir, runs_dir=tmp_path / "runs")
+    for flag, tta in ((["--tta"], True), ([], False)):
+        output = tmp_path / f"predictions-{tta}.csv"
+        rc, out, err = _featx("predict", "--model", tuned, *files, *flag, "--output", output, *where)
+        assert rc == 0, err
+        got = pd.read_csv(output)[[f"p_{c}" for c in entry.class_names]].to_numpy()
+        expected = model.set_params(tta=tta).predict_proba(X[:6])
+        np.testing.assert_allclose(got, expected, atol=2e-4)
+    assert not np.allclose(pd.read_csv(tmp_path / "predictions-True.csv").iloc[:, 3:],
+                           pd.read_csv(tmp_path / "predictions-False.csv").iloc[:, 3:], atol=1e-4)
+
+    # missing views, and --tta on a model without views: one error line each, exit 2
+    rc, out, err = _featx("fit", entry.name, "--layers", "final", "--clf", "logreg", "--views", "d4", *where)
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("error: cache entry") and "--views rot90" in err
+    rc, out, err = _featx("fit", entry.name, "--layers", "final", "--clf", "logreg", *where)
+    plain = read_log(runs_dir=tmp_path / "runs")["run_id"].iloc[-1]
+    rc, out, err = _featx("predict", "--model", plain, "--tta", files[0], *where)
+    assert rc == 2 and err.count("\n") == 1 and "fitted without augmented views" in err
