@@ -390,3 +390,24 @@ def test_cli_fit_compare_tune_predict_with_views_and_tta(flipped, tmp_path):
     plain = read_log(runs_dir=tmp_path / "runs")["run_id"].iloc[-1]
     rc, out, err = _featx("predict", "--model", plain, "--tta", files[0], *where)
     assert rc == 2 and err.count("\n") == 1 and "fitted without augmented views" in err
+
+
+@pytest.mark.slow  # about 12 s: a small grid and a refit on 1,500 view rows
+def test_tune_trains_each_point_on_every_view_and_refits_a_view_ensemble(digit_views):
+    from featx.experiments.tune import Search, _path, tune
+
+    X, y, split = digit_views
+    train, val = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
+    result = tune(X, y, split, "logreg", "accuracy", search=Search({"C": (0.1, 1.0)}), transforms={"standardize": True},
+                  views=FLIP, tta=True, log=quiet)
+    assert isinstance(result.pipeline, ViewEnsemble) and result.pipeline.tta
+    assert result.pipeline.estimator_[0].n_samples_seen_ == 2 * np.isin(split, ("train", "val")).sum()
+    # a point's score is that of a ViewEnsemble with the same parameters fitted on the split's train images
+    scored = _path("logreg", [{"C": 0.1}], X, y, train, val, {"standardize": True}, {}, 0, 1, 2, True)[0]
+    model = FitSpec(classifier="logreg", params={"C": 0.1}, transforms={"standardize": True}, views=FLIP, tta=True)
+    fitted = model.pipeline().fit(X[train], y[train])
+    assert scored["accuracy"] == pytest.approx(np.mean(fitted.predict(X[val]) == y[val]))
+    plain = _path("logreg", [{"C": 0.1}], X[:, :64], y, train, val, {"standardize": True}, {}, 0, 1)[0]
+    assert plain["accuracy"] == pytest.approx(np.mean(
+        FitSpec(classifier="logreg", params={"C": 0.1}, transforms={"standardize": True}).pipeline()
+        .fit(X[train][:, :64], y[train]).predict(X[val][:, :64]) == y[val]))

@@ -21,8 +21,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from featx.classifiers.registry import fit_pipeline
 from featx.errors import FeatxError
-
-IDENTITY = "id"
+from featx.sources.views import IDENTITY
 
 
 def _inner_has(method: str):

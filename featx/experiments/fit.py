@@ -23,7 +23,7 @@ from featx.cache.pick import entry_label
 from featx.cache.store import CacheEntry
 from featx.classifiers import classifier_params, fit_pipeline, make_pipeline
 from featx.classifiers.registry import bad_param_message
-from featx.classifiers.views import IDENTITY, ViewEnsemble, final_classifier
+from featx.classifiers.views import ViewEnsemble, final_classifier
 from featx.errors import FeatxError
 from featx.experiments.runs import MODEL_FILE, append_run, prepare_log, save_model, selection_columns, stage_run
 from featx.experiments.selection import CVResult, Folds, cross_validate, make_folds, summarize
@@ -31,7 +31,7 @@ from featx.features.load import load, open_entries
 from featx.features.options import TRANSFORM_KEYS
 from featx.features.transforms import build_feature_pipeline
 from featx.reports import evaluate, plot_confusion, plot_learning_curves
-from featx.sources.views import parse_views
+from featx.sources.views import IDENTITY, parse_views
 
 EVAL_SPLITS = ("val", "test")
 

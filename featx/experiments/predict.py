@@ -31,6 +31,7 @@ def predict(run_id: str, paths, *, cache_dir=None, batch_size: int = 32, output=
     Images are decoded in parallel a few batches ahead of the backbone, never all held in memory.
     tta : average the model's predictions over the augmented views it was fitted on (computed here, as extract
         computes them); a run fitted without views has none to average. Without it, the identity view decides.
+        batch_size then counts model inputs (images x views), as extract counts them.
     """
     from featx import runtime
     from featx.backbones import backbone_from_entry
@@ -54,7 +55,8 @@ def predict(run_id: str, paths, *, cache_dir=None, batch_size: int = 32, output=
         backbone = backbone_from_entry(entry)
     extractor = LayerExtractor(backbone, list(selection.names), entry.settings["pool"], entry.settings["dtype"])
     features, errors = [], {}
-    for _, outputs, bad in extractor.batches([str(p) for p in files], 0, batch_size, views=views):
+    images = batch_size if views is None else max(1, batch_size // len(views))  # model inputs per pass, as extract
+    for _, outputs, bad in extractor.batches([str(p) for p in files], 0, images, views=views):
         errors.update(bad)
         block = np.concatenate([outputs[n] for n in selection.names], axis=-1)  # (b, d), or (b, V, d) with views
         features.append(block.reshape(len(block), -1))  # views side by side, as the model was fitted on
