@@ -219,8 +219,11 @@ CLASSIFIER_FLAGS = (  # --flag VALUE -> the classifier parameter of the same nam
     ("--epochs", "dense: maximum epochs (default 100); the best-val-accuracy epoch is kept"),
     ("--dense-batch-size", "dense: minibatch size (default 32); --batch-size is images per forward pass elsewhere"),
     ("--patience", "dense: stop after this many epochs without a better val accuracy"),
+    ("--mixup", "dense: MixUp alpha on training minibatches, features and one-hot labels (default 0: off)"),
+    ("--feature-noise", "dense: std of Gaussian noise added to the training features of each minibatch (default 0)"),
 )
 FLAG_PARAMS = {"dense_batch_size": "batch_size"}  # flag dest -> parameter, where the names differ
+DENSE_ONLY = ("--mixup", "--feature-noise")  # train-time augmentation: meaningless for any other classifier
 
 
 def _typed(parse):
@@ -262,6 +265,10 @@ def _add_model_options(p: argparse.ArgumentParser, clf_help: str) -> None:
 def _classifier_params(args) -> dict:
     from featx.values import params_dict
 
+    for flag in DENSE_ONLY:
+        if hasattr(args, flag[2:].replace("-", "_")) and "dense" not in [c.strip() for c in args.clf.split(",")]:
+            raise FeatxError(f"{flag} augments the dense head's training and --clf {args.clf} has no dense head; "
+                             f"add --clf dense or drop {flag}")
     dests = [flag[2:].replace("-", "_") for flag, _ in CLASSIFIER_FLAGS] + ["batch_norm"]
     return params_dict([(FLAG_PARAMS.get(d, d), getattr(args, d)) for d in dests if hasattr(args, d)] + args.param)
 

@@ -50,8 +50,16 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
     patience : int or None, default=None
         Stop after this many epochs without a new best validation accuracy; None trains
         all `epochs`. The best epoch's weights are restored either way.
+    mixup : float, default=0.0
+        MixUp alpha: each training minibatch is blended with a shuffled copy of itself, features and
+        one-hot labels alike, by a weight drawn from Beta(alpha, alpha) per sample -- the augmentation
+        frozen-feature heads lose when images become cached vectors. 0 = off. Training only.
+    feature_noise : float, default=0.0
+        Standard deviation of Gaussian noise added to the training features of every minibatch (after
+        MixUp), in the units the head sees (standardized features if the pipeline standardizes).
+        0 = off. Training only.
     random_state : int or None, default=0
-        Seeds Keras (weights, shuffling, dropout) and the held-out split.
+        Seeds Keras (weights, shuffling, dropout), the augmentation draws and the held-out split.
     verbose : int, default=0
         Keras fit verbosity.
 
@@ -62,7 +70,8 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
     model_ : keras.Model
         Maps float32 (n_samples, n_features_in_) to class probabilities (n_samples, n_classes).
     history_ : pandas.DataFrame
-        One row per trained epoch: epoch (from 1), loss, accuracy, val_loss, val_accuracy.
+        One row per trained epoch: epoch (from 1), loss, accuracy, val_loss, val_accuracy. loss and
+        accuracy are on the augmented minibatches (accuracy against each mixed row's dominant label).
     best_epoch_ : int
         Epoch (from 1) whose weights `model_` holds.
     """
@@ -79,6 +88,8 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
         "epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "patience": [Interval(Integral, 1, None, closed="left"), None],
+        "mixup": [Interval(Real, 0, None, closed="left")],
+        "feature_noise": [Interval(Real, 0, None, closed="left")],
         "random_state": [Interval(Integral, 0, None, closed="left"), None],
         "verbose": ["verbose"],
     }
@@ -97,6 +108,8 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
         epochs=100,
         batch_size=32,
         patience=None,
+        mixup=0.0,
+        feature_noise=0.0,
         random_state=0,
         verbose=0,
     ):
@@ -111,6 +124,8 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
         self.epochs = epochs
         self.batch_size = batch_size
         self.patience = patience
+        self.mixup = mixup
+        self.feature_noise = feature_noise
         self.random_state = random_state
         self.verbose = verbose
 
@@ -131,16 +146,16 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
         self.classes_, y_encoded = np.unique(y, return_inverse=True)
         X_train, X_val, y_train, y_val = self._split(X, y_encoded, X_val, y_val)
 
-        # Every random draw is seeded here, at the op: initializers, dropout and the per-epoch shuffle of a
-        # dataset built here. keras.utils.set_random_seed would reseed Python, NumPy and TensorFlow for the
-        # whole process (tests/test_process_state.py).
+        # Every random draw is seeded here, at the op: initializers, dropout, and the per-epoch shuffle and
+        # augmentation of a dataset built here. keras.utils.set_random_seed would reseed Python, NumPy and
+        # TensorFlow for the whole process (tests/test_process_state.py).
         self.model_ = self._build(len(self.classes_))
         keep_best = _KeepBest(self.patience)
         batches, steps = self._batches(X_train, y_train)
         history = self.model_.fit(
             batches,
             steps_per_epoch=steps,
-            validation_data=(X_val, y_val),
+            validation_data=(X_val, self._one_hot(y_val)),
             epochs=self.epochs,
             shuffle=False,  # the batches come shuffled, from this estimator's own generator
             callbacks=[keep_best],
@@ -192,22 +207,42 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
                 f"({error}); pass X_val and y_val to fit or use more samples per class."
             ) from None
 
-    def _batches(self, X, y):
-        """(dataset of minibatches, batches per epoch), reshuffled every epoch by a NumPy generator seeded with
-        random_state: a tf.data shuffle op would also depend on TensorFlow's global seed."""
+    def _one_hot(self, y_encoded):
+        """float32 (n, n_classes) targets: the loss takes soft labels, which MixUp makes."""
+        return np.eye(len(self.classes_), dtype=np.float32)[y_encoded]
+
+    def _batches(self, X, y_encoded):
+        """(dataset of minibatches, batches per epoch): the endless stream of `_minibatches`, as Keras reads it."""
         import tensorflow as tf
 
-        rng, n, size = np.random.default_rng(self.random_state), len(y), self.batch_size
+        targets = self._one_hot(y_encoded)
+        signature = (tf.TensorSpec((None, X.shape[1]), tf.float32),
+                     tf.TensorSpec((None, targets.shape[1]), tf.float32))
+        return (tf.data.Dataset.from_generator(lambda: self._minibatches(X, targets), output_signature=signature),
+                -(-len(targets) // self.batch_size))
 
-        def minibatches():
-            while True:
-                order = rng.permutation(n)
-                for start in range(0, n, size):
-                    rows = order[start:start + size]
-                    yield X[rows], y[rows]
+    def _minibatches(self, X, targets):
+        """Endless (features, targets) minibatches, float32, reshuffled every epoch and augmented per batch.
 
-        signature = (tf.TensorSpec((None, X.shape[1]), tf.float32), tf.TensorSpec((None,), tf.as_dtype(y.dtype)))
-        return tf.data.Dataset.from_generator(minibatches, output_signature=signature), -(-n // size)
+        Every draw comes from one NumPy generator seeded with random_state: a tf.data shuffle or random op
+        would also depend on TensorFlow's global seed. Without augmentation the draws are the permutations
+        alone, so plain fits stay what they were before MixUp and noise existed.
+        X : float32 (n, n_features); targets : float32 (n, n_classes), one-hot.
+        """
+        rng, n, size = np.random.default_rng(self.random_state), len(targets), self.batch_size
+        while True:
+            order = rng.permutation(n)
+            for start in range(0, n, size):
+                rows = order[start:start + size]
+                features, labels = X[rows], targets[rows]
+                if self.mixup:
+                    weight = rng.beta(self.mixup, self.mixup, size=(len(rows), 1)).astype(np.float32)
+                    partner = rng.permutation(len(rows))
+                    features = weight * features + (1 - weight) * features[partner]
+                    labels = weight * labels + (1 - weight) * labels[partner]
+                if self.feature_noise:
+                    features = features + rng.normal(0.0, self.feature_noise, features.shape).astype(np.float32)
+                yield features, labels
 
     def _initializer(self, layer: int):
         """Glorot-uniform kernels (Keras's default) seeded per layer from random_state."""
@@ -234,8 +269,8 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
         model = keras.Model(inputs, outputs)
         model.compile(
             optimizer=self._optimizer(),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
+            loss="categorical_crossentropy",
+            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         )
         return model
 
