@@ -505,7 +505,7 @@ def _add_experiment_commands(sub) -> None:
                                                 "name) instead of the file's data")
     p.add_argument("--refit", action="store_true",
                    help="fit again steps whose fits are already logged (same entry, layers, classifier, params, "
-                        "transforms, seed); by default they are reused")
+                        "transforms, views, seed); by default they are reused")
     _add_cache_dir(p)
     p.set_defaults(func=cmd_run)
 

@@ -114,8 +114,8 @@ def run_pipeline(path, *, data=None, cache_dir=None, refit: bool = False, log=pr
         reused = None if refit or kind == "tsne" else logged_runs(read_log(entry.cache), entry.key,
                                                                   _step_jobs(entry, kind, options), cv)
         if reused is not None:
-            log(f"reused {len(reused)} logged run(s) with the same entry, layers, classifier, parameters, transforms "
-                f"and seed: {', '.join(reused)} (`featx run --refit` fits them again)")
+            log(f"reused {len(reused)} logged run(s) with the same entry, layers, classifier, parameters, transforms, "
+                f"views and seed: {', '.join(reused)} (`featx run --refit` fits them again)")
             run_ids += reused
         elif kind == "fit":
             result = fit(cache=entry, log=log, **options)
