@@ -303,6 +303,19 @@ def _add_selection_options(p: argparse.ArgumentParser, what: str) -> None:
                         "else accuracy; printed)")
 
 
+def _add_view_options(p: argparse.ArgumentParser) -> None:
+    """Augmented views (cached by `featx extract --views`) to train on, and test-time augmentation."""
+    p.add_argument("--views", default=None, metavar="SPEC",
+                   help="also train on these cached augmented views of each train image (flip, d4, crops:K, rand:K, "
+                        "comma-separated, as at extract); val and test use the identity view unless --tta")
+    p.add_argument("--view-seed", type=int, default=0, metavar="S", help="seed of rand:K views, as at extract (default 0)")
+    p.add_argument("--tta", action="store_true", help="predict val and test by averaging over the --views")
+
+
+def _views(args) -> dict:
+    return {"views": args.views, "view_seed": args.view_seed, "tta": args.tta}
+
+
 def cmd_fit(args) -> None:
     from featx.experiments import fit
 
@@ -310,7 +323,7 @@ def cmd_fit(args) -> None:
     caches = [c for c in (entry, *args.caches) if c is not None] or None  # several: features side by side
     fit(caches, layers=args.layers, clf=args.clf, params=_classifier_params(args), seed=args.seed,
         n_jobs=args.n_jobs, cache_dir=args.cache_dir, runs_dir=args.runs_dir, cv=args.cv, cv_repeats=args.cv_repeats,
-        class_weight=args.class_weight, **_transforms(args))
+        class_weight=args.class_weight, **_views(args), **_transforms(args))
 
 
 def cmd_compare(args) -> None:
@@ -321,7 +334,7 @@ def cmd_compare(args) -> None:
             params=_classifier_params(args), seed=args.seed, n_jobs=args.n_jobs, metric=args.metric, cv=args.cv,
             cv_repeats=args.cv_repeats, class_weight=args.class_weight, plots=args.plots,
             cache_dir=args.cache_dir, runs_dir=args.runs_dir, cluster=args.cluster,
-            cluster_config=args.cluster_config, save_models=args.save_models, **_transforms(args))
+            cluster_config=args.cluster_config, save_models=args.save_models, **_views(args), **_transforms(args))
 
 
 def cmd_tune(args) -> None:
@@ -330,7 +343,7 @@ def cmd_tune(args) -> None:
     results = tune_cache(_entry(args), layers=args.layers, classifiers=args.clf, cv=args.cv, cv_repeats=args.cv_repeats,
                          metric=args.metric, params=_classifier_params(args), class_weight=args.class_weight,
                          seed=args.seed, n_jobs=args.n_jobs, cache_dir=args.cache_dir, runs_dir=args.runs_dir,
-                         cluster=args.cluster, cluster_config=args.cluster_config, **_transforms(args))
+                         cluster=args.cluster, cluster_config=args.cluster_config, **_views(args), **_transforms(args))
     print(selected_line(results))
 
 
@@ -372,7 +385,7 @@ def cmd_predict(args) -> None:
     from featx.experiments import predict
 
     predict(args.model, args.paths, cache_dir=args.cache_dir, batch_size=args.batch_size, output=args.output,
-            runs_dir=args.runs_dir)
+            runs_dir=args.runs_dir, tta=args.tta)
 
 
 def cmd_plot_tsne(args) -> None:
@@ -397,6 +410,7 @@ def _add_experiment_commands(sub) -> None:
     _add_entry_pick(p)
     _add_model_options(p, "rf, svm, linear-svm, logreg, knn, dense, or the baselines majority, stratified (default rf)")
     _add_selection_options(p, "also score it")
+    _add_view_options(p)
     p.add_argument("--n-jobs", type=int, default=-1, help="the classifier's parallel jobs, or the folds' with --cv "
                                                           "(default -1: all cores)")
     _add_runs_dir(p)
@@ -413,6 +427,7 @@ def _add_experiment_commands(sub) -> None:
     p.add_argument("--grid", type=_typed(parse_grid_item), action="append", default=[], metavar="KEY=V1,V2",
                    help="parameter values to sweep, e.g. min_samples_leaf=1,2,5 (repeatable; goes to classifiers having KEY)")
     _add_selection_options(p, "rank rows")
+    _add_view_options(p)
     p.add_argument("--plots", action="store_true", help="also draw each run's confusion PNGs (slower)")
     p.add_argument("--save-models", default="best", choices=("best", "all"),
                    help="keep the model of the best row by val accuracy only (default), or of every row")
@@ -432,6 +447,7 @@ def _add_experiment_commands(sub) -> None:
     _add_model_options(p, "comma-separated classifiers among logreg, linear-svm, svm, rf, dense (default logreg)")
     p.set_defaults(clf="logreg")
     _add_selection_options(p, "select")
+    _add_view_options(p)
     p.add_argument("--n-jobs", type=int, default=-1, help="selection splits in parallel (default -1: all cores)")
     _add_runs_dir(p)
     _add_cluster_options(p)
@@ -489,7 +505,7 @@ def _add_experiment_commands(sub) -> None:
                                                 "name) instead of the file's data")
     p.add_argument("--refit", action="store_true",
                    help="fit again steps whose fits are already logged (same entry, layers, classifier, params, "
-                        "transforms, seed); by default they are reused")
+                        "transforms, views, seed); by default they are reused")
     _add_cache_dir(p)
     p.set_defaults(func=cmd_run)
 
@@ -501,6 +517,8 @@ def _add_experiment_commands(sub) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     p.add_argument("--output", default=None, help="CSV to write (default <cache-dir>/runs/<run_id>/predictions-<time>.csv)")
+    p.add_argument("--tta", action="store_true", help="average over the augmented views the model was fitted on "
+                                                      "(computed from each image); default: the identity view")
     _add_cache_dir(p)
     _add_runs_dir(p)
     p.set_defaults(func=cmd_predict)

@@ -126,11 +126,14 @@ def fit_pipeline(pipeline: Pipeline, X, y, X_val=None, y_val=None) -> Pipeline:
     would hand it to the head untransformed). So the transform steps are fitted here, in order, on X, and the
     head gets fit(Xt, y, X_val=Xt_val, y_val=y_val) -- scikit-learn's convention (cf. HistGradientBoosting).
     X, X_val : ndarrays of shape (n_samples, n_features) and (n_val, n_features); y, y_val : their labels.
-    Without validation data, or for a head that takes none, this is plain `pipeline.fit(X, y)`.
+    Without validation data, or for a head that takes none, this is plain `pipeline.fit(X, y)`. An estimator
+    that is not a Pipeline (featx.classifiers.views.ViewEnsemble) gets X_val and y_val in its own fit.
     """
-    head = pipeline[-1]
+    head = pipeline[-1] if isinstance(pipeline, Pipeline) else pipeline
     if X_val is None or not len(X_val) or "X_val" not in inspect.signature(head.fit).parameters:
         return pipeline.fit(X, y)
+    if head is pipeline:
+        return pipeline.fit(X, y, X_val=X_val, y_val=y_val)
     for _, step in pipeline.steps[:-1]:
         X, X_val = step.fit_transform(X, y), step.transform(X_val)
     head.fit(X, y, X_val=X_val, y_val=y_val)

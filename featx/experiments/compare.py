@@ -25,7 +25,16 @@ from featx.cache.store import Cache
 from featx.classifiers import BASELINES, classifier_params
 from featx.distributed import joblib_backend
 from featx.errors import FeatxError
-from featx.experiments.fit import FitSpec, _silent, cross_validate_spec, record_run, train_and_score, with_class_weight
+from featx.experiments.fit import (
+    FitSpec,
+    _silent,
+    cross_validate_spec,
+    loaded_views,
+    record_run,
+    train_and_score,
+    view_names,
+    with_class_weight,
+)
 from featx.experiments.runs import new_run_id, prepare_log, writable_folder
 from featx.experiments.selection import (
     METRICS,
@@ -64,7 +73,7 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
             params: dict | None = None, seed: int = 0, n_jobs: int = 1, metric: str | None = None,
             cv: int | None = None, cv_repeats: int = 1, class_weight: str | None = None, plots: bool = False,
             cache_dir=None, log=print, runs_dir=None, cluster=None, cluster_config=None, save_models: str = "best",
-            **transforms) -> CompareResult:
+            views=None, view_seed: int = 0, tta: bool = False, **transforms) -> CompareResult:
     """Fit every (layer subset, classifier, grid point) and the baselines; tabulate them best first.
 
     layer_sets : subsets, each a layer name, group (all, blocks, final, fc), comma list of them, or "each" (every
@@ -85,6 +94,7 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
     log : called with each message line and the table (default print); None prints nothing.
     plots : also draw each run's confusion PNGs (off: drawing them takes
         longer than most fits; the confusion CSVs are always written). transforms : as in fit.
+    views, view_seed, tta : as in fit, for every row (the baselines too: the same protocol, one view's width).
     Every FitSpec is built (and so checked) before any data is read.
     Saves results.csv and layer_comparison.png in <cache_dir>/reports/compare-<id>/ (runs_dir : as in fit;
     then <runs_dir>/reports/compare-<id>/).
@@ -96,22 +106,26 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
     if metric is not None:
         check_metric(metric)
     inner = -1 if n_jobs == 1 and cluster is None else 1  # the classifier's cores, or the folds' workers
-    specs = fit_specs(names, grid, with_class_weight(params or {}, names, class_weight), transforms, seed, inner)
-    baselines = [FitSpec(classifier=b, seed=seed, n_jobs=inner) for b in BASELINES if b not in names]
+    views = view_names(views, view_seed, tta)
+    specs = fit_specs(names, grid, with_class_weight(params or {}, names, class_weight), transforms, seed, inner,
+                      views=views, tta=tta)
+    baselines = [FitSpec(classifier=b, seed=seed, n_jobs=inner, views=views, tta=tta) for b in BASELINES if b not in names]
     entry = Cache(cache_dir, runs_dir=runs_dir).open(cache)
     prepare_log(entry.cache)  # unwritable folders or a broken log fail before any fit
     reports = writable_folder(entry.cache.reports_dir, "reports")
     subsets = _expand_subsets(entry, [layer_sets] if isinstance(layer_sets, str) else layer_sets)
     jobs = [(subset, spec) for subset in subsets for spec in specs] + [((subsets[0][0], None), s) for s in baselines]
-    X, y, meta = load(entry, layers=[n for selection, _ in subsets for n in selection.names])  # the union, once
-    split, slices = meta["split"].to_numpy(), meta.attrs["feature_slices"]
+    X, y, meta = load(entry, layers=[n for selection, _ in subsets for n in selection.names],  # the union, once
+                      views=loaded_views(specs[0]))
+    split, slices, n_views = meta["split"].to_numpy(), meta.attrs["feature_slices"], len(specs[0].views)
     if metric is None:
         metric, reason = default_metric(y[np.isin(split, SELECTION_SPLITS)])
         log(reason)
     folds = make_folds(y, split, cv, cv_repeats, seed) if cv else None
     log(f"compare: {len(subsets)} layer subset(s) x classifiers x grid = {len(jobs)} fit(s), {n_jobs} in parallel, "
         f"on {entry_label(entry)}")
-    columns = {selection: np.concatenate([np.arange(*slices[n]) for n in selection.names]) for selection, _ in subsets}
+    columns = {selection: _view_columns([np.arange(*slices[n]) for n in selection.names], X.shape[1] // n_views, n_views)
+               for selection, _ in subsets}
     backend = nullcontext() if cluster is None else joblib_backend(cluster, scatter=[X], config=cluster_config)
     with backend:
         scored = Parallel(n_jobs=n_jobs if cluster is None else -1)(
@@ -200,8 +214,16 @@ def parse_grid(items) -> dict:
     return params_dict(map(parse_grid_item, items))
 
 
-def fit_specs(classifiers, grid: dict, params: dict, transforms: dict, seed: int, n_jobs) -> list[FitSpec]:
-    """One FitSpec per classifier and per point of the grid part it accepts (fixed params likewise)."""
+def _view_columns(parts, width: int, n_views: int) -> np.ndarray:
+    """A subset's columns (`parts` index one view's `width` columns) in every view's block, view by view."""
+    one = np.concatenate(parts)
+    return np.concatenate([view * width + one for view in range(n_views)])
+
+
+def fit_specs(classifiers, grid: dict, params: dict, transforms: dict, seed: int, n_jobs, *,
+              views=("id",), tta: bool = False) -> list[FitSpec]:
+    """One FitSpec per classifier and per point of the grid part it accepts (fixed params likewise); all with
+    `views` and `tta`."""
     names = [c.strip() for c in classifiers.split(",")] if isinstance(classifiers, str) else list(classifiers)
     accepted = {name: classifier_params(name) for name in names}
     unused = sorted(k for k in [*grid, *params] if not any(k in keys for keys in accepted.values()))
@@ -213,7 +235,7 @@ def fit_specs(classifiers, grid: dict, params: dict, transforms: dict, seed: int
         fixed = {k: v for k, v in params.items() if k in accepted[name]}
         keys = [k for k in grid if k in accepted[name]]
         specs += [FitSpec(classifier=name, params={**fixed, **dict(zip(keys, values))}, transforms=transforms,
-                          seed=seed, n_jobs=n_jobs)
+                          seed=seed, n_jobs=n_jobs, views=views, tta=tta)
                   for values in itertools.product(*(grid[k] for k in keys))]
     return specs
 

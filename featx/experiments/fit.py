@@ -23,6 +23,7 @@ from featx.cache.pick import entry_label
 from featx.cache.store import CacheEntry
 from featx.classifiers import classifier_params, fit_pipeline, make_pipeline
 from featx.classifiers.registry import bad_param_message
+from featx.classifiers.views import ViewEnsemble, final_classifier
 from featx.errors import FeatxError
 from featx.experiments.runs import MODEL_FILE, append_run, prepare_log, save_model, selection_columns, stage_run
 from featx.experiments.selection import CVResult, Folds, cross_validate, make_folds, summarize
@@ -30,6 +31,7 @@ from featx.features.load import load, open_entries
 from featx.features.options import TRANSFORM_KEYS
 from featx.features.transforms import build_feature_pipeline
 from featx.reports import evaluate, plot_confusion, plot_learning_curves
+from featx.sources.views import IDENTITY, parse_views
 
 EVAL_SPLITS = ("val", "test")
 
@@ -42,6 +44,9 @@ class FitSpec:
     transforms : keywords of featx.features.options.TRANSFORM_OPTIONS (standardize, discretize, pca, ...).
     seed : the classifier's random_state and the transforms'. n_jobs : the classifier's parallelism (where
     it has one); it does not change the numbers, so describe() leaves it out.
+    views : the augmented views trained on (names, identity "id" first; featx.sources.views.parse_views), whose
+    features sit side by side in each image's row. tta : predict by averaging over those views. A spec with
+    views beyond the identity, or tta, fits a featx.classifiers.views.ViewEnsemble around the Pipeline.
     Checked on creation (names, and values against scikit-learn's parameter constraints), before any data
     is read.
     """
@@ -51,20 +56,34 @@ class FitSpec:
     transforms: dict = field(default_factory=dict)
     seed: int = 0
     n_jobs: int | None = -1
+    views: tuple = (IDENTITY,)
+    tta: bool = False
 
     def __post_init__(self):
         # copies: a caller's dict changed later must not change a spec already made
         object.__setattr__(self, "params", dict(self.params or {}))
         object.__setattr__(self, "transforms", dict(self.transforms or {}))
+        object.__setattr__(self, "views", tuple(self.views))
+        object.__setattr__(self, "tta", bool(self.tta))
+        if not self.views or self.views[0] != IDENTITY or len(set(self.views)) != len(self.views):
+            raise FeatxError(f"views {', '.join(self.views) or '(none)'} must name each view once, the identity view "
+                             f"'{IDENTITY}' first; build them with featx.sources.views.parse_views")
         unknown = sorted(set(self.transforms) - set(TRANSFORM_KEYS))
         if unknown:
             raise FeatxError(f"unknown transform option(s) {', '.join(unknown)}; choose from {', '.join(TRANSFORM_KEYS)}")
         self.pipeline()
 
-    def pipeline(self) -> Pipeline:
-        """A new, unfitted Pipeline: the transforms, then the classifier as step "clf"."""
+    @property
+    def plain(self) -> bool:
+        """No views beyond the identity and no tta: a fit as featx made before views existed."""
+        return self.views == (IDENTITY,) and not self.tta
+
+    def pipeline(self) -> Pipeline | ViewEnsemble:
+        """A new, unfitted Pipeline (the transforms, then the classifier as step "clf"); wrapped in a
+        ViewEnsemble of `views` and `tta` unless the spec is plain."""
         steps = build_feature_pipeline(seed=self.seed, **self.transforms)
-        return make_pipeline(self.classifier, self.params, steps, self.seed, self.n_jobs)
+        pipeline = make_pipeline(self.classifier, self.params, steps, self.seed, self.n_jobs)
+        return pipeline if self.plain else ViewEnsemble(pipeline, views=self.views, tta=self.tta)
 
     def transforms_label(self) -> str:
         """A short label, e.g. 'standardize+fne(-0.25,0.15)+pca(50)'; 'none' when there are none."""
@@ -77,14 +96,21 @@ class FitSpec:
         """The parameters as sorted JSON (tuples become lists): the run log's `params` column."""
         return _json(self.params)
 
+    def views_label(self) -> str:
+        """The views as the runs log's `views` column: a comma list, "id" for a plain spec."""
+        return ",".join(self.views)
+
     def to_dict(self) -> dict:
-        """JSON-ready and stable: sorted keys, tuples as lists."""
+        """JSON-ready and stable: sorted keys, tuples as lists; views and tta only where the spec is not plain."""
+        views = {} if self.plain else {"views": list(self.views), "tta": self.tta}
         return {"classifier": self.classifier, "params": json.loads(self.params_json()),
-                "transforms": json.loads(_json(self.transforms)), "seed": self.seed, "n_jobs": self.n_jobs}
+                "transforms": json.loads(_json(self.transforms)), "seed": self.seed, "n_jobs": self.n_jobs, **views}
 
     def describe(self) -> str:
-        """One stable line, e.g. 'rf {"n_estimators": 100} transforms=standardize seed=0'."""
-        return f"{self.classifier} {self.params_json()} transforms={self.transforms_label()} seed={self.seed}"
+        """One stable line, e.g. 'rf {"n_estimators": 100} transforms=standardize seed=0' (then views=... tta=...
+        where the spec is not plain)."""
+        views = "" if self.plain else f" views={self.views_label()} tta={str(self.tta).lower()}"
+        return f"{self.classifier} {self.params_json()} transforms={self.transforms_label()} seed={self.seed}{views}"
 
 
 @dataclass
@@ -118,7 +144,8 @@ class FitResult:
 
 def fit(cache=None, *, layers=None, clf: str = "rf", params: dict | None = None, seed: int = 0,
         n_jobs: int | None = -1, cache_dir=None, runs_dir=None, cv: int | None = None, cv_repeats: int = 1,
-        class_weight: str | None = None, log=print, **transforms) -> FitResult:
+        class_weight: str | None = None, views=None, view_seed: int = 0, tta: bool = False, log=print,
+        **transforms) -> FitResult:
     """Fit `clf` on the train split of `layers`, evaluate on val and test, save the model and log the run.
 
     cache : an entry, or a list of entries of the same images whose features are concatenated (see
@@ -134,16 +161,19 @@ def fit(cache=None, *, layers=None, clf: str = "rf", params: dict | None = None,
         parallel (seeded by `seed`); the mean and 95% CI of each metric are logged. The model saved is still
         the one fitted on train, scored once on val and test.
     class_weight : "balanced" weighs classes inversely to their frequency (classifiers that have class_weight).
+    views, view_seed : train on these augmented views of each train image too (see view_names); they must be
+        cached. tta : predict val and test by averaging over those views, instead of from the identity view.
     """
     log = log or _silent
     params = with_class_weight(params or {}, [clf], class_weight)
-    spec = FitSpec(classifier=clf, params=params, transforms=transforms, seed=seed, n_jobs=n_jobs)
+    spec = FitSpec(classifier=clf, params=params, transforms=transforms, seed=seed, n_jobs=n_jobs,
+                   views=view_names(views, view_seed, tta), tta=tta)
     entries = open_entries(cache, cache_dir, runs_dir=runs_dir)
     prepare_log(entries[0].cache)  # an unwritable folder or a broken log fails before training
-    X, y, meta = load(entries if len(entries) > 1 else entries[0], layers=layers)
+    X, y, meta = load(entries if len(entries) > 1 else entries[0], layers=layers, views=loaded_views(spec))
     if layers is None:
         log(f"no layers given: fitting on every cached layer of {'+'.join(e.name for e in entries)} "
-            f"({len(meta.attrs['layers'])}, {X.shape[1]} features); choose some with --layers (API: layers=)")
+            f"({len(meta.attrs['layers'])}, {X.shape[1] // len(spec.views)} features); choose some with --layers (API: layers=)")
     split = meta["split"].to_numpy()
     result = None
     if cv:
@@ -153,6 +183,21 @@ def fit(cache=None, *, layers=None, clf: str = "rf", params: dict | None = None,
     scores = train_and_score(X, y, split, spec, class_names=entries[0].class_names)
     return record_run(entries if len(entries) > 1 else entries[0], spec, scores, selection=meta.attrs["selection"],
                       log=log, cv=result)
+
+
+def view_names(views=None, view_seed: int = 0, tta: bool = False) -> tuple[str, ...]:
+    """The view names of `views`: a spec string such as "flip" or "d4,crops:5" (parse_views, rand views seeded
+    by view_seed as at extract), a sequence of names, or None (the identity view only). tta needs more views."""
+    names = parse_views(views, view_seed) if views is None or isinstance(views, str) else tuple(views)
+    if tta and len(names) < 2:
+        raise FeatxError("--tta averages predictions over augmented views, but only the identity view is given; "
+                         "pass --views SPEC (e.g. flip) as at `featx extract`, or drop --tta")
+    return names
+
+
+def loaded_views(spec: FitSpec) -> tuple[str, ...] | None:
+    """What `load` reads for spec: its views side by side, or None (the plain features) for a plain spec."""
+    return None if spec.plain else spec.views
 
 
 def with_class_weight(params: dict, classifiers, class_weight: str | None) -> dict:
@@ -190,7 +235,8 @@ def _by_metric(summary: dict) -> dict:
 def train_and_score(X, y, split, spec: FitSpec, *, class_names, eval_splits=EVAL_SPLITS) -> Scores:
     """Fit spec's pipeline on the rows whose split is "train" and score it on `eval_splits`; writes nothing.
 
-    X : ndarray of shape (n_samples, n_features); y : int ndarray of shape (n_samples,) indexing class_names.
+    X : ndarray of shape (n_samples, n_features), or (n_images, V * n_features) with spec's V views side by
+        side; y : int ndarray of shape (n_samples,) indexing class_names. Scores.n_features is one view's.
     split : ndarray of shape (n_samples,) naming each row's part: "train" rows are fitted, the rows of each
         name in eval_splits are scored, any other name is ignored. A cross-validation fold is a split array
         with "train" and "val" per row. "val" rows are also the dense head's validation data.
@@ -209,7 +255,7 @@ def train_and_score(X, y, split, spec: FitSpec, *, class_names, eval_splits=EVAL
     predictions = {s: pipeline.predict(X[split == s]) for s in eval_splits if (split == s).any()}
     predict_seconds = time.perf_counter() - began
     metrics = {s: evaluate(y[split == s], p, class_names) for s, p in predictions.items()}
-    return Scores(pipeline, metrics, int(train.sum()), X.shape[1], fit_seconds, predict_seconds)
+    return Scores(pipeline, metrics, int(train.sum()), X.shape[1] // len(spec.views), fit_seconds, predict_seconds)
 
 
 def record_run(entry: CacheEntry | list[CacheEntry], spec: FitSpec, scores: Scores, *, selection: LayerSelection,
@@ -236,8 +282,8 @@ def record_run(entry: CacheEntry | list[CacheEntry], spec: FitSpec, scores: Scor
             "run_id": run_id, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
             **{column: "+".join(map(value, entries)) for column, value in _SOURCE_COLUMNS.items()},
             **selection_columns(selection), "n_features": scores.n_features, "classifier": spec.classifier,
-            "params": spec.params_json(), "all_params": _json(scores.pipeline[-1].get_params()),
-            "transforms": spec.transforms_label(), "seed": spec.seed, "n_train": scores.n_train,
+            "params": spec.params_json(), "all_params": _json(final_classifier(scores.pipeline).get_params()),
+            "transforms": spec.transforms_label(), "views": spec.views_label(), "tta": int(spec.tta), "seed": spec.seed, "n_train": scores.n_train,
             **{f"{s}_{m}": round(metrics[s][m], 4) if s in metrics else None
                for s in EVAL_SPLITS for m in ("accuracy", "f1_weighted", "f1_macro", "balanced_accuracy")},
             **(cv if isinstance(cv, dict) else cv_columns(cv)),
@@ -247,7 +293,8 @@ def record_run(entry: CacheEntry | list[CacheEntry], spec: FitSpec, scores: Scor
         append_run(entries[0].cache, row, staged=staged)
     folder = staged.final
     text = " | ".join(f"{s} acc {m['accuracy']:.3f} f1 {m['f1_macro']:.3f}" for s, m in metrics.items())
-    log(f"run {run_id}: {spec.classifier} {row['params']} on {layers} of {' + '.join(map(entry_label, entries))} ({scores.n_features} features): {text} "
+    views = "" if spec.plain else f" with views {spec.views_label()}{' (tta)' if spec.tta else ''}"
+    log(f"run {run_id}: {spec.classifier} {row['params']}{views} on {layers} of {' + '.join(map(entry_label, entries))} ({scores.n_features} features): {text} "
         f"(fit {scores.fit_seconds:.1f}s) -> {folder}")
     return FitResult(run_id, folder, spec, scores, row)
 
@@ -265,7 +312,7 @@ def _write_reports(folder: Path, scores: Scores, title: str, plots: bool) -> Non
         m["confusion"].to_csv(folder / f"confusion_{split}.csv")
         if plots:
             plot_confusion(m["confusion"], folder / f"confusion_{split}.png", f"{title} ({split}, accuracy {m['accuracy']:.3f})")
-    history = getattr(scores.pipeline[-1], "history_", None)
+    history = getattr(final_classifier(scores.pipeline), "history_", None)
     if history is not None:
         history.to_csv(folder / "history.csv", index=False)
         plot_learning_curves(history, folder / "learning_curves.png")

@@ -6,12 +6,15 @@
     backbone = "efficientnet_lite0"
     weights = "imagenet"
     layers = ["blocks", "top_activation"]
+    views = "flip"                          # optional: augmented views extracted, and trained on by every fit and
+    view_seed = 0                           # compare step that sets no views of its own (views = "id": plain)
     [extract]                               # any other featx.extract keyword: limit, seed, split, pool, ...
     limit = 600
     [[steps]]                               # in order; kind = fit | compare | tsne, the rest are its keywords
     kind = "fit"
     clf = "rf"
     params = { n_estimators = 200 }
+    tta = true                              # any fit / compare keyword, e.g. tta: average over the views
 
 The whole file is checked before anything runs: an unknown key is an error naming the key and the file.
 """
@@ -29,13 +32,14 @@ from featx.cache.store import CacheEntry
 from featx.classifiers import BASELINES
 from featx.errors import FeatxError
 from featx.experiments.compare import _expand_subsets, compare, fit_specs
-from featx.experiments.fit import FitSpec, fit, with_class_weight
+from featx.experiments.fit import FitSpec, fit, view_names, with_class_weight
 from featx.experiments.reuse import logged_runs
 from featx.experiments.runs import format_runs, read_log, runs
 from featx.experiments.tsne import tsne, tsne_path
 from featx.extractor import extract
 from featx.features.load import select_cached
 from featx.features.options import TRANSFORM_KEYS
+from featx.sources.views import parse_views
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -43,8 +47,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 STEPS = {"fit": fit, "compare": compare, "tsne": tsne}
+VIEW_STEPS = ("fit", "compare")  # the steps that train on augmented views
 TSNE_LAYERS = inspect.signature(tsne).parameters["layers"].default
-TOP_LEVEL = ("name", "description", "data", "backbone", "weights", "layers", "extract", "steps")
+TOP_LEVEL = ("name", "description", "data", "backbone", "weights", "layers", "views", "view_seed", "extract", "steps")
 MANAGED = ("cache", "cache_dir", "log", "progress", "runs_dir", "on_event", "refit")  # set by run_pipeline or code, not by a file
 
 
@@ -93,19 +98,24 @@ def run_pipeline(path, *, data=None, cache_dir=None, refit: bool = False, log=pr
         raise FeatxError(f"pipeline '{path}' names no data; add data = \"...\" to it or pass --data")
     source = {k: spec[k] for k in ("data", "backbone", "weights", "layers") if k in spec}
     layers = source.setdefault("layers", inspect.signature(extract).parameters["layers"].default)
-    entry = extract(cache_dir=cache_dir, log=log, **source, **spec.get("extract", {})).entry
+    views = {k: spec[k] for k in ("views", "view_seed") if k in spec}  # the steps' default views
+    needed = _needed_views(spec["steps"], views)
+    entry = extract(cache_dir=cache_dir, log=log, **source, **spec.get("extract", {}),
+                    **({"views": ",".join(needed[1:])} if len(needed) > 1 else {})).entry
     run_ids, plots = [], []
     for number, step in enumerate(spec["steps"], 1):
         kind, options = step["kind"], {k: v for k, v in step.items() if k != "kind"}
         log(f"--- step {number}/{len(spec['steps'])}: {kind}")
+        if kind in VIEW_STEPS and "views" not in options:
+            options = {**views, **options}
         if kind == "fit":
             options = {"layers": layers, **options}
         cv = f"cv{options['cv']}x{options.get('cv_repeats', 1)}" if options.get("cv") else None
         reused = None if refit or kind == "tsne" else logged_runs(read_log(entry.cache), entry.key,
                                                                   _step_jobs(entry, kind, options), cv)
         if reused is not None:
-            log(f"reused {len(reused)} logged run(s) with the same entry, layers, classifier, parameters, transforms "
-                f"and seed: {', '.join(reused)} (`featx run --refit` fits them again)")
+            log(f"reused {len(reused)} logged run(s) with the same entry, layers, classifier, parameters, transforms, "
+                f"views and seed: {', '.join(reused)} (`featx run --refit` fits them again)")
             run_ids += reused
         elif kind == "fit":
             result = fit(cache=entry, log=log, **options)
@@ -128,21 +138,34 @@ def run_pipeline(path, *, data=None, cache_dir=None, refit: bool = False, log=pr
     return PipelineResult(entry, table, plots)
 
 
+def _needed_views(steps: list[dict], views: dict) -> tuple[str, ...]:
+    """Every view name the pipeline trains on: the top-level `views` and each fit or compare step's (identity
+    first), which the extract step caches."""
+    chosen = [{**views, **step} if "views" not in step else step for step in steps if step["kind"] in VIEW_STEPS]
+    names = [parse_views(views.get("views"), views.get("view_seed", 0))]
+    names += [parse_views(step.get("views"), step.get("view_seed", views.get("view_seed", 0))) for step in chosen]
+    return tuple(dict.fromkeys(name for group in names for name in group))
+
+
 def _step_jobs(entry: CacheEntry, kind: str, options: dict) -> list[tuple[list[str], FitSpec]]:
     """(layer names, FitSpec) of every fit a fit or compare step would make, as fit and compare build them."""
     transforms = {k: options[k] for k in TRANSFORM_KEYS if k in options}
+    tta = options.get("tta", False)
+    views = view_names(options.get("views"), options.get("view_seed", 0), tta)
     if kind == "fit":
         clf = options.get("clf", "rf")
         params = with_class_weight(options.get("params") or {}, [clf], options.get("class_weight"))
-        spec = FitSpec(classifier=clf, params=params, transforms=transforms, seed=options.get("seed", 0))
+        spec = FitSpec(classifier=clf, params=params, transforms=transforms, seed=options.get("seed", 0),
+                       views=views, tta=tta)
         return [(list(select_cached(entry, options["layers"]).names), spec)]
     classifiers = options.get("classifiers", ("rf",))
     names = [c.strip() for c in classifiers.split(",")] if isinstance(classifiers, str) else list(classifiers)
     params = with_class_weight(options.get("params") or {}, names, options.get("class_weight"))
-    specs = fit_specs(names, options.get("grid") or {}, params, transforms, options.get("seed", 0), 1)
+    specs = fit_specs(names, options.get("grid") or {}, params, transforms, options.get("seed", 0), 1, views=views,
+                      tta=tta)
     layer_sets = options.get("layer_sets", ("blocks",))
     subsets = _expand_subsets(entry, [layer_sets] if isinstance(layer_sets, str) else layer_sets)
-    baselines = [FitSpec(classifier=b, seed=options.get("seed", 0)) for b in BASELINES if b not in names]
+    baselines = [FitSpec(classifier=b, seed=options.get("seed", 0), views=views, tta=tta) for b in BASELINES if b not in names]
     return ([(list(selection.names), spec) for selection, _ in subsets for spec in specs]
             + [(list(subsets[0][0].names), spec) for spec in baselines])  # compare's baseline rows
 

@@ -15,18 +15,23 @@ import pandas as pd
 from featx.backbones.layers import LayerSelection, infos_from_metadata, layer_selection
 from featx.cache.atomic import atomic_path
 from featx.cache.store import Cache, CacheEntry
+from featx.classifiers.views import ViewEnsemble
 from featx.errors import FeatxError, RunFailed
 from featx.experiments.runs import load_model, logged_selection, writable_folder
+from featx.sources.views import IDENTITY
 
 
 def predict(run_id: str, paths, *, cache_dir=None, batch_size: int = 32, output=None, runs_dir=None,
-            log=print) -> pd.DataFrame:
+            tta: bool = False, log=print) -> pd.DataFrame:
     """Classify image files (folders are searched recursively) with the model of run `run_id` (or a unique prefix).
 
     Returns a DataFrame with columns path, label (class name), error (why a file could not be decoded,
     else empty) and p_<class> per class where the classifier gives probabilities; also saved as CSV to
     `output` (default <runs>/<run_id>/predictions-<time>.csv, <runs> = runs_dir or <cache_dir>/runs).
     Images are decoded in parallel a few batches ahead of the backbone, never all held in memory.
+    tta : average the model's predictions over the augmented views it was fitted on (computed here, as extract
+        computes them); a run fitted without views has none to average. Without it, the identity view decides.
+        batch_size then counts model inputs (images x views), as extract counts them.
     """
     from featx import runtime
     from featx.backbones import backbone_from_entry
@@ -34,6 +39,7 @@ def predict(run_id: str, paths, *, cache_dir=None, batch_size: int = 32, output=
 
     cache = Cache(cache_dir, runs_dir=runs_dir)
     pipeline, run = load_model(run_id, cache)
+    pipeline, views = _with_tta(pipeline, run, tta)
     if "+" in run["cache_entry"]:
         raise FeatxError(f"run {run['run_id']} was fitted on several cache entries ({run['cache_entry']}); predict "
                          "takes runs fitted on one entry")
@@ -49,9 +55,11 @@ def predict(run_id: str, paths, *, cache_dir=None, batch_size: int = 32, output=
         backbone = backbone_from_entry(entry)
     extractor = LayerExtractor(backbone, list(selection.names), entry.settings["pool"], entry.settings["dtype"])
     features, errors = [], {}
-    for _, outputs, bad in extractor.batches([str(p) for p in files], 0, batch_size):
+    images = batch_size if views is None else max(1, batch_size // len(views))  # model inputs per pass, as extract
+    for _, outputs, bad in extractor.batches([str(p) for p in files], 0, images, views=views):
         errors.update(bad)
-        features.append(np.concatenate([outputs[n] for n in selection.names], axis=1))
+        block = np.concatenate([outputs[n] for n in selection.names], axis=-1)  # (b, d), or (b, V, d) with views
+        features.append(block.reshape(len(block), -1))  # views side by side, as the model was fitted on
     table = pd.DataFrame({"path": [str(p) for p in files], "label": "", "error": [errors.get(i, "") for i in range(len(files))]})
     good = (table["error"] == "").to_numpy()
     if good.any():
@@ -65,6 +73,17 @@ def predict(run_id: str, paths, *, cache_dir=None, batch_size: int = 32, output=
     log(table.to_string(index=False))
     log(f"saved {output}")
     return table
+
+
+def _with_tta(model, run, tta: bool):
+    """(the model set to average over its views or to use the identity view, the views to compute or None)."""
+    views = tuple(model.views) if isinstance(model, ViewEnsemble) else (IDENTITY,)
+    if tta and len(views) < 2:
+        raise FeatxError(f"run {run['run_id']} was fitted without augmented views, so --tta has none to average; "
+                         "fit with --views SPEC (e.g. flip) to get a model that has, or drop --tta")
+    if len(views) < 2:
+        return model, None
+    return model.set_params(tta=tta), views if tta else None
 
 
 def _run_layers(entry: CacheEntry, run) -> LayerSelection:

@@ -1,8 +1,9 @@
 """Fits already in the runs log: a pipeline re-run reuses them instead of fitting and logging them again.
 
 A logged run stands for a new fit when it was made on the same cache entry (its key: the same features),
-the same resolved layers, and the same FitSpec (classifier, parameters, transforms, seed); training is
-deterministic given those, so refitting would only append a duplicate row and model.
+the same resolved layers, and the same FitSpec (classifier, parameters, transforms, views, tta, seed);
+training is deterministic given those, so refitting would only append a duplicate row and model. A plain
+run never stands for a views run, nor the other way round.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ def logged_runs(table: pd.DataFrame, key: str, jobs: list[tuple[list[str], FitSp
         rows = same_entry[(same_entry["layer_names"] == ",".join(names)) & (same_entry["classifier"] == spec.classifier)
                           & (same_entry["params"] == spec.params_json())
                           & (same_entry["transforms"] == spec.transforms_label())
+                          & (same_entry["views"] == spec.views_label())
+                          & (pd.to_numeric(same_entry["tta"], errors="coerce") == int(spec.tta))
                           & (pd.to_numeric(same_entry["seed"], errors="coerce") == spec.seed)]
         if rows.empty:
             return None

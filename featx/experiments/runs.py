@@ -23,7 +23,6 @@ guards against accidental changes, the loaders against malicious ones.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 import re
@@ -44,11 +43,12 @@ from featx.cache.atomic import atomic_path, fsync_dir, fsync_file
 from featx.cache.pick import data_labels
 from featx.cache.lock import process_alive
 from featx.cache.store import Cache
+from featx.classifiers.views import final_classifier, with_final_classifier
 from featx.errors import FeatxError, RunFailed
 
 COLUMNS = (
     "run_id", "timestamp", "cache_key", "cache_entry", "backbone", "layers", "layer_names", "n_features",
-    "classifier", "params", "all_params", "transforms", "seed", "n_train",
+    "classifier", "params", "all_params", "transforms", "views", "tta", "seed", "n_train",
     "val_accuracy", "val_f1_weighted", "val_f1_macro", "test_accuracy", "test_f1_weighted", "test_f1_macro",
     "fit_seconds", "predict_seconds", "model_path", "model_sha256",
 )
@@ -58,12 +58,14 @@ SELECTION_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted")
 SELECTION_COLUMNS = ("val_balanced_accuracy", "test_balanced_accuracy", "cv", "cv_folds",
                      *(f"cv_{m}_{s}" for m in SELECTION_METRICS for s in ("mean", "ci95")))
 SELECTION_REALS = tuple(c for c in SELECTION_COLUMNS if c not in ("cv", "cv_folds"))
-INTEGERS = ("n_features", "seed", "n_train")
+INTEGERS = ("n_features", "tta", "seed", "n_train")
+# version 2 added views (the augmented views trained on, a comma list) and tta (0/1); older rows were plain fits
+VIEW_COLUMNS = {"views": "id", "tta": 0}
 REALS = tuple(c for c in COLUMNS if c.startswith(("val_", "test_")) or c.endswith("_seconds"))
-DISPLAY = ("run_id", "backbone", "data", "layers", "n_features", "classifier", "params", "transforms", "selected_by",
+DISPLAY = ("run_id", "backbone", "data", "layers", "n_features", "classifier", "params", "transforms", "views", "selected_by",
            "selection_score", "val_accuracy", "val_f1_macro", "test_accuracy", "test_f1_macro", "fit_seconds")
 LOG_FILE, OLD_LOG_FILE = "runs.sqlite", "runs.csv"
-LOG_VERSION = 1  # PRAGMA user_version of runs.sqlite; 0 = a new, empty database
+LOG_VERSION = 2  # PRAGMA user_version of runs.sqlite; 0 = a new, empty database; 1 = before views (migrated)
 MODEL_FILE, HEAD_FILE = "model.skops", "head.keras"
 BUSY_TIMEOUT_S = 120  # how long a fit waits for other fits' transactions before giving up
 STAGING = ".staging-"  # .staging-<run_id>-<pid>@<host>: removed once that process is gone
@@ -171,7 +173,9 @@ def _create(connection: sqlite3.Connection, folder: Path) -> None:
     """Schema, version and any old runs.csv rows in one transaction: concurrent first fits create it once."""
     version = connection.execute("PRAGMA user_version").fetchone()[0]
     if version:
-        if version == LOG_VERSION:  # a log written before the table existed gains it (a no-op after)
+        if version < LOG_VERSION:
+            _migrate(connection)
+        if version <= LOG_VERSION:  # a log written before the table existed gains it (a no-op after)
             connection.execute(_SELECTION_SCHEMA)
         return
     connection.execute("BEGIN IMMEDIATE")
@@ -192,6 +196,23 @@ def _create(connection: sqlite3.Connection, folder: Path) -> None:
         raise
 
 
+def _migrate(connection: sqlite3.Connection) -> None:
+    """Version 1 -> 2 in one transaction: the views columns, holding what its runs were (plain fits)."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        if connection.execute("PRAGMA user_version").fetchone()[0] == 1:  # not migrated meanwhile by another fit
+            for column, plain in VIEW_COLUMNS.items():
+                kind = "INTEGER" if column in INTEGERS else "TEXT"
+                connection.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
+                connection.execute(f"UPDATE runs SET {column} = ?", (plain,))
+            connection.execute(f"PRAGMA user_version={LOG_VERSION}")
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+
+
 def _read_old_csv(path: Path) -> pd.DataFrame:
     """The rows of a pre-SQLite runs.csv (migrated into runs.sqlite; the CSV is left as it was)."""
     try:
@@ -204,12 +225,17 @@ def _read_old_csv(path: Path) -> pd.DataFrame:
     if missing:
         raise FeatxError(f"cannot migrate the old runs log {path}: no column {', '.join(missing)}; "
                          "repair or move the CSV away, then run again")
-    return table.reindex(columns=list(COLUMNS))
+    return _with_view_columns(table).reindex(columns=list(COLUMNS))
+
+
+def _with_view_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """A table read from a log without the views columns (format 1, or runs.csv): its runs were plain fits."""
+    return table.assign(**{column: plain for column, plain in VIEW_COLUMNS.items() if column not in table.columns})
 
 
 def _check_version(connection: sqlite3.Connection, path: Path) -> None:
     version = connection.execute("PRAGMA user_version").fetchone()[0]
-    if version not in (0, LOG_VERSION):
+    if version not in (0, 1, LOG_VERSION):  # 1 is read as it is, and migrated by the next write
         raise FeatxError(f"runs log {path} has format version {version}, this featx reads version {LOG_VERSION}; "
                          "use the featx that wrote it, or pass another --runs-dir")
 
@@ -353,7 +379,9 @@ def read_log(cache_dir=None, *, runs_dir=None) -> pd.DataFrame:
     if (folder / LOG_FILE).exists():
         with _database(folder, write=False) as connection:
             if connection.execute("PRAGMA user_version").fetchone()[0]:  # 0: created, not yet initialized
-                table = pd.read_sql_query(f"SELECT {', '.join(COLUMNS)} FROM runs ORDER BY seq", connection)
+                present = {row[1] for row in connection.execute("PRAGMA table_info(runs)")}  # version 1: no views
+                table = pd.read_sql_query(f"SELECT {', '.join(c for c in COLUMNS if c in present)} FROM runs ORDER BY seq",
+                                          connection).pipe(_with_view_columns)[list(COLUMNS)]
                 table = table.merge(_selection_scores(connection), on="run_id", how="left")
                 return table.astype({c: float for c in (*REALS, *SELECTION_REALS)})  # NULLs would read as objects
     old = folder / OLD_LOG_FILE
@@ -432,7 +460,9 @@ def format_runs(table: pd.DataFrame) -> str:
     if table.empty:
         return "no runs yet; run `featx fit` or `featx compare`"
     layers = table["layers"].where(table["layers"].str.len() <= 40, table["layers"].str.slice(0, 37) + "...")
-    shown = table[[c for c in DISPLAY if c in table.columns]].assign(layers=layers).to_string(index=False)
+    views = table["views"].astype(str) + pd.to_numeric(table["tta"]).map({1: " +tta"}).fillna("")
+    columns = [c for c in DISPLAY if c in table.columns and (c != "views" or (views != "id").any())]  # plain: no column
+    shown = table[columns].assign(layers=layers, views=views)[columns].to_string(index=False)
     return shown + (f"\n{table.attrs['order']}" if "order" in table.attrs else "")
 
 
@@ -458,7 +488,7 @@ def trusted_types() -> list[str]:
     own = [f"{t.__module__}.{t.__qualname__}" for t in (FNEDiscretizer, QuietKBinsDiscretizer)]
     metrics = [f"sklearn.metrics._dist_metrics.{m}Distance{bits}"
                for m in ("Euclidean", "SEuclidean", "Manhattan", "Chebyshev", "Minkowski", "Cosine") for bits in (32, 64)]
-    return [*own, "featx.classifiers.dense.DenseHeadClassifier", "sklearn.tree._tree.Tree",
+    return [*own, "featx.classifiers.dense.DenseHeadClassifier", "featx.classifiers.views.ViewEnsemble", "sklearn.tree._tree.Tree",
             "sklearn.neighbors._kd_tree.KDTree", "sklearn.neighbors._ball_tree.BallTree", *metrics]
 
 
@@ -468,12 +498,11 @@ def save_model(pipeline, path: Path) -> str:
     import skops.io
 
     path = Path(path)
-    head = pipeline[-1]
+    head = final_classifier(pipeline)
     if hasattr(head, "save_keras_model"):  # the dense head: its Keras model goes to a .keras file
         head.save_keras_model(path.with_name(HEAD_FILE))
         fsync_file(path.with_name(HEAD_FILE))
-        pipeline = copy.copy(pipeline)  # the caller's keeps its head
-        pipeline.steps = [*pipeline.steps[:-1], (pipeline.steps[-1][0], head.without_keras_model())]
+        pipeline = with_final_classifier(pipeline, head.without_keras_model())  # the caller's keeps its head
     skops.io.dump(pipeline, path)
     fsync_file(path)
     return model_sha256(path)
@@ -522,7 +551,7 @@ def _load_pipeline(path: Path, run_id: str):
                          "fit the model again") from None
     except (zipfile.BadZipFile, KeyError, ValueError, TypeError) as exc:
         raise FeatxError(f"{refuse} ({str(exc)[:200] or type(exc).__name__}); refusing to load it: fit the model again") from None
-    head = pipeline[-1]
+    head = final_classifier(pipeline)
     if hasattr(head, "load_keras_model"):
         try:
             head.load_keras_model(path.with_name(HEAD_FILE))

@@ -27,9 +27,10 @@ from sklearn.pipeline import Pipeline
 
 from featx.cache.store import Cache
 from featx.classifiers import make_classifier, make_pipeline
+from featx.classifiers.views import ViewEnsemble, training_rows, tta_predict, view_rows
 from featx.distributed import joblib_backend
 from featx.errors import FeatxError
-from featx.experiments.fit import FitSpec, Scores, record_run, with_class_weight
+from featx.experiments.fit import FitSpec, Scores, loaded_views, record_run, view_names, with_class_weight
 from featx.experiments.runs import new_run_id, prepare_log, writable_folder
 from featx.experiments.selection import (
     METRICS,
@@ -126,7 +127,7 @@ def selected_line(results: list[TuneResult]) -> str:
 def tune_cache(cache=None, *, layers=None, classifiers=("logreg",), cv: int | None = None, cv_repeats: int = 1,
                metric: str | None = None, params: dict | None = None, class_weight: str | None = None, seed: int = 0,
                n_jobs: int | None = 1, cache_dir=None, runs_dir=None, cluster=None, cluster_config=None, log=print,
-               **transforms) -> list[TuneResult]:
+               views=None, view_seed: int = 0, tta: bool = False, **transforms) -> list[TuneResult]:
     """tune each of `classifiers` on `layers` of a cache entry, log each refit as a run, save each search curve.
 
     cv : K for selection by repeated stratified K-fold (cv_repeats times) over train+val; None = on val.
@@ -137,12 +138,15 @@ def tune_cache(cache=None, *, layers=None, classifiers=("logreg",), cv: int | No
     cv_* columns, or with selection on val the val_* scores of the best point fitted on train; its test
     scores are the one test evaluation. Writes <reports>/tune-<id>/<clf>_curve.csv and <clf>_curve.png.
     selected_line(results) names the best of them by selection score.
+    views, view_seed, tta : as in fit: every point is trained on all views of its train images (folds are
+    by image) and scored from the identity view, or with tta from the mean over the views.
     """
     names = [c.strip() for c in classifiers.split(",")] if isinstance(classifiers, str) else list(classifiers)
     params = with_class_weight(params or {}, names, class_weight)
+    views = view_names(views, view_seed, tta)
     entry = Cache(cache_dir, runs_dir=runs_dir).open(cache)
     prepare_log(entry.cache)
-    X, y, meta = load(entry, layers=layers)
+    X, y, meta = load(entry, layers=layers, views=loaded_views(FitSpec(views=views, tta=tta)))
     split = meta["split"].to_numpy()
     folds = make_folds(y, split, cv, cv_repeats, seed) if cv else None
     folder = writable_folder(entry.cache.reports_dir, "reports") / f"tune-{new_run_id()}"
@@ -151,25 +155,26 @@ def tune_cache(cache=None, *, layers=None, classifiers=("logreg",), cv: int | No
     with backend:
         for clf in names:
             result = tune(X, y, split, clf, metric, folds, transforms, params, seed=seed,
-                          n_jobs=-1 if cluster is not None else n_jobs, log=log)
+                          n_jobs=-1 if cluster is not None else n_jobs, log=log, views=views, tta=tta)
             metric = result.metric  # the default metric is decided (and printed) once
             folder.mkdir(parents=True, exist_ok=True)
             result.curve.to_csv(folder / f"{clf}_curve.csv", index=False)
             plot_search_curve(result.curve, folder / f"{clf}_curve.png", result.searched, result.metric,
                               title=f"{clf}: {result.metric} on {result.selection}")
-            _record(entry, X, y, split, meta.attrs["selection"], result, transforms, seed, log)
+            _record(entry, X, y, split, meta.attrs["selection"], result, transforms, seed, log, views, tta)
             results.append(result)
     log(f"saved search curves in {folder}")
     return results
 
 
-def _record(entry, X, y, split, selection, result: TuneResult, transforms, seed, log) -> None:
+def _record(entry, X, y, split, selection, result: TuneResult, transforms, seed, log, views, tta) -> None:
     """Log the refit as a run: the model, its one test evaluation, the score it was selected by."""
-    spec = FitSpec(classifier=result.classifier, params=result.best_params, transforms=transforms, seed=seed, n_jobs=1)
+    spec = FitSpec(classifier=result.classifier, params=result.best_params, transforms=transforms, seed=seed, n_jobs=1,
+                   views=views, tta=tta)
     test = split == "test"
     began = time.perf_counter()
     metrics = {"test": evaluate(y[test], result.pipeline.predict(X[test]), entry.class_names)} if test.any() else {}
-    scores = Scores(result.pipeline, metrics, int(np.isin(split, SELECTION_SPLITS).sum()), X.shape[1],
+    scores = Scores(result.pipeline, metrics, int(np.isin(split, SELECTION_SPLITS).sum()), X.shape[1] // len(views),
                     result.seconds, time.perf_counter() - began)
     result.run_id = record_run(entry, spec, scores, selection=selection, log=log, plots=False,
                                cv=result.selection_columns()).run_id
@@ -177,7 +182,7 @@ def _record(entry, X, y, split, selection, result: TuneResult, transforms, seed,
 
 def tune(X, y, split, clf: str, metric: str | None = None, folds: Folds | None = None, transforms: dict | None = None,
          params: dict | None = None, search: Search | None = None, seed: int = 0, n_jobs: int | None = 1,
-         log=print) -> TuneResult:
+         log=print, views: tuple = ("id",), tta: bool = False) -> TuneResult:
     """Search `clf`'s parameters, select by `metric` on `folds`, refit on train+val, score test once.
 
     X : ndarray of shape (n_rows, n_features); y, split : ndarrays of shape (n_rows,), split in train/val/test.
@@ -187,6 +192,9 @@ def tune(X, y, split, clf: str, metric: str | None = None, folds: Folds | None =
     params : fixed classifier parameters for every fit, e.g. {"class_weight": "balanced"}.
     search : overrides SEARCHES[clf].
     n_jobs : selection splits in parallel; with a single split, the classifier's own n_jobs instead.
+    views, tta : X holds these views of each image side by side (n_rows, V * d); points are trained on every
+    view of the train images and scored from the identity view, or with tta the mean over the views; the
+    refit is then a featx.classifiers.views.ViewEnsemble.
     The best point's score is optimistic (it won a search); versus_default says whether it beats the
     default parameters beyond the CV noise (with one val split there is no CI: pass folds for one).
     """
@@ -202,7 +210,7 @@ def tune(X, y, split, clf: str, metric: str | None = None, folds: Folds | None =
     folds = folds or val_folds(split)
     transforms, fixed = transforms or {}, {**search.fixed, **(params or {})}
     make_classifier(clf, fixed, seed)  # unknown parameters fail before any fit
-    run = _Runner(clf, X, y, folds, transforms, fixed, seed, n_jobs)
+    run = _Runner(clf, X, y, folds, transforms, fixed, seed, n_jobs, len(views), tta)
     coarse = [dict(zip(search.grid, values)) for values in itertools.product(*search.grid.values())]
     tried = run("coarse", coarse)
     tried += _defaults(clf, coarse, tried) or run("default", [{}])
@@ -214,7 +222,7 @@ def tune(X, y, split, clf: str, metric: str | None = None, folds: Folds | None =
     curve = _curve(tried, folds, metric)
     versus = paired_difference(_as_cv(tried, best, folds), _as_cv(tried, {}, folds), metric,
                                f"{clf} {_label(best)}", f"{clf} defaults")
-    pipeline, best_params = _refit(clf, X, y, split, best, transforms, fixed, seed, n_jobs)
+    pipeline, best_params = _refit(clf, X, y, split, best, transforms, fixed, seed, n_jobs, views, tta)
     test = split == "test"
     scores = score(y[test], pipeline.predict(X[test])) if test.any() else None
     seconds = time.perf_counter() - began
@@ -237,21 +245,28 @@ class _Runner:
     fixed: dict
     seed: int
     n_jobs: int | None
+    n_views: int = 1
+    tta: bool = False
 
     def __call__(self, stage: str, points: list[dict]) -> list[dict]:
         inner = self.n_jobs if len(self.folds) == 1 else 1
         per_split = Parallel(n_jobs=1 if len(self.folds) == 1 else self.n_jobs)(
             delayed(_path)(self.clf, points, self.X, self.y, train, held_out, self.transforms, self.fixed,
-                           self.seed, inner) for train, held_out in self.folds.splits)
+                           self.seed, inner, self.n_views, self.tta) for train, held_out in self.folds.splits)
         return [{"stage": stage, "split": i, "point": point, **row}
                 for i, rows in enumerate(per_split) for point, row in zip(points, rows)]
 
 
-def _path(clf, points, X, y, train, held_out, transforms, fixed, seed, n_jobs) -> list[dict]:
+def _path(clf, points, X, y, train, held_out, transforms, fixed, seed, n_jobs, n_views=1, tta=False) -> list[dict]:
     """Fit the transforms on the split's train rows once, then every point on the mapped features; with
-    warm_start in `fixed`, one estimator walks the points in order, each fit starting from the last."""
+    warm_start in `fixed`, one estimator walks the points in order, each fit starting from the last.
+    With n_views views per row, the fits see every view of the train images as rows (as ViewEnsemble)."""
     steps = Pipeline(build_feature_pipeline(seed=seed, **transforms) or [("identity", "passthrough")])
-    X_train, X_eval = steps.fit_transform(X[train], y[train]), steps.transform(X[held_out])
+    X_fit, y_fit, X_val, y_val = training_rows(make_classifier(clf, fixed, seed), X[train], y[train], n_views)
+    held = X[held_out]
+    held = view_rows(held, n_views) if tta else held[:, :held.shape[1] // n_views]
+    X_train, X_eval = steps.fit_transform(X_fit, y_fit), steps.transform(held)
+    validation = {} if X_val is None else {"X_val": steps.transform(X_val), "y_val": y_val}
     if clf in ROW_SPACE and X_train.shape[1] > X_train.shape[0]:
         X_train, X_eval = _row_space(X_train, X_eval)
     estimator, rows = None, []
@@ -262,20 +277,21 @@ def _path(clf, points, X, y, train, held_out, transforms, fixed, seed, n_jobs) -
             estimator.set_params(**values)
         else:
             estimator = make_classifier(clf, {**fixed, **values}, seed, n_jobs)
-        converged = _fit_quietly(estimator, X_train, y[train])
+        converged = _fit_quietly(estimator, X_train, y_fit, **validation)
         seconds = time.perf_counter() - began
-        rows.append({**score(y[held_out], estimator.predict(X_eval)), "fit_seconds": seconds, "converged": converged})
+        predicted = tta_predict(estimator, X_eval, n_views) if tta else estimator.predict(X_eval)
+        rows.append({**score(y[held_out], predicted), "fit_seconds": seconds, "converged": converged})
         if not point:  # the defaults must not seed the next warm start
             estimator = None
     return rows
 
 
-def _fit_quietly(estimator, X, y) -> bool:
+def _fit_quietly(estimator, X, y, **validation) -> bool:
     """Fit; a ConvergenceWarning (usual at the weakly regularized end of a C path) becomes the return value
     False, recorded in the curve, instead of one warning per grid point. Other warnings pass through."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        estimator.fit(X, y)
+        estimator.fit(X, y, **validation)
     for warning in caught:
         if not issubclass(warning.category, ConvergenceWarning):
             warnings.warn(warning.message, warning.category, stacklevel=2)
@@ -366,7 +382,7 @@ def _as_cv(tried: list[dict], point: dict, folds: Folds) -> CVResult:
     return CVResult(pd.DataFrame(mine), folds, None)
 
 
-def _refit(clf, X, y, split, best, transforms, fixed, seed, n_jobs) -> tuple[Pipeline, dict]:
+def _refit(clf, X, y, split, best, transforms, fixed, seed, n_jobs, views=("id",), tta=False) -> tuple[Pipeline, dict]:
     rows = np.isin(split, SELECTION_SPLITS)
     steps = build_feature_pipeline(seed=seed, **transforms)
     values = best
@@ -374,7 +390,10 @@ def _refit(clf, X, y, split, best, transforms, fixed, seed, n_jobs) -> tuple[Pip
         mapped = Pipeline(build_feature_pipeline(seed=seed, **transforms) or [("identity", "passthrough")])
         values = _resolve(best, mapped.fit_transform(X[rows], y[rows]))
     params = {**{k: v for k, v in fixed.items() if k != "warm_start"}, **values}
-    return make_pipeline(clf, params, steps, seed, n_jobs).fit(X[rows], y[rows]), params
+    pipeline = make_pipeline(clf, params, steps, seed, n_jobs)
+    if tuple(views) != ("id",) or tta:
+        pipeline = ViewEnsemble(pipeline, views=views, tta=tta)
+    return pipeline.fit(X[rows], y[rows]), params
 
 
 def _label(point: dict) -> str:

@@ -11,6 +11,7 @@ from featx.backbones.layers import LayerSelection, infos_from_metadata, layer_se
 from featx.cache.store import Cache, CacheEntry
 from featx.errors import FeatxError
 from featx.sources.splits import SPLITS
+from featx.sources.views import parse_views
 
 
 def select_cached(entry: CacheEntry, layers=None) -> LayerSelection:
@@ -27,24 +28,29 @@ def select_cached(entry: CacheEntry, layers=None) -> LayerSelection:
                            cached=entry.layers, entry_name=entry.name)
 
 
-def load(cache=None, *, layers=None, split: str | None = None, cache_dir=None):
+def load(cache=None, *, layers=None, split: str | None = None, cache_dir=None, views=None):
     """Features of the valid (decoded) images of a cache entry, or of several entries side by side.
 
     cache : an entry (name, key prefix, folder or CacheEntry; None: the most recent) of the Cache at cache_dir,
         or a list of entries of the same images (see load_combined).
     layers : names, groups, a comma list of them, or a LayerSelection; None: every cached layer. Layers are
         concatenated in the backbone's depth order, whatever order they are named in.
+    views : augmented views to read side by side: names (identity "id" first) or a spec string
+        (featx.sources.views.parse_views, seed 0; pass names for rand views of another seed). None: the
+        identity view alone, as X always was. Rows stay images, so splits and CV folds of rows are by image.
 
     Returns
     -------
-    X : float ndarray of shape (n_samples, n_features)
+    X : float ndarray of shape (n_samples, n_features), or with views (n_samples, V * n_features): view v's
+        features in columns [v * n_features, (v + 1) * n_features)
     y : int ndarray of shape (n_samples,), indexes into meta.attrs["class_names"]
     meta : DataFrame with columns path, label, class_name, split (one row per sample); attrs hold
         class_names, selection (the LayerSelection read), layers (its names, a list), feature_slices
-        {layer: (start, stop)}, cache_key, cache_path, settings.
+        {layer: (start, stop)} (within one view's columns), cache_key, cache_path, settings, and with views
+        `views` (the names, a tuple).
     """
     if isinstance(cache, (list, tuple)):
-        return load_combined(cache, layers=layers, split=split, cache_dir=cache_dir)
+        return load_combined(cache, layers=layers, split=split, cache_dir=cache_dir, views=views)
     entry = Cache(cache_dir).open(cache)
     selection = select_cached(entry, layers)
     rows = entry.valid.copy()
@@ -53,7 +59,13 @@ def load(cache=None, *, layers=None, split: str | None = None, cache_dir=None):
             raise FeatxError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}")
         rows &= entry.split == split
     rows = np.flatnonzero(rows)
-    X, slices = entry.read(selection.names, rows)
+    if views is None:
+        X, slices = entry.read(selection.names, rows)
+    else:
+        views = parse_views(views) if isinstance(views, str) else tuple(views)
+        _check_views(entry, selection, views)
+        parts = [entry.read(selection.names, rows, view=view) for view in views]
+        X, slices = np.concatenate([x for x, _ in parts], axis=1), parts[0][1]
     y = entry.labels[rows]
     meta = pd.DataFrame({
         "path": np.asarray(entry.relpaths, dtype=object)[rows],
@@ -63,7 +75,21 @@ def load(cache=None, *, layers=None, split: str | None = None, cache_dir=None):
     })
     meta.attrs.update(class_names=entry.class_names, selection=selection, layers=list(selection.names),
                       feature_slices=slices, cache_key=entry.key, cache_path=str(entry.path), settings=entry.settings)
+    if views is not None:
+        meta.attrs["views"] = views
     return X, y, meta
+
+
+def _check_views(entry: CacheEntry, selection: LayerSelection, views: tuple) -> None:
+    """Every view of every selected layer is cached in `entry`; else one line naming what is missing and the
+    extract that adds it (only the missing views are computed)."""
+    missing = {view: [n for n in selection.names if n not in entry.view_layers(view)] for view in views}
+    missing = {view: names for view, names in missing.items() if names}
+    if missing:
+        layers = list(dict.fromkeys(n for names in missing.values() for n in names))
+        raise FeatxError(f"cache entry {entry.name} lacks view(s) {', '.join(missing)} of layer(s) {', '.join(layers)}; "
+                         f"run `featx extract` with the entry's options and --views {','.join(missing)} "
+                         f"--layers {','.join(layers)}")
 
 
 def open_entries(cache, cache_dir=None, *, runs_dir=None) -> list[CacheEntry]:
@@ -79,7 +105,7 @@ def open_entries(cache, cache_dir=None, *, runs_dir=None) -> list[CacheEntry]:
     return entries
 
 
-def load_combined(caches, *, layers=None, split: str | None = None, cache_dir=None):
+def load_combined(caches, *, layers=None, split: str | None = None, cache_dir=None, views=None):
     """Features of several entries of the same images concatenated column-wise, row-aligned by image: two
     backbones (lite0 + lite2), or two poolings of one backbone (each pooling is its own entry).
 
@@ -87,21 +113,26 @@ def load_combined(caches, *, layers=None, split: str | None = None, cache_dir=No
     (FeatxError otherwise). `layers` is resolved in each entry. Returns (X, y, meta) as `load`; with two or
     more entries, meta.attrs' selection, layers and feature_slices name columns "<entry name>/<layer>", cache_key is the
     keys joined by "+", cache_path the first entry's folder, settings {entry name: settings}, entries the names.
+    With views, each view's columns hold every entry's features of that view, entry by entry.
     """
     entries = open_entries(caches, cache_dir)
     if len(entries) == 1:
-        return load(entries[0], layers=layers, split=split)
+        return load(entries[0], layers=layers, split=split, views=views)
     for other in entries[1:]:
         _check_same_images(entries[0], other)
-    parts = [load(entry, layers=layers, split=split) for entry in entries]
+    parts = [load(entry, layers=layers, split=split, views=views) for entry in entries]
+    n_views = len(parts[0][2].attrs.get("views", (None,)))
     names, slices, offset = [], {}, 0
     for entry, (X, _, meta) in zip(entries, parts):
         for layer in meta.attrs["layers"]:
             start, stop = meta.attrs["feature_slices"][layer]
             names.append(f"{entry.name}/{layer}")
             slices[names[-1]] = (offset + start, offset + stop)
-        offset += X.shape[1]
-    X, y, meta = np.concatenate([X for X, _, _ in parts], axis=1), parts[0][1], parts[0][2]
+        offset += X.shape[1] // n_views
+    # with views, each view's block joins the entries' features of that view: (n, V * (d_1 + d_2 + ...))
+    X = np.concatenate([X.reshape(len(X), n_views, X.shape[1] // n_views) for X, _, _ in parts], axis=2)
+    X = X.reshape(len(X), n_views * X.shape[2])
+    y, meta = parts[0][1], parts[0][2]
     selection = LayerSelection(parts[0][2].attrs["selection"].spec, tuple(names))
     meta.attrs.update(selection=selection, layers=names, feature_slices=slices, cache_key="+".join(e.key for e in entries),
                       settings={e.name: e.settings for e in entries}, entries=[e.name for e in entries])
