@@ -3,8 +3,6 @@ head's own seeded generator, reachable from fit/compare/tune flags and pipeline 
 
 from __future__ import annotations
 
-import random
-
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, log_loss
@@ -13,6 +11,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 from featx.classifiers import make_classifier
 from featx.classifiers.dense import DenseHeadClassifier
 from featx.errors import FeatxError
+from test_process_state import draws, seed_everything
 
 SMALL = {"hidden": (16,), "epochs": 4, "lr": 0.05}
 
@@ -81,20 +80,6 @@ def test_negative_augmentation_is_refused(param, digits):
         DenseHeadClassifier(**{param: -0.1}).fit(X[:100], y[:100])
     with pytest.raises(FeatxError, match=f"'{param}' parameter .* got -0.1; pass a value"):
         make_classifier("dense", {param: -0.1})
-
-
-def draws():
-    import tensorflow as tf
-
-    return random.random(), float(np.random.random()), float(tf.random.uniform([]).numpy())
-
-
-def seed_everything(seed):
-    import tensorflow as tf
-
-    random.seed(seed)
-    np.random.seed(seed)
-    tf.random.set_seed(seed)
 
 
 @pytest.mark.slow  # five small Keras fits: 5-15 s on 2 busy cores

@@ -3,6 +3,7 @@
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -203,9 +204,24 @@ def test_pipeline_file_reuses_the_cache_and_rejects_unknown_keys(elpv_cache, tmp
         read_pipeline(bad)
 
 
-@pytest.mark.parametrize("name", ["quickstart", "vgg16_fne_rf_sweep", "mobilenet_v2_dense_sweep"])
-def test_shipped_pipelines_are_valid(name):
-    from pathlib import Path
+SHIPPED = sorted(p.stem for p in (Path(__file__).parents[1] / "pipelines").glob("*.toml"))
 
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_pipelines_are_valid(name):
     spec = read_pipeline(Path(__file__).parents[1] / "pipelines" / f"{name}.toml")
     assert spec["steps"] and spec["data"] == "elpv"
+    assert {"quickstart", "elpv_best"} <= set(SHIPPED)
+
+
+@pytest.mark.slow
+def test_elpv_best_recipe_runs_with_views_and_tta(tmp_path):
+    """The shipped best recipe as it is, on a 120-image subset at 96 px: D4 views extracted, TTA fit logged."""
+    text = (Path(__file__).parents[1] / "pipelines" / "elpv_best.toml").read_text()
+    assert "[extract]\n" in text
+    small = tmp_path / "elpv_best.toml"
+    small.write_text(text.replace("[extract]\n", "[extract]\nlimit = 120\ninput_size = 96\n"))
+    result = run_pipeline(small, cache_dir=tmp_path / "cache", **QUIET)
+    assert result.entry.views == ["id", "rot90", "rot180", "rot270", "hflip", "vflip", "transpose", "transverse"]
+    [row] = result.table.to_dict("records")
+    assert row["views"].startswith("id,rot90") and row["tta"] == 1 and 0 <= row["test_accuracy"] <= 1

@@ -178,8 +178,7 @@ def _create(connection: sqlite3.Connection, folder: Path) -> None:
         if version <= LOG_VERSION:  # a log written before the table existed gains it (a no-op after)
             connection.execute(_SELECTION_SCHEMA)
         return
-    connection.execute("BEGIN IMMEDIATE")
-    try:
+    with _immediate(connection):
         if not connection.execute("PRAGMA user_version").fetchone()[0]:
             if connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                 raise sqlite3.DatabaseError("it holds tables but no featx format version")
@@ -189,23 +188,25 @@ def _create(connection: sqlite3.Connection, folder: Path) -> None:
             if old.exists():  # a row logged twice (or without id) in the CSV is kept once
                 _insert(connection, _read_old_csv(old).dropna(subset=["run_id"]).drop_duplicates("run_id", keep="last"))
             connection.execute(f"PRAGMA user_version={LOG_VERSION}")
-        connection.execute("COMMIT")
-    except BaseException:
-        if connection.in_transaction:
-            connection.execute("ROLLBACK")
-        raise
 
 
 def _migrate(connection: sqlite3.Connection) -> None:
     """Version 1 -> 2 in one transaction: the views columns, holding what its runs were (plain fits)."""
-    connection.execute("BEGIN IMMEDIATE")
-    try:
+    with _immediate(connection):
         if connection.execute("PRAGMA user_version").fetchone()[0] == 1:  # not migrated meanwhile by another fit
             for column, plain in VIEW_COLUMNS.items():
                 kind = "INTEGER" if column in INTEGERS else "TEXT"
                 connection.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
                 connection.execute(f"UPDATE runs SET {column} = ?", (plain,))
             connection.execute(f"PRAGMA user_version={LOG_VERSION}")
+
+
+@contextmanager
+def _immediate(connection: sqlite3.Connection):
+    """One write transaction, taken at once (concurrent first fits queue here), committed or rolled back whole."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
         connection.execute("COMMIT")
     except BaseException:
         if connection.in_transaction:
