@@ -517,8 +517,9 @@ def _add_experiment_commands(sub) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     p.add_argument("--output", default=None, help="CSV to write (default <cache-dir>/runs/<run_id>/predictions-<time>.csv)")
-    p.add_argument("--tta", action="store_true", help="average over the augmented views the model was fitted on "
-                                                      "(computed from each image); default: the identity view")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="average over the augmented views the model was fitted on (computed from each image); "
+                        "--no-tta: the identity view decides; default: as the model was fitted (--tta at fit)")
     _add_cache_dir(p)
     _add_runs_dir(p)
     p.set_defaults(func=cmd_predict)

@@ -43,13 +43,16 @@ def test_view_specs_name_every_view_once_identity_first():
     assert parse_views(None) == ("id",) == parse_views("none")
     assert parse_views("flip") == ("id", "hflip")
     assert parse_views("d4") == D4 and len(set(D4)) == 8
-    assert parse_views("flip,crops:3") == ("id", "hflip", "crop1of3", "crop2of3", "crop3of3")
+    assert parse_views("flip,crops:3") == ("id", "hflip", "crop1", "crop2", "crop3")
+    assert parse_views("crops:2,crops:3") == ("id", "crop1", "crop2", "crop3")  # a crop is the same in any K
     assert parse_views("rand:2", seed=7) == ("id", "rand1s7", "rand2s7")
     assert parse_views("d4,flip") == D4  # a union: each view once
-    assert sort_views(["rand1s0", "crop2of5", "hflip", "id"]) == ["id", "hflip", "crop2of5", "rand1s0"]
-    for bad in ("flop", "crops:0", "crops:10", "rand:x", "crop6of5"):
+    assert sort_views(["rand1s0", "crop2", "hflip", "id"]) == ["id", "hflip", "crop2", "rand1s0"]
+    for bad in ("flop", "crops:0", "crops:10", "rand:x", "crop0", "crop10"):
         with pytest.raises(FeatxError, match="views"):
             parse_views(bad)
+    with pytest.raises(FeatxError, match="--view-seed -1 must be 0 or more"):
+        parse_views("rand:2", seed=-1)
 
 
 def test_views_are_the_d4_group_crops_and_seeded_random_crops(elpv_image):
@@ -124,21 +127,26 @@ def test_an_interrupted_views_pass_resumes_bit_identical_and_verify_covers_views
     cut = Cache(tmp_path / "cut").entries()[0]
     assert cut.views == [] and verify(cut) == []  # nothing published, a resumable pass pending
     resumed = extract(elpv_folder, tmp_path / "cut", views="flip,crops:2")
-    assert resumed.entry.views == ["id", "hflip", "crop1of2", "crop2of2"]
+    assert resumed.entry.views == ["id", "hflip", "crop1", "crop2"]
     for view in resumed.entry.views:
         for layer in LAYERS:
             np.testing.assert_array_equal(stored(resumed.entry, view, layer), stored(reference, view, layer))
     assert verify(resumed.entry) == []
 
-    path = resumed.entry.layer_file("top_activation", "crop2of2")
+    path = resumed.entry.layer_file("top_activation", "crop2")
     with h5py.File(path, "r+") as f:
         f["features"][3, 7] += 1.0
     problems = verify(resumed.entry)
-    assert len(problems) == 1 and "views/crop2of2/top_activation.h5 changed" in problems[0]
+    assert len(problems) == 1 and "views/crop2/top_activation.h5 changed" in problems[0]
     with h5py.File(path, "r+") as f:
-        f["features"].attrs["view"] = "crop1of2"
-    with pytest.raises(RunFailed, match="holds view crop1of2"):
-        resumed.entry.read(["top_activation"], view="crop2of2")
+        f["features"].attrs["view"] = "crop1"
+    with pytest.raises(RunFailed, match="holds view crop1"):
+        resumed.entry.read(["top_activation"], view="crop2")
+    with h5py.File(path, "r+") as f:
+        f["features"].attrs["view"] = "crop2"
+        del f["features"].attrs["views_version"]
+    with pytest.raises(RunFailed, match="holds view crop2 of no views version"):
+        resumed.entry.read(["top_activation"], view="crop2")
     with pytest.raises(FeatxError, match="not cached for view rot90.*--views"):
         resumed.entry.read(["top_activation"], view="rot90")
 

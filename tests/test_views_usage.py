@@ -382,6 +382,16 @@ def test_cli_fit_compare_tune_predict_with_views_and_tta(flipped, tmp_path):
         np.testing.assert_allclose(got, expected, atol=2e-4)
     assert not np.allclose(pd.read_csv(tmp_path / "predictions-True.csv").iloc[:, 3:],
                            pd.read_csv(tmp_path / "predictions-False.csv").iloc[:, 3:], atol=1e-4)
+    # a run fitted (and scored) with --tta predicts with TTA unless told --no-tta
+    with_tta = table.loc[table["tta"] == 1, "run_id"].iloc[0]
+    probabilities = {}
+    for flag in ("", "--tta", "--no-tta"):
+        output = tmp_path / f"predictions-fit{flag}.csv"
+        rc, out, err = _featx("predict", "--model", with_tta, *files, *([flag] if flag else []), "--output", output, *where)
+        assert rc == 0, err
+        probabilities[flag] = pd.read_csv(output).iloc[:, 3:].to_numpy()
+    np.testing.assert_array_equal(probabilities[""], probabilities["--tta"])
+    assert not np.allclose(probabilities[""], probabilities["--no-tta"], atol=1e-4)
 
     # missing views, and --tta on a model without views: one error line each, exit 2
     rc, out, err = _featx("fit", entry.name, "--layers", "final", "--clf", "logreg", "--views", "d4", *where)
@@ -411,3 +421,17 @@ def test_tune_trains_each_point_on_every_view_and_refits_a_view_ensemble(digit_v
     assert plain["accuracy"] == pytest.approx(np.mean(
         FitSpec(classifier="logreg", params={"C": 0.1}, transforms={"standardize": True}).pipeline()
         .fit(X[train][:, :64], y[train]).predict(X[val][:, :64]) == y[val]))
+
+
+def test_tune_refit_resolves_svm_gamma_on_view_rows_as_its_search_did(digit_views):
+    from sklearn.preprocessing import StandardScaler
+
+    from featx.classifiers.views import view_rows
+    from featx.experiments.tune import Search, tune
+
+    X, y, split = digit_views
+    result = tune(X, y, split, "svm", "accuracy", search=Search({"C": (1.0,), "gamma_scale": (1.0,)}),
+                  transforms={"standardize": True}, views=FLIP, log=quiet)
+    rows = view_rows(X[np.isin(split, ("train", "val"))], 2)  # (n * 2, 64): what the SVM is fitted on
+    expected = 1.0 / (64 * StandardScaler().fit_transform(rows).var())
+    assert result.pipeline.estimator_[-1].gamma == pytest.approx(expected)

@@ -429,7 +429,7 @@ class CacheEntry:
 
         Call only while holding `lock()`: then no live process of this host is writing them.
         """
-        for folder in (self.path, self.path / "layers", self.path / "work"):
+        for folder in (self.path, self.path / "layers", self.path / "work", *self.path.glob("views/*")):
             for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
                 pid = tmp.name.rsplit(".", 2)[-2]
                 if not (pid.isdigit() and _alive(int(pid))):
@@ -479,9 +479,11 @@ class CacheEntry:
 
 def check_view(attrs, view: str, path) -> None:
     """A view's layer file names its view and the view pipeline's version; the identity's names none."""
-    found, version = attrs.get("view", IDENTITY), attrs.get("views_version", VIEWS_VERSION)
-    if found != view or int(version) != VIEWS_VERSION:
-        raise RunFailed(f"layer file '{path}' holds view {found} of views version {int(version)}, expected {view} of "
+    found = attrs.get("view", IDENTITY)
+    version = attrs.get("views_version") if found != IDENTITY else VIEWS_VERSION
+    if found != view or version is None or int(version) != VIEWS_VERSION:
+        what = "no views version" if version is None else f"views version {int(version)}"
+        raise RunFailed(f"layer file '{path}' holds view {found} of {what}, expected {view} of "
                         f"version {VIEWS_VERSION}; delete that file (or its views folder) and re-run `featx extract`")
 
 

@@ -16,7 +16,7 @@ VERIFY_COLUMNS = ("entry", "status", "problems", "notes")
 def entries_table(cache: Cache) -> pd.DataFrame:
     """One row per entry folder, most recent first (ENTRY_COLUMNS); an unreadable one says why in `backbone`.
 
-    partial : True while an interrupted extraction pass waits to be resumed ("unreadable" if its record is).
+    views : augmented views stored (beyond the identity). partial : True while an interrupted extraction pass waits to be resumed ("unreadable" if its record is).
     """
     rows = []
     for folder, entry, problem in cache.scan():
@@ -29,7 +29,7 @@ def entries_table(cache: Cache) -> pd.DataFrame:
             partial = "unreadable"
         rows.append({"entry": entry.name, "backbone": entry.settings["backbone"], "data": entry.data_label,
                      "images": len(entry.labels),
-                     "layers": len(entry.layers), "views": len(entry.views), "pool": entry.settings["pool"], "dtype": entry.settings["dtype"],
+                     "layers": len(entry.layers), "views": max(0, len(entry.views) - 1), "pool": entry.settings["pool"], "dtype": entry.settings["dtype"],
                      "MB": round(entry.size_bytes() / 1e6, 1), "partial": partial})
     return pd.DataFrame(rows, columns=list(ENTRY_COLUMNS))
 

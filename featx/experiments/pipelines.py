@@ -106,8 +106,8 @@ def run_pipeline(path, *, data=None, cache_dir=None, refit: bool = False, log=pr
     for number, step in enumerate(spec["steps"], 1):
         kind, options = step["kind"], {k: v for k, v in step.items() if k != "kind"}
         log(f"--- step {number}/{len(spec['steps'])}: {kind}")
-        if kind in VIEW_STEPS and "views" not in options:
-            options = {**views, **options}
+        if kind in VIEW_STEPS:
+            options = _with_views(options, views)
         if kind == "fit":
             options = {"layers": layers, **options}
         cv = f"cv{options['cv']}x{options.get('cv_repeats', 1)}" if options.get("cv") else None
@@ -141,10 +141,16 @@ def run_pipeline(path, *, data=None, cache_dir=None, refit: bool = False, log=pr
 def _needed_views(steps: list[dict], views: dict) -> tuple[str, ...]:
     """Every view name the pipeline trains on: the top-level `views` and each fit or compare step's (identity
     first), which the extract step caches."""
-    chosen = [{**views, **step} if "views" not in step else step for step in steps if step["kind"] in VIEW_STEPS]
+    chosen = [_with_views(step, views) for step in steps if step["kind"] in VIEW_STEPS]
     names = [parse_views(views.get("views"), views.get("view_seed", 0))]
-    names += [parse_views(step.get("views"), step.get("view_seed", views.get("view_seed", 0))) for step in chosen]
+    names += [parse_views(step.get("views"), step.get("view_seed", 0)) for step in chosen]
     return tuple(dict.fromkeys(name for group in names for name in group))
+
+
+def _with_views(step: dict, views: dict) -> dict:
+    """A fit or compare step's options with the top-level views and view_seed where it sets none of its own
+    (a step naming views but no seed takes the top-level seed, as extract did)."""
+    return {**views, **step} if "views" not in step else {**{k: v for k, v in views.items() if k == "view_seed"}, **step}
 
 
 def _step_jobs(entry: CacheEntry, kind: str, options: dict) -> list[tuple[list[str], FitSpec]]:

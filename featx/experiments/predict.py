@@ -22,7 +22,7 @@ from featx.sources.views import IDENTITY
 
 
 def predict(run_id: str, paths, *, cache_dir=None, batch_size: int = 32, output=None, runs_dir=None,
-            tta: bool = False, log=print) -> pd.DataFrame:
+            tta: bool | None = None, log=print) -> pd.DataFrame:
     """Classify image files (folders are searched recursively) with the model of run `run_id` (or a unique prefix).
 
     Returns a DataFrame with columns path, label (class name), error (why a file could not be decoded,
@@ -30,8 +30,9 @@ def predict(run_id: str, paths, *, cache_dir=None, batch_size: int = 32, output=
     `output` (default <runs>/<run_id>/predictions-<time>.csv, <runs> = runs_dir or <cache_dir>/runs).
     Images are decoded in parallel a few batches ahead of the backbone, never all held in memory.
     tta : average the model's predictions over the augmented views it was fitted on (computed here, as extract
-        computes them); a run fitted without views has none to average. Without it, the identity view decides.
-        batch_size then counts model inputs (images x views), as extract counts them.
+        computes them; batch_size then counts model inputs, images x views, as extract counts them); False: the
+        identity view decides; None: as the model was fitted and scored (TTA for a run fitted with --tta). A run
+        fitted without views has none to average.
     """
     from featx import runtime
     from featx.backbones import backbone_from_entry
@@ -75,9 +76,11 @@ def predict(run_id: str, paths, *, cache_dir=None, batch_size: int = 32, output=
     return table
 
 
-def _with_tta(model, run, tta: bool):
+def _with_tta(model, run, tta: bool | None):
     """(the model set to average over its views or to use the identity view, the views to compute or None)."""
     views = tuple(model.views) if isinstance(model, ViewEnsemble) else (IDENTITY,)
+    if tta is None:  # as the run's val and test scores were computed
+        tta = bool(getattr(model, "tta", False)) and len(views) > 1
     if tta and len(views) < 2:
         raise FeatxError(f"run {run['run_id']} was fitted without augmented views, so --tta has none to average; "
                          "fit with --views SPEC (e.g. flip) to get a model that has, or drop --tta")

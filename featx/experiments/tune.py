@@ -386,9 +386,10 @@ def _refit(clf, X, y, split, best, transforms, fixed, seed, n_jobs, views=("id",
     rows = np.isin(split, SELECTION_SPLITS)
     steps = build_feature_pipeline(seed=seed, **transforms)
     values = best
-    if "gamma_scale" in best:
+    if "gamma_scale" in best:  # gamma from the rows the classifier is fitted on: one view each, as in the search
         mapped = Pipeline(build_feature_pipeline(seed=seed, **transforms) or [("identity", "passthrough")])
-        values = _resolve(best, mapped.fit_transform(X[rows], y[rows]))
+        n_views = len(views)
+        values = _resolve(best, mapped.fit_transform(view_rows(X[rows], n_views), np.repeat(y[rows], n_views)))
     params = {**{k: v for k, v in fixed.items() if k != "warm_start"}, **values}
     pipeline = make_pipeline(clf, params, steps, seed, n_jobs)
     if tuple(views) != ("id",) or tta:

@@ -5,8 +5,8 @@ named by everything that decides its pixels, so a name is its definition:
 
     id                        the image as decoded
     hflip vflip rot90 rot180 rot270 transpose transverse     the other 7 elements of the dihedral group D4
-    crop<k>of<K>              fixed crop k of K (k = 1..K, K <= 9): side CROP_SIDE of the image, at the centre,
-                              then the corners, then the edge midpoints; resized back to the input size
+    crop<k>                   fixed crop k (k = 1..9): side CROP_SIDE of the image, at the centre, then the
+                              corners, then the edge midpoints; resized back to the input size (crops:K = crop1..K)
     rand<k>s<S>               seeded random view k with seed S: random-resized crop (area RAND_AREA, aspect
                               RAND_RATIO), horizontal flip with probability 1/2, brightness and contrast jitter
                               RAND_JITTER; drawn from (S, k, a digest of the image's pixels), so the same image
@@ -36,7 +36,7 @@ RAND_AREA, RAND_RATIO, RAND_JITTER = (0.5, 1.0), (3 / 4, 4 / 3), 0.1
 SPEC_HELP = ("flip (2 views), d4 (the 8 rotations/flips), crops:K (K fixed crops, K <= 9), rand:K (K seeded random "
              "crops+flip+jitter); comma-separated to combine, e.g. flip,crops:5; the identity view is always included")
 
-_CROP = re.compile(r"crop([1-9])of([1-9])")
+_CROP = re.compile(r"crop([1-9])")
 _RAND = re.compile(r"rand([1-9][0-9]*)s([0-9]+)")
 
 
@@ -44,8 +44,10 @@ def parse_views(spec: str | None, seed: int = 0) -> tuple[str, ...]:
     """View names of a spec, identity first, each once, in the spec's order.
 
     spec : None, "none" or "id" (identity only), or a comma list of flip, d4, crops:K, rand:K and view names.
-    seed : the seed of rand:K views (view names carry it: rand1s<seed>).
+    seed : the seed of rand:K views (view names carry it: rand1s<seed>), 0 or more.
     """
+    if int(seed) < 0:
+        raise FeatxError(f"--view-seed {seed} must be 0 or more")
     names = [IDENTITY]
     for part in filter(None, (p.strip() for p in str(spec or IDENTITY).split(","))):
         family, _, count = part.partition(":")
@@ -55,7 +57,7 @@ def parse_views(spec: str | None, seed: int = 0) -> tuple[str, ...]:
             names += FAMILIES[family]
         elif family in ("crops", "rand") and count:
             k = _count(part, count, MAX_CROPS if family == "crops" else None)
-            names += [f"crop{i}of{k}" if family == "crops" else f"rand{i}s{int(seed)}" for i in range(1, k + 1)]
+            names += [f"crop{i}" if family == "crops" else f"rand{i}s{int(seed)}" for i in range(1, k + 1)]
         elif is_view(part):
             names.append(part)
         else:
@@ -70,17 +72,16 @@ def _count(part: str, count: str, limit: int | None) -> int:
 
 
 def is_view(name: str) -> bool:
-    crop = _CROP.fullmatch(name)
-    return name in D4 or bool(crop and int(crop[1]) <= int(crop[2])) or bool(_RAND.fullmatch(name))
+    return name in D4 or bool(_CROP.fullmatch(name)) or bool(_RAND.fullmatch(name))
 
 
 def sort_views(names) -> list[str]:
-    """Views in a stable order: identity, D4, crops by K and k, random views by seed and k."""
+    """Views in a stable order: identity, D4, crops by k, random views by seed and k."""
     def rank(name):
         if name in D4:
             return (0, D4.index(name), 0)
         crop, rand = _CROP.fullmatch(name), _RAND.fullmatch(name)
-        return (1, int(crop[2]), int(crop[1])) if crop else (2, int(rand[2]), int(rand[1]))
+        return (1, 0, int(crop[1])) if crop else (2, int(rand[2]), int(rand[1]))
     return sorted(names, key=rank)
 
 
