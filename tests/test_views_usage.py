@@ -435,3 +435,14 @@ def test_tune_refit_resolves_svm_gamma_on_view_rows_as_its_search_did(digit_view
     rows = view_rows(X[np.isin(split, ("train", "val"))], 2)  # (n * 2, 64): what the SVM is fitted on
     expected = 1.0 / (64 * StandardScaler().fit_transform(rows).var())
     assert result.pipeline.estimator_[-1].gamma == pytest.approx(expected)
+
+
+def test_pipeline_steps_train_on_the_views_extract_caches():
+    from featx.experiments.pipelines import _needed_views, _with_views
+
+    top = {"view_seed": 7}
+    steps = [{"kind": "fit", "views": "rand:2"}, {"kind": "compare", "views": "flip", "view_seed": 3}, {"kind": "tsne"}]
+    assert _needed_views(steps, top) == ("id", "rand1s7", "rand2s7", "hflip")
+    assert _with_views({"views": "rand:2"}, top) == {"views": "rand:2", "view_seed": 7}  # the seed extract used
+    assert _with_views({"views": "rand:2", "view_seed": 3}, top)["view_seed"] == 3
+    assert _with_views({}, {"views": "d4"}) == {"views": "d4"}
