@@ -9,6 +9,7 @@ import pytest
 
 import featx
 from featx.cache.store import Cache
+from featx.cache.tables import entries_table, verify_all
 from featx.cache.verify import verify
 from featx.errors import FeatxError, RunFailed
 from featx.extractor import plan_passes
@@ -80,6 +81,9 @@ def test_passes_compute_only_missing_layer_view_pairs(elpv_folder, tmp_path):
     assert plan_passes(entry, LAYERS, parse_views("flip")) == [(["block5c_add"], ("id", "hflip"))]
     assert plan_passes(entry, ["top_activation"], D4) == [(["top_activation"], D4[1:4] + D4[5:])]
     assert plan_passes(entry, ["top_activation"], parse_views("flip")) == []
+    listed = entries_table(Cache(tmp_path)).iloc[0]
+    assert (listed["layers"], listed["views"]) == (1, 1)  # `featx ls`: one augmented view beyond the identity
+    assert "1 augmented view(s)" in verify_all(Cache(tmp_path))["notes"].iloc[0]
 
 
 @pytest.mark.slow
