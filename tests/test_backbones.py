@@ -3,17 +3,15 @@ saved models get their family's preprocessing from their layer names, or a warni
 
 from __future__ import annotations
 
-import contextlib
 import gc
-import io
 import re
 import time
 
 import numpy as np
 import pytest
 
+from cli_capture import cli
 import featx
-import featx.cli
 from featx.backbones import available_backbones, describe_layers, get_backbone, layer_selection
 from featx.backbones.keras_apps import KERAS_MODELS
 from featx.backbones.layers import CONV_KINDS, group_members
@@ -30,13 +28,6 @@ BLOCK_COUNTS = {  # one per block / cell, counted from the papers' architectures
     "efficientnet_lite1": 1 + 3 + 3 + 4 + 4 + 5 + 1, "efficientnet_lite2": 1 + 3 + 3 + 4 + 4 + 5 + 1,
     **{f"convnext_{v}": 3 + 3 + 27 + 3 for v in ("small", "base", "large", "xlarge")},
 }
-
-
-def cli(*args) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = featx.cli.main([str(a) for a in args])
-    return rc, out.getvalue(), err.getvalue()
 
 
 def assert_sensible_groups(name, infos, input_side):

@@ -8,9 +8,7 @@ that need a fresh process with a file-size limit (full disk) or without root's f
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import io
 import os
 import re
 import shutil
@@ -22,10 +20,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cli_capture import cli
 import forkserver
 import imagegen
 import featx
-import featx.cli
 import featx.extractor
 from featx.cache.store import CacheEntry
 from featx.sources.decode import load_rgb
@@ -42,13 +40,6 @@ def backbone_built_once():
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(featx.extractor, "get_backbone", functools.lru_cache(maxsize=8)(featx.extractor.get_backbone))
         yield
-
-
-def cli(*args) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = featx.cli.main([str(a) for a in args])
-    return rc, out.getvalue(), err.getvalue()
 
 
 def extract(data, cache_dir, *extra, layers=BASE_LAYERS) -> tuple[int, str, str]:

@@ -7,9 +7,7 @@ the read-only cache.
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import io
 import json
 import os
 import re
@@ -23,23 +21,16 @@ import h5py
 import numpy as np
 import pytest
 
+from cli_capture import cli
 import forkserver
 import imagegen
 import featx
-import featx.cli
 from featx.cache.passlog import PassLog
 from featx.errors import FeatxError, RunFailed
 from featx.extractor import _advice
 
 ARGS = ["--backbone", "mobilenet_v2", "--weights", "none", "--input-size", "96", "--batch-size", "4", "--quiet"]
 LAYERS = "block_1_project_BN,block_3_project_BN"
-
-
-def cli(*args) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = featx.cli.main([str(a) for a in args])
-    return rc, out.getvalue(), err.getvalue()
 
 
 def one_line(err: str) -> str:

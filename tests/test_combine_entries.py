@@ -3,27 +3,18 @@ clear refusal when the entries' images, labels or split differ."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 
 import numpy as np
 import pytest
 
+from cli_capture import cli
 import featx
-import featx.cli
 from featx.errors import FeatxError
 
 pytestmark = pytest.mark.slow  # each test pays for real extractions
 
 KW = {"backbone": "efficientnet_lite0", "weights": "none", "input_size": 64,
       "layers": "block6a_project_bn,top_activation", "progress": False, "log": lambda *a: None}
-
-
-def cli(*args) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = featx.cli.main([str(a) for a in args])
-    return rc, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

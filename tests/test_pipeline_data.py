@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 
+from cli_capture import cli
 import featx
-import featx.cli
 
 RECIPE = """
 name = "tiny"
@@ -20,13 +18,6 @@ input_size = 64
 kind = "fit"
 clf = "logreg"
 """
-
-
-def cli(*args) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = featx.cli.main([str(a) for a in args])
-    return rc, out.getvalue(), err.getvalue()
 
 
 def test_run_on_another_data_source(tmp_path, elpv_folder):
