@@ -291,7 +291,7 @@ def extract(data: str, *, backbone: str = DEFAULT_BACKBONE, layers="blocks", poo
                 rate = run.complete(pending)
                 passes.append(pending)
             for missing, pass_views in plan_passes(entry, names, view_names):  # the files published now
-                image_batch = max(1, batch_size // len(pass_views)) if pass_views != (IDENTITY,) else batch_size
+                image_batch = max(1, batch_size // len(pass_views))  # model inputs per batch stay batch_size
                 passes.append(PassLog.start(entry, {n: layer_info[n] for n in missing}, len(images), image_batch, dtype,
                                             pass_views))
                 rate = run.complete(passes[-1])

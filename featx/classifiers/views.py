@@ -89,18 +89,19 @@ class ViewEnsemble(ClassifierMixin, BaseEstimator):
     @available_if(_inner_has("predict_proba"))
     def predict_proba(self, X):
         """X as in predict -> ndarray (n_images, n_classes); with tta the mean over the image's views."""
-        X = self._check_X(X)
-        if not self.tta:
-            return self.estimator_.predict_proba(X)
-        return view_mean(self.estimator_, "predict_proba", view_rows(X, len(self.views)), len(self.views))
+        return self._per_image("predict_proba", X)
 
     @available_if(_inner_has("decision_function"))
     def decision_function(self, X):
         """X as in predict -> ndarray (n_images,) or (n_images, n_classes); with tta the mean over views."""
+        return self._per_image("decision_function", X)
+
+    def _per_image(self, method: str, X):
+        """The fitted estimator's `method` on the identity view, or with tta its mean over each image's views."""
         X = self._check_X(X)
         if not self.tta:
-            return self.estimator_.decision_function(X)
-        return view_mean(self.estimator_, "decision_function", view_rows(X, len(self.views)), len(self.views))
+            return getattr(self.estimator_, method)(X)
+        return view_mean(self.estimator_, method, view_rows(X, len(self.views)), len(self.views))
 
     def _check_X(self, X) -> np.ndarray:
         """X with all views (tta) or the identity view's columns (no tta, from V*d or d columns)."""
