@@ -12,7 +12,7 @@ validation accuracy (never by test), then test scored once for the selected C. R
 
 * plain: efficientnet_lite0, avg pooling, identity view only;
 * flip / d4 (train): trained on every view of the training images, val and test on the identity view;
-* flip / d4 + TTA: the same models, predicting the mean probability over an image's views;
+* flip / d4 + TTA: the same fitted models, predicting the mean probability over an image's views;
 * max, avgmax, gem, pyramid: the other poolings, plain;
 * efficientnet_lite1 / efficientnet_lite2: their own input sizes (240, 260), avg, plain.
 
@@ -75,43 +75,58 @@ def run(args, root: Path) -> list[dict]:
         return entry, time.perf_counter() - began
 
     plain, seconds = extract("lite0", backbone="efficientnet_lite0")
-    rows.append(score("plain", plain, seconds, args.layers, ("id",), False, grid))
+    rows += score("plain", plain, seconds, args.layers, ("id",), grid)
     for spec in ("flip", "d4"):  # the same entry: adding d4 after flip computes its 6 new views only
         entry, seconds = extract("lite0", backbone="efficientnet_lite0", views=spec)
-        views = parse_views(spec)
-        rows.append(score(f"{spec} (train)", entry, seconds, args.layers, views, False, grid))
-        rows.append(score(f"{spec} + TTA", entry, 0.0, args.layers, views, True, grid))
+        rows += score(spec, entry, seconds, args.layers, parse_views(spec), grid)
     for pool in POOLINGS:
         entry, seconds = extract(f"lite0-{pool}", backbone="efficientnet_lite0", pool=pool)
-        rows.append(score(f"pool {pool}", entry, seconds, args.layers, ("id",), False, grid))
+        rows += score(f"pool {pool}", entry, seconds, args.layers, ("id",), grid)
     for backbone in BIGGER:
         entry, seconds = extract(backbone, backbone=backbone)
-        rows.append(score(backbone.replace("efficientnet_", ""), entry, seconds, args.layers, ("id",), False, grid))
+        rows += score(backbone.replace("efficientnet_", ""), entry, seconds, args.layers, ("id",), grid)
     return rows
 
 
-def score(variant: str, entry, extract_s: float, layers: str, views, tta: bool, grid) -> dict:
-    """Logistic regression on standardized features, C by val accuracy; test scored for the selected C only."""
+def score(variant: str, entry, extract_s: float, layers: str, views, grid) -> list[dict]:
+    """Logistic regression on standardized features, one model per C of the grid, fitted once.
+
+    Rows: "<variant>" (with views: "<variant> (train)", predicting from the identity view), and with views
+    "<variant> + TTA", the same fitted models predicting by the mean over each image's views (tta changes
+    prediction only). Each row selects its C by val accuracy and scores test for that C only.
+    """
     from featx.experiments.fit import FitSpec, train_and_score
     from featx.features.load import load
-    from featx.reports import evaluate
 
     X, y, meta = load(entry, layers=layers, views=tuple(views) if len(views) > 1 else None)
     split = meta["split"].to_numpy()
-    fits = {}
-    for C in grid:
-        spec = FitSpec(classifier="logreg", params={"C": C, "max_iter": 3000}, transforms={"standardize": True},
-                       views=tuple(views), tta=tta)
-        fits[C] = train_and_score(X, y, split, spec, class_names=entry.class_names, eval_splits=("val",))
-    best = max(grid, key=lambda C: (fits[C].metrics["val"]["accuracy"], -C))  # ties: the stronger regularization
-    chosen = fits[best].pipeline
-    test = split == "test"
-    metrics = evaluate(y[test], chosen.predict(X[test]), entry.class_names)
-    return {"variant": variant, "backbone": entry.settings["backbone"], "pool": entry.settings["pool"],
-            "views": ",".join(views), "tta": tta, "extract_s": round(extract_s, 1),
-            "n_features": X.shape[1] // len(views), "C": best,
-            "val_accuracy": round(fits[best].metrics["val"]["accuracy"], 4),
-            "test_accuracy": round(metrics["accuracy"], 4), "test_f1_macro": round(metrics["f1_macro"], 4)}
+    models = {C: train_and_score(X, y, split, FitSpec(classifier="logreg", params={"C": C, "max_iter": 3000},
+                                                      transforms={"standardize": True}, views=tuple(views)),
+                                 class_names=entry.class_names, eval_splits=()).pipeline for C in grid}
+    base = {"backbone": entry.settings["backbone"], "pool": entry.settings["pool"], "views": ",".join(views),
+            "n_features": X.shape[1] // len(views)}
+    if len(views) == 1:
+        return [{"variant": variant, **base, "tta": False, "extract_s": round(extract_s, 1),
+                 **_selected(models, X, y, split, entry.class_names)}]
+    rows = [{"variant": f"{variant} (train)", **base, "tta": False, "extract_s": round(extract_s, 1),
+             **_selected(models, X, y, split, entry.class_names)}]
+    for model in models.values():
+        model.set_params(tta=True)
+    rows.append({"variant": f"{variant} + TTA", **base, "tta": True, "extract_s": 0.0,
+                 **_selected(models, X, y, split, entry.class_names)})
+    return rows
+
+
+def _selected(models: dict, X, y, split, class_names) -> dict:
+    """C by val accuracy (ties: the stronger regularization), then test accuracy and macro-F1 for that C only."""
+    from featx.reports import evaluate
+
+    val, test = split == "val", split == "test"
+    accuracy = {C: evaluate(y[val], model.predict(X[val]), class_names)["accuracy"] for C, model in models.items()}
+    best = max(models, key=lambda C: (accuracy[C], -C))
+    metrics = evaluate(y[test], models[best].predict(X[test]), class_names)
+    return {"C": best, "val_accuracy": round(accuracy[best], 4), "test_accuracy": round(metrics["accuracy"], 4),
+            "test_f1_macro": round(metrics["f1_macro"], 4)}
 
 
 def table(rows: list[dict]) -> str:
