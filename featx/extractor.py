@@ -21,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from featx import distributed, runtime
-from featx.backbones import DEFAULT_BACKBONE, describe_layers, get_backbone, layer_selection, preprocessing_note
+from featx.backbones import DEFAULT_BACKBONE, describe_layers, file_hashes, get_backbone, layer_selection, preprocessing_note
 from featx.backbones.layers import GEM_EPS, GEM_P
 from featx.cache.key import cache_key, file_fingerprint, fingerprint_files
 from featx.cache.manifest import EntryManifest
@@ -241,7 +241,8 @@ def extract(data: str, *, backbone: str = DEFAULT_BACKBONE, layers="blocks", poo
         images = images.take(limit, seed)
     images.ensure_split(split, seed)
     fingerprints = fingerprint_files(images.paths, progress)
-    backbone_args = {"name": backbone, "weights": weights, "input_size": input_size, "preprocess": preprocess}
+    backbone_args = {"name": backbone, "weights": weights, "input_size": input_size, "preprocess": preprocess,
+                     "file_hashes": file_hashes(backbone, weights)}  # checked before an entry's backbone is rebuilt
     cache = Cache(cache_dir)
     warm = warm_entry(cache, backbone_args, {"pool": pool, "dtype": dtype, "mixed_precision": mixed_precision,
                                              "decoder_version": DECODER_VERSION}, images, fingerprints, layers,

@@ -11,6 +11,7 @@ from featx.backbones.efficientnet_lite import VARIANTS as LITE_VARIANTS
 from featx.backbones.feature_info import FAMILIES, infer_family
 from featx.backbones.keras_apps import KERAS_MODELS
 from featx.backbones.layers import LayerInfo, LayerSelection, describe_layers, layer_selection, layer_table
+from featx.cache.key import file_fingerprint
 from featx.errors import FeatxError
 from featx.runtime import seeded_weight_init
 
@@ -18,8 +19,9 @@ DEFAULT_BACKBONE = "efficientnet_lite0"
 SAVED_MODEL_PREPROCESSING = ("none", "unit", "tf", "efficientnet_lite",
                              *sorted({module for _, module, _ in KERAS_MODELS.values()}))
 
-__all__ = ["Backbone", "LayerInfo", "LayerSelection", "available_backbones", "backbone_from_entry", "describe_layers",
-           "get_backbone", "layer_selection", "layer_table", "preprocessing_note"]
+__all__ = ["Backbone", "LayerInfo", "LayerSelection", "available_backbones", "backbone_file_problem", "backbone_files",
+           "backbone_from_entry", "describe_layers", "file_hashes", "get_backbone", "layer_selection", "layer_table",
+           "preprocessing_note"]
 
 
 def available_backbones() -> list[str]:
@@ -27,8 +29,16 @@ def available_backbones() -> list[str]:
 
 
 def backbone_from_entry(entry, unsafe: bool = False) -> Backbone:
-    """Rebuild the backbone a cache entry was made with, refusing one whose weights have changed since."""
+    """Rebuild the backbone a cache entry was made with, refusing one whose weights have changed since.
+
+    The files it would read (a weights .pth, a saved .keras/.h5 model) are hashed and compared with the hashes the
+    entry recorded at extract time before any of them is opened by a loader: an entry received from someone else,
+    or a weights file swapped since, cannot make featx read a file other than the one the features came from.
+    """
     args = entry.backbone_args
+    problem = backbone_file_problem(args)
+    if problem:
+        raise FeatxError(f"cache {entry.name}: {problem}")
     backbone = get_backbone(args["name"], args["weights"], args["input_size"], args["preprocess"], unsafe)
     if backbone.weights_id != entry.settings["weights_id"]:
         raise FeatxError(
@@ -36,6 +46,60 @@ def backbone_from_entry(entry, unsafe: bool = False) -> Backbone:
             "(weights changed); re-run `featx extract` and fit again"
         )
     return backbone
+
+
+def backbone_files(name: str, weights: str | None) -> dict[str, str]:
+    """{role: path} of the local files `get_backbone(name, weights)` reads: "model" (a saved .keras/.h5 model) or
+    "weights" (a weights file given as a path, or the packaged .pth of an EfficientNet-Lite with imagenet weights).
+
+    keras.applications' own imagenet downloads are not listed: Keras reads them as HDF5 arrays, and the weights
+    hash (weights_id) checks what they hold.
+    """
+    if Path(str(name)).suffix in (".keras", ".h5"):
+        return {"model": str(name)}
+    if weights in (None, "none"):
+        return {}
+    if weights == "imagenet":
+        if name in LITE_VARIANTS:
+            from featx.backbones.efficientnet_lite import default_weights_path
+
+            return {"weights": default_weights_path(name)}
+        return {}
+    return {"weights": str(weights)}
+
+
+def file_hashes(name: str, weights: str | None) -> dict[str, str]:
+    """{role: content hash} of `backbone_files(name, weights)`: extract records it in the entry's backbone_args."""
+    return {role: file_fingerprint(path) for role, path in backbone_files(name, weights).items()}
+
+
+def backbone_file_problem(args: dict) -> str | None:
+    """Why the files an entry's backbone arguments name cannot be trusted to be the ones it was extracted with
+    (None: each has the content hash recorded at extract). Only hashes the files: nothing is unpickled or loaded.
+
+    args : the entry's backbone_args {name, weights, input_size, preprocess, file_hashes}.
+    """
+    try:
+        files = backbone_files(args["name"], args["weights"])
+    except (KeyError, TypeError):
+        return "its backbone arguments are incomplete; re-run `featx extract` into a new --cache-dir"
+    except FeatxError as exc:  # the packaged weights are not installed here
+        return str(exc)
+    recorded = args.get("file_hashes")
+    if recorded is None and not files:
+        return None  # nothing is read from a file (weights none, keras' own imagenet download)
+    if not isinstance(recorded, dict) or set(recorded) != set(files):
+        shown = ", ".join(f"'{p}'" for p in files.values()) or "none"
+        return (f"no content hash of its backbone files ({shown}) was recorded at extract time (an older featx made "
+                "it, or it was edited), so they are not read; re-run `featx extract` into a new --cache-dir")
+    for role, path in files.items():
+        if file_fingerprint(path) != recorded[role]:
+            missing = not Path(path).is_file()
+            return (f"{role} file '{path}' " + ("is missing here" if missing else
+                    "is not the file the features were extracted with (its content hash differs)") +
+                    ", so it is not read; put the original file back at that path, or re-run `featx extract` with "
+                    "this one and fit again")
+    return None
 
 
 @seeded_weight_init(0)  # random init (weights none) must be reproducible, or the cache would never hit

@@ -10,9 +10,11 @@ layouts `torch.save` writes are supported:
   little-endian element count followed by the raw bytes;
 * zip (torch >= 1.6): `<prefix>/data.pkl` plus one raw file `<prefix>/data/<key>` per storage.
 
-Unpickling is restricted to an allow-list (OrderedDict, tensor rebuild helpers and
-storage types), so a file holding anything but a plain state dict is refused rather
-than executed.
+Every pickle in the file is read by a restricted unpickler, so a file holding anything but a
+plain state dict is refused rather than executed: the main object may name only an allow-list
+(OrderedDict, tensor rebuild helpers and storage types); the legacy header pickles (magic number,
+protocol, sys info) and the storage-key list may name no global at all -- plain ints, strings,
+lists and dicts only. `pickle.load` is never called.
 """
 
 from __future__ import annotations
@@ -115,6 +117,26 @@ class _Unpickler(pickle.Unpickler):
         return ("storage", key)
 
 
+class _PlainUnpickler(pickle.Unpickler):
+    """Unpickler for plain data (ints, strings, bytes, lists, tuples, dicts): any global or persistent id is refused,
+    so nothing can be imported, called or constructed."""
+
+    def __init__(self, file, path):
+        super().__init__(file)
+        self.path = path
+
+    def find_class(self, module, name):
+        raise _not_a_state_dict(self.path, f"a header pickle references {module}.{name}")
+
+    def persistent_load(self, pid):
+        raise _not_a_state_dict(self.path, f"a header pickle holds persistent id {pid!r:.80}")
+
+
+def _load_plain(f, path):
+    """One plain-data pickle from the open file `f` (see _PlainUnpickler)."""
+    return _PlainUnpickler(f, path).load()
+
+
 def _materialize(obj, buffers: dict, path):
     """Turn every _TensorRef in the state dict into a contiguous numpy array (a copy)."""
     out = collections.OrderedDict()
@@ -155,26 +177,34 @@ def _check_dict(obj, path):
 
 def _read_legacy(f, path) -> dict[str, np.ndarray]:
     try:
-        magic = pickle.load(f)
+        magic = _load_plain(f, path)
+    except FeatxError:
+        raise
     except Exception as exc:
         raise FeatxError(
             f"{path}: not a PyTorch weights file ({type(exc).__name__}); pass a .pth file "
             "written by torch.save"
         ) from None
-    if magic != _LEGACY_MAGIC:
+    if type(magic) is not int or magic != _LEGACY_MAGIC:
         raise FeatxError(f"{path}: not a PyTorch weights file (bad magic number); pass a .pth written by torch.save")
     try:
-        protocol = pickle.load(f)
-        sys_info = pickle.load(f)
+        protocol = _load_plain(f, path)
+        sys_info = _load_plain(f, path)
+    except FeatxError:
+        raise
     except Exception as exc:
         raise FeatxError(f"{path}: truncated PyTorch header ({exc}); download the file again") from None
-    if protocol != _LEGACY_PROTOCOL:
-        raise FeatxError(f"{path}: unsupported legacy PyTorch protocol {protocol!r}; re-save it with a recent torch")
-    byteorder = "<" if (sys_info or {}).get("little_endian", True) else ">"
+    if type(protocol) is not int or protocol != _LEGACY_PROTOCOL:
+        raise FeatxError(f"{path}: unsupported legacy PyTorch protocol {protocol!r:.80}; re-save it with a recent torch")
+    if not isinstance(sys_info, dict):
+        raise _not_a_state_dict(path, f"its sys info is {type(sys_info).__name__}, not a dict")
+    byteorder = "<" if sys_info.get("little_endian", True) else ">"
 
     unpickler = _Unpickler(f, path)
-    obj, keys = _unpickle(path, lambda: (unpickler.load(), pickle.load(f)))
+    obj, keys = _unpickle(path, lambda: (unpickler.load(), _load_plain(f, path)))
     obj = _check_dict(obj, path)
+    if not isinstance(keys, list):
+        raise _not_a_state_dict(path, f"its storage key list is {type(keys).__name__}")
 
     buffers = {}
     for key in keys:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from featx.backbones import backbone_file_problem
 from featx.cache.passlog import PassLog
 from featx.cache.store import Cache, CacheEntry
 from featx.cache.verify import verify
@@ -37,8 +38,9 @@ def entries_table(cache: Cache) -> pd.DataFrame:
 def verify_all(cache: Cache, spec=None) -> pd.DataFrame:
     """`verify` every entry folder of the cache (or the one `spec` names): one row each (VERIFY_COLUMNS).
 
-    status : "ok" or "FAIL"; problems : a list of lines (empty when ok); notes : images, layers, bad files and
-    any interrupted pass of a sound entry.
+    status : "ok" or "FAIL"; problems : a list of lines (empty when ok); notes : images, layers, bad files,
+    any interrupted pass of a sound entry, and why `predict` would refuse to rebuild its backbone here (a weights
+    or model file that is missing or not the one extracted with: it lies outside the cache, so it is no FAIL).
     """
     rows = []
     for folder in [cache.find(spec)] if spec else cache.folders():
@@ -53,4 +55,7 @@ def _notes(entry: CacheEntry) -> str:
     notes = [f"{len(entry.labels)} images", f"{len(entry.layers)} layer(s)",
              f"{len(views) - 1} augmented view(s)" if len(views) > 1 else "", f"{len(entry.errors)} bad file(s)",
              PassLog.summary(entry)]
+    problem = backbone_file_problem(entry.backbone_args)
+    if problem:
+        notes.append(f"predict would refuse it here: {problem}")
     return ", ".join(str(n) for n in notes if n)

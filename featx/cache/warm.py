@@ -28,7 +28,7 @@ def warm_entry(cache: Cache, backbone_args: dict, computed: dict, images, finger
     """(entry, selection) when an entry already holds everything this extract asks for; None when the backbone
     must decide.
 
-    backbone_args : {name, weights, input_size, preprocess}, as extract stores them.
+    backbone_args : {name, weights, input_size, preprocess, file_hashes}, as extract stores them.
     computed : the stored settings this run would compute without the model (pool, dtype, mixed_precision,
         decoder_version). images : the resolved ImageSet (subset and split applied). views : the view names
         that must be cached for every layer.
