@@ -238,6 +238,9 @@ def extract(data: str, *, backbone: str = DEFAULT_BACKBONE, layers="blocks", poo
         distributed.require_dask(cluster)
     images = resolve_source(data)
     if limit:
+        if limit > len(images):
+            log(f"note: --limit {limit} is more than the {len(images)} images of {images.description}; all "
+                f"{len(images)} are used")
         images = images.take(limit, seed)
     images.ensure_split(split, seed)
     fingerprints = fingerprint_files(images.paths, progress)
@@ -250,6 +253,7 @@ def extract(data: str, *, backbone: str = DEFAULT_BACKBONE, layers="blocks", poo
     if warm is not None:  # decided from files: no TensorFlow import, no backbone build
         entry, selection = warm
         cache.remove_debris()
+        _note_shared(entry, images, log)
         note = preprocessing_note(entry.settings["preprocessing"], preprocess)
         if note:
             log(note)
@@ -272,6 +276,7 @@ def extract(data: str, *, backbone: str = DEFAULT_BACKBONE, layers="blocks", poo
         split_settings=images.split_settings, created=time.time())
     data_sets = {"paths": images.relpaths, "labels": images.labels, "fingerprints": fingerprints, "split": images.split}
     entry = cache.create(manifest, data_sets)
+    _note_shared(entry, images, log)
     if not _has_work(entry, names, view_names, images):  # decided before locking: a read-only cache serves a no-op
         log(f"nothing to do: {_cached(names, view_names)} already cached in {entry.path} ({entry_label(entry)})")
         return ExtractResult(entry, [], None)
@@ -303,6 +308,17 @@ def extract(data: str, *, backbone: str = DEFAULT_BACKBONE, layers="blocks", poo
         return ExtractResult(entry, [], None)
     _report(entry, computed, sort_views({v for p in passes for v in p.views} - {IDENTITY}), log)
     return ExtractResult(entry, computed, rate)
+
+
+def _note_shared(entry: CacheEntry, images, log) -> None:
+    """An entry is shared by every data source with the same files, labels and settings (the key), and keeps the name
+    of the source that made it: say so when this run's source has another name, or other class names."""
+    if entry.manifest.description == images.description and list(entry.class_names) == list(images.class_names):
+        return
+    classes = "" if list(entry.class_names) == list(images.class_names) else \
+        f", with its class names ({', '.join(map(str, entry.class_names))}, not {', '.join(images.class_names)})"
+    log(f"note: these images and labels are already cached as {entry.name}, made from {entry.manifest.description}; "
+        f"that entry is shared and keeps its name{classes} in listings and runs; pick it by name (see `featx ls`)")
 
 
 def plan_passes(entry: CacheEntry, names: list[str], views: tuple[str, ...]) -> list[tuple[list[str], tuple[str, ...]]]:

@@ -18,7 +18,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 # (twice its MAX_IMAGE_PIXELS; below, it only warns). featx checks the header itself, so its limit holds
 # whatever a host program set Pillow's to, and no Pillow global is changed.
 MAX_PIXELS = 178_956_970
-DECODER_VERSION = 2  # part of the cache key: bump whenever the same file may decode to other pixels (2: EXIF orientation)
+# part of the cache key: bump whenever the same file may decode to other pixels (2: EXIF orientation; 3: float
+# images in [0, 1] scaled to 0-255)
+DECODER_VERSION = 3
 EXIF_ORIENTATION = 0x0112  # 1 is upright; 2-8 mirror and/or rotate
 
 
@@ -66,11 +68,20 @@ def _upright(img: Image.Image) -> Image.Image:
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
-    """Gray ("L") or RGB: alpha and palette transparency dropped, 16/32-bit and float scaled to 8 bits."""
+    """Gray ("L") or RGB: alpha and palette transparency dropped, 16/32-bit and float scaled to 8 bits.
+
+    A float image ("F", e.g. a 32-bit float TIFF) whose values all lie in [0, 1] is taken as 0-1 intensities (the
+    common convention for float images) and scaled by 255; other float and 32-bit integer images as 0-255, or as
+    16-bit where a value exceeds 255. NaN counts as 0.
+    """
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        values = np.asarray(img, dtype=np.float32)
-        scale = 257.0 if img.mode.startswith("I;16") or values.max(initial=0) > 255 else 1.0  # a dark 16-bit image is still 16-bit
-        img = Image.fromarray(np.clip(values / scale, 0, 255).astype(np.uint8), mode="L")
+        values = np.nan_to_num(np.asarray(img, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        top = values.max(initial=0)
+        if img.mode == "F" and values.min(initial=0) >= 0 and top <= 1.0:
+            values = np.rint(values * 255.0)  # 0-1 intensities
+        else:
+            values = values / (257.0 if img.mode.startswith("I;16") or top > 255 else 1.0)  # a dark 16-bit image is still 16-bit
+        img = Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), mode="L")
     elif img.mode in ("P", "PA", "LA"):
         img = img.convert("RGBA")
     return img if img.mode in ("L", "RGB") else img.convert("RGB")

@@ -50,7 +50,10 @@ class ImageSet:
             self.split_settings = {"kind": "stratified", "fractions": list(fractions), "seed": seed}
 
     def take(self, limit: int, seed: int = 0) -> ImageSet:
-        """A stratified subsample of `limit` images (row order kept), for quick runs."""
+        """A stratified subsample of `limit` images (row order kept), for quick runs; this set itself when `limit` is
+        at least its size (the caller says so: see featx.extractor)."""
+        if limit >= len(self):
+            return self
         rows = subsample(self.labels, limit, seed)
         return ImageSet(
             root=self.root,
@@ -153,6 +156,10 @@ def _read_manifest(csv_path: Path) -> tuple[list[dict], list[int], list[str]]:
     rows, lines = [], []
     try:
         columns = [c.strip() for c in (reader.fieldnames or [])]
+        repeated = [c for c in ("path", "label", "split") if columns.count(c) > 1]
+        if repeated:  # csv would silently keep the last one
+            raise FeatxError(f"manifest '{csv_path}' has {columns.count(repeated[0])} '{repeated[0]}' columns in its "
+                             f"header; keep one '{repeated[0]}' column (rename or delete the others)")
         missing = [c for c in ("path", "label") if c not in columns]
         if missing:
             raise FeatxError(
