@@ -190,3 +190,39 @@ def test_predict_checks_the_weights_file_before_reading_it(lite_run, elpv_folder
         finally:
             shutil.copyfile(original, _index(cache_dir))
     assert not (tmp_path / "p.csv").exists()
+
+
+def _tiny_model(path: Path, seed: int) -> Path:
+    """A small saved Keras backbone (random weights from `seed`), as a user's fine-tuned model file."""
+    import keras
+
+    init = keras.initializers.GlorotUniform(seed=seed)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 3, strides=2, name="stem", kernel_initializer=init)(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, name="deeper", kernel_initializer=init)(x)
+    head = keras.layers.Dense(2, name="head", kernel_initializer=init)
+    keras.Model(inputs, head(keras.layers.GlobalAveragePooling2D()(x))).save(path)
+    return path
+
+
+def test_predict_checks_a_saved_model_backbone_before_loading_it(elpv_folder, tmp_path):
+    model, cache_dir = _tiny_model(tmp_path / "mine.keras", 0), tmp_path / "cache"
+    rc, _, err = cli("extract", "--data", elpv_folder, "--backbone", model, "--layers", "deeper", "--preprocess", "unit",
+                     "--cache-dir", cache_dir, "--quiet")
+    assert rc == 0, err
+    with h5py.File(next(cache_dir.glob("mine-*/index.h5")), "r") as f:
+        assert json.loads(f.attrs["backbone_args"])["file_hashes"] == {"model": file_fingerprint(str(model))}
+    import featx
+
+    run_id = featx.fit(None, clf="logreg", cache_dir=cache_dir, log=None).run_id
+    images = next(p for p in elpv_folder.iterdir() if p.is_dir())
+    predict = ("predict", "--model", run_id, images, "--cache-dir", cache_dir, "--output", tmp_path / "p.csv")
+    rc, _, err = cli(*predict)
+    assert rc == 0, err
+
+    _tiny_model(model, 1)  # another model at the same path: never loaded
+    rc, _, err = cli(*predict)
+    assert rc == 2 and err.count("\n") == 1, err
+    assert f"model file '{model}' is not the file the features were extracted with" in err, err
+    rc, out, _ = cli("verify", "--cache-dir", cache_dir)
+    assert rc == 0 and "predict would refuse it here: model file" in out, out
