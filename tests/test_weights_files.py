@@ -104,6 +104,7 @@ def test_header_pickles_take_no_globals_at_all(tmp_path):
         read_torch_state_dict(path)
 
 
+@pytest.mark.slow  # four fresh featx processes
 def test_extract_and_layers_refuse_a_payload_weights_file(tmp_path, elpv_folder):
     server = forkserver.server()
     for which in ("magic number", "storage keys"):
@@ -146,6 +147,7 @@ def _edit_backbone_args(cache_dir: Path, changes: dict, drop: tuple = ()) -> Non
         f.attrs["backbone_args"] = json.dumps({k: v for k, v in args.items() if k not in drop})
 
 
+@pytest.mark.slow  # builds EfficientNet-Lite0 with its real weights
 def test_extract_records_the_weights_files_hash(lite_run):
     cache_dir, weights, _ = lite_run
     with h5py.File(_index(cache_dir), "r") as f:
@@ -153,6 +155,7 @@ def test_extract_records_the_weights_files_hash(lite_run):
     assert args["weights"] == str(weights) and args["file_hashes"] == {"weights": file_fingerprint(str(weights))}
 
 
+@pytest.mark.slow  # builds EfficientNet-Lite0 with its real weights
 def test_predict_checks_the_weights_file_before_reading_it(lite_run, elpv_folder, tmp_path):
     cache_dir, weights, run_id = lite_run
     images = next(p for p in elpv_folder.iterdir() if p.is_dir())
