@@ -21,7 +21,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from featx import distributed, runtime
-from featx.backbones import DEFAULT_BACKBONE, describe_layers, file_hashes, get_backbone, layer_selection, preprocessing_note
+from featx.backbones import (DEFAULT_BACKBONE, describe_layers, file_hashes, get_backbone, layer_selection,
+                             preprocessing_note)
 from featx.backbones.layers import GEM_EPS, GEM_P
 from featx.cache.key import cache_key, file_fingerprint, fingerprint_files
 from featx.cache.manifest import EntryManifest

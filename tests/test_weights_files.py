@@ -210,8 +210,8 @@ def _tiny_model(path: Path, seed: int) -> Path:
 
 def test_predict_checks_a_saved_model_backbone_before_loading_it(elpv_folder, tmp_path):
     model, cache_dir = _tiny_model(tmp_path / "mine.keras", 0), tmp_path / "cache"
-    rc, _, err = cli("extract", "--data", elpv_folder, "--backbone", model, "--layers", "deeper", "--preprocess", "unit",
-                     "--cache-dir", cache_dir, "--quiet")
+    rc, _, err = cli("extract", "--data", elpv_folder, "--backbone", model, "--layers", "deeper", "--preprocess",
+                     "unit", "--cache-dir", cache_dir, "--quiet")
     assert rc == 0, err
     with h5py.File(next(cache_dir.glob("mine-*/index.h5")), "r") as f:
         assert json.loads(f.attrs["backbone_args"])["file_hashes"] == {"model": file_fingerprint(str(model))}

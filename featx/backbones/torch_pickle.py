@@ -195,7 +195,8 @@ def _read_legacy(f, path) -> dict[str, np.ndarray]:
     except Exception as exc:
         raise FeatxError(f"{path}: truncated PyTorch header ({exc}); download the file again") from None
     if type(protocol) is not int or protocol != _LEGACY_PROTOCOL:
-        raise FeatxError(f"{path}: unsupported legacy PyTorch protocol {protocol!r:.80}; re-save it with a recent torch")
+        raise FeatxError(f"{path}: unsupported legacy PyTorch protocol {protocol!r:.80}; re-save it with a recent "
+                         "torch")
     if not isinstance(sys_info, dict):
         raise _not_a_state_dict(path, f"its sys info is {type(sys_info).__name__}, not a dict")
     byteorder = "<" if sys_info.get("little_endian", True) else ">"

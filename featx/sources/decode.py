@@ -80,7 +80,8 @@ def _to_8bit(img: Image.Image) -> Image.Image:
         if img.mode == "F" and values.min(initial=0) >= 0 and top <= 1.0:
             values = np.rint(values * 255.0)  # 0-1 intensities
         else:
-            values = values / (257.0 if img.mode.startswith("I;16") or top > 255 else 1.0)  # a dark 16-bit image is still 16-bit
+            # a dark 16-bit image is still 16-bit
+            values = values / (257.0 if img.mode.startswith("I;16") or top > 255 else 1.0)
         img = Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), mode="L")
     elif img.mode in ("P", "PA", "LA"):
         img = img.convert("RGBA")
