@@ -515,9 +515,11 @@ def _garbage_index(entry):
 def _lost_raw_rows(entry):
     import json
 
+    from featx.cache.manifest import FORMAT_VERSION
+
     work = entry.path / "work"
     work.mkdir()
-    state = {"format_version": 2, "layers": [{"name": "block_2_add", "n_features": 24}], "n_rows": 9, "batch_size": 4,
+    state = {"format_version": FORMAT_VERSION, "layers": [{"name": "block_2_add", "n_features": 24}], "n_rows": 9, "batch_size": 4,
              "dtype": "float32", "committed_rows": 8, "errors": {}}
     (work / "progress.json").write_text(json.dumps(state))
     (work / "block_2_add.raw").write_bytes(np.zeros((4, 24), np.float32).tobytes())

@@ -25,6 +25,7 @@ from cli_capture import cli
 import forkserver
 import imagegen
 import featx
+from featx.cache.manifest import FORMAT_VERSION
 from featx.cache.passlog import PassLog
 from featx.errors import FeatxError, RunFailed
 from featx.extractor import _advice
@@ -71,7 +72,7 @@ def test_cache_object_finds_entries_by_name_key_and_recency(cache):
     assert featx.open_entry(cache_dir=cache.root).key == entry.key  # the old module functions still work
     with pytest.raises(FeatxError, match=r"cache 'resnet' matches no cache entry; choose one of: mobilenet_v2-"):
         cache.open("resnet")
-    assert entry.manifest.format_version == 2 and set(entry.manifest.digests) == {
+    assert entry.manifest.format_version == FORMAT_VERSION == 3 and set(entry.manifest.digests) == {
         "paths", "labels", "fingerprints", "split", "valid", "errors"}
 
 
@@ -95,10 +96,11 @@ def test_hand_edited_index_is_refused_on_open(array, cache):
         values = f[array][()]
         values[0] = edits[array](values[0])
         f[array][...] = values
-    with pytest.raises(RunFailed, match=r"index.h5' does not match its key \(.*\); run `featx verify` and re-extract"):
+    with pytest.raises(RunFailed, match=r"index.h5' was modified or damaged since it was written \(.*\); run `featx "
+                                        r"verify` and re-extract"):
         featx.load(cache_dir=cache.root)
     rc, _, err = cli("info", "--cache-dir", cache.root)
-    assert rc == 1 and "does not match its key" in one_line(err)
+    assert rc == 1 and "was modified or damaged" in one_line(err)
     problems = featx.verify(entry.path)
     assert problems and ("settings hash mismatch" in problems[0] or f"index array(s) {array} changed" in problems[0])
 
@@ -146,11 +148,11 @@ def test_unknown_format_version_is_one_line(cache, data):
     entry = cache.open()
     with h5py.File(entry.path / "index.h5", "r+") as f:
         f.attrs["format_version"] = 99
-    with pytest.raises(FeatxError, match=r"index.h5 has format version 99, this featx reads version 2; delete that "
+    with pytest.raises(FeatxError, match=r"index.h5 has format version 99, this featx reads version 3; delete that "
                                          r"cache entry and re-run `featx extract`"):
         featx.load(cache_dir=cache.root)
     with h5py.File(entry.path / "index.h5", "r+") as f:
-        f.attrs["format_version"] = 2
+        f.attrs["format_version"] = FORMAT_VERSION
     (entry.path / "work").mkdir()
     (entry.path / "work" / "progress.json").write_text(json.dumps({"format_version": 7, "layers": []}))
     assert re.search(r"progress.json has format version 7", featx.verify(entry.path)[0])
