@@ -2,9 +2,8 @@
 
 `EntryManifest.to_attrs()` / `from_attrs()` are the only encoder and decoder of the index's HDF5
 attributes: nested values travel as JSON strings, and every attribute set carries `format_version`.
-Every attribute (class names, layer info, backbone arguments, split settings, description, ... and the
-digests of the index arrays) has its digest in `attr_digests`, set when the index is written and checked
-whenever it is opened, so no edited or damaged attribute is served.
+The bytes of `index.h5` as a whole, attributes included, carry a digest that is checked before they are
+parsed (featx.cache.store, the file's writer).
 """
 
 from __future__ import annotations
@@ -18,10 +17,10 @@ import numpy as np
 from featx.errors import FeatxError
 
 FORMAT_VERSION = 3  # 2: digests of layer data and index arrays, versioned progress.json with ordered layers;
-# 3: digests of every index attribute, layer digests bound to their layer name, view and entry key
-_JSON = ("settings", "layer_info", "class_names", "backbone_args", "split_settings", "digests", "attr_digests")
+# 3: index.h5 holds the digest of its bytes (checked before it is parsed); layer digests bound to layer, view, key
+_JSON = ("settings", "layer_info", "class_names", "backbone_args", "split_settings", "digests")
 _TYPES = {"key": str, "settings": dict, "layer_info": dict, "class_names": list, "backbone_args": dict,
-          "description": str, "root": str, "split_settings": dict, "digests": dict, "attr_digests": dict}
+          "description": str, "root": str, "split_settings": dict, "digests": dict}
 
 
 def check_version(found, where) -> None:
@@ -71,8 +70,6 @@ class EntryManifest:
     settings : what changes the numbers (backbone, weights id, preprocessing, size, pool, dtype).
     layer_info : {layer: {kind, output_shape, n_features, block}} for every poolable layer, in depth order.
     digests : {index array name: digest_array(...)}, set when the index is written.
-    attr_digests : {attribute: digest of its JSON}, for every other field (digests included), set when the
-        index is written (`seal`); `changed_attributes` names those that no longer match.
     """
 
     key: str
@@ -86,26 +83,9 @@ class EntryManifest:
     created: float = 0.0
     digests: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
-    attr_digests: dict = field(default_factory=dict)
 
     def to_attrs(self) -> dict:
         return {k: json.dumps(v) if k in _JSON else v for k, v in asdict(self).items()}
-
-    def _attribute_digests(self) -> dict:
-        """{field: blake2b of its JSON} for every field but attr_digests; key order is kept (layer_info's is
-        the depth order), and non-ASCII text is escaped, so any decoded value hashes without error."""
-        values = asdict(self)
-        del values["attr_digests"]
-        return {k: hashlib.blake2b(json.dumps(v).encode(), digest_size=16).hexdigest() for k, v in values.items()}
-
-    def seal(self) -> None:
-        """Set attr_digests from the current values: called by the index's writer on every write."""
-        self.attr_digests = self._attribute_digests()
-
-    def changed_attributes(self) -> list[str]:
-        """Attributes whose value no longer matches the digest stored when the index was written."""
-        found = self._attribute_digests()
-        return [k for k in sorted(set(found) | set(self.attr_digests)) if self.attr_digests.get(k) != found.get(k)]
 
     @classmethod
     def from_attrs(cls, attrs, where) -> EntryManifest:

@@ -2,7 +2,8 @@
 
     <cache root>/
         <backbone>-<key[:12]>/
-            index.h5            EntryManifest attributes; paths, labels, fingerprints, split, valid, errors
+            index.h5            EntryManifest attributes; paths, labels, fingerprints, split, valid, errors;
+                                its HDF5 user block holds the blake2b digest of the rest of its bytes
             layers/<layer>.h5   one dataset `features` (n_images, n_features), row-chunked, uncompressed,
                                 with the format version, the blake2b digest of the entry key, view, layer
                                 name and rows, and a `binding` of key, view, name and digest as attributes
@@ -15,8 +16,9 @@
 
 Every file here is published by atomic rename (featx.cache.atomic), and a layer file only once all its
 rows are committed, so a reader never sees partial data and a killed run never leaves a broken file.
-Opening an entry re-hashes its index: an index that no longer matches its key, or whose arrays or attributes
-no longer match their stored digests, is refused. Opening a layer file checks its binding: a file copied over
+Opening an entry checks the bytes of its index against their digest before h5py parses them (a damaged HDF5
+file can crash the HDF5 library), then re-hashes it: an index changed in any byte, or that no longer matches its
+key, is refused. Opening a layer file checks its binding: a file copied over
 another layer's, or moved to another view's folder, is refused (`featx verify` also re-hashes its rows).
 """
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import errno
+import hashlib
 import io
 import json
 import os
@@ -52,6 +55,7 @@ STR = h5py.string_dtype()
 REQUIRED = ("paths", "labels", "fingerprints", "split")
 RANDOM_WEIGHTS = "[random weights]"
 NOT_ENTRIES = ("runs", "reports")
+INDEX_MAGIC, USER_BLOCK = b"featx index\n", 512  # index.h5 starts with a user block: magic, then JSON {digest}
 
 __all__ = ["FORMAT_VERSION", "Cache", "CacheEntry", "list_entries", "open_entry"]
 
@@ -197,11 +201,10 @@ def _key_matches(folder: Path, spec: str) -> bool:
     if not spec.startswith(short):
         return False
     try:
-        with h5py.File(folder / "index.h5", "r") as f:
-            key = f.attrs.get("key")
-    except (OSError, RuntimeError):
+        key = read_index(folder / "index.h5")[0].get("key")
+    except FeatxError:
         return False
-    return (key.decode() if isinstance(key, bytes) else str(key)).startswith(spec)
+    return (key.decode(errors="replace") if isinstance(key, bytes) else str(key)).startswith(spec)
 
 
 def _modified(folder: Path) -> float:
@@ -220,23 +223,21 @@ def _creation_error(root: Path, exc: OSError) -> FeatxError:
 class CacheEntry:
     """A cache entry's index held in memory, and reads of its layers.
 
-    Opening checks the index against its key and the digests of its arrays and attributes: an edited or damaged
-    index is refused with one line, so experiments never train on labels, class names, layer info or images the
-    writer did not write.
-    `check=False` opens it anyway, for `featx verify` to list what is wrong.
+    Opening checks the bytes of the index against their digest (any edit, attributes included, is refused: class
+    names, layer info, backbone arguments, split settings, description), then against its key and the digests of
+    its arrays: an edited or damaged index is refused with one line, so experiments never train on labels, class
+    names, layers or images the writer did not write. `check=False` skips the second part, for `featx verify` to
+    list what is wrong; an index whose bytes changed is never parsed.
     """
 
     def __init__(self, path: Path, cache: Cache | None = None, *, check: bool = True):
         self.path = Path(path)
         self.cache = cache or Cache(self.path.parent)
         index = self.path / "index.h5"
-        try:
-            with h5py.File(index, "r") as f:
-                attrs = dict(f.attrs)
-                self.data = {k: _decode(f[k][()]) for k in f}
-        except Exception as exc:  # noqa: BLE001  a damaged file makes h5py raise almost anything (TypeError, ...)
-            raise RunFailed(f"'{index}' cannot be read ({_first_line(exc)}); run `featx verify` and re-extract") from None
+        attrs, self.data, sealed = read_index(index)
         self.manifest = EntryManifest.from_attrs(attrs, index)
+        if not sealed:  # written as this format but without its digest: nothing vouches for it
+            raise RunFailed(f"'{index}' has no digest record; delete that cache entry and re-run `featx extract`")
         if check:
             problems = self.index_problems()
             if problems:
@@ -342,7 +343,6 @@ class CacheEntry:
                    if k not in self.data or self.manifest.digests.get(k) != digest_array(self.data[k])]
         if changed:
             problems.append(f"index array(s) {', '.join(changed)} changed since they were written (digest mismatch)")
-        attributes = self.manifest.changed_attributes()
         try:
             key_matches = cache_key(self.settings, self.relpaths, list(self.data["fingerprints"]), self.labels) == self.key
         except (TypeError, ValueError):  # labels that are not integers
@@ -350,12 +350,8 @@ class CacheEntry:
         if not key_matches:
             problems.append("settings hash mismatch: the stored settings or image list do not hash to the entry's key "
                             "(edited or corrupted index)")
-            attributes = [a for a in attributes if a not in ("settings", "key")]  # said just above
         elif not self.name.endswith(self.key[:12]):
             problems.append(f"folder name does not end with the key prefix {self.key[:12]}")
-        if attributes:
-            problems.insert(0, f"index attribute(s) {', '.join(attributes)} changed since they were written "
-                               "(digest mismatch)")
         labels = np.asarray(self.labels)
         if labels.dtype.kind not in "iu":
             problems.append(f"labels are of type {labels.dtype}, not integers")
@@ -523,18 +519,58 @@ def check_view(attrs, view: str, path) -> None:
 
 def write_index(entry_path: Path, manifest: EntryManifest, data: dict) -> None:
     """The index is small: built in memory and written by Python, so a full disk is a plain OSError.
-    The manifest's digests are set here, from the arrays written, and then the digests of its attributes."""
+    The manifest's digests are set here, from the arrays written; the user block gets the digest of all the
+    other bytes (`read_index` checks it before parsing any of them)."""
     manifest.digests = {k: digest_array(v) for k, v in data.items()}
-    manifest.seal()
     image = io.BytesIO()
-    with h5py.File(image, "w") as f:
+    with h5py.File(image, "w", userblock_size=USER_BLOCK) as f:
         f.attrs.update(manifest.to_attrs())
         for key, value in data.items():
             value = np.asarray(value)
             f.create_dataset(key, data=value.astype(object) if value.dtype.kind in "UO" else value,
                              dtype=STR if value.dtype.kind in "UO" else value.dtype)
+    body = image.getvalue()[USER_BLOCK:]
+    record = INDEX_MAGIC + json.dumps({"format_version": FORMAT_VERSION, "digest": _index_digest(body)}).encode()
     with atomic_path(Path(entry_path) / "index.h5") as tmp:
-        tmp.write_bytes(image.getvalue())
+        tmp.write_bytes(record.ljust(USER_BLOCK, b"\0") + body)
+
+
+class IndexChanged(RunFailed):
+    """index.h5's bytes no longer match the digest its writer stored."""
+
+
+def read_index(index: Path) -> tuple[dict, dict, bool]:
+    """(attributes, arrays, sealed) of an index.h5, its bytes read once and checked against their digest before
+    h5py parses them; sealed : whether it has a digest record (an index of format 3 always has one).
+
+    An index without a record (an older format, or plain garbage) is parsed for what it says it is. Raises
+    FeatxError for a record of another format version, IndexChanged when the bytes changed, RunFailed when they
+    cannot be read or parsed.
+    """
+    try:
+        image = index.read_bytes()
+    except OSError as exc:
+        raise RunFailed(f"'{index}' cannot be read ({exc.strerror or exc}); run `featx verify` and re-extract") from None
+    sealed = image.startswith(INDEX_MAGIC)
+    if sealed:
+        try:
+            record = json.loads(image[len(INDEX_MAGIC):USER_BLOCK].rstrip(b"\0"))
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and "format_version" in record:  # a newer featx may seal differently
+            check_version(record["format_version"], index)
+        if not isinstance(record, dict) or record.get("digest") != _index_digest(image[USER_BLOCK:]):
+            raise IndexChanged(f"'{index}' was modified or damaged since it was written (its bytes no longer match "
+                               "their digest); run `featx verify` and re-extract into a fresh --cache-dir")
+    try:
+        with h5py.File(io.BytesIO(image), "r") as f:
+            return dict(f.attrs), {k: _decode(f[k][()]) for k in f}, sealed
+    except Exception as exc:  # noqa: BLE001  h5py raises almost anything (TypeError, ...) for a damaged file
+        raise RunFailed(f"'{index}' cannot be read ({_first_line(exc)}); run `featx verify` and re-extract") from None
+
+
+def _index_digest(body: bytes) -> str:
+    return hashlib.blake2b(body, digest_size=16).hexdigest()
 
 
 def layer_digest(key: str, name: str, view: str = IDENTITY) -> Digest:

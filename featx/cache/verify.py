@@ -2,9 +2,10 @@
 
 `verify(entry)` returns one line per problem; an empty list means:
 
-* `index.h5` opens, has this featx's format version, its image list (paths, labels, fingerprints, split,
-  valid/errors) is complete and consistent, and every array and every attribute (class names, layer info,
-  backbone arguments, split settings, description, ...) still has the digest stored when it was written;
+* `index.h5` has the bytes it was written with (a digest in its user block covers every attribute, class names,
+  layer info, backbone arguments, split settings and description included, and every array), has this featx's
+  format version, and its image list (paths, labels, fingerprints, split, valid/errors) is complete and
+  consistent, every array still having the digest stored when it was written;
 * the stored key equals the hash of the stored settings and image list (and the folder name), so the
   entry is served for exactly the data and settings it was made from;
 * every published layer file (of every view) opens with h5py, names its view, and holds one row per image, with the stored dtype and width,
@@ -28,7 +29,7 @@ import numpy as np
 
 from featx.cache.manifest import FORMAT_VERSION
 from featx.cache.passlog import PassLog
-from featx.cache.store import CacheEntry, check_view, layer_digest
+from featx.cache.store import CacheEntry, IndexChanged, check_view, layer_digest
 from featx.errors import FeatxError
 from featx.sources.views import IDENTITY, is_view
 
@@ -42,6 +43,8 @@ def verify(entry: CacheEntry | str | Path) -> list[str]:
         return [f"{path.name}: index.h5 is missing; this folder is not a complete cache entry (delete it)"]
     try:
         entry = CacheEntry(path, check=False)
+    except IndexChanged:
+        return [f"{path.name}: index.h5 changed since it was written (digest mismatch); it is not read further"]
     except FeatxError as exc:
         return [f"{path.name}: index.h5 cannot be read ({exc})"]
     problems = entry.index_problems()
