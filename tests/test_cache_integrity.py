@@ -410,9 +410,9 @@ def test_a_finished_pass_left_by_a_killed_cleanup_is_not_counted_and_removed_by_
     assert (debris / "block_2_add.raw").stat().st_size == n * 24 * 4
     assert cache.open().size_bytes() == size
     assert cli("ls", "--cache-dir", cache.root) == listed
-    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); "
-                               "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)",
-                               str(entry.path / ".lock")], stdout=subprocess.PIPE, text=True)
+    hold = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); fcntl.flock(fd, fcntl.LOCK_EX); "
+            "print('locked', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(entry.path / ".lock")], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline() == "locked\n"
         rc, out, err = cli("extract", "--data", data, *ARGS, "--layers", LAYERS, "--cache-dir", cache.root)

@@ -344,9 +344,10 @@ class CacheEntry:
         if changed:
             problems.append(f"index array(s) {', '.join(changed)} changed since they were written (digest mismatch)")
         try:
-            key_matches = cache_key(self.settings, self.relpaths, list(self.data["fingerprints"]), self.labels) == self.key
+            key = cache_key(self.settings, self.relpaths, list(self.data["fingerprints"]), self.labels)
         except (TypeError, ValueError):  # labels that are not integers
-            key_matches = False
+            key = None
+        key_matches = key == self.key
         if not key_matches:
             problems.append("settings hash mismatch: the stored settings or image list do not hash to the entry's key "
                             "(edited or corrupted index)")
@@ -550,7 +551,8 @@ def read_index(index: Path) -> tuple[dict, dict, bool]:
     try:
         image = index.read_bytes()
     except OSError as exc:
-        raise RunFailed(f"'{index}' cannot be read ({exc.strerror or exc}); run `featx verify` and re-extract") from None
+        raise RunFailed(f"'{index}' cannot be read ({exc.strerror or exc}); run `featx verify` and "
+                        "re-extract") from None
     sealed = image.startswith(INDEX_MAGIC)
     if sealed:
         try:
