@@ -515,9 +515,11 @@ def _garbage_index(entry):
 def _lost_raw_rows(entry):
     import json
 
+    from featx.cache.manifest import FORMAT_VERSION
+
     work = entry.path / "work"
     work.mkdir()
-    state = {"format_version": 2, "layers": [{"name": "block_2_add", "n_features": 24}], "n_rows": 9, "batch_size": 4,
+    state = {"format_version": FORMAT_VERSION, "layers": [{"name": "block_2_add", "n_features": 24}], "n_rows": 9, "batch_size": 4,
              "dtype": "float32", "committed_rows": 8, "errors": {}}
     (work / "progress.json").write_text(json.dumps(state))
     (work / "block_2_add.raw").write_bytes(np.zeros((4, 24), np.float32).tobytes())
@@ -526,7 +528,7 @@ def _lost_raw_rows(entry):
 DAMAGE = {
     "nan": (_nan_row, r"layer block_1_project_BN: NaN/Inf in 1 row\(s\), first rows \[2\]"),
     "row_count": (_short_layer, r"layer block_1_project_BN: shape \(8, (\d+)\), expected \(9, \1\) \(one row per image\)"),
-    "settings_hash": (_edited_settings, r"settings hash mismatch"),
+    "settings_hash": (_edited_settings, r"index.h5 changed since it was written \(digest mismatch\)"),
     "unopenable_layer": (_garbage_layer, r"layer block_1_project_BN: file cannot be read by h5py"),
     "unopenable_index": (_garbage_index, r"index.h5 cannot be read"),
     "work_vs_index": (_lost_raw_rows, r"raw rows of block_2_add hold 4 of 8 committed rows"),

@@ -25,7 +25,9 @@ from cli_capture import cli
 import forkserver
 import imagegen
 import featx
+from featx.cache.manifest import FORMAT_VERSION
 from featx.cache.passlog import PassLog
+from featx.cache.store import CacheEntry
 from featx.errors import FeatxError, RunFailed
 from featx.extractor import _advice
 
@@ -71,7 +73,7 @@ def test_cache_object_finds_entries_by_name_key_and_recency(cache):
     assert featx.open_entry(cache_dir=cache.root).key == entry.key  # the old module functions still work
     with pytest.raises(FeatxError, match=r"cache 'resnet' matches no cache entry; choose one of: mobilenet_v2-"):
         cache.open("resnet")
-    assert entry.manifest.format_version == 2 and set(entry.manifest.digests) == {
+    assert entry.manifest.format_version == FORMAT_VERSION == 3 and set(entry.manifest.digests) == {
         "paths", "labels", "fingerprints", "split", "valid", "errors"}
 
 
@@ -86,21 +88,26 @@ def test_finite_garbage_in_a_layer_is_named_by_verify(cache):
     assert rc == 1 and "digest mismatch" in out and one_line(err)
 
 
+CHANGED = "index.h5 changed since it was written (digest mismatch); it is not read further"
+MODIFIED = (r"index.h5' was modified or damaged since it was written \(its bytes no longer match their digest\); run "
+            r"`featx verify` and re-extract into a fresh --cache-dir")
+
+
 @pytest.mark.parametrize("array", ["labels", "split", "valid"])
 def test_hand_edited_index_is_refused_on_open(array, cache):
-    """Labels are in the key; split and valid are not, but their digests are: either way nothing trains on them."""
+    """Labels are in the key; split and valid are not, but their digests are, and the digest of the index's bytes
+    covers everything: nothing trains on them."""
     entry = cache.open()
     edits = {"labels": lambda v: 1 - v, "split": lambda v: b"test" if v != b"test" else b"train", "valid": lambda v: not v}
     with h5py.File(entry.path / "index.h5", "r+") as f:
         values = f[array][()]
         values[0] = edits[array](values[0])
         f[array][...] = values
-    with pytest.raises(RunFailed, match=r"index.h5' does not match its key \(.*\); run `featx verify` and re-extract"):
+    with pytest.raises(RunFailed, match=MODIFIED):
         featx.load(cache_dir=cache.root)
     rc, _, err = cli("info", "--cache-dir", cache.root)
-    assert rc == 1 and "does not match its key" in one_line(err)
-    problems = featx.verify(entry.path)
-    assert problems and ("settings hash mismatch" in problems[0] or f"index array(s) {array} changed" in problems[0])
+    assert rc == 1 and re.search(MODIFIED, one_line(err))
+    assert featx.verify(entry.path) == [f"{entry.name}: {CHANGED}"]
 
 
 def _truncate(path: Path) -> None:
@@ -144,13 +151,16 @@ def test_ls_marks_a_corrupt_index_and_lists_the_others(cache):
 
 def test_unknown_format_version_is_one_line(cache, data):
     entry = cache.open()
+    original = (entry.path / "index.h5").read_bytes()
     with h5py.File(entry.path / "index.h5", "r+") as f:
         f.attrs["format_version"] = 99
-    with pytest.raises(FeatxError, match=r"index.h5 has format version 99, this featx reads version 2; delete that "
+    index = bytearray((entry.path / "index.h5").read_bytes())  # as a later featx would seal it
+    index[:512] = b"featx index\n" + json.dumps({"format_version": 99, "digest": "?"}).encode().ljust(500, b"\0")
+    (entry.path / "index.h5").write_bytes(index)
+    with pytest.raises(FeatxError, match=r"index.h5 has format version 99, this featx reads version 3; delete that "
                                          r"cache entry and re-run `featx extract`"):
         featx.load(cache_dir=cache.root)
-    with h5py.File(entry.path / "index.h5", "r+") as f:
-        f.attrs["format_version"] = 2
+    (entry.path / "index.h5").write_bytes(original)
     (entry.path / "work").mkdir()
     (entry.path / "work" / "progress.json").write_text(json.dumps({"format_version": 7, "layers": []}))
     assert re.search(r"progress.json has format version 7", featx.verify(entry.path)[0])
@@ -238,3 +248,178 @@ def test_no_op_extract_on_a_read_only_cache_says_nothing_to_do(cache, data):
                                           (errno.EROFS, "fix the permissions"), (errno.ENOENT, "run `featx verify`")])
 def test_write_failure_advice_fits_the_error(code, advice):
     assert _advice(OSError(code, os.strerror(code))).startswith(advice)
+
+
+# ---- issue 18: nothing in index.h5 or a layer file is served once changed; crash debris never stays ----------
+
+def _edit_attr(index: Path, name: str, edit) -> None:
+    with h5py.File(index, "r+") as f:
+        f.attrs[name] = json.dumps(edit(json.loads(f.attrs[name]))) if name != "description" else edit(f.attrs[name])
+
+
+def test_reversed_class_names_are_refused_on_open_and_by_verify(cache):
+    """Class names are not in the key (the features do not depend on them), but their digest is checked on open."""
+    entry = cache.open()
+    assert len(set(entry.class_names)) == 2
+    _edit_attr(entry.path / "index.h5", "class_names", lambda names: names[::-1])
+    with pytest.raises(RunFailed, match=MODIFIED):
+        featx.load(cache_dir=cache.root)
+    for command in (["info"], ["fit", "--layers", "block_1_project_BN", "--clf", "knn"]):
+        rc, _, err = cli(*command, "--cache-dir", cache.root)
+        assert rc == 1 and re.search(MODIFIED, one_line(err)), err
+    assert featx.verify(entry.path) == [f"{entry.name}: {CHANGED}"]
+    rc, out, err = cli("verify", "--cache-dir", cache.root)
+    assert rc == 1 and CHANGED in out and one_line(err)
+
+
+@pytest.mark.parametrize("name, edit", [
+    ("layer_info", lambda info: {k: {**v, "n_features": v["n_features"] + 1} if k == "block_2_add" else v
+                                 for k, v in info.items()}),
+    ("layer_info", lambda info: dict(reversed(info.items()))),  # the depth order orders a selection's columns
+    ("backbone_args", lambda args: {**args, "weights": "/tmp/elsewhere.h5"}),
+    ("split_settings", lambda split: {**split, "seed": 1}),
+    ("description", lambda text: text.replace("folder", "manifest")),
+])
+def test_every_index_attribute_is_covered_by_a_digest(name, edit, cache):
+    entry = cache.open()
+    _edit_attr(entry.path / "index.h5", name, edit)
+    with pytest.raises(RunFailed, match=MODIFIED):
+        cache.open()
+    assert featx.verify(entry.path) == [f"{entry.name}: {CHANGED}"]
+
+
+def _decoded_like(entry, pristine) -> bool:
+    return entry.manifest == pristine.manifest and entry.data.keys() == pristine.data.keys() and all(
+        entry.data[k].dtype == pristine.data[k].dtype and np.array_equal(entry.data[k], pristine.data[k])
+        for k in pristine.data)
+
+
+def test_single_byte_flips_of_the_index_are_served_unchanged_or_refused_in_one_line(cache):
+    """200 flips spread over index.h5 (digest record, attributes, HDF5 headers, arrays): each one either leaves
+    what featx decodes identical, or is refused on open and reported by `featx verify` in one line each; nothing
+    raises, and h5py never parses a damaged index (HDF5 can crash the process on one)."""
+    entry = cache.open()
+    index = entry.path / "index.h5"
+    pristine, original = CacheEntry(entry.path), index.read_bytes()
+    rng = np.random.default_rng(18)
+    offsets = np.unique(np.linspace(0, len(original) - 1, 200).astype(int))
+    changed = 0
+    try:
+        for offset in offsets:
+            flipped = bytearray(original)
+            flipped[offset] ^= int(rng.integers(1, 256))
+            index.write_bytes(bytes(flipped))
+            try:
+                opened = CacheEntry(entry.path)
+            except FeatxError as exc:
+                opened, refusal = None, str(exc)
+                assert "\n" not in refusal and "index.h5" in refusal, (offset, refusal)
+            problems = featx.verify(entry.path)
+            assert all(isinstance(p, str) and "\n" not in p for p in problems), (offset, problems)
+            if opened is not None:
+                assert _decoded_like(opened, pristine), f"flip at byte {offset} changed the index and was served"
+                assert problems == [], (offset, problems)
+            else:
+                changed += 1
+                assert problems, f"flip at byte {offset} was refused on open but passed verify ({refusal})"
+            if offset % 4 == 0 or opened is not None:  # the command prints what verify returns
+                rc, out, err = cli("verify", "--cache-dir", cache.root)
+                assert (rc, err) == (0, "") if opened is not None else rc == 1 and one_line(err), (offset, out, err)
+    finally:
+        index.write_bytes(original)
+    assert changed >= len(offsets) - 5, changed  # only bytes that decode the same (JSON spacing) are not refused
+    assert featx.verify(entry.path) == []
+
+
+def test_a_layer_file_copied_over_another_of_the_same_width_is_refused(cache):
+    entry = cache.open()
+    assert entry.layer_info["block_2_add"]["n_features"] == entry.layer_info["block_1_project_BN"]["n_features"]
+    shutil.copyfile(entry.layer_file("block_1_project_BN"), entry.layer_file("block_2_add"))
+    pattern = (rf"layer file '{re.escape(str(entry.layer_file('block_2_add')))}' was not published as layer block_2_add "
+               r"of this entry \(copied, moved or edited\); run `featx verify` and re-extract")
+    with pytest.raises(RunFailed, match=pattern):
+        featx.load(cache_dir=cache.root, layers="block_2_add")
+    rc, _, err = cli("fit", "--layers", "block_2_add", "--clf", "knn", "--cache-dir", cache.root)
+    assert rc == 1 and re.search(pattern, one_line(err)), err
+    with h5py.File(entry.layer_file("block_2_add"), "r+") as f:
+        f["features"].attrs["layer"] = "block_2_add"  # the attribute made to agree changes nothing
+    with pytest.raises(RunFailed, match=pattern):
+        featx.load(cache_dir=cache.root, layers="block_2_add")
+    assert featx.verify(entry.path) == [
+        f"{entry.name}: layer block_2_add: layers/block_2_add.h5 was not published as this layer of this view and entry "
+        "(copied, moved or edited; digest mismatch)"]
+
+
+def test_a_layer_file_moved_to_a_view_folder_with_its_view_attribute_edited_is_refused(cache):
+    from featx.sources.views import VIEWS_VERSION
+
+    entry = cache.open()
+    moved = entry.layer_file("block_1_project_BN", "hflip")
+    moved.parent.mkdir(parents=True)
+    shutil.copyfile(entry.layer_file("block_1_project_BN"), moved)
+    with h5py.File(moved, "r+") as f:
+        f["features"].attrs.update({"view": "hflip", "views_version": VIEWS_VERSION})
+    assert cache.open().views == ["id", "hflip"]
+    with pytest.raises(RunFailed, match=r"was not published as layer block_1_project_BN of view hflip of this entry"):
+        featx.load(cache_dir=cache.root, layers="block_1_project_BN", views=["id", "hflip"])
+    problems = featx.verify(entry.path)
+    assert problems == [f"{entry.name}: layer block_1_project_BN (view hflip): views/hflip/block_1_project_BN.h5 was "
+                        "not published as this layer of this view and entry (copied, moved or edited; digest mismatch)"]
+
+
+def _rewrite_without_digest(index: Path, **attrs) -> None:
+    """index.h5 written as featx 0.x (format 2) wrote it: plain HDF5, no user block."""
+    with h5py.File(index, "r") as f:
+        values, arrays = {**f.attrs, **attrs}, {k: f[k][()] for k in f}
+    with h5py.File(index, "w") as f:
+        f.attrs.update(values)
+        for name, array in arrays.items():
+            f[name] = array
+
+
+def test_an_index_of_the_previous_format_or_without_its_digest_is_refused_in_one_line(cache):
+    """Format 2 indexes have no digest of their bytes: they are refused, never served unchecked (README: re-extract)."""
+    entry = cache.open()
+    original = (entry.path / "index.h5").read_bytes()
+    _rewrite_without_digest(entry.path / "index.h5", format_version=2)
+    rc, _, err = cli("info", "--cache-dir", cache.root)
+    assert rc == 2 and "index.h5 has format version 2, this featx reads version 3; delete that cache entry and " \
+                       "re-run `featx extract`" in one_line(err)
+    assert "format version 2" in featx.verify(entry.path)[0]
+    (entry.path / "index.h5").write_bytes(original)
+    _rewrite_without_digest(entry.path / "index.h5")  # the same values, rewritten by hand: nothing vouches for them
+    rc, _, err = cli("info", "--cache-dir", cache.root)
+    assert rc == 1 and "index.h5' has no digest record; delete that cache entry" in one_line(err)
+    assert "has no digest record" in featx.verify(entry.path)[0]
+
+
+def test_a_finished_pass_left_by_a_killed_cleanup_is_not_counted_and_removed_by_the_next_extract(cache, data):
+    """finalize renames work/ to .work-done-<pid> and deletes it; a kill in between leaves a full raw copy of the
+    pass. `ls` does not count it, and the next extract (a no-op included) removes it, unless a live process holds
+    the entry's lock (then that writer is the one to clean up)."""
+    entry = cache.open()
+    size, listed = entry.size_bytes(), cli("ls", "--cache-dir", cache.root)
+    n = len(entry.labels)
+    log = PassLog.start(entry, {"block_2_add": entry.layer_info["block_2_add"]}, n, 4, "float32")
+    log.open_for_append()
+    log.append({"block_2_add": np.ones((n, 24), np.float32)}, {})
+    log.close()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    debris = entry.path / f".work-done-{int(dead.stdout)}"
+    os.rename(entry.path / "work", debris)
+    assert (debris / "block_2_add.raw").stat().st_size == n * 24 * 4
+    assert cache.open().size_bytes() == size
+    assert cli("ls", "--cache-dir", cache.root) == listed
+    hold = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); fcntl.flock(fd, fcntl.LOCK_EX); "
+            "print('locked', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(entry.path / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        rc, out, err = cli("extract", "--data", data, *ARGS, "--layers", LAYERS, "--cache-dir", cache.root)
+        assert rc == 0 and "nothing to do" in out and debris.is_dir(), err
+    finally:
+        holder.kill()
+        holder.wait()
+    rc, out, err = cli("extract", "--data", data, *ARGS, "--layers", LAYERS, "--cache-dir", cache.root)
+    assert rc == 0 and "nothing to do" in out, err
+    assert not debris.exists() and featx.verify(entry.path) == [] and cache.open().size_bytes() == size

@@ -2,6 +2,8 @@
 
 `EntryManifest.to_attrs()` / `from_attrs()` are the only encoder and decoder of the index's HDF5
 attributes: nested values travel as JSON strings, and every attribute set carries `format_version`.
+The bytes of `index.h5` as a whole, attributes included, carry a digest that is checked before they are
+parsed (featx.cache.store, the file's writer).
 """
 
 from __future__ import annotations
@@ -14,14 +16,22 @@ import numpy as np
 
 from featx.errors import FeatxError
 
-FORMAT_VERSION = 2  # 2: digests of layer data and index arrays, versioned progress.json with ordered layers
+FORMAT_VERSION = 3  # 2: digests of layer data and index arrays, versioned progress.json with ordered layers;
+# 3: index.h5 holds the digest of its bytes (checked before it is parsed); layer digests bound to layer, view, key
 _JSON = ("settings", "layer_info", "class_names", "backbone_args", "split_settings", "digests")
+_TYPES = {"key": str, "settings": dict, "layer_info": dict, "class_names": list, "backbone_args": dict,
+          "description": str, "root": str, "split_settings": dict, "digests": dict}
 
 
 def check_version(found, where) -> None:
     """Every file featx writes in the cache carries FORMAT_VERSION; anything else is refused in one line."""
-    if found is None or int(found) != FORMAT_VERSION:
-        version = "no format version" if found is None else f"format version {int(found)}"
+    try:
+        number = None if found is None else int(found)
+    except (TypeError, ValueError, OverflowError):
+        number = -1
+    if number != FORMAT_VERSION:
+        version = ("no format version" if found is None else f"format version {number}" if number != -1
+                   else "an unreadable format version")
         raise FeatxError(f"{where} has {version}, this featx reads version {FORMAT_VERSION}; delete that cache entry "
                          "and re-run `featx extract` (or use the featx version that wrote it)")
 
@@ -80,13 +90,19 @@ class EntryManifest:
     @classmethod
     def from_attrs(cls, attrs, where) -> EntryManifest:
         """attrs : the index's HDF5 attributes (bytes or str); where : the file, for error messages."""
-        attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
+        try:
+            attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
+        except ValueError as exc:
+            raise FeatxError(f"{where} has unreadable attributes ({exc}); run `featx verify`") from None
         check_version(attrs.get("format_version"), where)
         known = {f.name for f in fields(cls)}
         try:
             values = {k: json.loads(v) if k in _JSON else v for k, v in attrs.items() if k in known}
             values["format_version"] = int(values["format_version"])
             values["created"] = float(values.get("created", 0.0))
+            wrong = [k for k, t in _TYPES.items() if k in values and not isinstance(values[k], t)]
+            if wrong:
+                raise ValueError(f"attribute(s) {', '.join(wrong)} of the wrong type")
             return cls(**values)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise FeatxError(f"{where} has unreadable attributes ({exc}); run `featx verify`") from None

@@ -2,9 +2,11 @@
 
     <cache root>/
         <backbone>-<key[:12]>/
-            index.h5            EntryManifest attributes; paths, labels, fingerprints, split, valid, errors
+            index.h5            EntryManifest attributes; paths, labels, fingerprints, split, valid, errors;
+                                its HDF5 user block holds the blake2b digest of the rest of its bytes
             layers/<layer>.h5   one dataset `features` (n_images, n_features), row-chunked, uncompressed,
-                                with the blake2b digest of its rows and the format version as attributes
+                                with the format version, the blake2b digest of the entry key, view, layer
+                                name and rows, and a `binding` of key, view, name and digest as attributes
             views/<view>/<layer>.h5   the same for an augmented view of every image (featx.sources.views);
                                 the identity view is layers/
             work/               an extraction pass in progress (see featx.cache.passlog)
@@ -14,14 +16,19 @@
 
 Every file here is published by atomic rename (featx.cache.atomic), and a layer file only once all its
 rows are committed, so a reader never sees partial data and a killed run never leaves a broken file.
-Opening an entry re-hashes its index: an index that no longer matches its key is refused.
+Opening an entry checks the bytes of its index against their digest before h5py parses them (a damaged HDF5
+file can crash the HDF5 library), then re-hashes it: an index changed in any byte, or that no longer matches its
+key, is refused. Opening a layer file checks its binding: a file copied over
+another layer's, or moved to another view's folder, is refused (`featx verify` also re-hashes its rows).
 """
 
 from __future__ import annotations
 
 import copy
 import errno
+import hashlib
 import io
+import json
 import os
 import re
 import shutil
@@ -37,7 +44,7 @@ import numpy as np
 from featx.cache.atomic import atomic_path, fsync_dir
 from featx.cache.key import cache_key
 from featx.cache.lock import EntryLock, process_alive
-from featx.cache.manifest import FORMAT_VERSION, Digest, EntryManifest, check_version, digest_array
+from featx.cache.manifest import FORMAT_VERSION, Digest, EntryManifest, check_version, digest_array, digest_bytes
 from featx.errors import FeatxError, RunFailed
 from featx.sources.splits import SPLITS
 from featx.sources.views import IDENTITY, VIEWS_VERSION, is_view, sort_views
@@ -48,6 +55,7 @@ STR = h5py.string_dtype()
 REQUIRED = ("paths", "labels", "fingerprints", "split")
 RANDOM_WEIGHTS = "[random weights]"
 NOT_ENTRIES = ("runs", "reports")
+INDEX_MAGIC, USER_BLOCK = b"featx index\n", 512  # index.h5 starts with a user block: magic, then JSON {digest}
 
 __all__ = ["FORMAT_VERSION", "Cache", "CacheEntry", "list_entries", "open_entry"]
 
@@ -165,7 +173,8 @@ class Cache:
         return CacheEntry(final, self)
 
     def remove_debris(self) -> None:
-        """Delete `.new-*` staging folders whose creator, a process of this host, is dead.
+        """Delete `.new-*` staging folders whose creator, a process of this host, is dead, and inside every entry
+        that no process is writing (its lock is free) the debris of killed writers (`CacheEntry.remove_debris`).
 
         Another host's staging folder (a shared file system) or a live process's is never touched.
         """
@@ -175,6 +184,13 @@ class Cache:
             pid = owner.rsplit("-", 1)[-1]
             if host == here and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
                 shutil.rmtree(staging, ignore_errors=True)
+        for folder in self.folders():  # an entry's debris, under its lock: then no live process is writing it
+            if _entry_debris(folder):
+                try:
+                    with EntryLock(folder):
+                        _remove_entry_debris(folder)
+                except FeatxError:
+                    pass  # being written (that writer removes it) or not writable: left as it is
 
 
 def _key_matches(folder: Path, spec: str) -> bool:
@@ -185,11 +201,10 @@ def _key_matches(folder: Path, spec: str) -> bool:
     if not spec.startswith(short):
         return False
     try:
-        with h5py.File(folder / "index.h5", "r") as f:
-            key = f.attrs.get("key")
-    except (OSError, RuntimeError):
+        key = read_index(folder / "index.h5")[0].get("key")
+    except FeatxError:
         return False
-    return (key.decode() if isinstance(key, bytes) else str(key)).startswith(spec)
+    return (key.decode(errors="replace") if isinstance(key, bytes) else str(key)).startswith(spec)
 
 
 def _modified(folder: Path) -> float:
@@ -208,27 +223,26 @@ def _creation_error(root: Path, exc: OSError) -> FeatxError:
 class CacheEntry:
     """A cache entry's index held in memory, and reads of its layers.
 
-    Opening checks the index against its key (and the digests of its arrays): an edited or damaged index
-    is refused with one line, so experiments never train on labels or images the key does not vouch for.
-    `check=False` opens it anyway, for `featx verify` to list what is wrong.
+    Opening checks the bytes of the index against their digest (any edit, attributes included, is refused: class
+    names, layer info, backbone arguments, split settings, description), then against its key and the digests of
+    its arrays: an edited or damaged index is refused with one line, so experiments never train on labels, class
+    names, layers or images the writer did not write. `check=False` skips the second part, for `featx verify` to
+    list what is wrong; an index whose bytes changed is never parsed.
     """
 
     def __init__(self, path: Path, cache: Cache | None = None, *, check: bool = True):
         self.path = Path(path)
         self.cache = cache or Cache(self.path.parent)
         index = self.path / "index.h5"
-        try:
-            with h5py.File(index, "r") as f:
-                attrs = dict(f.attrs)
-                self.data = {k: _decode(f[k][()]) for k in f}
-        except (OSError, RuntimeError, KeyError, ValueError) as exc:
-            raise RunFailed(f"'{index}' cannot be read ({exc}); run `featx verify` and re-extract") from None
+        attrs, self.data, sealed = read_index(index)
         self.manifest = EntryManifest.from_attrs(attrs, index)
+        if not sealed:  # written as this format but without its digest: nothing vouches for it
+            raise RunFailed(f"'{index}' has no digest record; delete that cache entry and re-run `featx extract`")
         if check:
             problems = self.index_problems()
             if problems:
-                raise RunFailed(f"'{index}' does not match its key ({problems[0]}); run `featx verify` and re-extract "
-                                "into a fresh --cache-dir")
+                raise RunFailed(f"'{index}' was modified or damaged since it was written ({problems[0]}); run "
+                                "`featx verify` and re-extract into a fresh --cache-dir")
 
     def in_cache(self, cache: Cache) -> CacheEntry:
         """This entry as seen from `cache` (same root, perhaps another runs location); the index is not re-read."""
@@ -317,6 +331,9 @@ class CacheEntry:
         missing = [k for k in REQUIRED if k not in self.data]
         if missing:
             return [f"index lacks dataset(s) {', '.join(missing)}"]
+        not_lists = [k for k, v in self.data.items() if np.ndim(v) != 1]
+        if not_lists:
+            return [f"index dataset(s) {', '.join(not_lists)} are not one-dimensional"]
         n = len(self.data["paths"])
         lengths = {k: len(v) for k, v in self.data.items()}
         if any(length != n for length in lengths.values()):
@@ -326,13 +343,20 @@ class CacheEntry:
                    if k not in self.data or self.manifest.digests.get(k) != digest_array(self.data[k])]
         if changed:
             problems.append(f"index array(s) {', '.join(changed)} changed since they were written (digest mismatch)")
-        if cache_key(self.settings, self.relpaths, list(self.data["fingerprints"]), self.labels) != self.key:
+        try:
+            key = cache_key(self.settings, self.relpaths, list(self.data["fingerprints"]), self.labels)
+        except (TypeError, ValueError):  # labels that are not integers
+            key = None
+        key_matches = key == self.key
+        if not key_matches:
             problems.append("settings hash mismatch: the stored settings or image list do not hash to the entry's key "
                             "(edited or corrupted index)")
         elif not self.name.endswith(self.key[:12]):
             problems.append(f"folder name does not end with the key prefix {self.key[:12]}")
         labels = np.asarray(self.labels)
-        if labels.size and (labels.min() < 0 or labels.max() >= len(self.class_names)):
+        if labels.dtype.kind not in "iu":
+            problems.append(f"labels are of type {labels.dtype}, not integers")
+        elif labels.size and (labels.min() < 0 or labels.max() >= len(self.class_names)):
             problems.append(f"labels outside 0..{len(self.class_names) - 1} ({len(self.class_names)} classes)")
         bad_split = sorted(set(map(str, self.split)) - set(SPLITS))
         if bad_split:
@@ -356,10 +380,17 @@ class CacheEntry:
                 if ds.shape != expected or ds.dtype != np.dtype(self.settings["dtype"]) or ds.attrs.get("cache_key") != self.key:
                     raise RunFailed(f"layer file '{path}' holds {ds.shape} {ds.dtype} of key {ds.attrs.get('cache_key')}, "
                                     f"expected {expected} {self.settings['dtype']} of this entry; run `featx verify` and re-extract")
+                if not self.bound(ds.attrs, name, view):
+                    raise RunFailed(not_bound_message(path, name, view))
                 yield ds
         except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
             raise RunFailed(f"layer file '{path}' cannot be read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
                             "run `featx verify` and re-extract") from None
+
+    def bound(self, attrs, name: str, view: str = IDENTITY) -> bool:
+        """Whether a layer file's attributes say it was published as layer `name` of `view` of this entry (cheap:
+        no rows are read; `featx verify` also re-hashes the rows, the digest of which the binding covers)."""
+        return str(attrs.get("binding")) == layer_binding(self.key, name, view, attrs.get("digest"))
 
     def feature_size(self, name: str) -> int:
         with self.open_layer(name) as ds:
@@ -394,7 +425,8 @@ class CacheEntry:
                     view: str = IDENTITY) -> None:
         """Publish one complete layer file of one view; `rows_source(start, stop)` gives the rows to copy in blocks.
 
-        The digest of the rows is computed from the very blocks written, and stored with them.
+        The digest of the rows is computed from the very blocks written, and stored with them; it starts from
+        the entry key, view and layer name (`layer_digest`), so it also says whose rows they are.
         """
         chunk_rows = max(1, min(n_rows, CHUNK_BYTES // (n_features * np.dtype(dtype).itemsize)))
         final = self.layer_file(name, view)
@@ -405,13 +437,14 @@ class CacheEntry:
             _reserve(tmp, n_rows * n_features * np.dtype(dtype).itemsize + HDF5_OVERHEAD)
             with h5py.File(tmp, "w") as f:
                 ds = f.create_dataset("features", shape=(n_rows, n_features), dtype=dtype, chunks=(chunk_rows, n_features))
-                digest = Digest()
+                digest = layer_digest(self.key, name, view)
                 for start in range(0, n_rows, chunk_rows * 16):
                     stop = min(n_rows, start + chunk_rows * 16)
                     block = np.ascontiguousarray(rows_source(start, stop), dtype=dtype)
                     ds[start:stop] = block
                     digest.update(block)
                 ds.attrs.update({**attrs, "layer": name, "cache_key": self.key, "digest": digest.hexdigest(),
+                                 "binding": layer_binding(self.key, name, view, digest.hexdigest()),
                                  "format_version": FORMAT_VERSION})
 
     def update_index(self, split_settings: dict | None = None, **datasets) -> None:
@@ -425,17 +458,13 @@ class CacheEntry:
         return EntryLock(self.path)
 
     def remove_debris(self) -> None:
-        """Delete temporary files of writers killed mid-write (`.<name>.<pid>.tmp`, `.work-done-*`).
+        """Delete temporary files of writers killed mid-write (`.<name>.<pid>.tmp`) and `.work-done-<pid>` copies
+        of a finished pass whose removal was killed.
 
-        Call only while holding `lock()`: then no live process of this host is writing them.
+        Call only while holding `lock()`: then no live process is writing them (`Cache.remove_debris` takes the
+        lock of every entry with debris that no process is writing).
         """
-        for folder in (self.path, self.path / "layers", self.path / "work", *self.path.glob("views/*")):
-            for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
-                pid = tmp.name.rsplit(".", 2)[-2]
-                if not (pid.isdigit() and _alive(int(pid))):
-                    tmp.unlink(missing_ok=True)
-        for done in self.path.glob(".work-done-*"):
-            shutil.rmtree(done, ignore_errors=True)
+        _remove_entry_debris(self.path)
 
     def summary(self) -> dict:
         """What `featx info` shows: entry, key, data, settings, preprocessing_note, split {name: valid images},
@@ -470,7 +499,9 @@ class CacheEntry:
         return self.manifest.description + (f" {RANDOM_WEIGHTS}" if self.random_weights else "")
 
     def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+        """Bytes of the entry's files; crash debris and the lock (dot names) do not count."""
+        return sum(p.stat().st_size for p in self.path.rglob("*")
+                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(self.path).parts))
 
     @property
     def modified(self) -> float:
@@ -489,17 +520,104 @@ def check_view(attrs, view: str, path) -> None:
 
 def write_index(entry_path: Path, manifest: EntryManifest, data: dict) -> None:
     """The index is small: built in memory and written by Python, so a full disk is a plain OSError.
-    The manifest's digests are set here, from the arrays written."""
+    The manifest's digests are set here, from the arrays written; the user block gets the digest of all the
+    other bytes (`read_index` checks it before parsing any of them)."""
     manifest.digests = {k: digest_array(v) for k, v in data.items()}
     image = io.BytesIO()
-    with h5py.File(image, "w") as f:
+    with h5py.File(image, "w", userblock_size=USER_BLOCK) as f:
         f.attrs.update(manifest.to_attrs())
         for key, value in data.items():
             value = np.asarray(value)
             f.create_dataset(key, data=value.astype(object) if value.dtype.kind in "UO" else value,
                              dtype=STR if value.dtype.kind in "UO" else value.dtype)
+    body = image.getvalue()[USER_BLOCK:]
+    record = INDEX_MAGIC + json.dumps({"format_version": FORMAT_VERSION, "digest": _index_digest(body)}).encode()
     with atomic_path(Path(entry_path) / "index.h5") as tmp:
-        tmp.write_bytes(image.getvalue())
+        tmp.write_bytes(record.ljust(USER_BLOCK, b"\0") + body)
+
+
+class IndexChanged(RunFailed):
+    """index.h5's bytes no longer match the digest its writer stored."""
+
+
+def read_index(index: Path) -> tuple[dict, dict, bool]:
+    """(attributes, arrays, sealed) of an index.h5, its bytes read once and checked against their digest before
+    h5py parses them; sealed : whether it has a digest record (an index of format 3 always has one).
+
+    An index without a record (an older format, or plain garbage) is parsed for what it says it is. Raises
+    FeatxError for a record of another format version, IndexChanged when the bytes changed, RunFailed when they
+    cannot be read or parsed.
+    """
+    try:
+        image = index.read_bytes()
+    except OSError as exc:
+        raise RunFailed(f"'{index}' cannot be read ({exc.strerror or exc}); run `featx verify` and "
+                        "re-extract") from None
+    sealed = image.startswith(INDEX_MAGIC)
+    if sealed:
+        try:
+            record = json.loads(image[len(INDEX_MAGIC):USER_BLOCK].rstrip(b"\0"))
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and "format_version" in record:  # a newer featx may seal differently
+            check_version(record["format_version"], index)
+        if not isinstance(record, dict) or record.get("digest") != _index_digest(image[USER_BLOCK:]):
+            raise IndexChanged(f"'{index}' was modified or damaged since it was written (its bytes no longer match "
+                               "their digest); run `featx verify` and re-extract into a fresh --cache-dir")
+    try:
+        with h5py.File(io.BytesIO(image), "r") as f:
+            return dict(f.attrs), {k: _decode(f[k][()]) for k in f}, sealed
+    except Exception as exc:  # noqa: BLE001  h5py raises almost anything (TypeError, ...) for a damaged file
+        raise RunFailed(f"'{index}' cannot be read ({_first_line(exc)}); run `featx verify` and re-extract") from None
+
+
+def _index_digest(body: bytes) -> str:
+    return hashlib.blake2b(body, digest_size=16).hexdigest()
+
+
+def layer_digest(key: str, name: str, view: str = IDENTITY) -> Digest:
+    """The Digest a layer file's rows are fed to, primed with the format version, entry key, view and layer name:
+    the same rows copied over another layer's file, or moved to another view's folder, no longer match."""
+    digest = Digest()
+    digest.update(np.frombuffer(json.dumps(["layer", FORMAT_VERSION, key, view, name]).encode(), np.uint8))
+    return digest
+
+
+def layer_binding(key: str, name: str, view: str, digest) -> str:
+    """What ties a layer file to its place, checked whenever it is opened: a hash of the entry key, view, layer
+    name and the file's stored digest (so any of them changed, or the file put elsewhere, fails the check)."""
+    text = json.dumps(["binding", FORMAT_VERSION, key, view, name, str(digest)])
+    return digest_bytes([np.frombuffer(text.encode(), np.uint8)])
+
+
+def not_bound_message(path, name: str, view: str) -> str:
+    what = name if view == IDENTITY else f"{name} of view {view}"
+    return (f"layer file '{path}' was not published as layer {what} of this entry (copied, moved or edited); "
+            "run `featx verify` and re-extract")
+
+
+def _entry_debris(folder: Path) -> list[Path]:
+    """Leftovers of killed writers in an entry folder: `.<name>.<pid>.tmp` files and `.work-done-<pid>` folders."""
+    found = list(folder.glob(".work-done-*"))
+    for sub in (folder, folder / "layers", folder / "work", *folder.glob("views/*")):
+        found += list(sub.glob(".*.tmp")) if sub.is_dir() else []
+    return found
+
+
+def _remove_entry_debris(folder: Path) -> None:
+    """Remove `_entry_debris`, the temporary files of live processes of this host excepted; call under the lock."""
+    for path in _entry_debris(folder):
+        if path.name.startswith(".work-done-"):
+            shutil.rmtree(path, ignore_errors=True)
+            continue
+        pid = path.name.rsplit(".", 2)[-2]
+        if not (pid.isdigit() and _alive(int(pid))):
+            path.unlink(missing_ok=True)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).splitlines()
+    return text[0] if text and text[0] else type(exc).__name__
 
 
 def list_entries(cache_dir: Path | None = None) -> list[CacheEntry]:

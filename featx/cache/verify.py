@@ -2,13 +2,16 @@
 
 `verify(entry)` returns one line per problem; an empty list means:
 
-* `index.h5` opens, has this featx's format version, its image list (paths, labels, fingerprints, split,
-  valid/errors) is complete and consistent, and every array still has the digest stored when it was written;
+* `index.h5` has the bytes it was written with (a digest in its user block covers every attribute, class names,
+  layer info, backbone arguments, split settings and description included, and every array), has this featx's
+  format version, and its image list (paths, labels, fingerprints, split, valid/errors) is complete and
+  consistent, every array still having the digest stored when it was written;
 * the stored key equals the hash of the stored settings and image list (and the folder name), so the
   entry is served for exactly the data and settings it was made from;
 * every published layer file (of every view) opens with h5py, names its view, and holds one row per image, with the stored dtype and width,
-  its cache key and format version, no NaN or Inf, and rows whose blake2b digest equals the one stored
-  when the file was published (so any changed byte, finite or not, is found);
+  its cache key and format version, no NaN or Inf, and rows whose blake2b digest, primed with the entry key,
+  view and layer name, equals the one stored when the file was published (so any changed byte, finite or not,
+  is found, and so is a file copied over another layer's or moved to another view's folder);
 * an interrupted extraction pass (`work/`) can resume: its progress record matches the index, its raw files
   hold every committed row (finite), and none of its layers was published before all rows were committed.
 
@@ -24,9 +27,9 @@ from urllib.parse import unquote
 import h5py
 import numpy as np
 
-from featx.cache.manifest import FORMAT_VERSION, Digest
+from featx.cache.manifest import FORMAT_VERSION
 from featx.cache.passlog import PassLog
-from featx.cache.store import CacheEntry, check_view
+from featx.cache.store import CacheEntry, IndexChanged, check_view, layer_digest
 from featx.errors import FeatxError
 from featx.sources.views import IDENTITY, is_view
 
@@ -40,6 +43,8 @@ def verify(entry: CacheEntry | str | Path) -> list[str]:
         return [f"{path.name}: index.h5 is missing; this folder is not a complete cache entry (delete it)"]
     try:
         entry = CacheEntry(path, check=False)
+    except IndexChanged:
+        return [f"{path.name}: index.h5 changed since it was written (digest mismatch); it is not read further"]
     except FeatxError as exc:
         return [f"{path.name}: index.h5 cannot be read ({exc})"]
     problems = entry.index_problems()
@@ -95,14 +100,17 @@ def _check_features(entry: CacheEntry, name: str, view: str, f: h5py.File) -> li
     except FeatxError as exc:
         problems.append(str(exc))
     step = max(1, BLOCK_BYTES // (width * dtype.itemsize))
-    digest, bad = Digest(), []
+    digest, bad = layer_digest(entry.key, name, view), []
     for start in range(0, n, step):  # one read per block serves both the NaN scan and the digest
         block = ds[start:min(n, start + step)]
         bad.extend(start + int(r) for r in np.flatnonzero(~np.isfinite(block).all(axis=1)))
         digest.update(block)
+    where = Path(f.filename).relative_to(entry.path)
     if bad:
         problems.append(f"NaN/Inf in {len(bad)} row(s), first rows {bad[:5]}")
+    elif not entry.bound(ds.attrs, name, view):
+        problems.append(f"{where} was not published as this layer of this view and entry (copied, moved or edited; "
+                        "digest mismatch)")
     elif digest.hexdigest() != ds.attrs.get("digest"):
-        where = Path(f.filename).relative_to(entry.path)
         problems.append(f"data in {where} changed since it was published (digest mismatch)")
     return problems
