@@ -21,7 +21,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from featx import distributed, runtime
-from featx.backbones import DEFAULT_BACKBONE, check_input_size, describe_layers, get_backbone, layer_selection, preprocessing_note
+from featx.backbones import (
+    DEFAULT_BACKBONE,
+    check_input_size,
+    describe_layers,
+    get_backbone,
+    layer_selection,
+    preprocessing_note,
+)
 from featx.backbones.layers import GEM_EPS, GEM_P
 from featx.cache.key import cache_key, file_fingerprint, fingerprint_files
 from featx.cache.manifest import EntryManifest

@@ -104,9 +104,10 @@ def test_train_rows_of_one_class_are_refused(elpv_folder, tmp_path):
     for command, args in refusals(entry, cache_dir, tmp_path).items():
         if command == "export":
             continue
-        assert_one_line_error(*cli(*args)[::2], rf"^error: the train rows of cache entry {entry} have 1 class "
-                                                r"\(functional\) of its 3; a classifier needs at least 2 — give other "
-                                                r"classes train rows \(the manifest's split column, or --split/--seed")
+        assert_one_line_error(*cli(*args)[::2],
+                              rf"^error: the train rows of cache entry {entry} have 1 class \(functional\) of its 3; a "
+                              r"classifier needs at least 2 — give other classes train rows \(the manifest's split column, "
+                              r"or --split/--seed")
         assert_nothing_written(cache_dir)
 
 
@@ -118,7 +119,7 @@ def test_zero_val_fraction_needs_cv_to_select(elpv_folder, tmp_path):
     cache_dir = tmp_path / "cache"
     rc, out, err = extract(elpv_folder, cache_dir, "--split", "0.8,0,0.2")
     assert rc == 0, err
-    assert "note: the split has no val rows; compare and tune then select by cross-validation over train (--cv K)" in out
+    assert "note: the split has no val rows; compare and tune then select by cross-validation over train" in out
     entry = entry_name(cache_dir)
     no_val = (rf"^error: cache entry {entry} has no val rows \(split 0\.8,0,0\.2\), so nothing can be selected on val; "
               r"pass --cv K to select by cross-validation over the train rows, or re-extract with a val part")
@@ -186,7 +187,8 @@ def nan_backbone(tmp_path_factory) -> Path:
     inputs = keras.Input((32, 32, 3))
     clean = keras.layers.Conv2D(4, 3, name="clean")(inputs)
     conv = keras.layers.Conv2D(4, 3, strides=2, name="conv")(clean)
-    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(keras.layers.GlobalAveragePooling2D(name="gap")(conv)))
+    head = keras.layers.Dense(3, name="head")(keras.layers.GlobalAveragePooling2D(name="gap")(conv))
+    model = keras.Model(inputs, head)
     kernel, bias = model.get_layer("conv").get_weights()
     kernel[..., 1] = np.nan
     model.get_layer("conv").set_weights([kernel, bias])

@@ -41,7 +41,7 @@ def require_layers(entry: CacheEntry) -> None:
     except FeatxError:
         pending = None
     if pending is None:
-        raise FeatxError(f"cache entry {entry.name} has no cached layers; run `featx extract` on its data with --layers")
+        raise FeatxError(f"cache entry {entry.name} has no cached layers; run `featx extract` on its data")
     rows = "no committed rows yet" if pending.committed_rows == 0 else "no finished layer yet"
     raise FeatxError(f"cache entry {entry.name} has {rows} (its first extraction stopped at image "
                      f"{pending.committed_rows}/{pending.n_rows}); run `featx extract` again with the same options "
