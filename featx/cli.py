@@ -195,7 +195,8 @@ def _add_backbone_options(p: argparse.ArgumentParser, weights_default: str) -> N
 
     p.add_argument("--pool", default="avg", choices=POOLS, help="spatial pooling of conv outputs, part of the cache "
                    "key: " + "; ".join(f"{k}: {v}" for k, v in POOLS.items()) + " (default avg)")
-    p.add_argument("--input-size", type=int, default=None, help="square input size (default: the backbone's own)")
+    p.add_argument("--input-size", type=int, default=None,
+                   help="square input size, 32 to 4096 pixels (default: the backbone's own)")
     from featx.backbones import SAVED_MODEL_PREPROCESSING
 
     p.add_argument("--preprocess", default=None, help="preprocessing for a saved model (default: inferred from its layer "

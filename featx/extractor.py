@@ -21,8 +21,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from featx import distributed, runtime
-from featx.backbones import (DEFAULT_BACKBONE, describe_layers, file_hashes, get_backbone, layer_selection,
-                             preprocessing_note)
+from featx.backbones import (
+    DEFAULT_BACKBONE,
+    check_input_size,
+    describe_layers,
+    file_hashes,
+    get_backbone,
+    layer_selection,
+    preprocessing_note,
+)
 from featx.backbones.layers import GEM_EPS, GEM_P
 from featx.cache.key import cache_key, file_fingerprint, fingerprint_files
 from featx.cache.manifest import EntryManifest
@@ -206,6 +213,20 @@ class BackgroundWriter:
             )
 
 
+def _data_notes(images) -> list[str]:
+    """What the data lacks for later experiments, said at extract (the features are cached all the same): a
+    second class (fit, compare and tune need one), val rows (compare and tune then need --cv)."""
+    notes = []
+    classes = np.unique(images.labels)
+    if len(classes) < 2:
+        notes.append(f"note: {images.description} has 1 class ({images.class_names[classes[0]]}); the features are "
+                     "cached, but fit, compare and tune need at least 2 — add images of another class")
+    if not (np.asarray(images.split) == "val").any():
+        notes.append("note: the split has no val rows; compare and tune then select by cross-validation over train "
+                     "(--cv K), and fit's runs get no val score")
+    return notes
+
+
 @dataclass
 class ExtractResult:
     entry: CacheEntry
@@ -234,6 +255,7 @@ def extract(data: str, *, backbone: str = DEFAULT_BACKBONE, layers="blocks", poo
     if batch_size < 1:
         raise FeatxError(f"--batch-size {batch_size} must be at least 1")
     check_dtype(dtype)
+    check_input_size(input_size)
     view_names = parse_views(views, view_seed)
     if cluster is not None:
         distributed.require_dask(cluster)
@@ -244,6 +266,8 @@ def extract(data: str, *, backbone: str = DEFAULT_BACKBONE, layers="blocks", poo
                 f"{len(images)} are used")
         images = images.take(limit, seed)
     images.ensure_split(split, seed)
+    for note in _data_notes(images):
+        log(note)
     fingerprints = fingerprint_files(images.paths, progress)
     backbone_args = {"name": backbone, "weights": weights, "input_size": input_size, "preprocess": preprocess,
                      "file_hashes": file_hashes(backbone, weights)}  # checked before an entry's backbone is rebuilt

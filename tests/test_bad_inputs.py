@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cli_capture import cli
+from cli_capture import assert_one_line_error, cli
 import forkserver
 import imagegen
 import featx
@@ -45,20 +45,6 @@ def backbone_built_once():
 def extract(data, cache_dir, *extra, layers=BASE_LAYERS) -> tuple[int, str, str]:
     return cli("extract", "--data", data, *BACKBONE, "--layers", layers, "--batch-size", 4, "--cache-dir", cache_dir,
                "--quiet", *extra)
-
-
-def user_lines(stderr: str) -> list[str]:
-    """stderr without TensorFlow's C++ log lines (a fresh process logs e.g. 'E0000 ... failed call to cuInit')."""
-    return [line for line in stderr.splitlines()
-            if line.strip() and not re.match(r"[IWEF]\d{4} |WARNING: All log messages before absl", line)]
-
-
-def assert_one_line_error(rc: int, err: str, pattern: str, code: int = 2) -> str:
-    lines = user_lines(err)
-    assert rc == code and len(lines) == 1 and "Traceback" not in err, err
-    assert re.search(pattern, lines[0]), lines[0]
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 # ---- a base data set and a cache made from it, copied for each test ----------------------------------------

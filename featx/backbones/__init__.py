@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import numbers
 from pathlib import Path
 
 from featx.backbones.base import Backbone
@@ -19,9 +20,11 @@ DEFAULT_BACKBONE = "efficientnet_lite0"
 SAVED_MODEL_PREPROCESSING = ("none", "unit", "tf", "efficientnet_lite",
                              *sorted({module for _, module, _ in KERAS_MODELS.values()}))
 
+INPUT_SIZES = (32, 4096)  # --input-size bounds: Keras's smallest input; a side beyond 4096 is a typo, not a model
+
 __all__ = ["Backbone", "LayerInfo", "LayerSelection", "available_backbones", "backbone_file_problem", "backbone_files",
-           "backbone_from_entry", "describe_layers", "file_hashes", "get_backbone", "layer_selection", "layer_table",
-           "preprocessing_note"]
+           "backbone_from_entry", "check_input_size", "describe_layers", "file_hashes", "get_backbone",
+           "layer_selection", "layer_table", "preprocessing_note"]
 
 
 def available_backbones() -> list[str]:
@@ -102,6 +105,16 @@ def backbone_file_problem(args: dict) -> str | None:
     return None
 
 
+def check_input_size(input_size) -> None:
+    """One line unless `input_size` is None (the backbone's own) or a whole number of pixels within INPUT_SIZES."""
+    low, high = INPUT_SIZES
+    if input_size is None:
+        return
+    if isinstance(input_size, bool) or not isinstance(input_size, numbers.Integral) or not low <= input_size <= high:
+        raise FeatxError(f"--input-size {input_size} is not a usable image side; give {low} to {high} pixels "
+                         "(e.g. 224), or leave it out for the backbone's own size")
+
+
 @seeded_weight_init(0)  # random init (weights none) must be reproducible, or the cache would never hit
 def get_backbone(name: str, weights: str | None = "imagenet", input_size: int | None = None,
                  preprocess: str | None = None, unsafe: bool = False) -> Backbone:
@@ -110,6 +123,7 @@ def get_backbone(name: str, weights: str | None = "imagenet", input_size: int | 
     weights : "imagenet" (downloaded by Keras, or packaged for efficientnet_lite0/1/2), "none" (seeded random
         init, for timing), or a path to a local weights file.
     """
+    check_input_size(input_size)
     if Path(name).suffix in (".keras", ".h5") and Path(name).exists():
         return _saved_model(Path(name), preprocess, unsafe)
     weights = None if weights in (None, "none") else weights

@@ -28,6 +28,7 @@ from featx.errors import FeatxError
 from featx.experiments.fit import (
     FitSpec,
     _silent,
+    check_trainable,
     cross_validate_spec,
     loaded_views,
     record_run,
@@ -111,12 +112,13 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
                       views=views, tta=tta)
     baselines = [FitSpec(classifier=b, seed=seed, n_jobs=inner, views=views, tta=tta) for b in BASELINES if b not in names]
     entry = Cache(cache_dir, runs_dir=runs_dir).open(cache)
-    prepare_log(entry.cache)  # unwritable folders or a broken log fail before any fit
-    reports = writable_folder(entry.cache.reports_dir, "reports")
+    check_trainable(entry, cv=cv, selects=True)  # before anything is written: rows are ranked on val or CV
     subsets = _expand_subsets(entry, [layer_sets] if isinstance(layer_sets, str) else layer_sets)
     jobs = [(subset, spec) for subset in subsets for spec in specs] + [((subsets[0][0], None), s) for s in baselines]
     X, y, meta = load(entry, layers=[n for selection, _ in subsets for n in selection.names],  # the union, once
                       views=loaded_views(specs[0]))
+    prepare_log(entry.cache)  # unwritable folders or a broken log fail before any fit
+    reports = writable_folder(entry.cache.reports_dir, "reports")
     split, slices, n_views = meta["split"].to_numpy(), meta.attrs["feature_slices"], len(specs[0].views)
     if metric is None:
         metric, reason = default_metric(y[np.isin(split, SELECTION_SPLITS)])
@@ -179,8 +181,6 @@ def _val_result(run) -> CVResult | None:
 
 
 def _best_line(table: pd.DataFrame, results: list, metric: str, score: str, split) -> str:
-    if table[score].isna().all():
-        return f"best: none ranked (no {score} score: the cache has no val rows; use --cv K)"
     name = [f"{m} on {_short(layers)}" for m, layers in zip(table["model"], table["layers"])]
     ci = table.get(f"cv_{metric}_ci95")
     best = f"best: {name[0]} {metric} {table[score].iloc[0]:.3f}" + (f" ± {ci.iloc[0]:.3f}" if ci is not None else "")

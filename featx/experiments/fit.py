@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import InvalidParameterError
 
@@ -27,7 +28,7 @@ from featx.classifiers.views import ViewEnsemble, final_classifier
 from featx.errors import FeatxError
 from featx.experiments.runs import MODEL_FILE, append_run, prepare_log, save_model, selection_columns, stage_run
 from featx.experiments.selection import CVResult, Folds, cross_validate, make_folds, summarize
-from featx.features.load import load, open_entries
+from featx.features.load import load, open_entries, require_layers
 from featx.features.options import TRANSFORM_KEYS
 from featx.features.transforms import build_feature_pipeline
 from featx.reports import evaluate, plot_confusion, plot_learning_curves
@@ -169,8 +170,11 @@ def fit(cache=None, *, layers=None, clf: str = "rf", params: dict | None = None,
     spec = FitSpec(classifier=clf, params=params, transforms=transforms, seed=seed, n_jobs=n_jobs,
                    views=view_names(views, view_seed, tta), tta=tta)
     entries = open_entries(cache, cache_dir, runs_dir=runs_dir)
-    prepare_log(entries[0].cache)  # an unwritable folder or a broken log fails before training
+    for entry in entries[1:]:
+        require_layers(entry)
+    check_trainable(entries[0], cv=cv, log=log)  # data that cannot be fitted: one line, nothing read or written
     X, y, meta = load(entries if len(entries) > 1 else entries[0], layers=layers, views=loaded_views(spec))
+    prepare_log(entries[0].cache)  # an unwritable folder or a broken log fails before training
     if layers is None:
         log(f"no layers given: fitting on every cached layer of {'+'.join(e.name for e in entries)} "
             f"({len(meta.attrs['layers'])}, {X.shape[1] // len(spec.views)} features); choose some with --layers (API: layers=)")
@@ -183,6 +187,43 @@ def fit(cache=None, *, layers=None, clf: str = "rf", params: dict | None = None,
     scores = train_and_score(X, y, split, spec, class_names=entries[0].class_names)
     return record_run(entries if len(entries) > 1 else entries[0], spec, scores, selection=meta.attrs["selection"],
                       log=log, cv=result)
+
+
+def check_trainable(entry: CacheEntry, *, cv: int | None = None, selects: bool = False, log=print) -> None:
+    """One line, before anything is read or written, when `entry` cannot train a classifier: no layer cached
+    yet (a first extraction still pending), images of fewer than 2 classes, in all or in the train rows, or
+    (`selects`: compare and tune rank on val unless `cv`) no val rows. fit without val rows and without `cv`
+    is still scored on test, but `featx runs` cannot rank its run: `log` says so."""
+    require_layers(entry)
+    valid = np.asarray(entry.valid, dtype=bool)
+    labels, split, names = np.asarray(entry.labels)[valid], np.asarray(entry.split)[valid], entry.class_names
+    present = np.unique(labels)
+    if len(present) < 2:
+        what = "no decoded images" if not len(present) else f"1 class ({names[present[0]]})"
+        of = f" of its {len(names)}, the others having no decoded image" if len(present) and len(names) > 1 else ""
+        raise FeatxError(f"cache entry {entry.name} ({entry.data_label}) has {what}{of}; a classifier needs at least 2 "
+                         "— add images of another class and run `featx extract` again")
+    train = np.unique(labels[split == "train"])
+    if not len(train):
+        raise FeatxError(f"cache entry {entry.name} has no train rows to fit on; re-run `featx extract` with a --split "
+                         "that has a train part")
+    if len(train) < 2:
+        raise FeatxError(f"the train rows of cache entry {entry.name} have 1 class ({names[train[0]]}) of its "
+                         f"{len(present)}; a classifier needs at least 2 — give other classes train rows (the "
+                         "manifest's split column, or --split/--seed at `featx extract`)")
+    if cv or (split == "val").any():
+        return
+    if selects:
+        raise FeatxError(f"cache entry {entry.name} has no val rows (split {_split_label(entry)}), so nothing can "
+                         "be selected on val; pass --cv K to select by cross-validation over the train rows, or "
+                         "re-extract with a val part, e.g. --split 0.7,0.15,0.15")
+    log(f"note: cache entry {entry.name} has no val rows (split {_split_label(entry)}): this run gets no val score, "
+        "so `featx runs` cannot rank it (never by test); pass --cv K to score it by cross-validation over train")
+
+
+def _split_label(entry: CacheEntry) -> str:
+    fractions = entry.split_settings.get("fractions") if isinstance(entry.split_settings, dict) else None
+    return ",".join(f"{f:g}" for f in fractions) if fractions else "from the manifest"
 
 
 def view_names(views=None, view_seed: int = 0, tta: bool = False) -> tuple[str, ...]:

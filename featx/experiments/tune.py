@@ -30,7 +30,15 @@ from featx.classifiers import make_classifier, make_pipeline
 from featx.classifiers.views import ViewEnsemble, training_rows, tta_predict, view_rows
 from featx.distributed import joblib_backend
 from featx.errors import FeatxError
-from featx.experiments.fit import FitSpec, Scores, loaded_views, record_run, view_names, with_class_weight
+from featx.experiments.fit import (
+    FitSpec,
+    Scores,
+    check_trainable,
+    loaded_views,
+    record_run,
+    view_names,
+    with_class_weight,
+)
 from featx.experiments.runs import new_run_id, prepare_log, writable_folder
 from featx.experiments.selection import (
     METRICS,
@@ -145,8 +153,9 @@ def tune_cache(cache=None, *, layers=None, classifiers=("logreg",), cv: int | No
     params = with_class_weight(params or {}, names, class_weight)
     views = view_names(views, view_seed, tta)
     entry = Cache(cache_dir, runs_dir=runs_dir).open(cache)
-    prepare_log(entry.cache)
+    check_trainable(entry, cv=cv, selects=True)  # before anything is written
     X, y, meta = load(entry, layers=layers, views=loaded_views(FitSpec(views=views, tta=tta)))
+    prepare_log(entry.cache)  # unwritable folders or a broken log fail before any fit
     split = meta["split"].to_numpy()
     folds = make_folds(y, split, cv, cv_repeats, seed) if cv else None
     folder = writable_folder(entry.cache.reports_dir, "reports") / f"tune-{new_run_id()}"

@@ -9,23 +9,43 @@ import pandas as pd
 
 from featx.backbones.layers import LayerSelection, infos_from_metadata, layer_selection
 from featx.cache.store import Cache, CacheEntry
-from featx.errors import FeatxError
+from featx.errors import FeatxError, RunFailed
 from featx.sources.splits import SPLITS
-from featx.sources.views import parse_views
+from featx.sources.views import IDENTITY, parse_views
 
 
 def select_cached(entry: CacheEntry, layers=None) -> LayerSelection:
     """The entry's LayerSelection: names and groups (all, blocks, final, fc) -> cached layers in depth order.
 
     Groups mean their cached members; None means every cached layer; a LayerSelection is checked against this
-    entry and keeps its spec.
+    entry and keeps its spec. An entry with no layer cached yet is one line (require_layers).
     """
+    require_layers(entry)
     if layers is None:
         return LayerSelection(",".join(entry.layers), tuple(entry.layers))
     if isinstance(layers, LayerSelection):
         return replace(select_cached(entry, list(layers.names)), spec=layers.spec)
     return layer_selection(infos_from_metadata(entry.layer_info), layers, model_name=entry.settings["backbone"],
                            cached=entry.layers, entry_name=entry.name)
+
+
+def require_layers(entry: CacheEntry) -> None:
+    """One line when `entry` has no layer cached yet: its first extraction pass is still pending (killed or
+    stopped before it finished: its rows are in work/ until then), or none was ever run."""
+    if entry.layers:
+        return
+    from featx.cache.passlog import PassLog  # the only reader of work/
+
+    try:
+        pending = PassLog.summary(entry)
+    except FeatxError:
+        pending = None
+    if pending is None:
+        raise FeatxError(f"cache entry {entry.name} has no cached layers; run `featx extract` on its data")
+    rows = "no committed rows yet" if pending.committed_rows == 0 else "no finished layer yet"
+    raise FeatxError(f"cache entry {entry.name} has {rows} (its first extraction stopped at image "
+                     f"{pending.committed_rows}/{pending.n_rows}); run `featx extract` again with the same options "
+                     "to finish it")
 
 
 def load(cache=None, *, layers=None, split: str | None = None, cache_dir=None, views=None):
@@ -66,6 +86,7 @@ def load(cache=None, *, layers=None, split: str | None = None, cache_dir=None, v
         _check_views(entry, selection, views)
         parts = [entry.read(selection.names, rows, view=view) for view in views]
         X, slices = np.concatenate([x for x, _ in parts], axis=1), parts[0][1]
+    _check_finite(entry, X, slices, rows, views or (IDENTITY,))
     y = entry.labels[rows]
     meta = pd.DataFrame({
         "path": np.asarray(entry.relpaths, dtype=object)[rows],
@@ -78,6 +99,23 @@ def load(cache=None, *, layers=None, split: str | None = None, cache_dir=None, v
     if views is not None:
         meta.attrs["views"] = views
     return X, y, meta
+
+
+def _check_finite(entry: CacheEntry, X: np.ndarray, slices: dict, rows: np.ndarray, views: tuple) -> None:
+    """One line naming the first layer (and view) with NaN or Inf features among the rows read, and how many rows:
+    no classifier can fit on them. They come from a damaged file (`featx verify` finds it) or from the backbone
+    itself (e.g. activations beyond float16's range, stored with --dtype float16 or computed with
+    --mixed-precision); the layer digest does not tell these apart, so the check is on the values."""
+    width = X.shape[1] // len(views)
+    for v, view in enumerate(views):
+        for name, (start, stop) in slices.items():
+            bad = np.flatnonzero(~np.isfinite(X[:, v * width + start : v * width + stop]).all(axis=1))
+            if len(bad):
+                where = "" if view == IDENTITY else f" (view {view})"
+                raise RunFailed(
+                    f"layer {name}{where} of cache entry {entry.name} has NaN/Inf features in {len(bad)} of {len(X)} "
+                    f"row(s) (first: {entry.relpaths[rows[bad[0]]]}); leave it out of --layers, or run `featx verify` "
+                    "and re-extract it (a backbone that overflows needs --dtype float32 and no --mixed-precision)")
 
 
 def _check_views(entry: CacheEntry, selection: LayerSelection, views: tuple) -> None:
