@@ -326,8 +326,8 @@ def _log_error(path: Path, exc: Exception) -> FeatxError:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     full = _disk_full(path.parent, exc)
     if full:
-        return RunFailed(f"runs log {path} could not be written: disk full ({full}); the log is intact and nothing "
-                         "was logged: free disk space (or raise the file size limit, `ulimit -f`) and run again")
+        return RunFailed(f"runs log {path} could not be written: disk full ({full}); the log is intact, with every "
+                         "run logged before: free disk space (or raise the file size limit, `ulimit -f`) and run again")
     if "locked" in text or "busy" in text:
         return RunFailed(f"runs log {path} stayed locked by other fits for {BUSY_TIMEOUT_S}s; run again")
     if isinstance(exc, sqlite3.OperationalError) and ("readonly" in text or "unable to open" in text):
@@ -766,10 +766,17 @@ def _load_pipeline(path: Path, run_id: str):
         raise FeatxError(f"{refuse} ({str(exc)[:200] or type(exc).__name__}); refusing to load it: fit the model again") from None
     head = final_classifier(pipeline)
     if hasattr(head, "load_keras_model"):
+        keras_file = path.with_name(HEAD_FILE)
+        if not keras_file.is_file():
+            raise FeatxError(f"Keras head {keras_file} of run {run_id} is missing (the dense head's model is saved "
+                             "beside model.skops); refusing the run: fit the model again")
+        if not zipfile.is_zipfile(keras_file):
+            raise FeatxError(f"Keras head {keras_file} of run {run_id} is corrupt: not a Keras file (a .keras file is a "
+                             "zip archive); refusing it: fit the model again")
         try:
-            head.load_keras_model(path.with_name(HEAD_FILE))
+            head.load_keras_model(keras_file)
         except (OSError, ValueError, TypeError) as exc:  # safe mode refuses code (Lambda layers, custom objects)
-            raise FeatxError(f"Keras head {path.with_name(HEAD_FILE)} of run {run_id} does not load in Keras safe mode "
+            raise FeatxError(f"Keras head {keras_file} of run {run_id} does not load in Keras safe mode "
                              f"({str(exc).splitlines()[0][:200]}); refusing it: fit the model again") from None
     return pipeline
 
