@@ -10,7 +10,7 @@ import pandas as pd
 from featx.cache.remove import remove_entries
 from featx.cache.store import Cache
 from featx.errors import FeatxError, RunFailed
-from featx.experiments.runs import delete_runs, read_log, split_labels
+from featx.experiments.runs import delete_runs, finish_removals, read_log, split_labels
 
 
 def rm(targets: list[str], *, cache_dir=None, runs_dir=None, log=print) -> None:
@@ -85,7 +85,8 @@ def _report_runs(folder: Path) -> set[str]:
 
 
 def _delete_runs(run_ids, cache_dir, runs_dir) -> None:
-    if not run_ids:
+    if not run_ids:  # still, the folders of runs removed by a killed rm or prune go now
+        finish_removals(cache_dir, runs_dir=runs_dir)
         return
     try:
         delete_runs(run_ids, cache_dir, runs_dir=runs_dir)

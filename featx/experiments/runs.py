@@ -458,6 +458,15 @@ def _discard(folder: Path, run_id: str) -> None:
     _kill_point()
 
 
+def finish_removals(cache_dir=None, *, runs_dir=None) -> None:
+    """Delete what killed rm/prune/fit processes left in the runs folder (as every write to the log does), where
+    there is a log and the folder is writable; else nothing."""
+    folder = _cache(cache_dir, runs_dir).runs_dir
+    if (folder / LOG_FILE).is_file() and os.access(folder, os.W_OK):
+        with _database(folder, write=True):
+            pass
+
+
 def append_run(cache, row: dict, *, staged: StagedRun | None = None) -> None:
     """Add one row (keys: COLUMNS, and any of SELECTION_COLUMNS) to the runs log of `cache` (a Cache or cache folder); with `staged`, publish
     its folder in the same transaction."""
@@ -533,6 +542,8 @@ def read_log(cache_dir=None, *, runs_dir=None) -> pd.DataFrame:
         with _database(folder, write=False) as connection:
             if connection.execute("PRAGMA user_version").fetchone()[0]:  # 0: created, not yet initialized
                 present = {row[1] for row in connection.execute("PRAGMA table_info(runs)")}  # older formats lack some
+                if "run_id" not in present:
+                    raise sqlite3.DatabaseError("it has no table runs")
                 table = pd.read_sql_query(f"SELECT {', '.join(c for c in COLUMNS if c in present)} FROM runs ORDER BY seq",
                                           connection).pipe(_with_view_columns)[list(COLUMNS)]
                 table = table.merge(_selection_scores(connection), on="run_id", how="left")
