@@ -301,15 +301,22 @@ def test_a_run_folder_left_renamed_by_a_killed_older_rm_is_given_back(tmp_path):
     assert run_folders(cache) == sorted(read_log(cache)["run_id"])
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("command", ["prune", "rm"])
-def test_rm_and_prune_killed_at_every_step_lose_no_listed_run(command, small_cache, tmp_path):
-    from featx.experiments.runs import KILL_AT, load_model
-
-    base = tmp_path / "base"
+@pytest.fixture(scope="module")
+def compared(small_cache, tmp_path_factory) -> Path:
+    """The small cache with 4 logged runs, each with its model (compare knn, logreg and the 2 baselines)."""
+    base = tmp_path_factory.mktemp("compared") / "cache"
     shutil.copytree(small_cache, base)
     made = featx("compare", "--layer-sets", "out_relu", "--clf", "knn,logreg", "--save-models", "all", "--cache-dir", base)
     assert made.rc == 0, made.err
+    return base
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["prune", "rm"])
+def test_rm_and_prune_killed_at_every_step_lose_no_listed_run(command, compared, tmp_path):
+    from featx.experiments.runs import KILL_AT, load_model
+
+    base = compared
     logged = set(read_log(base)["run_id"])
     args = ["prune", "--keep-best", "1"] if command == "prune" else ["rm", *sorted(logged)[:3]]
     reference = tmp_path / "reference"
@@ -456,10 +463,9 @@ def test_full_tmpfs_says_disk_full_and_leaves_no_half_report(cache, small_disk):
     before = read_log(runs_dir=mine)
     stat = os.statvfs(small_disk)
     (small_disk / "filler").write_bytes(b"x" * (stat.f_bavail * stat.f_frsize - 40 * 1024))  # 40 KiB left
-    for args in (("tune", "--layers", "out_relu", "--clf", "logreg"), ("compare", "--layer-sets", "out_relu", "--clf", "knn")):
-        full = featx(*args, "--cache-dir", cache, "--runs-dir", mine)
-        assert_one_line_error(full, r"(could not be written|failed) .*(disk full|No space left on device)", 1)
-        assert not list((mine / "reports").glob("*-*"))  # no (empty or partial) tune or compare report folder
+    full = featx("tune", "--layers", "out_relu", "--clf", "logreg", "--cache-dir", cache, "--runs-dir", mine)
+    assert_one_line_error(full, r"(could not be written|failed) .*(disk full|No space left on device)", 1)
+    assert not list((mine / "reports").glob("tune-*"))  # no empty or partial report folder
     (small_disk / "filler").unlink()
     pd.testing.assert_frame_equal(read_log(runs_dir=mine), before)
     assert sorted(p.name for p in mine.iterdir() if p.is_dir() and p.name != "reports") == list(before["run_id"])
