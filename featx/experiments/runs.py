@@ -469,7 +469,10 @@ def finish_removals(cache_dir=None, *, runs_dir=None) -> None:
 
 def append_run(cache, row: dict, *, staged: StagedRun | None = None) -> None:
     """Add one row (keys: COLUMNS, and any of SELECTION_COLUMNS) to the runs log of `cache` (a Cache or cache folder); with `staged`, publish
-    its folder in the same transaction."""
+    its folder in the same transaction. The run id must have new_run_id's format."""
+    if not valid_run_id(row.get("run_id")):
+        raise FeatxError(f"run id {str(row.get('run_id'))[:80]!r} is not a featx run id (YYYYMMDD-HHMMSS-xxxxxx, "
+                         "as new_run_id makes); nothing was logged")
     folder = writable_folder(_cache(cache).runs_dir, "runs")
     if staged is not None:  # on disk before it is published
         for path in staged.folder.iterdir():
