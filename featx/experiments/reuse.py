@@ -2,7 +2,8 @@
 
 A logged run stands for a new fit when it was made on the same cache entry (its key: the same features)
 with the same split (its split_fingerprint: the same train/val/test rows; a run logged before featx recorded
-splits never stands for one), the same resolved layers, and the same FitSpec (classifier, parameters, transforms, views, tta, seed);
+splits never stands for one), the same resolved layers, and the same FitSpec (classifier, parameters, transforms,
+views, tta, seed);
 training is deterministic given those, so refitting would only append a duplicate row and model. A plain
 run never stands for a views run, nor the other way round.
 """

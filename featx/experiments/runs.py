@@ -21,9 +21,10 @@ transaction as its row. Removing runs (rm, prune) deletes their rows and records
 transaction, and only then deletes their folders: a kill at any point leaves every listed run with its folder,
 and the next command that writes the log deletes the folders still pending. Run ids are read only in
 new_run_id's format and every run folder is checked to be a folder right inside the runs folder, so a log
-received from someone else cannot make featx delete or write anywhere else. Models are never unpickled: pipelines load through skops with an explicit list of
-the types featx itself produces, the dense head's Keras model in Keras safe mode; the sha256 in the log
-guards against accidental changes, the loaders against malicious ones.
+received from someone else cannot make featx delete or write anywhere else. Models are never unpickled:
+pipelines load through skops with an explicit list of the types featx itself produces, the dense head's Keras
+model in Keras safe mode; the sha256 in the log guards against accidental changes, the loaders against
+malicious ones.
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ from featx.classifiers.views import final_classifier, with_final_classifier
 from featx.errors import FeatxError, RunFailed
 
 COLUMNS = (
-    "run_id", "timestamp", "cache_key", "cache_entry", "split_fingerprint", "backbone", "layers", "layer_names", "n_features",
-    "classifier", "params", "all_params", "transforms", "views", "tta", "seed", "n_train",
+    "run_id", "timestamp", "cache_key", "cache_entry", "split_fingerprint", "backbone", "layers", "layer_names",
+    "n_features", "classifier", "params", "all_params", "transforms", "views", "tta", "seed", "n_train",
     "val_accuracy", "val_f1_weighted", "val_f1_macro", "test_accuracy", "test_f1_weighted", "test_f1_macro",
     "fit_seconds", "predict_seconds", "model_path", "model_sha256",
 )
@@ -71,8 +72,9 @@ VIEW_COLUMNS = {"views": "id", "tta": 0}
 # version 3 added split_fingerprint (split_fingerprint(): which images were train/val/test); NULL in older rows,
 # whose split is unknown, and the table `removing`
 REALS = tuple(c for c in COLUMNS if c.startswith(("val_", "test_")) or c.endswith("_seconds"))
-DISPLAY = ("run_id", "backbone", "data", "split", "layers", "n_features", "classifier", "params", "transforms", "views", "selected_by",
-           "selection_score", "val_accuracy", "val_f1_macro", "test_accuracy", "test_f1_macro", "fit_seconds")
+DISPLAY = ("run_id", "backbone", "data", "split", "layers", "n_features", "classifier", "params", "transforms", "views",
+           "selected_by", "selection_score", "val_accuracy", "val_f1_macro", "test_accuracy", "test_f1_macro",
+           "fit_seconds")
 LOG_FILE, OLD_LOG_FILE = "runs.sqlite", "runs.csv"
 LOG_VERSION = 3  # PRAGMA user_version of runs.sqlite; 0 = a new, empty database; 1, 2: older (migrated on write)
 MODEL_FILE, HEAD_FILE = "model.skops", "head.keras"
@@ -574,7 +576,8 @@ def _checked(table: pd.DataFrame, path: Path, warnings: list[str]) -> pd.DataFra
     if invalid:
         shown = ", ".join(repr(r[:40]) for r in invalid[:3]) + (", ..." if len(invalid) > 3 else "")
         warnings.append(f"runs log {path} has {len(invalid)} row(s) whose run_id is not a featx run id ({shown}); "
-                        "they are ignored (never listed, loaded or removed): the log was edited or not written by featx")
+                        "they are ignored (never listed, loaded or removed): the log was edited or not written "
+                        "by featx")
         table = table[valid].reset_index(drop=True)
     table.attrs.update(warnings=warnings, invalid_ids=invalid)
     return table
@@ -694,9 +697,9 @@ def find_run(run_id: str, cache_dir=None, *, runs_dir=None) -> pd.Series:
     table = read_log(cache_dir, runs_dir=runs_dir)
     matches = table[table["run_id"].str.startswith(str(run_id))]
     if matches.empty and any(bad.startswith(str(run_id)) for bad in table.attrs["invalid_ids"]):
-        raise FeatxError(f"run {str(run_id)[:80]!r} has an invalid run id in {_cache(cache_dir, runs_dir).runs_dir / LOG_FILE} "
-                         "(featx writes YYYYMMDD-HHMMSS-xxxxxx); it is not acted on: the log was edited or not "
-                         "written by featx")
+        where = _cache(cache_dir, runs_dir).runs_dir / LOG_FILE
+        raise FeatxError(f"run {str(run_id)[:80]!r} has an invalid run id in {where} (featx writes "
+                         "YYYYMMDD-HHMMSS-xxxxxx); it is not acted on: the log was edited or not written by featx")
     if len(matches) != 1:
         where = _cache(cache_dir, runs_dir).runs_dir / LOG_FILE
         problem = "is ambiguous" if len(matches) else f"is not in {where}"
@@ -785,8 +788,8 @@ def _load_pipeline(path: Path, run_id: str):
             raise FeatxError(f"Keras head {keras_file} of run {run_id} is missing (the dense head's model is saved "
                              "beside model.skops); refusing the run: fit the model again")
         if not zipfile.is_zipfile(keras_file):
-            raise FeatxError(f"Keras head {keras_file} of run {run_id} is corrupt: not a Keras file (a .keras file is a "
-                             "zip archive); refusing it: fit the model again")
+            raise FeatxError(f"Keras head {keras_file} of run {run_id} is corrupt: not a Keras file (a .keras file "
+                             "is a zip archive); refusing it: fit the model again")
         try:
             head.load_keras_model(keras_file)
         except (OSError, ValueError, TypeError) as exc:  # safe mode refuses code (Lambda layers, custom objects)
