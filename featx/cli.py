@@ -354,8 +354,11 @@ def cmd_runs(args) -> None:
     if args.csv:
         print(f"saved {export_csv(args.csv, args.cache_dir, runs_dir=args.runs_dir)}")
         return
-    print(format_runs(runs(args.cache_dir, sort=args.sort, metric=args.metric, clf=args.clf, backbone=args.backbone,
-                           layers=args.layers, top=args.top, runs_dir=args.runs_dir)))
+    table = runs(args.cache_dir, sort=args.sort, metric=args.metric, clf=args.clf, backbone=args.backbone,
+                 layers=args.layers, top=args.top, runs_dir=args.runs_dir)
+    for warning in table.attrs["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(format_runs(table))
 
 
 def cmd_run(args) -> None:

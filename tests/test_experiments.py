@@ -142,9 +142,9 @@ def test_tampered_or_foreign_model_is_refused(elpv_cache):
     result = fit(cache_dir=elpv_cache, layers="top_activation", clf="knn", **QUIET)
     outside = elpv_cache / "outside.skops"  # intact copy, right sha256, but not in the runs folder
     shutil.copy(result.folder / "model.skops", outside)
-    append_run(elpv_cache, {**result.row, "run_id": "foreign", "model_path": "../outside.skops"})
+    append_run(elpv_cache, {**result.row, "run_id": "20990101-000000-f0e1d2", "model_path": "../outside.skops"})
     with pytest.raises(FeatxError, match="not a file inside"):
-        load_model("foreign", elpv_cache)
+        load_model("20990101-000000-f0e1d2", elpv_cache)
     with open(result.folder / "model.skops", "ab") as f:
         f.write(b"\0")
     with pytest.raises(FeatxError, match="sha256"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -11,7 +11,7 @@ import pytest
 import featx
 from featx.cache.lock import EntryLock
 from featx.cli import main
-from featx.experiments.runs import _HOST, STAGING, read_log
+from featx.experiments.runs import read_log
 
 
 @pytest.fixture()
@@ -46,13 +46,14 @@ def test_prune_keeps_the_best_runs_and_rm_removes_runs_and_entries(cache, capsys
 
 
 @pytest.mark.slow
-def test_rm_of_several_runs_is_all_or_nothing(cache, capsys):
+def test_rm_of_several_runs_is_all_or_nothing(cache, capsys, tmp_path):
     first, second = read_log(cache)["run_id"][:2]
-    blocker = cache / "runs" / f"{STAGING}rm-{second}-{os.getpid()}@{_HOST}"  # its folder cannot be renamed there
-    (blocker / "x").mkdir(parents=True)
-    assert main(["rm", first, second, "--cache-dir", str(cache)]) == 1
-    assert "nothing was removed" in capsys.readouterr().err
-    assert len(read_log(cache)) == 4 + 2 and (cache / "runs" / first).is_dir() and (cache / "runs" / second).is_dir()
+    outside = tmp_path / "outside"
+    shutil.move(cache / "runs" / second, outside)
+    (cache / "runs" / second).symlink_to(outside)  # its folder is a link elsewhere: never followed, nothing removed
+    assert main(["rm", first, second, "--cache-dir", str(cache)]) == 2
+    assert "is not a folder inside" in capsys.readouterr().err
+    assert len(read_log(cache)) == 4 + 2 and (cache / "runs" / first).is_dir() and (outside / "metrics.json").is_file()
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import stat
 from pathlib import Path
@@ -17,6 +18,7 @@ import pandas as pd
 import pytest
 
 import forkserver
+from cli_capture import cli
 from featx.errors import FeatxError
 from featx.experiments.runs import LOG_FILE, LOG_VERSION, export_csv, find_run, read_log, runs
 
@@ -230,3 +232,256 @@ def test_fit_killed_while_writing_its_run_leaves_nothing_logged_and_its_debris_g
     assert featx(*FIT, "--cache-dir", cache, "--seed", 1).rc == 0
     assert [p.name for p in (cache / "runs").glob(".staging-*")] == [live.name]
     assert run_folders(cache) == sorted([live.name, *read_log(cache)["run_id"]])
+
+
+# --- logs received from someone else, damaged logs, kills of rm/prune, splits (issue 18)
+
+OLD_LOG = Path(__file__).parent / "data" / "runs-v2.sqlite"  # written by featx's format 2 (a fit, a compare: 4 runs)
+
+
+def old_log(tmp_path: Path) -> Path:
+    """A cache folder (no entries) whose runs log is a copy of OLD_LOG, each run with a folder."""
+    runs_folder = tmp_path / "cache" / "runs"
+    runs_folder.mkdir(parents=True)
+    shutil.copy(OLD_LOG, runs_folder / LOG_FILE)
+    for run_id in read_log(tmp_path / "cache")["run_id"]:
+        (runs_folder / run_id).mkdir()
+        (runs_folder / run_id / "metrics.json").write_text("{}")
+    return tmp_path / "cache"
+
+
+def one_error_line(err: str, pattern: str) -> None:
+    lines = user_lines(err)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and re.search(pattern, lines[0]), err
+
+
+def test_foreign_run_ids_in_the_log_are_never_acted_on(tmp_path):
+    cache = old_log(tmp_path)
+    ids = list(read_log(cache)["run_id"])
+    victims = [tmp_path / "victim", tmp_path / "elsewhere" / "victim"]
+    for victim in victims:
+        victim.mkdir(parents=True)
+        (victim / "precious").write_text("keep me")
+    with sqlite3.connect(cache / "runs" / LOG_FILE) as db:
+        db.execute("UPDATE runs SET run_id = '../../victim' WHERE run_id = ?", (ids[0],))  # relative to the runs folder
+        db.execute("UPDATE runs SET run_id = ? WHERE run_id = ?", (str(victims[1]), ids[1]))  # an absolute path
+    (cache / "runs" / ".staging-rm-..").mkdir()
+    image = tmp_path / "cell.png"
+    image.write_bytes(b"not read: the run is refused first")
+
+    for target in ("../../victim", str(victims[1])):
+        code, out, err = cli("rm", target, "--cache-dir", cache)
+        assert code == 2 and "removed run" not in out
+        one_error_line(err, r"invalid run id .*not acted on; nothing was removed")
+        code, out, err = cli("predict", "--model", target, image, "--cache-dir", cache)
+        assert code == 2
+        one_error_line(err, r"invalid run id in .*runs.sqlite .*not acted on")
+    code, out, err = cli("prune", "--keep-best", "0", "--cache-dir", cache)
+    assert code == 0 and "warning: runs log" in out and "2 row(s) whose run_id is not a featx run id" in out
+    assert "removed 2 run(s)" in out
+    for victim in victims:
+        assert [p.name for p in victim.iterdir()] == ["precious"]  # nothing deleted, renamed or written there
+    with sqlite3.connect(cache / "runs" / LOG_FILE) as db:  # those rows are left as they are
+        assert sorted(r[0] for r in db.execute("SELECT run_id FROM runs")) == sorted(["../../victim", str(victims[1])])
+    code, out, err = cli("runs", "--cache-dir", cache)
+    assert code == 0 and "no runs yet" in out
+    assert re.fullmatch(r"warning: runs log \S+ has 2 row\(s\) whose run_id is not a featx run id .*\n", err)
+
+
+def test_a_run_folder_left_renamed_by_a_killed_older_rm_is_given_back(tmp_path):
+    cache = old_log(tmp_path)
+    run_id = read_log(cache)["run_id"][0]
+    dead = forkserver.server().run(["backbones"])  # a real pid, now gone
+    assert dead.rc == 0
+    staged = cache / "runs" / f".staging-rm-{run_id}-{dead.pid}@{socket.gethostname()}"
+    (cache / "runs" / run_id).rename(staged)  # what featx before format 3 left when killed in rm/prune
+    code, out, err = cli("prune", "--keep-best", "100", "--cache-dir", cache)  # any command writing the log
+    assert code == 0, err
+    assert (cache / "runs" / run_id / "metrics.json").is_file() and not staged.exists()
+    assert run_folders(cache) == sorted(read_log(cache)["run_id"])
+
+
+@pytest.fixture(scope="module")
+def compared(small_cache, tmp_path_factory) -> Path:
+    """The small cache with 4 logged runs, each with its model (compare knn, logreg and the 2 baselines)."""
+    base = tmp_path_factory.mktemp("compared") / "cache"
+    shutil.copytree(small_cache, base)
+    made = featx("compare", "--layer-sets", "out_relu", "--clf", "knn,logreg", "--save-models", "all",
+                 "--cache-dir", base)
+    assert made.rc == 0, made.err
+    return base
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["prune", "rm"])
+def test_rm_and_prune_killed_at_every_step_lose_no_listed_run(command, compared, tmp_path):
+    from featx.experiments.runs import KILL_AT, load_model
+
+    base = compared
+    logged = set(read_log(base)["run_id"])
+    args = ["prune", "--keep-best", "1"] if command == "prune" else ["rm", *sorted(logged)[:3]]
+    reference = tmp_path / "reference"
+    shutil.copytree(base, reference)
+    assert featx(*args, "--cache-dir", reference).rc == 0
+    kept = set(read_log(reference)["run_id"])
+    assert len(kept) == 1 and run_folders(reference) == sorted(kept)
+
+    for step in range(1, 20):
+        cache = tmp_path / f"killed-{step}"
+        shutil.copytree(base, cache)
+        child = featx(*args, "--cache-dir", cache, env={KILL_AT: str(step)})
+        if child.rc == 0:
+            break
+        assert child.rc == -9, child.err
+        listed = set(read_log(cache)["run_id"])
+        assert listed in (logged, kept)  # all removed from the log or none
+        for run_id in listed:  # every listed run still has its model, and it loads
+            pipeline, _ = load_model(run_id, cache)
+            assert hasattr(pipeline, "predict")
+        assert featx("prune", "--keep-best", "100", "--cache-dir", cache).rc == 0  # the next writer finishes the rest
+        assert set(read_log(cache)["run_id"]) == listed
+        assert run_folders(cache) == sorted(listed)  # removed runs' folders gone, no staging debris
+    assert step == 2 + 2 * 3 + 1  # killed before and after the commit, and after each of 3 renames and deletions
+    assert run_folders(cache) == sorted(kept) and set(read_log(cache)["run_id"]) == kept
+
+
+def test_damaged_log_is_one_line_for_runs_rm_and_prune_and_is_not_written(tmp_path):
+    for damage in ("dropped table", "corrupt page", "text in a real column", "text in an integer column"):
+        cache = old_log(tmp_path / damage.replace(" ", "-"))
+        log = cache / "runs" / LOG_FILE
+        run_id = read_log(cache)["run_id"][0]
+        if damage == "corrupt page":
+            data = bytearray(log.read_bytes())
+            data[4096:8192] = os.urandom(4096)  # page 2: the root of table runs
+            log.write_bytes(bytes(data))
+        else:
+            sql = {"dropped table": "DROP TABLE runs", "text in a real column": "UPDATE runs SET val_accuracy = 'high'",
+                   "text in an integer column": "UPDATE runs SET seed = 'zero'"}[damage]
+            with sqlite3.connect(log) as db:
+                db.execute(sql)
+            sqlite3.connect(log).close()
+        content = log.read_bytes()
+        expected = (r"runs log \S+runs.sqlite is damaged or not a featx runs database .*move it away"
+                    if "page" in damage or "table" in damage else
+                    r"runs log \S+runs.sqlite has a non-number .* in its numeric column (val_accuracy|seed) .*restore "
+                    r"the log from a backup")
+        for args in (("runs",), ("rm", run_id), ("prune", "--keep-best", "0"), ("runs", "--csv", tmp_path / "x.csv")):
+            code, out, err = cli(*args, "--cache-dir", cache)
+            assert code == 2 and "removed run" not in out, (damage, args, err)
+            one_error_line(err, expected)
+        assert log.read_bytes() == content and len(run_folders(cache)) == 4 and not (tmp_path / "x.csv").exists()
+
+
+def test_empty_log_file_is_a_warning_not_silence(tmp_path):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / LOG_FILE).write_bytes(b"")
+    code, out, err = cli("runs", "--cache-dir", tmp_path)
+    assert code == 0 and "no runs yet" in out
+    assert re.fullmatch(r"warning: runs log \S+ is an empty file \(0 bytes\).*restore it from a backup.*\n", err)
+
+
+def test_a_format_2_log_is_read_as_it_is_then_migrated_with_its_splits_unknown(tmp_path):
+    from featx.experiments.runs import COLUMNS, append_run
+
+    cache = old_log(tmp_path)
+    log = cache / "runs" / LOG_FILE
+    before = read_log(cache)
+    assert len(before) == 4 and before["split_fingerprint"].isna().all()
+    code, out, err = cli("runs", "--cache-dir", cache)
+    assert code == 0 and all(r in out for r in before["run_id"]) and "different splits" not in out and not err
+    with sqlite3.connect(log) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2  # reading writes nothing
+    new = {**before.iloc[0][list(COLUMNS)].to_dict(), "run_id": "20990101-000000-abcdef", "split_fingerprint": "ab" * 8,
+           "val_accuracy": 0.1}
+    append_run(cache, new)
+    (cache / "runs" / new["run_id"]).mkdir()
+    with sqlite3.connect(log) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == LOG_VERSION == 3
+        assert [r[0] for r in db.execute("SELECT split_fingerprint FROM runs ORDER BY seq")] == [None] * 4 + ["ab" * 8]
+    after = read_log(cache)
+    same = [c for c in after.columns if c != "split_fingerprint"]
+    pd.testing.assert_frame_equal(after.loc[:3, same], before[same])
+
+    table = runs(cache)  # the new run is worse, yet ranked on its own: first, as its split is the most recent
+    assert list(table["run_id"][:1]) == [new["run_id"]] and list(table["split"]) == ["abababab"] + ["unknown"] * 4
+    assert "made on 2 different splits" in table.attrs["order"]
+    code, out, err = cli("prune", "--keep-best", "1", "--cache-dir", cache)
+    assert code == 0 and "different splits" in out, err
+    assert sorted(read_log(cache)["run_id"]) == sorted([new["run_id"], runs(cache)["run_id"][1]])
+    assert len(read_log(cache)) == 2 and run_folders(cache) == sorted(read_log(cache)["run_id"])
+
+
+@pytest.mark.slow
+def test_runs_on_a_rewritten_split_are_ranked_apart_and_never_reused(cache):
+    from featx import open_entry
+    from featx.experiments.fit import FitSpec
+    from featx.experiments.reuse import logged_runs
+    from featx.experiments.runs import split_fingerprint
+
+    assert featx(*FIT, "--cache-dir", cache).rc == 0
+    split = featx("extract", "--data", "elpv", "--backbone", "mobilenet_v2", "--weights", "none", "--input-size", 96,
+                  "--limit", 48, "--layers", "out_relu", "--cache-dir", cache, "--quiet", "--split", "0.5,0.25,0.25")
+    assert split.rc == 0 and "split updated" in split.out, split.err
+    assert featx(*FIT, "--cache-dir", cache).rc == 0
+    log = read_log(cache)
+    entry = open_entry(cache_dir=cache)
+    assert log["split_fingerprint"].nunique() == 2 and log["split_fingerprint"].iloc[-1] == split_fingerprint(entry)
+    listed = featx("runs", "--cache-dir", cache)
+    assert listed.rc == 0 and "made on 2 different splits" in listed.out and " split " in listed.out.splitlines()[0]
+    spec = FitSpec(classifier="logreg", n_jobs=1)
+    now = split_fingerprint(entry)
+    assert logged_runs(log, entry.key, [(["out_relu"], spec)], split=now) == [log["run_id"].iloc[-1]]
+    assert logged_runs(log.iloc[:1], entry.key, [(["out_relu"], spec)], split=now) is None  # same fit, other split
+
+
+@pytest.mark.slow
+def test_full_disk_while_logging_says_disk_full_and_keeps_the_log(cache):
+    assert featx(*FIT, "--cache-dir", cache).rc == 0
+    before = read_log(cache)
+    full = featx("compare", "--layer-sets", "out_relu", "--clf", "knn,logreg", "--cache-dir", cache, fsize=20_000)
+    assert_one_line_error(full, r"runs log \S+ could not be written: disk full \(File too large\); the log is intact",
+                          code=1)
+    pd.testing.assert_frame_equal(read_log(cache), before)
+    listed = featx("runs", "--cache-dir", cache)
+    assert listed.rc == 0 and before["run_id"][0] in listed.out and not user_lines(listed.err)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs (a real full disk: ENOSPC), where this process may mount one (root)."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+@pytest.mark.slow
+def test_full_tmpfs_says_disk_full_and_leaves_no_half_report(cache, small_disk):
+    mine = small_disk / "runs"
+    assert featx(*FIT, "--cache-dir", cache, "--runs-dir", mine).rc == 0
+    before = read_log(runs_dir=mine)
+    stat = os.statvfs(small_disk)
+    (small_disk / "filler").write_bytes(b"x" * (stat.f_bavail * stat.f_frsize - 40 * 1024))  # 40 KiB left
+    full = featx("tune", "--layers", "out_relu", "--clf", "logreg", "--cache-dir", cache, "--runs-dir", mine)
+    assert_one_line_error(full, r"(could not be written|failed) .*(disk full|No space left on device)", 1)
+    assert not list((mine / "reports").glob("tune-*"))  # no empty or partial report folder
+    (small_disk / "filler").unlink()
+    pd.testing.assert_frame_equal(read_log(runs_dir=mine), before)
+    assert sorted(p.name for p in mine.iterdir() if p.is_dir() and p.name != "reports") == list(before["run_id"])
+
+
+def test_random_bytes_in_head_keras_are_named_corrupt(digits, tmp_path):
+    from featx.experiments.fit import FitSpec
+    from featx.experiments.runs import _load_pipeline, save_model
+
+    X, y, split = digits
+    spec = FitSpec(classifier="dense", params={"hidden": (8,), "epochs": 1})
+    model = spec.pipeline().fit(X[split == "train"], y[split == "train"])
+    save_model(model, tmp_path / "model.skops")
+    (tmp_path / "head.keras").write_bytes(os.urandom(4096))
+    with pytest.raises(FeatxError, match=r"head.keras of run r is corrupt: not a Keras file"):
+        _load_pipeline(tmp_path / "model.skops", "r")

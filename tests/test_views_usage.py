@@ -181,12 +181,12 @@ def _v1_log(folder):
     """A runs log as featx wrote it before views (format version 1), with one run."""
     from featx.experiments.runs import COLUMNS
 
-    old = [c for c in COLUMNS if c not in ("views", "tta")]
+    old = [c for c in COLUMNS if c not in ("views", "tta", "split_fingerprint")]
     folder.mkdir(parents=True)
     with sqlite3.connect(folder / LOG_FILE) as db:
         db.execute(f"CREATE TABLE runs (seq INTEGER PRIMARY KEY AUTOINCREMENT, {', '.join(old)})")
         db.execute("INSERT INTO runs (run_id, cache_key, layer_names, classifier, params, transforms, seed) "
-                   "VALUES ('old-run', 'k', 'a', 'rf', '{}', 'none', 0)")
+                   "VALUES ('20250101-000000-0000aa', 'k', 'a', 'rf', '{}', 'none', 0)")
         db.execute("PRAGMA user_version=1")
 
 
@@ -195,17 +195,21 @@ def test_an_old_log_reads_as_plain_runs_and_is_migrated_by_the_next_write(tmp_pa
     _v1_log(runs)
     before = read_log(runs_dir=runs)
     assert before.loc[0, "views"] == "id" and before.loc[0, "tta"] == 0
-    append_run(tmp_path, {"run_id": "new-run", "cache_key": "k", "layer_names": "a", "classifier": "rf",
-                          "params": "{}", "transforms": "none", "seed": 0, "views": "id,hflip", "tta": 1},)
+    append_run(tmp_path, {"run_id": "20250102-000000-0000bb", "cache_key": "k", "layer_names": "a", "classifier": "rf",
+                          "params": "{}", "transforms": "none", "seed": 0, "views": "id,hflip", "tta": 1,
+                          "split_fingerprint": "f" * 16},)
     with sqlite3.connect(runs / LOG_FILE) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == LOG_VERSION == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == LOG_VERSION == 3
     table = read_log(runs_dir=runs)
     assert list(table["views"]) == ["id", "id,hflip"] and list(table["tta"]) == [0, 1]
     plain = FitSpec(classifier="rf", params={})
     views = FitSpec(classifier="rf", params={}, views=FLIP, tta=True)
-    assert logged_runs(table, "k", [(["a"], plain)]) == ["old-run"]
-    assert logged_runs(table, "k", [(["a"], views)]) == ["new-run"]
-    assert logged_runs(table, "k", [(["a"], FitSpec(classifier="rf", views=FLIP))]) is None  # no tta: not reused
+    assert logged_runs(table, "k", [(["a"], plain)], split="f" * 16) is None  # its split is not recorded
+    table.loc[0, "split_fingerprint"] = "f" * 16
+    assert logged_runs(table, "k", [(["a"], plain)], split="f" * 16) == ["20250101-000000-0000aa"]
+    assert logged_runs(table, "k", [(["a"], views)], split="f" * 16) == ["20250102-000000-0000bb"]
+    assert logged_runs(table, "k", [(["a"], views)], split="e" * 16) is None  # made on another split
+    assert logged_runs(table, "k", [(["a"], FitSpec(classifier="rf", views=FLIP))], split="f" * 16) is None  # no tta
 
 
 # --- on a real cache entry: ELPV images through EfficientNet-Lite0, identity and mirrored views

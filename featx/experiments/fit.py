@@ -26,7 +26,15 @@ from featx.classifiers import classifier_params, fit_pipeline, make_pipeline
 from featx.classifiers.registry import bad_param_message
 from featx.classifiers.views import ViewEnsemble, final_classifier
 from featx.errors import FeatxError
-from featx.experiments.runs import MODEL_FILE, append_run, prepare_log, save_model, selection_columns, stage_run
+from featx.experiments.runs import (
+    MODEL_FILE,
+    append_run,
+    prepare_log,
+    save_model,
+    selection_columns,
+    split_fingerprint,
+    stage_run,
+)
 from featx.experiments.selection import CVResult, Folds, cross_validate, make_folds, summarize
 from featx.features.load import load, open_entries, require_layers
 from featx.features.options import TRANSFORM_KEYS
@@ -305,7 +313,8 @@ def record_run(entry: CacheEntry | list[CacheEntry], spec: FitSpec, scores: Scor
     in the runs log, where <runs> is `entry.cache.runs_dir`.
 
     entry : the entry fitted on, or the entries whose features were combined (the log's cache_key,
-    cache_entry and backbone then join theirs with "+"; the run goes to the first one's runs folder).
+    cache_entry and backbone then join theirs with "+"; the run goes to the first one's runs folder). The row's
+    split_fingerprint records which rows the scores are on (the entries' split now, as `load` served it).
     selection : the layers the features came from (the log keeps its spec and names). plots : draw the confusion
     PNGs (the CSVs are always written). keep_model : save the fitted model (else the row's model_path and
     model_sha256 are empty, and predict refuses it). cv : the spec's cross-validation result, logged as the run's
@@ -322,6 +331,7 @@ def record_run(entry: CacheEntry | list[CacheEntry], spec: FitSpec, scores: Scor
         row = {
             "run_id": run_id, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
             **{column: "+".join(map(value, entries)) for column, value in _SOURCE_COLUMNS.items()},
+            "split_fingerprint": split_fingerprint(entries[0]),
             **selection_columns(selection), "n_features": scores.n_features, "classifier": spec.classifier,
             "params": spec.params_json(), "all_params": _json(final_classifier(scores.pipeline).get_params()),
             "transforms": spec.transforms_label(), "views": spec.views_label(), "tta": int(spec.tta), "seed": spec.seed, "n_train": scores.n_train,

@@ -10,17 +10,23 @@ import pandas as pd
 from featx.cache.remove import remove_entries
 from featx.cache.store import Cache
 from featx.errors import FeatxError, RunFailed
-from featx.experiments.runs import delete_runs, read_log
+from featx.experiments.runs import delete_runs, finish_removals, read_log, split_labels
 
 
 def rm(targets: list[str], *, cache_dir=None, runs_dir=None, log=print) -> None:
     """Remove runs (by id or unique prefix: log row and run folder) and cache entries (by name,
     key prefix or folder). Every target is resolved, and every entry's lock taken, before anything is deleted; runs of a removed entry stay
-    logged (their data column then says the entry is gone)."""
+    logged (their data column then says the entry is gone). A log row whose run id is not featx's is never
+    acted on (one warning line; naming it is an error)."""
     table, cache = read_log(cache_dir, runs_dir=runs_dir), Cache(cache_dir)
+    for warning in table.attrs["warnings"]:
+        log(f"warning: {warning}")
     run_ids, folders = [], []
     for target in targets:
         matches = list(table.loc[table["run_id"].str.startswith(target), "run_id"])
+        if not matches and any(bad.startswith(target) for bad in table.attrs["invalid_ids"]):
+            raise FeatxError(f"run {target[:80]!r} has an invalid run id in the runs log (featx writes "
+                             "YYYYMMDD-HHMMSS-xxxxxx), so it is not acted on; nothing was removed")
         if len(matches) > 1:
             raise FeatxError(f"run '{target}' is ambiguous ({', '.join(matches[:5])}...); give more of the run id")
         if matches:
@@ -39,16 +45,23 @@ def rm(targets: list[str], *, cache_dir=None, runs_dir=None, log=print) -> None:
 
 
 def prune(keep_best: int, *, metric: str = "val_accuracy", cache_dir=None, runs_dir=None, log=print) -> list[str]:
-    """Keep the `keep_best` best runs by `metric` of each cache entry (runs on different data are not
-    comparable); remove the other runs and the compare reports none of whose runs remain. Returns the ids removed."""
+    """Keep the `keep_best` best runs by `metric` of each cache entry and split (runs on different data, or scored
+    on different rows, are not comparable); remove the other runs and the compare reports none of whose runs
+    remain. Returns the ids removed. Log rows whose run id is not featx's are kept (one warning line)."""
     if keep_best < 0:
         raise FeatxError(f"--keep-best {keep_best} must be 0 or more")
     table = read_log(cache_dir, runs_dir=runs_dir)
+    for warning in table.attrs["warnings"]:
+        log(f"warning: {warning}")
     if metric not in table.columns:
         raise FeatxError(f"cannot rank runs by '{metric}'; choose one of {', '.join(table.columns)}")
     ranked = table.sort_values(metric, ascending=metric.endswith("_seconds"), kind="stable", na_position="last")
-    rank = ranked.groupby(ranked["cache_key"].fillna(""), sort=False).cumcount()
+    entry, split = ranked["cache_key"].fillna(""), split_labels(ranked)
+    rank = ranked.groupby([entry, split], sort=False).cumcount()
     doomed = list(ranked.loc[rank >= keep_best, "run_id"])
+    if (split.groupby(entry).nunique() > 1).any():
+        log(f"note: some cache entries have runs made on different splits (see `featx runs`); the {keep_best} best "
+            "of each split are kept, since scores on different rows are not comparable")
     _delete_runs(doomed, cache_dir, runs_dir)
     kept = set(table["run_id"]) - set(doomed)
     reports = [folder for folder in sorted(Cache(cache_dir, runs_dir=runs_dir).reports_dir.glob("compare-*"))
@@ -60,7 +73,7 @@ def prune(keep_best: int, *, metric: str = "val_accuracy", cache_dir=None, runs_
             raise RunFailed(f"removing report {folder} failed ({exc.strerror or exc}); the runs are removed, "
                             "remove that folder by hand") from None
     log(f"removed {len(doomed)} run(s) and {len(reports)} compare report(s); kept the {keep_best} best by {metric} "
-        f"of each cache entry ({len(kept)} run(s))")
+        f"of each cache entry and split ({len(kept)} run(s))")
     return doomed
 
 
@@ -72,9 +85,10 @@ def _report_runs(folder: Path) -> set[str]:
 
 
 def _delete_runs(run_ids, cache_dir, runs_dir) -> None:
-    if not run_ids:
+    if not run_ids:  # still, the folders of runs removed by a killed rm or prune go now
+        finish_removals(cache_dir, runs_dir=runs_dir)
         return
     try:
         delete_runs(run_ids, cache_dir, runs_dir=runs_dir)
-    except OSError as exc:
+    except OSError as exc:  # before the log changed (its folder): delete_runs says so itself after
         raise RunFailed(f"removing runs failed ({exc.strerror or exc}); nothing was removed") from None

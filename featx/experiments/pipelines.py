@@ -34,7 +34,7 @@ from featx.errors import FeatxError
 from featx.experiments.compare import _expand_subsets, compare, fit_specs
 from featx.experiments.fit import FitSpec, fit, view_names, with_class_weight
 from featx.experiments.reuse import logged_runs
-from featx.experiments.runs import format_runs, read_log, runs
+from featx.experiments.runs import format_runs, read_log, runs, split_fingerprint
 from featx.experiments.tsne import tsne, tsne_path
 from featx.extractor import extract
 from featx.features.load import select_cached
@@ -112,10 +112,11 @@ def run_pipeline(path, *, data=None, cache_dir=None, refit: bool = False, log=pr
             options = {"layers": layers, **options}
         cv = f"cv{options['cv']}x{options.get('cv_repeats', 1)}" if options.get("cv") else None
         reused = None if refit or kind == "tsne" else logged_runs(read_log(entry.cache), entry.key,
-                                                                  _step_jobs(entry, kind, options), cv)
+                                                                  _step_jobs(entry, kind, options), cv,
+                                                                  split=split_fingerprint(entry))
         if reused is not None:
-            log(f"reused {len(reused)} logged run(s) with the same entry, layers, classifier, parameters, transforms, "
-                f"views and seed: {', '.join(reused)} (`featx run --refit` fits them again)")
+            log(f"reused {len(reused)} logged run(s) with the same entry, split, layers, classifier, parameters, "
+                f"transforms, views and seed: {', '.join(reused)} (`featx run --refit` fits them again)")
             run_ids += reused
         elif kind == "fit":
             result = fit(cache=entry, log=log, **options)

@@ -17,7 +17,7 @@ from featx.cache.atomic import atomic_path
 from featx.cache.store import Cache, CacheEntry
 from featx.classifiers.views import ViewEnsemble
 from featx.errors import FeatxError, RunFailed
-from featx.experiments.runs import load_model, logged_selection, writable_folder
+from featx.experiments.runs import load_model, logged_selection, run_folder, writable_folder
 from featx.sources.views import IDENTITY
 
 
@@ -49,7 +49,9 @@ def predict(run_id: str, paths, *, cache_dir=None, batch_size: int = 32, output=
         raise FeatxError(f"cache entry {entry.name} no longer has the key run {run['run_id']} was fitted on; fit again")
     selection = _run_layers(entry, run)
     files = _image_files([paths] if isinstance(paths, (str, Path)) else paths)
-    output = Path(output or cache.runs_dir / run["run_id"] / f"predictions-{time.strftime('%Y%m%d-%H%M%S')}.csv")
+    if output is None:  # inside the run's own folder, checked to be one (never a path a log row points elsewhere)
+        output = run_folder(cache.runs_dir, run["run_id"]) / f"predictions-{time.strftime('%Y%m%d-%H%M%S')}.csv"
+    output = Path(output)
     writable_folder(output.parent, "predictions", "pass --output naming a file in a writable folder")
     runtime.configure_tensorflow()
     with runtime.compute_dtype(entry.settings.get("mixed_precision", False)):  # as the cached features were made

@@ -2,7 +2,8 @@
 
     <runs>/runs.sqlite          one row per fit (COLUMNS), SQLite in WAL mode, format version in user_version;
                                 its table `selection_scores` holds SELECTION_COLUMNS (balanced accuracy, CV
-                                means and CIs) of the runs that have them, keyed by run_id
+                                means and CIs) of the runs that have them, keyed by run_id; its table
+                                `removing` the run ids whose rows are deleted and whose folders are not yet
     <runs>/<run_id>/            model.skops (+ head.keras for the dense head), metrics.json,
                                 confusion_{val,test}.csv/.png, history.csv
     <runs>/.staging-<run_id>-<pid>@<host>/   a run being written; renamed to <run_id>/ in the transaction
@@ -16,18 +17,25 @@ experimented on. The log's `layers` and `layer_names` columns hold a LayerSelect
 
 Every run is one SQLite transaction, and SQLite waits (busy timeout) for concurrent fits, so rows are
 never lost or torn. A run folder appears under its final name only once it is complete, in the same
-transaction as its row. Models are never unpickled: pipelines load through skops with an explicit list of
-the types featx itself produces, the dense head's Keras model in Keras safe mode; the sha256 in the log
-guards against accidental changes, the loaders against malicious ones.
+transaction as its row. Removing runs (rm, prune) deletes their rows and records them in `removing` in one
+transaction, and only then deletes their folders: a kill at any point leaves every listed run with its folder,
+and the next command that writes the log deletes the folders still pending. Run ids are read only in
+new_run_id's format and every run folder is checked to be a folder right inside the runs folder, so a log
+received from someone else cannot make featx delete or write anywhere else. Models are never unpickled:
+pipelines load through skops with an explicit list of the types featx itself produces, the dense head's Keras
+model in Keras safe mode; the sha256 in the log guards against accidental changes, the loaders against
+malicious ones.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import sqlite3
 import time
@@ -47,8 +55,8 @@ from featx.classifiers.views import final_classifier, with_final_classifier
 from featx.errors import FeatxError, RunFailed
 
 COLUMNS = (
-    "run_id", "timestamp", "cache_key", "cache_entry", "backbone", "layers", "layer_names", "n_features",
-    "classifier", "params", "all_params", "transforms", "views", "tta", "seed", "n_train",
+    "run_id", "timestamp", "cache_key", "cache_entry", "split_fingerprint", "backbone", "layers", "layer_names",
+    "n_features", "classifier", "params", "all_params", "transforms", "views", "tta", "seed", "n_train",
     "val_accuracy", "val_f1_weighted", "val_f1_macro", "test_accuracy", "test_f1_weighted", "test_f1_macro",
     "fit_seconds", "predict_seconds", "model_path", "model_sha256",
 )
@@ -61,15 +69,21 @@ SELECTION_REALS = tuple(c for c in SELECTION_COLUMNS if c not in ("cv", "cv_fold
 INTEGERS = ("n_features", "tta", "seed", "n_train")
 # version 2 added views (the augmented views trained on, a comma list) and tta (0/1); older rows were plain fits
 VIEW_COLUMNS = {"views": "id", "tta": 0}
+# version 3 added split_fingerprint (split_fingerprint(): which images were train/val/test); NULL in older rows,
+# whose split is unknown, and the table `removing`
 REALS = tuple(c for c in COLUMNS if c.startswith(("val_", "test_")) or c.endswith("_seconds"))
-DISPLAY = ("run_id", "backbone", "data", "layers", "n_features", "classifier", "params", "transforms", "views", "selected_by",
-           "selection_score", "val_accuracy", "val_f1_macro", "test_accuracy", "test_f1_macro", "fit_seconds")
+DISPLAY = ("run_id", "backbone", "data", "split", "layers", "n_features", "classifier", "params", "transforms", "views",
+           "selected_by", "selection_score", "val_accuracy", "val_f1_macro", "test_accuracy", "test_f1_macro",
+           "fit_seconds")
 LOG_FILE, OLD_LOG_FILE = "runs.sqlite", "runs.csv"
-LOG_VERSION = 2  # PRAGMA user_version of runs.sqlite; 0 = a new, empty database; 1 = before views (migrated)
+LOG_VERSION = 3  # PRAGMA user_version of runs.sqlite; 0 = a new, empty database; 1, 2: older (migrated on write)
 MODEL_FILE, HEAD_FILE = "model.skops", "head.keras"
 BUSY_TIMEOUT_S = 120  # how long a fit waits for other fits' transactions before giving up
 STAGING = ".staging-"  # .staging-<run_id>-<pid>@<host>: removed once that process is gone
 _HOST = re.sub(r"[^\w.-]", "_", socket.gethostname())
+RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")  # new_run_id's format: the only run ids featx reads or acts on
+UNKNOWN_SPLIT = "unknown"  # how runs logged before split fingerprints existed are grouped
+KILL_AT = "FEATX_TEST_KILL_AT"  # test hook: SIGKILL this process at that step (1, 2, ...) of removing runs
 
 
 def _cache(cache_dir=None, runs_dir=None) -> Cache:
@@ -89,8 +103,50 @@ def logged_selection(row) -> LayerSelection:
 
 
 def new_run_id() -> str:
-    """Sortable by time, unique across concurrent processes."""
+    """Sortable by time, unique across concurrent processes; matches RUN_ID."""
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def valid_run_id(run_id) -> bool:
+    """Whether `run_id` has new_run_id's format (no path separators, no '..': safe as a folder name)."""
+    return isinstance(run_id, str) and RUN_ID.fullmatch(run_id) is not None
+
+
+def run_folder(runs_folder: Path, run_id: str) -> Path:
+    """<runs_folder>/<run_id>, checked before anything renames, deletes or writes there: the id has RUN_ID's
+    format, and the path (if it exists) is a real folder right inside runs_folder, not a link elsewhere."""
+    if not valid_run_id(run_id):
+        raise FeatxError(f"run id {str(run_id)[:80]!r} is not a featx run id (YYYYMMDD-HHMMSS-xxxxxx); refusing to "
+                         "act on it: the runs log was edited or not written by featx")
+    path = runs_folder / run_id
+    if path.is_symlink() or (path.exists() and (not path.is_dir() or path.resolve().parent != runs_folder.resolve())):
+        raise FeatxError(f"run folder {path} is not a folder inside {runs_folder} (a link or a file); refusing to "
+                         "act on it: remove it by hand")
+    return path
+
+
+def split_fingerprint(entry) -> str:
+    """Which images an entry's runs are fitted and scored on: 16 hex digits of a sha256 over every row's image
+    content fingerprint and split name, in row order. Runs with different fingerprints were scored on
+    different test rows and are never ranked together. entry : a CacheEntry, or a list of them (combined
+    entries hold the same images and split; the first one's is used)."""
+    entry = entry[0] if isinstance(entry, (list, tuple)) else entry
+    digest = hashlib.sha256()
+    for fingerprint, part in zip(entry.data["fingerprints"], entry.split):
+        digest.update(f"{fingerprint}\t{part}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _kill_point() -> None:
+    """Test hook on the real code path of removing runs: with $FEATX_TEST_KILL_AT=k, SIGKILL at the k-th step."""
+    at = os.environ.get(KILL_AT)
+    if at:
+        _steps[0] += 1
+        if _steps[0] == int(at):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+_steps = [0]
 
 
 def writable_folder(folder: Path, what: str,
@@ -118,13 +174,15 @@ _SCHEMA = "CREATE TABLE runs (seq INTEGER PRIMARY KEY AUTOINCREMENT, " + ", ".jo
     for c in COLUMNS) + ")"
 _SELECTION_SCHEMA = "CREATE TABLE IF NOT EXISTS selection_scores (run_id TEXT PRIMARY KEY, " + ", ".join(
     f"{c} {'TEXT' if c in ('cv', 'cv_folds') else 'REAL'}" for c in SELECTION_COLUMNS) + ")"
+_REMOVING_SCHEMA = "CREATE TABLE IF NOT EXISTS removing (run_id TEXT PRIMARY KEY)"
 
 
 @contextmanager
 def _database(folder: Path, write: bool):
-    """A connection to the log in `folder`, created (and an old runs.csv migrated) on first write.
+    """A connection to the log in `folder`, created (and an old runs.csv or an older format migrated) on first
+    write; a writer first finishes what killed processes left (_tidy).
 
-    Damage, an unknown format version or a read-only folder end in one line naming the file and the fix.
+    Damage, an unknown format version, a read-only folder or a full disk end in one line naming the file and the fix.
     """
     path = folder / LOG_FILE
     try:
@@ -136,8 +194,10 @@ def _database(folder: Path, write: bool):
             _check_integrity(connection)
             _create(connection, folder)
         _check_version(connection, path)
+        if write:
+            _tidy(connection, folder)
         yield connection
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, pd.errors.DatabaseError) as exc:
         raise _log_error(path, exc) from None
     finally:
         connection.close()
@@ -175,8 +235,6 @@ def _create(connection: sqlite3.Connection, folder: Path) -> None:
     if version:
         if version < LOG_VERSION:
             _migrate(connection)
-        if version <= LOG_VERSION:  # a log written before the table existed gains it (a no-op after)
-            connection.execute(_SELECTION_SCHEMA)
         return
     with _immediate(connection):
         if not connection.execute("PRAGMA user_version").fetchone()[0]:
@@ -184,6 +242,7 @@ def _create(connection: sqlite3.Connection, folder: Path) -> None:
                 raise sqlite3.DatabaseError("it holds tables but no featx format version")
             connection.execute(_SCHEMA)
             connection.execute(_SELECTION_SCHEMA)
+            connection.execute(_REMOVING_SCHEMA)
             old = folder / OLD_LOG_FILE
             if old.exists():  # a row logged twice (or without id) in the CSV is kept once
                 _insert(connection, _read_old_csv(old).dropna(subset=["run_id"]).drop_duplicates("run_id", keep="last"))
@@ -191,13 +250,20 @@ def _create(connection: sqlite3.Connection, folder: Path) -> None:
 
 
 def _migrate(connection: sqlite3.Connection) -> None:
-    """Version 1 -> 2 in one transaction: the views columns, holding what its runs were (plain fits)."""
+    """An older format to LOG_VERSION in one transaction (a concurrent fit may have done it meanwhile): 1 -> 2 the
+    views columns, holding what its runs were (plain fits); 2 -> 3 split_fingerprint, NULL (not recorded), and
+    the table `removing`. The table selection_scores, added without a version bump, is created if missing."""
     with _immediate(connection):
-        if connection.execute("PRAGMA user_version").fetchone()[0] == 1:  # not migrated meanwhile by another fit
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version == 1:
             for column, plain in VIEW_COLUMNS.items():
                 kind = "INTEGER" if column in INTEGERS else "TEXT"
                 connection.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
                 connection.execute(f"UPDATE runs SET {column} = ?", (plain,))
+        if version in (1, 2):
+            connection.execute("ALTER TABLE runs ADD COLUMN split_fingerprint TEXT")
+            connection.execute(_SELECTION_SCHEMA)
+            connection.execute(_REMOVING_SCHEMA)
             connection.execute(f"PRAGMA user_version={LOG_VERSION}")
 
 
@@ -230,13 +296,15 @@ def _read_old_csv(path: Path) -> pd.DataFrame:
 
 
 def _with_view_columns(table: pd.DataFrame) -> pd.DataFrame:
-    """A table read from a log without the views columns (format 1, or runs.csv): its runs were plain fits."""
-    return table.assign(**{column: plain for column, plain in VIEW_COLUMNS.items() if column not in table.columns})
+    """A table read from a log without the views columns (format 1, or runs.csv): its runs were plain fits; and
+    without split_fingerprint (before format 3): their split is unknown (NaN)."""
+    table = table.assign(**{column: plain for column, plain in VIEW_COLUMNS.items() if column not in table.columns})
+    return table if "split_fingerprint" in table.columns else table.assign(split_fingerprint=float("nan"))
 
 
 def _check_version(connection: sqlite3.Connection, path: Path) -> None:
     version = connection.execute("PRAGMA user_version").fetchone()[0]
-    if version not in (0, 1, LOG_VERSION):  # 1 is read as it is, and migrated by the next write
+    if version not in (0, 1, 2, LOG_VERSION):  # 1 and 2 are read as they are, and migrated by the next write
         raise FeatxError(f"runs log {path} has format version {version}, this featx reads version {LOG_VERSION}; "
                          "use the featx that wrote it, or pass another --runs-dir")
 
@@ -254,8 +322,14 @@ def _insert(connection: sqlite3.Connection, table: pd.DataFrame) -> None:
                                 for row in extra.itertuples(index=False)])
 
 
-def _log_error(path: Path, exc: sqlite3.Error) -> FeatxError:
-    text = str(exc)
+def _log_error(path: Path, exc: Exception) -> FeatxError:
+    if isinstance(exc, pd.errors.DatabaseError) and isinstance(exc.__cause__, sqlite3.Error):
+        exc = exc.__cause__  # pandas' wrapper around the query's sqlite3 error
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    full = _disk_full(path.parent, exc)
+    if full:
+        return RunFailed(f"runs log {path} could not be written: disk full ({full}); the log is intact, with every "
+                         "run logged before: free disk space (or raise the file size limit, `ulimit -f`) and run again")
     if "locked" in text or "busy" in text:
         return RunFailed(f"runs log {path} stayed locked by other fits for {BUSY_TIMEOUT_S}s; run again")
     if isinstance(exc, sqlite3.OperationalError) and ("readonly" in text or "unable to open" in text):
@@ -263,6 +337,36 @@ def _log_error(path: Path, exc: sqlite3.Error) -> FeatxError:
                           "writable folder, or make this one writable")
     return FeatxError(f"runs log {path} is damaged or not a featx runs database ({text}); move it away "
                       "(featx then starts a new log) or restore it from a backup")
+
+
+_SQLITE_FULL, _SQLITE_IOERR = 13, 10  # result codes (the low byte of an extended code)
+_FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+def _disk_full(folder: Path, exc: Exception) -> str | None:
+    """Why the log could not be written if the disk is full (or the file size limit is reached), else None.
+
+    SQLite says SQLITE_FULL on ENOSPC but only "disk I/O error" on EFBIG (ulimit -f) or a failed mmap of its
+    -shm file, and "database or disk is full" text where Python lacks error codes: those are checked by
+    writing a small probe file beside the log.
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    text = str(exc)
+    if code is not None and code & 0xFF == _SQLITE_FULL or "disk is full" in text:
+        return "database or disk is full"
+    if (code is not None and code & 0xFF == _SQLITE_IOERR) or "disk I/O error" in text:
+        probe = folder / f".probe-{os.getpid()}-{secrets.token_hex(3)}"
+        try:
+            with open(probe, "wb") as f:
+                f.write(b"\0" * (1 << 16))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as err:
+            if err.errno in _FULL_ERRNOS:
+                return _reason(err)
+        finally:
+            probe.unlink(missing_ok=True)
+    return None
 
 
 # --- writing runs
@@ -292,8 +396,7 @@ def stage_run(cache=None):
     If the block fails, or ends without logging the run, the folder is removed: no half run is ever left.
     A write error (disk full, file size limit, permissions) becomes one line.
     """
-    folder = prepare_log(cache)
-    remove_debris(folder)
+    folder = prepare_log(cache)  # which also removes dead fits' staging folders
     run_id = new_run_id()
     staged = StagedRun(run_id, folder / f"{STAGING}{run_id}-{os.getpid()}@{_HOST}", folder / run_id)
     try:
@@ -306,17 +409,72 @@ def stage_run(cache=None):
         shutil.rmtree(staged.folder, ignore_errors=True)
 
 
-def remove_debris(folder: Path) -> None:
-    """Delete the staging folders of fits killed on this host (their pid is gone); never another host's."""
+def remove_debris(folder: Path, connection: sqlite3.Connection | None = None) -> None:
+    """Delete the staging folders of processes killed on this host (their pid is gone); never another host's.
+
+    With the log's `connection`: a run folder that an older featx's rm or prune renamed to .staging-rm-<run_id>-...
+    and was killed before its row was deleted (the row is still logged) is renamed back, not deleted.
+    """
     for staging in folder.glob(f"{STAGING}*@{_HOST}"):
         pid = staging.name.rpartition("@")[0].rpartition("-")[2]
-        if pid.isdigit() and not process_alive(int(pid)):
+        if not pid.isdigit() or process_alive(int(pid)):
+            continue
+        run_id = staging.name[len(f"{STAGING}rm-"):].rpartition("@")[0].rpartition("-")[0]
+        if (connection is not None and staging.name.startswith(f"{STAGING}rm-") and valid_run_id(run_id)
+                and not (folder / run_id).exists()
+                and connection.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone()):
+            os.rename(staging, folder / run_id)
+        else:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _tidy(connection: sqlite3.Connection, folder: Path) -> None:
+    """What killed processes left, finished by the next writer: the folders of removed runs still pending in
+    `removing` are deleted, and dead processes' staging folders (remove_debris)."""
+    for (run_id,) in connection.execute("SELECT run_id FROM removing").fetchall():
+        try:
+            if valid_run_id(run_id):
+                _discard(folder, run_id)
+        except (FeatxError, OSError):
+            continue  # not a folder featx may delete, or not deletable now: left for the user / a later command
+        connection.execute("DELETE FROM removing WHERE run_id = ?", (run_id,))
+    try:
+        remove_debris(folder, connection)
+    except OSError:
+        pass  # a later writer tries again
+
+
+def _discard(folder: Path, run_id: str) -> None:
+    """Delete the folder of a removed run (if any): renamed to a staging name first, so a half-deleted folder is
+    never left under the run's name."""
+    path = run_folder(folder, run_id)
+    trash = folder / f"{STAGING}rm-{run_id}-{os.getpid()}@{_HOST}"
+    if trash.exists():  # left by a dead process that had this pid
+        shutil.rmtree(trash)
+    try:
+        os.rename(path, trash)
+    except FileNotFoundError:
+        return  # no folder (compare's rows without a model have one; a run removed meanwhile has not)
+    _kill_point()
+    shutil.rmtree(trash, ignore_errors=True)  # what stays is a dead process's debris, removed by remove_debris
+    _kill_point()
+
+
+def finish_removals(cache_dir=None, *, runs_dir=None) -> None:
+    """Delete what killed rm/prune/fit processes left in the runs folder (as every write to the log does), where
+    there is a log and the folder is writable; else nothing."""
+    folder = _cache(cache_dir, runs_dir).runs_dir
+    if (folder / LOG_FILE).is_file() and os.access(folder, os.W_OK):
+        with _database(folder, write=True):
+            pass
 
 
 def append_run(cache, row: dict, *, staged: StagedRun | None = None) -> None:
     """Add one row (keys: COLUMNS, and any of SELECTION_COLUMNS) to the runs log of `cache` (a Cache or cache folder); with `staged`, publish
-    its folder in the same transaction."""
+    its folder in the same transaction. The run id must have new_run_id's format."""
+    if not valid_run_id(row.get("run_id")):
+        raise FeatxError(f"run id {str(row.get('run_id'))[:80]!r} is not a featx run id (YYYYMMDD-HHMMSS-xxxxxx, "
+                         "as new_run_id makes); nothing was logged")
     folder = writable_folder(_cache(cache).runs_dir, "runs")
     if staged is not None:  # on disk before it is published
         for path in staged.folder.iterdir():
@@ -340,31 +498,31 @@ def append_run(cache, row: dict, *, staged: StagedRun | None = None) -> None:
 
 
 def delete_runs(run_ids: list[str], cache_dir=None, *, runs_dir=None) -> None:
-    """Remove runs (log rows and folders) in one transaction: all of them or, on any failure, none.
+    """Remove runs: their rows are deleted, and their ids recorded in the table `removing`, in one transaction,
+    then their folders are deleted. Every id and folder is checked (run_folder) before anything changes.
 
-    Folders are renamed to staging names inside the transaction (and back if it fails), then deleted; a
-    deletion killed after the commit leaves only staging debris, which the next fit removes.
+    A failure or kill before the commit removes nothing; after it, the runs are gone from the log and the next
+    command that writes the log (fit, compare, tune, rm, prune) deletes the folders left: a listed run always
+    has its folder, and a removed one never comes back.
     """
     folder = writable_folder(_cache(cache_dir, runs_dir).runs_dir, "runs")
-    moved = []
+    for run_id in run_ids:
+        run_folder(folder, run_id)
     with _database(folder, write=True) as connection:
-        connection.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(connection):
             for run_id in run_ids:
                 connection.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
-                if (folder / run_id).is_dir():
-                    trash = folder / f"{STAGING}rm-{run_id}-{os.getpid()}@{_HOST}"
-                    os.rename(folder / run_id, trash)
-                    moved.append((folder / run_id, trash))
-            connection.execute("COMMIT")
-        except BaseException:
-            for original, trash in reversed(moved):
-                os.rename(trash, original)
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            raise
-    for _, trash in moved:
-        shutil.rmtree(trash, ignore_errors=True)
+                connection.execute("DELETE FROM selection_scores WHERE run_id = ?", (run_id,))
+                connection.execute("INSERT OR IGNORE INTO removing (run_id) VALUES (?)", (run_id,))
+            _kill_point()
+        _kill_point()
+        for run_id in run_ids:
+            try:
+                _discard(folder, run_id)
+            except OSError as exc:
+                raise RunFailed(f"{len(run_ids)} run(s) are removed from the log, but deleting the folder of run "
+                                f"{run_id} failed ({_reason(exc)}); the next fit, rm or prune deletes it") from None
+            connection.execute("DELETE FROM removing WHERE run_id = ?", (run_id,))
 
 
 # --- reading runs
@@ -375,19 +533,54 @@ def read_log(cache_dir=None, *, runs_dir=None) -> pd.DataFrame:
 
     cache_dir : a Cache or a cache folder (None: the default one); runs_dir : the log's folder, if not its runs/.
     An old runs.csv is migrated into runs.sqlite by the first fit; until then it is read as it is.
+    Rows whose run_id is not in new_run_id's format are left out (never listed, loaded or removed); they, and a
+    zero-byte log, are described in attrs["warnings"] (lines for the user), their ids in attrs["invalid_ids"].
+    A non-number in a numeric column is an error naming the file, column and run.
     """
     folder = _cache(cache_dir, runs_dir).runs_dir
-    if (folder / LOG_FILE).exists():
+    path, warnings = folder / LOG_FILE, []
+    table = None
+    if path.exists():
+        if path.stat().st_size == 0:
+            warnings.append(f"runs log {path} is an empty file (0 bytes), so no runs are listed; if it held runs it "
+                            "was truncated: restore it from a backup (the next fit starts a new log in it)")
         with _database(folder, write=False) as connection:
             if connection.execute("PRAGMA user_version").fetchone()[0]:  # 0: created, not yet initialized
-                present = {row[1] for row in connection.execute("PRAGMA table_info(runs)")}  # version 1: no views
+                present = {row[1] for row in connection.execute("PRAGMA table_info(runs)")}  # older formats lack some
+                if "run_id" not in present:
+                    raise sqlite3.DatabaseError("it has no table runs")
                 table = pd.read_sql_query(f"SELECT {', '.join(c for c in COLUMNS if c in present)} FROM runs ORDER BY seq",
                                           connection).pipe(_with_view_columns)[list(COLUMNS)]
                 table = table.merge(_selection_scores(connection), on="run_id", how="left")
-                return table.astype({c: float for c in (*REALS, *SELECTION_REALS)})  # NULLs would read as objects
-    old = folder / OLD_LOG_FILE
-    table = _read_old_csv(old).astype({"run_id": str}) if old.exists() else pd.DataFrame(columns=list(COLUMNS))
-    return table.reindex(columns=[*COLUMNS, *SELECTION_COLUMNS]).astype({c: float for c in SELECTION_REALS})
+    if table is None:
+        old = folder / OLD_LOG_FILE
+        path = old if old.exists() and not (path.exists() and path.stat().st_size) else path
+        table = _read_old_csv(old).astype({"run_id": str}) if old.exists() else pd.DataFrame(columns=list(COLUMNS))
+        table = table.reindex(columns=[*COLUMNS, *SELECTION_COLUMNS])
+    return _checked(table, path, warnings)
+
+
+def _checked(table: pd.DataFrame, path: Path, warnings: list[str]) -> pd.DataFrame:
+    """The log's rows with numbers as numbers (REALS as float: NULLs would read as objects) and only valid run ids."""
+    for column in (*REALS, *SELECTION_REALS, *INTEGERS):
+        values = pd.to_numeric(table[column].where(table[column].notna()), errors="coerce")
+        bad = values.isna() & table[column].notna()
+        if bad.any():
+            raise FeatxError(f"runs log {path} has a non-number ({str(table.loc[bad, column].iloc[0])[:40]!r}) in its "
+                             f"numeric column {column} (run {str(table.loc[bad, 'run_id'].iloc[0])[:40]!r}); repair "
+                             "that value (e.g. with sqlite3) or restore the log from a backup")
+        if column not in INTEGERS:
+            table[column] = values.astype(float)
+    valid = table["run_id"].map(valid_run_id).astype(bool)
+    invalid = [str(r) for r in table.loc[~valid, "run_id"]]
+    if invalid:
+        shown = ", ".join(repr(r[:40]) for r in invalid[:3]) + (", ..." if len(invalid) > 3 else "")
+        warnings.append(f"runs log {path} has {len(invalid)} row(s) whose run_id is not a featx run id ({shown}); "
+                        "they are ignored (never listed, loaded or removed): the log was edited or not written "
+                        "by featx")
+        table = table[valid].reset_index(drop=True)
+    table.attrs.update(warnings=warnings, invalid_ids=invalid)
+    return table
 
 
 def _selection_scores(connection: sqlite3.Connection) -> pd.DataFrame:
@@ -396,8 +589,7 @@ def _selection_scores(connection: sqlite3.Connection) -> pd.DataFrame:
         return pd.DataFrame(columns=["run_id", *SELECTION_COLUMNS])
     table = pd.read_sql_query(f"SELECT run_id, {', '.join(SELECTION_COLUMNS)} FROM selection_scores", connection)
     text = ["cv", "cv_folds"]  # NULL reads as None, a run without a row here as NaN: one missing value, NaN
-    return table.astype({c: float for c in SELECTION_REALS}).assign(**{c: table[c].astype(object).where(
-        table[c].notna(), float("nan")) for c in text})
+    return table.assign(**{c: table[c].astype(object).where(table[c].notna(), float("nan")) for c in text})
 
 
 def export_csv(path, cache_dir=None, *, runs_dir=None) -> Path:
@@ -421,10 +613,14 @@ def runs(cache_dir=None, *, sort: str | None = None, metric: str = "accuracy", c
     ascending for *_seconds columns: fastest first). clf, backbone : keep rows with exactly this classifier /
     backbone (a comma list allows several). layers : keep rows whose layer spec or layer names contain this
     substring. top : keep the first N.
+    Runs made on different splits (column `split`: split_fingerprint's first 8 digits, "unknown" for runs logged
+    before featx recorded it) were scored on different rows and are never ranked together: the table is ranked
+    within each split, the split of the most recent run first. attrs["warnings"]: read_log's.
     """
     if metric not in SELECTION_METRICS:
         raise FeatxError(f"unknown metric '{metric}'; choose one of {', '.join(SELECTION_METRICS)}")
     table = read_log(cache_dir, runs_dir=runs_dir)
+    warnings = table.attrs["warnings"]
     cv = table[f"cv_{metric}_mean"]
     table["selected_by"] = table["cv"].where(cv.notna(), "val")
     table["selection_score"] = cv.where(cv.notna(), table[f"val_{metric}"]).astype(float)
@@ -436,23 +632,51 @@ def runs(cache_dir=None, *, sort: str | None = None, metric: str = "accuracy", c
     if layers:
         table = table[table["layers"].str.contains(layers, regex=False) | table["layer_names"].str.contains(layers, regex=False)]
     by = sort or "selection_score"
+    table["split"] = split_labels(table)
     table = table.sort_values(by, ascending=by.endswith("_seconds"), kind="stable", na_position="last")
+    table = table.sort_values("split", key=lambda split: split.map(_recency(table["split"])), kind="stable")
     labels = data_labels(_cache(cache_dir, runs_dir))  # a combined run's key joins its entries' keys with "+"
     table = table.assign(data=table["cache_key"].map(
         lambda key: " + ".join(labels.get(part, "(entry not in this cache)") for part in str(key).split("+"))))
     table = table.head(top).reset_index(drop=True) if top else table.reset_index(drop=True)
     table.attrs["order"] = _order_note(table, sort, metric)
+    table.attrs["warnings"] = warnings
     return table
 
 
+def split_labels(table: pd.DataFrame) -> pd.Series:
+    """Each logged run's split as shown: its split_fingerprint's first 8 digits, UNKNOWN_SPLIT where not recorded."""
+    return table["split_fingerprint"].map(lambda f: f[:8] if isinstance(f, str) and f else UNKNOWN_SPLIT)
+
+
+def _recency(split: pd.Series) -> dict:
+    """{split: rank}, 0 for the split of the most recently logged run (the log's last row) and so on."""
+    ranks: dict = {}
+    for label in reversed(split.sort_index().tolist()):
+        ranks.setdefault(label, len(ranks))
+    return ranks
+
+
+def splits_note(table: pd.DataFrame) -> str | None:
+    """One line when the runs of `table` were made on more than one split, else None."""
+    n = table["split"].nunique() if "split" in table.columns else 0
+    if n < 2:
+        return None
+    return (f"these runs were made on {n} different splits (column split; 'unknown': logged before featx recorded "
+            "it), so each split's runs are ranked on their own, the most recent split first: scores on different "
+            "test rows are not comparable")
+
+
 def _order_note(table: pd.DataFrame, sort: str | None, metric: str) -> str:
+    splits = splits_note(table)
     if sort is None:
         n_cv = int((table["selected_by"] != "val").sum())
-        return (f"best first by {metric}: the CV mean for the {n_cv} run(s) that have one, else val "
+        note = (f"best first by {metric}: the CV mean for the {n_cv} run(s) that have one, else val "
                 "(selection score; never test)")
-    note = f"ordered by {sort}"
-    return note + (": a test score, for reporting; choose models by their selection score (the default order)"
-                   if sort.startswith("test_") else "")
+    else:
+        note = f"ordered by {sort}" + (": a test score, for reporting; choose models by their selection score (the "
+                                       "default order)" if sort.startswith("test_") else "")
+    return note + (f"\n{splits}" if splits else "")
 
 
 def format_runs(table: pd.DataFrame) -> str:
@@ -462,7 +686,8 @@ def format_runs(table: pd.DataFrame) -> str:
         return "no runs yet; run `featx fit` or `featx compare`"
     layers = table["layers"].where(table["layers"].str.len() <= 40, table["layers"].str.slice(0, 37) + "...")
     views = table["views"].astype(str) + pd.to_numeric(table["tta"]).map({1: " +tta"}).fillna("")
-    columns = [c for c in DISPLAY if c in table.columns and (c != "views" or (views != "id").any())]  # plain: no column
+    hidden = {"views": (views == "id").all(), "split": "split" in table.columns and table["split"].nunique() < 2}
+    columns = [c for c in DISPLAY if c in table.columns and not hidden.get(c)]  # plain, one split: no column
     shown = table[columns].assign(layers=layers, views=views)[columns].to_string(index=False)
     return shown + (f"\n{table.attrs['order']}" if "order" in table.attrs else "")
 
@@ -471,6 +696,10 @@ def find_run(run_id: str, cache_dir=None, *, runs_dir=None) -> pd.Series:
     """The log row of a run, by full id or unique prefix."""
     table = read_log(cache_dir, runs_dir=runs_dir)
     matches = table[table["run_id"].str.startswith(str(run_id))]
+    if matches.empty and any(bad.startswith(str(run_id)) for bad in table.attrs["invalid_ids"]):
+        where = _cache(cache_dir, runs_dir).runs_dir / LOG_FILE
+        raise FeatxError(f"run {str(run_id)[:80]!r} has an invalid run id in {where} (featx writes "
+                         "YYYYMMDD-HHMMSS-xxxxxx); it is not acted on: the log was edited or not written by featx")
     if len(matches) != 1:
         where = _cache(cache_dir, runs_dir).runs_dir / LOG_FILE
         problem = "is ambiguous" if len(matches) else f"is not in {where}"
@@ -554,10 +783,17 @@ def _load_pipeline(path: Path, run_id: str):
         raise FeatxError(f"{refuse} ({str(exc)[:200] or type(exc).__name__}); refusing to load it: fit the model again") from None
     head = final_classifier(pipeline)
     if hasattr(head, "load_keras_model"):
+        keras_file = path.with_name(HEAD_FILE)
+        if not keras_file.is_file():
+            raise FeatxError(f"Keras head {keras_file} of run {run_id} is missing (the dense head's model is saved "
+                             "beside model.skops); refusing the run: fit the model again")
+        if not zipfile.is_zipfile(keras_file):
+            raise FeatxError(f"Keras head {keras_file} of run {run_id} is corrupt: not a Keras file (a .keras file "
+                             "is a zip archive); refusing it: fit the model again")
         try:
-            head.load_keras_model(path.with_name(HEAD_FILE))
+            head.load_keras_model(keras_file)
         except (OSError, ValueError, TypeError) as exc:  # safe mode refuses code (Lambda layers, custom objects)
-            raise FeatxError(f"Keras head {path.with_name(HEAD_FILE)} of run {run_id} does not load in Keras safe mode "
+            raise FeatxError(f"Keras head {keras_file} of run {run_id} does not load in Keras safe mode "
                              f"({str(exc).splitlines()[0][:200]}); refusing it: fit the model again") from None
     return pipeline
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 import itertools
 import time
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,7 +30,7 @@ from featx.cache.store import Cache
 from featx.classifiers import make_classifier, make_pipeline
 from featx.classifiers.views import ViewEnsemble, training_rows, tta_predict, view_rows
 from featx.distributed import joblib_backend
-from featx.errors import FeatxError
+from featx.errors import FeatxError, RunFailed
 from featx.experiments.fit import (
     FitSpec,
     Scores,
@@ -166,14 +167,33 @@ def tune_cache(cache=None, *, layers=None, classifiers=("logreg",), cv: int | No
             result = tune(X, y, split, clf, metric, folds, transforms, params, seed=seed,
                           n_jobs=-1 if cluster is not None else n_jobs, log=log, views=views, tta=tta)
             metric = result.metric  # the default metric is decided (and printed) once
-            folder.mkdir(parents=True, exist_ok=True)
-            result.curve.to_csv(folder / f"{clf}_curve.csv", index=False)
-            plot_search_curve(result.curve, folder / f"{clf}_curve.png", result.searched, result.metric,
-                              title=f"{clf}: {result.metric} on {result.selection}")
-            _record(entry, X, y, split, meta.attrs["selection"], result, transforms, seed, log, views, tta)
+            with _report_files(folder, [folder / f"{clf}_curve.csv", folder / f"{clf}_curve.png"]) as (csv, png):
+                result.curve.to_csv(csv, index=False)
+                plot_search_curve(result.curve, png, result.searched, result.metric,
+                                  title=f"{clf}: {result.metric} on {result.selection}")
+                _record(entry, X, y, split, meta.attrs["selection"], result, transforms, seed, log, views, tta)
             results.append(result)
     log(f"saved search curves in {folder}")
     return results
+
+
+@contextmanager
+def _report_files(folder: Path, paths: list[Path]):
+    """Yield `paths` to write in the report `folder` (created if needed) for one classifier, whose run the block
+    also logs. If the block fails, they are removed, and the folder too if nothing else is in it: a report
+    folder only ever holds the curves of logged runs. A write error (disk full) becomes one line."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        yield paths
+    except BaseException as exc:
+        for path in paths:
+            path.unlink(missing_ok=True)
+        with suppress(OSError):
+            folder.rmdir()  # only if empty
+        if isinstance(exc, OSError):
+            raise RunFailed(f"writing the tune report {folder} failed ({exc.strerror or exc}); its run was not logged: "
+                            "free disk space (or pass --runs-dir naming another folder) and tune again") from None
+        raise
 
 
 def _record(entry, X, y, split, selection, result: TuneResult, transforms, seed, log, views, tta) -> None:
