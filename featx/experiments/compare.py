@@ -73,7 +73,7 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
             params: dict | None = None, seed: int = 0, n_jobs: int = 1, metric: str | None = None,
             cv: int | None = None, cv_repeats: int = 1, class_weight: str | None = None, plots: bool = False,
             cache_dir=None, log=print, runs_dir=None, cluster=None, cluster_config=None, save_models: str = "best",
-            views=None, view_seed: int = 0, tta: bool = False, **transforms) -> CompareResult:
+            views=None, view_seed: int = 0, tta: bool = False, command: str | None = None, **transforms) -> CompareResult:
     """Fit every (layer subset, classifier, grid point) and the baselines; tabulate them best first.
 
     layer_sets : subsets, each a layer name, group (all, blocks, final, fc), comma list of them, or "each" (every
@@ -95,8 +95,9 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
     plots : also draw each run's confusion PNGs (off: drawing them takes
         longer than most fits; the confusion CSVs are always written). transforms : as in fit.
     views, view_seed, tta : as in fit, for every row (the baselines too: the same protocol, one view's width).
-    Every FitSpec is built (and so checked) before any data is read.
-    Saves results.csv and layer_comparison.png in <cache_dir>/reports/compare-<id>/ (runs_dir : as in fit;
+    Every FitSpec is built (and so checked) before any data is read. command : the command line that ran this
+    compare, kept in the report folder as command.txt (read_report gives it back).
+    Saves results.csv, report.json and layer_comparison.png in <cache_dir>/reports/compare-<id>/ (runs_dir : as in fit;
     then <runs_dir>/reports/compare-<id>/).
     """
     grid, log = grid or {}, log or _silent
@@ -141,6 +142,7 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
     folder = reports / f"compare-{new_run_id()}"
     folder.mkdir(parents=True)
     table.drop(columns="model").to_csv(folder / "results.csv", index=False)  # model = classifier + grid params
+    _write_report_info(folder, entry, metric, score, best_line, command)
     plot = plot_layer_scores(table, folder / "layer_comparison.png", mean=score, ci=f"cv_{metric}_ci95" if cv else None,
                              hue="model", baselines=BASELINES,
                              title=f"{metric} by layer subset ({folds.label}, 95% CI)" if cv else f"{metric} on val")
@@ -274,3 +276,50 @@ def _expand_subsets(entry, layer_sets) -> list[tuple[LayerSelection, int | None]
         else:
             subsets.append((select_cached(entry, spec), None))
     return subsets
+
+
+REPORT_INFO, REPORT_VERSION = "report.json", 1
+
+
+@dataclass
+class CompareReport:
+    """A compare report folder as read back (read_report): what `featx report` shows."""
+
+    folder: Path
+    table: pd.DataFrame  # results.csv: the rows best first
+    plot: Path | None  # layer_comparison.png
+    metric: str | None  # the ranking metric (None: a folder written before report.json existed)
+    score: str | None  # the column ranked by
+    entry: str | None  # the cache entry's name
+    best_line: str | None
+    command: str | None  # the command line that ran it, if it was recorded
+
+
+def _write_report_info(folder: Path, entry, metric: str, score: str, best_line: str, command: str | None) -> None:
+    from featx.cache.atomic import write_json
+
+    write_json(folder / REPORT_INFO, {"format_version": REPORT_VERSION, "metric": metric, "score": score,
+                                      "entry": entry.name, "cache_key": entry.key, "best_line": best_line})
+    if command:
+        (folder / "command.txt").write_text(command + "\n", encoding="utf-8")
+
+
+def read_report(folder) -> CompareReport:
+    """Read a compare report folder (<reports>/compare-<id>/) written by compare()."""
+    import json
+
+    folder = Path(folder)
+    try:
+        table = pd.read_csv(folder / "results.csv", dtype={"run_id": str})
+    except (OSError, ValueError) as exc:
+        raise FeatxError(f"{folder} is not a readable compare report ({exc}); pass a compare-<id> folder "
+                         "that `featx compare` wrote") from None
+    info = json.loads((folder / REPORT_INFO).read_text()) if (folder / REPORT_INFO).is_file() else {}
+    if info.get("format_version", REPORT_VERSION) != REPORT_VERSION:
+        raise FeatxError(f"{folder / REPORT_INFO} has format version {info['format_version']}, this featx reads "
+                         f"version {REPORT_VERSION}; use the featx that wrote it")
+    command = folder / "command.txt"
+    plot = folder / "layer_comparison.png"
+    return CompareReport(folder, table, plot if plot.is_file() else None, info.get("metric"), info.get("score"),
+                         info.get("entry"), info.get("best_line"),
+                         command.read_text(encoding="utf-8").strip() if command.is_file() else None)

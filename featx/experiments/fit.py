@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -324,3 +325,55 @@ def _silent(*_) -> None:
 
 def _json(params: dict) -> str:
     return json.dumps(params, sort_keys=True, default=str)
+
+
+@dataclass
+class RunFiles:
+    """What a run folder holds besides its model (written by _write_reports), for reports to show."""
+
+    folder: Path
+    confusion: dict  # {split: DataFrame of shape (n_classes, n_classes)}, rows true, columns predicted
+    confusion_png: dict  # {split: Path}, only the PNGs that were drawn (compare draws none without --plots)
+    history: object  # DataFrame of the dense head's epochs (epoch, loss, accuracy, val_loss, val_accuracy), or None
+    learning_png: Path | None
+
+
+def run_files(runs_dir: Path, run_id: str) -> RunFiles:
+    """The confusion matrices, learning curves and their PNGs in <runs_dir>/<run_id>/ (missing parts are empty)."""
+    import pandas as pd
+
+    folder = Path(runs_dir) / run_id
+    confusion = {s: pd.read_csv(folder / f"confusion_{s}.csv", index_col=0) for s in EVAL_SPLITS
+                 if (folder / f"confusion_{s}.csv").is_file()}
+    pngs = {s: folder / f"confusion_{s}.png" for s in EVAL_SPLITS if (folder / f"confusion_{s}.png").is_file()}
+    history = pd.read_csv(folder / "history.csv") if (folder / "history.csv").is_file() else None
+    learning = folder / "learning_curves.png"
+    return RunFiles(folder, confusion, pngs, history, learning if learning.is_file() else None)
+
+
+_TRANSFORM_FLAGS = (  # transforms_label() part -> the fit flags that make it again
+    (re.compile(r"^standardize$"), lambda m: ["--standardize"]),
+    (re.compile(r"^fne\(([^,]+),([^)]+)\)$"), lambda m: ["--discretize", "fne", "--fne-low", m[1], "--fne-high", m[2]]),
+    (re.compile(r"^kbins\((\d+)\)$"), lambda m: ["--discretize", "kbins", "--kbins", m[1]]),
+    (re.compile(r"^pca\(([^)]+)\)$"), lambda m: ["--pca", m[1]]),
+)
+
+
+def fit_command(row) -> str:
+    """The `featx fit` command line that fits a logged run again (row: a runs-log row), from its entry, layers,
+    classifier, params, transforms (the reader of transforms_label), views and seed."""
+    import shlex
+
+    words = ["featx", "fit", *str(row["cache_entry"]).split("+")[:1],
+             *(f"--cache={e}" for e in str(row["cache_entry"]).split("+")[1:]),
+             "--layers", str(row["layers"]), "--clf", str(row["classifier"])]
+    for key, value in json.loads(row["params"] or "{}").items():
+        words += ["--param", f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}"]
+    label = str(row.get("transforms") or "none")
+    for part in ([] if label == "none" else label.split("+")):
+        words += next((flags(m) for pattern, flags in _TRANSFORM_FLAGS if (m := pattern.match(part))), [f"#{part}"])
+    views = str(row.get("views") or IDENTITY).split(",")
+    if views != [IDENTITY]:
+        words += ["--views", ",".join(views[1:])] + (["--tta"] if int(row.get("tta") or 0) else [])
+    words += ["--seed", str(int(row["seed"]))]
+    return shlex.join(words)
