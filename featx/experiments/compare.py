@@ -196,14 +196,27 @@ def _best_line(table: pd.DataFrame, results: list, metric: str, score: str, spli
 
 
 def _format(table: pd.DataFrame, metric: str, score: str) -> str:
-    """The printed table, best first: the ranking score (mean ± CI under CV), val/test of the ranking metric
-    and of accuracy (results.csv has every column)."""
-    shown = table.assign(layers=table["layers"].map(_short), classifier=table["model"])
+    """The printed table, best first, within 120 columns (featx.experiments.ranking.TABLE_WIDTH): the ranking score
+    (mean ± CI under CV), val/test of the ranking metric, fit time and the short run id; baselines marked, the
+    data and backbone said once above it (results.csv has every column, run ids whole)."""
+    from featx.experiments.ranking import short_id
+
+    baseline = table["classifier"].isin(BASELINES)
+    shown = pd.DataFrame({
+        "layers": [("-" if b else _cut(_short(layers), 26)) for b, layers in zip(baseline, table["layers"])],
+        "model": [f"{m} (baseline)" if b else _cut(m, 30) for b, m in zip(baseline, table["model"])],
+        "features": table["n_features"]})
     if score.startswith("cv_"):
         shown[f"cv_{metric}"] = table[score].map("{:.3f}".format) + " ± " + table[f"cv_{metric}_ci95"].map("{:.3f}".format)
-    columns = ["layers", "classifier", "n_features", *([f"cv_{metric}"] if score.startswith("cv_") else []),
-               f"val_{metric}", f"test_{metric}", "val_accuracy", "test_accuracy", "fit_seconds", "run_id"]
-    return shown[list(dict.fromkeys(columns))].to_string(index=False)
+    for column in dict.fromkeys([f"val_{metric}", f"test_{metric}"]):
+        shown[column] = table[column].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
+    shown["fit_s"] = table["fit_seconds"].map(lambda v: "" if pd.isna(v) else f"{v:.1f}")
+    shown["run"] = table["run_id"].map(short_id)
+    return shown.to_string(index=False)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def _short(layers: str) -> str:

@@ -295,8 +295,8 @@ def record_run(entry: CacheEntry | list[CacheEntry], spec: FitSpec, scores: Scor
     folder = staged.final
     text = " | ".join(f"{s} acc {m['accuracy']:.3f} f1 {m['f1_macro']:.3f}" for s, m in metrics.items())
     views = "" if spec.plain else f" with views {spec.views_label()}{' (tta)' if spec.tta else ''}"
-    log(f"run {run_id}: {spec.classifier} {row['params']}{views} on {layers} of {' + '.join(map(entry_label, entries))} ({scores.n_features} features): {text} "
-        f"(fit {scores.fit_seconds:.1f}s) -> {folder}")
+    log(f"run {run_id}: {spec.classifier} {row['params']}{views} on {layers} ({scores.n_features} features): {text} "
+        f"(fit {scores.fit_seconds:.1f}s)\n  of {' + '.join(map(entry_label, entries))} -> {folder}")
     return FitResult(run_id, folder, spec, scores, row)
 
 
@@ -367,8 +367,11 @@ def fit_command(row) -> str:
     words = ["featx", "fit", *str(row["cache_entry"]).split("+")[:1],
              *(f"--cache={e}" for e in str(row["cache_entry"]).split("+")[1:]),
              "--layers", str(row["layers"]), "--clf", str(row["classifier"])]
+    from featx.values import parse_value
+
     for key, value in json.loads(row["params"] or "{}").items():
-        words += ["--param", f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}"]
+        text = str(value) if not isinstance(value, str) or parse_value(value) == value else repr(value)
+        words += ["--param", f"{key}={text}"]
     label = str(row.get("transforms") or "none")
     for part in ([] if label == "none" else label.split("+")):
         words += next((flags(m) for pattern, flags in _TRANSFORM_FLAGS if (m := pattern.match(part))), [f"#{part}"])

@@ -20,7 +20,7 @@ def rm(targets: list[str], *, cache_dir=None, runs_dir=None, log=print) -> None:
     table, cache = read_log(cache_dir, runs_dir=runs_dir), Cache(cache_dir)
     run_ids, folders = [], []
     for target in targets:
-        matches = list(table.loc[table["run_id"].str.startswith(target), "run_id"])
+        matches = list(table.loc[table["run_id"].str.startswith(target) | table["run_id"].str.endswith(target), "run_id"])
         if len(matches) > 1:
             raise FeatxError(f"run '{target}' is ambiguous ({', '.join(matches[:5])}...); give more of the run id")
         if matches:

@@ -127,7 +127,7 @@ def run_pipeline(path, *, data=None, cache_dir=None, refit: bool = False, log=pr
                                                                   _step_jobs(entry, kind, options), cv)
         if reused is not None:
             log(f"reused {len(reused)} logged run(s) with the same entry, layers, classifier, parameters, transforms, "
-                f"views and seed: {', '.join(reused)} (`featx run --refit` fits them again)")
+                f"views and seed (`featx run --refit` fits them again)")
             run_ids += reused
         elif kind == "fit":
             result = fit(cache=entry, log=log, **options)

@@ -70,7 +70,7 @@ def rank(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     protocols = list(dict.fromkeys(table["selected_by"]))
     if len(protocols) > 1:
         note = (f"ranked by {metric} within each protocol ({', '.join(protocol_label(p) for p in protocols)}): "
-                "scores from different protocols are not comparable, so they are never ranked in one list")
+                "their scores are not comparable")
     else:
         note = f"ranked by {metric}, {protocol_label(protocols[0]) if protocols else 'one val split'} (never test)"
     table.attrs.update(note=note, metric=metric)
@@ -96,22 +96,22 @@ def model_name(row) -> str:
 
 
 def recommendation_line(ranked: pd.DataFrame) -> str:
-    """One line naming the recommended model and why (its protocol and score, how many runs it beat, the
-    majority baseline), and its test score, reported once."""
+    """Two lines: the recommended model (short run id), then why (its protocol and score, how many runs it beat,
+    the majority baseline) and its test score, reported once."""
     best = recommended(ranked)
     metric = ranked.attrs.get("metric", "accuracy")
     if best is None:
         return "recommended: none (no run has a selection score: the entry has no val rows; use --cv K)"
     group = ranked[ranked["selected_by"] == best["selected_by"]]
     ci = "" if pd.isna(best["selection_ci95"]) else f" ± {best['selection_ci95']:.3f}"
-    why = (f"best {metric} by {protocol_label(best['selected_by'])} of {int((~group['baseline']).sum())} model(s) "
-           f"scored that way: {best['selection_score']:.3f}{ci}")
+    why = (f"best of {int((~group['baseline']).sum())} by {protocol_label(best['selected_by'])}, {metric} "
+           f"{best['selection_score']:.3f}{ci}")
     majority = group[group["classifier"] == "majority"]["selection_score"]
     if len(majority):
-        why += f", majority baseline {majority.iloc[0]:.3f}"
+        why += f" (majority {majority.iloc[0]:.3f})"
     test = best.get(f"test_{metric}")
-    tested = "" if test is None or pd.isna(test) else f"; test {metric} {float(test):.3f} (reported once, never used to choose)"
-    return f"recommended: {model_name(best)} (run {str(best['run_id'])}) — {why}{tested}"
+    tested = "" if test is None or pd.isna(test) else f"; test {float(test):.3f}, reported once"
+    return f"recommended: {model_name(best)} (run {short_id(best['run_id'])})\n  why: {why}{tested}"
 
 
 TABLE_WIDTH = 120
@@ -151,8 +151,7 @@ def format_ranked(ranked: pd.DataFrame, *, wide: bool = False) -> str:
             shown = shown.assign(data=group.get("data", ""), backbone=group["backbone"],
                                  test_acc=group["test_accuracy"].map(_three),
                                  **{f"test_{metric}": group[f"test_{metric}"].map(_three)})
-        blocks.append(f"scored by {protocol_label(protocol)} ({len(group)} run(s)):\n"
-                      + shown.to_string(index=False, justify="left"))
+        blocks.append(f"scored by {protocol_label(protocol)} ({len(group)} run(s)):\n" + text_table(shown))
     return "\n".join(blocks) + f"\n{ranked.attrs.get('note', '')}"
 
 
@@ -180,5 +179,16 @@ def source_line(table: pd.DataFrame, labels: dict) -> str:
     lines = []
     for key, group in table.groupby(table["cache_key"].astype(str), sort=False):
         data = " + ".join(labels.get(part, "(entry not in this cache)") for part in key.split("+"))
-        lines.append(f"data: {data}; backbone: {group['backbone'].iloc[0]} (entry {group['cache_entry'].iloc[0]})")
+        lines += [f"data: {data}", f"backbone: {group['backbone'].iloc[0]} (entry {group['cache_entry'].iloc[0]})"]
+    return "\n".join(lines)
+
+
+def text_table(table: pd.DataFrame) -> str:
+    """Cells as given (strings), text columns left-aligned and number columns right-aligned, two spaces apart."""
+    cells = table.astype(str)
+    right = [bool(len(cells[c]) and cells[c].str.fullmatch(r"[-+]?[\d.,]*( ± [\d.]+)?").all()) for c in cells.columns]
+    widths = [max([len(str(c)), *cells[c].str.len()]) for c in cells.columns]
+    lines = []
+    for values in [list(map(str, cells.columns)), *cells.itertuples(index=False)]:
+        lines.append("  ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)).rstrip())
     return "\n".join(lines)

@@ -468,9 +468,9 @@ def format_runs(table: pd.DataFrame) -> str:
 
 
 def find_run(run_id: str, cache_dir=None, *, runs_dir=None) -> pd.Series:
-    """The log row of a run, by full id or unique prefix."""
+    """The log row of a run, by full id, unique prefix or unique suffix (the short id tables show)."""
     table = read_log(cache_dir, runs_dir=runs_dir)
-    matches = table[table["run_id"].str.startswith(str(run_id))]
+    matches = table[table["run_id"].str.startswith(str(run_id)) | table["run_id"].str.endswith(str(run_id))]  # or short id
     if len(matches) != 1:
         where = _cache(cache_dir, runs_dir).runs_dir / LOG_FILE
         problem = "is ambiguous" if len(matches) else f"is not in {where}"

@@ -189,7 +189,7 @@ def render(page: Page) -> str:
     body.append(_source_lines(page.cache, rows))
     ranked = rank(rows, page.metric)
     best = recommended(ranked)
-    body.append(f'<div class="box"><b>{_e(recommendation_line(ranked))}</b>'
+    body.append(f'<div class="box"><b>{_e(recommendation_line(ranked)).replace(chr(10), "<br>")}</b>'
                 f'<p class="note">{_e(reason + "; " if reason else "")}{_e(ranked.attrs["note"])}. Baseline rows '
                 "(majority, stratified) ignore the features: a model worth using beats them clearly.</p></div>")
     body.append("<h2>Ranking</h2>")
