@@ -385,8 +385,15 @@ def cmd_runs(args) -> None:
     if args.csv:
         print(f"saved {export_csv(args.csv, args.cache_dir, runs_dir=args.runs_dir)}")
         return
-    print(format_runs(runs(args.cache_dir, sort=args.sort, metric=args.metric, clf=args.clf, backbone=args.backbone,
-                           layers=args.layers, top=args.top, runs_dir=args.runs_dir)))
+    if args.sort is None:  # one ranking rule, per entry and protocol (featx.experiments.ranking)
+        from featx.experiments.ranking import format_runs_by_entry
+
+        print(format_runs_by_entry(args.cache_dir, runs_dir=args.runs_dir, metric=args.metric, clf=args.clf,
+                                   backbone=args.backbone, data=args.data, layers=args.layers, last=args.last,
+                                   top=args.top, wide=args.wide))
+        return
+    print(format_runs(runs(args.cache_dir, sort=args.sort, metric=args.metric or "accuracy", clf=args.clf,
+                           backbone=args.backbone, layers=args.layers, top=args.top, runs_dir=args.runs_dir)))
 
 
 def cmd_run(args) -> None:
@@ -493,12 +500,16 @@ def _add_experiment_commands(sub) -> None:
     p.add_argument("--csv", default=None, metavar="PATH", help="write every logged run, in logged order, to this CSV")
     p.add_argument("--sort", default=None, help="column to sort by, descending (*_seconds: ascending); default: the "
                                                 "selection score (CV mean where a run has one, else val; never test)")
-    p.add_argument("--metric", default="accuracy", choices=("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted"),
-                   help="metric of the selection score (default accuracy)")
+    p.add_argument("--metric", default=None, choices=("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted"),
+                   help="metric of the selection score (default: per cache entry, balanced_accuracy when its classes "
+                        "are imbalanced beyond 1.5:1, else accuracy; printed)")
     p.add_argument("--clf", default=None, help="only these classifiers (comma-separated)")
     p.add_argument("--backbone", default=None, help="only these backbones (comma-separated)")
+    p.add_argument("--data", default=None, help="only runs whose data (as `featx ls` shows it) or entry name contains this text")
     p.add_argument("--layers", default=None, help="only runs whose layers contain this text")
-    p.add_argument("--top", type=int, default=None, help="show the best N")
+    p.add_argument("--last", type=int, default=None, metavar="N", help="only the N most recently logged runs")
+    p.add_argument("--top", type=int, default=None, help="show the best N of each protocol (val, CV)")
+    p.add_argument("--wide", action="store_true", help="every column, whole run ids (default: fits 120 columns)")
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("report", help="write one self-contained HTML report of a compare, a tune or runs",
@@ -542,7 +553,9 @@ def _add_experiment_commands(sub) -> None:
                        description="Remove every run but the N best (by --metric) of each cache entry, with its "
                                    "model, and the compare reports none of whose runs remain.")
     p.add_argument("--keep-best", type=int, required=True, metavar="N", help="runs to keep per cache entry")
-    p.add_argument("--metric", default="val_accuracy", help="column that ranks runs (default val_accuracy)")
+    p.add_argument("--metric", default=None, help="a metric (accuracy, balanced_accuracy, ...) whose selection score "
+                                                  "ranks runs, or any runs-log column (default: the selection score of "
+                                                  "each entry's default metric, as `featx runs` ranks)")
     _add_cache_dir(p)
     _add_runs_dir(p)
     p.set_defaults(func=cmd_prune)

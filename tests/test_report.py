@@ -269,3 +269,33 @@ def test_quickstart_names_one_best_model_fits_the_terminal_and_ends_with_its_rep
     check_self_contained(html)
     assert f"(run {best['run_id'][-6:]})" in re.search(r"recommended: [^<]*", html).group(0)
     assert f"featx run {small} --cache-dir {tmp_path / 'cache'}" in html
+
+
+def test_runs_table_says_data_once_ranks_per_protocol_and_fits_120_columns(tmp_path):
+    from featx.experiments.runs import COLUMNS, SELECTION_COLUMNS, append_run
+
+    long_layers = ",".join(f"block{n}a_project_bn" for n in range(1, 8))
+    rows = [("090000-aaaaaa", "logreg", long_layers, "cv3x1", 0.7, 0.6), ("090001-bbbbbb", "majority", long_layers, "cv3x1", 0.5, 0.5),
+            ("090002-cccccc", "rf", "top_activation", None, np.nan, 0.95), ("090003-dddddd", "svm", "top_activation", "cv3x1", 0.8, 0.4)]
+    for run_id, clf, layers, cv, cv_mean, val in rows:
+        append_run(tmp_path, {c: None for c in (*COLUMNS, *SELECTION_COLUMNS)} | {
+            "run_id": f"20261202-{run_id}", "classifier": clf, "layers": layers, "layer_names": layers,
+            "params": '{"C": 0.001, "class_weight": "balanced", "max_iter": 10000}', "transforms": "standardize",
+            "n_features": 1808, "cache_key": "k" * 64, "cache_entry": "efficientnet_lite0-kkkk", "backbone": "efficientnet_lite0",
+            "val_accuracy": val, "val_f1_macro": val, "cv": cv, "cv_accuracy_mean": cv_mean, "cv_accuracy_ci95": 0.05,
+            "fit_seconds": 1.25, "model_path": "", "model_sha256": "", "views": "id", "tta": 0})
+    rc, out, err = cli("runs", "--cache-dir", tmp_path)
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert max(map(len, lines)) <= 120 and out.count("data: ") == 1 and "backbone: efficientnet_lite0" in out
+    cv_block = out[out.index("scored by 3-fold CV mean (3 run(s))"):out.index("scored by one val split (1 run(s))")]
+    # within CV: svm 0.8, logreg 0.7, then the baseline; the val-only rf (0.95) is not ranked among them
+    assert [cv_block.index(s) for s in ("dddddd", "aaaaaa", "bbbbbb")] == sorted(cv_block.index(s) for s in ("dddddd", "aaaaaa", "bbbbbb"))
+    assert "majority (baseline)" in cv_block and "0.800 ± 0.050" in cv_block and "20261202-" not in out
+    assert "not comparable" in lines[-1]
+    rc, wide, _ = cli("runs", "--cache-dir", tmp_path, "--wide")
+    assert "20261202-090003-dddddd" in wide and long_layers in wide
+    rc, last, _ = cli("runs", "--cache-dir", tmp_path, "--last", "1")
+    assert "dddddd" in last and "aaaaaa" not in last
+    assert "no runs match" in cli("runs", "--cache-dir", tmp_path, "--data", "flowers")[1]
+    assert "ranking by balanced_accuracy (--metric)" in cli("runs", "--cache-dir", tmp_path, "--metric", "balanced_accuracy")[1]

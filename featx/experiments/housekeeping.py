@@ -38,17 +38,29 @@ def rm(targets: list[str], *, cache_dir=None, runs_dir=None, log=print) -> None:
         log(f"removed cache entry {folder.name}")
 
 
-def prune(keep_best: int, *, metric: str = "val_accuracy", cache_dir=None, runs_dir=None, log=print) -> list[str]:
-    """Keep the `keep_best` best runs by `metric` of each cache entry (runs on different data are not
-    comparable); remove the other runs and the compare reports none of whose runs remain. Returns the ids removed."""
+def prune(keep_best: int, *, metric: str | None = None, cache_dir=None, runs_dir=None, log=print) -> list[str]:
+    """Keep the `keep_best` best runs of each cache entry (runs on different data are not comparable); remove the
+    other runs and the compare reports none of whose runs remain. Returns the ids removed.
+
+    metric : None ranks as every table of runs does (featx.experiments.ranking.rank: the selection score of the
+    entry's default metric, protocol by protocol, CV first); a metric name (balanced_accuracy, ...) ranks by that
+    metric's selection score the same way; any other log column ranks by that column alone."""
+    from featx.experiments.ranking import entry_metric, rank
+    from featx.experiments.selection import METRICS
+
     if keep_best < 0:
         raise FeatxError(f"--keep-best {keep_best} must be 0 or more")
     table = read_log(cache_dir, runs_dir=runs_dir)
-    if metric not in table.columns:
-        raise FeatxError(f"cannot rank runs by '{metric}'; choose one of {', '.join(table.columns)}")
-    ranked = table.sort_values(metric, ascending=metric.endswith("_seconds"), kind="stable", na_position="last")
-    rank = ranked.groupby(ranked["cache_key"].fillna(""), sort=False).cumcount()
-    doomed = list(ranked.loc[rank >= keep_best, "run_id"])
+    if metric is not None and metric not in METRICS and metric not in table.columns:
+        raise FeatxError(f"cannot rank runs by '{metric}'; choose one of {', '.join([*METRICS, *table.columns])}")
+    if metric is None or metric in METRICS:
+        cache = Cache(cache_dir, runs_dir=runs_dir)
+        ranked = pd.concat([rank(group, metric or entry_metric(cache, key)[0]) for key, group
+                            in table.groupby(table["cache_key"].fillna(""), sort=False)] or [table])
+    else:
+        ranked = table.sort_values(metric, ascending=metric.endswith("_seconds"), kind="stable", na_position="last")
+    rank_in_entry = ranked.groupby(ranked["cache_key"].fillna(""), sort=False).cumcount()
+    doomed = list(ranked.loc[rank_in_entry.to_numpy() >= keep_best, "run_id"])
     _delete_runs(doomed, cache_dir, runs_dir)
     kept = set(table["run_id"]) - set(doomed)
     reports = [folder for folder in sorted(Cache(cache_dir, runs_dir=runs_dir).reports_dir.glob("compare-*"))
@@ -59,7 +71,8 @@ def prune(keep_best: int, *, metric: str = "val_accuracy", cache_dir=None, runs_
         except OSError as exc:
             raise RunFailed(f"removing report {folder} failed ({exc.strerror or exc}); the runs are removed, "
                             "remove that folder by hand") from None
-    log(f"removed {len(doomed)} run(s) and {len(reports)} compare report(s); kept the {keep_best} best by {metric} "
+    by = metric or "the selection score (each entry's default metric; CV runs first)"
+    log(f"removed {len(doomed)} run(s) and {len(reports)} compare report(s); kept the {keep_best} best by {by} "
         f"of each cache entry ({len(kept)} run(s))")
     return doomed
 

@@ -31,7 +31,7 @@ def entry_metric(cache, cache_key: str) -> tuple[str, str]:
     try:
         entry = cache.open(key)
     except FeatxError:
-        return "accuracy", f"ranking by accuracy: entry {key[:12]} is no longer in {cache.root} (its class balance is unknown)"
+        return "accuracy", f"ranking by accuracy: entry {key[:12]} is not in this cache (its class balance is unknown)"
     rows = np.isin(entry.split, SELECTION_SPLITS) & entry.valid
     return default_metric(entry.labels[rows])
 
@@ -144,7 +144,7 @@ def format_ranked(ranked: pd.DataFrame, *, wide: bool = False) -> str:
             "model": [m if wide else _cut(m, 36) for m in (group.apply(_model_cell, axis=1))],
             "features": group["n_features"].map(lambda v: "" if pd.isna(v) else f"{int(v)}"),
             metric: [_score(s, c) for s, c in zip(group["selection_score"], group["selection_ci95"])],
-            "val_acc": group["val_accuracy"].map(_three),
+            "val_accuracy": group["val_accuracy"].map(_three),
             "fit_s": group["fit_seconds"].map(lambda v: "" if pd.isna(v) else f"{v:.1f}"),
         })
         if wide:
@@ -192,3 +192,44 @@ def text_table(table: pd.DataFrame) -> str:
     for values in [list(map(str, cells.columns)), *cells.itertuples(index=False)]:
         lines.append("  ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)).rstrip())
     return "\n".join(lines)
+
+
+def format_runs_by_entry(cache_dir=None, *, runs_dir=None, metric: str | None = None, clf=None, backbone=None,
+                         data=None, layers=None, last: int | None = None, top: int | None = None,
+                         wide: bool = False) -> str:
+    """`featx runs`: the logged runs of each cache entry, ranked by one rule (rank) within each protocol, with the
+    entry's data and backbone and its metric (chosen from its class balance unless `metric`) said once above.
+
+    clf, backbone : keep runs with exactly these (comma lists); data : runs whose data label or entry name contains
+    this text; layers : whose layer spec or names contain it; last : only the N most recently logged runs;
+    top : the best N of each protocol group; wide : every column, run ids whole.
+    """
+    from featx.cache.pick import data_labels
+    from featx.experiments.runs import _cache, read_log
+
+    cache = _cache(cache_dir, runs_dir)
+    table = read_log(cache)
+    labels = data_labels(cache)
+    table = table.assign(data=table["cache_key"].map(
+        lambda key: " + ".join(labels.get(part, "(entry not in this cache)") for part in str(key).split("+"))))
+    for column, wanted in (("classifier", clf), ("backbone", backbone)):
+        if wanted:
+            table = table[table[column].isin([w.strip() for w in wanted.split(",")])]
+    if data:
+        table = table[table["data"].str.contains(data, regex=False) | table["cache_entry"].str.contains(data, regex=False)]
+    if layers:
+        table = table[table["layers"].str.contains(layers, regex=False)
+                      | table["layer_names"].str.contains(layers, regex=False)]
+    if last:
+        table = table.tail(last)
+    if table.empty:
+        return "no runs match; run `featx fit` or `featx compare` (or loosen the filters)"
+    blocks = []
+    for key, runs_of_entry in table.groupby(table["cache_key"].astype(str), sort=False):
+        chosen, reason = (metric, f"ranking by {metric} (--metric)") if metric else entry_metric(cache, key)
+        ranked = rank(runs_of_entry, chosen)
+        if top:
+            ranked = ranked.groupby("selected_by", sort=False, group_keys=False).head(top)
+            ranked.attrs.update(note=rank(runs_of_entry, chosen).attrs["note"], metric=chosen)
+        blocks.append("\n".join([source_line(runs_of_entry, labels), reason, format_ranked(ranked, wide=wide)]))
+    return "\n\n".join(blocks)

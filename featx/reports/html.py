@@ -61,9 +61,9 @@ def report(sources=(), *, cache_dir=None, runs_dir=None, output=None, metric: st
     output : the HTML file (default: report.html in the one compare/tune folder, else
         <reports>/runs-<id>/report.html). metric : rank by this metric instead of the entry's default.
     """
-    from featx.experiments import compare as compare_mod
-    from featx.experiments import tune as tune_mod
+    from featx.experiments.compare import read_report as read_compare
     from featx.experiments.runs import find_run, new_run_id
+    from featx.experiments.tune import read_report as read_tune
 
     cache = Cache(cache_dir, runs_dir=runs_dir)
     sources = [str(s) for s in sources] or [str(_newest_report(cache))]
@@ -72,9 +72,9 @@ def report(sources=(), *, cache_dir=None, runs_dir=None, output=None, metric: st
     for source in sources:
         kind, folder = _folder(cache, source)
         if kind == "compare":
-            _add_compare(page, compare_mod.read_report(folder))
+            _add_compare(page, read_compare(folder))
         elif kind == "tune":
-            _add_tune(page, tune_mod.read_report(folder))
+            _add_tune(page, read_tune(folder))
         else:
             page.run_ids.append(str(find_run(source, cache).run_id))
             continue
