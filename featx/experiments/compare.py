@@ -144,7 +144,7 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
     table.drop(columns="model").to_csv(folder / "results.csv", index=False)  # model = classifier + grid params
     _write_report_info(folder, entry, metric, score, best_line, command)
     plot = plot_layer_scores(table, folder / "layer_comparison.png", mean=score, ci=f"cv_{metric}_ci95" if cv else None,
-                             hue="model", baselines=BASELINES,
+                             hue="model", baselines=BASELINES, order=_depth_order(entry, subsets),
                              title=f"{metric} by layer subset ({folds.label}, 95% CI)" if cv else f"{metric} on val")
     log(_format(table, metric, score))
     log(best_line)
@@ -213,6 +213,14 @@ def _format(table: pd.DataFrame, metric: str, score: str) -> str:
     shown["fit_s"] = table["fit_seconds"].map(lambda v: "" if pd.isna(v) else f"{v:.1f}")
     shown["run"] = table["run_id"].map(short_id)
     return shown.to_string(index=False)
+
+
+def _depth_order(entry, subsets) -> list[str]:
+    """The subsets' specs by depth: the deepest layer of each, then fewer layers first (a layer before a group
+    ending at it)."""
+    depth = {name: n for n, name in enumerate(entry.layer_info)}
+    ranked = sorted(subsets, key=lambda item: (max(depth.get(n, -1) for n in item[0].names), len(item[0].names)))
+    return list(dict.fromkeys(selection.spec for selection, _ in ranked))
 
 
 def _cut(text: str, width: int) -> str:

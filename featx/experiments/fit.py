@@ -295,8 +295,9 @@ def record_run(entry: CacheEntry | list[CacheEntry], spec: FitSpec, scores: Scor
     folder = staged.final
     text = " | ".join(f"{s} acc {m['accuracy']:.3f} f1 {m['f1_macro']:.3f}" for s, m in metrics.items())
     views = "" if spec.plain else f" with views {spec.views_label()}{' (tta)' if spec.tta else ''}"
-    log(f"run {run_id}: {spec.classifier} {row['params']}{views} on {layers} ({scores.n_features} features): {text} "
-        f"(fit {scores.fit_seconds:.1f}s)\n  of {' + '.join(map(entry_label, entries))} -> {folder}")
+    params = row["params"].replace('"', "").replace(" ", "")  # {min_samples_leaf:1,n_estimators:300}: fits a terminal
+    log(f"run {run_id}: {spec.classifier} {params}{views} on {layers} ({scores.n_features} features), "
+        f"fit {scores.fit_seconds:.1f}s\n  {text}; of {' + '.join(map(entry_label, entries))} -> {folder}")
     return FitResult(run_id, folder, spec, scores, row)
 
 
