@@ -518,7 +518,7 @@ def _add_experiment_commands(sub) -> None:
                                    "matrices and learning curves of the recommended model, tune search curves, t-SNE, "
                                    "and the commands to reproduce it; prints its path.")
     p.add_argument("sources", nargs="*", metavar="SOURCE",
-                   help="compare-<id> or tune-<id> report folders (or their names), or run ids (default: the most "
+                   help="compare-<id>, tune-<id> or pipeline-<name>-<id> report folders (or their names), or run ids (default: the most "
                         "recent compare or tune report)")
     p.add_argument("-o", "--output", default=None, metavar="FILE",
                    help="HTML file to write (default: report.html in the report folder, or <reports>/runs-<id>/)")

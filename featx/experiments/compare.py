@@ -123,8 +123,8 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
         metric, reason = default_metric(y[np.isin(split, SELECTION_SPLITS)])
         log(reason)
     folds = make_folds(y, split, cv, cv_repeats, seed) if cv else None
-    log(f"compare: {len(subsets)} layer subset(s) x classifiers x grid = {len(jobs)} fit(s), {n_jobs} in parallel, "
-        f"on {entry_label(entry)}")
+    log(f"compare: {len(subsets)} layer subset(s) x classifiers x grid = {len(jobs)} fit(s), {n_jobs} in parallel,\n"
+        f"  on {entry_label(entry)}")
     columns = {selection: _view_columns([np.arange(*slices[n]) for n in selection.names], X.shape[1] // n_views, n_views)
                for selection, _ in subsets}
     backend = nullcontext() if cluster is None else joblib_backend(cluster, scatter=[X], config=cluster_config)
@@ -135,7 +135,7 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
     score = f"cv_{metric}_mean" if cv else f"val_{metric}"
     best = _best_model_row(scored, jobs, metric)
     fits = [(record_run(entry, spec, scores, selection=selection, log=log, plots=plots, cv=result,
-                        keep_model=save_models == "all" or n == best), result)
+                        keep_model=save_models == "all" or n == best, name_entry=False), result)
             for n, (((selection, _), spec), (scores, result)) in enumerate(zip(jobs, scored))]
     table, results = _table(fits, jobs, grid, metric, score)
     best_line = _best_line(table, results, metric, score, split)
@@ -192,7 +192,7 @@ def _best_line(table: pd.DataFrame, results: list, metric: str, score: str, spli
     if a.folds is None:  # val: the one split, made here
         a, b = (CVResult(r.scores, val_folds(split), None) for r in (a, b))
     verdict = paired_difference(a, b, metric, name[0], name[1]).verdict
-    return f"{best}; {verdict}" + ("; pass --cv K for a confidence interval" if a.folds.label == "val" else "")
+    return f"{best};\n  {verdict}" + ("; pass --cv K for a confidence interval" if a.folds.label == "val" else "")
 
 
 def _format(table: pd.DataFrame, metric: str, score: str) -> str:
@@ -207,12 +207,13 @@ def _format(table: pd.DataFrame, metric: str, score: str) -> str:
         "model": [f"{m} (baseline)" if b else _cut(m, 30) for b, m in zip(baseline, table["model"])],
         "features": table["n_features"]})
     if score.startswith("cv_"):
-        shown[f"cv_{metric}"] = table[score].map("{:.3f}".format) + " ± " + table[f"cv_{metric}_ci95"].map("{:.3f}".format)
-    for column in dict.fromkeys([f"val_{metric}", f"test_{metric}"]):
-        shown[column] = table[column].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
+        shown["cv mean ± ci95"] = (table[score].map("{:.3f}".format) + " ± "
+                                   + table[f"cv_{metric}_ci95"].map("{:.3f}".format))
+    for split in ("val", "test"):
+        shown[split] = table[f"{split}_{metric}"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
     shown["fit_s"] = table["fit_seconds"].map(lambda v: "" if pd.isna(v) else f"{v:.1f}")
     shown["run"] = table["run_id"].map(short_id)
-    return shown.to_string(index=False)
+    return f"{metric}, best first by {'the CV mean' if score.startswith('cv_') else 'val'}:\n" + shown.to_string(index=False)
 
 
 def _depth_order(entry, subsets) -> list[str]:

@@ -22,7 +22,7 @@ from featx.backbones.layers import LayerSelection
 from featx.cache.atomic import write_json
 from featx.cache.pick import entry_label
 from featx.cache.store import CacheEntry
-from featx.classifiers import classifier_params, fit_pipeline, make_pipeline
+from featx.classifiers import BASELINES, classifier_params, fit_pipeline, make_pipeline
 from featx.classifiers.registry import bad_param_message
 from featx.classifiers.views import ViewEnsemble, final_classifier
 from featx.errors import FeatxError
@@ -260,7 +260,8 @@ def train_and_score(X, y, split, spec: FitSpec, *, class_names, eval_splits=EVAL
 
 
 def record_run(entry: CacheEntry | list[CacheEntry], spec: FitSpec, scores: Scores, *, selection: LayerSelection,
-               log=print, plots: bool = True, keep_model: bool = True, cv: CVResult | dict | None = None) -> FitResult:
+               log=print, plots: bool = True, keep_model: bool = True, cv: CVResult | dict | None = None,
+               name_entry: bool = True) -> FitResult:
     """Save a scored fit as a run: <runs>/<run_id>/ (model, metrics, confusion CSV/PNG, history) and one row
     in the runs log, where <runs> is `entry.cache.runs_dir`.
 
@@ -271,7 +272,8 @@ def record_run(entry: CacheEntry | list[CacheEntry], spec: FitSpec, scores: Scor
     model_sha256 are empty, and predict refuses it). cv : the spec's cross-validation result, logged as the run's
     selection score; or a dict of runs-log columns that replace the computed ones (tune: the CV or val scores a
     refit on train+val was selected by). The run folder is written under a temporary name and
-    published with its log row, or not at all.
+    published with its log row, or not at all. name_entry : the logged line names the entry's data and backbone
+    (False where the caller said them once above, as compare does).
     """
     entries, log = (entry if isinstance(entry, list) else [entry]), log or _silent
     metrics, layers = scores.metrics, selection.spec
@@ -296,8 +298,10 @@ def record_run(entry: CacheEntry | list[CacheEntry], spec: FitSpec, scores: Scor
     text = " | ".join(f"{s} acc {m['accuracy']:.3f} f1 {m['f1_macro']:.3f}" for s, m in metrics.items())
     views = "" if spec.plain else f" with views {spec.views_label()}{' (tta)' if spec.tta else ''}"
     params = row["params"].replace('"', "").replace(" ", "")  # {min_samples_leaf:1,n_estimators:300}: fits a terminal
-    log(f"run {run_id}: {spec.classifier} {params}{views} on {layers} ({scores.n_features} features), "
-        f"fit {scores.fit_seconds:.1f}s\n  {text}; of {' + '.join(map(entry_label, entries))} -> {folder}")
+    what = (f"{spec.classifier} (baseline: ignores the features)" if spec.classifier in BASELINES
+            else f"{spec.classifier} {params}{views} on {layers} ({scores.n_features} features)")
+    source = f"; of {' + '.join(map(entry_label, entries))}" if name_entry else ""
+    log(f"run {run_id}: {what}, fit {scores.fit_seconds:.1f}s\n  {text}{source} -> {folder}")
     return FitResult(run_id, folder, spec, scores, row)
 
 

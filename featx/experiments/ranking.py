@@ -141,7 +141,7 @@ def format_ranked(ranked: pd.DataFrame, *, wide: bool = False) -> str:
             "run": group["run_id"] if wide else group["run_id"].map(short_id),
             "layers": [("(baseline)" if b else layers) if wide else _cut("-" if b else layers, 24)
                        for b, layers in zip(group["baseline"], group["layers"])],
-            "model": [m if wide else _cut(m, 36) for m in (group.apply(_model_cell, axis=1))],
+            "model": [m if wide else _cut(m, 32) for m in (group.apply(_model_cell, axis=1))],
             "features": group["n_features"].map(lambda v: "" if pd.isna(v) else f"{int(v)}"),
             metric: [_score(s, c) for s, c in zip(group["selection_score"], group["selection_ci95"])],
             "val_accuracy": group["val_accuracy"].map(_three),

@@ -56,8 +56,9 @@ class Page:
 def report(sources=(), *, cache_dir=None, runs_dir=None, output=None, metric: str | None = None) -> Path:
     """Write one HTML report; returns its path.
 
-    sources : compare-<id> or tune-<id> folders (or their names under the reports folder) and run ids (or unique
-        prefixes); none: the most recent compare or tune report. Several sources make one page.
+    sources : compare-<id>, tune-<id> or pipeline-<name>-<id> folders (or their names under the reports folder) and
+        run ids (whole, unique prefixes or short ids); none: the most recent compare or tune report. Several
+        sources make one page.
     output : the HTML file (default: report.html in the one compare/tune folder, else
         <reports>/runs-<id>/report.html). metric : rank by this metric instead of the entry's default.
     """
@@ -75,6 +76,8 @@ def report(sources=(), *, cache_dir=None, runs_dir=None, output=None, metric: st
             _add_compare(page, read_compare(folder))
         elif kind == "tune":
             _add_tune(page, read_tune(folder))
+        elif kind == "pipeline":
+            _add_pipeline(page, folder)
         else:
             page.run_ids.append(str(find_run(source, cache).run_id))
             continue
@@ -91,20 +94,47 @@ def report(sources=(), *, cache_dir=None, runs_dir=None, output=None, metric: st
 def pipeline_report(cache: Cache, run_ids, *, name: str, command: str, plots=(), output: Path) -> Path:
     """The report of a pipeline run (featx run): its runs ranked, the layer comparison of each compare step
     whose folder holds these runs, confusion matrices, learning curves, t-SNE and the command."""
-    from featx.experiments.compare import read_report
+    from featx.cache.atomic import write_json
 
     page = Page(f"featx pipeline: {name}", cache, run_ids=list(dict.fromkeys(run_ids)), commands=[command])
+    _add_pipeline_figures(page, plots)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    write_json(output.parent / PIPELINE_INFO, {"format_version": PIPELINE_VERSION, "name": name, "command": command,
+                                               "run_ids": page.run_ids, "plots": [str(p) for p in plots]})
+    return write(page, output)
+
+
+PIPELINE_INFO, PIPELINE_VERSION = "report.json", 1  # beside a pipeline's report.html: what `featx report` re-renders
+
+
+def _add_pipeline_figures(page: Page, plots) -> None:
+    """The layer comparison of each compare report made of the page's runs, and the pipeline's t-SNE plots."""
+    from featx.experiments.compare import read_report
+
     wanted = set(page.run_ids)
-    for folder in sorted(cache.reports_dir.glob("compare-*"), reverse=True):  # newest first
+    for folder in sorted(page.cache.reports_dir.glob("compare-*"), reverse=True):  # newest first
+        if not wanted:
+            break
         if (folder / "results.csv").is_file():
             found = read_report(folder)
             if set(found.table["run_id"].dropna()) <= wanted and found.plot is not None:
                 page.figures.append(("Layer comparison", f"{found.folder.name}: {found.best_line or ''}", found.plot))
                 wanted -= set(found.table["run_id"])
-        if not wanted:
-            break
-    page.figures += [("t-SNE", Path(p).name, Path(p)) for p in plots if Path(p).name.startswith("tsne-")]
-    return write(page, output)
+    page.figures += [("t-SNE", Path(p).name, Path(p)) for p in plots
+                     if Path(p).name.startswith("tsne-") and Path(p).is_file()]
+
+
+def _add_pipeline(page: Page, folder: Path) -> None:
+    import json
+
+    info = json.loads((folder / PIPELINE_INFO).read_text(encoding="utf-8"))
+    if info.get("format_version") != PIPELINE_VERSION:
+        raise FeatxError(f"{folder / PIPELINE_INFO} has format version {info.get('format_version')}, this featx reads "
+                         f"version {PIPELINE_VERSION}; use the featx that wrote it")
+    page.run_ids += info["run_ids"]
+    page.commands.append(info["command"])
+    _add_pipeline_figures(page, info["plots"])
 
 
 def write(page: Page, path: Path) -> Path:
@@ -132,18 +162,20 @@ def _newest_report(cache: Cache) -> Path:
 
 
 def _folder(cache: Cache, source: str) -> tuple[str, Path | None]:
-    """('compare' | 'tune', folder) for a report folder or its name; ('run', None) for anything else."""
+    """('compare' | 'tune' | 'pipeline', folder) for a report folder or its name; ('run', None) for anything else."""
     path = Path(source)
     for candidate in (path, cache.reports_dir / source):
         if candidate.is_dir():
             name = candidate.resolve().name
+            if name.startswith("pipeline-") and (candidate / PIPELINE_INFO).is_file():
+                return "pipeline", candidate
             if name.startswith("compare-") or (candidate / "results.csv").is_file():
                 return "compare", candidate
             if name.startswith("tune-") or any(candidate.glob("*_curve.csv")):
                 return "tune", candidate
-            raise FeatxError(f"{source} is neither a compare-<id> nor a tune-<id> report folder; pass one of those "
-                             "or run ids")
-    if source.startswith(("compare-", "tune-")) or "/" in source:
+            raise FeatxError(f"{source} is not a compare-<id>, tune-<id> or pipeline-<name>-<id> report folder; "
+                             "pass one of those or run ids")
+    if source.startswith(("compare-", "tune-", "pipeline-")) or "/" in source:
         raise FeatxError(f"report folder '{source}' not found (looked in {cache.reports_dir}); see the paths "
                          "`featx compare` and `featx tune` print")
     return "run", None
@@ -164,8 +196,10 @@ def _add_tune(page: Page, found) -> None:
     for clf, (curve, png) in found.curves.items():
         if png is not None:
             page.figures.append(("Tune search curve", f"{clf}: {found.metric} on {found.selection}", png))
-        shown = curve.sort_values("best", ascending=False, kind="stable").head(8) if "best" in curve else curve.head(8)
-        page.tables.append((f"Tune search, {clf}: the best points first (of {len(curve)} tried)", shown))
+        metric = found.metric if found.metric in curve.columns else None
+        shown = curve.sort_values(metric, ascending=False, kind="stable") if metric else curve
+        page.tables.append((f"Tune search, {clf}: the best points by {metric or 'search order'} "
+                            f"(8 of {len(curve)} tried; selected on {found.selection})", shown.head(8)))
     page.commands.append(found.command or f"(the command of {found.folder.name} was not recorded: it predates "
                                           "command.txt)")
 
