@@ -269,6 +269,15 @@ def test_quickstart_names_one_best_model_fits_the_terminal_and_ends_with_its_rep
     check_self_contained(html)
     assert f"(run {best['run_id'][-6:]})" in re.search(r"recommended: [^<]*", html).group(0)
     assert f"featx run {small} --cache-dir {tmp_path / 'cache'}" in html
+    # the same ranking in `featx runs`, and the pipeline's report folder renders again from its own record
+    rc, out, err = cli("runs", "--cache-dir", tmp_path / "cache")
+    assert rc == 0 and max(map(len, out.splitlines())) <= 120 and out.count("ranking by ") == 1, err
+    assert best["run_id"][-6:] in out.split("scored by 3-fold CV mean")[1].splitlines()[2]  # first row of the CV block
+    rc, out, err = cli("report", result.report.parent.name, "--cache-dir", tmp_path / "cache")
+    assert rc == 0 and out.strip() == str(result.report), err
+    again = result.report.read_text()
+    assert re.search(r"recommended: [^<]*", again).group(0) == re.search(r"recommended: [^<]*", html).group(0)
+    assert "<h2>Layer comparison</h2>" in again and "<h2>t-SNE</h2>" in again
 
 
 def test_runs_table_says_data_once_ranks_per_protocol_and_fits_120_columns(tmp_path):
@@ -299,12 +308,3 @@ def test_runs_table_says_data_once_ranks_per_protocol_and_fits_120_columns(tmp_p
     assert "dddddd" in last and "aaaaaa" not in last
     assert "no runs match" in cli("runs", "--cache-dir", tmp_path, "--data", "flowers")[1]
     assert "ranking by balanced_accuracy (--metric)" in cli("runs", "--cache-dir", tmp_path, "--metric", "balanced_accuracy")[1]
-    # the same ranking in `featx runs`, and the pipeline's report folder renders again from its own record
-    rc, out, err = cli("runs", "--cache-dir", tmp_path / "cache")
-    assert rc == 0 and max(map(len, out.splitlines())) <= 120 and out.count("ranking by ") == 1, err
-    assert best["run_id"][-6:] in out.split("scored by 3-fold CV mean")[1].splitlines()[2]  # first row of the CV block
-    rc, out, err = cli("report", result.report.parent.name, "--cache-dir", tmp_path / "cache")
-    assert rc == 0 and out.strip() == str(result.report), err
-    again = result.report.read_text()
-    assert re.search(r"recommended: [^<]*", again).group(0) == re.search(r"recommended: [^<]*", html).group(0)
-    assert "<h2>Layer comparison</h2>" in again and "<h2>t-SNE</h2>" in again
