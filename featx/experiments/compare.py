@@ -318,12 +318,13 @@ class CompareReport:
 
 
 def _write_report_info(folder: Path, entry, metric: str, score: str, best_line: str, command: str | None) -> None:
-    from featx.cache.atomic import write_json
+    from featx.cache.atomic import atomic_path, write_json
 
     write_json(folder / REPORT_INFO, {"format_version": REPORT_VERSION, "metric": metric, "score": score,
                                       "entry": entry.name, "cache_key": entry.key, "best_line": best_line})
     if command:
-        (folder / "command.txt").write_text(command + "\n", encoding="utf-8")
+        with atomic_path(folder / "command.txt") as tmp:
+            tmp.write_text(command + "\n", encoding="utf-8")
 
 
 def read_report(folder) -> CompareReport:

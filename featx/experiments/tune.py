@@ -421,7 +421,7 @@ class TuneReport:
 
 
 def _write_report_info(folder, entry, results: list[TuneResult], command: str | None) -> None:
-    from featx.cache.atomic import write_json
+    from featx.cache.atomic import atomic_path, write_json
 
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / REPORT_INFO, {"format_version": REPORT_VERSION, "entry": entry.name, "cache_key": entry.key,
@@ -429,7 +429,8 @@ def _write_report_info(folder, entry, results: list[TuneResult], command: str | 
                                       "selection": results[0].selection if results else None,
                                       "run_ids": {r.classifier: r.run_id for r in results}})
     if command:
-        (folder / "command.txt").write_text(command + "\n", encoding="utf-8")
+        with atomic_path(folder / "command.txt") as tmp:
+            tmp.write_text(command + "\n", encoding="utf-8")
 
 
 def read_report(folder) -> TuneReport:
