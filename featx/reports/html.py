@@ -50,7 +50,6 @@ class Page:
     figures: list = field(default_factory=list)  # (section, caption, PNG path)
     tables: list = field(default_factory=list)  # (heading, DataFrame) shown as they are
     commands: list = field(default_factory=list)
-    notes: list = field(default_factory=list)
 
 
 def report(sources=(), *, cache_dir=None, runs_dir=None, output=None, metric: str | None = None) -> Path:
