@@ -542,6 +542,7 @@ def _met(row):
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False,
                                 epilog="Each variant runs in a fresh subprocess; measured results: README.md, section Benchmarks.")
     p.add_argument("--backbones", default=None,
                    help=f"comma-separated name[@input_size] (default {DEFAULT_BACKBONES}; --quick: {QUICK_BACKBONES})")

@@ -25,7 +25,7 @@ from featx.experiments.tune import tune_cache
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--cache-dir", default=None, help="cache folder (default: a new temporary one)")
     p.add_argument("--layers", default="blocks,top_activation", help="layers to extract and tune on (default blocks,top_activation)")
     p.add_argument("--limit", type=int, default=None, help="stratified subset of ELPV images (default: all)")

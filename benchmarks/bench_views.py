@@ -40,7 +40,8 @@ COLUMNS = ("variant", "backbone", "pool", "views", "tta", "extract_s", "n_featur
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--quick", action="store_true", help="120 images at 96 px, two C values: a CI smoke run")
     parser.add_argument("--images", type=int, default=None, help="stratified subset of ELPV (default: all 2,624)")
     parser.add_argument("--input-size", type=int, default=None, help="one input size for every backbone (default: each its own)")

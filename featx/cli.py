@@ -179,7 +179,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_experiment_commands(sub)
     for command in sub.choices.values():  # also accepted after the command: `featx layers x --verbose`
         command.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        _no_abbreviations(command)
+    _no_abbreviations(parser)
     return parser
+
+
+def _no_abbreviations(p: argparse.ArgumentParser) -> None:
+    """Only whole option names (`--cache` never silently means `--cache-dir`); where `--cache` is no option, it
+    says which one was meant."""
+    p.allow_abbrev = False
+    if "--cache-dir" in p._option_string_actions and "--cache" not in p._option_string_actions:
+        p.add_argument("--cache", action=_CacheFolderHint, nargs="?", help=argparse.SUPPRESS)
+
+
+class _CacheFolderHint(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        has_entry = any(a.dest == "cache" and not a.option_strings for a in parser._actions)
+        parser.error(f"{parser.prog} has no --cache option: pass a cache folder as --cache-dir {values or 'DIR'}"
+                     + (" (and a cache entry as the positional argument)" if has_entry else ""))
 
 
 def _add_cluster_options(p: argparse.ArgumentParser) -> None:
@@ -335,7 +352,8 @@ def cmd_compare(args) -> None:
             params=_classifier_params(args), seed=args.seed, n_jobs=args.n_jobs, metric=args.metric, cv=args.cv,
             cv_repeats=args.cv_repeats, class_weight=args.class_weight, plots=args.plots,
             cache_dir=args.cache_dir, runs_dir=args.runs_dir, cluster=args.cluster,
-            cluster_config=args.cluster_config, save_models=args.save_models, **_views(args), **_transforms(args))
+            cluster_config=args.cluster_config, save_models=args.save_models, command=_command(args), **_views(args),
+            **_transforms(args))
 
 
 def cmd_tune(args) -> None:
@@ -344,8 +362,22 @@ def cmd_tune(args) -> None:
     results = tune_cache(_entry(args), layers=args.layers, classifiers=args.clf, cv=args.cv, cv_repeats=args.cv_repeats,
                          metric=args.metric, params=_classifier_params(args), class_weight=args.class_weight,
                          seed=args.seed, n_jobs=args.n_jobs, cache_dir=args.cache_dir, runs_dir=args.runs_dir,
-                         cluster=args.cluster, cluster_config=args.cluster_config, **_views(args), **_transforms(args))
+                         cluster=args.cluster, cluster_config=args.cluster_config, command=_command(args),
+                         **_views(args), **_transforms(args))
     print(selected_line(results))
+
+
+def _command(args) -> str:
+    """The command line that ran this command, as a shell would take it again (kept in report folders)."""
+    import shlex
+
+    return shlex.join(["featx", *args.argv])
+
+
+def cmd_report(args) -> None:
+    from featx.reports.html import report
+
+    print(report(args.sources, cache_dir=args.cache_dir, runs_dir=args.runs_dir, output=args.output, metric=args.metric))
 
 
 def cmd_runs(args) -> None:
@@ -354,11 +386,19 @@ def cmd_runs(args) -> None:
     if args.csv:
         print(f"saved {export_csv(args.csv, args.cache_dir, runs_dir=args.runs_dir)}")
         return
-    table = runs(args.cache_dir, sort=args.sort, metric=args.metric, clf=args.clf, backbone=args.backbone,
-                 layers=args.layers, top=args.top, runs_dir=args.runs_dir)
-    for warning in table.attrs["warnings"]:
+    if args.sort is None:  # one ranking rule, per entry, split and protocol (featx.experiments.ranking)
+        from featx.experiments.ranking import format_runs_by_entry
+
+        text, warnings = format_runs_by_entry(args.cache_dir, runs_dir=args.runs_dir, metric=args.metric,
+                                              clf=args.clf, backbone=args.backbone, data=args.data,
+                                              layers=args.layers, last=args.last, top=args.top, wide=args.wide)
+    else:
+        table = runs(args.cache_dir, sort=args.sort, metric=args.metric or "accuracy", clf=args.clf,
+                     backbone=args.backbone, layers=args.layers, top=args.top, runs_dir=args.runs_dir)
+        text, warnings = format_runs(table), table.attrs["warnings"]
+    for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(format_runs(table))
+    print(text)
 
 
 def cmd_run(args) -> None:
@@ -465,13 +505,35 @@ def _add_experiment_commands(sub) -> None:
     p.add_argument("--csv", default=None, metavar="PATH", help="write every logged run, in logged order, to this CSV")
     p.add_argument("--sort", default=None, help="column to sort by, descending (*_seconds: ascending); default: the "
                                                 "selection score (CV mean where a run has one, else val; never test)")
-    p.add_argument("--metric", default="accuracy", choices=("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted"),
-                   help="metric of the selection score (default accuracy)")
+    p.add_argument("--metric", default=None, choices=("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted"),
+                   help="metric of the selection score (default: per cache entry, balanced_accuracy when its classes "
+                        "are imbalanced beyond 1.5:1, else accuracy; printed)")
     p.add_argument("--clf", default=None, help="only these classifiers (comma-separated)")
     p.add_argument("--backbone", default=None, help="only these backbones (comma-separated)")
+    p.add_argument("--data", default=None, help="only runs whose data (as `featx ls` shows it) or entry name contains this text")
     p.add_argument("--layers", default=None, help="only runs whose layers contain this text")
-    p.add_argument("--top", type=int, default=None, help="show the best N")
+    p.add_argument("--last", type=int, default=None, metavar="N", help="only the N most recently logged runs")
+    p.add_argument("--top", type=int, default=None, help="show the best N of each protocol (val, CV)")
+    p.add_argument("--wide", action="store_true", help="every column, whole run ids (default: fits 120 columns)")
     p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("report", help="write one self-contained HTML report of a compare, a tune or runs",
+                       description="Write one HTML file (images inlined, no scripts, no network) with the data and "
+                                   "backbone, the ranking with CIs and baselines, the layer comparison, confusion "
+                                   "matrices and learning curves of the recommended model, tune search curves, t-SNE, "
+                                   "and the commands to reproduce it; prints its path.")
+    p.add_argument("sources", nargs="*", metavar="SOURCE",
+                   help="compare-<id>, tune-<id> or pipeline-<name>-<id> report folders (or their names), or run ids (default: the most "
+                        "recent compare or tune report)")
+    p.add_argument("-o", "--output", default=None, metavar="FILE",
+                   help="HTML file to write (default: report.html in the report folder, or <reports>/runs-<id>/)")
+    from featx.experiments.selection import METRICS
+
+    p.add_argument("--metric", default=None, choices=tuple(METRICS),
+                   help="rank by this metric (default: the one compare/tune ranked by, else chosen from the class balance)")
+    _add_cache_dir(p)
+    _add_runs_dir(p)
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("export", help="write cached features to a CSV, Parquet or NumPy file",
                        description="Write one row per image (path, label, split, then the features of the chosen "
@@ -496,7 +558,9 @@ def _add_experiment_commands(sub) -> None:
                        description="Remove every run but the N best (by --metric) of each cache entry, with its "
                                    "model, and the compare reports none of whose runs remain.")
     p.add_argument("--keep-best", type=int, required=True, metavar="N", help="runs to keep per cache entry")
-    p.add_argument("--metric", default="val_accuracy", help="column that ranks runs (default val_accuracy)")
+    p.add_argument("--metric", default=None, help="a metric (accuracy, balanced_accuracy, ...) whose selection score "
+                                                  "ranks runs, or any runs-log column (default: the selection score of "
+                                                  "each entry's default metric, as `featx runs` ranks)")
     _add_cache_dir(p)
     _add_runs_dir(p)
     p.set_defaults(func=cmd_prune)
@@ -564,6 +628,7 @@ def main(argv=None) -> int:
 
 def _run(argv) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     from featx import runtime
 
     try:

@@ -18,7 +18,6 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from featx import distributed, runtime
 from featx.backbones import (
@@ -38,6 +37,7 @@ from featx.cache.pick import entry_label
 from featx.cache.store import Cache, CacheEntry
 from featx.cache.warm import warm_entry
 from featx.errors import FeatxError, RunFailed
+from featx.progress import progress_bar
 from featx.sources import resolve_source
 from featx.sources.decode import DECODER_VERSION, load_rgb
 from featx.sources.views import IDENTITY, apply_views, parse_views, sort_views
@@ -449,7 +449,7 @@ def _run_pass(model, pass_log: PassLog, paths: list[str], pool: str, strict: boo
     writer = BackgroundWriter(pass_log, on_event)
     views = None if pass_log.views == (IDENTITY,) else pass_log.views
     desc = f"extract {model.name}" + (f" x {len(views)} views" if views else "")
-    bar = tqdm(total=len(paths), initial=start, unit="img", desc=desc, disable=not progress)
+    bar = progress_bar(total=len(paths), initial=start, unit="img", desc=desc, enabled=progress)
     began = time.perf_counter()
     try:
         for first, outputs, errors in extractor.batches(paths, start, pass_log.batch_size, on_event, views=views):
@@ -490,7 +490,8 @@ def _run_pass_sharded(client, backbone_args: tuple, model, pass_log: PassLog, pa
     weights = client.scatter([model.model.get_weights()], broadcast=True)[0] if random_init else None  # once per worker
     shards = [(spec, weights, paths[a:a + step], a, batch) for a in range(start, n, step)]
     pass_log.open_for_append()
-    bar = tqdm(total=n, initial=start, unit="img", desc=f"extract {model.name} on {workers} worker(s)", disable=not progress)
+    bar = progress_bar(total=n, initial=start, unit="img", desc=f"extract {model.name} on {workers} worker(s)",
+                       enabled=progress)
     began = time.perf_counter()
     try:
         for outputs, errors in distributed.ordered_results(client, extract_shard, shards):

@@ -28,7 +28,11 @@ def test_prune_keeps_the_best_runs_and_rm_removes_runs_and_entries(cache, capsys
     assert len(log) == 4 + 2  # 2 subsets x 2 classifiers, and the majority and stratified baselines
     assert main(["prune", "--keep-best", "1", "--cache-dir", str(cache)]) == 0
     [best] = read_log(cache)["run_id"]
-    assert best == log.sort_values("val_accuracy", ascending=False, kind="stable")["run_id"].iloc[0]
+    from featx.experiments.ranking import entry_metric, rank
+
+    metric, _ = entry_metric(cache, log["cache_key"].iloc[0])  # the rule every table of runs ranks by
+    assert best == rank(log, metric)["run_id"].iloc[0]
+    assert best == log.sort_values(f"val_{metric}", ascending=False, kind="stable")["run_id"].iloc[0]  # no CV: val
     assert sorted(p.name for p in (cache / "runs").iterdir() if p.is_dir()) == [best]
     assert len(list((cache / "reports").glob("compare-*"))) == 1  # it holds the kept run
 

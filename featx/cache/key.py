@@ -8,7 +8,7 @@ import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
 
-from tqdm.auto import tqdm
+from featx.progress import progress_bar
 
 UNREADABLE = "unreadable"
 
@@ -30,8 +30,15 @@ def file_fingerprint(path: str) -> str:
 def fingerprint_files(paths: list[str], progress: bool = True) -> list[str]:
     """Hash files on a few threads (hashlib releases the GIL), keeping the input order."""
     with ThreadPoolExecutor(max_workers=4) as pool:
-        return list(tqdm(pool.map(file_fingerprint, paths, chunksize=16), total=len(paths), unit="file",
-                         desc="fingerprint", disable=not progress, leave=False))
+        bar = progress_bar(total=len(paths), desc="fingerprint", unit="file", enabled=progress, leave=False)
+        try:
+            fingerprints = []
+            for fingerprint in pool.map(file_fingerprint, paths, chunksize=16):
+                fingerprints.append(fingerprint)
+                bar.update(1)
+            return fingerprints
+        finally:
+            bar.close()
 
 
 def cache_key(settings: dict, relpaths: list[str], fingerprints: list[str], labels) -> str:

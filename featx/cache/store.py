@@ -141,6 +141,9 @@ class Cache:
             return max(complete, key=_modified)
         spec = str(spec)
         matches = [f for f in folders if f.name.startswith(spec) or _key_matches(f, spec)]
+        if not matches and Path(spec).is_dir() and (Cache(spec).folders() or (Path(spec) / "runs").is_dir()):
+            raise FeatxError(f"'{spec}' is a cache folder, not a cache entry: pass it as --cache-dir {spec} "
+                             "(and name an entry from `featx ls --cache-dir " f"{spec}`, or none for the most recent)")
         if len(matches) != 1:
             names = ", ".join(f.name for f in (matches or folders)) or "none"
             problem = "is ambiguous" if matches else "matches no cache entry"

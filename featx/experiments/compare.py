@@ -74,7 +74,7 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
             params: dict | None = None, seed: int = 0, n_jobs: int = 1, metric: str | None = None,
             cv: int | None = None, cv_repeats: int = 1, class_weight: str | None = None, plots: bool = False,
             cache_dir=None, log=print, runs_dir=None, cluster=None, cluster_config=None, save_models: str = "best",
-            views=None, view_seed: int = 0, tta: bool = False, **transforms) -> CompareResult:
+            views=None, view_seed: int = 0, tta: bool = False, command: str | None = None, **transforms) -> CompareResult:
     """Fit every (layer subset, classifier, grid point) and the baselines; tabulate them best first.
 
     layer_sets : subsets, each a layer name, group (all, blocks, final, fc), comma list of them, or "each" (every
@@ -96,8 +96,9 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
     plots : also draw each run's confusion PNGs (off: drawing them takes
         longer than most fits; the confusion CSVs are always written). transforms : as in fit.
     views, view_seed, tta : as in fit, for every row (the baselines too: the same protocol, one view's width).
-    Every FitSpec is built (and so checked) before any data is read.
-    Saves results.csv and layer_comparison.png in <cache_dir>/reports/compare-<id>/ (runs_dir : as in fit;
+    Every FitSpec is built (and so checked) before any data is read. command : the command line that ran this
+    compare, kept in the report folder as command.txt (read_report gives it back).
+    Saves results.csv, report.json and layer_comparison.png in <cache_dir>/reports/compare-<id>/ (runs_dir : as in fit;
     then <runs_dir>/reports/compare-<id>/).
     """
     grid, log = grid or {}, log or _silent
@@ -124,8 +125,8 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
         metric, reason = default_metric(y[np.isin(split, SELECTION_SPLITS)])
         log(reason)
     folds = make_folds(y, split, cv, cv_repeats, seed) if cv else None
-    log(f"compare: {len(subsets)} layer subset(s) x classifiers x grid = {len(jobs)} fit(s), {n_jobs} in parallel, "
-        f"on {entry_label(entry)}")
+    log(f"compare: {len(subsets)} layer subset(s) x classifiers x grid = {len(jobs)} fit(s), {n_jobs} in parallel,\n"
+        f"  on {entry_label(entry)}")
     columns = {selection: _view_columns([np.arange(*slices[n]) for n in selection.names], X.shape[1] // n_views, n_views)
                for selection, _ in subsets}
     backend = nullcontext() if cluster is None else joblib_backend(cluster, scatter=[X], config=cluster_config)
@@ -136,15 +137,16 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
     score = f"cv_{metric}_mean" if cv else f"val_{metric}"
     best = _best_model_row(scored, jobs, metric)
     fits = [(record_run(entry, spec, scores, selection=selection, log=log, plots=plots, cv=result,
-                        keep_model=save_models == "all" or n == best), result)
+                        keep_model=save_models == "all" or n == best, name_entry=False), result)
             for n, (((selection, _), spec), (scores, result)) in enumerate(zip(jobs, scored))]
     table, results = _table(fits, jobs, grid, metric, score)
     best_line = _best_line(table, results, metric, score, split)
     folder = reports / f"compare-{new_run_id()}"
     folder.mkdir(parents=True)
     table.drop(columns="model").to_csv(folder / "results.csv", index=False)  # model = classifier + grid params
+    _write_report_info(folder, entry, metric, score, best_line, command)
     plot = plot_layer_scores(table, folder / "layer_comparison.png", mean=score, ci=f"cv_{metric}_ci95" if cv else None,
-                             hue="model", baselines=BASELINES,
+                             hue="model", baselines=BASELINES, order=_depth_order(entry, subsets),
                              title=f"{metric} by layer subset ({folds.label}, 95% CI)" if cv else f"{metric} on val")
     log(_format(table, metric, score))
     log(best_line)
@@ -190,18 +192,40 @@ def _best_line(table: pd.DataFrame, results: list, metric: str, score: str, spli
     if a.folds is None:  # val: the one split, made here
         a, b = (CVResult(r.scores, val_folds(split), None) for r in (a, b))
     verdict = paired_difference(a, b, metric, name[0], name[1]).verdict
-    return f"{best}; {verdict}" + ("; pass --cv K for a confidence interval" if a.folds.label == "val" else "")
+    return f"{best};\n  {verdict}" + ("; pass --cv K for a confidence interval" if a.folds.label == "val" else "")
 
 
 def _format(table: pd.DataFrame, metric: str, score: str) -> str:
-    """The printed table, best first: the ranking score (mean ± CI under CV), val/test of the ranking metric
-    and of accuracy (results.csv has every column)."""
-    shown = table.assign(layers=table["layers"].map(_short), classifier=table["model"])
+    """The printed table, best first, within 120 columns (featx.experiments.ranking.TABLE_WIDTH): the ranking score
+    (mean ± CI under CV), val/test of the ranking metric, fit time and the short run id; baselines marked, the
+    data and backbone said once above it (results.csv has every column, run ids whole)."""
+    from featx.experiments.ranking import short_id
+
+    baseline = table["classifier"].isin(BASELINES)
+    shown = pd.DataFrame({
+        "layers": [("-" if b else _cut(_short(layers), 26)) for b, layers in zip(baseline, table["layers"])],
+        "model": [f"{m} (baseline)" if b else _cut(m, 30) for b, m in zip(baseline, table["model"])],
+        "features": table["n_features"]})
     if score.startswith("cv_"):
-        shown[f"cv_{metric}"] = table[score].map("{:.3f}".format) + " ± " + table[f"cv_{metric}_ci95"].map("{:.3f}".format)
-    columns = ["layers", "classifier", "n_features", *([f"cv_{metric}"] if score.startswith("cv_") else []),
-               f"val_{metric}", f"test_{metric}", "val_accuracy", "test_accuracy", "fit_seconds", "run_id"]
-    return shown[list(dict.fromkeys(columns))].to_string(index=False)
+        shown["cv mean ± ci95"] = (table[score].map("{:.3f}".format) + " ± "
+                                   + table[f"cv_{metric}_ci95"].map("{:.3f}".format))
+    for split in ("val", "test"):
+        shown[split] = table[f"{split}_{metric}"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
+    shown["fit_s"] = table["fit_seconds"].map(lambda v: "" if pd.isna(v) else f"{v:.1f}")
+    shown["run"] = table["run_id"].map(short_id)
+    return f"{metric}, best first by {'the CV mean' if score.startswith('cv_') else 'val'}:\n" + shown.to_string(index=False)
+
+
+def _depth_order(entry, subsets) -> list[str]:
+    """The subsets' specs by depth: the deepest layer of each, then fewer layers first (a layer before a group
+    ending at it)."""
+    depth = {name: n for n, name in enumerate(entry.layer_info)}
+    ranked = sorted(subsets, key=lambda item: (max(depth.get(n, -1) for n in item[0].names), len(item[0].names)))
+    return list(dict.fromkeys(selection.spec for selection, _ in ranked))
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def _short(layers: str) -> str:
@@ -274,3 +298,51 @@ def _expand_subsets(entry, layer_sets) -> list[tuple[LayerSelection, int | None]
         else:
             subsets.append((select_cached(entry, spec), None))
     return subsets
+
+
+REPORT_INFO, REPORT_VERSION = "report.json", 1
+
+
+@dataclass
+class CompareReport:
+    """A compare report folder as read back (read_report): what `featx report` shows."""
+
+    folder: Path
+    table: pd.DataFrame  # results.csv: the rows best first
+    plot: Path | None  # layer_comparison.png
+    metric: str | None  # the ranking metric (None: a folder written before report.json existed)
+    score: str | None  # the column ranked by
+    entry: str | None  # the cache entry's name
+    best_line: str | None
+    command: str | None  # the command line that ran it, if it was recorded
+
+
+def _write_report_info(folder: Path, entry, metric: str, score: str, best_line: str, command: str | None) -> None:
+    from featx.cache.atomic import atomic_path, write_json
+
+    write_json(folder / REPORT_INFO, {"format_version": REPORT_VERSION, "metric": metric, "score": score,
+                                      "entry": entry.name, "cache_key": entry.key, "best_line": best_line})
+    if command:
+        with atomic_path(folder / "command.txt") as tmp:
+            tmp.write_text(command + "\n", encoding="utf-8")
+
+
+def read_report(folder) -> CompareReport:
+    """Read a compare report folder (<reports>/compare-<id>/) written by compare()."""
+    import json
+
+    folder = Path(folder)
+    try:
+        table = pd.read_csv(folder / "results.csv", dtype={"run_id": str})
+    except (OSError, ValueError) as exc:
+        raise FeatxError(f"{folder} is not a readable compare report ({exc}); pass a compare-<id> folder "
+                         "that `featx compare` wrote") from None
+    info = json.loads((folder / REPORT_INFO).read_text()) if (folder / REPORT_INFO).is_file() else {}
+    if info.get("format_version", REPORT_VERSION) != REPORT_VERSION:
+        raise FeatxError(f"{folder / REPORT_INFO} has format version {info['format_version']}, this featx reads "
+                         f"version {REPORT_VERSION}; use the featx that wrote it")
+    command = folder / "command.txt"
+    plot = folder / "layer_comparison.png"
+    return CompareReport(folder, table, plot if plot.is_file() else None, info.get("metric"), info.get("score"),
+                         info.get("entry"), info.get("best_line"),
+                         command.read_text(encoding="utf-8").strip() if command.is_file() else None)

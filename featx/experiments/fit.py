@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from featx.backbones.layers import LayerSelection
 from featx.cache.atomic import write_json
 from featx.cache.pick import entry_label
 from featx.cache.store import CacheEntry
-from featx.classifiers import classifier_params, fit_pipeline, make_pipeline
+from featx.classifiers import BASELINES, classifier_params, fit_pipeline, make_pipeline
 from featx.classifiers.registry import bad_param_message
 from featx.classifiers.views import ViewEnsemble, final_classifier
 from featx.errors import FeatxError
@@ -308,7 +309,8 @@ def train_and_score(X, y, split, spec: FitSpec, *, class_names, eval_splits=EVAL
 
 
 def record_run(entry: CacheEntry | list[CacheEntry], spec: FitSpec, scores: Scores, *, selection: LayerSelection,
-               log=print, plots: bool = True, keep_model: bool = True, cv: CVResult | dict | None = None) -> FitResult:
+               log=print, plots: bool = True, keep_model: bool = True, cv: CVResult | dict | None = None,
+               name_entry: bool = True) -> FitResult:
     """Save a scored fit as a run: <runs>/<run_id>/ (model, metrics, confusion CSV/PNG, history) and one row
     in the runs log, where <runs> is `entry.cache.runs_dir`.
 
@@ -320,7 +322,8 @@ def record_run(entry: CacheEntry | list[CacheEntry], spec: FitSpec, scores: Scor
     model_sha256 are empty, and predict refuses it). cv : the spec's cross-validation result, logged as the run's
     selection score; or a dict of runs-log columns that replace the computed ones (tune: the CV or val scores a
     refit on train+val was selected by). The run folder is written under a temporary name and
-    published with its log row, or not at all.
+    published with its log row, or not at all. name_entry : the logged line names the entry's data and backbone
+    (False where the caller said them once above, as compare does).
     """
     entries, log = (entry if isinstance(entry, list) else [entry]), log or _silent
     metrics, layers = scores.metrics, selection.spec
@@ -345,8 +348,11 @@ def record_run(entry: CacheEntry | list[CacheEntry], spec: FitSpec, scores: Scor
     folder = staged.final
     text = " | ".join(f"{s} acc {m['accuracy']:.3f} f1 {m['f1_macro']:.3f}" for s, m in metrics.items())
     views = "" if spec.plain else f" with views {spec.views_label()}{' (tta)' if spec.tta else ''}"
-    log(f"run {run_id}: {spec.classifier} {row['params']}{views} on {layers} of {' + '.join(map(entry_label, entries))} ({scores.n_features} features): {text} "
-        f"(fit {scores.fit_seconds:.1f}s) -> {folder}")
+    params = row["params"].replace('"', "").replace(" ", "")  # {min_samples_leaf:1,n_estimators:300}: fits a terminal
+    what = (f"{spec.classifier} (baseline: ignores the features)" if spec.classifier in BASELINES
+            else f"{spec.classifier} {params}{views} on {layers} ({scores.n_features} features)")
+    source = f"; of {' + '.join(map(entry_label, entries))}" if name_entry else ""
+    log(f"run {run_id}: {what}, fit {scores.fit_seconds:.1f}s\n  {text}{source} -> {folder}")
     return FitResult(run_id, folder, spec, scores, row)
 
 
@@ -375,3 +381,58 @@ def _silent(*_) -> None:
 
 def _json(params: dict) -> str:
     return json.dumps(params, sort_keys=True, default=str)
+
+
+@dataclass
+class RunFiles:
+    """What a run folder holds besides its model (written by _write_reports), for reports to show."""
+
+    folder: Path
+    confusion: dict  # {split: DataFrame of shape (n_classes, n_classes)}, rows true, columns predicted
+    confusion_png: dict  # {split: Path}, only the PNGs that were drawn (compare draws none without --plots)
+    history: object  # DataFrame of the dense head's epochs (epoch, loss, accuracy, val_loss, val_accuracy), or None
+    learning_png: Path | None
+
+
+def run_files(runs_dir: Path, run_id: str) -> RunFiles:
+    """The confusion matrices, learning curves and their PNGs in <runs_dir>/<run_id>/ (missing parts are empty)."""
+    import pandas as pd
+
+    folder = Path(runs_dir) / run_id
+    confusion = {s: pd.read_csv(folder / f"confusion_{s}.csv", index_col=0) for s in EVAL_SPLITS
+                 if (folder / f"confusion_{s}.csv").is_file()}
+    pngs = {s: folder / f"confusion_{s}.png" for s in EVAL_SPLITS if (folder / f"confusion_{s}.png").is_file()}
+    history = pd.read_csv(folder / "history.csv") if (folder / "history.csv").is_file() else None
+    learning = folder / "learning_curves.png"
+    return RunFiles(folder, confusion, pngs, history, learning if learning.is_file() else None)
+
+
+_TRANSFORM_FLAGS = (  # transforms_label() part -> the fit flags that make it again
+    (re.compile(r"^standardize$"), lambda m: ["--standardize"]),
+    (re.compile(r"^fne\(([^,]+),([^)]+)\)$"), lambda m: ["--discretize", "fne", "--fne-low", m[1], "--fne-high", m[2]]),
+    (re.compile(r"^kbins\((\d+)\)$"), lambda m: ["--discretize", "kbins", "--kbins", m[1]]),
+    (re.compile(r"^pca\(([^)]+)\)$"), lambda m: ["--pca", m[1]]),
+)
+
+
+def fit_command(row) -> str:
+    """The `featx fit` command line that fits a logged run again (row: a runs-log row), from its entry, layers,
+    classifier, params, transforms (the reader of transforms_label), views and seed."""
+    import shlex
+
+    words = ["featx", "fit", *str(row["cache_entry"]).split("+")[:1],
+             *(f"--cache={e}" for e in str(row["cache_entry"]).split("+")[1:]),
+             "--layers", str(row["layers"]), "--clf", str(row["classifier"])]
+    from featx.values import parse_value
+
+    for key, value in json.loads(row["params"] or "{}").items():
+        text = str(value) if not isinstance(value, str) or parse_value(value) == value else repr(value)
+        words += ["--param", f"{key}={text}"]
+    label = str(row.get("transforms") or "none")
+    for part in ([] if label == "none" else label.split("+")):
+        words += next((flags(m) for pattern, flags in _TRANSFORM_FLAGS if (m := pattern.match(part))), [f"#{part}"])
+    views = str(row.get("views") or IDENTITY).split(",")
+    if views != [IDENTITY]:
+        words += ["--views", ",".join(views[1:])] + (["--tta"] if int(row.get("tta") or 0) else [])
+    words += ["--seed", str(int(row["seed"]))]
+    return shlex.join(words)

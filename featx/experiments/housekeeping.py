@@ -23,7 +23,8 @@ def rm(targets: list[str], *, cache_dir=None, runs_dir=None, log=print) -> None:
         log(f"warning: {warning}")
     run_ids, folders = [], []
     for target in targets:
-        matches = list(table.loc[table["run_id"].str.startswith(target), "run_id"])
+        matches = list(table.loc[table["run_id"].str.startswith(target) | table["run_id"].str.endswith(target),
+                             "run_id"])
         if not matches and any(bad.startswith(target) for bad in table.attrs["invalid_ids"]):
             raise FeatxError(f"run {target[:80]!r} has an invalid run id in the runs log (featx writes "
                              "YYYYMMDD-HHMMSS-xxxxxx), so it is not acted on; nothing was removed")
@@ -44,21 +45,34 @@ def rm(targets: list[str], *, cache_dir=None, runs_dir=None, log=print) -> None:
         log(f"removed cache entry {folder.name}")
 
 
-def prune(keep_best: int, *, metric: str = "val_accuracy", cache_dir=None, runs_dir=None, log=print) -> list[str]:
-    """Keep the `keep_best` best runs by `metric` of each cache entry and split (runs on different data, or scored
-    on different rows, are not comparable); remove the other runs and the compare reports none of whose runs
-    remain. Returns the ids removed. Log rows whose run id is not featx's are kept (one warning line)."""
+def prune(keep_best: int, *, metric: str | None = None, cache_dir=None, runs_dir=None, log=print) -> list[str]:
+    """Keep the `keep_best` best runs of each cache entry and split (runs on different data, or scored on different
+    rows, are not comparable); remove the other runs and the compare reports none of whose runs remain. Returns the
+    ids removed. Log rows whose run id is not featx's are kept (one warning line).
+
+    metric : None ranks as every table of runs does (featx.experiments.ranking.rank: the selection score of the
+    entry's default metric, protocol by protocol, CV first); a metric name (balanced_accuracy, ...) ranks by that
+    metric's selection score the same way; any other log column ranks by that column alone."""
+    from featx.experiments.ranking import entry_metric, rank
+    from featx.experiments.selection import METRICS
+
     if keep_best < 0:
         raise FeatxError(f"--keep-best {keep_best} must be 0 or more")
     table = read_log(cache_dir, runs_dir=runs_dir)
     for warning in table.attrs["warnings"]:
         log(f"warning: {warning}")
-    if metric not in table.columns:
-        raise FeatxError(f"cannot rank runs by '{metric}'; choose one of {', '.join(table.columns)}")
-    ranked = table.sort_values(metric, ascending=metric.endswith("_seconds"), kind="stable", na_position="last")
+    if metric is not None and metric not in METRICS and metric not in table.columns:
+        raise FeatxError(f"cannot rank runs by '{metric}'; choose one of {', '.join([*METRICS, *table.columns])}")
+    if metric is None or metric in METRICS:
+        cache = Cache(cache_dir, runs_dir=runs_dir)
+        ranked = pd.concat([rank(group, metric or entry_metric(cache, key)[0]) for key, group
+                            in table.groupby(table["cache_key"].fillna(""), sort=False)] or [table])
+    else:
+        ranked = table.sort_values(metric, ascending=metric.endswith("_seconds"), kind="stable", na_position="last")
+    ranked = ranked.reset_index(drop=True)  # rank() numbers each entry's rows from 0
     entry, split = ranked["cache_key"].fillna(""), split_labels(ranked)
-    rank = ranked.groupby([entry, split], sort=False).cumcount()
-    doomed = list(ranked.loc[rank >= keep_best, "run_id"])
+    rank_in_group = ranked.groupby([entry, split], sort=False).cumcount()
+    doomed = list(ranked.loc[rank_in_group >= keep_best, "run_id"])
     if (split.groupby(entry).nunique() > 1).any():
         log(f"note: some cache entries have runs made on different splits (see `featx runs`); the {keep_best} best "
             "of each split are kept, since scores on different rows are not comparable")
@@ -72,7 +86,8 @@ def prune(keep_best: int, *, metric: str = "val_accuracy", cache_dir=None, runs_
         except OSError as exc:
             raise RunFailed(f"removing report {folder} failed ({exc.strerror or exc}); the runs are removed, "
                             "remove that folder by hand") from None
-    log(f"removed {len(doomed)} run(s) and {len(reports)} compare report(s); kept the {keep_best} best by {metric} "
+    by = metric or "the selection score (each entry's default metric; CV runs first)"
+    log(f"removed {len(doomed)} run(s) and {len(reports)} compare report(s); kept the {keep_best} best by {by} "
         f"of each cache entry and split ({len(kept)} run(s))")
     return doomed
 

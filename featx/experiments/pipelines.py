@@ -22,6 +22,8 @@ The whole file is checked before anything runs: an unknown key is an error namin
 from __future__ import annotations
 
 import inspect
+import re
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +36,8 @@ from featx.errors import FeatxError
 from featx.experiments.compare import _expand_subsets, compare, fit_specs
 from featx.experiments.fit import FitSpec, fit, view_names, with_class_weight
 from featx.experiments.reuse import logged_runs
-from featx.experiments.runs import format_runs, read_log, runs, split_fingerprint
+from featx.experiments.ranking import entry_metric, format_ranked, rank, recommendation_line, source_line
+from featx.experiments.runs import read_log, split_fingerprint
 from featx.experiments.tsne import tsne, tsne_path
 from featx.extractor import extract
 from featx.features.load import select_cached
@@ -50,14 +53,16 @@ STEPS = {"fit": fit, "compare": compare, "tsne": tsne}
 VIEW_STEPS = ("fit", "compare")  # the steps that train on augmented views
 TSNE_LAYERS = inspect.signature(tsne).parameters["layers"].default
 TOP_LEVEL = ("name", "description", "data", "backbone", "weights", "layers", "views", "view_seed", "extract", "steps")
-MANAGED = ("cache", "cache_dir", "log", "progress", "runs_dir", "on_event", "refit")  # set by run_pipeline or code, not by a file
+MANAGED = ("cache", "cache_dir", "log", "progress", "runs_dir", "on_event", "refit", "command")  # set by run_pipeline or code, not by a file
 
 
 @dataclass
 class PipelineResult:
     entry: CacheEntry
-    table: pd.DataFrame  # the runs of this pipeline, best first
+    table: pd.DataFrame  # the runs of this pipeline, ranked (featx.experiments.ranking.rank)
     plots: list[Path]
+    report: Path | None = None  # the HTML report (featx.reports.html.pipeline_report)
+    recommended: str = ""  # the closing line: the one recommended model and why
 
 
 def read_pipeline(path) -> dict:
@@ -82,13 +87,16 @@ def read_pipeline(path) -> dict:
     return spec
 
 
-def run_pipeline(path, *, data=None, cache_dir=None, refit: bool = False, log=print) -> PipelineResult:
+def run_pipeline(path, *, data=None, cache_dir=None, refit: bool = False, log=print, report: bool = True) -> PipelineResult:
     """Extract (reusing the cache), run the steps in order, then print the runs made, best first, and the plots.
 
     A fit step without `layers` uses the pipeline's layers. data : run the same recipe on another data
     source (a folder, CSV manifest or built-in name) instead of the file's `data`. A fit or compare step whose
     every fit is already in the runs log (same entry, layers and FitSpec) reuses those runs instead of
     appending duplicates, and a t-SNE step whose plot exists reuses it; refit : fit and draw them again anyway.
+    The ranking metric is chosen once, from the entry's class balance (printed), for every compare step that names
+    none and for the closing table, which ranks the runs within each protocol (val, K-fold CV) and ends with the
+    one recommended model. report : write <reports>/pipeline-<name>-<id>/report.html (its path is the last line).
     """
     log = log or (lambda *_: None)
     spec = read_pipeline(path)
@@ -103,11 +111,15 @@ def run_pipeline(path, *, data=None, cache_dir=None, refit: bool = False, log=pr
     entry = extract(cache_dir=cache_dir, log=log, **source, **spec.get("extract", {}),
                     **({"views": ",".join(needed[1:])} if len(needed) > 1 else {})).entry
     run_ids, plots = [], []
+    metric, reason = entry_metric(entry.cache, entry.key)
+    log(reason)
     for number, step in enumerate(spec["steps"], 1):
         kind, options = step["kind"], {k: v for k, v in step.items() if k != "kind"}
         log(f"--- step {number}/{len(spec['steps'])}: {kind}")
         if kind in VIEW_STEPS:
             options = _with_views(options, views)
+        if kind == "compare":
+            options = {"metric": metric, **options}  # chosen (and printed) once, above
         if kind == "fit":
             options = {"layers": layers, **options}
         cv = f"cv{options['cv']}x{options.get('cv_repeats', 1)}" if options.get("cv") else None
@@ -115,8 +127,8 @@ def run_pipeline(path, *, data=None, cache_dir=None, refit: bool = False, log=pr
                                                                   _step_jobs(entry, kind, options), cv,
                                                                   split=split_fingerprint(entry))
         if reused is not None:
-            log(f"reused {len(reused)} logged run(s) with the same entry, split, layers, classifier, parameters, "
-                f"transforms, views and seed: {', '.join(reused)} (`featx run --refit` fits them again)")
+            log(f"reused {len(reused)} logged run(s) with the same entry, split, layers, classifier, parameters, transforms, "
+                f"views and seed (`featx run --refit` fits them again)")
             run_ids += reused
         elif kind == "fit":
             result = fit(cache=entry, log=log, **options)
@@ -131,12 +143,30 @@ def run_pipeline(path, *, data=None, cache_dir=None, refit: bool = False, log=pr
             plots.append(done)
         else:
             plots.append(tsne(cache=entry, log=log, **options))
-    table = runs(entry.cache)
-    table = table[table["run_id"].isin(run_ids)].reset_index(drop=True)
-    log(f"=== {spec.get('name', Path(path).stem)}: {len(table)} run(s), best first")
-    log(format_runs(table))
+    log_table = read_log(entry.cache)
+    table = rank(log_table[log_table["run_id"].isin(run_ids)], metric)
+    name = spec.get("name", Path(path).stem)
+    log(f"=== {name}: {len(table)} run(s), ranked by {metric}")
+    log(source_line(table, {entry.key: entry.data_label}))
+    log(format_ranked(table))
     log("plots:\n" + "\n".join(f"  {p}" for p in plots))
-    return PipelineResult(entry, table, plots)
+    closing = recommendation_line(table)
+    log(closing)
+    html = None
+    if report:
+        from featx.experiments.runs import new_run_id
+        from featx.reports.html import pipeline_report
+
+        command = shlex.join(["featx", "run", str(path), *(["--data", str(data)] if data is not None else []),
+                              "--cache-dir", str(entry.cache.root)])
+        html = pipeline_report(entry.cache, list(table["run_id"]), name=name, command=command, plots=plots,
+                               output=entry.cache.reports_dir / f"pipeline-{_safe(name)}-{new_run_id()}" / "report.html")
+        log(f"report: {html}")
+    return PipelineResult(entry, table, plots, html, closing)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", str(name))[:60]
 
 
 def _needed_views(steps: list[dict], views: dict) -> tuple[str, ...]:

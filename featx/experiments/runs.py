@@ -634,7 +634,7 @@ def runs(cache_dir=None, *, sort: str | None = None, metric: str = "accuracy", c
     by = sort or "selection_score"
     table["split"] = split_labels(table)
     table = table.sort_values(by, ascending=by.endswith("_seconds"), kind="stable", na_position="last")
-    table = table.sort_values("split", key=lambda split: split.map(_recency(table["split"])), kind="stable")
+    table = table.sort_values("split", key=lambda split: split.map(recency(table["split"])), kind="stable")
     labels = data_labels(_cache(cache_dir, runs_dir))  # a combined run's key joins its entries' keys with "+"
     table = table.assign(data=table["cache_key"].map(
         lambda key: " + ".join(labels.get(part, "(entry not in this cache)") for part in str(key).split("+"))))
@@ -649,7 +649,7 @@ def split_labels(table: pd.DataFrame) -> pd.Series:
     return table["split_fingerprint"].map(lambda f: f[:8] if isinstance(f, str) and f else UNKNOWN_SPLIT)
 
 
-def _recency(split: pd.Series) -> dict:
+def recency(split: pd.Series) -> dict:
     """{split: rank}, 0 for the split of the most recently logged run (the log's last row) and so on."""
     ranks: dict = {}
     for label in reversed(split.sort_index().tolist()):
@@ -693,9 +693,9 @@ def format_runs(table: pd.DataFrame) -> str:
 
 
 def find_run(run_id: str, cache_dir=None, *, runs_dir=None) -> pd.Series:
-    """The log row of a run, by full id or unique prefix."""
+    """The log row of a run, by full id, unique prefix or unique suffix (the short id tables show)."""
     table = read_log(cache_dir, runs_dir=runs_dir)
-    matches = table[table["run_id"].str.startswith(str(run_id))]
+    matches = table[table["run_id"].str.startswith(str(run_id)) | table["run_id"].str.endswith(str(run_id))]  # or short id
     if matches.empty and any(bad.startswith(str(run_id)) for bad in table.attrs["invalid_ids"]):
         where = _cache(cache_dir, runs_dir).runs_dir / LOG_FILE
         raise FeatxError(f"run {str(run_id)[:80]!r} has an invalid run id in {where} (featx writes "

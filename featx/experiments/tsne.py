@@ -37,3 +37,10 @@ def tsne_path(entry, *, layers, split=None, seed: int = 0, max_points: int = 200
 
 def _label(layers) -> str:
     return layers if isinstance(layers, str) else ",".join(layers)
+
+
+def tsne_plots(entry) -> list[Path]:
+    """Every t-SNE plot drawn of `entry` (tsne_path's files), newest first."""
+    prefix = re.sub(r"[^\w.,-]+", "_", f"tsne-{entry.name}-")
+    found = [p for p in entry.cache.reports_dir.glob("tsne-*.png") if p.name.startswith(prefix)]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)

@@ -136,7 +136,8 @@ def selected_line(results: list[TuneResult]) -> str:
 def tune_cache(cache=None, *, layers=None, classifiers=("logreg",), cv: int | None = None, cv_repeats: int = 1,
                metric: str | None = None, params: dict | None = None, class_weight: str | None = None, seed: int = 0,
                n_jobs: int | None = 1, cache_dir=None, runs_dir=None, cluster=None, cluster_config=None, log=print,
-               views=None, view_seed: int = 0, tta: bool = False, **transforms) -> list[TuneResult]:
+               views=None, view_seed: int = 0, tta: bool = False, command: str | None = None,
+               **transforms) -> list[TuneResult]:
     """tune each of `classifiers` on `layers` of a cache entry, log each refit as a run, save each search curve.
 
     cv : K for selection by repeated stratified K-fold (cv_repeats times) over train+val; None = on val.
@@ -146,7 +147,8 @@ def tune_cache(cache=None, *, layers=None, classifiers=("logreg",), cv: int | No
     Each refit (train+val) is recorded like a fit (runs_dir as in fit), with the score it was selected by:
     cv_* columns, or with selection on val the val_* scores of the best point fitted on train; its test
     scores are the one test evaluation. Writes <reports>/tune-<id>/<clf>_curve.csv and <clf>_curve.png.
-    selected_line(results) names the best of them by selection score.
+    selected_line(results) names the best of them by selection score. command : the command line that ran
+    this tune, kept as command.txt beside the curves (read_report gives the folder back).
     views, view_seed, tta : as in fit: every point is trained on all views of its train images (folds are
     by image) and scored from the identity view, or with tta from the mean over the views.
     """
@@ -173,6 +175,7 @@ def tune_cache(cache=None, *, layers=None, classifiers=("logreg",), cv: int | No
                                   title=f"{clf}: {result.metric} on {result.selection}")
                 _record(entry, X, y, split, meta.attrs["selection"], result, transforms, seed, log, views, tta)
             results.append(result)
+    _write_report_info(folder, entry, results, command)
     log(f"saved search curves in {folder}")
     return results
 
@@ -428,3 +431,53 @@ def _refit(clf, X, y, split, best, transforms, fixed, seed, n_jobs, views=("id",
 
 def _label(point: dict) -> str:
     return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items()) or "defaults"
+
+
+REPORT_INFO, REPORT_VERSION = "report.json", 1
+
+
+@dataclass
+class TuneReport:
+    """A tune report folder as read back (read_report): what `featx report` shows."""
+
+    folder: object  # Path
+    curves: dict  # {classifier: (curve DataFrame, curve PNG path or None)}
+    metric: str | None
+    selection: str | None  # "val" or "cv<K>x<R>"
+    run_ids: dict  # {classifier: run id of its logged refit}
+    entry: str | None
+    command: str | None
+
+
+def _write_report_info(folder, entry, results: list[TuneResult], command: str | None) -> None:
+    from featx.cache.atomic import atomic_path, write_json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / REPORT_INFO, {"format_version": REPORT_VERSION, "entry": entry.name, "cache_key": entry.key,
+                                      "metric": results[0].metric if results else None,
+                                      "selection": results[0].selection if results else None,
+                                      "run_ids": {r.classifier: r.run_id for r in results}})
+    if command:
+        with atomic_path(folder / "command.txt") as tmp:
+            tmp.write_text(command + "\n", encoding="utf-8")
+
+
+def read_report(folder) -> TuneReport:
+    """Read a tune report folder (<reports>/tune-<id>/) written by tune_cache()."""
+    import json
+    from pathlib import Path
+
+    folder = Path(folder)
+    info_path = folder / REPORT_INFO
+    curves = {p.name[:-len("_curve.csv")]: p for p in sorted(folder.glob("*_curve.csv"))}
+    if not curves:
+        raise FeatxError(f"{folder} holds no search curve; pass a tune-<id> folder that `featx tune` wrote")
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    if info.get("format_version", REPORT_VERSION) != REPORT_VERSION:
+        raise FeatxError(f"{info_path} has format version {info['format_version']}, this featx reads version "
+                         f"{REPORT_VERSION}; use the featx that wrote it")
+    command = folder / "command.txt"
+    return TuneReport(folder, {clf: (pd.read_csv(path), path.with_suffix(".png") if path.with_suffix(".png").is_file()
+                                     else None) for clf, path in curves.items()},
+                      info.get("metric"), info.get("selection"), info.get("run_ids", {}), info.get("entry"),
+                      command.read_text(encoding="utf-8").strip() if command.is_file() else None)

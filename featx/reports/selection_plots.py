@@ -19,7 +19,7 @@ BASELINE_STYLE = {"color": "0.4", "linestyle": "--", "linewidth": 1}
 
 
 def plot_layer_scores(table, path, mean: str, ci: str | None = None, x: str = "layers", hue: str = "classifier",
-                      baselines=("majority", "stratified"), title: str | None = None):
+                      baselines=("majority", "stratified"), title: str | None = None, order=None):
     """A metric per layer subset and model, with 95% CI whiskers, baseline lines and the best row starred.
 
     table : DataFrame, one row per (subset, model), with columns `x`, `hue`, `mean` (e.g.
@@ -27,7 +27,8 @@ def plot_layer_scores(table, path, mean: str, ci: str | None = None, x: str = "l
         `baselines` are drawn as horizontal lines, not points. With a `depth` column, rows with a depth
         (compare's "each") form one curve per model over depth, and rows without one (combined subsets)
         horizontal reference lines; otherwise models are side-by-side points per subset.
-    The metric axis is zoomed onto the data and says so when it does not start at 0.
+    The metric axis is zoomed onto the data and says so when it does not start at 0. order : the `x` values
+    in the order to draw them (e.g. by depth); others follow in table order.
     """
     missing = {x, hue, mean, *([ci] if ci else [])} - set(table.columns)
     if missing:
@@ -40,7 +41,10 @@ def plot_layer_scores(table, path, mean: str, ci: str | None = None, x: str = "l
     fig = Figure(figsize=(min(18.0, max(6.5, 0.28 * n_ticks + 4)), 4.8))
     ax = fig.add_subplot()
     colors = {name: f"C{i}" for i, name in enumerate(rows[hue].unique())}
-    (_depth_curves if per_depth else _dodged_points)(ax, rows, mean, x, hue, colors)
+    if per_depth:
+        _depth_curves(ax, rows, mean, x, hue, colors)
+    else:
+        _dodged_points(ax, rows, mean, x, hue, colors, order)
     for name, group in base.groupby(hue, sort=False):
         value = group[mean].mean()
         ax.axhline(value, **BASELINE_STYLE, label=f"baseline {name}: {value:.3f}")
@@ -86,8 +90,9 @@ def plot_search_curve(curve, path, params, metric: str, title: str | None = None
     return _save(fig, path)
 
 
-def _dodged_points(ax, rows, mean, x, hue, colors):
-    subsets = list(rows[x].unique())
+def _dodged_points(ax, rows, mean, x, hue, colors, order=None):
+    present = list(rows[x].unique())
+    subsets = [s for s in (order or []) if s in present] + [s for s in present if s not in (order or [])]
     width = 0.7 / max(1, len(colors))
     for i, (name, group) in enumerate(rows.groupby(hue, sort=False)):
         where = np.array([subsets.index(s) for s in group[x]]) + (i - (len(colors) - 1) / 2) * width

@@ -1,0 +1,254 @@
+"""One ranking rule for every list of runs (compare, runs, tune, prune, pipeline summaries, reports).
+
+A run's selection score is its CV mean of the ranking metric where it has one, else its val score; test
+never ranks anything. The metric is chosen once per cache entry from the class balance of its selection
+rows (featx.experiments.selection.default_metric) unless the user names one. Scores from different
+protocols (one val split, K-fold CV x R) are not comparable: runs are ranked within their protocol, the
+protocol with the most splits first, and a recommendation comes from that first group. Neither are runs scored
+on different train/val/test splits of an entry (an extract with another --split rewrites it): each split's runs
+are ranked on their own, the split of the most recently logged run first.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from featx.cache.store import Cache
+from featx.classifiers import BASELINES
+from featx.errors import FeatxError
+from featx.experiments.runs import recency, split_labels, splits_note
+from featx.experiments.selection import METRICS, SELECTION_SPLITS, default_metric
+
+VAL = "val"
+
+
+def entry_metric(cache, cache_key: str) -> tuple[str, str]:
+    """(metric, one-line reason) for the entry with `cache_key` (a combined run's "a+b": its first entry), chosen
+    from the class balance of its train+val rows, as compare and tune choose it. An entry no longer in the
+    cache ranks by accuracy, saying why."""
+    cache = cache if isinstance(cache, Cache) else Cache(cache)
+    key = str(cache_key).split("+")[0]
+    try:
+        entry = cache.open(key)
+    except FeatxError:
+        return "accuracy", f"ranking by accuracy: entry {key[:12]} is not in this cache (its class balance is unknown)"
+    rows = np.isin(entry.split, SELECTION_SPLITS) & entry.valid
+    return default_metric(entry.labels[rows])
+
+
+def protocol_label(label) -> str:
+    """'val', or a CV label such as 'cv3x1', in words: 'one val split' / '3-fold CV x 1'."""
+    match = re.fullmatch(r"cv(\d+)x(\d+)", str(label))
+    if match is None:
+        return "one val split"
+    k, r = match.groups()
+    return f"{k}-fold CV mean" + ("" if r == "1" else f" ({r} repeats)")
+
+
+def _splits(label) -> int:
+    match = re.fullmatch(r"cv(\d+)x(\d+)", str(label))
+    return int(match[1]) * int(match[2]) if match else 1
+
+
+def rank(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Runs-log rows ranked by one rule: adds `split` (the split the run was scored on), `selected_by` (the
+    protocol: "val" or the CV label), `selection_score`, `selection_ci95` (NaN on val) and `baseline`, and orders
+    the rows by split (most recent first), then protocol (most splits first) and, within them, best score first
+    (ties keep the logged order; rows without a score last). attrs["note"] says how, in one or two lines;
+    attrs["metric"] is the metric."""
+    if metric not in METRICS:
+        raise FeatxError(f"unknown metric '{metric}'; choose one of {', '.join(METRICS)}")
+    table = table.copy()
+    cv = table[f"cv_{metric}_mean"].astype(float) if f"cv_{metric}_mean" in table else pd.Series(np.nan, table.index)
+    table["selected_by"] = table["cv"].where(cv.notna(), VAL) if "cv" in table else VAL
+    table["selection_score"] = cv.where(cv.notna(), table[f"val_{metric}"].astype(float))
+    ci = table[f"cv_{metric}_ci95"].astype(float) if f"cv_{metric}_ci95" in table else pd.Series(np.nan, table.index)
+    table["selection_ci95"] = ci.where(cv.notna())
+    table["baseline"] = table["classifier"].isin(BASELINES)
+    table["split"] = split_labels(table) if "split_fingerprint" in table else ""
+    newest = recency(table["split"])
+    table["_order"] = -table["selected_by"].map(_splits)
+    table["_split"] = table["split"].map(newest)
+    table = table.sort_values("selection_score", ascending=False, kind="stable", na_position="last")
+    table = table.sort_values(["_split", "_order"], kind="stable").drop(columns=["_order", "_split"])
+    table = table.reset_index(drop=True)
+    protocols = list(dict.fromkeys(table["selected_by"]))
+    if len(protocols) > 1:
+        note = (f"ranked by {metric} within each protocol ({', '.join(protocol_label(p) for p in protocols)}): "
+                "their scores are not comparable")
+    else:
+        note = f"ranked by {metric}, {protocol_label(protocols[0]) if protocols else 'one val split'} (never test)"
+    splits = splits_note(table)
+    table.attrs.update(note=note + (f"\n{splits}" if splits else ""), metric=metric)
+    return table
+
+
+def _groups(ranked: pd.DataFrame) -> list[str]:
+    """The columns rank()'s blocks are told apart by: the protocol, and the split where there are several."""
+    return ["split", "selected_by"] if ranked["split"].nunique() > 1 else ["selected_by"]
+
+
+def recommended(ranked: pd.DataFrame) -> pd.Series | None:
+    """The model to recommend: the best non-baseline run of the first protocol group of rank()'s table."""
+    scored = ranked[~ranked["baseline"] & ranked["selection_score"].notna()]
+    if scored.empty:
+        return None
+    first = scored[_groups(ranked)].iloc[0]
+    return scored[(scored[_groups(ranked)] == first).all(axis=1)].iloc[0]
+
+
+def model_name(row) -> str:
+    """'logreg {"C": 0.1} standardize on top_activation' for a runs-log row."""
+    params = "" if str(row.get("params") or "{}") == "{}" else f" {row['params']}"
+    transforms = "" if str(row.get("transforms") or "none") == "none" else f" {row['transforms']}"
+    layers = str(row["layers"])
+    layers = layers if len(layers) <= 40 else layers[:37] + "..."
+    return f"{row['classifier']}{params}{transforms} on {layers}"
+
+
+def recommendation_line(ranked: pd.DataFrame) -> str:
+    """Two lines: the recommended model (short run id), then why (its protocol and score, how many runs it beat,
+    the majority baseline) and its test score, reported once."""
+    best = recommended(ranked)
+    metric = ranked.attrs.get("metric", "accuracy")
+    if best is None:
+        return "recommended: none (no run has a selection score: the entry has no val rows; use --cv K)"
+    group = ranked[(ranked[_groups(ranked)] == best[_groups(ranked)]).all(axis=1)]
+    ci = "" if pd.isna(best["selection_ci95"]) else f" ± {best['selection_ci95']:.3f}"
+    why = (f"best of {int((~group['baseline']).sum())} by {protocol_label(best['selected_by'])}, {metric} "
+           f"{best['selection_score']:.3f}{ci}")
+    majority = group[group["classifier"] == "majority"]["selection_score"]
+    if len(majority):
+        why += f" (majority {majority.iloc[0]:.3f})"
+    test = best.get(f"test_{metric}")
+    tested = "" if test is None or pd.isna(test) else f"; test {float(test):.3f}, reported once"
+    return f"recommended: {model_name(best)} (run {short_id(best['run_id'])})\n  why: {why}{tested}"
+
+
+TABLE_WIDTH = 120
+
+
+def short_id(run_id) -> str:
+    """A run id's last 6 characters (its random part): unique in practice, and accepted wherever a run id is."""
+    return str(run_id)[-6:]
+
+
+def _cut(text, width: int) -> str:
+    text = str(text)
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def format_ranked(ranked: pd.DataFrame, *, wide: bool = False) -> str:
+    """rank()'s table as text, one block per protocol, within TABLE_WIDTH columns (wide: every column, whole).
+
+    Data and backbone are not repeated per row: say them once above (source_line). Scores have 3 decimals."""
+    if ranked.empty:
+        return "no runs yet; run `featx fit` or `featx compare`"
+    metric = ranked.attrs.get("metric", "accuracy")
+    blocks = []
+    by = _groups(ranked)
+    for key, group in ranked.groupby(by, sort=False):
+        protocol = key[-1] if isinstance(key, tuple) else key
+        split = f"split {key[0]}, " if len(by) > 1 else ""
+        shown = pd.DataFrame({
+            "#": range(1, len(group) + 1),
+            "run": group["run_id"] if wide else group["run_id"].map(short_id),
+            "layers": [("(baseline)" if b else layers) if wide else _cut("-" if b else layers, 24)
+                       for b, layers in zip(group["baseline"], group["layers"])],
+            "model": [m if wide else _cut(m, 32) for m in (group.apply(_model_cell, axis=1))],
+            "features": group["n_features"].map(lambda v: "" if pd.isna(v) else f"{int(v)}"),
+            metric: [_score(s, c) for s, c in zip(group["selection_score"], group["selection_ci95"])],
+            "val_accuracy": group["val_accuracy"].map(_three),
+            "fit_s": group["fit_seconds"].map(lambda v: "" if pd.isna(v) else f"{v:.1f}"),
+        })
+        if wide:
+            shown = shown.assign(data=group.get("data", ""), backbone=group["backbone"],
+                                 test_acc=group["test_accuracy"].map(_three),
+                                 **{f"test_{metric}": group[f"test_{metric}"].map(_three)})
+        blocks.append(f"{split}scored by {protocol_label(protocol)} ({len(group)} run(s)):\n" + text_table(shown))
+    return "\n".join(blocks) + f"\n{ranked.attrs.get('note', '')}"
+
+
+def _model_cell(row) -> str:
+    if row["baseline"]:
+        return f"{row['classifier']} (baseline)"
+    params = "" if str(row.get("params") or "{}") == "{}" else " " + str(row["params"]).replace('"', "").replace(" ", "")
+    transforms = "" if str(row.get("transforms") or "none") == "none" else f" +{row['transforms']}"
+    return f"{row['classifier']}{params}{transforms}"
+
+
+def _score(score, ci) -> str:
+    if pd.isna(score):
+        return ""
+    return f"{score:.3f}" + ("" if pd.isna(ci) else f" ± {ci:.3f}")
+
+
+def _three(value) -> str:
+    return "" if value is None or pd.isna(value) else f"{float(value):.3f}"
+
+
+def source_line(table: pd.DataFrame, labels: dict) -> str:
+    """'data: ...; backbone: ...' once for the runs of `table` (one per entry when they come from several);
+    labels : {cache key: data label} (featx.cache.pick.data_labels)."""
+    lines = []
+    for key, group in table.groupby(table["cache_key"].astype(str), sort=False):
+        data = " + ".join(labels.get(part, "(entry not in this cache)") for part in key.split("+"))
+        lines += [f"data: {data}", f"backbone: {group['backbone'].iloc[0]} (entry {group['cache_entry'].iloc[0]})"]
+    return "\n".join(lines)
+
+
+def text_table(table: pd.DataFrame) -> str:
+    """Cells as given (strings), text columns left-aligned and number columns right-aligned, two spaces apart."""
+    cells = table.astype(str)
+    right = [bool(len(cells[c]) and cells[c].str.fullmatch(r"[-+]?[\d.,]*( ± [\d.]+)?").all()) for c in cells.columns]
+    widths = [max([len(str(c)), *cells[c].str.len()]) for c in cells.columns]
+    lines = []
+    for values in [list(map(str, cells.columns)), *cells.itertuples(index=False)]:
+        lines.append("  ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)).rstrip())
+    return "\n".join(lines)
+
+
+def format_runs_by_entry(cache_dir=None, *, runs_dir=None, metric: str | None = None, clf=None, backbone=None,
+                         data=None, layers=None, last: int | None = None, top: int | None = None,
+                         wide: bool = False) -> tuple[str, list[str]]:
+    """(text, warnings) for `featx runs`: the logged runs of each cache entry, ranked by one rule (rank) within each protocol, with the
+    entry's data and backbone and its metric (chosen from its class balance unless `metric`) said once above.
+
+    clf, backbone : keep runs with exactly these (comma lists); data : runs whose data label or entry name contains
+    this text; layers : whose layer spec or names contain it; last : only the N most recently logged runs;
+    top : the best N of each protocol group; wide : every column, run ids whole. warnings : read_log's (rows of
+    the log featx does not act on), for the caller to print.
+    """
+    from featx.cache.pick import data_labels
+    from featx.experiments.runs import _cache, read_log
+
+    cache = _cache(cache_dir, runs_dir)
+    table = read_log(cache)
+    warnings = table.attrs["warnings"]
+    labels = data_labels(cache)
+    table = table.assign(data=table["cache_key"].map(
+        lambda key: " + ".join(labels.get(part, "(entry not in this cache)") for part in str(key).split("+"))))
+    for column, wanted in (("classifier", clf), ("backbone", backbone)):
+        if wanted:
+            table = table[table[column].isin([w.strip() for w in wanted.split(",")])]
+    if data:
+        table = table[table["data"].str.contains(data, regex=False) | table["cache_entry"].str.contains(data, regex=False)]
+    if layers:
+        table = table[table["layers"].str.contains(layers, regex=False)
+                      | table["layer_names"].str.contains(layers, regex=False)]
+    if last:
+        table = table.tail(last)
+    if table.empty:
+        return "no runs match; run `featx fit` or `featx compare` (or loosen the filters)", warnings
+    blocks = []
+    for key, runs_of_entry in table.groupby(table["cache_key"].astype(str), sort=False):
+        chosen, reason = (metric, f"ranking by {metric} (--metric)") if metric else entry_metric(cache, key)
+        ranked = rank(runs_of_entry, chosen)
+        if top:
+            ranked = ranked.groupby(_groups(ranked), sort=False, group_keys=False).head(top)
+            ranked.attrs.update(note=rank(runs_of_entry, chosen).attrs["note"], metric=chosen)
+        blocks.append("\n".join([source_line(runs_of_entry, labels), reason, format_ranked(ranked, wide=wide)]))
+    return "\n\n".join(blocks), warnings
