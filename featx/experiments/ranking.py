@@ -228,6 +228,8 @@ def format_runs_by_entry(cache_dir=None, *, runs_dir=None, metric: str | None = 
     cache = _cache(cache_dir, runs_dir)
     table = read_log(cache)
     warnings = table.attrs["warnings"]
+    if table.empty:
+        return "no runs yet; run `featx fit` or `featx compare`", warnings
     labels = data_labels(cache)
     table = table.assign(data=table["cache_key"].map(
         lambda key: " + ".join(labels.get(part, "(entry not in this cache)") for part in str(key).split("+"))))
