@@ -217,7 +217,8 @@ def extract(data: str, *, backbone: str = DEFAULT_BACKBONE, layers="blocks", poo
             split=(0.7, 0.15, 0.15), seed: int = 0, limit: int | None = None, strict: bool = False,
             input_size: int | None = None, preprocess: str | None = None, unsafe: bool = False,
             mixed_precision: bool = False, progress: bool = True, log=print, cluster=None,
-            cluster_config=None, on_event=None, views=None, view_seed: int = 0) -> ExtractResult:
+            cluster_config=None, cluster_timeout: float | None = None, on_event=None, views=None,
+            view_seed: int = 0) -> ExtractResult:
     """Extract `layers` of `backbone` for every image of `data` into the cache; only missing layers run.
 
     Re-running the same call is a no-op; a run killed at any point resumes from its last committed batch.
@@ -226,6 +227,8 @@ def extract(data: str, *, backbone: str = DEFAULT_BACKBONE, layers="blocks", poo
         each image decoded once per pass; the batch size then counts model inputs (images x views).
     cluster : run the forward passes on Dask workers (a featx.distributed spec such as "local:2", or a
         dask.distributed Client); this process stays the only writer. cluster_config : its options (dict or file).
+        cluster_timeout : seconds a SLURM cluster may go without a worker (featx.distributed.connect); SLURM job
+        logs land in <cache_dir>/slurm-logs unless the config names a log_directory.
     on_event : instrumentation (benchmarks), called as on_event("decoded", row) per decoded image (decode
         threads) and on_event("committed", n_rows) per batch durably written (writer thread); keep it quick.
     """
@@ -281,7 +284,8 @@ def extract(data: str, *, backbone: str = DEFAULT_BACKBONE, layers="blocks", poo
             entry.update_index(split_settings=images.split_settings, split=images.split)
             log(f"split updated to {images.split_settings}")
         passes, rate = [], None
-        with distributed.connect(cluster, cluster_config) if cluster is not None else nullcontext() as client:
+        with distributed.connect(cluster, cluster_config, timeout=cluster_timeout, log_dir=cache.root / "slurm-logs",
+                                 log=log) if cluster is not None else nullcontext() as client:
             run = _Runner(model, images.paths, pool, strict, progress, on_event, client,
                           (backbone, weights, input_size, preprocess, unsafe, mixed_precision))
             pending = PassLog.pending(entry)

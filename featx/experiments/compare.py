@@ -72,8 +72,8 @@ class CompareResult:
 def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: dict | None = None,
             params: dict | None = None, seed: int = 0, n_jobs: int = 1, metric: str | None = None,
             cv: int | None = None, cv_repeats: int = 1, class_weight: str | None = None, plots: bool = False,
-            cache_dir=None, log=print, runs_dir=None, cluster=None, cluster_config=None, save_models: str = "best",
-            views=None, view_seed: int = 0, tta: bool = False, **transforms) -> CompareResult:
+            cache_dir=None, log=print, runs_dir=None, cluster=None, cluster_config=None, cluster_timeout=None,
+            save_models: str = "best", views=None, view_seed: int = 0, tta: bool = False, **transforms) -> CompareResult:
     """Fit every (layer subset, classifier, grid point) and the baselines; tabulate them best first.
 
     layer_sets : subsets, each a layer name, group (all, blocks, final, fc), comma list of them, or "each" (every
@@ -126,7 +126,8 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
         f"on {entry_label(entry)}")
     columns = {selection: _view_columns([np.arange(*slices[n]) for n in selection.names], X.shape[1] // n_views, n_views)
                for selection, _ in subsets}
-    backend = nullcontext() if cluster is None else joblib_backend(cluster, scatter=[X], config=cluster_config)
+    backend = nullcontext() if cluster is None else joblib_backend(
+        cluster, scatter=[X], config=cluster_config, timeout=cluster_timeout, log_dir=entry.cache.root / "slurm-logs", log=log)
     with backend:
         scored = Parallel(n_jobs=n_jobs if cluster is None else -1)(
             delayed(_score_subset)(entry, X, columns[selection], y, split, spec, folds, inner)

@@ -126,7 +126,8 @@ def selected_line(results: list[TuneResult]) -> str:
 
 def tune_cache(cache=None, *, layers=None, classifiers=("logreg",), cv: int | None = None, cv_repeats: int = 1,
                metric: str | None = None, params: dict | None = None, class_weight: str | None = None, seed: int = 0,
-               n_jobs: int | None = 1, cache_dir=None, runs_dir=None, cluster=None, cluster_config=None, log=print,
+               n_jobs: int | None = 1, cache_dir=None, runs_dir=None, cluster=None, cluster_config=None,
+               cluster_timeout=None, log=print,
                views=None, view_seed: int = 0, tta: bool = False, **transforms) -> list[TuneResult]:
     """tune each of `classifiers` on `layers` of a cache entry, log each refit as a run, save each search curve.
 
@@ -150,7 +151,8 @@ def tune_cache(cache=None, *, layers=None, classifiers=("logreg",), cv: int | No
     split = meta["split"].to_numpy()
     folds = make_folds(y, split, cv, cv_repeats, seed) if cv else None
     folder = writable_folder(entry.cache.reports_dir, "reports") / f"tune-{new_run_id()}"
-    backend = nullcontext() if cluster is None else joblib_backend(cluster, scatter=[X], config=cluster_config)
+    backend = nullcontext() if cluster is None else joblib_backend(
+        cluster, scatter=[X], config=cluster_config, timeout=cluster_timeout, log_dir=entry.cache.root / "slurm-logs", log=log)
     results = []
     with backend:
         for clf in names:
