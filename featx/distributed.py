@@ -263,7 +263,7 @@ def _start_cluster(kind: str, n: int, options: dict):
         if shutil.which("sbatch") is None:
             raise FeatxError("--cluster slurm needs the SLURM command sbatch, which is not on PATH; run featx on a "
                              "SLURM login node, or use --cluster local:N")
-        factory, defaults = SLURMCluster, {}
+        factory, defaults = SLURMCluster, {"silence_logs": logging.CRITICAL}  # featx says what went wrong
     try:
         cluster = factory(**{**defaults, **options})
     except (TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: a worker failed to start, its reason inside
@@ -425,6 +425,17 @@ class SlurmJobs:
         for name in names:
             self.cluster.worker_spec.pop(name, None)
         self.cluster.scale(jobs=self.n)
+
+
+def shared(client, value):
+    """A future of `value` for many tasks: sent once, fetched by each worker that needs it. A task result, not
+    scattered data, so the scheduler recomputes it when every worker holding it is gone (a SLURM job cancelled,
+    its replacement joining) instead of cancelling the tasks that need it."""
+    return client.submit(_identity, value, pure=False)
+
+
+def _identity(value):
+    return value
 
 
 def n_workers(client) -> int:

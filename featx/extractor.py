@@ -449,7 +449,7 @@ def _run_pass_sharded(client, backbone_args: tuple, model, pass_log: PassLog, pa
     views = None if pass_log.views == (IDENTITY,) else pass_log.views
     spec = (backbone_args, model.weights_id, tuple(pass_log.layers), pool, pass_log.state["dtype"], views)
     random_init = backbone_args[1] in (None, "none") and not os.path.isfile(backbone_args[0])
-    weights = client.scatter([model.model.get_weights()], broadcast=True)[0] if random_init else None  # once per worker
+    weights = distributed.shared(client, model.model.get_weights()) if random_init else None  # sent once
     shards = [(spec, weights, paths[a:a + step], a, batch) for a in range(start, n, step)]
     pass_log.open_for_append()
     bar = tqdm(total=n, initial=start, unit="img", desc=f"extract {model.name} on {workers} worker(s)", disable=not progress)

@@ -98,9 +98,9 @@ def extract_args(data: Path, cache_dir: Path, *extra: str) -> list[str]:
 
 
 def config(tmp_path: Path, **settings) -> Path:
-    """A --cluster-config TOML: one core and 1 GB per job (two jobs fit the 2-core test node) plus settings."""
+    """A --cluster-config TOML: one core and 3 GB per job (two jobs fit the 2-core test node) plus settings."""
     path = tmp_path / "slurm.toml"
-    values = {"partition": "debug", "cores": 1, "memory": "1GB", **settings}
+    values = {"partition": "debug", "cores": 1, "memory": "3GB", **settings}
     path.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items()))
     return path
 

@@ -29,6 +29,7 @@ print(*(s.getsockname()[1] for s in socks))")
 
 cat > "$dir/slurm.conf" <<CONF
 # Written by tests/slurm/start.sh: one node, no accounting, no cgroups, everything under $dir.
+# Partition debug runs jobs; partition down never does (a job that cannot start).
 ClusterName=featxtest
 SlurmctldHost=$host(127.0.0.1)
 SlurmctldPort=$ctld_port
@@ -62,6 +63,7 @@ KillWait=5
 InactiveLimit=0
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$memory State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
+PartitionName=down Nodes=$host MaxTime=INFINITE State=DOWN
 CONF
 : > "$dir/plugstack.conf"
 export SLURM_CONF=$dir/slurm.conf
