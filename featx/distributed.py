@@ -347,6 +347,7 @@ class SlurmJobs:
         self.log_dir = log_dir
         self.connected: set[str] = set()  # worker names seen connected, ever
         self.reported: set[str] = set()  # job ids already logged as submitted
+        self.replaced = 0
         self.last_worker = self.last_check = time.monotonic()
 
     def job_ids(self) -> dict[str, str]:
@@ -382,8 +383,10 @@ class SlurmJobs:
                 raise RunFailed(f"SLURM job {job} ended ({state}) before its Dask worker connected: {self._log_tail(job)}; "
                                 f"fix --cluster-config (job_script_prologue, python) and re-run")
         if waited > self.timeout:
-            pending = [(job, *states.get(job, ("ENDED", ""))) for job in ids.values()] or [("(none)", "NOT SUBMITTED", "")]
-            job, state, reason = pending[0]
+            if not ids:
+                raise RunFailed(f"no SLURM job of this run is queued or running after {self.timeout:g} s without a Dask "
+                                f"worker (--cluster-timeout); worker logs in {self.log_dir}; re-run to resume")
+            job, state, reason = next((job, *states.get(job, ("ENDED", ""))) for job in ids.values())
             hint = next((setting for word, setting in REASONS if word.lower() in reason.lower()), "")
             why = f"{state}, reason {reason}" + (f": check {hint}" if hint else "") if reason and reason != "None" else state
             raise RunFailed(f"no SLURM job started a Dask worker within {self.timeout:g} s (--cluster-timeout): job {job} "
@@ -412,7 +415,7 @@ class SlurmJobs:
         if ended:
             self.log(f"SLURM: job(s) {', '.join(ended.values())} ended "
                      f"({', '.join(states.get(j, ('ENDED',))[0] for j in ended.values())}); submitting replacements")
-            self.cluster.loop.add_callback(self._replace, list(ended))
+        self.cluster.loop.add_callback(self._replace, list(ended))  # also reopens jobs Dask itself gave up on
         new = set(ids.values()) - self.reported - set(ended.values())
         if new and self.reported:
             self.log(f"SLURM: job(s) {', '.join(sorted(new))} submitted")
@@ -421,9 +424,12 @@ class SlurmJobs:
             self._stop_if_hopeless(now - self.last_worker)
 
     def _replace(self, names: list[str]) -> None:
-        """In the cluster's event loop: forget the ended jobs' specs, so that scale submits new ones."""
+        """In the cluster's event loop: the ended jobs' specs give way to new ones (new names: Dask would reuse
+        a freed name and see nothing to do), which scale then submits while it cancels the old ones."""
         for name in names:
-            self.cluster.worker_spec.pop(name, None)
+            if self.cluster.worker_spec.pop(name, None) is not None:
+                self.replaced += 1
+                self.cluster.worker_spec[f"{self.cluster.name}-r{self.replaced}"] = self.cluster.new_spec
         self.cluster.scale(jobs=self.n)
 
 

@@ -159,12 +159,19 @@ def wait_until(condition, proc: subprocess.Popen, what: str, timeout: float = 30
     return value
 
 
-def registered_job(log_folder: Path) -> str | None:
-    """The id of a job whose Dask worker has registered with the scheduler (its .err log says so)."""
-    for path in log_folder.glob("*.err") if log_folder.is_dir() else ():
-        if "Registered to:" in path.read_text(errors="replace"):
-            return path.stem.rsplit("-", 1)[1]
-    return None
+def job_ids(line: str) -> list[str]:
+    """The job ids in featx's "SLURM: N job(s) submitted (ID, ID), ..." line."""
+    return re.search(r"submitted \(([\d, ]+)\)", line)[1].split(", ")
+
+
+def first_worker(proc: subprocess.Popen) -> list[str]:
+    """Read featx's stdout up to its line saying the first worker connected; the ids of the jobs it submitted."""
+    lines = []
+    while not (line := proc.stdout.readline()).startswith("SLURM:"):
+        lines.append(line)
+        assert line, "featx ended before a worker connected: " + "".join(lines) + proc.communicate()[1][-3000:]
+    assert "first worker connected" in line, line
+    return job_ids(line)
 
 
 def test_extract_on_two_slurm_jobs_is_bit_identical_and_cleans_up(slurm, images, reference, tmp_path):
@@ -177,7 +184,7 @@ def test_extract_on_two_slurm_jobs_is_bit_identical_and_cleans_up(slurm, images,
     [line] = [line for line in proc.stdout.splitlines() if line.startswith("SLURM:")]
     assert re.match(r"SLURM: 2 job\(s\) submitted \(\d+, \d+\), first worker connected after \d+\.\d s; "
                     rf"worker logs in {re.escape(str(logs))}$", line), line
-    assert sorted(job_logs(logs)) == sorted(re.findall(r"\d+", line.split("(")[2])[:2])
+    assert sorted(job_logs(logs)) == sorted(job_ids(line))
     assert re.search(rf"extract mobilenet_v2 on \d worker\(s\): 100%.*{N_IMAGES}/{N_IMAGES}", proc.stderr)
     assert not list(work.iterdir()), "featx or its jobs wrote into the working folder"
     slurm.assert_no_jobs_left()
@@ -242,7 +249,7 @@ def test_scancel_of_the_worker_job_mid_extract_is_replaced_and_bit_identical(slu
                                          str(config(tmp_path))), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, cwd=tmp_path)
     try:
-        job = wait_until(lambda: registered_job(cache_dir / "slurm-logs"), proc, "the worker registered")
+        [job] = first_worker(proc)
         assert committed_rows(cache_dir) < N_IMAGES
         subprocess.run(["scancel", job], check=True)
         out, err = proc.communicate(timeout=600)
@@ -250,7 +257,7 @@ def test_scancel_of_the_worker_job_mid_extract_is_replaced_and_bit_identical(slu
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err[-3000:]
-    assert f"SLURM: job(s) {job} ended (CANCELLED); submitting replacements" in out
+    assert f"SLURM: job(s) {job} ended (CANCELLED); submitting replacements" in out, out
     assert len(job_logs(cache_dir / "slurm-logs")) == 2
     slurm.assert_no_jobs_left()
     assert_same_cache(reference(), cache_dir)
@@ -287,7 +294,7 @@ def test_interrupted_extract_cancels_its_jobs(slurm, images, tmp_path, signum):
                                          str(config(tmp_path))), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, cwd=tmp_path)
     try:
-        wait_until(lambda: registered_job(cache_dir / "slurm-logs"), proc, "a worker registered")
+        first_worker(proc)
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=120)
     finally:

@@ -86,7 +86,7 @@ start slurmd slurmd -D -N "$host" -f "$dir/slurm.conf"
 
 state=""
 for _ in $(seq 120); do
-    state=$(sinfo -h -N -n "$host" -o %t 2>/dev/null || true)
+    state=$(sinfo -h -N -n "$host" -p debug -o %t 2>/dev/null | head -1 || true)
     [ "$state" = idle ] && break
     for name in slurmctld slurmd; do
         kill -0 "$(cat "$dir/$name.run")" 2>/dev/null \
