@@ -256,10 +256,14 @@ def _start_cluster(kind: str, n: int, options: dict):
         defaults = {"n_workers": n, "threads_per_worker": 1, "processes": True, "dashboard_address": None,
                     "silence_logs": logging.ERROR}
     else:
+        previous = signal.getsignal(signal.SIGINT)
         try:
-            from dask_jobqueue import SLURMCluster
+            from dask_jobqueue import SLURMCluster  # its runner module sets SIGINT to sys.exit() on import
         except ImportError:
             raise FeatxError(f"--cluster slurm needs dask-jobqueue, which is not installed; run: {INSTALL_HINT}") from None
+        finally:
+            if threading.current_thread() is threading.main_thread() and previous is not None:
+                signal.signal(signal.SIGINT, previous)  # Ctrl-C stays the caller's (featx: unwind, cancel the jobs)
         if shutil.which("sbatch") is None:
             raise FeatxError("--cluster slurm needs the SLURM command sbatch, which is not on PATH; run featx on a "
                              "SLURM login node, or use --cluster local:N")
