@@ -306,19 +306,21 @@ def test_interrupted_extract_cancels_its_jobs(slurm, images, tmp_path, signum):
 
 
 def test_compare_and_tune_on_slurm_give_the_one_process_table_and_choice(slurm, reference, tmp_path):
-    """compare on two SLURM jobs (the feature matrix scattered once) and `featx tune --cluster slurm`: the same
+    """compare on a SLURM job (the feature matrix scattered once) and `featx tune --cluster slurm`: the same
     scores and the same chosen parameters as in one process."""
     entry = reference()
     sweep = {"layer_sets": ["block_16_project_BN", "block_6_project_BN,block_16_project_BN"],
              "classifiers": "rf,logreg", "grid": {"n_estimators": [5, 20]}, "seed": 3, "cache_dir": entry.path.parent,
              "log": None}
     local = featx.compare(entry.name, **sweep).table
-    remote = featx.compare(entry.name, cluster="slurm:2", cluster_config=config(tmp_path), **sweep).table
+    remote = featx.compare(entry.name, cluster="slurm", cluster_config=config(tmp_path), **sweep).table
     scores = ["layers", "classifier", "params", "n_features", "val_accuracy", "val_f1_macro", "test_accuracy"]
     assert len(local) == 8 and local[scores].equals(remote[scores])
     tune = [*FEATX, "tune", entry.name, "--cache-dir", str(entry.path.parent), "--clf", "logreg", "--cv", "3",
             "--layers", "block_16_project_BN"]
-    one = run(tune, tmp_path / "one").stdout.strip().splitlines()[-1]
-    on_slurm = run([*tune, "--cluster", "slurm", "--cluster-config", str(config(tmp_path))], tmp_path / "two")
-    assert on_slurm.stdout.strip().splitlines()[-1] == one and one.startswith("selected: logreg")
+    one = run(tune, tmp_path / "one").stdout
+    on_slurm = run([*tune, "--cluster", "slurm", "--cluster-config", str(config(tmp_path))], tmp_path / "two").stdout
+    choice = [re.sub(r"^selected: \S+ ", "", out.strip().splitlines()[-1]) for out in (one, on_slurm)]  # less the run id
+    assert choice[0] == choice[1] and choice[0].startswith("logreg C=")
+    assert "SLURM: 1 job(s) submitted" in on_slurm
     slurm.assert_no_jobs_left()
