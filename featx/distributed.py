@@ -72,16 +72,16 @@ SLURM_KEYS = {
 SLURM_DEFAULTS = {"cores": 1, "processes": 1, "memory": "4GB", "job_name": "dask-worker"}
 
 
-def require_dask(cluster=None) -> None:
-    """One line naming the package to install (instead of an ImportError traceback), or the spec's mistake;
-    called before any work starts, so that neither ends a run minutes in."""
+def require_dask(cluster=None, config=None) -> None:
+    """One line naming the package to install (instead of an ImportError traceback), or the spec's or the
+    SLURM config's mistake; called before any work starts, so that none ends a run minutes in."""
     try:
         import dask  # noqa: F401
         import distributed  # noqa: F401
     except ImportError:
         raise FeatxError(f"--cluster needs Dask, which is not installed; run: {INSTALL_HINT}") from None
-    if isinstance(cluster, str):
-        parse_spec(cluster)
+    if isinstance(cluster, str) and parse_spec(cluster)[0] == "slurm" and config is not None:  # a bad spec: raised
+        slurm_options(read_config(config) if isinstance(config, (str, Path)) else dict(config), log_dir=".")
 
 
 def parse_spec(spec: str) -> tuple[str, str | int]:
@@ -131,8 +131,9 @@ def _parse_yaml(text: str):
 def slurm_options(config: dict, log_dir=None) -> dict:
     """dask-jobqueue SLURMCluster keyword arguments for a --cluster-config table of SLURM_KEYS.
 
-    log_dir : the jobs' log folder unless the table names one (default: <featx's default cache>/slurm-logs). The worker runs this process's Python with its
-    PYTHONPATH (set in the job script: a site's sbatch may not pass the environment on).
+    log_dir : the jobs' log folder unless the table names one (default: <featx's default cache>/slurm-logs).
+    The worker runs this process's Python with its PYTHONPATH (written into the job script: a site's sbatch
+    may not pass the environment on).
     """
     unknown = [key for key in config if key not in SLURM_KEYS]
     if unknown:

@@ -238,7 +238,7 @@ def extract(data: str, *, backbone: str = DEFAULT_BACKBONE, layers="blocks", poo
     check_dtype(dtype)
     view_names = parse_views(views, view_seed)
     if cluster is not None:
-        distributed.require_dask(cluster)
+        distributed.require_dask(cluster, cluster_config)
     images = resolve_source(data)
     if limit:
         images = images.take(limit, seed)

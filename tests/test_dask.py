@@ -295,3 +295,14 @@ def test_bad_cluster_spec_stops_extract_before_any_work(manifest, tmp_path):
     assert user_lines(proc.stderr) == ["error: bad --cluster 'local:0'; write local:N, tcp://HOST:PORT or slurm[:N], "
                                        "e.g. local:2"]
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_unknown_slurm_config_key_stops_extract_before_any_work(manifest, tmp_path):
+    config = tmp_path / "slurm.toml"
+    config.write_text('partition = "gpu"\nwall_time = "01:00:00"\n')
+    proc = subprocess.run(extract_args(manifest, tmp_path / "cache", "--cluster", "slurm:2", "--cluster-config", str(config)),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    [line] = user_lines(proc.stderr)
+    assert line.startswith("error: unknown --cluster-config key 'wall_time' for --cluster slurm; accepted: partition, ")
+    assert "walltime" in line and not (tmp_path / "cache").exists()
