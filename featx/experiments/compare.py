@@ -83,7 +83,8 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
         that parameter (rf gets min_samples_leaf, logreg does not); one no classifier has is an error.
     n_jobs : fits run in parallel with joblib; with n_jobs=1 each classifier uses every core instead.
     cluster : run the fits on Dask workers (a featx.distributed spec such as "local:2", or a Client), the
-        feature matrix sent to each worker once; cluster_config : its options. Results land where a local run puts them.
+        feature matrix sent to each worker once; cluster_config : its options; cluster_timeout : as in extract.
+        Results land where a local run puts them; SLURM job logs in <cache_dir>/slurm-logs.
     metric : the ranking metric, a METRICS name (None: default_metric of the train+val labels, logged).
     cv : also score each row by repeated stratified K-fold (cv_repeats times) over train+val, on folds made
         once from `seed` (paired across rows), folds in parallel; rows are then ranked by the CV mean. Each

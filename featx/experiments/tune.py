@@ -134,7 +134,8 @@ def tune_cache(cache=None, *, layers=None, classifiers=("logreg",), cv: int | No
     cv : K for selection by repeated stratified K-fold (cv_repeats times) over train+val; None = on val.
     The folds are made once, so every classifier is selected on the same (paired) splits.
     class_weight : "balanced" for every classifier (each must have class_weight).
-    cluster : run the selection splits on Dask workers (as compare's cluster; cluster_config its options).
+    cluster : run the selection splits on Dask workers (as compare's cluster; cluster_config, cluster_timeout
+        its options).
     Each refit (train+val) is recorded like a fit (runs_dir as in fit), with the score it was selected by:
     cv_* columns, or with selection on val the val_* scores of the best point fitted on train; its test
     scores are the one test evaluation. Writes <reports>/tune-<id>/<clf>_curve.csv and <clf>_curve.png.
