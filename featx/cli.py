@@ -69,7 +69,8 @@ def cmd_extract(args) -> None:
             dtype=args.dtype, batch_size=args.batch_size, cache_dir=args.cache_dir, split=args.split, seed=args.seed,
             limit=args.limit, strict=args.strict, input_size=args.input_size, preprocess=args.preprocess,
             unsafe=args.unsafe, mixed_precision=args.mixed_precision, progress=not args.quiet, cluster=args.cluster,
-            cluster_config=args.cluster_config, views=args.views, view_seed=args.view_seed)
+            cluster_config=args.cluster_config, cluster_timeout=args.cluster_timeout, views=args.views,
+            view_seed=args.view_seed)
 
 
 def cmd_ls(args) -> None:
@@ -203,7 +204,10 @@ def _add_cluster_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster", default=None, metavar="SPEC",
                    help='run on Dask workers: local:N, tcp://HOST:PORT or slurm[:N] (needs pip install "featx[dask]")')
     p.add_argument("--cluster-config", default=None, metavar="FILE",
-                   help="TOML or YAML file of cluster options (dask-jobqueue SLURMCluster arguments for slurm)")
+                   help="TOML or YAML file of cluster options (for slurm: partition, account, qos, walltime, memory, "
+                        "cores, gpus, job_name, log_directory, job_script_prologue, ...; see the README)")
+    p.add_argument("--cluster-timeout", type=float, default=None, metavar="SECONDS",
+                   help="stop when no SLURM job has started a worker for this long (default 300)")
 
 
 def _add_backbone_options(p: argparse.ArgumentParser, weights_default: str) -> None:
@@ -352,8 +356,8 @@ def cmd_compare(args) -> None:
             params=_classifier_params(args), seed=args.seed, n_jobs=args.n_jobs, metric=args.metric, cv=args.cv,
             cv_repeats=args.cv_repeats, class_weight=args.class_weight, plots=args.plots,
             cache_dir=args.cache_dir, runs_dir=args.runs_dir, cluster=args.cluster,
-            cluster_config=args.cluster_config, save_models=args.save_models, command=_command(args), **_views(args),
-            **_transforms(args))
+            cluster_config=args.cluster_config, cluster_timeout=args.cluster_timeout, save_models=args.save_models,
+            command=_command(args), **_views(args), **_transforms(args))
 
 
 def cmd_tune(args) -> None:
@@ -362,7 +366,8 @@ def cmd_tune(args) -> None:
     results = tune_cache(_entry(args), layers=args.layers, classifiers=args.clf, cv=args.cv, cv_repeats=args.cv_repeats,
                          metric=args.metric, params=_classifier_params(args), class_weight=args.class_weight,
                          seed=args.seed, n_jobs=args.n_jobs, cache_dir=args.cache_dir, runs_dir=args.runs_dir,
-                         cluster=args.cluster, cluster_config=args.cluster_config, command=_command(args),
+                         cluster=args.cluster, cluster_config=args.cluster_config, cluster_timeout=args.cluster_timeout,
+                         command=_command(args),
                          **_views(args), **_transforms(args))
     print(selected_line(results))
 

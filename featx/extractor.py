@@ -239,7 +239,8 @@ def extract(data: str, *, backbone: str = DEFAULT_BACKBONE, layers="blocks", poo
             split=(0.7, 0.15, 0.15), seed: int = 0, limit: int | None = None, strict: bool = False,
             input_size: int | None = None, preprocess: str | None = None, unsafe: bool = False,
             mixed_precision: bool = False, progress: bool = True, log=print, cluster=None,
-            cluster_config=None, on_event=None, views=None, view_seed: int = 0) -> ExtractResult:
+            cluster_config=None, cluster_timeout: float | None = None, on_event=None, views=None,
+            view_seed: int = 0) -> ExtractResult:
     """Extract `layers` of `backbone` for every image of `data` into the cache; only missing layers run.
 
     Re-running the same call is a no-op; a run killed at any point resumes from its last committed batch.
@@ -248,6 +249,8 @@ def extract(data: str, *, backbone: str = DEFAULT_BACKBONE, layers="blocks", poo
         each image decoded once per pass; the batch size then counts model inputs (images x views).
     cluster : run the forward passes on Dask workers (a featx.distributed spec such as "local:2", or a
         dask.distributed Client); this process stays the only writer. cluster_config : its options (dict or file).
+        cluster_timeout : seconds a SLURM cluster may go without a worker (featx.distributed.connect); SLURM job
+        logs land in <cache_dir>/slurm-logs unless the config names a log_directory.
     on_event : instrumentation (benchmarks), called as on_event("decoded", row) per decoded image (decode
         threads) and on_event("committed", n_rows) per batch durably written (writer thread); keep it quick.
     """
@@ -258,7 +261,7 @@ def extract(data: str, *, backbone: str = DEFAULT_BACKBONE, layers="blocks", poo
     check_input_size(input_size)
     view_names = parse_views(views, view_seed)
     if cluster is not None:
-        distributed.require_dask(cluster)
+        distributed.require_dask(cluster, cluster_config)
     images = resolve_source(data)
     if limit:
         if limit > len(images):
@@ -312,7 +315,8 @@ def extract(data: str, *, backbone: str = DEFAULT_BACKBONE, layers="blocks", poo
             entry.update_index(split_settings=images.split_settings, split=images.split)
             log(f"split updated to {images.split_settings}")
         passes, rate = [], None
-        with distributed.connect(cluster, cluster_config) if cluster is not None else nullcontext() as client:
+        with distributed.connect(cluster, cluster_config, timeout=cluster_timeout, log_dir=cache.root / "slurm-logs",
+                                 log=log) if cluster is not None else nullcontext() as client:
             run = _Runner(model, images.paths, pool, strict, progress, on_event, client,
                           (backbone, weights, input_size, preprocess, unsafe, mixed_precision))
             pending = PassLog.pending(entry)
@@ -487,7 +491,7 @@ def _run_pass_sharded(client, backbone_args: tuple, model, pass_log: PassLog, pa
     views = None if pass_log.views == (IDENTITY,) else pass_log.views
     spec = (backbone_args, model.weights_id, tuple(pass_log.layers), pool, pass_log.state["dtype"], views)
     random_init = backbone_args[1] in (None, "none") and not os.path.isfile(backbone_args[0])
-    weights = client.scatter([model.model.get_weights()], broadcast=True)[0] if random_init else None  # once per worker
+    weights = distributed.shared(client, model.model.get_weights()) if random_init else None  # sent once
     shards = [(spec, weights, paths[a:a + step], a, batch) for a in range(start, n, step)]
     pass_log.open_for_append()
     bar = progress_bar(total=n, initial=start, unit="img", desc=f"extract {model.name} on {workers} worker(s)",

@@ -198,7 +198,7 @@ def readme_block(marker: str) -> str:
 
 def test_readme_slurm_config_builds_a_gpu_job_script(tmp_path):
     """The README's --cluster-config example, read as featx reads it, is a valid dask-jobqueue SLURMCluster
-    whose job script asks for the GPU, account and walltime; no job is submitted (scale is never called)."""
+    whose job script asks for everything it sets; no job is submitted (scale is never called)."""
     from dask_jobqueue import SLURMCluster
 
     path = tmp_path / "slurm.toml"
@@ -207,10 +207,37 @@ def test_readme_slurm_config_builds_a_gpu_job_script(tmp_path):
     yaml_path = tmp_path / "slurm.yaml"
     yaml_path.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in config.items()))
     assert distributed.read_config(yaml_path) == config
-    with SLURMCluster(**config, scheduler_options={"dashboard_address": None}) as cluster:
+    with SLURMCluster(**distributed.slurm_options(config)) as cluster:
         script = cluster.job_script()
-    assert "#SBATCH --gres=gpu:1" in script and f"#SBATCH -A {config['account']}" in script
-    assert f"#SBATCH -t {config['walltime']}" in script and "featx" not in config.get("python", "")
+    logs = f"{config['log_directory']}/{config['job_name']}-%j"
+    for line in [f"-p {config['partition']}", f"-A {config['account']}", f"--qos={config['qos']}",
+                 f"-t {config['walltime']}", f"--gpus={config['gpus']}", f"-J {config['job_name']}",
+                 f"--cpus-per-task={config['cores']}", "--mem=30G", f'-o "{logs}.out"', f'-e "{logs}.err"',
+                 *config["job_extra_directives"]]:
+        assert f"#SBATCH {line}\n" in script, line
+    assert config["job_script_prologue"][0] in script
+    assert f"{sys.executable} -m distributed.cli.dask_worker" in script  # the worker runs this Python
+
+
+def test_every_slurm_key_is_a_slurmcluster_argument_or_featx_own():
+    import inspect
+
+    from dask_jobqueue import SLURMCluster
+    from dask_jobqueue.core import Job
+    from dask_jobqueue.slurm import SLURMJob
+
+    accepted = {name for f in (SLURMCluster, SLURMJob, Job) for name in inspect.signature(f).parameters}
+    assert set(distributed.SLURM_KEYS) - accepted == {"partition", "qos", "gpus", "gres"}
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"partiton": "gpu"}, "unknown --cluster-config key 'partiton' for --cluster slurm; accepted: partition, queue, "),
+    ({"partition": "a", "queue": "b"}, "sets both partition and queue"),
+    ({"job_extra_directives": [1]}, "job_extra_directives must be a list of strings")])
+def test_bad_slurm_config_is_one_line_naming_the_key(config, message):
+    with pytest.raises(FeatxError, match=re.escape(message)) as raised:
+        distributed.slurm_options(config)
+    assert "\n" not in str(raised.value)
 
 
 @pytest.mark.parametrize("name, text, message", [
@@ -268,3 +295,14 @@ def test_bad_cluster_spec_stops_extract_before_any_work(manifest, tmp_path):
     assert user_lines(proc.stderr) == ["error: bad --cluster 'local:0'; write local:N, tcp://HOST:PORT or slurm[:N], "
                                        "e.g. local:2"]
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_unknown_slurm_config_key_stops_extract_before_any_work(manifest, tmp_path):
+    config = tmp_path / "slurm.toml"
+    config.write_text('partition = "gpu"\nwall_time = "01:00:00"\n')
+    proc = subprocess.run(extract_args(manifest, tmp_path / "cache", "--cluster", "slurm:2", "--cluster-config", str(config)),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    [line] = user_lines(proc.stderr)
+    assert line.startswith("error: unknown --cluster-config key 'wall_time' for --cluster slurm; accepted: partition, ")
+    assert "walltime" in line and not (tmp_path / "cache").exists()

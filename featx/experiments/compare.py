@@ -73,8 +73,9 @@ class CompareResult:
 def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: dict | None = None,
             params: dict | None = None, seed: int = 0, n_jobs: int = 1, metric: str | None = None,
             cv: int | None = None, cv_repeats: int = 1, class_weight: str | None = None, plots: bool = False,
-            cache_dir=None, log=print, runs_dir=None, cluster=None, cluster_config=None, save_models: str = "best",
-            views=None, view_seed: int = 0, tta: bool = False, command: str | None = None, **transforms) -> CompareResult:
+            cache_dir=None, log=print, runs_dir=None, cluster=None, cluster_config=None, cluster_timeout=None,
+            save_models: str = "best", views=None, view_seed: int = 0, tta: bool = False, command: str | None = None,
+            **transforms) -> CompareResult:
     """Fit every (layer subset, classifier, grid point) and the baselines; tabulate them best first.
 
     layer_sets : subsets, each a layer name, group (all, blocks, final, fc), comma list of them, or "each" (every
@@ -84,7 +85,8 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
         that parameter (rf gets min_samples_leaf, logreg does not); one no classifier has is an error.
     n_jobs : fits run in parallel with joblib; with n_jobs=1 each classifier uses every core instead.
     cluster : run the fits on Dask workers (a featx.distributed spec such as "local:2", or a Client), the
-        feature matrix sent to each worker once; cluster_config : its options. Results land where a local run puts them.
+        feature matrix sent to each worker once; cluster_config : its options; cluster_timeout : as in extract.
+        Results land where a local run puts them; SLURM job logs in <cache_dir>/slurm-logs.
     metric : the ranking metric, a METRICS name (None: default_metric of the train+val labels, logged).
     cv : also score each row by repeated stratified K-fold (cv_repeats times) over train+val, on folds made
         once from `seed` (paired across rows), folds in parallel; rows are then ranked by the CV mean. Each
@@ -129,7 +131,8 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
         f"  on {entry_label(entry)}")
     columns = {selection: _view_columns([np.arange(*slices[n]) for n in selection.names], X.shape[1] // n_views, n_views)
                for selection, _ in subsets}
-    backend = nullcontext() if cluster is None else joblib_backend(cluster, scatter=[X], config=cluster_config)
+    backend = nullcontext() if cluster is None else joblib_backend(
+        cluster, scatter=[X], config=cluster_config, timeout=cluster_timeout, log_dir=entry.cache.root / "slurm-logs", log=log)
     with backend:
         scored = Parallel(n_jobs=n_jobs if cluster is None else -1)(
             delayed(_score_subset)(entry, X, columns[selection], y, split, spec, folds, inner)

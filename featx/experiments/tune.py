@@ -135,15 +135,16 @@ def selected_line(results: list[TuneResult]) -> str:
 
 def tune_cache(cache=None, *, layers=None, classifiers=("logreg",), cv: int | None = None, cv_repeats: int = 1,
                metric: str | None = None, params: dict | None = None, class_weight: str | None = None, seed: int = 0,
-               n_jobs: int | None = 1, cache_dir=None, runs_dir=None, cluster=None, cluster_config=None, log=print,
-               views=None, view_seed: int = 0, tta: bool = False, command: str | None = None,
-               **transforms) -> list[TuneResult]:
+               n_jobs: int | None = 1, cache_dir=None, runs_dir=None, cluster=None, cluster_config=None,
+               cluster_timeout=None, log=print, views=None, view_seed: int = 0, tta: bool = False,
+               command: str | None = None, **transforms) -> list[TuneResult]:
     """tune each of `classifiers` on `layers` of a cache entry, log each refit as a run, save each search curve.
 
     cv : K for selection by repeated stratified K-fold (cv_repeats times) over train+val; None = on val.
     The folds are made once, so every classifier is selected on the same (paired) splits.
     class_weight : "balanced" for every classifier (each must have class_weight).
-    cluster : run the selection splits on Dask workers (as compare's cluster; cluster_config its options).
+    cluster : run the selection splits on Dask workers (as compare's cluster; cluster_config, cluster_timeout
+        its options).
     Each refit (train+val) is recorded like a fit (runs_dir as in fit), with the score it was selected by:
     cv_* columns, or with selection on val the val_* scores of the best point fitted on train; its test
     scores are the one test evaluation. Writes <reports>/tune-<id>/<clf>_curve.csv and <clf>_curve.png.
@@ -162,7 +163,8 @@ def tune_cache(cache=None, *, layers=None, classifiers=("logreg",), cv: int | No
     split = meta["split"].to_numpy()
     folds = make_folds(y, split, cv, cv_repeats, seed) if cv else None
     folder = writable_folder(entry.cache.reports_dir, "reports") / f"tune-{new_run_id()}"
-    backend = nullcontext() if cluster is None else joblib_backend(cluster, scatter=[X], config=cluster_config)
+    backend = nullcontext() if cluster is None else joblib_backend(
+        cluster, scatter=[X], config=cluster_config, timeout=cluster_timeout, log_dir=entry.cache.root / "slurm-logs", log=log)
     results = []
     with backend:
         for clf in names:
