@@ -11,6 +11,9 @@ import threading
 from featx.errors import INTERRUPTED, FeatxError
 
 DEFAULT_DATA = "elpv"
+# featx.experiments.selection.METRICS's names (a test keeps them equal): the parser is built without importing
+# scikit-learn, which costs every command a second or more.
+METRIC_NAMES = ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted")
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -291,14 +294,12 @@ def _entry(args):
 
 
 def _add_selection_options(p: argparse.ArgumentParser, what: str) -> None:
-    from featx.experiments.selection import METRICS
-
     p.add_argument("--cv", type=int, default=None, metavar="K",
                    help=f"{what} by repeated stratified K-fold over train+val (test never used), mean and 95%% CI")
     p.add_argument("--cv-repeats", type=int, default=1, metavar="R", help="repeat the K folds R times, reshuffled (default 1)")
     p.add_argument("--class-weight", default=None, choices=("balanced",),
                    help="weigh classes inversely to their frequency (classifiers that have class_weight)")
-    p.add_argument("--metric", default=None, choices=tuple(METRICS),
+    p.add_argument("--metric", default=None, choices=METRIC_NAMES,
                    help="selection metric (default: balanced_accuracy when classes are imbalanced beyond 1.5:1, "
                         "else accuracy; printed)")
 
@@ -461,7 +462,7 @@ def _add_experiment_commands(sub) -> None:
     p.add_argument("--csv", default=None, metavar="PATH", help="write every logged run, in logged order, to this CSV")
     p.add_argument("--sort", default=None, help="column to sort by, descending (*_seconds: ascending); default: the "
                                                 "selection score (CV mean where a run has one, else val; never test)")
-    p.add_argument("--metric", default="accuracy", choices=("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted"),
+    p.add_argument("--metric", default="accuracy", choices=METRIC_NAMES,
                    help="metric of the selection score (default accuracy)")
     p.add_argument("--clf", default=None, help="only these classifiers (comma-separated)")
     p.add_argument("--backbone", default=None, help="only these backbones (comma-separated)")
