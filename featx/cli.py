@@ -212,6 +212,10 @@ CLASSIFIER_FLAGS = (  # --flag VALUE -> the classifier parameter of the same nam
     ("--n-estimators", "rf: number of trees"),
     ("--min-samples-leaf", "rf: minimum samples per leaf"),
     ("--max-features", "rf: features tried per split (sqrt, log2, an int or a fraction)"),
+    ("--n-components", "nystroem-svm: landmark rows of the RBF kernel map, its width (default 1000)"),
+    ("--gamma", "svm, nystroem-svm: RBF kernel width (default scale: 1 / (n_features * X.var()))"),
+    ("--loss", "sgd: log_loss (default; class probabilities) or hinge (a linear SVM), modified_huber, ..."),
+    ("--alpha", "sgd: L2 penalty strength (default 0.0001); standardize the features for SGD"),
     ("--hidden", "dense: hidden layer sizes, e.g. 256,128 (default 256)"),
     ("--activation", "dense: hidden activation (default relu)"),
     ("--dropout", "dense: dropout rate after each hidden layer (default 0)"),
@@ -252,6 +256,8 @@ def _add_model_options(p: argparse.ArgumentParser, clf_help: str) -> None:
         group.add_argument(flag, type=_typed(parse_value), default=argparse.SUPPRESS, metavar="V", help=text)
     group.add_argument("--batch-norm", action="store_const", const=True, default=argparse.SUPPRESS,
                        help="dense: batch normalization in each hidden layer")
+    group.add_argument("--early-stopping", action="store_const", const=True, default=argparse.SUPPRESS,
+                       help="sgd: stop when the score on 10%% of the train rows, held out, stops improving")
     group.add_argument("--param", type=_typed(parse_param), action="append", default=[], metavar="KEY=VALUE",
                        help="any other scikit-learn parameter of the classifier, e.g. --param C=10 (repeatable)")
     group = p.add_argument_group("feature transforms (fitted on the train split only, saved with the model)")
@@ -272,7 +278,7 @@ def _classifier_params(args) -> dict:
         if hasattr(args, flag[2:].replace("-", "_")) and "dense" not in [c.strip() for c in args.clf.split(",")]:
             raise FeatxError(f"{flag} augments the dense head's training and --clf {args.clf} has no dense head; "
                              f"add --clf dense or drop {flag}")
-    dests = [flag[2:].replace("-", "_") for flag, _ in CLASSIFIER_FLAGS] + ["batch_norm"]
+    dests = [flag[2:].replace("-", "_") for flag, _ in CLASSIFIER_FLAGS] + ["batch_norm", "early_stopping"]
     return params_dict([(FLAG_PARAMS.get(d, d), getattr(args, d)) for d in dests if hasattr(args, d)] + args.param)
 
 
@@ -409,7 +415,8 @@ def _add_experiment_commands(sub) -> None:
     p.add_argument("--layers", default=None, help="layer names and groups (all, blocks, final, fc), comma-separated; "
                                                   "concatenated in depth order (default: every cached layer)")
     _add_entry_pick(p)
-    _add_model_options(p, "rf, svm, linear-svm, logreg, knn, dense, or the baselines majority, stratified (default rf)")
+    _add_model_options(p, "rf, svm, linear-svm, logreg, knn, dense, nystroem-svm and sgd (for many rows), or the "
+                          "baselines majority, stratified (default rf)")
     _add_selection_options(p, "also score it")
     _add_view_options(p)
     p.add_argument("--n-jobs", type=int, default=-1, help="the classifier's parallel jobs, or the folds' with --cv "

@@ -23,6 +23,7 @@ from featx.backbones.layers import LayerSelection
 from featx.cache.pick import entry_label
 from featx.cache.store import Cache
 from featx.classifiers import BASELINES, classifier_params
+from featx.classifiers.registry import large_n_note
 from featx.distributed import joblib_backend
 from featx.errors import FeatxError
 from featx.experiments.fit import (
@@ -121,6 +122,8 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
     if metric is None:
         metric, reason = default_metric(y[np.isin(split, SELECTION_SPLITS)])
         log(reason)
+    for note in filter(None, (large_n_note(name, int((split == "train").sum())) for name in names)):
+        log(note)
     folds = make_folds(y, split, cv, cv_repeats, seed) if cv else None
     log(f"compare: {len(subsets)} layer subset(s) x classifiers x grid = {len(jobs)} fit(s), {n_jobs} in parallel, "
         f"on {entry_label(entry)}")

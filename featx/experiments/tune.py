@@ -27,6 +27,7 @@ from sklearn.pipeline import Pipeline
 
 from featx.cache.store import Cache
 from featx.classifiers import make_classifier, make_pipeline
+from featx.classifiers.registry import large_n_note
 from featx.classifiers.views import ViewEnsemble, training_rows, tta_predict, view_rows
 from featx.distributed import joblib_backend
 from featx.errors import FeatxError
@@ -77,6 +78,9 @@ SEARCHES = {
     # gamma_scale multiplies sklearn's gamma="scale" (1 / (n_features * X.var())), so the grid fits any feature scale
     "svm": Search({"C": (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0), "gamma_scale": (0.01, 0.1, 1.0, 10.0)},
                   refine=("C", "gamma_scale"), refine_points=3, refine_decades=0.5),
+    "nystroem-svm": Search({"C": (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0), "gamma_scale": (0.1, 1.0, 10.0)},
+                           refine=("C", "gamma_scale"), refine_points=3, refine_decades=0.5),
+    "sgd": Search({"alpha": tuple(float(a) for a in np.logspace(-7, 1, 9))}, refine=("alpha",)),
     "rf": Search({"min_samples_leaf": (1, 2, 5, 10, 20), "max_features": ("sqrt", "log2", 0.05, 0.2)}),
     "dense": Search({"lr": (0.001, 0.01, 0.1), "l2": (0.0, 1e-4, 1e-2), "hidden": ((), (256,))}),
 }
@@ -148,6 +152,8 @@ def tune_cache(cache=None, *, layers=None, classifiers=("logreg",), cv: int | No
     prepare_log(entry.cache)
     X, y, meta = load(entry, layers=layers, views=loaded_views(FitSpec(views=views, tta=tta)))
     split = meta["split"].to_numpy()
+    for note in filter(None, (large_n_note(name, int(np.isin(split, SELECTION_SPLITS).sum())) for name in names)):
+        log(note)
     folds = make_folds(y, split, cv, cv_repeats, seed) if cv else None
     folder = writable_folder(entry.cache.reports_dir, "reports") / f"tune-{new_run_id()}"
     backend = nullcontext() if cluster is None else joblib_backend(cluster, scatter=[X], config=cluster_config)
