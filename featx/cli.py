@@ -341,7 +341,8 @@ def cmd_compare(args) -> None:
             params=_classifier_params(args), seed=args.seed, n_jobs=args.n_jobs, metric=args.metric, cv=args.cv,
             cv_repeats=args.cv_repeats, class_weight=args.class_weight, plots=args.plots,
             cache_dir=args.cache_dir, runs_dir=args.runs_dir, cluster=args.cluster,
-            cluster_config=args.cluster_config, save_models=args.save_models, **_views(args), **_transforms(args))
+            cluster_config=args.cluster_config, save_models=args.save_models, search=args.search,
+            progress=not args.quiet, **_views(args), **_transforms(args))
 
 
 def cmd_tune(args) -> None:
@@ -439,7 +440,14 @@ def _add_experiment_commands(sub) -> None:
     p.add_argument("--plots", action="store_true", help="also draw each run's confusion PNGs (slower)")
     p.add_argument("--save-models", default="best", choices=("best", "all"),
                    help="keep the model of the best row by val accuracy only (default), or of every row")
-    p.add_argument("--n-jobs", type=int, default=1, help="fits run in parallel (default 1: one at a time, each on all cores)")
+    p.add_argument("--search", default="exact", choices=("exact", "halving"),
+                   help="exact: every row on every fold (default); halving (needs --cv): every row on one fold, the "
+                        "best third on 3, ... only the contenders on all folds and fitted on train; the table marks "
+                        "rows stopped early and at how many folds")
+    p.add_argument("--n-jobs", type=int, default=-1, help="fits (rows and folds) run in parallel on this many "
+                                                          "workers, each on one core (default -1: all cores; 1: one "
+                                                          "at a time, each on all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_runs_dir(p)
     _add_cluster_options(p)
     p.set_defaults(func=cmd_compare)

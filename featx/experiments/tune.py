@@ -7,22 +7,20 @@ Transforms (standardize, FNE, PCA) do not depend on the searched parameters, so 
 fits them once on its train rows and the whole grid reuses the mapped features; logistic regression
 walks its C path with warm starts (each fit starts from the previous C's coefficients). On wide features
 (n_features > n_train, e.g. 22k FNE features of all layers) the L2-penalized linear models search in the
-row space of the train features instead (see _row_space): same predictions, n_train columns instead of
-n_features.
+row space of the train features instead (featx.experiments.selection.row_space, which compare uses too): same
+predictions, n_train columns instead of n_features.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.pipeline import Pipeline
 
 from featx.cache.store import Cache
@@ -41,8 +39,11 @@ from featx.experiments.selection import (
     Folds,
     check_metric,
     default_metric,
+    fit_quietly,
+    for_row_space,
     make_folds,
     paired_difference,
+    row_space,
     score,
     summarize,
     val_folds,
@@ -273,8 +274,9 @@ def _path(clf, points, X, y, train, held_out, transforms, fixed, seed, n_jobs, n
     held = view_rows(held, n_views) if tta else held[:, :held.shape[1] // n_views]
     X_train, X_eval = steps.fit_transform(X_fit, y_fit), steps.transform(held)
     validation = {} if X_val is None else {"X_val": steps.transform(X_val), "y_val": y_val}
-    if clf in ROW_SPACE and X_train.shape[1] > X_train.shape[0]:
-        X_train, X_eval = _row_space(X_train, X_eval)
+    wide = clf in ROW_SPACE and X_train.shape[1] > X_train.shape[0]
+    if wide:
+        X_train, X_eval = row_space(X_train, X_eval)
     estimator, rows = None, []
     for point in points:
         values = _resolve(point, X_train)
@@ -283,42 +285,15 @@ def _path(clf, points, X, y, train, held_out, transforms, fixed, seed, n_jobs, n
             estimator.set_params(**values)
         else:
             estimator = make_classifier(clf, {**fixed, **values}, seed, n_jobs)
-        converged = _fit_quietly(estimator, X_train, y_fit, **validation)
+            if wide:
+                for_row_space(estimator)
+        converged = fit_quietly(estimator, X_train, y_fit, **validation)
         seconds = time.perf_counter() - began
         predicted = tta_predict(estimator, X_eval, n_views) if tta else estimator.predict(X_eval)
         rows.append({**score(y[held_out], predicted), "fit_seconds": seconds, "converged": converged})
         if not point:  # the defaults must not seed the next warm start
             estimator = None
     return rows
-
-
-def _fit_quietly(estimator, X, y, **validation) -> bool:
-    """Fit; a ConvergenceWarning (usual at the weakly regularized end of a C path) becomes the return value
-    False, recorded in the curve, instead of one warning per grid point. Other warnings pass through."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        estimator.fit(X, y, **validation)
-    for warning in caught:
-        if not issubclass(warning.category, ConvergenceWarning):
-            warnings.warn(warning.message, warning.category, stacklevel=2)
-    return not any(issubclass(w.category, ConvergenceWarning) for w in caught)
-
-
-def _row_space(X_train, X_eval):
-    """Coordinates of both sets in an orthonormal basis of the span of the train rows.
-
-    For a linear model with an L2 penalty, a weight component orthogonal to every train row changes no
-    train prediction and only adds penalty, so the optimum lies in that span (the representer theorem):
-    fitting on these n_train-wide coordinates gives the same decision function as on the n_features-wide
-    originals, at a fraction of the cost per solver iteration. Built from the (n_train, n_train) Gram
-    matrix, so the wide matrix is multiplied only twice.
-    """
-    X_train = np.asarray(X_train, dtype=np.float32)
-    values, vectors = np.linalg.eigh((X_train @ X_train.T).astype(np.float64))
-    keep = values > values.max() * 1e-9
-    root = np.sqrt(values[keep])
-    cross = (np.asarray(X_eval, dtype=np.float32) @ X_train.T).astype(np.float64)
-    return vectors[:, keep] * root, cross @ (vectors[:, keep] / root)
 
 
 def _resolve(point: dict, X_train) -> dict:
