@@ -351,7 +351,8 @@ def cmd_tune(args) -> None:
     results = tune_cache(_entry(args), layers=args.layers, classifiers=args.clf, cv=args.cv, cv_repeats=args.cv_repeats,
                          metric=args.metric, params=_classifier_params(args), class_weight=args.class_weight,
                          seed=args.seed, n_jobs=args.n_jobs, cache_dir=args.cache_dir, runs_dir=args.runs_dir,
-                         cluster=args.cluster, cluster_config=args.cluster_config, **_views(args), **_transforms(args))
+                         cluster=args.cluster, cluster_config=args.cluster_config, progress=not args.quiet,
+                         **_views(args), **_transforms(args))
     print(selected_line(results))
 
 
@@ -460,11 +461,13 @@ def _add_experiment_commands(sub) -> None:
     _add_cache(p)
     p.add_argument("--layers", default=None, help="layer names and groups, comma-separated (default: every cached layer)")
     _add_entry_pick(p)
-    _add_model_options(p, "comma-separated classifiers among logreg, linear-svm, svm, rf, dense (default logreg)")
+    _add_model_options(p, "comma-separated classifiers among logreg, linear-svm, svm, rf, dense, nystroem-svm, sgd "
+                          "(default logreg)")
     p.set_defaults(clf="logreg")
     _add_selection_options(p, "select")
     _add_view_options(p)
     p.add_argument("--n-jobs", type=int, default=-1, help="selection splits in parallel (default -1: all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_runs_dir(p)
     _add_cluster_options(p)
     p.set_defaults(func=cmd_tune)

@@ -201,10 +201,10 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
     plot = plot_layer_scores(shown, folder / "layer_comparison.png", mean=score, ci=f"cv_{metric}_ci95" if cv else None,
                              hue="model", baselines=BASELINES,
                              title=f"{metric} by layer subset ({folds.label}, 95% CI)" if cv else f"{metric} on val")
-    log(_format(table, metric, score))
-    log(best_line)
     n_fits, not_converged = sum(row.fits for row in rows), sum(row.not_converged for row in rows)
     log(_convergence_line(rows, n_fits, not_converged))
+    log(_format(table, metric, score))
+    log(best_line)
     log(f"saved {folder / 'results.csv'} and {plot}")
     return CompareResult(table, folder / "results.csv", plot, metric, score, best_line, not_converged, n_fits)
 
@@ -334,31 +334,39 @@ def _train_task(X, columns, y, split, spec: FitSpec, class_names):
 
 
 def _fold_task(X, columns, y, spec: FitSpec, train, held_out, init=None, reuse: bool = True):
-    """Fit spec on a fold's train rows, score the held-out rows: ({metric: value, "fit_seconds": s}, converged).
-
-    With reuse (a plain spec): the transforms are fitted once, as the Pipeline would; an L2 linear model on more
-    features than rows is solved in the fold's row space; a logistic regression starts from `init` (coef_,
-    intercept_), the row's train solution. Either way the fit ends at the estimator's own optimum (within its
-    tolerance), so the fold's predictions are those of a cold fit."""
+    """Fit spec on a fold's train rows, score the held-out rows: ({metric: value, "fit_seconds": s}, converged)."""
     began = time.perf_counter()
     features = X[:, columns]
-    if reuse and spec.plain and spec.classifier != "dense":
-        steps = Pipeline(build_feature_pipeline(seed=spec.seed, **spec.transforms) or [("identity", "passthrough")])
-        X_train, X_eval = steps.fit_transform(features[train], y[train]), steps.transform(features[held_out])
-        estimator = make_classifier(spec.classifier, spec.params, spec.seed, spec.n_jobs)
-        if spec.classifier in ROW_SPACE and X_train.shape[1] > X_train.shape[0]:
-            X_train, X_eval = row_space(X_train, X_eval)
-            estimator, init = for_row_space(estimator), None  # the train fit's coefficients are of the features
-        if init is not None and spec.classifier in WARM_STARTS:
-            estimator.set_params(warm_start=True)
-            estimator.coef_, estimator.intercept_ = init[0].copy(), init[1].copy()
-        _, converged = quietly(estimator.fit, X_train, y[train])
-    else:
-        estimator = spec.pipeline()
-        X_eval = features[held_out]
-        _, converged = quietly(estimator.fit, features[train], y[train])
+    estimator, X_eval, converged = fit_fold(spec, features[train], y[train], features[held_out], init, reuse)
     scores = score(y[held_out], estimator.predict(X_eval))
     return {**scores, "fit_seconds": round(time.perf_counter() - began, 3)}, converged
+
+
+def fit_fold(spec: FitSpec, X_train, y_train, X_eval, init=None, reuse: bool = True):
+    """spec fitted on one fold's rows: (fitted estimator, X_eval as it takes them, converged).
+
+    X_train : ndarray of shape (n_train, n_features); y_train : (n_train,); X_eval : (n_eval, n_features).
+    With reuse and a plain spec the transforms are fitted once, as the Pipeline would, and then an L2 linear
+    model on more features than rows is solved in the fold's row space (the estimator then takes row-space
+    coordinates, which X_eval is returned in); a logistic regression otherwise starts from `init` (coef_,
+    intercept_), e.g. the row's train solution. Either way the fit ends at the estimator's own optimum (within
+    its tolerance), so the fold's predictions are those of a cold fit. Without reuse: spec's Pipeline, cold.
+    """
+    if not (reuse and spec.plain and spec.classifier != "dense"):
+        estimator = spec.pipeline()
+        _, converged = quietly(estimator.fit, X_train, y_train)
+        return estimator, X_eval, converged
+    steps = Pipeline(build_feature_pipeline(seed=spec.seed, **spec.transforms) or [("identity", "passthrough")])
+    X_train, X_eval = steps.fit_transform(X_train, y_train), steps.transform(X_eval)
+    estimator = make_classifier(spec.classifier, spec.params, spec.seed, spec.n_jobs)
+    if spec.classifier in ROW_SPACE and X_train.shape[1] > X_train.shape[0]:
+        X_train, X_eval = row_space(X_train, X_eval)
+        estimator, init = for_row_space(estimator), None  # the train fit's coefficients are of the features
+    if init is not None and spec.classifier in WARM_STARTS:
+        estimator.set_params(warm_start=True)
+        estimator.coef_, estimator.intercept_ = init[0].copy(), init[1].copy()
+    _, converged = quietly(estimator.fit, X_train, y_train)
+    return estimator, X_eval, converged
 
 
 def _halving(runner: _Runner, rows: list[_Row]) -> None:

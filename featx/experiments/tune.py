@@ -14,6 +14,7 @@ predictions, n_train columns instead of n_features.
 from __future__ import annotations
 
 import itertools
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 from sklearn.pipeline import Pipeline
+from tqdm.auto import tqdm
 
 from featx.cache.store import Cache
 from featx.classifiers import make_classifier, make_pipeline
@@ -103,6 +105,8 @@ class TuneResult:
     folds: Folds | None = None  # the selection splits
     selection_scores: dict = field(default_factory=dict)  # summarize() of the best point on them
     run_id: str | None = None  # the logged refit, when tune_cache recorded it
+    not_converged: int = 0  # selection fits that ended with a ConvergenceWarning (the curve's converged column)
+    fits: int = 0  # selection fits run (points x splits)
 
     def selection_columns(self) -> dict:
         """The runs-log columns of the score this model was selected by: the CV mean and CI of every metric,
@@ -132,7 +136,8 @@ def selected_line(results: list[TuneResult]) -> str:
 def tune_cache(cache=None, *, layers=None, classifiers=("logreg",), cv: int | None = None, cv_repeats: int = 1,
                metric: str | None = None, params: dict | None = None, class_weight: str | None = None, seed: int = 0,
                n_jobs: int | None = 1, cache_dir=None, runs_dir=None, cluster=None, cluster_config=None, log=print,
-               views=None, view_seed: int = 0, tta: bool = False, **transforms) -> list[TuneResult]:
+               views=None, view_seed: int = 0, tta: bool = False, progress: bool = True,
+               **transforms) -> list[TuneResult]:
     """tune each of `classifiers` on `layers` of a cache entry, log each refit as a run, save each search curve.
 
     cv : K for selection by repeated stratified K-fold (cv_repeats times) over train+val; None = on val.
@@ -142,7 +147,8 @@ def tune_cache(cache=None, *, layers=None, classifiers=("logreg",), cv: int | No
     Each refit (train+val) is recorded like a fit (runs_dir as in fit), with the score it was selected by:
     cv_* columns, or with selection on val the val_* scores of the best point fitted on train; its test
     scores are the one test evaluation. Writes <reports>/tune-<id>/<clf>_curve.csv and <clf>_curve.png.
-    selected_line(results) names the best of them by selection score.
+    selected_line(results) names the best of them by selection score. progress : a bar over the fits on stderr
+    (when it is a terminal). Ends with one line counting the fits that did not converge.
     views, view_seed, tta : as in fit: every point is trained on all views of its train images (folds are
     by image) and scored from the identity view, or with tta from the mean over the views.
     """
@@ -162,7 +168,8 @@ def tune_cache(cache=None, *, layers=None, classifiers=("logreg",), cv: int | No
     with backend:
         for clf in names:
             result = tune(X, y, split, clf, metric, folds, transforms, params, seed=seed,
-                          n_jobs=-1 if cluster is not None else n_jobs, log=log, views=views, tta=tta)
+                          n_jobs=-1 if cluster is not None else n_jobs, log=log, views=views, tta=tta,
+                          progress=progress, summary=False)
             metric = result.metric  # the default metric is decided (and printed) once
             folder.mkdir(parents=True, exist_ok=True)
             result.curve.to_csv(folder / f"{clf}_curve.csv", index=False)
@@ -170,8 +177,19 @@ def tune_cache(cache=None, *, layers=None, classifiers=("logreg",), cv: int | No
                               title=f"{clf}: {result.metric} on {result.selection}")
             _record(entry, X, y, split, meta.attrs["selection"], result, transforms, seed, log, views, tta)
             results.append(result)
+    log(convergence_line(results))
     log(f"saved search curves in {folder}")
     return results
+
+
+def convergence_line(results: list[TuneResult]) -> str:
+    """One line: how many selection fits ended with a ConvergenceWarning, per classifier."""
+    fits, bad = sum(r.fits for r in results), sum(r.not_converged for r in results)
+    if not bad:
+        return f"convergence: all {fits} selection fit(s) converged"
+    named = ", ".join(f"{r.classifier} {r.not_converged} of {r.fits}" for r in results if r.not_converged)
+    return (f"convergence: {bad} of {fits} selection fit(s) stopped at max_iter without converging ({named}; the "
+            "curve's converged column names the points); raise max_iter (--param max_iter=N) or standardize")
 
 
 def _record(entry, X, y, split, selection, result: TuneResult, transforms, seed, log, views, tta) -> None:
@@ -189,7 +207,8 @@ def _record(entry, X, y, split, selection, result: TuneResult, transforms, seed,
 
 def tune(X, y, split, clf: str, metric: str | None = None, folds: Folds | None = None, transforms: dict | None = None,
          params: dict | None = None, search: Search | None = None, seed: int = 0, n_jobs: int | None = 1,
-         log=print, views: tuple = ("id",), tta: bool = False) -> TuneResult:
+         log=print, views: tuple = ("id",), tta: bool = False, progress: bool = False,
+         summary: bool = True) -> TuneResult:
     """Search `clf`'s parameters, select by `metric` on `folds`, refit on train+val, score test once.
 
     X : ndarray of shape (n_rows, n_features); y, split : ndarrays of shape (n_rows,), split in train/val/test.
@@ -202,6 +221,8 @@ def tune(X, y, split, clf: str, metric: str | None = None, folds: Folds | None =
     views, tta : X holds these views of each image side by side (n_rows, V * d); points are trained on every
     view of the train images and scored from the identity view, or with tta the mean over the views; the
     refit is then a featx.classifiers.views.ViewEnsemble.
+    progress : a bar over the fits (points x splits) on stderr when it is a terminal, and a line per stage.
+    summary : also log the convergence line (tune_cache logs one for all classifiers instead).
     The best point's score is optimistic (it won a search); versus_default says whether it beats the
     default parameters beyond the CV noise (with one val split there is no CI: pass folds for one).
     """
@@ -217,15 +238,22 @@ def tune(X, y, split, clf: str, metric: str | None = None, folds: Folds | None =
     folds = folds or val_folds(split)
     transforms, fixed = transforms or {}, {**search.fixed, **(params or {})}
     make_classifier(clf, fixed, seed)  # unknown parameters fail before any fit
-    run = _Runner(clf, X, y, folds, transforms, fixed, seed, n_jobs, len(views), tta)
     coarse = [dict(zip(search.grid, values)) for values in itertools.product(*search.grid.values())]
-    tried = run("coarse", coarse)
-    tried += _defaults(clf, coarse, tried) or run("default", [{}])
-    best = _best(tried, metric)
-    refined = _refine(search, tried, best)
-    if refined:
-        tried += run("refine", refined)
+    bar = tqdm(total=(len(coarse) + 1) * len(folds), unit="fit", desc=f"tune {clf}", file=sys.stderr,
+               disable=not progress or not sys.stderr.isatty())
+    run = _Runner(clf, X, y, folds, transforms, fixed, seed, n_jobs, len(views), tta, bar, log if progress else None,
+                  metric)
+    with bar:
+        tried = run("coarse", coarse)
+        defaults = _defaults(clf, coarse, tried)
+        bar.total -= len(folds) if defaults else 0
+        tried += defaults or run("default", [{}])
         best = _best(tried, metric)
+        refined = _refine(search, tried, best)
+        if refined:
+            bar.total += len(refined) * len(folds)
+            tried += run("refine", refined)
+            best = _best(tried, metric)
     curve = _curve(tried, folds, metric)
     versus = paired_difference(_as_cv(tried, best, folds), _as_cv(tried, {}, folds), metric,
                                f"{clf} {_label(best)}", f"{clf} defaults")
@@ -236,8 +264,13 @@ def tune(X, y, split, clf: str, metric: str | None = None, folds: Folds | None =
     log(f"tune {clf}: {len(curve)} point(s) on {folds.label} in {seconds:.1f}s; best {_label(best)} "
         f"{metric} {curve.loc[curve['best'], metric].iloc[0]:.3f}; {versus.verdict}"
         + (f"; test {metric} {scores[metric]:.3f}" if scores else ""))
-    return TuneResult(clf, tuple(search.grid), metric, folds.label, curve, best_params, versus, scores, pipeline,
-                      seconds, folds, summarize(_as_cv(tried, best, folds)))
+    fitted = [r for r in tried if not (r["stage"] == "default" and defaults)]  # copied default rows ran no fit
+    result = TuneResult(clf, tuple(search.grid), metric, folds.label, curve, best_params, versus, scores, pipeline,
+                        seconds, folds, summarize(_as_cv(tried, best, folds)),
+                        not_converged=sum(not r["converged"] for r in fitted), fits=len(fitted))
+    if summary:
+        log(convergence_line([result]))
+    return result
 
 
 @dataclass
@@ -254,14 +287,30 @@ class _Runner:
     n_jobs: int | None
     n_views: int = 1
     tta: bool = False
+    bar: object = None  # a tqdm bar over the fits, advanced per finished split
+    log: object = None  # with a bar: a line per stage
+    metric: str = "accuracy"
 
     def __call__(self, stage: str, points: list[dict]) -> list[dict]:
         inner = self.n_jobs if len(self.folds) == 1 else 1
-        per_split = Parallel(n_jobs=1 if len(self.folds) == 1 else self.n_jobs)(
+        results = Parallel(n_jobs=1 if len(self.folds) == 1 else self.n_jobs, return_as="generator")(
             delayed(_path)(self.clf, points, self.X, self.y, train, held_out, self.transforms, self.fixed,
                            self.seed, inner, self.n_views, self.tta) for train, held_out in self.folds.splits)
-        return [{"stage": stage, "split": i, "point": point, **row}
-                for i, rows in enumerate(per_split) for point, row in zip(points, rows)]
+        per_split = []
+        for rows in results:
+            per_split.append(rows)
+            if self.bar is not None:
+                self.bar.update(len(points))
+        tried = [{"stage": stage, "split": i, "point": point, **row}
+                 for i, rows in enumerate(per_split) for point, row in zip(points, rows)]
+        if self.log is not None and points and points[0]:
+            means = _means(tried, self.metric)
+            key = max(means, key=means.get)
+            with tqdm.external_write_mode(file=sys.stdout):
+                self.log(f"tune {self.clf} {stage}: {len(points)} point(s) x {len(self.folds)} split(s); best "
+                         f"{_label(dict(key))} {self.metric} {means[key]:.3f}; "
+                         f"{sum(not r['converged'] for r in tried)} fit(s) not converged")
+        return tried
 
 
 def _path(clf, points, X, y, train, held_out, transforms, fixed, seed, n_jobs, n_views=1, tta=False) -> list[dict]:
