@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = "blocks,top_activation"
 LAYER_SETS = ("top_activation", "blocks", "each")
 CLASSIFIERS = ("logreg", "linear-svm", "rf")
+SCALE_VIEWS = "d4,crops:5"  # 8 + 5 views of each image, the identity among them: 13 rows per image
 
 
 def main(argv=None) -> int:
@@ -154,13 +154,15 @@ def scale(args, root: Path) -> list[dict]:
 
     import featx
     from featx.features.load import load
+    from featx.sources.views import parse_views
 
-    entry = featx.extract("elpv", layers="all", views="d4,crops:5", cache_dir=root / "scale", progress=not args.quiet,
+    views = parse_views(SCALE_VIEWS)
+    entry = featx.extract("elpv", layers="all", views=SCALE_VIEWS, cache_dir=root / "scale", progress=not args.quiet,
                           log=None).entry
-    X, y, meta = load(entry, layers="all", views=entry.views if hasattr(entry, "views") else None)
-    n_views = X.shape[1] // meta.attrs["n_features"] if "n_features" in meta.attrs else 1
-    rows = np.concatenate([X[:, v * (X.shape[1] // n_views):(v + 1) * (X.shape[1] // n_views)] for v in range(n_views)])
-    labels = np.concatenate([y * n_views + v for v in range(n_views)]) % args.scale_classes
+    X, y, _ = load(entry, layers="all", views=views)  # (n_images, V * d): each image's views side by side
+    width = X.shape[1] // len(views)
+    rows = np.concatenate([X[:, v * width:(v + 1) * width] for v in range(len(views))])  # one row per view
+    labels = np.concatenate([y * len(views) + v for v in range(len(views))]) % args.scale_classes
     rows = rows[:args.scale_rows]
     reps = -(-args.scale_features // rows.shape[1])
     matrix = np.tile(rows, (1, reps))[:, :args.scale_features].astype(np.float32)

@@ -19,7 +19,6 @@ halving over rows on the same folds; see _halving).
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 import sys

@@ -45,6 +45,7 @@ from featx.experiments.selection import (
     for_row_space,
     make_folds,
     paired_difference,
+    quietly,
     row_space,
     score,
     summarize,
@@ -105,8 +106,8 @@ class TuneResult:
     folds: Folds | None = None  # the selection splits
     selection_scores: dict = field(default_factory=dict)  # summarize() of the best point on them
     run_id: str | None = None  # the logged refit, when tune_cache recorded it
-    not_converged: int = 0  # selection fits that ended with a ConvergenceWarning (the curve's converged column)
-    fits: int = 0  # selection fits run (points x splits)
+    not_converged: int = 0  # fits that ended with a ConvergenceWarning (the curve's converged column; the refit)
+    fits: int = 0  # fits run: points x splits, and the refit
 
     def selection_columns(self) -> dict:
         """The runs-log columns of the score this model was selected by: the CV mean and CI of every metric,
@@ -183,12 +184,12 @@ def tune_cache(cache=None, *, layers=None, classifiers=("logreg",), cv: int | No
 
 
 def convergence_line(results: list[TuneResult]) -> str:
-    """One line: how many selection fits ended with a ConvergenceWarning, per classifier."""
+    """One line: how many fits (selection points x splits, and the refit) ended with a ConvergenceWarning."""
     fits, bad = sum(r.fits for r in results), sum(r.not_converged for r in results)
     if not bad:
-        return f"convergence: all {fits} selection fit(s) converged"
+        return f"convergence: all {fits} fit(s) converged"
     named = ", ".join(f"{r.classifier} {r.not_converged} of {r.fits}" for r in results if r.not_converged)
-    return (f"convergence: {bad} of {fits} selection fit(s) stopped at max_iter without converging ({named}; the "
+    return (f"convergence: {bad} of {fits} fit(s) stopped at max_iter without converging ({named}; the "
             "curve's converged column names the points); raise max_iter (--param max_iter=N) or standardize")
 
 
@@ -257,7 +258,8 @@ def tune(X, y, split, clf: str, metric: str | None = None, folds: Folds | None =
     curve = _curve(tried, folds, metric)
     versus = paired_difference(_as_cv(tried, best, folds), _as_cv(tried, {}, folds), metric,
                                f"{clf} {_label(best)}", f"{clf} defaults")
-    pipeline, best_params = _refit(clf, X, y, split, best, transforms, fixed, seed, n_jobs, views, tta)
+    (pipeline, best_params), refit_converged = quietly(_refit, clf, X, y, split, best, transforms, fixed, seed, n_jobs,
+                                                       views, tta)
     test = split == "test"
     scores = score(y[test], pipeline.predict(X[test])) if test.any() else None
     seconds = time.perf_counter() - began
@@ -267,7 +269,8 @@ def tune(X, y, split, clf: str, metric: str | None = None, folds: Folds | None =
     fitted = [r for r in tried if not (r["stage"] == "default" and defaults)]  # copied default rows ran no fit
     result = TuneResult(clf, tuple(search.grid), metric, folds.label, curve, best_params, versus, scores, pipeline,
                         seconds, folds, summarize(_as_cv(tried, best, folds)),
-                        not_converged=sum(not r["converged"] for r in fitted), fits=len(fitted))
+                        not_converged=sum(not r["converged"] for r in fitted) + (not refit_converged),
+                        fits=len(fitted) + 1)
     if summary:
         log(convergence_line([result]))
     return result
