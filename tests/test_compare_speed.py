@@ -170,3 +170,42 @@ def test_tune_counts_non_converged_fits_in_one_line(features):
         f"convergence: {result.not_converged} of {result.fits} fit(s) stopped at max_iter without "
         f"converging (logreg {result.not_converged} of {result.fits}; the curve's converged column names the points); "
         "raise max_iter (--param max_iter=N) or standardize"]
+
+
+def _stderr_on_a_terminal(*args) -> tuple[int, str, str]:
+    """Run `featx ARGS` with stderr on a pseudo-terminal (120 columns): (exit code, stdout, what the terminal got)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, "-m", "featx", *map(str, args)], stdout=subprocess.PIPE,
+                               stderr=follower, env=env, text=True)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the process closed its end
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    out = process.stdout.read()
+    code = process.wait(timeout=600)
+    os.close(leader)
+    return code, out, b"".join(chunks).decode(errors="replace")
+
+
+def test_a_progress_bar_with_eta_on_a_terminal_and_none_with_quiet(elpv_cache, tmp_path):
+    args = ["compare", "--cache-dir", elpv_cache, "--runs-dir", tmp_path, "--layer-sets", NARROW, "--clf", "logreg",
+            "--cv", "3"]
+    code, out, terminal = _stderr_on_a_terminal(*args)
+    assert code == 0, terminal
+    assert "compare: 100%" in terminal and "12/12" in terminal and "<" in terminal  # 3 rows x (3 folds + 1), ETA
+    assert len([line for line in out.splitlines() if line.startswith("row ")]) == 3
+    code, out, terminal = _stderr_on_a_terminal(*args, "--quiet")
+    assert code == 0 and "%|" not in terminal, terminal
