@@ -11,6 +11,9 @@ import threading
 from featx.errors import INTERRUPTED, FeatxError
 
 DEFAULT_DATA = "elpv"
+# featx.experiments.selection.METRICS's names (a test keeps them equal): the parser is built without importing
+# scikit-learn, which costs every command a second or more.
+METRIC_NAMES = ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted")
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -231,6 +234,10 @@ CLASSIFIER_FLAGS = (  # --flag VALUE -> the classifier parameter of the same nam
     ("--n-estimators", "rf: number of trees"),
     ("--min-samples-leaf", "rf: minimum samples per leaf"),
     ("--max-features", "rf: features tried per split (sqrt, log2, an int or a fraction)"),
+    ("--n-components", "nystroem-svm: landmark rows of the RBF kernel map, its width (default 1000)"),
+    ("--gamma", "svm, nystroem-svm: RBF kernel width (default scale: 1 / (n_features * X.var()))"),
+    ("--loss", "sgd: log_loss (default; class probabilities) or hinge (a linear SVM), modified_huber, ..."),
+    ("--alpha", "sgd: L2 penalty strength (default 0.0001); standardize the features for SGD"),
     ("--hidden", "dense: hidden layer sizes, e.g. 256,128 (default 256)"),
     ("--activation", "dense: hidden activation (default relu)"),
     ("--dropout", "dense: dropout rate after each hidden layer (default 0)"),
@@ -271,6 +278,8 @@ def _add_model_options(p: argparse.ArgumentParser, clf_help: str) -> None:
         group.add_argument(flag, type=_typed(parse_value), default=argparse.SUPPRESS, metavar="V", help=text)
     group.add_argument("--batch-norm", action="store_const", const=True, default=argparse.SUPPRESS,
                        help="dense: batch normalization in each hidden layer")
+    group.add_argument("--early-stopping", action="store_const", const=True, default=argparse.SUPPRESS,
+                       help="sgd: stop when the score on 10%% of the train rows, held out, stops improving")
     group.add_argument("--param", type=_typed(parse_param), action="append", default=[], metavar="KEY=VALUE",
                        help="any other scikit-learn parameter of the classifier, e.g. --param C=10 (repeatable)")
     group = p.add_argument_group("feature transforms (fitted on the train split only, saved with the model)")
@@ -291,7 +300,7 @@ def _classifier_params(args) -> dict:
         if hasattr(args, flag[2:].replace("-", "_")) and "dense" not in [c.strip() for c in args.clf.split(",")]:
             raise FeatxError(f"{flag} augments the dense head's training and --clf {args.clf} has no dense head; "
                              f"add --clf dense or drop {flag}")
-    dests = [flag[2:].replace("-", "_") for flag, _ in CLASSIFIER_FLAGS] + ["batch_norm"]
+    dests = [flag[2:].replace("-", "_") for flag, _ in CLASSIFIER_FLAGS] + ["batch_norm", "early_stopping"]
     return params_dict([(FLAG_PARAMS.get(d, d), getattr(args, d)) for d in dests if hasattr(args, d)] + args.param)
 
 
@@ -313,14 +322,12 @@ def _entry(args):
 
 
 def _add_selection_options(p: argparse.ArgumentParser, what: str) -> None:
-    from featx.experiments.selection import METRICS
-
     p.add_argument("--cv", type=int, default=None, metavar="K",
                    help=f"{what} by repeated stratified K-fold over train+val (test never used), mean and 95%% CI")
     p.add_argument("--cv-repeats", type=int, default=1, metavar="R", help="repeat the K folds R times, reshuffled (default 1)")
     p.add_argument("--class-weight", default=None, choices=("balanced",),
                    help="weigh classes inversely to their frequency (classifiers that have class_weight)")
-    p.add_argument("--metric", default=None, choices=tuple(METRICS),
+    p.add_argument("--metric", default=None, choices=METRIC_NAMES,
                    help="selection metric (default: balanced_accuracy when classes are imbalanced beyond 1.5:1, "
                         "else accuracy; printed)")
 
@@ -357,7 +364,7 @@ def cmd_compare(args) -> None:
             cv_repeats=args.cv_repeats, class_weight=args.class_weight, plots=args.plots,
             cache_dir=args.cache_dir, runs_dir=args.runs_dir, cluster=args.cluster,
             cluster_config=args.cluster_config, cluster_timeout=args.cluster_timeout, save_models=args.save_models,
-            command=_command(args), **_views(args), **_transforms(args))
+            search=args.search, progress=not args.quiet, command=_command(args), **_views(args), **_transforms(args))
 
 
 def cmd_tune(args) -> None:
@@ -367,7 +374,7 @@ def cmd_tune(args) -> None:
                          metric=args.metric, params=_classifier_params(args), class_weight=args.class_weight,
                          seed=args.seed, n_jobs=args.n_jobs, cache_dir=args.cache_dir, runs_dir=args.runs_dir,
                          cluster=args.cluster, cluster_config=args.cluster_config, cluster_timeout=args.cluster_timeout,
-                         command=_command(args),
+                         progress=not args.quiet, command=_command(args),
                          **_views(args), **_transforms(args))
     print(selected_line(results))
 
@@ -457,7 +464,8 @@ def _add_experiment_commands(sub) -> None:
     p.add_argument("--layers", default=None, help="layer names and groups (all, blocks, final, fc), comma-separated; "
                                                   "concatenated in depth order (default: every cached layer)")
     _add_entry_pick(p)
-    _add_model_options(p, "rf, svm, linear-svm, logreg, knn, dense, or the baselines majority, stratified (default rf)")
+    _add_model_options(p, "rf, svm, linear-svm, logreg, knn, dense, nystroem-svm and sgd (for many rows), or the "
+                          "baselines majority, stratified (default rf)")
     _add_selection_options(p, "also score it")
     _add_view_options(p)
     p.add_argument("--n-jobs", type=int, default=-1, help="the classifier's parallel jobs, or the folds' with --cv "
@@ -480,7 +488,14 @@ def _add_experiment_commands(sub) -> None:
     p.add_argument("--plots", action="store_true", help="also draw each run's confusion PNGs (slower)")
     p.add_argument("--save-models", default="best", choices=("best", "all"),
                    help="keep the model of the best row by val accuracy only (default), or of every row")
-    p.add_argument("--n-jobs", type=int, default=1, help="fits run in parallel (default 1: one at a time, each on all cores)")
+    p.add_argument("--search", default="exact", choices=("exact", "halving"),
+                   help="exact: every row on every fold (default); halving (needs --cv): every row on one fold, the "
+                        "best third on 3, ... only the contenders on all folds and fitted on train; the table marks "
+                        "rows stopped early and at how many folds")
+    p.add_argument("--n-jobs", type=int, default=-1, help="fits (rows and folds) run in parallel on this many "
+                                                          "workers, each on one core (default -1: all cores; 1: one "
+                                                          "at a time, each on all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_runs_dir(p)
     _add_cluster_options(p)
     p.set_defaults(func=cmd_compare)
@@ -493,11 +508,13 @@ def _add_experiment_commands(sub) -> None:
     _add_cache(p)
     p.add_argument("--layers", default=None, help="layer names and groups, comma-separated (default: every cached layer)")
     _add_entry_pick(p)
-    _add_model_options(p, "comma-separated classifiers among logreg, linear-svm, svm, rf, dense (default logreg)")
+    _add_model_options(p, "comma-separated classifiers among logreg, linear-svm, svm, rf, dense, nystroem-svm, sgd "
+                          "(default logreg)")
     p.set_defaults(clf="logreg")
     _add_selection_options(p, "select")
     _add_view_options(p)
     p.add_argument("--n-jobs", type=int, default=-1, help="selection splits in parallel (default -1: all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_runs_dir(p)
     _add_cluster_options(p)
     p.set_defaults(func=cmd_tune)
@@ -510,7 +527,7 @@ def _add_experiment_commands(sub) -> None:
     p.add_argument("--csv", default=None, metavar="PATH", help="write every logged run, in logged order, to this CSV")
     p.add_argument("--sort", default=None, help="column to sort by, descending (*_seconds: ascending); default: the "
                                                 "selection score (CV mean where a run has one, else val; never test)")
-    p.add_argument("--metric", default=None, choices=("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted"),
+    p.add_argument("--metric", default=None, choices=METRIC_NAMES,
                    help="metric of the selection score (default: per cache entry, balanced_accuracy when its classes "
                         "are imbalanced beyond 1.5:1, else accuracy; printed)")
     p.add_argument("--clf", default=None, help="only these classifiers (comma-separated)")
@@ -532,9 +549,7 @@ def _add_experiment_commands(sub) -> None:
                         "recent compare or tune report)")
     p.add_argument("-o", "--output", default=None, metavar="FILE",
                    help="HTML file to write (default: report.html in the report folder, or <reports>/runs-<id>/)")
-    from featx.experiments.selection import METRICS
-
-    p.add_argument("--metric", default=None, choices=tuple(METRICS),
+    p.add_argument("--metric", default=None, choices=METRIC_NAMES,
                    help="rank by this metric (default: the one compare/tune ranked by, else chosen from the class balance)")
     _add_cache_dir(p)
     _add_runs_dir(p)

@@ -58,3 +58,20 @@ def test_quick_views_benchmark_reports_every_variant(tmp_path):
     # an extract time for every extraction; TTA rows reuse their views' entry (nothing extracted)
     assert all(r["extract_s"] > 0 for name, r in rows.items() if "TTA" not in name)
     assert rows["lite2"]["backbone"] == "efficientnet_lite2" and rows["pool gem"]["pool"] == "gem"
+
+
+SELECT_BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_select.py"
+
+
+@pytest.mark.benchmark
+def test_quick_select_benchmark_featx_beats_the_plain_loop_and_halving_does_less(tmp_path):
+    out = tmp_path / "select.json"
+    proc = subprocess.run([sys.executable, str(SELECT_BENCH), "--quick", "--quiet", "--json", str(out)],
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, f"benchmark failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    rows = {row["method"]: row for row in json.loads(out.read_text())["rows"]}
+    plain, exact, halving = rows["plain scikit-learn loop"], rows["featx compare (exact)"], rows["featx compare (halving)"]
+    assert exact["plain_over_this"] > 1.0, proc.stdout  # a ratio measured in one run: never an absolute time
+    assert halving["fits"] < exact["fits"] and halving["seconds"] < exact["seconds"], proc.stdout
+    assert plain["rows"] == exact["rows"] - 2  # featx adds the two baselines
+    assert all(0 < row["best_score"] <= 1 and row["best"] for row in rows.values())

@@ -5,11 +5,17 @@ import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from featx.classifiers.dense import DenseHeadClassifier
+from featx.classifiers.kernel import NystroemSVC
 from featx.features.transforms import FNEDiscretizer, QuietKBinsDiscretizer
 
 
 @parametrize_with_checks([FNEDiscretizer(), QuietKBinsDiscretizer(n_bins=3, quantile_method="averaged_inverted_cdf")])
 def test_transformers_pass_sklearn_checks(estimator, check):
+    check(estimator)
+
+
+@parametrize_with_checks([NystroemSVC(n_components=20, random_state=0)])
+def test_nystroem_svm_passes_sklearn_checks(estimator, check):
     check(estimator)
 
 

@@ -15,7 +15,8 @@ from sklearn.svm import LinearSVC
 import featx
 from featx.errors import FeatxError
 from featx.experiments.selection import make_folds
-from featx.experiments.tune import C_PATH, SEARCHES, Search, _row_space, tune, tune_cache
+from featx.experiments.selection import row_space as _row_space
+from featx.experiments.tune import C_PATH, SEARCHES, Search, tune, tune_cache
 from featx.reports.selection_plots import plot_layer_scores, plot_search_curve
 
 
@@ -93,7 +94,7 @@ def test_unknown_classifier_or_parameter_is_a_clear_error(data):
         tune(X, y, split, "knn", log=lambda *a: None)
     with pytest.raises(FeatxError, match="unknown parameter"):
         tune(X, y, split, "rf", params={"min_leaf": 2}, log=lambda *a: None)
-    assert set(SEARCHES) == {"logreg", "linear-svm", "svm", "rf", "dense"}
+    assert set(SEARCHES) == {"logreg", "linear-svm", "svm", "rf", "dense", "nystroem-svm", "sgd"}
 
 
 def test_search_curve_png(logreg_on_val, tmp_path):

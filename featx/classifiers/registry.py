@@ -15,7 +15,7 @@ from functools import cache
 
 from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.svm import SVC, LinearSVC
@@ -24,10 +24,13 @@ from sklearn.utils._param_validation import InvalidParameterError, validate_para
 from featx.errors import FeatxError
 
 CLASSIFIERS = {  # name -> (estimator class, or "module:Class" imported on first use; featx's defaults)
-    "rf": (RandomForestClassifier, {}),
+    "rf": (RandomForestClassifier, {"n_jobs": -1}),  # every core, unless the caller or the user sets n_jobs
     "svm": (SVC, {"kernel": "rbf"}),  # no probability=True: deprecated in sklearn 1.9 and a 5-fold CV per fit
     "linear-svm": (LinearSVC, {}),
     "logreg": (LogisticRegression, {"max_iter": 2000}),
+    # for many rows: an approximate RBF SVM linear in the rows, and a linear model trained by SGD epochs
+    "nystroem-svm": ("featx.classifiers.kernel:NystroemSVC", {}),
+    "sgd": (SGDClassifier, {"loss": "log_loss"}),  # log_loss: class probabilities for predict's CSV
     "knn": (KNeighborsClassifier, {}),
     "dense": ("featx.classifiers.dense:DenseHeadClassifier", {}),  # keras costs seconds to import
     # chance-level references, scored like any model: the most frequent train class; random labels in train shares
@@ -38,6 +41,18 @@ BASELINES = ("majority", "stratified")
 
 # n_jobs does nothing for LogisticRegression's default lbfgs solver; sklearn >= 1.8 warns if set.
 IGNORES_N_JOBS = {"logreg"}
+
+# exact RBF SVC is quadratic (or worse) in the training rows: beyond this many, fit/compare/tune say so
+LARGE_N = 10_000
+FASTER_CHOICE = {"svm": "nystroem-svm (an RBF kernel map + linear SVM, linear in the rows) or linear-svm"}
+
+
+def large_n_note(name: str, n_train: int) -> str | None:
+    """A one-line note when classifier `name` is slow at `n_train` training rows and a faster one exists."""
+    if name in FASTER_CHOICE and n_train > LARGE_N:
+        return (f"note: --clf {name} on {n_train:,} training rows is slow (exact kernel SVM, quadratic in rows); "
+                f"--clf {FASTER_CHOICE[name]} is much faster there")
+    return None
 
 
 def make_classifier(name, params=None, seed=0, n_jobs=None):

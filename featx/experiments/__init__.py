@@ -1,11 +1,40 @@
-"""Experiments on cached features: fit, compare, the runs log, declarative pipelines, t-SNE and predict."""
+"""Experiments on cached features: fit, compare, the runs log, declarative pipelines, t-SNE and predict.
 
-from featx.experiments.compare import compare, parse_grid
-from featx.experiments.fit import FitResult, FitSpec, Scores, fit, record_run, train_and_score
-from featx.experiments.pipelines import read_pipeline, run_pipeline
-from featx.experiments.predict import predict
-from featx.experiments.runs import load_model, runs
-from featx.experiments.tsne import tsne
+Each name is imported from its module on first use, so a command imports only the experiment it runs (the
+command line builds its parser without scikit-learn, pandas or matplotlib).
+"""
 
-__all__ = ["FitResult", "FitSpec", "Scores", "compare", "fit", "load_model", "parse_grid", "predict", "read_pipeline",
-           "record_run", "run_pipeline", "runs", "train_and_score", "tsne"]
+import importlib
+import sys
+import types
+
+_API = {"compare": "compare", "parse_grid": "compare",
+        **dict.fromkeys(("FitResult", "FitSpec", "Scores", "fit", "record_run", "train_and_score"), "fit"),
+        "read_pipeline": "pipelines", "run_pipeline": "pipelines", "predict": "predict",
+        "load_model": "runs", "runs": "runs", "tsne": "tsne"}
+
+__all__ = sorted(_API)
+
+
+class _Package(types.ModuleType):
+    """featx.experiments.fit is the function fit, whether or not the module featx.experiments.fit was imported
+    first (the import system sets a submodule as an attribute of its package; here the function of that name
+    wins, as when this package imported every module eagerly)."""
+
+    def __setattr__(self, name, value):
+        if name in _API and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+    def __getattr__(self, name):
+        if name in _API:
+            value = getattr(importlib.import_module(f"featx.experiments.{_API[name]}"), name)
+            super().__setattr__(name, value)
+            return value
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+    def __dir__(self):
+        return sorted([*super().__dir__(), *_API])
+
+
+sys.modules[__name__].__class__ = _Package

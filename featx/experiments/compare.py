@@ -6,57 +6,83 @@ The union of all requested layers is read from the cache once; each subset is a 
 Rows are ranked by one metric: the CV mean with `cv` (every row scored on the same seeded folds, so
 differences are paired), else the val score; the baselines majority and stratified are scored the same
 way, and the table ends with one line saying whether the best row beats the runner-up beyond noise.
+
+Every fit (each row's train fit and each of its folds) is one task, run on `n_jobs` workers with a progress
+bar; a row's line is printed when its last fit is done. Work is shared where the numbers stay the estimator's
+own: each fold of a logistic regression starts from the row's train solution (warm start: the same convex
+optimum, reached in fewer iterations), L2 linear models on more features than rows are solved in the row space
+of the fold (featx.experiments.selection.row_space, as tune does), float32 features stay float32, and each fit
+runs on one core while the folds and rows run in parallel. ConvergenceWarnings are counted per row
+(`not_converged`) and summed in one line. `search="halving"` spends the full CV only on contenders (successive
+halving over rows on the same folds; see _halving).
 """
 
 from __future__ import annotations
 
 import itertools
+import math
+import sys
+import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
+from sklearn.pipeline import Pipeline
+from tqdm.auto import tqdm
 
 from featx.backbones.layers import LayerSelection
 from featx.cache.pick import entry_label
 from featx.cache.store import Cache
-from featx.classifiers import BASELINES, classifier_params
+from featx.classifiers import BASELINES, classifier_params, make_classifier
+from featx.classifiers.registry import large_n_note
+from featx.classifiers.views import final_classifier
 from featx.distributed import joblib_backend
 from featx.errors import FeatxError
 from featx.experiments.fit import (
     FitSpec,
+    Scores,
     _silent,
     check_trainable,
-    cross_validate_spec,
     loaded_views,
     record_run,
     train_and_score,
     view_names,
     with_class_weight,
 )
-from featx.experiments.runs import new_run_id, prepare_log, writable_folder
+from featx.experiments.runs import new_run_id, prepare_log, selection_columns, writable_folder
 from featx.experiments.selection import (
     METRICS,
     SELECTION_SPLITS,
     CVResult,
+    Folds,
     check_metric,
     default_metric,
     make_folds,
     paired_difference,
+    for_row_space,
+    quietly,
+    row_space,
+    score,
     summarize,
     val_folds,
 )
+from featx.experiments.tune import ROW_SPACE
 from featx.features.load import load, select_cached
+from featx.features.transforms import build_feature_pipeline
 from featx.reports.selection_plots import plot_layer_scores
 from featx.values import params_dict, parse_grid_item
 
 EACH = "each"
 SAVE_MODELS = ("best", "all")
+SEARCHES = ("exact", "halving")
+HALVING_FACTOR = 3  # each halving rung keeps the best third of the rows (at least 2) and triples their folds
 BASELINE_LAYERS = "(baseline)"  # the layers cell of a baseline row: it ignores the features
 TABLE_COLUMNS = ("layers", "depth", "classifier", "params", "n_features", "val_accuracy", "val_f1_macro",
-                 "test_accuracy", "test_f1_macro", "fit_seconds", "run_id")
+                 "test_accuracy", "test_f1_macro", "fit_seconds", "not_converged", "run_id")
+WARM_STARTS = ("logreg",)  # solvers that continue from given coefficients (lbfgs); liblinear (LinearSVC) cannot
 
 
 @dataclass
@@ -68,14 +94,16 @@ class CompareResult:
     metric: str  # the ranking metric
     score: str  # the column ranked by: cv_<metric>_mean, or val_<metric>
     best_line: str  # "best: ...; <paired verdict against the runner-up>"
+    not_converged: int = 0  # fits that ended with a ConvergenceWarning, over all rows
+    fits: int = 0  # fits run (train fits and folds)
 
 
 def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: dict | None = None,
-            params: dict | None = None, seed: int = 0, n_jobs: int = 1, metric: str | None = None,
+            params: dict | None = None, seed: int = 0, n_jobs: int = -1, metric: str | None = None,
             cv: int | None = None, cv_repeats: int = 1, class_weight: str | None = None, plots: bool = False,
             cache_dir=None, log=print, runs_dir=None, cluster=None, cluster_config=None, cluster_timeout=None,
-            save_models: str = "best", views=None, view_seed: int = 0, tta: bool = False, command: str | None = None,
-            **transforms) -> CompareResult:
+            save_models: str = "best", views=None, view_seed: int = 0, tta: bool = False, search: str = "exact",
+            progress: bool = True, reuse: bool = True, command: str | None = None, **transforms) -> CompareResult:
     """Fit every (layer subset, classifier, grid point) and the baselines; tabulate them best first.
 
     layer_sets : subsets, each a layer name, group (all, blocks, final, fc), comma list of them, or "each" (every
@@ -83,18 +111,26 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
     classifiers : names (or one comma string), e.g. "rf,svm,logreg".
     grid : {param: [values]}; params : fixed parameters. Each goes only to the classifiers that have
         that parameter (rf gets min_samples_leaf, logreg does not); one no classifier has is an error.
-    n_jobs : fits run in parallel with joblib; with n_jobs=1 each classifier uses every core instead.
+    n_jobs : fits (folds and rows) run in parallel on this many joblib workers (-1: every core), each fit on one
+        core; with n_jobs=1 they run one at a time in this process, each classifier on every core.
     cluster : run the fits on Dask workers (a featx.distributed spec such as "local:2", or a Client), the
         feature matrix sent to each worker once; cluster_config : its options; cluster_timeout : as in extract.
         Results land where a local run puts them; SLURM job logs in <cache_dir>/slurm-logs.
     metric : the ranking metric, a METRICS name (None: default_metric of the train+val labels, logged).
     cv : also score each row by repeated stratified K-fold (cv_repeats times) over train+val, on folds made
-        once from `seed` (paired across rows), folds in parallel; rows are then ranked by the CV mean. Each
-        row's model is still fitted on train and scored once on val and test, as without cv.
+        once from `seed` (paired across rows); rows are then ranked by the CV mean. Each row's model is still
+        fitted on train and scored once on val and test, as without cv.
+    search : "exact" scores every row on every fold; "halving" (needs cv) scores every row on one fold, keeps
+        the best third (at least two) for three times the folds, and so on until the contenders have all
+        folds; only they are fitted on train, logged as runs and ranked; the others stay in the table with the
+        folds they had (`folds_scored`, `stopped_early`).
     class_weight : "balanced" for every classifier (each must have class_weight; baselines never get it).
     save_models : "best" (default) saves the model of the best row by the ranking score only (the first of
         equals), "all" every row's; rows without a model are logged all the same, with an empty model path.
-    log : called with each message line and the table (default print); None prints nothing.
+    log : called with each message line, each row's line as it finishes, and the table (default print); None
+        prints nothing. progress : a progress bar over the fits on stderr, when stderr is a terminal.
+    reuse : warm starts and row-space solving in the folds (default); False fits every fold cold on the
+        original columns, the reference the tests compare with.
     plots : also draw each run's confusion PNGs (off: drawing them takes
         longer than most fits; the confusion CSVs are always written). transforms : as in fit.
     views, view_seed, tta : as in fit, for every row (the baselines too: the same protocol, one view's width).
@@ -106,10 +142,15 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
     grid, log = grid or {}, log or _silent
     if save_models not in SAVE_MODELS:
         raise FeatxError(f"unknown --save-models '{save_models}'; choose one of {', '.join(SAVE_MODELS)}")
+    if search not in SEARCHES:
+        raise FeatxError(f"unknown --search '{search}'; choose one of {', '.join(SEARCHES)}")
+    if search == "halving" and not cv:
+        raise FeatxError("--search halving spends folds as its budget and needs cross-validation; add --cv K (e.g. --cv 5)")
     names = [c.strip() for c in classifiers.split(",")] if isinstance(classifiers, str) else list(classifiers)
     if metric is not None:
         check_metric(metric)
-    inner = -1 if n_jobs == 1 and cluster is None else 1  # the classifier's cores, or the folds' workers
+    workers = -1 if cluster is not None else n_jobs
+    inner = -1 if workers == 1 else 1  # the classifier's cores, or the workers'
     views = view_names(views, view_seed, tta)
     specs = fit_specs(names, grid, with_class_weight(params or {}, names, class_weight), transforms, seed, inner,
                       views=views, tta=tta)
@@ -126,53 +167,288 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
     if metric is None:
         metric, reason = default_metric(y[np.isin(split, SELECTION_SPLITS)])
         log(reason)
+    for note in filter(None, (large_n_note(name, int((split == "train").sum())) for name in names)):
+        log(note)
     folds = make_folds(y, split, cv, cv_repeats, seed) if cv else None
-    log(f"compare: {len(subsets)} layer subset(s) x classifiers x grid = {len(jobs)} fit(s), {n_jobs} in parallel,\n"
-        f"  on {entry_label(entry)}")
+    log(f"compare: {len(subsets)} layer subset(s) x classifiers x grid = {len(jobs)} row(s)"
+        + (f" x ({len(folds)} folds + 1 train fit)" if folds else "") + (", successive halving over the folds" if
+                                                                       search == "halving" else "")
+        + f", {'one at a time' if workers == 1 else 'in parallel'},\n  on {entry_label(entry)}")
     columns = {selection: _view_columns([np.arange(*slices[n]) for n in selection.names], X.shape[1] // n_views, n_views)
                for selection, _ in subsets}
+    rows = [_Row(selection, depth, spec, columns[selection]) for (selection, depth), spec in jobs]
+    total = len(rows) * (1 + len(folds or ()))
+    bar = tqdm(total=total, unit="fit", desc="compare", file=sys.stderr,
+               disable=not progress or not sys.stderr.isatty())
+    runner = _Runner(entry.class_names, X, y, split, folds, workers, cluster is not None, reuse, bar, log, metric)
     backend = nullcontext() if cluster is None else joblib_backend(
         cluster, scatter=[X], config=cluster_config, timeout=cluster_timeout, log_dir=entry.cache.root / "slurm-logs", log=log)
-    with backend:
-        scored = Parallel(n_jobs=n_jobs if cluster is None else -1)(
-            delayed(_score_subset)(entry, X, columns[selection], y, split, spec, folds, inner)
-            for (selection, _), spec in jobs)
+    with backend, bar:
+        if search == "halving":
+            _halving(runner, rows)
+        else:
+            runner.run_train(rows)
+            runner.run_folds(rows, range(len(folds or ())))
+        bar.total = bar.n  # rows stopped early by halving never ran their remaining fits
     score = f"cv_{metric}_mean" if cv else f"val_{metric}"
-    best = _best_model_row(scored, jobs, metric)
-    fits = [(record_run(entry, spec, scores, selection=selection, log=log, plots=plots, cv=result,
-                        keep_model=save_models == "all" or n == best, name_entry=False), result)
-            for n, (((selection, _), spec), (scores, result)) in enumerate(zip(jobs, scored))]
-    table, results = _table(fits, jobs, grid, metric, score)
+    finished = [row for row in rows if row.scores is not None]
+    best = _best_model_row(finished, metric, folds)
+    for n, row in enumerate(finished):
+        row.run = record_run(entry, row.spec, row.scores, selection=row.selection, log=None, plots=plots,
+                             cv=row.cv_result(folds), keep_model=save_models == "all" or n == best, name_entry=False)
+    table, results = _table(rows, grid, metric, score, folds, search == "halving")
     best_line = _best_line(table, results, metric, score, split)
     folder = reports / f"compare-{new_run_id()}"
     folder.mkdir(parents=True)
     table.drop(columns="model").to_csv(folder / "results.csv", index=False)  # model = classifier + grid params
     _write_report_info(folder, entry, metric, score, best_line, command)
-    plot = plot_layer_scores(table, folder / "layer_comparison.png", mean=score, ci=f"cv_{metric}_ci95" if cv else None,
+    shown = table[table["stopped_early"] == False] if "stopped_early" in table else table  # noqa: E712
+    plot = plot_layer_scores(shown, folder / "layer_comparison.png", mean=score, ci=f"cv_{metric}_ci95" if cv else None,
                              hue="model", baselines=BASELINES, order=_depth_order(entry, subsets),
                              title=f"{metric} by layer subset ({folds.label}, 95% CI)" if cv else f"{metric} on val")
+    n_fits, not_converged = sum(row.fits for row in rows), sum(row.not_converged for row in rows)
+    log(_convergence_line(rows, n_fits, not_converged))
     log(_format(table, metric, score))
     log(best_line)
     log(f"saved {folder / 'results.csv'} and {plot}")
-    return CompareResult(table, folder / "results.csv", plot, metric, score, best_line)
+    return CompareResult(table, folder / "results.csv", plot, metric, score, best_line, not_converged, n_fits)
 
 
-def _table(fits, jobs, grid: dict, metric: str, score: str) -> tuple[pd.DataFrame, list]:
-    """The rows, best first by `score` (stable: ties keep the run order), and their CV (or val) results."""
+@dataclass(eq=False)
+class _Row:
+    """One (layer subset, FitSpec) of a comparison and what its fits returned so far."""
+
+    selection: LayerSelection
+    depth: int | None
+    spec: FitSpec
+    columns: np.ndarray
+    fold_scores: dict = field(default_factory=dict)  # fold index -> {metric: value, ..., "fit_seconds": s}
+    scores: Scores | None = None  # the train fit, scored on val and test
+    init: tuple | None = None  # (coef_, intercept_) of the train fit, where the folds can warm-start from it
+    fits: int = 0
+    not_converged: int = 0
+    stopped: int | None = None  # halving: the number of folds it had when it was stopped
+    run: object = None  # its FitResult, once recorded
+
+    @property
+    def baseline(self) -> bool:
+        return self.spec.classifier in BASELINES
+
+    def label(self, grid: dict | None = None) -> str:
+        layers = BASELINE_LAYERS if self.baseline else _short(self.selection.spec)
+        return f"{_model(self.spec, grid or self.spec.params)} on {layers}"
+
+    def cv_result(self, folds: Folds | None, n: int | None = None) -> CVResult | None:
+        """Its scores on the first `n` folds (default: every fold it has) as a CVResult on those folds."""
+        if folds is None:
+            return None
+        n = len(self.fold_scores) if n is None else n
+        part = folds if n == len(folds) else Folds(folds.splits[:n], folds.repeats[:n], folds.n_rows,
+                                                   f"{folds.label}[{n}/{len(folds)}]")
+        n_splits = np.bincount(folds.repeats)[0]
+        scores = pd.DataFrame([{"repeat": int(folds.repeats[i]), "fold": i % n_splits, **self.fold_scores[i]}
+                               for i in range(n)])
+        return CVResult(scores, part, None)
+
+    def mean(self, metric: str, n: int) -> float:
+        return float(np.mean([self.fold_scores[i][metric] for i in range(n)]))
+
+
+@dataclass
+class _Runner:
+    """Runs fits as joblib tasks (in this process with workers=1), advancing the bar, and prints each row's
+    line when its last fit is done."""
+
+    class_names: list
+    X: np.ndarray
+    y: np.ndarray
+    split: np.ndarray
+    folds: Folds | None
+    workers: int
+    cluster: bool
+    reuse: bool
+    bar: object
+    log: object
+    metric: str
+    done: int = 0
+
+    def run_train(self, rows: list[_Row]) -> None:
+        """Each row's fit on the train rows, scored on val and test."""
+        tasks = [(row, None, delayed(_train_task)(self.X, row.columns, self.y, self.split, row.spec, self.class_names))
+                 for row in rows]
+        self._run(tasks)
+
+    def run_folds(self, rows: list[_Row], indices) -> None:
+        """The folds `indices` of each row (warm-started from its train fit where that is known)."""
+        tasks = [(row, i, delayed(_fold_task)(self.X, row.columns, self.y, row.spec, *self.folds.splits[i],
+                                              row.init if self.reuse else None, self.reuse))
+                 for row in rows for i in indices]
+        self._run(tasks)
+
+    def _run(self, tasks) -> None:
+        calls = (delayed(_keyed)(n, call) for n, (_, _, call) in enumerate(tasks))
+        if self.workers == 1:
+            results = (_keyed(n, call) for n, (_, _, call) in enumerate(tasks))
+        else:
+            results = Parallel(n_jobs=self.workers, return_as="generator" if self.cluster else "generator_unordered")(calls)
+        for n, result in results:
+            row, fold, _ = tasks[n]
+            converged = result[-1]
+            row.fits += 1
+            row.not_converged += not converged
+            if fold is None:
+                row.scores, row.init = result[0], result[1]
+            else:
+                row.fold_scores[fold] = result[0]
+            self.bar.update()
+            if row.scores is not None and len(row.fold_scores) == len(self.folds or ()):
+                self.say(row)
+
+    def say(self, row: _Row, stopped: str = "") -> None:
+        """The row's line: its CV (or val) score so far, fits, convergence."""
+        self.done += 1
+        parts = []
+        if row.fold_scores:
+            result = summarize(row.cv_result(self.folds))
+            ci = result[f"{self.metric}_ci95"]
+            parts.append(f"cv {self.metric} {result[f'{self.metric}_mean']:.3f}" + ("" if np.isnan(ci) else f" ± {ci:.3f}")
+                         + f" on {len(row.fold_scores)} fold(s)")
+        val = row.scores.metrics.get("val") if row.scores is not None else None
+        if val is not None:
+            parts.append(f"val {self.metric} {val[self.metric]:.3f}")
+        if row.not_converged:
+            parts.append(f"{row.not_converged} of {row.fits} fit(s) not converged")
+        with tqdm.external_write_mode(file=sys.stdout):
+            self.log(f"row {self.done}: {row.label()}: " + "; ".join(parts) + stopped)
+
+
+def _keyed(n, call):
+    """Run a joblib delayed call here, returning its task number with its result (for unordered results)."""
+    function, args, kwargs = call
+    return n, function(*args, **kwargs)
+
+
+def _train_task(X, columns, y, split, spec: FitSpec, class_names):
+    """Fit spec on the train rows of the column subset and score val and test: (Scores, warm start, converged)."""
+    scores, converged = quietly(train_and_score, X[:, columns], y, split, spec, class_names=class_names)
+    init = None
+    if spec.classifier in WARM_STARTS and spec.plain:
+        clf = final_classifier(scores.pipeline)
+        init = (clf.coef_.copy(), clf.intercept_.copy())
+    return scores, init, converged
+
+
+def _fold_task(X, columns, y, spec: FitSpec, train, held_out, init=None, reuse: bool = True):
+    """Fit spec on a fold's train rows, score the held-out rows: ({metric: value, "fit_seconds": s}, converged)."""
+    began = time.perf_counter()
+    features = X[:, columns]
+    estimator, X_eval, converged = fit_fold(spec, features[train], y[train], features[held_out], init, reuse)
+    scores = score(y[held_out], estimator.predict(X_eval))
+    return {**scores, "fit_seconds": round(time.perf_counter() - began, 3)}, converged
+
+
+def fit_fold(spec: FitSpec, X_train, y_train, X_eval, init=None, reuse: bool = True):
+    """spec fitted on one fold's rows: (fitted estimator, X_eval as it takes them, converged).
+
+    X_train : ndarray of shape (n_train, n_features); y_train : (n_train,); X_eval : (n_eval, n_features).
+    With reuse and a plain spec the transforms are fitted once, as the Pipeline would, and then an L2 linear
+    model on more features than rows is solved in the fold's row space (the estimator then takes row-space
+    coordinates, which X_eval is returned in); a logistic regression otherwise starts from `init` (coef_,
+    intercept_), e.g. the row's train solution. Either way the fit ends at the estimator's own optimum (within
+    its tolerance), so the fold's predictions are those of a cold fit. Without reuse: spec's Pipeline, cold.
+    """
+    if not (reuse and spec.plain and spec.classifier != "dense"):
+        estimator = spec.pipeline()
+        _, converged = quietly(estimator.fit, X_train, y_train)
+        return estimator, X_eval, converged
+    steps = Pipeline(build_feature_pipeline(seed=spec.seed, **spec.transforms) or [("identity", "passthrough")])
+    X_train, X_eval = steps.fit_transform(X_train, y_train), steps.transform(X_eval)
+    estimator = make_classifier(spec.classifier, spec.params, spec.seed, spec.n_jobs)
+    if spec.classifier in ROW_SPACE and X_train.shape[1] > X_train.shape[0]:
+        X_train, X_eval = row_space(X_train, X_eval)
+        estimator, init = for_row_space(estimator), None  # the train fit's coefficients are of the features
+    if init is not None and spec.classifier in WARM_STARTS:
+        estimator.set_params(warm_start=True)
+        estimator.coef_, estimator.intercept_ = init[0].copy(), init[1].copy()
+    _, converged = quietly(estimator.fit, X_train, y_train)
+    return estimator, X_eval, converged
+
+
+def _halving(runner: _Runner, rows: list[_Row]) -> None:
+    """Successive halving over rows on the same folds: every row gets fold 1, the best third (at least two) by
+    the mean so far get folds up to 3, the best third of those up to 9, ... until the contenders have every
+    fold; only they are fitted on train (before their last folds, which start from it where they can).
+    Baselines (cheap, and the reference every row is read against) get every fold."""
+    n_folds = len(runner.folds)
+    budgets = [1]
+    while budgets[-1] < n_folds:
+        budgets.append(min(n_folds, budgets[-1] * HALVING_FACTOR))
+    baselines = [row for row in rows if row.baseline]
+    alive = [row for row in rows if not row.baseline]
+    runner.run_folds(baselines, range(n_folds))
+    had = 0
+    for budget in budgets[:-1]:
+        runner.run_folds(alive, range(had, budget))
+        had = budget
+        ranked = sorted(alive, key=lambda row: -row.mean(runner.metric, budget))  # stable: ties keep row order
+        keep = max(2, math.ceil(len(alive) / HALVING_FACTOR))
+        for row in ranked[keep:]:
+            row.stopped = budget
+            runner.say(row, f"; stopped at {budget}/{n_folds} fold(s)")
+        alive = ranked[:keep]
+    runner.run_train(alive + baselines)
+    runner.run_folds(alive, range(had, n_folds))
+
+
+def _convergence_line(rows: list[_Row], n_fits: int, not_converged: int) -> str:
+    if not not_converged:
+        return f"convergence: all {n_fits} fit(s) converged"
+    worst = sorted((row for row in rows if row.not_converged), key=lambda row: -row.not_converged)
+    named = ", ".join(f"{row.label()} ({row.not_converged})" for row in worst[:3])
+    return (f"convergence: {not_converged} of {n_fits} fit(s) stopped at max_iter without converging, in "
+            f"{len(worst)} row(s): {named}{', ...' if len(worst) > 3 else ''}; their scores are of unfinished fits: "
+            "raise max_iter (--param max_iter=N), standardize (--standardize) or regularize more (smaller C)")
+
+
+def _model(spec: FitSpec, grid) -> str:
+    return " ".join([spec.classifier, *(f"{k}={spec.params[k]}" for k in grid if k in spec.params)])
+
+
+def _table(rows: list[_Row], grid: dict, metric: str, score: str, folds: Folds | None,
+           halving: bool) -> tuple[pd.DataFrame, list]:
+    """The rows, best first by `score` (stable: ties keep the run order; with halving, rows that had every fold
+    first), and their CV (or val) results."""
     extra = [f"{s}_{metric}" for s in ("val", "test") if f"{s}_{metric}" not in TABLE_COLUMNS]
-    rows = []
-    for (run, cv), ((_, depth), spec) in zip(fits, jobs):
-        baseline = spec.classifier in BASELINES
-        rows.append({**{k: run.row.get(k) for k in [*TABLE_COLUMNS, *extra] if k in run.row}, "depth": depth,
-                     **{k: v for k, v in run.row.items() if k.startswith("cv_")},
-                     "layers": BASELINE_LAYERS if baseline else run.row["layers"],
-                     "model": " ".join([spec.classifier, *(f"{k}={spec.params[k]}" for k in grid if k in spec.params)])})
-    table = pd.DataFrame(rows)
-    table = table[[*TABLE_COLUMNS, *extra, *(c for c in table.columns if c.startswith("cv_")), "model"]]
+    records, results = [], []
+    for row in rows:
+        if row.run is not None:
+            logged = row.run.row
+            record = {**{k: logged.get(k) for k in [*TABLE_COLUMNS, *extra] if k in logged},
+                      **{k: v for k, v in logged.items() if k.startswith("cv_")}}
+        else:  # stopped early by halving: no train fit, no run; its CV on the folds it had
+            result = row.cv_result(folds)
+            record = {**selection_columns(row.selection), "classifier": row.spec.classifier,
+                      "params": row.spec.params_json(), "n_features": len(row.columns) // len(row.spec.views),
+                      **{f"cv_{k}": round(v, 4) for k, v in summarize(result).items()}, "cv": result.folds.label}
+        record.update(depth=row.depth, not_converged=row.not_converged,
+                      layers=BASELINE_LAYERS if row.baseline else row.selection.spec, model=_model(row.spec, grid))
+        if halving:
+            record.update(folds_scored=len(row.fold_scores), stopped_early=row.stopped is not None)
+        records.append(record)
+        results.append(row.cv_result(folds) if folds is not None and row.stopped is None
+                       else (_val_result(row.run) if row.run is not None else None))
+    table = pd.DataFrame(records)
+    for column in [*TABLE_COLUMNS, *extra]:
+        if column not in table:
+            table[column] = np.nan
+    cv_columns = [c for c in table.columns if c.startswith("cv_")]
+    table = table[[*TABLE_COLUMNS, *extra, *cv_columns, *(["folds_scored", "stopped_early"] if halving else []), "model"]]
     if table["depth"].isna().all():
         table = table.drop(columns="depth")
-    order = table[score].astype(float).sort_values(ascending=False, kind="stable", na_position="last").index
-    results = [cv if cv is not None else _val_result(run) for run, cv in fits]
+    keys = pd.DataFrame({"score": table[score].astype(float),
+                         "full": ~table["stopped_early"] if halving else True,
+                         "folds": table["folds_scored"] if halving else 0})
+    order = keys.sort_values(["full", "folds", "score"], ascending=False, kind="stable", na_position="last").index
     return table.loc[order].reset_index(drop=True), [results[i] for i in order]
 
 
@@ -215,8 +491,15 @@ def _format(table: pd.DataFrame, metric: str, score: str) -> str:
     for split in ("val", "test"):
         shown[split] = table[f"{split}_{metric}"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
     shown["fit_s"] = table["fit_seconds"].map(lambda v: "" if pd.isna(v) else f"{v:.1f}")
-    shown["run"] = table["run_id"].map(short_id)
-    return f"{metric}, best first by {'the CV mean' if score.startswith('cv_') else 'val'}:\n" + shown.to_string(index=False)
+    if "stopped_early" in table:  # halving: the folds each row was scored on, * where it was stopped there
+        shown["folds"] = [f"{int(k)}{'*' if stop else ''}" for k, stop in zip(table["folds_scored"], table["stopped_early"])]
+    if "not_converged" in table and (table["not_converged"].fillna(0) > 0).any():
+        shown["not_conv"] = table["not_converged"].fillna(0).astype(int)
+    shown["run"] = table["run_id"].map(lambda run: "" if pd.isna(run) else short_id(run))
+    note = ("\n* stopped early by successive halving at that many folds: not fitted on train, not logged"
+            if "stopped_early" in table and table["stopped_early"].any() else "")
+    return (f"{metric}, best first by {'the CV mean' if score.startswith('cv_') else 'val'}:\n"
+            + shown.to_string(index=False) + note)
 
 
 def _depth_order(entry, subsets) -> list[str]:
@@ -267,26 +550,16 @@ def fit_specs(classifiers, grid: dict, params: dict, transforms: dict, seed: int
     return specs
 
 
-def _score_subset(entry, X, columns, y, split, spec: FitSpec, folds, fold_jobs):
-    """One row on a column subset, sliced where the fit runs: X itself is what joblib ships (or scatters once).
-    With folds, its CV on them first (folds in parallel with fold_jobs); then the fit on train, scored on val
-    and test. Returns (Scores, CVResult or None); recorded afterwards, in this process, once the best row (whose
-    model is kept) is known."""
-    features = X[:, columns]
-    cv = cross_validate_spec(features, y, folds, spec, n_jobs=fold_jobs) if folds is not None else None
-    return train_and_score(features, y, split, spec, class_names=entry.class_names), cv
-
-
-def _best_model_row(scored, jobs, metric: str) -> int:
+def _best_model_row(rows: list[_Row], metric: str, folds: Folds | None) -> int:
     """The row whose model compare keeps by default: the best non-baseline row by the ranking score (CV mean,
     else val)."""
-    def rank(item):
-        (scores, cv), (_, spec) = item
-        if spec.classifier in BASELINES:
+    def rank(row):
+        if row.baseline:
             return -np.inf
-        value = summarize(cv)[f"{metric}_mean"] if cv is not None else scores.metrics.get("val", {}).get(metric)
+        value = (summarize(row.cv_result(folds))[f"{metric}_mean"] if folds is not None
+                 else row.scores.metrics.get("val", {}).get(metric))
         return -np.inf if value is None else value
-    return max(range(len(jobs)), key=lambda n: rank((scored[n], jobs[n])))
+    return max(range(len(rows)), key=lambda n: rank(rows[n])) if rows else -1
 
 
 def _expand_subsets(entry, layer_sets) -> list[tuple[LayerSelection, int | None]]:

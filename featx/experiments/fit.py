@@ -24,7 +24,7 @@ from featx.cache.atomic import write_json
 from featx.cache.pick import entry_label
 from featx.cache.store import CacheEntry
 from featx.classifiers import BASELINES, classifier_params, fit_pipeline, make_pipeline
-from featx.classifiers.registry import bad_param_message
+from featx.classifiers.registry import bad_param_message, large_n_note
 from featx.classifiers.views import ViewEnsemble, final_classifier
 from featx.errors import FeatxError
 from featx.experiments.runs import (
@@ -188,6 +188,9 @@ def fit(cache=None, *, layers=None, clf: str = "rf", params: dict | None = None,
         log(f"no layers given: fitting on every cached layer of {'+'.join(e.name for e in entries)} "
             f"({len(meta.attrs['layers'])}, {X.shape[1] // len(spec.views)} features); choose some with --layers (API: layers=)")
     split = meta["split"].to_numpy()
+    note = large_n_note(clf, int((split == "train").sum()))
+    if note:
+        log(note)
     result = None
     if cv:
         result = cross_validate_spec(X, y, make_folds(y, split, cv, cv_repeats, seed), spec, n_jobs=n_jobs)

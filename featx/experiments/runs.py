@@ -718,7 +718,8 @@ def trusted_types() -> list[str]:
     own = [f"{t.__module__}.{t.__qualname__}" for t in (FNEDiscretizer, QuietKBinsDiscretizer)]
     metrics = [f"sklearn.metrics._dist_metrics.{m}Distance{bits}"
                for m in ("Euclidean", "SEuclidean", "Manhattan", "Chebyshev", "Minkowski", "Cosine") for bits in (32, 64)]
-    return [*own, "featx.classifiers.dense.DenseHeadClassifier", "featx.classifiers.views.ViewEnsemble", "sklearn.tree._tree.Tree",
+    return [*own, "featx.classifiers.dense.DenseHeadClassifier", "featx.classifiers.views.ViewEnsemble",
+            "featx.classifiers.kernel.NystroemSVC", "sklearn.tree._tree.Tree",
             "sklearn.neighbors._kd_tree.KDTree", "sklearn.neighbors._ball_tree.BallTree", *metrics]
 
 

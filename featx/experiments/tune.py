@@ -7,13 +7,14 @@ Transforms (standardize, FNE, PCA) do not depend on the searched parameters, so 
 fits them once on its train rows and the whole grid reuses the mapped features; logistic regression
 walks its C path with warm starts (each fit starts from the previous C's coefficients). On wide features
 (n_features > n_train, e.g. 22k FNE features of all layers) the L2-penalized linear models search in the
-row space of the train features instead (see _row_space): same predictions, n_train columns instead of
-n_features.
+row space of the train features instead (featx.experiments.selection.row_space, which compare uses too): same
+predictions, n_train columns instead of n_features.
 """
 
 from __future__ import annotations
 
 import itertools
+import sys
 import time
 import warnings
 from contextlib import contextmanager, nullcontext, suppress
@@ -23,11 +24,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.pipeline import Pipeline
+from tqdm.auto import tqdm
 
 from featx.cache.store import Cache
 from featx.classifiers import make_classifier, make_pipeline
+from featx.classifiers.registry import large_n_note
 from featx.classifiers.views import ViewEnsemble, training_rows, tta_predict, view_rows
 from featx.distributed import joblib_backend
 from featx.errors import FeatxError, RunFailed
@@ -49,8 +51,12 @@ from featx.experiments.selection import (
     Folds,
     check_metric,
     default_metric,
+    fit_quietly,
+    for_row_space,
     make_folds,
     paired_difference,
+    quietly,
+    row_space,
     score,
     summarize,
     val_folds,
@@ -86,6 +92,9 @@ SEARCHES = {
     # gamma_scale multiplies sklearn's gamma="scale" (1 / (n_features * X.var())), so the grid fits any feature scale
     "svm": Search({"C": (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0), "gamma_scale": (0.01, 0.1, 1.0, 10.0)},
                   refine=("C", "gamma_scale"), refine_points=3, refine_decades=0.5),
+    "nystroem-svm": Search({"C": (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0), "gamma_scale": (0.1, 1.0, 10.0)},
+                           refine=("C", "gamma_scale"), refine_points=3, refine_decades=0.5),
+    "sgd": Search({"alpha": tuple(float(a) for a in np.logspace(-7, 1, 9))}, refine=("alpha",)),
     "rf": Search({"min_samples_leaf": (1, 2, 5, 10, 20), "max_features": ("sqrt", "log2", 0.05, 0.2)}),
     "dense": Search({"lr": (0.001, 0.01, 0.1), "l2": (0.0, 1e-4, 1e-2), "hidden": ((), (256,))}),
 }
@@ -107,6 +116,8 @@ class TuneResult:
     folds: Folds | None = None  # the selection splits
     selection_scores: dict = field(default_factory=dict)  # summarize() of the best point on them
     run_id: str | None = None  # the logged refit, when tune_cache recorded it
+    not_converged: int = 0  # fits that ended with a ConvergenceWarning (the curve's converged column; the refit)
+    fits: int = 0  # fits run: points x splits, and the refit
 
     def selection_columns(self) -> dict:
         """The runs-log columns of the score this model was selected by: the CV mean and CI of every metric,
@@ -137,7 +148,7 @@ def tune_cache(cache=None, *, layers=None, classifiers=("logreg",), cv: int | No
                metric: str | None = None, params: dict | None = None, class_weight: str | None = None, seed: int = 0,
                n_jobs: int | None = 1, cache_dir=None, runs_dir=None, cluster=None, cluster_config=None,
                cluster_timeout=None, log=print, views=None, view_seed: int = 0, tta: bool = False,
-               command: str | None = None, **transforms) -> list[TuneResult]:
+               progress: bool = True, command: str | None = None, **transforms) -> list[TuneResult]:
     """tune each of `classifiers` on `layers` of a cache entry, log each refit as a run, save each search curve.
 
     cv : K for selection by repeated stratified K-fold (cv_repeats times) over train+val; None = on val.
@@ -148,8 +159,9 @@ def tune_cache(cache=None, *, layers=None, classifiers=("logreg",), cv: int | No
     Each refit (train+val) is recorded like a fit (runs_dir as in fit), with the score it was selected by:
     cv_* columns, or with selection on val the val_* scores of the best point fitted on train; its test
     scores are the one test evaluation. Writes <reports>/tune-<id>/<clf>_curve.csv and <clf>_curve.png.
-    selected_line(results) names the best of them by selection score. command : the command line that ran
-    this tune, kept as command.txt beside the curves (read_report gives the folder back).
+    selected_line(results) names the best of them by selection score. progress : a bar over the fits on stderr
+    (when it is a terminal). Ends with one line counting the fits that did not converge. command : the command
+    line that ran this tune, kept as command.txt beside the curves (read_report gives the folder back).
     views, view_seed, tta : as in fit: every point is trained on all views of its train images (folds are
     by image) and scored from the identity view, or with tta from the mean over the views.
     """
@@ -161,6 +173,8 @@ def tune_cache(cache=None, *, layers=None, classifiers=("logreg",), cv: int | No
     X, y, meta = load(entry, layers=layers, views=loaded_views(FitSpec(views=views, tta=tta)))
     prepare_log(entry.cache)  # unwritable folders or a broken log fail before any fit
     split = meta["split"].to_numpy()
+    for note in filter(None, (large_n_note(name, int(np.isin(split, SELECTION_SPLITS).sum())) for name in names)):
+        log(note)
     folds = make_folds(y, split, cv, cv_repeats, seed) if cv else None
     folder = writable_folder(entry.cache.reports_dir, "reports") / f"tune-{new_run_id()}"
     backend = nullcontext() if cluster is None else joblib_backend(
@@ -169,7 +183,8 @@ def tune_cache(cache=None, *, layers=None, classifiers=("logreg",), cv: int | No
     with backend:
         for clf in names:
             result = tune(X, y, split, clf, metric, folds, transforms, params, seed=seed,
-                          n_jobs=-1 if cluster is not None else n_jobs, log=log, views=views, tta=tta)
+                          n_jobs=-1 if cluster is not None else n_jobs, log=log, views=views, tta=tta,
+                          progress=progress, summary=False)
             metric = result.metric  # the default metric is decided (and printed) once
             with _report_files(folder, [folder / f"{clf}_curve.csv", folder / f"{clf}_curve.png"]) as (csv, png):
                 result.curve.to_csv(csv, index=False)
@@ -178,6 +193,7 @@ def tune_cache(cache=None, *, layers=None, classifiers=("logreg",), cv: int | No
                 _record(entry, X, y, split, meta.attrs["selection"], result, transforms, seed, log, views, tta)
             results.append(result)
     _write_report_info(folder, entry, results, command)
+    log(convergence_line(results))
     log(f"saved search curves in {folder}")
     return results
 
@@ -201,6 +217,16 @@ def _report_files(folder: Path, paths: list[Path]):
         raise
 
 
+def convergence_line(results: list[TuneResult]) -> str:
+    """One line: how many fits (selection points x splits, and the refit) ended with a ConvergenceWarning."""
+    fits, bad = sum(r.fits for r in results), sum(r.not_converged for r in results)
+    if not bad:
+        return f"convergence: all {fits} fit(s) converged"
+    named = ", ".join(f"{r.classifier} {r.not_converged} of {r.fits}" for r in results if r.not_converged)
+    return (f"convergence: {bad} of {fits} fit(s) stopped at max_iter without converging ({named}; the "
+            "curve's converged column names the points); raise max_iter (--param max_iter=N) or standardize")
+
+
 def _record(entry, X, y, split, selection, result: TuneResult, transforms, seed, log, views, tta) -> None:
     """Log the refit as a run: the model, its one test evaluation, the score it was selected by."""
     spec = FitSpec(classifier=result.classifier, params=result.best_params, transforms=transforms, seed=seed, n_jobs=1,
@@ -216,7 +242,8 @@ def _record(entry, X, y, split, selection, result: TuneResult, transforms, seed,
 
 def tune(X, y, split, clf: str, metric: str | None = None, folds: Folds | None = None, transforms: dict | None = None,
          params: dict | None = None, search: Search | None = None, seed: int = 0, n_jobs: int | None = 1,
-         log=print, views: tuple = ("id",), tta: bool = False) -> TuneResult:
+         log=print, views: tuple = ("id",), tta: bool = False, progress: bool = False,
+         summary: bool = True) -> TuneResult:
     """Search `clf`'s parameters, select by `metric` on `folds`, refit on train+val, score test once.
 
     X : ndarray of shape (n_rows, n_features); y, split : ndarrays of shape (n_rows,), split in train/val/test.
@@ -229,6 +256,8 @@ def tune(X, y, split, clf: str, metric: str | None = None, folds: Folds | None =
     views, tta : X holds these views of each image side by side (n_rows, V * d); points are trained on every
     view of the train images and scored from the identity view, or with tta the mean over the views; the
     refit is then a featx.classifiers.views.ViewEnsemble.
+    progress : a bar over the fits (points x splits) on stderr when it is a terminal, and a line per stage.
+    summary : also log the convergence line (tune_cache logs one for all classifiers instead).
     The best point's score is optimistic (it won a search); versus_default says whether it beats the
     default parameters beyond the CV noise (with one val split there is no CI: pass folds for one).
     """
@@ -244,27 +273,41 @@ def tune(X, y, split, clf: str, metric: str | None = None, folds: Folds | None =
     folds = folds or val_folds(split)
     transforms, fixed = transforms or {}, {**search.fixed, **(params or {})}
     make_classifier(clf, fixed, seed)  # unknown parameters fail before any fit
-    run = _Runner(clf, X, y, folds, transforms, fixed, seed, n_jobs, len(views), tta)
     coarse = [dict(zip(search.grid, values)) for values in itertools.product(*search.grid.values())]
-    tried = run("coarse", coarse)
-    tried += _defaults(clf, coarse, tried) or run("default", [{}])
-    best = _best(tried, metric)
-    refined = _refine(search, tried, best)
-    if refined:
-        tried += run("refine", refined)
+    bar = tqdm(total=(len(coarse) + 1) * len(folds), unit="fit", desc=f"tune {clf}", file=sys.stderr,
+               disable=not progress or not sys.stderr.isatty())
+    run = _Runner(clf, X, y, folds, transforms, fixed, seed, n_jobs, len(views), tta, bar, log if progress else None,
+                  metric)
+    with bar:
+        tried = run("coarse", coarse)
+        defaults = _defaults(clf, coarse, tried)
+        bar.total -= len(folds) if defaults else 0
+        tried += defaults or run("default", [{}])
         best = _best(tried, metric)
+        refined = _refine(search, tried, best)
+        if refined:
+            bar.total += len(refined) * len(folds)
+            tried += run("refine", refined)
+            best = _best(tried, metric)
     curve = _curve(tried, folds, metric)
     versus = paired_difference(_as_cv(tried, best, folds), _as_cv(tried, {}, folds), metric,
                                f"{clf} {_label(best)}", f"{clf} defaults")
-    pipeline, best_params = _refit(clf, X, y, split, best, transforms, fixed, seed, n_jobs, views, tta)
+    (pipeline, best_params), refit_converged = quietly(_refit, clf, X, y, split, best, transforms, fixed, seed, n_jobs,
+                                                       views, tta)
     test = split == "test"
     scores = score(y[test], pipeline.predict(X[test])) if test.any() else None
     seconds = time.perf_counter() - began
     log(f"tune {clf}: {len(curve)} point(s) on {folds.label} in {seconds:.1f}s; best {_label(best)} "
         f"{metric} {curve.loc[curve['best'], metric].iloc[0]:.3f}; {versus.verdict}"
         + (f"; test {metric} {scores[metric]:.3f}" if scores else ""))
-    return TuneResult(clf, tuple(search.grid), metric, folds.label, curve, best_params, versus, scores, pipeline,
-                      seconds, folds, summarize(_as_cv(tried, best, folds)))
+    fitted = [r for r in tried if not (r["stage"] == "default" and defaults)]  # copied default rows ran no fit
+    result = TuneResult(clf, tuple(search.grid), metric, folds.label, curve, best_params, versus, scores, pipeline,
+                        seconds, folds, summarize(_as_cv(tried, best, folds)),
+                        not_converged=sum(not r["converged"] for r in fitted) + (not refit_converged),
+                        fits=len(fitted) + 1)
+    if summary:
+        log(convergence_line([result]))
+    return result
 
 
 @dataclass
@@ -281,14 +324,30 @@ class _Runner:
     n_jobs: int | None
     n_views: int = 1
     tta: bool = False
+    bar: object = None  # a tqdm bar over the fits, advanced per finished split
+    log: object = None  # with a bar: a line per stage
+    metric: str = "accuracy"
 
     def __call__(self, stage: str, points: list[dict]) -> list[dict]:
         inner = self.n_jobs if len(self.folds) == 1 else 1
-        per_split = Parallel(n_jobs=1 if len(self.folds) == 1 else self.n_jobs)(
+        results = Parallel(n_jobs=1 if len(self.folds) == 1 else self.n_jobs, return_as="generator")(
             delayed(_path)(self.clf, points, self.X, self.y, train, held_out, self.transforms, self.fixed,
                            self.seed, inner, self.n_views, self.tta) for train, held_out in self.folds.splits)
-        return [{"stage": stage, "split": i, "point": point, **row}
-                for i, rows in enumerate(per_split) for point, row in zip(points, rows)]
+        per_split = []
+        for rows in results:
+            per_split.append(rows)
+            if self.bar is not None:
+                self.bar.update(len(points))
+        tried = [{"stage": stage, "split": i, "point": point, **row}
+                 for i, rows in enumerate(per_split) for point, row in zip(points, rows)]
+        if self.log is not None and points and points[0]:
+            means = _means(tried, self.metric)
+            key = max(means, key=means.get)
+            with tqdm.external_write_mode(file=sys.stdout):
+                self.log(f"tune {self.clf} {stage}: {len(points)} point(s) x {len(self.folds)} split(s); best "
+                         f"{_label(dict(key))} {self.metric} {means[key]:.3f}; "
+                         f"{sum(not r['converged'] for r in tried)} fit(s) not converged")
+        return tried
 
 
 def _path(clf, points, X, y, train, held_out, transforms, fixed, seed, n_jobs, n_views=1, tta=False) -> list[dict]:
@@ -301,8 +360,9 @@ def _path(clf, points, X, y, train, held_out, transforms, fixed, seed, n_jobs, n
     held = view_rows(held, n_views) if tta else held[:, :held.shape[1] // n_views]
     X_train, X_eval = steps.fit_transform(X_fit, y_fit), steps.transform(held)
     validation = {} if X_val is None else {"X_val": steps.transform(X_val), "y_val": y_val}
-    if clf in ROW_SPACE and X_train.shape[1] > X_train.shape[0]:
-        X_train, X_eval = _row_space(X_train, X_eval)
+    wide = clf in ROW_SPACE and X_train.shape[1] > X_train.shape[0]
+    if wide:
+        X_train, X_eval = row_space(X_train, X_eval)
     estimator, rows = None, []
     for point in points:
         values = _resolve(point, X_train)
@@ -311,42 +371,15 @@ def _path(clf, points, X, y, train, held_out, transforms, fixed, seed, n_jobs, n
             estimator.set_params(**values)
         else:
             estimator = make_classifier(clf, {**fixed, **values}, seed, n_jobs)
-        converged = _fit_quietly(estimator, X_train, y_fit, **validation)
+            if wide:
+                for_row_space(estimator)
+        converged = fit_quietly(estimator, X_train, y_fit, **validation)
         seconds = time.perf_counter() - began
         predicted = tta_predict(estimator, X_eval, n_views) if tta else estimator.predict(X_eval)
         rows.append({**score(y[held_out], predicted), "fit_seconds": seconds, "converged": converged})
         if not point:  # the defaults must not seed the next warm start
             estimator = None
     return rows
-
-
-def _fit_quietly(estimator, X, y, **validation) -> bool:
-    """Fit; a ConvergenceWarning (usual at the weakly regularized end of a C path) becomes the return value
-    False, recorded in the curve, instead of one warning per grid point. Other warnings pass through."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        estimator.fit(X, y, **validation)
-    for warning in caught:
-        if not issubclass(warning.category, ConvergenceWarning):
-            warnings.warn(warning.message, warning.category, stacklevel=2)
-    return not any(issubclass(w.category, ConvergenceWarning) for w in caught)
-
-
-def _row_space(X_train, X_eval):
-    """Coordinates of both sets in an orthonormal basis of the span of the train rows.
-
-    For a linear model with an L2 penalty, a weight component orthogonal to every train row changes no
-    train prediction and only adds penalty, so the optimum lies in that span (the representer theorem):
-    fitting on these n_train-wide coordinates gives the same decision function as on the n_features-wide
-    originals, at a fraction of the cost per solver iteration. Built from the (n_train, n_train) Gram
-    matrix, so the wide matrix is multiplied only twice.
-    """
-    X_train = np.asarray(X_train, dtype=np.float32)
-    values, vectors = np.linalg.eigh((X_train @ X_train.T).astype(np.float64))
-    keep = values > values.max() * 1e-9
-    root = np.sqrt(values[keep])
-    cross = (np.asarray(X_eval, dtype=np.float32) @ X_train.T).astype(np.float64)
-    return vectors[:, keep] * root, cross @ (vectors[:, keep] / root)
 
 
 def _resolve(point: dict, X_train) -> dict:

@@ -1,0 +1,211 @@
+"""compare's shared work (issue 22) gives the estimator's own numbers, on real ELPV features (elpv_cache):
+warm starts and row-space fits reach a cold fit's optimum, the exact path's best row does not change, successive
+halving finds the exact best (or a row within its noise), ConvergenceWarnings become one counted line, and the
+command prints a line per row as it finishes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+from threadpoolctl import threadpool_limits
+
+import featx
+from featx.cache.store import Cache
+from featx.errors import FeatxError
+from featx.experiments.compare import fit_fold
+from featx.experiments.fit import FitSpec
+from featx.experiments.selection import make_folds
+from featx.features.load import load
+
+ROOT = Path(__file__).resolve().parent.parent
+QUIET = {"log": None, "progress": False}
+NARROW = "block2b_add"  # 24 features: fewer than a fold's rows, so logistic regression warm-starts
+TIGHT = {"tol": 1e-10, "max_iter": 20000}
+
+
+@pytest.fixture(scope="module")
+def features(elpv_cache):
+    entry = Cache(elpv_cache).open()
+    X, y, meta = load(entry, layers="blocks")
+    split = meta["split"].to_numpy()
+    narrow = np.arange(*meta.attrs["feature_slices"][NARROW])
+    return X, y, split, narrow, make_folds(y, split, 5, 1, 0)
+
+
+def _cold_and_reused(spec, X, y, train, held, init=None):
+    cold, X_cold, _ = fit_fold(spec, X[train], y[train], X[held], reuse=False)
+    warm, X_warm, _ = fit_fold(spec, X[train], y[train], X[held], init=init, reuse=True)
+    return cold, X_cold, warm, X_warm
+
+
+def test_warm_started_logreg_folds_reach_the_cold_optimum_in_fewer_iterations(features):
+    X, y, split, narrow, folds = features
+    X = X[:, narrow].astype(np.float64)  # float32 features pin the optimum down to ~1e-4 only, for any start
+    spec = FitSpec(classifier="logreg", params=TIGHT, transforms={"standardize": True}, n_jobs=1)
+    train_fit, _, _ = fit_fold(spec, X[split == "train"], y[split == "train"], X[:1], reuse=False)
+    init = (train_fit[-1].coef_, train_fit[-1].intercept_)
+    cold_iterations = warm_iterations = 0
+    for train, held in folds.splits:
+        cold, X_cold, warm, X_warm = _cold_and_reused(spec, X, y, train, held, init)
+        assert warm.warm_start and np.array_equal(X_warm, cold[:-1].transform(X[held]))
+        np.testing.assert_allclose(warm.coef_, cold[-1].coef_, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(warm.intercept_, cold[-1].intercept_, rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(warm.predict(X_warm), cold.predict(X_cold))
+        cold_iterations += cold[-1].n_iter_.sum()
+        warm_iterations += warm.n_iter_.sum()
+    assert warm_iterations < cold_iterations  # the point of starting from the train solution
+
+
+@pytest.mark.parametrize("clf", ["logreg", "linear-svm"])
+def test_row_space_folds_decide_like_the_wide_features(features, clf):
+    X, y, split, narrow, folds = features
+    assert X.shape[1] > 1000  # blocks: 1,808 features, more than a fold's ~160 rows
+    X = X.astype(np.float64)
+    spec = FitSpec(classifier=clf, params=TIGHT, transforms={"standardize": True}, n_jobs=1)
+    for train, held in folds.splits[:2]:  # the cold fits at this tolerance take a while
+        with threadpool_limits(1):  # one BLAS thread: much faster for these small solves on a busy machine
+            cold, X_cold, fast, X_fast = _cold_and_reused(spec, X, y, train, held)
+        assert X_fast.shape[1] <= len(train) < X.shape[1]  # solved in the row space
+        expected = cold.decision_function(X_cold)
+        np.testing.assert_allclose(fast.decision_function(X_fast), expected, atol=1e-3 * np.abs(expected).max())
+        np.testing.assert_array_equal(fast.predict(X_fast), cold.predict(X_cold))
+
+
+COMPARE = {"layer_sets": ["top_activation", "blocks", NARROW], "classifiers": "logreg,linear-svm", "cv": 5,
+           "standardize": True, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def exact_and_cold(elpv_cache, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("speed_runs")
+    exact = featx.compare(cache_dir=elpv_cache, runs_dir=runs, **COMPARE, **QUIET)
+    cold = featx.compare(cache_dir=elpv_cache, runs_dir=runs, reuse=False, n_jobs=1, **COMPARE, **QUIET)
+    return exact, cold
+
+
+def test_reused_work_keeps_every_row_score_and_the_best_row(exact_and_cold):
+    exact, cold = exact_and_cold
+    assert exact.best_line.split(";")[0] == cold.best_line.split(";")[0]
+    key = ["layers", "model"]
+    merged = exact.table.merge(cold.table, on=key, suffixes=("", "_cold"))
+    assert len(merged) == len(exact.table) == 8  # 3 subsets x 2 classifiers + 2 baselines
+    column = f"cv_{exact.metric}_mean"
+    # the same optimum within the solvers' default tolerance: at most one held-out image of ~40 decides otherwise
+    assert np.abs(merged[column] - merged[f"{column}_cold"]).max() <= 0.03, merged[[*key, column, f"{column}_cold"]]
+    assert (merged["val_accuracy"] == merged["val_accuracy_cold"]).all()  # the train fits are the same code
+
+
+def test_halving_finds_the_exact_best_or_a_row_within_its_noise(elpv_cache, exact_and_cold, tmp_path):
+    exact, _ = exact_and_cold
+    lines = []
+    halving = featx.compare(cache_dir=elpv_cache, runs_dir=tmp_path, search="halving", log=lines.append,
+                            progress=False, **COMPARE)
+    table = halving.table
+    assert halving.fits < exact.fits
+    finished, stopped = table[~table["stopped_early"]], table[table["stopped_early"]]
+    assert len(stopped) and (stopped["folds_scored"] < 5).all() and stopped["run_id"].isna().all()
+    assert (finished["folds_scored"] == 5).all() and finished["run_id"].notna().all()
+    assert list(table["stopped_early"]) == sorted(table["stopped_early"])  # rows that had every fold come first
+    assert sum("stopped at 1/5 fold(s)" in line for line in lines) == (stopped["folds_scored"] == 1).sum()
+    winner = table.iloc[0][["layers", "model"]].tolist()
+    best = exact.table.iloc[0][["layers", "model"]].tolist()
+    if winner != best:  # then the exact run must call the two within noise
+        entry = Cache(elpv_cache).open()
+        rows = exact.table.set_index(["layers", "model"])
+        assert rows.loc[tuple(winner), "cv_folds"] == rows.loc[tuple(best), "cv_folds"]
+        diff = rows.loc[tuple(best), f"cv_{exact.metric}_mean"] - rows.loc[tuple(winner), f"cv_{exact.metric}_mean"]
+        assert diff <= rows.loc[tuple(best), f"cv_{exact.metric}_ci95"], (entry.name, winner, best)
+    on_same_folds = finished.set_index(["layers", "model"])[f"cv_{exact.metric}_mean"]
+    for key, value in on_same_folds.items():  # a contender's full CV is the exact run's number for that row
+        assert value == pytest.approx(exact.table.set_index(["layers", "model"]).loc[key, f"cv_{exact.metric}_mean"],
+                                      abs=0.03)
+
+
+def test_halving_needs_cv(elpv_cache, tmp_path):
+    with pytest.raises(FeatxError, match="needs cross-validation"):
+        featx.compare(cache_dir=elpv_cache, runs_dir=tmp_path, layer_sets=["top_activation"], classifiers="logreg",
+                      search="halving", **QUIET)
+
+
+def test_non_converged_fits_are_one_counted_line_not_a_scroll_of_warnings(elpv_cache, tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "featx", "compare", "--cache-dir", str(elpv_cache), "--runs-dir",
+                           str(tmp_path), "--layer-sets", "top_activation", NARROW, "--clf", "logreg", "--param",
+                           "max_iter=3", "--cv", "3", "--standardize"], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "ConvergenceWarning" not in done.stderr and "converge" not in done.stderr, done.stderr
+    [line] = [line for line in done.stdout.splitlines() if line.startswith("convergence: ")]
+    assert line.startswith("convergence: 8 of 16 fit(s) stopped at max_iter without converging, in 2 row(s)"), line
+    rows = [line for line in done.stdout.splitlines() if line.startswith("row ")]
+    assert len(rows) == 4 and all(" on 3 fold(s)" in row for row in rows)  # one line per row, as it finished
+    assert sum("4 of 4 fit(s) not converged" in row for row in rows) == 2
+    saved = pd.read_csv(done.stdout.strip().splitlines()[-1].split("saved ")[1].split(" and ")[0])
+    assert saved.set_index("classifier").loc["logreg", "not_converged"].tolist() == [4, 4]
+    assert saved.set_index("classifier").loc["majority", "not_converged"] == 0
+
+
+def test_tune_counts_non_converged_fits_in_one_line(features):
+    from featx.experiments.tune import Search, tune
+
+    X, y, split, narrow, folds = features
+    lines = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = tune(X[:, narrow], y, split, "logreg", folds=folds, params={"max_iter": 2}, n_jobs=1,
+                      search=Search({"C": (0.01, 1.0, 100.0)}), transforms={"standardize": True}, log=lines.append)
+    assert not [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+    # 3 points and the defaults (C=1, copied from the grid: no fit) on 5 splits, and the refit on train+val
+    assert result.fits == 3 * 5 + 1 and 1 < result.not_converged <= result.fits
+    assert (~result.curve["converged"]).any()
+    assert [line for line in lines if line.startswith("convergence: ")] == [
+        f"convergence: {result.not_converged} of {result.fits} fit(s) stopped at max_iter without "
+        f"converging (logreg {result.not_converged} of {result.fits}; the curve's converged column names the points); "
+        "raise max_iter (--param max_iter=N) or standardize"]
+
+
+def _stderr_on_a_terminal(*args) -> tuple[int, str, str]:
+    """Run `featx ARGS` with stderr on a pseudo-terminal (120 columns): (exit code, stdout, what the terminal got)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, "-m", "featx", *map(str, args)], stdout=subprocess.PIPE,
+                               stderr=follower, env=env, text=True)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the process closed its end
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    out = process.stdout.read()
+    code = process.wait(timeout=600)
+    os.close(leader)
+    return code, out, b"".join(chunks).decode(errors="replace")
+
+
+def test_a_progress_bar_with_eta_on_a_terminal_and_none_with_quiet(elpv_cache, tmp_path):
+    args = ["compare", "--cache-dir", elpv_cache, "--runs-dir", tmp_path, "--layer-sets", NARROW, "--clf", "logreg",
+            "--cv", "3"]
+    code, out, terminal = _stderr_on_a_terminal(*args)
+    assert code == 0, terminal
+    assert "compare: 100%" in terminal and "12/12" in terminal and "<" in terminal  # 3 rows x (3 folds + 1), ETA
+    assert len([line for line in out.splitlines() if line.startswith("row ")]) == 3
+    code, out, terminal = _stderr_on_a_terminal(*args, "--quiet")
+    assert code == 0 and "%|" not in terminal, terminal
