@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import shutil
 
 import numpy as np
 import pytest

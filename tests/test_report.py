@@ -264,7 +264,7 @@ def test_quickstart_names_one_best_model_fits_the_terminal_and_ends_with_its_rep
     rows = compared.table[~compared.table["classifier"].isin(["majority", "stratified"])]
     assert best["run_id"] == rows["run_id"].iloc[0]  # compare's best row is the pipeline's recommendation
     assert compared.best_line.startswith(f"best: {best['classifier']} on {best['layers']} ")
-    assert lines[-3].startswith(f"recommended: ") and f"(run {best['run_id'][-6:]})" in lines[-3]
+    assert lines[-3].startswith("recommended: ") and f"(run {best['run_id'][-6:]})" in lines[-3]
     assert lines[-1] == f"report: {result.report}" and result.report.name == "report.html"
     html = result.report.read_text()
     check_self_contained(html)

@@ -25,7 +25,7 @@ import pytest
 import featx
 import imagegen
 from featx import distributed
-from featx.errors import FeatxError, RunFailed
+from featx.errors import FeatxError
 from test_dask import FEATX, committed_rows, user_lines
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import itertools
 import sys
 import time
-import warnings
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
