@@ -16,18 +16,22 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_extract.py"
 
 
+def run_quick(script: Path, out: Path, *options: str, timeout: float = 900) -> tuple[dict, str]:
+    """(the --json report, stdout) of `script --quick ... --quiet --json out`, which must succeed."""
+    proc = subprocess.run([sys.executable, str(script), "--quick", *options, "--quiet", "--json", str(out)],
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"benchmark failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return json.loads(out.read_text()), proc.stdout
+
+
 @pytest.mark.benchmark
 def test_quick_benchmark_featx_beats_the_naive_baseline(tmp_path):
-    out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--rss", "none", "--quiet", "--json", str(out)],
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f"benchmark failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    report = json.loads(out.read_text())
+    report, stdout = run_quick(BENCH, tmp_path / "bench.json", "--rss", "none")
     rows = report["rows"]
     [versus] = [row for row in rows if row["metric"].startswith("featx extract, end to end / naive baseline")]
     assert versus["ratio"] > 1.0, (
         f"featx extract ({versus['value']:.1f} img/s end to end) is slower than the naive per-layer baseline "
-        f"(ratio {versus['ratio']:.2f}):\n{proc.stdout}"
+        f"(ratio {versus['ratio']:.2f}):\n{stdout}"
     )
     # the table is complete and machine-readable: every measurement of the issue, each a positive number
     wanted = ("bare forward", "featx extract, steady state", "naive baseline", "warm re-run", "subset read", "fit RF(50)")
@@ -44,11 +48,8 @@ VIEWS_BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_views.
 
 @pytest.mark.benchmark
 def test_quick_views_benchmark_reports_every_variant(tmp_path):
-    out = tmp_path / "views.json"
-    proc = subprocess.run([sys.executable, str(VIEWS_BENCH), "--quick", "--quiet", "--json", str(out)],
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f"benchmark failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    rows = {row["variant"]: row for row in json.loads(out.read_text())["rows"]}
+    report, _ = run_quick(VIEWS_BENCH, tmp_path / "views.json")
+    rows = {row["variant"]: row for row in report["rows"]}
     assert list(rows) == ["plain", "flip (train)", "flip + TTA", "d4 (train)", "d4 + TTA", "pool max", "pool avgmax",
                           "pool gem", "pool pyramid", "lite1", "lite2"]
     assert all(0 <= r[m] <= 1 for r in rows.values() for m in ("val_accuracy", "test_accuracy", "test_f1_macro"))
@@ -65,13 +66,10 @@ SELECT_BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_selec
 
 @pytest.mark.benchmark
 def test_quick_select_benchmark_featx_beats_the_plain_loop_and_halving_does_less(tmp_path):
-    out = tmp_path / "select.json"
-    proc = subprocess.run([sys.executable, str(SELECT_BENCH), "--quick", "--quiet", "--json", str(out)],
-                          capture_output=True, text=True, timeout=1800)
-    assert proc.returncode == 0, f"benchmark failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    rows = {row["method"]: row for row in json.loads(out.read_text())["rows"]}
+    report, stdout = run_quick(SELECT_BENCH, tmp_path / "select.json", timeout=1800)
+    rows = {row["method"]: row for row in report["rows"]}
     plain, exact, halving = rows["plain scikit-learn loop"], rows["featx compare (exact)"], rows["featx compare (halving)"]
-    assert exact["plain_over_this"] > 1.0, proc.stdout  # a ratio measured in one run: never an absolute time
-    assert halving["fits"] < exact["fits"] and halving["seconds"] < exact["seconds"], proc.stdout
+    assert exact["plain_over_this"] > 1.0, stdout  # a ratio measured in one run: never an absolute time
+    assert halving["fits"] < exact["fits"] and halving["seconds"] < exact["seconds"], stdout
     assert plain["rows"] == exact["rows"] - 2  # featx adds the two baselines
     assert all(0 < row["best_score"] <= 1 and row["best"] for row in rows.values())

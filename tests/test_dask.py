@@ -17,10 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
-import numpy as np
 import pytest
 
+from background_extract import assert_same_layers, background_reference
 import imagegen
 import featx
 from featx import distributed
@@ -66,30 +65,14 @@ def manifest(tmp_path_factory) -> Path:
 def reference(manifest, tmp_path_factory):
     """The uninterrupted single-process run, in a `featx` process started in the background."""
     cache_dir = tmp_path_factory.mktemp("dask_reference")
-    proc = subprocess.Popen(extract_args(manifest, cache_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    holder = {}
-
-    def entry():
-        if not holder:
-            out, err = proc.communicate(timeout=600)
-            assert proc.returncode == 0, err
-            holder["entry"] = featx.open_entry(cache_dir=cache_dir)
-        return holder["entry"]
-
-    yield entry
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    yield from background_reference(extract_args(manifest, cache_dir), cache_dir)
 
 
 def assert_same_cache(reference, cache_dir: Path) -> None:
     other = featx.open_entry(cache_dir=cache_dir)
     assert other.key == reference.key and other.layers == reference.layers and len(reference.layers) == 3
     assert other.errors == reference.errors and list(reference.errors) == ["truncated.jpg"]
-    for name in reference.layers:
-        with h5py.File(reference.layer_file(name), "r") as a, h5py.File(other.layer_file(name), "r") as b:
-            assert a["features"].shape == (N_GOOD + 1, reference.feature_size(name))
-            assert np.array_equal(a["features"][()], b["features"][()]), f"{name} differs from the single-process run"
+    assert_same_layers(reference, other, N_GOOD + 1)
 
 
 def committed_rows(cache_dir: Path) -> int:

@@ -18,11 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
-import numpy as np
 import pytest
 
 import featx
+from background_extract import assert_same_layers, background_reference
 import imagegen
 from featx import distributed
 from featx.errors import FeatxError
@@ -109,30 +108,13 @@ def config(tmp_path: Path, **settings) -> Path:
 def reference(images, tmp_path_factory):
     """The single-process extraction, started in the background while the cluster starts."""
     cache_dir = tmp_path_factory.mktemp("slurm_reference")
-    proc = subprocess.Popen(extract_args(images, cache_dir, "--quiet"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    holder = {}
-
-    def entry():
-        if not holder:
-            out, err = proc.communicate(timeout=600)
-            assert proc.returncode == 0, err[-3000:]
-            holder["entry"] = featx.open_entry(cache_dir=cache_dir)
-        return holder["entry"]
-
-    yield entry
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    yield from background_reference(extract_args(images, cache_dir, "--quiet"), cache_dir)
 
 
 def assert_same_cache(reference, cache_dir: Path) -> None:
     other = featx.open_entry(cache_dir=cache_dir)
     assert other.key == reference.key and other.layers == reference.layers == LAYERS.split(",")
-    for name in reference.layers:
-        with h5py.File(reference.layer_file(name), "r") as a, h5py.File(other.layer_file(name), "r") as b:
-            assert a["features"].shape == (N_IMAGES, reference.feature_size(name))
-            assert np.array_equal(a["features"][()], b["features"][()]), f"{name} differs from the single-process run"
+    assert_same_layers(reference, other, N_IMAGES)
 
 
 def run(args, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
