@@ -153,6 +153,17 @@ def test_non_converged_fits_are_one_counted_line_not_a_scroll_of_warnings(elpv_c
     assert saved.set_index("classifier").loc["majority", "not_converged"] == 0
 
 
+def test_a_fit_that_does_not_converge_is_one_note_not_warnings(elpv_cache, tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "featx", "fit", "--cache-dir", str(elpv_cache), "--runs-dir",
+                           str(tmp_path), "--layers", NARROW, "--clf", "logreg", "--param", "max_iter=3", "--cv", "3",
+                           "--standardize"], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "ConvergenceWarning" not in done.stderr and "converge" not in done.stderr, done.stderr
+    [note] = [line for line in done.stdout.splitlines() if "without converging" in line]
+    assert note.startswith("note: 4 fit(s) of 4 stopped at max_iter without converging"), note  # 3 folds + the fit
+
+
 def test_tune_counts_non_converged_fits_in_one_line(features):
     from featx.experiments.tune import Search, tune
 

@@ -36,7 +36,7 @@ from featx.experiments.runs import (
     split_fingerprint,
     stage_run,
 )
-from featx.experiments.selection import CVResult, Folds, cross_validate, make_folds, summarize
+from featx.experiments.selection import CVResult, Folds, cross_validate, make_folds, quietly, summarize
 from featx.features.load import load, open_entries, require_layers
 from featx.features.options import TRANSFORM_KEYS
 from featx.features.transforms import build_feature_pipeline
@@ -196,7 +196,12 @@ def fit(cache=None, *, layers=None, clf: str = "rf", params: dict | None = None,
         result = cross_validate_spec(X, y, make_folds(y, split, cv, cv_repeats, seed), spec, n_jobs=n_jobs)
         log(f"{result.folds.label}: " + ", ".join(f"{m} {v['mean']:.3f} ± {v['ci95']:.3f}"
                                                   for m, v in _by_metric(summarize(result)).items()))
-    scores = train_and_score(X, y, split, spec, class_names=entries[0].class_names)
+    scores, converged = quietly(train_and_score, X, y, split, spec, class_names=entries[0].class_names)
+    unfinished = (not converged) + (result.not_converged if result is not None else 0)
+    if unfinished:  # one line, not a ConvergenceWarning per fit
+        log(f"note: {unfinished} fit(s) of {1 + (len(result.folds) if result is not None else 0)} stopped at max_iter "
+            "without converging (their scores are of unfinished fits); raise max_iter (--param max_iter=N), "
+            "standardize (--standardize) or regularize more (smaller C)")
     return record_run(entries if len(entries) > 1 else entries[0], spec, scores, selection=meta.attrs["selection"],
                       log=log, cv=result)
 

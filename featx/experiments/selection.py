@@ -155,6 +155,7 @@ class CVResult:
     scores: pd.DataFrame  # one row per fold: repeat, fold, one column per METRICS name, fit_seconds
     folds: Folds
     estimators: list | None  # the fitted clone of each fold, when asked for
+    not_converged: int = 0  # folds whose fit ended with a ConvergenceWarning (see quietly)
 
 
 def cross_validate(estimator, X, y, folds: Folds, n_jobs: int | None = 1, return_estimators: bool = False) -> CVResult:
@@ -171,14 +172,16 @@ def cross_validate(estimator, X, y, folds: Folds, n_jobs: int | None = 1, return
                                      for train, held_out in folds.splits)
     n_splits = np.bincount(folds.repeats)[0]
     scores = pd.DataFrame([{"repeat": int(r), "fold": i % n_splits, **s, "fit_seconds": t}
-                           for i, (r, (_, s, t)) in enumerate(zip(folds.repeats, fitted))])
-    return CVResult(scores, folds, [f[0] for f in fitted] if return_estimators else None)
+                           for i, (r, (_, s, t, _)) in enumerate(zip(folds.repeats, fitted))])
+    return CVResult(scores, folds, [f[0] for f in fitted] if return_estimators else None,
+                    sum(not converged for *_, converged in fitted))
 
 
 def _fit_fold(estimator, X, y, train, held_out):
     began = time.perf_counter()
-    estimator.fit(X[train], y[train])
-    return estimator, score(y[held_out], estimator.predict(X[held_out])), round(time.perf_counter() - began, 3)
+    _, converged = quietly(estimator.fit, X[train], y[train])
+    seconds = round(time.perf_counter() - began, 3)
+    return estimator, score(y[held_out], estimator.predict(X[held_out])), seconds, converged
 
 
 def confidence_interval(values, test_fraction: float, confidence: float = 0.95) -> tuple[float, float]:
