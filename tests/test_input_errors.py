@@ -139,7 +139,7 @@ def test_zero_val_fraction_needs_cv_to_select(elpv_folder, tmp_path):
     rc, out, err = cli(*args["fit"])
     assert rc == 0, err
     assert f"note: cache entry {entry} has no val rows (split 0.8,0,0.2): this run gets no val score" in out
-    assert re.search(r"^run \S+: logreg .*: test acc [\d.]+", out, re.M), out
+    assert re.search(r"^run \S+: logreg .*\n\s+test acc [\d.]+", out, re.M), out  # the fit line, then its scores
     rc, out, err = cli(*args["fit --cv"])
     assert rc == 0 and "no val rows" not in out, out + err
 

@@ -151,7 +151,7 @@ def test_no_abbreviated_flags_and_a_cache_folder_hint(tmp_path):
                                "the most recent)\n")
 
 
-def test_progress_writes_no_bar_into_a_log(tmp_path, capsys):
+def test_progress_writes_no_bar_into_a_log(tmp_path, capsys, monkeypatch):
     from featx.cache.key import fingerprint_files
     from featx.progress import LineProgress, progress_bar
 
@@ -169,6 +169,20 @@ def test_progress_writes_no_bar_into_a_log(tmp_path, capsys):
         bar.update(1)
     lines = log.getvalue().splitlines()
     assert len(lines) == 4 and lines[-1].startswith("extract x: 4/4 img (100%), ") and "\r" not in log.getvalue()
+    bar.close()
+    assert len(log.getvalue().splitlines()) == 4  # the 100% line is out already: no repeat
+    log = io.StringIO()
+    bar = progress_bar(total=4, desc="extract y", unit="img", stream=log)
+    bar.interval = 0.0
+    bar.update(1)  # a line at 1/4, then no more lines until the end
+    bar.interval = 3600.0
+    bar.update(3)
+    bar.close()  # finished work that printed a line ends with its final state
+    assert [line.split(",")[0] for line in log.getvalue().splitlines()] == ["extract y: 1/4 img (25%)",
+                                                                            "extract y: 4/4 img (100%)"]
+    for value, interval in (("2.5", 2.5), ("0", 10.0), ("soon", 10.0)):  # $FEATX_PROGRESS_INTERVAL, if usable
+        monkeypatch.setenv("FEATX_PROGRESS_INTERVAL", value)
+        assert progress_bar(total=1, desc="z", unit="img", stream=io.StringIO()).interval == interval
 
 
 # --- on a real cache: compare, tune and a dense fit, then their report

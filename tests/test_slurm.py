@@ -156,18 +156,22 @@ def first_worker(proc: subprocess.Popen) -> list[str]:
     return job_ids(line)
 
 
-def test_extract_on_two_slurm_jobs_is_bit_identical_and_cleans_up(slurm, images, reference, tmp_path):
+def test_extract_on_two_slurm_jobs_is_bit_identical_and_cleans_up(slurm, images, reference, tmp_path, monkeypatch):
     """featx extract --cluster slurm:2: two real sbatch jobs, one progress bar to the last image, the cache
     bit-identical to one process, the job logs in <cache>/slurm-logs (named in the output), nothing in the
     working folder, and no job left in squeue."""
     cache_dir, work = tmp_path / "cache", tmp_path / "work"
+    monkeypatch.setenv("FEATX_PROGRESS_INTERVAL", "1")  # a progress line every second into the job's log
     proc = run(extract_args(images, cache_dir, "--cluster", "slurm:2", "--cluster-config", str(config(tmp_path))), work)
     logs = cache_dir / "slurm-logs"
     [line] = [line for line in proc.stdout.splitlines() if line.startswith("SLURM:")]
     assert re.match(r"SLURM: 2 job\(s\) submitted \(\d+, \d+\), first worker connected after \d+\.\d s; "
                     rf"worker logs in {re.escape(str(logs))}$", line), line
-    assert sorted(job_logs(logs)) == sorted(job_ids(line))
-    assert re.search(rf"extract mobilenet_v2 on \d worker\(s\): 100%.*{N_IMAGES}/{N_IMAGES}", proc.stderr)
+    started = set(job_logs(logs))  # a job still pending when the other finished the pass is cancelled unstarted
+    assert started and started <= set(job_ids(line)), (started, line)
+    # progress across the jobs: lines into this log (not a terminal), ending with the last image
+    assert re.search(rf"^extract mobilenet_v2 on 2 worker\(s\): {N_IMAGES}/{N_IMAGES} img \(100%\)", proc.stderr,
+                     re.M), proc.stderr
     assert not list(work.iterdir()), "featx or its jobs wrote into the working folder"
     slurm.assert_no_jobs_left()
     assert_same_cache(reference(), cache_dir)

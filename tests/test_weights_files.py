@@ -142,9 +142,20 @@ def _index(cache_dir: Path) -> Path:
 
 
 def _edit_backbone_args(cache_dir: Path, changes: dict, drop: tuple = ()) -> None:
-    with h5py.File(_index(cache_dir), "r+") as f:
+    """Edit the entry's recorded backbone arguments as a crafted cache would: with h5py, then the index's digest
+    record recomputed (featx's digests catch damage and plain edits, they are no signature; tests/
+    test_cache_integrity.py shows an unsealed edit is refused on open), so the checks behind the digest are the
+    ones tested here."""
+    from featx.cache.manifest import FORMAT_VERSION
+    from featx.cache.store import INDEX_MAGIC, USER_BLOCK, _index_digest
+
+    index = _index(cache_dir)
+    with h5py.File(index, "r+") as f:
         args = json.loads(f.attrs["backbone_args"]) | changes
         f.attrs["backbone_args"] = json.dumps({k: v for k, v in args.items() if k not in drop})
+    body = index.read_bytes()[USER_BLOCK:]
+    record = INDEX_MAGIC + json.dumps({"format_version": FORMAT_VERSION, "digest": _index_digest(body)}).encode()
+    index.write_bytes(record.ljust(USER_BLOCK, b"\0") + body)
 
 
 @pytest.mark.slow  # builds EfficientNet-Lite0 with its real weights
