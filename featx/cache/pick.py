@@ -18,6 +18,12 @@ def data_labels(cache=None) -> dict[str, str]:
     return {e.key: e.data_label for e in (cache if isinstance(cache, Cache) else Cache(cache)).entries()}
 
 
+def key_data_label(cache_key, labels: dict[str, str], missing: str = "(entry not in this cache)") -> str:
+    """The data label of a run's cache key, from data_labels' `labels`: a combined run's key joins its entries'
+    keys with "+", and so does its label; `missing` stands for an entry no longer in the cache."""
+    return " + ".join(labels.get(part, missing) for part in str(cache_key).split("+"))
+
+
 def pick_entry(cache_dir=None, *, data: str | None = None, backbone: str | None = None) -> CacheEntry:
     """The most recent entry extracted from `data` (as given to extract: a folder, CSV or 'elpv') with
     `backbone` (registry name or model file); either may be None (any). An error lists the entries otherwise."""

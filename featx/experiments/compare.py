@@ -478,12 +478,12 @@ def _format(table: pd.DataFrame, metric: str, score: str) -> str:
     """The printed table, best first, within 120 columns (featx.experiments.ranking.TABLE_WIDTH): the ranking score
     (mean ± CI under CV), val/test of the ranking metric, fit time and the short run id; baselines marked, the
     data and backbone said once above it (results.csv has every column, run ids whole)."""
-    from featx.experiments.ranking import short_id
+    from featx.experiments.ranking import cut, short_id
 
     baseline = table["classifier"].isin(BASELINES)
     shown = pd.DataFrame({
-        "layers": [("-" if b else _cut(_short(layers), 26)) for b, layers in zip(baseline, table["layers"])],
-        "model": [f"{m} (baseline)" if b else _cut(m, 30) for b, m in zip(baseline, table["model"])],
+        "layers": [("-" if b else cut(_short(layers), 26)) for b, layers in zip(baseline, table["layers"])],
+        "model": [f"{m} (baseline)" if b else cut(m, 30) for b, m in zip(baseline, table["model"])],
         "features": table["n_features"]})
     if score.startswith("cv_"):
         shown["cv mean ± ci95"] = (table[score].map("{:.3f}".format) + " ± "
@@ -508,10 +508,6 @@ def _depth_order(entry, subsets) -> list[str]:
     depth = {name: n for n, name in enumerate(entry.layer_info)}
     ranked = sorted(subsets, key=lambda item: (max(depth.get(n, -1) for n in item[0].names), len(item[0].names)))
     return list(dict.fromkeys(selection.spec for selection, _ in ranked))
-
-
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def _short(layers: str) -> str:

@@ -10,7 +10,7 @@ import pandas as pd
 from featx.cache.remove import remove_entries
 from featx.cache.store import Cache
 from featx.errors import FeatxError, RunFailed
-from featx.experiments.runs import delete_runs, finish_removals, read_log, split_labels
+from featx.experiments.runs import delete_runs, finish_removals, id_matches, read_log, split_labels
 
 
 def rm(targets: list[str], *, cache_dir=None, runs_dir=None, log=print) -> None:
@@ -23,8 +23,7 @@ def rm(targets: list[str], *, cache_dir=None, runs_dir=None, log=print) -> None:
         log(f"warning: {warning}")
     run_ids, folders = [], []
     for target in targets:
-        matches = list(table.loc[table["run_id"].str.startswith(target) | table["run_id"].str.endswith(target),
-                             "run_id"])
+        matches = list(table.loc[id_matches(table["run_id"], target), "run_id"])
         if not matches and any(bad.startswith(target) for bad in table.attrs["invalid_ids"]):
             raise FeatxError(f"run {target[:80]!r} has an invalid run id in the runs log (featx writes "
                              "YYYYMMDD-HHMMSS-xxxxxx), so it is not acted on; nothing was removed")

@@ -16,6 +16,7 @@ import re
 import numpy as np
 import pandas as pd
 
+from featx.cache.pick import key_data_label
 from featx.cache.store import Cache
 from featx.classifiers import BASELINES
 from featx.errors import FeatxError
@@ -136,7 +137,8 @@ def short_id(run_id) -> str:
     return str(run_id)[-6:]
 
 
-def _cut(text, width: int) -> str:
+def cut(text, width: int) -> str:
+    """`text` within `width` characters, an ellipsis marking a cut."""
     text = str(text)
     return text if len(text) <= width else text[:width - 1] + "…"
 
@@ -156,9 +158,9 @@ def format_ranked(ranked: pd.DataFrame, *, wide: bool = False) -> str:
         shown = pd.DataFrame({
             "#": range(1, len(group) + 1),
             "run": group["run_id"] if wide else group["run_id"].map(short_id),
-            "layers": [("(baseline)" if b else layers) if wide else _cut("-" if b else layers, 24)
+            "layers": [("(baseline)" if b else layers) if wide else cut("-" if b else layers, 24)
                        for b, layers in zip(group["baseline"], group["layers"])],
-            "model": [m if wide else _cut(m, 32) for m in (group.apply(_model_cell, axis=1))],
+            "model": [m if wide else cut(m, 32) for m in (group.apply(_model_cell, axis=1))],
             "features": group["n_features"].map(lambda v: "" if pd.isna(v) else f"{int(v)}"),
             metric: [_score(s, c) for s, c in zip(group["selection_score"], group["selection_ci95"])],
             "val_accuracy": group["val_accuracy"].map(_three),
@@ -195,7 +197,7 @@ def source_line(table: pd.DataFrame, labels: dict) -> str:
     labels : {cache key: data label} (featx.cache.pick.data_labels)."""
     lines = []
     for key, group in table.groupby(table["cache_key"].astype(str), sort=False):
-        data = " + ".join(labels.get(part, "(entry not in this cache)") for part in key.split("+"))
+        data = key_data_label(key, labels)
         lines += [f"data: {data}", f"backbone: {group['backbone'].iloc[0]} (entry {group['cache_entry'].iloc[0]})"]
     return "\n".join(lines)
 
@@ -231,8 +233,7 @@ def format_runs_by_entry(cache_dir=None, *, runs_dir=None, metric: str | None = 
     if table.empty:
         return "no runs yet; run `featx fit` or `featx compare`", warnings
     labels = data_labels(cache)
-    table = table.assign(data=table["cache_key"].map(
-        lambda key: " + ".join(labels.get(part, "(entry not in this cache)") for part in str(key).split("+"))))
+    table = table.assign(data=table["cache_key"].map(lambda key: key_data_label(key, labels)))
     for column, wanted in (("classifier", clf), ("backbone", backbone)):
         if wanted:
             table = table[table[column].isin([w.strip() for w in wanted.split(",")])]

@@ -48,7 +48,7 @@ import pandas as pd
 
 from featx.backbones.layers import LayerSelection
 from featx.cache.atomic import atomic_path, fsync_dir, fsync_file
-from featx.cache.pick import data_labels
+from featx.cache.pick import data_labels, key_data_label
 from featx.cache.lock import process_alive
 from featx.cache.store import Cache
 from featx.classifiers.views import final_classifier, with_final_classifier
@@ -636,8 +636,7 @@ def runs(cache_dir=None, *, sort: str | None = None, metric: str = "accuracy", c
     table = table.sort_values(by, ascending=by.endswith("_seconds"), kind="stable", na_position="last")
     table = table.sort_values("split", key=lambda split: split.map(recency(table["split"])), kind="stable")
     labels = data_labels(_cache(cache_dir, runs_dir))  # a combined run's key joins its entries' keys with "+"
-    table = table.assign(data=table["cache_key"].map(
-        lambda key: " + ".join(labels.get(part, "(entry not in this cache)") for part in str(key).split("+"))))
+    table = table.assign(data=table["cache_key"].map(lambda key: key_data_label(key, labels)))
     table = table.head(top).reset_index(drop=True) if top else table.reset_index(drop=True)
     table.attrs["order"] = _order_note(table, sort, metric)
     table.attrs["warnings"] = warnings
@@ -692,10 +691,16 @@ def format_runs(table: pd.DataFrame) -> str:
     return shown + (f"\n{table.attrs['order']}" if "order" in table.attrs else "")
 
 
+def id_matches(run_ids: pd.Series, target) -> pd.Series:
+    """Which of `run_ids` a user's `target` names: the whole id, a prefix, or the short id tables show (a suffix)."""
+    target = str(target)
+    return run_ids.str.startswith(target) | run_ids.str.endswith(target)
+
+
 def find_run(run_id: str, cache_dir=None, *, runs_dir=None) -> pd.Series:
     """The log row of a run, by full id, unique prefix or unique suffix (the short id tables show)."""
     table = read_log(cache_dir, runs_dir=runs_dir)
-    matches = table[table["run_id"].str.startswith(str(run_id)) | table["run_id"].str.endswith(str(run_id))]  # or short id
+    matches = table[id_matches(table["run_id"], run_id)]
     if matches.empty and any(bad.startswith(str(run_id)) for bad in table.attrs["invalid_ids"]):
         where = _cache(cache_dir, runs_dir).runs_dir / LOG_FILE
         raise FeatxError(f"run {str(run_id)[:80]!r} has an invalid run id in {where} (featx writes "

@@ -263,12 +263,12 @@ def render(page: Page) -> str:
 
 def _source_lines(cache: Cache, rows: pd.DataFrame) -> str:
     """The data and backbone of the runs, once (one line per entry)."""
-    from featx.cache.pick import data_labels
+    from featx.cache.pick import data_labels, key_data_label
 
     labels = data_labels(cache)
     lines = []
     for key, group in rows.groupby(rows["cache_key"].astype(str), sort=False):
-        data = " + ".join(labels.get(part, "(entry no longer in this cache)") for part in key.split("+"))
+        data = key_data_label(key, labels, missing="(entry no longer in this cache)")
         lines.append(f"<b>data</b>: {_e(data)} &nbsp; <b>backbone</b>: {_e(group['backbone'].iloc[0])} &nbsp; "
                      f"<b>entry</b>: {_e(group['cache_entry'].iloc[0])}")
     return '<p class="meta">' + ("<br>".join(lines) or "no runs") + "</p>"
