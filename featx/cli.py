@@ -11,9 +11,7 @@ import threading
 from featx.errors import INTERRUPTED, FeatxError
 
 DEFAULT_DATA = "elpv"
-# featx.experiments.selection.METRICS's names (a test keeps them equal): the parser is built without importing
-# scikit-learn, which costs every command a second or more.
-METRIC_NAMES = ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted")
+from featx.experiments.spec import METRIC_NAMES  # light: the parser is built without importing scikit-learn
 
 
 def _floats(text: str) -> tuple[float, ...]:

@@ -36,6 +36,7 @@ from featx.experiments.runs import (
     split_fingerprint,
     stage_run,
 )
+from featx.experiments.spec import FitSpec, view_names, with_class_weight  # noqa: F401  (featx.experiments.fit's names)
 from featx.experiments.selection import CVResult, Folds, cross_validate, make_folds, quietly, summarize
 from featx.features.load import load, open_entries, require_layers
 from featx.features.options import TRANSFORM_KEYS
@@ -44,83 +45,6 @@ from featx.reports import evaluate, plot_confusion, plot_learning_curves
 from featx.sources.views import IDENTITY, parse_views
 
 EVAL_SPLITS = ("val", "test")
-
-
-@dataclass(frozen=True, kw_only=True)
-class FitSpec:
-    """Everything that decides a fit's numbers but the data: the run log's description of a model.
-
-    classifier : a featx.classifiers.CLASSIFIERS name. params : its parameters (any of the estimator's).
-    transforms : keywords of featx.features.options.TRANSFORM_OPTIONS (standardize, discretize, pca, ...).
-    seed : the classifier's random_state and the transforms'. n_jobs : the classifier's parallelism (where
-    it has one); it does not change the numbers, so describe() leaves it out.
-    views : the augmented views trained on (names, identity "id" first; featx.sources.views.parse_views), whose
-    features sit side by side in each image's row. tta : predict by averaging over those views. A spec with
-    views beyond the identity, or tta, fits a featx.classifiers.views.ViewEnsemble around the Pipeline.
-    Checked on creation (names, and values against scikit-learn's parameter constraints), before any data
-    is read.
-    """
-
-    classifier: str = "rf"
-    params: dict = field(default_factory=dict)
-    transforms: dict = field(default_factory=dict)
-    seed: int = 0
-    n_jobs: int | None = -1
-    views: tuple = (IDENTITY,)
-    tta: bool = False
-
-    def __post_init__(self):
-        # copies: a caller's dict changed later must not change a spec already made
-        object.__setattr__(self, "params", dict(self.params or {}))
-        object.__setattr__(self, "transforms", dict(self.transforms or {}))
-        object.__setattr__(self, "views", tuple(self.views))
-        object.__setattr__(self, "tta", bool(self.tta))
-        if not self.views or self.views[0] != IDENTITY or len(set(self.views)) != len(self.views):
-            raise FeatxError(f"views {', '.join(self.views) or '(none)'} must name each view once, the identity view "
-                             f"'{IDENTITY}' first; build them with featx.sources.views.parse_views")
-        unknown = sorted(set(self.transforms) - set(TRANSFORM_KEYS))
-        if unknown:
-            raise FeatxError(f"unknown transform option(s) {', '.join(unknown)}; choose from {', '.join(TRANSFORM_KEYS)}")
-        self.pipeline()
-
-    @property
-    def plain(self) -> bool:
-        """No views beyond the identity and no tta: a fit as featx made before views existed."""
-        return self.views == (IDENTITY,) and not self.tta
-
-    def pipeline(self) -> Pipeline | ViewEnsemble:
-        """A new, unfitted Pipeline (the transforms, then the classifier as step "clf"); wrapped in a
-        ViewEnsemble of `views` and `tta` unless the spec is plain."""
-        steps = build_feature_pipeline(seed=self.seed, **self.transforms)
-        pipeline = make_pipeline(self.classifier, self.params, steps, self.seed, self.n_jobs)
-        return pipeline if self.plain else ViewEnsemble(pipeline, views=self.views, tta=self.tta)
-
-    def transforms_label(self) -> str:
-        """A short label, e.g. 'standardize+fne(-0.25,0.15)+pca(50)'; 'none' when there are none."""
-        labels = {"fne": lambda s: f"fne({s.low},{s.high})", "kbins": lambda s: f"kbins({s.n_bins})",
-                  "pca": lambda s: f"pca({s.n_components})"}
-        steps = build_feature_pipeline(seed=self.seed, **self.transforms)
-        return "+".join(labels.get(name, lambda s: name)(step) for name, step in steps) or "none"
-
-    def params_json(self) -> str:
-        """The parameters as sorted JSON (tuples become lists): the run log's `params` column."""
-        return _json(self.params)
-
-    def views_label(self) -> str:
-        """The views as the runs log's `views` column: a comma list, "id" for a plain spec."""
-        return ",".join(self.views)
-
-    def to_dict(self) -> dict:
-        """JSON-ready and stable: sorted keys, tuples as lists; views and tta only where the spec is not plain."""
-        views = {} if self.plain else {"views": list(self.views), "tta": self.tta}
-        return {"classifier": self.classifier, "params": json.loads(self.params_json()),
-                "transforms": json.loads(_json(self.transforms)), "seed": self.seed, "n_jobs": self.n_jobs, **views}
-
-    def describe(self) -> str:
-        """One stable line, e.g. 'rf {"n_estimators": 100} transforms=standardize seed=0' (then views=... tta=...
-        where the spec is not plain)."""
-        views = "" if self.plain else f" views={self.views_label()} tta={str(self.tta).lower()}"
-        return f"{self.classifier} {self.params_json()} transforms={self.transforms_label()} seed={self.seed}{views}"
 
 
 @dataclass
@@ -243,30 +167,9 @@ def _split_label(entry: CacheEntry) -> str:
     return ",".join(f"{f:g}" for f in fractions) if fractions else "from the manifest"
 
 
-def view_names(views=None, view_seed: int = 0, tta: bool = False) -> tuple[str, ...]:
-    """The view names of `views`: a spec string such as "flip" or "d4,crops:5" (parse_views, rand views seeded
-    by view_seed as at extract), a sequence of names, or None (the identity view only). tta needs more views."""
-    names = parse_views(views, view_seed) if views is None or isinstance(views, str) else tuple(views)
-    if tta and len(names) < 2:
-        raise FeatxError("--tta averages predictions over augmented views, but only the identity view is given; "
-                         "pass --views SPEC (e.g. flip) as at `featx extract`, or drop --tta")
-    return names
-
-
 def loaded_views(spec: FitSpec) -> tuple[str, ...] | None:
     """What `load` reads for spec: its views side by side, or None (the plain features) for a plain spec."""
     return None if spec.plain else spec.views
-
-
-def with_class_weight(params: dict, classifiers, class_weight: str | None) -> dict:
-    """params plus class_weight, refused (one line) when a classifier has no such parameter."""
-    if class_weight is None:
-        return params
-    lacking = [c for c in classifiers if "class_weight" not in classifier_params(c)]
-    if lacking:
-        raise FeatxError(f"--class-weight {class_weight}: classifier(s) {', '.join(lacking)} have no class_weight; "
-                         "drop them from --clf or drop --class-weight")
-    return {**params, "class_weight": class_weight}
 
 
 def cross_validate_spec(X, y, folds: Folds, spec: FitSpec, n_jobs: int | None = -1) -> CVResult:

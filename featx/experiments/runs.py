@@ -53,6 +53,7 @@ from featx.cache.lock import process_alive
 from featx.cache.store import Cache
 from featx.classifiers.views import final_classifier, with_final_classifier
 from featx.errors import FeatxError, RunFailed
+from featx.experiments.spec import METRIC_NAMES
 
 COLUMNS = (
     "run_id", "timestamp", "cache_key", "cache_entry", "split_fingerprint", "backbone", "layers", "layer_names",
@@ -60,7 +61,7 @@ COLUMNS = (
     "val_accuracy", "val_f1_weighted", "val_f1_macro", "test_accuracy", "test_f1_weighted", "test_f1_macro",
     "fit_seconds", "predict_seconds", "model_path", "model_sha256",
 )
-SELECTION_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted")
+SELECTION_METRICS = METRIC_NAMES
 # In a table of their own (added beside `runs` without a format bump: a featx that predates it reads the log as
 # before); `cv` is the folds' label ("cv5x2") and `cv_folds` their fingerprint, equal for paired runs.
 SELECTION_COLUMNS = ("val_balanced_accuracy", "test_balanced_accuracy", "cv", "cv_folds",
