@@ -147,12 +147,12 @@ def test_the_api_keywords_default_to_the_builders_defaults():
     """The defaults live in the builders: featx.fit and featx.compare spell the same ones (one test, not a copy
     per front door that could drift)."""
     from featx.experiments import compare, fit
-    from featx.experiments.spec import compare_specs, evaluation
+    from featx.experiments.spec import compare_specs
 
     def defaults(function):
         return {k: p.default for k, p in inspect.signature(function).parameters.items() if p.default is not p.empty}
 
-    built = {**defaults(fit_spec), **defaults(evaluation), **defaults(compare_specs)}
+    built = {**defaults(fit_spec), **defaults(Evaluation), **defaults(compare_specs)}
     for function in (fit, compare):
         shared = {k: v for k, v in defaults(function).items() if k in built}
         assert shared and all(built[k] == v for k, v in shared.items() if k != "n_jobs"), function

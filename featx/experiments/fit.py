@@ -12,7 +12,7 @@ import dataclasses
 import json
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +23,9 @@ from featx.backbones.layers import LayerSelection
 from featx.cache.atomic import write_json
 from featx.cache.pick import entry_label
 from featx.cache.store import CacheEntry
-from featx.classifiers import BASELINES, classifier_params, fit_pipeline, make_pipeline
+from featx.classifiers import BASELINES, fit_pipeline
 from featx.classifiers.registry import bad_param_message, large_n_note
-from featx.classifiers.views import ViewEnsemble, final_classifier
+from featx.classifiers.views import final_classifier
 from featx.errors import FeatxError
 from featx.experiments.runs import (
     MODEL_FILE,
@@ -36,13 +36,12 @@ from featx.experiments.runs import (
     split_fingerprint,
     stage_run,
 )
-from featx.experiments.spec import FitSpec, view_names, with_class_weight  # noqa: F401  (featx.experiments.fit's names)
+from featx.experiments.spec import METRIC_NAMES, Evaluation, FitSpec, fit_spec, score_column, spec_hash
+from featx.experiments.spec import view_names, with_class_weight  # noqa: F401  (also featx.experiments.fit's names)
 from featx.experiments.selection import CVResult, Folds, cross_validate, make_folds, quietly, summarize
 from featx.features.load import load, open_entries, require_layers
-from featx.features.options import TRANSFORM_KEYS
-from featx.features.transforms import build_feature_pipeline
 from featx.reports import evaluate, plot_confusion, plot_learning_curves
-from featx.sources.views import IDENTITY, parse_views
+from featx.sources.views import IDENTITY
 
 EVAL_SPLITS = ("val", "test")
 
@@ -98,10 +97,20 @@ def fit(cache=None, *, layers=None, clf: str = "rf", params: dict | None = None,
     views, view_seed : train on these augmented views of each train image too (see view_names); they must be
         cached. tta : predict val and test by averaging over those views, instead of from the identity view.
     """
-    log = log or _silent
-    params = with_class_weight(params or {}, [clf], class_weight)
-    spec = FitSpec(classifier=clf, params=params, transforms=transforms, seed=seed, n_jobs=n_jobs,
-                   views=view_names(views, view_seed, tta), tta=tta)
+    spec = fit_spec(clf, params=params, seed=seed, n_jobs=n_jobs, class_weight=class_weight, views=views,
+                    view_seed=view_seed, tta=tta, **transforms)
+    return fit_run(cache, spec, Evaluation(cv=cv, cv_repeats=cv_repeats, seed=seed), layers=layers, cache_dir=cache_dir,
+                   runs_dir=runs_dir, log=log)
+
+
+def fit_run(cache, spec: FitSpec, evaluation: Evaluation | None = None, *, layers=None, cache_dir=None, runs_dir=None,
+            log=print) -> FitResult:
+    """Fit `spec` on the train split of `layers` of `cache`, judged by `evaluation` (its cv, cv_repeats and fold seed;
+    default: the fixed val split), and log it as a run: what featx.fit does once its keywords are a FitSpec and an
+    Evaluation, and what a pipeline's fit step and `featx fit` (`--like RUN_ID` too) call with theirs.
+    cache, layers, cache_dir, runs_dir, log : as in fit."""
+    log, evaluation = log or _silent, evaluation or Evaluation()
+    cv, clf = evaluation.cv, spec.classifier
     entries = open_entries(cache, cache_dir, runs_dir=runs_dir)
     for entry in entries[1:]:
         require_layers(entry)
@@ -117,7 +126,8 @@ def fit(cache=None, *, layers=None, clf: str = "rf", params: dict | None = None,
         log(note)
     result = None
     if cv:
-        result = cross_validate_spec(X, y, make_folds(y, split, cv, cv_repeats, seed), spec, n_jobs=n_jobs)
+        result = cross_validate_spec(X, y, make_folds(y, split, cv, evaluation.cv_repeats, evaluation.seed), spec,
+                                     n_jobs=spec.n_jobs)
         log(f"{result.folds.label}: " + ", ".join(f"{m} {v['mean']:.3f} ± {v['ci95']:.3f}"
                                                   for m, v in _by_metric(summarize(result)).items()))
     scores, converged = quietly(train_and_score, X, y, split, spec, class_names=entries[0].class_names)
@@ -127,7 +137,7 @@ def fit(cache=None, *, layers=None, clf: str = "rf", params: dict | None = None,
             "without converging (their scores are of unfinished fits); raise max_iter (--param max_iter=N), "
             "standardize (--standardize) or regularize more (smaller C)")
     return record_run(entries if len(entries) > 1 else entries[0], spec, scores, selection=meta.attrs["selection"],
-                      log=log, cv=result)
+                      log=log, cv=result, evaluation=evaluation)
 
 
 def check_trainable(entry: CacheEntry, *, cv: int | None = None, selects: bool = False, log=print) -> None:
@@ -180,10 +190,13 @@ def cross_validate_spec(X, y, folds: Folds, spec: FitSpec, n_jobs: int | None = 
 
 
 def cv_columns(result: CVResult | None) -> dict:
-    """The runs log's cv columns of a CV result (none without one)."""
+    """The runs log's columns of a selection result: the cv columns of a CV result, the val_* scores of a result on
+    the one val split (folds labelled "val"), none without one."""
     if result is None:
         return {}
     summary = summarize(result)
+    if result.folds.label == "val":
+        return {score_column("val", m): round(summary[f"{m}_mean"], 4) for m in METRIC_NAMES}
     return {"cv": result.folds.label, "cv_folds": result.folds.fingerprint()[:16],
             **{f"cv_{k}": round(v, 4) for k, v in summary.items()}}
 
@@ -220,8 +233,8 @@ def train_and_score(X, y, split, spec: FitSpec, *, class_names, eval_splits=EVAL
 
 
 def record_run(entry: CacheEntry | list[CacheEntry], spec: FitSpec, scores: Scores, *, selection: LayerSelection,
-               log=print, plots: bool = True, keep_model: bool = True, cv: CVResult | dict | None = None,
-               name_entry: bool = True) -> FitResult:
+               log=print, plots: bool = True, keep_model: bool = True, cv: CVResult | None = None,
+               evaluation: Evaluation | None = None, name_entry: bool = True) -> FitResult:
     """Save a scored fit as a run: <runs>/<run_id>/ (model, metrics, confusion CSV/PNG, history) and one row
     in the runs log, where <runs> is `entry.cache.runs_dir`.
 
@@ -230,11 +243,16 @@ def record_run(entry: CacheEntry | list[CacheEntry], spec: FitSpec, scores: Scor
     split_fingerprint records which rows the scores are on (the entries' split now, as `load` served it).
     selection : the layers the features came from (the log keeps its spec and names). plots : draw the confusion
     PNGs (the CSVs are always written). keep_model : save the fitted model (else the row's model_path and
-    model_sha256 are empty, and predict refuses it). cv : the spec's cross-validation result, logged as the run's
-    selection score; or a dict of runs-log columns that replace the computed ones (tune: the CV or val scores a
-    refit on train+val was selected by). The run folder is written under a temporary name and
-    published with its log row, or not at all. name_entry : the logged line names the entry's data and backbone
-    (False where the caller said them once above, as compare does).
+    model_sha256 are empty, and predict refuses it). cv : the score the spec is selected by, as a CVResult: on
+    K-fold folds, logged as the cv_* columns (mean and CI of every metric); on the one val split (folds labelled
+    "val": tune's selection on val, whose refit has no val rows left), logged as the val_* scores. evaluation : how
+    the run was judged (default: the fixed val split), logged whole with the spec and their spec_hash.
+    What the row's columns mean is the same for every run: n_train and fit_seconds are the rows the saved model
+    was fitted on and the seconds that fit took (tune's refit: train+val, the refit alone, not the search); val_*
+    and test_* are that model's scores, except val_* of a run selected on val (above).
+    The run folder is written under a temporary name and published with its log row, or not at all.
+    name_entry : the logged line names the entry's data and backbone (False where the caller said them once
+    above, as compare does).
     """
     entries, log = (entry if isinstance(entry, list) else [entry]), log or _silent
     metrics, layers = scores.metrics, selection.spec
@@ -250,10 +268,12 @@ def record_run(entry: CacheEntry | list[CacheEntry], spec: FitSpec, scores: Scor
             "params": spec.params_json(), "all_params": _json(final_classifier(scores.pipeline).get_params()),
             "transforms": spec.transforms_label(), "views": spec.views_label(), "tta": int(spec.tta), "seed": spec.seed, "n_train": scores.n_train,
             **{f"{s}_{m}": round(metrics[s][m], 4) if s in metrics else None
-               for s in EVAL_SPLITS for m in ("accuracy", "f1_weighted", "f1_macro", "balanced_accuracy")},
-            **(cv if isinstance(cv, dict) else cv_columns(cv)),
+               for s in EVAL_SPLITS for m in METRIC_NAMES},
+            **cv_columns(cv),
             "fit_seconds": round(scores.fit_seconds, 3), "predict_seconds": round(scores.predict_seconds, 3),
             "model_path": f"{run_id}/{MODEL_FILE}" if keep_model else "", "model_sha256": sha,
+            "spec": spec.to_dict(), "evaluation": (evaluation or Evaluation()).to_dict(),
+            "spec_hash": spec_hash(spec, evaluation),
         }
         append_run(entries[0].cache, row, staged=staged)
     folder = staged.final

@@ -2,7 +2,7 @@
 
 Both are frozen and built once, at a front door: the command line from its flags (featx.cli), a pipeline step from
 its TOML table (featx.experiments.pipelines) and the Python API from its keywords (featx.fit, featx.compare,
-featx.tune_cache); the builders below (`fit_spec`, `fit_specs`, `evaluation`) hold every default. fit, compare, tune
+featx.tune_cache); the builders below (`fit_spec`, `compare_specs`, `fit_specs`) and Evaluation's fields hold every default. fit, compare, tune
 and the pipeline steps take them as they are; the runs log stores both whole (`to_dict`, JSON) with `spec_hash`, the
 content hash that reuse matches on, and `from_dict` makes the same values again, so any logged fit can be re-run.
 
@@ -260,6 +260,16 @@ def compare_specs(classifiers=("rf",), *, grid: dict | None = None, params: dict
                      views=view_names(views, view_seed, tta), tta=tta)
 
 
+def tune_specs(classifiers=("logreg",), *, params: dict | None = None, seed: int = 0, class_weight: str | None = None,
+               views=None, view_seed: int = 0, tta: bool = False, **transforms) -> list[FitSpec]:
+    """One FitSpec per classifier tuned (the keywords of featx.tune_cache): each with every fixed parameter (the
+    searched ones are added per point), n_jobs 1 (tune spreads its selection splits over the cores instead)."""
+    names = classifier_names(classifiers)
+    params = with_class_weight(params or {}, names, class_weight)  # refused for every classifier without it, at once
+    return [fit_spec(clf, params=params, seed=seed, n_jobs=1, views=views, view_seed=view_seed, tta=tta, **transforms)
+            for clf in names]
+
+
 def baseline_specs(specs: list[FitSpec]) -> list[FitSpec]:
     """The baselines (majority, stratified) judged beside `specs` on the same protocol: the first spec's seed, n_jobs,
     views and tta, no parameters or transforms; none of a baseline that `specs` already holds."""
@@ -267,12 +277,6 @@ def baseline_specs(specs: list[FitSpec]) -> list[FitSpec]:
 
     names = {spec.classifier for spec in specs}
     return [replace(specs[0], classifier=b, params={}, transforms={}) for b in BASELINES if b not in names]
-
-
-def evaluation(*, cv: int | None = None, cv_repeats: int = 1, metric: str | None = None, seed: int = 0,
-               search: str = "exact", fit_on: str = "train") -> Evaluation:
-    """The Evaluation of the user's keywords (those of featx.fit, featx.compare, featx.tune_cache)."""
-    return Evaluation(cv=cv, cv_repeats=cv_repeats, metric=metric, seed=seed, search=search, fit_on=fit_on)
 
 
 def classifier_names(classifiers) -> list[str]:
@@ -303,6 +307,31 @@ def with_class_weight(params: dict, classifiers, class_weight: str | None) -> di
         raise FeatxError(f"--class-weight {class_weight}: classifier(s) {', '.join(lacking)} have no class_weight; "
                          "drop them from --clf or drop --class-weight")
     return {**params, "class_weight": class_weight}
+
+
+def logged_spec(row, *, required: bool = True) -> tuple[FitSpec, Evaluation] | None:
+    """The FitSpec and Evaluation a runs-log row was fitted and judged with (its `spec` and `evaluation` columns:
+    to_dict() as JSON text, or as dicts). A run logged before featx kept them: one line saying so, or None where not
+    `required`."""
+    def value(name):
+        text = row.get(name) if hasattr(row, "get") else None
+        if isinstance(text, dict):
+            return text
+        if not isinstance(text, str) or not text:
+            if not required:
+                return None
+            raise FeatxError(f"run {row['run_id']} was logged before featx kept a run's spec and evaluation, so it "
+                             "cannot be re-run from the log; fit it again with the flags `featx report` shows for it")
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise FeatxError(f"run {row['run_id']} has a damaged {name} in the runs log (not JSON); fit it again "
+                             "with its flags") from None
+
+    spec, evaluation = value("spec"), value("evaluation")
+    if spec is None or evaluation is None:
+        return None
+    return FitSpec.from_dict(spec), Evaluation.from_dict(evaluation)
 
 
 # --- canonical values and their JSON encoding
