@@ -412,7 +412,7 @@ def test_tune_trains_each_point_on_every_view_and_refits_a_view_ensemble(digit_v
 
     X, y, split = digit_views
     train, val = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
-    result = tune(X, y, split, "logreg", "accuracy", search=Search({"C": (0.1, 1.0)}), transforms={"standardize": True},
+    result = tune(X, y, split, "logreg", metric="accuracy", search=Search({"C": (0.1, 1.0)}), transforms={"standardize": True},
                   views=FLIP, tta=True, log=quiet)
     assert isinstance(result.pipeline, ViewEnsemble) and result.pipeline.tta
     assert result.pipeline.estimator_[0].n_samples_seen_ == 2 * np.isin(split, ("train", "val")).sum()
@@ -434,7 +434,7 @@ def test_tune_refit_resolves_svm_gamma_on_view_rows_as_its_search_did(digit_view
     from featx.experiments.tune import Search, tune
 
     X, y, split = digit_views
-    result = tune(X, y, split, "svm", "accuracy", search=Search({"C": (1.0,), "gamma_scale": (1.0,)}),
+    result = tune(X, y, split, "svm", metric="accuracy", search=Search({"C": (1.0,), "gamma_scale": (1.0,)}),
                   transforms={"standardize": True}, views=FLIP, log=quiet)
     rows = view_rows(X[np.isin(split, ("train", "val"))], 2)  # (n * 2, 64): what the SVM is fitted on
     expected = 1.0 / (64 * StandardScaler().fit_transform(rows).var())
