@@ -11,7 +11,7 @@ import types
 _API = {"compare": "compare", "parse_grid": "compare",
         **dict.fromkeys(("FitResult", "FitSpec", "Scores", "fit", "record_run", "train_and_score"), "fit"),
         "read_pipeline": "pipelines", "run_pipeline": "pipelines", "predict": "predict",
-        "load_model": "runs", "runs": "runs", "tsne": "tsne"}
+        "load_model": "models", "runs": "runs", "tsne": "tsne"}
 
 __all__ = sorted(_API)
 

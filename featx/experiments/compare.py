@@ -52,7 +52,8 @@ from featx.experiments.fit import (
     view_names,
     with_class_weight,
 )
-from featx.experiments.runs import new_run_id, prepare_log, selection_columns, writable_folder
+from featx.experiments.runfolders import new_run_id, writable_folder
+from featx.experiments.runlog import prepare_log, selection_columns
 from featx.experiments.selection import (
     METRICS,
     SELECTION_SPLITS,

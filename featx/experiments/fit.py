@@ -27,15 +27,8 @@ from featx.classifiers import BASELINES, classifier_params, fit_pipeline, make_p
 from featx.classifiers.registry import bad_param_message, large_n_note
 from featx.classifiers.views import ViewEnsemble, final_classifier
 from featx.errors import FeatxError
-from featx.experiments.runs import (
-    MODEL_FILE,
-    append_run,
-    prepare_log,
-    save_model,
-    selection_columns,
-    split_fingerprint,
-    stage_run,
-)
+from featx.experiments.models import MODEL_FILE, save_model
+from featx.experiments.runlog import append_run, prepare_log, selection_columns, split_fingerprint, stage_run
 from featx.experiments.selection import CVResult, Folds, cross_validate, make_folds, quietly, summarize
 from featx.features.load import load, open_entries, require_layers
 from featx.features.options import TRANSFORM_KEYS

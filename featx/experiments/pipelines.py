@@ -37,7 +37,7 @@ from featx.experiments.compare import _expand_subsets, compare, fit_specs
 from featx.experiments.fit import FitSpec, fit, view_names, with_class_weight
 from featx.experiments.reuse import logged_runs
 from featx.experiments.ranking import entry_metric, format_ranked, rank, recommendation_line, source_line
-from featx.experiments.runs import read_log, split_fingerprint
+from featx.experiments.runlog import read_log, split_fingerprint
 from featx.experiments.tsne import tsne, tsne_path
 from featx.extractor import extract
 from featx.features.load import select_cached
@@ -154,7 +154,7 @@ def run_pipeline(path, *, data=None, cache_dir=None, refit: bool = False, log=pr
     log(closing)
     html = None
     if report:
-        from featx.experiments.runs import new_run_id
+        from featx.experiments.runfolders import new_run_id
         from featx.reports.html import pipeline_report
 
         command = shlex.join(["featx", "run", str(path), *(["--data", str(data)] if data is not None else []),

@@ -41,7 +41,8 @@ from featx.experiments.fit import (
     view_names,
     with_class_weight,
 )
-from featx.experiments.runs import new_run_id, prepare_log, writable_folder
+from featx.experiments.runfolders import new_run_id, writable_folder
+from featx.experiments.runlog import prepare_log
 from featx.experiments.selection import (
     METRICS,
     SELECTION_SPLITS,
