@@ -361,7 +361,7 @@ def cmd_fit(args) -> None:
 def _like(args):
     """`featx fit --like RUN_ID [flags]`: the entries, FitSpec, Evaluation and layers of a logged run, with the flags
     given on this command line in place of the logged values (the others are not read from their defaults)."""
-    from featx.experiments.runs import find_run, logged_selection
+    from featx.experiments.runlog import find_run, logged_selection
     from featx.experiments.spec import Evaluation, fit_spec, logged_spec
 
     row = find_run(args.like, args.cache_dir, runs_dir=args.runs_dir)

@@ -14,7 +14,7 @@ from featx.cache.store import CacheEntry
 from featx.cli import main
 from featx.errors import FeatxError
 from featx.experiments import compare, fit, load_model, predict, read_pipeline, run_pipeline, runs
-from featx.experiments.runs import append_run, read_log
+from featx.experiments.runlog import append_run, read_log
 from featx.features.load import load
 
 QUIET = {"log": lambda *a: None}

@@ -11,7 +11,7 @@ import pytest
 import featx
 from featx.cache.lock import EntryLock
 from featx.cli import main
-from featx.experiments.runs import read_log
+from featx.experiments.runlog import read_log
 
 
 @pytest.fixture()

@@ -84,7 +84,7 @@ def test_fit_nystroem_svm_and_sgd_from_the_command_line(elpv_cache, tmp_path):
     code, out2, err = cli("fit", "--cache-dir", elpv_cache, "--runs-dir", tmp_path, "--layers", "top_activation",
                           "--clf", "sgd", "--loss", "hinge", "--early-stopping", "--standardize")
     assert code == 0 and err == "", err
-    from featx.experiments.runs import read_log
+    from featx.experiments.runlog import read_log
 
     log = read_log(runs_dir=tmp_path).set_index("classifier")
     nystroem = json.loads(log.loc["nystroem-svm", "all_params"])

@@ -21,8 +21,8 @@ from sklearn.pipeline import Pipeline
 import forkserver
 from featx.classifiers import CLASSIFIERS, make_pipeline
 from featx.errors import FeatxError
-from featx.experiments.runs import COLUMNS, HEAD_FILE, LOG_FILE, MODEL_FILE, append_run, load_model, model_sha256, \
-    save_model, stage_run
+from featx.experiments.models import HEAD_FILE, MODEL_FILE, load_model, model_sha256, save_model
+from featx.experiments.runlog import COLUMNS, LOG_FILE, append_run, stage_run
 from featx.features.transforms import build_feature_pipeline
 
 

@@ -15,7 +15,8 @@ import featx.experiments.tune
 from featx.cache.store import Cache
 from featx.cli import main
 from featx.errors import FeatxError
-from featx.experiments.runs import format_runs, read_log, runs
+from featx.experiments.runlog import read_log
+from featx.experiments.runs import format_runs, runs
 from featx.experiments.selection import METRICS
 
 QUIET = {"log": lambda *a: None}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from featx.cli import main
-from featx.experiments.runs import read_log
+from featx.experiments.runlog import read_log
 
 PIPELINE = """
 data = "elpv"

@@ -98,7 +98,7 @@ def test_fit_command_gives_back_the_logged_fit():
 
 
 def test_short_run_ids_find_their_run(tmp_path):
-    from featx.experiments.runs import COLUMNS, append_run, find_run
+    from featx.experiments.runlog import COLUMNS, append_run, find_run
 
     for run_id in ("20261202-090000-abc123", "20261202-090001-def456"):
         append_run(tmp_path, {c: None for c in COLUMNS} | {"run_id": run_id, "model_path": "", "model_sha256": ""})
@@ -296,7 +296,7 @@ def test_quickstart_names_one_best_model_fits_the_terminal_and_ends_with_its_rep
 
 
 def test_runs_table_says_data_once_ranks_per_protocol_and_fits_120_columns(tmp_path):
-    from featx.experiments.runs import COLUMNS, SELECTION_COLUMNS, append_run
+    from featx.experiments.runlog import COLUMNS, SELECTION_COLUMNS, append_run
 
     long_layers = ",".join(f"block{n}a_project_bn" for n in range(1, 8))
     rows = [("090000-aaaaaa", "logreg", long_layers, "cv3x1", 0.7, 0.6), ("090001-bbbbbb", "majority", long_layers, "cv3x1", 0.5, 0.5),

@@ -25,7 +25,8 @@ from featx.classifiers.views import ViewEnsemble, final_classifier, training_row
 from featx.errors import FeatxError
 from featx.experiments import FitSpec, train_and_score
 from featx.experiments.reuse import logged_runs
-from featx.experiments.runs import LOG_FILE, LOG_VERSION, _load_pipeline, append_run, read_log, save_model
+from featx.experiments.models import _load_pipeline, save_model
+from featx.experiments.runlog import LOG_FILE, LOG_VERSION, append_run, read_log
 from featx.experiments.selection import cross_validate, make_folds
 
 CLASSES = [str(d) for d in range(10)]
@@ -179,7 +180,7 @@ def test_dense_head_in_a_view_ensemble_saves_its_keras_model_beside_it(digit_vie
 
 def _v1_log(folder):
     """A runs log as featx wrote it before views (format version 1), with one run."""
-    from featx.experiments.runs import COLUMNS
+    from featx.experiments.runlog import COLUMNS
 
     old = [c for c in COLUMNS if c not in ("views", "tta", "split_fingerprint")]
     folder.mkdir(parents=True)
@@ -291,7 +292,7 @@ def test_tta_on_real_features_is_the_mean_over_views_and_differs_from_the_identi
 @pytest.mark.slow
 def test_fit_with_views_logs_them_and_a_plain_fit_is_as_before(flipped, tmp_path):
     from featx.experiments import fit
-    from featx.experiments.runs import load_model
+    from featx.experiments.models import load_model
 
     cache_dir, entry = flipped
     runs = tmp_path / "runs"
@@ -355,7 +356,7 @@ def _featx(*argv):
 @pytest.mark.slow
 def test_cli_fit_compare_tune_predict_with_views_and_tta(flipped, tmp_path):
     from featx.features.load import load
-    from featx.experiments.runs import load_model
+    from featx.experiments.models import load_model
     from featx.sources import resolve_source
 
     cache_dir, entry = flipped

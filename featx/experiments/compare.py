@@ -50,7 +50,8 @@ from featx.experiments.fit import (
     record_run,
     train_and_score,
 )
-from featx.experiments.runs import new_run_id, prepare_log, selection_columns, writable_folder
+from featx.experiments.runfolders import new_run_id, writable_folder
+from featx.experiments.runlog import prepare_log, selection_columns
 from featx.experiments.spec import (  # noqa: F401  (fit_specs: also featx.experiments.compare's)
     METRIC_NAMES,
     Evaluation,

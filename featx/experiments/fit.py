@@ -27,15 +27,8 @@ from featx.classifiers import BASELINES, fit_pipeline
 from featx.classifiers.registry import bad_param_message, large_n_note
 from featx.classifiers.views import final_classifier
 from featx.errors import FeatxError
-from featx.experiments.runs import (
-    MODEL_FILE,
-    append_run,
-    prepare_log,
-    save_model,
-    selection_columns,
-    split_fingerprint,
-    stage_run,
-)
+from featx.experiments.models import MODEL_FILE, save_model
+from featx.experiments.runlog import append_run, prepare_log, selection_columns, split_fingerprint, stage_run
 from featx.experiments.spec import METRIC_NAMES, Evaluation, FitSpec, fit_spec, score_column, spec_hash
 from featx.experiments.spec import view_names, with_class_weight  # noqa: F401  (also featx.experiments.fit's names)
 from featx.experiments.selection import CVResult, Folds, cross_validate, make_folds, quietly, summarize

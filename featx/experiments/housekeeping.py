@@ -10,7 +10,8 @@ import pandas as pd
 from featx.cache.remove import remove_entries
 from featx.cache.store import Cache
 from featx.errors import FeatxError, RunFailed
-from featx.experiments.runs import delete_runs, finish_removals, id_matches, read_log, split_labels
+from featx.experiments.runlog import delete_runs, finish_removals, id_matches, read_log
+from featx.experiments.runs import split_labels
 
 
 def rm(targets: list[str], *, cache_dir=None, runs_dir=None, log=print) -> None:

@@ -36,7 +36,7 @@ from featx.experiments.compare import _expand_subsets, compare, compare_run
 from featx.experiments.fit import fit, fit_run
 from featx.experiments.reuse import logged_runs
 from featx.experiments.ranking import entry_metric, format_ranked, rank, recommendation_line, source_line
-from featx.experiments.runs import read_log, split_fingerprint
+from featx.experiments.runlog import read_log, split_fingerprint
 from featx.experiments.tsne import tsne, tsne_path
 from featx.extractor import extract
 from featx.experiments.spec import Evaluation, FitSpec, baseline_specs, compare_specs, fit_spec
@@ -155,7 +155,7 @@ def run_pipeline(path, *, data=None, cache_dir=None, refit: bool = False, log=pr
     log(closing)
     html = None
     if report:
-        from featx.experiments.runs import new_run_id
+        from featx.experiments.runfolders import new_run_id
         from featx.reports.html import pipeline_report
 
         command = shlex.join(["featx", "run", str(path), *(["--data", str(data)] if data is not None else []),

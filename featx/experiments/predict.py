@@ -17,7 +17,9 @@ from featx.cache.atomic import atomic_path
 from featx.cache.store import Cache, CacheEntry
 from featx.classifiers.views import ViewEnsemble
 from featx.errors import FeatxError, RunFailed
-from featx.experiments.runs import load_model, logged_selection, run_folder, writable_folder
+from featx.experiments.models import load_model
+from featx.experiments.runfolders import run_folder, writable_folder
+from featx.experiments.runlog import logged_selection
 from featx.sources.views import IDENTITY
 
 

@@ -245,9 +245,10 @@ def format_runs_by_entry(cache_dir=None, *, runs_dir=None, metric: str | None = 
     the log featx does not act on), for the caller to print.
     """
     from featx.cache.pick import data_labels
-    from featx.experiments.runs import _cache, read_log
+    from featx.experiments.runfolders import runs_cache
+    from featx.experiments.runlog import read_log
 
-    cache = _cache(cache_dir, runs_dir)
+    cache = runs_cache(cache_dir, runs_dir)
     table = read_log(cache)
     warnings = table.attrs["warnings"]
     if table.empty:

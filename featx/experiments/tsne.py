@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from featx.cache.store import Cache
-from featx.experiments.runs import writable_folder
+from featx.experiments.runfolders import writable_folder
 from featx.features.load import load
 from featx.reports import plot_tsne
 

@@ -39,7 +39,8 @@ from featx.experiments.fit import (
     loaded_views,
     record_run,
 )
-from featx.experiments.runs import new_run_id, prepare_log, writable_folder
+from featx.experiments.runfolders import new_run_id, writable_folder
+from featx.experiments.runlog import prepare_log
 from featx.experiments.selection import (
     METRICS,
     SELECTION_SPLITS,

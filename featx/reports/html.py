@@ -62,7 +62,8 @@ def report(sources=(), *, cache_dir=None, runs_dir=None, output=None, metric: st
         <reports>/runs-<id>/report.html). metric : rank by this metric instead of the entry's default.
     """
     from featx.experiments.compare import read_report as read_compare
-    from featx.experiments.runs import find_run, new_run_id
+    from featx.experiments.runfolders import new_run_id
+    from featx.experiments.runlog import find_run
     from featx.experiments.tune import read_report as read_tune
 
     cache = Cache(cache_dir, runs_dir=runs_dir)
@@ -209,7 +210,7 @@ def render(page: Page) -> str:
     """The whole HTML document of `page` (images inlined)."""
     from featx.experiments.fit import fit_command, run_files
     from featx.experiments.ranking import entry_metric, model_name, protocol_label, rank, recommendation_line, recommended
-    from featx.experiments.runs import read_log
+    from featx.experiments.runlog import read_log
 
     log = read_log(page.cache)
     rows = log[log["run_id"].isin(page.run_ids)]

@@ -1,0 +1,174 @@
+"""Run folders: their ids, staging, publishing, deleting, and the debris killed processes leave.
+
+    <runs>/<run_id>/            a logged run: model.skops (+ head.keras), metrics.json, confusion_*, history.csv
+    <runs>/.staging-<run_id>-<pid>@<host>/      a run being written; renamed to <run_id>/ by `publish`, inside
+                                the log's transaction (featx.experiments.runlog.append_run)
+    <runs>/.staging-rm-<run_id>-<pid>@<host>/   a removed run's folder being deleted (`discard`)
+
+This module touches folders only; the runs log (featx.experiments.runlog) decides when. Run ids are read only
+in new_run_id's format and every run folder is checked to be a folder right inside the runs folder, so a log
+received from someone else cannot make featx delete or write anywhere else.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from featx.cache.atomic import fsync_dir, fsync_file
+from featx.cache.lock import process_alive
+from featx.cache.store import Cache
+from featx.errors import FeatxError, RunFailed
+
+STAGING = ".staging-"  # .staging-<run_id>-<pid>@<host>: removed once that process is gone
+_HOST = re.sub(r"[^\w.-]", "_", socket.gethostname())
+RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")  # new_run_id's format: the only run ids featx reads or acts on
+KILL_AT = "FEATX_TEST_KILL_AT"  # test hook: SIGKILL this process at that step (1, 2, ...) of removing runs
+
+
+def runs_cache(cache_dir=None, runs_dir=None) -> Cache:
+    """cache_dir as a Cache (it may be one already), with the user's runs_dir if given."""
+    cache = cache_dir if isinstance(cache_dir, Cache) else Cache(cache_dir)
+    return cache.with_runs_dir(runs_dir)
+
+
+def new_run_id() -> str:
+    """Sortable by time, unique across concurrent processes; matches RUN_ID."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def valid_run_id(run_id) -> bool:
+    """Whether `run_id` has new_run_id's format (no path separators, no '..': safe as a folder name)."""
+    return isinstance(run_id, str) and RUN_ID.fullmatch(run_id) is not None
+
+
+def run_folder(runs_folder: Path, run_id: str) -> Path:
+    """<runs_folder>/<run_id>, checked before anything renames, deletes or writes there: the id has RUN_ID's
+    format, and the path (if it exists) is a real folder right inside runs_folder, not a link elsewhere."""
+    if not valid_run_id(run_id):
+        raise FeatxError(f"run id {str(run_id)[:80]!r} is not a featx run id (YYYYMMDD-HHMMSS-xxxxxx); refusing to "
+                         "act on it: the runs log was edited or not written by featx")
+    path = runs_folder / run_id
+    if path.is_symlink() or (path.exists() and (not path.is_dir() or path.resolve().parent != runs_folder.resolve())):
+        raise FeatxError(f"run folder {path} is not a folder inside {runs_folder} (a link or a file); refusing to "
+                         "act on it: remove it by hand")
+    return path
+
+
+def kill_point() -> None:
+    """Test hook on the real code path of removing runs: with $FEATX_TEST_KILL_AT=k, SIGKILL at the k-th step."""
+    at = os.environ.get(KILL_AT)
+    if at:
+        _steps[0] += 1
+        if _steps[0] == int(at):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+_steps = [0]
+
+
+def writable_folder(folder: Path, what: str,
+                    fix: str = "pass --runs-dir (API: runs_dir=) naming a writable folder, or make this one writable") -> Path:
+    """Create `folder` if needed and check it accepts files; else one line naming the `fix`."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe(folder)
+    except OSError as exc:
+        raise FeatxError(f"cannot write {what} in {folder} ({os_reason(exc)}); {fix}") from None
+    return folder
+
+
+def probe(folder: Path) -> None:
+    """Create and remove a file: the only test that also holds for root without its permission override."""
+    path = folder / f".probe-{os.getpid()}-{secrets.token_hex(3)}"
+    path.touch()
+    path.unlink()
+
+
+def os_reason(exc: OSError) -> str:
+    """An OSError as the few words a user line gives it ("No space left on device")."""
+    return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
+@dataclass
+class StagedRun:
+    run_id: str
+    folder: Path  # temporary: <runs>/.staging-<run_id>-<pid>@<host>/, renamed to <runs>/<run_id>/ by publish
+    final: Path
+
+
+@contextmanager
+def staged_folder(folder: Path, run_id: str):
+    """Yield a StagedRun for `run_id` in the runs `folder`, its staging folder created. If the block fails, or
+    ends without publishing the run, the staging folder is removed: no half run is ever left. A write error
+    (disk full, file size limit, permissions) becomes one line."""
+    staged = StagedRun(run_id, folder / f"{STAGING}{run_id}-{os.getpid()}@{_HOST}", folder / run_id)
+    try:
+        staged.folder.mkdir()
+        yield staged
+    except OSError as exc:
+        raise RunFailed(f"writing run {run_id} in {folder} failed ({os_reason(exc)}); nothing was logged: "
+                        "free disk space (or fix permissions, or pass --runs-dir) and fit again") from None
+    finally:
+        shutil.rmtree(staged.folder, ignore_errors=True)
+
+
+def sync_staged(staged: StagedRun) -> None:
+    """Every file of the staged folder on disk, before it is published."""
+    for path in staged.folder.iterdir():
+        fsync_file(path)
+    fsync_dir(staged.folder)
+
+
+def publish(staged: StagedRun) -> None:
+    """Rename the staged folder to its run's name (inside the log's transaction that records the run)."""
+    os.rename(staged.folder, staged.final)
+
+
+def unpublish(staged: StagedRun) -> None:
+    """Undo publish when the transaction that records the run rolls back: the folder goes with its row."""
+    if staged.final.exists() and not staged.folder.exists():
+        os.rename(staged.final, staged.folder)
+
+
+def remove_debris(folder: Path, is_logged=None) -> None:
+    """Delete the staging folders of processes killed on this host (their pid is gone); never another host's.
+
+    is_logged : run_id -> whether the log still holds that run. With it, a run folder that an older featx's rm or
+    prune renamed to .staging-rm-<run_id>-... and was killed before its row was deleted (the row is still
+    logged) is renamed back, not deleted.
+    """
+    for staging in folder.glob(f"{STAGING}*@{_HOST}"):
+        pid = staging.name.rpartition("@")[0].rpartition("-")[2]
+        if not pid.isdigit() or process_alive(int(pid)):
+            continue
+        run_id = staging.name[len(f"{STAGING}rm-"):].rpartition("@")[0].rpartition("-")[0]
+        if (is_logged is not None and staging.name.startswith(f"{STAGING}rm-") and valid_run_id(run_id)
+                and not (folder / run_id).exists() and is_logged(run_id)):
+            os.rename(staging, folder / run_id)
+        else:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def discard(folder: Path, run_id: str) -> None:
+    """Delete the folder of a removed run (if any): renamed to a staging name first, so a half-deleted folder is
+    never left under the run's name."""
+    path = run_folder(folder, run_id)
+    trash = folder / f"{STAGING}rm-{run_id}-{os.getpid()}@{_HOST}"
+    if trash.exists():  # left by a dead process that had this pid
+        shutil.rmtree(trash)
+    try:
+        os.rename(path, trash)
+    except FileNotFoundError:
+        return  # no folder (compare's rows without a model have one; a run removed meanwhile has not)
+    kill_point()
+    shutil.rmtree(trash, ignore_errors=True)  # what stays is a dead process's debris, removed by remove_debris
+    kill_point()

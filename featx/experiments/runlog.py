@@ -1,0 +1,495 @@
+"""The runs log: one SQLite file per runs folder, the only code in featx that writes or reads SQL.
+
+    <runs>/runs.sqlite          one row per fit (COLUMNS), SQLite in WAL mode, format version in user_version;
+                                its table `selection_scores` holds SELECTION_COLUMNS (balanced accuracy, CV
+                                means and CIs) of the runs that have them, keyed by run_id; its table
+                                `removing` the run ids whose rows are deleted and whose folders are not yet
+
+<runs> is the Cache's `runs_dir`: <cache_dir>/runs, unless `runs_dir` names another folder (a read-only cache can
+still be experimented on). The log's `layers` and `layer_names` columns hold a LayerSelection
+(`selection_columns`, `logged_selection`).
+
+Every run is one SQLite transaction (`_transaction`), and SQLite waits (busy timeout) for concurrent fits, so
+rows are never lost or torn. A run folder (featx.experiments.runfolders) appears under its final name only once
+it is complete, in the same transaction as its row. Removing runs (rm, prune) deletes their rows and records
+them in `removing` in one transaction, and only then deletes their folders: a kill at any point leaves every
+listed run with its folder, and the next command that writes the log deletes the folders still pending.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import secrets
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+from featx.backbones.layers import LayerSelection
+from featx.cache.atomic import fsync_dir
+from featx.errors import FeatxError, RunFailed
+from featx.experiments.runfolders import (
+    StagedRun,
+    discard,
+    kill_point,
+    new_run_id,
+    os_reason,
+    probe,
+    publish,
+    remove_debris,
+    run_folder,
+    runs_cache,
+    staged_folder,
+    sync_staged,
+    unpublish,
+    valid_run_id,
+    writable_folder,
+)
+from featx.experiments.spec import METRIC_NAMES
+
+COLUMNS = (
+    "run_id", "timestamp", "cache_key", "cache_entry", "split_fingerprint", "backbone", "layers", "layer_names",
+    "n_features", "classifier", "params", "all_params", "transforms", "views", "tta", "seed", "n_train",
+    "val_accuracy", "val_f1_weighted", "val_f1_macro", "test_accuracy", "test_f1_weighted", "test_f1_macro",
+    "fit_seconds", "predict_seconds", "model_path", "model_sha256",
+)
+SELECTION_METRICS = METRIC_NAMES  # featx.experiments.spec spells them
+# In a table of their own (added beside `runs` without a format bump: a featx that predates it reads the log as
+# before); `cv` is the folds' label ("cv5x2") and `cv_folds` their fingerprint, equal for paired runs.
+SELECTION_COLUMNS = ("val_balanced_accuracy", "test_balanced_accuracy", "cv", "cv_folds",
+                     *(f"cv_{m}_{s}" for m in SELECTION_METRICS for s in ("mean", "ci95")))
+SELECTION_REALS = tuple(c for c in SELECTION_COLUMNS if c not in ("cv", "cv_folds"))
+INTEGERS = ("n_features", "tta", "seed", "n_train")
+# version 2 added views (the augmented views trained on, a comma list) and tta (0/1); older rows were plain fits
+VIEW_COLUMNS = {"views": "id", "tta": 0}
+# version 3 added split_fingerprint (split_fingerprint(): which images were train/val/test); NULL in older rows,
+# whose split is unknown, and the table `removing`
+REALS = tuple(c for c in COLUMNS if c.startswith(("val_", "test_")) or c.endswith("_seconds"))
+LOG_FILE, OLD_LOG_FILE = "runs.sqlite", "runs.csv"
+LOG_VERSION = 3  # PRAGMA user_version of runs.sqlite; 0 = a new, empty database; 1, 2: older (migrated on write)
+BUSY_TIMEOUT_S = 120  # how long a fit waits for other fits' transactions before giving up
+
+
+
+def selection_columns(selection: LayerSelection) -> dict:
+    """A run's layers as the log stores them: `layers` the spec as written, `layer_names` the names in depth order."""
+    return {"layers": selection.spec, "layer_names": ",".join(selection.names)}
+
+
+def logged_selection(row) -> LayerSelection:
+    """The LayerSelection a logged run was fitted on (the reader of `selection_columns`)."""
+    return LayerSelection(str(row["layers"]), tuple(str(row["layer_names"]).split(",")))
+
+
+def split_fingerprint(entry) -> str:
+    """Which images an entry's runs are fitted and scored on: 16 hex digits of a sha256 over every row's image
+    content fingerprint and split name, in row order. Runs with different fingerprints were scored on
+    different test rows and are never ranked together. entry : a CacheEntry, or a list of them (combined
+    entries hold the same images and split; the first one's is used)."""
+    entry = entry[0] if isinstance(entry, (list, tuple)) else entry
+    digest = hashlib.sha256()
+    for fingerprint, part in zip(entry.data["fingerprints"], entry.split):
+        digest.update(f"{fingerprint}\t{part}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+
+# --- the log database
+
+_SCHEMA = "CREATE TABLE runs (seq INTEGER PRIMARY KEY AUTOINCREMENT, " + ", ".join(
+    f"{c} {'INTEGER' if c in INTEGERS else 'REAL' if c in REALS else 'TEXT'}{' UNIQUE NOT NULL' if c == 'run_id' else ''}"
+    for c in COLUMNS) + ")"
+_SELECTION_SCHEMA = "CREATE TABLE IF NOT EXISTS selection_scores (run_id TEXT PRIMARY KEY, " + ", ".join(
+    f"{c} {'TEXT' if c in ('cv', 'cv_folds') else 'REAL'}" for c in SELECTION_COLUMNS) + ")"
+_REMOVING_SCHEMA = "CREATE TABLE IF NOT EXISTS removing (run_id TEXT PRIMARY KEY)"
+
+
+@contextmanager
+def _database(folder: Path, write: bool):
+    """A connection to the log in `folder`, created (and an old runs.csv or an older format migrated) on first
+    write; a writer first finishes what killed processes left (_tidy).
+
+    Damage, an unknown format version, a read-only folder or a full disk end in one line naming the file and the fix.
+    """
+    path = folder / LOG_FILE
+    try:
+        connection = _connect(path, write)
+    except sqlite3.Error as exc:
+        raise _log_error(path, exc) from None
+    try:
+        if write:
+            _check_integrity(connection)
+            _create(connection, folder)
+        _check_version(connection, path)
+        if write:
+            _tidy(connection, folder)
+        yield connection
+    except (sqlite3.Error, pd.errors.DatabaseError) as exc:
+        raise _log_error(path, exc) from None
+    finally:
+        connection.close()
+
+
+def _connect(path: Path, write: bool) -> sqlite3.Connection:
+    if write:
+        connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        if connection.execute("PRAGMA journal_mode=WAL").fetchone()[0] != "wal":
+            raise sqlite3.OperationalError("cannot switch the log to WAL mode")
+        return connection
+    uri = path.resolve().as_uri()
+    connection = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    try:
+        connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:  # WAL needs to create -shm beside the file: a read-only folder cannot
+        connection.close()
+        try:
+            probe(path.parent)
+        except OSError:  # nothing can write there, so reading the file as immutable is exact
+            return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+        raise
+    return connection
+
+
+def _check_integrity(connection: sqlite3.Connection) -> None:
+    problems = [row[0] for row in connection.execute("PRAGMA quick_check")]
+    if problems != ["ok"]:
+        raise sqlite3.DatabaseError(problems[0])
+
+
+def _create(connection: sqlite3.Connection, folder: Path) -> None:
+    """Schema, version and any old runs.csv rows in one transaction: concurrent first fits create it once."""
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    if version:
+        if version < LOG_VERSION:
+            _migrate(connection)
+        return
+    with _transaction(connection):
+        if not connection.execute("PRAGMA user_version").fetchone()[0]:
+            if connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                raise sqlite3.DatabaseError("it holds tables but no featx format version")
+            connection.execute(_SCHEMA)
+            connection.execute(_SELECTION_SCHEMA)
+            connection.execute(_REMOVING_SCHEMA)
+            old = folder / OLD_LOG_FILE
+            if old.exists():  # a row logged twice (or without id) in the CSV is kept once
+                _insert(connection, _read_old_csv(old).dropna(subset=["run_id"]).drop_duplicates("run_id", keep="last"))
+            connection.execute(f"PRAGMA user_version={LOG_VERSION}")
+
+
+def _migrate(connection: sqlite3.Connection) -> None:
+    """An older format to LOG_VERSION in one transaction (a concurrent fit may have done it meanwhile): 1 -> 2 the
+    views columns, holding what its runs were (plain fits); 2 -> 3 split_fingerprint, NULL (not recorded), and
+    the table `removing`. The table selection_scores, added without a version bump, is created if missing."""
+    with _transaction(connection):
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version == 1:
+            for column, plain in VIEW_COLUMNS.items():
+                kind = "INTEGER" if column in INTEGERS else "TEXT"
+                connection.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
+                connection.execute(f"UPDATE runs SET {column} = ?", (plain,))
+        if version in (1, 2):
+            connection.execute("ALTER TABLE runs ADD COLUMN split_fingerprint TEXT")
+            connection.execute(_SELECTION_SCHEMA)
+            connection.execute(_REMOVING_SCHEMA)
+            connection.execute(f"PRAGMA user_version={LOG_VERSION}")
+
+
+@contextmanager
+def _transaction(connection: sqlite3.Connection):
+    """One write transaction, taken at once (concurrent first fits queue here), committed or rolled back whole."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+
+
+def _read_old_csv(path: Path) -> pd.DataFrame:
+    """The rows of a pre-SQLite runs.csv (migrated into runs.sqlite; the CSV is left as it was)."""
+    try:
+        table = pd.read_csv(path, dtype={"run_id": str, "cache_key": str, "model_sha256": str},
+                            keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        raise FeatxError(f"cannot migrate the old runs log {path} to {LOG_FILE} ({str(exc).splitlines()[0]}); "
+                         "repair or move the CSV away, then run again") from None
+    missing = [c for c in ("run_id", "model_path", "model_sha256") if c not in table.columns]
+    if missing:
+        raise FeatxError(f"cannot migrate the old runs log {path}: no column {', '.join(missing)}; "
+                         "repair or move the CSV away, then run again")
+    return _with_view_columns(table).reindex(columns=list(COLUMNS))
+
+
+def _with_view_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """A table read from a log without the views columns (format 1, or runs.csv): its runs were plain fits; and
+    without split_fingerprint (before format 3): their split is unknown (NaN)."""
+    table = table.assign(**{column: plain for column, plain in VIEW_COLUMNS.items() if column not in table.columns})
+    return table if "split_fingerprint" in table.columns else table.assign(split_fingerprint=float("nan"))
+
+
+def _check_version(connection: sqlite3.Connection, path: Path) -> None:
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    if version not in (0, 1, 2, LOG_VERSION):  # 1 and 2 are read as they are, and migrated by the next write
+        raise FeatxError(f"runs log {path} has format version {version}, this featx reads version {LOG_VERSION}; "
+                         "use the featx that wrote it, or pass another --runs-dir")
+
+
+def _insert(connection: sqlite3.Connection, table: pd.DataFrame) -> None:
+    rows = [tuple(None if pd.isna(v) else v.item() if hasattr(v, "item") else v for v in row)
+            for row in table[list(COLUMNS)].itertuples(index=False)]
+    connection.executemany(f"INSERT INTO runs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", rows)
+    extra = table.reindex(columns=["run_id", *SELECTION_COLUMNS])
+    extra = extra[extra[list(SELECTION_COLUMNS)].notna().any(axis=1)]
+    if len(extra):
+        connection.executemany(f"INSERT INTO selection_scores (run_id, {', '.join(SELECTION_COLUMNS)}) VALUES "
+                               f"({', '.join('?' * (len(SELECTION_COLUMNS) + 1))})",
+                               [tuple(None if pd.isna(v) else v.item() if hasattr(v, "item") else v for v in row)
+                                for row in extra.itertuples(index=False)])
+
+
+def _log_error(path: Path, exc: Exception) -> FeatxError:
+    if isinstance(exc, pd.errors.DatabaseError) and isinstance(exc.__cause__, sqlite3.Error):
+        exc = exc.__cause__  # pandas' wrapper around the query's sqlite3 error
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    full = _disk_full(path.parent, exc)
+    if full:
+        return RunFailed(f"runs log {path} could not be written: disk full ({full}); the log is intact, with every "
+                         "run logged before: free disk space (or raise the file size limit, `ulimit -f`) and run again")
+    if "locked" in text or "busy" in text:
+        return RunFailed(f"runs log {path} stayed locked by other fits for {BUSY_TIMEOUT_S}s; run again")
+    if isinstance(exc, sqlite3.OperationalError) and ("readonly" in text or "unable to open" in text):
+        return FeatxError(f"cannot open runs log {path} ({text}); pass --runs-dir (API: runs_dir=) naming a "
+                          "writable folder, or make this one writable")
+    return FeatxError(f"runs log {path} is damaged or not a featx runs database ({text}); move it away "
+                      "(featx then starts a new log) or restore it from a backup")
+
+
+_SQLITE_FULL, _SQLITE_IOERR = 13, 10  # result codes (the low byte of an extended code)
+_FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+def _disk_full(folder: Path, exc: Exception) -> str | None:
+    """Why the log could not be written if the disk is full (or the file size limit is reached), else None.
+
+    SQLite says SQLITE_FULL on ENOSPC but only "disk I/O error" on EFBIG (ulimit -f) or a failed mmap of its
+    -shm file, and "database or disk is full" text where Python lacks error codes: those are checked by
+    writing a small probe file beside the log.
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    text = str(exc)
+    if code is not None and code & 0xFF == _SQLITE_FULL or "disk is full" in text:
+        return "database or disk is full"
+    if (code is not None and code & 0xFF == _SQLITE_IOERR) or "disk I/O error" in text:
+        probe = folder / f".probe-{os.getpid()}-{secrets.token_hex(3)}"
+        try:
+            with open(probe, "wb") as f:
+                f.write(b"\0" * (1 << 16))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as err:
+            if err.errno in _FULL_ERRNOS:
+                return os_reason(err)
+        finally:
+            probe.unlink(missing_ok=True)
+    return None
+
+
+# --- writing runs
+
+def prepare_log(cache=None) -> Path:
+    """Check, before a long fit, that its run can be recorded: the folder is writable and the log sound.
+
+    cache : a Cache, or a cache folder. Returns its runs folder.
+    """
+    folder = writable_folder(runs_cache(cache).runs_dir, "runs")
+    with _database(folder, write=True):
+        pass
+    return folder
+
+
+@contextmanager
+def stage_run(cache=None):
+    """Yield a StagedRun in cache's runs folder, which the caller fills, then logs with append_run(..., staged=...).
+
+    If the block fails, or ends without logging the run, the folder is removed: no half run is ever left.
+    A write error (disk full, file size limit, permissions) becomes one line.
+    """
+    folder = prepare_log(cache)  # which also removes dead fits' staging folders
+    with staged_folder(folder, new_run_id()) as staged:
+        yield staged
+
+
+def _tidy(connection: sqlite3.Connection, folder: Path) -> None:
+    """What killed processes left, finished by the next writer: the folders of removed runs still pending in
+    `removing` are deleted, and dead processes' staging folders (remove_debris)."""
+    for (run_id,) in connection.execute("SELECT run_id FROM removing").fetchall():
+        try:
+            if valid_run_id(run_id):
+                discard(folder, run_id)
+        except (FeatxError, OSError):
+            continue  # not a folder featx may delete, or not deletable now: left for the user / a later command
+        connection.execute("DELETE FROM removing WHERE run_id = ?", (run_id,))
+    try:
+        remove_debris(folder, lambda run_id: _logged(connection, run_id))
+    except OSError:
+        pass  # a later writer tries again
+
+
+def _logged(connection: sqlite3.Connection, run_id: str) -> bool:
+    return connection.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is not None
+
+
+def finish_removals(cache_dir=None, *, runs_dir=None) -> None:
+    """Delete what killed rm/prune/fit processes left in the runs folder (as every write to the log does), where
+    there is a log and the folder is writable; else nothing."""
+    folder = runs_cache(cache_dir, runs_dir).runs_dir
+    if (folder / LOG_FILE).is_file() and os.access(folder, os.W_OK):
+        with _database(folder, write=True):
+            pass
+
+
+def append_run(cache, row: dict, *, staged: StagedRun | None = None) -> None:
+    """Add one row (keys: COLUMNS, and any of SELECTION_COLUMNS) to the runs log of `cache` (a Cache or cache folder); with `staged`, publish
+    its folder in the same transaction. The run id must have new_run_id's format."""
+    if not valid_run_id(row.get("run_id")):
+        raise FeatxError(f"run id {str(row.get('run_id'))[:80]!r} is not a featx run id (YYYYMMDD-HHMMSS-xxxxxx, "
+                         "as new_run_id makes); nothing was logged")
+    folder = writable_folder(runs_cache(cache).runs_dir, "runs")
+    if staged is not None:  # on disk before it is published
+        sync_staged(staged)
+    with _database(folder, write=True) as connection:
+        try:
+            with _transaction(connection):
+                _insert(connection, pd.DataFrame([row], columns=[*COLUMNS, *SELECTION_COLUMNS]))
+                if staged is not None:
+                    publish(staged)
+        except BaseException:
+            if staged is not None:
+                unpublish(staged)  # the row is rolled back: so is the folder
+            raise
+    if staged is not None:
+        fsync_dir(folder)
+
+
+def delete_runs(run_ids: list[str], cache_dir=None, *, runs_dir=None) -> None:
+    """Remove runs: their rows are deleted, and their ids recorded in the table `removing`, in one transaction,
+    then their folders are deleted. Every id and folder is checked (run_folder) before anything changes.
+
+    A failure or kill before the commit removes nothing; after it, the runs are gone from the log and the next
+    command that writes the log (fit, compare, tune, rm, prune) deletes the folders left: a listed run always
+    has its folder, and a removed one never comes back.
+    """
+    folder = writable_folder(runs_cache(cache_dir, runs_dir).runs_dir, "runs")
+    for run_id in run_ids:
+        run_folder(folder, run_id)
+    with _database(folder, write=True) as connection:
+        with _transaction(connection):
+            for run_id in run_ids:
+                connection.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+                connection.execute("DELETE FROM selection_scores WHERE run_id = ?", (run_id,))
+                connection.execute("INSERT OR IGNORE INTO removing (run_id) VALUES (?)", (run_id,))
+            kill_point()
+        kill_point()
+        for run_id in run_ids:
+            try:
+                discard(folder, run_id)
+            except OSError as exc:
+                raise RunFailed(f"{len(run_ids)} run(s) are removed from the log, but deleting the folder of run "
+                                f"{run_id} failed ({os_reason(exc)}); the next fit, rm or prune deletes it") from None
+            connection.execute("DELETE FROM removing WHERE run_id = ?", (run_id,))
+
+
+# --- reading runs
+
+def read_log(cache_dir=None, *, runs_dir=None) -> pd.DataFrame:
+    """Every logged run, in the order they were logged (empty frame with COLUMNS if none), with its
+    SELECTION_COLUMNS (NaN where a run has none).
+
+    cache_dir : a Cache or a cache folder (None: the default one); runs_dir : the log's folder, if not its runs/.
+    An old runs.csv is migrated into runs.sqlite by the first fit; until then it is read as it is.
+    Rows whose run_id is not in new_run_id's format are left out (never listed, loaded or removed); they, and a
+    zero-byte log, are described in attrs["warnings"] (lines for the user), their ids in attrs["invalid_ids"].
+    A non-number in a numeric column is an error naming the file, column and run.
+    """
+    folder = runs_cache(cache_dir, runs_dir).runs_dir
+    path, warnings = folder / LOG_FILE, []
+    table = None
+    if path.exists():
+        if path.stat().st_size == 0:
+            warnings.append(f"runs log {path} is an empty file (0 bytes), so no runs are listed; if it held runs it "
+                            "was truncated: restore it from a backup (the next fit starts a new log in it)")
+        with _database(folder, write=False) as connection:
+            if connection.execute("PRAGMA user_version").fetchone()[0]:  # 0: created, not yet initialized
+                present = {row[1] for row in connection.execute("PRAGMA table_info(runs)")}  # older formats lack some
+                if "run_id" not in present:
+                    raise sqlite3.DatabaseError("it has no table runs")
+                table = pd.read_sql_query(f"SELECT {', '.join(c for c in COLUMNS if c in present)} FROM runs ORDER BY seq",
+                                          connection).pipe(_with_view_columns)[list(COLUMNS)]
+                table = table.merge(_selection_scores(connection), on="run_id", how="left")
+    if table is None:
+        old = folder / OLD_LOG_FILE
+        path = old if old.exists() and not (path.exists() and path.stat().st_size) else path
+        table = _read_old_csv(old).astype({"run_id": str}) if old.exists() else pd.DataFrame(columns=list(COLUMNS))
+        table = table.reindex(columns=[*COLUMNS, *SELECTION_COLUMNS])
+    return _checked(table, path, warnings)
+
+
+def _checked(table: pd.DataFrame, path: Path, warnings: list[str]) -> pd.DataFrame:
+    """The log's rows with numbers as numbers (REALS as float: NULLs would read as objects) and only valid run ids."""
+    for column in (*REALS, *SELECTION_REALS, *INTEGERS):
+        values = pd.to_numeric(table[column].where(table[column].notna()), errors="coerce")
+        bad = values.isna() & table[column].notna()
+        if bad.any():
+            raise FeatxError(f"runs log {path} has a non-number ({str(table.loc[bad, column].iloc[0])[:40]!r}) in its "
+                             f"numeric column {column} (run {str(table.loc[bad, 'run_id'].iloc[0])[:40]!r}); repair "
+                             "that value (e.g. with sqlite3) or restore the log from a backup")
+        if column not in INTEGERS:
+            table[column] = values.astype(float)
+    valid = table["run_id"].map(valid_run_id).astype(bool)
+    invalid = [str(r) for r in table.loc[~valid, "run_id"]]
+    if invalid:
+        shown = ", ".join(repr(r[:40]) for r in invalid[:3]) + (", ..." if len(invalid) > 3 else "")
+        warnings.append(f"runs log {path} has {len(invalid)} row(s) whose run_id is not a featx run id ({shown}); "
+                        "they are ignored (never listed, loaded or removed): the log was edited or not written "
+                        "by featx")
+        table = table[valid].reset_index(drop=True)
+    table.attrs.update(warnings=warnings, invalid_ids=invalid)
+    return table
+
+
+def _selection_scores(connection: sqlite3.Connection) -> pd.DataFrame:
+    """The selection_scores table; empty in a log that no featx with CV has written to yet."""
+    if not connection.execute("SELECT 1 FROM sqlite_master WHERE name='selection_scores'").fetchone():
+        return pd.DataFrame(columns=["run_id", *SELECTION_COLUMNS])
+    table = pd.read_sql_query(f"SELECT run_id, {', '.join(SELECTION_COLUMNS)} FROM selection_scores", connection)
+    text = ["cv", "cv_folds"]  # NULL reads as None, a run without a row here as NaN: one missing value, NaN
+    return table.assign(**{c: table[c].astype(object).where(table[c].notna(), float("nan")) for c in text})
+
+
+def id_matches(run_ids: pd.Series, target) -> pd.Series:
+    """Which of `run_ids` a user's `target` names: the whole id, a prefix, or the short id tables show (a suffix)."""
+    target = str(target)
+    return run_ids.str.startswith(target) | run_ids.str.endswith(target)
+
+
+def find_run(run_id: str, cache_dir=None, *, runs_dir=None) -> pd.Series:
+    """The log row of a run, by full id, unique prefix or unique suffix (the short id tables show)."""
+    table = read_log(cache_dir, runs_dir=runs_dir)
+    matches = table[id_matches(table["run_id"], run_id)]
+    if matches.empty and any(bad.startswith(str(run_id)) for bad in table.attrs["invalid_ids"]):
+        where = runs_cache(cache_dir, runs_dir).runs_dir / LOG_FILE
+        raise FeatxError(f"run {str(run_id)[:80]!r} has an invalid run id in {where} (featx writes "
+                         "YYYYMMDD-HHMMSS-xxxxxx); it is not acted on: the log was edited or not written by featx")
+    if len(matches) != 1:
+        where = runs_cache(cache_dir, runs_dir).runs_dir / LOG_FILE
+        problem = "is ambiguous" if len(matches) else f"is not in {where}"
+        raise FeatxError(f"run '{run_id}' {problem}; see `featx runs` for run ids (and pass the right --cache-dir "
+                         "or --runs-dir)")
+    return matches.iloc[0]
+
+
