@@ -5,6 +5,8 @@ from __future__ import annotations
 import inspect
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -157,3 +159,143 @@ def test_the_api_keywords_default_to_the_builders_defaults():
         shared = {k: v for k, v in defaults(function).items() if k in built}
         assert shared and all(built[k] == v for k, v in shared.items() if k != "n_jobs"), function
     assert defaults(fit)["n_jobs"] == defaults(fit_spec)["n_jobs"]
+
+
+# --- a real runs log: every logged spec re-runs to the same numbers (the session's ELPV features)
+
+LAYER = "top_activation"
+
+
+def _scores(row) -> dict:
+    """A logged run's numbers: val and test of every metric and, with CV, the CV means."""
+    return {k: row[k] for k in row.index if k.startswith(("val_", "test_", "cv_")) and k.endswith(
+        tuple(METRIC_NAMES) + tuple(f"{m}_mean" for m in METRIC_NAMES)) and not pd.isna(row[k])}
+
+
+@pytest.fixture(scope="module")
+def logged(elpv_cache, tmp_path_factory):
+    """A runs folder holding real fits, a compare (CV, grid, baselines), a view-less tune and a CLI fit."""
+    import featx
+    from featx.experiments.tune import tune_cache
+
+    runs_dir = tmp_path_factory.mktemp("spec_runs")
+    quiet = {"cache_dir": elpv_cache, "runs_dir": runs_dir, "log": None}
+    featx.fit(layers=LAYER, clf="logreg", params={"C": 0.5}, standardize=True, **quiet)
+    featx.fit(layers=LAYER, clf="rf", params={"n_estimators": 15, "min_samples_leaf": 2}, seed=3, cv=3, **quiet)
+    featx.fit(layers=LAYER, clf="knn", class_weight=None, discretize="kbins", kbins=4, **quiet)
+    featx.compare(layer_sets=[LAYER], classifiers="logreg,knn", grid={"n_neighbors": [3, 5]}, cv=3, standardize=True,
+                  progress=False, **quiet)
+    tune_cache(layers=LAYER, classifiers="logreg", standardize=True, progress=False, **quiet)
+    return runs_dir
+
+
+def test_every_logged_spec_round_trips_and_refits_to_the_same_scores(logged, elpv_cache, tmp_path):
+    from featx.experiments.fit import fit_run
+    from featx.experiments.runlog import logged_selection, read_log
+    from featx.experiments.spec import logged_spec
+    from featx.features.load import load
+    from featx.reports import evaluate
+    from featx.cache.store import Cache
+
+    table = read_log(elpv_cache, runs_dir=logged)
+    assert len(table) == 3 + (3 + 2) + 1 and table["spec_hash"].notna().all()
+    entry = Cache(elpv_cache).open(table["cache_entry"].iloc[0])
+    for _, row in table.iterrows():
+        spec, evaluation = logged_spec(row)
+        assert json.loads(row["spec"]) == spec.to_dict() and json.loads(row["evaluation"]) == evaluation.to_dict()
+        assert spec_hash(spec, evaluation) == row["spec_hash"]
+        if evaluation.fit_on == "train":  # fit and compare rows: the same fit again, from the spec alone
+            again = fit_run(entry, spec, evaluation, layers=logged_selection(row), runs_dir=tmp_path, log=None)
+            assert again.row["spec_hash"] == row["spec_hash"]
+            expected, got = _scores(row), {k: v for k, v in again.row.items() if k in _scores(row)}
+            # compare's folds warm-start and solve in row space (same optimum, within the solver's tolerance)
+            assert expected.keys() == got.keys() and all(abs(expected[k] - got[k]) <= (2e-3 if k.startswith("cv_")
+                                                                                      else 0) for k in expected), row
+        else:  # tune's refit on train+val, scored on test once
+            X, y, meta = load(entry, layers=logged_selection(row))
+            split = meta["split"].to_numpy()
+            selection = np.isin(split, ("train", "val"))
+            model = spec.pipeline().fit(X[selection], y[selection])
+            test = evaluate(y[split == "test"], model.predict(X[split == "test"]), entry.class_names)
+            assert all(round(test[m], 4) == row[f"test_{m}"] for m in METRIC_NAMES)
+            assert row["n_train"] == selection.sum()
+
+
+def test_compare_runs_and_prune_rank_by_one_rule(logged, elpv_cache, tmp_path):
+    """The model compare keeps is the run `featx runs` recommends; runs() orders by that score; prune keeps it."""
+    import shutil
+
+    from featx.experiments.housekeeping import prune
+    from featx.experiments.ranking import rank, recommended
+    from featx.experiments.runlog import read_log
+    from featx.experiments.runs import runs
+
+    table = read_log(elpv_cache, runs_dir=logged)
+    compared = table[table["cv"].notna() & (table["classifier"] != "rf")]
+    metric = "accuracy"
+    best = recommended(rank(compared, metric))
+    kept = compared[compared["model_path"].astype(str) != ""]
+    assert list(kept["run_id"]) == [best["run_id"]]
+    ordered = runs(elpv_cache, runs_dir=logged, metric=metric)
+    assert list(ordered["run_id"]) == list(rank(table, metric)["run_id"])
+    copy = tmp_path / "runs"
+    shutil.copytree(logged, copy)
+    prune(1, metric=metric, cache_dir=elpv_cache, runs_dir=copy, log=lambda *a: None)
+    assert list(read_log(elpv_cache, runs_dir=copy)["run_id"]) == [rank(table, metric)["run_id"].iloc[0]]
+
+
+def test_fit_like_refits_a_logged_run_and_flags_override_it(logged, elpv_cache, tmp_path):
+    """`featx fit --like RUN_ID` in a real process: the same spec and scores; a flag given replaces its part only."""
+    import shutil
+    import subprocess
+    import sys
+
+    from featx.experiments.runlog import read_log
+
+    from cli_capture import assert_one_line_error
+
+    runs_dir = tmp_path / "runs"
+    shutil.copytree(logged, runs_dir)
+    first = read_log(elpv_cache, runs_dir=runs_dir).iloc[0]  # logreg C=0.5 standardize
+    where = ["--cache-dir", str(elpv_cache), "--runs-dir", str(runs_dir)]
+
+    def featx(*args):
+        return subprocess.run([sys.executable, "-m", "featx", "fit", *args, *where], capture_output=True, text=True,
+                              timeout=300)
+
+    done = featx("--like", first["run_id"][-6:])
+    assert done.returncode == 0, done.stderr
+    again = read_log(elpv_cache, runs_dir=runs_dir).iloc[-1]
+    assert again["run_id"] != first["run_id"] and again["spec_hash"] == first["spec_hash"]
+    assert again["spec"] == first["spec"] and _scores(again) == _scores(first) and again["layers"] == first["layers"]
+
+    done = featx("--like", first["run_id"], "--param", "C=0.1", "--cv", "3")
+    assert done.returncode == 0, done.stderr
+    changed = read_log(elpv_cache, runs_dir=runs_dir).iloc[-1]
+    spec = json.loads(changed["spec"])
+    assert spec["params"] == {"C": 0.1} and spec["transforms"] == {"standardize": True}
+    assert json.loads(changed["evaluation"])["cv"] == 3 and changed["cv"] == "cv3x1"
+    assert changed["spec_hash"] != first["spec_hash"]
+
+    done = featx("--like", "nosuchrun")
+    assert_one_line_error(done.returncode, done.stderr, r"run 'nosuchrun' is not in .*runs.sqlite")
+
+
+def test_a_pipeline_step_reuses_the_run_of_the_same_featx_fit(elpv_cache, tmp_path, capsys):
+    """The step spells a default out (kbins = 5) and the command line leaves it; both build one FitSpec, one hash."""
+    from featx.cli import main
+    from featx.experiments.runlog import read_log
+
+    from conftest import ELPV_LAYERS, ELPV_LIMIT
+
+    assert main(["fit", "--cache-dir", str(elpv_cache), "--layers", LAYER, "--clf", "logreg", "--param", "C=0.37",
+                 "--standardize", "--seed", "5"]) == 0
+    logged = read_log(elpv_cache).iloc[-1]
+    layers = ", ".join(f'"{name}"' for name in ELPV_LAYERS.split(","))
+    (tmp_path / "p.toml").write_text(f'data = "elpv"\nlayers = [{layers}]\n[extract]\nlimit = {ELPV_LIMIT}\n'
+                                     f'[[steps]]\nkind = "fit"\nclf = "logreg"\nlayers = "{LAYER}"\nparams = {{ C = 0.37 }}\n'
+                                     'standardize = true\nkbins = 5\nseed = 5\nn_jobs = 1\n')
+    capsys.readouterr()
+    assert main(["run", str(tmp_path / "p.toml"), "--cache-dir", str(elpv_cache)]) == 0
+    assert "reused 1 logged run(s)" in capsys.readouterr().out
+    assert read_log(elpv_cache).iloc[-1]["run_id"] == logged["run_id"]  # nothing appended
