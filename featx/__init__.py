@@ -30,7 +30,7 @@ __version__ = "0.1.0"
 # seconds that h5py, pandas, scikit-learn and matplotlib take to import.
 _API = {"Cache": "featx.cache.store", "CacheEntry": "featx.cache.store", "list_entries": "featx.cache.store", "open_entry": "featx.cache.store",
         "verify": "featx.cache.verify", "extract": "featx.extractor", "load": "featx.features.load",
-        **{name: "featx.experiments" for name in ("FitSpec", "compare", "fit", "load_model", "predict", "run_pipeline",
+        **{name: "featx.experiments" for name in ("Evaluation", "FitSpec", "compare", "fit", "load_model", "predict", "run_pipeline",
                                                  "runs", "tsne")}}
 
 __all__ = sorted(_API)

@@ -11,9 +11,7 @@ import threading
 from featx.errors import INTERRUPTED, FeatxError
 
 DEFAULT_DATA = "elpv"
-# featx.experiments.selection.METRICS's names (a test keeps them equal): the parser is built without importing
-# scikit-learn, which costs every command a second or more.
-METRIC_NAMES = ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted")
+from featx.experiments.spec import METRIC_NAMES  # light: the parser is built without importing scikit-learn
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -346,36 +344,80 @@ def _views(args) -> dict:
 
 
 def cmd_fit(args) -> None:
-    from featx.experiments import fit
+    from featx.experiments.fit import fit_run
+    from featx.experiments.spec import Evaluation, fit_spec
 
-    entry = _entry(args)
-    caches = [c for c in (entry, *args.caches) if c is not None] or None  # several: features side by side
-    fit(caches, layers=args.layers, clf=args.clf, params=_classifier_params(args), seed=args.seed,
-        n_jobs=args.n_jobs, cache_dir=args.cache_dir, runs_dir=args.runs_dir, cv=args.cv, cv_repeats=args.cv_repeats,
-        class_weight=args.class_weight, **_views(args), **_transforms(args))
+    if args.like is not None:
+        entries, spec, evaluation, layers = _like(args)
+    else:
+        entry = _entry(args)
+        entries = [c for c in (entry, *args.caches) if c is not None] or None  # several: features side by side
+        spec = fit_spec(args.clf, params=_classifier_params(args), seed=args.seed, n_jobs=args.n_jobs,
+                        class_weight=args.class_weight, **_views(args), **_transforms(args))
+        evaluation, layers = Evaluation(cv=args.cv, cv_repeats=args.cv_repeats, seed=args.seed), args.layers
+    fit_run(entries, spec, evaluation, layers=layers, cache_dir=args.cache_dir, runs_dir=args.runs_dir)
+
+
+def _like(args):
+    """`featx fit --like RUN_ID [flags]`: the entries, FitSpec, Evaluation and layers of a logged run, with the flags
+    given on this command line in place of the logged values (the others are not read from their defaults)."""
+    from featx.experiments.runlog import find_run, logged_selection
+    from featx.experiments.spec import Evaluation, fit_spec, logged_spec
+
+    row = find_run(args.like, args.cache_dir, runs_dir=args.runs_dir)
+    spec, evaluation = logged_spec(row)
+    given = _given(args)
+    clf = args.clf if "clf" in given else spec.classifier
+    params = {**(spec.params if clf == spec.classifier else {}), **_classifier_params(args)}
+    seed = args.seed if "seed" in given else spec.seed
+    views = ({"views": args.views, "view_seed": args.view_seed} if given & {"views", "view_seed"}
+             else {"views": spec.views})
+    spec = fit_spec(clf, params=params, seed=seed, n_jobs=args.n_jobs if "n_jobs" in given else spec.n_jobs,
+                    class_weight=args.class_weight, tta=args.tta if "tta" in given else spec.tta, **views,
+                    **{**spec.transforms, **_transforms(args)})
+    evaluation = Evaluation(cv=args.cv if "cv" in given else evaluation.cv,
+                            cv_repeats=args.cv_repeats if "cv_repeats" in given else evaluation.cv_repeats,
+                            metric=evaluation.metric, seed=seed if "seed" in given else evaluation.seed)
+    named = args.cache is not None or args.caches or args.data is not None or args.backbone is not None
+    entry = _entry(args) if named else None
+    entries = [c for c in (entry, *args.caches) if c is not None] if named else str(row["cache_entry"]).split("+")
+    return entries, spec, evaluation, args.layers if "layers" in given else logged_selection(row)
+
+
+def _given(args) -> set[str]:
+    """The destinations of the options typed on this command line (not left at their defaults)."""
+    typed = {token.split("=", 1)[0] for token in args.argv if token.startswith("--")}
+    return {action.dest for action in args.parser._actions if typed & set(action.option_strings)}
 
 
 def cmd_compare(args) -> None:
-    from featx.experiments import compare
+    from featx.experiments.compare import compare_run
+    from featx.experiments.spec import Evaluation, compare_specs
     from featx.values import params_dict
 
-    compare(_entry(args), layer_sets=args.layer_sets, classifiers=args.clf, grid=params_dict(args.grid),
-            params=_classifier_params(args), seed=args.seed, n_jobs=args.n_jobs, metric=args.metric, cv=args.cv,
-            cv_repeats=args.cv_repeats, class_weight=args.class_weight, plots=args.plots,
-            cache_dir=args.cache_dir, runs_dir=args.runs_dir, cluster=args.cluster,
-            cluster_config=args.cluster_config, cluster_timeout=args.cluster_timeout, save_models=args.save_models,
-            search=args.search, progress=not args.quiet, command=_command(args), **_views(args), **_transforms(args))
+    grid = params_dict(args.grid)
+    specs = compare_specs(args.clf, grid=grid, params=_classifier_params(args), seed=args.seed,
+                          class_weight=args.class_weight, **_views(args), **_transforms(args))
+    evaluation = Evaluation(cv=args.cv, cv_repeats=args.cv_repeats, metric=args.metric, seed=args.seed,
+                            search=args.search)
+    compare_run(_entry(args), specs, evaluation, layer_sets=args.layer_sets, grid=grid, n_jobs=args.n_jobs,
+                plots=args.plots, cache_dir=args.cache_dir, runs_dir=args.runs_dir, cluster=args.cluster,
+                cluster_config=args.cluster_config, cluster_timeout=args.cluster_timeout, save_models=args.save_models,
+                progress=not args.quiet, command=_command(args))
 
 
 def cmd_tune(args) -> None:
-    from featx.experiments.tune import selected_line, tune_cache
+    from featx.experiments.spec import Evaluation, tune_specs
+    from featx.experiments.tune import selected_line, tune_run
 
-    results = tune_cache(_entry(args), layers=args.layers, classifiers=args.clf, cv=args.cv, cv_repeats=args.cv_repeats,
-                         metric=args.metric, params=_classifier_params(args), class_weight=args.class_weight,
-                         seed=args.seed, n_jobs=args.n_jobs, cache_dir=args.cache_dir, runs_dir=args.runs_dir,
-                         cluster=args.cluster, cluster_config=args.cluster_config, cluster_timeout=args.cluster_timeout,
-                         progress=not args.quiet, command=_command(args),
-                         **_views(args), **_transforms(args))
+    specs = tune_specs(args.clf, params=_classifier_params(args), seed=args.seed, class_weight=args.class_weight,
+                       **_views(args), **_transforms(args))
+    evaluation = Evaluation(cv=args.cv, cv_repeats=args.cv_repeats, metric=args.metric, seed=args.seed,
+                            fit_on="train+val")
+    results = tune_run(_entry(args), specs, evaluation, layers=args.layers, n_jobs=args.n_jobs,
+                       cache_dir=args.cache_dir, runs_dir=args.runs_dir, cluster=args.cluster,
+                       cluster_config=args.cluster_config, cluster_timeout=args.cluster_timeout,
+                       progress=not args.quiet, command=_command(args))
     print(selected_line(results))
 
 
@@ -470,8 +512,11 @@ def _add_experiment_commands(sub) -> None:
     _add_view_options(p)
     p.add_argument("--n-jobs", type=int, default=-1, help="the classifier's parallel jobs, or the folds' with --cv "
                                                           "(default -1: all cores)")
+    p.add_argument("--like", default=None, metavar="RUN_ID",
+                   help="fit a logged run again (id, prefix or short id): its entry, layers, classifier, parameters, "
+                        "transforms, views, seed and --cv, each flag given here in place of the logged value")
     _add_runs_dir(p)
-    p.set_defaults(func=cmd_fit)
+    p.set_defaults(func=cmd_fit, parser=p)
 
     p = sub.add_parser("compare", help="layer subsets x classifiers x parameter grid",
                        description="Fit every (layer subset, classifier, grid point), print one table, save results.csv "
@@ -487,7 +532,8 @@ def _add_experiment_commands(sub) -> None:
     _add_view_options(p)
     p.add_argument("--plots", action="store_true", help="also draw each run's confusion PNGs (slower)")
     p.add_argument("--save-models", default="best", choices=("best", "all"),
-                   help="keep the model of the best row by val accuracy only (default), or of every row")
+                   help="keep the model of the best row only (default; by the selection score: the CV mean, else "
+                        "val, as `featx runs` ranks), or of every row")
     p.add_argument("--search", default="exact", choices=("exact", "halving"),
                    help="exact: every row on every fold (default); halving (needs --cv): every row on one fold, the "
                         "best third on 3, ... only the contenders on all folds and fitted on train; the table marks "

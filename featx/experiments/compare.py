@@ -19,12 +19,11 @@ halving over rows on the same folds; see _halving).
 
 from __future__ import annotations
 
-import itertools
 import math
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +35,7 @@ from tqdm.auto import tqdm
 from featx.backbones.layers import LayerSelection
 from featx.cache.pick import entry_label
 from featx.cache.store import Cache
-from featx.classifiers import BASELINES, classifier_params, make_classifier
+from featx.classifiers import BASELINES, make_classifier
 from featx.classifiers.registry import large_n_note
 from featx.classifiers.views import final_classifier
 from featx.distributed import joblib_backend
@@ -49,17 +48,22 @@ from featx.experiments.fit import (
     loaded_views,
     record_run,
     train_and_score,
-    view_names,
-    with_class_weight,
 )
 from featx.experiments.runfolders import new_run_id, writable_folder
-from featx.experiments.runlog import prepare_log, selection_columns
+from featx.experiments.runlog import cv_columns, prepare_log, selection_columns
+from featx.experiments.spec import (  # noqa: F401  (fit_specs: also featx.experiments.compare's)
+    METRIC_NAMES,
+    Evaluation,
+    baseline_specs,
+    compare_specs,
+    fit_specs,
+    score_column,
+)
 from featx.experiments.selection import (
     METRICS,
     SELECTION_SPLITS,
     CVResult,
     Folds,
-    check_metric,
     default_metric,
     make_folds,
     paired_difference,
@@ -140,22 +144,35 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
     Saves results.csv, report.json and layer_comparison.png in <cache_dir>/reports/compare-<id>/ (runs_dir : as in fit;
     then <runs_dir>/reports/compare-<id>/).
     """
-    grid, log = grid or {}, log or _silent
+    workers = -1 if cluster is not None else n_jobs
+    specs = compare_specs(classifiers, grid=grid, params=params, seed=seed, n_jobs=-1 if workers == 1 else 1,
+                          class_weight=class_weight, views=views, view_seed=view_seed, tta=tta, **transforms)
+    return compare_run(cache, specs, Evaluation(cv=cv, cv_repeats=cv_repeats, metric=metric, seed=seed, search=search),
+                       layer_sets=layer_sets, grid=grid, n_jobs=n_jobs, plots=plots, cache_dir=cache_dir, log=log,
+                       runs_dir=runs_dir, cluster=cluster, cluster_config=cluster_config,
+                       cluster_timeout=cluster_timeout, save_models=save_models, progress=progress, reuse=reuse,
+                       command=command)
+
+
+def compare_run(cache, specs: list[FitSpec], evaluation: Evaluation | None = None, *, layer_sets=("blocks",),
+                grid: dict | None = None, n_jobs: int = -1, plots: bool = False, cache_dir=None, log=print,
+                runs_dir=None, cluster=None, cluster_config=None, cluster_timeout=None, save_models: str = "best",
+                progress: bool = True, reuse: bool = True, command: str | None = None) -> CompareResult:
+    """Fit every (layer subset, spec of `specs`) and the baselines, judged by `evaluation`; tabulate them best first:
+    what featx.compare does once its keywords are FitSpecs and an Evaluation, and what a pipeline's compare step and
+    `featx compare` call with theirs. specs : one per classifier and grid point (featx.experiments.spec.compare_specs),
+    all with the same views and tta. grid : the swept parameters, named in each row's model label. The specs' n_jobs
+    is replaced by how the fits share the cores here (it never changes a number). The other keywords: as in compare.
+    """
+    grid, log, evaluation = grid or {}, log or _silent, evaluation or Evaluation()
     if save_models not in SAVE_MODELS:
         raise FeatxError(f"unknown --save-models '{save_models}'; choose one of {', '.join(SAVE_MODELS)}")
-    if search not in SEARCHES:
-        raise FeatxError(f"unknown --search '{search}'; choose one of {', '.join(SEARCHES)}")
-    if search == "halving" and not cv:
-        raise FeatxError("--search halving spends folds as its budget and needs cross-validation; add --cv K (e.g. --cv 5)")
-    names = [c.strip() for c in classifiers.split(",")] if isinstance(classifiers, str) else list(classifiers)
-    if metric is not None:
-        check_metric(metric)
+    cv, metric, search = evaluation.cv, evaluation.metric, evaluation.search
+    names = list(dict.fromkeys(spec.classifier for spec in specs))
     workers = -1 if cluster is not None else n_jobs
     inner = -1 if workers == 1 else 1  # the classifier's cores, or the workers'
-    views = view_names(views, view_seed, tta)
-    specs = fit_specs(names, grid, with_class_weight(params or {}, names, class_weight), transforms, seed, inner,
-                      views=views, tta=tta)
-    baselines = [FitSpec(classifier=b, seed=seed, n_jobs=inner, views=views, tta=tta) for b in BASELINES if b not in names]
+    specs = [spec if spec.n_jobs == inner else replace(spec, n_jobs=inner) for spec in specs]
+    baselines = baseline_specs(specs)
     entry = Cache(cache_dir, runs_dir=runs_dir).open(cache)
     check_trainable(entry, cv=cv, selects=True)  # before anything is written: rows are ranked on val or CV
     subsets = _expand_subsets(entry, [layer_sets] if isinstance(layer_sets, str) else layer_sets)
@@ -170,7 +187,8 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
         log(reason)
     for note in filter(None, (large_n_note(name, int((split == "train").sum())) for name in names)):
         log(note)
-    folds = make_folds(y, split, cv, cv_repeats, seed) if cv else None
+    folds = make_folds(y, split, cv, evaluation.cv_repeats, evaluation.seed) if cv else None
+    judged = replace(evaluation, metric=metric)  # as logged: the metric chosen
     log(f"compare: {len(subsets)} layer subset(s) x classifiers x grid = {len(jobs)} row(s)"
         + (f" x ({len(folds)} folds + 1 train fit)" if folds else "") + (", successive halving over the folds" if
                                                                        search == "halving" else "")
@@ -196,7 +214,8 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
     best = _best_model_row(finished, metric, folds)
     for n, row in enumerate(finished):
         row.run = record_run(entry, row.spec, row.scores, selection=row.selection, log=None, plots=plots,
-                             cv=row.cv_result(folds), keep_model=save_models == "all" or n == best, name_entry=False)
+                             cv=row.cv_result(folds), evaluation=judged, keep_model=save_models == "all" or n == best,
+                             name_entry=False)
     table, results = _table(rows, grid, metric, score, folds, search == "halving")
     best_line = _best_line(table, results, metric, score, split)
     folder = reports / f"compare-{new_run_id()}"
@@ -527,36 +546,18 @@ def _view_columns(parts, width: int, n_views: int) -> np.ndarray:
     return np.concatenate([view * width + one for view in range(n_views)])
 
 
-def fit_specs(classifiers, grid: dict, params: dict, transforms: dict, seed: int, n_jobs, *,
-              views=("id",), tta: bool = False) -> list[FitSpec]:
-    """One FitSpec per classifier and per point of the grid part it accepts (fixed params likewise); all with
-    `views` and `tta`."""
-    names = [c.strip() for c in classifiers.split(",")] if isinstance(classifiers, str) else list(classifiers)
-    accepted = {name: classifier_params(name) for name in names}
-    unused = sorted(k for k in [*grid, *params] if not any(k in keys for keys in accepted.values()))
-    if unused:
-        raise FeatxError(f"parameter(s) {', '.join(unused)} belong to none of the classifiers {', '.join(names)}; "
-                         "check the spelling against the scikit-learn estimator's parameters")
-    specs = []
-    for name in names:
-        fixed = {k: v for k, v in params.items() if k in accepted[name]}
-        keys = [k for k in grid if k in accepted[name]]
-        specs += [FitSpec(classifier=name, params={**fixed, **dict(zip(keys, values))}, transforms=transforms,
-                          seed=seed, n_jobs=n_jobs, views=views, tta=tta)
-                  for values in itertools.product(*(grid[k] for k in keys))]
-    return specs
-
-
 def _best_model_row(rows: list[_Row], metric: str, folds: Folds | None) -> int:
-    """The row whose model compare keeps by default: the best non-baseline row by the ranking score (CV mean,
-    else val)."""
-    def rank(row):
-        if row.baseline:
-            return -np.inf
-        value = (summarize(row.cv_result(folds))[f"{metric}_mean"] if folds is not None
-                 else row.scores.metrics.get("val", {}).get(metric))
-        return -np.inf if value is None else value
-    return max(range(len(rows)), key=lambda n: rank(rows[n])) if rows else -1
+    """The row whose model compare keeps by default: featx.experiments.ranking.recommended of the rows' selection
+    scores (the best non-baseline row by the CV mean, else val; the first of equals); -1 when none has a score."""
+    from featx.experiments.ranking import recommended_index
+
+    return recommended_index(pd.DataFrame([{"classifier": row.spec.classifier, **_val_columns(row), **cv_columns(
+        row.cv_result(folds))} for row in rows]), metric)
+
+
+def _val_columns(row: _Row) -> dict:
+    val = row.scores.metrics.get("val", {})  # rounded as logged: ranked as `featx runs` ranks the logged row
+    return {score_column("val", m): round(val[m], 4) if m in val else None for m in METRIC_NAMES}
 
 
 def _expand_subsets(entry, layer_sets) -> list[tuple[LayerSelection, int | None]]:

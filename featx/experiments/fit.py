@@ -12,7 +12,7 @@ import dataclasses
 import json
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,97 +23,19 @@ from featx.backbones.layers import LayerSelection
 from featx.cache.atomic import write_json
 from featx.cache.pick import entry_label
 from featx.cache.store import CacheEntry
-from featx.classifiers import BASELINES, classifier_params, fit_pipeline, make_pipeline
+from featx.classifiers import BASELINES, fit_pipeline
 from featx.classifiers.registry import bad_param_message, large_n_note
-from featx.classifiers.views import ViewEnsemble, final_classifier
+from featx.classifiers.views import final_classifier
 from featx.errors import FeatxError
 from featx.experiments.models import MODEL_FILE, save_model
-from featx.experiments.runlog import append_run, prepare_log, selection_columns, split_fingerprint, stage_run
+from featx.experiments.runlog import EVAL_SPLITS, log_run, prepare_log, stage_run
+from featx.experiments.spec import Evaluation, FitSpec, fit_spec
+from featx.experiments.spec import view_names, with_class_weight  # noqa: F401  (also featx.experiments.fit's names)
 from featx.experiments.selection import CVResult, Folds, cross_validate, make_folds, quietly, summarize
 from featx.features.load import load, open_entries, require_layers
-from featx.features.options import TRANSFORM_KEYS
-from featx.features.transforms import build_feature_pipeline
 from featx.reports import evaluate, plot_confusion, plot_learning_curves
-from featx.sources.views import IDENTITY, parse_views
+from featx.sources.views import IDENTITY
 
-EVAL_SPLITS = ("val", "test")
-
-
-@dataclass(frozen=True, kw_only=True)
-class FitSpec:
-    """Everything that decides a fit's numbers but the data: the run log's description of a model.
-
-    classifier : a featx.classifiers.CLASSIFIERS name. params : its parameters (any of the estimator's).
-    transforms : keywords of featx.features.options.TRANSFORM_OPTIONS (standardize, discretize, pca, ...).
-    seed : the classifier's random_state and the transforms'. n_jobs : the classifier's parallelism (where
-    it has one); it does not change the numbers, so describe() leaves it out.
-    views : the augmented views trained on (names, identity "id" first; featx.sources.views.parse_views), whose
-    features sit side by side in each image's row. tta : predict by averaging over those views. A spec with
-    views beyond the identity, or tta, fits a featx.classifiers.views.ViewEnsemble around the Pipeline.
-    Checked on creation (names, and values against scikit-learn's parameter constraints), before any data
-    is read.
-    """
-
-    classifier: str = "rf"
-    params: dict = field(default_factory=dict)
-    transforms: dict = field(default_factory=dict)
-    seed: int = 0
-    n_jobs: int | None = -1
-    views: tuple = (IDENTITY,)
-    tta: bool = False
-
-    def __post_init__(self):
-        # copies: a caller's dict changed later must not change a spec already made
-        object.__setattr__(self, "params", dict(self.params or {}))
-        object.__setattr__(self, "transforms", dict(self.transforms or {}))
-        object.__setattr__(self, "views", tuple(self.views))
-        object.__setattr__(self, "tta", bool(self.tta))
-        if not self.views or self.views[0] != IDENTITY or len(set(self.views)) != len(self.views):
-            raise FeatxError(f"views {', '.join(self.views) or '(none)'} must name each view once, the identity view "
-                             f"'{IDENTITY}' first; build them with featx.sources.views.parse_views")
-        unknown = sorted(set(self.transforms) - set(TRANSFORM_KEYS))
-        if unknown:
-            raise FeatxError(f"unknown transform option(s) {', '.join(unknown)}; choose from {', '.join(TRANSFORM_KEYS)}")
-        self.pipeline()
-
-    @property
-    def plain(self) -> bool:
-        """No views beyond the identity and no tta: a fit as featx made before views existed."""
-        return self.views == (IDENTITY,) and not self.tta
-
-    def pipeline(self) -> Pipeline | ViewEnsemble:
-        """A new, unfitted Pipeline (the transforms, then the classifier as step "clf"); wrapped in a
-        ViewEnsemble of `views` and `tta` unless the spec is plain."""
-        steps = build_feature_pipeline(seed=self.seed, **self.transforms)
-        pipeline = make_pipeline(self.classifier, self.params, steps, self.seed, self.n_jobs)
-        return pipeline if self.plain else ViewEnsemble(pipeline, views=self.views, tta=self.tta)
-
-    def transforms_label(self) -> str:
-        """A short label, e.g. 'standardize+fne(-0.25,0.15)+pca(50)'; 'none' when there are none."""
-        labels = {"fne": lambda s: f"fne({s.low},{s.high})", "kbins": lambda s: f"kbins({s.n_bins})",
-                  "pca": lambda s: f"pca({s.n_components})"}
-        steps = build_feature_pipeline(seed=self.seed, **self.transforms)
-        return "+".join(labels.get(name, lambda s: name)(step) for name, step in steps) or "none"
-
-    def params_json(self) -> str:
-        """The parameters as sorted JSON (tuples become lists): the run log's `params` column."""
-        return _json(self.params)
-
-    def views_label(self) -> str:
-        """The views as the runs log's `views` column: a comma list, "id" for a plain spec."""
-        return ",".join(self.views)
-
-    def to_dict(self) -> dict:
-        """JSON-ready and stable: sorted keys, tuples as lists; views and tta only where the spec is not plain."""
-        views = {} if self.plain else {"views": list(self.views), "tta": self.tta}
-        return {"classifier": self.classifier, "params": json.loads(self.params_json()),
-                "transforms": json.loads(_json(self.transforms)), "seed": self.seed, "n_jobs": self.n_jobs, **views}
-
-    def describe(self) -> str:
-        """One stable line, e.g. 'rf {"n_estimators": 100} transforms=standardize seed=0' (then views=... tta=...
-        where the spec is not plain)."""
-        views = "" if self.plain else f" views={self.views_label()} tta={str(self.tta).lower()}"
-        return f"{self.classifier} {self.params_json()} transforms={self.transforms_label()} seed={self.seed}{views}"
 
 
 @dataclass
@@ -167,10 +89,20 @@ def fit(cache=None, *, layers=None, clf: str = "rf", params: dict | None = None,
     views, view_seed : train on these augmented views of each train image too (see view_names); they must be
         cached. tta : predict val and test by averaging over those views, instead of from the identity view.
     """
-    log = log or _silent
-    params = with_class_weight(params or {}, [clf], class_weight)
-    spec = FitSpec(classifier=clf, params=params, transforms=transforms, seed=seed, n_jobs=n_jobs,
-                   views=view_names(views, view_seed, tta), tta=tta)
+    spec = fit_spec(clf, params=params, seed=seed, n_jobs=n_jobs, class_weight=class_weight, views=views,
+                    view_seed=view_seed, tta=tta, **transforms)
+    return fit_run(cache, spec, Evaluation(cv=cv, cv_repeats=cv_repeats, seed=seed), layers=layers, cache_dir=cache_dir,
+                   runs_dir=runs_dir, log=log)
+
+
+def fit_run(cache, spec: FitSpec, evaluation: Evaluation | None = None, *, layers=None, cache_dir=None, runs_dir=None,
+            log=print) -> FitResult:
+    """Fit `spec` on the train split of `layers` of `cache`, judged by `evaluation` (its cv, cv_repeats and fold seed;
+    default: the fixed val split), and log it as a run: what featx.fit does once its keywords are a FitSpec and an
+    Evaluation, and what a pipeline's fit step and `featx fit` (`--like RUN_ID` too) call with theirs.
+    cache, layers, cache_dir, runs_dir, log : as in fit."""
+    log, evaluation = log or _silent, evaluation or Evaluation()
+    cv, clf = evaluation.cv, spec.classifier
     entries = open_entries(cache, cache_dir, runs_dir=runs_dir)
     for entry in entries[1:]:
         require_layers(entry)
@@ -186,7 +118,8 @@ def fit(cache=None, *, layers=None, clf: str = "rf", params: dict | None = None,
         log(note)
     result = None
     if cv:
-        result = cross_validate_spec(X, y, make_folds(y, split, cv, cv_repeats, seed), spec, n_jobs=n_jobs)
+        result = cross_validate_spec(X, y, make_folds(y, split, cv, evaluation.cv_repeats, evaluation.seed), spec,
+                                     n_jobs=spec.n_jobs)
         log(f"{result.folds.label}: " + ", ".join(f"{m} {v['mean']:.3f} ± {v['ci95']:.3f}"
                                                   for m, v in _by_metric(summarize(result)).items()))
     scores, converged = quietly(train_and_score, X, y, split, spec, class_names=entries[0].class_names)
@@ -196,7 +129,7 @@ def fit(cache=None, *, layers=None, clf: str = "rf", params: dict | None = None,
             "without converging (their scores are of unfinished fits); raise max_iter (--param max_iter=N), "
             "standardize (--standardize) or regularize more (smaller C)")
     return record_run(entries if len(entries) > 1 else entries[0], spec, scores, selection=meta.attrs["selection"],
-                      log=log, cv=result)
+                      log=log, cv=result, evaluation=evaluation)
 
 
 def check_trainable(entry: CacheEntry, *, cv: int | None = None, selects: bool = False, log=print) -> None:
@@ -236,30 +169,9 @@ def _split_label(entry: CacheEntry) -> str:
     return ",".join(f"{f:g}" for f in fractions) if fractions else "from the manifest"
 
 
-def view_names(views=None, view_seed: int = 0, tta: bool = False) -> tuple[str, ...]:
-    """The view names of `views`: a spec string such as "flip" or "d4,crops:5" (parse_views, rand views seeded
-    by view_seed as at extract), a sequence of names, or None (the identity view only). tta needs more views."""
-    names = parse_views(views, view_seed) if views is None or isinstance(views, str) else tuple(views)
-    if tta and len(names) < 2:
-        raise FeatxError("--tta averages predictions over augmented views, but only the identity view is given; "
-                         "pass --views SPEC (e.g. flip) as at `featx extract`, or drop --tta")
-    return names
-
-
 def loaded_views(spec: FitSpec) -> tuple[str, ...] | None:
     """What `load` reads for spec: its views side by side, or None (the plain features) for a plain spec."""
     return None if spec.plain else spec.views
-
-
-def with_class_weight(params: dict, classifiers, class_weight: str | None) -> dict:
-    """params plus class_weight, refused (one line) when a classifier has no such parameter."""
-    if class_weight is None:
-        return params
-    lacking = [c for c in classifiers if "class_weight" not in classifier_params(c)]
-    if lacking:
-        raise FeatxError(f"--class-weight {class_weight}: classifier(s) {', '.join(lacking)} have no class_weight; "
-                         "drop them from --clf or drop --class-weight")
-    return {**params, "class_weight": class_weight}
 
 
 def cross_validate_spec(X, y, folds: Folds, spec: FitSpec, n_jobs: int | None = -1) -> CVResult:
@@ -267,15 +179,6 @@ def cross_validate_spec(X, y, folds: Folds, spec: FitSpec, n_jobs: int | None = 
     `n_jobs` joblib workers and the classifier itself on one core, so the two do not oversubscribe."""
     pipeline = dataclasses.replace(spec, n_jobs=1).pipeline() if n_jobs != 1 else spec.pipeline()
     return cross_validate(pipeline, X, y, folds, n_jobs=n_jobs)
-
-
-def cv_columns(result: CVResult | None) -> dict:
-    """The runs log's cv columns of a CV result (none without one)."""
-    if result is None:
-        return {}
-    summary = summarize(result)
-    return {"cv": result.folds.label, "cv_folds": result.folds.fingerprint()[:16],
-            **{f"cv_{k}": round(v, 4) for k, v in summary.items()}}
 
 
 def _by_metric(summary: dict) -> dict:
@@ -310,8 +213,8 @@ def train_and_score(X, y, split, spec: FitSpec, *, class_names, eval_splits=EVAL
 
 
 def record_run(entry: CacheEntry | list[CacheEntry], spec: FitSpec, scores: Scores, *, selection: LayerSelection,
-               log=print, plots: bool = True, keep_model: bool = True, cv: CVResult | dict | None = None,
-               name_entry: bool = True) -> FitResult:
+               log=print, plots: bool = True, keep_model: bool = True, cv: CVResult | None = None,
+               evaluation: Evaluation | None = None, name_entry: bool = True) -> FitResult:
     """Save a scored fit as a run: <runs>/<run_id>/ (model, metrics, confusion CSV/PNG, history) and one row
     in the runs log, where <runs> is `entry.cache.runs_dir`.
 
@@ -320,11 +223,16 @@ def record_run(entry: CacheEntry | list[CacheEntry], spec: FitSpec, scores: Scor
     split_fingerprint records which rows the scores are on (the entries' split now, as `load` served it).
     selection : the layers the features came from (the log keeps its spec and names). plots : draw the confusion
     PNGs (the CSVs are always written). keep_model : save the fitted model (else the row's model_path and
-    model_sha256 are empty, and predict refuses it). cv : the spec's cross-validation result, logged as the run's
-    selection score; or a dict of runs-log columns that replace the computed ones (tune: the CV or val scores a
-    refit on train+val was selected by). The run folder is written under a temporary name and
-    published with its log row, or not at all. name_entry : the logged line names the entry's data and backbone
-    (False where the caller said them once above, as compare does).
+    model_sha256 are empty, and predict refuses it). cv : the score the spec is selected by, as a CVResult: on
+    K-fold folds, logged as the cv_* columns (mean and CI of every metric); on the one val split (folds labelled
+    "val": tune's selection on val, whose refit has no val rows left), logged as the val_* scores. evaluation : how
+    the run was judged (default: the fixed val split), logged whole with the spec and their spec_hash.
+    What the row's columns mean is the same for every run: n_train and fit_seconds are the rows the saved model
+    was fitted on and the seconds that fit took (tune's refit: train+val, the refit alone, not the search); val_*
+    and test_* are that model's scores, except val_* of a run selected on val (above).
+    The run folder is written under a temporary name and published with its log row, or not at all.
+    name_entry : the logged line names the entry's data and backbone (False where the caller said them once
+    above, as compare does).
     """
     entries, log = (entry if isinstance(entry, list) else [entry]), log or _silent
     metrics, layers = scores.metrics, selection.spec
@@ -332,20 +240,8 @@ def record_run(entry: CacheEntry | list[CacheEntry], spec: FitSpec, scores: Scor
         run_id, folder = staged.run_id, staged.folder
         _write_reports(folder, scores, f"{spec.classifier} on {layers}", plots)
         sha = save_model(scores.pipeline, folder / MODEL_FILE) if keep_model else ""
-        row = {
-            "run_id": run_id, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            **{column: "+".join(map(value, entries)) for column, value in _SOURCE_COLUMNS.items()},
-            "split_fingerprint": split_fingerprint(entries[0]),
-            **selection_columns(selection), "n_features": scores.n_features, "classifier": spec.classifier,
-            "params": spec.params_json(), "all_params": _json(final_classifier(scores.pipeline).get_params()),
-            "transforms": spec.transforms_label(), "views": spec.views_label(), "tta": int(spec.tta), "seed": spec.seed, "n_train": scores.n_train,
-            **{f"{s}_{m}": round(metrics[s][m], 4) if s in metrics else None
-               for s in EVAL_SPLITS for m in ("accuracy", "f1_weighted", "f1_macro", "balanced_accuracy")},
-            **(cv if isinstance(cv, dict) else cv_columns(cv)),
-            "fit_seconds": round(scores.fit_seconds, 3), "predict_seconds": round(scores.predict_seconds, 3),
-            "model_path": f"{run_id}/{MODEL_FILE}" if keep_model else "", "model_sha256": sha,
-        }
-        append_run(entries[0].cache, row, staged=staged)
+        row = log_run(staged, entries, spec, evaluation or Evaluation(), scores, selection=selection, cv=cv,
+                      model_path=f"{run_id}/{MODEL_FILE}" if keep_model else "", model_sha256=sha)
     folder = staged.final
     text = " | ".join(f"{s} acc {m['accuracy']:.3f} f1 {m['f1_macro']:.3f}" for s, m in metrics.items())
     views = "" if spec.plain else f" with views {spec.views_label()}{' (tta)' if spec.tta else ''}"
@@ -355,10 +251,6 @@ def record_run(entry: CacheEntry | list[CacheEntry], spec: FitSpec, scores: Scor
     source = f"; of {' + '.join(map(entry_label, entries))}" if name_entry else ""
     log(f"run {run_id}: {what}, fit {scores.fit_seconds:.1f}s\n  {text}{source} -> {folder}")
     return FitResult(run_id, folder, spec, scores, row)
-
-
-_SOURCE_COLUMNS = {"cache_key": lambda e: e.key, "cache_entry": lambda e: e.name,
-                   "backbone": lambda e: e.settings["backbone"]}
 
 
 def _write_reports(folder: Path, scores: Scores, title: str, plots: bool) -> None:

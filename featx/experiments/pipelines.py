@@ -31,15 +31,15 @@ from pathlib import Path
 import pandas as pd
 
 from featx.cache.store import CacheEntry
-from featx.classifiers import BASELINES
 from featx.errors import FeatxError
-from featx.experiments.compare import _expand_subsets, compare, fit_specs
-from featx.experiments.fit import FitSpec, fit, view_names, with_class_weight
+from featx.experiments.compare import _expand_subsets, compare, compare_run
+from featx.experiments.fit import fit, fit_run
 from featx.experiments.reuse import logged_runs
 from featx.experiments.ranking import entry_metric, format_ranked, rank, recommendation_line, source_line
 from featx.experiments.runlog import read_log, split_fingerprint
 from featx.experiments.tsne import tsne, tsne_path
 from featx.extractor import extract
+from featx.experiments.spec import Evaluation, FitSpec, baseline_specs, compare_specs, fit_spec
 from featx.features.load import select_cached
 from featx.features.options import TRANSFORM_KEYS
 from featx.sources.views import parse_views
@@ -122,20 +122,21 @@ def run_pipeline(path, *, data=None, cache_dir=None, refit: bool = False, log=pr
             options = {"metric": metric, **options}  # chosen (and printed) once, above
         if kind == "fit":
             options = {"layers": layers, **options}
-        cv = f"cv{options['cv']}x{options.get('cv_repeats', 1)}" if options.get("cv") else None
+        if kind in VIEW_STEPS:  # the step's FitSpecs and Evaluation, built once: reused runs are matched on them
+            specs, evaluation, run = _step_values(kind, options)
         reused = None if refit or kind == "tsne" else logged_runs(read_log(entry.cache), entry.key,
-                                                                  _step_jobs(entry, kind, options), cv,
+                                                                  _step_jobs(entry, kind, specs, run), evaluation,
                                                                   split=split_fingerprint(entry))
         if reused is not None:
             log(f"reused {len(reused)} logged run(s) with the same entry, split, layers, classifier, parameters, transforms, "
                 f"views and seed (`featx run --refit` fits them again)")
             run_ids += reused
         elif kind == "fit":
-            result = fit(cache=entry, log=log, **options)
+            result = fit_run(entry, specs[0], evaluation, log=log, **run)
             run_ids.append(result.run_id)
             plots += sorted(result.folder.glob("*.png"))
         elif kind == "compare":
-            result = compare(cache=entry, log=log, **options)
+            result = compare_run(entry, specs, evaluation, log=log, **run)
             run_ids += list(result.table["run_id"])
             plots.append(result.plot)
         elif not refit and (done := tsne_path(entry, **{"layers": TSNE_LAYERS, **options})).exists():
@@ -184,27 +185,32 @@ def _with_views(step: dict, views: dict) -> dict:
     return {**views, **step} if "views" not in step else {**{k: v for k, v in views.items() if k == "view_seed"}, **step}
 
 
-def _step_jobs(entry: CacheEntry, kind: str, options: dict) -> list[tuple[list[str], FitSpec]]:
-    """(layer names, FitSpec) of every fit a fit or compare step would make, as fit and compare build them."""
-    transforms = {k: options[k] for k in TRANSFORM_KEYS if k in options}
-    tta = options.get("tta", False)
-    views = view_names(options.get("views"), options.get("view_seed", 0), tta)
+EVALUATION_KEYS = ("cv", "cv_repeats", "metric", "seed", "search")  # a step's keys that make its Evaluation
+COMPARE_RUN = ("layer_sets", "grid", "n_jobs", "plots", "cluster", "cluster_config", "cluster_timeout", "save_models",
+               "reuse")  # a compare step's keys that say how it runs (grid also makes its FitSpecs)
+
+
+def _step_values(kind: str, options: dict) -> tuple[list[FitSpec], Evaluation, dict]:
+    """A fit or compare step's FitSpecs, its Evaluation and the rest of its options (how it runs), built once from its
+    table by the builders featx.fit and featx.compare use: a step makes the runs that the same API call or `featx
+    fit` / `featx compare` flags make, with the same spec_hash."""
+    evaluation = Evaluation(**{k: options[k] for k in EVALUATION_KEYS if k in options})
     if kind == "fit":
-        clf = options.get("clf", "rf")
-        params = with_class_weight(options.get("params") or {}, [clf], options.get("class_weight"))
-        spec = FitSpec(classifier=clf, params=params, transforms=transforms, seed=options.get("seed", 0),
-                       views=views, tta=tta)
-        return [(list(select_cached(entry, options["layers"]).names), spec)]
-    classifiers = options.get("classifiers", ("rf",))
-    names = [c.strip() for c in classifiers.split(",")] if isinstance(classifiers, str) else list(classifiers)
-    params = with_class_weight(options.get("params") or {}, names, options.get("class_weight"))
-    specs = fit_specs(names, options.get("grid") or {}, params, transforms, options.get("seed", 0), 1, views=views,
-                      tta=tta)
-    layer_sets = options.get("layer_sets", ("blocks",))
+        return ([fit_spec(**{k: v for k, v in options.items() if k not in ("layers", "cv", "cv_repeats")})],
+                evaluation, {"layers": options["layers"]})
+    run = {k: options[k] for k in COMPARE_RUN if k in options}
+    spec_options = {k: v for k, v in options.items() if k == "grid" or k not in (*COMPARE_RUN, *EVALUATION_KEYS)}
+    return compare_specs(**spec_options, **({"seed": options["seed"]} if "seed" in options else {})), evaluation, run
+
+
+def _step_jobs(entry: CacheEntry, kind: str, specs: list[FitSpec], run: dict) -> list[tuple[list[str], FitSpec]]:
+    """(layer names, FitSpec) of every fit a fit or compare step makes with `specs` (compare's baseline rows too)."""
+    if kind == "fit":
+        return [(list(select_cached(entry, run["layers"]).names), specs[0])]
+    layer_sets = run.get("layer_sets", inspect.signature(compare_run).parameters["layer_sets"].default)
     subsets = _expand_subsets(entry, [layer_sets] if isinstance(layer_sets, str) else layer_sets)
-    baselines = [FitSpec(classifier=b, seed=options.get("seed", 0), views=views, tta=tta) for b in BASELINES if b not in names]
     return ([(list(selection.names), spec) for selection, _ in subsets for spec in specs]
-            + [(list(subsets[0][0].names), spec) for spec in baselines])  # compare's baseline rows
+            + [(list(subsets[0][0].names), spec) for spec in baseline_specs(specs)])  # compare's baseline rows
 
 
 def _keywords(function, exclude=()) -> tuple[str, ...]:

@@ -81,10 +81,18 @@ def predict(run_id: str, paths, *, cache_dir=None, batch_size: int = 32, output=
 
 
 def _with_tta(model, run, tta: bool | None):
-    """(the model set to average over its views or to use the identity view, the views to compute or None)."""
-    views = tuple(model.views) if isinstance(model, ViewEnsemble) else (IDENTITY,)
+    """(the model set to average over its views or to use the identity view, the views to compute or None).
+    The views and tta are the run's logged FitSpec's; a run logged before featx kept specs has them on its model."""
+    from featx.experiments.spec import logged_spec
+
+    logged = logged_spec(run, required=False)
+    if logged is not None:
+        views, fitted_tta = logged[0].views, logged[0].tta
+    else:
+        views = tuple(model.views) if isinstance(model, ViewEnsemble) else (IDENTITY,)
+        fitted_tta = bool(getattr(model, "tta", False))
     if tta is None:  # as the run's val and test scores were computed
-        tta = bool(getattr(model, "tta", False)) and len(views) > 1
+        tta = fitted_tta and len(views) > 1
     if tta and len(views) < 2:
         raise FeatxError(f"run {run['run_id']} was fitted without augmented views, so --tta has none to average; "
                          "fit with --views SPEC (e.g. flip) to get a model that has, or drop --tta")

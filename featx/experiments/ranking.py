@@ -22,6 +22,7 @@ from featx.classifiers import BASELINES
 from featx.errors import FeatxError
 from featx.experiments.runs import recency, split_labels, splits_note
 from featx.experiments.selection import METRICS, SELECTION_SPLITS, default_metric
+from featx.experiments.spec import cv_column, score_column
 
 VAL = "val"
 
@@ -63,11 +64,7 @@ def rank(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     if metric not in METRICS:
         raise FeatxError(f"unknown metric '{metric}'; choose one of {', '.join(METRICS)}")
     table = table.copy()
-    cv = table[f"cv_{metric}_mean"].astype(float) if f"cv_{metric}_mean" in table else pd.Series(np.nan, table.index)
-    table["selected_by"] = table["cv"].where(cv.notna(), VAL) if "cv" in table else VAL
-    table["selection_score"] = cv.where(cv.notna(), table[f"val_{metric}"].astype(float))
-    ci = table[f"cv_{metric}_ci95"].astype(float) if f"cv_{metric}_ci95" in table else pd.Series(np.nan, table.index)
-    table["selection_ci95"] = ci.where(cv.notna())
+    table["selected_by"], table["selection_score"], table["selection_ci95"] = selection_score(table, metric)
     table["baseline"] = table["classifier"].isin(BASELINES)
     table["split"] = split_labels(table) if "split_fingerprint" in table else ""
     newest = recency(table["split"])
@@ -85,6 +82,29 @@ def rank(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     splits = splits_note(table)
     table.attrs.update(note=note + (f"\n{splits}" if splits else ""), metric=metric)
     return table
+
+
+def selection_score(table: pd.DataFrame, metric: str) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """The rule, for runs-log rows: (selected_by, selection_score, selection_ci95) per row. A run with a CV mean of
+    `metric` is scored by it (selected_by: its cv label, e.g. "cv5x1"; its CI), any other by its val score ("val";
+    no CI); test never scores anything."""
+    def column(name):
+        return table[name].astype(float) if name in table else pd.Series(np.nan, table.index, dtype=float)
+
+    cv = column(cv_column(metric, "mean"))
+    selected_by = table["cv"].where(cv.notna(), VAL) if "cv" in table else pd.Series(VAL, table.index)
+    return (selected_by, cv.where(cv.notna(), column(score_column(VAL, metric))),
+            column(cv_column(metric, "ci95")).where(cv.notna()))
+
+
+def recommended_index(table: pd.DataFrame, metric: str) -> int:
+    """The position in `table` (runs-log columns: classifier, val_<metric>, and cv, cv_<metric>_mean/_ci95 where
+    scored by CV) of the row that recommended(rank(table, metric)) names; -1 when no row has a score. compare keeps
+    that row's model."""
+    if table.empty:
+        return -1
+    best = recommended(rank(table.reset_index(drop=True).assign(_position=range(len(table))), metric))
+    return -1 if best is None else int(best["_position"])
 
 
 def _groups(ranked: pd.DataFrame) -> list[str]:

@@ -50,9 +50,9 @@ def runs(cache_dir=None, *, sort: str | None = None, metric: str = "accuracy", c
         raise FeatxError(f"unknown metric '{metric}'; choose one of {', '.join(SELECTION_METRICS)}")
     table = read_log(cache_dir, runs_dir=runs_dir)
     warnings = table.attrs["warnings"]
-    cv = table[f"cv_{metric}_mean"]
-    table["selected_by"] = table["cv"].where(cv.notna(), "val")
-    table["selection_score"] = cv.where(cv.notna(), table[f"val_{metric}"]).astype(float)
+    from featx.experiments.ranking import selection_score  # the one ranking rule
+
+    table["selected_by"], table["selection_score"], _ = selection_score(table, metric)
     if sort is not None and sort not in table.columns:
         raise FeatxError(f"cannot sort runs by '{sort}'; choose one of {', '.join(table.columns)}")
     for column, wanted in (("classifier", clf), ("backbone", backbone)):

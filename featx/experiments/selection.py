@@ -30,13 +30,14 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from featx.errors import FeatxError
+from featx.experiments.spec import METRIC_NAMES
 
-METRICS = {
-    "accuracy": accuracy_score,
-    "balanced_accuracy": balanced_accuracy_score,
-    "f1_macro": partial(f1_score, average="macro", zero_division=0),
-    "f1_weighted": partial(f1_score, average="weighted", zero_division=0),
-}
+METRICS = dict(zip(METRIC_NAMES, (  # the metrics named in featx.experiments.spec.METRIC_NAMES, in that order
+    accuracy_score,
+    balanced_accuracy_score,
+    partial(f1_score, average="macro", zero_division=0),
+    partial(f1_score, average="weighted", zero_division=0),
+), strict=True))
 IMBALANCE_RATIO = 1.5  # beyond this largest:smallest class ratio, plain accuracy rewards predicting the big class
 SELECTION_SPLITS = ("train", "val")  # the rows model selection may use; "test" is scored once, afterwards
 

@@ -17,7 +17,7 @@ import itertools
 import sys
 import time
 from contextlib import contextmanager, nullcontext, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +38,6 @@ from featx.experiments.fit import (
     check_trainable,
     loaded_views,
     record_run,
-    view_names,
-    with_class_weight,
 )
 from featx.experiments.runfolders import new_run_id, writable_folder
 from featx.experiments.runlog import prepare_log
@@ -61,6 +59,7 @@ from featx.experiments.selection import (
     summarize,
     val_folds,
 )
+from featx.experiments.spec import Evaluation, tune_specs
 from featx.features.load import load
 from featx.features.transforms import build_feature_pipeline
 from featx.reports import evaluate
@@ -119,13 +118,13 @@ class TuneResult:
     not_converged: int = 0  # fits that ended with a ConvergenceWarning (the curve's converged column; the refit)
     fits: int = 0  # fits run: points x splits, and the refit
 
-    def selection_columns(self) -> dict:
-        """The runs-log columns of the score this model was selected by: the CV mean and CI of every metric,
-        or (selected on val) the val scores of the best point, fitted on train."""
-        if self.selection == "val":
-            return {f"val_{m}": round(self.selection_scores[f"{m}_mean"], 4) for m in METRICS}
-        return {"cv": self.selection, "cv_folds": self.folds.fingerprint()[:16],
-                **{f"cv_{k}": round(v, 4) for k, v in self.selection_scores.items()}}
+    selected: CVResult | None = None  # the best point's scores on each selection split (what the run is logged with)
+    refit_seconds: float = 0.0  # the refit on train+val alone
+
+    def selection_result(self) -> CVResult | None:
+        """The score this model was selected by, as record_run logs it: the CV mean and CI of every metric, or
+        (selected on val) the val scores of the best point, fitted on train."""
+        return self.selected
 
     def line(self) -> str:
         """"<run_id> <clf> <params> <metric> <score> [± ci] on <selection>; <verdict vs defaults>; test acc X"."""
@@ -165,32 +164,48 @@ def tune_cache(cache=None, *, layers=None, classifiers=("logreg",), cv: int | No
     views, view_seed, tta : as in fit: every point is trained on all views of its train images (folds are
     by image) and scored from the identity view, or with tta from the mean over the views.
     """
-    names = [c.strip() for c in classifiers.split(",")] if isinstance(classifiers, str) else list(classifiers)
-    params = with_class_weight(params or {}, names, class_weight)
-    views = view_names(views, view_seed, tta)
+    specs = tune_specs(classifiers, params=params, seed=seed, class_weight=class_weight, views=views,
+                       view_seed=view_seed, tta=tta, **transforms)
+    return tune_run(cache, specs, Evaluation(cv=cv, cv_repeats=cv_repeats, metric=metric, seed=seed, fit_on="train+val"),
+                    layers=layers, n_jobs=n_jobs, cache_dir=cache_dir, runs_dir=runs_dir, cluster=cluster,
+                    cluster_config=cluster_config, cluster_timeout=cluster_timeout, log=log, progress=progress,
+                    command=command)
+
+
+def tune_run(cache, specs: list[FitSpec], evaluation: Evaluation | None = None, *, layers=None, n_jobs: int | None = 1,
+             cache_dir=None, runs_dir=None, cluster=None, cluster_config=None, cluster_timeout=None, log=print,
+             progress: bool = True, command: str | None = None) -> list[TuneResult]:
+    """tune each spec of `specs` (one per classifier: its params fixed, its transforms, seed, views and tta) on
+    `layers` of a cache entry, selected as `evaluation` says (its cv, cv_repeats, fold seed and metric; fit_on is
+    "train+val": the refit), and log each refit as a run: what featx.tune_cache does once its keywords are FitSpecs
+    and an Evaluation, and what `featx tune` calls with theirs. The other keywords: as in tune_cache."""
+    evaluation = replace(evaluation or Evaluation(fit_on="train+val"), fit_on="train+val")
+    cv, metric = evaluation.cv, evaluation.metric
     entry = Cache(cache_dir, runs_dir=runs_dir).open(cache)
     check_trainable(entry, cv=cv, selects=True)  # before anything is written
-    X, y, meta = load(entry, layers=layers, views=loaded_views(FitSpec(views=views, tta=tta)))
+    X, y, meta = load(entry, layers=layers, views=loaded_views(specs[0]))
     prepare_log(entry.cache)  # unwritable folders or a broken log fail before any fit
     split = meta["split"].to_numpy()
-    for note in filter(None, (large_n_note(name, int(np.isin(split, SELECTION_SPLITS).sum())) for name in names)):
+    for note in filter(None, (large_n_note(spec.classifier, int(np.isin(split, SELECTION_SPLITS).sum()))
+                              for spec in specs)):
         log(note)
-    folds = make_folds(y, split, cv, cv_repeats, seed) if cv else None
+    folds = make_folds(y, split, cv, evaluation.cv_repeats, evaluation.seed) if cv else None
     folder = writable_folder(entry.cache.reports_dir, "reports") / f"tune-{new_run_id()}"
     backend = nullcontext() if cluster is None else joblib_backend(
         cluster, scatter=[X], config=cluster_config, timeout=cluster_timeout, log_dir=entry.cache.root / "slurm-logs", log=log)
     results = []
     with backend:
-        for clf in names:
-            result = tune(X, y, split, clf, metric, folds, transforms, params, seed=seed,
-                          n_jobs=-1 if cluster is not None else n_jobs, log=log, views=views, tta=tta,
-                          progress=progress, summary=False)
+        for spec in specs:
+            clf = spec.classifier
+            result = tune(X, y, split, spec, metric=metric, folds=folds, n_jobs=-1 if cluster is not None else n_jobs,
+                          log=log, progress=progress, summary=False)
             metric = result.metric  # the default metric is decided (and printed) once
             with _report_files(folder, [folder / f"{clf}_curve.csv", folder / f"{clf}_curve.png"]) as (csv, png):
                 result.curve.to_csv(csv, index=False)
                 plot_search_curve(result.curve, png, result.searched, result.metric,
                                   title=f"{clf}: {result.metric} on {result.selection}")
-                _record(entry, X, y, split, meta.attrs["selection"], result, transforms, seed, log, views, tta)
+                _record(entry, X, y, split, meta.attrs["selection"], result, spec, replace(evaluation, metric=metric),
+                        log)
             results.append(result)
     _write_report_info(folder, entry, results, command)
     log(convergence_line(results))
@@ -227,26 +242,28 @@ def convergence_line(results: list[TuneResult]) -> str:
             "curve's converged column names the points); raise max_iter (--param max_iter=N) or standardize")
 
 
-def _record(entry, X, y, split, selection, result: TuneResult, transforms, seed, log, views, tta) -> None:
-    """Log the refit as a run: the model, its one test evaluation, the score it was selected by."""
-    spec = FitSpec(classifier=result.classifier, params=result.best_params, transforms=transforms, seed=seed, n_jobs=1,
-                   views=views, tta=tta)
+def _record(entry, X, y, split, selection, result: TuneResult, spec: FitSpec, evaluation: Evaluation, log) -> None:
+    """Log the refit as a run: the model (fitted on train+val), its one test evaluation, the score it was selected
+    by (the best point's, on the selection splits) and the seconds the refit took (the search's are in the report)."""
+    spec = replace(spec, params=result.best_params)
     test = split == "test"
     began = time.perf_counter()
     metrics = {"test": evaluate(y[test], result.pipeline.predict(X[test]), entry.class_names)} if test.any() else {}
-    scores = Scores(result.pipeline, metrics, int(np.isin(split, SELECTION_SPLITS).sum()), X.shape[1] // len(views),
-                    result.seconds, time.perf_counter() - began)
+    scores = Scores(result.pipeline, metrics, int(np.isin(split, SELECTION_SPLITS).sum()), X.shape[1] // len(spec.views),
+                    result.refit_seconds, time.perf_counter() - began)
     result.run_id = record_run(entry, spec, scores, selection=selection, log=log, plots=False,
-                               cv=result.selection_columns()).run_id
+                               cv=result.selection_result(), evaluation=evaluation).run_id
 
 
-def tune(X, y, split, clf: str, metric: str | None = None, folds: Folds | None = None, transforms: dict | None = None,
-         params: dict | None = None, search: Search | None = None, seed: int = 0, n_jobs: int | None = 1,
-         log=print, views: tuple = ("id",), tta: bool = False, progress: bool = False,
+def tune(X, y, split, clf: str | FitSpec, *, metric: str | None = None, folds: Folds | None = None,
+         transforms: dict | None = None, params: dict | None = None, search: Search | None = None, seed: int = 0,
+         n_jobs: int | None = 1, log=print, views: tuple = ("id",), tta: bool = False, progress: bool = False,
          summary: bool = True) -> TuneResult:
     """Search `clf`'s parameters, select by `metric` on `folds`, refit on train+val, score test once.
 
     X : ndarray of shape (n_rows, n_features); y, split : ndarrays of shape (n_rows,), split in train/val/test.
+    clf : a classifier name, or a FitSpec whose classifier, params, transforms, seed, views and tta are used
+        (then leave those keywords out; tune_cache passes the spec its front door built).
     metric : a METRICS name; None = default_metric of the train+val labels (the reason is logged).
     folds : selection splits from make_folds (CV); None = the one train -> val split.
     transforms : build_feature_pipeline keywords (standardize, discretize, pca, ...), fitted per split.
@@ -261,6 +278,11 @@ def tune(X, y, split, clf: str, metric: str | None = None, folds: Folds | None =
     The best point's score is optimistic (it won a search); versus_default says whether it beats the
     default parameters beyond the CV noise (with one val split there is no CI: pass folds for one).
     """
+    if isinstance(clf, FitSpec):
+        if transforms is not None or params is not None or seed != 0 or views != ("id",) or tta:
+            raise FeatxError("tune takes a FitSpec or the keywords transforms, params, seed, views and tta, not both")
+        clf, transforms, params, seed, views, tta = (clf.classifier, clf.transforms, clf.params, clf.seed, clf.views,
+                                                     clf.tta)
     began = time.perf_counter()
     split = np.asarray(split)
     if search is None and clf not in SEARCHES:
@@ -292,8 +314,10 @@ def tune(X, y, split, clf: str, metric: str | None = None, folds: Folds | None =
     curve = _curve(tried, folds, metric)
     versus = paired_difference(_as_cv(tried, best, folds), _as_cv(tried, {}, folds), metric,
                                f"{clf} {_label(best)}", f"{clf} defaults")
+    refit_began = time.perf_counter()
     (pipeline, best_params), refit_converged = quietly(_refit, clf, X, y, split, best, transforms, fixed, seed, n_jobs,
                                                        views, tta)
+    refit_seconds = time.perf_counter() - refit_began
     test = split == "test"
     scores = score(y[test], pipeline.predict(X[test])) if test.any() else None
     seconds = time.perf_counter() - began
@@ -304,7 +328,7 @@ def tune(X, y, split, clf: str, metric: str | None = None, folds: Folds | None =
     result = TuneResult(clf, tuple(search.grid), metric, folds.label, curve, best_params, versus, scores, pipeline,
                         seconds, folds, summarize(_as_cv(tried, best, folds)),
                         not_converged=sum(not r["converged"] for r in fitted) + (not refit_converged),
-                        fits=len(fitted) + 1)
+                        fits=len(fitted) + 1, selected=_as_cv(tried, best, folds), refit_seconds=refit_seconds)
     if summary:
         log(convergence_line([result]))
     return result
