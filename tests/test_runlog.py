@@ -146,7 +146,7 @@ def test_every_run_of_a_real_format_3_log_predicts_after_its_migration(elpv_cach
         pipeline, _ = load_model(row["run_id"], elpv_cache, runs_dir=runs)
         X, _, _ = load(entry, layers=logged_selection(row))
         predicted = predict(row["run_id"], images, cache_dir=elpv_cache, runs_dir=runs, output=tmp_path / "p.csv",
-                            log=None)
+                            log=lambda *a: None)
         names = [entry.class_names[c] for c in pipeline.predict(X[test])]
         assert list(predicted["label"]) == names, row["run_id"]
 
