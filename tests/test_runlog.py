@@ -12,7 +12,6 @@ import sqlite3
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from cli_capture import assert_one_line_error, cli
 from featx.experiments.runlog import LOG_FILE, LOG_VERSION, read_log

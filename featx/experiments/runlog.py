@@ -197,11 +197,6 @@ def _gives_back(spec, evaluation, spec_text: str, evaluation_text: str) -> bool:
         return False
 
 
-def logged_spec_columns(row) -> dict:
-    """A row's spec and evaluation as dicts (None where the log has none): the reader of run_row's JSON."""
-    return {c: json.loads(row[c]) if isinstance(row[c], str) and row[c] else None for c in ("spec", "evaluation")}
-
-
 _TRANSFORM_LABELS = (  # FitSpec.transforms_label() part -> the transform keywords that make it
     (re.compile(r"standardize"), lambda m: {"standardize": True}),
     (re.compile(r"fne\(([^,]+),([^)]+)\)"), lambda m: {"discretize": "fne", "fne_low": float(m[1]), "fne_high": float(m[2])}),
