@@ -398,7 +398,7 @@ def test_a_format_2_log_is_read_as_it_is_then_migrated_with_its_splits_unknown(t
     append_run(cache, new)
     (cache / "runs" / new["run_id"]).mkdir()
     with sqlite3.connect(log) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == LOG_VERSION == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == LOG_VERSION == 4
         assert [r[0] for r in db.execute("SELECT split_fingerprint FROM runs ORDER BY seq")] == [None] * 4 + ["ab" * 8]
     after = read_log(cache)
     same = [c for c in after.columns if c != "split_fingerprint"]

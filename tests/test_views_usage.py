@@ -200,7 +200,7 @@ def test_an_old_log_reads_as_plain_runs_and_is_migrated_by_the_next_write(tmp_pa
                           "params": "{}", "transforms": "none", "seed": 0, "views": "id,hflip", "tta": 1,
                           "split_fingerprint": "f" * 16},)
     with sqlite3.connect(runs / LOG_FILE) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == LOG_VERSION == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == LOG_VERSION == 4
     table = read_log(runs_dir=runs)
     assert list(table["views"]) == ["id", "id,hflip"] and list(table["tta"]) == [0, 1]
     plain = FitSpec(classifier="rf", params={})

@@ -45,13 +45,12 @@ from featx.experiments.fit import (
     Scores,
     _silent,
     check_trainable,
-    cv_columns,
     loaded_views,
     record_run,
     train_and_score,
 )
 from featx.experiments.runfolders import new_run_id, writable_folder
-from featx.experiments.runlog import prepare_log, selection_columns
+from featx.experiments.runlog import cv_columns, prepare_log, selection_columns
 from featx.experiments.spec import (  # noqa: F401  (fit_specs: also featx.experiments.compare's)
     METRIC_NAMES,
     Evaluation,

@@ -28,15 +28,14 @@ from featx.classifiers.registry import bad_param_message, large_n_note
 from featx.classifiers.views import final_classifier
 from featx.errors import FeatxError
 from featx.experiments.models import MODEL_FILE, save_model
-from featx.experiments.runlog import append_run, prepare_log, selection_columns, split_fingerprint, stage_run
-from featx.experiments.spec import METRIC_NAMES, Evaluation, FitSpec, fit_spec, score_column, spec_hash
+from featx.experiments.runlog import EVAL_SPLITS, log_run, prepare_log, stage_run
+from featx.experiments.spec import Evaluation, FitSpec, fit_spec
 from featx.experiments.spec import view_names, with_class_weight  # noqa: F401  (also featx.experiments.fit's names)
 from featx.experiments.selection import CVResult, Folds, cross_validate, make_folds, quietly, summarize
 from featx.features.load import load, open_entries, require_layers
 from featx.reports import evaluate, plot_confusion, plot_learning_curves
 from featx.sources.views import IDENTITY
 
-EVAL_SPLITS = ("val", "test")
 
 
 @dataclass
@@ -182,18 +181,6 @@ def cross_validate_spec(X, y, folds: Folds, spec: FitSpec, n_jobs: int | None = 
     return cross_validate(pipeline, X, y, folds, n_jobs=n_jobs)
 
 
-def cv_columns(result: CVResult | None) -> dict:
-    """The runs log's columns of a selection result: the cv columns of a CV result, the val_* scores of a result on
-    the one val split (folds labelled "val"), none without one."""
-    if result is None:
-        return {}
-    summary = summarize(result)
-    if result.folds.label == "val":
-        return {score_column("val", m): round(summary[f"{m}_mean"], 4) for m in METRIC_NAMES}
-    return {"cv": result.folds.label, "cv_folds": result.folds.fingerprint()[:16],
-            **{f"cv_{k}": round(v, 4) for k, v in summary.items()}}
-
-
 def _by_metric(summary: dict) -> dict:
     names = dict.fromkeys(k.rpartition("_")[0] for k in summary)
     return {m: {"mean": summary[f"{m}_mean"], "ci95": summary[f"{m}_ci95"]} for m in names}
@@ -253,22 +240,8 @@ def record_run(entry: CacheEntry | list[CacheEntry], spec: FitSpec, scores: Scor
         run_id, folder = staged.run_id, staged.folder
         _write_reports(folder, scores, f"{spec.classifier} on {layers}", plots)
         sha = save_model(scores.pipeline, folder / MODEL_FILE) if keep_model else ""
-        row = {
-            "run_id": run_id, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            **{column: "+".join(map(value, entries)) for column, value in _SOURCE_COLUMNS.items()},
-            "split_fingerprint": split_fingerprint(entries[0]),
-            **selection_columns(selection), "n_features": scores.n_features, "classifier": spec.classifier,
-            "params": spec.params_json(), "all_params": _json(final_classifier(scores.pipeline).get_params()),
-            "transforms": spec.transforms_label(), "views": spec.views_label(), "tta": int(spec.tta), "seed": spec.seed, "n_train": scores.n_train,
-            **{f"{s}_{m}": round(metrics[s][m], 4) if s in metrics else None
-               for s in EVAL_SPLITS for m in METRIC_NAMES},
-            **cv_columns(cv),
-            "fit_seconds": round(scores.fit_seconds, 3), "predict_seconds": round(scores.predict_seconds, 3),
-            "model_path": f"{run_id}/{MODEL_FILE}" if keep_model else "", "model_sha256": sha,
-            "spec": spec.to_dict(), "evaluation": (evaluation or Evaluation()).to_dict(),
-            "spec_hash": spec_hash(spec, evaluation),
-        }
-        append_run(entries[0].cache, row, staged=staged)
+        row = log_run(staged, entries, spec, evaluation or Evaluation(), scores, selection=selection, cv=cv,
+                      model_path=f"{run_id}/{MODEL_FILE}" if keep_model else "", model_sha256=sha)
     folder = staged.final
     text = " | ".join(f"{s} acc {m['accuracy']:.3f} f1 {m['f1_macro']:.3f}" for s, m in metrics.items())
     views = "" if spec.plain else f" with views {spec.views_label()}{' (tta)' if spec.tta else ''}"
@@ -278,10 +251,6 @@ def record_run(entry: CacheEntry | list[CacheEntry], spec: FitSpec, scores: Scor
     source = f"; of {' + '.join(map(entry_label, entries))}" if name_entry else ""
     log(f"run {run_id}: {what}, fit {scores.fit_seconds:.1f}s\n  {text}{source} -> {folder}")
     return FitResult(run_id, folder, spec, scores, row)
-
-
-_SOURCE_COLUMNS = {"cache_key": lambda e: e.key, "cache_entry": lambda e: e.name,
-                   "backbone": lambda e: e.settings["backbone"]}
 
 
 def _write_reports(folder: Path, scores: Scores, title: str, plots: bool) -> None:

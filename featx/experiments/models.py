@@ -12,8 +12,8 @@ import hashlib
 import zipfile
 from pathlib import Path
 
-from featx.classifiers.views import final_classifier, with_final_classifier
 from featx.cache.atomic import fsync_file
+from featx.classifiers.views import final_classifier, with_final_classifier
 from featx.errors import FeatxError
 from featx.experiments.runfolders import runs_cache
 from featx.experiments.runlog import find_run

@@ -1,13 +1,18 @@
 """The runs log: one SQLite file per runs folder, the only code in featx that writes or reads SQL.
 
     <runs>/runs.sqlite          one row per fit (COLUMNS), SQLite in WAL mode, format version in user_version;
-                                its table `selection_scores` holds SELECTION_COLUMNS (balanced accuracy, CV
-                                means and CIs) of the runs that have them, keyed by run_id; its table
-                                `removing` the run ids whose rows are deleted and whose folders are not yet
+                                each row holds the run's FitSpec and Evaluation whole (`spec`, `evaluation`:
+                                to_dict() as JSON) and their `spec_hash`; its table `selection_scores` holds
+                                SELECTION_COLUMNS (balanced accuracy, CV means and CIs) of the runs that have
+                                them, keyed by run_id; its table `removing` the run ids whose rows are deleted
+                                and whose folders are not yet
 
 <runs> is the Cache's `runs_dir`: <cache_dir>/runs, unless `runs_dir` names another folder (a read-only cache can
 still be experimented on). The log's `layers` and `layer_names` columns hold a LayerSelection
 (`selection_columns`, `logged_selection`).
+
+A row is made here only (run_row, from the entry, spec, evaluation and scores); fit, compare and tune log through
+featx.experiments.fit.record_run, which saves the run folder and calls log_run.
 
 Every run is one SQLite transaction (`_transaction`), and SQLite waits (busy timeout) for concurrent fits, so
 rows are never lost or torn. A run folder (featx.experiments.runfolders) appears under its final name only once
@@ -20,9 +25,12 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
+import re
 import secrets
 import sqlite3
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -54,9 +62,9 @@ COLUMNS = (
     "run_id", "timestamp", "cache_key", "cache_entry", "split_fingerprint", "backbone", "layers", "layer_names",
     "n_features", "classifier", "params", "all_params", "transforms", "views", "tta", "seed", "n_train",
     "val_accuracy", "val_f1_weighted", "val_f1_macro", "test_accuracy", "test_f1_weighted", "test_f1_macro",
-    "fit_seconds", "predict_seconds", "model_path", "model_sha256",
+    "fit_seconds", "predict_seconds", "model_path", "model_sha256", "spec", "evaluation", "spec_hash",
 )
-SELECTION_METRICS = METRIC_NAMES  # featx.experiments.spec spells them
+SELECTION_METRICS = METRIC_NAMES
 # In a table of their own (added beside `runs` without a format bump: a featx that predates it reads the log as
 # before); `cv` is the folds' label ("cv5x2") and `cv_folds` their fingerprint, equal for paired runs.
 SELECTION_COLUMNS = ("val_balanced_accuracy", "test_balanced_accuracy", "cv", "cv_folds",
@@ -67,9 +75,13 @@ INTEGERS = ("n_features", "tta", "seed", "n_train")
 VIEW_COLUMNS = {"views": "id", "tta": 0}
 # version 3 added split_fingerprint (split_fingerprint(): which images were train/val/test); NULL in older rows,
 # whose split is unknown, and the table `removing`
+# version 4 added spec and evaluation (FitSpec.to_dict() and Evaluation.to_dict() as JSON: the run whole, re-runnable
+# with from_dict) and spec_hash (spec.spec_hash of both: what reuse matches; NULL where the row stands for no exact
+# fit); older rows get them from their columns where those say it exactly (_old_spec), else NULL
+SPEC_COLUMNS = ("spec", "evaluation", "spec_hash")
 REALS = tuple(c for c in COLUMNS if c.startswith(("val_", "test_")) or c.endswith("_seconds"))
 LOG_FILE, OLD_LOG_FILE = "runs.sqlite", "runs.csv"
-LOG_VERSION = 3  # PRAGMA user_version of runs.sqlite; 0 = a new, empty database; 1, 2: older (migrated on write)
+LOG_VERSION = 4  # PRAGMA user_version of runs.sqlite; 0 = a new, empty database; 1-3: older (migrated on write)
 BUSY_TIMEOUT_S = 120  # how long a fit waits for other fits' transactions before giving up
 
 
@@ -97,6 +109,162 @@ def split_fingerprint(entry) -> str:
 
 
 
+# --- the row: what a run is, in the log's columns
+
+EVAL_SPLITS = ("val", "test")  # the splits a run's model is scored on (val_*, test_* columns)
+_CV_LABEL = re.compile(r"cv(\d+)x(\d+)")  # Folds.label of K-fold folds; a partial label ends with "[n/N]"
+
+
+def run_row(run_id: str, entry, spec, evaluation, scores, *, selection: LayerSelection, cv=None,
+            model_path: str = "", model_sha256: str = "") -> dict:
+    """The log row of a run (COLUMNS, and SELECTION_COLUMNS where it has them): the one place a row is made.
+
+    entry : the CacheEntry fitted on, or a list of the entries whose features were combined (cache_key,
+        cache_entry and backbone then join theirs with "+"); split_fingerprint is the first one's split now.
+    spec, evaluation : the FitSpec and Evaluation (featx.experiments.spec), stored whole as JSON with their
+        spec_hash; the readable columns (classifier, params, transforms, views, tta, seed) are derived from spec.
+    scores : featx.experiments.fit.Scores (fitted pipeline, metrics per split, n_train, n_features, seconds).
+    selection : the LayerSelection the features came from (layers, layer_names).
+    cv : the score the spec is selected by, a featx.experiments.selection.CVResult or None: on K-fold folds the
+        cv_* columns (mean and CI of every metric); on the one val split (folds labelled "val": tune's selection
+        on val, whose refit has no val rows left) the val_* scores.
+    model_path, model_sha256 : the saved model (relative to the runs folder) and its sha256; "" for none.
+    spec_hash is NULL (reuse never matches the run) where the JSON does not give spec and evaluation back exactly
+    (from_dict), or where cv covers only part of its folds (compare's halving stopped the row early).
+    """
+    from featx.classifiers.views import final_classifier
+    from featx.experiments.spec import METRIC_NAMES, spec_hash
+
+    entries = entry if isinstance(entry, (list, tuple)) else [entry]
+    metrics = scores.metrics
+    spec_text, evaluation_text = _json(spec.to_dict()), _json(evaluation.to_dict())
+    selected = cv_columns(cv)
+    exact = _gives_back(spec, evaluation, spec_text, evaluation_text) and "[" not in str(selected.get("cv", ""))
+    return {
+        "run_id": run_id, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "cache_key": "+".join(e.key for e in entries), "cache_entry": "+".join(e.name for e in entries),
+        "backbone": "+".join(e.settings["backbone"] for e in entries), "split_fingerprint": split_fingerprint(entries[0]),
+        **selection_columns(selection), "n_features": scores.n_features, "classifier": spec.classifier,
+        "params": spec.params_json(), "all_params": _json(final_classifier(scores.pipeline).get_params()),
+        "transforms": spec.transforms_label(), "views": spec.views_label(), "tta": int(spec.tta), "seed": spec.seed,
+        "n_train": scores.n_train,
+        **{f"{s}_{m}": round(metrics[s][m], 4) if s in metrics else None for s in EVAL_SPLITS for m in METRIC_NAMES},
+        **selected,
+        "fit_seconds": round(scores.fit_seconds, 3), "predict_seconds": round(scores.predict_seconds, 3),
+        "model_path": model_path, "model_sha256": model_sha256,
+        "spec": spec_text, "evaluation": evaluation_text, "spec_hash": spec_hash(spec, evaluation) if exact else None,
+    }
+
+
+def log_run(staged: StagedRun, entry, spec, evaluation, scores, *, selection: LayerSelection, cv=None,
+            model_path: str = "", model_sha256: str = "") -> dict:
+    """Log a run whose folder is `staged` (stage_run): its row (run_row) and the folder published in one
+    transaction, in the runs log of the first entry's cache. Returns the row."""
+    entries = entry if isinstance(entry, (list, tuple)) else [entry]
+    row = run_row(staged.run_id, entries, spec, evaluation, scores, selection=selection, cv=cv,
+                  model_path=model_path, model_sha256=model_sha256)
+    append_run(entries[0].cache, row, staged=staged)
+    return row
+
+
+def cv_columns(result) -> dict:
+    """The log's columns of a selection result (a CVResult): the cv columns of K-fold folds, the val_* scores of
+    the one val split (folds labelled "val"), none without one."""
+    if result is None:
+        return {}
+    from featx.experiments.selection import summarize
+    from featx.experiments.spec import METRIC_NAMES
+
+    summary = summarize(result)
+    if result.folds.label == "val":
+        return {f"val_{m}": round(summary[f"{m}_mean"], 4) for m in METRIC_NAMES}
+    return {"cv": result.folds.label, "cv_folds": result.folds.fingerprint()[:16],
+            **{f"cv_{k}": round(v, 4) for k, v in summary.items()}}
+
+
+def _json(value) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _gives_back(spec, evaluation, spec_text: str, evaluation_text: str) -> bool:
+    """Whether the logged JSON makes the same FitSpec and Evaluation again (from_dict), so its hash may be matched."""
+    from featx.experiments.spec import Evaluation, FitSpec
+
+    try:
+        return (FitSpec.from_dict(json.loads(spec_text)) == spec
+                and Evaluation.from_dict(json.loads(evaluation_text)) == evaluation)
+    except (FeatxError, ValueError, TypeError):
+        return False
+
+
+_TRANSFORM_LABELS = (  # FitSpec.transforms_label() part -> the transform keywords that make it
+    (re.compile(r"standardize"), lambda m: {"standardize": True}),
+    (re.compile(r"fne\(([^,]+),([^)]+)\)"), lambda m: {"discretize": "fne", "fne_low": float(m[1]), "fne_high": float(m[2])}),
+    (re.compile(r"kbins\((\d+)\)"), lambda m: {"discretize": "kbins", "kbins": int(m[1])}),
+    (re.compile(r"pca\(([^)]+)\)"), lambda m: {"pca": json.loads(m[1])}),
+)
+
+
+def _old_specs(table: pd.DataFrame) -> list[tuple]:
+    """(spec, evaluation, spec_hash) of each row a featx before format 4 logged, from its columns (the
+    SELECTION_COLUMNS joined), as JSON text like run_row's; None where the columns do not say it exactly:
+
+    - spec: from classifier, params, transforms (the label, read back), views, tta and seed, kept only when the
+      FitSpec made from them gives those same columns again (n_jobs, never logged, takes its default);
+    - evaluation: known only for a run scored by K-fold CV that also has val scores of its own (a fit or a compare
+      row: fit_on "train", folds from its cv label and its seed, as those made them; metric and search, which
+      change no logged number, at their defaults). A run without CV could be a fit or the refit of a tune
+      selected on val (fitted on train+val, its val_* the selection's), and one with CV but no val scores a tune
+      refit or a fit on data without val rows: the old columns do not tell them apart;
+    - spec_hash: where both are known, its split recorded (format 3) and its CV on all of its folds.
+    """
+    from featx.experiments.spec import Evaluation, FitSpec, spec_hash
+
+    made: dict = {}
+    out = []
+    for row in table.to_dict("records"):
+        try:
+            key = tuple(str(row[c]) for c in ("classifier", "params", "transforms", "views", "tta", "seed"))
+            if key not in made:
+                made[key] = _old_spec(row, FitSpec)
+            spec = made[key]
+            evaluation = _old_evaluation(row, Evaluation) if spec is not None else None
+        except (FeatxError, ValueError, TypeError, KeyError, AttributeError):
+            spec = evaluation = None
+        exact = (spec is not None and evaluation is not None and isinstance(row.get("split_fingerprint"), str)
+                 and bool(row["split_fingerprint"]))
+        out.append((None if spec is None else _json(spec.to_dict()),
+                    None if evaluation is None else _json(evaluation.to_dict()),
+                    spec_hash(spec, evaluation) if exact else None))
+    return out
+
+
+def _old_spec(row: dict, FitSpec):
+    transforms = {}
+    label = str(row["transforms"])
+    for part in ([] if label == "none" else label.split("+")):
+        made = next((make(m) for pattern, make in _TRANSFORM_LABELS if (m := pattern.fullmatch(part))), None)
+        if made is None:
+            return None
+        transforms.update(made)
+    views = str(row["views"]).split(",")
+    seed, tta = int(row["seed"]), bool(int(row["tta"]))
+    data = {"classifier": str(row["classifier"]), "params": json.loads(row["params"] or "{}"), "transforms": transforms,
+            "seed": seed, **({"views": views, "tta": tta} if views != ["id"] or tta else {})}
+    spec = FitSpec.from_dict(data)
+    same = (spec.params_json() == row["params"] and spec.transforms_label() == label and spec.views_label() == row["views"]
+            and int(spec.tta) == int(row["tta"]) and spec.seed == seed)
+    return spec if same else None
+
+
+def _old_evaluation(row: dict, Evaluation):
+    label = row.get("cv")
+    match = _CV_LABEL.fullmatch(label) if isinstance(label, str) else None
+    if match is None or pd.isna(row.get("val_accuracy")):
+        return None
+    return Evaluation(cv=int(match[1]), cv_repeats=int(match[2]), seed=int(row["seed"]), fit_on="train")
+
+
 # --- the log database
 
 _SCHEMA = "CREATE TABLE runs (seq INTEGER PRIMARY KEY AUTOINCREMENT, " + ", ".join(
@@ -105,6 +273,7 @@ _SCHEMA = "CREATE TABLE runs (seq INTEGER PRIMARY KEY AUTOINCREMENT, " + ", ".jo
 _SELECTION_SCHEMA = "CREATE TABLE IF NOT EXISTS selection_scores (run_id TEXT PRIMARY KEY, " + ", ".join(
     f"{c} {'TEXT' if c in ('cv', 'cv_folds') else 'REAL'}" for c in SELECTION_COLUMNS) + ")"
 _REMOVING_SCHEMA = "CREATE TABLE IF NOT EXISTS removing (run_id TEXT PRIMARY KEY)"
+_HASH_INDEX = "CREATE INDEX runs_spec_hash ON runs (spec_hash)"
 
 
 @contextmanager
@@ -173,16 +342,20 @@ def _create(connection: sqlite3.Connection, folder: Path) -> None:
             connection.execute(_SCHEMA)
             connection.execute(_SELECTION_SCHEMA)
             connection.execute(_REMOVING_SCHEMA)
+            connection.execute(_HASH_INDEX)
             old = folder / OLD_LOG_FILE
             if old.exists():  # a row logged twice (or without id) in the CSV is kept once
                 _insert(connection, _read_old_csv(old).dropna(subset=["run_id"]).drop_duplicates("run_id", keep="last"))
+                _fill_specs(connection)
             connection.execute(f"PRAGMA user_version={LOG_VERSION}")
 
 
 def _migrate(connection: sqlite3.Connection) -> None:
-    """An older format to LOG_VERSION in one transaction (a concurrent fit may have done it meanwhile): 1 -> 2 the
-    views columns, holding what its runs were (plain fits); 2 -> 3 split_fingerprint, NULL (not recorded), and
-    the table `removing`. The table selection_scores, added without a version bump, is created if missing."""
+    """An older format to LOG_VERSION in one transaction (a concurrent fit may have done it meanwhile; a failure
+    leaves the file as it was): 1 -> 2 the views columns, holding what its runs were (plain fits); 2 -> 3
+    split_fingerprint, NULL (not recorded), and the table `removing`; 3 -> 4 spec, evaluation and spec_hash, from
+    each row's columns where they say them exactly (_old_spec), else NULL. The table selection_scores, added
+    without a version bump, is created if missing."""
     with _transaction(connection):
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         if version == 1:
@@ -194,7 +367,21 @@ def _migrate(connection: sqlite3.Connection) -> None:
             connection.execute("ALTER TABLE runs ADD COLUMN split_fingerprint TEXT")
             connection.execute(_SELECTION_SCHEMA)
             connection.execute(_REMOVING_SCHEMA)
+        if version in (1, 2, 3):
+            present = {row[1] for row in connection.execute("PRAGMA table_info(runs)")}
+            for column in (c for c in SPEC_COLUMNS if c not in present):
+                connection.execute(f"ALTER TABLE runs ADD COLUMN {column} TEXT")
+            _fill_specs(connection)
+            connection.execute(_HASH_INDEX)
             connection.execute(f"PRAGMA user_version={LOG_VERSION}")
+
+
+def _fill_specs(connection: sqlite3.Connection) -> None:
+    """spec, evaluation and spec_hash of the rows an older featx logged (their spec NULL), from their columns."""
+    table = pd.read_sql_query("SELECT * FROM runs WHERE spec IS NULL ORDER BY seq", connection)
+    table = table.merge(_selection_scores(connection), on="run_id", how="left")
+    for seq, values in zip(table["seq"], _old_specs(table)):
+        connection.execute("UPDATE runs SET spec = ?, evaluation = ?, spec_hash = ? WHERE seq = ?", (*values, int(seq)))
 
 
 @contextmanager
@@ -232,9 +419,19 @@ def _with_view_columns(table: pd.DataFrame) -> pd.DataFrame:
     return table if "split_fingerprint" in table.columns else table.assign(split_fingerprint=float("nan"))
 
 
+def _with_spec_columns(table: pd.DataFrame, old: bool) -> pd.DataFrame:
+    """`table` (SELECTION_COLUMNS joined) with spec, evaluation and spec_hash: for a log `old`er than format 4 as
+    its migration will store them (_old_specs); NULLs as NaN, as in every other text column."""
+    if old:
+        values = list(zip(*_old_specs(table))) or [(), (), ()]
+        table = table.assign(**{column: pd.Series(v, index=table.index, dtype=object)
+                                for column, v in zip(SPEC_COLUMNS, values)})
+    return table.assign(**{c: table[c].astype(object).where(table[c].notna(), float("nan")) for c in SPEC_COLUMNS})
+
+
 def _check_version(connection: sqlite3.Connection, path: Path) -> None:
     version = connection.execute("PRAGMA user_version").fetchone()[0]
-    if version not in (0, 1, 2, LOG_VERSION):  # 1 and 2 are read as they are, and migrated by the next write
+    if version not in (0, 1, 2, 3, LOG_VERSION):  # 1-3 are read as they will be migrated, by the next write
         raise FeatxError(f"runs log {path} has format version {version}, this featx reads version {LOG_VERSION}; "
                          "use the featx that wrote it, or pass another --runs-dir")
 
@@ -429,14 +626,15 @@ def read_log(cache_dir=None, *, runs_dir=None) -> pd.DataFrame:
                 if "run_id" not in present:
                     raise sqlite3.DatabaseError("it has no table runs")
                 table = pd.read_sql_query(f"SELECT {', '.join(c for c in COLUMNS if c in present)} FROM runs ORDER BY seq",
-                                          connection).pipe(_with_view_columns)[list(COLUMNS)]
+                                          connection).pipe(_with_view_columns)
                 table = table.merge(_selection_scores(connection), on="run_id", how="left")
+                table = _with_spec_columns(table, old="spec" not in present)
     if table is None:
         old = folder / OLD_LOG_FILE
         path = old if old.exists() and not (path.exists() and path.stat().st_size) else path
         table = _read_old_csv(old).astype({"run_id": str}) if old.exists() else pd.DataFrame(columns=list(COLUMNS))
-        table = table.reindex(columns=[*COLUMNS, *SELECTION_COLUMNS])
-    return _checked(table, path, warnings)
+        table = _with_spec_columns(table.reindex(columns=[*COLUMNS, *SELECTION_COLUMNS]), old=True)
+    return _checked(table[[*COLUMNS, *SELECTION_COLUMNS]], path, warnings)
 
 
 def _checked(table: pd.DataFrame, path: Path, warnings: list[str]) -> pd.DataFrame:
