@@ -222,7 +222,8 @@ def test_every_logged_spec_round_trips_and_refits_to_the_same_scores(logged, elp
 
 
 def test_compare_runs_and_prune_rank_by_one_rule(logged, elpv_cache, tmp_path):
-    """The model compare keeps is the run `featx runs` recommends; runs() orders by that score; prune keeps it."""
+    """The model compare keeps is the run `featx runs` recommends; featx.runs() scores every run as rank() does;
+    prune keeps rank()'s first."""
     import shutil
 
     from featx.experiments.housekeeping import prune
@@ -236,12 +237,15 @@ def test_compare_runs_and_prune_rank_by_one_rule(logged, elpv_cache, tmp_path):
     best = recommended(rank(compared, metric))
     kept = compared[compared["model_path"].astype(str) != ""]
     assert list(kept["run_id"]) == [best["run_id"]]
-    ordered = runs(elpv_cache, runs_dir=logged, metric=metric)
-    assert list(ordered["run_id"]) == list(rank(table, metric)["run_id"])
+    ranked = rank(table, metric)
+    ordered = runs(elpv_cache, runs_dir=logged, metric=metric)  # one list by that score (rank: blocks per protocol)
+    assert ordered["selection_score"].is_monotonic_decreasing
+    for column in ("selection_score", "selected_by"):
+        assert ordered.set_index("run_id")[column].to_dict() == ranked.set_index("run_id")[column].to_dict()
     copy = tmp_path / "runs"
     shutil.copytree(logged, copy)
     prune(1, metric=metric, cache_dir=elpv_cache, runs_dir=copy, log=lambda *a: None)
-    assert list(read_log(elpv_cache, runs_dir=copy)["run_id"]) == [rank(table, metric)["run_id"].iloc[0]]
+    assert list(read_log(elpv_cache, runs_dir=copy)["run_id"]) == [ranked["run_id"].iloc[0]]
 
 
 def test_fit_like_refits_a_logged_run_and_flags_override_it(logged, elpv_cache, tmp_path):

@@ -35,6 +35,7 @@ from featx.errors import FeatxError, RunFailed
 from featx.experiments.fit import (
     FitSpec,
     Scores,
+    _silent,
     check_trainable,
     loaded_views,
     record_run,
@@ -180,6 +181,7 @@ def tune_run(cache, specs: list[FitSpec], evaluation: Evaluation | None = None, 
     "train+val": the refit), and log each refit as a run: what featx.tune_cache does once its keywords are FitSpecs
     and an Evaluation, and what `featx tune` calls with theirs. The other keywords: as in tune_cache."""
     evaluation = replace(evaluation or Evaluation(fit_on="train+val"), fit_on="train+val")
+    log = log or _silent
     cv, metric = evaluation.cv, evaluation.metric
     entry = Cache(cache_dir, runs_dir=runs_dir).open(cache)
     check_trainable(entry, cv=cv, selects=True)  # before anything is written
