@@ -36,7 +36,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import sqlite3
 import time
 import zipfile
@@ -49,7 +48,7 @@ import pandas as pd
 from featx.backbones.layers import LayerSelection
 from featx.cache.atomic import atomic_path, fsync_dir, fsync_file
 from featx.cache.pick import data_labels, key_data_label
-from featx.cache.lock import process_alive
+from featx.cache.layout import NEW_RUN, REMOVED_RUN, orphaned, parse_staging, staging_name
 from featx.cache.store import Cache
 from featx.classifiers.views import final_classifier, with_final_classifier
 from featx.errors import FeatxError, RunFailed
@@ -79,8 +78,7 @@ LOG_FILE, OLD_LOG_FILE = "runs.sqlite", "runs.csv"
 LOG_VERSION = 3  # PRAGMA user_version of runs.sqlite; 0 = a new, empty database; 1, 2: older (migrated on write)
 MODEL_FILE, HEAD_FILE = "model.skops", "head.keras"
 BUSY_TIMEOUT_S = 120  # how long a fit waits for other fits' transactions before giving up
-STAGING = ".staging-"  # .staging-<run_id>-<pid>@<host>: removed once that process is gone
-_HOST = re.sub(r"[^\w.-]", "_", socket.gethostname())
+STAGING, STAGING_RM = NEW_RUN, REMOVED_RUN  # .staging-[rm-]<run_id>-<pid>@<host>: removed once that process is gone
 RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")  # new_run_id's format: the only run ids featx reads or acts on
 UNKNOWN_SPLIT = "unknown"  # how runs logged before split fingerprints existed are grouped
 KILL_AT = "FEATX_TEST_KILL_AT"  # test hook: SIGKILL this process at that step (1, 2, ...) of removing runs
@@ -398,7 +396,7 @@ def stage_run(cache=None):
     """
     folder = prepare_log(cache)  # which also removes dead fits' staging folders
     run_id = new_run_id()
-    staged = StagedRun(run_id, folder / f"{STAGING}{run_id}-{os.getpid()}@{_HOST}", folder / run_id)
+    staged = StagedRun(run_id, folder / staging_name(STAGING, run_id), folder / run_id)
     try:
         staged.folder.mkdir()
         yield staged
@@ -415,12 +413,10 @@ def remove_debris(folder: Path, connection: sqlite3.Connection | None = None) ->
     With the log's `connection`: a run folder that an older featx's rm or prune renamed to .staging-rm-<run_id>-...
     and was killed before its row was deleted (the row is still logged) is renamed back, not deleted.
     """
-    for staging in folder.glob(f"{STAGING}*@{_HOST}"):
-        pid = staging.name.rpartition("@")[0].rpartition("-")[2]
-        if not pid.isdigit() or process_alive(int(pid)):
-            continue
-        run_id = staging.name[len(f"{STAGING}rm-"):].rpartition("@")[0].rpartition("-")[0]
-        if (connection is not None and staging.name.startswith(f"{STAGING}rm-") and valid_run_id(run_id)
+    for staging, _ in orphaned(folder, STAGING):  # STAGING_RM's too
+        removed = parse_staging(staging.name, STAGING_RM)
+        run_id = removed.label if removed else ""
+        if (connection is not None and removed and valid_run_id(run_id)
                 and not (folder / run_id).exists()
                 and connection.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone()):
             os.rename(staging, folder / run_id)
@@ -448,7 +444,7 @@ def _discard(folder: Path, run_id: str) -> None:
     """Delete the folder of a removed run (if any): renamed to a staging name first, so a half-deleted folder is
     never left under the run's name."""
     path = run_folder(folder, run_id)
-    trash = folder / f"{STAGING}rm-{run_id}-{os.getpid()}@{_HOST}"
+    trash = folder / staging_name(STAGING_RM, run_id)
     if trash.exists():  # left by a dead process that had this pid
         shutil.rmtree(trash)
     try:
