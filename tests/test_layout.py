@@ -13,36 +13,14 @@ import sys
 from pathlib import Path
 
 import h5py
-import numpy as np
 import pytest
 
 import featx
 from featx.cache import layout
-from featx.cache.key import cache_key
-from featx.cache.manifest import EntryManifest
-from featx.cache.store import Cache, CacheEntry
 from featx.sources.views import IDENTITY
+from tests.tiny_entry import LAYER, OTHER, make_entry
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYER, WIDTH, N = "stem/conv 1", 4, 5  # a name that must be quoted in a file name
-
-
-def make_entry(root: Path, views=("hflip", "crop2")) -> CacheEntry:
-    """A small sound entry with one layer of the identity and of `views`, written by the store as extract writes it."""
-    relpaths, labels, fingerprints = [f"img{i}.png" for i in range(N)], np.array([0, 1, 0, 1, 0]), [f"f{i}" for i in range(N)]
-    settings = {"backbone": "tiny_net", "weights_id": "w0", "pool": "avg", "dtype": "float32", "input_size": [8, 8]}
-    manifest = EntryManifest(key=cache_key(settings, relpaths, fingerprints, labels), settings=settings,
-                             layer_info={LAYER: {"kind": "conv", "output_shape": [2, 2, WIDTH], "n_features": WIDTH,
-                                                 "block": 0}},
-                             class_names=["good", "bad"], backbone_args={"name": "tiny_net", "weights": "none"})
-    data = {"paths": np.array(relpaths), "labels": labels, "fingerprints": np.array(fingerprints),
-            "split": np.array(["train", "train", "val", "test", "test"]), "valid": np.ones(N, bool),
-            "errors": np.array([""] * N)}
-    entry = Cache(root).create(manifest, data)
-    for i, view in enumerate((IDENTITY, *views)):
-        rows = np.arange(N * WIDTH, dtype=np.float32).reshape(N, WIDTH) + i
-        entry.write_layer(LAYER, lambda start, stop, rows=rows: rows[start:stop], N, WIDTH, np.float32, {}, view=view)
-    return CacheEntry(entry.path)
 
 
 def test_entry_layer_and_view_names_round_trip_through_their_parsers(tmp_path):
@@ -52,12 +30,12 @@ def test_entry_layer_and_view_names_round_trip_through_their_parsers(tmp_path):
     assert layout.parse_entry_name("my-model-v2-0123456789ab") == ("my-model-v2", "0123456789ab")  # a dashed stem
     assert featx.Cache(tmp_path).open(entry.key[:7]).path == entry.path  # found by the prefix the name tells
     files = entry.stored_files()
-    assert [(f.view, f.name) for f in files] == [(IDENTITY, LAYER), ("crop2", LAYER), ("hflip", LAYER)]
+    assert [(f.view, f.name) for f in files] == [(v, n) for v in (IDENTITY, "crop2", "hflip") for n in (OTHER, LAYER)]
     for view, name, path in files:
         assert path == entry.layer_file(name, view) == layout.layer_file(entry.path, name, view) and path.is_file()
     assert entry.layer_file(LAYER).relative_to(entry.path).as_posix() == "layers/stem%2Fconv%201.h5"
     assert entry.layer_file(LAYER, "hflip").relative_to(entry.path).as_posix() == "views/hflip/stem%2Fconv%201.h5"
-    assert entry.views == [IDENTITY, "hflip", "crop2"] and entry.view_layers("crop2") == [LAYER]
+    assert entry.views == [IDENTITY, "hflip", "crop2"] and entry.view_layers("crop2") == [LAYER, OTHER]
     for prefix in (layout.NEW_ENTRY, layout.REMOVED_ENTRY, layout.NEW_RUN, layout.REMOVED_RUN):
         for label in ("0123456789ab", "vgg16-0123456789ab", "20990101-000000-abcdef"):
             name = layout.staging_name(prefix, label, pid=4242)
@@ -73,7 +51,7 @@ from pathlib import Path
 
 socket.gethostname = lambda: sys.argv[2]  # this process runs on host sys.argv[2]
 sys.path.insert(0, sys.argv[3])
-from test_layout import make_entry
+from tiny_entry import make_entry
 from featx.cache import layout
 from featx.cache.remove import remove_entry
 from featx.cache.store import Cache

@@ -169,7 +169,8 @@ def tune_cache(cache=None, *, layers=None, classifiers=("logreg",), cv: int | No
     views = view_names(views, view_seed, tta)
     entry = Cache(cache_dir, runs_dir=runs_dir).open(cache)
     check_trainable(entry, cv=cv, selects=True)  # before anything is written
-    X, y, meta = load(entry, layers=layers, views=loaded_views(FitSpec(views=views, tta=tta)))
+    features = load(entry, layers=layers, views=loaded_views(FitSpec(views=views, tta=tta)))
+    X, y, meta = features
     prepare_log(entry.cache)  # unwritable folders or a broken log fail before any fit
     split = meta["split"].to_numpy()
     for note in filter(None, (large_n_note(name, int(np.isin(split, SELECTION_SPLITS).sum())) for name in names)):
@@ -189,7 +190,7 @@ def tune_cache(cache=None, *, layers=None, classifiers=("logreg",), cv: int | No
                 result.curve.to_csv(csv, index=False)
                 plot_search_curve(result.curve, png, result.searched, result.metric,
                                   title=f"{clf}: {result.metric} on {result.selection}")
-                _record(entry, X, y, split, meta.attrs["selection"], result, transforms, seed, log, views, tta)
+                _record(entry, X, y, split, features.selection, result, transforms, seed, log, views, tta)
             results.append(result)
     _write_report_info(folder, entry, results, command)
     log(convergence_line(results))
