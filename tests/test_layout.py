@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import h5py
-import pytest
 
 import featx
 from featx.cache import layout

@@ -243,7 +243,7 @@ def test_load_puts_each_image_views_side_by_side_in_its_row(flipped):
     cache_dir, entry = flipped
     loaded = load(entry.name, cache_dir=cache_dir, layers="final", views="flip")
     loaded_plain = load(entry.name, cache_dir=cache_dir, layers="final")
-    (X, y, meta), (plain, y_plain, meta_plain) = loaded, loaded_plain
+    (X, y, _), (plain, y_plain, _) = loaded, loaded_plain
     d = plain.shape[1]
     assert X.shape == (len(plain), 2 * d) and loaded.views == FLIP
     np.testing.assert_array_equal(X[:, :d], plain)
