@@ -61,8 +61,8 @@ RESULT_PREFIX = "BENCH_RESULT "
 
 
 # ----------------------------------------------------------------------------------------------- workers
-# Each runs in its own interpreter (`--worker SPEC`); `import featx` comes first so featx.runtime sets the
-# TensorFlow environment (oneDNN, log level) before TensorFlow is imported.
+# Each runs in its own interpreter (`--worker SPEC`) and imports TensorFlow in the environment the command line gives
+# it (featx.runtime.tensorflow_environment: oneDNN, log level).
 
 
 class CpuWatch:
@@ -117,13 +117,13 @@ def _images(spec):
 
 
 def _import_tensorflow(spec):
-    import featx  # noqa: F401  (sets the TensorFlow environment first)
-    import keras
-    import tensorflow as tf
+    from featx import runtime
+
+    with runtime.tensorflow_environment(verbose=False):  # the environment `featx` commands import TensorFlow in
+        import keras
+        import tensorflow as tf
 
     if spec.get("baseline_threads") != "default" or spec["kind"] != "baseline":
-        from featx import runtime
-
         runtime.configure_tensorflow()
     if spec["mixed_precision"]:  # process-wide, as a script sets it (featx.extract sets its own, the same)
         keras.mixed_precision.set_global_policy("mixed_float16")
@@ -337,7 +337,7 @@ def work_cluster(spec) -> dict:
 
     def timed(key, cluster):
         if key.startswith("cold"):
-            extractor._BACKBONES.clear()  # the client's memoized model: a cold run builds it, as a fresh process does
+            extractor.BACKBONES.clear()  # the client's memoized model: a cold run builds it, as a fresh process does
         began = time.perf_counter()
         result = featx.extract(spec["data"], cache_dir=f"{spec['cache_dir']}-{key}", cluster=cluster, **args)
         out[f"{key}_images_per_s"] = n_images / (time.perf_counter() - began)

@@ -122,8 +122,9 @@ def plain_loop(entry, cv: int) -> dict:
     from featx.experiments.selection import default_metric, make_folds
     from featx.features.load import load
 
-    X, y, meta = load(entry, layers=LAYERS)
-    split, slices = meta["split"].to_numpy(), meta.attrs["feature_slices"]
+    features = load(entry, layers=LAYERS)
+    X, y, meta = features
+    split, slices = meta["split"].to_numpy(), features.feature_slices
     metric, _ = default_metric(y[split != "test"])
     folds = make_folds(y, split, cv, 1, 0)
     blocks = [n for n in slices if n != "top_activation"]

@@ -5,24 +5,6 @@ Stages, each importing only from those before it:
 """
 
 import importlib
-import os
-import signal
-import sys
-
-from featx.errors import INTERRUPTED
-
-
-def _exit_interrupted(signum, frame):
-    os.write(2, f"{INTERRUPTED}\n".encode())
-    os._exit(130)
-
-
-if os.path.basename((getattr(sys, "argv", None) or [""])[0]) == "featx":
-    # The console script is starting (importing featx.cli, then main() takes over Ctrl-C): an interrupt now
-    # has nothing to clean up. A program that merely imports featx keeps its own handler.
-    signal.signal(signal.SIGINT, _exit_interrupted)
-
-from featx import runtime  # noqa: E402, F401  (sets TensorFlow's CPU environment before anything imports it)
 
 __version__ = "0.1.0"
 

@@ -1,5 +1,5 @@
 import sys
 
-from featx.cli import main
+from featx.console import main
 
 sys.exit(main())

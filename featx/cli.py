@@ -698,7 +698,7 @@ def _run(argv) -> int:
     from featx import runtime
 
     try:
-        with runtime.tensorflow_logs(verbose=args.verbose):
+        with runtime.tensorflow_environment(verbose=args.verbose):  # TensorFlow's settings: set here, not at import
             args.func(args)
         sys.stdout.flush()  # a reader gone early (`featx backbones | head -1`) shows here, not at exit
     except FeatxError as exc:

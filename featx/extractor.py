@@ -288,7 +288,7 @@ def extract(data: str, *, backbone: str = DEFAULT_BACKBONE, layers="blocks", poo
         log(f"nothing to do: {_cached(selection.names, view_names)} already cached in {entry.path} ({entry_label(entry)})")
         return ExtractResult(entry, [], None)
     runtime.configure_tensorflow()
-    model = _memoized_backbone(backbone, weights, input_size, preprocess, unsafe, mixed_precision)
+    model = BACKBONES.get(backbone, weights, input_size, preprocess, unsafe, mixed_precision)
     infos = {i.name: i for i in describe_layers(model)}
     names = layer_selection(list(infos.values()), layers, model_name=model.name, pool=pool).names  # depth order
     if model.preprocessing_note:
@@ -400,22 +400,34 @@ def _advice(exc: BaseException) -> str:
     return "run `featx verify` to check the entry"
 
 
-_BACKBONES: dict = {}  # the last backbone built in this process, by its arguments
-_BACKBONES_LOCK = threading.Lock()
+class BackboneMemo:
+    """The last backbone built in this process, by its arguments (one model held at most): a warm re-run in the
+    same process (a notebook cell run again) skips rebuilding and re-hashing the model. `clear()` forgets it, so
+    the next extract builds it again, as a fresh process does (benchmarks time cold runs that way)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._key, self._model = None, None
+
+    def get(self, name, weights, input_size, preprocess, unsafe, mixed_precision):
+        """get_backbone, memoized. A file argument is keyed by its content, and mixed precision is part of the
+        key, so changed weights or compute dtype never reuse a model."""
+        key = (name, weights, input_size, preprocess, unsafe, mixed_precision,
+               *(file_fingerprint(p) for p in (name, weights) if isinstance(p, str) and os.path.isfile(p)))
+        with self._lock:
+            if self._model is None or key != self._key:
+                self._key, self._model = None, None  # hold one model at most
+                with runtime.compute_dtype(mixed_precision):
+                    self._model = get_backbone(name, weights, input_size, preprocess, unsafe)
+                self._key = key
+            return self._model
+
+    def clear(self) -> None:
+        with self._lock:
+            self._key, self._model = None, None
 
 
-def _memoized_backbone(name, weights, input_size, preprocess, unsafe, mixed_precision):
-    """get_backbone, remembering the last one built: a warm re-run in the same process (a notebook cell run
-    again) skips rebuilding and re-hashing the model. A file argument is keyed by its content, and mixed
-    precision is part of the key, so changed weights or compute dtype never reuse a model."""
-    key = (name, weights, input_size, preprocess, unsafe, mixed_precision,
-           *(file_fingerprint(p) for p in (name, weights) if isinstance(p, str) and os.path.isfile(p)))
-    with _BACKBONES_LOCK:
-        if key not in _BACKBONES:
-            _BACKBONES.clear()  # hold one model at most
-            with runtime.compute_dtype(mixed_precision):
-                _BACKBONES[key] = get_backbone(name, weights, input_size, preprocess, unsafe)
-        return _BACKBONES[key]
+BACKBONES = BackboneMemo()
 
 
 @dataclass

@@ -1,8 +1,13 @@
-"""TensorFlow and Keras settings, each scoped to featx's own work where it is not set before TensorFlow starts.
+"""TensorFlow and Keras settings, each scoped to featx's own work: importing featx changes nothing process-wide.
 
 oneDNN on, intra-op threads = cores, one inter-op thread roughly doubles MobileNetV2 throughput on a
 2-core CPU; XLA jit was 10x slower there, so it stays off. Users' own settings always win. Also here: the
-command line's quiet TensorFlow import, the Keras dtype policy and the weight-init seed, each restored after.
+command line's TensorFlow environment and quiet TensorFlow import, the Keras dtype policy and the weight-init
+seed, each restored after.
+
+Used as a library (a notebook, a script), featx sets no environment variable: TensorFlow keeps its own defaults
+(on Linux x86 that is oneDNN on already, the value the command line sets) and logs as the user configured it
+(`TF_CPP_MIN_LOG_LEVEL=2`, set before TensorFlow is imported, hides its info and warning lines).
 """
 
 from __future__ import annotations
@@ -13,24 +18,26 @@ import random
 import sys
 from contextlib import contextmanager
 
-_USER_LOG_LEVEL = os.environ.get("TF_CPP_MIN_LOG_LEVEL")  # the user's own setting always wins
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ONEDNN, LOG_LEVEL = "TF_ENABLE_ONEDNN_OPTS", "TF_CPP_MIN_LOG_LEVEL"
 
 
 @contextmanager
-def tensorflow_logs(verbose: bool):
-    """The command line's TensorFlow log lines: none by default, all of them when verbose.
+def tensorflow_environment(verbose: bool):
+    """The command line's TensorFlow environment, for one command (`featx.cli.main`), restored after it.
 
+    TF_ENABLE_ONEDNN_OPTS=1 unless the user set it (TensorFlow reads it once, when it is imported). Log lines:
+    none by default, all of them when verbose, whatever the user's TF_CPP_MIN_LOG_LEVEL when set (it always wins).
     TF_CPP_MIN_LOG_LEVEL=3 hides what TensorFlow logs once started (e.g. `failed call to cuInit` without a
     GPU), but its libraries log while they load, before absl logging is initialized and whatever the level
     (the oneDNN notice, `Could not find cuda drivers`, absl's "All log messages before
     absl::InitializeLog()"): so the native stderr is silenced while TensorFlow is imported, and only then.
-    Python's own stderr (featx's messages, warnings, tracebacks) keeps the terminal throughout.
+    Python's own stderr (featx's messages, warnings, tracebacks) keeps the terminal throughout. Worker processes
+    started meanwhile (`--cluster local:N`) inherit the same environment.
     """
-    previous = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
-    if _USER_LOG_LEVEL is None:
-        _set_env("TF_CPP_MIN_LOG_LEVEL", None if verbose else "3")
+    previous = {name: os.environ.get(name) for name in (ONEDNN, LOG_LEVEL)}
+    os.environ.setdefault(ONEDNN, "1")
+    if previous[LOG_LEVEL] is None:
+        _set_env(LOG_LEVEL, None if verbose else "3")
     finder = None if verbose or "tensorflow" in sys.modules else _QuietImport("tensorflow")
     if finder is not None:
         sys.meta_path.insert(0, finder)
@@ -39,7 +46,8 @@ def tensorflow_logs(verbose: bool):
     finally:
         if finder in sys.meta_path:
             sys.meta_path.remove(finder)
-        _set_env("TF_CPP_MIN_LOG_LEVEL", previous)
+        for name, value in previous.items():
+            _set_env(name, value)
 
 
 def _set_env(name: str, value: str | None) -> None:

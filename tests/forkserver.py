@@ -6,8 +6,9 @@ fail with EFBIG as on a full disk) or without the file-permission override of ro
 unreadable or folders read-only even when the tests run as root). Tests may SIGKILL it at any instant. A plain subprocess pays a TensorFlow import (5-20 s on
 2 cores) per start; this pays it once, which is what lets the kill/resume harness afford many kills.
 
-The server imports `featx.cli` before TensorFlow, exactly as the console script does: TensorFlow reads its
-environment (featx.runtime) at import, and a different order gives slightly different numbers.
+The server imports TensorFlow in the environment `featx.cli.main` gives it (featx.runtime.tensorflow_environment),
+exactly as the console script does: TensorFlow reads its environment at import, and another one could give slightly
+different numbers.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ from pathlib import Path
 SERVER = r"""
 import json, os, resource, signal, sys, traceback
 import featx.cli
-import keras, tensorflow  # noqa: F401  the slow part, paid once
+from featx import runtime
+
+with runtime.tensorflow_environment(verbose=False):  # as featx.cli.main imports it: the command line's environment
+    import keras, tensorflow  # noqa: F401  the slow part, paid once
 
 
 def drop_file_permission_override():

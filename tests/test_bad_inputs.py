@@ -343,9 +343,10 @@ def test_lambda_layer_refused_unless_unsafe(base_data, base, tiny_models, tmp_pa
     rc, out, err = cli("extract", "--data", base_data, "--backbone", model, "--layers", "doubled,conv", "--unsafe",
                        "--cache-dir", cache_dir, "--quiet")
     assert rc == 0, err
-    X, _, meta = featx.load(cache_dir=cache_dir, cache="lambda", layers="doubled,conv")
-    start, stop = meta.attrs["feature_slices"]["doubled"]
-    c0, c1 = meta.attrs["feature_slices"]["conv"]
+    loaded = featx.load(cache_dir=cache_dir, cache="lambda", layers="doubled,conv")
+    X = loaded.X
+    start, stop = loaded.feature_slices["doubled"]
+    c0, c1 = loaded.feature_slices["conv"]
     np.testing.assert_allclose(X[:, start:stop], 2 * X[:, c0:c1], rtol=1e-5)  # the Lambda really ran
     base.assert_intact(cache_dir)
 

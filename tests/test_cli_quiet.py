@@ -23,7 +23,7 @@ from featx.errors import INTERRUPTED
 
 SCRIPT = str(Path(sysconfig.get_path("scripts")) / "featx")  # what `featx` runs (without a version manager's shim)
 SMALL = ["--backbone", "mobilenet_v2", "--weights", "none", "--input-size", "96"]
-# as in a user's shell: not the TF_* settings that importing featx here (for INTERRUPTED) put in os.environ
+# as in a user's shell: not the TF_* settings conftest puts in os.environ
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
 TF_LOG = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages before absl|To enable the following instructions)", re.M)
 
@@ -76,7 +76,7 @@ def interrupted_at(args, ready, *, again_after=None, timeout=300) -> tuple[int, 
 
 
 def imported(module):
-    """featx's own code is running: Python reports the module imported (featx.runtime: the handler is set)."""
+    """featx's own code is running: Python reports the module imported (featx.console: the handler is set)."""
     pattern = re.compile(rf"^import time:.*\|\s+{re.escape(module)}$")
     return lambda process, lines: any(pattern.match(line.rstrip()) for line in lines)
 
@@ -102,7 +102,7 @@ BIG_MODEL = ["layers", "nasnet_large"]  # builds for 10+ s: still busy 4 s after
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args, ready", [
-    (SMALL_MODEL, imported("featx.runtime")),  # the console script's very first imports (featx itself)
+    (SMALL_MODEL, imported("featx.console")),  # the console script's very first imports (featx itself)
     (SMALL_MODEL, imported("featx.cli")),  # parsing arguments
     (SMALL_MODEL, loading("libtensorflow_framework")),  # inside `import tensorflow`, its libraries loading
     (BIG_MODEL, loading("libtensorflow_framework", for_seconds=4.0)),  # later: importing Keras, building the model

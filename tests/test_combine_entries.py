@@ -26,19 +26,20 @@ def pools(elpv_folder, tmp_path_factory):
 
 def test_load_concatenates_entries_row_aligned(pools):
     _, (avg, gem) = pools
-    X, y, meta = featx.load([avg.name, gem], cache_dir=avg.path.parent, layers="top_activation")
+    combined = featx.load([avg.name, gem], cache_dir=avg.path.parent, layers="top_activation")
+    X, y, meta = combined
     Xa, ya, meta_a = featx.load(avg, layers="top_activation")
     Xg, _, _ = featx.load(gem, layers="top_activation")
     np.testing.assert_array_equal(X, np.hstack([Xa, Xg]))
     np.testing.assert_array_equal(y, ya)
     assert list(meta["path"]) == list(meta_a["path"]) and X.shape[1] == 2 * 1280
-    assert meta.attrs["layers"] == [f"{avg.name}/top_activation", f"{gem.name}/top_activation"]
-    assert meta.attrs["feature_slices"] == {f"{avg.name}/top_activation": (0, 1280), f"{gem.name}/top_activation": (1280, 2560)}
-    assert meta.attrs["cache_key"] == f"{avg.key}+{gem.key}" and meta.attrs["entries"] == [avg.name, gem.name]
+    assert combined.layers == [f"{avg.name}/top_activation", f"{gem.name}/top_activation"]
+    assert combined.feature_slices == {f"{avg.name}/top_activation": (0, 1280), f"{gem.name}/top_activation": (1280, 2560)}
+    assert combined.cache_key == f"{avg.key}+{gem.key}" and combined.entries == [avg.name, gem.name]
     assert not np.array_equal(Xa, Xg)  # two poolings, two different feature sets
-    single, _, single_meta = featx.load([avg], layers="top_activation")  # a list of one is that entry
-    np.testing.assert_array_equal(single, Xa)
-    assert single_meta.attrs["layers"] == ["top_activation"]
+    single = featx.load([avg], layers="top_activation")  # a list of one is that entry
+    np.testing.assert_array_equal(single.X, Xa)
+    assert single.layers == ["top_activation"]
 
 
 def test_fit_on_two_entries_logs_both_and_predict_refuses(pools, elpv_folder):

@@ -34,9 +34,10 @@ TIGHT = {"tol": 1e-10, "max_iter": 20000}
 @pytest.fixture(scope="module")
 def features(elpv_cache):
     entry = Cache(elpv_cache).open()
-    X, y, meta = load(entry, layers="blocks")
+    loaded = load(entry, layers="blocks")
+    X, y, meta = loaded
     split = meta["split"].to_numpy()
-    narrow = np.arange(*meta.attrs["feature_slices"][NARROW])
+    narrow = np.arange(*loaded.feature_slices[NARROW])
     return X, y, split, narrow, make_folds(y, split, 5, 1, 0)
 
 

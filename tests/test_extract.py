@@ -99,11 +99,12 @@ def test_extra_layer_computes_only_that_layer(lite_cache, elpv_folder):
 
 
 def test_layer_order_is_depth_order(lite_cache):
-    X1, _, m1 = featx.load(cache_dir=lite_cache[0], layers=["top_activation", "block2b_add"])
+    m1 = featx.load(cache_dir=lite_cache[0], layers=["top_activation", "block2b_add"])
+    X1 = m1.X
     X2, _, m2 = featx.load(cache_dir=lite_cache[0], layers="block2b_add,top_activation")
     np.testing.assert_array_equal(X1, X2)
-    assert m1.attrs["layers"] == ["block2b_add", "top_activation"]
-    assert m1.attrs["feature_slices"]["block2b_add"] == (0, 24)
+    assert m1.layers == ["block2b_add", "top_activation"]
+    assert m1.feature_slices["block2b_add"] == (0, 24)
 
 
 def test_split_load_uses_stored_split(lite_cache):

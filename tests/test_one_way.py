@@ -43,13 +43,13 @@ def test_runs_location_is_decided_by_the_cache(cache, tmp_path):
 
 def test_selection_travels_from_request_to_log_to_predict(cache, elpv_folder, tmp_path):
     mine = tmp_path / "mine"
-    _, _, meta = featx.load(cache=None, cache_dir=cache.root, layers=LAYERS)
-    assert meta.attrs["selection"].names == DEPTH_ORDER and meta.attrs["layers"] == list(DEPTH_ORDER)
+    loaded = featx.load(cache=None, cache_dir=cache.root, layers=LAYERS)
+    assert loaded.selection.names == DEPTH_ORDER and loaded.layers == list(DEPTH_ORDER)
     result = featx.fit(cache_dir=cache.root, runs_dir=mine, layers=LAYERS, clf="logreg", n_jobs=1, **QUIET)
     assert result.folder.parent == mine and not cache.runs_dir.exists()
     [row] = read_log(runs_dir=mine).to_dict("records")
     assert (row["layers"], row["layer_names"]) == (",".join(LAYERS), ",".join(DEPTH_ORDER))
-    assert logged_selection(row) == meta.attrs["selection"]
+    assert logged_selection(row) == loaded.selection
 
     files = sorted(p for p in elpv_folder.rglob("*.png"))[:4]
     table = featx.predict(result.run_id, files, cache_dir=cache.root, runs_dir=mine, **QUIET)

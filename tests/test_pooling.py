@@ -59,11 +59,12 @@ def numpy_pool(out: np.ndarray, pool: str) -> np.ndarray:
 @pytest.mark.parametrize("pool", POOLS)
 def test_each_pooling_equals_numpy_on_the_feature_map(entries, lite, pool):
     entry = entries[pool]
-    X, _, meta = featx.load(entry)
+    loaded = featx.load(entry)
+    X, _, meta = loaded
     paths = [f"{entry.attrs['root']}/{p}" for p in meta["path"]]
     infos = {i.name: i for i in describe_layers(lite)}
     for layer in LAYERS:
-        start, stop = meta.attrs["feature_slices"][layer]
+        start, stop = loaded.feature_slices[layer]
         maps = feature_map(lite, paths, layer)
         assert stop - start == infos[layer].feature_size(pool) == entry.layer_info[layer]["n_features"]
         np.testing.assert_allclose(X[:, start:stop], numpy_pool(maps, pool), rtol=1e-4, atol=1e-4)  # 1e-5 off unpooled
@@ -71,11 +72,11 @@ def test_each_pooling_equals_numpy_on_the_feature_map(entries, lite, pool):
         maps = feature_map(lite, paths, "block3a_project_bn")
         assert (maps < 0).any()
         unclamped = np.cbrt((maps ** 3).mean(axis=(1, 2)))
-        start, stop = meta.attrs["feature_slices"]["block3a_project_bn"]
+        start, stop = loaded.feature_slices["block3a_project_bn"]
         assert not np.allclose(X[:, start:stop], unclamped, atol=1e-3)
     if pool == "pyramid":  # the 3x3 map's top-left cell is its 2x2 corner; the bottom-right shares the middle row
         maps = feature_map(lite, paths, "top_activation")
-        start, _ = meta.attrs["feature_slices"]["top_activation"]
+        start, _ = loaded.feature_slices["top_activation"]
         c = maps.shape[-1]
         np.testing.assert_allclose(X[:, start + c:start + 2 * c], maps[:, :2, :2].mean(axis=(1, 2)), rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(X[:, start + 4 * c:start + 5 * c], maps[:, 1:, 1:].mean(axis=(1, 2)), rtol=1e-4, atol=1e-5)

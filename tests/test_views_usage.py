@@ -242,15 +242,16 @@ def test_load_puts_each_image_views_side_by_side_in_its_row(flipped):
     from featx.features.load import load
 
     cache_dir, entry = flipped
-    X, y, meta = load(entry.name, cache_dir=cache_dir, layers="final", views="flip")
-    plain, y_plain, meta_plain = load(entry.name, cache_dir=cache_dir, layers="final")
+    loaded = load(entry.name, cache_dir=cache_dir, layers="final", views="flip")
+    loaded_plain = load(entry.name, cache_dir=cache_dir, layers="final")
+    (X, y, _), (plain, y_plain, _) = loaded, loaded_plain
     d = plain.shape[1]
-    assert X.shape == (len(plain), 2 * d) and meta.attrs["views"] == FLIP
+    assert X.shape == (len(plain), 2 * d) and loaded.views == FLIP
     np.testing.assert_array_equal(X[:, :d], plain)
     np.testing.assert_array_equal(X[:, d:], entry.read(["top_activation"], np.flatnonzero(entry.valid), view="hflip")[0])
     assert not np.array_equal(X[:, :d], X[:, d:])  # the mirrored cell gives other features
     np.testing.assert_array_equal(y, y_plain)
-    assert meta.attrs["feature_slices"] == meta_plain.attrs["feature_slices"] == {"top_activation": (0, d)}
+    assert loaded.feature_slices == loaded_plain.feature_slices == {"top_activation": (0, d)}
     with pytest.raises(FeatxError, match=r"lacks view\(s\) rot90, rot180.* of layer\(s\) top_activation; run "
                                          r"`featx extract` .*--views rot90,.*--layers top_activation"):
         load(entry.name, cache_dir=cache_dir, layers="final", views="d4")
@@ -262,12 +263,13 @@ def test_combined_entries_join_each_view_features(flipped):
 
     cache_dir, entry = flipped
     other = extract_elpv(cache_dir, pool="max")
-    X, _, meta = load_combined([entry.name, other.name], cache_dir=cache_dir, layers="final", views=FLIP)
+    combined = load_combined([entry.name, other.name], cache_dir=cache_dir, layers="final", views=FLIP)
+    X = combined.X
     a = load(entry.name, cache_dir=cache_dir, layers="final", views=FLIP)[0]
     b = load(other.name, cache_dir=cache_dir, layers="final", views=FLIP)[0]
     da, db = a.shape[1] // 2, b.shape[1] // 2
     np.testing.assert_array_equal(X, np.concatenate([a[:, :da], b[:, :db], a[:, da:], b[:, db:]], axis=1))
-    assert meta.attrs["feature_slices"][f"{other.name}/top_activation"] == (da, da + db)  # within one view
+    assert combined.feature_slices[f"{other.name}/top_activation"] == (da, da + db)  # within one view
 
 
 @pytest.mark.slow

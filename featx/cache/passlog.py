@@ -31,12 +31,13 @@ from urllib.parse import quote
 import numpy as np
 
 from featx.cache.atomic import fsync_dir, write_json
+from featx.cache.layout import WORK
 from featx.cache.manifest import FORMAT_VERSION, check_version
 from featx.cache.store import CacheEntry
 from featx.errors import FeatxError, RunFailed
 from featx.sources.views import IDENTITY
 
-WORK, PROGRESS = "work", "progress.json"
+PROGRESS = "progress.json"
 
 
 @dataclass

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from contextlib import ExitStack
 from pathlib import Path
 
 from featx.cache.atomic import fsync_dir
+from featx.cache.layout import REMOVED_ENTRY, staging_name
 from featx.cache.lock import EntryLock
 from featx.errors import RunFailed
 
@@ -34,7 +34,7 @@ def remove_entries(folders: list[Path], before=None) -> None:
         if before is not None:
             before()
         for folder in folders:
-            staging = folder.parent / f".new-rm-{folder.name}-{os.getpid()}@{socket.gethostname()}"
+            staging = folder.parent / staging_name(REMOVED_ENTRY, folder.name)
             try:
                 os.rename(folder, staging)
                 fsync_dir(folder.parent)

@@ -1,4 +1,5 @@
-"""The HDF5 store. A `Cache` is one folder of entries (one backbone + settings + image list each):
+"""The HDF5 store. A `Cache` is one folder of entries (one backbone + settings + image list each); the names of its
+folders and files are featx.cache.layout's:
 
     <cache root>/
         <backbone>-<key[:12]>/
@@ -11,7 +12,7 @@
                                 the identity view is layers/
             work/               an extraction pass in progress (see featx.cache.passlog)
             .lock               held by the one process writing this entry
-        .new-<key>-<pid>@<host> an entry being created (removed when its creator died on this host)
+        .new-<key[:12]>-<pid>@<host>  an entry being created (removed when its creator died on this host)
         runs/, reports/         experiment logs and reports (featx.experiments)
 
 Every file here is published by atomic rename (featx.cache.atomic), and a layer file only once all its
@@ -32,15 +33,14 @@ import json
 import os
 import re
 import shutil
-import socket
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from urllib.parse import quote, unquote
 
 import h5py
 import numpy as np
 
+from featx.cache import layout
 from featx.cache.atomic import atomic_path, fsync_dir
 from featx.cache.key import cache_key
 from featx.cache.lock import EntryLock, process_alive
@@ -100,7 +100,7 @@ class Cache:
         if not self.root.is_dir():
             return []
         return sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
-                      and p.name not in NOT_ENTRIES and ((p / "index.h5").exists() or (p / "layers").is_dir()))
+                      and p.name not in NOT_ENTRIES and ((p / layout.INDEX).exists() or (p / layout.LAYERS).is_dir()))
 
     def scan(self) -> list[tuple[Path, CacheEntry | None, str]]:
         """(folder, entry or None, problem) for every entry folder, most recent first; one bad index spoils nothing else."""
@@ -131,11 +131,11 @@ class Cache:
     def find(self, spec: str | Path | None = None) -> Path:
         """The folder `open(spec)` opens. Matching looks at folder names (they end with the key's first 12
         characters), so no index is read; a longer key prefix is checked against the one candidate's key."""
-        if spec is not None and (Path(spec) / "index.h5").exists():
+        if spec is not None and (Path(spec) / layout.INDEX).exists():
             return Path(spec)
         folders = self.folders()
         if spec is None:
-            complete = [f for f in folders if any((f / "layers").glob("*.h5"))]
+            complete = [f for f in folders if layout.has_layer_files(f)]
             if not complete:
                 raise FeatxError(f"no extracted features in '{self.root}'; run `featx extract` first or pass --cache-dir")
             return max(complete, key=_modified)
@@ -152,16 +152,16 @@ class Cache:
 
     def create(self, manifest: EntryManifest, data: dict) -> CacheEntry:
         """The entry for `manifest.key`: the existing one, or a new folder written complete under a staging
-        name (`.new-<key>-<pid>@<host>`) and renamed into place."""
-        final = self.root / f"{manifest.settings['backbone']}-{manifest.key[:12]}"
+        name (`.new-<key[:12]>-<pid>@<host>`) and renamed into place."""
+        final = self.root / layout.entry_name(manifest.settings["backbone"], manifest.key)
         self.remove_debris()
         if final.exists():
             return CacheEntry(final, self)
-        staging = self.root / f".new-{manifest.key[:12]}-{os.getpid()}@{socket.gethostname()}"
+        staging = self.root / layout.staging_name(layout.NEW_ENTRY, layout.key_prefix(manifest.key))
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(staging, ignore_errors=True)
-            (staging / "layers").mkdir(parents=True)
+            layout.layer_folder(staging).mkdir(parents=True)
             write_index(staging, manifest, data)
             try:
                 os.rename(staging, final)
@@ -181,12 +181,8 @@ class Cache:
 
         Another host's staging folder (a shared file system) or a live process's is never touched.
         """
-        here = socket.gethostname()
-        for staging in self.root.glob(".new-*@*") if self.root.is_dir() else ():
-            owner, _, host = staging.name.rpartition("@")
-            pid = owner.rsplit("-", 1)[-1]
-            if host == here and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-                shutil.rmtree(staging, ignore_errors=True)
+        for staging, _ in layout.orphaned(self.root, layout.NEW_ENTRY):  # entries being created or removed
+            shutil.rmtree(staging, ignore_errors=True)
         for folder in self.folders():  # an entry's debris, under its lock: then no live process is writing it
             if _entry_debris(folder):
                 try:
@@ -198,13 +194,13 @@ class Cache:
 
 def _key_matches(folder: Path, spec: str) -> bool:
     """A key prefix: up to 12 characters the folder name tells; a longer one is checked against the stored key."""
-    short = folder.name.rsplit("-", 1)[-1]
+    short = layout.parse_entry_name(folder.name).key_prefix
     if len(spec) <= len(short):
         return short.startswith(spec)
     if not spec.startswith(short):
         return False
     try:
-        key = read_index(folder / "index.h5")[0].get("key")
+        key = read_index(folder / layout.INDEX)[0].get("key")
     except FeatxError:
         return False
     return (key.decode(errors="replace") if isinstance(key, bytes) else str(key)).startswith(spec)
@@ -236,7 +232,7 @@ class CacheEntry:
     def __init__(self, path: Path, cache: Cache | None = None, *, check: bool = True):
         self.path = Path(path)
         self.cache = cache or Cache(self.path.parent)
-        index = self.path / "index.h5"
+        index = self.path / layout.INDEX
         attrs, self.data, sealed = read_index(index)
         self.manifest = EntryManifest.from_attrs(attrs, index)
         if not sealed:  # written as this format but without its digest: nothing vouches for it
@@ -320,14 +316,18 @@ class CacheEntry:
     @property
     def views(self) -> list[str]:
         """Views with at least one stored layer: the identity (when it has layers), then the augmented ones."""
-        folder = self.path / "views"
-        names = [unquote(p.name) for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
-        stored = [v for v in names if is_view(v) and any((folder / quote(v, safe="")).glob("*.h5"))]
+        stored = [v for v in layout.view_names(self.path) if is_view(v) and layout.has_layer_files(self.path, v)]
         return ([IDENTITY] if self.layers else []) + sort_views(stored)
 
     def layer_file(self, name: str, view: str = IDENTITY) -> Path:
-        folder = self.path / "layers" if view == IDENTITY else self.path / "views" / quote(view, safe="")
-        return folder / f"{quote(name, safe='')}.h5"
+        """Where layer `name` of `view` is published (featx.cache.layout.layer_file)."""
+        return layout.layer_file(self.path, name, view)
+
+    def stored_files(self) -> list[layout.LayerFile]:
+        """(view, layer name, path) of every published layer file in this entry's folder, the identity's first, then
+        each views/ folder's; as found on disk, so perhaps of a layer or view this entry does not know
+        (`featx verify` reports those)."""
+        return layout.layer_files(self.path)
 
     def index_problems(self) -> list[str]:
         """What is wrong with the index (cheap: its arrays are small), one line each; [] means sound."""
@@ -354,8 +354,8 @@ class CacheEntry:
         if not key_matches:
             problems.append("settings hash mismatch: the stored settings or image list do not hash to the entry's key "
                             "(edited or corrupted index)")
-        elif not self.name.endswith(self.key[:12]):
-            problems.append(f"folder name does not end with the key prefix {self.key[:12]}")
+        elif layout.parse_entry_name(self.name).key_prefix != layout.key_prefix(self.key):
+            problems.append(f"folder name does not end with the key prefix {layout.key_prefix(self.key)}")
         labels = np.asarray(self.labels)
         if labels.dtype.kind not in "iu":
             problems.append(f"labels are of type {labels.dtype}, not integers")
@@ -379,16 +379,47 @@ class CacheEntry:
                 ds = f["features"]
                 check_version(ds.attrs.get("format_version"), path)
                 check_view(ds.attrs, view, path)
-                expected = (len(self.labels), self.layer_info[name]["n_features"])
-                if ds.shape != expected or ds.dtype != np.dtype(self.settings["dtype"]) or ds.attrs.get("cache_key") != self.key:
+                if self.header_problems(name, view, ds):  # what is left: shape, dtype or key
                     raise RunFailed(f"layer file '{path}' holds {ds.shape} {ds.dtype} of key {ds.attrs.get('cache_key')}, "
-                                    f"expected {expected} {self.settings['dtype']} of this entry; run `featx verify` and re-extract")
+                                    f"expected {self.layer_shape(name)} {self.settings['dtype']} of this entry; run "
+                                    "`featx verify` and re-extract")
                 if not self.bound(ds.attrs, name, view):
                     raise RunFailed(not_bound_message(path, name, view))
                 yield ds
         except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
             raise RunFailed(f"layer file '{path}' cannot be read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
                             "run `featx verify` and re-extract") from None
+
+    def layer_shape(self, name: str) -> tuple[int, int]:
+        """(rows, features) of every file of layer `name`: one row per image, whatever view."""
+        return len(self.labels), int(self.layer_info[name]["n_features"])
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The dtype features are stored in."""
+        return np.dtype(self.settings["dtype"])
+
+    def header_problems(self, name: str, view: str, ds) -> list[str]:
+        """What a layer file's `features` dataset header says wrong for layer `name` of `view`, one line each ([]:
+        sound): one row per image of the layer's width, this format version, the entry's dtype and key, the view
+        (check_view). Cheap: no rows are read. `open_layer` refuses a file with any; `featx verify` lists them."""
+        (n, width), dtype = self.layer_shape(name), self.dtype
+        if ds.shape != (n, width):
+            return [f"shape {ds.shape}, expected ({n}, {width}) (one row per image)"]
+        problems = []
+        try:
+            check_version(ds.attrs.get("format_version"), ds.file.filename)
+        except FeatxError:
+            problems.append(f"format version {ds.attrs.get('format_version')} is not {FORMAT_VERSION}")
+        if ds.dtype != dtype:
+            return problems + [f"dtype {ds.dtype}, expected {dtype}"]
+        if ds.attrs.get("cache_key") != self.key:
+            problems.append("belongs to another cache key")
+        try:
+            check_view(ds.attrs, view, ds.file.filename)
+        except FeatxError as exc:
+            problems.append(str(exc))
+        return problems
 
     def bound(self, attrs, name: str, view: str = IDENTITY) -> bool:
         """Whether a layer file's attributes say it was published as layer `name` of `view` of this entry (cheap:
@@ -535,7 +566,7 @@ def write_index(entry_path: Path, manifest: EntryManifest, data: dict) -> None:
                              dtype=STR if value.dtype.kind in "UO" else value.dtype)
     body = image.getvalue()[USER_BLOCK:]
     record = INDEX_MAGIC + json.dumps({"format_version": FORMAT_VERSION, "digest": _index_digest(body)}).encode()
-    with atomic_path(Path(entry_path) / "index.h5") as tmp:
+    with atomic_path(Path(entry_path) / layout.INDEX) as tmp:
         tmp.write_bytes(record.ljust(USER_BLOCK, b"\0") + body)
 
 
@@ -602,7 +633,7 @@ def not_bound_message(path, name: str, view: str) -> str:
 def _entry_debris(folder: Path) -> list[Path]:
     """Leftovers of killed writers in an entry folder: `.<name>.<pid>.tmp` files and `.work-done-<pid>` folders."""
     found = list(folder.glob(".work-done-*"))
-    for sub in (folder, folder / "layers", folder / "work", *folder.glob("views/*")):
+    for sub in (folder, folder / layout.WORK, *(path for _, path in layout.layer_folders(folder))):
         found += list(sub.glob(".*.tmp")) if sub.is_dir() else []
     return found
 

@@ -22,14 +22,13 @@ problem: it is never read, and the next `featx extract` removes it.
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import unquote
 
 import h5py
 import numpy as np
 
-from featx.cache.manifest import FORMAT_VERSION
+from featx.cache.layout import INDEX
 from featx.cache.passlog import PassLog
-from featx.cache.store import CacheEntry, IndexChanged, check_view, layer_digest
+from featx.cache.store import CacheEntry, IndexChanged, layer_digest
 from featx.errors import FeatxError
 from featx.sources.views import IDENTITY, is_view
 
@@ -39,7 +38,7 @@ BLOCK_BYTES = 16 << 20  # layers are scanned in blocks of rows, so a large layer
 def verify(entry: CacheEntry | str | Path) -> list[str]:
     """Problems found in one cache entry (a CacheEntry or its folder), one line each; [] means it is sound."""
     path = Path(entry.path if isinstance(entry, CacheEntry) else entry)
-    if not (path / "index.h5").is_file():
+    if not (path / INDEX).is_file():
         return [f"{path.name}: index.h5 is missing; this folder is not a complete cache entry (delete it)"]
     try:
         entry = CacheEntry(path, check=False)
@@ -57,15 +56,10 @@ def verify(entry: CacheEntry | str | Path) -> list[str]:
 
 def _check_layers(entry: CacheEntry) -> list[str]:
     problems = []
-    folders, views = [(IDENTITY, entry.path / "layers")], entry.path / "views"
-    if views.is_dir():
-        folders += [(unquote(p.name), p) for p in sorted(views.iterdir()) if p.is_dir()]
-    files = [(view, p) for view, folder in folders if folder.is_dir()
-             for p in sorted(folder.glob("*.h5")) if not p.name.startswith(".")]
+    files = entry.stored_files()
     if files and "valid" not in entry.data:
         problems.append("layer files are published but the index has no record of bad files (valid/errors)")
-    for view, file in files:
-        name = unquote(file.stem)
+    for view, name, file in files:
         label = name if view == IDENTITY else f"{name} (view {view})"
         if not is_view(view):
             problems.append(f"folder views/{file.parent.name} is not a view featx knows")
@@ -85,20 +79,10 @@ def _check_features(entry: CacheEntry, name: str, view: str, f: h5py.File) -> li
     if "features" not in f:
         return ["file has no 'features' dataset"]
     ds = f["features"]
-    n, width, dtype = len(entry.labels), entry.layer_info[name]["n_features"], np.dtype(entry.settings["dtype"])
-    if ds.shape != (n, width):
-        return [f"shape {ds.shape}, expected ({n}, {width}) (one row per image)"]
-    problems = []
-    if ds.attrs.get("format_version") != FORMAT_VERSION:
-        problems.append(f"format version {ds.attrs.get('format_version')} is not {FORMAT_VERSION}")
-    if ds.dtype != dtype:
-        return problems + [f"dtype {ds.dtype}, expected {dtype}"]
-    if ds.attrs.get("cache_key") != entry.key:
-        problems.append("belongs to another cache key")
-    try:
-        check_view(ds.attrs, view, f.filename)
-    except FeatxError as exc:
-        problems.append(str(exc))
+    problems = entry.header_problems(name, view, ds)  # the checks every read of the file makes
+    if ds.shape != entry.layer_shape(name) or ds.dtype != entry.dtype:
+        return problems  # rows of another shape or type: not hashed
+    (n, width), dtype = ds.shape, ds.dtype
     step = max(1, BLOCK_BYTES // (width * dtype.itemsize))
     digest, bad = layer_digest(entry.key, name, view), []
     for start in range(0, n, step):  # one read per block serves both the NaN scan and the digest

@@ -16,6 +16,7 @@ from pathlib import Path
 
 
 from featx.backbones.layers import LayerSelection, infos_from_metadata, layer_selection
+from featx.cache.layout import parse_entry_name
 from featx.cache.key import cache_key
 from featx.cache.passlog import PassLog
 from featx.cache.store import Cache, CacheEntry
@@ -34,8 +35,9 @@ def warm_entry(cache: Cache, backbone_args: dict, computed: dict, images, finger
         that must be cached for every layer.
     """
     files = [p for p in (backbone_args["name"], backbone_args["weights"]) if isinstance(p, str) and os.path.isfile(p)]
+    backbone = Path(str(backbone_args["name"])).stem  # the model's name (a saved model's: its file stem)
     for folder in cache.folders():
-        if not folder.name.startswith(f"{Path(str(backbone_args['name'])).stem}-"):  # <backbone>-<key>: skip the rest unread
+        if parse_entry_name(folder.name).backbone != backbone:  # another backbone's entry: skipped unread
             continue
         try:
             entry = CacheEntry(folder, cache)

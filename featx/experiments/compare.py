@@ -1,7 +1,7 @@
 """compare: layer subsets x classifiers x parameter grid in one command, every fit logged as a run.
 
 The union of all requested layers is read from the cache once; each subset is a column slice of it
-(meta.attrs["feature_slices"]), so a layer is never read twice however many subsets contain it.
+(Features.feature_slices), so a layer is never read twice however many subsets contain it.
 
 Rows are ranked by one metric: the CV mean with `cv` (every row scored on the same seeded folds, so
 differences are paired), else the val score; the baselines majority and stratified are scored the same
@@ -177,11 +177,12 @@ def compare_run(cache, specs: list[FitSpec], evaluation: Evaluation | None = Non
     check_trainable(entry, cv=cv, selects=True)  # before anything is written: rows are ranked on val or CV
     subsets = _expand_subsets(entry, [layer_sets] if isinstance(layer_sets, str) else layer_sets)
     jobs = [(subset, spec) for subset in subsets for spec in specs] + [((subsets[0][0], None), s) for s in baselines]
-    X, y, meta = load(entry, layers=[n for selection, _ in subsets for n in selection.names],  # the union, once
-                      views=loaded_views(specs[0]))
+    features = load(entry, layers=[n for selection, _ in subsets for n in selection.names],  # the union, once
+                    views=loaded_views(specs[0]))
+    X, y, meta = features
     prepare_log(entry.cache)  # unwritable folders or a broken log fail before any fit
     reports = writable_folder(entry.cache.reports_dir, "reports")
-    split, slices, n_views = meta["split"].to_numpy(), meta.attrs["feature_slices"], len(specs[0].views)
+    split, slices, n_views = meta["split"].to_numpy(), features.feature_slices, len(specs[0].views)
     if metric is None:
         metric, reason = default_metric(y[np.isin(split, SELECTION_SPLITS)])
         log(reason)

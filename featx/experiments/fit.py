@@ -107,11 +107,12 @@ def fit_run(cache, spec: FitSpec, evaluation: Evaluation | None = None, *, layer
     for entry in entries[1:]:
         require_layers(entry)
     check_trainable(entries[0], cv=cv, log=log)  # data that cannot be fitted: one line, nothing read or written
-    X, y, meta = load(entries if len(entries) > 1 else entries[0], layers=layers, views=loaded_views(spec))
+    features = load(entries if len(entries) > 1 else entries[0], layers=layers, views=loaded_views(spec))
+    X, y, meta = features
     prepare_log(entries[0].cache)  # an unwritable folder or a broken log fails before training
     if layers is None:
         log(f"no layers given: fitting on every cached layer of {'+'.join(e.name for e in entries)} "
-            f"({len(meta.attrs['layers'])}, {X.shape[1] // len(spec.views)} features); choose some with --layers (API: layers=)")
+            f"({len(features.layers)}, {X.shape[1] // len(spec.views)} features); choose some with --layers (API: layers=)")
     split = meta["split"].to_numpy()
     note = large_n_note(clf, int((split == "train").sum()))
     if note:
@@ -128,7 +129,7 @@ def fit_run(cache, spec: FitSpec, evaluation: Evaluation | None = None, *, layer
         log(f"note: {unfinished} fit(s) of {1 + (len(result.folds) if result is not None else 0)} stopped at max_iter "
             "without converging (their scores are of unfinished fits); raise max_iter (--param max_iter=N), "
             "standardize (--standardize) or regularize more (smaller C)")
-    return record_run(entries if len(entries) > 1 else entries[0], spec, scores, selection=meta.attrs["selection"],
+    return record_run(entries if len(entries) > 1 else entries[0], spec, scores, selection=features.selection,
                       log=log, cv=result, evaluation=evaluation)
 
 

@@ -17,19 +17,17 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from featx.cache.atomic import fsync_dir, fsync_file
-from featx.cache.lock import process_alive
+from featx.cache.layout import NEW_RUN, REMOVED_RUN, orphaned, parse_staging, staging_name
 from featx.cache.store import Cache
 from featx.errors import FeatxError, RunFailed
 
-STAGING = ".staging-"  # .staging-<run_id>-<pid>@<host>: removed once that process is gone
-_HOST = re.sub(r"[^\w.-]", "_", socket.gethostname())
+STAGING, STAGING_RM = NEW_RUN, REMOVED_RUN  # .staging-[rm-]<run_id>-<pid>@<host>: removed once that process is gone
 RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")  # new_run_id's format: the only run ids featx reads or acts on
 KILL_AT = "FEATX_TEST_KILL_AT"  # test hook: SIGKILL this process at that step (1, 2, ...) of removing runs
 
@@ -110,7 +108,7 @@ def staged_folder(folder: Path, run_id: str):
     """Yield a StagedRun for `run_id` in the runs `folder`, its staging folder created. If the block fails, or
     ends without publishing the run, the staging folder is removed: no half run is ever left. A write error
     (disk full, file size limit, permissions) becomes one line."""
-    staged = StagedRun(run_id, folder / f"{STAGING}{run_id}-{os.getpid()}@{_HOST}", folder / run_id)
+    staged = StagedRun(run_id, folder / staging_name(STAGING, run_id), folder / run_id)
     try:
         staged.folder.mkdir()
         yield staged
@@ -146,12 +144,10 @@ def remove_debris(folder: Path, is_logged=None) -> None:
     prune renamed to .staging-rm-<run_id>-... and was killed before its row was deleted (the row is still
     logged) is renamed back, not deleted.
     """
-    for staging in folder.glob(f"{STAGING}*@{_HOST}"):
-        pid = staging.name.rpartition("@")[0].rpartition("-")[2]
-        if not pid.isdigit() or process_alive(int(pid)):
-            continue
-        run_id = staging.name[len(f"{STAGING}rm-"):].rpartition("@")[0].rpartition("-")[0]
-        if (is_logged is not None and staging.name.startswith(f"{STAGING}rm-") and valid_run_id(run_id)
+    for staging, _ in orphaned(folder, STAGING):  # STAGING_RM's too
+        removed = parse_staging(staging.name, STAGING_RM)
+        run_id = removed.label if removed else ""
+        if (is_logged is not None and removed and valid_run_id(run_id)
                 and not (folder / run_id).exists() and is_logged(run_id)):
             os.rename(staging, folder / run_id)
         else:
@@ -162,7 +158,7 @@ def discard(folder: Path, run_id: str) -> None:
     """Delete the folder of a removed run (if any): renamed to a staging name first, so a half-deleted folder is
     never left under the run's name."""
     path = run_folder(folder, run_id)
-    trash = folder / f"{STAGING}rm-{run_id}-{os.getpid()}@{_HOST}"
+    trash = folder / staging_name(STAGING_RM, run_id)
     if trash.exists():  # left by a dead process that had this pid
         shutil.rmtree(trash)
     try:

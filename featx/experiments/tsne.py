@@ -18,10 +18,11 @@ def tsne(cache=None, *, layers="top_activation", split: str | None = None, seed:
     log = log or (lambda *_: None)
     entry = Cache(cache_dir, runs_dir=runs_dir).open(cache)
     path = tsne_path(entry, layers=layers, split=split, seed=seed, max_points=max_points)
-    X, y, meta = load(entry, layers=layers, split=split)  # unusable features: one line, no reports folder made
+    features = load(entry, layers=layers, split=split)  # unusable features: one line, no reports folder made
     writable_folder(path.parent, "reports")
+    X, y = features.X, features.y
     path = plot_tsne(X, y, entry.class_names, path, seed, max_points,
-                     title=f"t-SNE of {entry.settings['backbone']} {meta.attrs['selection'].spec} ({min(len(X), max_points)} "
+                     title=f"t-SNE of {entry.settings['backbone']} {features.selection.spec} ({min(len(X), max_points)} "
                            f"{split + ' ' if split else ''}images, {X.shape[1]} features)")
     log(f"saved {path}")
     return path

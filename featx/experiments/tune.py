@@ -185,7 +185,8 @@ def tune_run(cache, specs: list[FitSpec], evaluation: Evaluation | None = None, 
     cv, metric = evaluation.cv, evaluation.metric
     entry = Cache(cache_dir, runs_dir=runs_dir).open(cache)
     check_trainable(entry, cv=cv, selects=True)  # before anything is written
-    X, y, meta = load(entry, layers=layers, views=loaded_views(specs[0]))
+    features = load(entry, layers=layers, views=loaded_views(specs[0]))
+    X, y, meta = features
     prepare_log(entry.cache)  # unwritable folders or a broken log fail before any fit
     split = meta["split"].to_numpy()
     for note in filter(None, (large_n_note(spec.classifier, int(np.isin(split, SELECTION_SPLITS).sum()))
@@ -206,7 +207,7 @@ def tune_run(cache, specs: list[FitSpec], evaluation: Evaluation | None = None, 
                 result.curve.to_csv(csv, index=False)
                 plot_search_curve(result.curve, png, result.searched, result.metric,
                                   title=f"{clf}: {result.metric} on {result.selection}")
-                _record(entry, X, y, split, meta.attrs["selection"], result, spec, replace(evaluation, metric=metric),
+                _record(entry, X, y, split, features.selection, result, spec, replace(evaluation, metric=metric),
                         log)
             results.append(result)
     _write_report_info(folder, entry, results, command)

@@ -1,8 +1,9 @@
-"""Read a layer subset of a cache entry as (X, y, meta): the one way every experiment gets its features."""
+"""Read a layer subset of a cache entry as Features (X, y, meta and what they are): the one way every experiment gets
+its features."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,57 @@ from featx.cache.store import Cache, CacheEntry
 from featx.errors import FeatxError, RunFailed
 from featx.sources.splits import SPLITS
 from featx.sources.views import IDENTITY, parse_views
+
+
+@dataclass(frozen=True, eq=False)
+class Features:
+    """What `load` returns: the feature matrix, the labels, one metadata row per sample, and what the columns are.
+
+    Unpacks as `X, y, meta = load(...)` (and `load(...)[0]` is X); everything else is an attribute, never kept in
+    `meta.attrs` (which pandas operations drop).
+
+    X : float ndarray of shape (n_samples, n_features), or with views (n_samples, V * n_features): view v's
+        features in columns [v * n_features, (v + 1) * n_features)
+    y : int ndarray of shape (n_samples,), indexes into class_names
+    meta : DataFrame with columns path, label, class_name, split (one row per sample)
+    selection : the LayerSelection read (spec as given, names in depth order); `layers` is its names as a list
+    feature_slices : {layer: (start, stop)} columns of each layer within one view's columns
+    class_names : list of str
+    cache_key, cache_path : the entry's key and folder (combined: the keys joined by "+", the first entry's folder)
+    settings : the entry's settings (combined: {entry name: settings})
+    views : the view names read side by side, identity first; None: the identity view alone
+    entries : the names of the entries read (combined: several)
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    meta: pd.DataFrame
+    selection: LayerSelection
+    feature_slices: dict
+    class_names: list
+    cache_key: str
+    cache_path: str
+    settings: dict
+    views: tuple | None = None
+    entries: list = field(default_factory=list)
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self.selection.names)
+
+    @property
+    def n_views(self) -> int:
+        """Views side by side in X (1 without views)."""
+        return len(self.views) if self.views else 1
+
+    def __iter__(self):
+        return iter((self.X, self.y, self.meta))
+
+    def __getitem__(self, index):
+        return (self.X, self.y, self.meta)[index]
+
+    def __len__(self) -> int:
+        return 3
 
 
 def select_cached(entry: CacheEntry, layers=None) -> LayerSelection:
@@ -48,7 +100,7 @@ def require_layers(entry: CacheEntry) -> None:
                      "to finish it")
 
 
-def load(cache=None, *, layers=None, split: str | None = None, cache_dir=None, views=None):
+def load(cache=None, *, layers=None, split: str | None = None, cache_dir=None, views=None) -> Features:
     """Features of the valid (decoded) images of a cache entry, or of several entries side by side.
 
     cache : an entry (name, key prefix, folder or CacheEntry; None: the most recent) of the Cache at cache_dir,
@@ -61,13 +113,10 @@ def load(cache=None, *, layers=None, split: str | None = None, cache_dir=None, v
 
     Returns
     -------
-    X : float ndarray of shape (n_samples, n_features), or with views (n_samples, V * n_features): view v's
-        features in columns [v * n_features, (v + 1) * n_features)
-    y : int ndarray of shape (n_samples,), indexes into meta.attrs["class_names"]
-    meta : DataFrame with columns path, label, class_name, split (one row per sample); attrs hold
-        class_names, selection (the LayerSelection read), layers (its names, a list), feature_slices
-        {layer: (start, stop)} (within one view's columns), cache_key, cache_path, settings, and with views
-        `views` (the names, a tuple).
+    Features : unpacks as X, y, meta; X of shape (n_samples, n_features), or with views (n_samples, V * n_features):
+        view v's features in columns [v * n_features, (v + 1) * n_features); y of shape (n_samples,); meta a
+        DataFrame (path, label, class_name, split). Its attributes tell the rest: selection, layers,
+        feature_slices (within one view's columns), class_names, cache_key, cache_path, settings, views, entries.
     """
     if isinstance(cache, (list, tuple)):
         return load_combined(cache, layers=layers, split=split, cache_dir=cache_dir, views=views)
@@ -94,11 +143,9 @@ def load(cache=None, *, layers=None, split: str | None = None, cache_dir=None, v
         "class_name": np.asarray(entry.class_names, dtype=object)[y],
         "split": entry.split[rows],
     })
-    meta.attrs.update(class_names=entry.class_names, selection=selection, layers=list(selection.names),
-                      feature_slices=slices, cache_key=entry.key, cache_path=str(entry.path), settings=entry.settings)
-    if views is not None:
-        meta.attrs["views"] = views
-    return X, y, meta
+    return Features(X, y, meta, selection=selection, feature_slices=slices, class_names=entry.class_names,
+                    cache_key=entry.key, cache_path=str(entry.path), settings=entry.settings, views=views,
+                    entries=[entry.name])
 
 
 def _check_finite(entry: CacheEntry, X: np.ndarray, slices: dict, rows: np.ndarray, views: tuple) -> None:
@@ -143,14 +190,14 @@ def open_entries(cache, cache_dir=None, *, runs_dir=None) -> list[CacheEntry]:
     return entries
 
 
-def load_combined(caches, *, layers=None, split: str | None = None, cache_dir=None, views=None):
+def load_combined(caches, *, layers=None, split: str | None = None, cache_dir=None, views=None) -> Features:
     """Features of several entries of the same images concatenated column-wise, row-aligned by image: two
     backbones (lite0 + lite2), or two poolings of one backbone (each pooling is its own entry).
 
     The entries must hold the same images in the same order with the same labels, split and decoded rows
-    (FeatxError otherwise). `layers` is resolved in each entry. Returns (X, y, meta) as `load`; with two or
-    more entries, meta.attrs' selection, layers and feature_slices name columns "<entry name>/<layer>", cache_key is the
-    keys joined by "+", cache_path the first entry's folder, settings {entry name: settings}, entries the names.
+    (FeatxError otherwise). `layers` is resolved in each entry. Returns Features as `load`; with two or more
+    entries, its selection, layers and feature_slices name columns "<entry name>/<layer>", cache_key is the keys
+    joined by "+", cache_path the first entry's folder, settings {entry name: settings}, entries the names.
     With views, each view's columns hold every entry's features of that view, entry by entry.
     """
     entries = open_entries(caches, cache_dir)
@@ -159,22 +206,20 @@ def load_combined(caches, *, layers=None, split: str | None = None, cache_dir=No
     for other in entries[1:]:
         _check_same_images(entries[0], other)
     parts = [load(entry, layers=layers, split=split, views=views) for entry in entries]
-    n_views = len(parts[0][2].attrs.get("views", (None,)))
+    first, n_views = parts[0], parts[0].n_views
     names, slices, offset = [], {}, 0
-    for entry, (X, _, meta) in zip(entries, parts):
-        for layer in meta.attrs["layers"]:
-            start, stop = meta.attrs["feature_slices"][layer]
+    for entry, part in zip(entries, parts):
+        for layer in part.layers:
+            start, stop = part.feature_slices[layer]
             names.append(f"{entry.name}/{layer}")
             slices[names[-1]] = (offset + start, offset + stop)
-        offset += X.shape[1] // n_views
+        offset += part.X.shape[1] // n_views
     # with views, each view's block joins the entries' features of that view: (n, V * (d_1 + d_2 + ...))
-    X = np.concatenate([X.reshape(len(X), n_views, X.shape[1] // n_views) for X, _, _ in parts], axis=2)
+    X = np.concatenate([p.X.reshape(len(p.X), n_views, p.X.shape[1] // n_views) for p in parts], axis=2)
     X = X.reshape(len(X), n_views * X.shape[2])
-    y, meta = parts[0][1], parts[0][2]
-    selection = LayerSelection(parts[0][2].attrs["selection"].spec, tuple(names))
-    meta.attrs.update(selection=selection, layers=names, feature_slices=slices, cache_key="+".join(e.key for e in entries),
-                      settings={e.name: e.settings for e in entries}, entries=[e.name for e in entries])
-    return X, y, meta
+    return replace(first, X=X, selection=LayerSelection(first.selection.spec, tuple(names)), feature_slices=slices,
+                   cache_key="+".join(e.key for e in entries), settings={e.name: e.settings for e in entries},
+                   entries=[e.name for e in entries])
 
 
 def _check_same_images(first: CacheEntry, other: CacheEntry) -> None:

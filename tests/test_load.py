@@ -1,0 +1,72 @@
+"""featx.features.load returns Features: X, y and meta unpack as they always did, and what the columns are (selection,
+feature slices, class names, settings, views, entries) travels as attributes of that value, not in `meta.attrs`, so
+pandas operations on meta lose nothing a reader needs. No TensorFlow: the entries are written by the store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+import featx
+from featx.features.export import export
+from featx.features.load import Features, load
+from tests.tiny_entry import CLASSES, LABELS, LAYER, N, OTHER, OTHER_WIDTH, SPLIT, WIDTH, make_entry
+
+
+def test_load_unpacks_as_x_y_meta_and_says_what_its_columns_are(tmp_path):
+    entry = make_entry(tmp_path)
+    features = featx.load(entry, layers=[OTHER, LAYER])  # named out of depth order
+    X, y, meta = features
+    assert isinstance(features, Features) and X is features.X and y is features.y and meta is features.meta
+    assert features[0] is X and features[1] is y and len(features) == 3
+    assert X.shape == (N, WIDTH + OTHER_WIDTH) and y.tolist() == LABELS.tolist()
+    np.testing.assert_array_equal(X, entry.read([LAYER, OTHER])[0])
+    assert list(meta.columns) == ["path", "label", "class_name", "split"] and meta["split"].tolist() == SPLIT.tolist()
+    assert features.layers == [LAYER, OTHER] and features.selection.names == (LAYER, OTHER)
+    assert features.feature_slices == {LAYER: (0, WIDTH), OTHER: (WIDTH, WIDTH + OTHER_WIDTH)}
+    assert features.class_names == CLASSES and features.cache_key == entry.key and features.settings == entry.settings
+    assert features.cache_path == str(entry.path) and features.entries == [entry.name]
+    assert features.views is None and features.n_views == 1
+    assert meta.attrs == {}  # nothing a reader needs is kept where pandas drops it
+
+    viewed = load(entry, layers=LAYER, views=["id", "hflip"])
+    assert viewed.views == ("id", "hflip") and viewed.n_views == 2 and viewed.X.shape == (N, 2 * WIDTH)
+    assert viewed.feature_slices == {LAYER: (0, WIDTH)}  # within one view's columns
+    np.testing.assert_array_equal(viewed.X[:, WIDTH:], entry.read([LAYER], view="hflip")[0])
+
+
+def test_pandas_operations_on_meta_lose_nothing_a_reader_needs(tmp_path):
+    entry = make_entry(tmp_path)
+    features = load(entry)
+    _, _, meta = features
+    train = meta[meta["split"] == "train"]
+    reshaped = [meta.copy(), train, pd.concat([train, meta[meta["split"] != "train"]]), meta.merge(meta[["path"]]),
+                meta.sort_values("path", ascending=False).reset_index(drop=True), meta.groupby("split").head(1)]
+    for other in reshaped:
+        assert other.attrs == {}
+    # what readers use is a property of the loaded value, whatever was done to its DataFrame
+    assert features.feature_slices == {LAYER: (0, WIDTH), OTHER: (WIDTH, WIDTH + OTHER_WIDTH)}
+    assert features.selection.names == (LAYER, OTHER) and features.class_names == CLASSES
+
+
+def test_readers_take_what_they_need_from_the_loaded_value(tmp_path):
+    entry = make_entry(tmp_path)
+    path = export(entry, layers=f"{LAYER},{OTHER}", format="npy", output=tmp_path / "f.npz", log=print)  # feature_slices
+    with np.load(path, allow_pickle=False) as arrays:
+        assert arrays["feature_names"].tolist() == [f"{LAYER}_{i}" for i in range(WIDTH)] + [
+            f"{OTHER}_{i}" for i in range(OTHER_WIDTH)]
+        np.testing.assert_array_equal(arrays["features"], load(entry).X)
+    result = featx.fit(entry, layers=[OTHER, LAYER], clf="majority", n_jobs=1, log=None)  # logs the selection it was given
+    assert result.run_id and featx.runs(cache_dir=tmp_path).iloc[0]["layers"] == f"{OTHER},{LAYER}"
+
+
+def test_combined_entries_are_one_value_naming_each_entry_columns(tmp_path):
+    avg, gem = make_entry(tmp_path, views=()), make_entry(tmp_path, views=(), pool="gem")
+    combined = load([avg.name, gem.name], cache_dir=tmp_path, layers=LAYER)
+    names = [f"{avg.name}/{LAYER}", f"{gem.name}/{LAYER}"]
+    assert combined.layers == names and combined.feature_slices == {names[0]: (0, WIDTH), names[1]: (WIDTH, 2 * WIDTH)}
+    assert combined.cache_key == f"{avg.key}+{gem.key}" and combined.entries == [avg.name, gem.name]
+    assert combined.settings == {avg.name: avg.settings, gem.name: gem.settings}
+    np.testing.assert_array_equal(combined.X, np.hstack([load(avg, layers=LAYER).X, load(gem, layers=LAYER).X]))
+    X, y, meta = combined
+    assert y.tolist() == LABELS.tolist() and meta.attrs == {} and combined.selection.spec == LAYER
