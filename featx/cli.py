@@ -11,7 +11,7 @@ import threading
 from featx.errors import INTERRUPTED, FeatxError
 
 DEFAULT_DATA = "elpv"
-from featx.experiments.spec import METRIC_NAMES  # light: the parser is built without importing scikit-learn
+from featx.experiments.spec import METRIC_NAMES, SEARCHES  # light: the parser is built without importing scikit-learn
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -534,7 +534,7 @@ def _add_experiment_commands(sub) -> None:
     p.add_argument("--save-models", default="best", choices=("best", "all"),
                    help="keep the model of the best row only (default; by the selection score: the CV mean, else "
                         "val, as `featx runs` ranks), or of every row")
-    p.add_argument("--search", default="exact", choices=("exact", "halving"),
+    p.add_argument("--search", default="exact", choices=SEARCHES,
                    help="exact: every row on every fold (default); halving (needs --cv): every row on one fold, the "
                         "best third on 3, ... only the contenders on all folds and fitted on train; the table marks "
                         "rows stopped early and at how many folds")

@@ -82,7 +82,6 @@ from featx.values import params_dict, parse_grid_item
 
 EACH = "each"
 SAVE_MODELS = ("best", "all")
-SEARCHES = ("exact", "halving")
 HALVING_FACTOR = 3  # each halving rung keeps the best third of the rows (at least 2) and triples their folds
 BASELINE_LAYERS = "(baseline)"  # the layers cell of a baseline row: it ignores the features
 TABLE_COLUMNS = ("layers", "depth", "classifier", "params", "n_features", "val_accuracy", "val_f1_macro",

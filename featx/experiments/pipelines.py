@@ -37,9 +37,9 @@ from featx.experiments.fit import fit, fit_run
 from featx.experiments.reuse import logged_runs
 from featx.experiments.ranking import entry_metric, format_ranked, rank, recommendation_line, source_line
 from featx.experiments.runlog import read_log, split_fingerprint
+from featx.experiments.spec import Evaluation, FitSpec, baseline_specs, compare_specs, fit_spec
 from featx.experiments.tsne import tsne, tsne_path
 from featx.extractor import extract
-from featx.experiments.spec import Evaluation, FitSpec, baseline_specs, compare_specs, fit_spec
 from featx.features.load import select_cached
 from featx.features.options import TRANSFORM_KEYS
 from featx.sources.views import parse_views
@@ -128,8 +128,8 @@ def run_pipeline(path, *, data=None, cache_dir=None, refit: bool = False, log=pr
                                                                   _step_jobs(entry, kind, specs, run), evaluation,
                                                                   split=split_fingerprint(entry))
         if reused is not None:
-            log(f"reused {len(reused)} logged run(s) with the same entry, split, layers, classifier, parameters, transforms, "
-                f"views and seed (`featx run --refit` fits them again)")
+            log(f"reused {len(reused)} logged run(s) with the same entry, split, layers and spec hash (classifier, "
+                f"parameters, transforms, views, seed, cv) (`featx run --refit` fits them again)")
             run_ids += reused
         elif kind == "fit":
             result = fit_run(entry, specs[0], evaluation, log=log, **run)
