@@ -118,6 +118,8 @@ def _images(spec):
 
 def _import_tensorflow(spec):
     import featx  # noqa: F401  (sets the TensorFlow environment first)
+
+    # isort: split
     import keras
     import tensorflow as tf
 

@@ -3,7 +3,7 @@ with nothing written: no run logged, no run or report folder, no plot, no export
 
 Data that cannot train a classifier (one class, one class in train, no val rows without --cv), an entry whose
 first extraction is still pending, NaN features and an unusable --input-size. Every run is real: real ELPV
-images, a real (small, random-weights) backbone, in this process through tests/cli_capture.py.
+images, a real (small, random-weights) backbone, in this process through tests/helpers.py.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import h5py
 import numpy as np
 import pytest
 
-from cli_capture import assert_one_line_error, cli
 from featx.cache.store import Cache
+
+from helpers import assert_one_line_error, cli
 
 BACKBONE = ["--backbone", "mobilenet_v2", "--weights", "none", "--input-size", "96"]
 LAYERS = "block_1_project_BN,block_3_project_BN"
@@ -161,7 +162,7 @@ def test_entry_with_its_first_pass_pending(bad_name, committed, elpv_folder, tmp
     rows = "no committed rows yet" if committed == 0 else "no finished layer yet"
     pending = (rf"^error: cache entry {entry} has {rows} \(its first extraction stopped at image {committed}/19\); "
                r"run `featx extract` again with the same options to finish it$")
-    for command, args in refusals(entry, cache_dir, tmp_path).items():
+    for args in refusals(entry, cache_dir, tmp_path).values():
         rc, out, err = cli(*args)
         assert_one_line_error(rc, err, pending)
         assert_nothing_written(cache_dir)
@@ -207,7 +208,7 @@ def test_nan_features_from_the_backbone(nan_backbone, elpv_folder, tmp_path):
     assert rc == 0, err
     entry = entry_name(cache_dir)
     message = NAN.format(layer="conv", entry=entry, rows=18)
-    for command, args in refusals(entry, cache_dir, tmp_path).items():
+    for args in refusals(entry, cache_dir, tmp_path).values():
         assert_one_line_error(*cli(*args)[::2], message, code=1)
         assert_nothing_written(cache_dir)
     assert not (tmp_path / "features.csv").exists()

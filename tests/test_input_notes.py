@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cli_capture import cli
 import featx.extractor
 from featx.cache.store import Cache
 from featx.errors import FeatxError
 from featx.sources import resolve_source
 from featx.sources.decode import load_rgb
+
+from helpers import cli
 
 BACKBONE = ["--backbone", "mobilenet_v2", "--weights", "none", "--input-size", "96", "--layers", "block_1_project_BN",
             "--batch-size", "8", "--quiet"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 import featx
-from cli_capture import cli
+
+from helpers import cli
 
 RECIPE = """
 name = "tiny"

@@ -11,19 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 
-
-def draws():
-    import tensorflow as tf
-
-    return random.random(), float(np.random.random()), float(tf.random.uniform([]).numpy())
-
-
-def seed_everything(seed):
-    import tensorflow as tf
-
-    random.seed(seed)
-    np.random.seed(seed)
-    tf.random.set_seed(seed)
+from helpers import draws, seed_everything
 
 
 @pytest.mark.slow  # builds two backbones: about 25 s on 2 busy cores

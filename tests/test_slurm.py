@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 
 import featx
-from background_extract import assert_same_layers, background_reference
-import imagegen
 from featx import distributed
 from featx.errors import FeatxError
-from test_dask import FEATX, committed_rows, user_lines
+
+import imagegen
+from helpers import FEATX, assert_same_layers, background_reference, committed_rows, user_lines
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

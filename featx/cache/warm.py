@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
 from featx.backbones.layers import LayerSelection, infos_from_metadata, layer_selection
 from featx.cache.key import cache_key
 from featx.cache.passlog import PassLog

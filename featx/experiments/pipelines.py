@@ -35,8 +35,8 @@ from featx.classifiers import BASELINES
 from featx.errors import FeatxError
 from featx.experiments.compare import _expand_subsets, compare, fit_specs
 from featx.experiments.fit import FitSpec, fit, view_names, with_class_weight
-from featx.experiments.reuse import logged_runs
 from featx.experiments.ranking import entry_metric, format_ranked, rank, recommendation_line, source_line
+from featx.experiments.reuse import logged_runs
 from featx.experiments.runs import read_log, split_fingerprint
 from featx.experiments.tsne import tsne, tsne_path
 from featx.extractor import extract

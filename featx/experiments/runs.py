@@ -48,8 +48,8 @@ import pandas as pd
 
 from featx.backbones.layers import LayerSelection
 from featx.cache.atomic import atomic_path, fsync_dir, fsync_file
-from featx.cache.pick import data_labels, key_data_label
 from featx.cache.lock import process_alive
+from featx.cache.pick import data_labels, key_data_label
 from featx.cache.store import Cache
 from featx.classifiers.views import final_classifier, with_final_classifier
 from featx.errors import FeatxError, RunFailed
