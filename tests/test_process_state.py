@@ -1,5 +1,5 @@
 """featx changes no process-wide state a notebook or host program relies on: global random streams, the
-matplotlib backend, Pillow's pixel limit (tests/test_inputs.py checks that one)."""
+matplotlib backend, Pillow's pixel limit (tests/test_sources.py checks that one)."""
 
 from __future__ import annotations
 
