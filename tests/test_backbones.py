@@ -19,6 +19,8 @@ from featx.errors import FeatxError
 
 from helpers import cli
 
+pytestmark = pytest.mark.slow  # every test here builds Keras models
+
 SMALLEST_INPUT = {"inception_v3": 75, "inception_resnet_v2": 75, "xception": 71}  # Keras refuses smaller
 BLOCK_COUNTS = {  # one per block / cell, counted from the papers' architectures
     "vgg16": 5, "vgg19": 5, "resnet50": 16, "resnet101": 33, "resnet152": 50, "resnet50_v2": 16, "resnet101_v2": 33,

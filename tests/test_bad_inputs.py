@@ -387,6 +387,7 @@ def test_bad_manifest(csv, message, base, tmp_path):
     base.assert_intact(cache_dir)
 
 
+@pytest.mark.slow  # extract configures TensorFlow before it looks at the cache folder
 def test_cache_directory_is_a_file(base_data, tmp_path):
     (tmp_path / "cache").write_text("not a folder")
     assert_one_line_error(*extract(base_data, tmp_path / "cache")[::2],

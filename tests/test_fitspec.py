@@ -15,6 +15,7 @@ from featx.experiments.compare import fit_specs, parse_grid
 CLASSES = [str(d) for d in range(10)]
 
 
+@pytest.mark.slow  # describes a dense-head spec (imports Keras)
 def test_fitspec_is_a_keyword_only_frozen_value_with_a_stable_description():
     params = {"n_estimators": 20, "min_samples_leaf": 2}
     spec = FitSpec(classifier="rf", params=params, transforms={"standardize": True}, seed=3)

@@ -66,6 +66,7 @@ def test_a_repeated_label_column_is_an_error_naming_it(elpv_folder, elpv_rows, t
         manifest.unlink()
 
 
+@pytest.mark.slow  # a real extraction
 def test_a_limit_beyond_the_data_says_all_images_are_used(elpv_folder, tmp_path):
     rc, out, err = cli("extract", "--data", elpv_folder, *BACKBONE, "--limit", 1000, "--cache-dir", tmp_path)
     assert rc == 0, err
@@ -92,6 +93,7 @@ def test_a_float_tiff_of_0_to_1_intensities_decodes_as_its_8_bit_original(tmp_pa
     np.testing.assert_array_equal(load_rgb(str(brighter), size), load_rgb(path, size))
 
 
+@pytest.mark.slow  # real extractions
 def test_an_entry_shared_by_two_manifests_says_whose_name_it_keeps(elpv_folder, elpv_rows, tmp_path):
     first, second, renamed = elpv_folder / "first.csv", elpv_folder / "second.csv", elpv_folder / "renamed.csv"
     write_manifest(first, "path,label", elpv_rows)

@@ -217,6 +217,7 @@ def _tiny_model(path: Path, seed: int) -> Path:
     return path
 
 
+@pytest.mark.slow  # saves a Keras model
 def test_predict_checks_a_saved_model_backbone_before_loading_it(elpv_folder, tmp_path):
     model, cache_dir = _tiny_model(tmp_path / "mine.keras", 0), tmp_path / "cache"
     rc, _, err = cli("extract", "--data", elpv_folder, "--backbone", model, "--layers", "deeper", "--preprocess",
