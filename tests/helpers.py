@@ -8,6 +8,7 @@ runs real processes where a test needs one."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import random
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 
 import featx
 import featx.cli
@@ -54,6 +56,24 @@ def one_line(err: str) -> str:
     lines = user_lines(err)
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
     return lines[0]
+
+
+@contextlib.contextmanager
+def backbones_built_once(maxsize: int = 8):
+    """While active, featx.extractor builds each backbone (name, weights, size) once: in-process runs that use the
+    same few backbones pay for each build once (the numbers do not change)."""
+    import featx.extractor
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(featx.extractor, "get_backbone", functools.lru_cache(maxsize=maxsize)(featx.extractor.get_backbone))
+        yield
+
+
+def extract_command(data: Path, cache_dir: Path, layers: str, batch_size: int, *extra: str) -> list[str]:
+    """The `featx extract` console command of the distributed tiers: MobileNetV2 at 96 px with random weights."""
+    return [*FEATX, "extract", "--data", str(data), "--backbone", "mobilenet_v2", "--weights", "none",
+            "--input-size", "96", "--batch-size", str(batch_size), "--layers", layers, "--cache-dir", str(cache_dir),
+            *extra]
 
 
 def background_reference(args: list[str], cache_dir: Path):

@@ -8,7 +8,6 @@ that need a fresh process with a file-size limit (full disk) or without root's f
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import shutil
@@ -26,7 +25,7 @@ from featx.cache.store import CacheEntry
 from featx.sources.decode import load_rgb
 
 import imagegen
-from helpers import assert_one_line_error, cli
+from helpers import assert_one_line_error, backbones_built_once, cli
 
 BACKBONE = ["--backbone", "mobilenet_v2", "--weights", "none", "--input-size", "96"]
 BASE_LAYERS = "block_1_project_BN,block_3_project_BN"
@@ -35,8 +34,7 @@ BASE_LAYERS = "block_1_project_BN,block_3_project_BN"
 @pytest.fixture(scope="module", autouse=True)
 def backbone_built_once():
     """Every in-process run here uses the same few backbones: build each once (the numbers do not change)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(featx.extractor, "get_backbone", functools.lru_cache(maxsize=8)(featx.extractor.get_backbone))
+    with backbones_built_once(8):
         yield
 
 

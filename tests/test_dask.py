@@ -24,7 +24,7 @@ from featx import distributed
 from featx.errors import FeatxError
 
 import imagegen
-from helpers import FEATX, assert_same_layers, background_reference, committed_rows, user_lines
+from helpers import FEATX, assert_same_layers, background_reference, committed_rows, extract_command, user_lines
 
 N_GOOD, BATCH = 47, 4  # 48 rows: 6 shards of 8 images on 2 workers
 LAYERS = "block_2_add,block_6_project_BN,block_16_project_BN"
@@ -32,9 +32,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def extract_args(data: Path, cache_dir: Path, *extra: str) -> list[str]:
-    return [*FEATX, "extract", "--data", str(data), "--backbone", "mobilenet_v2", "--weights", "none",
-            "--input-size", "96", "--batch-size", str(BATCH), "--layers", LAYERS, "--cache-dir", str(cache_dir),
-            "--quiet", *extra]
+    return extract_command(data, cache_dir, LAYERS, BATCH, "--quiet", *extra)
 
 
 def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:

@@ -4,7 +4,6 @@ All on real ELPV images."""
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 
@@ -12,13 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import featx.extractor
 from featx.cache.store import Cache
 from featx.errors import FeatxError
 from featx.sources import resolve_source
 from featx.sources.decode import load_rgb
 
-from helpers import cli
+from helpers import backbones_built_once, cli
 
 BACKBONE = ["--backbone", "mobilenet_v2", "--weights", "none", "--input-size", "96", "--layers", "block_1_project_BN",
             "--batch-size", "8", "--quiet"]
@@ -27,8 +25,7 @@ BACKBONE = ["--backbone", "mobilenet_v2", "--weights", "none", "--input-size", "
 @pytest.fixture(scope="module", autouse=True)
 def backbone_built_once():
     """Every extraction here builds the same backbone: build it once (its numbers do not change)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(featx.extractor, "get_backbone", functools.lru_cache(maxsize=2)(featx.extractor.get_backbone))
+    with backbones_built_once(2):
         yield
 
 
