@@ -75,6 +75,8 @@ def pytest_collection_finish(session):
     """Start the fork server's TensorFlow import in the background while the first tests run, but only when a
     selected test will use it: a run without such tests (the fast tier, --collect-only) never starts it."""
     _note_tensorflow(session.config, "collection (a test module's imports)")
+    state = session.config.stash[TF_FREE]
+    state["active"] = state["active"] and not any(item.get_closest_marker("slow") for item in session.items)
     if any("fork_server" in item.fixturenames for item in session.items):
         import forkserver
 
@@ -90,7 +92,8 @@ def fork_server():
 
 
 # ---- the fast tier imports no TensorFlow -------------------------------------------------------------------
-# A session whose -m expression leaves out tests marked slow must end without `tensorflow` in sys.modules:
+# A session whose -m expression leaves out tests marked slow (and that selected none) must end without `tensorflow`
+# in sys.modules:
 # otherwise a test (or a test module's import, or a fixture) that builds a backbone, runs Keras or forks a
 # featx process slipped into the fast tier unmarked. The run then fails, naming where TensorFlow came in.
 

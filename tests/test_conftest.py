@@ -1,6 +1,6 @@
 """tests/conftest.py's guard of the fast tier, in real pytest runs of a scratch test folder: a run whose -m leaves
 out slow tests fails when TensorFlow was imported (naming the test or the collection that imported it), and passes
-when it was not; a run that may include slow tests is not checked; a module listed as importing TensorFlow
+when it was not; a run that selects slow tests is not checked; a module listed as importing TensorFlow
 (conftest.IMPORTS_TENSORFLOW) is not even collected by the fast tier, and its tests are slow in the others. `tensorflow` in sys.modules is what the guard reads: the scratch tests plant a
 module of that name rather than pay for the real import."""
 
@@ -67,9 +67,18 @@ def test_fast_run_without_tensorflow_passes_and_leaves_out_a_module_that_imports
     assert "1 passed, 1 deselected" in run.stdout and "TensorFlow" not in run.stdout
 
 
-@pytest.mark.parametrize("args", [(), ("-m", "slow")])
-def test_runs_that_may_include_slow_tests_are_not_checked(tmp_path, args):
-    run = pytest_run(tmp_path, {"test_scratch.py": IN_A_SLOW_TEST, "test_dense.py": AT_IMPORT}, *args)
-    passed = "3 passed" if not args else "2 passed, 1 deselected"  # test_dense.py's test is marked slow
+IN_SLOW_AND_SLURM_TESTS = IN_A_SLOW_TEST + """
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_on_a_cluster_imports_tensorflow():
+    sys.modules["tensorflow"] = types.ModuleType("tensorflow")
+"""
+
+
+@pytest.mark.parametrize("args, passed", [((), "4 passed"), (("-m", "slow"), "3 passed, 1 deselected"),
+                                          (("-m", "slurm"), "1 passed, 2 deselected")])
+def test_runs_that_select_slow_tests_are_not_checked(tmp_path, args, passed):
+    """test_dense.py's test is marked slow; `-m slurm` leaves out slow tests but selects ones marked slow too."""
+    run = pytest_run(tmp_path, {"test_scratch.py": IN_SLOW_AND_SLURM_TESTS, "test_dense.py": AT_IMPORT}, *args)
     assert run.returncode == 0 and passed in run.stdout, run.stdout + run.stderr
     assert "TensorFlow was imported" not in run.stdout
