@@ -38,12 +38,9 @@ def assert_child_error(child: forkserver.Child, pattern: str, code: int = 2) -> 
 
 
 @pytest.fixture(scope="module")
-def small_cache(tmp_path_factory, fork_server) -> Path:
-    cache = tmp_path_factory.mktemp("runs_log") / "cache"
-    done = featx("extract", "--data", "elpv", "--backbone", "mobilenet_v2", "--weights", "none", "--input-size", 96,
-                 "--limit", 48, "--layers", "out_relu", "--cache-dir", cache, "--quiet")
-    assert done.rc == 0, done.err
-    return cache
+def small_cache(tiny_cache, fork_server) -> Path:
+    """The session's small ELPV cache (48 images; final = out_relu, and block_15_add), shared read-only: tests copy it."""
+    return tiny_cache("elpv", "final,block_15_add", limit=48)
 
 
 @pytest.fixture
