@@ -9,9 +9,9 @@ import sys
 import threading
 
 from featx.errors import INTERRUPTED, FeatxError
+from featx.experiments.spec import METRIC_NAMES, SEARCHES  # light: the parser is built without importing scikit-learn
 
 DEFAULT_DATA = "elpv"
-from featx.experiments.spec import METRIC_NAMES, SEARCHES  # light: the parser is built without importing scikit-learn
 
 
 def _floats(text: str) -> tuple[float, ...]:

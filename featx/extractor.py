@@ -468,7 +468,7 @@ def _run_pass(model, pass_log: PassLog, paths: list[str], pool: str, strict: boo
     bar = progress_bar(total=len(paths), initial=start, unit="img", desc=desc, enabled=progress)
     began = time.perf_counter()
     try:
-        for first, outputs, errors in extractor.batches(paths, start, pass_log.batch_size, on_event, views=views):
+        for _first, outputs, errors in extractor.batches(paths, start, pass_log.batch_size, on_event, views=views):
             if strict and errors:
                 raise _strict_error(paths, errors)
             writer.put(outputs, errors)

@@ -1,8 +1,10 @@
-"""Shared fixtures: real images (ELPV solar cells, scikit-image photos) and small caches built once."""
+"""Shared fixtures: real images (ELPV solar cells, scikit-image photos) and small caches built once; the markers
+that keep the fast tier free of TensorFlow, and the check that it stays so."""
 
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -45,14 +47,104 @@ SLOW_FIXTURES = {
     "elpv_cache": "extracts 240 ELPV images through EfficientNet-Lite0 (~35 s on 2 cores)",
     "lite_cache": "extracts the ELPV folder through EfficientNet-Lite0",
     "reference": "an uninterrupted extraction in a subprocess, compared bit for bit with killed ones",
+    "tiny_cache": "extracts a few images through a small backbone (TensorFlow)",
+    "fork_server": "real `featx` processes forked from a server that imported TensorFlow",
 }
+
+
+# Test modules that cannot even be collected without importing Keras (scikit-learn's estimator checks want an
+# instance at collection time): every test in them is slow, and a run that leaves out slow tests skips the module.
+IMPORTS_TENSORFLOW = {
+    "test_dense.py": "the Keras dense head (featx.classifiers.dense imports Keras)",
+}
+
+
+def pytest_ignore_collect(collection_path, config):
+    if collection_path.name in IMPORTS_TENSORFLOW and _excludes_slow(config):
+        return True
+    return None
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if SLOW_FIXTURES.keys() & set(item.fixturenames):
+        if SLOW_FIXTURES.keys() & set(item.fixturenames) or item.path.name in IMPORTS_TENSORFLOW:
             item.add_marker(pytest.mark.slow)
 
+
+def pytest_collection_finish(session):
+    """Start the fork server's TensorFlow import in the background while the first tests run, but only when a
+    selected test will use it: a run without such tests (the fast tier, --collect-only) never starts it."""
+    _note_tensorflow(session.config, "collection (a test module's imports)")
+    state = session.config.stash[TF_FREE]
+    state["active"] = state["active"] and not any(item.get_closest_marker("slow") for item in session.items)
+    if any("fork_server" in item.fixturenames for item in session.items):
+        import forkserver
+
+        forkserver.server()
+
+
+@pytest.fixture(scope="session")
+def fork_server():
+    """The session's fork server (tests/forkserver.py): `fork_server.run(argv)` is a fresh `featx` process."""
+    import forkserver
+
+    return forkserver.server()
+
+
+# ---- the fast tier imports no TensorFlow -------------------------------------------------------------------
+# A session whose -m expression leaves out tests marked slow (and that selected none) must end without `tensorflow`
+# in sys.modules:
+# otherwise a test (or a test module's import, or a fixture) that builds a backbone, runs Keras or forks a
+# featx process slipped into the fast tier unmarked. The run then fails, naming where TensorFlow came in.
+
+TF_FREE = pytest.StashKey[dict]()
+
+
+def _excludes_slow(config) -> bool:
+    markexpr = config.getoption("markexpr", default="") or ""
+    if not markexpr.strip():
+        return False
+    from _pytest.mark.expression import Expression
+
+    return not Expression.compile(markexpr).evaluate(lambda name: name == "slow")
+
+
+def pytest_configure(config):
+    config.stash[TF_FREE] = {"active": _excludes_slow(config), "imported": "tensorflow" in sys.modules, "by": None}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    yield
+    _note_tensorflow(item.config, item.nodeid)
+
+
+def _note_tensorflow(config, where: str) -> None:
+    state = config.stash.get(TF_FREE, None)
+    if state is not None and not state["imported"] and "tensorflow" in sys.modules:
+        state["imported"], state["by"] = True, where
+
+
+def pytest_sessionfinish(session, exitstatus):
+    state = session.config.stash.get(TF_FREE, None)
+    if not state or not state["active"]:
+        return
+    _note_tensorflow(session.config, "the session's end (a fixture's teardown)")
+    if "tensorflow" in sys.modules:
+        by = f" (first seen after {state['by']})" if state["by"] else " (already before the session started)"
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = (f"TensorFlow was imported in a run that leaves out slow tests{by}: mark that test "
+                   "@pytest.mark.slow (or give it a fixture of conftest.SLOW_FIXTURES), and import Keras/TensorFlow "
+                   "inside tests, not at module level")
+        if reporter is not None:
+            reporter.write_line(f"FAILED {message}", red=True, bold=True)
+        else:
+            sys.stderr.write(f"FAILED {message}\n")
+        if session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# ---- data and caches -------------------------------------------------------------------------------------
 
 ELPV_LIMIT = 240  # stratified ELPV subset: 166 train / 37 val / 37 test images, ~10 s through EfficientNet-Lite0
 ELPV_LAYERS = "blocks,top_activation"
@@ -69,6 +161,31 @@ def elpv_cache(tmp_path_factory):
     return cache_dir
 
 
+TINY = {"backbone": "mobilenet_v2", "weights": "none", "input_size": 96}
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory):
+    """Factory of small real caches: `tiny_cache(data, layers, **extract_options)` is a cache folder holding
+    `featx.extract(data, layers=layers, ...)` through MobileNetV2 at 96 px with random weights unless the options
+    say otherwise (the numbers do not matter, the files do). Each distinct request is extracted once per session
+    and shared: treat the folder as read-only and copy it (shutil.copytree) before changing or logging into it."""
+    made = {}
+
+    def make(data, layers, **options):
+        import featx
+
+        options = {**TINY, **options}
+        key = (str(data), layers if isinstance(layers, str) else tuple(layers), tuple(sorted(options.items())))
+        if key not in made:
+            cache_dir = tmp_path_factory.mktemp("tiny_cache")
+            featx.extract(str(data), layers=layers, cache_dir=cache_dir, progress=False, log=None, **options)
+            made[key] = cache_dir
+        return made[key]
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def digits():
     """scikit-learn's digits scaled to [0, 1] with a stratified train/val/test split array, as a cache entry
@@ -83,3 +200,11 @@ def digits():
     order = np.concatenate([train, val, test])  # rows grouped by split, each in train_test_split's order
     split = np.repeat(np.array(["train", "val", "test"]), [len(train), len(val), len(test)])
     return X[order] / 16.0, y[order], split
+
+
+@pytest.fixture(scope="session")
+def digits_parts(digits):
+    """conftest's digits as X_train, X_val, X_test, y_train, y_val, y_test."""
+    X, y, split = digits
+    (tr, va, te) = (split == s for s in ("train", "val", "test"))
+    return X[tr], X[va], X[te], y[tr], y[va], y[te]

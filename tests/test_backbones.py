@@ -10,13 +10,16 @@ import time
 import numpy as np
 import pytest
 
-from cli_capture import cli
 import featx
 from featx.backbones import available_backbones, describe_layers, get_backbone, layer_selection
 from featx.backbones.keras_apps import KERAS_MODELS
 from featx.backbones.layers import CONV_KINDS, group_members
 from featx.cache.store import list_entries
 from featx.errors import FeatxError
+
+from helpers import cli
+
+pytestmark = pytest.mark.slow  # every test here builds Keras models
 
 SMALLEST_INPUT = {"inception_v3": 75, "inception_resnet_v2": 75, "xception": 71}  # Keras refuses smaller
 BLOCK_COUNTS = {  # one per block / cell, counted from the papers' architectures

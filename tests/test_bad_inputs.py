@@ -8,7 +8,6 @@ that need a fresh process with a file-size limit (full disk) or without root's f
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import shutil
@@ -20,25 +19,22 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cli_capture import assert_one_line_error, cli
-import forkserver
-import imagegen
 import featx
 import featx.extractor
 from featx.cache.store import CacheEntry
 from featx.sources.decode import load_rgb
 
+import imagegen
+from helpers import assert_one_line_error, backbones_built_once, cli
+
 BACKBONE = ["--backbone", "mobilenet_v2", "--weights", "none", "--input-size", "96"]
 BASE_LAYERS = "block_1_project_BN,block_3_project_BN"
-
-forkserver.server()  # its TensorFlow import runs in the background meanwhile
 
 
 @pytest.fixture(scope="module", autouse=True)
 def backbone_built_once():
     """Every in-process run here uses the same few backbones: build each once (the numbers do not change)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(featx.extractor, "get_backbone", functools.lru_cache(maxsize=8)(featx.extractor.get_backbone))
+    with backbones_built_once(8):
         yield
 
 
@@ -86,10 +82,8 @@ class Base:
 
 
 @pytest.fixture(scope="module")
-def base(base_data, workdir) -> Base:
-    rc, out, err = extract(base_data, workdir / "base_cache")
-    assert rc == 0, err
-    return Base(workdir / "base_cache")
+def base(base_data, tiny_cache) -> Base:
+    return Base(tiny_cache(base_data, BASE_LAYERS, batch_size=4))
 
 
 # ---- 4. bad images: skipped and recorded by default; --strict names the file --------------------------------
@@ -248,7 +242,7 @@ def test_unreadable_files_via_manifest(base_data, base, tmp_path):
     base.assert_intact(cache_dir)
 
 
-def test_file_without_read_permission(base_data, base, workdir):
+def test_file_without_read_permission(base_data, base, workdir, fork_server):
     """chmod 000, run without root's permission override: skipped with 'Permission denied'; --strict names it."""
     data = workdir / "unreadable_data"
     shutil.copytree(base_data, data)
@@ -257,9 +251,9 @@ def test_file_without_read_permission(base_data, base, workdir):
     secret.chmod(0)
     cache_dir = base.copy(workdir / "unreadable_cache")
     args = ["extract", "--data", data, *BACKBONE, "--layers", BASE_LAYERS, "--batch-size", 4, "--cache-dir", cache_dir, "--quiet"]
-    strict = forkserver.server().run([*args, "--strict"], unprivileged=True)
+    strict = fork_server.run([*args, "--strict"], unprivileged=True)
     assert_one_line_error(strict.rc, strict.err, rf"bad image '{re.escape(str(secret))}': cannot read file: Permission denied")
-    skip = forkserver.server().run(args, unprivileged=True)
+    skip = fork_server.run(args, unprivileged=True)
     assert skip.rc == 0 and "000 secret.png: cannot read file: Permission denied" in skip.out, skip.err
     [new] = [p for p in cache_dir.iterdir() if p.name not in (base.name, ".lock")]
     assert list(CacheEntry(new).errors.values()) == ["cannot read file: Permission denied"]
@@ -392,6 +386,7 @@ def test_bad_manifest(csv, message, base, tmp_path):
     base.assert_intact(cache_dir)
 
 
+@pytest.mark.slow  # extract configures TensorFlow before it looks at the cache folder
 def test_cache_directory_is_a_file(base_data, tmp_path):
     (tmp_path / "cache").write_text("not a folder")
     assert_one_line_error(*extract(base_data, tmp_path / "cache")[::2],
@@ -399,7 +394,7 @@ def test_cache_directory_is_a_file(base_data, tmp_path):
     assert_one_line_error(*extract(base_data, tmp_path / "cache" / "sub")[::2], r"is not a folder")
 
 
-def test_cache_directory_not_writable(base_data, base, workdir):
+def test_cache_directory_not_writable(base_data, base, workdir, fork_server):
     """Read-only cache: a new entry and a new layer of an existing entry both fail in one line; data intact."""
     cache_dir = base.copy(workdir / "readonly_cache")
     for path in [cache_dir, *cache_dir.rglob("*")]:
@@ -409,10 +404,10 @@ def test_cache_directory_not_writable(base_data, base, workdir):
     shutil.copyfile(next(data.glob("*/*.png")), next(data.glob("*/")) / "extra.png")
     args = [*BACKBONE, "--batch-size", 4, "--cache-dir", cache_dir, "--quiet"]
     try:
-        new_entry = forkserver.server().run(["extract", "--data", data, "--layers", BASE_LAYERS, *args], unprivileged=True)
+        new_entry = fork_server.run(["extract", "--data", data, "--layers", BASE_LAYERS, *args], unprivileged=True)
         assert_one_line_error(new_entry.rc, new_entry.err,
                               rf"^error: cache directory '{re.escape(str(cache_dir))}' is not writable; pass --cache-dir")
-        new_layer = forkserver.server().run(["extract", "--data", base_data, "--layers", "block_2_add", *args], unprivileged=True)
+        new_layer = fork_server.run(["extract", "--data", base_data, "--layers", "block_2_add", *args], unprivileged=True)
         assert_one_line_error(new_layer.rc, new_layer.err,
                               rf"cannot lock cache entry {re.escape(str(cache_dir / base.name))} \(Permission denied\): "
                               "the cache is not writable; pass --cache-dir to a writable folder")
@@ -422,16 +417,18 @@ def test_cache_directory_not_writable(base_data, base, workdir):
     base.assert_intact(cache_dir)
 
 
-def _fsize_run(argv, cache_dir: Path, limit: int):
-    return forkserver.server().run([str(a) for a in argv], fsize=limit)
+@pytest.fixture
+def fsize_run(fork_server):
+    """`fsize_run(argv, cache_dir, limit)`: a fresh `featx` process whose files may not grow beyond `limit` bytes."""
+    return lambda argv, cache_dir, limit: fork_server.run([str(a) for a in argv], fsize=limit)
 
 
-def test_disk_full_while_appending_batches(base_data, base, tmp_path):
+def test_disk_full_while_appending_batches(base_data, base, tmp_path, fsize_run):
     """A write fails mid-pass (EFBIG under RLIMIT_FSIZE, as ENOSPC on a full disk): one line, exit 1, resumable."""
     cache_dir = base.copy(tmp_path / "cache")
     args = ["extract", "--data", base_data, *BACKBONE, "--layers", f"{BASE_LAYERS},out_relu", "--batch-size", 4,
             "--cache-dir", cache_dir, "--quiet"]
-    full = _fsize_run(args, cache_dir, limit=6 * 1280 * 4)  # out_relu rows are 5 kB: the second batch does not fit
+    full = fsize_run(args, cache_dir, limit=6 * 1280 * 4)  # out_relu rows are 5 kB: the second batch does not fit
     assert_one_line_error(full.rc, full.err, r"^error: writing features failed \(File too large\); committed batches are "
                                              r"kept: free disk space and re-run the same command to resume$", code=1)
     base.assert_intact(cache_dir)
@@ -441,11 +438,11 @@ def test_disk_full_while_appending_batches(base_data, base, tmp_path):
     assert np.isfinite(featx.load(cache_dir=cache_dir, layers="out_relu")[0]).all()
 
 
-def test_disk_full_while_publishing_a_layer(base_data, base, tmp_path):
+def test_disk_full_while_publishing_a_layer(base_data, base, tmp_path, fsize_run):
     cache_dir = base.copy(tmp_path / "cache")
     args = ["extract", "--data", base_data, *BACKBONE, "--layers", f"{BASE_LAYERS},out_relu", "--batch-size", 4,
             "--cache-dir", cache_dir, "--quiet"]
-    full = _fsize_run(args, cache_dir, limit=9 * 1280 * 4 + 512)  # the raw rows fit, the HDF5 file does not
+    full = fsize_run(args, cache_dir, limit=9 * 1280 * 4 + 512)  # the raw rows fit, the HDF5 file does not
     assert_one_line_error(full.rc, full.err, rf"^error: writing the cache in {re.escape(str(cache_dir / base.name))} "
                                              r"failed \(File too large\); committed work is kept: free disk space", code=1)
     base.assert_intact(cache_dir)
@@ -455,12 +452,12 @@ def test_disk_full_while_publishing_a_layer(base_data, base, tmp_path):
     base.assert_intact(cache_dir)
 
 
-def test_disk_full_while_creating_an_entry(base_data, base, tmp_path):
+def test_disk_full_while_creating_an_entry(base_data, base, tmp_path, fsize_run):
     cache_dir = base.copy(tmp_path / "cache")
     data = tmp_path / "data"
     shutil.copytree(base_data, data)
     shutil.copyfile(next(data.glob("*/*.png")), next(data.glob("*/")) / "extra.png")
-    full = _fsize_run(["extract", "--data", data, *BACKBONE, "--layers", BASE_LAYERS, "--cache-dir", cache_dir, "--quiet"],
+    full = fsize_run(["extract", "--data", data, *BACKBONE, "--layers", BASE_LAYERS, "--cache-dir", cache_dir, "--quiet"],
                       cache_dir, limit=1024)
     assert_one_line_error(full.rc, full.err, r"cannot create a cache entry in '.*' \(File too large\); free disk space", code=1)
     assert [p.name for p in cache_dir.iterdir() if not p.name.startswith(".")] == [base.name]

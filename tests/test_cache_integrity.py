@@ -21,9 +21,6 @@ import h5py
 import numpy as np
 import pytest
 
-from cli_capture import cli
-import forkserver
-import imagegen
 import featx
 from featx.cache.manifest import FORMAT_VERSION
 from featx.cache.passlog import PassLog
@@ -31,15 +28,11 @@ from featx.cache.store import CacheEntry
 from featx.errors import FeatxError, RunFailed
 from featx.extractor import _advice
 
+import imagegen
+from helpers import cli, one_line
+
 ARGS = ["--backbone", "mobilenet_v2", "--weights", "none", "--input-size", "96", "--batch-size", "4", "--quiet"]
 LAYERS = "block_1_project_BN,block_3_project_BN"
-
-
-def one_line(err: str) -> str:
-    lines = [line for line in err.splitlines()
-             if line.strip() and not re.match(r"[IWEF]\d{4} |WARNING: All log messages before absl", line)]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +45,8 @@ def data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def base(data, tmp_path_factory) -> Path:
-    cache_dir = tmp_path_factory.mktemp("integrity_base")
-    rc, _, err = cli("extract", "--data", data, *ARGS, "--layers", LAYERS, "--cache-dir", cache_dir)
-    assert rc == 0, err
-    return cache_dir
+def base(data, tiny_cache) -> Path:
+    return tiny_cache(data, LAYERS, batch_size=4)
 
 
 @pytest.fixture
@@ -229,15 +219,15 @@ def test_staging_debris_of_dead_processes_on_this_host_is_removed(cache, data):
         live.wait()
 
 
-def test_no_op_extract_on_a_read_only_cache_says_nothing_to_do(cache, data):
+def test_no_op_extract_on_a_read_only_cache_says_nothing_to_do(cache, data, fork_server):
     paths = [cache.root, *cache.root.rglob("*")]
     for path in paths:
         path.chmod(0o555 if path.is_dir() else 0o444)
     try:
         args = ["extract", "--data", data, *ARGS, "--layers", "block_1_project_BN", "--cache-dir", cache.root]
-        noop = forkserver.server().run(args, unprivileged=True)
+        noop = fork_server.run(args, unprivileged=True)
         assert noop.rc == 0 and "nothing to do: 1 layer(s) already cached" in noop.out, noop.err
-        work = forkserver.server().run([*args[:-4], "--layers", "block_2_add", *args[-2:]], unprivileged=True)
+        work = fork_server.run([*args[:-4], "--layers", "block_2_add", *args[-2:]], unprivileged=True)
         assert work.rc == 2 and "cannot lock cache entry" in one_line(work.err)
     finally:
         for path in paths:

@@ -1,36 +1,32 @@
-"""Classifier registry, the typed value parser and the Keras dense head, on scikit-learn's digits."""
+"""Classifier registry, the typed value parser, pipelines and the models for many rows (nystroem-svm, sgd, rf), on
+scikit-learn's digits; the Keras dense head has its own file (tests/test_dense.py)."""
 
-import joblib
+import json
+
 import numpy as np
 import pytest
-from sklearn.base import clone
-from sklearn.pipeline import Pipeline
 
 from featx.classifiers import (
-    DenseHeadClassifier,
     fit_pipeline,
     make_classifier,
     make_pipeline,
 )
+from featx.classifiers.registry import LARGE_N, large_n_note
+from featx.cli import _classifier_params, build_parser
 from featx.errors import FeatxError
-from featx.features.transforms import FNEDiscretizer, build_feature_pipeline
+from featx.experiments import FitSpec
+from featx.features.transforms import build_feature_pipeline
 from featx.values import params_dict, parse_grid_item, parse_param
 
-
-@pytest.fixture(scope="module")
-def parts(digits):
-    """conftest's digits as X_train, X_val, X_test, y_train, y_val, y_test."""
-    X, y, split = digits
-    (tr, va, te) = (split == s for s in ("train", "val", "test"))
-    return X[tr], X[va], X[te], y[tr], y[va], y[te]
+from helpers import cli
 
 
 @pytest.mark.parametrize(
     "name, transforms",
     [("rf", {}), ("logreg", {"standardize": True}), ("logreg", {"discretize": "fne"})],
 )
-def test_pipeline_beats_chance_by_far(parts, name, transforms):
-    X_train, _, X_test, y_train, _, y_test = parts
+def test_pipeline_beats_chance_by_far(digits_parts, name, transforms):
+    X_train, _, X_test, y_train, _, y_test = digits_parts
     pipe = make_pipeline(name, None, build_feature_pipeline(**transforms), seed=0, n_jobs=1)
     assert pipe.steps[-1][0] == "clf"
     accuracy = pipe.fit(X_train, y_train).score(X_test, y_test)
@@ -92,7 +88,8 @@ def test_parse_grid_item_splits_outside_brackets_only():
     [
         ("rf", {"max_depth": "abc"}, ["'max_depth'", "RandomForestClassifier", "int in the range [1, inf)", "'abc'"]),
         ("svm", {"C": -1}, ["'C'", "SVC", "(0.0, inf]", "got -1"]),
-        ("dense", {"optimizer": "adagrad"}, ["'optimizer'", "DenseHeadClassifier", "'adam'", "'adagrad'"]),
+        pytest.param("dense", {"optimizer": "adagrad"}, ["'optimizer'", "DenseHeadClassifier", "'adam'", "'adagrad'"],
+                     marks=pytest.mark.slow),  # builds the Keras dense head
     ],
 )
 def test_bad_parameter_values_fail_when_built_with_what_is_allowed(name, params, words):
@@ -102,83 +99,104 @@ def test_bad_parameter_values_fail_when_built_with_what_is_allowed(name, params,
     assert "\n" not in message and all(word in message for word in words), message
 
 
-@pytest.fixture(scope="module")
-def dense_fit(parts):
-    """A dense head with a learning rate high enough that validation accuracy wobbles, so
-    the last epoch is not the best one and restoring the best weights is observable."""
-    X_train, X_val, _, y_train, y_val, _ = parts
-    clf = DenseHeadClassifier(hidden=(32,), lr=0.3, epochs=15)
-    return clf.fit(X_train, y_train, X_val=X_val, y_val=y_val)
-
-
-def test_dense_head_learns(dense_fit, parts):
-    history = dense_fit.history_
-    assert list(history.columns) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
-    assert history["epoch"].tolist() == list(range(1, 16))
-    best = history.loc[history["epoch"] == dense_fit.best_epoch_, "val_accuracy"].item()
-    assert best == history["val_accuracy"].max()
-    assert best > history["val_accuracy"].iloc[0]
-    _, _, X_test, _, _, y_test = parts
-    assert dense_fit.score(X_test, y_test) > 0.85
-    np.testing.assert_array_equal(dense_fit.classes_, np.arange(10))
-
-
-def test_dense_head_restores_best_weights(dense_fit, parts):
-    _, X_val, _, _, y_val, _ = parts
-    history = dense_fit.history_
-    best = history["val_accuracy"].max()
-    # Precondition: training ended on a worse epoch, else this test would prove nothing.
-    assert history["val_accuracy"].iloc[-1] < best
-    assert dense_fit.score(X_val, y_val) == pytest.approx(best, abs=1e-6)
-
-
-def test_dense_head_patience_stops_early(parts):
-    X_train, X_val, _, y_train, y_val, _ = parts
-    clf = DenseHeadClassifier(hidden=(16,), lr=0.3, epochs=30, patience=2).fit(
-        X_train, y_train, X_val=X_val, y_val=y_val
-    )
-    assert len(clf.history_) == clf.best_epoch_ + 2 < 30
-
-
-def test_dense_pipeline_joblib_round_trip(parts, tmp_path):
-    X_train, _, X_test, y_train, _, _ = parts
-    labels = np.array(list("abcdefghij"))[y_train]  # string labels survive the round trip too
-    head = DenseHeadClassifier(hidden=(32,), epochs=5)
-    pipe = Pipeline([("fne", FNEDiscretizer()), ("clf", head)])
-    pipe.fit(X_train, labels)
-    joblib.dump(pipe, tmp_path / "pipe.joblib")
-    loaded = joblib.load(tmp_path / "pipe.joblib")
-    np.testing.assert_array_equal(loaded.predict(X_test), pipe.predict(X_test))
-    np.testing.assert_allclose(loaded.predict_proba(X_test), pipe.predict_proba(X_test))
-    assert loaded[-1].best_epoch_ == pipe[-1].best_epoch_
-    assert set(pipe.predict(X_test)) <= set("abcdefghij")
-
-
-def test_dense_head_params_and_clone():
-    clf = make_classifier("dense", {"hidden": (64, 32), "optimizer": "adam"}, seed=5)
-    assert isinstance(clf, DenseHeadClassifier)
-    params = clf.get_params()
-    assert (params["hidden"], params["optimizer"], params["random_state"]) == ((64, 32), "adam", 5)
-    copy = clone(clf)
-    assert copy is not clf and copy.get_params() == params
-    assert clone(clf.set_params(dropout=0.2)).dropout == 0.2
-
-
-def test_fit_pipeline_maps_validation_data_through_the_train_fitted_transforms(parts):
-    X_train, X_val, _, y_train, y_val, _ = parts
-    pipe = Pipeline([("fne", FNEDiscretizer()), ("clf", DenseHeadClassifier(hidden=(16,), lr=0.3, epochs=4))])
-    fit_pipeline(pipe, X_train, y_train, X_val, y_val)
-    fne, head = pipe.named_steps["fne"], pipe[-1]
-    np.testing.assert_allclose(fne.mean_, X_train.mean(axis=0))  # transforms fitted on train only
-    # the head's validation accuracy is measured on the FNE-mapped val split, so its best epoch scores it exactly
-    best = head.history_["val_accuracy"].max()
-    assert pipe.score(X_val, y_val) == pytest.approx(best, abs=1e-6)
-    assert "validation_data" not in head.get_params()  # no data in the saved model's parameters
-
-
-def test_fit_pipeline_without_a_validation_head_is_plain_fit(parts):
-    X_train, X_val, X_test, y_train, y_val, y_test = parts
+def test_fit_pipeline_without_a_validation_head_is_plain_fit(digits_parts):
+    X_train, X_val, X_test, y_train, y_val, y_test = digits_parts
     pipe = fit_pipeline(make_pipeline("logreg", None, build_feature_pipeline(standardize=True)), X_train, y_train,
                         X_val, y_val)
     reference = make_pipeline("logreg", None, build_feature_pipeline(standardize=True)).fit(X_train, y_train)
     np.testing.assert_array_equal(pipe.predict(X_test), reference.predict(X_test))
+
+
+# --- models for many rows: nystroem-svm (RBF kernel map + linear SVM) against exact SVC, sgd, rf on every core,
+# the note that names the faster choice beyond 10,000 rows, and their command-line flags
+
+@pytest.fixture(scope="module")
+def digits_train_test(digits):
+    """conftest's digits as X_train (train+val rows), y_train, X_test, y_test."""
+    X, y, split = digits
+    train, test = split != "test", split == "test"
+    return X[train], y[train], X[test], y[test]
+
+
+def test_nystroem_svm_decides_like_the_exact_rbf_svm(digits_train_test):
+    X_train, y_train, X_test, y_test = digits_train_test
+    exact = make_pipeline("svm", None, build_feature_pipeline(standardize=True)).fit(X_train, y_train)
+    approx = make_pipeline("nystroem-svm", {"n_components": 600}, build_feature_pipeline(standardize=True)).fit(X_train, y_train)
+    clf = approx[-1]
+    assert clf.nystroem_.components_.shape == (600, X_train.shape[1])
+    mapped = approx[:-1].transform(X_train)
+    assert clf.gamma_ == pytest.approx(1 / (mapped.shape[1] * mapped.var()), rel=1e-6)  # "scale", as SVC's
+    agree = (approx.predict(X_test) == exact.predict(X_test)).mean()
+    assert agree >= 0.95, agree
+    assert approx.score(X_test, y_test) >= exact.score(X_test, y_test) - 0.03
+
+
+def test_nystroem_svm_caps_landmarks_at_the_rows_and_takes_a_fixed_gamma(digits_train_test):
+    X_train, y_train, X_test, y_test = digits_train_test
+    small = make_classifier("nystroem-svm", {"gamma": 0.01}, seed=1).fit(X_train[:200], y_train[:200])
+    assert small.nystroem_.components_.shape[0] == 200 and small.gamma_ == 0.01
+    assert small.decision_function(X_test).shape == (len(X_test), 10)
+    assert small.score(X_test, y_test) > 0.8  # chance is 0.1
+
+
+@pytest.mark.parametrize("loss", ["log_loss", "hinge"])
+def test_sgd_learns_digits_and_gives_probabilities_with_log_loss(digits_train_test, loss):
+    X_train, y_train, X_test, y_test = digits_train_test
+    model = make_pipeline("sgd", {"loss": loss, "early_stopping": loss == "hinge"},
+                          build_feature_pipeline(standardize=True)).fit(X_train, y_train)
+    assert model.score(X_test, y_test) > 0.85
+    assert hasattr(model, "predict_proba") == (loss == "log_loss")
+    assert make_classifier("sgd").loss == "log_loss"
+
+
+def test_rf_uses_every_core_unless_told():
+    assert make_classifier("rf").n_jobs == -1
+    assert FitSpec(classifier="rf", n_jobs=None).pipeline()[-1].n_jobs == -1
+    assert make_classifier("rf", n_jobs=1).n_jobs == 1  # folds in parallel keep each forest on one core
+    assert make_classifier("rf", {"n_jobs": 2}, n_jobs=1).n_jobs == 2  # the user's value wins
+
+
+def test_the_note_names_the_faster_choice_beyond_10000_rows():
+    assert large_n_note("svm", LARGE_N) is None
+    note = large_n_note("svm", LARGE_N + 1)
+    assert note.startswith("note: --clf svm on 10,001 training rows") and "nystroem-svm" in note
+    assert "\n" not in note
+    assert large_n_note("logreg", 10 * LARGE_N) is None and large_n_note("nystroem-svm", 10 * LARGE_N) is None
+
+
+def test_flags_reach_the_classifier_parameters():
+    args = build_parser().parse_args(["compare", "--layer-sets", "blocks", "--clf", "sgd,nystroem-svm", "--loss", "hinge",
+                                      "--alpha", "1e-3", "--early-stopping", "--n-components", "300", "--gamma", "0.01"])
+    assert _classifier_params(args) == {"loss": "hinge", "alpha": 0.001, "early_stopping": True, "n_components": 300,
+                                        "gamma": 0.01}
+
+
+@pytest.mark.slow
+def test_fit_nystroem_svm_and_sgd_from_the_command_line(elpv_cache, tmp_path):
+    code, out, err = cli("fit", "--cache-dir", elpv_cache, "--runs-dir", tmp_path, "--layers", "top_activation",
+                         "--clf", "nystroem-svm", "--n-components", "64", "--gamma", "0.001", "--standardize")
+    assert code == 0 and err == "", err
+    code, out2, err = cli("fit", "--cache-dir", elpv_cache, "--runs-dir", tmp_path, "--layers", "top_activation",
+                          "--clf", "sgd", "--loss", "hinge", "--early-stopping", "--standardize")
+    assert code == 0 and err == "", err
+    from featx.experiments.runlog import read_log
+
+    log = read_log(runs_dir=tmp_path).set_index("classifier")
+    nystroem = json.loads(log.loc["nystroem-svm", "all_params"])
+    assert (nystroem["n_components"], nystroem["gamma"]) == (64, 0.001)
+    sgd = json.loads(log.loc["sgd", "all_params"])
+    assert (sgd["loss"], sgd["early_stopping"]) == ("hinge", True)
+    assert np.isfinite(log["val_accuracy"]).all()
+
+
+# --- augmentation flags belong to the dense head; any other classifier refuses them in one line
+
+@pytest.mark.parametrize("command, clf", [("fit", "rf"), ("compare", "rf,logreg"), ("tune", "logreg")])
+@pytest.mark.parametrize("flag", ["--mixup", "--feature-noise"])
+def test_augmentation_flags_without_a_dense_head_are_one_line_errors(tmp_path, capsys, command, clf, flag):
+    import featx.cli
+
+    where = ["--layer-sets" if command == "compare" else "--layers", "final", "--cache-dir", str(tmp_path)]
+    assert featx.cli.main([command, "--clf", clf, flag, "0.2", *where]) == 2
+    assert capsys.readouterr().err == (f"error: {flag} augments the dense head's training and --clf {clf} has no "
+                                       f"dense head; add --clf dense or drop {flag}\n")

@@ -3,13 +3,13 @@ clear refusal when the entries' images, labels or split differ."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
-from cli_capture import cli
 import featx
 from featx.errors import FeatxError
+
+from helpers import cli
 
 pytestmark = pytest.mark.slow  # each test pays for real extractions
 

@@ -19,34 +19,26 @@ from pathlib import Path
 
 import pytest
 
-from background_extract import assert_same_layers, background_reference
-import imagegen
 import featx
 from featx import distributed
 from featx.errors import FeatxError
 
+import imagegen
+from helpers import FEATX, assert_same_layers, background_reference, committed_rows, extract_command, user_lines
+
 N_GOOD, BATCH = 47, 4  # 48 rows: 6 shards of 8 images on 2 workers
 LAYERS = "block_2_add,block_6_project_BN,block_16_project_BN"
-FEATX = [shutil.which("featx")] if shutil.which("featx") else [sys.executable, "-m", "featx"]
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def extract_args(data: Path, cache_dir: Path, *extra: str) -> list[str]:
-    return [*FEATX, "extract", "--data", str(data), "--backbone", "mobilenet_v2", "--weights", "none",
-            "--input-size", "96", "--batch-size", str(BATCH), "--layers", LAYERS, "--cache-dir", str(cache_dir),
-            "--quiet", *extra]
+    return extract_command(data, cache_dir, LAYERS, BATCH, "--quiet", *extra)
 
 
 def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
     proc = subprocess.run(args, capture_output=True, text=True, timeout=600, **kwargs)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
-
-
-def user_lines(stderr: str) -> list[str]:
-    """stderr without TensorFlow's C++ log lines (cuInit on a machine without GPU and the like)."""
-    return [line for line in stderr.splitlines()
-            if line.strip() and not re.match(r"[IWEF]\d{4} |WARNING: All log messages before absl", line)]
 
 
 @pytest.fixture(scope="module")
@@ -73,16 +65,6 @@ def assert_same_cache(reference, cache_dir: Path) -> None:
     assert other.key == reference.key and other.layers == reference.layers and len(reference.layers) == 3
     assert other.errors == reference.errors and list(reference.errors) == ["truncated.jpg"]
     assert_same_layers(reference, other, N_GOOD + 1)
-
-
-def committed_rows(cache_dir: Path) -> int:
-    """Rows committed by the running pass, read from its progress.json (0 before it starts)."""
-    for path in cache_dir.glob("*/work/**/progress.json"):
-        try:
-            return json.loads(path.read_text())["committed_rows"]
-        except (OSError, ValueError, KeyError):
-            pass
-    return 0
 
 
 def wait_for_commit(cache_dir: Path, proc: subprocess.Popen, timeout: float = 300) -> int:

@@ -1,4 +1,6 @@
-"""EfficientNet-Lite0 rebuilt in Keras from the packaged PyTorch checkpoint, read without torch."""
+"""EfficientNet-Lite0 rebuilt in Keras from the packaged PyTorch checkpoint, read without torch; Lite1 and Lite2 from
+theirs, scaled as the official lite builder scales Lite0, registered with their own input sizes, and right on real
+photos."""
 
 import collections
 import io
@@ -12,11 +14,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from featx.backbones import available_backbones, describe_layers, get_backbone
 from featx.backbones.efficientnet_lite import (
+    BLOCKS_ARGS,
+    VARIANTS,
+    blocks_args,
     build_efficientnet_lite0,
     default_weights_path,
     preprocess_input,
+    round_filters,
 )
+from featx.backbones.layers import group_members
 from featx.backbones.torch_pickle import read_torch_state_dict
 from featx.errors import FeatxError
 
@@ -40,6 +48,7 @@ def _image(name):
     return np.asarray(Image.fromarray(pixels).resize((224, 224), Image.BILINEAR), dtype=np.float32)
 
 
+@pytest.mark.slow  # builds EfficientNet-Lite0 (Keras)
 def test_reader_returns_float32_tensors_in_torch_layout(state_dict, model):
     # 1 stem + 16 blocks + head + fc; BN layers carry 5 entries incl. num_batches_tracked.
     assert len(state_dict) == 296
@@ -64,6 +73,7 @@ def test_reader_returns_float32_tensors_in_torch_layout(state_dict, model):
     np.testing.assert_array_equal(model.get_layer("predictions").get_weights()[0], state_dict["_fc.weight"].T)
 
 
+@pytest.mark.slow  # builds EfficientNet-Lite0 (Keras)
 def test_layer_names_follow_keras_applications(model):
     names = {layer.name for layer in model.layers}
     for name in ["input_layer", "stem_conv", "stem_bn", "stem_activation", "block1a_dwconv",
@@ -74,6 +84,7 @@ def test_layer_names_follow_keras_applications(model):
     assert not any(n.endswith(("_drop", "_dropout", "top_dropout")) for n in names)  # inference graph
 
 
+@pytest.mark.slow  # builds EfficientNet-Lite0 (Keras)
 def test_classifies_real_photos(model):
     batch = preprocess_input(np.stack([_image("chelsea"), _image("coffee")]))
     probs = model.predict(batch, verbose=0)
@@ -84,6 +95,7 @@ def test_classifies_real_photos(model):
     assert np.argmax(probs[0]) in CATS and np.argmax(probs[1]) in COFFEE
 
 
+@pytest.mark.slow  # TensorFlow tensors
 def test_preprocess_works_on_tf_tensors():
     import tensorflow as tf
 
@@ -91,6 +103,7 @@ def test_preprocess_works_on_tf_tensors():
     np.testing.assert_allclose(out.numpy(), [[-127 / 128, 0.0, 1.0]])
 
 
+@pytest.mark.slow  # builds EfficientNet-Lite0 twice (Keras)
 def test_random_init_is_deterministic():
     a = build_efficientnet_lite0(weights=None, input_shape=(64, 64, 3))
     b = build_efficientnet_lite0(weights=None, input_shape=(64, 64, 3))
@@ -98,6 +111,7 @@ def test_random_init_is_deterministic():
         np.testing.assert_array_equal(wa, wb)
 
 
+@pytest.mark.slow  # builds EfficientNet-Lite0 (Keras) from each file
 def test_malformed_files_raise_featx_error(tmp_path):
     junk = tmp_path / "junk.pth"
     junk.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 37, dtype=np.uint8)))
@@ -221,3 +235,35 @@ def test_zip_format(tmp_path, monkeypatch):
     got = read_torch_state_dict(path)
     for k, v in expected.items():
         np.testing.assert_array_equal(got[k], v)
+
+
+# --- Lite1 and Lite2
+
+LITE = {"efficientnet_lite1": (240, 21, 320), "efficientnet_lite2": (260, 21, 352)}  # size, blocks, last block width
+
+
+def test_scaling_follows_the_official_builder():
+    assert [round_filters(f, 1.1) for f in (16, 24, 40, 80, 112, 192, 320)] == [16, 24, 48, 88, 120, 208, 352]
+    assert blocks_args(VARIANTS["efficientnet_lite0"]) == BLOCKS_ARGS
+    lite2 = blocks_args(VARIANTS["efficientnet_lite2"])
+    assert [a["repeats"] for a in lite2] == [1, 3, 3, 4, 4, 5, 1]  # first and last stage unscaled
+    assert lite2[0]["filters_in"] == 32 and lite2[1]["filters_in"] == 16  # stem fixed at 32
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", LITE)
+def test_lite1_and_lite2_classify_real_photos(name):
+    skdata = pytest.importorskip("skimage.data")
+    backbone = get_backbone(name)  # the packaged ImageNet weights; a shape mismatch would raise
+    size, n_blocks, width = LITE[name]
+    assert name in available_backbones() and backbone.input_size == (size, size)
+    assert backbone.feature_info.family == "efficientnet_lite" and backbone.preprocessing == "tf_lite_127_128"
+    infos = describe_layers(backbone)
+    blocks = group_members(infos, "blocks")
+    assert len(blocks) == n_blocks and group_members(infos, "final") == ["top_activation"]
+    assert {i.name: i for i in infos}[blocks[-1]].output_shape[-1] == width
+    photos = [np.asarray(Image.fromarray(getattr(skdata, p)()).resize((size, size), Image.BILINEAR), np.float32)
+              for p in ("chelsea", "coffee")]
+    probs = backbone.model.predict(preprocess_input(np.stack(photos)), verbose=0)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+    assert np.argmax(probs[0]) in CATS and np.argmax(probs[1]) in COFFEE, np.argsort(probs)[:, -5:]

@@ -48,6 +48,7 @@ def test_one_pass_equals_per_layer_models(lite_cache, lite):
         np.testing.assert_allclose(X[:, start:stop], per_layer_reference(lite, paths, layer, "avg"), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # an extraction and per-layer Keras models
 @pytest.mark.parametrize("pool", ["max", "none"])
 def test_other_poolings_equal_reference(elpv_folder, tmp_path, lite, pool):
     result = featx.extract(str(elpv_folder), layers="block3a_project_bn", pool=pool, cache_dir=tmp_path, progress=False)
@@ -173,6 +174,7 @@ def test_prefetch_stays_within_its_memory_budget(batch_size, side):
         assert depth * batch_size <= PREFETCH_IMAGES and depth * batch_size * side * side * 3 <= PREFETCH_BYTES
 
 
+@pytest.mark.slow  # builds VGG16 and MobileNetV2 (Keras)
 def test_groups_resolve_for_vgg_and_mobilenet():
     vgg = get_backbone("vgg16", weights="none")
     from featx.backbones.layers import group_members, layer_selection

@@ -15,6 +15,7 @@ from featx.experiments.compare import fit_specs, parse_grid
 CLASSES = [str(d) for d in range(10)]
 
 
+@pytest.mark.slow  # describes a dense-head spec (imports Keras)
 def test_fitspec_is_a_keyword_only_frozen_value_with_a_stable_description():
     params = {"n_estimators": 20, "min_samples_leaf": 2}
     spec = FitSpec(classifier="rf", params=params, transforms={"standardize": True}, seed=3)
@@ -86,7 +87,8 @@ def test_compare_builds_one_fitspec_per_classifier_and_grid_point_it_accepts():
     (["--param", "max_depth=abc"], ["max_depth", "'abc'", "int in the range [1, inf)"]),
     (["--n-estimators", "abc"], ["n_estimators", "'abc'", "int in the range [1, inf)"]),
     (["--clf", "svm", "--param", "C=-1"], ["'C'", "SVC", "got -1", "(0.0, inf]"]),
-    (["--clf", "dense", "--dense-batch-size", "0"], ["batch_size", "got 0"]),
+    pytest.param(["--clf", "dense", "--dense-batch-size", "0"], ["batch_size", "got 0"],
+                 marks=pytest.mark.slow),  # builds the Keras dense head to check it
     (["--pca", "abc"], ["pca", "'abc'"]),
 ])
 def test_bad_parameter_values_are_one_error_line_before_any_data_is_read(tmp_path, capsys, args, words):

@@ -3,7 +3,7 @@ with nothing written: no run logged, no run or report folder, no plot, no export
 
 Data that cannot train a classifier (one class, one class in train, no val rows without --cv), an entry whose
 first extraction is still pending, NaN features and an unusable --input-size. Every run is real: real ELPV
-images, a real (small, random-weights) backbone, in this process through tests/cli_capture.py.
+images, a real (small, random-weights) backbone, in this process through tests/helpers.py.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import h5py
 import numpy as np
 import pytest
 
-from cli_capture import assert_one_line_error, cli
 from featx.cache.store import Cache
+
+from helpers import assert_one_line_error, cli
 
 BACKBONE = ["--backbone", "mobilenet_v2", "--weights", "none", "--input-size", "96"]
 LAYERS = "block_1_project_BN,block_3_project_BN"
@@ -66,6 +67,7 @@ def images_of(folder: Path) -> list[tuple[str, str]]:
 
 # ---- one class: cached with a note, refused by fit/compare/tune ----------------------------------------------
 
+@pytest.mark.slow  # a real extraction
 @pytest.mark.parametrize("source", ["folder", "manifest"])
 def test_one_class_is_cached_with_a_note_and_refused_before_anything_is_written(source, elpv_folder, tmp_path):
     data = tmp_path / "data"
@@ -88,6 +90,7 @@ def test_one_class_is_cached_with_a_note_and_refused_before_anything_is_written(
     assert line.endswith("and run `featx extract` again")
 
 
+@pytest.mark.slow  # a real extraction
 def test_train_rows_of_one_class_are_refused(elpv_folder, tmp_path):
     """A manifest's split column that gives only one class train rows: the other classes are only in val/test."""
     data = tmp_path / "data"
@@ -113,6 +116,7 @@ def test_train_rows_of_one_class_are_refused(elpv_folder, tmp_path):
 
 # ---- a split without val rows ---------------------------------------------------------------------------------
 
+@pytest.mark.slow  # a real extraction
 def test_zero_val_fraction_needs_cv_to_select(elpv_folder, tmp_path):
     """--split 0.8,0,0.2 is cached with a note; compare and tune refuse to rank on the missing val rows unless
     --cv, before logging anything; fit says its run has no val score; compare --cv ranks on the train rows."""
@@ -146,6 +150,7 @@ def test_zero_val_fraction_needs_cv_to_select(elpv_folder, tmp_path):
 
 # ---- an entry whose first extraction is still pending ----------------------------------------------------------
 
+@pytest.mark.slow  # a real extraction
 @pytest.mark.parametrize("bad_name, committed", [("000 bad.png", 0), ("zzz bad.png", 4)])
 def test_entry_with_its_first_pass_pending(bad_name, committed, elpv_folder, tmp_path):
     """A --strict extract stopped at a bad image leaves its first pass pending (rows in work/, no layer file
@@ -161,7 +166,7 @@ def test_entry_with_its_first_pass_pending(bad_name, committed, elpv_folder, tmp
     rows = "no committed rows yet" if committed == 0 else "no finished layer yet"
     pending = (rf"^error: cache entry {entry} has {rows} \(its first extraction stopped at image {committed}/19\); "
                r"run `featx extract` again with the same options to finish it$")
-    for command, args in refusals(entry, cache_dir, tmp_path).items():
+    for args in refusals(entry, cache_dir, tmp_path).values():
         rc, out, err = cli(*args)
         assert_one_line_error(rc, err, pending)
         assert_nothing_written(cache_dir)
@@ -201,13 +206,14 @@ NAN = (r"^error: layer {layer} of cache entry {entry} has NaN/Inf features in {r
        r"[^)]+\.png\); leave it out of --layers, or run `featx verify` and re-extract it")
 
 
+@pytest.mark.slow  # a real extraction through a saved Keras model
 def test_nan_features_from_the_backbone(nan_backbone, elpv_folder, tmp_path):
     cache_dir = tmp_path / "cache"
     rc, out, err = extract(elpv_folder, cache_dir, backbone=["--backbone", nan_backbone], layers="clean,conv")
     assert rc == 0, err
     entry = entry_name(cache_dir)
     message = NAN.format(layer="conv", entry=entry, rows=18)
-    for command, args in refusals(entry, cache_dir, tmp_path).items():
+    for args in refusals(entry, cache_dir, tmp_path).values():
         assert_one_line_error(*cli(*args)[::2], message, code=1)
         assert_nothing_written(cache_dir)
     assert not (tmp_path / "features.csv").exists()
@@ -215,6 +221,7 @@ def test_nan_features_from_the_backbone(nan_backbone, elpv_folder, tmp_path):
     assert rc == 0 and re.search(r"^run \S+: logreg ", out, re.M), err
 
 
+@pytest.mark.slow  # a real extraction
 def test_nan_written_into_a_layer_file(elpv_folder, tmp_path):
     """NaN put into two rows of a layer file afterwards. The file's digest may refuse it first (a damaged file);
     either way it is one line, exit 1 or 2, and nothing is logged."""

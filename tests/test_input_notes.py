@@ -4,7 +4,6 @@ All on real ELPV images."""
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 
@@ -12,12 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cli_capture import cli
-import featx.extractor
 from featx.cache.store import Cache
 from featx.errors import FeatxError
 from featx.sources import resolve_source
 from featx.sources.decode import load_rgb
+
+from helpers import backbones_built_once, cli
 
 BACKBONE = ["--backbone", "mobilenet_v2", "--weights", "none", "--input-size", "96", "--layers", "block_1_project_BN",
             "--batch-size", "8", "--quiet"]
@@ -26,8 +25,7 @@ BACKBONE = ["--backbone", "mobilenet_v2", "--weights", "none", "--input-size", "
 @pytest.fixture(scope="module", autouse=True)
 def backbone_built_once():
     """Every extraction here builds the same backbone: build it once (its numbers do not change)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(featx.extractor, "get_backbone", functools.lru_cache(maxsize=2)(featx.extractor.get_backbone))
+    with backbones_built_once(2):
         yield
 
 
@@ -65,6 +63,7 @@ def test_a_repeated_label_column_is_an_error_naming_it(elpv_folder, elpv_rows, t
         manifest.unlink()
 
 
+@pytest.mark.slow  # a real extraction
 def test_a_limit_beyond_the_data_says_all_images_are_used(elpv_folder, tmp_path):
     rc, out, err = cli("extract", "--data", elpv_folder, *BACKBONE, "--limit", 1000, "--cache-dir", tmp_path)
     assert rc == 0, err
@@ -91,6 +90,7 @@ def test_a_float_tiff_of_0_to_1_intensities_decodes_as_its_8_bit_original(tmp_pa
     np.testing.assert_array_equal(load_rgb(str(brighter), size), load_rgb(path, size))
 
 
+@pytest.mark.slow  # real extractions
 def test_an_entry_shared_by_two_manifests_says_whose_name_it_keeps(elpv_folder, elpv_rows, tmp_path):
     first, second, renamed = elpv_folder / "first.csv", elpv_folder / "second.csv", elpv_folder / "renamed.csv"
     write_manifest(first, "path,label", elpv_rows)

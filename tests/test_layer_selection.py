@@ -16,11 +16,8 @@ CACHED = ["top_activation", "block2b_add"]  # named out of depth order on purpos
 
 
 @pytest.fixture(scope="module")
-def entry(elpv_folder, tmp_path_factory):
-    cache_dir = tmp_path_factory.mktemp("cache")
-    featx.extract(str(elpv_folder), layers=CACHED, weights="none", input_size=96, limit=9, cache_dir=cache_dir,
-                  progress=False, log=lambda *a: None)
-    return open_entry(None, cache_dir)
+def entry(elpv_folder, tiny_cache):
+    return open_entry(None, tiny_cache(elpv_folder, CACHED, backbone="efficientnet_lite0", limit=9))
 
 
 def test_selection_is_a_value_in_depth_order(entry):
@@ -55,6 +52,7 @@ def test_entry_messages(entry, spec, message):
         featx.load(cache=entry.name, cache_dir=entry.path.parent, layers=spec)
 
 
+@pytest.mark.slow  # builds MobileNetV2
 def test_group_absent_from_the_backbone(elpv_folder, tmp_path):
     """mobilenet_v2 at 96 px has no 1000-class top: `fc` matches nothing, with its own message, before any work."""
     with pytest.raises(FeatxError, match=r"^group 'fc' matched no layer of mobilenet_v2; name layers or another group; "

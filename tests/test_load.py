@@ -10,7 +10,7 @@ import pandas as pd
 import featx
 from featx.features.export import export
 from featx.features.load import Features, load
-from tests.tiny_entry import CLASSES, LABELS, LAYER, N, OTHER, OTHER_WIDTH, SPLIT, WIDTH, make_entry
+from tests.tiny_entry import CLASSES, LABELS, LAYER, OTHER, OTHER_WIDTH, SPLIT, WIDTH, N, make_entry
 
 
 def test_load_unpacks_as_x_y_meta_and_says_what_its_columns_are(tmp_path):

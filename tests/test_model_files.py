@@ -18,7 +18,6 @@ import skops.io
 from sklearn.datasets import load_digits
 from sklearn.pipeline import Pipeline
 
-import forkserver
 from featx.classifiers import CLASSIFIERS, make_pipeline
 from featx.errors import FeatxError
 from featx.experiments.models import HEAD_FILE, MODEL_FILE, load_model, model_sha256, save_model
@@ -47,7 +46,7 @@ class Trap:
 
 
 @pytest.fixture(scope="module")
-def digits():
+def small_digits():
     X, y = load_digits(return_X_y=True)
     return X[:400].astype(np.float32) / 16, y[:400]
 
@@ -73,8 +72,8 @@ def plant(cache_dir: Path, run_id: str, payload: bytes, name: str = MODEL_FILE) 
 
 @pytest.mark.parametrize("transforms", [{}, {"standardize": True, "discretize": "fne", "pca": 10}, {"discretize": "kbins"}])
 @pytest.mark.parametrize("clf", [c for c in CLASSIFIERS if c != "dense"] + ["knn-manhattan"])
-def test_every_pipeline_round_trips_through_skops(digits, tmp_path, clf, transforms):
-    X, y = digits
+def test_every_pipeline_round_trips_through_skops(small_digits, tmp_path, clf, transforms):
+    X, y = small_digits
     params = {"metric": "manhattan", "algorithm": "ball_tree"} if clf == "knn-manhattan" else None
     pipeline = make_pipeline(clf.split("-manhattan")[0], params, build_feature_pipeline(**transforms), 0, 1).fit(X, y)
     run_id = save_run(tmp_path, pipeline)
@@ -84,10 +83,10 @@ def test_every_pipeline_round_trips_through_skops(digits, tmp_path, clf, transfo
 
 
 @pytest.mark.slow
-def test_dense_head_round_trips_as_skops_plus_keras_and_refuses_a_lambda_head(digits, tmp_path):
+def test_dense_head_round_trips_as_skops_plus_keras_and_refuses_a_lambda_head(small_digits, tmp_path):
     import keras
 
-    X, y = digits
+    X, y = small_digits
     pipeline = make_pipeline("dense", {"hidden": (16,), "epochs": 3}, build_feature_pipeline(standardize=True)).fit(X, y)
     run_id = save_run(tmp_path, pipeline)
     folder = tmp_path / "runs" / run_id
@@ -109,15 +108,15 @@ def test_dense_head_round_trips_as_skops_plus_keras_and_refuses_a_lambda_head(di
     assert not marker.exists()
 
 
-def test_pickle_or_untrusted_model_file_never_runs(digits, tmp_path):
-    X, y = digits
+def test_pickle_or_untrusted_model_file_never_runs(small_digits, tmp_path, fork_server):
+    X, y = small_digits
     run_id = save_run(tmp_path, make_pipeline("logreg").fit(X, y))
     marker = tmp_path / "payload-ran"
 
     plant(tmp_path, run_id, pickle.dumps(Payload(marker)))
     with pytest.raises(FeatxError, match=rf"model file .*{MODEL_FILE} of run {run_id} is not a skops model featx wrote"):
         load_model(run_id, tmp_path)
-    child = forkserver.server().run(["predict", "--model", run_id, str(tmp_path), "--cache-dir", str(tmp_path)])
+    child = fork_server.run(["predict", "--model", run_id, str(tmp_path), "--cache-dir", str(tmp_path)])
     lines = [l for l in child.err.splitlines() if l.strip() and not re.match(r"[IWEF]\d{4} |WARNING: All log", l)]
     assert child.rc == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "not a skops model" in lines[0], child.err
 

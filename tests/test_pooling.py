@@ -15,6 +15,8 @@ from featx.backbones import describe_layers, get_backbone
 from featx.backbones.layers import POOLS
 from featx.sources.decode import load_rgb
 
+pytestmark = pytest.mark.slow  # every test here builds EfficientNet-Lite0 (Keras)
+
 SIZE = 96  # block3a_project_bn is 12x12 (with negative values), top_activation 3x3 (odd: shared middle row)
 LAYERS = ["block3a_project_bn", "top_activation", "predictions"]
 

@@ -1,5 +1,5 @@
 """featx changes no process-wide state a notebook or host program relies on: global random streams, the
-matplotlib backend, Pillow's pixel limit (tests/test_inputs.py checks that one)."""
+matplotlib backend, Pillow's pixel limit (tests/test_sources.py checks that one)."""
 
 from __future__ import annotations
 
@@ -11,19 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 
-
-def draws():
-    import tensorflow as tf
-
-    return random.random(), float(np.random.random()), float(tf.random.uniform([]).numpy())
-
-
-def seed_everything(seed):
-    import tensorflow as tf
-
-    random.seed(seed)
-    np.random.seed(seed)
-    tf.random.set_seed(seed)
+from helpers import draws, seed_everything
 
 
 @pytest.mark.slow  # builds two backbones: about 25 s on 2 busy cores

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from readme_blocks import blocks_to_run
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -32,20 +32,20 @@ import h5py
 import numpy as np
 import pytest
 
-import forkserver
-import imagegen
 import featx
 import featx.cli
 from featx.cache.store import CacheEntry
 from featx.errors import FeatxError
 from featx.features.load import select_cached
 
+import imagegen
+from helpers import user_lines
+
 SEED = int(os.environ.get("FEATX_KILL_SEED", "20240611"))
 N_GOOD = 56
 BATCH = 4
 FEATX = [shutil.which("featx")] if shutil.which("featx") else [sys.executable, "-m", "featx"]
 
-forkserver.server()  # start importing TensorFlow in the background while the data is prepared
 
 
 BLOCKS = "blocks"
@@ -98,12 +98,6 @@ class Reference:
 @pytest.fixture(scope="module")
 def reference(manifest, tmp_path_factory) -> Reference:
     return Reference(manifest, tmp_path_factory.mktemp("reference"))
-
-
-def user_lines(stderr: str) -> list[str]:
-    """stderr without TensorFlow's own C++ log lines (e.g. 'E0000 ... failed call to cuInit' on a machine without GPU)."""
-    return [line for line in stderr.splitlines()
-            if line.strip() and not re.match(r"[IWEF]\d{4} |WARNING: All log messages before absl", line)]
 
 
 def entry_folders(cache_dir: Path) -> list[Path]:
@@ -242,8 +236,8 @@ def kill_once(server, cache_dir: Path, args: list[str], mode: str, threshold, rn
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_points_then_resume_with_other_layers_is_bit_identical(manifest, reference, tmp_path):
-    server = forkserver.server()
+def test_sigkill_at_random_points_then_resume_with_other_layers_is_bit_identical(manifest, reference, tmp_path, fork_server):
+    server = fork_server
     rng = np.random.default_rng(SEED)
     n_rows = sum(1 for _ in manifest.open(encoding="utf-8")) - 1
     snapshots, history, kills, mid_pass = [], [], 0, 0
@@ -293,9 +287,9 @@ def wait_for_rows(child, cache_dir: Path, rows: int) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("second", [SUPERSET, SUBSET, DISJOINT])
-def test_kill_mid_pass_then_other_layers_is_bit_identical(second, manifest, reference, tmp_path):
+def test_kill_mid_pass_then_other_layers_is_bit_identical(second, manifest, reference, tmp_path, fork_server):
     """The pending pass is finished by the next run whatever it asks for: never discarded, never zero-filled."""
-    server = forkserver.server()
+    server = fork_server
     cache_dir = tmp_path / "c"
     child = server.start(extract_args(manifest, cache_dir, BLOCKS))
     wait_for_rows(child, cache_dir, 5 * BATCH)
@@ -308,9 +302,9 @@ def test_kill_mid_pass_then_other_layers_is_bit_identical(second, manifest, refe
 
 
 @pytest.mark.slow
-def test_strict_stop_then_other_layers_is_bit_identical(manifest, reference, tmp_path):
+def test_strict_stop_then_other_layers_is_bit_identical(manifest, reference, tmp_path, fork_server):
     """A --strict run that stopped at a bad image leaves a pending pass; a run for other layers finishes it."""
-    server = forkserver.server()
+    server = fork_server
     cache_dir = tmp_path / "c"
     strict = server.run([*extract_args(manifest, cache_dir, BLOCKS), "--strict"])
     assert strict.rc == 2 and "truncated.jpg" in strict.err and "--strict" in strict.err, strict.err
@@ -320,9 +314,9 @@ def test_strict_stop_then_other_layers_is_bit_identical(manifest, reference, tmp
     assert_same_cache(reference.entry(), cache_dir, f"{BLOCKS},{DISJOINT}")
 
 
-def test_two_writers_on_one_cache(manifest, reference, tmp_path):
+def test_two_writers_on_one_cache(manifest, reference, tmp_path, fork_server):
     """Two extract processes on one fresh cache: one writes, the other waits its turn or says who holds the lock."""
-    server = forkserver.server()
+    server = fork_server
     cache_dir = tmp_path / "shared"
     first, second = server.start(extract_args(manifest, cache_dir)), server.start(extract_args(manifest, cache_dir))
     results = {first.pid: (first.wait(), first.err), second.pid: (second.wait(), second.err)}
@@ -338,7 +332,7 @@ def test_two_writers_on_one_cache(manifest, reference, tmp_path):
     assert_same_cache(reference.entry(), cache_dir)
 
 
-def test_lock_names_its_holder_and_a_dead_holders_lock_is_taken_over(manifest, reference, tmp_path):
+def test_lock_names_its_holder_and_a_dead_holders_lock_is_taken_over(manifest, reference, tmp_path, fork_server):
     cache_dir = tmp_path / "cache"
     shutil.copytree(reference.cache_dir, cache_dir)
     [folder] = entry_folders(cache_dir)
@@ -353,10 +347,10 @@ def test_lock_names_its_holder_and_a_dead_holders_lock_is_taken_over(manifest, r
         with pytest.raises(FeatxError, match=rf"being written by pid {holder.pid} on {host} since \d{{4}}-"):
             with CacheEntry(folder).lock():
                 pass
-        busy = forkserver.server().run(extract_args(manifest, cache_dir, UNION))
+        busy = fork_server.run(extract_args(manifest, cache_dir, UNION))
         assert busy.rc == 2 and f"is being written by pid {holder.pid} on" in busy.err
         assert len(user_lines(busy.err)) == 1, busy.err
-        noop = forkserver.server().run(extract_args(manifest, cache_dir, SUBSET))  # decided without the lock
+        noop = fork_server.run(extract_args(manifest, cache_dir, SUBSET))  # decided without the lock
         assert noop.rc == 0 and "nothing to do: 3 layer(s) already cached" in noop.out, noop.err
     finally:
         holder.send_signal(signal.SIGKILL)
@@ -364,6 +358,6 @@ def test_lock_names_its_holder_and_a_dead_holders_lock_is_taken_over(manifest, r
     assert str(holder.pid) in (folder / ".lock").read_text()  # what a dead holder leaves behind
     with CacheEntry(folder).lock():  # the kernel released its flock: taken over at once
         assert json.loads((folder / ".lock").read_text())["pid"] == os.getpid()
-    again = forkserver.server().run(extract_args(manifest, cache_dir, UNION))
+    again = fork_server.run(extract_args(manifest, cache_dir, UNION))
     assert again.rc == 0 and "cached 1 layer(s)" in again.out, again.err
     assert_same_cache(reference.entry(), cache_dir, UNION)

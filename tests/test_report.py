@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from cli_capture import cli
 from PIL import Image
+
+from helpers import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 VOID = {"meta", "img", "br", "hr", "link", "input", "source", "wbr", "col", "area", "base", "embed", "param", "track"}

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from cli_capture import assert_one_line_error, cli
 from featx.experiments.runlog import LOG_FILE, LOG_VERSION, read_log
+
+from helpers import assert_one_line_error, cli
 
 FEATX = Path(__file__).parent.parent / "featx"
 V3 = Path(__file__).parent / "data" / "runs-v3"  # a runs folder featx's format 3 wrote (main at 1eacef3; data/README.md)

@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 
 import featx
-from background_extract import assert_same_layers, background_reference
-import imagegen
 from featx import distributed
 from featx.errors import FeatxError
-from test_dask import FEATX, committed_rows, user_lines
+
+import imagegen
+from helpers import FEATX, assert_same_layers, background_reference, committed_rows, extract_command, user_lines
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -92,8 +92,7 @@ def images(tmp_path_factory) -> Path:
 
 
 def extract_args(data: Path, cache_dir: Path, *extra: str) -> list[str]:
-    return [*FEATX, "extract", "--data", str(data), "--backbone", "mobilenet_v2", "--weights", "none",
-            "--input-size", "96", "--batch-size", str(BATCH), "--layers", LAYERS, "--cache-dir", str(cache_dir), *extra]
+    return extract_command(data, cache_dir, LAYERS, BATCH, *extra)
 
 
 def config(tmp_path: Path, **settings) -> Path:

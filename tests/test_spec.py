@@ -16,9 +16,9 @@ from featx.experiments.spec import (
     METRIC_NAMES,
     Evaluation,
     FitSpec,
+    _canonical,
     _decode,
     _encode,
-    _canonical,
     fit_spec,
     spec_hash,
 )
@@ -190,12 +190,12 @@ def logged(elpv_cache, tmp_path_factory):
 
 
 def test_every_logged_spec_round_trips_and_refits_to_the_same_scores(logged, elpv_cache, tmp_path):
+    from featx.cache.store import Cache
     from featx.experiments.fit import fit_run
     from featx.experiments.runlog import logged_selection, read_log
     from featx.experiments.spec import logged_spec
     from featx.features.load import load
     from featx.reports import evaluate
-    from featx.cache.store import Cache
 
     table = read_log(elpv_cache, runs_dir=logged)
     assert len(table) == 3 + (3 + 2) + 1 and table["spec_hash"].notna().all()
@@ -256,7 +256,7 @@ def test_fit_like_refits_a_logged_run_and_flags_override_it(logged, elpv_cache, 
 
     from featx.experiments.runlog import read_log
 
-    from cli_capture import assert_one_line_error
+    from helpers import assert_one_line_error
 
     runs_dir = tmp_path / "runs"
     shutil.copytree(logged, runs_dir)
@@ -287,10 +287,10 @@ def test_fit_like_refits_a_logged_run_and_flags_override_it(logged, elpv_cache, 
 
 def test_a_pipeline_step_reuses_the_run_of_the_same_featx_fit(elpv_cache, tmp_path, capsys):
     """The step spells a default out (kbins = 5) and the command line leaves it; both build one FitSpec, one hash."""
+    from conftest import ELPV_LAYERS, ELPV_LIMIT
+
     from featx.cli import main
     from featx.experiments.runlog import read_log
-
-    from conftest import ELPV_LAYERS, ELPV_LIMIT
 
     assert main(["fit", "--cache-dir", str(elpv_cache), "--layers", LAYER, "--clf", "logreg", "--param", "C=0.37",
                  "--standardize", "--seed", "5"]) == 0

@@ -75,6 +75,7 @@ def test_views_are_the_d4_group_crops_and_seeded_random_crops(elpv_image):
     assert not np.array_equal(again[1], again[2])
 
 
+@pytest.mark.slow  # real extractions
 def test_passes_compute_only_missing_layer_view_pairs(elpv_folder, tmp_path):
     entry = extract(elpv_folder, tmp_path, views="flip", layers=["top_activation"]).entry
     assert entry.views == ["id", "hflip"]

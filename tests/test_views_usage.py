@@ -19,13 +19,12 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-import forkserver
 from featx.classifiers import make_pipeline
 from featx.classifiers.views import ViewEnsemble, final_classifier, training_rows, view_rows
 from featx.errors import FeatxError
 from featx.experiments import FitSpec, train_and_score
-from featx.experiments.reuse import logged_runs
 from featx.experiments.models import _load_pipeline, save_model
+from featx.experiments.reuse import logged_runs
 from featx.experiments.runlog import LOG_FILE, LOG_VERSION, append_run, read_log
 from featx.experiments.selection import cross_validate, make_folds
 
@@ -351,14 +350,16 @@ views = "id"
 
 
 def _featx(*argv):
+    import forkserver  # the session's server: tests calling this take the fork_server fixture
+
     child = forkserver.server().run([str(a) for a in argv])
     return child.wait(), child.out, child.err
 
 
 @pytest.mark.slow
-def test_cli_fit_compare_tune_predict_with_views_and_tta(flipped, tmp_path):
-    from featx.features.load import load
+def test_cli_fit_compare_tune_predict_with_views_and_tta(flipped, tmp_path, fork_server):
     from featx.experiments.models import load_model
+    from featx.features.load import load
     from featx.sources import resolve_source
 
     cache_dir, entry = flipped

@@ -19,14 +19,12 @@ from pathlib import Path
 import h5py
 import pytest
 
-from cli_capture import cli
-import forkserver
 from featx.backbones.efficientnet_lite import default_weights_path
 from featx.backbones.torch_pickle import read_torch_state_dict
 from featx.cache.key import file_fingerprint
 from featx.errors import FeatxError
 
-forkserver.server()  # its TensorFlow import runs in the background meanwhile
+from helpers import cli
 
 PICKLES = ("magic number", "protocol", "sys info", "state dict", "storage keys")  # a legacy .pth, in file order
 
@@ -105,8 +103,8 @@ def test_header_pickles_take_no_globals_at_all(tmp_path):
 
 
 @pytest.mark.slow  # four fresh featx processes
-def test_extract_and_layers_refuse_a_payload_weights_file(tmp_path, elpv_folder):
-    server = forkserver.server()
+def test_extract_and_layers_refuse_a_payload_weights_file(tmp_path, elpv_folder, fork_server):
+    server = fork_server
     for which in ("magic number", "storage keys"):
         marker = tmp_path / f"marker-{which.replace(' ', '-')}"
         weights = poisoned_pth(tmp_path / f"{which.replace(' ', '-')}.pth", which, marker)
@@ -167,12 +165,12 @@ def test_extract_records_the_weights_files_hash(lite_run):
 
 
 @pytest.mark.slow  # builds EfficientNet-Lite0 with its real weights
-def test_predict_checks_the_weights_file_before_reading_it(lite_run, elpv_folder, tmp_path):
+def test_predict_checks_the_weights_file_before_reading_it(lite_run, elpv_folder, tmp_path, fork_server):
     cache_dir, weights, run_id = lite_run
     images = next(p for p in elpv_folder.iterdir() if p.is_dir())
     original = tmp_path / "original.h5"
     shutil.copyfile(_index(cache_dir), original)
-    server = forkserver.server()
+    server = fork_server
 
     rc, out, _ = cli("predict", "--model", run_id, images, "--cache-dir", cache_dir, "--output", tmp_path / "ok.csv")
     assert rc == 0 and (tmp_path / "ok.csv").is_file()  # the untouched file passes the check
@@ -219,6 +217,7 @@ def _tiny_model(path: Path, seed: int) -> Path:
     return path
 
 
+@pytest.mark.slow  # saves a Keras model
 def test_predict_checks_a_saved_model_backbone_before_loading_it(elpv_folder, tmp_path):
     model, cache_dir = _tiny_model(tmp_path / "mine.keras", 0), tmp_path / "cache"
     rc, _, err = cli("extract", "--data", elpv_folder, "--backbone", model, "--layers", "deeper", "--preprocess",

@@ -14,10 +14,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
 from featx.backbones.layers import LayerSelection, infos_from_metadata, layer_selection
-from featx.cache.layout import parse_entry_name
 from featx.cache.key import cache_key
+from featx.cache.layout import parse_entry_name
 from featx.cache.passlog import PassLog
 from featx.cache.store import Cache, CacheEntry
 from featx.errors import FeatxError

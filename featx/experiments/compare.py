@@ -51,6 +51,21 @@ from featx.experiments.fit import (
 )
 from featx.experiments.runfolders import new_run_id, writable_folder
 from featx.experiments.runlog import cv_columns, prepare_log, selection_columns
+from featx.experiments.selection import (
+    METRICS,
+    SELECTION_SPLITS,
+    CVResult,
+    Folds,
+    default_metric,
+    for_row_space,
+    make_folds,
+    paired_difference,
+    quietly,
+    row_space,
+    score,
+    summarize,
+    val_folds,
+)
 from featx.experiments.spec import (  # noqa: F401  (fit_specs: also featx.experiments.compare's)
     METRIC_NAMES,
     Evaluation,
@@ -58,21 +73,6 @@ from featx.experiments.spec import (  # noqa: F401  (fit_specs: also featx.exper
     compare_specs,
     fit_specs,
     score_column,
-)
-from featx.experiments.selection import (
-    METRICS,
-    SELECTION_SPLITS,
-    CVResult,
-    Folds,
-    default_metric,
-    make_folds,
-    paired_difference,
-    for_row_space,
-    quietly,
-    row_space,
-    score,
-    summarize,
-    val_folds,
 )
 from featx.experiments.tune import ROW_SPACE
 from featx.features.load import load, select_cached

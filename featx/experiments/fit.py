@@ -29,13 +29,11 @@ from featx.classifiers.views import final_classifier
 from featx.errors import FeatxError
 from featx.experiments.models import MODEL_FILE, save_model
 from featx.experiments.runlog import EVAL_SPLITS, log_run, prepare_log, stage_run
-from featx.experiments.spec import Evaluation, FitSpec, fit_spec
-from featx.experiments.spec import view_names, with_class_weight  # noqa: F401  (also featx.experiments.fit's names)
 from featx.experiments.selection import CVResult, Folds, cross_validate, make_folds, quietly, summarize
+from featx.experiments.spec import Evaluation, FitSpec, fit_spec, view_names, with_class_weight  # noqa: F401  (also featx.experiments.fit's names)
 from featx.features.load import load, open_entries, require_layers
 from featx.reports import evaluate, plot_confusion, plot_learning_curves
 from featx.sources.views import IDENTITY
-
 
 
 @dataclass

@@ -34,8 +34,8 @@ from featx.cache.store import CacheEntry
 from featx.errors import FeatxError
 from featx.experiments.compare import _expand_subsets, compare, compare_run
 from featx.experiments.fit import fit, fit_run
-from featx.experiments.reuse import logged_runs
 from featx.experiments.ranking import entry_metric, format_ranked, rank, recommendation_line, source_line
+from featx.experiments.reuse import logged_runs
 from featx.experiments.runlog import read_log, split_fingerprint
 from featx.experiments.spec import Evaluation, FitSpec, baseline_specs, compare_specs, fit_spec
 from featx.experiments.tsne import tsne, tsne_path

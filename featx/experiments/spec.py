@@ -113,7 +113,7 @@ class FitSpec:
         labels = {"fne": lambda s: f"fne({s.low},{s.high})", "kbins": lambda s: f"kbins({s.n_bins})",
                   "pca": lambda s: f"pca({s.n_components})"}
         steps = build_feature_pipeline(seed=self.seed, **self.transforms)
-        return "+".join(labels.get(name, lambda s: name)(step) for name, step in steps) or "none"
+        return "+".join(labels.get(name, lambda s, name=name: name)(step) for name, step in steps) or "none"
 
     def params_json(self) -> str:
         """The parameters as sorted JSON (tuples become lists): the run log's `params` column."""

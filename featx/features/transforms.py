@@ -7,7 +7,6 @@ split, so validation and test features are mapped with train statistics (no leak
 from __future__ import annotations
 
 import warnings
-
 from numbers import Integral, Real
 
 import numpy as np

@@ -209,7 +209,14 @@ def _add_tune(page: Page, found) -> None:
 def render(page: Page) -> str:
     """The whole HTML document of `page` (images inlined)."""
     from featx.experiments.fit import fit_command, run_files
-    from featx.experiments.ranking import entry_metric, model_name, protocol_label, rank, recommendation_line, recommended
+    from featx.experiments.ranking import (
+        entry_metric,
+        model_name,
+        protocol_label,
+        rank,
+        recommendation_line,
+        recommended,
+    )
     from featx.experiments.runlog import read_log
 
     log = read_log(page.cache)

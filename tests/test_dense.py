@@ -3,15 +3,21 @@ head's own seeded generator, reachable from fit/compare/tune flags and pipeline 
 
 from __future__ import annotations
 
+import joblib
 import numpy as np
 import pytest
+from sklearn.base import clone
 from sklearn.metrics import accuracy_score, log_loss
+from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import InvalidParameterError
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from featx.classifiers import make_classifier
+from featx.classifiers import fit_pipeline, make_classifier
 from featx.classifiers.dense import DenseHeadClassifier
 from featx.errors import FeatxError
-from test_process_state import draws, seed_everything
+from featx.features.transforms import FNEDiscretizer
+
+from helpers import draws, seed_everything
 
 SMALL = {"hidden": (16,), "epochs": 4, "lr": 0.05}
 
@@ -123,7 +129,7 @@ def featx(*args):
 
 
 @pytest.fixture(scope="module")
-def lite0_cache(tmp_path_factory):
+def lite0_cache(tmp_path_factory, fork_server):
     cache = tmp_path_factory.mktemp("dense_augment") / "cache"
     done = featx("extract", "--data", "elpv", "--limit", 60, "--backbone", "efficientnet_lite0", "--input-size", 96,
                  "--layers", "final", "--cache-dir", cache, "--quiet")
@@ -154,12 +160,91 @@ def test_cli_flags_and_pipeline_params_reach_the_dense_head(lite0_cache, tmp_pat
         '{"epochs": 3, "feature_noise": 0.2, "mixup": 0.4}'], dense["params"].tolist()
 
 
-@pytest.mark.parametrize("command, clf", [("fit", "rf"), ("compare", "rf,logreg"), ("tune", "logreg")])
-@pytest.mark.parametrize("flag", ["--mixup", "--feature-noise"])
-def test_augmentation_flags_without_a_dense_head_are_one_line_errors(tmp_path, capsys, command, clf, flag):
-    import featx.cli
+# --- the head itself, on conftest's digits
 
-    where = ["--layer-sets" if command == "compare" else "--layers", "final", "--cache-dir", str(tmp_path)]
-    assert featx.cli.main([command, "--clf", clf, flag, "0.2", *where]) == 2
-    assert capsys.readouterr().err == (f"error: {flag} augments the dense head's training and --clf {clf} has no "
-                                       f"dense head; add --clf dense or drop {flag}\n")
+@pytest.fixture(scope="module")
+def dense_fit(digits_parts):
+    """A dense head with a learning rate high enough that validation accuracy wobbles, so
+    the last epoch is not the best one and restoring the best weights is observable."""
+    X_train, X_val, _, y_train, y_val, _ = digits_parts
+    clf = DenseHeadClassifier(hidden=(32,), lr=0.3, epochs=15)
+    return clf.fit(X_train, y_train, X_val=X_val, y_val=y_val)
+
+
+def test_dense_head_learns(dense_fit, digits_parts):
+    history = dense_fit.history_
+    assert list(history.columns) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
+    assert history["epoch"].tolist() == list(range(1, 16))
+    best = history.loc[history["epoch"] == dense_fit.best_epoch_, "val_accuracy"].item()
+    assert best == history["val_accuracy"].max()
+    assert best > history["val_accuracy"].iloc[0]
+    _, _, X_test, _, _, y_test = digits_parts
+    assert dense_fit.score(X_test, y_test) > 0.85
+    np.testing.assert_array_equal(dense_fit.classes_, np.arange(10))
+
+
+def test_dense_head_restores_best_weights(dense_fit, digits_parts):
+    _, X_val, _, _, y_val, _ = digits_parts
+    history = dense_fit.history_
+    best = history["val_accuracy"].max()
+    # Precondition: training ended on a worse epoch, else this test would prove nothing.
+    assert history["val_accuracy"].iloc[-1] < best
+    assert dense_fit.score(X_val, y_val) == pytest.approx(best, abs=1e-6)
+
+
+def test_dense_head_patience_stops_early(digits_parts):
+    X_train, X_val, _, y_train, y_val, _ = digits_parts
+    clf = DenseHeadClassifier(hidden=(16,), lr=0.3, epochs=30, patience=2).fit(
+        X_train, y_train, X_val=X_val, y_val=y_val
+    )
+    assert len(clf.history_) == clf.best_epoch_ + 2 < 30
+
+
+def test_dense_pipeline_joblib_round_trip(digits_parts, tmp_path):
+    X_train, _, X_test, y_train, _, _ = digits_parts
+    labels = np.array(list("abcdefghij"))[y_train]  # string labels survive the round trip too
+    head = DenseHeadClassifier(hidden=(32,), epochs=5)
+    pipe = Pipeline([("fne", FNEDiscretizer()), ("clf", head)])
+    pipe.fit(X_train, labels)
+    joblib.dump(pipe, tmp_path / "pipe.joblib")
+    loaded = joblib.load(tmp_path / "pipe.joblib")
+    np.testing.assert_array_equal(loaded.predict(X_test), pipe.predict(X_test))
+    np.testing.assert_allclose(loaded.predict_proba(X_test), pipe.predict_proba(X_test))
+    assert loaded[-1].best_epoch_ == pipe[-1].best_epoch_
+    assert set(pipe.predict(X_test)) <= set("abcdefghij")
+
+
+def test_dense_head_params_and_clone():
+    clf = make_classifier("dense", {"hidden": (64, 32), "optimizer": "adam"}, seed=5)
+    assert isinstance(clf, DenseHeadClassifier)
+    params = clf.get_params()
+    assert (params["hidden"], params["optimizer"], params["random_state"]) == ((64, 32), "adam", 5)
+    copy = clone(clf)
+    assert copy is not clf and copy.get_params() == params
+    assert clone(clf.set_params(dropout=0.2)).dropout == 0.2
+
+
+def test_fit_pipeline_maps_validation_data_through_the_train_fitted_transforms(digits_parts):
+    X_train, X_val, _, y_train, y_val, _ = digits_parts
+    pipe = Pipeline([("fne", FNEDiscretizer()), ("clf", DenseHeadClassifier(hidden=(16,), lr=0.3, epochs=4))])
+    fit_pipeline(pipe, X_train, y_train, X_val, y_val)
+    fne, head = pipe.named_steps["fne"], pipe[-1]
+    np.testing.assert_allclose(fne.mean_, X_train.mean(axis=0))  # transforms fitted on train only
+    # the head's validation accuracy is measured on the FNE-mapped val split, so its best epoch scores it exactly
+    best = head.history_["val_accuracy"].max()
+    assert pipe.score(X_val, y_val) == pytest.approx(best, abs=1e-6)
+    assert "validation_data" not in head.get_params()  # no data in the saved model's parameters
+
+
+# --- scikit-learn's own estimator checks (tests/test_estimator_checks.py has the other estimators'): about 200 s, a few Keras fits per check
+
+DENSE_EXEMPT = {
+    "check_fit2d_1sample": "one sample cannot be split into train and validation rows; the head says so with a "
+                           "FeatxError (featx's one-line user error), not the ValueError wording this check expects",
+}
+
+
+@parametrize_with_checks([DenseHeadClassifier(hidden=(8,), epochs=3, lr=0.1)],
+                         expected_failed_checks=lambda estimator: DENSE_EXEMPT)
+def test_dense_head_passes_sklearn_checks(estimator, check):
+    check(estimator)

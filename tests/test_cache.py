@@ -23,11 +23,8 @@ QUIET = {"log": lambda *a: None}
 
 
 @pytest.fixture(scope="module")
-def cache(elpv_folder, tmp_path_factory) -> Cache:
-    root = tmp_path_factory.mktemp("one_way")
-    featx.extract(str(elpv_folder), backbone="mobilenet_v2", weights="none", input_size=96, layers=LAYERS,
-                  cache_dir=root, progress=False, **QUIET)
-    return Cache(root)
+def cache(elpv_folder, tiny_cache) -> Cache:
+    return Cache(tiny_cache(elpv_folder, LAYERS))
 
 
 def test_runs_location_is_decided_by_the_cache(cache, tmp_path):

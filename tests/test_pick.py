@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 import featx
@@ -11,10 +13,11 @@ SMALL = dict(backbone="mobilenet_v2", weights="none", input_size=96, layers="fin
 
 
 @pytest.fixture(scope="module")
-def two_entries(tmp_path_factory, elpv_folder):
-    """ELPV (48 images) and a class folder, both mobilenet_v2 with random weights; the folder entry is newer."""
-    cache = tmp_path_factory.mktemp("labels")
-    featx.extract("elpv", limit=48, cache_dir=cache, **SMALL)
+def two_entries(tmp_path_factory, elpv_folder, tiny_cache):
+    """ELPV (48 images) and a class folder, both mobilenet_v2 with random weights; the folder entry is newer.
+    The ELPV entry is the session's small one (it also holds block_15_add), copied."""
+    cache = tmp_path_factory.mktemp("labels") / "cache"
+    shutil.copytree(tiny_cache("elpv", "final,block_15_add", limit=48), cache)
     featx.extract(str(elpv_folder), cache_dir=cache, **SMALL)
     return cache
 

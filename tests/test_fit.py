@@ -4,6 +4,7 @@ class order; results.csv holds no redundant columns."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -13,11 +14,11 @@ from featx.cli import main
 
 
 @pytest.fixture(scope="module")
-def small_cache(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("newcomer")
-    featx.extract("elpv", limit=48, backbone="mobilenet_v2", weights="none", input_size=96, layers="final,block_15_add",
-                  cache_dir=cache, progress=False, log=None)
-    return cache
+def small_cache(tiny_cache, tmp_path_factory):
+    """A private copy (the tests log their runs into it)."""
+    copy = tmp_path_factory.mktemp("fit") / "cache"
+    shutil.copytree(tiny_cache("elpv", "final,block_15_add", limit=48), copy)
+    return copy
 
 
 @pytest.mark.slow

@@ -1,0 +1,131 @@
+"""Helpers shared by the test modules (one copy each): `featx` run in this process with its output captured, the
+check of a one-line error, stderr without TensorFlow's log lines, a background single-process reference
+extraction, the comparison of two entries' layers, and draws from the global random streams.
+
+`cli` is the cheap way to test a command's exit code and lines; tests/forkserver.py (the `fork_server` fixture)
+runs real processes where a test needs one."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import json
+import random
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+import featx
+import featx.cli
+
+FEATX = [shutil.which("featx")] if shutil.which("featx") else [sys.executable, "-m", "featx"]  # the console script
+TF_LOG_LINE = re.compile(r"[IWEF]\d{4} |WARNING: All log messages before absl")
+
+
+def cli(*args) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `featx ARGS...`; arguments may be paths or numbers."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = featx.cli.main([str(a) for a in args])
+    return rc, out.getvalue(), err.getvalue()
+
+
+def user_lines(stderr: str) -> list[str]:
+    """stderr without TensorFlow's C++ log lines (a fresh process logs e.g. 'E0000 ... failed call to cuInit')."""
+    return [line for line in stderr.splitlines() if line.strip() and not TF_LOG_LINE.match(line)]
+
+
+def assert_one_line_error(rc: int, err: str, pattern: str, code: int = 2) -> str:
+    """The run ended with exit `code` and one `error: ` line matching `pattern` (re.search), no traceback."""
+    lines = user_lines(err)
+    assert rc == code and len(lines) == 1 and "Traceback" not in err, err
+    assert re.search(pattern, lines[0]), lines[0]
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def one_line(err: str) -> str:
+    """The one `error: ` line of stderr (TensorFlow's log lines aside), with no traceback."""
+    lines = user_lines(err)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+@contextlib.contextmanager
+def backbones_built_once(maxsize: int = 8):
+    """While active, featx.extractor builds each backbone (name, weights, size) once: in-process runs that use the
+    same few backbones pay for each build once (the numbers do not change)."""
+    import featx.extractor
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(featx.extractor, "get_backbone", functools.lru_cache(maxsize=maxsize)(featx.extractor.get_backbone))
+        yield
+
+
+def extract_command(data: Path, cache_dir: Path, layers: str, batch_size: int, *extra: str) -> list[str]:
+    """The `featx extract` console command of the distributed tiers: MobileNetV2 at 96 px with random weights."""
+    return [*FEATX, "extract", "--data", str(data), "--backbone", "mobilenet_v2", "--weights", "none",
+            "--input-size", "96", "--batch-size", str(batch_size), "--layers", layers, "--cache-dir", str(cache_dir),
+            *extra]
+
+
+def background_reference(args: list[str], cache_dir: Path):
+    """Start `args` (a featx extract into `cache_dir`) as the bit-for-bit reference of distributed runs (the
+    single-process run, started while a cluster starts); yield a function returning its entry once it has finished
+    (asserting it succeeded), and kill it if the test session ends first. Use as a fixture's body:
+    `yield from background_reference(...)`."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    holder = {}
+
+    def entry():
+        if not holder:
+            out, err = proc.communicate(timeout=600)
+            assert proc.returncode == 0, err[-3000:]
+            holder["entry"] = featx.open_entry(cache_dir=cache_dir)
+        return holder["entry"]
+
+    yield entry
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def committed_rows(cache_dir: Path) -> int:
+    """Rows committed by the running pass, read from its progress.json (0 before it starts)."""
+    for path in cache_dir.glob("*/work/**/progress.json"):
+        try:
+            return json.loads(path.read_text())["committed_rows"]
+        except (OSError, ValueError, KeyError):
+            pass
+    return 0
+
+
+def assert_same_layers(reference, other, n_rows: int) -> None:
+    """Every layer of `reference` is in `other`, (n_rows, width) and bit-identical."""
+    for name in reference.layers:
+        with h5py.File(reference.layer_file(name), "r") as a, h5py.File(other.layer_file(name), "r") as b:
+            assert a["features"].shape == (n_rows, reference.feature_size(name))
+            assert np.array_equal(a["features"][()], b["features"][()]), f"{name} differs from the single-process run"
+
+
+def draws():
+    """One draw from each global random stream: Python's, NumPy's and TensorFlow's (imports TensorFlow)."""
+    import tensorflow as tf
+
+    return random.random(), float(np.random.random()), float(tf.random.uniform([]).numpy())
+
+
+def seed_everything(seed):
+    """Seed Python's, NumPy's and TensorFlow's global random streams (imports TensorFlow)."""
+    import tensorflow as tf
+
+    random.seed(seed)
+    np.random.seed(seed)
+    tf.random.set_seed(seed)
