@@ -84,7 +84,10 @@ def test_one_step_on_cached_maps_equals_one_step_on_images_with_the_bottom_froze
     for name in sorted(above):
         for ours, theirs, before in zip(tail.get_layer(name).get_weights(), model.get_layer(name).get_weights(),
                                         pretrained.get_layer(name).get_weights()):
-            np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=2e-6, err_msg=name)
+            # Adam's first step is lr * g / (|g| + eps): where |g| is near eps, the float32 round-off between the
+            # cached maps and the network's own (~1e-6 relative) moves a weight by a few percent of lr (1e-3)
+            np.testing.assert_allclose(ours, theirs, rtol=0, atol=5e-5, err_msg=name)
+            assert np.mean(np.abs(ours - theirs) > 2e-6) < 1e-3, name
             moved += not np.allclose(ours, before, atol=1e-6)
     assert moved >= len([n for n in above if not n.endswith("bn")])  # every conv kernel took the step
     for ours, theirs in zip(clf.model_.get_layer("head_softmax").get_weights(), head.get_weights()):
