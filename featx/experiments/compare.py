@@ -153,11 +153,14 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
     workers = -1 if cluster is not None else n_jobs
     inner = -1 if workers == 1 else 1  # the classifier's cores, or the workers'
     views = view_names(views, view_seed, tta)
-    entry = Cache(cache_dir, runs_dir=runs_dir).open(cache)
-    params, _ = tail_params(entry, names, params or {})  # --clf tail: its cut's maps cached, the entry's backbone
-    specs = fit_specs(names, grid, with_class_weight(params, names, class_weight), transforms, seed, inner,
+    specs = fit_specs(names, grid, with_class_weight(params or {}, names, class_weight), transforms, seed, inner,
                       views=views, tta=tta)
     baselines = [FitSpec(classifier=b, seed=seed, n_jobs=inner, views=views, tta=tta) for b in BASELINES if b not in names]
+    entry = Cache(cache_dir, runs_dir=runs_dir).open(cache)
+    if "tail" in names:  # the tail's params need the entry: its cut's maps cached, the backbone they came from
+        params, _ = tail_params(entry, names, params or {})
+        specs = fit_specs(names, grid, with_class_weight(params, names, class_weight), transforms, seed, inner,
+                          views=views, tta=tta)
     check_trainable(entry, cv=cv, selects=True)  # before anything is written: rows are ranked on val or CV
     subsets = _expand_subsets(entry, [layer_sets] if isinstance(layer_sets, str) else layer_sets)
     jobs = [(subset, spec) for subset in subsets for spec in specs] + [((subsets[0][0], None), s) for s in baselines]
