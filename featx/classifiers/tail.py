@@ -153,8 +153,11 @@ class TailClassifier(ClassifierMixin, BaseEstimator):
         self._validate_params()
         tail = self._tail_model()  # the backbone first: a wrong cut or changed weights fail before any data is read
         self.map_shape_ = tuple(int(d) for d in tail.input_shape[1:])
-        X, y = self._check_fit_input(X, y)
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
+        y = np.asarray(y)
         check_classification_targets(y)
+        X, y = self._check_fit_input(X, y)
         self.classes_, y_encoded = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
             raise ValueError(f"the tail needs at least 2 classes in y, got {len(self.classes_)}")
@@ -368,7 +371,8 @@ class TailClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X):
         """X as in predict_proba -> labels of shape (n_images,)."""
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        probabilities = self.predict_proba(X)  # first: it checks that the tail is fitted
+        return self.classes_[np.argmax(probabilities, axis=1)]
 
     # ---- saving, as the dense head
 
