@@ -32,7 +32,7 @@ def _tail():
     from featx.classifiers.tail import TailClassifier
 
     folder = Path(tempfile.mkdtemp(prefix="featx-tail-checks-"))
-    return TailClassifier(cut="cut", backbone=_tiny_backbone(folder), epochs=2, warmup_epochs=1, head_lr=0.05,
+    return TailClassifier(cut="cut", backbone=_tiny_backbone(folder), epochs=3, warmup_epochs=1, head_lr=0.05,
                           backbone_lr=0.01, dropout=0.0, label_smoothing=0.0)
 
 
