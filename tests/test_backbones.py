@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from test_cuts import check_cuts
 
 import featx
 from featx.backbones import available_backbones, describe_layers, get_backbone, layer_selection
@@ -56,7 +57,8 @@ def assert_sensible_groups(name, infos, input_side):
 
 @pytest.mark.slow
 def test_every_registered_backbone_has_blocks_final_and_no_fc_without_top():
-    """All ~45 models at their smallest input (so without the 1000-class top): about 2-3 minutes on 2 cores."""
+    """All ~45 models at their smallest input (so without the 1000-class top): about 2-3 minutes on 2 cores; and
+    their cuts (featx layers --cuts)."""
     import keras
 
     lite = {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}
@@ -69,6 +71,7 @@ def test_every_registered_backbone_has_blocks_final_and_no_fc_without_top():
         assert backbone.feature_info.family == family
         infos = describe_layers(backbone)
         assert_sensible_groups(name, infos, side)
+        check_cuts(name, backbone)  # tests/test_cuts.py: each model is built once, here
         if name not in lite:  # the Lite builder keeps its top at any size
             assert group_members(infos, "fc") == []
             with pytest.raises(FeatxError, match=rf"^group 'fc' matched no layer of {name}; "):

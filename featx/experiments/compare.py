@@ -74,6 +74,7 @@ from featx.experiments.spec import (  # noqa: F401  (fit_specs: also featx.exper
     fit_specs,
     score_column,
 )
+from featx.experiments.tail import tail_specs
 from featx.experiments.tune import ROW_SPACE
 from featx.features.load import load, select_cached
 from featx.features.transforms import build_feature_pipeline
@@ -173,6 +174,7 @@ def compare_run(cache, specs: list[FitSpec], evaluation: Evaluation | None = Non
     specs = [spec if spec.n_jobs == inner else replace(spec, n_jobs=inner) for spec in specs]
     baselines = baseline_specs(specs)
     entry = Cache(cache_dir, runs_dir=runs_dir).open(cache)
+    specs, _ = tail_specs(entry, specs)  # the tail's params need the entry: its cut's maps, the backbone they came from
     check_trainable(entry, cv=cv, selects=True)  # before anything is written: rows are ranked on val or CV
     subsets = _expand_subsets(entry, [layer_sets] if isinstance(layer_sets, str) else layer_sets)
     jobs = [(subset, spec) for subset in subsets for spec in specs] + [((subsets[0][0], None), s) for s in baselines]

@@ -31,7 +31,9 @@ from featx.experiments.models import MODEL_FILE, save_model
 from featx.experiments.runlog import EVAL_SPLITS, log_run, prepare_log, stage_run
 from featx.experiments.selection import CVResult, Folds, cross_validate, make_folds, quietly, summarize
 from featx.experiments.spec import Evaluation, FitSpec, fit_spec, view_names, with_class_weight  # noqa: F401  (also featx.experiments.fit's names)
+from featx.experiments.tail import TAIL, tail_specs
 from featx.features.load import load, open_entries, require_layers
+from featx.features.maps import load_maps
 from featx.reports import evaluate, plot_confusion, plot_learning_curves
 from featx.sources.views import IDENTITY
 
@@ -102,10 +104,12 @@ def fit_run(cache, spec: FitSpec, evaluation: Evaluation | None = None, *, layer
     log, evaluation = log or _silent, evaluation or Evaluation()
     cv, clf = evaluation.cv, spec.classifier
     entries = open_entries(cache, cache_dir, runs_dir=runs_dir)
+    (spec,), layers = tail_specs(entries[0], [spec], layers)  # a tail's params: its cut's maps, the entry's backbone
     for entry in entries[1:]:
         require_layers(entry)
     check_trainable(entries[0], cv=cv, log=log)  # data that cannot be fitted: one line, nothing read or written
-    features = load(entries if len(entries) > 1 else entries[0], layers=layers, views=loaded_views(spec))
+    loader = load_maps if clf == TAIL else load  # the tail's maps are read from HDF5 as it trains
+    features = loader(entries if len(entries) > 1 else entries[0], layers=layers, views=loaded_views(spec))
     X, y, meta = features
     prepare_log(entries[0].cache)  # an unwritable folder or a broken log fails before training
     if layers is None:
@@ -244,7 +248,8 @@ def record_run(entry: CacheEntry | list[CacheEntry], spec: FitSpec, scores: Scor
     folder = staged.final
     text = " | ".join(f"{s} acc {m['accuracy']:.3f} f1 {m['f1_macro']:.3f}" for s, m in metrics.items())
     views = "" if spec.plain else f" with views {spec.views_label()}{' (tta)' if spec.tta else ''}"
-    params = row["params"].replace('"', "").replace(" ", "")  # {min_samples_leaf:1,n_estimators:300}: fits a terminal
+    shown = {k: v for k, v in spec.params.items() if k != "backbone"}  # the tail's: the entry's, said below
+    params = _json(shown).replace('"', "").replace(" ", "")  # {min_samples_leaf:1,n_estimators:300}: fits a terminal
     what = (f"{spec.classifier} (baseline: ignores the features)" if spec.classifier in BASELINES
             else f"{spec.classifier} {params}{views} on {layers} ({scores.n_features} features)")
     source = f"; of {' + '.join(map(entry_label, entries))}" if name_entry else ""

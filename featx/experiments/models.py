@@ -1,4 +1,5 @@
-"""Model files: a run's fitted Pipeline saved with skops (the dense head's Keras model beside it as head.keras),
+"""Model files: a run's fitted Pipeline saved with skops (the Keras model of the dense head, or of the tail: its
+layers above the cut + head, beside it as head.keras),
 their sha256 for the log, and the only code that loads them.
 
 Models are never unpickled: pipelines load through skops with an explicit list of the types featx itself
@@ -29,7 +30,8 @@ def trusted_types() -> list[str]:
     own = [f"{t.__module__}.{t.__qualname__}" for t in (FNEDiscretizer, QuietKBinsDiscretizer)]
     metrics = [f"sklearn.metrics._dist_metrics.{m}Distance{bits}"
                for m in ("Euclidean", "SEuclidean", "Manhattan", "Chebyshev", "Minkowski", "Cosine") for bits in (32, 64)]
-    return [*own, "featx.classifiers.dense.DenseHeadClassifier", "featx.classifiers.views.ViewEnsemble",
+    return [*own, "featx.classifiers.dense.DenseHeadClassifier", "featx.classifiers.tail.TailClassifier",
+            "featx.classifiers.views.ViewEnsemble",
             "featx.classifiers.kernel.NystroemSVC", "sklearn.tree._tree.Tree",
             "sklearn.neighbors._kd_tree.KDTree", "sklearn.neighbors._ball_tree.BallTree", *metrics]
 

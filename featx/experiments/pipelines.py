@@ -38,6 +38,7 @@ from featx.experiments.ranking import entry_metric, format_ranked, rank, recomme
 from featx.experiments.reuse import logged_runs
 from featx.experiments.runlog import read_log, split_fingerprint
 from featx.experiments.spec import Evaluation, FitSpec, baseline_specs, compare_specs, fit_spec
+from featx.experiments.tail import tail_specs
 from featx.experiments.tsne import tsne, tsne_path
 from featx.extractor import extract
 from featx.features.load import select_cached
@@ -206,7 +207,9 @@ def _step_values(kind: str, options: dict) -> tuple[list[FitSpec], Evaluation, d
 def _step_jobs(entry: CacheEntry, kind: str, specs: list[FitSpec], run: dict) -> list[tuple[list[str], FitSpec]]:
     """(layer names, FitSpec) of every fit a fit or compare step makes with `specs` (compare's baseline rows too)."""
     if kind == "fit":
-        return [(list(select_cached(entry, run["layers"]).names), specs[0])]
+        specs, layers = tail_specs(entry, specs, run["layers"])  # as fit completes a tail's params
+        return [(list(select_cached(entry, layers).names), specs[0])]
+    specs, _ = tail_specs(entry, specs)
     layer_sets = run.get("layer_sets", inspect.signature(compare_run).parameters["layer_sets"].default)
     subsets = _expand_subsets(entry, [layer_sets] if isinstance(layer_sets, str) else layer_sets)
     return ([(list(selection.names), spec) for selection, _ in subsets for spec in specs]

@@ -15,7 +15,7 @@ import pandas as pd
 from featx.backbones.layers import LayerSelection, infos_from_metadata, layer_selection
 from featx.cache.atomic import atomic_path
 from featx.cache.store import Cache, CacheEntry
-from featx.classifiers.views import ViewEnsemble
+from featx.classifiers.views import ViewEnsemble, final_classifier
 from featx.errors import FeatxError, RunFailed
 from featx.experiments.models import load_model
 from featx.experiments.runfolders import run_folder, writable_folder
@@ -82,15 +82,17 @@ def predict(run_id: str, paths, *, cache_dir=None, batch_size: int = 32, output=
 
 def _with_tta(model, run, tta: bool | None):
     """(the model set to average over its views or to use the identity view, the views to compute or None).
-    The views and tta are the run's logged FitSpec's; a run logged before featx kept specs has them on its model."""
+    The views and tta are the run's logged FitSpec's; a run logged before featx kept specs has them on its model
+    (a ViewEnsemble, or the tail, which holds its own views)."""
     from featx.experiments.spec import logged_spec
 
+    holder = model if isinstance(model, ViewEnsemble) else final_classifier(model)  # what averages over views
     logged = logged_spec(run, required=False)
     if logged is not None:
         views, fitted_tta = logged[0].views, logged[0].tta
     else:
-        views = tuple(model.views) if isinstance(model, ViewEnsemble) else (IDENTITY,)
-        fitted_tta = bool(getattr(model, "tta", False))
+        views = tuple(getattr(holder, "views", (IDENTITY,)))
+        fitted_tta = bool(getattr(holder, "tta", False))
     if tta is None:  # as the run's val and test scores were computed
         tta = fitted_tta and len(views) > 1
     if tta and len(views) < 2:
@@ -98,7 +100,8 @@ def _with_tta(model, run, tta: bool | None):
                          "fit with --views SPEC (e.g. flip) to get a model that has, or drop --tta")
     if len(views) < 2:
         return model, None
-    return model.set_params(tta=tta), views if tta else None
+    holder.set_params(tta=tta)
+    return model, views if tta else None
 
 
 def _run_layers(entry: CacheEntry, run) -> LayerSelection:

@@ -98,12 +98,14 @@ class FitSpec:
     def pipeline(self):
         """A new, unfitted Pipeline (the transforms, then the classifier as step "clf"); wrapped in a
         ViewEnsemble of `views` and `tta` unless the spec is plain."""
-        from featx.classifiers import make_pipeline
+        from featx.classifiers import classifier_params, make_pipeline
         from featx.classifiers.views import ViewEnsemble
         from featx.features.transforms import build_feature_pipeline
 
         steps = build_feature_pipeline(seed=self.seed, **self.transforms)
         pipeline = make_pipeline(self.classifier, self.params, steps, self.seed, self.n_jobs)
+        if not self.plain and {"views", "tta"} <= classifier_params(self.classifier):  # the tail streams its views
+            return pipeline.set_params(clf__views=self.views, clf__tta=self.tta)
         return pipeline if self.plain else ViewEnsemble(pipeline, views=self.views, tta=self.tta)
 
     def transforms_label(self) -> str:

@@ -61,6 +61,7 @@ from featx.experiments.selection import (
     val_folds,
 )
 from featx.experiments.spec import Evaluation, tune_specs
+from featx.experiments.tail import tail_specs
 from featx.features.load import load
 from featx.features.transforms import build_feature_pipeline
 from featx.reports import evaluate
@@ -97,6 +98,8 @@ SEARCHES = {
     "sgd": Search({"alpha": tuple(float(a) for a in np.logspace(-7, 1, 9))}, refine=("alpha",)),
     "rf": Search({"min_samples_leaf": (1, 2, 5, 10, 20), "max_features": ("sqrt", "log2", 0.05, 0.2)}),
     "dense": Search({"lr": (0.001, 0.01, 0.1), "l2": (0.0, 1e-4, 1e-2), "hidden": ((), (256,))}),
+    # the tail's recipe knobs (featx.classifiers.tail): how far the backbone layers move, and how much they are held
+    "tail": Search({"backbone_lr": (1e-5, 1e-4, 1e-3), "weight_decay": (1e-4, 1e-2)}),
 }
 
 
@@ -184,6 +187,7 @@ def tune_run(cache, specs: list[FitSpec], evaluation: Evaluation | None = None, 
     log = log or _silent
     cv, metric = evaluation.cv, evaluation.metric
     entry = Cache(cache_dir, runs_dir=runs_dir).open(cache)
+    specs, layers = tail_specs(entry, specs, layers)  # --clf tail: its cut's maps and the entry's backbone
     check_trainable(entry, cv=cv, selects=True)  # before anything is written
     features = load(entry, layers=layers, views=loaded_views(specs[0]))
     X, y, meta = features
