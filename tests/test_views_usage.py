@@ -206,6 +206,12 @@ def test_an_old_log_reads_as_plain_runs_and_is_migrated_by_the_next_write(tmp_pa
     views = FitSpec(classifier="rf", params={}, views=FLIP, tta=True)
     assert logged_runs(table, "k", [(["a"], plain)], split="f" * 16) is None  # its split is not recorded
     table.loc[0, "split_fingerprint"] = "f" * 16
+    # reuse matches the spec_hash only (issue 19): rows logged without one (this format-1 row, the hand-made row
+    # above) never stand for a fit; given their hashes, a plain run and a views run are told apart as before
+    assert logged_runs(table, "k", [(["a"], plain)], split="f" * 16) is None
+    from featx.experiments.spec import spec_hash
+
+    table["spec_hash"] = [spec_hash(plain), spec_hash(views)]
     assert logged_runs(table, "k", [(["a"], plain)], split="f" * 16) == ["20250101-000000-0000aa"]
     assert logged_runs(table, "k", [(["a"], views)], split="f" * 16) == ["20250102-000000-0000bb"]
     assert logged_runs(table, "k", [(["a"], views)], split="e" * 16) is None  # made on another split
