@@ -374,7 +374,7 @@ def cmd_tune(args) -> None:
                          metric=args.metric, params=_classifier_params(args), class_weight=args.class_weight,
                          seed=args.seed, n_jobs=args.n_jobs, cache_dir=args.cache_dir, runs_dir=args.runs_dir,
                          cluster=args.cluster, cluster_config=args.cluster_config, cluster_timeout=args.cluster_timeout,
-                         progress=not args.quiet, command=_command(args),
+                         progress=not args.quiet, command=_command(args), search=args.search,
                          **_views(args), **_transforms(args))
     print(selected_line(results))
 
@@ -513,6 +513,10 @@ def _add_experiment_commands(sub) -> None:
     p.set_defaults(clf="logreg")
     _add_selection_options(p, "select")
     _add_view_options(p)
+    p.add_argument("--search", default="exact", choices=("exact", "halving"),
+                   help="exact: the grid, then a finer one around its best (default); halving (dense, tail): successive "
+                        "halving with training epochs as the budget: every configuration for a few epochs, the best "
+                        "third for 3x as many, ... only the contenders for the full budget, which choose")
     p.add_argument("--n-jobs", type=int, default=-1, help="selection splits in parallel (default -1: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_runs_dir(p)
