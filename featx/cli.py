@@ -51,8 +51,18 @@ def cmd_backbones(args) -> None:
 def cmd_layers(args) -> None:
     from featx.backbones import get_backbone, layer_table
 
-    table = layer_table(get_backbone(args.backbone, args.weights, args.input_size, args.preprocess, args.unsafe),
-                        pool=args.pool, every_layer=args.all)
+    backbone = get_backbone(args.backbone, args.weights, args.input_size, args.preprocess, args.unsafe)
+    if args.cuts:
+        from featx.backbones.cuts import cut_table
+
+        table = cut_table(backbone)
+        print(table.to_string(index=False))
+        print(f"\n{len(table)} cuts: every path from the input to the final feature layer {table.attrs['final']} "
+              "passes through each; params_above = trainable parameters of the layers above it (the tail that "
+              "`featx fit --clf tail --cut LAYER` trains on its map, cached with `featx extract --layers LAYER "
+              "--pool none`)")
+        return
+    table = layer_table(backbone, pool=args.pool, every_layer=args.all)
     print(table.to_string(index=False))
     print(f"\n{len(table)} layers shown ({'every layer' if args.all else 'the all group; --all for every layer'}); "
           f"family {table.attrs['family']}; groups:")
@@ -139,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "group means for this backbone's family.")
     p.add_argument("backbone", help="registry name or a saved .keras/.h5 model")
     p.add_argument("--all", action="store_true", help="show every layer, not only those of the all group")
+    p.add_argument("--cuts", action="store_true", help="list the layers the network can be cut at (every path from "
+                   "the input to the final feature layer passes through them), with the trainable parameters above each")
     _add_backbone_options(p, weights_default="none")
     p.set_defaults(func=cmd_layers)
 

@@ -23,7 +23,7 @@ SAVED_MODEL_PREPROCESSING = ("none", "unit", "tf", "efficientnet_lite",
 INPUT_SIZES = (32, 4096)  # --input-size bounds: Keras's smallest input; a side beyond 4096 is a typo, not a model
 
 __all__ = ["Backbone", "LayerInfo", "LayerSelection", "available_backbones", "backbone_file_problem", "backbone_files",
-           "backbone_from_entry", "check_input_size", "describe_layers", "file_hashes", "get_backbone",
+           "backbone_description", "backbone_from_args", "backbone_from_entry", "check_input_size", "describe_layers", "file_hashes", "get_backbone",
            "layer_selection", "layer_table", "preprocessing_note"]
 
 
@@ -38,14 +38,26 @@ def backbone_from_entry(entry, unsafe: bool = False) -> Backbone:
     entry recorded at extract time before any of them is opened by a loader: an entry received from someone else,
     or a weights file swapped since, cannot make featx read a file other than the one the features came from.
     """
-    args = entry.backbone_args
+    return backbone_from_args(entry.backbone_args, entry.settings["weights_id"], f"cache {entry.name}", unsafe)
+
+
+def backbone_description(entry) -> dict:
+    """What rebuilds an entry's backbone without the entry: its backbone_args (name, weights, input_size, preprocess,
+    file_hashes) and weights_id. A model trained on the entry's layers keeps it (the tail estimator's `backbone`)."""
+    return {**entry.backbone_args, "weights_id": entry.settings["weights_id"]}
+
+
+def backbone_from_args(args: dict, weights_id: str, where: str, unsafe: bool = False) -> Backbone:
+    """The backbone `args` describe (backbone_args as extract records them), refused before any file is read when
+    a file's content hash differs from the recorded one, and after the build when its weights hash is not
+    `weights_id`. where : what the description belongs to, for the error line (e.g. "cache lite0-1234")."""
     problem = backbone_file_problem(args)
     if problem:
-        raise FeatxError(f"cache {entry.name}: {problem}")
+        raise FeatxError(f"{where}: {problem}")
     backbone = get_backbone(args["name"], args["weights"], args["input_size"], args["preprocess"], unsafe)
-    if backbone.weights_id != entry.settings["weights_id"]:
+    if backbone.weights_id != weights_id:
         raise FeatxError(
-            f"backbone '{args['name']}' with weights '{args['weights']}' no longer matches cache {entry.name} "
+            f"backbone '{args['name']}' with weights '{args['weights']}' no longer matches {where} "
             "(weights changed); re-run `featx extract` and fit again"
         )
     return backbone

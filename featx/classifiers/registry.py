@@ -33,6 +33,8 @@ CLASSIFIERS = {  # name -> (estimator class, or "module:Class" imported on first
     "sgd": (SGDClassifier, {"loss": "log_loss"}),  # log_loss: class probabilities for predict's CSV
     "knn": (KNeighborsClassifier, {}),
     "dense": ("featx.classifiers.dense:DenseHeadClassifier", {}),  # keras costs seconds to import
+    # the backbone's own layers above a cached cut (featx extract --pool none), then a softmax head
+    "tail": ("featx.classifiers.tail:TailClassifier", {}),
     # chance-level references, scored like any model: the most frequent train class; random labels in train shares
     "majority": (DummyClassifier, {"strategy": "most_frequent"}),
     "stratified": (DummyClassifier, {"strategy": "stratified"}),

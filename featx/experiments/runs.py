@@ -4,7 +4,8 @@
                                 its table `selection_scores` holds SELECTION_COLUMNS (balanced accuracy, CV
                                 means and CIs) of the runs that have them, keyed by run_id; its table
                                 `removing` the run ids whose rows are deleted and whose folders are not yet
-    <runs>/<run_id>/            model.skops (+ head.keras for the dense head), metrics.json,
+    <runs>/<run_id>/            model.skops (+ head.keras for the dense head, and for the tail: its whole Keras
+                                model, tail layers + head), metrics.json,
                                 confusion_{val,test}.csv/.png, history.csv
     <runs>/.staging-<run_id>-<pid>@<host>/   a run being written; renamed to <run_id>/ in the transaction
                                 that logs it (removed by a later fit if its process was killed)
@@ -723,7 +724,8 @@ def trusted_types() -> list[str]:
     own = [f"{t.__module__}.{t.__qualname__}" for t in (FNEDiscretizer, QuietKBinsDiscretizer)]
     metrics = [f"sklearn.metrics._dist_metrics.{m}Distance{bits}"
                for m in ("Euclidean", "SEuclidean", "Manhattan", "Chebyshev", "Minkowski", "Cosine") for bits in (32, 64)]
-    return [*own, "featx.classifiers.dense.DenseHeadClassifier", "featx.classifiers.views.ViewEnsemble",
+    return [*own, "featx.classifiers.dense.DenseHeadClassifier", "featx.classifiers.tail.TailClassifier",
+            "featx.classifiers.views.ViewEnsemble",
             "featx.classifiers.kernel.NystroemSVC", "sklearn.tree._tree.Tree",
             "sklearn.neighbors._kd_tree.KDTree", "sklearn.neighbors._ball_tree.BallTree", *metrics]
 
