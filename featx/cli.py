@@ -437,6 +437,12 @@ def cmd_export(args) -> None:
     export(_entry(args), layers=args.layers, format=args.format, output=args.output, cache_dir=args.cache_dir)
 
 
+def cmd_export_model(args) -> None:
+    from featx.experiments.export_model import export_model
+
+    export_model(args.run, args.output, cache_dir=args.cache_dir, runs_dir=args.runs_dir)
+
+
 def cmd_rm(args) -> None:
     from featx.experiments.housekeeping import rm
 
@@ -581,6 +587,17 @@ def _add_experiment_commands(sub) -> None:
                    help="csv (default), parquet (needs pyarrow) or npy (one .npz of arrays)")
     p.add_argument("--output", default=None, help="file to write (default <entry>-<layers>.<ext> here)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("export-model", help="write a tail run's whole network (bottom + tail + head) as one .keras file",
+                       description="Rebuild the backbone of a tail run's cache entry, give the layers above the cut the "
+                                   "run's trained weights, add its head, and save it as one Keras model: it loads in "
+                                   "safe mode, predicts as `featx predict` does (identity view), and works as "
+                                   "`featx extract --backbone FILE.keras`.")
+    p.add_argument("run", metavar="RUN_ID", help="a tail run's id (whole, a unique prefix, or the short id)")
+    p.add_argument("-o", "--output", required=True, help="the .keras file to write")
+    _add_cache_dir(p)
+    _add_runs_dir(p)
+    p.set_defaults(func=cmd_export_model)
 
     p = sub.add_parser("rm", help="remove runs and cache entries",
                        description="Remove logged runs (row, model, run folder) by id or unique prefix, and cache "

@@ -63,10 +63,12 @@ class BudgetSearch:
         return [dict(zip(self.grid, values)) for values in itertools.product(*self.grid.values())]
 
     def exact(self):
-        """The exact search of the same grid: every configuration trained for max_epochs (a tune.Search)."""
+        """The exact search of the same grid: every configuration, and the defaults, trained for max_epochs (a
+        tune.Search)."""
         from featx.experiments.tune import Search
 
-        return Search({**self.grid, BUDGET_PARAM: (self.max_epochs,)}, fixed=dict(self.fixed))
+        return Search({**self.grid, BUDGET_PARAM: (self.max_epochs,)},
+                      fixed={**self.fixed, BUDGET_PARAM: self.max_epochs})  # the defaults at the full budget too
 
     def exact_epochs(self) -> int:
         """Epochs the exact search of the same grid trains: every configuration for max_epochs."""
@@ -78,6 +80,10 @@ class BudgetSearch:
 BUDGET_SEARCHES = {
     "dense": BudgetSearch({"lr": (0.001, 0.01, 0.1), "l2": (0.0, 1e-4, 1e-2), "dropout": (0.0, 0.3),
                            "hidden": ((), (256,))}, max_epochs=27, min_epochs=1),
+    # tail: backbone learning rate x weight decay x dropout; one warm-up epoch so every rung trains the tail too. A
+    # cut is an entry's cached layer, so cuts are compared by a search per cut (same val or folds).
+    "tail": BudgetSearch({"backbone_lr": (1e-4, 1e-3), "weight_decay": (1e-4, 1e-2), "dropout": (0.3, 0.5)},
+                         max_epochs=18, min_epochs=2, fixed={"warmup_epochs": 1}),
 }
 
 
