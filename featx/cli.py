@@ -252,19 +252,27 @@ CLASSIFIER_FLAGS = (  # --flag VALUE -> the classifier parameter of the same nam
     ("--alpha", "sgd: L2 penalty strength (default 0.0001); standardize the features for SGD"),
     ("--hidden", "dense: hidden layer sizes, e.g. 256,128 (default 256)"),
     ("--activation", "dense: hidden activation (default relu)"),
-    ("--dropout", "dense: dropout rate after each hidden layer (default 0)"),
+    ("--dropout", "dense: dropout rate after each hidden layer (default 0); tail: before its softmax (default 0.3)"),
     ("--l2", "dense: L2 penalty on every kernel (default 0)"),
     ("--optimizer", "dense: sgd or adam (default sgd)"),
     ("--lr", "dense: learning rate (default 0.01)"),
     ("--momentum", "dense: SGD momentum (default 0.9)"),
-    ("--epochs", "dense: maximum epochs (default 100); the best-val-accuracy epoch is kept"),
-    ("--dense-batch-size", "dense: minibatch size (default 32); --batch-size is images per forward pass elsewhere"),
-    ("--patience", "dense: stop after this many epochs without a better val accuracy"),
+    ("--epochs", "dense, tail: maximum epochs (default 100, tail 20); the best-val-accuracy epoch is kept"),
+    ("--dense-batch-size", "dense, tail: minibatch size (default 32); --batch-size is images per forward pass elsewhere"),
+    ("--patience", "dense, tail: stop after this many epochs without a better val accuracy (tail default 5)"),
     ("--mixup", "dense: MixUp alpha on training minibatches, features and one-hot labels (default 0: off)"),
     ("--feature-noise", "dense: std of Gaussian noise added to the training features of each minibatch (default 0)"),
+    ("--cut", "tail: the layer whose cached maps (--pool none) the backbone's layers above it train on "
+              "(`featx layers BACKBONE --cuts`)"),
+    ("--backbone-lr", "tail: AdamW learning rate of the backbone layers above the cut (default 1e-4)"),
+    ("--head-lr", "tail: AdamW learning rate of the softmax head (default 1e-3)"),
+    ("--warmup-epochs", "tail: epochs that train the head alone before the tail is unfrozen (default 3)"),
+    ("--weight-decay", "tail: AdamW weight decay of the kernels (default 1e-4)"),
+    ("--label-smoothing", "tail: label smoothing of the cross-entropy (default 0.1)"),
 )
 FLAG_PARAMS = {"dense_batch_size": "batch_size"}  # flag dest -> parameter, where the names differ
 DENSE_ONLY = ("--mixup", "--feature-noise")  # train-time augmentation: meaningless for any other classifier
+AUGMENTED = {"--mixup": ("dense", "tail"), "--feature-noise": ("dense",)}  # the classifiers each one augments
 
 
 def _typed(parse):
@@ -309,7 +317,7 @@ def _classifier_params(args) -> dict:
     from featx.values import params_dict
 
     for flag in DENSE_ONLY:
-        if hasattr(args, flag[2:].replace("-", "_")) and "dense" not in [c.strip() for c in args.clf.split(",")]:
+        if hasattr(args, flag[2:].replace("-", "_")) and not set(AUGMENTED[flag]) & {c.strip() for c in args.clf.split(",")}:
             raise FeatxError(f"{flag} augments the dense head's training and --clf {args.clf} has no dense head; "
                              f"add --clf dense or drop {flag}")
     dests = [flag[2:].replace("-", "_") for flag, _ in CLASSIFIER_FLAGS] + ["batch_norm", "early_stopping"]
@@ -482,7 +490,8 @@ def _add_experiment_commands(sub) -> None:
     p.add_argument("--layers", default=None, help="layer names and groups (all, blocks, final, fc), comma-separated; "
                                                   "concatenated in depth order (default: every cached layer)")
     _add_entry_pick(p)
-    _add_model_options(p, "rf, svm, linear-svm, logreg, knn, dense, nystroem-svm and sgd (for many rows), or the "
+    _add_model_options(p, "rf, svm, linear-svm, logreg, knn, dense, tail (the backbone's layers above --cut), "
+                          "nystroem-svm and sgd (for many rows), or the "
                           "baselines majority, stratified (default rf)")
     _add_selection_options(p, "also score it")
     _add_view_options(p)

@@ -17,6 +17,7 @@ from featx.backbones.keras_apps import KERAS_MODELS
 from featx.backbones.layers import CONV_KINDS, group_members
 from featx.cache.store import list_entries
 from featx.errors import FeatxError
+from test_cuts import check_cuts
 
 SMALLEST_INPUT = {"inception_v3": 75, "inception_resnet_v2": 75, "xception": 71}  # Keras refuses smaller
 BLOCK_COUNTS = {  # one per block / cell, counted from the papers' architectures
@@ -53,7 +54,8 @@ def assert_sensible_groups(name, infos, input_side):
 
 @pytest.mark.slow
 def test_every_registered_backbone_has_blocks_final_and_no_fc_without_top():
-    """All ~45 models at their smallest input (so without the 1000-class top): about 2-3 minutes on 2 cores."""
+    """All ~45 models at their smallest input (so without the 1000-class top): about 2-3 minutes on 2 cores; and
+    their cuts (featx layers --cuts)."""
     import keras
 
     lite = {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}
@@ -66,6 +68,7 @@ def test_every_registered_backbone_has_blocks_final_and_no_fc_without_top():
         assert backbone.feature_info.family == family
         infos = describe_layers(backbone)
         assert_sensible_groups(name, infos, side)
+        check_cuts(name, backbone)  # tests/test_cuts.py: each model is built once, here
         if name not in lite:  # the Lite builder keeps its top at any size
             assert group_members(infos, "fc") == []
             with pytest.raises(FeatxError, match=rf"^group 'fc' matched no layer of {name}; "):

@@ -234,10 +234,9 @@ class TailClassifier(ClassifierMixin, BaseEstimator):
         backbone = backbone_from_args(args, weights_id, f"the tail's backbone {args.get('name')}")
         check_cut(backbone, self.cut)
         tail = build_tail(backbone.model, self.cut, final_layer(backbone), name="tail")
-        tail.trainable = True
-        for layer in _all_layers(tail):
-            if isinstance(layer, keras.layers.BatchNormalization) and not self.train_bn:
-                layer.trainable = False  # Keras 3: a frozen BatchNormalization runs in inference mode
+        tail.trainable = True  # the model's own flag; the registry froze each layer, so each is unfrozen here
+        for layer in _all_layers(tail):  # Keras 3: a frozen BatchNormalization runs in inference mode
+            layer.trainable = self.train_bn or not isinstance(layer, keras.layers.BatchNormalization)
         return tail
 
     def _build(self, tail, n_classes):

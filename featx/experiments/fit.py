@@ -37,7 +37,9 @@ from featx.experiments.runs import (
     stage_run,
 )
 from featx.experiments.selection import CVResult, Folds, cross_validate, make_folds, quietly, summarize
+from featx.experiments.tail import TAIL, tail_params
 from featx.features.load import load, open_entries, require_layers
+from featx.features.maps import load_maps
 from featx.features.options import TRANSFORM_KEYS
 from featx.features.transforms import build_feature_pipeline
 from featx.reports import evaluate, plot_confusion, plot_learning_curves
@@ -93,6 +95,8 @@ class FitSpec:
         ViewEnsemble of `views` and `tta` unless the spec is plain."""
         steps = build_feature_pipeline(seed=self.seed, **self.transforms)
         pipeline = make_pipeline(self.classifier, self.params, steps, self.seed, self.n_jobs)
+        if not self.plain and {"views", "tta"} <= classifier_params(self.classifier):  # the tail streams its views
+            return pipeline.set_params(clf__views=self.views, clf__tta=self.tta)
         return pipeline if self.plain else ViewEnsemble(pipeline, views=self.views, tta=self.tta)
 
     def transforms_label(self) -> str:
@@ -176,13 +180,15 @@ def fit(cache=None, *, layers=None, clf: str = "rf", params: dict | None = None,
     """
     log = log or _silent
     params = with_class_weight(params or {}, [clf], class_weight)
+    entries = open_entries(cache, cache_dir, runs_dir=runs_dir)
+    params, layers = tail_params(entries[0], [clf], params, layers)  # --clf tail: the cut's maps and the backbone
     spec = FitSpec(classifier=clf, params=params, transforms=transforms, seed=seed, n_jobs=n_jobs,
                    views=view_names(views, view_seed, tta), tta=tta)
-    entries = open_entries(cache, cache_dir, runs_dir=runs_dir)
     for entry in entries[1:]:
         require_layers(entry)
     check_trainable(entries[0], cv=cv, log=log)  # data that cannot be fitted: one line, nothing read or written
-    X, y, meta = load(entries if len(entries) > 1 else entries[0], layers=layers, views=loaded_views(spec))
+    loader = load_maps if clf == TAIL else load  # the tail's maps are read from HDF5 as it trains
+    X, y, meta = loader(entries if len(entries) > 1 else entries[0], layers=layers, views=loaded_views(spec))
     prepare_log(entries[0].cache)  # an unwritable folder or a broken log fails before training
     if layers is None:
         log(f"no layers given: fitting on every cached layer of {'+'.join(e.name for e in entries)} "

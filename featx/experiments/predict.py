@@ -15,7 +15,7 @@ import pandas as pd
 from featx.backbones.layers import LayerSelection, infos_from_metadata, layer_selection
 from featx.cache.atomic import atomic_path
 from featx.cache.store import Cache, CacheEntry
-from featx.classifiers.views import ViewEnsemble
+from featx.classifiers.views import ViewEnsemble, final_classifier
 from featx.errors import FeatxError, RunFailed
 from featx.experiments.runs import load_model, logged_selection, run_folder, writable_folder
 from featx.sources.views import IDENTITY
@@ -80,15 +80,17 @@ def predict(run_id: str, paths, *, cache_dir=None, batch_size: int = 32, output=
 
 def _with_tta(model, run, tta: bool | None):
     """(the model set to average over its views or to use the identity view, the views to compute or None)."""
-    views = tuple(model.views) if isinstance(model, ViewEnsemble) else (IDENTITY,)
+    holder = model if isinstance(model, ViewEnsemble) else final_classifier(model)  # the tail holds its own views
+    views = tuple(getattr(holder, "views", (IDENTITY,)))
     if tta is None:  # as the run's val and test scores were computed
-        tta = bool(getattr(model, "tta", False)) and len(views) > 1
+        tta = bool(getattr(holder, "tta", False)) and len(views) > 1
     if tta and len(views) < 2:
         raise FeatxError(f"run {run['run_id']} was fitted without augmented views, so --tta has none to average; "
                          "fit with --views SPEC (e.g. flip) to get a model that has, or drop --tta")
     if len(views) < 2:
         return model, None
-    return model.set_params(tta=tta), views if tta else None
+    holder.set_params(tta=tta)
+    return model, views if tta else None
 
 
 def _run_layers(entry: CacheEntry, run) -> LayerSelection:

@@ -86,3 +86,46 @@ def cached_maps(entry: CacheEntry, layer: str, *, views=None) -> tuple[CachedMap
     rows = np.flatnonzero(entry.valid)
     views = (IDENTITY,) if views is None else tuple(views)
     return CachedMaps(entry, layer, rows, views), np.asarray(entry.labels)[rows], np.asarray(entry.split)[rows]
+
+
+def load_maps(cache=None, *, layers=None, cache_dir=None, views=None):
+    """`featx.features.load.load` for the tail estimator: the same (X, y, meta), X a CachedMaps of one layer (the
+    cut) that reads rows when they are used, so maps larger than memory can be trained on.
+
+    cache : one entry (name, key prefix, folder or CacheEntry); layers : the one layer (name or LayerSelection);
+    views : view names (identity first) or None.
+    """
+    import pandas as pd
+
+    from featx.cache.store import Cache
+    from featx.errors import FeatxError
+    from featx.features.load import _check_views, select_cached
+
+    if isinstance(cache, (list, tuple)):
+        if len(cache) != 1:
+            raise FeatxError("the tail classifier trains on the maps of one cache entry; name one entry, not several")
+        cache = cache[0]
+    entry = Cache(cache_dir).open(cache)
+    selection = select_cached(entry, layers)
+    if len(selection.names) != 1:
+        raise FeatxError(f"the tail classifier trains on one layer's maps (its cut), not {len(selection.names)} "
+                         f"layers ({', '.join(selection.names)}); pass --layers CUT or leave --layers out")
+    if views is None:
+        views = (IDENTITY,)
+    elif isinstance(views, str):
+        from featx.sources.views import parse_views
+
+        views = parse_views(views)
+    else:
+        views = tuple(views)
+    _check_views(entry, selection, views)
+    X, y, split = cached_maps(entry, selection.names[0], views=views)
+    rows = X.rows
+    meta = pd.DataFrame({"path": np.asarray(entry.relpaths, dtype=object)[rows], "label": y,
+                         "class_name": np.asarray(entry.class_names, dtype=object)[y], "split": split})
+    meta.attrs.update(class_names=entry.class_names, selection=selection, layers=list(selection.names),
+                      feature_slices={selection.names[0]: (0, X.d)}, cache_key=entry.key, cache_path=str(entry.path),
+                      settings=entry.settings)
+    if views != (IDENTITY,):
+        meta.attrs["views"] = views
+    return X, y, meta

@@ -1,0 +1,179 @@
+"""The tail estimator (featx.classifiers.tail, `--clf tail --cut LAYER`): the backbone's own layers above a cut,
+trained on the cut's cached maps. The same mathematics as fine-tuning the whole network with its bottom frozen
+(checked on EfficientNet-Lite0 with its real weights), fitted, saved, logged and used by predict like any run,
+deterministic for a seed, and streamed from HDF5 in windows when the maps do not fit the shuffle window."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cli_capture import assert_one_line_error, cli
+
+pytestmark = pytest.mark.slow  # TensorFlow and real EfficientNet-Lite0 weights throughout
+
+SIZE, CUT = 64, "block6d_add"  # Lite0 at 64 px: block6d_add is 2x2x192
+
+
+@pytest.fixture(scope="module")
+def tail_cache(tmp_path_factory, elpv_folder):
+    """The ELPV folder's cut maps (and the final layer's) cached with --pool none."""
+    cache_dir = tmp_path_factory.mktemp("tail_cache")
+    rc, _, err = cli("extract", "--data", elpv_folder, "--input-size", SIZE, "--layers", f"{CUT},top_activation",
+                     "--pool", "none", "--views", "flip", "--cache-dir", cache_dir, "--quiet")
+    assert rc == 0, err
+    return cache_dir
+
+
+def test_one_step_on_cached_maps_equals_one_step_on_images_with_the_bottom_frozen(elpv_folder):
+    """One AdamW step of the tail on the maps the extractor caches updates every tail and head weight as one step
+    of the whole network fed the images, every layer below the cut frozen (BatchNorm in inference mode in both),
+    built here on its own from a second copy of the backbone."""
+    import keras
+    import tensorflow as tf
+
+    from featx.backbones import file_hashes, get_backbone
+    from featx.backbones.cuts import final_layer
+    from featx.classifiers.tail import NO_DECAY, TailClassifier
+    from featx.extractor import LayerExtractor
+    from featx.sources.decode import load_rgb
+
+    backbone = get_backbone("efficientnet_lite0", "imagenet", SIZE)
+    paths = sorted(str(p) for p in Path(elpv_folder).rglob("*.png"))[::3]
+    images = np.stack([load_rgb(p, (SIZE, SIZE)) for p in paths])
+    labels = np.arange(len(paths)) % 3
+    targets = np.eye(3, dtype=np.float32)[labels]
+    maps = LayerExtractor(backbone, [CUT], "none")(images)[CUT]  # (n, 2*2*192), as the cache stores it
+
+    clf = TailClassifier(cut=CUT, backbone={**{"name": "efficientnet_lite0", "weights": "imagenet", "input_size": SIZE,
+                                                "preprocess": None},
+                                             "file_hashes": file_hashes("efficientnet_lite0", "imagenet"),
+                                             "weights_id": backbone.weights_id},
+                         backbone_lr=1e-3, head_lr=1e-2, weight_decay=0.05, dropout=0.0, label_smoothing=0.1)
+    tail = clf._tail_model()
+    clf.map_shape_, clf.classes_ = tuple(tail.input_shape[1:]), np.arange(3)
+    clf.model_ = clf._build(tail, 3)
+    head_start = clf.model_.get_layer("head_softmax").get_weights()
+    _, full_step = clf.train_step_functions()
+    full_step(tf.constant(maps.reshape(-1, *clf.map_shape_)), tf.constant(targets))
+
+    model = get_backbone("efficientnet_lite0", "imagenet", SIZE).model  # its own copy of every weight
+    above = {layer.name for layer in tail.layers if layer.weights}
+    for layer in model.layers:
+        layer.trainable = layer.name in above and not isinstance(layer, keras.layers.BatchNormalization)
+    pooled = keras.layers.GlobalAveragePooling2D()(model.get_layer(final_layer(backbone)).output)
+    head = keras.layers.Dense(3, activation="softmax")
+    network = keras.Model(model.inputs, head(pooled))
+    head.set_weights(head_start)
+    optimizers = [keras.optimizers.AdamW(learning_rate=lr, weight_decay=0.05) for lr in (1e-2, 1e-3)]
+    for optimizer in optimizers:
+        optimizer.exclude_from_weight_decay(var_names=[NO_DECAY])
+    groups = [head.trainable_variables, [v for n in sorted(above) for v in model.get_layer(n).trainable_variables]]
+    with tf.GradientTape() as tape:
+        probabilities = network(backbone.preprocess(images.astype("float32")), training=True)
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=0.1)(targets, probabilities)
+    gradients = tape.gradient(loss, groups[0] + groups[1])
+    optimizers[0].apply(gradients[:len(groups[0])], groups[0])
+    optimizers[1].apply(gradients[len(groups[0]):], groups[1])
+
+    pretrained = get_backbone("efficientnet_lite0", "imagenet", SIZE).model
+    moved = 0
+    for name in sorted(above):
+        for ours, theirs, before in zip(tail.get_layer(name).get_weights(), model.get_layer(name).get_weights(),
+                                        pretrained.get_layer(name).get_weights()):
+            np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=2e-6, err_msg=name)
+            moved += not np.allclose(ours, before, atol=1e-6)
+    assert moved >= len([n for n in above if not n.endswith("bn")])  # every conv kernel took the step
+    for ours, theirs in zip(clf.model_.get_layer("head_softmax").get_weights(), head.get_weights()):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=2e-6)
+    for name in ("stem_conv", "block6d_project_conv"):  # the bottom never moves
+        np.testing.assert_array_equal(model.get_layer(name).get_weights()[0], pretrained.get_layer(name).get_weights()[0])
+
+
+def test_fit_logs_curves_predicts_new_images_and_is_deterministic(tail_cache, elpv_folder, tmp_path):
+    """`featx fit --clf tail` on cached maps with views: a run with its learning curves (head then tail epochs) and a
+    .keras model beside model.skops; the same seed gives the same run; `featx predict` on the images themselves
+    (bottom up to the cut, then the tail) gives the probabilities the model gives on the cached maps; rm removes it."""
+    import featx
+    from featx.experiments.runs import load_model
+    from featx.features.maps import load_maps
+
+    args = ("fit", "--clf", "tail", "--cut", CUT, "--epochs", 3, "--warmup-epochs", 1, "--dense-batch-size", 8,
+            "--mixup", 0.2, "--views", "flip", "--tta", "--cache-dir", tail_cache)
+    rc, out, err = cli(*args)
+    assert rc == 0, err
+    run_id = out.split()[1].rstrip(":")
+    folder = Path(tail_cache) / "runs" / run_id
+    history = pd.read_csv(folder / "history.csv")
+    assert list(history["stage"]) == ["head", "tail", "tail"] and list(history["epoch"]) == [1, 2, 3]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history.columns)
+    assert (folder / "learning_curves.png").stat().st_size > 0 and (folder / "head.keras").is_file()
+    rc, again, err = cli(*args)
+    assert rc == 0, err
+    assert again.splitlines()[1].split(";")[0] == out.splitlines()[1].split(";")[0]  # same val and test scores
+    pd.testing.assert_frame_equal(pd.read_csv(Path(tail_cache) / "runs" / again.split()[1].rstrip(":") / "history.csv")
+                                  .drop(columns="seconds"), history.drop(columns="seconds"))
+
+    pipeline, row = load_model(run_id, tail_cache)
+    assert row["classifier"] == "tail" and row["views"] == "id,hflip" and json_cut(row) == CUT
+    X, y, meta = load_maps(featx.Cache(tail_cache).open(), layers=CUT, views=("id", "hflip"))
+    expected = pipeline.predict_proba(X)  # tta: mean over the two cached views
+    output = tmp_path / "predictions.csv"
+    rc, _, err = cli("predict", "--model", run_id, elpv_folder, "--cache-dir", tail_cache, "--output", output)
+    assert rc == 0, err
+    table = pd.read_csv(output)
+    names = featx.Cache(tail_cache).open().class_names
+    by_path = {str(Path(elpv_folder) / p): i for i, p in enumerate(meta["path"])}
+    rows = [by_path[p] for p in table["path"]]
+    np.testing.assert_allclose(table[[f"p_{n}" for n in names]].to_numpy(), expected[rows], atol=2e-4)
+
+    rc, _, err = cli("rm", run_id, "--cache-dir", tail_cache)
+    assert rc == 0 and not folder.exists(), err
+
+
+def json_cut(row) -> str:
+    import json
+
+    return json.loads(row["params"])["cut"]
+
+
+def test_tail_needs_the_cut_cached_as_maps(tail_cache):
+    rc, _, err = cli("fit", "--clf", "tail", "--cut", "block5c_add", "--cache-dir", tail_cache)
+    assert_one_line_error(rc, err, r"trains on the activation maps of its cut block5c_add, and cache entry \S+ does not "
+                                   r"cache that layer; run `featx extract --data \S+ --backbone efficientnet_lite0 "
+                                   r"--input-size 64 --layers block5c_add --pool none` with the entry's")
+    rc, _, err = cli("fit", "--clf", "tail", "--cache-dir", tail_cache)
+    assert_one_line_error(rc, err, r"needs --cut LAYER \(`featx layers efficientnet_lite0 --cuts` lists them\)")
+
+
+def test_streamed_epochs_visit_every_view_of_every_image_once(tail_cache, monkeypatch):
+    """Maps larger than the shuffle window are read window by window: each epoch still yields every (image, view)
+    map exactly once, in another order each epoch, and the fit on the stream equals the fit on the same maps held
+    in memory when they fit the window."""
+    import featx
+    from featx.classifiers import tail as tail_module
+    from featx.features.maps import load_maps
+
+    X, y, _ = load_maps(featx.Cache(tail_cache).open(), layers=CUT, views=("id", "hflip"))
+    full = np.asarray(X)  # (n, 2 * d)
+    d = X.d
+    pairs = np.concatenate([full[:, :d], full[:, d:]])
+    monkeypatch.setattr(tail_module, "SHUFFLE_BYTES", 5 * 4 * d)  # a window of 5 maps
+    stream = tail_module._MapStream(X, y, ("id", "hflip"), X.map_shape, 4)
+    assert stream.in_memory is None
+    rng = np.random.default_rng(0)
+    epochs = []
+    for _ in range(2):
+        batches = list(stream.epoch(rng))
+        assert all(len(labels) == 4 for _, labels in batches[:-1])
+        maps = np.concatenate([m.reshape(len(m), -1) for m, _ in batches])
+        labels = np.concatenate([labels for _, labels in batches])
+        epochs.append(maps)
+        order = np.lexsort(maps.T[::-1])
+        np.testing.assert_array_equal(maps[order], pairs[np.lexsort(pairs.T[::-1])])
+        label_of = {row.tobytes(): label for row, label in zip(pairs, np.tile(y, 2))}
+        assert [label_of[row.tobytes()] for row in maps] == list(labels)  # each map keeps its image's label
+    assert not np.array_equal(epochs[0], epochs[1])
