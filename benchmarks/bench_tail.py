@@ -2,7 +2,7 @@
 """Training above a cut: the tail from cached maps vs fine-tuning the same layers from the images; halving vs grid.
 
     python benchmarks/bench_tail.py                      # 256 ELPV images at 224 px, cut block6d_add
-    python benchmarks/bench_tail.py --quick              # CI smoke: 48 images at 96 px, tiny searches
+    python benchmarks/bench_tail.py --quick              # CI smoke: 120 images at 96 px, tiny searches
     python benchmarks/bench_tail.py --elpv-cache DIR     # also the all-ELPV accuracy rows (entries already cached)
 
 Rows, one run, one machine:
@@ -42,13 +42,15 @@ SPLIT = (0.6, 0.15, 0.25)
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1], allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="48 images at 96 px, 3 epochs, tiny searches: CI smoke")
+    parser.add_argument("--quick", action="store_true", help="120 images at 96 px, 3 epochs, tiny searches: CI smoke")
     parser.add_argument("--images", type=int, default=None, help="stratified ELPV subset for speed/halving (256)")
     parser.add_argument("--input-size", type=int, default=None, help="input size (default the backbone's, 224)")
     parser.add_argument("--cut", default="block6d_add")
     parser.add_argument("--epochs", type=int, default=None, help="epochs timed per method (default 4; quick 3)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--elpv-cache", default=None, help="all-ELPV cache folder: adds the accuracy rows")
+    parser.add_argument("--parts", default="speed,halving,accuracy",
+                        help="comma-separated parts to run (default all; accuracy needs --elpv-cache)")
     parser.add_argument("--json", default=None, help="also write the table here")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.add_argument("--part", default=None, help=argparse.SUPPRESS)  # internal: one timed method
@@ -56,29 +58,31 @@ def main(argv=None) -> int:
     parser.add_argument("--entry", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.images, args.input_size, args.epochs = args.images or 48, args.input_size or 96, args.epochs or 3
+        args.images, args.input_size, args.epochs = args.images or 120, args.input_size or 96, args.epochs or 3
     args.images, args.epochs = args.images or 256, args.epochs or 4
     if args.part:
         print(json.dumps(timed_part(args)))
         return 0
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
-    rows = []
+    rows, parts = [], set(args.parts.split(","))
     with tempfile.TemporaryDirectory(prefix="featx-bench-tail-") as tmp:
         cache = Path(tmp) / "cache"
         entry_maps, entry_pooled = extract_subset(args, cache)
         speed = {}
-        for part in ("tail", "images"):
+        for part in ("tail", "images") if "speed" in parts else ():
             say(f"timing {part} ...")
             speed[part] = run_part(args, part, cache, entry_maps)
-        ratio = speed["images"]["epoch_s"] / speed["tail"]["epoch_s"]
-        rows.append({"part": "speed", "what": f"tail from cached {args.cut} maps", "epoch_s": speed["tail"]["epoch_s"],
-                     "peak_rss_mb": speed["tail"]["peak_rss_mb"], "ratio": 1.0})
-        rows.append({"part": "speed", "what": "same layers fine-tuned from the images, bottom frozen",
-                     "epoch_s": speed["images"]["epoch_s"], "peak_rss_mb": speed["images"]["peak_rss_mb"],
-                     "ratio": round(ratio, 2)})
-        say("halving vs grid ...")
-        rows += halving_rows(args, cache, entry_pooled)
-    if args.elpv_cache:
+        if speed:
+            ratio = speed["images"]["epoch_s"] / speed["tail"]["epoch_s"]
+            rows.append({"part": "speed", "what": f"tail from cached {args.cut} maps", "epoch_s": speed["tail"]["epoch_s"],
+                         "peak_rss_mb": speed["tail"]["peak_rss_mb"], "ratio": 1.0})
+            rows.append({"part": "speed", "what": "same layers fine-tuned from the images, bottom frozen",
+                         "epoch_s": speed["images"]["epoch_s"], "peak_rss_mb": speed["images"]["peak_rss_mb"],
+                         "ratio": round(ratio, 2)})
+        if "halving" in parts:
+            say("halving vs grid ...")
+            rows += halving_rows(args, cache, entry_pooled)
+    if args.elpv_cache and "accuracy" in parts:
         say("all-ELPV accuracy ...")
         rows += accuracy_rows(args, Path(args.elpv_cache), say)
     print(table(rows))

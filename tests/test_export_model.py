@@ -47,7 +47,7 @@ def test_the_exported_network_loads_safely_predicts_as_featx_predict_and_extract
     names = [layer.name for layer in model.layers]
     assert CUT in names and "top_activation" in names and names[-1] == "head_softmax"  # one flat network
 
-    predicted = featx.predict(run_id, elpv_folder, cache_dir=cache_dir, output=tmp_path / "p.csv", **QUIET)
+    predicted = featx.predict(run_id, elpv_folder, cache_dir=cache_dir, output=tmp_path / "p.csv", log=lambda *a: None)
     # the exported file as a backbone: featx decodes, resizes and preprocesses the images itself (preprocessing
     # inferred from the layer names), and its last layer's outputs are the class probabilities
     again = tmp_path / "again"
