@@ -20,10 +20,10 @@ SIZE, CUT = 64, "block6d_add"  # Lite0 at 64 px: block6d_add is 2x2x192
 
 @pytest.fixture(scope="module")
 def tail_cache(tmp_path_factory, elpv_folder):
-    """The ELPV folder's cut maps (and the final layer's) cached with --pool none."""
+    """The ELPV folder's cut maps (and the final layer's) cached with --pool none, as float16, with flipped views."""
     cache_dir = tmp_path_factory.mktemp("tail_cache")
     rc, _, err = cli("extract", "--data", elpv_folder, "--input-size", SIZE, "--layers", f"{CUT},top_activation",
-                     "--pool", "none", "--views", "flip", "--cache-dir", cache_dir, "--quiet")
+                     "--pool", "none", "--views", "flip", "--dtype", "float16", "--cache-dir", cache_dir, "--quiet")
     assert rc == 0, err
     return cache_dir
 
@@ -84,11 +84,15 @@ def test_one_step_on_cached_maps_equals_one_step_on_images_with_the_bottom_froze
     for name in sorted(above):
         for ours, theirs, before in zip(tail.get_layer(name).get_weights(), model.get_layer(name).get_weights(),
                                         pretrained.get_layer(name).get_weights()):
-            np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=2e-6, err_msg=name)
+            # Adam's first step is lr * g / (|g| + eps): where |g| is near eps, the float32 round-off between the
+            # cached maps and the network's own (~1e-6 relative) moves a weight by a few percent of lr (1e-3)
+            np.testing.assert_allclose(ours, theirs, rtol=0, atol=5e-5, err_msg=name)
+            assert np.mean(np.abs(ours - theirs) > 2e-6) < 1e-3, name
             moved += not np.allclose(ours, before, atol=1e-6)
     assert moved >= len([n for n in above if not n.endswith("bn")])  # every conv kernel took the step
     for ours, theirs in zip(clf.model_.get_layer("head_softmax").get_weights(), head.get_weights()):
-        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=2e-6)
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=5e-4)  # 5% of the head's lr 1e-2, as above
+        assert np.mean(np.abs(ours - theirs) > 2e-6) < 1e-3
     for name in ("stem_conv", "block6d_project_conv"):  # the bottom never moves
         np.testing.assert_array_equal(model.get_layer(name).get_weights()[0], pretrained.get_layer(name).get_weights()[0])
 

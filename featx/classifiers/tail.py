@@ -405,6 +405,15 @@ class TailClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
 
+def stream_bytes(map_shape, batch_size: int = 32) -> int:
+    """The most bytes of maps the training stream of cached maps (CachedMaps) holds at once beyond the model: the
+    shuffle window and the batch being assembled, float32. Maps smaller than the window are held whole (read
+    once): that is then the bound. For benchmarks to set beside the measured peak RSS."""
+    d = int(np.prod(map_shape))
+    window = max(batch_size, SHUFFLE_BYTES // (4 * d))
+    return 4 * d * (window + 2 * batch_size)
+
+
 def _is_lazy(X) -> bool:
     return hasattr(X, "read") and hasattr(X, "rows")
 

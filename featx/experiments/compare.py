@@ -69,6 +69,7 @@ from featx.experiments.selection import (
     summarize,
     val_folds,
 )
+from featx.experiments.tail import tail_params
 from featx.experiments.tune import ROW_SPACE
 from featx.features.load import load, select_cached
 from featx.features.transforms import build_feature_pipeline
@@ -156,6 +157,10 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
                       views=views, tta=tta)
     baselines = [FitSpec(classifier=b, seed=seed, n_jobs=inner, views=views, tta=tta) for b in BASELINES if b not in names]
     entry = Cache(cache_dir, runs_dir=runs_dir).open(cache)
+    if "tail" in names:  # the tail's params need the entry: its cut's maps cached, the backbone they came from
+        params, _ = tail_params(entry, names, params or {})
+        specs = fit_specs(names, grid, with_class_weight(params, names, class_weight), transforms, seed, inner,
+                          views=views, tta=tta)
     check_trainable(entry, cv=cv, selects=True)  # before anything is written: rows are ranked on val or CV
     subsets = _expand_subsets(entry, [layer_sets] if isinstance(layer_sets, str) else layer_sets)
     jobs = [(subset, spec) for subset in subsets for spec in specs] + [((subsets[0][0], None), s) for s in baselines]

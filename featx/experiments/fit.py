@@ -180,10 +180,12 @@ def fit(cache=None, *, layers=None, clf: str = "rf", params: dict | None = None,
     """
     log = log or _silent
     params = with_class_weight(params or {}, [clf], class_weight)
-    entries = open_entries(cache, cache_dir, runs_dir=runs_dir)
-    params, layers = tail_params(entries[0], [clf], params, layers)  # --clf tail: the cut's maps and the backbone
     spec = FitSpec(classifier=clf, params=params, transforms=transforms, seed=seed, n_jobs=n_jobs,
                    views=view_names(views, view_seed, tta), tta=tta)
+    entries = open_entries(cache, cache_dir, runs_dir=runs_dir)
+    if clf == TAIL:  # the tail's params need the entry: the cut's maps cached, the backbone they came from
+        params, layers = tail_params(entries[0], [clf], params, layers)
+        spec = dataclasses.replace(spec, params=params)
     for entry in entries[1:]:
         require_layers(entry)
     check_trainable(entries[0], cv=cv, log=log)  # data that cannot be fitted: one line, nothing read or written
@@ -362,7 +364,8 @@ def record_run(entry: CacheEntry | list[CacheEntry], spec: FitSpec, scores: Scor
     folder = staged.final
     text = " | ".join(f"{s} acc {m['accuracy']:.3f} f1 {m['f1_macro']:.3f}" for s, m in metrics.items())
     views = "" if spec.plain else f" with views {spec.views_label()}{' (tta)' if spec.tta else ''}"
-    params = row["params"].replace('"', "").replace(" ", "")  # {min_samples_leaf:1,n_estimators:300}: fits a terminal
+    shown = {k: v for k, v in spec.params.items() if k != "backbone"}  # the tail's: the entry's, said below
+    params = _json(shown).replace('"', "").replace(" ", "")  # {min_samples_leaf:1,n_estimators:300}: fits a terminal
     what = (f"{spec.classifier} (baseline: ignores the features)" if spec.classifier in BASELINES
             else f"{spec.classifier} {params}{views} on {layers} ({scores.n_features} features)")
     source = f"; of {' + '.join(map(entry_label, entries))}" if name_entry else ""

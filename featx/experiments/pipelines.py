@@ -38,6 +38,7 @@ from featx.experiments.fit import FitSpec, fit, view_names, with_class_weight
 from featx.experiments.reuse import logged_runs
 from featx.experiments.ranking import entry_metric, format_ranked, rank, recommendation_line, source_line
 from featx.experiments.runs import read_log, split_fingerprint
+from featx.experiments.tail import tail_params
 from featx.experiments.tsne import tsne, tsne_path
 from featx.extractor import extract
 from featx.features.load import select_cached
@@ -192,12 +193,14 @@ def _step_jobs(entry: CacheEntry, kind: str, options: dict) -> list[tuple[list[s
     if kind == "fit":
         clf = options.get("clf", "rf")
         params = with_class_weight(options.get("params") or {}, [clf], options.get("class_weight"))
+        params, _ = tail_params(entry, [clf], params)  # as fit makes a tail's params
         spec = FitSpec(classifier=clf, params=params, transforms=transforms, seed=options.get("seed", 0),
                        views=views, tta=tta)
         return [(list(select_cached(entry, options["layers"]).names), spec)]
     classifiers = options.get("classifiers", ("rf",))
     names = [c.strip() for c in classifiers.split(",")] if isinstance(classifiers, str) else list(classifiers)
     params = with_class_weight(options.get("params") or {}, names, options.get("class_weight"))
+    params, _ = tail_params(entry, names, params)
     specs = fit_specs(names, options.get("grid") or {}, params, transforms, options.get("seed", 0), 1, views=views,
                       tta=tta)
     layer_sets = options.get("layer_sets", ("blocks",))

@@ -69,6 +69,7 @@ from featx.experiments.selection import (
     summarize,
     val_folds,
 )
+from featx.experiments.tail import tail_params
 from featx.features.load import load
 from featx.features.transforms import build_feature_pipeline
 from featx.reports import evaluate
@@ -105,6 +106,8 @@ SEARCHES = {
     "sgd": Search({"alpha": tuple(float(a) for a in np.logspace(-7, 1, 9))}, refine=("alpha",)),
     "rf": Search({"min_samples_leaf": (1, 2, 5, 10, 20), "max_features": ("sqrt", "log2", 0.05, 0.2)}),
     "dense": Search({"lr": (0.001, 0.01, 0.1), "l2": (0.0, 1e-4, 1e-2), "hidden": ((), (256,))}),
+    # the tail's recipe knobs (featx.classifiers.tail): how far the backbone layers move, and how much they are held
+    "tail": Search({"backbone_lr": (1e-5, 1e-4, 1e-3), "weight_decay": (1e-4, 1e-2)}),
 }
 
 
@@ -183,6 +186,7 @@ def tune_cache(cache=None, *, layers=None, classifiers=("logreg",), cv: int | No
         for name in names:
             budget_search(name)  # a classifier not trained by epochs fails before any data is read
     entry = Cache(cache_dir, runs_dir=runs_dir).open(cache)
+    params, layers = tail_params(entry, names, params, layers)  # --clf tail: its cut's maps and the entry's backbone
     check_trainable(entry, cv=cv, selects=True)  # before anything is written
     X, y, meta = load(entry, layers=layers, views=loaded_views(FitSpec(views=views, tta=tta)))
     prepare_log(entry.cache)  # unwritable folders or a broken log fail before any fit
