@@ -196,7 +196,7 @@ def halving_rows(args, cache: Path, entry: str) -> list[dict]:
 
     X, y, meta = featx.load(cache_dir=cache, cache=entry)
     split = meta["split"].to_numpy()
-    search = (BudgetSearch({"lr": (0.001, 0.01, 0.1), "l2": (0.0, 1e-2)}, max_epochs=9, min_epochs=1)
+    search = (BudgetSearch({"lr": (0.0003, 0.003, 0.03)}, max_epochs=4, min_epochs=1, fixed={"optimizer": "adam"})
               if args.quick else BUDGET_SEARCHES["dense"])
     quiet = {"log": lambda *a: None, "metric": "accuracy", "transforms": {"standardize": True}}
     halving = tune(X, y, split, "dense", search=search, **quiet)
