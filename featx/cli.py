@@ -433,7 +433,7 @@ def cmd_tune(args) -> None:
     specs = tune_specs(args.clf, params=_classifier_params(args), seed=args.seed, class_weight=args.class_weight,
                        **_views(args), **_transforms(args))
     evaluation = Evaluation(cv=args.cv, cv_repeats=args.cv_repeats, metric=args.metric, seed=args.seed,
-                            fit_on="train+val")
+                            search=args.search, fit_on="train+val")
     results = tune_run(_entry(args), specs, evaluation, layers=args.layers, n_jobs=args.n_jobs,
                        cache_dir=args.cache_dir, runs_dir=args.runs_dir, cluster=args.cluster,
                        cluster_config=args.cluster_config, cluster_timeout=args.cluster_timeout,
@@ -485,6 +485,12 @@ def cmd_export(args) -> None:
     from featx.features.export import export
 
     export(_entry(args), layers=args.layers, format=args.format, output=args.output, cache_dir=args.cache_dir)
+
+
+def cmd_export_model(args) -> None:
+    from featx.experiments.export_model import export_model
+
+    export_model(args.run, args.output, cache_dir=args.cache_dir, runs_dir=args.runs_dir)
 
 
 def cmd_rm(args) -> None:
@@ -580,6 +586,10 @@ def _add_experiment_commands(sub) -> None:
     p.set_defaults(clf="logreg")
     _add_selection_options(p, "select")
     _add_view_options(p)
+    p.add_argument("--search", default="exact", choices=("exact", "halving"),
+                   help="exact: the grid, then a finer one around its best (default); halving (dense, tail): successive "
+                        "halving with training epochs as the budget: every configuration for a few epochs, the best "
+                        "third for 3x as many, ... only the contenders for the full budget, which choose")
     p.add_argument("--n-jobs", type=int, default=-1, help="selection splits in parallel (default -1: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_runs_dir(p)
@@ -632,6 +642,17 @@ def _add_experiment_commands(sub) -> None:
                    help="csv (default), parquet (needs pyarrow) or npy (one .npz of arrays)")
     p.add_argument("--output", default=None, help="file to write (default <entry>-<layers>.<ext> here)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("export-model", help="write a tail run's whole network (bottom + tail + head) as one .keras file",
+                       description="Rebuild the backbone of a tail run's cache entry, give the layers above the cut the "
+                                   "run's trained weights, add its head, and save it as one Keras model: it loads in "
+                                   "safe mode, predicts as `featx predict` does (identity view), and works as "
+                                   "`featx extract --backbone FILE.keras`.")
+    p.add_argument("run", metavar="RUN_ID", help="a tail run's id (whole, a unique prefix, or the short id)")
+    p.add_argument("-o", "--output", required=True, help="the .keras file to write")
+    _add_cache_dir(p)
+    _add_runs_dir(p)
+    p.set_defaults(func=cmd_export_model)
 
     p = sub.add_parser("rm", help="remove runs and cache entries",
                        description="Remove logged runs (row, model, run folder) by id or unique prefix, and cache "

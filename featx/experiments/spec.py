@@ -158,8 +158,9 @@ class Evaluation:
         the same folds for every fit judged together); None = the one fixed train -> val split.
     metric : the ranking metric, one of METRIC_NAMES; None = chosen from the class balance of the train+val rows
         (featx.experiments.selection.default_metric). Every metric is logged whichever ranks.
-    search : how compare spends its folds: "exact" scores every row on every fold, "halving" (needs cv) by
-        successive halving. The ranking rule itself is one (featx.experiments.ranking): the CV mean where there is
+    search : "exact" or "halving": how compare spends its folds ("exact" scores every row on every fold, "halving",
+        which needs cv, by successive halving over the folds), or how tune (fit_on "train+val") spends training
+        epochs (featx.experiments.budget: successive halving with epochs as the budget, on val or CV). The ranking rule itself is one (featx.experiments.ranking): the CV mean where there is
         one, else val, never test.
     fit_on : the rows the logged model is fitted on: "train" (fit, compare; it is then scored on val and test) or
         "train+val" (tune's refit of the selected point, scored on test once).
@@ -180,7 +181,7 @@ class Evaluation:
             raise FeatxError(f"unknown metric '{self.metric}'; choose one of {', '.join(METRIC_NAMES)}")
         if self.search not in SEARCHES:
             raise FeatxError(f"unknown --search '{self.search}'; choose one of {', '.join(SEARCHES)}")
-        if self.search == "halving" and not self.cv:
+        if self.search == "halving" and not self.cv and self.fit_on == "train":  # compare's budget is folds
             raise FeatxError("--search halving spends folds as its budget and needs cross-validation; add --cv K "
                              "(e.g. --cv 5)")
         if self.fit_on not in FIT_ROWS:

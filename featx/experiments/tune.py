@@ -32,6 +32,15 @@ from featx.classifiers.registry import large_n_note
 from featx.classifiers.views import ViewEnsemble, training_rows, tta_predict, view_rows
 from featx.distributed import joblib_backend
 from featx.errors import FeatxError, RunFailed
+from featx.experiments.budget import (
+    BUDGET_PARAM,
+    BudgetSearch,
+    budget_search,
+    contenders,
+    mark_curve,
+    schedule,
+    successive_halving,
+)
 from featx.experiments.fit import (
     FitSpec,
     Scores,
@@ -151,7 +160,8 @@ def tune_cache(cache=None, *, layers=None, classifiers=("logreg",), cv: int | No
                metric: str | None = None, params: dict | None = None, class_weight: str | None = None, seed: int = 0,
                n_jobs: int | None = 1, cache_dir=None, runs_dir=None, cluster=None, cluster_config=None,
                cluster_timeout=None, log=print, views=None, view_seed: int = 0, tta: bool = False,
-               progress: bool = True, command: str | None = None, **transforms) -> list[TuneResult]:
+               progress: bool = True, command: str | None = None, search: str = "exact",
+               **transforms) -> list[TuneResult]:
     """tune each of `classifiers` on `layers` of a cache entry, log each refit as a run, save each search curve.
 
     cv : K for selection by repeated stratified K-fold (cv_repeats times) over train+val; None = on val.
@@ -167,10 +177,13 @@ def tune_cache(cache=None, *, layers=None, classifiers=("logreg",), cv: int | No
     line that ran this tune, kept as command.txt beside the curves (read_report gives the folder back).
     views, view_seed, tta : as in fit: every point is trained on all views of its train images (folds are
     by image) and scored from the identity view, or with tta from the mean over the views.
+    search : "exact" (the grid, then refined) or "halving" (successive halving over epochs, for classifiers
+        trained by epochs: featx.experiments.budget).
     """
     specs = tune_specs(classifiers, params=params, seed=seed, class_weight=class_weight, views=views,
                        view_seed=view_seed, tta=tta, **transforms)
-    return tune_run(cache, specs, Evaluation(cv=cv, cv_repeats=cv_repeats, metric=metric, seed=seed, fit_on="train+val"),
+    return tune_run(cache, specs, Evaluation(cv=cv, cv_repeats=cv_repeats, metric=metric, seed=seed, search=search,
+                                           fit_on="train+val"),
                     layers=layers, n_jobs=n_jobs, cache_dir=cache_dir, runs_dir=runs_dir, cluster=cluster,
                     cluster_config=cluster_config, cluster_timeout=cluster_timeout, log=log, progress=progress,
                     command=command)
@@ -186,6 +199,9 @@ def tune_run(cache, specs: list[FitSpec], evaluation: Evaluation | None = None, 
     evaluation = replace(evaluation or Evaluation(fit_on="train+val"), fit_on="train+val")
     log = log or _silent
     cv, metric = evaluation.cv, evaluation.metric
+    if evaluation.search == "halving":
+        for spec in specs:
+            budget_search(spec.classifier)  # a classifier not trained by epochs fails before any data is read
     entry = Cache(cache_dir, runs_dir=runs_dir).open(cache)
     specs, layers = tail_specs(entry, specs, layers)  # --clf tail: its cut's maps and the entry's backbone
     check_trainable(entry, cv=cv, selects=True)  # before anything is written
@@ -204,7 +220,8 @@ def tune_run(cache, specs: list[FitSpec], evaluation: Evaluation | None = None, 
     with backend:
         for spec in specs:
             clf = spec.classifier
-            result = tune(X, y, split, spec, metric=metric, folds=folds, n_jobs=-1 if cluster is not None else n_jobs,
+            result = tune(X, y, split, spec, metric=metric, folds=folds, search=evaluation.search,
+                           n_jobs=-1 if cluster is not None else n_jobs,
                           log=log, progress=progress, summary=False)
             metric = result.metric  # the default metric is decided (and printed) once
             with _report_files(folder, [folder / f"{clf}_curve.csv", folder / f"{clf}_curve.png"]) as (csv, png):
@@ -263,7 +280,8 @@ def _record(entry, X, y, split, selection, result: TuneResult, spec: FitSpec, ev
 
 
 def tune(X, y, split, clf: str | FitSpec, *, metric: str | None = None, folds: Folds | None = None,
-         transforms: dict | None = None, params: dict | None = None, search: Search | None = None, seed: int = 0,
+         transforms: dict | None = None, params: dict | None = None, search: Search | BudgetSearch | str | None = None,
+         seed: int = 0,
          n_jobs: int | None = 1, log=print, views: tuple = ("id",), tta: bool = False, progress: bool = False,
          summary: bool = True) -> TuneResult:
     """Search `clf`'s parameters, select by `metric` on `folds`, refit on train+val, score test once.
@@ -275,7 +293,8 @@ def tune(X, y, split, clf: str | FitSpec, *, metric: str | None = None, folds: F
     folds : selection splits from make_folds (CV); None = the one train -> val split.
     transforms : build_feature_pipeline keywords (standardize, discretize, pca, ...), fitted per split.
     params : fixed classifier parameters for every fit, e.g. {"class_weight": "balanced"}.
-    search : overrides SEARCHES[clf].
+    search : overrides SEARCHES[clf]; "halving" (or a featx.experiments.budget.BudgetSearch) runs successive
+    halving with training epochs as the budget instead (classifiers trained by epochs; see that module).
     n_jobs : selection splits in parallel; with a single split, the classifier's own n_jobs instead.
     views, tta : X holds these views of each image side by side (n_rows, V * d); points are trained on every
     view of the train images and scored from the identity view, or with tta the mean over the views; the
@@ -292,9 +311,12 @@ def tune(X, y, split, clf: str | FitSpec, *, metric: str | None = None, folds: F
                                                      clf.tta)
     began = time.perf_counter()
     split = np.asarray(split)
-    if search is None and clf not in SEARCHES:
+    if search == "halving":
+        search = budget_search(clf)
+    halving = isinstance(search, BudgetSearch)
+    if search in (None, "exact") and clf not in SEARCHES:
         raise FeatxError(f"no search space for classifier '{clf}'; tune one of {', '.join(SEARCHES)}")
-    search = search or SEARCHES[clf]
+    search = SEARCHES[clf] if search in (None, "exact") else search
     if metric is None:
         metric, reason = default_metric(y[np.isin(split, SELECTION_SPLITS)])
         log(reason)
@@ -307,18 +329,26 @@ def tune(X, y, split, clf: str | FitSpec, *, metric: str | None = None, folds: F
                disable=not progress or not sys.stderr.isatty())
     run = _Runner(clf, X, y, folds, transforms, fixed, seed, n_jobs, len(views), tta, bar, log if progress else None,
                   metric)
-    with bar:
-        tried = run("coarse", coarse)
-        defaults = _defaults(clf, coarse, tried)
-        bar.total -= len(folds) if defaults else 0
-        tried += defaults or run("default", [{}])
-        best = _best(tried, metric)
-        refined = _refine(search, tried, best)
-        if refined:
-            bar.total += len(refined) * len(folds)
-            tried += run("refine", refined)
+    if halving:  # the rungs, then the defaults at the full budget; the best contender is chosen
+        bar.total = (sum(n for n, _ in schedule(len(coarse), search)) + 1) * len(folds)
+        with bar:
+            tried, defaults = successive_halving(run, search, metric, log if progress else None), []
+            tried += [{**r, "point": {}} for r in run("default", [{BUDGET_PARAM: search.max_epochs}])]
+        best = _best(contenders(tried), metric)
+        curve = mark_curve(_curve(tried, folds, metric), tried, metric)
+    else:
+        with bar:
+            tried = run("coarse", coarse)
+            defaults = _defaults(clf, coarse, tried)
+            bar.total -= len(folds) if defaults else 0
+            tried += defaults or run("default", [{}])
             best = _best(tried, metric)
-    curve = _curve(tried, folds, metric)
+            refined = _refine(search, tried, best)
+            if refined:
+                bar.total += len(refined) * len(folds)
+                tried += run("refine", refined)
+                best = _best(tried, metric)
+        curve = _curve(tried, folds, metric)
     versus = paired_difference(_as_cv(tried, best, folds), _as_cv(tried, {}, folds), metric,
                                f"{clf} {_label(best)}", f"{clf} defaults")
     refit_began = time.perf_counter()
@@ -332,7 +362,7 @@ def tune(X, y, split, clf: str | FitSpec, *, metric: str | None = None, folds: F
         f"{metric} {curve.loc[curve['best'], metric].iloc[0]:.3f}; {versus.verdict}"
         + (f"; test {metric} {scores[metric]:.3f}" if scores else ""))
     fitted = [r for r in tried if not (r["stage"] == "default" and defaults)]  # copied default rows ran no fit
-    result = TuneResult(clf, tuple(search.grid), metric, folds.label, curve, best_params, versus, scores, pipeline,
+    result = TuneResult(clf, ((BUDGET_PARAM,) if halving else ()) + tuple(search.grid), metric, folds.label, curve, best_params, versus, scores, pipeline,
                         seconds, folds, summarize(_as_cv(tried, best, folds)),
                         not_converged=sum(not r["converged"] for r in fitted) + (not refit_converged),
                         fits=len(fitted) + 1, selected=_as_cv(tried, best, folds), refit_seconds=refit_seconds)
