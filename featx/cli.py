@@ -215,10 +215,11 @@ def _add_cluster_options(p: argparse.ArgumentParser) -> None:
 
 def _add_backbone_options(p: argparse.ArgumentParser, weights_default: str) -> None:
     p.add_argument("--weights", default=weights_default, help=f"imagenet, none or a local weights file (default {weights_default})")
-    from featx.backbones.layers import POOLS
+    from featx.backbones.layers import GRID_HELP, POOLS
 
-    p.add_argument("--pool", default="avg", choices=POOLS, help="spatial pooling of conv outputs, part of the cache "
-                   "key: " + "; ".join(f"{k}: {v}" for k, v in POOLS.items()) + " (default avg)")
+    p.add_argument("--pool", default="avg", metavar="{" + ",".join(POOLS) + ",grid:T}", help="spatial pooling of conv "
+                   "outputs, part of the cache key: " + "; ".join(f"{k}: {v}" for k, v in POOLS.items()) + "; "
+                   + GRID_HELP + " (default avg)")
     p.add_argument("--input-size", type=int, default=None,
                    help="square input size, 32 to 4096 pixels (default: the backbone's own)")
     from featx.backbones import SAVED_MODEL_PREPROCESSING
