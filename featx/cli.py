@@ -284,7 +284,7 @@ def _add_model_options(p: argparse.ArgumentParser, clf_help: str) -> None:
     group.add_argument("--param", type=_typed(parse_param), action="append", default=[], metavar="KEY=VALUE",
                        help="any other scikit-learn parameter of the classifier, e.g. --param C=10 (repeatable)")
     group = p.add_argument_group("feature transforms (fitted on the train split only, saved with the model)")
-    for option in TRANSFORM_OPTIONS:
+    for option in (o for o in TRANSFORM_OPTIONS if o.cli):
         flag = "--" + option.name.replace("_", "-")
         if option.default is False:
             group.add_argument(flag, action="store_const", const=True, default=argparse.SUPPRESS, help=option.help)

@@ -71,6 +71,7 @@ from featx.experiments.selection import (
 )
 from featx.experiments.tune import ROW_SPACE
 from featx.features.load import load, select_cached
+from featx.features.head2toe import bind_spec
 from featx.features.transforms import build_feature_pipeline
 from featx.reports.selection_plots import plot_layer_scores
 from featx.values import params_dict, parse_grid_item
@@ -161,6 +162,7 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
     jobs = [(subset, spec) for subset in subsets for spec in specs] + [((subsets[0][0], None), s) for s in baselines]
     X, y, meta = load(entry, layers=[n for selection, _ in subsets for n in selection.names],  # the union, once
                       views=loaded_views(specs[0]))
+    jobs = [(subset, bind_spec(spec, meta, subset[0].names)) for subset, spec in jobs]  # layer-aware steps' layout
     prepare_log(entry.cache)  # unwritable folders or a broken log fail before any fit
     reports = writable_folder(entry.cache.reports_dir, "reports")
     split, slices, n_views = meta["split"].to_numpy(), meta.attrs["feature_slices"], len(specs[0].views)

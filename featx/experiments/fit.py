@@ -38,6 +38,7 @@ from featx.experiments.runs import (
 )
 from featx.experiments.selection import CVResult, Folds, cross_validate, make_folds, quietly, summarize
 from featx.features.load import load, open_entries, require_layers
+from featx.features.head2toe import bind_blocks
 from featx.features.options import TRANSFORM_KEYS
 from featx.features.transforms import build_feature_pipeline
 from featx.reports import evaluate, plot_confusion, plot_learning_curves
@@ -98,7 +99,8 @@ class FitSpec:
     def transforms_label(self) -> str:
         """A short label, e.g. 'standardize+fne(-0.25,0.15)+pca(50)'; 'none' when there are none."""
         labels = {"fne": lambda s: f"fne({s.low},{s.high})", "kbins": lambda s: f"kbins({s.n_bins})",
-                  "pca": lambda s: f"pca({s.n_components})"}
+                  "pca": lambda s: f"pca({s.n_components})",
+                  "select": lambda s: f"group-lasso({s.fraction:g},{s.penalty:g})"}
         steps = build_feature_pipeline(seed=self.seed, **self.transforms)
         return "+".join(labels.get(name, lambda s: name)(step) for name, step in steps) or "none"
 
@@ -183,6 +185,7 @@ def fit(cache=None, *, layers=None, clf: str = "rf", params: dict | None = None,
         require_layers(entry)
     check_trainable(entries[0], cv=cv, log=log)  # data that cannot be fitted: one line, nothing read or written
     X, y, meta = load(entries if len(entries) > 1 else entries[0], layers=layers, views=loaded_views(spec))
+    spec = dataclasses.replace(spec, transforms=bind_blocks(spec.transforms, meta))  # layer-aware steps' layout
     prepare_log(entries[0].cache)  # an unwritable folder or a broken log fails before training
     if layers is None:
         log(f"no layers given: fitting on every cached layer of {'+'.join(e.name for e in entries)} "
@@ -381,6 +384,9 @@ def _write_reports(folder: Path, scores: Scores, title: str, plots: bool) -> Non
     if history is not None:
         history.to_csv(folder / "history.csv", index=False)
         plot_learning_curves(history, folder / "learning_curves.png")
+    from featx.reports.kept_layers import write_kept_layers
+
+    write_kept_layers(scores.pipeline, folder)  # --select: kept features per layer, CSV and bar plot
 
 
 def _silent(*_) -> None:
@@ -420,6 +426,8 @@ _TRANSFORM_FLAGS = (  # transforms_label() part -> the fit flags that make it ag
     (re.compile(r"^fne\(([^,]+),([^)]+)\)$"), lambda m: ["--discretize", "fne", "--fne-low", m[1], "--fne-high", m[2]]),
     (re.compile(r"^kbins\((\d+)\)$"), lambda m: ["--discretize", "kbins", "--kbins", m[1]]),
     (re.compile(r"^pca\(([^)]+)\)$"), lambda m: ["--pca", m[1]]),
+    (re.compile(r"^layernorm$"), lambda m: ["--normalize", "layer"]),
+    (re.compile(r"^group-lasso\(([^,]+),([^)]+)\)$"), lambda m: ["--select", f"group-lasso:{m[1]}", "--select-penalty", m[2]]),
 )
 
 

@@ -61,6 +61,7 @@ from featx.experiments.selection import (
     val_folds,
 )
 from featx.features.load import load
+from featx.features.head2toe import bind_blocks
 from featx.features.transforms import build_feature_pipeline
 from featx.reports import evaluate
 from featx.reports.selection_plots import plot_search_curve
@@ -170,6 +171,7 @@ def tune_cache(cache=None, *, layers=None, classifiers=("logreg",), cv: int | No
     entry = Cache(cache_dir, runs_dir=runs_dir).open(cache)
     check_trainable(entry, cv=cv, selects=True)  # before anything is written
     X, y, meta = load(entry, layers=layers, views=loaded_views(FitSpec(views=views, tta=tta)))
+    transforms = bind_blocks(transforms, meta)  # the layer layout of --normalize layer / --select
     prepare_log(entry.cache)  # unwritable folders or a broken log fail before any fit
     split = meta["split"].to_numpy()
     for note in filter(None, (large_n_note(name, int(np.isin(split, SELECTION_SPLITS).sum())) for name in names)):
