@@ -371,6 +371,11 @@ def cmd_compare(args) -> None:
 def cmd_tune(args) -> None:
     from featx.experiments.tune import selected_line, tune_cache
 
+    if str(_transforms(args).get("select") or "").startswith("group-lasso"):  # Head2Toe: featx.experiments.head2toe
+        return _tune_head2toe(args)
+    if args.caches:
+        raise FeatxError("tune's --cache names candidate entries for --select group-lasso; tune one entry (positional) "
+                         "or add --select group-lasso")
     results = tune_cache(_entry(args), layers=args.layers, classifiers=args.clf, cv=args.cv, cv_repeats=args.cv_repeats,
                          metric=args.metric, params=_classifier_params(args), class_weight=args.class_weight,
                          seed=args.seed, n_jobs=args.n_jobs, cache_dir=args.cache_dir, runs_dir=args.runs_dir,
@@ -378,6 +383,22 @@ def cmd_tune(args) -> None:
                          progress=not args.quiet, command=_command(args),
                          **_views(args), **_transforms(args))
     print(selected_line(results))
+
+
+def _tune_head2toe(args) -> None:
+    from featx.experiments.head2toe import tune_head2toe
+
+    transforms, params = _transforms(args), _classifier_params(args)
+    if args.clf != "logreg" or args.views or args.tta:
+        raise FeatxError("tune --select group-lasso tunes Head2Toe's logistic-regression head on plain features; drop "
+                         "--clf, --views and --tta (fit takes them with --select group-lasso:F)")
+    result = tune_head2toe([c for c in (_entry(args), *args.caches) if c is not None] or None, layers=args.layers,
+                           cv=args.cv, cv_repeats=args.cv_repeats, metric=args.metric, select=transforms["select"],
+                           penalties=[transforms["select_penalty"]] if "select_penalty" in transforms else None,
+                           Cs=[params.pop("C")] if "C" in params else None, params=params,
+                           standardize=bool(transforms.get("standardize")), normalize=transforms.get("normalize", "layer"),
+                           seed=args.seed, cache_dir=args.cache_dir, runs_dir=args.runs_dir, command=_command(args))
+    print(f"selected: {result.line()}")
 
 
 def _command(args) -> str:
@@ -507,6 +528,9 @@ def _add_experiment_commands(sub) -> None:
                                    "on val or --cv, refit on train+val, score test once, log the run and save the "
                                    "search curve under <cache-dir>/reports/tune-<id>/.")
     _add_cache(p)
+    p.add_argument("--cache", dest="caches", action="append", default=[], metavar="ENTRY",
+                   help="with --select group-lasso: another entry of the same images (repeatable), searched as a "
+                        "candidate, e.g. one per --pool grid:T")
     p.add_argument("--layers", default=None, help="layer names and groups, comma-separated (default: every cached layer)")
     _add_entry_pick(p)
     _add_model_options(p, "comma-separated classifiers among logreg, linear-svm, svm, rf, dense, nystroem-svm, sgd "

@@ -136,3 +136,76 @@ def test_selection_is_refitted_inside_each_cv_fold(digits):
 @parametrize_with_checks([GroupLassoSelector(fraction=0.5, penalty=0.1)])
 def test_group_lasso_selector_passes_sklearn_checks(estimator, check):
     check(estimator)
+
+
+SIZE = 96  # Lite0 at 96 px: blocks of 48x48 down to 3x3 maps, cheap
+
+
+@pytest.fixture(scope="module")
+def h2t_entries(elpv_folder, tmp_path_factory):
+    """The 18-image ELPV folder through EfficientNet-Lite0 blocks: an avg entry with flip views, and grid:256."""
+    import featx
+
+    cache_dir = tmp_path_factory.mktemp("h2t")
+    quiet = {"input_size": SIZE, "cache_dir": cache_dir, "progress": False, "log": lambda *a: None, "layers": "blocks"}
+    avg = featx.extract(str(elpv_folder), pool="avg", views="flip", **quiet).entry
+    grid = featx.extract(str(elpv_folder), pool="grid:256", **quiet).entry
+    return cache_dir, avg, grid
+
+
+@pytest.mark.slow
+def test_tune_head2toe_searches_t_penalty_fraction_and_c(h2t_entries):
+    from featx.experiments.head2toe import tune_head2toe
+
+    cache_dir, avg, grid = h2t_entries
+    lines = []
+    result = tune_head2toe([avg.name, grid.name], cache_dir=cache_dir, penalties=(0.3, 0.1), fractions=(0.1, 0.5),
+                           Cs=(0.1, 10.0), log=lines.append, metric="accuracy")
+    curve = result.curve
+    assert set(curve["pool"]) == {"avg", "grid:256"} and set(curve["penalty"]) == {0.3, 0.1}
+    assert set(curve["fraction"]) == {0.1, 0.5} and set(curve["C"]) == {0.1, 10.0} and len(curve) == 16
+    assert curve["best"].sum() == 1 and curve.loc[curve["best"], "accuracy"].iloc[0] == curve["accuracy"].max()
+    assert (result.folder / "head2toe_curve.csv").is_file() and (result.folder / "head2toe_curve.png").is_file()
+    assert grid.layer_info["block1a_project_bn"]["n_features"] > 16  # grid keeps positions: more than C columns
+    run_folder = cache_dir / "runs" / result.run_id
+    kept = result.kept
+    assert (run_folder / "kept_per_layer.png").is_file() and kept is not None
+    entry = avg if result.best["entry"] == avg.name else grid
+    assert list(kept["layer"]) == [n for n in entry.layer_info if n in entry.layers]  # every layer, depth order
+    n_features = sum(entry.layer_info[n]["n_features"] for n in entry.layers)
+    assert kept["kept"].sum() == max(1, round(result.best["fraction"] * n_features)) and kept["features"].sum() == n_features
+    assert result.test is not None and any("saved search curve" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_fit_with_layer_norm_selection_views_and_tta(h2t_entries, capsys):
+    """The Head2Toe steps inside a ViewEnsemble: trained on both views, TTA at val and test, kept plot saved, and
+    the logged run's command line fits it again."""
+    import featx.cli
+    from featx.experiments.fit import fit_command
+
+    cache_dir, avg, _ = h2t_entries
+    assert featx.cli.main(["fit", avg.name, "--cache-dir", str(cache_dir), "--clf", "logreg", "--normalize", "layer",
+                           "--select", "group-lasso:0.2", "--select-penalty", "0.05", "--views", "flip", "--tta"]) == 0
+    out = capsys.readouterr().out
+    run_id = out.split("run ")[1].split(":")[0]
+    folder = cache_dir / "runs" / run_id
+    assert (folder / "kept_per_layer.png").is_file()
+    import pandas as pd
+
+    kept = pd.read_csv(folder / "kept_per_layer.csv")
+    assert kept["kept"].sum() == round(0.2 * kept["features"].sum())
+    row = {"cache_entry": avg.name, "layers": "blocks", "classifier": "logreg", "params": "{}", "seed": 0,
+           "transforms": "layernorm+group-lasso(0.2,0.05)", "views": "id,hflip", "tta": 1}
+    assert "--normalize layer --select group-lasso:0.2 --select-penalty 0.05" in fit_command(row)
+
+
+@pytest.mark.slow
+def test_tune_cli_select_group_lasso(h2t_entries, capsys):
+    import featx.cli
+
+    cache_dir, avg, grid = h2t_entries
+    assert featx.cli.main(["tune", avg.name, "--cache", grid.name, "--cache-dir", str(cache_dir), "--select",
+                           "group-lasso:0.3", "--select-penalty", "0.1", "--param", "C=1"]) == 0
+    out = capsys.readouterr().out
+    assert "selected: " in out and "fraction=0.3" in out and "penalty=0.1" in out and "C=1" in out
