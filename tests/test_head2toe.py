@@ -209,3 +209,24 @@ def test_tune_cli_select_group_lasso(h2t_entries, capsys):
                            "group-lasso:0.3", "--select-penalty", "0.1", "--param", "C=1"]) == 0
     out = capsys.readouterr().out
     assert "selected: " in out and "fraction=0.3" in out and "penalty=0.1" in out and "C=1" in out
+
+
+@pytest.mark.slow
+def test_shipped_head2toe_pipeline_runs(tmp_path):
+    """pipelines/head2toe.toml as shipped, on a 120-image subset at 96 px: grid-pooled every layer, the recipe's fit
+    logged with its kept features per layer, beside the final layer alone."""
+    from pathlib import Path
+
+    from featx.experiments.pipelines import run_pipeline
+
+    text = (Path(__file__).parents[1] / "pipelines" / "head2toe.toml").read_text()
+    assert "[extract]\n" in text and 'pool = "grid:' in text
+    small = tmp_path / "head2toe.toml"
+    small.write_text(text.replace("[extract]\n", "[extract]\nlimit = 120\ninput_size = 96\n"))
+    result = run_pipeline(small, cache_dir=tmp_path / "cache", log=lambda *a: None)
+    assert result.entry.settings["pool"].startswith("grid:") and len(result.entry.layers) == 67
+    rows = result.table.to_dict("records")
+    recipe = [r for r in rows if "group-lasso" in str(r["transforms"])]
+    assert len(recipe) == 1 and recipe[0]["transforms"].startswith("layernorm+group-lasso(")
+    assert (tmp_path / "cache" / "runs" / recipe[0]["run_id"] / "kept_per_layer.png").is_file()
+    assert any(r["layers"] == "top_activation" for r in rows)

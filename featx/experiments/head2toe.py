@@ -37,7 +37,7 @@ from featx.experiments.tune import _path
 from featx.features.head2toe import GROUP_LASSO, GroupLassoSelector, LayerNormalizer, layer_blocks, parse_select
 from featx.features.load import load
 
-PENALTIES = (0.3, 0.1, 0.03)
+PENALTIES = (0.1, 0.03)
 FRACTIONS = (0.01, 0.03, 0.1, 0.3)
 C_GRID = tuple(float(c) for c in np.logspace(-3, 5, 9))
 SEARCHED = ("C", "entry", "penalty", "fraction")
