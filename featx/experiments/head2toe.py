@@ -33,7 +33,7 @@ from featx.experiments.selection import (
     summarize,
     val_folds,
 )
-from featx.experiments.tune import _path
+from featx.experiments.tune import _path, _write_report_info
 from featx.features.head2toe import GROUP_LASSO, GroupLassoSelector, LayerNormalizer, layer_blocks, parse_select
 from featx.features.load import load
 
@@ -57,6 +57,7 @@ class Head2ToeResult:
     seconds: float
     fits: int = 0
     timings: dict = field(default_factory=dict)  # {"select": s, "head": s}
+    classifier: str = "head2toe"  # the curve's name in the report folder (head2toe_curve.csv), as tune's <clf>
 
     def line(self) -> str:
         b, s = self.best, self.selection_scores
@@ -146,13 +147,14 @@ def tune_head2toe(caches, *, layers=None, cv: int | None = None, cv_repeats: int
                else {f"val_{m}": round(selection_scores[f"{m}_mean"], 4) for m in METRICS})
     run = record_run(entry, spec, scores, selection=selection, log=log, cv=columns)
     folder = writable_folder(entries[0].cache.reports_dir, "reports") / f"tune-{new_run_id()}"
-    _write_curves(folder, tried, curve, metric, folds.label, command)
+    _write_curves(folder, curve, metric, folds.label)
     from featx.reports.kept_layers import KEPT_CSV
 
     kept = pd.read_csv(run.folder / KEPT_CSV) if (run.folder / KEPT_CSV).is_file() else None
     result = Head2ToeResult(curve, {k: best[k] for k in ("entry", "pool", "penalty", "fraction", "C")}, metric,
                             folds.label, selection_scores, scores.metrics.get("test"), run.run_id, kept, folder,
                             time.perf_counter() - began, fits + 1, timings)
+    _write_report_info(folder, entries[0], [result], command)  # tune's report.json: `featx report` reads it back
     log(f"head2toe: {len(curve)} point(s) x {len(folds)} split(s) in {result.seconds:.0f}s (selection fits "
         f"{timings['select']:.0f}s, heads {timings['head']:.0f}s); saved search curve in {folder}")
     return result
@@ -194,10 +196,9 @@ def _curve(tried: pd.DataFrame, folds, metric: str) -> pd.DataFrame:
     return curve
 
 
-def _write_curves(folder: Path, tried: pd.DataFrame, curve: pd.DataFrame, metric: str, selection: str,
-                  command: str | None) -> None:
+def _write_curves(folder: Path, curve: pd.DataFrame, metric: str, selection: str) -> None:
     """head2toe_curve.csv (every point) and head2toe_curve.png (the best C of each entry, penalty and fraction,
-    against the fraction), as tune writes <clf>_curve.csv/.png; command.txt as tune keeps it."""
+    against the fraction), as tune writes <clf>_curve.csv/.png."""
     from featx.reports.selection_plots import plot_search_curve
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -209,5 +210,3 @@ def _write_curves(folder: Path, tried: pd.DataFrame, curve: pd.DataFrame, metric
     reduced.loc[reduced["best"].cumsum() > 1, "best"] = False
     plot_search_curve(reduced, folder / "head2toe_curve.png", ("fraction", "T", "penalty"), metric,
                       title=f"head2toe: {metric} on {selection} (best C per point)")
-    if command:
-        (folder / "command.txt").write_text(command + "\n", encoding="utf-8")
