@@ -9,7 +9,7 @@ from featx.features.head2toe import layer_blocks
 from featx.reports.metrics import evaluate
 
 ENTRIES = {"final": ("/work/elpv-cache", "efficientnet_lite0-01798de7084e", "top_activation"),
-           "avg": ("/tmp/h2t-avg", None, "all"), "grid:1024": ("/work/elpv-cache", "efficientnet_lite0-07d49e7340a0", "all")}
+           "avg": ("/tmp/h2t-avg", None, "all"), "blocks-avg": ("/work/elpv-cache", "efficientnet_lite0-01798de7084e", "blocks,final"), "grid:1024": ("/work/elpv-cache", "efficientnet_lite0-07d49e7340a0", "all")}
 OUT = "bench_h2t/results.jsonl"
 
 
@@ -39,7 +39,8 @@ def plain(name):
 def h2t(name):
     cache_dir, entry, layers = ENTRIES[name]
     t = time.perf_counter()
-    r = tune_head2toe(entry, layers=layers, cache_dir=cache_dir, metric="accuracy", log=print)
+    r = tune_head2toe(entry, layers=layers, cache_dir=cache_dir, metric="accuracy", log=print, penalties=(0.1,),
+                      fractions=(0.01, 0.03, 0.1), Cs=(1.0, 10.0, 100.0, 1000.0, 10000.0))  # reduced: 2 shared cores, load ~25
     b = r.best
     say({"variant": name, "selection": "group-lasso", "best": b, "val_acc": r.selection_scores["accuracy_mean"],
          "test_acc": r.test["accuracy"], "test_f1_macro": r.test["f1_macro"], "kept": int(r.kept["kept"].sum()),

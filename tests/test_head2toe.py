@@ -230,3 +230,21 @@ def test_shipped_head2toe_pipeline_runs(tmp_path):
     assert len(recipe) == 1 and recipe[0]["transforms"].startswith("layernorm+group-lasso(")
     assert (tmp_path / "cache" / "runs" / recipe[0]["run_id"] / "kept_per_layer.png").is_file()
     assert any(r["layers"] == "top_activation" for r in rows)
+
+
+@pytest.mark.slow
+def test_compare_binds_each_subsets_layout(h2t_entries):
+    """compare rows of different layer subsets each get their own layer layout (a wrong one would be refused)."""
+    import featx
+
+    cache_dir, avg, _ = h2t_entries
+    result = featx.compare(avg.name, layer_sets=["blocks", "each"], classifiers=["logreg"], cache_dir=cache_dir,
+                           normalize="layer", select="group-lasso:0.5", log=None, progress=False, plots=False)
+    import pandas as pd
+
+    rows = result.table[result.table["classifier"] == "logreg"]
+    assert len(rows) == 1 + len(avg.layers) and rows["val_accuracy"].notna().all()
+    for row in rows.to_dict("records"):
+        kept = pd.read_csv(cache_dir / "runs" / row["run_id"] / "kept_per_layer.csv")
+        expected = list(avg.layers) if row["layers"] == "blocks" else [row["layers"]]
+        assert list(kept["layer"]) == expected and kept["features"].sum() == row["n_features"]
