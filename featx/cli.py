@@ -225,10 +225,11 @@ def _add_cluster_options(p: argparse.ArgumentParser) -> None:
 
 def _add_backbone_options(p: argparse.ArgumentParser, weights_default: str) -> None:
     p.add_argument("--weights", default=weights_default, help=f"imagenet, none or a local weights file (default {weights_default})")
-    from featx.backbones.layers import POOLS
+    from featx.backbones.layers import GRID_HELP, POOLS
 
-    p.add_argument("--pool", default="avg", choices=POOLS, help="spatial pooling of conv outputs, part of the cache "
-                   "key: " + "; ".join(f"{k}: {v}" for k, v in POOLS.items()) + " (default avg)")
+    p.add_argument("--pool", default="avg", metavar="{" + ",".join(POOLS) + ",grid:T}", help="spatial pooling of conv "
+                   "outputs, part of the cache key: " + "; ".join(f"{k}: {v}" for k, v in POOLS.items()) + "; "
+                   + GRID_HELP + " (default avg)")
     p.add_argument("--input-size", type=int, default=None,
                    help="square input size, 32 to 4096 pixels (default: the backbone's own)")
     from featx.backbones import SAVED_MODEL_PREPROCESSING
@@ -301,7 +302,7 @@ def _add_model_options(p: argparse.ArgumentParser, clf_help: str) -> None:
     group.add_argument("--param", type=_typed(parse_param), action="append", default=[], metavar="KEY=VALUE",
                        help="any other scikit-learn parameter of the classifier, e.g. --param C=10 (repeatable)")
     group = p.add_argument_group("feature transforms (fitted on the train split only, saved with the model)")
-    for option in TRANSFORM_OPTIONS:
+    for option in (o for o in TRANSFORM_OPTIONS if o.cli):
         flag = "--" + option.name.replace("_", "-")
         if option.default is False:
             group.add_argument(flag, action="store_const", const=True, default=argparse.SUPPRESS, help=option.help)
@@ -430,6 +431,11 @@ def cmd_tune(args) -> None:
     from featx.experiments.spec import Evaluation, tune_specs
     from featx.experiments.tune import selected_line, tune_run
 
+    if str(_transforms(args).get("select") or "").startswith("group-lasso"):  # Head2Toe: featx.experiments.head2toe
+        return _tune_head2toe(args)
+    if args.caches:
+        raise FeatxError("tune's --cache names candidate entries for --select group-lasso; tune one entry (positional) "
+                         "or add --select group-lasso")
     specs = tune_specs(args.clf, params=_classifier_params(args), seed=args.seed, class_weight=args.class_weight,
                        **_views(args), **_transforms(args))
     evaluation = Evaluation(cv=args.cv, cv_repeats=args.cv_repeats, metric=args.metric, seed=args.seed,
@@ -439,6 +445,22 @@ def cmd_tune(args) -> None:
                        cluster_config=args.cluster_config, cluster_timeout=args.cluster_timeout,
                        progress=not args.quiet, command=_command(args))
     print(selected_line(results))
+
+
+def _tune_head2toe(args) -> None:
+    from featx.experiments.head2toe import tune_head2toe
+
+    transforms, params = _transforms(args), _classifier_params(args)
+    if args.clf != "logreg" or args.views or args.tta:
+        raise FeatxError("tune --select group-lasso tunes Head2Toe's logistic-regression head on plain features; drop "
+                         "--clf, --views and --tta (fit takes them with --select group-lasso:F)")
+    result = tune_head2toe([c for c in (_entry(args), *args.caches) if c is not None] or None, layers=args.layers,
+                           cv=args.cv, cv_repeats=args.cv_repeats, metric=args.metric, select=transforms["select"],
+                           penalties=[transforms["select_penalty"]] if "select_penalty" in transforms else None,
+                           Cs=[params.pop("C")] if "C" in params else None, params=params,
+                           standardize=bool(transforms.get("standardize")), normalize=transforms.get("normalize", "layer"),
+                           seed=args.seed, cache_dir=args.cache_dir, runs_dir=args.runs_dir, command=_command(args))
+    print(f"selected: {result.line()}")
 
 
 def _command(args) -> str:
@@ -579,6 +601,9 @@ def _add_experiment_commands(sub) -> None:
                                    "on val or --cv, refit on train+val, score test once, log the run and save the "
                                    "search curve under <cache-dir>/reports/tune-<id>/.")
     _add_cache(p)
+    p.add_argument("--cache", dest="caches", action="append", default=[], metavar="ENTRY",
+                   help="with --select group-lasso: another entry of the same images (repeatable), searched as a "
+                        "candidate, e.g. one per --pool grid:T")
     p.add_argument("--layers", default=None, help="layer names and groups, comma-separated (default: every cached layer)")
     _add_entry_pick(p)
     _add_model_options(p, "comma-separated classifiers among logreg, linear-svm, svm, rf, dense, nystroem-svm, sgd "

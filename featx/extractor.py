@@ -29,7 +29,7 @@ from featx.backbones import (
     layer_selection,
     preprocessing_note,
 )
-from featx.backbones.layers import GEM_EPS, GEM_P
+from featx.backbones.layers import GEM_EPS, GEM_P, check_pool, grid_target, grid_window
 from featx.cache.key import cache_key, file_fingerprint, fingerprint_files
 from featx.cache.manifest import EntryManifest
 from featx.cache.passlog import PassLog
@@ -82,9 +82,29 @@ def pool_parts(x, pool: str) -> list:
         return [mean(x), ops.max(x, axis=(1, 2))]
     if pool == "gem":
         return [ops.power(mean(ops.power(ops.maximum(x, GEM_EPS), GEM_P)), 1.0 / GEM_P)]
+    if grid_target(pool) is not None:
+        return [grid_pool(x, grid_target(pool))]
     h, w = x.shape[1:3]  # pyramid
     rows, cols = ((0, -(-h // 2)), (h // 2, h)), ((0, -(-w // 2)), (w // 2, w))
     return [mean(x), *(mean(x[:, r0:r1, c0:c1, :]) for r0, r1 in rows for c0, c1 in cols)]
+
+
+def grid_pool(x, target: int):
+    """grid:T of a float32 map x of shape (batch, h, w, c) -> (batch, n) as Head2Toe's flatten_and_concat: the
+    mean over positions (n = c) when grid_window is 0, else keras AveragePooling2D(window, strides=window,
+    padding="valid") then Flatten, i.e. n = (h // window) * (w // window) * c, column (i * cols + j) * c + ch
+    for cell row i, cell column j, channel ch. Done as a crop, a reshape and a mean (the same numbers), so the
+    only tensor it adds is a view of the map.
+    """
+    from keras import ops
+
+    h, w, c = (int(d) for d in x.shape[1:])
+    window = grid_window(h, w, c, target)
+    if window == 0:
+        return ops.mean(x, axis=(1, 2))
+    rows, cols = h // window, w // window
+    cells = ops.reshape(x[:, :rows * window, :cols * window, :], (-1, rows, window, cols, window, c))
+    return ops.reshape(ops.mean(cells, axis=(2, 4)), (-1, rows * cols * c))
 
 
 class LayerExtractor:
@@ -257,6 +277,7 @@ def extract(data: str, *, backbone: str = DEFAULT_BACKBONE, layers="blocks", poo
     log = log or (lambda *_: None)
     if batch_size < 1:
         raise FeatxError(f"--batch-size {batch_size} must be at least 1")
+    pool = check_pool(pool)  # one spelling per pooling in the key: grid:08192 is grid:8192
     check_dtype(dtype)
     check_input_size(input_size)
     view_names = parse_views(views, view_seed)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tests.cli_capture import assert_one_line_error, cli
 
 from featx.errors import FeatxError
 from featx.experiments.budget import (
@@ -20,6 +19,8 @@ from featx.experiments.budget import (
     schedule,
     successive_halving,
 )
+
+from helpers import assert_one_line_error, cli
 
 
 def test_schedule_keeps_the_best_third_and_triples_the_epochs():

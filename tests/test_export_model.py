@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tests.cli_capture import assert_one_line_error, cli
 
 import featx
+
+from helpers import assert_one_line_error, cli
 
 pytestmark = pytest.mark.slow  # TensorFlow: a real extraction, fit and export
 CUT = "block6d_add"

@@ -22,6 +22,9 @@ POOLS = {  # spatial pooling of a conv (4-D) output; pooled columns per channel.
     "none": "no pooling: every activation (height x width x channels)",
 }
 POOL_COLUMNS = {"avg": 1, "max": 1, "avgmax": 2, "gem": 1, "pyramid": 5}
+GRID = "grid"  # grid:T, Head2Toe's pooling to about T columns per layer (grid_window); not in POOLS: it takes T
+GRID_HELP = ("grid:T: Head2Toe's pooling to about T features per layer: the mean when channels >= T, else the means "
+             "of a k x k grid, k = int(sqrt(T // channels)), window and stride width // k, flattened")
 GEM_P, GEM_EPS = 3.0, 1e-6  # as the GeM paper (Radenovic et al.) and timm: clamping keeps x^(1/p) real
 GROUPS = {
     "blocks": "each block's output (per family, see the README)",
@@ -44,15 +47,56 @@ class LayerInfo:
         return len(self.output_shape) in (2, 4) and None not in self.output_shape[1:]
 
     def feature_size(self, pool: str) -> int:
-        """Columns this layer adds to X: channels times POOL_COLUMNS when pooled, every activation with 'none'."""
+        """Columns this layer adds to X: channels times POOL_COLUMNS when pooled, every activation with 'none',
+        channels times the grid's cells with grid:T (grid_window)."""
         if len(self.output_shape) == 4 and pool != "none":
-            return int(self.output_shape[-1]) * POOL_COLUMNS[pool]
+            height, width, channels = (int(d) for d in self.output_shape[1:])
+            target = grid_target(pool)
+            if target is not None:
+                window = grid_window(height, width, channels, target)
+                return channels if window == 0 else (height // window) * (width // window) * channels
+            return channels * POOL_COLUMNS[pool]
         return math.prod(self.output_shape[1:])
 
     def metadata(self, pool: str) -> dict:
         """What a cache entry stores of this layer; `infos_from_metadata` is its only reader."""
         return {"kind": self.kind, "output_shape": list(self.output_shape[1:]), "n_features": self.feature_size(pool),
                 "block": self.block, "groups": list(self.groups)}
+
+
+def check_pool(pool) -> str:
+    """`pool` as stored in settings and the cache key: a POOLS name, or grid:T with T a whole number >= 1 written
+    without leading zeros (so grid:08192 and grid:8192 are one entry); anything else is one line."""
+    if isinstance(pool, str) and pool in POOLS:
+        return pool
+    if isinstance(pool, str) and pool.startswith(f"{GRID}:") and pool[len(GRID) + 1:].strip().isdigit():
+        target = int(pool[len(GRID) + 1:])
+        if target >= 1:
+            return f"{GRID}:{target}"
+    raise FeatxError(f"unknown pool '{pool}'; choose one of {', '.join(POOLS)} or grid:T (T >= 1 features per layer, "
+                     "e.g. grid:8192)")
+
+
+def grid_target(pool: str) -> int | None:
+    """T of a grid:T pool (checked by check_pool), None for any other pool."""
+    return int(pool.split(":", 1)[1]) if pool.startswith(f"{GRID}:") else None
+
+
+def grid_window(height: int, width: int, channels: int, target: int) -> int:
+    """The average-pooling window (= stride) of grid:T on an (height, width, channels) map; 0 means the mean over
+    every position.
+
+    As Head2Toe's reference code (google-research/head2toe, models/finetune.py, flatten_and_concat): the mean
+    when channels >= T; else k = int(sqrt(T // channels)) cells per row and a window of width // k, applied
+    without padding (valid), so the grid has (height // window) x (width // window) cells, which is more than
+    k x k where width is not a multiple of k (a 7-wide map with k = 4: window 1, 7 x 7 cells). A window of 0
+    (k > width) is the mean, as there. The reference assumes square maps; on a map less high than the window
+    the mean is taken too (it would have no cell).
+    """
+    if channels >= target:
+        return 0
+    window = width // int(math.sqrt(target // channels))
+    return window if 0 < window <= height else 0
 
 
 @dataclass(frozen=True)
@@ -131,8 +175,7 @@ def layer_selection(infos: list[LayerInfo], spec, *, model_name: str, pool: str 
     The one parser of a layer spec: extraction validates against the backbone's layers, loading against an
     entry's (then a group means its cached members, and a named layer that is not cached is an error).
     """
-    if pool not in POOLS:
-        raise FeatxError(f"unknown pool '{pool}'; choose one of {', '.join(POOLS)}")
+    pool = check_pool(pool)
     items = [spec] if isinstance(spec, str) else list(spec)
     requested = [part.strip() for item in items for part in item.split(",") if part.strip()]
     available = {i.name: i for i in infos if cached is None or i.name in cached}
@@ -181,6 +224,7 @@ def layer_table(backbone, *, pool: str = "avg", every_layer: bool = False):
     """
     import pandas as pd
 
+    pool = check_pool(pool)
     infos = describe_layers(backbone)
     rows = [{"layer": i.name, "kind": i.kind, "output_shape": "x".join(str(d) for d in i.output_shape[1:]),
              "features": i.feature_size(pool) if i.poolable else "-", "groups": ",".join(i.groups)}

@@ -76,6 +76,7 @@ from featx.experiments.spec import (  # noqa: F401  (fit_specs: also featx.exper
 )
 from featx.experiments.tail import tail_specs
 from featx.experiments.tune import ROW_SPACE
+from featx.features.head2toe import bind_spec
 from featx.features.load import load, select_cached
 from featx.features.transforms import build_feature_pipeline
 from featx.reports.selection_plots import plot_layer_scores
@@ -181,6 +182,8 @@ def compare_run(cache, specs: list[FitSpec], evaluation: Evaluation | None = Non
     features = load(entry, layers=[n for selection, _ in subsets for n in selection.names],  # the union, once
                     views=loaded_views(specs[0]))
     X, y, meta = features
+    jobs = [(subset, bind_spec(spec, features.feature_slices, subset[0].names))  # layer-aware steps' layout
+            for subset, spec in jobs]
     prepare_log(entry.cache)  # unwritable folders or a broken log fail before any fit
     reports = writable_folder(entry.cache.reports_dir, "reports")
     split, slices, n_views = meta["split"].to_numpy(), features.feature_slices, len(specs[0].views)

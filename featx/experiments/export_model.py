@@ -29,7 +29,7 @@ def export_model(run_id: str, output, *, cache_dir=None, runs_dir=None, log=prin
     """
     from featx import runtime
     from featx.backbones import backbone_from_entry
-    from featx.experiments.runs import load_model
+    from featx.experiments.models import load_model
 
     output = Path(output)
     if output.suffix != ".keras":

@@ -32,6 +32,7 @@ from featx.experiments.runlog import EVAL_SPLITS, log_run, prepare_log, stage_ru
 from featx.experiments.selection import CVResult, Folds, cross_validate, make_folds, quietly, summarize
 from featx.experiments.spec import Evaluation, FitSpec, fit_spec, view_names, with_class_weight  # noqa: F401  (also featx.experiments.fit's names)
 from featx.experiments.tail import TAIL, tail_specs
+from featx.features.head2toe import bind_blocks
 from featx.features.load import load, open_entries, require_layers
 from featx.features.maps import load_maps
 from featx.reports import evaluate, plot_confusion, plot_learning_curves
@@ -111,6 +112,7 @@ def fit_run(cache, spec: FitSpec, evaluation: Evaluation | None = None, *, layer
     loader = load_maps if clf == TAIL else load  # the tail's maps are read from HDF5 as it trains
     features = loader(entries if len(entries) > 1 else entries[0], layers=layers, views=loaded_views(spec))
     X, y, meta = features
+    spec = dataclasses.replace(spec, transforms=bind_blocks(spec.transforms, features.feature_slices))  # their layout
     prepare_log(entries[0].cache)  # an unwritable folder or a broken log fails before training
     if layers is None:
         log(f"no layers given: fitting on every cached layer of {'+'.join(e.name for e in entries)} "
@@ -270,6 +272,9 @@ def _write_reports(folder: Path, scores: Scores, title: str, plots: bool) -> Non
     if history is not None:
         history.to_csv(folder / "history.csv", index=False)
         plot_learning_curves(history, folder / "learning_curves.png")
+    from featx.reports.kept_layers import write_kept_layers
+
+    write_kept_layers(scores.pipeline, folder)  # --select: kept features per layer, CSV and bar plot
 
 
 def _silent(*_) -> None:
@@ -309,6 +314,8 @@ _TRANSFORM_FLAGS = (  # transforms_label() part -> the fit flags that make it ag
     (re.compile(r"^fne\(([^,]+),([^)]+)\)$"), lambda m: ["--discretize", "fne", "--fne-low", m[1], "--fne-high", m[2]]),
     (re.compile(r"^kbins\((\d+)\)$"), lambda m: ["--discretize", "kbins", "--kbins", m[1]]),
     (re.compile(r"^pca\(([^)]+)\)$"), lambda m: ["--pca", m[1]]),
+    (re.compile(r"^layernorm$"), lambda m: ["--normalize", "layer"]),
+    (re.compile(r"^group-lasso\(([^,]+),([^)]+)\)$"), lambda m: ["--select", f"group-lasso:{m[1]}", "--select-penalty", m[2]]),
 )
 
 

@@ -113,7 +113,8 @@ class FitSpec:
         from featx.features.transforms import build_feature_pipeline
 
         labels = {"fne": lambda s: f"fne({s.low},{s.high})", "kbins": lambda s: f"kbins({s.n_bins})",
-                  "pca": lambda s: f"pca({s.n_components})"}
+                  "pca": lambda s: f"pca({s.n_components})",
+                  "select": lambda s: f"group-lasso({s.fraction:g},{s.penalty:g})"}
         steps = build_feature_pipeline(seed=self.seed, **self.transforms)
         return "+".join(labels.get(name, lambda s, name=name: name)(step) for name, step in steps) or "none"
 

@@ -71,6 +71,7 @@ from featx.experiments.selection import (
 )
 from featx.experiments.spec import Evaluation, tune_specs
 from featx.experiments.tail import tail_specs
+from featx.features.head2toe import bind_spec
 from featx.features.load import load
 from featx.features.transforms import build_feature_pipeline
 from featx.reports import evaluate
@@ -207,6 +208,7 @@ def tune_run(cache, specs: list[FitSpec], evaluation: Evaluation | None = None, 
     check_trainable(entry, cv=cv, selects=True)  # before anything is written
     features = load(entry, layers=layers, views=loaded_views(specs[0]))
     X, y, meta = features
+    specs = [bind_spec(spec, features.feature_slices) for spec in specs]  # the layer layout of --normalize/--select
     prepare_log(entry.cache)  # unwritable folders or a broken log fail before any fit
     split = meta["split"].to_numpy()
     for note in filter(None, (large_n_note(spec.classifier, int(np.isin(split, SELECTION_SPLITS).sum()))

@@ -96,9 +96,13 @@ def build_feature_pipeline(
     kbins=5,
     fne_low=-0.25,
     fne_high=0.15,
+    normalize=None,
+    select=None,
+    select_penalty=0.1,
+    blocks=None,
     seed=0,
 ):
-    """Steps to put in front of a classifier, in order standardize -> discretize -> PCA.
+    """Steps to put in front of a classifier, in order normalize -> standardize -> select -> discretize -> PCA.
 
     The keywords (but seed) are featx.features.options.TRANSFORM_OPTIONS, the one declaration the CLI,
     fit, compare and pipeline files read.
@@ -109,18 +113,27 @@ def build_feature_pipeline(
     pca : None, an int number of components, or a float in (0, 1) = variance to keep.
     kbins : number of bins for discretize="kbins".
     fne_low, fne_high : FNE thresholds.
+    normalize : None or "layer" (featx.features.head2toe.LayerNormalizer: L2 per layer block per sample).
+    select : None or "group-lasso:F" (featx.features.head2toe.GroupLassoSelector keeping the fraction F), with
+        select_penalty its penalty (a fraction of the smallest penalty that keeps no feature).
+    blocks : [[layer, width], ...] of the columns, for normalize and select (featx.features.head2toe.bind_blocks).
     seed : random_state of PCA (randomized SVD on wide features) and KBinsDiscretizer
         (subsampling), so runs repeat exactly.
 
     Returns a list of (name, estimator) pairs for sklearn.pipeline.Pipeline; empty when
     nothing is asked for.
     """
+    from featx.features.head2toe import head2toe_steps
+
     steps = []
     for name, value in (("fne_low", fne_low), ("fne_high", fne_high)):
         if not isinstance(value, Real) or isinstance(value, bool):
             raise FeatxError(f"{name} must be a number, got {value!r}.")
+    first, selection = head2toe_steps(normalize=normalize, select=select, select_penalty=select_penalty, blocks=blocks)
+    steps += first
     if standardize:
         steps.append(("standardize", StandardScaler()))
+    steps += selection
     if discretize == "fne":
         steps.append(("fne", FNEDiscretizer(low=fne_low, high=fne_high)))
     elif discretize == "kbins":

@@ -1,0 +1,215 @@
+"""Head2Toe's recipe tuned by cross-validation: `featx tune --select group-lasso`.
+
+Searches T (one cache entry per `--pool grid:T`, or avg), the group-lasso penalty, the kept fraction F and the final
+linear head's C, selecting on val or by CV over train+val; refits the choice on train+val, scores test once, logs
+that run (with its kept-features-per-layer plot) and saves the search curve as other tunes do.
+
+Work is shared where the numbers stay the same: per split, the layer normalization is per sample and the group-lasso
+ranking depends on the penalty only, so each (entry, split, penalty) fits one selector on the split's train rows and
+every F is a cut of its ranking; each F then walks the C path as `tune` does (warm starts, the row space of the
+train rows on wide features). Nothing of a split's held-out rows, nor of test, enters any fit.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from featx.cache.store import Cache
+from featx.errors import FeatxError
+from featx.experiments.fit import check_trainable, record_run, train_and_score
+from featx.experiments.runfolders import new_run_id, writable_folder
+from featx.experiments.runlog import prepare_log
+from featx.experiments.selection import (
+    METRICS,
+    SELECTION_SPLITS,
+    CVResult,
+    check_metric,
+    default_metric,
+    make_folds,
+    summarize,
+    val_folds,
+)
+from featx.experiments.spec import Evaluation, fit_spec
+from featx.experiments.tune import _path, _write_report_info
+from featx.features.head2toe import GROUP_LASSO, GroupLassoSelector, LayerNormalizer, layer_blocks, parse_select
+from featx.features.load import load
+
+PENALTIES = (0.1, 0.03)
+FRACTIONS = (0.01, 0.03, 0.1, 0.3)
+C_GRID = tuple(float(c) for c in np.logspace(-3, 5, 9))
+SEARCHED = ("C", "entry", "penalty", "fraction")
+
+
+@dataclass
+class Head2ToeResult:
+    curve: pd.DataFrame  # one row per (entry, penalty, fraction, C): METRICS means, <metric>_ci95, fit_seconds, best
+    best: dict  # entry, pool, penalty, fraction, C
+    metric: str
+    selection: str  # "val" or "cv<K>x<R>"
+    selection_scores: dict  # summarize() of the best point on the selection splits
+    test: dict | None  # the refit's test metrics (featx.reports.evaluate), scored once
+    run_id: str
+    kept: pd.DataFrame | None  # kept features per layer of the refit (featx.reports.kept_layers.kept_table)
+    folder: Path  # the report folder: head2toe_curve.csv/.png
+    seconds: float
+    fits: int = 0
+    timings: dict = field(default_factory=dict)  # {"select": s, "head": s}
+    classifier: str = "head2toe"  # the curve's name in the report folder (head2toe_curve.csv), as tune's <clf>
+
+    def line(self) -> str:
+        b, s = self.best, self.selection_scores
+        ci = s[f"{self.metric}_ci95"]
+        return (f"{self.run_id} head2toe {b['entry']} ({b['pool']}) penalty={b['penalty']:g} fraction={b['fraction']:g} "
+                f"C={b['C']:.3g} {self.metric} {s[f'{self.metric}_mean']:.3f}" + ("" if np.isnan(ci) else f" ± {ci:.3f}")
+                + f" on {self.selection}" + (f"; test acc {self.test['accuracy']:.3f} f1_macro {self.test['f1_macro']:.3f}"
+                                              if self.test else "; no test rows"))
+
+
+def tune_head2toe(caches, *, layers=None, cv: int | None = None, cv_repeats: int = 1, metric: str | None = None,
+                  select: str = GROUP_LASSO, penalties=None, fractions=None, Cs=None, standardize: bool = False,
+                  normalize: str | None = "layer", params: dict | None = None, seed: int = 0, cache_dir=None,
+                  runs_dir=None, log=print, command: str | None = None) -> Head2ToeResult:
+    """Select T (the entry), the group-lasso penalty, the fraction F and the head's C; refit, test once, log.
+
+    caches : one entry or a list of entries of the same images, each a candidate (e.g. one per --pool grid:T);
+        the runs and the report go to the first one's cache folder.
+    select : "group-lasso" searches `fractions` (default FRACTIONS); "group-lasso:F" fixes F.
+    penalties : group-lasso penalties (fractions of the smallest one that keeps no feature; default PENALTIES).
+    Cs : the logistic-regression head's C path (default C_GRID), walked with warm starts.
+    normalize : "layer" (Head2Toe's per-layer L2) or None; standardize : a StandardScaler after it, fitted per split.
+    params : fixed parameters of the head (a LogisticRegression), e.g. {"class_weight": "balanced"}.
+    cv : K for repeated stratified K-fold over train+val (cv_repeats times); None: train -> val.
+    """
+    began, log = time.perf_counter(), log or (lambda *_: None)
+    fraction_grid = _fractions(select, fractions)
+    penalties = tuple(penalties or PENALTIES)
+    Cs = tuple(Cs or C_GRID)
+    entries = [Cache(cache_dir, runs_dir=runs_dir).open(c) for c in (caches if isinstance(caches, (list, tuple))
+                                                                     else [caches])]
+    if not entries:
+        raise FeatxError("no cache entry to tune on; name one, or several with --cache (one per --pool grid:T)")
+    for entry in entries:
+        check_trainable(entry, cv=cv, selects=True)
+    prepare_log(entries[0].cache)
+    fixed = {"max_iter": 2000, **(params or {}), "warm_start": True}
+    rows, timings, fits, loaded = [], {"select": 0.0, "head": 0.0}, 0, {}
+    for entry in entries:
+        features = load(entry, layers=layers)
+        X, y, meta = features
+        split = meta["split"].to_numpy()
+        if metric is None:
+            metric, reason = default_metric(y[np.isin(split, SELECTION_SPLITS)])
+            log(reason)
+        check_metric(metric)
+        folds = make_folds(y, split, cv, cv_repeats, seed) if cv else val_folds(split)
+        blocks = layer_blocks(features.feature_slices)
+        loaded[entry.name] = (features.selection, blocks)
+        del features
+        for s, (train, held_out) in enumerate(folds.splits):
+            X_split = _prepared(X, train, blocks, normalize, standardize)
+            for penalty in penalties:
+                t = time.perf_counter()
+                selector = GroupLassoSelector(fraction=1.0, penalty=penalty, blocks=blocks).fit(X_split[train], y[train])
+                timings["select"] += time.perf_counter() - t
+                for fraction in fraction_grid:
+                    columns = np.sort(selector.ranking_[:_n_keep(fraction, X.shape[1])])
+                    t = time.perf_counter()
+                    path = _path("logreg", [{"C": c} for c in Cs], X_split[:, columns], y, train, held_out, {}, fixed,
+                                 seed, 1)
+                    timings["head"] += time.perf_counter() - t
+                    fits += len(Cs)
+                    rows += [{"entry": entry.name, "pool": entry.settings["pool"], "penalty": penalty,
+                              "fraction": fraction, "C": c, "split": s, "kept": len(columns), **r}
+                             for c, r in zip(Cs, path)]
+            log(f"head2toe: {entry.name} ({entry.settings['pool']}, {X.shape[1]} features) split {s + 1}/{len(folds)} "
+                f"done ({time.perf_counter() - began:.0f}s)")
+        del X_split, X
+    tried = pd.DataFrame(rows)
+    curve = _curve(tried, folds, metric)
+    best = curve[curve["best"]].iloc[0].to_dict()
+    mine = tried[(tried["entry"] == best["entry"]) & (tried["penalty"] == best["penalty"])
+                 & (tried["fraction"] == best["fraction"]) & (tried["C"] == best["C"])]
+    selected = CVResult(mine.reset_index(drop=True), folds, None)
+    selection_scores = summarize(selected)
+    entry = next(e for e in entries if e.name == best["entry"])
+    selection, blocks = loaded[entry.name]
+    transforms = {"normalize": normalize, "standardize": standardize or None,
+                  "select": f"{GROUP_LASSO}:{best['fraction']:g}", "select_penalty": float(best["penalty"]), "blocks": blocks}
+    transforms = {k: v for k, v in transforms.items() if v is not None}
+    spec = fit_spec("logreg", params={**{k: v for k, v in fixed.items() if k != "warm_start"}, "C": float(best["C"])},
+                    seed=seed, n_jobs=1, **transforms)
+    X, y, meta = load(entry, layers=layers)
+    split = meta["split"].to_numpy()
+    refit_split = np.where(np.isin(split, SELECTION_SPLITS), "train", split)  # train+val, test scored once
+    scores = train_and_score(X, y, refit_split, spec, class_names=entry.class_names, eval_splits=("test",))
+    evaluation = Evaluation(cv=cv, cv_repeats=cv_repeats, metric=metric, seed=seed, fit_on="train+val")
+    run = record_run(entry, spec, scores, selection=selection, log=log, cv=selected, evaluation=evaluation)
+    folder = writable_folder(entries[0].cache.reports_dir, "reports") / f"tune-{new_run_id()}"
+    _write_curves(folder, curve, metric, folds.label)
+    from featx.reports.kept_layers import KEPT_CSV
+
+    kept = pd.read_csv(run.folder / KEPT_CSV) if (run.folder / KEPT_CSV).is_file() else None
+    result = Head2ToeResult(curve, {k: best[k] for k in ("entry", "pool", "penalty", "fraction", "C")}, metric,
+                            folds.label, selection_scores, scores.metrics.get("test"), run.run_id, kept, folder,
+                            time.perf_counter() - began, fits + 1, timings)
+    _write_report_info(folder, entries[0], [result], command)  # tune's report.json: `featx report` reads it back
+    log(f"head2toe: {len(curve)} point(s) x {len(folds)} split(s) in {result.seconds:.0f}s (selection fits "
+        f"{timings['select']:.0f}s, heads {timings['head']:.0f}s); saved search curve in {folder}")
+    return result
+
+
+def _fractions(select, fractions) -> tuple:
+    if fractions is not None:
+        return tuple(float(f) for f in fractions)
+    text = str(select or GROUP_LASSO)
+    if not text.startswith(GROUP_LASSO):
+        raise FeatxError(f"tune --select {select}: only group-lasso (searches F) or group-lasso:F is tuned")
+    return FRACTIONS if text == GROUP_LASSO else (parse_select(text),)
+
+
+def _n_keep(fraction: float, n_features: int) -> int:
+    return max(1, int(round(fraction * n_features)))  # as GroupLassoSelector keeps them
+
+
+def _prepared(X, train, blocks, normalize, standardize) -> np.ndarray:
+    """X with the steps before the selection fitted on the split's train rows (the layer L2 is per sample)."""
+    out = LayerNormalizer(blocks=blocks).fit(X[train]).transform(X) if normalize == "layer" else X
+    if standardize:
+        from sklearn.preprocessing import StandardScaler
+
+        out = StandardScaler().fit(out[train]).transform(out)
+    return out
+
+
+def _curve(tried: pd.DataFrame, folds, metric: str) -> pd.DataFrame:
+    keys = ["entry", "pool", "penalty", "fraction", "C"]
+    rows = []
+    for key, group in tried.groupby(keys, sort=False):
+        stats = summarize(CVResult(group.reset_index(drop=True), folds, None))
+        rows.append({"stage": "coarse", **dict(zip(keys, key)), "kept": int(group["kept"].iloc[0]),
+                     **{m: stats[f"{m}_mean"] for m in METRICS}, f"{metric}_ci95": stats[f"{metric}_ci95"],
+                     "fit_seconds": float(group["fit_seconds"].mean()), "converged": bool(group["converged"].all())})
+    curve = pd.DataFrame(rows)
+    curve["best"] = curve.index == curve[metric].idxmax()  # ties: the first tried (strongest penalty, fewest kept)
+    return curve
+
+
+def _write_curves(folder: Path, curve: pd.DataFrame, metric: str, selection: str) -> None:
+    """head2toe_curve.csv (every point) and head2toe_curve.png (the best C of each entry, penalty and fraction,
+    against the fraction), as tune writes <clf>_curve.csv/.png."""
+    from featx.reports.selection_plots import plot_search_curve
+
+    folder.mkdir(parents=True, exist_ok=True)
+    curve.to_csv(folder / "head2toe_curve.csv", index=False)
+    by = ["entry", "pool", "penalty", "fraction"]
+    reduced = curve.loc[curve.groupby(by, sort=False)[metric].idxmax()].reset_index(drop=True)
+    reduced["T"] = reduced["pool"]
+    reduced["best"] = reduced[metric] == reduced[metric].max()
+    reduced.loc[reduced["best"].cumsum() > 1, "best"] = False
+    plot_search_curve(reduced, folder / "head2toe_curve.png", ("fraction", "T", "penalty"), metric,
+                      title=f"head2toe: {metric} on {selection} (best C per point)")
