@@ -143,10 +143,14 @@ def _device(tf) -> dict:
         except (OSError, StopIteration):
             pass
         name = f"{name} ({os.cpu_count()} cores)"
-    return {"device": name, "gpu": bool(gpus), "tensorflow": tf.__version__,
-            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset"),
-            "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
-            "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
+    return {
+        "device": name,
+        "gpu": bool(gpus),
+        "tensorflow": tf.__version__,
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset"),
+        "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+        "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+    }
 
 
 def _pick_layers(backbone, spec) -> list[str]:
@@ -175,15 +179,23 @@ def work_bare(spec) -> dict:
     extractor = LayerExtractor(backbone, layers, "avg", "float32")
     images = np.stack([load_rgb(p, backbone.input_size) for p in _images(spec).paths])
     size = spec["batch_size"]
-    batches = [images[i:i + size] for i in range(0, len(images), size)]
+    batches = [images[i : i + size] for i in range(0, len(images), size)]
     extractor(batches[0])  # warm-up: tracing, graph optimization, oneDNN primitive creation
     watch, began = CpuWatch(), time.perf_counter()
     for batch in batches[1:]:
         extractor(batch)
     seconds = time.perf_counter() - began
     timed = len(images) - len(batches[0])
-    return {"images_per_s": timed / seconds if timed else None, "seconds": seconds, "timed_images": timed,
-            "peak_rss_mb": _peak_rss_mb(), "other_cores": watch.others(), "layers": layers, "input_size": list(backbone.input_size), **_device(tf)}
+    return {
+        "images_per_s": timed / seconds if timed else None,
+        "seconds": seconds,
+        "timed_images": timed,
+        "peak_rss_mb": _peak_rss_mb(),
+        "other_cores": watch.others(),
+        "layers": layers,
+        "input_size": list(backbone.input_size),
+        **_device(tf),
+    }
 
 
 def work_featx(spec) -> dict:
@@ -199,15 +211,32 @@ def work_featx(spec) -> dict:
 
     commits, decodes = times["committed"], times["decoded"]
     images = _images(spec)
-    args = dict(backbone=spec["backbone"], layers=spec["layers"], pool="avg", weights=spec["weights"],
-                batch_size=spec["batch_size"], cache_dir=spec["cache_dir"], limit=spec["images"], seed=spec["seed"],
-                input_size=spec["input_size"], mixed_precision=spec["mixed_precision"], progress=False,
-                log=lambda *a: None, on_event=on_event)
+    args = dict(
+        backbone=spec["backbone"],
+        layers=spec["layers"],
+        pool="avg",
+        weights=spec["weights"],
+        batch_size=spec["batch_size"],
+        cache_dir=spec["cache_dir"],
+        limit=spec["images"],
+        seed=spec["seed"],
+        input_size=spec["input_size"],
+        mixed_precision=spec["mixed_precision"],
+        progress=False,
+        log=lambda *a: None,
+        on_event=on_event,
+    )
     watch, began = CpuWatch(), time.perf_counter()
     result = featx.extract(spec["data"], **args)
     done = time.perf_counter()
-    out = {"e2e_images_per_s": len(images) / (done - began), "e2e_seconds": done - began, "other_cores": watch.others(),
-           "peak_rss_mb": _peak_rss_mb(), "reported_images_per_s": result.images_per_second, "batches": len(commits)}
+    out = {
+        "e2e_images_per_s": len(images) / (done - began),
+        "e2e_seconds": done - began,
+        "other_cores": watch.others(),
+        "peak_rss_mb": _peak_rss_mb(),
+        "reported_images_per_s": result.images_per_second,
+        "batches": len(commits),
+    }
     out.update(_steady_state(commits, decodes, spec["batch_size"]))
     if not spec.get("extras"):
         return out
@@ -225,8 +254,16 @@ def work_featx(spec) -> dict:
     if spec.get("scale_read_size"):
         # the same layers for every image of the data set (a small input size only makes this pass quick;
         # a layer's width, and so the bytes read, does not depend on it)
-        scale = featx.extract(spec["data"], **{**args, "limit": None, "input_size": spec["scale_read_size"],
-                                               "cache_dir": spec["cache_dir"] + "-scale", "batch_size": 64})
+        scale = featx.extract(
+            spec["data"],
+            **{
+                **args,
+                "limit": None,
+                "input_size": spec["scale_read_size"],
+                "cache_dir": spec["cache_dir"] + "-scale",
+                "batch_size": 64,
+            },
+        )
         out.update({f"scale_{k}": v for k, v in _read_throughput(scale.entry, spec["layers"]).items()})
         out["scale_rows"] = len(scale.entry.labels)
     return out
@@ -250,15 +287,19 @@ def _steady_state(commits: list[float], decodes: list[float], batch_size: int) -
 
 def _read_throughput(entry, layers) -> dict:
     """Layer-subset reads (the deeper half of the layers) from the page cache; the first read warms it."""
-    subset = layers[len(layers) // 2:]
+    subset = layers[len(layers) // 2 :]
     X, _ = entry.read(subset)
     repeats, began = 0, time.perf_counter()
     while repeats < 5 or time.perf_counter() - began < 0.5:
         X, _ = entry.read(subset)
         repeats += 1
     seconds = (time.perf_counter() - began) / repeats
-    return {"read_mb_s": X.nbytes / 1e6 / seconds, "read_mb": X.nbytes / 1e6, "read_ms": seconds * 1e3,
-            "read_layers": subset}
+    return {
+        "read_mb_s": X.nbytes / 1e6 / seconds,
+        "read_mb": X.nbytes / 1e6,
+        "read_ms": seconds * 1e3,
+        "read_layers": subset,
+    }
 
 
 def _fit_times(entry, layers) -> dict:
@@ -286,8 +327,9 @@ def work_baseline(spec) -> dict:
     watch, began = CpuWatch(), time.perf_counter()
     base, preprocess, size = _naive_base_model(spec)
     paths = _images(spec).paths
-    images = np.stack([keras.utils.img_to_array(keras.utils.load_img(p, target_size=size, interpolation="bilinear"))
-                       for p in paths])
+    images = np.stack(
+        [keras.utils.img_to_array(keras.utils.load_img(p, target_size=size, interpolation="bilinear")) for p in paths]
+    )
     x = preprocess(images)
     features = {}
     for name in spec["layers"]:
@@ -295,9 +337,14 @@ def work_baseline(spec) -> dict:
         activations = model.predict(x, batch_size=spec["batch_size"], verbose=0)
         features[name] = activations.mean(axis=(1, 2)) if activations.ndim == 4 else activations
     seconds = time.perf_counter() - began
-    return {"images_per_s": len(paths) / seconds, "seconds": seconds, "peak_rss_mb": _peak_rss_mb(),
-            "other_cores": watch.others(),
-            "n_features": sum(f.shape[1] for f in features.values()), **_device(tf)}
+    return {
+        "images_per_s": len(paths) / seconds,
+        "seconds": seconds,
+        "peak_rss_mb": _peak_rss_mb(),
+        "other_cores": watch.others(),
+        "n_features": sum(f.shape[1] for f in features.values()),
+        **_device(tf),
+    }
 
 
 def _naive_base_model(spec):
@@ -329,9 +376,19 @@ def work_cluster(spec) -> dict:
     from featx import distributed, extractor
 
     n_images = len(_images(spec))
-    args = dict(backbone=spec["backbone"], layers=spec["layers"], pool="avg", weights=spec["weights"],
-                batch_size=spec["batch_size"], limit=spec["images"], seed=spec["seed"], input_size=spec["input_size"],
-                mixed_precision=spec["mixed_precision"], progress=False, log=lambda *a: None)
+    args = dict(
+        backbone=spec["backbone"],
+        layers=spec["layers"],
+        pool="avg",
+        weights=spec["weights"],
+        batch_size=spec["batch_size"],
+        limit=spec["images"],
+        seed=spec["seed"],
+        input_size=spec["input_size"],
+        mixed_precision=spec["mixed_precision"],
+        progress=False,
+        log=lambda *a: None,
+    )
     n = distributed.parse_spec(spec["cluster"])[1]
     out = {"workers": n}
 
@@ -377,26 +434,47 @@ def run_worker(spec: dict, verbose: bool) -> dict:
     """Run one variant in a fresh interpreter and return its result dict."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     began = time.perf_counter()
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)],
-                          capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
     if proc.returncode != 0 or not lines:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
-        raise RuntimeError(f"benchmark worker {spec['kind']} ({spec['backbone']}, {spec['images']} images) failed "
-                           f"with exit code {proc.returncode}:\n{tail}")
-    result = json.loads(lines[-1][len(RESULT_PREFIX):])
+        raise RuntimeError(
+            f"benchmark worker {spec['kind']} ({spec['backbone']}, {spec['images']} images) failed "
+            f"with exit code {proc.returncode}:\n{tail}"
+        )
+    result = json.loads(lines[-1][len(RESULT_PREFIX) :])
     if verbose:
-        shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.items()
-                 if k not in ("device", "tensorflow", "onednn", "intra_op", "inter_op", "gpu")}
-        print(f"  {spec['kind']:<8} {spec['backbone']}@{spec['input_size'] or 'default'} N={spec['images']}: "
-              f"{time.perf_counter() - began:.0f}s wall  {shown}", file=sys.stderr, flush=True)
+        shown = {
+            k: (round(v, 3) if isinstance(v, float) else v)
+            for k, v in result.items()
+            if k not in ("device", "tensorflow", "onednn", "intra_op", "inter_op", "gpu")
+        }
+        print(
+            f"  {spec['kind']:<8} {spec['backbone']}@{spec['input_size'] or 'default'} N={spec['images']}: "
+            f"{time.perf_counter() - began:.0f}s wall  {shown}",
+            file=sys.stderr,
+            flush=True,
+        )
     return result
 
 
 def _row(key, backbone, metric, value, unit, ratio=None, target=None):
     """One table row; `id` is the stable, machine-readable name of the metric (in --json only)."""
-    return {"id": key, "backbone": backbone, "metric": metric, "value": value, "unit": unit, "ratio": ratio,
-            "target": target or "", "met": None}
+    return {
+        "id": key,
+        "backbone": backbone,
+        "metric": metric,
+        "value": value,
+        "unit": unit,
+        "ratio": ratio,
+        "target": target or "",
+        "met": None,
+    }
 
 
 def _best(runs: list[dict], key: str) -> dict:
@@ -416,20 +494,31 @@ def bench_backbone(spec: dict, first: bool, options, verbose: bool) -> tuple[lis
             bares.append(run_worker({**spec, "kind": "bare"}, verbose))
             spec = {**spec, "layers": bares[0]["layers"]}
             extras = {"extras": True, "scale_read_size": SCALE_READ_SIZE if scale else None} if repeat == 0 else {}
-            featxs.append(run_worker({**spec, "kind": "featx", "cache_dir": f"{main_cache}{repeat or ''}", **extras}, verbose))
+            featxs.append(
+                run_worker({**spec, "kind": "featx", "cache_dir": f"{main_cache}{repeat or ''}", **extras}, verbose)
+            )
             baselines.append(run_worker({**spec, "kind": "baseline"}, verbose))
         if rss:
             small = max(1, n // 4)
-            runs["featx_small"] = run_worker({**spec, "kind": "featx", "images": small,
-                                              "cache_dir": os.path.join(cache_dir, "rss")}, verbose)
+            runs["featx_small"] = run_worker(
+                {**spec, "kind": "featx", "images": small, "cache_dir": os.path.join(cache_dir, "rss")}, verbose
+            )
             runs["baseline_small"] = run_worker({**spec, "kind": "baseline", "images": small}, verbose)
         if first:  # interleaved, best of 2: a fresh `featx extract` no-op against a fresh TensorFlow import
-            warm, tf_import = zip(*[(cli_warm_rerun(spec, main_cache, verbose), tensorflow_import_seconds())
-                                    for _ in range(2)])
+            warm, tf_import = zip(
+                *[(cli_warm_rerun(spec, main_cache, verbose), tensorflow_import_seconds()) for _ in range(2)]
+            )
             runs.update(cli_warm_s=min(warm), tf_import_s=min(tf_import))
         if options.cluster and first:
-            runs["cluster"] = run_worker({**spec, "kind": "cluster", "cluster": options.cluster,
-                                          "cache_dir": os.path.join(cache_dir, "cluster")}, verbose)
+            runs["cluster"] = run_worker(
+                {
+                    **spec,
+                    "kind": "cluster",
+                    "cluster": options.cluster,
+                    "cache_dir": os.path.join(cache_dir, "cluster"),
+                },
+                verbose,
+            )
     bare, baseline = _best(bares, "images_per_s"), _best(baselines, "images_per_s")
     featx, steady_run, e2e_run = featxs[0], _best(featxs, "steady_images_per_s"), _best(featxs, "e2e_images_per_s")
     runs.update(bare=bares, featx=featxs, baseline=baselines)
@@ -437,49 +526,127 @@ def bench_backbone(spec: dict, first: bool, options, verbose: bool) -> tuple[lis
     steady, e2e, layers = steady_run.get("steady_images_per_s"), e2e_run["e2e_images_per_s"], len(spec["layers"])
     rows = [
         _row("bare_forward", name, "bare forward (in-memory batches, ceiling)", bare["images_per_s"], "img/s"),
-        _row("featx_steady", name, "featx extract, steady state (files -> HDF5) / bare forward"
-             + ("" if steady else f": not measurable, N={n} fits in the prefetch window; raise --images"),
-             steady, "img/s", _ratio(steady, bare["images_per_s"]), f">= {TARGETS['forward']}x"),
-        _row("featx_vs_baseline", name, f"featx extract, end to end / naive baseline ({layers} layers)", e2e, "img/s",
-             _ratio(e2e, baseline["images_per_s"]), f">= {TARGETS['baseline']}x"),
-        _row("naive_baseline", name, "naive baseline, end to end / bare forward", baseline["images_per_s"], "img/s",
-             _ratio(baseline["images_per_s"], bare["images_per_s"])),
+        _row(
+            "featx_steady",
+            name,
+            "featx extract, steady state (files -> HDF5) / bare forward"
+            + ("" if steady else f": not measurable, N={n} fits in the prefetch window; raise --images"),
+            steady,
+            "img/s",
+            _ratio(steady, bare["images_per_s"]),
+            f">= {TARGETS['forward']}x",
+        ),
+        _row(
+            "featx_vs_baseline",
+            name,
+            f"featx extract, end to end / naive baseline ({layers} layers)",
+            e2e,
+            "img/s",
+            _ratio(e2e, baseline["images_per_s"]),
+            f">= {TARGETS['baseline']}x",
+        ),
+        _row(
+            "naive_baseline",
+            name,
+            "naive baseline, end to end / bare forward",
+            baseline["images_per_s"],
+            "img/s",
+            _ratio(baseline["images_per_s"], bare["images_per_s"]),
+        ),
     ]
     if rss:
         featx_small, baseline_small = runs["featx_small"], runs["baseline_small"]
         rows += [
             _row("rss_featx_n", name, f"peak RSS featx, N={small}", featx_small["peak_rss_mb"], "MB"),
-            _row("rss_featx_4n", name, f"peak RSS featx, 4N={n} / N", featx["peak_rss_mb"], "MB",
-                 _ratio(featx["peak_rss_mb"], featx_small["peak_rss_mb"]), f"<= {TARGETS['rss']:.2f}x"),
+            _row(
+                "rss_featx_4n",
+                name,
+                f"peak RSS featx, 4N={n} / N",
+                featx["peak_rss_mb"],
+                "MB",
+                _ratio(featx["peak_rss_mb"], featx_small["peak_rss_mb"]),
+                f"<= {TARGETS['rss']:.2f}x",
+            ),
             _row("rss_baseline_n", name, f"peak RSS naive baseline, N={small}", baseline_small["peak_rss_mb"], "MB"),
-            _row("rss_baseline_4n", name, f"peak RSS naive baseline, 4N={n} / N", baseline["peak_rss_mb"], "MB",
-                 _ratio(baseline["peak_rss_mb"], baseline_small["peak_rss_mb"])),
+            _row(
+                "rss_baseline_4n",
+                name,
+                f"peak RSS naive baseline, 4N={n} / N",
+                baseline["peak_rss_mb"],
+                "MB",
+                _ratio(baseline["peak_rss_mb"], baseline_small["peak_rss_mb"]),
+            ),
         ]
-    rows.append(_row("warm_rerun", name, "warm re-run (cache hit, same process)", featx["warm_seconds"], "s", None,
-                     f"< {TARGETS['warm_s']:g} s"))
+    rows.append(
+        _row(
+            "warm_rerun",
+            name,
+            "warm re-run (cache hit, same process)",
+            featx["warm_seconds"],
+            "s",
+            None,
+            f"< {TARGETS['warm_s']:g} s",
+        )
+    )
     if "cli_warm_s" in runs:
-        rows.append(_row("warm_rerun_cli", name, "warm re-run via CLI, fresh process / `python -c \"import tensorflow\"` "
-                         f"({runs['tf_import_s']:.2f} s)", runs["cli_warm_s"], "s",
-                         _ratio(runs["cli_warm_s"], runs["tf_import_s"]), f"<= {TARGETS['warm_cli']}x"))
+        rows.append(
+            _row(
+                "warm_rerun_cli",
+                name,
+                f'warm re-run via CLI, fresh process / `python -c "import tensorflow"` ({runs["tf_import_s"]:.2f} s)',
+                runs["cli_warm_s"],
+                "s",
+                _ratio(runs["cli_warm_s"], runs["tf_import_s"]),
+                f"<= {TARGETS['warm_cli']}x",
+            )
+        )
     read = f"subset read {len(featx['read_layers'])}/{layers} layers"
     # a read of a few MB is dominated by opening files, so the target is for the whole-data-set read (full mode)
-    rows.append(_row("subset_read_n", name, f"{read}, N={n} rows ({featx['read_mb']:.2f} MB in {featx['read_ms']:.2f} ms)",
-                     featx["read_mb_s"], "MB/s"))
+    rows.append(
+        _row(
+            "subset_read_n",
+            name,
+            f"{read}, N={n} rows ({featx['read_mb']:.2f} MB in {featx['read_ms']:.2f} ms)",
+            featx["read_mb_s"],
+            "MB/s",
+        )
+    )
     if scale:
-        rows.append(_row("subset_read", name, f"{read}, whole data set {featx['scale_rows']} rows ({featx['scale_read_mb']:.2f} MB in "
-                               f"{featx['scale_read_ms']:.2f} ms)", featx["scale_read_mb_s"], "MB/s", None,
-                         f">= {TARGETS['read_mb_s']:g} MB/s"))
+        rows.append(
+            _row(
+                "subset_read",
+                name,
+                f"{read}, whole data set {featx['scale_rows']} rows ({featx['scale_read_mb']:.2f} MB in "
+                f"{featx['scale_read_ms']:.2f} ms)",
+                featx["scale_read_mb_s"],
+                "MB/s",
+                None,
+                f">= {TARGETS['read_mb_s']:g} MB/s",
+            )
+        )
     rows += [
-        _row("fit_1", name, f"fit RF(50) from cache, 1 layer ({featx['fit_1_features']} features)", featx["fit_1_s"], "s"),
-        _row("fit_all", name, f"fit RF(50) from cache, all {layers} layers ({featx['fit_all_features']} features) / 1 layer",
-             featx["fit_all_s"], "s", _ratio(featx["fit_all_s"], featx["fit_1_s"])),
+        _row(
+            "fit_1", name, f"fit RF(50) from cache, 1 layer ({featx['fit_1_features']} features)", featx["fit_1_s"], "s"
+        ),
+        _row(
+            "fit_all",
+            name,
+            f"fit RF(50) from cache, all {layers} layers ({featx['fit_all_features']} features) / 1 layer",
+            featx["fit_all_s"],
+            "s",
+            _ratio(featx["fit_all_s"], featx["fit_1_s"]),
+        ),
     ]
     if "cluster" in runs:
         rows += _cluster_rows(name, runs["cluster"])
     for row in rows:
         row["met"] = _met(row)
-    details = {"layers": spec["layers"], "input_size": bare["input_size"], **runs,
-               "device": {k: bare[k] for k in ("device", "gpu", "tensorflow", "onednn", "intra_op", "inter_op")}}
+    details = {
+        "layers": spec["layers"],
+        "input_size": bare["input_size"],
+        **runs,
+        "device": {k: bare[k] for k in ("device", "gpu", "tensorflow", "onednn", "intra_op", "inter_op")},
+    }
     return rows, details
 
 
@@ -488,21 +655,62 @@ def _cluster_rows(name: str, run: dict) -> list[dict]:
     n, rows = run["workers"], []
     for state in ("cold", "warm"):
         one, single, many = (run[f"{state}_{k}_images_per_s"] for k in (0, 1, n))
-        rows += [_row(f"cluster_{state}_0", name, f"extract in one process, {state} (end to end)", one, "img/s"),
-                 _row(f"cluster_{state}_1", name, f"extract --cluster local:1, {state} / one process", single, "img/s",
-                      _ratio(single, one)),
-                 _row(f"cluster_{state}_{n}", name, f"extract --cluster local:{n}, {state} / local:1", many, "img/s",
-                      _ratio(many, single))]
-    rows.append(_row("cluster_scatter", name, f"sweep: scatter the feature matrix ({run['scatter_mb']:.1f} MB) to {n} "
-                     "workers, once", run["scatter_s"], "s"))
+        rows += [
+            _row(f"cluster_{state}_0", name, f"extract in one process, {state} (end to end)", one, "img/s"),
+            _row(
+                f"cluster_{state}_1",
+                name,
+                f"extract --cluster local:1, {state} / one process",
+                single,
+                "img/s",
+                _ratio(single, one),
+            ),
+            _row(
+                f"cluster_{state}_{n}",
+                name,
+                f"extract --cluster local:{n}, {state} / local:1",
+                many,
+                "img/s",
+                _ratio(many, single),
+            ),
+        ]
+    rows.append(
+        _row(
+            "cluster_scatter",
+            name,
+            f"sweep: scatter the feature matrix ({run['scatter_mb']:.1f} MB) to {n} workers, once",
+            run["scatter_s"],
+            "s",
+        )
+    )
     return rows
 
 
 def cli_warm_rerun(spec: dict, cache_dir: str, verbose: bool) -> float:
     """`featx extract` again on the main run's cache, as a fresh process: wall time including interpreter start."""
-    command = [sys.executable, "-m", "featx", "extract", "--data", spec["data"], "--backbone", spec["backbone"],
-               "--layers", ",".join(spec["layers"]), "--weights", spec["weights"], "--batch-size", str(spec["batch_size"]),
-               "--limit", str(spec["images"]), "--seed", str(spec["seed"]), "--cache-dir", cache_dir, "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "featx",
+        "extract",
+        "--data",
+        spec["data"],
+        "--backbone",
+        spec["backbone"],
+        "--layers",
+        ",".join(spec["layers"]),
+        "--weights",
+        spec["weights"],
+        "--batch-size",
+        str(spec["batch_size"]),
+        "--limit",
+        str(spec["images"]),
+        "--seed",
+        str(spec["seed"]),
+        "--cache-dir",
+        cache_dir,
+        "--quiet",
+    ]
     if spec["input_size"]:
         command += ["--input-size", str(spec["input_size"])]
     if spec["mixed_precision"]:
@@ -511,7 +719,9 @@ def cli_warm_rerun(spec: dict, cache_dir: str, verbose: bool) -> float:
     proc = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - began
     if proc.returncode != 0 or "nothing to do" not in proc.stdout:
-        raise RuntimeError(f"CLI warm re-run was not a cache hit (exit {proc.returncode}):\n{proc.stdout}{proc.stderr[-2000:]}")
+        raise RuntimeError(
+            f"CLI warm re-run was not a cache hit (exit {proc.returncode}):\n{proc.stdout}{proc.stderr[-2000:]}"
+        )
     if verbose:
         print(f"  cli      warm re-run: {seconds:.1f}s", file=sys.stderr, flush=True)
     return seconds
@@ -541,31 +751,63 @@ def _met(row):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                allow_abbrev=False,
-                                epilog="Each variant runs in a fresh subprocess; measured results: README.md, section Benchmarks.")
-    p.add_argument("--backbones", default=None,
-                   help=f"comma-separated name[@input_size] (default {DEFAULT_BACKBONES}; --quick: {QUICK_BACKBONES})")
-    p.add_argument("--images", type=int, default=None,
-                   help=f"N: images per run, a stratified subset of the data (default {DEFAULT_IMAGES}; --quick: {QUICK_IMAGES}); "
-                        "the RSS check compares N/4 with N")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+        epilog="Each variant runs in a fresh subprocess; measured results: README.md, section Benchmarks.",
+    )
+    p.add_argument(
+        "--backbones",
+        default=None,
+        help=f"comma-separated name[@input_size] (default {DEFAULT_BACKBONES}; --quick: {QUICK_BACKBONES})",
+    )
+    p.add_argument(
+        "--images",
+        type=int,
+        default=None,
+        help=f"N: images per run, a stratified subset of the data (default {DEFAULT_IMAGES}; --quick: {QUICK_IMAGES}); "
+        "the RSS check compares N/4 with N",
+    )
     p.add_argument("--data", default="elpv", help="data source (default: built-in elpv, 2,624 real 300x300 PNGs)")
     p.add_argument("--layers", default=None, help=f"layer names (default: {N_LAYERS} spread over the `blocks` group)")
-    p.add_argument("--batch-size", type=int, default=None, help="images per batch, all variants (default 32 on CPU, 128 on GPU)")
-    p.add_argument("--weights", default=None, help="imagenet or none (default: packaged imagenet for efficientnet_lite0, none otherwise)")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="images per batch, all variants (default 32 on CPU, 128 on GPU)"
+    )
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="imagenet or none (default: packaged imagenet for efficientnet_lite0, none otherwise)",
+    )
     p.add_argument("--mixed-precision", action="store_true", help="float16 compute in every variant (for GPUs)")
-    p.add_argument("--baseline-threads", choices=("featx", "default"), default="featx",
-                   help="TensorFlow threads for the naive baseline: featx's settings, as every other variant (default), "
-                        "or TensorFlow's defaults as an untuned script gets them")
-    p.add_argument("--rss", choices=("first", "all", "none"), default="first",
-                   help="which backbones get the N vs 4N peak-RSS check (default: the first)")
-    p.add_argument("--repeat", type=int, default=None,
-                   help="run bare forward, featx and the baseline this many times, interleaved, and compare their "
-                        "fastest runs (default 2; --quick: 1)")
+    p.add_argument(
+        "--baseline-threads",
+        choices=("featx", "default"),
+        default="featx",
+        help="TensorFlow threads for the naive baseline: featx's settings, as every other variant (default), "
+        "or TensorFlow's defaults as an untuned script gets them",
+    )
+    p.add_argument(
+        "--rss",
+        choices=("first", "all", "none"),
+        default="first",
+        help="which backbones get the N vs 4N peak-RSS check (default: the first)",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="run bare forward, featx and the baseline this many times, interleaved, and compare their "
+        "fastest runs (default 2; --quick: 1)",
+    )
     p.add_argument("--quick", action="store_true", help="CI smoke: one small backbone and few images")
-    p.add_argument("--cluster", default=None, metavar="local:N",
-                   help="also time extraction on 1 vs N Dask worker processes, and a sweep's scatter (first backbone; "
-                        "needs featx[dask])")
+    p.add_argument(
+        "--cluster",
+        default=None,
+        metavar="local:N",
+        help="also time extraction on 1 vs N Dask worker processes, and a sweep's scatter (first backbone; "
+        "needs featx[dask])",
+    )
     p.add_argument("--seed", type=int, default=0, help="subset seed (default 0)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the table and raw measurements as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-variant progress on stderr")
@@ -591,32 +833,64 @@ def main(argv=None) -> int:
     rows, details, began = [], {}, time.perf_counter()
     for i, item in enumerate(b.strip() for b in backbones.split(",") if b.strip()):
         name, _, size = item.partition("@")
-        spec = {"backbone": name, "input_size": int(size) if size else None, "images": n, "data": args.data,
-                "seed": args.seed, "batch_size": batch_size, "layers": args.layers,
-                "weights": args.weights or PACKAGED_WEIGHTS.get(name, "none"), "mixed_precision": args.mixed_precision,
-                "baseline_threads": args.baseline_threads}
+        spec = {
+            "backbone": name,
+            "input_size": int(size) if size else None,
+            "images": n,
+            "data": args.data,
+            "seed": args.seed,
+            "batch_size": batch_size,
+            "layers": args.layers,
+            "weights": args.weights or PACKAGED_WEIGHTS.get(name, "none"),
+            "mixed_precision": args.mixed_precision,
+            "baseline_threads": args.baseline_threads,
+        }
         if not args.quiet:
-            print(f"benchmarking {item} (N={n}, batch {batch_size}, weights {spec['weights']})", file=sys.stderr, flush=True)
+            print(
+                f"benchmarking {item} (N={n}, batch {batch_size}, weights {spec['weights']})",
+                file=sys.stderr,
+                flush=True,
+            )
         backbone_rows, details[item] = bench_backbone(spec, i == 0, args, not args.quiet)
         rows += backbone_rows
     device = next(iter(details.values()))["device"]
-    header = (f"featx benchmark on {device['device']} | TensorFlow {device['tensorflow']}, "
-              f"TF_ENABLE_ONEDNN_OPTS={device['onednn']}, intra/inter-op threads {device['intra_op']}/{device['inter_op']} | "
-              f"N={n}, batch {batch_size}{', mixed precision' if args.mixed_precision else ''} | "
-              f"baseline threads: {args.baseline_threads} | {time.perf_counter() - began:.0f}s")
-    others = [run["other_cores"] for d in details.values() for value in d.values()
-              for run in (value if isinstance(value, list) else [value])
-              if isinstance(run, dict) and run.get("other_cores") is not None]
+    header = (
+        f"featx benchmark on {device['device']} | TensorFlow {device['tensorflow']}, "
+        f"TF_ENABLE_ONEDNN_OPTS={device['onednn']}, intra/inter-op threads {device['intra_op']}/{device['inter_op']} | "
+        f"N={n}, batch {batch_size}{', mixed precision' if args.mixed_precision else ''} | "
+        f"baseline threads: {args.baseline_threads} | {time.perf_counter() - began:.0f}s"
+    )
+    others = [
+        run["other_cores"]
+        for d in details.values()
+        for value in d.values()
+        for run in (value if isinstance(value, list) else [value])
+        if isinstance(run, dict) and run.get("other_cores") is not None
+    ]
     if others and max(others) > 0.25:
-        header += (f"\nnote: other processes used up to {max(others):.1f} of {os.cpu_count()} cores during the timed runs "
-                   "(see other_cores in --json): ratios are noisy; re-run when the machine is idle or with a higher --repeat")
+        header += (
+            f"\nnote: other processes used up to {max(others):.1f} of {os.cpu_count()} cores during the timed runs "
+            "(see other_cores in --json): ratios are noisy; re-run when the machine is idle or with a higher --repeat"
+        )
     table = pd.DataFrame(rows, columns=["backbone", "metric", "value", "unit", "ratio", "target", "met"])
     print(header)
     with pd.option_context("display.max_colwidth", 90, "display.width", 250, "display.float_format", "{:.3g}".format):
         print(table.to_string(index=False))
     if args.json:
-        Path(args.json).write_text(json.dumps({"header": header, "device": device, "rows": rows, "details": details,
-                                               "args": vars(args), "targets": TARGETS}, indent=1, default=str))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "header": header,
+                    "device": device,
+                    "rows": rows,
+                    "details": details,
+                    "args": vars(args),
+                    "targets": TARGETS,
+                },
+                indent=1,
+                default=str,
+            )
+        )
     return 0
 
 

@@ -48,7 +48,9 @@ SCALE_VIEWS = "d4,crops:5"  # 8 + 5 views of each image, the identity among them
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[1], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="200 images at 96 px, --cv 3: a CI smoke run")
     parser.add_argument("--images", type=int, default=None, help="stratified subset of ELPV (default: all 2,624)")
     parser.add_argument("--input-size", type=int, default=None, help="input size (default: Lite0's 224)")
@@ -79,8 +81,15 @@ def run(args, root: Path) -> dict:
     import featx
 
     began = time.perf_counter()
-    entry = featx.extract("elpv", layers=LAYERS, limit=args.images, input_size=args.input_size, cache_dir=root,
-                          progress=not args.quiet, log=None).entry
+    entry = featx.extract(
+        "elpv",
+        layers=LAYERS,
+        limit=args.images,
+        input_size=args.input_size,
+        cache_dir=root,
+        progress=not args.quiet,
+        log=None,
+    ).entry
     extract_s = time.perf_counter() - began
     rows = []
     if not args.skip_plain:
@@ -88,24 +97,48 @@ def run(args, root: Path) -> dict:
         _say(rows[-1])
     for search in ("exact", "halving"):
         began = time.perf_counter()
-        result = featx.compare(entry.name, cache_dir=root, layer_sets=LAYER_SETS, classifiers=CLASSIFIERS, cv=args.cv,
-                               standardize=True, search=search, progress=not args.quiet, log=None,
-                               runs_dir=root / f"runs-{search}")
+        result = featx.compare(
+            entry.name,
+            cache_dir=root,
+            layer_sets=LAYER_SETS,
+            classifiers=CLASSIFIERS,
+            cv=args.cv,
+            standardize=True,
+            search=search,
+            progress=not args.quiet,
+            log=None,
+            runs_dir=root / f"runs-{search}",
+        )
         seconds = time.perf_counter() - began
         top = result.table.iloc[0]
-        rows.append({"method": f"featx compare ({search})", "seconds": seconds, "rows": len(result.table),
-                     "fits": result.fits, "not_converged": result.not_converged,
-                     "best": f"{top['model']} on {top['layers']}", "best_score": float(top[result.score]),
-                     "metric": result.metric})
+        rows.append(
+            {
+                "method": f"featx compare ({search})",
+                "seconds": seconds,
+                "rows": len(result.table),
+                "fits": result.fits,
+                "not_converged": result.not_converged,
+                "best": f"{top['model']} on {top['layers']}",
+                "best_score": float(top[result.score]),
+                "metric": result.metric,
+            }
+        )
         _say(rows[-1])
     plain = rows[0]["seconds"] if not args.skip_plain else None
     for row in rows:
         row["plain_over_this"] = plain / row["seconds"] if plain else None
     from featx.features.load import load
 
-    return {"images": len(load(entry, layers="top_activation")[1]), "entry": entry.name,
-            "cv": args.cv, "extract_seconds": extract_s, "cpus": os.cpu_count(), "load": os.getloadavg(), "rows": rows,
-            "date": time.strftime("%Y-%m-%d %H:%M")}
+    return {
+        "images": len(load(entry, layers="top_activation")[1]),
+        "entry": entry.name,
+        "cv": args.cv,
+        "extract_seconds": extract_s,
+        "cpus": os.cpu_count(),
+        "load": os.getloadavg(),
+        "rows": rows,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
 
 
 def plain_loop(entry, cv: int) -> dict:
@@ -129,8 +162,11 @@ def plain_loop(entry, cv: int) -> dict:
     folds = make_folds(y, split, cv, 1, 0)
     blocks = [n for n in slices if n != "top_activation"]
     subsets = {"top_activation": ["top_activation"], "blocks": blocks, **{n: [n] for n in slices}}
-    estimators = {"logreg": LogisticRegression, "linear-svm": LinearSVC,
-                  "rf": lambda: RandomForestClassifier(random_state=0)}
+    estimators = {
+        "logreg": LogisticRegression,
+        "linear-svm": LinearSVC,
+        "rf": lambda: RandomForestClassifier(random_state=0),
+    }
     scores, not_converged = {}, 0
     began = time.perf_counter()
     for name, layers in subsets.items():
@@ -138,15 +174,23 @@ def plain_loop(entry, cv: int) -> dict:
         for clf, make in estimators.items():
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                result = cross_validate(make_pipeline(StandardScaler(), make()), X[:, columns], y,
-                                        cv=list(folds.splits), scoring=metric)
+                result = cross_validate(
+                    make_pipeline(StandardScaler(), make()), X[:, columns], y, cv=list(folds.splits), scoring=metric
+                )
             not_converged += sum("converge" in str(w.message).lower() for w in caught)
             scores[(clf, name)] = float(result["test_score"].mean())
     seconds = time.perf_counter() - began
     (clf, name), best = max(scores.items(), key=lambda item: item[1])
-    return {"method": "plain scikit-learn loop", "seconds": seconds, "rows": len(scores),
-            "fits": len(scores) * len(folds), "not_converged": not_converged, "best": f"{clf} on {name}",
-            "best_score": best, "metric": metric}
+    return {
+        "method": "plain scikit-learn loop",
+        "seconds": seconds,
+        "rows": len(scores),
+        "fits": len(scores) * len(folds),
+        "not_converged": not_converged,
+        "best": f"{clf} on {name}",
+        "best_score": best,
+        "metric": metric,
+    }
 
 
 def scale(args, root: Path) -> list[dict]:
@@ -158,50 +202,69 @@ def scale(args, root: Path) -> list[dict]:
     from featx.sources.views import parse_views
 
     views = parse_views(SCALE_VIEWS)
-    entry = featx.extract("elpv", layers="all", views=SCALE_VIEWS, cache_dir=root / "scale", progress=not args.quiet,
-                          log=None).entry
+    entry = featx.extract(
+        "elpv", layers="all", views=SCALE_VIEWS, cache_dir=root / "scale", progress=not args.quiet, log=None
+    ).entry
     X, y, _ = load(entry, layers="all", views=views)  # (n_images, V * d): each image's views side by side
     width = X.shape[1] // len(views)
-    rows = np.concatenate([X[:, v * width:(v + 1) * width] for v in range(len(views))])  # one row per view
+    rows = np.concatenate([X[:, v * width : (v + 1) * width] for v in range(len(views))])  # one row per view
     labels = np.concatenate([y * len(views) + v for v in range(len(views))]) % args.scale_classes
-    rows = rows[:args.scale_rows]
+    rows = rows[: args.scale_rows]
     reps = -(-args.scale_features // rows.shape[1])
-    matrix = np.tile(rows, (1, reps))[:, :args.scale_features].astype(np.float32)
+    matrix = np.tile(rows, (1, reps))[:, : args.scale_features].astype(np.float32)
     path = root / "scale.npz"
-    np.savez(path, X=matrix, y=labels[:len(matrix)])
+    np.savez(path, X=matrix, y=labels[: len(matrix)])
     out = []
-    for clf, params in (("rf", {"n_estimators": 50, "min_samples_leaf": 2}), ("linear-svm", {}), ("logreg", {}),
-                        ("nystroem-svm", {})):
-        code = ("import json,resource,sys,time,numpy as np\nfrom featx.experiments.fit import FitSpec\n"
-                f"d=np.load({str(path)!r});X,y=d['X'],d['y']\n"
-                f"p=FitSpec(classifier={clf!r},params={params!r},transforms={{'standardize':True}},n_jobs=-1).pipeline()\n"
-                "b=time.perf_counter();p.fit(X,y);s=time.perf_counter()-b\n"
-                "print(json.dumps({'seconds':s,'rss_mb':resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024}))")
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})
-        result = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {"error": done.stderr[-300:]}
+    for clf, params in (
+        ("rf", {"n_estimators": 50, "min_samples_leaf": 2}),
+        ("linear-svm", {}),
+        ("logreg", {}),
+        ("nystroem-svm", {}),
+    ):
+        code = (
+            "import json,resource,sys,time,numpy as np\nfrom featx.experiments.fit import FitSpec\n"
+            f"d=np.load({str(path)!r});X,y=d['X'],d['y']\n"
+            f"p=FitSpec(classifier={clf!r},params={params!r},transforms={{'standardize':True}},n_jobs=-1).pipeline()\n"
+            "b=time.perf_counter();p.fit(X,y);s=time.perf_counter()-b\n"
+            "print(json.dumps({'seconds':s,'rss_mb':resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024}))"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+        )
+        result = (
+            json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {"error": done.stderr[-300:]}
+        )
         out.append({"classifier": clf, "params": params, "shape": list(matrix.shape), **result})
         print(out[-1], file=sys.stderr, flush=True)
     return out
 
 
 def _say(row: dict) -> None:
-    print(f"  {row['method']}: {row['seconds']:.1f}s, best {row['best']} {row['best_score']:.3f}", file=sys.stderr,
-          flush=True)
+    print(
+        f"  {row['method']}: {row['seconds']:.1f}s, best {row['best']} {row['best_score']:.3f}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def table(report: dict) -> str:
-    lines = [f"ELPV {report['images']} images, efficientnet_lite0 {LAYERS}; --layer-sets {' '.join(LAYER_SETS)} "
-             f"--clf {','.join(CLASSIFIERS)} --cv {report['cv']} --standardize; {report['cpus']} CPUs, load "
-             f"{report['load'][0]:.1f} at the end, {report['date']}",
-             f"{'method':28s} {'seconds':>8s} {'plain/this':>10s} {'fits':>5s} {'not conv.':>9s}  best row (CV mean)"]
+    lines = [
+        f"ELPV {report['images']} images, efficientnet_lite0 {LAYERS}; --layer-sets {' '.join(LAYER_SETS)} "
+        f"--clf {','.join(CLASSIFIERS)} --cv {report['cv']} --standardize; {report['cpus']} CPUs, load "
+        f"{report['load'][0]:.1f} at the end, {report['date']}",
+        f"{'method':28s} {'seconds':>8s} {'plain/this':>10s} {'fits':>5s} {'not conv.':>9s}  best row (CV mean)",
+    ]
     for row in report["rows"]:
         ratio = f"{row['plain_over_this']:.2f}x" if row["plain_over_this"] else "-"
-        lines.append(f"{row['method']:28s} {row['seconds']:8.1f} {ratio:>10s} {row['fits']:5d} "
-                     f"{row['not_converged']:9d}  {row['best']} {row['metric']} {row['best_score']:.3f}")
+        lines.append(
+            f"{row['method']:28s} {row['seconds']:8.1f} {ratio:>10s} {row['fits']:5d} "
+            f"{row['not_converged']:9d}  {row['best']} {row['metric']} {row['best_score']:.3f}"
+        )
     for row in report.get("scale", []):
-        lines.append(f"scale {row['shape'][0]}x{row['shape'][1]} {row['classifier']} {row['params']}: "
-                     + (f"{row['seconds']:.1f}s, peak RSS {row['rss_mb']:.0f} MB" if "seconds" in row else row["error"]))
+        lines.append(
+            f"scale {row['shape'][0]}x{row['shape'][1]} {row['classifier']} {row['params']}: "
+            + (f"{row['seconds']:.1f}s, peak RSS {row['rss_mb']:.0f} MB" if "seconds" in row else row["error"])
+        )
     return "\n".join(lines)
 
 

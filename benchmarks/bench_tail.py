@@ -40,8 +40,9 @@ SPLIT = (0.6, 0.15, 0.25)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1], allow_abbrev=False,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[1], allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="120 images at 96 px, 3 epochs, tiny searches: CI smoke")
     parser.add_argument("--images", type=int, default=None, help="stratified ELPV subset for speed/halving (256)")
     parser.add_argument("--input-size", type=int, default=None, help="input size (default the backbone's, 224)")
@@ -49,8 +50,11 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="epochs timed per method (default 4; quick 3)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--elpv-cache", default=None, help="all-ELPV cache folder: adds the accuracy rows")
-    parser.add_argument("--parts", default="speed,halving,accuracy",
-                        help="comma-separated parts to run (default all; accuracy needs --elpv-cache)")
+    parser.add_argument(
+        "--parts",
+        default="speed,halving,accuracy",
+        help="comma-separated parts to run (default all; accuracy needs --elpv-cache)",
+    )
     parser.add_argument("--json", default=None, help="also write the table here")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.add_argument("--part", default=None, help=argparse.SUPPRESS)  # internal: one timed method
@@ -74,11 +78,24 @@ def main(argv=None) -> int:
             speed[part] = run_part(args, part, cache, entry_maps)
         if speed:
             ratio = speed["images"]["epoch_s"] / speed["tail"]["epoch_s"]
-            rows.append({"part": "speed", "what": f"tail from cached {args.cut} maps", "epoch_s": speed["tail"]["epoch_s"],
-                         "peak_rss_mb": speed["tail"]["peak_rss_mb"], "ratio": 1.0})
-            rows.append({"part": "speed", "what": "same layers fine-tuned from the images, bottom frozen",
-                         "epoch_s": speed["images"]["epoch_s"], "peak_rss_mb": speed["images"]["peak_rss_mb"],
-                         "ratio": round(ratio, 2)})
+            rows.append(
+                {
+                    "part": "speed",
+                    "what": f"tail from cached {args.cut} maps",
+                    "epoch_s": speed["tail"]["epoch_s"],
+                    "peak_rss_mb": speed["tail"]["peak_rss_mb"],
+                    "ratio": 1.0,
+                }
+            )
+            rows.append(
+                {
+                    "part": "speed",
+                    "what": "same layers fine-tuned from the images, bottom frozen",
+                    "epoch_s": speed["images"]["epoch_s"],
+                    "peak_rss_mb": speed["images"]["peak_rss_mb"],
+                    "ratio": round(ratio, 2),
+                }
+            )
         if "halving" in parts:
             say("halving vs grid ...")
             rows += halving_rows(args, cache, entry_pooled)
@@ -87,9 +104,20 @@ def main(argv=None) -> int:
         rows += accuracy_rows(args, Path(args.elpv_cache), say)
     print(table(rows))
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "images": args.images, "cut": args.cut,
-                                               "input_size": args.input_size, "epochs": args.epochs,
-                                               "batch_size": args.batch_size, "cpus": os.cpu_count()}, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "rows": rows,
+                    "images": args.images,
+                    "cut": args.cut,
+                    "input_size": args.input_size,
+                    "epochs": args.epochs,
+                    "batch_size": args.batch_size,
+                    "cpus": os.cpu_count(),
+                },
+                indent=1,
+            )
+        )
     return 0
 
 
@@ -97,8 +125,15 @@ def extract_subset(args, cache: Path) -> tuple[str, str]:
     """The subset's cut maps (--pool none) and pooled final layer, each its own entry; their names."""
     import featx
 
-    common = {"data": "elpv", "split": SPLIT, "limit": args.images, "input_size": args.input_size, "progress": False,
-              "log": None, "cache_dir": cache}
+    common = {
+        "data": "elpv",
+        "split": SPLIT,
+        "limit": args.images,
+        "input_size": args.input_size,
+        "progress": False,
+        "log": None,
+        "cache_dir": cache,
+    }
     maps = featx.extract(**common, layers=args.cut, pool="none").entry.name
     pooled = featx.extract(**common, layers="final").entry.name
     return maps, pooled
@@ -106,12 +141,29 @@ def extract_subset(args, cache: Path) -> tuple[str, str]:
 
 def run_part(args, part: str, cache: Path, entry: str) -> dict:
     """One timed method in a fresh process (its own peak RSS): {epoch_s, peak_rss_mb}."""
-    command = [sys.executable, __file__, "--part", part, "--workdir", str(cache), "--cut", args.cut, "--images",
-               str(args.images), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--entry", entry]
+    command = [
+        sys.executable,
+        __file__,
+        "--part",
+        part,
+        "--workdir",
+        str(cache),
+        "--cut",
+        args.cut,
+        "--images",
+        str(args.images),
+        "--epochs",
+        str(args.epochs),
+        "--batch-size",
+        str(args.batch_size),
+        "--entry",
+        entry,
+    ]
     if args.input_size:
         command += ["--input-size", str(args.input_size)]
-    done = subprocess.run(command, check=False, capture_output=True, text=True,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    done = subprocess.run(
+        command, check=False, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    )
     if done.returncode != 0:
         raise SystemExit(f"{part} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -134,16 +186,25 @@ def timed_part(args) -> dict:
     entry = Cache(args.workdir).open(args.entry)
     X, y, meta = featx.load(entry, layers=args.cut)
     train = meta["split"].to_numpy() != "test"
-    clf = TailClassifier(cut=args.cut, backbone=backbone_description(entry), warmup_epochs=0, epochs=args.epochs,
-                         patience=None, batch_size=args.batch_size)
+    clf = TailClassifier(
+        cut=args.cut,
+        backbone=backbone_description(entry),
+        warmup_epochs=0,
+        epochs=args.epochs,
+        patience=None,
+        batch_size=args.batch_size,
+    )
     if args.part == "tail":
         clf.fit(X[train], y[train], X_val=X[~train], y_val=y[~train])
         seconds = clf.history_["seconds"].to_numpy()
     else:
         seconds = _images_epochs(args, clf, entry, backbone_from_entry(entry), meta, y, train)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-    return {"epoch_s": round(float(np.median(seconds[1:] if len(seconds) > 1 else seconds)), 3),
-            "epochs": [round(float(s), 3) for s in seconds], "peak_rss_mb": round(peak, 1)}
+    return {
+        "epoch_s": round(float(np.median(seconds[1:] if len(seconds) > 1 else seconds)), 3),
+        "epochs": [round(float(s), 3) for s in seconds],
+        "peak_rss_mb": round(peak, 1),
+    }
 
 
 def _images_epochs(args, clf, entry, backbone, meta, y, train) -> list[float]:
@@ -155,8 +216,12 @@ def _images_epochs(args, clf, entry, backbone, meta, y, train) -> list[float]:
     from featx.sources import resolve_source
 
     root, (height, width) = resolve_source("elpv").root, backbone.input_size
-    images = np.stack([np.asarray(Image.open(os.path.join(root, path)).convert("RGB").resize((width, height)),
-                                  np.float32) for path in meta["path"]])
+    images = np.stack(
+        [
+            np.asarray(Image.open(os.path.join(root, path)).convert("RGB").resize((width, height)), np.float32)
+            for path in meta["path"]
+        ]
+    )
     images = np.asarray(backbone.preprocess(images), np.float32)
     tail = clf._tail_model()
     classes, encoded = np.unique(y, return_inverse=True)
@@ -178,10 +243,10 @@ def _images_epochs(args, clf, entry, backbone, meta, y, train) -> list[float]:
         began = time.perf_counter()
         order = rng.permutation(rows)
         for start in range(0, len(order), args.batch_size):
-            batch = order[start:start + args.batch_size]
+            batch = order[start : start + args.batch_size]
             full_step(tf.constant(images[batch]), tf.constant(targets[batch]))
         for start in range(0, len(held), 64):
-            predict(tf.constant(images[held[start:start + 64]]))
+            predict(tf.constant(images[held[start : start + 64]]))
         seconds.append(time.perf_counter() - began)
     return np.array(seconds)
 
@@ -196,8 +261,11 @@ def halving_rows(args, cache: Path, entry: str) -> list[dict]:
 
     X, y, meta = featx.load(cache_dir=cache, cache=entry)
     split = meta["split"].to_numpy()
-    search = (BudgetSearch({"lr": (0.0003, 0.003, 0.03)}, max_epochs=4, min_epochs=1, fixed={"optimizer": "adam"})
-              if args.quick else BUDGET_SEARCHES["dense"])
+    search = (
+        BudgetSearch({"lr": (0.0003, 0.003, 0.03)}, max_epochs=4, min_epochs=1, fixed={"optimizer": "adam"})
+        if args.quick
+        else BUDGET_SEARCHES["dense"]
+    )
     quiet = {"log": lambda *a: None, "metric": "accuracy", "transforms": {"standardize": True}}
     halving = tune(X, y, split, "dense", search=search, **quiet)
     exact = tune(X, y, split, "dense", search=search.exact(), **quiet)
@@ -211,16 +279,29 @@ def halving_rows(args, cache: Path, entry: str) -> list[dict]:
     best_grid = float(grid["accuracy"].max())
     mine_score = float(mine["accuracy"].iloc[0])
     return [
-        {"part": "halving", "what": f"exact grid: {n_configs} configurations x {search.max_epochs} epochs",
-         "epochs": search.exact_epochs(), "seconds": round(exact.seconds, 1), "ratio": 1.0,
-         "chosen": _label(exact.best_params, search), "val_accuracy": round(best_grid, 4),
-         "test_accuracy": round(exact.test["accuracy"], 4)},
-        {"part": "halving", "what": "successive halving over epochs", "epochs": spent,
-         "seconds": round(halving.seconds, 1), "ratio": round(search.exact_epochs() / spent, 2),
-         "chosen": _label(halving.best_params, search), "val_accuracy": round(mine_score, 4),
-         "test_accuracy": round(halving.test["accuracy"], 4),
-         "within_noise": bool(best_grid - mine_score <= noise), "noise": round(noise, 4),
-         "seconds_ratio": round(exact.seconds / halving.seconds, 2)},
+        {
+            "part": "halving",
+            "what": f"exact grid: {n_configs} configurations x {search.max_epochs} epochs",
+            "epochs": search.exact_epochs(),
+            "seconds": round(exact.seconds, 1),
+            "ratio": 1.0,
+            "chosen": _label(exact.best_params, search),
+            "val_accuracy": round(best_grid, 4),
+            "test_accuracy": round(exact.test["accuracy"], 4),
+        },
+        {
+            "part": "halving",
+            "what": "successive halving over epochs",
+            "epochs": spent,
+            "seconds": round(halving.seconds, 1),
+            "ratio": round(search.exact_epochs() / spent, 2),
+            "chosen": _label(halving.best_params, search),
+            "val_accuracy": round(mine_score, 4),
+            "test_accuracy": round(halving.test["accuracy"], 4),
+            "within_noise": bool(best_grid - mine_score <= noise),
+            "noise": round(noise, 4),
+            "seconds_ratio": round(exact.seconds / halving.seconds, 2),
+        },
     ]
 
 
@@ -254,16 +335,36 @@ def accuracy_rows(args, root: Path, say) -> list[dict]:
             say(f"{label} {layers}: val {score:.3f} test {result.test['accuracy']:.3f}")
             if best is None or score > best[0]:
                 best = (score, result.test["accuracy"], layers, result.best_params.get("C"))
-        rows.append({"part": "accuracy", "what": f"best {label}: logreg on {best[2]} (C={best[3]:.3g})",
-                     "val_accuracy": round(best[0], 4), "test_accuracy": round(best[1], 4)})
+        rows.append(
+            {
+                "part": "accuracy",
+                "what": f"best {label}: logreg on {best[2]} (C={best[3]:.3g})",
+                "val_accuracy": round(best[0], 4),
+                "test_accuracy": round(best[1], 4),
+            }
+        )
     X, y, meta = featx.load(maps, layers=args.cut)
     split = meta["split"].to_numpy()
-    result = tune(X, y, split, "tail", search=BUDGET_SEARCHES["tail"], log=lambda *a: None, metric="accuracy",
-                  params={"cut": args.cut, "backbone": backbone_description(maps)})
-    rows.append({"part": "accuracy", "what": f"tail above {args.cut}, chosen by halving on val: "
-                 f"{_label(result.best_params, BUDGET_SEARCHES['tail'])}",
-                 "val_accuracy": round(result.selection_scores["accuracy_mean"], 4),
-                 "test_accuracy": round(result.test["accuracy"], 4), "seconds": round(result.seconds, 1)})
+    result = tune(
+        X,
+        y,
+        split,
+        "tail",
+        search=BUDGET_SEARCHES["tail"],
+        log=lambda *a: None,
+        metric="accuracy",
+        params={"cut": args.cut, "backbone": backbone_description(maps)},
+    )
+    rows.append(
+        {
+            "part": "accuracy",
+            "what": f"tail above {args.cut}, chosen by halving on val: "
+            f"{_label(result.best_params, BUDGET_SEARCHES['tail'])}",
+            "val_accuracy": round(result.selection_scores["accuracy_mean"], 4),
+            "test_accuracy": round(result.test["accuracy"], 4),
+            "seconds": round(result.seconds, 1),
+        }
+    )
     assert np.isfinite([r["test_accuracy"] for r in rows]).all()
     return rows
 

@@ -27,29 +27,52 @@ from featx.experiments.tune import tune_cache
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--cache-dir", default=None, help="cache folder (default: a new temporary one)")
-    p.add_argument("--layers", default="blocks,top_activation", help="layers to extract and tune on (default blocks,top_activation)")
+    p.add_argument(
+        "--layers",
+        default="blocks,top_activation",
+        help="layers to extract and tune on (default blocks,top_activation)",
+    )
     p.add_argument("--limit", type=int, default=None, help="stratified subset of ELPV images (default: all)")
     p.add_argument("--cv", type=int, default=5, help="selection folds (default 5; 0: on val)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the rows as JSON")
     args = p.parse_args(argv)
     cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="bench_tune-")
     quiet = {"log": lambda *a: None}
-    entry = featx.extract("elpv", layers=args.layers, limit=args.limit, cache_dir=cache_dir, progress=False,
-                          **quiet).entry
+    entry = featx.extract(
+        "elpv", layers=args.layers, limit=args.limit, cache_dir=cache_dir, progress=False, **quiet
+    ).entry
     X, y, _ = featx.load(entry, layers=args.layers)
     rows = []
     began = time.perf_counter()
-    [result] = tune_cache(entry, layers=args.layers, classifiers="logreg", cv=args.cv or None, standardize=True,
-                          n_jobs=-1, cache_dir=cache_dir, **quiet)
-    rows.append({"metric": f"tune logreg on {args.layers} ({X.shape[1]} features, {len(y)} images, "
-                           f"{len(result.curve)} C points on {result.selection})",
-                 "value": round(time.perf_counter() - began, 1), "unit": "s",
-                 "note": result.line()})
+    [result] = tune_cache(
+        entry,
+        layers=args.layers,
+        classifiers="logreg",
+        cv=args.cv or None,
+        standardize=True,
+        n_jobs=-1,
+        cache_dir=cache_dir,
+        **quiet,
+    )
+    rows.append(
+        {
+            "metric": f"tune logreg on {args.layers} ({X.shape[1]} features, {len(y)} images, "
+            f"{len(result.curve)} C points on {result.selection})",
+            "value": round(time.perf_counter() - began, 1),
+            "unit": "s",
+            "note": result.line(),
+        }
+    )
     began = time.perf_counter()
     fne = featx.fit(entry, layers=args.layers, clf="linear-svm", discretize="fne", cache_dir=cache_dir, **quiet)
-    rows.append({"metric": f"fit FNE + linear-svm on {args.layers} ({X.shape[1]} features)",
-                 "value": round(time.perf_counter() - began, 1), "unit": "s",
-                 "note": f"fit {fne.scores.fit_seconds:.1f}s; val acc {fne.metrics['val']['accuracy']:.3f}"})
+    rows.append(
+        {
+            "metric": f"fit FNE + linear-svm on {args.layers} ({X.shape[1]} features)",
+            "value": round(time.perf_counter() - began, 1),
+            "unit": "s",
+            "note": f"fit {fne.scores.fit_seconds:.1f}s; val acc {fne.metrics['val']['accuracy']:.3f}",
+        }
+    )
     for row in rows:
         print(f"{row['metric']}: {row['value']} {row['unit']}  ({row['note']})")
     if args.json:

@@ -35,16 +35,30 @@ QUICK_GRID = (0.01, 0.1)
 SPLIT = (0.6, 0.15, 0.25)  # 25% held out, as in the ELPV paper's protocol; val selects, train+val = 75%
 POOLINGS = ("max", "avgmax", "gem", "pyramid")
 BIGGER = ("efficientnet_lite1", "efficientnet_lite2")
-COLUMNS = ("variant", "backbone", "pool", "views", "tta", "extract_s", "n_features", "C", "val_accuracy",
-           "test_accuracy", "test_f1_macro")
+COLUMNS = (
+    "variant",
+    "backbone",
+    "pool",
+    "views",
+    "tta",
+    "extract_s",
+    "n_features",
+    "C",
+    "val_accuracy",
+    "test_accuracy",
+    "test_f1_macro",
+)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[1], formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
     parser.add_argument("--quick", action="store_true", help="120 images at 96 px, two C values: a CI smoke run")
     parser.add_argument("--images", type=int, default=None, help="stratified subset of ELPV (default: all 2,624)")
-    parser.add_argument("--input-size", type=int, default=None, help="one input size for every backbone (default: each its own)")
+    parser.add_argument(
+        "--input-size", type=int, default=None, help="one input size for every backbone (default: each its own)"
+    )
     parser.add_argument("--layers", default="final", help="layers to classify (default final)")
     parser.add_argument("--cache-dir", default=None, help="cache folder (default: a temporary one, removed afterwards)")
     parser.add_argument("--json", default=None, help="also write the table here")
@@ -56,8 +70,19 @@ def main(argv=None) -> int:
         rows = run(args, Path(args.cache_dir or tmp))
     print(table(rows))
     if args.json:
-        Path(args.json).write_text(json.dumps({"columns": COLUMNS, "rows": rows, "split": SPLIT, "images": args.images,
-                                               "layers": args.layers, "cpus": os.cpu_count()}, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "columns": COLUMNS,
+                    "rows": rows,
+                    "split": SPLIT,
+                    "images": args.images,
+                    "layers": args.layers,
+                    "cpus": os.cpu_count(),
+                },
+                indent=1,
+            )
+        )
     return 0
 
 
@@ -66,8 +91,15 @@ def run(args, root: Path) -> list[dict]:
     from featx.sources.views import parse_views
 
     grid = QUICK_GRID if args.quick else GRID
-    common = {"data": "elpv", "layers": args.layers, "split": SPLIT, "limit": args.images, "input_size": args.input_size,
-              "progress": not args.quiet, "log": None}
+    common = {
+        "data": "elpv",
+        "layers": args.layers,
+        "split": SPLIT,
+        "limit": args.images,
+        "input_size": args.input_size,
+        "progress": not args.quiet,
+        "log": None,
+    }
     rows = []
 
     def extract(folder: str, **kw):
@@ -101,20 +133,58 @@ def score(variant: str, entry, extract_s: float, layers: str, views, grid) -> li
 
     X, y, meta = load(entry, layers=layers, views=tuple(views) if len(views) > 1 else None)
     split = meta["split"].to_numpy()
-    models = {C: train_and_score(X, y, split, FitSpec(classifier="logreg", params={"C": C, "max_iter": 3000},
-                                                      transforms={"standardize": True}, views=tuple(views)),
-                                 class_names=entry.class_names, eval_splits=()).pipeline for C in grid}
-    base = {"backbone": entry.settings["backbone"], "pool": entry.settings["pool"], "views": ",".join(views),
-            "n_features": X.shape[1] // len(views)}
+    models = {
+        C: train_and_score(
+            X,
+            y,
+            split,
+            FitSpec(
+                classifier="logreg",
+                params={"C": C, "max_iter": 3000},
+                transforms={"standardize": True},
+                views=tuple(views),
+            ),
+            class_names=entry.class_names,
+            eval_splits=(),
+        ).pipeline
+        for C in grid
+    }
+    base = {
+        "backbone": entry.settings["backbone"],
+        "pool": entry.settings["pool"],
+        "views": ",".join(views),
+        "n_features": X.shape[1] // len(views),
+    }
     if len(views) == 1:
-        return [{"variant": variant, **base, "tta": False, "extract_s": round(extract_s, 1),
-                 **_selected(models, X, y, split, entry.class_names)}]
-    rows = [{"variant": f"{variant} (train)", **base, "tta": False, "extract_s": round(extract_s, 1),
-             **_selected(models, X, y, split, entry.class_names)}]
+        return [
+            {
+                "variant": variant,
+                **base,
+                "tta": False,
+                "extract_s": round(extract_s, 1),
+                **_selected(models, X, y, split, entry.class_names),
+            }
+        ]
+    rows = [
+        {
+            "variant": f"{variant} (train)",
+            **base,
+            "tta": False,
+            "extract_s": round(extract_s, 1),
+            **_selected(models, X, y, split, entry.class_names),
+        }
+    ]
     for model in models.values():
         model.set_params(tta=True)
-    rows.append({"variant": f"{variant} + TTA", **base, "tta": True, "extract_s": 0.0,
-                 **_selected(models, X, y, split, entry.class_names)})
+    rows.append(
+        {
+            "variant": f"{variant} + TTA",
+            **base,
+            "tta": True,
+            "extract_s": 0.0,
+            **_selected(models, X, y, split, entry.class_names),
+        }
+    )
     return rows
 
 
@@ -126,8 +196,12 @@ def _selected(models: dict, X, y, split, class_names) -> dict:
     accuracy = {C: evaluate(y[val], model.predict(X[val]), class_names)["accuracy"] for C, model in models.items()}
     best = max(models, key=lambda C: (accuracy[C], -C))
     metrics = evaluate(y[test], models[best].predict(X[test]), class_names)
-    return {"C": best, "val_accuracy": round(accuracy[best], 4), "test_accuracy": round(metrics["accuracy"], 4),
-            "test_f1_macro": round(metrics["f1_macro"], 4)}
+    return {
+        "C": best,
+        "val_accuracy": round(accuracy[best], 4),
+        "test_accuracy": round(metrics["accuracy"], 4),
+        "test_f1_macro": round(metrics["f1_macro"], 4),
+    }
 
 
 def table(rows: list[dict]) -> str:

@@ -10,10 +10,19 @@ __version__ = "0.1.0"
 
 # Loaded on first use: the command line starts (and answers Ctrl-C) in milliseconds instead of after the
 # seconds that h5py, pandas, scikit-learn and matplotlib take to import.
-_API = {"Cache": "featx.cache.store", "CacheEntry": "featx.cache.store", "list_entries": "featx.cache.store", "open_entry": "featx.cache.store",
-        "verify": "featx.cache.verify", "extract": "featx.extractor", "load": "featx.features.load",
-        **{name: "featx.experiments" for name in ("Evaluation", "FitSpec", "compare", "fit", "load_model", "predict", "run_pipeline",
-                                                 "runs", "tsne")}}
+_API = {
+    "Cache": "featx.cache.store",
+    "CacheEntry": "featx.cache.store",
+    "list_entries": "featx.cache.store",
+    "open_entry": "featx.cache.store",
+    "verify": "featx.cache.verify",
+    "extract": "featx.extractor",
+    "load": "featx.features.load",
+    **{
+        name: "featx.experiments"
+        for name in ("Evaluation", "FitSpec", "compare", "fit", "load_model", "predict", "run_pipeline", "runs", "tsne")
+    },
+}
 
 __all__ = sorted(_API)
 

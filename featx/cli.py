@@ -18,7 +18,9 @@ def _floats(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of numbers, e.g. 0.7,0.15,0.15") from None
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a comma-separated list of numbers, e.g. 0.7,0.15,0.15"
+        ) from None
 
 
 def _add_cache_dir(p: argparse.ArgumentParser) -> None:
@@ -26,17 +28,24 @@ def _add_cache_dir(p: argparse.ArgumentParser) -> None:
 
 
 def _add_runs_dir(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--runs-dir", default=None, help="folder for the runs log, run folders and reports "
-                                                    "(default <cache-dir>/runs and <cache-dir>/reports)")
+    p.add_argument(
+        "--runs-dir",
+        default=None,
+        help="folder for the runs log, run folders and reports (default <cache-dir>/runs and <cache-dir>/reports)",
+    )
 
 
 def _add_cache(p: argparse.ArgumentParser) -> None:
-    p.add_argument("cache", nargs="?", default=None, help="cache entry name, key prefix or folder (default: most recent)")
+    p.add_argument(
+        "cache", nargs="?", default=None, help="cache entry name, key prefix or folder (default: most recent)"
+    )
     _add_cache_dir(p)
 
 
 def _add_entry_pick(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default=None, help="use the most recent entry extracted from this data (folder, CSV or elpv)")
+    p.add_argument(
+        "--data", default=None, help="use the most recent entry extracted from this data (folder, CSV or elpv)"
+    )
     p.add_argument("--backbone", default=None, help="use the most recent entry extracted with this backbone")
 
 
@@ -55,15 +64,19 @@ def cmd_layers(args) -> None:
 
         table = cut_table(backbone)
         print(table.to_string(index=False))
-        print(f"\n{len(table)} cuts: every path from the input to the final feature layer {table.attrs['final']} "
-              "passes through each; params_above = trainable parameters of the layers above it (the tail that "
-              "`featx fit --clf tail --cut LAYER` trains on its map, cached with `featx extract --layers LAYER "
-              "--pool none`)")
+        print(
+            f"\n{len(table)} cuts: every path from the input to the final feature layer {table.attrs['final']} "
+            "passes through each; params_above = trainable parameters of the layers above it (the tail that "
+            "`featx fit --clf tail --cut LAYER` trains on its map, cached with `featx extract --layers LAYER "
+            "--pool none`)"
+        )
         return
     table = layer_table(backbone, pool=args.pool, every_layer=args.all)
     print(table.to_string(index=False))
-    print(f"\n{len(table)} layers shown ({'every layer' if args.all else 'the all group; --all for every layer'}); "
-          f"family {table.attrs['family']}; groups:")
+    print(
+        f"\n{len(table)} layers shown ({'every layer' if args.all else 'the all group; --all for every layer'}); "
+        f"family {table.attrs['family']}; groups:"
+    )
     for group, meaning in table.attrs["group_meaning"].items():
         print(f"  {group} ({table.attrs['groups'][group]}): {meaning}")
     if table.attrs["preprocessing_note"]:
@@ -74,14 +87,34 @@ def cmd_extract(args) -> None:
     from featx.extractor import extract
 
     if args.data is None:
-        print(f"note: no --data given, so the built-in '{DEFAULT_DATA}' example data set is used (2,624 solar-cell "
-              "images); pass --data FOLDER or --data FILE.csv for your own images")
-    extract(args.data or DEFAULT_DATA, backbone=args.backbone, layers=args.layers, pool=args.pool, weights=args.weights,
-            dtype=args.dtype, batch_size=args.batch_size, cache_dir=args.cache_dir, split=args.split, seed=args.seed,
-            limit=args.limit, strict=args.strict, input_size=args.input_size, preprocess=args.preprocess,
-            unsafe=args.unsafe, mixed_precision=args.mixed_precision, progress=not args.quiet, cluster=args.cluster,
-            cluster_config=args.cluster_config, cluster_timeout=args.cluster_timeout, views=args.views,
-            view_seed=args.view_seed)
+        print(
+            f"note: no --data given, so the built-in '{DEFAULT_DATA}' example data set is used (2,624 solar-cell "
+            "images); pass --data FOLDER or --data FILE.csv for your own images"
+        )
+    extract(
+        args.data or DEFAULT_DATA,
+        backbone=args.backbone,
+        layers=args.layers,
+        pool=args.pool,
+        weights=args.weights,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        cache_dir=args.cache_dir,
+        split=args.split,
+        seed=args.seed,
+        limit=args.limit,
+        strict=args.strict,
+        input_size=args.input_size,
+        preprocess=args.preprocess,
+        unsafe=args.unsafe,
+        mixed_precision=args.mixed_precision,
+        progress=not args.quiet,
+        cluster=args.cluster,
+        cluster_config=args.cluster_config,
+        cluster_timeout=args.cluster_timeout,
+        views=args.views,
+        view_seed=args.view_seed,
+    )
 
 
 def cmd_ls(args) -> None:
@@ -89,7 +122,11 @@ def cmd_ls(args) -> None:
     from featx.cache.tables import entries_table
 
     table = entries_table(Cache(args.cache_dir))
-    print(table.astype(object).fillna("").to_string(index=False) if len(table) else "no cache entries; run `featx extract`")
+    print(
+        table.astype(object).fillna("").to_string(index=False)
+        if len(table)
+        else "no cache entries; run `featx extract`"
+    )
 
 
 def cmd_info(args) -> None:
@@ -105,7 +142,9 @@ def cmd_info(args) -> None:
     print("classes:", ", ".join(info["classes"]))
     print(info["layers"].to_string(index=False) if len(info["layers"]) else "no layers cached yet")
     if info["views"]:
-        print("augmented views:", ", ".join(f"{view} ({len(layers)} layer(s))" for view, layers in info["views"].items()))
+        print(
+            "augmented views:", ", ".join(f"{view} ({len(layers)} layer(s))" for view, layers in info["views"].items())
+        )
     for path, reason in info["bad_files"].items():
         print(f"bad file: {path}: {reason}")
 
@@ -126,49 +165,78 @@ def cmd_verify(args) -> None:
             print(f"ok   {row.entry}: {row.notes}")
     failed = int((table["status"] == "FAIL").sum())
     if failed:
-        raise RunFailed(f"{failed} of {len(table)} cache entries have problems (listed above); "
-                        "re-run `featx extract` into a fresh --cache-dir to rebuild them")
+        raise RunFailed(
+            f"{failed} of {len(table)} cache entries have problems (listed above); "
+            "re-run `featx extract` into a fresh --cache-dir to rebuild them"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
     from featx.backbones import DEFAULT_BACKBONE
 
     parser = argparse.ArgumentParser(
-        prog="featx", description="Run a frozen CNN once, cache per-layer features in HDF5, and run fast experiments on them.")
+        prog="featx",
+        description="Run a frozen CNN once, cache per-layer features in HDF5, and run fast experiments on them.",
+    )
     parser.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines (hidden by default)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("backbones", help="list backbone names", description="List the backbone names featx can build.")
     p.set_defaults(func=cmd_backbones)
 
-    p = sub.add_parser("layers", help="list a backbone's layers and groups",
-                       description="Print the layers of the `all` group (conv and dense outputs, block outputs, the final "
-                                   "feature layer) with output shape, pooled feature size and groups, and what each "
-                                   "group means for this backbone's family.")
+    p = sub.add_parser(
+        "layers",
+        help="list a backbone's layers and groups",
+        description="Print the layers of the `all` group (conv and dense outputs, block outputs, the final "
+        "feature layer) with output shape, pooled feature size and groups, and what each "
+        "group means for this backbone's family.",
+    )
     p.add_argument("backbone", help="registry name or a saved .keras/.h5 model")
     p.add_argument("--all", action="store_true", help="show every layer, not only those of the all group")
-    p.add_argument("--cuts", action="store_true", help="list the layers the network can be cut at (every path from "
-                   "the input to the final feature layer passes through them), with the trainable parameters above each")
+    p.add_argument(
+        "--cuts",
+        action="store_true",
+        help="list the layers the network can be cut at (every path from "
+        "the input to the final feature layer passes through them), with the trainable parameters above each",
+    )
     _add_backbone_options(p, weights_default="none")
     p.set_defaults(func=cmd_layers)
 
-    p = sub.add_parser("extract", help="run the backbone once and cache layer features",
-                       description="Run the backbone once over the images and cache the chosen layers' features.")
-    p.add_argument("--data", default=None,
-                   help="folder of class subfolders, CSV manifest (path,label[,split]) or built-in 'elpv' (default, with a note)")
-    p.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"backbone name or .keras/.h5 file (default {DEFAULT_BACKBONE})")
-    p.add_argument("--layers", default="blocks", help="comma-separated layer names and groups all, blocks, final, fc (default blocks)")
+    p = sub.add_parser(
+        "extract",
+        help="run the backbone once and cache layer features",
+        description="Run the backbone once over the images and cache the chosen layers' features.",
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        help="folder of class subfolders, CSV manifest (path,label[,split]) or built-in 'elpv' (default, with a note)",
+    )
+    p.add_argument(
+        "--backbone", default=DEFAULT_BACKBONE, help=f"backbone name or .keras/.h5 file (default {DEFAULT_BACKBONE})"
+    )
+    p.add_argument(
+        "--layers",
+        default="blocks",
+        help="comma-separated layer names and groups all, blocks, final, fc (default blocks)",
+    )
     _add_backbone_options(p, weights_default="imagenet")
     p.add_argument("--dtype", default="float32", choices=("float32", "float16"), help="stored feature dtype")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
-    p.add_argument("--split", type=_floats, default=(0.7, 0.15, 0.15), help="train,val,test fractions (default 0.7,0.15,0.15)")
+    p.add_argument(
+        "--split", type=_floats, default=(0.7, 0.15, 0.15), help="train,val,test fractions (default 0.7,0.15,0.15)"
+    )
     p.add_argument("--seed", type=int, default=0, help="split and subset seed (default 0)")
     p.add_argument("--limit", type=int, default=None, help="use a stratified subset of this many images")
     p.add_argument("--strict", action="store_true", help="fail on the first bad image instead of skipping it")
     from featx.sources.views import SPEC_HELP
 
-    p.add_argument("--views", default=None, metavar="SPEC", help="also cache augmented views of every image: " + SPEC_HELP
-                   + "; only views not cached yet are computed")
+    p.add_argument(
+        "--views",
+        default=None,
+        metavar="SPEC",
+        help="also cache augmented views of every image: " + SPEC_HELP + "; only views not cached yet are computed",
+    )
     p.add_argument("--view-seed", type=int, default=0, metavar="S", help="seed of rand:K views (default 0)")
     p.add_argument("--mixed-precision", action="store_true", help="float16 compute (for GPUs)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -180,14 +248,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cache_dir(p)
     p.set_defaults(func=cmd_ls)
 
-    p = sub.add_parser("info", help="show one cache entry", description="Show a cache entry's settings, split, layers and bad files.")
+    p = sub.add_parser(
+        "info", help="show one cache entry", description="Show a cache entry's settings, split, layers and bad files."
+    )
     _add_cache(p)
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("verify", help="check cache entries for damage",
-                       description="Check cache entries: files open, one row per image in every layer, no NaN/Inf, "
-                                   "settings hash matches, interrupted passes resumable. Exit 1 if a problem is found.")
-    p.add_argument("cache", nargs="?", default=None, help="cache entry name, key prefix or folder (default: every entry)")
+    p = sub.add_parser(
+        "verify",
+        help="check cache entries for damage",
+        description="Check cache entries: files open, one row per image in every layer, no NaN/Inf, "
+        "settings hash matches, interrupted passes resumable. Exit 1 if a problem is found.",
+    )
+    p.add_argument(
+        "cache", nargs="?", default=None, help="cache entry name, key prefix or folder (default: every entry)"
+    )
     _add_cache_dir(p)
     p.set_defaults(func=cmd_verify)
     _add_experiment_commands(sub)
@@ -209,34 +284,69 @@ def _no_abbreviations(p: argparse.ArgumentParser) -> None:
 class _CacheFolderHint(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
         has_entry = any(a.dest == "cache" and not a.option_strings for a in parser._actions)
-        parser.error(f"{parser.prog} has no --cache option: pass a cache folder as --cache-dir {values or 'DIR'}"
-                     + (" (and a cache entry as the positional argument)" if has_entry else ""))
+        parser.error(
+            f"{parser.prog} has no --cache option: pass a cache folder as --cache-dir {values or 'DIR'}"
+            + (" (and a cache entry as the positional argument)" if has_entry else "")
+        )
 
 
 def _add_cluster_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cluster", default=None, metavar="SPEC",
-                   help='run on Dask workers: local:N, tcp://HOST:PORT or slurm[:N] (needs pip install "featx[dask]")')
-    p.add_argument("--cluster-config", default=None, metavar="FILE",
-                   help="TOML or YAML file of cluster options (for slurm: partition, account, qos, walltime, memory, "
-                        "cores, gpus, job_name, log_directory, job_script_prologue, ...; see the README)")
-    p.add_argument("--cluster-timeout", type=float, default=None, metavar="SECONDS",
-                   help="stop when no SLURM job has started a worker for this long (default 300)")
+    p.add_argument(
+        "--cluster",
+        default=None,
+        metavar="SPEC",
+        help='run on Dask workers: local:N, tcp://HOST:PORT or slurm[:N] (needs pip install "featx[dask]")',
+    )
+    p.add_argument(
+        "--cluster-config",
+        default=None,
+        metavar="FILE",
+        help="TOML or YAML file of cluster options (for slurm: partition, account, qos, walltime, memory, "
+        "cores, gpus, job_name, log_directory, job_script_prologue, ...; see the README)",
+    )
+    p.add_argument(
+        "--cluster-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop when no SLURM job has started a worker for this long (default 300)",
+    )
 
 
 def _add_backbone_options(p: argparse.ArgumentParser, weights_default: str) -> None:
-    p.add_argument("--weights", default=weights_default, help=f"imagenet, none or a local weights file (default {weights_default})")
+    p.add_argument(
+        "--weights", default=weights_default, help=f"imagenet, none or a local weights file (default {weights_default})"
+    )
     from featx.backbones.layers import GRID_HELP, POOLS
 
-    p.add_argument("--pool", default="avg", metavar="{" + ",".join(POOLS) + ",grid:T}", help="spatial pooling of conv "
-                   "outputs, part of the cache key: " + "; ".join(f"{k}: {v}" for k, v in POOLS.items()) + "; "
-                   + GRID_HELP + " (default avg)")
-    p.add_argument("--input-size", type=int, default=None,
-                   help="square input size, 32 to 4096 pixels (default: the backbone's own)")
+    p.add_argument(
+        "--pool",
+        default="avg",
+        metavar="{" + ",".join(POOLS) + ",grid:T}",
+        help="spatial pooling of conv "
+        "outputs, part of the cache key: "
+        + "; ".join(f"{k}: {v}" for k, v in POOLS.items())
+        + "; "
+        + GRID_HELP
+        + " (default avg)",
+    )
+    p.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        help="square input size, 32 to 4096 pixels (default: the backbone's own)",
+    )
     from featx.backbones import SAVED_MODEL_PREPROCESSING
 
-    p.add_argument("--preprocess", default=None, help="preprocessing for a saved model (default: inferred from its layer "
-                                                      f"names): {', '.join(SAVED_MODEL_PREPROCESSING)}")
-    p.add_argument("--unsafe", action="store_true", help="allow Lambda layers when loading a saved model (runs its code)")
+    p.add_argument(
+        "--preprocess",
+        default=None,
+        help="preprocessing for a saved model (default: inferred from its layer "
+        f"names): {', '.join(SAVED_MODEL_PREPROCESSING)}",
+    )
+    p.add_argument(
+        "--unsafe", action="store_true", help="allow Lambda layers when loading a saved model (runs its code)"
+    )
 
 
 # --- experiments on cached features (featx.experiments); none of these builds a backbone except predict.
@@ -257,12 +367,18 @@ CLASSIFIER_FLAGS = (  # --flag VALUE -> the classifier parameter of the same nam
     ("--lr", "dense: learning rate (default 0.01)"),
     ("--momentum", "dense: SGD momentum (default 0.9)"),
     ("--epochs", "dense, tail: maximum epochs (default 100, tail 20); the best-val-accuracy epoch is kept"),
-    ("--dense-batch-size", "dense, tail: minibatch size (default 32); --batch-size is images per forward pass elsewhere"),
+    (
+        "--dense-batch-size",
+        "dense, tail: minibatch size (default 32); --batch-size is images per forward pass elsewhere",
+    ),
     ("--patience", "dense, tail: stop after this many epochs without a better val accuracy (tail default 5)"),
     ("--mixup", "dense: MixUp alpha on training minibatches, features and one-hot labels (default 0: off)"),
     ("--feature-noise", "dense: std of Gaussian noise added to the training features of each minibatch (default 0)"),
-    ("--cut", "tail: the layer whose cached maps (--pool none) the backbone's layers above it train on "
-              "(`featx layers BACKBONE --cuts`)"),
+    (
+        "--cut",
+        "tail: the layer whose cached maps (--pool none) the backbone's layers above it train on "
+        "(`featx layers BACKBONE --cuts`)",
+    ),
     ("--backbone-lr", "tail: AdamW learning rate of the backbone layers above the cut (default 1e-4)"),
     ("--head-lr", "tail: AdamW learning rate of the softmax head (default 1e-3)"),
     ("--warmup-epochs", "tail: epochs that train the head alone before the tail is unfrozen (default 3)"),
@@ -276,6 +392,7 @@ AUGMENTED = {"--mixup": ("dense", "tail"), "--feature-noise": ("dense",)}  # the
 
 def _typed(parse):
     """An argparse type from a featx.values parser: its FeatxError becomes argparse's one-line usage error."""
+
     def convert(text: str):
         try:
             return parse(text)
@@ -292,23 +409,47 @@ def _add_model_options(p: argparse.ArgumentParser, clf_help: str) -> None:
     from featx.values import parse_param, parse_value
 
     p.add_argument("--clf", default="rf", help=clf_help)
-    group = p.add_argument_group("classifier parameters (only those given are set; others keep the estimator's defaults)")
+    group = p.add_argument_group(
+        "classifier parameters (only those given are set; others keep the estimator's defaults)"
+    )
     for flag, text in CLASSIFIER_FLAGS:
         group.add_argument(flag, type=_typed(parse_value), default=argparse.SUPPRESS, metavar="V", help=text)
-    group.add_argument("--batch-norm", action="store_const", const=True, default=argparse.SUPPRESS,
-                       help="dense: batch normalization in each hidden layer")
-    group.add_argument("--early-stopping", action="store_const", const=True, default=argparse.SUPPRESS,
-                       help="sgd: stop when the score on 10%% of the train rows, held out, stops improving")
-    group.add_argument("--param", type=_typed(parse_param), action="append", default=[], metavar="KEY=VALUE",
-                       help="any other scikit-learn parameter of the classifier, e.g. --param C=10 (repeatable)")
+    group.add_argument(
+        "--batch-norm",
+        action="store_const",
+        const=True,
+        default=argparse.SUPPRESS,
+        help="dense: batch normalization in each hidden layer",
+    )
+    group.add_argument(
+        "--early-stopping",
+        action="store_const",
+        const=True,
+        default=argparse.SUPPRESS,
+        help="sgd: stop when the score on 10%% of the train rows, held out, stops improving",
+    )
+    group.add_argument(
+        "--param",
+        type=_typed(parse_param),
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other scikit-learn parameter of the classifier, e.g. --param C=10 (repeatable)",
+    )
     group = p.add_argument_group("feature transforms (fitted on the train split only, saved with the model)")
     for option in (o for o in TRANSFORM_OPTIONS if o.cli):
         flag = "--" + option.name.replace("_", "-")
         if option.default is False:
             group.add_argument(flag, action="store_const", const=True, default=argparse.SUPPRESS, help=option.help)
         else:
-            group.add_argument(flag, type=_typed(parse_value), choices=option.choices or None, default=argparse.SUPPRESS,
-                               metavar="|".join(option.choices) or "V", help=option.help)
+            group.add_argument(
+                flag,
+                type=_typed(parse_value),
+                choices=option.choices or None,
+                default=argparse.SUPPRESS,
+                metavar="|".join(option.choices) or "V",
+                help=option.help,
+            )
     p.add_argument("--seed", type=int, default=0, help="classifier and transform seed (default 0)")
 
 
@@ -316,9 +457,13 @@ def _classifier_params(args) -> dict:
     from featx.values import params_dict
 
     for flag in DENSE_ONLY:
-        if hasattr(args, flag[2:].replace("-", "_")) and not set(AUGMENTED[flag]) & {c.strip() for c in args.clf.split(",")}:
-            raise FeatxError(f"{flag} augments the dense head's training and --clf {args.clf} has no dense head; "
-                             f"add --clf dense or drop {flag}")
+        if hasattr(args, flag[2:].replace("-", "_")) and not set(AUGMENTED[flag]) & {
+            c.strip() for c in args.clf.split(",")
+        }:
+            raise FeatxError(
+                f"{flag} augments the dense head's training and --clf {args.clf} has no dense head; "
+                f"add --clf dense or drop {flag}"
+            )
     dests = [flag[2:].replace("-", "_") for flag, _ in CLASSIFIER_FLAGS] + ["batch_norm", "early_stopping"]
     return params_dict([(FLAG_PARAMS.get(d, d), getattr(args, d)) for d in dests if hasattr(args, d)] + args.param)
 
@@ -341,22 +486,43 @@ def _entry(args):
 
 
 def _add_selection_options(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--cv", type=int, default=None, metavar="K",
-                   help=f"{what} by repeated stratified K-fold over train+val (test never used), mean and 95%% CI")
-    p.add_argument("--cv-repeats", type=int, default=1, metavar="R", help="repeat the K folds R times, reshuffled (default 1)")
-    p.add_argument("--class-weight", default=None, choices=("balanced",),
-                   help="weigh classes inversely to their frequency (classifiers that have class_weight)")
-    p.add_argument("--metric", default=None, choices=METRIC_NAMES,
-                   help="selection metric (default: balanced_accuracy when classes are imbalanced beyond 1.5:1, "
-                        "else accuracy; printed)")
+    p.add_argument(
+        "--cv",
+        type=int,
+        default=None,
+        metavar="K",
+        help=f"{what} by repeated stratified K-fold over train+val (test never used), mean and 95%% CI",
+    )
+    p.add_argument(
+        "--cv-repeats", type=int, default=1, metavar="R", help="repeat the K folds R times, reshuffled (default 1)"
+    )
+    p.add_argument(
+        "--class-weight",
+        default=None,
+        choices=("balanced",),
+        help="weigh classes inversely to their frequency (classifiers that have class_weight)",
+    )
+    p.add_argument(
+        "--metric",
+        default=None,
+        choices=METRIC_NAMES,
+        help="selection metric (default: balanced_accuracy when classes are imbalanced beyond 1.5:1, "
+        "else accuracy; printed)",
+    )
 
 
 def _add_view_options(p: argparse.ArgumentParser) -> None:
     """Augmented views (cached by `featx extract --views`) to train on, and test-time augmentation."""
-    p.add_argument("--views", default=None, metavar="SPEC",
-                   help="also train on these cached augmented views of each train image (flip, d4, crops:K, rand:K, "
-                        "comma-separated, as at extract); val and test use the identity view unless --tta")
-    p.add_argument("--view-seed", type=int, default=0, metavar="S", help="seed of rand:K views, as at extract (default 0)")
+    p.add_argument(
+        "--views",
+        default=None,
+        metavar="SPEC",
+        help="also train on these cached augmented views of each train image (flip, d4, crops:K, rand:K, "
+        "comma-separated, as at extract); val and test use the identity view unless --tta",
+    )
+    p.add_argument(
+        "--view-seed", type=int, default=0, metavar="S", help="seed of rand:K views, as at extract (default 0)"
+    )
     p.add_argument("--tta", action="store_true", help="predict val and test by averaging over the --views")
 
 
@@ -373,8 +539,15 @@ def cmd_fit(args) -> None:
     else:
         entry = _entry(args)
         entries = [c for c in (entry, *args.caches) if c is not None] or None  # several: features side by side
-        spec = fit_spec(args.clf, params=_classifier_params(args), seed=args.seed, n_jobs=args.n_jobs,
-                        class_weight=args.class_weight, **_views(args), **_transforms(args))
+        spec = fit_spec(
+            args.clf,
+            params=_classifier_params(args),
+            seed=args.seed,
+            n_jobs=args.n_jobs,
+            class_weight=args.class_weight,
+            **_views(args),
+            **_transforms(args),
+        )
         evaluation, layers = Evaluation(cv=args.cv, cv_repeats=args.cv_repeats, seed=args.seed), args.layers
     fit_run(entries, spec, evaluation, layers=layers, cache_dir=args.cache_dir, runs_dir=args.runs_dir)
 
@@ -391,14 +564,25 @@ def _like(args):
     clf = args.clf if "clf" in given else spec.classifier
     params = {**(spec.params if clf == spec.classifier else {}), **_classifier_params(args)}
     seed = args.seed if "seed" in given else spec.seed
-    views = ({"views": args.views, "view_seed": args.view_seed} if given & {"views", "view_seed"}
-             else {"views": spec.views})
-    spec = fit_spec(clf, params=params, seed=seed, n_jobs=args.n_jobs if "n_jobs" in given else spec.n_jobs,
-                    class_weight=args.class_weight, tta=args.tta if "tta" in given else spec.tta, **views,
-                    **{**spec.transforms, **_transforms(args)})
-    evaluation = Evaluation(cv=args.cv if "cv" in given else evaluation.cv,
-                            cv_repeats=args.cv_repeats if "cv_repeats" in given else evaluation.cv_repeats,
-                            metric=evaluation.metric, seed=seed if "seed" in given else evaluation.seed)
+    views = (
+        {"views": args.views, "view_seed": args.view_seed} if given & {"views", "view_seed"} else {"views": spec.views}
+    )
+    spec = fit_spec(
+        clf,
+        params=params,
+        seed=seed,
+        n_jobs=args.n_jobs if "n_jobs" in given else spec.n_jobs,
+        class_weight=args.class_weight,
+        tta=args.tta if "tta" in given else spec.tta,
+        **views,
+        **{**spec.transforms, **_transforms(args)},
+    )
+    evaluation = Evaluation(
+        cv=args.cv if "cv" in given else evaluation.cv,
+        cv_repeats=args.cv_repeats if "cv_repeats" in given else evaluation.cv_repeats,
+        metric=evaluation.metric,
+        seed=seed if "seed" in given else evaluation.seed,
+    )
     named = args.cache is not None or args.caches or args.data is not None or args.backbone is not None
     entry = _entry(args) if named else None
     entries = [c for c in (entry, *args.caches) if c is not None] if named else str(row["cache_entry"]).split("+")
@@ -417,14 +601,35 @@ def cmd_compare(args) -> None:
     from featx.values import params_dict
 
     grid = params_dict(args.grid)
-    specs = compare_specs(args.clf, grid=grid, params=_classifier_params(args), seed=args.seed,
-                          class_weight=args.class_weight, **_views(args), **_transforms(args))
-    evaluation = Evaluation(cv=args.cv, cv_repeats=args.cv_repeats, metric=args.metric, seed=args.seed,
-                            search=args.search)
-    compare_run(_entry(args), specs, evaluation, layer_sets=args.layer_sets, grid=grid, n_jobs=args.n_jobs,
-                plots=args.plots, cache_dir=args.cache_dir, runs_dir=args.runs_dir, cluster=args.cluster,
-                cluster_config=args.cluster_config, cluster_timeout=args.cluster_timeout, save_models=args.save_models,
-                progress=not args.quiet, command=_command(args))
+    specs = compare_specs(
+        args.clf,
+        grid=grid,
+        params=_classifier_params(args),
+        seed=args.seed,
+        class_weight=args.class_weight,
+        **_views(args),
+        **_transforms(args),
+    )
+    evaluation = Evaluation(
+        cv=args.cv, cv_repeats=args.cv_repeats, metric=args.metric, seed=args.seed, search=args.search
+    )
+    compare_run(
+        _entry(args),
+        specs,
+        evaluation,
+        layer_sets=args.layer_sets,
+        grid=grid,
+        n_jobs=args.n_jobs,
+        plots=args.plots,
+        cache_dir=args.cache_dir,
+        runs_dir=args.runs_dir,
+        cluster=args.cluster,
+        cluster_config=args.cluster_config,
+        cluster_timeout=args.cluster_timeout,
+        save_models=args.save_models,
+        progress=not args.quiet,
+        command=_command(args),
+    )
 
 
 def cmd_tune(args) -> None:
@@ -434,16 +639,40 @@ def cmd_tune(args) -> None:
     if str(_transforms(args).get("select") or "").startswith("group-lasso"):  # Head2Toe: featx.experiments.head2toe
         return _tune_head2toe(args)
     if args.caches:
-        raise FeatxError("tune's --cache names candidate entries for --select group-lasso; tune one entry (positional) "
-                         "or add --select group-lasso")
-    specs = tune_specs(args.clf, params=_classifier_params(args), seed=args.seed, class_weight=args.class_weight,
-                       **_views(args), **_transforms(args))
-    evaluation = Evaluation(cv=args.cv, cv_repeats=args.cv_repeats, metric=args.metric, seed=args.seed,
-                            search=args.search, fit_on="train+val")
-    results = tune_run(_entry(args), specs, evaluation, layers=args.layers, n_jobs=args.n_jobs,
-                       cache_dir=args.cache_dir, runs_dir=args.runs_dir, cluster=args.cluster,
-                       cluster_config=args.cluster_config, cluster_timeout=args.cluster_timeout,
-                       progress=not args.quiet, command=_command(args))
+        raise FeatxError(
+            "tune's --cache names candidate entries for --select group-lasso; tune one entry (positional) "
+            "or add --select group-lasso"
+        )
+    specs = tune_specs(
+        args.clf,
+        params=_classifier_params(args),
+        seed=args.seed,
+        class_weight=args.class_weight,
+        **_views(args),
+        **_transforms(args),
+    )
+    evaluation = Evaluation(
+        cv=args.cv,
+        cv_repeats=args.cv_repeats,
+        metric=args.metric,
+        seed=args.seed,
+        search=args.search,
+        fit_on="train+val",
+    )
+    results = tune_run(
+        _entry(args),
+        specs,
+        evaluation,
+        layers=args.layers,
+        n_jobs=args.n_jobs,
+        cache_dir=args.cache_dir,
+        runs_dir=args.runs_dir,
+        cluster=args.cluster,
+        cluster_config=args.cluster_config,
+        cluster_timeout=args.cluster_timeout,
+        progress=not args.quiet,
+        command=_command(args),
+    )
     print(selected_line(results))
 
 
@@ -452,14 +681,27 @@ def _tune_head2toe(args) -> None:
 
     transforms, params = _transforms(args), _classifier_params(args)
     if args.clf != "logreg" or args.views or args.tta:
-        raise FeatxError("tune --select group-lasso tunes Head2Toe's logistic-regression head on plain features; drop "
-                         "--clf, --views and --tta (fit takes them with --select group-lasso:F)")
-    result = tune_head2toe([c for c in (_entry(args), *args.caches) if c is not None] or None, layers=args.layers,
-                           cv=args.cv, cv_repeats=args.cv_repeats, metric=args.metric, select=transforms["select"],
-                           penalties=[transforms["select_penalty"]] if "select_penalty" in transforms else None,
-                           Cs=[params.pop("C")] if "C" in params else None, params=params,
-                           standardize=bool(transforms.get("standardize")), normalize=transforms.get("normalize", "layer"),
-                           seed=args.seed, cache_dir=args.cache_dir, runs_dir=args.runs_dir, command=_command(args))
+        raise FeatxError(
+            "tune --select group-lasso tunes Head2Toe's logistic-regression head on plain features; drop "
+            "--clf, --views and --tta (fit takes them with --select group-lasso:F)"
+        )
+    result = tune_head2toe(
+        [c for c in (_entry(args), *args.caches) if c is not None] or None,
+        layers=args.layers,
+        cv=args.cv,
+        cv_repeats=args.cv_repeats,
+        metric=args.metric,
+        select=transforms["select"],
+        penalties=[transforms["select_penalty"]] if "select_penalty" in transforms else None,
+        Cs=[params.pop("C")] if "C" in params else None,
+        params=params,
+        standardize=bool(transforms.get("standardize")),
+        normalize=transforms.get("normalize", "layer"),
+        seed=args.seed,
+        cache_dir=args.cache_dir,
+        runs_dir=args.runs_dir,
+        command=_command(args),
+    )
     print(f"selected: {result.line()}")
 
 
@@ -473,7 +715,9 @@ def _command(args) -> str:
 def cmd_report(args) -> None:
     from featx.reports.html import report
 
-    print(report(args.sources, cache_dir=args.cache_dir, runs_dir=args.runs_dir, output=args.output, metric=args.metric))
+    print(
+        report(args.sources, cache_dir=args.cache_dir, runs_dir=args.runs_dir, output=args.output, metric=args.metric)
+    )
 
 
 def cmd_runs(args) -> None:
@@ -485,12 +729,29 @@ def cmd_runs(args) -> None:
     if args.sort is None:  # one ranking rule, per entry, split and protocol (featx.experiments.ranking)
         from featx.experiments.ranking import format_runs_by_entry
 
-        text, warnings = format_runs_by_entry(args.cache_dir, runs_dir=args.runs_dir, metric=args.metric,
-                                              clf=args.clf, backbone=args.backbone, data=args.data,
-                                              layers=args.layers, last=args.last, top=args.top, wide=args.wide)
+        text, warnings = format_runs_by_entry(
+            args.cache_dir,
+            runs_dir=args.runs_dir,
+            metric=args.metric,
+            clf=args.clf,
+            backbone=args.backbone,
+            data=args.data,
+            layers=args.layers,
+            last=args.last,
+            top=args.top,
+            wide=args.wide,
+        )
     else:
-        table = runs(args.cache_dir, sort=args.sort, metric=args.metric or "accuracy", clf=args.clf,
-                     backbone=args.backbone, layers=args.layers, top=args.top, runs_dir=args.runs_dir)
+        table = runs(
+            args.cache_dir,
+            sort=args.sort,
+            metric=args.metric or "accuracy",
+            clf=args.clf,
+            backbone=args.backbone,
+            layers=args.layers,
+            top=args.top,
+            runs_dir=args.runs_dir,
+        )
         text, warnings = format_runs(table), table.attrs["warnings"]
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -530,206 +791,359 @@ def cmd_prune(args) -> None:
 def cmd_predict(args) -> None:
     from featx.experiments import predict
 
-    predict(args.model, args.paths, cache_dir=args.cache_dir, batch_size=args.batch_size, output=args.output,
-            runs_dir=args.runs_dir, tta=args.tta)
+    predict(
+        args.model,
+        args.paths,
+        cache_dir=args.cache_dir,
+        batch_size=args.batch_size,
+        output=args.output,
+        runs_dir=args.runs_dir,
+        tta=args.tta,
+    )
 
 
 def cmd_plot_tsne(args) -> None:
     from featx.experiments import tsne
 
-    tsne(args.cache, layers=args.layers, split=args.split, seed=args.seed, max_points=args.max_points, cache_dir=args.cache_dir,
-         runs_dir=args.runs_dir)
+    tsne(
+        args.cache,
+        layers=args.layers,
+        split=args.split,
+        seed=args.seed,
+        max_points=args.max_points,
+        cache_dir=args.cache_dir,
+        runs_dir=args.runs_dir,
+    )
 
 
 def _add_experiment_commands(sub) -> None:
     from featx.values import parse_grid_item
 
-    p = sub.add_parser("fit", help="fit one classifier on cached features",
-                       description="Fit a classifier Pipeline on the train split of cached layers, score it on val and "
-                                   "test, save model and reports under <cache-dir>/runs/<run_id>/ and log the run.")
+    p = sub.add_parser(
+        "fit",
+        help="fit one classifier on cached features",
+        description="Fit a classifier Pipeline on the train split of cached layers, score it on val and "
+        "test, save model and reports under <cache-dir>/runs/<run_id>/ and log the run.",
+    )
     _add_cache(p)
-    p.add_argument("--cache", dest="caches", action="append", default=[], metavar="ENTRY",
-                   help="another entry of the same images (repeatable): their features are concatenated, row-aligned "
-                        "by image, e.g. --cache lite0-entry --cache lite2-entry, or one entry per --pool")
-    p.add_argument("--layers", default=None, help="layer names and groups (all, blocks, final, fc), comma-separated; "
-                                                  "concatenated in depth order (default: every cached layer)")
+    p.add_argument(
+        "--cache",
+        dest="caches",
+        action="append",
+        default=[],
+        metavar="ENTRY",
+        help="another entry of the same images (repeatable): their features are concatenated, row-aligned "
+        "by image, e.g. --cache lite0-entry --cache lite2-entry, or one entry per --pool",
+    )
+    p.add_argument(
+        "--layers",
+        default=None,
+        help="layer names and groups (all, blocks, final, fc), comma-separated; "
+        "concatenated in depth order (default: every cached layer)",
+    )
     _add_entry_pick(p)
-    _add_model_options(p, "rf, svm, linear-svm, logreg, knn, dense, tail (the backbone's layers above --cut), "
-                          "nystroem-svm and sgd (for many rows), or the "
-                          "baselines majority, stratified (default rf)")
+    _add_model_options(
+        p,
+        "rf, svm, linear-svm, logreg, knn, dense, tail (the backbone's layers above --cut), "
+        "nystroem-svm and sgd (for many rows), or the "
+        "baselines majority, stratified (default rf)",
+    )
     _add_selection_options(p, "also score it")
     _add_view_options(p)
-    p.add_argument("--n-jobs", type=int, default=-1, help="the classifier's parallel jobs, or the folds' with --cv "
-                                                          "(default -1: all cores)")
-    p.add_argument("--like", default=None, metavar="RUN_ID",
-                   help="fit a logged run again (id, prefix or short id): its entry, layers, classifier, parameters, "
-                        "transforms, views, seed and --cv, each flag given here in place of the logged value")
+    p.add_argument(
+        "--n-jobs",
+        type=int,
+        default=-1,
+        help="the classifier's parallel jobs, or the folds' with --cv (default -1: all cores)",
+    )
+    p.add_argument(
+        "--like",
+        default=None,
+        metavar="RUN_ID",
+        help="fit a logged run again (id, prefix or short id): its entry, layers, classifier, parameters, "
+        "transforms, views, seed and --cv, each flag given here in place of the logged value",
+    )
     _add_runs_dir(p)
     p.set_defaults(func=cmd_fit, parser=p)
 
-    p = sub.add_parser("compare", help="layer subsets x classifiers x parameter grid",
-                       description="Fit every (layer subset, classifier, grid point), print one table, save results.csv "
-                                   "and a chart under <cache-dir>/reports/compare-<id>/; every fit is logged as a run.")
+    p = sub.add_parser(
+        "compare",
+        help="layer subsets x classifiers x parameter grid",
+        description="Fit every (layer subset, classifier, grid point), print one table, save results.csv "
+        "and a chart under <cache-dir>/reports/compare-<id>/; every fit is logged as a run.",
+    )
     _add_cache(p)
-    p.add_argument("--layer-sets", nargs="+", required=True, metavar="SET",
-                   help="subsets: a layer, a group (all, blocks, final, fc), a comma list, or 'each' (every cached layer alone)")
+    p.add_argument(
+        "--layer-sets",
+        nargs="+",
+        required=True,
+        metavar="SET",
+        help="subsets: a layer, a group (all, blocks, final, fc), a comma list, or 'each' (every cached layer alone)",
+    )
     _add_entry_pick(p)
     _add_model_options(p, "comma-separated classifiers, e.g. rf,svm,logreg (default rf)")
-    p.add_argument("--grid", type=_typed(parse_grid_item), action="append", default=[], metavar="KEY=V1,V2",
-                   help="parameter values to sweep, e.g. min_samples_leaf=1,2,5 (repeatable; goes to classifiers having KEY)")
+    p.add_argument(
+        "--grid",
+        type=_typed(parse_grid_item),
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="parameter values to sweep, e.g. min_samples_leaf=1,2,5 (repeatable; goes to classifiers having KEY)",
+    )
     _add_selection_options(p, "rank rows")
     _add_view_options(p)
     p.add_argument("--plots", action="store_true", help="also draw each run's confusion PNGs (slower)")
-    p.add_argument("--save-models", default="best", choices=("best", "all"),
-                   help="keep the model of the best row only (default; by the selection score: the CV mean, else "
-                        "val, as `featx runs` ranks), or of every row")
-    p.add_argument("--search", default="exact", choices=SEARCHES,
-                   help="exact: every row on every fold (default); halving (needs --cv): every row on one fold, the "
-                        "best third on 3, ... only the contenders on all folds and fitted on train; the table marks "
-                        "rows stopped early and at how many folds")
-    p.add_argument("--n-jobs", type=int, default=-1, help="fits (rows and folds) run in parallel on this many "
-                                                          "workers, each on one core (default -1: all cores; 1: one "
-                                                          "at a time, each on all cores)")
+    p.add_argument(
+        "--save-models",
+        default="best",
+        choices=("best", "all"),
+        help="keep the model of the best row only (default; by the selection score: the CV mean, else "
+        "val, as `featx runs` ranks), or of every row",
+    )
+    p.add_argument(
+        "--search",
+        default="exact",
+        choices=SEARCHES,
+        help="exact: every row on every fold (default); halving (needs --cv): every row on one fold, the "
+        "best third on 3, ... only the contenders on all folds and fitted on train; the table marks "
+        "rows stopped early and at how many folds",
+    )
+    p.add_argument(
+        "--n-jobs",
+        type=int,
+        default=-1,
+        help="fits (rows and folds) run in parallel on this many "
+        "workers, each on one core (default -1: all cores; 1: one "
+        "at a time, each on all cores)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_runs_dir(p)
     _add_cluster_options(p)
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("tune", help="search classifier parameters, refit the best, score test once",
-                       description="Per classifier, search its key parameters on log grids with refinement (logreg/"
-                                   "linear-svm C, svm C x gamma, rf leaf x max_features, dense lr x l2 x hidden), select "
-                                   "on val or --cv, refit on train+val, score test once, log the run and save the "
-                                   "search curve under <cache-dir>/reports/tune-<id>/.")
+    p = sub.add_parser(
+        "tune",
+        help="search classifier parameters, refit the best, score test once",
+        description="Per classifier, search its key parameters on log grids with refinement (logreg/"
+        "linear-svm C, svm C x gamma, rf leaf x max_features, dense lr x l2 x hidden), select "
+        "on val or --cv, refit on train+val, score test once, log the run and save the "
+        "search curve under <cache-dir>/reports/tune-<id>/.",
+    )
     _add_cache(p)
-    p.add_argument("--cache", dest="caches", action="append", default=[], metavar="ENTRY",
-                   help="with --select group-lasso: another entry of the same images (repeatable), searched as a "
-                        "candidate, e.g. one per --pool grid:T")
-    p.add_argument("--layers", default=None, help="layer names and groups, comma-separated (default: every cached layer)")
+    p.add_argument(
+        "--cache",
+        dest="caches",
+        action="append",
+        default=[],
+        metavar="ENTRY",
+        help="with --select group-lasso: another entry of the same images (repeatable), searched as a "
+        "candidate, e.g. one per --pool grid:T",
+    )
+    p.add_argument(
+        "--layers", default=None, help="layer names and groups, comma-separated (default: every cached layer)"
+    )
     _add_entry_pick(p)
-    _add_model_options(p, "comma-separated classifiers among logreg, linear-svm, svm, rf, dense, nystroem-svm, sgd "
-                          "(default logreg)")
+    _add_model_options(
+        p, "comma-separated classifiers among logreg, linear-svm, svm, rf, dense, nystroem-svm, sgd (default logreg)"
+    )
     p.set_defaults(clf="logreg")
     _add_selection_options(p, "select")
     _add_view_options(p)
-    p.add_argument("--search", default="exact", choices=("exact", "halving"),
-                   help="exact: the grid, then a finer one around its best (default); halving (dense, tail): successive "
-                        "halving with training epochs as the budget: every configuration for a few epochs, the best "
-                        "third for 3x as many, ... only the contenders for the full budget, which choose")
+    p.add_argument(
+        "--search",
+        default="exact",
+        choices=("exact", "halving"),
+        help="exact: the grid, then a finer one around its best (default); halving (dense, tail): successive "
+        "halving with training epochs as the budget: every configuration for a few epochs, the best "
+        "third for 3x as many, ... only the contenders for the full budget, which choose",
+    )
     p.add_argument("--n-jobs", type=int, default=-1, help="selection splits in parallel (default -1: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_runs_dir(p)
     _add_cluster_options(p)
     p.set_defaults(func=cmd_tune)
 
-    p = sub.add_parser("runs", help="list logged experiments, best first",
-                       description="Show the experiment log (<cache-dir>/runs/runs.sqlite) sorted best first, filtered, "
-                                   "or export all of it with --csv.")
+    p = sub.add_parser(
+        "runs",
+        help="list logged experiments, best first",
+        description="Show the experiment log (<cache-dir>/runs/runs.sqlite) sorted best first, filtered, "
+        "or export all of it with --csv.",
+    )
     _add_cache_dir(p)
     _add_runs_dir(p)
     p.add_argument("--csv", default=None, metavar="PATH", help="write every logged run, in logged order, to this CSV")
-    p.add_argument("--sort", default=None, help="column to sort by, descending (*_seconds: ascending); default: the "
-                                                "selection score (CV mean where a run has one, else val; never test)")
-    p.add_argument("--metric", default=None, choices=METRIC_NAMES,
-                   help="metric of the selection score (default: per cache entry, balanced_accuracy when its classes "
-                        "are imbalanced beyond 1.5:1, else accuracy; printed)")
+    p.add_argument(
+        "--sort",
+        default=None,
+        help="column to sort by, descending (*_seconds: ascending); default: the "
+        "selection score (CV mean where a run has one, else val; never test)",
+    )
+    p.add_argument(
+        "--metric",
+        default=None,
+        choices=METRIC_NAMES,
+        help="metric of the selection score (default: per cache entry, balanced_accuracy when its classes "
+        "are imbalanced beyond 1.5:1, else accuracy; printed)",
+    )
     p.add_argument("--clf", default=None, help="only these classifiers (comma-separated)")
     p.add_argument("--backbone", default=None, help="only these backbones (comma-separated)")
-    p.add_argument("--data", default=None, help="only runs whose data (as `featx ls` shows it) or entry name contains this text")
+    p.add_argument(
+        "--data", default=None, help="only runs whose data (as `featx ls` shows it) or entry name contains this text"
+    )
     p.add_argument("--layers", default=None, help="only runs whose layers contain this text")
     p.add_argument("--last", type=int, default=None, metavar="N", help="only the N most recently logged runs")
     p.add_argument("--top", type=int, default=None, help="show the best N of each protocol (val, CV)")
     p.add_argument("--wide", action="store_true", help="every column, whole run ids (default: fits 120 columns)")
     p.set_defaults(func=cmd_runs)
 
-    p = sub.add_parser("report", help="write one self-contained HTML report of a compare, a tune or runs",
-                       description="Write one HTML file (images inlined, no scripts, no network) with the data and "
-                                   "backbone, the ranking with CIs and baselines, the layer comparison, confusion "
-                                   "matrices and learning curves of the recommended model, tune search curves, t-SNE, "
-                                   "and the commands to reproduce it; prints its path.")
-    p.add_argument("sources", nargs="*", metavar="SOURCE",
-                   help="compare-<id>, tune-<id> or pipeline-<name>-<id> report folders (or their names), or run ids (default: the most "
-                        "recent compare or tune report)")
-    p.add_argument("-o", "--output", default=None, metavar="FILE",
-                   help="HTML file to write (default: report.html in the report folder, or <reports>/runs-<id>/)")
-    p.add_argument("--metric", default=None, choices=METRIC_NAMES,
-                   help="rank by this metric (default: the one compare/tune ranked by, else chosen from the class balance)")
+    p = sub.add_parser(
+        "report",
+        help="write one self-contained HTML report of a compare, a tune or runs",
+        description="Write one HTML file (images inlined, no scripts, no network) with the data and "
+        "backbone, the ranking with CIs and baselines, the layer comparison, confusion "
+        "matrices and learning curves of the recommended model, tune search curves, t-SNE, "
+        "and the commands to reproduce it; prints its path.",
+    )
+    p.add_argument(
+        "sources",
+        nargs="*",
+        metavar="SOURCE",
+        help="compare-<id>, tune-<id> or pipeline-<name>-<id> report folders (or their names), or run ids (default: the most "
+        "recent compare or tune report)",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        metavar="FILE",
+        help="HTML file to write (default: report.html in the report folder, or <reports>/runs-<id>/)",
+    )
+    p.add_argument(
+        "--metric",
+        default=None,
+        choices=METRIC_NAMES,
+        help="rank by this metric (default: the one compare/tune ranked by, else chosen from the class balance)",
+    )
     _add_cache_dir(p)
     _add_runs_dir(p)
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("export", help="write cached features to a CSV, Parquet or NumPy file",
-                       description="Write one row per image (path, label, split, then the features of the chosen "
-                                   "layers in depth order) for use outside featx.")
+    p = sub.add_parser(
+        "export",
+        help="write cached features to a CSV, Parquet or NumPy file",
+        description="Write one row per image (path, label, split, then the features of the chosen "
+        "layers in depth order) for use outside featx.",
+    )
     _add_cache(p)
     _add_entry_pick(p)
     p.add_argument("--layers", default=None, help="layer names and groups (default: every cached layer)")
-    p.add_argument("--format", default="csv", choices=("csv", "parquet", "npy"),
-                   help="csv (default), parquet (needs pyarrow) or npy (one .npz of arrays)")
+    p.add_argument(
+        "--format",
+        default="csv",
+        choices=("csv", "parquet", "npy"),
+        help="csv (default), parquet (needs pyarrow) or npy (one .npz of arrays)",
+    )
     p.add_argument("--output", default=None, help="file to write (default <entry>-<layers>.<ext> here)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("export-model", help="write a tail run's whole network (bottom + tail + head) as one .keras file",
-                       description="Rebuild the backbone of a tail run's cache entry, give the layers above the cut the "
-                                   "run's trained weights, add its head, and save it as one Keras model: it loads in "
-                                   "safe mode, predicts as `featx predict` does (identity view), and works as "
-                                   "`featx extract --backbone FILE.keras`.")
+    p = sub.add_parser(
+        "export-model",
+        help="write a tail run's whole network (bottom + tail + head) as one .keras file",
+        description="Rebuild the backbone of a tail run's cache entry, give the layers above the cut the "
+        "run's trained weights, add its head, and save it as one Keras model: it loads in "
+        "safe mode, predicts as `featx predict` does (identity view), and works as "
+        "`featx extract --backbone FILE.keras`.",
+    )
     p.add_argument("run", metavar="RUN_ID", help="a tail run's id (whole, a unique prefix, or the short id)")
     p.add_argument("-o", "--output", required=True, help="the .keras file to write")
     _add_cache_dir(p)
     _add_runs_dir(p)
     p.set_defaults(func=cmd_export_model)
 
-    p = sub.add_parser("rm", help="remove runs and cache entries",
-                       description="Remove logged runs (row, model, run folder) by id or unique prefix, and cache "
-                                   "entries by name, key prefix or folder (never one being written).")
+    p = sub.add_parser(
+        "rm",
+        help="remove runs and cache entries",
+        description="Remove logged runs (row, model, run folder) by id or unique prefix, and cache "
+        "entries by name, key prefix or folder (never one being written).",
+    )
     p.add_argument("targets", nargs="+", metavar="ENTRY|RUN")
     _add_cache_dir(p)
     _add_runs_dir(p)
     p.set_defaults(func=cmd_rm)
 
-    p = sub.add_parser("prune", help="keep only the best runs of each cache entry",
-                       description="Remove every run but the N best (by --metric) of each cache entry, with its "
-                                   "model, and the compare reports none of whose runs remain.")
+    p = sub.add_parser(
+        "prune",
+        help="keep only the best runs of each cache entry",
+        description="Remove every run but the N best (by --metric) of each cache entry, with its "
+        "model, and the compare reports none of whose runs remain.",
+    )
     p.add_argument("--keep-best", type=int, required=True, metavar="N", help="runs to keep per cache entry")
-    p.add_argument("--metric", default=None, help="a metric (accuracy, balanced_accuracy, ...) whose selection score "
-                                                  "ranks runs, or any runs-log column (default: the selection score of "
-                                                  "each entry's default metric, as `featx runs` ranks)")
+    p.add_argument(
+        "--metric",
+        default=None,
+        help="a metric (accuracy, balanced_accuracy, ...) whose selection score "
+        "ranks runs, or any runs-log column (default: the selection score of "
+        "each entry's default metric, as `featx runs` ranks)",
+    )
     _add_cache_dir(p)
     _add_runs_dir(p)
     p.set_defaults(func=cmd_prune)
 
-    p = sub.add_parser("run", help="run a pipeline file (pipelines/*.toml)",
-                       description="Run a declarative TOML experiment: extract (a no-op when cached), then its fit, "
-                                   "compare and tsne steps; ends with a results table and the plot paths.")
+    p = sub.add_parser(
+        "run",
+        help="run a pipeline file (pipelines/*.toml)",
+        description="Run a declarative TOML experiment: extract (a no-op when cached), then its fit, "
+        "compare and tsne steps; ends with a results table and the plot paths.",
+    )
     p.add_argument("file", help="pipeline TOML file, e.g. pipelines/quickstart.toml")
-    p.add_argument("--data", default=None, help="run the recipe on this data source (folder, CSV manifest or built-in "
-                                                "name) instead of the file's data")
-    p.add_argument("--refit", action="store_true",
-                   help="fit again steps whose fits are already logged (same entry, layers, classifier, params, "
-                        "transforms, views, seed); by default they are reused")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="run the recipe on this data source (folder, CSV manifest or built-in name) instead of the file's data",
+    )
+    p.add_argument(
+        "--refit",
+        action="store_true",
+        help="fit again steps whose fits are already logged (same entry, layers, classifier, params, "
+        "transforms, views, seed); by default they are reused",
+    )
     _add_cache_dir(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("predict", help="classify new images with a logged run's model",
-                       description="Rebuild the run's backbone, extract its layers from the images, apply its saved "
-                                   "Pipeline (skops/Keras safe loading, sha256-checked), print and save labels and "
-                                   "class probabilities as CSV.")
+    p = sub.add_parser(
+        "predict",
+        help="classify new images with a logged run's model",
+        description="Rebuild the run's backbone, extract its layers from the images, apply its saved "
+        "Pipeline (skops/Keras safe loading, sha256-checked), print and save labels and "
+        "class probabilities as CSV.",
+    )
     p.add_argument("--model", required=True, metavar="RUN_ID", help="run id (or unique prefix) from `featx runs`")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
-    p.add_argument("--output", default=None, help="CSV to write (default <cache-dir>/runs/<run_id>/predictions-<time>.csv)")
-    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                   help="average over the augmented views the model was fitted on (computed from each image); "
-                        "--no-tta: the identity view decides; default: as the model was fitted (--tta at fit)")
+    p.add_argument(
+        "--output", default=None, help="CSV to write (default <cache-dir>/runs/<run_id>/predictions-<time>.csv)"
+    )
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="average over the augmented views the model was fitted on (computed from each image); "
+        "--no-tta: the identity view decides; default: as the model was fitted (--tta at fit)",
+    )
     _add_cache_dir(p)
     _add_runs_dir(p)
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("plot-tsne", help="t-SNE plot of a layer",
-                       description="Save a 2-D t-SNE of cached layer features, colored by class, under <cache-dir>/reports/.")
+    p = sub.add_parser(
+        "plot-tsne",
+        help="t-SNE plot of a layer",
+        description="Save a 2-D t-SNE of cached layer features, colored by class, under <cache-dir>/reports/.",
+    )
     _add_cache(p)
     p.add_argument("--layers", default="top_activation", help="layer names or groups (default top_activation)")
-    p.add_argument("--split", default=None, choices=("train", "val", "test"), help="only this split (default: all images)")
+    p.add_argument(
+        "--split", default=None, choices=("train", "val", "test"), help="only this split (default: all images)"
+    )
     p.add_argument("--max-points", type=int, default=2000, help="embed at most this many random images (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="subsample and t-SNE seed (default 0)")
     _add_runs_dir(p)

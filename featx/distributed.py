@@ -48,26 +48,26 @@ SLURM_KEYS = {
     "queue": "the same as partition",
     "account": "sbatch -A",
     "qos": "sbatch --qos",
-    "walltime": "sbatch -t, the job's time limit, e.g. \"04:00:00\" (a job that reaches it is replaced)",
-    "memory": "sbatch --mem and the worker's memory limit, e.g. \"16GB\" (default 4GB)",
+    "walltime": 'sbatch -t, the job\'s time limit, e.g. "04:00:00" (a job that reaches it is replaced)',
+    "memory": 'sbatch --mem and the worker\'s memory limit, e.g. "16GB" (default 4GB)',
     "cores": "sbatch --cpus-per-task and the worker's threads (default 1)",
     "processes": "Dask worker processes per job (default 1)",
-    "gpus": "sbatch --gpus, e.g. 1 or \"a100:1\"",
-    "gres": "sbatch --gres, e.g. \"gpu:1\"",
+    "gpus": 'sbatch --gpus, e.g. 1 or "a100:1"',
+    "gres": 'sbatch --gres, e.g. "gpu:1"',
     "job_name": "sbatch -J (default dask-worker)",
-    "job_extra_directives": "more #SBATCH lines, e.g. [\"--constraint=v100\"]",
+    "job_extra_directives": 'more #SBATCH lines, e.g. ["--constraint=v100"]',
     "log_directory": "folder of the worker jobs' .out/.err logs (default <cache>/slurm-logs)",
-    "job_script_prologue": "shell lines run before the worker starts, e.g. [\"source ~/venv/bin/activate\"]",
+    "job_script_prologue": 'shell lines run before the worker starts, e.g. ["source ~/venv/bin/activate"]',
     "local_directory": "the worker's scratch folder on the node",
     "python": "the worker's Python (default this one)",
-    "interface": "network interface of the workers, e.g. \"ib0\"",
-    "scheduler_options": "the scheduler's options, e.g. {interface = \"ib0\"} when compute nodes cannot reach the "
-                         "login node's default address",
+    "interface": 'network interface of the workers, e.g. "ib0"',
+    "scheduler_options": 'the scheduler\'s options, e.g. {interface = "ib0"} when compute nodes cannot reach the '
+    "login node's default address",
     "death_timeout": "seconds a worker waits for a vanished client before its job ends (default 60)",
     "worker_extra_args": "more dask worker arguments",
     "job_cpu": "sbatch --cpus-per-task when it differs from cores",
     "job_mem": "sbatch --mem when it differs from memory",
-    "job_directives_skip": "#SBATCH lines to leave out, e.g. [\"--mem\"] where the site forbids it",
+    "job_directives_skip": '#SBATCH lines to leave out, e.g. ["--mem"] where the site forbids it',
 }
 SLURM_DEFAULTS = {"cores": 1, "processes": 1, "memory": "4GB", "job_name": "dask-worker"}
 
@@ -137,8 +137,9 @@ def slurm_options(config: dict, log_dir=None) -> dict:
     """
     unknown = [key for key in config if key not in SLURM_KEYS]
     if unknown:
-        raise FeatxError(f"unknown --cluster-config key '{unknown[0]}' for --cluster slurm; accepted: "
-                         f"{', '.join(SLURM_KEYS)}")
+        raise FeatxError(
+            f"unknown --cluster-config key '{unknown[0]}' for --cluster slurm; accepted: {', '.join(SLURM_KEYS)}"
+        )
     options = {**SLURM_DEFAULTS, "python": sys.executable, **config}
     if "partition" in options:
         if "queue" in config:
@@ -157,8 +158,10 @@ def slurm_options(config: dict, log_dir=None) -> dict:
     logs = options.pop("log_directory", None) or (log_dir if log_dir is not None else _default_cache() / "slurm-logs")
     logs = Path(logs).expanduser().absolute()
     if '"' in str(logs) or "\n" in str(logs):
-        raise FeatxError(f"the SLURM log folder {str(logs)!r} holds a quote or newline, which an #SBATCH line cannot "
-                         "hold; set log_directory in --cluster-config to another folder")
+        raise FeatxError(
+            f"the SLURM log folder {str(logs)!r} holds a quote or newline, which an #SBATCH line cannot "
+            "hold; set log_directory in --cluster-config to another folder"
+        )
     stem = f"{logs}/{options.get('job_name') or 'dask-worker'}-%j"
     options["job_extra_directives"] = [f'-o "{stem}.out"', f'-e "{stem}.err"', *extra]
     options["scheduler_options"] = {"dashboard_address": ":0", **options.get("scheduler_options", {})}
@@ -175,7 +178,7 @@ def _strings(value, key: str) -> list[str]:
     if isinstance(value, str):
         return [value]
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise FeatxError(f"--cluster-config {key} must be a list of strings, e.g. {key} = [\"...\"]")
+        raise FeatxError(f'--cluster-config {key} must be a list of strings, e.g. {key} = ["..."]')
     return list(value)
 
 
@@ -199,13 +202,17 @@ def connect(cluster, config=None, *, timeout: float | None = None, log_dir=None,
     options = read_config(config) if isinstance(config, (str, Path)) else dict(config or {})
     if kind == "address":
         if options:
-            raise FeatxError("--cluster-config applies to local: and slurm clusters; configure a running scheduler's "
-                             "workers where you start them")
+            raise FeatxError(
+                "--cluster-config applies to local: and slurm clusters; configure a running scheduler's "
+                "workers where you start them"
+            )
         try:
             client = Client(value)
         except OSError as exc:
-            raise FeatxError(f"cannot reach the Dask scheduler at {value} ({exc}); start one with `dask scheduler` "
-                             "(and `dask worker` on the workers) or check the address") from None
+            raise FeatxError(
+                f"cannot reach the Dask scheduler at {value} ({exc}); start one with `dask scheduler` "
+                "(and `dask worker` on the workers) or check the address"
+            ) from None
         with client:
             yield client
         return
@@ -254,29 +261,40 @@ def _start_cluster(kind: str, n: int, options: dict):
         from distributed import LocalCluster
 
         factory = LocalCluster
-        defaults = {"n_workers": n, "threads_per_worker": 1, "processes": True, "dashboard_address": None,
-                    "silence_logs": logging.ERROR}
+        defaults = {
+            "n_workers": n,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": None,
+            "silence_logs": logging.ERROR,
+        }
     else:
         previous = signal.getsignal(signal.SIGINT)
         try:
             from dask_jobqueue import SLURMCluster  # its runner module sets SIGINT to sys.exit() on import
         except ImportError:
-            raise FeatxError(f"--cluster slurm needs dask-jobqueue, which is not installed; run: {INSTALL_HINT}") from None
+            raise FeatxError(
+                f"--cluster slurm needs dask-jobqueue, which is not installed; run: {INSTALL_HINT}"
+            ) from None
         finally:
             if threading.current_thread() is threading.main_thread() and previous is not None:
                 signal.signal(signal.SIGINT, previous)  # Ctrl-C stays the caller's (featx: unwind, cancel the jobs)
         if shutil.which("sbatch") is None:
-            raise FeatxError("--cluster slurm needs the SLURM command sbatch, which is not on PATH; run featx on a "
-                             "SLURM login node, or use --cluster local:N")
+            raise FeatxError(
+                "--cluster slurm needs the SLURM command sbatch, which is not on PATH; run featx on a "
+                "SLURM login node, or use --cluster local:N"
+            )
         factory, defaults = SLURMCluster, {"silence_logs": logging.CRITICAL}  # featx says what went wrong
     try:
         cluster = factory(**{**defaults, **options})
     except (TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: a worker failed to start, its reason inside
         while exc.__cause__ is not None:
             exc = exc.__cause__
-        raise FeatxError(f"could not start the {kind} cluster with options {json.dumps(options, default=str)} ({exc}); "
-                         f"check --cluster-config against the {factory.__module__.split('.')[0]}.{factory.__name__} "
-                         "documentation") from None
+        raise FeatxError(
+            f"could not start the {kind} cluster with options {json.dumps(options, default=str)} ({exc}); "
+            f"check --cluster-config against the {factory.__module__.split('.')[0]}.{factory.__name__} "
+            "documentation"
+        ) from None
     if kind == "slurm":
         try:
             log_folder(options).mkdir(parents=True, exist_ok=True)
@@ -293,10 +311,16 @@ def log_folder(options: dict) -> Path:
 
 
 # sbatch's words for a rejected job -> the --cluster-config settings that ask for it
-REJECTIONS = [("partition", ("partition",)), ("account", ("account",)), ("qos", ("qos",)),
-              ("gres", ("gpus", "gres")), ("time limit", ("walltime",)),
-              ("memory", ("memory", "cores", "gpus")), ("node configuration", ("memory", "cores", "gpus")),
-              ("cpu", ("cores",))]
+REJECTIONS = [
+    ("partition", ("partition",)),
+    ("account", ("account",)),
+    ("qos", ("qos",)),
+    ("gres", ("gpus", "gres")),
+    ("time limit", ("walltime",)),
+    ("memory", ("memory", "cores", "gpus")),
+    ("node configuration", ("memory", "cores", "gpus")),
+    ("cpu", ("cores",)),
+]
 
 
 def _check_submittable(cluster, options: dict) -> None:
@@ -314,19 +338,45 @@ def _check_submittable(cluster, options: dict) -> None:
     text = " ".join(lines).lower()
     keys = next((keys for word, keys in REJECTIONS if word in text), ())
     shown = {"partition": options.get("queue")}
-    settings = ", ".join(f"{key} = {json.dumps(shown.get(key, options.get(key)))}" for key in keys
-                         if shown.get(key, options.get(key)) is not None) or "the job's settings"
-    raise FeatxError(f"SLURM rejects the worker job: {said} ({settings}); fix --cluster-config (sinfo lists the "
-                     "partitions and their nodes' CPUs and memory)")
+    settings = (
+        ", ".join(
+            f"{key} = {json.dumps(shown.get(key, options.get(key)))}"
+            for key in keys
+            if shown.get(key, options.get(key)) is not None
+        )
+        or "the job's settings"
+    )
+    raise FeatxError(
+        f"SLURM rejects the worker job: {said} ({settings}); fix --cluster-config (sinfo lists the "
+        "partitions and their nodes' CPUs and memory)"
+    )
 
 
-ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
-          "SIGNALING", "STAGE_OUT"}
+ACTIVE = {
+    "PENDING",
+    "CONFIGURING",
+    "RUNNING",
+    "SUSPENDED",
+    "REQUEUED",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+    "RESIZING",
+    "SIGNALING",
+    "STAGE_OUT",
+}
 # squeue's pending reasons -> the --cluster-config setting that likely keeps a job from starting
-REASONS = [("Partition", "partition"), ("QOS", "qos"), ("Assoc", "account"), ("Account", "account"),
-           ("TimeLimit", "walltime"), ("BeginTime", "job_extra_directives"), ("ReqNodeNotAvail", "memory, cores or gpus"),
-           ("Resources", "memory, cores or gpus, or the cluster is busy"), ("Priority", "queued behind other jobs"),
-           ("Held", "the job is held")]
+REASONS = [
+    ("Partition", "partition"),
+    ("QOS", "qos"),
+    ("Assoc", "account"),
+    ("Account", "account"),
+    ("TimeLimit", "walltime"),
+    ("BeginTime", "job_extra_directives"),
+    ("ReqNodeNotAvail", "memory, cores or gpus"),
+    ("Resources", "memory, cores or gpus, or the cluster is busy"),
+    ("Priority", "queued behind other jobs"),
+    ("Held", "the job is held"),
+]
 
 
 def squeue(job_ids) -> dict[str, tuple[str, str]]:
@@ -335,8 +385,12 @@ def squeue(job_ids) -> dict[str, tuple[str, str]]:
     if not job_ids:
         return {}
     try:
-        proc = subprocess.run(["squeue", "-h", "--states=all", "-j", ",".join(job_ids), "-o", "%i|%T|%r"],
-                              capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            ["squeue", "-h", "--states=all", "-j", ",".join(job_ids), "-o", "%i|%T|%r"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return {}
     rows = [line.split("|") for line in proc.stdout.splitlines() if line.count("|") == 2]
@@ -348,7 +402,14 @@ class SlurmJobs:
     jobs that end mid-run, and stops a run that has had no worker for `timeout` seconds, in one line."""
 
     def __init__(self, cluster, client, n: int, per_job: int, timeout: float, log_dir: Path, log):
-        self.cluster, self.client, self.n, self.per_job, self.timeout, self.log = cluster, client, n, per_job, timeout, log
+        self.cluster, self.client, self.n, self.per_job, self.timeout, self.log = (
+            cluster,
+            client,
+            n,
+            per_job,
+            timeout,
+            log,
+        )
         self.log_dir = log_dir
         self.connected: set[str] = set()  # worker names seen connected, ever
         self.reported: set[str] = set()  # job ids already logged as submitted
@@ -367,8 +428,10 @@ class SlurmJobs:
             time.sleep(0.5)
         self._see()
         waited = time.monotonic() - began
-        self.log(f"SLURM: {len(self.job_ids())} job(s) submitted ({', '.join(sorted(self.job_ids().values()))}), "
-                 f"first worker connected after {waited:.1f} s; worker logs in {self.log_dir}")
+        self.log(
+            f"SLURM: {len(self.job_ids())} job(s) submitted ({', '.join(sorted(self.job_ids().values()))}), "
+            f"first worker connected after {waited:.1f} s; worker logs in {self.log_dir}"
+        )
 
     def _see(self) -> int:
         workers = self.client.scheduler_info().get("workers", {})
@@ -385,17 +448,27 @@ class SlurmJobs:
         for name, job in ids.items():
             state, reason = states.get(job, ("ENDED", ""))
             if state not in ACTIVE and name not in self.connected:
-                raise RunFailed(f"SLURM job {job} ended ({state}) before its Dask worker connected: {self._log_tail(job)}; "
-                                f"fix --cluster-config (job_script_prologue, python) and re-run")
+                raise RunFailed(
+                    f"SLURM job {job} ended ({state}) before its Dask worker connected: {self._log_tail(job)}; "
+                    f"fix --cluster-config (job_script_prologue, python) and re-run"
+                )
         if waited > self.timeout:
             if not ids:
-                raise RunFailed(f"no SLURM job of this run is queued or running after {self.timeout:g} s without a Dask "
-                                f"worker (--cluster-timeout); worker logs in {self.log_dir}; re-run to resume")
+                raise RunFailed(
+                    f"no SLURM job of this run is queued or running after {self.timeout:g} s without a Dask "
+                    f"worker (--cluster-timeout); worker logs in {self.log_dir}; re-run to resume"
+                )
             job, state, reason = next((job, *states.get(job, ("ENDED", ""))) for job in ids.values())
             hint = next((setting for word, setting in REASONS if word.lower() in reason.lower()), "")
-            why = f"{state}, reason {reason}" + (f": check {hint}" if hint else "") if reason and reason != "None" else state
-            raise RunFailed(f"no SLURM job started a Dask worker within {self.timeout:g} s (--cluster-timeout): job {job} "
-                            f"is {why}; fix --cluster-config or raise --cluster-timeout; worker logs in {self.log_dir}")
+            why = (
+                f"{state}, reason {reason}" + (f": check {hint}" if hint else "")
+                if reason and reason != "None"
+                else state
+            )
+            raise RunFailed(
+                f"no SLURM job started a Dask worker within {self.timeout:g} s (--cluster-timeout): job {job} "
+                f"is {why}; fix --cluster-config or raise --cluster-timeout; worker logs in {self.log_dir}"
+            )
 
     def _log_tail(self, job: str) -> str:
         """The last line of the job's stderr log (where a failing worker says why)."""
@@ -418,8 +491,10 @@ class SlurmJobs:
         states = squeue(ids.values())
         ended = {name: job for name, job in ids.items() if states.get(job, ("ENDED",))[0] not in ACTIVE}
         if ended:
-            self.log(f"SLURM: job(s) {', '.join(ended.values())} ended "
-                     f"({', '.join(states.get(j, ('ENDED',))[0] for j in ended.values())}); submitting replacements")
+            self.log(
+                f"SLURM: job(s) {', '.join(ended.values())} ended "
+                f"({', '.join(states.get(j, ('ENDED',))[0] for j in ended.values())}); submitting replacements"
+            )
         self.cluster.loop.add_callback(self._replace, list(ended))  # also reopens jobs Dask itself gave up on
         new = set(ids.values()) - self.reported - set(ended.values())
         if new and self.reported:
@@ -500,8 +575,10 @@ def _result(future, tasks):
     try:
         return future.result()
     except KilledWorker:
-        raise RunFailed("Dask workers died repeatedly while running one shard (out of memory?); committed rows are "
-                        "kept: give workers more memory (--cluster-config) and re-run the same command to resume") from None
+        raise RunFailed(
+            "Dask workers died repeatedly while running one shard (out of memory?); committed rows are "
+            "kept: give workers more memory (--cluster-config) and re-run the same command to resume"
+        ) from None
 
 
 @contextmanager

@@ -103,7 +103,7 @@ def grid_pool(x, target: int):
     if window == 0:
         return ops.mean(x, axis=(1, 2))
     rows, cols = h // window, w // window
-    cells = ops.reshape(x[:, :rows * window, :cols * window, :], (-1, rows, window, cols, window, c))
+    cells = ops.reshape(x[:, : rows * window, : cols * window, :], (-1, rows, window, cols, window, c))
     return ops.reshape(ops.mean(cells, axis=(2, 4)), (-1, rows * cols * c))
 
 
@@ -190,8 +190,10 @@ class LayerExtractor:
                 outputs = self(images)
             else:  # (batch, V, h, w, 3): the views as a batch dimension of one forward pass
                 n = images.shape[0]
-                outputs = {name: value.reshape(n, len(views), -1)
-                           for name, value in self(tf.reshape(images, (n * len(views), *size, 3))).items()}
+                outputs = {
+                    name: value.reshape(n, len(views), -1)
+                    for name, value in self(tf.reshape(images, (n * len(views), *size, 3))).items()
+                }
             bad = np.flatnonzero(~ok.numpy())
             for values in outputs.values():
                 values[bad] = 0
@@ -239,11 +241,15 @@ def _data_notes(images) -> list[str]:
     notes = []
     classes = np.unique(images.labels)
     if len(classes) < 2:
-        notes.append(f"note: {images.description} has 1 class ({images.class_names[classes[0]]}); the features are "
-                     "cached, but fit, compare and tune need at least 2 — add images of another class")
+        notes.append(
+            f"note: {images.description} has 1 class ({images.class_names[classes[0]]}); the features are "
+            "cached, but fit, compare and tune need at least 2 — add images of another class"
+        )
     if not (np.asarray(images.split) == "val").any():
-        notes.append("note: the split has no val rows; compare and tune then select by cross-validation over train "
-                     "(--cv K), and fit's runs get no val score")
+        notes.append(
+            "note: the split has no val rows; compare and tune then select by cross-validation over train "
+            "(--cv K), and fit's runs get no val score"
+        )
     return notes
 
 
@@ -254,13 +260,33 @@ class ExtractResult:
     images_per_second: float | None
 
 
-def extract(data: str, *, backbone: str = DEFAULT_BACKBONE, layers="blocks", pool: str = "avg",
-            weights: str | None = "imagenet", dtype: str = "float32", batch_size: int = 32, cache_dir=None,
-            split=(0.7, 0.15, 0.15), seed: int = 0, limit: int | None = None, strict: bool = False,
-            input_size: int | None = None, preprocess: str | None = None, unsafe: bool = False,
-            mixed_precision: bool = False, progress: bool = True, log=print, cluster=None,
-            cluster_config=None, cluster_timeout: float | None = None, on_event=None, views=None,
-            view_seed: int = 0) -> ExtractResult:
+def extract(
+    data: str,
+    *,
+    backbone: str = DEFAULT_BACKBONE,
+    layers="blocks",
+    pool: str = "avg",
+    weights: str | None = "imagenet",
+    dtype: str = "float32",
+    batch_size: int = 32,
+    cache_dir=None,
+    split=(0.7, 0.15, 0.15),
+    seed: int = 0,
+    limit: int | None = None,
+    strict: bool = False,
+    input_size: int | None = None,
+    preprocess: str | None = None,
+    unsafe: bool = False,
+    mixed_precision: bool = False,
+    progress: bool = True,
+    log=print,
+    cluster=None,
+    cluster_config=None,
+    cluster_timeout: float | None = None,
+    on_event=None,
+    views=None,
+    view_seed: int = 0,
+) -> ExtractResult:
     """Extract `layers` of `backbone` for every image of `data` into the cache; only missing layers run.
 
     Re-running the same call is a no-op; a run killed at any point resumes from its last committed batch.
@@ -286,19 +312,32 @@ def extract(data: str, *, backbone: str = DEFAULT_BACKBONE, layers="blocks", poo
     images = resolve_source(data)
     if limit:
         if limit > len(images):
-            log(f"note: --limit {limit} is more than the {len(images)} images of {images.description}; all "
-                f"{len(images)} are used")
+            log(
+                f"note: --limit {limit} is more than the {len(images)} images of {images.description}; all "
+                f"{len(images)} are used"
+            )
         images = images.take(limit, seed)
     images.ensure_split(split, seed)
     for note in _data_notes(images):
         log(note)
     fingerprints = fingerprint_files(images.paths, progress)
-    backbone_args = {"name": backbone, "weights": weights, "input_size": input_size, "preprocess": preprocess,
-                     "file_hashes": file_hashes(backbone, weights)}  # checked before an entry's backbone is rebuilt
+    backbone_args = {
+        "name": backbone,
+        "weights": weights,
+        "input_size": input_size,
+        "preprocess": preprocess,
+        "file_hashes": file_hashes(backbone, weights),
+    }  # checked before an entry's backbone is rebuilt
     cache = Cache(cache_dir)
-    warm = warm_entry(cache, backbone_args, {"pool": pool, "dtype": dtype, "mixed_precision": mixed_precision,
-                                             "decoder_version": DECODER_VERSION}, images, fingerprints, layers,
-                      view_names)
+    warm = warm_entry(
+        cache,
+        backbone_args,
+        {"pool": pool, "dtype": dtype, "mixed_precision": mixed_precision, "decoder_version": DECODER_VERSION},
+        images,
+        fingerprints,
+        layers,
+        view_names,
+    )
     if warm is not None:  # decided from files: no TensorFlow import, no backbone build
         entry, selection = warm
         cache.remove_debris()
@@ -306,7 +345,9 @@ def extract(data: str, *, backbone: str = DEFAULT_BACKBONE, layers="blocks", poo
         note = preprocessing_note(entry.settings["preprocessing"], preprocess)
         if note:
             log(note)
-        log(f"nothing to do: {_cached(selection.names, view_names)} already cached in {entry.path} ({entry_label(entry)})")
+        log(
+            f"nothing to do: {_cached(selection.names, view_names)} already cached in {entry.path} ({entry_label(entry)})"
+        )
         return ExtractResult(entry, [], None)
     runtime.configure_tensorflow()
     model = BACKBONES.get(backbone, weights, input_size, preprocess, unsafe, mixed_precision)
@@ -314,15 +355,29 @@ def extract(data: str, *, backbone: str = DEFAULT_BACKBONE, layers="blocks", poo
     names = layer_selection(list(infos.values()), layers, model_name=model.name, pool=pool).names  # depth order
     if model.preprocessing_note:
         log(model.preprocessing_note)
-    settings = {"backbone": model.name, "backbone_version": model.version, "weights_id": model.weights_id,
-                "preprocessing": model.preprocessing, "input_size": list(model.input_size), "pool": pool,
-                "dtype": dtype, "mixed_precision": mixed_precision, "decoder_version": DECODER_VERSION}
+    settings = {
+        "backbone": model.name,
+        "backbone_version": model.version,
+        "weights_id": model.weights_id,
+        "preprocessing": model.preprocessing,
+        "input_size": list(model.input_size),
+        "pool": pool,
+        "dtype": dtype,
+        "mixed_precision": mixed_precision,
+        "decoder_version": DECODER_VERSION,
+    }
     layer_info = {name: i.metadata(pool) for name, i in infos.items() if i.poolable}
     manifest = EntryManifest(
-        key=cache_key(settings, images.relpaths, fingerprints, images.labels), settings=settings, layer_info=layer_info,
-        class_names=list(images.class_names), description=images.description, root=images.root,
+        key=cache_key(settings, images.relpaths, fingerprints, images.labels),
+        settings=settings,
+        layer_info=layer_info,
+        class_names=list(images.class_names),
+        description=images.description,
+        root=images.root,
         backbone_args=backbone_args,
-        split_settings=images.split_settings, created=time.time())
+        split_settings=images.split_settings,
+        created=time.time(),
+    )
     data_sets = {"paths": images.relpaths, "labels": images.labels, "fingerprints": fingerprints, "split": images.split}
     entry = cache.create(manifest, data_sets)
     _note_shared(entry, images, log)
@@ -336,20 +391,38 @@ def extract(data: str, *, backbone: str = DEFAULT_BACKBONE, layers="blocks", poo
             entry.update_index(split_settings=images.split_settings, split=images.split)
             log(f"split updated to {images.split_settings}")
         passes, rate = [], None
-        with distributed.connect(cluster, cluster_config, timeout=cluster_timeout, log_dir=cache.root / "slurm-logs",
-                                 log=log) if cluster is not None else nullcontext() as client:
-            run = _Runner(model, images.paths, pool, strict, progress, on_event, client,
-                          (backbone, weights, input_size, preprocess, unsafe, mixed_precision))
+        with (
+            distributed.connect(
+                cluster, cluster_config, timeout=cluster_timeout, log_dir=cache.root / "slurm-logs", log=log
+            )
+            if cluster is not None
+            else nullcontext() as client
+        ):
+            run = _Runner(
+                model,
+                images.paths,
+                pool,
+                strict,
+                progress,
+                on_event,
+                client,
+                (backbone, weights, input_size, preprocess, unsafe, mixed_precision),
+            )
             pending = PassLog.pending(entry)
             if pending is not None:  # finished first: its raw files are the only copy of its committed rows
-                log(f"resuming interrupted extraction of {len(pending.layers)} layer(s) at image "
-                    f"{pending.committed_rows}/{len(images)}")
+                log(
+                    f"resuming interrupted extraction of {len(pending.layers)} layer(s) at image "
+                    f"{pending.committed_rows}/{len(images)}"
+                )
                 rate = run.complete(pending)
                 passes.append(pending)
             for missing, pass_views in plan_passes(entry, names, view_names):  # the files published now
                 image_batch = max(1, batch_size // len(pass_views))  # model inputs per batch stay batch_size
-                passes.append(PassLog.start(entry, {n: layer_info[n] for n in missing}, len(images), image_batch, dtype,
-                                            pass_views))
+                passes.append(
+                    PassLog.start(
+                        entry, {n: layer_info[n] for n in missing}, len(images), image_batch, dtype, pass_views
+                    )
+                )
                 rate = run.complete(passes[-1])
         entry = CacheEntry(entry.path, entry.cache)
     computed = list(dict.fromkeys(n for p in passes for n in p.layers))
@@ -365,10 +438,15 @@ def _note_shared(entry: CacheEntry, images, log) -> None:
     of the source that made it: say so when this run's source has another name, or other class names."""
     if entry.manifest.description == images.description and list(entry.class_names) == list(images.class_names):
         return
-    classes = "" if list(entry.class_names) == list(images.class_names) else \
-        f", with its class names ({', '.join(map(str, entry.class_names))}, not {', '.join(images.class_names)})"
-    log(f"note: these images and labels are already cached as {entry.name}, made from {entry.manifest.description}; "
-        f"that entry is shared and keeps its name{classes} in listings and runs; pick it by name (see `featx ls`)")
+    classes = (
+        ""
+        if list(entry.class_names) == list(images.class_names)
+        else f", with its class names ({', '.join(map(str, entry.class_names))}, not {', '.join(images.class_names)})"
+    )
+    log(
+        f"note: these images and labels are already cached as {entry.name}, made from {entry.manifest.description}; "
+        f"that entry is shared and keeps its name{classes} in listings and runs; pick it by name (see `featx ls`)"
+    )
 
 
 def plan_passes(entry: CacheEntry, names: list[str], views: tuple[str, ...]) -> list[tuple[list[str], tuple[str, ...]]]:
@@ -407,8 +485,10 @@ def _cache_write_errors(entry: CacheEntry):
         yield
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise RunFailed(f"writing the cache in {entry.path} failed ({reason}); committed work is kept: "
-                        f"{_advice(exc)} and re-run the same command to resume") from None
+        raise RunFailed(
+            f"writing the cache in {entry.path} failed ({reason}); committed work is kept: "
+            f"{_advice(exc)} and re-run the same command to resume"
+        ) from None
 
 
 def _advice(exc: BaseException) -> str:
@@ -433,8 +513,15 @@ class BackboneMemo:
     def get(self, name, weights, input_size, preprocess, unsafe, mixed_precision):
         """get_backbone, memoized. A file argument is keyed by its content, and mixed precision is part of the
         key, so changed weights or compute dtype never reuse a model."""
-        key = (name, weights, input_size, preprocess, unsafe, mixed_precision,
-               *(file_fingerprint(p) for p in (name, weights) if isinstance(p, str) and os.path.isfile(p)))
+        key = (
+            name,
+            weights,
+            input_size,
+            preprocess,
+            unsafe,
+            mixed_precision,
+            *(file_fingerprint(p) for p in (name, weights) if isinstance(p, str) and os.path.isfile(p)),
+        )
         with self._lock:
             if self._model is None or key != self._key:
                 self._key, self._model = None, None  # hold one model at most
@@ -469,14 +556,16 @@ class _Runner:
         if self.client is None:
             rate = _run_pass(self.model, pass_log, self.paths, self.pool, self.strict, self.progress, self.on_event)
         else:
-            rate = _run_pass_sharded(self.client, self.backbone_args, self.model, pass_log, self.paths, self.pool,
-                                     self.strict, self.progress)
+            rate = _run_pass_sharded(
+                self.client, self.backbone_args, self.model, pass_log, self.paths, self.pool, self.strict, self.progress
+            )
         pass_log.finalize()
         return rate
 
 
-def _run_pass(model, pass_log: PassLog, paths: list[str], pool: str, strict: bool, progress: bool,
-              on_event=None) -> float | None:
+def _run_pass(
+    model, pass_log: PassLog, paths: list[str], pool: str, strict: bool, progress: bool, on_event=None
+) -> float | None:
     """Run the backbone over the uncommitted rows of one pass; returns images/s."""
     start = pass_log.committed_rows
     if start >= len(paths):
@@ -509,8 +598,9 @@ def _strict_error(paths: list[str], errors: dict[int, str]) -> FeatxError:
 SHARD_IMAGES = 256  # at most this many images per Dask task: results held by the client stay small
 
 
-def _run_pass_sharded(client, backbone_args: tuple, model, pass_log: PassLog, paths: list[str], pool: str,
-                      strict: bool, progress: bool) -> float | None:
+def _run_pass_sharded(
+    client, backbone_args: tuple, model, pass_log: PassLog, paths: list[str], pool: str, strict: bool, progress: bool
+) -> float | None:
     """_run_pass with the forward passes on Dask workers: contiguous row shards, committed here in row order.
 
     Shard boundaries are multiples of the pass's batch size, so every batch holds the same images as in one
@@ -525,10 +615,11 @@ def _run_pass_sharded(client, backbone_args: tuple, model, pass_log: PassLog, pa
     spec = (backbone_args, model.weights_id, tuple(pass_log.layers), pool, pass_log.state["dtype"], views)
     random_init = backbone_args[1] in (None, "none") and not os.path.isfile(backbone_args[0])
     weights = distributed.shared(client, model.model.get_weights()) if random_init else None  # sent once
-    shards = [(spec, weights, paths[a:a + step], a, batch) for a in range(start, n, step)]
+    shards = [(spec, weights, paths[a : a + step], a, batch) for a in range(start, n, step)]
     pass_log.open_for_append()
-    bar = progress_bar(total=n, initial=start, unit="img", desc=f"extract {model.name} on {workers} worker(s)",
-                       enabled=progress)
+    bar = progress_bar(
+        total=n, initial=start, unit="img", desc=f"extract {model.name} on {workers} worker(s)", enabled=progress
+    )
     began = time.perf_counter()
     try:
         for outputs, errors in distributed.ordered_results(client, extract_shard, shards):
@@ -546,8 +637,9 @@ _SHARD_EXTRACTORS: dict = {}  # on a Dask worker: the last traced extractor, by 
 _SHARD_LOCK = threading.Lock()
 
 
-def extract_shard(spec: tuple, weights: list | None, paths: list[str], first: int,
-                  batch_size: int) -> tuple[dict[str, np.ndarray], dict[int, str]]:
+def extract_shard(
+    spec: tuple, weights: list | None, paths: list[str], first: int, batch_size: int
+) -> tuple[dict[str, np.ndarray], dict[int, str]]:
     """Runs on a Dask worker: ({layer: (len(paths), n_features)}, {row: reason}) for rows first.. of the pass.
 
     spec : (backbone_args, weights_id, layers, pool, dtype, views). weights : the client's weight arrays for a randomly
@@ -579,8 +671,10 @@ def _shard_extractor(spec: tuple, weights: list | None) -> LayerExtractor:
     if weights is not None:
         backbone.model.set_weights(weights)
     if weights_id(backbone.model) != expected:
-        raise RunFailed(f"a Dask worker built {name} with other weights than this process; install the same featx, "
-                        "Keras and weights files on every worker node and re-run to resume")
+        raise RunFailed(
+            f"a Dask worker built {name} with other weights than this process; install the same featx, "
+            "Keras and weights files on every worker node and re-run to resume"
+        )
     return LayerExtractor(backbone, list(layers), pool, dtype)
 
 

@@ -15,8 +15,9 @@ import time
 LOG_INTERVAL_S = 10.0  # default seconds between progress lines in a log; $FEATX_PROGRESS_INTERVAL overrides it
 
 
-def progress_bar(*, total: int, desc: str, unit: str, enabled: bool = True, initial: int = 0, leave: bool = True,
-                 stream=None):
+def progress_bar(
+    *, total: int, desc: str, unit: str, enabled: bool = True, initial: int = 0, leave: bool = True, stream=None
+):
     """An object with update(n) and close(): tqdm on a TTY (leave : keep the finished bar), LineProgress on
     anything else, a no-op when not enabled."""
     stream = stream or sys.stderr
@@ -47,8 +48,9 @@ def _is_tty(stream) -> bool:
 class LineProgress:
     """Progress as plain lines, at most one per `interval` seconds (none for work shorter than that)."""
 
-    def __init__(self, *, total: int, desc: str, unit: str, initial: int = 0, stream=None,
-                 interval: float | None = None):
+    def __init__(
+        self, *, total: int, desc: str, unit: str, initial: int = 0, stream=None, interval: float | None = None
+    ):
         self.total, self.desc, self.unit, self.n, self.start_n = total, desc, unit, initial, initial
         self.stream, self.interval = stream, log_interval() if interval is None else interval
         self.began = self.last = time.monotonic()
@@ -64,8 +66,11 @@ class LineProgress:
     def _line(self, now: float) -> None:
         rate = (self.n - self.start_n) / max(now - self.began, 1e-9)
         share = f" ({self.n / self.total:.0%})" if self.total else ""
-        print(f"{self.desc}: {self.n}/{self.total} {self.unit}{share}, {rate:.1f} {self.unit}/s",
-              file=self.stream, flush=True)
+        print(
+            f"{self.desc}: {self.n}/{self.total} {self.unit}{share}, {rate:.1f} {self.unit}/s",
+            file=self.stream,
+            flush=True,
+        )
         self.shown = self.n
 
     def close(self) -> None:

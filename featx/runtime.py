@@ -98,8 +98,9 @@ def _native_stderr_silenced():
     sys.stderr.flush()
     saved = os.dup(2)
     python_stderr = sys.stderr
-    sys.stderr = real = open(saved, "w", buffering=1, encoding=python_stderr.encoding, errors="backslashreplace",
-                             closefd=False)
+    sys.stderr = real = open(
+        saved, "w", buffering=1, encoding=python_stderr.encoding, errors="backslashreplace", closefd=False
+    )
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     os.close(devnull)

@@ -33,7 +33,10 @@ def photo_folder(tmp_path_factory):
     from skimage import data
 
     root = tmp_path_factory.mktemp("photos")
-    photos = {"animal": [data.chelsea(), data.cat(), data.astronaut()], "object": [data.coffee(), data.rocket(), data.immunohistochemistry()]}
+    photos = {
+        "animal": [data.chelsea(), data.cat(), data.astronaut()],
+        "object": [data.coffee(), data.rocket(), data.immunohistochemistry()],
+    }
     for label, images in photos.items():
         (root / label).mkdir()
         for i, img in enumerate(images):
@@ -133,9 +136,11 @@ def pytest_sessionfinish(session, exitstatus):
     if "tensorflow" in sys.modules:
         by = f" (first seen after {state['by']})" if state["by"] else " (already before the session started)"
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        message = (f"TensorFlow was imported in a run that leaves out slow tests{by}: mark that test "
-                   "@pytest.mark.slow (or give it a fixture of conftest.SLOW_FIXTURES), and import Keras/TensorFlow "
-                   "inside tests, not at module level")
+        message = (
+            f"TensorFlow was imported in a run that leaves out slow tests{by}: mark that test "
+            "@pytest.mark.slow (or give it a fixture of conftest.SLOW_FIXTURES), and import Keras/TensorFlow "
+            "inside tests, not at module level"
+        )
         if reporter is not None:
             reporter.write_line(f"FAILED {message}", red=True, bold=True)
         else:
@@ -157,7 +162,9 @@ def elpv_cache(tmp_path_factory):
     import featx
 
     cache_dir = tmp_path_factory.mktemp("elpv_cache")
-    featx.extract("elpv", layers=ELPV_LAYERS, limit=ELPV_LIMIT, cache_dir=cache_dir, progress=False, log=lambda *a: None)
+    featx.extract(
+        "elpv", layers=ELPV_LAYERS, limit=ELPV_LIMIT, cache_dir=cache_dir, progress=False, log=lambda *a: None
+    )
     return cache_dir
 
 

@@ -128,8 +128,14 @@ class ForkServer:
         self._lock = threading.Lock()
         self._logs = Path(tempfile.mkdtemp(prefix="featx-forkserver-"))
         self._logs.chmod(0o777)  # children may run as another user
-        self._proc = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=open(self._logs / "server.err", "wb"), text=True, bufsize=1)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", SERVER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=open(self._logs / "server.err", "wb"),
+            text=True,
+            bufsize=1,
+        )
         self._ready = False
         self._count = 0
 
@@ -147,13 +153,28 @@ class ForkServer:
                 raise RuntimeError(f"fork server died: {(self._logs / 'server.err').read_text()[-2000:]}")
             return json.loads(line)
 
-    def start(self, argv: list[str], *, cwd=None, env: dict | None = None, fsize: int | None = None,
-              unprivileged: bool = False) -> Child:
+    def start(
+        self,
+        argv: list[str],
+        *,
+        cwd=None,
+        env: dict | None = None,
+        fsize: int | None = None,
+        unprivileged: bool = False,
+    ) -> Child:
         """Start `featx ARGV` as a fresh process. fsize: RLIMIT_FSIZE in bytes; unprivileged: obey file modes."""
         self._count += 1
         out, err = self._logs / f"{self._count}.out", self._logs / f"{self._count}.err"
-        request = {"op": "start", "argv": [str(a) for a in argv], "stdout": str(out), "stderr": str(err),
-                   "cwd": str(cwd or os.getcwd()), "env": env or {}, "fsize": fsize, "unprivileged": unprivileged}
+        request = {
+            "op": "start",
+            "argv": [str(a) for a in argv],
+            "stdout": str(out),
+            "stderr": str(err),
+            "cwd": str(cwd or os.getcwd()),
+            "env": env or {},
+            "fsize": fsize,
+            "unprivileged": unprivileged,
+        }
         return Child(self._ask(request)["pid"], out, err, self)
 
     def run(self, argv: list[str], timeout: float = 300, **kwargs) -> Child:

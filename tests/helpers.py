@@ -65,15 +65,33 @@ def backbones_built_once(maxsize: int = 8):
     import featx.extractor
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(featx.extractor, "get_backbone", functools.lru_cache(maxsize=maxsize)(featx.extractor.get_backbone))
+        patch.setattr(
+            featx.extractor, "get_backbone", functools.lru_cache(maxsize=maxsize)(featx.extractor.get_backbone)
+        )
         yield
 
 
 def extract_command(data: Path, cache_dir: Path, layers: str, batch_size: int, *extra: str) -> list[str]:
     """The `featx extract` console command of the distributed tiers: MobileNetV2 at 96 px with random weights."""
-    return [*FEATX, "extract", "--data", str(data), "--backbone", "mobilenet_v2", "--weights", "none",
-            "--input-size", "96", "--batch-size", str(batch_size), "--layers", layers, "--cache-dir", str(cache_dir),
-            *extra]
+    return [
+        *FEATX,
+        "extract",
+        "--data",
+        str(data),
+        "--backbone",
+        "mobilenet_v2",
+        "--weights",
+        "none",
+        "--input-size",
+        "96",
+        "--batch-size",
+        str(batch_size),
+        "--layers",
+        layers,
+        "--cache-dir",
+        str(cache_dir),
+        *extra,
+    ]
 
 
 def background_reference(args: list[str], cache_dir: Path):

@@ -21,8 +21,14 @@ def elpv_images(n: int, n_classes: int = 4) -> list[tuple[str, str, int]]:
     from featx.sources import resolve_source
 
     source = resolve_source("elpv")
-    by_class = [[(os.path.join(source.root, p), source.class_names[l], int(l)) for p, l in zip(source.relpaths, source.labels)
-                 if l == label] for label in range(n_classes)]
+    by_class = [
+        [
+            (os.path.join(source.root, p), source.class_names[l], int(l))
+            for p, l in zip(source.relpaths, source.labels)
+            if l == label
+        ]
+        for label in range(n_classes)
+    ]
     chosen = []
     for i in range(n):
         group = by_class[i % len(by_class)]
@@ -56,6 +62,7 @@ def gray(index: int = 0) -> np.ndarray:
 
 
 # ---- GOOD kinds ---------------------------------------------------------------------------------------------
+
 
 def save_png(path, pixels: np.ndarray) -> Path:
     Image.fromarray(pixels).save(path)
@@ -103,6 +110,7 @@ def save_huge_jpeg(path, rgb: np.ndarray, side: int = 10_000) -> Path:
 
 
 # ---- BAD kinds ----------------------------------------------------------------------------------------------
+
 
 def jpeg_bytes(rgb: np.ndarray, quality: int = 90) -> bytes:
     buffer = io.BytesIO()

@@ -39,8 +39,9 @@ def readme_blocks(path: Path = README) -> list[Block]:
             continue
         end = next(i for i in range(n + 1, len(lines)) if lines[i].startswith("```"))
         marker = NOT_RUN.search(lines[n - 1]) if n else None
-        blocks.append(Block(fence.group(1), "\n".join(lines[n + 1:end]) + "\n", n + 1,
-                            marker.group(1) if marker else None))
+        blocks.append(
+            Block(fence.group(1), "\n".join(lines[n + 1 : end]) + "\n", n + 1, marker.group(1) if marker else None)
+        )
         n = end + 1
     return blocks
 

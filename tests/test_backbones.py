@@ -24,12 +24,31 @@ pytestmark = pytest.mark.slow  # every test here builds Keras models
 
 SMALLEST_INPUT = {"inception_v3": 75, "inception_resnet_v2": 75, "xception": 71}  # Keras refuses smaller
 BLOCK_COUNTS = {  # one per block / cell, counted from the papers' architectures
-    "vgg16": 5, "vgg19": 5, "resnet50": 16, "resnet101": 33, "resnet152": 50, "resnet50_v2": 16, "resnet101_v2": 33,
-    "resnet152_v2": 50, "inception_v3": 11, "inception_resnet_v2": 3 + 10 + 20 + 10, "xception": 14, "mobilenet": 13,
-    "mobilenet_v2": 17, "mobilenet_v3_small": 11, "mobilenet_v3_large": 15, "densenet121": 6 + 12 + 24 + 16,
-    "densenet169": 6 + 12 + 32 + 32, "densenet201": 6 + 12 + 48 + 32, "nasnet_mobile": 2 + 3 * 4 + 2,
-    "nasnet_large": 2 + 3 * 6 + 2, "efficientnet_b0": 16, "efficientnet_lite0": 16, "convnext_tiny": 3 + 3 + 9 + 3,
-    "efficientnet_lite1": 1 + 3 + 3 + 4 + 4 + 5 + 1, "efficientnet_lite2": 1 + 3 + 3 + 4 + 4 + 5 + 1,
+    "vgg16": 5,
+    "vgg19": 5,
+    "resnet50": 16,
+    "resnet101": 33,
+    "resnet152": 50,
+    "resnet50_v2": 16,
+    "resnet101_v2": 33,
+    "resnet152_v2": 50,
+    "inception_v3": 11,
+    "inception_resnet_v2": 3 + 10 + 20 + 10,
+    "xception": 14,
+    "mobilenet": 13,
+    "mobilenet_v2": 17,
+    "mobilenet_v3_small": 11,
+    "mobilenet_v3_large": 15,
+    "densenet121": 6 + 12 + 24 + 16,
+    "densenet169": 6 + 12 + 32 + 32,
+    "densenet201": 6 + 12 + 48 + 32,
+    "nasnet_mobile": 2 + 3 * 4 + 2,
+    "nasnet_large": 2 + 3 * 6 + 2,
+    "efficientnet_b0": 16,
+    "efficientnet_lite0": 16,
+    "convnext_tiny": 3 + 3 + 9 + 3,
+    "efficientnet_lite1": 1 + 3 + 3 + 4 + 4 + 5 + 1,
+    "efficientnet_lite2": 1 + 3 + 3 + 4 + 4 + 5 + 1,
     **{f"convnext_{v}": 3 + 3 + 27 + 3 for v in ("small", "base", "large", "xlarge")},
 }
 
@@ -43,7 +62,10 @@ def assert_sensible_groups(name, infos, input_side):
     assert len({b.block for b in blocks}) == len(blocks)  # one output per block
     sides = [b.output_shape[1] for b in blocks]
     assert all(len(b.output_shape) == 4 for b in blocks)
-    assert sides == sorted(sides, reverse=True) and sides[-1] < sides[0] <= input_side, (name, sides)  # deeper = smaller
+    assert sides == sorted(sides, reverse=True) and sides[-1] < sides[0] <= input_side, (
+        name,
+        sides,
+    )  # deeper = smaller
     assert blocks[-1].output_shape[-1] > blocks[0].output_shape[-1]  # and wider
     (final,) = [by_name[n] for n in group_members(infos, "final")]
     order = [i.name for i in infos]
@@ -82,11 +104,14 @@ def test_every_registered_backbone_has_blocks_final_and_no_fc_without_top():
     print(f"built {len(available_backbones())} backbones in {time.perf_counter() - started:.0f} s")
 
 
-@pytest.mark.parametrize("name, fc, final", [
-    ("mobilenet", ["conv_preds"], "conv_pw_13_relu"),
-    ("mobilenet_v3_small", ["conv_2", "logits"], None),  # its last activation has only an automatic name
-    ("efficientnet_b0", ["predictions"], "top_activation"),
-])
+@pytest.mark.parametrize(
+    "name, fc, final",
+    [
+        ("mobilenet", ["conv_preds"], "conv_pw_13_relu"),
+        ("mobilenet_v3_small", ["conv_2", "logits"], None),  # its last activation has only an automatic name
+        ("efficientnet_b0", ["predictions"], "top_activation"),
+    ],
+)
 def test_heads_at_default_size(name, fc, final):
     """With the 1000-class top, 1x1-conv heads count as fc and the final layer stops before the head."""
     backbone = get_backbone(name, "none")
@@ -103,8 +128,12 @@ def test_layers_command_shows_blocks_and_final_layer():
     assert rows["top_activation"] == "final,all" and rows["block2b_add"] == "blocks,all"
     assert rows["block1a_project_bn"] == "blocks,all" and rows["predictions"] == "fc,all"
     assert "block2b_expand_bn" not in rows  # BN inside a block: only with --all
-    for line in ("  blocks (16): each MBConv block's output", "  final (1): the final feature layer",
-                 "  fc (1): ", "  all (67): every conv, dense and fc output, plus the block outputs and the final feature layer"):
+    for line in (
+        "  blocks (16): each MBConv block's output",
+        "  final (1): the final feature layer",
+        "  fc (1): ",
+        "  all (67): every conv, dense and fc output, plus the block outputs and the final feature layer",
+    ):
         assert line in out
     table = featx.backbones.layer_table(get_backbone("efficientnet_lite0", "none", 96), every_layer=True)
     assert len(table) == len(describe_layers(get_backbone("efficientnet_lite0", "none", 96)))
@@ -112,6 +141,7 @@ def test_layers_command_shows_blocks_and_final_layer():
 
 
 # ---- saved models: the family's preprocessing from its layer names ---------------------------------------
+
 
 def _save(tmp_path, name, build):
     import keras
@@ -144,7 +174,8 @@ def test_saved_model_preprocessing_inferred_from_layer_names(tmp_path, family):
     expected = getattr(keras.applications, family).preprocess_input(pixels.copy())
     np.testing.assert_allclose(np.asarray(backbone.preprocess(pixels.copy())), np.asarray(expected))
     assert len(group_members(describe_layers(backbone), "blocks")) == BLOCK_COUNTS.get(
-        {"resnet": "resnet50", "efficientnet": "efficientnet_b0"}.get(family, family))
+        {"resnet": "resnet50", "efficientnet": "efficientnet_b0"}.get(family, family)
+    )
     assert get_backbone(str(path), preprocess="none").preprocessing_note is None  # the user chose
 
 
@@ -167,14 +198,28 @@ def test_lite_and_unknown_saved_models(tmp_path, elpv_folder):
     unknown = tmp_path / "mine.keras"
     keras.Model(inputs, keras.layers.Dense(2, name="head")(keras.layers.GlobalAveragePooling2D()(x))).save(unknown)
     cache_dir = tmp_path / "cache"
-    extract = ("extract", "--data", elpv_folder, "--backbone", unknown, "--layers", "deeper", "--cache-dir", cache_dir,
-               "--limit", 9, "--quiet")
+    extract = (
+        "extract",
+        "--data",
+        elpv_folder,
+        "--backbone",
+        unknown,
+        "--layers",
+        "deeper",
+        "--cache-dir",
+        cache_dir,
+        "--limit",
+        9,
+        "--quiet",
+    )
     rc, out, err = cli(*extract)
     assert rc == 0, err
     warnings = [line for line in out.splitlines() if line.startswith("warning:")]
-    assert warnings == ["warning: the saved model's family is not recognisable from its layer names, so raw 0-255 "
-                        "pixels were assumed (--preprocess none); if it was trained on other inputs, pass "
-                        f"--preprocess with one of {', '.join(featx.backbones.SAVED_MODEL_PREPROCESSING)}"]
+    assert warnings == [
+        "warning: the saved model's family is not recognisable from its layer names, so raw 0-255 "
+        "pixels were assumed (--preprocess none); if it was trained on other inputs, pass "
+        f"--preprocess with one of {', '.join(featx.backbones.SAVED_MODEL_PREPROCESSING)}"
+    ]
     rc, out, err = cli("info", "--cache-dir", cache_dir)
     assert rc == 0 and warnings[0] in out.splitlines(), err
     rc, out, err = cli(*extract[:-1], "--preprocess", "none", "--quiet")  # same numbers, same entry, no warning

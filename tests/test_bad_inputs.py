@@ -39,11 +39,24 @@ def backbone_built_once():
 
 
 def extract(data, cache_dir, *extra, layers=BASE_LAYERS) -> tuple[int, str, str]:
-    return cli("extract", "--data", data, *BACKBONE, "--layers", layers, "--batch-size", 4, "--cache-dir", cache_dir,
-               "--quiet", *extra)
+    return cli(
+        "extract",
+        "--data",
+        data,
+        *BACKBONE,
+        "--layers",
+        layers,
+        "--batch-size",
+        4,
+        "--cache-dir",
+        cache_dir,
+        "--quiet",
+        *extra,
+    )
 
 
 # ---- a base data set and a cache made from it, copied for each test ----------------------------------------
+
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
@@ -89,13 +102,25 @@ def base(base_data, tiny_cache) -> Base:
 # ---- 4. bad images: skipped and recorded by default; --strict names the file --------------------------------
 
 BAD_KINDS = {  # kind: (file name, writer, reason in the report)
-    "corrupt_jpeg": ("corrupt.jpg", lambda p: imagegen.save_corrupt_jpeg(p, imagegen.photo()), r"cannot decode: broken data stream"),
-    "truncated": ("truncated.jpg", lambda p: imagegen.save_truncated_jpeg(p, imagegen.photo()), r"cannot decode: image file is truncated"),
+    "corrupt_jpeg": (
+        "corrupt.jpg",
+        lambda p: imagegen.save_corrupt_jpeg(p, imagegen.photo()),
+        r"cannot decode: broken data stream",
+    ),
+    "truncated": (
+        "truncated.jpg",
+        lambda p: imagegen.save_truncated_jpeg(p, imagegen.photo()),
+        r"cannot decode: image file is truncated",
+    ),
     "zero_bytes": ("empty.png", imagegen.save_empty, r"empty file \(0 bytes\)"),
     "not_an_image": ("notes.txt", imagegen.save_not_an_image, r"not an image file Pillow can read"),
     "html_as_jpeg": ("download.jpg", imagegen.save_not_an_image, r"not an image file Pillow can read"),
     "decompression_bomb": ("bomb.png", imagegen.save_decompression_bomb, r"image larger than 178,956,970 pixels"),
-    "dangling_symlink": ("gone.png", lambda p: os.symlink(p.parent / "nowhere.png", p), r"cannot read file: No such file or directory"),
+    "dangling_symlink": (
+        "gone.png",
+        lambda p: os.symlink(p.parent / "nowhere.png", p),
+        r"cannot read file: No such file or directory",
+    ),
     "fifo": ("pipe.png", os.mkfifo, r"not a regular file"),  # opening it would block forever
 }
 
@@ -156,8 +181,13 @@ def test_bad_files_do_not_poison_their_batches(mixed, base):
     """Good images that shared a batch with bad ones get the features they get in a clean run."""
     entry = mixed["entry"]
     X_base, _ = base.entry.read(base.entry.layers)
-    renamed = {old: new.name for old, new in zip(sorted(set(p.split("/")[0] for p in base.entry.relpaths)),
-                                                  [Path("class A"), Path("clâsse B ü"), Path("クラス C 太陽")])}
+    renamed = {
+        old: new.name
+        for old, new in zip(
+            sorted(set(p.split("/")[0] for p in base.entry.relpaths)),
+            [Path("class A"), Path("clâsse B ü"), Path("クラス C 太陽")],
+        )
+    }
     for i, rel in enumerate(base.entry.relpaths):
         cls, fname = rel.split("/", 1)
         row = mixed["row"][f"{renamed[cls]}/{fname}"]
@@ -216,8 +246,12 @@ def test_strict_fails_fast_naming_the_file(kind, base_data, base, tmp_path):
     write(bad)
     cache_dir = base.copy(tmp_path / "cache")
     rc, out, err = extract(data, cache_dir, "--strict")
-    assert_one_line_error(rc, err, rf"^error: bad image '{re.escape(str(bad))}': {reason}.* \(--strict\); "
-                                   r"fix or remove it, or drop --strict$")
+    assert_one_line_error(
+        rc,
+        err,
+        rf"^error: bad image '{re.escape(str(bad))}': {reason}.* \(--strict\); "
+        r"fix or remove it, or drop --strict$",
+    )
     base.assert_intact(cache_dir)
     # without --strict the same command resumes the pass and skips the file
     rc, out, err = extract(data, cache_dir)
@@ -237,7 +271,10 @@ def test_unreadable_files_via_manifest(base_data, base, tmp_path):
     rc, out, err = extract(data / "list.csv", cache_dir)
     assert rc == 0, err
     entry = featx.open_entry(cache_dir=cache_dir)
-    assert entry.errors == {"a folder.png": "not a regular file", "missing.png": "cannot read file: No such file or directory"}
+    assert entry.errors == {
+        "a folder.png": "not a regular file",
+        "missing.png": "cannot read file: No such file or directory",
+    }
     assert "  missing.png: cannot read file: No such file or directory" in out
     base.assert_intact(cache_dir)
 
@@ -250,9 +287,23 @@ def test_file_without_read_permission(base_data, base, workdir, fork_server):
     imagegen.save_png(secret, imagegen.gray(7))
     secret.chmod(0)
     cache_dir = base.copy(workdir / "unreadable_cache")
-    args = ["extract", "--data", data, *BACKBONE, "--layers", BASE_LAYERS, "--batch-size", 4, "--cache-dir", cache_dir, "--quiet"]
+    args = [
+        "extract",
+        "--data",
+        data,
+        *BACKBONE,
+        "--layers",
+        BASE_LAYERS,
+        "--batch-size",
+        4,
+        "--cache-dir",
+        cache_dir,
+        "--quiet",
+    ]
     strict = fork_server.run([*args, "--strict"], unprivileged=True)
-    assert_one_line_error(strict.rc, strict.err, rf"bad image '{re.escape(str(secret))}': cannot read file: Permission denied")
+    assert_one_line_error(
+        strict.rc, strict.err, rf"bad image '{re.escape(str(secret))}': cannot read file: Permission denied"
+    )
     skip = fork_server.run(args, unprivileged=True)
     assert skip.rc == 0 and "000 secret.png: cannot read file: Permission denied" in skip.out, skip.err
     [new] = [p for p in cache_dir.iterdir() if p.name not in (base.name, ".lock")]
@@ -281,6 +332,7 @@ def test_decode_reasons_and_pixels():
 
 
 # ---- 5. bad requests: one line, non-zero exit, the cache untouched ------------------------------------------
+
 
 def test_unknown_backbone_lists_close_names(base_data, base, tmp_path):
     cache_dir = base.copy(tmp_path / "c")
@@ -316,10 +368,24 @@ def tiny_models(workdir) -> dict[str, Path]:
 
 def test_layer_without_poolable_output(base_data, base, tiny_models, tmp_path):
     cache_dir = base.copy(tmp_path / "c")
-    rc, _, err = cli("extract", "--data", base_data, "--backbone", tiny_models["reshape"], "--layers", "tokens",
-                     "--cache-dir", cache_dir, "--quiet")
-    assert_one_line_error(rc, err, r"layer 'tokens' has output shape \(None, 225, 4\), which featx cannot pool into a "
-                                   r"feature vector; choose a conv \(4-D\) or dense \(2-D\) layer")
+    rc, _, err = cli(
+        "extract",
+        "--data",
+        base_data,
+        "--backbone",
+        tiny_models["reshape"],
+        "--layers",
+        "tokens",
+        "--cache-dir",
+        cache_dir,
+        "--quiet",
+    )
+    assert_one_line_error(
+        rc,
+        err,
+        r"layer 'tokens' has output shape \(None, 225, 4\), which featx cannot pool into a "
+        r"feature vector; choose a conv \(4-D\) or dense \(2-D\) layer",
+    )
     base.assert_intact(cache_dir)
 
 
@@ -329,13 +395,26 @@ def test_lambda_layer_refused_unless_unsafe(base_data, base, tiny_models, tmp_pa
     refused = r"backbone '.*lambda\.keras' contains a Lambda layer, which Keras safe mode refuses .*; pass --unsafe"
     assert_one_line_error(*cli("layers", model)[::2], refused)
     cache_dir = base.copy(tmp_path / "c")
-    rc, _, err = cli("extract", "--data", base_data, "--backbone", model, "--layers", "doubled", "--cache-dir", cache_dir, "--quiet")
+    rc, _, err = cli(
+        "extract", "--data", base_data, "--backbone", model, "--layers", "doubled", "--cache-dir", cache_dir, "--quiet"
+    )
     assert_one_line_error(rc, err, refused)
     base.assert_intact(cache_dir)
     rc, out, err = cli("layers", model, "--unsafe", "--all")
     assert rc == 0 and re.search(r"doubled\s+Lambda", out), err
-    rc, out, err = cli("extract", "--data", base_data, "--backbone", model, "--layers", "doubled,conv", "--unsafe",
-                       "--cache-dir", cache_dir, "--quiet")
+    rc, out, err = cli(
+        "extract",
+        "--data",
+        base_data,
+        "--backbone",
+        model,
+        "--layers",
+        "doubled,conv",
+        "--unsafe",
+        "--cache-dir",
+        cache_dir,
+        "--quiet",
+    )
     assert rc == 0, err
     loaded = featx.load(cache_dir=cache_dir, cache="lambda", layers="doubled,conv")
     X = loaded.X
@@ -349,14 +428,19 @@ def test_empty_dataset(base, tmp_path):
     cache_dir = base.copy(tmp_path / "c")
     (tmp_path / "empty" / "cats").mkdir(parents=True)
     (tmp_path / "empty" / "dogs").mkdir()
-    assert_one_line_error(*cli("extract", "--data", tmp_path / "empty", "--cache-dir", cache_dir)[::2],
-                          r"no images found in '.*empty'; point --data at a folder of class subfolders or a CSV manifest")
+    assert_one_line_error(
+        *cli("extract", "--data", tmp_path / "empty", "--cache-dir", cache_dir)[::2],
+        r"no images found in '.*empty'; point --data at a folder of class subfolders or a CSV manifest",
+    )
     (tmp_path / "header_only.csv").write_text("path,label\n")
-    assert_one_line_error(*cli("extract", "--data", tmp_path / "header_only.csv", "--cache-dir", cache_dir)[::2],
-                          r"no images found in '.*header_only.csv'")
+    assert_one_line_error(
+        *cli("extract", "--data", tmp_path / "header_only.csv", "--cache-dir", cache_dir)[::2],
+        r"no images found in '.*header_only.csv'",
+    )
     (tmp_path / "no_classes").mkdir()
-    assert_one_line_error(*cli("extract", "--data", tmp_path / "no_classes", "--cache-dir", cache_dir)[::2],
-                          r"has no class subfolders")
+    assert_one_line_error(
+        *cli("extract", "--data", tmp_path / "no_classes", "--cache-dir", cache_dir)[::2], r"has no class subfolders"
+    )
     base.assert_intact(cache_dir)
 
 
@@ -366,19 +450,27 @@ def test_class_with_one_image(base_data, base, tmp_path):
     (data / "lonely").mkdir()
     shutil.copyfile(next(data.glob("*/*.png")), data / "lonely" / "only.png")
     cache_dir = base.copy(tmp_path / "c")
-    assert_one_line_error(*extract(data, cache_dir)[::2],
-                          r"class 'lonely' has 1 image\(s\); a stratified train/val/test split needs at least 3 per class: "
-                          r"add images, remove the class, or give a split column in a CSV manifest")
+    assert_one_line_error(
+        *extract(data, cache_dir)[::2],
+        r"class 'lonely' has 1 image\(s\); a stratified train/val/test split needs at least 3 per class: "
+        r"add images, remove the class, or give a split column in a CSV manifest",
+    )
     base.assert_intact(cache_dir)
 
 
-@pytest.mark.parametrize("csv, message", [
-    ("file,class\na.png,x\n", r"lacks column\(s\) path, label \(has: file, class\); the header must be path,label\[,split\]"),
-    ("path\na.png\n", r"lacks column\(s\) label \(has: path\)"),
-    ("path,label\n../outside.png,x\n", r"line 2: path '\.\./outside\.png' is outside the manifest's folder"),
-    ("path,label\n/etc/hostname,x\n", r"line 2: path '/etc/hostname' is outside the manifest's folder"),
-    ("path,label,split\na.png,x,training\n", r"split value\(s\) \['training'\]; use only train, val, test"),
-])
+@pytest.mark.parametrize(
+    "csv, message",
+    [
+        (
+            "file,class\na.png,x\n",
+            r"lacks column\(s\) path, label \(has: file, class\); the header must be path,label\[,split\]",
+        ),
+        ("path\na.png\n", r"lacks column\(s\) label \(has: path\)"),
+        ("path,label\n../outside.png,x\n", r"line 2: path '\.\./outside\.png' is outside the manifest's folder"),
+        ("path,label\n/etc/hostname,x\n", r"line 2: path '/etc/hostname' is outside the manifest's folder"),
+        ("path,label,split\na.png,x,training\n", r"split value\(s\) \['training'\]; use only train, val, test"),
+    ],
+)
 def test_bad_manifest(csv, message, base, tmp_path):
     (tmp_path / "list.csv").write_text(csv)
     cache_dir = base.copy(tmp_path / "c")
@@ -389,8 +481,10 @@ def test_bad_manifest(csv, message, base, tmp_path):
 @pytest.mark.slow  # extract configures TensorFlow before it looks at the cache folder
 def test_cache_directory_is_a_file(base_data, tmp_path):
     (tmp_path / "cache").write_text("not a folder")
-    assert_one_line_error(*extract(base_data, tmp_path / "cache")[::2],
-                          r"cache directory '.*cache' is not a folder; pass --cache-dir to a writable folder")
+    assert_one_line_error(
+        *extract(base_data, tmp_path / "cache")[::2],
+        r"cache directory '.*cache' is not a folder; pass --cache-dir to a writable folder",
+    )
     assert_one_line_error(*extract(base_data, tmp_path / "cache" / "sub")[::2], r"is not a folder")
 
 
@@ -405,12 +499,20 @@ def test_cache_directory_not_writable(base_data, base, workdir, fork_server):
     args = [*BACKBONE, "--batch-size", 4, "--cache-dir", cache_dir, "--quiet"]
     try:
         new_entry = fork_server.run(["extract", "--data", data, "--layers", BASE_LAYERS, *args], unprivileged=True)
-        assert_one_line_error(new_entry.rc, new_entry.err,
-                              rf"^error: cache directory '{re.escape(str(cache_dir))}' is not writable; pass --cache-dir")
-        new_layer = fork_server.run(["extract", "--data", base_data, "--layers", "block_2_add", *args], unprivileged=True)
-        assert_one_line_error(new_layer.rc, new_layer.err,
-                              rf"cannot lock cache entry {re.escape(str(cache_dir / base.name))} \(Permission denied\): "
-                              "the cache is not writable; pass --cache-dir to a writable folder")
+        assert_one_line_error(
+            new_entry.rc,
+            new_entry.err,
+            rf"^error: cache directory '{re.escape(str(cache_dir))}' is not writable; pass --cache-dir",
+        )
+        new_layer = fork_server.run(
+            ["extract", "--data", base_data, "--layers", "block_2_add", *args], unprivileged=True
+        )
+        assert_one_line_error(
+            new_layer.rc,
+            new_layer.err,
+            rf"cannot lock cache entry {re.escape(str(cache_dir / base.name))} \(Permission denied\): "
+            "the cache is not writable; pass --cache-dir to a writable folder",
+        )
     finally:
         for path in [cache_dir, *cache_dir.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
@@ -426,11 +528,27 @@ def fsize_run(fork_server):
 def test_disk_full_while_appending_batches(base_data, base, tmp_path, fsize_run):
     """A write fails mid-pass (EFBIG under RLIMIT_FSIZE, as ENOSPC on a full disk): one line, exit 1, resumable."""
     cache_dir = base.copy(tmp_path / "cache")
-    args = ["extract", "--data", base_data, *BACKBONE, "--layers", f"{BASE_LAYERS},out_relu", "--batch-size", 4,
-            "--cache-dir", cache_dir, "--quiet"]
+    args = [
+        "extract",
+        "--data",
+        base_data,
+        *BACKBONE,
+        "--layers",
+        f"{BASE_LAYERS},out_relu",
+        "--batch-size",
+        4,
+        "--cache-dir",
+        cache_dir,
+        "--quiet",
+    ]
     full = fsize_run(args, cache_dir, limit=6 * 1280 * 4)  # out_relu rows are 5 kB: the second batch does not fit
-    assert_one_line_error(full.rc, full.err, r"^error: writing features failed \(File too large\); committed batches are "
-                                             r"kept: free disk space and re-run the same command to resume$", code=1)
+    assert_one_line_error(
+        full.rc,
+        full.err,
+        r"^error: writing features failed \(File too large\); committed batches are "
+        r"kept: free disk space and re-run the same command to resume$",
+        code=1,
+    )
     base.assert_intact(cache_dir)
     rc, out, err = cli(*args)  # the same command, disk space back (in this process: faster)
     assert rc == 0 and "resuming interrupted extraction of 1 layer(s) at image 4/9" in out, err
@@ -440,11 +558,27 @@ def test_disk_full_while_appending_batches(base_data, base, tmp_path, fsize_run)
 
 def test_disk_full_while_publishing_a_layer(base_data, base, tmp_path, fsize_run):
     cache_dir = base.copy(tmp_path / "cache")
-    args = ["extract", "--data", base_data, *BACKBONE, "--layers", f"{BASE_LAYERS},out_relu", "--batch-size", 4,
-            "--cache-dir", cache_dir, "--quiet"]
+    args = [
+        "extract",
+        "--data",
+        base_data,
+        *BACKBONE,
+        "--layers",
+        f"{BASE_LAYERS},out_relu",
+        "--batch-size",
+        4,
+        "--cache-dir",
+        cache_dir,
+        "--quiet",
+    ]
     full = fsize_run(args, cache_dir, limit=9 * 1280 * 4 + 512)  # the raw rows fit, the HDF5 file does not
-    assert_one_line_error(full.rc, full.err, rf"^error: writing the cache in {re.escape(str(cache_dir / base.name))} "
-                                             r"failed \(File too large\); committed work is kept: free disk space", code=1)
+    assert_one_line_error(
+        full.rc,
+        full.err,
+        rf"^error: writing the cache in {re.escape(str(cache_dir / base.name))} "
+        r"failed \(File too large\); committed work is kept: free disk space",
+        code=1,
+    )
     base.assert_intact(cache_dir)
     assert not list((cache_dir / base.name / "layers").glob(".*.tmp"))  # the partial HDF5 file was removed
     rc, out, err = cli(*args)
@@ -457,14 +591,20 @@ def test_disk_full_while_creating_an_entry(base_data, base, tmp_path, fsize_run)
     data = tmp_path / "data"
     shutil.copytree(base_data, data)
     shutil.copyfile(next(data.glob("*/*.png")), next(data.glob("*/")) / "extra.png")
-    full = fsize_run(["extract", "--data", data, *BACKBONE, "--layers", BASE_LAYERS, "--cache-dir", cache_dir, "--quiet"],
-                      cache_dir, limit=1024)
-    assert_one_line_error(full.rc, full.err, r"cannot create a cache entry in '.*' \(File too large\); free disk space", code=1)
+    full = fsize_run(
+        ["extract", "--data", data, *BACKBONE, "--layers", BASE_LAYERS, "--cache-dir", cache_dir, "--quiet"],
+        cache_dir,
+        limit=1024,
+    )
+    assert_one_line_error(
+        full.rc, full.err, r"cannot create a cache entry in '.*' \(File too large\); free disk space", code=1
+    )
     assert [p.name for p in cache_dir.iterdir() if not p.name.startswith(".")] == [base.name]
     base.assert_intact(cache_dir)
 
 
 # ---- 6. featx verify finds damage ---------------------------------------------------------------------------
+
 
 def _nan_row(entry):
     with h5py.File(entry.layer_file(entry.layers[0]), "r+") as f:
@@ -503,15 +643,25 @@ def _lost_raw_rows(entry):
 
     work = entry.path / "work"
     work.mkdir()
-    state = {"format_version": FORMAT_VERSION, "layers": [{"name": "block_2_add", "n_features": 24}], "n_rows": 9, "batch_size": 4,
-             "dtype": "float32", "committed_rows": 8, "errors": {}}
+    state = {
+        "format_version": FORMAT_VERSION,
+        "layers": [{"name": "block_2_add", "n_features": 24}],
+        "n_rows": 9,
+        "batch_size": 4,
+        "dtype": "float32",
+        "committed_rows": 8,
+        "errors": {},
+    }
     (work / "progress.json").write_text(json.dumps(state))
     (work / "block_2_add.raw").write_bytes(np.zeros((4, 24), np.float32).tobytes())
 
 
 DAMAGE = {
     "nan": (_nan_row, r"layer block_1_project_BN: NaN/Inf in 1 row\(s\), first rows \[2\]"),
-    "row_count": (_short_layer, r"layer block_1_project_BN: shape \(8, (\d+)\), expected \(9, \1\) \(one row per image\)"),
+    "row_count": (
+        _short_layer,
+        r"layer block_1_project_BN: shape \(8, (\d+)\), expected \(9, \1\) \(one row per image\)",
+    ),
     "settings_hash": (_edited_settings, r"index.h5 changed since it was written \(digest mismatch\)"),
     "unopenable_layer": (_garbage_layer, r"layer block_1_project_BN: file cannot be read by h5py"),
     "unopenable_index": (_garbage_index, r"index.h5 cannot be read"),

@@ -18,8 +18,12 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_extract.py"
 
 def run_quick(script: Path, out: Path, *options: str, timeout: float = 900) -> tuple[dict, str]:
     """(the --json report, stdout) of `script --quick ... --quiet --json out`, which must succeed."""
-    proc = subprocess.run([sys.executable, str(script), "--quick", *options, "--quiet", "--json", str(out)],
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick", *options, "--quiet", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert proc.returncode == 0, f"benchmark failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return json.loads(out.read_text()), proc.stdout
 
@@ -34,7 +38,14 @@ def test_quick_benchmark_featx_beats_the_naive_baseline(tmp_path):
         f"(ratio {versus['ratio']:.2f}):\n{stdout}"
     )
     # the table is complete and machine-readable: every measurement of the issue, each a positive number
-    wanted = ("bare forward", "featx extract, steady state", "naive baseline", "warm re-run", "subset read", "fit RF(50)")
+    wanted = (
+        "bare forward",
+        "featx extract, steady state",
+        "naive baseline",
+        "warm re-run",
+        "subset read",
+        "fit RF(50)",
+    )
     assert all(any(row["metric"].startswith(w) for row in rows) for w in wanted)
     [steady] = [row for row in rows if row["id"] == "featx_steady"]
     window = report["details"][steady["backbone"].replace("@default", "")]["featx"][0]["steady_window_batches"]
@@ -50,8 +61,19 @@ VIEWS_BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_views.
 def test_quick_views_benchmark_reports_every_variant(tmp_path):
     report, _ = run_quick(VIEWS_BENCH, tmp_path / "views.json")
     rows = {row["variant"]: row for row in report["rows"]}
-    assert list(rows) == ["plain", "flip (train)", "flip + TTA", "d4 (train)", "d4 + TTA", "pool max", "pool avgmax",
-                          "pool gem", "pool pyramid", "lite1", "lite2"]
+    assert list(rows) == [
+        "plain",
+        "flip (train)",
+        "flip + TTA",
+        "d4 (train)",
+        "d4 + TTA",
+        "pool max",
+        "pool avgmax",
+        "pool gem",
+        "pool pyramid",
+        "lite1",
+        "lite2",
+    ]
     assert all(0 <= r[m] <= 1 for r in rows.values() for m in ("val_accuracy", "test_accuracy", "test_f1_macro"))
     width = rows["plain"]["n_features"]
     assert rows["pool avgmax"]["n_features"] == 2 * width and rows["pool pyramid"]["n_features"] == 5 * width
@@ -68,7 +90,11 @@ SELECT_BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_selec
 def test_quick_select_benchmark_featx_beats_the_plain_loop_and_halving_does_less(tmp_path):
     report, stdout = run_quick(SELECT_BENCH, tmp_path / "select.json", timeout=1800)
     rows = {row["method"]: row for row in report["rows"]}
-    plain, exact, halving = rows["plain scikit-learn loop"], rows["featx compare (exact)"], rows["featx compare (halving)"]
+    plain, exact, halving = (
+        rows["plain scikit-learn loop"],
+        rows["featx compare (exact)"],
+        rows["featx compare (halving)"],
+    )
     # ratios measured in one run, never absolute times: halving does fewer fits in less time than the exact
     # compare and finds the same best row (exact featx vs the plain loop is reported, not asserted: it is not
     # faster at this size on an idle 2-core machine, see the README's table)

@@ -43,10 +43,15 @@ def test_a_grid_cannot_list_the_budget_and_the_epochs_must_make_sense():
 def _scorer(quality, calls):
     """evaluate(stage, points) as tune's runner: 2 splits per point; a configuration's score grows with its epochs
     towards its quality, so cheap rungs rank as the full budget does."""
+
     def evaluate(stage, points):
         calls.append([dict(p) for p in points])
-        return [{"stage": stage, "split": s, "point": p, "accuracy": quality[p["a"]] * (1 - 1 / (1 + p["epochs"]))}
-                for s in range(2) for p in points]
+        return [
+            {"stage": stage, "split": s, "point": p, "accuracy": quality[p["a"]] * (1 - 1 / (1 + p["epochs"]))}
+            for s in range(2)
+            for p in points
+        ]
+
     return evaluate
 
 
@@ -68,8 +73,9 @@ def test_halving_trains_only_the_contenders_for_the_full_budget_and_they_include
 
 def test_ties_go_to_grid_order():
     calls = []
-    successive_halving(_scorer(dict.fromkeys(range(9), 0.7), calls), BudgetSearch({"a": tuple(range(9))},
-                                                                                 max_epochs=9), "accuracy")
+    successive_halving(
+        _scorer(dict.fromkeys(range(9), 0.7), calls), BudgetSearch({"a": tuple(range(9))}, max_epochs=9), "accuracy"
+    )
     assert [p["a"] for p in calls[-1]] == [0, 1]
 
 
@@ -87,8 +93,9 @@ def test_tune_dense_by_halving_chooses_a_contender_close_to_the_exact_grid_best(
     X, y, split = digits
     keep = np.isin(split, ("val", "test")) | (np.arange(len(y)) % 2 == 0)  # half the train rows: cheaper
     X, y, split = X[keep], y[keep], split[keep]
-    search = BudgetSearch({"lr": (0.0003, 0.003, 0.03)}, max_epochs=4, min_epochs=1,
-                          fixed={"optimizer": "adam", "hidden": ()})
+    search = BudgetSearch(
+        {"lr": (0.0003, 0.003, 0.03)}, max_epochs=4, min_epochs=1, fixed={"optimizer": "adam", "hidden": ()}
+    )
     quiet = {"log": lambda *a: None, "metric": "accuracy"}
     halving = tune(X, y, split, "dense", search=search, **quiet)
     curve = halving.curve

@@ -59,17 +59,26 @@ def test_selection_travels_from_request_to_log_to_predict(cache, elpv_folder, tm
 
 def test_predict_refuses_a_logged_layer_the_entry_does_not_have(cache, tmp_path):
     mine = Cache(cache.root, runs_dir=tmp_path / "mine")
-    result = featx.fit(cache=cache.open(), cache_dir=cache.root, runs_dir=mine.runs_dir, layers=LAYERS[0],
-                       clf="logreg", n_jobs=1, **QUIET)
-    append_run(mine, {**result.row, "run_id": "20990101-000000-ed17ed",
-                      "layer_names": "block_3_project_BN,block_99_add"})
+    result = featx.fit(
+        cache=cache.open(),
+        cache_dir=cache.root,
+        runs_dir=mine.runs_dir,
+        layers=LAYERS[0],
+        clf="logreg",
+        n_jobs=1,
+        **QUIET,
+    )
+    append_run(
+        mine, {**result.row, "run_id": "20990101-000000-ed17ed", "layer_names": "block_3_project_BN,block_99_add"}
+    )
     with pytest.raises(FeatxError, match=r"^layer 'block_99_add' not in mobilenet_v2"):
         featx.predict("20990101-000000-ed17ed", [tmp_path], cache_dir=cache.root, runs_dir=mine.runs_dir, **QUIET)
 
 
 def test_compare_subsets_are_selections(cache, tmp_path):
-    result = featx.compare(cache_dir=cache.root, runs_dir=tmp_path, layer_sets=["each", ",".join(LAYERS)],
-                           classifiers="logreg", **QUIET)
+    result = featx.compare(
+        cache_dir=cache.root, runs_dir=tmp_path, layer_sets=["each", ",".join(LAYERS)], classifiers="logreg", **QUIET
+    )
     table = result.table  # best first: put the model rows back in depth order, the baselines left out
     table = table[table["classifier"] == "logreg"].sort_values("depth", na_position="last").reset_index(drop=True)
     assert list(table["layers"]) == [*DEPTH_ORDER, ",".join(LAYERS)]

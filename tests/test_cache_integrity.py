@@ -64,7 +64,13 @@ def test_cache_object_finds_entries_by_name_key_and_recency(cache):
     with pytest.raises(FeatxError, match=r"cache 'resnet' matches no cache entry; choose one of: mobilenet_v2-"):
         cache.open("resnet")
     assert entry.manifest.format_version == FORMAT_VERSION == 3 and set(entry.manifest.digests) == {
-        "paths", "labels", "fingerprints", "split", "valid", "errors"}
+        "paths",
+        "labels",
+        "fingerprints",
+        "split",
+        "valid",
+        "errors",
+    }
 
 
 def test_finite_garbage_in_a_layer_is_named_by_verify(cache):
@@ -72,15 +78,21 @@ def test_finite_garbage_in_a_layer_is_named_by_verify(cache):
     with h5py.File(entry.layer_file("block_3_project_BN"), "r+") as f:
         f["features"][4, :3] += 0.25  # finite, plausible, wrong
     problems = featx.verify(entry.path)
-    assert problems == [(f"{entry.name}: layer block_3_project_BN: data in layers/block_3_project_BN.h5 changed since "
-                         "it was published (digest mismatch)")]
+    assert problems == [
+        (
+            f"{entry.name}: layer block_3_project_BN: data in layers/block_3_project_BN.h5 changed since "
+            "it was published (digest mismatch)"
+        )
+    ]
     rc, out, err = cli("verify", "--cache-dir", cache.root)
     assert rc == 1 and "digest mismatch" in out and one_line(err)
 
 
 CHANGED = "index.h5 changed since it was written (digest mismatch); it is not read further"
-MODIFIED = (r"index.h5' was modified or damaged since it was written \(its bytes no longer match their digest\); run "
-            r"`featx verify` and re-extract into a fresh --cache-dir")
+MODIFIED = (
+    r"index.h5' was modified or damaged since it was written \(its bytes no longer match their digest\); run "
+    r"`featx verify` and re-extract into a fresh --cache-dir"
+)
 
 
 @pytest.mark.parametrize("array", ["labels", "split", "valid"])
@@ -88,7 +100,11 @@ def test_hand_edited_index_is_refused_on_open(array, cache):
     """Labels are in the key; split and valid are not, but their digests are, and the digest of the index's bytes
     covers everything: nothing trains on them."""
     entry = cache.open()
-    edits = {"labels": lambda v: 1 - v, "split": lambda v: b"test" if v != b"test" else b"train", "valid": lambda v: not v}
+    edits = {
+        "labels": lambda v: 1 - v,
+        "split": lambda v: b"test" if v != b"test" else b"train",
+        "valid": lambda v: not v,
+    }
     with h5py.File(entry.path / "index.h5", "r+") as f:
         values = f[array][()]
         values[0] = edits[array](values[0])
@@ -116,7 +132,9 @@ def _garbage(path: Path) -> None:
 def test_damaged_layer_file_is_one_line_in_info_load_and_fit(damage, cache):
     entry = cache.open()
     damage(entry.layer_file("block_3_project_BN"))
-    pattern = rf"layer file '{re.escape(str(entry.layer_file('block_3_project_BN')))}' cannot be read .*; run `featx verify`"
+    pattern = (
+        rf"layer file '{re.escape(str(entry.layer_file('block_3_project_BN')))}' cannot be read .*; run `featx verify`"
+    )
     with pytest.raises(RunFailed, match=pattern):
         featx.load(cache_dir=cache.root)
     for command in (["info"], ["fit", "--layers", "block_3_project_BN", "--clf", "knn"]):
@@ -147,8 +165,11 @@ def test_unknown_format_version_is_one_line(cache, data):
     index = bytearray((entry.path / "index.h5").read_bytes())  # as a later featx would seal it
     index[:512] = b"featx index\n" + json.dumps({"format_version": 99, "digest": "?"}).encode().ljust(500, b"\0")
     (entry.path / "index.h5").write_bytes(index)
-    with pytest.raises(FeatxError, match=r"index.h5 has format version 99, this featx reads version 3; delete that "
-                                         r"cache entry and re-run `featx extract`"):
+    with pytest.raises(
+        FeatxError,
+        match=r"index.h5 has format version 99, this featx reads version 3; delete that "
+        r"cache entry and re-run `featx extract`",
+    ):
         featx.load(cache_dir=cache.root)
     (entry.path / "index.h5").write_bytes(original)
     (entry.path / "work").mkdir()
@@ -201,16 +222,23 @@ def test_staging_debris_of_dead_processes_on_this_host_is_removed(cache, data):
     dead_pid, host = int(dead.stdout), socket.gethostname()
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        debris = {name: cache.root / name for name in (
-            f".new-aaaaaaaaaaaa-{dead_pid}@{host}", f".new-bbbbbbbbbbbb-{live.pid}@{host}",
-            f".new-cccccccccccc-{dead_pid}@another-host")}
+        debris = {
+            name: cache.root / name
+            for name in (
+                f".new-aaaaaaaaaaaa-{dead_pid}@{host}",
+                f".new-bbbbbbbbbbbb-{live.pid}@{host}",
+                f".new-cccccccccccc-{dead_pid}@another-host",
+            )
+        }
         for folder in debris.values():
             (folder / "layers").mkdir(parents=True)
         rc, out, err = cli("extract", "--data", data, *ARGS, "--layers", LAYERS, "--cache-dir", cache.root)
         assert rc == 0 and "nothing to do" in out, err  # also when the entry exists already
         assert [name for name, folder in debris.items() if folder.exists()] == list(debris)[1:]
         (debris[f".new-aaaaaaaaaaaa-{dead_pid}@{host}"] / "layers").mkdir(parents=True)
-        rc, _, err = cli("extract", "--data", data, *ARGS, "--layers", LAYERS, "--pool", "max", "--cache-dir", cache.root)
+        rc, _, err = cli(
+            "extract", "--data", data, *ARGS, "--layers", LAYERS, "--pool", "max", "--cache-dir", cache.root
+        )
         assert rc == 0, err
         assert [name for name, folder in debris.items() if folder.exists()] == list(debris)[1:]
         assert len(cache.entries()) == 2 and not list(cache.root.glob(f".new-*-{os.getpid()}@*"))
@@ -234,13 +262,21 @@ def test_no_op_extract_on_a_read_only_cache_says_nothing_to_do(cache, data, fork
             path.chmod(0o755 if path.is_dir() else 0o644)
 
 
-@pytest.mark.parametrize("code, advice", [(errno.ENOSPC, "free disk space"), (errno.EFBIG, "free disk space"),
-                                          (errno.EROFS, "fix the permissions"), (errno.ENOENT, "run `featx verify`")])
+@pytest.mark.parametrize(
+    "code, advice",
+    [
+        (errno.ENOSPC, "free disk space"),
+        (errno.EFBIG, "free disk space"),
+        (errno.EROFS, "fix the permissions"),
+        (errno.ENOENT, "run `featx verify`"),
+    ],
+)
 def test_write_failure_advice_fits_the_error(code, advice):
     assert _advice(OSError(code, os.strerror(code))).startswith(advice)
 
 
 # ---- issue 18: nothing in index.h5 or a layer file is served once changed; crash debris never stays ----------
+
 
 def _edit_attr(index: Path, name: str, edit) -> None:
     with h5py.File(index, "r+") as f:
@@ -262,14 +298,21 @@ def test_reversed_class_names_are_refused_on_open_and_by_verify(cache):
     assert rc == 1 and CHANGED in out and one_line(err)
 
 
-@pytest.mark.parametrize("name, edit", [
-    ("layer_info", lambda info: {k: {**v, "n_features": v["n_features"] + 1} if k == "block_2_add" else v
-                                 for k, v in info.items()}),
-    ("layer_info", lambda info: dict(reversed(info.items()))),  # the depth order orders a selection's columns
-    ("backbone_args", lambda args: {**args, "weights": "/tmp/elsewhere.h5"}),
-    ("split_settings", lambda split: {**split, "seed": 1}),
-    ("description", lambda text: text.replace("folder", "manifest")),
-])
+@pytest.mark.parametrize(
+    "name, edit",
+    [
+        (
+            "layer_info",
+            lambda info: {
+                k: {**v, "n_features": v["n_features"] + 1} if k == "block_2_add" else v for k, v in info.items()
+            },
+        ),
+        ("layer_info", lambda info: dict(reversed(info.items()))),  # the depth order orders a selection's columns
+        ("backbone_args", lambda args: {**args, "weights": "/tmp/elsewhere.h5"}),
+        ("split_settings", lambda split: {**split, "seed": 1}),
+        ("description", lambda text: text.replace("folder", "manifest")),
+    ],
+)
 def test_every_index_attribute_is_covered_by_a_digest(name, edit, cache):
     entry = cache.open()
     _edit_attr(entry.path / "index.h5", name, edit)
@@ -279,9 +322,14 @@ def test_every_index_attribute_is_covered_by_a_digest(name, edit, cache):
 
 
 def _decoded_like(entry, pristine) -> bool:
-    return entry.manifest == pristine.manifest and entry.data.keys() == pristine.data.keys() and all(
-        entry.data[k].dtype == pristine.data[k].dtype and np.array_equal(entry.data[k], pristine.data[k])
-        for k in pristine.data)
+    return (
+        entry.manifest == pristine.manifest
+        and entry.data.keys() == pristine.data.keys()
+        and all(
+            entry.data[k].dtype == pristine.data[k].dtype and np.array_equal(entry.data[k], pristine.data[k])
+            for k in pristine.data
+        )
+    )
 
 
 def test_single_byte_flips_of_the_index_are_served_unchanged_or_refused_in_one_line(cache):
@@ -325,8 +373,10 @@ def test_a_layer_file_copied_over_another_of_the_same_width_is_refused(cache):
     entry = cache.open()
     assert entry.layer_info["block_2_add"]["n_features"] == entry.layer_info["block_1_project_BN"]["n_features"]
     shutil.copyfile(entry.layer_file("block_1_project_BN"), entry.layer_file("block_2_add"))
-    pattern = (rf"layer file '{re.escape(str(entry.layer_file('block_2_add')))}' was not published as layer block_2_add "
-               r"of this entry \(copied, moved or edited\); run `featx verify` and re-extract")
+    pattern = (
+        rf"layer file '{re.escape(str(entry.layer_file('block_2_add')))}' was not published as layer block_2_add "
+        r"of this entry \(copied, moved or edited\); run `featx verify` and re-extract"
+    )
     with pytest.raises(RunFailed, match=pattern):
         featx.load(cache_dir=cache.root, layers="block_2_add")
     rc, _, err = cli("fit", "--layers", "block_2_add", "--clf", "knn", "--cache-dir", cache.root)
@@ -337,7 +387,8 @@ def test_a_layer_file_copied_over_another_of_the_same_width_is_refused(cache):
         featx.load(cache_dir=cache.root, layers="block_2_add")
     assert featx.verify(entry.path) == [
         f"{entry.name}: layer block_2_add: layers/block_2_add.h5 was not published as this layer of this view and entry "
-        "(copied, moved or edited; digest mismatch)"]
+        "(copied, moved or edited; digest mismatch)"
+    ]
 
 
 def test_a_layer_file_moved_to_a_view_folder_with_its_view_attribute_edited_is_refused(cache):
@@ -353,8 +404,10 @@ def test_a_layer_file_moved_to_a_view_folder_with_its_view_attribute_edited_is_r
     with pytest.raises(RunFailed, match=r"was not published as layer block_1_project_BN of view hflip of this entry"):
         featx.load(cache_dir=cache.root, layers="block_1_project_BN", views=["id", "hflip"])
     problems = featx.verify(entry.path)
-    assert problems == [f"{entry.name}: layer block_1_project_BN (view hflip): views/hflip/block_1_project_BN.h5 was "
-                        "not published as this layer of this view and entry (copied, moved or edited; digest mismatch)"]
+    assert problems == [
+        f"{entry.name}: layer block_1_project_BN (view hflip): views/hflip/block_1_project_BN.h5 was "
+        "not published as this layer of this view and entry (copied, moved or edited; digest mismatch)"
+    ]
 
 
 def _rewrite_without_digest(index: Path, **attrs) -> None:
@@ -373,8 +426,12 @@ def test_an_index_of_the_previous_format_or_without_its_digest_is_refused_in_one
     original = (entry.path / "index.h5").read_bytes()
     _rewrite_without_digest(entry.path / "index.h5", format_version=2)
     rc, _, err = cli("info", "--cache-dir", cache.root)
-    assert rc == 2 and "index.h5 has format version 2, this featx reads version 3; delete that cache entry and " \
-                       "re-run `featx extract`" in one_line(err)
+    assert (
+        rc == 2
+        and "index.h5 has format version 2, this featx reads version 3; delete that cache entry and "
+        "re-run `featx extract`"
+        in one_line(err)
+    )
     assert "format version 2" in featx.verify(entry.path)[0]
     (entry.path / "index.h5").write_bytes(original)
     _rewrite_without_digest(entry.path / "index.h5")  # the same values, rewritten by hand: nothing vouches for them
@@ -400,9 +457,13 @@ def test_a_finished_pass_left_by_a_killed_cleanup_is_not_counted_and_removed_by_
     assert (debris / "block_2_add.raw").stat().st_size == n * 24 * 4
     assert cache.open().size_bytes() == size
     assert cli("ls", "--cache-dir", cache.root) == listed
-    hold = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); fcntl.flock(fd, fcntl.LOCK_EX); "
-            "print('locked', flush=True); time.sleep(60)")
-    holder = subprocess.Popen([sys.executable, "-c", hold, str(entry.path / ".lock")], stdout=subprocess.PIPE, text=True)
+    hold = (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); fcntl.flock(fd, fcntl.LOCK_EX); "
+        "print('locked', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, str(entry.path / ".lock")], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline() == "locked\n"
         rc, out, err = cli("extract", "--data", data, *ARGS, "--layers", LAYERS, "--cache-dir", cache.root)

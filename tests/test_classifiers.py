@@ -88,8 +88,12 @@ def test_parse_grid_item_splits_outside_brackets_only():
     [
         ("rf", {"max_depth": "abc"}, ["'max_depth'", "RandomForestClassifier", "int in the range [1, inf)", "'abc'"]),
         ("svm", {"C": -1}, ["'C'", "SVC", "(0.0, inf]", "got -1"]),
-        pytest.param("dense", {"optimizer": "adagrad"}, ["'optimizer'", "DenseHeadClassifier", "'adam'", "'adagrad'"],
-                     marks=pytest.mark.slow),  # builds the Keras dense head
+        pytest.param(
+            "dense",
+            {"optimizer": "adagrad"},
+            ["'optimizer'", "DenseHeadClassifier", "'adam'", "'adagrad'"],
+            marks=pytest.mark.slow,
+        ),  # builds the Keras dense head
     ],
 )
 def test_bad_parameter_values_fail_when_built_with_what_is_allowed(name, params, words):
@@ -101,14 +105,16 @@ def test_bad_parameter_values_fail_when_built_with_what_is_allowed(name, params,
 
 def test_fit_pipeline_without_a_validation_head_is_plain_fit(digits_parts):
     X_train, X_val, X_test, y_train, y_val, y_test = digits_parts
-    pipe = fit_pipeline(make_pipeline("logreg", None, build_feature_pipeline(standardize=True)), X_train, y_train,
-                        X_val, y_val)
+    pipe = fit_pipeline(
+        make_pipeline("logreg", None, build_feature_pipeline(standardize=True)), X_train, y_train, X_val, y_val
+    )
     reference = make_pipeline("logreg", None, build_feature_pipeline(standardize=True)).fit(X_train, y_train)
     np.testing.assert_array_equal(pipe.predict(X_test), reference.predict(X_test))
 
 
 # --- models for many rows: nystroem-svm (RBF kernel map + linear SVM) against exact SVC, sgd, rf on every core,
 # the note that names the faster choice beyond 10,000 rows, and their command-line flags
+
 
 @pytest.fixture(scope="module")
 def digits_train_test(digits):
@@ -121,7 +127,9 @@ def digits_train_test(digits):
 def test_nystroem_svm_decides_like_the_exact_rbf_svm(digits_train_test):
     X_train, y_train, X_test, y_test = digits_train_test
     exact = make_pipeline("svm", None, build_feature_pipeline(standardize=True)).fit(X_train, y_train)
-    approx = make_pipeline("nystroem-svm", {"n_components": 600}, build_feature_pipeline(standardize=True)).fit(X_train, y_train)
+    approx = make_pipeline("nystroem-svm", {"n_components": 600}, build_feature_pipeline(standardize=True)).fit(
+        X_train, y_train
+    )
     clf = approx[-1]
     assert clf.nystroem_.components_.shape == (600, X_train.shape[1])
     mapped = approx[:-1].transform(X_train)
@@ -142,8 +150,9 @@ def test_nystroem_svm_caps_landmarks_at_the_rows_and_takes_a_fixed_gamma(digits_
 @pytest.mark.parametrize("loss", ["log_loss", "hinge"])
 def test_sgd_learns_digits_and_gives_probabilities_with_log_loss(digits_train_test, loss):
     X_train, y_train, X_test, y_test = digits_train_test
-    model = make_pipeline("sgd", {"loss": loss, "early_stopping": loss == "hinge"},
-                          build_feature_pipeline(standardize=True)).fit(X_train, y_train)
+    model = make_pipeline(
+        "sgd", {"loss": loss, "early_stopping": loss == "hinge"}, build_feature_pipeline(standardize=True)
+    ).fit(X_train, y_train)
     assert model.score(X_test, y_test) > 0.85
     assert hasattr(model, "predict_proba") == (loss == "log_loss")
     assert make_classifier("sgd").loss == "log_loss"
@@ -165,19 +174,67 @@ def test_the_note_names_the_faster_choice_beyond_10000_rows():
 
 
 def test_flags_reach_the_classifier_parameters():
-    args = build_parser().parse_args(["compare", "--layer-sets", "blocks", "--clf", "sgd,nystroem-svm", "--loss", "hinge",
-                                      "--alpha", "1e-3", "--early-stopping", "--n-components", "300", "--gamma", "0.01"])
-    assert _classifier_params(args) == {"loss": "hinge", "alpha": 0.001, "early_stopping": True, "n_components": 300,
-                                        "gamma": 0.01}
+    args = build_parser().parse_args(
+        [
+            "compare",
+            "--layer-sets",
+            "blocks",
+            "--clf",
+            "sgd,nystroem-svm",
+            "--loss",
+            "hinge",
+            "--alpha",
+            "1e-3",
+            "--early-stopping",
+            "--n-components",
+            "300",
+            "--gamma",
+            "0.01",
+        ]
+    )
+    assert _classifier_params(args) == {
+        "loss": "hinge",
+        "alpha": 0.001,
+        "early_stopping": True,
+        "n_components": 300,
+        "gamma": 0.01,
+    }
 
 
 @pytest.mark.slow
 def test_fit_nystroem_svm_and_sgd_from_the_command_line(elpv_cache, tmp_path):
-    code, out, err = cli("fit", "--cache-dir", elpv_cache, "--runs-dir", tmp_path, "--layers", "top_activation",
-                         "--clf", "nystroem-svm", "--n-components", "64", "--gamma", "0.001", "--standardize")
+    code, out, err = cli(
+        "fit",
+        "--cache-dir",
+        elpv_cache,
+        "--runs-dir",
+        tmp_path,
+        "--layers",
+        "top_activation",
+        "--clf",
+        "nystroem-svm",
+        "--n-components",
+        "64",
+        "--gamma",
+        "0.001",
+        "--standardize",
+    )
     assert code == 0 and err == "", err
-    code, out2, err = cli("fit", "--cache-dir", elpv_cache, "--runs-dir", tmp_path, "--layers", "top_activation",
-                          "--clf", "sgd", "--loss", "hinge", "--early-stopping", "--standardize")
+    code, out2, err = cli(
+        "fit",
+        "--cache-dir",
+        elpv_cache,
+        "--runs-dir",
+        tmp_path,
+        "--layers",
+        "top_activation",
+        "--clf",
+        "sgd",
+        "--loss",
+        "hinge",
+        "--early-stopping",
+        "--standardize",
+    )
     assert code == 0 and err == "", err
     from featx.experiments.runlog import read_log
 
@@ -191,6 +248,7 @@ def test_fit_nystroem_svm_and_sgd_from_the_command_line(elpv_cache, tmp_path):
 
 # --- augmentation flags belong to the dense head; any other classifier refuses them in one line
 
+
 @pytest.mark.parametrize("command, clf", [("fit", "rf"), ("compare", "rf,logreg"), ("tune", "logreg")])
 @pytest.mark.parametrize("flag", ["--mixup", "--feature-noise"])
 def test_augmentation_flags_without_a_dense_head_are_one_line_errors(tmp_path, capsys, command, clf, flag):
@@ -198,5 +256,7 @@ def test_augmentation_flags_without_a_dense_head_are_one_line_errors(tmp_path, c
 
     where = ["--layer-sets" if command == "compare" else "--layers", "final", "--cache-dir", str(tmp_path)]
     assert featx.cli.main([command, "--clf", clf, flag, "0.2", *where]) == 2
-    assert capsys.readouterr().err == (f"error: {flag} augments the dense head's training and --clf {clf} has no "
-                                       f"dense head; add --clf dense or drop {flag}\n")
+    assert capsys.readouterr().err == (
+        f"error: {flag} augments the dense head's training and --clf {clf} has no "
+        f"dense head; add --clf dense or drop {flag}\n"
+    )

@@ -37,8 +37,19 @@ def test_no_tensorflow_log_lines_unless_verbose(tmp_path):
     layers = featx("layers", "mobilenet_v2", "--input-size", 96)
     assert layers.returncode == 0 and "block_1_project_BN" in layers.stdout, layers.stderr
     assert layers.stderr == ""
-    extract = featx("extract", "--data", "elpv", "--limit", 12, *SMALL, "--layers", "block_1_project_BN",
-                    "--cache-dir", tmp_path, "--quiet")
+    extract = featx(
+        "extract",
+        "--data",
+        "elpv",
+        "--limit",
+        12,
+        *SMALL,
+        "--layers",
+        "block_1_project_BN",
+        "--cache-dir",
+        tmp_path,
+        "--quiet",
+    )
     assert extract.returncode == 0 and "cached 1 layer(s) for 12 images" in extract.stdout, extract.stderr
     assert extract.stderr == ""
     verbose = featx("--verbose", "layers", "mobilenet_v2", "--input-size", 96)
@@ -57,8 +68,13 @@ def test_closed_stdout_pipe_exits_quietly():
 def interrupted_at(args, ready, *, again_after=None, timeout=300) -> tuple[int, str]:
     """Run `featx args` (with -X importtime), SIGINT it as soon as `ready(process, stderr_lines)`; a second SIGINT
     `again_after` seconds later if given. Returns the exit code and stderr without the importtime lines."""
-    process = subprocess.Popen([sys.executable, "-X", "importtime", SCRIPT, *map(str, args)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
+    process = subprocess.Popen(
+        [sys.executable, "-X", "importtime", SCRIPT, *map(str, args)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)
     reader.start()
@@ -93,6 +109,7 @@ def loading(library, for_seconds=0.0):
             return False
         since.append(time.monotonic())
         return since[-1] - since[0] >= for_seconds
+
     return ready
 
 
@@ -101,12 +118,16 @@ BIG_MODEL = ["layers", "nasnet_large"]  # builds for 10+ s: still busy 4 s after
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args, ready", [
-    (SMALL_MODEL, imported("featx.console")),  # the console script's very first imports (featx itself)
-    (SMALL_MODEL, imported("featx.cli")),  # parsing arguments
-    (SMALL_MODEL, loading("libtensorflow_framework")),  # inside `import tensorflow`, its libraries loading
-    (BIG_MODEL, loading("libtensorflow_framework", for_seconds=4.0)),  # later: importing Keras, building the model
-], ids=["featx_starting", "parsing", "tensorflow_import", "later"])
+@pytest.mark.parametrize(
+    "args, ready",
+    [
+        (SMALL_MODEL, imported("featx.console")),  # the console script's very first imports (featx itself)
+        (SMALL_MODEL, imported("featx.cli")),  # parsing arguments
+        (SMALL_MODEL, loading("libtensorflow_framework")),  # inside `import tensorflow`, its libraries loading
+        (BIG_MODEL, loading("libtensorflow_framework", for_seconds=4.0)),  # later: importing Keras, building the model
+    ],
+    ids=["featx_starting", "parsing", "tensorflow_import", "later"],
+)
 def test_ctrl_c_at_any_instant_exits_130_in_one_line(args, ready):
     rc, err = interrupted_at(args, ready)
     assert (rc, err) == (130, INTERRUPTED + "\n")
@@ -115,8 +136,21 @@ def test_ctrl_c_at_any_instant_exits_130_in_one_line(args, ready):
 @pytest.mark.slow
 def test_second_ctrl_c_while_extracting_or_publishing_exits_130_in_one_line(tmp_path):
     cache_dir = tmp_path / "cache"
-    args = ["extract", "--data", "elpv", "--limit", 64, *SMALL, "--layers", "block_1_project_BN,block_3_project_BN",
-            "--batch-size", 8, "--cache-dir", cache_dir, "--quiet"]
+    args = [
+        "extract",
+        "--data",
+        "elpv",
+        "--limit",
+        64,
+        *SMALL,
+        "--layers",
+        "block_1_project_BN,block_3_project_BN",
+        "--batch-size",
+        8,
+        "--cache-dir",
+        cache_dir,
+        "--quiet",
+    ]
     rows_written = lambda process, lines: any(p.is_file() for p in cache_dir.rglob("*") if "work" in p.parts)  # noqa: E731
     rc, err = interrupted_at(args, rows_written, again_after=0.05)
     assert (rc, err) == (130, INTERRUPTED + "\n")

@@ -13,15 +13,23 @@ from helpers import cli
 
 pytestmark = pytest.mark.slow  # each test pays for real extractions
 
-KW = {"backbone": "efficientnet_lite0", "weights": "none", "input_size": 64,
-      "layers": "block6a_project_bn,top_activation", "progress": False, "log": lambda *a: None}
+KW = {
+    "backbone": "efficientnet_lite0",
+    "weights": "none",
+    "input_size": 64,
+    "layers": "block6a_project_bn,top_activation",
+    "progress": False,
+    "log": lambda *a: None,
+}
 
 
 @pytest.fixture(scope="module")
 def pools(elpv_folder, tmp_path_factory):
     """Two poolings of the same images: two entries of one cache folder."""
     cache_dir = tmp_path_factory.mktemp("combine")
-    return cache_dir, [featx.extract(str(elpv_folder), pool=pool, cache_dir=cache_dir, **KW).entry for pool in ("avg", "gem")]
+    return cache_dir, [
+        featx.extract(str(elpv_folder), pool=pool, cache_dir=cache_dir, **KW).entry for pool in ("avg", "gem")
+    ]
 
 
 def test_load_concatenates_entries_row_aligned(pools):
@@ -34,7 +42,10 @@ def test_load_concatenates_entries_row_aligned(pools):
     np.testing.assert_array_equal(y, ya)
     assert list(meta["path"]) == list(meta_a["path"]) and X.shape[1] == 2 * 1280
     assert combined.layers == [f"{avg.name}/top_activation", f"{gem.name}/top_activation"]
-    assert combined.feature_slices == {f"{avg.name}/top_activation": (0, 1280), f"{gem.name}/top_activation": (1280, 2560)}
+    assert combined.feature_slices == {
+        f"{avg.name}/top_activation": (0, 1280),
+        f"{gem.name}/top_activation": (1280, 2560),
+    }
     assert combined.cache_key == f"{avg.key}+{gem.key}" and combined.entries == [avg.name, gem.name]
     assert not np.array_equal(Xa, Xg)  # two poolings, two different feature sets
     single = featx.load([avg], layers="top_activation")  # a list of one is that entry
@@ -44,8 +55,19 @@ def test_load_concatenates_entries_row_aligned(pools):
 
 def test_fit_on_two_entries_logs_both_and_predict_refuses(pools, elpv_folder):
     cache_dir, (avg, gem) = pools
-    rc, _, err = cli("fit", "--cache", avg.name, "--cache", gem.name, "--clf", "logreg", "--layers", "top_activation",
-                       "--cache-dir", cache_dir)
+    rc, _, err = cli(
+        "fit",
+        "--cache",
+        avg.name,
+        "--cache",
+        gem.name,
+        "--clf",
+        "logreg",
+        "--layers",
+        "top_activation",
+        "--cache-dir",
+        cache_dir,
+    )
     assert rc == 0, err
     row = featx.runs(cache_dir).iloc[0]
     assert row["cache_entry"] == f"{avg.name}+{gem.name}" and row["cache_key"] == f"{avg.key}+{gem.key}"
@@ -58,7 +80,9 @@ def test_fit_on_two_entries_logs_both_and_predict_refuses(pools, elpv_folder):
 def test_entries_of_different_images_are_refused(pools, elpv_folder):
     cache_dir, (avg, _) = pools
     fewer = featx.extract(str(elpv_folder), limit=12, cache_dir=cache_dir, **KW).entry
-    other_split = featx.extract(str(elpv_folder), pool="max", seed=1, cache_dir=cache_dir, **KW).entry  # split: not in the key
+    other_split = featx.extract(
+        str(elpv_folder), pool="max", seed=1, cache_dir=cache_dir, **KW
+    ).entry  # split: not in the key
     labels = [avg.class_names[label] for label in avg.labels]  # the same files with two labels swapped
     labels[0], labels[-1] = labels[-1], labels[0]
     manifest = elpv_folder / "swapped.csv"  # manifest paths are relative to its folder

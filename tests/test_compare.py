@@ -80,8 +80,13 @@ def test_row_space_folds_decide_like_the_wide_features(features, clf):
         np.testing.assert_array_equal(fast.predict(X_fast), cold.predict(X_cold))
 
 
-COMPARE = {"layer_sets": ["top_activation", "blocks", NARROW], "classifiers": "logreg,linear-svm", "cv": 5,
-           "standardize": True, "seed": 0}
+COMPARE = {
+    "layer_sets": ["top_activation", "blocks", NARROW],
+    "classifiers": "logreg,linear-svm",
+    "cv": 5,
+    "standardize": True,
+    "seed": 0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +112,9 @@ def test_reused_work_keeps_every_row_score_and_the_best_row(exact_and_cold):
 def test_halving_finds_the_exact_best_or_a_row_within_its_noise(elpv_cache, exact_and_cold, tmp_path):
     exact, _ = exact_and_cold
     lines = []
-    halving = featx.compare(cache_dir=elpv_cache, runs_dir=tmp_path, search="halving", log=lines.append,
-                            progress=False, **COMPARE)
+    halving = featx.compare(
+        cache_dir=elpv_cache, runs_dir=tmp_path, search="halving", log=lines.append, progress=False, **COMPARE
+    )
     table = halving.table
     assert halving.fits < exact.fits
     finished, stopped = table[~table["stopped_early"]], table[table["stopped_early"]]
@@ -126,22 +132,51 @@ def test_halving_finds_the_exact_best_or_a_row_within_its_noise(elpv_cache, exac
         assert diff <= rows.loc[tuple(best), f"cv_{exact.metric}_ci95"], (entry.name, winner, best)
     on_same_folds = finished.set_index(["layers", "model"])[f"cv_{exact.metric}_mean"]
     for key, value in on_same_folds.items():  # a contender's full CV is the exact run's number for that row
-        assert value == pytest.approx(exact.table.set_index(["layers", "model"]).loc[key, f"cv_{exact.metric}_mean"],
-                                      abs=0.03)
+        assert value == pytest.approx(
+            exact.table.set_index(["layers", "model"]).loc[key, f"cv_{exact.metric}_mean"], abs=0.03
+        )
 
 
 def test_halving_needs_cv(elpv_cache, tmp_path):
     with pytest.raises(FeatxError, match="needs cross-validation"):
-        featx.compare(cache_dir=elpv_cache, runs_dir=tmp_path, layer_sets=["top_activation"], classifiers="logreg",
-                      search="halving", **QUIET)
+        featx.compare(
+            cache_dir=elpv_cache,
+            runs_dir=tmp_path,
+            layer_sets=["top_activation"],
+            classifiers="logreg",
+            search="halving",
+            **QUIET,
+        )
 
 
 def test_non_converged_fits_are_one_counted_line_not_a_scroll_of_warnings(elpv_cache, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-m", "featx", "compare", "--cache-dir", str(elpv_cache), "--runs-dir",
-                           str(tmp_path), "--layer-sets", "top_activation", NARROW, "--clf", "logreg", "--param",
-                           "max_iter=3", "--cv", "3", "--standardize"], capture_output=True, text=True, env=env,
-                          timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "featx",
+            "compare",
+            "--cache-dir",
+            str(elpv_cache),
+            "--runs-dir",
+            str(tmp_path),
+            "--layer-sets",
+            "top_activation",
+            NARROW,
+            "--clf",
+            "logreg",
+            "--param",
+            "max_iter=3",
+            "--cv",
+            "3",
+            "--standardize",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     assert "ConvergenceWarning" not in done.stderr and "converge" not in done.stderr, done.stderr
     [line] = [line for line in done.stdout.splitlines() if line.startswith("convergence: ")]
@@ -156,9 +191,31 @@ def test_non_converged_fits_are_one_counted_line_not_a_scroll_of_warnings(elpv_c
 
 def test_a_fit_that_does_not_converge_is_one_note_not_warnings(elpv_cache, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-m", "featx", "fit", "--cache-dir", str(elpv_cache), "--runs-dir",
-                           str(tmp_path), "--layers", NARROW, "--clf", "logreg", "--param", "max_iter=3", "--cv", "3",
-                           "--standardize"], capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "featx",
+            "fit",
+            "--cache-dir",
+            str(elpv_cache),
+            "--runs-dir",
+            str(tmp_path),
+            "--layers",
+            NARROW,
+            "--clf",
+            "logreg",
+            "--param",
+            "max_iter=3",
+            "--cv",
+            "3",
+            "--standardize",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     assert "ConvergenceWarning" not in done.stderr and "converge" not in done.stderr, done.stderr
     [note] = [line for line in done.stdout.splitlines() if "without converging" in line]
@@ -172,8 +229,18 @@ def test_tune_counts_non_converged_fits_in_one_line(features):
     lines = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = tune(X[:, narrow], y, split, "logreg", folds=folds, params={"max_iter": 2}, n_jobs=1,
-                      search=Search({"C": (0.01, 1.0, 100.0)}), transforms={"standardize": True}, log=lines.append)
+        result = tune(
+            X[:, narrow],
+            y,
+            split,
+            "logreg",
+            folds=folds,
+            params={"max_iter": 2},
+            n_jobs=1,
+            search=Search({"C": (0.01, 1.0, 100.0)}),
+            transforms={"standardize": True},
+            log=lines.append,
+        )
     assert not [w for w in caught if issubclass(w.category, ConvergenceWarning)]
     # 3 points and the defaults (C=1, copied from the grid: no fit) on 5 splits, and the refit on train+val
     assert result.fits == 3 * 5 + 1 and 1 < result.not_converged <= result.fits
@@ -181,7 +248,8 @@ def test_tune_counts_non_converged_fits_in_one_line(features):
     assert [line for line in lines if line.startswith("convergence: ")] == [
         f"convergence: {result.not_converged} of {result.fits} fit(s) stopped at max_iter without "
         f"converging (logreg {result.not_converged} of {result.fits}; the curve's converged column names the points); "
-        "raise max_iter (--param max_iter=N) or standardize"]
+        "raise max_iter (--param max_iter=N) or standardize"
+    ]
 
 
 def _stderr_on_a_terminal(*args) -> tuple[int, str, str]:
@@ -194,8 +262,9 @@ def _stderr_on_a_terminal(*args) -> tuple[int, str, str]:
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    process = subprocess.Popen([sys.executable, "-m", "featx", *map(str, args)], stdout=subprocess.PIPE,
-                               stderr=follower, env=env, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "featx", *map(str, args)], stdout=subprocess.PIPE, stderr=follower, env=env, text=True
+    )
     os.close(follower)
     chunks = []
     while True:
@@ -213,8 +282,19 @@ def _stderr_on_a_terminal(*args) -> tuple[int, str, str]:
 
 
 def test_a_progress_bar_with_eta_on_a_terminal_and_none_with_quiet(elpv_cache, tmp_path):
-    args = ["compare", "--cache-dir", elpv_cache, "--runs-dir", tmp_path, "--layer-sets", NARROW, "--clf", "logreg",
-            "--cv", "3"]
+    args = [
+        "compare",
+        "--cache-dir",
+        elpv_cache,
+        "--runs-dir",
+        tmp_path,
+        "--layer-sets",
+        NARROW,
+        "--clf",
+        "logreg",
+        "--cv",
+        "3",
+    ]
     code, out, terminal = _stderr_on_a_terminal(*args)
     assert code == 0, terminal
     assert "compare: 100%" in terminal and "12/12" in terminal and "<" in terminal  # 3 rows x (3 folds + 1), ETA

@@ -43,16 +43,23 @@ def pytest_run(folder: Path, files: dict[str, str], *args: str) -> subprocess.Co
     shutil.copy(CONFTEST, folder / "conftest.py")
     for name, text in files.items():
         (folder / name).write_text(text)
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args], cwd=folder,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_fast_run_that_imports_tensorflow_fails_naming_the_test(tmp_path):
     run = pytest_run(tmp_path, {"test_scratch.py": IN_A_TEST}, *FAST)
     assert run.returncode == 1, run.stdout + run.stderr
     assert "2 passed" in run.stdout
-    assert ("TensorFlow was imported in a run that leaves out slow tests (first seen after "
-            "test_scratch.py::test_imports_tensorflow)") in run.stdout, run.stdout
+    assert (
+        "TensorFlow was imported in a run that leaves out slow tests (first seen after "
+        "test_scratch.py::test_imports_tensorflow)"
+    ) in run.stdout, run.stdout
 
 
 def test_fast_run_that_imports_tensorflow_at_collection_fails_naming_the_collection(tmp_path):
@@ -67,16 +74,21 @@ def test_fast_run_without_tensorflow_passes_and_leaves_out_a_module_that_imports
     assert "1 passed, 1 deselected" in run.stdout and "TensorFlow" not in run.stdout
 
 
-IN_SLOW_AND_SLURM_TESTS = IN_A_SLOW_TEST + """
+IN_SLOW_AND_SLURM_TESTS = (
+    IN_A_SLOW_TEST
+    + """
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_on_a_cluster_imports_tensorflow():
     sys.modules["tensorflow"] = types.ModuleType("tensorflow")
 """
+)
 
 
-@pytest.mark.parametrize("args, passed", [((), "4 passed"), (("-m", "slow"), "3 passed, 1 deselected"),
-                                          (("-m", "slurm"), "1 passed, 2 deselected")])
+@pytest.mark.parametrize(
+    "args, passed",
+    [((), "4 passed"), (("-m", "slow"), "3 passed, 1 deselected"), (("-m", "slurm"), "1 passed, 2 deselected")],
+)
 def test_runs_that_select_slow_tests_are_not_checked(tmp_path, args, passed):
     """test_dense.py's test is marked slow; `-m slurm` leaves out slow tests but selects ones marked slow too."""
     run = pytest_run(tmp_path, {"test_scratch.py": IN_SLOW_AND_SLURM_TESTS, "test_dense.py": AT_IMPORT}, *args)

@@ -33,16 +33,20 @@ def check_cuts(name: str, backbone) -> None:
     images = np.random.default_rng(0).uniform(-1, 1, (2, side, side, 3)).astype("float32")
     maps, expected = both(images, training=False)
     tail = build_tail(model, middle.name, final)
-    np.testing.assert_allclose(np.asarray(tail(maps, training=False)), np.asarray(expected), rtol=1e-4, atol=1e-4,
-                               err_msg=name)
+    np.testing.assert_allclose(
+        np.asarray(tail(maps, training=False)), np.asarray(expected), rtol=1e-4, atol=1e-4, err_msg=name
+    )
     names = [layer.name for layer in model.layers]
     cut_names = {c.name for c in cuts}
     first, last = names.index(cuts[0].name), names.index(final)
     inside = [n for n in names[first:last] if n not in cut_names and len(model.get_layer(n).output.shape) == 4]
     if inside:  # a layer inside a residual block, one branch of a module (VGG and MobileNet V1 are chains: none)
         layer = inside[len(inside) // 2]
-        with pytest.raises(FeatxError, match=rf"^layer '{layer}' is not a cut of .*nearest cut below: \S+; nearest cut "
-                                             r"above: \S+ \(`featx layers .* --cuts`"):
+        with pytest.raises(
+            FeatxError,
+            match=rf"^layer '{layer}' is not a cut of .*nearest cut below: \S+; nearest cut "
+            r"above: \S+ \(`featx layers .* --cuts`",
+        ):
             check_cut(backbone, layer, cuts)
 
 
@@ -68,21 +72,47 @@ def test_saved_model_cuts_cli_and_a_non_cut_refused(tmp_path, elpv_folder):
     top_params = 4 * 8 + 8
     branch_params = 3 * 3 * 4 * 4 + 4 + 2 * 4  # conv kernel + bias, BN gamma + beta (moving stats do not train)
     assert [(c.name, c.params_above, c.map_shape) for c in cuts] == [
-        ("stem", branch_params + top_params, (16, 16, 4)), ("block1_add", top_params, (16, 16, 4)),
-        ("top_conv", 0, (16, 16, 8))]
+        ("stem", branch_params + top_params, (16, 16, 4)),
+        ("block1_add", top_params, (16, 16, 4)),
+        ("top_conv", 0, (16, 16, 8)),
+    ]
 
     rc, out, err = cli("layers", path, "--cuts")
     assert rc == 0, err
     rows = [line.split() for line in out.splitlines()[1:4]]
-    assert [(r[0], r[-2]) for r in rows] == [("stem", str(branch_params + top_params)),
-                                              ("block1_add", str(top_params)), ("top_conv", "0")]
+    assert [(r[0], r[-2]) for r in rows] == [
+        ("stem", str(branch_params + top_params)),
+        ("block1_add", str(top_params)),
+        ("top_conv", "0"),
+    ]
     assert "3 cuts: every path from the input to the final feature layer top_conv passes through each" in out
 
     cache_dir = tmp_path / "cache"
-    rc, _, err = cli("extract", "--data", elpv_folder, "--backbone", path, "--preprocess", "unit", "--layers",
-                     "branch_bn,block1_add", "--pool", "none", "--limit", 9, "--cache-dir", cache_dir, "--quiet")
+    rc, _, err = cli(
+        "extract",
+        "--data",
+        elpv_folder,
+        "--backbone",
+        path,
+        "--preprocess",
+        "unit",
+        "--layers",
+        "branch_bn,block1_add",
+        "--pool",
+        "none",
+        "--limit",
+        9,
+        "--cache-dir",
+        cache_dir,
+        "--quiet",
+    )
     assert rc == 0, err
     rc, out, err = cli("fit", "--clf", "tail", "--cut", "branch_bn", "--epochs", 1, "--cache-dir", cache_dir)
     assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
-    assert err.startswith("error: layer 'branch_bn' is not a cut of mine: a path from the input to its final feature "
-                          "layer top_conv bypasses it") and "nearest cut below: stem; nearest cut above: block1_add" in err
+    assert (
+        err.startswith(
+            "error: layer 'branch_bn' is not a cut of mine: a path from the input to its final feature "
+            "layer top_conv bypasses it"
+        )
+        and "nearest cut below: stem; nearest cut above: block1_add" in err
+    )

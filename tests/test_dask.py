@@ -91,11 +91,17 @@ def test_worker_killed_mid_run_is_replaced_and_the_cache_is_bit_identical(manife
     scheduler reruns the lost shard, and the run completes with the same bits."""
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
         pids = client.run(os.getpid)
-        proc = subprocess.Popen(extract_args(manifest, tmp_path, "--cluster", cluster.scheduler_address),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            extract_args(manifest, tmp_path, "--cluster", cluster.scheduler_address),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             rows_at_kill = wait_for_commit(tmp_path, proc)
             victim = sorted(pids.values())[0]
@@ -115,8 +121,13 @@ def test_worker_killed_mid_run_is_replaced_and_the_cache_is_bit_identical(manife
 def test_client_killed_then_resumed_single_process_is_bit_identical(manifest, reference, tmp_path):
     """The client (the only writer) is SIGKILLed after a commit; its worker processes die with its process
     group; the same command without --cluster resumes from the committed rows."""
-    proc = subprocess.Popen(extract_args(manifest, tmp_path, "--cluster", "local:2"), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        extract_args(manifest, tmp_path, "--cluster", "local:2"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         wait_for_commit(tmp_path, proc)
         os.kill(proc.pid, signal.SIGKILL)
@@ -134,17 +145,32 @@ def test_client_killed_then_resumed_single_process_is_bit_identical(manifest, re
 
 def test_cluster_without_dask_installed_says_what_to_install(manifest, tmp_path):
     """Dask made unimportable in a real featx process (as if not installed): one line, exit 2, nothing written."""
-    code = ("import sys; sys.modules['dask'] = sys.modules['distributed'] = None; "
-            "from featx.cli import main; sys.exit(main(sys.argv[1:]))")
-    proc = subprocess.run([sys.executable, "-c", code, *extract_args(manifest, tmp_path, "--cluster", "local:2")[len(FEATX):]],
-                          capture_output=True, text=True, timeout=300)
+    code = (
+        "import sys; sys.modules['dask'] = sys.modules['distributed'] = None; "
+        "from featx.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *extract_args(manifest, tmp_path, "--cluster", "local:2")[len(FEATX) :]],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2
-    assert user_lines(proc.stderr) == ['error: --cluster needs Dask, which is not installed; run: pip install "featx[dask]"']
+    assert user_lines(proc.stderr) == [
+        'error: --cluster needs Dask, which is not installed; run: pip install "featx[dask]"'
+    ]
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("spec, parsed", [("local:2", ("local", 2)), ("slurm", ("slurm", 1)), ("slurm:4", ("slurm", 4)),
-                                          ("tcp://10.0.0.5:8786", ("address", "tcp://10.0.0.5:8786"))])
+@pytest.mark.parametrize(
+    "spec, parsed",
+    [
+        ("local:2", ("local", 2)),
+        ("slurm", ("slurm", 1)),
+        ("slurm:4", ("slurm", 4)),
+        ("tcp://10.0.0.5:8786", ("address", "tcp://10.0.0.5:8786")),
+    ],
+)
 def test_cluster_specs(spec, parsed):
     assert distributed.parse_spec(spec) == parsed
 
@@ -175,10 +201,19 @@ def test_readme_slurm_config_builds_a_gpu_job_script(tmp_path):
     with SLURMCluster(**distributed.slurm_options(config)) as cluster:
         script = cluster.job_script()
     logs = f"{config['log_directory']}/{config['job_name']}-%j"
-    for line in [f"-p {config['partition']}", f"-A {config['account']}", f"--qos={config['qos']}",
-                 f"-t {config['walltime']}", f"--gpus={config['gpus']}", f"-J {config['job_name']}",
-                 f"--cpus-per-task={config['cores']}", "--mem=30G", f'-o "{logs}.out"', f'-e "{logs}.err"',
-                 *config["job_extra_directives"]]:
+    for line in [
+        f"-p {config['partition']}",
+        f"-A {config['account']}",
+        f"--qos={config['qos']}",
+        f"-t {config['walltime']}",
+        f"--gpus={config['gpus']}",
+        f"-J {config['job_name']}",
+        f"--cpus-per-task={config['cores']}",
+        "--mem=30G",
+        f'-o "{logs}.out"',
+        f'-e "{logs}.err"',
+        *config["job_extra_directives"],
+    ]:
         assert f"#SBATCH {line}\n" in script, line
     assert config["job_script_prologue"][0] in script
     assert f"{sys.executable} -m distributed.cli.dask_worker" in script  # the worker runs this Python
@@ -195,19 +230,32 @@ def test_every_slurm_key_is_a_slurmcluster_argument_or_featx_own():
     assert set(distributed.SLURM_KEYS) - accepted == {"partition", "qos", "gpus", "gres"}
 
 
-@pytest.mark.parametrize("config, message", [
-    ({"partiton": "gpu"}, "unknown --cluster-config key 'partiton' for --cluster slurm; accepted: partition, queue, "),
-    ({"partition": "a", "queue": "b"}, "sets both partition and queue"),
-    ({"job_extra_directives": [1]}, "job_extra_directives must be a list of strings")])
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        (
+            {"partiton": "gpu"},
+            "unknown --cluster-config key 'partiton' for --cluster slurm; accepted: partition, queue, ",
+        ),
+        ({"partition": "a", "queue": "b"}, "sets both partition and queue"),
+        ({"job_extra_directives": [1]}, "job_extra_directives must be a list of strings"),
+    ],
+)
 def test_bad_slurm_config_is_one_line_naming_the_key(config, message):
     with pytest.raises(FeatxError, match=re.escape(message)) as raised:
         distributed.slurm_options(config)
     assert "\n" not in str(raised.value)
 
 
-@pytest.mark.parametrize("name, text, message", [
-    ("c.toml", "cores = [", "is not valid"), ("c.yaml", "cores: [1,", "is not valid"),
-    ("c.yaml", "- 1\n- 2\n", "must hold a table"), ("c.ini", "cores = 1", "must end in .toml, .yaml or .yml")])
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("c.toml", "cores = [", "is not valid"),
+        ("c.yaml", "cores: [1,", "is not valid"),
+        ("c.yaml", "- 1\n- 2\n", "must hold a table"),
+        ("c.ini", "cores = 1", "must end in .toml, .yaml or .yml"),
+    ],
+)
 def test_bad_cluster_config_is_one_line(tmp_path, name, text, message):
     (tmp_path / name).write_text(text)
     with pytest.raises(FeatxError, match=message) as raised:
@@ -220,11 +268,26 @@ def test_distributed_compare_gives_the_local_table(reference):
     """The same sweep on 2 Dask worker processes (feature matrix scattered once) and in this process: the same
     scores, and every fit logged in the same runs log."""
     entry = reference()
-    sweep = {"layer_sets": ["block_16_project_BN", "block_2_add,block_6_project_BN"], "classifiers": "rf,logreg",
-             "grid": {"n_estimators": [5, 20]}, "seed": 3, "cache_dir": entry.path.parent, "log": lambda *a: None}
+    sweep = {
+        "layer_sets": ["block_16_project_BN", "block_2_add,block_6_project_BN"],
+        "classifiers": "rf,logreg",
+        "grid": {"n_estimators": [5, 20]},
+        "seed": 3,
+        "cache_dir": entry.path.parent,
+        "log": lambda *a: None,
+    }
     local = featx.compare(entry.name, **sweep).table
     remote = featx.compare(entry.name, cluster="local:2", **sweep).table
-    scores = ["layers", "classifier", "params", "n_features", "val_accuracy", "val_f1_macro", "test_accuracy", "test_f1_macro"]
+    scores = [
+        "layers",
+        "classifier",
+        "params",
+        "n_features",
+        "val_accuracy",
+        "val_f1_macro",
+        "test_accuracy",
+        "test_f1_macro",
+    ]
     assert len(local) == 8  # 2 subsets x 2 classifiers x 2 grid points, and the majority and stratified baselines
     assert local[scores].equals(remote[scores])
     assert set(local["run_id"]).isdisjoint(remote["run_id"])
@@ -240,33 +303,43 @@ def test_unreachable_scheduler_and_missing_sbatch_are_one_line(tmp_path):
     import dask
     import distributed as dask_distributed  # noqa: F401  registers the distributed.* config keys
 
-    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}), \
-            pytest.raises(FeatxError, match=rf"cannot reach the Dask scheduler at tcp://127.0.0.1:{port} .*dask scheduler"):
+    with (
+        dask.config.set({"distributed.comm.timeouts.connect": "2s"}),
+        pytest.raises(FeatxError, match=rf"cannot reach the Dask scheduler at tcp://127.0.0.1:{port} .*dask scheduler"),
+    ):
         with distributed.connect(f"tcp://127.0.0.1:{port}"):
             pass
     if shutil.which("sbatch") is None:
         with pytest.raises(FeatxError, match="needs the SLURM command sbatch"):
             with distributed.connect("slurm:2"):
                 pass
-    with pytest.raises(FeatxError, match=r"could not start the local cluster .*no_such_option.*distributed.LocalCluster documentation"):
+    with pytest.raises(
+        FeatxError, match=r"could not start the local cluster .*no_such_option.*distributed.LocalCluster documentation"
+    ):
         with distributed.connect("local:1", {"no_such_option": 1}):
             pass
 
 
 def test_bad_cluster_spec_stops_extract_before_any_work(manifest, tmp_path):
-    proc = subprocess.run(extract_args(manifest, tmp_path, "--cluster", "local:0"), capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        extract_args(manifest, tmp_path, "--cluster", "local:0"), capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 2
-    assert user_lines(proc.stderr) == ["error: bad --cluster 'local:0'; write local:N, tcp://HOST:PORT or slurm[:N], "
-                                       "e.g. local:2"]
+    assert user_lines(proc.stderr) == [
+        "error: bad --cluster 'local:0'; write local:N, tcp://HOST:PORT or slurm[:N], e.g. local:2"
+    ]
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 
 def test_unknown_slurm_config_key_stops_extract_before_any_work(manifest, tmp_path):
     config = tmp_path / "slurm.toml"
     config.write_text('partition = "gpu"\nwall_time = "01:00:00"\n')
-    proc = subprocess.run(extract_args(manifest, tmp_path / "cache", "--cluster", "slurm:2", "--cluster-config", str(config)),
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        extract_args(manifest, tmp_path / "cache", "--cluster", "slurm:2", "--cluster-config", str(config)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2
     [line] = user_lines(proc.stderr)
     assert line.startswith("error: unknown --cluster-config key 'wall_time' for --cluster slurm; accepted: partition, ")

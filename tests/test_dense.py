@@ -122,6 +122,7 @@ def test_validation_rows_are_never_augmented(digits):
 
 # --- the command line: flags in real featx processes (tests/forkserver.py) on a real ELPV cache
 
+
 def featx(*args):
     import forkserver
 
@@ -131,8 +132,22 @@ def featx(*args):
 @pytest.fixture(scope="module")
 def lite0_cache(tmp_path_factory, fork_server):
     cache = tmp_path_factory.mktemp("dense_augment") / "cache"
-    done = featx("extract", "--data", "elpv", "--limit", 60, "--backbone", "efficientnet_lite0", "--input-size", 96,
-                 "--layers", "final", "--cache-dir", cache, "--quiet")
+    done = featx(
+        "extract",
+        "--data",
+        "elpv",
+        "--limit",
+        60,
+        "--backbone",
+        "efficientnet_lite0",
+        "--input-size",
+        96,
+        "--layers",
+        "final",
+        "--cache-dir",
+        cache,
+        "--quiet",
+    )
     assert done.rc == 0, done.err
     return cache
 
@@ -147,20 +162,24 @@ def test_cli_flags_and_pipeline_params_reach_the_dense_head(lite0_cache, tmp_pat
     compare = featx("compare", "--clf", "logreg,dense", "--layer-sets", "final", *common)
     assert compare.rc == 0, compare.err
     pipeline = tmp_path / "augment.toml"
-    pipeline.write_text('data = "elpv"\nbackbone = "efficientnet_lite0"\nlayers = ["final"]\n'
-                        '[extract]\nlimit = 60\ninput_size = 96\n'
-                        '[[steps]]\nkind = "fit"\nclf = "dense"\n'
-                        'params = { mixup = 0.4, feature_noise = 0.2, epochs = 3 }\n')
+    pipeline.write_text(
+        'data = "elpv"\nbackbone = "efficientnet_lite0"\nlayers = ["final"]\n'
+        "[extract]\nlimit = 60\ninput_size = 96\n"
+        '[[steps]]\nkind = "fit"\nclf = "dense"\n'
+        "params = { mixup = 0.4, feature_noise = 0.2, epochs = 3 }\n"
+    )
     run = featx("run", pipeline, "--cache-dir", lite0_cache)
     assert run.rc == 0, run.err
     dense = runs(lite0_cache, clf="dense")
     assert sorted(dense["params"]) == [
         '{"epochs": 3, "feature_noise": 0.1, "mixup": 0.2}',
         '{"epochs": 3, "feature_noise": 0.1, "mixup": 0.2}',
-        '{"epochs": 3, "feature_noise": 0.2, "mixup": 0.4}'], dense["params"].tolist()
+        '{"epochs": 3, "feature_noise": 0.2, "mixup": 0.4}',
+    ], dense["params"].tolist()
 
 
 # --- the head itself, on conftest's digits
+
 
 @pytest.fixture(scope="module")
 def dense_fit(digits_parts):
@@ -240,11 +259,12 @@ def test_fit_pipeline_maps_validation_data_through_the_train_fitted_transforms(d
 
 DENSE_EXEMPT = {
     "check_fit2d_1sample": "one sample cannot be split into train and validation rows; the head says so with a "
-                           "FeatxError (featx's one-line user error), not the ValueError wording this check expects",
+    "FeatxError (featx's one-line user error), not the ValueError wording this check expects",
 }
 
 
-@parametrize_with_checks([DenseHeadClassifier(hidden=(8,), epochs=3, lr=0.1)],
-                         expected_failed_checks=lambda estimator: DENSE_EXEMPT)
+@parametrize_with_checks(
+    [DenseHeadClassifier(hidden=(8,), epochs=3, lr=0.1)], expected_failed_checks=lambda estimator: DENSE_EXEMPT
+)
 def test_dense_head_passes_sklearn_checks(estimator, check):
     check(estimator)

@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def readme_commands() -> list[str]:
     text = (ROOT / "README.md").read_text()
-    start, end = (text[:text.index(marker)].count("\n") + 1 for marker in ("## On a new machine", "## Using it"))
+    start, end = (text[: text.index(marker)].count("\n") + 1 for marker in ("## On a new machine", "## Using it"))
     return [c for b in readme_blocks() if b.language == "sh" and start < b.line < end for c in b.commands]
 
 

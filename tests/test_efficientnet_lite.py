@@ -76,9 +76,22 @@ def test_reader_returns_float32_tensors_in_torch_layout(state_dict, model):
 @pytest.mark.slow  # builds EfficientNet-Lite0 (Keras)
 def test_layer_names_follow_keras_applications(model):
     names = {layer.name for layer in model.layers}
-    for name in ["input_layer", "stem_conv", "stem_bn", "stem_activation", "block1a_dwconv",
-                 "block1a_project_bn", "block2a_expand_activation", "block2b_add", "block7a_project_bn",
-                 "top_conv", "top_bn", "top_activation", "avg_pool", "predictions"]:
+    for name in [
+        "input_layer",
+        "stem_conv",
+        "stem_bn",
+        "stem_activation",
+        "block1a_dwconv",
+        "block1a_project_bn",
+        "block2a_expand_activation",
+        "block2b_add",
+        "block7a_project_bn",
+        "top_conv",
+        "top_bn",
+        "top_activation",
+        "avg_pool",
+        "predictions",
+    ]:
         assert name in names
     assert "block2a_add" not in names  # stride 2: no residual
     assert not any(n.endswith(("_drop", "_dropout", "top_dropout")) for n in names)  # inference graph
@@ -121,7 +134,7 @@ def test_malformed_files_raise_featx_error(tmp_path):
         build_efficientnet_lite0(weights=junk)
 
     truncated = tmp_path / "truncated.pth"
-    truncated.write_bytes(open(default_weights_path(), "rb").read()[: 200_000])
+    truncated.write_bytes(open(default_weights_path(), "rb").read()[:200_000])
     with pytest.raises(FeatxError, match="truncated"):
         read_torch_state_dict(truncated)
 
@@ -140,6 +153,7 @@ def test_refuses_pickles_that_are_not_state_dicts(tmp_path):
 
 
 # --- files written the way torch.save does, with a stand-in `torch` module (torch is not installed) ---
+
 
 class _Storage:
     def __init__(self, key, data):
@@ -262,8 +276,10 @@ def test_lite1_and_lite2_classify_real_photos(name):
     blocks = group_members(infos, "blocks")
     assert len(blocks) == n_blocks and group_members(infos, "final") == ["top_activation"]
     assert {i.name: i for i in infos}[blocks[-1]].output_shape[-1] == width
-    photos = [np.asarray(Image.fromarray(getattr(skdata, p)()).resize((size, size), Image.BILINEAR), np.float32)
-              for p in ("chelsea", "coffee")]
+    photos = [
+        np.asarray(Image.fromarray(getattr(skdata, p)()).resize((size, size), Image.BILINEAR), np.float32)
+        for p in ("chelsea", "coffee")
+    ]
     probs = backbone.model.predict(preprocess_input(np.stack(photos)), verbose=0)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
     assert np.argmax(probs[0]) in CATS and np.argmax(probs[1]) in COFFEE, np.argsort(probs)[:, -5:]

@@ -43,12 +43,23 @@ def test_rf_and_logreg_beat_chance_by_far_and_are_logged(elpv_cache):
         assert test["accuracy"] >= majority + 0.1
         assert test["f1_macro"] >= 0.4
         assert test["confusion"].to_numpy().sum() == len(y_test)
-        assert {"model.skops", "metrics.json", "confusion_val.csv", "confusion_val.png", "confusion_test.csv",
-                "confusion_test.png"} <= {p.name for p in result.folder.iterdir()}
+        assert {
+            "model.skops",
+            "metrics.json",
+            "confusion_val.csv",
+            "confusion_val.png",
+            "confusion_test.csv",
+            "confusion_test.png",
+        } <= {p.name for p in result.folder.iterdir()}
     log = read_log(elpv_cache)
     assert len(log) == before + 2
     row = log.set_index("run_id").loc[forest.run_id]
-    assert (row["classifier"], row["backbone"], row["layers"], row["n_features"]) == ("rf", "efficientnet_lite0", "blocks", 1808)
+    assert (row["classifier"], row["backbone"], row["layers"], row["n_features"]) == (
+        "rf",
+        "efficientnet_lite0",
+        "blocks",
+        1808,
+    )
     assert row["cache_key"] == open_entry(cache_dir=elpv_cache).key and '"n_estimators": 100' in row["all_params"]
     assert row["test_accuracy"] == round(forest.metrics["test"]["accuracy"], 4)
     model, _ = load_model(logreg.run_id, elpv_cache)
@@ -57,8 +68,15 @@ def test_rf_and_logreg_beat_chance_by_far_and_are_logged(elpv_cache):
 
 
 def test_fne_maps_to_three_values_with_train_statistics_only(elpv_cache):
-    result = fit(cache_dir=elpv_cache, layers="block6d_add,top_activation", clf="logreg", discretize="fne",
-                 fne_low=-0.3, fne_high=0.2, **QUIET)
+    result = fit(
+        cache_dir=elpv_cache,
+        layers="block6d_add,top_activation",
+        clf="logreg",
+        discretize="fne",
+        fne_low=-0.3,
+        fne_high=0.2,
+        **QUIET,
+    )
     fne = result.pipeline.named_steps["fne"]
     X_train, _, _ = _split(elpv_cache, "block6d_add,top_activation", "train")
     X_all, _, _ = load(cache_dir=elpv_cache, layers="block6d_add,top_activation")
@@ -71,8 +89,15 @@ def test_fne_maps_to_three_values_with_train_statistics_only(elpv_cache):
 def test_dense_head_learns_keeps_best_epoch_and_round_trips(elpv_cache):
     # seed 1: a run whose best val epoch is neither the first nor the last, so keeping it is visible (on this
     # 37-image val split some seeds never beat their first epoch's val accuracy while the train loss falls)
-    result = fit(cache_dir=elpv_cache, layers="top_activation", clf="dense", standardize=True, seed=1,
-                 params={"hidden": (64,), "epochs": 30, "lr": 0.01, "momentum": 0.9}, **QUIET)
+    result = fit(
+        cache_dir=elpv_cache,
+        layers="top_activation",
+        clf="dense",
+        standardize=True,
+        seed=1,
+        params={"hidden": (64,), "epochs": 30, "lr": 0.01, "momentum": 0.9},
+        **QUIET,
+    )
     head = result.pipeline[-1]
     history = pd.read_csv(result.folder / "history.csv")
     assert len(history) == 30 and (result.folder / "learning_curves.png").is_file()
@@ -88,10 +113,19 @@ def test_dense_head_learns_keeps_best_epoch_and_round_trips(elpv_cache):
 def test_compare_reads_layers_once_and_logs_one_run_per_row(elpv_cache, monkeypatch):
     reads = []
     original = CacheEntry.read
-    monkeypatch.setattr(CacheEntry, "read", lambda self, layers, rows=None: reads.append(layers) or original(self, layers, rows))
+    monkeypatch.setattr(
+        CacheEntry, "read", lambda self, layers, rows=None: reads.append(layers) or original(self, layers, rows)
+    )
     before = _log_size(elpv_cache)
-    result = compare(cache_dir=elpv_cache, layer_sets=["each", "block6d_add,top_activation"], classifiers="knn,rf",
-                     grid={"min_samples_leaf": [1, 3]}, params={"n_estimators": 10}, n_jobs=2, **QUIET)
+    result = compare(
+        cache_dir=elpv_cache,
+        layer_sets=["each", "block6d_add,top_activation"],
+        classifiers="knn,rf",
+        grid={"min_samples_leaf": [1, 3]},
+        params={"n_estimators": 10},
+        n_jobs=2,
+        **QUIET,
+    )
     entry = open_entry(cache_dir=elpv_cache)
     assert [list(r) for r in reads] == [entry.layers]  # the union, once, in depth order
     table = result.table
@@ -107,7 +141,9 @@ def test_compare_reads_layers_once_and_logs_one_run_per_row(elpv_cache, monkeypa
 
 def test_runs_sorted_best_first_and_filtered(elpv_cache):
     for leaf in (1, 5, 9):
-        fit(cache_dir=elpv_cache, layers="block5c_add,block6d_add", clf="rf", params={"min_samples_leaf": leaf}, **QUIET)
+        fit(
+            cache_dir=elpv_cache, layers="block5c_add,block6d_add", clf="rf", params={"min_samples_leaf": leaf}, **QUIET
+        )
     fit(cache_dir=elpv_cache, layers="block6d_add", clf="knn", **QUIET)
     assert runs(elpv_cache)["selection_score"].is_monotonic_decreasing  # CV mean where a run has one, else val
     forests = runs(elpv_cache, clf="rf", layers="block5c", top=2)
@@ -127,8 +163,14 @@ def test_predict_on_image_files_matches_the_cached_features(elpv_cache, tmp_path
     shutil.copy(files[3], folder / "cell.png")
     (folder / "notes.txt").write_text("not an image")
     # an id prefix as users type it; not just the timestamp, which other runs in the same second share
-    table = predict(result.run_id[:-2], files[:3] + [str(folder)], cache_dir=elpv_cache, batch_size=2,
-                    output=tmp_path / "out.csv", **QUIET)
+    table = predict(
+        result.run_id[:-2],
+        files[:3] + [str(folder)],
+        cache_dir=elpv_cache,
+        batch_size=2,
+        output=tmp_path / "out.csv",
+        **QUIET,
+    )
     assert list(table["path"]) == files[:3] + [str(folder / "cell.png"), str(folder / "notes.txt")]
     expected = np.asarray(open_entry(cache_dir=elpv_cache).class_names)[result.pipeline.predict(X_test[:4])]
     assert list(table["label"][:4]) == list(expected)
@@ -156,10 +198,42 @@ def test_tampered_or_foreign_model_is_refused(elpv_cache):
 def test_cli_fit_compare_runs_and_bad_input(elpv_cache, capsys):
     d = str(elpv_cache)
     before = _log_size(elpv_cache)
-    assert main(["fit", "--cache-dir", d, "--layers", "top_activation", "--clf", "logreg", "--standardize",
-                 "--param", "C=0.5"]) == 0
-    assert main(["compare", "--cache-dir", d, "--layer-sets", "top_activation", "block6d_add", "--clf", "rf,logreg",
-                 "--grid", "min_samples_leaf=1,3", "--n-estimators", "20"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--cache-dir",
+                d,
+                "--layers",
+                "top_activation",
+                "--clf",
+                "logreg",
+                "--standardize",
+                "--param",
+                "C=0.5",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "compare",
+                "--cache-dir",
+                d,
+                "--layer-sets",
+                "top_activation",
+                "block6d_add",
+                "--clf",
+                "rf,logreg",
+                "--grid",
+                "min_samples_leaf=1,3",
+                "--n-estimators",
+                "20",
+            ]
+        )
+        == 0
+    )
     assert _log_size(elpv_cache) == before + 1 + 2 * 3 + 2  # and the 2 baselines
     assert main(["runs", "--cache-dir", d, "--clf", "logreg", "--top", "2"]) == 0
     out = capsys.readouterr().out
@@ -172,10 +246,12 @@ def test_cli_fit_compare_runs_and_bad_input(elpv_cache, capsys):
 
 
 def test_fit_and_compare_from_the_cache_never_import_tensorflow(elpv_cache):
-    code = ("import sys; from featx.cli import main; d = sys.argv[1]; "
-            "assert main(['fit', '--cache-dir', d, '--layers', 'top_activation', '--clf', 'knn']) == 0; "
-            "assert main(['compare', '--cache-dir', d, '--layer-sets', 'block6d_add', '--clf', 'knn']) == 0; "
-            "assert not {'tensorflow', 'keras'} & set(sys.modules), 'tensorflow imported'")
+    code = (
+        "import sys; from featx.cli import main; d = sys.argv[1]; "
+        "assert main(['fit', '--cache-dir', d, '--layers', 'top_activation', '--clf', 'knn']) == 0; "
+        "assert main(['compare', '--cache-dir', d, '--layer-sets', 'block6d_add', '--clf', 'knn']) == 0; "
+        "assert not {'tensorflow', 'keras'} & set(sys.modules), 'tensorflow imported'"
+    )
     done = subprocess.run([sys.executable, "-c", code, str(elpv_cache)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
 
@@ -184,9 +260,11 @@ def test_pipeline_file_reuses_the_cache_and_rejects_unknown_keys(elpv_cache, tmp
     entry = open_entry(cache_dir=elpv_cache)
     head = f'data = "elpv"\nlayers = ["blocks", "top_activation"]\n[extract]\nlimit = {len(entry.labels)}\n'
     good = tmp_path / "small.toml"
-    good.write_text(head + '[[steps]]\nkind = "fit"\nclf = "knn"\nlayers = "top_activation"\n'
-                    '[[steps]]\nkind = "compare"\nlayer_sets = ["block6d_add", "blocks"]\nclassifiers = ["logreg"]\n'
-                    'standardize = true\n[[steps]]\nkind = "tsne"\nlayers = "top_activation"\n')
+    good.write_text(
+        head + '[[steps]]\nkind = "fit"\nclf = "knn"\nlayers = "top_activation"\n'
+        '[[steps]]\nkind = "compare"\nlayer_sets = ["block6d_add", "blocks"]\nclassifiers = ["logreg"]\n'
+        'standardize = true\n[[steps]]\nkind = "tsne"\nlayers = "top_activation"\n'
+    )
     lines = []
     result = run_pipeline(good, cache_dir=elpv_cache, log=lines.append)
     assert any("nothing to do" in line for line in lines)  # extraction was a cache hit

@@ -26,16 +26,23 @@ def tail_run(elpv_folder, tmp_path_factory):
     from featx.cache.store import Cache
 
     cache_dir = tmp_path_factory.mktemp("tail_cache")
-    featx.extract(str(elpv_folder), layers=CUT, pool="none", input_size=96, cache_dir=cache_dir, progress=False,
-                  **QUIET)
+    featx.extract(
+        str(elpv_folder), layers=CUT, pool="none", input_size=96, cache_dir=cache_dir, progress=False, **QUIET
+    )
     entry = Cache(cache_dir).open()
-    result = featx.fit(cache_dir=cache_dir, layers=CUT, clf="tail", **QUIET,
-                       params={"cut": CUT, "backbone": backbone_description(entry), "epochs": 2, "warmup_epochs": 1})
+    result = featx.fit(
+        cache_dir=cache_dir,
+        layers=CUT,
+        clf="tail",
+        **QUIET,
+        params={"cut": CUT, "backbone": backbone_description(entry), "epochs": 2, "warmup_epochs": 1},
+    )
     return cache_dir, result.run_id
 
 
 def test_the_exported_network_loads_safely_predicts_as_featx_predict_and_extracts_as_a_backbone(
-        tail_run, elpv_folder, tmp_path):
+    tail_run, elpv_folder, tmp_path
+):
     import keras
 
     cache_dir, run_id = tail_run
@@ -52,7 +59,14 @@ def test_the_exported_network_loads_safely_predicts_as_featx_predict_and_extract
     # the exported file as a backbone: featx decodes, resizes and preprocesses the images itself (preprocessing
     # inferred from the layer names), and its last layer's outputs are the class probabilities
     again = tmp_path / "again"
-    featx.extract(str(elpv_folder), backbone=str(path), layers="head_softmax,top_activation", cache_dir=again, progress=False, **QUIET)
+    featx.extract(
+        str(elpv_folder),
+        backbone=str(path),
+        layers="head_softmax,top_activation",
+        cache_dir=again,
+        progress=False,
+        **QUIET,
+    )
     X, _, meta = featx.load(cache_dir=again, layers="head_softmax")
     assert X.shape == (len(predicted), 3)
     by_path = dict(zip(meta["path"].map(lambda p: p.split("/")[-1]), X))

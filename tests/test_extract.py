@@ -45,7 +45,9 @@ def test_one_pass_equals_per_layer_models(lite_cache, lite):
     X, slices = entry.read(LITE_LAYERS)
     for layer in LITE_LAYERS:
         start, stop = slices[layer]
-        np.testing.assert_allclose(X[:, start:stop], per_layer_reference(lite, paths, layer, "avg"), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            X[:, start:stop], per_layer_reference(lite, paths, layer, "avg"), rtol=1e-4, atol=1e-5
+        )
 
 
 @pytest.mark.slow  # an extraction and per-layer Keras models
@@ -82,7 +84,9 @@ def test_second_run_is_a_noop(lite_cache, elpv_folder):
     cache_dir, first = lite_cache
     before = {n: first.entry.layer_file(n).stat().st_mtime_ns for n in LITE_LAYERS}
     said = []
-    again = featx.extract(str(elpv_folder), layers=LITE_LAYERS, cache_dir=cache_dir, batch_size=5, progress=False, log=said.append)
+    again = featx.extract(
+        str(elpv_folder), layers=LITE_LAYERS, cache_dir=cache_dir, batch_size=5, progress=False, log=said.append
+    )
     assert again.computed_layers == [] and again.entry.path == first.entry.path
     assert "nothing to do" in said[0]
     assert before == {n: first.entry.layer_file(n).stat().st_mtime_ns for n in LITE_LAYERS}
@@ -91,8 +95,9 @@ def test_second_run_is_a_noop(lite_cache, elpv_folder):
 def test_extra_layer_computes_only_that_layer(lite_cache, elpv_folder):
     cache_dir, first = lite_cache
     X_before, _, _ = featx.load(cache_dir=cache_dir, layers=LITE_LAYERS)
-    result = featx.extract(str(elpv_folder), layers=LITE_LAYERS + ["block4a_project_bn"], cache_dir=cache_dir,
-                           batch_size=5, progress=False)
+    result = featx.extract(
+        str(elpv_folder), layers=LITE_LAYERS + ["block4a_project_bn"], cache_dir=cache_dir, batch_size=5, progress=False
+    )
     assert result.computed_layers == ["block4a_project_bn"]
     X_after, _, meta = featx.load(cache_dir=cache_dir, layers=LITE_LAYERS)
     np.testing.assert_array_equal(X_before, X_after)
@@ -138,7 +143,9 @@ def test_changed_image_is_never_served_stale(elpv_folder, tmp_path):
 
 def test_float16_and_other_settings_get_their_own_entry(lite_cache, elpv_folder):
     cache_dir, first = lite_cache
-    half = featx.extract(str(elpv_folder), layers="top_activation", dtype="float16", cache_dir=cache_dir, progress=False)
+    half = featx.extract(
+        str(elpv_folder), layers="top_activation", dtype="float16", cache_dir=cache_dir, progress=False
+    )
     assert half.entry.path != first.entry.path
     X16, _ = half.entry.read(["top_activation"])
     X32, _ = first.entry.read(["top_activation"])

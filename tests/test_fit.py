@@ -35,7 +35,7 @@ def test_log_none_prints_nothing_and_metrics_keep_class_order(small_cache, capsy
     assert capsys.readouterr().out == ""
     metrics = json.loads((result.folder / "metrics.json").read_text())
     classes = featx.Cache(small_cache).open().class_names
-    assert list(metrics["val"]["report"])[:len(classes)] == classes  # label order, not alphabetical
+    assert list(metrics["val"]["report"])[: len(classes)] == classes  # label order, not alphabetical
     assert sorted(classes) != classes  # ELPV's label order is not alphabetical: sorting would show
     table = pd.read_csv(compared.csv)
     assert "model" not in table.columns and {"layers", "classifier", "params", "run_id"} <= set(table.columns)

@@ -27,20 +27,28 @@ def test_fitspec_is_a_keyword_only_frozen_value_with_a_stable_description():
         spec.seed = 4
     assert spec.describe() == 'rf {"min_samples_leaf": 2, "n_estimators": 20} transforms=standardize seed=3'
     assert json.loads(json.dumps(spec.to_dict())) == {
-        "classifier": "rf", "params": {"min_samples_leaf": 2, "n_estimators": 20},
-        "transforms": {"standardize": True}, "seed": 3, "n_jobs": -1}
+        "classifier": "rf",
+        "params": {"min_samples_leaf": 2, "n_estimators": 20},
+        "transforms": {"standardize": True},
+        "seed": 3,
+        "n_jobs": -1,
+    }
     assert FitSpec(classifier="dense", params={"hidden": (64, 32)}).to_dict()["params"] == {"hidden": [64, 32]}
-    assert spec == FitSpec(classifier="rf", params={"min_samples_leaf": 2, "n_estimators": 20},
-                           transforms={"standardize": True}, seed=3)
+    assert spec == FitSpec(
+        classifier="rf", params={"min_samples_leaf": 2, "n_estimators": 20}, transforms={"standardize": True}, seed=3
+    )
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"classifier": "forest"}, "unknown classifier 'forest'"),
-    ({"params": {"max_dpth": 3}}, "Did you mean 'max_depth'"),
-    ({"params": {"max_depth": "abc"}}, "'max_depth' parameter of RandomForestClassifier must be an int"),
-    ({"transforms": {"standardise": True}}, "unknown transform option"),
-    ({"transforms": {"pca": "abc"}}, "pca must be"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"classifier": "forest"}, "unknown classifier 'forest'"),
+        ({"params": {"max_dpth": 3}}, "Did you mean 'max_depth'"),
+        ({"params": {"max_depth": "abc"}}, "'max_depth' parameter of RandomForestClassifier must be an int"),
+        ({"transforms": {"standardise": True}}, "unknown transform option"),
+        ({"transforms": {"pca": "abc"}}, "pca must be"),
+    ],
+)
 def test_fitspec_is_checked_when_made(kwargs, message):
     with pytest.raises(FeatxError, match=message):
         FitSpec(**kwargs)
@@ -70,27 +78,38 @@ def test_train_and_score_takes_any_split_array_so_folds_can_reuse_it(digits):
 
 
 def test_compare_builds_one_fitspec_per_classifier_and_grid_point_it_accepts():
-    specs = fit_specs("rf,knn", parse_grid(["min_samples_leaf=1,3", "n_neighbors=3,5"]), {"n_estimators": 10},
-                      {"standardize": True}, seed=1, n_jobs=1)
+    specs = fit_specs(
+        "rf,knn",
+        parse_grid(["min_samples_leaf=1,3", "n_neighbors=3,5"]),
+        {"n_estimators": 10},
+        {"standardize": True},
+        seed=1,
+        n_jobs=1,
+    )
     assert [s.describe() for s in specs] == [
         'rf {"min_samples_leaf": 1, "n_estimators": 10} transforms=standardize seed=1',
         'rf {"min_samples_leaf": 3, "n_estimators": 10} transforms=standardize seed=1',
         'knn {"n_neighbors": 3} transforms=standardize seed=1',
-        'knn {"n_neighbors": 5} transforms=standardize seed=1']
+        'knn {"n_neighbors": 5} transforms=standardize seed=1',
+    ]
     with pytest.raises(FeatxError, match="belong to none of the classifiers"):
         fit_specs("knn", {"min_samples_leaf": [1]}, {}, {}, 0, 1)
     with pytest.raises(FeatxError, match="min_samples_leaf"):  # every point is checked before data is read
         fit_specs("rf", {"min_samples_leaf": [1, 0]}, {}, {}, 0, 1)
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--param", "max_depth=abc"], ["max_depth", "'abc'", "int in the range [1, inf)"]),
-    (["--n-estimators", "abc"], ["n_estimators", "'abc'", "int in the range [1, inf)"]),
-    (["--clf", "svm", "--param", "C=-1"], ["'C'", "SVC", "got -1", "(0.0, inf]"]),
-    pytest.param(["--clf", "dense", "--dense-batch-size", "0"], ["batch_size", "got 0"],
-                 marks=pytest.mark.slow),  # builds the Keras dense head to check it
-    (["--pca", "abc"], ["pca", "'abc'"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--param", "max_depth=abc"], ["max_depth", "'abc'", "int in the range [1, inf)"]),
+        (["--n-estimators", "abc"], ["n_estimators", "'abc'", "int in the range [1, inf)"]),
+        (["--clf", "svm", "--param", "C=-1"], ["'C'", "SVC", "got -1", "(0.0, inf]"]),
+        pytest.param(
+            ["--clf", "dense", "--dense-batch-size", "0"], ["batch_size", "got 0"], marks=pytest.mark.slow
+        ),  # builds the Keras dense head to check it
+        (["--pca", "abc"], ["pca", "'abc'"]),
+    ],
+)
 def test_bad_parameter_values_are_one_error_line_before_any_data_is_read(tmp_path, capsys, args, words):
     empty = str(tmp_path / "no-cache-here")  # a check after loading would say "no cache entries" instead
     assert main(["fit", "--cache-dir", empty, *args]) == 2

@@ -16,10 +16,10 @@ T = 1280
 LAYERS = ["block3a_project_bn", "block4a_project_bn", "block6b_expand_conv", "top_activation", "predictions"]
 # what each layer exercises at T = 1280 (channels, T // C, k, window, cells):
 EDGES = {
-    "block3a_project_bn": (40, 32, 5, 2, 49),     # 14 not a multiple of k = 5: 7 x 7 cells of 2 x 2 (not 5 x 5)
-    "block4a_project_bn": (80, 16, 4, 1, 49),     # 7 not a multiple of k = 4: window 1, every position
-    "block6b_expand_conv": (1152, 1, 1, 4, 1),    # k = 1: one 4 x 4 cell, the mean
-    "top_activation": (1280, 1, 1, 0, 1),         # C >= T (equal): global mean
+    "block3a_project_bn": (40, 32, 5, 2, 49),  # 14 not a multiple of k = 5: 7 x 7 cells of 2 x 2 (not 5 x 5)
+    "block4a_project_bn": (80, 16, 4, 1, 49),  # 7 not a multiple of k = 4: window 1, every position
+    "block6b_expand_conv": (1152, 1, 1, 4, 1),  # k = 1: one 4 x 4 cell, the mean
+    "top_activation": (1280, 1, 1, 0, 1),  # C >= T (equal): global mean
 }
 
 
@@ -40,20 +40,28 @@ def numpy_grid(maps: np.ndarray, target: int) -> np.ndarray:
     window = reference_window(w, c, target)
     if window == 0 or window > h:
         return maps.mean(axis=(1, 2), dtype=np.float64)
-    cells = [[maps[:, i * window:(i + 1) * window, j * window:(j + 1) * window].mean(axis=(1, 2), dtype=np.float64)
-              for j in range(w // window)] for i in range(h // window)]
+    cells = [
+        [
+            maps[:, i * window : (i + 1) * window, j * window : (j + 1) * window].mean(axis=(1, 2), dtype=np.float64)
+            for j in range(w // window)
+        ]
+        for i in range(h // window)
+    ]
     return np.stack([np.stack(row, axis=1) for row in cells], axis=1).reshape(n, -1)
 
 
-@pytest.mark.parametrize("shape,target,window,columns", [
-    ((7, 7, 1280), 1280, 0, 1280),        # C >= T
-    ((7, 7, 2000), 1280, 0, 2000),        # C > T
-    ((14, 14, 40), 1280, 2, 49 * 40),     # W = 14 not a multiple of k = 5
-    ((7, 7, 80), 1280, 1, 49 * 80),       # k = 4 > 7 // 2: window 1, every position
-    ((4, 4, 1152), 1280, 4, 1152),        # k = 1: the whole map is the one cell
-    ((112, 112, 32), 8192, 7, 16 * 16 * 32),  # Lite0 stem at 224 px: k = 16, 112 / 7 = 16 cells a side
-    ((7, 7, 80), 8192, 0, 80),            # k = 10 > W = 7: window 0, the mean (as the reference's pool_size 0)
-])
+@pytest.mark.parametrize(
+    "shape,target,window,columns",
+    [
+        ((7, 7, 1280), 1280, 0, 1280),  # C >= T
+        ((7, 7, 2000), 1280, 0, 2000),  # C > T
+        ((14, 14, 40), 1280, 2, 49 * 40),  # W = 14 not a multiple of k = 5
+        ((7, 7, 80), 1280, 1, 49 * 80),  # k = 4 > 7 // 2: window 1, every position
+        ((4, 4, 1152), 1280, 4, 1152),  # k = 1: the whole map is the one cell
+        ((112, 112, 32), 8192, 7, 16 * 16 * 32),  # Lite0 stem at 224 px: k = 16, 112 / 7 = 16 cells a side
+        ((7, 7, 80), 8192, 0, 80),  # k = 10 > W = 7: window 0, the mean (as the reference's pool_size 0)
+    ],
+)
 def test_grid_window_and_columns_follow_the_reference(shape, target, window, columns):
     assert grid_window(*shape, target) == window
     assert window == reference_window(shape[1], shape[2], target)
@@ -81,15 +89,16 @@ def test_numpy_reference_equals_keras_average_pooling_on_a_random_map():
     np.testing.assert_allclose(numpy_grid(maps, T), np.asarray(keras_out), rtol=1e-5, atol=1e-6)
 
 
-
 @pytest.fixture(scope="module")
 def grid_entries(elpv_folder, tmp_path_factory):
     import featx
 
     cache_dir = tmp_path_factory.mktemp("grid")
     quiet = {"input_size": SIZE, "cache_dir": cache_dir, "progress": False, "log": lambda *a: None}
-    return {pool: featx.extract(str(elpv_folder), layers=LAYERS, pool=pool, **quiet).entry
-            for pool in (f"grid:{T}", "grid:8192", f"grid:0{T}")}
+    return {
+        pool: featx.extract(str(elpv_folder), layers=LAYERS, pool=pool, **quiet).entry
+        for pool in (f"grid:{T}", "grid:8192", f"grid:0{T}")
+    }
 
 
 @pytest.mark.slow

@@ -31,7 +31,10 @@ def test_layer_normalizer_gives_each_block_unit_norm(digits):
     nonzero = X[5, 16:48] != 0
     ratio = out[5, 16:48][nonzero] / X[5, 16:48][nonzero]  # within a block, a row is scaled, not reshaped
     assert np.allclose(ratio, ratio[0])
-    assert out.dtype == np.float64 and LayerNormalizer(blocks=DIGIT_BLOCKS).fit_transform(X.astype(np.float32)).dtype == np.float32
+    assert (
+        out.dtype == np.float64
+        and LayerNormalizer(blocks=DIGIT_BLOCKS).fit_transform(X.astype(np.float32)).dtype == np.float32
+    )
 
 
 def test_layer_normalizer_refuses_a_missing_or_wrong_layout(digits):
@@ -53,7 +56,7 @@ def test_group_lasso_ranks_by_the_multitask_lasso_group_norms(digits):
     Y = np.eye(10)[y[train]]
     alpha_max = np.linalg.norm(X[train].T @ (Y - Y.mean(axis=0)), axis=1).max() / train.sum()
     reference = MultiTaskLasso(alpha=0.05 * alpha_max).fit(X[train], Y)
-    norms = (reference.coef_ ** 2).sum(axis=0)
+    norms = (reference.coef_**2).sum(axis=0)
     np.testing.assert_allclose(selector.scores_, norms, rtol=1e-6, atol=1e-12)
     assert selector.support_.sum() == 16
     nonzero = np.flatnonzero(norms > 0)
@@ -95,8 +98,12 @@ def test_selection_never_sees_val_rows(digits):
     """Poisoned val rows (labels shuffled, features replaced by noise) change neither what is kept nor the test
     predictions: the normalizer and the selector are fitted on the train rows only."""
     X, y, split = digits
-    spec = FitSpec(classifier="logreg", params={"max_iter": 3000}, seed=0,
-                   transforms={"normalize": "layer", "select": "group-lasso:0.3", "blocks": DIGIT_BLOCKS})
+    spec = FitSpec(
+        classifier="logreg",
+        params={"max_iter": 3000},
+        seed=0,
+        transforms={"normalize": "layer", "select": "group-lasso:0.3", "blocks": DIGIT_BLOCKS},
+    )
     clean = train_and_score(X, y, split, spec, class_names=CLASSES)
     rng = np.random.default_rng(1)
     val = split == "val"
@@ -116,8 +123,12 @@ def test_selection_is_refitted_inside_each_cv_fold(digits):
     """Each fold fits its own selection on its own train rows: the folds keep different features, and poisoning
     the rows fold 0 holds out (noise features, shuffled labels) leaves fold 0's selection exactly as it was."""
     X, y, split = digits
-    spec = FitSpec(classifier="logreg", params={"max_iter": 3000}, n_jobs=1,
-                   transforms={"normalize": "layer", "select": "group-lasso:0.3", "blocks": DIGIT_BLOCKS})
+    spec = FitSpec(
+        classifier="logreg",
+        params={"max_iter": 3000},
+        n_jobs=1,
+        transforms={"normalize": "layer", "select": "group-lasso:0.3", "blocks": DIGIT_BLOCKS},
+    )
     folds = make_folds(y, split, 3, 1, 0)
     clean = cross_validate(spec.pipeline(), X, y, folds, return_estimators=True)
     supports = [e.named_steps["select"].support_ for e in clean.estimators]
@@ -159,8 +170,15 @@ def test_tune_head2toe_searches_t_penalty_fraction_and_c(h2t_entries):
 
     cache_dir, avg, grid = h2t_entries
     lines = []
-    result = tune_head2toe([avg.name, grid.name], cache_dir=cache_dir, penalties=(0.3, 0.1), fractions=(0.1, 0.5),
-                           Cs=(0.1, 10.0), log=lines.append, metric="accuracy")
+    result = tune_head2toe(
+        [avg.name, grid.name],
+        cache_dir=cache_dir,
+        penalties=(0.3, 0.1),
+        fractions=(0.1, 0.5),
+        Cs=(0.1, 10.0),
+        log=lines.append,
+        metric="accuracy",
+    )
     curve = result.curve
     assert set(curve["pool"]) == {"avg", "grid:256"} and set(curve["penalty"]) == {0.3, 0.1}
     assert set(curve["fraction"]) == {0.1, 0.5} and set(curve["C"]) == {0.1, 10.0} and len(curve) == 16
@@ -173,7 +191,10 @@ def test_tune_head2toe_searches_t_penalty_fraction_and_c(h2t_entries):
     entry = avg if result.best["entry"] == avg.name else grid
     assert list(kept["layer"]) == [n for n in entry.layer_info if n in entry.layers]  # every layer, depth order
     n_features = sum(entry.layer_info[n]["n_features"] for n in entry.layers)
-    assert kept["kept"].sum() == max(1, round(result.best["fraction"] * n_features)) and kept["features"].sum() == n_features
+    assert (
+        kept["kept"].sum() == max(1, round(result.best["fraction"] * n_features))
+        and kept["features"].sum() == n_features
+    )
     assert result.test is not None and any("saved search curve" in line for line in lines)
 
 
@@ -185,8 +206,28 @@ def test_fit_with_layer_norm_selection_views_and_tta(h2t_entries, capsys):
     from featx.experiments.fit import fit_command
 
     cache_dir, avg, _ = h2t_entries
-    assert featx.cli.main(["fit", avg.name, "--cache-dir", str(cache_dir), "--clf", "logreg", "--normalize", "layer",
-                           "--select", "group-lasso:0.2", "--select-penalty", "0.05", "--views", "flip", "--tta"]) == 0
+    assert (
+        featx.cli.main(
+            [
+                "fit",
+                avg.name,
+                "--cache-dir",
+                str(cache_dir),
+                "--clf",
+                "logreg",
+                "--normalize",
+                "layer",
+                "--select",
+                "group-lasso:0.2",
+                "--select-penalty",
+                "0.05",
+                "--views",
+                "flip",
+                "--tta",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     run_id = out.split("run ")[1].split(":")[0]
     folder = cache_dir / "runs" / run_id
@@ -195,8 +236,16 @@ def test_fit_with_layer_norm_selection_views_and_tta(h2t_entries, capsys):
 
     kept = pd.read_csv(folder / "kept_per_layer.csv")
     assert kept["kept"].sum() == round(0.2 * kept["features"].sum())
-    row = {"cache_entry": avg.name, "layers": "blocks", "classifier": "logreg", "params": "{}", "seed": 0,
-           "transforms": "layernorm+group-lasso(0.2,0.05)", "views": "id,hflip", "tta": 1}
+    row = {
+        "cache_entry": avg.name,
+        "layers": "blocks",
+        "classifier": "logreg",
+        "params": "{}",
+        "seed": 0,
+        "transforms": "layernorm+group-lasso(0.2,0.05)",
+        "views": "id,hflip",
+        "tta": 1,
+    }
     assert "--normalize layer --select group-lasso:0.2 --select-penalty 0.05" in fit_command(row)
 
 
@@ -205,8 +254,25 @@ def test_tune_cli_select_group_lasso(h2t_entries, capsys):
     import featx.cli
 
     cache_dir, avg, grid = h2t_entries
-    assert featx.cli.main(["tune", avg.name, "--cache", grid.name, "--cache-dir", str(cache_dir), "--select",
-                           "group-lasso:0.3", "--select-penalty", "0.1", "--param", "C=1"]) == 0
+    assert (
+        featx.cli.main(
+            [
+                "tune",
+                avg.name,
+                "--cache",
+                grid.name,
+                "--cache-dir",
+                str(cache_dir),
+                "--select",
+                "group-lasso:0.3",
+                "--select-penalty",
+                "0.1",
+                "--param",
+                "C=1",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "selected: " in out and "fraction=0.3" in out and "penalty=0.1" in out and "C=1" in out
 
@@ -238,8 +304,17 @@ def test_compare_binds_each_subsets_layout(h2t_entries):
     import featx
 
     cache_dir, avg, _ = h2t_entries
-    result = featx.compare(avg.name, layer_sets=["blocks", "each"], classifiers=["logreg"], cache_dir=cache_dir,
-                           normalize="layer", select="group-lasso:0.5", log=None, progress=False, plots=False)
+    result = featx.compare(
+        avg.name,
+        layer_sets=["blocks", "each"],
+        classifiers=["logreg"],
+        cache_dir=cache_dir,
+        normalize="layer",
+        select="group-lasso:0.5",
+        log=None,
+        progress=False,
+        plots=False,
+    )
     import pandas as pd
 
     rows = result.table[result.table["classifier"] == "logreg"]

@@ -16,9 +16,21 @@ from featx.experiments.runlog import read_log
 
 @pytest.fixture()
 def cache(tmp_path):
-    featx.extract("elpv", limit=48, backbone="mobilenet_v2", weights="none", input_size=96, layers="final,block_15_add",
-                  cache_dir=tmp_path, progress=False, log=lambda *a: None)
-    assert main(["compare", "--layer-sets", "final", "block_15_add", "--clf", "knn,logreg", "--cache-dir", str(tmp_path)]) == 0
+    featx.extract(
+        "elpv",
+        limit=48,
+        backbone="mobilenet_v2",
+        weights="none",
+        input_size=96,
+        layers="final,block_15_add",
+        cache_dir=tmp_path,
+        progress=False,
+        log=lambda *a: None,
+    )
+    assert (
+        main(["compare", "--layer-sets", "final", "block_15_add", "--clf", "knn,logreg", "--cache-dir", str(tmp_path)])
+        == 0
+    )
     return tmp_path
 
 
@@ -86,7 +98,9 @@ def test_export_writes_path_label_split_and_features(cache, tmp_path, capsys):
 def test_compare_keeps_only_the_best_rows_model_unless_all(cache, capsys, elpv_folder):
     log = read_log(cache)  # the fixture's compare: default --save-models best
     with_model = log[log["model_path"] != ""]
-    models = log[~log["classifier"].isin(["majority", "stratified"])]  # ranked by val balanced accuracy (ELPV is imbalanced)
+    models = log[
+        ~log["classifier"].isin(["majority", "stratified"])
+    ]  # ranked by val balanced accuracy (ELPV is imbalanced)
     assert len(with_model) == 1 and with_model["val_balanced_accuracy"].iloc[0] == models["val_balanced_accuracy"].max()
     assert all((cache / "runs" / r / "model.skops").exists() == (r in set(with_model["run_id"])) for r in log["run_id"])
     without = log.loc[log["model_path"] == "", "run_id"].iloc[0]
@@ -95,6 +109,20 @@ def test_compare_keeps_only_the_best_rows_model_unless_all(cache, capsys, elpv_f
     err = capsys.readouterr().err
     assert f"run {without} has no saved model" in err and len(err.strip().splitlines()) == 1
 
-    assert main(["compare", "--layer-sets", "final", "--clf", "knn,logreg", "--save-models", "all",
-                 "--cache-dir", str(cache)]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--layer-sets",
+                "final",
+                "--clf",
+                "knn,logreg",
+                "--save-models",
+                "all",
+                "--cache-dir",
+                str(cache),
+            ]
+        )
+        == 0
+    )
     assert (read_log(cache)["model_path"] != "").sum() == 1 + 2 + 2  # + every row of the new compare, baselines too

@@ -26,8 +26,20 @@ ONE_CLASS = r"has 1 class \(functional\); a classifier needs at least 2 — add 
 
 
 def extract(data, cache_dir, *extra, backbone=BACKBONE, layers=LAYERS) -> tuple[int, str, str]:
-    return cli("extract", "--data", data, *backbone, "--layers", layers, "--batch-size", 4, "--cache-dir", cache_dir,
-               "--quiet", *extra)
+    return cli(
+        "extract",
+        "--data",
+        data,
+        *backbone,
+        "--layers",
+        layers,
+        "--batch-size",
+        4,
+        "--cache-dir",
+        cache_dir,
+        "--quiet",
+        *extra,
+    )
 
 
 def entry_name(cache_dir: Path) -> str:
@@ -67,6 +79,7 @@ def images_of(folder: Path) -> list[tuple[str, str]]:
 
 # ---- one class: cached with a note, refused by fit/compare/tune ----------------------------------------------
 
+
 @pytest.mark.slow  # a real extraction
 @pytest.mark.parametrize("source", ["folder", "manifest"])
 def test_one_class_is_cached_with_a_note_and_refused_before_anything_is_written(source, elpv_folder, tmp_path):
@@ -77,8 +90,12 @@ def test_one_class_is_cached_with_a_note_and_refused_before_anything_is_written(
     cache_dir = tmp_path / "cache"
     rc, out, err = extract(data, cache_dir)
     assert rc == 0, err
-    assert re.search(r"^note: .* has 1 class \(functional\); the features are cached, but fit, compare and tune need "
-                     r"at least 2 — add images of another class$", out, re.M), out
+    assert re.search(
+        r"^note: .* has 1 class \(functional\); the features are cached, but fit, compare and tune need "
+        r"at least 2 — add images of another class$",
+        out,
+        re.M,
+    ), out
     entry = entry_name(cache_dir)
     for command, args in refusals(entry, cache_dir, tmp_path).items():
         if command == "export":  # features of one class are still features
@@ -98,8 +115,15 @@ def test_train_rows_of_one_class_are_refused(elpv_folder, tmp_path):
     rows, seen = [], {}
     for path, label in images_of(data):
         seen[label] = seen.get(label, -1) + 1
-        rows.append((path, label, ("train", "val", "test")[seen[label] % 3] if label == "functional"
-                     else ("val", "test")[seen[label] % 2]))
+        rows.append(
+            (
+                path,
+                label,
+                ("train", "val", "test")[seen[label] % 3]
+                if label == "functional"
+                else ("val", "test")[seen[label] % 2],
+            )
+        )
     cache_dir = tmp_path / "cache"
     rc, out, err = extract(csv_manifest(data, rows), cache_dir)
     assert rc == 0, err
@@ -107,14 +131,17 @@ def test_train_rows_of_one_class_are_refused(elpv_folder, tmp_path):
     for command, args in refusals(entry, cache_dir, tmp_path).items():
         if command == "export":
             continue
-        assert_one_line_error(*cli(*args)[::2],
-                              rf"^error: the train rows of cache entry {entry} have 1 class \(functional\) of its 3; a "
-                              r"classifier needs at least 2 — give other classes train rows \(the manifest's split column, "
-                              r"or --split/--seed")
+        assert_one_line_error(
+            *cli(*args)[::2],
+            rf"^error: the train rows of cache entry {entry} have 1 class \(functional\) of its 3; a "
+            r"classifier needs at least 2 — give other classes train rows \(the manifest's split column, "
+            r"or --split/--seed",
+        )
         assert_nothing_written(cache_dir)
 
 
 # ---- a split without val rows ---------------------------------------------------------------------------------
+
 
 @pytest.mark.slow  # a real extraction
 def test_zero_val_fraction_needs_cv_to_select(elpv_folder, tmp_path):
@@ -125,8 +152,10 @@ def test_zero_val_fraction_needs_cv_to_select(elpv_folder, tmp_path):
     assert rc == 0, err
     assert "note: the split has no val rows; compare and tune then select by cross-validation over train" in out
     entry = entry_name(cache_dir)
-    no_val = (rf"^error: cache entry {entry} has no val rows \(split 0\.8,0,0\.2\), so nothing can be selected on val; "
-              r"pass --cv K to select by cross-validation over the train rows, or re-extract with a val part")
+    no_val = (
+        rf"^error: cache entry {entry} has no val rows \(split 0\.8,0,0\.2\), so nothing can be selected on val; "
+        r"pass --cv K to select by cross-validation over the train rows, or re-extract with a val part"
+    )
     args = refusals(entry, cache_dir, tmp_path)
     for command in ("compare", "tune"):
         rc, out, err = cli(*args[command])
@@ -150,6 +179,7 @@ def test_zero_val_fraction_needs_cv_to_select(elpv_folder, tmp_path):
 
 # ---- an entry whose first extraction is still pending ----------------------------------------------------------
 
+
 @pytest.mark.slow  # a real extraction
 @pytest.mark.parametrize("bad_name, committed", [("000 bad.png", 0), ("zzz bad.png", 4)])
 def test_entry_with_its_first_pass_pending(bad_name, committed, elpv_folder, tmp_path):
@@ -164,15 +194,18 @@ def test_entry_with_its_first_pass_pending(bad_name, committed, elpv_folder, tmp
     progress = cache_dir / entry / "work" / "progress.json"
     assert progress.exists() and not list((cache_dir / entry / "layers").glob("*.h5"))
     rows = "no committed rows yet" if committed == 0 else "no finished layer yet"
-    pending = (rf"^error: cache entry {entry} has {rows} \(its first extraction stopped at image {committed}/19\); "
-               r"run `featx extract` again with the same options to finish it$")
+    pending = (
+        rf"^error: cache entry {entry} has {rows} \(its first extraction stopped at image {committed}/19\); "
+        r"run `featx extract` again with the same options to finish it$"
+    )
     for args in refusals(entry, cache_dir, tmp_path).values():
         rc, out, err = cli(*args)
         assert_one_line_error(rc, err, pending)
         assert_nothing_written(cache_dir)
     assert not (tmp_path / "features.csv").exists()
-    assert_one_line_error(*cli("compare", entry, "--layer-sets", "block_1_project_BN", "--cache-dir", cache_dir)[::2],
-                          pending)
+    assert_one_line_error(
+        *cli("compare", entry, "--layer-sets", "block_1_project_BN", "--cache-dir", cache_dir)[::2], pending
+    )
     # the advice works: the same extract without --strict finishes the pass, then fit runs
     rc, out, err = extract(data, cache_dir)
     assert rc == 0 and f"resuming interrupted extraction of 2 layer(s) at image {committed}/19" in out, err
@@ -181,6 +214,7 @@ def test_entry_with_its_first_pass_pending(bad_name, committed, elpv_folder, tmp
 
 
 # ---- NaN features ----------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def nan_backbone(tmp_path_factory) -> Path:
@@ -202,8 +236,10 @@ def nan_backbone(tmp_path_factory) -> Path:
     return path
 
 
-NAN = (r"^error: layer {layer} of cache entry {entry} has NaN/Inf features in {rows} of 18 row\(s\) \(first: "
-       r"[^)]+\.png\); leave it out of --layers, or run `featx verify` and re-extract it")
+NAN = (
+    r"^error: layer {layer} of cache entry {entry} has NaN/Inf features in {rows} of 18 row\(s\) \(first: "
+    r"[^)]+\.png\); leave it out of --layers, or run `featx verify` and re-extract it"
+)
 
 
 @pytest.mark.slow  # a real extraction through a saved Keras model
@@ -239,13 +275,21 @@ def test_nan_written_into_a_layer_file(elpv_folder, tmp_path):
 
 # ---- --input-size ----------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("size", [-1, 0, 8, 100000])
 @pytest.mark.parametrize("command", ["layers", "extract"])
 def test_unusable_input_size(command, size, elpv_folder, tmp_path):
     cache_dir = tmp_path / "cache"
-    args = (["layers", "mobilenet_v2", "--input-size", size] if command == "layers" else
-            ["extract", "--data", elpv_folder, "--weights", "none", "--input-size", size, "--cache-dir", cache_dir])
+    args = (
+        ["layers", "mobilenet_v2", "--input-size", size]
+        if command == "layers"
+        else ["extract", "--data", elpv_folder, "--weights", "none", "--input-size", size, "--cache-dir", cache_dir]
+    )
     rc, out, err = cli(*args)
-    assert_one_line_error(rc, err, rf"^error: --input-size {size} is not a usable image side; give 32 to 4096 pixels "
-                                   r"\(e\.g\. 224\), or leave it out for the backbone's own size$")
+    assert_one_line_error(
+        rc,
+        err,
+        rf"^error: --input-size {size} is not a usable image side; give 32 to 4096 pixels "
+        r"\(e\.g\. 224\), or leave it out for the backbone's own size$",
+    )
     assert out == "" and not cache_dir.exists()

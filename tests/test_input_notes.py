@@ -18,8 +18,19 @@ from featx.sources.decode import load_rgb
 
 from helpers import backbones_built_once, cli
 
-BACKBONE = ["--backbone", "mobilenet_v2", "--weights", "none", "--input-size", "96", "--layers", "block_1_project_BN",
-            "--batch-size", "8", "--quiet"]
+BACKBONE = [
+    "--backbone",
+    "mobilenet_v2",
+    "--weights",
+    "none",
+    "--input-size",
+    "96",
+    "--layers",
+    "block_1_project_BN",
+    "--batch-size",
+    "8",
+    "--quiet",
+]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -52,8 +63,11 @@ def test_a_repeated_label_column_is_an_error_naming_it(elpv_folder, elpv_rows, t
     try:
         rc, out, err = cli("extract", "--data", manifest, *BACKBONE, "--cache-dir", tmp_path)
         assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
-        assert re.fullmatch(r"error: manifest '.*twice\.csv' has 2 'label' columns in its header; keep one 'label' "
-                            r"column .*\n", err), err
+        assert re.fullmatch(
+            r"error: manifest '.*twice\.csv' has 2 'label' columns in its header; keep one 'label' "
+            r"column .*\n",
+            err,
+        ), err
         assert not any(tmp_path.iterdir())  # nothing written
 
         write_manifest(manifest, "path, label ,split,label", [(p, c, "train", c) for p, c in elpv_rows])
@@ -106,8 +120,10 @@ def test_an_entry_shared_by_two_manifests_says_whose_name_it_keeps(elpv_folder, 
                 rc, out, err = cli("extract", "--data", data, *BACKBONE, "--layers", layers, "--cache-dir", tmp_path)
                 assert rc == 0, err
                 note = one_line(out, "note:")
-                assert note.startswith(f"note: these images and labels are already cached as {entry.name}, made from "
-                                       f"manifest {first}; that entry is shared and keeps its name"), note
+                assert note.startswith(
+                    f"note: these images and labels are already cached as {entry.name}, made from "
+                    f"manifest {first}; that entry is shared and keeps its name"
+                ), note
                 assert ("with its class names" in note) == (data == renamed), note
             assert [e.name for e in Cache(tmp_path).entries()] == [entry.name]
     finally:

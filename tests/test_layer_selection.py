@@ -26,7 +26,10 @@ def test_selection_is_a_value_in_depth_order(entry):
     with pytest.raises(AttributeError):
         selection.names = ()  # frozen: it travels, nobody edits it
     assert select_cached(entry, None).names == ("block2b_add", "top_activation")
-    assert select_cached(entry, ["final", "blocks"]).names == ("block2b_add", "top_activation")  # groups: cached members
+    assert select_cached(entry, ["final", "blocks"]).names == (
+        "block2b_add",
+        "top_activation",
+    )  # groups: cached members
     assert select_cached(entry, "all").names == ("block2b_add", "top_activation")
 
 
@@ -39,14 +42,23 @@ def test_same_selection_from_backbone_and_entry(entry):
     assert [(i.name, i.groups) for i in stored] == [(i.name, i.groups) for i in infos if i.name in entry.layer_info]
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("fc", r"^group 'fc' matched no cached layer of .+; cached: block2b_add, top_activation; "
-           r"run `featx extract` with --layers fc$"),
-    ("block3a_project_bn", r"^layer\(s\) block3a_project_bn not cached in .+; run `featx extract` with "
-                           r"--layers block3a_project_bn \(cached: block2b_add, top_activation\)$"),
-    ("block9_add", r"^layer 'block9_add' not in efficientnet_lite0; did you mean "),
-    (" , ", r"^no layers selected from efficientnet_lite0; name layers or a group \(blocks, final, fc, all\)$"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        (
+            "fc",
+            r"^group 'fc' matched no cached layer of .+; cached: block2b_add, top_activation; "
+            r"run `featx extract` with --layers fc$",
+        ),
+        (
+            "block3a_project_bn",
+            r"^layer\(s\) block3a_project_bn not cached in .+; run `featx extract` with "
+            r"--layers block3a_project_bn \(cached: block2b_add, top_activation\)$",
+        ),
+        ("block9_add", r"^layer 'block9_add' not in efficientnet_lite0; did you mean "),
+        (" , ", r"^no layers selected from efficientnet_lite0; name layers or a group \(blocks, final, fc, all\)$"),
+    ],
+)
 def test_entry_messages(entry, spec, message):
     with pytest.raises(FeatxError, match=message):
         featx.load(cache=entry.name, cache_dir=entry.path.parent, layers=spec)
@@ -55,23 +67,39 @@ def test_entry_messages(entry, spec, message):
 @pytest.mark.slow  # builds MobileNetV2
 def test_group_absent_from_the_backbone(elpv_folder, tmp_path):
     """mobilenet_v2 at 96 px has no 1000-class top: `fc` matches nothing, with its own message, before any work."""
-    with pytest.raises(FeatxError, match=r"^group 'fc' matched no layer of mobilenet_v2; name layers or another group; "
-                                         r"run `featx layers mobilenet_v2`$"):
-        featx.extract(str(elpv_folder), backbone="mobilenet_v2", layers="fc", weights="none", input_size=96,
-                      cache_dir=tmp_path, progress=False, log=lambda *a: None)
+    with pytest.raises(
+        FeatxError,
+        match=r"^group 'fc' matched no layer of mobilenet_v2; name layers or another group; "
+        r"run `featx layers mobilenet_v2`$",
+    ):
+        featx.extract(
+            str(elpv_folder),
+            backbone="mobilenet_v2",
+            layers="fc",
+            weights="none",
+            input_size=96,
+            cache_dir=tmp_path,
+            progress=False,
+            log=lambda *a: None,
+        )
     assert not list(tmp_path.iterdir())
 
 
 def test_entries_without_stored_groups_keep_their_old_meaning():
     """Entries written before groups were stored: blocks = deepest stored layer of each block, fc = Dense."""
-    legacy = {"block1a_project_bn": {"kind": "BatchNormalization", "output_shape": [48, 48, 16], "block": "block1a"},
-              "block2a_expand_conv": {"kind": "Conv2D", "output_shape": [48, 48, 96], "block": "block2a"},
-              "block2a_project_bn": {"kind": "BatchNormalization", "output_shape": [24, 24, 24], "block": "block2a"},
-              "top_activation": {"kind": "ReLU", "output_shape": [3, 3, 1280], "block": None},
-              "predictions": {"kind": "Dense", "output_shape": [1000], "block": None}}
+    legacy = {
+        "block1a_project_bn": {"kind": "BatchNormalization", "output_shape": [48, 48, 16], "block": "block1a"},
+        "block2a_expand_conv": {"kind": "Conv2D", "output_shape": [48, 48, 96], "block": "block2a"},
+        "block2a_project_bn": {"kind": "BatchNormalization", "output_shape": [24, 24, 24], "block": "block2a"},
+        "top_activation": {"kind": "ReLU", "output_shape": [3, 3, 1280], "block": None},
+        "predictions": {"kind": "Dense", "output_shape": [1000], "block": None},
+    }
     infos = infos_from_metadata(legacy)
     pick = {g: layer_selection(infos, g, model_name="m").names for g in ("blocks", "fc", "all")}
-    assert pick == {"blocks": ("block1a_project_bn", "block2a_project_bn"), "fc": ("predictions",),
-                    "all": ("block2a_expand_conv", "predictions")}
+    assert pick == {
+        "blocks": ("block1a_project_bn", "block2a_project_bn"),
+        "fc": ("predictions",),
+        "all": ("block2a_expand_conv", "predictions"),
+    }
     with pytest.raises(FeatxError, match="^group 'final' matched no layer of m"):
         layer_selection(infos, "final", model_name="m")

@@ -101,8 +101,13 @@ print(json.dumps(found))
 def test_a_new_entry_a_removed_entry_and_a_run_leave_staging_names_one_parser_reads(tmp_path):
     host = "lab pc#1"  # a host name that needs escaping: before layout, entries kept it raw and runs escaped it
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    child = subprocess.run([sys.executable, "-c", DEBRIS, str(tmp_path), host, str(Path(__file__).parent)],
-                           capture_output=True, text=True, env=env, timeout=300)
+    child = subprocess.run(
+        [sys.executable, "-c", DEBRIS, str(tmp_path), host, str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert child.returncode == 0, child.stderr
     found = json.loads(child.stdout.strip().splitlines()[-1])
     expected = "lab_pc_1"
@@ -111,20 +116,27 @@ def test_a_new_entry_a_removed_entry_and_a_run_leave_staging_names_one_parser_re
         assert found[what]["status"] == -9, found  # killed where asked, by its own hook
         [name] = [n for n in found[what]["names"] if n.startswith(prefix)]
         # one parser reads every writer's name, with one spelling of the host
-        assert layout.parse_staging(name, prefix) == (name[len(prefix):].rpartition("-")[0], found[what]["pid"],
-                                                      expected), name
+        assert layout.parse_staging(name, prefix) == (
+            name[len(prefix) :].rpartition("-")[0],
+            found[what]["pid"],
+            expected,
+        ), name
         assert found[what]["left"] == [], found  # and the cleanup of that host removes it
     assert layout.parse_staging(found["remove"]["names"][0], layout.REMOVED_ENTRY).label.startswith("tiny_net-")
 
 
 def test_staging_folders_of_live_processes_and_other_hosts_are_not_orphaned(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    names = {layout.staging_name(layout.NEW_ENTRY, "aaaaaaaaaaaa", pid=int(dead.stdout)): True,
-             layout.staging_name(layout.NEW_ENTRY, "bbbbbbbbbbbb"): False,  # this process: alive
-             f".new-cccccccccccc-{int(dead.stdout)}@another-host": False}
+    names = {
+        layout.staging_name(layout.NEW_ENTRY, "aaaaaaaaaaaa", pid=int(dead.stdout)): True,
+        layout.staging_name(layout.NEW_ENTRY, "bbbbbbbbbbbb"): False,  # this process: alive
+        f".new-cccccccccccc-{int(dead.stdout)}@another-host": False,
+    }
     for name in names:
         (tmp_path / name).mkdir()
-    assert [path.name for path, _ in layout.orphaned(tmp_path, layout.NEW_ENTRY)] == [n for n, gone in names.items() if gone]
+    assert [path.name for path, _ in layout.orphaned(tmp_path, layout.NEW_ENTRY)] == [
+        n for n, gone in names.items() if gone
+    ]
 
 
 def test_verify_walks_the_entry_and_finds_a_tampered_view_file(tmp_path):
@@ -134,7 +146,8 @@ def test_verify_walks_the_entry_and_finds_a_tampered_view_file(tmp_path):
         f["features"][3, 1] += 1.0  # a changed value, still finite; the header untouched
     assert featx.verify(entry.path) == [
         f"{entry.name}: layer {LAYER} (view crop2): data in views/crop2/stem%2Fconv%201.h5 changed since it was "
-        "published (digest mismatch)"]
+        "published (digest mismatch)"
+    ]
     (layout.layer_folder(entry.path, "crop2") / ".stem.123.tmp").write_bytes(b"debris")  # a writer's temporary file
     unknown = layout.layer_file(entry.path, LAYER, "warp")
     unknown.parent.mkdir()
@@ -143,4 +156,5 @@ def test_verify_walks_the_entry_and_finds_a_tampered_view_file(tmp_path):
     problems = featx.verify(entry.path)
     assert problems[0] == f"{entry.name}: layer file nope.h5 is not a layer of tiny_net"
     assert problems[1].endswith("(digest mismatch)") and problems[2:] == [
-        f"{entry.name}: folder views/warp is not a view featx knows"]
+        f"{entry.name}: folder views/warp is not a view featx knows"
+    ]

@@ -40,8 +40,14 @@ def test_pandas_operations_on_meta_lose_nothing_a_reader_needs(tmp_path):
     features = load(entry)
     _, _, meta = features
     train = meta[meta["split"] == "train"]
-    reshaped = [meta.copy(), train, pd.concat([train, meta[meta["split"] != "train"]]), meta.merge(meta[["path"]]),
-                meta.sort_values("path", ascending=False).reset_index(drop=True), meta.groupby("split").head(1)]
+    reshaped = [
+        meta.copy(),
+        train,
+        pd.concat([train, meta[meta["split"] != "train"]]),
+        meta.merge(meta[["path"]]),
+        meta.sort_values("path", ascending=False).reset_index(drop=True),
+        meta.groupby("split").head(1),
+    ]
     for other in reshaped:
         assert other.attrs == {}
     # what readers use is a property of the loaded value, whatever was done to its DataFrame
@@ -51,12 +57,17 @@ def test_pandas_operations_on_meta_lose_nothing_a_reader_needs(tmp_path):
 
 def test_readers_take_what_they_need_from_the_loaded_value(tmp_path):
     entry = make_entry(tmp_path)
-    path = export(entry, layers=f"{LAYER},{OTHER}", format="npy", output=tmp_path / "f.npz", log=print)  # feature_slices
+    path = export(
+        entry, layers=f"{LAYER},{OTHER}", format="npy", output=tmp_path / "f.npz", log=print
+    )  # feature_slices
     with np.load(path, allow_pickle=False) as arrays:
         assert arrays["feature_names"].tolist() == [f"{LAYER}_{i}" for i in range(WIDTH)] + [
-            f"{OTHER}_{i}" for i in range(OTHER_WIDTH)]
+            f"{OTHER}_{i}" for i in range(OTHER_WIDTH)
+        ]
         np.testing.assert_array_equal(arrays["features"], load(entry).X)
-    result = featx.fit(entry, layers=[OTHER, LAYER], clf="majority", n_jobs=1, log=None)  # logs the selection it was given
+    result = featx.fit(
+        entry, layers=[OTHER, LAYER], clf="majority", n_jobs=1, log=None
+    )  # logs the selection it was given
     assert result.run_id and featx.runs(cache_dir=tmp_path).iloc[0]["layers"] == f"{OTHER},{LAYER}"
 
 

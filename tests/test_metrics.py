@@ -77,8 +77,13 @@ def test_plot_learning_curves(tmp_path):
 
 def test_plot_layer_comparison_bars_and_depth(tmp_path):
     rows = [
-        {"layers": layer, "classifier": clf, "seed": seed, "depth": depth,
-         "test_accuracy": 0.5 + 0.1 * (depth or 4) + 0.01 * seed}
+        {
+            "layers": layer,
+            "classifier": clf,
+            "seed": seed,
+            "depth": depth,
+            "test_accuracy": 0.5 + 0.1 * (depth or 4) + 0.01 * seed,
+        }
         for clf in ("rf", "logreg")
         for seed in (0, 1)
         for layer, depth in (("block1", 1), ("block2", 2), ("block3", 3), ("all", None))

@@ -55,8 +55,11 @@ def save_run(cache_dir: Path, pipeline) -> str:
     """Save and log a fitted pipeline as featx's fit does; returns the run id."""
     with stage_run(cache_dir) as staged:
         sha = save_model(pipeline, staged.folder / MODEL_FILE)
-        row = dict.fromkeys(COLUMNS) | {"run_id": staged.run_id, "model_path": f"{staged.run_id}/{MODEL_FILE}",
-                                        "model_sha256": sha}
+        row = dict.fromkeys(COLUMNS) | {
+            "run_id": staged.run_id,
+            "model_path": f"{staged.run_id}/{MODEL_FILE}",
+            "model_sha256": sha,
+        }
         append_run(cache_dir, row, staged=staged)
     return staged.run_id
 
@@ -66,12 +69,18 @@ def plant(cache_dir: Path, run_id: str, payload: bytes, name: str = MODEL_FILE) 
     model = cache_dir / "runs" / run_id / MODEL_FILE
     (model.parent / name).write_bytes(payload)
     with sqlite3.connect(cache_dir / "runs" / LOG_FILE) as db:
-        db.execute("UPDATE runs SET model_path = ?, model_sha256 = ? WHERE run_id = ?",
-                   (f"{run_id}/{name}", model_sha256(model.parent / name), run_id))
+        db.execute(
+            "UPDATE runs SET model_path = ?, model_sha256 = ? WHERE run_id = ?",
+            (f"{run_id}/{name}", model_sha256(model.parent / name), run_id),
+        )
 
 
-@pytest.mark.parametrize("transforms", [{}, {"standardize": True, "discretize": "fne", "pca": 10}, {"discretize": "kbins"}])
-@pytest.mark.parametrize("clf", [c for c in CLASSIFIERS if c not in ("dense", "tail")] + ["knn-manhattan"])  # Keras: test_dense, test_tail
+@pytest.mark.parametrize(
+    "transforms", [{}, {"standardize": True, "discretize": "fne", "pca": 10}, {"discretize": "kbins"}]
+)
+@pytest.mark.parametrize(
+    "clf", [c for c in CLASSIFIERS if c not in ("dense", "tail")] + ["knn-manhattan"]
+)  # Keras: test_dense, test_tail
 def test_every_pipeline_round_trips_through_skops(small_digits, tmp_path, clf, transforms):
     X, y = small_digits
     params = {"metric": "manhattan", "algorithm": "ball_tree"} if clf == "knn-manhattan" else None
@@ -87,7 +96,9 @@ def test_dense_head_round_trips_as_skops_plus_keras_and_refuses_a_lambda_head(sm
     import keras
 
     X, y = small_digits
-    pipeline = make_pipeline("dense", {"hidden": (16,), "epochs": 3}, build_feature_pipeline(standardize=True)).fit(X, y)
+    pipeline = make_pipeline("dense", {"hidden": (16,), "epochs": 3}, build_feature_pipeline(standardize=True)).fit(
+        X, y
+    )
     run_id = save_run(tmp_path, pipeline)
     folder = tmp_path / "runs" / run_id
     assert {p.name for p in folder.iterdir()} == {MODEL_FILE, HEAD_FILE}
@@ -114,11 +125,15 @@ def test_pickle_or_untrusted_model_file_never_runs(small_digits, tmp_path, fork_
     marker = tmp_path / "payload-ran"
 
     plant(tmp_path, run_id, pickle.dumps(Payload(marker)))
-    with pytest.raises(FeatxError, match=rf"model file .*{MODEL_FILE} of run {run_id} is not a skops model featx wrote"):
+    with pytest.raises(
+        FeatxError, match=rf"model file .*{MODEL_FILE} of run {run_id} is not a skops model featx wrote"
+    ):
         load_model(run_id, tmp_path)
     child = fork_server.run(["predict", "--model", run_id, str(tmp_path), "--cache-dir", str(tmp_path)])
     lines = [l for l in child.err.splitlines() if l.strip() and not re.match(r"[IWEF]\d{4} |WARNING: All log", l)]
-    assert child.rc == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "not a skops model" in lines[0], child.err
+    assert child.rc == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "not a skops model" in lines[0], (
+        child.err
+    )
 
     trap = tmp_path / "trap.skops"
     skops.io.dump(Pipeline([("clf", Trap(str(marker)))]), trap)

@@ -9,7 +9,9 @@ import pytest
 import featx
 from featx.cli import main
 
-SMALL = dict(backbone="mobilenet_v2", weights="none", input_size=96, layers="final", progress=False, log=lambda *a: None)
+SMALL = dict(
+    backbone="mobilenet_v2", weights="none", input_size=96, layers="final", progress=False, log=lambda *a: None
+)
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +27,21 @@ def two_entries(tmp_path_factory, elpv_folder, tiny_cache):
 @pytest.mark.slow
 def test_outputs_name_data_and_random_weights(two_entries, elpv_folder, capsys):
     cache = ["--cache-dir", str(two_entries)]
-    extract = ["extract", "--limit", "48", "--backbone", "mobilenet_v2", "--weights", "none", "--input-size", "96",
-               "--layers", "final", "--quiet", *cache]
+    extract = [
+        "extract",
+        "--limit",
+        "48",
+        "--backbone",
+        "mobilenet_v2",
+        "--weights",
+        "none",
+        "--input-size",
+        "96",
+        "--layers",
+        "final",
+        "--quiet",
+        *cache,
+    ]
     assert main(extract) == 0
     out = capsys.readouterr().out
     assert "note: no --data given, so the built-in 'elpv' example data set is used" in out

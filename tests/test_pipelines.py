@@ -95,4 +95,6 @@ def test_a_recipe_without_data_needs_data(tmp_path):
     recipe = tmp_path / "nodata.toml"
     recipe.write_text(RECIPE.replace('data = "elpv"\n', ""))
     rc, _, err = cli("run", recipe, "--cache-dir", tmp_path / "cache")
-    assert rc == 2 and err == f"error: pipeline '{recipe}' names no data; add data = \"...\" to it or pass --data\n", err
+    assert rc == 2 and err == f"error: pipeline '{recipe}' names no data; add data = \"...\" to it or pass --data\n", (
+        err
+    )

@@ -30,8 +30,18 @@ def lite():
 def entries(elpv_folder, tmp_path_factory, lite):
     """One entry per pooling, all in one cache folder."""
     cache_dir = tmp_path_factory.mktemp("pools")
-    return {pool: featx.extract(str(elpv_folder), layers=LAYERS, pool=pool, input_size=SIZE, cache_dir=cache_dir,
-                                progress=False, log=lambda *a: None).entry for pool in POOLS}
+    return {
+        pool: featx.extract(
+            str(elpv_folder),
+            layers=LAYERS,
+            pool=pool,
+            input_size=SIZE,
+            cache_dir=cache_dir,
+            progress=False,
+            log=lambda *a: None,
+        ).entry
+        for pool in POOLS
+    }
 
 
 def feature_map(backbone, paths, layer) -> np.ndarray:
@@ -50,11 +60,19 @@ def numpy_pool(out: np.ndarray, pool: str) -> np.ndarray:
         return out
     n, h, w, _ = out.shape
     avg, peak = out.mean(axis=(1, 2)), out.max(axis=(1, 2))
-    cells = [out[:, i * h // 2:-(-(i + 1) * h // 2), j * w // 2:-(-(j + 1) * w // 2)].mean(axis=(1, 2))
-             for i in range(2) for j in range(2)]
-    return {"avg": avg, "max": peak, "avgmax": np.concatenate([avg, peak], axis=1),
-            "gem": (np.maximum(out, 1e-6) ** 3).mean(axis=(1, 2)) ** (1 / 3),
-            "pyramid": np.concatenate([avg, *cells], axis=1), "none": out.reshape(n, -1)}[pool]
+    cells = [
+        out[:, i * h // 2 : -(-(i + 1) * h // 2), j * w // 2 : -(-(j + 1) * w // 2)].mean(axis=(1, 2))
+        for i in range(2)
+        for j in range(2)
+    ]
+    return {
+        "avg": avg,
+        "max": peak,
+        "avgmax": np.concatenate([avg, peak], axis=1),
+        "gem": (np.maximum(out, 1e-6) ** 3).mean(axis=(1, 2)) ** (1 / 3),
+        "pyramid": np.concatenate([avg, *cells], axis=1),
+        "none": out.reshape(n, -1),
+    }[pool]
 
 
 @pytest.mark.slow
@@ -73,15 +91,19 @@ def test_each_pooling_equals_numpy_on_the_feature_map(entries, lite, pool):
     if pool == "gem":  # the clamp is exercised: this map has negative values, and GeM then differs from plain p-mean
         maps = feature_map(lite, paths, "block3a_project_bn")
         assert (maps < 0).any()
-        unclamped = np.cbrt((maps ** 3).mean(axis=(1, 2)))
+        unclamped = np.cbrt((maps**3).mean(axis=(1, 2)))
         start, stop = loaded.feature_slices["block3a_project_bn"]
         assert not np.allclose(X[:, start:stop], unclamped, atol=1e-3)
     if pool == "pyramid":  # the 3x3 map's top-left cell is its 2x2 corner; the bottom-right shares the middle row
         maps = feature_map(lite, paths, "top_activation")
         start, _ = loaded.feature_slices["top_activation"]
         c = maps.shape[-1]
-        np.testing.assert_allclose(X[:, start + c:start + 2 * c], maps[:, :2, :2].mean(axis=(1, 2)), rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(X[:, start + 4 * c:start + 5 * c], maps[:, 1:, 1:].mean(axis=(1, 2)), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            X[:, start + c : start + 2 * c], maps[:, :2, :2].mean(axis=(1, 2)), rtol=1e-4, atol=1e-5
+        )
+        np.testing.assert_allclose(
+            X[:, start + 4 * c : start + 5 * c], maps[:, 1:, 1:].mean(axis=(1, 2)), rtol=1e-4, atol=1e-5
+        )
 
 
 @pytest.mark.slow

@@ -17,8 +17,9 @@ import pytest
 from readme_blocks import blocks_to_run
 
 ROOT = Path(__file__).resolve().parent.parent
-TF_LOG = re.compile(r"^(?:[IWEF]\d{4} [\d:.]+ |WARNING: All log messages before absl)|oneDNN custom operations|cuda drivers",
-                    re.M)
+TF_LOG = re.compile(
+    r"^(?:[IWEF]\d{4} [\d:.]+ |WARNING: All log messages before absl)|oneDNN custom operations|cuda drivers", re.M
+)
 
 
 def _small_pipeline(tmp: Path, name: str, edits: dict[str, str]) -> str:
@@ -52,8 +53,14 @@ def _substitutions(tmp: Path, cache: Path) -> dict:
         "python3 -m pip install -e . && ": "",  # the suite already runs in the installed package
         "pipelines/quickstart.toml": _small_pipeline(tmp, "quickstart.toml", {"limit = 1000": "limit = 120"}),
         "pipelines/vgg16_fne_rf_sweep.toml": _small_pipeline(  # random weights: no download; 48 images
-            tmp, "vgg16_fne_rf_sweep.toml", {'weights = "imagenet"': 'weights = "none"',
-                                             "[extract]\n": "[extract]\nlimit = 48\n", "n_estimators = 500": "n_estimators = 20"}),
+            tmp,
+            "vgg16_fne_rf_sweep.toml",
+            {
+                'weights = "imagenet"': 'weights = "none"',
+                "[extract]\n": "[extract]\nlimit = 48\n",
+                "n_estimators = 500": "n_estimators = 20",
+            },
+        ),
         "RUN_ID": newest_run,
         "new_images/": str(images),
     }
@@ -62,8 +69,12 @@ def _substitutions(tmp: Path, cache: Path) -> dict:
 @pytest.mark.slow
 def test_every_runnable_readme_block_runs(tmp_path):
     cache = tmp_path / "cache"
-    env = {**os.environ, "FEATX_CACHE": str(cache), "MPLBACKEND": "Agg",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "FEATX_CACHE": str(cache),
+        "MPLBACKEND": "Agg",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as in a user's shell (conftest sets it for the test process)
     substitutions, used = _substitutions(tmp_path, cache), set()
     blocks = blocks_to_run()

@@ -47,7 +47,6 @@ BATCH = 4
 FEATX = [shutil.which("featx")] if shutil.which("featx") else [sys.executable, "-m", "featx"]
 
 
-
 BLOCKS = "blocks"
 SUPERSET = "blocks,out_relu"
 SUBSET = "block_2_add,block_6_project_BN,block_9_add"
@@ -57,8 +56,24 @@ UNION = ",".join(REQUESTS)
 
 
 def extract_args(data: Path, cache_dir: Path, layers: str = BLOCKS) -> list[str]:
-    return ["extract", "--data", str(data), "--backbone", "mobilenet_v2", "--weights", "none", "--input-size", "96",
-            "--batch-size", str(BATCH), "--layers", layers, "--cache-dir", str(cache_dir), "--quiet"]
+    return [
+        "extract",
+        "--data",
+        str(data),
+        "--backbone",
+        "mobilenet_v2",
+        "--weights",
+        "none",
+        "--input-size",
+        "96",
+        "--batch-size",
+        str(BATCH),
+        "--layers",
+        layers,
+        "--cache-dir",
+        str(cache_dir),
+        "--quiet",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +97,12 @@ class Reference:
 
     def __init__(self, manifest: Path, cache_dir: Path):
         self.cache_dir = cache_dir
-        self.proc = subprocess.Popen([*FEATX, *extract_args(manifest, cache_dir, UNION)], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [*FEATX, *extract_args(manifest, cache_dir, UNION)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self._entry = None
 
     def entry(self) -> CacheEntry:
@@ -124,8 +143,11 @@ def writing_files(cache_dir: Path, pid: int) -> bool:
 
 
 def published_layers(cache_dir: Path) -> int:
-    return sum(len([n for n in os.listdir(f / "layers") if not n.startswith(".")])
-               for f in entry_folders(cache_dir) if (f / "layers").is_dir())
+    return sum(
+        len([n for n in os.listdir(f / "layers") if not n.startswith(".")])
+        for f in entry_folders(cache_dir)
+        if (f / "layers").is_dir()
+    )
 
 
 def verify_cli(cache_dir: Path) -> tuple[int, str]:
@@ -163,8 +185,9 @@ def check_after_kill(cache_dir: Path, snapshots: list) -> dict | None:
         committed = state["committed_rows"]
         for layer in state["layers"]:
             raw = np.fromfile(folder / "work" / f"{quote(layer['name'], safe='')}.raw", dtype=state["dtype"])
-            snapshots.append((layer["name"], committed,
-                              raw[: committed * layer["n_features"]].reshape(committed, -1).copy()))
+            snapshots.append(
+                (layer["name"], committed, raw[: committed * layer["n_features"]].reshape(committed, -1).copy())
+            )
     return state
 
 
@@ -200,8 +223,13 @@ def kill_plan(rng, n_rows: int) -> list[list]:
     plans, layers = [], BLOCKS
     for _ in range(ROUNDS):
         thresholds = rng.choice(np.arange(1, n_rows - BATCH), size=4, replace=False)
-        steps = [*(("rows", int(t)) for t in thresholds), "startup", "startup",
-                 ("finalize", int(rng.integers(0, 8))), ("finalize", int(rng.integers(8, 19)))]
+        steps = [
+            *(("rows", int(t)) for t in thresholds),
+            "startup",
+            "startup",
+            ("finalize", int(rng.integers(0, 8))),
+            ("finalize", int(rng.integers(8, 19))),
+        ]
         plan = []
         for step in (steps[i] for i in rng.permutation(len(steps))):
             mode, threshold = (step, None) if isinstance(step, str) else step
@@ -226,8 +254,9 @@ def kill_once(server, cache_dir: Path, args: list[str], mode: str, threshold, rn
             time.sleep(0.002)
         time.sleep(rng.uniform(0, 0.02))
     else:  # publishing the index and layer files: once `threshold` layers are out, inside the next one's write
-        while child.poll() is None and not (writing_files(cache_dir, child.pid)
-                                            and published_layers(cache_dir) >= threshold):
+        while child.poll() is None and not (
+            writing_files(cache_dir, child.pid) and published_layers(cache_dir) >= threshold
+        ):
             time.sleep(0.002)
         time.sleep(rng.uniform(0, 0.01))
     rc = child.kill()
@@ -236,7 +265,9 @@ def kill_once(server, cache_dir: Path, args: list[str], mode: str, threshold, rn
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_points_then_resume_with_other_layers_is_bit_identical(manifest, reference, tmp_path, fork_server):
+def test_sigkill_at_random_points_then_resume_with_other_layers_is_bit_identical(
+    manifest, reference, tmp_path, fork_server
+):
     server = fork_server
     rng = np.random.default_rng(SEED)
     n_rows = sum(1 for _ in manifest.open(encoding="utf-8")) - 1
@@ -253,8 +284,11 @@ def test_sigkill_at_random_points_then_resume_with_other_layers_is_bit_identical
             mid_pass += rc == -signal.SIGKILL and state is not None
             history.append((round_, mode, layers, round(seconds, 2), rc, state and state["committed_rows"]))
         finish_round(server, manifest, cache_dir, reference, last=round_ == ROUNDS - 1)
-    print(f"\nkill schedule (seed {SEED}): round, mode, layers, seconds after start, exit code, committed rows after",
-          *history, sep="\n  ")
+    print(
+        f"\nkill schedule (seed {SEED}): round, mode, layers, seconds after start, exit code, committed rows after",
+        *history,
+        sep="\n  ",
+    )
     assert kills >= 20 and mid_pass >= 10
     ref = reference.entry()
     for name, committed, rows in snapshots:  # every batch ever committed held exactly the rows of the uninterrupted run
@@ -275,8 +309,10 @@ def finish_round(server, manifest: Path, cache_dir: Path, reference: Reference, 
         rc, out, err = child.rc, child.out, child.err
     assert rc == 0, err
     if pending is not None:
-        assert (f"resuming interrupted extraction of {len(pending['layers'])} layer(s) at image "
-                f"{pending['committed_rows']}/") in out
+        assert (
+            f"resuming interrupted extraction of {len(pending['layers'])} layer(s) at image "
+            f"{pending['committed_rows']}/"
+        ) in out
     assert_same_cache(reference.entry(), cache_dir, UNION)
 
 
@@ -297,7 +333,9 @@ def test_kill_mid_pass_then_other_layers_is_bit_identical(second, manifest, refe
     committed = progress(cache_dir)["committed_rows"]
     resumed = server.run(extract_args(manifest, cache_dir, second))
     assert resumed.rc == 0 and len(user_lines(resumed.err)) == 0, resumed.err
-    assert re.search(rf"resuming interrupted extraction of \d+ layer\(s\) at image {committed}/", resumed.out), resumed.out
+    assert re.search(rf"resuming interrupted extraction of \d+ layer\(s\) at image {committed}/", resumed.out), (
+        resumed.out
+    )
     assert_same_cache(reference.entry(), cache_dir, f"{BLOCKS},{second}")
 
 
@@ -326,9 +364,12 @@ def test_two_writers_on_one_cache(manifest, reference, tmp_path, fork_server):
         if rc == 2:
             other = (set(results) - {pid}).pop()
             [line] = user_lines(err)
-            assert re.fullmatch(rf"error: cache entry \S+ is being written by pid {other} on \S+ since "
-                                r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d; wait for that run to finish \(a killed run releases "
-                                r"the lock by itself\)", line), err
+            assert re.fullmatch(
+                rf"error: cache entry \S+ is being written by pid {other} on \S+ since "
+                r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d; wait for that run to finish \(a killed run releases "
+                r"the lock by itself\)",
+                line,
+            ), err
     assert_same_cache(reference.entry(), cache_dir)
 
 
@@ -338,9 +379,16 @@ def test_lock_names_its_holder_and_a_dead_holders_lock_is_taken_over(manifest, r
     [folder] = entry_folders(cache_dir)
     CacheEntry(folder).layer_file("out_relu").unlink()  # work for the next extract, which needs the lock
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom featx.cache.lock import EntryLock\n"
-         "EntryLock(sys.argv[1]).__enter__()\nprint('held', flush=True)\ntime.sleep(600)", str(folder)],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom featx.cache.lock import EntryLock\n"
+            "EntryLock(sys.argv[1]).__enter__()\nprint('held', flush=True)\ntime.sleep(600)",
+            str(folder),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline() == "held\n"
         host = re.escape(socket.gethostname())

@@ -72,9 +72,13 @@ def test_rendered_page_is_self_contained_and_escaped(tmp_path):
 
     matrix = pd.DataFrame([[5, 1], [2, 7]], index=["a<b", "c"], columns=["a<b", "c"])
     png = plot_confusion(matrix, tmp_path / "confusion.png", "a <b>title</b>")
-    page = Page("report <script>alert(1)</script>", Cache(tmp_path / "cache"),
-                figures=[("Figures & more", "caption <i>", png)], tables=[("a table", matrix.reset_index())],
-                commands=["featx compare --layer-sets 'a b' <x>"])
+    page = Page(
+        "report <script>alert(1)</script>",
+        Cache(tmp_path / "cache"),
+        figures=[("Figures & more", "caption <i>", png)],
+        tables=[("a table", matrix.reset_index())],
+        commands=["featx compare --layer-sets 'a b' <x>"],
+    )
     text = render(page)
     images = check_self_contained(text)
     assert len(images) == 1
@@ -87,10 +91,22 @@ def test_fit_command_gives_back_the_logged_fit():
     from featx.cli import _classifier_params, _transforms, build_parser
     from featx.experiments.fit import FitSpec, fit_command
 
-    spec = FitSpec(classifier="rf", params={"min_samples_leaf": 2, "max_features": "sqrt", "n_estimators": 50},
-                   transforms={"standardize": True, "discretize": "fne", "fne_low": -0.5, "pca": 20}, seed=3)
-    row = {"cache_entry": "efficientnet_lite0-abc", "layers": "blocks,top_activation", "classifier": spec.classifier,
-           "params": spec.params_json(), "transforms": spec.transforms_label(), "views": "id", "tta": 0, "seed": 3}
+    spec = FitSpec(
+        classifier="rf",
+        params={"min_samples_leaf": 2, "max_features": "sqrt", "n_estimators": 50},
+        transforms={"standardize": True, "discretize": "fne", "fne_low": -0.5, "pca": 20},
+        seed=3,
+    )
+    row = {
+        "cache_entry": "efficientnet_lite0-abc",
+        "layers": "blocks,top_activation",
+        "classifier": spec.classifier,
+        "params": spec.params_json(),
+        "transforms": spec.transforms_label(),
+        "views": "id",
+        "tta": 0,
+        "seed": 3,
+    }
     words = shlex.split(fit_command(row))
     assert words[:3] == ["featx", "fit", "efficientnet_lite0-abc"]
     args = build_parser().parse_args(words[1:])
@@ -110,13 +126,26 @@ def test_short_run_ids_find_their_run(tmp_path):
 def test_rank_groups_protocols_marks_baselines_and_recommends_from_the_cv_group():
     from featx.experiments.ranking import format_ranked, rank, recommendation_line, recommended
 
-    rows = pd.DataFrame({
-        "run_id": [f"2026-{n:06d}" for n in range(5)], "classifier": ["rf", "logreg", "majority", "svm", "logreg"],
-        "layers": ["a", "b", "a", "c", "d"], "params": "{}", "transforms": "none", "n_features": 10,
-        "cv": [None, "cv3x1", "cv3x1", None, "cv3x1"], "cv_balanced_accuracy_mean": [np.nan, 0.6, 0.25, np.nan, 0.7],
-        "cv_balanced_accuracy_ci95": [np.nan, 0.1, 0.0, np.nan, 0.05], "val_balanced_accuracy": [0.9, 0.5, 0.25, 0.8, 0.6],
-        "val_accuracy": 0.5, "test_balanced_accuracy": [0.1, 0.2, 0.25, 0.3, 0.55], "fit_seconds": 1.0,
-        "backbone": "b", "cache_key": "k", "cache_entry": "e"})
+    rows = pd.DataFrame(
+        {
+            "run_id": [f"2026-{n:06d}" for n in range(5)],
+            "classifier": ["rf", "logreg", "majority", "svm", "logreg"],
+            "layers": ["a", "b", "a", "c", "d"],
+            "params": "{}",
+            "transforms": "none",
+            "n_features": 10,
+            "cv": [None, "cv3x1", "cv3x1", None, "cv3x1"],
+            "cv_balanced_accuracy_mean": [np.nan, 0.6, 0.25, np.nan, 0.7],
+            "cv_balanced_accuracy_ci95": [np.nan, 0.1, 0.0, np.nan, 0.05],
+            "val_balanced_accuracy": [0.9, 0.5, 0.25, 0.8, 0.6],
+            "val_accuracy": 0.5,
+            "test_balanced_accuracy": [0.1, 0.2, 0.25, 0.3, 0.55],
+            "fit_seconds": 1.0,
+            "backbone": "b",
+            "cache_key": "k",
+            "cache_entry": "e",
+        }
+    )
     ranked = rank(rows, "balanced_accuracy")
     # the val-only rf scores 0.9, higher than any CV mean, yet is not ranked above them: another protocol
     assert ranked["run_id"].tolist() == ["2026-000004", "2026-000001", "2026-000002", "2026-000000", "2026-000003"]
@@ -147,9 +176,11 @@ def test_no_abbreviated_flags_and_a_cache_folder_hint(tmp_path):
     assert rc == 2 and f"has no --cache option: pass a cache folder as --cache-dir {tmp_path}" in err
     (tmp_path / "runs").mkdir()  # a cache folder (its runs log lives there)
     rc, out, err = cli("fit", "--cache", tmp_path, "--cache-dir", tmp_path / "other")
-    assert rc == 2 and err == (f"error: '{tmp_path}' is a cache folder, not a cache entry: pass it as --cache-dir "
-                               f"{tmp_path} (and name an entry from `featx ls --cache-dir {tmp_path}`, or none for "
-                               "the most recent)\n")
+    assert rc == 2 and err == (
+        f"error: '{tmp_path}' is a cache folder, not a cache entry: pass it as --cache-dir "
+        f"{tmp_path} (and name an entry from `featx ls --cache-dir {tmp_path}`, or none for "
+        "the most recent)\n"
+    )
 
 
 def test_progress_writes_no_bar_into_a_log(tmp_path, capsys, monkeypatch):
@@ -179,8 +210,10 @@ def test_progress_writes_no_bar_into_a_log(tmp_path, capsys, monkeypatch):
     bar.interval = 3600.0
     bar.update(3)
     bar.close()  # finished work that printed a line ends with its final state
-    assert [line.split(",")[0] for line in log.getvalue().splitlines()] == ["extract y: 1/4 img (25%)",
-                                                                            "extract y: 4/4 img (100%)"]
+    assert [line.split(",")[0] for line in log.getvalue().splitlines()] == [
+        "extract y: 1/4 img (25%)",
+        "extract y: 4/4 img (100%)",
+    ]
     for value, interval in (("2.5", 2.5), ("0", 10.0), ("soon", 10.0)):  # $FEATX_PROGRESS_INTERVAL, if usable
         monkeypatch.setenv("FEATX_PROGRESS_INTERVAL", value)
         assert progress_bar(total=1, desc="z", unit="img", stream=io.StringIO()).interval == interval
@@ -188,14 +221,27 @@ def test_progress_writes_no_bar_into_a_log(tmp_path, capsys, monkeypatch):
 
 # --- on a real cache: compare, tune and a dense fit, then their report
 
+
 @pytest.fixture(scope="module")
 def experiments(elpv_cache, tmp_path_factory):
     runs_dir = tmp_path_factory.mktemp("report_runs")
     where = ["--cache-dir", elpv_cache, "--runs-dir", runs_dir]
-    rc, out, err = cli("compare", "--layer-sets", "top_activation", "block6d_add", "--clf", "logreg", "--standardize",
-                       "--cv", "3", *where)
+    rc, out, err = cli(
+        "compare",
+        "--layer-sets",
+        "top_activation",
+        "block6d_add",
+        "--clf",
+        "logreg",
+        "--standardize",
+        "--cv",
+        "3",
+        *where,
+    )
     assert rc == 0, err
-    rc, dense, err = cli("fit", "--clf", "dense", "--hidden", "16", "--epochs", "3", "--layers", "top_activation", *where)
+    rc, dense, err = cli(
+        "fit", "--clf", "dense", "--hidden", "16", "--epochs", "3", "--layers", "top_activation", *where
+    )
     assert rc == 0, err
     rc, tuned, err = cli("tune", "--clf", "logreg", "--layers", "top_activation", "--standardize", *where)
     assert rc == 0, err
@@ -221,12 +267,20 @@ def test_report_of_compare_tune_and_runs(experiments, tmp_path):
     images = check_self_contained(text)
     # layer comparison, tune curve, confusion val + test of the recommended model, the dense head's learning curves
     assert len(images) >= 5
-    for heading in ("Layer comparison", "Tune search curve", "Confusion matrices of the recommended model",
-                    "Learning curves (dense heads)", "Reproduce"):
+    for heading in (
+        "Layer comparison",
+        "Tune search curve",
+        "Confusion matrices of the recommended model",
+        "Learning curves (dense heads)",
+        "Reproduce",
+    ):
         assert f"<h2>{heading}</h2>" in text
     compared = read_report(compare_folder)
-    assert compared.command == "featx compare --layer-sets top_activation block6d_add --clf logreg --standardize --cv 3 " \
-                               + " ".join(map(str, where))
+    assert (
+        compared.command
+        == "featx compare --layer-sets top_activation block6d_add --clf logreg --standardize --cv 3 "
+        + " ".join(map(str, where))
+    )
     assert compared.command in text.replace("&#x27;", "'")
     assert text.count('<span class="tag">baseline</span>') == 2 and text.count('class="baseline"') == 2
     assert "data</b>: built-in elpv" in text and text.count("data</b>:") == 1  # data and backbone said once
@@ -243,18 +297,32 @@ def test_report_renders_in_headless_chromium(experiments, tmp_path):
     page = tmp_path / "page.html"
     assert cli("report", compare_folder, "-o", page, *where)[0] == 0
     shot = tmp_path / "shot.png"
-    command = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
-               "--window-size=1200,2000", "--enable-logging=stderr", "--v=0", page.as_uri()]
+    command = [
+        "chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        f"--screenshot={shot}",
+        "--window-size=1200,2000",
+        "--enable-logging=stderr",
+        "--v=0",
+        page.as_uri(),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
-    console = [line for line in done.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line
-               or "net::ERR" in line]
+    console = [
+        line for line in done.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line or "net::ERR" in line
+    ]
     assert not console, console
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert pixels.shape == (2000, 1200) and pixels.std() > 20  # text, tables and figures, not a blank page
     assert (pixels < 128).mean() > 0.01  # dark ink somewhere: the page rendered content
-    dom = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
-                         capture_output=True, text=True, timeout=120)
+    dom = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert dom.returncode == 0 and "Layer comparison" in dom.stdout and dom.stdout.count("<img") >= 3
 
 
@@ -269,7 +337,9 @@ def test_quickstart_names_one_best_model_fits_the_terminal_and_ends_with_its_rep
     small = tmp_path / "quickstart.toml"
     small.write_text(text.replace("limit = 1000", "limit = 120\ninput_size = 96"))
     lines = []
-    result = run_pipeline(small, cache_dir=tmp_path / "cache", log=lambda *a: lines.extend(" ".join(map(str, a)).splitlines()))
+    result = run_pipeline(
+        small, cache_dir=tmp_path / "cache", log=lambda *a: lines.extend(" ".join(map(str, a)).splitlines())
+    )
     too_wide = [line for line in lines if len(line) > 120 and "/" not in line]  # a path is as long as it is
     assert not too_wide, too_wide
     assert sum(line.startswith("ranking by ") for line in lines) == 1  # the metric, chosen and said once
@@ -300,22 +370,48 @@ def test_runs_table_says_data_once_ranks_per_protocol_and_fits_120_columns(tmp_p
     from featx.experiments.runlog import COLUMNS, SELECTION_COLUMNS, append_run
 
     long_layers = ",".join(f"block{n}a_project_bn" for n in range(1, 8))
-    rows = [("090000-aaaaaa", "logreg", long_layers, "cv3x1", 0.7, 0.6), ("090001-bbbbbb", "majority", long_layers, "cv3x1", 0.5, 0.5),
-            ("090002-cccccc", "rf", "top_activation", None, np.nan, 0.95), ("090003-dddddd", "svm", "top_activation", "cv3x1", 0.8, 0.4)]
+    rows = [
+        ("090000-aaaaaa", "logreg", long_layers, "cv3x1", 0.7, 0.6),
+        ("090001-bbbbbb", "majority", long_layers, "cv3x1", 0.5, 0.5),
+        ("090002-cccccc", "rf", "top_activation", None, np.nan, 0.95),
+        ("090003-dddddd", "svm", "top_activation", "cv3x1", 0.8, 0.4),
+    ]
     for run_id, clf, layers, cv, cv_mean, val in rows:
-        append_run(tmp_path, {c: None for c in (*COLUMNS, *SELECTION_COLUMNS)} | {
-            "run_id": f"20261202-{run_id}", "classifier": clf, "layers": layers, "layer_names": layers,
-            "params": '{"C": 0.001, "class_weight": "balanced", "max_iter": 10000}', "transforms": "standardize",
-            "n_features": 1808, "cache_key": "k" * 64, "cache_entry": "efficientnet_lite0-kkkk", "backbone": "efficientnet_lite0",
-            "val_accuracy": val, "val_f1_macro": val, "cv": cv, "cv_accuracy_mean": cv_mean, "cv_accuracy_ci95": 0.05,
-            "fit_seconds": 1.25, "model_path": "", "model_sha256": "", "views": "id", "tta": 0})
+        append_run(
+            tmp_path,
+            {c: None for c in (*COLUMNS, *SELECTION_COLUMNS)}
+            | {
+                "run_id": f"20261202-{run_id}",
+                "classifier": clf,
+                "layers": layers,
+                "layer_names": layers,
+                "params": '{"C": 0.001, "class_weight": "balanced", "max_iter": 10000}',
+                "transforms": "standardize",
+                "n_features": 1808,
+                "cache_key": "k" * 64,
+                "cache_entry": "efficientnet_lite0-kkkk",
+                "backbone": "efficientnet_lite0",
+                "val_accuracy": val,
+                "val_f1_macro": val,
+                "cv": cv,
+                "cv_accuracy_mean": cv_mean,
+                "cv_accuracy_ci95": 0.05,
+                "fit_seconds": 1.25,
+                "model_path": "",
+                "model_sha256": "",
+                "views": "id",
+                "tta": 0,
+            },
+        )
     rc, out, err = cli("runs", "--cache-dir", tmp_path)
     assert rc == 0, err
     lines = out.splitlines()
     assert max(map(len, lines)) <= 120 and out.count("data: ") == 1 and "backbone: efficientnet_lite0" in out
-    cv_block = out[out.index("scored by 3-fold CV mean (3 run(s))"):out.index("scored by one val split (1 run(s))")]
+    cv_block = out[out.index("scored by 3-fold CV mean (3 run(s))") : out.index("scored by one val split (1 run(s))")]
     # within CV: svm 0.8, logreg 0.7, then the baseline; the val-only rf (0.95) is not ranked among them
-    assert [cv_block.index(s) for s in ("dddddd", "aaaaaa", "bbbbbb")] == sorted(cv_block.index(s) for s in ("dddddd", "aaaaaa", "bbbbbb"))
+    assert [cv_block.index(s) for s in ("dddddd", "aaaaaa", "bbbbbb")] == sorted(
+        cv_block.index(s) for s in ("dddddd", "aaaaaa", "bbbbbb")
+    )
     assert "majority (baseline)" in cv_block and "0.800 ± 0.050" in cv_block and "20261202-" not in out
     assert "not comparable" in lines[-1]
     rc, wide, _ = cli("runs", "--cache-dir", tmp_path, "--wide")
@@ -323,4 +419,7 @@ def test_runs_table_says_data_once_ranks_per_protocol_and_fits_120_columns(tmp_p
     rc, last, _ = cli("runs", "--cache-dir", tmp_path, "--last", "1")
     assert "dddddd" in last and "aaaaaa" not in last
     assert "no runs match" in cli("runs", "--cache-dir", tmp_path, "--data", "flowers")[1]
-    assert "ranking by balanced_accuracy (--metric)" in cli("runs", "--cache-dir", tmp_path, "--metric", "balanced_accuracy")[1]
+    assert (
+        "ranking by balanced_accuracy (--metric)"
+        in cli("runs", "--cache-dir", tmp_path, "--metric", "balanced_accuracy")[1]
+    )

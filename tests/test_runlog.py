@@ -18,11 +18,18 @@ from featx.experiments.runlog import LOG_FILE, LOG_VERSION, read_log
 from helpers import assert_one_line_error, cli
 
 FEATX = Path(__file__).parent.parent / "featx"
-V3 = Path(__file__).parent / "data" / "runs-v3"  # a runs folder featx's format 3 wrote (main at 1eacef3; data/README.md)
+V3 = (
+    Path(__file__).parent / "data" / "runs-v3"
+)  # a runs folder featx's format 3 wrote (main at 1eacef3; data/README.md)
 V3_ENTRY = "efficientnet_lite0-7b22fba28518"  # the elpv_cache fixture's entry, which its runs were fitted on
 # the runs of V3 whose old columns say their spec and evaluation exactly (K-fold CV and val scores of their own)
-V3_EXACT = {"20261202-121646-14a6b4", "20261202-121650-709341", "20261202-121650-52d2f0", "20261202-121650-731cfb",
-            "20261202-122107-8a83ce"}
+V3_EXACT = {
+    "20261202-121646-14a6b4",
+    "20261202-121650-709341",
+    "20261202-121650-52d2f0",
+    "20261202-121650-731cfb",
+    "20261202-122107-8a83ce",
+}
 
 
 def v3_runs(tmp_path: Path) -> Path:
@@ -48,15 +55,17 @@ def _sources():
 
 
 def test_only_the_log_store_runs_sql():
-    sql = re.compile(r"\bsqlite3\b|read_sql|\b(?:SELECT .* FROM|INSERT (?:OR IGNORE )?INTO|DELETE FROM|CREATE TABLE|"
-                     r"ALTER TABLE|PRAGMA \w+|BEGIN IMMEDIATE)\b")
+    sql = re.compile(
+        r"\bsqlite3\b|read_sql|\b(?:SELECT .* FROM|INSERT (?:OR IGNORE )?INTO|DELETE FROM|CREATE TABLE|"
+        r"ALTER TABLE|PRAGMA \w+|BEGIN IMMEDIATE)\b"
+    )
     users = sorted(name for name, text in _sources().items() if sql.search(text))
     assert users == ["experiments/runlog.py"]
     text = _sources()["experiments/runlog.py"]
     # transactions through one helper: BEGIN, COMMIT and ROLLBACK are written once, in it
     assert [len(re.findall(rf'"{word}', text)) for word in ("BEGIN", "COMMIT", "ROLLBACK")] == [1, 1, 1]
-    helper = text[text.index("def _transaction("):]
-    helper = helper[:helper.index("\n\n\n")]
+    helper = text[text.index("def _transaction(") :]
+    helper = helper[: helper.index("\n\n\n")]
     assert all(f'"{word}' in helper for word in ("BEGIN", "COMMIT", "ROLLBACK"))
 
 
@@ -145,8 +154,9 @@ def test_every_run_of_a_real_format_3_log_predicts_after_its_migration(elpv_cach
     for row in table.to_dict("records"):
         pipeline, _ = load_model(row["run_id"], elpv_cache, runs_dir=runs)
         X, _, _ = load(entry, layers=logged_selection(row))
-        predicted = predict(row["run_id"], images, cache_dir=elpv_cache, runs_dir=runs, output=tmp_path / "p.csv",
-                            log=lambda *a: None)
+        predicted = predict(
+            row["run_id"], images, cache_dir=elpv_cache, runs_dir=runs, output=tmp_path / "p.csv", log=lambda *a: None
+        )
         names = [entry.class_names[c] for c in pipeline.predict(X[test])]
         assert list(predicted["label"]) == names, row["run_id"]
 
@@ -166,8 +176,10 @@ def test_a_fit_logs_its_spec_and_evaluation_whole_with_their_hash(elpv_cache, tm
     featx.fit(V3_ENTRY, layers="block3b_add", clf="knn", cache_dir=elpv_cache, runs_dir=runs, log=None)
     with sqlite3.connect(runs / LOG_FILE) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == LOG_VERSION
-        stored = db.execute("SELECT spec, evaluation, spec_hash, classifier, params, transforms, views, tta, seed "
-                            "FROM runs ORDER BY seq").fetchall()
+        stored = db.execute(
+            "SELECT spec, evaluation, spec_hash, classifier, params, transforms, views, tta, seed "
+            "FROM runs ORDER BY seq"
+        ).fetchall()
     text, evaluation_text, digest, *readable = stored[0]
     assert json.loads(text) == spec.to_dict() and json.loads(evaluation_text) == evaluation.to_dict()
     assert digest == spec_hash(spec, evaluation) == first.row["spec_hash"]
@@ -179,8 +191,9 @@ def test_a_fit_logs_its_spec_and_evaluation_whole_with_their_hash(elpv_cache, tm
     row = read_log(elpv_cache, runs_dir=runs).iloc[0]
     again_spec, again_evaluation = logged_spec(row)
     assert (again_spec, again_evaluation) == (spec, evaluation)
-    again = fit_run(V3_ENTRY, again_spec, again_evaluation, layers="block4c_add", cache_dir=elpv_cache, runs_dir=runs,
-                    log=None)
+    again = fit_run(
+        V3_ENTRY, again_spec, again_evaluation, layers="block4c_add", cache_dir=elpv_cache, runs_dir=runs, log=None
+    )
     scores = [c for c in first.row if c.startswith(("val_", "test_", "cv_"))]
     assert {c: again.row[c] for c in scores} == {c: first.row[c] for c in scores}
     assert again.row["spec_hash"] == first.row["spec_hash"]

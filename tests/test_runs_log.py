@@ -76,7 +76,9 @@ def test_full_disk_during_fit_leaves_no_run_and_no_row(cache):
     before = read_log(cache)
     log_bytes = (cache / "runs" / LOG_FILE).read_bytes()
     # 40 kB: above the log's pages, below a 300-tree forest's model file
-    full = featx("fit", "--layers", "out_relu", "--clf", "rf", "--n-estimators", 300, "--cache-dir", cache, fsize=40_000)
+    full = featx(
+        "fit", "--layers", "out_relu", "--clf", "rf", "--n-estimators", 300, "--cache-dir", cache, fsize=40_000
+    )
     assert_child_error(full, r"writing run \S+ in .*runs failed \(File too large\); nothing was logged", code=1)
     assert run_folders(cache) == list(before["run_id"])  # no half run, no staging folder
     pd.testing.assert_frame_equal(read_log(cache), before)
@@ -88,7 +90,7 @@ def test_damaged_or_foreign_log_is_one_line_and_never_appended_to(cache, tmp_pat
     assert featx(*FIT, "--cache-dir", cache).rc == 0
     run_id = read_log(cache)["run_id"][0]
     log = cache / "runs" / LOG_FILE
-    for content in (b"run_id,timestamp\n\"unterminated,\n", os.urandom(8192), log.read_bytes()[:3000]):
+    for content in (b'run_id,timestamp\n"unterminated,\n', os.urandom(8192), log.read_bytes()[:3000]):
         log.write_bytes(content)
         for stale in log.parent.glob(f"{LOG_FILE}-*"):  # a WAL beside a replaced file would be replayed into it
             stale.unlink()
@@ -108,7 +110,9 @@ def test_unknown_log_version_or_foreign_database_is_refused(tmp_path):
         db.execute("CREATE TABLE runs (x)")
         db.execute(f"PRAGMA user_version={LOG_VERSION + 1}")
     for check in (read_log, prepare_log):
-        with pytest.raises(FeatxError, match=rf"format version {LOG_VERSION + 1}, this featx reads version {LOG_VERSION}"):
+        with pytest.raises(
+            FeatxError, match=rf"format version {LOG_VERSION + 1}, this featx reads version {LOG_VERSION}"
+        ):
             check(tmp_path)
     with sqlite3.connect(folder / LOG_FILE) as db:
         db.execute("PRAGMA user_version=0")  # someone else's database that happens to sit there
@@ -143,9 +147,14 @@ def test_old_csv_log_is_migrated_and_exported(cache, tmp_path):
     assert find_run("20250101", cache)["model_path"].endswith(".joblib")
 
 
-@pytest.mark.parametrize("text", ['run_id,model_path,model_sha256\n"20250101,m,0\n',  # unterminated quote
-                                  "run_id,model_path,model_sha256\n1,m,0\n2,m,0,extra\n",  # wrong field count
-                                  ""])
+@pytest.mark.parametrize(
+    "text",
+    [
+        'run_id,model_path,model_sha256\n"20250101,m,0\n',  # unterminated quote
+        "run_id,model_path,model_sha256\n1,m,0\n2,m,0,extra\n",  # wrong field count
+        "",
+    ],
+)
 def test_malformed_old_csv_log_is_one_line(cache, text):
     (cache / "runs").mkdir()
     (cache / "runs" / "runs.csv").write_text(text)
@@ -177,11 +186,18 @@ def test_read_only_cache_ends_in_one_line_or_writes_to_runs_dir(cache, tmp_path)
     mine = tmp_path / "mine"
     _read_only(cache)
     try:
+
         def run(*args):
             return featx(*args, "--cache-dir", cache, unprivileged=True)
 
-        for args in (FIT, ("compare", "--layer-sets", "out_relu", "--clf", "knn"), ("plot-tsne", "--layers", "out_relu")):
-            assert_child_error(run(*args), r"cannot write (runs|reports) in .*cache/(runs|reports) \(.*\); pass --runs-dir")
+        for args in (
+            FIT,
+            ("compare", "--layer-sets", "out_relu", "--clf", "knn"),
+            ("plot-tsne", "--layers", "out_relu"),
+        ):
+            assert_child_error(
+                run(*args), r"cannot write (runs|reports) in .*cache/(runs|reports) \(.*\); pass --runs-dir"
+            )
         assert_child_error(run("predict", "--model", run_id, image), r"cannot write predictions in .*; pass --output")
         listed = run("runs")
         assert listed.rc == 0 and run_id[-6:] in listed.out, listed.err  # its short id
@@ -193,7 +209,9 @@ def test_read_only_cache_ends_in_one_line_or_writes_to_runs_dir(cache, tmp_path)
     finally:
         _writable(cache)
     assert len(read_log(cache)) == 1 and len(read_log(runs_dir=mine)) == 4  # fit, compare's knn and its 2 baselines
-    assert len(list((mine / "reports").glob("compare-*/results.csv"))) == 1 and list((mine / "reports").glob("tsne-*.png"))
+    assert len(list((mine / "reports").glob("compare-*/results.csv"))) == 1 and list(
+        (mine / "reports").glob("tsne-*.png")
+    )
 
 
 def _first_cached_image(cache: Path, target: Path) -> None:
@@ -210,8 +228,9 @@ def test_fit_killed_while_writing_its_run_leaves_nothing_logged_and_its_debris_g
 
     assert featx(*FIT, "--cache-dir", cache).rc == 0
     before = read_log(cache)
-    child = fork_server.start(["fit", "--layers", "out_relu", "--clf", "rf", "--n-estimators", "300",
-                               "--cache-dir", str(cache)])
+    child = fork_server.start(
+        ["fit", "--layers", "out_relu", "--clf", "rf", "--n-estimators", "300", "--cache-dir", str(cache)]
+    )
     while child.poll() is None and not list((cache / "runs").glob(".staging-*")):
         time.sleep(0.002)
     assert child.kill() == -9  # killed while its run folder was being written
@@ -297,8 +316,9 @@ def compared(small_cache, tmp_path_factory, fork_server) -> Path:
     """The small cache with 4 logged runs, each with its model (compare knn, logreg and the 2 baselines)."""
     base = tmp_path_factory.mktemp("compared") / "cache"
     shutil.copytree(small_cache, base)
-    made = featx("compare", "--layer-sets", "out_relu", "--clf", "knn,logreg", "--save-models", "all",
-                 "--cache-dir", base)
+    made = featx(
+        "compare", "--layer-sets", "out_relu", "--clf", "knn,logreg", "--save-models", "all", "--cache-dir", base
+    )
     assert made.rc == 0, made.err
     return base
 
@@ -347,16 +367,21 @@ def test_damaged_log_is_one_line_for_runs_rm_and_prune_and_is_not_written(tmp_pa
             data[4096:8192] = os.urandom(4096)  # page 2: the root of table runs
             log.write_bytes(bytes(data))
         else:
-            sql = {"dropped table": "DROP TABLE runs", "text in a real column": "UPDATE runs SET val_accuracy = 'high'",
-                   "text in an integer column": "UPDATE runs SET seed = 'zero'"}[damage]
+            sql = {
+                "dropped table": "DROP TABLE runs",
+                "text in a real column": "UPDATE runs SET val_accuracy = 'high'",
+                "text in an integer column": "UPDATE runs SET seed = 'zero'",
+            }[damage]
             with sqlite3.connect(log) as db:
                 db.execute(sql)
             sqlite3.connect(log).close()
         content = log.read_bytes()
-        expected = (r"runs log \S+runs.sqlite is damaged or not a featx runs database .*move it away"
-                    if "page" in damage or "table" in damage else
-                    r"runs log \S+runs.sqlite has a non-number .* in its numeric column (val_accuracy|seed) .*restore "
-                    r"the log from a backup")
+        expected = (
+            r"runs log \S+runs.sqlite is damaged or not a featx runs database .*move it away"
+            if "page" in damage or "table" in damage
+            else r"runs log \S+runs.sqlite has a non-number .* in its numeric column (val_accuracy|seed) .*restore "
+            r"the log from a backup"
+        )
         for args in (("runs",), ("rm", run_id), ("prune", "--keep-best", "0"), ("runs", "--csv", tmp_path / "x.csv")):
             code, out, err = cli(*args, "--cache-dir", cache)
             assert code == 2 and "removed run" not in out, (damage, args, err)
@@ -383,8 +408,12 @@ def test_a_format_2_log_is_read_as_it_is_then_migrated_with_its_splits_unknown(t
     assert code == 0 and all(r[-6:] in out for r in before["run_id"]) and "different splits" not in out and not err
     with sqlite3.connect(log) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 2  # reading writes nothing
-    new = {**before.iloc[0][list(COLUMNS)].to_dict(), "run_id": "20990101-000000-abcdef", "split_fingerprint": "ab" * 8,
-           "val_accuracy": 0.1}
+    new = {
+        **before.iloc[0][list(COLUMNS)].to_dict(),
+        "run_id": "20990101-000000-abcdef",
+        "split_fingerprint": "ab" * 8,
+        "val_accuracy": 0.1,
+    }
     append_run(cache, new)
     (cache / "runs" / new["run_id"]).mkdir()
     with sqlite3.connect(log) as db:
@@ -411,8 +440,26 @@ def test_runs_on_a_rewritten_split_are_ranked_apart_and_never_reused(cache):
     from featx.experiments.runlog import split_fingerprint
 
     assert featx(*FIT, "--cache-dir", cache).rc == 0
-    split = featx("extract", "--data", "elpv", "--backbone", "mobilenet_v2", "--weights", "none", "--input-size", 96,
-                  "--limit", 48, "--layers", "out_relu", "--cache-dir", cache, "--quiet", "--split", "0.5,0.25,0.25")
+    split = featx(
+        "extract",
+        "--data",
+        "elpv",
+        "--backbone",
+        "mobilenet_v2",
+        "--weights",
+        "none",
+        "--input-size",
+        96,
+        "--limit",
+        48,
+        "--layers",
+        "out_relu",
+        "--cache-dir",
+        cache,
+        "--quiet",
+        "--split",
+        "0.5,0.25,0.25",
+    )
     assert split.rc == 0 and "split updated" in split.out, split.err
     assert featx(*FIT, "--cache-dir", cache).rc == 0
     log = read_log(cache)
@@ -432,8 +479,9 @@ def test_full_disk_while_logging_says_disk_full_and_keeps_the_log(cache):
     assert featx(*FIT, "--cache-dir", cache).rc == 0
     before = read_log(cache)
     full = featx("compare", "--layer-sets", "out_relu", "--clf", "knn,logreg", "--cache-dir", cache, fsize=20_000)
-    assert_child_error(full, r"runs log \S+ could not be written: disk full \(File too large\); the log is intact",
-                          code=1)
+    assert_child_error(
+        full, r"runs log \S+ could not be written: disk full \(File too large\); the log is intact", code=1
+    )
     pd.testing.assert_frame_equal(read_log(cache), before)
     listed = featx("runs", "--cache-dir", cache)
     assert listed.rc == 0 and before["run_id"][0][-6:] in listed.out and not user_lines(listed.err)

@@ -83,7 +83,9 @@ def test_transforms_are_refitted_on_each_folds_train_rows(data):
         fne = fitted.named_steps["fne"]
         np.testing.assert_allclose(fne.mean_, X[train].mean(axis=0, dtype=np.float64), rtol=1e-6)
         assert not np.allclose(fne.mean_, full_mean, rtol=1e-3)
-    assert not np.array_equal(result.estimators[0].named_steps["fne"].mean_, result.estimators[1].named_steps["fne"].mean_)
+    assert not np.array_equal(
+        result.estimators[0].named_steps["fne"].mean_, result.estimators[1].named_steps["fne"].mean_
+    )
 
 
 def test_ci_shrinks_with_more_repeats(data):
@@ -130,7 +132,7 @@ def test_paired_difference_names_the_winner_or_says_within_noise(data):
 
 def test_val_folds_and_bad_requests(data):
     X, y, split = data
-    (train, val), = val_folds(split).splits
+    ((train, val),) = val_folds(split).splits
     assert (split[train] == "train").all() and (split[val] == "val").all()
     single = cross_validate(make_classifier("majority"), X, y, val_folds(split))
     assert np.isnan(summarize(single)["accuracy_ci95"])

@@ -27,8 +27,16 @@ LAYERS = ["top_activation", "block6d_add"]
 def compared(elpv_cache, tmp_path_factory):
     """compare --cv 3 of logreg on two subsets (standardized), its printed lines and its runs folder."""
     lines, runs_dir = [], tmp_path_factory.mktemp("compare_runs")
-    result = featx.compare(cache_dir=elpv_cache, runs_dir=runs_dir, layer_sets=LAYERS, classifiers="logreg", cv=3,
-                           seed=1, standardize=True, log=lines.append)
+    result = featx.compare(
+        cache_dir=elpv_cache,
+        runs_dir=runs_dir,
+        layer_sets=LAYERS,
+        classifiers="logreg",
+        cv=3,
+        seed=1,
+        standardize=True,
+        log=lines.append,
+    )
     return result, lines, runs_dir
 
 
@@ -43,8 +51,9 @@ def test_compare_cv_table_has_ci_columns_baselines_and_is_sorted(compared, elpv_
     chance = 1 / len(Cache(elpv_cache).open().class_names)  # the majority baseline's balanced accuracy
     assert saved.loc[saved["classifier"] == "majority", "cv_balanced_accuracy_mean"].tolist() == [chance]
     logged = read_log(runs_dir=runs_dir).set_index("run_id").loc[saved["run_id"]]
-    assert (logged["cv"] == "cv3x1").all() and logged["cv_balanced_accuracy_mean"].tolist() == \
-        saved["cv_balanced_accuracy_mean"].tolist()
+    assert (logged["cv"] == "cv3x1").all() and logged["cv_balanced_accuracy_mean"].tolist() == saved[
+        "cv_balanced_accuracy_mean"
+    ].tolist()
 
 
 @pytest.mark.slow
@@ -56,8 +65,9 @@ def test_compare_rows_are_scored_on_the_same_folds_and_end_with_the_best_row_lin
     top, second = (f"{m} on {layers}" for m, layers in result.table[["model", "layers"]].head(2).to_numpy())
     assert best[0].startswith(f"best: {top} balanced_accuracy ")
     assert (f"{top} beats {second} by " in best[0]) or ("within noise" in best[0] and second in best[0])
-    again = featx.compare(cache_dir=elpv_cache, runs_dir=tmp_path, layer_sets=LAYERS[:1], classifiers="majority",
-                          cv=3, seed=1, **QUIET)
+    again = featx.compare(
+        cache_dir=elpv_cache, runs_dir=tmp_path, layer_sets=LAYERS[:1], classifiers="majority", cv=3, seed=1, **QUIET
+    )
     assert set(again.table["cv_folds"]) == set(result.table["cv_folds"])  # same seed, same folds, any rows
 
 
@@ -75,8 +85,9 @@ def test_poisoned_test_rows_change_no_cv_score(compared, elpv_cache, tmp_path):
             features = f["features"][:]
             features[test] = np.random.default_rng(0).normal(0, 1e4, size=(len(test), features.shape[1]))
             f["features"][...] = features
-    poisoned = featx.compare(cache_dir=copy, layer_sets=LAYERS, classifiers="logreg", cv=3, seed=1, standardize=True,
-                             **QUIET)
+    poisoned = featx.compare(
+        cache_dir=copy, layer_sets=LAYERS, classifiers="logreg", cv=3, seed=1, standardize=True, **QUIET
+    )
     columns = ["layers", "model", *(c for c in result.table.columns if c.startswith("cv_"))]
     pd.testing.assert_frame_equal(poisoned.table[columns], result.table[columns])
     assert not poisoned.table["test_accuracy"].equals(result.table["test_accuracy"])
@@ -84,8 +95,15 @@ def test_poisoned_test_rows_change_no_cv_score(compared, elpv_cache, tmp_path):
 
 @pytest.mark.slow
 def test_compare_without_cv_ranks_by_val_and_says_there_is_no_ci(elpv_cache, tmp_path):
-    result = featx.compare(cache_dir=elpv_cache, runs_dir=tmp_path, layer_sets=LAYERS[:1], classifiers="logreg",
-                           metric="f1_macro", standardize=True, **QUIET)
+    result = featx.compare(
+        cache_dir=elpv_cache,
+        runs_dir=tmp_path,
+        layer_sets=LAYERS[:1],
+        classifiers="logreg",
+        metric="f1_macro",
+        standardize=True,
+        **QUIET,
+    )
     assert result.score == "val_f1_macro" and result.table["val_f1_macro"].is_monotonic_decreasing
     assert "(one split: no CI)" in result.best_line and "--cv K" in result.best_line
     assert not any(c.startswith("cv_") for c in result.table.columns)
@@ -93,8 +111,14 @@ def test_compare_without_cv_ranks_by_val_and_says_there_is_no_ci(elpv_cache, tmp
 
 def test_class_weight_is_refused_for_classifiers_without_it(elpv_cache, tmp_path):
     with pytest.raises(FeatxError, match=r"classifier\(s\) knn have no class_weight"):
-        featx.compare(cache_dir=elpv_cache, runs_dir=tmp_path, layer_sets=LAYERS, classifiers="logreg,knn",
-                      class_weight="balanced", **QUIET)
+        featx.compare(
+            cache_dir=elpv_cache,
+            runs_dir=tmp_path,
+            layer_sets=LAYERS,
+            classifiers="logreg,knn",
+            class_weight="balanced",
+            **QUIET,
+        )
     with pytest.raises(FeatxError, match="unknown metric"):
         featx.compare(cache_dir=elpv_cache, runs_dir=tmp_path, layer_sets=LAYERS, metric="test_accuracy", **QUIET)
 
@@ -126,8 +150,24 @@ def json_params(text: str) -> dict:
 
 @pytest.mark.slow
 def test_tune_cli_logs_the_refit_and_prints_the_selected_line(elpv_cache, tmp_path, capsys):
-    code = main(["tune", "--layers", "top_activation", "--clf", "logreg", "--cv", "3", "--standardize",
-                 "--cache-dir", str(elpv_cache), "--runs-dir", str(tmp_path), "--n-jobs", "1"])
+    code = main(
+        [
+            "tune",
+            "--layers",
+            "top_activation",
+            "--clf",
+            "logreg",
+            "--cv",
+            "3",
+            "--standardize",
+            "--cache-dir",
+            str(elpv_cache),
+            "--runs-dir",
+            str(tmp_path),
+            "--n-jobs",
+            "1",
+        ]
+    )
     assert code == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     table = runs(runs_dir=tmp_path)
@@ -143,8 +183,16 @@ def test_tune_cli_logs_the_refit_and_prints_the_selected_line(elpv_cache, tmp_pa
 
 @pytest.mark.slow
 def test_tune_on_dask_workers_selects_what_a_local_tune_selects(elpv_cache, tmp_path):
-    options = {"layers": "top_activation", "classifiers": "logreg", "cv": 3, "standardize": True, "seed": 2,
-               "cache_dir": elpv_cache, "runs_dir": tmp_path, **QUIET}
+    options = {
+        "layers": "top_activation",
+        "classifiers": "logreg",
+        "cv": 3,
+        "standardize": True,
+        "seed": 2,
+        "cache_dir": elpv_cache,
+        "runs_dir": tmp_path,
+        **QUIET,
+    }
     [local] = featx.experiments.tune.tune_cache(**options)
     [remote] = featx.experiments.tune.tune_cache(cluster="local:2", **options)
     columns = ["stage", "C", *METRICS, "best"]

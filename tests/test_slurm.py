@@ -62,8 +62,9 @@ def slurm(tmp_path_factory):
         pytest.fail(_START_FAILURE[0], pytrace=False)
     folder = tmp_path_factory.mktemp("slurm")
     try:
-        proc = subprocess.run([str(HERE / "slurm" / "start.sh"), str(folder)], capture_output=True, text=True,
-                              timeout=900)
+        proc = subprocess.run(
+            [str(HERE / "slurm" / "start.sh"), str(folder)], capture_output=True, text=True, timeout=900
+        )
         failure = None if proc.returncode == 0 else (proc.stderr.strip().splitlines() or ["start.sh failed"])[-1]
     except (OSError, subprocess.TimeoutExpired) as exc:
         failure = f"cannot start the test SLURM cluster: {exc}"
@@ -164,13 +165,17 @@ def test_extract_on_two_slurm_jobs_is_bit_identical_and_cleans_up(slurm, images,
     proc = run(extract_args(images, cache_dir, "--cluster", "slurm:2", "--cluster-config", str(config(tmp_path))), work)
     logs = cache_dir / "slurm-logs"
     [line] = [line for line in proc.stdout.splitlines() if line.startswith("SLURM:")]
-    assert re.match(r"SLURM: 2 job\(s\) submitted \(\d+, \d+\), first worker connected after \d+\.\d s; "
-                    rf"worker logs in {re.escape(str(logs))}$", line), line
+    assert re.match(
+        r"SLURM: 2 job\(s\) submitted \(\d+, \d+\), first worker connected after \d+\.\d s; "
+        rf"worker logs in {re.escape(str(logs))}$",
+        line,
+    ), line
     started = set(job_logs(logs))  # a job still pending when the other finished the pass is cancelled unstarted
     assert started and started <= set(job_ids(line)), (started, line)
     # progress across the jobs: lines into this log (not a terminal), ending with the last image
-    assert re.search(rf"^extract mobilenet_v2 on \d worker\(s\): {N_IMAGES}/{N_IMAGES} img \(100%\)", proc.stderr,
-                     re.M), proc.stderr
+    assert re.search(
+        rf"^extract mobilenet_v2 on \d worker\(s\): {N_IMAGES}/{N_IMAGES} img \(100%\)", proc.stderr, re.M
+    ), proc.stderr
     assert not list(work.iterdir()), "featx or its jobs wrote into the working folder"
     slurm.assert_no_jobs_left()
     assert_same_cache(reference(), cache_dir)
@@ -180,13 +185,24 @@ def test_real_jobs_honour_the_cluster_config(slurm, tmp_path):
     """Partition, cores, memory, job name, log folder and the environment prologue, as a running job sees them;
     the worker runs this Python and this featx (PYTHONPATH carried into the job)."""
     logs = tmp_path / "job logs"
-    path = config(tmp_path, memory="768MB", job_name="featx-cfg", log_directory=str(logs),
-                  job_script_prologue=["export FEATX_PROLOGUE=activated"])
+    path = config(
+        tmp_path,
+        memory="768MB",
+        job_name="featx-cfg",
+        log_directory=str(logs),
+        job_script_prologue=["export FEATX_PROLOGUE=activated"],
+    )
     messages = []
 
     def seen():
-        keys = ("SLURM_JOB_PARTITION", "SLURM_CPUS_PER_TASK", "SLURM_MEM_PER_NODE", "SLURM_JOB_NAME", "SLURM_JOB_ID",
-                "FEATX_PROLOGUE")
+        keys = (
+            "SLURM_JOB_PARTITION",
+            "SLURM_CPUS_PER_TASK",
+            "SLURM_MEM_PER_NODE",
+            "SLURM_JOB_NAME",
+            "SLURM_JOB_ID",
+            "FEATX_PROLOGUE",
+        )
         return sys.executable, featx.__file__, {key: os.environ.get(key) for key in keys}
 
     with distributed.connect("slurm", path, log_dir=tmp_path / "unused", log=messages.append) as client:
@@ -194,15 +210,22 @@ def test_real_jobs_honour_the_cluster_config(slurm, tmp_path):
         assert [j[2] for j in slurm.jobs()] == ["featx-cfg"]
         assert "#SBATCH --mem=733M" in client.cluster.job_script()  # 768 MB (10^6 bytes) in MiB, rounded up
     assert (python, module) == (sys.executable, featx.__file__)
-    assert env == {"SLURM_JOB_PARTITION": "debug", "SLURM_CPUS_PER_TASK": "1", "SLURM_MEM_PER_NODE": "733",
-                   "SLURM_JOB_NAME": "featx-cfg", "SLURM_JOB_ID": env["SLURM_JOB_ID"], "FEATX_PROLOGUE": "activated"}
+    assert env == {
+        "SLURM_JOB_PARTITION": "debug",
+        "SLURM_CPUS_PER_TASK": "1",
+        "SLURM_MEM_PER_NODE": "733",
+        "SLURM_JOB_NAME": "featx-cfg",
+        "SLURM_JOB_ID": env["SLURM_JOB_ID"],
+        "FEATX_PROLOGUE": "activated",
+    }
     assert sorted(job_logs(logs)) == [env["SLURM_JOB_ID"]] and not (tmp_path / "unused").exists()
     assert str(logs) in messages[0]
     slurm.assert_no_jobs_left()
 
 
-@pytest.mark.parametrize("settings, named", [({"partition": "nosuch"}, 'partition = "nosuch"'),
-                                              ({"memory": "4000GB"}, 'memory = "4000GB"')])
+@pytest.mark.parametrize(
+    "settings, named", [({"partition": "nosuch"}, 'partition = "nosuch"'), ({"memory": "4000GB"}, 'memory = "4000GB"')]
+)
 def test_a_job_slurm_rejects_is_one_line_naming_the_setting(slurm, tmp_path, settings, named):
     with pytest.raises(FeatxError) as raised:
         with distributed.connect("slurm:2", config(tmp_path, **settings), log_dir=tmp_path):
@@ -216,13 +239,31 @@ def test_a_job_that_never_starts_stops_the_run_after_the_cluster_timeout(slurm, 
     """A partition that is down: the job pends forever; `featx tune --cluster slurm` waits --cluster-timeout
     seconds, then stops with one line naming the job's state and the setting, and cancels the job."""
     entry = reference()
-    proc = subprocess.run([*FEATX, "tune", entry.name, "--cache-dir", str(entry.path.parent), "--cluster", "slurm",
-                           "--cluster-config", str(config(tmp_path, partition="down")), "--cluster-timeout", "4"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            *FEATX,
+            "tune",
+            entry.name,
+            "--cache-dir",
+            str(entry.path.parent),
+            "--cluster",
+            "slurm",
+            "--cluster-config",
+            str(config(tmp_path, partition="down")),
+            "--cluster-timeout",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1
     [line] = user_lines(proc.stderr)
-    assert re.match(r"error: no SLURM job started a Dask worker within 4 s \(--cluster-timeout\): job \d+ is PENDING, "
-                    r"reason PartitionDown: check partition; fix --cluster-config or raise --cluster-timeout", line), line
+    assert re.match(
+        r"error: no SLURM job started a Dask worker within 4 s \(--cluster-timeout\): job \d+ is PENDING, "
+        r"reason PartitionDown: check partition; fix --cluster-config or raise --cluster-timeout",
+        line,
+    ), line
     slurm.assert_no_jobs_left()
 
 
@@ -230,9 +271,13 @@ def test_scancel_of_the_worker_job_mid_extract_is_replaced_and_bit_identical(slu
     """The only worker job is cancelled with scancel while its worker runs the first shard: featx submits a
     replacement job, finishes on it, and the cache is bit-identical."""
     cache_dir = tmp_path / "cache"
-    proc = subprocess.Popen(extract_args(images, cache_dir, "--quiet", "--cluster", "slurm:1", "--cluster-config",
-                                         str(config(tmp_path))), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=tmp_path)
+    proc = subprocess.Popen(
+        extract_args(images, cache_dir, "--quiet", "--cluster", "slurm:1", "--cluster-config", str(config(tmp_path))),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
     try:
         [job] = first_worker(proc)
         assert committed_rows(cache_dir) < N_IMAGES
@@ -254,8 +299,13 @@ def test_client_killed_mid_run_resumes_bit_identically_and_its_job_ends(slurm, i
     rows (one process here: the SLURM part of resuming is the scancel test's)."""
     cache_dir = tmp_path / "cache"
     args = extract_args(images, cache_dir, "--quiet")
-    proc = subprocess.Popen([*args, "--cluster", "slurm:1", "--cluster-config", str(config(tmp_path, death_timeout=5))],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [*args, "--cluster", "slurm:1", "--cluster-config", str(config(tmp_path, death_timeout=5))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
     try:
         wait_until(lambda: committed_rows(cache_dir), proc, "the first commit")
         proc.kill()
@@ -279,9 +329,13 @@ def test_interrupted_extract_cancels_its_jobs(slurm, images, tmp_path, signum):
     """Ctrl-C (SIGINT) or SIGTERM while the worker job runs: featx says it was interrupted, exits 130 and no
     job of it is left in squeue."""
     cache_dir = tmp_path / "cache"
-    proc = subprocess.Popen(extract_args(images, cache_dir, "--quiet", "--cluster", "slurm:2", "--cluster-config",
-                                         str(config(tmp_path))), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=tmp_path)
+    proc = subprocess.Popen(
+        extract_args(images, cache_dir, "--quiet", "--cluster", "slurm:2", "--cluster-config", str(config(tmp_path))),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
     try:
         first_worker(proc)
         proc.send_signal(signum)
@@ -298,18 +352,36 @@ def test_compare_and_tune_on_slurm_give_the_one_process_table_and_choice(slurm, 
     """compare on a SLURM job (the feature matrix scattered once) and `featx tune --cluster slurm`: the same
     scores and the same chosen parameters as in one process."""
     entry = reference()
-    sweep = {"layer_sets": ["block_16_project_BN", "block_6_project_BN,block_16_project_BN"],
-             "classifiers": "rf,logreg", "grid": {"n_estimators": [5, 20]}, "seed": 3, "cache_dir": entry.path.parent,
-             "log": None}
+    sweep = {
+        "layer_sets": ["block_16_project_BN", "block_6_project_BN,block_16_project_BN"],
+        "classifiers": "rf,logreg",
+        "grid": {"n_estimators": [5, 20]},
+        "seed": 3,
+        "cache_dir": entry.path.parent,
+        "log": None,
+    }
     local = featx.compare(entry.name, **sweep).table
     remote = featx.compare(entry.name, cluster="slurm", cluster_config=config(tmp_path), **sweep).table
     scores = ["layers", "classifier", "params", "n_features", "val_accuracy", "val_f1_macro", "test_accuracy"]
     assert len(local) == 8 and local[scores].equals(remote[scores])
-    tune = [*FEATX, "tune", entry.name, "--cache-dir", str(entry.path.parent), "--clf", "logreg", "--cv", "3",
-            "--layers", "block_16_project_BN"]
+    tune = [
+        *FEATX,
+        "tune",
+        entry.name,
+        "--cache-dir",
+        str(entry.path.parent),
+        "--clf",
+        "logreg",
+        "--cv",
+        "3",
+        "--layers",
+        "block_16_project_BN",
+    ]
     one = run(tune, tmp_path / "one").stdout
     on_slurm = run([*tune, "--cluster", "slurm", "--cluster-config", str(config(tmp_path))], tmp_path / "two").stdout
-    choice = [re.sub(r"^selected: \S+ ", "", out.strip().splitlines()[-1]) for out in (one, on_slurm)]  # less the run id
+    choice = [
+        re.sub(r"^selected: \S+ ", "", out.strip().splitlines()[-1]) for out in (one, on_slurm)
+    ]  # less the run id
     assert choice[0] == choice[1] and choice[0].startswith("logreg C=")
     assert "SLURM: 1 job(s) submitted" in on_slurm
     slurm.assert_no_jobs_left()

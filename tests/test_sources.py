@@ -35,20 +35,46 @@ def test_manifest_with_utf8_bom_reads_its_header(tmp_path):
     assert list(source.split) == ["train", "test"]
 
 
-@pytest.mark.parametrize("content, pattern", [
-    ("path,label\na.png,cat\nb.png,caf\xe9\n".encode("latin-1"), r"line 3 is not UTF-8 text \(byte 0xe9\); save the manifest as UTF-8"),
-    (b"path,label\na.png,cat\nb.png,d\x00g\n", r"line 3 contains a NUL byte"),
-    (b"path,label\na.png,cat\nb.png," + b"x" * 200_000 + b"\n", r"line 3: field larger than field limit"),
-    ("path,label\na.png,cat\nb.png,\nc.png,  \n", r"lines 3, 4: empty label; give every row a label$"),
-    ("path,label\na.png,cat\n,dog\n", r"line 3: empty path; give every row a path$"),
-    ("path,label,split\na.png,cat,train\nb.png,dog,\n", r"line 3: empty split; give every row a split or drop the split column"),
-    ("path,label,split\na.png,cat,train\nb.png,dog,Train\n", r"line 3: split value\(s\) \['Train'\]; use only train, val, test"),
-    ("path,label\na.png,cat\nb.png,dog\nsub/../a.png,cat\n",
-     r"lists 'a.png' more than once \(lines 2, 4\); keep one row per image, or one image could land in both train and test"),
-    ("path,label\na.png,cat\nb.png,dog\na.png,dog\nb.png,dog\n",
-     r"gives 'a.png' different labels \(line 2: 'cat', line 4: 'dog'\) \(and 1 more repeated path\(s\)\); keep one row per image"),
-], ids=["latin1", "nul", "huge_field", "empty_label", "empty_path", "empty_split", "bad_split", "duplicate",
-        "conflicting_labels"])
+@pytest.mark.parametrize(
+    "content, pattern",
+    [
+        (
+            "path,label\na.png,cat\nb.png,caf\xe9\n".encode("latin-1"),
+            r"line 3 is not UTF-8 text \(byte 0xe9\); save the manifest as UTF-8",
+        ),
+        (b"path,label\na.png,cat\nb.png,d\x00g\n", r"line 3 contains a NUL byte"),
+        (b"path,label\na.png,cat\nb.png," + b"x" * 200_000 + b"\n", r"line 3: field larger than field limit"),
+        ("path,label\na.png,cat\nb.png,\nc.png,  \n", r"lines 3, 4: empty label; give every row a label$"),
+        ("path,label\na.png,cat\n,dog\n", r"line 3: empty path; give every row a path$"),
+        (
+            "path,label,split\na.png,cat,train\nb.png,dog,\n",
+            r"line 3: empty split; give every row a split or drop the split column",
+        ),
+        (
+            "path,label,split\na.png,cat,train\nb.png,dog,Train\n",
+            r"line 3: split value\(s\) \['Train'\]; use only train, val, test",
+        ),
+        (
+            "path,label\na.png,cat\nb.png,dog\nsub/../a.png,cat\n",
+            r"lists 'a.png' more than once \(lines 2, 4\); keep one row per image, or one image could land in both train and test",
+        ),
+        (
+            "path,label\na.png,cat\nb.png,dog\na.png,dog\nb.png,dog\n",
+            r"gives 'a.png' different labels \(line 2: 'cat', line 4: 'dog'\) \(and 1 more repeated path\(s\)\); keep one row per image",
+        ),
+    ],
+    ids=[
+        "latin1",
+        "nul",
+        "huge_field",
+        "empty_label",
+        "empty_path",
+        "empty_split",
+        "bad_split",
+        "duplicate",
+        "conflicting_labels",
+    ],
+)
 def test_bad_manifest_names_its_lines(tmp_path, content, pattern):  # ids: the huge field would flood reports
     message = refused(manifest(tmp_path, content))
     assert re.search(pattern, message), message
@@ -66,6 +92,7 @@ def test_manifest_line_numbers_count_quoted_newlines(tmp_path):
 
 
 # ---- --limit --------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("limit", [12, 13, 25, 40, 41, 100, 2623])
 def test_limit_gives_exactly_that_many_images_with_every_class_splittable(limit):
@@ -85,8 +112,11 @@ def test_limit_gives_exactly_that_many_images_with_every_class_splittable(limit)
 
 def test_limit_too_small_names_the_smallest_that_works():
     elpv = resolve_source("elpv")
-    with pytest.raises(FeatxError, match=r"^--limit 11 is too small for 4 classes: a stratified split needs 3 images "
-                                         r"of each; use --limit 12 or more$"):
+    with pytest.raises(
+        FeatxError,
+        match=r"^--limit 11 is too small for 4 classes: a stratified split needs 3 images "
+        r"of each; use --limit 12 or more$",
+    ):
         elpv.take(11)
 
 
@@ -98,19 +128,23 @@ def test_limit_keeps_a_small_class_whole():
 
 # ---- decoding ----------------------------------------------------------------------------------------------
 
+
 def photo() -> Image.Image:
     from skimage import data
 
     return Image.fromarray(data.astronaut()).resize((64, 48))  # not square: a rotation changes the shape
 
 
-@pytest.mark.parametrize("orientation, upright", [
-    (1, lambda im: im),
-    (3, lambda im: im.transpose(Image.Transpose.ROTATE_180)),
-    (6, lambda im: im.transpose(Image.Transpose.ROTATE_270)),
-    (8, lambda im: im.transpose(Image.Transpose.ROTATE_90)),
-    (2, lambda im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
-])
+@pytest.mark.parametrize(
+    "orientation, upright",
+    [
+        (1, lambda im: im),
+        (3, lambda im: im.transpose(Image.Transpose.ROTATE_180)),
+        (6, lambda im: im.transpose(Image.Transpose.ROTATE_270)),
+        (8, lambda im: im.transpose(Image.Transpose.ROTATE_90)),
+        (2, lambda im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
+    ],
+)
 def test_exif_orientation_is_honored(tmp_path, orientation, upright):
     """A camera JPEG stores pixels sideways plus a tag; featx sees what a viewer shows."""
     stored = photo()

@@ -29,11 +29,18 @@ def _json(value):
     return json.loads(json.dumps(value))
 
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=False),
-                    st.text(max_size=8))
-values = st.recursive(scalars, lambda inner: st.one_of(
-    st.tuples(inner, inner), st.lists(inner, max_size=3).map(tuple),
-    st.dictionaries(st.one_of(st.text(max_size=5), st.integers(0, 9)), inner, max_size=3)), max_leaves=8)
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(10**6), 10**6), st.floats(allow_nan=False), st.text(max_size=8)
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.tuples(inner, inner),
+        st.lists(inner, max_size=3).map(tuple),
+        st.dictionaries(st.one_of(st.text(max_size=5), st.integers(0, 9)), inner, max_size=3),
+    ),
+    max_leaves=8,
+)
 
 
 @given(st.dictionaries(st.text(max_size=6), values, max_size=4))
@@ -43,22 +50,44 @@ def test_parameter_values_round_trip_through_json_exactly(params):
     assert _decode(_json(_encode(canonical))) == canonical
 
 
-classifiers = st.sampled_from([
-    ("rf", {"n_estimators": st.integers(1, 50), "min_samples_leaf": st.integers(1, 5),
-            "max_features": st.sampled_from(["sqrt", "log2", 0.5, None]),
-            "class_weight": st.sampled_from([None, "balanced", {0: 1.0, 1: 2.5}])}),
-    ("logreg", {"C": st.floats(1e-6, 1e6), "max_iter": st.integers(10, 500),
-                "class_weight": st.sampled_from(["balanced", {0: 2.0, 3: 0.5}])}),
-    ("knn", {"n_neighbors": st.integers(1, 9), "weights": st.sampled_from(["uniform", "distance"])}),
-    ("svm", {"C": st.floats(0.01, 100.0), "gamma": st.sampled_from(["scale", "auto", 0.01])}),
-    ("majority", {}),
-])
-transforms = st.fixed_dictionaries({}, optional={
-    "standardize": st.booleans(), "discretize": st.sampled_from([None, "fne", "kbins"]),
-    "pca": st.sampled_from([None, 2, 0.9]), "kbins": st.integers(2, 9),
-    "fne_low": st.floats(-1.0, -0.01), "fne_high": st.floats(0.01, 1.0)})
-views = st.lists(st.sampled_from(["hflip", "vflip", "rot90", "crop1", "rand1s0", "rand2s3"]), unique=True,
-                 max_size=3).map(lambda extra: ("id", *extra))
+classifiers = st.sampled_from(
+    [
+        (
+            "rf",
+            {
+                "n_estimators": st.integers(1, 50),
+                "min_samples_leaf": st.integers(1, 5),
+                "max_features": st.sampled_from(["sqrt", "log2", 0.5, None]),
+                "class_weight": st.sampled_from([None, "balanced", {0: 1.0, 1: 2.5}]),
+            },
+        ),
+        (
+            "logreg",
+            {
+                "C": st.floats(1e-6, 1e6),
+                "max_iter": st.integers(10, 500),
+                "class_weight": st.sampled_from(["balanced", {0: 2.0, 3: 0.5}]),
+            },
+        ),
+        ("knn", {"n_neighbors": st.integers(1, 9), "weights": st.sampled_from(["uniform", "distance"])}),
+        ("svm", {"C": st.floats(0.01, 100.0), "gamma": st.sampled_from(["scale", "auto", 0.01])}),
+        ("majority", {}),
+    ]
+)
+transforms = st.fixed_dictionaries(
+    {},
+    optional={
+        "standardize": st.booleans(),
+        "discretize": st.sampled_from([None, "fne", "kbins"]),
+        "pca": st.sampled_from([None, 2, 0.9]),
+        "kbins": st.integers(2, 9),
+        "fne_low": st.floats(-1.0, -0.01),
+        "fne_high": st.floats(0.01, 1.0),
+    },
+)
+views = st.lists(
+    st.sampled_from(["hflip", "vflip", "rot90", "crop1", "rand1s0", "rand2s3"]), unique=True, max_size=3
+).map(lambda extra: ("id", *extra))
 
 
 @st.composite
@@ -66,14 +95,25 @@ def specs(draw):
     name, space = draw(classifiers)
     params = draw(st.fixed_dictionaries({}, optional=space))
     chosen = draw(views)
-    return dict(classifier=name, params=params, transforms=draw(transforms), seed=draw(st.integers(0, 2**31 - 1)),
-                n_jobs=draw(st.sampled_from([-1, 1, 2, None])), views=chosen, tta=len(chosen) > 1 and draw(st.booleans()))
+    return dict(
+        classifier=name,
+        params=params,
+        transforms=draw(transforms),
+        seed=draw(st.integers(0, 2**31 - 1)),
+        n_jobs=draw(st.sampled_from([-1, 1, 2, None])),
+        views=chosen,
+        tta=len(chosen) > 1 and draw(st.booleans()),
+    )
 
 
-evaluations = st.builds(lambda cv, r, metric, seed, fit_on: Evaluation(cv=cv, cv_repeats=r, metric=metric, seed=seed,
-                                                                       fit_on=fit_on),
-                        st.sampled_from([None, 2, 3, 5]), st.integers(1, 3), st.sampled_from([None, *METRIC_NAMES]),
-                        st.integers(0, 99), st.sampled_from(["train", "train+val"]))
+evaluations = st.builds(
+    lambda cv, r, metric, seed, fit_on: Evaluation(cv=cv, cv_repeats=r, metric=metric, seed=seed, fit_on=fit_on),
+    st.sampled_from([None, 2, 3, 5]),
+    st.integers(1, 3),
+    st.sampled_from([None, *METRIC_NAMES]),
+    st.integers(0, 99),
+    st.sampled_from(["train", "train+val"]),
+)
 
 
 @given(specs(), evaluations)
@@ -90,19 +130,25 @@ def test_fitspec_and_evaluation_round_trip_exactly_and_hash_alike(keywords, eval
 
 def test_the_hash_changes_with_what_changes_the_numbers_and_only_with_that():
     base, plain = FitSpec(classifier="logreg", params={"C": 0.1}, transforms={"standardize": True}), Evaluation()
-    same = [FitSpec(classifier="logreg", params={"C": 0.1}, transforms={"standardize": True, "kbins": 5}, n_jobs=1),
-            base]
+    same = [
+        FitSpec(classifier="logreg", params={"C": 0.1}, transforms={"standardize": True, "kbins": 5}, n_jobs=1),
+        base,
+    ]
     for spec in same:
         assert spec_hash(spec, plain) == spec_hash(base, plain)
     assert spec_hash(base, Evaluation(metric="f1_macro", seed=5)) == spec_hash(base, plain)  # no folds: no seed
-    different = [FitSpec(classifier="logreg", params={"C": 0.2}, transforms={"standardize": True}),
-                 FitSpec(classifier="logreg", params={"C": 0.1}),
-                 FitSpec(classifier="logreg", params={"C": 0.1}, transforms={"standardize": True}, seed=1),
-                 FitSpec(classifier="logreg", params={"C": 0.1}, transforms={"standardize": True},
-                         views=("id", "hflip"))]
+    different = [
+        FitSpec(classifier="logreg", params={"C": 0.2}, transforms={"standardize": True}),
+        FitSpec(classifier="logreg", params={"C": 0.1}),
+        FitSpec(classifier="logreg", params={"C": 0.1}, transforms={"standardize": True}, seed=1),
+        FitSpec(classifier="logreg", params={"C": 0.1}, transforms={"standardize": True}, views=("id", "hflip")),
+    ]
     hashes = {spec_hash(spec, plain) for spec in different} | {
-        spec_hash(base, Evaluation(cv=3)), spec_hash(base, Evaluation(cv=3, seed=1)),
-        spec_hash(base, Evaluation(cv=3, cv_repeats=2)), spec_hash(base, Evaluation(fit_on="train+val"))}
+        spec_hash(base, Evaluation(cv=3)),
+        spec_hash(base, Evaluation(cv=3, seed=1)),
+        spec_hash(base, Evaluation(cv=3, cv_repeats=2)),
+        spec_hash(base, Evaluation(fit_on="train+val")),
+    }
     assert spec_hash(base, plain) not in hashes and len(hashes) == 8
 
 
@@ -115,20 +161,29 @@ def test_a_dense_spec_keeps_its_tuples_through_json():
     assert FitSpec(classifier="dense", params={"hidden": [64, 32]}).params["hidden"] == (64, 32)  # one form
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"classifier": "rf", "colour": 1}, "unknown key"),
-    ({"classifier": "rf", "params": [1]}, "must be a table"),
-    ({"classifier": "forest"}, "unknown classifier 'forest'"),
-    ("rf", "must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"classifier": "rf", "colour": 1}, "unknown key"),
+        ({"classifier": "rf", "params": [1]}, "must be a table"),
+        ({"classifier": "forest"}, "unknown classifier 'forest'"),
+        ("rf", "must be a JSON object"),
+    ],
+)
 def test_from_dict_refuses_what_it_cannot_make_in_one_line(data, message):
     with pytest.raises(FeatxError, match=message):
         FitSpec.from_dict(data)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"metric": "auc"}, "unknown metric 'auc'"), ({"search": "random"}, "unknown --search"),
-    ({"search": "halving"}, "needs cross-validation"), ({"fit_on": "all"}, "unknown fit_on")])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"metric": "auc"}, "unknown metric 'auc'"),
+        ({"search": "random"}, "unknown --search"),
+        ({"search": "halving"}, "needs cross-validation"),
+        ({"fit_on": "all"}, "unknown fit_on"),
+    ],
+)
 def test_evaluation_is_checked_when_made(kwargs, message):
     with pytest.raises(FeatxError, match=message):
         Evaluation(**kwargs)
@@ -168,8 +223,13 @@ LAYER = "top_activation"
 
 def _scores(row) -> dict:
     """A logged run's numbers: val and test of every metric and, with CV, the CV means."""
-    return {k: row[k] for k in row.index if k.startswith(("val_", "test_", "cv_")) and k.endswith(
-        tuple(METRIC_NAMES) + tuple(f"{m}_mean" for m in METRIC_NAMES)) and not pd.isna(row[k])}
+    return {
+        k: row[k]
+        for k in row.index
+        if k.startswith(("val_", "test_", "cv_"))
+        and k.endswith(tuple(METRIC_NAMES) + tuple(f"{m}_mean" for m in METRIC_NAMES))
+        and not pd.isna(row[k])
+    }
 
 
 @pytest.fixture(scope="module")
@@ -183,8 +243,15 @@ def logged(elpv_cache, tmp_path_factory):
     featx.fit(layers=LAYER, clf="logreg", params={"C": 0.5}, standardize=True, **quiet)
     featx.fit(layers=LAYER, clf="rf", params={"n_estimators": 15, "min_samples_leaf": 2}, seed=3, cv=3, **quiet)
     featx.fit(layers=LAYER, clf="knn", class_weight=None, discretize="kbins", kbins=4, **quiet)
-    featx.compare(layer_sets=[LAYER], classifiers="logreg,knn", grid={"n_neighbors": [3, 5]}, cv=3, standardize=True,
-                  progress=False, **quiet)
+    featx.compare(
+        layer_sets=[LAYER],
+        classifiers="logreg,knn",
+        grid={"n_neighbors": [3, 5]},
+        cv=3,
+        standardize=True,
+        progress=False,
+        **quiet,
+    )
     tune_cache(layers=LAYER, classifiers="logreg", standardize=True, progress=False, **quiet)
     return runs_dir
 
@@ -209,8 +276,9 @@ def test_every_logged_spec_round_trips_and_refits_to_the_same_scores(logged, elp
             assert again.row["spec_hash"] == row["spec_hash"]
             expected, got = _scores(row), {k: v for k, v in again.row.items() if k in _scores(row)}
             # compare's folds warm-start and solve in row space (same optimum, within the solver's tolerance)
-            assert expected.keys() == got.keys() and all(abs(expected[k] - got[k]) <= (2e-3 if k.startswith("cv_")
-                                                                                      else 0) for k in expected), row
+            assert expected.keys() == got.keys() and all(
+                abs(expected[k] - got[k]) <= (2e-3 if k.startswith("cv_") else 0) for k in expected
+            ), row
         else:  # tune's refit on train+val, scored on test once
             X, y, meta = load(entry, layers=logged_selection(row))
             split = meta["split"].to_numpy()
@@ -264,8 +332,9 @@ def test_fit_like_refits_a_logged_run_and_flags_override_it(logged, elpv_cache, 
     where = ["--cache-dir", str(elpv_cache), "--runs-dir", str(runs_dir)]
 
     def featx(*args):
-        return subprocess.run([sys.executable, "-m", "featx", "fit", *args, *where], capture_output=True, text=True,
-                              timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "featx", "fit", *args, *where], capture_output=True, text=True, timeout=300
+        )
 
     done = featx("--like", first["run_id"][-6:])
     assert done.returncode == 0, done.stderr
@@ -292,13 +361,32 @@ def test_a_pipeline_step_reuses_the_run_of_the_same_featx_fit(elpv_cache, tmp_pa
     from featx.cli import main
     from featx.experiments.runlog import read_log
 
-    assert main(["fit", "--cache-dir", str(elpv_cache), "--layers", LAYER, "--clf", "logreg", "--param", "C=0.37",
-                 "--standardize", "--seed", "5"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--cache-dir",
+                str(elpv_cache),
+                "--layers",
+                LAYER,
+                "--clf",
+                "logreg",
+                "--param",
+                "C=0.37",
+                "--standardize",
+                "--seed",
+                "5",
+            ]
+        )
+        == 0
+    )
     logged = read_log(elpv_cache).iloc[-1]
     layers = ", ".join(f'"{name}"' for name in ELPV_LAYERS.split(","))
-    (tmp_path / "p.toml").write_text(f'data = "elpv"\nlayers = [{layers}]\n[extract]\nlimit = {ELPV_LIMIT}\n'
-                                     f'[[steps]]\nkind = "fit"\nclf = "logreg"\nlayers = "{LAYER}"\nparams = {{ C = 0.37 }}\n'
-                                     'standardize = true\nkbins = 5\nseed = 5\nn_jobs = 1\n')
+    (tmp_path / "p.toml").write_text(
+        f'data = "elpv"\nlayers = [{layers}]\n[extract]\nlimit = {ELPV_LIMIT}\n'
+        f'[[steps]]\nkind = "fit"\nclf = "logreg"\nlayers = "{LAYER}"\nparams = {{ C = 0.37 }}\n'
+        "standardize = true\nkbins = 5\nseed = 5\nn_jobs = 1\n"
+    )
     capsys.readouterr()
     assert main(["run", str(tmp_path / "p.toml"), "--cache-dir", str(elpv_cache)]) == 0
     assert "reused 1 logged run(s)" in capsys.readouterr().out

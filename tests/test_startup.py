@@ -30,14 +30,16 @@ print(json.dumps({"code": code, "modules": sorted(m for m in %r if m in sys.modu
 
 def _featx(*args) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", PROBE, *map(str, args)], capture_output=True, text=True, env=env,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, *map(str, args)], capture_output=True, text=True, env=env, timeout=300
+    )
     assert "Traceback" not in done.stderr, done.stderr
     return {**json.loads(done.stdout.strip().splitlines()[-1]), "out": done.stdout}
 
 
-@pytest.mark.parametrize("args", [("--help",), ("compare", "--help"), ("tune", "--help"), ("fit", "--help"),
-                                  ("ls", "--cache-dir", "{tmp}")])
+@pytest.mark.parametrize(
+    "args", [("--help",), ("compare", "--help"), ("tune", "--help"), ("fit", "--help"), ("ls", "--cache-dir", "{tmp}")]
+)
 def test_parser_help_and_ls_import_neither_tensorflow_nor_sklearn(args, tmp_path):
     run = _featx(*(a.format(tmp=tmp_path) for a in args))
     assert run["code"] == 0 and run["modules"] == [], run
@@ -45,8 +47,18 @@ def test_parser_help_and_ls_import_neither_tensorflow_nor_sklearn(args, tmp_path
 
 @pytest.mark.slow
 def test_warm_extract_and_ls_of_a_real_entry_import_neither_tensorflow_nor_sklearn(elpv_cache):
-    warm = _featx("extract", "--data", "elpv", "--limit", ELPV_LIMIT, "--layers", ELPV_LAYERS, "--cache-dir",
-                  elpv_cache, "--quiet")
+    warm = _featx(
+        "extract",
+        "--data",
+        "elpv",
+        "--limit",
+        ELPV_LIMIT,
+        "--layers",
+        ELPV_LAYERS,
+        "--cache-dir",
+        elpv_cache,
+        "--quiet",
+    )
     assert warm["code"] == 0 and "nothing to do" in warm["out"], warm["out"]
     assert warm["modules"] == [], warm
     listed = _featx("ls", "--cache-dir", elpv_cache)

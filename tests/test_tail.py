@@ -22,8 +22,24 @@ SIZE, CUT = 64, "block6d_add"  # Lite0 at 64 px: block6d_add is 2x2x192
 def tail_cache(tmp_path_factory, elpv_folder):
     """The ELPV folder's cut maps (and the final layer's) cached with --pool none, as float16, with flipped views."""
     cache_dir = tmp_path_factory.mktemp("tail_cache")
-    rc, _, err = cli("extract", "--data", elpv_folder, "--input-size", SIZE, "--layers", f"{CUT},top_activation",
-                     "--pool", "none", "--views", "flip", "--dtype", "float16", "--cache-dir", cache_dir, "--quiet")
+    rc, _, err = cli(
+        "extract",
+        "--data",
+        elpv_folder,
+        "--input-size",
+        SIZE,
+        "--layers",
+        f"{CUT},top_activation",
+        "--pool",
+        "none",
+        "--views",
+        "flip",
+        "--dtype",
+        "float16",
+        "--cache-dir",
+        cache_dir,
+        "--quiet",
+    )
     assert rc == 0, err
     return cache_dir
 
@@ -48,11 +64,19 @@ def test_one_step_on_cached_maps_equals_one_step_on_images_with_the_bottom_froze
     targets = np.eye(3, dtype=np.float32)[labels]
     maps = LayerExtractor(backbone, [CUT], "none")(images)[CUT]  # (n, 2*2*192), as the cache stores it
 
-    clf = TailClassifier(cut=CUT, backbone={**{"name": "efficientnet_lite0", "weights": "imagenet", "input_size": SIZE,
-                                                "preprocess": None},
-                                             "file_hashes": file_hashes("efficientnet_lite0", "imagenet"),
-                                             "weights_id": backbone.weights_id},
-                         backbone_lr=1e-3, head_lr=1e-2, weight_decay=0.05, dropout=0.0, label_smoothing=0.1)
+    clf = TailClassifier(
+        cut=CUT,
+        backbone={
+            **{"name": "efficientnet_lite0", "weights": "imagenet", "input_size": SIZE, "preprocess": None},
+            "file_hashes": file_hashes("efficientnet_lite0", "imagenet"),
+            "weights_id": backbone.weights_id,
+        },
+        backbone_lr=1e-3,
+        head_lr=1e-2,
+        weight_decay=0.05,
+        dropout=0.0,
+        label_smoothing=0.1,
+    )
     tail = clf._tail_model()
     clf.map_shape_, clf.classes_ = tuple(tail.input_shape[1:]), np.arange(3)
     clf.model_ = clf._build(tail, 3)
@@ -76,14 +100,17 @@ def test_one_step_on_cached_maps_equals_one_step_on_images_with_the_bottom_froze
         probabilities = network(backbone.preprocess(images.astype("float32")), training=True)
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=0.1)(targets, probabilities)
     gradients = tape.gradient(loss, groups[0] + groups[1])
-    optimizers[0].apply(gradients[:len(groups[0])], groups[0])
-    optimizers[1].apply(gradients[len(groups[0]):], groups[1])
+    optimizers[0].apply(gradients[: len(groups[0])], groups[0])
+    optimizers[1].apply(gradients[len(groups[0]) :], groups[1])
 
     pretrained = get_backbone("efficientnet_lite0", "imagenet", SIZE).model
     moved = 0
     for name in sorted(above):
-        for ours, theirs, before in zip(tail.get_layer(name).get_weights(), model.get_layer(name).get_weights(),
-                                        pretrained.get_layer(name).get_weights()):
+        for ours, theirs, before in zip(
+            tail.get_layer(name).get_weights(),
+            model.get_layer(name).get_weights(),
+            pretrained.get_layer(name).get_weights(),
+        ):
             # Adam's first step is lr * g / (|g| + eps): where |g| is near eps, the float32 round-off between the
             # cached maps and the network's own (~1e-6 relative) moves a weight by a few percent of lr (1e-3)
             np.testing.assert_allclose(ours, theirs, rtol=0, atol=5e-5, err_msg=name)
@@ -94,7 +121,9 @@ def test_one_step_on_cached_maps_equals_one_step_on_images_with_the_bottom_froze
         np.testing.assert_allclose(ours, theirs, rtol=0, atol=5e-4)  # 5% of the head's lr 1e-2, as above
         assert np.mean(np.abs(ours - theirs) > 2e-6) < 1e-3
     for name in ("stem_conv", "block6d_project_conv"):  # the bottom never moves
-        np.testing.assert_array_equal(model.get_layer(name).get_weights()[0], pretrained.get_layer(name).get_weights()[0])
+        np.testing.assert_array_equal(
+            model.get_layer(name).get_weights()[0], pretrained.get_layer(name).get_weights()[0]
+        )
 
 
 def test_fit_logs_curves_predicts_new_images_and_is_deterministic(tail_cache, elpv_folder, tmp_path):
@@ -105,8 +134,26 @@ def test_fit_logs_curves_predicts_new_images_and_is_deterministic(tail_cache, el
     from featx.experiments.models import load_model
     from featx.features.maps import load_maps
 
-    args = ("fit", "--clf", "tail", "--cut", CUT, "--epochs", 3, "--warmup-epochs", 1, "--dense-batch-size", 8,
-            "--mixup", 0.2, "--views", "flip", "--tta", "--cache-dir", tail_cache)
+    args = (
+        "fit",
+        "--clf",
+        "tail",
+        "--cut",
+        CUT,
+        "--epochs",
+        3,
+        "--warmup-epochs",
+        1,
+        "--dense-batch-size",
+        8,
+        "--mixup",
+        0.2,
+        "--views",
+        "flip",
+        "--tta",
+        "--cache-dir",
+        tail_cache,
+    )
     rc, out, err = cli(*args)
     assert rc == 0, err
     run_id = out.split()[1].rstrip(":")
@@ -118,8 +165,10 @@ def test_fit_logs_curves_predicts_new_images_and_is_deterministic(tail_cache, el
     rc, again, err = cli(*args)
     assert rc == 0, err
     assert again.splitlines()[1].split(";")[0] == out.splitlines()[1].split(";")[0]  # same val and test scores
-    pd.testing.assert_frame_equal(pd.read_csv(Path(tail_cache) / "runs" / again.split()[1].rstrip(":") / "history.csv")
-                                  .drop(columns="seconds"), history.drop(columns="seconds"))
+    pd.testing.assert_frame_equal(
+        pd.read_csv(Path(tail_cache) / "runs" / again.split()[1].rstrip(":") / "history.csv").drop(columns="seconds"),
+        history.drop(columns="seconds"),
+    )
 
     pipeline, row = load_model(run_id, tail_cache)
     assert row["classifier"] == "tail" and row["views"] == "id,hflip" and json_cut(row) == CUT
@@ -146,9 +195,13 @@ def json_cut(row) -> str:
 
 def test_tail_needs_the_cut_cached_as_maps(tail_cache):
     rc, _, err = cli("fit", "--clf", "tail", "--cut", "block5c_add", "--cache-dir", tail_cache)
-    assert_one_line_error(rc, err, r"trains on the activation maps of its cut block5c_add, and cache entry \S+ does not "
-                                   r"cache that layer; run `featx extract --data \S+ --backbone efficientnet_lite0 "
-                                   r"--input-size 64 --layers block5c_add --pool none` with the entry's")
+    assert_one_line_error(
+        rc,
+        err,
+        r"trains on the activation maps of its cut block5c_add, and cache entry \S+ does not "
+        r"cache that layer; run `featx extract --data \S+ --backbone efficientnet_lite0 "
+        r"--input-size 64 --layers block5c_add --pool none` with the entry's",
+    )
     rc, _, err = cli("fit", "--clf", "tail", "--cache-dir", tail_cache)
     assert_one_line_error(rc, err, r"needs --cut LAYER \(`featx layers efficientnet_lite0 --cuts` lists them\)")
 

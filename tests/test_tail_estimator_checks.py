@@ -24,26 +24,56 @@ def _tiny_backbone(folder: Path) -> dict:
     path = str(folder / "tiny.keras")
     keras.Model(inputs, outputs).save(path)
     backbone = get_backbone(path, preprocess="none")
-    return {"name": path, "weights": "imagenet", "input_size": None, "preprocess": "none",
-            "file_hashes": file_hashes(path, "imagenet"), "weights_id": backbone.weights_id}
+    return {
+        "name": path,
+        "weights": "imagenet",
+        "input_size": None,
+        "preprocess": "none",
+        "file_hashes": file_hashes(path, "imagenet"),
+        "weights_id": backbone.weights_id,
+    }
 
 
 def _tail():
     from featx.classifiers.tail import TailClassifier
 
     folder = Path(tempfile.mkdtemp(prefix="featx-tail-checks-"))
-    return TailClassifier(cut="cut", backbone=_tiny_backbone(folder), epochs=3, warmup_epochs=1, head_lr=0.05,
-                          backbone_lr=0.01, dropout=0.0, label_smoothing=0.0)
+    return TailClassifier(
+        cut="cut",
+        backbone=_tiny_backbone(folder),
+        epochs=3,
+        warmup_epochs=1,
+        head_lr=0.05,
+        backbone_lr=0.01,
+        dropout=0.0,
+        label_smoothing=0.0,
+    )
 
 
 WIDTH = "feeds data whose width is not the cut's 1x1x2 map (2 features); the tail says so in a ValueError"
-TAIL_EXEMPT = dict.fromkeys((
-    "check_dict_unchanged", "check_dont_overwrite_parameters", "check_dtype_object", "check_estimators_dtypes",
-    "check_estimators_nan_inf", "check_estimators_pickle", "check_f_contiguous_array_estimator",
-    "check_fit2d_1feature", "check_fit2d_1sample", "check_fit2d_predict1d", "check_fit_score_takes_y",
-    "check_methods_sample_order_invariance", "check_methods_subset_invariance", "check_n_features_in_after_fitting",
-    "check_pipeline_consistency", "check_positive_only_tag_during_fit", "check_supervised_y_2d",
-    "check_classifiers_one_label"), WIDTH)
+TAIL_EXEMPT = dict.fromkeys(
+    (
+        "check_dict_unchanged",
+        "check_dont_overwrite_parameters",
+        "check_dtype_object",
+        "check_estimators_dtypes",
+        "check_estimators_nan_inf",
+        "check_estimators_pickle",
+        "check_f_contiguous_array_estimator",
+        "check_fit2d_1feature",
+        "check_fit2d_1sample",
+        "check_fit2d_predict1d",
+        "check_fit_score_takes_y",
+        "check_methods_sample_order_invariance",
+        "check_methods_subset_invariance",
+        "check_n_features_in_after_fitting",
+        "check_pipeline_consistency",
+        "check_positive_only_tag_during_fit",
+        "check_supervised_y_2d",
+        "check_classifiers_one_label",
+    ),
+    WIDTH,
+)
 
 
 @pytest.mark.slow  # a few Keras fits per check, each rebuilding the tiny backbone: about 5 minutes on 2 cores
@@ -56,5 +86,12 @@ def test_tail_passes_sklearn_checks():
     failed = sorted({f"{r['check_name']}: {r['exception']!r}"[:300] for r in results if r["status"] == "failed"})
     assert not failed, failed
     passed = {r["check_name"] for r in results if r["status"] == "passed"}
-    assert {"check_classifiers_train", "check_estimators_unfitted", "check_requires_y_none", "check_fit_idempotent",
-            "check_classifiers_regression_target", "check_n_features_in", "check_estimator_cloneable"} <= passed
+    assert {
+        "check_classifiers_train",
+        "check_estimators_unfitted",
+        "check_requires_y_none",
+        "check_fit_idempotent",
+        "check_classifiers_regression_target",
+        "check_n_features_in",
+        "check_estimator_cloneable",
+    } <= passed

@@ -72,7 +72,7 @@ def test_build_feature_pipeline_steps_in_order():
     assert isinstance(steps[1][1], KBinsDiscretizer) and steps[1][1].n_bins == 4
     assert isinstance(steps[2][1], PCA) and steps[2][1].n_components == 0.9
     assert build_feature_pipeline() == []
-    (name, fne), = build_feature_pipeline(discretize="fne", fne_low=-0.5, fne_high=0.5)
+    ((name, fne),) = build_feature_pipeline(discretize="fne", fne_low=-0.5, fne_high=0.5)
     assert name == "fne" and (fne.low, fne.high) == (-0.5, 0.5)
 
 

@@ -60,8 +60,9 @@ def test_test_rows_never_reach_selection(data, logreg_on_val):
     test = split == "test"
     poisoned[test] = np.random.default_rng(0).normal(0, 1e3, size=(test.sum(), X.shape[1]))
     again = tune(poisoned, y, split, "logreg", transforms={"standardize": True}, log=lambda *a: None)
-    pd.testing.assert_frame_equal(again.curve.drop(columns="fit_seconds"),
-                                  logreg_on_val.curve.drop(columns="fit_seconds"))
+    pd.testing.assert_frame_equal(
+        again.curve.drop(columns="fit_seconds"), logreg_on_val.curve.drop(columns="fit_seconds")
+    )
     assert again.best_params == logreg_on_val.best_params
     assert again.test != logreg_on_val.test  # the poison is seen only where it belongs: the final test score
 
@@ -70,18 +71,22 @@ def test_test_rows_never_reach_selection(data, logreg_on_val):
 def test_tune_on_cv_beats_defaults_or_is_within_noise(data):
     X, y, split = data
     folds = make_folds(y, split, 4, 1, seed=0)
-    result = tune(X, y, split, "linear-svm", folds=folds, transforms={"discretize": "fne"}, n_jobs=2,
-                  log=lambda *a: None)
+    result = tune(
+        X, y, split, "linear-svm", folds=folds, transforms={"discretize": "fne"}, n_jobs=2, log=lambda *a: None
+    )
     versus = result.versus_default
     assert result.selection == "cv4x1" and result.curve["balanced_accuracy_ci95"].notna().all()
     assert versus.mean >= -versus.ci95  # never significantly worse than the defaults it could have picked
-    assert versus.verdict.startswith("linear-svm C=") and ("beats" in versus.verdict or "within noise" in versus.verdict)
+    assert versus.verdict.startswith("linear-svm C=") and (
+        "beats" in versus.verdict or "within noise" in versus.verdict
+    )
 
 
 def test_rbf_svm_searches_c_and_gamma_relative_to_scale(data):
     X, y, split = data
-    search = Search({"C": (0.1, 10.0), "gamma_scale": (0.1, 1.0)}, refine=("C", "gamma_scale"), refine_points=3,
-                    refine_decades=0.5)
+    search = Search(
+        {"C": (0.1, 10.0), "gamma_scale": (0.1, 1.0)}, refine=("C", "gamma_scale"), refine_points=3, refine_decades=0.5
+    )
     result = tune(X, y, split, "svm", metric="accuracy", search=search, log=lambda *a: None)
     assert len(result.curve[result.curve["stage"] == "coarse"]) == 4
     assert "gamma" in result.best_params and "gamma_scale" not in result.best_params
@@ -106,12 +111,33 @@ def test_search_curve_png(logreg_on_val, tmp_path):
 def test_layer_scores_png_with_many_layers_ci_and_baselines(tmp_path):
     rng = np.random.default_rng(0)
     layers = [f"block{i}_expand_activation_long_name" for i in range(60)]
-    rows = [{"layers": name, "depth": i, "classifier": clf, "cv_accuracy_mean": 0.6 + 0.003 * i + rng.normal(0, 0.01),
-             "cv_accuracy_ci95": 0.03} for clf in ("logreg", "rf") for i, name in enumerate(layers)]
-    rows += [{"layers": ",".join(layers), "depth": np.nan, "classifier": "logreg", "cv_accuracy_mean": 0.8,
-              "cv_accuracy_ci95": 0.02},
-             {"layers": "all", "depth": np.nan, "classifier": "majority", "cv_accuracy_mean": 0.57,
-              "cv_accuracy_ci95": 0.003}]
+    rows = [
+        {
+            "layers": name,
+            "depth": i,
+            "classifier": clf,
+            "cv_accuracy_mean": 0.6 + 0.003 * i + rng.normal(0, 0.01),
+            "cv_accuracy_ci95": 0.03,
+        }
+        for clf in ("logreg", "rf")
+        for i, name in enumerate(layers)
+    ]
+    rows += [
+        {
+            "layers": ",".join(layers),
+            "depth": np.nan,
+            "classifier": "logreg",
+            "cv_accuracy_mean": 0.8,
+            "cv_accuracy_ci95": 0.02,
+        },
+        {
+            "layers": "all",
+            "depth": np.nan,
+            "classifier": "majority",
+            "cv_accuracy_mean": 0.57,
+            "cv_accuracy_ci95": 0.003,
+        },
+    ]
     path = plot_layer_scores(pd.DataFrame(rows), tmp_path / "layers.png", "cv_accuracy_mean", "cv_accuracy_ci95")
     width, _ = Image.open(path).size
     assert width > 1000
@@ -134,8 +160,14 @@ def test_row_space_gives_the_decisions_of_the_wide_features(data):
 @pytest.mark.slow
 def test_tune_cache_selects_every_classifier_on_the_same_folds_and_saves_curves(elpv_cache):
     lines = []
-    results = tune_cache(layers="top_activation", classifiers="linear-svm,logreg", cv=3, standardize=True,
-                         cache_dir=elpv_cache, log=lines.append)
+    results = tune_cache(
+        layers="top_activation",
+        classifiers="linear-svm,logreg",
+        cv=3,
+        standardize=True,
+        cache_dir=elpv_cache,
+        log=lines.append,
+    )
     assert [r.classifier for r in results] == ["linear-svm", "logreg"]
     assert {r.selection for r in results} == {"cv3x1"} and {r.metric for r in results} == {"balanced_accuracy"}
     assert sum("ranking by balanced_accuracy" in line for line in lines) == 1

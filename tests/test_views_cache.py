@@ -32,8 +32,18 @@ def elpv_image():
 
 
 def extract(folder, cache_dir, views=None, layers=LAYERS, **kw):
-    return featx.extract(str(folder), layers=layers, input_size=SIZE, cache_dir=cache_dir, views=views, batch_size=8,
-                         progress=False, log=quiet, backbone="efficientnet_lite0", **kw)
+    return featx.extract(
+        str(folder),
+        layers=layers,
+        input_size=SIZE,
+        cache_dir=cache_dir,
+        views=views,
+        batch_size=8,
+        progress=False,
+        log=quiet,
+        backbone="efficientnet_lite0",
+        **kw,
+    )
 
 
 def stored(entry, view, layer="top_activation"):

@@ -44,7 +44,9 @@ def logreg():
     return Pipeline([("standardize", StandardScaler()), ("clf", LogisticRegression(max_iter=2000))])
 
 
-@parametrize_with_checks([ViewEnsemble(logreg()), ViewEnsemble(logreg(), tta=True), ViewEnsemble(LinearSVC(), tta=True)])
+@parametrize_with_checks(
+    [ViewEnsemble(logreg()), ViewEnsemble(logreg(), tta=True), ViewEnsemble(LinearSVC(), tta=True)]
+)
 def test_view_ensemble_passes_sklearn_checks(estimator, check):
     check(estimator)
 
@@ -76,7 +78,7 @@ def test_tta_averages_the_probabilities_of_an_image_views(digit_views):
     X, y, split = digit_views
     train, test = split == "train", split == "test"
     model = ViewEnsemble(logreg(), views=FLIP, tta=True).fit(X[train], y[train])
-    per_view = [model.estimator_.predict_proba(X[test][:, v * 64:(v + 1) * 64]) for v in range(2)]
+    per_view = [model.estimator_.predict_proba(X[test][:, v * 64 : (v + 1) * 64]) for v in range(2)]
     mean = (per_view[0] + per_view[1]) / 2
     np.testing.assert_allclose(model.predict_proba(X[test]), mean, rtol=1e-12)
     np.testing.assert_array_equal(model.predict(X[test]), np.argmax(mean, axis=1))
@@ -90,7 +92,7 @@ def test_tta_averages_decision_values_where_there_are_no_probabilities(digit_vie
     train, test = split == "train", split == "test"
     model = ViewEnsemble(Pipeline([("clf", LinearSVC())]), views=FLIP, tta=True).fit(X[train], y[train])
     assert not hasattr(model, "predict_proba")
-    mean = np.mean([model.estimator_.decision_function(X[test][:, v * 64:(v + 1) * 64]) for v in range(2)], axis=0)
+    mean = np.mean([model.estimator_.decision_function(X[test][:, v * 64 : (v + 1) * 64]) for v in range(2)], axis=0)
     np.testing.assert_allclose(model.decision_function(X[test]), mean)
     np.testing.assert_array_equal(model.predict(X[test]), np.argmax(mean, axis=1))
 
@@ -185,8 +187,10 @@ def _v1_log(folder):
     folder.mkdir(parents=True)
     with sqlite3.connect(folder / LOG_FILE) as db:
         db.execute(f"CREATE TABLE runs (seq INTEGER PRIMARY KEY AUTOINCREMENT, {', '.join(old)})")
-        db.execute("INSERT INTO runs (run_id, cache_key, layer_names, classifier, params, transforms, seed) "
-                   "VALUES ('20250101-000000-0000aa', 'k', 'a', 'rf', '{}', 'none', 0)")
+        db.execute(
+            "INSERT INTO runs (run_id, cache_key, layer_names, classifier, params, transforms, seed) "
+            "VALUES ('20250101-000000-0000aa', 'k', 'a', 'rf', '{}', 'none', 0)"
+        )
         db.execute("PRAGMA user_version=1")
 
 
@@ -195,9 +199,21 @@ def test_an_old_log_reads_as_plain_runs_and_is_migrated_by_the_next_write(tmp_pa
     _v1_log(runs)
     before = read_log(runs_dir=runs)
     assert before.loc[0, "views"] == "id" and before.loc[0, "tta"] == 0
-    append_run(tmp_path, {"run_id": "20250102-000000-0000bb", "cache_key": "k", "layer_names": "a", "classifier": "rf",
-                          "params": "{}", "transforms": "none", "seed": 0, "views": "id,hflip", "tta": 1,
-                          "split_fingerprint": "f" * 16},)
+    append_run(
+        tmp_path,
+        {
+            "run_id": "20250102-000000-0000bb",
+            "cache_key": "k",
+            "layer_names": "a",
+            "classifier": "rf",
+            "params": "{}",
+            "transforms": "none",
+            "seed": 0,
+            "views": "id,hflip",
+            "tta": 1,
+            "split_fingerprint": "f" * 16,
+        },
+    )
     with sqlite3.connect(runs / LOG_FILE) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == LOG_VERSION == 4
     table = read_log(runs_dir=runs)
@@ -253,12 +269,17 @@ def test_load_puts_each_image_views_side_by_side_in_its_row(flipped):
     d = plain.shape[1]
     assert X.shape == (len(plain), 2 * d) and loaded.views == FLIP
     np.testing.assert_array_equal(X[:, :d], plain)
-    np.testing.assert_array_equal(X[:, d:], entry.read(["top_activation"], np.flatnonzero(entry.valid), view="hflip")[0])
+    np.testing.assert_array_equal(
+        X[:, d:], entry.read(["top_activation"], np.flatnonzero(entry.valid), view="hflip")[0]
+    )
     assert not np.array_equal(X[:, :d], X[:, d:])  # the mirrored cell gives other features
     np.testing.assert_array_equal(y, y_plain)
     assert loaded.feature_slices == loaded_plain.feature_slices == {"top_activation": (0, d)}
-    with pytest.raises(FeatxError, match=r"lacks view\(s\) rot90, rot180.* of layer\(s\) top_activation; run "
-                                         r"`featx extract` .*--views rot90,.*--layers top_activation"):
+    with pytest.raises(
+        FeatxError,
+        match=r"lacks view\(s\) rot90, rot180.* of layer\(s\) top_activation; run "
+        r"`featx extract` .*--views rot90,.*--layers top_activation",
+    ):
         load(entry.name, cache_dir=cache_dir, layers="final", views="d4")
 
 
@@ -288,7 +309,7 @@ def test_tta_on_real_features_is_the_mean_over_views_and_differs_from_the_identi
     model.fit(X[train], y[train])
     d = X.shape[1] // 2
     assert model.estimator_[0].n_samples_seen_ == 2 * train.sum()
-    views = [model.estimator_.predict_proba(X[test][:, v * d:(v + 1) * d]) for v in range(2)]
+    views = [model.estimator_.predict_proba(X[test][:, v * d : (v + 1) * d]) for v in range(2)]
     tta = model.predict_proba(X[test])
     np.testing.assert_allclose(tta, (views[0] + views[1]) / 2)
     identity = model.set_params(tta=False).predict_proba(X[test])
@@ -308,8 +329,9 @@ def test_fit_with_views_logs_them_and_a_plain_fit_is_as_before(flipped, tmp_path
     again = fit(entry.name, views="id", **common)
     views = fit(entry.name, views="flip", tta=True, **common)
     assert plain.row["views"] == "id" and plain.row["tta"] == 0 and isinstance(plain.pipeline, Pipeline)
-    assert {k: plain.row[k] for k in ("all_params", "params", "n_features", "val_accuracy", "test_accuracy")} == \
-           {k: again.row[k] for k in ("all_params", "params", "n_features", "val_accuracy", "test_accuracy")}
+    assert {k: plain.row[k] for k in ("all_params", "params", "n_features", "val_accuracy", "test_accuracy")} == {
+        k: again.row[k] for k in ("all_params", "params", "n_features", "val_accuracy", "test_accuracy")
+    }
     assert views.row["views"] == "id,hflip" and views.row["tta"] == 1
     assert views.row["n_features"] == plain.row["n_features"] and views.row["n_train"] == plain.row["n_train"]
     assert views.row["all_params"] == plain.row["all_params"]  # the same classifier, inside the ViewEnsemble
@@ -327,7 +349,7 @@ def test_pipeline_extracts_the_views_its_steps_train_on_and_reuses_only_matching
 
     cache_dir, entry = flipped
     recipe = tmp_path / "views.toml"
-    recipe.write_text(f'''
+    recipe.write_text(f"""
 data = "elpv"
 backbone = "efficientnet_lite0"
 layers = "final"
@@ -347,7 +369,7 @@ views = "vflip"
 kind = "fit"
 clf = "logreg"
 views = "id"
-''')
+""")
     first = run_pipeline(recipe, cache_dir=cache_dir, log=quiet)
     assert first.entry.name == entry.name and "vflip" in first.entry.views  # extracted for step 2 only
     assert sorted(zip(first.table["views"], first.table["tta"])) == [("id", 0), ("id,hflip", 1), ("id,vflip", 0)]
@@ -370,11 +392,26 @@ def test_cli_fit_compare_tune_predict_with_views_and_tta(flipped, tmp_path, fork
 
     cache_dir, entry = flipped
     where = ["--cache-dir", cache_dir, "--runs-dir", tmp_path / "runs"]
-    rc, out, err = _featx("fit", entry.name, "--layers", "final", "--clf", "logreg", "--standardize", "--views", "flip",
-                          "--tta", *where)
+    rc, out, err = _featx(
+        "fit", entry.name, "--layers", "final", "--clf", "logreg", "--standardize", "--views", "flip", "--tta", *where
+    )
     assert rc == 0 and "with views id,hflip (tta)" in out, err
-    rc, out, err = _featx("compare", entry.name, "--layer-sets", "final", "--clf", "logreg,rf", "--views", "flip",
-                          "--tta", "--cv", "2", "--n-estimators", "20", *where)
+    rc, out, err = _featx(
+        "compare",
+        entry.name,
+        "--layer-sets",
+        "final",
+        "--clf",
+        "logreg,rf",
+        "--views",
+        "flip",
+        "--tta",
+        "--cv",
+        "2",
+        "--n-estimators",
+        "20",
+        *where,
+    )
     assert rc == 0 and "best: " in out, err
     rc, out, err = _featx("tune", entry.name, "--layers", "final", "--clf", "logreg", "--views", "flip", *where)
     assert rc == 0 and "selected: " in out, err
@@ -394,14 +431,19 @@ def test_cli_fit_compare_tune_predict_with_views_and_tta(flipped, tmp_path, fork
         got = pd.read_csv(output)[[f"p_{c}" for c in entry.class_names]].to_numpy()
         expected = model.set_params(tta=tta).predict_proba(X[:6])
         np.testing.assert_allclose(got, expected, atol=2e-4)
-    assert not np.allclose(pd.read_csv(tmp_path / "predictions-True.csv").iloc[:, 3:],
-                           pd.read_csv(tmp_path / "predictions-False.csv").iloc[:, 3:], atol=1e-4)
+    assert not np.allclose(
+        pd.read_csv(tmp_path / "predictions-True.csv").iloc[:, 3:],
+        pd.read_csv(tmp_path / "predictions-False.csv").iloc[:, 3:],
+        atol=1e-4,
+    )
     # a run fitted (and scored) with --tta predicts with TTA unless told --no-tta
     with_tta = table.loc[table["tta"] == 1, "run_id"].iloc[0]
     probabilities = {}
     for flag in ("", "--tta", "--no-tta"):
         output = tmp_path / f"predictions-fit{flag}.csv"
-        rc, out, err = _featx("predict", "--model", with_tta, *files, *([flag] if flag else []), "--output", output, *where)
+        rc, out, err = _featx(
+            "predict", "--model", with_tta, *files, *([flag] if flag else []), "--output", output, *where
+        )
         assert rc == 0, err
         probabilities[flag] = pd.read_csv(output).iloc[:, 3:].to_numpy()
     np.testing.assert_array_equal(probabilities[""], probabilities["--tta"])
@@ -422,8 +464,18 @@ def test_tune_trains_each_point_on_every_view_and_refits_a_view_ensemble(digit_v
 
     X, y, split = digit_views
     train, val = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
-    result = tune(X, y, split, "logreg", metric="accuracy", search=Search({"C": (0.1, 1.0)}), transforms={"standardize": True},
-                  views=FLIP, tta=True, log=quiet)
+    result = tune(
+        X,
+        y,
+        split,
+        "logreg",
+        metric="accuracy",
+        search=Search({"C": (0.1, 1.0)}),
+        transforms={"standardize": True},
+        views=FLIP,
+        tta=True,
+        log=quiet,
+    )
     assert isinstance(result.pipeline, ViewEnsemble) and result.pipeline.tta
     assert result.pipeline.estimator_[0].n_samples_seen_ == 2 * np.isin(split, ("train", "val")).sum()
     # a point's score is that of a ViewEnsemble with the same parameters fitted on the split's train images
@@ -432,9 +484,15 @@ def test_tune_trains_each_point_on_every_view_and_refits_a_view_ensemble(digit_v
     fitted = model.pipeline().fit(X[train], y[train])
     assert scored["accuracy"] == pytest.approx(np.mean(fitted.predict(X[val]) == y[val]))
     plain = _path("logreg", [{"C": 0.1}], X[:, :64], y, train, val, {"standardize": True}, {}, 0, 1)[0]
-    assert plain["accuracy"] == pytest.approx(np.mean(
-        FitSpec(classifier="logreg", params={"C": 0.1}, transforms={"standardize": True}).pipeline()
-        .fit(X[train][:, :64], y[train]).predict(X[val][:, :64]) == y[val]))
+    assert plain["accuracy"] == pytest.approx(
+        np.mean(
+            FitSpec(classifier="logreg", params={"C": 0.1}, transforms={"standardize": True})
+            .pipeline()
+            .fit(X[train][:, :64], y[train])
+            .predict(X[val][:, :64])
+            == y[val]
+        )
+    )
 
 
 def test_tune_refit_resolves_svm_gamma_on_view_rows_as_its_search_did(digit_views):
@@ -444,8 +502,17 @@ def test_tune_refit_resolves_svm_gamma_on_view_rows_as_its_search_did(digit_view
     from featx.experiments.tune import Search, tune
 
     X, y, split = digit_views
-    result = tune(X, y, split, "svm", metric="accuracy", search=Search({"C": (1.0,), "gamma_scale": (1.0,)}),
-                  transforms={"standardize": True}, views=FLIP, log=quiet)
+    result = tune(
+        X,
+        y,
+        split,
+        "svm",
+        metric="accuracy",
+        search=Search({"C": (1.0,), "gamma_scale": (1.0,)}),
+        transforms={"standardize": True},
+        views=FLIP,
+        log=quiet,
+    )
     rows = view_rows(X[np.isin(split, ("train", "val"))], 2)  # (n * 2, 64): what the SVM is fitted on
     expected = 1.0 / (64 * StandardScaler().fit_transform(rows).var())
     assert result.pipeline.estimator_[-1].gamma == pytest.approx(expected)

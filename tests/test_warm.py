@@ -24,8 +24,9 @@ print(json.dumps({"code": code, "tensorflow": "tensorflow" in sys.modules}))
 
 def _extract(*args) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", PROBE, "extract", *ARGS, *args], capture_output=True, text=True,
-                          env=env, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, "extract", *ARGS, *args], capture_output=True, text=True, env=env, timeout=600
+    )
     assert "Traceback" not in done.stderr, done.stderr
     return {**json.loads(done.stdout.strip().splitlines()[-1]), "out": done.stdout}
 

@@ -65,8 +65,11 @@ def poisoned_pth(path: Path, which: str, marker: Path) -> Path:
 def assert_refused(child_or_result, marker: Path, pattern: str = "") -> str:
     """One `error:` line on stderr (TensorFlow's C++ log lines aside), exit code 2, and the payload never ran."""
     rc, err = (child_or_result.rc, child_or_result.err) if hasattr(child_or_result, "rc") else child_or_result
-    lines = [line for line in err.splitlines()
-             if line.strip() and not re.match(r"[IWEF]\d{4} |WARNING: All log messages before absl", line)]
+    lines = [
+        line
+        for line in err.splitlines()
+        if line.strip() and not re.match(r"[IWEF]\d{4} |WARNING: All log messages before absl", line)
+    ]
     assert not marker.exists(), "the payload ran"
     assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
     assert re.search(pattern, lines[0]), lines[0]
@@ -108,8 +111,22 @@ def test_extract_and_layers_refuse_a_payload_weights_file(tmp_path, elpv_folder,
     for which in ("magic number", "storage keys"):
         marker = tmp_path / f"marker-{which.replace(' ', '-')}"
         weights = poisoned_pth(tmp_path / f"{which.replace(' ', '-')}.pth", which, marker)
-        extract = server.run(["extract", "--data", elpv_folder, "--weights", weights, "--input-size", 96, "--layers",
-                              "top_activation", "--cache-dir", tmp_path / "cache", "--quiet"])
+        extract = server.run(
+            [
+                "extract",
+                "--data",
+                elpv_folder,
+                "--weights",
+                weights,
+                "--input-size",
+                96,
+                "--layers",
+                "top_activation",
+                "--cache-dir",
+                tmp_path / "cache",
+                "--quiet",
+            ]
+        )
         assert_refused(extract, marker, re.escape(str(weights)) + ": not a plain PyTorch state dict")
         layers = server.run(["layers", "efficientnet_lite0", "--weights", weights])
         assert_refused(layers, marker, "not a plain PyTorch state dict")
@@ -117,6 +134,7 @@ def test_extract_and_layers_refuse_a_payload_weights_file(tmp_path, elpv_folder,
 
 
 # ---- a cache made with a weights file that is then swapped, or whose recorded path is edited -------------------
+
 
 @pytest.fixture(scope="module")
 def lite_run(tmp_path_factory, elpv_folder):
@@ -128,8 +146,15 @@ def lite_run(tmp_path_factory, elpv_folder):
     weights = root / "lite0.pth"
     shutil.copyfile(default_weights_path(), weights)
     cache_dir = root / "cache"
-    featx.extract(str(elpv_folder), weights=str(weights), input_size=96, layers="top_activation", cache_dir=cache_dir,
-                  progress=False, log=None)
+    featx.extract(
+        str(elpv_folder),
+        weights=str(weights),
+        input_size=96,
+        layers="top_activation",
+        cache_dir=cache_dir,
+        progress=False,
+        log=None,
+    )
     run = featx.fit(None, clf="logreg", cache_dir=cache_dir, log=None)
     return cache_dir, weights, run.run_id
 
@@ -179,25 +204,38 @@ def test_predict_checks_the_weights_file_before_reading_it(lite_run, elpv_folder
     saved = weights.read_bytes()
     try:  # the weights file swapped for a payload after extraction
         poisoned_pth(weights, "magic number", marker)
-        swapped = server.run(["predict", "--model", run_id, images, "--cache-dir", cache_dir, "--output",
-                              tmp_path / "p.csv"])
-        assert_refused(swapped, marker, rf"weights file '{re.escape(str(weights))}' is not the file the features were "
-                                        r"extracted with \(its content hash differs\)")
+        swapped = server.run(
+            ["predict", "--model", run_id, images, "--cache-dir", cache_dir, "--output", tmp_path / "p.csv"]
+        )
+        assert_refused(
+            swapped,
+            marker,
+            rf"weights file '{re.escape(str(weights))}' is not the file the features were "
+            r"extracted with \(its content hash differs\)",
+        )
         rc, out, _ = cli("verify", "--cache-dir", cache_dir)  # the cache itself is intact, but verify says it
         assert rc == 0 and "predict would refuse it here: weights file" in out, out
     finally:
         weights.write_bytes(saved)
 
     elsewhere = poisoned_pth(tmp_path / "elsewhere.pth", "storage keys", marker)
-    edits = [({"weights": str(elsewhere)}, ()),  # the recorded path pointed at another file
-             ({"weights": str(elsewhere)}, ("file_hashes",)),  # ... in an entry that records no hash
-             ({"weights": str(elsewhere),  # a fully crafted received cache: the hash matches, the unpickler refuses
-               "file_hashes": {"weights": file_fingerprint(str(elsewhere))}}, ())]
+    edits = [
+        ({"weights": str(elsewhere)}, ()),  # the recorded path pointed at another file
+        ({"weights": str(elsewhere)}, ("file_hashes",)),  # ... in an entry that records no hash
+        (
+            {
+                "weights": str(elsewhere),  # a fully crafted received cache: the hash matches, the unpickler refuses
+                "file_hashes": {"weights": file_fingerprint(str(elsewhere))},
+            },
+            (),
+        ),
+    ]
     for change, drop in edits:
         _edit_backbone_args(cache_dir, change, drop)
         try:
-            child = server.run(["predict", "--model", run_id, images, "--cache-dir", cache_dir, "--output",
-                                tmp_path / "p.csv"])
+            child = server.run(
+                ["predict", "--model", run_id, images, "--cache-dir", cache_dir, "--output", tmp_path / "p.csv"]
+            )
             assert_refused(child, marker)
         finally:
             shutil.copyfile(original, _index(cache_dir))
@@ -220,8 +258,20 @@ def _tiny_model(path: Path, seed: int) -> Path:
 @pytest.mark.slow  # saves a Keras model
 def test_predict_checks_a_saved_model_backbone_before_loading_it(elpv_folder, tmp_path):
     model, cache_dir = _tiny_model(tmp_path / "mine.keras", 0), tmp_path / "cache"
-    rc, _, err = cli("extract", "--data", elpv_folder, "--backbone", model, "--layers", "deeper", "--preprocess",
-                     "unit", "--cache-dir", cache_dir, "--quiet")
+    rc, _, err = cli(
+        "extract",
+        "--data",
+        elpv_folder,
+        "--backbone",
+        model,
+        "--layers",
+        "deeper",
+        "--preprocess",
+        "unit",
+        "--cache-dir",
+        cache_dir,
+        "--quiet",
+    )
     assert rc == 0, err
     with h5py.File(next(cache_dir.glob("mine-*/index.h5")), "r") as f:
         assert json.loads(f.attrs["backbone_args"])["file_hashes"] == {"model": file_fingerprint(str(model))}

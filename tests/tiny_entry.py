@@ -24,17 +24,32 @@ def make_entry(root: Path, views=("hflip", "crop2"), pool: str = "avg") -> Cache
     its features are distinct per layer, view and pool. Entries of other pools hold the same images."""
     relpaths, fingerprints = [f"img{i}.png" for i in range(N)], [f"f{i}" for i in range(N)]
     settings = {"backbone": "tiny_net", "weights_id": "w0", "pool": pool, "dtype": "float32", "input_size": [8, 8]}
-    layer_info = {LAYER: {"kind": "conv", "output_shape": [2, 2, WIDTH], "n_features": WIDTH, "block": 0},
-                  OTHER: {"kind": "dense", "output_shape": [OTHER_WIDTH], "n_features": OTHER_WIDTH, "block": 1}}
-    manifest = EntryManifest(key=cache_key(settings, relpaths, fingerprints, LABELS), settings=settings,
-                             layer_info=layer_info, class_names=list(CLASSES),
-                             backbone_args={"name": "tiny_net", "weights": "none"}, description="tiny test data")
-    data = {"paths": np.array(relpaths), "labels": LABELS, "fingerprints": np.array(fingerprints), "split": SPLIT,
-            "valid": np.ones(N, bool), "errors": np.array([""] * N)}
+    layer_info = {
+        LAYER: {"kind": "conv", "output_shape": [2, 2, WIDTH], "n_features": WIDTH, "block": 0},
+        OTHER: {"kind": "dense", "output_shape": [OTHER_WIDTH], "n_features": OTHER_WIDTH, "block": 1},
+    }
+    manifest = EntryManifest(
+        key=cache_key(settings, relpaths, fingerprints, LABELS),
+        settings=settings,
+        layer_info=layer_info,
+        class_names=list(CLASSES),
+        backbone_args={"name": "tiny_net", "weights": "none"},
+        description="tiny test data",
+    )
+    data = {
+        "paths": np.array(relpaths),
+        "labels": LABELS,
+        "fingerprints": np.array(fingerprints),
+        "split": SPLIT,
+        "valid": np.ones(N, bool),
+        "errors": np.array([""] * N),
+    }
     entry = Cache(root).create(manifest, data)
     offset = 100.0 * ("avg", "max", "gem").index(pool)
     for i, view in enumerate((IDENTITY, *views)):
         for name, width in ((LAYER, WIDTH), (OTHER, OTHER_WIDTH)):
             rows = np.arange(N * width, dtype=np.float32).reshape(N, width) + 10 * i + (width == OTHER_WIDTH) + offset
-            entry.write_layer(name, lambda start, stop, rows=rows: rows[start:stop], N, width, np.float32, {}, view=view)
+            entry.write_layer(
+                name, lambda start, stop, rows=rows: rows[start:stop], N, width, np.float32, {}, view=view
+            )
     return CacheEntry(entry.path)

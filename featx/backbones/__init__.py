@@ -17,14 +17,34 @@ from featx.errors import FeatxError
 from featx.runtime import seeded_weight_init
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
-SAVED_MODEL_PREPROCESSING = ("none", "unit", "tf", "efficientnet_lite",
-                             *sorted({module for _, module, _ in KERAS_MODELS.values()}))
+SAVED_MODEL_PREPROCESSING = (
+    "none",
+    "unit",
+    "tf",
+    "efficientnet_lite",
+    *sorted({module for _, module, _ in KERAS_MODELS.values()}),
+)
 
 INPUT_SIZES = (32, 4096)  # --input-size bounds: Keras's smallest input; a side beyond 4096 is a typo, not a model
 
-__all__ = ["Backbone", "LayerInfo", "LayerSelection", "available_backbones", "backbone_file_problem", "backbone_files",
-           "backbone_description", "backbone_from_args", "backbone_from_entry", "check_input_size", "describe_layers", "file_hashes", "get_backbone",
-           "layer_selection", "layer_table", "preprocessing_note"]
+__all__ = [
+    "Backbone",
+    "LayerInfo",
+    "LayerSelection",
+    "available_backbones",
+    "backbone_file_problem",
+    "backbone_files",
+    "backbone_description",
+    "backbone_from_args",
+    "backbone_from_entry",
+    "check_input_size",
+    "describe_layers",
+    "file_hashes",
+    "get_backbone",
+    "layer_selection",
+    "layer_table",
+    "preprocessing_note",
+]
 
 
 def available_backbones() -> list[str]:
@@ -105,15 +125,23 @@ def backbone_file_problem(args: dict) -> str | None:
         return None  # nothing is read from a file (weights none, keras' own imagenet download)
     if not isinstance(recorded, dict) or set(recorded) != set(files):
         shown = ", ".join(f"'{p}'" for p in files.values()) or "none"
-        return (f"no content hash of its backbone files ({shown}) was recorded at extract time (an older featx made "
-                "it, or it was edited), so they are not read; re-run `featx extract` into a new --cache-dir")
+        return (
+            f"no content hash of its backbone files ({shown}) was recorded at extract time (an older featx made "
+            "it, or it was edited), so they are not read; re-run `featx extract` into a new --cache-dir"
+        )
     for role, path in files.items():
         if file_fingerprint(path) != recorded[role]:
             missing = not Path(path).is_file()
-            return (f"{role} file '{path}' " + ("is missing here" if missing else
-                    "is not the file the features were extracted with (its content hash differs)") +
-                    ", so it is not read; put the original file back at that path, or re-run `featx extract` with "
-                    "this one and fit again")
+            return (
+                f"{role} file '{path}' "
+                + (
+                    "is missing here"
+                    if missing
+                    else "is not the file the features were extracted with (its content hash differs)"
+                )
+                + ", so it is not read; put the original file back at that path, or re-run `featx extract` with "
+                "this one and fit again"
+            )
     return None
 
 
@@ -123,13 +151,20 @@ def check_input_size(input_size) -> None:
     if input_size is None:
         return
     if isinstance(input_size, bool) or not isinstance(input_size, numbers.Integral) or not low <= input_size <= high:
-        raise FeatxError(f"--input-size {input_size} is not a usable image side; give {low} to {high} pixels "
-                         "(e.g. 224), or leave it out for the backbone's own size")
+        raise FeatxError(
+            f"--input-size {input_size} is not a usable image side; give {low} to {high} pixels "
+            "(e.g. 224), or leave it out for the backbone's own size"
+        )
 
 
 @seeded_weight_init(0)  # random init (weights none) must be reproducible, or the cache would never hit
-def get_backbone(name: str, weights: str | None = "imagenet", input_size: int | None = None,
-                 preprocess: str | None = None, unsafe: bool = False) -> Backbone:
+def get_backbone(
+    name: str,
+    weights: str | None = "imagenet",
+    input_size: int | None = None,
+    preprocess: str | None = None,
+    unsafe: bool = False,
+) -> Backbone:
     """Build a backbone by registry name, or load a saved .keras/.h5 model given as a path.
 
     weights : "imagenet" (downloaded by Keras, or packaged for efficientnet_lite0/1/2), "none" (seeded random
@@ -140,7 +175,9 @@ def get_backbone(name: str, weights: str | None = "imagenet", input_size: int | 
         return _saved_model(Path(name), preprocess, unsafe)
     weights = None if weights in (None, "none") else weights
     if weights not in (None, "imagenet") and not Path(weights).is_file():
-        raise FeatxError(f"weights file '{weights}' does not exist; pass --weights imagenet, none or a local weights file")
+        raise FeatxError(
+            f"weights file '{weights}' does not exist; pass --weights imagenet, none or a local weights file"
+        )
     if name in LITE_VARIANTS:
         from featx.backbones import efficientnet_lite
 
@@ -206,8 +243,16 @@ def _saved_model(path: Path, preprocess: str | None, unsafe: bool) -> Backbone:
     family = infer_family(model.layers)
     chosen = preprocess or family or "none"
     model.trainable = False
-    return Backbone(path.stem, model, _named_preprocessing(chosen), f"saved:{chosen}", tuple(shape[1:3]), weights_id(model),
-                    feature_info=FAMILIES[family or "generic"], preprocessing_note=preprocessing_note(f"saved:{chosen}", preprocess))
+    return Backbone(
+        path.stem,
+        model,
+        _named_preprocessing(chosen),
+        f"saved:{chosen}",
+        tuple(shape[1:3]),
+        weights_id(model),
+        feature_info=FAMILIES[family or "generic"],
+        preprocessing_note=preprocessing_note(f"saved:{chosen}", preprocess),
+    )
 
 
 def preprocessing_note(preprocessing: str, given: str | None) -> str | None:
@@ -216,11 +261,14 @@ def preprocessing_note(preprocessing: str, given: str | None) -> str | None:
         return None
     chosen = preprocessing.removeprefix("saved:")
     if chosen == "none":
-        return ("warning: the saved model's family is not recognisable from its layer names, so raw 0-255 pixels "
-                "were assumed (--preprocess none); if it was trained on other inputs, pass --preprocess with one of "
-                f"{', '.join(SAVED_MODEL_PREPROCESSING)}")
-    return (f"note: preprocessing '{chosen}' inferred from the saved model's layer names; "
-            "pass --preprocess to override it")
+        return (
+            "warning: the saved model's family is not recognisable from its layer names, so raw 0-255 pixels "
+            "were assumed (--preprocess none); if it was trained on other inputs, pass --preprocess with one of "
+            f"{', '.join(SAVED_MODEL_PREPROCESSING)}"
+        )
+    return (
+        f"note: preprocessing '{chosen}' inferred from the saved model's layer names; pass --preprocess to override it"
+    )
 
 
 def _named_preprocessing(name: str):

@@ -54,8 +54,10 @@ def final_layer(backbone) -> str:
 
     final = group_members(describe_layers(backbone), "final")
     if not final:
-        raise FeatxError(f"{backbone.name} has no final feature layer featx can find, so it cannot be cut; "
-                         "name its layers as a keras.applications family does")
+        raise FeatxError(
+            f"{backbone.name} has no final feature layer featx can find, so it cannot be cut; "
+            "name its layers as a keras.applications family does"
+        )
     return final[0]
 
 
@@ -130,8 +132,15 @@ def find_cuts(backbone) -> list[CutInfo]:
             continue
         shape = tuple(operation.output.shape)
         if len(shape) == 4 and None not in shape[1:]:
-            cuts.append(CutInfo(operation.name, type(operation).__name__, tuple(int(d) for d in shape[1:]),
-                                above[i + 1], len(order) - 1 - i))
+            cuts.append(
+                CutInfo(
+                    operation.name,
+                    type(operation).__name__,
+                    tuple(int(d) for d in shape[1:]),
+                    above[i + 1],
+                    len(order) - 1 - i,
+                )
+            )
     return cuts
 
 
@@ -145,16 +154,26 @@ def check_cut(backbone, layer: str, cuts: list[CutInfo] | None = None) -> CutInf
     if layer not in names:
         close = difflib.get_close_matches(layer, list(by_name), n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise FeatxError(f"layer '{layer}' not in {backbone.name}; {hint}run `featx layers {backbone.name} --cuts` "
-                         "for the layers it can be cut at")
+        raise FeatxError(
+            f"layer '{layer}' not in {backbone.name}; {hint}run `featx layers {backbone.name} --cuts` "
+            "for the layers it can be cut at"
+        )
     at = names.index(layer)
     below = [c.name for c in cuts if names.index(c.name) < at]
     above = [c.name for c in cuts if names.index(c.name) > at]
-    near = "; ".join(part for part in (f"nearest cut below: {below[-1]}" if below else "",
-                                       f"nearest cut above: {above[0]}" if above else "") if part)
-    raise FeatxError(f"layer '{layer}' is not a cut of {backbone.name}: a path from the input to its final feature "
-                     f"layer {final_layer(backbone)} bypasses it, so the layers above it need more than its map; "
-                     f"{near} (`featx layers {backbone.name} --cuts` lists them all)")
+    near = "; ".join(
+        part
+        for part in (
+            f"nearest cut below: {below[-1]}" if below else "",
+            f"nearest cut above: {above[0]}" if above else "",
+        )
+        if part
+    )
+    raise FeatxError(
+        f"layer '{layer}' is not a cut of {backbone.name}: a path from the input to its final feature "
+        f"layer {final_layer(backbone)} bypasses it, so the layers above it need more than its map; "
+        f"{near} (`featx layers {backbone.name} --cuts` lists them all)"
+    )
 
 
 def cut_table(backbone):
@@ -165,9 +184,17 @@ def cut_table(backbone):
     from featx.backbones.layers import describe_layers
 
     blocks = {i.name: i.block or "" for i in describe_layers(backbone)}
-    rows = [{"layer": c.name, "kind": c.kind, "output_shape": "x".join(map(str, c.map_shape)),
-             "block": blocks.get(c.name, ""), "params_above": c.params_above, "layers_above": c.layers_above}
-            for c in find_cuts(backbone)]
+    rows = [
+        {
+            "layer": c.name,
+            "kind": c.kind,
+            "output_shape": "x".join(map(str, c.map_shape)),
+            "block": blocks.get(c.name, ""),
+            "params_above": c.params_above,
+            "layers_above": c.layers_above,
+        }
+        for c in find_cuts(backbone)
+    ]
     table = pd.DataFrame(rows, columns=["layer", "kind", "output_shape", "block", "params_above", "layers_above"])
     table.attrs["final"] = final_layer(backbone)
     return table
@@ -198,6 +225,7 @@ def build_tail(model, cut: str, final: str, name: str = "tail"):
             for tensor, value in zip(node.outputs, keras.tree.flatten(outputs)):
                 tensors[id(tensor)] = value
     if id(target) not in tensors:
-        raise FeatxError(f"layer '{final}' cannot be computed from the map of '{cut}' alone; choose a cut "
-                         f"(`featx layers --cuts`)")
+        raise FeatxError(
+            f"layer '{final}' cannot be computed from the map of '{cut}' alone; choose a cut (`featx layers --cuts`)"
+        )
     return keras.Model(inputs, tensors[id(target)], name=name)

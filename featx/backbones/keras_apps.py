@@ -24,10 +24,17 @@ KERAS_MODELS = {
     "densenet201": ("DenseNet201", "densenet", 224),
     "nasnet_mobile": ("NASNetMobile", "nasnet", 224),
     "nasnet_large": ("NASNetLarge", "nasnet", 331),
-    **{f"efficientnet_b{i}": (f"EfficientNetB{i}", "efficientnet", s) for i, s in enumerate((224, 240, 260, 300, 380, 456, 528, 600))},
-    **{f"efficientnet_v2{v.lower()}": (f"EfficientNetV2{v}", "efficientnet_v2", s)
-       for v, s in (("B0", 224), ("B1", 240), ("B2", 260), ("B3", 300), ("S", 384), ("M", 480), ("L", 480))},
-    **{f"convnext_{v.lower()}": (f"ConvNeXt{v}", "convnext", 224) for v in ("Tiny", "Small", "Base", "Large", "XLarge")},
+    **{
+        f"efficientnet_b{i}": (f"EfficientNetB{i}", "efficientnet", s)
+        for i, s in enumerate((224, 240, 260, 300, 380, 456, 528, 600))
+    },
+    **{
+        f"efficientnet_v2{v.lower()}": (f"EfficientNetV2{v}", "efficientnet_v2", s)
+        for v, s in (("B0", 224), ("B1", 240), ("B2", 260), ("B3", 300), ("S", 384), ("M", 480), ("L", 480))
+    },
+    **{
+        f"convnext_{v.lower()}": (f"ConvNeXt{v}", "convnext", 224) for v in ("Tiny", "Small", "Base", "Large", "XLarge")
+    },
 }
 
 

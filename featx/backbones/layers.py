@@ -23,8 +23,10 @@ POOLS = {  # spatial pooling of a conv (4-D) output; pooled columns per channel.
 }
 POOL_COLUMNS = {"avg": 1, "max": 1, "avgmax": 2, "gem": 1, "pyramid": 5}
 GRID = "grid"  # grid:T, Head2Toe's pooling to about T columns per layer (grid_window); not in POOLS: it takes T
-GRID_HELP = ("grid:T: Head2Toe's pooling to about T features per layer: the mean when channels >= T, else the means "
-             "of a k x k grid, k = int(sqrt(T // channels)), window and stride width // k, flattened")
+GRID_HELP = (
+    "grid:T: Head2Toe's pooling to about T features per layer: the mean when channels >= T, else the means "
+    "of a k x k grid, k = int(sqrt(T // channels)), window and stride width // k, flattened"
+)
 GEM_P, GEM_EPS = 3.0, 1e-6  # as the GeM paper (Radenovic et al.) and timm: clamping keeps x^(1/p) real
 GROUPS = {
     "blocks": "each block's output (per family, see the README)",
@@ -60,8 +62,13 @@ class LayerInfo:
 
     def metadata(self, pool: str) -> dict:
         """What a cache entry stores of this layer; `infos_from_metadata` is its only reader."""
-        return {"kind": self.kind, "output_shape": list(self.output_shape[1:]), "n_features": self.feature_size(pool),
-                "block": self.block, "groups": list(self.groups)}
+        return {
+            "kind": self.kind,
+            "output_shape": list(self.output_shape[1:]),
+            "n_features": self.feature_size(pool),
+            "block": self.block,
+            "groups": list(self.groups),
+        }
 
 
 def check_pool(pool) -> str:
@@ -69,12 +76,13 @@ def check_pool(pool) -> str:
     without leading zeros (so grid:08192 and grid:8192 are one entry); anything else is one line."""
     if isinstance(pool, str) and pool in POOLS:
         return pool
-    if isinstance(pool, str) and pool.startswith(f"{GRID}:") and pool[len(GRID) + 1:].strip().isdigit():
-        target = int(pool[len(GRID) + 1:])
+    if isinstance(pool, str) and pool.startswith(f"{GRID}:") and pool[len(GRID) + 1 :].strip().isdigit():
+        target = int(pool[len(GRID) + 1 :])
         if target >= 1:
             return f"{GRID}:{target}"
-    raise FeatxError(f"unknown pool '{pool}'; choose one of {', '.join(POOLS)} or grid:T (T >= 1 features per layer, "
-                     "e.g. grid:8192)")
+    raise FeatxError(
+        f"unknown pool '{pool}'; choose one of {', '.join(POOLS)} or grid:T (T >= 1 features per layer, e.g. grid:8192)"
+    )
 
 
 def grid_target(pool: str) -> int | None:
@@ -125,8 +133,11 @@ def assign_groups(infos: list[LayerInfo], feature_info: FeatureInfo) -> list[Lay
     blocks = [pattern.match(i.name) for i in infos]
     feature = [len(i.output_shape) == 4 and i.poolable and not any(k in i.kind for k in NOT_FEATURES) for i in infos]
     outputs = set({m.group(1): n for n, m in enumerate(blocks) if m and feature[n]}.values())  # deepest per block
-    fc = {n for n, i in enumerate(infos)  # a Dense on a 4-D tensor is a pointwise conv (ConvNeXt), not fc
-          if (i.kind == "Dense" and len(i.output_shape) == 2) or (feature_info.fc and re.match(feature_info.fc, i.name))}
+    fc = {
+        n
+        for n, i in enumerate(infos)  # a Dense on a 4-D tensor is a pointwise conv (ConvNeXt), not fc
+        if (i.kind == "Dense" and len(i.output_shape) == 2) or (feature_info.fc and re.match(feature_info.fc, i.name))
+    }
     final = _final_layer(infos, feature, fc, feature_info.final, max(outputs, default=-1))
     tagged = []
     for n, info in enumerate(infos):
@@ -153,23 +164,47 @@ def infos_from_metadata(layer_info: dict) -> list[LayerInfo]:
     Entries written before groups were stored get the rules of that time: conv/dense outputs are `all`,
     Dense layers `fc`, the deepest stored layer of each named block `blocks`.
     """
-    infos = [LayerInfo(name, i["kind"], (None, *i["output_shape"]), i.get("block"), tuple(i.get("groups", ())))
-             for name, i in layer_info.items()]
+    infos = [
+        LayerInfo(name, i["kind"], (None, *i["output_shape"]), i.get("block"), tuple(i.get("groups", ())))
+        for name, i in layer_info.items()
+    ]
     if any("groups" in i for i in layer_info.values()):
         return infos
-    deepest = {i.block: i.name for i in infos if i.block and len(i.output_shape) == 4
-               and not any(k in i.kind for k in NOT_FEATURES)}
-    return [replace(i, groups=tuple(g for g, member in (
-        ("blocks", i.name in deepest.values()), ("fc", i.kind == "Dense"),
-        ("all", i.kind in CONV_KINDS or i.kind == "Dense")) if member)) for i in infos]
+    deepest = {
+        i.block: i.name
+        for i in infos
+        if i.block and len(i.output_shape) == 4 and not any(k in i.kind for k in NOT_FEATURES)
+    }
+    return [
+        replace(
+            i,
+            groups=tuple(
+                g
+                for g, member in (
+                    ("blocks", i.name in deepest.values()),
+                    ("fc", i.kind == "Dense"),
+                    ("all", i.kind in CONV_KINDS or i.kind == "Dense"),
+                )
+                if member
+            ),
+        )
+        for i in infos
+    ]
 
 
 def group_members(infos: list[LayerInfo], group: str) -> list[str]:
     return [i.name for i in infos if group in i.groups]
 
 
-def layer_selection(infos: list[LayerInfo], spec, *, model_name: str, pool: str = "avg",
-                    cached: list[str] | None = None, entry_name: str | None = None) -> LayerSelection:
+def layer_selection(
+    infos: list[LayerInfo],
+    spec,
+    *,
+    model_name: str,
+    pool: str = "avg",
+    cached: list[str] | None = None,
+    entry_name: str | None = None,
+) -> LayerSelection:
     """Expand names and groups into a LayerSelection; with `cached`, only cached layers may be chosen.
 
     The one parser of a layer spec: extraction validates against the backbone's layers, loading against an
@@ -195,8 +230,10 @@ def layer_selection(infos: list[LayerInfo], spec, *, model_name: str, pool: str 
             wanted.add(name)
     uncached = [n for n in requested if n not in GROUPS and n not in available]
     if uncached:
-        raise FeatxError(f"layer(s) {', '.join(uncached)} not cached in {entry_name}; run `featx extract` with "
-                         f"--layers {','.join(uncached)} (cached: {', '.join(cached) or 'none'})")
+        raise FeatxError(
+            f"layer(s) {', '.join(uncached)} not cached in {entry_name}; run `featx extract` with "
+            f"--layers {','.join(uncached)} (cached: {', '.join(cached) or 'none'})"
+        )
     if not wanted:
         raise FeatxError(f"no layers selected from {model_name}; name layers or a group ({', '.join(GROUPS)})")
     for name in wanted:
@@ -226,11 +263,22 @@ def layer_table(backbone, *, pool: str = "avg", every_layer: bool = False):
 
     pool = check_pool(pool)
     infos = describe_layers(backbone)
-    rows = [{"layer": i.name, "kind": i.kind, "output_shape": "x".join(str(d) for d in i.output_shape[1:]),
-             "features": i.feature_size(pool) if i.poolable else "-", "groups": ",".join(i.groups)}
-            for i in infos if every_layer or "all" in i.groups]
+    rows = [
+        {
+            "layer": i.name,
+            "kind": i.kind,
+            "output_shape": "x".join(str(d) for d in i.output_shape[1:]),
+            "features": i.feature_size(pool) if i.poolable else "-",
+            "groups": ",".join(i.groups),
+        }
+        for i in infos
+        if every_layer or "all" in i.groups
+    ]
     table = pd.DataFrame(rows, columns=["layer", "kind", "output_shape", "features", "groups"])
-    table.attrs.update(groups={g: len(group_members(infos, g)) for g in GROUPS},
-                       group_meaning=dict(GROUPS, blocks=backbone.feature_info.doc),
-                       family=backbone.feature_info.family, preprocessing_note=backbone.preprocessing_note)
+    table.attrs.update(
+        groups={g: len(group_members(infos, g)) for g in GROUPS},
+        group_meaning=dict(GROUPS, blocks=backbone.feature_info.doc),
+        family=backbone.feature_info.family,
+        preprocessing_note=backbone.preprocessing_note,
+    )
     return table

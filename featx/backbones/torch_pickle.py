@@ -101,13 +101,14 @@ class _Unpickler(pickle.Unpickler):
         if module == "torch" and name in _STORAGE_DTYPES:
             return _StorageType(name)
         if module == "torch" and name.endswith("Storage"):
-            raise FeatxError(f"{self.path}: tensors stored as torch.{name} are not supported; re-save the weights as float32")
+            raise FeatxError(
+                f"{self.path}: tensors stored as torch.{name} are not supported; re-save the weights as float32"
+            )
         raise _not_a_state_dict(self.path, f"it references {module}.{name}")
 
     def persistent_load(self, pid):
         # ('storage', storage_type, key, location, numel[, view_metadata])
-        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"
-                and isinstance(pid[1], _StorageType)):
+        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and isinstance(pid[1], _StorageType)):
             raise _not_a_state_dict(self.path, f"unknown persistent id {pid!r:.80}")
         stype, key, numel = pid[1], str(pid[2]), int(pid[4])
         self.storages[key] = (stype, numel)
@@ -182,8 +183,7 @@ def _read_legacy(f, path) -> dict[str, np.ndarray]:
         raise
     except Exception as exc:
         raise FeatxError(
-            f"{path}: not a PyTorch weights file ({type(exc).__name__}); pass a .pth file "
-            "written by torch.save"
+            f"{path}: not a PyTorch weights file ({type(exc).__name__}); pass a .pth file written by torch.save"
         ) from None
     if type(magic) is not int or magic != _LEGACY_MAGIC:
         raise FeatxError(f"{path}: not a PyTorch weights file (bad magic number); pass a .pth written by torch.save")
@@ -195,8 +195,9 @@ def _read_legacy(f, path) -> dict[str, np.ndarray]:
     except Exception as exc:
         raise FeatxError(f"{path}: truncated PyTorch header ({exc}); download the file again") from None
     if type(protocol) is not int or protocol != _LEGACY_PROTOCOL:
-        raise FeatxError(f"{path}: unsupported legacy PyTorch protocol {protocol!r:.80}; re-save it with a recent "
-                         "torch")
+        raise FeatxError(
+            f"{path}: unsupported legacy PyTorch protocol {protocol!r:.80}; re-save it with a recent torch"
+        )
     if not isinstance(sys_info, dict):
         raise _not_a_state_dict(path, f"its sys info is {type(sys_info).__name__}, not a dict")
     byteorder = "<" if sys_info.get("little_endian", True) else ">"
@@ -211,7 +212,9 @@ def _read_legacy(f, path) -> dict[str, np.ndarray]:
     for key in keys:
         key = str(key)
         if key not in unpickler.storages:
-            raise FeatxError(f"{path}: storage {key!r} is listed but never used; the file is corrupt -- download it again")
+            raise FeatxError(
+                f"{path}: storage {key!r} is listed but never used; the file is corrupt -- download it again"
+            )
         stype, _ = unpickler.storages[key]
         dtype = stype.dtype.newbyteorder(byteorder)
         header = f.read(8)
@@ -235,7 +238,9 @@ def _unpickle(path, load):
     except FeatxError:
         raise
     except Exception as exc:
-        raise FeatxError(f"{path}: corrupt PyTorch pickle ({type(exc).__name__}: {exc}); download the file again") from None
+        raise FeatxError(
+            f"{path}: corrupt PyTorch pickle ({type(exc).__name__}: {exc}); download the file again"
+        ) from None
 
 
 def _read_zip(path) -> dict[str, np.ndarray]:
@@ -243,7 +248,9 @@ def _read_zip(path) -> dict[str, np.ndarray]:
         names = zf.namelist()
         pkl = [n for n in names if n.endswith("/data.pkl") or n == "data.pkl"]
         if not pkl:
-            raise FeatxError(f"{path}: zip file without data.pkl, not a PyTorch checkpoint; pass a .pth written by torch.save")
+            raise FeatxError(
+                f"{path}: zip file without data.pkl, not a PyTorch checkpoint; pass a .pth written by torch.save"
+            )
         prefix = pkl[0][: -len("data.pkl")]
         byteorder = "<"
         if prefix + "byteorder" in names and zf.read(prefix + "byteorder").strip() == b"big":

@@ -93,8 +93,13 @@ def layer_folders(entry: str | Path) -> list[tuple[str, Path]]:
 def layer_files(entry: str | Path) -> list[LayerFile]:
     """Every published layer file of the entry in folder `entry`, identity first, then views/ by folder name, files
     by name. Temporary files of writers (dot names) are not published; names are not checked against the entry."""
-    return [LayerFile(view, unquote(path.name[:-len(LAYER_SUFFIX)]), path) for view, folder in layer_folders(entry)
-            if folder.is_dir() for path in sorted(folder.glob(f"*{LAYER_SUFFIX}")) if not path.name.startswith(".")]
+    return [
+        LayerFile(view, unquote(path.name[: -len(LAYER_SUFFIX)]), path)
+        for view, folder in layer_folders(entry)
+        if folder.is_dir()
+        for path in sorted(folder.glob(f"*{LAYER_SUFFIX}"))
+        if not path.name.startswith(".")
+    ]
 
 
 def has_layer_files(entry: str | Path, view: str = IDENTITY) -> bool:
@@ -123,7 +128,7 @@ def parse_staging(name: str, prefix: str) -> Staging | None:
     """The Staging a name of `prefix` tells (None: not such a staging name)."""
     if not str(name).startswith(prefix):
         return None
-    found = _STAGING.fullmatch(str(name)[len(prefix):])
+    found = _STAGING.fullmatch(str(name)[len(prefix) :])
     return Staging(found["label"], int(found["pid"]), found["host"]) if found else None
 
 

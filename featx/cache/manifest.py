@@ -19,8 +19,17 @@ from featx.errors import FeatxError
 FORMAT_VERSION = 3  # 2: digests of layer data and index arrays, versioned progress.json with ordered layers;
 # 3: index.h5 holds the digest of its bytes (checked before it is parsed); layer digests bound to layer, view, key
 _JSON = ("settings", "layer_info", "class_names", "backbone_args", "split_settings", "digests")
-_TYPES = {"key": str, "settings": dict, "layer_info": dict, "class_names": list, "backbone_args": dict,
-          "description": str, "root": str, "split_settings": dict, "digests": dict}
+_TYPES = {
+    "key": str,
+    "settings": dict,
+    "layer_info": dict,
+    "class_names": list,
+    "backbone_args": dict,
+    "description": str,
+    "root": str,
+    "split_settings": dict,
+    "digests": dict,
+}
 
 
 def check_version(found, where) -> None:
@@ -30,10 +39,17 @@ def check_version(found, where) -> None:
     except (TypeError, ValueError, OverflowError):
         number = -1
     if number != FORMAT_VERSION:
-        version = ("no format version" if found is None else f"format version {number}" if number != -1
-                   else "an unreadable format version")
-        raise FeatxError(f"{where} has {version}, this featx reads version {FORMAT_VERSION}; delete that cache entry "
-                         "and re-run `featx extract` (or use the featx version that wrote it)")
+        version = (
+            "no format version"
+            if found is None
+            else f"format version {number}"
+            if number != -1
+            else "an unreadable format version"
+        )
+        raise FeatxError(
+            f"{where} has {version}, this featx reads version {FORMAT_VERSION}; delete that cache entry "
+            "and re-run `featx extract` (or use the featx version that wrote it)"
+        )
 
 
 class Digest:

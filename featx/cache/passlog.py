@@ -100,8 +100,9 @@ class PassLog:
         return log
 
     @classmethod
-    def start(cls, entry: CacheEntry, layers: dict[str, dict], n_rows: int, batch_size: int, dtype: str,
-              views=(IDENTITY,)) -> PassLog:
+    def start(
+        cls, entry: CacheEntry, layers: dict[str, dict], n_rows: int, batch_size: int, dtype: str, views=(IDENTITY,)
+    ) -> PassLog:
         """layers : {name: {"n_features": int, ...attributes stored with the layer}}, in depth order (a
         LayerSelection's), recorded as given. views : the view names this pass computes for every one of them
         (every image is decoded once and its views run through the model together).
@@ -109,14 +110,23 @@ class PassLog:
         Refuses while a resumable pass is pending: its raw files are the only copy of its committed rows.
         """
         if cls.pending(entry) is not None:
-            raise RunFailed(f"an interrupted extraction pass in {entry.path / WORK} must finish before another "
-                            "starts; re-run the command that started it")
+            raise RunFailed(
+                f"an interrupted extraction pass in {entry.path / WORK} must finish before another "
+                "starts; re-run the command that started it"
+            )
         work = entry.path / WORK
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir()
-        state = {"format_version": FORMAT_VERSION, "layers": [{"name": n, **info} for n, info in layers.items()],
-                 "n_rows": n_rows, "batch_size": batch_size, "dtype": dtype, "committed_rows": 0, "errors": {},
-                 "views": list(views)}
+        state = {
+            "format_version": FORMAT_VERSION,
+            "layers": [{"name": n, **info} for n, info in layers.items()],
+            "n_rows": n_rows,
+            "batch_size": batch_size,
+            "dtype": dtype,
+            "committed_rows": 0,
+            "errors": {},
+            "views": list(views),
+        }
         log = cls(entry, state)
         write_json(work / PROGRESS, state)
         fsync_dir(entry.path)
@@ -168,14 +178,18 @@ class PassLog:
                 fd = os.open(self._raw_path(name, view), os.O_RDWR | (0 if committed else os.O_CREAT), 0o644)
             except FileNotFoundError:
                 self.close()
-                raise RunFailed(f"raw rows of layer {_unit(name, view)} are missing from {self.dir}; "
-                                "re-run the command to restart the pass") from None
+                raise RunFailed(
+                    f"raw rows of layer {_unit(name, view)} are missing from {self.dir}; "
+                    "re-run the command to restart the pass"
+                ) from None
             self._files[name, view] = fd
             size = os.fstat(fd).st_size
             if size < committed:
                 self.close()
-                raise RunFailed(f"raw rows of layer {_unit(name, view)} hold {size // self._row_bytes(name)} of {self.committed_rows} "
-                                f"committed rows in {self.dir}; re-run the command to restart the pass")
+                raise RunFailed(
+                    f"raw rows of layer {_unit(name, view)} hold {size // self._row_bytes(name)} of {self.committed_rows} "
+                    f"committed rows in {self.dir}; re-run the command to restart the pass"
+                )
             if size > committed:
                 os.ftruncate(fd, committed)
             os.lseek(fd, committed, os.SEEK_SET)
@@ -189,11 +203,13 @@ class PassLog:
         n, views = None, self.views
         for (name, view), fd in self._files.items():
             values = outputs[name]
-            block = np.ascontiguousarray(values[:, views.index(view)] if values.ndim == 3 else values, dtype=self.state["dtype"])
+            block = np.ascontiguousarray(
+                values[:, views.index(view)] if values.ndim == 3 else values, dtype=self.state["dtype"]
+            )
             n = block.shape[0]
             view = memoryview(block).cast("B")
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
         for fd in self._files.values():
             os.fsync(fd)
         self.state["committed_rows"] += n
@@ -212,8 +228,10 @@ class PassLog:
         """
         n_rows, dtype = self.n_rows, self.state["dtype"]
         if self.committed_rows != n_rows:
-            raise RunFailed(f"the pass in {self.dir} has committed {self.committed_rows} of {n_rows} rows; "
-                            "re-run the command to resume it")
+            raise RunFailed(
+                f"the pass in {self.dir} has committed {self.committed_rows} of {n_rows} rows; "
+                "re-run the command to resume it"
+            )
         if "valid" not in self.entry.data:
             errors = np.asarray([self.state["errors"].get(str(row), "") for row in range(n_rows)], dtype=object)
             self.entry.update_index(valid=errors == "", errors=errors)
@@ -252,7 +270,9 @@ class PassLog:
         if n_rows != len(entry.labels):
             problems.append(f"interrupted pass is for {n_rows} images, the index has {len(entry.labels)}")
         if not 0 <= committed <= n_rows or (committed % batch_size and committed != n_rows):
-            problems.append(f"interrupted pass has committed {committed} rows, not whole batches of {batch_size} out of {n_rows}")
+            problems.append(
+                f"interrupted pass has committed {committed} rows, not whole batches of {batch_size} out of {n_rows}"
+            )
         if dtype != np.dtype(entry.settings["dtype"]):
             problems.append(f"interrupted pass stores {dtype}, the entry {entry.settings['dtype']}")
         unknown = [name for name in self.layers if name not in entry.layer_info]
@@ -273,13 +293,20 @@ class PassLog:
         raw, row_bytes = self._raw_path(name, view), self._row_bytes(name)
         size = raw.stat().st_size if raw.exists() else 0
         if size < committed * row_bytes:
-            return [f"interrupted pass: raw rows of {_unit(name, view)} hold {size // row_bytes} of {committed} committed rows"]
+            return [
+                f"interrupted pass: raw rows of {_unit(name, view)} hold {size // row_bytes} of {committed} committed rows"
+            ]
         if not committed or self.entry.layer_file(name, view).exists():
             return []
-        data = np.memmap(raw, dtype=self.state["dtype"], mode="r", shape=(committed, int(self.info[name]["n_features"])))
+        data = np.memmap(
+            raw, dtype=self.state["dtype"], mode="r", shape=(committed, int(self.info[name]["n_features"]))
+        )
         step = max(1, (16 << 20) // row_bytes)
-        bad = [a + int(r) for a in range(0, committed, step)
-               for r in np.flatnonzero(~np.isfinite(data[a:a + step]).all(axis=1))]
+        bad = [
+            a + int(r)
+            for a in range(0, committed, step)
+            for r in np.flatnonzero(~np.isfinite(data[a : a + step]).all(axis=1))
+        ]
         del data
         return [f"interrupted pass: NaN/Inf in committed rows {bad[:5]} of {_unit(name, view)}"] if bad else []
 

@@ -34,12 +34,19 @@ def pick_entry(cache_dir=None, *, data: str | None = None, backbone: str | None 
         from featx.sources import resolve_source
 
         source = resolve_source(data)
-    matches = [e for e in entries
-               if (source is None or (e.manifest.root == source.root and e.manifest.description.startswith(source.description)))
-               and (backbone is None or backbone in (e.backbone_args.get("name"), e.settings["backbone"]))]
+    matches = [
+        e
+        for e in entries
+        if (
+            source is None or (e.manifest.root == source.root and e.manifest.description.startswith(source.description))
+        )
+        and (backbone is None or backbone in (e.backbone_args.get("name"), e.settings["backbone"]))
+    ]
     if not matches:
         wanted = " and ".join(w for w in (data and f"--data {data}", backbone and f"--backbone {backbone}") if w)
         listed = "; ".join(f"{e.name}: {entry_label(e)}" for e in entries) or "none"
-        raise FeatxError(f"no cache entry in '{cache.root}' matches {wanted}; cached: {listed} "
-                         "(run `featx extract` with them first, or pick one of these)")
+        raise FeatxError(
+            f"no cache entry in '{cache.root}' matches {wanted}; cached: {listed} "
+            "(run `featx extract` with them first, or pick one of these)"
+        )
     return matches[0]

@@ -39,7 +39,9 @@ def remove_entries(folders: list[Path], before=None) -> None:
                 os.rename(folder, staging)
                 fsync_dir(folder.parent)
             except OSError as exc:
-                raise RunFailed(f"cannot remove {folder} ({exc.strerror or exc}); check the folder's permissions") from None
+                raise RunFailed(
+                    f"cannot remove {folder} ({exc.strerror or exc}); check the folder's permissions"
+                ) from None
             trash.append(staging)
     for staging in trash:
         shutil.rmtree(staging, ignore_errors=True)

@@ -99,8 +99,14 @@ class Cache:
         """Folders that are (or claim to be) entries: not runs/, reports/ or dot folders (.new-*: being created)."""
         if not self.root.is_dir():
             return []
-        return sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
-                      and p.name not in NOT_ENTRIES and ((p / layout.INDEX).exists() or (p / layout.LAYERS).is_dir()))
+        return sorted(
+            p
+            for p in self.root.iterdir()
+            if p.is_dir()
+            and not p.name.startswith(".")
+            and p.name not in NOT_ENTRIES
+            and ((p / layout.INDEX).exists() or (p / layout.LAYERS).is_dir())
+        )
 
     def scan(self) -> list[tuple[Path, CacheEntry | None, str]]:
         """(folder, entry or None, problem) for every entry folder, most recent first; one bad index spoils nothing else."""
@@ -137,13 +143,18 @@ class Cache:
         if spec is None:
             complete = [f for f in folders if layout.has_layer_files(f)]
             if not complete:
-                raise FeatxError(f"no extracted features in '{self.root}'; run `featx extract` first or pass --cache-dir")
+                raise FeatxError(
+                    f"no extracted features in '{self.root}'; run `featx extract` first or pass --cache-dir"
+                )
             return max(complete, key=_modified)
         spec = str(spec)
         matches = [f for f in folders if f.name.startswith(spec) or _key_matches(f, spec)]
         if not matches and Path(spec).is_dir() and (Cache(spec).folders() or (Path(spec) / "runs").is_dir()):
-            raise FeatxError(f"'{spec}' is a cache folder, not a cache entry: pass it as --cache-dir {spec} "
-                             "(and name an entry from `featx ls --cache-dir " f"{spec}`, or none for the most recent)")
+            raise FeatxError(
+                f"'{spec}' is a cache folder, not a cache entry: pass it as --cache-dir {spec} "
+                "(and name an entry from `featx ls --cache-dir "
+                f"{spec}`, or none for the most recent)"
+            )
         if len(matches) != 1:
             names = ", ".join(f.name for f in (matches or folders)) or "none"
             problem = "is ambiguous" if matches else "matches no cache entry"
@@ -215,8 +226,9 @@ def _creation_error(root: Path, exc: OSError) -> FeatxError:
         return FeatxError(f"cache directory '{root}' is not a folder; pass --cache-dir to a writable folder")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return FeatxError(f"cache directory '{root}' is not writable; pass --cache-dir to a writable folder")
-    return RunFailed(f"cannot create a cache entry in '{root}' ({exc.strerror or exc}); "
-                     "free disk space and re-run the same command")
+    return RunFailed(
+        f"cannot create a cache entry in '{root}' ({exc.strerror or exc}); free disk space and re-run the same command"
+    )
 
 
 class CacheEntry:
@@ -240,8 +252,10 @@ class CacheEntry:
         if check:
             problems = self.index_problems()
             if problems:
-                raise RunFailed(f"'{index}' was modified or damaged since it was written ({problems[0]}); run "
-                                "`featx verify` and re-extract into a fresh --cache-dir")
+                raise RunFailed(
+                    f"'{index}' was modified or damaged since it was written ({problems[0]}); run "
+                    "`featx verify` and re-extract into a fresh --cache-dir"
+                )
 
     def in_cache(self, cache: Cache) -> CacheEntry:
         """This entry as seen from `cache` (same root, perhaps another runs location); the index is not re-read."""
@@ -342,8 +356,11 @@ class CacheEntry:
         if any(length != n for length in lengths.values()):
             return [f"index datasets have different lengths {lengths}"]
         problems = [] if n else ["the image list is empty"]
-        changed = [k for k in sorted(set(self.data) | set(self.manifest.digests))
-                   if k not in self.data or self.manifest.digests.get(k) != digest_array(self.data[k])]
+        changed = [
+            k
+            for k in sorted(set(self.data) | set(self.manifest.digests))
+            if k not in self.data or self.manifest.digests.get(k) != digest_array(self.data[k])
+        ]
         if changed:
             problems.append(f"index array(s) {', '.join(changed)} changed since they were written (digest mismatch)")
         try:
@@ -352,8 +369,10 @@ class CacheEntry:
             key = None
         key_matches = key == self.key
         if not key_matches:
-            problems.append("settings hash mismatch: the stored settings or image list do not hash to the entry's key "
-                            "(edited or corrupted index)")
+            problems.append(
+                "settings hash mismatch: the stored settings or image list do not hash to the entry's key "
+                "(edited or corrupted index)"
+            )
         elif layout.parse_entry_name(self.name).key_prefix != layout.key_prefix(self.key):
             problems.append(f"folder name does not end with the key prefix {layout.key_prefix(self.key)}")
         labels = np.asarray(self.labels)
@@ -366,7 +385,9 @@ class CacheEntry:
             problems.append(f"split has value(s) {bad_split} outside {', '.join(SPLITS)}")
         if ("valid" in self.data) != ("errors" in self.data):
             problems.append("index has only one of valid/errors")
-        elif "valid" in self.data and not np.array_equal(np.asarray(self.valid, bool), np.asarray(self.data["errors"]) == ""):
+        elif "valid" in self.data and not np.array_equal(
+            np.asarray(self.valid, bool), np.asarray(self.data["errors"]) == ""
+        ):
             problems.append("valid rows do not match the recorded bad-file errors")
         return problems
 
@@ -380,15 +401,19 @@ class CacheEntry:
                 check_version(ds.attrs.get("format_version"), path)
                 check_view(ds.attrs, view, path)
                 if self.header_problems(name, view, ds):  # what is left: shape, dtype or key
-                    raise RunFailed(f"layer file '{path}' holds {ds.shape} {ds.dtype} of key {ds.attrs.get('cache_key')}, "
-                                    f"expected {self.layer_shape(name)} {self.settings['dtype']} of this entry; run "
-                                    "`featx verify` and re-extract")
+                    raise RunFailed(
+                        f"layer file '{path}' holds {ds.shape} {ds.dtype} of key {ds.attrs.get('cache_key')}, "
+                        f"expected {self.layer_shape(name)} {self.settings['dtype']} of this entry; run "
+                        "`featx verify` and re-extract"
+                    )
                 if not self.bound(ds.attrs, name, view):
                     raise RunFailed(not_bound_message(path, name, view))
                 yield ds
         except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
-            raise RunFailed(f"layer file '{path}' cannot be read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
-                            "run `featx verify` and re-extract") from None
+            raise RunFailed(
+                f"layer file '{path}' cannot be read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                "run `featx verify` and re-extract"
+            ) from None
 
     def layer_shape(self, name: str) -> tuple[int, int]:
         """(rows, features) of every file of layer `name`: one row per image, whatever view."""
@@ -455,8 +480,9 @@ class CacheEntry:
             start += block.shape[1]
         return np.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0], slices
 
-    def write_layer(self, name: str, rows_source, n_rows: int, n_features: int, dtype, attrs: dict,
-                    view: str = IDENTITY) -> None:
+    def write_layer(
+        self, name: str, rows_source, n_rows: int, n_features: int, dtype, attrs: dict, view: str = IDENTITY
+    ) -> None:
         """Publish one complete layer file of one view; `rows_source(start, stop)` gives the rows to copy in blocks.
 
         The digest of the rows is computed from the very blocks written, and stored with them; it starts from
@@ -470,16 +496,25 @@ class CacheEntry:
         with atomic_path(final) as tmp, _h5_write_errors(tmp):
             _reserve(tmp, n_rows * n_features * np.dtype(dtype).itemsize + HDF5_OVERHEAD)
             with h5py.File(tmp, "w") as f:
-                ds = f.create_dataset("features", shape=(n_rows, n_features), dtype=dtype, chunks=(chunk_rows, n_features))
+                ds = f.create_dataset(
+                    "features", shape=(n_rows, n_features), dtype=dtype, chunks=(chunk_rows, n_features)
+                )
                 digest = layer_digest(self.key, name, view)
                 for start in range(0, n_rows, chunk_rows * 16):
                     stop = min(n_rows, start + chunk_rows * 16)
                     block = np.ascontiguousarray(rows_source(start, stop), dtype=dtype)
                     ds[start:stop] = block
                     digest.update(block)
-                ds.attrs.update({**attrs, "layer": name, "cache_key": self.key, "digest": digest.hexdigest(),
-                                 "binding": layer_binding(self.key, name, view, digest.hexdigest()),
-                                 "format_version": FORMAT_VERSION})
+                ds.attrs.update(
+                    {
+                        **attrs,
+                        "layer": name,
+                        "cache_key": self.key,
+                        "digest": digest.hexdigest(),
+                        "binding": layer_binding(self.key, name, view, digest.hexdigest()),
+                        "format_version": FORMAT_VERSION,
+                    }
+                )
 
     def update_index(self, split_settings: dict | None = None, **datasets) -> None:
         """Rewrite the (small) index atomically with some datasets replaced or added."""
@@ -509,13 +544,23 @@ class CacheEntry:
         from featx.backbones import preprocessing_note
 
         splits, counts = np.unique(self.split[self.valid], return_counts=True)
-        layers = pd.DataFrame([{"layer": n, "kind": self.layer_info[n]["kind"], "features": self.feature_size(n)}
-                               for n in self.layers], columns=["layer", "kind", "features"])
-        return {"entry": str(self.path), "key": self.key, "data": self.data_label, "settings": dict(self.settings),
-                "preprocessing_note": preprocessing_note(self.settings["preprocessing"], self.backbone_args["preprocess"]),
-                "split": {str(s): int(c) for s, c in zip(splits, counts)}, "split_settings": self.split_settings,
-                "classes": list(self.class_names), "layers": layers, "bad_files": self.errors,
-                "views": {view: self.view_layers(view) for view in self.views if view != IDENTITY}}
+        layers = pd.DataFrame(
+            [{"layer": n, "kind": self.layer_info[n]["kind"], "features": self.feature_size(n)} for n in self.layers],
+            columns=["layer", "kind", "features"],
+        )
+        return {
+            "entry": str(self.path),
+            "key": self.key,
+            "data": self.data_label,
+            "settings": dict(self.settings),
+            "preprocessing_note": preprocessing_note(self.settings["preprocessing"], self.backbone_args["preprocess"]),
+            "split": {str(s): int(c) for s, c in zip(splits, counts)},
+            "split_settings": self.split_settings,
+            "classes": list(self.class_names),
+            "layers": layers,
+            "bad_files": self.errors,
+            "views": {view: self.view_layers(view) for view in self.views if view != IDENTITY},
+        }
 
     def split_differs(self, images) -> bool:
         """Whether an ImageSet's split (settings or rows) is not the one stored: extract then rewrites it."""
@@ -534,8 +579,11 @@ class CacheEntry:
 
     def size_bytes(self) -> int:
         """Bytes of the entry's files; crash debris and the lock (dot names) do not count."""
-        return sum(p.stat().st_size for p in self.path.rglob("*")
-                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(self.path).parts))
+        return sum(
+            p.stat().st_size
+            for p in self.path.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(self.path).parts)
+        )
 
     @property
     def modified(self) -> float:
@@ -548,8 +596,10 @@ def check_view(attrs, view: str, path) -> None:
     version = attrs.get("views_version") if found != IDENTITY else VIEWS_VERSION
     if found != view or version is None or int(version) != VIEWS_VERSION:
         what = "no views version" if version is None else f"views version {int(version)}"
-        raise RunFailed(f"layer file '{path}' holds view {found} of {what}, expected {view} of "
-                        f"version {VIEWS_VERSION}; delete that file (or its views folder) and re-run `featx extract`")
+        raise RunFailed(
+            f"layer file '{path}' holds view {found} of {what}, expected {view} of "
+            f"version {VIEWS_VERSION}; delete that file (or its views folder) and re-run `featx extract`"
+        )
 
 
 def write_index(entry_path: Path, manifest: EntryManifest, data: dict) -> None:
@@ -562,8 +612,11 @@ def write_index(entry_path: Path, manifest: EntryManifest, data: dict) -> None:
         f.attrs.update(manifest.to_attrs())
         for key, value in data.items():
             value = np.asarray(value)
-            f.create_dataset(key, data=value.astype(object) if value.dtype.kind in "UO" else value,
-                             dtype=STR if value.dtype.kind in "UO" else value.dtype)
+            f.create_dataset(
+                key,
+                data=value.astype(object) if value.dtype.kind in "UO" else value,
+                dtype=STR if value.dtype.kind in "UO" else value.dtype,
+            )
     body = image.getvalue()[USER_BLOCK:]
     record = INDEX_MAGIC + json.dumps({"format_version": FORMAT_VERSION, "digest": _index_digest(body)}).encode()
     with atomic_path(Path(entry_path) / layout.INDEX) as tmp:
@@ -585,19 +638,22 @@ def read_index(index: Path) -> tuple[dict, dict, bool]:
     try:
         image = index.read_bytes()
     except OSError as exc:
-        raise RunFailed(f"'{index}' cannot be read ({exc.strerror or exc}); run `featx verify` and "
-                        "re-extract") from None
+        raise RunFailed(
+            f"'{index}' cannot be read ({exc.strerror or exc}); run `featx verify` and re-extract"
+        ) from None
     sealed = image.startswith(INDEX_MAGIC)
     if sealed:
         try:
-            record = json.loads(image[len(INDEX_MAGIC):USER_BLOCK].rstrip(b"\0"))
+            record = json.loads(image[len(INDEX_MAGIC) : USER_BLOCK].rstrip(b"\0"))
         except ValueError:
             record = None
         if isinstance(record, dict) and "format_version" in record:  # a newer featx may seal differently
             check_version(record["format_version"], index)
         if not isinstance(record, dict) or record.get("digest") != _index_digest(image[USER_BLOCK:]):
-            raise IndexChanged(f"'{index}' was modified or damaged since it was written (its bytes no longer match "
-                               "their digest); run `featx verify` and re-extract into a fresh --cache-dir")
+            raise IndexChanged(
+                f"'{index}' was modified or damaged since it was written (its bytes no longer match "
+                "their digest); run `featx verify` and re-extract into a fresh --cache-dir"
+            )
     try:
         with h5py.File(io.BytesIO(image), "r") as f:
             return dict(f.attrs), {k: _decode(f[k][()]) for k in f}, sealed
@@ -626,8 +682,10 @@ def layer_binding(key: str, name: str, view: str, digest) -> str:
 
 def not_bound_message(path, name: str, view: str) -> str:
     what = name if view == IDENTITY else f"{name} of view {view}"
-    return (f"layer file '{path}' was not published as layer {what} of this entry (copied, moved or edited); "
-            "run `featx verify` and re-extract")
+    return (
+        f"layer file '{path}' was not published as layer {what} of this entry (copied, moved or edited); "
+        "run `featx verify` and re-extract"
+    )
 
 
 def _entry_debris(folder: Path) -> list[Path]:

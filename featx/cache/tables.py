@@ -28,10 +28,20 @@ def entries_table(cache: Cache) -> pd.DataFrame:
             partial = PassLog.summary(entry) is not None
         except FeatxError:
             partial = "unreadable"
-        rows.append({"entry": entry.name, "backbone": entry.settings["backbone"], "data": entry.data_label,
-                     "images": len(entry.labels),
-                     "layers": len(entry.layers), "views": max(0, len(entry.views) - 1), "pool": entry.settings["pool"], "dtype": entry.settings["dtype"],
-                     "MB": round(entry.size_bytes() / 1e6, 1), "partial": partial})
+        rows.append(
+            {
+                "entry": entry.name,
+                "backbone": entry.settings["backbone"],
+                "data": entry.data_label,
+                "images": len(entry.labels),
+                "layers": len(entry.layers),
+                "views": max(0, len(entry.views) - 1),
+                "pool": entry.settings["pool"],
+                "dtype": entry.settings["dtype"],
+                "MB": round(entry.size_bytes() / 1e6, 1),
+                "partial": partial,
+            }
+        )
     return pd.DataFrame(rows, columns=list(ENTRY_COLUMNS))
 
 
@@ -46,15 +56,21 @@ def verify_all(cache: Cache, spec=None) -> pd.DataFrame:
     for folder in [cache.find(spec)] if spec else cache.folders():
         problems = verify(folder)
         notes = "" if problems else _notes(CacheEntry(folder, cache))
-        rows.append({"entry": folder.name, "status": "FAIL" if problems else "ok", "problems": problems, "notes": notes})
+        rows.append(
+            {"entry": folder.name, "status": "FAIL" if problems else "ok", "problems": problems, "notes": notes}
+        )
     return pd.DataFrame(rows, columns=list(VERIFY_COLUMNS))
 
 
 def _notes(entry: CacheEntry) -> str:
     views = entry.views
-    notes = [f"{len(entry.labels)} images", f"{len(entry.layers)} layer(s)",
-             f"{len(views) - 1} augmented view(s)" if len(views) > 1 else "", f"{len(entry.errors)} bad file(s)",
-             PassLog.summary(entry)]
+    notes = [
+        f"{len(entry.labels)} images",
+        f"{len(entry.layers)} layer(s)",
+        f"{len(views) - 1} augmented view(s)" if len(views) > 1 else "",
+        f"{len(entry.errors)} bad file(s)",
+        PassLog.summary(entry),
+    ]
     problem = backbone_file_problem(entry.backbone_args)
     if problem:
         notes.append(f"predict would refuse it here: {problem}")

@@ -86,15 +86,16 @@ def _check_features(entry: CacheEntry, name: str, view: str, f: h5py.File) -> li
     step = max(1, BLOCK_BYTES // (width * dtype.itemsize))
     digest, bad = layer_digest(entry.key, name, view), []
     for start in range(0, n, step):  # one read per block serves both the NaN scan and the digest
-        block = ds[start:min(n, start + step)]
+        block = ds[start : min(n, start + step)]
         bad.extend(start + int(r) for r in np.flatnonzero(~np.isfinite(block).all(axis=1)))
         digest.update(block)
     where = Path(f.filename).relative_to(entry.path)
     if bad:
         problems.append(f"NaN/Inf in {len(bad)} row(s), first rows {bad[:5]}")
     elif not entry.bound(ds.attrs, name, view):
-        problems.append(f"{where} was not published as this layer of this view and entry (copied, moved or edited; "
-                        "digest mismatch)")
+        problems.append(
+            f"{where} was not published as this layer of this view and entry (copied, moved or edited; digest mismatch)"
+        )
     elif digest.hexdigest() != ds.attrs.get("digest"):
         problems.append(f"data in {where} changed since it was published (digest mismatch)")
     return problems

@@ -23,8 +23,9 @@ from featx.errors import FeatxError
 from featx.sources.views import IDENTITY
 
 
-def warm_entry(cache: Cache, backbone_args: dict, computed: dict, images, fingerprints: list[str],
-               layers, views=(IDENTITY,)) -> tuple[CacheEntry, LayerSelection] | None:
+def warm_entry(
+    cache: Cache, backbone_args: dict, computed: dict, images, fingerprints: list[str], layers, views=(IDENTITY,)
+) -> tuple[CacheEntry, LayerSelection] | None:
     """(entry, selection) when an entry already holds everything this extract asks for; None when the backbone
     must decide.
 
@@ -48,7 +49,9 @@ def warm_entry(cache: Cache, backbone_args: dict, computed: dict, images, finger
     return None
 
 
-def _serves(entry: CacheEntry, backbone_args, computed, images, fingerprints, layers, views, files) -> LayerSelection | None:
+def _serves(
+    entry: CacheEntry, backbone_args, computed, images, fingerprints, layers, views, files
+) -> LayerSelection | None:
     settings = entry.settings
     if entry.backbone_args != backbone_args or any(settings.get(k) != v for k, v in computed.items()):
         return None
@@ -59,8 +62,9 @@ def _serves(entry: CacheEntry, backbone_args, computed, images, fingerprints, la
     if entry.split_differs(images):
         return None
     try:
-        selection = layer_selection(infos_from_metadata(entry.layer_info), layers, model_name=settings["backbone"],
-                                    pool=settings["pool"])
+        selection = layer_selection(
+            infos_from_metadata(entry.layer_info), layers, model_name=settings["backbone"], pool=settings["pool"]
+        )
         cached = all(set(selection.names) <= set(entry.view_layers(view)) for view in views)
         return selection if cached and PassLog.summary(entry) is None else None
     except FeatxError:  # RunFailed too

@@ -161,9 +161,7 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
             callbacks=[keep_best],
             verbose=self.verbose,
         )
-        self.history_ = pd.DataFrame(history.history)[
-            ["loss", "accuracy", "val_loss", "val_accuracy"]
-        ]
+        self.history_ = pd.DataFrame(history.history)[["loss", "accuracy", "val_loss", "val_accuracy"]]
         self.history_.insert(0, "epoch", np.arange(1, len(self.history_) + 1))
         self.best_epoch_ = keep_best.best_epoch
         return self
@@ -216,10 +214,11 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
         import tensorflow as tf
 
         targets = self._one_hot(y_encoded)
-        signature = (tf.TensorSpec((None, X.shape[1]), tf.float32),
-                     tf.TensorSpec((None, targets.shape[1]), tf.float32))
-        return (tf.data.Dataset.from_generator(lambda: self._minibatches(X, targets), output_signature=signature),
-                -(-len(targets) // self.batch_size))
+        signature = (tf.TensorSpec((None, X.shape[1]), tf.float32), tf.TensorSpec((None, targets.shape[1]), tf.float32))
+        return (
+            tf.data.Dataset.from_generator(lambda: self._minibatches(X, targets), output_signature=signature),
+            -(-len(targets) // self.batch_size),
+        )
 
     def _minibatches(self, X, targets):
         """Endless (features, targets) minibatches, float32, reshuffled every epoch and augmented per batch.
@@ -233,7 +232,7 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
         while True:
             order = rng.permutation(n)
             for start in range(0, n, size):
-                rows = order[start:start + size]
+                rows = order[start : start + size]
                 features, labels = X[rows], targets[rows]
                 if self.mixup:
                     weight = rng.beta(self.mixup, self.mixup, size=(len(rows), 1)).astype(np.float32)
@@ -256,15 +255,19 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
         inputs = keras.Input(shape=(self.n_features_in_,))
         x = inputs
         for layer, units in enumerate(hidden):
-            x = keras.layers.Dense(units, kernel_initializer=self._initializer(layer), kernel_regularizer=regularizer)(x)
+            x = keras.layers.Dense(units, kernel_initializer=self._initializer(layer), kernel_regularizer=regularizer)(
+                x
+            )
             if self.batch_norm:
                 x = keras.layers.BatchNormalization()(x)
             x = keras.layers.Activation(self.activation)(x)
             if self.dropout:
                 x = keras.layers.Dropout(self.dropout, seed=self.random_state)(x)
         outputs = keras.layers.Dense(
-            n_classes, activation="softmax", kernel_initializer=self._initializer(len(hidden)),
-            kernel_regularizer=regularizer
+            n_classes,
+            activation="softmax",
+            kernel_initializer=self._initializer(len(hidden)),
+            kernel_regularizer=regularizer,
         )(x)
         model = keras.Model(inputs, outputs)
         model.compile(
@@ -279,9 +282,7 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
             return keras.optimizers.SGD(learning_rate=self.lr, momentum=self.momentum)
         if self.optimizer == "adam":
             return keras.optimizers.Adam(learning_rate=self.lr)
-        raise FeatxError(
-            f"unknown optimizer {self.optimizer!r} for the dense head; choose sgd or adam."
-        )
+        raise FeatxError(f"unknown optimizer {self.optimizer!r} for the dense head; choose sgd or adam.")
 
     def save_keras_model(self, path):
         """Write the fitted Keras model as a .keras file (featx saves the rest of the head with skops)."""

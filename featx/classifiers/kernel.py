@@ -53,8 +53,9 @@ class NystroemSVC(ClassifierMixin, BaseEstimator):
         "random_state": ["random_state"],
     }
 
-    def __init__(self, *, n_components=1000, gamma="scale", C=1.0, class_weight=None, tol=1e-4, max_iter=1000,
-                 random_state=None):
+    def __init__(
+        self, *, n_components=1000, gamma="scale", C=1.0, class_weight=None, tol=1e-4, max_iter=1000, random_state=None
+    ):
         self.n_components = n_components
         self.gamma = gamma
         self.C = C
@@ -69,12 +70,23 @@ class NystroemSVC(ClassifierMixin, BaseEstimator):
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
         check_classification_targets(y)
         variance = float(X.var()) if X.size else 0.0
-        self.gamma_ = (1.0 / (X.shape[1] * variance) if variance > 0 else 1.0) if self.gamma == "scale" else float(self.gamma)
-        self.nystroem_ = Nystroem(kernel="rbf", gamma=self.gamma_, n_components=min(self.n_components, X.shape[0]),
-                                  random_state=self.random_state)
+        self.gamma_ = (
+            (1.0 / (X.shape[1] * variance) if variance > 0 else 1.0) if self.gamma == "scale" else float(self.gamma)
+        )
+        self.nystroem_ = Nystroem(
+            kernel="rbf",
+            gamma=self.gamma_,
+            n_components=min(self.n_components, X.shape[0]),
+            random_state=self.random_state,
+        )
         mapped = self.nystroem_.fit_transform(X)
-        self.svc_ = LinearSVC(C=self.C, class_weight=self.class_weight, tol=self.tol, max_iter=self.max_iter,
-                              random_state=self.random_state).fit(mapped, y)
+        self.svc_ = LinearSVC(
+            C=self.C,
+            class_weight=self.class_weight,
+            tol=self.tol,
+            max_iter=self.max_iter,
+            random_state=self.random_state,
+        ).fit(mapped, y)
         self.classes_, self.n_iter_ = self.svc_.classes_, self.svc_.n_iter_
         return self
 

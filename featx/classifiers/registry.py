@@ -52,8 +52,10 @@ FASTER_CHOICE = {"svm": "nystroem-svm (an RBF kernel map + linear SVM, linear in
 def large_n_note(name: str, n_train: int) -> str | None:
     """A one-line note when classifier `name` is slow at `n_train` training rows and a faster one exists."""
     if name in FASTER_CHOICE and n_train > LARGE_N:
-        return (f"note: --clf {name} on {n_train:,} training rows is slow (exact kernel SVM, quadratic in rows); "
-                f"--clf {FASTER_CHOICE[name]} is much faster there")
+        return (
+            f"note: --clf {name} on {n_train:,} training rows is slow (exact kernel SVM, quadratic in rows); "
+            f"--clf {FASTER_CHOICE[name]} is much faster there"
+        )
     return None
 
 
@@ -94,8 +96,7 @@ def estimator_class(name):
     """The estimator class behind registry name `name` (imported on first use for the dense head)."""
     if name not in CLASSIFIERS:
         raise FeatxError(
-            f"unknown classifier {name!r}.{_did_you_mean(name, CLASSIFIERS)} "
-            f"Choose one of: {', '.join(CLASSIFIERS)}."
+            f"unknown classifier {name!r}.{_did_you_mean(name, CLASSIFIERS)} Choose one of: {', '.join(CLASSIFIERS)}."
         )
     cls = CLASSIFIERS[name][0]
     if isinstance(cls, str):

@@ -119,9 +119,27 @@ class TailClassifier(ClassifierMixin, BaseEstimator):
         "verbose": ["verbose"],
     }
 
-    def __init__(self, *, cut=None, backbone=None, backbone_lr=1e-4, head_lr=1e-3, warmup_epochs=3, epochs=20,
-                 patience=5, weight_decay=1e-4, dropout=0.3, label_smoothing=0.1, train_bn=False, batch_size=32,
-                 mixup=0.0, views=(IDENTITY,), tta=False, random_state=0, verbose=0):
+    def __init__(
+        self,
+        *,
+        cut=None,
+        backbone=None,
+        backbone_lr=1e-4,
+        head_lr=1e-3,
+        warmup_epochs=3,
+        epochs=20,
+        patience=5,
+        weight_decay=1e-4,
+        dropout=0.3,
+        label_smoothing=0.1,
+        train_bn=False,
+        batch_size=32,
+        mixup=0.0,
+        views=(IDENTITY,),
+        tta=False,
+        random_state=0,
+        verbose=0,
+    ):
         self.cut = cut
         self.backbone = backbone
         self.backbone_lr = backbone_lr
@@ -169,9 +187,14 @@ class TailClassifier(ClassifierMixin, BaseEstimator):
             y_val = np.asarray(y_val)
             unseen = np.setdiff1d(y_val, self.classes_)
             if unseen.size:
-                raise FeatxError(f"validation labels {unseen.tolist()} do not occur in training; use a validation "
-                                 "split whose classes all appear in train.")
-            X_val, y_val_encoded = self._check_predict_input(X_val, identity=True), np.searchsorted(self.classes_, y_val)
+                raise FeatxError(
+                    f"validation labels {unseen.tolist()} do not occur in training; use a validation "
+                    "split whose classes all appear in train."
+                )
+            X_val, y_val_encoded = (
+                self._check_predict_input(X_val, identity=True),
+                np.searchsorted(self.classes_, y_val),
+            )
         self.model_ = self._build(tail, len(self.classes_))
         self._train(X, y_encoded, X_val, y_val_encoded)
         return self
@@ -184,8 +207,10 @@ class TailClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"X has {len(X)} rows and y {len(y)}")
         d = int(np.prod(self.map_shape_))
         if X.shape[1] != len(self._views()) * d:
-            raise ValueError(f"X has {X.shape[1]} features; the {len(self._views())} view(s) of cut {self.cut}'s "
-                             f"{'x'.join(map(str, self.map_shape_))} map need {len(self._views()) * d}")
+            raise ValueError(
+                f"X has {X.shape[1]} features; the {len(self._views())} view(s) of cut {self.cut}'s "
+                f"{'x'.join(map(str, self.map_shape_))} map need {len(self._views()) * d}"
+            )
         self.n_features_in_ = X.shape[1]
         return X, y
 
@@ -195,11 +220,14 @@ class TailClassifier(ClassifierMixin, BaseEstimator):
         if not _is_lazy(X):
             X = check_array(X, dtype=(np.float32, np.float16, np.float64))
         if X.shape[1] not in (d, self.n_features_in_):
-            raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
-                             f"{self.n_features_in_} features as input")
+            raise ValueError(
+                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input"
+            )
         if X.shape[1] == d and self.tta and len(self._views()) > 1 and not identity:
-            raise ValueError(f"tta averages over the {len(self._views())} views, so X needs all their "
-                             f"{self.n_features_in_} features")
+            raise ValueError(
+                f"tta averages over the {len(self._views())} views, so X needs all their {self.n_features_in_} features"
+            )
         return X
 
     def _views(self) -> tuple:
@@ -210,11 +238,17 @@ class TailClassifier(ClassifierMixin, BaseEstimator):
 
     def _hold_out(self, X, y_encoded):
         try:
-            train, val = train_test_split(np.arange(len(y_encoded)), test_size=VALIDATION_FRACTION, stratify=y_encoded,
-                                          random_state=self.random_state)
+            train, val = train_test_split(
+                np.arange(len(y_encoded)),
+                test_size=VALIDATION_FRACTION,
+                stratify=y_encoded,
+                random_state=self.random_state,
+            )
         except ValueError as error:
-            raise FeatxError(f"cannot hold out a stratified {VALIDATION_FRACTION:.0%} of the images for validation "
-                             f"({error}); pass X_val and y_val to fit or use more images per class") from None
+            raise FeatxError(
+                f"cannot hold out a stratified {VALIDATION_FRACTION:.0%} of the images for validation "
+                f"({error}); pass X_val and y_val to fit or use more images per class"
+            ) from None
         train, val = np.sort(train), np.sort(val)
         return X[train], X[val], y_encoded[train], y_encoded[val]
 
@@ -226,14 +260,18 @@ class TailClassifier(ClassifierMixin, BaseEstimator):
         from featx.backbones.cuts import build_tail, check_cut, final_layer
 
         if self.cut is None or self.backbone is None:
-            raise FeatxError("the tail classifier needs cut (a layer of the backbone) and backbone (the cache "
-                             "entry's, set by `featx fit --clf tail --cut LAYER`)")
+            raise FeatxError(
+                "the tail classifier needs cut (a layer of the backbone) and backbone (the cache "
+                "entry's, set by `featx fit --clf tail --cut LAYER`)"
+            )
         args = dict(self.backbone)
         try:
             weights_id = args.pop("weights_id")
         except KeyError:
-            raise FeatxError("the tail's backbone description lacks weights_id; build it with "
-                             "featx.backbones.backbone_description(entry)") from None
+            raise FeatxError(
+                "the tail's backbone description lacks weights_id; build it with "
+                "featx.backbones.backbone_description(entry)"
+            ) from None
         backbone = backbone_from_args(args, weights_id, f"the tail's backbone {args.get('name')}")
         check_cut(backbone, self.cut)
         tail = build_tail(backbone.model, self.cut, final_layer(backbone), name="tail")
@@ -248,8 +286,12 @@ class TailClassifier(ClassifierMixin, BaseEstimator):
         x = tail(maps)
         x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
         x = keras.layers.Dropout(self.dropout, seed=seed, name="head_dropout")(x)
-        outputs = keras.layers.Dense(n_classes, activation="softmax", name="head_softmax",
-                                     kernel_initializer=keras.initializers.GlorotUniform(seed=seed))(x)
+        outputs = keras.layers.Dense(
+            n_classes,
+            activation="softmax",
+            name="head_softmax",
+            kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+        )(x)
         return keras.Model(maps, outputs, name=f"tail_{self.cut}")
 
     def _optimizers(self):
@@ -282,16 +324,19 @@ class TailClassifier(ClassifierMixin, BaseEstimator):
             gradients = tape.gradient(loss, [v for group in variables for v in group])
             start = 0
             for group, optimizer in zip(variables, optimizers):
-                optimizer.apply(gradients[start:start + len(group)], group)
+                optimizer.apply(gradients[start : start + len(group)], group)
                 start += len(group)
             correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probabilities, 1), tf.argmax(targets, 1)), tf.float32))
             return loss, correct
 
-        signature = [tf.TensorSpec((None, *model.input_shape[1:]), tf.float32),
-                     tf.TensorSpec((None, model.output_shape[-1]), tf.float32)]
+        signature = [
+            tf.TensorSpec((None, *model.input_shape[1:]), tf.float32),
+            tf.TensorSpec((None, model.output_shape[-1]), tf.float32),
+        ]
         head_step = tf.function(lambda m, t: step(m, t, [head_vars], [head_opt]), input_signature=signature)
-        full_step = tf.function(lambda m, t: step(m, t, [head_vars, tail_vars], [head_opt, tail_opt]),
-                                input_signature=signature)
+        full_step = tf.function(
+            lambda m, t: step(m, t, [head_vars, tail_vars], [head_opt, tail_opt]), input_signature=signature
+        )
         return head_step, full_step
 
     # ---- training loop
@@ -303,8 +348,10 @@ class TailClassifier(ClassifierMixin, BaseEstimator):
         head_step, full_step = self.train_step_functions()
         n_classes = len(self.classes_)
         stream = _MapStream(X, y_encoded, self._views(), self.map_shape_, self.batch_size)
-        predict = tf.function(lambda m: self.model_(m, training=False),
-                              input_signature=[tf.TensorSpec((None, *self.map_shape_), tf.float32)])
+        predict = tf.function(
+            lambda m: self.model_(m, training=False),
+            input_signature=[tf.TensorSpec((None, *self.map_shape_), tf.float32)],
+        )
         rows, best, best_epoch, best_weights = [], -np.inf, 0, None
         for epoch in range(1, self.epochs + 1):
             began = time.perf_counter()
@@ -323,19 +370,35 @@ class TailClassifier(ClassifierMixin, BaseEstimator):
                 total_correct += float(correct)
                 seen += len(labels)
             probabilities = self._probabilities(X_val, predict, identity=True)
-            val_loss = float(keras.losses.CategoricalCrossentropy()(
-                np.eye(n_classes, dtype=np.float32)[y_val_encoded], probabilities))
+            val_loss = float(
+                keras.losses.CategoricalCrossentropy()(
+                    np.eye(n_classes, dtype=np.float32)[y_val_encoded], probabilities
+                )
+            )
             val_accuracy = float(np.mean(np.argmax(probabilities, axis=1) == y_val_encoded))
-            rows.append({"epoch": epoch, "stage": stage, "loss": total_loss / seen, "accuracy": total_correct / seen,
-                         "val_loss": val_loss, "val_accuracy": val_accuracy,
-                         "seconds": round(time.perf_counter() - began, 3)})
+            rows.append(
+                {
+                    "epoch": epoch,
+                    "stage": stage,
+                    "loss": total_loss / seen,
+                    "accuracy": total_correct / seen,
+                    "val_loss": val_loss,
+                    "val_accuracy": val_accuracy,
+                    "seconds": round(time.perf_counter() - began, 3),
+                }
+            )
             if self.verbose:
-                print(f"epoch {epoch} ({stage}): loss {rows[-1]['loss']:.4f} acc {rows[-1]['accuracy']:.3f} "
-                      f"val_loss {val_loss:.4f} val_acc {val_accuracy:.3f}")
+                print(
+                    f"epoch {epoch} ({stage}): loss {rows[-1]['loss']:.4f} acc {rows[-1]['accuracy']:.3f} "
+                    f"val_loss {val_loss:.4f} val_acc {val_accuracy:.3f}"
+                )
             if val_accuracy > best:
                 best, best_epoch, best_weights = val_accuracy, epoch, self.model_.get_weights()
-            elif (stage == "tail" and self.patience is not None
-                  and epoch - max(best_epoch, self.warmup_epochs) >= self.patience):
+            elif (
+                stage == "tail"
+                and self.patience is not None
+                and epoch - max(best_epoch, self.warmup_epochs) >= self.patience
+            ):
                 break
         self.model_.set_weights(best_weights)
         self.history_ = pd.DataFrame(rows)
@@ -349,8 +412,10 @@ class TailClassifier(ClassifierMixin, BaseEstimator):
         import tensorflow as tf
 
         if predict is None:
-            predict = tf.function(lambda m: self.model_(m, training=False),
-                                  input_signature=[tf.TensorSpec((None, *self.map_shape_), tf.float32)])
+            predict = tf.function(
+                lambda m: self.model_(m, training=False),
+                input_signature=[tf.TensorSpec((None, *self.map_shape_), tf.float32)],
+            )
         views = self._views() if (self.tta and not identity) else (IDENTITY,)
         d, batch = int(np.prod(self.map_shape_)), max(self.batch_size, 64)
         total = None
@@ -435,10 +500,12 @@ def _read(X, positions, v: int, view: str, d: int) -> np.ndarray:
     if _is_lazy(X):
         block = X.read(positions, view)
     else:
-        block = np.asarray(X[positions, v * d:(v + 1) * d] if X.shape[1] > d else X[positions], dtype=np.float32)
+        block = np.asarray(X[positions, v * d : (v + 1) * d] if X.shape[1] > d else X[positions], dtype=np.float32)
     if not np.isfinite(block).all():
-        raise FeatxError(f"the cached maps hold NaN/Inf values (view {view}); run `featx verify` and re-extract the "
-                         "cut layer (a backbone that overflows needs --dtype float32 and no --mixed-precision)")
+        raise FeatxError(
+            f"the cached maps hold NaN/Inf values (view {view}); run `featx verify` and re-extract the "
+            "cut layer (a backbone that overflows needs --dtype float32 and no --mixed-precision)"
+        )
     return block
 
 
@@ -458,8 +525,11 @@ class _MapStream:
         self.window = max(batch_size, SHUFFLE_BYTES // (4 * self.d))
         self.in_memory = None
         if not _is_lazy(X) or n_pairs <= self.window:
-            self.in_memory = np.concatenate([_read(X, np.arange(len(labels)), v, view, self.d)
-                                             for v, view in enumerate(views)]) if len(labels) else None
+            self.in_memory = (
+                np.concatenate([_read(X, np.arange(len(labels)), v, view, self.d) for v, view in enumerate(views)])
+                if len(labels)
+                else None
+            )
 
     def epoch(self, rng):
         n, size = len(self.labels), self.batch_size
@@ -467,7 +537,7 @@ class _MapStream:
         if self.in_memory is not None:
             order = rng.permutation(len(all_labels))
             for start in range(0, len(order), size):
-                rows = order[start:start + size]
+                rows = order[start : start + size]
                 yield self.in_memory[rows].reshape(len(rows), *self.map_shape), all_labels[rows]
             return
         chunk = self.X.chunk_rows()

@@ -26,8 +26,10 @@ from featx.sources.views import IDENTITY
 
 def _inner_has(method: str):
     """available_if check: the wrapped (fitted, else unfitted) estimator has `method`."""
+
     def check(self):
         return hasattr(getattr(self, "estimator_", self.estimator), method)
+
     return check
 
 
@@ -74,7 +76,9 @@ class ViewEnsemble(ClassifierMixin, BaseEstimator):
         if X.shape[1] % n_views:
             raise ValueError(f"X has {X.shape[1]} features, not a multiple of the {n_views} views {list(self.views)}")
         self.n_view_features_ = X.shape[1] // n_views
-        self.estimator_ = fit_pipeline(clone(self.estimator), *training_rows(self.estimator, X, y, n_views, X_val, y_val))
+        self.estimator_ = fit_pipeline(
+            clone(self.estimator), *training_rows(self.estimator, X, y, n_views, X_val, y_val)
+        )
         self.classes_ = self.estimator_.classes_
         return self
 
@@ -110,7 +114,7 @@ class ViewEnsemble(ClassifierMixin, BaseEstimator):
         if not self.tta and len(shape) == 2 and shape[1] == self.n_view_features_ != self.n_features_in_:
             return check_array(X)  # the identity view alone
         X = validate_data(self, X, reset=False)  # scikit-learn's ValueError for any other width
-        return X if self.tta else X[:, :self.n_view_features_]
+        return X if self.tta else X[:, : self.n_view_features_]
 
     def _check_views(self) -> int:
         views = tuple(self.views)
@@ -135,7 +139,7 @@ def training_rows(estimator, X, y, n_views: int, X_val=None, y_val=None):
         X, X_val, y, y_val = _hold_out_images(X, y, estimator)
     if X_val is not None:
         X_val = np.asarray(X_val)
-        X_val = X_val[:, :X.shape[1] // n_views] if X_val.ndim == 2 and X_val.shape[1] == X.shape[1] else X_val
+        X_val = X_val[:, : X.shape[1] // n_views] if X_val.ndim == 2 and X_val.shape[1] == X.shape[1] else X_val
     return view_rows(X, n_views), np.repeat(y, n_views), X_val, y_val
 
 
@@ -171,11 +175,14 @@ def _hold_out_images(X, y, estimator):
 
     head = estimator[-1] if isinstance(estimator, Pipeline) else estimator
     try:
-        return train_test_split(X, y, test_size=VALIDATION_FRACTION, stratify=y,
-                                random_state=getattr(head, "random_state", 0))
+        return train_test_split(
+            X, y, test_size=VALIDATION_FRACTION, stratify=y, random_state=getattr(head, "random_state", 0)
+        )
     except ValueError as error:
-        raise FeatxError(f"cannot hold out a stratified {VALIDATION_FRACTION:.0%} of the images for validation "
-                         f"({error}); pass X_val and y_val to fit or use more images per class") from None
+        raise FeatxError(
+            f"cannot hold out a stratified {VALIDATION_FRACTION:.0%} of the images for validation "
+            f"({error}); pass X_val and y_val to fit or use more images per class"
+        ) from None
 
 
 def final_classifier(model):

@@ -8,11 +8,18 @@ import importlib
 import sys
 import types
 
-_API = {"compare": "compare", "parse_grid": "compare",
-        **dict.fromkeys(("FitResult", "Scores", "fit", "record_run", "train_and_score"), "fit"),
-        **dict.fromkeys(("FitSpec", "Evaluation", "spec_hash"), "spec"),
-        "read_pipeline": "pipelines", "run_pipeline": "pipelines", "predict": "predict",
-        "load_model": "models", "runs": "runs", "tsne": "tsne"}
+_API = {
+    "compare": "compare",
+    "parse_grid": "compare",
+    **dict.fromkeys(("FitResult", "Scores", "fit", "record_run", "train_and_score"), "fit"),
+    **dict.fromkeys(("FitSpec", "Evaluation", "spec_hash"), "spec"),
+    "read_pipeline": "pipelines",
+    "run_pipeline": "pipelines",
+    "predict": "predict",
+    "load_model": "models",
+    "runs": "runs",
+    "tsne": "tsne",
+}
 
 __all__ = sorted(_API)
 

@@ -50,11 +50,14 @@ class BudgetSearch:
 
     def __post_init__(self):
         if BUDGET_PARAM in self.grid:
-            raise FeatxError(f"a halving search's grid cannot list {BUDGET_PARAM}: the epochs are its budget; set "
-                             "max_epochs instead")
+            raise FeatxError(
+                f"a halving search's grid cannot list {BUDGET_PARAM}: the epochs are its budget; set max_epochs instead"
+            )
         if not 1 <= self.min_epochs <= self.max_epochs or self.factor < 2:
-            raise FeatxError(f"a halving search needs 1 <= min_epochs <= max_epochs and factor >= 2 (got min_epochs="
-                             f"{self.min_epochs}, max_epochs={self.max_epochs}, factor={self.factor})")
+            raise FeatxError(
+                f"a halving search needs 1 <= min_epochs <= max_epochs and factor >= 2 (got min_epochs="
+                f"{self.min_epochs}, max_epochs={self.max_epochs}, factor={self.factor})"
+            )
 
     def configurations(self) -> list[dict]:
         """Every point of the grid, in grid order (the last parameter varies fastest)."""
@@ -67,8 +70,9 @@ class BudgetSearch:
         tune.Search)."""
         from featx.experiments.tune import Search
 
-        return Search({**self.grid, BUDGET_PARAM: (self.max_epochs,)},
-                      fixed={**self.fixed, BUDGET_PARAM: self.max_epochs})  # the defaults at the full budget too
+        return Search(
+            {**self.grid, BUDGET_PARAM: (self.max_epochs,)}, fixed={**self.fixed, BUDGET_PARAM: self.max_epochs}
+        )  # the defaults at the full budget too
 
     def exact_epochs(self) -> int:
         """Epochs the exact search of the same grid trains: every configuration for max_epochs."""
@@ -78,19 +82,28 @@ class BudgetSearch:
 # dense: the existing tune grid (lr x l2 x hidden) with dropout added; the exact search of this grid at
 # max_epochs is `tune(..., search=BUDGET_SEARCHES["dense"].exact())`.
 BUDGET_SEARCHES = {
-    "dense": BudgetSearch({"lr": (0.001, 0.01, 0.1), "l2": (0.0, 1e-4, 1e-2), "dropout": (0.0, 0.3),
-                           "hidden": ((), (256,))}, max_epochs=27, min_epochs=1),
+    "dense": BudgetSearch(
+        {"lr": (0.001, 0.01, 0.1), "l2": (0.0, 1e-4, 1e-2), "dropout": (0.0, 0.3), "hidden": ((), (256,))},
+        max_epochs=27,
+        min_epochs=1,
+    ),
     # tail: backbone learning rate x weight decay x dropout; one warm-up epoch so every rung trains the tail too. A
     # cut is an entry's cached layer, so cuts are compared by a search per cut (same val or folds).
-    "tail": BudgetSearch({"backbone_lr": (1e-4, 1e-3), "weight_decay": (1e-4, 1e-2), "dropout": (0.3, 0.5)},
-                         max_epochs=18, min_epochs=2, fixed={"warmup_epochs": 1}),
+    "tail": BudgetSearch(
+        {"backbone_lr": (1e-4, 1e-3), "weight_decay": (1e-4, 1e-2), "dropout": (0.3, 0.5)},
+        max_epochs=18,
+        min_epochs=2,
+        fixed={"warmup_epochs": 1},
+    ),
 }
 
 
 def budget_search(clf: str) -> BudgetSearch:
     if clf not in BUDGET_SEARCHES:
-        raise FeatxError(f"--search halving spends training epochs and needs a classifier trained by epochs; "
-                         f"use --clf {' or --clf '.join(BUDGET_SEARCHES)} (or --search exact for {clf})")
+        raise FeatxError(
+            f"--search halving spends training epochs and needs a classifier trained by epochs; "
+            f"use --clf {' or --clf '.join(BUDGET_SEARCHES)} (or --search exact for {clf})"
+        )
     return BUDGET_SEARCHES[clf]
 
 
@@ -135,8 +148,10 @@ def successive_halving(evaluate, search: BudgetSearch, metric: str, log=None) ->
         for row in rows:
             row["stopped_early"] = _key(_config(row["point"])) in stopped
         if log is not None:
-            log(f"halving: {len(alive)} configuration(s) at {epochs} epoch(s); best {keep} go on to "
-                f"{rungs[number + 1][1]} epochs")
+            log(
+                f"halving: {len(alive)} configuration(s) at {epochs} epoch(s); best {keep} go on to "
+                f"{rungs[number + 1][1]} epochs"
+            )
         alive = [alive[i] for i in kept]
     for row in tried:
         row.setdefault("stopped_early", False)

@@ -86,8 +86,20 @@ EACH = "each"
 SAVE_MODELS = ("best", "all")
 HALVING_FACTOR = 3  # each halving rung keeps the best third of the rows (at least 2) and triples their folds
 BASELINE_LAYERS = "(baseline)"  # the layers cell of a baseline row: it ignores the features
-TABLE_COLUMNS = ("layers", "depth", "classifier", "params", "n_features", "val_accuracy", "val_f1_macro",
-                 "test_accuracy", "test_f1_macro", "fit_seconds", "not_converged", "run_id")
+TABLE_COLUMNS = (
+    "layers",
+    "depth",
+    "classifier",
+    "params",
+    "n_features",
+    "val_accuracy",
+    "val_f1_macro",
+    "test_accuracy",
+    "test_f1_macro",
+    "fit_seconds",
+    "not_converged",
+    "run_id",
+)
 WARM_STARTS = ("logreg",)  # solvers that continue from given coefficients (lbfgs); liblinear (LinearSVC) cannot
 
 
@@ -104,12 +116,36 @@ class CompareResult:
     fits: int = 0  # fits run (train fits and folds)
 
 
-def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: dict | None = None,
-            params: dict | None = None, seed: int = 0, n_jobs: int = -1, metric: str | None = None,
-            cv: int | None = None, cv_repeats: int = 1, class_weight: str | None = None, plots: bool = False,
-            cache_dir=None, log=print, runs_dir=None, cluster=None, cluster_config=None, cluster_timeout=None,
-            save_models: str = "best", views=None, view_seed: int = 0, tta: bool = False, search: str = "exact",
-            progress: bool = True, reuse: bool = True, command: str | None = None, **transforms) -> CompareResult:
+def compare(
+    cache=None,
+    *,
+    layer_sets=("blocks",),
+    classifiers=("rf",),
+    grid: dict | None = None,
+    params: dict | None = None,
+    seed: int = 0,
+    n_jobs: int = -1,
+    metric: str | None = None,
+    cv: int | None = None,
+    cv_repeats: int = 1,
+    class_weight: str | None = None,
+    plots: bool = False,
+    cache_dir=None,
+    log=print,
+    runs_dir=None,
+    cluster=None,
+    cluster_config=None,
+    cluster_timeout=None,
+    save_models: str = "best",
+    views=None,
+    view_seed: int = 0,
+    tta: bool = False,
+    search: str = "exact",
+    progress: bool = True,
+    reuse: bool = True,
+    command: str | None = None,
+    **transforms,
+) -> CompareResult:
     """Fit every (layer subset, classifier, grid point) and the baselines; tabulate them best first.
 
     layer_sets : subsets, each a layer name, group (all, blocks, final, fc), comma list of them, or "each" (every
@@ -146,19 +182,59 @@ def compare(cache=None, *, layer_sets=("blocks",), classifiers=("rf",), grid: di
     then <runs_dir>/reports/compare-<id>/).
     """
     workers = -1 if cluster is not None else n_jobs
-    specs = compare_specs(classifiers, grid=grid, params=params, seed=seed, n_jobs=-1 if workers == 1 else 1,
-                          class_weight=class_weight, views=views, view_seed=view_seed, tta=tta, **transforms)
-    return compare_run(cache, specs, Evaluation(cv=cv, cv_repeats=cv_repeats, metric=metric, seed=seed, search=search),
-                       layer_sets=layer_sets, grid=grid, n_jobs=n_jobs, plots=plots, cache_dir=cache_dir, log=log,
-                       runs_dir=runs_dir, cluster=cluster, cluster_config=cluster_config,
-                       cluster_timeout=cluster_timeout, save_models=save_models, progress=progress, reuse=reuse,
-                       command=command)
+    specs = compare_specs(
+        classifiers,
+        grid=grid,
+        params=params,
+        seed=seed,
+        n_jobs=-1 if workers == 1 else 1,
+        class_weight=class_weight,
+        views=views,
+        view_seed=view_seed,
+        tta=tta,
+        **transforms,
+    )
+    return compare_run(
+        cache,
+        specs,
+        Evaluation(cv=cv, cv_repeats=cv_repeats, metric=metric, seed=seed, search=search),
+        layer_sets=layer_sets,
+        grid=grid,
+        n_jobs=n_jobs,
+        plots=plots,
+        cache_dir=cache_dir,
+        log=log,
+        runs_dir=runs_dir,
+        cluster=cluster,
+        cluster_config=cluster_config,
+        cluster_timeout=cluster_timeout,
+        save_models=save_models,
+        progress=progress,
+        reuse=reuse,
+        command=command,
+    )
 
 
-def compare_run(cache, specs: list[FitSpec], evaluation: Evaluation | None = None, *, layer_sets=("blocks",),
-                grid: dict | None = None, n_jobs: int = -1, plots: bool = False, cache_dir=None, log=print,
-                runs_dir=None, cluster=None, cluster_config=None, cluster_timeout=None, save_models: str = "best",
-                progress: bool = True, reuse: bool = True, command: str | None = None) -> CompareResult:
+def compare_run(
+    cache,
+    specs: list[FitSpec],
+    evaluation: Evaluation | None = None,
+    *,
+    layer_sets=("blocks",),
+    grid: dict | None = None,
+    n_jobs: int = -1,
+    plots: bool = False,
+    cache_dir=None,
+    log=print,
+    runs_dir=None,
+    cluster=None,
+    cluster_config=None,
+    cluster_timeout=None,
+    save_models: str = "best",
+    progress: bool = True,
+    reuse: bool = True,
+    command: str | None = None,
+) -> CompareResult:
     """Fit every (layer subset, spec of `specs`) and the baselines, judged by `evaluation`; tabulate them best first:
     what featx.compare does once its keywords are FitSpecs and an Evaluation, and what a pipeline's compare step and
     `featx compare` call with theirs. specs : one per classifier and grid point (featx.experiments.spec.compare_specs),
@@ -179,11 +255,16 @@ def compare_run(cache, specs: list[FitSpec], evaluation: Evaluation | None = Non
     check_trainable(entry, cv=cv, selects=True)  # before anything is written: rows are ranked on val or CV
     subsets = _expand_subsets(entry, [layer_sets] if isinstance(layer_sets, str) else layer_sets)
     jobs = [(subset, spec) for subset in subsets for spec in specs] + [((subsets[0][0], None), s) for s in baselines]
-    features = load(entry, layers=[n for selection, _ in subsets for n in selection.names],  # the union, once
-                    views=loaded_views(specs[0]))
+    features = load(
+        entry,
+        layers=[n for selection, _ in subsets for n in selection.names],  # the union, once
+        views=loaded_views(specs[0]),
+    )
     X, y, meta = features
-    jobs = [(subset, bind_spec(spec, features.feature_slices, subset[0].names))  # layer-aware steps' layout
-            for subset, spec in jobs]
+    jobs = [
+        (subset, bind_spec(spec, features.feature_slices, subset[0].names))  # layer-aware steps' layout
+        for subset, spec in jobs
+    ]
     prepare_log(entry.cache)  # unwritable folders or a broken log fail before any fit
     reports = writable_folder(entry.cache.reports_dir, "reports")
     split, slices, n_views = meta["split"].to_numpy(), features.feature_slices, len(specs[0].views)
@@ -194,19 +275,34 @@ def compare_run(cache, specs: list[FitSpec], evaluation: Evaluation | None = Non
         log(note)
     folds = make_folds(y, split, cv, evaluation.cv_repeats, evaluation.seed) if cv else None
     judged = replace(evaluation, metric=metric)  # as logged: the metric chosen
-    log(f"compare: {len(subsets)} layer subset(s) x classifiers x grid = {len(jobs)} row(s)"
-        + (f" x ({len(folds)} folds + 1 train fit)" if folds else "") + (", successive halving over the folds" if
-                                                                       search == "halving" else "")
-        + f", {'one at a time' if workers == 1 else 'in parallel'},\n  on {entry_label(entry)}")
-    columns = {selection: _view_columns([np.arange(*slices[n]) for n in selection.names], X.shape[1] // n_views, n_views)
-               for selection, _ in subsets}
+    log(
+        f"compare: {len(subsets)} layer subset(s) x classifiers x grid = {len(jobs)} row(s)"
+        + (f" x ({len(folds)} folds + 1 train fit)" if folds else "")
+        + (", successive halving over the folds" if search == "halving" else "")
+        + f", {'one at a time' if workers == 1 else 'in parallel'},\n  on {entry_label(entry)}"
+    )
+    columns = {
+        selection: _view_columns([np.arange(*slices[n]) for n in selection.names], X.shape[1] // n_views, n_views)
+        for selection, _ in subsets
+    }
     rows = [_Row(selection, depth, spec, columns[selection]) for (selection, depth), spec in jobs]
     total = len(rows) * (1 + len(folds or ()))
-    bar = tqdm(total=total, unit="fit", desc="compare", file=sys.stderr,
-               disable=not progress or not sys.stderr.isatty())
+    bar = tqdm(
+        total=total, unit="fit", desc="compare", file=sys.stderr, disable=not progress or not sys.stderr.isatty()
+    )
     runner = _Runner(entry.class_names, X, y, split, folds, workers, cluster is not None, reuse, bar, log, metric)
-    backend = nullcontext() if cluster is None else joblib_backend(
-        cluster, scatter=[X], config=cluster_config, timeout=cluster_timeout, log_dir=entry.cache.root / "slurm-logs", log=log)
+    backend = (
+        nullcontext()
+        if cluster is None
+        else joblib_backend(
+            cluster,
+            scatter=[X],
+            config=cluster_config,
+            timeout=cluster_timeout,
+            log_dir=entry.cache.root / "slurm-logs",
+            log=log,
+        )
+    )
     with backend, bar:
         if search == "halving":
             _halving(runner, rows)
@@ -218,9 +314,18 @@ def compare_run(cache, specs: list[FitSpec], evaluation: Evaluation | None = Non
     finished = [row for row in rows if row.scores is not None]
     best = _best_model_row(finished, metric, folds)
     for n, row in enumerate(finished):
-        row.run = record_run(entry, row.spec, row.scores, selection=row.selection, log=None, plots=plots,
-                             cv=row.cv_result(folds), evaluation=judged, keep_model=save_models == "all" or n == best,
-                             name_entry=False)
+        row.run = record_run(
+            entry,
+            row.spec,
+            row.scores,
+            selection=row.selection,
+            log=None,
+            plots=plots,
+            cv=row.cv_result(folds),
+            evaluation=judged,
+            keep_model=save_models == "all" or n == best,
+            name_entry=False,
+        )
     table, results = _table(rows, grid, metric, score, folds, search == "halving")
     best_line = _best_line(table, results, metric, score, split)
     folder = reports / f"compare-{new_run_id()}"
@@ -228,9 +333,16 @@ def compare_run(cache, specs: list[FitSpec], evaluation: Evaluation | None = Non
     table.drop(columns="model").to_csv(folder / "results.csv", index=False)  # model = classifier + grid params
     _write_report_info(folder, entry, metric, score, best_line, command)
     shown = table[table["stopped_early"] == False] if "stopped_early" in table else table  # noqa: E712
-    plot = plot_layer_scores(shown, folder / "layer_comparison.png", mean=score, ci=f"cv_{metric}_ci95" if cv else None,
-                             hue="model", baselines=BASELINES, order=_depth_order(entry, subsets),
-                             title=f"{metric} by layer subset ({folds.label}, 95% CI)" if cv else f"{metric} on val")
+    plot = plot_layer_scores(
+        shown,
+        folder / "layer_comparison.png",
+        mean=score,
+        ci=f"cv_{metric}_ci95" if cv else None,
+        hue="model",
+        baselines=BASELINES,
+        order=_depth_order(entry, subsets),
+        title=f"{metric} by layer subset ({folds.label}, 95% CI)" if cv else f"{metric} on val",
+    )
     n_fits, not_converged = sum(row.fits for row in rows), sum(row.not_converged for row in rows)
     log(_convergence_line(rows, n_fits, not_converged))
     log(_format(table, metric, score))
@@ -268,11 +380,15 @@ class _Row:
         if folds is None:
             return None
         n = len(self.fold_scores) if n is None else n
-        part = folds if n == len(folds) else Folds(folds.splits[:n], folds.repeats[:n], folds.n_rows,
-                                                   f"{folds.label}[{n}/{len(folds)}]")
+        part = (
+            folds
+            if n == len(folds)
+            else Folds(folds.splits[:n], folds.repeats[:n], folds.n_rows, f"{folds.label}[{n}/{len(folds)}]")
+        )
         n_splits = np.bincount(folds.repeats)[0]
-        scores = pd.DataFrame([{"repeat": int(folds.repeats[i]), "fold": i % n_splits, **self.fold_scores[i]}
-                               for i in range(n)])
+        scores = pd.DataFrame(
+            [{"repeat": int(folds.repeats[i]), "fold": i % n_splits, **self.fold_scores[i]} for i in range(n)]
+        )
         return CVResult(scores, part, None)
 
     def mean(self, metric: str, n: int) -> float:
@@ -299,15 +415,31 @@ class _Runner:
 
     def run_train(self, rows: list[_Row]) -> None:
         """Each row's fit on the train rows, scored on val and test."""
-        tasks = [(row, None, delayed(_train_task)(self.X, row.columns, self.y, self.split, row.spec, self.class_names))
-                 for row in rows]
+        tasks = [
+            (row, None, delayed(_train_task)(self.X, row.columns, self.y, self.split, row.spec, self.class_names))
+            for row in rows
+        ]
         self._run(tasks)
 
     def run_folds(self, rows: list[_Row], indices) -> None:
         """The folds `indices` of each row (warm-started from its train fit where that is known)."""
-        tasks = [(row, i, delayed(_fold_task)(self.X, row.columns, self.y, row.spec, *self.folds.splits[i],
-                                              row.init if self.reuse else None, self.reuse))
-                 for row in rows for i in indices]
+        tasks = [
+            (
+                row,
+                i,
+                delayed(_fold_task)(
+                    self.X,
+                    row.columns,
+                    self.y,
+                    row.spec,
+                    *self.folds.splits[i],
+                    row.init if self.reuse else None,
+                    self.reuse,
+                ),
+            )
+            for row in rows
+            for i in indices
+        ]
         self._run(tasks)
 
     def _run(self, tasks) -> None:
@@ -315,7 +447,9 @@ class _Runner:
         if self.workers == 1:
             results = (_keyed(n, call) for n, (_, _, call) in enumerate(tasks))
         else:
-            results = Parallel(n_jobs=self.workers, return_as="generator" if self.cluster else "generator_unordered")(calls)
+            results = Parallel(n_jobs=self.workers, return_as="generator" if self.cluster else "generator_unordered")(
+                calls
+            )
         for n, result in results:
             row, fold, _ = tasks[n]
             converged = result[-1]
@@ -336,8 +470,11 @@ class _Runner:
         if row.fold_scores:
             result = summarize(row.cv_result(self.folds))
             ci = result[f"{self.metric}_ci95"]
-            parts.append(f"cv {self.metric} {result[f'{self.metric}_mean']:.3f}" + ("" if np.isnan(ci) else f" ± {ci:.3f}")
-                         + f" on {len(row.fold_scores)} fold(s)")
+            parts.append(
+                f"cv {self.metric} {result[f'{self.metric}_mean']:.3f}"
+                + ("" if np.isnan(ci) else f" ± {ci:.3f}")
+                + f" on {len(row.fold_scores)} fold(s)"
+            )
         val = row.scores.metrics.get("val") if row.scores is not None else None
         if val is not None:
             parts.append(f"val {self.metric} {val[self.metric]:.3f}")
@@ -430,17 +567,20 @@ def _convergence_line(rows: list[_Row], n_fits: int, not_converged: int) -> str:
         return f"convergence: all {n_fits} fit(s) converged"
     worst = sorted((row for row in rows if row.not_converged), key=lambda row: -row.not_converged)
     named = ", ".join(f"{row.label()} ({row.not_converged})" for row in worst[:3])
-    return (f"convergence: {not_converged} of {n_fits} fit(s) stopped at max_iter without converging, in "
-            f"{len(worst)} row(s): {named}{', ...' if len(worst) > 3 else ''}; their scores are of unfinished fits: "
-            "raise max_iter (--param max_iter=N), standardize (--standardize) or regularize more (smaller C)")
+    return (
+        f"convergence: {not_converged} of {n_fits} fit(s) stopped at max_iter without converging, in "
+        f"{len(worst)} row(s): {named}{', ...' if len(worst) > 3 else ''}; their scores are of unfinished fits: "
+        "raise max_iter (--param max_iter=N), standardize (--standardize) or regularize more (smaller C)"
+    )
 
 
 def _model(spec: FitSpec, grid) -> str:
     return " ".join([spec.classifier, *(f"{k}={spec.params[k]}" for k in grid if k in spec.params)])
 
 
-def _table(rows: list[_Row], grid: dict, metric: str, score: str, folds: Folds | None,
-           halving: bool) -> tuple[pd.DataFrame, list]:
+def _table(
+    rows: list[_Row], grid: dict, metric: str, score: str, folds: Folds | None, halving: bool
+) -> tuple[pd.DataFrame, list]:
     """The rows, best first by `score` (stable: ties keep the run order; with halving, rows that had every fold
     first), and their CV (or val) results."""
     extra = [f"{s}_{metric}" for s in ("val", "test") if f"{s}_{metric}" not in TABLE_COLUMNS]
@@ -448,31 +588,51 @@ def _table(rows: list[_Row], grid: dict, metric: str, score: str, folds: Folds |
     for row in rows:
         if row.run is not None:
             logged = row.run.row
-            record = {**{k: logged.get(k) for k in [*TABLE_COLUMNS, *extra] if k in logged},
-                      **{k: v for k, v in logged.items() if k.startswith("cv_")}}
+            record = {
+                **{k: logged.get(k) for k in [*TABLE_COLUMNS, *extra] if k in logged},
+                **{k: v for k, v in logged.items() if k.startswith("cv_")},
+            }
         else:  # stopped early by halving: no train fit, no run; its CV on the folds it had
             result = row.cv_result(folds)
-            record = {**selection_columns(row.selection), "classifier": row.spec.classifier,
-                      "params": row.spec.params_json(), "n_features": len(row.columns) // len(row.spec.views),
-                      **{f"cv_{k}": round(v, 4) for k, v in summarize(result).items()}, "cv": result.folds.label}
-        record.update(depth=row.depth, not_converged=row.not_converged,
-                      layers=BASELINE_LAYERS if row.baseline else row.selection.spec, model=_model(row.spec, grid))
+            record = {
+                **selection_columns(row.selection),
+                "classifier": row.spec.classifier,
+                "params": row.spec.params_json(),
+                "n_features": len(row.columns) // len(row.spec.views),
+                **{f"cv_{k}": round(v, 4) for k, v in summarize(result).items()},
+                "cv": result.folds.label,
+            }
+        record.update(
+            depth=row.depth,
+            not_converged=row.not_converged,
+            layers=BASELINE_LAYERS if row.baseline else row.selection.spec,
+            model=_model(row.spec, grid),
+        )
         if halving:
             record.update(folds_scored=len(row.fold_scores), stopped_early=row.stopped is not None)
         records.append(record)
-        results.append(row.cv_result(folds) if folds is not None and row.stopped is None
-                       else (_val_result(row.run) if row.run is not None else None))
+        results.append(
+            row.cv_result(folds)
+            if folds is not None and row.stopped is None
+            else (_val_result(row.run) if row.run is not None else None)
+        )
     table = pd.DataFrame(records)
     for column in [*TABLE_COLUMNS, *extra]:
         if column not in table:
             table[column] = np.nan
     cv_columns = [c for c in table.columns if c.startswith("cv_")]
-    table = table[[*TABLE_COLUMNS, *extra, *cv_columns, *(["folds_scored", "stopped_early"] if halving else []), "model"]]
+    table = table[
+        [*TABLE_COLUMNS, *extra, *cv_columns, *(["folds_scored", "stopped_early"] if halving else []), "model"]
+    ]
     if table["depth"].isna().all():
         table = table.drop(columns="depth")
-    keys = pd.DataFrame({"score": table[score].astype(float),
-                         "full": ~table["stopped_early"] if halving else True,
-                         "folds": table["folds_scored"] if halving else 0})
+    keys = pd.DataFrame(
+        {
+            "score": table[score].astype(float),
+            "full": ~table["stopped_early"] if halving else True,
+            "folds": table["folds_scored"] if halving else 0,
+        }
+    )
     order = keys.sort_values(["full", "folds", "score"], ascending=False, kind="stable", na_position="last").index
     return table.loc[order].reset_index(drop=True), [results[i] for i in order]
 
@@ -506,25 +666,37 @@ def _format(table: pd.DataFrame, metric: str, score: str) -> str:
     from featx.experiments.ranking import cut, short_id
 
     baseline = table["classifier"].isin(BASELINES)
-    shown = pd.DataFrame({
-        "layers": [("-" if b else cut(_short(layers), 26)) for b, layers in zip(baseline, table["layers"])],
-        "model": [f"{m} (baseline)" if b else cut(m, 30) for b, m in zip(baseline, table["model"])],
-        "features": table["n_features"]})
+    shown = pd.DataFrame(
+        {
+            "layers": [("-" if b else cut(_short(layers), 26)) for b, layers in zip(baseline, table["layers"])],
+            "model": [f"{m} (baseline)" if b else cut(m, 30) for b, m in zip(baseline, table["model"])],
+            "features": table["n_features"],
+        }
+    )
     if score.startswith("cv_"):
-        shown["cv mean ± ci95"] = (table[score].map("{:.3f}".format) + " ± "
-                                   + table[f"cv_{metric}_ci95"].map("{:.3f}".format))
+        shown["cv mean ± ci95"] = (
+            table[score].map("{:.3f}".format) + " ± " + table[f"cv_{metric}_ci95"].map("{:.3f}".format)
+        )
     for split in ("val", "test"):
         shown[split] = table[f"{split}_{metric}"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
     shown["fit_s"] = table["fit_seconds"].map(lambda v: "" if pd.isna(v) else f"{v:.1f}")
     if "stopped_early" in table:  # halving: the folds each row was scored on, * where it was stopped there
-        shown["folds"] = [f"{int(k)}{'*' if stop else ''}" for k, stop in zip(table["folds_scored"], table["stopped_early"])]
+        shown["folds"] = [
+            f"{int(k)}{'*' if stop else ''}" for k, stop in zip(table["folds_scored"], table["stopped_early"])
+        ]
     if "not_converged" in table and (table["not_converged"].fillna(0) > 0).any():
         shown["not_conv"] = table["not_converged"].fillna(0).astype(int)
     shown["run"] = table["run_id"].map(lambda run: "" if pd.isna(run) else short_id(run))
-    note = ("\n* stopped early by successive halving at that many folds: not fitted on train, not logged"
-            if "stopped_early" in table and table["stopped_early"].any() else "")
-    return (f"{metric}, best first by {'the CV mean' if score.startswith('cv_') else 'val'}:\n"
-            + shown.to_string(index=False) + note)
+    note = (
+        "\n* stopped early by successive halving at that many folds: not fitted on train, not logged"
+        if "stopped_early" in table and table["stopped_early"].any()
+        else ""
+    )
+    return (
+        f"{metric}, best first by {'the CV mean' if score.startswith('cv_') else 'val'}:\n"
+        + shown.to_string(index=False)
+        + note
+    )
 
 
 def _depth_order(entry, subsets) -> list[str]:
@@ -556,8 +728,15 @@ def _best_model_row(rows: list[_Row], metric: str, folds: Folds | None) -> int:
     scores (the best non-baseline row by the CV mean, else val; the first of equals); -1 when none has a score."""
     from featx.experiments.ranking import recommended_index
 
-    return recommended_index(pd.DataFrame([{"classifier": row.spec.classifier, **_val_columns(row), **cv_columns(
-        row.cv_result(folds))} for row in rows]), metric)
+    return recommended_index(
+        pd.DataFrame(
+            [
+                {"classifier": row.spec.classifier, **_val_columns(row), **cv_columns(row.cv_result(folds))}
+                for row in rows
+            ]
+        ),
+        metric,
+    )
 
 
 def _val_columns(row: _Row) -> dict:
@@ -572,8 +751,11 @@ def _expand_subsets(entry, layer_sets) -> list[tuple[LayerSelection, int | None]
     subsets = []
     for spec in layer_sets:
         if spec == EACH:
-            subsets += [(select_cached(entry, name), depth) for depth, name in enumerate(entry.layer_info)
-                        if name in entry.layers]
+            subsets += [
+                (select_cached(entry, name), depth)
+                for depth, name in enumerate(entry.layer_info)
+                if name in entry.layers
+            ]
         else:
             subsets.append((select_cached(entry, spec), None))
     return subsets
@@ -599,8 +781,17 @@ class CompareReport:
 def _write_report_info(folder: Path, entry, metric: str, score: str, best_line: str, command: str | None) -> None:
     from featx.cache.atomic import atomic_path, write_json
 
-    write_json(folder / REPORT_INFO, {"format_version": REPORT_VERSION, "metric": metric, "score": score,
-                                      "entry": entry.name, "cache_key": entry.key, "best_line": best_line})
+    write_json(
+        folder / REPORT_INFO,
+        {
+            "format_version": REPORT_VERSION,
+            "metric": metric,
+            "score": score,
+            "entry": entry.name,
+            "cache_key": entry.key,
+            "best_line": best_line,
+        },
+    )
     if command:
         with atomic_path(folder / "command.txt") as tmp:
             tmp.write_text(command + "\n", encoding="utf-8")
@@ -614,14 +805,24 @@ def read_report(folder) -> CompareReport:
     try:
         table = pd.read_csv(folder / "results.csv", dtype={"run_id": str})
     except (OSError, ValueError) as exc:
-        raise FeatxError(f"{folder} is not a readable compare report ({exc}); pass a compare-<id> folder "
-                         "that `featx compare` wrote") from None
+        raise FeatxError(
+            f"{folder} is not a readable compare report ({exc}); pass a compare-<id> folder that `featx compare` wrote"
+        ) from None
     info = json.loads((folder / REPORT_INFO).read_text()) if (folder / REPORT_INFO).is_file() else {}
     if info.get("format_version", REPORT_VERSION) != REPORT_VERSION:
-        raise FeatxError(f"{folder / REPORT_INFO} has format version {info['format_version']}, this featx reads "
-                         f"version {REPORT_VERSION}; use the featx that wrote it")
+        raise FeatxError(
+            f"{folder / REPORT_INFO} has format version {info['format_version']}, this featx reads "
+            f"version {REPORT_VERSION}; use the featx that wrote it"
+        )
     command = folder / "command.txt"
     plot = folder / "layer_comparison.png"
-    return CompareReport(folder, table, plot if plot.is_file() else None, info.get("metric"), info.get("score"),
-                         info.get("entry"), info.get("best_line"),
-                         command.read_text(encoding="utf-8").strip() if command.is_file() else None)
+    return CompareReport(
+        folder,
+        table,
+        plot if plot.is_file() else None,
+        info.get("metric"),
+        info.get("score"),
+        info.get("entry"),
+        info.get("best_line"),
+        command.read_text(encoding="utf-8").strip() if command.is_file() else None,
+    )

@@ -57,9 +57,11 @@ def export_model(run_id: str, output, *, cache_dir=None, runs_dir=None, log=prin
     finally:
         tmp.unlink(missing_ok=True)
     names = [entry.class_names[c] for c in tail.classes_]
-    log(f"exported run {run['run_id']} ({backbone.name} cut at {tail.cut}, tail trained, {len(names)} classes) to "
+    log(
+        f"exported run {run['run_id']} ({backbone.name} cut at {tail.cut}, tail trained, {len(names)} classes) to "
         f"{output}: input {model.input_shape[1]}x{model.input_shape[2]}x3 images preprocessed as "
-        f"'{backbone.preprocessing}'; outputs the probabilities of {', '.join(names)}")
+        f"'{backbone.preprocessing}'; outputs the probabilities of {', '.join(names)}"
+    )
     return output
 
 
@@ -82,8 +84,10 @@ def whole_network(backbone, tail_classifier, name: str = "exported"):
         try:
             target = bottom.get_layer(layer.name)
         except ValueError:
-            raise FeatxError(f"layer {layer.name} of the run's tail is not in the rebuilt backbone; the run and its "
-                             "cache entry do not belong together: fit again") from None
+            raise FeatxError(
+                f"layer {layer.name} of the run's tail is not in the rebuilt backbone; the run and its "
+                "cache entry do not belong together: fit again"
+            ) from None
         target.set_weights(layer.get_weights())
     x = bottom.get_layer(final_layer(backbone)).output
     for layer_name in ("head_pool", "head_dropout", "head_softmax"):
@@ -105,11 +109,15 @@ def _tail_of(pipeline, run):
     steps = pipeline.steps if isinstance(pipeline, Pipeline) else [("model", pipeline)]
     estimator = steps[-1][1]
     if not isinstance(estimator, TailClassifier):
-        raise FeatxError(f"run {run['run_id']} is a {run.get('classifier', type(estimator).__name__)} model on cached "
-                         "features; export-model exports the network of a tail run: fit one with `featx fit --clf "
-                         "tail --cut LAYER` on an entry extracted with --pool none")
+        raise FeatxError(
+            f"run {run['run_id']} is a {run.get('classifier', type(estimator).__name__)} model on cached "
+            "features; export-model exports the network of a tail run: fit one with `featx fit --clf "
+            "tail --cut LAYER` on an entry extracted with --pool none"
+        )
     transforms = [name for name, step in steps[:-1] if step not in (None, "passthrough")]
     if transforms:
-        raise FeatxError(f"run {run['run_id']} transforms the maps ({', '.join(transforms)}) before its tail; "
-                         "export-model exports tails fitted on the maps as cached: fit again without transforms")
+        raise FeatxError(
+            f"run {run['run_id']} transforms the maps ({', '.join(transforms)}) before its tail; "
+            "export-model exports tails fitted on the maps as cached: fit again without transforms"
+        )
     return estimator

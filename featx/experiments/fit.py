@@ -68,10 +68,25 @@ class FitResult:
         return self.scores.metrics
 
 
-def fit(cache=None, *, layers=None, clf: str = "rf", params: dict | None = None, seed: int = 0,
-        n_jobs: int | None = -1, cache_dir=None, runs_dir=None, cv: int | None = None, cv_repeats: int = 1,
-        class_weight: str | None = None, views=None, view_seed: int = 0, tta: bool = False, log=print,
-        **transforms) -> FitResult:
+def fit(
+    cache=None,
+    *,
+    layers=None,
+    clf: str = "rf",
+    params: dict | None = None,
+    seed: int = 0,
+    n_jobs: int | None = -1,
+    cache_dir=None,
+    runs_dir=None,
+    cv: int | None = None,
+    cv_repeats: int = 1,
+    class_weight: str | None = None,
+    views=None,
+    view_seed: int = 0,
+    tta: bool = False,
+    log=print,
+    **transforms,
+) -> FitResult:
     """Fit `clf` on the train split of `layers`, evaluate on val and test, save the model and log the run.
 
     cache : an entry, or a list of entries of the same images whose features are concatenated (see
@@ -90,14 +105,31 @@ def fit(cache=None, *, layers=None, clf: str = "rf", params: dict | None = None,
     views, view_seed : train on these augmented views of each train image too (see view_names); they must be
         cached. tta : predict val and test by averaging over those views, instead of from the identity view.
     """
-    spec = fit_spec(clf, params=params, seed=seed, n_jobs=n_jobs, class_weight=class_weight, views=views,
-                    view_seed=view_seed, tta=tta, **transforms)
-    return fit_run(cache, spec, Evaluation(cv=cv, cv_repeats=cv_repeats, seed=seed), layers=layers, cache_dir=cache_dir,
-                   runs_dir=runs_dir, log=log)
+    spec = fit_spec(
+        clf,
+        params=params,
+        seed=seed,
+        n_jobs=n_jobs,
+        class_weight=class_weight,
+        views=views,
+        view_seed=view_seed,
+        tta=tta,
+        **transforms,
+    )
+    return fit_run(
+        cache,
+        spec,
+        Evaluation(cv=cv, cv_repeats=cv_repeats, seed=seed),
+        layers=layers,
+        cache_dir=cache_dir,
+        runs_dir=runs_dir,
+        log=log,
+    )
 
 
-def fit_run(cache, spec: FitSpec, evaluation: Evaluation | None = None, *, layers=None, cache_dir=None, runs_dir=None,
-            log=print) -> FitResult:
+def fit_run(
+    cache, spec: FitSpec, evaluation: Evaluation | None = None, *, layers=None, cache_dir=None, runs_dir=None, log=print
+) -> FitResult:
     """Fit `spec` on the train split of `layers` of `cache`, judged by `evaluation` (its cv, cv_repeats and fold seed;
     default: the fixed val split), and log it as a run: what featx.fit does once its keywords are a FitSpec and an
     Evaluation, and what a pipeline's fit step and `featx fit` (`--like RUN_ID` too) call with theirs.
@@ -115,26 +147,40 @@ def fit_run(cache, spec: FitSpec, evaluation: Evaluation | None = None, *, layer
     spec = dataclasses.replace(spec, transforms=bind_blocks(spec.transforms, features.feature_slices))  # their layout
     prepare_log(entries[0].cache)  # an unwritable folder or a broken log fails before training
     if layers is None:
-        log(f"no layers given: fitting on every cached layer of {'+'.join(e.name for e in entries)} "
-            f"({len(features.layers)}, {X.shape[1] // len(spec.views)} features); choose some with --layers (API: layers=)")
+        log(
+            f"no layers given: fitting on every cached layer of {'+'.join(e.name for e in entries)} "
+            f"({len(features.layers)}, {X.shape[1] // len(spec.views)} features); choose some with --layers (API: layers=)"
+        )
     split = meta["split"].to_numpy()
     note = large_n_note(clf, int((split == "train").sum()))
     if note:
         log(note)
     result = None
     if cv:
-        result = cross_validate_spec(X, y, make_folds(y, split, cv, evaluation.cv_repeats, evaluation.seed), spec,
-                                     n_jobs=spec.n_jobs)
-        log(f"{result.folds.label}: " + ", ".join(f"{m} {v['mean']:.3f} ± {v['ci95']:.3f}"
-                                                  for m, v in _by_metric(summarize(result)).items()))
+        result = cross_validate_spec(
+            X, y, make_folds(y, split, cv, evaluation.cv_repeats, evaluation.seed), spec, n_jobs=spec.n_jobs
+        )
+        log(
+            f"{result.folds.label}: "
+            + ", ".join(f"{m} {v['mean']:.3f} ± {v['ci95']:.3f}" for m, v in _by_metric(summarize(result)).items())
+        )
     scores, converged = quietly(train_and_score, X, y, split, spec, class_names=entries[0].class_names)
     unfinished = (not converged) + (result.not_converged if result is not None else 0)
     if unfinished:  # one line, not a ConvergenceWarning per fit
-        log(f"note: {unfinished} fit(s) of {1 + (len(result.folds) if result is not None else 0)} stopped at max_iter "
+        log(
+            f"note: {unfinished} fit(s) of {1 + (len(result.folds) if result is not None else 0)} stopped at max_iter "
             "without converging (their scores are of unfinished fits); raise max_iter (--param max_iter=N), "
-            "standardize (--standardize) or regularize more (smaller C)")
-    return record_run(entries if len(entries) > 1 else entries[0], spec, scores, selection=features.selection,
-                      log=log, cv=result, evaluation=evaluation)
+            "standardize (--standardize) or regularize more (smaller C)"
+        )
+    return record_run(
+        entries if len(entries) > 1 else entries[0],
+        spec,
+        scores,
+        selection=features.selection,
+        log=log,
+        cv=result,
+        evaluation=evaluation,
+    )
 
 
 def check_trainable(entry: CacheEntry, *, cv: int | None = None, selects: bool = False, log=print) -> None:
@@ -149,24 +195,34 @@ def check_trainable(entry: CacheEntry, *, cv: int | None = None, selects: bool =
     if len(present) < 2:
         what = "no decoded images" if not len(present) else f"1 class ({names[present[0]]})"
         of = f" of its {len(names)}, the others having no decoded image" if len(present) and len(names) > 1 else ""
-        raise FeatxError(f"cache entry {entry.name} ({entry.data_label}) has {what}{of}; a classifier needs at least 2 "
-                         "— add images of another class and run `featx extract` again")
+        raise FeatxError(
+            f"cache entry {entry.name} ({entry.data_label}) has {what}{of}; a classifier needs at least 2 "
+            "— add images of another class and run `featx extract` again"
+        )
     train = np.unique(labels[split == "train"])
     if not len(train):
-        raise FeatxError(f"cache entry {entry.name} has no train rows to fit on; re-run `featx extract` with a --split "
-                         "that has a train part")
+        raise FeatxError(
+            f"cache entry {entry.name} has no train rows to fit on; re-run `featx extract` with a --split "
+            "that has a train part"
+        )
     if len(train) < 2:
-        raise FeatxError(f"the train rows of cache entry {entry.name} have 1 class ({names[train[0]]}) of its "
-                         f"{len(present)}; a classifier needs at least 2 — give other classes train rows (the "
-                         "manifest's split column, or --split/--seed at `featx extract`)")
+        raise FeatxError(
+            f"the train rows of cache entry {entry.name} have 1 class ({names[train[0]]}) of its "
+            f"{len(present)}; a classifier needs at least 2 — give other classes train rows (the "
+            "manifest's split column, or --split/--seed at `featx extract`)"
+        )
     if cv or (split == "val").any():
         return
     if selects:
-        raise FeatxError(f"cache entry {entry.name} has no val rows (split {_split_label(entry)}), so nothing can "
-                         "be selected on val; pass --cv K to select by cross-validation over the train rows, or "
-                         "re-extract with a val part, e.g. --split 0.7,0.15,0.15")
-    log(f"note: cache entry {entry.name} has no val rows (split {_split_label(entry)}): this run gets no val score, "
-        "so `featx runs` cannot rank it (never by test); pass --cv K to score it by cross-validation over train")
+        raise FeatxError(
+            f"cache entry {entry.name} has no val rows (split {_split_label(entry)}), so nothing can "
+            "be selected on val; pass --cv K to select by cross-validation over the train rows, or "
+            "re-extract with a val part, e.g. --split 0.7,0.15,0.15"
+        )
+    log(
+        f"note: cache entry {entry.name} has no val rows (split {_split_label(entry)}): this run gets no val score, "
+        "so `featx runs` cannot rank it (never by test); pass --cv K to score it by cross-validation over train"
+    )
 
 
 def _split_label(entry: CacheEntry) -> str:
@@ -217,9 +273,19 @@ def train_and_score(X, y, split, spec: FitSpec, *, class_names, eval_splits=EVAL
     return Scores(pipeline, metrics, int(train.sum()), X.shape[1] // len(spec.views), fit_seconds, predict_seconds)
 
 
-def record_run(entry: CacheEntry | list[CacheEntry], spec: FitSpec, scores: Scores, *, selection: LayerSelection,
-               log=print, plots: bool = True, keep_model: bool = True, cv: CVResult | None = None,
-               evaluation: Evaluation | None = None, name_entry: bool = True) -> FitResult:
+def record_run(
+    entry: CacheEntry | list[CacheEntry],
+    spec: FitSpec,
+    scores: Scores,
+    *,
+    selection: LayerSelection,
+    log=print,
+    plots: bool = True,
+    keep_model: bool = True,
+    cv: CVResult | None = None,
+    evaluation: Evaluation | None = None,
+    name_entry: bool = True,
+) -> FitResult:
     """Save a scored fit as a run: <runs>/<run_id>/ (model, metrics, confusion CSV/PNG, history) and one row
     in the runs log, where <runs> is `entry.cache.runs_dir`.
 
@@ -245,15 +311,27 @@ def record_run(entry: CacheEntry | list[CacheEntry], spec: FitSpec, scores: Scor
         run_id, folder = staged.run_id, staged.folder
         _write_reports(folder, scores, f"{spec.classifier} on {layers}", plots)
         sha = save_model(scores.pipeline, folder / MODEL_FILE) if keep_model else ""
-        row = log_run(staged, entries, spec, evaluation or Evaluation(), scores, selection=selection, cv=cv,
-                      model_path=f"{run_id}/{MODEL_FILE}" if keep_model else "", model_sha256=sha)
+        row = log_run(
+            staged,
+            entries,
+            spec,
+            evaluation or Evaluation(),
+            scores,
+            selection=selection,
+            cv=cv,
+            model_path=f"{run_id}/{MODEL_FILE}" if keep_model else "",
+            model_sha256=sha,
+        )
     folder = staged.final
     text = " | ".join(f"{s} acc {m['accuracy']:.3f} f1 {m['f1_macro']:.3f}" for s, m in metrics.items())
     views = "" if spec.plain else f" with views {spec.views_label()}{' (tta)' if spec.tta else ''}"
     shown = {k: v for k, v in spec.params.items() if k != "backbone"}  # the tail's: the entry's, said below
     params = _json(shown).replace('"', "").replace(" ", "")  # {min_samples_leaf:1,n_estimators:300}: fits a terminal
-    what = (f"{spec.classifier} (baseline: ignores the features)" if spec.classifier in BASELINES
-            else f"{spec.classifier} {params}{views} on {layers} ({scores.n_features} features)")
+    what = (
+        f"{spec.classifier} (baseline: ignores the features)"
+        if spec.classifier in BASELINES
+        else f"{spec.classifier} {params}{views} on {layers} ({scores.n_features} features)"
+    )
     source = f"; of {' + '.join(map(entry_label, entries))}" if name_entry else ""
     log(f"run {run_id}: {what}, fit {scores.fit_seconds:.1f}s\n  {text}{source} -> {folder}")
     return FitResult(run_id, folder, spec, scores, row)
@@ -262,12 +340,17 @@ def record_run(entry: CacheEntry | list[CacheEntry], spec: FitSpec, scores: Scor
 def _write_reports(folder: Path, scores: Scores, title: str, plots: bool) -> None:
     metrics = scores.metrics
     # unsorted: each report lists the classes in label order (class index 0 first), as the confusion CSVs do
-    write_json(folder / "metrics.json", {s: {k: v for k, v in m.items() if k != "confusion"} for s, m in metrics.items()},
-               sort_keys=False)
+    write_json(
+        folder / "metrics.json",
+        {s: {k: v for k, v in m.items() if k != "confusion"} for s, m in metrics.items()},
+        sort_keys=False,
+    )
     for split, m in metrics.items():
         m["confusion"].to_csv(folder / f"confusion_{split}.csv")
         if plots:
-            plot_confusion(m["confusion"], folder / f"confusion_{split}.png", f"{title} ({split}, accuracy {m['accuracy']:.3f})")
+            plot_confusion(
+                m["confusion"], folder / f"confusion_{split}.png", f"{title} ({split}, accuracy {m['accuracy']:.3f})"
+            )
     history = getattr(final_classifier(scores.pipeline), "history_", None)
     if history is not None:
         history.to_csv(folder / "history.csv", index=False)
@@ -301,8 +384,11 @@ def run_files(runs_dir: Path, run_id: str) -> RunFiles:
     import pandas as pd
 
     folder = Path(runs_dir) / run_id
-    confusion = {s: pd.read_csv(folder / f"confusion_{s}.csv", index_col=0) for s in EVAL_SPLITS
-                 if (folder / f"confusion_{s}.csv").is_file()}
+    confusion = {
+        s: pd.read_csv(folder / f"confusion_{s}.csv", index_col=0)
+        for s in EVAL_SPLITS
+        if (folder / f"confusion_{s}.csv").is_file()
+    }
     pngs = {s: folder / f"confusion_{s}.png" for s in EVAL_SPLITS if (folder / f"confusion_{s}.png").is_file()}
     history = pd.read_csv(folder / "history.csv") if (folder / "history.csv").is_file() else None
     learning = folder / "learning_curves.png"
@@ -315,7 +401,10 @@ _TRANSFORM_FLAGS = (  # transforms_label() part -> the fit flags that make it ag
     (re.compile(r"^kbins\((\d+)\)$"), lambda m: ["--discretize", "kbins", "--kbins", m[1]]),
     (re.compile(r"^pca\(([^)]+)\)$"), lambda m: ["--pca", m[1]]),
     (re.compile(r"^layernorm$"), lambda m: ["--normalize", "layer"]),
-    (re.compile(r"^group-lasso\(([^,]+),([^)]+)\)$"), lambda m: ["--select", f"group-lasso:{m[1]}", "--select-penalty", m[2]]),
+    (
+        re.compile(r"^group-lasso\(([^,]+),([^)]+)\)$"),
+        lambda m: ["--select", f"group-lasso:{m[1]}", "--select-penalty", m[2]],
+    ),
 )
 
 
@@ -324,16 +413,23 @@ def fit_command(row) -> str:
     classifier, params, transforms (the reader of transforms_label), views and seed."""
     import shlex
 
-    words = ["featx", "fit", *str(row["cache_entry"]).split("+")[:1],
-             *(f"--cache={e}" for e in str(row["cache_entry"]).split("+")[1:]),
-             "--layers", str(row["layers"]), "--clf", str(row["classifier"])]
+    words = [
+        "featx",
+        "fit",
+        *str(row["cache_entry"]).split("+")[:1],
+        *(f"--cache={e}" for e in str(row["cache_entry"]).split("+")[1:]),
+        "--layers",
+        str(row["layers"]),
+        "--clf",
+        str(row["classifier"]),
+    ]
     from featx.values import parse_value
 
     for key, value in json.loads(row["params"] or "{}").items():
         text = str(value) if not isinstance(value, str) or parse_value(value) == value else repr(value)
         words += ["--param", f"{key}={text}"]
     label = str(row.get("transforms") or "none")
-    for part in ([] if label == "none" else label.split("+")):
+    for part in [] if label == "none" else label.split("+"):
         words += next((flags(m) for pattern, flags in _TRANSFORM_FLAGS if (m := pattern.match(part))), [f"#{part}"])
     views = str(row.get("views") or IDENTITY).split(",")
     if views != [IDENTITY]:

@@ -64,16 +64,39 @@ class Head2ToeResult:
     def line(self) -> str:
         b, s = self.best, self.selection_scores
         ci = s[f"{self.metric}_ci95"]
-        return (f"{self.run_id} head2toe {b['entry']} ({b['pool']}) penalty={b['penalty']:g} fraction={b['fraction']:g} "
-                f"C={b['C']:.3g} {self.metric} {s[f'{self.metric}_mean']:.3f}" + ("" if np.isnan(ci) else f" ± {ci:.3f}")
-                + f" on {self.selection}" + (f"; test acc {self.test['accuracy']:.3f} f1_macro {self.test['f1_macro']:.3f}"
-                                              if self.test else "; no test rows"))
+        return (
+            f"{self.run_id} head2toe {b['entry']} ({b['pool']}) penalty={b['penalty']:g} fraction={b['fraction']:g} "
+            f"C={b['C']:.3g} {self.metric} {s[f'{self.metric}_mean']:.3f}"
+            + ("" if np.isnan(ci) else f" ± {ci:.3f}")
+            + f" on {self.selection}"
+            + (
+                f"; test acc {self.test['accuracy']:.3f} f1_macro {self.test['f1_macro']:.3f}"
+                if self.test
+                else "; no test rows"
+            )
+        )
 
 
-def tune_head2toe(caches, *, layers=None, cv: int | None = None, cv_repeats: int = 1, metric: str | None = None,
-                  select: str = GROUP_LASSO, penalties=None, fractions=None, Cs=None, standardize: bool = False,
-                  normalize: str | None = "layer", params: dict | None = None, seed: int = 0, cache_dir=None,
-                  runs_dir=None, log=print, command: str | None = None) -> Head2ToeResult:
+def tune_head2toe(
+    caches,
+    *,
+    layers=None,
+    cv: int | None = None,
+    cv_repeats: int = 1,
+    metric: str | None = None,
+    select: str = GROUP_LASSO,
+    penalties=None,
+    fractions=None,
+    Cs=None,
+    standardize: bool = False,
+    normalize: str | None = "layer",
+    params: dict | None = None,
+    seed: int = 0,
+    cache_dir=None,
+    runs_dir=None,
+    log=print,
+    command: str | None = None,
+) -> Head2ToeResult:
     """Select T (the entry), the group-lasso penalty, the fraction F and the head's C; refit, test once, log.
 
     caches : one entry or a list of entries of the same images, each a candidate (e.g. one per --pool grid:T);
@@ -89,8 +112,9 @@ def tune_head2toe(caches, *, layers=None, cv: int | None = None, cv_repeats: int
     fraction_grid = _fractions(select, fractions)
     penalties = tuple(penalties or PENALTIES)
     Cs = tuple(Cs or C_GRID)
-    entries = [Cache(cache_dir, runs_dir=runs_dir).open(c) for c in (caches if isinstance(caches, (list, tuple))
-                                                                     else [caches])]
+    entries = [
+        Cache(cache_dir, runs_dir=runs_dir).open(c) for c in (caches if isinstance(caches, (list, tuple)) else [caches])
+    ]
     if not entries:
         raise FeatxError("no cache entry to tune on; name one, or several with --cache (one per --pool grid:T)")
     for entry in entries:
@@ -114,35 +138,64 @@ def tune_head2toe(caches, *, layers=None, cv: int | None = None, cv_repeats: int
             X_split = _prepared(X, train, blocks, normalize, standardize)
             for penalty in penalties:
                 t = time.perf_counter()
-                selector = GroupLassoSelector(fraction=1.0, penalty=penalty, blocks=blocks).fit(X_split[train], y[train])
+                selector = GroupLassoSelector(fraction=1.0, penalty=penalty, blocks=blocks).fit(
+                    X_split[train], y[train]
+                )
                 timings["select"] += time.perf_counter() - t
                 for fraction in fraction_grid:
-                    columns = np.sort(selector.ranking_[:_n_keep(fraction, X.shape[1])])
+                    columns = np.sort(selector.ranking_[: _n_keep(fraction, X.shape[1])])
                     t = time.perf_counter()
-                    path = _path("logreg", [{"C": c} for c in Cs], X_split[:, columns], y, train, held_out, {}, fixed,
-                                 seed, 1)
+                    path = _path(
+                        "logreg", [{"C": c} for c in Cs], X_split[:, columns], y, train, held_out, {}, fixed, seed, 1
+                    )
                     timings["head"] += time.perf_counter() - t
                     fits += len(Cs)
-                    rows += [{"entry": entry.name, "pool": entry.settings["pool"], "penalty": penalty,
-                              "fraction": fraction, "C": c, "split": s, "kept": len(columns), **r}
-                             for c, r in zip(Cs, path)]
-            log(f"head2toe: {entry.name} ({entry.settings['pool']}, {X.shape[1]} features) split {s + 1}/{len(folds)} "
-                f"done ({time.perf_counter() - began:.0f}s)")
+                    rows += [
+                        {
+                            "entry": entry.name,
+                            "pool": entry.settings["pool"],
+                            "penalty": penalty,
+                            "fraction": fraction,
+                            "C": c,
+                            "split": s,
+                            "kept": len(columns),
+                            **r,
+                        }
+                        for c, r in zip(Cs, path)
+                    ]
+            log(
+                f"head2toe: {entry.name} ({entry.settings['pool']}, {X.shape[1]} features) split {s + 1}/{len(folds)} "
+                f"done ({time.perf_counter() - began:.0f}s)"
+            )
         del X_split, X
     tried = pd.DataFrame(rows)
     curve = _curve(tried, folds, metric)
     best = curve[curve["best"]].iloc[0].to_dict()
-    mine = tried[(tried["entry"] == best["entry"]) & (tried["penalty"] == best["penalty"])
-                 & (tried["fraction"] == best["fraction"]) & (tried["C"] == best["C"])]
+    mine = tried[
+        (tried["entry"] == best["entry"])
+        & (tried["penalty"] == best["penalty"])
+        & (tried["fraction"] == best["fraction"])
+        & (tried["C"] == best["C"])
+    ]
     selected = CVResult(mine.reset_index(drop=True), folds, None)
     selection_scores = summarize(selected)
     entry = next(e for e in entries if e.name == best["entry"])
     selection, blocks = loaded[entry.name]
-    transforms = {"normalize": normalize, "standardize": standardize or None,
-                  "select": f"{GROUP_LASSO}:{best['fraction']:g}", "select_penalty": float(best["penalty"]), "blocks": blocks}
+    transforms = {
+        "normalize": normalize,
+        "standardize": standardize or None,
+        "select": f"{GROUP_LASSO}:{best['fraction']:g}",
+        "select_penalty": float(best["penalty"]),
+        "blocks": blocks,
+    }
     transforms = {k: v for k, v in transforms.items() if v is not None}
-    spec = fit_spec("logreg", params={**{k: v for k, v in fixed.items() if k != "warm_start"}, "C": float(best["C"])},
-                    seed=seed, n_jobs=1, **transforms)
+    spec = fit_spec(
+        "logreg",
+        params={**{k: v for k, v in fixed.items() if k != "warm_start"}, "C": float(best["C"])},
+        seed=seed,
+        n_jobs=1,
+        **transforms,
+    )
     X, y, meta = load(entry, layers=layers)
     split = meta["split"].to_numpy()
     refit_split = np.where(np.isin(split, SELECTION_SPLITS), "train", split)  # train+val, test scored once
@@ -154,12 +207,25 @@ def tune_head2toe(caches, *, layers=None, cv: int | None = None, cv_repeats: int
     from featx.reports.kept_layers import KEPT_CSV
 
     kept = pd.read_csv(run.folder / KEPT_CSV) if (run.folder / KEPT_CSV).is_file() else None
-    result = Head2ToeResult(curve, {k: best[k] for k in ("entry", "pool", "penalty", "fraction", "C")}, metric,
-                            folds.label, selection_scores, scores.metrics.get("test"), run.run_id, kept, folder,
-                            time.perf_counter() - began, fits + 1, timings)
+    result = Head2ToeResult(
+        curve,
+        {k: best[k] for k in ("entry", "pool", "penalty", "fraction", "C")},
+        metric,
+        folds.label,
+        selection_scores,
+        scores.metrics.get("test"),
+        run.run_id,
+        kept,
+        folder,
+        time.perf_counter() - began,
+        fits + 1,
+        timings,
+    )
     _write_report_info(folder, entries[0], [result], command)  # tune's report.json: `featx report` reads it back
-    log(f"head2toe: {len(curve)} point(s) x {len(folds)} split(s) in {result.seconds:.0f}s (selection fits "
-        f"{timings['select']:.0f}s, heads {timings['head']:.0f}s); saved search curve in {folder}")
+    log(
+        f"head2toe: {len(curve)} point(s) x {len(folds)} split(s) in {result.seconds:.0f}s (selection fits "
+        f"{timings['select']:.0f}s, heads {timings['head']:.0f}s); saved search curve in {folder}"
+    )
     return result
 
 
@@ -191,9 +257,17 @@ def _curve(tried: pd.DataFrame, folds, metric: str) -> pd.DataFrame:
     rows = []
     for key, group in tried.groupby(keys, sort=False):
         stats = summarize(CVResult(group.reset_index(drop=True), folds, None))
-        rows.append({"stage": "coarse", **dict(zip(keys, key)), "kept": int(group["kept"].iloc[0]),
-                     **{m: stats[f"{m}_mean"] for m in METRICS}, f"{metric}_ci95": stats[f"{metric}_ci95"],
-                     "fit_seconds": float(group["fit_seconds"].mean()), "converged": bool(group["converged"].all())})
+        rows.append(
+            {
+                "stage": "coarse",
+                **dict(zip(keys, key)),
+                "kept": int(group["kept"].iloc[0]),
+                **{m: stats[f"{m}_mean"] for m in METRICS},
+                f"{metric}_ci95": stats[f"{metric}_ci95"],
+                "fit_seconds": float(group["fit_seconds"].mean()),
+                "converged": bool(group["converged"].all()),
+            }
+        )
     curve = pd.DataFrame(rows)
     curve["best"] = curve.index == curve[metric].idxmax()  # ties: the first tried (strongest penalty, fewest kept)
     return curve
@@ -211,5 +285,10 @@ def _write_curves(folder: Path, curve: pd.DataFrame, metric: str, selection: str
     reduced["T"] = reduced["pool"]
     reduced["best"] = reduced[metric] == reduced[metric].max()
     reduced.loc[reduced["best"].cumsum() > 1, "best"] = False
-    plot_search_curve(reduced, folder / "head2toe_curve.png", ("fraction", "T", "penalty"), metric,
-                      title=f"head2toe: {metric} on {selection} (best C per point)")
+    plot_search_curve(
+        reduced,
+        folder / "head2toe_curve.png",
+        ("fraction", "T", "penalty"),
+        metric,
+        title=f"head2toe: {metric} on {selection} (best C per point)",
+    )

@@ -26,8 +26,10 @@ def rm(targets: list[str], *, cache_dir=None, runs_dir=None, log=print) -> None:
     for target in targets:
         matches = list(table.loc[id_matches(table["run_id"], target), "run_id"])
         if not matches and any(bad.startswith(target) for bad in table.attrs["invalid_ids"]):
-            raise FeatxError(f"run {target[:80]!r} has an invalid run id in the runs log (featx writes "
-                             "YYYYMMDD-HHMMSS-xxxxxx), so it is not acted on; nothing was removed")
+            raise FeatxError(
+                f"run {target[:80]!r} has an invalid run id in the runs log (featx writes "
+                "YYYYMMDD-HHMMSS-xxxxxx), so it is not acted on; nothing was removed"
+            )
         if len(matches) > 1:
             raise FeatxError(f"run '{target}' is ambiguous ({', '.join(matches[:5])}...); give more of the run id")
         if matches:
@@ -36,8 +38,10 @@ def rm(targets: list[str], *, cache_dir=None, runs_dir=None, log=print) -> None:
         try:
             folders.append(cache.find(target))
         except FeatxError:
-            raise FeatxError(f"'{target}' is neither a logged run (see `featx runs`) nor a cache entry in "
-                             f"'{cache.root}' (see `featx ls`); nothing was removed") from None
+            raise FeatxError(
+                f"'{target}' is neither a logged run (see `featx runs`) nor a cache entry in "
+                f"'{cache.root}' (see `featx ls`); nothing was removed"
+            ) from None
     remove_entries(folders, before=lambda: _delete_runs(run_ids, cache_dir, runs_dir))  # locks first: all or none
     for run_id in run_ids:
         log(f"removed run {run_id}")
@@ -65,8 +69,13 @@ def prune(keep_best: int, *, metric: str | None = None, cache_dir=None, runs_dir
         raise FeatxError(f"cannot rank runs by '{metric}'; choose one of {', '.join([*METRICS, *table.columns])}")
     if metric is None or metric in METRICS:
         cache = Cache(cache_dir, runs_dir=runs_dir)
-        ranked = pd.concat([rank(group, metric or entry_metric(cache, key)[0]) for key, group
-                            in table.groupby(table["cache_key"].fillna(""), sort=False)] or [table])
+        ranked = pd.concat(
+            [
+                rank(group, metric or entry_metric(cache, key)[0])
+                for key, group in table.groupby(table["cache_key"].fillna(""), sort=False)
+            ]
+            or [table]
+        )
     else:
         ranked = table.sort_values(metric, ascending=metric.endswith("_seconds"), kind="stable", na_position="last")
     ranked = ranked.reset_index(drop=True)  # rank() numbers each entry's rows from 0
@@ -74,21 +83,30 @@ def prune(keep_best: int, *, metric: str | None = None, cache_dir=None, runs_dir
     rank_in_group = ranked.groupby([entry, split], sort=False).cumcount()
     doomed = list(ranked.loc[rank_in_group >= keep_best, "run_id"])
     if (split.groupby(entry).nunique() > 1).any():
-        log(f"note: some cache entries have runs made on different splits (see `featx runs`); the {keep_best} best "
-            "of each split are kept, since scores on different rows are not comparable")
+        log(
+            f"note: some cache entries have runs made on different splits (see `featx runs`); the {keep_best} best "
+            "of each split are kept, since scores on different rows are not comparable"
+        )
     _delete_runs(doomed, cache_dir, runs_dir)
     kept = set(table["run_id"]) - set(doomed)
-    reports = [folder for folder in sorted(Cache(cache_dir, runs_dir=runs_dir).reports_dir.glob("compare-*"))
-               if not kept & _report_runs(folder)]
+    reports = [
+        folder
+        for folder in sorted(Cache(cache_dir, runs_dir=runs_dir).reports_dir.glob("compare-*"))
+        if not kept & _report_runs(folder)
+    ]
     for folder in reports:
         try:
             shutil.rmtree(folder)
         except OSError as exc:
-            raise RunFailed(f"removing report {folder} failed ({exc.strerror or exc}); the runs are removed, "
-                            "remove that folder by hand") from None
+            raise RunFailed(
+                f"removing report {folder} failed ({exc.strerror or exc}); the runs are removed, "
+                "remove that folder by hand"
+            ) from None
     by = metric or "the selection score (each entry's default metric; CV runs first)"
-    log(f"removed {len(doomed)} run(s) and {len(reports)} compare report(s); kept the {keep_best} best by {by} "
-        f"of each cache entry and split ({len(kept)} run(s))")
+    log(
+        f"removed {len(doomed)} run(s) and {len(reports)} compare report(s); kept the {keep_best} best by {by} "
+        f"of each cache entry and split ({len(kept)} run(s))"
+    )
     return doomed
 
 

@@ -28,12 +28,22 @@ def trusted_types() -> list[str]:
     from featx.features.transforms import FNEDiscretizer, QuietKBinsDiscretizer
 
     own = [f"{t.__module__}.{t.__qualname__}" for t in (FNEDiscretizer, QuietKBinsDiscretizer)]
-    metrics = [f"sklearn.metrics._dist_metrics.{m}Distance{bits}"
-               for m in ("Euclidean", "SEuclidean", "Manhattan", "Chebyshev", "Minkowski", "Cosine") for bits in (32, 64)]
-    return [*own, "featx.classifiers.dense.DenseHeadClassifier", "featx.classifiers.tail.TailClassifier",
-            "featx.classifiers.views.ViewEnsemble",
-            "featx.classifiers.kernel.NystroemSVC", "sklearn.tree._tree.Tree",
-            "sklearn.neighbors._kd_tree.KDTree", "sklearn.neighbors._ball_tree.BallTree", *metrics]
+    metrics = [
+        f"sklearn.metrics._dist_metrics.{m}Distance{bits}"
+        for m in ("Euclidean", "SEuclidean", "Manhattan", "Chebyshev", "Minkowski", "Cosine")
+        for bits in (32, 64)
+    ]
+    return [
+        *own,
+        "featx.classifiers.dense.DenseHeadClassifier",
+        "featx.classifiers.tail.TailClassifier",
+        "featx.classifiers.views.ViewEnsemble",
+        "featx.classifiers.kernel.NystroemSVC",
+        "sklearn.tree._tree.Tree",
+        "sklearn.neighbors._kd_tree.KDTree",
+        "sklearn.neighbors._ball_tree.BallTree",
+        *metrics,
+    ]
 
 
 def save_model(pipeline, path: Path) -> str:
@@ -68,19 +78,27 @@ def load_model(run_id: str, cache_dir=None, *, runs_dir=None):
     the old pickle format, or holding any type outside trusted_types() (nothing in it is executed)."""
     row = find_run(run_id, cache_dir, runs_dir=runs_dir)
     if not isinstance(row["model_path"], str) or not row["model_path"]:
-        raise FeatxError(f"run {row['run_id']} has no saved model (compare keeps only its best row's model unless "
-                         "--save-models all); fit it again with `featx fit` to get one")
+        raise FeatxError(
+            f"run {row['run_id']} has no saved model (compare keeps only its best row's model unless "
+            "--save-models all); fit it again with `featx fit` to get one"
+        )
     root = runs_cache(cache_dir, runs_dir).runs_dir.resolve()
     path = (root / str(row["model_path"])).resolve()
     if path.suffix == ".joblib":
-        raise FeatxError(f"run {row['run_id']} saved its model as a pickle ({path.name}), which featx no longer loads "
-                         "because unpickling can run code; fit it again (same layers, classifier and options) to get "
-                         "a safe model file")
+        raise FeatxError(
+            f"run {row['run_id']} saved its model as a pickle ({path.name}), which featx no longer loads "
+            "because unpickling can run code; fit it again (same layers, classifier and options) to get "
+            "a safe model file"
+        )
     if not path.is_relative_to(root) or not path.is_file():
-        raise FeatxError(f"model of run {row['run_id']} ('{row['model_path']}') is not a file inside {root}; refusing to load it")
+        raise FeatxError(
+            f"model of run {row['run_id']} ('{row['model_path']}') is not a file inside {root}; refusing to load it"
+        )
     if model_sha256(path) != row["model_sha256"]:
-        raise FeatxError(f"model file {path} does not match the sha256 recorded for run {row['run_id']} (modified or "
-                         "replaced); refusing to load it: fit the model again")
+        raise FeatxError(
+            f"model file {path} does not match the sha256 recorded for run {row['run_id']} (modified or "
+            "replaced); refusing to load it: fit the model again"
+        )
     return _load_pipeline(path, row["run_id"]), row
 
 
@@ -91,22 +109,31 @@ def _load_pipeline(path: Path, run_id: str):
     try:
         pipeline = skops.io.load(path, trusted=trusted_types())
     except skops.io.exceptions.UntrustedTypesFoundException as exc:
-        raise FeatxError(f"{refuse}: it holds types featx never saves ({str(exc)[:200]}); refusing to load it: "
-                         "fit the model again") from None
+        raise FeatxError(
+            f"{refuse}: it holds types featx never saves ({str(exc)[:200]}); refusing to load it: fit the model again"
+        ) from None
     except (zipfile.BadZipFile, KeyError, ValueError, TypeError) as exc:
-        raise FeatxError(f"{refuse} ({str(exc)[:200] or type(exc).__name__}); refusing to load it: fit the model again") from None
+        raise FeatxError(
+            f"{refuse} ({str(exc)[:200] or type(exc).__name__}); refusing to load it: fit the model again"
+        ) from None
     head = final_classifier(pipeline)
     if hasattr(head, "load_keras_model"):
         keras_file = path.with_name(HEAD_FILE)
         if not keras_file.is_file():
-            raise FeatxError(f"Keras head {keras_file} of run {run_id} is missing (the dense head's model is saved "
-                             "beside model.skops); refusing the run: fit the model again")
+            raise FeatxError(
+                f"Keras head {keras_file} of run {run_id} is missing (the dense head's model is saved "
+                "beside model.skops); refusing the run: fit the model again"
+            )
         if not zipfile.is_zipfile(keras_file):
-            raise FeatxError(f"Keras head {keras_file} of run {run_id} is corrupt: not a Keras file (a .keras file "
-                             "is a zip archive); refusing it: fit the model again")
+            raise FeatxError(
+                f"Keras head {keras_file} of run {run_id} is corrupt: not a Keras file (a .keras file "
+                "is a zip archive); refusing it: fit the model again"
+            )
         try:
             head.load_keras_model(keras_file)
         except (OSError, ValueError, TypeError) as exc:  # safe mode refuses code (Lambda layers, custom objects)
-            raise FeatxError(f"Keras head {keras_file} of run {run_id} does not load in Keras safe mode "
-                             f"({str(exc).splitlines()[0][:200]}); refusing it: fit the model again") from None
+            raise FeatxError(
+                f"Keras head {keras_file} of run {run_id} does not load in Keras safe mode "
+                f"({str(exc).splitlines()[0][:200]}); refusing it: fit the model again"
+            ) from None
     return pipeline

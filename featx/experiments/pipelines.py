@@ -54,7 +54,16 @@ STEPS = {"fit": fit, "compare": compare, "tsne": tsne}
 VIEW_STEPS = ("fit", "compare")  # the steps that train on augmented views
 TSNE_LAYERS = inspect.signature(tsne).parameters["layers"].default
 TOP_LEVEL = ("name", "description", "data", "backbone", "weights", "layers", "views", "view_seed", "extract", "steps")
-MANAGED = ("cache", "cache_dir", "log", "progress", "runs_dir", "on_event", "refit", "command")  # set by run_pipeline or code, not by a file
+MANAGED = (
+    "cache",
+    "cache_dir",
+    "log",
+    "progress",
+    "runs_dir",
+    "on_event",
+    "refit",
+    "command",
+)  # set by run_pipeline or code, not by a file
 
 
 @dataclass
@@ -88,7 +97,9 @@ def read_pipeline(path) -> dict:
     return spec
 
 
-def run_pipeline(path, *, data=None, cache_dir=None, refit: bool = False, log=print, report: bool = True) -> PipelineResult:
+def run_pipeline(
+    path, *, data=None, cache_dir=None, refit: bool = False, log=print, report: bool = True
+) -> PipelineResult:
     """Extract (reusing the cache), run the steps in order, then print the runs made, best first, and the plots.
 
     A fit step without `layers` uses the pipeline's layers. data : run the same recipe on another data
@@ -109,8 +120,13 @@ def run_pipeline(path, *, data=None, cache_dir=None, refit: bool = False, log=pr
     layers = source.setdefault("layers", inspect.signature(extract).parameters["layers"].default)
     views = {k: spec[k] for k in ("views", "view_seed") if k in spec}  # the steps' default views
     needed = _needed_views(spec["steps"], views)
-    entry = extract(cache_dir=cache_dir, log=log, **source, **spec.get("extract", {}),
-                    **({"views": ",".join(needed[1:])} if len(needed) > 1 else {})).entry
+    entry = extract(
+        cache_dir=cache_dir,
+        log=log,
+        **source,
+        **spec.get("extract", {}),
+        **({"views": ",".join(needed[1:])} if len(needed) > 1 else {}),
+    ).entry
     run_ids, plots = [], []
     metric, reason = entry_metric(entry.cache, entry.key)
     log(reason)
@@ -125,12 +141,22 @@ def run_pipeline(path, *, data=None, cache_dir=None, refit: bool = False, log=pr
             options = {"layers": layers, **options}
         if kind in VIEW_STEPS:  # the step's FitSpecs and Evaluation, built once: reused runs are matched on them
             specs, evaluation, run = _step_values(kind, options)
-        reused = None if refit or kind == "tsne" else logged_runs(read_log(entry.cache), entry.key,
-                                                                  _step_jobs(entry, kind, specs, run), evaluation,
-                                                                  split=split_fingerprint(entry))
+        reused = (
+            None
+            if refit or kind == "tsne"
+            else logged_runs(
+                read_log(entry.cache),
+                entry.key,
+                _step_jobs(entry, kind, specs, run),
+                evaluation,
+                split=split_fingerprint(entry),
+            )
+        )
         if reused is not None:
-            log(f"reused {len(reused)} logged run(s) with the same entry, split, layers and spec hash (classifier, "
-                f"parameters, transforms, views, seed, cv) (`featx run --refit` fits them again)")
+            log(
+                f"reused {len(reused)} logged run(s) with the same entry, split, layers and spec hash (classifier, "
+                f"parameters, transforms, views, seed, cv) (`featx run --refit` fits them again)"
+            )
             run_ids += reused
         elif kind == "fit":
             result = fit_run(entry, specs[0], evaluation, log=log, **run)
@@ -159,10 +185,24 @@ def run_pipeline(path, *, data=None, cache_dir=None, refit: bool = False, log=pr
         from featx.experiments.runfolders import new_run_id
         from featx.reports.html import pipeline_report
 
-        command = shlex.join(["featx", "run", str(path), *(["--data", str(data)] if data is not None else []),
-                              "--cache-dir", str(entry.cache.root)])
-        html = pipeline_report(entry.cache, list(table["run_id"]), name=name, command=command, plots=plots,
-                               output=entry.cache.reports_dir / f"pipeline-{_safe(name)}-{new_run_id()}" / "report.html")
+        command = shlex.join(
+            [
+                "featx",
+                "run",
+                str(path),
+                *(["--data", str(data)] if data is not None else []),
+                "--cache-dir",
+                str(entry.cache.root),
+            ]
+        )
+        html = pipeline_report(
+            entry.cache,
+            list(table["run_id"]),
+            name=name,
+            command=command,
+            plots=plots,
+            output=entry.cache.reports_dir / f"pipeline-{_safe(name)}-{new_run_id()}" / "report.html",
+        )
         log(f"report: {html}")
     return PipelineResult(entry, table, plots, html, closing)
 
@@ -183,12 +223,23 @@ def _needed_views(steps: list[dict], views: dict) -> tuple[str, ...]:
 def _with_views(step: dict, views: dict) -> dict:
     """A fit or compare step's options with the top-level views and view_seed where it sets none of its own
     (a step naming views but no seed takes the top-level seed, as extract did)."""
-    return {**views, **step} if "views" not in step else {**{k: v for k, v in views.items() if k == "view_seed"}, **step}
+    return (
+        {**views, **step} if "views" not in step else {**{k: v for k, v in views.items() if k == "view_seed"}, **step}
+    )
 
 
 EVALUATION_KEYS = ("cv", "cv_repeats", "metric", "seed", "search")  # a step's keys that make its Evaluation
-COMPARE_RUN = ("layer_sets", "grid", "n_jobs", "plots", "cluster", "cluster_config", "cluster_timeout", "save_models",
-               "reuse")  # a compare step's keys that say how it runs (grid also makes its FitSpecs)
+COMPARE_RUN = (
+    "layer_sets",
+    "grid",
+    "n_jobs",
+    "plots",
+    "cluster",
+    "cluster_config",
+    "cluster_timeout",
+    "save_models",
+    "reuse",
+)  # a compare step's keys that say how it runs (grid also makes its FitSpecs)
 
 
 def _step_values(kind: str, options: dict) -> tuple[list[FitSpec], Evaluation, dict]:
@@ -197,8 +248,11 @@ def _step_values(kind: str, options: dict) -> tuple[list[FitSpec], Evaluation, d
     fit` / `featx compare` flags make, with the same spec_hash."""
     evaluation = Evaluation(**{k: options[k] for k in EVALUATION_KEYS if k in options})
     if kind == "fit":
-        return ([fit_spec(**{k: v for k, v in options.items() if k not in ("layers", "cv", "cv_repeats")})],
-                evaluation, {"layers": options["layers"]})
+        return (
+            [fit_spec(**{k: v for k, v in options.items() if k not in ("layers", "cv", "cv_repeats")})],
+            evaluation,
+            {"layers": options["layers"]},
+        )
     run = {k: options[k] for k in COMPARE_RUN if k in options}
     spec_options = {k: v for k, v in options.items() if k == "grid" or k not in (*COMPARE_RUN, *EVALUATION_KEYS)}
     return compare_specs(**spec_options, **({"seed": options["seed"]} if "seed" in options else {})), evaluation, run
@@ -212,8 +266,9 @@ def _step_jobs(entry: CacheEntry, kind: str, specs: list[FitSpec], run: dict) ->
     specs, _ = tail_specs(entry, specs)
     layer_sets = run.get("layer_sets", inspect.signature(compare_run).parameters["layer_sets"].default)
     subsets = _expand_subsets(entry, [layer_sets] if isinstance(layer_sets, str) else layer_sets)
-    return ([(list(selection.names), spec) for selection, _ in subsets for spec in specs]
-            + [(list(subsets[0][0].names), spec) for spec in baseline_specs(specs)])  # compare's baseline rows
+    return [(list(selection.names), spec) for selection, _ in subsets for spec in specs] + [
+        (list(subsets[0][0].names), spec) for spec in baseline_specs(specs)
+    ]  # compare's baseline rows
 
 
 def _keywords(function, exclude=()) -> tuple[str, ...]:

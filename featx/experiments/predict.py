@@ -23,8 +23,17 @@ from featx.experiments.runlog import logged_selection
 from featx.sources.views import IDENTITY
 
 
-def predict(run_id: str, paths, *, cache_dir=None, batch_size: int = 32, output=None, runs_dir=None,
-            tta: bool | None = None, log=print) -> pd.DataFrame:
+def predict(
+    run_id: str,
+    paths,
+    *,
+    cache_dir=None,
+    batch_size: int = 32,
+    output=None,
+    runs_dir=None,
+    tta: bool | None = None,
+    log=print,
+) -> pd.DataFrame:
     """Classify image files (folders are searched recursively) with the model of run `run_id` (or a unique prefix).
 
     Returns a DataFrame with columns path, label (class name), error (why a file could not be decoded,
@@ -44,8 +53,10 @@ def predict(run_id: str, paths, *, cache_dir=None, batch_size: int = 32, output=
     pipeline, run = load_model(run_id, cache)
     pipeline, views = _with_tta(pipeline, run, tta)
     if "+" in run["cache_entry"]:
-        raise FeatxError(f"run {run['run_id']} was fitted on several cache entries ({run['cache_entry']}); predict "
-                         "takes runs fitted on one entry")
+        raise FeatxError(
+            f"run {run['run_id']} was fitted on several cache entries ({run['cache_entry']}); predict "
+            "takes runs fitted on one entry"
+        )
     entry = cache.open(run["cache_entry"])
     if entry.key != run["cache_key"]:
         raise FeatxError(f"cache entry {entry.name} no longer has the key run {run['run_id']} was fitted on; fit again")
@@ -65,7 +76,9 @@ def predict(run_id: str, paths, *, cache_dir=None, batch_size: int = 32, output=
         errors.update(bad)
         block = np.concatenate([outputs[n] for n in selection.names], axis=-1)  # (b, d), or (b, V, d) with views
         features.append(block.reshape(len(block), -1))  # views side by side, as the model was fitted on
-    table = pd.DataFrame({"path": [str(p) for p in files], "label": "", "error": [errors.get(i, "") for i in range(len(files))]})
+    table = pd.DataFrame(
+        {"path": [str(p) for p in files], "label": "", "error": [errors.get(i, "") for i in range(len(files))]}
+    )
     good = (table["error"] == "").to_numpy()
     if good.any():
         X, rows = np.concatenate(features)[good], table.index[good]
@@ -96,8 +109,10 @@ def _with_tta(model, run, tta: bool | None):
     if tta is None:  # as the run's val and test scores were computed
         tta = fitted_tta and len(views) > 1
     if tta and len(views) < 2:
-        raise FeatxError(f"run {run['run_id']} was fitted without augmented views, so --tta has none to average; "
-                         "fit with --views SPEC (e.g. flip) to get a model that has, or drop --tta")
+        raise FeatxError(
+            f"run {run['run_id']} was fitted without augmented views, so --tta has none to average; "
+            "fit with --views SPEC (e.g. flip) to get a model that has, or drop --tta"
+        )
     if len(views) < 2:
         return model, None
     holder.set_params(tta=tta)
@@ -108,8 +123,12 @@ def _run_layers(entry: CacheEntry, run) -> LayerSelection:
     """The run's logged layers, checked against its entry's backbone before that is built; in depth order, the
     order its features were concatenated in when it was fitted."""
     logged = logged_selection(run)
-    selection = layer_selection(infos_from_metadata(entry.layer_info), list(logged.names), pool=entry.settings["pool"],
-                                model_name=entry.settings["backbone"])
+    selection = layer_selection(
+        infos_from_metadata(entry.layer_info),
+        list(logged.names),
+        pool=entry.settings["pool"],
+        model_name=entry.settings["backbone"],
+    )
     return LayerSelection(logged.spec, selection.names)
 
 
@@ -118,8 +137,10 @@ def _save(table: pd.DataFrame, output: Path) -> None:
         with atomic_path(output) as tmp:
             table.to_csv(tmp, index=False)
     except OSError as exc:
-        raise RunFailed(f"writing predictions to {output} failed ({exc.strerror or exc}); free disk space or pass "
-                        "--output naming a file in a writable folder") from None
+        raise RunFailed(
+            f"writing predictions to {output} failed ({exc.strerror or exc}); free disk space or pass "
+            "--output naming a file in a writable folder"
+        ) from None
 
 
 def _image_files(paths) -> list[Path]:
@@ -127,7 +148,11 @@ def _image_files(paths) -> list[Path]:
     files = []
     for path in map(Path, paths):
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            files += sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
         elif path.is_file():
             files.append(path)
         else:

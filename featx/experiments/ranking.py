@@ -75,8 +75,10 @@ def rank(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     table = table.reset_index(drop=True)
     protocols = list(dict.fromkeys(table["selected_by"]))
     if len(protocols) > 1:
-        note = (f"ranked by {metric} within each protocol ({', '.join(protocol_label(p) for p in protocols)}): "
-                "their scores are not comparable")
+        note = (
+            f"ranked by {metric} within each protocol ({', '.join(protocol_label(p) for p in protocols)}): "
+            "their scores are not comparable"
+        )
     else:
         note = f"ranked by {metric}, {protocol_label(protocols[0]) if protocols else 'one val split'} (never test)"
     splits = splits_note(table)
@@ -88,13 +90,17 @@ def selection_score(table: pd.DataFrame, metric: str) -> tuple[pd.Series, pd.Ser
     """The rule, for runs-log rows: (selected_by, selection_score, selection_ci95) per row. A run with a CV mean of
     `metric` is scored by it (selected_by: its cv label, e.g. "cv5x1"; its CI), any other by its val score ("val";
     no CI); test never scores anything."""
+
     def column(name):
         return table[name].astype(float) if name in table else pd.Series(np.nan, table.index, dtype=float)
 
     cv = column(cv_column(metric, "mean"))
     selected_by = table["cv"].where(cv.notna(), VAL) if "cv" in table else pd.Series(VAL, table.index)
-    return (selected_by, cv.where(cv.notna(), column(score_column(VAL, metric))),
-            column(cv_column(metric, "ci95")).where(cv.notna()))
+    return (
+        selected_by,
+        cv.where(cv.notna(), column(score_column(VAL, metric))),
+        column(cv_column(metric, "ci95")).where(cv.notna()),
+    )
 
 
 def recommended_index(table: pd.DataFrame, metric: str) -> int:
@@ -139,8 +145,10 @@ def recommendation_line(ranked: pd.DataFrame) -> str:
         return "recommended: none (no run has a selection score: the entry has no val rows; use --cv K)"
     group = ranked[(ranked[_groups(ranked)] == best[_groups(ranked)]).all(axis=1)]
     ci = "" if pd.isna(best["selection_ci95"]) else f" ± {best['selection_ci95']:.3f}"
-    why = (f"best of {int((~group['baseline']).sum())} by {protocol_label(best['selected_by'])}, {metric} "
-           f"{best['selection_score']:.3f}{ci}")
+    why = (
+        f"best of {int((~group['baseline']).sum())} by {protocol_label(best['selected_by'])}, {metric} "
+        f"{best['selection_score']:.3f}{ci}"
+    )
     majority = group[group["classifier"] == "majority"]["selection_score"]
     if len(majority):
         why += f" (majority {majority.iloc[0]:.3f})"
@@ -160,7 +168,7 @@ def short_id(run_id) -> str:
 def cut(text, width: int) -> str:
     """`text` within `width` characters, an ellipsis marking a cut."""
     text = str(text)
-    return text if len(text) <= width else text[:width - 1] + "…"
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def format_ranked(ranked: pd.DataFrame, *, wide: bool = False) -> str:
@@ -175,21 +183,28 @@ def format_ranked(ranked: pd.DataFrame, *, wide: bool = False) -> str:
     for key, group in ranked.groupby(by, sort=False):
         protocol = key[-1] if isinstance(key, tuple) else key
         split = f"split {key[0]}, " if len(by) > 1 else ""
-        shown = pd.DataFrame({
-            "#": range(1, len(group) + 1),
-            "run": group["run_id"] if wide else group["run_id"].map(short_id),
-            "layers": [("(baseline)" if b else layers) if wide else cut("-" if b else layers, 24)
-                       for b, layers in zip(group["baseline"], group["layers"])],
-            "model": [m if wide else cut(m, 32) for m in (group.apply(_model_cell, axis=1))],
-            "features": group["n_features"].map(lambda v: "" if pd.isna(v) else f"{int(v)}"),
-            metric: [_score(s, c) for s, c in zip(group["selection_score"], group["selection_ci95"])],
-            "val_accuracy": group["val_accuracy"].map(_three),
-            "fit_s": group["fit_seconds"].map(lambda v: "" if pd.isna(v) else f"{v:.1f}"),
-        })
+        shown = pd.DataFrame(
+            {
+                "#": range(1, len(group) + 1),
+                "run": group["run_id"] if wide else group["run_id"].map(short_id),
+                "layers": [
+                    ("(baseline)" if b else layers) if wide else cut("-" if b else layers, 24)
+                    for b, layers in zip(group["baseline"], group["layers"])
+                ],
+                "model": [m if wide else cut(m, 32) for m in (group.apply(_model_cell, axis=1))],
+                "features": group["n_features"].map(lambda v: "" if pd.isna(v) else f"{int(v)}"),
+                metric: [_score(s, c) for s, c in zip(group["selection_score"], group["selection_ci95"])],
+                "val_accuracy": group["val_accuracy"].map(_three),
+                "fit_s": group["fit_seconds"].map(lambda v: "" if pd.isna(v) else f"{v:.1f}"),
+            }
+        )
         if wide:
-            shown = shown.assign(data=group.get("data", ""), backbone=group["backbone"],
-                                 test_acc=group["test_accuracy"].map(_three),
-                                 **{f"test_{metric}": group[f"test_{metric}"].map(_three)})
+            shown = shown.assign(
+                data=group.get("data", ""),
+                backbone=group["backbone"],
+                test_acc=group["test_accuracy"].map(_three),
+                **{f"test_{metric}": group[f"test_{metric}"].map(_three)},
+            )
         blocks.append(f"{split}scored by {protocol_label(protocol)} ({len(group)} run(s)):\n" + text_table(shown))
     return "\n".join(blocks) + f"\n{ranked.attrs.get('note', '')}"
 
@@ -197,7 +212,9 @@ def format_ranked(ranked: pd.DataFrame, *, wide: bool = False) -> str:
 def _model_cell(row) -> str:
     if row["baseline"]:
         return f"{row['classifier']} (baseline)"
-    params = "" if str(row.get("params") or "{}") == "{}" else " " + str(row["params"]).replace('"', "").replace(" ", "")
+    params = (
+        "" if str(row.get("params") or "{}") == "{}" else " " + str(row["params"]).replace('"', "").replace(" ", "")
+    )
     transforms = "" if str(row.get("transforms") or "none") == "none" else f" +{row['transforms']}"
     return f"{row['classifier']}{params}{transforms}"
 
@@ -233,9 +250,19 @@ def text_table(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def format_runs_by_entry(cache_dir=None, *, runs_dir=None, metric: str | None = None, clf=None, backbone=None,
-                         data=None, layers=None, last: int | None = None, top: int | None = None,
-                         wide: bool = False) -> tuple[str, list[str]]:
+def format_runs_by_entry(
+    cache_dir=None,
+    *,
+    runs_dir=None,
+    metric: str | None = None,
+    clf=None,
+    backbone=None,
+    data=None,
+    layers=None,
+    last: int | None = None,
+    top: int | None = None,
+    wide: bool = False,
+) -> tuple[str, list[str]]:
     """(text, warnings) for `featx runs`: the logged runs of each cache entry, ranked by one rule (rank) within each protocol, with the
     entry's data and backbone and its metric (chosen from its class balance unless `metric`) said once above.
 
@@ -259,10 +286,13 @@ def format_runs_by_entry(cache_dir=None, *, runs_dir=None, metric: str | None = 
         if wanted:
             table = table[table[column].isin([w.strip() for w in wanted.split(",")])]
     if data:
-        table = table[table["data"].str.contains(data, regex=False) | table["cache_entry"].str.contains(data, regex=False)]
+        table = table[
+            table["data"].str.contains(data, regex=False) | table["cache_entry"].str.contains(data, regex=False)
+        ]
     if layers:
-        table = table[table["layers"].str.contains(layers, regex=False)
-                      | table["layer_names"].str.contains(layers, regex=False)]
+        table = table[
+            table["layers"].str.contains(layers, regex=False) | table["layer_names"].str.contains(layers, regex=False)
+        ]
     if last:
         table = table.tail(last)
     if table.empty:

@@ -15,8 +15,14 @@ import pandas as pd
 from featx.experiments.spec import Evaluation, FitSpec, spec_hash
 
 
-def logged_runs(table: pd.DataFrame, key: str, jobs: list[tuple[list[str], FitSpec]],
-                evaluation: Evaluation | None = None, *, split: str) -> list[str] | None:
+def logged_runs(
+    table: pd.DataFrame,
+    key: str,
+    jobs: list[tuple[list[str], FitSpec]],
+    evaluation: Evaluation | None = None,
+    *,
+    split: str,
+) -> list[str] | None:
     """The run ids logged for every (layer names, spec) of `jobs`, judged by `evaluation`, on the entry with cache key
     `key`, in job order (the most recent one where a fit was logged twice); None as soon as one job has no logged run.
     split : the entry's split_fingerprint now, which a logged run must have been made on."""
@@ -25,8 +31,9 @@ def logged_runs(table: pd.DataFrame, key: str, jobs: list[tuple[list[str], FitSp
     same_entry = table[(table["cache_key"] == key) & (table["split_fingerprint"] == split)]
     found = []
     for names, spec in jobs:
-        rows = same_entry[(same_entry["layer_names"] == ",".join(names))
-                          & (same_entry["spec_hash"] == spec_hash(spec, evaluation))]
+        rows = same_entry[
+            (same_entry["layer_names"] == ",".join(names)) & (same_entry["spec_hash"] == spec_hash(spec, evaluation))
+        ]
         if rows.empty:
             return None
         found.append(str(rows["run_id"].iloc[-1]))

@@ -52,12 +52,16 @@ def run_folder(runs_folder: Path, run_id: str) -> Path:
     """<runs_folder>/<run_id>, checked before anything renames, deletes or writes there: the id has RUN_ID's
     format, and the path (if it exists) is a real folder right inside runs_folder, not a link elsewhere."""
     if not valid_run_id(run_id):
-        raise FeatxError(f"run id {str(run_id)[:80]!r} is not a featx run id (YYYYMMDD-HHMMSS-xxxxxx); refusing to "
-                         "act on it: the runs log was edited or not written by featx")
+        raise FeatxError(
+            f"run id {str(run_id)[:80]!r} is not a featx run id (YYYYMMDD-HHMMSS-xxxxxx); refusing to "
+            "act on it: the runs log was edited or not written by featx"
+        )
     path = runs_folder / run_id
     if path.is_symlink() or (path.exists() and (not path.is_dir() or path.resolve().parent != runs_folder.resolve())):
-        raise FeatxError(f"run folder {path} is not a folder inside {runs_folder} (a link or a file); refusing to "
-                         "act on it: remove it by hand")
+        raise FeatxError(
+            f"run folder {path} is not a folder inside {runs_folder} (a link or a file); refusing to "
+            "act on it: remove it by hand"
+        )
     return path
 
 
@@ -73,8 +77,11 @@ def kill_point() -> None:
 _steps = [0]
 
 
-def writable_folder(folder: Path, what: str,
-                    fix: str = "pass --runs-dir (API: runs_dir=) naming a writable folder, or make this one writable") -> Path:
+def writable_folder(
+    folder: Path,
+    what: str,
+    fix: str = "pass --runs-dir (API: runs_dir=) naming a writable folder, or make this one writable",
+) -> Path:
     """Create `folder` if needed and check it accepts files; else one line naming the `fix`."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -113,8 +120,10 @@ def staged_folder(folder: Path, run_id: str):
         staged.folder.mkdir()
         yield staged
     except OSError as exc:
-        raise RunFailed(f"writing run {run_id} in {folder} failed ({os_reason(exc)}); nothing was logged: "
-                        "free disk space (or fix permissions, or pass --runs-dir) and fit again") from None
+        raise RunFailed(
+            f"writing run {run_id} in {folder} failed ({os_reason(exc)}); nothing was logged: "
+            "free disk space (or fix permissions, or pass --runs-dir) and fit again"
+        ) from None
     finally:
         shutil.rmtree(staged.folder, ignore_errors=True)
 
@@ -147,8 +156,13 @@ def remove_debris(folder: Path, is_logged=None) -> None:
     for staging, _ in orphaned(folder, STAGING):  # STAGING_RM's too
         removed = parse_staging(staging.name, STAGING_RM)
         run_id = removed.label if removed else ""
-        if (is_logged is not None and removed and valid_run_id(run_id)
-                and not (folder / run_id).exists() and is_logged(run_id)):
+        if (
+            is_logged is not None
+            and removed
+            and valid_run_id(run_id)
+            and not (folder / run_id).exists()
+            and is_logged(run_id)
+        ):
             os.rename(staging, folder / run_id)
         else:
             shutil.rmtree(staging, ignore_errors=True)

@@ -59,16 +59,47 @@ from featx.experiments.runfolders import (
 from featx.experiments.spec import METRIC_NAMES
 
 COLUMNS = (
-    "run_id", "timestamp", "cache_key", "cache_entry", "split_fingerprint", "backbone", "layers", "layer_names",
-    "n_features", "classifier", "params", "all_params", "transforms", "views", "tta", "seed", "n_train",
-    "val_accuracy", "val_f1_weighted", "val_f1_macro", "test_accuracy", "test_f1_weighted", "test_f1_macro",
-    "fit_seconds", "predict_seconds", "model_path", "model_sha256", "spec", "evaluation", "spec_hash",
+    "run_id",
+    "timestamp",
+    "cache_key",
+    "cache_entry",
+    "split_fingerprint",
+    "backbone",
+    "layers",
+    "layer_names",
+    "n_features",
+    "classifier",
+    "params",
+    "all_params",
+    "transforms",
+    "views",
+    "tta",
+    "seed",
+    "n_train",
+    "val_accuracy",
+    "val_f1_weighted",
+    "val_f1_macro",
+    "test_accuracy",
+    "test_f1_weighted",
+    "test_f1_macro",
+    "fit_seconds",
+    "predict_seconds",
+    "model_path",
+    "model_sha256",
+    "spec",
+    "evaluation",
+    "spec_hash",
 )
 SELECTION_METRICS = METRIC_NAMES
 # In a table of their own (added beside `runs` without a format bump: a featx that predates it reads the log as
 # before); `cv` is the folds' label ("cv5x2") and `cv_folds` their fingerprint, equal for paired runs.
-SELECTION_COLUMNS = ("val_balanced_accuracy", "test_balanced_accuracy", "cv", "cv_folds",
-                     *(f"cv_{m}_{s}" for m in SELECTION_METRICS for s in ("mean", "ci95")))
+SELECTION_COLUMNS = (
+    "val_balanced_accuracy",
+    "test_balanced_accuracy",
+    "cv",
+    "cv_folds",
+    *(f"cv_{m}_{s}" for m in SELECTION_METRICS for s in ("mean", "ci95")),
+)
 SELECTION_REALS = tuple(c for c in SELECTION_COLUMNS if c not in ("cv", "cv_folds"))
 INTEGERS = ("n_features", "tta", "seed", "n_train")
 # version 2 added views (the augmented views trained on, a comma list) and tta (0/1); older rows were plain fits
@@ -83,7 +114,6 @@ REALS = tuple(c for c in COLUMNS if c.startswith(("val_", "test_")) or c.endswit
 LOG_FILE, OLD_LOG_FILE = "runs.sqlite", "runs.csv"
 LOG_VERSION = 4  # PRAGMA user_version of runs.sqlite; 0 = a new, empty database; 1-3: older (migrated on write)
 BUSY_TIMEOUT_S = 120  # how long a fit waits for other fits' transactions before giving up
-
 
 
 def selection_columns(selection: LayerSelection) -> dict:
@@ -108,15 +138,24 @@ def split_fingerprint(entry) -> str:
     return digest.hexdigest()[:16]
 
 
-
 # --- the row: what a run is, in the log's columns
 
 EVAL_SPLITS = ("val", "test")  # the splits a run's model is scored on (val_*, test_* columns)
 _CV_LABEL = re.compile(r"cv(\d+)x(\d+)")  # Folds.label of K-fold folds; a partial label ends with "[n/N]"
 
 
-def run_row(run_id: str, entry, spec, evaluation, scores, *, selection: LayerSelection, cv=None,
-            model_path: str = "", model_sha256: str = "") -> dict:
+def run_row(
+    run_id: str,
+    entry,
+    spec,
+    evaluation,
+    scores,
+    *,
+    selection: LayerSelection,
+    cv=None,
+    model_path: str = "",
+    model_sha256: str = "",
+) -> dict:
     """The log row of a run (COLUMNS, and SELECTION_COLUMNS where it has them): the one place a row is made.
 
     entry : the CacheEntry fitted on, or a list of the entries whose features were combined (cache_key,
@@ -141,28 +180,60 @@ def run_row(run_id: str, entry, spec, evaluation, scores, *, selection: LayerSel
     selected = cv_columns(cv)
     exact = _gives_back(spec, evaluation, spec_text, evaluation_text) and "[" not in str(selected.get("cv", ""))
     return {
-        "run_id": run_id, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "cache_key": "+".join(e.key for e in entries), "cache_entry": "+".join(e.name for e in entries),
-        "backbone": "+".join(e.settings["backbone"] for e in entries), "split_fingerprint": split_fingerprint(entries[0]),
-        **selection_columns(selection), "n_features": scores.n_features, "classifier": spec.classifier,
-        "params": spec.params_json(), "all_params": _json(final_classifier(scores.pipeline).get_params()),
-        "transforms": spec.transforms_label(), "views": spec.views_label(), "tta": int(spec.tta), "seed": spec.seed,
+        "run_id": run_id,
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "cache_key": "+".join(e.key for e in entries),
+        "cache_entry": "+".join(e.name for e in entries),
+        "backbone": "+".join(e.settings["backbone"] for e in entries),
+        "split_fingerprint": split_fingerprint(entries[0]),
+        **selection_columns(selection),
+        "n_features": scores.n_features,
+        "classifier": spec.classifier,
+        "params": spec.params_json(),
+        "all_params": _json(final_classifier(scores.pipeline).get_params()),
+        "transforms": spec.transforms_label(),
+        "views": spec.views_label(),
+        "tta": int(spec.tta),
+        "seed": spec.seed,
         "n_train": scores.n_train,
         **{f"{s}_{m}": round(metrics[s][m], 4) if s in metrics else None for s in EVAL_SPLITS for m in METRIC_NAMES},
         **selected,
-        "fit_seconds": round(scores.fit_seconds, 3), "predict_seconds": round(scores.predict_seconds, 3),
-        "model_path": model_path, "model_sha256": model_sha256,
-        "spec": spec_text, "evaluation": evaluation_text, "spec_hash": spec_hash(spec, evaluation) if exact else None,
+        "fit_seconds": round(scores.fit_seconds, 3),
+        "predict_seconds": round(scores.predict_seconds, 3),
+        "model_path": model_path,
+        "model_sha256": model_sha256,
+        "spec": spec_text,
+        "evaluation": evaluation_text,
+        "spec_hash": spec_hash(spec, evaluation) if exact else None,
     }
 
 
-def log_run(staged: StagedRun, entry, spec, evaluation, scores, *, selection: LayerSelection, cv=None,
-            model_path: str = "", model_sha256: str = "") -> dict:
+def log_run(
+    staged: StagedRun,
+    entry,
+    spec,
+    evaluation,
+    scores,
+    *,
+    selection: LayerSelection,
+    cv=None,
+    model_path: str = "",
+    model_sha256: str = "",
+) -> dict:
     """Log a run whose folder is `staged` (stage_run): its row (run_row) and the folder published in one
     transaction, in the runs log of the first entry's cache. Returns the row."""
     entries = entry if isinstance(entry, (list, tuple)) else [entry]
-    row = run_row(staged.run_id, entries, spec, evaluation, scores, selection=selection, cv=cv,
-                  model_path=model_path, model_sha256=model_sha256)
+    row = run_row(
+        staged.run_id,
+        entries,
+        spec,
+        evaluation,
+        scores,
+        selection=selection,
+        cv=cv,
+        model_path=model_path,
+        model_sha256=model_sha256,
+    )
     append_run(entries[0].cache, row, staged=staged)
     return row
 
@@ -178,8 +249,11 @@ def cv_columns(result) -> dict:
     summary = summarize(result)
     if result.folds.label == "val":
         return {f"val_{m}": round(summary[f"{m}_mean"], 4) for m in METRIC_NAMES}
-    return {"cv": result.folds.label, "cv_folds": result.folds.fingerprint()[:16],
-            **{f"cv_{k}": round(v, 4) for k, v in summary.items()}}
+    return {
+        "cv": result.folds.label,
+        "cv_folds": result.folds.fingerprint()[:16],
+        **{f"cv_{k}": round(v, 4) for k, v in summary.items()},
+    }
 
 
 def _json(value) -> str:
@@ -191,15 +265,20 @@ def _gives_back(spec, evaluation, spec_text: str, evaluation_text: str) -> bool:
     from featx.experiments.spec import Evaluation, FitSpec
 
     try:
-        return (FitSpec.from_dict(json.loads(spec_text)) == spec
-                and Evaluation.from_dict(json.loads(evaluation_text)) == evaluation)
+        return (
+            FitSpec.from_dict(json.loads(spec_text)) == spec
+            and Evaluation.from_dict(json.loads(evaluation_text)) == evaluation
+        )
     except (FeatxError, ValueError, TypeError):
         return False
 
 
 _TRANSFORM_LABELS = (  # FitSpec.transforms_label() part -> the transform keywords that make it
     (re.compile(r"standardize"), lambda m: {"standardize": True}),
-    (re.compile(r"fne\(([^,]+),([^)]+)\)"), lambda m: {"discretize": "fne", "fne_low": float(m[1]), "fne_high": float(m[2])}),
+    (
+        re.compile(r"fne\(([^,]+),([^)]+)\)"),
+        lambda m: {"discretize": "fne", "fne_low": float(m[1]), "fne_high": float(m[2])},
+    ),
     (re.compile(r"kbins\((\d+)\)"), lambda m: {"discretize": "kbins", "kbins": int(m[1])}),
     (re.compile(r"pca\(([^)]+)\)"), lambda m: {"pca": json.loads(m[1])}),
 )
@@ -231,29 +310,47 @@ def _old_specs(table: pd.DataFrame) -> list[tuple]:
             evaluation = _old_evaluation(row, Evaluation) if spec is not None else None
         except (FeatxError, ValueError, TypeError, KeyError, AttributeError):
             spec = evaluation = None
-        exact = (spec is not None and evaluation is not None and isinstance(row.get("split_fingerprint"), str)
-                 and bool(row["split_fingerprint"]))
-        out.append((None if spec is None else _json(spec.to_dict()),
-                    None if evaluation is None else _json(evaluation.to_dict()),
-                    spec_hash(spec, evaluation) if exact else None))
+        exact = (
+            spec is not None
+            and evaluation is not None
+            and isinstance(row.get("split_fingerprint"), str)
+            and bool(row["split_fingerprint"])
+        )
+        out.append(
+            (
+                None if spec is None else _json(spec.to_dict()),
+                None if evaluation is None else _json(evaluation.to_dict()),
+                spec_hash(spec, evaluation) if exact else None,
+            )
+        )
     return out
 
 
 def _old_spec(row: dict, FitSpec):
     transforms = {}
     label = str(row["transforms"])
-    for part in ([] if label == "none" else label.split("+")):
+    for part in [] if label == "none" else label.split("+"):
         made = next((make(m) for pattern, make in _TRANSFORM_LABELS if (m := pattern.fullmatch(part))), None)
         if made is None:
             return None
         transforms.update(made)
     views = str(row["views"]).split(",")
     seed, tta = int(row["seed"]), bool(int(row["tta"]))
-    data = {"classifier": str(row["classifier"]), "params": json.loads(row["params"] or "{}"), "transforms": transforms,
-            "seed": seed, **({"views": views, "tta": tta} if views != ["id"] or tta else {})}
+    data = {
+        "classifier": str(row["classifier"]),
+        "params": json.loads(row["params"] or "{}"),
+        "transforms": transforms,
+        "seed": seed,
+        **({"views": views, "tta": tta} if views != ["id"] or tta else {}),
+    }
     spec = FitSpec.from_dict(data)
-    same = (spec.params_json() == row["params"] and spec.transforms_label() == label and spec.views_label() == row["views"]
-            and int(spec.tta) == int(row["tta"]) and spec.seed == seed)
+    same = (
+        spec.params_json() == row["params"]
+        and spec.transforms_label() == label
+        and spec.views_label() == row["views"]
+        and int(spec.tta) == int(row["tta"])
+        and spec.seed == seed
+    )
     return spec if same else None
 
 
@@ -267,11 +364,19 @@ def _old_evaluation(row: dict, Evaluation):
 
 # --- the log database
 
-_SCHEMA = "CREATE TABLE runs (seq INTEGER PRIMARY KEY AUTOINCREMENT, " + ", ".join(
-    f"{c} {'INTEGER' if c in INTEGERS else 'REAL' if c in REALS else 'TEXT'}{' UNIQUE NOT NULL' if c == 'run_id' else ''}"
-    for c in COLUMNS) + ")"
-_SELECTION_SCHEMA = "CREATE TABLE IF NOT EXISTS selection_scores (run_id TEXT PRIMARY KEY, " + ", ".join(
-    f"{c} {'TEXT' if c in ('cv', 'cv_folds') else 'REAL'}" for c in SELECTION_COLUMNS) + ")"
+_SCHEMA = (
+    "CREATE TABLE runs (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+    + ", ".join(
+        f"{c} {'INTEGER' if c in INTEGERS else 'REAL' if c in REALS else 'TEXT'}{' UNIQUE NOT NULL' if c == 'run_id' else ''}"
+        for c in COLUMNS
+    )
+    + ")"
+)
+_SELECTION_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS selection_scores (run_id TEXT PRIMARY KEY, "
+    + ", ".join(f"{c} {'TEXT' if c in ('cv', 'cv_folds') else 'REAL'}" for c in SELECTION_COLUMNS)
+    + ")"
+)
 _REMOVING_SCHEMA = "CREATE TABLE IF NOT EXISTS removing (run_id TEXT PRIMARY KEY)"
 _HASH_INDEX = "CREATE INDEX runs_spec_hash ON runs (spec_hash)"
 
@@ -400,15 +505,20 @@ def _transaction(connection: sqlite3.Connection):
 def _read_old_csv(path: Path) -> pd.DataFrame:
     """The rows of a pre-SQLite runs.csv (migrated into runs.sqlite; the CSV is left as it was)."""
     try:
-        table = pd.read_csv(path, dtype={"run_id": str, "cache_key": str, "model_sha256": str},
-                            keep_default_na=False, na_values=[""])
+        table = pd.read_csv(
+            path, dtype={"run_id": str, "cache_key": str, "model_sha256": str}, keep_default_na=False, na_values=[""]
+        )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
-        raise FeatxError(f"cannot migrate the old runs log {path} to {LOG_FILE} ({str(exc).splitlines()[0]}); "
-                         "repair or move the CSV away, then run again") from None
+        raise FeatxError(
+            f"cannot migrate the old runs log {path} to {LOG_FILE} ({str(exc).splitlines()[0]}); "
+            "repair or move the CSV away, then run again"
+        ) from None
     missing = [c for c in ("run_id", "model_path", "model_sha256") if c not in table.columns]
     if missing:
-        raise FeatxError(f"cannot migrate the old runs log {path}: no column {', '.join(missing)}; "
-                         "repair or move the CSV away, then run again")
+        raise FeatxError(
+            f"cannot migrate the old runs log {path}: no column {', '.join(missing)}; "
+            "repair or move the CSV away, then run again"
+        )
     return _with_view_columns(table).reindex(columns=list(COLUMNS))
 
 
@@ -424,29 +534,38 @@ def _with_spec_columns(table: pd.DataFrame, old: bool) -> pd.DataFrame:
     its migration will store them (_old_specs); NULLs as NaN, as in every other text column."""
     if old:
         values = list(zip(*_old_specs(table))) or [(), (), ()]
-        table = table.assign(**{column: pd.Series(v, index=table.index, dtype=object)
-                                for column, v in zip(SPEC_COLUMNS, values)})
+        table = table.assign(
+            **{column: pd.Series(v, index=table.index, dtype=object) for column, v in zip(SPEC_COLUMNS, values)}
+        )
     return table.assign(**{c: table[c].astype(object).where(table[c].notna(), float("nan")) for c in SPEC_COLUMNS})
 
 
 def _check_version(connection: sqlite3.Connection, path: Path) -> None:
     version = connection.execute("PRAGMA user_version").fetchone()[0]
     if version not in (0, 1, 2, 3, LOG_VERSION):  # 1-3 are read as they will be migrated, by the next write
-        raise FeatxError(f"runs log {path} has format version {version}, this featx reads version {LOG_VERSION}; "
-                         "use the featx that wrote it, or pass another --runs-dir")
+        raise FeatxError(
+            f"runs log {path} has format version {version}, this featx reads version {LOG_VERSION}; "
+            "use the featx that wrote it, or pass another --runs-dir"
+        )
 
 
 def _insert(connection: sqlite3.Connection, table: pd.DataFrame) -> None:
-    rows = [tuple(None if pd.isna(v) else v.item() if hasattr(v, "item") else v for v in row)
-            for row in table[list(COLUMNS)].itertuples(index=False)]
+    rows = [
+        tuple(None if pd.isna(v) else v.item() if hasattr(v, "item") else v for v in row)
+        for row in table[list(COLUMNS)].itertuples(index=False)
+    ]
     connection.executemany(f"INSERT INTO runs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", rows)
     extra = table.reindex(columns=["run_id", *SELECTION_COLUMNS])
     extra = extra[extra[list(SELECTION_COLUMNS)].notna().any(axis=1)]
     if len(extra):
-        connection.executemany(f"INSERT INTO selection_scores (run_id, {', '.join(SELECTION_COLUMNS)}) VALUES "
-                               f"({', '.join('?' * (len(SELECTION_COLUMNS) + 1))})",
-                               [tuple(None if pd.isna(v) else v.item() if hasattr(v, "item") else v for v in row)
-                                for row in extra.itertuples(index=False)])
+        connection.executemany(
+            f"INSERT INTO selection_scores (run_id, {', '.join(SELECTION_COLUMNS)}) VALUES "
+            f"({', '.join('?' * (len(SELECTION_COLUMNS) + 1))})",
+            [
+                tuple(None if pd.isna(v) else v.item() if hasattr(v, "item") else v for v in row)
+                for row in extra.itertuples(index=False)
+            ],
+        )
 
 
 def _log_error(path: Path, exc: Exception) -> FeatxError:
@@ -455,15 +574,21 @@ def _log_error(path: Path, exc: Exception) -> FeatxError:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     full = _disk_full(path.parent, exc)
     if full:
-        return RunFailed(f"runs log {path} could not be written: disk full ({full}); the log is intact, with every "
-                         "run logged before: free disk space (or raise the file size limit, `ulimit -f`) and run again")
+        return RunFailed(
+            f"runs log {path} could not be written: disk full ({full}); the log is intact, with every "
+            "run logged before: free disk space (or raise the file size limit, `ulimit -f`) and run again"
+        )
     if "locked" in text or "busy" in text:
         return RunFailed(f"runs log {path} stayed locked by other fits for {BUSY_TIMEOUT_S}s; run again")
     if isinstance(exc, sqlite3.OperationalError) and ("readonly" in text or "unable to open" in text):
-        return FeatxError(f"cannot open runs log {path} ({text}); pass --runs-dir (API: runs_dir=) naming a "
-                          "writable folder, or make this one writable")
-    return FeatxError(f"runs log {path} is damaged or not a featx runs database ({text}); move it away "
-                      "(featx then starts a new log) or restore it from a backup")
+        return FeatxError(
+            f"cannot open runs log {path} ({text}); pass --runs-dir (API: runs_dir=) naming a "
+            "writable folder, or make this one writable"
+        )
+    return FeatxError(
+        f"runs log {path} is damaged or not a featx runs database ({text}); move it away "
+        "(featx then starts a new log) or restore it from a backup"
+    )
 
 
 _SQLITE_FULL, _SQLITE_IOERR = 13, 10  # result codes (the low byte of an extended code)
@@ -497,6 +622,7 @@ def _disk_full(folder: Path, exc: Exception) -> str | None:
 
 
 # --- writing runs
+
 
 def prepare_log(cache=None) -> Path:
     """Check, before a long fit, that its run can be recorded: the folder is writable and the log sound.
@@ -554,8 +680,10 @@ def append_run(cache, row: dict, *, staged: StagedRun | None = None) -> None:
     """Add one row (keys: COLUMNS, and any of SELECTION_COLUMNS) to the runs log of `cache` (a Cache or cache folder); with `staged`, publish
     its folder in the same transaction. The run id must have new_run_id's format."""
     if not valid_run_id(row.get("run_id")):
-        raise FeatxError(f"run id {str(row.get('run_id'))[:80]!r} is not a featx run id (YYYYMMDD-HHMMSS-xxxxxx, "
-                         "as new_run_id makes); nothing was logged")
+        raise FeatxError(
+            f"run id {str(row.get('run_id'))[:80]!r} is not a featx run id (YYYYMMDD-HHMMSS-xxxxxx, "
+            "as new_run_id makes); nothing was logged"
+        )
     folder = writable_folder(runs_cache(cache).runs_dir, "runs")
     if staged is not None:  # on disk before it is published
         sync_staged(staged)
@@ -596,12 +724,15 @@ def delete_runs(run_ids: list[str], cache_dir=None, *, runs_dir=None) -> None:
             try:
                 discard(folder, run_id)
             except OSError as exc:
-                raise RunFailed(f"{len(run_ids)} run(s) are removed from the log, but deleting the folder of run "
-                                f"{run_id} failed ({os_reason(exc)}); the next fit, rm or prune deletes it") from None
+                raise RunFailed(
+                    f"{len(run_ids)} run(s) are removed from the log, but deleting the folder of run "
+                    f"{run_id} failed ({os_reason(exc)}); the next fit, rm or prune deletes it"
+                ) from None
             connection.execute("DELETE FROM removing WHERE run_id = ?", (run_id,))
 
 
 # --- reading runs
+
 
 def read_log(cache_dir=None, *, runs_dir=None) -> pd.DataFrame:
     """Every logged run, in the order they were logged (empty frame with COLUMNS if none), with its
@@ -618,15 +749,18 @@ def read_log(cache_dir=None, *, runs_dir=None) -> pd.DataFrame:
     table = None
     if path.exists():
         if path.stat().st_size == 0:
-            warnings.append(f"runs log {path} is an empty file (0 bytes), so no runs are listed; if it held runs it "
-                            "was truncated: restore it from a backup (the next fit starts a new log in it)")
+            warnings.append(
+                f"runs log {path} is an empty file (0 bytes), so no runs are listed; if it held runs it "
+                "was truncated: restore it from a backup (the next fit starts a new log in it)"
+            )
         with _database(folder, write=False) as connection:
             if connection.execute("PRAGMA user_version").fetchone()[0]:  # 0: created, not yet initialized
                 present = {row[1] for row in connection.execute("PRAGMA table_info(runs)")}  # older formats lack some
                 if "run_id" not in present:
                     raise sqlite3.DatabaseError("it has no table runs")
-                table = pd.read_sql_query(f"SELECT {', '.join(c for c in COLUMNS if c in present)} FROM runs ORDER BY seq",
-                                          connection).pipe(_with_view_columns)
+                table = pd.read_sql_query(
+                    f"SELECT {', '.join(c for c in COLUMNS if c in present)} FROM runs ORDER BY seq", connection
+                ).pipe(_with_view_columns)
                 table = table.merge(_selection_scores(connection), on="run_id", how="left")
                 table = _with_spec_columns(table, old="spec" not in present)
     if table is None:
@@ -643,18 +777,22 @@ def _checked(table: pd.DataFrame, path: Path, warnings: list[str]) -> pd.DataFra
         values = pd.to_numeric(table[column].where(table[column].notna()), errors="coerce")
         bad = values.isna() & table[column].notna()
         if bad.any():
-            raise FeatxError(f"runs log {path} has a non-number ({str(table.loc[bad, column].iloc[0])[:40]!r}) in its "
-                             f"numeric column {column} (run {str(table.loc[bad, 'run_id'].iloc[0])[:40]!r}); repair "
-                             "that value (e.g. with sqlite3) or restore the log from a backup")
+            raise FeatxError(
+                f"runs log {path} has a non-number ({str(table.loc[bad, column].iloc[0])[:40]!r}) in its "
+                f"numeric column {column} (run {str(table.loc[bad, 'run_id'].iloc[0])[:40]!r}); repair "
+                "that value (e.g. with sqlite3) or restore the log from a backup"
+            )
         if column not in INTEGERS:
             table[column] = values.astype(float)
     valid = table["run_id"].map(valid_run_id).astype(bool)
     invalid = [str(r) for r in table.loc[~valid, "run_id"]]
     if invalid:
         shown = ", ".join(repr(r[:40]) for r in invalid[:3]) + (", ..." if len(invalid) > 3 else "")
-        warnings.append(f"runs log {path} has {len(invalid)} row(s) whose run_id is not a featx run id ({shown}); "
-                        "they are ignored (never listed, loaded or removed): the log was edited or not written "
-                        "by featx")
+        warnings.append(
+            f"runs log {path} has {len(invalid)} row(s) whose run_id is not a featx run id ({shown}); "
+            "they are ignored (never listed, loaded or removed): the log was edited or not written "
+            "by featx"
+        )
         table = table[valid].reset_index(drop=True)
     table.attrs.update(warnings=warnings, invalid_ids=invalid)
     return table
@@ -681,13 +819,14 @@ def find_run(run_id: str, cache_dir=None, *, runs_dir=None) -> pd.Series:
     matches = table[id_matches(table["run_id"], run_id)]
     if matches.empty and any(bad.startswith(str(run_id)) for bad in table.attrs["invalid_ids"]):
         where = runs_cache(cache_dir, runs_dir).runs_dir / LOG_FILE
-        raise FeatxError(f"run {str(run_id)[:80]!r} has an invalid run id in {where} (featx writes "
-                         "YYYYMMDD-HHMMSS-xxxxxx); it is not acted on: the log was edited or not written by featx")
+        raise FeatxError(
+            f"run {str(run_id)[:80]!r} has an invalid run id in {where} (featx writes "
+            "YYYYMMDD-HHMMSS-xxxxxx); it is not acted on: the log was edited or not written by featx"
+        )
     if len(matches) != 1:
         where = runs_cache(cache_dir, runs_dir).runs_dir / LOG_FILE
         problem = "is ambiguous" if len(matches) else f"is not in {where}"
-        raise FeatxError(f"run '{run_id}' {problem}; see `featx runs` for run ids (and pass the right --cache-dir "
-                         "or --runs-dir)")
+        raise FeatxError(
+            f"run '{run_id}' {problem}; see `featx runs` for run ids (and pass the right --cache-dir or --runs-dir)"
+        )
     return matches.iloc[0]
-
-

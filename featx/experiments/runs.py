@@ -15,9 +15,25 @@ from featx.errors import FeatxError
 from featx.experiments.runfolders import os_reason, runs_cache
 from featx.experiments.runlog import SELECTION_METRICS, read_log
 
-DISPLAY = ("run_id", "backbone", "data", "split", "layers", "n_features", "classifier", "params", "transforms", "views",
-           "selected_by", "selection_score", "val_accuracy", "val_f1_macro", "test_accuracy", "test_f1_macro",
-           "fit_seconds")
+DISPLAY = (
+    "run_id",
+    "backbone",
+    "data",
+    "split",
+    "layers",
+    "n_features",
+    "classifier",
+    "params",
+    "transforms",
+    "views",
+    "selected_by",
+    "selection_score",
+    "val_accuracy",
+    "val_f1_macro",
+    "test_accuracy",
+    "test_f1_macro",
+    "fit_seconds",
+)
 UNKNOWN_SPLIT = "unknown"  # how runs logged before split fingerprints existed are grouped
 
 
@@ -33,8 +49,17 @@ def export_csv(path, cache_dir=None, *, runs_dir=None) -> Path:
     return path
 
 
-def runs(cache_dir=None, *, sort: str | None = None, metric: str = "accuracy", clf=None, backbone=None, layers=None,
-         top=None, runs_dir=None) -> pd.DataFrame:
+def runs(
+    cache_dir=None,
+    *,
+    sort: str | None = None,
+    metric: str = "accuracy",
+    clf=None,
+    backbone=None,
+    layers=None,
+    top=None,
+    runs_dir=None,
+) -> pd.DataFrame:
     """The runs table, best first by the selection score, never by test; attrs["order"] says how it was ordered.
 
     The selection score (columns `selection_score`, `selected_by`) is a run's CV mean of `metric` where it has
@@ -59,7 +84,9 @@ def runs(cache_dir=None, *, sort: str | None = None, metric: str = "accuracy", c
         if wanted:
             table = table[table[column].isin([w.strip() for w in wanted.split(",")])]
     if layers:
-        table = table[table["layers"].str.contains(layers, regex=False) | table["layer_names"].str.contains(layers, regex=False)]
+        table = table[
+            table["layers"].str.contains(layers, regex=False) | table["layer_names"].str.contains(layers, regex=False)
+        ]
     by = sort or "selection_score"
     table["split"] = split_labels(table)
     table = table.sort_values(by, ascending=by.endswith("_seconds"), kind="stable", na_position="last")
@@ -90,20 +117,27 @@ def splits_note(table: pd.DataFrame) -> str | None:
     n = table["split"].nunique() if "split" in table.columns else 0
     if n < 2:
         return None
-    return (f"these runs were made on {n} different splits (column split; 'unknown': logged before featx recorded "
-            "it), so each split's runs are ranked on their own, the most recent split first: scores on different "
-            "test rows are not comparable")
+    return (
+        f"these runs were made on {n} different splits (column split; 'unknown': logged before featx recorded "
+        "it), so each split's runs are ranked on their own, the most recent split first: scores on different "
+        "test rows are not comparable"
+    )
 
 
 def _order_note(table: pd.DataFrame, sort: str | None, metric: str) -> str:
     splits = splits_note(table)
     if sort is None:
         n_cv = int((table["selected_by"] != "val").sum())
-        note = (f"best first by {metric}: the CV mean for the {n_cv} run(s) that have one, else val "
-                "(selection score; never test)")
+        note = (
+            f"best first by {metric}: the CV mean for the {n_cv} run(s) that have one, else val "
+            "(selection score; never test)"
+        )
     else:
-        note = f"ordered by {sort}" + (": a test score, for reporting; choose models by their selection score (the "
-                                       "default order)" if sort.startswith("test_") else "")
+        note = f"ordered by {sort}" + (
+            ": a test score, for reporting; choose models by their selection score (the default order)"
+            if sort.startswith("test_")
+            else ""
+        )
     return note + (f"\n{splits}" if splits else "")
 
 

@@ -32,12 +32,18 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from featx.errors import FeatxError
 from featx.experiments.spec import METRIC_NAMES
 
-METRICS = dict(zip(METRIC_NAMES, (  # the metrics named in featx.experiments.spec.METRIC_NAMES, in that order
-    accuracy_score,
-    balanced_accuracy_score,
-    partial(f1_score, average="macro", zero_division=0),
-    partial(f1_score, average="weighted", zero_division=0),
-), strict=True))
+METRICS = dict(
+    zip(
+        METRIC_NAMES,
+        (  # the metrics named in featx.experiments.spec.METRIC_NAMES, in that order
+            accuracy_score,
+            balanced_accuracy_score,
+            partial(f1_score, average="macro", zero_division=0),
+            partial(f1_score, average="weighted", zero_division=0),
+        ),
+        strict=True,
+    )
+)
 IMBALANCE_RATIO = 1.5  # beyond this largest:smallest class ratio, plain accuracy rewards predicting the big class
 SELECTION_SPLITS = ("train", "val")  # the rows model selection may use; "test" is scored once, afterwards
 
@@ -66,8 +72,10 @@ def default_metric(y) -> tuple[str, str]:
     counts = np.unique(np.asarray(y), return_counts=True)[1]
     ratio = counts.max() / counts.min()
     if ratio > IMBALANCE_RATIO:
-        return "balanced_accuracy", (f"ranking by balanced_accuracy: classes are imbalanced {ratio:.1f}:1 "
-                                     f"(largest:smallest, beyond {IMBALANCE_RATIO}:1)")
+        return "balanced_accuracy", (
+            f"ranking by balanced_accuracy: classes are imbalanced {ratio:.1f}:1 "
+            f"(largest:smallest, beyond {IMBALANCE_RATIO}:1)"
+        )
     return "accuracy", f"ranking by accuracy: classes are balanced within {IMBALANCE_RATIO}:1 ({ratio:.2f}:1)"
 
 
@@ -119,8 +127,10 @@ def make_folds(y, split, n_splits: int = 5, n_repeats: int = 1, seed: int = 0, g
         raise FeatxError(f"cross-validation needs K >= 2 folds and >= 1 repeat, got K={n_splits} R={n_repeats}")
     smallest = np.unique(y[rows], return_counts=True)[1].min() if len(rows) else 0
     if smallest < n_splits:
-        raise FeatxError(f"the smallest class has {smallest} train+val image(s), fewer than K={n_splits} folds; "
-                         f"use --cv {max(2, smallest)} or fewer")
+        raise FeatxError(
+            f"the smallest class has {smallest} train+val image(s), fewer than K={n_splits} folds; "
+            f"use --cv {max(2, smallest)} or fewer"
+        )
     grouped = groups is not None and len(np.unique(np.asarray(groups)[rows])) < len(rows)
     rng = np.random.RandomState(seed)
     splits, repeats = [], []
@@ -139,8 +149,10 @@ def val_folds(split) -> Folds:
     split = np.asarray(split)
     train, val = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
     if not len(train) or not len(val):
-        raise FeatxError("selection on val needs train and val rows; re-extract with a --split that has both, "
-                         "or select by cross-validation (--cv K)")
+        raise FeatxError(
+            "selection on val needs train and val rows; re-extract with a --split that has both, "
+            "or select by cross-validation (--cv K)"
+        )
     return Folds(((train, val),), np.zeros(1, dtype=int), len(split), "val")
 
 
@@ -169,13 +181,22 @@ def cross_validate(estimator, X, y, folds: Folds, n_jobs: int | None = 1, return
     """
     if len(X) != folds.n_rows or len(y) != folds.n_rows:
         raise FeatxError(f"folds were made for {folds.n_rows} rows but X has {len(X)}; make the folds from this y")
-    fitted = Parallel(n_jobs=n_jobs)(delayed(_fit_fold)(clone(estimator), X, y, train, held_out)
-                                     for train, held_out in folds.splits)
+    fitted = Parallel(n_jobs=n_jobs)(
+        delayed(_fit_fold)(clone(estimator), X, y, train, held_out) for train, held_out in folds.splits
+    )
     n_splits = np.bincount(folds.repeats)[0]
-    scores = pd.DataFrame([{"repeat": int(r), "fold": i % n_splits, **s, "fit_seconds": t}
-                           for i, (r, (_, s, t, _)) in enumerate(zip(folds.repeats, fitted))])
-    return CVResult(scores, folds, [f[0] for f in fitted] if return_estimators else None,
-                    sum(not converged for *_, converged in fitted))
+    scores = pd.DataFrame(
+        [
+            {"repeat": int(r), "fold": i % n_splits, **s, "fit_seconds": t}
+            for i, (r, (_, s, t, _)) in enumerate(zip(folds.repeats, fitted))
+        ]
+    )
+    return CVResult(
+        scores,
+        folds,
+        [f[0] for f in fitted] if return_estimators else None,
+        sum(not converged for *_, converged in fitted),
+    )
 
 
 def _fit_fold(estimator, X, y, train, held_out):

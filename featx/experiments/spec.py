@@ -77,17 +77,28 @@ class FitSpec:
         # copies: a caller's dict changed later must not change a spec already made
         object.__setattr__(self, "params", {k: _canonical(v) for k, v in dict(self.params or {}).items()})
         transforms = {k: _canonical(v) for k, v in dict(self.transforms or {}).items()}
-        object.__setattr__(self, "transforms", {k: v for k, v in transforms.items()
-                                                if k not in _TRANSFORM_DEFAULTS or not _same(v, _TRANSFORM_DEFAULTS[k])})
+        object.__setattr__(
+            self,
+            "transforms",
+            {
+                k: v
+                for k, v in transforms.items()
+                if k not in _TRANSFORM_DEFAULTS or not _same(v, _TRANSFORM_DEFAULTS[k])
+            },
+        )
         object.__setattr__(self, "views", tuple(self.views))
         object.__setattr__(self, "tta", bool(self.tta))
         object.__setattr__(self, "seed", _canonical(self.seed))
         if not self.views or self.views[0] != IDENTITY or len(set(self.views)) != len(self.views):
-            raise FeatxError(f"views {', '.join(self.views) or '(none)'} must name each view once, the identity view "
-                             f"'{IDENTITY}' first; build them with featx.sources.views.parse_views")
+            raise FeatxError(
+                f"views {', '.join(self.views) or '(none)'} must name each view once, the identity view "
+                f"'{IDENTITY}' first; build them with featx.sources.views.parse_views"
+            )
         unknown = sorted(set(self.transforms) - set(TRANSFORM_KEYS))
         if unknown:
-            raise FeatxError(f"unknown transform option(s) {', '.join(unknown)}; choose from {', '.join(TRANSFORM_KEYS)}")
+            raise FeatxError(
+                f"unknown transform option(s) {', '.join(unknown)}; choose from {', '.join(TRANSFORM_KEYS)}"
+            )
         self.pipeline()
 
     @property
@@ -112,9 +123,12 @@ class FitSpec:
         """A short label, e.g. 'standardize+fne(-0.25,0.15)+pca(50)'; 'none' when there are none."""
         from featx.features.transforms import build_feature_pipeline
 
-        labels = {"fne": lambda s: f"fne({s.low},{s.high})", "kbins": lambda s: f"kbins({s.n_bins})",
-                  "pca": lambda s: f"pca({s.n_components})",
-                  "select": lambda s: f"group-lasso({s.fraction:g},{s.penalty:g})"}
+        labels = {
+            "fne": lambda s: f"fne({s.low},{s.high})",
+            "kbins": lambda s: f"kbins({s.n_bins})",
+            "pca": lambda s: f"pca({s.n_components})",
+            "select": lambda s: f"group-lasso({s.fraction:g},{s.penalty:g})",
+        }
         steps = build_feature_pipeline(seed=self.seed, **self.transforms)
         return "+".join(labels.get(name, lambda s, name=name: name)(step) for name, step in steps) or "none"
 
@@ -130,8 +144,14 @@ class FitSpec:
         """JSON-ready and stable, the exact inverse of from_dict: tuples as lists, a dict with keys other than
         strings as {"__items__": [[key, value], ...]}; views and tta only where the spec is not plain."""
         views = {} if self.plain else {"views": list(self.views), "tta": self.tta}
-        return {"classifier": self.classifier, "params": _encode(self.params), "transforms": _encode(self.transforms),
-                "seed": self.seed, "n_jobs": self.n_jobs, **views}
+        return {
+            "classifier": self.classifier,
+            "params": _encode(self.params),
+            "transforms": _encode(self.transforms),
+            "seed": self.seed,
+            "n_jobs": self.n_jobs,
+            **views,
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> FitSpec:
@@ -183,8 +203,9 @@ class Evaluation:
         if self.search not in SEARCHES:
             raise FeatxError(f"unknown --search '{self.search}'; choose one of {', '.join(SEARCHES)}")
         if self.search == "halving" and not self.cv and self.fit_on == "train":  # compare's budget is folds
-            raise FeatxError("--search halving spends folds as its budget and needs cross-validation; add --cv K "
-                             "(e.g. --cv 5)")
+            raise FeatxError(
+                "--search halving spends folds as its budget and needs cross-validation; add --cv K (e.g. --cv 5)"
+            )
         if self.fit_on not in FIT_ROWS:
             raise FeatxError(f"unknown fit_on '{self.fit_on}'; choose one of {', '.join(FIT_ROWS)}")
 
@@ -216,24 +237,46 @@ def spec_hash(spec: FitSpec, evaluation: Evaluation | None = None) -> str:
     evaluation = evaluation or Evaluation()
     body = {key: value for key, value in spec.to_dict().items() if key != "n_jobs"}
     body.update(views=list(spec.views), tta=spec.tta)
-    text = json.dumps({"version": HASH_VERSION, "spec": body, "evaluation": evaluation.numbers()}, sort_keys=True,
-                      separators=(",", ":"), default=str)
+    text = json.dumps(
+        {"version": HASH_VERSION, "spec": body, "evaluation": evaluation.numbers()},
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 # --- the builders every front door uses (the only place the defaults live)
 
-def fit_spec(clf: str = "rf", *, params: dict | None = None, seed: int = 0, n_jobs: int | None = -1,
-             class_weight: str | None = None, views=None, view_seed: int = 0, tta: bool = False,
-             **transforms) -> FitSpec:
+
+def fit_spec(
+    clf: str = "rf",
+    *,
+    params: dict | None = None,
+    seed: int = 0,
+    n_jobs: int | None = -1,
+    class_weight: str | None = None,
+    views=None,
+    view_seed: int = 0,
+    tta: bool = False,
+    **transforms,
+) -> FitSpec:
     """The FitSpec of one fit from the user's keywords (those of featx.fit): class_weight joins params (refused
     for a classifier without it), views is a spec string ("flip", "d4,crops:5": view_names) or view names."""
-    return FitSpec(classifier=clf, params=with_class_weight(params or {}, [clf], class_weight), transforms=transforms,
-                   seed=seed, n_jobs=n_jobs, views=view_names(views, view_seed, tta), tta=tta)
+    return FitSpec(
+        classifier=clf,
+        params=with_class_weight(params or {}, [clf], class_weight),
+        transforms=transforms,
+        seed=seed,
+        n_jobs=n_jobs,
+        views=view_names(views, view_seed, tta),
+        tta=tta,
+    )
 
 
-def fit_specs(classifiers, grid: dict, params: dict, transforms: dict, seed: int, n_jobs, *,
-              views=None, tta: bool = False) -> list[FitSpec]:
+def fit_specs(
+    classifiers, grid: dict, params: dict, transforms: dict, seed: int, n_jobs, *, views=None, tta: bool = False
+) -> list[FitSpec]:
     """One FitSpec per classifier and per point of the grid part it accepts (fixed params likewise); all with
     `views` (names, or None: the identity) and `tta`. classifiers : names or one comma string."""
     names = classifier_names(classifiers)
@@ -242,36 +285,76 @@ def fit_specs(classifiers, grid: dict, params: dict, transforms: dict, seed: int
     accepted = {name: classifier_params(name) for name in names}
     unused = sorted(k for k in [*grid, *params] if not any(k in keys for keys in accepted.values()))
     if unused:
-        raise FeatxError(f"parameter(s) {', '.join(unused)} belong to none of the classifiers {', '.join(names)}; "
-                         "check the spelling against the scikit-learn estimator's parameters")
+        raise FeatxError(
+            f"parameter(s) {', '.join(unused)} belong to none of the classifiers {', '.join(names)}; "
+            "check the spelling against the scikit-learn estimator's parameters"
+        )
     specs = []
     for name in names:
-        base = FitSpec(classifier=name, params={k: v for k, v in params.items() if k in accepted[name]},
-                       transforms=transforms, seed=seed, n_jobs=n_jobs, views=views or _identity_views(), tta=tta)
+        base = FitSpec(
+            classifier=name,
+            params={k: v for k, v in params.items() if k in accepted[name]},
+            transforms=transforms,
+            seed=seed,
+            n_jobs=n_jobs,
+            views=views or _identity_views(),
+            tta=tta,
+        )
         keys = [k for k in grid if k in accepted[name]]
-        specs += [replace(base, params={**base.params, **dict(zip(keys, values))}) if keys else base
-                  for values in itertools.product(*(grid[k] for k in keys))]
+        specs += [
+            replace(base, params={**base.params, **dict(zip(keys, values))}) if keys else base
+            for values in itertools.product(*(grid[k] for k in keys))
+        ]
     return specs
 
 
-def compare_specs(classifiers=("rf",), *, grid: dict | None = None, params: dict | None = None, seed: int = 0,
-                  n_jobs: int | None = 1, class_weight: str | None = None, views=None, view_seed: int = 0,
-                  tta: bool = False, **transforms) -> list[FitSpec]:
+def compare_specs(
+    classifiers=("rf",),
+    *,
+    grid: dict | None = None,
+    params: dict | None = None,
+    seed: int = 0,
+    n_jobs: int | None = 1,
+    class_weight: str | None = None,
+    views=None,
+    view_seed: int = 0,
+    tta: bool = False,
+    **transforms,
+) -> list[FitSpec]:
     """The FitSpecs of a comparison from the user's keywords (those of featx.compare): fit_specs of the classifiers
     and grid, class_weight given to every classifier (each must have it)."""
     names = classifier_names(classifiers)
-    return fit_specs(names, grid or {}, with_class_weight(params or {}, names, class_weight), transforms, seed, n_jobs,
-                     views=view_names(views, view_seed, tta), tta=tta)
+    return fit_specs(
+        names,
+        grid or {},
+        with_class_weight(params or {}, names, class_weight),
+        transforms,
+        seed,
+        n_jobs,
+        views=view_names(views, view_seed, tta),
+        tta=tta,
+    )
 
 
-def tune_specs(classifiers=("logreg",), *, params: dict | None = None, seed: int = 0, class_weight: str | None = None,
-               views=None, view_seed: int = 0, tta: bool = False, **transforms) -> list[FitSpec]:
+def tune_specs(
+    classifiers=("logreg",),
+    *,
+    params: dict | None = None,
+    seed: int = 0,
+    class_weight: str | None = None,
+    views=None,
+    view_seed: int = 0,
+    tta: bool = False,
+    **transforms,
+) -> list[FitSpec]:
     """One FitSpec per classifier tuned (the keywords of featx.tune_cache): each with every fixed parameter (the
     searched ones are added per point), n_jobs 1 (tune spreads its selection splits over the cores instead)."""
     names = classifier_names(classifiers)
     params = with_class_weight(params or {}, names, class_weight)  # refused for every classifier without it, at once
-    return [fit_spec(clf, params=params, seed=seed, n_jobs=1, views=views, view_seed=view_seed, tta=tta, **transforms)
-            for clf in names]
+    return [
+        fit_spec(clf, params=params, seed=seed, n_jobs=1, views=views, view_seed=view_seed, tta=tta, **transforms)
+        for clf in names
+    ]
 
 
 def baseline_specs(specs: list[FitSpec]) -> list[FitSpec]:
@@ -295,8 +378,10 @@ def view_names(views=None, view_seed: int = 0, tta: bool = False) -> tuple[str, 
 
     names = parse_views(views, view_seed) if views is None or isinstance(views, str) else tuple(views)
     if tta and len(names) < 2:
-        raise FeatxError("--tta averages predictions over augmented views, but only the identity view is given; "
-                         "pass --views SPEC (e.g. flip) as at `featx extract`, or drop --tta")
+        raise FeatxError(
+            "--tta averages predictions over augmented views, but only the identity view is given; "
+            "pass --views SPEC (e.g. flip) as at `featx extract`, or drop --tta"
+        )
     return names
 
 
@@ -308,8 +393,10 @@ def with_class_weight(params: dict, classifiers, class_weight: str | None) -> di
 
     lacking = [c for c in classifiers if "class_weight" not in classifier_params(c)]
     if lacking:
-        raise FeatxError(f"--class-weight {class_weight}: classifier(s) {', '.join(lacking)} have no class_weight; "
-                         "drop them from --clf or drop --class-weight")
+        raise FeatxError(
+            f"--class-weight {class_weight}: classifier(s) {', '.join(lacking)} have no class_weight; "
+            "drop them from --clf or drop --class-weight"
+        )
     return {**params, "class_weight": class_weight}
 
 
@@ -317,6 +404,7 @@ def logged_spec(row, *, required: bool = True) -> tuple[FitSpec, Evaluation] | N
     """The FitSpec and Evaluation a runs-log row was fitted and judged with (its `spec` and `evaluation` columns:
     to_dict() as JSON text, or as dicts). A run logged before featx kept them: one line saying so, or None where not
     `required`."""
+
     def value(name):
         text = row.get(name) if hasattr(row, "get") else None
         if isinstance(text, dict):
@@ -324,13 +412,16 @@ def logged_spec(row, *, required: bool = True) -> tuple[FitSpec, Evaluation] | N
         if not isinstance(text, str) or not text:
             if not required:
                 return None
-            raise FeatxError(f"run {row['run_id']} was logged before featx kept a run's spec and evaluation, so it "
-                             "cannot be re-run from the log; fit it again with the flags `featx report` shows for it")
+            raise FeatxError(
+                f"run {row['run_id']} was logged before featx kept a run's spec and evaluation, so it "
+                "cannot be re-run from the log; fit it again with the flags `featx report` shows for it"
+            )
         try:
             return json.loads(text)
         except ValueError:
-            raise FeatxError(f"run {row['run_id']} has a damaged {name} in the runs log (not JSON); fit it again "
-                             "with its flags") from None
+            raise FeatxError(
+                f"run {row['run_id']} has a damaged {name} in the runs log (not JSON); fit it again with its flags"
+            ) from None
 
     spec, evaluation = value("spec"), value("evaluation")
     if spec is None or evaluation is None:
@@ -384,6 +475,8 @@ def _known(cls, data, what: str) -> dict:
     names = [f.name for f in fields(cls)]
     unknown = sorted(set(data) - set(names))
     if unknown:
-        raise FeatxError(f"{what} has unknown key(s) {', '.join(unknown)}; this featx knows {', '.join(names)} "
-                         "(was it written by a newer featx?)")
+        raise FeatxError(
+            f"{what} has unknown key(s) {', '.join(unknown)}; this featx knows {', '.join(names)} "
+            "(was it written by a newer featx?)"
+        )
     return dict(data)

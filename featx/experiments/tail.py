@@ -20,8 +20,10 @@ def tail_params(entry: CacheEntry, classifiers, params: dict, layers=None) -> tu
 
     cut = params.get("cut")
     if not cut:
-        raise FeatxError("--clf tail trains the backbone's layers above a cut and needs --cut LAYER (`featx layers "
-                         f"{entry.settings['backbone']} --cuts` lists them), cached with --pool none")
+        raise FeatxError(
+            "--clf tail trains the backbone's layers above a cut and needs --cut LAYER (`featx layers "
+            f"{entry.settings['backbone']} --cuts` lists them), cached with --pool none"
+        )
     require_cut_maps(entry, cut)
     return {**params, "backbone": backbone_description(entry)}, cut if layers is None else layers
 
@@ -47,12 +49,17 @@ def require_cut_maps(entry: CacheEntry, cut: str) -> None:
         return
     args = entry.backbone_args
     words = ["featx extract", f"--data {_data(entry)}", f"--backbone {args['name']}"]
-    words += [f"--{k.replace('_', '-')} {args[k]}" for k in ("weights", "input_size", "preprocess")
-              if args.get(k) not in (None, "imagenet")]
+    words += [
+        f"--{k.replace('_', '-')} {args[k]}"
+        for k in ("weights", "input_size", "preprocess")
+        if args.get(k) not in (None, "imagenet")
+    ]
     words += [f"--layers {cut}", "--pool none"]
     why = f"caches pooled features (--pool {pool})" if pool != "none" else "does not cache that layer"
-    raise FeatxError(f"--clf tail trains on the activation maps of its cut {cut}, and cache entry {entry.name} {why}; "
-                     f"run `{' '.join(words)}` with the entry's --limit/--split/--seed, then fit on that entry")
+    raise FeatxError(
+        f"--clf tail trains on the activation maps of its cut {cut}, and cache entry {entry.name} {why}; "
+        f"run `{' '.join(words)}` with the entry's --limit/--split/--seed, then fit on that entry"
+    )
 
 
 def _data(entry: CacheEntry) -> str:

@@ -11,8 +11,17 @@ from featx.features.load import load
 from featx.reports import plot_tsne
 
 
-def tsne(cache=None, *, layers="top_activation", split: str | None = None, seed: int = 0, max_points: int = 2000,
-         cache_dir=None, runs_dir=None, log=print) -> Path:
+def tsne(
+    cache=None,
+    *,
+    layers="top_activation",
+    split: str | None = None,
+    seed: int = 0,
+    max_points: int = 2000,
+    cache_dir=None,
+    runs_dir=None,
+    log=print,
+) -> Path:
     """Plot a 2-D t-SNE of `layers` (names or groups) colored by class; returns the PNG path, `tsne_path`.
     split : None = every valid image. runs_dir : write to <runs_dir>/reports instead (for a read-only cache)."""
     log = log or (lambda *_: None)
@@ -21,9 +30,16 @@ def tsne(cache=None, *, layers="top_activation", split: str | None = None, seed:
     features = load(entry, layers=layers, split=split)  # unusable features: one line, no reports folder made
     writable_folder(path.parent, "reports")
     X, y = features.X, features.y
-    path = plot_tsne(X, y, entry.class_names, path, seed, max_points,
-                     title=f"t-SNE of {entry.settings['backbone']} {features.selection.spec} ({min(len(X), max_points)} "
-                           f"{split + ' ' if split else ''}images, {X.shape[1]} features)")
+    path = plot_tsne(
+        X,
+        y,
+        entry.class_names,
+        path,
+        seed,
+        max_points,
+        title=f"t-SNE of {entry.settings['backbone']} {features.selection.spec} ({min(len(X), max_points)} "
+        f"{split + ' ' if split else ''}images, {X.shape[1]} features)",
+    )
     log(f"saved {path}")
     return path
 
@@ -31,7 +47,12 @@ def tsne(cache=None, *, layers="top_activation", split: str | None = None, seed:
 def tsne_path(entry, *, layers, split=None, seed: int = 0, max_points: int = 2000) -> Path:
     """<reports>/tsne-<entry>-<layers>[-<split>][-seed<S>][-max<M>].png: everything that decides the plot is
     in its name (non-default seed and max_points included), so an existing file is that very plot."""
-    parts = [f"tsne-{entry.name}-{_label(layers)}", split, seed and f"seed{seed}", max_points != 2000 and f"max{max_points}"]
+    parts = [
+        f"tsne-{entry.name}-{_label(layers)}",
+        split,
+        seed and f"seed{seed}",
+        max_points != 2000 and f"max{max_points}",
+    ]
     name = re.sub(r"[^\w.,-]+", "_", "-".join(str(p) for p in parts if p))[:150]
     return entry.cache.reports_dir / f"{name}.png"
 

@@ -101,10 +101,18 @@ SEARCHES = {
     "logreg": Search({"C": C_PATH}, refine=("C",), fixed={"warm_start": True}),
     "linear-svm": Search({"C": C_PATH}, refine=("C",)),
     # gamma_scale multiplies sklearn's gamma="scale" (1 / (n_features * X.var())), so the grid fits any feature scale
-    "svm": Search({"C": (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0), "gamma_scale": (0.01, 0.1, 1.0, 10.0)},
-                  refine=("C", "gamma_scale"), refine_points=3, refine_decades=0.5),
-    "nystroem-svm": Search({"C": (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0), "gamma_scale": (0.1, 1.0, 10.0)},
-                           refine=("C", "gamma_scale"), refine_points=3, refine_decades=0.5),
+    "svm": Search(
+        {"C": (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0), "gamma_scale": (0.01, 0.1, 1.0, 10.0)},
+        refine=("C", "gamma_scale"),
+        refine_points=3,
+        refine_decades=0.5,
+    ),
+    "nystroem-svm": Search(
+        {"C": (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0), "gamma_scale": (0.1, 1.0, 10.0)},
+        refine=("C", "gamma_scale"),
+        refine_points=3,
+        refine_decades=0.5,
+    ),
     "sgd": Search({"alpha": tuple(float(a) for a in np.logspace(-7, 1, 9))}, refine=("alpha",)),
     "rf": Search({"min_samples_leaf": (1, 2, 5, 10, 20), "max_features": ("sqrt", "log2", 0.05, 0.2)}),
     "dense": Search({"lr": (0.001, 0.01, 0.1), "l2": (0.0, 1e-4, 1e-2), "hidden": ((), (256,))}),
@@ -141,28 +149,54 @@ class TuneResult:
         return self.selected
 
     def line(self) -> str:
-        """"<run_id> <clf> <params> <metric> <score> [± ci] on <selection>; <verdict vs defaults>; test acc X"."""
+        """ "<run_id> <clf> <params> <metric> <score> [± ci] on <selection>; <verdict vs defaults>; test acc X"."""
         ci = self.selection_scores[f"{self.metric}_ci95"]
         params = {k: v for k, v in self.best_params.items() if k in self.curve.columns}
-        return (f"{self.run_id or '-'} {self.classifier} {_label(params)} {self.metric} "
-                f"{self.selection_scores[f'{self.metric}_mean']:.3f}" + ("" if np.isnan(ci) else f" ± {ci:.3f}")
-                + f" on {self.selection}; {self.versus_default.verdict}"
-                + (f"; test acc {self.test['accuracy']:.3f} {self.metric} {self.test[self.metric]:.3f}"
-                   if self.test else "; no test rows"))
+        return (
+            f"{self.run_id or '-'} {self.classifier} {_label(params)} {self.metric} "
+            f"{self.selection_scores[f'{self.metric}_mean']:.3f}"
+            + ("" if np.isnan(ci) else f" ± {ci:.3f}")
+            + f" on {self.selection}; {self.versus_default.verdict}"
+            + (
+                f"; test acc {self.test['accuracy']:.3f} {self.metric} {self.test[self.metric]:.3f}"
+                if self.test
+                else "; no test rows"
+            )
+        )
 
 
 def selected_line(results: list[TuneResult]) -> str:
-    """"selected: ..." for the tuned classifier with the best selection score (never the best test score)."""
+    """ "selected: ..." for the tuned classifier with the best selection score (never the best test score)."""
     best = max(results, key=lambda r: r.selection_scores[f"{r.metric}_mean"])
     return f"selected: {best.line()}"
 
 
-def tune_cache(cache=None, *, layers=None, classifiers=("logreg",), cv: int | None = None, cv_repeats: int = 1,
-               metric: str | None = None, params: dict | None = None, class_weight: str | None = None, seed: int = 0,
-               n_jobs: int | None = 1, cache_dir=None, runs_dir=None, cluster=None, cluster_config=None,
-               cluster_timeout=None, log=print, views=None, view_seed: int = 0, tta: bool = False,
-               progress: bool = True, command: str | None = None, search: str = "exact",
-               **transforms) -> list[TuneResult]:
+def tune_cache(
+    cache=None,
+    *,
+    layers=None,
+    classifiers=("logreg",),
+    cv: int | None = None,
+    cv_repeats: int = 1,
+    metric: str | None = None,
+    params: dict | None = None,
+    class_weight: str | None = None,
+    seed: int = 0,
+    n_jobs: int | None = 1,
+    cache_dir=None,
+    runs_dir=None,
+    cluster=None,
+    cluster_config=None,
+    cluster_timeout=None,
+    log=print,
+    views=None,
+    view_seed: int = 0,
+    tta: bool = False,
+    progress: bool = True,
+    command: str | None = None,
+    search: str = "exact",
+    **transforms,
+) -> list[TuneResult]:
     """tune each of `classifiers` on `layers` of a cache entry, log each refit as a run, save each search curve.
 
     cv : K for selection by repeated stratified K-fold (cv_repeats times) over train+val; None = on val.
@@ -181,18 +215,49 @@ def tune_cache(cache=None, *, layers=None, classifiers=("logreg",), cv: int | No
     search : "exact" (the grid, then refined) or "halving" (successive halving over epochs, for classifiers
         trained by epochs: featx.experiments.budget).
     """
-    specs = tune_specs(classifiers, params=params, seed=seed, class_weight=class_weight, views=views,
-                       view_seed=view_seed, tta=tta, **transforms)
-    return tune_run(cache, specs, Evaluation(cv=cv, cv_repeats=cv_repeats, metric=metric, seed=seed, search=search,
-                                           fit_on="train+val"),
-                    layers=layers, n_jobs=n_jobs, cache_dir=cache_dir, runs_dir=runs_dir, cluster=cluster,
-                    cluster_config=cluster_config, cluster_timeout=cluster_timeout, log=log, progress=progress,
-                    command=command)
+    specs = tune_specs(
+        classifiers,
+        params=params,
+        seed=seed,
+        class_weight=class_weight,
+        views=views,
+        view_seed=view_seed,
+        tta=tta,
+        **transforms,
+    )
+    return tune_run(
+        cache,
+        specs,
+        Evaluation(cv=cv, cv_repeats=cv_repeats, metric=metric, seed=seed, search=search, fit_on="train+val"),
+        layers=layers,
+        n_jobs=n_jobs,
+        cache_dir=cache_dir,
+        runs_dir=runs_dir,
+        cluster=cluster,
+        cluster_config=cluster_config,
+        cluster_timeout=cluster_timeout,
+        log=log,
+        progress=progress,
+        command=command,
+    )
 
 
-def tune_run(cache, specs: list[FitSpec], evaluation: Evaluation | None = None, *, layers=None, n_jobs: int | None = 1,
-             cache_dir=None, runs_dir=None, cluster=None, cluster_config=None, cluster_timeout=None, log=print,
-             progress: bool = True, command: str | None = None) -> list[TuneResult]:
+def tune_run(
+    cache,
+    specs: list[FitSpec],
+    evaluation: Evaluation | None = None,
+    *,
+    layers=None,
+    n_jobs: int | None = 1,
+    cache_dir=None,
+    runs_dir=None,
+    cluster=None,
+    cluster_config=None,
+    cluster_timeout=None,
+    log=print,
+    progress: bool = True,
+    command: str | None = None,
+) -> list[TuneResult]:
     """tune each spec of `specs` (one per classifier: its params fixed, its transforms, seed, views and tta) on
     `layers` of a cache entry, selected as `evaluation` says (its cv, cv_repeats, fold seed and metric; fit_on is
     "train+val": the refit), and log each refit as a run: what featx.tune_cache does once its keywords are FitSpecs
@@ -211,27 +276,52 @@ def tune_run(cache, specs: list[FitSpec], evaluation: Evaluation | None = None, 
     specs = [bind_spec(spec, features.feature_slices) for spec in specs]  # the layer layout of --normalize/--select
     prepare_log(entry.cache)  # unwritable folders or a broken log fail before any fit
     split = meta["split"].to_numpy()
-    for note in filter(None, (large_n_note(spec.classifier, int(np.isin(split, SELECTION_SPLITS).sum()))
-                              for spec in specs)):
+    for note in filter(
+        None, (large_n_note(spec.classifier, int(np.isin(split, SELECTION_SPLITS).sum())) for spec in specs)
+    ):
         log(note)
     folds = make_folds(y, split, cv, evaluation.cv_repeats, evaluation.seed) if cv else None
     folder = writable_folder(entry.cache.reports_dir, "reports") / f"tune-{new_run_id()}"
-    backend = nullcontext() if cluster is None else joblib_backend(
-        cluster, scatter=[X], config=cluster_config, timeout=cluster_timeout, log_dir=entry.cache.root / "slurm-logs", log=log)
+    backend = (
+        nullcontext()
+        if cluster is None
+        else joblib_backend(
+            cluster,
+            scatter=[X],
+            config=cluster_config,
+            timeout=cluster_timeout,
+            log_dir=entry.cache.root / "slurm-logs",
+            log=log,
+        )
+    )
     results = []
     with backend:
         for spec in specs:
             clf = spec.classifier
-            result = tune(X, y, split, spec, metric=metric, folds=folds, search=evaluation.search,
-                           n_jobs=-1 if cluster is not None else n_jobs,
-                          log=log, progress=progress, summary=False)
+            result = tune(
+                X,
+                y,
+                split,
+                spec,
+                metric=metric,
+                folds=folds,
+                search=evaluation.search,
+                n_jobs=-1 if cluster is not None else n_jobs,
+                log=log,
+                progress=progress,
+                summary=False,
+            )
             metric = result.metric  # the default metric is decided (and printed) once
             with _report_files(folder, [folder / f"{clf}_curve.csv", folder / f"{clf}_curve.png"]) as (csv, png):
                 result.curve.to_csv(csv, index=False)
-                plot_search_curve(result.curve, png, result.searched, result.metric,
-                                  title=f"{clf}: {result.metric} on {result.selection}")
-                _record(entry, X, y, split, features.selection, result, spec, replace(evaluation, metric=metric),
-                        log)
+                plot_search_curve(
+                    result.curve,
+                    png,
+                    result.searched,
+                    result.metric,
+                    title=f"{clf}: {result.metric} on {result.selection}",
+                )
+                _record(entry, X, y, split, features.selection, result, spec, replace(evaluation, metric=metric), log)
             results.append(result)
     _write_report_info(folder, entry, results, command)
     log(convergence_line(results))
@@ -253,8 +343,10 @@ def _report_files(folder: Path, paths: list[Path]):
         with suppress(OSError):
             folder.rmdir()  # only if empty
         if isinstance(exc, OSError):
-            raise RunFailed(f"writing the tune report {folder} failed ({exc.strerror or exc}); its run was not logged: "
-                            "free disk space (or pass --runs-dir naming another folder) and tune again") from None
+            raise RunFailed(
+                f"writing the tune report {folder} failed ({exc.strerror or exc}); its run was not logged: "
+                "free disk space (or pass --runs-dir naming another folder) and tune again"
+            ) from None
         raise
 
 
@@ -264,8 +356,10 @@ def convergence_line(results: list[TuneResult]) -> str:
     if not bad:
         return f"convergence: all {fits} fit(s) converged"
     named = ", ".join(f"{r.classifier} {r.not_converged} of {r.fits}" for r in results if r.not_converged)
-    return (f"convergence: {bad} of {fits} fit(s) stopped at max_iter without converging ({named}; the "
-            "curve's converged column names the points); raise max_iter (--param max_iter=N) or standardize")
+    return (
+        f"convergence: {bad} of {fits} fit(s) stopped at max_iter without converging ({named}; the "
+        "curve's converged column names the points); raise max_iter (--param max_iter=N) or standardize"
+    )
 
 
 def _record(entry, X, y, split, selection, result: TuneResult, spec: FitSpec, evaluation: Evaluation, log) -> None:
@@ -275,17 +369,45 @@ def _record(entry, X, y, split, selection, result: TuneResult, spec: FitSpec, ev
     test = split == "test"
     began = time.perf_counter()
     metrics = {"test": evaluate(y[test], result.pipeline.predict(X[test]), entry.class_names)} if test.any() else {}
-    scores = Scores(result.pipeline, metrics, int(np.isin(split, SELECTION_SPLITS).sum()), X.shape[1] // len(spec.views),
-                    result.refit_seconds, time.perf_counter() - began)
-    result.run_id = record_run(entry, spec, scores, selection=selection, log=log, plots=False,
-                               cv=result.selection_result(), evaluation=evaluation).run_id
+    scores = Scores(
+        result.pipeline,
+        metrics,
+        int(np.isin(split, SELECTION_SPLITS).sum()),
+        X.shape[1] // len(spec.views),
+        result.refit_seconds,
+        time.perf_counter() - began,
+    )
+    result.run_id = record_run(
+        entry,
+        spec,
+        scores,
+        selection=selection,
+        log=log,
+        plots=False,
+        cv=result.selection_result(),
+        evaluation=evaluation,
+    ).run_id
 
 
-def tune(X, y, split, clf: str | FitSpec, *, metric: str | None = None, folds: Folds | None = None,
-         transforms: dict | None = None, params: dict | None = None, search: Search | BudgetSearch | str | None = None,
-         seed: int = 0,
-         n_jobs: int | None = 1, log=print, views: tuple = ("id",), tta: bool = False, progress: bool = False,
-         summary: bool = True) -> TuneResult:
+def tune(
+    X,
+    y,
+    split,
+    clf: str | FitSpec,
+    *,
+    metric: str | None = None,
+    folds: Folds | None = None,
+    transforms: dict | None = None,
+    params: dict | None = None,
+    search: Search | BudgetSearch | str | None = None,
+    seed: int = 0,
+    n_jobs: int | None = 1,
+    log=print,
+    views: tuple = ("id",),
+    tta: bool = False,
+    progress: bool = False,
+    summary: bool = True,
+) -> TuneResult:
     """Search `clf`'s parameters, select by `metric` on `folds`, refit on train+val, score test once.
 
     X : ndarray of shape (n_rows, n_features); y, split : ndarrays of shape (n_rows,), split in train/val/test.
@@ -309,8 +431,14 @@ def tune(X, y, split, clf: str | FitSpec, *, metric: str | None = None, folds: F
     if isinstance(clf, FitSpec):
         if transforms is not None or params is not None or seed != 0 or views != ("id",) or tta:
             raise FeatxError("tune takes a FitSpec or the keywords transforms, params, seed, views and tta, not both")
-        clf, transforms, params, seed, views, tta = (clf.classifier, clf.transforms, clf.params, clf.seed, clf.views,
-                                                     clf.tta)
+        clf, transforms, params, seed, views, tta = (
+            clf.classifier,
+            clf.transforms,
+            clf.params,
+            clf.seed,
+            clf.views,
+            clf.tta,
+        )
     began = time.perf_counter()
     split = np.asarray(split)
     if search == "halving":
@@ -327,10 +455,16 @@ def tune(X, y, split, clf: str | FitSpec, *, metric: str | None = None, folds: F
     transforms, fixed = transforms or {}, {**search.fixed, **(params or {})}
     make_classifier(clf, fixed, seed)  # unknown parameters fail before any fit
     coarse = [dict(zip(search.grid, values)) for values in itertools.product(*search.grid.values())]
-    bar = tqdm(total=(len(coarse) + 1) * len(folds), unit="fit", desc=f"tune {clf}", file=sys.stderr,
-               disable=not progress or not sys.stderr.isatty())
-    run = _Runner(clf, X, y, folds, transforms, fixed, seed, n_jobs, len(views), tta, bar, log if progress else None,
-                  metric)
+    bar = tqdm(
+        total=(len(coarse) + 1) * len(folds),
+        unit="fit",
+        desc=f"tune {clf}",
+        file=sys.stderr,
+        disable=not progress or not sys.stderr.isatty(),
+    )
+    run = _Runner(
+        clf, X, y, folds, transforms, fixed, seed, n_jobs, len(views), tta, bar, log if progress else None, metric
+    )
     if halving:  # the rungs, then the defaults at the full budget; the best contender is chosen
         bar.total = (sum(n for n, _ in schedule(len(coarse), search)) + 1) * len(folds)
         with bar:
@@ -351,23 +485,41 @@ def tune(X, y, split, clf: str | FitSpec, *, metric: str | None = None, folds: F
                 tried += run("refine", refined)
                 best = _best(tried, metric)
         curve = _curve(tried, folds, metric)
-    versus = paired_difference(_as_cv(tried, best, folds), _as_cv(tried, {}, folds), metric,
-                               f"{clf} {_label(best)}", f"{clf} defaults")
+    versus = paired_difference(
+        _as_cv(tried, best, folds), _as_cv(tried, {}, folds), metric, f"{clf} {_label(best)}", f"{clf} defaults"
+    )
     refit_began = time.perf_counter()
-    (pipeline, best_params), refit_converged = quietly(_refit, clf, X, y, split, best, transforms, fixed, seed, n_jobs,
-                                                       views, tta)
+    (pipeline, best_params), refit_converged = quietly(
+        _refit, clf, X, y, split, best, transforms, fixed, seed, n_jobs, views, tta
+    )
     refit_seconds = time.perf_counter() - refit_began
     test = split == "test"
     scores = score(y[test], pipeline.predict(X[test])) if test.any() else None
     seconds = time.perf_counter() - began
-    log(f"tune {clf}: {len(curve)} point(s) on {folds.label} in {seconds:.1f}s; best {_label(best)} "
+    log(
+        f"tune {clf}: {len(curve)} point(s) on {folds.label} in {seconds:.1f}s; best {_label(best)} "
         f"{metric} {curve.loc[curve['best'], metric].iloc[0]:.3f}; {versus.verdict}"
-        + (f"; test {metric} {scores[metric]:.3f}" if scores else ""))
+        + (f"; test {metric} {scores[metric]:.3f}" if scores else "")
+    )
     fitted = [r for r in tried if not (r["stage"] == "default" and defaults)]  # copied default rows ran no fit
-    result = TuneResult(clf, ((BUDGET_PARAM,) if halving else ()) + tuple(search.grid), metric, folds.label, curve, best_params, versus, scores, pipeline,
-                        seconds, folds, summarize(_as_cv(tried, best, folds)),
-                        not_converged=sum(not r["converged"] for r in fitted) + (not refit_converged),
-                        fits=len(fitted) + 1, selected=_as_cv(tried, best, folds), refit_seconds=refit_seconds)
+    result = TuneResult(
+        clf,
+        ((BUDGET_PARAM,) if halving else ()) + tuple(search.grid),
+        metric,
+        folds.label,
+        curve,
+        best_params,
+        versus,
+        scores,
+        pipeline,
+        seconds,
+        folds,
+        summarize(_as_cv(tried, best, folds)),
+        not_converged=sum(not r["converged"] for r in fitted) + (not refit_converged),
+        fits=len(fitted) + 1,
+        selected=_as_cv(tried, best, folds),
+        refit_seconds=refit_seconds,
+    )
     if summary:
         log(convergence_line([result]))
     return result
@@ -394,22 +546,41 @@ class _Runner:
     def __call__(self, stage: str, points: list[dict]) -> list[dict]:
         inner = self.n_jobs if len(self.folds) == 1 else 1
         results = Parallel(n_jobs=1 if len(self.folds) == 1 else self.n_jobs, return_as="generator")(
-            delayed(_path)(self.clf, points, self.X, self.y, train, held_out, self.transforms, self.fixed,
-                           self.seed, inner, self.n_views, self.tta) for train, held_out in self.folds.splits)
+            delayed(_path)(
+                self.clf,
+                points,
+                self.X,
+                self.y,
+                train,
+                held_out,
+                self.transforms,
+                self.fixed,
+                self.seed,
+                inner,
+                self.n_views,
+                self.tta,
+            )
+            for train, held_out in self.folds.splits
+        )
         per_split = []
         for rows in results:
             per_split.append(rows)
             if self.bar is not None:
                 self.bar.update(len(points))
-        tried = [{"stage": stage, "split": i, "point": point, **row}
-                 for i, rows in enumerate(per_split) for point, row in zip(points, rows)]
+        tried = [
+            {"stage": stage, "split": i, "point": point, **row}
+            for i, rows in enumerate(per_split)
+            for point, row in zip(points, rows)
+        ]
         if self.log is not None and points and points[0]:
             means = _means(tried, self.metric)
             key = max(means, key=means.get)
             with tqdm.external_write_mode(file=sys.stdout):
-                self.log(f"tune {self.clf} {stage}: {len(points)} point(s) x {len(self.folds)} split(s); best "
-                         f"{_label(dict(key))} {self.metric} {means[key]:.3f}; "
-                         f"{sum(not r['converged'] for r in tried)} fit(s) not converged")
+                self.log(
+                    f"tune {self.clf} {stage}: {len(points)} point(s) x {len(self.folds)} split(s); best "
+                    f"{_label(dict(key))} {self.metric} {means[key]:.3f}; "
+                    f"{sum(not r['converged'] for r in tried)} fit(s) not converged"
+                )
         return tried
 
 
@@ -420,7 +591,7 @@ def _path(clf, points, X, y, train, held_out, transforms, fixed, seed, n_jobs, n
     steps = Pipeline(build_feature_pipeline(seed=seed, **transforms) or [("identity", "passthrough")])
     X_fit, y_fit, X_val, y_val = training_rows(make_classifier(clf, fixed, seed), X[train], y[train], n_views)
     held = X[held_out]
-    held = view_rows(held, n_views) if tta else held[:, :held.shape[1] // n_views]
+    held = view_rows(held, n_views) if tta else held[:, : held.shape[1] // n_views]
     X_train, X_eval = steps.fit_transform(X_fit, y_fit), steps.transform(held)
     validation = {} if X_val is None else {"X_val": steps.transform(X_val), "y_val": y_val}
     wide = clf in ROW_SPACE and X_train.shape[1] > X_train.shape[0]
@@ -483,14 +654,14 @@ def _refine(search: Search, tried: list[dict], best: dict) -> list[dict]:
         return []
     seen = {_key(r["point"]) for r in tried}
     offsets = np.linspace(-search.refine_decades, search.refine_decades, search.refine_points)
-    axes = [[best[p] * 10 ** o for o in offsets] if p in search.refine else [best[p]] for p in search.grid]
+    axes = [[best[p] * 10**o for o in offsets] if p in search.refine else [best[p]] for p in search.grid]
     lows = {p: min(v) for p, v in search.grid.items() if p in search.refine}
     highs = {p: max(v) for p, v in search.grid.items() if p in search.refine}
-    points = [dict(zip(search.grid, (float(f"{v:.6g}") if p in search.refine else v
-                                     for p, v in zip(search.grid, values))))
-              for values in itertools.product(*axes)]
-    return [p for p in points if _key(p) not in seen
-            and all(lows[k] <= p[k] <= highs[k] for k in search.refine)]
+    points = [
+        dict(zip(search.grid, (float(f"{v:.6g}") if p in search.refine else v for p, v in zip(search.grid, values))))
+        for values in itertools.product(*axes)
+    ]
+    return [p for p in points if _key(p) not in seen and all(lows[k] <= p[k] <= highs[k] for k in search.refine)]
 
 
 def _curve(tried: list[dict], folds: Folds, metric: str) -> pd.DataFrame:
@@ -498,9 +669,16 @@ def _curve(tried: list[dict], folds: Folds, metric: str) -> pd.DataFrame:
     for key in dict.fromkeys(_key(r["point"]) for r in tried):
         mine = [r for r in tried if _key(r["point"]) == key]
         stats = summarize(CVResult(pd.DataFrame(mine), folds, None))
-        rows.append({"stage": mine[0]["stage"], **dict(key), **{m: stats[f"{m}_mean"] for m in METRICS},
-                     f"{metric}_ci95": stats[f"{metric}_ci95"], "fit_seconds": np.mean([r["fit_seconds"] for r in mine]),
-                     "converged": all(r["converged"] for r in mine)})
+        rows.append(
+            {
+                "stage": mine[0]["stage"],
+                **dict(key),
+                **{m: stats[f"{m}_mean"] for m in METRICS},
+                f"{metric}_ci95": stats[f"{metric}_ci95"],
+                "fit_seconds": np.mean([r["fit_seconds"] for r in mine]),
+                "converged": all(r["converged"] for r in mine),
+            }
+        )
     curve = pd.DataFrame(rows)
     candidates = curve[curve["stage"] != "default"][metric]
     curve["best"] = curve.index == candidates.idxmax()
@@ -551,10 +729,17 @@ def _write_report_info(folder, entry, results: list[TuneResult], command: str | 
     from featx.cache.atomic import atomic_path, write_json
 
     folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / REPORT_INFO, {"format_version": REPORT_VERSION, "entry": entry.name, "cache_key": entry.key,
-                                      "metric": results[0].metric if results else None,
-                                      "selection": results[0].selection if results else None,
-                                      "run_ids": {r.classifier: r.run_id for r in results}})
+    write_json(
+        folder / REPORT_INFO,
+        {
+            "format_version": REPORT_VERSION,
+            "entry": entry.name,
+            "cache_key": entry.key,
+            "metric": results[0].metric if results else None,
+            "selection": results[0].selection if results else None,
+            "run_ids": {r.classifier: r.run_id for r in results},
+        },
+    )
     if command:
         with atomic_path(folder / "command.txt") as tmp:
             tmp.write_text(command + "\n", encoding="utf-8")
@@ -567,15 +752,25 @@ def read_report(folder) -> TuneReport:
 
     folder = Path(folder)
     info_path = folder / REPORT_INFO
-    curves = {p.name[:-len("_curve.csv")]: p for p in sorted(folder.glob("*_curve.csv"))}
+    curves = {p.name[: -len("_curve.csv")]: p for p in sorted(folder.glob("*_curve.csv"))}
     if not curves:
         raise FeatxError(f"{folder} holds no search curve; pass a tune-<id> folder that `featx tune` wrote")
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     if info.get("format_version", REPORT_VERSION) != REPORT_VERSION:
-        raise FeatxError(f"{info_path} has format version {info['format_version']}, this featx reads version "
-                         f"{REPORT_VERSION}; use the featx that wrote it")
+        raise FeatxError(
+            f"{info_path} has format version {info['format_version']}, this featx reads version "
+            f"{REPORT_VERSION}; use the featx that wrote it"
+        )
     command = folder / "command.txt"
-    return TuneReport(folder, {clf: (pd.read_csv(path), path.with_suffix(".png") if path.with_suffix(".png").is_file()
-                                     else None) for clf, path in curves.items()},
-                      info.get("metric"), info.get("selection"), info.get("run_ids", {}), info.get("entry"),
-                      command.read_text(encoding="utf-8").strip() if command.is_file() else None)
+    return TuneReport(
+        folder,
+        {
+            clf: (pd.read_csv(path), path.with_suffix(".png") if path.with_suffix(".png").is_file() else None)
+            for clf, path in curves.items()
+        },
+        info.get("metric"),
+        info.get("selection"),
+        info.get("run_ids", {}),
+        info.get("entry"),
+        command.read_text(encoding="utf-8").strip() if command.is_file() else None,
+    )

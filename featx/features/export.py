@@ -29,21 +29,31 @@ def export(cache=None, *, layers=None, format: str = "csv", output=None, cache_d
         try:
             import pyarrow  # noqa: F401
         except ImportError:
-            raise FeatxError("--format parquet needs the package pyarrow; pip install pyarrow, or use --format csv "
-                             "or npy") from None
+            raise FeatxError(
+                "--format parquet needs the package pyarrow; pip install pyarrow, or use --format csv or npy"
+            ) from None
     entry = open_entry(cache, cache_dir)
     features = load(entry, layers=layers)
     X, meta = features.X, features.meta
-    label = re.sub(r"[^\w.,-]+", "_", ",".join(features.layers) if layers is None else
-                   (layers if isinstance(layers, str) else ",".join(layers)))[:100]
+    label = re.sub(
+        r"[^\w.,-]+",
+        "_",
+        ",".join(features.layers) if layers is None else (layers if isinstance(layers, str) else ",".join(layers)),
+    )[:100]
     path = Path(output) if output else Path(f"{entry.name}-{label}{FORMATS[format]}")
     names = [f"{layer}_{i}" for layer, (start, stop) in features.feature_slices.items() for i in range(stop - start)]
-    columns = {"path": meta["path"].to_numpy(str), "label": meta["class_name"].to_numpy(str), "split": meta["split"].to_numpy(str)}
+    columns = {
+        "path": meta["path"].to_numpy(str),
+        "label": meta["class_name"].to_numpy(str),
+        "split": meta["split"].to_numpy(str),
+    }
     try:
         with atomic_path(path) as tmp:
             if format == "npy":
                 with open(tmp, "wb") as f:
-                    np.savez(f, features=X, feature_names=np.array(names), class_names=np.array(entry.class_names), **columns)
+                    np.savez(
+                        f, features=X, feature_names=np.array(names), class_names=np.array(entry.class_names), **columns
+                    )
             else:
                 import pandas as pd
 

@@ -63,23 +63,29 @@ def parse_select(select) -> float:
             value = None
         if value is not None and 0 < value <= 1:
             return value
-    raise FeatxError(f"unknown --select {select!r}; use group-lasso:F with F the fraction of features kept, "
-                     "0 < F <= 1 (e.g. group-lasso:0.1)")
+    raise FeatxError(
+        f"unknown --select {select!r}; use group-lasso:F with F the fraction of features kept, "
+        "0 < F <= 1 (e.g. group-lasso:0.1)"
+    )
 
 
 def _check_blocks(blocks, n_features: int, what: str) -> list[tuple[str, int, int]]:
     """[(name, start, stop)] of blocks that cover exactly n_features columns; else one line."""
     if blocks is None:
-        raise FeatxError(f"{what} needs the layer layout of the columns (blocks); featx's fit, compare and tune set it "
-                         "from the layers loaded; in Python pass transforms blocks=featx.features.head2toe."
-                         "layer_blocks(featx.load(...).feature_slices)")
+        raise FeatxError(
+            f"{what} needs the layer layout of the columns (blocks); featx's fit, compare and tune set it "
+            "from the layers loaded; in Python pass transforms blocks=featx.features.head2toe."
+            "layer_blocks(featx.load(...).feature_slices)"
+        )
     out, start = [], 0
     for name, width in blocks:
         out.append((str(name), start, start + int(width)))
         start += int(width)
     if start != n_features:
-        raise FeatxError(f"{what}: the layer blocks cover {start} columns but the features have {n_features}; "
-                         "bind the blocks of the layers actually loaded (featx.features.head2toe.layer_blocks)")
+        raise FeatxError(
+            f"{what}: the layer blocks cover {start} columns but the features have {n_features}; "
+            "bind the blocks of the layers actually loaded (featx.features.head2toe.layer_blocks)"
+        )
     return out
 
 
@@ -169,8 +175,10 @@ class GroupLassoSelector(SelectorMixin, BaseEstimator):
         if not isinstance(self.fraction, Real) or not 0 < self.fraction <= 1:
             raise FeatxError(f"group-lasso fraction must be in (0, 1], got {self.fraction!r}")
         if not isinstance(self.penalty, Real) or not self.penalty > 0:
-            raise FeatxError(f"group-lasso penalty must be > 0 (a fraction of the smallest penalty that keeps no "
-                             f"feature), got {self.penalty!r}")
+            raise FeatxError(
+                f"group-lasso penalty must be > 0 (a fraction of the smallest penalty that keeps no "
+                f"feature), got {self.penalty!r}"
+            )
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32))
         if self.blocks is not None:
             _check_blocks(self.blocks, X.shape[1], "--select group-lasso")
@@ -191,10 +199,10 @@ class GroupLassoSelector(SelectorMixin, BaseEstimator):
             residual = Y - model.predict(X)
             residual -= residual.mean(axis=0)
             closeness = np.linalg.norm(X.T @ residual, axis=1)
-        self.scores_ = (coef ** 2).sum(axis=0)
+        self.scores_ = (coef**2).sum(axis=0)
         self.ranking_ = np.lexsort((np.arange(X.shape[1]), -closeness, -self.scores_))
         self.support_ = np.zeros(X.shape[1], dtype=bool)
-        self.support_[self.ranking_[:max(1, int(round(self.fraction * X.shape[1])))]] = True
+        self.support_[self.ranking_[: max(1, int(round(self.fraction * X.shape[1])))]] = True
         return self
 
     def _get_support_mask(self):
@@ -207,8 +215,11 @@ class GroupLassoSelector(SelectorMixin, BaseEstimator):
         if self.blocks is None or input_features is not None:
             return super().get_feature_names_out(input_features)
         check_is_fitted(self)
-        names = [f"{name}:{i}" for name, start, stop in _check_blocks(self.blocks, self.n_features_in_, "names")
-                 for i in range(stop - start)]
+        names = [
+            f"{name}:{i}"
+            for name, start, stop in _check_blocks(self.blocks, self.n_features_in_, "names")
+            for i in range(stop - start)
+        ]
         return np.asarray(names, dtype=object)[self.support_]
 
     def kept_per_layer(self) -> dict[str, int]:
@@ -224,12 +235,15 @@ def head2toe_steps(*, normalize=None, select=None, select_penalty=0.1, blocks=No
     before, after = [], []
     if normalize is not None:
         if normalize not in NORMALIZERS:
-            raise FeatxError(f"unknown --normalize {normalize!r}; choose one of {', '.join(NORMALIZERS)} (per layer "
-                             "block L2; --standardize is the per-feature one)")
+            raise FeatxError(
+                f"unknown --normalize {normalize!r}; choose one of {', '.join(NORMALIZERS)} (per layer "
+                "block L2; --standardize is the per-feature one)"
+            )
         before.append(("layernorm", LayerNormalizer(blocks=blocks)))
     if select is not None:
-        after.append(("select", GroupLassoSelector(fraction=parse_select(select), penalty=select_penalty,
-                                                   blocks=blocks)))
+        after.append(
+            ("select", GroupLassoSelector(fraction=parse_select(select), penalty=select_penalty, blocks=blocks))
+        )
     return before, after
 
 

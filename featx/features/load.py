@@ -77,8 +77,13 @@ def select_cached(entry: CacheEntry, layers=None) -> LayerSelection:
         return LayerSelection(",".join(entry.layers), tuple(entry.layers))
     if isinstance(layers, LayerSelection):
         return replace(select_cached(entry, list(layers.names)), spec=layers.spec)
-    return layer_selection(infos_from_metadata(entry.layer_info), layers, model_name=entry.settings["backbone"],
-                           cached=entry.layers, entry_name=entry.name)
+    return layer_selection(
+        infos_from_metadata(entry.layer_info),
+        layers,
+        model_name=entry.settings["backbone"],
+        cached=entry.layers,
+        entry_name=entry.name,
+    )
 
 
 def require_layers(entry: CacheEntry) -> None:
@@ -95,9 +100,11 @@ def require_layers(entry: CacheEntry) -> None:
     if pending is None:
         raise FeatxError(f"cache entry {entry.name} has no cached layers; run `featx extract` on its data")
     rows = "no committed rows yet" if pending.committed_rows == 0 else "no finished layer yet"
-    raise FeatxError(f"cache entry {entry.name} has {rows} (its first extraction stopped at image "
-                     f"{pending.committed_rows}/{pending.n_rows}); run `featx extract` again with the same options "
-                     "to finish it")
+    raise FeatxError(
+        f"cache entry {entry.name} has {rows} (its first extraction stopped at image "
+        f"{pending.committed_rows}/{pending.n_rows}); run `featx extract` again with the same options "
+        "to finish it"
+    )
 
 
 def load(cache=None, *, layers=None, split: str | None = None, cache_dir=None, views=None) -> Features:
@@ -137,15 +144,27 @@ def load(cache=None, *, layers=None, split: str | None = None, cache_dir=None, v
         X, slices = np.concatenate([x for x, _ in parts], axis=1), parts[0][1]
     _check_finite(entry, X, slices, rows, views or (IDENTITY,))
     y = entry.labels[rows]
-    meta = pd.DataFrame({
-        "path": np.asarray(entry.relpaths, dtype=object)[rows],
-        "label": y,
-        "class_name": np.asarray(entry.class_names, dtype=object)[y],
-        "split": entry.split[rows],
-    })
-    return Features(X, y, meta, selection=selection, feature_slices=slices, class_names=entry.class_names,
-                    cache_key=entry.key, cache_path=str(entry.path), settings=entry.settings, views=views,
-                    entries=[entry.name])
+    meta = pd.DataFrame(
+        {
+            "path": np.asarray(entry.relpaths, dtype=object)[rows],
+            "label": y,
+            "class_name": np.asarray(entry.class_names, dtype=object)[y],
+            "split": entry.split[rows],
+        }
+    )
+    return Features(
+        X,
+        y,
+        meta,
+        selection=selection,
+        feature_slices=slices,
+        class_names=entry.class_names,
+        cache_key=entry.key,
+        cache_path=str(entry.path),
+        settings=entry.settings,
+        views=views,
+        entries=[entry.name],
+    )
 
 
 def _check_finite(entry: CacheEntry, X: np.ndarray, slices: dict, rows: np.ndarray, views: tuple) -> None:
@@ -162,7 +181,8 @@ def _check_finite(entry: CacheEntry, X: np.ndarray, slices: dict, rows: np.ndarr
                 raise RunFailed(
                     f"layer {name}{where} of cache entry {entry.name} has NaN/Inf features in {len(bad)} of {len(X)} "
                     f"row(s) (first: {entry.relpaths[rows[bad[0]]]}); leave it out of --layers, or run `featx verify` "
-                    "and re-extract it (a backbone that overflows needs --dtype float32 and no --mixed-precision)")
+                    "and re-extract it (a backbone that overflows needs --dtype float32 and no --mixed-precision)"
+                )
 
 
 def _check_views(entry: CacheEntry, selection: LayerSelection, views: tuple) -> None:
@@ -172,9 +192,11 @@ def _check_views(entry: CacheEntry, selection: LayerSelection, views: tuple) -> 
     missing = {view: names for view, names in missing.items() if names}
     if missing:
         layers = list(dict.fromkeys(n for names in missing.values() for n in names))
-        raise FeatxError(f"cache entry {entry.name} lacks view(s) {', '.join(missing)} of layer(s) {', '.join(layers)}; "
-                         f"run `featx extract` with the entry's options and --views {','.join(missing)} "
-                         f"--layers {','.join(layers)}")
+        raise FeatxError(
+            f"cache entry {entry.name} lacks view(s) {', '.join(missing)} of layer(s) {', '.join(layers)}; "
+            f"run `featx extract` with the entry's options and --views {','.join(missing)} "
+            f"--layers {','.join(layers)}"
+        )
 
 
 def open_entries(cache, cache_dir=None, *, runs_dir=None) -> list[CacheEntry]:
@@ -217,18 +239,30 @@ def load_combined(caches, *, layers=None, split: str | None = None, cache_dir=No
     # with views, each view's block joins the entries' features of that view: (n, V * (d_1 + d_2 + ...))
     X = np.concatenate([p.X.reshape(len(p.X), n_views, p.X.shape[1] // n_views) for p in parts], axis=2)
     X = X.reshape(len(X), n_views * X.shape[2])
-    return replace(first, X=X, selection=LayerSelection(first.selection.spec, tuple(names)), feature_slices=slices,
-                   cache_key="+".join(e.key for e in entries), settings={e.name: e.settings for e in entries},
-                   entries=[e.name for e in entries])
+    return replace(
+        first,
+        X=X,
+        selection=LayerSelection(first.selection.spec, tuple(names)),
+        feature_slices=slices,
+        cache_key="+".join(e.key for e in entries),
+        settings={e.name: e.settings for e in entries},
+        entries=[e.name for e in entries],
+    )
 
 
 def _check_same_images(first: CacheEntry, other: CacheEntry) -> None:
     """Refuse to combine entries whose rows are not the same images (by path and content), labels and split."""
-    checks = {"image paths": (first.relpaths, other.relpaths), "class names": (first.class_names, other.class_names),
-              "image contents (fingerprints)": (first.data["fingerprints"], other.data["fingerprints"]),
-              "labels": (first.labels, other.labels), "split": (first.split, other.split),
-              "decoded images": (first.valid, other.valid)}
+    checks = {
+        "image paths": (first.relpaths, other.relpaths),
+        "class names": (first.class_names, other.class_names),
+        "image contents (fingerprints)": (first.data["fingerprints"], other.data["fingerprints"]),
+        "labels": (first.labels, other.labels),
+        "split": (first.split, other.split),
+        "decoded images": (first.valid, other.valid),
+    }
     for what, (a, b) in checks.items():
         if len(a) != len(b) or not np.array_equal(np.asarray(a), np.asarray(b)):
-            raise FeatxError(f"cache entries {first.name} and {other.name} differ in their {what}, so their rows cannot "
-                             "be combined; extract both from the same data with the same --limit, --split and --seed")
+            raise FeatxError(
+                f"cache entries {first.name} and {other.name} differ in their {what}, so their rows cannot "
+                "be combined; extract both from the same data with the same --limit, --split and --seed"
+            )

@@ -73,7 +73,7 @@ class CachedMaps:
             starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(wanted) else np.array([], int)
             for start, stop in zip(starts, np.r_[starts[1:], len(wanted)]):
                 low = int(keys[start]) * chunk
-                block = ds[low:min(low + chunk, ds.shape[0])]
+                block = ds[low : min(low + chunk, ds.shape[0])]
                 out[start:stop] = block[wanted[start:stop] - low]
         result = np.empty_like(out)
         result[order] = out
@@ -108,8 +108,10 @@ def load_maps(cache=None, *, layers=None, cache_dir=None, views=None):
     entry = Cache(cache_dir).open(cache)
     selection = select_cached(entry, layers)
     if len(selection.names) != 1:
-        raise FeatxError(f"the tail classifier trains on one layer's maps (its cut), not {len(selection.names)} "
-                         f"layers ({', '.join(selection.names)}); pass --layers CUT or leave --layers out")
+        raise FeatxError(
+            f"the tail classifier trains on one layer's maps (its cut), not {len(selection.names)} "
+            f"layers ({', '.join(selection.names)}); pass --layers CUT or leave --layers out"
+        )
     if views is None:
         views = (IDENTITY,)
     elif isinstance(views, str):
@@ -121,8 +123,24 @@ def load_maps(cache=None, *, layers=None, cache_dir=None, views=None):
     _check_views(entry, selection, views)
     X, y, split = cached_maps(entry, selection.names[0], views=views)
     rows = X.rows
-    meta = pd.DataFrame({"path": np.asarray(entry.relpaths, dtype=object)[rows], "label": y,
-                         "class_name": np.asarray(entry.class_names, dtype=object)[y], "split": split})
-    return Features(X, y, meta, selection=selection, feature_slices={selection.names[0]: (0, X.d)},
-                    class_names=entry.class_names, cache_key=entry.key, cache_path=str(entry.path),
-                    settings=entry.settings, views=None if views == (IDENTITY,) else views, entries=[entry.name])
+    meta = pd.DataFrame(
+        {
+            "path": np.asarray(entry.relpaths, dtype=object)[rows],
+            "label": y,
+            "class_name": np.asarray(entry.class_names, dtype=object)[y],
+            "split": split,
+        }
+    )
+    return Features(
+        X,
+        y,
+        meta,
+        selection=selection,
+        feature_slices={selection.names[0]: (0, X.d)},
+        class_names=entry.class_names,
+        cache_key=entry.key,
+        cache_path=str(entry.path),
+        settings=entry.settings,
+        views=None if views == (IDENTITY,) else views,
+        entries=[entry.name],
+    )

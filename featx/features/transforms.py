@@ -64,8 +64,7 @@ class FNEDiscretizer(TransformerMixin, BaseEstimator):
         """
         if not self.low < self.high:
             raise FeatxError(
-                f"FNE thresholds need low < high, got low={self.low} high={self.high}; "
-                "pass e.g. low=-0.25 high=0.15."
+                f"FNE thresholds need low < high, got low={self.low} high={self.high}; pass e.g. low=-0.25 high=0.15."
             )
         X = validate_data(self, X, dtype=(np.float32, np.float64))
         std = X.std(axis=0, dtype=np.float64)
@@ -139,10 +138,7 @@ def build_feature_pipeline(
     elif discretize == "kbins":
         steps.append(("kbins", _kbins(kbins, seed)))
     elif discretize is not None:
-        raise FeatxError(
-            f"unknown discretize {discretize!r}; choose one of: {', '.join(DISCRETIZERS)} "
-            "(or none)."
-        )
+        raise FeatxError(f"unknown discretize {discretize!r}; choose one of: {', '.join(DISCRETIZERS)} (or none).")
     if pca is not None:
         steps.append(("pca", PCA(n_components=_pca_components(pca), random_state=seed)))
     return steps
@@ -163,9 +159,7 @@ def _kbins(n_bins, seed):
     (it silences the FutureWarning about the changing default)."""
     if not _is_int(n_bins) or n_bins < 2:
         raise FeatxError(f"kbins must be an integer >= 2, got {n_bins!r}.")
-    discretizer = QuietKBinsDiscretizer(
-        n_bins=n_bins, encode="ordinal", strategy="quantile", random_state=seed
-    )
+    discretizer = QuietKBinsDiscretizer(n_bins=n_bins, encode="ordinal", strategy="quantile", random_state=seed)
     if "quantile_method" in discretizer.get_params():
         discretizer.set_params(quantile_method="averaged_inverted_cdf")
     return discretizer

@@ -86,8 +86,11 @@ def report(sources=(), *, cache_dir=None, runs_dir=None, output=None, metric: st
         page.title = f"featx report: {folders[0].name}"
     elif not folders:
         page.title = f"featx report: {len(page.run_ids)} run(s)"
-    path = Path(output) if output else (folders[0] if len(folders) == 1 else
-                                        cache.reports_dir / f"runs-{new_run_id()}") / REPORT_FILE
+    path = (
+        Path(output)
+        if output
+        else (folders[0] if len(folders) == 1 else cache.reports_dir / f"runs-{new_run_id()}") / REPORT_FILE
+    )
     return write(page, path)
 
 
@@ -100,8 +103,16 @@ def pipeline_report(cache: Cache, run_ids, *, name: str, command: str, plots=(),
     _add_pipeline_figures(page, plots)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    write_json(output.parent / PIPELINE_INFO, {"format_version": PIPELINE_VERSION, "name": name, "command": command,
-                                               "run_ids": page.run_ids, "plots": [str(p) for p in plots]})
+    write_json(
+        output.parent / PIPELINE_INFO,
+        {
+            "format_version": PIPELINE_VERSION,
+            "name": name,
+            "command": command,
+            "run_ids": page.run_ids,
+            "plots": [str(p) for p in plots],
+        },
+    )
     return write(page, output)
 
 
@@ -121,8 +132,9 @@ def _add_pipeline_figures(page: Page, plots) -> None:
             if set(found.table["run_id"].dropna()) <= wanted and found.plot is not None:
                 page.figures.append(("Layer comparison", f"{found.folder.name}: {found.best_line or ''}", found.plot))
                 wanted -= set(found.table["run_id"])
-    page.figures += [("t-SNE", Path(p).name, Path(p)) for p in plots
-                     if Path(p).name.startswith("tsne-") and Path(p).is_file()]
+    page.figures += [
+        ("t-SNE", Path(p).name, Path(p)) for p in plots if Path(p).name.startswith("tsne-") and Path(p).is_file()
+    ]
 
 
 def _add_pipeline(page: Page, folder: Path) -> None:
@@ -130,8 +142,10 @@ def _add_pipeline(page: Page, folder: Path) -> None:
 
     info = json.loads((folder / PIPELINE_INFO).read_text(encoding="utf-8"))
     if info.get("format_version") != PIPELINE_VERSION:
-        raise FeatxError(f"{folder / PIPELINE_INFO} has format version {info.get('format_version')}, this featx reads "
-                         f"version {PIPELINE_VERSION}; use the featx that wrote it")
+        raise FeatxError(
+            f"{folder / PIPELINE_INFO} has format version {info.get('format_version')}, this featx reads "
+            f"version {PIPELINE_VERSION}; use the featx that wrote it"
+        )
     page.run_ids += info["run_ids"]
     page.commands.append(info["command"])
     _add_pipeline_figures(page, info["plots"])
@@ -148,7 +162,9 @@ def write(page: Page, path: Path) -> Path:
         with atomic_path(path) as tmp:
             tmp.write_text(text, encoding="utf-8")
     except OSError as exc:
-        raise FeatxError(f"cannot write report {path} ({exc.strerror or exc}); pass -o naming a writable file") from None
+        raise FeatxError(
+            f"cannot write report {path} ({exc.strerror or exc}); pass -o naming a writable file"
+        ) from None
     return path
 
 
@@ -156,8 +172,10 @@ def _newest_report(cache: Cache) -> Path:
     folders = [p for p in cache.reports_dir.glob("compare-*") if p.is_dir()]
     folders += [p for p in cache.reports_dir.glob("tune-*") if p.is_dir()]
     if not folders:
-        raise FeatxError(f"no compare or tune report in {cache.reports_dir}; run `featx compare` or `featx tune`, "
-                         "or name run ids: featx report RUN_ID ...")
+        raise FeatxError(
+            f"no compare or tune report in {cache.reports_dir}; run `featx compare` or `featx tune`, "
+            "or name run ids: featx report RUN_ID ..."
+        )
     return max(folders, key=lambda p: p.name.split("-", 1)[1])  # compare-<time>-<hex>: sortable by time
 
 
@@ -173,11 +191,15 @@ def _folder(cache: Cache, source: str) -> tuple[str, Path | None]:
                 return "compare", candidate
             if name.startswith("tune-") or any(candidate.glob("*_curve.csv")):
                 return "tune", candidate
-            raise FeatxError(f"{source} is not a compare-<id>, tune-<id> or pipeline-<name>-<id> report folder; "
-                             "pass one of those or run ids")
+            raise FeatxError(
+                f"{source} is not a compare-<id>, tune-<id> or pipeline-<name>-<id> report folder; "
+                "pass one of those or run ids"
+            )
     if source.startswith(("compare-", "tune-", "pipeline-")) or "/" in source:
-        raise FeatxError(f"report folder '{source}' not found (looked in {cache.reports_dir}); see the paths "
-                         "`featx compare` and `featx tune` print")
+        raise FeatxError(
+            f"report folder '{source}' not found (looked in {cache.reports_dir}); see the paths "
+            "`featx compare` and `featx tune` print"
+        )
     return "run", None
 
 
@@ -186,8 +208,9 @@ def _add_compare(page: Page, found) -> None:
     page.metric = page.metric or found.metric
     if found.plot is not None:
         page.figures.append(("Layer comparison", f"{found.folder.name}: {found.best_line or ''}", found.plot))
-    page.commands.append(found.command or f"(the command of {found.folder.name} was not recorded: it predates "
-                                          "command.txt)")
+    page.commands.append(
+        found.command or f"(the command of {found.folder.name} was not recorded: it predates command.txt)"
+    )
 
 
 def _add_tune(page: Page, found) -> None:
@@ -198,13 +221,20 @@ def _add_tune(page: Page, found) -> None:
             page.figures.append(("Tune search curve", f"{clf}: {found.metric} on {found.selection}", png))
         metric = found.metric if found.metric in curve.columns else None
         shown = curve.sort_values(metric, ascending=False, kind="stable") if metric else curve
-        page.tables.append((f"Tune search, {clf}: the best points by {metric or 'search order'} "
-                            f"(8 of {len(curve)} tried; selected on {found.selection})", shown.head(8)))
-    page.commands.append(found.command or f"(the command of {found.folder.name} was not recorded: it predates "
-                                          "command.txt)")
+        page.tables.append(
+            (
+                f"Tune search, {clf}: the best points by {metric or 'search order'} "
+                f"(8 of {len(curve)} tried; selected on {found.selection})",
+                shown.head(8),
+            )
+        )
+    page.commands.append(
+        found.command or f"(the command of {found.folder.name} was not recorded: it predates command.txt)"
+    )
 
 
 # --- rendering
+
 
 def render(page: Page) -> str:
     """The whole HTML document of `page` (images inlined)."""
@@ -230,9 +260,11 @@ def render(page: Page) -> str:
     body.append(_source_lines(page.cache, rows))
     ranked = rank(rows, page.metric)
     best = recommended(ranked)
-    body.append(f'<div class="box"><b>{_e(recommendation_line(ranked)).replace(chr(10), "<br>")}</b>'
-                f'<p class="note">{_e(reason + "; " if reason else "")}{_e(ranked.attrs["note"])}. Baseline rows '
-                "(majority, stratified) ignore the features: a model worth using beats them clearly.</p></div>")
+    body.append(
+        f'<div class="box"><b>{_e(recommendation_line(ranked)).replace(chr(10), "<br>")}</b>'
+        f'<p class="note">{_e(reason + "; " if reason else "")}{_e(ranked.attrs["note"])}. Baseline rows '
+        "(majority, stratified) ignore the features: a model worth using beats them clearly.</p></div>"
+    )
     body.append("<h2>Ranking</h2>")
     for protocol, group in ranked.groupby("selected_by", sort=False):
         body.append(f"<h3>Scored by {_e(protocol_label(protocol))} ({len(group)} run(s))</h3>")
@@ -244,12 +276,22 @@ def render(page: Page) -> str:
     figures = list(page.figures)
     with tempfile.TemporaryDirectory(prefix="featx-report-") as scratch:
         if best is not None:
-            figures += _confusions(run_files(page.cache.runs_dir, best["run_id"]), best, Path(scratch), model_name(best))
-        dense = [(r, files) for _, r in ranked.iterrows()
-                 if (files := run_files(page.cache.runs_dir, r["run_id"])).history is not None][:MAX_LEARNING_CURVES]
+            figures += _confusions(
+                run_files(page.cache.runs_dir, best["run_id"]), best, Path(scratch), model_name(best)
+            )
+        dense = [
+            (r, files)
+            for _, r in ranked.iterrows()
+            if (files := run_files(page.cache.runs_dir, r["run_id"])).history is not None
+        ][:MAX_LEARNING_CURVES]
         for r, files in dense:
-            figures.append(("Learning curves (dense heads)", f"{model_name(r)} (run {r['run_id']})",
-                            _learning_png(files, Path(scratch))))
+            figures.append(
+                (
+                    "Learning curves (dense heads)",
+                    f"{model_name(r)} (run {r['run_id']})",
+                    _learning_png(files, Path(scratch)),
+                )
+            )
         if not any(section == "t-SNE" for section, _, _ in figures):
             figures += _tsne(page.cache, keys)
         sections = list(dict.fromkeys(section for section, _, _ in figures))
@@ -263,10 +305,17 @@ def render(page: Page) -> str:
     body.append("<pre>" + _e("\n".join(commands) or "(no command recorded)") + "</pre>")
     if best is not None and page.commands:
         body.append("<p class='note'>The recommended model alone:</p><pre>" + _e(fit_command(best)) + "</pre>")
-    body.append(f'<p class="note">written {time.strftime("%Y-%m-%d %H:%M:%S")} by featx; self-contained: images '
-                "inlined, no scripts, no network.</p>")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>" + _e(page.title)
-            + f"</title><style>{STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    body.append(
+        f'<p class="note">written {time.strftime("%Y-%m-%d %H:%M:%S")} by featx; self-contained: images '
+        "inlined, no scripts, no network.</p>"
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>'
+        + _e(page.title)
+        + f"</title><style>{STYLE}</style></head><body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
 
 
 def _source_lines(cache: Cache, rows: pd.DataFrame) -> str:
@@ -277,14 +326,27 @@ def _source_lines(cache: Cache, rows: pd.DataFrame) -> str:
     lines = []
     for key, group in rows.groupby(rows["cache_key"].astype(str), sort=False):
         data = key_data_label(key, labels, missing="(entry no longer in this cache)")
-        lines.append(f"<b>data</b>: {_e(data)} &nbsp; <b>backbone</b>: {_e(group['backbone'].iloc[0])} &nbsp; "
-                     f"<b>entry</b>: {_e(group['cache_entry'].iloc[0])}")
+        lines.append(
+            f"<b>data</b>: {_e(data)} &nbsp; <b>backbone</b>: {_e(group['backbone'].iloc[0])} &nbsp; "
+            f"<b>entry</b>: {_e(group['cache_entry'].iloc[0])}"
+        )
     return '<p class="meta">' + ("<br>".join(lines) or "no runs") + "</p>"
 
 
 def _ranking_table(group: pd.DataFrame, metric: str, best, several_entries: bool) -> str:
-    head = ["#", "run", *(["entry"] if several_entries else []), "layers", "classifier", "params", "transforms",
-            "features", f"{metric} (selection)", f"val {metric}", "val accuracy"]
+    head = [
+        "#",
+        "run",
+        *(["entry"] if several_entries else []),
+        "layers",
+        "classifier",
+        "params",
+        "transforms",
+        "features",
+        f"{metric} (selection)",
+        f"val {metric}",
+        "val accuracy",
+    ]
     out = ["<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>"]
     for n, (_, r) in enumerate(group.iterrows(), 1):
         selected = best is not None and r["run_id"] == best["run_id"]
@@ -294,21 +356,36 @@ def _ranking_table(group: pd.DataFrame, metric: str, best, several_entries: bool
             score += f" ± {r['selection_ci95']:.3f}"
         clf = _e(r["classifier"]) + ('<span class="tag">baseline</span>' if r["baseline"] else "")
         clf += '<span class="tag">recommended</span>' if selected else ""
-        cells = [str(n), _e(r["run_id"]), *([_e(r["cache_entry"])] if several_entries else []),
-                 _e("(baseline: ignores the features)" if r["baseline"] else r["layers"]), clf, _e(r["params"]),
-                 _e(r["transforms"]), _num(r["n_features"], "{:.0f}"), score, _num(r.get(f"val_{metric}")),
-                 _num(r.get("val_accuracy"))]
+        cells = [
+            str(n),
+            _e(r["run_id"]),
+            *([_e(r["cache_entry"])] if several_entries else []),
+            _e("(baseline: ignores the features)" if r["baseline"] else r["layers"]),
+            clf,
+            _e(r["params"]),
+            _e(r["transforms"]),
+            _num(r["n_features"], "{:.0f}"),
+            score,
+            _num(r.get(f"val_{metric}")),
+            _num(r.get("val_accuracy")),
+        ]
         numbers = len(cells) - 4  # features and the scores, right-aligned
-        out.append(f"<tr{klass}>" + "".join(f'<td class="num">{c}</td>' if i >= numbers else f"<td>{c}</td>"
-                                           for i, c in enumerate(cells)) + "</tr>")
+        out.append(
+            f"<tr{klass}>"
+            + "".join(f'<td class="num">{c}</td>' if i >= numbers else f"<td>{c}</td>" for i, c in enumerate(cells))
+            + "</tr>"
+        )
     return "\n".join(out) + "</table>"
 
 
 def _plain_table(table: pd.DataFrame) -> str:
     out = ["<table><tr>" + "".join(f"<th>{_e(c)}</th>" for c in table.columns) + "</tr>"]
     for _, r in table.iterrows():
-        out.append("<tr>" + "".join(f'<td class="num">{_num(v)}</td>' if isinstance(v, float) else f"<td>{_e(v)}</td>"
-                                    for v in r) + "</tr>")
+        out.append(
+            "<tr>"
+            + "".join(f'<td class="num">{_num(v)}</td>' if isinstance(v, float) else f"<td>{_e(v)}</td>" for v in r)
+            + "</tr>"
+        )
     return "\n".join(out) + "</table>"
 
 
@@ -318,8 +395,9 @@ def _confusions(files, row, scratch: Path, name: str) -> list:
 
     figures = []
     for split, matrix in files.confusion.items():
-        png = files.confusion_png.get(split) or plot_confusion(matrix, scratch / f"confusion_{split}.png",
-                                                               f"{row['classifier']} ({split})")
+        png = files.confusion_png.get(split) or plot_confusion(
+            matrix, scratch / f"confusion_{split}.png", f"{row['classifier']} ({split})"
+        )
         figures.append(("Confusion matrices of the recommended model", f"{split}: {name} (run {row['run_id']})", png))
     return figures
 
@@ -345,8 +423,10 @@ def _tsne(cache: Cache, keys: list[str]) -> list:
 
 def _figure(caption: str, png) -> str:
     data = base64.b64encode(Path(png).read_bytes()).decode("ascii")
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{_e(caption)}">'
-            f"<figcaption>{_e(caption)}</figcaption></figure>")
+    return (
+        f'<figure><img src="data:image/png;base64,{data}" alt="{_e(caption)}">'
+        f"<figcaption>{_e(caption)}</figcaption></figure>"
+    )
 
 
 def _num(value, fmt: str = "{:.3f}") -> str:

@@ -153,8 +153,7 @@ def _depth_lines(ax, results_df, metric, x, hue):
     ax.set_xlabel("layer (by depth)")
     combined = results_df[results_df["depth"].isna()]
     styles = {
-        subset: COMBINED_LINESTYLES[i % len(COMBINED_LINESTYLES)]
-        for i, subset in enumerate(combined[x].unique())
+        subset: COMBINED_LINESTYLES[i % len(COMBINED_LINESTYLES)] for i, subset in enumerate(combined[x].unique())
     }
     for (name, subset), value in combined.groupby([hue, x], sort=False)[metric].mean().items():
         ax.axhline(

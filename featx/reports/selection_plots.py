@@ -18,8 +18,17 @@ LABEL_CHARS = 28
 BASELINE_STYLE = {"color": "0.4", "linestyle": "--", "linewidth": 1}
 
 
-def plot_layer_scores(table, path, mean: str, ci: str | None = None, x: str = "layers", hue: str = "classifier",
-                      baselines=("majority", "stratified"), title: str | None = None, order=None):
+def plot_layer_scores(
+    table,
+    path,
+    mean: str,
+    ci: str | None = None,
+    x: str = "layers",
+    hue: str = "classifier",
+    baselines=("majority", "stratified"),
+    title: str | None = None,
+    order=None,
+):
     """A metric per layer subset and model, with 95% CI whiskers, baseline lines and the best row starred.
 
     table : DataFrame, one row per (subset, model), with columns `x`, `hue`, `mean` (e.g.
@@ -32,7 +41,9 @@ def plot_layer_scores(table, path, mean: str, ci: str | None = None, x: str = "l
     """
     missing = {x, hue, mean, *([ci] if ci else [])} - set(table.columns)
     if missing:
-        raise FeatxError(f"results have no column(s) {', '.join(sorted(missing))}; available: {', '.join(table.columns)}")
+        raise FeatxError(
+            f"results have no column(s) {', '.join(sorted(missing))}; available: {', '.join(table.columns)}"
+        )
     table = table.assign(_ci=table[ci].fillna(0) if ci else 0.0)
     is_base = table[hue].isin(baselines)
     rows, base = table[~is_base], table[is_base]
@@ -51,8 +62,9 @@ def plot_layer_scores(table, path, mean: str, ci: str | None = None, x: str = "l
     if len(rows):
         _mark_best(ax, rows, mean, x, hue, per_depth)
     _zoom(ax, table, mean, mean.removeprefix("cv_").removesuffix("_mean"))
-    ax.set_title(title or f"{mean.removeprefix('cv_').removesuffix('_mean')} by layer subset"
-                 + (" (95% CI)" if ci else ""))
+    ax.set_title(
+        title or f"{mean.removeprefix('cv_').removesuffix('_mean')} by layer subset" + (" (95% CI)" if ci else "")
+    )
     ax.legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
     return _save(fig, path)
 
@@ -80,8 +92,16 @@ def plot_search_curve(curve, path, params, metric: str, title: str | None = None
     if len(default):
         ax.axhline(default[metric].iloc[0], **BASELINE_STYLE, label=f"defaults: {default[metric].iloc[0]:.3f}")
     best = curve[curve["best"]].iloc[0]
-    ax.plot([best[x]], [best[metric]], marker="*", markersize=16, color="gold", markeredgecolor="black",
-            linestyle="none", label=f"chosen: {best[metric]:.3f}")
+    ax.plot(
+        [best[x]],
+        [best[metric]],
+        marker="*",
+        markersize=16,
+        color="gold",
+        markeredgecolor="black",
+        linestyle="none",
+        label=f"chosen: {best[metric]:.3f}",
+    )
     values = points[x]
     if np.issubdtype(values.dtype, np.number) and (values > 0).all() and values.max() / values.min() >= 100:
         ax.set_xscale("log")
@@ -97,8 +117,13 @@ def _dodged_points(ax, rows, mean, x, hue, colors, order=None):
     for i, (name, group) in enumerate(rows.groupby(hue, sort=False)):
         where = np.array([subsets.index(s) for s in group[x]]) + (i - (len(colors) - 1) / 2) * width
         ax.errorbar(where, group[mean], yerr=group["_ci"], fmt="o", capsize=3, color=colors[name], label=name)
-    ax.set_xticks(range(len(subsets)), labels=[_short(s) for s in subsets], rotation=30 if len(subsets) > 3 else 0,
-                  ha="right" if len(subsets) > 3 else "center", fontsize=8)
+    ax.set_xticks(
+        range(len(subsets)),
+        labels=[_short(s) for s in subsets],
+        rotation=30 if len(subsets) > 3 else 0,
+        ha="right" if len(subsets) > 3 else "center",
+        fontsize=8,
+    )
     ax.set_xlabel("layer subset")
 
 
@@ -107,18 +132,25 @@ def _depth_curves(ax, rows, mean, x, hue, colors):
     for name, group in layers.groupby(hue, sort=False):
         group = group.sort_values("depth")
         ax.plot(group["depth"], group[mean], marker="o", markersize=3, color=colors[name], label=name)
-        ax.fill_between(group["depth"], group[mean] - group["_ci"], group[mean] + group["_ci"], color=colors[name],
-                        alpha=0.15)
+        ax.fill_between(
+            group["depth"], group[mean] - group["_ci"], group[mean] + group["_ci"], color=colors[name], alpha=0.15
+        )
     ticks = layers.drop_duplicates("depth").sort_values("depth")
     step = math.ceil(len(ticks) / MAX_TICK_LABELS)
-    ax.set_xticks(ticks["depth"].iloc[::step], labels=[_short(s) for s in ticks[x].iloc[::step]], rotation=90,
-                  fontsize=7)
+    ax.set_xticks(
+        ticks["depth"].iloc[::step], labels=[_short(s) for s in ticks[x].iloc[::step]], rotation=90, fontsize=7
+    )
     ax.set_xlabel("layer (by depth)" + (f", one label every {step} layers" if step > 1 else ""))
     combined = rows[rows["depth"].isna()]
     styles = (":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1)))
     for i, ((name, subset), group) in enumerate(combined.groupby([hue, x], sort=False)):
-        ax.axhline(group[mean].mean(), color=colors[name], linestyle=styles[i % len(styles)], linewidth=1,
-                   label=f"{name}: {_short(subset)}")
+        ax.axhline(
+            group[mean].mean(),
+            color=colors[name],
+            linestyle=styles[i % len(styles)],
+            linewidth=1,
+            label=f"{name}: {_short(subset)}",
+        )
 
 
 def _mark_best(ax, rows, mean, x, hue, per_depth):
@@ -132,8 +164,17 @@ def _mark_best(ax, rows, mean, x, hue, per_depth):
         names = list(rows[hue].unique())
         width = 0.7 / max(1, len(names))
         where = subsets.index(best[x]) + (names.index(best[hue]) - (len(names) - 1) / 2) * width
-    ax.plot([where], [best[mean]], marker="*", markersize=16, color="gold", markeredgecolor="black",
-            linestyle="none", label=f"best: {best[hue]} on {_short(best[x])}", zorder=5)
+    ax.plot(
+        [where],
+        [best[mean]],
+        marker="*",
+        markersize=16,
+        color="gold",
+        markeredgecolor="black",
+        linestyle="none",
+        label=f"best: {best[hue]} on {_short(best[x])}",
+        zorder=5,
+    )
 
 
 def _zoom(ax, table, mean, name):

@@ -101,7 +101,9 @@ def folder_source(root: Path) -> ImageSet:
             rel.encode("utf-8")
         except UnicodeEncodeError:  # bytes from another encoding: no stored path could name it
             shown = os.fsencode(rel).decode("utf-8", "backslashreplace")
-            raise FeatxError(f"file name '{shown}' in '{root}' is not valid UTF-8; rename it (e.g. convmv -f latin1 -t utf8)") from None
+            raise FeatxError(
+                f"file name '{shown}' in '{root}' is not valid UTF-8; rename it (e.g. convmv -f latin1 -t utf8)"
+            ) from None
     return ImageSet(str(root.resolve()), relpaths, np.asarray(labels, dtype=np.int64), classes, f"folder {root}")
 
 
@@ -113,8 +115,10 @@ def manifest_source(csv_path: Path) -> ImageSet:
     for column in ("path", "label") + (("split",) if "split" in columns else ()):
         empty = [line for line, row in zip(lines, rows) if not row.get(column)]
         if empty:
-            raise FeatxError(f"manifest '{csv_path}' {_name_lines(empty)}: empty {column}; give every row a {column}"
-                             + (" or drop the split column" if column == "split" else ""))
+            raise FeatxError(
+                f"manifest '{csv_path}' {_name_lines(empty)}: empty {column}; give every row a {column}"
+                + (" or drop the split column" if column == "split" else "")
+            )
     relpaths = []
     for line, row in zip(lines, rows):
         full = (root / row["path"]).resolve()
@@ -133,8 +137,9 @@ def manifest_source(csv_path: Path) -> ImageSet:
         bad = [line for line, value in zip(lines, split) if value not in SPLITS]
         if bad:
             values = sorted({str(v) for v in split} - set(SPLITS))
-            raise FeatxError(f"manifest '{csv_path}' {_name_lines(bad)}: split value(s) {values}; "
-                             f"use only {', '.join(SPLITS)}")
+            raise FeatxError(
+                f"manifest '{csv_path}' {_name_lines(bad)}: split value(s) {values}; use only {', '.join(SPLITS)}"
+            )
         image_set.split, image_set.split_settings = split, {"kind": "manifest"}
     return image_set
 
@@ -146,20 +151,26 @@ def _read_manifest(csv_path: Path) -> tuple[list[dict], list[int], list[str]]:
         text = raw.decode("utf-8-sig")  # a BOM, as Excel writes "CSV UTF-8", is not part of the first column's name
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
-        raise FeatxError(f"manifest '{csv_path}' line {line} is not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
-                         "save the manifest as UTF-8") from None
+        raise FeatxError(
+            f"manifest '{csv_path}' line {line} is not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
+            "save the manifest as UTF-8"
+        ) from None
     if "\0" in text:
         line = text.count("\n", 0, text.index("\0")) + 1
-        raise FeatxError(f"manifest '{csv_path}' line {line} contains a NUL byte (a binary file?); "
-                         "give a plain-text CSV with columns path,label[,split]")
+        raise FeatxError(
+            f"manifest '{csv_path}' line {line} contains a NUL byte (a binary file?); "
+            "give a plain-text CSV with columns path,label[,split]"
+        )
     reader = csv.DictReader(io.StringIO(text, newline=""))
     rows, lines = [], []
     try:
         columns = [c.strip() for c in (reader.fieldnames or [])]
         repeated = [c for c in ("path", "label", "split") if columns.count(c) > 1]
         if repeated:  # csv would silently keep the last one
-            raise FeatxError(f"manifest '{csv_path}' has {columns.count(repeated[0])} '{repeated[0]}' columns in its "
-                             f"header; keep one '{repeated[0]}' column (rename or delete the others)")
+            raise FeatxError(
+                f"manifest '{csv_path}' has {columns.count(repeated[0])} '{repeated[0]}' columns in its "
+                f"header; keep one '{repeated[0]}' column (rename or delete the others)"
+            )
         missing = [c for c in ("path", "label") if c not in columns]
         if missing:
             raise FeatxError(
@@ -170,8 +181,10 @@ def _read_manifest(csv_path: Path) -> tuple[list[dict], list[int], list[str]]:
             rows.append({k.strip(): (v or "").strip() for k, v in row.items() if k})
             lines.append(reader.line_num)
     except csv.Error as exc:  # e.g. a field over csv's size limit: a binary or mangled file
-        raise FeatxError(f"manifest '{csv_path}' line {reader.line_num + 1}: {exc}; "  # line_num: lines completed
-                         "give a plain-text CSV with columns path,label[,split]") from None
+        raise FeatxError(
+            f"manifest '{csv_path}' line {reader.line_num + 1}: {exc}; "  # line_num: lines completed
+            "give a plain-text CSV with columns path,label[,split]"
+        ) from None
     return rows, lines, columns
 
 
@@ -188,11 +201,15 @@ def _check_unique(csv_path: Path, relpaths: list[str], labels: list[str], lines:
     if conflicts:
         rel, rows = next(iter(conflicts.items()))
         given = ", ".join(f"line {lines[i]}: '{labels[i]}'" for i in rows)
-        raise FeatxError(f"manifest '{csv_path}' gives '{rel}' different labels ({given}){others}; "
-                         "keep one row per image with its correct label")
+        raise FeatxError(
+            f"manifest '{csv_path}' gives '{rel}' different labels ({given}){others}; "
+            "keep one row per image with its correct label"
+        )
     rel, rows = next(iter(repeated.items()))
-    raise FeatxError(f"manifest '{csv_path}' lists '{rel}' more than once ({_name_lines([lines[i] for i in rows])}){others}; "
-                     "keep one row per image, or one image could land in both train and test")
+    raise FeatxError(
+        f"manifest '{csv_path}' lists '{rel}' more than once ({_name_lines([lines[i] for i in rows])}){others}; "
+        "keep one row per image, or one image could land in both train and test"
+    )
 
 
 def _name_lines(lines: list[int], shown: int = 5) -> str:
@@ -221,4 +238,6 @@ def elpv_source() -> ImageSet:
 
 def _check_not_empty(items, where) -> None:
     if not items:
-        raise FeatxError(f"no images found in '{where}'; point --data at a folder of class subfolders or a CSV manifest")
+        raise FeatxError(
+            f"no images found in '{where}'; point --data at a folder of class subfolders or a CSV manifest"
+        )

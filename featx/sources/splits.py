@@ -17,7 +17,9 @@ def stratified_split(labels: np.ndarray, class_names, fractions=(0.7, 0.15, 0.15
     """
     fractions = np.asarray(fractions, dtype=float)
     if fractions.shape != (3,) or np.any(fractions < 0) or not np.isclose(fractions.sum(), 1.0):
-        raise FeatxError(f"split fractions {list(fractions)} must be three non-negative numbers summing to 1, e.g. 0.7,0.15,0.15")
+        raise FeatxError(
+            f"split fractions {list(fractions)} must be three non-negative numbers summing to 1, e.g. 0.7,0.15,0.15"
+        )
     needed = 1 + int(np.count_nonzero(fractions[1:] > 0))
     rng = np.random.default_rng(seed)
     split = np.empty(len(labels), dtype="<U5")
@@ -48,8 +50,10 @@ def subsample(labels: np.ndarray, limit: int, seed: int = 0) -> np.ndarray:
     classes, counts = np.unique(labels, return_counts=True)
     floor = np.minimum(counts, MIN_PER_CLASS)
     if limit < floor.sum():
-        raise FeatxError(f"--limit {limit} is too small for {len(classes)} classes: a stratified split needs "
-                         f"{MIN_PER_CLASS} images of each; use --limit {floor.sum()} or more")
+        raise FeatxError(
+            f"--limit {limit} is too small for {len(classes)} classes: a stratified split needs "
+            f"{MIN_PER_CLASS} images of each; use --limit {floor.sum()} or more"
+        )
     quota = _quotas(counts, floor, limit)
     rng = np.random.default_rng(seed)
     rows = [rng.choice(np.flatnonzero(labels == c), size=q, replace=False) for c, q in zip(classes, quota)]

@@ -33,8 +33,10 @@ FAMILIES = {"flip": ("id", "hflip"), "d4": D4}
 MAX_CROPS = 9
 CROP_SIDE = 0.8
 RAND_AREA, RAND_RATIO, RAND_JITTER = (0.5, 1.0), (3 / 4, 4 / 3), 0.1
-SPEC_HELP = ("flip (2 views), d4 (the 8 rotations/flips), crops:K (K fixed crops, K <= 9), rand:K (K seeded random "
-             "crops+flip+jitter); comma-separated to combine, e.g. flip,crops:5; the identity view is always included")
+SPEC_HELP = (
+    "flip (2 views), d4 (the 8 rotations/flips), crops:K (K fixed crops, K <= 9), rand:K (K seeded random "
+    "crops+flip+jitter); comma-separated to combine, e.g. flip,crops:5; the identity view is always included"
+)
 
 _CROP = re.compile(r"crop([1-9])")
 _RAND = re.compile(r"rand([1-9][0-9]*)s([0-9]+)")
@@ -77,11 +79,13 @@ def is_view(name: str) -> bool:
 
 def sort_views(names) -> list[str]:
     """Views in a stable order: identity, D4, crops by k, random views by seed and k."""
+
     def rank(name):
         if name in D4:
             return (0, D4.index(name), 0)
         crop, rand = _CROP.fullmatch(name), _RAND.fullmatch(name)
         return (1, 0, int(crop[1])) if crop else (2, int(rand[2]), int(rand[1]))
+
     return sorted(names, key=rank)
 
 
@@ -107,9 +111,13 @@ def view_of(image: np.ndarray, name: str, key: int) -> np.ndarray:
 
 
 _D4_OPS = {
-    "rot90": lambda a: np.rot90(a, 1), "rot180": lambda a: np.rot90(a, 2), "rot270": lambda a: np.rot90(a, 3),
-    "hflip": lambda a: a[:, ::-1], "vflip": lambda a: a[::-1],
-    "transpose": lambda a: a.transpose(1, 0, 2), "transverse": lambda a: np.rot90(a, 2).transpose(1, 0, 2),
+    "rot90": lambda a: np.rot90(a, 1),
+    "rot180": lambda a: np.rot90(a, 2),
+    "rot270": lambda a: np.rot90(a, 3),
+    "hflip": lambda a: a[:, ::-1],
+    "vflip": lambda a: a[::-1],
+    "transpose": lambda a: a.transpose(1, 0, 2),
+    "transverse": lambda a: np.rot90(a, 2).transpose(1, 0, 2),
 }
 
 
@@ -123,7 +131,7 @@ def _fit(array: np.ndarray, shape) -> np.ndarray:
 
 def _resized_crop(image: np.ndarray, top: int, left: int, height: int, width: int) -> np.ndarray:
     h, w = image.shape[:2]
-    box = Image.fromarray(np.ascontiguousarray(image[top:top + height, left:left + width]))
+    box = Image.fromarray(np.ascontiguousarray(image[top : top + height, left : left + width]))
     return np.asarray(box.resize((w, h), Image.BILINEAR))
 
 
