@@ -9,8 +9,6 @@ load_keras_model); pickling (joblib between processes) embeds the .keras bytes.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from numbers import Integral, Real
 
 import keras
@@ -22,12 +20,13 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from featx.classifiers.keras_file import KerasModelFile
 from featx.errors import FeatxError
 
 VALIDATION_FRACTION = 0.15
 
 
-class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
+class DenseHeadClassifier(KerasModelFile, ClassifierMixin, BaseEstimator):
     """Keras MLP head; keeps the weights of the epoch with the best validation accuracy.
 
     Parameters
@@ -284,39 +283,6 @@ class DenseHeadClassifier(ClassifierMixin, BaseEstimator):
             return keras.optimizers.Adam(learning_rate=self.lr)
         raise FeatxError(f"unknown optimizer {self.optimizer!r} for the dense head; choose sgd or adam.")
 
-    def save_keras_model(self, path):
-        """Write the fitted Keras model as a .keras file (featx saves the rest of the head with skops)."""
-        check_is_fitted(self)
-        self.model_.save(path)
-
-    def without_keras_model(self):
-        """A copy holding everything but the Keras model and the training history (a DataFrame, which
-        skops does not load; featx keeps it as history.csv): what skops saves."""
-        head = object.__new__(type(self))
-        head.__dict__.update({k: v for k, v in self.__dict__.items() if k not in ("model_", "history_")})
-        return head
-
-    def load_keras_model(self, path):
-        """Put back the Keras model saved by save_keras_model, in Keras safe mode (no code in it runs)."""
-        self.model_ = keras.saving.load_model(path, safe_mode=True, compile=False)
-        return self
-
-    def __getstate__(self):
-        """Pickle the Keras model as .keras bytes, so joblib can pass whole Pipelines between processes.
-
-        Only recent Keras 3 releases pickle models by themselves; the public save/load
-        API used here works on every Keras 3.
-        """
-        state = dict(super().__getstate__())  # a copy: it can be self.__dict__ itself
-        if "model_" in state:
-            state["model_"] = _model_to_bytes(state["model_"])
-        return state
-
-    def __setstate__(self, state):
-        if "model_" in state:
-            state = {**state, "model_": _model_from_bytes(state["model_"])}
-        super().__setstate__(state)
-
 
 class _KeepBest(keras.callbacks.Callback):
     """Remember the weights of the epoch with the highest val_accuracy (earliest on ties),
@@ -347,19 +313,3 @@ class _KeepBest(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
-
-
-def _model_to_bytes(model):
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "model.keras")
-        model.save(path)
-        with open(path, "rb") as f:
-            return f.read()
-
-
-def _model_from_bytes(data):
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "model.keras")
-        with open(path, "wb") as f:
-            f.write(data)
-        return keras.saving.load_model(path, safe_mode=True)

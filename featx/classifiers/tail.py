@@ -31,7 +31,8 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted
 
-from featx.classifiers.dense import VALIDATION_FRACTION, _model_from_bytes, _model_to_bytes
+from featx.classifiers.dense import VALIDATION_FRACTION
+from featx.classifiers.keras_file import KerasModelFile
 from featx.errors import FeatxError
 from featx.sources.views import IDENTITY
 
@@ -39,7 +40,7 @@ SHUFFLE_BYTES = 64 * 2**20  # maps held at once while streaming: the shuffle win
 NO_DECAY = r"gamma|beta|bias"  # BatchNorm scale/offset and biases are not weight-decayed
 
 
-class TailClassifier(ClassifierMixin, BaseEstimator):
+class TailClassifier(KerasModelFile, ClassifierMixin, BaseEstimator):
     """The layers of a backbone above a cut, plus pooling, dropout and a softmax, trained on the cut's cached maps.
 
     Parameters
@@ -438,35 +439,6 @@ class TailClassifier(ClassifierMixin, BaseEstimator):
         """X as in predict_proba -> labels of shape (n_images,)."""
         probabilities = self.predict_proba(X)  # first: it checks that the tail is fitted
         return self.classes_[np.argmax(probabilities, axis=1)]
-
-    # ---- saving, as the dense head
-
-    def save_keras_model(self, path):
-        """Write the fitted Keras model (tail + head) as a .keras file (featx saves the rest with skops)."""
-        check_is_fitted(self)
-        self.model_.save(path)
-
-    def without_keras_model(self):
-        """A copy without the Keras model and the history (featx keeps it as history.csv): what skops saves."""
-        head = object.__new__(type(self))
-        head.__dict__.update({k: v for k, v in self.__dict__.items() if k not in ("model_", "history_")})
-        return head
-
-    def load_keras_model(self, path):
-        """Put back the model saved by save_keras_model, in Keras safe mode (no code in it runs)."""
-        self.model_ = keras.saving.load_model(path, safe_mode=True, compile=False)
-        return self
-
-    def __getstate__(self):
-        state = dict(super().__getstate__())
-        if "model_" in state:
-            state["model_"] = _model_to_bytes(state["model_"])
-        return state
-
-    def __setstate__(self, state):
-        if "model_" in state:
-            state = {**state, "model_": _model_from_bytes(state["model_"])}
-        super().__setstate__(state)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

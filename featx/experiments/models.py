@@ -53,7 +53,7 @@ def save_model(pipeline, path: Path) -> str:
 
     path = Path(path)
     head = final_classifier(pipeline)
-    if hasattr(head, "save_keras_model"):  # the dense head: its Keras model goes to a .keras file
+    if hasattr(head, "save_keras_model"):  # a KerasModelFile (dense head, tail): its Keras model goes to head.keras
         head.save_keras_model(path.with_name(HEAD_FILE))
         fsync_file(path.with_name(HEAD_FILE))
         pipeline = with_final_classifier(pipeline, head.without_keras_model())  # the caller's keeps its head
