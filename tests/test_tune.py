@@ -99,7 +99,7 @@ def test_unknown_classifier_or_parameter_is_a_clear_error(data):
         tune(X, y, split, "knn", log=lambda *a: None)
     with pytest.raises(FeatxError, match="unknown parameter"):
         tune(X, y, split, "rf", params={"min_leaf": 2}, log=lambda *a: None)
-    assert set(SEARCHES) == {"logreg", "linear-svm", "svm", "rf", "dense", "nystroem-svm", "sgd"}
+    assert set(SEARCHES) == {"logreg", "linear-svm", "svm", "rf", "dense", "nystroem-svm", "sgd", "tail"}
 
 
 def test_search_curve_png(logreg_on_val, tmp_path):
