@@ -525,10 +525,9 @@ def fsize_run(fork_server):
     return lambda argv, cache_dir, limit: fork_server.run([str(a) for a in argv], fsize=limit)
 
 
-def test_disk_full_while_appending_batches(base_data, base, tmp_path, fsize_run):
-    """A write fails mid-pass (EFBIG under RLIMIT_FSIZE, as ENOSPC on a full disk): one line, exit 1, resumable."""
-    cache_dir = base.copy(tmp_path / "cache")
-    args = [
+def _extract_with_out_relu(base_data, cache_dir) -> list:
+    """The disk-full tests' extract: the base layers plus out_relu, whose 5 kB rows fill a small file limit."""
+    return [
         "extract",
         "--data",
         base_data,
@@ -541,6 +540,12 @@ def test_disk_full_while_appending_batches(base_data, base, tmp_path, fsize_run)
         cache_dir,
         "--quiet",
     ]
+
+
+def test_disk_full_while_appending_batches(base_data, base, tmp_path, fsize_run):
+    """A write fails mid-pass (EFBIG under RLIMIT_FSIZE, as ENOSPC on a full disk): one line, exit 1, resumable."""
+    cache_dir = base.copy(tmp_path / "cache")
+    args = _extract_with_out_relu(base_data, cache_dir)
     full = fsize_run(args, cache_dir, limit=6 * 1280 * 4)  # out_relu rows are 5 kB: the second batch does not fit
     assert_one_line_error(
         full.rc,
@@ -558,19 +563,7 @@ def test_disk_full_while_appending_batches(base_data, base, tmp_path, fsize_run)
 
 def test_disk_full_while_publishing_a_layer(base_data, base, tmp_path, fsize_run):
     cache_dir = base.copy(tmp_path / "cache")
-    args = [
-        "extract",
-        "--data",
-        base_data,
-        *BACKBONE,
-        "--layers",
-        f"{BASE_LAYERS},out_relu",
-        "--batch-size",
-        4,
-        "--cache-dir",
-        cache_dir,
-        "--quiet",
-    ]
+    args = _extract_with_out_relu(base_data, cache_dir)
     full = fsize_run(args, cache_dir, limit=9 * 1280 * 4 + 512)  # the raw rows fit, the HDF5 file does not
     assert_one_line_error(
         full.rc,

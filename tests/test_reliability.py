@@ -39,12 +39,11 @@ from featx.errors import FeatxError
 from featx.features.load import select_cached
 
 import imagegen
-from helpers import user_lines
+from helpers import FEATX, extract_command, user_lines
 
 SEED = int(os.environ.get("FEATX_KILL_SEED", "20240611"))
 N_GOOD = 56
 BATCH = 4
-FEATX = [shutil.which("featx")] if shutil.which("featx") else [sys.executable, "-m", "featx"]
 
 
 BLOCKS = "blocks"
@@ -56,24 +55,8 @@ UNION = ",".join(REQUESTS)
 
 
 def extract_args(data: Path, cache_dir: Path, layers: str = BLOCKS) -> list[str]:
-    return [
-        "extract",
-        "--data",
-        str(data),
-        "--backbone",
-        "mobilenet_v2",
-        "--weights",
-        "none",
-        "--input-size",
-        "96",
-        "--batch-size",
-        str(BATCH),
-        "--layers",
-        layers,
-        "--cache-dir",
-        str(cache_dir),
-        "--quiet",
-    ]
+    """helpers.extract_command's arguments (without the console script), quiet."""
+    return extract_command(data, cache_dir, layers, BATCH, "--quiet")[len(FEATX) :]
 
 
 @pytest.fixture(scope="module")
