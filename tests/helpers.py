@@ -71,6 +71,24 @@ def backbones_built_once(maxsize: int = 8):
         yield
 
 
+def extract_cli(data, cache_dir, *extra, backbone, layers: str, batch_size: int = 4) -> tuple[int, str, str]:
+    """`featx extract` in this process (cli), quiet: (exit code, stdout, stderr)."""
+    return cli(
+        "extract",
+        "--data",
+        data,
+        *backbone,
+        "--layers",
+        layers,
+        "--batch-size",
+        batch_size,
+        "--cache-dir",
+        cache_dir,
+        "--quiet",
+        *extra,
+    )
+
+
 def extract_command(data: Path, cache_dir: Path, layers: str, batch_size: int, *extra: str) -> list[str]:
     """The `featx extract` console command of the distributed tiers: MobileNetV2 at 96 px with random weights."""
     return [

@@ -25,7 +25,7 @@ from featx.cache.store import CacheEntry
 from featx.sources.decode import load_rgb
 
 import imagegen
-from helpers import assert_one_line_error, backbones_built_once, cli
+from helpers import assert_one_line_error, backbones_built_once, cli, extract_cli
 
 BACKBONE = ["--backbone", "mobilenet_v2", "--weights", "none", "--input-size", "96"]
 BASE_LAYERS = "block_1_project_BN,block_3_project_BN"
@@ -39,20 +39,7 @@ def backbone_built_once():
 
 
 def extract(data, cache_dir, *extra, layers=BASE_LAYERS) -> tuple[int, str, str]:
-    return cli(
-        "extract",
-        "--data",
-        data,
-        *BACKBONE,
-        "--layers",
-        layers,
-        "--batch-size",
-        4,
-        "--cache-dir",
-        cache_dir,
-        "--quiet",
-        *extra,
-    )
+    return extract_cli(data, cache_dir, *extra, backbone=BACKBONE, layers=layers)
 
 
 # ---- a base data set and a cache made from it, copied for each test ----------------------------------------

@@ -149,33 +149,35 @@ def test_halving_needs_cv(elpv_cache, tmp_path):
         )
 
 
+def _env() -> dict:
+    """The environment of a `featx` process with this checkout first on the path."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+
+def _featx_process(*args) -> subprocess.CompletedProcess:
+    """`python -m featx ARGS` in a new process (_env), its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "featx", *map(str, args)], capture_output=True, text=True, env=_env(), timeout=600
+    )
+
+
 def test_non_converged_fits_are_one_counted_line_not_a_scroll_of_warnings(elpv_cache, tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "featx",
-            "compare",
-            "--cache-dir",
-            str(elpv_cache),
-            "--runs-dir",
-            str(tmp_path),
-            "--layer-sets",
-            "top_activation",
-            NARROW,
-            "--clf",
-            "logreg",
-            "--param",
-            "max_iter=3",
-            "--cv",
-            "3",
-            "--standardize",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
+    done = _featx_process(
+        "compare",
+        "--cache-dir",
+        str(elpv_cache),
+        "--runs-dir",
+        str(tmp_path),
+        "--layer-sets",
+        "top_activation",
+        NARROW,
+        "--clf",
+        "logreg",
+        "--param",
+        "max_iter=3",
+        "--cv",
+        "3",
+        "--standardize",
     )
     assert done.returncode == 0, done.stderr
     assert "ConvergenceWarning" not in done.stderr and "converge" not in done.stderr, done.stderr
@@ -190,31 +192,21 @@ def test_non_converged_fits_are_one_counted_line_not_a_scroll_of_warnings(elpv_c
 
 
 def test_a_fit_that_does_not_converge_is_one_note_not_warnings(elpv_cache, tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "featx",
-            "fit",
-            "--cache-dir",
-            str(elpv_cache),
-            "--runs-dir",
-            str(tmp_path),
-            "--layers",
-            NARROW,
-            "--clf",
-            "logreg",
-            "--param",
-            "max_iter=3",
-            "--cv",
-            "3",
-            "--standardize",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
+    done = _featx_process(
+        "fit",
+        "--cache-dir",
+        str(elpv_cache),
+        "--runs-dir",
+        str(tmp_path),
+        "--layers",
+        NARROW,
+        "--clf",
+        "logreg",
+        "--param",
+        "max_iter=3",
+        "--cv",
+        "3",
+        "--standardize",
     )
     assert done.returncode == 0, done.stderr
     assert "ConvergenceWarning" not in done.stderr and "converge" not in done.stderr, done.stderr
@@ -261,7 +253,7 @@ def _stderr_on_a_terminal(*args) -> tuple[int, str, str]:
 
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = _env()
     process = subprocess.Popen(
         [sys.executable, "-m", "featx", *map(str, args)], stdout=subprocess.PIPE, stderr=follower, env=env, text=True
     )

@@ -18,7 +18,7 @@ import pytest
 
 from featx.cache.store import Cache
 
-from helpers import assert_one_line_error, cli
+from helpers import assert_one_line_error, cli, extract_cli
 
 BACKBONE = ["--backbone", "mobilenet_v2", "--weights", "none", "--input-size", "96"]
 LAYERS = "block_1_project_BN,block_3_project_BN"
@@ -26,20 +26,7 @@ ONE_CLASS = r"has 1 class \(functional\); a classifier needs at least 2 — add 
 
 
 def extract(data, cache_dir, *extra, backbone=BACKBONE, layers=LAYERS) -> tuple[int, str, str]:
-    return cli(
-        "extract",
-        "--data",
-        data,
-        *backbone,
-        "--layers",
-        layers,
-        "--batch-size",
-        4,
-        "--cache-dir",
-        cache_dir,
-        "--quiet",
-        *extra,
-    )
+    return extract_cli(data, cache_dir, *extra, backbone=backbone, layers=layers)
 
 
 def entry_name(cache_dir: Path) -> str:
