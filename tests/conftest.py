@@ -68,10 +68,26 @@ def pytest_ignore_collect(collection_path, config):
     return None
 
 
+# The suite runs whole test files on xdist workers (pyproject.toml); the files that take minutes are handed out
+# first, so that no worker starts one of them last while the others have run out of work (longest first).
+LONG_MODULES = (
+    "test_readme.py",
+    "test_backbones.py",
+    "test_benchmark_smoke.py",
+    "test_slurm.py",
+    "test_dense.py",
+    "test_dask.py",
+    "test_tail.py",
+    "test_reliability.py",
+)
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if SLOW_FIXTURES.keys() & set(item.fixturenames) or item.path.name in IMPORTS_TENSORFLOW:
             item.add_marker(pytest.mark.slow)
+    first = {name: rank for rank, name in enumerate(LONG_MODULES)}
+    items.sort(key=lambda item: first.get(item.path.name, len(first)))  # stable: same order within a file
 
 
 def pytest_collection_finish(session):
@@ -80,10 +96,16 @@ def pytest_collection_finish(session):
     _note_tensorflow(session.config, "collection (a test module's imports)")
     state = session.config.stash[TF_FREE]
     state["active"] = state["active"] and not any(item.get_closest_marker("slow") for item in session.items)
-    if any("fork_server" in item.fixturenames for item in session.items):
+    # an xdist worker collects every test but runs only some of them: it starts the server when a test asks
+    if not _xdist_worker(session.config) and any("fork_server" in item.fixturenames for item in session.items):
         import forkserver
 
         forkserver.server()
+
+
+def _xdist_worker(config) -> bool:
+    """Whether this process is a pytest-xdist worker (the suite runs on `-n auto` workers, pyproject.toml)."""
+    return hasattr(config, "workerinput")
 
 
 @pytest.fixture(scope="session")
@@ -122,10 +144,34 @@ def pytest_runtest_protocol(item, nextitem):
     _note_tensorflow(item.config, item.nodeid)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """In an xdist worker the session's end cannot fail the run (the controller, which imported nothing, decides
+    the exit status), so the teardown of the test after which TensorFlow is first seen fails instead."""
+    outcome = yield
+    state = item.config.stash.get(TF_FREE, None)
+    if call.when != "teardown" or state is None or not state["active"] or not _xdist_worker(item.config):
+        return
+    _note_tensorflow(item.config, item.nodeid)
+    if state["imported"] and not state.get("reported"):
+        state["reported"] = True
+        report = outcome.get_result()
+        report.outcome, report.longrepr = "failed", _tensorflow_message(state)
+
+
 def _note_tensorflow(config, where: str) -> None:
     state = config.stash.get(TF_FREE, None)
     if state is not None and not state["imported"] and "tensorflow" in sys.modules:
         state["imported"], state["by"] = True, where
+
+
+def _tensorflow_message(state: dict) -> str:
+    by = f" (first seen after {state['by']})" if state["by"] else " (already before the session started)"
+    return (
+        f"TensorFlow was imported in a run that leaves out slow tests{by}: mark that test "
+        "@pytest.mark.slow (or give it a fixture of conftest.SLOW_FIXTURES), and import Keras/TensorFlow "
+        "inside tests, not at module level"
+    )
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -134,13 +180,8 @@ def pytest_sessionfinish(session, exitstatus):
         return
     _note_tensorflow(session.config, "the session's end (a fixture's teardown)")
     if "tensorflow" in sys.modules:
-        by = f" (first seen after {state['by']})" if state["by"] else " (already before the session started)"
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        message = (
-            f"TensorFlow was imported in a run that leaves out slow tests{by}: mark that test "
-            "@pytest.mark.slow (or give it a fixture of conftest.SLOW_FIXTURES), and import Keras/TensorFlow "
-            "inside tests, not at module level"
-        )
+        message = _tensorflow_message(state)
         if reporter is not None:
             reporter.write_line(f"FAILED {message}", red=True, bold=True)
         else:

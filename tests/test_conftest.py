@@ -62,6 +62,24 @@ def test_fast_run_that_imports_tensorflow_fails_naming_the_test(tmp_path):
     ) in run.stdout, run.stdout
 
 
+def test_fast_run_on_xdist_workers_that_imports_tensorflow_fails_naming_the_test(tmp_path):
+    """The suite runs on pytest-xdist workers (pyproject.toml): there the test after which TensorFlow is first seen
+    fails at teardown, since a worker's session end cannot fail the run."""
+    run = pytest_run(tmp_path, {"test_scratch.py": IN_A_TEST}, *FAST, "-n", "2")
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "2 passed, 1 error" in run.stdout and "ERROR test_scratch.py::test_imports_tensorflow" in run.stdout
+    assert (
+        "TensorFlow was imported in a run that leaves out slow tests (first seen after "
+        "test_scratch.py::test_imports_tensorflow)"
+    ) in run.stdout, run.stdout
+
+
+def test_fast_run_on_xdist_workers_without_tensorflow_passes(tmp_path):
+    run = pytest_run(tmp_path, {"test_scratch.py": IN_A_SLOW_TEST}, *FAST, "-n", "2")
+    assert run.returncode == 0 and "1 passed" in run.stdout, run.stdout + run.stderr  # workers deselect
+    assert "TensorFlow was imported" not in run.stdout
+
+
 def test_fast_run_that_imports_tensorflow_at_collection_fails_naming_the_collection(tmp_path):
     run = pytest_run(tmp_path, {"test_scratch.py": AT_IMPORT}, *FAST)
     assert run.returncode == 1 and "1 passed" in run.stdout, run.stdout + run.stderr

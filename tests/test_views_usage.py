@@ -127,6 +127,7 @@ def test_cv_folds_split_images_so_no_image_views_cross_a_fold(digit_views):
         assert not held_rows & {row.tobytes() for row in seen}
 
 
+@pytest.mark.slow  # featx.classifiers.dense imports Keras
 def test_a_head_that_holds_out_validation_itself_gets_whole_images(digit_views):
     from featx.classifiers.dense import DenseHeadClassifier
 
