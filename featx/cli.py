@@ -62,25 +62,25 @@ def cmd_layers(args) -> None:
     if args.cuts:
         from featx.backbones.cuts import cut_table
 
-        table = cut_table(backbone)
-        print(table.to_string(index=False))
+        cuts = cut_table(backbone)
+        print(cuts.table.to_string(index=False))
         print(
-            f"\n{len(table)} cuts: every path from the input to the final feature layer {table.attrs['final']} "
+            f"\n{len(cuts.table)} cuts: every path from the input to the final feature layer {cuts.final} "
             "passes through each; params_above = trainable parameters of the layers above it (the tail that "
             "`featx fit --clf tail --cut LAYER` trains on its map, cached with `featx extract --layers LAYER "
             "--pool none`)"
         )
         return
-    table = layer_table(backbone, pool=args.pool, every_layer=args.all)
-    print(table.to_string(index=False))
+    layers = layer_table(backbone, pool=args.pool, every_layer=args.all)
+    print(layers.table.to_string(index=False))
     print(
-        f"\n{len(table)} layers shown ({'every layer' if args.all else 'the all group; --all for every layer'}); "
-        f"family {table.attrs['family']}; groups:"
+        f"\n{len(layers.table)} layers shown ({'every layer' if args.all else 'the all group; --all for every layer'}); "
+        f"family {layers.family}; groups:"
     )
-    for group, meaning in table.attrs["group_meaning"].items():
-        print(f"  {group} ({table.attrs['groups'][group]}): {meaning}")
-    if table.attrs["preprocessing_note"]:
-        print(table.attrs["preprocessing_note"])
+    for group, meaning in layers.group_meaning.items():
+        print(f"  {group} ({layers.groups[group]}): {meaning}")
+    if layers.preprocessing_note:
+        print(layers.preprocessing_note)
 
 
 def cmd_extract(args) -> None:
@@ -721,7 +721,7 @@ def cmd_report(args) -> None:
 
 
 def cmd_runs(args) -> None:
-    from featx.experiments.runs import export_csv, format_runs, runs
+    from featx.experiments.runs import export_csv, format_runs, runs_table
 
     if args.csv:
         print(f"saved {export_csv(args.csv, args.cache_dir, runs_dir=args.runs_dir)}")
@@ -742,7 +742,7 @@ def cmd_runs(args) -> None:
             wide=args.wide,
         )
     else:
-        table = runs(
+        listed = runs_table(
             args.cache_dir,
             sort=args.sort,
             metric=args.metric or "accuracy",
@@ -752,7 +752,7 @@ def cmd_runs(args) -> None:
             top=args.top,
             runs_dir=args.runs_dir,
         )
-        text, warnings = format_runs(table), table.attrs["warnings"]
+        text, warnings = format_runs(listed), listed.warnings
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(text)

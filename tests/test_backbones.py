@@ -135,9 +135,9 @@ def test_layers_command_shows_blocks_and_final_layer():
         "  all (67): every conv, dense and fc output, plus the block outputs and the final feature layer",
     ):
         assert line in out
-    table = featx.backbones.layer_table(get_backbone("efficientnet_lite0", "none", 96), every_layer=True)
-    assert len(table) == len(describe_layers(get_backbone("efficientnet_lite0", "none", 96)))
-    assert table.attrs["groups"] == {"blocks": 16, "final": 1, "fc": 1, "all": 67}
+    layers = featx.backbones.layer_table(get_backbone("efficientnet_lite0", "none", 96), every_layer=True)
+    assert len(layers.table) == len(describe_layers(get_backbone("efficientnet_lite0", "none", 96)))
+    assert layers.groups == {"blocks": 16, "final": 1, "fc": 1, "all": 67}
 
 
 # ---- saved models: the family's preprocessing from its layer names ---------------------------------------

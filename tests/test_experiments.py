@@ -271,7 +271,7 @@ def test_pipeline_file_reuses_the_cache_and_rejects_unknown_keys(elpv_cache, tmp
     assert result.entry.path == entry.path and len(result.table) == 5  # fit, 2 compare rows, 2 baselines
     assert (result.table["selected_by"] == "val").all()  # no CV: one protocol, ranked by its val score
     assert result.table["selection_score"].is_monotonic_decreasing
-    assert result.table["selection_score"].tolist() == result.table[f"val_{result.table.attrs['metric']}"].tolist()
+    assert result.table["selection_score"].tolist() == result.table[f"val_{result.ranking.metric}"].tolist()
     assert [p.suffix for p in result.plots] == [".png"] * len(result.plots) and all(p.is_file() for p in result.plots)
     assert "plots:" in lines[-3] and "tsne-" in lines[-3] and lines[-2].startswith("recommended: ")
     assert lines[-1] == f"report: {result.report}" and result.report.is_file()

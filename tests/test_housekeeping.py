@@ -43,7 +43,7 @@ def test_prune_keeps_the_best_runs_and_rm_removes_runs_and_entries(cache, capsys
     from featx.experiments.ranking import entry_metric, rank
 
     metric, _ = entry_metric(cache, log["cache_key"].iloc[0])  # the rule every table of runs ranks by
-    assert best == rank(log, metric)["run_id"].iloc[0]
+    assert best == rank(log, metric).table["run_id"].iloc[0]
     assert best == log.sort_values(f"val_{metric}", ascending=False, kind="stable")["run_id"].iloc[0]  # no CV: val
     assert sorted(p.name for p in (cache / "runs").iterdir() if p.is_dir()) == [best]
     assert len(list((cache / "reports").glob("compare-*"))) == 1  # it holds the kept run

@@ -148,8 +148,14 @@ def test_rank_groups_protocols_marks_baselines_and_recommends_from_the_cv_group(
     )
     ranked = rank(rows, "balanced_accuracy")
     # the val-only rf scores 0.9, higher than any CV mean, yet is not ranked above them: another protocol
-    assert ranked["run_id"].tolist() == ["2026-000004", "2026-000001", "2026-000002", "2026-000000", "2026-000003"]
-    assert ranked["baseline"].tolist() == [False, False, True, False, False]
+    assert ranked.table["run_id"].tolist() == [
+        "2026-000004",
+        "2026-000001",
+        "2026-000002",
+        "2026-000000",
+        "2026-000003",
+    ]
+    assert ranked.table["baseline"].tolist() == [False, False, True, False, False]
     assert recommended(ranked)["run_id"] == "2026-000004"
     line = recommendation_line(ranked)
     assert line.startswith("recommended: logreg on d (run 000004)") and "0.700 ± 0.050" in line and "test 0.550" in line
@@ -343,7 +349,7 @@ def test_quickstart_names_one_best_model_fits_the_terminal_and_ends_with_its_rep
     too_wide = [line for line in lines if len(line) > 120 and "/" not in line]  # a path is as long as it is
     assert not too_wide, too_wide
     assert sum(line.startswith("ranking by ") for line in lines) == 1  # the metric, chosen and said once
-    best = recommended(result.table)
+    best = recommended(result.ranking)
     [compare_folder] = (tmp_path / "cache" / "reports").glob("compare-*")
     compared = read_report(compare_folder)
     rows = compared.table[~compared.table["classifier"].isin(["majority", "stratified"])]

@@ -21,7 +21,7 @@ import pytest
 
 from featx.errors import FeatxError
 from featx.experiments.runlog import LOG_FILE, LOG_VERSION, find_run, read_log
-from featx.experiments.runs import export_csv, runs
+from featx.experiments.runs import export_csv, runs, runs_table
 
 import forkserver
 from helpers import assert_one_line_error, cli, user_lines
@@ -423,9 +423,10 @@ def test_a_format_2_log_is_read_as_it_is_then_migrated_with_its_splits_unknown(t
     same = [c for c in after.columns if c != "split_fingerprint"]
     pd.testing.assert_frame_equal(after.loc[:3, same], before[same])
 
-    table = runs(cache)  # the new run is worse, yet ranked on its own: first, as its split is the most recent
+    listed = runs_table(cache)  # the new run is worse, yet ranked on its own: first, as its split is the most recent
+    table = listed.table
     assert list(table["run_id"][:1]) == [new["run_id"]] and list(table["split"]) == ["abababab"] + ["unknown"] * 4
-    assert "made on 2 different splits" in table.attrs["order"]
+    assert "made on 2 different splits" in listed.order
     code, out, err = cli("prune", "--keep-best", "1", "--cache-dir", cache)
     assert code == 0 and "different splits" in out, err
     assert sorted(read_log(cache)["run_id"]) == sorted([new["run_id"], runs(cache)["run_id"][1]])

@@ -16,7 +16,7 @@ from featx.cache.store import Cache
 from featx.cli import main
 from featx.errors import FeatxError
 from featx.experiments.runlog import read_log
-from featx.experiments.runs import format_runs, runs
+from featx.experiments.runs import format_runs, runs, runs_table
 from featx.experiments.selection import METRICS
 
 QUIET = {"log": lambda *a: None}
@@ -128,7 +128,8 @@ def test_runs_are_ordered_by_the_selection_score_never_by_test(elpv_cache, tmp_p
     options = {"cache_dir": elpv_cache, "runs_dir": tmp_path, "layers": "top_activation", "standardize": True, **QUIET}
     with_cv = featx.fit(clf="logreg", cv=3, class_weight="balanced", **options)
     plain = [featx.fit(clf="rf", params={"min_samples_leaf": leaf, "n_estimators": 20}, **options) for leaf in (1, 20)]
-    table = runs(runs_dir=tmp_path, metric="balanced_accuracy")
+    listed = runs_table(runs_dir=tmp_path, metric="balanced_accuracy")
+    table = listed.table
     assert table["selection_score"].is_monotonic_decreasing
     by_id = table.set_index("run_id")
     assert by_id.loc[with_cv.run_id, "selected_by"] == "cv3x1"
@@ -137,9 +138,9 @@ def test_runs_are_ordered_by_the_selection_score_never_by_test(elpv_cache, tmp_p
     for run in plain:
         assert by_id.loc[run.run_id, "selected_by"] == "val"
         assert by_id.loc[run.run_id, "selection_score"] == run.row["val_balanced_accuracy"]
-    assert "CV mean for the 1 run(s)" in table.attrs["order"] and "never test" in table.attrs["order"]
-    assert format_runs(table).splitlines()[-1] == table.attrs["order"]
-    assert "a test score" in runs(runs_dir=tmp_path, sort="test_accuracy").attrs["order"]
+    assert "CV mean for the 1 run(s)" in listed.order and "never test" in listed.order
+    assert format_runs(listed).splitlines()[-1] == listed.order
+    assert "a test score" in runs_table(runs_dir=tmp_path, sort="test_accuracy").order
 
 
 def json_params(text: str) -> dict:

@@ -305,7 +305,7 @@ def test_compare_runs_and_prune_rank_by_one_rule(logged, elpv_cache, tmp_path):
     best = recommended(rank(compared, metric))
     kept = compared[compared["model_path"].astype(str) != ""]
     assert list(kept["run_id"]) == [best["run_id"]]
-    ranked = rank(table, metric)
+    ranked = rank(table, metric).table
     ordered = runs(elpv_cache, runs_dir=logged, metric=metric)  # one list by that score (rank: blocks per protocol)
     assert ordered["selection_score"].is_monotonic_decreasing
     for column in ("selection_score", "selected_by"):

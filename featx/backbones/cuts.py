@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from featx.errors import FeatxError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -176,9 +180,22 @@ def check_cut(backbone, layer: str, cuts: list[CutInfo] | None = None) -> CutInf
     )
 
 
-def cut_table(backbone):
+@dataclass(frozen=True, eq=False)
+class CutTable:
+    """What `cut_table` returns: the `featx layers --cuts` table and the final feature layer its cuts lead to.
+
+    table : DataFrame with columns layer, kind, output_shape, block, params_above, layers_above; one row per cut,
+        depth order
+    final : the backbone's final feature layer (final_layer)
+    """
+
+    table: pd.DataFrame
+    final: str
+
+
+def cut_table(backbone) -> CutTable:
     """The `featx layers --cuts` table: one row per cut, depth order (layer, kind, output_shape, block,
-    params_above, layers_above)."""
+    params_above, layers_above), with the final feature layer (CutTable)."""
     import pandas as pd
 
     from featx.backbones.layers import describe_layers
@@ -196,8 +213,7 @@ def cut_table(backbone):
         for c in find_cuts(backbone)
     ]
     table = pd.DataFrame(rows, columns=["layer", "kind", "output_shape", "block", "params_above", "layers_above"])
-    table.attrs["final"] = final_layer(backbone)
-    return table
+    return CutTable(table, final_layer(backbone))
 
 
 def build_tail(model, cut: str, final: str, name: str = "tail"):

@@ -6,9 +6,13 @@ import difflib
 import math
 import re
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from featx.backbones.feature_info import FeatureInfo
 from featx.errors import FeatxError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CONV_KINDS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose")
 NOT_FEATURES = ("Pooling", "Dropout", "ZeroPadding", "Cropping")
@@ -253,12 +257,27 @@ def _group_hint(infos, group, cached, model_name) -> str:
     return f"{model_name} has no such layer; cached: {', '.join(cached) or 'none'}"
 
 
-def layer_table(backbone, *, pool: str = "avg", every_layer: bool = False):
-    """The `featx layers` table: one row per layer in depth order, by default only those of the `all` group.
+@dataclass(frozen=True, eq=False)
+class LayerTable:
+    """What `layer_table` returns: the `featx layers` table and what its footer says.
 
-    attrs hold `groups` {group: member count}, `group_meaning` {group: what it selects for this backbone's
-    family} and `preprocessing_note`, for the footer.
+    table : DataFrame with columns layer, kind, output_shape, features, groups; one row per layer in depth order
+    family : the backbone's family (FeatureInfo.family)
+    groups : {group: member count} over every layer, for each of GROUPS
+    group_meaning : {group: what it selects for this backbone's family}
+    preprocessing_note : a line about the backbone's input preprocessing, or "" / None
     """
+
+    table: pd.DataFrame
+    family: str
+    groups: dict
+    group_meaning: dict
+    preprocessing_note: str | None
+
+
+def layer_table(backbone, *, pool: str = "avg", every_layer: bool = False) -> LayerTable:
+    """The `featx layers` table: one row per layer in depth order, by default only those of the `all` group, with
+    the group counts and meanings and the preprocessing note of its footer (LayerTable)."""
     import pandas as pd
 
     pool = check_pool(pool)
@@ -274,11 +293,10 @@ def layer_table(backbone, *, pool: str = "avg", every_layer: bool = False):
         for i in infos
         if every_layer or "all" in i.groups
     ]
-    table = pd.DataFrame(rows, columns=["layer", "kind", "output_shape", "features", "groups"])
-    table.attrs.update(
+    return LayerTable(
+        pd.DataFrame(rows, columns=["layer", "kind", "output_shape", "features", "groups"]),
+        family=backbone.feature_info.family,
         groups={g: len(group_members(infos, g)) for g in GROUPS},
         group_meaning=dict(GROUPS, blocks=backbone.feature_info.doc),
-        family=backbone.feature_info.family,
         preprocessing_note=backbone.preprocessing_note,
     )
-    return table

@@ -10,7 +10,7 @@ import pandas as pd
 from featx.cache.remove import remove_entries
 from featx.cache.store import Cache
 from featx.errors import FeatxError, RunFailed
-from featx.experiments.runlog import delete_runs, finish_removals, id_matches, read_log
+from featx.experiments.runlog import delete_runs, finish_removals, id_matches, read_runlog
 from featx.experiments.runs import split_labels
 
 
@@ -19,13 +19,14 @@ def rm(targets: list[str], *, cache_dir=None, runs_dir=None, log=print) -> None:
     key prefix or folder). Every target is resolved, and every entry's lock taken, before anything is deleted; runs of a removed entry stay
     logged (their data column then says the entry is gone). A log row whose run id is not featx's is never
     acted on (one warning line; naming it is an error)."""
-    table, cache = read_log(cache_dir, runs_dir=runs_dir), Cache(cache_dir)
-    for warning in table.attrs["warnings"]:
+    logged, cache = read_runlog(cache_dir, runs_dir=runs_dir), Cache(cache_dir)
+    table = logged.table
+    for warning in logged.warnings:
         log(f"warning: {warning}")
     run_ids, folders = [], []
     for target in targets:
         matches = list(table.loc[id_matches(table["run_id"], target), "run_id"])
-        if not matches and any(bad.startswith(target) for bad in table.attrs["invalid_ids"]):
+        if not matches and any(bad.startswith(target) for bad in logged.invalid_ids):
             raise FeatxError(
                 f"run {target[:80]!r} has an invalid run id in the runs log (featx writes "
                 "YYYYMMDD-HHMMSS-xxxxxx), so it is not acted on; nothing was removed"
@@ -62,8 +63,9 @@ def prune(keep_best: int, *, metric: str | None = None, cache_dir=None, runs_dir
 
     if keep_best < 0:
         raise FeatxError(f"--keep-best {keep_best} must be 0 or more")
-    table = read_log(cache_dir, runs_dir=runs_dir)
-    for warning in table.attrs["warnings"]:
+    logged = read_runlog(cache_dir, runs_dir=runs_dir)
+    table = logged.table
+    for warning in logged.warnings:
         log(f"warning: {warning}")
     if metric is not None and metric not in METRICS and metric not in table.columns:
         raise FeatxError(f"cannot rank runs by '{metric}'; choose one of {', '.join([*METRICS, *table.columns])}")
@@ -71,7 +73,7 @@ def prune(keep_best: int, *, metric: str | None = None, cache_dir=None, runs_dir
         cache = Cache(cache_dir, runs_dir=runs_dir)
         ranked = pd.concat(
             [
-                rank(group, metric or entry_metric(cache, key)[0])
+                rank(group, metric or entry_metric(cache, key)[0]).table
                 for key, group in table.groupby(table["cache_key"].fillna(""), sort=False)
             ]
             or [table]

@@ -34,7 +34,7 @@ from featx.cache.store import CacheEntry
 from featx.errors import FeatxError
 from featx.experiments.compare import _expand_subsets, compare, compare_run
 from featx.experiments.fit import fit, fit_run
-from featx.experiments.ranking import entry_metric, format_ranked, rank, recommendation_line, source_line
+from featx.experiments.ranking import Ranking, entry_metric, format_ranked, rank, recommendation_line, source_line
 from featx.experiments.reuse import logged_runs
 from featx.experiments.runlog import read_log, split_fingerprint
 from featx.experiments.spec import Evaluation, FitSpec, baseline_specs, compare_specs, fit_spec
@@ -69,10 +69,15 @@ MANAGED = (
 @dataclass
 class PipelineResult:
     entry: CacheEntry
-    table: pd.DataFrame  # the runs of this pipeline, ranked (featx.experiments.ranking.rank)
+    ranking: Ranking  # the runs of this pipeline, ranked (featx.experiments.ranking.rank), with its metric and note
     plots: list[Path]
     report: Path | None = None  # the HTML report (featx.reports.html.pipeline_report)
     recommended: str = ""  # the closing line: the one recommended model and why
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """The ranked runs (ranking.table)."""
+        return self.ranking.table
 
 
 def read_pipeline(path) -> dict:
@@ -172,13 +177,14 @@ def run_pipeline(
         else:
             plots.append(tsne(cache=entry, log=log, **options))
     log_table = read_log(entry.cache)
-    table = rank(log_table[log_table["run_id"].isin(run_ids)], metric)
+    ranking = rank(log_table[log_table["run_id"].isin(run_ids)], metric)
+    table = ranking.table
     name = spec.get("name", Path(path).stem)
     log(f"=== {name}: {len(table)} run(s), ranked by {metric}")
     log(source_line(table, {entry.key: entry.data_label}))
-    log(format_ranked(table))
+    log(format_ranked(ranking))
     log("plots:\n" + "\n".join(f"  {p}" for p in plots))
-    closing = recommendation_line(table)
+    closing = recommendation_line(ranking)
     log(closing)
     html = None
     if report:
@@ -204,7 +210,7 @@ def run_pipeline(
             output=entry.cache.reports_dir / f"pipeline-{_safe(name)}-{new_run_id()}" / "report.html",
         )
         log(f"report: {html}")
-    return PipelineResult(entry, table, plots, html, closing)
+    return PipelineResult(entry, ranking, plots, html, closing)
 
 
 def _safe(name: str) -> str:

@@ -12,6 +12,7 @@ are ranked on their own, the split of the most recently logged run first.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -55,12 +56,26 @@ def _splits(label) -> int:
     return int(match[1]) * int(match[2]) if match else 1
 
 
-def rank(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+@dataclass(frozen=True, eq=False)
+class Ranking:
+    """What `rank` returns: runs-log rows ranked by one rule, the metric they were ranked by and how.
+
+    table : DataFrame, the rows with `split`, `selected_by`, `selection_score`, `selection_ci95` and `baseline`
+        added, best first within each split and protocol, index 0..n-1
+    metric : the ranking metric (a METRICS name)
+    note : one or two lines saying how the rows were ranked (format_ranked prints them under the table)
+    """
+
+    table: pd.DataFrame
+    metric: str
+    note: str
+
+
+def rank(table: pd.DataFrame, metric: str) -> Ranking:
     """Runs-log rows ranked by one rule: adds `split` (the split the run was scored on), `selected_by` (the
     protocol: "val" or the CV label), `selection_score`, `selection_ci95` (NaN on val) and `baseline`, and orders
     the rows by split (most recent first), then protocol (most splits first) and, within them, best score first
-    (ties keep the logged order; rows without a score last). attrs["note"] says how, in one or two lines;
-    attrs["metric"] is the metric."""
+    (ties keep the logged order; rows without a score last). Ranking.note says how, in one or two lines."""
     if metric not in METRICS:
         raise FeatxError(f"unknown metric '{metric}'; choose one of {', '.join(METRICS)}")
     table = table.copy()
@@ -82,8 +97,7 @@ def rank(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     else:
         note = f"ranked by {metric}, {protocol_label(protocols[0]) if protocols else 'one val split'} (never test)"
     splits = splits_note(table)
-    table.attrs.update(note=note + (f"\n{splits}" if splits else ""), metric=metric)
-    return table
+    return Ranking(table, metric, note + (f"\n{splits}" if splits else ""))
 
 
 def selection_score(table: pd.DataFrame, metric: str) -> tuple[pd.Series, pd.Series, pd.Series]:
@@ -118,8 +132,9 @@ def _groups(ranked: pd.DataFrame) -> list[str]:
     return ["split", "selected_by"] if ranked["split"].nunique() > 1 else ["selected_by"]
 
 
-def recommended(ranked: pd.DataFrame) -> pd.Series | None:
+def recommended(ranking: Ranking) -> pd.Series | None:
     """The model to recommend: the best non-baseline run of the first protocol group of rank()'s table."""
+    ranked = ranking.table
     scored = ranked[~ranked["baseline"] & ranked["selection_score"].notna()]
     if scored.empty:
         return None
@@ -136,11 +151,11 @@ def model_name(row) -> str:
     return f"{row['classifier']}{params}{transforms} on {layers}"
 
 
-def recommendation_line(ranked: pd.DataFrame) -> str:
+def recommendation_line(ranking: Ranking) -> str:
     """Two lines: the recommended model (short run id), then why (its protocol and score, how many runs it beat,
     the majority baseline) and its test score, reported once."""
-    best = recommended(ranked)
-    metric = ranked.attrs.get("metric", "accuracy")
+    best = recommended(ranking)
+    ranked, metric = ranking.table, ranking.metric
     if best is None:
         return "recommended: none (no run has a selection score: the entry has no val rows; use --cv K)"
     group = ranked[(ranked[_groups(ranked)] == best[_groups(ranked)]).all(axis=1)]
@@ -171,13 +186,13 @@ def cut(text, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def format_ranked(ranked: pd.DataFrame, *, wide: bool = False) -> str:
+def format_ranked(ranking: Ranking, *, wide: bool = False) -> str:
     """rank()'s table as text, one block per protocol, within TABLE_WIDTH columns (wide: every column, whole).
 
     Data and backbone are not repeated per row: say them once above (source_line). Scores have 3 decimals."""
+    ranked, metric = ranking.table, ranking.metric
     if ranked.empty:
         return "no runs yet; run `featx fit` or `featx compare`"
-    metric = ranked.attrs.get("metric", "accuracy")
     blocks = []
     by = _groups(ranked)
     for key, group in ranked.groupby(by, sort=False):
@@ -206,7 +221,7 @@ def format_ranked(ranked: pd.DataFrame, *, wide: bool = False) -> str:
                 **{f"test_{metric}": group[f"test_{metric}"].map(_three)},
             )
         blocks.append(f"{split}scored by {protocol_label(protocol)} ({len(group)} run(s)):\n" + text_table(shown))
-    return "\n".join(blocks) + f"\n{ranked.attrs.get('note', '')}"
+    return "\n".join(blocks) + f"\n{ranking.note}"
 
 
 def _model_cell(row) -> str:
@@ -268,16 +283,16 @@ def format_runs_by_entry(
 
     clf, backbone : keep runs with exactly these (comma lists); data : runs whose data label or entry name contains
     this text; layers : whose layer spec or names contain it; last : only the N most recently logged runs;
-    top : the best N of each protocol group; wide : every column, run ids whole. warnings : read_log's (rows of
+    top : the best N of each protocol group; wide : every column, run ids whole. warnings : read_runlog's (rows of
     the log featx does not act on), for the caller to print.
     """
     from featx.cache.pick import data_labels
     from featx.experiments.runfolders import runs_cache
-    from featx.experiments.runlog import read_log
+    from featx.experiments.runlog import read_runlog
 
     cache = runs_cache(cache_dir, runs_dir)
-    table = read_log(cache)
-    warnings = table.attrs["warnings"]
+    log = read_runlog(cache)
+    table, warnings = log.table, log.warnings
     if table.empty:
         return "no runs yet; run `featx fit` or `featx compare`", warnings
     labels = data_labels(cache)
@@ -302,7 +317,8 @@ def format_runs_by_entry(
         chosen, reason = (metric, f"ranking by {metric} (--metric)") if metric else entry_metric(cache, key)
         ranked = rank(runs_of_entry, chosen)
         if top:
-            ranked = ranked.groupby(_groups(ranked), sort=False, group_keys=False).head(top)
-            ranked.attrs.update(note=rank(runs_of_entry, chosen).attrs["note"], metric=chosen)
+            ranked = replace(
+                ranked, table=ranked.table.groupby(_groups(ranked.table), sort=False, group_keys=False).head(top)
+            )
         blocks.append("\n".join([source_line(runs_of_entry, labels), reason, format_ranked(ranked, wide=wide)]))
     return "\n\n".join(blocks), warnings

@@ -32,6 +32,7 @@ import secrets
 import sqlite3
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -734,14 +735,35 @@ def delete_runs(run_ids: list[str], cache_dir=None, *, runs_dir=None) -> None:
 # --- reading runs
 
 
+@dataclass(frozen=True, eq=False)
+class RunLog:
+    """What `read_runlog` returns: every logged run featx acts on, and what the user should be told about the rest.
+
+    table : DataFrame with COLUMNS and SELECTION_COLUMNS, one row per logged run in the order they were logged
+        (empty with those columns if none); rows whose run_id is not in new_run_id's format are left out
+    warnings : lines for the user (a zero-byte log, rows left out), to print as "warning: ..."
+    invalid_ids : the run ids of the rows left out (never listed, loaded or removed; naming one is an error)
+    """
+
+    table: pd.DataFrame
+    warnings: list = field(default_factory=list)
+    invalid_ids: list = field(default_factory=list)
+
+
 def read_log(cache_dir=None, *, runs_dir=None) -> pd.DataFrame:
-    """Every logged run, in the order they were logged (empty frame with COLUMNS if none), with its
-    SELECTION_COLUMNS (NaN where a run has none).
+    """Every logged run, in the order they were logged: `read_runlog(...).table`, for readers that do not report
+    the log's warnings (`featx runs`, `rm` and `prune` do: they read the RunLog)."""
+    return read_runlog(cache_dir, runs_dir=runs_dir).table
+
+
+def read_runlog(cache_dir=None, *, runs_dir=None) -> RunLog:
+    """The runs log as a RunLog: every logged run, in the order they were logged (empty frame with COLUMNS if none),
+    with its SELECTION_COLUMNS (NaN where a run has none), and the warnings and invalid ids of the rows left out.
 
     cache_dir : a Cache or a cache folder (None: the default one); runs_dir : the log's folder, if not its runs/.
     An old runs.csv is migrated into runs.sqlite by the first fit; until then it is read as it is.
     Rows whose run_id is not in new_run_id's format are left out (never listed, loaded or removed); they, and a
-    zero-byte log, are described in attrs["warnings"] (lines for the user), their ids in attrs["invalid_ids"].
+    zero-byte log, are described in RunLog.warnings (lines for the user), their ids in RunLog.invalid_ids.
     A non-number in a numeric column is an error naming the file, column and run.
     """
     folder = runs_cache(cache_dir, runs_dir).runs_dir
@@ -771,8 +793,9 @@ def read_log(cache_dir=None, *, runs_dir=None) -> pd.DataFrame:
     return _checked(table[[*COLUMNS, *SELECTION_COLUMNS]], path, warnings)
 
 
-def _checked(table: pd.DataFrame, path: Path, warnings: list[str]) -> pd.DataFrame:
-    """The log's rows with numbers as numbers (REALS as float: NULLs would read as objects) and only valid run ids."""
+def _checked(table: pd.DataFrame, path: Path, warnings: list[str]) -> RunLog:
+    """The log's rows with numbers as numbers (REALS as float: NULLs would read as objects) and only valid run ids,
+    with `warnings` and a warning for the invalid ids left out."""
     for column in (*REALS, *SELECTION_REALS, *INTEGERS):
         values = pd.to_numeric(table[column].where(table[column].notna()), errors="coerce")
         bad = values.isna() & table[column].notna()
@@ -794,8 +817,7 @@ def _checked(table: pd.DataFrame, path: Path, warnings: list[str]) -> pd.DataFra
             "by featx"
         )
         table = table[valid].reset_index(drop=True)
-    table.attrs.update(warnings=warnings, invalid_ids=invalid)
-    return table
+    return RunLog(table, warnings, invalid)
 
 
 def _selection_scores(connection: sqlite3.Connection) -> pd.DataFrame:
@@ -815,9 +837,10 @@ def id_matches(run_ids: pd.Series, target) -> pd.Series:
 
 def find_run(run_id: str, cache_dir=None, *, runs_dir=None) -> pd.Series:
     """The log row of a run, by full id, unique prefix or unique suffix (the short id tables show)."""
-    table = read_log(cache_dir, runs_dir=runs_dir)
+    log = read_runlog(cache_dir, runs_dir=runs_dir)
+    table = log.table
     matches = table[id_matches(table["run_id"], run_id)]
-    if matches.empty and any(bad.startswith(str(run_id)) for bad in table.attrs["invalid_ids"]):
+    if matches.empty and any(bad.startswith(str(run_id)) for bad in log.invalid_ids):
         where = runs_cache(cache_dir, runs_dir).runs_dir / LOG_FILE
         raise FeatxError(
             f"run {str(run_id)[:80]!r} has an invalid run id in {where} (featx writes "

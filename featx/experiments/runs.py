@@ -5,6 +5,7 @@ featx.experiments.runlog's; the run folders featx.experiments.runfolders'; model
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +14,7 @@ from featx.cache.atomic import atomic_path
 from featx.cache.pick import data_labels, key_data_label
 from featx.errors import FeatxError
 from featx.experiments.runfolders import os_reason, runs_cache
-from featx.experiments.runlog import SELECTION_METRICS, read_log
+from featx.experiments.runlog import SELECTION_METRICS, read_log, read_runlog
 
 DISPLAY = (
     "run_id",
@@ -49,6 +50,21 @@ def export_csv(path, cache_dir=None, *, runs_dir=None) -> Path:
     return path
 
 
+@dataclass(frozen=True, eq=False)
+class RunsTable:
+    """What `runs_table` returns: the runs table and what to say under it.
+
+    table : DataFrame, one row per listed run (the log's columns plus selected_by, selection_score, split, data),
+        best first by the selection score within each split (or by `sort`)
+    order : one or two lines saying how the table is ordered (format_runs prints them under it)
+    warnings : read_runlog's (rows of the log featx does not act on), for the caller to print
+    """
+
+    table: pd.DataFrame
+    order: str
+    warnings: list = field(default_factory=list)
+
+
 def runs(
     cache_dir=None,
     *,
@@ -60,7 +76,25 @@ def runs(
     top=None,
     runs_dir=None,
 ) -> pd.DataFrame:
-    """The runs table, best first by the selection score, never by test; attrs["order"] says how it was ordered.
+    """The runs table, best first by the selection score, never by test: `runs_table(...).table` (see there)."""
+    return runs_table(
+        cache_dir, sort=sort, metric=metric, clf=clf, backbone=backbone, layers=layers, top=top, runs_dir=runs_dir
+    ).table
+
+
+def runs_table(
+    cache_dir=None,
+    *,
+    sort: str | None = None,
+    metric: str = "accuracy",
+    clf=None,
+    backbone=None,
+    layers=None,
+    top=None,
+    runs_dir=None,
+) -> RunsTable:
+    """The runs table, best first by the selection score, never by test, with the lines saying how it was ordered
+    (RunsTable.order) and read_runlog's warnings.
 
     The selection score (columns `selection_score`, `selected_by`) is a run's CV mean of `metric` where it has
     one, else its val score: what a model may be chosen by. sort : order by this column instead (descending;
@@ -69,12 +103,12 @@ def runs(
     substring. top : keep the first N.
     Runs made on different splits (column `split`: split_fingerprint's first 8 digits, "unknown" for runs logged
     before featx recorded it) were scored on different rows and are never ranked together: the table is ranked
-    within each split, the split of the most recent run first. attrs["warnings"]: read_log's.
+    within each split, the split of the most recent run first.
     """
     if metric not in SELECTION_METRICS:
         raise FeatxError(f"unknown metric '{metric}'; choose one of {', '.join(SELECTION_METRICS)}")
-    table = read_log(cache_dir, runs_dir=runs_dir)
-    warnings = table.attrs["warnings"]
+    log = read_runlog(cache_dir, runs_dir=runs_dir)
+    table = log.table
     from featx.experiments.ranking import selection_score  # the one ranking rule
 
     table["selected_by"], table["selection_score"], _ = selection_score(table, metric)
@@ -94,9 +128,7 @@ def runs(
     labels = data_labels(runs_cache(cache_dir, runs_dir))  # a combined run's key joins its entries' keys with "+"
     table = table.assign(data=table["cache_key"].map(lambda key: key_data_label(key, labels)))
     table = table.head(top).reset_index(drop=True) if top else table.reset_index(drop=True)
-    table.attrs["order"] = _order_note(table, sort, metric)
-    table.attrs["warnings"] = warnings
-    return table
+    return RunsTable(table, _order_note(table, sort, metric), log.warnings)
 
 
 def split_labels(table: pd.DataFrame) -> pd.Series:
@@ -141,9 +173,10 @@ def _order_note(table: pd.DataFrame, sort: str | None, metric: str) -> str:
     return note + (f"\n{splits}" if splits else "")
 
 
-def format_runs(table: pd.DataFrame) -> str:
-    """The DISPLAY columns as a text table (long layer lists cut), for the CLI and pipeline summaries, with the
+def format_runs(listed: RunsTable) -> str:
+    """The DISPLAY columns of runs_table's table as a text table (long layer lists cut), for the CLI, with the
     line saying how the table is ordered."""
+    table = listed.table
     if table.empty:
         return "no runs yet; run `featx fit` or `featx compare`"
     layers = table["layers"].where(table["layers"].str.len() <= 40, table["layers"].str.slice(0, 37) + "...")
@@ -151,4 +184,4 @@ def format_runs(table: pd.DataFrame) -> str:
     hidden = {"views": (views == "id").all(), "split": "split" in table.columns and table["split"].nunique() < 2}
     columns = [c for c in DISPLAY if c in table.columns and not hidden.get(c)]  # plain, one split: no column
     shown = table[columns].assign(layers=layers, views=views)[columns].to_string(index=False)
-    return shown + (f"\n{table.attrs['order']}" if "order" in table.attrs else "")
+    return f"{shown}\n{listed.order}"

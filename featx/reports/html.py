@@ -258,11 +258,11 @@ def render(page: Page) -> str:
     if page.metric is None:
         page.metric, reason = entry_metric(page.cache, keys[0]) if keys else ("accuracy", "")
     body.append(_source_lines(page.cache, rows))
-    ranked = rank(rows, page.metric)
-    best = recommended(ranked)
+    ranking = rank(rows, page.metric)
+    ranked, best = ranking.table, recommended(ranking)
     body.append(
-        f'<div class="box"><b>{_e(recommendation_line(ranked)).replace(chr(10), "<br>")}</b>'
-        f'<p class="note">{_e(reason + "; " if reason else "")}{_e(ranked.attrs["note"])}. Baseline rows '
+        f'<div class="box"><b>{_e(recommendation_line(ranking)).replace(chr(10), "<br>")}</b>'
+        f'<p class="note">{_e(reason + "; " if reason else "")}{_e(ranking.note)}. Baseline rows '
         "(majority, stratified) ignore the features: a model worth using beats them clearly.</p></div>"
     )
     body.append("<h2>Ranking</h2>")
