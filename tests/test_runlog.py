@@ -197,3 +197,25 @@ def test_a_fit_logs_its_spec_and_evaluation_whole_with_their_hash(elpv_cache, tm
     scores = [c for c in first.row if c.startswith(("val_", "test_", "cv_"))]
     assert {c: again.row[c] for c in scores} == {c: first.row[c] for c in scores}
     assert again.row["spec_hash"] == first.row["spec_hash"]
+
+
+def test_the_log_and_the_runs_table_say_what_they_left_out_as_values(tmp_path):
+    """read_runlog's RunLog and runs_table's RunsTable carry the warnings, the invalid ids and the order line as
+    attributes of their own (never in DataFrame.attrs, which pandas operations drop); read_log is the table alone."""
+    from featx.experiments.runlog import COLUMNS, append_run, read_runlog
+    from featx.experiments.runs import format_runs, runs_table
+
+    cache = tmp_path / "cache"
+    for run_id in ("20261202-090000-abc123", "20261202-090001-def456", "20261202-090002-0aa0aa"):
+        row = {"run_id": run_id, "model_path": "", "model_sha256": "", "classifier": "knn", "layers": "x"}
+        append_run(cache, {c: None for c in COLUMNS} | row | {"val_accuracy": 0.5, "layer_names": "x"})
+    with sqlite3.connect(cache / "runs" / LOG_FILE) as db:
+        db.execute("UPDATE runs SET run_id = 'hand-edited' WHERE run_id = '20261202-090002-0aa0aa'")
+    logged = read_runlog(cache)
+    assert list(logged.table["run_id"]) == ["20261202-090000-abc123", "20261202-090001-def456"]
+    assert logged.invalid_ids == ["hand-edited"] and len(logged.warnings) == 1
+    assert "1 row(s) whose run_id is not a featx run id ('hand-edited')" in logged.warnings[0]
+    pd.testing.assert_frame_equal(read_log(cache), logged.table)
+    listed = runs_table(cache, sort="val_accuracy")
+    assert listed.warnings == logged.warnings and listed.order == "ordered by val_accuracy"
+    assert len(listed.table) == 2 and format_runs(listed).splitlines()[-1] == listed.order

@@ -61,7 +61,7 @@ class Ranking:
     """What `rank` returns: runs-log rows ranked by one rule, the metric they were ranked by and how.
 
     table : DataFrame, the rows with `split`, `selected_by`, `selection_score`, `selection_ci95` and `baseline`
-        added, best first within each split and protocol, index 0..n-1
+        added, best first within each split and protocol
     metric : the ranking metric (a METRICS name)
     note : one or two lines saying how the rows were ranked (format_ranked prints them under the table)
     """
