@@ -93,6 +93,7 @@ def test_tables_come_from_the_api(cache, tmp_path):
     entries = entries_table(cache)
     assert tuple(entries.columns) == ENTRY_COLUMNS and entries.loc[0, "layers"] == 2
     assert entries.loc[0, "backbone"] == "mobilenet_v2" and not entries.loc[0, "partial"]
+    assert entries.loc[0, "size"] == "96"  # the input side: entries of one backbone at two sizes tell apart
 
     info = cache.open().summary()
     assert list(info["layers"]["layer"]) == list(DEPTH_ORDER) and (info["layers"]["features"] > 0).all()

@@ -10,14 +10,15 @@ from featx.cache.store import Cache, CacheEntry
 from featx.cache.verify import verify
 from featx.errors import FeatxError
 
-ENTRY_COLUMNS = ("entry", "backbone", "data", "images", "layers", "views", "pool", "dtype", "MB", "partial")
+ENTRY_COLUMNS = ("entry", "backbone", "size", "data", "images", "layers", "views", "pool", "dtype", "MB", "partial")
 VERIFY_COLUMNS = ("entry", "status", "problems", "notes")
 
 
 def entries_table(cache: Cache) -> pd.DataFrame:
     """One row per entry folder, most recent first (ENTRY_COLUMNS); an unreadable one says why in `backbone`.
 
-    views : augmented views stored (beyond the identity). partial : True while an interrupted extraction pass waits to be resumed ("unreadable" if its record is).
+    size : the model input side in pixels ("HxW" if not square), so entries of one backbone at several
+    `--input-size` tell apart. views : augmented views stored (beyond the identity). partial : True while an interrupted extraction pass waits to be resumed ("unreadable" if its record is).
     """
     rows = []
     for folder, entry, problem in cache.scan():
@@ -32,6 +33,7 @@ def entries_table(cache: Cache) -> pd.DataFrame:
             {
                 "entry": entry.name,
                 "backbone": entry.settings["backbone"],
+                "size": _input_size(entry.settings.get("input_size")),
                 "data": entry.data_label,
                 "images": len(entry.labels),
                 "layers": len(entry.layers),
@@ -43,6 +45,14 @@ def entries_table(cache: Cache) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=list(ENTRY_COLUMNS))
+
+
+def _input_size(size) -> str:
+    """An entry's input_size [height, width] as "300" (square) or "240x320"; "" where the entry has none."""
+    if not size:
+        return ""
+    height, width = size
+    return str(height) if height == width else f"{height}x{width}"
 
 
 def verify_all(cache: Cache, spec=None) -> pd.DataFrame:
