@@ -300,6 +300,7 @@ def test_tune_head2toe_with_views_and_tta_is_the_view_ensemble_fit(h2t_entries):
         cv=3,
         views="flip",
         tta=True,
+        standardize=True,
         penalties=(0.1,),
         fractions=(0.3,),
         Cs=(1.0,),
@@ -318,6 +319,7 @@ def test_tune_head2toe_with_views_and_tta_is_the_view_ensemble_fit(h2t_entries):
         tta=True,
         transforms={
             "normalize": "layer",
+            "standardize": True,
             "select": "group-lasso:0.3",
             "select_penalty": 0.1,
             "blocks": layer_blocks(features.feature_slices),
