@@ -680,10 +680,10 @@ def _tune_head2toe(args) -> None:
     from featx.experiments.head2toe import tune_head2toe
 
     transforms, params = _transforms(args), _classifier_params(args)
-    if args.clf != "logreg" or args.views or args.tta:
+    if args.clf != "logreg":
         raise FeatxError(
-            "tune --select group-lasso tunes Head2Toe's logistic-regression head on plain features; drop "
-            "--clf, --views and --tta (fit takes them with --select group-lasso:F)"
+            "tune --select group-lasso tunes Head2Toe's logistic-regression head; drop --clf "
+            "(fit takes other classifiers with --select group-lasso:F)"
         )
     result = tune_head2toe(
         [c for c in (_entry(args), *args.caches) if c is not None] or None,
@@ -698,6 +698,7 @@ def _tune_head2toe(args) -> None:
         standardize=bool(transforms.get("standardize")),
         normalize=transforms.get("normalize", "layer"),
         seed=args.seed,
+        **_views(args),
         cache_dir=args.cache_dir,
         runs_dir=args.runs_dir,
         command=_command(args),

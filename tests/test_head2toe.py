@@ -275,6 +275,96 @@ def test_tune_cli_select_group_lasso(h2t_entries, capsys):
     )
     out = capsys.readouterr().out
     assert "selected: " in out and "fraction=0.3" in out and "penalty=0.1" in out and "C=1" in out
+    # with views, every candidate entry must hold them: one line before any fit, naming the extract to run
+    argv = ["tune", avg.name, "--cache", grid.name, "--cache-dir", str(cache_dir), "--select", "group-lasso:0.3"]
+    assert featx.cli.main([*argv, "--views", "flip", "--tta"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: cache entry {grid.name} lacks view(s) hflip") and "\n" not in err
+    assert "--views hflip" in err
+
+
+@pytest.mark.slow
+def test_tune_head2toe_with_views_and_tta_is_the_view_ensemble_fit(h2t_entries):
+    """tune --select group-lasso on cached flip views with TTA: each CV point scores exactly as the fit contract's
+    ViewEnsemble of the same spec (trained on every view of the fold's train images, TTA on the held-out ones) on
+    the same folds of images; the refit is that ViewEnsemble, logged with its views."""
+    import featx
+    from featx.classifiers.views import ViewEnsemble
+    from featx.experiments.head2toe import tune_head2toe
+    from featx.features.head2toe import layer_blocks
+
+    cache_dir, avg, _ = h2t_entries
+    result = tune_head2toe(
+        avg.name,
+        cache_dir=cache_dir,
+        cv=3,
+        views="flip",
+        tta=True,
+        standardize=True,
+        penalties=(0.1,),
+        fractions=(0.3,),
+        Cs=(1.0,),
+        metric="accuracy",
+        log=None,
+    )
+    assert result.views == ("id", "hflip") and result.tta and "views=id,hflip (tta)" in result.line()
+    features = featx.load(avg.name, cache_dir=cache_dir, views="flip")
+    X, y, meta = features
+    split = meta["split"].to_numpy()
+    spec = FitSpec(
+        classifier="logreg",
+        params={"C": 1.0, "max_iter": 2000},
+        n_jobs=1,
+        views=("id", "hflip"),
+        tta=True,
+        transforms={
+            "normalize": "layer",
+            "standardize": True,
+            "select": "group-lasso:0.3",
+            "select_penalty": 0.1,
+            "blocks": layer_blocks(features.feature_slices),
+        },
+    )
+    ensemble = cross_validate_spec(X, y, make_folds(y, split, 3, 1, 0), spec, n_jobs=1).scores
+    point = result.curve.iloc[0]
+    for metric in ("accuracy", "balanced_accuracy", "f1_macro"):
+        assert point[metric] == pytest.approx(ensemble[metric].mean(), abs=1e-9)
+    model, row = featx.load_model(result.run_id, cache_dir=cache_dir)
+    assert isinstance(model, ViewEnsemble) and row["views"] == "id,hflip" and int(row["tta"]) == 1
+
+
+@pytest.mark.slow
+def test_tune_head2toe_with_views_refits_selection_per_fold(h2t_entries):
+    """With views, each fold's ranking is fitted on every view of that fold's train images only: poisoning fold 0's
+    held-out images (every view: noise features, shuffled labels) leaves fold 0's ranking exactly as it was and
+    changes its scores, while fold 1, which trains on those images, ranks otherwise."""
+    import featx
+    from featx.experiments.head2toe import search_split
+    from featx.features.head2toe import layer_blocks
+
+    cache_dir, avg, _ = h2t_entries
+    features = featx.load(avg.name, cache_dir=cache_dir, views="flip")
+    X, y, meta = features
+    folds = make_folds(y, meta["split"].to_numpy(), 3, 1, 0)
+    options = {
+        "blocks": layer_blocks(features.feature_slices),
+        "penalties": (0.1,),
+        "fractions": (0.3,),
+        "Cs": (1.0,),
+        "n_views": 2,
+        "tta": True,
+    }
+    X_bad, y_bad = X.copy(), y.copy()
+    held_out = folds.splits[0][1]
+    rng = np.random.default_rng(3)
+    X_bad[held_out] = rng.normal(5, 3, size=(len(held_out), X.shape[1]))
+    y_bad[held_out] = (y_bad[held_out] + 1) % 3  # every held-out label wrong
+    clean, clean_rank = search_split(X, y, *folds.splits[0], **options)
+    poisoned, poisoned_rank = search_split(X_bad, y_bad, *folds.splits[0], **options)
+    np.testing.assert_array_equal(clean_rank[0.1], poisoned_rank[0.1])
+    assert poisoned[0]["accuracy"] < clean[0]["accuracy"]  # the poison reached fold 0's scores
+    other = [search_split(A, b, *folds.splits[1], **options)[1][0.1] for A, b in ((X, y), (X_bad, y_bad))]
+    assert not np.array_equal(other[0], other[1])
 
 
 @pytest.mark.slow

@@ -91,6 +91,17 @@ def test_every_pipeline_round_trips_through_skops(small_digits, tmp_path, clf, t
     np.testing.assert_array_equal(loaded.predict(X), pipeline.predict(X))
 
 
+def test_head2toe_pipeline_round_trips_through_skops(small_digits, tmp_path):
+    """A model with --normalize layer and --select group-lasso:F (featx's own steps) loads back and predicts alike."""
+    X, y = small_digits
+    blocks = [["top_rows", 16], ["middle_rows", 32], ["bottom_rows", 16]]
+    steps = build_feature_pipeline(normalize="layer", select="group-lasso:0.3", blocks=blocks)
+    pipeline = make_pipeline("logreg", {"max_iter": 2000}, steps, 0, 1).fit(X, y)
+    loaded, _ = load_model(save_run(tmp_path, pipeline), tmp_path)
+    np.testing.assert_array_equal(loaded["select"].support_, pipeline["select"].support_)
+    np.testing.assert_array_equal(loaded.predict(X), pipeline.predict(X))
+
+
 @pytest.mark.slow
 def test_dense_head_round_trips_as_skops_plus_keras_and_refuses_a_lambda_head(small_digits, tmp_path):
     import keras

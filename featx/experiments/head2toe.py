@@ -8,6 +8,11 @@ Work is shared where the numbers stay the same: per split, the layer normalizati
 ranking depends on the penalty only, so each (entry, split, penalty) fits one selector on the split's train rows and
 every F is a cut of its ranking; each F then walks the C path as `tune` does (warm starts, the row space of the
 train rows on wide features). Nothing of a split's held-out rows, nor of test, enters any fit.
+
+With cached views (`views`, `tta`), every step is fitted as the refit's ViewEnsemble fits it: the layer
+normalization, the scaler, the ranking and the head see every view of a split's train images as rows of their own
+(the ranking cuts one view's columns, the same in every view), folds and splits are of images, and the held-out
+images are scored from the identity view or, with tta, from the mean over their views.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from featx.cache.store import Cache
+from featx.classifiers.views import view_rows
 from featx.errors import FeatxError
 from featx.experiments.fit import check_trainable, record_run, train_and_score
 from featx.experiments.runfolders import new_run_id, writable_folder
@@ -34,10 +40,10 @@ from featx.experiments.selection import (
     summarize,
     val_folds,
 )
-from featx.experiments.spec import Evaluation, fit_spec
+from featx.experiments.spec import Evaluation, fit_spec, view_names
 from featx.experiments.tune import _path, _write_report_info
 from featx.features.head2toe import GROUP_LASSO, GroupLassoSelector, LayerNormalizer, layer_blocks, parse_select
-from featx.features.load import load
+from featx.features.load import check_views_cached, load
 
 PENALTIES = (0.1, 0.03)
 FRACTIONS = (0.01, 0.03, 0.1, 0.3)
@@ -60,6 +66,8 @@ class Head2ToeResult:
     fits: int = 0
     timings: dict = field(default_factory=dict)  # {"select": s, "head": s}
     classifier: str = "head2toe"  # the curve's name in the report folder (head2toe_curve.csv), as tune's <clf>
+    views: tuple = ("id",)  # the views trained on (identity first)
+    tta: bool = False  # held-out images scored from the mean over their views
 
     def line(self) -> str:
         b, s = self.best, self.selection_scores
@@ -68,6 +76,7 @@ class Head2ToeResult:
             f"{self.run_id} head2toe {b['entry']} ({b['pool']}) penalty={b['penalty']:g} fraction={b['fraction']:g} "
             f"C={b['C']:.3g} {self.metric} {s[f'{self.metric}_mean']:.3f}"
             + ("" if np.isnan(ci) else f" ± {ci:.3f}")
+            + ("" if self.views == ("id",) else f" views={','.join(self.views)}" + (" (tta)" if self.tta else ""))
             + f" on {self.selection}"
             + (
                 f"; test acc {self.test['accuracy']:.3f} f1_macro {self.test['f1_macro']:.3f}"
@@ -92,6 +101,9 @@ def tune_head2toe(
     normalize: str | None = "layer",
     params: dict | None = None,
     seed: int = 0,
+    views=None,
+    view_seed: int = 0,
+    tta: bool = False,
     cache_dir=None,
     runs_dir=None,
     log=print,
@@ -107,9 +119,15 @@ def tune_head2toe(
     normalize : "layer" (Head2Toe's per-layer L2) or None; standardize : a StandardScaler after it, fitted per split.
     params : fixed parameters of the head (a LogisticRegression), e.g. {"class_weight": "balanced"}.
     cv : K for repeated stratified K-fold over train+val (cv_repeats times); None: train -> val.
+    views, view_seed, tta : as in fit (featx.experiments.spec.view_names; the views must be cached in every entry):
+        each point is fitted on every view of its train images, folds are of images, held-out images are scored
+        from the identity view or with tta from the mean over their views; the refit is a ViewEnsemble.
     """
     began, log = time.perf_counter(), log or (lambda *_: None)
     fraction_grid = _fractions(select, fractions)
+    view_list = view_names(views, view_seed, tta)
+    n_views = len(view_list)
+    plain = view_list == ("id",) and not tta
     penalties = tuple(penalties or PENALTIES)
     Cs = tuple(Cs or C_GRID)
     entries = [
@@ -119,12 +137,15 @@ def tune_head2toe(
         raise FeatxError("no cache entry to tune on; name one, or several with --cache (one per --pool grid:T)")
     for entry in entries:
         check_trainable(entry, cv=cv, selects=True)
+        if not plain:
+            check_views_cached(entry, layers, view_list)
     prepare_log(entries[0].cache)
     fixed = {"max_iter": 2000, **(params or {}), "warm_start": True}
     rows, timings, fits, loaded = [], {"select": 0.0, "head": 0.0}, 0, {}
     for entry in entries:
-        features = load(entry, layers=layers)
+        features = load(entry, layers=layers, views=None if plain else view_list)
         X, y, meta = features
+        width = X.shape[1] // n_views  # one view's columns
         split = meta["split"].to_numpy()
         if metric is None:
             metric, reason = default_metric(y[np.isin(split, SELECTION_SPLITS)])
@@ -135,39 +156,32 @@ def tune_head2toe(
         loaded[entry.name] = (features.selection, blocks)
         del features
         for s, (train, held_out) in enumerate(folds.splits):
-            X_split = _prepared(X, train, blocks, normalize, standardize)
-            for penalty in penalties:
-                t = time.perf_counter()
-                selector = GroupLassoSelector(fraction=1.0, penalty=penalty, blocks=blocks).fit(
-                    X_split[train], y[train]
-                )
-                timings["select"] += time.perf_counter() - t
-                for fraction in fraction_grid:
-                    columns = np.sort(selector.ranking_[: _n_keep(fraction, X.shape[1])])
-                    t = time.perf_counter()
-                    path = _path(
-                        "logreg", [{"C": c} for c in Cs], X_split[:, columns], y, train, held_out, {}, fixed, seed, 1
-                    )
-                    timings["head"] += time.perf_counter() - t
-                    fits += len(Cs)
-                    rows += [
-                        {
-                            "entry": entry.name,
-                            "pool": entry.settings["pool"],
-                            "penalty": penalty,
-                            "fraction": fraction,
-                            "C": c,
-                            "split": s,
-                            "kept": len(columns),
-                            **r,
-                        }
-                        for c, r in zip(Cs, path)
-                    ]
+            found, _ = search_split(
+                X,
+                y,
+                train,
+                held_out,
+                blocks=blocks,
+                normalize=normalize,
+                standardize=standardize,
+                penalties=penalties,
+                fractions=fraction_grid,
+                Cs=Cs,
+                params=fixed,
+                seed=seed,
+                n_views=n_views,
+                tta=tta,
+                timings=timings,
+            )
+            fits += len(found)
+            rows += [{"entry": entry.name, "pool": entry.settings["pool"], **r, "split": s} for r in found]
             log(
-                f"head2toe: {entry.name} ({entry.settings['pool']}, {X.shape[1]} features) split {s + 1}/{len(folds)} "
+                f"head2toe: {entry.name} ({entry.settings['pool']}, {width} features"
+                + ("" if plain else f" x {n_views} views" + (", tta" if tta else ""))
+                + f") split {s + 1}/{len(folds)} "
                 f"done ({time.perf_counter() - began:.0f}s)"
             )
-        del X_split, X
+        del X
     tried = pd.DataFrame(rows)
     curve = _curve(tried, folds, metric)
     best = curve[curve["best"]].iloc[0].to_dict()
@@ -194,9 +208,11 @@ def tune_head2toe(
         params={**{k: v for k, v in fixed.items() if k != "warm_start"}, "C": float(best["C"])},
         seed=seed,
         n_jobs=1,
+        views=view_list,
+        tta=tta,
         **transforms,
     )
-    X, y, meta = load(entry, layers=layers)
+    X, y, meta = load(entry, layers=layers, views=None if plain else view_list)
     split = meta["split"].to_numpy()
     refit_split = np.where(np.isin(split, SELECTION_SPLITS), "train", split)  # train+val, test scored once
     scores = train_and_score(X, y, refit_split, spec, class_names=entry.class_names, eval_splits=("test",))
@@ -220,6 +236,8 @@ def tune_head2toe(
         time.perf_counter() - began,
         fits + 1,
         timings,
+        views=view_list,
+        tta=tta,
     )
     _write_report_info(folder, entries[0], [result], command)  # tune's report.json: `featx report` reads it back
     log(
@@ -227,6 +245,70 @@ def tune_head2toe(
         f"{timings['select']:.0f}s, heads {timings['head']:.0f}s); saved search curve in {folder}"
     )
     return result
+
+
+def search_split(
+    X,
+    y,
+    train,
+    held_out,
+    *,
+    blocks,
+    normalize: str | None = "layer",
+    standardize: bool = False,
+    penalties=PENALTIES,
+    fractions=FRACTIONS,
+    Cs=C_GRID,
+    params: dict | None = None,
+    seed: int = 0,
+    n_views: int = 1,
+    tta: bool = False,
+    timings: dict | None = None,
+) -> tuple[list[dict], dict]:
+    """Every (penalty, F, C) of one split: fitted on the rows `train`, scored on the rows `held_out`.
+
+    X : ndarray (n_images, n_views * d), each image's views side by side (featx.load with views); y : (n_images,).
+    train, held_out : row indices of images. blocks : one view's layer layout (layer_blocks). params : the
+    head's fixed LogisticRegression parameters (with warm_start, one head walks the C path).
+    Returns the rows (penalty, fraction, C, kept, the METRICS, fit_seconds, converged), one per point, and the
+    ranking of one view's columns per penalty ({penalty: ndarray (d,)}, best first), fitted on every view of the
+    train images only; held-out images are scored from the identity view, or with tta the mean over their views.
+    """
+    timings = {"select": 0.0, "head": 0.0} if timings is None else timings
+    fixed = {"max_iter": 2000, "warm_start": True} if params is None else params
+    width = X.shape[1] // n_views
+    X_split = _prepared(X, train, blocks, normalize, standardize, n_views)
+    rows, rankings = [], {}
+    for penalty in penalties:
+        t = time.perf_counter()
+        selector = GroupLassoSelector(fraction=1.0, penalty=penalty, blocks=blocks).fit(
+            view_rows(X_split[train], n_views), np.repeat(y[train], n_views)
+        )
+        timings["select"] += time.perf_counter() - t
+        rankings[penalty] = selector.ranking_
+        for fraction in fractions:
+            columns = np.sort(selector.ranking_[: _n_keep(fraction, width)])
+            in_views = (columns + width * np.arange(n_views)[:, None]).ravel()  # the same columns in every view
+            t = time.perf_counter()
+            path = _path(
+                "logreg",
+                [{"C": c} for c in Cs],
+                X_split[:, in_views],
+                y,
+                train,
+                held_out,
+                {},
+                fixed,
+                seed,
+                1,
+                n_views,
+                tta,
+            )
+            timings["head"] += time.perf_counter() - t
+            rows += [
+                {"penalty": penalty, "fraction": fraction, "C": c, "kept": len(columns), **r} for c, r in zip(Cs, path)
+            ]
+    return rows, rankings
 
 
 def _fractions(select, fractions) -> tuple:
@@ -242,14 +324,17 @@ def _n_keep(fraction: float, n_features: int) -> int:
     return max(1, int(round(fraction * n_features)))  # as GroupLassoSelector keeps them
 
 
-def _prepared(X, train, blocks, normalize, standardize) -> np.ndarray:
-    """X with the steps before the selection fitted on the split's train rows (the layer L2 is per sample)."""
-    out = LayerNormalizer(blocks=blocks).fit(X[train]).transform(X) if normalize == "layer" else X
+def _prepared(X, train, blocks, normalize, standardize, n_views: int = 1) -> np.ndarray:
+    """X (n_images, n_views * d) with the steps before the selection fitted on every view of the split's train
+    images, as a ViewEnsemble fits them (the layer L2 is per sample; the scaler is not), applied to every view."""
+    out = view_rows(X, n_views)  # (n_images * n_views, d), image by image
+    if normalize == "layer":
+        out = LayerNormalizer(blocks=blocks).fit(view_rows(X[train], n_views)).transform(out)
     if standardize:
         from sklearn.preprocessing import StandardScaler
 
-        out = StandardScaler().fit(out[train]).transform(out)
-    return out
+        out = StandardScaler().fit(view_rows(out.reshape(len(X), -1)[train], n_views)).transform(out)
+    return out.reshape(len(X), -1)
 
 
 def _curve(tried: pd.DataFrame, folds, metric: str) -> pd.DataFrame:

@@ -25,9 +25,13 @@ MODEL_FILE, HEAD_FILE = "model.skops", "head.keras"
 def trusted_types() -> list[str]:
     """Every type featx puts in a saved pipeline beyond skops' defaults (scikit-learn estimators, numpy):
     featx's own transformers and head, and the fitted internals of the registry's classifiers."""
+    from featx.features.head2toe import GroupLassoSelector, LayerNormalizer
     from featx.features.transforms import FNEDiscretizer, QuietKBinsDiscretizer
 
-    own = [f"{t.__module__}.{t.__qualname__}" for t in (FNEDiscretizer, QuietKBinsDiscretizer)]
+    own = [
+        f"{t.__module__}.{t.__qualname__}"
+        for t in (FNEDiscretizer, QuietKBinsDiscretizer, LayerNormalizer, GroupLassoSelector)
+    ]
     metrics = [
         f"sklearn.metrics._dist_metrics.{m}Distance{bits}"
         for m in ("Euclidean", "SEuclidean", "Manhattan", "Chebyshev", "Minkowski", "Cosine")

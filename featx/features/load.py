@@ -185,6 +185,12 @@ def _check_finite(entry: CacheEntry, X: np.ndarray, slices: dict, rows: np.ndarr
                 )
 
 
+def check_views_cached(entry: CacheEntry, layers, views) -> None:
+    """The one line `load(entry, layers=layers, views=views)` would stop with for views not cached, before any
+    features are read (a search over several entries checks them all first)."""
+    _check_views(entry, select_cached(entry, layers), parse_views(views) if isinstance(views, str) else tuple(views))
+
+
 def _check_views(entry: CacheEntry, selection: LayerSelection, views: tuple) -> None:
     """Every view of every selected layer is cached in `entry`; else one line naming what is missing and the
     extract that adds it (only the missing views are computed)."""
