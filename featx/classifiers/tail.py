@@ -19,6 +19,8 @@ file (save_keras_model / without_keras_model / load_keras_model), loaded in Kera
 
 from __future__ import annotations
 
+import functools
+import json
 import time
 from numbers import Integral, Real
 
@@ -259,7 +261,7 @@ class TailClassifier(KerasModelFile, ClassifierMixin, BaseEstimator):
 
     def _tail_model(self):
         """The backbone's layers from `cut` to its final feature layer, with the backbone's pretrained weights."""
-        from featx.backbones import backbone_from_args
+        from featx.backbones import backbone_file_problem
         from featx.backbones.cuts import build_tail, check_cut, final_layer
 
         if self.cut is None or self.backbone is None:
@@ -275,9 +277,15 @@ class TailClassifier(KerasModelFile, ClassifierMixin, BaseEstimator):
                 "the tail's backbone description lacks weights_id; build it with "
                 "featx.backbones.backbone_description(entry)"
             ) from None
-        backbone = backbone_from_args(args, weights_id, f"the tail's backbone {args.get('name')}")
+        where = f"the tail's backbone {args.get('name')}"
+        problem = backbone_file_problem(args)  # every fit: a weights file changed since the build is refused
+        if problem:
+            raise FeatxError(f"{where}: {problem}")
+        backbone = _built_backbone(json.dumps(args, sort_keys=True, default=str), weights_id, where)
         check_cut(backbone, self.cut)
-        tail = build_tail(backbone.model, self.cut, final_layer(backbone), name="tail")
+        source = build_tail(backbone.model, self.cut, final_layer(backbone), name="tail")
+        tail = keras.models.clone_model(source)  # layers of its own: the built backbone's weights never train
+        tail.set_weights(source.get_weights())
         tail.trainable = True  # the model's own flag; the registry froze each layer, so each is unfrozen here
         for layer in _all_layers(tail):  # Keras 3: a frozen BatchNormalization runs in inference mode
             layer.trainable = self.train_bn or not isinstance(layer, keras.layers.BatchNormalization)
@@ -455,6 +463,16 @@ def stream_bytes(map_shape, batch_size: int = 32) -> int:
     d = int(np.prod(map_shape))
     window = max(batch_size, SHUFFLE_BYTES // (4 * d))
     return 4 * d * (window + 2 * batch_size)
+
+
+@functools.lru_cache(maxsize=2)
+def _built_backbone(args: str, weights_id: str, where: str):
+    """featx.backbones.backbone_from_args of the JSON `args`, built once per process for the fits of a search (a
+    backbone build costs seconds, as much as a few epochs of a small tail): each fit clones the layers above its cut
+    and copies their pretrained weights, so the built model itself never changes."""
+    from featx.backbones import backbone_from_args
+
+    return backbone_from_args(json.loads(args), weights_id, where)
 
 
 def _of_cut(X, cut: str):

@@ -576,7 +576,8 @@ def _convergence_line(rows: list[_Row], n_fits: int, not_converged: int) -> str:
 
 
 def _model(spec: FitSpec, grid) -> str:
-    return " ".join([spec.classifier, *(f"{k}={spec.params[k]}" for k in grid if k in spec.params)])
+    shown = [k for k in grid if k in spec.params and k != "backbone"]  # the tail's: the entry's, said above
+    return " ".join([spec.classifier, *(f"{k}={spec.params[k]}" for k in shown)])
 
 
 def _table(
