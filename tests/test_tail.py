@@ -258,40 +258,40 @@ def streamed_only(monkeypatch):
     return given
 
 
-def test_tune_without_a_cut_searches_the_cached_cuts_by_halving_and_logs_the_winner(
-    tail_cache, monkeypatch, streamed_only
+@pytest.mark.parametrize("search", ["halving", "exact"])
+def test_tune_without_a_cut_searches_the_cached_cuts_and_logs_the_winner(
+    tail_cache, monkeypatch, streamed_only, search
 ):
-    """`featx tune --clf tail --search halving` with no --cut: the cuts the entry caches (block6d_add, and the final
-    layer top_activation: a head on its map) are an axis of the search, each point trained on its cut's maps streamed
-    from HDF5; one line names the cut that won, and the refit is logged on that cut."""
-    from featx.experiments import budget
+    """`featx tune --clf tail --search halving|exact` with no --cut: the cuts the entry caches (block6d_add, and the
+    final layer top_activation: a head on its map) are an axis of the search, each point trained on its cut's maps
+    streamed from HDF5; one line names the cut that won, and the refit is logged on that cut."""
+    from featx.experiments import budget, tune
     from featx.experiments.budget import BudgetSearch
     from featx.experiments.models import load_model
     from featx.features.maps import is_streamed
 
-    # the default grid (8 configurations, 18 epochs) costs minutes at any size: one learning rate, 2 epochs
-    tiny = BudgetSearch(
-        {"backbone_lr": (1e-3,)}, max_epochs=2, min_epochs=1, fixed={"warmup_epochs": 1, "batch_size": 4}
+    # the default grids (8 configurations x 18 epochs; 6 x 20) cost minutes at any size: one learning rate, 2 epochs
+    fixed = {"warmup_epochs": 1, "batch_size": 4}
+    monkeypatch.setitem(
+        budget.BUDGET_SEARCHES, "tail", BudgetSearch({"backbone_lr": (1e-3,)}, max_epochs=2, fixed=fixed)
     )
-    monkeypatch.setitem(budget.BUDGET_SEARCHES, "tail", tiny)
-    rc, out, err = cli(
-        "tune", "--clf", "tail", "--search", "halving", "--metric", "accuracy", "--cache-dir", tail_cache
-    )
+    monkeypatch.setitem(tune.SEARCHES, "tail", tune.Search({"backbone_lr": (1e-3,)}, fixed={**fixed, "epochs": 2}))
+    rc, out, err = cli("tune", "--clf", "tail", "--search", search, "--metric", "accuracy", "--cache-dir", tail_cache)
     assert rc == 0, err
+    epochs = " at 2 epochs" if search == "halving" else ""
     won = re.search(
-        r"tune tail: cut (\S+) won on val \(accuracy, best per cut: block6d_add [0-9.]+ at 2 epochs; "
-        r"top_activation [0-9.]+ at 2 epochs\)",
+        rf"tune tail: cut (\S+) won on val \(accuracy, best per cut: block6d_add [0-9.]+{epochs}; "
+        rf"top_activation [0-9.]+{epochs}\)",
         out,
     )
     assert won, out
-    folder = Path(re.search(r"saved search curves in (\S+)", out)[1])
-    curve = pd.read_csv(folder / "tail_curve.csv")
-    halving = curve[curve["stage"] == "halving"]
-    assert sorted(halving["cut"]) == ["block6d_add", "top_activation"] and set(halving["epochs"]) == {2}
+    curve = pd.read_csv(Path(re.search(r"saved search curves in (\S+)", out)[1]) / "tail_curve.csv")
+    points = curve[curve["stage"] != "default"]
+    assert sorted(points["cut"]) == ["block6d_add", "top_activation"]
     assert curve.loc[curve["best"], "cut"].item() == won[1]
     pipeline, run = load_model(re.search(r"^run (\S+):", out, re.M)[1], tail_cache)
     assert run["classifier"] == "tail" and json_cut(run) == won[1] and run["layers"] == won[1]
-    assert pipeline[-1].cut == won[1]
+    assert pipeline[-1].cut == won[1] and pipeline[-1].epochs == 2
     assert len(streamed_only) == 4 and all(is_streamed(X) for X in streamed_only)  # 2 cuts, the defaults, the refit
 
 
@@ -302,7 +302,7 @@ def test_compare_streams_the_maps_and_scores_as_the_maps_held_in_memory(tail_cac
     from featx.backbones import backbone_description
     from featx.experiments.fit import train_and_score
     from featx.experiments.spec import fit_spec
-    from featx.features.maps import is_streamed, load_maps
+    from featx.features.maps import CachedMaps, load_maps
 
     params = {"cut": CUT, "epochs": 2, "warmup_epochs": 1, "batch_size": 4}
     rc, out, err = cli(
@@ -320,7 +320,7 @@ def test_compare_streams_the_maps_and_scores_as_the_maps_held_in_memory(tail_cac
     assert rc == 0, err
     table = pd.read_csv(re.search(r"saved (\S+results\.csv)", out)[1])
     row = table[table["classifier"] == "tail"].iloc[0]
-    assert len(streamed_only) == 1 and is_streamed(streamed_only[0])
+    assert len(streamed_only) == 1 and isinstance(streamed_only[0], CachedMaps)
 
     entry = featx.Cache(tail_cache).open()
     X, y, meta = load_maps(entry, layers=CUT)

@@ -123,11 +123,11 @@ def load_features(entries: list[CacheEntry], specs, layers=None, views=None):
 
 
 def with_cut_axis(search, cuts):
-    """A tune search (tune.Search or budget.BudgetSearch) of the tail with the cut as its first axis: `cuts`, in
-    depth order; the defaults (and any point that sets no cut) train above the first, the lowest."""
+    """A tune search (tune.Search or budget.BudgetSearch) of the tail with the cut as its last axis (the search
+    curve's plot then draws a line per cut): `cuts`, in depth order; the defaults train above the first, the lowest."""
     import dataclasses
 
-    return dataclasses.replace(search, grid={"cut": tuple(cuts), **search.grid}, fixed={**search.fixed, "cut": cuts[0]})
+    return dataclasses.replace(search, grid={**search.grid, "cut": tuple(cuts)}, fixed={**search.fixed, "cut": cuts[0]})
 
 
 def _data(entry: CacheEntry) -> str:
