@@ -331,3 +331,13 @@ def test_compare_streams_the_maps_and_scores_as_the_maps_held_in_memory(tail_cac
     for split in ("val", "test"):
         assert row[f"{split}_accuracy"] == pytest.approx(scores.metrics[split]["accuracy"], abs=1e-4)
         assert row[f"{split}_f1_macro"] == pytest.approx(scores.metrics[split]["f1_macro"], abs=1e-4)
+
+
+def test_tune_without_a_cut_on_an_entry_of_pooled_features_names_the_extraction(elpv_cache):
+    rc, _, err = cli("tune", "--clf", "tail", "--search", "halving", "--cache-dir", elpv_cache)
+    assert_one_line_error(
+        rc,
+        err,
+        r"--clf tail without --cut searches the cuts cached with --pool none, and cache entry \S+ caches none; "
+        r"cache some with `featx extract --layers CUT1,CUT2 --pool none`",
+    )

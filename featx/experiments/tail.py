@@ -91,7 +91,7 @@ def cached_cuts(entries: list[CacheEntry], layers=None) -> list[str]:
     for entry in entries:
         if entry.settings.get("pool") == "none":
             cached |= set(entry.layers if layers is None else select_cached(entry, layers).names)
-    found = [c.name for c in find_cuts(backbone_from_entry(first)) if c.name in cached]
+    found = [c.name for c in find_cuts(backbone_from_entry(first)) if c.name in cached] if cached else []
     if not found:
         raise FeatxError(
             f"--clf tail without --cut searches the cuts cached with --pool none, and cache entr"
