@@ -18,8 +18,8 @@ Rows, one run, one machine:
   whether its score is within noise of the grid's best (two binomial standard errors of the val accuracy).
 * accuracy (with --elpv-cache, an all-ELPV cache folder with the 60/15/25 split, seed 0, holding the cut's --pool
   none maps and the avg-pooled blocks,final features with d4 views; read only, nothing is written there): test
-  accuracy of the best linear probe (standardized logistic regression, C by val accuracy, over blocks,final and
-  top_activation), of the best views+TTA model (the same with d4 views and TTA), and of the tail chosen on val by
+  accuracy of the best linear probe (standardized logistic regression, C by val accuracy, over the layer sets of
+  --accuracy-layer-sets: top_activation and blocks,final), of the best views+TTA model (the same with d4 views and TTA), and of the tail chosen on val by
   `tune --clf tail --search halving` (its maps streamed from HDF5; --accuracy-epochs sets the budget, default the
   shipped 18; --accuracy-cuts searches several cached cuts), and which of the three val selects.
 * rss (--elpv-cache): peak RSS of one epoch of tail training on >= 10,000 maps, streamed from HDF5 against the
@@ -66,6 +66,11 @@ def main(argv=None) -> int:
     )
     parser.add_argument(
         "--accuracy-cuts", default=None, help="accuracy: cached cuts the tail search chooses from (default --cut)"
+    )
+    parser.add_argument(
+        "--accuracy-layer-sets",
+        default="top_activation;blocks,final",
+        help="accuracy: the probes' layer sets, ';'-separated (D4 on blocks,final is the slow one: tens of minutes)",
     )
     parser.add_argument("--rss-tiles", type=int, default=4, help="rss: copies of the all-ELPV maps (4: 10,496)")
     parser.add_argument("--json", default=None, help="also write the table here")
@@ -410,7 +415,7 @@ def accuracy_rows(args, root: Path, say) -> list[dict]:
     quiet = {"log": lambda *a: None, "metric": "accuracy", "transforms": {"standardize": True}}
     for label, views, tta in (("linear probe", None, False), ("views + TTA", "d4", True)):
         best, began = None, time.perf_counter()
-        for layers in ("top_activation", "blocks,final"):
+        for layers in args.accuracy_layer_sets.split(";"):
             X, y, meta = featx.load(pooled, layers=layers, views=views)
             split = meta["split"].to_numpy()
             names = tuple(featx.sources.views.parse_views(views)) if views else ("id",)
