@@ -214,6 +214,10 @@ def tune_cache(
     by image) and scored from the identity view, or with tta from the mean over the views.
     search : "exact" (the grid, then refined) or "halving" (successive halving over epochs, for classifiers
         trained by epochs: featx.experiments.budget).
+    cache : one entry; for the tail given no cut (params without "cut"), a list of entries of the same images may
+        name more cuts: every cut the entries cache with --pool none (among `layers`) becomes an axis of the search,
+        its maps streamed from HDF5 (featx.features.maps.CutMaps); a line names the cut that won, and the refit is
+        logged on that cut's entry and layer.
     """
     specs = tune_specs(
         classifiers,
