@@ -17,9 +17,15 @@ Rows, one run, one machine:
   search of the same grid at the full budget: epochs trained (the ratio), seconds, the chosen configuration, and
   whether its score is within noise of the grid's best (two binomial standard errors of the val accuracy).
 * accuracy (with --elpv-cache, an all-ELPV cache folder with the 60/15/25 split, seed 0, holding the cut's --pool
-  none maps and the avg-pooled blocks,final features with d4 views): test accuracy of the best linear probe
-  (standardized logistic regression, C by val accuracy, over blocks+final and top_activation), of the best views+TTA
-  model (the same with d4 views and TTA), and of the tail chosen on val by `tune --clf tail --search halving`.
+  none maps and the avg-pooled blocks,final features with d4 views; read only, nothing is written there): test
+  accuracy of the best linear probe (standardized logistic regression, C by val accuracy, over the layer sets of
+  --accuracy-layer-sets: top_activation and blocks,final), of the best views+TTA model (the same with d4 views and TTA), and of the tail chosen on val by
+  `tune --clf tail --search halving` (its maps streamed from HDF5; --accuracy-epochs sets the budget, default the
+  shipped 18; --accuracy-cuts searches several cached cuts), and which of the three val selects.
+* rss (--elpv-cache): peak RSS of one epoch of tail training on >= 10,000 maps, streamed from HDF5 against the
+  same maps held in memory, each in a fresh process. The maps are the cut's real all-ELPV maps tiled --rss-tiles
+  times (default 4: 10,496 images) into a new cache entry written by the cache's own writer (Cache.create,
+  CacheEntry.write_layer) in a temporary folder, each tile keeping its rows' labels and split.
 
 Output: a table (printed; `--json PATH` writes it too).
 """
@@ -49,12 +55,24 @@ def main(argv=None) -> int:
     parser.add_argument("--cut", default="block6d_add")
     parser.add_argument("--epochs", type=int, default=None, help="epochs timed per method (default 4; quick 3)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--elpv-cache", default=None, help="all-ELPV cache folder: adds the accuracy rows")
+    parser.add_argument("--elpv-cache", default=None, help="all-ELPV cache folder: adds the accuracy and rss rows")
     parser.add_argument(
         "--parts",
-        default="speed,halving,accuracy",
-        help="comma-separated parts to run (default all; accuracy needs --elpv-cache)",
+        default="speed,halving,accuracy,rss",
+        help="comma-separated parts to run (default all; accuracy and rss need --elpv-cache)",
     )
+    parser.add_argument(
+        "--accuracy-epochs", type=int, default=None, help="accuracy: the tail search's full budget (default 18)"
+    )
+    parser.add_argument(
+        "--accuracy-cuts", default=None, help="accuracy: cached cuts the tail search chooses from (default --cut)"
+    )
+    parser.add_argument(
+        "--accuracy-layer-sets",
+        default="top_activation;blocks,final",
+        help="accuracy: the probes' layer sets, ';'-separated (D4 on blocks,final is the slow one: tens of minutes)",
+    )
+    parser.add_argument("--rss-tiles", type=int, default=4, help="rss: copies of the all-ELPV maps (4: 10,496)")
     parser.add_argument("--json", default=None, help="also write the table here")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.add_argument("--part", default=None, help=argparse.SUPPRESS)  # internal: one timed method
@@ -71,7 +89,7 @@ def main(argv=None) -> int:
     rows, parts = [], set(args.parts.split(","))
     with tempfile.TemporaryDirectory(prefix="featx-bench-tail-") as tmp:
         cache = Path(tmp) / "cache"
-        entry_maps, entry_pooled = extract_subset(args, cache)
+        entry_maps, entry_pooled = extract_subset(args, cache) if parts & {"speed", "halving"} else (None, None)
         speed = {}
         for part in ("tail", "images") if "speed" in parts else ():
             say(f"timing {part} ...")
@@ -99,6 +117,9 @@ def main(argv=None) -> int:
         if "halving" in parts:
             say("halving vs grid ...")
             rows += halving_rows(args, cache, entry_pooled)
+        if args.elpv_cache and "rss" in parts:
+            say(f"peak RSS at {args.rss_tiles} x all-ELPV maps ...")
+            rows += rss_rows(args, Path(args.elpv_cache), Path(tmp) / "tiled", say)
     if args.elpv_cache and "accuracy" in parts:
         say("all-ELPV accuracy ...")
         rows += accuracy_rows(args, Path(args.elpv_cache), say)
@@ -184,6 +205,8 @@ def timed_part(args) -> dict:
     from featx.classifiers.tail import TailClassifier
 
     entry = Cache(args.workdir).open(args.entry)
+    if args.part.startswith("rss-"):
+        return _rss_epoch(args, entry)
     X, y, meta = featx.load(entry, layers=args.cut)
     train = meta["split"].to_numpy() != "test"
     clf = TailClassifier(
@@ -204,6 +227,41 @@ def timed_part(args) -> dict:
         "epoch_s": round(float(np.median(seconds[1:] if len(seconds) > 1 else seconds)), 3),
         "epochs": [round(float(s), 3) for s in seconds],
         "peak_rss_mb": round(peak, 1),
+    }
+
+
+def _rss_epoch(args, entry) -> dict:
+    """rss-stream / rss-memory: one epoch (head and tail) on the entry's train maps, validated on its val maps; the
+    maps a CachedMaps read in windows from HDF5, or the same maps read whole into an ndarray first."""
+    import numpy as np
+
+    from featx.backbones import backbone_description
+    from featx.classifiers.tail import TailClassifier
+    from featx.features.maps import load_maps
+
+    X, y, meta = load_maps(entry, layers=args.cut)
+    split = meta["split"].to_numpy()
+    train, val = split == "train", split == "val"
+    X_train, X_val = X[train], X[val]
+    if args.part == "rss-memory":
+        X_train, X_val = np.asarray(X_train), np.asarray(X_val)
+    clf = TailClassifier(
+        cut=args.cut,
+        backbone=backbone_description(entry),
+        warmup_epochs=0,
+        epochs=1,
+        patience=None,
+        batch_size=args.batch_size,
+    )
+    clf._tail_model()  # the backbone built (and TensorFlow loaded) before the RSS baseline
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    clf.fit(X_train, y[train], X_val=X_val, y_val=y[val])
+    return {
+        "epoch_s": round(float(clf.history_["seconds"].iloc[0]), 1),
+        "train_maps": int(train.sum()),
+        "maps_bytes": int(len(y)) * X.d * 4,
+        "rss_before_fit_mb": round(before, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
 
@@ -310,7 +368,10 @@ def _label(params: dict, search) -> str:
 
 
 def accuracy_rows(args, root: Path, say) -> list[dict]:
-    """All-ELPV test accuracy of the best linear probe, the best views+TTA model, and the tail chosen on val."""
+    """All-ELPV test accuracy of the tail chosen on val, the best linear probe and the best views+TTA model (each
+    chosen on val; test scored once per model), and the one of them val selects. Reads `root`, writes nothing there."""
+    import dataclasses
+
     import numpy as np
 
     import featx
@@ -318,15 +379,43 @@ def accuracy_rows(args, root: Path, say) -> list[dict]:
     from featx.cache.store import Cache
     from featx.experiments.budget import BUDGET_SEARCHES
     from featx.experiments.tune import tune
+    from featx.features.maps import load_cut_maps, load_maps
 
     cache = Cache(root)
     pooled = next(e for e in cache.entries() if e.settings["pool"] == "avg")
-    maps = next(e for e in cache.entries() if e.settings["pool"] == "none" and args.cut in e.layer_info)
-    rows = []
+    cuts = (args.accuracy_cuts or args.cut).split(",")
+    maps = next(e for e in cache.entries() if e.settings["pool"] == "none" and set(cuts) <= set(e.layers))
+    search = BUDGET_SEARCHES["tail"]
+    if args.accuracy_epochs:
+        search = dataclasses.replace(
+            search, max_epochs=args.accuracy_epochs, min_epochs=min(search.min_epochs, args.accuracy_epochs)
+        )
+    params = {"backbone": backbone_description(maps)}
+    if len(cuts) == 1:  # streamed from HDF5 as it trains, as featx tune does
+        (X, y, meta), params["cut"] = load_maps(maps, layers=cuts[0]), cuts[0]
+    else:  # the cut is searched too
+        X, y, meta = load_cut_maps([maps], cuts)
+    split = meta["split"].to_numpy()
+    say(f"tail above {','.join(cuts)}: halving, {search.max_epochs} epochs at most, {len(X)} images ...")
+    began = time.perf_counter()
+    result = tune(X, y, split, "tail", search=search, log=say, progress=True, metric="accuracy", params=params)
+    chosen = {k: v for k, v in result.best_params.items() if k in (*search.grid, "cut", "epochs")}
+    rows = [
+        {
+            "part": "accuracy",
+            "what": f"tail chosen by halving on val ({search.max_epochs} epochs at most): "
+            + " ".join(f"{k}={v}" for k, v in chosen.items()),
+            "val_accuracy": round(result.selection_scores["accuracy_mean"], 4),
+            "test_accuracy": round(result.test["accuracy"], 4),
+            "test_f1_macro": round(result.test["f1_macro"], 4),
+            "seconds": round(time.perf_counter() - began, 1),
+        }
+    ]
+    say(f"  {rows[-1]}")
     quiet = {"log": lambda *a: None, "metric": "accuracy", "transforms": {"standardize": True}}
     for label, views, tta in (("linear probe", None, False), ("views + TTA", "d4", True)):
-        best = None
-        for layers in ("top_activation", "blocks,final"):
+        best, began = None, time.perf_counter()
+        for layers in args.accuracy_layer_sets.split(";"):
             X, y, meta = featx.load(pooled, layers=layers, views=views)
             split = meta["split"].to_numpy()
             names = tuple(featx.sources.views.parse_views(views)) if views else ("id",)
@@ -334,39 +423,100 @@ def accuracy_rows(args, root: Path, say) -> list[dict]:
             score = result.selection_scores["accuracy_mean"]
             say(f"{label} {layers}: val {score:.3f} test {result.test['accuracy']:.3f}")
             if best is None or score > best[0]:
-                best = (score, result.test["accuracy"], layers, result.best_params.get("C"))
+                best = (score, result.test, layers, result.best_params.get("C"))
         rows.append(
             {
                 "part": "accuracy",
-                "what": f"best {label}: logreg on {best[2]} (C={best[3]:.3g})",
+                "what": f"best {label}: logreg on {best[2]} (C={best[3]:.3g}, by val)",
                 "val_accuracy": round(best[0], 4),
-                "test_accuracy": round(best[1], 4),
+                "test_accuracy": round(best[1]["accuracy"], 4),
+                "test_f1_macro": round(best[1]["f1_macro"], 4),
+                "seconds": round(time.perf_counter() - began, 1),
             }
         )
-    X, y, meta = featx.load(maps, layers=args.cut)
-    split = meta["split"].to_numpy()
-    result = tune(
-        X,
-        y,
-        split,
-        "tail",
-        search=BUDGET_SEARCHES["tail"],
-        log=lambda *a: None,
-        metric="accuracy",
-        params={"cut": args.cut, "backbone": backbone_description(maps)},
-    )
+    top = max(rows, key=lambda r: r["val_accuracy"])
     rows.append(
         {
             "part": "accuracy",
-            "what": f"tail above {args.cut}, chosen by halving on val: "
-            f"{_label(result.best_params, BUDGET_SEARCHES['tail'])}",
-            "val_accuracy": round(result.selection_scores["accuracy_mean"], 4),
-            "test_accuracy": round(result.test["accuracy"], 4),
-            "seconds": round(result.seconds, 1),
+            "what": f"val selects: {top['what'].split(':')[0]}",
+            "val_accuracy": top["val_accuracy"],
+            "test_accuracy": top["test_accuracy"],
+            "test_f1_macro": top["test_f1_macro"],
         }
     )
     assert np.isfinite([r["test_accuracy"] for r in rows]).all()
     return rows
+
+
+def rss_rows(args, root: Path, work: Path, say) -> list[dict]:
+    """Peak RSS of one epoch of the tail on >= 10,000 maps: streamed from HDF5 vs held in memory, fresh processes."""
+    import numpy as np
+
+    from featx.classifiers.tail import stream_bytes
+
+    entry = tile_maps(root, args.cut, args.rss_tiles, work)
+    say(f"  tiled {len(entry.labels)} images into {entry.path}")
+    rows = []
+    for part in ("stream", "memory"):
+        say(f"  one epoch, maps {part} ...")
+        result = run_part(args, f"rss-{part}", work, entry.name)
+        rows.append(
+            {
+                "part": "rss",
+                "what": f"tail, one epoch on {result['train_maps']} train maps of {args.cut}, "
+                + ("streamed from HDF5" if part == "stream" else "held in memory"),
+                "maps_mb": round(result["maps_bytes"] / 2**20, 1),
+                "peak_rss_mb": result["peak_rss_mb"],
+                "rss_before_fit_mb": result["rss_before_fit_mb"],
+                "epoch_s": result["epoch_s"],
+            }
+        )
+    map_shape = tuple(entry.layer_info[args.cut]["output_shape"])
+    rows[0]["stream_bound_mb"] = round(stream_bytes(map_shape, args.batch_size) / 2**20, 1)
+    assert np.isfinite([r["peak_rss_mb"] for r in rows]).all()
+    return rows
+
+
+def tile_maps(root: Path, cut: str, tiles: int, work: Path):
+    """A cache entry (in `work`) of the all-ELPV maps of `cut` repeated `tiles` times, written by the cache's own
+    writer: the source entry's settings and layer info, image paths prefixed tile<k>/, labels, split, fingerprints
+    and decoded flags repeated; rows copied chunk by chunk (never all in memory)."""
+    import numpy as np
+
+    from featx.cache.key import cache_key
+    from featx.cache.manifest import EntryManifest
+    from featx.cache.store import Cache
+    from featx.features.maps import CachedMaps
+
+    source = next(e for e in Cache(root).entries() if e.settings["pool"] == "none" and cut in e.layers)
+    n = len(source.labels)
+    data = {
+        "paths": np.array([f"tile{k}/{p}" for k in range(tiles) for p in source.relpaths]),
+        **{
+            k: np.tile(np.asarray(source.data[k]), tiles)
+            for k in ("labels", "fingerprints", "split", "valid", "errors")
+        },
+    }
+    manifest = EntryManifest(
+        key=cache_key(source.settings, list(data["paths"]), list(data["fingerprints"]), data["labels"]),
+        settings=source.settings,
+        layer_info={cut: source.layer_info[cut]},
+        class_names=source.class_names,
+        backbone_args=source.backbone_args,
+        description=f"bench_tail: {tiles} tiles of {source.name}",
+        split_settings=source.split_settings,
+    )
+    entry = Cache(work).create(manifest, data)
+    maps = CachedMaps(source, cut, np.arange(n))
+    entry.write_layer(
+        cut,
+        lambda start, stop: maps.read(np.arange(start, stop) % n),
+        n * tiles,
+        maps.d,
+        source.dtype,
+        {k: v for k, v in source.layer_info[cut].items() if k in ("output_shape", "n_features")},
+    )
+    return Cache(work).open(entry.name)
 
 
 def table(rows: list[dict]) -> str:

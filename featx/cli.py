@@ -377,7 +377,7 @@ CLASSIFIER_FLAGS = (  # --flag VALUE -> the classifier parameter of the same nam
     (
         "--cut",
         "tail: the layer whose cached maps (--pool none) the backbone's layers above it train on "
-        "(`featx layers BACKBONE --cuts`)",
+        "(`featx layers BACKBONE --cuts`); tune without --cut searches every cut the entry caches",
     ),
     ("--backbone-lr", "tail: AdamW learning rate of the backbone layers above the cut (default 1e-4)"),
     ("--head-lr", "tail: AdamW learning rate of the softmax head (default 1e-3)"),
@@ -638,10 +638,10 @@ def cmd_tune(args) -> None:
 
     if str(_transforms(args).get("select") or "").startswith("group-lasso"):  # Head2Toe: featx.experiments.head2toe
         return _tune_head2toe(args)
-    if args.caches:
+    if args.caches and args.clf != "tail":
         raise FeatxError(
-            "tune's --cache names candidate entries for --select group-lasso; tune one entry (positional) "
-            "or add --select group-lasso"
+            "tune's --cache names candidate entries for --select group-lasso or the cuts of --clf tail; tune one "
+            "entry (positional) or add --select group-lasso"
         )
     specs = tune_specs(
         args.clf,
@@ -660,7 +660,7 @@ def cmd_tune(args) -> None:
         fit_on="train+val",
     )
     results = tune_run(
-        _entry(args),
+        [_entry(args), *args.caches] if args.caches else _entry(args),  # --clf tail: the entries' cuts searched
         specs,
         evaluation,
         layers=args.layers,
@@ -938,7 +938,8 @@ def _add_experiment_commands(sub) -> None:
         default=[],
         metavar="ENTRY",
         help="with --select group-lasso: another entry of the same images (repeatable), searched as a "
-        "candidate, e.g. one per --pool grid:T",
+        "candidate, e.g. one per --pool grid:T; with --clf tail and no --cut: another entry whose cached cuts "
+        "(--pool none) are searched too",
     )
     p.add_argument(
         "--layers", default=None, help="layer names and groups, comma-separated (default: every cached layer)"

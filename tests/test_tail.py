@@ -5,6 +5,7 @@ deterministic for a seed, and streamed from HDF5 in windows when the maps do not
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -234,3 +235,109 @@ def test_streamed_epochs_visit_every_view_of_every_image_once(tail_cache, monkey
         label_of = {row.tobytes(): label for row, label in zip(pairs, np.tile(y, 2))}
         assert [label_of[row.tobytes()] for row in maps] == list(labels)  # each map keeps its image's label
     assert not np.array_equal(epochs[0], epochs[1])
+
+
+@pytest.fixture
+def streamed_only(monkeypatch):
+    """The X each tail fit is given (a list, filled as they run); reading every cached map into memory at once
+    (np.asarray of a CachedMaps) fails the test: experiments must hand the maps on as streams."""
+    from featx.classifiers.tail import TailClassifier
+    from featx.features.maps import CachedMaps
+
+    def refuse(self, dtype=None, copy=None):
+        raise AssertionError("the maps were read into memory whole")
+
+    given, fit = [], TailClassifier.fit
+
+    def recording_fit(self, X, y, X_val=None, y_val=None):
+        given.append(X)
+        return fit(self, X, y, X_val, y_val)
+
+    monkeypatch.setattr(CachedMaps, "__array__", refuse)
+    monkeypatch.setattr(TailClassifier, "fit", recording_fit)
+    return given
+
+
+@pytest.mark.parametrize("search", ["halving", "exact"])
+def test_tune_without_a_cut_searches_the_cached_cuts_and_logs_the_winner(
+    tail_cache, monkeypatch, streamed_only, search
+):
+    """`featx tune --clf tail --search halving|exact` with no --cut: the cuts the entry caches (block6d_add, and the
+    final layer top_activation: a head on its map) are an axis of the search, each point trained on its cut's maps
+    streamed from HDF5; one line names the cut that won, and the refit is logged on that cut."""
+    from featx.experiments import budget, tune
+    from featx.experiments.budget import BudgetSearch
+    from featx.experiments.models import load_model
+    from featx.features.maps import is_streamed
+
+    # the default grids (8 configurations x 18 epochs; 6 x 20) cost minutes at any size: one learning rate, 2 epochs
+    fixed = {"warmup_epochs": 1, "batch_size": 4}
+    monkeypatch.setitem(
+        budget.BUDGET_SEARCHES, "tail", BudgetSearch({"backbone_lr": (1e-3,)}, max_epochs=2, fixed=fixed)
+    )
+    monkeypatch.setitem(tune.SEARCHES, "tail", tune.Search({"backbone_lr": (1e-3,)}, fixed={**fixed, "epochs": 2}))
+    rc, out, err = cli("tune", "--clf", "tail", "--search", search, "--metric", "accuracy", "--cache-dir", tail_cache)
+    assert rc == 0, err
+    epochs = " at 2 epochs" if search == "halving" else ""
+    won = re.search(
+        rf"tune tail: cut (\S+) won on val \(accuracy, best per cut: block6d_add [0-9.]+{epochs}; "
+        rf"top_activation [0-9.]+{epochs}\)",
+        out,
+    )
+    assert won, out
+    curve = pd.read_csv(Path(re.search(r"saved search curves in (\S+)", out)[1]) / "tail_curve.csv")
+    points = curve[curve["stage"] != "default"]
+    assert sorted(points["cut"]) == ["block6d_add", "top_activation"]
+    assert curve.loc[curve["best"], "cut"].item() == won[1]
+    pipeline, run = load_model(re.search(r"^run (\S+):", out, re.M)[1], tail_cache)
+    assert run["classifier"] == "tail" and json_cut(run) == won[1] and run["layers"] == won[1]
+    assert pipeline[-1].cut == won[1] and pipeline[-1].epochs == 2
+    assert len(streamed_only) == 4 and all(is_streamed(X) for X in streamed_only)  # 2 cuts, the defaults, the refit
+
+
+def test_compare_streams_the_maps_and_scores_as_the_maps_held_in_memory(tail_cache, streamed_only):
+    """`featx compare --clf tail` hands the estimator the maps as a stream from HDF5 (nothing reads them whole), and
+    its row scores what the same fit scores on the same maps held in memory (as compare read them before)."""
+    import featx
+    from featx.backbones import backbone_description
+    from featx.experiments.fit import train_and_score
+    from featx.experiments.spec import fit_spec
+    from featx.features.maps import CachedMaps, load_maps
+
+    params = {"cut": CUT, "epochs": 2, "warmup_epochs": 1, "batch_size": 4}
+    rc, out, err = cli(
+        "compare",
+        "--layer-sets",
+        CUT,
+        "--clf",
+        "tail",
+        *(f"--param={k}={v}" for k, v in params.items()),
+        "--n-jobs",
+        1,
+        "--cache-dir",
+        tail_cache,
+    )
+    assert rc == 0, err
+    table = pd.read_csv(re.search(r"saved (\S+results\.csv)", out)[1])
+    row = table[table["classifier"] == "tail"].iloc[0]
+    assert len(streamed_only) == 1 and isinstance(streamed_only[0], CachedMaps)
+
+    entry = featx.Cache(tail_cache).open()
+    X, y, meta = load_maps(entry, layers=CUT)
+    in_memory = X.read(np.arange(len(X)))  # (n, d) float32, as load gave compare before
+    assert isinstance(in_memory, np.ndarray)
+    spec = fit_spec("tail", params={**params, "backbone": backbone_description(entry)})
+    scores = train_and_score(in_memory, y, meta["split"].to_numpy(), spec, class_names=entry.class_names)
+    for split in ("val", "test"):
+        assert row[f"{split}_accuracy"] == pytest.approx(scores.metrics[split]["accuracy"], abs=1e-4)
+        assert row[f"{split}_f1_macro"] == pytest.approx(scores.metrics[split]["f1_macro"], abs=1e-4)
+
+
+def test_tune_without_a_cut_on_an_entry_of_pooled_features_names_the_extraction(elpv_cache):
+    rc, _, err = cli("tune", "--clf", "tail", "--search", "halving", "--cache-dir", elpv_cache)
+    assert_one_line_error(
+        rc,
+        err,
+        r"--clf tail without --cut searches the cuts cached with --pool none, and cache entry \S+ caches none; "
+        r"cache some with `featx extract --layers CUT1,CUT2 --pool none`",
+    )

@@ -19,6 +19,8 @@ file (save_keras_model / without_keras_model / load_keras_model), loaded in Kera
 
 from __future__ import annotations
 
+import functools
+import json
 import time
 from numbers import Integral, Real
 
@@ -165,7 +167,7 @@ class TailClassifier(KerasModelFile, ClassifierMixin, BaseEstimator):
         """Train head, then head and tail, keeping the epoch with the best accuracy on (X_val, y_val).
 
         X : ndarray or CachedMaps of shape (n_images, V * h*w*c), the cut's maps flattened as cached, views side by
-            side. y : ndarray of shape (n_images,).
+            side; or a CutMaps holding the maps of several cuts, of which the tail takes its cut's. y : ndarray of shape (n_images,).
         X_val : same kind, (n_val, V * h*w*c) or (n_val, h*w*c) (identity view used), or None: a stratified 15% of
             the images (all their views) is held out instead. y_val : (n_val,), labels occurring in y.
         """
@@ -176,7 +178,7 @@ class TailClassifier(KerasModelFile, ClassifierMixin, BaseEstimator):
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
         y = np.asarray(y)
         check_classification_targets(y)
-        X, y = self._check_fit_input(X, y)
+        X, y = self._check_fit_input(_of_cut(X, self.cut), y)
         self.classes_, y_encoded = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
             raise ValueError(f"the tail needs at least 2 classes in y, got {len(self.classes_)}")
@@ -193,7 +195,7 @@ class TailClassifier(KerasModelFile, ClassifierMixin, BaseEstimator):
                     "split whose classes all appear in train."
                 )
             X_val, y_val_encoded = (
-                self._check_predict_input(X_val, identity=True),
+                self._check_predict_input(_of_cut(X_val, self.cut), identity=True),
                 np.searchsorted(self.classes_, y_val),
             )
         self.model_ = self._build(tail, len(self.classes_))
@@ -238,10 +240,12 @@ class TailClassifier(KerasModelFile, ClassifierMixin, BaseEstimator):
         return views
 
     def _hold_out(self, X, y_encoded):
+        """A stratified 15% of the images (at least one per class) for early stopping, when fit gets no X_val."""
+        n_classes = len(np.unique(y_encoded))
         try:
             train, val = train_test_split(
                 np.arange(len(y_encoded)),
-                test_size=VALIDATION_FRACTION,
+                test_size=max(int(np.ceil(VALIDATION_FRACTION * len(y_encoded))), n_classes),
                 stratify=y_encoded,
                 random_state=self.random_state,
             )
@@ -257,7 +261,7 @@ class TailClassifier(KerasModelFile, ClassifierMixin, BaseEstimator):
 
     def _tail_model(self):
         """The backbone's layers from `cut` to its final feature layer, with the backbone's pretrained weights."""
-        from featx.backbones import backbone_from_args
+        from featx.backbones import backbone_file_problem
         from featx.backbones.cuts import build_tail, check_cut, final_layer
 
         if self.cut is None or self.backbone is None:
@@ -273,9 +277,15 @@ class TailClassifier(KerasModelFile, ClassifierMixin, BaseEstimator):
                 "the tail's backbone description lacks weights_id; build it with "
                 "featx.backbones.backbone_description(entry)"
             ) from None
-        backbone = backbone_from_args(args, weights_id, f"the tail's backbone {args.get('name')}")
+        where = f"the tail's backbone {args.get('name')}"
+        problem = backbone_file_problem(args)  # every fit: a weights file changed since the build is refused
+        if problem:
+            raise FeatxError(f"{where}: {problem}")
+        backbone = _built_backbone(json.dumps(args, sort_keys=True, default=str), weights_id, where)
         check_cut(backbone, self.cut)
-        tail = build_tail(backbone.model, self.cut, final_layer(backbone), name="tail")
+        source = build_tail(backbone.model, self.cut, final_layer(backbone), name="tail")
+        tail = keras.models.clone_model(source)  # layers of its own: the built backbone's weights never train
+        tail.set_weights(source.get_weights())
         tail.trainable = True  # the model's own flag; the registry froze each layer, so each is unfrozen here
         for layer in _all_layers(tail):  # Keras 3: a frozen BatchNormalization runs in inference mode
             layer.trainable = self.train_bn or not isinstance(layer, keras.layers.BatchNormalization)
@@ -433,7 +443,7 @@ class TailClassifier(KerasModelFile, ClassifierMixin, BaseEstimator):
     def predict_proba(self, X):
         """X : (n_images, V * h*w*c), or (n_images, h*w*c) without tta -> float32 (n_images, n_classes)."""
         check_is_fitted(self)
-        return self._probabilities(self._check_predict_input(X))
+        return self._probabilities(self._check_predict_input(_of_cut(X, self.cut)))
 
     def predict(self, X):
         """X as in predict_proba -> labels of shape (n_images,)."""
@@ -453,6 +463,22 @@ def stream_bytes(map_shape, batch_size: int = 32) -> int:
     d = int(np.prod(map_shape))
     window = max(batch_size, SHUFFLE_BYTES // (4 * d))
     return 4 * d * (window + 2 * batch_size)
+
+
+@functools.lru_cache(maxsize=2)
+def _built_backbone(args: str, weights_id: str, where: str):
+    """featx.backbones.backbone_from_args of the JSON `args`, built once per process for the fits of a search (a
+    backbone build costs seconds, as much as a few epochs of a small tail): each fit clones the layers above its cut
+    and copies their pretrained weights, so the built model itself never changes."""
+    from featx.backbones import backbone_from_args
+
+    return backbone_from_args(json.loads(args), weights_id, where)
+
+
+def _of_cut(X, cut: str):
+    """X itself, or from the maps of several cuts (featx.features.maps.CutMaps, a search over the cut) those of
+    `cut`."""
+    return X.for_cut(cut) if hasattr(X, "for_cut") else X
 
 
 def _is_lazy(X) -> bool:

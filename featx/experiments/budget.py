@@ -87,8 +87,8 @@ BUDGET_SEARCHES = {
         max_epochs=27,
         min_epochs=1,
     ),
-    # tail: backbone learning rate x weight decay x dropout; one warm-up epoch so every rung trains the tail too. A
-    # cut is an entry's cached layer, so cuts are compared by a search per cut (same val or folds).
+    # tail: backbone learning rate x weight decay x dropout; one warm-up epoch so every rung trains the tail too. Given
+    # no cut, tune adds the cuts the entries cache as one more axis (featx.experiments.tail.with_cut_axis).
     "tail": BudgetSearch(
         {"backbone_lr": (1e-4, 1e-3), "weight_decay": (1e-4, 1e-2), "dropout": (0.3, 0.5)},
         max_epochs=18,

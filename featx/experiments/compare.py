@@ -74,10 +74,10 @@ from featx.experiments.spec import (  # noqa: F401  (fit_specs: also featx.exper
     fit_specs,
     score_column,
 )
-from featx.experiments.tail import tail_specs
+from featx.experiments.tail import load_features, tail_specs
 from featx.experiments.tune import ROW_SPACE
 from featx.features.head2toe import bind_spec
-from featx.features.load import load, select_cached
+from featx.features.load import select_cached
 from featx.features.transforms import build_feature_pipeline
 from featx.reports.selection_plots import plot_layer_scores
 from featx.values import params_dict, parse_grid_item
@@ -255,9 +255,10 @@ def compare_run(
     check_trainable(entry, cv=cv, selects=True)  # before anything is written: rows are ranked on val or CV
     subsets = _expand_subsets(entry, [layer_sets] if isinstance(layer_sets, str) else layer_sets)
     jobs = [(subset, spec) for subset in subsets for spec in specs] + [((subsets[0][0], None), s) for s in baselines]
-    features = load(
-        entry,
-        layers=[n for selection, _ in subsets for n in selection.names],  # the union, once
+    features = load_features(  # the tail's maps stream from HDF5, as in fit and tune
+        [entry],
+        specs,
+        [n for selection, _ in subsets for n in selection.names],  # the union, once
         views=loaded_views(specs[0]),
     )
     X, y, meta = features
@@ -575,7 +576,8 @@ def _convergence_line(rows: list[_Row], n_fits: int, not_converged: int) -> str:
 
 
 def _model(spec: FitSpec, grid) -> str:
-    return " ".join([spec.classifier, *(f"{k}={spec.params[k]}" for k in grid if k in spec.params)])
+    shown = [k for k in grid if k in spec.params and k != "backbone"]  # the tail's: the entry's, said above
+    return " ".join([spec.classifier, *(f"{k}={spec.params[k]}" for k in shown)])
 
 
 def _table(

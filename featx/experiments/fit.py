@@ -31,10 +31,9 @@ from featx.experiments.models import MODEL_FILE, save_model
 from featx.experiments.runlog import EVAL_SPLITS, log_run, prepare_log, stage_run
 from featx.experiments.selection import CVResult, Folds, cross_validate, make_folds, quietly, summarize
 from featx.experiments.spec import Evaluation, FitSpec, fit_spec, view_names, with_class_weight  # noqa: F401  (also featx.experiments.fit's names)
-from featx.experiments.tail import TAIL, tail_specs
+from featx.experiments.tail import load_features, tail_specs
 from featx.features.head2toe import bind_blocks
-from featx.features.load import load, open_entries, require_layers
-from featx.features.maps import load_maps
+from featx.features.load import open_entries, require_layers
 from featx.reports import evaluate, plot_confusion, plot_learning_curves
 from featx.sources.views import IDENTITY
 
@@ -141,8 +140,7 @@ def fit_run(
     for entry in entries[1:]:
         require_layers(entry)
     check_trainable(entries[0], cv=cv, log=log)  # data that cannot be fitted: one line, nothing read or written
-    loader = load_maps if clf == TAIL else load  # the tail's maps are read from HDF5 as it trains
-    features = loader(entries if len(entries) > 1 else entries[0], layers=layers, views=loaded_views(spec))
+    features = load_features(entries, [spec], layers, views=loaded_views(spec))  # the tail's maps: read as it trains
     X, y, meta = features
     spec = dataclasses.replace(spec, transforms=bind_blocks(spec.transforms, features.feature_slices))  # their layout
     prepare_log(entries[0].cache)  # an unwritable folder or a broken log fails before training

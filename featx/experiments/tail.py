@@ -9,16 +9,25 @@ from featx.errors import FeatxError
 TAIL = "tail"
 
 
-def tail_params(entry: CacheEntry, classifiers, params: dict, layers=None) -> tuple[dict, object]:
+def tail_params(
+    entry: CacheEntry, classifiers, params: dict, layers=None, *, cuts: list[CacheEntry] | None = None
+) -> tuple[dict, object]:
     """(params, layers) for fitting `classifiers` on `entry`: unchanged unless one is the tail; then params gain
     `backbone` (the entry's, featx.backbones.backbone_description) and layers default to the cut. One line, before
-    any data is read, when no cut is given or the entry does not cache its maps."""
+    any data is read, when no cut is given or the entry does not cache its maps.
+    cuts : a search (tune) given no cut searches the cut instead: the entries whose cached cuts are candidates
+    (cached_cuts); layers becomes the tuple of those cuts (depth order; load_features reads them as a CutMaps),
+    and params get no cut (or the one cut, when only one is cached)."""
     names = [c.strip() for c in classifiers.split(",")] if isinstance(classifiers, str) else list(classifiers)
     if TAIL not in names:
         return params, layers
     from featx.backbones import backbone_description
 
     cut = params.get("cut")
+    if not cut and cuts is not None:
+        found = tuple(cached_cuts(cuts, layers))
+        params = {**params, "backbone": backbone_description(entry)}
+        return {**params, "cut": found[0]} if len(found) == 1 else params, found
     if not cut:
         raise FeatxError(
             "--clf tail trains the backbone's layers above a cut and needs --cut LAYER (`featx layers "
@@ -28,15 +37,16 @@ def tail_params(entry: CacheEntry, classifiers, params: dict, layers=None) -> tu
     return {**params, "backbone": backbone_description(entry)}, cut if layers is None else layers
 
 
-def tail_specs(entry: CacheEntry, specs, layers=None) -> tuple[list, object]:
+def tail_specs(entry: CacheEntry, specs, layers=None, *, cuts: list[CacheEntry] | None = None) -> tuple[list, object]:
     """(specs, layers) with each tail spec's params completed from `entry` as tail_params does (the entry's backbone);
-    the other specs as they are. The one place fit, compare, tune and pipeline reuse complete a tail's spec."""
+    the other specs as they are. The one place fit, compare, tune and pipeline reuse complete a tail's spec.
+    cuts : as in tail_params (tune: a tail without a cut searches the cuts cached in these entries)."""
     import dataclasses
 
     completed = []
     for spec in specs:
         if spec.classifier == TAIL:
-            params, layers = tail_params(entry, [TAIL], spec.params, layers)
+            params, layers = tail_params(entry, [TAIL], spec.params, layers, cuts=cuts)
             spec = dataclasses.replace(spec, params=params)
         completed.append(spec)
     return completed, layers
@@ -60,6 +70,64 @@ def require_cut_maps(entry: CacheEntry, cut: str) -> None:
         f"--clf tail trains on the activation maps of its cut {cut}, and cache entry {entry.name} {why}; "
         f"run `{' '.join(words)}` with the entry's --limit/--split/--seed, then fit on that entry"
     )
+
+
+def cached_cuts(entries: list[CacheEntry], layers=None) -> list[str]:
+    """The cuts a search over the cut can try: the layers the entries cache with --pool none (among `layers`, names
+    or groups, when given) that are cuts of their backbone (featx.backbones.cuts), in depth order. The entries must
+    be of one backbone (their maps feed one tail); one line when none is left, naming the extraction that adds one."""
+    from featx.backbones import backbone_description, backbone_from_entry
+    from featx.backbones.cuts import find_cuts
+    from featx.features.load import select_cached
+
+    first = entries[0]
+    for other in entries[1:]:
+        if backbone_description(other) != backbone_description(first):
+            raise FeatxError(
+                f"cache entries {first.name} and {other.name} come from different backbones (or weights, sizes); "
+                "a search over the cut needs the cuts of one backbone: name entries of one"
+            )
+    cached = set()
+    for entry in entries:
+        if entry.settings.get("pool") == "none":
+            cached |= set(entry.layers if layers is None else select_cached(entry, layers).names)
+    found = [c.name for c in find_cuts(backbone_from_entry(first)) if c.name in cached] if cached else []
+    if not found:
+        raise FeatxError(
+            f"--clf tail without --cut searches the cuts cached with --pool none, and cache entr"
+            f"{'y' if len(entries) == 1 else 'ies'} {', '.join(e.name for e in entries)} cache"
+            f"{'s' if len(entries) == 1 else ''} none{'' if layers is None else ' among --layers'}; cache some with "
+            f"`featx extract --layers CUT1,CUT2 --pool none` (`featx layers {first.settings['backbone']} --cuts` "
+            "lists them) or pass --cut LAYER"
+        )
+    return found
+
+
+def load_features(entries: list[CacheEntry], specs, layers=None, views=None):
+    """The one loader of fit, compare and tune: Features of `layers` of `entries`. When the specs train the tail
+    (each one not a baseline is a tail), X streams from HDF5 as it trains: a featx.features.maps.CachedMaps of the
+    cut, or with a tuple of several cuts (a search over the cut, tail_params) a CutMaps of them; else `load` (several
+    entries: their features combined), in memory."""
+    from featx.classifiers import BASELINES
+    from featx.features.load import load, load_combined
+    from featx.features.maps import load_cut_maps, load_maps
+
+    trained = [spec.classifier for spec in specs if spec.classifier not in BASELINES]
+    if not trained or any(clf != TAIL for clf in trained):
+        return (load_combined if len(entries) > 1 else load)(
+            entries if len(entries) > 1 else entries[0], layers=layers, views=views
+        )
+    if isinstance(layers, tuple) and len(layers) > 1:
+        return load_cut_maps(entries, layers, views=views)
+    return load_maps(entries if len(entries) > 1 else entries[0], layers=layers, views=views)
+
+
+def with_cut_axis(search, cuts):
+    """A tune search (tune.Search or budget.BudgetSearch) of the tail with the cut as its last axis (the search
+    curve's plot then draws a line per cut): `cuts`, in depth order; the defaults train above the first, the lowest."""
+    import dataclasses
+
+    return dataclasses.replace(search, grid={**search.grid, "cut": tuple(cuts)}, fixed={**search.fixed, "cut": cuts[0]})
 
 
 def _data(entry: CacheEntry) -> str:

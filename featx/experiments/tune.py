@@ -26,7 +26,6 @@ from joblib import Parallel, delayed
 from sklearn.pipeline import Pipeline
 from tqdm.auto import tqdm
 
-from featx.cache.store import Cache
 from featx.classifiers import make_classifier, make_pipeline
 from featx.classifiers.registry import large_n_note
 from featx.classifiers.views import ViewEnsemble, training_rows, tta_predict, view_rows
@@ -70,9 +69,10 @@ from featx.experiments.selection import (
     val_folds,
 )
 from featx.experiments.spec import Evaluation, tune_specs
-from featx.experiments.tail import tail_specs
+from featx.experiments.tail import TAIL, load_features, tail_specs, with_cut_axis
 from featx.features.head2toe import bind_spec
-from featx.features.load import load
+from featx.features.load import open_entries
+from featx.features.maps import is_streamed
 from featx.features.transforms import build_feature_pipeline
 from featx.reports import evaluate
 from featx.reports.selection_plots import plot_search_curve
@@ -214,6 +214,10 @@ def tune_cache(
     by image) and scored from the identity view, or with tta from the mean over the views.
     search : "exact" (the grid, then refined) or "halving" (successive halving over epochs, for classifiers
         trained by epochs: featx.experiments.budget).
+    cache : one entry; for the tail given no cut (params without "cut"), a list of entries of the same images may
+        name more cuts: every cut the entries cache with --pool none (among `layers`) becomes an axis of the search,
+        its maps streamed from HDF5 (featx.features.maps.CutMaps); a line names the cut that won, and the refit is
+        logged on that cut's entry and layer.
     """
     specs = tune_specs(
         classifiers,
@@ -268,10 +272,14 @@ def tune_run(
     if evaluation.search == "halving":
         for spec in specs:
             budget_search(spec.classifier)  # a classifier not trained by epochs fails before any data is read
-    entry = Cache(cache_dir, runs_dir=runs_dir).open(cache)
-    specs, layers = tail_specs(entry, specs, layers)  # --clf tail: its cut's maps and the entry's backbone
+    entries = open_entries(cache, cache_dir, runs_dir=runs_dir)
+    entry = entries[0]
+    if len(entries) > 1 and any(spec.classifier != TAIL for spec in specs):
+        raise FeatxError("tune reads one cache entry; several are for --clf tail (their cuts searched) alone")
+    # --clf tail: its cut's maps and the entry's backbone; without --cut, the cuts the entries cache are searched
+    specs, layers = tail_specs(entry, specs, layers, cuts=entries)
     check_trainable(entry, cv=cv, selects=True)  # before anything is written
-    features = load(entry, layers=layers, views=loaded_views(specs[0]))
+    features = load_features(entries, specs, layers, views=loaded_views(specs[0]))  # the tail's stream from HDF5
     X, y, meta = features
     specs = [bind_spec(spec, features.feature_slices) for spec in specs]  # the layer layout of --normalize/--select
     prepare_log(entry.cache)  # unwritable folders or a broken log fail before any fit
@@ -321,7 +329,15 @@ def tune_run(
                     result.metric,
                     title=f"{clf}: {result.metric} on {result.selection}",
                 )
-                _record(entry, X, y, split, features.selection, result, spec, replace(evaluation, metric=metric), log)
+                _record(
+                    *_winner(entry, X, features.selection, result, log),
+                    y,
+                    split,
+                    result,
+                    spec,
+                    replace(evaluation, metric=metric),
+                    log,
+                )
             results.append(result)
     _write_report_info(folder, entry, results, command)
     log(convergence_line(results))
@@ -362,7 +378,29 @@ def convergence_line(results: list[TuneResult]) -> str:
     )
 
 
-def _record(entry, X, y, split, selection, result: TuneResult, spec: FitSpec, evaluation: Evaluation, log) -> None:
+def _winner(entry, X, selection, result: TuneResult, log) -> tuple:
+    """(entry, X, selection) the refit is recorded on: as loaded, or after a search over the cut (X a CutMaps) the
+    winning cut's entry, maps and layer, with one line saying which cut won and how each cut did."""
+    if "cut" not in result.searched:
+        return entry, X, selection
+    from featx.backbones.layers import LayerSelection
+
+    curve, metric, won = result.curve, result.metric, result.best_params["cut"]
+    parts = []
+    for cut in X.cuts:
+        mine = curve[(curve["cut"] == cut) & (curve["stage"] != "default")]
+        if BUDGET_PARAM in mine and mine[BUDGET_PARAM].notna().any():
+            mine = mine[mine[BUDGET_PARAM] == mine[BUDGET_PARAM].max()]
+            top = mine.loc[mine[metric].idxmax()]
+            parts.append(f"{cut} {top[metric]:.3f} at {int(top[BUDGET_PARAM])} epochs")
+        else:
+            parts.append(f"{cut} {mine[metric].max():.3f}")
+    log(f"tune {result.classifier}: cut {won} won on {result.selection} ({metric}, best per cut: {'; '.join(parts)})")
+    maps = X.for_cut(won)
+    return maps.entry, maps, LayerSelection(won, (won,))
+
+
+def _record(entry, X, selection, y, split, result: TuneResult, spec: FitSpec, evaluation: Evaluation, log) -> None:
     """Log the refit as a run: the model (fitted on train+val), its one test evaluation, the score it was selected
     by (the best point's, on the selection splits) and the seconds the refit took (the search's are in the report)."""
     spec = replace(spec, params=result.best_params)
@@ -447,6 +485,8 @@ def tune(
     if search in (None, "exact") and clf not in SEARCHES:
         raise FeatxError(f"no search space for classifier '{clf}'; tune one of {', '.join(SEARCHES)}")
     search = SEARCHES[clf] if search in (None, "exact") else search
+    if clf == TAIL and len(getattr(X, "cuts", ())) > 1 and "cut" not in (params or {}):
+        search = with_cut_axis(search, X.cuts)  # X holds the maps of several cuts: the cut is searched too
     if metric is None:
         metric, reason = default_metric(y[np.isin(split, SELECTION_SPLITS)])
         log(reason)
@@ -587,7 +627,10 @@ class _Runner:
 def _path(clf, points, X, y, train, held_out, transforms, fixed, seed, n_jobs, n_views=1, tta=False) -> list[dict]:
     """Fit the transforms on the split's train rows once, then every point on the mapped features; with
     warm_start in `fixed`, one estimator walks the points in order, each fit starting from the last.
-    With n_views views per row, the fits see every view of the train images as rows (as ViewEnsemble)."""
+    With n_views views per row, the fits see every view of the train images as rows (as ViewEnsemble).
+    Streamed X (the tail's cached maps): _streamed_path."""
+    if is_streamed(X):
+        return _streamed_path(clf, points, X, y, train, held_out, transforms, fixed, seed, n_jobs, tta)
     steps = Pipeline(build_feature_pipeline(seed=seed, **transforms) or [("identity", "passthrough")])
     X_fit, y_fit, X_val, y_val = training_rows(make_classifier(clf, fixed, seed), X[train], y[train], n_views)
     held = X[held_out]
@@ -613,6 +656,23 @@ def _path(clf, points, X, y, train, held_out, transforms, fixed, seed, n_jobs, n
         rows.append({**score(y[held_out], predicted), "fit_seconds": seconds, "converged": converged})
         if not point:  # the defaults must not seed the next warm start
             estimator = None
+    return rows
+
+
+def _streamed_path(clf, points, X, y, train, held_out, transforms, fixed, seed, n_jobs, tta) -> list[dict]:
+    """_path for maps read from HDF5 as they are used (featx.features.maps.is_streamed; the tail): each point's
+    pipeline is fitted on the lazy train rows with all their views (the estimator takes the views and tta itself, as
+    in fit and compare) and predicts the held-out rows; nothing holds the maps in memory."""
+    rows = []
+    for point in points:
+        pipeline = make_pipeline(clf, {**fixed, **point}, build_feature_pipeline(seed=seed, **transforms), seed, n_jobs)
+        pipeline.set_params(clf__views=X.views, clf__tta=tta)
+        began = time.perf_counter()
+        converged = fit_quietly(pipeline, X[train], y[train])
+        seconds = time.perf_counter() - began
+        rows.append(
+            {**score(y[held_out], pipeline.predict(X[held_out])), "fit_seconds": seconds, "converged": converged}
+        )
     return rows
 
 
@@ -700,7 +760,9 @@ def _refit(clf, X, y, split, best, transforms, fixed, seed, n_jobs, views=("id",
         values = _resolve(best, mapped.fit_transform(view_rows(X[rows], n_views), np.repeat(y[rows], n_views)))
     params = {**{k: v for k, v in fixed.items() if k != "warm_start"}, **values}
     pipeline = make_pipeline(clf, params, steps, seed, n_jobs)
-    if tuple(views) != ("id",) or tta:
+    if is_streamed(X):  # the tail reads its maps as it trains and takes its views itself
+        pipeline.set_params(clf__views=tuple(views), clf__tta=tta)
+    elif tuple(views) != ("id",) or tta:
         pipeline = ViewEnsemble(pipeline, views=views, tta=tta)
     return pipeline.fit(X[rows], y[rows]), params
 

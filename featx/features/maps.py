@@ -41,10 +41,28 @@ class CachedMaps:
         return len(self.rows)
 
     def __getitem__(self, index):
-        """Rows (a boolean mask, integer positions or a slice) -> a CachedMaps of those images; nothing is read."""
+        """Rows (a boolean mask, integer positions or a slice) -> a CachedMaps of those images; nothing is read.
+        (rows, columns) where the columns are whole views' blocks, in order (X[:, :d], the identity view; compare's
+        column subset of the one layer) -> a CachedMaps of those rows and views, nothing read; other columns are
+        read into memory."""
         if isinstance(index, tuple):
-            return np.asarray(self)[index]
+            rows, columns = index
+            views = self._views_of(columns)
+            if views is None:
+                return np.asarray(self)[index]
+            return CachedMaps(self.entry, self.layer, self.rows[rows], views)
         return CachedMaps(self.entry, self.layer, self.rows[index], self.views)
+
+    def _views_of(self, columns) -> tuple | None:
+        """The views whose whole column blocks `columns` (a slice or integer array) are, in order; else None."""
+        wanted = np.arange(self.shape[1])[columns]
+        if wanted.ndim != 1 or len(wanted) == 0 or len(wanted) % self.d:
+            return None
+        blocks = wanted.reshape(-1, self.d)
+        starts = blocks[:, 0]
+        if (starts % self.d).any() or not np.array_equal(blocks, starts[:, None] + np.arange(self.d)):
+            return None
+        return tuple(self.views[int(s) // self.d] for s in starts)
 
     def __array__(self, dtype=None, copy=None):
         """Every row, views side by side: (n_images, V * d). Only for what cannot stream (it holds all in memory)."""
@@ -95,8 +113,6 @@ def load_maps(cache=None, *, layers=None, cache_dir=None, views=None):
     cache : one entry (name, key prefix, folder or CacheEntry); layers : the one layer (name or LayerSelection);
     views : view names (identity first) or None.
     """
-    import pandas as pd
-
     from featx.cache.store import Cache
     from featx.errors import FeatxError
     from featx.features.load import Features, _check_views, select_cached
@@ -122,19 +138,10 @@ def load_maps(cache=None, *, layers=None, cache_dir=None, views=None):
         views = tuple(views)
     _check_views(entry, selection, views)
     X, y, split = cached_maps(entry, selection.names[0], views=views)
-    rows = X.rows
-    meta = pd.DataFrame(
-        {
-            "path": np.asarray(entry.relpaths, dtype=object)[rows],
-            "label": y,
-            "class_name": np.asarray(entry.class_names, dtype=object)[y],
-            "split": split,
-        }
-    )
     return Features(
         X,
         y,
-        meta,
+        _meta(entry, X.rows, y, split),
         selection=selection,
         feature_slices={selection.names[0]: (0, X.d)},
         class_names=entry.class_names,
@@ -144,3 +151,112 @@ def load_maps(cache=None, *, layers=None, cache_dir=None, views=None):
         views=None if views == (IDENTITY,) else views,
         entries=[entry.name],
     )
+
+
+class CutMaps:
+    """The cached maps of several cuts of the same images, for a search over the cut (`featx tune --clf tail`
+    without --cut): one CachedMaps per cut, each read from the entry that caches it (one entry caching several
+    cuts, or entries of the same images). Selecting rows selects images in all of them, nothing read; the tail
+    estimator trains on the maps of its own cut (`for_cut`), so one search varies the cut like any parameter.
+
+    shape : (n_images, sum over the cuts of V * d); cuts : the cut layers, in depth order.
+    """
+
+    ndim = 2
+
+    def __init__(self, maps: dict):
+        self.maps = dict(maps)
+        if len({len(m) for m in self.maps.values()}) > 1:
+            raise ValueError("the cuts' maps must hold the same images")
+
+    @property
+    def cuts(self) -> tuple[str, ...]:
+        return tuple(self.maps)
+
+    @property
+    def views(self) -> tuple:
+        return next(iter(self.maps.values())).views
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self), sum(m.shape[1] for m in self.maps.values())
+
+    def __len__(self) -> int:
+        return len(next(iter(self.maps.values())))
+
+    def __getitem__(self, index):
+        """Rows (a boolean mask, integer positions or a slice) -> a CutMaps of those images; nothing is read."""
+        if isinstance(index, tuple):
+            raise TypeError("a CutMaps selects rows (images); take one cut's maps with for_cut(cut) first")
+        return CutMaps({cut: maps[index] for cut, maps in self.maps.items()})
+
+    def for_cut(self, cut: str) -> CachedMaps:
+        """The CachedMaps of `cut` (these rows and views)."""
+        if cut not in self.maps:
+            from featx.errors import FeatxError
+
+            raise FeatxError(f"the maps hold the cuts {', '.join(self.maps)}, not {cut}; pick one of them as cut")
+        return self.maps[cut]
+
+
+def load_cut_maps(entries, cuts, *, views=None):
+    """Features (X, y, meta) whose X is a CutMaps of `cuts`, each cut's maps from the first of `entries` (opened
+    CacheEntry objects of the same images) that caches it with --pool none; the entries' images, labels and
+    split must agree. views : view names (identity first) or None. selection names the cuts; feature_slices
+    gives each cut's columns (one view) within the CutMaps' side-by-side layout; entries names the entries used."""
+    from featx.backbones.layers import LayerSelection
+    from featx.errors import FeatxError
+    from featx.features.load import _check_same_images, _check_views
+
+    views = (IDENTITY,) if views is None else tuple(views)
+    maps, used, y, split = {}, [], None, None
+    for cut in cuts:
+        entry = next((e for e in entries if e.settings.get("pool") == "none" and cut in e.layers), None)
+        if entry is None:
+            raise FeatxError(f"no cache entry given caches the maps of {cut} (--pool none)")
+        if entry not in used:
+            if used:
+                _check_same_images(used[0], entry)
+            used.append(entry)
+        _check_views(entry, LayerSelection(cut, (cut,)), views)
+        maps[cut], y, split = cached_maps(entry, cut, views=views)
+    from featx.features.load import Features
+
+    X, first = CutMaps(maps), used[0]
+    meta = _meta(first, next(iter(maps.values())).rows, y, split)
+    slices, offset = {}, 0
+    for cut, m in maps.items():
+        slices[cut] = (offset, offset + m.d)
+        offset += m.d
+    return Features(
+        X,
+        y,
+        meta,
+        selection=LayerSelection(",".join(cuts), tuple(cuts)),
+        feature_slices=slices,
+        class_names=first.class_names,
+        cache_key="+".join(e.key for e in used),
+        cache_path=str(first.path),
+        settings=first.settings,
+        views=None if views == (IDENTITY,) else views,
+        entries=[e.name for e in used],
+    )
+
+
+def _meta(entry: CacheEntry, rows, y, split):
+    """load's meta for the entry's rows `rows`: path, label, class_name, split."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            "path": np.asarray(entry.relpaths, dtype=object)[rows],
+            "label": y,
+            "class_name": np.asarray(entry.class_names, dtype=object)[y],
+            "split": split,
+        }
+    )
+
+
+def is_streamed(X) -> bool:
+    """X reads its rows from HDF5 as they are used (CachedMaps, CutMaps): experiments hand it on, never np.asarray."""
+    return isinstance(X, (CachedMaps, CutMaps))

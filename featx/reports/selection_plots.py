@@ -103,7 +103,8 @@ def plot_search_curve(curve, path, params, metric: str, title: str | None = None
         label=f"chosen: {best[metric]:.3f}",
     )
     values = points[x]
-    if np.issubdtype(values.dtype, np.number) and (values > 0).all() and values.max() / values.min() >= 100:
+    numeric = values.dtype.kind in "iuf"  # a string axis (the tail's cut) is categorical
+    if numeric and (values > 0).all() and values.max() / values.min() >= 100:
         ax.set_xscale("log")
     ax.set(xlabel=x, ylabel=metric, title=title or f"{metric} vs {x}")
     ax.legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
