@@ -5,6 +5,7 @@
     python benchmarks/bench_select.py --images 600         # a stratified subset (say so when quoting it)
     python benchmarks/bench_select.py --quick              # CI smoke: 200 images at 96 px, --cv 3
     python benchmarks/bench_select.py --cache-dir DIR      # reuse an entry extracted there before (not timed)
+    python benchmarks/bench_select.py --cache-dir DIR --entry NAME   # that entry as it is (no extraction, no TF)
     python benchmarks/bench_select.py --scale              # also the MAMe-sized fit line (expensive)
 
 On ELPV features of efficientnet_lite0 (layers blocks,top_activation), the comparison
@@ -51,7 +52,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[1], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="200 images at 96 px, --cv 3: a CI smoke run")
+    parser.add_argument(
+        "--quick", action="store_true", help="200 images at 96 px (or --entry's), --cv 3: a CI smoke run"
+    )
     parser.add_argument("--images", type=int, default=None, help="stratified subset of ELPV (default: all 2,624)")
     parser.add_argument("--input-size", type=int, default=None, help="input size (default: Lite0's 224)")
     parser.add_argument("--cv", type=int, default=5, help="folds (default 5)")
