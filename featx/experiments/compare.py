@@ -9,13 +9,13 @@ way, and the table ends with one line saying whether the best row beats the runn
 
 Every fit (each row's train fit and each of its folds) is one task, run on `n_jobs` workers with a progress
 bar; a row's line is printed when its last fit is done. Work is shared where the numbers stay the estimator's
-own: rows with the same columns and spec ("each" repeats a layer also named on its own, e.g. top_activation) are
-fitted once and share the results; each fold of a logistic regression starts from the row's train solution (warm start: the same convex
-optimum, reached in fewer iterations), L2 linear models on more features than rows are solved in the row space
-of the fold (featx.experiments.selection.row_space, as tune does), float32 features stay float32, and each fit
-runs on one core while the folds and rows run in parallel. ConvergenceWarnings are counted per row
-(`not_converged`) and summed in one line. `search="halving"` spends the full CV only on contenders (successive
-halving over rows on the same folds; see _halving).
+own: rows with the same columns and spec ("each" repeats a layer also named on its own, e.g. top_activation)
+are fitted once and share the results; each fold of a logistic regression starts from the row's train solution
+(warm start: the same convex optimum, reached in fewer iterations), L2 linear models on more than twice as many
+features as rows are solved in the row space of the fold (featx.experiments.selection.row_space, as tune does),
+float32 features stay float32, and each fit runs on one core while the folds and rows run in parallel.
+ConvergenceWarnings are counted per row (`not_converged`) and summed in one line. `search="halving"` spends the
+full CV only on contenders (successive halving over rows on the same folds; see _halving).
 """
 
 from __future__ import annotations
@@ -101,6 +101,9 @@ TABLE_COLUMNS = (
     "not_converged",
     "run_id",
 )
+# row space only where it cuts the width by half or more: at 1,574 fold rows x 1,808 features (ELPV blocks) its
+# eigendecomposition and the lost warm start made a logistic regression fold 2.4x slower than the cold wide fit
+ROW_SPACE_RATIO = 2
 WARM_STARTS = ("logreg",)  # solvers that continue from given coefficients (lbfgs); liblinear (LinearSVC) cannot
 
 
@@ -529,10 +532,11 @@ def fit_fold(spec: FitSpec, X_train, y_train, X_eval, init=None, reuse: bool = T
 
     X_train : ndarray of shape (n_train, n_features); y_train : (n_train,); X_eval : (n_eval, n_features).
     With reuse and a plain spec the transforms are fitted once, as the Pipeline would, and then an L2 linear
-    model on more features than rows is solved in the fold's row space (the estimator then takes row-space
-    coordinates, which X_eval is returned in); a logistic regression otherwise starts from `init` (coef_,
-    intercept_), e.g. the row's train solution. Either way the fit ends at the estimator's own optimum (within
-    its tolerance), so the fold's predictions are those of a cold fit. Without reuse: spec's Pipeline, cold.
+    model on more than ROW_SPACE_RATIO times as many features as rows is solved in the fold's row space (the
+    estimator then takes row-space coordinates, which X_eval is returned in); a logistic regression otherwise
+    starts from `init` (coef_, intercept_), e.g. the row's train solution. Either way the fit ends at the
+    estimator's own optimum (within its tolerance), so the fold's predictions are those of a cold fit.
+    Without reuse: spec's Pipeline, cold.
     """
     if not (reuse and spec.plain and spec.classifier != "dense"):
         estimator = spec.pipeline()
@@ -541,7 +545,7 @@ def fit_fold(spec: FitSpec, X_train, y_train, X_eval, init=None, reuse: bool = T
     steps = Pipeline(build_feature_pipeline(seed=spec.seed, **spec.transforms) or [("identity", "passthrough")])
     X_train, X_eval = steps.fit_transform(X_train, y_train), steps.transform(X_eval)
     estimator = make_classifier(spec.classifier, spec.params, spec.seed, spec.n_jobs)
-    if spec.classifier in ROW_SPACE and X_train.shape[1] > X_train.shape[0]:
+    if spec.classifier in ROW_SPACE and X_train.shape[1] > ROW_SPACE_RATIO * X_train.shape[0]:
         X_train, X_eval = row_space(X_train, X_eval)
         estimator, init = for_row_space(estimator), None  # the train fit's coefficients are of the features
     if init is not None and spec.classifier in WARM_STARTS:
