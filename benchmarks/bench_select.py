@@ -5,6 +5,7 @@
     python benchmarks/bench_select.py --images 600         # a stratified subset (say so when quoting it)
     python benchmarks/bench_select.py --quick              # CI smoke: 200 images at 96 px, --cv 3
     python benchmarks/bench_select.py --cache-dir DIR      # reuse an entry extracted there before (not timed)
+    python benchmarks/bench_select.py --cache-dir DIR --entry NAME   # that entry as it is (no extraction, no TF)
     python benchmarks/bench_select.py --scale              # also the MAMe-sized fit line (expensive)
 
 On ELPV features of efficientnet_lite0 (layers blocks,top_activation), the comparison
@@ -51,11 +52,19 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[1], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="200 images at 96 px, --cv 3: a CI smoke run")
+    parser.add_argument(
+        "--quick", action="store_true", help="200 images at 96 px (or --entry's), --cv 3: a CI smoke run"
+    )
     parser.add_argument("--images", type=int, default=None, help="stratified subset of ELPV (default: all 2,624)")
     parser.add_argument("--input-size", type=int, default=None, help="input size (default: Lite0's 224)")
     parser.add_argument("--cv", type=int, default=5, help="folds (default 5)")
     parser.add_argument("--cache-dir", default=None, help="cache folder (default: a temporary one, removed afterwards)")
+    parser.add_argument(
+        "--entry",
+        default=None,
+        help="an entry of --cache-dir holding layers blocks,top_activation to use as it is (no extraction), "
+        "e.g. the full ELPV Lite0 224 px entry",
+    )
     parser.add_argument("--skip-plain", action="store_true", help="no plain loop (its time is then not measured)")
     parser.add_argument("--scale", action="store_true", help="also the MAMe-sized fit line (minutes to hours)")
     parser.add_argument("--scale-rows", type=int, default=20_000)
@@ -68,7 +77,7 @@ def main(argv=None) -> int:
         args.images, args.input_size, args.cv = args.images or 200, args.input_size or 96, 3
     with tempfile.TemporaryDirectory(prefix="featx-bench-select-") as tmp:
         root = Path(args.cache_dir or tmp)
-        report = run(args, root)
+        report = run(args, root, Path(tmp))
         if args.scale:
             report["scale"] = scale(args, root)
     print(table(report))
@@ -77,19 +86,24 @@ def main(argv=None) -> int:
     return 0
 
 
-def run(args, root: Path) -> dict:
+def run(args, root: Path, scratch: Path) -> dict:
     import featx
 
     began = time.perf_counter()
-    entry = featx.extract(
-        "elpv",
-        layers=LAYERS,
-        limit=args.images,
-        input_size=args.input_size,
-        cache_dir=root,
-        progress=not args.quiet,
-        log=None,
-    ).entry
+    if args.entry:
+        from featx.cache.store import Cache
+
+        entry = Cache(root).open(args.entry)
+    else:
+        entry = featx.extract(
+            "elpv",
+            layers=LAYERS,
+            limit=args.images,
+            input_size=args.input_size,
+            cache_dir=root,
+            progress=not args.quiet,
+            log=None,
+        ).entry
     extract_s = time.perf_counter() - began
     rows = []
     if not args.skip_plain:
@@ -107,7 +121,7 @@ def run(args, root: Path) -> dict:
             search=search,
             progress=not args.quiet,
             log=None,
-            runs_dir=root / f"runs-{search}",
+            runs_dir=scratch / f"runs-{search}",  # throwaway: never in a shared --cache-dir
         )
         seconds = time.perf_counter() - began
         top = result.table.iloc[0]
@@ -121,6 +135,10 @@ def run(args, root: Path) -> dict:
                 "best": f"{top['model']} on {top['layers']}",
                 "best_score": float(top[result.score]),
                 "metric": result.metric,
+                "train_fit_seconds_by_classifier": {
+                    clf: round(float(t), 1)
+                    for clf, t in result.table.groupby("classifier")["fit_seconds"].sum().items()
+                },
             }
         )
         _say(rows[-1])
@@ -167,11 +185,12 @@ def plain_loop(entry, cv: int) -> dict:
         "linear-svm": LinearSVC,
         "rf": lambda: RandomForestClassifier(random_state=0),
     }
-    scores, not_converged = {}, 0
+    scores, not_converged, by_classifier = {}, 0, dict.fromkeys(estimators, 0.0)
     began = time.perf_counter()
     for name, layers in subsets.items():
         columns = np.concatenate([np.arange(*slices[n]) for n in layers])
         for clf, make in estimators.items():
+            started = time.perf_counter()
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 result = cross_validate(
@@ -179,6 +198,7 @@ def plain_loop(entry, cv: int) -> dict:
                 )
             not_converged += sum("converge" in str(w.message).lower() for w in caught)
             scores[(clf, name)] = float(result["test_score"].mean())
+            by_classifier[clf] += time.perf_counter() - started
     seconds = time.perf_counter() - began
     (clf, name), best = max(scores.items(), key=lambda item: item[1])
     return {
@@ -190,6 +210,7 @@ def plain_loop(entry, cv: int) -> dict:
         "best": f"{clf} on {name}",
         "best_score": best,
         "metric": metric,
+        "seconds_by_classifier": {clf: round(t, 1) for clf, t in by_classifier.items()},
     }
 
 
@@ -241,7 +262,8 @@ def scale(args, root: Path) -> list[dict]:
 
 def _say(row: dict) -> None:
     print(
-        f"  {row['method']}: {row['seconds']:.1f}s, best {row['best']} {row['best_score']:.3f}",
+        f"  {row['method']}: {row['seconds']:.1f}s, best {row['best']} {row['best_score']:.3f}"
+        + "".join(f", {k} {row[k]}" for k in ("seconds_by_classifier", "train_fit_seconds_by_classifier") if k in row),
         file=sys.stderr,
         flush=True,
     )

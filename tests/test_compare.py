@@ -149,6 +149,23 @@ def test_halving_needs_cv(elpv_cache, tmp_path):
         )
 
 
+def test_a_subset_named_twice_is_fitted_once_and_both_rows_get_its_scores(elpv_cache, tmp_path):
+    # "each" repeats a layer also named on its own (top_activation in the standard comparison): the same fits
+    result = featx.compare(
+        cache_dir=elpv_cache,
+        runs_dir=tmp_path,
+        layer_sets=[NARROW, NARROW],
+        classifiers="logreg",
+        cv=3,
+        standardize=True,
+        **QUIET,
+    )
+    rows = result.table[result.table["classifier"] == "logreg"]
+    assert len(rows) == 2 and rows["run_id"].nunique() == 2  # both rows are logged, each as its own run
+    assert rows[f"cv_{result.metric}_mean"].nunique() == 1 and rows["val_accuracy"].nunique() == 1
+    assert result.fits == 3 * (1 + 3)  # one logreg row and the two baselines, each a train fit and 3 folds
+
+
 def _env() -> dict:
     """The environment of a `featx` process with this checkout first on the path."""
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}

@@ -19,6 +19,8 @@ from featx.experiments.selection import row_space as _row_space
 from featx.experiments.tune import C_PATH, SEARCHES, Search, tune, tune_cache
 from featx.reports.selection_plots import plot_layer_scores, plot_search_curve
 
+METRIC_KEYS = ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted")
+
 
 @pytest.fixture(scope="module")
 def data(elpv_cache):
@@ -175,3 +177,22 @@ def test_tune_cache_selects_every_classifier_on_the_same_folds_and_saves_curves(
     for clf in ("linear-svm", "logreg"):
         curve = pd.read_csv(folder / f"{clf}_curve.csv")
         assert curve["best"].sum() == 1 and Image.open(folder / f"{clf}_curve.png").size[0] > 400
+
+
+def test_the_warm_started_c_path_scores_every_point_as_cold_fits_do(digits):
+    # issue 22: each fit of tune's C path starts from the previous C's coefficients; at a tight tolerance every point
+    # reaches the cold fit's optimum, so its scores, and the C chosen, are the cold path's
+    from featx.experiments.tune import _path
+
+    X, y, split = digits
+    [(train, held), *_] = make_folds(y, split, 3, 1, 0).splits
+    points = [{"C": c} for c in (1e-2, 0.1, 1.0)]
+    tight = {"tol": 1e-8, "max_iter": 20000}
+    warm, cold = (
+        _path("logreg", points, X, y, train, held, {"standardize": True}, fixed, 0, 1)
+        for fixed in ({**tight, "warm_start": True}, tight)
+    )
+    assert all(row["converged"] for row in warm + cold)
+    for w, c in zip(warm, cold, strict=True):
+        assert {k: w[k] for k in METRIC_KEYS} == {k: c[k] for k in METRIC_KEYS}
+    assert max(range(3), key=lambda n: warm[n]["accuracy"]) == max(range(3), key=lambda n: cold[n]["accuracy"])

@@ -9,12 +9,13 @@ way, and the table ends with one line saying whether the best row beats the runn
 
 Every fit (each row's train fit and each of its folds) is one task, run on `n_jobs` workers with a progress
 bar; a row's line is printed when its last fit is done. Work is shared where the numbers stay the estimator's
-own: each fold of a logistic regression starts from the row's train solution (warm start: the same convex
-optimum, reached in fewer iterations), L2 linear models on more features than rows are solved in the row space
-of the fold (featx.experiments.selection.row_space, as tune does), float32 features stay float32, and each fit
-runs on one core while the folds and rows run in parallel. ConvergenceWarnings are counted per row
-(`not_converged`) and summed in one line. `search="halving"` spends the full CV only on contenders (successive
-halving over rows on the same folds; see _halving).
+own: rows with the same columns and spec ("each" repeats a layer also named on its own, e.g. top_activation)
+are fitted once and share the results; each fold of a logistic regression starts from the row's train solution
+(warm start: the same convex optimum, reached in fewer iterations), L2 linear models on more than twice as many
+features as rows are solved in the row space of the fold (featx.experiments.selection.row_space, as tune does),
+float32 features stay float32, and each fit runs on one core while the folds and rows run in parallel.
+ConvergenceWarnings are counted per row (`not_converged`) and summed in one line. `search="halving"` spends the
+full CV only on contenders (successive halving over rows on the same folds; see _halving).
 """
 
 from __future__ import annotations
@@ -100,6 +101,9 @@ TABLE_COLUMNS = (
     "not_converged",
     "run_id",
 )
+# row space only where it cuts the width by half or more: at 1,574 fold rows x 1,808 features (ELPV blocks) its
+# eigendecomposition and the lost warm start made a logistic regression fold 2.4x slower than the cold wide fit
+ROW_SPACE_RATIO = 2
 WARM_STARTS = ("logreg",)  # solvers that continue from given coefficients (lbfgs); liblinear (LinearSVC) cannot
 
 
@@ -113,7 +117,7 @@ class CompareResult:
     score: str  # the column ranked by: cv_<metric>_mean, or val_<metric>
     best_line: str  # "best: ...; <paired verdict against the runner-up>"
     not_converged: int = 0  # fits that ended with a ConvergenceWarning, over all rows
-    fits: int = 0  # fits run (train fits and folds)
+    fits: int = 0  # fits run (train fits and folds; rows with the same columns and spec share theirs)
 
 
 def compare(
@@ -349,7 +353,7 @@ def compare_run(
     log(_format(table, metric, score))
     log(best_line)
     log(f"saved {folder / 'results.csv'} and {plot}")
-    return CompareResult(table, folder / "results.csv", plot, metric, score, best_line, not_converged, n_fits)
+    return CompareResult(table, folder / "results.csv", plot, metric, score, best_line, not_converged, runner.ran)
 
 
 @dataclass(eq=False)
@@ -375,6 +379,10 @@ class _Row:
     def label(self, grid: dict | None = None) -> str:
         layers = BASELINE_LAYERS if self.baseline else _short(self.selection.spec)
         return f"{_model(self.spec, grid or self.spec.params)} on {layers}"
+
+    def key(self) -> tuple:
+        """Equal for rows whose fits are the same: the same columns and spec."""
+        return repr(self.spec), self.columns.tobytes()
 
     def cv_result(self, folds: Folds | None, n: int | None = None) -> CVResult | None:
         """Its scores on the first `n` folds (default: every fold it has) as a CVResult on those folds."""
@@ -413,6 +421,7 @@ class _Runner:
     log: object
     metric: str
     done: int = 0
+    ran: int = 0  # fits run (a row identical to another shares its fits)
 
     def run_train(self, rows: list[_Row]) -> None:
         """Each row's fit on the train rows, scored on val and test."""
@@ -444,25 +453,34 @@ class _Runner:
         self._run(tasks)
 
     def _run(self, tasks) -> None:
-        calls = (delayed(_keyed)(n, call) for n, (_, _, call) in enumerate(tasks))
+        """Run `tasks` ((row, fold or None, delayed call) each), a task identical to an earlier one only once: rows
+        with the same columns and spec ("each" repeats a layer also named on its own) are the same deterministic
+        fits, so each such row gets the one result (and counts it as its own fit)."""
+        groups: dict = {}
+        for row, fold, call in tasks:
+            groups.setdefault((row.key(), fold), []).append((row, fold, call))
+        unique = [members[0] for members in groups.values()]
+        calls = (delayed(_keyed)(n, call) for n, (_, _, call) in enumerate(unique))
         if self.workers == 1:
-            results = (_keyed(n, call) for n, (_, _, call) in enumerate(tasks))
+            results = (_keyed(n, call) for n, (_, _, call) in enumerate(unique))
         else:
             results = Parallel(n_jobs=self.workers, return_as="generator" if self.cluster else "generator_unordered")(
                 calls
             )
         for n, result in results:
-            row, fold, _ = tasks[n]
-            converged = result[-1]
-            row.fits += 1
-            row.not_converged += not converged
-            if fold is None:
-                row.scores, row.init = result[0], result[1]
-            else:
-                row.fold_scores[fold] = result[0]
-            self.bar.update()
-            if row.scores is not None and len(row.fold_scores) == len(self.folds or ()):
-                self.say(row)
+            self.ran += 1
+            first, fold, _ = unique[n]
+            for row, _, _ in groups[(first.key(), fold)]:
+                converged = result[-1]
+                row.fits += 1
+                row.not_converged += not converged
+                if fold is None:
+                    row.scores, row.init = result[0], result[1]
+                else:
+                    row.fold_scores[fold] = result[0]
+                self.bar.update()
+                if row.scores is not None and len(row.fold_scores) == len(self.folds or ()):
+                    self.say(row)
 
     def say(self, row: _Row, stopped: str = "") -> None:
         """The row's line: its CV (or val) score so far, fits, convergence."""
@@ -515,10 +533,11 @@ def fit_fold(spec: FitSpec, X_train, y_train, X_eval, init=None, reuse: bool = T
 
     X_train : ndarray of shape (n_train, n_features); y_train : (n_train,); X_eval : (n_eval, n_features).
     With reuse and a plain spec the transforms are fitted once, as the Pipeline would, and then an L2 linear
-    model on more features than rows is solved in the fold's row space (the estimator then takes row-space
-    coordinates, which X_eval is returned in); a logistic regression otherwise starts from `init` (coef_,
-    intercept_), e.g. the row's train solution. Either way the fit ends at the estimator's own optimum (within
-    its tolerance), so the fold's predictions are those of a cold fit. Without reuse: spec's Pipeline, cold.
+    model on more than ROW_SPACE_RATIO times as many features as rows is solved in the fold's row space (the
+    estimator then takes row-space coordinates, which X_eval is returned in); a logistic regression otherwise
+    starts from `init` (coef_, intercept_), e.g. the row's train solution. Either way the fit ends at the
+    estimator's own optimum (within its tolerance), so the fold's predictions are those of a cold fit.
+    Without reuse: spec's Pipeline, cold.
     """
     if not (reuse and spec.plain and spec.classifier != "dense"):
         estimator = spec.pipeline()
@@ -527,7 +546,7 @@ def fit_fold(spec: FitSpec, X_train, y_train, X_eval, init=None, reuse: bool = T
     steps = Pipeline(build_feature_pipeline(seed=spec.seed, **spec.transforms) or [("identity", "passthrough")])
     X_train, X_eval = steps.fit_transform(X_train, y_train), steps.transform(X_eval)
     estimator = make_classifier(spec.classifier, spec.params, spec.seed, spec.n_jobs)
-    if spec.classifier in ROW_SPACE and X_train.shape[1] > X_train.shape[0]:
+    if spec.classifier in ROW_SPACE and X_train.shape[1] > ROW_SPACE_RATIO * X_train.shape[0]:
         X_train, X_eval = row_space(X_train, X_eval)
         estimator, init = for_row_space(estimator), None  # the train fit's coefficients are of the features
     if init is not None and spec.classifier in WARM_STARTS:
