@@ -178,6 +178,10 @@ def _featx_process(*args) -> subprocess.CompletedProcess:
     )
 
 
+# a standardized logistic regression stopped at 3 iterations, under 3-fold CV: its fits end unconverged
+STOPPED_LOGREG = ("--clf", "logreg", "--param", "max_iter=3", "--cv", "3", "--standardize")
+
+
 def test_non_converged_fits_are_one_counted_line_not_a_scroll_of_warnings(elpv_cache, tmp_path):
     done = _featx_process(
         "compare",
@@ -188,13 +192,7 @@ def test_non_converged_fits_are_one_counted_line_not_a_scroll_of_warnings(elpv_c
         "--layer-sets",
         "top_activation",
         NARROW,
-        "--clf",
-        "logreg",
-        "--param",
-        "max_iter=3",
-        "--cv",
-        "3",
-        "--standardize",
+        *STOPPED_LOGREG,
     )
     assert done.returncode == 0, done.stderr
     assert "ConvergenceWarning" not in done.stderr and "converge" not in done.stderr, done.stderr
@@ -217,13 +215,7 @@ def test_a_fit_that_does_not_converge_is_one_note_not_warnings(elpv_cache, tmp_p
         str(tmp_path),
         "--layers",
         NARROW,
-        "--clf",
-        "logreg",
-        "--param",
-        "max_iter=3",
-        "--cv",
-        "3",
-        "--standardize",
+        *STOPPED_LOGREG,
     )
     assert done.returncode == 0, done.stderr
     assert "ConvergenceWarning" not in done.stderr and "converge" not in done.stderr, done.stderr
