@@ -7,6 +7,7 @@
     python benchmarks/bench_select.py --cache-dir DIR      # reuse an entry extracted there before (not timed)
     python benchmarks/bench_select.py --cache-dir DIR --entry NAME   # that entry as it is (no extraction, no TF)
     python benchmarks/bench_select.py --scale              # also the MAMe-sized fit line (expensive)
+    python benchmarks/bench_select.py --parts scale --scale-classifiers rf,logreg   # only (some of) that line
 
 On ELPV features of efficientnet_lite0 (layers blocks,top_activation), the comparison
 `featx compare --layer-sets top_activation blocks each --clf logreg,linear-svm,rf --cv 5 --standardize` is run
@@ -22,9 +23,11 @@ and its CV score (balanced accuracy: ELPV's classes are imbalanced). The three a
 after the other, so their ratios are comparable even on a busy machine; absolute times are not.
 
 --scale adds fits on a MAMe-sized matrix (--scale-rows x --scale-features, default 20,000 x 12,416, --scale-classes
-29): real ELPV features (every Lite0 layer, 224 px, views d4 + crops:5 of every image: 13 views) tiled column-wise
-to the width and labelled by (class, view group) pairs up to the class count; fit seconds and peak RSS of
-rf(50 trees, leaf 2), linear-svm, logreg and nystroem-svm, each in a fresh process.
+29): real ELPV features (every Lite0 layer avg-pooled, 25,096 columns, 224 px, views d4 + crops:5 of every image:
+13 views), one row per (image, view) taken image by image, their first --scale-features columns (tiled only where
+narrower), labelled by the (class, view) pair folded to the class count (every label occurs); fit seconds, peak RSS
+(the child's VmHWM) and solver iterations of rf(50 trees, leaf 2), linear-svm, logreg and nystroem-svm, each in a
+fresh process (--scale-classifiers picks some; --parts scale runs only this line).
 
 Output: the table (printed; --json PATH writes it too).
 """
@@ -46,6 +49,12 @@ LAYERS = "blocks,top_activation"
 LAYER_SETS = ("top_activation", "blocks", "each")
 CLASSIFIERS = ("logreg", "linear-svm", "rf")
 SCALE_VIEWS = "d4,crops:5"  # 8 + 5 views of each image, the identity among them: 13 rows per image
+SCALE_CLASSIFIERS = {  # the scale line: classifier -> its parameters
+    "rf": {"n_estimators": 50, "min_samples_leaf": 2},
+    "linear-svm": {},
+    "logreg": {},
+    "nystroem-svm": {},
+}
 
 
 def main(argv=None) -> int:
@@ -67,18 +76,37 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--skip-plain", action="store_true", help="no plain loop (its time is then not measured)")
     parser.add_argument("--scale", action="store_true", help="also the MAMe-sized fit line (minutes to hours)")
+    parser.add_argument(
+        "--parts",
+        default=None,
+        help="comma-separated parts to run: select (the comparison), scale (the MAMe-sized line); default select, "
+        "or select,scale with --scale",
+    )
+    parser.add_argument(
+        "--scale-classifiers",
+        default=",".join(SCALE_CLASSIFIERS),
+        help=f"the scale line's classifiers (default {','.join(SCALE_CLASSIFIERS)}), each fitted in a fresh process",
+    )
     parser.add_argument("--scale-rows", type=int, default=20_000)
     parser.add_argument("--scale-features", type=int, default=12_416)
     parser.add_argument("--scale-classes", type=int, default=29)
     parser.add_argument("--json", default=None, help="also write the table here")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    parts = set((args.parts or ("select,scale" if args.scale else "select")).split(","))
+    if not parts or parts - {"select", "scale"}:
+        parser.error(f"--parts takes select and/or scale, not {args.parts!r}")
+    unknown = set(args.scale_classifiers.split(",")) - set(SCALE_CLASSIFIERS)
+    if unknown:
+        parser.error(
+            f"--scale-classifiers takes some of {','.join(SCALE_CLASSIFIERS)}, not {','.join(sorted(unknown))}"
+        )
     if args.quick:
         args.images, args.input_size, args.cv = args.images or 200, args.input_size or 96, 3
     with tempfile.TemporaryDirectory(prefix="featx-bench-select-") as tmp:
         root = Path(args.cache_dir or tmp)
-        report = run(args, root, Path(tmp))
-        if args.scale:
+        report = run(args, root, Path(tmp)) if "select" in parts else {}
+        if "scale" in parts:
             report["scale"] = scale(args, root)
     print(table(report))
     if args.json:
@@ -228,26 +256,30 @@ def scale(args, root: Path) -> list[dict]:
     ).entry
     X, y, _ = load(entry, layers="all", views=views)  # (n_images, V * d): each image's views side by side
     width = X.shape[1] // len(views)
-    rows = np.concatenate([X[:, v * width : (v + 1) * width] for v in range(len(views))])  # one row per view
-    labels = np.concatenate([y * len(views) + v for v in range(len(views))]) % args.scale_classes
+    rows = X.reshape(len(X) * len(views), width)  # one row per (image, view), image by image
+    # label = the (class, view) pair, folded to the class count; rows are taken image by image, so every pair occurs
+    labels = (y[:, None] * len(views) + np.arange(len(views))).ravel() % args.scale_classes
     rows = rows[: args.scale_rows]
+    if len(np.unique(labels[: len(rows)])) != args.scale_classes:
+        raise SystemExit(
+            f"error: the scale matrix's first {len(rows)} rows hold fewer than {args.scale_classes} labels"
+        )
     reps = -(-args.scale_features // rows.shape[1])
     matrix = np.tile(rows, (1, reps))[:, : args.scale_features].astype(np.float32)
     path = root / "scale.npz"
     np.savez(path, X=matrix, y=labels[: len(matrix)])
     out = []
-    for clf, params in (
-        ("rf", {"n_estimators": 50, "min_samples_leaf": 2}),
-        ("linear-svm", {}),
-        ("logreg", {}),
-        ("nystroem-svm", {}),
-    ):
+    for clf in args.scale_classifiers.split(","):
+        params = SCALE_CLASSIFIERS[clf]
         code = (
-            "import json,resource,sys,time,numpy as np\nfrom featx.experiments.fit import FitSpec\n"
+            "import json,sys,time,numpy as np\nfrom featx.experiments.fit import FitSpec\n"
             f"d=np.load({str(path)!r});X,y=d['X'],d['y']\n"
             f"p=FitSpec(classifier={clf!r},params={params!r},transforms={{'standardize':True}},n_jobs=-1).pipeline()\n"
             "b=time.perf_counter();p.fit(X,y);s=time.perf_counter()-b\n"
-            "print(json.dumps({'seconds':s,'rss_mb':resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024}))"
+            # VmHWM: this process's own peak; ru_maxrss would carry the parent's peak across fork and exec
+            "hwm=[l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]\n"
+            "n=getattr(p[-1],'n_iter_',None);n=None if n is None else int(np.max(n))\n"
+            "print(json.dumps({'seconds':s,'rss_mb':int(hwm)/1024,'n_iter':n}))"
         )
         done = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
@@ -270,13 +302,17 @@ def _say(row: dict) -> None:
 
 
 def table(report: dict) -> str:
-    lines = [
-        f"ELPV {report['images']} images, efficientnet_lite0 {LAYERS}; --layer-sets {' '.join(LAYER_SETS)} "
-        f"--clf {','.join(CLASSIFIERS)} --cv {report['cv']} --standardize; {report['cpus']} CPUs, load "
-        f"{report['load'][0]:.1f} at the end, {report['date']}",
-        f"{'method':28s} {'seconds':>8s} {'plain/this':>10s} {'fits':>5s} {'not conv.':>9s}  best row (CV mean)",
-    ]
-    for row in report["rows"]:
+    lines = (
+        []
+        if "rows" not in report
+        else [
+            f"ELPV {report['images']} images, efficientnet_lite0 {LAYERS}; --layer-sets {' '.join(LAYER_SETS)} "
+            f"--clf {','.join(CLASSIFIERS)} --cv {report['cv']} --standardize; {report['cpus']} CPUs, load "
+            f"{report['load'][0]:.1f} at the end, {report['date']}",
+            f"{'method':28s} {'seconds':>8s} {'plain/this':>10s} {'fits':>5s} {'not conv.':>9s}  best row (CV mean)",
+        ]
+    )
+    for row in report.get("rows", []):
         ratio = f"{row['plain_over_this']:.2f}x" if row["plain_over_this"] else "-"
         lines.append(
             f"{row['method']:28s} {row['seconds']:8.1f} {ratio:>10s} {row['fits']:5d} "
@@ -286,6 +322,7 @@ def table(report: dict) -> str:
         lines.append(
             f"scale {row['shape'][0]}x{row['shape'][1]} {row['classifier']} {row['params']}: "
             + (f"{row['seconds']:.1f}s, peak RSS {row['rss_mb']:.0f} MB" if "seconds" in row else row["error"])
+            + (f", {row['n_iter']} iterations" if row.get("n_iter") is not None else "")
         )
     return "\n".join(lines)
 
