@@ -4,6 +4,7 @@
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from featx.classifiers.kernel import NystroemSVC
+from featx.classifiers.linear import ExactLinearSVC
 from featx.features.transforms import FNEDiscretizer, QuietKBinsDiscretizer
 
 
@@ -14,4 +15,19 @@ def test_transformers_pass_sklearn_checks(estimator, check):
 
 @parametrize_with_checks([NystroemSVC(n_components=20, random_state=0)])
 def test_nystroem_svm_passes_sklearn_checks(estimator, check):
+    check(estimator)
+
+
+@parametrize_with_checks(
+    [ExactLinearSVC(), ExactLinearSVC(solver="newton", class_weight="balanced")],
+    expected_failed_checks=lambda estimator: (
+        {
+            # solver="auto" fits sparse X with liblinear, whose dual solver scikit-learn marks so for LinearSVC
+            "check_sample_weight_equivalence_on_sparse_data": "sparse X goes to liblinear (LinearSVC's xfail)"
+        }
+        if estimator.solver == "auto"
+        else {}
+    ),
+)
+def test_exact_linear_svm_passes_sklearn_checks(estimator, check):
     check(estimator)

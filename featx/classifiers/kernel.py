@@ -3,7 +3,8 @@
 Exact `SVC` costs O(n^2)..O(n^3) in the rows and keeps up to n support vectors; at 20,000 images it takes
 minutes to hours. The Nystroem method (Williams & Seeger 2001; scikit-learn's kernel_approximation) maps each
 row to its kernel values against `n_components` landmark rows, whitened so that inner products of the mapped
-rows approximate the RBF kernel; a LinearSVC on those `n_components` columns is then linear in the rows.
+rows approximate the RBF kernel; a linear SVM on those `n_components` columns (LinearSVC's objective, solved
+to its optimum by featx.classifiers.linear) is then linear in the rows.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.kernel_approximation import Nystroem
-from sklearn.svm import LinearSVC
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
+
+from featx.classifiers.linear import ExactLinearSVC
 
 
 class NystroemSVC(ClassifierMixin, BaseEstimator):
@@ -32,15 +34,15 @@ class NystroemSVC(ClassifierMixin, BaseEstimator):
     C : float, default 1.0
         Inverse regularization of the linear SVM.
     class_weight : dict, "balanced" or None
-    tol, max_iter : LinearSVC's stopping tolerance and iteration cap.
+    tol, max_iter : the linear SVM's stopping tolerance (liblinear only) and iteration cap.
     random_state : int or None
-        Seeds the landmark choice (and LinearSVC's coordinate order).
+        Seeds the landmark choice.
 
     Attributes
     ----------
     nystroem_ : fitted Nystroem; components_ of shape (n_landmarks, n_features).
-    svc_ : fitted LinearSVC on the (n_samples, n_landmarks) mapped rows.
-    gamma_ : float, the RBF width used. classes_ : ndarray of shape (n_classes,). n_iter_ : LinearSVC's iterations.
+    svc_ : fitted ExactLinearSVC on the (n_samples, n_landmarks) mapped rows.
+    gamma_ : float, the RBF width used. classes_ : ndarray of shape (n_classes,). n_iter_ : the linear SVM's iterations.
     """
 
     _parameter_constraints = {
@@ -80,7 +82,7 @@ class NystroemSVC(ClassifierMixin, BaseEstimator):
             random_state=self.random_state,
         )
         mapped = self.nystroem_.fit_transform(X)
-        self.svc_ = LinearSVC(
+        self.svc_ = ExactLinearSVC(
             C=self.C,
             class_weight=self.class_weight,
             tol=self.tol,

@@ -18,15 +18,16 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
-from sklearn.svm import SVC, LinearSVC
+from sklearn.svm import SVC
 from sklearn.utils._param_validation import InvalidParameterError, validate_parameter_constraints
 
+from featx.classifiers.linear import ExactLinearSVC
 from featx.errors import FeatxError
 
 CLASSIFIERS = {  # name -> (estimator class, or "module:Class" imported on first use; featx's defaults)
     "rf": (RandomForestClassifier, {"n_jobs": -1}),  # every core, unless the caller or the user sets n_jobs
     "svm": (SVC, {"kernel": "rbf"}),  # no probability=True: deprecated in sklearn 1.9 and a 5-fold CV per fit
-    "linear-svm": (LinearSVC, {}),
+    "linear-svm": (ExactLinearSVC, {}),  # LinearSVC solved to its optimum (Newton), liblinear where that is too big
     "logreg": (LogisticRegression, {"max_iter": 2000}),
     # for many rows: an approximate RBF SVM linear in the rows, and a linear model trained by SGD epochs
     "nystroem-svm": ("featx.classifiers.kernel:NystroemSVC", {}),

@@ -43,6 +43,7 @@ def trusted_types() -> list[str]:
         "featx.classifiers.tail.TailClassifier",
         "featx.classifiers.views.ViewEnsemble",
         "featx.classifiers.kernel.NystroemSVC",
+        "featx.classifiers.linear.ExactLinearSVC",
         "sklearn.tree._tree.Tree",
         "sklearn.neighbors._kd_tree.KDTree",
         "sklearn.neighbors._ball_tree.BallTree",
