@@ -9,12 +9,13 @@ liblinear's trust-region Newton or dual coordinate-descent solver. On standardiz
 `max_iter` long before the optimum: on ELPV's 1,575 x 1,280 `top_activation` rows the primal solver ran 1,000
 iterations in 46 s and ended 1.8% above the optimum. The objective is piecewise quadratic, so a Newton step on
 the current active set (rows with margin < 1) is exact on that set; with an exact line search the active set
-settles within a few dozen steps (Keerthi & DeCoste 2005; Mangasarian 2002). Each step solves the smaller of
-two systems exactly (Cholesky):
+settles within a few dozen steps (Keerthi & DeCoste 2005; Mangasarian 2002). Each step solves its system
+I + 2 X_A^T C_A X_A exactly (Cholesky), in the smaller of two spaces:
 
-* primal, (n_features + 1)^2, when there are at least as many rows: the Hessian I + 2 X_A^T C_A X_A is kept
-  and updated by the rows entering and leaving the active set;
-* dual (Woodbury), |A|^2, when features outnumber rows: w stays in the rows' span, through their Gram matrix.
+* primal, (n_features + 1)^2, when at least as many rows are active: the Hessian is kept and updated by the
+  rows entering and leaving the active set (every class's first step, all rows active, shares one factor);
+* Woodbury, |A|^2, when fewer rows are active than there are columns: the active rows' block of the rows'
+  Gram matrix (computed once for all classes).
 
 `ExactLinearSVC` is `LinearSVC` with one more keyword, `solver`; the default ("auto") takes this method wherever
 it applies (l2 penalty, squared hinge, one-vs-rest, dense X, a system of side at most NEWTON_MAX_SIZE) and
@@ -36,8 +37,10 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, validate_data
 
-NEWTON_MAX_SIZE = 6000  # the direct system's side: beyond it (both rows and features), liblinear
+NEWTON_MAX_SIZE = 16_384  # the largest system's side (rows or columns, whichever is fewer): its (side, side)
+# float64 matrices (Hessian, its factor, a working copy) stay near 6 GB; beyond it "auto" takes liblinear
 ROUNDING = 1e-12  # a gradient this small relative to the first is the optimum up to rounding
+GRAM_MAX_ROWS = 25_000  # the rows' Gram matrix is kept up to this many rows (25,000^2 float64: 5 GB)
 
 
 class ExactLinearSVC(LinearSVC):
@@ -142,7 +145,7 @@ class ExactLinearSVC(LinearSVC):
                 for k in range(len(self.classes_))
             ]
         for positive, cost in problems:
-            w, n_steps = problem.solve(np.where(positive, 1.0, -1.0), cost, self.tol, self.max_iter)
+            w, n_steps = problem.solve(np.where(positive, 1.0, -1.0), cost, self.max_iter)
             W.append(w)
             steps.append(n_steps)
         W = np.asarray(W)
@@ -167,33 +170,31 @@ class ExactLinearSVC(LinearSVC):
 
 
 class _Problem:
-    """The rows X (n, p), augmented; solves one binary squared-hinge SVM on them per call, in the smaller space.
+    """The rows X (n, p), augmented; solves one binary squared-hinge SVM on them per call.
 
-    Shared across the classes of a one-vs-rest fit: the Gram matrix X X^T (when p > n), or the Hessian of the
-    all-rows-active start I + 2 X^T diag(c) X for the last cost vector c (when p <= n; one-vs-rest classes
-    without class weights share it, so it is computed once).
+    Each Newton step solves (I + 2 X_A^T C_A X_A) d = -g exactly, in the smaller space: by Woodbury on the
+    active rows' Gram block, diag(1 / (2 c_A)) + X_A X_A^T, when there are fewer active rows than columns; else
+    with the (p, p) Hessian, kept up to date by the rows entering and leaving. Shared across the classes of a
+    one-vs-rest fit: the Gram matrix X X^T (computed on first use, when it fits in GRAM_MAX_ROWS rows), and the
+    all-rows-active Hessian for the last cost vector (one-vs-rest classes without class weights share it).
     """
 
     def __init__(self, X):
         self.X = X
-        self.dual = X.shape[1] > X.shape[0]
-        self.gram = X @ X.T if self.dual else None
-        self._start = None  # (cost, Hessian at w = 0) of the primal path
+        self._gram = None
+        self._start = None  # (cost, Hessian with every row of positive cost active)
 
-    def solve(self, s, cost, tol, max_iter):
+    def solve(self, s, cost, max_iter):
         """w of shape (p,) minimizing 0.5 ||w||^2 + sum_i cost_i max(0, 1 - s_i w.x_i)^2; and the steps taken.
 
         s : (n,) of +-1; cost : (n,) >= 0.
         """
-        return (self._solve_dual if self.dual else self._solve_primal)(s, cost, max_iter)
-
-    def _solve_primal(self, s, cost, max_iter):
         X = self.X
         p = X.shape[1]
         w = np.zeros(p)
-        margin = X @ w  # s_i * w.x_i
+        margin = np.zeros(X.shape[0])  # s_i * w.x_i
         active = cost > 0
-        H = self._start_hessian(cost)
+        hessian = None  # (H, the active rows it holds, whether H is this solve's own) once the primal path is taken
         g0 = None
         for step in range(max_iter):
             residual = np.where(active, cost * (1.0 - margin), 0.0)  # c_i * (1 - s_i w.x_i) on the active rows
@@ -202,61 +203,79 @@ class _Problem:
             g0 = g_norm if g0 is None else g0
             if g_norm <= ROUNDING * g0:
                 return w, step
-            d = -scipy.linalg.cho_solve(scipy.linalg.cho_factor(H, lower=True, check_finite=False), g)
+            A = np.flatnonzero(active)
+            if len(A) < p:
+                M = self._gram_block(A)
+                M[np.diag_indices_from(M)] += 0.5 / cost[A]
+                d = X[A].T @ _cholesky_solve(M, X[A] @ g) - g
+            elif hessian is None and np.array_equal(active, cost > 0):  # the start: every class's first step
+                start, factor = self._start_for(cost)
+                d = -scipy.linalg.cho_solve(factor, g, check_finite=False)
+                hessian = (start, active, False)  # not this class's own copy: copied before it is updated
+            else:
+                hessian = self._hessian_for(hessian, active, cost)
+                d = -_cholesky_solve(hessian[0].copy(), g)
             q = s * (X @ d)
             t = _line_search(w @ d, d @ d, margin, q, cost)
             w += t * d
             margin += t * q
             now = (margin < 1.0) & (cost > 0)
-            entering, leaving = now & ~active, active & ~now
-            if t == 1.0 and not entering.any() and not leaving.any():
+            if t == 1.0 and np.array_equal(now, active):
                 return w, step + 1  # a full step on an unchanged active set lands on the exact minimizer
-            if entering.sum() + leaving.sum() > now.sum():
-                H = _hessian(X, np.where(now, cost, 0.0))
-            else:
-                _add_rows(H, X[entering], cost[entering])
-                _add_rows(H, X[leaving], -cost[leaving])
             active = now
         return w, max_iter
 
-    def _start_hessian(self, cost):
-        if self._start is None or not np.array_equal(self._start[0], cost):
-            self._start = (cost.copy(), _hessian(self.X, cost))
-        return self._start[1].copy()
+    def _gram_block(self, A):
+        """X_A X_A^T, of shape (|A|, |A|): from the whole Gram matrix where it fits, else computed."""
+        if self._gram is None and self.X.shape[0] <= GRAM_MAX_ROWS:
+            self._gram = _gram(self.X)
+        if self._gram is not None:
+            return self._gram[np.ix_(A, A)]
+        rows = self.X[A]
+        return rows @ rows.T
 
-    def _solve_dual(self, s, cost, max_iter):
-        """w = X^T beta throughout; Newton's system by Woodbury on the active rows' Gram block."""
-        G = self.gram
-        beta = np.zeros(len(s))
-        margin = np.zeros(len(s))  # s_i * w.x_i = s_i * (G beta)_i
-        g0, t, previous = None, 0.0, None
-        for step in range(max_iter):
-            active = (margin < 1.0) & (cost > 0)
-            residual = np.where(active, cost * (1.0 - margin), 0.0)
-            gamma = beta - 2.0 * s * residual  # g = X^T gamma
-            Gg = G @ gamma
-            g_norm = np.sqrt(max(gamma @ Gg, 0.0))
-            g0 = g_norm if g0 is None else g0
-            if g_norm <= ROUNDING * g0 or (step and t == 1.0 and np.array_equal(active, previous)):
-                return self.X.T @ beta, step
-            previous = active
-            # H^-1 X^T gamma = X^T (gamma - E_A M^-1 (G gamma)_A), M = diag(1 / (2 c_A)) + G_AA
-            A = np.flatnonzero(active)
-            delta = -gamma.copy()
-            if len(A):
-                M = G[np.ix_(A, A)] + np.diag(0.5 / cost[A])
-                delta[A] += scipy.linalg.cho_solve(scipy.linalg.cho_factor(M, lower=True, check_finite=False), Gg[A])
-            Gd = G @ delta
-            q = s * Gd
-            t = _line_search(beta @ Gd, delta @ Gd, margin, q, cost)
-            beta += t * delta
-            margin += t * q
-        return self.X.T @ beta, max_iter
+    def _start_for(self, cost):
+        """The all-rows-active Hessian for `cost` and its Cholesky factor, computed once for equal costs."""
+        if self._start is None or not np.array_equal(self._start[0], cost):
+            H = _hessian(self.X, cost)
+            self._start = (cost.copy(), H, scipy.linalg.cho_factor(H, lower=True, check_finite=False))
+        return self._start[1], self._start[2]
+
+    def _hessian_for(self, hessian, active, cost):
+        """(I + 2 X_A^T C_A X_A, active, True): `hessian` updated by the rows that changed, or built anew."""
+        if hessian is None or (hessian[1] != active).sum() > active.sum():
+            return _hessian(self.X, np.where(active, cost, 0.0)), active, True
+        H, held, own = hessian
+        H = H if own else H.copy()
+        entering, leaving = active & ~held, held & ~active
+        _add_rows(H, self.X[entering], cost[entering])
+        _add_rows(H, self.X[leaving], -cost[leaving])
+        return H, active, True
+
+
+def _gram(X, block=4096):
+    """X X^T, of shape (n, n), by blocks of rows: one X @ X.T of 20,000 x 12,417 crashed OpenBLAS (SIGSEGV in
+    its symmetric product); each block of the upper triangle is mirrored into the lower one."""
+    n = X.shape[0]
+    G = np.empty((n, n))
+    for start in range(0, n, block):
+        rows = X[start : start + block]
+        G[start : start + block, start:] = rows @ X[start:].T
+        G[start:, start : start + block] = G[start : start + block, start:].T
+    return G
+
+
+def _cholesky_solve(M, b):
+    """M^-1 b for symmetric positive definite M (overwritten)."""
+    factor = scipy.linalg.cho_factor(M, lower=True, overwrite_a=True, check_finite=False)
+    return scipy.linalg.cho_solve(factor, b, check_finite=False)
 
 
 def _hessian(X, cost):
-    """I + 2 X^T diag(cost) X, of shape (p, p)."""
-    H = (X.T * (2.0 * cost)) @ X
+    """I + 2 X^T diag(cost) X, of shape (p, p) (cost >= 0; as Y^T Y, which BLAS computes as one half)."""
+    keep = np.flatnonzero(cost > 0)
+    Y = X[keep] * np.sqrt(2.0 * cost[keep])[:, None]
+    H = Y.T @ Y
     H[np.diag_indices_from(H)] += 1.0
     return H
 
