@@ -24,24 +24,15 @@ def converged_liblinear(**params):
     return LinearSVC(dual=True, tol=1e-10, max_iter=500_000, **params)
 
 
-def objective(model, X, y, C=1.0, class_weight=None, sample_weight=None, scaling=1.0):
-    """LinearSVC's primal objective summed over its binary problems, with liblinear's costs, for fitted `model`."""
-    classes = model.classes_
-    weight = {c: 1.0 for c in classes} | (class_weight or {})
-    sw = np.ones(len(y)) if sample_weight is None else sample_weight
-    bias = np.atleast_1d(model.intercept_) / scaling
-    Xa = np.hstack([X, np.full((len(X), 1), scaling)])
+def objective(model, X, y, C=1.0):
+    """LinearSVC's primal objective (no class or sample weights, intercept_scaling 1) summed over the one-vs-rest
+    problems of fitted multiclass `model`."""
+    Xa = np.hstack([X, np.ones((len(X), 1))])
     total = 0.0
-    for k, (coef, b) in enumerate(zip(model.coef_, np.broadcast_to(bias, len(model.coef_)), strict=True)):
+    for c, coef, b in zip(model.classes_, model.coef_, model.intercept_, strict=True):
         w = np.append(coef, b)
-        if len(classes) == 2:
-            positive = y == classes[1]
-            cost = C * sw * np.array([weight[c] for c in y])
-        else:
-            positive = y == classes[k]
-            cost = C * sw * np.where(positive, weight[classes[k]], 1.0)
-        slack = np.maximum(0.0, 1.0 - np.where(positive, 1.0, -1.0) * (Xa @ w))
-        total += 0.5 * w @ w + np.sum(cost * slack**2)
+        slack = np.maximum(0.0, 1.0 - np.where(y == c, 1.0, -1.0) * (Xa @ w))
+        total += 0.5 * w @ w + C * np.sum(slack**2)
     return total
 
 
