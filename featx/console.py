@@ -1,4 +1,4 @@
-"""The `featx` console script (and `python -m featx`): Ctrl-C is answered from its first instant, then
+"""The `featx` console script (and `python -m featx`): Ctrl-C is answered from main()'s first instant, then
 `featx.cli.main` runs the command. Importing this module, like importing featx, changes nothing process-wide."""
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """README's two commands are the contract for a new machine; CI must run the test one verbatim."""
 
+import subprocess
 from pathlib import Path
 
 from readme_blocks import readme_blocks
@@ -27,3 +28,13 @@ def test_every_shell_and_python_block_is_run_or_says_why_not():
     for block in blocks:
         assert block.not_run is None or len(block.not_run) > 10, block
     assert not [b for b in readme_blocks() if b.language == ""], "every README code block names its language"
+
+
+def test_every_shell_script_parses():
+    """`bash -n` on each script CI or a user runs: a branch not taken on this machine (SLURM already installed)
+    is still read by bash on one where it is."""
+    scripts = [ROOT / ".ci/run", *sorted(ROOT.glob("**/*.sh"))]
+    assert len(scripts) >= 4
+    for script in scripts:
+        checked = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert checked.returncode == 0, f"{script}: {checked.stderr}"

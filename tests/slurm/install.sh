@@ -15,6 +15,6 @@ log=$(mktemp)
 if ! { apt-get update -q && apt-get install -y -q --no-install-recommends slurm-wlm munge; } >"$log" 2>&1; then
     reason=$(grep -E "^(E|Err):" "$log" | tail -1)
     rm -f "$log"
-    fail "apt-get install slurm-wlm munge failed: ${reason:-see apt-get's output}"
+    fail "apt-get install slurm-wlm munge failed: ${reason:-see the output of apt-get}"
 fi
 rm -f "$log"
