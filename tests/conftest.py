@@ -70,11 +70,11 @@ def pytest_ignore_collect(collection_path, config):
 
 # The suite runs whole test files on xdist workers (pyproject.toml, in this order: --no-loadscope-reorder); the
 # files that take minutes are handed out first, longest first, so that no worker starts one of them last while the
-# others have run out of work (measured on the idle 2-core VM with two workers, 2026-12-02).
+# others have run out of work (measured on the idle 2-core VM with two workers, 2026-12-06).
 LONG_MODULES = (
-    "test_readme.py",  # 318 s
-    "test_backbones.py",  # 300 s
-    "test_benchmark_smoke.py",  # 230 s
+    "test_readme.py",  # 238 s
+    "test_benchmark_smoke.py",  # about 215 s
+    "test_backbones.py",  # about 175 s
     "test_slurm.py",  # about 150 s
     "test_dask.py",  # about 140 s
     "test_runs_log.py",  # about 130 s
