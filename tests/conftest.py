@@ -70,7 +70,8 @@ def pytest_ignore_collect(collection_path, config):
 
 # The suite runs whole test files on xdist workers (pyproject.toml, in this order: --no-loadscope-reorder); the
 # files that take minutes are handed out first, longest first, so that no worker starts one of them last while the
-# others have run out of work (measured on the idle 2-core VM with two workers, 2026-12-06).
+# others have run out of work (measured on the idle 2-core VM with two workers: the first three on 2026-12-06, the
+# rest on 2026-12-02).
 LONG_MODULES = (
     "test_readme.py",  # 238 s
     "test_benchmark_smoke.py",  # about 215 s
