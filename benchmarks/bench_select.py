@@ -198,8 +198,9 @@ def plain_loop(entry, cv: int) -> dict:
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import LinearSVC
 
-    from featx.experiments.selection import default_metric, make_folds
     from featx.features.load import load
+    from featx.selection.cv import make_folds
+    from featx.selection.metrics import default_metric
 
     features = load(entry, layers=LAYERS)
     X, y, meta = features

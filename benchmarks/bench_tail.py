@@ -314,8 +314,9 @@ def halving_rows(args, cache: Path, entry: str) -> list[dict]:
     import numpy as np
 
     import featx
-    from featx.experiments.budget import BUDGET_SEARCHES, BudgetSearch, schedule
     from featx.experiments.tune import tune
+    from featx.selection.halving import schedule
+    from featx.selection.spaces import BUDGET_SEARCHES, BudgetSearch
 
     X, y, meta = featx.load(cache_dir=cache, cache=entry)
     split = meta["split"].to_numpy()
@@ -377,9 +378,9 @@ def accuracy_rows(args, root: Path, say) -> list[dict]:
     import featx
     from featx.backbones import backbone_description
     from featx.cache.store import Cache
-    from featx.experiments.budget import BUDGET_SEARCHES
     from featx.experiments.tune import tune
     from featx.features.maps import load_cut_maps, load_maps
+    from featx.selection.spaces import BUDGET_SEARCHES
 
     cache = Cache(root)
     pooled = next(e for e in cache.entries() if e.settings["pool"] == "avg")

@@ -128,8 +128,9 @@ def score(variant: str, entry, extract_s: float, layers: str, views, grid) -> li
     "<variant> + TTA", the same fitted models predicting by the mean over each image's views (tta changes
     prediction only). Each row selects its C by val accuracy and scores test for that C only.
     """
-    from featx.experiments.fit import FitSpec, train_and_score
+    from featx.experiments.fit import FitSpec
     from featx.features.load import load
+    from featx.selection.train import train_and_score
 
     X, y, meta = load(entry, layers=layers, views=tuple(views) if len(views) > 1 else None)
     split = meta["split"].to_numpy()
@@ -190,7 +191,7 @@ def score(variant: str, entry, extract_s: float, layers: str, views, grid) -> li
 
 def _selected(models: dict, X, y, split, class_names) -> dict:
     """C by val accuracy (ties: the stronger regularization), then test accuracy and macro-F1 for that C only."""
-    from featx.reports import evaluate
+    from featx.selection.metrics import evaluate
 
     val, test = split == "val", split == "test"
     accuracy = {C: evaluate(y[val], model.predict(X[val]), class_names)["accuracy"] for C, model in models.items()}

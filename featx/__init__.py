@@ -1,7 +1,11 @@
-"""featx: run a frozen CNN once, cache per-layer activations in HDF5, run many fast experiments on them.
+"""featx: run a frozen backbone once, cache per-layer activations in HDF5, run many fast experiments on them.
 
-Stages, each importing only from those before it:
-    sources -> backbones -> extractor (+ cache) -> features -> classifiers -> experiments / reports
+Stages, each importing only from those before it (tests/test_imports.py holds the code to it):
+    sources -> backbones -> cache -> extractor -> features -> classifiers -> selection -> runs -> experiments
+    -> report -> cli
+The values a front door builds once: DataSpec (which images), BackboneSpec (which network, pooling and dtype),
+FitSpec and Evaluation (what is fitted and how it is judged; fit_spec, compare_specs and tune_specs build them from
+keywords), Compute (how wide and where to run) and the Cache (where everything lives).
 """
 
 import importlib
@@ -13,15 +17,23 @@ __version__ = "0.1.0"
 _API = {
     "Cache": "featx.cache.store",
     "CacheEntry": "featx.cache.store",
-    "list_entries": "featx.cache.store",
-    "open_entry": "featx.cache.store",
     "verify": "featx.cache.verify",
+    "DataSpec": "featx.sources.spec",
+    "BackboneSpec": "featx.backbones.spec",
+    "Compute": "featx.compute",
     "extract": "featx.extractor",
     "load": "featx.features.load",
-    **{
-        name: "featx.experiments"
-        for name in ("Evaluation", "FitSpec", "compare", "fit", "load_model", "predict", "run_pipeline", "runs", "tsne")
-    },
+    **dict.fromkeys(("FitSpec", "Evaluation", "fit_spec", "compare_specs", "tune_specs"), "featx.selection.spec"),
+    "fit": "featx.experiments.fit",
+    "compare": "featx.experiments.compare",
+    "tune": "featx.experiments.tune",
+    "predict": "featx.experiments.predict",
+    "export_model": "featx.experiments.export_model",
+    "tsne": "featx.experiments.tsne",
+    "run_pipeline": "featx.experiments.pipelines",
+    "runs": "featx.runs.listing",
+    "RunFilter": "featx.runs.listing",
+    "load_model": "featx.runs.models",
 }
 
 __all__ = sorted(_API)

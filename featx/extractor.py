@@ -14,7 +14,7 @@ import os
 import queue
 import threading
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,27 +22,26 @@ import numpy as np
 from featx import distributed, runtime
 from featx.backbones import (
     DEFAULT_BACKBONE,
-    check_input_size,
     describe_layers,
-    file_hashes,
     get_backbone,
     layer_selection,
     preprocessing_note,
 )
-from featx.backbones.layers import GEM_EPS, GEM_P, check_pool, grid_target, grid_window
+from featx.backbones.layers import GEM_EPS, GEM_P, grid_target, grid_window
+from featx.backbones.spec import BackboneSpec, check_dtype
 from featx.cache.key import cache_key, file_fingerprint, fingerprint_files
 from featx.cache.manifest import EntryManifest
 from featx.cache.passlog import PassLog
 from featx.cache.pick import entry_label
 from featx.cache.store import Cache, CacheEntry
 from featx.cache.warm import warm_entry
+from featx.compute import Compute
 from featx.errors import FeatxError, RunFailed
 from featx.progress import progress_bar
-from featx.sources import resolve_source
 from featx.sources.decode import DECODER_VERSION, load_rgb
+from featx.sources.spec import DEFAULT_DATA, DataSpec
 from featx.sources.views import IDENTITY, apply_views, parse_views, sort_views
 
-DTYPES = ("float32", "float16")
 PREFETCH_IMAGES, PREFETCH_BYTES = 256, 32 * 2**20  # decoded images queued ahead of the model, at most
 
 
@@ -54,11 +53,6 @@ def prefetch_batches(batch_size: int, size: tuple[int, int]) -> int:
     """
     batch_bytes = batch_size * size[0] * size[1] * 3
     return max(2, min(PREFETCH_IMAGES // batch_size, PREFETCH_BYTES // batch_bytes))
-
-
-def check_dtype(dtype: str) -> None:
-    if dtype not in DTYPES:
-        raise FeatxError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
 
 
 def pool_parts(x, pool: str) -> list:
@@ -261,74 +255,46 @@ class ExtractResult:
 
 
 def extract(
-    data: str,
-    *,
-    backbone: str = DEFAULT_BACKBONE,
+    data: DataSpec | str = DEFAULT_DATA,
+    backbone: BackboneSpec | str = DEFAULT_BACKBONE,
     layers="blocks",
-    pool: str = "avg",
-    weights: str | None = "imagenet",
-    dtype: str = "float32",
-    batch_size: int = 32,
-    cache_dir=None,
-    split=(0.7, 0.15, 0.15),
-    seed: int = 0,
-    limit: int | None = None,
-    strict: bool = False,
-    input_size: int | None = None,
-    preprocess: str | None = None,
-    unsafe: bool = False,
-    mixed_precision: bool = False,
-    progress: bool = True,
-    log=print,
-    cluster=None,
-    cluster_config=None,
-    cluster_timeout: float | None = None,
-    on_event=None,
+    *,
     views=None,
     view_seed: int = 0,
+    cache=None,
+    compute: Compute | None = None,
+    log=print,
+    on_event=None,
 ) -> ExtractResult:
     """Extract `layers` of `backbone` for every image of `data` into the cache; only missing layers run.
 
+    data : the images (a DataSpec: source, split, seed, limit, strict), or just the source (a folder, CSV manifest
+        or built-in name). backbone : the network and its pooling, dtype and compute precision (a BackboneSpec), or
+        just its name. layers : names and groups (all, blocks, final, fc), comma-separated.
     Re-running the same call is a no-op; a run killed at any point resumes from its last committed batch.
     views : augmented views to cache as well (featx.sources.views: "flip", "d4", "crops:K", "rand:K", a comma
         list); view_seed : the seed of rand:K views. Only the (layer, view) pairs not yet cached are computed,
         each image decoded once per pass; the batch size then counts model inputs (images x views).
-    cluster : run the forward passes on Dask workers (a featx.distributed spec such as "local:2", or a
-        dask.distributed Client); this process stays the only writer. cluster_config : its options (dict or file).
-        cluster_timeout : seconds a SLURM cluster may go without a worker (featx.distributed.connect); SLURM job
-        logs land in <cache_dir>/slurm-logs unless the config names a log_directory.
+    cache : a Cache or a cache folder (None: $FEATX_CACHE or ./cache). compute : batch_size (images per forward
+        pass), progress (a bar), and cluster (the forward passes on Dask workers: a featx.distributed spec such as
+        "local:2", or a dask.distributed Client; this process stays the only writer; SLURM job logs land in
+        <cache>/slurm-logs unless the cluster config names a log_directory).
     on_event : instrumentation (benchmarks), called as on_event("decoded", row) per decoded image (decode
         threads) and on_event("committed", n_rows) per batch durably written (writer thread); keep it quick.
     """
-    log = log or (lambda *_: None)
-    if batch_size < 1:
-        raise FeatxError(f"--batch-size {batch_size} must be at least 1")
-    pool = check_pool(pool)  # one spelling per pooling in the key: grid:08192 is grid:8192
-    check_dtype(dtype)
-    check_input_size(input_size)
+    log, compute = log or (lambda *_: None), compute or Compute()
+    data = data if isinstance(data, DataSpec) else DataSpec(data)
+    backbone = backbone if isinstance(backbone, BackboneSpec) else BackboneSpec(backbone)
+    pool, dtype, mixed_precision = backbone.pool, backbone.dtype, backbone.mixed_precision
+    batch_size, progress, strict = compute.batch_size, compute.progress, data.strict
     view_names = parse_views(views, view_seed)
-    if cluster is not None:
-        distributed.require_dask(cluster, cluster_config)
-    images = resolve_source(data)
-    if limit:
-        if limit > len(images):
-            log(
-                f"note: --limit {limit} is more than the {len(images)} images of {images.description}; all "
-                f"{len(images)} are used"
-            )
-        images = images.take(limit, seed)
-    images.ensure_split(split, seed)
+    compute.require()
+    images = data.images(log)
     for note in _data_notes(images):
         log(note)
     fingerprints = fingerprint_files(images.paths, progress)
-    backbone_args = {
-        "name": backbone,
-        "weights": weights,
-        "input_size": input_size,
-        "preprocess": preprocess,
-        "file_hashes": file_hashes(backbone, weights),
-    }  # checked before an entry's backbone is rebuilt
-    cache = Cache(cache_dir)
+    backbone_args = backbone.description()  # checked before an entry's backbone is rebuilt
+    cache = Cache.resolve(cache)
     warm = warm_entry(
         cache,
         backbone_args,
@@ -342,7 +308,7 @@ def extract(
         entry, selection = warm
         cache.remove_debris()
         _note_shared(entry, images, log)
-        note = preprocessing_note(entry.settings["preprocessing"], preprocess)
+        note = preprocessing_note(entry.settings["preprocessing"], backbone.preprocess)
         if note:
             log(note)
         log(
@@ -350,7 +316,7 @@ def extract(
         )
         return ExtractResult(entry, [], None)
     runtime.configure_tensorflow()
-    model = BACKBONES.get(backbone, weights, input_size, preprocess, unsafe, mixed_precision)
+    model = BACKBONES.get(*backbone.build_args)
     infos = {i.name: i for i in describe_layers(model)}
     names = layer_selection(list(infos.values()), layers, model_name=model.name, pool=pool).names  # depth order
     if model.preprocessing_note:
@@ -391,13 +357,7 @@ def extract(
             entry.update_index(split_settings=images.split_settings, split=images.split)
             log(f"split updated to {images.split_settings}")
         passes, rate = [], None
-        with (
-            distributed.connect(
-                cluster, cluster_config, timeout=cluster_timeout, log_dir=cache.root / "slurm-logs", log=log
-            )
-            if cluster is not None
-            else nullcontext() as client
-        ):
+        with compute.client(cache, log) as client:
             run = _Runner(
                 model,
                 images.paths,
@@ -406,7 +366,7 @@ def extract(
                 progress,
                 on_event,
                 client,
-                (backbone, weights, input_size, preprocess, unsafe, mixed_precision),
+                backbone.build_args,
             )
             pending = PassLog.pending(entry)
             if pending is not None:  # finished first: its raw files are the only copy of its committed rows

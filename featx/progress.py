@@ -84,3 +84,7 @@ class LineProgress:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def silent(*_) -> None:
+    """A `log` that says nothing (what log=None means to every verb)."""

@@ -40,6 +40,11 @@ def parse_grid_item(item: str) -> tuple[str, list]:
     return key, values
 
 
+def parse_grid(items) -> dict:
+    """["min_samples_leaf=1,2,5", "criterion=gini,entropy", "hidden=(256,),(128,64)"] -> {param: [values]}."""
+    return params_dict(map(parse_grid_item, items))
+
+
 def params_dict(pairs) -> dict:
     """[(key, value), ...] -> {key: value}; a key given twice is an error."""
     params = {}

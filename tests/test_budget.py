@@ -1,4 +1,4 @@
-"""Budgeted search (featx/experiments/budget.py): successive halving with training epochs as the budget.
+"""Budgeted search (featx/selection/halving.py): successive halving with training epochs as the budget.
 
 The schedule and the halving loop are tested with a scorer whose ranking is known (no TensorFlow); one slow test
 runs `tune --search halving` on the dense head for real and checks its choice against the exact grid of the same
@@ -11,14 +11,8 @@ import numpy as np
 import pytest
 
 from featx.errors import FeatxError
-from featx.experiments.budget import (
-    BudgetSearch,
-    budget_search,
-    contenders,
-    epochs_spent,
-    schedule,
-    successive_halving,
-)
+from featx.selection.halving import contenders, epochs_spent, schedule, successive_halving
+from featx.selection.spaces import BudgetSearch, budget_search
 
 from helpers import assert_one_line_error, cli
 

@@ -15,7 +15,7 @@ import featx
 from featx.cache.store import Cache
 from featx.cache.tables import ENTRY_COLUMNS, VERIFY_COLUMNS, entries_table, verify_all
 from featx.errors import FeatxError
-from featx.experiments.runlog import append_run, logged_selection, read_log
+from featx.runs.store import append_run, logged_selection, read_log
 
 LAYERS = ["block_3_project_BN", "block_1_project_BN"]  # named out of depth order on purpose
 DEPTH_ORDER = ("block_1_project_BN", "block_3_project_BN")

@@ -6,11 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from featx.classifiers import (
-    fit_pipeline,
-    make_classifier,
-    make_pipeline,
-)
+from featx.classifiers import fit_pipeline, make_classifier, make_pipeline
 from featx.classifiers.registry import LARGE_N, large_n_note
 from featx.cli import _classifier_params, build_parser
 from featx.errors import FeatxError
@@ -236,7 +232,7 @@ def test_fit_nystroem_svm_and_sgd_from_the_command_line(elpv_cache, tmp_path):
         "--standardize",
     )
     assert code == 0 and err == "", err
-    from featx.experiments.runlog import read_log
+    from featx.runs.store import read_log
 
     log = read_log(runs_dir=tmp_path).set_index("classifier")
     nystroem = json.loads(log.loc["nystroem-svm", "all_params"])

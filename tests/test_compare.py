@@ -20,10 +20,10 @@ from threadpoolctl import threadpool_limits
 import featx
 from featx.cache.store import Cache
 from featx.errors import FeatxError
-from featx.experiments.compare import fit_fold
 from featx.experiments.fit import FitSpec
-from featx.experiments.selection import make_folds
 from featx.features.load import load
+from featx.selection.cv import make_folds
+from featx.selection.train import fit_fold
 
 ROOT = Path(__file__).resolve().parent.parent
 QUIET = {"log": None, "progress": False}
@@ -224,7 +224,8 @@ def test_a_fit_that_does_not_converge_is_one_note_not_warnings(elpv_cache, tmp_p
 
 
 def test_tune_counts_non_converged_fits_in_one_line(features):
-    from featx.experiments.tune import Search, tune
+    from featx.experiments.tune import tune
+    from featx.selection.spaces import Search
 
     X, y, split, narrow, folds = features
     lines = []

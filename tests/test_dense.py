@@ -154,7 +154,7 @@ def lite0_cache(tmp_path_factory, fork_server):
 
 @pytest.mark.slow  # an extraction and three dense fits in real processes: about 30 s
 def test_cli_flags_and_pipeline_params_reach_the_dense_head(lite0_cache, tmp_path):
-    from featx.experiments.runs import runs
+    from featx.runs.listing import runs
 
     common = ["--mixup", 0.2, "--feature-noise", 0.1, "--epochs", 3, "--cache-dir", lite0_cache]
     fit = featx("fit", "--clf", "dense", "--layers", "final", *common)

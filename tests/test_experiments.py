@@ -13,9 +13,10 @@ from featx import open_entry
 from featx.cache.store import CacheEntry
 from featx.cli import main
 from featx.errors import FeatxError
-from featx.experiments import compare, fit, load_model, predict, read_pipeline, run_pipeline, runs
-from featx.experiments.runlog import append_run, read_log
+from featx.experiments import compare, fit, load_model, predict, read_pipeline, run_pipeline
 from featx.features.load import load
+from featx.runs import listing as runs
+from featx.runs.store import append_run, read_log
 
 QUIET = {"log": lambda *a: None}
 

@@ -11,10 +11,10 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from featx.errors import FeatxError
 from featx.experiments import FitSpec, train_and_score
-from featx.experiments.fit import cross_validate_spec
-from featx.experiments.selection import cross_validate, make_folds
 from featx.features.head2toe import GroupLassoSelector, LayerNormalizer, parse_select
 from featx.features.transforms import build_feature_pipeline
+from featx.selection.cv import cross_validate, make_folds
+from featx.selection.train import cross_validate_spec
 
 DIGIT_BLOCKS = [["top_rows", 16], ["middle_rows", 32], ["bottom_rows", 16]]  # digits' 8x8 pixels, row bands
 CLASSES = [str(i) for i in range(10)]
@@ -166,7 +166,7 @@ def h2t_entries(elpv_folder, tmp_path_factory):
 
 @pytest.mark.slow
 def test_tune_head2toe_searches_t_penalty_fraction_and_c(h2t_entries):
-    from featx.experiments.head2toe import tune_head2toe
+    from featx.experiments.tune_head2toe import tune_head2toe
 
     cache_dir, avg, grid = h2t_entries
     lines = []
@@ -203,7 +203,7 @@ def test_fit_with_layer_norm_selection_views_and_tta(h2t_entries, capsys):
     """The Head2Toe steps inside a ViewEnsemble: trained on both views, TTA at val and test, kept plot saved, and
     the logged run's command line fits it again."""
     import featx.cli
-    from featx.experiments.fit import fit_command
+    from featx.runs.record import fit_command
 
     cache_dir, avg, _ = h2t_entries
     assert (
@@ -290,7 +290,7 @@ def test_tune_head2toe_with_views_and_tta_is_the_view_ensemble_fit(h2t_entries):
     the same folds of images; the refit is that ViewEnsemble, logged with its views."""
     import featx
     from featx.classifiers.views import ViewEnsemble
-    from featx.experiments.head2toe import tune_head2toe
+    from featx.experiments.tune_head2toe import tune_head2toe
     from featx.features.head2toe import layer_blocks
 
     cache_dir, avg, _ = h2t_entries
@@ -339,7 +339,7 @@ def test_tune_head2toe_with_views_refits_selection_per_fold(h2t_entries):
     held-out images (every view: noise features, shuffled labels) leaves fold 0's ranking exactly as it was and
     changes its scores, while fold 1, which trains on those images, ranks otherwise."""
     import featx
-    from featx.experiments.head2toe import search_split
+    from featx.experiments.tune_head2toe import search_split
     from featx.features.head2toe import layer_blocks
 
     cache_dir, avg, _ = h2t_entries

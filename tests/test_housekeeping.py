@@ -11,7 +11,7 @@ import pytest
 import featx
 from featx.cache.lock import EntryLock
 from featx.cli import main
-from featx.experiments.runlog import read_log
+from featx.runs.store import read_log
 
 
 @pytest.fixture()
@@ -40,7 +40,7 @@ def test_prune_keeps_the_best_runs_and_rm_removes_runs_and_entries(cache, capsys
     assert len(log) == 4 + 2  # 2 subsets x 2 classifiers, and the majority and stratified baselines
     assert main(["prune", "--keep-best", "1", "--cache-dir", str(cache)]) == 0
     [best] = read_log(cache)["run_id"]
-    from featx.experiments.ranking import entry_metric, rank
+    from featx.runs.ranking import entry_metric, rank
 
     metric, _ = entry_metric(cache, log["cache_key"].iloc[0])  # the rule every table of runs ranks by
     assert best == rank(log, metric).table["run_id"].iloc[0]

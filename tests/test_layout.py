@@ -54,8 +54,8 @@ from tiny_entry import make_entry
 from featx.cache import layout
 from featx.cache.remove import remove_entry
 from featx.cache.store import Cache
-from featx.experiments.runfolders import remove_debris
-from featx.experiments.runlog import stage_run
+from featx.runs.folders import remove_debris
+from featx.runs.store import stage_run
 
 
 def killed_at(event, prefix):  # SIGKILL this process when featx's own code acts on a staging folder of `prefix`

@@ -7,13 +7,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
 from featx.errors import FeatxError
-from featx.reports import (
-    evaluate,
-    plot_confusion,
-    plot_layer_comparison,
-    plot_learning_curves,
-    plot_tsne,
-)
+from featx.figures.plots import plot_confusion, plot_layer_comparison, plot_learning_curves, plot_tsne
+from featx.selection.metrics import evaluate
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CLASS_NAMES = [f"digit {i}" for i in range(10)]

@@ -20,9 +20,9 @@ from sklearn.pipeline import Pipeline
 
 from featx.classifiers import CLASSIFIERS, make_pipeline
 from featx.errors import FeatxError
-from featx.experiments.models import HEAD_FILE, MODEL_FILE, load_model, model_sha256, save_model
-from featx.experiments.runlog import COLUMNS, LOG_FILE, append_run, stage_run
 from featx.features.transforms import build_feature_pipeline
+from featx.runs.models import HEAD_FILE, MODEL_FILE, load_model, model_sha256, save_model
+from featx.runs.store import COLUMNS, LOG_FILE, append_run, stage_run
 
 
 class Payload:

@@ -9,7 +9,7 @@ import pytest
 
 import featx
 from featx.cli import main
-from featx.experiments.runlog import read_log
+from featx.runs.store import read_log
 
 from helpers import cli
 

@@ -34,7 +34,7 @@ def test_drawing_reports_chooses_no_matplotlib_backend(tmp_path):
     script = textwrap.dedent(f"""
         import matplotlib, pandas as pd, numpy as np
         before = matplotlib.rcParams._get_backend_or_none()
-        from featx.reports.plots import plot_confusion, plot_layer_comparison, plot_tsne
+        from featx.figures.plots import plot_confusion, plot_layer_comparison, plot_tsne
         out = {str(tmp_path)!r}
         plot_confusion(pd.DataFrame([[3, 1], [0, 4]], index=["a", "b"], columns=["a", "b"]), out + "/c.png", "t")
         results = pd.DataFrame({{"layers": ["x", "y", "x", "y"], "classifier": ["rf", "rf", "svm", "svm"],

@@ -44,7 +44,7 @@ def _substitutions(tmp: Path, cache: Path) -> dict:
         Image.open(os.path.join(source.root, rel)).save(images / os.path.basename(rel))
 
     def newest_run():  # with a model: compare keeps only its best row's
-        from featx.experiments.runlog import read_log
+        from featx.runs.store import read_log
 
         log = read_log(cache)
         return str(log[log["model_path"] != ""].iloc[-1]["run_id"])

@@ -67,8 +67,8 @@ def check_self_contained(text: str) -> list[str]:
 
 def test_rendered_page_is_self_contained_and_escaped(tmp_path):
     from featx.cache.store import Cache
-    from featx.reports.html import Page, render
-    from featx.reports.plots import plot_confusion
+    from featx.figures.plots import plot_confusion
+    from featx.report import Page, render
 
     matrix = pd.DataFrame([[5, 1], [2, 7]], index=["a<b", "c"], columns=["a<b", "c"])
     png = plot_confusion(matrix, tmp_path / "confusion.png", "a <b>title</b>")
@@ -89,7 +89,8 @@ def test_rendered_page_is_self_contained_and_escaped(tmp_path):
 
 def test_fit_command_gives_back_the_logged_fit():
     from featx.cli import _classifier_params, _transforms, build_parser
-    from featx.experiments.fit import FitSpec, fit_command
+    from featx.experiments.fit import FitSpec
+    from featx.runs.record import fit_command
 
     spec = FitSpec(
         classifier="rf",
@@ -115,7 +116,7 @@ def test_fit_command_gives_back_the_logged_fit():
 
 
 def test_short_run_ids_find_their_run(tmp_path):
-    from featx.experiments.runlog import COLUMNS, append_run, find_run
+    from featx.runs.store import COLUMNS, append_run, find_run
 
     for run_id in ("20261202-090000-abc123", "20261202-090001-def456"):
         append_run(tmp_path, {c: None for c in COLUMNS} | {"run_id": run_id, "model_path": "", "model_sha256": ""})
@@ -124,7 +125,7 @@ def test_short_run_ids_find_their_run(tmp_path):
 
 
 def test_rank_groups_protocols_marks_baselines_and_recommends_from_the_cv_group():
-    from featx.experiments.ranking import format_ranked, rank, recommendation_line, recommended
+    from featx.runs.ranking import format_ranked, rank, recommendation_line, recommended
 
     rows = pd.DataFrame(
         {
@@ -259,7 +260,7 @@ def experiments(elpv_cache, tmp_path_factory):
 
 
 def test_report_of_compare_tune_and_runs(experiments, tmp_path):
-    from featx.experiments.compare import read_report
+    from featx.runs.reports import read_report
 
     where, compare_folder, tune_folder, dense_id, compare_out = experiments
     rc, out, err = cli("report", *where)  # no source: the most recent report, the tune
@@ -335,8 +336,8 @@ def test_report_renders_in_headless_chromium(experiments, tmp_path):
 @pytest.mark.slow
 def test_quickstart_names_one_best_model_fits_the_terminal_and_ends_with_its_report(tmp_path):
     from featx.experiments import run_pipeline
-    from featx.experiments.compare import read_report
-    from featx.experiments.ranking import recommended
+    from featx.runs.ranking import recommended
+    from featx.runs.reports import read_report
 
     text = (ROOT / "pipelines" / "quickstart.toml").read_text()
     assert "limit = 1000" in text
@@ -373,7 +374,7 @@ def test_quickstart_names_one_best_model_fits_the_terminal_and_ends_with_its_rep
 
 
 def test_runs_table_says_data_once_ranks_per_protocol_and_fits_120_columns(tmp_path):
-    from featx.experiments.runlog import COLUMNS, SELECTION_COLUMNS, append_run
+    from featx.runs.store import COLUMNS, SELECTION_COLUMNS, append_run
 
     long_layers = ",".join(f"block{n}a_project_bn" for n in range(1, 8))
     rows = [

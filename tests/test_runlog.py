@@ -1,4 +1,4 @@
-"""The runs log store (featx.experiments.runlog): format 4 rows (spec and evaluation whole, their hash), the migration
+"""The runs log store (featx.runs.store): format 4 rows (spec and evaluation whole, their hash), the migration
 of a real format-3 log written by an older featx, and the module boundaries of the split runs.py (only runlog runs
 SQL, only models loads model files)."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from featx.experiments.runlog import LOG_FILE, LOG_VERSION, read_log
+from featx.runs.store import LOG_FILE, LOG_VERSION, read_log
 
 from helpers import assert_one_line_error, cli
 
@@ -82,8 +82,8 @@ def test_only_the_models_module_loads_model_files():
 
 
 def test_a_real_format_3_log_is_listed_loaded_and_migrated_whole(tmp_path):
-    from featx.experiments.models import load_model
-    from featx.experiments.spec import Evaluation, fit_spec, logged_spec, spec_hash
+    from featx.runs.models import load_model
+    from featx.selection.spec import Evaluation, fit_spec, logged_spec, spec_hash
 
     runs = v3_runs(tmp_path)
     ids = sorted(p.name for p in runs.iterdir() if p.is_dir())
@@ -137,9 +137,9 @@ def test_every_run_of_a_real_format_3_log_predicts_after_its_migration(elpv_cach
     """The runs of tests/data/runs-v3 were fitted on this fixture's entry (the same key), so predict rebuilds its
     backbone; each migrated run's model predicts new images as it predicts their cached features."""
     from featx import Cache, load
-    from featx.experiments.models import load_model
     from featx.experiments.predict import predict
-    from featx.experiments.runlog import finish_removals, logged_selection
+    from featx.runs.models import load_model
+    from featx.runs.store import finish_removals, logged_selection
     from featx.sources import resolve_source
 
     runs = v3_runs(tmp_path)
@@ -167,7 +167,7 @@ def test_every_run_of_a_real_format_3_log_predicts_after_its_migration(elpv_cach
 def test_a_fit_logs_its_spec_and_evaluation_whole_with_their_hash(elpv_cache, tmp_path):
     import featx
     from featx.experiments.fit import fit_run
-    from featx.experiments.spec import Evaluation, FitSpec, fit_spec, logged_spec, spec_hash
+    from featx.selection.spec import Evaluation, FitSpec, fit_spec, logged_spec, spec_hash
 
     runs = tmp_path / "runs"
     spec = fit_spec("logreg", params={"C": 0.5}, class_weight="balanced", standardize=True, n_jobs=1, seed=2)
@@ -202,8 +202,8 @@ def test_a_fit_logs_its_spec_and_evaluation_whole_with_their_hash(elpv_cache, tm
 def test_the_log_and_the_runs_table_say_what_they_left_out_as_values(tmp_path):
     """read_runlog's RunLog and runs_table's RunsTable carry the warnings, the invalid ids and the order line as
     attributes of their own (never in DataFrame.attrs, which pandas operations drop); read_log is the table alone."""
-    from featx.experiments.runlog import COLUMNS, append_run, read_runlog
-    from featx.experiments.runs import format_runs, runs_table
+    from featx.runs.listing import format_runs, runs_table
+    from featx.runs.store import COLUMNS, append_run, read_runlog
 
     cache = tmp_path / "cache"
     for run_id in ("20261202-090000-abc123", "20261202-090001-def456", "20261202-090002-0aa0aa"):

@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 
 from featx.errors import FeatxError
-from featx.experiments.runlog import LOG_FILE, LOG_VERSION, find_run, read_log
-from featx.experiments.runs import export_csv, runs, runs_table
+from featx.runs.listing import export_csv, runs, runs_table
+from featx.runs.store import LOG_FILE, LOG_VERSION, find_run, read_log
 
 import forkserver
 from helpers import assert_one_line_error, cli, user_lines
@@ -102,7 +102,7 @@ def test_damaged_or_foreign_log_is_one_line_and_never_appended_to(cache, tmp_pat
 
 
 def test_unknown_log_version_or_foreign_database_is_refused(tmp_path):
-    from featx.experiments.runlog import prepare_log
+    from featx.runs.store import prepare_log
 
     folder = tmp_path / "runs"
     folder.mkdir()
@@ -141,7 +141,7 @@ def test_old_csv_log_is_migrated_and_exported(cache, tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "all.csv", dtype={"run_id": str}), log, check_dtype=False)
     assert export_csv(tmp_path / "api.csv", cache).read_bytes() == (tmp_path / "all.csv").read_bytes()
     with pytest.raises(FeatxError, match="model.joblib.*no longer loads.*fit it again"):
-        from featx.experiments.models import load_model
+        from featx.runs.models import load_model
 
         load_model("20250101", cache)
     assert find_run("20250101", cache)["model_path"].endswith(".joblib")
@@ -326,8 +326,8 @@ def compared(small_cache, tmp_path_factory, fork_server) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("command", ["prune", "rm"])
 def test_rm_and_prune_killed_at_every_step_lose_no_listed_run(command, compared, tmp_path):
-    from featx.experiments.models import load_model
-    from featx.experiments.runfolders import KILL_AT
+    from featx.runs.folders import KILL_AT
+    from featx.runs.models import load_model
 
     base = compared
     logged = set(read_log(base)["run_id"])
@@ -398,7 +398,7 @@ def test_empty_log_file_is_a_warning_not_silence(tmp_path):
 
 
 def test_a_format_2_log_is_read_as_it_is_then_migrated_with_its_splits_unknown(tmp_path):
-    from featx.experiments.runlog import COLUMNS, append_run
+    from featx.runs.store import COLUMNS, append_run
 
     cache = old_log(tmp_path)
     log = cache / "runs" / LOG_FILE
@@ -437,8 +437,8 @@ def test_a_format_2_log_is_read_as_it_is_then_migrated_with_its_splits_unknown(t
 def test_runs_on_a_rewritten_split_are_ranked_apart_and_never_reused(cache):
     from featx import open_entry
     from featx.experiments.fit import FitSpec
-    from featx.experiments.reuse import logged_runs
-    from featx.experiments.runlog import split_fingerprint
+    from featx.runs.reuse import logged_runs
+    from featx.runs.store import split_fingerprint
 
     assert featx(*FIT, "--cache-dir", cache).rc == 0
     split = featx(
@@ -519,7 +519,7 @@ def test_full_tmpfs_says_disk_full_and_leaves_no_half_report(cache, small_disk):
 @pytest.mark.slow  # a Keras dense head
 def test_random_bytes_in_head_keras_are_named_corrupt(digits, tmp_path):
     from featx.experiments.fit import FitSpec
-    from featx.experiments.models import _load_pipeline, save_model
+    from featx.runs.models import _load_pipeline, save_model
 
     X, y, split = digits
     spec = FitSpec(classifier="dense", params={"hidden": (8,), "epochs": 1})

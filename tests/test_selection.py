@@ -8,17 +8,9 @@ import pytest
 import featx
 from featx.classifiers import make_classifier, make_pipeline
 from featx.errors import FeatxError
-from featx.experiments.selection import (
-    METRICS,
-    cross_validate,
-    default_metric,
-    make_folds,
-    paired_difference,
-    score,
-    summarize,
-    val_folds,
-)
 from featx.features.transforms import build_feature_pipeline
+from featx.selection.cv import cross_validate, make_folds, paired_difference, summarize, val_folds
+from featx.selection.metrics import METRICS, default_metric, score
 
 
 @pytest.fixture(scope="module")

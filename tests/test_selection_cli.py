@@ -15,9 +15,9 @@ import featx.experiments.tune
 from featx.cache.store import Cache
 from featx.cli import main
 from featx.errors import FeatxError
-from featx.experiments.runlog import read_log
-from featx.experiments.runs import format_runs, runs, runs_table
-from featx.experiments.selection import METRICS
+from featx.runs.listing import format_runs, runs, runs_table
+from featx.runs.store import read_log
+from featx.selection.metrics import METRICS
 
 QUIET = {"log": lambda *a: None}
 LAYERS = ["top_activation", "block6d_add"]

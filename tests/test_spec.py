@@ -1,4 +1,4 @@
-"""featx.experiments.spec: FitSpec and Evaluation as values (round trip, hash), built once at every front door."""
+"""featx.selection.spec: FitSpec and Evaluation as values (round trip, hash), built once at every front door."""
 
 from __future__ import annotations
 
@@ -12,16 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from featx.errors import FeatxError
-from featx.experiments.spec import (
-    METRIC_NAMES,
-    Evaluation,
-    FitSpec,
-    _canonical,
-    _decode,
-    _encode,
-    fit_spec,
-    spec_hash,
-)
+from featx.selection.spec import METRIC_NAMES, Evaluation, FitSpec, _canonical, _decode, _encode, fit_spec, spec_hash
 
 
 def _json(value):
@@ -204,7 +195,7 @@ def test_the_api_keywords_default_to_the_builders_defaults():
     """The defaults live in the builders: featx.fit and featx.compare spell the same ones (one test, not a copy
     per front door that could drift)."""
     from featx.experiments import compare, fit
-    from featx.experiments.spec import compare_specs
+    from featx.selection.spec import compare_specs
 
     def defaults(function):
         return {k: p.default for k, p in inspect.signature(function).parameters.items() if p.default is not p.empty}
@@ -259,10 +250,10 @@ def logged(elpv_cache, tmp_path_factory):
 def test_every_logged_spec_round_trips_and_refits_to_the_same_scores(logged, elpv_cache, tmp_path):
     from featx.cache.store import Cache
     from featx.experiments.fit import fit_run
-    from featx.experiments.runlog import logged_selection, read_log
-    from featx.experiments.spec import logged_spec
     from featx.features.load import load
-    from featx.reports import evaluate
+    from featx.runs.store import logged_selection, read_log
+    from featx.selection.metrics import evaluate
+    from featx.selection.spec import logged_spec
 
     table = read_log(elpv_cache, runs_dir=logged)
     assert len(table) == 3 + (3 + 2) + 1 and table["spec_hash"].notna().all()
@@ -294,10 +285,10 @@ def test_compare_runs_and_prune_rank_by_one_rule(logged, elpv_cache, tmp_path):
     prune keeps rank()'s first."""
     import shutil
 
-    from featx.experiments.housekeeping import prune
-    from featx.experiments.ranking import rank, recommended
-    from featx.experiments.runlog import read_log
-    from featx.experiments.runs import runs
+    from featx.runs.housekeeping import prune
+    from featx.runs.listing import runs
+    from featx.runs.ranking import rank, recommended
+    from featx.runs.store import read_log
 
     table = read_log(elpv_cache, runs_dir=logged)
     compared = table[table["cv"].notna() & (table["classifier"] != "rf")]
@@ -322,7 +313,7 @@ def test_fit_like_refits_a_logged_run_and_flags_override_it(logged, elpv_cache, 
     import subprocess
     import sys
 
-    from featx.experiments.runlog import read_log
+    from featx.runs.store import read_log
 
     from helpers import assert_one_line_error
 
@@ -359,7 +350,7 @@ def test_a_pipeline_step_reuses_the_run_of_the_same_featx_fit(elpv_cache, tmp_pa
     from conftest import ELPV_LAYERS, ELPV_LIMIT
 
     from featx.cli import main
-    from featx.experiments.runlog import read_log
+    from featx.runs.store import read_log
 
     assert (
         main(

@@ -66,6 +66,6 @@ def test_warm_extract_and_ls_of_a_real_entry_import_neither_tensorflow_nor_sklea
 
 
 def test_cli_metric_names_are_the_selection_metrics():
-    from featx.experiments.selection import METRICS
+    from featx.selection.metrics import METRICS
 
     assert METRIC_NAMES == tuple(METRICS)

@@ -132,8 +132,8 @@ def test_fit_logs_curves_predicts_new_images_and_is_deterministic(tail_cache, el
     .keras model beside model.skops; the same seed gives the same run; `featx predict` on the images themselves
     (bottom up to the cut, then the tail) gives the probabilities the model gives on the cached maps; rm removes it."""
     import featx
-    from featx.experiments.models import load_model
     from featx.features.maps import load_maps
+    from featx.runs.models import load_model
 
     args = (
         "fit",
@@ -265,10 +265,11 @@ def test_tune_without_a_cut_searches_the_cached_cuts_and_logs_the_winner(
     """`featx tune --clf tail --search halving|exact` with no --cut: the cuts the entry caches (block6d_add, and the
     final layer top_activation: a head on its map) are an axis of the search, each point trained on its cut's maps
     streamed from HDF5; one line names the cut that won, and the refit is logged on that cut."""
-    from featx.experiments import budget, tune
-    from featx.experiments.budget import BudgetSearch
-    from featx.experiments.models import load_model
+    from featx.experiments import tune
     from featx.features.maps import is_streamed
+    from featx.runs.models import load_model
+    from featx.selection import halving as budget
+    from featx.selection.spaces import BudgetSearch
 
     # the default grids (8 configurations x 18 epochs; 6 x 20) cost minutes at any size: one learning rate, 2 epochs
     fixed = {"warmup_epochs": 1, "batch_size": 4}
@@ -300,9 +301,9 @@ def test_compare_streams_the_maps_and_scores_as_the_maps_held_in_memory(tail_cac
     its row scores what the same fit scores on the same maps held in memory (as compare read them before)."""
     import featx
     from featx.backbones import backbone_description
-    from featx.experiments.fit import train_and_score
-    from featx.experiments.spec import fit_spec
     from featx.features.maps import CachedMaps, load_maps
+    from featx.selection.spec import fit_spec
+    from featx.selection.train import train_and_score
 
     params = {"cut": CUT, "epochs": 2, "warmup_epochs": 1, "batch_size": 4}
     rc, out, err = cli(

@@ -14,10 +14,11 @@ from sklearn.svm import LinearSVC
 
 import featx
 from featx.errors import FeatxError
-from featx.experiments.selection import make_folds
-from featx.experiments.selection import row_space as _row_space
-from featx.experiments.tune import C_PATH, SEARCHES, Search, tune, tune_cache
-from featx.reports.selection_plots import plot_layer_scores, plot_search_curve
+from featx.experiments.tune import tune, tune_cache
+from featx.figures.selection_plots import plot_layer_scores, plot_search_curve
+from featx.selection.cv import make_folds
+from featx.selection.rowspace import row_space as _row_space
+from featx.selection.spaces import C_PATH, SEARCHES, Search
 
 METRIC_KEYS = ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted")
 

@@ -23,10 +23,10 @@ from featx.classifiers import make_pipeline
 from featx.classifiers.views import ViewEnsemble, final_classifier, training_rows, view_rows
 from featx.errors import FeatxError
 from featx.experiments import FitSpec, train_and_score
-from featx.experiments.models import _load_pipeline, save_model
-from featx.experiments.reuse import logged_runs
-from featx.experiments.runlog import LOG_FILE, LOG_VERSION, append_run, read_log
-from featx.experiments.selection import cross_validate, make_folds
+from featx.runs.models import _load_pipeline, save_model
+from featx.runs.reuse import logged_runs
+from featx.runs.store import LOG_FILE, LOG_VERSION, append_run, read_log
+from featx.selection.cv import cross_validate, make_folds
 
 CLASSES = [str(d) for d in range(10)]
 FLIP = ("id", "hflip")
@@ -182,7 +182,7 @@ def test_dense_head_in_a_view_ensemble_saves_its_keras_model_beside_it(digit_vie
 
 def _v1_log(folder):
     """A runs log as featx wrote it before views (format version 1), with one run."""
-    from featx.experiments.runlog import COLUMNS
+    from featx.runs.store import COLUMNS
 
     old = [c for c in COLUMNS if c not in ("views", "tta", "split_fingerprint")]
     folder.mkdir(parents=True)
@@ -226,7 +226,7 @@ def test_an_old_log_reads_as_plain_runs_and_is_migrated_by_the_next_write(tmp_pa
     # reuse matches the spec_hash only (issue 19): rows logged without one (this format-1 row, the hand-made row
     # above) never stand for a fit; given their hashes, a plain run and a views run are told apart as before
     assert logged_runs(table, "k", [(["a"], plain)], split="f" * 16) is None
-    from featx.experiments.spec import spec_hash
+    from featx.selection.spec import spec_hash
 
     table["spec_hash"] = [spec_hash(plain), spec_hash(views)]
     assert logged_runs(table, "k", [(["a"], plain)], split="f" * 16) == ["20250101-000000-0000aa"]
@@ -321,7 +321,7 @@ def test_tta_on_real_features_is_the_mean_over_views_and_differs_from_the_identi
 @pytest.mark.slow
 def test_fit_with_views_logs_them_and_a_plain_fit_is_as_before(flipped, tmp_path):
     from featx.experiments import fit
-    from featx.experiments.models import load_model
+    from featx.runs.models import load_model
 
     cache_dir, entry = flipped
     runs = tmp_path / "runs"
@@ -387,8 +387,8 @@ def _featx(*argv):
 
 @pytest.mark.slow
 def test_cli_fit_compare_tune_predict_with_views_and_tta(flipped, tmp_path, fork_server):
-    from featx.experiments.models import load_model
     from featx.features.load import load
+    from featx.runs.models import load_model
     from featx.sources import resolve_source
 
     cache_dir, entry = flipped
@@ -461,7 +461,8 @@ def test_cli_fit_compare_tune_predict_with_views_and_tta(flipped, tmp_path, fork
 
 @pytest.mark.slow  # about 12 s: a small grid and a refit on 1,500 view rows
 def test_tune_trains_each_point_on_every_view_and_refits_a_view_ensemble(digit_views):
-    from featx.experiments.tune import Search, _path, tune
+    from featx.experiments.tune import _path, tune
+    from featx.selection.spaces import Search
 
     X, y, split = digit_views
     train, val = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
@@ -500,7 +501,8 @@ def test_tune_refit_resolves_svm_gamma_on_view_rows_as_its_search_did(digit_view
     from sklearn.preprocessing import StandardScaler
 
     from featx.classifiers.views import view_rows
-    from featx.experiments.tune import Search, tune
+    from featx.experiments.tune import tune
+    from featx.selection.spaces import Search
 
     X, y, split = digit_views
     result = tune(

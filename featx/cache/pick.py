@@ -15,7 +15,7 @@ def entry_label(entry: CacheEntry) -> str:
 def data_labels(cache=None) -> dict[str, str]:
     """{cache key: data_label} of every readable entry of a Cache (or cache folder), for tables of runs (which
     store only the key)."""
-    return {e.key: e.data_label for e in (cache if isinstance(cache, Cache) else Cache(cache)).entries()}
+    return {e.key: e.data_label for e in Cache.resolve(cache).entries()}
 
 
 def key_data_label(cache_key, labels: dict[str, str], missing: str = "(entry not in this cache)") -> str:
@@ -24,10 +24,10 @@ def key_data_label(cache_key, labels: dict[str, str], missing: str = "(entry not
     return " + ".join(labels.get(part, missing) for part in str(cache_key).split("+"))
 
 
-def pick_entry(cache_dir=None, *, data: str | None = None, backbone: str | None = None) -> CacheEntry:
+def pick_entry(cache=None, *, data: str | None = None, backbone: str | None = None) -> CacheEntry:
     """The most recent entry extracted from `data` (as given to extract: a folder, CSV or 'elpv') with
     `backbone` (registry name or model file); either may be None (any). An error lists the entries otherwise."""
-    cache = Cache(cache_dir)
+    cache = Cache.resolve(cache)
     entries = cache.entries()
     source = None
     if data is not None:

@@ -57,7 +57,7 @@ RANDOM_WEIGHTS = "[random weights]"
 NOT_ENTRIES = ("runs", "reports")
 INDEX_MAGIC, USER_BLOCK = b"featx index\n", 512  # index.h5 starts with a user block: magic, then JSON {digest}
 
-__all__ = ["FORMAT_VERSION", "Cache", "CacheEntry", "list_entries", "open_entry"]
+__all__ = ["FORMAT_VERSION", "Cache", "CacheEntry"]
 
 
 class Cache:
@@ -70,6 +70,11 @@ class Cache:
     def __init__(self, root: str | Path | None = None, *, runs_dir: str | Path | None = None):
         self.root = Path(root if root is not None else os.environ.get("FEATX_CACHE", "cache"))
         self._runs = Path(runs_dir) if runs_dir else None
+
+    @classmethod
+    def resolve(cls, cache: Cache | str | Path | None = None) -> Cache:
+        """A front door's `cache` argument as a Cache: one given as it is, a folder, or None (the default folder)."""
+        return cache if isinstance(cache, Cache) else cls(cache)
 
     def __repr__(self) -> str:
         return f"Cache('{self.root}'" + (f", runs_dir='{self._runs}')" if self._runs else ")")
@@ -133,6 +138,18 @@ class Cache:
             return spec if self._runs is None else spec.in_cache(spec.cache.with_runs_dir(self._runs))
         folder = self.find(spec)
         return CacheEntry(folder, self._at(folder.parent))
+
+    def open_all(self, entries) -> list[CacheEntry]:
+        """The entries a verb reads: one for a single spec (as `open`), each of a list or tuple of specs (features
+        side by side, row-aligned by image); an entry named twice is an error."""
+        opened = [self.open(e) for e in entries] if isinstance(entries, (list, tuple)) else [self.open(entries)]
+        if not opened:
+            raise FeatxError("no cache entries given; name at least one with --entry")
+        names = [e.name for e in opened]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise FeatxError(f"cache entry {twice[0]} is given twice; name each entry once")
+        return opened
 
     def find(self, spec: str | Path | None = None) -> Path:
         """The folder `open(spec)` opens. Matching looks at folder names (they end with the key's first 12
@@ -710,16 +727,6 @@ def _remove_entry_debris(folder: Path) -> None:
 def _first_line(exc: Exception) -> str:
     text = str(exc).splitlines()
     return text[0] if text and text[0] else type(exc).__name__
-
-
-def list_entries(cache_dir: Path | None = None) -> list[CacheEntry]:
-    """Shorthand for `Cache(cache_dir).entries()`."""
-    return Cache(cache_dir).entries()
-
-
-def open_entry(cache: str | Path | CacheEntry | None = None, cache_dir: Path | None = None) -> CacheEntry:
-    """Shorthand for `Cache(cache_dir).open(cache)`."""
-    return Cache(cache_dir).open(cache)
 
 
 @contextmanager

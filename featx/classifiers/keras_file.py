@@ -1,5 +1,5 @@
 """The fitted Keras model of featx's Keras estimators (the dense head, the tail) as files: one owner for how it is
-saved beside the skops pipeline (featx.experiments.models writes it as head.keras), loaded back in Keras safe mode,
+saved beside the skops pipeline (featx.runs.models writes it as head.keras), loaded back in Keras safe mode,
 and pickled as .keras bytes so joblib can pass whole Pipelines between processes."""
 
 from __future__ import annotations

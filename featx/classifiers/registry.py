@@ -41,6 +41,7 @@ CLASSIFIERS = {  # name -> (estimator class, or "module:Class" imported on first
     "stratified": (DummyClassifier, {"strategy": "stratified"}),
 }
 BASELINES = ("majority", "stratified")
+TAIL = "tail"  # the backbone's layers above a cut, trained on its cached maps
 
 # n_jobs does nothing for LogisticRegression's default lbfgs solver; sklearn >= 1.8 warns if set.
 IGNORES_N_JOBS = {"logreg"}

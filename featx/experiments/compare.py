@@ -12,7 +12,7 @@ bar; a row's line is printed when its last fit is done. Work is shared where the
 own: rows with the same columns and spec ("each" repeats a layer also named on its own, e.g. top_activation)
 are fitted once and share the results; each fold of a logistic regression starts from the row's train solution
 (warm start: the same convex optimum, reached in fewer iterations), L2 linear models on more than twice as many
-features as rows are solved in the row space of the fold (featx.experiments.selection.row_space, as tune does),
+features as rows are solved in the row space of the fold (featx.selection.cv.row_space, as tune does),
 float32 features stay float32, and each fit runs on one core while the folds and rows run in parallel.
 ConvergenceWarnings are counted per row (`not_converged`) and summed in one line. `search="halving"` spends the
 full CV only on contenders (successive halving over rows on the same folds; see _halving).
@@ -20,72 +20,40 @@ full CV only on contenders (successive halving over rows on the same folds; see 
 
 from __future__ import annotations
 
-import math
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
-from sklearn.pipeline import Pipeline
 from tqdm.auto import tqdm
 
 from featx.backbones.layers import LayerSelection
 from featx.cache.pick import entry_label
 from featx.cache.store import Cache
-from featx.classifiers import BASELINES, make_classifier
+from featx.classifiers import BASELINES
 from featx.classifiers.registry import large_n_note
 from featx.classifiers.views import final_classifier
-from featx.distributed import joblib_backend
+from featx.compute import Compute
 from featx.errors import FeatxError
-from featx.experiments.fit import (
-    FitSpec,
-    Scores,
-    _silent,
-    check_trainable,
-    loaded_views,
-    record_run,
-    train_and_score,
-)
-from featx.experiments.runfolders import new_run_id, writable_folder
-from featx.experiments.runlog import cv_columns, prepare_log, selection_columns
-from featx.experiments.selection import (
-    METRICS,
-    SELECTION_SPLITS,
-    CVResult,
-    Folds,
-    default_metric,
-    for_row_space,
-    make_folds,
-    paired_difference,
-    quietly,
-    row_space,
-    score,
-    summarize,
-    val_folds,
-)
-from featx.experiments.spec import (  # noqa: F401  (fit_specs: also featx.experiments.compare's)
-    METRIC_NAMES,
-    Evaluation,
-    baseline_specs,
-    compare_specs,
-    fit_specs,
-    score_column,
-)
-from featx.experiments.tail import load_features, tail_specs
-from featx.experiments.tune import ROW_SPACE
+from featx.experiments.inputs import check_trainable, load_features, loaded_views, tail_specs
 from featx.features.head2toe import bind_spec
 from featx.features.load import select_cached
-from featx.features.transforms import build_feature_pipeline
-from featx.reports.selection_plots import plot_layer_scores
-from featx.values import params_dict, parse_grid_item
+from featx.figures.selection_plots import plot_layer_scores
+from featx.progress import silent
+from featx.runs.record import record_run
+from featx.runs.reports import comparison_plot, new_report_folder, write_compare_report
+from featx.runs.store import cv_columns, prepare_log, selection_columns
+from featx.selection.cv import CVResult, Folds, make_folds, paired_difference, quietly, summarize, val_folds
+from featx.selection.halving import ladder, schedule, successive_halving
+from featx.selection.metrics import METRICS, SELECTION_SPLITS, default_metric, score
+from featx.selection.spec import METRIC_NAMES, Evaluation, FitSpec, baseline_specs, fit_spec, score_column, swept_params
+from featx.selection.train import WARM_STARTS, Scores, fit_fold, train_and_score
 
 EACH = "each"
 SAVE_MODELS = ("best", "all")
-HALVING_FACTOR = 3  # each halving rung keeps the best third of the rows (at least 2) and triples their folds
 BASELINE_LAYERS = "(baseline)"  # the layers cell of a baseline row: it ignores the features
 TABLE_COLUMNS = (
     "layers",
@@ -101,10 +69,6 @@ TABLE_COLUMNS = (
     "not_converged",
     "run_id",
 )
-# row space only where it cuts the width by half or more: at 1,574 fold rows x 1,808 features (ELPV blocks) its
-# eigendecomposition and the lost warm start made a logistic regression fold 2.4x slower than the cold wide fit
-ROW_SPACE_RATIO = 2
-WARM_STARTS = ("logreg",)  # solvers that continue from given coefficients (lbfgs); liblinear (LinearSVC) cannot
 
 
 @dataclass
@@ -121,143 +85,64 @@ class CompareResult:
 
 
 def compare(
-    cache=None,
-    *,
+    entry=None,
     layer_sets=("blocks",),
-    classifiers=("rf",),
-    grid: dict | None = None,
-    params: dict | None = None,
-    seed: int = 0,
-    n_jobs: int = -1,
-    metric: str | None = None,
-    cv: int | None = None,
-    cv_repeats: int = 1,
-    class_weight: str | None = None,
-    plots: bool = False,
-    cache_dir=None,
-    log=print,
-    runs_dir=None,
-    cluster=None,
-    cluster_config=None,
-    cluster_timeout=None,
-    save_models: str = "best",
-    views=None,
-    view_seed: int = 0,
-    tta: bool = False,
-    search: str = "exact",
-    progress: bool = True,
-    reuse: bool = True,
-    command: str | None = None,
-    **transforms,
-) -> CompareResult:
-    """Fit every (layer subset, classifier, grid point) and the baselines; tabulate them best first.
-
-    layer_sets : subsets, each a layer name, group (all, blocks, final, fc), comma list of them, or "each" (every
-        cached layer alone, with its depth index, for a per-depth accuracy curve).
-    classifiers : names (or one comma string), e.g. "rf,svm,logreg".
-    grid : {param: [values]}; params : fixed parameters. Each goes only to the classifiers that have
-        that parameter (rf gets min_samples_leaf, logreg does not); one no classifier has is an error.
-    n_jobs : fits (folds and rows) run in parallel on this many joblib workers (-1: every core), each fit on one
-        core; with n_jobs=1 they run one at a time in this process, each classifier on every core.
-    cluster : run the fits on Dask workers (a featx.distributed spec such as "local:2", or a Client), the
-        feature matrix sent to each worker once; cluster_config : its options; cluster_timeout : as in extract.
-        Results land where a local run puts them; SLURM job logs in <cache_dir>/slurm-logs.
-    metric : the ranking metric, a METRICS name (None: default_metric of the train+val labels, logged).
-    cv : also score each row by repeated stratified K-fold (cv_repeats times) over train+val, on folds made
-        once from `seed` (paired across rows); rows are then ranked by the CV mean. Each row's model is still
-        fitted on train and scored once on val and test, as without cv.
-    search : "exact" scores every row on every fold; "halving" (needs cv) scores every row on one fold, keeps
-        the best third (at least two) for three times the folds, and so on until the contenders have all
-        folds; only they are fitted on train, logged as runs and ranked; the others stay in the table with the
-        folds they had (`folds_scored`, `stopped_early`).
-    class_weight : "balanced" for every classifier (each must have class_weight; baselines never get it).
-    save_models : "best" (default) saves the model of the best row by the ranking score only (the first of
-        equals), "all" every row's; rows without a model are logged all the same, with an empty model path.
-    log : called with each message line, each row's line as it finishes, and the table (default print); None
-        prints nothing. progress : a progress bar over the fits on stderr, when stderr is a terminal.
-    reuse : warm starts and row-space solving in the folds (default); False fits every fold cold on the
-        original columns, the reference the tests compare with.
-    plots : also draw each run's confusion PNGs (off: drawing them takes
-        longer than most fits; the confusion CSVs are always written). transforms : as in fit.
-    views, view_seed, tta : as in fit, for every row (the baselines too: the same protocol, one view's width).
-    Every FitSpec is built (and so checked) before any data is read. command : the command line that ran this
-    compare, kept in the report folder as command.txt (read_report gives it back).
-    Saves results.csv, report.json and layer_comparison.png in <cache_dir>/reports/compare-<id>/ (runs_dir : as in fit;
-    then <runs_dir>/reports/compare-<id>/).
-    """
-    workers = -1 if cluster is not None else n_jobs
-    specs = compare_specs(
-        classifiers,
-        grid=grid,
-        params=params,
-        seed=seed,
-        n_jobs=-1 if workers == 1 else 1,
-        class_weight=class_weight,
-        views=views,
-        view_seed=view_seed,
-        tta=tta,
-        **transforms,
-    )
-    return compare_run(
-        cache,
-        specs,
-        Evaluation(cv=cv, cv_repeats=cv_repeats, metric=metric, seed=seed, search=search),
-        layer_sets=layer_sets,
-        grid=grid,
-        n_jobs=n_jobs,
-        plots=plots,
-        cache_dir=cache_dir,
-        log=log,
-        runs_dir=runs_dir,
-        cluster=cluster,
-        cluster_config=cluster_config,
-        cluster_timeout=cluster_timeout,
-        save_models=save_models,
-        progress=progress,
-        reuse=reuse,
-        command=command,
-    )
-
-
-def compare_run(
-    cache,
-    specs: list[FitSpec],
+    specs: list[FitSpec] | None = None,
     evaluation: Evaluation | None = None,
     *,
-    layer_sets=("blocks",),
-    grid: dict | None = None,
-    n_jobs: int = -1,
-    plots: bool = False,
-    cache_dir=None,
-    log=print,
-    runs_dir=None,
-    cluster=None,
-    cluster_config=None,
-    cluster_timeout=None,
     save_models: str = "best",
-    progress: bool = True,
-    reuse: bool = True,
+    plots: bool = False,
     command: str | None = None,
+    cache=None,
+    compute: Compute | None = None,
+    log=print,
 ) -> CompareResult:
-    """Fit every (layer subset, spec of `specs`) and the baselines, judged by `evaluation`; tabulate them best first:
-    what featx.compare does once its keywords are FitSpecs and an Evaluation, and what a pipeline's compare step and
-    `featx compare` call with theirs. specs : one per classifier and grid point (featx.experiments.spec.compare_specs),
-    all with the same views and tta. grid : the swept parameters, named in each row's model label. The specs' n_jobs
-    is replaced by how the fits share the cores here (it never changes a number). The other keywords: as in compare.
+    """Fit every (layer subset, spec of `specs`) and the baselines, judged by `evaluation`; tabulate them best first.
+
+    entry : a cache entry of `cache` (name, key prefix, folder or CacheEntry; None: the most recent).
+    layer_sets : subsets, each a layer name, group (all, blocks, final, fc), comma list of them, or "each" (every
+        cached layer alone, with its depth index, for a per-depth accuracy curve).
+    specs : one FitSpec per classifier and grid point (featx.selection.spec.compare_specs builds them from
+        classifiers, a grid and fixed params; default: a random forest), all with the same views and tta. The
+        parameters that vary between the specs of a classifier are named in each row's model label.
+    evaluation : the ranking metric (None: chosen from the class balance of the train+val labels, logged), and the
+        protocol: `cv` scores each row by repeated stratified K-fold (cv_repeats times) over train+val, on folds
+        made once from its seed (paired across rows); rows are then ranked by the CV mean. Each row's model is
+        still fitted on train and scored once on val and test, as without cv. search "exact" scores every row on
+        every fold; "halving" (needs cv) scores every row on one fold, keeps the best third (at least two) for
+        three times the folds, and so on until the contenders have all folds; only they are fitted on train,
+        logged as runs and ranked; the others stay in the table with the folds they had (`folds_scored`,
+        `stopped_early`).
+    save_models : "best" (default) saves the model of the best row by the ranking score only (the first of
+        equals), "all" every row's; rows without a model are logged all the same, with an empty model path.
+    plots : also draw each run's confusion PNGs (off: drawing them takes longer than most fits; the confusion CSVs
+        are always written). command : the command line that ran this compare, kept in the report folder.
+    cache : a Cache (or a cache folder; None: the default one). compute : how wide (featx.compute.Compute: the fits
+        run on `workers` joblib workers, each fit on one core; with workers=1 one at a time in this process, each
+        classifier on every core; or on a Dask cluster, the feature matrix sent to each worker once; a progress
+        bar over the fits on stderr; reuse: warm starts and row-space solving in the folds). The specs' n_jobs is
+        replaced by how the fits share the cores (it never changes a number).
+    log : called with each message line, each row's line as it finishes, and the table (default print); None
+        prints nothing.
+    Every FitSpec is checked before any data is read. Saves results.csv, report.json and layer_comparison.png in
+    <reports>/compare-<id>/ (featx.runs.reports).
     """
-    grid, log, evaluation = grid or {}, log or _silent, evaluation or Evaluation()
+    specs = list(specs) if specs else [fit_spec("rf")]
+    grid = swept_params(specs)
+    log, evaluation, compute = log or silent, evaluation or Evaluation(), compute or Compute()
     if save_models not in SAVE_MODELS:
         raise FeatxError(f"unknown --save-models '{save_models}'; choose one of {', '.join(SAVE_MODELS)}")
     cv, metric, search = evaluation.cv, evaluation.metric, evaluation.search
     names = list(dict.fromkeys(spec.classifier for spec in specs))
-    workers = -1 if cluster is not None else n_jobs
+    workers = compute.parallel
     inner = -1 if workers == 1 else 1  # the classifier's cores, or the workers'
     specs = [spec if spec.n_jobs == inner else replace(spec, n_jobs=inner) for spec in specs]
     baselines = baseline_specs(specs)
-    entry = Cache(cache_dir, runs_dir=runs_dir).open(cache)
+    compute.require()
+    entry = Cache.resolve(cache).open(entry)
     specs, _ = tail_specs(entry, specs)  # the tail's params need the entry: its cut's maps, the backbone they came from
     check_trainable(entry, cv=cv, selects=True)  # before anything is written: rows are ranked on val or CV
-    subsets = _expand_subsets(entry, [layer_sets] if isinstance(layer_sets, str) else layer_sets)
+    subsets = expand_subsets(entry, [layer_sets] if isinstance(layer_sets, str) else layer_sets)
     jobs = [(subset, spec) for subset in subsets for spec in specs] + [((subsets[0][0], None), s) for s in baselines]
     features = load_features(  # the tail's maps stream from HDF5, as in fit and tune
         [entry],
@@ -271,7 +156,7 @@ def compare_run(
         for subset, spec in jobs
     ]
     prepare_log(entry.cache)  # unwritable folders or a broken log fail before any fit
-    reports = writable_folder(entry.cache.reports_dir, "reports")
+    folder = new_report_folder(entry.cache, "compare")
     split, slices, n_views = meta["split"].to_numpy(), features.feature_slices, len(specs[0].views)
     if metric is None:
         metric, reason = default_metric(y[np.isin(split, SELECTION_SPLITS)])
@@ -293,22 +178,11 @@ def compare_run(
     rows = [_Row(selection, depth, spec, columns[selection]) for (selection, depth), spec in jobs]
     total = len(rows) * (1 + len(folds or ()))
     bar = tqdm(
-        total=total, unit="fit", desc="compare", file=sys.stderr, disable=not progress or not sys.stderr.isatty()
+        total=total, unit="fit", desc="compare", file=sys.stderr, disable=not compute.progress or not sys.stderr.isatty()
     )
-    runner = _Runner(entry.class_names, X, y, split, folds, workers, cluster is not None, reuse, bar, log, metric)
-    backend = (
-        nullcontext()
-        if cluster is None
-        else joblib_backend(
-            cluster,
-            scatter=[X],
-            config=cluster_config,
-            timeout=cluster_timeout,
-            log_dir=entry.cache.root / "slurm-logs",
-            log=log,
-        )
-    )
-    with backend, bar:
+    distributed = compute.cluster is not None
+    runner = _Runner(entry.class_names, X, y, split, folds, workers, distributed, compute.reuse, bar, log, metric)
+    with compute.joblib(entry.cache, scatter=[X], log=log), bar:
         if search == "halving":
             _halving(runner, rows)
         else:
@@ -333,14 +207,13 @@ def compare_run(
         )
     table, results = _table(rows, grid, metric, score, folds, search == "halving")
     best_line = _best_line(table, results, metric, score, split)
-    folder = reports / f"compare-{new_run_id()}"
-    folder.mkdir(parents=True)
-    table.drop(columns="model").to_csv(folder / "results.csv", index=False)  # model = classifier + grid params
-    _write_report_info(folder, entry, metric, score, best_line, command)
+    csv = write_compare_report(  # model = classifier + the swept params: the printed table's
+        folder, entry, table.drop(columns="model"), metric=metric, score=score, best_line=best_line, command=command
+    )
     shown = table[table["stopped_early"] == False] if "stopped_early" in table else table  # noqa: E712
     plot = plot_layer_scores(
         shown,
-        folder / "layer_comparison.png",
+        comparison_plot(folder),
         mean=score,
         ci=f"cv_{metric}_ci95" if cv else None,
         hue="model",
@@ -352,8 +225,8 @@ def compare_run(
     log(_convergence_line(rows, n_fits, not_converged))
     log(_format(table, metric, score))
     log(best_line)
-    log(f"saved {folder / 'results.csv'} and {plot}")
-    return CompareResult(table, folder / "results.csv", plot, metric, score, best_line, not_converged, runner.ran)
+    log(f"saved {csv} and {plot}")
+    return CompareResult(table, csv, plot, metric, score, best_line, not_converged, runner.ran)
 
 
 @dataclass(eq=False)
@@ -528,58 +401,29 @@ def _fold_task(X, columns, y, spec: FitSpec, train, held_out, init=None, reuse: 
     return {**scores, "fit_seconds": round(time.perf_counter() - began, 3)}, converged
 
 
-def fit_fold(spec: FitSpec, X_train, y_train, X_eval, init=None, reuse: bool = True):
-    """spec fitted on one fold's rows: (fitted estimator, X_eval as it takes them, converged).
-
-    X_train : ndarray of shape (n_train, n_features); y_train : (n_train,); X_eval : (n_eval, n_features).
-    With reuse and a plain spec the transforms are fitted once, as the Pipeline would, and then an L2 linear
-    model on more than ROW_SPACE_RATIO times as many features as rows is solved in the fold's row space (the
-    estimator then takes row-space coordinates, which X_eval is returned in); a logistic regression otherwise
-    starts from `init` (coef_, intercept_), e.g. the row's train solution. Either way the fit ends at the
-    estimator's own optimum (within its tolerance), so the fold's predictions are those of a cold fit.
-    Without reuse: spec's Pipeline, cold.
-    """
-    if not (reuse and spec.plain and spec.classifier != "dense"):
-        estimator = spec.pipeline()
-        _, converged = quietly(estimator.fit, X_train, y_train)
-        return estimator, X_eval, converged
-    steps = Pipeline(build_feature_pipeline(seed=spec.seed, **spec.transforms) or [("identity", "passthrough")])
-    X_train, X_eval = steps.fit_transform(X_train, y_train), steps.transform(X_eval)
-    estimator = make_classifier(spec.classifier, spec.params, spec.seed, spec.n_jobs)
-    if spec.classifier in ROW_SPACE and X_train.shape[1] > ROW_SPACE_RATIO * X_train.shape[0]:
-        X_train, X_eval = row_space(X_train, X_eval)
-        estimator, init = for_row_space(estimator), None  # the train fit's coefficients are of the features
-    if init is not None and spec.classifier in WARM_STARTS:
-        estimator.set_params(warm_start=True)
-        estimator.coef_, estimator.intercept_ = init[0].copy(), init[1].copy()
-    _, converged = quietly(estimator.fit, X_train, y_train)
-    return estimator, X_eval, converged
-
-
 def _halving(runner: _Runner, rows: list[_Row]) -> None:
-    """Successive halving over rows on the same folds: every row gets fold 1, the best third (at least two) by
-    the mean so far get folds up to 3, the best third of those up to 9, ... until the contenders have every
-    fold; only they are fitted on train (before their last folds, which start from it where they can).
-    Baselines (cheap, and the reference every row is read against) get every fold."""
+    """Successive halving over rows on the same folds (featx.selection.halving, folds a cumulative budget): every
+    row gets fold 1, the best third (at least two) by the mean so far get folds up to 3, the best third of those up
+    to 9, ... until the contenders have every fold; only they are fitted on train (before their last folds, which
+    start from it where they can). Baselines (cheap, and the reference every row is read against) get every fold."""
     n_folds = len(runner.folds)
-    budgets = [1]
-    while budgets[-1] < n_folds:
-        budgets.append(min(n_folds, budgets[-1] * HALVING_FACTOR))
     baselines = [row for row in rows if row.baseline]
-    alive = [row for row in rows if not row.baseline]
     runner.run_folds(baselines, range(n_folds))
-    had = 0
-    for budget in budgets[:-1]:
-        runner.run_folds(alive, range(had, budget))
-        had = budget
-        ranked = sorted(alive, key=lambda row: -row.mean(runner.metric, budget))  # stable: ties keep row order
-        keep = max(2, math.ceil(len(alive) / HALVING_FACTOR))
-        for row in ranked[keep:]:
-            row.stopped = budget
-            runner.say(row, f"; stopped at {budget}/{n_folds} fold(s)")
-        alive = ranked[:keep]
-    runner.run_train(alive + baselines)
-    runner.run_folds(alive, range(had, n_folds))
+    had = [0]
+
+    def run(alive, budget, last):
+        if last:
+            runner.run_train(alive + baselines)
+        runner.run_folds(alive, range(had[0], budget))
+        had[0] = budget
+
+    def stop(row, budget, _kept):
+        row.stopped = budget
+        runner.say(row, f"; stopped at {budget}/{n_folds} fold(s)")
+
+    alive = [row for row in rows if not row.baseline]
+    rungs = schedule(len(alive), ladder(1, n_folds, from_top=False), cumulative=True)
+    successive_halving(alive, rungs, run, lambda row, budget: row.mean(runner.metric, budget), on_stop=stop)
 
 
 def _convergence_line(rows: list[_Row], n_fits: int, not_converged: int) -> str:
@@ -681,10 +525,10 @@ def _best_line(table: pd.DataFrame, results: list, metric: str, score: str, spli
 
 
 def _format(table: pd.DataFrame, metric: str, score: str) -> str:
-    """The printed table, best first, within 120 columns (featx.experiments.ranking.TABLE_WIDTH): the ranking score
+    """The printed table, best first, within 120 columns (featx.runs.ranking.TABLE_WIDTH): the ranking score
     (mean ± CI under CV), val/test of the ranking metric, fit time and the short run id; baselines marked, the
     data and backbone said once above it (results.csv has every column, run ids whole)."""
-    from featx.experiments.ranking import cut, short_id
+    from featx.runs.ranking import cut, short_id
 
     baseline = table["classifier"].isin(BASELINES)
     shown = pd.DataFrame(
@@ -733,11 +577,6 @@ def _short(layers: str) -> str:
     return layers if len(parts) <= 2 else f"{parts[0]}…+{len(parts) - 1} layers"
 
 
-def parse_grid(items) -> dict:
-    """["min_samples_leaf=1,2,5", "criterion=gini,entropy", "hidden=(256,),(128,64)"] -> {param: [values]}."""
-    return params_dict(map(parse_grid_item, items))
-
-
 def _view_columns(parts, width: int, n_views: int) -> np.ndarray:
     """A subset's columns (`parts` index one view's `width` columns) in every view's block, view by view."""
     one = np.concatenate(parts)
@@ -745,9 +584,9 @@ def _view_columns(parts, width: int, n_views: int) -> np.ndarray:
 
 
 def _best_model_row(rows: list[_Row], metric: str, folds: Folds | None) -> int:
-    """The row whose model compare keeps by default: featx.experiments.ranking.recommended of the rows' selection
+    """The row whose model compare keeps by default: featx.runs.ranking.recommended of the rows' selection
     scores (the best non-baseline row by the CV mean, else val; the first of equals); -1 when none has a score."""
-    from featx.experiments.ranking import recommended_index
+    from featx.runs.ranking import recommended_index
 
     return recommended_index(
         pd.DataFrame(
@@ -765,7 +604,7 @@ def _val_columns(row: _Row) -> dict:
     return {score_column("val", m): round(val[m], 4) if m in val else None for m in METRIC_NAMES}
 
 
-def _expand_subsets(entry, layer_sets) -> list[tuple[LayerSelection, int | None]]:
+def expand_subsets(entry, layer_sets) -> list[tuple[LayerSelection, int | None]]:
     """(LayerSelection, depth index or None) per subset; "each" gives one per cached layer, with its depth."""
     if not layer_sets:
         raise FeatxError("compare needs at least one layer subset, e.g. --layer-sets top_activation blocks each")
@@ -780,70 +619,3 @@ def _expand_subsets(entry, layer_sets) -> list[tuple[LayerSelection, int | None]
         else:
             subsets.append((select_cached(entry, spec), None))
     return subsets
-
-
-REPORT_INFO, REPORT_VERSION = "report.json", 1
-
-
-@dataclass
-class CompareReport:
-    """A compare report folder as read back (read_report): what `featx report` shows."""
-
-    folder: Path
-    table: pd.DataFrame  # results.csv: the rows best first
-    plot: Path | None  # layer_comparison.png
-    metric: str | None  # the ranking metric (None: a folder written before report.json existed)
-    score: str | None  # the column ranked by
-    entry: str | None  # the cache entry's name
-    best_line: str | None
-    command: str | None  # the command line that ran it, if it was recorded
-
-
-def _write_report_info(folder: Path, entry, metric: str, score: str, best_line: str, command: str | None) -> None:
-    from featx.cache.atomic import atomic_path, write_json
-
-    write_json(
-        folder / REPORT_INFO,
-        {
-            "format_version": REPORT_VERSION,
-            "metric": metric,
-            "score": score,
-            "entry": entry.name,
-            "cache_key": entry.key,
-            "best_line": best_line,
-        },
-    )
-    if command:
-        with atomic_path(folder / "command.txt") as tmp:
-            tmp.write_text(command + "\n", encoding="utf-8")
-
-
-def read_report(folder) -> CompareReport:
-    """Read a compare report folder (<reports>/compare-<id>/) written by compare()."""
-    import json
-
-    folder = Path(folder)
-    try:
-        table = pd.read_csv(folder / "results.csv", dtype={"run_id": str})
-    except (OSError, ValueError) as exc:
-        raise FeatxError(
-            f"{folder} is not a readable compare report ({exc}); pass a compare-<id> folder that `featx compare` wrote"
-        ) from None
-    info = json.loads((folder / REPORT_INFO).read_text()) if (folder / REPORT_INFO).is_file() else {}
-    if info.get("format_version", REPORT_VERSION) != REPORT_VERSION:
-        raise FeatxError(
-            f"{folder / REPORT_INFO} has format version {info['format_version']}, this featx reads "
-            f"version {REPORT_VERSION}; use the featx that wrote it"
-        )
-    command = folder / "command.txt"
-    plot = folder / "layer_comparison.png"
-    return CompareReport(
-        folder,
-        table,
-        plot if plot.is_file() else None,
-        info.get("metric"),
-        info.get("score"),
-        info.get("entry"),
-        info.get("best_line"),
-        command.read_text(encoding="utf-8").strip() if command.is_file() else None,
-    )

@@ -19,9 +19,10 @@ from pathlib import Path
 from featx.cache.atomic import fsync_dir, fsync_file
 from featx.cache.store import Cache
 from featx.errors import FeatxError
+from featx.progress import silent
 
 
-def export_model(run_id: str, output, *, cache_dir=None, runs_dir=None, log=print) -> Path:
+def export_model(run_id: str, output, *, cache=None, log=print) -> Path:
     """Write run `run_id`'s network (a tail run's: bottom + trained tail + head) to `output` (a .keras path).
 
     The model maps float32 images (batch, height, width, 3), preprocessed as the backbone's `preprocess`
@@ -29,14 +30,14 @@ def export_model(run_id: str, output, *, cache_dir=None, runs_dir=None, log=prin
     """
     from featx import runtime
     from featx.backbones import backbone_from_entry
-    from featx.experiments.models import load_model
+    from featx.runs.models import load_model
 
     output = Path(output)
     if output.suffix != ".keras":
         raise FeatxError(f"export-model writes a Keras model file, so -o must end in .keras (got '{output}')")
     if not output.parent.is_dir():
         raise FeatxError(f"folder {output.parent} of -o {output} does not exist; create it or name another")
-    cache = Cache(cache_dir, runs_dir=runs_dir)
+    cache, log = Cache.resolve(cache), log or silent
     pipeline, run = load_model(run_id, cache)
     tail = _tail_of(pipeline, run)
     entry = cache.open(run["cache_entry"])

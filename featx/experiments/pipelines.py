@@ -21,8 +21,6 @@ The whole file is checked before anything runs: an unknown key is an error namin
 
 from __future__ import annotations
 
-import inspect
-import re
 import shlex
 import sys
 from dataclasses import dataclass
@@ -30,19 +28,25 @@ from pathlib import Path
 
 import pandas as pd
 
-from featx.cache.store import CacheEntry
+from featx.backbones import DEFAULT_BACKBONE
+from featx.backbones.spec import BackboneSpec
+from featx.cache.store import Cache, CacheEntry
+from featx.compute import Compute
 from featx.errors import FeatxError
-from featx.experiments.compare import _expand_subsets, compare, compare_run
-from featx.experiments.fit import fit, fit_run
-from featx.experiments.ranking import Ranking, entry_metric, format_ranked, rank, recommendation_line, source_line
-from featx.experiments.reuse import logged_runs
-from featx.experiments.runlog import read_log, split_fingerprint
-from featx.experiments.spec import Evaluation, FitSpec, baseline_specs, compare_specs, fit_spec
-from featx.experiments.tail import tail_specs
+from featx.experiments.compare import compare, expand_subsets
+from featx.experiments.fit import fit
+from featx.experiments.inputs import tail_specs
 from featx.experiments.tsne import tsne, tsne_path
 from featx.extractor import extract
 from featx.features.load import select_cached
 from featx.features.options import TRANSFORM_KEYS
+from featx.progress import silent
+from featx.runs.ranking import Ranking, entry_metric, format_ranked, rank, recommendation_line, source_line
+from featx.runs.reports import new_report_folder, write_pipeline_report
+from featx.runs.reuse import logged_runs
+from featx.runs.store import read_log, split_fingerprint
+from featx.selection.spec import Evaluation, FitSpec, baseline_specs, compare_specs, fit_spec
+from featx.sources.spec import DataSpec
 from featx.sources.views import parse_views
 
 if sys.version_info >= (3, 11):
@@ -50,28 +54,79 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-STEPS = {"fit": fit, "compare": compare, "tsne": tsne}
+EXTRACT_DATA = ("split", "seed", "limit", "strict")  # [extract] keys of the DataSpec
+EXTRACT_BACKBONE = ("pool", "dtype", "input_size", "preprocess", "unsafe", "mixed_precision")  # of the BackboneSpec
+EXTRACT_COMPUTE = ("batch_size", "cluster", "cluster_config", "cluster_timeout")  # of the Compute
+EXTRACT_KEYS = (
+    "pool",
+    "dtype",
+    "batch_size",
+    "split",
+    "seed",
+    "limit",
+    "strict",
+    "input_size",
+    "preprocess",
+    "unsafe",
+    "mixed_precision",
+    "cluster",
+    "cluster_config",
+    "cluster_timeout",
+)
+STEP_KEYS = {  # what a [[steps]] table of each kind may set (besides kind)
+    "fit": (
+        "layers",
+        "clf",
+        "params",
+        "seed",
+        "n_jobs",
+        "cv",
+        "cv_repeats",
+        "class_weight",
+        "views",
+        "view_seed",
+        "tta",
+        *TRANSFORM_KEYS,
+    ),
+    "compare": (
+        "layer_sets",
+        "classifiers",
+        "grid",
+        "params",
+        "seed",
+        "n_jobs",
+        "metric",
+        "cv",
+        "cv_repeats",
+        "class_weight",
+        "plots",
+        "cluster",
+        "cluster_config",
+        "cluster_timeout",
+        "save_models",
+        "views",
+        "view_seed",
+        "tta",
+        "search",
+        "reuse",
+        *TRANSFORM_KEYS,
+    ),
+    "tsne": ("layers", "split", "seed", "max_points"),
+}
+STEPS = tuple(STEP_KEYS)
 VIEW_STEPS = ("fit", "compare")  # the steps that train on augmented views
-TSNE_LAYERS = inspect.signature(tsne).parameters["layers"].default
+TSNE_LAYERS = "top_activation"  # a tsne step's layers unless it names some (as `featx plot-tsne`)
+EXTRACT_LAYERS = "blocks"  # the pipeline's layers unless it names some (as `featx extract`)
+COMPARE_LAYER_SETS = ("blocks",)  # a compare step's layer_sets unless it names some
 TOP_LEVEL = ("name", "description", "data", "backbone", "weights", "layers", "views", "view_seed", "extract", "steps")
-MANAGED = (
-    "cache",
-    "cache_dir",
-    "log",
-    "progress",
-    "runs_dir",
-    "on_event",
-    "refit",
-    "command",
-)  # set by run_pipeline or code, not by a file
 
 
 @dataclass
 class PipelineResult:
     entry: CacheEntry
-    ranking: Ranking  # the runs of this pipeline, ranked (featx.experiments.ranking.rank), with its metric and note
+    ranking: Ranking  # the runs of this pipeline, ranked (featx.runs.ranking.rank), with its metric and note
     plots: list[Path]
-    report: Path | None = None  # the HTML report (featx.reports.html.pipeline_report)
+    folder: Path | None = None  # the pipeline's report folder (report.json; `featx report` renders its page)
     recommended: str = ""  # the closing line: the one recommended model and why
 
     @property
@@ -90,7 +145,7 @@ def read_pipeline(path) -> dict:
     except tomllib.TOMLDecodeError as exc:
         raise FeatxError(f"pipeline '{path}' is not valid TOML: {exc}") from None
     _check_keys(spec, TOP_LEVEL, f"pipeline '{path}'")
-    _check_keys(spec.get("extract", {}), _keywords(extract, TOP_LEVEL), f"[extract] of '{path}'")
+    _check_keys(spec.get("extract", {}), EXTRACT_KEYS, f"[extract] of '{path}'")
     steps = spec.get("steps", [])
     if not isinstance(steps, list) or not steps:
         raise FeatxError(f"pipeline '{path}' has no [[steps]]; add at least one with kind = {' | '.join(STEPS)}")
@@ -98,13 +153,11 @@ def read_pipeline(path) -> dict:
         kind = step.get("kind")
         if kind not in STEPS:
             raise FeatxError(f"step {number} of '{path}' has kind {kind!r}; choose one of {', '.join(STEPS)}")
-        _check_keys(step, ("kind", *_keywords(STEPS[kind])), f"step {number} ({kind}) of '{path}'")
+        _check_keys(step, ("kind", *STEP_KEYS[kind]), f"step {number} ({kind}) of '{path}'")
     return spec
 
 
-def run_pipeline(
-    path, *, data=None, cache_dir=None, refit: bool = False, log=print, report: bool = True
-) -> PipelineResult:
+def run_pipeline(path, *, data=None, refit: bool = False, cache=None, log=print) -> PipelineResult:
     """Extract (reusing the cache), run the steps in order, then print the runs made, best first, and the plots.
 
     A fit step without `layers` uses the pipeline's layers. data : run the same recipe on another data
@@ -113,24 +166,32 @@ def run_pipeline(
     appending duplicates, and a t-SNE step whose plot exists reuses it; refit : fit and draw them again anyway.
     The ranking metric is chosen once, from the entry's class balance (printed), for every compare step that names
     none and for the closing table, which ranks the runs within each protocol (val, K-fold CV) and ends with the
-    one recommended model. report : write <reports>/pipeline-<name>-<id>/report.html (its path is the last line).
+    one recommended model. cache : a Cache or a cache folder (None: the default one). The runs, plots and command
+    are kept in <reports>/pipeline-<name>-<id>/report.json (PipelineResult.folder), from which featx.report
+    renders the page (`featx run` does, and prints its path last).
     """
-    log = log or (lambda *_: None)
+    log, cache = log or silent, Cache.resolve(cache)
     spec = read_pipeline(path)
     if data is not None:
         spec["data"] = data
     elif "data" not in spec:
         raise FeatxError(f"pipeline '{path}' names no data; add data = \"...\" to it or pass --data")
-    source = {k: spec[k] for k in ("data", "backbone", "weights", "layers") if k in spec}
-    layers = source.setdefault("layers", inspect.signature(extract).parameters["layers"].default)
+    layers = spec.get("layers", EXTRACT_LAYERS)
     views = {k: spec[k] for k in ("views", "view_seed") if k in spec}  # the steps' default views
     needed = _needed_views(spec["steps"], views)
+    options = spec.get("extract", {})
     entry = extract(
-        cache_dir=cache_dir,
+        DataSpec(spec["data"], **{k: options[k] for k in EXTRACT_DATA if k in options}),
+        BackboneSpec(
+            spec.get("backbone", DEFAULT_BACKBONE),
+            **({"weights": spec["weights"]} if "weights" in spec else {}),
+            **{k: options[k] for k in EXTRACT_BACKBONE if k in options},
+        ),
+        layers,
+        views=",".join(needed[1:]) if len(needed) > 1 else None,
+        cache=cache,
+        compute=Compute(**{k: options[k] for k in EXTRACT_COMPUTE if k in options}),
         log=log,
-        **source,
-        **spec.get("extract", {}),
-        **({"views": ",".join(needed[1:])} if len(needed) > 1 else {}),
     ).entry
     run_ids, plots = [], []
     metric, reason = entry_metric(entry.cache, entry.key)
@@ -164,18 +225,30 @@ def run_pipeline(
             )
             run_ids += reused
         elif kind == "fit":
-            result = fit_run(entry, specs[0], evaluation, log=log, **run)
+            result = fit(entry, run["layers"], specs[0], evaluation, log=log)
             run_ids.append(result.run_id)
             plots += sorted(result.folder.glob("*.png"))
         elif kind == "compare":
-            result = compare_run(entry, specs, evaluation, log=log, **run)
+            result = compare(
+                entry,
+                run.get("layer_sets", COMPARE_LAYER_SETS),
+                specs,
+                evaluation,
+                save_models=run.get("save_models", "best"),
+                plots=run.get("plots", False),
+                compute=Compute(
+                    workers=run.get("n_jobs", -1),
+                    **{k: run[k] for k in ("cluster", "cluster_config", "cluster_timeout", "reuse") if k in run},
+                ),
+                log=log,
+            )
             run_ids += list(result.table["run_id"])
             plots.append(result.plot)
         elif not refit and (done := tsne_path(entry, **{"layers": TSNE_LAYERS, **options})).exists():
             log(f"reused {done} (`featx run --refit` draws it again)")
             plots.append(done)
         else:
-            plots.append(tsne(cache=entry, log=log, **options))
+            plots.append(tsne(entry, options.pop("layers", TSNE_LAYERS), log=log, **options))
     log_table = read_log(entry.cache)
     ranking = rank(log_table[log_table["run_id"].isin(run_ids)], metric)
     table = ranking.table
@@ -186,35 +259,19 @@ def run_pipeline(
     log("plots:\n" + "\n".join(f"  {p}" for p in plots))
     closing = recommendation_line(ranking)
     log(closing)
-    html = None
-    if report:
-        from featx.experiments.runfolders import new_run_id
-        from featx.reports.html import pipeline_report
-
-        command = shlex.join(
-            [
-                "featx",
-                "run",
-                str(path),
-                *(["--data", str(data)] if data is not None else []),
-                "--cache-dir",
-                str(entry.cache.root),
-            ]
-        )
-        html = pipeline_report(
-            entry.cache,
-            list(table["run_id"]),
-            name=name,
-            command=command,
-            plots=plots,
-            output=entry.cache.reports_dir / f"pipeline-{_safe(name)}-{new_run_id()}" / "report.html",
-        )
-        log(f"report: {html}")
-    return PipelineResult(entry, ranking, plots, html, closing)
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^\w.-]+", "_", str(name))[:60]
+    command = shlex.join(
+        [
+            "featx",
+            "run",
+            str(path),
+            *(["--data", str(data)] if data is not None else []),
+            "--cache-dir",
+            str(entry.cache.root),
+        ]
+    )
+    folder = new_report_folder(entry.cache, "pipeline", name)
+    write_pipeline_report(folder, name=name, command=command, run_ids=list(table["run_id"]), plots=plots)
+    return PipelineResult(entry, ranking, plots, folder, closing)
 
 
 def _needed_views(steps: list[dict], views: dict) -> tuple[str, ...]:
@@ -250,8 +307,8 @@ COMPARE_RUN = (
 
 def _step_values(kind: str, options: dict) -> tuple[list[FitSpec], Evaluation, dict]:
     """A fit or compare step's FitSpecs, its Evaluation and the rest of its options (how it runs), built once from its
-    table by the builders featx.fit and featx.compare use: a step makes the runs that the same API call or `featx
-    fit` / `featx compare` flags make, with the same spec_hash."""
+    table by the builders `featx fit` and `featx compare` use (fit_spec, compare_specs): a step makes the runs that the
+    same values or flags make, with the same spec_hash."""
     evaluation = Evaluation(**{k: options[k] for k in EVALUATION_KEYS if k in options})
     if kind == "fit":
         return (
@@ -270,18 +327,11 @@ def _step_jobs(entry: CacheEntry, kind: str, specs: list[FitSpec], run: dict) ->
         specs, layers = tail_specs(entry, specs, run["layers"])  # as fit completes a tail's params
         return [(list(select_cached(entry, layers).names), specs[0])]
     specs, _ = tail_specs(entry, specs)
-    layer_sets = run.get("layer_sets", inspect.signature(compare_run).parameters["layer_sets"].default)
-    subsets = _expand_subsets(entry, [layer_sets] if isinstance(layer_sets, str) else layer_sets)
+    layer_sets = run.get("layer_sets", COMPARE_LAYER_SETS)
+    subsets = expand_subsets(entry, [layer_sets] if isinstance(layer_sets, str) else layer_sets)
     return [(list(selection.names), spec) for selection, _ in subsets for spec in specs] + [
         (list(subsets[0][0].names), spec) for spec in baseline_specs(specs)
     ]  # compare's baseline rows
-
-
-def _keywords(function, exclude=()) -> tuple[str, ...]:
-    """The keywords a file may set for `function` (its **transforms, if any, are the transform options)."""
-    parameters = inspect.signature(function).parameters.values()
-    names = [p.name for p in parameters if p.kind is not p.VAR_KEYWORD and p.name not in (*MANAGED, *exclude)]
-    return (*names, *TRANSFORM_KEYS) if any(p.kind is p.VAR_KEYWORD for p in parameters) else tuple(names)
 
 
 def _check_keys(table, allowed, where: str) -> None:

@@ -16,10 +16,12 @@ from featx.backbones.layers import LayerSelection, infos_from_metadata, layer_se
 from featx.cache.atomic import atomic_path
 from featx.cache.store import Cache, CacheEntry
 from featx.classifiers.views import ViewEnsemble, final_classifier
+from featx.compute import Compute
 from featx.errors import FeatxError, RunFailed
-from featx.experiments.models import load_model
-from featx.experiments.runfolders import run_folder, writable_folder
-from featx.experiments.runlog import logged_selection
+from featx.progress import silent
+from featx.runs.folders import run_folder, writable_folder
+from featx.runs.models import load_model
+from featx.runs.store import logged_selection
 from featx.sources.views import IDENTITY
 
 
@@ -27,21 +29,21 @@ def predict(
     run_id: str,
     paths,
     *,
-    cache_dir=None,
-    batch_size: int = 32,
-    output=None,
-    runs_dir=None,
     tta: bool | None = None,
+    output=None,
+    cache=None,
+    compute: Compute | None = None,
     log=print,
 ) -> pd.DataFrame:
-    """Classify image files (folders are searched recursively) with the model of run `run_id` (or a unique prefix).
+    """Classify image files (folders are searched recursively) with the model of run `run_id` (or a unique prefix)
+    of `cache` (a Cache, its runs_dir included, or a cache folder; None: the default one).
 
     Returns a DataFrame with columns path, label (class name), error (why a file could not be decoded,
     else empty) and p_<class> per class where the classifier gives probabilities; also saved as CSV to
-    `output` (default <runs>/<run_id>/predictions-<time>.csv, <runs> = runs_dir or <cache_dir>/runs).
+    `output` (default <runs>/<run_id>/predictions-<time>.csv in the cache's runs folder).
     Images are decoded in parallel a few batches ahead of the backbone, never all held in memory.
     tta : average the model's predictions over the augmented views it was fitted on (computed here, as extract
-        computes them; batch_size then counts model inputs, images x views, as extract counts them); False: the
+        computes them; compute.batch_size then counts model inputs, images x views, as extract counts them); False: the
         identity view decides; None: as the model was fitted and scored (TTA for a run fitted with --tta). A run
         fitted without views has none to average.
     """
@@ -49,7 +51,8 @@ def predict(
     from featx.backbones import backbone_from_entry
     from featx.extractor import LayerExtractor
 
-    cache = Cache(cache_dir, runs_dir=runs_dir)
+    cache, compute, log = Cache.resolve(cache), compute or Compute(), log or silent
+    batch_size = compute.batch_size
     pipeline, run = load_model(run_id, cache)
     pipeline, views = _with_tta(pipeline, run, tta)
     if "+" in run["cache_entry"]:
@@ -97,7 +100,7 @@ def _with_tta(model, run, tta: bool | None):
     """(the model set to average over its views or to use the identity view, the views to compute or None).
     The views and tta are the run's logged FitSpec's; a run logged before featx kept specs has them on its model
     (a ViewEnsemble, or the tail, which holds its own views)."""
-    from featx.experiments.spec import logged_spec
+    from featx.selection.spec import logged_spec
 
     holder = model if isinstance(model, ViewEnsemble) else final_classifier(model)  # what averages over views
     logged = logged_spec(run, required=False)

@@ -6,26 +6,27 @@ import re
 from pathlib import Path
 
 from featx.cache.store import Cache
-from featx.experiments.runfolders import writable_folder
 from featx.features.load import load
-from featx.reports import plot_tsne
+from featx.figures.plots import plot_tsne
+from featx.progress import silent
+from featx.runs.folders import writable_folder
 
 
 def tsne(
-    cache=None,
-    *,
+    entry=None,
     layers="top_activation",
+    *,
     split: str | None = None,
     seed: int = 0,
     max_points: int = 2000,
-    cache_dir=None,
-    runs_dir=None,
+    cache=None,
     log=print,
 ) -> Path:
-    """Plot a 2-D t-SNE of `layers` (names or groups) colored by class; returns the PNG path, `tsne_path`.
-    split : None = every valid image. runs_dir : write to <runs_dir>/reports instead (for a read-only cache)."""
-    log = log or (lambda *_: None)
-    entry = Cache(cache_dir, runs_dir=runs_dir).open(cache)
+    """Plot a 2-D t-SNE of `layers` (names or groups) of `entry` (of `cache`) colored by class; returns the PNG path,
+    `tsne_path`, in the cache's reports folder (its runs_dir's, for a read-only cache). split : None = every valid
+    image."""
+    log = log or silent
+    entry = Cache.resolve(cache).open(entry)
     path = tsne_path(entry, layers=layers, split=split, seed=seed, max_points=max_points)
     features = load(entry, layers=layers, split=split)  # unusable features: one line, no reports folder made
     writable_folder(path.parent, "reports")

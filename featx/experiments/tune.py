@@ -1,278 +1,83 @@
-"""tune: search a classifier's key parameters on val (or CV), refit on train+val, score test once.
+"""tune: search a classifier's key parameters on val (or CV), refit on train+val, score test once, log the refit.
 
-The linear-probe protocol of CLIP / DINOv2 / torchgeo-bench: a log grid over the regularization, a finer
-grid around the best point, selection on held-out train+val rows, then one refit and one test score.
-
-Transforms (standardize, FNE, PCA) do not depend on the searched parameters, so each selection split
-fits them once on its train rows and the whole grid reuses the mapped features; logistic regression
-walks its C path with warm starts (each fit starts from the previous C's coefficients). On wide features
-(n_features > n_train, e.g. 22k FNE features of all layers) the L2-penalized linear models search in the
-row space of the train features instead (featx.experiments.selection.row_space, which compare uses too): same
-predictions, n_train columns instead of n_features.
+The search itself is featx.selection.search (pure, on arrays); this verb reads the entry (or the tail's cached maps),
+runs it for each classifier on the same selection splits, records each refit as a run and writes the search curves
+in a tune report folder (featx.runs.reports). Head2Toe's recipe (`--select group-lasso`) is tuned by
+featx.experiments.tune_head2toe, which `tune` hands a Head2ToeSearch.
 """
 
 from __future__ import annotations
 
-import itertools
-import sys
 import time
-from contextlib import contextmanager, nullcontext, suppress
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 
 import numpy as np
-import pandas as pd
-from joblib import Parallel, delayed
-from sklearn.pipeline import Pipeline
-from tqdm.auto import tqdm
 
-from featx.classifiers import make_classifier, make_pipeline
-from featx.classifiers.registry import large_n_note
-from featx.classifiers.views import ViewEnsemble, training_rows, tta_predict, view_rows
-from featx.distributed import joblib_backend
-from featx.errors import FeatxError, RunFailed
-from featx.experiments.budget import (
-    BUDGET_PARAM,
-    BudgetSearch,
-    budget_search,
-    contenders,
-    mark_curve,
-    schedule,
-    successive_halving,
-)
-from featx.experiments.fit import (
-    FitSpec,
-    Scores,
-    _silent,
-    check_trainable,
-    loaded_views,
-    record_run,
-)
-from featx.experiments.runfolders import new_run_id, writable_folder
-from featx.experiments.runlog import prepare_log
-from featx.experiments.selection import (
-    METRICS,
-    SELECTION_SPLITS,
-    CVResult,
-    Difference,
-    Folds,
-    check_metric,
-    default_metric,
-    fit_quietly,
-    for_row_space,
-    make_folds,
-    paired_difference,
-    quietly,
-    row_space,
-    score,
-    summarize,
-    val_folds,
-)
-from featx.experiments.spec import Evaluation, tune_specs
-from featx.experiments.tail import TAIL, load_features, tail_specs, with_cut_axis
+from featx.cache.store import Cache
+from featx.classifiers.registry import TAIL, large_n_note
+from featx.compute import Compute
+from featx.errors import FeatxError
+from featx.experiments.inputs import check_trainable, load_features, loaded_views, tail_specs
 from featx.features.head2toe import bind_spec
-from featx.features.load import open_entries
-from featx.features.maps import is_streamed
-from featx.features.transforms import build_feature_pipeline
-from featx.reports import evaluate
-from featx.reports.selection_plots import plot_search_curve
+from featx.figures.selection_plots import plot_search_curve
+from featx.progress import silent
+from featx.runs.record import record_run
+from featx.runs.reports import curve_files, new_report_folder, write_tune_report
+from featx.runs.store import prepare_log
+from featx.selection.cv import make_folds
+from featx.selection.halving import BUDGET_PARAM
+from featx.selection.metrics import SELECTION_SPLITS, evaluate
+from featx.selection.search import TuneResult, convergence_line, search
+from featx.selection.spaces import budget_search
+from featx.selection.spec import Evaluation, FitSpec, Head2ToeSearch, tune_specs
+from featx.selection.train import Scores
 
 
-@dataclass(frozen=True)
-class Search:
-    """What tune tries for one classifier.
-
-    grid : {param: coarse values}, tried as a full product.
-    refine : params refined on a log scale around the coarse best: `refine_points` values per param
-        spanning +-`refine_decades` decades (points already tried are skipped).
-    fixed : parameters set on every fit (warm_start for the C path).
-    """
-
-    grid: dict
-    refine: tuple = ()
-    refine_points: int = 7
-    refine_decades: float = 1.0
-    fixed: dict = field(default_factory=dict)
-
-
-ROW_SPACE = ("logreg", "linear-svm")  # L2-penalized linear models: the solution lies in the span of the train rows
-C_PATH = tuple(float(c) for c in np.logspace(-6, 6, 13))
-SEARCHES = {
-    "logreg": Search({"C": C_PATH}, refine=("C",), fixed={"warm_start": True}),
-    "linear-svm": Search({"C": C_PATH}, refine=("C",)),
-    # gamma_scale multiplies sklearn's gamma="scale" (1 / (n_features * X.var())), so the grid fits any feature scale
-    "svm": Search(
-        {"C": (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0), "gamma_scale": (0.01, 0.1, 1.0, 10.0)},
-        refine=("C", "gamma_scale"),
-        refine_points=3,
-        refine_decades=0.5,
-    ),
-    "nystroem-svm": Search(
-        {"C": (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0), "gamma_scale": (0.1, 1.0, 10.0)},
-        refine=("C", "gamma_scale"),
-        refine_points=3,
-        refine_decades=0.5,
-    ),
-    "sgd": Search({"alpha": tuple(float(a) for a in np.logspace(-7, 1, 9))}, refine=("alpha",)),
-    "rf": Search({"min_samples_leaf": (1, 2, 5, 10, 20), "max_features": ("sqrt", "log2", 0.05, 0.2)}),
-    "dense": Search({"lr": (0.001, 0.01, 0.1), "l2": (0.0, 1e-4, 1e-2), "hidden": ((), (256,))}),
-    # the tail's recipe knobs (featx.classifiers.tail): how far the backbone layers move, and how much they are held
-    "tail": Search({"backbone_lr": (1e-5, 1e-4, 1e-3), "weight_decay": (1e-4, 1e-2)}),
-}
-
-
-@dataclass
-class TuneResult:
-    classifier: str
-    searched: tuple  # the searched parameter names (curve columns), in grid order
-    metric: str  # the selection metric
-    selection: str  # "val" or "cv<K>x<R>"
-    curve: pd.DataFrame  # one row per point tried: stage, params, METRICS means, <metric>_ci95, fit_seconds,
-    #                      converged (no ConvergenceWarning on any split), best
-    best_params: dict  # sklearn parameters of the refit (gamma_scale resolved to gamma)
-    versus_default: Difference  # best point vs the classifier's default parameters, paired on the same folds
-    test: dict | None  # score() of the refit on the test rows; None when there are none
-    pipeline: Pipeline  # refit on train+val with best_params
-    seconds: float
-    folds: Folds | None = None  # the selection splits
-    selection_scores: dict = field(default_factory=dict)  # summarize() of the best point on them
-    run_id: str | None = None  # the logged refit, when tune_cache recorded it
-    not_converged: int = 0  # fits that ended with a ConvergenceWarning (the curve's converged column; the refit)
-    fits: int = 0  # fits run: points x splits, and the refit
-
-    selected: CVResult | None = None  # the best point's scores on each selection split (what the run is logged with)
-    refit_seconds: float = 0.0  # the refit on train+val alone
-
-    def selection_result(self) -> CVResult | None:
-        """The score this model was selected by, as record_run logs it: the CV mean and CI of every metric, or
-        (selected on val) the val scores of the best point, fitted on train."""
-        return self.selected
-
-    def line(self) -> str:
-        """ "<run_id> <clf> <params> <metric> <score> [± ci] on <selection>; <verdict vs defaults>; test acc X"."""
-        ci = self.selection_scores[f"{self.metric}_ci95"]
-        params = {k: v for k, v in self.best_params.items() if k in self.curve.columns}
-        return (
-            f"{self.run_id or '-'} {self.classifier} {_label(params)} {self.metric} "
-            f"{self.selection_scores[f'{self.metric}_mean']:.3f}"
-            + ("" if np.isnan(ci) else f" ± {ci:.3f}")
-            + f" on {self.selection}; {self.versus_default.verdict}"
-            + (
-                f"; test acc {self.test['accuracy']:.3f} {self.metric} {self.test[self.metric]:.3f}"
-                if self.test
-                else "; no test rows"
-            )
-        )
-
-
-def selected_line(results: list[TuneResult]) -> str:
-    """ "selected: ..." for the tuned classifier with the best selection score (never the best test score)."""
-    best = max(results, key=lambda r: r.selection_scores[f"{r.metric}_mean"])
-    return f"selected: {best.line()}"
-
-
-def tune_cache(
-    cache=None,
-    *,
+def tune(
+    entry=None,
     layers=None,
-    classifiers=("logreg",),
-    cv: int | None = None,
-    cv_repeats: int = 1,
-    metric: str | None = None,
-    params: dict | None = None,
-    class_weight: str | None = None,
-    seed: int = 0,
-    n_jobs: int | None = 1,
-    cache_dir=None,
-    runs_dir=None,
-    cluster=None,
-    cluster_config=None,
-    cluster_timeout=None,
-    log=print,
-    views=None,
-    view_seed: int = 0,
-    tta: bool = False,
-    progress: bool = True,
-    command: str | None = None,
-    search: str = "exact",
-    **transforms,
-) -> list[TuneResult]:
-    """tune each of `classifiers` on `layers` of a cache entry, log each refit as a run, save each search curve.
-
-    cv : K for selection by repeated stratified K-fold (cv_repeats times) over train+val; None = on val.
-    The folds are made once, so every classifier is selected on the same (paired) splits.
-    class_weight : "balanced" for every classifier (each must have class_weight).
-    cluster : run the selection splits on Dask workers (as compare's cluster; cluster_config, cluster_timeout
-        its options).
-    Each refit (train+val) is recorded like a fit (runs_dir as in fit), with the score it was selected by:
-    cv_* columns, or with selection on val the val_* scores of the best point fitted on train; its test
-    scores are the one test evaluation. Writes <reports>/tune-<id>/<clf>_curve.csv and <clf>_curve.png.
-    selected_line(results) names the best of them by selection score. progress : a bar over the fits on stderr
-    (when it is a terminal). Ends with one line counting the fits that did not converge. command : the command
-    line that ran this tune, kept as command.txt beside the curves (read_report gives the folder back).
-    views, view_seed, tta : as in fit: every point is trained on all views of its train images (folds are
-    by image) and scored from the identity view, or with tta from the mean over the views.
-    search : "exact" (the grid, then refined) or "halving" (successive halving over epochs, for classifiers
-        trained by epochs: featx.experiments.budget).
-    cache : one entry; for the tail given no cut (params without "cut"), a list of entries of the same images may
-        name more cuts: every cut the entries cache with --pool none (among `layers`) becomes an axis of the search,
-        its maps streamed from HDF5 (featx.features.maps.CutMaps); a line names the cut that won, and the refit is
-        logged on that cut's entry and layer.
-    """
-    specs = tune_specs(
-        classifiers,
-        params=params,
-        seed=seed,
-        class_weight=class_weight,
-        views=views,
-        view_seed=view_seed,
-        tta=tta,
-        **transforms,
-    )
-    return tune_run(
-        cache,
-        specs,
-        Evaluation(cv=cv, cv_repeats=cv_repeats, metric=metric, seed=seed, search=search, fit_on="train+val"),
-        layers=layers,
-        n_jobs=n_jobs,
-        cache_dir=cache_dir,
-        runs_dir=runs_dir,
-        cluster=cluster,
-        cluster_config=cluster_config,
-        cluster_timeout=cluster_timeout,
-        log=log,
-        progress=progress,
-        command=command,
-    )
-
-
-def tune_run(
-    cache,
-    specs: list[FitSpec],
+    specs: list[FitSpec] | Head2ToeSearch | None = None,
     evaluation: Evaluation | None = None,
     *,
-    layers=None,
-    n_jobs: int | None = 1,
-    cache_dir=None,
-    runs_dir=None,
-    cluster=None,
-    cluster_config=None,
-    cluster_timeout=None,
-    log=print,
-    progress: bool = True,
     command: str | None = None,
-) -> list[TuneResult]:
-    """tune each spec of `specs` (one per classifier: its params fixed, its transforms, seed, views and tta) on
-    `layers` of a cache entry, selected as `evaluation` says (its cv, cv_repeats, fold seed and metric; fit_on is
-    "train+val": the refit), and log each refit as a run: what featx.tune_cache does once its keywords are FitSpecs
-    and an Evaluation, and what `featx tune` calls with theirs. The other keywords: as in tune_cache."""
+    cache=None,
+    compute: Compute | None = None,
+    log=print,
+):
+    """Tune each spec of `specs` on `layers` of `entry`, log each refit (on train+val) as a run, save the curves.
+
+    entry : a cache entry of `cache` (name, key prefix, folder or CacheEntry; None: the most recent); for the tail
+        given no cut (its params without "cut"), a list of entries of the same images may name more cuts: every cut
+        the entries cache with --pool none (among `layers`) becomes an axis of the search, its maps streamed from
+        HDF5 (featx.features.maps.CutMaps); a line names the cut that won, and the refit is logged on that cut's
+        entry and layer.
+    specs : one FitSpec per classifier tuned, its params fixed for every point, its transforms, seed, views and tta
+        (featx.selection.spec.tune_specs builds them; default: logistic regression); or a Head2ToeSearch
+        (tune_specs' for select="group-lasso"): Head2Toe's recipe, tuned by featx.experiments.tune_head2toe.
+    evaluation : how the points are selected: cv (K for repeated stratified K-fold over train+val, cv_repeats
+        times; None: on val; the folds are made once, so every classifier is selected on the same paired splits),
+        the metric (None: chosen from the class balance, printed) and the search ("exact": the grid, then a finer one
+        around its best; "halving": successive halving with training epochs as the budget, for classifiers trained
+        by epochs). Each refit is fitted on train+val and logged with the score it was selected by (cv_* columns, or
+        on val the val_* scores of the best point fitted on train); its test scores are the one test evaluation.
+    command : the command line that ran this tune, kept in the report folder. compute : selection splits in parallel
+        on `workers` (or on a Dask cluster), a progress bar. Writes <reports>/tune-<id>/<clf>_curve.csv and .png.
+    Returns a list of TuneResult (featx.selection.search.selected_line names the best of them by selection score),
+    or for a Head2ToeSearch its Head2ToeResult.
+    """
+    specs = specs if specs is not None else tune_specs()
+    if isinstance(specs, Head2ToeSearch):
+        from featx.experiments.tune_head2toe import tune_head2toe
+
+        return tune_head2toe(entry, layers, specs, evaluation, command=command, cache=cache, log=log)
     evaluation = replace(evaluation or Evaluation(fit_on="train+val"), fit_on="train+val")
-    log = log or _silent
+    log, compute = log or silent, compute or Compute()
     cv, metric = evaluation.cv, evaluation.metric
     if evaluation.search == "halving":
         for spec in specs:
             budget_search(spec.classifier)  # a classifier not trained by epochs fails before any data is read
-    entries = open_entries(cache, cache_dir, runs_dir=runs_dir)
+    compute.require()
+    entries = Cache.resolve(cache).open_all(entry)
     entry = entries[0]
     if len(entries) > 1 and any(spec.classifier != TAIL for spec in specs):
         raise FeatxError("tune reads one cache entry; several are for --clf tail (their cuts searched) alone")
@@ -289,38 +94,25 @@ def tune_run(
     ):
         log(note)
     folds = make_folds(y, split, cv, evaluation.cv_repeats, evaluation.seed) if cv else None
-    folder = writable_folder(entry.cache.reports_dir, "reports") / f"tune-{new_run_id()}"
-    backend = (
-        nullcontext()
-        if cluster is None
-        else joblib_backend(
-            cluster,
-            scatter=[X],
-            config=cluster_config,
-            timeout=cluster_timeout,
-            log_dir=entry.cache.root / "slurm-logs",
-            log=log,
-        )
-    )
+    folder = new_report_folder(entry.cache, "tune")
     results = []
-    with backend:
+    with compute.joblib(entry.cache, scatter=[X], log=log):
         for spec in specs:
             clf = spec.classifier
-            result = tune(
+            result = search(
                 X,
                 y,
                 split,
                 spec,
                 metric=metric,
                 folds=folds,
-                search=evaluation.search,
-                n_jobs=-1 if cluster is not None else n_jobs,
+                space=evaluation.search,
+                compute=compute,
                 log=log,
-                progress=progress,
                 summary=False,
             )
             metric = result.metric  # the default metric is decided (and printed) once
-            with _report_files(folder, [folder / f"{clf}_curve.csv", folder / f"{clf}_curve.png"]) as (csv, png):
+            with curve_files(folder, clf) as (csv, png):
                 result.curve.to_csv(csv, index=False)
                 plot_search_curve(
                     result.curve,
@@ -339,43 +131,17 @@ def tune_run(
                     log,
                 )
             results.append(result)
-    _write_report_info(folder, entry, results, command)
+    write_tune_report(
+        folder,
+        entry,
+        metric=results[0].metric if results else None,
+        selection=results[0].selection if results else None,
+        run_ids={r.classifier: r.run_id for r in results},
+        command=command,
+    )
     log(convergence_line(results))
     log(f"saved search curves in {folder}")
     return results
-
-
-@contextmanager
-def _report_files(folder: Path, paths: list[Path]):
-    """Yield `paths` to write in the report `folder` (created if needed) for one classifier, whose run the block
-    also logs. If the block fails, they are removed, and the folder too if nothing else is in it: a report
-    folder only ever holds the curves of logged runs. A write error (disk full) becomes one line."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        yield paths
-    except BaseException as exc:
-        for path in paths:
-            path.unlink(missing_ok=True)
-        with suppress(OSError):
-            folder.rmdir()  # only if empty
-        if isinstance(exc, OSError):
-            raise RunFailed(
-                f"writing the tune report {folder} failed ({exc.strerror or exc}); its run was not logged: "
-                "free disk space (or pass --runs-dir naming another folder) and tune again"
-            ) from None
-        raise
-
-
-def convergence_line(results: list[TuneResult]) -> str:
-    """One line: how many fits (selection points x splits, and the refit) ended with a ConvergenceWarning."""
-    fits, bad = sum(r.fits for r in results), sum(r.not_converged for r in results)
-    if not bad:
-        return f"convergence: all {fits} fit(s) converged"
-    named = ", ".join(f"{r.classifier} {r.not_converged} of {r.fits}" for r in results if r.not_converged)
-    return (
-        f"convergence: {bad} of {fits} fit(s) stopped at max_iter without converging ({named}; the "
-        "curve's converged column names the points); raise max_iter (--param max_iter=N) or standardize"
-    )
 
 
 def _winner(entry, X, selection, result: TuneResult, log) -> tuple:
@@ -427,412 +193,4 @@ def _record(entry, X, selection, y, split, result: TuneResult, spec: FitSpec, ev
     ).run_id
 
 
-def tune(
-    X,
-    y,
-    split,
-    clf: str | FitSpec,
-    *,
-    metric: str | None = None,
-    folds: Folds | None = None,
-    transforms: dict | None = None,
-    params: dict | None = None,
-    search: Search | BudgetSearch | str | None = None,
-    seed: int = 0,
-    n_jobs: int | None = 1,
-    log=print,
-    views: tuple = ("id",),
-    tta: bool = False,
-    progress: bool = False,
-    summary: bool = True,
-) -> TuneResult:
-    """Search `clf`'s parameters, select by `metric` on `folds`, refit on train+val, score test once.
-
-    X : ndarray of shape (n_rows, n_features); y, split : ndarrays of shape (n_rows,), split in train/val/test.
-    clf : a classifier name, or a FitSpec whose classifier, params, transforms, seed, views and tta are used
-        (then leave those keywords out; tune_cache passes the spec its front door built).
-    metric : a METRICS name; None = default_metric of the train+val labels (the reason is logged).
-    folds : selection splits from make_folds (CV); None = the one train -> val split.
-    transforms : build_feature_pipeline keywords (standardize, discretize, pca, ...), fitted per split.
-    params : fixed classifier parameters for every fit, e.g. {"class_weight": "balanced"}.
-    search : overrides SEARCHES[clf]; "halving" (or a featx.experiments.budget.BudgetSearch) runs successive
-    halving with training epochs as the budget instead (classifiers trained by epochs; see that module).
-    n_jobs : selection splits in parallel; with a single split, the classifier's own n_jobs instead.
-    views, tta : X holds these views of each image side by side (n_rows, V * d); points are trained on every
-    view of the train images and scored from the identity view, or with tta the mean over the views; the
-    refit is then a featx.classifiers.views.ViewEnsemble.
-    progress : a bar over the fits (points x splits) on stderr when it is a terminal, and a line per stage.
-    summary : also log the convergence line (tune_cache logs one for all classifiers instead).
-    The best point's score is optimistic (it won a search); versus_default says whether it beats the
-    default parameters beyond the CV noise (with one val split there is no CI: pass folds for one).
-    """
-    if isinstance(clf, FitSpec):
-        if transforms is not None or params is not None or seed != 0 or views != ("id",) or tta:
-            raise FeatxError("tune takes a FitSpec or the keywords transforms, params, seed, views and tta, not both")
-        clf, transforms, params, seed, views, tta = (
-            clf.classifier,
-            clf.transforms,
-            clf.params,
-            clf.seed,
-            clf.views,
-            clf.tta,
-        )
-    began = time.perf_counter()
-    split = np.asarray(split)
-    if search == "halving":
-        search = budget_search(clf)
-    halving = isinstance(search, BudgetSearch)
-    if search in (None, "exact") and clf not in SEARCHES:
-        raise FeatxError(f"no search space for classifier '{clf}'; tune one of {', '.join(SEARCHES)}")
-    search = SEARCHES[clf] if search in (None, "exact") else search
-    if clf == TAIL and len(getattr(X, "cuts", ())) > 1 and "cut" not in (params or {}):
-        search = with_cut_axis(search, X.cuts)  # X holds the maps of several cuts: the cut is searched too
-    if metric is None:
-        metric, reason = default_metric(y[np.isin(split, SELECTION_SPLITS)])
-        log(reason)
-    check_metric(metric)
-    folds = folds or val_folds(split)
-    transforms, fixed = transforms or {}, {**search.fixed, **(params or {})}
-    make_classifier(clf, fixed, seed)  # unknown parameters fail before any fit
-    coarse = [dict(zip(search.grid, values)) for values in itertools.product(*search.grid.values())]
-    bar = tqdm(
-        total=(len(coarse) + 1) * len(folds),
-        unit="fit",
-        desc=f"tune {clf}",
-        file=sys.stderr,
-        disable=not progress or not sys.stderr.isatty(),
-    )
-    run = _Runner(
-        clf, X, y, folds, transforms, fixed, seed, n_jobs, len(views), tta, bar, log if progress else None, metric
-    )
-    if halving:  # the rungs, then the defaults at the full budget; the best contender is chosen
-        bar.total = (sum(n for n, _ in schedule(len(coarse), search)) + 1) * len(folds)
-        with bar:
-            tried, defaults = successive_halving(run, search, metric, log if progress else None), []
-            tried += [{**r, "point": {}} for r in run("default", [{BUDGET_PARAM: search.max_epochs}])]
-        best = _best(contenders(tried), metric)
-        curve = mark_curve(_curve(tried, folds, metric), tried, metric)
-    else:
-        with bar:
-            tried = run("coarse", coarse)
-            defaults = _defaults(clf, coarse, tried)
-            bar.total -= len(folds) if defaults else 0
-            tried += defaults or run("default", [{}])
-            best = _best(tried, metric)
-            refined = _refine(search, tried, best)
-            if refined:
-                bar.total += len(refined) * len(folds)
-                tried += run("refine", refined)
-                best = _best(tried, metric)
-        curve = _curve(tried, folds, metric)
-    versus = paired_difference(
-        _as_cv(tried, best, folds), _as_cv(tried, {}, folds), metric, f"{clf} {_label(best)}", f"{clf} defaults"
-    )
-    refit_began = time.perf_counter()
-    (pipeline, best_params), refit_converged = quietly(
-        _refit, clf, X, y, split, best, transforms, fixed, seed, n_jobs, views, tta
-    )
-    refit_seconds = time.perf_counter() - refit_began
-    test = split == "test"
-    scores = score(y[test], pipeline.predict(X[test])) if test.any() else None
-    seconds = time.perf_counter() - began
-    log(
-        f"tune {clf}: {len(curve)} point(s) on {folds.label} in {seconds:.1f}s; best {_label(best)} "
-        f"{metric} {curve.loc[curve['best'], metric].iloc[0]:.3f}; {versus.verdict}"
-        + (f"; test {metric} {scores[metric]:.3f}" if scores else "")
-    )
-    fitted = [r for r in tried if not (r["stage"] == "default" and defaults)]  # copied default rows ran no fit
-    result = TuneResult(
-        clf,
-        ((BUDGET_PARAM,) if halving else ()) + tuple(search.grid),
-        metric,
-        folds.label,
-        curve,
-        best_params,
-        versus,
-        scores,
-        pipeline,
-        seconds,
-        folds,
-        summarize(_as_cv(tried, best, folds)),
-        not_converged=sum(not r["converged"] for r in fitted) + (not refit_converged),
-        fits=len(fitted) + 1,
-        selected=_as_cv(tried, best, folds),
-        refit_seconds=refit_seconds,
-    )
-    if summary:
-        log(convergence_line([result]))
-    return result
-
-
-@dataclass
-class _Runner:
-    """Evaluates a list of points on every selection split (splits in parallel)."""
-
-    clf: str
-    X: np.ndarray
-    y: np.ndarray
-    folds: Folds
-    transforms: dict
-    fixed: dict
-    seed: int
-    n_jobs: int | None
-    n_views: int = 1
-    tta: bool = False
-    bar: object = None  # a tqdm bar over the fits, advanced per finished split
-    log: object = None  # with a bar: a line per stage
-    metric: str = "accuracy"
-
-    def __call__(self, stage: str, points: list[dict]) -> list[dict]:
-        inner = self.n_jobs if len(self.folds) == 1 else 1
-        results = Parallel(n_jobs=1 if len(self.folds) == 1 else self.n_jobs, return_as="generator")(
-            delayed(_path)(
-                self.clf,
-                points,
-                self.X,
-                self.y,
-                train,
-                held_out,
-                self.transforms,
-                self.fixed,
-                self.seed,
-                inner,
-                self.n_views,
-                self.tta,
-            )
-            for train, held_out in self.folds.splits
-        )
-        per_split = []
-        for rows in results:
-            per_split.append(rows)
-            if self.bar is not None:
-                self.bar.update(len(points))
-        tried = [
-            {"stage": stage, "split": i, "point": point, **row}
-            for i, rows in enumerate(per_split)
-            for point, row in zip(points, rows)
-        ]
-        if self.log is not None and points and points[0]:
-            means = _means(tried, self.metric)
-            key = max(means, key=means.get)
-            with tqdm.external_write_mode(file=sys.stdout):
-                self.log(
-                    f"tune {self.clf} {stage}: {len(points)} point(s) x {len(self.folds)} split(s); best "
-                    f"{_label(dict(key))} {self.metric} {means[key]:.3f}; "
-                    f"{sum(not r['converged'] for r in tried)} fit(s) not converged"
-                )
-        return tried
-
-
-def _path(clf, points, X, y, train, held_out, transforms, fixed, seed, n_jobs, n_views=1, tta=False) -> list[dict]:
-    """Fit the transforms on the split's train rows once, then every point on the mapped features; with
-    warm_start in `fixed`, one estimator walks the points in order, each fit starting from the last.
-    With n_views views per row, the fits see every view of the train images as rows (as ViewEnsemble).
-    Streamed X (the tail's cached maps): _streamed_path."""
-    if is_streamed(X):
-        return _streamed_path(clf, points, X, y, train, held_out, transforms, fixed, seed, n_jobs, tta)
-    steps = Pipeline(build_feature_pipeline(seed=seed, **transforms) or [("identity", "passthrough")])
-    X_fit, y_fit, X_val, y_val = training_rows(make_classifier(clf, fixed, seed), X[train], y[train], n_views)
-    held = X[held_out]
-    held = view_rows(held, n_views) if tta else held[:, : held.shape[1] // n_views]
-    X_train, X_eval = steps.fit_transform(X_fit, y_fit), steps.transform(held)
-    validation = {} if X_val is None else {"X_val": steps.transform(X_val), "y_val": y_val}
-    wide = clf in ROW_SPACE and X_train.shape[1] > X_train.shape[0]
-    if wide:
-        X_train, X_eval = row_space(X_train, X_eval)
-    estimator, rows = None, []
-    for point in points:
-        values = _resolve(point, X_train)
-        began = time.perf_counter()
-        if estimator is not None and fixed.get("warm_start") and point:
-            estimator.set_params(**values)
-        else:
-            estimator = make_classifier(clf, {**fixed, **values}, seed, n_jobs)
-            if wide:
-                for_row_space(estimator)
-        converged = fit_quietly(estimator, X_train, y_fit, **validation)
-        seconds = time.perf_counter() - began
-        predicted = tta_predict(estimator, X_eval, n_views) if tta else estimator.predict(X_eval)
-        rows.append({**score(y[held_out], predicted), "fit_seconds": seconds, "converged": converged})
-        if not point:  # the defaults must not seed the next warm start
-            estimator = None
-    return rows
-
-
-def _streamed_path(clf, points, X, y, train, held_out, transforms, fixed, seed, n_jobs, tta) -> list[dict]:
-    """_path for maps read from HDF5 as they are used (featx.features.maps.is_streamed; the tail): each point's
-    pipeline is fitted on the lazy train rows with all their views (the estimator takes the views and tta itself, as
-    in fit and compare) and predicts the held-out rows; nothing holds the maps in memory."""
-    rows = []
-    for point in points:
-        pipeline = make_pipeline(clf, {**fixed, **point}, build_feature_pipeline(seed=seed, **transforms), seed, n_jobs)
-        pipeline.set_params(clf__views=X.views, clf__tta=tta)
-        began = time.perf_counter()
-        converged = fit_quietly(pipeline, X[train], y[train])
-        seconds = time.perf_counter() - began
-        rows.append(
-            {**score(y[held_out], pipeline.predict(X[held_out])), "fit_seconds": seconds, "converged": converged}
-        )
-    return rows
-
-
-def _resolve(point: dict, X_train) -> dict:
-    """Search parameters -> sklearn parameters (gamma_scale times gamma="scale" of these features)."""
-    values = dict(point)
-    if "gamma_scale" in values:
-        values["gamma"] = values.pop("gamma_scale") / (X_train.shape[1] * max(float(X_train.var()), 1e-12))
-    return values
-
-
-def _defaults(clf: str, coarse: list[dict], tried: list[dict]) -> list[dict]:
-    """The default parameters' rows, copied from the grid point equal to them (logreg and linear-svm C=1,
-    rf, dense): a second fit of the same model would only cost time. Empty when no grid point matches."""
-    defaults = make_classifier(clf).get_params()
-    same = [p for p in coarse if all(k in defaults and defaults[k] == v for k, v in p.items())]
-    return [{**r, "stage": "default", "point": {}} for r in tried if same and r["point"] == same[0]]
-
-
-def _key(point: dict) -> tuple:
-    return tuple(sorted(point.items()))
-
-
-def _means(tried: list[dict], metric: str) -> dict:
-    table = pd.DataFrame([{"key": _key(r["point"]), metric: r[metric]} for r in tried])
-    return table.groupby("key", sort=False)[metric].mean().to_dict()
-
-
-def _best(tried: list[dict], metric: str) -> dict:
-    """The point with the highest mean; the first tried wins ties (coarse grids run from strong to weak
-    regularization, so ties go to the simpler model)."""
-    means = _means([r for r in tried if r["stage"] != "default"], metric)
-    best = max(means, key=means.get)
-    return dict(best)
-
-
-def _refine(search: Search, tried: list[dict], best: dict) -> list[dict]:
-    if not search.refine:
-        return []
-    seen = {_key(r["point"]) for r in tried}
-    offsets = np.linspace(-search.refine_decades, search.refine_decades, search.refine_points)
-    axes = [[best[p] * 10**o for o in offsets] if p in search.refine else [best[p]] for p in search.grid]
-    lows = {p: min(v) for p, v in search.grid.items() if p in search.refine}
-    highs = {p: max(v) for p, v in search.grid.items() if p in search.refine}
-    points = [
-        dict(zip(search.grid, (float(f"{v:.6g}") if p in search.refine else v for p, v in zip(search.grid, values))))
-        for values in itertools.product(*axes)
-    ]
-    return [p for p in points if _key(p) not in seen and all(lows[k] <= p[k] <= highs[k] for k in search.refine)]
-
-
-def _curve(tried: list[dict], folds: Folds, metric: str) -> pd.DataFrame:
-    rows = []
-    for key in dict.fromkeys(_key(r["point"]) for r in tried):
-        mine = [r for r in tried if _key(r["point"]) == key]
-        stats = summarize(CVResult(pd.DataFrame(mine), folds, None))
-        rows.append(
-            {
-                "stage": mine[0]["stage"],
-                **dict(key),
-                **{m: stats[f"{m}_mean"] for m in METRICS},
-                f"{metric}_ci95": stats[f"{metric}_ci95"],
-                "fit_seconds": np.mean([r["fit_seconds"] for r in mine]),
-                "converged": all(r["converged"] for r in mine),
-            }
-        )
-    curve = pd.DataFrame(rows)
-    candidates = curve[curve["stage"] != "default"][metric]
-    curve["best"] = curve.index == candidates.idxmax()
-    return curve
-
-
-def _as_cv(tried: list[dict], point: dict, folds: Folds) -> CVResult:
-    mine = [r for r in tried if _key(r["point"]) == _key(point)]
-    return CVResult(pd.DataFrame(mine), folds, None)
-
-
-def _refit(clf, X, y, split, best, transforms, fixed, seed, n_jobs, views=("id",), tta=False) -> tuple[Pipeline, dict]:
-    rows = np.isin(split, SELECTION_SPLITS)
-    steps = build_feature_pipeline(seed=seed, **transforms)
-    values = best
-    if "gamma_scale" in best:  # gamma from the rows the classifier is fitted on: one view each, as in the search
-        mapped = Pipeline(build_feature_pipeline(seed=seed, **transforms) or [("identity", "passthrough")])
-        n_views = len(views)
-        values = _resolve(best, mapped.fit_transform(view_rows(X[rows], n_views), np.repeat(y[rows], n_views)))
-    params = {**{k: v for k, v in fixed.items() if k != "warm_start"}, **values}
-    pipeline = make_pipeline(clf, params, steps, seed, n_jobs)
-    if is_streamed(X):  # the tail reads its maps as it trains and takes its views itself
-        pipeline.set_params(clf__views=tuple(views), clf__tta=tta)
-    elif tuple(views) != ("id",) or tta:
-        pipeline = ViewEnsemble(pipeline, views=views, tta=tta)
-    return pipeline.fit(X[rows], y[rows]), params
-
-
-def _label(point: dict) -> str:
-    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items()) or "defaults"
-
-
 REPORT_INFO, REPORT_VERSION = "report.json", 1
-
-
-@dataclass
-class TuneReport:
-    """A tune report folder as read back (read_report): what `featx report` shows."""
-
-    folder: object  # Path
-    curves: dict  # {classifier: (curve DataFrame, curve PNG path or None)}
-    metric: str | None
-    selection: str | None  # "val" or "cv<K>x<R>"
-    run_ids: dict  # {classifier: run id of its logged refit}
-    entry: str | None
-    command: str | None
-
-
-def _write_report_info(folder, entry, results: list[TuneResult], command: str | None) -> None:
-    from featx.cache.atomic import atomic_path, write_json
-
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(
-        folder / REPORT_INFO,
-        {
-            "format_version": REPORT_VERSION,
-            "entry": entry.name,
-            "cache_key": entry.key,
-            "metric": results[0].metric if results else None,
-            "selection": results[0].selection if results else None,
-            "run_ids": {r.classifier: r.run_id for r in results},
-        },
-    )
-    if command:
-        with atomic_path(folder / "command.txt") as tmp:
-            tmp.write_text(command + "\n", encoding="utf-8")
-
-
-def read_report(folder) -> TuneReport:
-    """Read a tune report folder (<reports>/tune-<id>/) written by tune_cache()."""
-    import json
-    from pathlib import Path
-
-    folder = Path(folder)
-    info_path = folder / REPORT_INFO
-    curves = {p.name[: -len("_curve.csv")]: p for p in sorted(folder.glob("*_curve.csv"))}
-    if not curves:
-        raise FeatxError(f"{folder} holds no search curve; pass a tune-<id> folder that `featx tune` wrote")
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-    if info.get("format_version", REPORT_VERSION) != REPORT_VERSION:
-        raise FeatxError(
-            f"{info_path} has format version {info['format_version']}, this featx reads version "
-            f"{REPORT_VERSION}; use the featx that wrote it"
-        )
-    command = folder / "command.txt"
-    return TuneReport(
-        folder,
-        {
-            clf: (pd.read_csv(path), path.with_suffix(".png") if path.with_suffix(".png").is_file() else None)
-            for clf, path in curves.items()
-        },
-        info.get("metric"),
-        info.get("selection"),
-        info.get("run_ids", {}),
-        info.get("entry"),
-        command.read_text(encoding="utf-8").strip() if command.is_file() else None,
-    )

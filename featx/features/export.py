@@ -8,15 +8,16 @@ from pathlib import Path
 import numpy as np
 
 from featx.cache.atomic import atomic_path
-from featx.cache.store import open_entry
+from featx.cache.store import Cache
 from featx.errors import FeatxError
 from featx.features.load import load
 
 FORMATS = {"csv": ".csv", "parquet": ".parquet", "npy": ".npz"}
 
 
-def export(cache=None, *, layers=None, format: str = "csv", output=None, cache_dir=None, log=print) -> Path:
-    """Write the valid images' features of `layers` (None: every cached layer) to `output`; returns its path.
+def export(entry=None, layers=None, *, format: str = "csv", output=None, cache=None, log=print) -> Path:
+    """Write the valid images' features of `layers` (None: every cached layer) of `entry` (of `cache`, as in
+    featx.load) to `output`; returns its path.
 
     csv / parquet : columns path, label (class name), split, then <layer>_<i> per feature (parquet needs the
     optional package pyarrow). npy : one .npz holding `features` (n_images, n_features), `path`, `label`,
@@ -32,7 +33,7 @@ def export(cache=None, *, layers=None, format: str = "csv", output=None, cache_d
             raise FeatxError(
                 "--format parquet needs the package pyarrow; pip install pyarrow, or use --format csv or npy"
             ) from None
-    entry = open_entry(cache, cache_dir)
+    entry = Cache.resolve(cache).open(entry)
     features = load(entry, layers=layers)
     X, meta = features.X, features.meta
     label = re.sub(

@@ -18,9 +18,9 @@ from sklearn.feature_selection import SelectorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from featx.errors import FeatxError
+from featx.features.options import GROUP_LASSO
 
 NORMALIZERS = ("layer",)
-GROUP_LASSO = "group-lasso"
 DEFAULT_FRACTION = 0.1
 
 

@@ -107,11 +107,11 @@ def require_layers(entry: CacheEntry) -> None:
     )
 
 
-def load(cache=None, *, layers=None, split: str | None = None, cache_dir=None, views=None) -> Features:
+def load(entry=None, layers=None, *, split: str | None = None, views=None, cache=None) -> Features:
     """Features of the valid (decoded) images of a cache entry, or of several entries side by side.
 
-    cache : an entry (name, key prefix, folder or CacheEntry; None: the most recent) of the Cache at cache_dir,
-        or a list of entries of the same images (see load_combined).
+    entry : an entry (name, key prefix, folder or CacheEntry; None: the most recent) of `cache` (a Cache or a cache
+        folder; None: $FEATX_CACHE or ./cache), or a list of entries of the same images (see load_combined).
     layers : names, groups, a comma list of them, or a LayerSelection; None: every cached layer. Layers are
         concatenated in the backbone's depth order, whatever order they are named in.
     views : augmented views to read side by side: names (identity "id" first) or a spec string
@@ -125,9 +125,9 @@ def load(cache=None, *, layers=None, split: str | None = None, cache_dir=None, v
         DataFrame (path, label, class_name, split). Its attributes tell the rest: selection, layers,
         feature_slices (within one view's columns), class_names, cache_key, cache_path, settings, views, entries.
     """
-    if isinstance(cache, (list, tuple)):
-        return load_combined(cache, layers=layers, split=split, cache_dir=cache_dir, views=views)
-    entry = Cache(cache_dir).open(cache)
+    if isinstance(entry, (list, tuple)):
+        return load_combined(entry, layers=layers, split=split, views=views, cache=cache)
+    entry = Cache.resolve(cache).open(entry)
     selection = select_cached(entry, layers)
     rows = entry.valid.copy()
     if split is not None:
@@ -139,7 +139,7 @@ def load(cache=None, *, layers=None, split: str | None = None, cache_dir=None, v
         X, slices = entry.read(selection.names, rows)
     else:
         views = parse_views(views) if isinstance(views, str) else tuple(views)
-        _check_views(entry, selection, views)
+        check_views(entry, selection, views)
         parts = [entry.read(selection.names, rows, view=view) for view in views]
         X, slices = np.concatenate([x for x, _ in parts], axis=1), parts[0][1]
     _check_finite(entry, X, slices, rows, views or (IDENTITY,))
@@ -188,10 +188,10 @@ def _check_finite(entry: CacheEntry, X: np.ndarray, slices: dict, rows: np.ndarr
 def check_views_cached(entry: CacheEntry, layers, views) -> None:
     """The one line `load(entry, layers=layers, views=views)` would stop with for views not cached, before any
     features are read (a search over several entries checks them all first)."""
-    _check_views(entry, select_cached(entry, layers), parse_views(views) if isinstance(views, str) else tuple(views))
+    check_views(entry, select_cached(entry, layers), parse_views(views) if isinstance(views, str) else tuple(views))
 
 
-def _check_views(entry: CacheEntry, selection: LayerSelection, views: tuple) -> None:
+def check_views(entry: CacheEntry, selection: LayerSelection, views: tuple) -> None:
     """Every view of every selected layer is cached in `entry`; else one line naming what is missing and the
     extract that adds it (only the missing views are computed)."""
     missing = {view: [n for n in selection.names if n not in entry.view_layers(view)] for view in views}
@@ -205,20 +205,7 @@ def _check_views(entry: CacheEntry, selection: LayerSelection, views: tuple) -> 
         )
 
 
-def open_entries(cache, cache_dir=None, *, runs_dir=None) -> list[CacheEntry]:
-    """The entries `load` reads: one for a single spec, each of a list (an entry named twice is an error)."""
-    where = Cache(cache_dir, runs_dir=runs_dir)
-    entries = [where.open(c) for c in cache] if isinstance(cache, (list, tuple)) else [where.open(cache)]
-    if not entries:
-        raise FeatxError("no cache entries given; name at least one with --cache")
-    names = [e.name for e in entries]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise FeatxError(f"cache entry {twice[0]} is given twice; name each entry once")
-    return entries
-
-
-def load_combined(caches, *, layers=None, split: str | None = None, cache_dir=None, views=None) -> Features:
+def load_combined(entries, *, layers=None, split: str | None = None, views=None, cache=None) -> Features:
     """Features of several entries of the same images concatenated column-wise, row-aligned by image: two
     backbones (lite0 + lite2), or two poolings of one backbone (each pooling is its own entry).
 
@@ -228,11 +215,11 @@ def load_combined(caches, *, layers=None, split: str | None = None, cache_dir=No
     joined by "+", cache_path the first entry's folder, settings {entry name: settings}, entries the names.
     With views, each view's columns hold every entry's features of that view, entry by entry.
     """
-    entries = open_entries(caches, cache_dir)
+    entries = Cache.resolve(cache).open_all(entries)
     if len(entries) == 1:
         return load(entries[0], layers=layers, split=split, views=views)
     for other in entries[1:]:
-        _check_same_images(entries[0], other)
+        check_same_images(entries[0], other)
     parts = [load(entry, layers=layers, split=split, views=views) for entry in entries]
     first, n_views = parts[0], parts[0].n_views
     names, slices, offset = [], {}, 0
@@ -256,7 +243,7 @@ def load_combined(caches, *, layers=None, split: str | None = None, cache_dir=No
     )
 
 
-def _check_same_images(first: CacheEntry, other: CacheEntry) -> None:
+def check_same_images(first: CacheEntry, other: CacheEntry) -> None:
     """Refuse to combine entries whose rows are not the same images (by path and content), labels and split."""
     checks = {
         "image paths": (first.relpaths, other.relpaths),

@@ -106,22 +106,20 @@ def cached_maps(entry: CacheEntry, layer: str, *, views=None) -> tuple[CachedMap
     return CachedMaps(entry, layer, rows, views), np.asarray(entry.labels)[rows], np.asarray(entry.split)[rows]
 
 
-def load_maps(cache=None, *, layers=None, cache_dir=None, views=None):
+def load_maps(entry: CacheEntry, layers=None, *, views=None):
     """`featx.features.load.load` for the tail estimator: the same Features (unpacking as X, y, meta), X a CachedMaps of one layer (the
     cut) that reads rows when they are used, so maps larger than memory can be trained on.
 
-    cache : one entry (name, key prefix, folder or CacheEntry); layers : the one layer (name or LayerSelection);
+    entry : one opened CacheEntry (or a list holding one); layers : the one layer (name or LayerSelection);
     views : view names (identity first) or None.
     """
-    from featx.cache.store import Cache
     from featx.errors import FeatxError
-    from featx.features.load import Features, _check_views, select_cached
+    from featx.features.load import Features, check_views, select_cached
 
-    if isinstance(cache, (list, tuple)):
-        if len(cache) != 1:
+    if isinstance(entry, (list, tuple)):
+        if len(entry) != 1:
             raise FeatxError("the tail classifier trains on the maps of one cache entry; name one entry, not several")
-        cache = cache[0]
-    entry = Cache(cache_dir).open(cache)
+        entry = entry[0]
     selection = select_cached(entry, layers)
     if len(selection.names) != 1:
         raise FeatxError(
@@ -136,7 +134,7 @@ def load_maps(cache=None, *, layers=None, cache_dir=None, views=None):
         views = parse_views(views)
     else:
         views = tuple(views)
-    _check_views(entry, selection, views)
+    check_views(entry, selection, views)
     X, y, split = cached_maps(entry, selection.names[0], views=views)
     return Features(
         X,
@@ -206,7 +204,7 @@ def load_cut_maps(entries, cuts, *, views=None):
     gives each cut's columns (one view) within the CutMaps' side-by-side layout; entries names the entries used."""
     from featx.backbones.layers import LayerSelection
     from featx.errors import FeatxError
-    from featx.features.load import _check_same_images, _check_views
+    from featx.features.load import check_same_images, check_views
 
     views = (IDENTITY,) if views is None else tuple(views)
     maps, used, y, split = {}, [], None, None
@@ -216,9 +214,9 @@ def load_cut_maps(entries, cuts, *, views=None):
             raise FeatxError(f"no cache entry given caches the maps of {cut} (--pool none)")
         if entry not in used:
             if used:
-                _check_same_images(used[0], entry)
+                check_same_images(used[0], entry)
             used.append(entry)
-        _check_views(entry, LayerSelection(cut, (cut,)), views)
+        check_views(entry, LayerSelection(cut, (cut,)), views)
         maps[cut], y, split = cached_maps(entry, cut, views=views)
     from featx.features.load import Features
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+GROUP_LASSO = "group-lasso"  # --select's feature selection (Head2Toe's), group-lasso or group-lasso:F
+
 
 @dataclass(frozen=True)
 class TransformOption:

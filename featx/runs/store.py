@@ -15,7 +15,7 @@ A row is made here only (run_row, from the entry, spec, evaluation and scores); 
 featx.experiments.fit.record_run, which saves the run folder and calls log_run.
 
 Every run is one SQLite transaction (`_transaction`), and SQLite waits (busy timeout) for concurrent fits, so
-rows are never lost or torn. A run folder (featx.experiments.runfolders) appears under its final name only once
+rows are never lost or torn. A run folder (featx.runs.folders) appears under its final name only once
 it is complete, in the same transaction as its row. Removing runs (rm, prune) deletes their rows and records
 them in `removing` in one transaction, and only then deletes their folders: a kill at any point leaves every
 listed run with its folder, and the next command that writes the log deletes the folders still pending.
@@ -39,8 +39,9 @@ import pandas as pd
 
 from featx.backbones.layers import LayerSelection
 from featx.cache.atomic import fsync_dir
+from featx.cache.store import Cache
 from featx.errors import FeatxError, RunFailed
-from featx.experiments.runfolders import (
+from featx.runs.folders import (
     StagedRun,
     discard,
     kill_point,
@@ -50,14 +51,13 @@ from featx.experiments.runfolders import (
     publish,
     remove_debris,
     run_folder,
-    runs_cache,
     staged_folder,
     sync_staged,
     unpublish,
     valid_run_id,
     writable_folder,
 )
-from featx.experiments.spec import METRIC_NAMES
+from featx.selection.spec import EVAL_SPLITS, METRIC_NAMES
 
 COLUMNS = (
     "run_id",
@@ -141,7 +141,6 @@ def split_fingerprint(entry) -> str:
 
 # --- the row: what a run is, in the log's columns
 
-EVAL_SPLITS = ("val", "test")  # the splits a run's model is scored on (val_*, test_* columns)
 _CV_LABEL = re.compile(r"cv(\d+)x(\d+)")  # Folds.label of K-fold folds; a partial label ends with "[n/N]"
 
 
@@ -161,11 +160,11 @@ def run_row(
 
     entry : the CacheEntry fitted on, or a list of the entries whose features were combined (cache_key,
         cache_entry and backbone then join theirs with "+"); split_fingerprint is the first one's split now.
-    spec, evaluation : the FitSpec and Evaluation (featx.experiments.spec), stored whole as JSON with their
+    spec, evaluation : the FitSpec and Evaluation (featx.selection.spec), stored whole as JSON with their
         spec_hash; the readable columns (classifier, params, transforms, views, tta, seed) are derived from spec.
     scores : featx.experiments.fit.Scores (fitted pipeline, metrics per split, n_train, n_features, seconds).
     selection : the LayerSelection the features came from (layers, layer_names).
-    cv : the score the spec is selected by, a featx.experiments.selection.CVResult or None: on K-fold folds the
+    cv : the score the spec is selected by, a featx.selection.cv.CVResult or None: on K-fold folds the
         cv_* columns (mean and CI of every metric); on the one val split (folds labelled "val": tune's selection
         on val, whose refit has no val rows left) the val_* scores.
     model_path, model_sha256 : the saved model (relative to the runs folder) and its sha256; "" for none.
@@ -173,7 +172,7 @@ def run_row(
     (from_dict), or where cv covers only part of its folds (compare's halving stopped the row early).
     """
     from featx.classifiers.views import final_classifier
-    from featx.experiments.spec import METRIC_NAMES, spec_hash
+    from featx.selection.spec import METRIC_NAMES, spec_hash
 
     entries = entry if isinstance(entry, (list, tuple)) else [entry]
     metrics = scores.metrics
@@ -244,8 +243,8 @@ def cv_columns(result) -> dict:
     the one val split (folds labelled "val"), none without one."""
     if result is None:
         return {}
-    from featx.experiments.selection import summarize
-    from featx.experiments.spec import METRIC_NAMES
+    from featx.selection.cv import summarize
+    from featx.selection.spec import METRIC_NAMES
 
     summary = summarize(result)
     if result.folds.label == "val":
@@ -263,7 +262,7 @@ def _json(value) -> str:
 
 def _gives_back(spec, evaluation, spec_text: str, evaluation_text: str) -> bool:
     """Whether the logged JSON makes the same FitSpec and Evaluation again (from_dict), so its hash may be matched."""
-    from featx.experiments.spec import Evaluation, FitSpec
+    from featx.selection.spec import Evaluation, FitSpec
 
     try:
         return (
@@ -298,7 +297,7 @@ def _old_specs(table: pd.DataFrame) -> list[tuple]:
       refit or a fit on data without val rows: the old columns do not tell them apart;
     - spec_hash: where both are known, its split recorded (format 3) and its CV on all of its folds.
     """
-    from featx.experiments.spec import Evaluation, FitSpec, spec_hash
+    from featx.selection.spec import Evaluation, FitSpec, spec_hash
 
     made: dict = {}
     out = []
@@ -630,7 +629,7 @@ def prepare_log(cache=None) -> Path:
 
     cache : a Cache, or a cache folder. Returns its runs folder.
     """
-    folder = writable_folder(runs_cache(cache).runs_dir, "runs")
+    folder = writable_folder(Cache.resolve(cache).runs_dir, "runs")
     with _database(folder, write=True):
         pass
     return folder
@@ -668,10 +667,10 @@ def _logged(connection: sqlite3.Connection, run_id: str) -> bool:
     return connection.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is not None
 
 
-def finish_removals(cache_dir=None, *, runs_dir=None) -> None:
+def finish_removals(cache=None) -> None:
     """Delete what killed rm/prune/fit processes left in the runs folder (as every write to the log does), where
     there is a log and the folder is writable; else nothing."""
-    folder = runs_cache(cache_dir, runs_dir).runs_dir
+    folder = Cache.resolve(cache).runs_dir
     if (folder / LOG_FILE).is_file() and os.access(folder, os.W_OK):
         with _database(folder, write=True):
             pass
@@ -685,7 +684,7 @@ def append_run(cache, row: dict, *, staged: StagedRun | None = None) -> None:
             f"run id {str(row.get('run_id'))[:80]!r} is not a featx run id (YYYYMMDD-HHMMSS-xxxxxx, "
             "as new_run_id makes); nothing was logged"
         )
-    folder = writable_folder(runs_cache(cache).runs_dir, "runs")
+    folder = writable_folder(Cache.resolve(cache).runs_dir, "runs")
     if staged is not None:  # on disk before it is published
         sync_staged(staged)
     with _database(folder, write=True) as connection:
@@ -702,7 +701,7 @@ def append_run(cache, row: dict, *, staged: StagedRun | None = None) -> None:
         fsync_dir(folder)
 
 
-def delete_runs(run_ids: list[str], cache_dir=None, *, runs_dir=None) -> None:
+def delete_runs(run_ids: list[str], cache=None) -> None:
     """Remove runs: their rows are deleted, and their ids recorded in the table `removing`, in one transaction,
     then their folders are deleted. Every id and folder is checked (run_folder) before anything changes.
 
@@ -710,7 +709,7 @@ def delete_runs(run_ids: list[str], cache_dir=None, *, runs_dir=None) -> None:
     command that writes the log (fit, compare, tune, rm, prune) deletes the folders left: a listed run always
     has its folder, and a removed one never comes back.
     """
-    folder = writable_folder(runs_cache(cache_dir, runs_dir).runs_dir, "runs")
+    folder = writable_folder(Cache.resolve(cache).runs_dir, "runs")
     for run_id in run_ids:
         run_folder(folder, run_id)
     with _database(folder, write=True) as connection:
@@ -750,23 +749,23 @@ class RunLog:
     invalid_ids: list = field(default_factory=list)
 
 
-def read_log(cache_dir=None, *, runs_dir=None) -> pd.DataFrame:
+def read_log(cache=None) -> pd.DataFrame:
     """Every logged run, in the order they were logged: `read_runlog(...).table`, for readers that do not report
     the log's warnings (`featx runs`, `rm` and `prune` do: they read the RunLog)."""
-    return read_runlog(cache_dir, runs_dir=runs_dir).table
+    return read_runlog(cache).table
 
 
-def read_runlog(cache_dir=None, *, runs_dir=None) -> RunLog:
+def read_runlog(cache=None) -> RunLog:
     """The runs log as a RunLog: every logged run, in the order they were logged (empty frame with COLUMNS if none),
     with its SELECTION_COLUMNS (NaN where a run has none), and the warnings and invalid ids of the rows left out.
 
-    cache_dir : a Cache or a cache folder (None: the default one); runs_dir : the log's folder, if not its runs/.
+    cache : a Cache (its runs_dir: the log's folder) or a cache folder (None: the default one).
     An old runs.csv is migrated into runs.sqlite by the first fit; until then it is read as it is.
     Rows whose run_id is not in new_run_id's format are left out (never listed, loaded or removed); they, and a
     zero-byte log, are described in RunLog.warnings (lines for the user), their ids in RunLog.invalid_ids.
     A non-number in a numeric column is an error naming the file, column and run.
     """
-    folder = runs_cache(cache_dir, runs_dir).runs_dir
+    folder = Cache.resolve(cache).runs_dir
     path, warnings = folder / LOG_FILE, []
     table = None
     if path.exists():
@@ -835,19 +834,19 @@ def id_matches(run_ids: pd.Series, target) -> pd.Series:
     return run_ids.str.startswith(target) | run_ids.str.endswith(target)
 
 
-def find_run(run_id: str, cache_dir=None, *, runs_dir=None) -> pd.Series:
+def find_run(run_id: str, cache=None) -> pd.Series:
     """The log row of a run, by full id, unique prefix or unique suffix (the short id tables show)."""
-    log = read_runlog(cache_dir, runs_dir=runs_dir)
+    log = read_runlog(cache)
     table = log.table
     matches = table[id_matches(table["run_id"], run_id)]
     if matches.empty and any(bad.startswith(str(run_id)) for bad in log.invalid_ids):
-        where = runs_cache(cache_dir, runs_dir).runs_dir / LOG_FILE
+        where = Cache.resolve(cache).runs_dir / LOG_FILE
         raise FeatxError(
             f"run {str(run_id)[:80]!r} has an invalid run id in {where} (featx writes "
             "YYYYMMDD-HHMMSS-xxxxxx); it is not acted on: the log was edited or not written by featx"
         )
     if len(matches) != 1:
-        where = runs_cache(cache_dir, runs_dir).runs_dir / LOG_FILE
+        where = Cache.resolve(cache).runs_dir / LOG_FILE
         problem = "is ambiguous" if len(matches) else f"is not in {where}"
         raise FeatxError(
             f"run '{run_id}' {problem}; see `featx runs` for run ids (and pass the right --cache-dir or --runs-dir)"

@@ -18,7 +18,6 @@ import hashlib
 import time
 import warnings
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -26,57 +25,10 @@ from joblib import Parallel, delayed
 from scipy import stats
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from featx.errors import FeatxError
-from featx.experiments.spec import METRIC_NAMES
-
-METRICS = dict(
-    zip(
-        METRIC_NAMES,
-        (  # the metrics named in featx.experiments.spec.METRIC_NAMES, in that order
-            accuracy_score,
-            balanced_accuracy_score,
-            partial(f1_score, average="macro", zero_division=0),
-            partial(f1_score, average="weighted", zero_division=0),
-        ),
-        strict=True,
-    )
-)
-IMBALANCE_RATIO = 1.5  # beyond this largest:smallest class ratio, plain accuracy rewards predicting the big class
-SELECTION_SPLITS = ("train", "val")  # the rows model selection may use; "test" is scored once, afterwards
-
-
-def score(y_true, y_pred) -> dict[str, float]:
-    """Every metric of METRICS for one set of predictions.
-
-    y_true, y_pred : ndarray of shape (n_samples,), class indices.
-    """
-    return {name: float(metric(y_true, y_pred)) for name, metric in METRICS.items()}
-
-
-def check_metric(metric: str) -> str:
-    if metric not in METRICS:
-        raise FeatxError(f"unknown metric '{metric}'; choose one of {', '.join(METRICS)}")
-    return metric
-
-
-def default_metric(y) -> tuple[str, str]:
-    """The ranking metric for labels `y` and a one-line reason to print.
-
-    Balanced accuracy when the largest class outnumbers the smallest by more than 1.5:1 (plain accuracy
-    would then rank a classifier that ignores the small classes high), else accuracy.
-    y : ndarray of shape (n_samples,), class indices (pass the selection rows, not test).
-    """
-    counts = np.unique(np.asarray(y), return_counts=True)[1]
-    ratio = counts.max() / counts.min()
-    if ratio > IMBALANCE_RATIO:
-        return "balanced_accuracy", (
-            f"ranking by balanced_accuracy: classes are imbalanced {ratio:.1f}:1 "
-            f"(largest:smallest, beyond {IMBALANCE_RATIO}:1)"
-        )
-    return "accuracy", f"ranking by accuracy: classes are balanced within {IMBALANCE_RATIO}:1 ({ratio:.2f}:1)"
+from featx.selection.metrics import METRICS, SELECTION_SPLITS, check_metric, score
 
 
 @dataclass(frozen=True)
@@ -277,32 +229,3 @@ def quietly(call, *args, **kwargs) -> tuple[object, bool]:
 def fit_quietly(estimator, X, y, **validation) -> bool:
     """Fit (see quietly); returns whether the fit converged."""
     return quietly(estimator.fit, X, y, **validation)[1]
-
-
-def row_space(X_train, X_eval):
-    """Coordinates of both sets in an orthonormal basis of the span of the train rows.
-
-    For a linear model with an L2 penalty, a weight component orthogonal to every train row changes no
-    train prediction and only adds penalty, so the optimum lies in that span (the representer theorem):
-    fitting on these n_train-wide coordinates gives the same decision function as on the n_features-wide
-    originals, at a fraction of the cost per solver iteration. Built from the (n_train, n_train) Gram
-    matrix, so the wide matrix is multiplied only twice.
-    """
-    X_train = np.asarray(X_train, dtype=np.float32)
-    values, vectors = np.linalg.eigh((X_train @ X_train.T).astype(np.float64))
-    keep = values > values.max() * 1e-9
-    root = np.sqrt(values[keep])
-    cross = (np.asarray(X_eval, dtype=np.float32) @ X_train.T).astype(np.float64)
-    return vectors[:, keep] * root, cross @ (vectors[:, keep] / root)
-
-
-def for_row_space(estimator):
-    """`estimator`, set to solve on row_space coordinates the problem it would solve on the wide features.
-
-    Row space is used where n_features > n_samples; there LinearSVC's dual="auto" picks the dual problem, whose
-    Gram matrix the row-space coordinates keep exactly, but on the (n_samples, <= n_samples) coordinates "auto"
-    would switch to the primal solver, which converges slowly on them and stops elsewhere. So "auto" becomes
-    True here. Estimators without a dual parameter are returned unchanged."""
-    if estimator.get_params().get("dual") == "auto":
-        estimator.set_params(dual=True)
-    return estimator

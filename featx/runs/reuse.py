@@ -3,7 +3,7 @@
 A logged run stands for a new fit when it was made on the same cache entry (its key: the same features)
 with the same split (its split_fingerprint: the same train/val/test rows; a run logged before featx recorded
 splits never stands for one), the same resolved layers, and the same spec_hash: the content hash of its FitSpec and
-Evaluation (featx.experiments.spec.spec_hash), which the log stores beside them. Training is deterministic given
+Evaluation (featx.selection.spec.spec_hash), which the log stores beside them. Training is deterministic given
 those, so refitting would only append a duplicate row and model. Whichever front door built a spec (a pipeline
 step, `featx fit`, featx.fit), the same fit has the same hash; a run logged before featx kept hashes never matches.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from featx.experiments.spec import Evaluation, FitSpec, spec_hash
+from featx.selection.spec import Evaluation, FitSpec, spec_hash
 
 
 def logged_runs(

@@ -2,9 +2,9 @@
 
 Images are inlined as base64 data URIs and the style sheet is inline; the page needs no JavaScript and no
 network. What it shows is read through the owners of each file: compare and tune report folders
-(featx.experiments.compare/tune.read_report), the runs log (read_log), run folders (fit.run_files) and t-SNE
-plots (tsne.tsne_plots); this module never parses their formats itself. Rows are ranked by
-featx.experiments.ranking, the same rule as every table of runs.
+(featx.runs.reports), the runs log (featx.runs.store.read_log), run folders (featx.runs.record.run_files) and
+t-SNE plots (featx.experiments.tsne.tsne_plots); this module never parses their formats itself. Rows are ranked by
+featx.runs.ranking, the same rule as every table of runs.
 """
 
 from __future__ import annotations
@@ -20,6 +20,17 @@ import pandas as pd
 
 from featx.cache.store import Cache
 from featx.errors import FeatxError
+from featx.runs.folders import new_run_id
+from featx.runs.reports import (
+    compare_reports,
+    newest_report,
+    read_compare_report,
+    read_pipeline_report,
+    read_tune_report,
+    report_kind,
+    report_runs,
+)
+from featx.runs.store import find_run
 
 REPORT_FILE = "report.html"
 MAX_LEARNING_CURVES = 6
@@ -52,30 +63,26 @@ class Page:
     commands: list = field(default_factory=list)
 
 
-def report(sources=(), *, cache_dir=None, runs_dir=None, output=None, metric: str | None = None) -> Path:
+def report(sources=(), *, cache=None, output=None, metric: str | None = None) -> Path:
     """Write one HTML report; returns its path.
 
+    cache : a Cache (its runs_dir included) or a cache folder (None: the default one).
     sources : compare-<id>, tune-<id> or pipeline-<name>-<id> folders (or their names under the reports folder) and
         run ids (whole, unique prefixes or short ids); none: the most recent compare or tune report. Several
         sources make one page.
     output : the HTML file (default: report.html in the one compare/tune folder, else
         <reports>/runs-<id>/report.html). metric : rank by this metric instead of the entry's default.
     """
-    from featx.experiments.compare import read_report as read_compare
-    from featx.experiments.runfolders import new_run_id
-    from featx.experiments.runlog import find_run
-    from featx.experiments.tune import read_report as read_tune
-
-    cache = Cache(cache_dir, runs_dir=runs_dir)
-    sources = [str(s) for s in sources] or [str(_newest_report(cache))]
+    cache = Cache.resolve(cache)
+    sources = [str(s) for s in sources] or [str(newest_report(cache))]
     page = Page("featx report", cache, metric=metric)
     folders = []
     for source in sources:
         kind, folder = _folder(cache, source)
         if kind == "compare":
-            _add_compare(page, read_compare(folder))
+            _add_compare(page, read_compare_report(folder))
         elif kind == "tune":
-            _add_tune(page, read_tune(folder))
+            _add_tune(page, read_tune_report(folder))
         elif kind == "pipeline":
             _add_pipeline(page, folder)
         else:
@@ -94,41 +101,25 @@ def report(sources=(), *, cache_dir=None, runs_dir=None, output=None, metric: st
     return write(page, path)
 
 
-def pipeline_report(cache: Cache, run_ids, *, name: str, command: str, plots=(), output: Path) -> Path:
-    """The report of a pipeline run (featx run): its runs ranked, the layer comparison of each compare step
-    whose folder holds these runs, confusion matrices, learning curves, t-SNE and the command."""
-    from featx.cache.atomic import write_json
-
-    page = Page(f"featx pipeline: {name}", cache, run_ids=list(dict.fromkeys(run_ids)), commands=[command])
-    _add_pipeline_figures(page, plots)
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    write_json(
-        output.parent / PIPELINE_INFO,
-        {
-            "format_version": PIPELINE_VERSION,
-            "name": name,
-            "command": command,
-            "run_ids": page.run_ids,
-            "plots": [str(p) for p in plots],
-        },
-    )
-    return write(page, output)
-
-
-PIPELINE_INFO, PIPELINE_VERSION = "report.json", 1  # beside a pipeline's report.html: what `featx report` re-renders
+def pipeline_page(folder, *, cache=None) -> Path:
+    """The page of a pipeline run (featx run) from its report folder: its runs ranked, the layer comparison of each
+    compare step whose folder holds these runs, confusion matrices, learning curves, t-SNE and the command; written
+    as report.html in that folder."""
+    found = read_pipeline_report(folder)
+    page = Page(f"featx pipeline: {found.name}", Cache.resolve(cache), run_ids=list(dict.fromkeys(found.run_ids)))
+    page.commands.append(found.command)
+    _add_pipeline_figures(page, found.plots)
+    return write(page, found.folder / REPORT_FILE)
 
 
 def _add_pipeline_figures(page: Page, plots) -> None:
     """The layer comparison of each compare report made of the page's runs, and the pipeline's t-SNE plots."""
-    from featx.experiments.compare import read_report
-
     wanted = set(page.run_ids)
-    for folder in sorted(page.cache.reports_dir.glob("compare-*"), reverse=True):  # newest first
+    for folder in reversed(compare_reports(page.cache)):  # newest first
         if not wanted:
             break
-        if (folder / "results.csv").is_file():
-            found = read_report(folder)
+        if report_kind(folder) == "compare" and report_runs(folder) != {""}:
+            found = read_compare_report(folder)
             if set(found.table["run_id"].dropna()) <= wanted and found.plot is not None:
                 page.figures.append(("Layer comparison", f"{found.folder.name}: {found.best_line or ''}", found.plot))
                 wanted -= set(found.table["run_id"])
@@ -138,17 +129,10 @@ def _add_pipeline_figures(page: Page, plots) -> None:
 
 
 def _add_pipeline(page: Page, folder: Path) -> None:
-    import json
-
-    info = json.loads((folder / PIPELINE_INFO).read_text(encoding="utf-8"))
-    if info.get("format_version") != PIPELINE_VERSION:
-        raise FeatxError(
-            f"{folder / PIPELINE_INFO} has format version {info.get('format_version')}, this featx reads "
-            f"version {PIPELINE_VERSION}; use the featx that wrote it"
-        )
-    page.run_ids += info["run_ids"]
-    page.commands.append(info["command"])
-    _add_pipeline_figures(page, info["plots"])
+    found = read_pipeline_report(folder)
+    page.run_ids += found.run_ids
+    page.commands.append(found.command)
+    _add_pipeline_figures(page, found.plots)
 
 
 def write(page: Page, path: Path) -> Path:
@@ -168,29 +152,14 @@ def write(page: Page, path: Path) -> Path:
     return path
 
 
-def _newest_report(cache: Cache) -> Path:
-    folders = [p for p in cache.reports_dir.glob("compare-*") if p.is_dir()]
-    folders += [p for p in cache.reports_dir.glob("tune-*") if p.is_dir()]
-    if not folders:
-        raise FeatxError(
-            f"no compare or tune report in {cache.reports_dir}; run `featx compare` or `featx tune`, "
-            "or name run ids: featx report RUN_ID ..."
-        )
-    return max(folders, key=lambda p: p.name.split("-", 1)[1])  # compare-<time>-<hex>: sortable by time
-
-
 def _folder(cache: Cache, source: str) -> tuple[str, Path | None]:
     """('compare' | 'tune' | 'pipeline', folder) for a report folder or its name; ('run', None) for anything else."""
     path = Path(source)
     for candidate in (path, cache.reports_dir / source):
         if candidate.is_dir():
-            name = candidate.resolve().name
-            if name.startswith("pipeline-") and (candidate / PIPELINE_INFO).is_file():
-                return "pipeline", candidate
-            if name.startswith("compare-") or (candidate / "results.csv").is_file():
-                return "compare", candidate
-            if name.startswith("tune-") or any(candidate.glob("*_curve.csv")):
-                return "tune", candidate
+            kind = report_kind(candidate)
+            if kind is not None:
+                return kind, candidate
             raise FeatxError(
                 f"{source} is not a compare-<id>, tune-<id> or pipeline-<name>-<id> report folder; "
                 "pass one of those or run ids"
@@ -238,16 +207,9 @@ def _add_tune(page: Page, found) -> None:
 
 def render(page: Page) -> str:
     """The whole HTML document of `page` (images inlined)."""
-    from featx.experiments.fit import fit_command, run_files
-    from featx.experiments.ranking import (
-        entry_metric,
-        model_name,
-        protocol_label,
-        rank,
-        recommendation_line,
-        recommended,
-    )
-    from featx.experiments.runlog import read_log
+    from featx.runs.ranking import entry_metric, model_name, protocol_label, rank, recommendation_line, recommended
+    from featx.runs.record import fit_command, run_files
+    from featx.runs.store import read_log
 
     log = read_log(page.cache)
     rows = log[log["run_id"].isin(page.run_ids)]
@@ -391,7 +353,7 @@ def _plain_table(table: pd.DataFrame) -> str:
 
 def _confusions(files, row, scratch: Path, name: str) -> list:
     """Val and test confusion matrices of the recommended run, drawn here when the run folder has no PNG."""
-    from featx.reports.plots import plot_confusion
+    from featx.figures.plots import plot_confusion
 
     figures = []
     for split, matrix in files.confusion.items():
@@ -403,7 +365,7 @@ def _confusions(files, row, scratch: Path, name: str) -> list:
 
 
 def _learning_png(files, scratch: Path) -> Path:
-    from featx.reports.plots import plot_learning_curves
+    from featx.figures.plots import plot_learning_curves
 
     return files.learning_png or plot_learning_curves(files.history, scratch / f"learning-{files.folder.name}.png")
 

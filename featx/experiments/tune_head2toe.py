@@ -18,7 +18,7 @@ images are scored from the identity view or, with tta, from the mean over their 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,23 +27,18 @@ import pandas as pd
 from featx.cache.store import Cache
 from featx.classifiers.views import view_rows
 from featx.errors import FeatxError
-from featx.experiments.fit import check_trainable, record_run, train_and_score
-from featx.experiments.runfolders import new_run_id, writable_folder
-from featx.experiments.runlog import prepare_log
-from featx.experiments.selection import (
-    METRICS,
-    SELECTION_SPLITS,
-    CVResult,
-    check_metric,
-    default_metric,
-    make_folds,
-    summarize,
-    val_folds,
-)
-from featx.experiments.spec import Evaluation, fit_spec, view_names
-from featx.experiments.tune import _path, _write_report_info
+from featx.experiments.inputs import check_trainable
 from featx.features.head2toe import GROUP_LASSO, GroupLassoSelector, LayerNormalizer, layer_blocks, parse_select
 from featx.features.load import check_views_cached, load
+from featx.progress import silent
+from featx.runs.record import record_run
+from featx.runs.reports import curve_files, new_report_folder, write_tune_report
+from featx.runs.store import prepare_log
+from featx.selection.cv import CVResult, make_folds, summarize, val_folds
+from featx.selection.metrics import METRICS, SELECTION_SPLITS, check_metric, default_metric
+from featx.selection.search import score_points
+from featx.selection.spec import Evaluation, FitSpec, Head2ToeSearch, fit_spec
+from featx.selection.train import train_and_score
 
 PENALTIES = (0.1, 0.03)
 FRACTIONS = (0.01, 0.03, 0.1, 0.3)
@@ -60,7 +55,7 @@ class Head2ToeResult:
     selection_scores: dict  # summarize() of the best point on the selection splits
     test: dict | None  # the refit's test metrics (featx.reports.evaluate), scored once
     run_id: str
-    kept: pd.DataFrame | None  # kept features per layer of the refit (featx.reports.kept_layers.kept_table)
+    kept: pd.DataFrame | None  # kept features per layer of the refit (featx.figures.kept_layers.kept_table)
     folder: Path  # the report folder: head2toe_curve.csv/.png
     seconds: float
     fits: int = 0
@@ -87,60 +82,48 @@ class Head2ToeResult:
 
 
 def tune_head2toe(
-    caches,
-    *,
+    entry=None,
     layers=None,
-    cv: int | None = None,
-    cv_repeats: int = 1,
-    metric: str | None = None,
-    select: str = GROUP_LASSO,
-    penalties=None,
-    fractions=None,
-    Cs=None,
-    standardize: bool = False,
-    normalize: str | None = "layer",
-    params: dict | None = None,
-    seed: int = 0,
-    views=None,
-    view_seed: int = 0,
-    tta: bool = False,
-    cache_dir=None,
-    runs_dir=None,
-    log=print,
+    recipe: Head2ToeSearch | None = None,
+    evaluation: Evaluation | None = None,
+    *,
     command: str | None = None,
+    cache=None,
+    log=print,
 ) -> Head2ToeResult:
     """Select T (the entry), the group-lasso penalty, the fraction F and the head's C; refit, test once, log.
 
-    caches : one entry or a list of entries of the same images, each a candidate (e.g. one per --pool grid:T);
-        the runs and the report go to the first one's cache folder.
-    select : "group-lasso" searches `fractions` (default FRACTIONS); "group-lasso:F" fixes F.
-    penalties : group-lasso penalties (fractions of the smallest one that keeps no feature; default PENALTIES).
-    Cs : the logistic-regression head's C path (default C_GRID), walked with warm starts.
-    normalize : "layer" (Head2Toe's per-layer L2) or None; standardize : a StandardScaler after it, fitted per split.
-    params : fixed parameters of the head (a LogisticRegression), e.g. {"class_weight": "balanced"}.
-    cv : K for repeated stratified K-fold over train+val (cv_repeats times); None: train -> val.
-    views, view_seed, tta : as in fit (featx.experiments.spec.view_names; the views must be cached in every entry):
-        each point is fitted on every view of its train images, folds are of images, held-out images are scored
-        from the identity view or with tta from the mean over their views; the refit is a ViewEnsemble.
+    entry : one entry or a list of entries of the same images (of `cache`), each a candidate (e.g. one per
+        --pool grid:T); the runs and the report go to the first one's runs folder.
+    recipe : what is searched (featx.selection.spec.Head2ToeSearch): select "group-lasso" searches its fractions
+        (default FRACTIONS), "group-lasso:F" fixes F; penalties (default PENALTIES); the head's C path Cs (default
+        C_GRID), walked with warm starts; the head's fixed params; normalize ("layer": Head2Toe's per-layer L2) and
+        standardize (a StandardScaler after it, fitted per split); seed; views and tta (the views must be cached in
+        every entry: each point is fitted on every view of its train images, folds are of images, held-out images
+        are scored from the identity view or with tta from the mean over their views; the refit is a ViewEnsemble).
+    evaluation : cv (K for repeated stratified K-fold over train+val, cv_repeats times; None: train -> val) and the
+        metric (None: chosen from the class balance). command : kept in the report folder.
     """
-    began, log = time.perf_counter(), log or (lambda *_: None)
-    fraction_grid = _fractions(select, fractions)
-    view_list = view_names(views, view_seed, tta)
+    recipe, evaluation = recipe or Head2ToeSearch(), evaluation or Evaluation()
+    cv, cv_repeats, metric = evaluation.cv, evaluation.cv_repeats, evaluation.metric
+    seed, normalize, tta = recipe.seed, recipe.normalize, recipe.tta
+    began, log = time.perf_counter(), log or silent
+    resolved = replace(  # the grids searched
+        recipe,
+        penalties=tuple(recipe.penalties or PENALTIES),
+        fractions=_fractions(recipe.select, recipe.fractions),
+        Cs=tuple(recipe.Cs or C_GRID),
+    )
+    view_list = tuple(recipe.views)
     n_views = len(view_list)
     plain = view_list == ("id",) and not tta
-    penalties = tuple(penalties or PENALTIES)
-    Cs = tuple(Cs or C_GRID)
-    entries = [
-        Cache(cache_dir, runs_dir=runs_dir).open(c) for c in (caches if isinstance(caches, (list, tuple)) else [caches])
-    ]
-    if not entries:
-        raise FeatxError("no cache entry to tune on; name one, or several with --cache (one per --pool grid:T)")
+    entries = Cache.resolve(cache).open_all(entry)
     for entry in entries:
         check_trainable(entry, cv=cv, selects=True)
         if not plain:
             check_views_cached(entry, layers, view_list)
     prepare_log(entries[0].cache)
-    fixed = {"max_iter": 2000, **(params or {}), "warm_start": True}
+    fixed = {"max_iter": 2000, **recipe.params, "warm_start": True}
     rows, timings, fits, loaded = [], {"select": 0.0, "head": 0.0}, 0, {}
     for entry in entries:
         features = load(entry, layers=layers, views=None if plain else view_list)
@@ -151,28 +134,12 @@ def tune_head2toe(
             metric, reason = default_metric(y[np.isin(split, SELECTION_SPLITS)])
             log(reason)
         check_metric(metric)
-        folds = make_folds(y, split, cv, cv_repeats, seed) if cv else val_folds(split)
+        folds = make_folds(y, split, cv, cv_repeats, evaluation.seed) if cv else val_folds(split)
         blocks = layer_blocks(features.feature_slices)
         loaded[entry.name] = (features.selection, blocks)
         del features
         for s, (train, held_out) in enumerate(folds.splits):
-            found, _ = search_split(
-                X,
-                y,
-                train,
-                held_out,
-                blocks=blocks,
-                normalize=normalize,
-                standardize=standardize,
-                penalties=penalties,
-                fractions=fraction_grid,
-                Cs=Cs,
-                params=fixed,
-                seed=seed,
-                n_views=n_views,
-                tta=tta,
-                timings=timings,
-            )
+            found, _ = search_split(X, y, train, held_out, resolved, blocks=blocks, timings=timings)
             fits += len(found)
             rows += [{"entry": entry.name, "pool": entry.settings["pool"], **r, "split": s} for r in found]
             log(
@@ -197,7 +164,7 @@ def tune_head2toe(
     selection, blocks = loaded[entry.name]
     transforms = {
         "normalize": normalize,
-        "standardize": standardize or None,
+        "standardize": recipe.standardize or None,
         "select": f"{GROUP_LASSO}:{best['fraction']:g}",
         "select_penalty": float(best["penalty"]),
         "blocks": blocks,
@@ -216,11 +183,11 @@ def tune_head2toe(
     split = meta["split"].to_numpy()
     refit_split = np.where(np.isin(split, SELECTION_SPLITS), "train", split)  # train+val, test scored once
     scores = train_and_score(X, y, refit_split, spec, class_names=entry.class_names, eval_splits=("test",))
-    evaluation = Evaluation(cv=cv, cv_repeats=cv_repeats, metric=metric, seed=seed, fit_on="train+val")
+    evaluation = Evaluation(cv=cv, cv_repeats=cv_repeats, metric=metric, seed=evaluation.seed, fit_on="train+val")
     run = record_run(entry, spec, scores, selection=selection, log=log, cv=selected, evaluation=evaluation)
-    folder = writable_folder(entries[0].cache.reports_dir, "reports") / f"tune-{new_run_id()}"
+    folder = new_report_folder(entries[0].cache, "tune")
     _write_curves(folder, curve, metric, folds.label)
-    from featx.reports.kept_layers import KEPT_CSV
+    from featx.figures.kept_layers import KEPT_CSV
 
     kept = pd.read_csv(run.folder / KEPT_CSV) if (run.folder / KEPT_CSV).is_file() else None
     result = Head2ToeResult(
@@ -239,7 +206,14 @@ def tune_head2toe(
         views=view_list,
         tta=tta,
     )
-    _write_report_info(folder, entries[0], [result], command)  # tune's report.json: `featx report` reads it back
+    write_tune_report(  # as tune's: `featx report` reads it back
+        folder,
+        entries[0],
+        metric=result.metric,
+        selection=result.selection,
+        run_ids={result.classifier: result.run_id},
+        command=command,
+    )
     log(
         f"head2toe: {len(curve)} point(s) x {len(folds)} split(s) in {result.seconds:.0f}s (selection fits "
         f"{timings['select']:.0f}s, heads {timings['head']:.0f}s); saved search curve in {folder}"
@@ -248,34 +222,23 @@ def tune_head2toe(
 
 
 def search_split(
-    X,
-    y,
-    train,
-    held_out,
-    *,
-    blocks,
-    normalize: str | None = "layer",
-    standardize: bool = False,
-    penalties=PENALTIES,
-    fractions=FRACTIONS,
-    Cs=C_GRID,
-    params: dict | None = None,
-    seed: int = 0,
-    n_views: int = 1,
-    tta: bool = False,
-    timings: dict | None = None,
+    X, y, train, held_out, recipe: Head2ToeSearch, *, blocks, timings: dict | None = None
 ) -> tuple[list[dict], dict]:
-    """Every (penalty, F, C) of one split: fitted on the rows `train`, scored on the rows `held_out`.
+    """Every (penalty, F, C) of `recipe` on one split: fitted on the rows `train`, scored on the rows `held_out`.
 
-    X : ndarray (n_images, n_views * d), each image's views side by side (featx.load with views); y : (n_images,).
-    train, held_out : row indices of images. blocks : one view's layer layout (layer_blocks). params : the
-    head's fixed LogisticRegression parameters (with warm_start, one head walks the C path).
+    X : ndarray (n_images, n_views * d), each image's views side by side (featx.load with recipe's views); y :
+    (n_images,). train, held_out : row indices of images. recipe : its penalties, fractions and Cs (None: the
+    defaults), the head's fixed LogisticRegression params (one head walks the C path with warm starts), normalize,
+    standardize, seed, views and tta. blocks : one view's layer layout (layer_blocks).
     Returns the rows (penalty, fraction, C, kept, the METRICS, fit_seconds, converged), one per point, and the
     ranking of one view's columns per penalty ({penalty: ndarray (d,)}, best first), fitted on every view of the
     train images only; held-out images are scored from the identity view, or with tta the mean over their views.
     """
+    normalize, standardize, n_views = recipe.normalize, recipe.standardize, len(recipe.views)
+    penalties, Cs = recipe.penalties or PENALTIES, recipe.Cs or C_GRID
+    fractions = recipe.fractions or _fractions(recipe.select, None)
+    fixed = {"max_iter": 2000, **recipe.params, "warm_start": True}
     timings = {"select": 0.0, "head": 0.0} if timings is None else timings
-    fixed = {"max_iter": 2000, "warm_start": True} if params is None else params
     width = X.shape[1] // n_views
     X_split = _prepared(X, train, blocks, normalize, standardize, n_views)
     rows, rankings = [], {}
@@ -290,19 +253,15 @@ def search_split(
             columns = np.sort(selector.ranking_[: _n_keep(fraction, width)])
             in_views = (columns + width * np.arange(n_views)[:, None]).ravel()  # the same columns in every view
             t = time.perf_counter()
-            path = _path(
-                "logreg",
+            path = score_points(
+                FitSpec(
+                    classifier="logreg", params=fixed, seed=recipe.seed, n_jobs=1, views=recipe.views, tta=recipe.tta
+                ),
                 [{"C": c} for c in Cs],
                 X_split[:, in_views],
                 y,
                 train,
                 held_out,
-                {},
-                fixed,
-                seed,
-                1,
-                n_views,
-                tta,
             )
             timings["head"] += time.perf_counter() - t
             rows += [
@@ -361,19 +320,19 @@ def _curve(tried: pd.DataFrame, folds, metric: str) -> pd.DataFrame:
 def _write_curves(folder: Path, curve: pd.DataFrame, metric: str, selection: str) -> None:
     """head2toe_curve.csv (every point) and head2toe_curve.png (the best C of each entry, penalty and fraction,
     against the fraction), as tune writes <clf>_curve.csv/.png."""
-    from featx.reports.selection_plots import plot_search_curve
+    from featx.figures.selection_plots import plot_search_curve
 
-    folder.mkdir(parents=True, exist_ok=True)
-    curve.to_csv(folder / "head2toe_curve.csv", index=False)
-    by = ["entry", "pool", "penalty", "fraction"]
-    reduced = curve.loc[curve.groupby(by, sort=False)[metric].idxmax()].reset_index(drop=True)
-    reduced["T"] = reduced["pool"]
-    reduced["best"] = reduced[metric] == reduced[metric].max()
-    reduced.loc[reduced["best"].cumsum() > 1, "best"] = False
-    plot_search_curve(
-        reduced,
-        folder / "head2toe_curve.png",
-        ("fraction", "T", "penalty"),
-        metric,
-        title=f"head2toe: {metric} on {selection} (best C per point)",
-    )
+    with curve_files(folder, "head2toe") as (csv, png):
+        curve.to_csv(csv, index=False)
+        by = ["entry", "pool", "penalty", "fraction"]
+        reduced = curve.loc[curve.groupby(by, sort=False)[metric].idxmax()].reset_index(drop=True)
+        reduced["T"] = reduced["pool"]
+        reduced["best"] = reduced[metric] == reduced[metric].max()
+        reduced.loc[reduced["best"].cumsum() > 1, "best"] = False
+        plot_search_curve(
+            reduced,
+            png,
+            ("fraction", "T", "penalty"),
+            metric,
+            title=f"head2toe: {metric} on {selection} (best C per point)",
+        )

@@ -1,10 +1,13 @@
 """A fit is one value: `FitSpec` (what is trained) and `Evaluation` (how it is judged).
 
 Both are frozen and built once, at a front door: the command line from its flags (featx.cli), a pipeline step from
-its TOML table (featx.experiments.pipelines) and the Python API from its keywords (featx.fit, featx.compare,
-featx.tune_cache); the builders below (`fit_spec`, `compare_specs`, `fit_specs`) and Evaluation's fields hold every default. fit, compare, tune
-and the pipeline steps take them as they are; the runs log stores both whole (`to_dict`, JSON) with `spec_hash`, the
-content hash that reuse matches on, and `from_dict` makes the same values again, so any logged fit can be re-run.
+its TOML table (featx.experiments.pipelines) or a notebook from keywords; the builders below (`fit_spec`,
+`compare_specs`, `tune_specs`, and `FitSpec.like` / `Evaluation.like` for a logged run fitted again) and
+Evaluation's fields hold every default and every rule about which option goes with which classifier, so the
+command line and a notebook get the same values. fit, compare and tune (featx.experiments) take them as they are;
+the runs log stores both whole (`to_dict`, JSON) with `spec_hash`, the content hash that reuse matches on, and
+`from_dict` makes the same values again, so any logged fit can be re-run. `Head2ToeSearch` is what tune searches
+for Head2Toe (`--select group-lasso`): tune_specs returns it when the transforms ask for that selection.
 
 This module imports nothing heavy: scikit-learn only when a spec is checked or turned into a Pipeline.
 """
@@ -17,13 +20,14 @@ import json
 from dataclasses import dataclass, field, fields, replace
 
 from featx.errors import FeatxError
-from featx.features.options import TRANSFORM_KEYS, TRANSFORM_OPTIONS
+from featx.features.options import GROUP_LASSO, TRANSFORM_KEYS, TRANSFORM_OPTIONS
 
-# The selection metrics, by name: featx.experiments.selection.METRICS implements exactly these (a test holds it to
+# The selection metrics, by name: featx.selection.cv.METRICS implements exactly these (a test holds it to
 # that); the CLI offers them, the runs log has a val_/test_/cv_ column of each (score_column, cv_column).
 METRIC_NAMES = ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted")
 SEARCHES = ("exact", "halving")  # Evaluation.search
 FIT_ROWS = ("train", "train+val")  # Evaluation.fit_on
+EVAL_SPLITS = ("val", "test")  # the splits a run's model is scored on (the runs log's val_*, test_* columns)
 HASH_VERSION = 1  # part of every spec_hash: bump when the same hash could stand for other numbers
 
 
@@ -164,6 +168,37 @@ class FitSpec:
                 data[key] = _decode(data[key])
         return cls(**data)
 
+    def like(
+        self,
+        *,
+        classifier: str | None = None,
+        params: dict | None = None,
+        seed: int | None = None,
+        n_jobs: int | None = None,
+        class_weight: str | None = None,
+        views=None,
+        view_seed: int = 0,
+        tta: bool | None = None,
+        transforms: dict | None = None,
+    ) -> FitSpec:
+        """This spec (a logged run's) with the options given in place of its own (None: keep this spec's), as
+        `featx fit --like RUN_ID` refits a run: another classifier drops this spec's params; params given are added
+        to those kept; transforms given replace this spec's of the same name; views given (a spec string or names,
+        rand views seeded by view_seed) replace its views."""
+        name = classifier or self.classifier
+        kept = self.params if name == self.classifier else {}
+        return fit_spec(
+            name,
+            params={**kept, **(params or {})},
+            seed=self.seed if seed is None else seed,
+            n_jobs=self.n_jobs if n_jobs is None else n_jobs,
+            class_weight=class_weight,
+            views=self.views if views is None else views,
+            view_seed=view_seed,
+            tta=self.tta if tta is None else tta,
+            **{**self.transforms, **(transforms or {})},
+        )
+
     def describe(self) -> str:
         """One stable line, e.g. 'rf {"n_estimators": 100} transforms=standardize seed=0' (then views=... tta=...
         where the spec is not plain)."""
@@ -178,10 +213,10 @@ class Evaluation:
     cv : K for repeated stratified K-fold over the train+val rows (cv_repeats times, folds drawn from `seed`,
         the same folds for every fit judged together); None = the one fixed train -> val split.
     metric : the ranking metric, one of METRIC_NAMES; None = chosen from the class balance of the train+val rows
-        (featx.experiments.selection.default_metric). Every metric is logged whichever ranks.
+        (featx.selection.cv.default_metric). Every metric is logged whichever ranks.
     search : "exact" or "halving": how compare spends its folds ("exact" scores every row on every fold, "halving",
         which needs cv, by successive halving over the folds), or how tune (fit_on "train+val") spends training
-        epochs (featx.experiments.budget: successive halving with epochs as the budget, on val or CV). The ranking rule itself is one (featx.experiments.ranking): the CV mean where there is
+        epochs (featx.selection.halving: successive halving with epochs as the budget, on val or CV). The ranking rule itself is one (featx.runs.ranking): the CV mean where there is
         one, else val, never test.
     fit_on : the rows the logged model is fitted on: "train" (fit, compare; it is then scored on val and test) or
         "train+val" (tune's refit of the selected point, scored on test once).
@@ -208,6 +243,16 @@ class Evaluation:
             )
         if self.fit_on not in FIT_ROWS:
             raise FeatxError(f"unknown fit_on '{self.fit_on}'; choose one of {', '.join(FIT_ROWS)}")
+
+    def like(self, *, cv: int | None = None, cv_repeats: int | None = None, seed: int | None = None) -> Evaluation:
+        """This evaluation (a logged run's) with the folds given in place of its own (None: keep its own), for a fit:
+        its metric kept, fitted on train (a tune refit's train+val and search are tune's own)."""
+        return Evaluation(
+            cv=self.cv if cv is None else cv,
+            cv_repeats=self.cv_repeats if cv_repeats is None else cv_repeats,
+            metric=self.metric,
+            seed=self.seed if seed is None else seed,
+        )
 
     @property
     def protocol(self) -> str:
@@ -261,8 +306,9 @@ def fit_spec(
     tta: bool = False,
     **transforms,
 ) -> FitSpec:
-    """The FitSpec of one fit from the user's keywords (those of featx.fit): class_weight joins params (refused
-    for a classifier without it), views is a spec string ("flip", "d4,crops:5": view_names) or view names."""
+    """The FitSpec of one fit from the user's keywords: class_weight joins params (refused for a classifier without
+    it), views is a spec string ("flip", "d4,crops:5": view_names) or view names."""
+    _check_augmentation(params or {}, [clf])
     return FitSpec(
         classifier=clf,
         params=with_class_weight(params or {}, [clf], class_weight),
@@ -283,6 +329,7 @@ def fit_specs(
     from featx.classifiers import classifier_params
 
     accepted = {name: classifier_params(name) for name in names}
+    _check_augmentation({**grid, **params}, names)
     unused = sorted(k for k in [*grid, *params] if not any(k in keys for keys in accepted.values()))
     if unused:
         raise FeatxError(
@@ -346,15 +393,90 @@ def tune_specs(
     view_seed: int = 0,
     tta: bool = False,
     **transforms,
-) -> list[FitSpec]:
-    """One FitSpec per classifier tuned (the keywords of featx.tune_cache): each with every fixed parameter (the
-    searched ones are added per point), n_jobs 1 (tune spreads its selection splits over the cores instead)."""
+) -> list[FitSpec] | Head2ToeSearch:
+    """What tune searches, from the user's keywords: one FitSpec per classifier tuned, each with every fixed
+    parameter (the searched ones are added per point) and n_jobs 1 (tune spreads its selection splits over the cores
+    instead); or, when the transforms select features by group lasso (select="group-lasso" or "group-lasso:F"),
+    the Head2ToeSearch of Head2Toe's recipe (its logistic-regression head only)."""
     names = classifier_names(classifiers)
+    if str(transforms.get("select") or "").startswith(GROUP_LASSO):
+        if names != ["logreg"]:
+            raise FeatxError(
+                "tune --select group-lasso tunes Head2Toe's logistic-regression head; drop --clf "
+                "(fit takes other classifiers with --select group-lasso:F)"
+            )
+        return Head2ToeSearch.from_keywords(
+            params=with_class_weight(params or {}, names, class_weight),
+            seed=seed,
+            views=view_names(views, view_seed, tta),
+            tta=tta,
+            **transforms,
+        )
     params = with_class_weight(params or {}, names, class_weight)  # refused for every classifier without it, at once
     return [
         fit_spec(clf, params=params, seed=seed, n_jobs=1, views=views, view_seed=view_seed, tta=tta, **transforms)
         for clf in names
     ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Head2ToeSearch:
+    """What `tune --select group-lasso` searches (featx.experiments.tune_head2toe): Head2Toe's recipe.
+
+    select : "group-lasso" searches the kept fraction F over `fractions` (None: the default grid); "group-lasso:F"
+        fixes it. penalties : group-lasso penalties (fractions of the smallest one that keeps no feature; None: the
+        default grid). Cs : the logistic-regression head's C path (None: the default grid). params : the head's
+        fixed LogisticRegression parameters. normalize : "layer" (Head2Toe's per-layer L2) or None; standardize :
+        a StandardScaler after it. seed, views, tta : as FitSpec's.
+    """
+
+    select: str = GROUP_LASSO
+    penalties: tuple | None = None
+    fractions: tuple | None = None
+    Cs: tuple | None = None
+    params: dict = field(default_factory=dict)
+    standardize: bool = False
+    normalize: str | None = "layer"
+    seed: int = 0
+    views: tuple = field(default_factory=_identity_views)
+    tta: bool = False
+
+    @classmethod
+    def from_keywords(cls, *, params: dict, seed: int, views: tuple, tta: bool, **transforms) -> Head2ToeSearch:
+        """From tune's keywords: a select_penalty given fixes the penalty, a C given in params fixes C; Head2Toe's
+        per-layer normalization unless normalize says otherwise; other transforms are not part of the recipe."""
+        params = dict(params)
+        other = sorted(set(transforms) - {"select", "select_penalty", "standardize", "normalize"})
+        if other:
+            raise FeatxError(
+                f"tune --select group-lasso searches Head2Toe's recipe (normalize, standardize, select); drop "
+                f"{', '.join('--' + o.replace('_', '-') for o in other)} or fit it with `featx fit --select group-lasso:F`"
+            )
+        return cls(
+            select=str(transforms["select"]),
+            penalties=(float(transforms["select_penalty"]),) if "select_penalty" in transforms else None,
+            Cs=(float(params.pop("C")),) if "C" in params else None,
+            params=params,
+            standardize=bool(transforms.get("standardize")),
+            normalize=transforms.get("normalize", "layer"),
+            seed=seed,
+            views=tuple(views),
+            tta=tta,
+        )
+
+
+def swept_params(specs: list[FitSpec]) -> dict:
+    """{param: [values]} of the parameters whose value differs between the specs of one classifier: a comparison's
+    grid, read back from its specs (in the order the specs name them), for labelling each row's model."""
+    swept: dict = {}
+    for name in dict.fromkeys(spec.classifier for spec in specs):
+        mine = [spec.params for spec in specs if spec.classifier == name]
+        for key in dict.fromkeys(k for params in mine for k in params):
+            values = list(dict.fromkeys(repr(params.get(key)) for params in mine))
+            if len(values) > 1:
+                swept.setdefault(key, [])
+                swept[key] += [params.get(key) for params in mine if params.get(key) not in swept[key]]
+    return swept
 
 
 def baseline_specs(specs: list[FitSpec]) -> list[FitSpec]:
@@ -364,6 +486,20 @@ def baseline_specs(specs: list[FitSpec]) -> list[FitSpec]:
 
     names = {spec.classifier for spec in specs}
     return [replace(specs[0], classifier=b, params={}, transforms={}) for b in BASELINES if b not in names]
+
+
+AUGMENTATIONS = {"mixup": ("dense", "tail"), "feature_noise": ("dense",)}  # train-time augmentation -> who does it
+
+
+def _check_augmentation(params: dict, names: list[str]) -> None:
+    """One line when a train-time augmentation is asked of classifiers none of which trains by minibatches with it."""
+    for param, owners in AUGMENTATIONS.items():
+        if param in params and not set(owners) & set(names):
+            flag = "--" + param.replace("_", "-")
+            raise FeatxError(
+                f"{flag} augments the dense head's training and --clf {','.join(names)} has no dense head; "
+                f"add --clf dense or drop {flag}"
+            )
 
 
 def classifier_names(classifiers) -> list[str]:

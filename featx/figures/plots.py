@@ -29,7 +29,7 @@ def plot_confusion(confusion_df, path, title):
     imbalanced), numbers are counts (and that share, up to 12 classes).
 
     confusion_df : DataFrame of shape (n_classes, n_classes), rows true, columns predicted
-        (as returned by featx.reports.metrics.evaluate).
+        (as returned by featx.selection.metrics.evaluate).
     """
     counts = confusion_df.to_numpy()
     totals = counts.sum(axis=1, keepdims=True)

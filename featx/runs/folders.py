@@ -2,10 +2,10 @@
 
     <runs>/<run_id>/            a logged run: model.skops (+ head.keras), metrics.json, confusion_*, history.csv
     <runs>/.staging-<run_id>-<pid>@<host>/      a run being written; renamed to <run_id>/ by `publish`, inside
-                                the log's transaction (featx.experiments.runlog.append_run)
+                                the log's transaction (featx.runs.store.append_run)
     <runs>/.staging-rm-<run_id>-<pid>@<host>/   a removed run's folder being deleted (`discard`)
 
-This module touches folders only; the runs log (featx.experiments.runlog) decides when. Run ids are read only
+This module touches folders only; the runs log (featx.runs.store) decides when. Run ids are read only
 in new_run_id's format and every run folder is checked to be a folder right inside the runs folder, so a log
 received from someone else cannot make featx delete or write anywhere else.
 """
@@ -24,18 +24,11 @@ from pathlib import Path
 
 from featx.cache.atomic import fsync_dir, fsync_file
 from featx.cache.layout import NEW_RUN, REMOVED_RUN, orphaned, parse_staging, staging_name
-from featx.cache.store import Cache
 from featx.errors import FeatxError, RunFailed
 
 STAGING, STAGING_RM = NEW_RUN, REMOVED_RUN  # .staging-[rm-]<run_id>-<pid>@<host>: removed once that process is gone
 RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")  # new_run_id's format: the only run ids featx reads or acts on
 KILL_AT = "FEATX_TEST_KILL_AT"  # test hook: SIGKILL this process at that step (1, 2, ...) of removing runs
-
-
-def runs_cache(cache_dir=None, runs_dir=None) -> Cache:
-    """cache_dir as a Cache (it may be one already), with the user's runs_dir if given."""
-    cache = cache_dir if isinstance(cache_dir, Cache) else Cache(cache_dir)
-    return cache.with_runs_dir(runs_dir)
 
 
 def new_run_id() -> str:

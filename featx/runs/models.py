@@ -14,10 +14,10 @@ import zipfile
 from pathlib import Path
 
 from featx.cache.atomic import fsync_file
+from featx.cache.store import Cache
 from featx.classifiers.views import final_classifier, with_final_classifier
 from featx.errors import FeatxError
-from featx.experiments.runfolders import runs_cache
-from featx.experiments.runlog import find_run
+from featx.runs.store import find_run
 
 MODEL_FILE, HEAD_FILE = "model.skops", "head.keras"
 
@@ -78,16 +78,16 @@ def model_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_model(run_id: str, cache_dir=None, *, runs_dir=None):
+def load_model(run_id: str, cache=None):
     """(fitted Pipeline, log row) of a run; refuses a file outside the runs folder, whose sha256 changed, in
     the old pickle format, or holding any type outside trusted_types() (nothing in it is executed)."""
-    row = find_run(run_id, cache_dir, runs_dir=runs_dir)
+    row = find_run(run_id, cache)
     if not isinstance(row["model_path"], str) or not row["model_path"]:
         raise FeatxError(
             f"run {row['run_id']} has no saved model (compare keeps only its best row's model unless "
             "--save-models all); fit it again with `featx fit` to get one"
         )
-    root = runs_cache(cache_dir, runs_dir).runs_dir.resolve()
+    root = Cache.resolve(cache).runs_dir.resolve()
     path = (root / str(row["model_path"])).resolve()
     if path.suffix == ".joblib":
         raise FeatxError(

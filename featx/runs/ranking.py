@@ -2,7 +2,7 @@
 
 A run's selection score is its CV mean of the ranking metric where it has one, else its val score; test
 never ranks anything. The metric is chosen once per cache entry from the class balance of its selection
-rows (featx.experiments.selection.default_metric) unless the user names one. Scores from different
+rows (featx.selection.cv.default_metric) unless the user names one. Scores from different
 protocols (one val split, K-fold CV x R) are not comparable: runs are ranked within their protocol, the
 protocol with the most splits first, and a recommendation comes from that first group. Neither are runs scored
 on different train/val/test splits of an entry (an extract with another --split rewrites it): each split's runs
@@ -12,7 +12,7 @@ are ranked on their own, the split of the most recently logged run first.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -21,11 +21,36 @@ from featx.cache.pick import key_data_label
 from featx.cache.store import Cache
 from featx.classifiers import BASELINES
 from featx.errors import FeatxError
-from featx.experiments.runs import recency, split_labels, splits_note
-from featx.experiments.selection import METRICS, SELECTION_SPLITS, default_metric
-from featx.experiments.spec import cv_column, score_column
+from featx.selection.metrics import METRICS, SELECTION_SPLITS, default_metric
+from featx.selection.spec import cv_column, score_column
 
 VAL = "val"
+UNKNOWN_SPLIT = "unknown"  # how runs logged before split fingerprints existed are grouped
+
+
+def split_labels(table: pd.DataFrame) -> pd.Series:
+    """Each logged run's split as shown: its split_fingerprint's first 8 digits, UNKNOWN_SPLIT where not recorded."""
+    return table["split_fingerprint"].map(lambda f: f[:8] if isinstance(f, str) and f else UNKNOWN_SPLIT)
+
+
+def recency(split: pd.Series) -> dict:
+    """{split: rank}, 0 for the split of the most recently logged run (the log's last row) and so on."""
+    ranks: dict = {}
+    for label in reversed(split.sort_index().tolist()):
+        ranks.setdefault(label, len(ranks))
+    return ranks
+
+
+def splits_note(table: pd.DataFrame) -> str | None:
+    """One line when the runs of `table` were made on more than one split, else None."""
+    n = table["split"].nunique() if "split" in table.columns else 0
+    if n < 2:
+        return None
+    return (
+        f"these runs were made on {n} different splits (column split; 'unknown': logged before featx recorded "
+        "it), so each split's runs are ranked on their own, the most recent split first: scores on different "
+        "test rows are not comparable"
+    )
 
 
 def entry_metric(cache, cache_key: str) -> tuple[str, str]:
@@ -127,7 +152,7 @@ def recommended_index(table: pd.DataFrame, metric: str) -> int:
     return -1 if best is None else int(best["_position"])
 
 
-def _groups(ranked: pd.DataFrame) -> list[str]:
+def groups(ranked: pd.DataFrame) -> list[str]:
     """The columns rank()'s blocks are told apart by: the protocol, and the split where there are several."""
     return ["split", "selected_by"] if ranked["split"].nunique() > 1 else ["selected_by"]
 
@@ -138,8 +163,8 @@ def recommended(ranking: Ranking) -> pd.Series | None:
     scored = ranked[~ranked["baseline"] & ranked["selection_score"].notna()]
     if scored.empty:
         return None
-    first = scored[_groups(ranked)].iloc[0]
-    return scored[(scored[_groups(ranked)] == first).all(axis=1)].iloc[0]
+    first = scored[groups(ranked)].iloc[0]
+    return scored[(scored[groups(ranked)] == first).all(axis=1)].iloc[0]
 
 
 def model_name(row) -> str:
@@ -158,7 +183,7 @@ def recommendation_line(ranking: Ranking) -> str:
     ranked, metric = ranking.table, ranking.metric
     if best is None:
         return "recommended: none (no run has a selection score: the entry has no val rows; use --cv K)"
-    group = ranked[(ranked[_groups(ranked)] == best[_groups(ranked)]).all(axis=1)]
+    group = ranked[(ranked[groups(ranked)] == best[groups(ranked)]).all(axis=1)]
     ci = "" if pd.isna(best["selection_ci95"]) else f" ± {best['selection_ci95']:.3f}"
     why = (
         f"best of {int((~group['baseline']).sum())} by {protocol_label(best['selected_by'])}, {metric} "
@@ -194,7 +219,7 @@ def format_ranked(ranking: Ranking, *, wide: bool = False) -> str:
     if ranked.empty:
         return "no runs yet; run `featx fit` or `featx compare`"
     blocks = []
-    by = _groups(ranked)
+    by = groups(ranked)
     for key, group in ranked.groupby(by, sort=False):
         protocol = key[-1] if isinstance(key, tuple) else key
         split = f"split {key[0]}, " if len(by) > 1 else ""
@@ -263,62 +288,3 @@ def text_table(table: pd.DataFrame) -> str:
     for values in [list(map(str, cells.columns)), *cells.itertuples(index=False)]:
         lines.append("  ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)).rstrip())
     return "\n".join(lines)
-
-
-def format_runs_by_entry(
-    cache_dir=None,
-    *,
-    runs_dir=None,
-    metric: str | None = None,
-    clf=None,
-    backbone=None,
-    data=None,
-    layers=None,
-    last: int | None = None,
-    top: int | None = None,
-    wide: bool = False,
-) -> tuple[str, list[str]]:
-    """(text, warnings) for `featx runs`: the logged runs of each cache entry, ranked by one rule (rank) within each protocol, with the
-    entry's data and backbone and its metric (chosen from its class balance unless `metric`) said once above.
-
-    clf, backbone : keep runs with exactly these (comma lists); data : runs whose data label or entry name contains
-    this text; layers : whose layer spec or names contain it; last : only the N most recently logged runs;
-    top : the best N of each protocol group; wide : every column, run ids whole. warnings : read_runlog's (rows of
-    the log featx does not act on), for the caller to print.
-    """
-    from featx.cache.pick import data_labels
-    from featx.experiments.runfolders import runs_cache
-    from featx.experiments.runlog import read_runlog
-
-    cache = runs_cache(cache_dir, runs_dir)
-    log = read_runlog(cache)
-    table, warnings = log.table, log.warnings
-    if table.empty:
-        return "no runs yet; run `featx fit` or `featx compare`", warnings
-    labels = data_labels(cache)
-    table = table.assign(data=table["cache_key"].map(lambda key: key_data_label(key, labels)))
-    for column, wanted in (("classifier", clf), ("backbone", backbone)):
-        if wanted:
-            table = table[table[column].isin([w.strip() for w in wanted.split(",")])]
-    if data:
-        table = table[
-            table["data"].str.contains(data, regex=False) | table["cache_entry"].str.contains(data, regex=False)
-        ]
-    if layers:
-        table = table[
-            table["layers"].str.contains(layers, regex=False) | table["layer_names"].str.contains(layers, regex=False)
-        ]
-    if last:
-        table = table.tail(last)
-    if table.empty:
-        return "no runs match; run `featx fit` or `featx compare` (or loosen the filters)", warnings
-    blocks = []
-    for key, runs_of_entry in table.groupby(table["cache_key"].astype(str), sort=False):
-        chosen, reason = (metric, f"ranking by {metric} (--metric)") if metric else entry_metric(cache, key)
-        ranked = rank(runs_of_entry, chosen)
-        if top:
-            ranked = replace(
-                ranked, table=ranked.table.groupby(_groups(ranked.table), sort=False, group_keys=False).head(top)
-            )
-        blocks.append("\n".join([source_line(runs_of_entry, labels), reason, format_ranked(ranked, wide=wide)]))
-    return "\n\n".join(blocks), warnings

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pandas as pd
 
 from featx.cache.remove import remove_entries
 from featx.cache.store import Cache
 from featx.errors import FeatxError, RunFailed
-from featx.experiments.runlog import delete_runs, finish_removals, id_matches, read_runlog
-from featx.experiments.runs import split_labels
+from featx.runs.ranking import entry_metric, rank, split_labels
+from featx.runs.reports import compare_reports, report_runs
+from featx.runs.store import delete_runs, finish_removals, id_matches, read_runlog
+from featx.selection.metrics import METRICS
 
 
-def rm(targets: list[str], *, cache_dir=None, runs_dir=None, log=print) -> None:
+def rm(targets: list[str], *, cache=None, log=print) -> None:
     """Remove runs (by id or unique prefix: log row and run folder) and cache entries (by name,
     key prefix or folder). Every target is resolved, and every entry's lock taken, before anything is deleted; runs of a removed entry stay
     logged (their data column then says the entry is gone). A log row whose run id is not featx's is never
     acted on (one warning line; naming it is an error)."""
-    logged, cache = read_runlog(cache_dir, runs_dir=runs_dir), Cache(cache_dir)
+    cache = Cache.resolve(cache)
+    logged = read_runlog(cache)
     table = logged.table
     for warning in logged.warnings:
         log(f"warning: {warning}")
@@ -43,34 +45,32 @@ def rm(targets: list[str], *, cache_dir=None, runs_dir=None, log=print) -> None:
                 f"'{target}' is neither a logged run (see `featx runs`) nor a cache entry in "
                 f"'{cache.root}' (see `featx ls`); nothing was removed"
             ) from None
-    remove_entries(folders, before=lambda: _delete_runs(run_ids, cache_dir, runs_dir))  # locks first: all or none
+    remove_entries(folders, before=lambda: _delete_runs(run_ids, cache))  # locks first: all or none
     for run_id in run_ids:
         log(f"removed run {run_id}")
     for folder in folders:
         log(f"removed cache entry {folder.name}")
 
 
-def prune(keep_best: int, *, metric: str | None = None, cache_dir=None, runs_dir=None, log=print) -> list[str]:
+def prune(keep_best: int, *, metric: str | None = None, cache=None, log=print) -> list[str]:
     """Keep the `keep_best` best runs of each cache entry and split (runs on different data, or scored on different
     rows, are not comparable); remove the other runs and the compare reports none of whose runs remain. Returns the
     ids removed. Log rows whose run id is not featx's are kept (one warning line).
 
-    metric : None ranks as every table of runs does (featx.experiments.ranking.rank: the selection score of the
+    metric : None ranks as every table of runs does (featx.runs.ranking.rank: the selection score of the
     entry's default metric, protocol by protocol, CV first); a metric name (balanced_accuracy, ...) ranks by that
     metric's selection score the same way; any other log column ranks by that column alone."""
-    from featx.experiments.ranking import entry_metric, rank
-    from featx.experiments.selection import METRICS
 
     if keep_best < 0:
         raise FeatxError(f"--keep-best {keep_best} must be 0 or more")
-    logged = read_runlog(cache_dir, runs_dir=runs_dir)
+    cache = Cache.resolve(cache)
+    logged = read_runlog(cache)
     table = logged.table
     for warning in logged.warnings:
         log(f"warning: {warning}")
     if metric is not None and metric not in METRICS and metric not in table.columns:
         raise FeatxError(f"cannot rank runs by '{metric}'; choose one of {', '.join([*METRICS, *table.columns])}")
     if metric is None or metric in METRICS:
-        cache = Cache(cache_dir, runs_dir=runs_dir)
         ranked = pd.concat(
             [
                 rank(group, metric or entry_metric(cache, key)[0]).table
@@ -89,12 +89,12 @@ def prune(keep_best: int, *, metric: str | None = None, cache_dir=None, runs_dir
             f"note: some cache entries have runs made on different splits (see `featx runs`); the {keep_best} best "
             "of each split are kept, since scores on different rows are not comparable"
         )
-    _delete_runs(doomed, cache_dir, runs_dir)
+    _delete_runs(doomed, cache)
     kept = set(table["run_id"]) - set(doomed)
     reports = [
         folder
-        for folder in sorted(Cache(cache_dir, runs_dir=runs_dir).reports_dir.glob("compare-*"))
-        if not kept & _report_runs(folder)
+        for folder in compare_reports(cache)
+        if not kept & report_runs(folder)
     ]
     for folder in reports:
         try:
@@ -112,18 +112,11 @@ def prune(keep_best: int, *, metric: str | None = None, cache_dir=None, runs_dir
     return doomed
 
 
-def _report_runs(folder: Path) -> set[str]:
-    try:
-        return set(pd.read_csv(folder / "results.csv", usecols=["run_id"], dtype=str)["run_id"])
-    except (OSError, ValueError):
-        return {""}  # not a readable compare report: never removed as if empty
-
-
-def _delete_runs(run_ids, cache_dir, runs_dir) -> None:
+def _delete_runs(run_ids, cache) -> None:
     if not run_ids:  # still, the folders of runs removed by a killed rm or prune go now
-        finish_removals(cache_dir, runs_dir=runs_dir)
+        finish_removals(cache)
         return
     try:
-        delete_runs(run_ids, cache_dir, runs_dir=runs_dir)
+        delete_runs(run_ids, cache)
     except OSError as exc:  # before the log changed (its folder): delete_runs says so itself after
         raise RunFailed(f"removing runs failed ({exc.strerror or exc}); nothing was removed") from None

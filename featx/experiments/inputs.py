@@ -1,12 +1,19 @@
-"""The front-door checks of `--clf tail`, shared by fit, compare and tune: a cut given, its maps cached by the
-entry (`--pool none`), and the entry's backbone description handed to the estimator as its `backbone` parameter."""
+"""What the verbs read, checked before anything is read or written: entries that can be trained on, the tail's cut
+and its cached maps (`--clf tail`: the entry's backbone description handed to the estimator as its `backbone`
+parameter), and the one loader of fit, compare and tune (features in memory, or the tail's maps streamed)."""
 
 from __future__ import annotations
 
-from featx.cache.store import CacheEntry
-from featx.errors import FeatxError
+import dataclasses
 
-TAIL = "tail"
+import numpy as np
+
+from featx.cache.store import CacheEntry
+from featx.classifiers import BASELINES
+from featx.classifiers.registry import TAIL
+from featx.errors import FeatxError
+from featx.features.load import require_layers
+from featx.selection.spec import FitSpec
 
 
 def tail_params(
@@ -41,7 +48,6 @@ def tail_specs(entry: CacheEntry, specs, layers=None, *, cuts: list[CacheEntry] 
     """(specs, layers) with each tail spec's params completed from `entry` as tail_params does (the entry's backbone);
     the other specs as they are. The one place fit, compare, tune and pipeline reuse complete a tail's spec.
     cuts : as in tail_params (tune: a tail without a cut searches the cuts cached in these entries)."""
-    import dataclasses
 
     completed = []
     for spec in specs:
@@ -108,7 +114,6 @@ def load_features(entries: list[CacheEntry], specs, layers=None, views=None):
     (each one not a baseline is a tail), X streams from HDF5 as it trains: a featx.features.maps.CachedMaps of the
     cut, or with a tuple of several cuts (a search over the cut, tail_params) a CutMaps of them; else `load` (several
     entries: their features combined), in memory."""
-    from featx.classifiers import BASELINES
     from featx.features.load import load, load_combined
     from featx.features.maps import load_cut_maps, load_maps
 
@@ -122,14 +127,58 @@ def load_features(entries: list[CacheEntry], specs, layers=None, views=None):
     return load_maps(entries if len(entries) > 1 else entries[0], layers=layers, views=views)
 
 
-def with_cut_axis(search, cuts):
-    """A tune search (tune.Search or budget.BudgetSearch) of the tail with the cut as its last axis (the search
-    curve's plot then draws a line per cut): `cuts`, in depth order; the defaults train above the first, the lowest."""
-    import dataclasses
-
-    return dataclasses.replace(search, grid={**search.grid, "cut": tuple(cuts)}, fixed={**search.fixed, "cut": cuts[0]})
-
-
 def _data(entry: CacheEntry) -> str:
     description = entry.manifest.description or ""
     return "elpv" if description.startswith("built-in elpv") else str(entry.manifest.root)
+
+
+def check_trainable(entry: CacheEntry, *, cv: int | None = None, selects: bool = False, log=print) -> None:
+    """One line, before anything is read or written, when `entry` cannot train a classifier: no layer cached
+    yet (a first extraction still pending), images of fewer than 2 classes, in all or in the train rows, or
+    (`selects`: compare and tune rank on val unless `cv`) no val rows. fit without val rows and without `cv`
+    is still scored on test, but `featx runs` cannot rank its run: `log` says so."""
+    require_layers(entry)
+    valid = np.asarray(entry.valid, dtype=bool)
+    labels, split, names = np.asarray(entry.labels)[valid], np.asarray(entry.split)[valid], entry.class_names
+    present = np.unique(labels)
+    if len(present) < 2:
+        what = "no decoded images" if not len(present) else f"1 class ({names[present[0]]})"
+        of = f" of its {len(names)}, the others having no decoded image" if len(present) and len(names) > 1 else ""
+        raise FeatxError(
+            f"cache entry {entry.name} ({entry.data_label}) has {what}{of}; a classifier needs at least 2 "
+            "— add images of another class and run `featx extract` again"
+        )
+    train = np.unique(labels[split == "train"])
+    if not len(train):
+        raise FeatxError(
+            f"cache entry {entry.name} has no train rows to fit on; re-run `featx extract` with a --split "
+            "that has a train part"
+        )
+    if len(train) < 2:
+        raise FeatxError(
+            f"the train rows of cache entry {entry.name} have 1 class ({names[train[0]]}) of its "
+            f"{len(present)}; a classifier needs at least 2 — give other classes train rows (the "
+            "manifest's split column, or --split/--seed at `featx extract`)"
+        )
+    if cv or (split == "val").any():
+        return
+    if selects:
+        raise FeatxError(
+            f"cache entry {entry.name} has no val rows (split {_split_label(entry)}), so nothing can "
+            "be selected on val; pass --cv K to select by cross-validation over the train rows, or "
+            "re-extract with a val part, e.g. --split 0.7,0.15,0.15"
+        )
+    log(
+        f"note: cache entry {entry.name} has no val rows (split {_split_label(entry)}): this run gets no val score, "
+        "so `featx runs` cannot rank it (never by test); pass --cv K to score it by cross-validation over train"
+    )
+
+
+def _split_label(entry: CacheEntry) -> str:
+    fractions = entry.split_settings.get("fractions") if isinstance(entry.split_settings, dict) else None
+    return ",".join(f"{f:g}" for f in fractions) if fractions else "from the manifest"
+
+
+def loaded_views(spec: FitSpec) -> tuple[str, ...] | None:
+    """What `load` reads for spec: its views side by side, or None (the plain features) for a plain spec."""
+    return None if spec.plain else spec.views
