@@ -248,7 +248,7 @@ def work_featx(spec) -> dict:
     if again.computed_layers:
         raise RuntimeError(f"warm re-run recomputed {again.computed_layers}: the cache missed")
 
-    entry = featx.open_entry(result.entry.path)
+    entry = featx.Cache(None).open(result.entry.path)
     out.update(_read_throughput(entry, spec["layers"]))
     out.update(_fit_times(entry, spec["layers"]))
     if spec.get("scale_read_size"):
@@ -311,7 +311,7 @@ def _fit_times(entry, layers) -> dict:
     out = {}
     for key, subset in (("fit_1_s", layers[-1:]), ("fit_all_s", layers)):
         began = time.perf_counter()
-        X, y, _ = featx.load(entry, layers=subset, split="train")
+        X, y, _ = featx.load(entry, subset, split="train")
         RandomForestClassifier(**RF_PARAMS).fit(X, y)
         out[key] = time.perf_counter() - began
         out[key.replace("_s", "_features")] = X.shape[1]
@@ -408,7 +408,7 @@ def work_cluster(spec) -> dict:
             timed(f"cold_{workers}", client)
             result = timed(f"warm_{workers}", client)
             if workers == n:
-                X, _, _ = featx.load(result.entry.path, layers=",".join(spec["layers"]))
+                X, _, _ = featx.load(result.entry.path, ",".join(spec["layers"]))
                 began = time.perf_counter()
                 client.scatter(X, broadcast=True)
                 out.update(scatter_s=time.perf_counter() - began, scatter_mb=X.nbytes / 1e6)

@@ -124,12 +124,11 @@ def run(args, root: Path, scratch: Path) -> dict:
         entry = Cache(root).open(args.entry)
     else:
         entry = featx.extract(
-            "elpv",
-            layers=LAYERS,
-            limit=args.images,
-            input_size=args.input_size,
-            cache_dir=root,
-            progress=not args.quiet,
+            featx.DataSpec("elpv", limit=args.images),
+            featx.BackboneSpec(featx.backbones.DEFAULT_BACKBONE, input_size=args.input_size),
+            LAYERS,
+            cache=root,
+            compute=featx.Compute(progress=not args.quiet),
             log=None,
         ).entry
     extract_s = time.perf_counter() - began
@@ -141,15 +140,12 @@ def run(args, root: Path, scratch: Path) -> dict:
         began = time.perf_counter()
         result = featx.compare(
             entry.name,
-            cache_dir=root,
-            layer_sets=LAYER_SETS,
-            classifiers=CLASSIFIERS,
-            cv=args.cv,
-            standardize=True,
-            search=search,
-            progress=not args.quiet,
+            LAYER_SETS,
+            featx.compare_specs(CLASSIFIERS, standardize=True),
+            featx.Evaluation(cv=args.cv, search=search),
+            cache=featx.Cache(root, runs_dir=scratch / f"runs-{search}"),
+            compute=featx.Compute(progress=not args.quiet),
             log=None,
-            runs_dir=scratch / f"runs-{search}",  # throwaway: never in a shared --cache-dir
         )
         seconds = time.perf_counter() - began
         top = result.table.iloc[0]
@@ -176,7 +172,7 @@ def run(args, root: Path, scratch: Path) -> dict:
     from featx.features.load import load
 
     return {
-        "images": len(load(entry, layers="top_activation")[1]),
+        "images": len(load(entry, "top_activation")[1]),
         "entry": entry.name,
         "cv": args.cv,
         "extract_seconds": extract_s,
@@ -202,7 +198,7 @@ def plain_loop(entry, cv: int) -> dict:
     from featx.selection.cv import make_folds
     from featx.selection.metrics import default_metric
 
-    features = load(entry, layers=LAYERS)
+    features = load(entry, LAYERS)
     X, y, meta = features
     split, slices = meta["split"].to_numpy(), features.feature_slices
     metric, _ = default_metric(y[split != "test"])
@@ -253,9 +249,15 @@ def scale(args, root: Path) -> list[dict]:
 
     views = parse_views(SCALE_VIEWS)
     entry = featx.extract(
-        "elpv", layers="all", views=SCALE_VIEWS, cache_dir=root / "scale", progress=not args.quiet, log=None
+        "elpv",
+        "efficientnet_lite0",
+        "all",
+        views=SCALE_VIEWS,
+        cache=root / "scale",
+        compute=featx.Compute(progress=not args.quiet),
+        log=None,
     ).entry
-    X, y, _ = load(entry, layers="all", views=views)  # (n_images, V * d): each image's views side by side
+    X, y, _ = load(entry, "all", views=views)  # (n_images, V * d): each image's views side by side
     width = X.shape[1] // len(views)
     rows = X.reshape(len(X) * len(views), width)  # one row per (image, view), image by image
     # label = the (class, view) pair, folded to the class count; rows are taken image by image, so every pair occurs

@@ -42,6 +42,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from featx.compute import Compute
+from featx.selection.spec import FitSpec
+
 SPLIT = (0.6, 0.15, 0.25)
 
 
@@ -207,7 +210,7 @@ def timed_part(args) -> dict:
     entry = Cache(args.workdir).open(args.entry)
     if args.part.startswith("rss-"):
         return _rss_epoch(args, entry)
-    X, y, meta = featx.load(entry, layers=args.cut)
+    X, y, meta = featx.load(entry, args.cut)
     train = meta["split"].to_numpy() != "test"
     clf = TailClassifier(
         cut=args.cut,
@@ -318,7 +321,7 @@ def halving_rows(args, cache: Path, entry: str) -> list[dict]:
     from featx.selection.halving import schedule
     from featx.selection.spaces import BUDGET_SEARCHES, BudgetSearch
 
-    X, y, meta = featx.load(cache_dir=cache, cache=entry)
+    X, y, meta = featx.load(entry, cache=cache)
     split = meta["split"].to_numpy()
     search = (
         BudgetSearch({"lr": (0.0003, 0.003, 0.03)}, max_epochs=4, min_epochs=1, fixed={"optimizer": "adam"})
@@ -399,7 +402,16 @@ def accuracy_rows(args, root: Path, say) -> list[dict]:
     split = meta["split"].to_numpy()
     say(f"tail above {','.join(cuts)}: halving, {search.max_epochs} epochs at most, {len(X)} images ...")
     began = time.perf_counter()
-    result = tune(X, y, split, "tail", search=search, log=say, progress=True, metric="accuracy", params=params)
+    result = search(
+        X,
+        y,
+        split,
+        FitSpec(classifier="tail", params=params),
+        metric="accuracy",
+        space=search,
+        compute=Compute(workers=1, progress=True),
+        log=say,
+    )
     chosen = {k: v for k, v in result.best_params.items() if k in (*search.grid, "cut", "epochs")}
     rows = [
         {
@@ -417,7 +429,7 @@ def accuracy_rows(args, root: Path, say) -> list[dict]:
     for label, views, tta in (("linear probe", None, False), ("views + TTA", "d4", True)):
         best, began = None, time.perf_counter()
         for layers in args.accuracy_layer_sets.split(";"):
-            X, y, meta = featx.load(pooled, layers=layers, views=views)
+            X, y, meta = featx.load(pooled, layers, views=views)
             split = meta["split"].to_numpy()
             names = tuple(featx.sources.views.parse_views(views)) if views else ("id",)
             result = tune(X, y, split, "logreg", views=names, tta=tta, **quiet)

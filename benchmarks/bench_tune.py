@@ -21,7 +21,9 @@ import tempfile
 import time
 
 import featx
-from featx.experiments.tune import tune_cache
+from featx.compute import Compute
+from featx.experiments.tune import tune
+from featx.selection.spec import Evaluation, tune_specs
 
 
 def main(argv=None) -> int:
@@ -41,18 +43,16 @@ def main(argv=None) -> int:
     entry = featx.extract(
         "elpv", layers=args.layers, limit=args.limit, cache_dir=cache_dir, progress=False, **quiet
     ).entry
-    X, y, _ = featx.load(entry, layers=args.layers)
+    X, y, _ = featx.load(entry, args.layers)
     rows = []
     began = time.perf_counter()
-    [result] = tune_cache(
+    [result] = tune(
         entry,
-        layers=args.layers,
-        classifiers="logreg",
-        cv=args.cv or None,
-        standardize=True,
-        n_jobs=-1,
-        cache_dir=cache_dir,
-        **quiet,
+        args.layers,
+        tune_specs("logreg", standardize=True, **quiet),
+        Evaluation(cv=args.cv or None, fit_on="train+val"),
+        cache=cache_dir,
+        compute=Compute(workers=-1),
     )
     rows.append(
         {
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
         }
     )
     began = time.perf_counter()
-    fne = featx.fit(entry, layers=args.layers, clf="linear-svm", discretize="fne", cache_dir=cache_dir, **quiet)
+    fne = featx.fit(entry, args.layers, featx.fit_spec("linear-svm", discretize="fne", **quiet), cache=cache_dir)
     rows.append(
         {
             "metric": f"fit FNE + linear-svm on {args.layers} ({X.shape[1]} features)",

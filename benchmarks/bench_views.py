@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from featx.backbones.spec import BackboneSpec
+
 GRID = (0.001, 0.003, 0.01, 0.03, 0.1)
 QUICK_GRID = (0.01, 0.1)
 SPLIT = (0.6, 0.15, 0.25)  # 25% held out, as in the ELPV paper's protocol; val selects, train+val = 75%
@@ -107,16 +109,16 @@ def run(args, root: Path) -> list[dict]:
         entry = featx.extract(**{**common, **kw}, cache_dir=root / folder).entry
         return entry, time.perf_counter() - began
 
-    plain, seconds = extract("lite0", backbone="efficientnet_lite0")
+    plain, seconds = extract("lite0", "efficientnet_lite0", "blocks")
     rows += score("plain", plain, seconds, args.layers, ("id",), grid)
     for spec in ("flip", "d4"):  # the same entry: adding d4 after flip computes its 6 new views only
-        entry, seconds = extract("lite0", backbone="efficientnet_lite0", views=spec)
+        entry, seconds = extract("lite0", "efficientnet_lite0", "blocks", views=spec)
         rows += score(spec, entry, seconds, args.layers, parse_views(spec), grid)
     for pool in POOLINGS:
-        entry, seconds = extract(f"lite0-{pool}", backbone="efficientnet_lite0", pool=pool)
+        entry, seconds = extract(f"lite0-{pool}", BackboneSpec("efficientnet_lite0", pool=pool), "blocks")
         rows += score(f"pool {pool}", entry, seconds, args.layers, ("id",), grid)
     for backbone in BIGGER:
-        entry, seconds = extract(backbone, backbone=backbone)
+        entry, seconds = extract(backbone, backbone, "blocks")
         rows += score(backbone.replace("efficientnet_", ""), entry, seconds, args.layers, ("id",), grid)
     return rows
 
@@ -132,7 +134,7 @@ def score(variant: str, entry, extract_s: float, layers: str, views, grid) -> li
     from featx.features.load import load
     from featx.selection.train import train_and_score
 
-    X, y, meta = load(entry, layers=layers, views=tuple(views) if len(views) > 1 else None)
+    X, y, meta = load(entry, layers, views=tuple(views) if len(views) > 1 else None)
     split = meta["split"].to_numpy()
     models = {
         C: train_and_score(

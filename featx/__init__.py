@@ -31,7 +31,7 @@ _API = {
     "export_model": "featx.experiments.export_model",
     "tsne": "featx.experiments.tsne",
     "run_pipeline": "featx.experiments.pipelines",
-    "runs": "featx.runs.listing",
+    "list_runs": "featx.runs.listing",
     "RunFilter": "featx.runs.listing",
     "load_model": "featx.runs.models",
 }

@@ -210,7 +210,12 @@ def elpv_cache(tmp_path_factory):
 
     cache_dir = tmp_path_factory.mktemp("elpv_cache")
     featx.extract(
-        "elpv", layers=ELPV_LAYERS, limit=ELPV_LIMIT, cache_dir=cache_dir, progress=False, log=lambda *a: None
+        featx.DataSpec("elpv", limit=ELPV_LIMIT),
+        "efficientnet_lite0",
+        ELPV_LAYERS,
+        cache=cache_dir,
+        compute=featx.Compute(progress=False),
+        log=lambda *a: None,
     )
     return cache_dir
 
@@ -227,13 +232,13 @@ def tiny_cache(tmp_path_factory):
     made = {}
 
     def make(data, layers, **options):
-        import featx
+        from helpers import extract
 
         options = {**TINY, **options}
         key = (str(data), layers if isinstance(layers, str) else tuple(layers), tuple(sorted(options.items())))
         if key not in made:
             cache_dir = tmp_path_factory.mktemp("tiny_cache")
-            featx.extract(str(data), layers=layers, cache_dir=cache_dir, progress=False, log=None, **options)
+            extract(data, layers, cache_dir=cache_dir, progress=False, **options)
             made[key] = cache_dir
         return made[key]
 

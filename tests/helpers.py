@@ -37,6 +37,23 @@ def cli(*args) -> tuple[int, str, str]:
     return rc, out.getvalue(), err.getvalue()
 
 
+DATA_OPTIONS = ("split", "seed", "limit", "strict")
+COMPUTE_OPTIONS = ("batch_size", "cluster", "cluster_config", "cluster_timeout", "progress")
+
+
+def extract(data, layers="blocks", *, cache_dir, views=None, view_seed=0, log=None, on_event=None, **options):
+    """featx.extract of `data` into `cache_dir` with its DataSpec, BackboneSpec and Compute built from flat keywords
+    (split, seed, limit, strict; backbone and its options; batch_size, cluster*, progress), as the fixtures use them."""
+    data_options = {k: options.pop(k) for k in DATA_OPTIONS if k in options}
+    compute = featx.Compute(**{k: options.pop(k) for k in COMPUTE_OPTIONS if k in options})
+    backbone = featx.BackboneSpec(options.pop("backbone", "efficientnet_lite0"), **options)
+    data = featx.DataSpec(str(data), **data_options)
+    return featx.extract(
+        data, backbone, layers, views=views, view_seed=view_seed, cache=cache_dir, compute=compute, log=log,
+        on_event=on_event,
+    )
+
+
 def user_lines(stderr: str) -> list[str]:
     """stderr without TensorFlow's C++ log lines (a fresh process logs e.g. 'E0000 ... failed call to cuInit')."""
     return [line for line in stderr.splitlines() if line.strip() and not TF_LOG_LINE.match(line)]
@@ -124,7 +141,7 @@ def background_reference(args: list[str], cache_dir: Path):
         if not holder:
             out, err = proc.communicate(timeout=600)
             assert proc.returncode == 0, err[-3000:]
-            holder["entry"] = featx.open_entry(cache_dir=cache_dir)
+            holder["entry"] = featx.Cache(cache_dir).open(None)
         return holder["entry"]
 
     yield entry

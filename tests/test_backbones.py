@@ -14,7 +14,7 @@ import featx
 from featx.backbones import available_backbones, describe_layers, get_backbone, layer_selection
 from featx.backbones.keras_apps import KERAS_MODELS
 from featx.backbones.layers import CONV_KINDS, group_members
-from featx.cache.store import list_entries
+from featx.cache.store import Cache
 from featx.errors import FeatxError
 
 from helpers import cli
@@ -221,4 +221,4 @@ def test_lite_and_unknown_saved_models(tmp_path, elpv_folder):
     rc, out, err = cli("info", "--cache-dir", cache_dir)
     assert rc == 0 and warnings[0] in out.splitlines(), err
     rc, out, err = cli(*extract[:-1], "--preprocess", "none", "--quiet")  # same numbers, same entry, no warning
-    assert rc == 0 and "warning:" not in out and len(list_entries(cache_dir)) == 1, out + err
+    assert rc == 0 and "warning:" not in out and len(Cache(cache_dir).entries()) == 1, out + err

@@ -63,7 +63,7 @@ def base_data(workdir) -> Path:
 class Base:
     def __init__(self, cache_dir: Path):
         self.cache_dir = cache_dir
-        self.entry = featx.open_entry(cache_dir=cache_dir)
+        self.entry = featx.Cache(cache_dir).open(None)
         self.name = self.entry.name
         self.layers = {n: self.entry.read([n])[0] for n in self.entry.layers}
 
@@ -144,7 +144,7 @@ def mixed(base_data, base, workdir):
     cache_dir = base.copy(workdir / "mixed_cache")
     rc, out, err = extract(root, cache_dir)
     assert rc == 0, err
-    entry = featx.open_entry(cache_dir=cache_dir)
+    entry = featx.Cache(cache_dir).open(None)
     X, meta = entry.read(entry.layers)[0], {p: i for i, p in enumerate(entry.relpaths)}
     return {"root": root, "cache_dir": cache_dir, "entry": entry, "out": out, "X": X, "row": meta, "twin_of": first}
 
@@ -257,7 +257,7 @@ def test_unreadable_files_via_manifest(base_data, base, tmp_path):
     cache_dir = base.copy(tmp_path / "cache")
     rc, out, err = extract(data / "list.csv", cache_dir)
     assert rc == 0, err
-    entry = featx.open_entry(cache_dir=cache_dir)
+    entry = featx.Cache(cache_dir).open(None)
     assert entry.errors == {
         "a folder.png": "not a regular file",
         "missing.png": "cannot read file: No such file or directory",
@@ -403,7 +403,7 @@ def test_lambda_layer_refused_unless_unsafe(base_data, base, tiny_models, tmp_pa
         "--quiet",
     )
     assert rc == 0, err
-    loaded = featx.load(cache_dir=cache_dir, cache="lambda", layers="doubled,conv")
+    loaded = featx.load("lambda", "doubled,conv", cache=cache_dir)
     X = loaded.X
     start, stop = loaded.feature_slices["doubled"]
     c0, c1 = loaded.feature_slices["conv"]
@@ -545,7 +545,7 @@ def test_disk_full_while_appending_batches(base_data, base, tmp_path, fsize_run)
     rc, out, err = cli(*args)  # the same command, disk space back (in this process: faster)
     assert rc == 0 and "resuming interrupted extraction of 1 layer(s) at image 4/9" in out, err
     base.assert_intact(cache_dir)
-    assert np.isfinite(featx.load(cache_dir=cache_dir, layers="out_relu")[0]).all()
+    assert np.isfinite(featx.load(None, "out_relu", cache=cache_dir)[0]).all()
 
 
 def test_disk_full_while_publishing_a_layer(base_data, base, tmp_path, fsize_run):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from featx.errors import FeatxError
-from featx.selection.halving import contenders, epochs_spent, schedule, successive_halving
+from featx.selection.halving import contenders, epochs_spent, halve_epochs, ladder, schedule
 from featx.selection.spaces import BudgetSearch, budget_search
 
 from helpers import assert_one_line_error, cli
@@ -19,12 +19,20 @@ from helpers import assert_one_line_error, cli
 
 def test_schedule_keeps_the_best_third_and_triples_the_epochs():
     search = BudgetSearch({"a": tuple(range(36))}, max_epochs=27, min_epochs=1)
-    assert schedule(36, search) == [(36, 1), (12, 3), (4, 9), (2, 27)]
+    assert search.rungs(36) == [(36, 1), (12, 3), (4, 9), (2, 27)]
     # no rung below min_epochs: fewer rungs, each still keeps a third
-    assert schedule(36, BudgetSearch({"a": (1,)}, max_epochs=27, min_epochs=5)) == [(36, 9), (12, 27)]
+    assert BudgetSearch({"a": (1,)}, max_epochs=27, min_epochs=5).rungs(36) == [(36, 9), (12, 27)]
     # few configurations: no rung that keeps everyone
-    assert schedule(4, search) == [(4, 9), (2, 27)]
-    assert schedule(2, search) == [(2, 27)] and schedule(1, search) == [(1, 27)]
+    assert search.rungs(4) == [(4, 9), (2, 27)]
+    assert search.rungs(2) == [(2, 27)] and search.rungs(1) == [(1, 27)]
+
+
+def test_the_same_halving_spends_folds_cumulatively_as_compare_does():
+    """Folds are a cumulative budget: every step of the ladder 1, 3, 9, ... K is a rung, the last ones keeping two."""
+    assert ladder(1, 5, from_top=False) == [1, 3, 5] and ladder(1, 27, from_top=True) == [1, 3, 9, 27]
+    assert schedule(10, ladder(1, 5, from_top=False), cumulative=True) == [(10, 1), (4, 3), (2, 5)]
+    assert schedule(3, ladder(1, 10, from_top=False), cumulative=True) == [(3, 1), (2, 3), (2, 9), (2, 10)]
+    assert schedule(2, [1], cumulative=True) == [(2, 1)]
 
 
 def test_a_grid_cannot_list_the_budget_and_the_epochs_must_make_sense():
@@ -53,8 +61,8 @@ def test_halving_trains_only_the_contenders_for_the_full_budget_and_they_include
     quality = dict(enumerate(np.random.default_rng(0).uniform(0.5, 1.0, 30)))
     search = BudgetSearch({"a": tuple(range(30))}, max_epochs=27, min_epochs=1)
     calls = []
-    tried = successive_halving(_scorer(quality, calls), search, "accuracy")
-    assert [len(c) for c in calls] == [n for n, _ in schedule(30, search)] == [30, 10, 4, 2]
+    tried = halve_epochs(_scorer(quality, calls), search, "accuracy")
+    assert [len(c) for c in calls] == [n for n, _ in search.rungs(30)] == [30, 10, 4, 2]
     assert [{p["epochs"] for p in c} for c in calls] == [{1}, {3}, {9}, {27}]
     full = contenders(tried)
     assert {r["point"]["a"] for r in full} == set(sorted(quality, key=quality.get)[-2:])  # the best two survive
@@ -67,7 +75,7 @@ def test_halving_trains_only_the_contenders_for_the_full_budget_and_they_include
 
 def test_ties_go_to_grid_order():
     calls = []
-    successive_halving(
+    halve_epochs(
         _scorer(dict.fromkeys(range(9), 0.7), calls), BudgetSearch({"a": tuple(range(9))}, max_epochs=9), "accuracy"
     )
     assert [p["a"] for p in calls[-1]] == [0, 1]
@@ -82,16 +90,17 @@ def test_halving_needs_a_classifier_trained_by_epochs(tmp_path):
 
 @pytest.mark.slow
 def test_tune_dense_by_halving_chooses_a_contender_close_to_the_exact_grid_best(digits):
-    from featx.experiments.tune import tune
+    from featx.selection.search import search
+    from featx.selection.spec import FitSpec
 
     X, y, split = digits
     keep = np.isin(split, ("val", "test")) | (np.arange(len(y)) % 2 == 0)  # half the train rows: cheaper
     X, y, split = X[keep], y[keep], split[keep]
-    search = BudgetSearch(
+    budget = BudgetSearch(
         {"lr": (0.0003, 0.003, 0.03)}, max_epochs=4, min_epochs=1, fixed={"optimizer": "adam", "hidden": ()}
     )
     quiet = {"log": lambda *a: None, "metric": "accuracy"}
-    halving = tune(X, y, split, "dense", search=search, **quiet)
+    halving = search(X, y, split, FitSpec(classifier="dense"), space=budget, **quiet)
     curve = halving.curve
     assert list(curve["stage"]) == ["halving"] * 5 + ["default"] and list(curve["epochs"][:5]) == [1, 1, 1, 4, 4]
     assert halving.searched == ("epochs", "lr")
@@ -100,7 +109,7 @@ def test_tune_dense_by_halving_chooses_a_contender_close_to_the_exact_grid_best(
     full = curve[(curve["epochs"] == 4) & (curve["stage"] == "halving")]
     assert best["accuracy"] == full["accuracy"].max()
     assert curve.loc[curve["epochs"] == 1, "stopped_early"].sum() == 1
-    exact = tune(X, y, split, "dense", search=search.exact(), **quiet)
+    exact = search(X, y, split, FitSpec(classifier="dense"), space=budget.exact(), **quiet)
     # halving's choice is a point of the exact grid, trained the same way: its score there is the same fit's
     grid = exact.curve[exact.curve["stage"] == "coarse"]
     mine = grid.loc[np.isclose(grid["lr"], best["lr"]), "accuracy"].iloc[0]

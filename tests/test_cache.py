@@ -40,17 +40,23 @@ def test_runs_location_is_decided_by_the_cache(cache, tmp_path):
 
 def test_selection_travels_from_request_to_log_to_predict(cache, elpv_folder, tmp_path):
     mine = tmp_path / "mine"
-    loaded = featx.load(cache=None, cache_dir=cache.root, layers=LAYERS)
+    loaded = featx.load(None, LAYERS, cache=cache.root)
     assert loaded.selection.names == DEPTH_ORDER and loaded.layers == list(DEPTH_ORDER)
-    result = featx.fit(cache_dir=cache.root, runs_dir=mine, layers=LAYERS, clf="logreg", n_jobs=1, **QUIET)
+    result = featx.fit(
+        None,
+        LAYERS,
+        featx.fit_spec("logreg", n_jobs=1),
+        cache=featx.Cache(cache.root, runs_dir=mine),
+        log=lambda *a: None,
+    )
     assert result.folder.parent == mine and not cache.runs_dir.exists()
-    [row] = read_log(runs_dir=mine).to_dict("records")
+    [row] = read_log(Cache(None, runs_dir=mine)).to_dict("records")
     assert (row["layers"], row["layer_names"]) == (",".join(LAYERS), ",".join(DEPTH_ORDER))
     assert logged_selection(row) == loaded.selection
 
     files = sorted(p for p in elpv_folder.rglob("*.png"))[:4]
-    table = featx.predict(result.run_id, files, cache_dir=cache.root, runs_dir=mine, **QUIET)
-    X, _, meta = featx.load(cache_dir=cache.root, layers=LAYERS)
+    table = featx.predict(result.run_id, files, cache=featx.Cache(cache.root, runs_dir=mine), log=lambda *a: None)
+    X, _, meta = featx.load(None, LAYERS, cache=cache.root)
     rows = [list(meta["path"]).index(str(f.relative_to(elpv_folder))) for f in files]
     expected = [cache.open().class_names[c] for c in result.pipeline.predict(X[rows])]
     assert list(table["label"]) == expected  # features rebuilt in the logged depth order, as fitted
@@ -60,31 +66,38 @@ def test_selection_travels_from_request_to_log_to_predict(cache, elpv_folder, tm
 def test_predict_refuses_a_logged_layer_the_entry_does_not_have(cache, tmp_path):
     mine = Cache(cache.root, runs_dir=tmp_path / "mine")
     result = featx.fit(
-        cache=cache.open(),
-        cache_dir=cache.root,
-        runs_dir=mine.runs_dir,
-        layers=LAYERS[0],
-        clf="logreg",
-        n_jobs=1,
-        **QUIET,
+        cache.open(),
+        LAYERS[0],
+        featx.fit_spec("logreg", n_jobs=1),
+        cache=featx.Cache(cache.root, runs_dir=mine.runs_dir),
+        log=lambda *a: None,
     )
     append_run(
         mine, {**result.row, "run_id": "20990101-000000-ed17ed", "layer_names": "block_3_project_BN,block_99_add"}
     )
     with pytest.raises(FeatxError, match=r"^layer 'block_99_add' not in mobilenet_v2"):
-        featx.predict("20990101-000000-ed17ed", [tmp_path], cache_dir=cache.root, runs_dir=mine.runs_dir, **QUIET)
+        featx.predict(
+            "20990101-000000-ed17ed",
+            [tmp_path],
+            cache=featx.Cache(cache.root, runs_dir=mine.runs_dir),
+            log=lambda *a: None,
+        )
 
 
 def test_compare_subsets_are_selections(cache, tmp_path):
     result = featx.compare(
-        cache_dir=cache.root, runs_dir=tmp_path, layer_sets=["each", ",".join(LAYERS)], classifiers="logreg", **QUIET
+        None,
+        ["each", ",".join(LAYERS)],
+        featx.compare_specs("logreg"),
+        cache=featx.Cache(cache.root, runs_dir=tmp_path),
+        log=lambda *a: None,
     )
     table = result.table  # best first: put the model rows back in depth order, the baselines left out
     table = table[table["classifier"] == "logreg"].sort_values("depth", na_position="last").reset_index(drop=True)
     assert list(table["layers"]) == [*DEPTH_ORDER, ",".join(LAYERS)]
     depth = list(cache.open().layer_info).index
     assert list(table["depth"][:2]) == [depth(n) for n in DEPTH_ORDER] and table["depth"][:2].is_monotonic_increasing
-    log = read_log(runs_dir=tmp_path).set_index("run_id")
+    log = read_log(Cache(None, runs_dir=tmp_path)).set_index("run_id")
     assert list(log.loc[table["run_id"], "layer_names"]) == [*DEPTH_ORDER, ",".join(DEPTH_ORDER)]
     assert result.csv.parent.parent == tmp_path / "reports"
 
@@ -115,6 +128,6 @@ def test_public_api_is_keyword_only_after_the_first_argument(cache):
     with pytest.raises(TypeError):
         featx.extract("elpv", "mobilenet_v2")
     with pytest.raises(TypeError):
-        featx.runs(cache.root, "val_accuracy")
+        featx.list_runs(cache.root, "val_accuracy")
     with pytest.raises(TypeError):
         featx.load(None, "top_activation")

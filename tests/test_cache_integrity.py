@@ -60,7 +60,7 @@ def test_cache_object_finds_entries_by_name_key_and_recency(cache):
     assert cache.open().path == entry.path and entry.cache.root == cache.root
     assert cache.open(entry.key[:6]).path == entry.path == cache.open(entry.key).path == cache.open("mobilenet").path
     assert cache.runs_dir == cache.root / "runs" and cache.reports_dir == cache.root / "reports"
-    assert featx.open_entry(cache_dir=cache.root).key == entry.key  # the old module functions still work
+    assert featx.Cache(cache.root).open(None).key == entry.key  # the old module functions still work
     with pytest.raises(FeatxError, match=r"cache 'resnet' matches no cache entry; choose one of: mobilenet_v2-"):
         cache.open("resnet")
     assert entry.manifest.format_version == FORMAT_VERSION == 3 and set(entry.manifest.digests) == {
@@ -110,7 +110,7 @@ def test_hand_edited_index_is_refused_on_open(array, cache):
         values[0] = edits[array](values[0])
         f[array][...] = values
     with pytest.raises(RunFailed, match=MODIFIED):
-        featx.load(cache_dir=cache.root)
+        featx.load(cache.root)
     rc, _, err = cli("info", "--cache-dir", cache.root)
     assert rc == 1 and re.search(MODIFIED, one_line(err))
     assert featx.verify(entry.path) == [f"{entry.name}: {CHANGED}"]
@@ -136,11 +136,11 @@ def test_damaged_layer_file_is_one_line_in_info_load_and_fit(damage, cache):
         rf"layer file '{re.escape(str(entry.layer_file('block_3_project_BN')))}' cannot be read .*; run `featx verify`"
     )
     with pytest.raises(RunFailed, match=pattern):
-        featx.load(cache_dir=cache.root)
+        featx.load(cache.root)
     for command in (["info"], ["fit", "--layers", "block_3_project_BN", "--clf", "knn"]):
         rc, _, err = cli(*command, "--cache-dir", cache.root)
         assert rc == 1 and re.search(pattern, one_line(err)), err
-    X, _, _ = featx.load(cache_dir=cache.root, layers="block_1_project_BN")  # the other layer still serves
+    X, _, _ = featx.load(None, "block_1_project_BN", cache=cache.root)  # the other layer still serves
     assert X.shape[1] == 24
 
 
@@ -170,7 +170,7 @@ def test_unknown_format_version_is_one_line(cache, data):
         match=r"index.h5 has format version 99, this featx reads version 3; delete that "
         r"cache entry and re-run `featx extract`",
     ):
-        featx.load(cache_dir=cache.root)
+        featx.load(cache.root)
     (entry.path / "index.h5").write_bytes(original)
     (entry.path / "work").mkdir()
     (entry.path / "work" / "progress.json").write_text(json.dumps({"format_version": 7, "layers": []}))
@@ -200,8 +200,8 @@ def test_raw_rows_short_of_the_committed_count_are_never_padded(cache, data, tmp
     assert rc == 0 and "resuming" not in out, err
     fresh = tmp_path / "fresh"
     assert cli("extract", "--data", data, *ARGS, "--layers", "block_2_add", "--cache-dir", fresh)[0] == 0
-    X = featx.load(cache_dir=cache.root, layers="block_2_add")[0]
-    assert np.array_equal(X, featx.load(cache_dir=fresh, layers="block_2_add")[0]) and np.abs(X).sum(axis=1).all()
+    X = featx.load(None, "block_2_add", cache=cache.root)[0]
+    assert np.array_equal(X, featx.load(None, "block_2_add", cache=fresh)[0]) and np.abs(X).sum(axis=1).all()
     assert featx.verify(cache.open().path) == []
 
 
@@ -289,7 +289,7 @@ def test_reversed_class_names_are_refused_on_open_and_by_verify(cache):
     assert len(set(entry.class_names)) == 2
     _edit_attr(entry.path / "index.h5", "class_names", lambda names: names[::-1])
     with pytest.raises(RunFailed, match=MODIFIED):
-        featx.load(cache_dir=cache.root)
+        featx.load(cache.root)
     for command in (["info"], ["fit", "--layers", "block_1_project_BN", "--clf", "knn"]):
         rc, _, err = cli(*command, "--cache-dir", cache.root)
         assert rc == 1 and re.search(MODIFIED, one_line(err)), err
@@ -378,13 +378,13 @@ def test_a_layer_file_copied_over_another_of_the_same_width_is_refused(cache):
         r"of this entry \(copied, moved or edited\); run `featx verify` and re-extract"
     )
     with pytest.raises(RunFailed, match=pattern):
-        featx.load(cache_dir=cache.root, layers="block_2_add")
+        featx.load(None, "block_2_add", cache=cache.root)
     rc, _, err = cli("fit", "--layers", "block_2_add", "--clf", "knn", "--cache-dir", cache.root)
     assert rc == 1 and re.search(pattern, one_line(err)), err
     with h5py.File(entry.layer_file("block_2_add"), "r+") as f:
         f["features"].attrs["layer"] = "block_2_add"  # the attribute made to agree changes nothing
     with pytest.raises(RunFailed, match=pattern):
-        featx.load(cache_dir=cache.root, layers="block_2_add")
+        featx.load(None, "block_2_add", cache=cache.root)
     assert featx.verify(entry.path) == [
         f"{entry.name}: layer block_2_add: layers/block_2_add.h5 was not published as this layer of this view and entry "
         "(copied, moved or edited; digest mismatch)"
@@ -402,7 +402,7 @@ def test_a_layer_file_moved_to_a_view_folder_with_its_view_attribute_edited_is_r
         f["features"].attrs.update({"view": "hflip", "views_version": VIEWS_VERSION})
     assert cache.open().views == ["id", "hflip"]
     with pytest.raises(RunFailed, match=r"was not published as layer block_1_project_BN of view hflip of this entry"):
-        featx.load(cache_dir=cache.root, layers="block_1_project_BN", views=["id", "hflip"])
+        featx.load(None, "block_1_project_BN", views=["id", "hflip"], cache=cache.root)
     problems = featx.verify(entry.path)
     assert problems == [
         f"{entry.name}: layer block_1_project_BN (view hflip): views/hflip/block_1_project_BN.h5 was "

@@ -6,12 +6,14 @@ import json
 import numpy as np
 import pytest
 
+from featx.cache.store import Cache
 from featx.classifiers import fit_pipeline, make_classifier, make_pipeline
 from featx.classifiers.registry import LARGE_N, large_n_note
-from featx.cli import _classifier_params, build_parser
+from featx.cli import build_parser
+from featx.cli.options import classifier_params
 from featx.errors import FeatxError
-from featx.experiments import FitSpec
 from featx.features.transforms import build_feature_pipeline
+from featx.selection.spec import FitSpec
 from featx.values import params_dict, parse_grid_item, parse_param
 
 from helpers import cli
@@ -188,7 +190,7 @@ def test_flags_reach_the_classifier_parameters():
             "0.01",
         ]
     )
-    assert _classifier_params(args) == {
+    assert classifier_params(args) == {
         "loss": "hinge",
         "alpha": 0.001,
         "early_stopping": True,
@@ -234,7 +236,7 @@ def test_fit_nystroem_svm_and_sgd_from_the_command_line(elpv_cache, tmp_path):
     assert code == 0 and err == "", err
     from featx.runs.store import read_log
 
-    log = read_log(runs_dir=tmp_path).set_index("classifier")
+    log = read_log(Cache(None, runs_dir=tmp_path)).set_index("classifier")
     nystroem = json.loads(log.loc["nystroem-svm", "all_params"])
     assert (nystroem["n_components"], nystroem["gamma"]) == (64, 0.001)
     sgd = json.loads(log.loc["sgd", "all_params"])

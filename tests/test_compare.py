@@ -19,10 +19,12 @@ from threadpoolctl import threadpool_limits
 
 import featx
 from featx.cache.store import Cache
+from featx.compute import Compute
 from featx.errors import FeatxError
 from featx.experiments.fit import FitSpec
 from featx.features.load import load
 from featx.selection.cv import make_folds
+from featx.selection.search import search
 from featx.selection.train import fit_fold
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +36,7 @@ TIGHT = {"tol": 1e-10, "max_iter": 20000}
 @pytest.fixture(scope="module")
 def features(elpv_cache):
     entry = Cache(elpv_cache).open()
-    loaded = load(entry, layers="blocks")
+    loaded = load(entry, "blocks")
     X, y, meta = loaded
     split = meta["split"].to_numpy()
     narrow = np.arange(*loaded.feature_slices[NARROW])
@@ -80,20 +82,32 @@ def test_row_space_folds_decide_like_the_wide_features(features, clf):
         np.testing.assert_array_equal(fast.predict(X_fast), cold.predict(X_cold))
 
 
-COMPARE = {
-    "layer_sets": ["top_activation", "blocks", NARROW],
-    "classifiers": "logreg,linear-svm",
-    "cv": 5,
-    "standardize": True,
-    "seed": 0,
-}
+LAYER_SETS = ["top_activation", "blocks", NARROW]
+SPECS = {"classifiers": "logreg,linear-svm", "standardize": True, "seed": 0}
+FOLDS = {"cv": 5, "seed": 0}
 
 
 @pytest.fixture(scope="module")
 def exact_and_cold(elpv_cache, tmp_path_factory):
     runs = tmp_path_factory.mktemp("speed_runs")
-    exact = featx.compare(cache_dir=elpv_cache, runs_dir=runs, **COMPARE, **QUIET)
-    cold = featx.compare(cache_dir=elpv_cache, runs_dir=runs, reuse=False, n_jobs=1, **COMPARE, **QUIET)
+    exact = featx.compare(
+        None,
+        LAYER_SETS,
+        featx.compare_specs(**SPECS),
+        featx.Evaluation(**FOLDS),
+        cache=featx.Cache(elpv_cache, runs_dir=runs),
+        compute=featx.Compute(progress=False),
+        log=None,
+    )
+    cold = featx.compare(
+        None,
+        LAYER_SETS,
+        featx.compare_specs(**SPECS),
+        featx.Evaluation(**FOLDS),
+        cache=featx.Cache(elpv_cache, runs_dir=runs),
+        compute=featx.Compute(workers=1, progress=False, reuse=False),
+        log=None,
+    )
     return exact, cold
 
 
@@ -113,7 +127,13 @@ def test_halving_finds_the_exact_best_or_a_row_within_its_noise(elpv_cache, exac
     exact, _ = exact_and_cold
     lines = []
     halving = featx.compare(
-        cache_dir=elpv_cache, runs_dir=tmp_path, search="halving", log=lines.append, progress=False, **COMPARE
+        None,
+        LAYER_SETS,
+        featx.compare_specs(**SPECS),
+        featx.Evaluation(**FOLDS, search="halving"),
+        cache=featx.Cache(elpv_cache, runs_dir=tmp_path),
+        compute=featx.Compute(progress=False),
+        log=lines.append,
     )
     table = halving.table
     assert halving.fits < exact.fits
@@ -140,25 +160,26 @@ def test_halving_finds_the_exact_best_or_a_row_within_its_noise(elpv_cache, exac
 def test_halving_needs_cv(elpv_cache, tmp_path):
     with pytest.raises(FeatxError, match="needs cross-validation"):
         featx.compare(
-            cache_dir=elpv_cache,
-            runs_dir=tmp_path,
-            layer_sets=["top_activation"],
-            classifiers="logreg",
-            search="halving",
-            **QUIET,
+            None,
+            ["top_activation"],
+            featx.compare_specs("logreg"),
+            featx.Evaluation(search="halving"),
+            cache=featx.Cache(elpv_cache, runs_dir=tmp_path),
+            compute=featx.Compute(progress=False),
+            log=None,
         )
 
 
 def test_a_subset_named_twice_is_fitted_once_and_both_rows_get_its_scores(elpv_cache, tmp_path):
     # "each" repeats a layer also named on its own (top_activation in the standard comparison): the same fits
     result = featx.compare(
-        cache_dir=elpv_cache,
-        runs_dir=tmp_path,
-        layer_sets=[NARROW, NARROW],
-        classifiers="logreg",
-        cv=3,
-        standardize=True,
-        **QUIET,
+        None,
+        [NARROW, NARROW],
+        featx.compare_specs("logreg", standardize=True),
+        featx.Evaluation(cv=3),
+        cache=featx.Cache(elpv_cache, runs_dir=tmp_path),
+        compute=featx.Compute(progress=False),
+        log=None,
     )
     rows = result.table[result.table["classifier"] == "logreg"]
     assert len(rows) == 2 and rows["run_id"].nunique() == 2  # both rows are logged, each as its own run
@@ -224,23 +245,20 @@ def test_a_fit_that_does_not_converge_is_one_note_not_warnings(elpv_cache, tmp_p
 
 
 def test_tune_counts_non_converged_fits_in_one_line(features):
-    from featx.experiments.tune import tune
     from featx.selection.spaces import Search
 
     X, y, split, narrow, folds = features
     lines = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = tune(
+        result = search(
             X[:, narrow],
             y,
             split,
-            "logreg",
+            FitSpec(classifier="logreg", params={"max_iter": 2}, transforms={"standardize": True}),
             folds=folds,
-            params={"max_iter": 2},
-            n_jobs=1,
-            search=Search({"C": (0.01, 1.0, 100.0)}),
-            transforms={"standardize": True},
+            space=Search({"C": (0.01, 1.0, 100.0)}),
+            compute=Compute(workers=1, progress=False),
             log=lines.append,
         )
     assert not [w for w in caught if issubclass(w.category, ConvergenceWarning)]

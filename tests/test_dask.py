@@ -61,7 +61,7 @@ def reference(manifest, tmp_path_factory):
 
 
 def assert_same_cache(reference, cache_dir: Path) -> None:
-    other = featx.open_entry(cache_dir=cache_dir)
+    other = featx.Cache(cache_dir).open(None)
     assert other.key == reference.key and other.layers == reference.layers and len(reference.layers) == 3
     assert other.errors == reference.errors and list(reference.errors) == ["truncated.jpg"]
     assert_same_layers(reference, other, N_GOOD + 1)
@@ -273,11 +273,14 @@ def test_distributed_compare_gives_the_local_table(reference):
         "classifiers": "rf,logreg",
         "grid": {"n_estimators": [5, 20]},
         "seed": 3,
-        "cache_dir": entry.path.parent,
-        "log": lambda *a: None,
     }
-    local = featx.compare(entry.name, **sweep).table
-    remote = featx.compare(entry.name, cluster="local:2", **sweep).table
+    layer_sets = sweep.pop("layer_sets")
+    specs = featx.compare_specs(sweep.pop("classifiers"), **sweep)
+    cache = featx.Cache(entry.path.parent)
+    local = featx.compare(entry.name, layer_sets, specs, cache=cache, log=None).table
+    remote = featx.compare(
+        entry.name, layer_sets, specs, cache=cache, compute=featx.Compute(cluster="local:2"), log=None
+    ).table
     scores = [
         "layers",
         "classifier",
@@ -291,7 +294,7 @@ def test_distributed_compare_gives_the_local_table(reference):
     assert len(local) == 8  # 2 subsets x 2 classifiers x 2 grid points, and the majority and stratified baselines
     assert local[scores].equals(remote[scores])
     assert set(local["run_id"]).isdisjoint(remote["run_id"])
-    assert set(remote["run_id"]) | set(local["run_id"]) <= set(featx.runs(entry.path.parent)["run_id"])
+    assert set(remote["run_id"]) | set(local["run_id"]) <= set(featx.list_runs(entry.path.parent)["run_id"])
 
 
 def test_unreachable_scheduler_and_missing_sbatch_are_one_line(tmp_path):

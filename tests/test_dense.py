@@ -16,6 +16,7 @@ from featx.classifiers import fit_pipeline, make_classifier
 from featx.classifiers.dense import DenseHeadClassifier
 from featx.errors import FeatxError
 from featx.features.transforms import FNEDiscretizer
+from featx.runs.listing import RunFilter
 
 from helpers import draws, seed_everything
 
@@ -154,7 +155,7 @@ def lite0_cache(tmp_path_factory, fork_server):
 
 @pytest.mark.slow  # an extraction and three dense fits in real processes: about 30 s
 def test_cli_flags_and_pipeline_params_reach_the_dense_head(lite0_cache, tmp_path):
-    from featx.runs.listing import runs
+    from featx.runs.listing import list_runs as runs
 
     common = ["--mixup", 0.2, "--feature-noise", 0.1, "--epochs", 3, "--cache-dir", lite0_cache]
     fit = featx("fit", "--clf", "dense", "--layers", "final", *common)
@@ -170,7 +171,7 @@ def test_cli_flags_and_pipeline_params_reach_the_dense_head(lite0_cache, tmp_pat
     )
     run = featx("run", pipeline, "--cache-dir", lite0_cache)
     assert run.rc == 0, run.err
-    dense = runs(lite0_cache, clf="dense")
+    dense = runs(lite0_cache, where=RunFilter(clf="dense"))
     assert sorted(dense["params"]) == [
         '{"epochs": 3, "feature_noise": 0.1, "mixup": 0.2}',
         '{"epochs": 3, "feature_noise": 0.1, "mixup": 0.2}',

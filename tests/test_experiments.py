@@ -9,14 +9,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from featx import open_entry
-from featx.cache.store import CacheEntry
+from featx.cache.store import Cache, CacheEntry
 from featx.cli import main
+from featx.compute import Compute
 from featx.errors import FeatxError
-from featx.experiments import compare, fit, load_model, predict, read_pipeline, run_pipeline
+from featx.experiments.compare import compare
+from featx.experiments.fit import fit
+from featx.experiments.pipelines import read_pipeline, run_pipeline
+from featx.experiments.predict import predict
 from featx.features.load import load
-from featx.runs import listing as runs
+from featx.runs.listing import RunFilter
+from featx.runs.listing import list_runs as runs
+from featx.runs.models import load_model
 from featx.runs.store import append_run, read_log
+from featx.selection.spec import compare_specs, fit_spec
 
 QUIET = {"log": lambda *a: None}
 
@@ -26,15 +32,15 @@ def _log_size(cache_dir):
 
 
 def _split(cache_dir, layers, name):
-    X, y, meta = load(cache_dir=cache_dir, layers=layers)
+    X, y, meta = load(None, layers, cache=cache_dir)
     rows = (meta["split"] == name).to_numpy()
     return X[rows], y[rows], meta[rows]
 
 
 def test_rf_and_logreg_beat_chance_by_far_and_are_logged(elpv_cache):
     before = _log_size(elpv_cache)
-    forest = fit(cache_dir=elpv_cache, layers="blocks", clf="rf", params={"n_estimators": 100}, **QUIET)
-    logreg = fit(cache_dir=elpv_cache, layers="top_activation", clf="logreg", standardize=True, **QUIET)
+    forest = fit(None, "blocks", fit_spec("rf", params={"n_estimators": 100}), cache=elpv_cache, log=lambda *a: None)
+    logreg = fit(None, "top_activation", fit_spec("logreg", standardize=True), cache=elpv_cache, log=lambda *a: None)
     _, y_test, _ = _split(elpv_cache, "top_activation", "test")
     majority = np.bincount(y_test).max() / len(y_test)  # 0.57 on this subset
     for result in (forest, logreg):
@@ -61,7 +67,7 @@ def test_rf_and_logreg_beat_chance_by_far_and_are_logged(elpv_cache):
         "blocks",
         1808,
     )
-    assert row["cache_key"] == open_entry(cache_dir=elpv_cache).key and '"n_estimators": 100' in row["all_params"]
+    assert row["cache_key"] == Cache(elpv_cache).open(None).key and '"n_estimators": 100' in row["all_params"]
     assert row["test_accuracy"] == round(forest.metrics["test"]["accuracy"], 4)
     model, _ = load_model(logreg.run_id, elpv_cache)
     X_test, _, _ = _split(elpv_cache, "top_activation", "test")
@@ -70,17 +76,15 @@ def test_rf_and_logreg_beat_chance_by_far_and_are_logged(elpv_cache):
 
 def test_fne_maps_to_three_values_with_train_statistics_only(elpv_cache):
     result = fit(
-        cache_dir=elpv_cache,
-        layers="block6d_add,top_activation",
-        clf="logreg",
-        discretize="fne",
-        fne_low=-0.3,
-        fne_high=0.2,
-        **QUIET,
+        None,
+        "block6d_add,top_activation",
+        fit_spec("logreg", discretize="fne", fne_low=-0.3, fne_high=0.2),
+        cache=elpv_cache,
+        log=lambda *a: None,
     )
     fne = result.pipeline.named_steps["fne"]
     X_train, _, _ = _split(elpv_cache, "block6d_add,top_activation", "train")
-    X_all, _, _ = load(cache_dir=elpv_cache, layers="block6d_add,top_activation")
+    X_all, _, _ = load(None, "block6d_add,top_activation", cache=elpv_cache)
     np.testing.assert_allclose(fne.mean_, X_train.mean(axis=0, dtype=np.float64), rtol=1e-6)
     assert not np.allclose(fne.mean_, X_all.mean(axis=0, dtype=np.float64), rtol=1e-6)
     assert (fne.low, fne.high) == (-0.3, 0.2) and result.row["transforms"] == "fne(-0.3,0.2)"
@@ -91,13 +95,13 @@ def test_dense_head_learns_keeps_best_epoch_and_round_trips(elpv_cache):
     # seed 1: a run whose best val epoch is neither the first nor the last, so keeping it is visible (on this
     # 37-image val split some seeds never beat their first epoch's val accuracy while the train loss falls)
     result = fit(
-        cache_dir=elpv_cache,
-        layers="top_activation",
-        clf="dense",
-        standardize=True,
-        seed=1,
-        params={"hidden": (64,), "epochs": 30, "lr": 0.01, "momentum": 0.9},
-        **QUIET,
+        None,
+        "top_activation",
+        fit_spec(
+            "dense", params={"hidden": (64,), "epochs": 30, "lr": 0.01, "momentum": 0.9}, seed=1, standardize=True
+        ),
+        cache=elpv_cache,
+        log=lambda *a: None,
     )
     head = result.pipeline[-1]
     history = pd.read_csv(result.folder / "history.csv")
@@ -119,15 +123,14 @@ def test_compare_reads_layers_once_and_logs_one_run_per_row(elpv_cache, monkeypa
     )
     before = _log_size(elpv_cache)
     result = compare(
-        cache_dir=elpv_cache,
-        layer_sets=["each", "block6d_add,top_activation"],
-        classifiers="knn,rf",
-        grid={"min_samples_leaf": [1, 3]},
-        params={"n_estimators": 10},
-        n_jobs=2,
-        **QUIET,
+        None,
+        ["each", "block6d_add,top_activation"],
+        compare_specs("knn,rf", grid={"min_samples_leaf": [1, 3]}, params={"n_estimators": 10}),
+        cache=elpv_cache,
+        compute=Compute(workers=2),
+        log=lambda *a: None,
     )
-    entry = open_entry(cache_dir=elpv_cache)
+    entry = Cache(elpv_cache).open(None)
     assert [list(r) for r in reads] == [entry.layers]  # the union, once, in depth order
     table = result.table
     assert len(table) == (len(entry.layers) + 1) * 3 + 2  # knn + rf x 2 grid points per subset, 2 baselines
@@ -143,11 +146,15 @@ def test_compare_reads_layers_once_and_logs_one_run_per_row(elpv_cache, monkeypa
 def test_runs_sorted_best_first_and_filtered(elpv_cache):
     for leaf in (1, 5, 9):
         fit(
-            cache_dir=elpv_cache, layers="block5c_add,block6d_add", clf="rf", params={"min_samples_leaf": leaf}, **QUIET
+            None,
+            "block5c_add,block6d_add",
+            fit_spec("rf", params={"min_samples_leaf": leaf}),
+            cache=elpv_cache,
+            log=lambda *a: None,
         )
-    fit(cache_dir=elpv_cache, layers="block6d_add", clf="knn", **QUIET)
+    fit(None, "block6d_add", fit_spec("knn"), cache=elpv_cache, log=lambda *a: None)
     assert runs(elpv_cache)["selection_score"].is_monotonic_decreasing  # CV mean where a run has one, else val
-    forests = runs(elpv_cache, clf="rf", layers="block5c", top=2)
+    forests = runs(elpv_cache, where=RunFilter(clf="rf", layers="block5c"), top=2)
     assert len(forests) == 2 and set(forests["classifier"]) == {"rf"}
     assert forests["val_accuracy"].is_monotonic_decreasing and forests["layer_names"].str.contains("block5c").all()
     fastest = runs(elpv_cache, sort="fit_seconds")
@@ -155,9 +162,11 @@ def test_runs_sorted_best_first_and_filtered(elpv_cache):
 
 
 def test_predict_on_image_files_matches_the_cached_features(elpv_cache, tmp_path):
-    result = fit(cache_dir=elpv_cache, layers="block6d_add,top_activation", clf="logreg", standardize=True, **QUIET)
+    result = fit(
+        None, "block6d_add,top_activation", fit_spec("logreg", standardize=True), cache=elpv_cache, log=lambda *a: None
+    )
     X_test, _, meta = _split(elpv_cache, "block6d_add,top_activation", "test")
-    root = open_entry(cache_dir=elpv_cache).attrs["root"]
+    root = Cache(elpv_cache).open(None).attrs["root"]
     files = [f"{root}/{p}" for p in meta["path"][:4]]
     folder = tmp_path / "more"
     folder.mkdir()
@@ -167,13 +176,13 @@ def test_predict_on_image_files_matches_the_cached_features(elpv_cache, tmp_path
     table = predict(
         result.run_id[:-2],
         files[:3] + [str(folder)],
-        cache_dir=elpv_cache,
-        batch_size=2,
         output=tmp_path / "out.csv",
-        **QUIET,
+        cache=elpv_cache,
+        compute=Compute(batch_size=2),
+        log=lambda *a: None,
     )
     assert list(table["path"]) == files[:3] + [str(folder / "cell.png"), str(folder / "notes.txt")]
-    expected = np.asarray(open_entry(cache_dir=elpv_cache).class_names)[result.pipeline.predict(X_test[:4])]
+    expected = np.asarray(Cache(elpv_cache).open(None).class_names)[result.pipeline.predict(X_test[:4])]
     assert list(table["label"][:4]) == list(expected)
     probabilities = table.filter(like="p_").to_numpy()[:4].astype(float)
     np.testing.assert_allclose(probabilities, result.pipeline.predict_proba(X_test[:4]), atol=2e-3)
@@ -182,7 +191,7 @@ def test_predict_on_image_files_matches_the_cached_features(elpv_cache, tmp_path
 
 
 def test_tampered_or_foreign_model_is_refused(elpv_cache):
-    result = fit(cache_dir=elpv_cache, layers="top_activation", clf="knn", **QUIET)
+    result = fit(None, "top_activation", fit_spec("knn"), cache=elpv_cache, log=lambda *a: None)
     outside = elpv_cache / "outside.skops"  # intact copy, right sha256, but not in the runs folder
     shutil.copy(result.folder / "model.skops", outside)
     append_run(elpv_cache, {**result.row, "run_id": "20990101-000000-f0e1d2", "model_path": "../outside.skops"})
@@ -193,7 +202,7 @@ def test_tampered_or_foreign_model_is_refused(elpv_cache):
     with pytest.raises(FeatxError, match="sha256"):
         load_model(result.run_id, elpv_cache)
     with pytest.raises(FeatxError, match="sha256"):
-        predict(result.run_id, [result.folder], cache_dir=elpv_cache, **QUIET)
+        predict(result.run_id, [result.folder], cache=elpv_cache, log=lambda *a: None)
 
 
 def test_cli_fit_compare_runs_and_bad_input(elpv_cache, capsys):
@@ -258,7 +267,7 @@ def test_fit_and_compare_from_the_cache_never_import_tensorflow(elpv_cache):
 
 
 def test_pipeline_file_reuses_the_cache_and_rejects_unknown_keys(elpv_cache, tmp_path):
-    entry = open_entry(cache_dir=elpv_cache)
+    entry = Cache(elpv_cache).open(None)
     head = f'data = "elpv"\nlayers = ["blocks", "top_activation"]\n[extract]\nlimit = {len(entry.labels)}\n'
     good = tmp_path / "small.toml"
     good.write_text(
@@ -267,7 +276,7 @@ def test_pipeline_file_reuses_the_cache_and_rejects_unknown_keys(elpv_cache, tmp
         'standardize = true\n[[steps]]\nkind = "tsne"\nlayers = "top_activation"\n'
     )
     lines = []
-    result = run_pipeline(good, cache_dir=elpv_cache, log=lines.append)
+    result = run_pipeline(good, cache=elpv_cache, log=lines.append)
     assert any("nothing to do" in line for line in lines)  # extraction was a cache hit
     assert result.entry.path == entry.path and len(result.table) == 5  # fit, 2 compare rows, 2 baselines
     assert (result.table["selected_by"] == "val").all()  # no CV: one protocol, ranked by its val score
@@ -280,7 +289,7 @@ def test_pipeline_file_reuses_the_cache_and_rejects_unknown_keys(elpv_cache, tmp
     bad = tmp_path / "bad.toml"
     bad.write_text(head + '[[steps]]\nkind = "fit"\nclff = "rf"\n')
     with pytest.raises(FeatxError, match=r"unknown key 'clff' in step 1 \(fit\) of '.*bad.toml'"):
-        run_pipeline(bad, cache_dir=elpv_cache, **QUIET)
+        run_pipeline(bad, cache=elpv_cache, log=lambda *a: None)
     bad.write_text('datta = "elpv"\n' + head)
     with pytest.raises(FeatxError, match="unknown key 'datta' in pipeline"):
         read_pipeline(bad)
@@ -304,7 +313,7 @@ def test_elpv_best_recipe_runs_with_views_and_tta(tmp_path):
     small = tmp_path / "elpv_best.toml"
     text = "".join(line for line in text.splitlines(keepends=True) if not line.startswith("input_size ="))
     small.write_text(text.replace("[extract]\n", "[extract]\nlimit = 120\ninput_size = 96\n"))  # its own size out
-    result = run_pipeline(small, cache_dir=tmp_path / "cache", **QUIET)
+    result = run_pipeline(small, cache=tmp_path / "cache", log=lambda *a: None)
     assert result.entry.views == ["id", "rot90", "rot180", "rot270", "hflip", "vflip", "transpose", "transverse"]
     [row] = result.table.to_dict("records")
     assert row["views"].startswith("id,rot90") and row["tta"] == 1 and 0 <= row["test_accuracy"] <= 1

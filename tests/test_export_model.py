@@ -27,15 +27,22 @@ def tail_run(elpv_folder, tmp_path_factory):
 
     cache_dir = tmp_path_factory.mktemp("tail_cache")
     featx.extract(
-        str(elpv_folder), layers=CUT, pool="none", input_size=96, cache_dir=cache_dir, progress=False, **QUIET
+        str(elpv_folder),
+        featx.BackboneSpec(featx.backbones.DEFAULT_BACKBONE, input_size=96, pool="none"),
+        CUT,
+        cache=cache_dir,
+        compute=featx.Compute(progress=False),
+        log=None,
     )
     entry = Cache(cache_dir).open()
     result = featx.fit(
-        cache_dir=cache_dir,
-        layers=CUT,
-        clf="tail",
-        **QUIET,
-        params={"cut": CUT, "backbone": backbone_description(entry), "epochs": 2, "warmup_epochs": 1},
+        None,
+        CUT,
+        featx.fit_spec(
+            "tail", params={"cut": CUT, "backbone": backbone_description(entry), "epochs": 2, "warmup_epochs": 1}
+        ),
+        cache=cache_dir,
+        log=None,
     )
     return cache_dir, result.run_id
 
@@ -55,19 +62,19 @@ def test_the_exported_network_loads_safely_predicts_as_featx_predict_and_extract
     names = [layer.name for layer in model.layers]
     assert CUT in names and "top_activation" in names and names[-1] == "head_softmax"  # one flat network
 
-    predicted = featx.predict(run_id, elpv_folder, cache_dir=cache_dir, output=tmp_path / "p.csv", log=lambda *a: None)
+    predicted = featx.predict(run_id, elpv_folder, output=tmp_path / "p.csv", cache=cache_dir, log=lambda *a: None)
     # the exported file as a backbone: featx decodes, resizes and preprocesses the images itself (preprocessing
     # inferred from the layer names), and its last layer's outputs are the class probabilities
     again = tmp_path / "again"
     featx.extract(
         str(elpv_folder),
-        backbone=str(path),
-        layers="head_softmax,top_activation",
-        cache_dir=again,
-        progress=False,
-        **QUIET,
+        str(path),
+        "head_softmax,top_activation",
+        cache=again,
+        compute=featx.Compute(progress=False),
+        log=None,
     )
-    X, _, meta = featx.load(cache_dir=again, layers="head_softmax")
+    X, _, meta = featx.load(None, "head_softmax", cache=again)
     assert X.shape == (len(predicted), 3)
     by_path = dict(zip(meta["path"].map(lambda p: p.split("/")[-1]), X))
     columns = [c for c in predicted.columns if c.startswith("p_")]
@@ -75,7 +82,7 @@ def test_the_exported_network_loads_safely_predicts_as_featx_predict_and_extract
         mine = by_path[row["path"].split("/")[-1]]
         assert np.allclose(mine, row[columns].to_numpy(float), atol=2e-4)  # predict's CSV keeps 4 decimals
     assert np.allclose(X.sum(axis=1), 1, atol=1e-5)
-    tuned, _, _ = featx.load(cache_dir=again, layers="top_activation")
+    tuned, _, _ = featx.load(None, "top_activation", cache=again)
     assert tuned.shape[1] == 1280 and np.isfinite(tuned).all()
 
 
@@ -83,7 +90,7 @@ def test_export_model_refuses_a_run_that_is_not_a_tail_and_a_path_that_is_not_ke
     cache_dir, run_id = tail_run
     rc, _, err = cli("export-model", run_id, "-o", tmp_path / "model.h5", "--cache-dir", cache_dir)
     assert_one_line_error(rc, err, "must end in .keras")
-    other = featx.fit(cache_dir=cache_dir, layers=CUT, clf="logreg", **QUIET).run_id
+    other = featx.fit(None, CUT, featx.fit_spec("logreg"), cache=cache_dir, log=None).run_id
     rc, _, err = cli("export-model", other, "-o", tmp_path / "model.keras", "--cache-dir", cache_dir)
     assert_one_line_error(rc, err, "logreg model on cached features; export-model exports the network of a tail run")
     assert not (tmp_path / "model.keras").exists()

@@ -10,6 +10,8 @@ import featx
 from featx.backbones import describe_layers, get_backbone
 from featx.sources.decode import load_rgb
 
+from helpers import extract
+
 LITE_LAYERS = ["block2b_add", "block6a_project_bn", "top_activation", "predictions"]
 
 
@@ -21,7 +23,13 @@ def lite():
 @pytest.fixture(scope="module")
 def lite_cache(elpv_folder, tmp_path_factory, lite):
     cache_dir = tmp_path_factory.mktemp("cache")
-    result = featx.extract(str(elpv_folder), layers=LITE_LAYERS, cache_dir=cache_dir, batch_size=5, progress=False)
+    result = featx.extract(
+        str(elpv_folder),
+        "efficientnet_lite0",
+        LITE_LAYERS,
+        cache=cache_dir,
+        compute=featx.Compute(batch_size=5, progress=False),
+    )
     return cache_dir, result
 
 
@@ -53,7 +61,13 @@ def test_one_pass_equals_per_layer_models(lite_cache, lite):
 @pytest.mark.slow  # an extraction and per-layer Keras models
 @pytest.mark.parametrize("pool", ["max", "none"])
 def test_other_poolings_equal_reference(elpv_folder, tmp_path, lite, pool):
-    result = featx.extract(str(elpv_folder), layers="block3a_project_bn", pool=pool, cache_dir=tmp_path, progress=False)
+    result = featx.extract(
+        str(elpv_folder),
+        featx.BackboneSpec(featx.backbones.DEFAULT_BACKBONE, pool=pool),
+        "block3a_project_bn",
+        cache=tmp_path,
+        compute=featx.Compute(progress=False),
+    )
     X, _, meta = featx.load(result.entry, split=None)
     paths = [f"{result.entry.attrs['root']}/{p}" for p in meta["path"]]
     np.testing.assert_allclose(X, per_layer_reference(lite, paths, "block3a_project_bn", pool), rtol=1e-4, atol=1e-5)
@@ -61,7 +75,7 @@ def test_other_poolings_equal_reference(elpv_folder, tmp_path, lite, pool):
 
 def test_real_features_separate_classes(lite_cache):
     """Sanity that the features carry content: nearest class centroid beats chance on the real images."""
-    X, y, _ = featx.load(cache_dir=lite_cache[0], layers="top_activation")
+    X, y, _ = featx.load(None, "top_activation", cache=lite_cache[0])
     centroids = np.stack([X[y == c].mean(axis=0) for c in np.unique(y)])
     predicted = np.argmin(((X[:, None, :] - centroids[None]) ** 2).sum(-1), axis=1)
     assert (predicted == y).mean() > 0.6  # chance is 1/3
@@ -85,7 +99,12 @@ def test_second_run_is_a_noop(lite_cache, elpv_folder):
     before = {n: first.entry.layer_file(n).stat().st_mtime_ns for n in LITE_LAYERS}
     said = []
     again = featx.extract(
-        str(elpv_folder), layers=LITE_LAYERS, cache_dir=cache_dir, batch_size=5, progress=False, log=said.append
+        str(elpv_folder),
+        "efficientnet_lite0",
+        LITE_LAYERS,
+        cache=cache_dir,
+        compute=featx.Compute(batch_size=5, progress=False),
+        log=said.append,
     )
     assert again.computed_layers == [] and again.entry.path == first.entry.path
     assert "nothing to do" in said[0]
@@ -94,20 +113,24 @@ def test_second_run_is_a_noop(lite_cache, elpv_folder):
 
 def test_extra_layer_computes_only_that_layer(lite_cache, elpv_folder):
     cache_dir, first = lite_cache
-    X_before, _, _ = featx.load(cache_dir=cache_dir, layers=LITE_LAYERS)
+    X_before, _, _ = featx.load(None, LITE_LAYERS, cache=cache_dir)
     result = featx.extract(
-        str(elpv_folder), layers=LITE_LAYERS + ["block4a_project_bn"], cache_dir=cache_dir, batch_size=5, progress=False
+        str(elpv_folder),
+        "efficientnet_lite0",
+        LITE_LAYERS + ["block4a_project_bn"],
+        cache=cache_dir,
+        compute=featx.Compute(batch_size=5, progress=False),
     )
     assert result.computed_layers == ["block4a_project_bn"]
-    X_after, _, meta = featx.load(cache_dir=cache_dir, layers=LITE_LAYERS)
+    X_after, _, meta = featx.load(None, LITE_LAYERS, cache=cache_dir)
     np.testing.assert_array_equal(X_before, X_after)
-    assert "block4a_project_bn" in featx.open_entry(cache_dir=cache_dir).layers
+    assert "block4a_project_bn" in featx.Cache(cache_dir).open(None).layers
 
 
 def test_layer_order_is_depth_order(lite_cache):
-    m1 = featx.load(cache_dir=lite_cache[0], layers=["top_activation", "block2b_add"])
+    m1 = featx.load(None, ["top_activation", "block2b_add"], cache=lite_cache[0])
     X1 = m1.X
-    X2, _, m2 = featx.load(cache_dir=lite_cache[0], layers="block2b_add,top_activation")
+    X2, _, m2 = featx.load(None, "block2b_add,top_activation", cache=lite_cache[0])
     np.testing.assert_array_equal(X1, X2)
     assert m1.layers == ["block2b_add", "top_activation"]
     assert m1.feature_slices["block2b_add"] == (0, 24)
@@ -115,7 +138,7 @@ def test_layer_order_is_depth_order(lite_cache):
 
 def test_split_load_uses_stored_split(lite_cache):
     entry = lite_cache[1].entry
-    parts = [featx.load(cache_dir=lite_cache[0], layers="predictions", split=s) for s in ("train", "val", "test")]
+    parts = [featx.load(None, "predictions", split=s, cache=lite_cache[0]) for s in ("train", "val", "test")]
     assert sum(len(p[1]) for p in parts) == 18
     for (_, y, meta), split in zip(parts, ("train", "val", "test")):
         assert set(meta["split"]) == {split} and len(np.unique(y)) == 3
@@ -128,12 +151,16 @@ def test_changed_image_is_never_served_stale(elpv_folder, tmp_path):
 
     data = tmp_path / "data"
     shutil.copytree(elpv_folder, data)
-    first = featx.extract(str(data), layers="top_activation", cache_dir=tmp_path / "c", progress=False)
+    first = featx.extract(
+        str(data), "efficientnet_lite0", "top_activation", cache=tmp_path / "c", compute=featx.Compute(progress=False)
+    )
     victim = data / first.entry.relpaths[0]
     from PIL import Image
 
     Image.open(victim).transpose(Image.FLIP_TOP_BOTTOM).save(victim)
-    second = featx.extract(str(data), layers="top_activation", cache_dir=tmp_path / "c", progress=False)
+    second = featx.extract(
+        str(data), "efficientnet_lite0", "top_activation", cache=tmp_path / "c", compute=featx.Compute(progress=False)
+    )
     assert second.entry.path != first.entry.path and second.computed_layers == ["top_activation"]
     X1, _ = first.entry.read(["top_activation"])
     X2, _ = second.entry.read(["top_activation"])
@@ -144,7 +171,11 @@ def test_changed_image_is_never_served_stale(elpv_folder, tmp_path):
 def test_float16_and_other_settings_get_their_own_entry(lite_cache, elpv_folder):
     cache_dir, first = lite_cache
     half = featx.extract(
-        str(elpv_folder), layers="top_activation", dtype="float16", cache_dir=cache_dir, progress=False
+        str(elpv_folder),
+        featx.BackboneSpec(featx.backbones.DEFAULT_BACKBONE, dtype="float16"),
+        "top_activation",
+        cache=cache_dir,
+        compute=featx.Compute(progress=False),
     )
     assert half.entry.path != first.entry.path
     X16, _ = half.entry.read(["top_activation"])
@@ -159,10 +190,10 @@ def test_mixed_precision_is_its_own_entry_and_leaves_no_trace(elpv_folder, tmp_p
     import keras
 
     kw = dict(layers="block6a_project_bn,top_activation", input_size=96, progress=False, log=lambda *a: None)
-    before = featx.extract(str(elpv_folder), cache_dir=tmp_path / "a", **kw)
-    mixed = featx.extract(str(elpv_folder), cache_dir=tmp_path / "a", mixed_precision=True, **kw)
+    before = extract(elpv_folder, cache_dir=tmp_path / "a", **kw)
+    mixed = extract(elpv_folder, cache_dir=tmp_path / "a", mixed_precision=True, **kw)
     assert keras.mixed_precision.global_policy().name == "float32"
-    after = featx.extract(str(elpv_folder), cache_dir=tmp_path / "b", **kw)
+    after = extract(elpv_folder, cache_dir=tmp_path / "b", **kw)
     assert mixed.entry.path != before.entry.path and mixed.entry.settings["mixed_precision"] is True
     layers = ["block6a_project_bn", "top_activation"]
     X32, X16, X32_again = (r.entry.read(layers)[0] for r in (before, mixed, after))

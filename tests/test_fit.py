@@ -30,8 +30,8 @@ def test_fit_without_layers_says_it_uses_every_cached_layer(small_cache, capsys)
 
 @pytest.mark.slow
 def test_log_none_prints_nothing_and_metrics_keep_class_order(small_cache, capsys):
-    result = featx.fit(cache_dir=small_cache, layers="final", clf="knn", log=None)
-    compared = featx.compare(cache_dir=small_cache, layer_sets=["final"], classifiers="knn,logreg", log=None)
+    result = featx.fit(None, "final", featx.fit_spec("knn"), cache=small_cache, log=None)
+    compared = featx.compare(None, ["final"], featx.compare_specs("knn,logreg"), cache=small_cache, log=None)
     assert capsys.readouterr().out == ""
     metrics = json.loads((result.folder / "metrics.json").read_text())
     classes = featx.Cache(small_cache).open().class_names

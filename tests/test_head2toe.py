@@ -10,11 +10,11 @@ from sklearn.linear_model import LogisticRegression, MultiTaskLasso
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from featx.errors import FeatxError
-from featx.experiments import FitSpec, train_and_score
 from featx.features.head2toe import GroupLassoSelector, LayerNormalizer, parse_select
 from featx.features.transforms import build_feature_pipeline
 from featx.selection.cv import cross_validate, make_folds
-from featx.selection.train import cross_validate_spec
+from featx.selection.spec import Evaluation, FitSpec, Head2ToeSearch
+from featx.selection.train import cross_validate_spec, train_and_score
 
 DIGIT_BLOCKS = [["top_rows", 16], ["middle_rows", 32], ["bottom_rows", 16]]  # digits' 8x8 pixels, row bands
 CLASSES = [str(i) for i in range(10)]
@@ -172,12 +172,11 @@ def test_tune_head2toe_searches_t_penalty_fraction_and_c(h2t_entries):
     lines = []
     result = tune_head2toe(
         [avg.name, grid.name],
-        cache_dir=cache_dir,
-        penalties=(0.3, 0.1),
-        fractions=(0.1, 0.5),
-        Cs=(0.1, 10.0),
+        None,
+        Head2ToeSearch(penalties=(0.3, 0.1), fractions=(0.1, 0.5), Cs=(0.1, 10.0)),
+        Evaluation(metric="accuracy"),
+        cache=cache_dir,
         log=lines.append,
-        metric="accuracy",
     )
     curve = result.curve
     assert set(curve["pool"]) == {"avg", "grid:256"} and set(curve["penalty"]) == {0.3, 0.1}
@@ -296,19 +295,16 @@ def test_tune_head2toe_with_views_and_tta_is_the_view_ensemble_fit(h2t_entries):
     cache_dir, avg, _ = h2t_entries
     result = tune_head2toe(
         avg.name,
-        cache_dir=cache_dir,
-        cv=3,
-        views="flip",
-        tta=True,
-        standardize=True,
-        penalties=(0.1,),
-        fractions=(0.3,),
-        Cs=(1.0,),
-        metric="accuracy",
+        None,
+        Head2ToeSearch(
+            views=("id", "hflip"), tta=True, standardize=True, penalties=(0.1,), fractions=(0.3,), Cs=(1.0,)
+        ),
+        Evaluation(cv=3, metric="accuracy"),
+        cache=cache_dir,
         log=None,
     )
     assert result.views == ("id", "hflip") and result.tta and "views=id,hflip (tta)" in result.line()
-    features = featx.load(avg.name, cache_dir=cache_dir, views="flip")
+    features = featx.load(avg.name, views="flip", cache=cache_dir)
     X, y, meta = features
     split = meta["split"].to_numpy()
     spec = FitSpec(
@@ -329,7 +325,7 @@ def test_tune_head2toe_with_views_and_tta_is_the_view_ensemble_fit(h2t_entries):
     point = result.curve.iloc[0]
     for metric in ("accuracy", "balanced_accuracy", "f1_macro"):
         assert point[metric] == pytest.approx(ensemble[metric].mean(), abs=1e-9)
-    model, row = featx.load_model(result.run_id, cache_dir=cache_dir)
+    model, row = featx.load_model(result.run_id, cache_dir)
     assert isinstance(model, ViewEnsemble) and row["views"] == "id,hflip" and int(row["tta"]) == 1
 
 
@@ -343,27 +339,21 @@ def test_tune_head2toe_with_views_refits_selection_per_fold(h2t_entries):
     from featx.features.head2toe import layer_blocks
 
     cache_dir, avg, _ = h2t_entries
-    features = featx.load(avg.name, cache_dir=cache_dir, views="flip")
+    features = featx.load(avg.name, views="flip", cache=cache_dir)
     X, y, meta = features
     folds = make_folds(y, meta["split"].to_numpy(), 3, 1, 0)
-    options = {
-        "blocks": layer_blocks(features.feature_slices),
-        "penalties": (0.1,),
-        "fractions": (0.3,),
-        "Cs": (1.0,),
-        "n_views": 2,
-        "tta": True,
-    }
+    recipe = Head2ToeSearch(penalties=(0.1,), fractions=(0.3,), Cs=(1.0,), views=("id", "hflip"), tta=True)
+    options = {"blocks": layer_blocks(features.feature_slices)}
     X_bad, y_bad = X.copy(), y.copy()
     held_out = folds.splits[0][1]
     rng = np.random.default_rng(3)
     X_bad[held_out] = rng.normal(5, 3, size=(len(held_out), X.shape[1]))
     y_bad[held_out] = (y_bad[held_out] + 1) % 3  # every held-out label wrong
-    clean, clean_rank = search_split(X, y, *folds.splits[0], **options)
-    poisoned, poisoned_rank = search_split(X_bad, y_bad, *folds.splits[0], **options)
+    clean, clean_rank = search_split(X, y, *folds.splits[0], recipe, **options)
+    poisoned, poisoned_rank = search_split(X_bad, y_bad, *folds.splits[0], recipe, **options)
     np.testing.assert_array_equal(clean_rank[0.1], poisoned_rank[0.1])
     assert poisoned[0]["accuracy"] < clean[0]["accuracy"]  # the poison reached fold 0's scores
-    other = [search_split(A, b, *folds.splits[1], **options)[1][0.1] for A, b in ((X, y), (X_bad, y_bad))]
+    other = [search_split(A, b, *folds.splits[1], recipe, **options)[1][0.1] for A, b in ((X, y), (X_bad, y_bad))]
     assert not np.array_equal(other[0], other[1])
 
 
@@ -379,7 +369,7 @@ def test_shipped_head2toe_pipeline_runs(tmp_path):
     assert "[extract]\n" in text and 'pool = "grid:' in text
     small = tmp_path / "head2toe.toml"
     small.write_text(text.replace("[extract]\n", "[extract]\nlimit = 120\ninput_size = 96\n"))
-    result = run_pipeline(small, cache_dir=tmp_path / "cache", log=lambda *a: None)
+    result = run_pipeline(small, cache=tmp_path / "cache", log=lambda *a: None)
     assert result.entry.settings["pool"].startswith("grid:") and len(result.entry.layers) == 67
     rows = result.table.to_dict("records")
     recipe = [r for r in rows if "group-lasso" in str(r["transforms"])]
@@ -396,14 +386,12 @@ def test_compare_binds_each_subsets_layout(h2t_entries):
     cache_dir, avg, _ = h2t_entries
     result = featx.compare(
         avg.name,
-        layer_sets=["blocks", "each"],
-        classifiers=["logreg"],
-        cache_dir=cache_dir,
-        normalize="layer",
-        select="group-lasso:0.5",
-        log=None,
-        progress=False,
+        ["blocks", "each"],
+        featx.compare_specs(["logreg"], normalize="layer", select="group-lasso:0.5"),
         plots=False,
+        cache=cache_dir,
+        compute=featx.Compute(progress=False),
+        log=None,
     )
     import pandas as pd
 

@@ -17,14 +17,11 @@ from featx.runs.store import read_log
 @pytest.fixture()
 def cache(tmp_path):
     featx.extract(
-        "elpv",
-        limit=48,
-        backbone="mobilenet_v2",
-        weights="none",
-        input_size=96,
-        layers="final,block_15_add",
-        cache_dir=tmp_path,
-        progress=False,
+        featx.DataSpec("elpv", limit=48),
+        featx.BackboneSpec("mobilenet_v2", weights="none", input_size=96),
+        "final,block_15_add",
+        cache=tmp_path,
+        compute=featx.Compute(progress=False),
         log=lambda *a: None,
     )
     assert (
@@ -74,7 +71,7 @@ def test_rm_of_several_runs_is_all_or_nothing(cache, capsys, tmp_path):
 
 @pytest.mark.slow
 def test_export_writes_path_label_split_and_features(cache, tmp_path, capsys):
-    X, _, meta = featx.load(cache=None, cache_dir=cache, layers="final")
+    X, _, meta = featx.load(None, "final", cache=cache)
     out = tmp_path / "f.csv"
     assert main(["export", "--layers", "final", "--output", str(out), "--cache-dir", str(cache)]) == 0
     table = pd.read_csv(out)

@@ -8,7 +8,7 @@ import pytest
 import featx
 from featx.backbones import LayerSelection, describe_layers, get_backbone, layer_selection
 from featx.backbones.layers import infos_from_metadata
-from featx.cache.store import open_entry
+from featx.cache.store import Cache
 from featx.errors import FeatxError
 from featx.features.load import select_cached
 
@@ -17,7 +17,7 @@ CACHED = ["top_activation", "block2b_add"]  # named out of depth order on purpos
 
 @pytest.fixture(scope="module")
 def entry(elpv_folder, tiny_cache):
-    return open_entry(None, tiny_cache(elpv_folder, CACHED, backbone="efficientnet_lite0", limit=9))
+    return Cache(tiny_cache(elpv_folder, CACHED, backbone="efficientnet_lite0", limit=9)).open(None)
 
 
 def test_selection_is_a_value_in_depth_order(entry):
@@ -61,7 +61,7 @@ def test_same_selection_from_backbone_and_entry(entry):
 )
 def test_entry_messages(entry, spec, message):
     with pytest.raises(FeatxError, match=message):
-        featx.load(cache=entry.name, cache_dir=entry.path.parent, layers=spec)
+        featx.load(entry.name, spec, cache=entry.path.parent)
 
 
 @pytest.mark.slow  # builds MobileNetV2
@@ -74,12 +74,10 @@ def test_group_absent_from_the_backbone(elpv_folder, tmp_path):
     ):
         featx.extract(
             str(elpv_folder),
-            backbone="mobilenet_v2",
-            layers="fc",
-            weights="none",
-            input_size=96,
-            cache_dir=tmp_path,
-            progress=False,
+            featx.BackboneSpec("mobilenet_v2", weights="none", input_size=96),
+            "fc",
+            cache=tmp_path,
+            compute=featx.Compute(progress=False),
             log=lambda *a: None,
         )
     assert not list(tmp_path.iterdir())

@@ -15,7 +15,7 @@ from tests.tiny_entry import CLASSES, LABELS, LAYER, OTHER, OTHER_WIDTH, SPLIT, 
 
 def test_load_unpacks_as_x_y_meta_and_says_what_its_columns_are(tmp_path):
     entry = make_entry(tmp_path)
-    features = featx.load(entry, layers=[OTHER, LAYER])  # named out of depth order
+    features = featx.load(entry, [OTHER, LAYER])  # named out of depth order
     X, y, meta = features
     assert isinstance(features, Features) and X is features.X and y is features.y and meta is features.meta
     assert features[0] is X and features[1] is y and len(features) == 3
@@ -29,7 +29,7 @@ def test_load_unpacks_as_x_y_meta_and_says_what_its_columns_are(tmp_path):
     assert features.views is None and features.n_views == 1
     assert meta.attrs == {}  # nothing a reader needs is kept where pandas drops it
 
-    viewed = load(entry, layers=LAYER, views=["id", "hflip"])
+    viewed = load(entry, LAYER, views=["id", "hflip"])
     assert viewed.views == ("id", "hflip") and viewed.n_views == 2 and viewed.X.shape == (N, 2 * WIDTH)
     assert viewed.feature_slices == {LAYER: (0, WIDTH)}  # within one view's columns
     np.testing.assert_array_equal(viewed.X[:, WIDTH:], entry.read([LAYER], view="hflip")[0])
@@ -57,27 +57,25 @@ def test_pandas_operations_on_meta_lose_nothing_a_reader_needs(tmp_path):
 
 def test_readers_take_what_they_need_from_the_loaded_value(tmp_path):
     entry = make_entry(tmp_path)
-    path = export(
-        entry, layers=f"{LAYER},{OTHER}", format="npy", output=tmp_path / "f.npz", log=print
-    )  # feature_slices
+    path = export(entry, f"{LAYER},{OTHER}", format="npy", output=tmp_path / "f.npz", log=print)  # feature_slices
     with np.load(path, allow_pickle=False) as arrays:
         assert arrays["feature_names"].tolist() == [f"{LAYER}_{i}" for i in range(WIDTH)] + [
             f"{OTHER}_{i}" for i in range(OTHER_WIDTH)
         ]
         np.testing.assert_array_equal(arrays["features"], load(entry).X)
     result = featx.fit(
-        entry, layers=[OTHER, LAYER], clf="majority", n_jobs=1, log=None
+        entry, [OTHER, LAYER], featx.fit_spec("majority", n_jobs=1), log=None
     )  # logs the selection it was given
-    assert result.run_id and featx.runs(cache_dir=tmp_path).iloc[0]["layers"] == f"{OTHER},{LAYER}"
+    assert result.run_id and featx.list_runs(tmp_path).iloc[0]["layers"] == f"{OTHER},{LAYER}"
 
 
 def test_combined_entries_are_one_value_naming_each_entry_columns(tmp_path):
     avg, gem = make_entry(tmp_path, views=()), make_entry(tmp_path, views=(), pool="gem")
-    combined = load([avg.name, gem.name], cache_dir=tmp_path, layers=LAYER)
+    combined = load([avg.name, gem.name], LAYER, cache=tmp_path)
     names = [f"{avg.name}/{LAYER}", f"{gem.name}/{LAYER}"]
     assert combined.layers == names and combined.feature_slices == {names[0]: (0, WIDTH), names[1]: (WIDTH, 2 * WIDTH)}
     assert combined.cache_key == f"{avg.key}+{gem.key}" and combined.entries == [avg.name, gem.name]
     assert combined.settings == {avg.name: avg.settings, gem.name: gem.settings}
-    np.testing.assert_array_equal(combined.X, np.hstack([load(avg, layers=LAYER).X, load(gem, layers=LAYER).X]))
+    np.testing.assert_array_equal(combined.X, np.hstack([load(avg, LAYER).X, load(gem, LAYER).X]))
     X, y, meta = combined
     assert y.tolist() == LABELS.tolist() and meta.attrs == {} and combined.selection.spec == LAYER

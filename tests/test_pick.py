@@ -6,8 +6,9 @@ import shutil
 
 import pytest
 
-import featx
 from featx.cli import main
+
+from helpers import extract
 
 SMALL = dict(
     backbone="mobilenet_v2", weights="none", input_size=96, layers="final", progress=False, log=lambda *a: None
@@ -20,7 +21,7 @@ def two_entries(tmp_path_factory, elpv_folder, tiny_cache):
     The ELPV entry is the session's small one (it also holds block_15_add), copied."""
     cache = tmp_path_factory.mktemp("labels") / "cache"
     shutil.copytree(tiny_cache("elpv", "final,block_15_add", limit=48), cache)
-    featx.extract(str(elpv_folder), cache_dir=cache, **SMALL)
+    extract(elpv_folder, cache_dir=cache, **SMALL)
     return cache
 
 

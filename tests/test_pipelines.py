@@ -84,10 +84,10 @@ def test_run_on_another_data_source(tmp_path, elpv_folder):
     recipe.write_text(RECIPE)
     rc, out, err = cli("run", recipe, "--data", elpv_folder, "--cache-dir", tmp_path / "cache")
     assert rc == 0, err
-    (entry,) = featx.list_entries(tmp_path / "cache")  # the file's elpv (2,624 images) was never touched
+    (entry,) = featx.Cache(tmp_path / "cache").entries()  # the file's elpv (2,624 images) was never touched
     assert entry.attrs["root"] == str(elpv_folder) and len(entry.labels) == 18
     assert re.search(r"^=== tiny: 1 run\(s\), ranked by \w+$", out, re.M), out
-    runs = featx.runs(tmp_path / "cache")
+    runs = featx.list_runs(tmp_path / "cache")
     assert list(runs["cache_entry"]) == [entry.name] and list(runs["classifier"]) == ["logreg"]
 
 

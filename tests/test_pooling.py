@@ -33,11 +33,10 @@ def entries(elpv_folder, tmp_path_factory, lite):
     return {
         pool: featx.extract(
             str(elpv_folder),
-            layers=LAYERS,
-            pool=pool,
-            input_size=SIZE,
-            cache_dir=cache_dir,
-            progress=False,
+            featx.BackboneSpec(featx.backbones.DEFAULT_BACKBONE, input_size=SIZE, pool=pool),
+            LAYERS,
+            cache=cache_dir,
+            compute=featx.Compute(progress=False),
             log=lambda *a: None,
         ).entry
         for pool in POOLS
@@ -110,7 +109,7 @@ def test_each_pooling_equals_numpy_on_the_feature_map(entries, lite, pool):
 def test_each_pooling_is_its_own_cache_entry(entries):
     assert len({e.key for e in entries.values()}) == len({e.path for e in entries.values()}) == len(POOLS)
     assert {pool: e.settings["pool"] for pool, e in entries.items()} == {pool: pool for pool in POOLS}
-    assert len(featx.list_entries(next(iter(entries.values())).path.parent)) == len(POOLS)
+    assert len(featx.Cache(next(iter(entries.values())).path.parent).entries()) == len(POOLS)
 
 
 def test_layers_command_shows_pooled_sizes():

@@ -93,7 +93,7 @@ class Reference:
             out, err = self.proc.communicate(timeout=600)
             assert self.proc.returncode == 0, err
             assert "skipped 1 bad file(s)" in out and "truncated.jpg" in out
-            self._entry = featx.open_entry(cache_dir=self.cache_dir)
+            self._entry = featx.Cache(self.cache_dir).open(None)
         return self._entry
 
 
@@ -144,7 +144,7 @@ def check_after_kill(cache_dir: Path, snapshots: list) -> dict | None:
     """The cache is absent or valid; committed raw rows are remembered to compare with the reference later."""
     folders = entry_folders(cache_dir)
     assert len(folders) <= 1, folders
-    assert [e.path for e in featx.list_entries(cache_dir)] == [f for f in folders if (f / "index.h5").exists()]
+    assert [e.path for e in featx.Cache(cache_dir).entries()] == [f for f in folders if (f / "index.h5").exists()]
     if not folders:
         return None
     folder = folders[0]
@@ -192,7 +192,7 @@ def assert_same_cache(reference: CacheEntry, other_dir: Path, layers: str = BLOC
             assert a["features"].dtype == b["features"].dtype == np.float32
             assert np.array_equal(a["features"][()], b["features"][()]), f"{name} differs from the uninterrupted run"
     assert not (folder / "work").exists() and featx.verify(folder) == []
-    X1, y1, _ = featx.load(reference, layers=other.layers, split=None)
+    X1, y1, _ = featx.load(reference, other.layers, split=None)
     X2, y2, _ = featx.load(other, split=None)
     assert np.array_equal(X1, X2) and np.array_equal(y1, y2)
 

@@ -88,7 +88,9 @@ def test_rendered_page_is_self_contained_and_escaped(tmp_path):
 
 
 def test_fit_command_gives_back_the_logged_fit():
-    from featx.cli import _classifier_params, _transforms, build_parser
+    from featx.cli import build_parser
+    from featx.cli.options import classifier_params as _classifier_params
+    from featx.cli.options import transforms as _transforms
     from featx.experiments.fit import FitSpec
     from featx.runs.record import fit_command
 
@@ -335,7 +337,7 @@ def test_report_renders_in_headless_chromium(experiments, tmp_path):
 
 @pytest.mark.slow
 def test_quickstart_names_one_best_model_fits_the_terminal_and_ends_with_its_report(tmp_path):
-    from featx.experiments import run_pipeline
+    from featx.experiments.pipelines import run_pipeline
     from featx.runs.ranking import recommended
     from featx.runs.reports import read_report
 
@@ -345,7 +347,7 @@ def test_quickstart_names_one_best_model_fits_the_terminal_and_ends_with_its_rep
     small.write_text(text.replace("limit = 1000", "limit = 120\ninput_size = 96"))
     lines = []
     result = run_pipeline(
-        small, cache_dir=tmp_path / "cache", log=lambda *a: lines.extend(" ".join(map(str, a)).splitlines())
+        small, cache=tmp_path / "cache", log=lambda *a: lines.extend(" ".join(map(str, a)).splitlines())
     )
     too_wide = [line for line in lines if len(line) > 120 and "/" not in line]  # a path is as long as it is
     assert not too_wide, too_wide

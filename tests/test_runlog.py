@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from featx.cache.store import Cache
+from featx.experiments.fit import fit
 from featx.runs.store import LOG_FILE, LOG_VERSION, read_log
 
 from helpers import assert_one_line_error, cli
@@ -60,8 +62,8 @@ def test_only_the_log_store_runs_sql():
         r"ALTER TABLE|PRAGMA \w+|BEGIN IMMEDIATE)\b"
     )
     users = sorted(name for name, text in _sources().items() if sql.search(text))
-    assert users == ["experiments/runlog.py"]
-    text = _sources()["experiments/runlog.py"]
+    assert users == ["runs/store.py"]
+    text = _sources()["runs/store.py"]
     # transactions through one helper: BEGIN, COMMIT and ROLLBACK are written once, in it
     assert [len(re.findall(rf'"{word}', text)) for word in ("BEGIN", "COMMIT", "ROLLBACK")] == [1, 1, 1]
     helper = text[text.index("def _transaction(") :]
@@ -72,10 +74,10 @@ def test_only_the_log_store_runs_sql():
 def test_only_the_models_module_loads_model_files():
     loads = re.compile(r"skops\.io\.load\b|\.load_keras_model\(|\bjoblib\.load\b|\bpickle\.loads?\(")
     users = sorted(name for name, text in _sources().items() if loads.search(text))
-    assert users == ["experiments/models.py"]
+    assert users == ["runs/models.py"]
     # and the log store, the run folders and the runs table never import it
-    for name in ("runlog", "runfolders", "runs"):
-        assert not re.search(r"^\s*from featx\.experiments\.models import", _sources()[f"experiments/{name}.py"], re.M)
+    for name in ("store", "folders", "listing"):
+        assert not re.search(r"^\s*from featx\.runs\.models import", _sources()[f"runs/{name}.py"], re.M)
 
 
 # --- the real format-3 log
@@ -89,7 +91,7 @@ def test_a_real_format_3_log_is_listed_loaded_and_migrated_whole(tmp_path):
     ids = sorted(p.name for p in runs.iterdir() if p.is_dir())
     assert len(ids) == 15 and version(runs) == 3
     where = ["--cache-dir", tmp_path / "cache", "--runs-dir", runs]
-    before = read_log(runs_dir=runs)
+    before = read_log(Cache(None, runs_dir=runs))
     rc, listed, err = cli("runs", *where, "--wide")
     assert rc == 0 and not err and all(run_id in listed for run_id in ids)
     assert version(runs) == 3  # reading writes nothing
@@ -97,7 +99,7 @@ def test_a_real_format_3_log_is_listed_loaded_and_migrated_whole(tmp_path):
     rc, out, err = cli("prune", "--keep-best", "100", *where)  # a command that writes the log: migrates it
     assert rc == 0 and "removed 0 run(s)" in out, err
     assert version(runs) == LOG_VERSION == 4
-    after = read_log(runs_dir=runs)
+    after = read_log(Cache(None, runs_dir=runs))
     pd.testing.assert_frame_equal(after, before)  # read before its migration as it is stored after
     assert sorted(after["run_id"]) == ids
     assert cli("runs", *where, "--wide")[1] == listed
@@ -107,7 +109,7 @@ def test_a_real_format_3_log_is_listed_loaded_and_migrated_whole(tmp_path):
     assert all(spec for spec, _, _ in stored.values())  # every old row's columns give its FitSpec back
 
     for row in after.to_dict("records"):
-        pipeline, logged = load_model(row["run_id"], tmp_path / "cache", runs_dir=runs)
+        pipeline, logged = load_model(row["run_id"], Cache(None, runs_dir=runs))
         assert logged["run_id"] == row["run_id"] and hasattr(pipeline, "predict")
         spec = json.loads(row["spec"])
         assert (spec["classifier"], spec["seed"]) == (row["classifier"], row["seed"])
@@ -125,11 +127,11 @@ def test_a_failed_migration_leaves_the_old_log_as_it_was(tmp_path):
     runs = v3_runs(tmp_path)
     with sqlite3.connect(runs / LOG_FILE) as db:  # something that makes the last step of the migration fail
         db.execute("CREATE TABLE runs_spec_hash (x)")
-    before, digest = read_log(runs_dir=runs), sha256(runs / LOG_FILE)
+    before, digest = read_log(Cache(None, runs_dir=runs)), sha256(runs / LOG_FILE)
     rc, out, err = cli("prune", "--keep-best", "0", "--cache-dir", tmp_path / "cache", "--runs-dir", runs)
     assert_one_line_error(rc, err, r"runs log .*runs.sqlite is damaged or not a featx runs database")
     assert sha256(runs / LOG_FILE) == digest and version(runs) == 3
-    pd.testing.assert_frame_equal(read_log(runs_dir=runs), before)
+    pd.testing.assert_frame_equal(read_log(Cache(None, runs_dir=runs)), before)
     assert sorted(p.name for p in runs.iterdir() if p.is_dir()) == sorted(before["run_id"])  # nothing removed
 
 
@@ -144,18 +146,22 @@ def test_every_run_of_a_real_format_3_log_predicts_after_its_migration(elpv_cach
 
     runs = v3_runs(tmp_path)
     entry = Cache(elpv_cache).open(V3_ENTRY)  # a changed cache key fails here: remake tests/data/runs-v3
-    finish_removals(elpv_cache, runs_dir=runs)  # migrates
+    finish_removals(Cache(None, runs_dir=runs))  # migrates
     assert version(runs) == LOG_VERSION
-    table = read_log(elpv_cache, runs_dir=runs)
+    table = read_log(Cache(None, runs_dir=runs))
     assert set(table["cache_entry"]) == {V3_ENTRY} and set(table["cache_key"]) == {entry.key}
     test = [i for i, part in enumerate(entry.split) if part == "test"][:3]
     root = resolve_source("elpv").root  # the images the fixture extracted
     images = [str(Path(root) / entry.relpaths[i]) for i in test]
     for row in table.to_dict("records"):
-        pipeline, _ = load_model(row["run_id"], elpv_cache, runs_dir=runs)
-        X, _, _ = load(entry, layers=logged_selection(row))
+        pipeline, _ = load_model(row["run_id"], Cache(None, runs_dir=runs))
+        X, _, _ = load(entry, logged_selection(row))
         predicted = predict(
-            row["run_id"], images, cache_dir=elpv_cache, runs_dir=runs, output=tmp_path / "p.csv", log=lambda *a: None
+            row["run_id"],
+            images,
+            output=tmp_path / "p.csv",
+            cache=Cache(elpv_cache, runs_dir=runs),
+            log=lambda *a: None,
         )
         names = [entry.class_names[c] for c in pipeline.predict(X[test])]
         assert list(predicted["label"]) == names, row["run_id"]
@@ -166,14 +172,13 @@ def test_every_run_of_a_real_format_3_log_predicts_after_its_migration(elpv_cach
 
 def test_a_fit_logs_its_spec_and_evaluation_whole_with_their_hash(elpv_cache, tmp_path):
     import featx
-    from featx.experiments.fit import fit_run
     from featx.selection.spec import Evaluation, FitSpec, fit_spec, logged_spec, spec_hash
 
     runs = tmp_path / "runs"
     spec = fit_spec("logreg", params={"C": 0.5}, class_weight="balanced", standardize=True, n_jobs=1, seed=2)
     evaluation = Evaluation(cv=3, seed=2)
-    first = fit_run(V3_ENTRY, spec, evaluation, layers="block4c_add", cache_dir=elpv_cache, runs_dir=runs, log=None)
-    featx.fit(V3_ENTRY, layers="block3b_add", clf="knn", cache_dir=elpv_cache, runs_dir=runs, log=None)
+    first = fit(V3_ENTRY, "block4c_add", spec, evaluation, cache=Cache(elpv_cache, runs_dir=runs), log=None)
+    featx.fit(V3_ENTRY, "block3b_add", featx.fit_spec("knn"), cache=featx.Cache(elpv_cache, runs_dir=runs), log=None)
     with sqlite3.connect(runs / LOG_FILE) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == LOG_VERSION
         stored = db.execute(
@@ -184,16 +189,14 @@ def test_a_fit_logs_its_spec_and_evaluation_whole_with_their_hash(elpv_cache, tm
     assert json.loads(text) == spec.to_dict() and json.loads(evaluation_text) == evaluation.to_dict()
     assert digest == spec_hash(spec, evaluation) == first.row["spec_hash"]
     assert readable == [spec.classifier, spec.params_json(), spec.transforms_label(), spec.views_label(), 0, 2]
-    knn_spec, knn_evaluation = logged_spec(read_log(elpv_cache, runs_dir=runs).iloc[1])
+    knn_spec, knn_evaluation = logged_spec(read_log(Cache(None, runs_dir=runs)).iloc[1])
     assert knn_spec == FitSpec(classifier="knn") and knn_evaluation == Evaluation() and stored[1][2]
 
     # the spec read back from the log is the spec: fitted again it gives the same scores and the same hash
-    row = read_log(elpv_cache, runs_dir=runs).iloc[0]
+    row = read_log(Cache(None, runs_dir=runs)).iloc[0]
     again_spec, again_evaluation = logged_spec(row)
     assert (again_spec, again_evaluation) == (spec, evaluation)
-    again = fit_run(
-        V3_ENTRY, again_spec, again_evaluation, layers="block4c_add", cache_dir=elpv_cache, runs_dir=runs, log=None
-    )
+    again = fit(V3_ENTRY, "block4c_add", again_spec, again_evaluation, cache=Cache(elpv_cache, runs_dir=runs), log=None)
     scores = [c for c in first.row if c.startswith(("val_", "test_", "cv_"))]
     assert {c: again.row[c] for c in scores} == {c: first.row[c] for c in scores}
     assert again.row["spec_hash"] == first.row["spec_hash"]

@@ -19,8 +19,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from featx.cache.store import Cache
 from featx.errors import FeatxError
-from featx.runs.listing import export_csv, runs, runs_table
+from featx.runs.listing import export_csv, runs_table
+from featx.runs.listing import list_runs as runs
 from featx.runs.store import LOG_FILE, LOG_VERSION, find_run, read_log
 
 import forkserver
@@ -208,16 +210,17 @@ def test_read_only_cache_ends_in_one_line_or_writes_to_runs_dir(cache, tmp_path)
         assert run("plot-tsne", "--layers", "out_relu", "--runs-dir", mine).rc == 0
     finally:
         _writable(cache)
-    assert len(read_log(cache)) == 1 and len(read_log(runs_dir=mine)) == 4  # fit, compare's knn and its 2 baselines
+    assert (
+        len(read_log(cache)) == 1 and len(read_log(Cache(None, runs_dir=mine))) == 4
+    )  # fit, compare's knn and its 2 baselines
     assert len(list((mine / "reports").glob("compare-*/results.csv"))) == 1 and list(
         (mine / "reports").glob("tsne-*.png")
     )
 
 
 def _first_cached_image(cache: Path, target: Path) -> None:
-    from featx import open_entry
 
-    entry = open_entry(cache_dir=cache)
+    entry = Cache(cache).open(None)
     shutil.copy(Path(entry.attrs["root"]) / entry.relpaths[0], target)
 
 
@@ -435,7 +438,6 @@ def test_a_format_2_log_is_read_as_it_is_then_migrated_with_its_splits_unknown(t
 
 @pytest.mark.slow
 def test_runs_on_a_rewritten_split_are_ranked_apart_and_never_reused(cache):
-    from featx import open_entry
     from featx.experiments.fit import FitSpec
     from featx.runs.reuse import logged_runs
     from featx.runs.store import split_fingerprint
@@ -464,7 +466,7 @@ def test_runs_on_a_rewritten_split_are_ranked_apart_and_never_reused(cache):
     assert split.rc == 0 and "split updated" in split.out, split.err
     assert featx(*FIT, "--cache-dir", cache).rc == 0
     log = read_log(cache)
-    entry = open_entry(cache_dir=cache)
+    entry = Cache(cache).open(None)
     assert log["split_fingerprint"].nunique() == 2 and log["split_fingerprint"].iloc[-1] == split_fingerprint(entry)
     listed = featx("runs", "--cache-dir", cache)
     assert listed.rc == 0 and "made on 2 different splits" in listed.out
@@ -505,14 +507,14 @@ def small_disk(tmp_path):
 def test_full_tmpfs_says_disk_full_and_leaves_no_half_report(cache, small_disk):
     mine = small_disk / "runs"
     assert featx(*FIT, "--cache-dir", cache, "--runs-dir", mine).rc == 0
-    before = read_log(runs_dir=mine)
+    before = read_log(Cache(None, runs_dir=mine))
     stat = os.statvfs(small_disk)
     (small_disk / "filler").write_bytes(b"x" * (stat.f_bavail * stat.f_frsize - 40 * 1024))  # 40 KiB left
     full = featx("tune", "--layers", "out_relu", "--clf", "logreg", "--cache-dir", cache, "--runs-dir", mine)
     assert_child_error(full, r"(could not be written|failed) .*(disk full|No space left on device)", 1)
     assert not list((mine / "reports").glob("tune-*"))  # no empty or partial report folder
     (small_disk / "filler").unlink()
-    pd.testing.assert_frame_equal(read_log(runs_dir=mine), before)
+    pd.testing.assert_frame_equal(read_log(Cache(None, runs_dir=mine)), before)
     assert sorted(p.name for p in mine.iterdir() if p.is_dir() and p.name != "reports") == list(before["run_id"])
 
 

@@ -15,7 +15,7 @@ from featx.selection.metrics import METRICS, default_metric, score
 
 @pytest.fixture(scope="module")
 def data(elpv_cache):
-    X, y, meta = featx.load(cache_dir=elpv_cache, layers="top_activation")
+    X, y, meta = featx.load(None, "top_activation", cache=elpv_cache)
     return X, y, meta["split"].to_numpy()
 
 

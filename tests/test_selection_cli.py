@@ -14,10 +14,13 @@ import featx
 import featx.experiments.tune
 from featx.cache.store import Cache
 from featx.cli import main
+from featx.compute import Compute
 from featx.errors import FeatxError
-from featx.runs.listing import format_runs, runs, runs_table
+from featx.runs.listing import format_runs, runs_table
+from featx.runs.listing import list_runs as runs
 from featx.runs.store import read_log
 from featx.selection.metrics import METRICS
+from featx.selection.spec import Evaluation, tune_specs
 
 QUIET = {"log": lambda *a: None}
 LAYERS = ["top_activation", "block6d_add"]
@@ -28,13 +31,11 @@ def compared(elpv_cache, tmp_path_factory):
     """compare --cv 3 of logreg on two subsets (standardized), its printed lines and its runs folder."""
     lines, runs_dir = [], tmp_path_factory.mktemp("compare_runs")
     result = featx.compare(
-        cache_dir=elpv_cache,
-        runs_dir=runs_dir,
-        layer_sets=LAYERS,
-        classifiers="logreg",
-        cv=3,
-        seed=1,
-        standardize=True,
+        None,
+        LAYERS,
+        featx.compare_specs("logreg", seed=1, standardize=True),
+        featx.Evaluation(cv=3, seed=1),
+        cache=featx.Cache(elpv_cache, runs_dir=runs_dir),
         log=lines.append,
     )
     return result, lines, runs_dir
@@ -50,7 +51,7 @@ def test_compare_cv_table_has_ci_columns_baselines_and_is_sorted(compared, elpv_
     assert saved["cv_balanced_accuracy_mean"].is_monotonic_decreasing
     chance = 1 / len(Cache(elpv_cache).open().class_names)  # the majority baseline's balanced accuracy
     assert saved.loc[saved["classifier"] == "majority", "cv_balanced_accuracy_mean"].tolist() == [chance]
-    logged = read_log(runs_dir=runs_dir).set_index("run_id").loc[saved["run_id"]]
+    logged = read_log(Cache(None, runs_dir=runs_dir)).set_index("run_id").loc[saved["run_id"]]
     assert (logged["cv"] == "cv3x1").all() and logged["cv_balanced_accuracy_mean"].tolist() == saved[
         "cv_balanced_accuracy_mean"
     ].tolist()
@@ -66,7 +67,12 @@ def test_compare_rows_are_scored_on_the_same_folds_and_end_with_the_best_row_lin
     assert best[0].startswith(f"best: {top} balanced_accuracy ")
     assert (f"{top} beats {second} by " in best[0]) or ("within noise" in best[0] and second in best[0])
     again = featx.compare(
-        cache_dir=elpv_cache, runs_dir=tmp_path, layer_sets=LAYERS[:1], classifiers="majority", cv=3, seed=1, **QUIET
+        None,
+        LAYERS[:1],
+        featx.compare_specs("majority", seed=1),
+        featx.Evaluation(cv=3, seed=1),
+        cache=featx.Cache(elpv_cache, runs_dir=tmp_path),
+        log=lambda *a: None,
     )
     assert set(again.table["cv_folds"]) == set(result.table["cv_folds"])  # same seed, same folds, any rows
 
@@ -86,7 +92,12 @@ def test_poisoned_test_rows_change_no_cv_score(compared, elpv_cache, tmp_path):
             features[test] = np.random.default_rng(0).normal(0, 1e4, size=(len(test), features.shape[1]))
             f["features"][...] = features
     poisoned = featx.compare(
-        cache_dir=copy, layer_sets=LAYERS, classifiers="logreg", cv=3, seed=1, standardize=True, **QUIET
+        None,
+        LAYERS,
+        featx.compare_specs("logreg", seed=1, standardize=True),
+        featx.Evaluation(cv=3, seed=1),
+        cache=copy,
+        log=lambda *a: None,
     )
     columns = ["layers", "model", *(c for c in result.table.columns if c.startswith("cv_"))]
     pd.testing.assert_frame_equal(poisoned.table[columns], result.table[columns])
@@ -96,13 +107,12 @@ def test_poisoned_test_rows_change_no_cv_score(compared, elpv_cache, tmp_path):
 @pytest.mark.slow
 def test_compare_without_cv_ranks_by_val_and_says_there_is_no_ci(elpv_cache, tmp_path):
     result = featx.compare(
-        cache_dir=elpv_cache,
-        runs_dir=tmp_path,
-        layer_sets=LAYERS[:1],
-        classifiers="logreg",
-        metric="f1_macro",
-        standardize=True,
-        **QUIET,
+        None,
+        LAYERS[:1],
+        featx.compare_specs("logreg", standardize=True),
+        featx.Evaluation(metric="f1_macro"),
+        cache=featx.Cache(elpv_cache, runs_dir=tmp_path),
+        log=lambda *a: None,
     )
     assert result.score == "val_f1_macro" and result.table["val_f1_macro"].is_monotonic_decreasing
     assert "(one split: no CI)" in result.best_line and "--cv K" in result.best_line
@@ -112,23 +122,43 @@ def test_compare_without_cv_ranks_by_val_and_says_there_is_no_ci(elpv_cache, tmp
 def test_class_weight_is_refused_for_classifiers_without_it(elpv_cache, tmp_path):
     with pytest.raises(FeatxError, match=r"classifier\(s\) knn have no class_weight"):
         featx.compare(
-            cache_dir=elpv_cache,
-            runs_dir=tmp_path,
-            layer_sets=LAYERS,
-            classifiers="logreg,knn",
-            class_weight="balanced",
-            **QUIET,
+            None,
+            LAYERS,
+            featx.compare_specs("logreg,knn", class_weight="balanced"),
+            cache=featx.Cache(elpv_cache, runs_dir=tmp_path),
+            log=lambda *a: None,
         )
     with pytest.raises(FeatxError, match="unknown metric"):
-        featx.compare(cache_dir=elpv_cache, runs_dir=tmp_path, layer_sets=LAYERS, metric="test_accuracy", **QUIET)
+        featx.compare(
+            None,
+            LAYERS,
+            featx.compare_specs(("rf",)),
+            featx.Evaluation(metric="test_accuracy"),
+            cache=featx.Cache(elpv_cache, runs_dir=tmp_path),
+            log=lambda *a: None,
+        )
 
 
 @pytest.mark.slow
 def test_runs_are_ordered_by_the_selection_score_never_by_test(elpv_cache, tmp_path):
-    options = {"cache_dir": elpv_cache, "runs_dir": tmp_path, "layers": "top_activation", "standardize": True, **QUIET}
-    with_cv = featx.fit(clf="logreg", cv=3, class_weight="balanced", **options)
-    plain = [featx.fit(clf="rf", params={"min_samples_leaf": leaf, "n_estimators": 20}, **options) for leaf in (1, 20)]
-    listed = runs_table(runs_dir=tmp_path, metric="balanced_accuracy")
+    where = {"cache": featx.Cache(elpv_cache, runs_dir=tmp_path), "log": lambda *a: None}
+    with_cv = featx.fit(
+        None,
+        "top_activation",
+        featx.fit_spec("logreg", class_weight="balanced", standardize=True),
+        featx.Evaluation(cv=3),
+        **where,
+    )
+    plain = [
+        featx.fit(
+            None,
+            "top_activation",
+            featx.fit_spec("rf", params={"min_samples_leaf": leaf, "n_estimators": 20}, standardize=True),
+            **where,
+        )
+        for leaf in (1, 20)
+    ]
+    listed = runs_table(Cache(None, runs_dir=tmp_path), metric="balanced_accuracy")
     table = listed.table
     assert table["selection_score"].is_monotonic_decreasing
     by_id = table.set_index("run_id")
@@ -140,7 +170,7 @@ def test_runs_are_ordered_by_the_selection_score_never_by_test(elpv_cache, tmp_p
         assert by_id.loc[run.run_id, "selection_score"] == run.row["val_balanced_accuracy"]
     assert "CV mean for the 1 run(s)" in listed.order and "never test" in listed.order
     assert format_runs(listed).splitlines()[-1] == listed.order
-    assert "a test score" in runs_table(runs_dir=tmp_path, sort="test_accuracy").order
+    assert "a test score" in runs_table(Cache(None, runs_dir=tmp_path), sort="test_accuracy").order
 
 
 def json_params(text: str) -> dict:
@@ -171,7 +201,7 @@ def test_tune_cli_logs_the_refit_and_prints_the_selected_line(elpv_cache, tmp_pa
     )
     assert code == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    table = runs(runs_dir=tmp_path)
+    table = runs(Cache(None, runs_dir=tmp_path))
     [row] = table.to_dict("records")
     assert last.startswith(f"selected: {row['run_id']} logreg C=") and " balanced_accuracy " in last
     assert f"test acc {row['test_accuracy']:.3f}" in last and " on cv3x1; " in last
@@ -184,19 +214,12 @@ def test_tune_cli_logs_the_refit_and_prints_the_selected_line(elpv_cache, tmp_pa
 
 @pytest.mark.slow
 def test_tune_on_dask_workers_selects_what_a_local_tune_selects(elpv_cache, tmp_path):
-    options = {
-        "layers": "top_activation",
-        "classifiers": "logreg",
-        "cv": 3,
-        "standardize": True,
-        "seed": 2,
-        "cache_dir": elpv_cache,
-        "runs_dir": tmp_path,
-        **QUIET,
-    }
-    [local] = featx.experiments.tune.tune_cache(**options)
-    [remote] = featx.experiments.tune.tune_cache(cluster="local:2", **options)
+    specs = tune_specs("logreg", standardize=True, seed=2)
+    evaluation = Evaluation(cv=3, seed=2, fit_on="train+val")
+    where = {"cache": Cache(elpv_cache, runs_dir=tmp_path), "log": lambda *a: None}
+    [local] = featx.tune(None, "top_activation", specs, evaluation, compute=Compute(workers=1), **where)
+    [remote] = featx.tune(None, "top_activation", specs, evaluation, compute=Compute(cluster="local:2"), **where)
     columns = ["stage", "C", *METRICS, "best"]
     pd.testing.assert_frame_equal(remote.curve[columns], local.curve[columns])
     assert remote.best_params == local.best_params and remote.test == local.test
-    assert {local.run_id, remote.run_id} <= set(read_log(runs_dir=tmp_path)["run_id"])
+    assert {local.run_id, remote.run_id} <= set(read_log(Cache(None, runs_dir=tmp_path))["run_id"])

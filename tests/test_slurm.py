@@ -112,7 +112,7 @@ def reference(images, tmp_path_factory):
 
 
 def assert_same_cache(reference, cache_dir: Path) -> None:
-    other = featx.open_entry(cache_dir=cache_dir)
+    other = featx.Cache(cache_dir).open(None)
     assert other.key == reference.key and other.layers == reference.layers == LAYERS.split(",")
     assert_same_layers(reference, other, N_IMAGES)
 
@@ -357,11 +357,19 @@ def test_compare_and_tune_on_slurm_give_the_one_process_table_and_choice(slurm, 
         "classifiers": "rf,logreg",
         "grid": {"n_estimators": [5, 20]},
         "seed": 3,
-        "cache_dir": entry.path.parent,
-        "log": None,
     }
-    local = featx.compare(entry.name, **sweep).table
-    remote = featx.compare(entry.name, cluster="slurm", cluster_config=config(tmp_path), **sweep).table
+    layer_sets = sweep.pop("layer_sets")
+    specs = featx.compare_specs(sweep.pop("classifiers"), **sweep)
+    cache = featx.Cache(entry.path.parent)
+    local = featx.compare(entry.name, layer_sets, specs, cache=cache, log=None).table
+    remote = featx.compare(
+        entry.name,
+        layer_sets,
+        specs,
+        cache=cache,
+        compute=featx.Compute(cluster="slurm", cluster_config=config(tmp_path)),
+        log=None,
+    ).table
     scores = ["layers", "classifier", "params", "n_features", "val_accuracy", "val_f1_macro", "test_accuracy"]
     assert len(local) == 8 and local[scores].equals(remote[scores])
     tune = [

@@ -11,8 +11,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from featx.cache.store import Cache
+from featx.compute import Compute
 from featx.errors import FeatxError
-from featx.selection.spec import METRIC_NAMES, Evaluation, FitSpec, _canonical, _decode, _encode, fit_spec, spec_hash
+from featx.experiments.fit import fit
+from featx.experiments.tune import tune
+from featx.selection.spec import (
+    METRIC_NAMES,
+    Evaluation,
+    FitSpec,
+    _canonical,
+    _decode,
+    _encode,
+    fit_spec,
+    spec_hash,
+    tune_specs,
+)
 
 
 def _json(value):
@@ -183,28 +197,29 @@ def test_evaluation_is_checked_when_made(kwargs, message):
 def test_metric_names_are_spelled_once():
     import importlib
 
-    from featx import cli
+    from featx.cli import options as cli
 
-    runs, selection = (importlib.import_module(f"featx.experiments.{name}") for name in ("runs", "selection"))
+    runs, selection = (importlib.import_module(name) for name in ("featx.runs.listing", "featx.selection.metrics"))
 
     assert tuple(selection.METRICS) == METRIC_NAMES
     assert cli.METRIC_NAMES is METRIC_NAMES and runs.SELECTION_METRICS is METRIC_NAMES
 
 
-def test_the_api_keywords_default_to_the_builders_defaults():
-    """The defaults live in the builders: featx.fit and featx.compare spell the same ones (one test, not a copy
-    per front door that could drift)."""
-    from featx.experiments import compare, fit
-    from featx.selection.spec import compare_specs
+def test_the_defaults_live_in_the_builders_only():
+    """The defaults of what is fitted and how it is judged live in the builders and Evaluation: the verbs take those
+    values and spell none of their keywords (one place, not a copy per front door that could drift)."""
+    from featx.experiments.compare import compare
+    from featx.experiments.fit import fit
+    from featx.experiments.tune import tune
+    from featx.selection.spec import compare_specs, tune_specs
 
     def defaults(function):
         return {k: p.default for k, p in inspect.signature(function).parameters.items() if p.default is not p.empty}
 
-    built = {**defaults(fit_spec), **defaults(Evaluation), **defaults(compare_specs)}
-    for function in (fit, compare):
-        shared = {k: v for k, v in defaults(function).items() if k in built}
-        assert shared and all(built[k] == v for k, v in shared.items() if k != "n_jobs"), function
-    assert defaults(fit)["n_jobs"] == defaults(fit_spec)["n_jobs"]
+    built = {**defaults(fit_spec), **defaults(Evaluation), **defaults(compare_specs), **defaults(tune_specs)}
+    assert {"seed", "params", "views", "cv", "metric", "class_weight"} <= set(built)
+    for function in (fit, compare, tune):
+        assert defaults(function) and not set(defaults(function)) & set(built), function
 
 
 # --- a real runs log: every logged spec re-runs to the same numbers (the session's ELPV features)
@@ -227,35 +242,42 @@ def _scores(row) -> dict:
 def logged(elpv_cache, tmp_path_factory):
     """A runs folder holding real fits, a compare (CV, grid, baselines), a view-less tune and a CLI fit."""
     import featx
-    from featx.experiments.tune import tune_cache
 
     runs_dir = tmp_path_factory.mktemp("spec_runs")
     quiet = {"cache_dir": elpv_cache, "runs_dir": runs_dir, "log": None}
-    featx.fit(layers=LAYER, clf="logreg", params={"C": 0.5}, standardize=True, **quiet)
-    featx.fit(layers=LAYER, clf="rf", params={"n_estimators": 15, "min_samples_leaf": 2}, seed=3, cv=3, **quiet)
-    featx.fit(layers=LAYER, clf="knn", class_weight=None, discretize="kbins", kbins=4, **quiet)
-    featx.compare(
-        layer_sets=[LAYER],
-        classifiers="logreg,knn",
-        grid={"n_neighbors": [3, 5]},
-        cv=3,
-        standardize=True,
-        progress=False,
-        **quiet,
+    featx.fit(None, LAYER, featx.fit_spec("logreg", params={"C": 0.5}, standardize=True, **quiet))
+    featx.fit(
+        None,
+        LAYER,
+        featx.fit_spec("rf", params={"n_estimators": 15, "min_samples_leaf": 2}, seed=3, **quiet),
+        featx.Evaluation(cv=3, seed=3),
     )
-    tune_cache(layers=LAYER, classifiers="logreg", standardize=True, progress=False, **quiet)
+    featx.fit(None, LAYER, featx.fit_spec("knn", class_weight=None, discretize="kbins", kbins=4, **quiet))
+    featx.compare(
+        None,
+        [LAYER],
+        featx.compare_specs("logreg,knn", grid={"n_neighbors": [3, 5]}, standardize=True, **quiet),
+        featx.Evaluation(cv=3),
+        compute=featx.Compute(progress=False),
+    )
+    tune(
+        None,
+        LAYER,
+        tune_specs("logreg", standardize=True, **quiet),
+        Evaluation(fit_on="train+val"),
+        compute=Compute(workers=1, progress=False),
+    )
     return runs_dir
 
 
 def test_every_logged_spec_round_trips_and_refits_to_the_same_scores(logged, elpv_cache, tmp_path):
     from featx.cache.store import Cache
-    from featx.experiments.fit import fit_run
     from featx.features.load import load
     from featx.runs.store import logged_selection, read_log
     from featx.selection.metrics import evaluate
     from featx.selection.spec import logged_spec
 
-    table = read_log(elpv_cache, runs_dir=logged)
+    table = read_log(Cache(None, runs_dir=logged))
     assert len(table) == 3 + (3 + 2) + 1 and table["spec_hash"].notna().all()
     entry = Cache(elpv_cache).open(table["cache_entry"].iloc[0])
     for _, row in table.iterrows():
@@ -263,7 +285,7 @@ def test_every_logged_spec_round_trips_and_refits_to_the_same_scores(logged, elp
         assert json.loads(row["spec"]) == spec.to_dict() and json.loads(row["evaluation"]) == evaluation.to_dict()
         assert spec_hash(spec, evaluation) == row["spec_hash"]
         if evaluation.fit_on == "train":  # fit and compare rows: the same fit again, from the spec alone
-            again = fit_run(entry, spec, evaluation, layers=logged_selection(row), runs_dir=tmp_path, log=None)
+            again = fit(entry, logged_selection(row), spec, evaluation, cache=Cache(None, runs_dir=tmp_path), log=None)
             assert again.row["spec_hash"] == row["spec_hash"]
             expected, got = _scores(row), {k: v for k, v in again.row.items() if k in _scores(row)}
             # compare's folds warm-start and solve in row space (same optimum, within the solver's tolerance)
@@ -271,7 +293,7 @@ def test_every_logged_spec_round_trips_and_refits_to_the_same_scores(logged, elp
                 abs(expected[k] - got[k]) <= (2e-3 if k.startswith("cv_") else 0) for k in expected
             ), row
         else:  # tune's refit on train+val, scored on test once
-            X, y, meta = load(entry, layers=logged_selection(row))
+            X, y, meta = load(entry, logged_selection(row))
             split = meta["split"].to_numpy()
             selection = np.isin(split, ("train", "val"))
             model = spec.pipeline().fit(X[selection], y[selection])
@@ -281,30 +303,30 @@ def test_every_logged_spec_round_trips_and_refits_to_the_same_scores(logged, elp
 
 
 def test_compare_runs_and_prune_rank_by_one_rule(logged, elpv_cache, tmp_path):
-    """The model compare keeps is the run `featx runs` recommends; featx.runs() scores every run as rank() does;
+    """The model compare keeps is the run `featx runs` recommends; featx.list_runs() scores every run as rank() does;
     prune keeps rank()'s first."""
     import shutil
 
     from featx.runs.housekeeping import prune
-    from featx.runs.listing import runs
+    from featx.runs.listing import list_runs as runs
     from featx.runs.ranking import rank, recommended
     from featx.runs.store import read_log
 
-    table = read_log(elpv_cache, runs_dir=logged)
+    table = read_log(Cache(None, runs_dir=logged))
     compared = table[table["cv"].notna() & (table["classifier"] != "rf")]
     metric = "accuracy"
     best = recommended(rank(compared, metric))
     kept = compared[compared["model_path"].astype(str) != ""]
     assert list(kept["run_id"]) == [best["run_id"]]
     ranked = rank(table, metric).table
-    ordered = runs(elpv_cache, runs_dir=logged, metric=metric)  # one list by that score (rank: blocks per protocol)
+    ordered = runs(Cache(None, runs_dir=logged), metric=metric)  # one list by that score (rank: blocks per protocol)
     assert ordered["selection_score"].is_monotonic_decreasing
     for column in ("selection_score", "selected_by"):
         assert ordered.set_index("run_id")[column].to_dict() == ranked.set_index("run_id")[column].to_dict()
     copy = tmp_path / "runs"
     shutil.copytree(logged, copy)
-    prune(1, metric=metric, cache_dir=elpv_cache, runs_dir=copy, log=lambda *a: None)
-    assert list(read_log(elpv_cache, runs_dir=copy)["run_id"]) == [ranked["run_id"].iloc[0]]
+    prune(1, metric=metric, cache=Cache(elpv_cache, runs_dir=copy), log=lambda *a: None)
+    assert list(read_log(Cache(None, runs_dir=copy))["run_id"]) == [ranked["run_id"].iloc[0]]
 
 
 def test_fit_like_refits_a_logged_run_and_flags_override_it(logged, elpv_cache, tmp_path):
@@ -319,7 +341,7 @@ def test_fit_like_refits_a_logged_run_and_flags_override_it(logged, elpv_cache, 
 
     runs_dir = tmp_path / "runs"
     shutil.copytree(logged, runs_dir)
-    first = read_log(elpv_cache, runs_dir=runs_dir).iloc[0]  # logreg C=0.5 standardize
+    first = read_log(Cache(None, runs_dir=runs_dir)).iloc[0]  # logreg C=0.5 standardize
     where = ["--cache-dir", str(elpv_cache), "--runs-dir", str(runs_dir)]
 
     def featx(*args):
@@ -329,13 +351,13 @@ def test_fit_like_refits_a_logged_run_and_flags_override_it(logged, elpv_cache, 
 
     done = featx("--like", first["run_id"][-6:])
     assert done.returncode == 0, done.stderr
-    again = read_log(elpv_cache, runs_dir=runs_dir).iloc[-1]
+    again = read_log(Cache(None, runs_dir=runs_dir)).iloc[-1]
     assert again["run_id"] != first["run_id"] and again["spec_hash"] == first["spec_hash"]
     assert again["spec"] == first["spec"] and _scores(again) == _scores(first) and again["layers"] == first["layers"]
 
     done = featx("--like", first["run_id"], "--param", "C=0.1", "--cv", "3")
     assert done.returncode == 0, done.stderr
-    changed = read_log(elpv_cache, runs_dir=runs_dir).iloc[-1]
+    changed = read_log(Cache(None, runs_dir=runs_dir)).iloc[-1]
     spec = json.loads(changed["spec"])
     assert spec["params"] == {"C": 0.1} and spec["transforms"] == {"standardize": True}
     assert json.loads(changed["evaluation"])["cv"] == 3 and changed["cv"] == "cv3x1"

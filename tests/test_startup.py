@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from featx.cli import METRIC_NAMES
+from featx.selection.spec import METRIC_NAMES
 from tests.conftest import ELPV_LAYERS, ELPV_LIMIT
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -265,18 +265,17 @@ def test_tune_without_a_cut_searches_the_cached_cuts_and_logs_the_winner(
     """`featx tune --clf tail --search halving|exact` with no --cut: the cuts the entry caches (block6d_add, and the
     final layer top_activation: a head on its map) are an axis of the search, each point trained on its cut's maps
     streamed from HDF5; one line names the cut that won, and the refit is logged on that cut."""
-    from featx.experiments import tune
     from featx.features.maps import is_streamed
     from featx.runs.models import load_model
-    from featx.selection import halving as budget
+    from featx.selection import spaces
     from featx.selection.spaces import BudgetSearch
 
     # the default grids (8 configurations x 18 epochs; 6 x 20) cost minutes at any size: one learning rate, 2 epochs
     fixed = {"warmup_epochs": 1, "batch_size": 4}
     monkeypatch.setitem(
-        budget.BUDGET_SEARCHES, "tail", BudgetSearch({"backbone_lr": (1e-3,)}, max_epochs=2, fixed=fixed)
+        spaces.BUDGET_SEARCHES, "tail", BudgetSearch({"backbone_lr": (1e-3,)}, max_epochs=2, fixed=fixed)
     )
-    monkeypatch.setitem(tune.SEARCHES, "tail", tune.Search({"backbone_lr": (1e-3,)}, fixed={**fixed, "epochs": 2}))
+    monkeypatch.setitem(spaces.SEARCHES, "tail", spaces.Search({"backbone_lr": (1e-3,)}, fixed={**fixed, "epochs": 2}))
     rc, out, err = cli("tune", "--clf", "tail", "--search", search, "--metric", "accuracy", "--cache-dir", tail_cache)
     assert rc == 0, err
     epochs = " at 2 epochs" if search == "halving" else ""

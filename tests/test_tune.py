@@ -13,26 +13,29 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 
 import featx
+from featx.compute import Compute
 from featx.errors import FeatxError
-from featx.experiments.tune import tune, tune_cache
+from featx.experiments.tune import tune
 from featx.figures.selection_plots import plot_layer_scores, plot_search_curve
 from featx.selection.cv import make_folds
 from featx.selection.rowspace import row_space as _row_space
+from featx.selection.search import search
 from featx.selection.spaces import C_PATH, SEARCHES, Search
+from featx.selection.spec import Evaluation, FitSpec, tune_specs
 
 METRIC_KEYS = ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted")
 
 
 @pytest.fixture(scope="module")
 def data(elpv_cache):
-    X, y, meta = featx.load(cache_dir=elpv_cache, layers="top_activation")
+    X, y, meta = featx.load(None, "top_activation", cache=elpv_cache)
     return X, y, meta["split"].to_numpy()
 
 
 @pytest.fixture(scope="module")
 def logreg_on_val(data):
     X, y, split = data
-    return tune(X, y, split, "logreg", transforms={"standardize": True}, log=lambda *a: None)
+    return search(X, y, split, FitSpec(classifier="logreg", transforms={"standardize": True}), log=lambda *a: None)
 
 
 def test_logreg_sweeps_the_c_path_then_refines_around_the_best(logreg_on_val):
@@ -62,7 +65,9 @@ def test_test_rows_never_reach_selection(data, logreg_on_val):
     poisoned = X.copy()
     test = split == "test"
     poisoned[test] = np.random.default_rng(0).normal(0, 1e3, size=(test.sum(), X.shape[1]))
-    again = tune(poisoned, y, split, "logreg", transforms={"standardize": True}, log=lambda *a: None)
+    again = search(
+        poisoned, y, split, FitSpec(classifier="logreg", transforms={"standardize": True}), log=lambda *a: None
+    )
     pd.testing.assert_frame_equal(
         again.curve.drop(columns="fit_seconds"), logreg_on_val.curve.drop(columns="fit_seconds")
     )
@@ -74,8 +79,14 @@ def test_test_rows_never_reach_selection(data, logreg_on_val):
 def test_tune_on_cv_beats_defaults_or_is_within_noise(data):
     X, y, split = data
     folds = make_folds(y, split, 4, 1, seed=0)
-    result = tune(
-        X, y, split, "linear-svm", folds=folds, transforms={"discretize": "fne"}, n_jobs=2, log=lambda *a: None
+    result = search(
+        X,
+        y,
+        split,
+        FitSpec(classifier="linear-svm", transforms={"discretize": "fne"}),
+        folds=folds,
+        compute=Compute(workers=2, progress=False),
+        log=lambda *a: None,
     )
     versus = result.versus_default
     assert result.selection == "cv4x1" and result.curve["balanced_accuracy_ci95"].notna().all()
@@ -90,7 +101,7 @@ def test_rbf_svm_searches_c_and_gamma_relative_to_scale(data):
     search = Search(
         {"C": (0.1, 10.0), "gamma_scale": (0.1, 1.0)}, refine=("C", "gamma_scale"), refine_points=3, refine_decades=0.5
     )
-    result = tune(X, y, split, "svm", metric="accuracy", search=search, log=lambda *a: None)
+    result = search(X, y, split, FitSpec(classifier="svm"), metric="accuracy", space=search, log=lambda *a: None)
     assert len(result.curve[result.curve["stage"] == "coarse"]) == 4
     assert "gamma" in result.best_params and "gamma_scale" not in result.best_params
     assert 0 < result.best_params["gamma"] < 1
@@ -99,9 +110,9 @@ def test_rbf_svm_searches_c_and_gamma_relative_to_scale(data):
 def test_unknown_classifier_or_parameter_is_a_clear_error(data):
     X, y, split = data
     with pytest.raises(FeatxError, match="no search space"):
-        tune(X, y, split, "knn", log=lambda *a: None)
+        search(X, y, split, FitSpec(classifier="knn"), log=lambda *a: None)
     with pytest.raises(FeatxError, match="unknown parameter"):
-        tune(X, y, split, "rf", params={"min_leaf": 2}, log=lambda *a: None)
+        search(X, y, split, FitSpec(classifier="rf", params={"min_leaf": 2}), log=lambda *a: None)
     assert set(SEARCHES) == {"logreg", "linear-svm", "svm", "rf", "dense", "nystroem-svm", "sgd", "tail"}
 
 
@@ -163,12 +174,13 @@ def test_row_space_gives_the_decisions_of_the_wide_features(data):
 @pytest.mark.slow
 def test_tune_cache_selects_every_classifier_on_the_same_folds_and_saves_curves(elpv_cache):
     lines = []
-    results = tune_cache(
-        layers="top_activation",
-        classifiers="linear-svm,logreg",
-        cv=3,
-        standardize=True,
-        cache_dir=elpv_cache,
+    results = tune(
+        None,
+        "top_activation",
+        tune_specs("linear-svm,logreg", standardize=True),
+        Evaluation(cv=3, fit_on="train+val"),
+        cache=elpv_cache,
+        compute=Compute(workers=1),
         log=lines.append,
     )
     assert [r.classifier for r in results] == ["linear-svm", "logreg"]
@@ -183,14 +195,22 @@ def test_tune_cache_selects_every_classifier_on_the_same_folds_and_saves_curves(
 def test_the_warm_started_c_path_scores_every_point_as_cold_fits_do(digits):
     # issue 22: each fit of tune's C path starts from the previous C's coefficients; at a tight tolerance every point
     # reaches the cold fit's optimum, so its scores, and the C chosen, are the cold path's
-    from featx.experiments.tune import _path
+    from featx.selection.search import score_points
 
     X, y, split = digits
     [(train, held), *_] = make_folds(y, split, 3, 1, 0).splits
     points = [{"C": c} for c in (1e-2, 0.1, 1.0)]
     tight = {"tol": 1e-8, "max_iter": 20000}
     warm, cold = (
-        _path("logreg", points, X, y, train, held, {"standardize": True}, fixed, 0, 1)
+        score_points(
+            FitSpec(classifier="logreg", params=fixed, transforms={"standardize": True}, seed=0),
+            points,
+            X,
+            y,
+            train,
+            held,
+            n_jobs=1,
+        )
         for fixed in ({**tight, "warm_start": True}, tight)
     )
     assert all(row["converged"] for row in warm + cold)

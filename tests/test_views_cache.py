@@ -31,18 +31,17 @@ def elpv_image():
     return load_rgb(f"{source.root}/{source.relpaths[0]}", (SIZE, SIZE))
 
 
-def extract(folder, cache_dir, views=None, layers=LAYERS, **kw):
+def extract(folder, cache_dir, views=None, layers=LAYERS, view_seed=0, on_event=None, cluster=None):
     return featx.extract(
         str(folder),
-        layers=layers,
-        input_size=SIZE,
-        cache_dir=cache_dir,
+        featx.BackboneSpec("efficientnet_lite0", input_size=SIZE),
+        layers,
         views=views,
-        batch_size=8,
-        progress=False,
+        view_seed=view_seed,
+        cache=cache_dir,
+        compute=featx.Compute(batch_size=8, progress=False, cluster=cluster),
         log=quiet,
-        backbone="efficientnet_lite0",
-        **kw,
+        on_event=on_event,
     )
 
 

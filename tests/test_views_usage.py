@@ -19,14 +19,17 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from featx.cache.store import Cache
 from featx.classifiers import make_pipeline
 from featx.classifiers.views import ViewEnsemble, final_classifier, training_rows, view_rows
 from featx.errors import FeatxError
-from featx.experiments import FitSpec, train_and_score
 from featx.runs.models import _load_pipeline, save_model
 from featx.runs.reuse import logged_runs
 from featx.runs.store import LOG_FILE, LOG_VERSION, append_run, read_log
 from featx.selection.cv import cross_validate, make_folds
+from featx.selection.search import search
+from featx.selection.spec import FitSpec, fit_spec
+from featx.selection.train import train_and_score
 
 CLASSES = [str(d) for d in range(10)]
 FLIP = ("id", "hflip")
@@ -198,7 +201,7 @@ def _v1_log(folder):
 def test_an_old_log_reads_as_plain_runs_and_is_migrated_by_the_next_write(tmp_path):
     runs = tmp_path / "runs"
     _v1_log(runs)
-    before = read_log(runs_dir=runs)
+    before = read_log(Cache(None, runs_dir=runs))
     assert before.loc[0, "views"] == "id" and before.loc[0, "tta"] == 0
     append_run(
         tmp_path,
@@ -217,7 +220,7 @@ def test_an_old_log_reads_as_plain_runs_and_is_migrated_by_the_next_write(tmp_pa
     )
     with sqlite3.connect(runs / LOG_FILE) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == LOG_VERSION == 4
-    table = read_log(runs_dir=runs)
+    table = read_log(Cache(None, runs_dir=runs))
     assert list(table["views"]) == ["id", "id,hflip"] and list(table["tta"]) == [0, 1]
     plain = FitSpec(classifier="rf", params={})
     views = FitSpec(classifier="rf", params={}, views=FLIP, tta=True)
@@ -245,10 +248,10 @@ def quiet(*_):
 
 
 def extract_elpv(cache_dir, views="flip", **kw):
-    import featx
+    from helpers import extract
 
     options = {"layers": "final", "limit": LIMIT, "input_size": SIZE, "backbone": "efficientnet_lite0", **kw}
-    return featx.extract("elpv", cache_dir=cache_dir, views=views, progress=False, log=quiet, **options).entry
+    return extract("elpv", cache_dir=cache_dir, views=views, progress=False, log=quiet, **options).entry
 
 
 @pytest.fixture(scope="module")
@@ -264,8 +267,8 @@ def test_load_puts_each_image_views_side_by_side_in_its_row(flipped):
     from featx.features.load import load
 
     cache_dir, entry = flipped
-    loaded = load(entry.name, cache_dir=cache_dir, layers="final", views="flip")
-    loaded_plain = load(entry.name, cache_dir=cache_dir, layers="final")
+    loaded = load(entry.name, "final", views="flip", cache=cache_dir)
+    loaded_plain = load(entry.name, "final", cache=cache_dir)
     (X, y, _), (plain, y_plain, _) = loaded, loaded_plain
     d = plain.shape[1]
     assert X.shape == (len(plain), 2 * d) and loaded.views == FLIP
@@ -281,7 +284,7 @@ def test_load_puts_each_image_views_side_by_side_in_its_row(flipped):
         match=r"lacks view\(s\) rot90, rot180.* of layer\(s\) top_activation; run "
         r"`featx extract` .*--views rot90,.*--layers top_activation",
     ):
-        load(entry.name, cache_dir=cache_dir, layers="final", views="d4")
+        load(entry.name, "final", views="d4", cache=cache_dir)
 
 
 @pytest.mark.slow
@@ -290,10 +293,10 @@ def test_combined_entries_join_each_view_features(flipped):
 
     cache_dir, entry = flipped
     other = extract_elpv(cache_dir, pool="max")
-    combined = load_combined([entry.name, other.name], cache_dir=cache_dir, layers="final", views=FLIP)
+    combined = load_combined([entry.name, other.name], "final", views=FLIP, cache=cache_dir)
     X = combined.X
-    a = load(entry.name, cache_dir=cache_dir, layers="final", views=FLIP)[0]
-    b = load(other.name, cache_dir=cache_dir, layers="final", views=FLIP)[0]
+    a = load(entry.name, "final", views=FLIP, cache=cache_dir)[0]
+    b = load(other.name, "final", views=FLIP, cache=cache_dir)[0]
     da, db = a.shape[1] // 2, b.shape[1] // 2
     np.testing.assert_array_equal(X, np.concatenate([a[:, :da], b[:, :db], a[:, da:], b[:, db:]], axis=1))
     assert combined.feature_slices[f"{other.name}/top_activation"] == (da, da + db)  # within one view
@@ -304,7 +307,7 @@ def test_tta_on_real_features_is_the_mean_over_views_and_differs_from_the_identi
     from featx.features.load import load
 
     cache_dir, entry = flipped
-    X, y, meta = load(entry.name, cache_dir=cache_dir, layers="final", views=FLIP)
+    X, y, meta = load(entry.name, "final", views=FLIP, cache=cache_dir)
     train, test = meta["split"].to_numpy() == "train", meta["split"].to_numpy() != "train"
     model = FitSpec(classifier="logreg", transforms={"standardize": True}, views=FLIP, tta=True).pipeline()
     model.fit(X[train], y[train])
@@ -320,15 +323,15 @@ def test_tta_on_real_features_is_the_mean_over_views_and_differs_from_the_identi
 
 @pytest.mark.slow
 def test_fit_with_views_logs_them_and_a_plain_fit_is_as_before(flipped, tmp_path):
-    from featx.experiments import fit
+    from featx.experiments.fit import fit
     from featx.runs.models import load_model
 
     cache_dir, entry = flipped
     runs = tmp_path / "runs"
-    common = dict(layers="final", clf="logreg", standardize=True, cache_dir=cache_dir, runs_dir=runs, log=quiet)
-    plain = fit(entry.name, **common)
-    again = fit(entry.name, views="id", **common)
-    views = fit(entry.name, views="flip", tta=True, **common)
+    where = {"cache": Cache(cache_dir, runs_dir=runs), "log": quiet}
+    plain = fit(entry.name, "final", fit_spec("logreg", standardize=True), **where)
+    again = fit(entry.name, "final", fit_spec("logreg", views="id", standardize=True), **where)
+    views = fit(entry.name, "final", fit_spec("logreg", views="flip", tta=True, standardize=True), **where)
     assert plain.row["views"] == "id" and plain.row["tta"] == 0 and isinstance(plain.pipeline, Pipeline)
     assert {k: plain.row[k] for k in ("all_params", "params", "n_features", "val_accuracy", "test_accuracy")} == {
         k: again.row[k] for k in ("all_params", "params", "n_features", "val_accuracy", "test_accuracy")
@@ -336,17 +339,17 @@ def test_fit_with_views_logs_them_and_a_plain_fit_is_as_before(flipped, tmp_path
     assert views.row["views"] == "id,hflip" and views.row["tta"] == 1
     assert views.row["n_features"] == plain.row["n_features"] and views.row["n_train"] == plain.row["n_train"]
     assert views.row["all_params"] == plain.row["all_params"]  # the same classifier, inside the ViewEnsemble
-    model, row = load_model(views.run_id, cache_dir, runs_dir=runs)
+    model, row = load_model(views.run_id, Cache(None, runs_dir=runs))
     assert isinstance(model, ViewEnsemble) and model.views == FLIP and model.tta and row["views"] == "id,hflip"
-    table = read_log(runs_dir=runs)
+    table = read_log(Cache(None, runs_dir=runs))
     assert list(table["views"]) == ["id", "id", "id,hflip"] and list(table["tta"]) == [0, 0, 1]
     with pytest.raises(FeatxError, match="--tta averages predictions over augmented views"):
-        fit(entry.name, tta=True, **common)
+        fit(entry.name, "final", fit_spec("logreg", tta=True, standardize=True), **where)
 
 
 @pytest.mark.slow
 def test_pipeline_extracts_the_views_its_steps_train_on_and_reuses_only_matching_runs(flipped, tmp_path):
-    from featx.experiments import run_pipeline
+    from featx.experiments.pipelines import run_pipeline
 
     cache_dir, entry = flipped
     recipe = tmp_path / "views.toml"
@@ -371,10 +374,10 @@ kind = "fit"
 clf = "logreg"
 views = "id"
 """)
-    first = run_pipeline(recipe, cache_dir=cache_dir, log=quiet)
+    first = run_pipeline(recipe, cache=cache_dir, log=quiet)
     assert first.entry.name == entry.name and "vflip" in first.entry.views  # extracted for step 2 only
     assert sorted(zip(first.table["views"], first.table["tta"])) == [("id", 0), ("id,hflip", 1), ("id,vflip", 0)]
-    second = run_pipeline(recipe, cache_dir=cache_dir, log=quiet)
+    second = run_pipeline(recipe, cache=cache_dir, log=quiet)
     assert sorted(second.table["run_id"]) == sorted(first.table["run_id"])  # each step reused its own run
 
 
@@ -416,15 +419,15 @@ def test_cli_fit_compare_tune_predict_with_views_and_tta(flipped, tmp_path, fork
     assert rc == 0 and "best: " in out, err
     rc, out, err = _featx("tune", entry.name, "--layers", "final", "--clf", "logreg", "--views", "flip", *where)
     assert rc == 0 and "selected: " in out, err
-    table = read_log(runs_dir=tmp_path / "runs")
+    table = read_log(Cache(None, runs_dir=tmp_path / "runs"))
     assert set(zip(table["views"], table["tta"])) == {("id,hflip", 1), ("id,hflip", 0)}
     tuned = table["run_id"].iloc[-1]
 
     # predict computes the model's views of the files: the same features, so the same probabilities as the cache's
     source = resolve_source("elpv")
-    X, _, meta = load(entry.name, cache_dir=cache_dir, layers="final", views=FLIP)
+    X, _, meta = load(entry.name, "final", views=FLIP, cache=cache_dir)
     files = [f"{source.root}/{p}" for p in meta["path"][:6]]
-    model, _ = load_model(tuned, cache_dir, runs_dir=tmp_path / "runs")
+    model, _ = load_model(tuned, Cache(None, runs_dir=tmp_path / "runs"))
     for flag, tta in ((["--tta"], True), ([], False)):
         output = tmp_path / f"predictions-{tta}.csv"
         rc, out, err = _featx("predict", "--model", tuned, *files, *flag, "--output", output, *where)
@@ -454,28 +457,25 @@ def test_cli_fit_compare_tune_predict_with_views_and_tta(flipped, tmp_path, fork
     rc, out, err = _featx("fit", entry.name, "--layers", "final", "--clf", "logreg", "--views", "d4", *where)
     assert rc == 2 and err.count("\n") == 1 and err.startswith("error: cache entry") and "--views rot90" in err
     rc, out, err = _featx("fit", entry.name, "--layers", "final", "--clf", "logreg", *where)
-    plain = read_log(runs_dir=tmp_path / "runs")["run_id"].iloc[-1]
+    plain = read_log(Cache(None, runs_dir=tmp_path / "runs"))["run_id"].iloc[-1]
     rc, out, err = _featx("predict", "--model", plain, "--tta", files[0], *where)
     assert rc == 2 and err.count("\n") == 1 and "fitted without augmented views" in err
 
 
 @pytest.mark.slow  # about 12 s: a small grid and a refit on 1,500 view rows
 def test_tune_trains_each_point_on_every_view_and_refits_a_view_ensemble(digit_views):
-    from featx.experiments.tune import _path, tune
+    from featx.experiments.tune import _path
     from featx.selection.spaces import Search
 
     X, y, split = digit_views
     train, val = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
-    result = tune(
+    result = search(
         X,
         y,
         split,
-        "logreg",
+        FitSpec(classifier="logreg", transforms={"standardize": True}, views=FLIP, tta=True),
         metric="accuracy",
-        search=Search({"C": (0.1, 1.0)}),
-        transforms={"standardize": True},
-        views=FLIP,
-        tta=True,
+        space=Search({"C": (0.1, 1.0)}),
         log=quiet,
     )
     assert isinstance(result.pipeline, ViewEnsemble) and result.pipeline.tta
@@ -501,19 +501,16 @@ def test_tune_refit_resolves_svm_gamma_on_view_rows_as_its_search_did(digit_view
     from sklearn.preprocessing import StandardScaler
 
     from featx.classifiers.views import view_rows
-    from featx.experiments.tune import tune
     from featx.selection.spaces import Search
 
     X, y, split = digit_views
-    result = tune(
+    result = search(
         X,
         y,
         split,
-        "svm",
+        FitSpec(classifier="svm", transforms={"standardize": True}, views=FLIP),
         metric="accuracy",
-        search=Search({"C": (1.0,), "gamma_scale": (1.0,)}),
-        transforms={"standardize": True},
-        views=FLIP,
+        space=Search({"C": (1.0,), "gamma_scale": (1.0,)}),
         log=quiet,
     )
     rows = view_rows(X[np.isin(split, ("train", "val"))], 2)  # (n * 2, 64): what the SVM is fitted on

@@ -148,14 +148,13 @@ def lite_run(tmp_path_factory, elpv_folder):
     cache_dir = root / "cache"
     featx.extract(
         str(elpv_folder),
-        weights=str(weights),
-        input_size=96,
-        layers="top_activation",
-        cache_dir=cache_dir,
-        progress=False,
+        featx.BackboneSpec(featx.backbones.DEFAULT_BACKBONE, weights=str(weights), input_size=96),
+        "top_activation",
+        cache=cache_dir,
+        compute=featx.Compute(progress=False),
         log=None,
     )
-    run = featx.fit(None, clf="logreg", cache_dir=cache_dir, log=None)
+    run = featx.fit(None, None, featx.fit_spec("logreg"), cache=cache_dir, log=None)
     return cache_dir, weights, run.run_id
 
 
@@ -277,7 +276,7 @@ def test_predict_checks_a_saved_model_backbone_before_loading_it(elpv_folder, tm
         assert json.loads(f.attrs["backbone_args"])["file_hashes"] == {"model": file_fingerprint(str(model))}
     import featx
 
-    run_id = featx.fit(None, clf="logreg", cache_dir=cache_dir, log=None).run_id
+    run_id = featx.fit(None, None, featx.fit_spec("logreg"), cache=cache_dir, log=None).run_id
     images = next(p for p in elpv_folder.iterdir() if p.is_dir())
     predict = ("predict", "--model", run_id, images, "--cache-dir", cache_dir, "--output", tmp_path / "p.csv")
     rc, _, err = cli(*predict)

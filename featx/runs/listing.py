@@ -109,7 +109,7 @@ class RunFilter:
         return table.tail(self.last) if self.last else table
 
 
-def runs(
+def list_runs(
     cache=None, *, sort: str | None = None, metric: str = "accuracy", where: RunFilter | None = None, top=None
 ) -> pd.DataFrame:
     """The runs table, best first by the selection score, never by test: `runs_table(...).table` (see there)."""
