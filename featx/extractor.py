@@ -29,7 +29,7 @@ from featx.backbones import (
 )
 from featx.backbones.layers import GEM_EPS, GEM_P, grid_target, grid_window
 from featx.backbones.spec import BackboneSpec, check_dtype
-from featx.cache.key import cache_key, file_fingerprint, fingerprint_files
+from featx.cache.key import cache_key
 from featx.cache.manifest import EntryManifest
 from featx.cache.passlog import PassLog
 from featx.cache.pick import entry_label
@@ -39,6 +39,7 @@ from featx.compute import Compute
 from featx.errors import FeatxError, RunFailed
 from featx.progress import progress_bar
 from featx.sources.decode import DECODER_VERSION, load_rgb
+from featx.sources.fingerprint import file_fingerprint, fingerprint_files
 from featx.sources.spec import DEFAULT_DATA, DataSpec
 from featx.sources.views import IDENTITY, apply_views, parse_views, sort_views
 

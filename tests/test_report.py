@@ -193,8 +193,8 @@ def test_no_abbreviated_flags_and_a_cache_folder_hint(tmp_path):
 
 
 def test_progress_writes_no_bar_into_a_log(tmp_path, capsys, monkeypatch):
-    from featx.cache.key import fingerprint_files
     from featx.progress import LineProgress, progress_bar
+    from featx.sources.fingerprint import fingerprint_files
 
     paths = []
     for n in range(40):

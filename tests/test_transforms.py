@@ -95,9 +95,11 @@ def test_transform_options_are_the_one_declaration_of_the_builder_keywords():
     from featx.features.options import TRANSFORM_OPTIONS
 
     parameters = inspect.signature(build_feature_pipeline).parameters
+    assert [p.kind for p in parameters.values()] == [inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.VAR_KEYWORD]
     declared = {option.name: option.default for option in TRANSFORM_OPTIONS}
-    assert {name: p.default for name, p in parameters.items() if name != "seed"} == declared
-    assert all(p.kind is p.KEYWORD_ONLY for p in parameters.values())
+    assert repr(build_feature_pipeline(**declared)) == repr(build_feature_pipeline())  # the defaults: declared once
+    with pytest.raises(FeatxError, match="unknown transform option"):
+        build_feature_pipeline(standardise=True)
 
 
 @pytest.mark.parametrize("kwargs", [{"fne_low": "low"}, {"fne_high": None}, {"fne_low": True}])

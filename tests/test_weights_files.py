@@ -21,8 +21,8 @@ import pytest
 
 from featx.backbones.efficientnet_lite import default_weights_path
 from featx.backbones.torch_pickle import read_torch_state_dict
-from featx.cache.key import file_fingerprint
 from featx.errors import FeatxError
+from featx.sources.fingerprint import file_fingerprint
 
 from helpers import cli
 

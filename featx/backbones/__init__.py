@@ -12,9 +12,9 @@ from featx.backbones.efficientnet_lite import VARIANTS as LITE_VARIANTS
 from featx.backbones.feature_info import FAMILIES, infer_family
 from featx.backbones.keras_apps import KERAS_MODELS
 from featx.backbones.layers import LayerInfo, LayerSelection, LayerTable, describe_layers, layer_selection, layer_table
-from featx.cache.key import file_fingerprint
 from featx.errors import FeatxError
 from featx.runtime import seeded_weight_init
+from featx.sources.fingerprint import file_fingerprint
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 SAVED_MODEL_PREPROCESSING = (

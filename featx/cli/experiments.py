@@ -100,13 +100,6 @@ def cmd_tune(args) -> None:
 
     specs = tune_specs(args.clf, **spec_options(args))
     head2toe = isinstance(specs, Head2ToeSearch)
-    if args.entries and not head2toe and args.clf != "tail":
-        from featx.errors import FeatxError
-
-        raise FeatxError(
-            "tune's --cache names candidate entries for --select group-lasso or the cuts of --clf tail; tune one "
-            "entry (positional) or add --select group-lasso"
-        )
     evaluation = Evaluation(
         cv=args.cv,
         cv_repeats=args.cv_repeats,

@@ -80,7 +80,10 @@ def tune(
     entries = Cache.resolve(cache).open_all(entry)
     entry = entries[0]
     if len(entries) > 1 and any(spec.classifier != TAIL for spec in specs):
-        raise FeatxError("tune reads one cache entry; several are for --clf tail (their cuts searched) alone")
+        raise FeatxError(
+            "tune's --cache (--entry) names candidate entries for --select group-lasso or the cuts of --clf tail; "
+            "tune one entry (positional) or add --select group-lasso"
+        )
     # --clf tail: its cut's maps and the entry's backbone; without --cut, the cuts the entries cache are searched
     specs, layers = tail_specs(entry, specs, layers, cuts=entries)
     check_trainable(entry, cv=cv, selects=True)  # before anything is written

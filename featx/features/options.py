@@ -56,3 +56,4 @@ TRANSFORM_OPTIONS = (
     ),
 )
 TRANSFORM_KEYS = tuple(option.name for option in TRANSFORM_OPTIONS)
+TRANSFORM_DEFAULTS = {option.name: option.default for option in TRANSFORM_OPTIONS}

@@ -16,6 +16,7 @@ from sklearn.preprocessing import KBinsDiscretizer, StandardScaler
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from featx.errors import FeatxError
+from featx.features.options import TRANSFORM_DEFAULTS
 
 DISCRETIZERS = ("fne", "kbins")
 
@@ -87,24 +88,12 @@ class FNEDiscretizer(TransformerMixin, BaseEstimator):
         return (z > self.high).astype(np.float32) - (z < self.low).astype(np.float32)
 
 
-def build_feature_pipeline(
-    *,
-    standardize=False,
-    discretize=None,
-    pca=None,
-    kbins=5,
-    fne_low=-0.25,
-    fne_high=0.15,
-    normalize=None,
-    select=None,
-    select_penalty=0.1,
-    blocks=None,
-    seed=0,
-):
+
+def build_feature_pipeline(*, seed=0, **transforms):
     """Steps to put in front of a classifier, in order normalize -> standardize -> select -> discretize -> PCA.
 
-    The keywords (but seed) are featx.features.options.TRANSFORM_OPTIONS, the one declaration the CLI,
-    fit, compare and pipeline files read.
+    The keywords (but seed) are featx.features.options.TRANSFORM_OPTIONS, the one declaration of their names and
+    defaults that the CLI, the spec builders and pipeline files read; another keyword is an error.
 
     standardize : bool, add a StandardScaler.
     discretize : None, "fne" (FNEDiscretizer) or "kbins" (per-feature quantile bins,
@@ -124,6 +113,15 @@ def build_feature_pipeline(
     """
     from featx.features.head2toe import head2toe_steps
 
+    unknown = sorted(set(transforms) - set(TRANSFORM_DEFAULTS))
+    if unknown:
+        raise FeatxError(
+            f"unknown transform option(s) {', '.join(unknown)}; choose from {', '.join(TRANSFORM_DEFAULTS)}"
+        )
+    values = {**TRANSFORM_DEFAULTS, **transforms}
+    standardize, discretize, pca, kbins = (values[k] for k in ("standardize", "discretize", "pca", "kbins"))
+    fne_low, fne_high, normalize, select = (values[k] for k in ("fne_low", "fne_high", "normalize", "select"))
+    select_penalty, blocks = values["select_penalty"], values["blocks"]
     steps = []
     for name, value in (("fne_low", fne_low), ("fne_high", fne_high)):
         if not isinstance(value, Real) or isinstance(value, bool):

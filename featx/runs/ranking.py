@@ -57,7 +57,7 @@ def entry_metric(cache, cache_key: str) -> tuple[str, str]:
     """(metric, one-line reason) for the entry with `cache_key` (a combined run's "a+b": its first entry), chosen
     from the class balance of its train+val rows, as compare and tune choose it. An entry no longer in the
     cache ranks by accuracy, saying why."""
-    cache = cache if isinstance(cache, Cache) else Cache(cache)
+    cache = Cache.resolve(cache)
     key = str(cache_key).split("+")[0]
     try:
         entry = cache.open(key)

@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass, field, fields, replace
 
 from featx.errors import FeatxError
-from featx.features.options import GROUP_LASSO, TRANSFORM_KEYS, TRANSFORM_OPTIONS
+from featx.features.options import GROUP_LASSO, TRANSFORM_DEFAULTS, TRANSFORM_KEYS
 
 # The selection metrics, by name: featx.selection.cv.METRICS implements exactly these (a test holds it to
 # that); the CLI offers them, the runs log has a val_/test_/cv_ column of each (score_column, cv_column).
@@ -47,7 +47,6 @@ def _identity_views() -> tuple[str, ...]:
     return (IDENTITY,)
 
 
-_TRANSFORM_DEFAULTS = {option.name: option.default for option in TRANSFORM_OPTIONS}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,7 +86,7 @@ class FitSpec:
             {
                 k: v
                 for k, v in transforms.items()
-                if k not in _TRANSFORM_DEFAULTS or not _same(v, _TRANSFORM_DEFAULTS[k])
+                if k not in TRANSFORM_DEFAULTS or not _same(v, TRANSFORM_DEFAULTS[k])
             },
         )
         object.__setattr__(self, "views", tuple(self.views))
