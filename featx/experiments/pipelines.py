@@ -16,7 +16,9 @@
     params = { n_estimators = 200 }
     tta = true                              # any fit / compare keyword, e.g. tta: average over the views
 
-The whole file is checked before anything runs: an unknown key is an error naming the key and the file.
+The whole file is checked against one schema (featx.experiments.pipeline_schema: size, UTF-8, nesting, every key's
+type and range, the steps' shape) and every step's FitSpecs and Evaluation are built before anything runs: the first
+problem is one line naming the key and what it accepts.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from __future__ import annotations
 import inspect
 import re
 import shlex
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from featx.cache.store import CacheEntry
 from featx.errors import FeatxError
 from featx.experiments.compare import _expand_subsets, compare, compare_run
 from featx.experiments.fit import fit, fit_run
+from featx.experiments.pipeline_schema import MAX_BYTES, parse_pipeline
 from featx.experiments.ranking import Ranking, entry_metric, format_ranked, rank, recommendation_line, source_line
 from featx.experiments.reuse import logged_runs
 from featx.experiments.runlog import read_log, split_fingerprint
@@ -42,18 +44,11 @@ from featx.experiments.tail import tail_specs
 from featx.experiments.tsne import tsne, tsne_path
 from featx.extractor import extract
 from featx.features.load import select_cached
-from featx.features.options import TRANSFORM_KEYS
 from featx.sources.views import parse_views
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
-STEPS = {"fit": fit, "compare": compare, "tsne": tsne}
+STEPS = {"fit": fit, "compare": compare, "tsne": tsne}  # the API each step kind calls; pipeline_schema has its keys
 VIEW_STEPS = ("fit", "compare")  # the steps that train on augmented views
 TSNE_LAYERS = inspect.signature(tsne).parameters["layers"].default
-TOP_LEVEL = ("name", "description", "data", "backbone", "weights", "layers", "views", "view_seed", "extract", "steps")
 MANAGED = (
     "cache",
     "cache_dir",
@@ -63,7 +58,7 @@ MANAGED = (
     "on_event",
     "refit",
     "command",
-)  # set by run_pipeline or code, not by a file
+)  # set by run_pipeline or code, not by a file (pipeline_schema.SCHEMA has every other keyword of the steps)
 
 
 @dataclass
@@ -81,25 +76,15 @@ class PipelineResult:
 
 
 def read_pipeline(path) -> dict:
-    """Parse and check a pipeline file; returns its contents as a dict."""
+    """Read a pipeline file and check it against the schema (featx.experiments.pipeline_schema); returns its
+    contents as a dict. Reads at most MAX_BYTES + 1 bytes: a larger file is refused, not read whole."""
     path = Path(path)
     try:
-        spec = tomllib.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as file:
+            data = file.read(MAX_BYTES + 1)
     except OSError as exc:
         raise FeatxError(f"cannot read pipeline '{path}': {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise FeatxError(f"pipeline '{path}' is not valid TOML: {exc}") from None
-    _check_keys(spec, TOP_LEVEL, f"pipeline '{path}'")
-    _check_keys(spec.get("extract", {}), _keywords(extract, TOP_LEVEL), f"[extract] of '{path}'")
-    steps = spec.get("steps", [])
-    if not isinstance(steps, list) or not steps:
-        raise FeatxError(f"pipeline '{path}' has no [[steps]]; add at least one with kind = {' | '.join(STEPS)}")
-    for number, step in enumerate(steps, 1):
-        kind = step.get("kind")
-        if kind not in STEPS:
-            raise FeatxError(f"step {number} of '{path}' has kind {kind!r}; choose one of {', '.join(STEPS)}")
-        _check_keys(step, ("kind", *_keywords(STEPS[kind])), f"step {number} ({kind}) of '{path}'")
-    return spec
+    return parse_pipeline(data, path)
 
 
 def run_pipeline(
@@ -124,6 +109,7 @@ def run_pipeline(
     source = {k: spec[k] for k in ("data", "backbone", "weights", "layers") if k in spec}
     layers = source.setdefault("layers", inspect.signature(extract).parameters["layers"].default)
     views = {k: spec[k] for k in ("views", "view_seed") if k in spec}  # the steps' default views
+    check_steps(spec, path)
     needed = _needed_views(spec["steps"], views)
     entry = extract(
         cache_dir=cache_dir,
@@ -136,7 +122,7 @@ def run_pipeline(
     metric, reason = entry_metric(entry.cache, entry.key)
     log(reason)
     for number, step in enumerate(spec["steps"], 1):
-        kind, options = step["kind"], {k: v for k, v in step.items() if k != "kind"}
+        kind, options = step["kind"], _options(step)
         log(f"--- step {number}/{len(spec['steps'])}: {kind}")
         if kind in VIEW_STEPS:
             options = _with_views(options, views)
@@ -213,6 +199,23 @@ def run_pipeline(
     return PipelineResult(entry, ranking, plots, html, closing)
 
 
+def check_steps(spec: dict, path) -> None:
+    """Build every fit and compare step's FitSpecs and Evaluation from read_pipeline(path)'s dict `spec`, so they
+    are checked (classifier names, scikit-learn's constraints and featx's bounds on their parameters, the views)
+    before anything runs; a problem is one line naming the step."""
+    views = {k: spec[k] for k in ("views", "view_seed") if k in spec}
+    layers = spec.get("layers", inspect.signature(extract).parameters["layers"].default)
+    for number, step in enumerate(spec["steps"], 1):
+        kind, options = step["kind"], _with_views(_options(step), views)
+        try:
+            if kind == "fit":
+                _step_values("fit", {"layers": layers, **options})
+            elif kind == "compare":
+                _step_values("compare", options)
+        except FeatxError as exc:
+            raise type(exc)(f"step {number} ({kind}) of '{path}': {exc}") from None
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^\w.-]+", "_", str(name))[:60]
 
@@ -277,16 +280,6 @@ def _step_jobs(entry: CacheEntry, kind: str, specs: list[FitSpec], run: dict) ->
     ]  # compare's baseline rows
 
 
-def _keywords(function, exclude=()) -> tuple[str, ...]:
-    """The keywords a file may set for `function` (its **transforms, if any, are the transform options)."""
-    parameters = inspect.signature(function).parameters.values()
-    names = [p.name for p in parameters if p.kind is not p.VAR_KEYWORD and p.name not in (*MANAGED, *exclude)]
-    return (*names, *TRANSFORM_KEYS) if any(p.kind is p.VAR_KEYWORD for p in parameters) else tuple(names)
-
-
-def _check_keys(table, allowed, where: str) -> None:
-    if not isinstance(table, dict):
-        raise FeatxError(f"{where} must be a table of key = value")
-    unknown = [k for k in table if k not in allowed]
-    if unknown:
-        raise FeatxError(f"unknown key '{unknown[0]}' in {where}; allowed: {', '.join(allowed)}")
+def _options(step: dict) -> dict:
+    """A step's keywords: its table without `kind`."""
+    return {k: v for k, v in step.items() if k != "kind"}

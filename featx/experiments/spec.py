@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from dataclasses import dataclass, field, fields, replace
 
 from featx.errors import FeatxError
@@ -24,6 +25,7 @@ from featx.features.options import TRANSFORM_KEYS, TRANSFORM_OPTIONS
 METRIC_NAMES = ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted")
 SEARCHES = ("exact", "halving")  # Evaluation.search
 FIT_ROWS = ("train", "train+val")  # Evaluation.fit_on
+MAX_GRID_POINTS = 10_000  # grid points of one classifier in a comparison: each is at least one fit
 HASH_VERSION = 1  # part of every spec_hash: bump when the same hash could stand for other numbers
 
 
@@ -289,6 +291,13 @@ def fit_specs(
             f"parameter(s) {', '.join(unused)} belong to none of the classifiers {', '.join(names)}; "
             "check the spelling against the scikit-learn estimator's parameters"
         )
+    for name in names:
+        points = math.prod(len(values) for key, values in grid.items() if key in accepted[name])
+        if points > MAX_GRID_POINTS:
+            raise FeatxError(
+                f"the grid has {points:,} points for classifier {name}; featx fits at most {MAX_GRID_POINTS:,} "
+                "per classifier (each is at least one fit): sweep fewer values"
+            )
     specs = []
     for name in names:
         base = FitSpec(

@@ -6,9 +6,12 @@ import re
 from pathlib import Path
 
 from featx.cache.store import Cache
+from featx.errors import FeatxError
 from featx.experiments.runfolders import writable_folder
 from featx.features.load import load
 from featx.reports import plot_tsne
+
+POINTS = (2, 100_000)  # max_points: t-SNE needs two points; beyond 100,000 it runs for hours on a CPU
 
 
 def tsne(
@@ -25,11 +28,22 @@ def tsne(
     """Plot a 2-D t-SNE of `layers` (names or groups) colored by class; returns the PNG path, `tsne_path`.
     split : None = every valid image. runs_dir : write to <runs_dir>/reports instead (for a read-only cache)."""
     log = log or (lambda *_: None)
+    low, high = POINTS
+    if isinstance(max_points, bool) or not isinstance(max_points, int) or not low <= max_points <= high:
+        raise FeatxError(f"--max-points {max_points} must be a whole number from {low} to {high:,}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise FeatxError(f"--seed {seed} must be a whole number from 0 to {2**32 - 1:,}")
     entry = Cache(cache_dir, runs_dir=runs_dir).open(cache)
     path = tsne_path(entry, layers=layers, split=split, seed=seed, max_points=max_points)
     features = load(entry, layers=layers, split=split)  # unusable features: one line, no reports folder made
-    writable_folder(path.parent, "reports")
     X, y = features.X, features.y
+    if len(X) < low:
+        raise FeatxError(
+            f"cache entry {entry.name} ({entry.data_label}) has {len(X)} decoded image(s)"
+            f"{f' in split {split}' if split else ''}; a t-SNE needs at least {low} (`featx info` lists the "
+            "files that could not be decoded)"
+        )
+    writable_folder(path.parent, "reports")
     path = plot_tsne(
         X,
         y,
