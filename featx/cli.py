@@ -51,36 +51,39 @@ def _add_entry_pick(p: argparse.ArgumentParser) -> None:
 
 def cmd_backbones(args) -> None:
     from featx.backbones import available_backbones
+    from featx.terminal import fit_lines
 
-    print("\n".join(available_backbones()))
+    print(fit_lines("\n".join(available_backbones())))
 
 
 def cmd_layers(args) -> None:
     from featx.backbones import get_backbone, layer_table
+    from featx.terminal import fit_lines, fit_table
 
     backbone = get_backbone(args.backbone, args.weights, args.input_size, args.preprocess, args.unsafe)
     if args.cuts:
         from featx.backbones.cuts import cut_table
 
         cuts = cut_table(backbone)
-        print(cuts.table.to_string(index=False))
+        print(fit_table(cuts.table))
         print(
-            f"\n{len(cuts.table)} cuts: every path from the input to the final feature layer {cuts.final} "
-            "passes through each; params_above = trainable parameters of the layers above it (the tail that "
-            "`featx fit --clf tail --cut LAYER` trains on its map, cached with `featx extract --layers LAYER "
-            "--pool none`)"
+            fit_lines(
+                f"\n{len(cuts.table)} cuts: every path from the input to the final feature layer {cuts.final} "
+                "passes through each; params_above = trainable parameters of the layers above it (the tail that "
+                "`featx fit --clf tail --cut LAYER` trains on its map, cached with `featx extract --layers LAYER "
+                "--pool none`)"
+            )
         )
         return
     layers = layer_table(backbone, pool=args.pool, every_layer=args.all)
-    print(layers.table.to_string(index=False))
-    print(
+    print(fit_table(layers.table))
+    lines = [
         f"\n{len(layers.table)} layers shown ({'every layer' if args.all else 'the all group; --all for every layer'}); "
-        f"family {layers.family}; groups:"
-    )
-    for group, meaning in layers.group_meaning.items():
-        print(f"  {group} ({layers.groups[group]}): {meaning}")
-    if layers.preprocessing_note:
-        print(layers.preprocessing_note)
+        f"family {layers.family}; groups:",
+        *(f"  {group} ({layers.groups[group]}): {meaning}" for group, meaning in layers.group_meaning.items()),
+        *([layers.preprocessing_note] if layers.preprocessing_note else []),
+    ]
+    print(fit_lines("\n".join(lines)))
 
 
 def cmd_extract(args) -> None:
@@ -120,39 +123,41 @@ def cmd_extract(args) -> None:
 def cmd_ls(args) -> None:
     from featx.cache.store import Cache
     from featx.cache.tables import entries_table
+    from featx.terminal import fit_table
 
     table = entries_table(Cache(args.cache_dir))
-    print(
-        table.astype(object).fillna("").to_string(index=False)
-        if len(table)
-        else "no cache entries; run `featx extract`"
-    )
+    print(fit_table(table) if len(table) else "no cache entries; run `featx extract`")
 
 
 def cmd_info(args) -> None:
     from featx.cache.store import Cache
+    from featx.terminal import fit_lines, fit_table
 
     info = Cache(args.cache_dir).open(args.cache).summary()
-    print(f"entry: {info['entry']}\nkey: {info['key']}\ndata: {info['data']}")
-    for k, v in info["settings"].items():
-        print(f"{k}: {v}")
-    if info["preprocessing_note"]:
-        print(info["preprocessing_note"])
-    print("split:", ", ".join(f"{s} {c}" for s, c in info["split"].items()), f"({info['split_settings']})")
-    print("classes:", ", ".join(info["classes"]))
-    print(info["layers"].to_string(index=False) if len(info["layers"]) else "no layers cached yet")
-    if info["views"]:
-        print(
-            "augmented views:", ", ".join(f"{view} ({len(layers)} layer(s))" for view, layers in info["views"].items())
-        )
-    for path, reason in info["bad_files"].items():
-        print(f"bad file: {path}: {reason}")
+    lines = [f"entry: {info['entry']}", f"key: {info['key']}", f"data: {info['data']}"]
+    lines += [f"{k}: {v}" for k, v in info["settings"].items()]
+    lines += [info["preprocessing_note"]] if info["preprocessing_note"] else []
+    lines.append(f"split: {', '.join(f'{s} {c}' for s, c in info['split'].items())} ({info['split_settings']})")
+    lines.append(f"classes: {', '.join(info['classes'])}")
+    print(fit_lines("\n".join(lines)))
+    print(fit_table(info["layers"]) if len(info["layers"]) else "no layers cached yet")
+    lines = [
+        *(
+            ["augmented views: " + ", ".join(f"{view} ({len(v)} layer(s))" for view, v in info["views"].items())]
+            if info["views"]
+            else []
+        ),
+        *(f"bad file: {path}: {reason}" for path, reason in info["bad_files"].items()),
+    ]
+    if lines:
+        print(fit_lines("\n".join(lines)))
 
 
 def cmd_verify(args) -> None:
     from featx.cache.store import Cache
     from featx.cache.tables import verify_all
     from featx.errors import RunFailed
+    from featx.terminal import fit_lines
 
     table = verify_all(Cache(args.cache_dir), args.cache)
     if table.empty:
@@ -160,9 +165,9 @@ def cmd_verify(args) -> None:
         return
     for row in table.itertuples():
         if row.status == "FAIL":
-            print(f"FAIL {row.entry}", *(f"  {p}" for p in row.problems), sep="\n")
+            print(fit_lines("\n".join([f"FAIL {row.entry}", *(f"  {p}" for p in row.problems)])))
         else:
-            print(f"ok   {row.entry}: {row.notes}")
+            print(fit_lines(f"ok   {row.entry}: {row.notes}", indent="     "))
     failed = int((table["status"] == "FAIL").sum())
     if failed:
         raise RunFailed(
@@ -635,6 +640,7 @@ def cmd_compare(args) -> None:
 def cmd_tune(args) -> None:
     from featx.experiments.spec import Evaluation, tune_specs
     from featx.experiments.tune import selected_line, tune_run
+    from featx.terminal import fit_lines
 
     if str(_transforms(args).get("select") or "").startswith("group-lasso"):  # Head2Toe: featx.experiments.head2toe
         return _tune_head2toe(args)
@@ -673,11 +679,12 @@ def cmd_tune(args) -> None:
         progress=not args.quiet,
         command=_command(args),
     )
-    print(selected_line(results))
+    print(fit_lines(selected_line(results)))
 
 
 def _tune_head2toe(args) -> None:
     from featx.experiments.head2toe import tune_head2toe
+    from featx.terminal import fit_lines
 
     transforms, params = _transforms(args), _classifier_params(args)
     if args.clf != "logreg":
@@ -703,7 +710,7 @@ def _tune_head2toe(args) -> None:
         runs_dir=args.runs_dir,
         command=_command(args),
     )
-    print(f"selected: {result.line()}")
+    print(fit_lines(f"selected: {result.line()}"))
 
 
 def _command(args) -> str:

@@ -92,18 +92,36 @@ HOSTILE = {
         r"n_estimators = 9223372036854775807 is beyond featx's bound for classifier 'rf': at most 10,000 \(",
     ),
     "a grid of 10**12 points": (
-        BASE + COMPARE + "grid = { " + ", ".join(f"{k} = [{', '.join(map(str, range(1, 101)))}]" for k in (
-            "min_samples_leaf", "max_depth", "n_estimators", "min_samples_split", "max_leaf_nodes", "random_state"
-        )) + " }\n",
+        BASE
+        + COMPARE
+        + "grid = { "
+        + ", ".join(
+            f"{k} = [{', '.join(map(str, range(1, 101)))}]"
+            for k in (
+                "min_samples_leaf",
+                "max_depth",
+                "n_estimators",
+                "min_samples_split",
+                "max_leaf_nodes",
+                "random_state",
+            )
+        )
+        + " }\n",
         r"the grid has 1,000,000,000,000 points for classifier rf; featx fits at most 10,000",
     ),
     "a kbins of 2**40": (
         _swap('clf = "logreg"', 'clf = "logreg"\ndiscretize = "kbins"\nkbins = 1099511627776'),
         r"kbins = 1099511627776 in step 1 \(fit\) .* from 2 to 1,024",
     ),
-    "rand:99999999 views": (_swap('layers = "out_relu"', 'layers = "out_relu"\nviews = "rand:99999999"'), r"rand:99999999' needs a count from 1 to 64"),
+    "rand:99999999 views": (
+        _swap('layers = "out_relu"', 'layers = "out_relu"\nviews = "rand:99999999"'),
+        r"rand:99999999' needs a count from 1 to 64",
+    ),
     "cv = 1": (_swap('clf = "logreg"', 'clf = "logreg"\ncv = 1'), r"cv = 1 in step 1 \(fit\) .* from 2 to 100"),
-    "a NaN timeout": (_swap("limit = 24", "limit = 24\ncluster_timeout = nan"), r"cluster_timeout = nan in \[extract\]"),
+    "a NaN timeout": (
+        _swap("limit = 24", "limit = 24\ncluster_timeout = nan"),
+        r"cluster_timeout = nan in \[extract\]",
+    ),
     "a date as data": (_swap('data = "elpv"', "data = 1979-05-27"), r"data = 1979-05-27 in pipeline"),
     "no kind": (_swap('kind = "fit"\n', ""), r"step 1 of '.*' has no kind; add kind = fit \| compare \| tsne"),
     "blocks set by hand": (
@@ -172,11 +190,17 @@ def test_the_docs_page_holds_the_schema_and_its_examples_pass(tmp_path):
         "python3 -c 'from featx.experiments.pipeline_schema import schema_markdown; print(schema_markdown())'"
     )
     examples = re.findall(r"```toml\n(.*?)```", page, re.S)
-    assert len(examples) >= 2
+    assert examples
     for number, example in enumerate(examples):
         path = tmp_path / f"example{number}.toml"
         path.write_text(example)
         check_steps(read_pipeline(path), path)
+    [refused] = re.findall(r"printf '(.*?)' > (\S+)\n", page)  # the refused file, and what featx says of it
+    path = tmp_path / "bad.toml"
+    path.write_text(refused[0].encode().decode("unicode_escape"))
+    rc, out, err = cli("run", path)
+    [said] = re.findall(r"```text\n(.*?)```", page, re.S)
+    assert f"{err}exit {rc}\n" == said.replace(refused[1], str(path))
 
 
 def test_every_section_of_the_schema_is_documented_with_what_it_accepts():

@@ -57,7 +57,7 @@ PARAM_BOUNDS = {
     ),
     "max_leaf_nodes": (10_000_000, "the tree builder reserves two nodes per leaf up front"),
     "max_iter": (1_000_000, "libsvm and liblinear count iterations in a C int, and time grows with them"),
-    "degree": (100, "a polynomial kernel beyond a few degrees overflows float64"),
+    "degree": (100, "libsvm takes a C int, and (gamma x.y + coef0) ** degree overflows float64 long before"),
     "cache_size": (65_536, "libsvm's kernel cache, in MB, is allocated as it fills"),
     "n_components": (100_000, "nystroem-svm holds a rows x n_components kernel map in memory"),
     "n_neighbors": (100_000, "knn holds a rows x n_neighbors distance matrix in memory"),

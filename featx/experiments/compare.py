@@ -81,6 +81,7 @@ from featx.features.head2toe import bind_spec
 from featx.features.load import select_cached
 from featx.features.transforms import build_feature_pipeline
 from featx.reports.selection_plots import plot_layer_scores
+from featx.terminal import fit_lines, fit_table
 from featx.values import params_dict, parse_grid_item
 
 EACH = "each"
@@ -351,7 +352,7 @@ def compare_run(
     n_fits, not_converged = sum(row.fits for row in rows), sum(row.not_converged for row in rows)
     log(_convergence_line(rows, n_fits, not_converged))
     log(_format(table, metric, score))
-    log(best_line)
+    log(fit_lines(best_line))
     log(f"saved {folder / 'results.csv'} and {plot}")
     return CompareResult(table, folder / "results.csv", plot, metric, score, best_line, not_converged, runner.ran)
 
@@ -681,7 +682,7 @@ def _best_line(table: pd.DataFrame, results: list, metric: str, score: str, spli
 
 
 def _format(table: pd.DataFrame, metric: str, score: str) -> str:
-    """The printed table, best first, within 120 columns (featx.experiments.ranking.TABLE_WIDTH): the ranking score
+    """The printed table, best first, within the terminal's width (featx.terminal.fit_table): the ranking score
     (mean ± CI under CV), val/test of the ranking metric, fit time and the short run id; baselines marked, the
     data and backbone said once above it (results.csv has every column, run ids whole)."""
     from featx.experiments.ranking import cut, short_id
@@ -713,11 +714,7 @@ def _format(table: pd.DataFrame, metric: str, score: str) -> str:
         if "stopped_early" in table and table["stopped_early"].any()
         else ""
     )
-    return (
-        f"{metric}, best first by {'the CV mean' if score.startswith('cv_') else 'val'}:\n"
-        + shown.to_string(index=False)
-        + note
-    )
+    return f"{metric}, best first by {'the CV mean' if score.startswith('cv_') else 'val'}:\n" + fit_table(shown) + note
 
 
 def _depth_order(entry, subsets) -> list[str]:

@@ -36,6 +36,7 @@ from featx.features.head2toe import bind_blocks
 from featx.features.load import open_entries, require_layers
 from featx.reports import evaluate, plot_confusion, plot_learning_curves
 from featx.sources.views import IDENTITY
+from featx.terminal import fit_lines
 
 
 @dataclass
@@ -331,7 +332,7 @@ def record_run(
         else f"{spec.classifier} {params}{views} on {layers} ({scores.n_features} features)"
     )
     source = f"; of {' + '.join(map(entry_label, entries))}" if name_entry else ""
-    log(f"run {run_id}: {what}, fit {scores.fit_seconds:.1f}s\n  {text}{source} -> {folder}")
+    log(fit_lines(f"run {run_id}: {what}, fit {scores.fit_seconds:.1f}s\n  {text}{source} -> {folder}"))
     return FitResult(run_id, folder, spec, scores, row)
 
 

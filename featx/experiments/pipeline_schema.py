@@ -23,7 +23,7 @@ from featx.backbones import INPUT_SIZES, SAVED_MODEL_PREPROCESSING
 from featx.backbones.layers import POOLS
 from featx.classifiers.registry import CLASSIFIERS, PARAM_BOUNDS
 from featx.errors import FeatxError
-from featx.experiments.spec import METRIC_NAMES, SEARCHES
+from featx.experiments.spec import MAX_GRID_POINTS, METRIC_NAMES, SEARCHES
 from featx.experiments.tsne import POINTS as TSNE_POINTS
 from featx.extractor import DTYPES
 from featx.features.options import TRANSFORM_OPTIONS
@@ -482,4 +482,11 @@ def schema_markdown() -> str:
             accepts = rule.accepts.replace("|", "\\|")
             rows.append(f"| `{key}` | {accepts} | {rule.note.replace('|', chr(92) + '|')} |")
         blocks.append(f"### {titles[section]}\n\n" + "\n".join(rows))
+    rows = ["| parameter | at most | why |", "|---|---|---|"]
+    rows += [f"| `{name}` | {high:,} | {why} |" for name, (high, why) in PARAM_BOUNDS.items()]
+    blocks.append(
+        "### Classifier parameters\n\nA `params` or `grid` value is checked by the classifier's own scikit-learn "
+        "constraints, and, where those set no upper bound, by featx's (the same for `--param` and every flag; "
+        f"a grid is at most {MAX_GRID_POINTS:,} points per classifier):\n\n" + "\n".join(rows)
+    )
     return "\n\n".join(blocks) + "\n"

@@ -21,6 +21,7 @@ from featx.experiments.models import load_model
 from featx.experiments.runfolders import run_folder, writable_folder
 from featx.experiments.runlog import logged_selection
 from featx.sources.views import IDENTITY
+from featx.terminal import fit_table
 
 
 def predict(
@@ -88,7 +89,7 @@ def predict(
             for name, column in zip(names[pipeline.classes_], pipeline.predict_proba(X).T):
                 table.loc[rows, f"p_{name}"] = column.round(4)
     _save(table, output)
-    log(table.to_string(index=False))
+    log(fit_table(table, long=("path", "error")))
     log(f"saved {output}")
     return table
 

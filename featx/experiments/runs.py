@@ -15,6 +15,7 @@ from featx.cache.pick import data_labels, key_data_label
 from featx.errors import FeatxError
 from featx.experiments.runfolders import os_reason, runs_cache
 from featx.experiments.runlog import SELECTION_METRICS, read_log, read_runlog
+from featx.terminal import fit_lines, fit_table
 
 DISPLAY = (
     "run_id",
@@ -183,5 +184,5 @@ def format_runs(listed: RunsTable) -> str:
     views = table["views"].astype(str) + pd.to_numeric(table["tta"]).map({1: " +tta"}).fillna("")
     hidden = {"views": (views == "id").all(), "split": "split" in table.columns and table["split"].nunique() < 2}
     columns = [c for c in DISPLAY if c in table.columns and not hidden.get(c)]  # plain, one split: no column
-    shown = table[columns].assign(layers=layers, views=views)[columns].to_string(index=False)
-    return f"{shown}\n{listed.order}"
+    shown = fit_table(table[columns].assign(layers=layers, views=views)[columns])
+    return f"{shown}\n{fit_lines(listed.order)}"

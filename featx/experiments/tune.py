@@ -76,6 +76,7 @@ from featx.features.maps import is_streamed
 from featx.features.transforms import build_feature_pipeline
 from featx.reports import evaluate
 from featx.reports.selection_plots import plot_search_curve
+from featx.terminal import fit_lines
 
 
 @dataclass(frozen=True)
@@ -537,9 +538,11 @@ def tune(
     scores = score(y[test], pipeline.predict(X[test])) if test.any() else None
     seconds = time.perf_counter() - began
     log(
-        f"tune {clf}: {len(curve)} point(s) on {folds.label} in {seconds:.1f}s; best {_label(best)} "
-        f"{metric} {curve.loc[curve['best'], metric].iloc[0]:.3f}; {versus.verdict}"
-        + (f"; test {metric} {scores[metric]:.3f}" if scores else "")
+        fit_lines(
+            f"tune {clf}: {len(curve)} point(s) on {folds.label} in {seconds:.1f}s; best {_label(best)} "
+            f"{metric} {curve.loc[curve['best'], metric].iloc[0]:.3f}; {versus.verdict}"
+            + (f"; test {metric} {scores[metric]:.3f}" if scores else "")
+        )
     )
     fitted = [r for r in tried if not (r["stage"] == "default" and defaults)]  # copied default rows ran no fit
     result = TuneResult(
