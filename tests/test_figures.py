@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import importlib
 import itertools
-import re
 from html.parser import HTMLParser
 
 import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.colors import to_rgba
+from tiny_entry import LAYER, OTHER, write_entry
 
 from featx.reports.kept_layers import kept_per_layer_figure, kept_table
 from featx.reports.metrics import evaluate
@@ -21,7 +21,6 @@ from featx.reports.plots import confusion_figure, layer_comparison_figure, learn
 from featx.reports.selection_plots import layer_scores_figure, search_curve_figure
 
 from helpers import cli
-from tiny_entry import LAYER, OTHER, write_entry
 
 SCORE, CI = "cv_accuracy_mean", "cv_accuracy_ci95"
 

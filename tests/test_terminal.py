@@ -9,11 +9,11 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 import pytest
+from tiny_entry import LAYER, OTHER, write_entry
 
 from featx.terminal import FALLBACK, fit_lines, fit_table, terminal_width
 
 from helpers import cli
-from tiny_entry import LAYER, OTHER, write_entry
 
 LONG = (
     "folder /home/someone/projects/solar-cells/electroluminescence/2026-12-06/all-cells-with-labels "
