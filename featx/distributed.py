@@ -266,6 +266,9 @@ def _start_cluster(kind: str, n: int, options: dict):
             "threads_per_worker": 1,
             "processes": True,
             "dashboard_address": None,
+            # no dashboard; the scheduler's HTTP server (health checks) on a free port, not 8787, which another
+            # Dask may hold (Dask then warns on stderr)
+            "scheduler_kwargs": {"dashboard": False, "dashboard_address": ":0"},
             "silence_logs": logging.CRITICAL,  # featx says what went wrong (a Ctrl-C: one line, no worker log)
             "preload": [__name__],  # dask_setup: the workers leave Ctrl-C to featx
         }

@@ -96,7 +96,7 @@ HOSTILE = {
         + COMPARE
         + "grid = { "
         + ", ".join(
-            f"{k} = [{', '.join(map(str, range(1, 101)))}]"
+            f"{k} = [{', '.join(map(str, range(2, 102)))}]"
             for k in (
                 "min_samples_leaf",
                 "max_depth",
