@@ -103,6 +103,11 @@ def _judge(worker: Watchdog, path: Path, data: bytes) -> dict:
     return answer
 
 
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_every_shipped_pipeline_passes_every_check(worker, tmp_path, name):
+    assert _judge(worker, tmp_path / name, SHIPPED[name]) == {"outcome": "ok"}
+
+
 # --- byte mutations of the shipped files
 
 EDITS = st.lists(
