@@ -130,8 +130,8 @@ def score(variant: str, entry, extract_s: float, layers: str, views, grid) -> li
     "<variant> + TTA", the same fitted models predicting by the mean over each image's views (tta changes
     prediction only). Each row selects its C by val accuracy and scores test for that C only.
     """
-    from featx.experiments.fit import FitSpec
     from featx.features.load import load
+    from featx.selection.spec import FitSpec
     from featx.selection.train import train_and_score
 
     X, y, meta = load(entry, layers, views=tuple(views) if len(views) > 1 else None)

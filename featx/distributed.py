@@ -266,7 +266,11 @@ def _start_cluster(kind: str, n: int, options: dict):
             "threads_per_worker": 1,
             "processes": True,
             "dashboard_address": None,
-            "silence_logs": logging.ERROR,
+            # no dashboard; the scheduler's HTTP server (health checks) on a free port, not 8787, which another
+            # Dask may hold (Dask then warns on stderr)
+            "scheduler_kwargs": {"dashboard": False, "dashboard_address": ":0"},
+            "silence_logs": logging.CRITICAL,  # featx says what went wrong (a Ctrl-C: one line, no worker log)
+            "preload": [__name__],  # dask_setup: the workers leave Ctrl-C to featx
         }
     else:
         previous = signal.getsignal(signal.SIGINT)
@@ -303,6 +307,14 @@ def _start_cluster(kind: str, n: int, options: dict):
             cluster.close()
             raise
     return cluster
+
+
+def dask_setup(worker) -> None:
+    """Dask preload of the worker processes of a local cluster featx starts (preload=[this module]). A Ctrl-C at
+    the terminal goes to the whole process group: the worker ignores it, leaving it to featx, which stops the
+    workers as it unwinds (no worker prints a KeyboardInterrupt traceback). Runs in the worker's main thread."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def log_folder(options: dict) -> Path:

@@ -607,6 +607,7 @@ def extract_shard(
     initialized backbone (its seeded init is not reproducible on a worker, whose event loop draws from the same
     Python RNG), else None. The backbone is built and traced once per worker process and reused by every shard.
     """
+    runtime.import_tensorflow_quietly()  # a worker process: no TensorFlow log line unless the command is --verbose
     runtime.configure_tensorflow()
     with _SHARD_LOCK:  # a worker with several threads builds it once
         if spec not in _SHARD_EXTRACTORS:

@@ -57,6 +57,16 @@ def _set_env(name: str, value: str | None) -> None:
         os.environ[name] = value
 
 
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with the native stderr silenced where the environment asks TensorFlow for fewer log lines
+    (TF_CPP_MIN_LOG_LEVEL above 0): for a Dask worker process, which inherits the command line's environment
+    (tensorflow_environment: level 3 unless --verbose) but not its quiet import. A no-op once it is imported."""
+    if "tensorflow" in sys.modules or os.environ.get(LOG_LEVEL, "0").strip() in ("", "0"):
+        return
+    with _native_stderr_silenced():
+        import tensorflow  # noqa: F401
+
+
 class _QuietImport(importlib.abc.MetaPathFinder):
     """Finds `name` like the finders after it, with a loader that runs the module's import with fd 2 silenced."""
 

@@ -21,10 +21,10 @@ import featx
 from featx.cache.store import Cache
 from featx.compute import Compute
 from featx.errors import FeatxError
-from featx.experiments.fit import FitSpec
 from featx.features.load import load
 from featx.selection.cv import make_folds
 from featx.selection.search import search
+from featx.selection.spec import FitSpec
 from featx.selection.train import fit_fold
 
 ROOT = Path(__file__).resolve().parent.parent

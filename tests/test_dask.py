@@ -347,3 +347,39 @@ def test_unknown_slurm_config_key_stops_extract_before_any_work(manifest, tmp_pa
     [line] = user_lines(proc.stderr)
     assert line.startswith("error: unknown --cluster-config key 'wall_time' for --cluster slurm; accepted: partition, ")
     assert "walltime" in line and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_of_a_cluster_extract_is_featx_line_alone(manifest, tmp_path):
+    """Ctrl-C as a terminal sends it, to the whole process group, mid-pass of `extract --views flip --cluster
+    local:1`: only featx's `interrupted` line (no worker's KeyboardInterrupt traceback, no TensorFlow log line of
+    the worker's import, no Dask log), exit 130, and no worker process left behind."""
+    proc = subprocess.Popen(
+        extract_args(manifest, tmp_path, "--views", "flip", "--cluster", "local:1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a shell gives a foreground command
+        env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"},  # a user's shell sets none
+    )
+    try:
+        wait_for_commit(tmp_path, proc)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        deadline = time.monotonic() + 30
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = _group_alive(proc.pid)
+    finally:
+        if _group_alive(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130 and err == f"{featx.errors.INTERRUPTED}\n", err[-3000:]
+    assert not left, "a worker process outlived featx"
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True

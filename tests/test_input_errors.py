@@ -280,3 +280,40 @@ def test_unusable_input_size(command, size, elpv_folder, tmp_path):
         r"\(e\.g\. 224\), or leave it out for the backbone's own size$",
     )
     assert out == "" and not cache_dir.exists()
+
+
+def test_tsne_of_an_entry_with_no_decodable_image_is_one_line(tmp_path):
+    """An entry whose every file failed to decode (extract caches it, recording why): `plot-tsne` says so in one
+    line and draws nothing; a max_points t-SNE cannot draw is one line too."""
+    from tiny_entry import LAYER, write_entry
+
+    labels = np.array([0, 1, 0, 1])
+    entry = write_entry(
+        tmp_path / "cache", {LAYER: {"id": np.zeros((4, 4))}}, labels, ["train", "val", "test", "test"], valid=[0] * 4
+    )
+    rc, out, err = cli("plot-tsne", entry.path, "--layers", LAYER, "--cache-dir", tmp_path / "cache")
+    assert_one_line_error(rc, err, r"has 0 decoded image\(s\); a t-SNE needs at least 2 \(`featx info` lists")
+    assert_nothing_written(tmp_path / "cache")
+    for bad in (-1, 0, 10**6):
+        rc, out, err = cli("plot-tsne", entry.path, "--max-points", bad, "--cache-dir", tmp_path / "cache")
+        assert_one_line_error(rc, err, rf"--max-points {bad} must be a whole number from 2 to 100,000")
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+@pytest.mark.parametrize("content", [b"not a model\n", b"", b"\x00\x01PK"])
+def test_a_backbone_file_that_is_not_a_keras_model_says_so(suffix, content, tmp_path):
+    """`--backbone fake.keras` naming an existing file that is text (or empty, or binary): one line saying it is
+    not a Keras model file (not Keras's "File not found"), before Keras or libhdf5 reads it."""
+    fake = tmp_path / f"fake{suffix}"
+    fake.write_bytes(content)
+    kind = "empty" if not content else "text" if b"\x00" not in content else "something else"
+    pattern = rf"backbone '.*fake\{suffix}' is not a Keras model file: a \{suffix} model is .*, and this file is {kind}"
+    assert_one_line_error(*cli("layers", fake)[::2], pattern)
+
+
+@pytest.mark.slow  # extract starts TensorFlow before it builds the backbone
+def test_extract_with_a_backbone_file_that_is_not_a_keras_model_says_so(elpv_folder, tmp_path):
+    fake = tmp_path / "fake.keras"
+    fake.write_text("not a model\n")
+    rc, out, err = extract(elpv_folder, tmp_path / "cache", backbone=["--backbone", fake])
+    assert_one_line_error(rc, err, r"backbone '.*fake\.keras' is not a Keras model file: .* and this file is text")

@@ -91,8 +91,8 @@ def test_fit_command_gives_back_the_logged_fit():
     from featx.cli import build_parser
     from featx.cli.options import classifier_params as _classifier_params
     from featx.cli.options import transforms as _transforms
-    from featx.experiments.fit import FitSpec
     from featx.runs.record import fit_command
+    from featx.selection.spec import FitSpec
 
     spec = FitSpec(
         classifier="rf",

@@ -438,9 +438,9 @@ def test_a_format_2_log_is_read_as_it_is_then_migrated_with_its_splits_unknown(t
 
 @pytest.mark.slow
 def test_runs_on_a_rewritten_split_are_ranked_apart_and_never_reused(cache):
-    from featx.experiments.fit import FitSpec
     from featx.runs.reuse import logged_runs
     from featx.runs.store import split_fingerprint
+    from featx.selection.spec import FitSpec
 
     assert featx(*FIT, "--cache-dir", cache).rc == 0
     split = featx(
@@ -520,8 +520,8 @@ def test_full_tmpfs_says_disk_full_and_leaves_no_half_report(cache, small_disk):
 
 @pytest.mark.slow  # a Keras dense head
 def test_random_bytes_in_head_keras_are_named_corrupt(digits, tmp_path):
-    from featx.experiments.fit import FitSpec
     from featx.runs.models import _load_pipeline, save_model
+    from featx.selection.spec import FitSpec
 
     X, y, split = digits
     spec = FitSpec(classifier="dense", params={"hidden": (8,), "epochs": 1})

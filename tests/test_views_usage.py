@@ -464,7 +464,7 @@ def test_cli_fit_compare_tune_predict_with_views_and_tta(flipped, tmp_path, fork
 
 @pytest.mark.slow  # about 12 s: a small grid and a refit on 1,500 view rows
 def test_tune_trains_each_point_on_every_view_and_refits_a_view_ensemble(digit_views):
-    from featx.experiments.tune import _path
+    from featx.selection.search import _path
     from featx.selection.spaces import Search
 
     X, y, split = digit_views

@@ -217,12 +217,43 @@ def weights_id(model) -> str:
     return digest.hexdigest()
 
 
+# the first bytes of a saved Keras model, by suffix: a .keras file is a zip archive, a .h5 file HDF5 (whose
+# signature may follow a user block of 512, 1024, 2048, ... bytes)
+SAVED_MODEL_SIGNATURES = {".keras": (b"PK\x03\x04", "a zip archive"), ".h5": (b"\x89HDF\r\n\x1a\n", "an HDF5 file")}
+
+
+def saved_model_problem(path: Path) -> str | None:
+    """Why `path` cannot be a saved Keras model of its suffix (its first bytes are not that format's signature),
+    or None; reads a few bytes, before Keras or libhdf5 sees the file."""
+    signature, what = SAVED_MODEL_SIGNATURES[path.suffix]
+    offsets = [0] + ([512 * 2**k for k in range(12)] if path.suffix == ".h5" else [])
+    try:
+        with open(path, "rb") as file:
+            for offset in offsets:
+                file.seek(offset)
+                if file.read(len(signature)) == signature:
+                    return None
+            file.seek(0)
+            head = file.read(16)
+    except OSError as exc:
+        return f"cannot read backbone '{path}': {exc.strerror}"
+    text = all(32 <= byte < 127 or byte in b"\t\n\r" for byte in head)
+    kind = "empty" if not head else "text" if text else "something else"
+    return (
+        f"backbone '{path}' is not a Keras model file: a {path.suffix} model is {what}, and this file is {kind}; "
+        "pass a model saved by Keras (model.save) or a backbone name (`featx backbones`)"
+    )
+
+
 def _saved_model(path: Path, preprocess: str | None, unsafe: bool) -> Backbone:
     """A fine-tuned model saved by the user; Keras safe mode refuses code (Lambda layers) unless --unsafe.
 
     Without --preprocess, the family (and so its preprocessing) is inferred from the layer names where they
     are unambiguous; otherwise raw 0-255 pixels are fed, with a note saying so.
     """
+    problem = saved_model_problem(path)
+    if problem:
+        raise FeatxError(problem)
     import keras
 
     if preprocess is not None and preprocess not in SAVED_MODEL_PREPROCESSING:

@@ -12,6 +12,7 @@ import importlib
 import inspect
 import re
 from functools import cache
+from numbers import Integral, Real
 
 from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import RandomForestClassifier
@@ -46,6 +47,29 @@ TAIL = "tail"  # the backbone's layers above a cut, trained on its cached maps
 # n_jobs does nothing for LogisticRegression's default lbfgs solver; sklearn >= 1.8 warns if set.
 IGNORES_N_JOBS = {"logreg"}
 
+# featx's upper bounds on parameters whose scikit-learn constraint has none (or a C int's), where a typo or a
+# file from a stranger would take every byte of memory or never end (a forest of 2**63 trees): name -> (the
+# largest value, why). Checked with the estimator's own constraints (check_params), so at every FitSpec's
+# creation, for every classifier having the parameter; a sequence (dense's hidden sizes) is checked item by item.
+PARAM_BOUNDS = {
+    "n_estimators": (
+        10_000,
+        "each tree stays in memory: 0.08 MB a tree on 2,000 rows of 4 classes, 0.8 GB at the bound",
+    ),
+    "max_leaf_nodes": (10_000_000, "the tree builder reserves two nodes per leaf up front"),
+    "max_iter": (1_000_000, "libsvm and liblinear count iterations in a C int, and time grows with them"),
+    "degree": (100, "libsvm takes a C int, and (gamma x.y + coef0) ** degree overflows float64 long before"),
+    "cache_size": (65_536, "libsvm's kernel cache, in MB, is allocated as it fills"),
+    "n_components": (100_000, "nystroem-svm holds a rows x n_components kernel map in memory"),
+    "n_neighbors": (100_000, "knn holds a rows x n_neighbors distance matrix in memory"),
+    "hidden": (16_384, "each hidden layer's kernel is inputs x width floats in memory"),
+    "epochs": (10_000, "each epoch is a pass over every training row"),
+    "warmup_epochs": (10_000, "each epoch is a pass over every training row"),
+    "batch_size": (65_536, "a minibatch's activations are held in memory at once"),
+    "n_jobs": (1_024, "each job is a thread or process with its own memory"),
+}
+MAX_SEQUENCE = 100  # items of one sequence-valued parameter (dense's hidden layers)
+
 # exact RBF SVC is quadratic (or worse) in the training rows: beyond this many, fit/compare/tune say so
 LARGE_N = 10_000
 FASTER_CHOICE = {"svm": "nystroem-svm (an RBF kernel map + linear SVM, linear in the rows) or linear-svm"}
@@ -77,6 +101,7 @@ def make_classifier(name, params=None, seed=0, n_jobs=None):
                 f"unknown parameter {key!r} for classifier {name!r}.{_did_you_mean(key, valid)} "
                 f"Valid parameters: {', '.join(sorted(valid))}."
             )
+    check_n_jobs(n_jobs)
     cls, defaults = CLASSIFIERS[name]
     settings = dict(defaults)
     if "random_state" in valid and seed is not None:
@@ -121,10 +146,46 @@ def check_params(estimator, name) -> None:
     fails before any data is loaded, with scikit-learn's wording (type and allowed range) in one line.
     """
     constraints = getattr(type(estimator), "_parameter_constraints", {})
+    params = estimator.get_params(deep=False)
     try:
-        validate_parameter_constraints(constraints, estimator.get_params(deep=False), type(estimator).__name__)
+        validate_parameter_constraints(constraints, params, type(estimator).__name__)
     except InvalidParameterError as exc:
         raise FeatxError(bad_param_message(exc, name)) from None
+    check_bounds(params, name)
+
+
+def check_bounds(params: dict, name) -> None:
+    """One line where a value of `params` lies beyond featx's bound on that parameter (PARAM_BOUNDS)."""
+    for key, value in params.items():
+        if key not in PARAM_BOUNDS:
+            continue
+        high, why = PARAM_BOUNDS[key]
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        if len(items) > MAX_SEQUENCE:
+            raise FeatxError(
+                f"{key} of classifier {name!r} has {len(items):,} items; featx takes at most {MAX_SEQUENCE}"
+            )
+        too_big = [v for v in items if _is_number(v) and abs(v) > high]
+        if too_big:
+            raise FeatxError(
+                f"{key} = {too_big[0]} is beyond featx's bound for classifier {name!r}: at most {high:,} ({why}); "
+                "pass a smaller value"
+            )
+
+
+def check_n_jobs(n_jobs) -> None:
+    """n_jobs (the parallelism a spec asks for) is None or a whole number of jobs other than 0 within bounds."""
+    high, why = PARAM_BOUNDS["n_jobs"]
+    if n_jobs is None:
+        return
+    if not isinstance(n_jobs, Integral) or isinstance(n_jobs, bool) or n_jobs == 0 or abs(n_jobs) > high:
+        raise FeatxError(
+            f"n_jobs {n_jobs!r} is not a number of parallel jobs; give -1 (all cores), or 1 to {high:,} ({why})"
+        )
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
 
 
 def bad_param_message(exc: InvalidParameterError, name) -> str:

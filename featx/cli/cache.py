@@ -15,12 +15,13 @@ from featx.cli.options import (
     floats,
 )
 from featx.errors import RunFailed
+from featx.terminal import fit_lines, fit_table
 
 
 def cmd_backbones(args) -> None:
     from featx.backbones import available_backbones
 
-    print("\n".join(available_backbones()))
+    print(fit_lines("\n".join(available_backbones())))
 
 
 def cmd_layers(args) -> None:
@@ -31,24 +32,25 @@ def cmd_layers(args) -> None:
         from featx.backbones.cuts import cut_table
 
         cuts = cut_table(backbone)
-        print(cuts.table.to_string(index=False))
+        print(fit_table(cuts.table))
         print(
-            f"\n{len(cuts.table)} cuts: every path from the input to the final feature layer {cuts.final} "
-            "passes through each; params_above = trainable parameters of the layers above it (the tail that "
-            "`featx fit --clf tail --cut LAYER` trains on its map, cached with `featx extract --layers LAYER "
-            "--pool none`)"
+            fit_lines(
+                f"\n{len(cuts.table)} cuts: every path from the input to the final feature layer {cuts.final} "
+                "passes through each; params_above = trainable parameters of the layers above it (the tail that "
+                "`featx fit --clf tail --cut LAYER` trains on its map, cached with `featx extract --layers LAYER "
+                "--pool none`)"
+            )
         )
         return
     layers = layer_table(backbone, pool=args.pool, every_layer=args.all)
-    print(layers.table.to_string(index=False))
-    print(
+    print(fit_table(layers.table))
+    lines = [
         f"\n{len(layers.table)} layers shown ({'every layer' if args.all else 'the all group; --all for every layer'}); "
-        f"family {layers.family}; groups:"
-    )
-    for group, meaning in layers.group_meaning.items():
-        print(f"  {group} ({layers.groups[group]}): {meaning}")
-    if layers.preprocessing_note:
-        print(layers.preprocessing_note)
+        f"family {layers.family}; groups:",
+        *(f"  {group} ({layers.groups[group]}): {meaning}" for group, meaning in layers.group_meaning.items()),
+        *([layers.preprocessing_note] if layers.preprocessing_note else []),
+    ]
+    print(fit_lines("\n".join(lines)))
 
 
 def cmd_extract(args) -> None:
@@ -75,29 +77,28 @@ def cmd_ls(args) -> None:
     from featx.cache.tables import entries_table
 
     table = entries_table(cache_of(args))
-    print(
-        table.astype(object).fillna("").to_string(index=False)
-        if len(table)
-        else "no cache entries; run `featx extract`"
-    )
+    print(fit_table(table) if len(table) else "no cache entries; run `featx extract`")
 
 
 def cmd_info(args) -> None:
     info = cache_of(args).open(entry_of(args)).summary()
-    print(f"entry: {info['entry']}\nkey: {info['key']}\ndata: {info['data']}")
-    for k, v in info["settings"].items():
-        print(f"{k}: {v}")
-    if info["preprocessing_note"]:
-        print(info["preprocessing_note"])
-    print("split:", ", ".join(f"{s} {c}" for s, c in info["split"].items()), f"({info['split_settings']})")
-    print("classes:", ", ".join(info["classes"]))
-    print(info["layers"].to_string(index=False) if len(info["layers"]) else "no layers cached yet")
-    if info["views"]:
-        print(
-            "augmented views:", ", ".join(f"{view} ({len(layers)} layer(s))" for view, layers in info["views"].items())
-        )
-    for path, reason in info["bad_files"].items():
-        print(f"bad file: {path}: {reason}")
+    lines = [f"entry: {info['entry']}", f"key: {info['key']}", f"data: {info['data']}"]
+    lines += [f"{k}: {v}" for k, v in info["settings"].items()]
+    lines += [info["preprocessing_note"]] if info["preprocessing_note"] else []
+    lines.append(f"split: {', '.join(f'{s} {c}' for s, c in info['split'].items())} ({info['split_settings']})")
+    lines.append(f"classes: {', '.join(info['classes'])}")
+    print(fit_lines("\n".join(lines)))
+    print(fit_table(info["layers"]) if len(info["layers"]) else "no layers cached yet")
+    lines = [
+        *(
+            ["augmented views: " + ", ".join(f"{view} ({len(v)} layer(s))" for view, v in info["views"].items())]
+            if info["views"]
+            else []
+        ),
+        *(f"bad file: {path}: {reason}" for path, reason in info["bad_files"].items()),
+    ]
+    if lines:
+        print(fit_lines("\n".join(lines)))
 
 
 def cmd_verify(args) -> None:
@@ -109,9 +110,9 @@ def cmd_verify(args) -> None:
         return
     for row in table.itertuples():
         if row.status == "FAIL":
-            print(f"FAIL {row.entry}", *(f"  {p}" for p in row.problems), sep="\n")
+            print(fit_lines("\n".join([f"FAIL {row.entry}", *(f"  {p}" for p in row.problems)])))
         else:
-            print(f"ok   {row.entry}: {row.notes}")
+            print(fit_lines(f"ok   {row.entry}: {row.notes}", indent="     "))
     failed = int((table["status"] == "FAIL").sum())
     if failed:
         raise RunFailed(

@@ -24,6 +24,7 @@ from featx.cli.options import (
     typed,
 )
 from featx.selection.spec import SEARCHES
+from featx.terminal import fit_lines
 
 
 def cmd_fit(args) -> None:
@@ -121,7 +122,7 @@ def cmd_tune(args) -> None:
         cache=cache_of(args),
         compute=compute_of(args),
     )
-    print(f"selected: {results.line()}" if head2toe else selected_line(results))
+    print(fit_lines(f"selected: {results.line()}" if head2toe else selected_line(results)))
 
 
 def cmd_run(args) -> None:

@@ -83,7 +83,11 @@ def add_commands(sub) -> None:
     p.add_argument("--layers", default=None, help="only runs whose layers contain this text")
     p.add_argument("--last", type=int, default=None, metavar="N", help="only the N most recently logged runs")
     p.add_argument("--top", type=int, default=None, help="show the best N of each protocol (val, CV)")
-    p.add_argument("--wide", action="store_true", help="every column, whole run ids (default: fits 120 columns)")
+    p.add_argument(
+        "--wide",
+        action="store_true",
+        help="every column, whole run ids (default: fits the terminal: $COLUMNS, else 120)",
+    )
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser(

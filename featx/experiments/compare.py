@@ -51,6 +51,7 @@ from featx.selection.halving import ladder, schedule, successive_halving
 from featx.selection.metrics import METRICS, SELECTION_SPLITS, default_metric, score
 from featx.selection.spec import METRIC_NAMES, Evaluation, FitSpec, baseline_specs, fit_spec, score_column, swept_params
 from featx.selection.train import WARM_STARTS, Scores, fit_fold, train_and_score
+from featx.terminal import fit_lines, fit_table
 
 EACH = "each"
 SAVE_MODELS = ("best", "all")
@@ -224,7 +225,7 @@ def compare(
     n_fits, not_converged = sum(row.fits for row in rows), sum(row.not_converged for row in rows)
     log(_convergence_line(rows, n_fits, not_converged))
     log(_format(table, metric, score))
-    log(best_line)
+    log(fit_lines(best_line))
     log(f"saved {csv} and {plot}")
     return CompareResult(table, csv, plot, metric, score, best_line, not_converged, runner.ran)
 
@@ -525,7 +526,7 @@ def _best_line(table: pd.DataFrame, results: list, metric: str, score: str, spli
 
 
 def _format(table: pd.DataFrame, metric: str, score: str) -> str:
-    """The printed table, best first, within 120 columns (featx.runs.ranking.TABLE_WIDTH): the ranking score
+    """The printed table, best first, within the terminal's width (featx.terminal.fit_table): the ranking score
     (mean ± CI under CV), val/test of the ranking metric, fit time and the short run id; baselines marked, the
     data and backbone said once above it (results.csv has every column, run ids whole)."""
     from featx.runs.ranking import cut, short_id
@@ -557,11 +558,7 @@ def _format(table: pd.DataFrame, metric: str, score: str) -> str:
         if "stopped_early" in table and table["stopped_early"].any()
         else ""
     )
-    return (
-        f"{metric}, best first by {'the CV mean' if score.startswith('cv_') else 'val'}:\n"
-        + shown.to_string(index=False)
-        + note
-    )
+    return f"{metric}, best first by {'the CV mean' if score.startswith('cv_') else 'val'}:\n" + fit_table(shown) + note
 
 
 def _depth_order(entry, subsets) -> list[str]:

@@ -16,13 +16,14 @@
     params = { n_estimators = 200 }
     tta = true                              # any fit / compare keyword, e.g. tta: average over the views
 
-The whole file is checked before anything runs: an unknown key is an error naming the key and the file.
+The whole file is checked against one schema (featx.experiments.pipeline_schema: size, UTF-8, nesting, every key's
+type and range, the steps' shape) and every step's FitSpecs and Evaluation are built before anything runs: the first
+problem is one line naming the key and what it accepts.
 """
 
 from __future__ import annotations
 
 import shlex
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,10 +37,10 @@ from featx.errors import FeatxError
 from featx.experiments.compare import compare, expand_subsets
 from featx.experiments.fit import fit
 from featx.experiments.inputs import tail_specs
+from featx.experiments.pipeline_schema import MAX_BYTES, parse_pipeline
 from featx.experiments.tsne import tsne, tsne_path
 from featx.extractor import extract
 from featx.features.load import select_cached
-from featx.features.options import TRANSFORM_KEYS
 from featx.progress import silent
 from featx.runs.ranking import Ranking, entry_metric, format_ranked, rank, recommendation_line, source_line
 from featx.runs.reports import new_report_folder, write_pipeline_report
@@ -49,76 +50,15 @@ from featx.selection.spec import Evaluation, FitSpec, baseline_specs, compare_sp
 from featx.sources.spec import DataSpec
 from featx.sources.views import parse_views
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
-EXTRACT_DATA = ("split", "seed", "limit", "strict")  # [extract] keys of the DataSpec
-EXTRACT_BACKBONE = ("pool", "dtype", "input_size", "preprocess", "unsafe", "mixed_precision")  # of the BackboneSpec
-EXTRACT_COMPUTE = ("batch_size", "cluster", "cluster_config", "cluster_timeout")  # of the Compute
-EXTRACT_KEYS = (
-    "pool",
-    "dtype",
-    "batch_size",
-    "split",
-    "seed",
-    "limit",
-    "strict",
-    "input_size",
-    "preprocess",
-    "unsafe",
-    "mixed_precision",
-    "cluster",
-    "cluster_config",
-    "cluster_timeout",
-)
-STEP_KEYS = {  # what a [[steps]] table of each kind may set (besides kind)
-    "fit": (
-        "layers",
-        "clf",
-        "params",
-        "seed",
-        "n_jobs",
-        "cv",
-        "cv_repeats",
-        "class_weight",
-        "views",
-        "view_seed",
-        "tta",
-        *TRANSFORM_KEYS,
-    ),
-    "compare": (
-        "layer_sets",
-        "classifiers",
-        "grid",
-        "params",
-        "seed",
-        "n_jobs",
-        "metric",
-        "cv",
-        "cv_repeats",
-        "class_weight",
-        "plots",
-        "cluster",
-        "cluster_config",
-        "cluster_timeout",
-        "save_models",
-        "views",
-        "view_seed",
-        "tta",
-        "search",
-        "reuse",
-        *TRANSFORM_KEYS,
-    ),
-    "tsne": ("layers", "split", "seed", "max_points"),
-}
-STEPS = tuple(STEP_KEYS)
+# How the [extract] table's keys (featx.experiments.pipeline_schema.SCHEMA["extract"]) make the extraction's values
+EXTRACT_DATA = ("split", "seed", "limit", "strict")  # the DataSpec's
+EXTRACT_BACKBONE = ("pool", "dtype", "input_size", "preprocess", "unsafe", "mixed_precision")  # the BackboneSpec's
+EXTRACT_COMPUTE = ("batch_size", "cluster", "cluster_config", "cluster_timeout")  # the Compute's
+STEPS = ("fit", "compare", "tsne")  # the step kinds (pipeline_schema.SCHEMA has each one's keys)
 VIEW_STEPS = ("fit", "compare")  # the steps that train on augmented views
 TSNE_LAYERS = "top_activation"  # a tsne step's layers unless it names some (as `featx plot-tsne`)
 EXTRACT_LAYERS = "blocks"  # the pipeline's layers unless it names some (as `featx extract`)
 COMPARE_LAYER_SETS = ("blocks",)  # a compare step's layer_sets unless it names some
-TOP_LEVEL = ("name", "description", "data", "backbone", "weights", "layers", "views", "view_seed", "extract", "steps")
 
 
 @dataclass
@@ -136,25 +76,15 @@ class PipelineResult:
 
 
 def read_pipeline(path) -> dict:
-    """Parse and check a pipeline file; returns its contents as a dict."""
+    """Read a pipeline file and check it against the schema (featx.experiments.pipeline_schema); returns its
+    contents as a dict. Reads at most MAX_BYTES + 1 bytes: a larger file is refused, not read whole."""
     path = Path(path)
     try:
-        spec = tomllib.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as file:
+            data = file.read(MAX_BYTES + 1)
     except OSError as exc:
         raise FeatxError(f"cannot read pipeline '{path}': {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise FeatxError(f"pipeline '{path}' is not valid TOML: {exc}") from None
-    _check_keys(spec, TOP_LEVEL, f"pipeline '{path}'")
-    _check_keys(spec.get("extract", {}), EXTRACT_KEYS, f"[extract] of '{path}'")
-    steps = spec.get("steps", [])
-    if not isinstance(steps, list) or not steps:
-        raise FeatxError(f"pipeline '{path}' has no [[steps]]; add at least one with kind = {' | '.join(STEPS)}")
-    for number, step in enumerate(steps, 1):
-        kind = step.get("kind")
-        if kind not in STEPS:
-            raise FeatxError(f"step {number} of '{path}' has kind {kind!r}; choose one of {', '.join(STEPS)}")
-        _check_keys(step, ("kind", *STEP_KEYS[kind]), f"step {number} ({kind}) of '{path}'")
-    return spec
+    return parse_pipeline(data, path)
 
 
 def run_pipeline(path, *, data=None, refit: bool = False, cache=None, log=print) -> PipelineResult:
@@ -178,6 +108,7 @@ def run_pipeline(path, *, data=None, refit: bool = False, cache=None, log=print)
         raise FeatxError(f"pipeline '{path}' names no data; add data = \"...\" to it or pass --data")
     layers = spec.get("layers", EXTRACT_LAYERS)
     views = {k: spec[k] for k in ("views", "view_seed") if k in spec}  # the steps' default views
+    check_steps(spec, path)
     needed = _needed_views(spec["steps"], views)
     options = spec.get("extract", {})
     entry = extract(
@@ -197,7 +128,7 @@ def run_pipeline(path, *, data=None, refit: bool = False, cache=None, log=print)
     metric, reason = entry_metric(entry.cache, entry.key)
     log(reason)
     for number, step in enumerate(spec["steps"], 1):
-        kind, options = step["kind"], {k: v for k, v in step.items() if k != "kind"}
+        kind, options = step["kind"], _options(step)
         log(f"--- step {number}/{len(spec['steps'])}: {kind}")
         if kind in VIEW_STEPS:
             options = _with_views(options, views)
@@ -274,6 +205,23 @@ def run_pipeline(path, *, data=None, refit: bool = False, cache=None, log=print)
     return PipelineResult(entry, ranking, plots, folder, closing)
 
 
+def check_steps(spec: dict, path) -> None:
+    """Build every fit and compare step's FitSpecs and Evaluation from read_pipeline(path)'s dict `spec`, so they
+    are checked (classifier names, scikit-learn's constraints and featx's bounds on their parameters, the views)
+    before anything runs; a problem is one line naming the step."""
+    views = {k: spec[k] for k in ("views", "view_seed") if k in spec}
+    layers = spec.get("layers", EXTRACT_LAYERS)
+    for number, step in enumerate(spec["steps"], 1):
+        kind, options = step["kind"], _with_views(_options(step), views)
+        try:
+            if kind == "fit":
+                _step_values("fit", {"layers": layers, **options})
+            elif kind == "compare":
+                _step_values("compare", options)
+        except FeatxError as exc:
+            raise type(exc)(f"step {number} ({kind}) of '{path}': {exc}") from None
+
+
 def _needed_views(steps: list[dict], views: dict) -> tuple[str, ...]:
     """Every view name the pipeline trains on: the top-level `views` and each fit or compare step's (identity
     first), which the extract step caches."""
@@ -334,9 +282,6 @@ def _step_jobs(entry: CacheEntry, kind: str, specs: list[FitSpec], run: dict) ->
     ]  # compare's baseline rows
 
 
-def _check_keys(table, allowed, where: str) -> None:
-    if not isinstance(table, dict):
-        raise FeatxError(f"{where} must be a table of key = value")
-    unknown = [k for k in table if k not in allowed]
-    if unknown:
-        raise FeatxError(f"unknown key '{unknown[0]}' in {where}; allowed: {', '.join(allowed)}")
+def _options(step: dict) -> dict:
+    """A step's keywords: its table without `kind`."""
+    return {k: v for k, v in step.items() if k != "kind"}

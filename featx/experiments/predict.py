@@ -23,6 +23,7 @@ from featx.runs.folders import run_folder, writable_folder
 from featx.runs.models import load_model
 from featx.runs.store import logged_selection
 from featx.sources.views import IDENTITY
+from featx.terminal import fit_table
 
 
 def predict(
@@ -91,7 +92,7 @@ def predict(
             for name, column in zip(names[pipeline.classes_], pipeline.predict_proba(X).T):
                 table.loc[rows, f"p_{name}"] = column.round(4)
     _save(table, output)
-    log(table.to_string(index=False))
+    log(fit_table(table, long=("path", "error")))
     log(f"saved {output}")
     return table
 

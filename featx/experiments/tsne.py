@@ -6,10 +6,13 @@ import re
 from pathlib import Path
 
 from featx.cache.store import Cache
+from featx.errors import FeatxError
 from featx.features.load import load
 from featx.figures.plots import plot_tsne
 from featx.progress import silent
 from featx.runs.folders import writable_folder
+
+POINTS = (2, 100_000)  # max_points: t-SNE needs two points; beyond 100,000 it runs for hours on a CPU
 
 
 def tsne(
@@ -26,11 +29,22 @@ def tsne(
     `tsne_path`, in the cache's reports folder (its runs_dir's, for a read-only cache). split : None = every valid
     image."""
     log = log or silent
+    low, high = POINTS
+    if isinstance(max_points, bool) or not isinstance(max_points, int) or not low <= max_points <= high:
+        raise FeatxError(f"--max-points {max_points} must be a whole number from {low} to {high:,}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise FeatxError(f"--seed {seed} must be a whole number from 0 to {2**32 - 1:,}")
     entry = Cache.resolve(cache).open(entry)
     path = tsne_path(entry, layers=layers, split=split, seed=seed, max_points=max_points)
     features = load(entry, layers=layers, split=split)  # unusable features: one line, no reports folder made
-    writable_folder(path.parent, "reports")
     X, y = features.X, features.y
+    if len(X) < low:
+        raise FeatxError(
+            f"cache entry {entry.name} ({entry.data_label}) has {len(X)} decoded image(s)"
+            f"{f' in split {split}' if split else ''}; a t-SNE needs at least {low} (`featx info` lists the "
+            "files that could not be decoded)"
+        )
+    writable_folder(path.parent, "reports")
     path = plot_tsne(
         X,
         y,

@@ -53,7 +53,7 @@ class Head2ToeResult:
     metric: str
     selection: str  # "val" or "cv<K>x<R>"
     selection_scores: dict  # summarize() of the best point on the selection splits
-    test: dict | None  # the refit's test metrics (featx.reports.evaluate), scored once
+    test: dict | None  # the refit's test metrics (featx.selection.metrics.evaluate), scored once
     run_id: str
     kept: pd.DataFrame | None  # kept features per layer of the refit (featx.figures.kept_layers.kept_table)
     folder: Path  # the report folder: head2toe_curve.csv/.png

@@ -19,6 +19,8 @@ from featx.errors import FeatxError
 from featx.features.options import TRANSFORM_DEFAULTS
 
 DISCRETIZERS = ("fne", "kbins")
+MAX_BINS = 1_024  # kbins: every feature keeps its bin edges (55,816 features x 1,025 edges is 0.5 GB)
+MAX_PCA = 100_000  # pca components: PCA holds components x features floats
 
 
 class FNEDiscretizer(TransformerMixin, BaseEstimator):
@@ -123,6 +125,8 @@ def build_feature_pipeline(*, seed=0, **transforms):
     fne_low, fne_high, normalize, select = (values[k] for k in ("fne_low", "fne_high", "normalize", "select"))
     select_penalty, blocks = values["select_penalty"], values["blocks"]
     steps = []
+    if not isinstance(standardize, bool):
+        raise FeatxError(f"standardize must be true or false, got {standardize!r}.")
     for name, value in (("fne_low", fne_low), ("fne_high", fne_high)):
         if not isinstance(value, Real) or isinstance(value, bool):
             raise FeatxError(f"{name} must be a number, got {value!r}.")
@@ -155,8 +159,8 @@ class QuietKBinsDiscretizer(KBinsDiscretizer):
 def _kbins(n_bins, seed):
     """Quantile KBinsDiscretizer, with the sklearn >= 1.7 quantile method where available
     (it silences the FutureWarning about the changing default)."""
-    if not _is_int(n_bins) or n_bins < 2:
-        raise FeatxError(f"kbins must be an integer >= 2, got {n_bins!r}.")
+    if not _is_int(n_bins) or not 2 <= n_bins <= MAX_BINS:
+        raise FeatxError(f"kbins must be an integer from 2 to {MAX_BINS:,}, got {n_bins!r}.")
     discretizer = QuietKBinsDiscretizer(n_bins=n_bins, encode="ordinal", strategy="quantile", random_state=seed)
     if "quantile_method" in discretizer.get_params():
         discretizer.set_params(quantile_method="averaged_inverted_cdf")
@@ -165,9 +169,9 @@ def _kbins(n_bins, seed):
 
 def _pca_components(pca):
     """Check `pca` here so a bad value fails before any data is loaded."""
-    if _is_int(pca) and pca >= 1 or isinstance(pca, Real) and not _is_int(pca) and 0 < pca < 1:
+    if _is_int(pca) and 1 <= pca <= MAX_PCA or isinstance(pca, Real) and not _is_int(pca) and 0 < pca < 1:
         return pca
-    raise FeatxError(f"pca must be an int >= 1 or a float in (0, 1), got {pca!r}.")
+    raise FeatxError(f"pca must be an int from 1 to {MAX_PCA:,} or a float in (0, 1), got {pca!r}.")
 
 
 def _is_int(value):

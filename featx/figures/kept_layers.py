@@ -24,6 +24,14 @@ def kept_table(selector) -> pd.DataFrame:
 
 
 def plot_kept_per_layer(table: pd.DataFrame, path, title: str = "features kept per layer") -> Path:
+    """kept_per_layer_figure(...) saved as a PNG at `path`; returns `path`."""
+    fig = kept_per_layer_figure(table, title)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return Path(path)
+
+
+def kept_per_layer_figure(table: pd.DataFrame, title: str = "features kept per layer") -> Figure:
     """Bar plot of table's kept column, one bar per layer, shallowest left; matplotlib objects, no pyplot."""
     fig = Figure(figsize=(max(6.0, 0.18 * len(table) + 2), 4.5))
     FigureCanvasAgg(fig)
@@ -34,9 +42,7 @@ def plot_kept_per_layer(table: pd.DataFrame, path, title: str = "features kept p
     ax.set_ylabel("features kept")
     ax.set_xlabel("layer (depth order)")
     ax.set_title(f"{title}: {int(table['kept'].sum())} of {int(table['features'].sum())}")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return Path(path)
+    return fig
 
 
 def write_kept_layers(pipeline, folder, plots: bool = True) -> pd.DataFrame | None:

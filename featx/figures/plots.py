@@ -1,8 +1,9 @@
 """Figures for experiment reports, written as PNG files.
 
-Each function draws one figure, saves it to `path` (creating parent folders) and returns `path`. Figures are
-matplotlib objects on their own Agg canvas, not pyplot figures: no backend is chosen for the process (a
-notebook keeps its own) and nothing stays registered after a long sweep.
+Each `plot_*` function draws one figure, saves it to `path` (creating parent folders) and returns `path`; the
+`*_figure` function of the same name returns that Figure unsaved (what tests inspect against the numbers it
+shows). Figures are matplotlib objects on their own Agg canvas, not pyplot figures: no backend is chosen for the
+process (a notebook keeps its own) and nothing stays registered after a long sweep.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ COMBINED_LINESTYLES = ("--", ":", "-.")
 
 
 def plot_confusion(confusion_df, path, title):
+    """confusion_figure(...) saved as a PNG at `path`; returns `path`."""
+    return _save(confusion_figure(confusion_df, title), path)
+
+
+def confusion_figure(confusion_df, title) -> Figure:
     """Confusion matrix: colors are the share of each true class (readable when classes are
     imbalanced), numbers are counts (and that share, up to 12 classes).
 
@@ -48,10 +54,15 @@ def plot_confusion(confusion_df, path, title):
             color = "white" if shares[i, j] > 0.5 else "black"
             text = f"{count:,}\n{shares[i, j]:.0%}" if n <= 12 else f"{count:,}"  # the share: what the color says
             ax.text(j, i, text, ha="center", va="center", color=color, fontsize=fontsize, linespacing=1.1)
-    return _save(fig, path)
+    return fig
 
 
 def plot_learning_curves(history_df, path):
+    """learning_curves_figure(...) saved as a PNG at `path`; returns `path`."""
+    return _save(learning_curves_figure(history_df), path)
+
+
+def learning_curves_figure(history_df) -> Figure:
     """Loss and accuracy per epoch, train vs validation, with the best epoch marked.
 
     history_df : DataFrame with columns epoch, loss, accuracy, val_loss, val_accuracy
@@ -67,10 +78,15 @@ def plot_learning_curves(history_df, path):
         ax.set(xlabel="epoch", ylabel=metric)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend()
-    return _save(fig, path)
+    return fig
 
 
 def plot_layer_comparison(results_df, path, metric="test_accuracy", x="layers", hue="classifier"):
+    """layer_comparison_figure(...) saved as a PNG at `path`; returns `path`."""
+    return _save(layer_comparison_figure(results_df, metric, x, hue), path)
+
+
+def layer_comparison_figure(results_df, metric="test_accuracy", x="layers", hue="classifier") -> Figure:
     """Compare a metric across layer subsets, one series per classifier.
 
     results_df : DataFrame, one row per run, with columns `x` (layer subset name), `hue`
@@ -92,10 +108,15 @@ def plot_layer_comparison(results_df, path, metric="test_accuracy", x="layers", 
         _grouped_bars(ax, results_df, metric, x, hue)
     ax.set(ylabel=metric, title=f"{metric} by layer subset")
     ax.legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
-    return _save(fig, path)
+    return fig
 
 
 def plot_tsne(X, y, class_names, path, seed=0, max_points=2000, title=None):
+    """tsne_figure(...) saved as a PNG at `path`; returns `path`."""
+    return _save(tsne_figure(X, y, class_names, seed, max_points, title), path)
+
+
+def tsne_figure(X, y, class_names, seed=0, max_points=2000, title=None) -> Figure:
     """2-D t-SNE of features, colored by class.
 
     X : ndarray of shape (n_samples, n_features); y : ndarray of shape (n_samples,) of
@@ -119,7 +140,7 @@ def plot_tsne(X, y, class_names, path, seed=0, max_points=2000, title=None):
         ax.scatter(points[:, 0], points[:, 1], s=6, color=colors(index % colors.N), label=name)
     ax.set(xticks=[], yticks=[], title=title or f"t-SNE of {len(X)} samples")
     ax.legend(markerscale=3, fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
-    return _save(fig, path)
+    return fig
 
 
 def _grouped_bars(ax, results_df, metric, x, hue):

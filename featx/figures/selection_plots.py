@@ -1,6 +1,8 @@
 """Figures for model selection that show their uncertainty: scores with 95% CIs, the baseline, the best row.
 
-Drawn with matplotlib's object API (no pyplot state, no backend switch), saved as PNG, returning the path.
+Drawn with matplotlib's object API (no pyplot state, no backend switch). Each `*_figure` function returns the
+Figure (what tests inspect: every point, tick and star against the table it was drawn from); each `plot_*`
+function draws the same figure, saves it as PNG and returns the path.
 """
 
 from __future__ import annotations
@@ -29,6 +31,20 @@ def plot_layer_scores(
     title: str | None = None,
     order=None,
 ):
+    """layer_scores_figure(...) saved as a PNG at `path`; returns `path`."""
+    return _save(layer_scores_figure(table, mean, ci, x, hue, baselines, title, order), path)
+
+
+def layer_scores_figure(
+    table,
+    mean: str,
+    ci: str | None = None,
+    x: str = "layers",
+    hue: str = "classifier",
+    baselines=("majority", "stratified"),
+    title: str | None = None,
+    order=None,
+) -> Figure:
     """A metric per layer subset and model, with 95% CI whiskers, baseline lines and the best row starred.
 
     table : DataFrame, one row per (subset, model), with columns `x`, `hue`, `mean` (e.g.
@@ -59,17 +75,22 @@ def plot_layer_scores(
     for name, group in base.groupby(hue, sort=False):
         value = group[mean].mean()
         ax.axhline(value, **BASELINE_STYLE, label=f"baseline {name}: {value:.3f}")
-    if len(rows):
-        _mark_best(ax, rows, mean, x, hue, per_depth)
+    if rows[mean].notna().any():
+        _mark_best(ax, rows, mean, x, hue, per_depth, order)
     _zoom(ax, table, mean, mean.removeprefix("cv_").removesuffix("_mean"))
     ax.set_title(
         title or f"{mean.removeprefix('cv_').removesuffix('_mean')} by layer subset" + (" (95% CI)" if ci else "")
     )
     ax.legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
-    return _save(fig, path)
+    return fig
 
 
 def plot_search_curve(curve, path, params, metric: str, title: str | None = None):
+    """search_curve_figure(...) saved as a PNG at `path`; returns `path`."""
+    return _save(search_curve_figure(curve, params, metric, title), path)
+
+
+def search_curve_figure(curve, params, metric: str, title: str | None = None) -> Figure:
     """Selection score against the first searched parameter (log axis when it spans decades), one line per
     value of the others, CI band when there is one, the defaults as a dashed line and the chosen point starred.
 
@@ -108,15 +129,27 @@ def plot_search_curve(curve, path, params, metric: str, title: str | None = None
         ax.set_xscale("log")
     ax.set(xlabel=x, ylabel=metric, title=title or f"{metric} vs {x}")
     ax.legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
-    return _save(fig, path)
+    return fig
+
+
+def _subsets(rows, x, order=None) -> list:
+    """The x values in the order they are drawn: those of `order` first, in its order, then the others in table
+    order (one rule for the points, their ticks and the star)."""
+    present = list(rows[x].unique())
+    return [s for s in (order or []) if s in present] + [s for s in present if s not in (order or [])]
+
+
+def _dodged(rows, x, hue, subsets, name, value) -> float:
+    """Where the point of model `name` on subset `value` is drawn: the subset's tick, offset by the model's slot."""
+    names = list(rows[hue].unique())
+    width = 0.7 / max(1, len(names))
+    return subsets.index(value) + (names.index(name) - (len(names) - 1) / 2) * width
 
 
 def _dodged_points(ax, rows, mean, x, hue, colors, order=None):
-    present = list(rows[x].unique())
-    subsets = [s for s in (order or []) if s in present] + [s for s in present if s not in (order or [])]
-    width = 0.7 / max(1, len(colors))
-    for i, (name, group) in enumerate(rows.groupby(hue, sort=False)):
-        where = np.array([subsets.index(s) for s in group[x]]) + (i - (len(colors) - 1) / 2) * width
+    subsets = _subsets(rows, x, order)
+    for name, group in rows.groupby(hue, sort=False):
+        where = [_dodged(rows, x, hue, subsets, name, s) for s in group[x]]
         ax.errorbar(where, group[mean], yerr=group["_ci"], fmt="o", capsize=3, color=colors[name], label=name)
     ax.set_xticks(
         range(len(subsets)),
@@ -154,17 +187,14 @@ def _depth_curves(ax, rows, mean, x, hue, colors):
         )
 
 
-def _mark_best(ax, rows, mean, x, hue, per_depth):
+def _mark_best(ax, rows, mean, x, hue, per_depth, order=None):
     best = rows.loc[rows[mean].idxmax()]
     if per_depth and not np.isnan(best.get("depth", np.nan)):
         where = best["depth"]
     elif per_depth:
         where = ax.get_xlim()[1]
     else:
-        subsets = list(rows[x].unique())
-        names = list(rows[hue].unique())
-        width = 0.7 / max(1, len(names))
-        where = subsets.index(best[x]) + (names.index(best[hue]) - (len(names) - 1) / 2) * width
+        where = _dodged(rows, x, hue, _subsets(rows, x, order), best[hue], best[x])
     ax.plot(
         [where],
         [best[mean]],

@@ -27,6 +27,7 @@ from featx.runs.ranking import (
     splits_note,
 )
 from featx.runs.store import SELECTION_METRICS, read_log, read_runlog
+from featx.terminal import fit_lines, fit_table
 
 DISPLAY = (
     "run_id",
@@ -192,8 +193,8 @@ def format_runs(listed: RunsTable) -> str:
     views = table["views"].astype(str) + pd.to_numeric(table["tta"]).map({1: " +tta"}).fillna("")
     hidden = {"views": (views == "id").all(), "split": "split" in table.columns and table["split"].nunique() < 2}
     columns = [c for c in DISPLAY if c in table.columns and not hidden.get(c)]  # plain, one split: no column
-    shown = table[columns].assign(layers=layers, views=views)[columns].to_string(index=False)
-    return f"{shown}\n{listed.order}"
+    shown = fit_table(table[columns].assign(layers=layers, views=views)[columns])
+    return f"{shown}\n{fit_lines(listed.order)}"
 
 
 def format_runs_by_entry(
@@ -223,5 +224,7 @@ def format_runs_by_entry(
             ranked = replace(
                 ranked, table=ranked.table.groupby(groups(ranked.table), sort=False, group_keys=False).head(top)
             )
-        blocks.append("\n".join([source_line(runs_of_entry, labels), reason, format_ranked(ranked, wide=wide)]))
+        blocks.append(
+            "\n".join([source_line(runs_of_entry, labels), fit_lines(reason), format_ranked(ranked, wide=wide)])
+        )
     return "\n\n".join(blocks), warnings

@@ -23,6 +23,7 @@ from featx.classifiers import BASELINES
 from featx.errors import FeatxError
 from featx.selection.metrics import METRICS, SELECTION_SPLITS, default_metric
 from featx.selection.spec import cv_column, score_column
+from featx.terminal import UNLIMITED, fit_lines, fit_table
 
 VAL = "val"
 UNKNOWN_SPLIT = "unknown"  # how runs logged before split fingerprints existed are grouped
@@ -197,9 +198,6 @@ def recommendation_line(ranking: Ranking) -> str:
     return f"recommended: {model_name(best)} (run {short_id(best['run_id'])})\n  why: {why}{tested}"
 
 
-TABLE_WIDTH = 120
-
-
 def short_id(run_id) -> str:
     """A run id's last 6 characters (its random part): unique in practice, and accepted wherever a run id is."""
     return str(run_id)[-6:]
@@ -212,7 +210,8 @@ def cut(text, width: int) -> str:
 
 
 def format_ranked(ranking: Ranking, *, wide: bool = False) -> str:
-    """rank()'s table as text, one block per protocol, within TABLE_WIDTH columns (wide: every column, whole).
+    """rank()'s table as text, one block per protocol, within the terminal's width (featx.terminal; wide: every
+    column, whole, however wide).
 
     Data and backbone are not repeated per row: say them once above (source_line). Scores have 3 decimals."""
     ranked, metric = ranking.table, ranking.metric
@@ -245,8 +244,9 @@ def format_ranked(ranking: Ranking, *, wide: bool = False) -> str:
                 test_acc=group["test_accuracy"].map(_three),
                 **{f"test_{metric}": group[f"test_{metric}"].map(_three)},
             )
-        blocks.append(f"{split}scored by {protocol_label(protocol)} ({len(group)} run(s)):\n" + text_table(shown))
-    return "\n".join(blocks) + f"\n{ranking.note}"
+        table = fit_table(shown, UNLIMITED if wide else None)
+        blocks.append(f"{split}scored by {protocol_label(protocol)} ({len(group)} run(s)):\n" + table)
+    return "\n".join(blocks) + "\n" + (ranking.note if wide else fit_lines(ranking.note))
 
 
 def _model_cell(row) -> str:
@@ -276,15 +276,4 @@ def source_line(table: pd.DataFrame, labels: dict) -> str:
     for key, group in table.groupby(table["cache_key"].astype(str), sort=False):
         data = key_data_label(key, labels)
         lines += [f"data: {data}", f"backbone: {group['backbone'].iloc[0]} (entry {group['cache_entry'].iloc[0]})"]
-    return "\n".join(lines)
-
-
-def text_table(table: pd.DataFrame) -> str:
-    """Cells as given (strings), text columns left-aligned and number columns right-aligned, two spaces apart."""
-    cells = table.astype(str)
-    right = [bool(len(cells[c]) and cells[c].str.fullmatch(r"[-+]?[\d.,]*( ± [\d.]+)?").all()) for c in cells.columns]
-    widths = [max([len(str(c)), *cells[c].str.len()]) for c in cells.columns]
-    lines = []
-    for values in [list(map(str, cells.columns)), *cells.itertuples(index=False)]:
-        lines.append("  ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)).rstrip())
-    return "\n".join(lines)
+    return fit_lines("\n".join(lines))

@@ -24,6 +24,7 @@ from featx.selection.cv import CVResult
 from featx.selection.spec import Evaluation, FitSpec
 from featx.selection.train import Scores
 from featx.sources.views import IDENTITY
+from featx.terminal import fit_lines
 
 
 @dataclass
@@ -103,7 +104,7 @@ def record_run(
         else f"{spec.classifier} {params}{views} on {layers} ({scores.n_features} features)"
     )
     source = f"; of {' + '.join(map(entry_label, entries))}" if name_entry else ""
-    log(f"run {run_id}: {what}, fit {scores.fit_seconds:.1f}s\n  {text}{source} -> {folder}")
+    log(fit_lines(f"run {run_id}: {what}, fit {scores.fit_seconds:.1f}s\n  {text}{source} -> {folder}"))
     return FitResult(run_id, folder, spec, scores, row)
 
 

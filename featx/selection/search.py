@@ -47,6 +47,7 @@ from featx.selection.metrics import METRICS, SELECTION_SPLITS, check_metric, def
 from featx.selection.rowspace import ROW_SPACE, for_row_space, row_space
 from featx.selection.spaces import SEARCHES, BudgetSearch, Search, budget_search, with_cut_axis
 from featx.selection.spec import FitSpec
+from featx.terminal import fit_lines
 
 
 @dataclass
@@ -213,9 +214,11 @@ def search(
     scores = score(y[test], pipeline.predict(X[test])) if test.any() else None
     seconds = time.perf_counter() - began
     log(
-        f"tune {clf}: {len(curve)} point(s) on {folds.label} in {seconds:.1f}s; best {_label(best)} "
-        f"{metric} {curve.loc[curve['best'], metric].iloc[0]:.3f}; {versus.verdict}"
-        + (f"; test {metric} {scores[metric]:.3f}" if scores else "")
+        fit_lines(
+            f"tune {clf}: {len(curve)} point(s) on {folds.label} in {seconds:.1f}s; best {_label(best)} "
+            f"{metric} {curve.loc[curve['best'], metric].iloc[0]:.3f}; {versus.verdict}"
+            + (f"; test {metric} {scores[metric]:.3f}" if scores else "")
+        )
     )
     fitted = [r for r in tried if not (r["stage"] == "default" and defaults)]  # copied default rows ran no fit
     result = TuneResult(

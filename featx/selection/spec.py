@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from dataclasses import dataclass, field, fields, replace
 
 from featx.errors import FeatxError
@@ -28,6 +29,7 @@ METRIC_NAMES = ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted")
 SEARCHES = ("exact", "halving")  # Evaluation.search
 FIT_ROWS = ("train", "train+val")  # Evaluation.fit_on
 EVAL_SPLITS = ("val", "test")  # the splits a run's model is scored on (the runs log's val_*, test_* columns)
+MAX_GRID_POINTS = 10_000  # grid points of one classifier in a comparison: each is at least one fit
 HASH_VERSION = 1  # part of every spec_hash: bump when the same hash could stand for other numbers
 
 
@@ -335,6 +337,13 @@ def fit_specs(
             f"parameter(s) {', '.join(unused)} belong to none of the classifiers {', '.join(names)}; "
             "check the spelling against the scikit-learn estimator's parameters"
         )
+    for name in names:
+        points = math.prod(len(values) for key, values in grid.items() if key in accepted[name])
+        if points > MAX_GRID_POINTS:
+            raise FeatxError(
+                f"the grid has {points:,} points for classifier {name}; featx fits at most {MAX_GRID_POINTS:,} "
+                "per classifier (each is at least one fit): sweep fewer values"
+            )
     specs = []
     for name in names:
         base = FitSpec(

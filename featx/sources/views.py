@@ -31,11 +31,12 @@ IDENTITY = "id"
 D4 = ("id", "rot90", "rot180", "rot270", "hflip", "vflip", "transpose", "transverse")
 FAMILIES = {"flip": ("id", "hflip"), "d4": D4}
 MAX_CROPS = 9
+MAX_RAND = 64  # rand:K: each view is one more forward pass over every image and one more copy of every layer
 CROP_SIDE = 0.8
 RAND_AREA, RAND_RATIO, RAND_JITTER = (0.5, 1.0), (3 / 4, 4 / 3), 0.1
 SPEC_HELP = (
     "flip (2 views), d4 (the 8 rotations/flips), crops:K (K fixed crops, K <= 9), rand:K (K seeded random "
-    "crops+flip+jitter); comma-separated to combine, e.g. flip,crops:5; the identity view is always included"
+    "crops+flip+jitter, K <= 64); comma-separated to combine, e.g. flip,crops:5; the identity view is always included"
 )
 
 _CROP = re.compile(r"crop([1-9])")
@@ -58,7 +59,7 @@ def parse_views(spec: str | None, seed: int = 0) -> tuple[str, ...]:
         if family in FAMILIES and not count:
             names += FAMILIES[family]
         elif family in ("crops", "rand") and count:
-            k = _count(part, count, MAX_CROPS if family == "crops" else None)
+            k = _count(part, count, MAX_CROPS if family == "crops" else MAX_RAND)
             names += [f"crop{i}" if family == "crops" else f"rand{i}s{int(seed)}" for i in range(1, k + 1)]
         elif is_view(part):
             names.append(part)
@@ -67,9 +68,9 @@ def parse_views(spec: str | None, seed: int = 0) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def _count(part: str, count: str, limit: int | None) -> int:
-    if not count.isdigit() or int(count) < 1 or (limit and int(count) > limit):
-        raise FeatxError(f"views '{part}' needs a count from 1 to {limit or 'any'}; e.g. {part.partition(':')[0]}:5")
+def _count(part: str, count: str, limit: int) -> int:
+    if not (count.isascii() and count.isdigit()) or len(count) > 6 or not 1 <= int(count) <= limit:
+        raise FeatxError(f"views '{part}' needs a count from 1 to {limit}; e.g. {part.partition(':')[0]}:5")
     return int(count)
 
 
