@@ -12,7 +12,7 @@ FEATX = Path(__file__).resolve().parent.parent / "featx"
 # The stages, in the order a module may import from (its own and those above it in this list). The extractor writes
 # through the cache's API, so the cache stands before it; figures (matplotlib) serve runs, verbs and the page alike.
 STAGES = (
-    ("base", ("featx", "featx.errors", "featx.values", "featx.runtime", "featx.progress")),
+    ("base", ("featx", "featx.errors", "featx.values", "featx.runtime", "featx.progress", "featx.terminal")),
     ("sources", ("featx.sources",)),
     ("backbones", ("featx.backbones",)),
     ("cache", ("featx.cache",)),

@@ -4,17 +4,29 @@ holds the schema as it is checked; classifier parameters are bounded wherever a 
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 from pathlib import Path
 
 import pytest
 
+from featx.backbones.spec import BackboneSpec
+from featx.compute import Compute
 from featx.errors import FeatxError
 from featx.experiments.pipeline_schema import MAX_DEPTH, SCHEMA, STEP_KINDS, Refused, schema_markdown
-from featx.experiments.pipelines import MANAGED, STEPS, check_steps, read_pipeline
-from featx.extractor import extract
-from featx.features.options import TRANSFORM_KEYS
+from featx.experiments.pipelines import (
+    EXTRACT_BACKBONE,
+    EXTRACT_COMPUTE,
+    EXTRACT_DATA,
+    STEPS,
+    check_steps,
+    read_pipeline,
+)
+from featx.experiments.tsne import tsne
+from featx.features.options import TRANSFORM_OPTIONS
+from featx.selection.spec import Evaluation, compare_specs, fit_spec
+from featx.sources.spec import DataSpec
 
 from helpers import assert_one_line_error, cli
 
@@ -151,23 +163,45 @@ def test_the_base_of_the_hostile_files_passes(tmp_path):
     assert [step["kind"] for step in spec["steps"]] == ["fit", "compare", "tsne"]
 
 
-def _keywords(function) -> set[str]:
+def _keywords(function, drop=()) -> dict:
+    """{keyword: default} of `function` (its **transforms: the transform options), but `drop`."""
     parameters = inspect.signature(function).parameters.values()
-    names = {p.name for p in parameters if p.kind is not p.VAR_KEYWORD and p.name not in MANAGED}
-    return names | set(TRANSFORM_KEYS) if any(p.kind is p.VAR_KEYWORD for p in parameters) else names
+    names = {p.name: p.default for p in parameters if p.kind is not p.VAR_KEYWORD and p.name not in drop}
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        names.update({option.name: option.default for option in TRANSFORM_OPTIONS})
+    return names
 
 
-def test_the_schema_has_exactly_the_keywords_of_the_api_the_steps_call():
+def _fields(value) -> dict:
+    return {f.name: f.default for f in dataclasses.fields(value) if f.default is not dataclasses.MISSING}
+
+
+def test_the_schema_has_exactly_the_keys_the_pipeline_builds_its_values_from():
+    """Every key of a section becomes a field of a value the pipeline builds (DataSpec, BackboneSpec, Compute, the
+    steps' FitSpecs by fit_spec / compare_specs, Evaluation) or an argument of a verb, and every default of those is
+    a value the schema accepts."""
     source = {"data", "backbone", "weights", "layers", "views", "view_seed"}  # top level, given to extract
     assert set(SCHEMA["pipeline"]) == {"name", "description", "extract", "steps", *source}
-    assert set(SCHEMA["extract"]) == _keywords(extract) - source
+    assert set(SCHEMA["extract"]) == {*EXTRACT_DATA, *EXTRACT_BACKBONE, *EXTRACT_COMPUTE}
+    assert set(EXTRACT_DATA) <= set(_fields(DataSpec)) and set(EXTRACT_BACKBONE) <= set(_fields(BackboneSpec))
+    assert set(EXTRACT_COMPUTE) <= set(_fields(Compute))
     assert tuple(STEPS) == STEP_KINDS
-    for kind, function in STEPS.items():
-        assert set(SCHEMA[kind]) - {"kind"} == _keywords(function), kind
-    for section, function in [("extract", extract), *STEPS.items()]:  # every default of the API is accepted
-        for name, parameter in inspect.signature(function).parameters.items():
+    evaluation = {"cv", "cv_repeats", "metric", "seed", "search"}
+    fit_keys = {"layers", *_keywords(fit_spec), "cv", "cv_repeats"}
+    compare_keys = {"layer_sets", "save_models", "plots", "n_jobs", "cluster", "cluster_config", "cluster_timeout"}
+    compare_keys |= {"reuse", *_keywords(compare_specs), *evaluation}
+    tsne_keys = set(_keywords(tsne, drop=("entry", "cache", "log")))
+    for kind, keys in (("fit", fit_keys), ("compare", compare_keys), ("tsne", tsne_keys)):
+        assert set(SCHEMA[kind]) - {"kind"} == keys - {"clf"} | ({"clf"} if kind == "fit" else set()), kind
+    defaults = {
+        "extract": {**_fields(DataSpec), **_fields(BackboneSpec), **_fields(Compute)},
+        "fit": _keywords(fit_spec),
+        "compare": {**_keywords(compare_specs), **_fields(Evaluation)},
+        "tsne": _keywords(tsne),
+    }
+    for section, values in defaults.items():  # every default is a value the file may spell
+        for name, default in values.items():
             rule = SCHEMA[section].get(name)
-            default = parameter.default
             if rule is None or isinstance(rule, Refused) or default in (None, inspect.Parameter.empty):
                 continue
             default = list(default) if isinstance(default, tuple) else default
