@@ -73,7 +73,7 @@ def pytest_ignore_collect(collection_path, config):
 # others have run out of work (measured on the idle 2-core VM with two workers: the first three on 2026-12-06, the
 # rest on 2026-12-02).
 LONG_MODULES = (
-    "test_readme.py",  # 238 s
+    "test_doc_pages.py",  # README.md and each page of docs/, one test each (SPREAD_BY_TEST)
     "test_benchmark_smoke.py",  # about 215 s
     "test_backbones.py",  # about 175 s
     "test_slurm.py",  # about 150 s
@@ -94,6 +94,26 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.slow)
     first = {name: rank for rank, name in enumerate(LONG_MODULES)}
     items.sort(key=lambda item: first.get(item.path.name, len(first)))  # stable: same order within a file
+
+
+# Files whose tests are handed out one by one instead of as a whole file: each test runs alone in its own folder
+# and takes a minute or more, so whichever worker is free takes the next (each page of the documentation).
+SPREAD_BY_TEST = ("test_doc_pages.py",)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """pyproject's `--dist loadfile` hands out whole files; so does this, but for the files of SPREAD_BY_TEST."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class FilesAndSpreadTests(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = nodeid.split("::", 1)[0]
+            return nodeid if file.endswith(SPREAD_BY_TEST) else file
+
+    return FilesAndSpreadTests(config, log)
 
 
 def pytest_collection_finish(session):
