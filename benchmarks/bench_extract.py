@@ -755,7 +755,7 @@ def parse_args(argv):
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
-        epilog="Each variant runs in a fresh subprocess; measured results: README.md, section Benchmarks.",
+        epilog="Each variant runs in a fresh subprocess; measured results: docs/benchmarks.md.",
     )
     p.add_argument(
         "--backbones",

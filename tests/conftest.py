@@ -70,15 +70,18 @@ def pytest_ignore_collect(collection_path, config):
 
 # The suite runs whole test files on xdist workers (pyproject.toml, in this order: --no-loadscope-reorder); the
 # files that take minutes are handed out first, longest first, so that no worker starts one of them last while the
-# others have run out of work (measured on the idle 2-core VM with two workers: the first three on 2026-12-06, the
-# rest on 2026-12-02).
+# others have run out of work (measured on the idle 2-core VM with two workers: the first two on 2026-12-06, the
+# rest on 2026-12-02; test_doc_pages.py as its comment says).
 LONG_MODULES = (
-    "test_readme.py",  # 238 s
     "test_benchmark_smoke.py",  # about 215 s
     "test_backbones.py",  # about 175 s
     "test_slurm.py",  # about 150 s
     "test_dask.py",  # about 140 s
     "test_runs_log.py",  # about 130 s
+    # README.md and 8 pages of docs/, one test each (SPREAD_BY_TEST), the longest (experiments.md) about a third of
+    # the file: in all 1.37x the wall time (1.27x the CPU time) of the 238 s test_readme.py it replaced, the two run
+    # one after the other on the loaded VM (2026-12-06)
+    "test_doc_pages.py",
     "test_compare.py",  # about 100 s
     "test_reliability.py",
     "test_views_usage.py",
@@ -94,6 +97,26 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.slow)
     first = {name: rank for rank, name in enumerate(LONG_MODULES)}
     items.sort(key=lambda item: first.get(item.path.name, len(first)))  # stable: same order within a file
+
+
+# Files whose tests are handed out one by one instead of as a whole file: each test runs alone in its own folder
+# and takes a minute or more, so whichever worker is free takes the next (each page of the documentation).
+SPREAD_BY_TEST = ("test_doc_pages.py",)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """pyproject's `--dist loadfile` hands out whole files; so does this, but for the files of SPREAD_BY_TEST."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class FilesAndSpreadTests(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = nodeid.split("::", 1)[0]
+            return nodeid if file.endswith(SPREAD_BY_TEST) else file
+
+    return FilesAndSpreadTests(config, log)
 
 
 def pytest_collection_finish(session):

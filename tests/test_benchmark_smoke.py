@@ -103,7 +103,7 @@ def test_quick_select_benchmark_featx_beats_the_plain_loop_and_halving_does_less
     )
     # ratios measured in one run, never absolute times: halving does fewer fits in less time than the exact
     # compare and finds the same best row (exact featx vs the plain loop is reported, not asserted: it is not
-    # faster at this size on an idle 2-core machine, see the README's table)
+    # faster at this size on an idle 2-core machine, see docs/benchmarks.md)
     assert halving["fits"] < exact["fits"] and halving["seconds"] < exact["seconds"], stdout
     assert exact["plain_over_this"] > 0 and halving["best"] == exact["best"], stdout
     # featx adds the two baselines, and its "each" repeats top_activation as a subset of its own
@@ -119,7 +119,7 @@ def test_quick_tail_benchmark_the_tail_beats_fine_tuning_from_images_and_halving
     report, stdout = run_quick(TAIL_BENCH, tmp_path / "tail.json", timeout=1800)
     speed = {row["what"].split(" ")[0]: row for row in report["rows"] if row["part"] == "speed"}
     # ratios measured in one run: per epoch, training the tail on cached maps is faster than the same layers fed
-    # the images through the frozen bottom (the >= 5x target is for 224 px on 2 cores, see the README's table)
+    # the images through the frozen bottom (the >= 5x target is for 224 px on 2 cores, see docs/benchmarks.md)
     assert speed["same"]["ratio"] > 1, stdout
     assert all(row["epoch_s"] > 0 and row["peak_rss_mb"] > 0 for row in speed.values())
     grid, halving = [row for row in report["rows"] if row["part"] == "halving"]

@@ -421,7 +421,7 @@ def _rewrite_without_digest(index: Path, **attrs) -> None:
 
 
 def test_an_index_of_the_previous_format_or_without_its_digest_is_refused_in_one_line(cache):
-    """Format 2 indexes have no digest of their bytes: they are refused, never served unchecked (README: re-extract)."""
+    """Format 2 indexes have no digest of their bytes: they are refused, never served unchecked (docs/reliability.md: re-extract)."""
     entry = cache.open()
     original = (entry.path / "index.h5").read_bytes()
     _rewrite_without_digest(entry.path / "index.h5", format_version=2)

@@ -28,7 +28,7 @@ from helpers import FEATX, assert_same_layers, background_reference, committed_r
 
 N_GOOD, BATCH = 47, 4  # 48 rows: 6 shards of 8 images on 2 workers
 LAYERS = "block_2_add,block_6_project_BN,block_16_project_BN"
-README = Path(__file__).resolve().parents[1] / "README.md"
+SCALING_OUT = Path(__file__).resolve().parents[1] / "docs" / "scaling-out.md"
 
 
 def extract_args(data: Path, cache_dir: Path, *extra: str) -> list[str]:
@@ -181,19 +181,19 @@ def test_bad_cluster_spec_is_one_line(spec):
         distributed.parse_spec(spec)
 
 
-def readme_block(marker: str) -> str:
-    """The fenced code block of README.md that follows the line containing `marker`."""
-    text = README.read_text().split(marker, 1)[1]
+def docs_block(marker: str) -> str:
+    """The fenced code block of docs/scaling-out.md that follows the line containing `marker`."""
+    text = SCALING_OUT.read_text().split(marker, 1)[1]
     return text.split("```", 2)[1].split("\n", 1)[1]
 
 
-def test_readme_slurm_config_builds_a_gpu_job_script(tmp_path):
-    """The README's --cluster-config example, read as featx reads it, is a valid dask-jobqueue SLURMCluster
+def test_docs_slurm_config_builds_a_gpu_job_script(tmp_path):
+    """The documentation's --cluster-config example, read as featx reads it, is a valid dask-jobqueue SLURMCluster
     whose job script asks for everything it sets; no job is submitted (scale is never called)."""
     from dask_jobqueue import SLURMCluster
 
     path = tmp_path / "slurm.toml"
-    path.write_text(readme_block("slurm.toml:"))
+    path.write_text(docs_block("slurm.toml:"))
     config = distributed.read_config(path)
     yaml_path = tmp_path / "slurm.yaml"
     yaml_path.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in config.items()))

@@ -1,17 +1,21 @@
-"""README's two commands are the contract for a new machine; CI must run the test one verbatim."""
+"""README's two commands are the contract for a new machine; CI must run the test one verbatim. Every page's blocks
+run or say why not, and docs/cli.md is what the parsers say."""
 
+import importlib.util
 import subprocess
 from pathlib import Path
 
-from readme_blocks import readme_blocks
+from doc_blocks import README, blocks_to_run, page_blocks, page_name, pages
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def readme_commands() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    start, end = (text[: text.index(marker)].count("\n") + 1 for marker in ("## On a new machine", "## Using it"))
-    return [c for b in readme_blocks() if b.language == "sh" and start < b.line < end for c in b.commands]
+    """The shell commands of README's section "On a new machine" (up to the next section)."""
+    lines = README.read_text().splitlines()
+    start = lines.index("## On a new machine") + 1
+    end = next(n for n in range(start, len(lines)) if lines[n].startswith("## ")) + 1
+    return [c for b in page_blocks(README) if b.language == "sh" and start < b.line < end for c in b.commands]
 
 
 def test_readme_has_exactly_two_commands_and_ci_runs_the_test_one():
@@ -22,12 +26,31 @@ def test_readme_has_exactly_two_commands_and_ci_runs_the_test_one():
     assert (ROOT / ".ci/run").read_text().strip().splitlines()[-1] == commands[1]
 
 
+def test_readme_is_the_front_door_not_the_manual():
+    assert len(README.read_text().splitlines()) <= 150
+
+
 def test_every_shell_and_python_block_is_run_or_says_why_not():
-    blocks = [b for b in readme_blocks() if b.language in ("sh", "python")]
-    assert len(blocks) >= 6
+    assert len(pages()) >= 10
+    blocks = [b for path in pages() for b in page_blocks(path) if b.language in ("sh", "python")]
+    assert len(blocks) >= 20
     for block in blocks:
         assert block.not_run is None or len(block.not_run) > 10, block
-    assert not [b for b in readme_blocks() if b.language == ""], "every README code block names its language"
+    assert {b.language for path in pages() for b in blocks_to_run(path)} == {"python", "sh"}
+    unnamed = [f"{page_name(path)}:{b.line}" for path in pages() for b in page_blocks(path) if b.language == ""]
+    assert not unnamed, f"every code block names its language: {unnamed}"
+
+
+def test_cli_reference_is_generated_from_the_parsers():
+    """docs/cli.md is committed; when a command's help changes, `python3 docs/gen_cli.py` rewrites it."""
+    spec = importlib.util.spec_from_file_location("gen_cli", ROOT / "docs/gen_cli.py")
+    gen_cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen_cli)
+    expected = gen_cli.reference()
+    assert "## featx extract" in expected and "`--layers LAYERS`" in expected
+    assert (ROOT / "docs/cli.md").read_text(encoding="utf-8") == expected, (
+        "docs/cli.md differs from featx's parsers: run python3 docs/gen_cli.py and commit docs/cli.md"
+    )
 
 
 def test_every_shell_script_parses():

@@ -1,6 +1,6 @@
-"""README.md's fenced code blocks, with the convention that says which must run.
+"""The fenced code blocks of README.md and of every page in docs/, with the convention that says which must run.
 
-Every ```python and ```sh block runs in tests/test_readme.py unless the line before its fence is
+Every ```python and ```sh block runs in tests/test_doc_pages.py unless the line before its fence is
 `<!-- not run: REASON -->` (an illustration: your own data, a SLURM cluster, the test suite itself).
 Other languages (```toml, ```text) are shown, never run.
 """
@@ -11,7 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 RUNNABLE = ("python", "sh")
 NOT_RUN = re.compile(r"<!--\s*not run:\s*(.+?)\s*-->")
 
@@ -29,7 +30,16 @@ class Block:
         return [re.sub(r"\s+#.*$", "", line).strip() for line in self.text.splitlines() if line.strip()]
 
 
-def readme_blocks(path: Path = README) -> list[Block]:
+def pages() -> list[Path]:
+    """README.md, then the pages of docs/ by name."""
+    return [README, *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def page_name(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+def page_blocks(path: Path = README) -> list[Block]:
     lines = path.read_text(encoding="utf-8").splitlines()
     blocks, n = [], 0
     while n < len(lines):
@@ -47,4 +57,4 @@ def readme_blocks(path: Path = README) -> list[Block]:
 
 
 def blocks_to_run(path: Path = README) -> list[Block]:
-    return [b for b in readme_blocks(path) if b.language in RUNNABLE and b.not_run is None]
+    return [b for b in page_blocks(path) if b.language in RUNNABLE and b.not_run is None]
