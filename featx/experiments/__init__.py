@@ -16,7 +16,7 @@ _API = {
     "read_pipeline": "pipelines",
     "run_pipeline": "pipelines",
     "predict": "predict",
-    "load_model": "models",
+    "load_model": "export_model",  # a run id (models.load_model) or an exported model's path
     "runs": "runs",
     "tsne": "tsne",
 }
