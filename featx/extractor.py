@@ -158,7 +158,15 @@ class LayerExtractor:
 
         height, width = self.backbone.input_size
         image = keras.Input((height, width, 3), name="image")
-        outputs = self.model(self.backbone.preprocess(image), training=False)
+        try:
+            preprocessed = self.backbone.preprocess(image)
+        except (TypeError, ValueError, NotImplementedError, AttributeError) as exc:
+            raise FeatxError(
+                f"the preprocessing of backbone {self.backbone.name} ({self.backbone.preprocessing}) does not run on "
+                f"a symbolic Keras tensor ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}), "
+                "so it cannot be part of one Keras model"
+            ) from None
+        outputs = self.model(preprocessed, training=False)
         parts = []
         for layer in self.layers:
             value = ops.cast(outputs[layer], self.dtype)  # rounded as the cache stores it

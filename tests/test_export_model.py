@@ -344,6 +344,7 @@ def test_the_files_carry_class_names_provenance_and_what_the_output_is(study):
         assert metadata["class_names"] == list(entry.class_names) and metadata["input"]["shape"] == [96, 96, 3]
         assert metadata["output"] == (output or "decision_scores")
         assert metadata["layers"] == run["layer_names"].split(",") and metadata["views"] == ["id"]
+        assert metadata["imports"] == []  # Keras' own layers and ops only
     saved = json.loads((paths["linear_svm:savedmodel"] / "assets.extra" / "featx.json").read_text())
     assert saved["run_id"] == runs["linear_svm"] and saved["form"] == "savedmodel"
     tta = json.loads(zipfile.ZipFile(paths["tta"]).read("featx.json"))
@@ -368,6 +369,22 @@ def test_the_exported_network_is_the_extractor_s_graph_and_its_steps_are_named(s
     assert [layer.name for layer in model.layers[1:]] == ["features", "layernorm", "standardize", "select", "clf"]
     with pytest.raises(ValueError, match="incompatible"):  # a fixed input size: other sizes are refused
         model(np.zeros((1, 64, 64, 3), np.float32))
+
+
+def test_a_layer_class_from_outside_keras_is_refused_at_export():
+    import keras
+
+    from featx.experiments.export_model import packages
+
+    class Doubling(keras.layers.Layer):  # a user's custom layer: its code lives in this test module
+        def call(self, x):
+            return x * 2
+
+    inputs = keras.Input((4,))
+    plain = keras.Model(inputs, keras.layers.Dense(2)(keras.ops.mean(inputs, axis=1, keepdims=True)))
+    assert packages(plain) == []
+    with pytest.raises(featx.errors.FeatxError, match="Doubling.*safe mode"):
+        packages(keras.Model(inputs, plain(Doubling()(inputs))))
 
 
 @pytest.mark.parametrize("pool", ["pyramid", "grid:64"])

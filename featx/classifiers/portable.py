@@ -2,7 +2,7 @@
 featx is not installed.
 
 * `keras_form` applies the model to a Keras tensor of features as built-in Keras layers and keras.ops nodes: the
-  steps that are affine or smooth maps of the features (standardize, Head2Toe's layer normalization and selection,
+  steps that are affine or Lipschitz-continuous maps of the features (standardize, Head2Toe's layer normalization and selection,
   PCA, the linear classifiers, the dense head) have an exact Keras form, the same arithmetic in float32. Steps
   that compare features with thresholds (FNE and kbins discretization, trees) or hold rows (kernel SVMs, k-NN)
   raise NoKerasForm: there a feature within float32 rounding of a threshold may land on the other side, and the

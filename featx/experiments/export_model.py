@@ -46,7 +46,10 @@ FORMATS = ("keras", "savedmodel", "tflite")
 EXPORT_VERSION = 1  # featx.json's "featx_export": bump when a reader would misread an export of this version
 METADATA = "featx.json"  # the metadata's name in every form
 FEATURES_FILE, PIPELINE_FILE, HEAD_FILE, MANIFEST = "features.keras", "pipeline.skops", "head.keras", "manifest.json"
-SAVED_MODEL_METADATA = f"assets.extra/{METADATA}"  # TF Serving's place for files it does not read
+SAVED_MODEL_METADATA = f"assets.extra/{METADATA}"
+LAYER_PACKAGES = (
+    "keras_hub",
+)  # packages (besides keras) whose import registers the layer classes an export may hold  # TF Serving's place for files it does not read
 RESIZE = (
     "decode the file, apply its EXIF orientation, convert to 8-bit RGB and resize to width x height with Pillow's "
     "Image.BILINEAR (as featx extract does); the model takes exactly that size"
@@ -122,7 +125,7 @@ def export_model(
 def _export_features_run(pipeline, run, entry, output, format, float16, tta, log) -> Path:
     from featx import runtime
     from featx.backbones import backbone_from_entry
-    from featx.classifiers.portable import NoKerasForm, keras_form_problem, n_outputs, output_kind
+    from featx.classifiers.portable import keras_form_problem, n_outputs, output_kind
     from featx.classifiers.views import ViewEnsemble
     from featx.experiments.predict import run_layers, with_tta
     from featx.extractor import LayerExtractor
@@ -180,14 +183,11 @@ def _export_features_run(pipeline, run, entry, output, format, float16, tta, log
         "preprocessing": "inside the model",
     }
     name = f"featx_{run_id.replace('-', '_')}"
-    try:
-        if folder:
-            path = _write_folder(features, inner, views, metadata, output, name)
-        else:
-            network = classifier_network(features, inner, views, name=name)
-            path = _write(network, metadata, output, format, float16)
-    except NoKerasForm as exc:  # keras_form_problem said there was one: a bug, but never a traceback
-        raise FeatxError(f"run {run_id}: {exc}; report this") from None
+    metadata["imports"] = packages(features)  # e.g. keras_hub for a KerasHub backbone; [] for Keras' own layers
+    if folder:
+        path = _write_folder(features, inner, views, metadata, output, name)
+    else:
+        path = _write(classifier_network(features, inner, views, name=name), metadata, output, format, float16)
     shown = "probabilities" if kind == "probabilities" else "decision scores"
     averaged = f", averaged over {len(views)} views" if views is not None else ""
     log(
@@ -223,6 +223,27 @@ def classifier_network(features, model, views=None, *, name: str = "exported"):
     network = keras.Model(image, scores, name=name)
     network.trainable = False
     return network
+
+
+def packages(model) -> list[str]:
+    """The top-level packages of every layer and op class in `model` (nested models included), keras aside: what a
+    process must import before Keras can load it (KerasHub's layers register themselves when keras_hub is
+    imported). Refuses any class outside Keras and LAYER_PACKAGES (featx's own, a user's custom layer): a process
+    without that code could not load it."""
+    found, stack = set(), [model]
+    while stack:
+        node = stack.pop()
+        for operation in getattr(node, "operations", ()):
+            package = type(operation).__module__.split(".")[0]
+            if package not in ("keras", *LAYER_PACKAGES):
+                raise FeatxError(
+                    f"the model holds layer {operation.name} of class {type(operation).__module__}."
+                    f"{type(operation).__name__}, which Keras safe mode loads only where that code is imported; "
+                    f"export-model exports models of Keras' own layers (and {', '.join(LAYER_PACKAGES)}')"
+                )
+            found.add(package)
+            stack.append(operation)
+    return sorted(found - {"keras"})
 
 
 def view_features(features, views, *, name: str = "features"):
@@ -390,6 +411,8 @@ def _check_output(output: Path, format: str, folder: bool, run_id: str, problem)
         )
     if format == "tflite" and output.suffix != ".tflite":
         raise FeatxError(f"--format tflite writes a TFLite flatbuffer, so -o must end in .tflite (got '{output}')")
+    if format == "savedmodel" and output.suffix in (".keras", ".tflite"):
+        raise FeatxError(f"--format savedmodel writes a folder, so -o names a folder, not a {output.suffix} file")
     _check_replaceable(output)
 
 
@@ -399,12 +422,14 @@ def _check_replaceable(output: Path) -> None:
 
 
 def _is_export(path: Path) -> bool:
-    """Whether `path` is something export-model wrote (so a new export may replace it)."""
+    """Whether `path` is something export-model wrote (so a new export may replace it): a folder with its manifest
+    or SavedModel metadata, a .keras archive holding featx.json, a .tflite file holding that metadata."""
     if path.is_dir():
         return (path / MANIFEST).is_file() or (path / SAVED_MODEL_METADATA).is_file()
-    if path.suffix == ".keras":
-        return zipfile.is_zipfile(path)
-    return path.suffix == ".tflite" and path.is_file()
+    if path.suffix == ".tflite" and path.is_file():
+        with open(path, "rb") as f:
+            return b'"featx_export"' in f.read()
+    return is_export_path(path)
 
 
 def _write(model, metadata: dict, output: Path, format: str, float16: bool) -> Path:
@@ -595,6 +620,7 @@ class ExportedModel:
         self.head = self.pipeline = None
         if self.path.is_dir():
             self.metadata = _read_manifest(self.path)
+            _import_layer_packages(self.metadata, self.path)
             self.network = _load_keras(self.path / FEATURES_FILE)
             self.pipeline = _load_pipeline(self.path / PIPELINE_FILE)
             if (self.path / HEAD_FILE).is_file():
@@ -606,10 +632,12 @@ class ExportedModel:
             except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
                 raise FeatxError(f"{self.path} is not a model featx export-model wrote ({exc})") from None
             _check_version(self.metadata, self.path)
+            _import_layer_packages(self.metadata, self.path)
             self.network = _load_keras(self.path)
         self.class_names = list(self.metadata["class_names"])
         self.output = self.metadata["output"]
         self.input_size = tuple(self.metadata["input"]["shape"][:2])
+        self._forward = _traced(self.network, self.input_size)
 
     def scores(self, images, batch_size: int = 32) -> np.ndarray:
         """images : an array (n, height, width, 3) of RGB pixels 0-255 (uint8 or float), or image file paths
@@ -631,8 +659,9 @@ class ExportedModel:
         return names[np.argmax(scores, axis=1)]
 
     def _scores(self, x: np.ndarray, batch_size: int) -> np.ndarray:
-        x = x.astype(np.float32)
-        outputs = np.asarray(self.network.predict(x, batch_size=batch_size, verbose=0))
+        outputs = np.concatenate(
+            [self._forward(x[i : i + batch_size].astype(np.float32)).numpy() for i in range(0, len(x), batch_size)]
+        )
         if self.pipeline is None:
             return outputs.astype(np.float64)
         rows = outputs.reshape(-1, outputs.shape[-1])  # the features: one row per image, or per view
@@ -644,7 +673,7 @@ class ExportedModel:
             out = self.pipeline.decision_function(rows)
         return np.asarray(out, dtype=np.float64).reshape(len(x), -1, self.metadata["n_outputs"]).mean(axis=1)
 
-    def _decoded(self, paths: list[str], chunk: int = 256):
+    def _decoded(self, paths: list[str], chunk: int = 64):
         """Chunks of decoded images (uint8 (k, h, w, 3)), decoded by a thread per core while the model runs on the
         previous chunk (Pillow releases the GIL): at most two chunks held."""
         from concurrent.futures import ThreadPoolExecutor
@@ -676,8 +705,16 @@ class ExportedModel:
         return x
 
 
-def load_exported(path) -> ExportedModel:
-    return ExportedModel(path)
+def _traced(network, size: tuple[int, int]):
+    """network(images, training=False) as one tf.function for any batch size: traced once (Keras' predict traces
+    again for a last, smaller batch)."""
+    import tensorflow as tf
+
+    def forward(images):
+        return network(images, training=False)
+
+    spec = tf.TensorSpec([None, *size, 3], tf.float32)
+    return tf.function(forward, input_signature=[spec], autograph=False, jit_compile=False)
 
 
 def load_model(target, cache_dir=None, *, runs_dir=None):
@@ -697,6 +734,24 @@ def _check_version(metadata: dict, path: Path) -> None:
             f"{path} is a featx export of format version {version}; this featx reads version {EXPORT_VERSION}: "
             "export the run again with this featx"
         )
+
+
+def _import_layer_packages(metadata: dict, path: Path) -> None:
+    """Import the packages the export's metadata says its layers come from (packages()), from LAYER_PACKAGES only:
+    a name in a stranger's file never chooses what is imported."""
+    import importlib
+
+    for package in metadata.get("imports", []):
+        if package not in LAYER_PACKAGES:
+            raise FeatxError(
+                f"{path} names layers of package {package!r}, which featx never exports; refusing to load it"
+            )
+        try:
+            importlib.import_module(package)
+        except ImportError:
+            raise FeatxError(
+                f"{path} holds layers of {package}: install it (pip install {package}) to load it"
+            ) from None
 
 
 def _read_manifest(folder: Path) -> dict:
