@@ -217,6 +217,17 @@ def reference(cache_dir: Path, run_id: str, files: list[Path]):
     return expected, model, X, names[np.asarray(model.classes_)]
 
 
+@pytest.fixture(scope="module")
+def predictions(study, elpv_folder, tmp_path_factory):
+    """{run: `featx predict`'s table of the run on the ELPV folder (every image, in file order)}."""
+    cache_dir, runs, _, _ = study
+    out = tmp_path_factory.mktemp("predictions")
+    return {
+        name: featx.predict(run_id, elpv_folder, cache_dir=cache_dir, output=out / f"{name}.csv", log=lambda *a: None)
+        for name, run_id in runs.items()
+    }
+
+
 def scores_of(model, X) -> np.ndarray:
     """The fitted model's scores on X (n, n_outputs): predict_proba, or decision_function where it has none."""
     from featx.classifiers.portable import output_kind
@@ -235,7 +246,7 @@ def float32_tolerance(model, X) -> float:
 
 @pytest.mark.parametrize("name", RUNS)
 def test_each_export_gives_the_run_s_scores_and_featx_predict_s_in_a_process_without_featx(
-    name, study, fresh_process, elpv_folder, tmp_path
+    name, study, fresh_process, predictions, elpv_folder
 ):
     cache_dir, runs, _, paths = study
     scores, _ = fresh_process
@@ -253,7 +264,7 @@ def test_each_export_gives_the_run_s_scores_and_featx_predict_s_in_a_process_wit
         np.testing.assert_array_equal(got, scores_of(model, features))
         if np.array_equal(features, X):  # the very floats the cache holds (so here): the very scores
             np.testing.assert_array_equal(got, expected)
-    table = featx.predict(runs[name], elpv_folder, cache_dir=cache_dir, output=tmp_path / "p.csv", log=lambda *a: None)
+    table = predictions[name]
     assert [Path(p).name for p in table["path"]] == [f.name for f in files]
     columns = [f"p_{c}" for c in classes]
     if all(c in table for c in columns):
@@ -286,30 +297,29 @@ def test_savedmodel_and_tflite_give_the_keras_model_s_scores(study, fresh_proces
     assert metadata["run_id"] == runs["dense"] and metadata["output"] == "probabilities" and not metadata["float16"]
 
 
-def test_the_docs_snippets_print_featx_predict_s_class(study, fresh_process, elpv_folder, tmp_path):
-    cache_dir, runs, _, _ = study
+def test_the_docs_snippets_print_featx_predict_s_class(study, fresh_process, predictions, elpv_folder):
     _, stdout = fresh_process
-    cell = images_of(elpv_folder)[0]
+    cell = images_of(elpv_folder)[0].name
     printed = [part.strip().splitlines() for part in stdout.split("--- snippet ")[1:]]
     assert len(printed) == 4, stdout
+    class_names = featx.open_entry(cache_dir=study[0]).class_names
     # .keras (the logreg run), folder (rf_tta), SavedModel (linear_svm) print "class ..."; TFLite (dense) its scores
     for i, (name, lines) in enumerate(zip(("logreg", "rf_tta", "linear_svm", "dense"), printed)):
-        table = featx.predict(
-            runs[name], cell, cache_dir=cache_dir, output=tmp_path / f"{name}.csv", log=lambda *a: None
-        )
+        table = predictions[name]
+        label = table.loc[table["path"].map(lambda p: Path(p).name) == cell, "label"].iloc[0]
         assert lines[0] == str(i), stdout
         if i < 3:
             shown = lines[1].split()[0]
         else:
             values = np.array(" ".join(lines[1:]).replace("[", " ").replace("]", " ").split()[:3], dtype=float)
-            shown = str(featx.open_entry(cache_dir=cache_dir).class_names[int(np.argmax(values))])
-        assert shown == table["label"].iloc[0], (name, stdout)
+            shown = str(class_names[int(np.argmax(values))])
+        assert shown == label, (name, stdout)
 
 
 def test_featx_load_model_loads_either_form_and_the_docs_block_runs(study, elpv_folder, tmp_path, monkeypatch):
     cache_dir, runs, _, paths = study
     files = images_of(elpv_folder)
-    for name in ("logreg", "rf_tta", "dense_fne", "tta"):
+    for name in ("logreg", "rf_tta", "dense_fne"):  # a .keras file, a folder with views, a folder with a head
         exported = featx.load_model(paths[name])
         expected, model, X, classes = reference(cache_dir, runs[name], files)
         tolerance = float32_tolerance(model, X) if paths[name].suffix == ".keras" else 0.0  # a folder: exact

@@ -616,13 +616,15 @@ class ExportedModel:
     """
 
     def __init__(self, path):
+        from featx.experiments.models import load_sklearn_pipeline
+
         self.path = Path(path)
         self.head = self.pipeline = None
         if self.path.is_dir():
             self.metadata = _read_manifest(self.path)
             _import_layer_packages(self.metadata, self.path)
             self.network = _load_keras(self.path / FEATURES_FILE)
-            self.pipeline = _load_pipeline(self.path / PIPELINE_FILE)
+            self.pipeline = load_sklearn_pipeline(self.path / PIPELINE_FILE)
             if (self.path / HEAD_FILE).is_file():
                 self.head = _load_keras(self.path / HEAD_FILE)
         else:
@@ -778,19 +780,4 @@ def _load_keras(path: Path):
         raise FeatxError(
             f"{path} does not load in Keras safe mode ({str(exc).splitlines()[0][:200] if str(exc) else exc}); "
             "export the run again"
-        ) from None
-
-
-def _load_pipeline(path: Path):
-    """The folder's plain scikit-learn pipeline: skops' default trusted types plus scikit-learn's own internals."""
-    import skops.io
-
-    from featx.experiments.models import trusted_types
-
-    trusted = [t for t in trusted_types() if t.startswith("sklearn.")]
-    try:
-        return skops.io.load(path, trusted=trusted)
-    except Exception as exc:  # noqa: BLE001  skops raises many types for a file it refuses
-        raise FeatxError(
-            f"{path} is not a scikit-learn pipeline featx exported ({str(exc)[:200]}); export again"
         ) from None
