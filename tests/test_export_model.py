@@ -381,6 +381,24 @@ def test_the_exported_network_is_the_extractor_s_graph_and_its_steps_are_named(s
         model(np.zeros((1, 64, 64, 3), np.float32))
 
 
+def test_every_d4_view_in_the_graph_is_view_of_s_pixels_and_the_others_say_why_not(elpv_folder):
+    from keras import ops
+
+    from featx.sources.decode import load_rgb
+    from featx.sources.views import D4, graph_views, keras_view, view_of
+
+    image = load_rgb(str(images_of(elpv_folder)[0]), (96, 96)).copy()
+    image[10:20, 60:90] = [255, 0, 0]  # an asymmetric mark, so every view differs from every other
+    batch = ops.convert_to_tensor(np.stack([image, image[::-1]]))
+    for name in D4:
+        got = np.asarray(keras_view(batch, name))
+        assert np.array_equal(got[0], view_of(image, name, 0)) and np.array_equal(got[1], view_of(image[::-1], name, 0))
+    assert graph_views(D4, (96, 96)) is None
+    assert "non-square" in graph_views(("id", "rot90"), (96, 128)) and graph_views(("id", "hflip"), (96, 128)) is None
+    assert "crop1 is resized by Pillow" in graph_views(("id", "crop1"), (96, 96))
+    assert "rand1s0 is resized by Pillow" in graph_views(("id", "rand1s0"), (96, 96))
+
+
 def test_a_layer_class_from_outside_keras_is_refused_at_export():
     import keras
 
