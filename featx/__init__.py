@@ -33,7 +33,7 @@ _API = {
     "run_pipeline": "featx.experiments.pipelines",
     "list_runs": "featx.runs.listing",
     "RunFilter": "featx.runs.listing",
-    "load_model": "featx.runs.models",
+    "load_model": "featx.experiments.export_model",  # a run id, or the path of a model export-model wrote
 }
 
 __all__ = sorted(_API)

@@ -137,6 +137,38 @@ class LayerExtractor:
         outputs = self.model(self.backbone.preprocess(tf.cast(images, tf.float32)), training=False)
         return {name: tf.cast(value, self.dtype) for name, value in outputs.items()}
 
+    def image_model(self, name: str = "features"):
+        """This extraction as ONE functional Keras model: float32 RGB pixels in [0, 255] of shape (batch, height,
+        width, 3) -> the layers' pooled features side by side in `self.layers` order, (batch, n_features), float32
+        holding the values `self.dtype` stores (the cache's columns, as predict concatenates them).
+
+        The same preprocess, taps and in-graph pooling as `__call__`: the backbone's `preprocess` applied to the
+        symbolic input (keras.applications' and EfficientNet-Lite's are keras.ops arithmetic, so they become
+        built-in op nodes), then `self.model` nested as a layer. Everything in it is a built-in Keras layer or a
+        keras.ops node, so the model saves and loads in Keras safe mode; a backbone whose preprocess or layers
+        are not (a Python callable that is not traceable, a custom layer class) cannot be saved that way.
+        """
+        import keras
+        from keras import ops
+
+        height, width = self.backbone.input_size
+        image = keras.Input((height, width, 3), name="image")
+        try:
+            preprocessed = self.backbone.preprocess(image)
+        except (TypeError, ValueError, NotImplementedError, AttributeError) as exc:
+            raise FeatxError(
+                f"the preprocessing of backbone {self.backbone.name} ({self.backbone.preprocessing}) does not run on "
+                f"a symbolic Keras tensor ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}), "
+                "so it cannot be part of one Keras model"
+            ) from None
+        outputs = self.model(preprocessed, training=False)
+        parts = []
+        for layer in self.layers:
+            value = ops.cast(outputs[layer], self.dtype)  # rounded as the cache stores it
+            parts.append(value if self.dtype == "float32" else ops.cast(value, "float32"))
+        features = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
+        return keras.Model(image, features, name=name)
+
     def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """images : uint8 ndarray of shape (batch, height, width, 3) -> {layer: (batch, n_features)}."""
         return {name: value.numpy() for name, value in self._forward(images).items()}

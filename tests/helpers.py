@@ -49,7 +49,14 @@ def extract(data, layers="blocks", *, cache_dir, views=None, view_seed=0, log=No
     backbone = featx.BackboneSpec(options.pop("backbone", "efficientnet_lite0"), **options)
     data = featx.DataSpec(str(data), **data_options)
     return featx.extract(
-        data, backbone, layers, views=views, view_seed=view_seed, cache=cache_dir, compute=compute, log=log,
+        data,
+        backbone,
+        layers,
+        views=views,
+        view_seed=view_seed,
+        cache=cache_dir,
+        compute=compute,
+        log=log,
         on_event=on_event,
     )
 
@@ -182,3 +189,40 @@ def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed)
     tf.random.set_seed(seed)
+
+
+# ---- scores of an exported model against featx's ---------------------------------------------------------------
+
+U = 2.0**-24  # float32 unit roundoff
+
+
+def magnitude(model, X) -> float:
+    """The largest sum |w_i z_i| + |b| over rows and outputs of the model's linear maps (PCA, the classifier, or
+    the dense head's first Dense) on their inputs z: the size that float32 rounding scales with."""
+    from featx.classifiers.portable import steps_of
+
+    z, sizes = X.astype(np.float64), []
+    for name, step in steps_of(model)[:-1]:
+        if name == "pca":
+            sizes.append((np.abs(z - step.mean_) @ np.abs(step.components_.T)).max())
+        z = step.transform(z)
+    clf = steps_of(model)[-1][1]
+    kernel, bias = (
+        (np.atleast_2d(clf.coef_).T, clf.intercept_) if hasattr(clf, "coef_") else clf.model_.layers[1].get_weights()
+    )
+    sizes.append((np.abs(z) @ np.abs(kernel) + np.abs(bias)).max())
+    return float(max(sizes))
+
+
+def assert_same_classes(got, expected, tolerance, classes, labels):
+    """The classes `got` names (highest score; one binary decision column: the second class where positive) are
+    `labels`, wherever the reference `expected` decides by more than `tolerance`: SGD's one-vs-rest probabilities
+    saturate at 1 (float64 sigmoids from a decision of 37, float32 from 17) and tie, where scikit-learn's predict
+    takes the highest decision value instead."""
+    if got.shape[1] == 1:
+        named, clear = classes[(got[:, 0] > 0).astype(int)], np.abs(expected[:, 0]) > tolerance
+    else:
+        top = np.sort(expected, axis=1)
+        named, clear = classes[got.argmax(axis=1)], top[:, -1] - top[:, -2] > tolerance
+    assert clear.mean() > 0.5  # most rows decide clearly: the check compares something
+    np.testing.assert_array_equal(named[clear], np.asarray(labels)[clear])

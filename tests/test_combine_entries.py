@@ -27,9 +27,7 @@ KW = {
 def pools(elpv_folder, tmp_path_factory):
     """Two poolings of the same images: two entries of one cache folder."""
     cache_dir = tmp_path_factory.mktemp("combine")
-    return cache_dir, [
-        extract(elpv_folder, pool=pool, cache_dir=cache_dir, **KW).entry for pool in ("avg", "gem")
-    ]
+    return cache_dir, [extract(elpv_folder, pool=pool, cache_dir=cache_dir, **KW).entry for pool in ("avg", "gem")]
 
 
 def test_load_concatenates_entries_row_aligned(pools):
@@ -80,8 +78,7 @@ def test_fit_on_two_entries_logs_both_and_predict_refuses(pools, elpv_folder):
 def test_entries_of_different_images_are_refused(pools, elpv_folder):
     cache_dir, (avg, _) = pools
     fewer = extract(elpv_folder, limit=12, cache_dir=cache_dir, **KW).entry
-    other_split = extract(elpv_folder, pool="max", seed=1, cache_dir=cache_dir, **KW
-    ).entry  # split: not in the key
+    other_split = extract(elpv_folder, pool="max", seed=1, cache_dir=cache_dir, **KW).entry  # split: not in the key
     labels = [avg.class_names[label] for label in avg.labels]  # the same files with two labels swapped
     labels[0], labels[-1] = labels[-1], labels[0]
     manifest = elpv_folder / "swapped.csv"  # manifest paths are relative to its folder

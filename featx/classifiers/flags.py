@@ -79,7 +79,10 @@ FLAGS = (  # --flag VALUE -> the classifier parameter, value parsed as in --para
         {"sgd": "log_loss"},
     ),
     Flag(
-        "--alpha", ("sgd",), "L2 penalty strength (default {sgd:.4f}); standardize the features for SGD", {"sgd": 0.0001}
+        "--alpha",
+        ("sgd",),
+        "L2 penalty strength (default {sgd:.4f}); standardize the features for SGD",
+        {"sgd": 0.0001},
     ),
     Flag("--hidden", ("dense",), "hidden layer sizes, e.g. 256,128 (default {dense})", {"dense": (256,)}),
     Flag("--activation", ("dense",), "hidden activation (default {dense})", {"dense": "relu"}),

@@ -228,4 +228,3 @@ def add_commands(sub) -> None:
     )
     p.add_argument("--output", default=None, help="file to write (default <entry>-<layers>.<ext> here)")
     p.set_defaults(func=cmd_export)
-

@@ -16,7 +16,9 @@ def cmd_runs(args) -> None:
         print(f"saved {export_csv(args.csv, cache_of(args))}")
         return
     where = RunFilter(clf=args.clf, backbone=args.backbone, data=args.data, layers=args.layers, last=args.last)
-    text, warnings = listing(cache_of(args), sort=args.sort, metric=args.metric, where=where, top=args.top, wide=args.wide)
+    text, warnings = listing(
+        cache_of(args), sort=args.sort, metric=args.metric, where=where, top=args.top, wide=args.wide
+    )
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(text)
@@ -37,7 +39,7 @@ def cmd_predict(args) -> None:
 def cmd_export_model(args) -> None:
     from featx.experiments.export_model import export_model
 
-    export_model(args.run, args.output, cache=cache_of(args))
+    export_model(args.run, args.output, format=args.format, float16=args.float16, tta=args.tta, cache=cache_of(args))
 
 
 def cmd_rm(args) -> None:
@@ -124,14 +126,35 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser(
         "export-model",
-        help="write a tail run's whole network (bottom + tail + head) as one .keras file",
-        description="Rebuild the backbone of a tail run's cache entry, give the layers above the cut the "
-        "run's trained weights, add its head, and save it as one Keras model: it loads in "
-        "safe mode, predicts as `featx predict` does (identity view), and works as "
-        "`featx extract --backbone FILE.keras`.",
+        help="write a run as a model that classifies images without featx (.keras, SavedModel or TFLite)",
+        description="Export a run to run anywhere Keras (or TF Serving, or LiteRT) runs: images in, class "
+        "probabilities (or decision scores, for a classifier without probabilities) out. A linear or dense "
+        "head, after any of standardize, PCA, layer normalization and Head2Toe selection, becomes ONE Keras "
+        "model (the backbone's taps, in-graph pooling, the transforms and the head as built-in layers; the "
+        "views averaged inside it for a --tta run) that loads in Keras safe mode; a run with a random "
+        "forest, kernel SVM, k-NN, FNE or kbins step becomes a folder (features.keras, the scikit-learn "
+        "pipeline as pipeline.skops, manifest.json); a tail run, its fine-tuned network as .keras. Class "
+        "names and provenance travel in the file (featx.json). See docs/export.md.",
     )
-    p.add_argument("run", metavar="RUN_ID", help="a tail run's id (whole, a unique prefix, or the short id)")
-    p.add_argument("-o", "--output", required=True, help="the .keras file to write")
+    p.add_argument("run", metavar="RUN_ID", help="a run's id (whole, a unique prefix, or the short id)")
+    p.add_argument(
+        "-o", "--output", required=True, help="the .keras file (or folder), SavedModel folder or .tflite file"
+    )
+    p.add_argument(
+        "--format",
+        default="keras",
+        choices=("keras", "savedmodel", "tflite"),
+        help="keras (default: a .keras file, or a folder for runs without an exact Keras form), savedmodel "
+        "(TensorFlow SavedModel for TF Serving) or tflite (a TFLite flatbuffer for phones)",
+    )
+    p.add_argument("--float16", action="store_true", help="with --format tflite: store the weights as float16")
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="average over the views the run was fitted on, inside the model (flip and d4 views); --no-tta: "
+        "the identity view's model; default: as the run was fitted (--tta at fit), as featx predict",
+    )
     add_cache_dir(p)
     add_runs_dir(p)
     p.set_defaults(func=cmd_export_model)

@@ -179,7 +179,11 @@ def compare(
     rows = [_Row(selection, depth, spec, columns[selection]) for (selection, depth), spec in jobs]
     total = len(rows) * (1 + len(folds or ()))
     bar = tqdm(
-        total=total, unit="fit", desc="compare", file=sys.stderr, disable=not compute.progress or not sys.stderr.isatty()
+        total=total,
+        unit="fit",
+        desc="compare",
+        file=sys.stderr,
+        disable=not compute.progress or not sys.stderr.isatty(),
     )
     distributed = compute.cluster is not None
     runner = _Runner(entry.class_names, X, y, split, folds, workers, distributed, compute.reuse, bar, log, metric)

@@ -55,7 +55,7 @@ def predict(
     cache, compute, log = Cache.resolve(cache), compute or Compute(), log or silent
     batch_size = compute.batch_size
     pipeline, run = load_model(run_id, cache)
-    pipeline, views = _with_tta(pipeline, run, tta)
+    pipeline, views = with_tta(pipeline, run, tta)
     if "+" in run["cache_entry"]:
         raise FeatxError(
             f"run {run['run_id']} was fitted on several cache entries ({run['cache_entry']}); predict "
@@ -64,7 +64,7 @@ def predict(
     entry = cache.open(run["cache_entry"])
     if entry.key != run["cache_key"]:
         raise FeatxError(f"cache entry {entry.name} no longer has the key run {run['run_id']} was fitted on; fit again")
-    selection = _run_layers(entry, run)
+    selection = run_layers(entry, run)
     files = _image_files([paths] if isinstance(paths, (str, Path)) else paths)
     if output is None:  # inside the run's own folder, checked to be one (never a path a log row points elsewhere)
         output = run_folder(cache.runs_dir, run["run_id"]) / f"predictions-{time.strftime('%Y%m%d-%H%M%S')}.csv"
@@ -97,7 +97,7 @@ def predict(
     return table
 
 
-def _with_tta(model, run, tta: bool | None):
+def with_tta(model, run, tta: bool | None):
     """(the model set to average over its views or to use the identity view, the views to compute or None).
     The views and tta are the run's logged FitSpec's; a run logged before featx kept specs has them on its model
     (a ViewEnsemble, or the tail, which holds its own views)."""
@@ -123,7 +123,7 @@ def _with_tta(model, run, tta: bool | None):
     return model, views if tta else None
 
 
-def _run_layers(entry: CacheEntry, run) -> LayerSelection:
+def run_layers(entry: CacheEntry, run) -> LayerSelection:
     """The run's logged layers, checked against its entry's backbone before that is built; in depth order, the
     order its features were concatenated in when it was fitted."""
     logged = logged_selection(run)

@@ -90,7 +90,6 @@ class FNEDiscretizer(TransformerMixin, BaseEstimator):
         return (z > self.high).astype(np.float32) - (z < self.low).astype(np.float32)
 
 
-
 def build_feature_pipeline(*, seed=0, **transforms):
     """Steps to put in front of a classifier, in order normalize -> standardize -> select -> discretize -> PCA.
 

@@ -91,11 +91,7 @@ def prune(keep_best: int, *, metric: str | None = None, cache=None, log=print) -
         )
     _delete_runs(doomed, cache)
     kept = set(table["run_id"]) - set(doomed)
-    reports = [
-        folder
-        for folder in compare_reports(cache)
-        if not kept & report_runs(folder)
-    ]
+    reports = [folder for folder in compare_reports(cache) if not kept & report_runs(folder)]
     for folder in reports:
         try:
             shutil.rmtree(folder)

@@ -107,6 +107,20 @@ def load_model(run_id: str, cache=None):
     return _load_pipeline(path, row["run_id"]), row
 
 
+def load_sklearn_pipeline(path: Path):
+    """A skops file that must hold scikit-learn objects only (an exported model's pipeline.skops): loaded with skops'
+    defaults and scikit-learn's own internals from trusted_types(), never a featx type; anything else is one line."""
+    import skops.io
+
+    try:
+        return skops.io.load(path, trusted=[t for t in trusted_types() if t.startswith("sklearn.")])
+    except Exception as exc:  # noqa: BLE001  skops raises many types for a file it refuses
+        raise FeatxError(
+            f"{path} is not a scikit-learn pipeline featx exported ({str(exc)[:200] or type(exc).__name__}); "
+            "refusing to load it: export the run again"
+        ) from None
+
+
 def _load_pipeline(path: Path, run_id: str):
     import skops.io
 

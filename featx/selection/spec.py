@@ -49,8 +49,6 @@ def _identity_views() -> tuple[str, ...]:
     return (IDENTITY,)
 
 
-
-
 @dataclass(frozen=True, kw_only=True)
 class FitSpec:
     """Everything that decides a fit's numbers but the data: the run log's description of a model.
@@ -85,11 +83,7 @@ class FitSpec:
         object.__setattr__(
             self,
             "transforms",
-            {
-                k: v
-                for k, v in transforms.items()
-                if k not in TRANSFORM_DEFAULTS or not _same(v, TRANSFORM_DEFAULTS[k])
-            },
+            {k: v for k, v in transforms.items() if k not in TRANSFORM_DEFAULTS or not _same(v, TRANSFORM_DEFAULTS[k])},
         )
         object.__setattr__(self, "views", tuple(self.views))
         object.__setattr__(self, "tta", bool(self.tta))

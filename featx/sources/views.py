@@ -122,6 +122,51 @@ _D4_OPS = {
 }
 
 
+# The D4 views of a batch (batch, h, w, c) as index operations, for a Keras graph (keras_view): (whether to swap rows
+# and columns first, then the axes to flip: 1 the rows, 2 the columns), the same pixels as _D4_OPS on one image
+_D4_GRAPH = {
+    "hflip": (False, (2,)),
+    "vflip": (False, (1,)),
+    "rot90": (True, (1,)),
+    "rot180": (False, (1, 2)),
+    "rot270": (True, (2,)),
+    "transpose": (True, ()),
+    "transverse": (True, (1, 2)),  # rot180 then transpose: the flips commute with the transpose
+}
+
+
+def graph_views(views, size: tuple[int, int]) -> str | None:
+    """Why `views` cannot be computed inside a Keras graph exactly as view_of computes them, or None when they can.
+
+    The identity and the D4 views on a square input are index operations (keras_view); a rotation of a non-square
+    image, a crop and a random view are resized back by Pillow, whose interpolation a graph does not reproduce.
+    """
+    for name in views:
+        if name == IDENTITY or (name in _D4_GRAPH and (not _D4_GRAPH[name][0] or size[0] == size[1])):
+            continue
+        if name in D4:
+            return f"view {name} of a {size[0]}x{size[1]} (non-square) input is resized by Pillow"
+        return f"view {name} is resized by Pillow"
+    return None
+
+
+def keras_view(images, name: str):
+    """View `name` of a batch of images (a Keras tensor (batch, h, w, c)) with keras.ops, pixel for pixel as
+    view_of; only the views graph_views accepts."""
+    from keras import ops
+
+    if name == IDENTITY:
+        return images
+    if name not in _D4_GRAPH:
+        raise FeatxError(f"view {name} has no exact in-graph form (see graph_views)")
+    swap, flips = _D4_GRAPH[name]
+    if swap:
+        images = ops.transpose(images, (0, 2, 1, 3))
+    for axis in flips:
+        images = ops.flip(images, axis=axis)
+    return images
+
+
 def _fit(array: np.ndarray, shape) -> np.ndarray:
     """A rotated non-square image resized back to the input size (square inputs are unchanged)."""
     array = np.ascontiguousarray(array)
