@@ -153,9 +153,12 @@ def cmd_verify(args) -> None:
     from featx.cache.store import Cache
     from featx.cache.tables import verify_all
     from featx.errors import RunFailed
+    from featx.experiments.runlog import runs_folder_problems
 
-    table = verify_all(Cache(args.cache_dir), args.cache)
-    if table.empty:
+    cache = Cache(args.cache_dir)
+    table = verify_all(cache, args.cache)
+    runs = [] if args.cache else runs_folder_problems(cache)  # the whole cache: its runs folder too
+    if table.empty and not runs:
         print("no cache entries to verify")
         return
     for row in table.itertuples():
@@ -163,7 +166,14 @@ def cmd_verify(args) -> None:
             print(f"FAIL {row.entry}", *(f"  {p}" for p in row.problems), sep="\n")
         else:
             print(f"ok   {row.entry}: {row.notes}")
+    if runs:
+        print("FAIL runs", *(f"  {p}" for p in runs), sep="\n")
     failed = int((table["status"] == "FAIL").sum())
+    if runs:
+        raise RunFailed(
+            f"{failed} of {len(table)} cache entries and the runs folder have problems (listed above); "
+            "`featx prune` removes orphan run folders"
+        )
     if failed:
         raise RunFailed(
             f"{failed} of {len(table)} cache entries have problems (listed above); "
@@ -762,7 +772,7 @@ def cmd_runs(args) -> None:
 def cmd_run(args) -> None:
     from featx.experiments import run_pipeline
 
-    run_pipeline(args.file, data=args.data, cache_dir=args.cache_dir, refit=args.refit)
+    run_pipeline(args.file, data=args.data, cache_dir=args.cache_dir, refit=args.refit, unsafe=args.unsafe)
 
 
 def cmd_export(args) -> None:
@@ -1108,6 +1118,12 @@ def _add_experiment_commands(sub) -> None:
         action="store_true",
         help="fit again steps whose fits are already logged (same entry, layers, classifier, params, "
         "transforms, views, seed); by default they are reused",
+    )
+    p.add_argument(
+        "--unsafe",
+        action="store_true",
+        help="allow Lambda layers when the extract step loads a saved model (runs its code); a pipeline file "
+        "cannot ask for this",
     )
     _add_cache_dir(p)
     p.set_defaults(func=cmd_run)

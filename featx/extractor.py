@@ -30,6 +30,7 @@ from featx.backbones import (
     preprocessing_note,
 )
 from featx.backbones.layers import GEM_EPS, GEM_P, check_pool, grid_target, grid_window
+from featx.cache import safepath
 from featx.cache.key import cache_key, file_fingerprint, fingerprint_files
 from featx.cache.manifest import EntryManifest
 from featx.cache.passlog import PassLog
@@ -393,7 +394,11 @@ def extract(
         passes, rate = [], None
         with (
             distributed.connect(
-                cluster, cluster_config, timeout=cluster_timeout, log_dir=cache.root / "slurm-logs", log=log
+                cluster,
+                cluster_config,
+                timeout=cluster_timeout,
+                log_dir=safepath.check_write(cache.root, cache.root / "slurm-logs"),  # sbatch writes there
+                log=log,
             )
             if cluster is not None
             else nullcontext() as client

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pandas as pd
 
+from featx.cache import safepath
 from featx.cache.remove import remove_entries
 from featx.cache.store import Cache
 from featx.errors import FeatxError, RunFailed
-from featx.experiments.runlog import delete_runs, finish_removals, id_matches, read_runlog
+from featx.experiments.runlog import delete_runs, finish_removals, id_matches, read_runlog, remove_orphan_runs
 from featx.experiments.runs import split_labels
 
 
@@ -89,33 +89,37 @@ def prune(keep_best: int, *, metric: str | None = None, cache_dir=None, runs_dir
             f"note: some cache entries have runs made on different splits (see `featx runs`); the {keep_best} best "
             "of each split are kept, since scores on different rows are not comparable"
         )
-    _delete_runs(doomed, cache_dir, runs_dir)
     kept = set(table["run_id"]) - set(doomed)
+    reports_dir = Cache(cache_dir, runs_dir=runs_dir).reports_dir  # a link there: refused before anything goes
     reports = [
-        folder
-        for folder in sorted(Cache(cache_dir, runs_dir=runs_dir).reports_dir.glob("compare-*"))
-        if not kept & _report_runs(folder)
+        safepath.check_write(reports_dir, folder)  # likewise a compare folder that is a link
+        for folder in sorted(reports_dir.glob("compare-*"))
+        if not kept & _report_runs(reports_dir, folder)
     ]
+    _delete_runs(doomed, cache_dir, runs_dir)
+    orphans = remove_orphan_runs(cache_dir, runs_dir=runs_dir)  # run folders a killed fit never logged
     for folder in reports:
         try:
-            shutil.rmtree(folder)
+            safepath.rmtree(reports_dir, folder)
         except OSError as exc:
             raise RunFailed(
                 f"removing report {folder} failed ({exc.strerror or exc}); the runs are removed, "
                 "remove that folder by hand"
             ) from None
     by = metric or "the selection score (each entry's default metric; CV runs first)"
+    unlisted = f", {len(orphans)} orphan run folder(s) (never logged)" if orphans else ""
     log(
-        f"removed {len(doomed)} run(s) and {len(reports)} compare report(s); kept the {keep_best} best by {by} "
+        f"removed {len(doomed)} run(s){unlisted} and {len(reports)} compare report(s); kept the {keep_best} best by {by} "
         f"of each cache entry and split ({len(kept)} run(s))"
     )
     return doomed
 
 
-def _report_runs(folder: Path) -> set[str]:
+def _report_runs(reports_dir: Path, folder: Path) -> set[str]:
     try:
-        return set(pd.read_csv(folder / "results.csv", usecols=["run_id"], dtype=str)["run_id"])
-    except (OSError, ValueError):
+        results = safepath.check_read(reports_dir, folder / "results.csv")
+        return set(pd.read_csv(results, usecols=["run_id"], dtype=str)["run_id"])
+    except (OSError, ValueError, safepath.LinkRefused):
         return {""}  # not a readable compare report: never removed as if empty
 
 

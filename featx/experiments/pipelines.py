@@ -16,7 +16,9 @@
     params = { n_estimators = 200 }
     tta = true                              # any fit / compare keyword, e.g. tta: average over the views
 
-The whole file is checked before anything runs: an unknown key is an error naming the key and the file.
+The whole file is checked before anything runs: an unknown key is an error naming the key and the file. A file
+may come from someone else, so it can never allow code to run: `unsafe` (loading a saved model's Lambda layers)
+is refused in it, and exists only as the command-line flag (`featx run FILE --unsafe`, API: unsafe=True).
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ MANAGED = (
     "on_event",
     "refit",
     "command",
-)  # set by run_pipeline or code, not by a file
+    "unsafe",
+)  # set by run_pipeline or code, not by a file (unsafe: only by the person running it, never by the file)
 
 
 @dataclass
@@ -90,6 +93,11 @@ def read_pipeline(path) -> dict:
     except tomllib.TOMLDecodeError as exc:
         raise FeatxError(f"pipeline '{path}' is not valid TOML: {exc}") from None
     _check_keys(spec, TOP_LEVEL, f"pipeline '{path}'")
+    if isinstance(spec.get("extract"), dict) and "unsafe" in spec["extract"]:
+        raise FeatxError(
+            f"[extract] of '{path}' sets unsafe, which a pipeline file may not (it would let a saved model's "
+            "Lambda layers run code): remove it, and pass --unsafe to `featx run` yourself if you trust the model"
+        )
     _check_keys(spec.get("extract", {}), _keywords(extract, TOP_LEVEL), f"[extract] of '{path}'")
     steps = spec.get("steps", [])
     if not isinstance(steps, list) or not steps:
@@ -103,7 +111,7 @@ def read_pipeline(path) -> dict:
 
 
 def run_pipeline(
-    path, *, data=None, cache_dir=None, refit: bool = False, log=print, report: bool = True
+    path, *, data=None, cache_dir=None, refit: bool = False, log=print, report: bool = True, unsafe: bool = False
 ) -> PipelineResult:
     """Extract (reusing the cache), run the steps in order, then print the runs made, best first, and the plots.
 
@@ -114,6 +122,8 @@ def run_pipeline(
     The ranking metric is chosen once, from the entry's class balance (printed), for every compare step that names
     none and for the closing table, which ranks the runs within each protocol (val, K-fold CV) and ends with the
     one recommended model. report : write <reports>/pipeline-<name>-<id>/report.html (its path is the last line).
+    unsafe : allow Lambda layers when the extract step loads a saved .keras model (runs its code); a pipeline
+    file cannot ask for it, only the caller (`featx run FILE --unsafe`).
     """
     log = log or (lambda *_: None)
     spec = read_pipeline(path)
@@ -131,6 +141,7 @@ def run_pipeline(
         **source,
         **spec.get("extract", {}),
         **({"views": ",".join(needed[1:])} if len(needed) > 1 else {}),
+        **({"unsafe": True} if unsafe else {}),
     ).entry
     run_ids, plots = [], []
     metric, reason = entry_metric(entry.cache, entry.key)

@@ -7,7 +7,8 @@
 
 This module touches folders only; the runs log (featx.experiments.runlog) decides when. Run ids are read only
 in new_run_id's format and every run folder is checked to be a folder right inside the runs folder, so a log
-received from someone else cannot make featx delete or write anywhere else.
+received from someone else cannot make featx delete or write anywhere else; a link among the staging folders
+is removed itself, never followed (featx.cache.safepath).
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import shutil
 import signal
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from featx.cache import safepath
 from featx.cache.atomic import fsync_dir, fsync_file
 from featx.cache.layout import NEW_RUN, REMOVED_RUN, orphaned, parse_staging, staging_name
 from featx.cache.store import Cache
@@ -125,7 +126,7 @@ def staged_folder(folder: Path, run_id: str):
             "free disk space (or fix permissions, or pass --runs-dir) and fit again"
         ) from None
     finally:
-        shutil.rmtree(staged.folder, ignore_errors=True)
+        safepath.rmtree(folder, staged.folder, ignore_errors=True)
 
 
 def sync_staged(staged: StagedRun) -> None:
@@ -160,12 +161,18 @@ def remove_debris(folder: Path, is_logged=None) -> None:
             is_logged is not None
             and removed
             and valid_run_id(run_id)
-            and not (folder / run_id).exists()
+            and not safepath.is_link(staging)
+            and not os.path.lexists(folder / run_id)
             and is_logged(run_id)
         ):
             os.rename(staging, folder / run_id)
         else:
-            shutil.rmtree(staging, ignore_errors=True)
+            safepath.rmtree(folder, staging, ignore_errors=True)  # a link: the link itself
+
+
+def rename_run(folder: Path, path: Path, target: Path) -> None:
+    """Rename the run folder `path` (checked by run_folder) to `target`, both in the runs `folder`."""
+    safepath.rename(folder, run_folder(folder, path.name), target)
 
 
 def discard(folder: Path, run_id: str) -> None:
@@ -173,12 +180,12 @@ def discard(folder: Path, run_id: str) -> None:
     never left under the run's name."""
     path = run_folder(folder, run_id)
     trash = folder / staging_name(STAGING_RM, run_id)
-    if trash.exists():  # left by a dead process that had this pid
-        shutil.rmtree(trash)
+    if os.path.lexists(trash):  # left by a dead process that had this pid
+        safepath.rmtree(folder, trash)
     try:
         os.rename(path, trash)
     except FileNotFoundError:
         return  # no folder (compare's rows without a model have one; a run removed meanwhile has not)
     kill_point()
-    shutil.rmtree(trash, ignore_errors=True)  # what stays is a dead process's debris, removed by remove_debris
+    safepath.rmtree(folder, trash, ignore_errors=True)  # what stays is debris of a dead process: remove_debris's
     kill_point()

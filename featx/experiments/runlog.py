@@ -38,9 +38,12 @@ from pathlib import Path
 import pandas as pd
 
 from featx.backbones.layers import LayerSelection
+from featx.cache import safepath
 from featx.cache.atomic import fsync_dir
+from featx.cache.layout import parse_staging, staging_name
 from featx.errors import FeatxError, RunFailed
 from featx.experiments.runfolders import (
+    STAGING_RM,
     StagedRun,
     discard,
     kill_point,
@@ -49,6 +52,7 @@ from featx.experiments.runfolders import (
     probe,
     publish,
     remove_debris,
+    rename_run,
     run_folder,
     runs_cache,
     staged_folder,
@@ -113,6 +117,7 @@ VIEW_COLUMNS = {"views": "id", "tta": 0}
 SPEC_COLUMNS = ("spec", "evaluation", "spec_hash")
 REALS = tuple(c for c in COLUMNS if c.startswith(("val_", "test_")) or c.endswith("_seconds"))
 LOG_FILE, OLD_LOG_FILE = "runs.sqlite", "runs.csv"
+SQLITE_FILES = ("-wal", "-shm", "-journal")  # what SQLite writes beside the log, by the log's name
 LOG_VERSION = 4  # PRAGMA user_version of runs.sqlite; 0 = a new, empty database; 1-3: older (migrated on write)
 BUSY_TIMEOUT_S = 120  # how long a fit waits for other fits' transactions before giving up
 
@@ -390,6 +395,8 @@ def _database(folder: Path, write: bool):
     Damage, an unknown format version, a read-only folder or a full disk end in one line naming the file and the fix.
     """
     path = folder / LOG_FILE
+    for name in (LOG_FILE, *(LOG_FILE + suffix for suffix in SQLITE_FILES)):  # SQLite follows links: featx does not
+        safepath.check_own_file(folder, folder / name)
     try:
         connection = _connect(path, write)
     except sqlite3.Error as exc:
@@ -666,6 +673,68 @@ def _tidy(connection: sqlite3.Connection, folder: Path) -> None:
 
 def _logged(connection: sqlite3.Connection, run_id: str) -> bool:
     return connection.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is not None
+
+
+def orphan_runs(cache_dir=None, *, runs_dir=None) -> list[Path]:
+    """Run folders (named by a featx run id, right inside the runs folder) that no row of the runs log lists: what a
+    fit killed between publishing its folder and committing its row leaves. Looked for inside a write transaction
+    where the folder is writable, so a fit publishing its run at that instant is waited for, never counted; []
+    without a runs.sqlite (the log's word is needed to call a folder an orphan)."""
+    folder = runs_cache(cache_dir, runs_dir).runs_dir
+    if not (folder / LOG_FILE).is_file():
+        return []
+    if not os.access(folder, os.W_OK):  # nobody can publish there now: the log as it is
+        return _unlisted(folder, set(read_runlog(cache_dir, runs_dir=runs_dir).table["run_id"]))
+    with _database(folder, write=True) as connection, _transaction(connection):
+        return _unlisted(folder, _logged_ids(connection))
+
+
+def runs_folder_problems(cache_dir=None, *, runs_dir=None) -> list[str]:
+    """What `featx verify` says of the runs folder, one line each ([]: sound): its orphan run folders, or why it
+    cannot be looked at (a link featx refuses, a damaged log)."""
+    try:
+        return [
+            f"orphan run folder {path} (no row in the runs log: a fit killed before it logged the run); "
+            "`featx prune` removes it"
+            for path in orphan_runs(cache_dir, runs_dir=runs_dir)
+        ]
+    except FeatxError as exc:
+        return [str(exc)]
+
+
+def remove_orphan_runs(cache_dir=None, *, runs_dir=None) -> list[str]:
+    """Delete the orphan run folders (`orphan_runs`); returns their run ids. Each is renamed to a staging name inside
+    the log's write transaction (so never a folder whose fit is committing its row), then deleted; a kill leaves
+    that staging folder, which the next command that writes the log deletes."""
+    folder = runs_cache(cache_dir, runs_dir).runs_dir
+    if not (folder / LOG_FILE).is_file():
+        return []
+    trash = []
+    with _database(folder, write=True) as connection:
+        with _transaction(connection):
+            for path in _unlisted(folder, _logged_ids(connection)):
+                staging = folder / staging_name(STAGING_RM, path.name)
+                rename_run(folder, path, staging)
+                trash.append(staging)
+        fsync_dir(folder)
+        for staging in trash:
+            safepath.rmtree(folder, staging, ignore_errors=True)
+    return [parse_staging(path.name, STAGING_RM).label for path in trash]
+
+
+def _logged_ids(connection: sqlite3.Connection) -> set[str]:
+    if not connection.execute("SELECT 1 FROM sqlite_master WHERE name='runs'").fetchone():
+        return set()
+    return {row[0] for row in connection.execute("SELECT run_id FROM runs")}
+
+
+def _unlisted(folder: Path, logged: set[str]) -> list[Path]:
+    """The run folders in `folder` (real folders named by a run id; links are never run folders) not in `logged`."""
+    return sorted(
+        path
+        for path in folder.iterdir()
+        if valid_run_id(path.name) and path.name not in logged and path.is_dir() and not path.is_symlink()
+    )
 
 
 def finish_removals(cache_dir=None, *, runs_dir=None) -> None:
