@@ -29,7 +29,7 @@ from featx.errors import FeatxError, RunFailed
 from featx.extractor import _advice
 
 import imagegen
-from helpers import cli, one_line
+from helpers import cli, one_line, reseal_layer
 
 ARGS = ["--backbone", "mobilenet_v2", "--weights", "none", "--input-size", "96", "--batch-size", "4", "--quiet"]
 LAYERS = "block_1_project_BN,block_3_project_BN"
@@ -63,7 +63,7 @@ def test_cache_object_finds_entries_by_name_key_and_recency(cache):
     assert featx.open_entry(cache_dir=cache.root).key == entry.key  # the old module functions still work
     with pytest.raises(FeatxError, match=r"cache 'resnet' matches no cache entry; choose one of: mobilenet_v2-"):
         cache.open("resnet")
-    assert entry.manifest.format_version == FORMAT_VERSION == 3 and set(entry.manifest.digests) == {
+    assert entry.manifest.format_version == FORMAT_VERSION == 4 and set(entry.manifest.digests) == {
         "paths",
         "labels",
         "fingerprints",
@@ -383,6 +383,9 @@ def test_a_layer_file_copied_over_another_of_the_same_width_is_refused(cache):
     assert rc == 1 and re.search(pattern, one_line(err)), err
     with h5py.File(entry.layer_file("block_2_add"), "r+") as f:
         f["features"].attrs["layer"] = "block_2_add"  # the attribute made to agree changes nothing
+    with pytest.raises(RunFailed, match=r"its HDF5 metadata changed since it was written: digest mismatch"):
+        featx.load(cache_dir=cache.root, layers="block_2_add")  # an edit by hand is refused before it is parsed
+    reseal_layer(entry.layer_file("block_2_add"))  # and one crafted with its digest recomputed, by the binding
     with pytest.raises(RunFailed, match=pattern):
         featx.load(cache_dir=cache.root, layers="block_2_add")
     assert featx.verify(entry.path) == [
@@ -400,6 +403,7 @@ def test_a_layer_file_moved_to_a_view_folder_with_its_view_attribute_edited_is_r
     shutil.copyfile(entry.layer_file("block_1_project_BN"), moved)
     with h5py.File(moved, "r+") as f:
         f["features"].attrs.update({"view": "hflip", "views_version": VIEWS_VERSION})
+    reseal_layer(moved)  # crafted with its digest recomputed: the binding refuses it
     assert cache.open().views == ["id", "hflip"]
     with pytest.raises(RunFailed, match=r"was not published as layer block_1_project_BN of view hflip of this entry"):
         featx.load(cache_dir=cache.root, layers="block_1_project_BN", views=["id", "hflip"])

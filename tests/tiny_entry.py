@@ -23,7 +23,14 @@ def make_entry(root: Path, views=("hflip", "crop2"), pool: str = "avg") -> Cache
     """An entry of N images with layers LAYER and OTHER (in that depth order) cached for the identity and `views`;
     its features are distinct per layer, view and pool. Entries of other pools hold the same images."""
     relpaths, fingerprints = [f"img{i}.png" for i in range(N)], [f"f{i}" for i in range(N)]
-    settings = {"backbone": "tiny_net", "weights_id": "w0", "pool": pool, "dtype": "float32", "input_size": [8, 8]}
+    settings = {
+        "backbone": "tiny_net",
+        "weights_id": "w0",
+        "preprocessing": "none",
+        "pool": pool,
+        "dtype": "float32",
+        "input_size": [8, 8],
+    }
     layer_info = {
         LAYER: {"kind": "conv", "output_shape": [2, 2, WIDTH], "n_features": WIDTH, "block": 0},
         OTHER: {"kind": "dense", "output_shape": [OTHER_WIDTH], "n_features": OTHER_WIDTH, "block": 1},
@@ -33,7 +40,7 @@ def make_entry(root: Path, views=("hflip", "crop2"), pool: str = "avg") -> Cache
         settings=settings,
         layer_info=layer_info,
         class_names=list(CLASSES),
-        backbone_args={"name": "tiny_net", "weights": "none"},
+        backbone_args={"name": "tiny_net", "weights": "none", "preprocess": None},
         description="tiny test data",
     )
     data = {

@@ -36,6 +36,7 @@ import re
 import stat
 from contextlib import contextmanager
 from pathlib import Path
+from types import MappingProxyType
 
 import h5py
 import numpy as np
@@ -54,11 +55,11 @@ DATASET = "features"
 
 
 class LayerFileError(RunFailed):
-    """A layer file that is not one featx wrote as it is: `problem` says what (the message adds the fix)."""
+    """A layer file that is not one featx wrote as it is: `problem` says what (the message adds the file and fix)."""
 
     def __init__(self, path, problem: str):
         self.problem = problem
-        super().__init__(f"layer file '{path}' {problem}; run `featx verify` and re-extract")
+        super().__init__(f"layer file '{path}' cannot be read ({problem}); run `featx verify` and re-extract")
 
 
 # ----------------------------------------------------------------------------------------------- writing
@@ -126,10 +127,11 @@ def _digest(offset: int, length: int, size: int, head: bytes, tail: bytes) -> st
 
 # ----------------------------------------------------------------------------------------------- reading
 class LayerData:
-    """An open, checked layer file: its `shape`, `dtype` and `attrs` (as libhdf5 parsed them from the checked
-    metadata), and its rows, read by featx at their offset: `data[()]` every row, `data[a:b]` rows a..b-1."""
+    """An open, checked layer file: its `shape`, `dtype` and `attrs` (a read-only mapping of the dataset's
+    attributes, as libhdf5 parsed them from the checked metadata in memory), and its rows, read by featx at their
+    offset: `data[()]` every row, `data[a:b]` rows a..b-1."""
 
-    def __init__(self, fd: int, path: Path, shape: tuple, dtype: np.dtype, attrs: dict, offset: int):
+    def __init__(self, fd: int, path: Path, shape: tuple, dtype: np.dtype, attrs, offset: int):
         self.path, self.shape, self.dtype, self.attrs = path, shape, dtype, attrs
         self._fd, self._offset = fd, offset
 
@@ -150,12 +152,14 @@ class LayerData:
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         """Rows start..stop-1 as an array (stop - start, n_features)."""
-        out = np.empty((stop - start, self.shape[1]), dtype=self.dtype)
+        out = np.empty((max(0, stop - start), self.shape[1]), dtype=self.dtype)
+        if not out.size:
+            return out
         view, at = memoryview(out).cast("B"), self._offset + start * self.shape[1] * self.dtype.itemsize
         while view:
             done = os.preadv(self._fd, [view[: 1 << 30]], at)
             if done <= 0:
-                raise LayerFileError(self.path, "ends before its rows do (truncated)")
+                raise LayerFileError(self.path, "it ends before its rows do: truncated")
             view, at = view[done:], at + done
         return out
 
@@ -172,40 +176,63 @@ def open_layer_file(path: Path, root: Path):
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
-        raise LayerFileError(path, f"cannot be opened ({exc.strerror or exc})") from None
+        raise LayerFileError(path, exc.strerror or str(exc)) from None
     try:
-        yield _checked(fd, path)
+        image, offset, length, digest = _checked(fd, path)
+        parsed = _PARSED.get(digest)
+        if parsed is None:
+            parsed = _parsed(image, path, offset, length)
+            while len(_PARSED) >= PARSED_LIMIT:
+                _PARSED.pop(next(iter(_PARSED)))
+            _PARSED[digest] = parsed
+        yield LayerData(fd, path, *parsed, offset)
     finally:
         os.close(fd)
 
 
-def _checked(fd: int, path: Path) -> LayerData:
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        raise LayerFileError(path, "is not a plain file")
-    block = _pread(fd, USER_BLOCK, 0)
-    if not block.startswith(MAGIC):
-        if block.startswith(HDF5_SIGNATURE):
-            check_version(None, path)  # an HDF5 file without featx's record: written by a featx before format 4
-        raise LayerFileError(path, "is not a featx layer file (it lacks featx's record in its first bytes)")
-    record = _parse_record(block, path)
-    offset, length, size = record["rows"][0], record["rows"][1], record["size"]
-    if size != info.st_size:
-        raise LayerFileError(path, f"is {info.st_size} bytes long, not the {size} it was written with")
-    head, tail = _pread(fd, offset - USER_BLOCK, USER_BLOCK), _pread(fd, size - offset - length, offset + length)
-    if _digest(offset, length, size, head, tail) != record["digest"]:
-        raise LayerFileError(
-            path, "changed since it was written (its HDF5 metadata no longer matches their digest); it is not parsed"
-        )
-    image = _Image(block + head, tail, offset, length, size)
+# What libhdf5 parsed from checked metadata, by their digest (which covers every byte it read): the same bytes
+# parse the same, so a layer file opened again in this process is not parsed again.
+_PARSED: dict[str, tuple] = {}
+PARSED_LIMIT = 4096
+
+
+def _parsed(image: _Image, path: Path, offset: int, length: int) -> tuple[tuple, np.dtype, MappingProxyType]:
+    """(shape, dtype, attributes) of the checked image's one dataset, laid out as featx writes it."""
     try:
         with h5py.File(image, "r") as f:
-            shape, dtype, attrs = _layout(f, path, offset, length)
+            ds = _layout(f, path, offset, length)
+            return tuple(int(n) for n in ds.shape), ds.dtype, MappingProxyType(dict(ds.attrs.items()))
     except LayerFileError:
         raise
     except Exception as exc:  # noqa: BLE001  checked bytes that still do not parse (a rewritten digest)
-        raise LayerFileError(path, f"cannot be read ({_first_line(exc)})") from None
-    return LayerData(fd, path, shape, dtype, attrs, offset)
+        raise LayerFileError(path, _first_line(exc)) from None
+
+
+def _checked(fd: int, path: Path) -> tuple[_Image, int, int, str]:
+    """The image of the file libhdf5 may parse, the rows' offset and length, and the digest of the record's numbers
+    and the metadata; LayerFileError if any byte of the record or of the HDF5 metadata is not what featx wrote."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise LayerFileError(path, "it is not a plain file")
+    block = _pread(fd, USER_BLOCK, 0)
+    if not block.startswith(MAGIC):
+        raise LayerFileError(
+            path,
+            "its first bytes are no featx record: "
+            + (
+                "written by a featx before cache format 4, or not by featx"
+                if block.startswith(HDF5_SIGNATURE)
+                else "not a featx layer file"
+            ),
+        )
+    record = _parse_record(block, path)
+    offset, length, size = record["rows"][0], record["rows"][1], record["size"]
+    if size != info.st_size:
+        raise LayerFileError(path, f"it is {info.st_size} bytes long, not the {size} it was written with")
+    head, tail = _pread(fd, offset - USER_BLOCK, USER_BLOCK), _pread(fd, size - offset - length, offset + length)
+    if _digest(offset, length, size, head, tail) != record["digest"]:
+        raise LayerFileError(path, "its HDF5 metadata changed since it was written: digest mismatch; not parsed")
+    return _Image(block + head, tail, offset, length, size), offset, length, record["digest"]
 
 
 def _parse_record(block: bytes, path: Path) -> dict:
@@ -227,37 +254,36 @@ def _parse_record(block: bytes, path: Path) -> dict:
         and length >= 0
         and offset + length <= size <= offset + length + METADATA_LIMIT
     ):
-        raise LayerFileError(path, "changed since it was written (its featx record is not one featx writes)")
+        raise LayerFileError(path, "its featx record changed since it was written")
     return record
 
 
-def _layout(f: h5py.File, path: Path, offset: int, length: int) -> tuple[tuple, np.dtype, dict]:
-    """(shape, dtype, attributes) of the one dataset `features`, refused unless laid out as featx writes it."""
+def _layout(f: h5py.File, path: Path, offset: int, length: int) -> h5py.Dataset:
+    """The one dataset `features`, refused unless laid out as featx writes it."""
     names = list(f)
     if names != [DATASET]:
-        raise LayerFileError(path, f"holds {names or 'nothing'}, not the one dataset '{DATASET}' featx writes")
+        raise LayerFileError(path, f"it holds {names or 'nothing'}, not the one dataset '{DATASET}' featx writes")
     link = f.get(DATASET, getlink=True)
     if not isinstance(link, h5py.HardLink):
-        raise LayerFileError(path, f"links '{DATASET}' elsewhere ({type(link).__name__}); featx reads no links")
+        raise LayerFileError(path, f"'{DATASET}' is a {type(link).__name__} to elsewhere; featx follows no HDF5 links")
     ds = f[DATASET]
     if not isinstance(ds, h5py.Dataset):
-        raise LayerFileError(path, f"holds a group '{DATASET}', not the dataset featx writes")
+        raise LayerFileError(path, f"it holds a group '{DATASET}', not the dataset featx writes")
     plist = ds.id.get_create_plist()
     if ds.is_virtual or ds.external or plist.get_layout() != h5py.h5d.CONTIGUOUS or plist.get_nfilters():
         raise LayerFileError(
-            path, "stores its rows virtually, in external files, chunked or filtered; featx writes them contiguously"
+            path, "its rows are virtual, external, chunked or filtered; featx writes them contiguously in the file"
         )
     dtype, shape = ds.dtype, tuple(int(n) for n in ds.shape)
     if dtype not in DTYPES or len(shape) != 2:
-        raise LayerFileError(path, f"holds {shape} {dtype}, not rows of float32 or float16")
+        raise LayerFileError(path, f"it holds {shape} {dtype}, not rows of float32 or float16")
     if (
         ds.id.get_offset() != offset
         or ds.id.get_storage_size() != length
         or length != shape[0] * shape[1] * dtype.itemsize
     ):
-        raise LayerFileError(path, "stores its rows elsewhere than its featx record says")
-    attrs = {key: _decoded(value) for key, value in ds.attrs.items()}
-    return shape, dtype, attrs
+        raise LayerFileError(path, "its rows lie elsewhere than its featx record says")
+    return ds
 
 
 class _Image(io.RawIOBase):
@@ -313,14 +339,6 @@ def _pread(fd: int, n: int, at: int) -> bytes:
         parts.append(part)
         n, at = n - len(part), at + len(part)
     return b"".join(parts)
-
-
-def _decoded(value):
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def _first_line(exc: Exception) -> str:

@@ -28,19 +28,17 @@ class LinkRefused(FeatxError):
     """A path below a root that is (or passes through) a link featx does not follow."""
 
 
-def _parts(root: Path, path: Path) -> list[Path]:
+def _parts(root: Path, path: Path) -> list[str]:
     """The paths from the first component below `root` down to `path` (inclusive); [] for the root itself.
     `path` must lie lexically below `root`, without '..' components (every path featx builds does)."""
-    root, path = Path(os.path.abspath(root)), Path(os.path.abspath(path))
-    try:
-        relative = path.relative_to(root)
-    except ValueError:
-        raise LinkRefused(
-            f"'{path}' is not inside '{root}'; featx writes nothing outside the folder it was given"
-        ) from None
+    root, path = os.path.abspath(root), os.path.abspath(path)
+    if path == root:
+        return []
+    if not path.startswith(root.rstrip(os.sep) + os.sep):
+        raise LinkRefused(f"'{path}' is not inside '{root}'; featx writes nothing outside the folder it was given")
     found, here = [], root
-    for part in relative.parts:
-        here = here / part
+    for part in path[len(root) :].strip(os.sep).split(os.sep):
+        here = os.path.join(here, part)
         found.append(here)
     return found
 
@@ -57,7 +55,7 @@ def check_write(root: str | Path, path: str | Path) -> Path:
     component that does not exist ends the check (what featx then creates is no link). Call before writing,
     truncating, renaming or deleting anything at or under `path`."""
     path = Path(path)
-    for here in _parts(Path(root), path):
+    for here in _parts(root, path):
         try:
             info = os.lstat(here)
         except FileNotFoundError:
@@ -76,7 +74,7 @@ def check_read(root: str | Path, path: str | Path) -> Path:
     """`path`, after checking that every link on its way below `root` stays inside the real path of `root`: a
     link that leads out, or to nothing, is refused naming it. Call before reading at `path`."""
     path, real_root = Path(path), Path(os.path.realpath(root))
-    for here in _parts(Path(root), path):
+    for here in _parts(root, path):
         if not os.path.islink(here):
             continue
         if not os.path.exists(here):

@@ -423,7 +423,7 @@ class CacheEntry:
                 if not self.bound(ds.attrs, name, view):
                     raise RunFailed(not_bound_message(path, name, view))
                 yield ds
-        except (OSError, ValueError, TypeError) as exc:
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
             raise RunFailed(
                 f"layer file '{path}' cannot be read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
                 "run `featx verify` and re-extract"

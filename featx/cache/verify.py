@@ -73,11 +73,11 @@ def _check_layers(entry: CacheEntry) -> list[str]:
             with open_layer_file(file, entry.path.parent) as ds:
                 problems += [f"layer {label}: {p}" for p in _check_features(entry, name, view, ds)]
         except LayerFileError as exc:
-            problems.append(f"layer {label}: file {exc.problem}")
+            problems.append(f"layer {label}: file cannot be read ({exc.problem})")
         except FeatxError as exc:  # a link leading out of the cache or to nothing, another format version
             problems.append(f"layer {label}: {exc}")
-        except OSError as exc:
-            problems.append(f"layer {label}: file cannot be read ({exc.strerror or exc})")
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:  # rows or attributes unreadable
+            problems.append(f"layer {label}: file cannot be read ({getattr(exc, 'strerror', None) or exc})")
     return problems
 
 

@@ -30,7 +30,7 @@ from featx.errors import FeatxError, RunFailed
 
 STAGING, STAGING_RM = NEW_RUN, REMOVED_RUN  # .staging-[rm-]<run_id>-<pid>@<host>: removed once that process is gone
 RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")  # new_run_id's format: the only run ids featx reads or acts on
-KILL_AT = "FEATX_TEST_KILL_AT"  # test hook: SIGKILL this process at that step (1, 2, ...) of removing runs
+KILL_AT = "FEATX_TEST_KILL_AT"  # test hook: SIGKILL this process at that step (1, 2, ...) of removing or logging runs
 
 
 def runs_cache(cache_dir=None, runs_dir=None) -> Cache:
@@ -67,7 +67,8 @@ def run_folder(runs_folder: Path, run_id: str) -> Path:
 
 
 def kill_point() -> None:
-    """Test hook on the real code path of removing runs: with $FEATX_TEST_KILL_AT=k, SIGKILL at the k-th step."""
+    """Test hook on the real code paths of removing and logging runs: with $FEATX_TEST_KILL_AT=k, SIGKILL at the
+    k-th step."""
     at = os.environ.get(KILL_AT)
     if at:
         _steps[0] += 1

@@ -763,6 +763,7 @@ def append_run(cache, row: dict, *, staged: StagedRun | None = None) -> None:
                 _insert(connection, pd.DataFrame([row], columns=[*COLUMNS, *SELECTION_COLUMNS]))
                 if staged is not None:
                     publish(staged)
+                    kill_point()  # published, not yet committed: a kill here leaves an orphan (orphan_runs)
         except BaseException:
             if staged is not None:
                 unpublish(staged)  # the row is rolled back: so is the folder
