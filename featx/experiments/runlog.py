@@ -677,16 +677,24 @@ def _logged(connection: sqlite3.Connection, run_id: str) -> bool:
 
 def orphan_runs(cache_dir=None, *, runs_dir=None) -> list[Path]:
     """Run folders (named by a featx run id, right inside the runs folder) that no row of the runs log lists: what a
-    fit killed between publishing its folder and committing its row leaves. Looked for inside a write transaction
-    where the folder is writable, so a fit publishing its run at that instant is waited for, never counted; []
-    without a runs.sqlite (the log's word is needed to call a folder an orphan)."""
+    fit killed between publishing its folder and committing its row leaves. Where the folder is writable they are
+    looked for while holding the log's write lock, so a fit publishing its run at that instant is waited for, never
+    counted; nothing is written. [] without a runs.sqlite (the log's word is needed to call a folder an orphan)."""
     folder = runs_cache(cache_dir, runs_dir).runs_dir
     if not (folder / LOG_FILE).is_file():
         return []
-    if not os.access(folder, os.W_OK):  # nobody can publish there now: the log as it is
-        return _unlisted(folder, set(read_runlog(cache_dir, runs_dir=runs_dir).table["run_id"]))
-    with _database(folder, write=True) as connection, _transaction(connection):
-        return _unlisted(folder, _logged_ids(connection))
+    with _database(folder, write=False) as connection:  # links, damage and the format version checked
+        if not os.access(folder, os.W_OK):  # nobody can publish there now: the log as it is
+            return _unlisted(folder, _logged_ids(connection))
+    try:
+        locker = sqlite3.connect(folder / LOG_FILE, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            locker.execute("BEGIN IMMEDIATE")  # waits for a fit between publishing its folder and committing
+            return _unlisted(folder, _logged_ids(locker))
+        finally:
+            locker.close()  # its transaction, which wrote nothing, is rolled back
+    except sqlite3.Error as exc:
+        raise _log_error(folder / LOG_FILE, exc) from None
 
 
 def runs_folder_problems(cache_dir=None, *, runs_dir=None) -> list[str]:
