@@ -295,9 +295,7 @@ ARGS = ["--backbone", "mobilenet_v2", "--weights", "none", "--input-size", "96",
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("received_data")
-    for path, class_name, _ in imagegen.elpv_images(8, n_classes=2):
-        (root / class_name).mkdir(exist_ok=True)
-        shutil.copyfile(path, root / class_name / os.path.basename(path))
+    imagegen.copy_elpv_images(root, 8, n_classes=2)
     return root
 
 

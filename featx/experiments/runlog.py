@@ -689,10 +689,10 @@ def orphan_runs(cache_dir=None, *, runs_dir=None) -> list[Path]:
     try:
         locker = sqlite3.connect(folder / LOG_FILE, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         try:
-            locker.execute("BEGIN IMMEDIATE")  # waits for a fit between publishing its folder and committing
-            return _unlisted(folder, _logged_ids(locker))
+            with _transaction(locker):  # waits for a fit between publishing its folder and committing; writes nothing
+                return _unlisted(folder, _logged_ids(locker))
         finally:
-            locker.close()  # its transaction, which wrote nothing, is rolled back
+            locker.close()
     except sqlite3.Error as exc:
         raise _log_error(folder / LOG_FILE, exc) from None
 
