@@ -268,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
         "verify",
         help="check cache entries for damage",
         description="Check cache entries: files open, one row per image in every layer, no NaN/Inf, "
-        "settings hash matches, interrupted passes resumable. Exit 1 if a problem is found.",
+        "settings hash matches, interrupted passes resumable; and, for the whole cache, run folders no run "
+        "in the log lists (a fit killed before it logged its run: `featx prune` removes them). Exit 1 if a "
+        "problem is found.",
     )
     p.add_argument(
         "cache", nargs="?", default=None, help="cache entry name, key prefix or folder (default: every entry)"
