@@ -193,6 +193,7 @@ class FuzzWorker:
         )
         self._selector = selectors.DefaultSelector()
         self._selector.register(self.proc.stdout, selectors.EVENT_READ)
+        self._hung = ""
 
     def __enter__(self):
         return self
@@ -207,24 +208,33 @@ class FuzzWorker:
         self._selector.close()
 
     def ask(self, request: dict) -> dict:
-        self.proc.stdin.write(json.dumps(request) + "\n")
-        self.proc.stdin.flush()
         last = "(none)"
+        try:
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            self._died(last, request)
         while True:
             if not self._selector.select(self.timeout):
                 self.proc.kill()
                 self.proc.wait()
-                pytest.fail(f"featx hung (no answer in {self.timeout:.0f} s) at {last} of {str(request)[:300]}")
+                self._hung = f"featx hung (no answer in {self.timeout:.0f} s) at {last} of {str(request)[:300]}"
+                pytest.fail(self._hung)
             line = self.proc.stdout.readline()
             if not line:
-                code = self.proc.wait()
-                how = f"killed by signal {-code}" if code < 0 else f"exited with {code}"
-                pytest.fail(f"featx {how} at {last} of {str(request)[:300]}: {self.proc.stderr.read()[-2000:]}")
+                self._died(last, request)
             record = json.loads(line)
             if "progress" in record:
                 last = record["progress"]
                 continue
             return record
+
+    def _died(self, last: str, request: dict) -> None:
+        if self._hung:  # killed by this watchdog on an earlier request
+            pytest.fail(f"the watched featx process was killed earlier: {self._hung}")
+        code = self.proc.wait()
+        how = f"killed by signal {-code}" if code < 0 else f"exited with {code}"
+        pytest.fail(f"featx {how} at {last} of {str(request)[:300]}: {self.proc.stderr.read()[-2000:]}")
 
 
 def reseal_layer(path, rows: tuple[int, int] | None = None) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -37,7 +36,7 @@ def remove_entries(folders: list[Path], before=None) -> None:
         for folder in folders:
             staging = folder.parent / staging_name(REMOVED_ENTRY, folder.name)
             try:
-                os.rename(folder, staging)
+                safepath.rename(folder.parent, folder, staging)
                 fsync_dir(folder.parent)
             except OSError as exc:
                 raise RunFailed(

@@ -180,7 +180,7 @@ class Cache:
             safepath.makedirs(self.root, layout.layer_folder(staging))
             write_index(staging, manifest, data)
             try:
-                os.rename(staging, final)
+                safepath.rename(self.root, staging, final)
                 fsync_dir(self.root)
             except OSError:
                 safepath.rmtree(self.root, staging, ignore_errors=True)  # another process created it first: theirs

@@ -722,6 +722,7 @@ def remove_orphan_runs(cache_dir=None, *, runs_dir=None) -> list[str]:
         with _transaction(connection):
             for path in _unlisted(folder, _logged_ids(connection)):
                 staging = folder / staging_name(STAGING_RM, path.name)
+                safepath.rmtree(folder, staging, ignore_errors=True)  # left by a dead process that had this pid
                 rename_run(folder, path, staging)
                 trash.append(staging)
         fsync_dir(folder)
