@@ -66,7 +66,7 @@ class Compute:
             self.cluster,
             self.cluster_config,
             timeout=self.cluster_timeout,
-            log_dir=cache.root / "slurm-logs",
+            log_dir=_log_dir(cache),
             log=log,
         )
 
@@ -82,6 +82,13 @@ class Compute:
             scatter=scatter,
             config=self.cluster_config,
             timeout=self.cluster_timeout,
-            log_dir=cache.root / "slurm-logs",
+            log_dir=_log_dir(cache),
             log=log,
         )
+
+
+def _log_dir(cache):
+    """<cache root>/slurm-logs, where sbatch writes the jobs' logs: checked to be no link out of the cache."""
+    from featx.cache import safepath
+
+    return safepath.check_write(cache.root, cache.root / "slurm-logs")

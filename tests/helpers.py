@@ -1,6 +1,7 @@
 """Helpers shared by the test modules (one copy each): `featx` run in this process with its output captured, the
 check of a one-line error, stderr without TensorFlow's log lines, a background single-process reference
-extraction, the comparison of two entries' layers, and draws from the global random streams.
+extraction, the comparison of two entries' layers, draws from the global random streams, the fuzz tier's
+watchdog (FuzzWorker) and the re-sealing of an edited layer file (a file crafted with its digest recomputed).
 
 `cli` is the cheap way to test a command's exit code and lines; tests/forkserver.py (the `fork_server` fixture)
 runs real processes where a test needs one."""
@@ -11,8 +12,10 @@ import contextlib
 import functools
 import io
 import json
+import os
 import random
 import re
+import selectors
 import shutil
 import subprocess
 import sys
@@ -226,3 +229,86 @@ def assert_same_classes(got, expected, tolerance, classes, labels):
         named, clear = classes[got.argmax(axis=1)], top[:, -1] - top[:, -2] > tolerance
     assert clear.mean() > 0.5  # most rows decide clearly: the check compares something
     np.testing.assert_array_equal(named[clear], np.asarray(labels)[clear])
+class FuzzWorker:
+    """The fuzz tier's watchdog: a `tests/fuzz_worker.py` process (featx imported once) asked one request at a time.
+
+    `ask(request)` sends one JSON request and returns its JSON result. The test fails, naming the request and the
+    worker's last progress line (the case it was on), if the worker dies by a signal (a crash in a library), exits,
+    or is silent for `timeout` seconds (a hang: it is killed). Use as a context manager (the worker is killed at
+    the end). Requests: see tests/fuzz_worker.py ({"op": "cli", "argv": [...]} runs `featx ARGV`; {"op": "mutate",
+    ...} changes bytes of a file and runs commands on each). Mutated pipeline files go through {"op": "cli"}.
+    """
+
+    def __init__(self, timeout: float = 30.0, env: dict | None = None):
+        self.timeout = timeout
+        worker = Path(__file__).with_name("fuzz_worker.py")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(worker)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self.proc.stdout, selectors.EVENT_READ)
+        self._hung = ""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._selector.close()
+
+    def ask(self, request: dict) -> dict:
+        last = "(none)"
+        try:
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            self._died(last, request)
+        while True:
+            if not self._selector.select(self.timeout):
+                self.proc.kill()
+                self.proc.wait()
+                self._hung = f"featx hung (no answer in {self.timeout:.0f} s) at {last} of {str(request)[:300]}"
+                pytest.fail(self._hung)
+            line = self.proc.stdout.readline()
+            if not line:
+                self._died(last, request)
+            record = json.loads(line)
+            if "progress" in record:
+                last = record["progress"]
+                continue
+            return record
+
+    def _died(self, last: str, request: dict) -> None:
+        if self._hung:  # killed by this watchdog on an earlier request
+            pytest.fail(f"the watched featx process was killed earlier: {self._hung}")
+        code = self.proc.wait()
+        how = f"killed by signal {-code}" if code < 0 else f"exited with {code}"
+        pytest.fail(f"featx {how} at {last} of {str(request)[:300]}: {self.proc.stderr.read()[-2000:]}")
+
+
+def reseal_layer(path, rows: tuple[int, int] | None = None) -> None:
+    """Write a valid featx record into the user block of a layer file whose HDF5 metadata was edited (h5py r+), or
+    of an HDF5 file made with a 512-byte user block, as someone crafting a file would: featx's pre-parse check then
+    passes, and what featx checks after libhdf5's parse is tested. rows : (offset, length) of the rows (default:
+    the old record's, else none: every byte counts as metadata)."""
+    from featx.cache.layerfile import MAGIC, USER_BLOCK, _digest, _record
+
+    path = Path(path)
+    image = path.read_bytes()
+    if rows is None and image.startswith(MAGIC):
+        rows = json.loads(image[len(MAGIC) : USER_BLOCK].rstrip(b"\0"))["rows"]
+    offset, length = rows or (len(image), 0)
+    head, tail = image[USER_BLOCK:offset], image[offset + length :]
+    path.write_bytes(
+        _record(offset, length, len(image), _digest(offset, length, len(image), head, tail)) + image[USER_BLOCK:]
+    )

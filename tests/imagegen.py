@@ -36,12 +36,13 @@ def elpv_images(n: int, n_classes: int = 4) -> list[tuple[str, str, int]]:
     return chosen
 
 
-def copy_elpv_images(root, n: int) -> list[tuple[str, str]]:
-    """Copy n real ELPV images (4 classes) into root/<class>/; returns (path relative to root, class name) rows."""
+def copy_elpv_images(root, n: int, n_classes: int = 4) -> list[tuple[str, str]]:
+    """Copy n real ELPV images (of the first n_classes classes) into root/<class>/; returns (path relative to root,
+    class name) rows."""
     import shutil
 
     rows = []
-    for i, (path, class_name, _) in enumerate(elpv_images(n)):
+    for i, (path, class_name, _) in enumerate(elpv_images(n, n_classes)):
         rel = f"{class_name}/{i:03d}_{os.path.basename(path)}"
         (root / class_name).mkdir(exist_ok=True)
         shutil.copyfile(path, root / rel)

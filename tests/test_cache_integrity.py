@@ -29,7 +29,7 @@ from featx.errors import FeatxError, RunFailed
 from featx.extractor import _advice
 
 import imagegen
-from helpers import cli, one_line
+from helpers import cli, one_line, reseal_layer
 
 ARGS = ["--backbone", "mobilenet_v2", "--weights", "none", "--input-size", "96", "--batch-size", "4", "--quiet"]
 LAYERS = "block_1_project_BN,block_3_project_BN"
@@ -63,7 +63,7 @@ def test_cache_object_finds_entries_by_name_key_and_recency(cache):
     assert featx.Cache(cache.root).open(None).key == entry.key  # the old module functions still work
     with pytest.raises(FeatxError, match=r"cache 'resnet' matches no cache entry; choose one of: mobilenet_v2-"):
         cache.open("resnet")
-    assert entry.manifest.format_version == FORMAT_VERSION == 3 and set(entry.manifest.digests) == {
+    assert entry.manifest.format_version == FORMAT_VERSION == 4 and set(entry.manifest.digests) == {
         "paths",
         "labels",
         "fingerprints",
@@ -167,7 +167,7 @@ def test_unknown_format_version_is_one_line(cache, data):
     (entry.path / "index.h5").write_bytes(index)
     with pytest.raises(
         FeatxError,
-        match=r"index.h5 has format version 99, this featx reads version 3; delete that "
+        match=r"index.h5 has format version 99, this featx reads version 4; delete that "
         r"cache entry and re-run `featx extract`",
     ):
         featx.load(cache.root)
@@ -383,6 +383,9 @@ def test_a_layer_file_copied_over_another_of_the_same_width_is_refused(cache):
     assert rc == 1 and re.search(pattern, one_line(err)), err
     with h5py.File(entry.layer_file("block_2_add"), "r+") as f:
         f["features"].attrs["layer"] = "block_2_add"  # the attribute made to agree changes nothing
+    with pytest.raises(RunFailed, match=r"cannot be read \(it is \d+ bytes long, not the \d+ it was written with\)"):
+        featx.load(cache_dir=cache.root, layers="block_2_add")  # an edit by hand is refused before it is parsed
+    reseal_layer(entry.layer_file("block_2_add"))  # and one crafted with its digest recomputed, by the binding
     with pytest.raises(RunFailed, match=pattern):
         featx.load(None, "block_2_add", cache=cache.root)
     assert featx.verify(entry.path) == [
@@ -400,6 +403,7 @@ def test_a_layer_file_moved_to_a_view_folder_with_its_view_attribute_edited_is_r
     shutil.copyfile(entry.layer_file("block_1_project_BN"), moved)
     with h5py.File(moved, "r+") as f:
         f["features"].attrs.update({"view": "hflip", "views_version": VIEWS_VERSION})
+    reseal_layer(moved)  # crafted with its digest recomputed: the binding refuses it
     assert cache.open().views == ["id", "hflip"]
     with pytest.raises(RunFailed, match=r"was not published as layer block_1_project_BN of view hflip of this entry"):
         featx.load(None, "block_1_project_BN", views=["id", "hflip"], cache=cache.root)
@@ -428,7 +432,7 @@ def test_an_index_of_the_previous_format_or_without_its_digest_is_refused_in_one
     rc, _, err = cli("info", "--cache-dir", cache.root)
     assert (
         rc == 2
-        and "index.h5 has format version 2, this featx reads version 3; delete that cache entry and "
+        and "index.h5 has format version 2, this featx reads version 4; delete that cache entry and "
         "re-run `featx extract`"
         in one_line(err)
     )

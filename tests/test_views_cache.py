@@ -17,6 +17,8 @@ from featx.sources import resolve_source
 from featx.sources.decode import load_rgb
 from featx.sources.views import D4, apply_views, parse_views, sort_views
 
+from helpers import reseal_layer
+
 SIZE = 96
 LAYERS = ["block5c_add", "top_activation"]
 
@@ -154,11 +156,15 @@ def test_an_interrupted_views_pass_resumes_bit_identical_and_verify_covers_views
     assert len(problems) == 1 and "views/crop2/top_activation.h5 changed" in problems[0]
     with h5py.File(path, "r+") as f:
         f["features"].attrs["view"] = "crop1"
+    with pytest.raises(RunFailed, match=r"\(it is \d+ bytes long, not the \d+ it was written with\)"):  # an edit
+        resumed.entry.read(["top_activation"], view="crop2")
+    reseal_layer(path)  # crafted with its digest recomputed: the header check refuses it
     with pytest.raises(RunFailed, match="holds view crop1"):
         resumed.entry.read(["top_activation"], view="crop2")
     with h5py.File(path, "r+") as f:
         f["features"].attrs["view"] = "crop2"
         del f["features"].attrs["views_version"]
+    reseal_layer(path)
     with pytest.raises(RunFailed, match="holds view crop2 of no views version"):
         resumed.entry.read(["top_activation"], view="crop2")
     with pytest.raises(FeatxError, match="not cached for view rot90.*--views"):

@@ -1,7 +1,10 @@
 """Crash-safe file publication: write beside the target, fsync, rename, fsync the folder.
 
 A rename is atomic on POSIX file systems, so a reader (or a process killed at any instant) sees either
-the old file or the complete new one, never a half-written one.
+the old file or the complete new one, never a half-written one. Given the `root` of the folder tree the file
+lies in (a cache or runs folder), nothing is written through a link below it (featx.cache.safepath): the
+folders on the way are checked, the temporary file is created anew (O_EXCL, O_NOFOLLOW), and the rename
+replaces a link at the final name instead of following it.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
+
+from featx.cache import safepath
 
 
 def fsync_dir(path: Path) -> None:
@@ -21,15 +26,25 @@ def fsync_dir(path: Path) -> None:
 
 
 def fsync_file(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextmanager
-def atomic_path(final: Path):
-    """Yield a temporary path to write; on success it replaces `final` atomically, on error it is removed."""
+def atomic_path(final: Path, root: Path | None = None):
+    """Yield a temporary path to write; on success it replaces `final` atomically, on error it is removed.
+
+    root : the cache or runs folder `final` lies in; no link below it is followed (None: a user's own output
+    path, written where it leads)."""
     final = Path(final)
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    if root is not None:
+        safepath.check_write(root, final.parent)
+    tmp.unlink(missing_ok=True)  # a leftover (or a link) of that name: removed, never followed
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644))
     try:
         yield tmp
         fsync_file(tmp)
@@ -39,7 +54,7 @@ def atomic_path(final: Path):
         tmp.unlink(missing_ok=True)
 
 
-def write_json(final: Path, data, sort_keys: bool = True) -> None:
-    """sort_keys=False keeps the order of `data` (e.g. classes in their label order)."""
-    with atomic_path(final) as tmp:
+def write_json(final: Path, data, sort_keys: bool = True, root: Path | None = None) -> None:
+    """sort_keys=False keeps the order of `data` (e.g. classes in their label order); root as in atomic_path."""
+    with atomic_path(final, root) as tmp:
         tmp.write_text(json.dumps(data, indent=1, sort_keys=sort_keys), encoding="utf-8")

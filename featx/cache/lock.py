@@ -2,7 +2,9 @@
 
 An OS file lock (flock) is released by the kernel when its process dies, however it dies, so a lock
 left by a killed run is never stale: the next run simply gets it. The lock file also records who holds
-it, for the message the second process prints.
+it, for the message the second process prints. The entry folder and its `.lock` are opened without following
+a link (a received cache's `.lock` linked to someone's file would otherwise be truncated): a link there is refused
+in one line.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import socket
 import time
 from pathlib import Path
 
+from featx.cache.safepath import open_file
 from featx.errors import FeatxError
 
 
@@ -24,7 +27,7 @@ class EntryLock:
 
     def __enter__(self):
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_file(self.path.parent.parent, self.path, os.O_RDWR | os.O_CREAT)
         except OSError as exc:
             raise FeatxError(
                 f"cannot lock cache entry {self.path.parent} ({exc.strerror}): the cache is not writable; "

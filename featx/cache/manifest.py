@@ -16,8 +16,10 @@ import numpy as np
 
 from featx.errors import FeatxError
 
-FORMAT_VERSION = 3  # 2: digests of layer data and index arrays, versioned progress.json with ordered layers;
-# 3: index.h5 holds the digest of its bytes (checked before it is parsed); layer digests bound to layer, view, key
+FORMAT_VERSION = 4  # 2: digests of layer data and index arrays, versioned progress.json with ordered layers;
+# 3: index.h5 holds the digest of its bytes (checked before it is parsed); layer digests bound to layer, view, key;
+# 4: layer files hold their rows contiguously and the digest of their HDF5 metadata in their user block (checked
+# before libhdf5 parses them, featx.cache.layerfile)
 _JSON = ("settings", "layer_info", "class_names", "backbone_args", "split_settings", "digests")
 _TYPES = {
     "key": str,

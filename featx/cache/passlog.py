@@ -17,19 +17,21 @@ features: a raw file shorter than the committed rows is never extended; that pas
 When all rows are committed, `finalize` copies each layer into its HDF5 file (published by atomic rename,
 skipping layers already published by an earlier, interrupted finalize) and then removes the work folder.
 This module is the only reader and writer of `work/`; `featx verify` and the CLI ask `summary`/`problems`.
+A received cache may hold links there: raw files and the work folder are written only where no link is on the
+way (featx.cache.safepath), and a pending pass with a linked raw file is refused in one line naming the link.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
 
+from featx.cache import safepath
 from featx.cache.atomic import fsync_dir, write_json
 from featx.cache.layout import WORK
 from featx.cache.manifest import FORMAT_VERSION, check_version
@@ -58,6 +60,7 @@ class PassLog:
     def __init__(self, entry: CacheEntry, state: dict):
         self.entry = entry
         self.dir = entry.path / WORK
+        self.root = entry.path.parent  # the cache folder: no link below it is followed to write
         self.state = state
         self.info = {layer["name"]: layer for layer in state["layers"]}
         self._files = {}
@@ -67,7 +70,7 @@ class PassLog:
         """The recorded pass, or None when there is none; an unknown format version is a one-line error."""
         progress = entry.path / WORK / PROGRESS
         try:
-            state = json.loads(progress.read_text(encoding="utf-8"))
+            state = json.loads(safepath.check_read(entry.path.parent, progress).read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
@@ -94,7 +97,7 @@ class PassLog:
         if log is None or log.n_rows != len(entry.labels) or any(n not in entry.layer_info for n in log.layers):
             return None
         for name, view in log.units:  # a raw file short of the committed rows (damaged): restart that pass
-            raw = log._raw_path(name, view)
+            raw = safepath.check_write(log.root, log._raw_path(name, view))  # a link there: refused, never followed
             if (raw.stat().st_size if raw.exists() else 0) < log.committed_rows * log._row_bytes(name):
                 return None
         return log
@@ -115,8 +118,8 @@ class PassLog:
                 "starts; re-run the command that started it"
             )
         work = entry.path / WORK
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir()
+        safepath.rmtree(entry.path.parent, work, ignore_errors=True)  # a link there: the link itself
+        safepath.check_write(entry.path.parent, work).mkdir()
         state = {
             "format_version": FORMAT_VERSION,
             "layers": [{"name": n, **info} for n, info in layers.items()],
@@ -128,7 +131,7 @@ class PassLog:
             "views": list(views),
         }
         log = cls(entry, state)
-        write_json(work / PROGRESS, state)
+        write_json(work / PROGRESS, state, root=entry.path.parent)
         fsync_dir(entry.path)
         return log
 
@@ -175,7 +178,9 @@ class PassLog:
         for name, view in self.units:
             committed = self.committed_rows * self._row_bytes(name)
             try:
-                fd = os.open(self._raw_path(name, view), os.O_RDWR | (0 if committed else os.O_CREAT), 0o644)
+                fd = safepath.open_file(
+                    self.root, self._raw_path(name, view), os.O_RDWR | (0 if committed else os.O_CREAT)
+                )
             except FileNotFoundError:
                 self.close()
                 raise RunFailed(
@@ -214,7 +219,7 @@ class PassLog:
             os.fsync(fd)
         self.state["committed_rows"] += n
         self.state["errors"].update({str(row): reason for row, reason in errors.items()})
-        write_json(self.dir / PROGRESS, self.state)
+        write_json(self.dir / PROGRESS, self.state, root=self.root)
 
     def close(self) -> None:
         for fd in self._files.values():
@@ -239,15 +244,20 @@ class PassLog:
             info = {k: v for k, v in self.info[name].items() if k != "name"}
             if self.entry.layer_file(name, view).exists():
                 continue
-            raw = np.memmap(self._raw_path(name, view), dtype=dtype, mode="r", shape=(n_rows, info["n_features"]))
+            raw = np.memmap(
+                safepath.check_read(self.root, self._raw_path(name, view)),
+                dtype=dtype,
+                mode="r",
+                shape=(n_rows, info["n_features"]),
+            )
             attrs = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in info.items() if v is not None}
             self.entry.write_layer(name, lambda a, b, raw=raw: raw[a:b], n_rows, info["n_features"], dtype, attrs, view)
             del raw
         done = self.entry.path / f".work-done-{os.getpid()}"
-        shutil.rmtree(done, ignore_errors=True)
-        os.rename(self.dir, done)  # one atomic step ends the pass; a partial rmtree could leave progress.json alone
-        fsync_dir(self.entry.path)
-        shutil.rmtree(done)
+        safepath.rmtree(self.root, done, ignore_errors=True)
+        safepath.rename(self.root, self.dir, done)  # one atomic step ends the pass (a partial rmtree could leave
+        fsync_dir(self.entry.path)  # progress.json alone)
+        safepath.rmtree(self.root, done)
 
     @classmethod
     def problems(cls, entry: CacheEntry) -> list[str]:
@@ -291,6 +301,10 @@ class PassLog:
 
     def _raw_problems(self, name: str, view: str, committed: int) -> list[str]:
         raw, row_bytes = self._raw_path(name, view), self._row_bytes(name)
+        try:
+            safepath.check_write(self.root, raw)
+        except FeatxError as exc:
+            return [f"interrupted pass: {exc}"]
         size = raw.stat().st_size if raw.exists() else 0
         if size < committed * row_bytes:
             return [

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from contextlib import ExitStack
 from pathlib import Path
 
+from featx.cache import safepath
 from featx.cache.atomic import fsync_dir
 from featx.cache.layout import REMOVED_ENTRY, staging_name
 from featx.cache.lock import EntryLock
@@ -24,7 +23,8 @@ def remove_entries(folders: list[Path], before=None) -> None:
     (called with every lock held: `featx rm` deletes its runs there) runs only if nothing is locked.
 
     Each folder is first renamed to a staging name (`.new-rm-<name>-<pid>@<host>`), so readers see it whole
-    or not at all, and a removal killed midway is finished by the next extract's debris cleanup.
+    or not at all, and a removal killed midway is finished by the next extract's debris cleanup. An entry folder
+    that is a link is refused before anything is deleted (its lock would be written through it).
     """
     folders = [Path(f) for f in folders]
     trash = []
@@ -36,7 +36,7 @@ def remove_entries(folders: list[Path], before=None) -> None:
         for folder in folders:
             staging = folder.parent / staging_name(REMOVED_ENTRY, folder.name)
             try:
-                os.rename(folder, staging)
+                safepath.rename(folder.parent, folder, staging)
                 fsync_dir(folder.parent)
             except OSError as exc:
                 raise RunFailed(
@@ -44,4 +44,4 @@ def remove_entries(folders: list[Path], before=None) -> None:
                 ) from None
             trash.append(staging)
     for staging in trash:
-        shutil.rmtree(staging, ignore_errors=True)
+        safepath.rmtree(staging.parent, staging, ignore_errors=True)

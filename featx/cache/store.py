@@ -5,9 +5,10 @@ folders and files are featx.cache.layout's:
         <backbone>-<key[:12]>/
             index.h5            EntryManifest attributes; paths, labels, fingerprints, split, valid, errors;
                                 its HDF5 user block holds the blake2b digest of the rest of its bytes
-            layers/<layer>.h5   one dataset `features` (n_images, n_features), row-chunked, uncompressed,
+            layers/<layer>.h5   one dataset `features` (n_images, n_features), contiguous, uncompressed,
                                 with the format version, the blake2b digest of the entry key, view, layer
-                                name and rows, and a `binding` of key, view, name and digest as attributes
+                                name and rows, and a `binding` of key, view, name and digest as attributes;
+                                its HDF5 user block holds the digest of its metadata (featx.cache.layerfile)
             views/<view>/<layer>.h5   the same for an augmented view of every image (featx.sources.views);
                                 the identity view is layers/
             work/               an extraction pass in progress (see featx.cache.passlog)
@@ -19,8 +20,12 @@ Every file here is published by atomic rename (featx.cache.atomic), and a layer 
 rows are committed, so a reader never sees partial data and a killed run never leaves a broken file.
 Opening an entry checks the bytes of its index against their digest before h5py parses them (a damaged HDF5
 file can crash the HDF5 library), then re-hashes it: an index changed in any byte, or that no longer matches its
-key, is refused. Opening a layer file checks its binding: a file copied over
-another layer's, or moved to another view's folder, is refused (`featx verify` also re-hashes its rows).
+key, is refused. Opening a layer file checks its metadata against their digest before libhdf5 parses any of it
+(featx.cache.layerfile), then its binding: a file copied over another layer's, or moved to another view's
+folder, is refused (`featx verify` also re-hashes its rows).
+
+A cache may come from someone else: nothing here writes, truncates, renames or deletes through a symbolic link
+below the cache folder, and nothing is read through one that leads out of it (featx.cache.safepath).
 """
 
 from __future__ import annotations
@@ -31,8 +36,7 @@ import hashlib
 import io
 import json
 import os
-import re
-import shutil
+import stat
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -40,17 +44,16 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from featx.cache import layout
+from featx.cache import layout, safepath
 from featx.cache.atomic import atomic_path, fsync_dir
 from featx.cache.key import cache_key
+from featx.cache.layerfile import open_layer_file, write_layer_file
 from featx.cache.lock import EntryLock, process_alive
 from featx.cache.manifest import FORMAT_VERSION, Digest, EntryManifest, check_version, digest_array, digest_bytes
 from featx.errors import FeatxError, RunFailed
 from featx.sources.splits import SPLITS
 from featx.sources.views import IDENTITY, VIEWS_VERSION, is_view, sort_views
 
-HDF5_OVERHEAD = 1 << 20  # headers and chunk index of one layer file, generously
-CHUNK_BYTES = 1 << 20  # ~1 MiB row chunks: whole-layer reads stay sequential
 STR = h5py.string_dtype()
 REQUIRED = ("paths", "labels", "fingerprints", "split")
 RANDOM_WEIGHTS = "[random weights]"
@@ -84,13 +87,15 @@ class Cache:
 
     @property
     def runs_dir(self) -> Path:
-        """The runs log and run folders: <root>/runs, or the runs_dir given."""
-        return self._runs or self.root / "runs"
+        """The runs log and run folders: <root>/runs, or the runs_dir given. A link at <root>/runs is refused in
+        one line (featx.cache.safepath.LinkRefused): runs are written, and deleted, only in a real folder."""
+        return self._runs or safepath.check_write(self.root, self.root / "runs")
 
     @property
     def reports_dir(self) -> Path:
-        """Compare tables, t-SNE plots: <root>/reports, or <runs_dir>/reports."""
-        return self._runs / "reports" if self._runs else self.root / "reports"
+        """Compare tables, t-SNE plots: <root>/reports, or <runs_dir>/reports; a link there is refused likewise."""
+        tree = self._runs or self.root
+        return safepath.check_write(tree, tree / "reports")
 
     def with_runs_dir(self, runs_dir: str | Path | None) -> Cache:
         """This cache with its runs and reports in `runs_dir` (None: unchanged)."""
@@ -183,23 +188,23 @@ class Cache:
         name (`.new-<key[:12]>-<pid>@<host>`) and renamed into place."""
         final = self.root / layout.entry_name(manifest.settings["backbone"], manifest.key)
         self.remove_debris()
-        if final.exists():
+        if safepath.check_read(self.root, final).exists():  # a link there leading out, or to nothing: refused
             return CacheEntry(final, self)
         staging = self.root / layout.staging_name(layout.NEW_ENTRY, layout.key_prefix(manifest.key))
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(staging, ignore_errors=True)
-            layout.layer_folder(staging).mkdir(parents=True)
+            safepath.rmtree(self.root, staging, ignore_errors=True)
+            safepath.makedirs(self.root, layout.layer_folder(staging))
             write_index(staging, manifest, data)
             try:
-                os.rename(staging, final)
+                safepath.rename(self.root, staging, final)
                 fsync_dir(self.root)
             except OSError:
-                shutil.rmtree(staging, ignore_errors=True)  # another process created it first: use theirs
+                safepath.rmtree(self.root, staging, ignore_errors=True)  # another process created it first: theirs
                 if not final.exists():
                     raise
         except OSError as exc:
-            shutil.rmtree(staging, ignore_errors=True)
+            safepath.rmtree(self.root, staging, ignore_errors=True)
             raise _creation_error(self.root, exc) from None
         return CacheEntry(final, self)
 
@@ -210,7 +215,7 @@ class Cache:
         Another host's staging folder (a shared file system) or a live process's is never touched.
         """
         for staging, _ in layout.orphaned(self.root, layout.NEW_ENTRY):  # entries being created or removed
-            shutil.rmtree(staging, ignore_errors=True)
+            safepath.rmtree(self.root, staging, ignore_errors=True)  # a link of that name: the link itself
         for folder in self.folders():  # an entry's debris, under its lock: then no live process is writing it
             if _entry_debris(folder):
                 try:
@@ -235,7 +240,15 @@ def _key_matches(folder: Path, spec: str) -> bool:
 
 
 def _modified(folder: Path) -> float:
-    return max((p.stat().st_mtime for p in folder.rglob("*.h5")), default=0.0)
+    """The newest modification time of the folder's .h5 files (a link's own: links are not followed)."""
+    return max((_lstat(p).st_mtime for p in folder.rglob("*.h5")), default=0.0)
+
+
+def _lstat(path: Path) -> os.stat_result:
+    try:
+        return os.lstat(path)
+    except OSError:  # removed meanwhile
+        return os.stat_result((0,) * 10)
 
 
 def _creation_error(root: Path, exc: OSError) -> FeatxError:
@@ -261,7 +274,7 @@ class CacheEntry:
     def __init__(self, path: Path, cache: Cache | None = None, *, check: bool = True):
         self.path = Path(path)
         self.cache = cache or Cache(self.path.parent)
-        index = self.path / layout.INDEX
+        index = safepath.check_read(self.path.parent, self.path / layout.INDEX)  # no link leading out of the cache
         attrs, self.data, sealed = read_index(index)
         self.manifest = EntryManifest.from_attrs(attrs, index)
         if not sealed:  # written as this format but without its digest: nothing vouches for it
@@ -410,11 +423,12 @@ class CacheEntry:
 
     @contextmanager
     def open_layer(self, name: str, view: str = IDENTITY):
-        """The layer's `features` dataset, its header checked (version, shape, dtype, view); any read error is one line."""
+        """The layer's rows and attributes (a featx.cache.layerfile.LayerData: `ds[()]`, `ds[a:b]`, shape, dtype,
+        attrs), the file checked before libhdf5 reads a byte of it, then its header (version, shape, dtype, view)
+        and binding; any read error is one line."""
         path = self.layer_file(name, view)
         try:
-            with h5py.File(path, "r") as f:
-                ds = f["features"]
+            with open_layer_file(path, self.path.parent) as ds:
                 check_version(ds.attrs.get("format_version"), path)
                 check_view(ds.attrs, view, path)
                 if self.header_problems(name, view, ds):  # what is left: shape, dtype or key
@@ -450,7 +464,7 @@ class CacheEntry:
             return [f"shape {ds.shape}, expected ({n}, {width}) (one row per image)"]
         problems = []
         try:
-            check_version(ds.attrs.get("format_version"), ds.file.filename)
+            check_version(ds.attrs.get("format_version"), ds.path)
         except FeatxError:
             problems.append(f"format version {ds.attrs.get('format_version')} is not {FORMAT_VERSION}")
         if ds.dtype != dtype:
@@ -458,7 +472,7 @@ class CacheEntry:
         if ds.attrs.get("cache_key") != self.key:
             problems.append("belongs to another cache key")
         try:
-            check_view(ds.attrs, view, ds.file.filename)
+            check_view(ds.attrs, view, ds.path)
         except FeatxError as exc:
             problems.append(str(exc))
         return problems
@@ -505,33 +519,27 @@ class CacheEntry:
         The digest of the rows is computed from the very blocks written, and stored with them; it starts from
         the entry key, view and layer name (`layer_digest`), so it also says whose rows they are.
         """
-        chunk_rows = max(1, min(n_rows, CHUNK_BYTES // (n_features * np.dtype(dtype).itemsize)))
+        block_rows = max(1, min(n_rows, (16 << 20) // (n_features * np.dtype(dtype).itemsize)))
         final = self.layer_file(name, view)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        safepath.makedirs(self.path.parent, final.parent)
         if view != IDENTITY:
             attrs = {**attrs, "view": view, "views_version": VIEWS_VERSION}
-        with atomic_path(final) as tmp, _h5_write_errors(tmp):
-            _reserve(tmp, n_rows * n_features * np.dtype(dtype).itemsize + HDF5_OVERHEAD)
-            with h5py.File(tmp, "w") as f:
-                ds = f.create_dataset(
-                    "features", shape=(n_rows, n_features), dtype=dtype, chunks=(chunk_rows, n_features)
-                )
-                digest = layer_digest(self.key, name, view)
-                for start in range(0, n_rows, chunk_rows * 16):
-                    stop = min(n_rows, start + chunk_rows * 16)
-                    block = np.ascontiguousarray(rows_source(start, stop), dtype=dtype)
-                    ds[start:stop] = block
-                    digest.update(block)
-                ds.attrs.update(
-                    {
-                        **attrs,
-                        "layer": name,
-                        "cache_key": self.key,
-                        "digest": digest.hexdigest(),
-                        "binding": layer_binding(self.key, name, view, digest.hexdigest()),
-                        "format_version": FORMAT_VERSION,
-                    }
-                )
+        with atomic_path(final, self.path.parent) as tmp, write_layer_file(tmp, n_rows, n_features, dtype) as out:
+            digest = layer_digest(self.key, name, view)
+            for start in range(0, n_rows, block_rows):
+                block = np.ascontiguousarray(rows_source(start, min(n_rows, start + block_rows)), dtype=dtype)
+                out.write(start, block)
+                digest.update(block)
+            out.finish(
+                {
+                    **attrs,
+                    "layer": name,
+                    "cache_key": self.key,
+                    "digest": digest.hexdigest(),
+                    "binding": layer_binding(self.key, name, view, digest.hexdigest()),
+                    "format_version": FORMAT_VERSION,
+                }
+            )
 
     def update_index(self, split_settings: dict | None = None, **datasets) -> None:
         """Rewrite the (small) index atomically with some datasets replaced or added."""
@@ -595,11 +603,12 @@ class CacheEntry:
         return self.manifest.description + (f" {RANDOM_WEIGHTS}" if self.random_weights else "")
 
     def size_bytes(self) -> int:
-        """Bytes of the entry's files; crash debris and the lock (dot names) do not count."""
+        """Bytes of the entry's files; crash debris, the lock (dot names) and links do not count."""
         return sum(
-            p.stat().st_size
+            info.st_size
             for p in self.path.rglob("*")
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(self.path).parts)
+            if stat.S_ISREG((info := _lstat(p)).st_mode)
+            and not any(part.startswith(".") for part in p.relative_to(self.path).parts)
         )
 
     @property
@@ -636,7 +645,7 @@ def write_index(entry_path: Path, manifest: EntryManifest, data: dict) -> None:
             )
     body = image.getvalue()[USER_BLOCK:]
     record = INDEX_MAGIC + json.dumps({"format_version": FORMAT_VERSION, "digest": _index_digest(body)}).encode()
-    with atomic_path(Path(entry_path) / layout.INDEX) as tmp:
+    with atomic_path(Path(entry_path) / layout.INDEX, Path(entry_path).parent) as tmp:
         tmp.write_bytes(record.ljust(USER_BLOCK, b"\0") + body)
 
 
@@ -646,7 +655,7 @@ class IndexChanged(RunFailed):
 
 def read_index(index: Path) -> tuple[dict, dict, bool]:
     """(attributes, arrays, sealed) of an index.h5, its bytes read once and checked against their digest before
-    h5py parses them; sealed : whether it has a digest record (an index of format 3 always has one).
+    h5py parses them; sealed : whether it has a digest record (an index of format 3 or later always has one).
 
     An index without a record (an older format, or plain garbage) is parsed for what it says it is. Raises
     FeatxError for a record of another format version, IndexChanged when the bytes changed, RunFailed when they
@@ -706,22 +715,30 @@ def not_bound_message(path, name: str, view: str) -> str:
 
 
 def _entry_debris(folder: Path) -> list[Path]:
-    """Leftovers of killed writers in an entry folder: `.<name>.<pid>.tmp` files and `.work-done-<pid>` folders."""
+    """Leftovers of killed writers in an entry folder: `.<name>.<pid>.tmp` files and `.work-done-<pid>` folders.
+    Folders reached through a link are not looked into (nothing in them is the entry's)."""
+    if safepath.is_link(folder):
+        return []
     found = list(folder.glob(".work-done-*"))
     for sub in (folder, folder / layout.WORK, *(path for _, path in layout.layer_folders(folder))):
+        try:
+            safepath.check_write(folder, sub)
+        except safepath.LinkRefused:
+            continue
         found += list(sub.glob(".*.tmp")) if sub.is_dir() else []
     return found
 
 
 def _remove_entry_debris(folder: Path) -> None:
-    """Remove `_entry_debris`, the temporary files of live processes of this host excepted; call under the lock."""
+    """Remove `_entry_debris`, the temporary files of live processes of this host excepted; call under the lock.
+    A link among them is removed itself, never followed."""
     for path in _entry_debris(folder):
         if path.name.startswith(".work-done-"):
-            shutil.rmtree(path, ignore_errors=True)
+            safepath.rmtree(folder, path, ignore_errors=True)
             continue
         pid = path.name.rsplit(".", 2)[-2]
         if not (pid.isdigit() and _alive(int(pid))):
-            path.unlink(missing_ok=True)
+            safepath.remove(folder, path)
 
 
 def _first_line(exc: Exception) -> str:
@@ -729,25 +746,6 @@ def _first_line(exc: Exception) -> str:
     return text[0] if text and text[0] else type(exc).__name__
 
 
-@contextmanager
-def _h5_write_errors(path: Path):
-    """A failed HDF5 write (disk full, file size limit) as a plain OSError; h5py raises RuntimeError on close."""
-    try:
-        yield
-    except (OSError, RuntimeError) as exc:
-        found = re.search(r"errno = (\d+)", str(exc))
-        code = getattr(exc, "errno", None) or (int(found.group(1)) if found else errno.EIO)
-        raise OSError(code, os.strerror(code), str(path)) from exc
-
-
-def _reserve(path: Path, n_bytes: int) -> None:
-    """Claim the disk space a layer file needs before HDF5 writes it: HDF5 does not fail cleanly on a full
-    disk (its objects are left half-closed and can crash the process later), Python's fallocate does."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        os.posix_fallocate(fd, 0, n_bytes)
-    finally:
-        os.close(fd)
 
 
 def _alive(pid: int) -> bool:

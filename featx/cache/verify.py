@@ -8,7 +8,9 @@
   consistent, every array still having the digest stored when it was written;
 * the stored key equals the hash of the stored settings and image list (and the folder name), so the
   entry is served for exactly the data and settings it was made from;
-* every published layer file (of every view) opens with h5py, names its view, and holds one row per image, with the stored dtype and width,
+* every published layer file (of every view) has the HDF5 metadata it was written with (their digest is checked
+  before libhdf5 parses them, featx.cache.layerfile), lies inside the cache (no link leading out), names its
+  view, and holds one row per image, with the stored dtype and width,
   its cache key and format version, no NaN or Inf, and rows whose blake2b digest, primed with the entry key,
   view and layer name, equals the one stored when the file was published (so any changed byte, finite or not,
   is found, and so is a file copied over another layer's or moved to another view's folder);
@@ -23,9 +25,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 
+from featx.cache.layerfile import LayerData, LayerFileError, open_layer_file
 from featx.cache.layout import INDEX
 from featx.cache.passlog import PassLog
 from featx.cache.store import CacheEntry, IndexChanged, layer_digest
@@ -68,17 +70,18 @@ def _check_layers(entry: CacheEntry) -> list[str]:
             problems.append(f"layer file {file.name} is not a layer of {entry.settings['backbone']}")
             continue
         try:
-            with h5py.File(file, "r") as f:
-                problems += [f"layer {label}: {p}" for p in _check_features(entry, name, view, f)]
-        except (OSError, RuntimeError, KeyError, ValueError) as exc:
-            problems.append(f"layer {label}: file cannot be read by h5py ({exc})")
+            with open_layer_file(file, entry.path.parent) as ds:
+                problems += [f"layer {label}: {p}" for p in _check_features(entry, name, view, ds)]
+        except LayerFileError as exc:
+            problems.append(f"layer {label}: file cannot be read ({exc.problem})")
+        except FeatxError as exc:  # a link leading out of the cache or to nothing, another format version
+            problems.append(f"layer {label}: {exc}")
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:  # rows or attributes unreadable
+            problems.append(f"layer {label}: file cannot be read ({getattr(exc, 'strerror', None) or exc})")
     return problems
 
 
-def _check_features(entry: CacheEntry, name: str, view: str, f: h5py.File) -> list[str]:
-    if "features" not in f:
-        return ["file has no 'features' dataset"]
-    ds = f["features"]
+def _check_features(entry: CacheEntry, name: str, view: str, ds: LayerData) -> list[str]:
     problems = entry.header_problems(name, view, ds)  # the checks every read of the file makes
     if ds.shape != entry.layer_shape(name) or ds.dtype != entry.dtype:
         return problems  # rows of another shape or type: not hashed
@@ -89,7 +92,7 @@ def _check_features(entry: CacheEntry, name: str, view: str, f: h5py.File) -> li
         block = ds[start : min(n, start + step)]
         bad.extend(start + int(r) for r in np.flatnonzero(~np.isfinite(block).all(axis=1)))
         digest.update(block)
-    where = Path(f.filename).relative_to(entry.path)
+    where = Path(ds.path).relative_to(entry.path)
     if bad:
         problems.append(f"NaN/Inf in {len(bad)} row(s), first rows {bad[:5]}")
     elif not entry.bound(ds.attrs, name, view):

@@ -102,10 +102,10 @@ def cmd_info(args) -> None:
 
 
 def cmd_verify(args) -> None:
-    from featx.cache.tables import verify_all
+    from featx.runs.housekeeping import check
 
-    table = verify_all(cache_of(args), entry_of(args))
-    if table.empty:
+    table, runs = check(cache_of(args), entry_of(args))
+    if table.empty and not runs:
         print("no cache entries to verify")
         return
     for row in table.itertuples():
@@ -113,7 +113,14 @@ def cmd_verify(args) -> None:
             print(fit_lines("\n".join([f"FAIL {row.entry}", *(f"  {p}" for p in row.problems)])))
         else:
             print(fit_lines(f"ok   {row.entry}: {row.notes}", indent="     "))
+    if runs:
+        print(fit_lines("\n".join(["FAIL runs", *(f"  {p}" for p in runs)])))
     failed = int((table["status"] == "FAIL").sum())
+    if runs:
+        raise RunFailed(
+            f"{failed} of {len(table)} cache entries and the runs folder have problems (listed above); "
+            "`featx prune` removes orphan run folders"
+        )
     if failed:
         raise RunFailed(
             f"{failed} of {len(table)} cache entries have problems (listed above); "
@@ -206,7 +213,9 @@ def add_commands(sub) -> None:
         "verify",
         help="check cache entries for damage",
         description="Check cache entries: files open, one row per image in every layer, no NaN/Inf, "
-        "settings hash matches, interrupted passes resumable. Exit 1 if a problem is found.",
+        "settings hash matches, interrupted passes resumable; and, for the whole cache, run folders no run "
+        "in the log lists (a fit killed before it logged its run: `featx prune` removes them). Exit 1 if a "
+        "problem is found.",
     )
     add_entry(p, default_help="every entry")
     p.set_defaults(func=cmd_verify)

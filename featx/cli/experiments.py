@@ -130,7 +130,7 @@ def cmd_run(args) -> None:
     from featx.report import pipeline_page
 
     cache = cache_of(args)
-    result = run_pipeline(args.file, data=args.data, refit=args.refit, cache=cache)
+    result = run_pipeline(args.file, data=args.data, refit=args.refit, unsafe=args.unsafe, cache=cache)
     print(f"report: {pipeline_page(result.folder, cache=cache)}")
 
 
@@ -302,6 +302,12 @@ def add_commands(sub) -> None:
         action="store_true",
         help="fit again steps whose fits are already logged (same entry, layers, classifier, params, "
         "transforms, views, seed); by default they are reused",
+    )
+    p.add_argument(
+        "--unsafe",
+        action="store_true",
+        help="allow Lambda layers when the extract step loads a saved model (runs its code); a pipeline file "
+        "cannot ask for this",
     )
     add_cache_dir(p)
     p.set_defaults(func=cmd_run)

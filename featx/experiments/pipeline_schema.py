@@ -313,7 +313,10 @@ SCHEMA: dict[str, dict[str, Rule]] = {
         "strict": Flag(note="fail on the first bad image instead of skipping it"),
         "input_size": Integer(*INPUT_SIZES, note="square input side in pixels (default: the backbone's own)"),
         "preprocess": Text(choices=SAVED_MODEL_PREPROCESSING, note="preprocessing of a saved model"),
-        "unsafe": Flag(note="allow Lambda layers when loading a saved model (runs its code)"),
+        "unsafe": Refused(
+            note="a pipeline file may not let a saved model's Lambda layers run code: remove it, and pass --unsafe "
+            "to `featx run` yourself if you trust the model"
+        ),
         "mixed_precision": Flag(note="float16 compute (for GPUs)"),
         **CLUSTER,
     },

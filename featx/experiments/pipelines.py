@@ -18,7 +18,9 @@
 
 The whole file is checked against one schema (featx.experiments.pipeline_schema: size, UTF-8, nesting, every key's
 type and range, the steps' shape) and every step's FitSpecs and Evaluation are built before anything runs: the first
-problem is one line naming the key and what it accepts.
+problem is one line naming the key and what it accepts. A file may come from someone else, so it can never allow
+code to run: `unsafe` (loading a saved model's Lambda layers) is refused in it, and exists only as the command-line
+flag (`featx run FILE --unsafe`, API: unsafe=True).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from featx.sources.views import parse_views
 
 # How the [extract] table's keys (featx.experiments.pipeline_schema.SCHEMA["extract"]) make the extraction's values
 EXTRACT_DATA = ("split", "seed", "limit", "strict")  # the DataSpec's
-EXTRACT_BACKBONE = ("pool", "dtype", "input_size", "preprocess", "unsafe", "mixed_precision")  # the BackboneSpec's
+EXTRACT_BACKBONE = ("pool", "dtype", "input_size", "preprocess", "mixed_precision")  # the BackboneSpec's
 EXTRACT_COMPUTE = ("batch_size", "cluster", "cluster_config", "cluster_timeout")  # the Compute's
 STEPS = ("fit", "compare", "tsne")  # the step kinds (pipeline_schema.SCHEMA has each one's keys)
 VIEW_STEPS = ("fit", "compare")  # the steps that train on augmented views
@@ -87,7 +89,7 @@ def read_pipeline(path) -> dict:
     return parse_pipeline(data, path)
 
 
-def run_pipeline(path, *, data=None, refit: bool = False, cache=None, log=print) -> PipelineResult:
+def run_pipeline(path, *, data=None, refit: bool = False, unsafe: bool = False, cache=None, log=print) -> PipelineResult:
     """Extract (reusing the cache), run the steps in order, then print the runs made, best first, and the plots.
 
     A fit step without `layers` uses the pipeline's layers. data : run the same recipe on another data
@@ -98,7 +100,9 @@ def run_pipeline(path, *, data=None, refit: bool = False, cache=None, log=print)
     none and for the closing table, which ranks the runs within each protocol (val, K-fold CV) and ends with the
     one recommended model. cache : a Cache or a cache folder (None: the default one). The runs, plots and command
     are kept in <reports>/pipeline-<name>-<id>/report.json (PipelineResult.folder), from which featx.report
-    renders the page (`featx run` does, and prints its path last).
+    renders the page (`featx run` does, and prints its path last). unsafe : allow Lambda layers when the extract
+    step loads a saved .keras model (runs its code); a pipeline file cannot ask for it, only the caller (`featx run
+    FILE --unsafe`).
     """
     log, cache = log or silent, Cache.resolve(cache)
     spec = read_pipeline(path)
@@ -117,6 +121,7 @@ def run_pipeline(path, *, data=None, refit: bool = False, cache=None, log=print)
             spec.get("backbone", DEFAULT_BACKBONE),
             **({"weights": spec["weights"]} if "weights" in spec else {}),
             **{k: options[k] for k in EXTRACT_BACKBONE if k in options},
+            unsafe=unsafe,  # the caller's alone: the schema refuses it in a file
         ),
         layers,
         views=",".join(needed[1:]) if len(needed) > 1 else None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from featx.cache import safepath
 from featx.cache.store import Cache
 from featx.errors import FeatxError
 from featx.features.load import load
@@ -37,6 +38,7 @@ def tsne(
     entry = Cache.resolve(cache).open(entry)
     path = tsne_path(entry, layers=layers, split=split, seed=seed, max_points=max_points)
     features = load(entry, layers=layers, split=split)  # unusable features: one line, no reports folder made
+    safepath.check_write(writable_folder(path.parent, "reports"), path)  # a link of the plot's name: refused
     X, y = features.X, features.y
     if len(X) < low:
         raise FeatxError(
@@ -79,5 +81,5 @@ def _label(layers) -> str:
 def tsne_plots(entry) -> list[Path]:
     """Every t-SNE plot drawn of `entry` (tsne_path's files), newest first."""
     prefix = re.sub(r"[^\w.,-]+", "_", f"tsne-{entry.name}-")
-    found = [p for p in entry.cache.reports_dir.glob("tsne-*.png") if p.name.startswith(prefix)]
+    found = [p for p in entry.cache.reports_dir.glob("tsne-*.png") if p.name.startswith(prefix) and not p.is_symlink()]
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)

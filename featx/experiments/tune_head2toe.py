@@ -28,8 +28,9 @@ from featx.cache.store import Cache
 from featx.classifiers.views import view_rows
 from featx.errors import FeatxError
 from featx.experiments.inputs import check_trainable
-from featx.features.head2toe import GROUP_LASSO, GroupLassoSelector, LayerNormalizer, layer_blocks, parse_select
+from featx.features.head2toe import GroupLassoSelector, LayerNormalizer, layer_blocks, parse_select
 from featx.features.load import check_views_cached, load
+from featx.features.options import GROUP_LASSO
 from featx.progress import silent
 from featx.runs.record import record_run
 from featx.runs.reports import curve_files, new_report_folder, write_tune_report

@@ -7,7 +7,8 @@
 
 This module touches folders only; the runs log (featx.runs.store) decides when. Run ids are read only
 in new_run_id's format and every run folder is checked to be a folder right inside the runs folder, so a log
-received from someone else cannot make featx delete or write anywhere else.
+received from someone else cannot make featx delete or write anywhere else; a link among the staging folders
+is removed itself, never followed (featx.cache.safepath).
 """
 
 from __future__ import annotations
@@ -15,20 +16,20 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import shutil
 import signal
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from featx.cache import safepath
 from featx.cache.atomic import fsync_dir, fsync_file
 from featx.cache.layout import NEW_RUN, REMOVED_RUN, orphaned, parse_staging, staging_name
 from featx.errors import FeatxError, RunFailed
 
 STAGING, STAGING_RM = NEW_RUN, REMOVED_RUN  # .staging-[rm-]<run_id>-<pid>@<host>: removed once that process is gone
 RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")  # new_run_id's format: the only run ids featx reads or acts on
-KILL_AT = "FEATX_TEST_KILL_AT"  # test hook: SIGKILL this process at that step (1, 2, ...) of removing runs
+KILL_AT = "FEATX_TEST_KILL_AT"  # test hook: SIGKILL this process at that step (1, 2, ...) of removing or logging runs
 
 
 def new_run_id() -> str:
@@ -59,7 +60,8 @@ def run_folder(runs_folder: Path, run_id: str) -> Path:
 
 
 def kill_point() -> None:
-    """Test hook on the real code path of removing runs: with $FEATX_TEST_KILL_AT=k, SIGKILL at the k-th step."""
+    """Test hook on the real code paths of removing and logging runs: with $FEATX_TEST_KILL_AT=k, SIGKILL at the
+    k-th step."""
     at = os.environ.get(KILL_AT)
     if at:
         _steps[0] += 1
@@ -118,7 +120,7 @@ def staged_folder(folder: Path, run_id: str):
             "free disk space (or fix permissions, or pass --runs-dir) and fit again"
         ) from None
     finally:
-        shutil.rmtree(staged.folder, ignore_errors=True)
+        safepath.rmtree(folder, staged.folder, ignore_errors=True)
 
 
 def sync_staged(staged: StagedRun) -> None:
@@ -153,12 +155,18 @@ def remove_debris(folder: Path, is_logged=None) -> None:
             is_logged is not None
             and removed
             and valid_run_id(run_id)
-            and not (folder / run_id).exists()
+            and not safepath.is_link(staging)
+            and not os.path.lexists(folder / run_id)
             and is_logged(run_id)
         ):
             os.rename(staging, folder / run_id)
         else:
-            shutil.rmtree(staging, ignore_errors=True)
+            safepath.rmtree(folder, staging, ignore_errors=True)  # a link: the link itself
+
+
+def rename_run(folder: Path, path: Path, target: Path) -> None:
+    """Rename the run folder `path` (checked by run_folder) to `target`, both in the runs `folder`."""
+    safepath.rename(folder, run_folder(folder, path.name), target)
 
 
 def discard(folder: Path, run_id: str) -> None:
@@ -166,12 +174,12 @@ def discard(folder: Path, run_id: str) -> None:
     never left under the run's name."""
     path = run_folder(folder, run_id)
     trash = folder / staging_name(STAGING_RM, run_id)
-    if trash.exists():  # left by a dead process that had this pid
-        shutil.rmtree(trash)
+    if os.path.lexists(trash):  # left by a dead process that had this pid
+        safepath.rmtree(folder, trash)
     try:
         os.rename(path, trash)
     except FileNotFoundError:
         return  # no folder (compare's rows without a model have one; a run removed meanwhile has not)
     kill_point()
-    shutil.rmtree(trash, ignore_errors=True)  # what stays is a dead process's debris, removed by remove_debris
+    safepath.rmtree(folder, trash, ignore_errors=True)  # what stays is debris of a dead process: remove_debris's
     kill_point()

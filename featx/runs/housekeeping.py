@@ -1,18 +1,34 @@
-"""Removing what experiments leave behind: `featx rm` (entries and runs by name) and `featx prune`."""
+"""Checking and removing what experiments leave behind: `featx verify`'s whole-cache check, `featx rm` (entries and
+runs by name) and `featx prune`."""
 
 from __future__ import annotations
 
-import shutil
-
 import pandas as pd
 
+from featx.cache import safepath
 from featx.cache.remove import remove_entries
 from featx.cache.store import Cache
 from featx.errors import FeatxError, RunFailed
 from featx.runs.ranking import entry_metric, rank, split_labels
 from featx.runs.reports import compare_reports, report_runs
-from featx.runs.store import delete_runs, finish_removals, id_matches, read_runlog
+from featx.runs.store import (
+    delete_runs,
+    finish_removals,
+    id_matches,
+    read_runlog,
+    remove_orphan_runs,
+    runs_folder_problems,
+)
 from featx.selection.metrics import METRICS
+
+
+def check(cache=None, entry=None) -> tuple:
+    """What `featx verify` reports: (featx.cache.tables.verify_all's table of `entry`, or of every entry, and, for
+    the whole cache, the runs folder's problems: orphan run folders a killed fit left, a link featx refuses)."""
+    from featx.cache.tables import verify_all
+
+    cache = Cache.resolve(cache)
+    return verify_all(cache, entry), [] if entry is not None else runs_folder_problems(cache)
 
 
 def rm(targets: list[str], *, cache=None, log=print) -> None:
@@ -89,20 +105,27 @@ def prune(keep_best: int, *, metric: str | None = None, cache=None, log=print) -
             f"note: some cache entries have runs made on different splits (see `featx runs`); the {keep_best} best "
             "of each split are kept, since scores on different rows are not comparable"
         )
-    _delete_runs(doomed, cache)
     kept = set(table["run_id"]) - set(doomed)
-    reports = [folder for folder in compare_reports(cache) if not kept & report_runs(folder)]
+    reports_dir = cache.reports_dir  # a link there: refused before anything goes
+    reports = [
+        safepath.check_write(reports_dir, folder)  # likewise a compare folder that is a link
+        for folder in compare_reports(cache)
+        if not kept & report_runs(folder)
+    ]
+    _delete_runs(doomed, cache)
+    orphans = remove_orphan_runs(cache)  # run folders a killed fit never logged
     for folder in reports:
         try:
-            shutil.rmtree(folder)
+            safepath.rmtree(reports_dir, folder)
         except OSError as exc:
             raise RunFailed(
                 f"removing report {folder} failed ({exc.strerror or exc}); the runs are removed, "
                 "remove that folder by hand"
             ) from None
     by = metric or "the selection score (each entry's default metric; CV runs first)"
+    unlisted = f", {len(orphans)} orphan run folder(s) (never logged)" if orphans else ""
     log(
-        f"removed {len(doomed)} run(s) and {len(reports)} compare report(s); kept the {keep_best} best by {by} "
+        f"removed {len(doomed)} run(s){unlisted} and {len(reports)} compare report(s); kept the {keep_best} best by {by} "
         f"of each cache entry and split ({len(kept)} run(s))"
     )
     return doomed

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from featx.cache import safepath
 from featx.cache.atomic import atomic_path, write_json
 from featx.errors import FeatxError, RunFailed
 from featx.runs.folders import new_run_id, writable_folder
@@ -144,8 +145,9 @@ def report_runs(folder: Path) -> set[str]:
     """The run ids a compare report lists; {""} for a folder that is not a readable compare report (so that it is
     never taken for an empty one)."""
     try:
-        return set(pd.read_csv(folder / RESULTS_CSV, usecols=["run_id"], dtype=str)["run_id"])
-    except (OSError, ValueError):
+        results = safepath.check_read(folder.parent, folder / RESULTS_CSV)  # no link out of the reports folder
+        return set(pd.read_csv(results, usecols=["run_id"], dtype=str)["run_id"])
+    except (OSError, ValueError, safepath.LinkRefused):
         return {""}
 
 

@@ -38,10 +38,13 @@ from pathlib import Path
 import pandas as pd
 
 from featx.backbones.layers import LayerSelection
+from featx.cache import safepath
 from featx.cache.atomic import fsync_dir
+from featx.cache.layout import parse_staging, staging_name
 from featx.cache.store import Cache
 from featx.errors import FeatxError, RunFailed
 from featx.runs.folders import (
+    STAGING_RM,
     StagedRun,
     discard,
     kill_point,
@@ -50,6 +53,7 @@ from featx.runs.folders import (
     probe,
     publish,
     remove_debris,
+    rename_run,
     run_folder,
     staged_folder,
     sync_staged,
@@ -113,6 +117,7 @@ VIEW_COLUMNS = {"views": "id", "tta": 0}
 SPEC_COLUMNS = ("spec", "evaluation", "spec_hash")
 REALS = tuple(c for c in COLUMNS if c.startswith(("val_", "test_")) or c.endswith("_seconds"))
 LOG_FILE, OLD_LOG_FILE = "runs.sqlite", "runs.csv"
+SQLITE_FILES = ("-wal", "-shm", "-journal")  # what SQLite writes beside the log, by the log's name
 LOG_VERSION = 4  # PRAGMA user_version of runs.sqlite; 0 = a new, empty database; 1-3: older (migrated on write)
 BUSY_TIMEOUT_S = 120  # how long a fit waits for other fits' transactions before giving up
 
@@ -389,6 +394,8 @@ def _database(folder: Path, write: bool):
     Damage, an unknown format version, a read-only folder or a full disk end in one line naming the file and the fix.
     """
     path = folder / LOG_FILE
+    for name in (LOG_FILE, *(LOG_FILE + suffix for suffix in SQLITE_FILES)):  # SQLite follows links: featx does not
+        safepath.check_own_file(folder, folder / name)
     try:
         connection = _connect(path, write)
     except sqlite3.Error as exc:
@@ -667,6 +674,77 @@ def _logged(connection: sqlite3.Connection, run_id: str) -> bool:
     return connection.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is not None
 
 
+def orphan_runs(cache=None) -> list[Path]:
+    """Run folders (named by a featx run id, right inside the runs folder) that no row of the runs log lists: what a
+    fit killed between publishing its folder and committing its row leaves. Where the folder is writable they are
+    looked for while holding the log's write lock, so a fit publishing its run at that instant is waited for, never
+    counted; nothing is written. [] without a runs.sqlite (the log's word is needed to call a folder an orphan)."""
+    folder = Cache.resolve(cache).runs_dir
+    if not (folder / LOG_FILE).is_file():
+        return []
+    with _database(folder, write=False) as connection:  # links, damage and the format version checked
+        if not os.access(folder, os.W_OK):  # nobody can publish there now: the log as it is
+            return _unlisted(folder, _logged_ids(connection))
+    try:
+        locker = sqlite3.connect(folder / LOG_FILE, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            with _transaction(locker):  # waits for a fit between publishing its folder and committing; writes nothing
+                return _unlisted(folder, _logged_ids(locker))
+        finally:
+            locker.close()
+    except sqlite3.Error as exc:
+        raise _log_error(folder / LOG_FILE, exc) from None
+
+
+def runs_folder_problems(cache=None) -> list[str]:
+    """What `featx verify` says of the runs folder, one line each ([]: sound): its orphan run folders, or why it
+    cannot be looked at (a link featx refuses, a damaged log)."""
+    try:
+        return [
+            f"orphan run folder {path} (no row in the runs log: a fit killed before it logged the run); "
+            "`featx prune` removes it"
+            for path in orphan_runs(cache)
+        ]
+    except FeatxError as exc:
+        return [str(exc)]
+
+
+def remove_orphan_runs(cache=None) -> list[str]:
+    """Delete the orphan run folders (`orphan_runs`); returns their run ids. Each is renamed to a staging name inside
+    the log's write transaction (so never a folder whose fit is committing its row), then deleted; a kill leaves
+    that staging folder, which the next command that writes the log deletes."""
+    folder = Cache.resolve(cache).runs_dir
+    if not (folder / LOG_FILE).is_file():
+        return []
+    trash = []
+    with _database(folder, write=True) as connection:
+        with _transaction(connection):
+            for path in _unlisted(folder, _logged_ids(connection)):
+                staging = folder / staging_name(STAGING_RM, path.name)
+                safepath.rmtree(folder, staging, ignore_errors=True)  # left by a dead process that had this pid
+                rename_run(folder, path, staging)
+                trash.append(staging)
+        fsync_dir(folder)
+        for staging in trash:
+            safepath.rmtree(folder, staging, ignore_errors=True)
+    return [parse_staging(path.name, STAGING_RM).label for path in trash]
+
+
+def _logged_ids(connection: sqlite3.Connection) -> set[str]:
+    if not connection.execute("SELECT 1 FROM sqlite_master WHERE name='runs'").fetchone():
+        return set()
+    return {row[0] for row in connection.execute("SELECT run_id FROM runs")}
+
+
+def _unlisted(folder: Path, logged: set[str]) -> list[Path]:
+    """The run folders in `folder` (real folders named by a run id; links are never run folders) not in `logged`."""
+    return sorted(
+        path
+        for path in folder.iterdir()
+        if valid_run_id(path.name) and path.name not in logged and path.is_dir() and not path.is_symlink()
+    )
+
+
 def finish_removals(cache=None) -> None:
     """Delete what killed rm/prune/fit processes left in the runs folder (as every write to the log does), where
     there is a log and the folder is writable; else nothing."""
@@ -693,6 +771,7 @@ def append_run(cache, row: dict, *, staged: StagedRun | None = None) -> None:
                 _insert(connection, pd.DataFrame([row], columns=[*COLUMNS, *SELECTION_COLUMNS]))
                 if staged is not None:
                     publish(staged)
+                    kill_point()  # published, not yet committed: a kill here leaves an orphan (orphan_runs)
         except BaseException:
             if staged is not None:
                 unpublish(staged)  # the row is rolled back: so is the folder
