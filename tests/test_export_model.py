@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from readme_blocks import readme_blocks
 
 import featx
 from featx.experiments.export_model import export_model
 
+from doc_blocks import page_blocks
 from helpers import U, assert_one_line_error, assert_same_classes, cli, extract, magnitude
 
 pytestmark = pytest.mark.slow  # TensorFlow: a real extraction, fits, exports and a fresh process
@@ -173,7 +173,9 @@ def fresh_process(study, elpv_folder, tmp_path_factory):
         os.symlink(paths[name], work / link)
     os.symlink(paths["dense:tflite"], work / "model.tflite")
     shutil.copy(images_of(elpv_folder)[0], work / "cell.png")
-    snippets = [b.text for b in readme_blocks(DOCS) if b.language == "python" and b.not_run is None]
+    snippets = [
+        b.text for b in page_blocks(DOCS) if b.language == "python"
+    ]  # the docs mark them not run by test_doc_pages
     featx_free = [text for text in snippets if "import featx" not in text]
     assert len(featx_free) == 4  # .keras, folder, SavedModel, TFLite
     job = {
@@ -328,7 +330,7 @@ def test_featx_load_model_loads_either_form_and_the_docs_block_runs(study, elpv_
         assert exported.class_names == list(classes) and list(exported.predict(files[:2])) == list(
             classes[np.argmax(expected[:2], axis=1)]
         )
-    [block] = [b for b in readme_blocks(DOCS) if b.language == "python" and "import featx" in b.text]
+    [block] = [b for b in page_blocks(DOCS) if b.language == "python" and "import featx" in b.text]
     monkeypatch.chdir(tmp_path)
     os.symlink(paths["logreg"], tmp_path / "model.keras")
     shutil.copy(files[0], tmp_path / "cell.png")
