@@ -29,8 +29,9 @@ from featx.backbones import (
     layer_selection,
     preprocessing_note,
 )
-from featx.backbones.layers import GEM_EPS, GEM_P, check_pool, grid_target, grid_window
-from featx.cache.key import cache_key, file_fingerprint, fingerprint_files
+from featx.backbones.hub import is_hub_backbone
+from featx.backbones.layers import GEM_EPS, GEM_P, grid_target, grid_window, pool_for
+from featx.cache.key import cache_key, fingerprint_files
 from featx.cache.manifest import EntryManifest
 from featx.cache.passlog import PassLog
 from featx.cache.pick import entry_label
@@ -107,6 +108,25 @@ def grid_pool(x, target: int):
     return ops.reshape(ops.mean(cells, axis=(2, 4)), (-1, rows * cols * c))
 
 
+def token_parts(x, pool: str, tokens) -> list:
+    """The pooled blocks of a float32 token sequence x of shape (batch, tokens, width), each (batch, columns), in
+    column order. tokens : its featx.backbones.base.TokenLayout, [CLS, registers, patches].
+
+    pool : a featx.backbones.layers.TOKEN_POOLS name other than none, avg (= mean) or grid:T. cls is token 0; mean,
+    max, gem and grid:T pool only the patch tokens (CLS and registers never enter a patch pool), laid out as their
+    (rows, columns) grid, with pool_parts' own maths; cls+mean is [cls, mean] (DINOv2's linear evaluation).
+    """
+    from keras import ops
+
+    if pool == "cls":
+        return [x[:, 0, :]]
+    rows, cols = tokens.grid
+    patches = ops.reshape(x[:, tokens.prefix :, :], (-1, rows, cols, int(x.shape[-1])))
+    if pool == "cls+mean":
+        return [x[:, 0, :], *pool_parts(patches, "avg")]
+    return pool_parts(patches, "avg" if pool in ("mean", "avg") else pool)
+
+
 class LayerExtractor:
     """Knows its backbone and layers; `batches` yields pooled features for a range of image files."""
 
@@ -117,7 +137,7 @@ class LayerExtractor:
         check_dtype(dtype)
         self.backbone, self.layers, self.pool, self.dtype = backbone, layers, pool, dtype
         model = backbone.model
-        outputs = {name: self._pooled(model.get_layer(name).output, pool) for name in layers}
+        outputs = {name: self._pooled(model.get_layer(name).output, pool, backbone.tokens) for name in layers}
         self.model = keras.Model(model.inputs, outputs, name=f"{backbone.name}_features")
         height, width = backbone.input_size
         self._forward = tf.function(
@@ -125,16 +145,19 @@ class LayerExtractor:
         )
 
     @staticmethod
-    def _pooled(tensor, pool: str):
+    def _pooled(tensor, pool: str, tokens=None):
+        """A layer's output pooled in the graph: a conv map (4-D) by pool_parts, a transformer's token sequence
+        (3-D, with the backbone's token layout `tokens`) by token_parts, flattened with none; 2-D as it is."""
         from keras import ops
 
-        if len(tensor.shape) != 4:
+        if len(tensor.shape) != 4 and not (len(tensor.shape) == 3 and tokens is not None):
             return tensor
         # float32 whatever the Keras policy: pooling a float16 (mixed precision) map sums in full precision
         x = ops.cast(tensor, "float32")
         if pool == "none":
             return ops.reshape(x, (-1, math.prod(x.shape[1:])))
-        return ops.concatenate(pool_parts(x, pool), axis=-1)
+        parts = pool_parts(x, pool) if len(x.shape) == 4 else token_parts(x, pool, tokens)
+        return ops.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
 
     def _call(self, images):
         import tensorflow as tf
@@ -163,7 +186,7 @@ class LayerExtractor:
         def decode(row):
             row = int(row)
             try:
-                image = load_rgb(paths[row], size)
+                image = load_rgb(paths[row], size, **self.backbone.decode_options)
             except ValueError as exc:
                 errors[row] = str(exc)
                 return np.zeros(shape, np.uint8), False
@@ -303,7 +326,7 @@ def extract(
     log = log or (lambda *_: None)
     if batch_size < 1:
         raise FeatxError(f"--batch-size {batch_size} must be at least 1")
-    pool = check_pool(pool)  # one spelling per pooling in the key: grid:08192 is grid:8192
+    pool = pool_for(pool, is_hub_backbone(backbone))  # one spelling per pooling in the key: grid:08192 is grid:8192
     check_dtype(dtype)
     check_input_size(input_size)
     view_names = parse_views(views, view_seed)
@@ -520,7 +543,7 @@ class BackboneMemo:
             preprocess,
             unsafe,
             mixed_precision,
-            *(file_fingerprint(p) for p in (name, weights) if isinstance(p, str) and os.path.isfile(p)),
+            *sorted(file_hashes(name, weights).items()),
         )
         with self._lock:
             if self._model is None or key != self._key:

@@ -56,7 +56,10 @@ __all__ = [
 
 
 def available_backbones() -> list[str]:
-    return sorted([*LITE_VARIANTS, *KERAS_MODELS])
+    """Registry names: keras.applications, EfficientNet-Lite and, with KerasHub installed, its vision presets."""
+    from featx.backbones.hub import preset_names
+
+    return sorted([*LITE_VARIANTS, *KERAS_MODELS, *preset_names()])
 
 
 def backbone_from_entry(entry, unsafe: bool = False) -> Backbone:
@@ -100,6 +103,10 @@ def backbone_files(name: str, weights: str | None) -> dict[str, str]:
     """
     if Path(str(name)).suffix in (".keras", ".h5"):
         return {"model": str(name)}
+    from featx.backbones.hub import hub_files, is_hub_backbone
+
+    if is_hub_backbone(name):
+        return hub_files(name, weights)
     if weights in (None, "none"):
         return {}
     if weights == "imagenet":
@@ -175,8 +182,9 @@ def get_backbone(
 ) -> Backbone:
     """Build a backbone by registry name, or load a saved .keras/.h5 model given as a path.
 
-    weights : "imagenet" (downloaded by Keras, or packaged for efficientnet_lite0/1/2), "none" (seeded random
-        init, for timing), or a path to a local weights file.
+    weights : "imagenet" (downloaded by Keras, or packaged for efficientnet_lite0/1/2; a KerasHub preset's own
+        weights), "none" (seeded random init, for timing), or a path to a local weights file.
+    name : also a KerasHub preset name, preset folder or hf:// handle (featx.backbones.hub).
     """
     check_input_size(input_size)
     if Path(name).suffix in (".keras", ".h5") and Path(name).exists():
@@ -186,6 +194,10 @@ def get_backbone(
         raise FeatxError(
             f"weights file '{weights}' does not exist; pass --weights imagenet, none or a local weights file"
         )
+    from featx.backbones.hub import build_hub_backbone, is_hub_backbone
+
+    if is_hub_backbone(name):
+        return build_hub_backbone(str(name), weights, input_size, preprocess)
     if name in LITE_VARIANTS:
         from featx.backbones import efficientnet_lite
 
