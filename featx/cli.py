@@ -50,9 +50,20 @@ def _add_entry_pick(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_backbones(args) -> None:
-    from featx.backbones import available_backbones
+    from featx.backbones import backbone_catalog
+    from featx.backbones.hub import EXTRA
 
-    print("\n".join(available_backbones()))
+    catalog = backbone_catalog()
+    print("\n".join(catalog["registry"]))
+    if not catalog["hub_installed"]:
+        print(f"\nKerasHub vision transformers (DINOv2, DINOv3, CLIP, SigLIP, ViT): {EXTRA}")
+        return
+    print("\nKerasHub presets (also a preset folder, or hf://org/name for DINOv2, DINOv3 and ViT checkpoints):")
+    for family, presets in catalog["hub"]:
+        print(f"{family}")
+        width = max(len(name) for name, _ in presets)
+        for name, description in presets:
+            print(f"  {name:<{width}}  {description}")
 
 
 def cmd_layers(args) -> None:
@@ -79,6 +90,8 @@ def cmd_layers(args) -> None:
     )
     for group, meaning in layers.group_meaning.items():
         print(f"  {group} ({layers.groups[group]}): {meaning}")
+    if layers.tokens:
+        print(layers.tokens)
     if layers.preprocessing_note:
         print(layers.preprocessing_note)
 
@@ -191,7 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
         "feature layer) with output shape, pooled feature size and groups, and what each "
         "group means for this backbone's family.",
     )
-    p.add_argument("backbone", help="registry name or a saved .keras/.h5 model")
+    p.add_argument(
+        "backbone", help="registry name, KerasHub preset name or folder, hf://org/name, or a .keras/.h5 model"
+    )
     p.add_argument("--all", action="store_true", help="show every layer, not only those of the all group")
     p.add_argument(
         "--cuts",
@@ -213,7 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder of class subfolders, CSV manifest (path,label[,split]) or built-in 'elpv' (default, with a note)",
     )
     p.add_argument(
-        "--backbone", default=DEFAULT_BACKBONE, help=f"backbone name or .keras/.h5 file (default {DEFAULT_BACKBONE})"
+        "--backbone",
+        default=DEFAULT_BACKBONE,
+        help=f"backbone name, KerasHub preset name or folder, hf://org/name, or .keras/.h5 file (default {DEFAULT_BACKBONE})",
     )
     p.add_argument(
         "--layers",
@@ -317,18 +334,20 @@ def _add_backbone_options(p: argparse.ArgumentParser, weights_default: str) -> N
     p.add_argument(
         "--weights", default=weights_default, help=f"imagenet, none or a local weights file (default {weights_default})"
     )
-    from featx.backbones.layers import GRID_HELP, POOLS
+    from featx.backbones.layers import GRID_HELP, POOLS, TOKEN_POOLS
 
     p.add_argument(
         "--pool",
         default="avg",
-        metavar="{" + ",".join(POOLS) + ",grid:T}",
+        metavar="{" + ",".join(dict.fromkeys([*POOLS, *TOKEN_POOLS])) + ",grid:T}",
         help="spatial pooling of conv "
         "outputs, part of the cache key: "
         + "; ".join(f"{k}: {v}" for k, v in POOLS.items())
         + "; "
         + GRID_HELP
-        + " (default avg)",
+        + ". A vision transformer's tokens (KerasHub backbones): "
+        + "; ".join(f"{k}: {v}" for k, v in TOKEN_POOLS.items() if k not in ("none",))
+        + "; avg is mean there (default avg)",
     )
     p.add_argument(
         "--input-size",
@@ -762,7 +781,7 @@ def cmd_runs(args) -> None:
 def cmd_run(args) -> None:
     from featx.experiments import run_pipeline
 
-    run_pipeline(args.file, data=args.data, cache_dir=args.cache_dir, refit=args.refit)
+    run_pipeline(args.file, data=args.data, backbone=args.backbone, cache_dir=args.cache_dir, refit=args.refit)
 
 
 def cmd_export(args) -> None:
@@ -1102,6 +1121,11 @@ def _add_experiment_commands(sub) -> None:
         "--data",
         default=None,
         help="run the recipe on this data source (folder, CSV manifest or built-in name) instead of the file's data",
+    )
+    p.add_argument(
+        "--backbone",
+        default=None,
+        help="run the recipe with this backbone (name, KerasHub preset or folder, .keras file) instead of the file's",
     )
     p.add_argument(
         "--refit",

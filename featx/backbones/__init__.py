@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import numbers
+import os
 from pathlib import Path
 
 from featx.backbones.base import Backbone
@@ -42,6 +43,7 @@ __all__ = [
     "available_backbones",
     "backbone_file_problem",
     "backbone_files",
+    "backbone_catalog",
     "backbone_description",
     "backbone_from_args",
     "backbone_from_entry",
@@ -55,11 +57,22 @@ __all__ = [
 ]
 
 
-def available_backbones() -> list[str]:
-    """Registry names: keras.applications, EfficientNet-Lite and, with KerasHub installed, its vision presets."""
-    from featx.backbones.hub import preset_names
+def backbone_catalog() -> dict:
+    """What `featx backbones` lists, offline and without TensorFlow: {"registry": the keras.applications and
+    EfficientNet-Lite names, "hub": [(family line, [(preset, description)])] of KerasHub's vision presets (empty
+    when KerasHub is not installed), "hub_installed": bool}."""
+    from featx.backbones.hub import keras_hub_root, listing
 
-    return sorted([*LITE_VARIANTS, *KERAS_MODELS, *preset_names()])
+    return {
+        "registry": available_backbones(),
+        "hub": listing(),
+        "hub_installed": keras_hub_root() is not None,
+    }
+
+
+def available_backbones() -> list[str]:
+    """The registry's own names (keras.applications, EfficientNet-Lite); KerasHub's presets: backbone_catalog."""
+    return sorted([*LITE_VARIANTS, *KERAS_MODELS])
 
 
 def backbone_from_entry(entry, unsafe: bool = False) -> Backbone:
@@ -219,7 +232,15 @@ def get_backbone(
                 ) from None
             raise FeatxError(f"could not build {name} with weights '{weights}': {exc}") from None
     else:
-        close = difflib.get_close_matches(name, available_backbones(), n=3)
+        from featx.backbones.hub import preset_names
+
+        if "/" in name or os.sep in name:
+            raise FeatxError(
+                f"backbone '{name}' is no such file or folder; pass a KerasHub preset folder, a .keras/.h5 model, "
+                "or a name from `featx backbones`"
+            )
+
+        close = difflib.get_close_matches(name, [*available_backbones(), *preset_names()], n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else "; run `featx backbones` for the list"
         raise FeatxError(f"unknown backbone '{name}'{hint}")
     model.trainable = False

@@ -61,6 +61,7 @@ def export_model(run_id: str, output, *, cache_dir=None, runs_dir=None, log=prin
         f"exported run {run['run_id']} ({backbone.name} cut at {tail.cut}, tail trained, {len(names)} classes) to "
         f"{output}: input {model.input_shape[1]}x{model.input_shape[2]}x3 images preprocessed as "
         f"'{backbone.preprocessing}'; outputs the probabilities of {', '.join(names)}"
+        + ("; its layers are KerasHub's: `import keras_hub` before loading it" if backbone.tokens else "")
     )
     return output
 
@@ -90,8 +91,7 @@ def whole_network(backbone, tail_classifier, name: str = "exported"):
             ) from None
         target.set_weights(layer.get_weights())
     x = bottom.get_layer(final_layer(backbone)).output
-    for layer_name in ("head_pool", "head_dropout", "head_softmax"):
-        head = trained.get_layer(layer_name)
+    for head in [layer for layer in trained.layers if layer.name.startswith("head_")]:  # pooling, dropout, softmax
         copy = head.__class__.from_config(head.get_config())
         x = copy(x)
         copy.set_weights(head.get_weights())

@@ -15,6 +15,8 @@
     clf = "rf"
     params = { n_estimators = 200 }
     tta = true                              # any fit / compare keyword, e.g. tta: average over the views
+    pool = "cls"                            # optional: this step's features pooled otherwise (another entry of the
+                                            # same images, extracted too); default the [extract] pool
 
 The whole file is checked before anything runs: an unknown key is an error naming the key and the file.
 """
@@ -98,17 +100,19 @@ def read_pipeline(path) -> dict:
         kind = step.get("kind")
         if kind not in STEPS:
             raise FeatxError(f"step {number} of '{path}' has kind {kind!r}; choose one of {', '.join(STEPS)}")
-        _check_keys(step, ("kind", *_keywords(STEPS[kind])), f"step {number} ({kind}) of '{path}'")
+        _check_keys(step, ("kind", "pool", *_keywords(STEPS[kind])), f"step {number} ({kind}) of '{path}'")
     return spec
 
 
 def run_pipeline(
-    path, *, data=None, cache_dir=None, refit: bool = False, log=print, report: bool = True
+    path, *, data=None, backbone=None, cache_dir=None, refit: bool = False, log=print, report: bool = True
 ) -> PipelineResult:
     """Extract (reusing the cache), run the steps in order, then print the runs made, best first, and the plots.
 
     A fit step without `layers` uses the pipeline's layers. data : run the same recipe on another data
-    source (a folder, CSV manifest or built-in name) instead of the file's `data`. A fit or compare step whose
+    source (a folder, CSV manifest or built-in name) instead of the file's `data`; backbone : with another backbone
+    than the file's (a recipe naming layer groups, not layers, runs on any). A step with its own `pool` runs on the
+    entry of those images extracted with that pooling (extracted too). A fit or compare step whose
     every fit is already in the runs log (same entry, layers and FitSpec) reuses those runs instead of
     appending duplicates, and a t-SNE step whose plot exists reuses it; refit : fit and draw them again anyway.
     The ranking metric is chosen once, from the entry's class balance (printed), for every compare step that names
@@ -121,23 +125,31 @@ def run_pipeline(
         spec["data"] = data
     elif "data" not in spec:
         raise FeatxError(f"pipeline '{path}' names no data; add data = \"...\" to it or pass --data")
+    if backbone is not None:
+        spec["backbone"] = backbone
     source = {k: spec[k] for k in ("data", "backbone", "weights", "layers") if k in spec}
     layers = source.setdefault("layers", inspect.signature(extract).parameters["layers"].default)
     views = {k: spec[k] for k in ("views", "view_seed") if k in spec}  # the steps' default views
     needed = _needed_views(spec["steps"], views)
-    entry = extract(
-        cache_dir=cache_dir,
-        log=log,
-        **source,
-        **spec.get("extract", {}),
-        **({"views": ",".join(needed[1:])} if len(needed) > 1 else {}),
-    ).entry
+    options = spec.get("extract", {})
+    default_pool = options.get("pool", inspect.signature(extract).parameters["pool"].default)
+    entries = {}  # pool -> the entry its steps run on: the [extract] pool's first, then each step's own
+    for pool in dict.fromkeys([default_pool, *(step["pool"] for step in spec["steps"] if "pool" in step)]):
+        entries[pool] = extract(
+            cache_dir=cache_dir,
+            log=log,
+            **source,
+            **{**options, "pool": pool},
+            **({"views": ",".join(needed[1:])} if len(needed) > 1 else {}),
+        ).entry
+    entry = entries[default_pool]
     run_ids, plots = [], []
     metric, reason = entry_metric(entry.cache, entry.key)
     log(reason)
     for number, step in enumerate(spec["steps"], 1):
-        kind, options = step["kind"], {k: v for k, v in step.items() if k != "kind"}
-        log(f"--- step {number}/{len(spec['steps'])}: {kind}")
+        kind, options = step["kind"], {k: v for k, v in step.items() if k not in ("kind", "pool")}
+        entry = entries[step.get("pool", default_pool)]
+        log(f"--- step {number}/{len(spec['steps'])}: {kind}" + (f" (pool {step['pool']})" if "pool" in step else ""))
         if kind in VIEW_STEPS:
             options = _with_views(options, views)
         if kind == "compare":
@@ -176,12 +188,13 @@ def run_pipeline(
             plots.append(done)
         else:
             plots.append(tsne(cache=entry, log=log, **options))
+    entry = entries[default_pool]
     log_table = read_log(entry.cache)
     ranking = rank(log_table[log_table["run_id"].isin(run_ids)], metric)
     table = ranking.table
     name = spec.get("name", Path(path).stem)
     log(f"=== {name}: {len(table)} run(s), ranked by {metric}")
-    log(source_line(table, {entry.key: entry.data_label}))
+    log(source_line(table, {e.key: e.data_label for e in entries.values()}))
     log(format_ranked(ranking))
     log("plots:\n" + "\n".join(f"  {p}" for p in plots))
     closing = recommendation_line(ranking)
@@ -197,6 +210,7 @@ def run_pipeline(
                 "run",
                 str(path),
                 *(["--data", str(data)] if data is not None else []),
+                *(["--backbone", str(backbone)] if backbone is not None else []),
                 "--cache-dir",
                 str(entry.cache.root),
             ]
