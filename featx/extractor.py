@@ -127,6 +127,22 @@ def token_parts(x, pool: str, tokens) -> list:
     return pool_parts(patches, "avg" if pool in ("mean", "avg") else pool)
 
 
+def pool_output(tensor, pool: str, tokens=None):
+    """A layer's output pooled in the graph, as LayerExtractor's model does it: a conv map (4-D) by pool_parts, a
+    vision transformer's token sequence (3-D; tokens: the backbone's TokenLayout) by token_parts, flattened with
+    none; a 2-D output as it is. Always float32."""
+    from keras import ops
+
+    if len(tensor.shape) != 4 and not (len(tensor.shape) == 3 and tokens is not None):
+        return tensor
+    # float32 whatever the Keras policy: pooling a float16 (mixed precision) map sums in full precision
+    x = ops.cast(tensor, "float32")
+    if pool == "none":
+        return ops.reshape(x, (-1, math.prod(x.shape[1:])))
+    parts = pool_parts(x, pool) if len(x.shape) == 4 else token_parts(x, pool, tokens)
+    return ops.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
+
+
 class LayerExtractor:
     """Knows its backbone and layers; `batches` yields pooled features for a range of image files."""
 
@@ -137,27 +153,12 @@ class LayerExtractor:
         check_dtype(dtype)
         self.backbone, self.layers, self.pool, self.dtype = backbone, layers, pool, dtype
         model = backbone.model
-        outputs = {name: self._pooled(model.get_layer(name).output, pool, backbone.tokens) for name in layers}
+        outputs = {name: pool_output(model.get_layer(name).output, pool, backbone.tokens) for name in layers}
         self.model = keras.Model(model.inputs, outputs, name=f"{backbone.name}_features")
         height, width = backbone.input_size
         self._forward = tf.function(
             self._call, input_signature=[tf.TensorSpec([None, height, width, 3], tf.uint8)], jit_compile=False
         )
-
-    @staticmethod
-    def _pooled(tensor, pool: str, tokens=None):
-        """A layer's output pooled in the graph: a conv map (4-D) by pool_parts, a transformer's token sequence
-        (3-D, with the backbone's token layout `tokens`) by token_parts, flattened with none; 2-D as it is."""
-        from keras import ops
-
-        if len(tensor.shape) != 4 and not (len(tensor.shape) == 3 and tokens is not None):
-            return tensor
-        # float32 whatever the Keras policy: pooling a float16 (mixed precision) map sums in full precision
-        x = ops.cast(tensor, "float32")
-        if pool == "none":
-            return ops.reshape(x, (-1, math.prod(x.shape[1:])))
-        parts = pool_parts(x, pool) if len(x.shape) == 4 else token_parts(x, pool, tokens)
-        return ops.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
 
     def _call(self, images):
         import tensorflow as tf

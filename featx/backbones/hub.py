@@ -320,7 +320,7 @@ def _kaggle_folder(name: str, handle: str, weights) -> Path:
         f"its folder {folder} to the same path here (the cache is KAGGLEHUB_CACHE, default ~/.cache/kagglehub), or "
         f"pass the copied folder itself as --backbone FOLDER"
     )
-    offline = _unreachable("api.kaggle.com", "KAGGLE_API_ENDPOINT")
+    offline = unreachable("api.kaggle.com", "KAGGLE_API_ENDPOINT")
     if offline:
         raise FeatxError(f"KerasHub preset '{name}' is not downloaded (kagglehub cache {where}) and {offline}; {fix}")
     try:
@@ -367,7 +367,7 @@ def _hf_folder(handle: str) -> Path:
         ) from None
 
 
-def _unreachable(host: str, endpoint_variable: str) -> str | None:
+def unreachable(host: str, endpoint_variable: str) -> str | None:
     """Why `host` cannot be reached (no name resolution, or no connection within PROBE_SECONDS), or None. kagglehub's
     API request has no timeout of its own: on a network that drops packets it would wait for the system's TCP
     timeout (minutes). With a proxy or another endpoint configured the probe says nothing (None)."""
