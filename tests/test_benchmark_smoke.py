@@ -127,3 +127,18 @@ def test_quick_tail_benchmark_the_tail_beats_fine_tuning_from_images_and_halving
     # the configuration halving chose scores, in the exact grid, within noise of the grid's best on val
     assert halving["within_noise"] and halving["val_accuracy"] <= grid["val_accuracy"] + 1e-9, stdout
     assert all(0 <= row["test_accuracy"] <= 1 for row in (grid, halving))
+
+
+HUB_BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_hub.py"
+
+
+@pytest.mark.benchmark
+def test_quick_hub_benchmark_featx_beats_the_per_block_script(tmp_path):
+    """A random DINOv2 (dinov2_small's width, 4 blocks at 112 px in --quick): featx's one pass over every block beats
+    one model per block, and its peak RSS grows less than the number of images (the >= 3x and flat targets are for
+    the full run, see docs/backbones-hub.md)."""
+    report, stdout = run_quick(HUB_BENCH, tmp_path / "hub.json")
+    rows = {row["id"]: row for row in report["rows"]}
+    assert rows["e2e"]["ratio"] > 1, stdout
+    assert rows["rss"]["ratio"] < 4, stdout  # 4x the images, less than 4x the memory
+    assert rows["bare"]["value"] > 0 and rows["naive"]["value"] > 0
