@@ -37,7 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from featx.backbones.base import Backbone, TokenLayout
+from featx.backbones.efficientnet_lite import VARIANTS as LITE_VARIANTS
 from featx.backbones.feature_info import FAMILIES
+from featx.backbones.keras_apps import KERAS_MODELS
 from featx.errors import FeatxError
 
 EXTRA = 'pip install "featx[hub]"'
@@ -195,6 +197,8 @@ def is_hub_backbone(name) -> bool:
     """Whether `name` is a KerasHub backbone (a preset name, an hf:// handle or a folder), decided without importing
     anything heavy: featx's cache key and warm check need it before any model is built."""
     name = str(name)
+    if name in KERAS_MODELS or name in LITE_VARIANTS:  # a registry name, even where a folder has that name
+        return False
     return name.startswith(HF_SCHEME) or Path(name).is_dir() or name in preset_names() or _looks_like_preset(name)
 
 
@@ -356,9 +360,9 @@ def _hf_folder(handle: str) -> Path:
         f"its {CONFIG} and {HF_WEIGHTS} as --backbone FOLDER"
     )
     try:
-        huggingface_hub.get_hf_file_metadata(
-            huggingface_hub.hf_hub_url(repo, CONFIG), timeout=PROBE_SECONDS, retry_on_errors=False
-        )
+        probe = huggingface_hub.get_hf_file_metadata
+        once = {"retry_on_errors": False} if "retry_on_errors" in inspect.signature(probe).parameters else {}
+        probe(huggingface_hub.hf_hub_url(repo, CONFIG), timeout=PROBE_SECONDS, **once)
         return Path(huggingface_hub.snapshot_download(repo, allow_patterns=patterns))
     except Exception as exc:  # noqa: BLE001  httpx, huggingface_hub and OS errors alike
         raise FeatxError(
