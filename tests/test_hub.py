@@ -60,6 +60,8 @@ def presets(tmp_path_factory):
     root = tmp_path_factory.mktemp("hub_presets")
     common = {"patch_size": PATCH, "num_layers": BLOCKS, "num_heads": 2, "hidden_dim": WIDTH}
     imagenet = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    clip_text = {"vocabulary_size": 50, "embedding_dim": WIDTH, "hidden_dim": WIDTH, "num_layers": 1, "num_heads": 2}
+    clip_text.update(intermediate_dim=HIDDEN, max_sequence_length=8)
     dinov2 = {
         **common,
         "intermediate_dim": HIDDEN,
@@ -81,15 +83,7 @@ def presets(tmp_path_factory):
         "clip": (
             models.CLIPBackbone(
                 vision_encoder=models.CLIPVisionEncoder(**common, intermediate_dim=HIDDEN, image_shape=(SIDE, SIDE, 3)),
-                text_encoder=models.CLIPTextEncoder(
-                    vocabulary_size=50,
-                    embedding_dim=WIDTH,
-                    hidden_dim=WIDTH,
-                    num_layers=1,
-                    num_heads=2,
-                    intermediate_dim=HIDDEN,
-                    max_sequence_length=8,
-                ),
+                text_encoder=models.CLIPTextEncoder(**clip_text),
                 projection_dim=8,
             ),
             _converter(
@@ -115,15 +109,7 @@ def presets(tmp_path_factory):
             None,
         ),
         "clip_text": (
-            models.CLIPTextEncoder(
-                vocabulary_size=50,
-                embedding_dim=WIDTH,
-                hidden_dim=WIDTH,
-                num_layers=1,
-                num_heads=2,
-                intermediate_dim=HIDDEN,
-                max_sequence_length=8,
-            ),
+            models.CLIPTextEncoder(**clip_text),
             None,
         ),
     }
@@ -433,16 +419,25 @@ def _featx_process(*args, env: dict) -> tuple[int, str, float]:
     return done.returncode, done.stderr, time.perf_counter() - began
 
 
-def test_an_offline_preset_download_is_one_quick_line_naming_the_cache(tmp_path):
+def test_an_offline_preset_download_is_one_quick_line_naming_the_cache(tmp_path, monkeypatch):
     """kagglehub is asked for the preset (the real download request) and stopped at the network: one line naming the
-    kagglehub cache and how to fill it, exit 2, in seconds (no retry loop); nothing is left in the cache."""
-    rc, err, seconds = _featx_process(
-        "layers", "dinov2_small", "--weights", "imagenet", env={"KAGGLEHUB_CACHE": str(tmp_path)}
-    )
+    kagglehub cache and how to fill it, exit 2, in seconds (no retry loop); nothing downloaded."""
+    _offline(monkeypatch)
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path))
+    began = time.perf_counter()
+    rc, _, err = cli("layers", "dinov2_small", "--weights", "imagenet")
     line = assert_one_line_error(rc, err, r"KerasHub preset 'dinov2_small' is not downloaded \(kagglehub cache ")
     assert str(tmp_path) in line and "downloading it failed" in line and "featx layers dinov2_small" in line
-    assert "models/keras/dinov2/keras/dinov2_small/1" in line and seconds < 60
+    assert "models/keras/dinov2/keras/dinov2_small/1" in line and time.perf_counter() - began < 60
     assert not list(tmp_path.rglob("*.h5"))
+
+
+def _offline(monkeypatch) -> None:
+    """Every request of this process goes to a proxy that nobody listens on."""
+    for variable in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(variable, UNREACHABLE)
+    for variable in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(variable, raising=False)
 
 
 def test_an_offline_hf_checkpoint_is_one_quick_line_naming_the_hf_cache(tmp_path):
@@ -469,8 +464,7 @@ def test_a_preset_name_is_served_from_the_kagglehub_cache_without_network(preset
     from kagglehub.handle import parse_model_handle
 
     monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "kagglehub"))
-    for variable in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
-        monkeypatch.setenv(variable, UNREACHABLE)
+    _offline(monkeypatch)
     handle = parse_model_handle(hub_presets()["dinov2"]["dinov2_small"]["handle"].removeprefix("kaggle://"))
     shutil.copytree(presets["dinov2"], get_cached_path(handle))
     for file in ("config.json", "model.weights.h5", "image_converter.json"):
@@ -696,3 +690,21 @@ def test_preset_configs_are_checked_before_keras_hub_reads_them(tmp_path):
     (tmp_path / "text" / "config.json").unlink()
     with pytest.raises(FeatxError, match="has no config.json"):
         read_preset(tmp_path / "text", "text")
+
+
+def test_without_keras_hub_a_hub_backbone_is_one_line_naming_the_extra(monkeypatch, tmp_path):
+    """As on a machine without the hub extra (KerasHub not found): preset names, folders and `featx backbones`."""
+    from featx.backbones import hub
+
+    monkeypatch.setattr(hub, "keras_hub_root", lambda: None)
+    hub.hub_presets.cache_clear()
+    try:
+        for backbone in ("dinov2_small", "clip_vit_base_patch16", str(tmp_path)):
+            rc, _, err = cli("layers", backbone)
+            assert_one_line_error(
+                rc, err, rf"KerasHub backbone '{backbone}' needs KerasHub; pip install \"featx\[hub\]\""
+            )
+        rc, out, _ = cli("backbones")
+        assert rc == 0 and out.rstrip().endswith('(DINOv2, DINOv3, CLIP, SigLIP, ViT): pip install "featx[hub]"')
+    finally:
+        hub.hub_presets.cache_clear()

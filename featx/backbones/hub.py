@@ -315,7 +315,7 @@ def _kaggle_folder(name: str, handle: str, weights) -> Path:
         raise FeatxError(f"downloading KerasHub presets needs kagglehub; {EXTRA}") from None
     parsed = parse_model_handle(handle.removeprefix("kaggle://"))
     folder, cache = Path(get_cached_path(parsed)), Cache()
-    needed = [CONFIG] + ([] if weights in (None, "none") or weights != "imagenet" else [WEIGHTS])
+    needed = [CONFIG, WEIGHTS] if weights == "imagenet" else [CONFIG]
     if cache.load_from_cache(parsed) or all(cache.load_from_cache(parsed, file) for file in needed):
         return folder
     where = os.environ.get("KAGGLEHUB_CACHE", "~/.cache/kagglehub")
