@@ -694,7 +694,7 @@ def _shard_extractor(spec: tuple, weights: list | None) -> LayerExtractor:
         backbone = get_backbone(name, weights_arg, input_size, preprocess, unsafe)
     if weights is not None:
         backbone.model.set_weights(weights)
-    if weights_id(backbone.model) != expected:
+    if (backbone.weights_hash or weights_id)(backbone.model) != expected:
         raise RunFailed(
             f"a Dask worker built {name} with other weights than this process; install the same featx, "
             "Keras and weights files on every worker node and re-run to resume"

@@ -23,6 +23,8 @@ class Backbone:
     preprocessing_note : set when a saved model's preprocessing was inferred or assumed rather than given.
     tokens : for a vision transformer, where its token sequences hold the CLS token, registers and patches
         (every 3-D layer output of the model, (batch, tokens, width), is laid out so); None for a CNN.
+    weights_hash : the function that computed weights_id from the model (None: featx.backbones.weights_id); a Dask
+        worker re-checks the weights it was sent with it.
     interpolation, crop : how images are resized to input_size when decoded (featx.sources.decode.load_rgb):
         the resampling filter, and whether the largest centred crop of input_size's aspect ratio is taken first
         (a KerasHub image converter's crop_to_aspect_ratio) rather than the whole image stretched.
@@ -38,6 +40,7 @@ class Backbone:
     feature_info: FeatureInfo = field(default_factory=lambda: FAMILIES["generic"])
     preprocessing_note: str | None = None
     tokens: TokenLayout | None = None
+    weights_hash: Callable | None = None
     interpolation: str = "bilinear"
     crop: bool = False
 

@@ -493,22 +493,38 @@ def build_hub_backbone(name: str, weights, input_size: int | None, preprocess: s
     graph.trainable = False
     converter = _converter(folder, preset.family)
     height, width = (int(d) for d in graph.input_shape[1:3])
-    from featx.backbones import weights_id
-
     return Backbone(
         hub_name(name),
         graph,
         converter.preprocess,
         converter.name,
         (height, width),
-        weights_id(graph),
+        hub_weights_id(graph),
         version=f"hub{BUILDER_VERSION}-keras_hub{_keras_hub_version()}",
         feature_info=FAMILIES[preset.family.family],
         preprocessing_note=converter.note,
         tokens=tokens,
+        weights_hash=hub_weights_id,
         interpolation=converter.interpolation,
         crop=converter.crop,
     )
+
+
+def hub_weights_id(graph) -> str:
+    """Content hash of every weight array of featx's graph, each named by its featx layer and position in it.
+
+    featx.backbones.weights_id names arrays by their Keras paths, which for KerasHub's layers include sublayer names
+    Keras numbers per process (`multi_head_attention_3`): the same weights built twice in one process (an extract,
+    then a tail fit) would hash differently. The layer names here are featx's own, the same in every build."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=16)
+    for layer in graph.layers:
+        for number, variable in enumerate(layer.weights):
+            value = variable.numpy()
+            digest.update(f"{layer.name}/{number}:{value.dtype}:{value.shape}".encode())
+            digest.update(value.tobytes())
+    return digest.hexdigest()
 
 
 def _keras_hub_version() -> str:
