@@ -232,16 +232,15 @@ def _describe(entry: dict) -> str:
 
 # ---------------------------------------------------------------------------------------------- local files
 def hub_files(name: str, weights) -> dict[str, str]:
-    """{role: path} of the files a local preset folder backbone reads (config, weights, image converter); {} for a
-    preset name or hf:// handle, whose downloads the weights hash (weights_id) checks instead, as for
-    keras.applications' own downloads."""
+    """{role: path} of the files a local preset folder backbone reads (config, weights, image converter), and a
+    weights file given as --weights; a preset name's or hf:// handle's downloads are not listed: the weights hash
+    (weights_id) checks them instead, as for keras.applications' own downloads."""
     folder = Path(str(name))
+    given = {"weights": str(weights)} if weights not in (None, "none", "imagenet") else {}  # a .weights.h5 file
     if str(name).startswith(HF_SCHEME) or not folder.is_dir():
-        return {}
-    files = {"config": folder / CONFIG}
-    if weights not in (None, "none", "imagenet"):
-        files["weights"] = Path(weights)
-    elif weights == "imagenet":
+        return given
+    files = {"config": folder / CONFIG, **given}
+    if weights == "imagenet":
         for role, path in _weights_files(folder).items():
             files[role] = path
     for role, file in (
