@@ -394,6 +394,8 @@ def layer_table(backbone, *, pool: str = "avg", every_layer: bool = False) -> La
         if every_layer or "all" in i.groups
     ]
     meaning = dict(GROUPS, blocks=backbone.feature_info.doc)
+    if backbone.feature_info.every_layer:
+        meaning["all"] = "every layer of featx's graph of the model (embedding, blocks, norms, image embedding)"
     if tokens:
         width = next((int(i.output_shape[2]) for i in infos if i.tokens), 0)
         line = (
