@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY
 from test_grid_pool import numpy_grid
 
 import featx
@@ -354,24 +355,13 @@ def test_bad_backbones_and_poolings_are_one_line_and_write_nothing(presets, elpv
         (["--backbone", presets["dinov2"], "--pool", "pyramid"], r"--pool pyramid pools conv maps, and layer 'block1'"),
         (["--backbone", presets["clip"], "--input-size", "56"], r"fixed length, which KerasHub does not interpolate"),
         (
-            [
-                "--backbone",
-                "mobilenet_v2",
-                "--weights",
-                "none",
-                "--input-size",
-                "96",
-                "--layers",
-                "block_1_project_BN",
-                "--pool",
-                "cls",
-            ],
+            [*(f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()), "--layers=block_1_project_BN", "--pool=cls"],
             r"--pool cls pools a vision transformer's tokens, and layer 'block_1_project_BN' of mobilenet_v2 is a conv map",
         ),
     ]
     for number, (args, pattern) in enumerate(cases):
         cache = tmp_path / f"cache{number}"
-        options = ["--layers", "blocks", *args] if "--layers" not in args else args
+        options = args if any(str(a).startswith("--layers") for a in args) else ["--layers", "blocks", *args]
         rc, _, err = cli("extract", "--data", elpv_folder, *options, "--cache-dir", cache, "--quiet")
         assert_one_line_error(rc, err, pattern)
         assert not cache.exists() or not any(cache.iterdir()), (args, list(cache.rglob("*")))
