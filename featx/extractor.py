@@ -23,7 +23,6 @@ from featx import distributed, runtime
 from featx.backbones import (
     DEFAULT_BACKBONE,
     describe_layers,
-    get_backbone,
     layer_selection,
     preprocessing_note,
 )
@@ -39,7 +38,7 @@ from featx.compute import Compute
 from featx.errors import FeatxError, RunFailed
 from featx.progress import progress_bar
 from featx.sources.decode import DECODER_VERSION, load_rgb
-from featx.sources.fingerprint import file_fingerprint, fingerprint_files
+from featx.sources.fingerprint import fingerprint_files
 from featx.sources.spec import DEFAULT_DATA, DataSpec
 from featx.sources.views import IDENTITY, apply_views, parse_views, sort_views
 
@@ -102,6 +101,41 @@ def grid_pool(x, target: int):
     return ops.reshape(ops.mean(cells, axis=(2, 4)), (-1, rows * cols * c))
 
 
+def token_parts(x, pool: str, tokens) -> list:
+    """The pooled blocks of a float32 token sequence x of shape (batch, tokens, width), each (batch, columns), in
+    column order. tokens : its featx.backbones.base.TokenLayout, [CLS, registers, patches].
+
+    pool : a featx.backbones.layers.TOKEN_POOLS name other than none, avg (= mean) or grid:T. cls is token 0; mean,
+    max, gem and grid:T pool only the patch tokens (CLS and registers never enter a patch pool), laid out as their
+    (rows, columns) grid, with pool_parts' own maths; cls+mean is [cls, mean] (DINOv2's linear evaluation).
+    """
+    from keras import ops
+
+    if pool == "cls":
+        return [x[:, 0, :]]
+    rows, cols = tokens.grid
+    patches = ops.reshape(x[:, tokens.prefix :, :], (-1, rows, cols, int(x.shape[-1])))
+    if pool == "cls+mean":
+        return [x[:, 0, :], *pool_parts(patches, "avg")]
+    return pool_parts(patches, "avg" if pool in ("mean", "avg") else pool)
+
+
+def pool_output(tensor, pool: str, tokens=None):
+    """A layer's output pooled in the graph, as LayerExtractor's model does it: a conv map (4-D) by pool_parts, a
+    vision transformer's token sequence (3-D; tokens: the backbone's TokenLayout) by token_parts, flattened with
+    none; a 2-D output as it is. Always float32."""
+    from keras import ops
+
+    if len(tensor.shape) != 4 and not (len(tensor.shape) == 3 and tokens is not None):
+        return tensor
+    # float32 whatever the Keras policy: pooling a float16 (mixed precision) map sums in full precision
+    x = ops.cast(tensor, "float32")
+    if pool == "none":
+        return ops.reshape(x, (-1, math.prod(x.shape[1:])))
+    parts = pool_parts(x, pool) if len(x.shape) == 4 else token_parts(x, pool, tokens)
+    return ops.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
+
+
 class LayerExtractor:
     """Knows its backbone and layers; `batches` yields pooled features for a range of image files."""
 
@@ -112,24 +146,12 @@ class LayerExtractor:
         check_dtype(dtype)
         self.backbone, self.layers, self.pool, self.dtype = backbone, layers, pool, dtype
         model = backbone.model
-        outputs = {name: self._pooled(model.get_layer(name).output, pool) for name in layers}
+        outputs = {name: pool_output(model.get_layer(name).output, pool, backbone.tokens) for name in layers}
         self.model = keras.Model(model.inputs, outputs, name=f"{backbone.name}_features")
         height, width = backbone.input_size
         self._forward = tf.function(
             self._call, input_signature=[tf.TensorSpec([None, height, width, 3], tf.uint8)], jit_compile=False
         )
-
-    @staticmethod
-    def _pooled(tensor, pool: str):
-        from keras import ops
-
-        if len(tensor.shape) != 4:
-            return tensor
-        # float32 whatever the Keras policy: pooling a float16 (mixed precision) map sums in full precision
-        x = ops.cast(tensor, "float32")
-        if pool == "none":
-            return ops.reshape(x, (-1, math.prod(x.shape[1:])))
-        return ops.concatenate(pool_parts(x, pool), axis=-1)
 
     def _call(self, images):
         import tensorflow as tf
@@ -190,7 +212,7 @@ class LayerExtractor:
         def decode(row):
             row = int(row)
             try:
-                image = load_rgb(paths[row], size)
+                image = load_rgb(paths[row], size, **self.backbone.decode_options)
             except ValueError as exc:
                 errors[row] = str(exc)
                 return np.zeros(shape, np.uint8), False
@@ -349,7 +371,7 @@ def extract(
         )
         return ExtractResult(entry, [], None)
     runtime.configure_tensorflow()
-    model = BACKBONES.get(*backbone.build_args)
+    model = BACKBONES.get(backbone)
     infos = {i.name: i for i in describe_layers(model)}
     names = layer_selection(list(infos.values()), layers, model_name=model.name, pool=pool).names  # depth order
     if model.preprocessing_note:
@@ -391,16 +413,7 @@ def extract(
             log(f"split updated to {images.split_settings}")
         passes, rate = [], None
         with compute.client(cache, log) as client:
-            run = _Runner(
-                model,
-                images.paths,
-                pool,
-                strict,
-                progress,
-                on_event,
-                client,
-                backbone.build_args,
-            )
+            run = _Runner(model, images.paths, pool, strict, progress, on_event, client, backbone)
             pending = PassLog.pending(entry)
             if pending is not None:  # finished first: its raw files are the only copy of its committed rows
                 log(
@@ -503,23 +516,14 @@ class BackboneMemo:
         self._lock = threading.Lock()
         self._key, self._model = None, None
 
-    def get(self, name, weights, input_size, preprocess, unsafe, mixed_precision):
-        """get_backbone, memoized. A file argument is keyed by its content, and mixed precision is part of the
-        key, so changed weights or compute dtype never reuse a model."""
-        key = (
-            name,
-            weights,
-            input_size,
-            preprocess,
-            unsafe,
-            mixed_precision,
-            *(file_fingerprint(p) for p in (name, weights) if isinstance(p, str) and os.path.isfile(p)),
-        )
+    def get(self, spec: BackboneSpec):
+        """spec.build(), memoized by spec.model_key(): a file argument is keyed by its content, and mixed precision
+        is part of the key, so changed weights or compute dtype never reuse a model."""
+        key = spec.model_key()
         with self._lock:
             if self._model is None or key != self._key:
                 self._key, self._model = None, None  # hold one model at most
-                with runtime.compute_dtype(mixed_precision):
-                    self._model = get_backbone(name, weights, input_size, preprocess, unsafe)
+                self._model = spec.build()
                 self._key = key
             return self._model
 
@@ -542,7 +546,7 @@ class _Runner:
     progress: bool
     on_event: object = None
     client: object = None
-    backbone_args: tuple = ()
+    backbone: BackboneSpec | None = None  # what a Dask worker rebuilds
 
     def complete(self, pass_log: PassLog) -> float | None:
         """Run a pass over its uncommitted rows and publish its layers; returns images/s."""
@@ -550,7 +554,7 @@ class _Runner:
             rate = _run_pass(self.model, pass_log, self.paths, self.pool, self.strict, self.progress, self.on_event)
         else:
             rate = _run_pass_sharded(
-                self.client, self.backbone_args, self.model, pass_log, self.paths, self.pool, self.strict, self.progress
+                self.client, self.backbone, self.model, pass_log, self.paths, self.pool, self.strict, self.progress
             )
         pass_log.finalize()
         return rate
@@ -592,7 +596,7 @@ SHARD_IMAGES = 256  # at most this many images per Dask task: results held by th
 
 
 def _run_pass_sharded(
-    client, backbone_args: tuple, model, pass_log: PassLog, paths: list[str], pool: str, strict: bool, progress: bool
+    client, backbone: BackboneSpec, model, pass_log: PassLog, paths: list[str], pool: str, strict: bool, progress: bool
 ) -> float | None:
     """_run_pass with the forward passes on Dask workers: contiguous row shards, committed here in row order.
 
@@ -605,9 +609,8 @@ def _run_pass_sharded(
     workers = distributed.n_workers(client)
     step = batch * max(1, min(SHARD_IMAGES // batch, -(-(n - start) // (batch * 4 * workers))))  # ~4 shards per worker
     views = None if pass_log.views == (IDENTITY,) else pass_log.views
-    spec = (backbone_args, model.weights_id, tuple(pass_log.layers), pool, pass_log.state["dtype"], views)
-    random_init = backbone_args[1] in (None, "none") and not os.path.isfile(backbone_args[0])
-    weights = distributed.shared(client, model.model.get_weights()) if random_init else None  # sent once
+    spec = ShardSpec(backbone, model.weights_id, tuple(pass_log.layers), pool, pass_log.state["dtype"], views)
+    weights = distributed.shared(client, model.model.get_weights()) if backbone.random_init else None  # sent once
     shards = [(spec, weights, paths[a : a + step], a, batch) for a in range(start, n, step)]
     pass_log.open_for_append()
     bar = progress_bar(
@@ -626,16 +629,31 @@ def _run_pass_sharded(
     return (n - start) / (time.perf_counter() - began)
 
 
+@dataclass(frozen=True)
+class ShardSpec:
+    """What a Dask worker builds a pass's extractor from (hashable: the worker keeps the last one traced).
+
+    weights_id : the client's model's, which the worker's must match. views : None (the images) or the pass's views.
+    """
+
+    backbone: BackboneSpec
+    weights_id: str
+    layers: tuple[str, ...]
+    pool: str
+    dtype: str
+    views: tuple | None
+
+
 _SHARD_EXTRACTORS: dict = {}  # on a Dask worker: the last traced extractor, by what it was built from
 _SHARD_LOCK = threading.Lock()
 
 
 def extract_shard(
-    spec: tuple, weights: list | None, paths: list[str], first: int, batch_size: int
+    spec: ShardSpec, weights: list | None, paths: list[str], first: int, batch_size: int
 ) -> tuple[dict[str, np.ndarray], dict[int, str]]:
     """Runs on a Dask worker: ({layer: (len(paths), n_features)}, {row: reason}) for rows first.. of the pass.
 
-    spec : (backbone_args, weights_id, layers, pool, dtype, views). weights : the client's weight arrays for a randomly
+    spec : the pass's backbone, layers, pooling, dtype and views. weights : the client's weight arrays for a randomly
     initialized backbone (its seeded init is not reproducible on a worker, whose event loop draws from the same
     Python RNG), else None. The backbone is built and traced once per worker process and reused by every shard.
     """
@@ -647,29 +665,27 @@ def extract_shard(
             _SHARD_EXTRACTORS[spec] = _shard_extractor(spec, weights)
         extractor = _SHARD_EXTRACTORS[spec]
     outputs, errors = {name: [] for name in extractor.layers}, {}
-    for _, batch, bad in extractor.batches(paths, 0, batch_size, views=spec[5]):
+    for _, batch, bad in extractor.batches(paths, 0, batch_size, views=spec.views):
         for name in extractor.layers:
             outputs[name].append(batch[name])
         errors.update({first + row: reason for row, reason in bad.items()})
     return {name: np.concatenate(values) for name, values in outputs.items()}, errors
 
 
-def _shard_extractor(spec: tuple, weights: list | None) -> LayerExtractor:
+def _shard_extractor(spec: ShardSpec, weights: list | None) -> LayerExtractor:
     """The pass's extractor, refusing a backbone whose weights differ from the client's (another weights file
     or Keras version on that node would silently mix features of two models in one cache)."""
     from featx.backbones import weights_id
 
-    (name, weights_arg, input_size, preprocess, unsafe, mixed_precision), expected, layers, pool, dtype, _ = spec
-    with runtime.compute_dtype(mixed_precision):
-        backbone = get_backbone(name, weights_arg, input_size, preprocess, unsafe)
+    backbone = spec.backbone.build()
     if weights is not None:
         backbone.model.set_weights(weights)
-    if weights_id(backbone.model) != expected:
+    if (backbone.weights_hash or weights_id)(backbone.model) != spec.weights_id:
         raise RunFailed(
-            f"a Dask worker built {name} with other weights than this process; install the same featx, "
+            f"a Dask worker built {spec.backbone.name} with other weights than this process; install the same featx, "
             "Keras and weights files on every worker node and re-run to resume"
         )
-    return LayerExtractor(backbone, list(layers), pool, dtype)
+    return LayerExtractor(backbone, list(spec.layers), spec.pool, spec.dtype)
 
 
 def _report(entry: CacheEntry, computed: list[str], views: list[str], log) -> None:

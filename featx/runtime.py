@@ -140,8 +140,12 @@ def compute_dtype(mixed_precision: bool):
     """Models built inside compute in float16 (mixed precision, where a GPU makes it pay) or float32.
 
     Exactly what the cache key records, whatever Keras policy the caller has; the caller's policy is back
-    afterwards, so a notebook's later models (and later extracts) are not silently built in float16.
+    afterwards, so a notebook's later models (and later extracts) are not silently built in float16. Keras not
+    yet imported has the float32 policy: then nothing is imported here (an error before the build stays quick).
     """
+    if not mixed_precision and "keras" not in sys.modules:
+        yield
+        return
     import keras
 
     previous = keras.mixed_precision.global_policy()

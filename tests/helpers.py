@@ -85,15 +85,21 @@ def one_line(err: str) -> str:
     return lines[0]
 
 
+def unwrapped(text: str) -> str:
+    """Printed text with featx.terminal.fit_lines' wrapping undone: each indented continuation line joined to the line
+    it continues (a pattern then matches a problem line whatever the terminal's width)."""
+    return re.sub(r"\n {2,}(?=\S)", " ", text)
+
+
 @contextlib.contextmanager
 def backbones_built_once(maxsize: int = 8):
-    """While active, featx.extractor builds each backbone (name, weights, size) once: in-process runs that use the
-    same few backbones pay for each build once (the numbers do not change)."""
-    import featx.extractor
+    """While active, featx.backbones.get_backbone builds each backbone (name, weights, size) once: in-process runs that
+    use the same few backbones pay for each build once (the numbers do not change)."""
+    import featx.backbones
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(
-            featx.extractor, "get_backbone", functools.lru_cache(maxsize=maxsize)(featx.extractor.get_backbone)
+            featx.backbones, "get_backbone", functools.lru_cache(maxsize=maxsize)(featx.backbones.get_backbone)
         )
         yield
 
@@ -229,6 +235,8 @@ def assert_same_classes(got, expected, tolerance, classes, labels):
         named, clear = classes[got.argmax(axis=1)], top[:, -1] - top[:, -2] > tolerance
     assert clear.mean() > 0.5  # most rows decide clearly: the check compares something
     np.testing.assert_array_equal(named[clear], np.asarray(labels)[clear])
+
+
 class FuzzWorker:
     """The fuzz tier's watchdog: a `tests/fuzz_worker.py` process (featx imported once) asked one request at a time.
 

@@ -135,7 +135,7 @@ def test_layers_command_shows_blocks_and_final_layer():
         assert line in out
     layers = featx.backbones.layer_table(get_backbone("efficientnet_lite0", "none", 96), every_layer=True)
     assert len(layers.table) == len(describe_layers(get_backbone("efficientnet_lite0", "none", 96)))
-    assert layers.groups == {"blocks": 16, "final": 1, "fc": 1, "all": 67}
+    assert layers.groups == {"blocks": 16, "last4": 4, "final": 1, "embedding": 0, "fc": 1, "all": 67}
 
 
 # ---- saved models: the family's preprocessing from its layer names ---------------------------------------

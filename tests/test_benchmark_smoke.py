@@ -144,3 +144,18 @@ def test_quick_export_benchmark_the_loaded_model_outpaces_predict_and_float16_ha
     assert rows["TFLite float16 file"]["ratio"] < 1.0, stdout  # smaller than the float32 .keras file
     assert all(0 <= row["value"] <= 1 for row in report["rows"] if row["unit"] == "share")
     assert all(row["value"] > 0 for row in report["rows"] if row["unit"] in ("img/s", "MiB"))
+
+
+HUB_BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_hub.py"
+
+
+@pytest.mark.benchmark
+def test_quick_hub_benchmark_featx_beats_the_per_block_script(tmp_path):
+    """A random DINOv2 (dinov2_small's width, 4 blocks at 112 px in --quick): featx's one pass over every block beats
+    one model per block, and its peak RSS grows less than the number of images (the >= 3x and flat targets are for
+    the full run, see docs/backbones-hub.md)."""
+    report, stdout = run_quick(HUB_BENCH, tmp_path / "hub.json")
+    rows = {row["id"]: row for row in report["rows"]}
+    assert rows["e2e"]["ratio"] > 1, stdout
+    assert rows["rss"]["ratio"] < 4, stdout  # 4x the images (N/4 to N), less than 4x the memory
+    assert rows["bare"]["value"] > 0 and rows["naive"]["value"] > 0

@@ -384,7 +384,7 @@ def test_a_layer_file_copied_over_another_of_the_same_width_is_refused(cache):
     with h5py.File(entry.layer_file("block_2_add"), "r+") as f:
         f["features"].attrs["layer"] = "block_2_add"  # the attribute made to agree changes nothing
     with pytest.raises(RunFailed, match=r"cannot be read \(it is \d+ bytes long, not the \d+ it was written with\)"):
-        featx.load(cache_dir=cache.root, layers="block_2_add")  # an edit by hand is refused before it is parsed
+        featx.load(None, "block_2_add", cache=cache.root)  # an edit by hand is refused before it is parsed
     reseal_layer(entry.layer_file("block_2_add"))  # and one crafted with its digest recomputed, by the binding
     with pytest.raises(RunFailed, match=pattern):
         featx.load(None, "block_2_add", cache=cache.root)

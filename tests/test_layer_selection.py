@@ -56,7 +56,10 @@ def test_same_selection_from_backbone_and_entry(entry):
             r"--layers block3a_project_bn \(cached: block2b_add, top_activation\)$",
         ),
         ("block9_add", r"^layer 'block9_add' not in efficientnet_lite0; did you mean "),
-        (" , ", r"^no layers selected from efficientnet_lite0; name layers or a group \(blocks, final, fc, all\)$"),
+        (
+            " , ",
+            r"^no layers selected from efficientnet_lite0; name layers or a group \(blocks, last4, final, embedding, fc, all\)$",
+        ),
     ],
 )
 def test_entry_messages(entry, spec, message):

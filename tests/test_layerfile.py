@@ -18,7 +18,7 @@ import featx
 from featx.errors import RunFailed
 from tests.tiny_entry import LAYER, WIDTH, N, make_entry
 
-from helpers import cli, reseal_layer
+from helpers import cli, reseal_layer, unwrapped
 
 
 @pytest.fixture
@@ -144,7 +144,7 @@ def test_a_crafted_layout_is_refused_in_one_line_even_with_its_digest_recomputed
         rc, out, err = cli(*command, "--cache-dir", cache)
         assert rc == 1 and err.count("\n") == 1 and re.search(message, err) and "Traceback" not in err, (command, err)
     rc, out, err = cli("verify", "--cache-dir", cache)
-    assert rc == 1 and re.search(rf"layer {re.escape(LAYER)}: file cannot be read \({problem}", out), out
+    assert rc == 1 and re.search(rf"layer {re.escape(LAYER)}: file cannot be read \({problem}", unwrapped(out)), out
 
 
 def test_an_older_or_foreign_layer_file_is_refused_before_it_is_parsed(entry):

@@ -194,6 +194,7 @@ def test_the_schema_has_exactly_the_keys_the_pipeline_builds_its_values_from():
     compare_keys |= {"reuse", *_keywords(compare_specs), *evaluation}
     tsne_keys = set(_keywords(tsne, drop=("entry", "cache", "log")))
     for kind, keys in (("fit", fit_keys), ("compare", compare_keys), ("tsne", tsne_keys)):
+        keys |= {"pool"}  # a step's own pooling: the BackboneSpec of the entry it runs on
         assert set(SCHEMA[kind]) - {"kind"} == keys - {"clf"} | ({"clf"} if kind == "fit" else set()), kind
     defaults = {
         "extract": {**_fields(DataSpec), **_fields(BackboneSpec), **_fields(Compute)},

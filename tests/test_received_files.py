@@ -31,7 +31,7 @@ from featx.runs.store import LOG_FILE, read_log
 from tests.tiny_entry import LAYER, OTHER, make_entry
 
 import imagegen
-from helpers import FEATX, assert_one_line_error, cli, one_line, user_lines
+from helpers import FEATX, assert_one_line_error, cli, one_line, unwrapped, user_lines
 
 PRECIOUS = b"a user's notes: keep me\n" * 40
 OLD_LOG = Path(__file__).parent / "data" / "runs-v2.sqlite"  # featx format 2's log: a fit and a compare, 4 runs
@@ -158,7 +158,7 @@ def test_a_dangling_link_among_layer_files_is_one_line_not_a_traceback(cache):
     assert rc == 0, err
     assert_one_line_error(*cli(*FIT, "--cache-dir", cache)[::2], r"layer\(s\) head not cached")
     rc, out, err = cli("verify", "--cache-dir", cache)
-    assert rc == 1 and re.search(r"layer head: '\S+head\.h5' is a symbolic link to a missing file", out), out
+    assert rc == 1 and re.search(r"layer head: '\S+head\.h5' is a symbolic link to a missing file", unwrapped(out)), out
     one_line(err)
 
 
@@ -171,7 +171,7 @@ def test_a_layer_file_linked_out_of_the_cache_is_not_read(cache, tmp_path):
     rc, out, err = cli(*FIT, "--cache-dir", cache)
     assert_one_line_error(rc, err, pattern)
     rc, out, err = cli("verify", "--cache-dir", cache)
-    assert rc == 1 and re.search(pattern, out), out
+    assert rc == 1 and re.search(pattern, unwrapped(out)), out
     inside = entry.parent / "moved-head.h5"  # a link that stays inside the cache is followed for reading
     shutil.move(outside, inside)
     (entry / "layers" / "head.h5").unlink()
@@ -262,7 +262,8 @@ def test_an_orphan_run_folder_is_reported_by_verify_and_removed_by_prune(cache):
     orphan = cache / "runs" / "20990101-000000-abcdef"
     shutil.copytree(cache / "runs" / run_id, orphan)  # a complete run folder no row lists: a fit killed at commit
     rc, out, err = cli("verify", "--cache-dir", cache)
-    assert rc == 1 and f"orphan run folder {orphan}" in out and "`featx prune` removes it" in out, out
+    shown = unwrapped(out)
+    assert rc == 1 and f"orphan run folder {orphan}" in shown and "`featx prune` removes it" in shown, out
     one_line(err)
     rc, out, err = cli("prune", "--keep-best", "100", "--cache-dir", cache)
     assert rc == 0 and "1 orphan run folder(s)" in out, err

@@ -38,7 +38,15 @@ def _featx(*args) -> dict:
 
 
 @pytest.mark.parametrize(
-    "args", [("--help",), ("compare", "--help"), ("tune", "--help"), ("fit", "--help"), ("ls", "--cache-dir", "{tmp}")]
+    "args",
+    [
+        ("--help",),
+        ("compare", "--help"),
+        ("tune", "--help"),
+        ("fit", "--help"),
+        ("ls", "--cache-dir", "{tmp}"),
+        ("backbones",),  # KerasHub's preset tables too, read from its files without importing it
+    ],
 )
 def test_parser_help_and_ls_import_neither_tensorflow_nor_sklearn(args, tmp_path):
     run = _featx(*(a.format(tmp=tmp_path) for a in args))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import numbers
+import os
 from pathlib import Path
 
 from featx.backbones.base import Backbone
@@ -35,6 +36,7 @@ __all__ = [
     "available_backbones",
     "backbone_file_problem",
     "backbone_files",
+    "backbone_catalog",
     "backbone_description",
     "backbone_from_args",
     "backbone_from_entry",
@@ -48,7 +50,21 @@ __all__ = [
 ]
 
 
+def backbone_catalog() -> dict:
+    """What `featx backbones` lists, offline and without TensorFlow: {"registry": the keras.applications and
+    EfficientNet-Lite names, "hub": [(family line, [(preset, description)])] of KerasHub's vision presets (empty
+    when KerasHub is not installed), "hub_installed": bool}."""
+    from featx.backbones.hub import keras_hub_root, listing
+
+    return {
+        "registry": available_backbones(),
+        "hub": listing(),
+        "hub_installed": keras_hub_root() is not None,
+    }
+
+
 def available_backbones() -> list[str]:
+    """The registry's own names (keras.applications, EfficientNet-Lite); KerasHub's presets: backbone_catalog."""
     return sorted([*LITE_VARIANTS, *KERAS_MODELS])
 
 
@@ -93,6 +109,10 @@ def backbone_files(name: str, weights: str | None) -> dict[str, str]:
     """
     if Path(str(name)).suffix in (".keras", ".h5"):
         return {"model": str(name)}
+    from featx.backbones.hub import hub_files, is_hub_backbone
+
+    if is_hub_backbone(name):
+        return hub_files(name, weights)
     if weights in (None, "none"):
         return {}
     if weights == "imagenet":
@@ -168,8 +188,9 @@ def get_backbone(
 ) -> Backbone:
     """Build a backbone by registry name, or load a saved .keras/.h5 model given as a path.
 
-    weights : "imagenet" (downloaded by Keras, or packaged for efficientnet_lite0/1/2), "none" (seeded random
-        init, for timing), or a path to a local weights file.
+    weights : "imagenet" (downloaded by Keras, or packaged for efficientnet_lite0/1/2; a KerasHub preset's own
+        weights), "none" (seeded random init, for timing), or a path to a local weights file.
+    name : also a KerasHub preset name, preset folder or hf:// handle (featx.backbones.hub).
     """
     check_input_size(input_size)
     if Path(name).suffix in (".keras", ".h5") and Path(name).exists():
@@ -179,6 +200,10 @@ def get_backbone(
         raise FeatxError(
             f"weights file '{weights}' does not exist; pass --weights imagenet, none or a local weights file"
         )
+    from featx.backbones.hub import build_hub_backbone, is_hub_backbone
+
+    if is_hub_backbone(name):
+        return build_hub_backbone(str(name), weights, input_size, preprocess)
     if name in LITE_VARIANTS:
         from featx.backbones import efficientnet_lite
 
@@ -200,7 +225,15 @@ def get_backbone(
                 ) from None
             raise FeatxError(f"could not build {name} with weights '{weights}': {exc}") from None
     else:
-        close = difflib.get_close_matches(name, available_backbones(), n=3)
+        from featx.backbones.hub import preset_names
+
+        if "/" in name or os.sep in name:
+            raise FeatxError(
+                f"backbone '{name}' is no such file or folder; pass a KerasHub preset folder, a .keras/.h5 model, "
+                "or a name from `featx backbones`"
+            )
+
+        close = difflib.get_close_matches(name, [*available_backbones(), *preset_names()], n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else "; run `featx backbones` for the list"
         raise FeatxError(f"unknown backbone '{name}'{hint}")
     model.trainable = False

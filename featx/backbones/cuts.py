@@ -98,18 +98,20 @@ def _path_order(model, final: str) -> tuple[list[int], dict[int, list[int]], dic
 
 
 def _trainable_size(operation) -> int:
-    """Parameters the layer trains once made trainable (the model is frozen, so ask its trainable variables' list)."""
+    """Parameters the layer trains once made trainable (the model is frozen, so ask its trainable variables' list),
+    its sublayers' included (a transformer block is one layer holding attention and MLP layers)."""
     variables = getattr(operation, "_trainable_variables", None)
     if variables is None:
         variables = [w for w in getattr(operation, "weights", []) if "moving_" not in w.path]
-    return int(sum(int(v.numpy().size) for v in variables))
+    own = int(sum(int(v.numpy().size) for v in variables))
+    return own + sum(_trainable_size(layer) for layer in getattr(operation, "_layers", []))
 
 
 def find_cuts(backbone) -> list[CutInfo]:
     """Every cut of `backbone` (a featx Backbone) from the input towards the final feature layer, in depth order.
 
     The final feature layer itself is the last cut (nothing above it: a head on its cached map); layers with no
-    spatial map (not 4-D) are left out.
+    spatial map (not 4-D; for a vision transformer, not a (tokens, width) sequence) are left out.
     """
     import keras
 
@@ -135,7 +137,7 @@ def find_cuts(backbone) -> list[CutInfo]:
         if passing or op in sources or op not in layers or not isinstance(operation, keras.layers.Layer):
             continue
         shape = tuple(operation.output.shape)
-        if len(shape) == 4 and None not in shape[1:]:
+        if (len(shape) == 4 or (len(shape) == 3 and backbone.tokens is not None)) and None not in shape[1:]:
             cuts.append(
                 CutInfo(
                     operation.name,

@@ -18,6 +18,9 @@ class FeatureInfo:
         whose last layer has no stable name.
     fc : regex of head layers that act as fully connected besides Dense ones (1x1 convs on pooled features).
     doc : what a block is, for `featx layers` and the README.
+    embedding : regex of the layers that give the model's own image embedding (group `embedding`), not fc.
+    every_layer : every layer belongs to the `all` group (featx's own small graph of a KerasHub transformer, whose
+        layers are all block-level), not only conv, dense, block and final layers.
     """
 
     family: str
@@ -25,6 +28,14 @@ class FeatureInfo:
     final: str | None = None
     fc: str | None = None
     doc: str = ""
+    embedding: str | None = None
+    every_layer: bool = False
+
+
+# KerasHub's vision transformers (featx.backbones.hub rebuilds each as a graph of these layer names):
+# embed, [pre_norm,] block1..blockN, norm, [pooler, projection | head].
+_TRANSFORMER_BLOCKS, _TRANSFORMER_FINAL = r"^(block\d+)$", r"^norm$"
+_TRANSFORMER_DOC = "each transformer block's output token sequence (`block1`..`blockN`)"
 
 
 _EFFICIENTNET_BLOCKS = r"^(block\d+[a-z])_(?:add|project_bn|project_activation)$"
@@ -113,6 +124,23 @@ FAMILIES = {
             "convnext",
             r"^\w*?(stage_\d+_block_\d+)_identity$",
             doc="each block's residual branch (`..._stageS_block_N_identity`; Keras leaves the sums unnamed)",
+        ),
+        *(
+            FeatureInfo(
+                family,
+                _TRANSFORMER_BLOCKS,
+                _TRANSFORMER_FINAL,
+                doc=_TRANSFORMER_DOC,
+                embedding=embedding,
+                every_layer=True,
+            )
+            for family, embedding in (
+                ("dinov2", None),
+                ("dinov3", None),
+                ("clip", r"^projection$"),
+                ("siglip", r"^head$"),
+                ("vit", None),
+            )
         ),
         FeatureInfo(
             "generic",

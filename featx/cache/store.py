@@ -746,8 +746,6 @@ def _first_line(exc: Exception) -> str:
     return text[0] if text and text[0] else type(exc).__name__
 
 
-
-
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return False  # our own leftovers from an earlier, failed write

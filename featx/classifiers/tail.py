@@ -4,7 +4,8 @@ With a cut layer's activation maps cached (`featx extract --layers CUT --pool no
 from the input to the final feature layer passes through, featx.backbones.cuts), the network above the cut (the
 *tail*) computes from that map alone. `TailClassifier` rebuilds the backbone through the registry with the
 entry's own weights (file hashes and weights id checked, as predict checks them), takes its layers from the cut
-to the final feature layer as a Keras functional model, and adds global average pooling, dropout and a dense
+to the final feature layer as a Keras functional model, and adds global average pooling (over a vision
+transformer's tokens: its CLS token, or the mean patch token where it has none), dropout and a dense
 softmax. Training is the usual fine-tuning recipe: the head alone first (warm-up), then head and tail with a
 smaller learning rate for the backbone layers, AdamW weight decay, label smoothing, optional MixUp, BatchNorm in
 inference mode unless `train_bn`, early stopping on val accuracy with the best epoch's weights restored. One step
@@ -91,7 +92,8 @@ class TailClassifier(KerasModelFile, ClassifierMixin, BaseEstimator):
     ----------
     classes_ : ndarray of shape (n_classes,)
     n_features_in_ : int, V * h*w*c
-    map_shape_ : tuple (h, w, c), the cut's map
+    map_shape_ : tuple (h, w, c), the cut's map; (tokens, width) for a vision transformer's token sequence
+    head_pool_ : str, how the head pools the final layer (head_pool): "avg", "cls" or "patches:P"
     model_ : keras.Model
         float32 maps (batch, h, w, c) -> class probabilities (batch, n_classes); its layer "tail" is the backbone's
         sub-network above the cut.
@@ -283,6 +285,7 @@ class TailClassifier(KerasModelFile, ClassifierMixin, BaseEstimator):
             raise FeatxError(f"{where}: {problem}")
         backbone = _built_backbone(json.dumps(args, sort_keys=True, default=str), weights_id, where)
         check_cut(backbone, self.cut)
+        self.head_pool_ = head_pool(backbone.tokens)
         source = build_tail(backbone.model, self.cut, final_layer(backbone), name="tail")
         tail = keras.models.clone_model(source)  # layers of its own: the built backbone's weights never train
         tail.set_weights(source.get_weights())
@@ -295,7 +298,8 @@ class TailClassifier(KerasModelFile, ClassifierMixin, BaseEstimator):
         seed = self.random_state
         maps = keras.Input(shape=self.map_shape_, name="maps")
         x = tail(maps)
-        x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+        for layer in head_pool_layers(self.head_pool_, tuple(x.shape[1:])):
+            x = layer(x)
         x = keras.layers.Dropout(self.dropout, seed=seed, name="head_dropout")(x)
         outputs = keras.layers.Dense(
             n_classes,
@@ -374,7 +378,8 @@ class TailClassifier(KerasModelFile, ClassifierMixin, BaseEstimator):
                 if self.mixup:
                     weight = rng.beta(self.mixup, self.mixup, size=(len(labels), 1)).astype(np.float32)
                     partner = rng.permutation(len(labels))
-                    maps = weight[:, :, None, None] * maps + (1 - weight[:, :, None, None]) * maps[partner]
+                    blend = weight.reshape(-1, *(1,) * len(self.map_shape_))  # over every axis of a map
+                    maps = blend * maps + (1 - blend) * maps[partner]
                     targets = weight * targets + (1 - weight) * targets[partner]
                 loss, correct = step(tf.constant(maps), tf.constant(targets))
                 total_loss += float(loss) * len(labels)
@@ -454,6 +459,30 @@ class TailClassifier(KerasModelFile, ClassifierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = False
         return tags
+
+
+def head_pool(tokens) -> str:
+    """How the head pools the final layer's output: "avg" (global average) over a CNN's map; over a vision
+    transformer's tokens (tokens: its featx.backbones.base.TokenLayout) "cls", the CLS token, as ViT and CLIP fine-tune,
+    or "patches:P", the mean of the patch tokens after the P prefix tokens, for a model without one (SigLIP)."""
+    if tokens is None:
+        return "avg"
+    return "cls" if tokens.cls else f"patches:{tokens.prefix}"
+
+
+def head_pool_layers(pool: str, shape: tuple) -> list:
+    """The head's pooling as plain Keras layers named head_*, in order (so an exported model loads in safe mode with
+    no featx code): pool from head_pool, shape the final layer's output shape without the batch axis."""
+    if pool == "avg":
+        return [keras.layers.GlobalAveragePooling2D(name="head_pool")]
+    if pool == "cls":  # (tokens, width) -> the first token
+        return [
+            keras.layers.Cropping1D((0, int(shape[0]) - 1), name="head_crop"),
+            keras.layers.Flatten(name="head_pool"),
+        ]
+    prefix = int(pool.split(":", 1)[1])
+    crop = [keras.layers.Cropping1D((prefix, 0), name="head_crop")] if prefix else []
+    return [*crop, keras.layers.GlobalAveragePooling1D(name="head_pool")]
 
 
 def stream_bytes(map_shape, batch_size: int = 32) -> int:

@@ -19,15 +19,26 @@ from featx.terminal import fit_lines, fit_table
 
 
 def cmd_backbones(args) -> None:
-    from featx.backbones import available_backbones
+    from featx.backbones import backbone_catalog
+    from featx.backbones.hub import EXTRA
 
-    print(fit_lines("\n".join(available_backbones())))
+    catalog = backbone_catalog()
+    print("\n".join(catalog["registry"]))
+    if not catalog["hub_installed"]:
+        print(f"\nKerasHub vision transformers (DINOv2, DINOv3, CLIP, SigLIP, ViT): {EXTRA}")
+        return
+    print("\nKerasHub presets (also a preset folder, or hf://org/name for DINOv2, DINOv3 and ViT checkpoints):")
+    for family, presets in catalog["hub"]:
+        print(family)
+        width = max(len(name) for name, _ in presets)
+        for name, description in presets:
+            print(f"  {name:<{width}}  {description}")
 
 
 def cmd_layers(args) -> None:
-    from featx.backbones import get_backbone, layer_table
+    from featx.backbones import layer_table
 
-    backbone = get_backbone(args.backbone, args.weights, args.input_size, args.preprocess, args.unsafe)
+    backbone = backbone_of(args).build()
     if args.cuts:
         from featx.backbones.cuts import cut_table
 
@@ -48,6 +59,7 @@ def cmd_layers(args) -> None:
         f"\n{len(layers.table)} layers shown ({'every layer' if args.all else 'the all group; --all for every layer'}); "
         f"family {layers.family}; groups:",
         *(f"  {group} ({layers.groups[group]}): {meaning}" for group, meaning in layers.group_meaning.items()),
+        *([layers.tokens] if layers.tokens else []),
         *([layers.preprocessing_note] if layers.preprocessing_note else []),
     ]
     print(fit_lines("\n".join(lines)))
@@ -148,7 +160,9 @@ def add_commands(sub) -> None:
         "feature layer) with output shape, pooled feature size and groups, and what each "
         "group means for this backbone's family.",
     )
-    p.add_argument("backbone", help="registry name or a saved .keras/.h5 model")
+    p.add_argument(
+        "backbone", help="registry name, KerasHub preset name or folder, hf://org/name, or a .keras/.h5 model"
+    )
     p.add_argument("--all", action="store_true", help="show every layer, not only those of the all group")
     p.add_argument(
         "--cuts",
@@ -170,7 +184,9 @@ def add_commands(sub) -> None:
         help="folder of class subfolders, CSV manifest (path,label[,split]) or built-in 'elpv' (default, with a note)",
     )
     p.add_argument(
-        "--backbone", default=DEFAULT_BACKBONE, help=f"backbone name or .keras/.h5 file (default {DEFAULT_BACKBONE})"
+        "--backbone",
+        default=DEFAULT_BACKBONE,
+        help=f"backbone name, KerasHub preset name or folder, hf://org/name, or .keras/.h5 file (default {DEFAULT_BACKBONE})",
     )
     p.add_argument(
         "--layers",

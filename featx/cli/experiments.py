@@ -130,7 +130,9 @@ def cmd_run(args) -> None:
     from featx.report import pipeline_page
 
     cache = cache_of(args)
-    result = run_pipeline(args.file, data=args.data, refit=args.refit, unsafe=args.unsafe, cache=cache)
+    result = run_pipeline(
+        args.file, data=args.data, backbone=args.backbone, refit=args.refit, unsafe=args.unsafe, cache=cache
+    )
     print(f"report: {pipeline_page(result.folder, cache=cache)}")
 
 
@@ -296,6 +298,11 @@ def add_commands(sub) -> None:
         "--data",
         default=None,
         help="run the recipe on this data source (folder, CSV manifest or built-in name) instead of the file's data",
+    )
+    p.add_argument(
+        "--backbone",
+        default=None,
+        help="run the recipe with this backbone (name, KerasHub preset or folder, .keras file) instead of the file's",
     )
     p.add_argument(
         "--refit",

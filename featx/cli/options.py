@@ -158,18 +158,20 @@ def add_backbone_options(p: argparse.ArgumentParser, weights_default: str) -> No
     p.add_argument(
         "--weights", default=weights_default, help=f"imagenet, none or a local weights file (default {weights_default})"
     )
-    from featx.backbones.layers import GRID_HELP, POOLS
+    from featx.backbones.layers import GRID_HELP, POOLS, TOKEN_POOLS
 
     p.add_argument(
         "--pool",
         default="avg",
-        metavar="{" + ",".join(POOLS) + ",grid:T}",
+        metavar="{" + ",".join(dict.fromkeys([*POOLS, *TOKEN_POOLS])) + ",grid:T}",
         help="spatial pooling of conv "
         "outputs, part of the cache key: "
         + "; ".join(f"{k}: {v}" for k, v in POOLS.items())
         + "; "
         + GRID_HELP
-        + " (default avg)",
+        + ". A vision transformer's tokens (KerasHub backbones): "
+        + "; ".join(f"{k}: {v}" for k, v in TOKEN_POOLS.items() if k not in ("none",))
+        + "; avg is mean there (default avg)",
     )
     p.add_argument(
         "--input-size",

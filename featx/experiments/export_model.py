@@ -312,6 +312,7 @@ def _export_tail(pipeline, run, entry, output, format, log) -> Path:
         f"exported run {run['run_id']} ({backbone.name} cut at {tail.cut}, tail trained, {len(names)} classes) to "
         f"{path}: input {model.input_shape[1]}x{model.input_shape[2]}x3 images preprocessed as "
         f"'{backbone.preprocessing}'; outputs the probabilities of {', '.join(names)}"
+        + ("; its layers are KerasHub's: `import keras_hub` before loading it" if backbone.tokens else "")
     )
     return path
 
@@ -341,8 +342,7 @@ def whole_network(backbone, tail_classifier, name: str = "exported"):
             ) from None
         target.set_weights(layer.get_weights())
     x = bottom.get_layer(final_layer(backbone)).output
-    for layer_name in ("head_pool", "head_dropout", "head_softmax"):
-        head = trained.get_layer(layer_name)
+    for head in [layer for layer in trained.layers if layer.name.startswith("head_")]:  # pooling, dropout, softmax
         copy = head.__class__.from_config(head.get_config())
         x = copy(x)
         copy.set_weights(head.get_weights())

@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass, field, replace
 
 from featx.backbones import INPUT_SIZES, SAVED_MODEL_PREPROCESSING
-from featx.backbones.layers import POOLS
+from featx.backbones.layers import POOLS, TOKEN_POOLS
 from featx.backbones.spec import DTYPES
 from featx.classifiers.registry import CLASSIFIERS, PARAM_BOUNDS
 from featx.errors import FeatxError
@@ -240,6 +240,13 @@ class Refused(Rule):
 LAYERS = Either(
     (Text(), ListOf(Text())), note="layer names and groups (all, blocks, final, fc): one comma string or an array"
 )
+POOL = Text(
+    choices=tuple(dict.fromkeys([*POOLS, *TOKEN_POOLS])),
+    pattern=r"grid:[0-9]+",
+    pattern_text='"grid:T"',
+    note="pooling of a conv map or a vision transformer's tokens (part of the cache key)",
+)
+STEP_POOL = replace(POOL, note="this step's features pooled otherwise: another entry of the same images, extracted too")
 VIEWS = Text(note="augmented views: flip, d4, crops:K, rand:K, comma-separated (as `featx extract --views`)")
 JOBS = PARAM_BOUNDS["n_jobs"][0]
 N_JOBS = Either((Integer(1, JOBS), Integer(-JOBS, -1)), note="parallel jobs: -1 all cores, -2 all but one, ...")
@@ -285,7 +292,10 @@ SCHEMA: dict[str, dict[str, Rule]] = {
         "name": Text(note="the pipeline's name (default: the file name)"),
         "description": Text(note="one line on what it does"),
         "data": Text(note="a folder of class folders, a CSV manifest or a built-in name (elpv)"),
-        "backbone": Text(note="a backbone name (`featx backbones`) or a .keras/.h5 file"),
+        "backbone": Text(
+            note="a backbone name (`featx backbones`), a KerasHub preset name or folder, hf://org/name, or a .keras/.h5 "
+            "file"
+        ),
         "weights": Text(note="imagenet, none or a local weights file"),
         "layers": LAYERS,
         "views": VIEWS,
@@ -294,12 +304,7 @@ SCHEMA: dict[str, dict[str, Rule]] = {
         "steps": Steps(kinds=("fit", "compare", "tsne"), note="what to run on the cached features, in order"),
     },
     "extract": {
-        "pool": Text(
-            choices=tuple(POOLS),
-            pattern=r"grid:[0-9]+",
-            pattern_text='"grid:T"',
-            note="spatial pooling of conv outputs (part of the cache key)",
-        ),
+        "pool": POOL,
         "dtype": Text(choices=DTYPES, note="stored feature dtype"),
         "batch_size": Integer(1, 4_096, note="images per forward pass"),
         "split": ListOf(
@@ -324,6 +329,7 @@ SCHEMA: dict[str, dict[str, Rule]] = {
         "kind": Text(choices=("fit",), note="a fit of one classifier (`featx fit`)"),
         "layers": Either(LAYERS.rules, note="the layers to fit on (default: the pipeline's layers)"),
         "clf": Text(choices=tuple(CLASSIFIERS), note="the classifier"),
+        "pool": STEP_POOL,
         **FIT_AND_COMPARE,
         "n_jobs": N_JOBS,
         **TRANSFORMS,
@@ -341,6 +347,7 @@ SCHEMA: dict[str, dict[str, Rule]] = {
             note="parameter values to sweep, e.g. { C = [0.1, 1, 10] }",
         ),
         **FIT_AND_COMPARE,
+        "pool": STEP_POOL,
         "metric": Text(choices=METRIC_NAMES, note="the ranking metric (default: chosen from the class balance)"),
         "search": Text(choices=SEARCHES, note="exact: every row on every fold; halving (with cv): successive halving"),
         "n_jobs": N_JOBS,
@@ -354,6 +361,7 @@ SCHEMA: dict[str, dict[str, Rule]] = {
         "kind": Text(choices=("tsne",), note="a t-SNE plot of a layer subset (`featx plot-tsne`)"),
         "layers": Either(LAYERS.rules, note="the layers to embed"),
         "split": Text(choices=("train", "val", "test"), note="only this split (default: every image)"),
+        "pool": STEP_POOL,
         "seed": Integer(0, SEED_MAX, note="subsample and t-SNE seed"),
         "max_points": Integer(*TSNE_POINTS, note="embed at most this many random images; t-SNE is slow beyond"),
     },

@@ -15,6 +15,8 @@
     clf = "rf"
     params = { n_estimators = 200 }
     tta = true                              # any fit / compare keyword, e.g. tta: average over the views
+    pool = "cls"                            # optional: this step's features pooled otherwise (another entry of the
+                                            # same images, extracted too); default the [extract] pool
 
 The whole file is checked against one schema (featx.experiments.pipeline_schema: size, UTF-8, nesting, every key's
 type and range, the steps' shape) and every step's FitSpecs and Evaluation are built before anything runs: the first
@@ -89,11 +91,15 @@ def read_pipeline(path) -> dict:
     return parse_pipeline(data, path)
 
 
-def run_pipeline(path, *, data=None, refit: bool = False, unsafe: bool = False, cache=None, log=print) -> PipelineResult:
+def run_pipeline(
+    path, *, data=None, backbone=None, refit: bool = False, unsafe: bool = False, cache=None, log=print
+) -> PipelineResult:
     """Extract (reusing the cache), run the steps in order, then print the runs made, best first, and the plots.
 
     A fit step without `layers` uses the pipeline's layers. data : run the same recipe on another data
-    source (a folder, CSV manifest or built-in name) instead of the file's `data`. A fit or compare step whose
+    source (a folder, CSV manifest or built-in name) instead of the file's `data`; backbone : with another backbone
+    than the file's (a recipe naming layer groups, not layers, runs on any). A step with its own `pool` runs on the
+    entry of those images extracted with that pooling (extracted too). A fit or compare step whose
     every fit is already in the runs log (same entry, layers and FitSpec) reuses those runs instead of
     appending duplicates, and a t-SNE step whose plot exists reuses it; refit : fit and draw them again anyway.
     The ranking metric is chosen once, from the entry's class balance (printed), for every compare step that names
@@ -110,31 +116,39 @@ def run_pipeline(path, *, data=None, refit: bool = False, unsafe: bool = False, 
         spec["data"] = data
     elif "data" not in spec:
         raise FeatxError(f"pipeline '{path}' names no data; add data = \"...\" to it or pass --data")
+    if backbone is not None:
+        spec["backbone"] = backbone
     layers = spec.get("layers", EXTRACT_LAYERS)
     views = {k: spec[k] for k in ("views", "view_seed") if k in spec}  # the steps' default views
     check_steps(spec, path)
     needed = _needed_views(spec["steps"], views)
     options = spec.get("extract", {})
-    entry = extract(
-        DataSpec(spec["data"], **{k: options[k] for k in EXTRACT_DATA if k in options}),
-        BackboneSpec(
-            spec.get("backbone", DEFAULT_BACKBONE),
-            **({"weights": spec["weights"]} if "weights" in spec else {}),
-            **{k: options[k] for k in EXTRACT_BACKBONE if k in options},
-            unsafe=unsafe,  # the caller's alone: the schema refuses it in a file
-        ),
-        layers,
-        views=",".join(needed[1:]) if len(needed) > 1 else None,
-        cache=cache,
-        compute=Compute(**{k: options[k] for k in EXTRACT_COMPUTE if k in options}),
-        log=log,
-    ).entry
+    default_pool = options.get("pool", BackboneSpec.pool)
+    entries = {}  # pool -> the entry its steps run on: the [extract] pool's first, then each step's own
+    for pool in dict.fromkeys([default_pool, *(step["pool"] for step in spec["steps"] if "pool" in step)]):
+        entries[pool] = extract(
+            DataSpec(spec["data"], **{k: options[k] for k in EXTRACT_DATA if k in options}),
+            BackboneSpec(
+                spec.get("backbone", DEFAULT_BACKBONE),
+                **({"weights": spec["weights"]} if "weights" in spec else {}),
+                **{k: options[k] for k in EXTRACT_BACKBONE if k in options},
+                pool=pool,
+                unsafe=unsafe,  # the caller's alone: the schema refuses it in a file
+            ),
+            layers,
+            views=",".join(needed[1:]) if len(needed) > 1 else None,
+            cache=cache,
+            compute=Compute(**{k: options[k] for k in EXTRACT_COMPUTE if k in options}),
+            log=log,
+        ).entry
+    entry = entries[default_pool]
     run_ids, plots = [], []
     metric, reason = entry_metric(entry.cache, entry.key)
     log(reason)
     for number, step in enumerate(spec["steps"], 1):
         kind, options = step["kind"], _options(step)
-        log(f"--- step {number}/{len(spec['steps'])}: {kind}")
+        entry = entries[step.get("pool", default_pool)]
+        log(f"--- step {number}/{len(spec['steps'])}: {kind}" + (f" (pool {step['pool']})" if "pool" in step else ""))
         if kind in VIEW_STEPS:
             options = _with_views(options, views)
         if kind == "compare":
@@ -185,12 +199,13 @@ def run_pipeline(path, *, data=None, refit: bool = False, unsafe: bool = False, 
             plots.append(done)
         else:
             plots.append(tsne(entry, options.pop("layers", TSNE_LAYERS), log=log, **options))
+    entry = entries[default_pool]
     log_table = read_log(entry.cache)
     ranking = rank(log_table[log_table["run_id"].isin(run_ids)], metric)
     table = ranking.table
     name = spec.get("name", Path(path).stem)
     log(f"=== {name}: {len(table)} run(s), ranked by {metric}")
-    log(source_line(table, {entry.key: entry.data_label}))
+    log(source_line(table, {e.key: e.data_label for e in entries.values()}))
     log(format_ranked(ranking))
     log("plots:\n" + "\n".join(f"  {p}" for p in plots))
     closing = recommendation_line(ranking)
@@ -201,6 +216,7 @@ def run_pipeline(path, *, data=None, refit: bool = False, unsafe: bool = False, 
             "run",
             str(path),
             *(["--data", str(data)] if data is not None else []),
+            *(["--backbone", str(backbone)] if backbone is not None else []),
             "--cache-dir",
             str(entry.cache.root),
         ]
@@ -288,5 +304,5 @@ def _step_jobs(entry: CacheEntry, kind: str, specs: list[FitSpec], run: dict) ->
 
 
 def _options(step: dict) -> dict:
-    """A step's keywords: its table without `kind`."""
-    return {k: v for k, v in step.items() if k != "kind"}
+    """A step's keywords: its table without `kind` and `pool` (which picks the entry it runs on)."""
+    return {k: v for k, v in step.items() if k not in ("kind", "pool")}

@@ -38,7 +38,6 @@ def tsne(
     entry = Cache.resolve(cache).open(entry)
     path = tsne_path(entry, layers=layers, split=split, seed=seed, max_points=max_points)
     features = load(entry, layers=layers, split=split)  # unusable features: one line, no reports folder made
-    safepath.check_write(writable_folder(path.parent, "reports"), path)  # a link of the plot's name: refused
     X, y = features.X, features.y
     if len(X) < low:
         raise FeatxError(
@@ -46,7 +45,7 @@ def tsne(
             f"{f' in split {split}' if split else ''}; a t-SNE needs at least {low} (`featx info` lists the "
             "files that could not be decoded)"
         )
-    writable_folder(path.parent, "reports")
+    safepath.check_write(writable_folder(path.parent, "reports"), path)  # a link of the plot's name: refused
     path = plot_tsne(
         X,
         y,

@@ -24,8 +24,23 @@ DECODER_VERSION = 3
 EXIF_ORIENTATION = 0x0112  # 1 is upright; 2-8 mirror and/or rotate
 
 
-def load_rgb(path: str, size: tuple[int, int]) -> np.ndarray:
-    """Return a uint8 array of shape (height, width, 3). Raises ValueError with a short reason."""
+RESAMPLING = {  # a KerasHub image converter's interpolation names -> Pillow's filters (antialiased when shrinking)
+    "nearest": Image.NEAREST,
+    "bilinear": Image.BILINEAR,
+    "bicubic": Image.BICUBIC,
+    "lanczos3": Image.LANCZOS,
+    "lanczos5": Image.LANCZOS,
+    "area": Image.BOX,
+}
+
+
+def load_rgb(path: str, size: tuple[int, int], *, interpolation: str = "bilinear", crop: bool = False) -> np.ndarray:
+    """Return a uint8 array of shape (height, width, 3). Raises ValueError with a short reason.
+
+    interpolation : a RESAMPLING name, the filter that resizes the image to `size`. crop : first take the largest
+    centred crop with the aspect ratio of `size` (as keras.layers.Resizing's crop_to_aspect_ratio), instead of
+    stretching the whole image to it. The backbone says which (featx.backbones.Backbone.decode_options).
+    """
     height, width = size
     try:
         info = os.stat(path)
@@ -44,7 +59,9 @@ def load_rgb(path: str, size: tuple[int, int]) -> np.ndarray:
                 img.draft("RGB", (width, height))  # JPEG only: decode at >= the target size, much faster
                 img.load()
                 # resize before widening gray to RGB: a third of the pixels to interpolate, the same result
-                small = _to_8bit(_upright(img)).resize((width, height), Image.BILINEAR)
+                img = _upright(img)
+                box = _centred_crop(img.width, img.height, width, height) if crop else None
+                small = _to_8bit(img).resize((width, height), RESAMPLING[interpolation], box=box)
                 return np.asarray(small if small.mode == "RGB" else small.convert("RGB"), dtype=np.uint8)
     except ValueError:
         raise
@@ -58,6 +75,14 @@ def load_rgb(path: str, size: tuple[int, int]) -> np.ndarray:
         raise ValueError(f"cannot decode: {exc}") from None  # truncated data, broken headers
     except Exception as exc:  # noqa: BLE001  Pillow plugins raise many types on malformed files; one bad file must not stop a run
         raise ValueError(f"cannot decode: {type(exc).__name__}: {exc}") from None
+
+
+def _centred_crop(img_width: int, img_height: int, width: int, height: int) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the largest box with the aspect ratio width:height centred in the image."""
+    crop_width = min(img_width, round(img_height * width / height))
+    crop_height = min(img_height, round(img_width * height / width))
+    left, top = (img_width - crop_width) // 2, (img_height - crop_height) // 2
+    return left, top, left + crop_width, top + crop_height
 
 
 def _upright(img: Image.Image) -> Image.Image:
