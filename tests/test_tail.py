@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import assert_one_line_error, cli
+from helpers import U32, assert_one_line_error, cli, widest_sum
 
 pytestmark = pytest.mark.slow  # TensorFlow and real EfficientNet-Lite0 weights throughout
 
@@ -106,9 +106,9 @@ def test_one_step_on_cached_maps_equals_one_step_on_images_with_the_bottom_froze
 
     pretrained = get_backbone("efficientnet_lite0", "imagenet", SIZE).model
     reference = {id(v): g.numpy() for v, g in zip(groups[0] + groups[1], gradients)}
-    # The widest float32 sum on the network's path: the head's 1,280 inputs (the project convs sum 1,152 channels,
+    # The widest float32 sum on the network's path: 1,280 (the head's inputs; the project convs sum 1,152 channels,
     # the tail's weight gradients 6 images x 2x2 positions); every round-off bound below grows with it.
-    widest = head.kernel.shape[0]
+    widest = widest_sum(network)
     kinks = _relu_kink_allowance(
         clf._tail_model(), head_start, maps.reshape(-1, *clf.map_shape_), targets, widest
     )  # the pretrained tail (a fresh copy) and the head as they were before the step
@@ -161,7 +161,7 @@ def _assert_same_adam_step(ours, theirs, before, gradient, lr, widest, kinks):
 
     from featx.classifiers.tail import NO_DECAY
 
-    u, epsilon, beta_1, beta_2 = 2.0**-24, 1e-7, 0.9, 0.999  # keras.optimizers.AdamW's defaults
+    u, epsilon, beta_1, beta_2 = U32, 1e-7, 0.9, 0.999  # keras.optimizers.AdamW's defaults
     e = epsilon / np.sqrt(1 - beta_2)
     name, w, g = theirs.path, np.asarray(before, dtype=np.float64), gradient.astype(np.float64)
     w_decayed = w - lr * (0.0 if re.search(NO_DECAY, theirs.name) else 0.05) * w
@@ -214,7 +214,7 @@ def _relu_kink_allowance(tail, head_weights, maps, targets, widest):
             z = pre_activations(image)[layer][0, at[0], at[1], at[2]]
         return tape.gradient(z, list(kernels.values()))  # None for the kernels above the unit
 
-    u = 2.0**-24
+    u = U32
     allowance = {name: np.zeros(kernel.shape) for name, kernel in kernels.items()}
     for layer, (relu, z, slope) in enumerate(zip(relus, pre, slopes)):
         z, slope = z.numpy(), slope.numpy()
