@@ -4,6 +4,7 @@
     python3 tests/variations.py --only threads-1      # one variation (repeat --only for several)
     python3 tests/variations.py --list                # the variations, their environment and pytest arguments
     python3 tests/variations.py --only isa-sse41 -- tests/test_tail.py -k one_step   # pytest arguments after --
+    python3 tests/variations.py --log logs/           # each run's pytest output in logs/NAME.log, as it comes
 
 A numerical assertion in this suite states where its tolerance comes from (float32 round-off times the size of
 a reduction, an optimizer's step bound, a solver's tolerance), so that it holds on any CPU; these variations
@@ -20,6 +21,7 @@ every run passed, 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import subprocess
@@ -109,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", choices=list(VARIATIONS), help="run this variation (repeatable)")
     parser.add_argument("--list", action="store_true", help="print the variations and exit")
     parser.add_argument("--no-probe", action="store_true", help="skip the probe of what took effect")
+    parser.add_argument("--log", metavar="DIR", help="write each run's pytest output to DIR/NAME.log as it comes")
     args = parser.parse_args(argv)
     names = args.only or list(VARIATIONS)
     if args.list:
@@ -131,10 +134,21 @@ def main(argv: list[str] | None = None) -> int:
         command = [sys.executable, "-m", "pytest", "-q", *pytest_args, *extra]
         print(f"   {' '.join(f'{k}={v}' for k, v in changes.items())} {' '.join(command[1:])}".rstrip(), flush=True)
         began = time.monotonic()
-        run = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
+        lines = []
+        with (
+            open(Path(args.log) / f"{name}.log", "w") if args.log else contextlib.nullcontext() as log,
+            subprocess.Popen(
+                command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            ) as run,
+        ):
+            for line in run.stdout:  # pytest's own output, as it comes, into the log
+                lines.append(line.rstrip("\n"))
+                if log:
+                    log.write(line)
+                    log.flush()
         seconds = time.monotonic() - began
-        tail = [line for line in run.stdout.splitlines() if line.strip()][-1:] or ["(no output)"]
-        failed = [line for line in run.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+        tail = [line for line in lines if line.strip()][-1:] or ["(no output)"]
+        failed = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
         verdict = "pass" if run.returncode == 0 else f"FAIL (exit {run.returncode})"
         print(f"   {verdict} in {seconds / 60:.1f} min: {tail[0].strip('= ')}", flush=True)
         for line in failed:
