@@ -68,7 +68,7 @@ VARIATIONS: dict[str, tuple[str, dict[str, str], list[str]]] = {
 }
 
 PROBE = r"""
-import json, os, re, subprocess, sys
+import json, os
 from threadpoolctl import threadpool_info
 from featx import runtime
 import tensorflow as tf
