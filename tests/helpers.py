@@ -1,7 +1,8 @@
 """Helpers shared by the test modules (one copy each): `featx` run in this process with its output captured, the
 check of a one-line error, stderr without TensorFlow's log lines, a background single-process reference
 extraction, the comparison of two entries' layers, draws from the global random streams, the fuzz tier's
-watchdog (FuzzWorker) and the re-sealing of an edited layer file (a file crafted with its digest recomputed).
+watchdog (FuzzWorker), the re-sealing of an edited layer file (a file crafted with its digest recomputed) and the
+float32 round-off bound numerical assertions derive their tolerances from (docs/testing.md).
 
 `cli` is the cheap way to test a command's exit code and lines; tests/forkserver.py (the `fork_server` fixture)
 runs real processes where a test needs one."""
@@ -202,8 +203,6 @@ def seed_everything(seed):
 
 # ---- scores of an exported model against featx's ---------------------------------------------------------------
 
-U = 2.0**-24  # float32 unit roundoff
-
 
 def magnitude(model, X) -> float:
     """The largest sum |w_i z_i| + |b| over rows and outputs of the model's linear maps (PCA, the classifier, or
@@ -320,3 +319,58 @@ def reseal_layer(path, rows: tuple[int, int] | None = None) -> None:
     path.write_bytes(
         _record(offset, length, len(image), _digest(offset, length, len(image), head, tail)) + image[USER_BLOCK:]
     )
+
+
+# ---- float32 round-off: where a tolerance comes from -------------------------------------------------------
+# Two float32 computations of the same quantity in different orders (another batch size or position in a batch,
+# another oneDNN kernel or ISA, oneDNN off, another thread count or CPU) differ by their round-off. A sum of n
+# terms computed in any order is within n u sum|terms| of the exact sum (u = 2**-24, float32's unit round-off;
+# Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., eq. 3.5), and elementwise operations are
+# correctly rounded on every IEEE CPU. Tolerances below take n as the widest sum on a value's path and the
+# compared tensor's largest magnitude as the terms' absolute sum: measured differences between such runs are
+# under 25 u max|x| (oneDNN on/off, its ISA capped at SSE4.1/AVX2, 1 to 4 threads), far inside the bound.
+U32 = 2.0**-24
+
+
+def roundoff(desired, terms: int) -> float:
+    """Absolute tolerance for `desired` recomputed in float32 in another order: terms * u * max|desired|, where
+    `terms` is the widest sum on the path (widest_sum(model) for a network's outputs)."""
+    return terms * U32 * float(np.max(np.abs(desired)))
+
+
+def assert_float32_close(actual, desired, terms: int, err_msg: str = "") -> None:
+    """Assert that `actual` equals `desired` up to float32 round-off: |actual - desired| <= roundoff(desired,
+    terms) elementwise."""
+    np.testing.assert_allclose(actual, desired, rtol=0, atol=roundoff(desired, terms), err_msg=err_msg)
+
+
+def widest_sum(model) -> int:
+    """The most terms one float32 value of the Keras `model` sums: a convolution's kh * kw * c_in (kh * kw for a
+    depthwise one), a dense layer's inputs, a pooling window, a global pooling's h * w, a layer normalization's
+    channels; nested models included."""
+    import keras
+
+    widest = 1
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            widest = max(widest, widest_sum(layer))
+            continue
+        for weight in layer.weights:  # kernel, depthwise_kernel, pointwise_kernel: (..., inputs, outputs)
+            if weight.name == "depthwise_kernel" or isinstance(layer, keras.layers.DepthwiseConv2D):
+                widest = max(widest, int(np.prod(weight.shape[:-2])))
+            elif weight.name in ("kernel", "pointwise_kernel"):
+                widest = max(widest, int(np.prod(weight.shape[:-1])))
+        if isinstance(layer, (keras.layers.AveragePooling2D, keras.layers.MaxPooling2D)):
+            widest = max(widest, int(np.prod(layer.pool_size)))
+        elif isinstance(layer, (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D)):
+            widest = max(widest, int(np.prod(layer.input.shape[1:-1])))
+        elif isinstance(layer, keras.layers.LayerNormalization):
+            widest = max(widest, int(layer.input.shape[-1]))
+    return widest
+
+
+def feature_terms(model, layer: str) -> int:
+    """The n of roundoff() for a pooled feature of `layer`: widest_sum(model) plus the h * w positions its pooling
+    sums (1 for a layer whose output is a vector)."""
+    shape = model.get_layer(layer).output.shape
+    return widest_sum(model) + (int(np.prod(shape[1:-1])) if len(shape) > 2 else 1)

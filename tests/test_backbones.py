@@ -170,6 +170,7 @@ def test_saved_model_preprocessing_inferred_from_layer_names(tmp_path, family):
     assert backbone.preprocessing_note.startswith(f"note: preprocessing '{family}' inferred")
     pixels = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     expected = getattr(keras.applications, family).preprocess_input(pixels.copy())
+    # elementwise float32 arithmetic in the same order: the same on every IEEE CPU (rtol 1e-7: a rounding or so)
     np.testing.assert_allclose(np.asarray(backbone.preprocess(pixels.copy())), np.asarray(expected))
     assert len(group_members(describe_layers(backbone), "blocks")) == BLOCK_COUNTS.get(
         {"resnet": "resnet50", "efficientnet": "efficientnet_b0"}.get(family, family)
@@ -188,7 +189,7 @@ def test_lite_and_unknown_saved_models(tmp_path, elpv_folder):
     backbone = get_backbone(str(lite))
     assert backbone.preprocessing == "saved:efficientnet_lite"
     pixels = np.full((1, 4, 4, 3), 255.0, "float32")
-    np.testing.assert_allclose(backbone.preprocess(pixels), preprocess_input(pixels))
+    np.testing.assert_allclose(backbone.preprocess(pixels), preprocess_input(pixels))  # elementwise, as above
 
     inputs = keras.Input((32, 32, 3))
     x = keras.layers.Conv2D(4, 3, strides=2, name="stem")(inputs)

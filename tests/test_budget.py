@@ -113,7 +113,7 @@ def test_tune_dense_by_halving_chooses_a_contender_close_to_the_exact_grid_best(
     # halving's choice is a point of the exact grid, trained the same way: its score there is the same fit's
     grid = exact.curve[exact.curve["stage"] == "coarse"]
     mine = grid.loc[np.isclose(grid["lr"], best["lr"]), "accuracy"].iloc[0]
-    assert mine == pytest.approx(best["accuracy"])
+    assert mine == pytest.approx(best["accuracy"])  # the same seeded fit in this process: the same score
     n_val = int((split == "val").sum())
     assert grid["accuracy"].max() - mine <= 2 * np.sqrt(0.25 / n_val)  # within two binomial standard errors
     assert exact.test is not None and halving.test is not None

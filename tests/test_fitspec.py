@@ -67,7 +67,7 @@ def test_train_and_score_is_pure_and_repeatable(digits, tmp_path, monkeypatch):
     first = train_and_score(X, y, split, spec, class_names=CLASSES)
     again = train_and_score(X, y, split, spec, class_names=CLASSES)
     assert list(tmp_path.iterdir()) == []
-    assert set(first.metrics) == {"val", "test"} and first.metrics["test"]["accuracy"] > 0.9
+    assert set(first.metrics) == {"val", "test"} and first.metrics["test"]["accuracy"] > 0.9  # digits: a floor
     assert first.n_train == (split == "train").sum() and first.n_features == X.shape[1]
     assert first.metrics["test"]["accuracy"] == again.metrics["test"]["accuracy"]
     assert first.pipeline is not again.pipeline

@@ -11,6 +11,8 @@ import pytest
 from featx.backbones.layers import LayerInfo, check_pool, grid_window
 from featx.errors import FeatxError
 
+from helpers import assert_float32_close, feature_terms
+
 SIZE = 112  # Lite0 maps: block3a 14x14x40, block4a 7x7x80, block6b_expand 4x4x1152, top_activation 4x4x1280
 T = 1280
 LAYERS = ["block3a_project_bn", "block4a_project_bn", "block6b_expand_conv", "top_activation", "predictions"]
@@ -86,7 +88,8 @@ def test_numpy_reference_equals_keras_average_pooling_on_a_random_map():
     maps = rng.normal(size=(3, 14, 14, 40)).astype(np.float32)
     window = reference_window(14, 40, T)
     keras_out = keras.layers.Flatten()(keras.layers.AveragePooling2D(pool_size=window, strides=window)(maps))
-    np.testing.assert_allclose(numpy_grid(maps, T), np.asarray(keras_out), rtol=1e-5, atol=1e-6)
+    # means over a window of at most 14 x 14 values: float32 sums of n <= 196 terms in two orders (helpers.roundoff)
+    assert_float32_close(numpy_grid(maps, T), np.asarray(keras_out), 14 * 14)
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +124,8 @@ def test_grid_pool_equals_numpy_and_keras_on_real_maps(grid_entries):
             start, stop = features.feature_slices[layer]
             expected = numpy_grid(maps, target)
             assert stop - start == expected.shape[1] == entry.layer_info[layer]["n_features"]
-            np.testing.assert_allclose(X[:, start:stop], expected, rtol=1e-4, atol=1e-4)
+            terms = feature_terms(lite.model, layer)  # the extractor's graph vs a per-layer model and numpy
+            assert_float32_close(X[:, start:stop], expected, terms, err_msg=layer)
             if target == T and layer in EDGES:
                 channels, ratio, k, window, cells = EDGES[layer]
                 assert maps.shape[-1] == channels and target // channels == ratio
@@ -129,7 +133,7 @@ def test_grid_pool_equals_numpy_and_keras_on_real_maps(grid_entries):
                 assert expected.shape[1] == cells * channels
                 if window:  # the reference code's own layers on the same map
                     pooled = keras.layers.Flatten()(keras.layers.AveragePooling2D(window, strides=window)(maps))
-                    np.testing.assert_allclose(X[:, start:stop], np.asarray(pooled), rtol=1e-4, atol=1e-4)
+                    assert_float32_close(X[:, start:stop], np.asarray(pooled), terms, err_msg=layer)
         if target == 8192:  # k = 10 > 7: the reference's pool_size 0, the mean
             start, stop = features.feature_slices["block4a_project_bn"]
             assert stop - start == 80

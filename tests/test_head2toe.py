@@ -26,11 +26,11 @@ def test_layer_normalizer_gives_each_block_unit_norm(digits):
     X[0, :16] = 0  # a zero block stays zero (Head2Toe's zero-aware normalize)
     out = LayerNormalizer(blocks=DIGIT_BLOCKS).fit(X[:100]).transform(X)
     norms = np.stack([np.linalg.norm(out[:, a:b], axis=1) for a, b in ((0, 16), (16, 48), (48, 64))], axis=1)
-    np.testing.assert_allclose(norms[1:], 1.0, rtol=1e-12)
+    np.testing.assert_allclose(norms[1:], 1.0, rtol=1e-12)  # float64 norms of <= 32 values: a few u64
     assert norms[0, 0] == 0 and np.allclose(norms[0, 1:], 1.0)
     nonzero = X[5, 16:48] != 0
     ratio = out[5, 16:48][nonzero] / X[5, 16:48][nonzero]  # within a block, a row is scaled, not reshaped
-    assert np.allclose(ratio, ratio[0])
+    assert np.allclose(ratio, ratio[0])  # one float64 factor per row
     assert (
         out.dtype == np.float64
         and LayerNormalizer(blocks=DIGIT_BLOCKS).fit_transform(X.astype(np.float32)).dtype == np.float32
@@ -57,6 +57,7 @@ def test_group_lasso_ranks_by_the_multitask_lasso_group_norms(digits):
     alpha_max = np.linalg.norm(X[train].T @ (Y - Y.mean(axis=0)), axis=1).max() / train.sum()
     reference = MultiTaskLasso(alpha=0.05 * alpha_max).fit(X[train], Y)
     norms = (reference.coef_**2).sum(axis=0)
+    # the same solver on the same float64 data: equal up to its tolerance (rtol 1e-6 covers another memory order)
     np.testing.assert_allclose(selector.scores_, norms, rtol=1e-6, atol=1e-12)
     assert selector.support_.sum() == 16
     nonzero = np.flatnonzero(norms > 0)
@@ -141,7 +142,7 @@ def test_selection_is_refitted_inside_each_cv_fold(digits):
     poisoned = cross_validate(spec.pipeline(), X_bad, y_bad, folds, return_estimators=True)
     np.testing.assert_array_equal(poisoned.estimators[0].named_steps["select"].support_, supports[0])
     assert poisoned.scores["accuracy"].iloc[0] < clean.scores["accuracy"].iloc[0]  # the poison reached its score
-    assert 0.8 < cross_validate_spec(X, y, folds, spec, n_jobs=1).scores["accuracy"].mean() <= 1.0
+    assert 0.8 < cross_validate_spec(X, y, folds, spec, n_jobs=1).scores["accuracy"].mean() <= 1.0  # digits: a floor
 
 
 @parametrize_with_checks([GroupLassoSelector(fraction=0.5, penalty=0.1)])
@@ -324,7 +325,7 @@ def test_tune_head2toe_with_views_and_tta_is_the_view_ensemble_fit(h2t_entries):
     ensemble = cross_validate_spec(X, y, make_folds(y, split, 3, 1, 0), spec, n_jobs=1).scores
     point = result.curve.iloc[0]
     for metric in ("accuracy", "balanced_accuracy", "f1_macro"):
-        assert point[metric] == pytest.approx(ensemble[metric].mean(), abs=1e-9)
+        assert point[metric] == pytest.approx(ensemble[metric].mean(), abs=1e-9)  # the same CV: equal scores
     model, row = featx.load_model(result.run_id, cache_dir)
     assert isinstance(model, ViewEnsemble) and row["views"] == "id,hflip" and int(row["tta"]) == 1
 

@@ -13,6 +13,8 @@ from featx.cache.lock import EntryLock
 from featx.cli import main
 from featx.runs.store import read_log
 
+from helpers import U32
+
 
 @pytest.fixture()
 def cache(tmp_path):
@@ -76,7 +78,9 @@ def test_export_writes_path_label_split_and_features(cache, tmp_path, capsys):
     assert main(["export", "--layers", "final", "--output", str(out), "--cache-dir", str(cache)]) == 0
     table = pd.read_csv(out)
     assert list(table.columns[:3]) == ["path", "label", "split"] and table.shape == (len(X), 3 + X.shape[1])
-    assert list(table["label"]) == list(meta["class_name"]) and np.allclose(table.iloc[:, 3:].to_numpy(), X, atol=1e-6)
+    assert list(table["label"]) == list(meta["class_name"])
+    # the CSV's shortest decimal that reads back as the same float32: within half a float32 ulp (rtol u)
+    np.testing.assert_allclose(table.iloc[:, 3:].to_numpy(), X, rtol=U32, atol=0)
     assert main(["export", "--format", "npy", "--output", str(tmp_path / "f.npz"), "--cache-dir", str(cache)]) == 0
     with np.load(tmp_path / "f.npz", allow_pickle=False) as arrays:
         assert arrays["features"].shape[0] == len(X) and list(arrays["split"]) == list(meta["split"])

@@ -23,7 +23,7 @@ from featx.classifiers.portable import (
 )
 from featx.selection.spec import FitSpec
 
-from helpers import U, assert_same_classes, magnitude
+from helpers import U32, assert_same_classes, magnitude
 
 BLOCKS = [["top_rows", 16], ["middle_rows", 32], ["bottom_rows", 16]]  # digits' 8x8 pixels as three "layers"
 
@@ -68,7 +68,7 @@ def test_plain_sklearn_is_scikit_learn_only_and_gives_the_same_scores(digits, ca
     # in another order, and its one-ulp differences reach the scores through a smooth map only
     expected, got = scores(model, X_test), scores(plain, X_test)
     if "layernorm" in case:
-        np.testing.assert_allclose(got, expected, rtol=0, atol=64 * U * np.abs(expected).max())
+        np.testing.assert_allclose(got, expected, rtol=0, atol=64 * U32 * np.abs(expected).max())
     else:
         np.testing.assert_array_equal(got, expected)
     np.testing.assert_array_equal(plain.predict(X_test), model.predict(X_test))
@@ -167,7 +167,7 @@ def test_keras_form_loads_in_safe_mode_and_gives_the_pipeline_s_scores(digits, c
     # Higham's bound for float32 dot products, |fl(w.z) - w.z| <= n u sum|w_i z_i| (n = the features, u = 2^-24),
     # at the size of the model's linear map; softmax and sigmoid are 1-Lipschitz, so probabilities stay within it
     # (measured on 2026-12-06: 1/100 to 1/10,000 of the bound)
-    tolerance = X_test.shape[1] * U * magnitude(model, X_test)
+    tolerance = X_test.shape[1] * U32 * magnitude(model, X_test)
     np.testing.assert_allclose(got, expected.reshape(got.shape), rtol=0, atol=tolerance)
     assert_same_classes(got, expected.reshape(got.shape), tolerance, model.classes_, model.predict(X_test))
 

@@ -137,7 +137,7 @@ def test_old_csv_log_is_migrated_and_exported(cache, tmp_path):
     assert featx(*FIT, "--cache-dir", cache, "--seed", 1).rc == 0
     log = read_log(cache)
     assert list(log["run_id"][:1]) == list(old["run_id"]) and len(log) == 2
-    assert log["val_accuracy"][0] == pytest.approx(first["val_accuracy"][0])
+    assert log["val_accuracy"][0] == pytest.approx(first["val_accuracy"][0])  # the same stored number, read back
     exported = featx("runs", "--cache-dir", cache, "--csv", tmp_path / "all.csv")
     assert exported.rc == 0 and "saved" in exported.out
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "all.csv", dtype={"run_id": str}), log, check_dtype=False)

@@ -73,6 +73,7 @@ def test_transforms_are_refitted_on_each_folds_train_rows(data):
     full_mean = X[split != "test"].mean(axis=0, dtype=np.float64)
     for (train, _), fitted in zip(folds.splits, result.estimators):
         fne = fitted.named_steps["fne"]
+        # float64 means of the same float32 rows (n u64 = 1e-13); other rows' means differ by far more
         np.testing.assert_allclose(fne.mean_, X[train].mean(axis=0, dtype=np.float64), rtol=1e-6)
         assert not np.allclose(fne.mean_, full_mean, rtol=1e-3)
     assert not np.array_equal(
@@ -95,10 +96,10 @@ def test_majority_baseline_scores_the_majority_share(data):
     scores = cross_validate(make_classifier("majority"), X, y, folds).scores
     for (train, held_out), accuracy, balanced in zip(folds.splits, scores["accuracy"], scores["balanced_accuracy"]):
         majority = np.bincount(y[train]).argmax()
-        assert accuracy == pytest.approx(np.mean(y[held_out] == majority))
+        assert accuracy == pytest.approx(np.mean(y[held_out] == majority))  # counts: exact up to the division
         assert balanced == pytest.approx(1 / len(np.unique(y[held_out])))
     stratified = summarize(cross_validate(make_classifier("stratified", seed=0), X, y, folds))
-    assert stratified["balanced_accuracy_mean"] < 0.45  # chance level for 4 classes is 0.25
+    assert stratified["balanced_accuracy_mean"] < 0.45  # chance level for 4 classes is 0.25 (seeded draws)
 
 
 def test_default_metric_follows_class_balance(data):
@@ -137,5 +138,6 @@ def test_val_folds_and_bad_requests(data):
 def test_score_matches_hand_counts():
     y_true, y_pred = np.array([0, 0, 0, 1]), np.array([0, 0, 1, 1])
     scores = score(y_true, y_pred)
+    # hand counts: exact fractions up to float64 division (approx's rel 1e-6)
     assert scores["accuracy"] == 0.75 and scores["balanced_accuracy"] == pytest.approx((2 / 3 + 1) / 2)
     assert scores["f1_macro"] == pytest.approx((0.8 + 2 / 3) / 2)

@@ -17,7 +17,7 @@ from featx.sources import resolve_source
 from featx.sources.decode import load_rgb
 from featx.sources.views import D4, apply_views, parse_views, sort_views
 
-from helpers import reseal_layer
+from helpers import assert_float32_close, feature_terms, reseal_layer
 
 SIZE = 96
 LAYERS = ["block5c_add", "top_activation"]
@@ -115,10 +115,14 @@ def test_views_are_bit_stable_and_adding_views_computes_only_new_ones(elpv_folde
     for view in grown.views:  # same images, views and seed, another cache and batch layout: the same bits
         np.testing.assert_array_equal(stored(grown, view), stored(other, view))
     plain = extract(elpv_folder, tmp_path / "c", layers=["top_activation"]).entry
-    np.testing.assert_allclose(stored(plain, "id"), stored(grown, "id"), rtol=1e-4, atol=1e-5)
-    assert not np.allclose(stored(grown, "id"), stored(grown, "hflip"), atol=1e-3)
+    # an entry without views batches the images otherwise: equal up to float32 round-off (helpers.roundoff)
+    from featx.backbones import get_backbone
+
+    lite = get_backbone("efficientnet_lite0", "imagenet", SIZE).model
+    assert_float32_close(stored(plain, "id"), stored(grown, "id"), feature_terms(lite, "top_activation"))
+    assert not np.allclose(stored(grown, "id"), stored(grown, "hflip"), atol=1e-3)  # apart by far more than that
     reseeded = extract(elpv_folder, tmp_path / "b", views="rand:2", view_seed=6, layers=["top_activation"]).entry
-    assert not np.allclose(stored(reseeded, "rand1s5"), stored(reseeded, "rand1s6"), atol=1e-3)
+    assert not np.allclose(stored(reseeded, "rand1s5"), stored(reseeded, "rand1s6"), atol=1e-3)  # other crops
 
 
 def test_bad_view_spec_is_one_line_before_any_work(elpv_folder, tmp_path):
