@@ -130,10 +130,3 @@ def test_one_class_is_refused_like_liblinear(digits):
     X, y = digits
     with pytest.raises(ValueError, match="at least 2 classes"):
         ExactLinearSVC().fit(X[y == 0], y[y == 0])
-
-
-def test_the_gram_matrix_by_blocks_is_the_whole_product(digits):
-    from featx.classifiers.linear import _gram
-
-    X, _ = digits
-    np.testing.assert_allclose(_gram(X[:500], block=64), X[:500] @ X[:500].T, rtol=1e-12, atol=1e-9)

@@ -18,15 +18,17 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
-from sklearn.svm import SVC
 from sklearn.utils._param_validation import InvalidParameterError, validate_parameter_constraints
 
 from featx.classifiers.linear import ExactLinearSVC
+from featx.classifiers.svm import KERNEL_MAX_BYTES, BlasSVC, max_kernel_rows
 from featx.errors import FeatxError
 
 CLASSIFIERS = {  # name -> (estimator class, or "module:Class" imported on first use; featx's defaults)
     "rf": (RandomForestClassifier, {"n_jobs": -1}),  # every core, unless the caller or the user sets n_jobs
-    "svm": (SVC, {"kernel": "rbf"}),  # no probability=True: deprecated in sklearn 1.9 and a 5-fold CV per fit
+    # SVC with its kernels by BLAS (libsvm on the precomputed kernel; solver="libsvm": SVC itself). No
+    # probability=True: deprecated in sklearn 1.9 and a 5-fold CV per fit
+    "svm": (BlasSVC, {"kernel": "rbf"}),
     "linear-svm": (ExactLinearSVC, {}),  # LinearSVC solved to its optimum (Newton), liblinear where that is too big
     "logreg": (LogisticRegression, {"max_iter": 2000}),
     # for many rows: an approximate RBF SVM linear in the rows, and a linear model trained by SGD epochs
@@ -45,17 +47,20 @@ BASELINES = ("majority", "stratified")
 # n_jobs does nothing for LogisticRegression's default lbfgs solver; sklearn >= 1.8 warns if set.
 IGNORES_N_JOBS = {"logreg"}
 
-# exact RBF SVC is quadratic (or worse) in the training rows: beyond this many, fit/compare/tune say so
-LARGE_N = 10_000
+# the exact SVM's kernel is n^2 float64 values: beyond the rows whose kernel fits featx.classifiers.svm's budget it
+# falls back to libsvm's own kernel loop (hours), and fit/compare/tune say so
+LARGE_N = max_kernel_rows()
 FASTER_CHOICE = {"svm": "nystroem-svm (an RBF kernel map + linear SVM, linear in the rows) or linear-svm"}
 
 
 def large_n_note(name: str, n_train: int) -> str | None:
-    """A one-line note when classifier `name` is slow at `n_train` training rows and a faster one exists."""
+    """A one-line note when classifier `name` is slow at `n_train` training rows (views counted) and a faster one
+    exists."""
     if name in FASTER_CHOICE and n_train > LARGE_N:
         return (
-            f"note: --clf {name} on {n_train:,} training rows is slow (exact kernel SVM, quadratic in rows); "
-            f"--clf {FASTER_CHOICE[name]} is much faster there"
+            f"note: --clf {name} on {n_train:,} training rows: its exact kernel ({8 * n_train**2 / 1e9:.1f} GB) "
+            f"passes the {KERNEL_MAX_BYTES / 1e9:g} GB budget, so libsvm computes it entry by entry (quadratic in "
+            f"rows, hours); --clf {FASTER_CHOICE[name]} is much faster there"
         )
     return None
 

@@ -1,0 +1,105 @@
+"""Inner products of feature rows by BLAS: computed once, shared by every fit on those rows.
+
+Every kernel an exact kernel SVM offers here (linear, poly, rbf, sigmoid) is an elementwise function of the rows'
+inner products X X^T (rbf through the squared distances ||x_i||^2 + ||x_j||^2 - 2 x_i.x_j, whose norms are the
+diagonal). One matrix product computes all of them at BLAS speed, where libsvm evaluates each entry in a scalar
+loop; and one such matrix serves every gamma, C, degree and coef0 fitted on the same rows, and every fold whose rows
+are some of them. `Gram` is that matrix as a value a caller hands to the fits (featx.classifiers.svm.BlasSVC takes it
+as `fit(..., gram=)`); `gram_matrix` is the product itself, by blocks.
+
+Memory: the matrix is n^2 float64 values (20,000 rows: 3.2 GB), computed on first use, then held until the Gram is
+dropped; a fit that takes a block of it makes one more matrix of the block's size (the kernel).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+BLOCK_ROWS = 4096  # rows per product in gram_matrix: bounds the temporaries, and avoids OpenBLAS's SIGSEGV below
+
+
+def gram_matrix(X, block: int = BLOCK_ROWS) -> np.ndarray:
+    """X X^T, of shape (n, n), by blocks of rows: one X @ X.T of 20,000 x 12,417 crashed OpenBLAS (SIGSEGV in its
+    symmetric product); each block of the upper triangle is mirrored into the lower one, so the result is exactly
+    symmetric. X : ndarray of shape (n, d)."""
+    n = X.shape[0]
+    G = np.empty((n, n), dtype=np.result_type(X.dtype, np.float32))
+    for start in range(0, n, block):
+        rows = X[start : start + block]
+        G[start : start + block, start:] = rows @ X[start:].T
+        G[start:, start : start + block] = G[start : start + block, start:].T
+    return G
+
+
+def squared_norms(X) -> np.ndarray:
+    """||x_i||^2 of each row of X (n, d), shape (n,)."""
+    return np.einsum("ij,ij->i", X, X)
+
+
+class Gram:
+    """The inner products of the rows of X, computed by BLAS on first use and shared by every fit handed this value.
+
+    Parameters
+    ----------
+    X : array of shape (n, d); kept as float64 (C order) until the matrix is computed, then released.
+
+    `subset(rows)` is the Gram of X[rows]: the same matrix, computed once for the whole and every subset (a fold's
+    train rows are a subset of the rows of all folds). `block()` gives a subset's (m, m) block as a new array, which
+    the caller may overwrite (a kernel is made from it in place); `norms()` its squared row norms (the diagonal).
+    Pickled (to a joblib worker), a Gram carries its matrix once computed, else X.
+    """
+
+    def __init__(self, X):
+        self._store = _Store(np.ascontiguousarray(X, dtype=np.float64))
+        self._rows = None
+
+    @property
+    def n_rows(self) -> int:
+        return self._store.n if self._rows is None else len(self._rows)
+
+    def subset(self, rows) -> Gram:
+        """The Gram of X[rows] (rows : integer indices into this Gram's rows, or a boolean mask), sharing the matrix."""
+        rows = np.arange(self.n_rows)[rows]
+        view = object.__new__(Gram)
+        view._store = self._store
+        view._rows = rows if self._rows is None else self._rows[rows]
+        return view
+
+    def compute(self) -> Gram:
+        """Compute the matrix now (for the whole of X), e.g. before handing the Gram to parallel workers."""
+        self._store.matrix()
+        return self
+
+    def block(self) -> np.ndarray:
+        """This Gram's rows' inner products, of shape (n_rows, n_rows), as a new float64 array."""
+        G = self._store.matrix()
+        return G.copy() if self._rows is None else G[np.ix_(self._rows, self._rows)]
+
+    def norms(self) -> np.ndarray:
+        """The squared norms of this Gram's rows, shape (n_rows,): the diagonal."""
+        diagonal = np.diagonal(self._store.matrix())
+        return diagonal.copy() if self._rows is None else diagonal[self._rows]
+
+    def describes(self, X, rtol: float = 1e-9) -> bool:
+        """Whether this could be the Gram of X: as many rows, and each row's squared norm equal to the diagonal's up
+        to `rtol` (the two are summed in different orders: the difference is d * float64 epsilon, relative). O(n d):
+        a cheap check that a caller handed the Gram of the rows it fits, after the same transforms."""
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[0] != self.n_rows or X.shape[1] != self._store.n_features:
+            return False
+        norms = self.norms()
+        return bool(np.allclose(squared_norms(X.astype(np.float64, copy=False)), norms, rtol=rtol, atol=0.0))
+
+
+class _Store:
+    """X, and X X^T once computed (then X is released: the diagonal holds what describes() checks)."""
+
+    def __init__(self, X):
+        self.X, self.n, self.n_features = X, X.shape[0], X.shape[1]
+        self._matrix = None
+
+    def matrix(self) -> np.ndarray:
+        if self._matrix is None:
+            self._matrix = gram_matrix(self.X)
+            self.X = None
+        return self._matrix
