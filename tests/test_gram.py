@@ -43,3 +43,12 @@ def test_describes_checks_rows_and_norms_and_survives_pickling(X):
     assert not gram.describes(2 * X[:100])  # transformed differently
     copy = pickle.loads(pickle.dumps(gram.subset(np.arange(10, 20))))
     assert copy.describes(X[10:20]) and copy.n_rows == 10
+
+
+def test_an_unbound_gram_takes_the_rows_of_its_first_fit(X):
+    gram = Gram()
+    assert not gram.bound
+    with pytest.raises(ValueError, match="unbound"):
+        gram.block()
+    assert gram.bind(X[:50]).describes(X[:50]) and gram.bound
+    assert gram.bind(X[50:100]) is gram and not gram.describes(X[50:100])  # bound once: later rows are checked

@@ -17,12 +17,13 @@ from sklearn.datasets import load_digits
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
+import featx.classifiers.gram as gram_module
 import featx.classifiers.svm as svm_module
 from featx.cache.store import Cache
 from featx.classifiers import make_classifier
-from featx.classifiers.gram import Gram
+from featx.classifiers.gram import Gram, max_kernel_rows
 from featx.classifiers.registry import LARGE_N, large_n_note
-from featx.classifiers.svm import BlasSVC, max_kernel_rows
+from featx.classifiers.svm import BlasSVC
 from featx.errors import FeatxError
 from featx.features.load import load
 
@@ -152,7 +153,7 @@ def test_solver_libsvm_is_scikit_learns_svc_and_auto_falls_back_where_blas_does_
     )
     with pytest.raises(ValueError, match="solver='blas' computes the kernels"):
         BlasSVC(solver="blas", kernel="precomputed").fit(kernel, y)
-    monkeypatch.setattr(svm_module, "KERNEL_MAX_BYTES", 8 * 500**2)  # a budget of 500 rows
+    monkeypatch.setattr(gram_module, "KERNEL_MAX_BYTES", 8 * 500**2)  # a budget of 500 rows
     assert max_kernel_rows() == 500
     assert BlasSVC().fit(X, y).solver_ == "libsvm" and BlasSVC().fit(X[:500], y[:500]).solver_ == "blas"
     assert BlasSVC(solver="blas").fit(X, y).solver_ == "blas"  # asked for: no budget

@@ -8,14 +8,24 @@ are some of them. `Gram` is that matrix as a value a caller hands to the fits (f
 as `fit(..., gram=)`); `gram_matrix` is the product itself, by blocks.
 
 Memory: the matrix is n^2 float64 values (20,000 rows: 3.2 GB), computed on first use, then held until the Gram is
-dropped; a fit that takes a block of it makes one more matrix of the block's size (the kernel).
+dropped; a fit that takes a block of it makes one more matrix of the block's size (the kernel). Callers build such
+matrices themselves up to KERNEL_MAX_BYTES (max_kernel_rows()).
 """
 
 from __future__ import annotations
 
+import inspect
+import math
+
 import numpy as np
 
 BLOCK_ROWS = 4096  # rows per product in gram_matrix: bounds the temporaries, and avoids OpenBLAS's SIGSEGV below
+KERNEL_MAX_BYTES = 4 * 10**9  # the largest (n, n) float64 matrix featx builds by itself: 22,360 rows (20,000: 3.2 GB)
+
+
+def max_kernel_rows() -> int:
+    """The most rows whose (n, n) float64 matrix fits KERNEL_MAX_BYTES (the exact SVM's kernel, a shared Gram)."""
+    return math.isqrt(KERNEL_MAX_BYTES // 8)
 
 
 def gram_matrix(X, block: int = BLOCK_ROWS) -> np.ndarray:
@@ -41,7 +51,10 @@ class Gram:
 
     Parameters
     ----------
-    X : array of shape (n, d); kept as float64 (C order) until the matrix is computed, then released.
+    X : array of shape (n, d); referenced (not copied) until the matrix is computed, in float64, then released.
+        None: unbound, the Gram of whatever rows the first fit handed it binds it to (`bind`): a caller that fits
+        several estimators on rows it never sees itself (a Pipeline's transformed rows) hands them all one unbound
+        Gram, and the later fits check that their rows are the first's (`describes`).
 
     `subset(rows)` is the Gram of X[rows]: the same matrix, computed once for the whole and every subset (a fold's
     train rows are a subset of the rows of all folds). `block()` gives a subset's (m, m) block as a new array, which
@@ -49,16 +62,28 @@ class Gram:
     Pickled (to a joblib worker), a Gram carries its matrix once computed, else X.
     """
 
-    def __init__(self, X):
-        self._store = _Store(np.ascontiguousarray(X, dtype=np.float64))
+    def __init__(self, X=None):
+        self._store = None if X is None else _Store(X)
         self._rows = None
 
     @property
+    def bound(self) -> bool:
+        return self._store is not None
+
+    def bind(self, X) -> Gram:
+        """Make an unbound Gram the Gram of X (n, d); a bound one is left as it is. Returns self."""
+        if self._store is None:
+            self._store = _Store(X)
+        return self
+
+    @property
     def n_rows(self) -> int:
+        self._check_bound()
         return self._store.n if self._rows is None else len(self._rows)
 
     def subset(self, rows) -> Gram:
         """The Gram of X[rows] (rows : integer indices into this Gram's rows, or a boolean mask), sharing the matrix."""
+        self._check_bound()
         rows = np.arange(self.n_rows)[rows]
         view = object.__new__(Gram)
         view._store = self._store
@@ -67,23 +92,31 @@ class Gram:
 
     def compute(self) -> Gram:
         """Compute the matrix now (for the whole of X), e.g. before handing the Gram to parallel workers."""
+        self._check_bound()
         self._store.matrix()
         return self
 
     def block(self) -> np.ndarray:
         """This Gram's rows' inner products, of shape (n_rows, n_rows), as a new float64 array."""
+        self._check_bound()
         G = self._store.matrix()
         return G.copy() if self._rows is None else G[np.ix_(self._rows, self._rows)]
 
     def norms(self) -> np.ndarray:
         """The squared norms of this Gram's rows, shape (n_rows,): the diagonal."""
+        self._check_bound()
         diagonal = np.diagonal(self._store.matrix())
         return diagonal.copy() if self._rows is None else diagonal[self._rows]
+
+    def _check_bound(self) -> None:
+        if self._store is None:
+            raise ValueError("this Gram is unbound: bind(X) it to the rows it is the Gram of first")
 
     def describes(self, X, rtol: float = 1e-9) -> bool:
         """Whether this could be the Gram of X: as many rows, and each row's squared norm equal to the diagonal's up
         to `rtol` (the two are summed in different orders: the difference is d * float64 epsilon, relative). O(n d):
         a cheap check that a caller handed the Gram of the rows it fits, after the same transforms."""
+        self._check_bound()
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[0] != self.n_rows or X.shape[1] != self._store.n_features:
             return False
@@ -100,6 +133,16 @@ class _Store:
 
     def matrix(self) -> np.ndarray:
         if self._matrix is None:
-            self._matrix = gram_matrix(self.X)
+            self._matrix = gram_matrix(np.ascontiguousarray(self.X, dtype=np.float64))
             self.X = None
         return self._matrix
+
+
+def takes_gram(estimator, n_rows: int | None = None) -> bool:
+    """Whether `estimator`'s fit takes a `gram` (a Gram of the rows it fits) and would use it on n_rows rows (its
+    `uses_gram(n_rows)` says, where it has one: featx.classifiers.svm.BlasSVC), so that fits on the same rows can
+    share one: a caller fitting a grid of parameters (tune, compare) hands every fit the same Gram."""
+    if "gram" not in inspect.signature(estimator.fit).parameters:
+        return False
+    uses = getattr(estimator, "uses_gram", None)
+    return uses is None or bool(uses(n_rows))

@@ -20,8 +20,9 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import InvalidParameterError, validate_parameter_constraints
 
+from featx.classifiers.gram import KERNEL_MAX_BYTES, max_kernel_rows
 from featx.classifiers.linear import ExactLinearSVC
-from featx.classifiers.svm import KERNEL_MAX_BYTES, BlasSVC, max_kernel_rows
+from featx.classifiers.svm import BlasSVC
 from featx.errors import FeatxError
 
 CLASSIFIERS = {  # name -> (estimator class, or "module:Class" imported on first use; featx's defaults)
@@ -143,8 +144,9 @@ def _did_you_mean(word, choices):
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
-def fit_pipeline(pipeline: Pipeline, X, y, X_val=None, y_val=None) -> Pipeline:
-    """`pipeline.fit(X, y)`, passing validation data to a final step whose fit takes X_val/y_val.
+def fit_pipeline(pipeline: Pipeline, X, y, X_val=None, y_val=None, **head_params) -> Pipeline:
+    """`pipeline.fit(X, y)`, passing validation data to a final step whose fit takes X_val/y_val, and `head_params`
+    to the final step's fit (e.g. the exact SVM's gram: a featx.classifiers.gram.Gram shared by several fits).
 
     Pipeline cannot route X_val itself: it must go through the transforms fitted on X first (metadata routing
     would hand it to the head untransformed). So the transform steps are fitted here, in order, on X, and the
@@ -155,10 +157,12 @@ def fit_pipeline(pipeline: Pipeline, X, y, X_val=None, y_val=None) -> Pipeline:
     """
     head = pipeline[-1] if isinstance(pipeline, Pipeline) else pipeline
     if X_val is None or not len(X_val) or "X_val" not in inspect.signature(head.fit).parameters:
-        return pipeline.fit(X, y)
+        if head is pipeline or not head_params:
+            return pipeline.fit(X, y, **head_params)
+        return pipeline.fit(X, y, **{f"{pipeline.steps[-1][0]}__{k}": v for k, v in head_params.items()})
     if head is pipeline:
-        return pipeline.fit(X, y, X_val=X_val, y_val=y_val)
+        return pipeline.fit(X, y, X_val=X_val, y_val=y_val, **head_params)
     for _, step in pipeline.steps[:-1]:
         X, X_val = step.fit_transform(X, y), step.transform(X_val)
-    head.fit(X, y, X_val=X_val, y_val=y_val)
+    head.fit(X, y, X_val=X_val, y_val=y_val, **head_params)
     return pipeline

@@ -14,14 +14,12 @@ intercept_, n_support_, probA_/probB_, the fitted gamma), so it is that SVC; `so
 with scikit-learn's own code, unchanged, for comparison (as `solver="liblinear"` in featx.classifiers.linear).
 
 Memory: the training kernel is n_train^2 float64 values (20,000 rows: 3.2 GB). "auto" takes this path up to
-KERNEL_MAX_BYTES (max_kernel_rows() rows) and libsvm's own kernel loop beyond it (memory linear in the rows, time
-quadratic in the rows times the features: hours at that size); the CLI says so in one line
+featx.classifiers.gram.KERNEL_MAX_BYTES (max_kernel_rows() rows) and libsvm's own kernel loop beyond it (memory
+linear in the rows, time quadratic in the rows times the features: hours at that size); the CLI says so in one line
 (featx.classifiers.registry.large_n_note). Prediction holds one block of PREDICT_BLOCK_BYTES.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import scipy.sparse
@@ -31,17 +29,11 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import _ovr_decision_function
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from featx.classifiers.gram import Gram, gram_matrix, squared_norms
+from featx.classifiers.gram import Gram, gram_matrix, max_kernel_rows, squared_norms
 
 BLAS_KERNELS = ("linear", "poly", "rbf", "sigmoid")
-KERNEL_MAX_BYTES = 4 * 10**9  # the largest training kernel "auto" builds: 22,360 rows (20,000 rows: 3.2 GB)
 PREDICT_BLOCK_BYTES = 64 * 2**20  # one block of test rows' kernel against the support vectors
 MIN_PROBABILITY = 1e-7  # libsvm clips each pairwise probability to [1e-7, 1 - 1e-7]
-
-
-def max_kernel_rows() -> int:
-    """The most training rows whose float64 kernel fits KERNEL_MAX_BYTES: where "auto" stops taking BLAS kernels."""
-    return math.isqrt(KERNEL_MAX_BYTES // 8)
 
 
 class BlasSVC(SVC):
@@ -70,8 +62,8 @@ class BlasSVC(SVC):
     ("blas" or "libsvm").
 
     fit(X, y, sample_weight=None, gram=None) : gram, a featx.classifiers.gram.Gram of exactly X's rows (e.g.
-    `Gram(X_all).subset(rows)` for X = X_all[rows]), lets fits on the same rows (other gamma, C, degree, coef0)
-    share one matrix product; it is checked against X's row norms.
+    `Gram(X_all).subset(rows)` for X = X_all[rows]), or an unbound Gram() (bound to X here), lets fits on the same
+    rows (other gamma, C, degree, coef0) share one matrix product; it is checked against X's row norms.
     """
 
     _parameter_constraints = {**SVC._parameter_constraints, "solver": [StrOptions({"auto", "blas", "libsvm"})]}
@@ -119,20 +111,19 @@ class BlasSVC(SVC):
         """X : array of shape (n_samples, n_features); y : (n_samples,); sample_weight : (n_samples,) or None;
         gram : featx.classifiers.gram.Gram of X's rows, or None (then the kernel is computed from X)."""
         self._validate_params()
-        named = isinstance(self.kernel, str) and self.kernel in BLAS_KERNELS
-        if self.solver == "blas" and not named:
+        if self.solver == "blas" and not self.uses_gram():
             raise ValueError(
                 f"solver='blas' computes the kernels {', '.join(BLAS_KERNELS)}; got kernel={self.kernel!r} "
                 "(use solver='libsvm')"
             )
-        if self.solver == "libsvm" or not named or (self.solver == "auto" and scipy.sparse.issparse(X)):
+        if not self.uses_gram() or (self.solver == "auto" and scipy.sparse.issparse(X)):
             return self._fit_libsvm(X, y, sample_weight)
         if scipy.sparse.issparse(X):  # solver="blas" asked for: it works on dense rows
             X = X.toarray()
         X, y = validate_data(self, X, y, dtype=np.float64, order="C")
-        if self.solver == "auto" and X.shape[0] > max_kernel_rows():
+        if not self.uses_gram(X.shape[0]):  # "auto" past the kernel budget
             return self._fit_libsvm(X, y, sample_weight)
-        if gram is not None and not gram.describes(X):
+        if gram is not None and not gram.bind(X).describes(X):
             raise ValueError(
                 f"gram does not describe X: it holds {gram.n_rows} rows whose norms differ from X's "
                 f"{X.shape[0]} rows; pass the Gram of the rows fitted, after the same transforms"
@@ -162,6 +153,14 @@ class BlasSVC(SVC):
         del K
         self._adopt(inner, X, gamma, sample_weight)
         return self
+
+    def uses_gram(self, n_rows: int | None = None) -> bool:
+        """Whether fit would use a `gram` on n_rows rows (None: any number "auto" takes): the hook by which callers
+        (featx.classifiers.gram.takes_gram) skip computing a Gram for solver="libsvm", a callable or precomputed
+        kernel, or past the kernel budget. Sparse rows, which "auto" hands to libsvm, are the caller's to know."""
+        if self.solver == "libsvm" or not (isinstance(self.kernel, str) and self.kernel in BLAS_KERNELS):
+            return False
+        return self.solver == "blas" or n_rows is None or n_rows <= max_kernel_rows()
 
     def _fit_libsvm(self, X, y, sample_weight):
         super().fit(X, y, sample_weight=sample_weight)
@@ -375,4 +374,4 @@ def _couple(pairwise, k: int) -> np.ndarray:
     return prob
 
 
-__all__ = ["BLAS_KERNELS", "KERNEL_MAX_BYTES", "BlasSVC", "Gram", "max_kernel_rows"]
+__all__ = ["BLAS_KERNELS", "BlasSVC", "Gram"]

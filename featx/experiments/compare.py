@@ -37,6 +37,7 @@ from featx.backbones.layers import LayerSelection
 from featx.cache.pick import entry_label
 from featx.cache.store import Cache
 from featx.classifiers import BASELINES, make_classifier
+from featx.classifiers.gram import Gram, takes_gram
 from featx.classifiers.registry import large_n_note
 from featx.classifiers.views import final_classifier
 from featx.distributed import joblib_backend
@@ -455,32 +456,40 @@ class _Runner:
     def _run(self, tasks) -> None:
         """Run `tasks` ((row, fold or None, delayed call) each), a task identical to an earlier one only once: rows
         with the same columns and spec ("each" repeats a layer also named on its own) are the same deterministic
-        fits, so each such row gets the one result (and counts it as its own fit)."""
+        fits, so each such row gets the one result (and counts it as its own fit). Fits of the same rows through
+        the same transforms by a classifier whose fit takes a Gram (the exact SVM's grid: C, gamma, kernel) run as
+        one task sharing one, so their kernels cost one matrix product (_kernel_batches)."""
         groups: dict = {}
         for row, fold, call in tasks:
             groups.setdefault((row.key(), fold), []).append((row, fold, call))
         unique = [members[0] for members in groups.values()]
-        calls = (delayed(_keyed)(n, call) for n, (_, _, call) in enumerate(unique))
+        batches = _kernel_batches(unique) if self.reuse else [[n] for n in range(len(unique))]
+        calls = [(_batch, ([unique[n][2] for n in batch], len(batch) > 1), {}) for batch in batches]
         if self.workers == 1:
-            results = (_keyed(n, call) for n, (_, _, call) in enumerate(unique))
+            results = (_keyed(n, call) for n, call in enumerate(calls))
         else:
             results = Parallel(n_jobs=self.workers, return_as="generator" if self.cluster else "generator_unordered")(
-                calls
+                delayed(_keyed)(n, call) for n, call in enumerate(calls)
             )
-        for n, result in results:
-            self.ran += 1
-            first, fold, _ = unique[n]
-            for row, _, _ in groups[(first.key(), fold)]:
-                converged = result[-1]
-                row.fits += 1
-                row.not_converged += not converged
-                if fold is None:
-                    row.scores, row.init = result[0], result[1]
-                else:
-                    row.fold_scores[fold] = result[0]
-                self.bar.update()
-                if row.scores is not None and len(row.fold_scores) == len(self.folds or ()):
-                    self.say(row)
+        for n, batch_results in results:
+            for task, result in zip(batches[n], batch_results):
+                self._take(unique[task], groups, result)
+
+    def _take(self, task, groups: dict, result) -> None:
+        """Give one task's result to every row it stands for."""
+        self.ran += 1
+        first, fold, _ = task
+        for row, _, _ in groups[(first.key(), fold)]:
+            converged = result[-1]
+            row.fits += 1
+            row.not_converged += not converged
+            if fold is None:
+                row.scores, row.init = result[0], result[1]
+            else:
+                row.fold_scores[fold] = result[0]
+            self.bar.update()
+            if row.scores is not None and len(row.fold_scores) == len(self.folds or ()):
+                self.say(row)
 
     def say(self, row: _Row, stopped: str = "") -> None:
         """The row's line: its CV (or val) score so far, fits, convergence."""
@@ -509,9 +518,33 @@ def _keyed(n, call):
     return n, function(*args, **kwargs)
 
 
-def _train_task(X, columns, y, split, spec: FitSpec, class_names):
-    """Fit spec on the train rows of the column subset and score val and test: (Scores, warm start, converged)."""
-    scores, converged = quietly(train_and_score, X[:, columns], y, split, spec, class_names=class_names)
+def _kernel_batches(tasks) -> list[list[int]]:
+    """Indices of `tasks` ((row, fold, call) each) to run together: those fitting the same rows (columns, fold or
+    train split) through the same transforms and seed with a plain spec of a classifier whose fit takes a Gram
+    share one batch; every other task is a batch of its own."""
+    batches: dict = {}
+    for n, (row, fold, _) in enumerate(tasks):
+        spec = row.spec
+        shares = spec.plain and takes_gram(make_classifier(spec.classifier, spec.params, spec.seed))
+        key = (row.columns.tobytes(), repr(spec.transforms), spec.seed, fold) if shares else n
+        batches.setdefault(key, []).append(n)
+    return list(batches.values())
+
+
+def _batch(calls, shared_gram: bool) -> list:
+    """Run joblib delayed calls here, in order; with shared_gram each is handed one Gram, unbound until the first
+    fit binds it to its (transformed) rows, so the batch computes their inner products once."""
+    gram = Gram() if shared_gram else None
+    return [function(*args, **kwargs, **({"gram": gram} if shared_gram else {})) for function, args, kwargs in calls]
+
+
+def _train_task(X, columns, y, split, spec: FitSpec, class_names, gram=None):
+    """Fit spec on the train rows of the column subset and score val and test: (Scores, warm start, converged).
+    gram : a featx.classifiers.gram.Gram for the classifier's fit (shared with the batch's other fits), or None."""
+    head = None if gram is None else {"gram": gram}
+    scores, converged = quietly(
+        train_and_score, X[:, columns], y, split, spec, class_names=class_names, head_params=head
+    )
     init = None
     if spec.classifier in WARM_STARTS and spec.plain:
         clf = final_classifier(scores.pipeline)
@@ -519,16 +552,16 @@ def _train_task(X, columns, y, split, spec: FitSpec, class_names):
     return scores, init, converged
 
 
-def _fold_task(X, columns, y, spec: FitSpec, train, held_out, init=None, reuse: bool = True):
+def _fold_task(X, columns, y, spec: FitSpec, train, held_out, init=None, reuse: bool = True, gram=None):
     """Fit spec on a fold's train rows, score the held-out rows: ({metric: value, "fit_seconds": s}, converged)."""
     began = time.perf_counter()
     features = X[:, columns]
-    estimator, X_eval, converged = fit_fold(spec, features[train], y[train], features[held_out], init, reuse)
+    estimator, X_eval, converged = fit_fold(spec, features[train], y[train], features[held_out], init, reuse, gram)
     scores = score(y[held_out], estimator.predict(X_eval))
     return {**scores, "fit_seconds": round(time.perf_counter() - began, 3)}, converged
 
 
-def fit_fold(spec: FitSpec, X_train, y_train, X_eval, init=None, reuse: bool = True):
+def fit_fold(spec: FitSpec, X_train, y_train, X_eval, init=None, reuse: bool = True, gram=None):
     """spec fitted on one fold's rows: (fitted estimator, X_eval as it takes them, converged).
 
     X_train : ndarray of shape (n_train, n_features); y_train : (n_train,); X_eval : (n_eval, n_features).
@@ -537,7 +570,8 @@ def fit_fold(spec: FitSpec, X_train, y_train, X_eval, init=None, reuse: bool = T
     estimator then takes row-space coordinates, which X_eval is returned in); a logistic regression otherwise
     starts from `init` (coef_, intercept_), e.g. the row's train solution. Either way the fit ends at the
     estimator's own optimum (within its tolerance), so the fold's predictions are those of a cold fit.
-    Without reuse: spec's Pipeline, cold.
+    gram : with reuse, a featx.classifiers.gram.Gram handed to the classifier's fit (the exact SVM's: the batch's
+    fits on these rows share it). Without reuse: spec's Pipeline, cold.
     """
     if not (reuse and spec.plain and spec.classifier != "dense"):
         estimator = spec.pipeline()
@@ -552,7 +586,7 @@ def fit_fold(spec: FitSpec, X_train, y_train, X_eval, init=None, reuse: bool = T
     if init is not None and spec.classifier in WARM_STARTS:
         estimator.set_params(warm_start=True)
         estimator.coef_, estimator.intercept_ = init[0].copy(), init[1].copy()
-    _, converged = quietly(estimator.fit, X_train, y_train)
+    _, converged = quietly(estimator.fit, X_train, y_train, **({} if gram is None else {"gram": gram}))
     return estimator, X_eval, converged
 
 

@@ -245,7 +245,7 @@ def _by_metric(summary: dict) -> dict:
     return {m: {"mean": summary[f"{m}_mean"], "ci95": summary[f"{m}_ci95"]} for m in names}
 
 
-def train_and_score(X, y, split, spec: FitSpec, *, class_names, eval_splits=EVAL_SPLITS) -> Scores:
+def train_and_score(X, y, split, spec: FitSpec, *, class_names, eval_splits=EVAL_SPLITS, head_params=None) -> Scores:
     """Fit spec's pipeline on the rows whose split is "train" and score it on `eval_splits`; writes nothing.
 
     X : ndarray of shape (n_samples, n_features), or (n_images, V * n_features) with spec's V views side by
@@ -253,6 +253,7 @@ def train_and_score(X, y, split, spec: FitSpec, *, class_names, eval_splits=EVAL
     split : ndarray of shape (n_samples,) naming each row's part: "train" rows are fitted, the rows of each
         name in eval_splits are scored, any other name is ignored. A cross-validation fold is a split array
         with "train" and "val" per row. "val" rows are also the dense head's validation data.
+    head_params : passed to the classifier's fit (featx.classifiers.fit_pipeline), e.g. a shared gram.
     """
     train, val = split == "train", split == "val"
     if not train.any():
@@ -260,7 +261,7 @@ def train_and_score(X, y, split, spec: FitSpec, *, class_names, eval_splits=EVAL
     pipeline = spec.pipeline()
     began = time.perf_counter()
     try:
-        fit_pipeline(pipeline, X[train], y[train], X[val], y[val])
+        fit_pipeline(pipeline, X[train], y[train], X[val], y[val], **(head_params or {}))
     except InvalidParameterError as exc:  # a constraint scikit-learn checks only once it sees the data
         raise FeatxError(bad_param_message(exc, spec.classifier)) from None
     fit_seconds = time.perf_counter() - began
