@@ -22,7 +22,6 @@ import featx.classifiers.svm as svm_module
 from featx.cache.store import Cache
 from featx.classifiers import make_classifier
 from featx.classifiers.gram import Gram, max_kernel_rows
-from featx.classifiers.registry import LARGE_N, large_n_note
 from featx.classifiers.svm import BlasSVC
 from featx.errors import FeatxError
 from featx.features.load import load
@@ -168,14 +167,6 @@ def test_registry_parameters_clone_and_pickle(digits):
     X, y, _ = digits
     fitted = make_classifier("svm").fit(X, y)
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(fitted)).predict(X), fitted.predict(X))
-
-
-def test_the_note_moves_to_the_kernel_budget():
-    assert LARGE_N == max_kernel_rows() > 20_000  # the scale line's 20,000 rows take the exact path
-    assert large_n_note("svm", LARGE_N) is None
-    note = large_n_note("svm", LARGE_N + 1)
-    assert note.startswith(f"note: --clf svm on {LARGE_N + 1:,} training rows") and "nystroem-svm" in note
-    assert "GB" in note and "\n" not in note
 
 
 def test_the_same_svm_as_svc_on_elpv_features(elpv_cache):

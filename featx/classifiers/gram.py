@@ -55,6 +55,8 @@ class Gram:
         None: unbound, the Gram of whatever rows the first fit handed it binds it to (`bind`): a caller that fits
         several estimators on rows it never sees itself (a Pipeline's transformed rows) hands them all one unbound
         Gram, and the later fits check that their rows are the first's (`describes`).
+    labels : array of shape (n,), sorted, or None: numbers of X's rows (their rows in a larger matrix, e.g. every
+        row of a cache entry), by which `at(labels)` picks a subset (a fold's train rows by their row numbers).
 
     `subset(rows)` is the Gram of X[rows]: the same matrix, computed once for the whole and every subset (a fold's
     train rows are a subset of the rows of all folds). `block()` gives a subset's (m, m) block as a new array, which
@@ -62,9 +64,23 @@ class Gram:
     Pickled (to a joblib worker), a Gram carries its matrix once computed, else X.
     """
 
-    def __init__(self, X=None):
+    def __init__(self, X=None, labels=None):
         self._store = None if X is None else _Store(X)
         self._rows = None
+        self._labels = None if labels is None else np.asarray(labels)
+        if self._labels is not None and (X is None or len(self._labels) != len(X)):
+            raise ValueError("labels name the rows of X: give X and one label per row")
+
+    def at(self, labels) -> Gram:
+        """The Gram of the rows labelled `labels`, for a Gram made with labels; any other Gram is returned as it is
+        (unbound, it is bound to the rows of the fit it is handed; bound, the fit checks that they are its rows)."""
+        if self._labels is None:
+            return self
+        labels = np.asarray(labels)
+        positions = np.minimum(np.searchsorted(self._labels, labels), len(self._labels) - 1)
+        if not np.array_equal(self._labels[positions], labels):
+            raise ValueError("at(): some of these rows are not in this Gram")
+        return self.subset(positions)
 
     @property
     def bound(self) -> bool:
@@ -86,7 +102,7 @@ class Gram:
         self._check_bound()
         rows = np.arange(self.n_rows)[rows]
         view = object.__new__(Gram)
-        view._store = self._store
+        view._store, view._labels = self._store, None
         view._rows = rows if self._rows is None else self._rows[rows]
         return view
 

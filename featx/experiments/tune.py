@@ -286,7 +286,11 @@ def tune_run(
     prepare_log(entry.cache)  # unwritable folders or a broken log fail before any fit
     split = meta["split"].to_numpy()
     for note in filter(
-        None, (large_n_note(spec.classifier, int(np.isin(split, SELECTION_SPLITS).sum())) for spec in specs)
+        None,
+        (
+            large_n_note(spec.classifier, int(np.isin(split, SELECTION_SPLITS).sum()) * len(spec.views))
+            for spec in specs
+        ),
     ):
         log(note)
     folds = make_folds(y, split, cv, evaluation.cv_repeats, evaluation.seed) if cv else None
@@ -583,7 +587,7 @@ class _Runner:
     bar: object = None  # a tqdm bar over the fits, advanced per finished split
     log: object = None  # with a bar: a line per stage
     metric: str = "accuracy"
-    gram: tuple | None = None  # _folds_gram's, once computed
+    gram: object = None  # _folds_gram's (False: none), once decided
 
     def __call__(self, stage: str, points: list[dict]) -> list[dict]:
         inner = self.n_jobs if len(self.folds) == 1 else 1
@@ -627,16 +631,17 @@ class _Runner:
                 )
         return tried
 
-    def _folds_gram(self) -> tuple | None:
-        """(Gram of X[rows], rows) of every split's train rows, computed once for all stages, when the splits fit
-        their rows as they are (no transforms, one view) a classifier whose fit takes a Gram: each split's kernel is
-        then a slice of it. None otherwise, or past the kernel memory budget (each split then computes its own)."""
+    def _folds_gram(self) -> Gram | None:
+        """The Gram of every split's train rows (labelled by their rows in X), computed once for all stages, when
+        the splits fit their rows as they are (no transforms, one view) with a classifier whose fit takes a Gram:
+        each split's kernel is then a slice of it. None otherwise, or past the kernel memory budget (each split
+        then computes its own)."""
         if self.gram is None:
-            self.gram = ()
+            self.gram = False
             if not self.transforms and self.n_views == 1 and not is_streamed(self.X):
                 rows = np.unique(np.concatenate([train for train, _ in self.folds.splits]))
                 if takes_gram(make_classifier(self.clf, self.fixed, self.seed), len(rows)):
-                    self.gram = (Gram(self.X[rows]).compute(), rows)
+                    self.gram = Gram(self.X[rows], labels=rows).compute()
         return self.gram or None
 
 
@@ -646,8 +651,9 @@ def _path(
     """Fit the transforms on the split's train rows once, then every point on the mapped features; with
     warm_start in `fixed`, one estimator walks the points in order, each fit starting from the last.
     With n_views views per row, the fits see every view of the train images as rows (as ViewEnsemble).
-    A classifier whose fit takes a Gram (the exact kernel SVM) gets one for all points: `gram`, (Gram of X[rows],
-    rows), when the rows are the split's as they are (no transforms, one view), else one of the split's mapped rows.
+    A classifier whose fit takes a Gram (the exact kernel SVM) gets one for all points: `gram` (a Gram labelled by
+    X's rows) at the split's rows when they are fitted as they are (no transforms, one view), else one of the
+    split's mapped rows.
     Streamed X (the tail's cached maps): _streamed_path."""
     if is_streamed(X):
         return _streamed_path(clf, points, X, y, train, held_out, transforms, fixed, seed, n_jobs, tta)
@@ -663,7 +669,7 @@ def _path(
         X_train, X_eval = row_space(X_train, X_eval)
     shared = {}
     if takes_gram(prototype, len(X_train)):  # one kernel product for every point of the split
-        shared["gram"] = Gram(X_train) if gram is None else gram[0].subset(np.searchsorted(gram[1], train))
+        shared["gram"] = Gram(X_train) if gram is None else gram.at(train)
     estimator, rows = None, []
     for point in points:
         values = _resolve(point, X_train)
