@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import inspect
 import math
+from contextlib import contextmanager
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 BLOCK_ROWS = 4096  # rows per product in gram_matrix: bounds the temporaries, and avoids OpenBLAS's SIGSEGV below
+SMALL_PRODUCT_FLOPS = 2e9  # products below this run on one BLAS thread (blas_threads_for)
 KERNEL_MAX_BYTES = 4 * 10**9  # the largest (n, n) float64 matrix featx builds by itself: 22,360 rows (20,000: 3.2 GB)
 
 
@@ -28,16 +31,30 @@ def max_kernel_rows() -> int:
     return math.isqrt(KERNEL_MAX_BYTES // 8)
 
 
+@contextmanager
+def blas_threads_for(flops: float):
+    """Run a product of `flops` on one BLAS thread when it is small (below SMALL_PRODUCT_FLOPS: milliseconds on one
+    core), on all of BLAS's threads otherwise. Starting and syncing threads costs more than a small product saves,
+    and on a busy machine (test workers, other jobs) far more: 166 x 3,088 rows times their transpose took 0.23 s
+    on OpenBLAS's two threads and 2 ms on one (the 2-core VM at load 15, 2026-12-06)."""
+    if flops < SMALL_PRODUCT_FLOPS:
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
+    else:
+        yield
+
+
 def gram_matrix(X, block: int = BLOCK_ROWS) -> np.ndarray:
     """X X^T, of shape (n, n), by blocks of rows: one X @ X.T of 20,000 x 12,417 crashed OpenBLAS (SIGSEGV in its
     symmetric product); each block of the upper triangle is mirrored into the lower one, so the result is exactly
     symmetric. X : ndarray of shape (n, d)."""
     n = X.shape[0]
     G = np.empty((n, n), dtype=np.result_type(X.dtype, np.float32))
-    for start in range(0, n, block):
-        rows = X[start : start + block]
-        G[start : start + block, start:] = rows @ X[start:].T
-        G[start:, start : start + block] = G[start : start + block, start:].T
+    with blas_threads_for(n * n * X.shape[1]):
+        for start in range(0, n, block):
+            rows = X[start : start + block]
+            G[start : start + block, start:] = rows @ X[start:].T
+            G[start:, start : start + block] = G[start : start + block, start:].T
     return G
 
 

@@ -29,7 +29,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import _ovr_decision_function
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from featx.classifiers.gram import Gram, gram_matrix, max_kernel_rows, squared_norms
+from featx.classifiers.gram import Gram, blas_threads_for, gram_matrix, max_kernel_rows, squared_norms
 
 BLAS_KERNELS = ("linear", "poly", "rbf", "sigmoid")
 PREDICT_BLOCK_BYTES = 64 * 2**20  # one block of test rows' kernel against the support vectors
@@ -249,11 +249,14 @@ class BlasSVC(SVC):
         support_norms = squared_norms(support)
         out = np.empty((X.shape[0], weights.shape[1]))
         step = max(1, PREDICT_BLOCK_BYTES // (8 * max(len(support), 1)))
-        for start in range(0, X.shape[0], step):
-            rows = X[start : start + step]
-            K = rows @ support.T
-            _kernel_in_place(K, squared_norms(rows), support_norms, self.kernel, self._gamma, self.degree, self.coef0)
-            out[start : start + step] = K @ weights
+        with blas_threads_for(X.shape[0] * support.shape[0] * (support.shape[1] + weights.shape[1])):
+            for start in range(0, X.shape[0], step):
+                rows = X[start : start + step]
+                K = rows @ support.T
+                _kernel_in_place(
+                    K, squared_norms(rows), support_norms, self.kernel, self._gamma, self.degree, self.coef0
+                )
+                out[start : start + step] = K @ weights
         out += self._intercept_
         return out
 
