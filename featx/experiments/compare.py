@@ -482,9 +482,9 @@ class _Runner:
     def _gram(self, row: _Row):
         """The Gram a batch of `row`'s kernel fits shares: without transforms, one of every row a fit of its columns
         takes (train, and train+val with folds; labelled by row, computed here once per column subset, each fit's
-        kernel a slice of it) within the kernel memory budget; else an unbound one, which the batch's first fit
-        binds to its transformed rows."""
-        if row.spec.transforms:
+        kernel a slice of it) within the kernel memory budget and off a cluster (it would travel with each task);
+        else an unbound one, which the batch's first fit binds to its transformed rows."""
+        if row.spec.transforms or self.cluster:
             return Gram()
         key = row.columns.tobytes()
         if key not in self.grams:
