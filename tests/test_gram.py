@@ -52,3 +52,20 @@ def test_an_unbound_gram_takes_the_rows_of_its_first_fit(X):
         gram.block()
     assert gram.bind(X[:50]).describes(X[:50]) and gram.bound
     assert gram.bind(X[50:100]) is gram and not gram.describes(X[50:100])  # bound once: later rows are checked
+
+
+def test_parts_and_their_products_against_each_other(X):
+    train, held = Gram([X[:300], X[300:].astype(np.float32)]).parts()
+    assert (train.n_rows, held.n_rows) == (300, 200)
+    np.testing.assert_allclose(train.block(), X[:300] @ X[:300].T, rtol=1e-12, atol=1e-9)
+    cross = held.against(train)
+    assert cross.shape == (200, 300) and cross.describes(X[300:]) and not cross.describes(X[:200])
+    np.testing.assert_allclose(cross.block(), X[300:] @ X[:300].T, rtol=1e-6, atol=1e-5)  # float32 part
+    np.testing.assert_allclose(cross.block([4, 2], 10, 20), (X[310:320] @ X[[4, 2]].T), rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(cross.column_norms([4, 2]), (X[[4, 2]] ** 2).sum(axis=1), rtol=1e-12)
+    labelled = Gram(X[100:], labels=np.arange(100, 500))
+    np.testing.assert_allclose(labelled.at([101, 499]).norms(), (X[[101, 499]] ** 2).sum(axis=1), rtol=1e-12)
+    with pytest.raises(ValueError, match="not in this Gram"):
+        labelled.at([5])
+    with pytest.raises(ValueError, match="one Gram"):
+        train.against(Gram(X[:300]))

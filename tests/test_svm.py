@@ -136,6 +136,25 @@ def test_a_shared_gram_gives_the_same_models_and_a_wrong_one_is_refused(digits):
         BlasSVC().fit(2.0 * X[rows], y[rows], gram=gram)
 
 
+def test_held_out_rows_are_predicted_from_the_shared_products(digits, monkeypatch):
+    """A split's train and held-out rows in one Gram: every model fitted on the train part predicts the held-out
+    part from its products (Gram.against), as it would from the rows themselves, in blocks."""
+    X, y, X_test = digits
+    weights = np.ones(len(y))
+    weights[::5] = 0.0  # support vectors numbered after libsvm drops these rows: the products' columns follow
+    train, held = Gram([X, X_test]).parts()
+    cross = held.against(train)
+    monkeypatch.setattr(svm_module, "PREDICT_BLOCK_BYTES", 8 * 1100 * 64)  # blocks of 64 or more test rows
+    for params in ({"C": 3.0}, {"kernel": "poly", "degree": 2, "break_ties": True}, {"kernel": "sigmoid"}):
+        model = BlasSVC(**params).fit(X, y, sample_weight=weights, gram=train)
+        np.testing.assert_allclose(model.decision_function(X_test, gram=cross), model.decision_function(X_test))
+        np.testing.assert_array_equal(model.predict(X_test, gram=cross), model.predict(X_test))
+    with pytest.raises(ValueError, match="gram does not pair X's rows"):
+        model.predict(X_test[::-1], gram=cross)
+    with pytest.raises(ValueError, match="gram does not pair X's rows"):
+        BlasSVC().fit(X[:400], y[:400]).predict(X_test, gram=cross)  # fitted on other rows
+
+
 def test_solver_libsvm_is_scikit_learns_svc_and_auto_falls_back_where_blas_does_not_apply(digits, monkeypatch):
     X, y, X_test = digits
     plain = BlasSVC(solver="libsvm").fit(X, y)

@@ -200,8 +200,9 @@ def test_the_warm_started_c_path_scores_every_point_as_cold_fits_do(digits):
 
 @pytest.mark.parametrize("transforms", [{}, {"standardize": True}], ids=["as-is", "standardized"])
 def test_the_svm_grid_shares_one_kernel_product_per_split_and_scores_as_libsvm(digits, monkeypatch, transforms):
-    """issue 36: every (C, gamma) point of a split fits on one Gram of the split's rows; without transforms every
-    split's Gram is a slice of one over all folds' rows. The scores are scikit-learn's SVC's (solver=libsvm)."""
+    """issue 36: every (C, gamma) point of a split fits on, and predicts from, one Gram of the split's train and
+    held-out rows; without transforms every split's is a slice of one over all folds' rows. The scores are
+    scikit-learn's SVC's (solver=libsvm)."""
     import featx.classifiers.gram as gram_module
 
     X, y, split = digits
@@ -212,8 +213,9 @@ def test_the_svm_grid_shares_one_kernel_product_per_split_and_scores_as_libsvm(d
     monkeypatch.setattr(gram_module, "gram_matrix", lambda rows: products.append(len(rows)) or whole(rows))
     quiet = {"folds": folds, "search": search, "transforms": transforms, "log": lambda *a: None}
     ours = tune(X, y, split, "svm", **quiet)
-    if transforms:  # one per split in each stage (the grid, then the defaults), however many points
-        assert products == [len(train) for _ in ours.curve["stage"].unique() for train, _ in folds.splits]
+    if transforms:  # one per split (its train and held-out rows) in each stage (the grid, then the defaults)
+        stages = ours.curve["stage"].unique()
+        assert products == [len(train) + len(held) for _ in stages for train, held in folds.splits]
     else:  # one for all
         assert products == [int(np.isin(split, ("train", "val")).sum())]
     products.clear()

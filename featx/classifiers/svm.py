@@ -185,7 +185,7 @@ class BlasSVC(SVC):
             support_rows = support
         binary = len(inner.classes_) == 2
         self.classes_, self.class_weight_ = inner.classes_, inner.class_weight_
-        self.support_, self.support_vectors_ = support, X[support_rows]
+        self.support_, self.support_vectors_, self._support_rows = support, X[support_rows], support_rows
         self._n_support = inner.n_support_
         self.dual_coef_, self.intercept_ = inner.dual_coef_, inner.intercept_
         # SVC's internal (libsvm) signs: binary problems are flipped in the public attributes
@@ -197,28 +197,32 @@ class BlasSVC(SVC):
         self._effective_probability = self.probability not in ("deprecated", False)
         self.solver_ = "blas"
 
-    def decision_function(self, X):
+    def decision_function(self, X, gram=None):
         """Array of shape (n_samples,) for two classes, else (n_samples, n_classes) with decision_function_shape
-        "ovr" or (n_samples, n_classes * (n_classes - 1) / 2) with "ovo", as SVC."""
+        "ovr" or (n_samples, n_classes * (n_classes - 1) / 2) with "ovo", as SVC. gram : None, or a
+        featx.classifiers.gram.Cross of X's rows against the rows this SVC was fitted on (Gram.against), whose
+        inner products then stand for X's against the support vectors: several models fitted on one Gram predict
+        the same held-out rows from one product (it is checked against the row norms of X and of the support
+        vectors)."""
         if self._by_libsvm():
             return super().decision_function(X)
-        dec = self._ovo_decision(X)
+        dec = self._ovo_decision(X, gram)
         if len(self.classes_) == 2:
             return -dec.ravel()
         if self.decision_function_shape == "ovr":
             return _ovr_decision_function(dec < 0, -dec, len(self.classes_))
         return dec
 
-    def predict(self, X):
+    def predict(self, X, gram=None):
         """Class labels, shape (n_samples,): libsvm's one-vs-one vote (ties to the first class), or with break_ties
-        the argmax of the "ovr" decision function, as SVC."""
+        the argmax of the "ovr" decision function, as SVC. gram : as in decision_function."""
         if self._by_libsvm():
             return super().predict(X)
         if self.break_ties and self.decision_function_shape == "ovo":
             raise ValueError("break_ties must be False when decision_function_shape is 'ovo'")
         if self.break_ties and self.decision_function_shape == "ovr" and len(self.classes_) > 2:
-            return self.classes_.take(np.argmax(self.decision_function(X), axis=1))
-        return self.classes_.take(_vote(self._ovo_decision(X), len(self.classes_)))
+            return self.classes_.take(np.argmax(self.decision_function(X, gram), axis=1))
+        return self.classes_.take(_vote(self._ovo_decision(X, gram), len(self.classes_)))
 
     @available_if(lambda self: self._check_proba())
     def predict_proba(self, X):
@@ -238,24 +242,37 @@ class BlasSVC(SVC):
         check_is_fitted(self)
         return self.solver_ == "libsvm"
 
-    def _ovo_decision(self, X):
+    def _ovo_decision(self, X, gram=None):
         """libsvm's pairwise decision values (its signs), of shape (n_samples, n_classes * (n_classes - 1) / 2),
-        computed a block of rows at a time against the support vectors."""
+        computed a block of rows at a time against the support vectors (from `gram`, a Cross, where given)."""
         if scipy.sparse.issparse(X):
             X = X.toarray()
         X = validate_data(self, X, reset=False, dtype=np.float64, order="C")
         support = self.support_vectors_
         weights = _pair_weights(self._dual_coef_, self._n_support)  # (n_SV, n_pairs)
         support_norms = squared_norms(support)
+        if gram is not None and not (
+            gram.describes(X)
+            and gram.shape[1] == self.shape_fit_[0]
+            and np.allclose(gram.column_norms(self._support_rows), support_norms, rtol=1e-9, atol=0.0)
+        ):
+            raise ValueError(
+                "gram does not pair X's rows with the rows this SVC was fitted on; pass Gram.against of the "
+                "Gram of X's rows and of the fitted rows, or no gram"
+            )
+        row_norms = None if gram is None else gram.row_norms()
+        columns = support_norms if gram is None else gram.column_norms(self._support_rows)  # the products' own
         out = np.empty((X.shape[0], weights.shape[1]))
         step = max(1, PREDICT_BLOCK_BYTES // (8 * max(len(support), 1)))
-        with blas_threads_for(X.shape[0] * support.shape[0] * (support.shape[1] + weights.shape[1])):
+        flops = X.shape[0] * support.shape[0] * ((0 if gram else support.shape[1]) + weights.shape[1])
+        with blas_threads_for(flops):
             for start in range(0, X.shape[0], step):
                 rows = X[start : start + step]
-                K = rows @ support.T
-                _kernel_in_place(
-                    K, squared_norms(rows), support_norms, self.kernel, self._gamma, self.degree, self.coef0
-                )
+                if gram is None:
+                    K, norms = rows @ support.T, squared_norms(rows)
+                else:
+                    K, norms = gram.block(self._support_rows, start, start + step), row_norms[start : start + step]
+                _kernel_in_place(K, norms, columns, self.kernel, self._gamma, self.degree, self.coef0)
                 out[start : start + step] = K @ weights
         out += self._intercept_
         return out

@@ -632,14 +632,14 @@ class _Runner:
         return tried
 
     def _folds_gram(self) -> Gram | None:
-        """The Gram of every split's train rows (labelled by their rows in X), computed once for all stages, when
+        """The Gram of every split's rows (labelled by their rows in X), computed once for all stages, when
         the splits fit their rows as they are (no transforms, one view) with a classifier whose fit takes a Gram:
         each split's kernel is then a slice of it. None otherwise, or past the kernel memory budget (each split
         then computes its own)."""
         if self.gram is None:
             self.gram = False
             if not self.transforms and self.n_views == 1 and not is_streamed(self.X):
-                rows = np.unique(np.concatenate([train for train, _ in self.folds.splits]))
+                rows = np.unique(np.concatenate([part for split in self.folds.splits for part in split]))
                 if takes_gram(make_classifier(self.clf, self.fixed, self.seed), len(rows)):
                     self.gram = Gram(self.X[rows], labels=rows).compute()
         return self.gram or None
@@ -651,9 +651,9 @@ def _path(
     """Fit the transforms on the split's train rows once, then every point on the mapped features; with
     warm_start in `fixed`, one estimator walks the points in order, each fit starting from the last.
     With n_views views per row, the fits see every view of the train images as rows (as ViewEnsemble).
-    A classifier whose fit takes a Gram (the exact kernel SVM) gets one for all points: `gram` (a Gram labelled by
-    X's rows) at the split's rows when they are fitted as they are (no transforms, one view), else one of the
-    split's mapped rows.
+    A classifier whose fit takes a Gram (the exact kernel SVM) gets one for all points, and predicts the held-out
+    rows from its products with them: `gram` (a Gram labelled by X's rows) at the split's rows when they are
+    fitted as they are (no transforms, one view), else one of the split's mapped train and held-out rows.
     Streamed X (the tail's cached maps): _streamed_path."""
     if is_streamed(X):
         return _streamed_path(clf, points, X, y, train, held_out, transforms, fixed, seed, n_jobs, tta)
@@ -667,9 +667,12 @@ def _path(
     wide = clf in ROW_SPACE and X_train.shape[1] > X_train.shape[0]
     if wide:
         X_train, X_eval = row_space(X_train, X_eval)
-    shared = {}
-    if takes_gram(prototype, len(X_train)):  # one kernel product for every point of the split
-        shared["gram"] = Gram(X_train) if gram is None else gram.at(train)
+    shared, cross = {}, {}
+    if takes_gram(prototype, len(X_train)):  # one kernel product for every point of the split, held-out rows too
+        train_gram, eval_gram = (
+            (gram.at(train), gram.at(held_out)) if gram is not None else Gram([X_train, X_eval]).parts()
+        )
+        shared["gram"], cross["gram"] = train_gram, eval_gram.against(train_gram)
     estimator, rows = None, []
     for point in points:
         values = _resolve(point, X_train)
@@ -682,7 +685,7 @@ def _path(
                 for_row_space(estimator)
         converged = fit_quietly(estimator, X_train, y_fit, **validation, **shared)
         seconds = time.perf_counter() - began
-        predicted = tta_predict(estimator, X_eval, n_views) if tta else estimator.predict(X_eval)
+        predicted = tta_predict(estimator, X_eval, n_views) if tta else estimator.predict(X_eval, **cross)
         rows.append({**score(y[held_out], predicted), "fit_seconds": seconds, "converged": converged})
         if not point:  # the defaults must not seed the next warm start
             estimator = None
