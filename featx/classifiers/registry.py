@@ -48,7 +48,7 @@ BASELINES = ("majority", "stratified")
 # n_jobs does nothing for LogisticRegression's default lbfgs solver; sklearn >= 1.8 warns if set.
 IGNORES_N_JOBS = {"logreg"}
 
-# the exact SVM's kernel is n^2 float64 values: beyond the rows whose kernel fits featx.classifiers.svm's budget it
+# the exact SVM's kernel is n^2 float64 values: beyond the rows whose kernel fits featx.classifiers.gram's budget it
 # falls back to libsvm's own kernel loop (hours), and fit/compare/tune say so
 LARGE_N = max_kernel_rows()
 FASTER_CHOICE = {"svm": "nystroem-svm (an RBF kernel map + linear SVM, linear in the rows) or linear-svm"}
