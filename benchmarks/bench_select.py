@@ -26,8 +26,9 @@ after the other, so their ratios are comparable even on a busy machine; absolute
 29): real ELPV features (every Lite0 layer avg-pooled, 25,096 columns, 224 px, views d4 + crops:5 of every image:
 13 views), one row per (image, view) taken image by image, their first --scale-features columns (tiled only where
 narrower), labelled by the (class, view) pair folded to the class count (every label occurs); fit seconds, peak RSS
-(the child's VmHWM) and solver iterations of rf(50 trees, leaf 2), linear-svm, logreg and nystroem-svm, each in a
-fresh process (--scale-classifiers picks some; --parts scale runs only this line).
+(the child's VmHWM) and solver iterations of rf(50 trees, leaf 2), linear-svm, logreg, nystroem-svm and the exact
+RBF svm (its 20,000 x 20,000 kernel by BLAS: about 10 GB at its peak, run it alone), each in a fresh process
+(--scale-classifiers picks some; --parts scale runs only this line).
 
 Output: the table (printed; --json PATH writes it too).
 """
@@ -54,6 +55,7 @@ SCALE_CLASSIFIERS = {  # the scale line: classifier -> its parameters
     "linear-svm": {},
     "logreg": {},
     "nystroem-svm": {},
+    "svm": {},  # exact RBF SVM, kernel by BLAS (20,000 rows: a 3.2 GB kernel; check free memory first)
 }
 
 

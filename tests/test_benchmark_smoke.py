@@ -160,3 +160,22 @@ def test_quick_hub_benchmark_featx_beats_the_per_block_script(tmp_path):
     assert rows["e2e"]["ratio"] > 1, stdout
     assert rows["rss"]["ratio"] < 4, stdout  # 4x the images (N/4 to N), less than 4x the memory
     assert rows["bare"]["value"] > 0 and rows["naive"]["value"] > 0
+
+
+SVM_BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_svm.py"
+
+
+@pytest.mark.benchmark
+def test_quick_svm_benchmark_blas_kernels_beat_libsvm_with_its_answers(elpv_cache, tmp_path):
+    from featx.cache.store import Cache
+
+    # the session's ELPV entry (240 images, blocks + top_activation): nothing extracted, no TensorFlow imported
+    entry = Cache(elpv_cache).open().name
+    report, stdout = run_quick(SVM_BENCH, tmp_path / "svm.json", "--cache-dir", str(elpv_cache), "--entry", entry)
+    fit, tune = report["rows"]
+    # a ratio measured in one run, never an absolute time: featx's svm fits and decides faster than SVC, and gives
+    # its predictions (the >= 20x target is for all ELPV and all 67 layers, see docs/svm.md)
+    assert fit["ratio"] > 1 and fit["same_predictions"] and fit["max_decision_diff"] < 1e-8, stdout
+    # tune's grid on the same folds picks GridSearchCV's point with its CV scores (its time is reported: at 240
+    # images both are mostly fixed costs)
+    assert tune["same_best"] and tune["max_cv_score_diff"] < 1e-12 and tune["featx_s"] > 0, stdout

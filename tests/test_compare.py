@@ -190,6 +190,41 @@ def test_a_subset_named_twice_is_fitted_once_and_both_rows_get_its_scores(elpv_c
     assert result.fits == 3 * (1 + 3)  # one logreg row and the two baselines, each a train fit and 3 folds
 
 
+@pytest.mark.parametrize("transforms", [{"standardize": True}, {}], ids=["standardized", "as-is"])
+def test_the_svm_rows_of_a_split_share_one_kernel_product_and_keep_scikit_learns_scores(
+    elpv_cache, tmp_path, monkeypatch, transforms
+):
+    """issue 36: compare's svm grid (C x gamma) on a layer subset computes one Gram for the train split and one per
+    fold, however many rows; without transforms one for all, each fit's kernel a slice of it. Every score is that
+    of fits computing their own kernels (reuse=False) and of scikit-learn's SVC (solver=libsvm)."""
+    import featx.classifiers.gram as gram_module
+
+    products = []
+    whole = gram_module.gram_matrix
+    monkeypatch.setattr(gram_module, "gram_matrix", lambda rows: products.append(len(rows)) or whole(rows))
+    grid = {"C": [10.0], "gamma": [2e-4, 1e-3] if transforms else [4e-5, 2e-4]}  # around "scale" of each
+    options = {"layer_sets": ["blocks"], "classifiers": "svm", "grid": grid, "cv": 3, **transforms}
+    shared = featx.compare(cache_dir=elpv_cache, runs_dir=tmp_path, n_jobs=1, **options, **QUIET)
+    _, y, meta = load(Cache(elpv_cache).open(), layers="top_activation")
+    split = meta["split"].to_numpy()
+    folds = make_folds(y, split, 3, 1, 0)
+    if transforms:
+        assert products == [int((split == "train").sum())] + [len(train) for train, _ in folds.splits]
+    else:
+        assert products == [int(np.isin(split, ("train", "val")).sum())]
+    products.clear()
+    cold = featx.compare(cache_dir=elpv_cache, runs_dir=tmp_path, n_jobs=1, reuse=False, **options, **QUIET)
+    libsvm = featx.compare(
+        cache_dir=elpv_cache, runs_dir=tmp_path, n_jobs=1, params={"solver": "libsvm"}, **options, **QUIET
+    )
+    assert not products
+    scores = [f"cv_{shared.metric}_mean", "val_accuracy", "test_accuracy", "val_f1_macro"]
+    tables = [t.table.set_index(["layers", "model"]).sort_index()[scores] for t in (shared, cold, libsvm)]
+    assert len(tables[0]) == 4  # two svm rows and the two baselines
+    pd.testing.assert_frame_equal(tables[0], tables[1])
+    pd.testing.assert_frame_equal(tables[0], tables[2])
+
+
 def _env() -> dict:
     """The environment of a `featx` process with this checkout first on the path."""
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}

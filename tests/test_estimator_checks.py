@@ -5,6 +5,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from featx.classifiers.kernel import NystroemSVC
 from featx.classifiers.linear import ExactLinearSVC
+from featx.classifiers.svm import BlasSVC
 from featx.features.transforms import FNEDiscretizer, QuietKBinsDiscretizer
 
 
@@ -30,4 +31,18 @@ def test_nystroem_svm_passes_sklearn_checks(estimator, check):
     ),
 )
 def test_exact_linear_svm_passes_sklearn_checks(estimator, check):
+    check(estimator)
+
+
+@parametrize_with_checks(
+    [BlasSVC(class_weight="balanced"), BlasSVC(solver="libsvm")],
+    expected_failed_checks=lambda estimator: {
+        # scikit-learn's own expected failures for SVC (sklearn.utils._test_common.instance_generator): libsvm's
+        # sample weights rescale C per row, which is not the same as repeating rows
+        f"check_sample_weight_equivalence_on_{kind}_data": "sample_weight is not equivalent to removing/repeating "
+        "samples (SVC's xfail)"
+        for kind in ("dense", "sparse")
+    },
+)
+def test_blas_svm_passes_sklearn_checks(estimator, check):
     check(estimator)

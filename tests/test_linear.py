@@ -134,14 +134,3 @@ def test_one_class_is_refused_like_liblinear(digits):
     X, y = digits
     with pytest.raises(ValueError, match="at least 2 classes"):
         ExactLinearSVC().fit(X[y == 0], y[y == 0])
-
-
-def test_the_gram_matrix_by_blocks_is_the_whole_product(digits):
-    from featx.classifiers.linear import _gram
-
-    X, _ = digits
-    # float64 dot products of 64 terms summed in two orders: each within 64 u64 of the sum of |terms| (Higham,
-    # eq. 3.5; u64 = eps / 2), so the two within 2 * 64 u64 of it
-    Z = X[:500]
-    atol = 2 * Z.shape[1] * (np.finfo(np.float64).eps / 2) * (np.abs(Z) @ np.abs(Z).T).max()
-    np.testing.assert_allclose(_gram(Z, block=64), Z @ Z.T, rtol=0, atol=atol)

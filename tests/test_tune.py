@@ -219,3 +219,33 @@ def test_the_warm_started_c_path_scores_every_point_as_cold_fits_do(digits):
     for w, c in zip(warm, cold, strict=True):
         assert {k: w[k] for k in METRIC_KEYS} == {k: c[k] for k in METRIC_KEYS}
     assert max(range(3), key=lambda n: warm[n]["accuracy"]) == max(range(3), key=lambda n: cold[n]["accuracy"])
+
+
+@pytest.mark.parametrize("transforms", [{}, {"standardize": True}], ids=["as-is", "standardized"])
+def test_the_svm_grid_shares_one_kernel_product_per_split_and_scores_as_libsvm(digits, monkeypatch, transforms):
+    """issue 36: every (C, gamma) point of a split fits on, and predicts from, one Gram of the split's train and
+    held-out rows; without transforms every split's is a slice of one over all folds' rows. The scores are
+    scikit-learn's SVC's (solver=libsvm)."""
+    import featx.classifiers.gram as gram_module
+
+    X, y, split = digits
+    folds = make_folds(y, split, 2, 1, 0)
+    space = Search({"C": (1.0, 10.0), "gamma_scale": (0.3, 1.0)})
+    products = []
+    whole = gram_module.gram_matrix
+    monkeypatch.setattr(gram_module, "gram_matrix", lambda rows: products.append(len(rows)) or whole(rows))
+    quiet = {"folds": folds, "space": space, "log": lambda *a: None}
+    ours = search(X, y, split, FitSpec(classifier="svm", transforms=transforms), **quiet)
+    if transforms:  # one per split (its train and held-out rows) in each stage (the grid, then the defaults)
+        stages = ours.curve["stage"].unique()
+        assert products == [len(train) + len(held) for _ in stages for train, held in folds.splits]
+    else:  # one for all
+        assert products == [int(np.isin(split, ("train", "val")).sum())]
+    products.clear()
+    sklearns = search(
+        X, y, split, FitSpec(classifier="svm", params={"solver": "libsvm"}, transforms=transforms), **quiet
+    )
+    assert not products  # scikit-learn's SVC computes its own kernel entries
+    columns = ["C", "gamma_scale", *METRIC_KEYS]
+    pd.testing.assert_frame_equal(ours.curve[columns], sklearns.curve[columns])
+    assert ours.best_params == {k: v for k, v in sklearns.best_params.items() if k != "solver"}

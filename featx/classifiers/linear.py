@@ -37,6 +37,8 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, validate_data
 
+from featx.classifiers.gram import gram_matrix
+
 NEWTON_MAX_SIZE = 16_384  # the largest system's side (rows or columns, whichever is fewer): its (side, side)
 # float64 matrices (Hessian, its factor, a working copy) stay near 6 GB; beyond it "auto" takes liblinear
 ROUNDING = 1e-12  # a gradient this small relative to the first is the optimum up to rounding
@@ -228,7 +230,7 @@ class _Problem:
     def _gram_block(self, A):
         """X_A X_A^T, of shape (|A|, |A|): from the whole Gram matrix where it fits, else computed."""
         if self._gram is None and self.X.shape[0] <= GRAM_MAX_ROWS:
-            self._gram = _gram(self.X)
+            self._gram = gram_matrix(self.X)
         if self._gram is not None:
             return self._gram[np.ix_(A, A)]
         rows = self.X[A]
@@ -251,18 +253,6 @@ class _Problem:
         _add_rows(H, self.X[entering], cost[entering])
         _add_rows(H, self.X[leaving], -cost[leaving])
         return H, active, True
-
-
-def _gram(X, block=4096):
-    """X X^T, of shape (n, n), by blocks of rows: one X @ X.T of 20,000 x 12,417 crashed OpenBLAS (SIGSEGV in
-    its symmetric product); each block of the upper triangle is mirrored into the lower one."""
-    n = X.shape[0]
-    G = np.empty((n, n))
-    for start in range(0, n, block):
-        rows = X[start : start + block]
-        G[start : start + block, start:] = rows @ X[start:].T
-        G[start:, start : start + block] = G[start : start + block, start:].T
-    return G
 
 
 def _cholesky_solve(M, b):

@@ -19,15 +19,18 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
-from sklearn.svm import SVC
 from sklearn.utils._param_validation import InvalidParameterError, validate_parameter_constraints
 
+from featx.classifiers.gram import KERNEL_MAX_BYTES, max_kernel_rows
 from featx.classifiers.linear import ExactLinearSVC
+from featx.classifiers.svm import BlasSVC
 from featx.errors import FeatxError
 
 CLASSIFIERS = {  # name -> (estimator class, or "module:Class" imported on first use; featx's defaults)
     "rf": (RandomForestClassifier, {"n_jobs": -1}),  # every core, unless the caller or the user sets n_jobs
-    "svm": (SVC, {"kernel": "rbf"}),  # no probability=True: deprecated in sklearn 1.9 and a 5-fold CV per fit
+    # SVC with its kernels by BLAS (libsvm on the precomputed kernel; solver="libsvm": SVC itself). No
+    # probability=True: deprecated in sklearn 1.9 and a 5-fold CV per fit
+    "svm": (BlasSVC, {"kernel": "rbf"}),
     "linear-svm": (ExactLinearSVC, {}),  # LinearSVC solved to its optimum (Newton), liblinear where that is too big
     "logreg": (LogisticRegression, {"max_iter": 2000}),
     # for many rows: an approximate RBF SVM linear in the rows, and a linear model trained by SGD epochs
@@ -70,17 +73,20 @@ PARAM_BOUNDS = {
 }
 MAX_SEQUENCE = 100  # items of one sequence-valued parameter (dense's hidden layers)
 
-# exact RBF SVC is quadratic (or worse) in the training rows: beyond this many, fit/compare/tune say so
-LARGE_N = 10_000
+# the exact SVM's kernel is n^2 float64 values: beyond the rows whose kernel fits featx.classifiers.gram's budget it
+# falls back to libsvm's own kernel loop (hours), and fit/compare/tune say so
+LARGE_N = max_kernel_rows()
 FASTER_CHOICE = {"svm": "nystroem-svm (an RBF kernel map + linear SVM, linear in the rows) or linear-svm"}
 
 
 def large_n_note(name: str, n_train: int) -> str | None:
-    """A one-line note when classifier `name` is slow at `n_train` training rows and a faster one exists."""
+    """A one-line note when classifier `name` is slow at `n_train` training rows (views counted) and a faster one
+    exists."""
     if name in FASTER_CHOICE and n_train > LARGE_N:
         return (
-            f"note: --clf {name} on {n_train:,} training rows is slow (exact kernel SVM, quadratic in rows); "
-            f"--clf {FASTER_CHOICE[name]} is much faster there"
+            f"note: --clf {name} on {n_train:,} training rows: its exact kernel ({8 * n_train**2 / 1e9:.1f} GB) "
+            f"passes the {KERNEL_MAX_BYTES / 1e9:g} GB budget, so libsvm computes it entry by entry (quadratic in "
+            f"rows, hours); --clf {FASTER_CHOICE[name]} is much faster there"
         )
     return None
 
@@ -200,8 +206,9 @@ def _did_you_mean(word, choices):
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
-def fit_pipeline(pipeline: Pipeline, X, y, X_val=None, y_val=None) -> Pipeline:
-    """`pipeline.fit(X, y)`, passing validation data to a final step whose fit takes X_val/y_val.
+def fit_pipeline(pipeline: Pipeline, X, y, X_val=None, y_val=None, **head_params) -> Pipeline:
+    """`pipeline.fit(X, y)`, passing validation data to a final step whose fit takes X_val/y_val, and `head_params`
+    to the final step's fit (e.g. the exact SVM's gram: a featx.classifiers.gram.Gram shared by several fits).
 
     Pipeline cannot route X_val itself: it must go through the transforms fitted on X first (metadata routing
     would hand it to the head untransformed). So the transform steps are fitted here, in order, on X, and the
@@ -212,10 +219,12 @@ def fit_pipeline(pipeline: Pipeline, X, y, X_val=None, y_val=None) -> Pipeline:
     """
     head = pipeline[-1] if isinstance(pipeline, Pipeline) else pipeline
     if X_val is None or not len(X_val) or "X_val" not in inspect.signature(head.fit).parameters:
-        return pipeline.fit(X, y)
+        if head is pipeline or not head_params:
+            return pipeline.fit(X, y, **head_params)
+        return pipeline.fit(X, y, **{f"{pipeline.steps[-1][0]}__{k}": v for k, v in head_params.items()})
     if head is pipeline:
-        return pipeline.fit(X, y, X_val=X_val, y_val=y_val)
+        return pipeline.fit(X, y, X_val=X_val, y_val=y_val, **head_params)
     for _, step in pipeline.steps[:-1]:
         X, X_val = step.fit_transform(X, y), step.transform(X_val)
-    head.fit(X, y, X_val=X_val, y_val=y_val)
+    head.fit(X, y, X_val=X_val, y_val=y_val, **head_params)
     return pipeline

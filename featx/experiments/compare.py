@@ -33,7 +33,8 @@ from tqdm.auto import tqdm
 from featx.backbones.layers import LayerSelection
 from featx.cache.pick import entry_label
 from featx.cache.store import Cache
-from featx.classifiers import BASELINES
+from featx.classifiers import BASELINES, make_classifier
+from featx.classifiers.gram import Gram, takes_gram
 from featx.classifiers.registry import large_n_note
 from featx.classifiers.views import final_classifier
 from featx.compute import Compute
@@ -162,7 +163,7 @@ def compare(
     if metric is None:
         metric, reason = default_metric(y[np.isin(split, SELECTION_SPLITS)])
         log(reason)
-    for note in filter(None, (large_n_note(name, int((split == "train").sum())) for name in names)):
+    for note in filter(None, (large_n_note(name, int((split == "train").sum()) * n_views) for name in names)):
         log(note)
     folds = make_folds(y, split, cv, evaluation.cv_repeats, evaluation.seed) if cv else None
     judged = replace(evaluation, metric=metric)  # as logged: the metric chosen
@@ -300,6 +301,7 @@ class _Runner:
     metric: str
     done: int = 0
     ran: int = 0  # fits run (a row identical to another shares its fits)
+    grams: dict = field(default_factory=dict)  # column subset -> the Gram its untransformed kernel fits share
 
     def run_train(self, rows: list[_Row]) -> None:
         """Each row's fit on the train rows, scored on val and test."""
@@ -333,32 +335,60 @@ class _Runner:
     def _run(self, tasks) -> None:
         """Run `tasks` ((row, fold or None, delayed call) each), a task identical to an earlier one only once: rows
         with the same columns and spec ("each" repeats a layer also named on its own) are the same deterministic
-        fits, so each such row gets the one result (and counts it as its own fit)."""
+        fits, so each such row gets the one result (and counts it as its own fit). Fits of the same rows through
+        the same transforms by a classifier whose fit takes a Gram (the exact SVM's grid: C, gamma, kernel) run as
+        one task sharing one, so their kernels cost one matrix product (_kernel_batches)."""
         groups: dict = {}
         for row, fold, call in tasks:
             groups.setdefault((row.key(), fold), []).append((row, fold, call))
         unique = [members[0] for members in groups.values()]
-        calls = (delayed(_keyed)(n, call) for n, (_, _, call) in enumerate(unique))
+        batches = _kernel_batches(unique) if self.reuse else [([n], False) for n in range(len(unique))]
+        calls = [
+            (_batch, ([unique[n][2] for n in batch], self._gram(unique[batch[0]][0]) if shares else None), {})
+            for batch, shares in batches
+        ]
         if self.workers == 1:
-            results = (_keyed(n, call) for n, (_, _, call) in enumerate(unique))
+            results = (_keyed(n, call) for n, call in enumerate(calls))
         else:
             results = Parallel(n_jobs=self.workers, return_as="generator" if self.cluster else "generator_unordered")(
-                calls
+                delayed(_keyed)(n, call) for n, call in enumerate(calls)
             )
-        for n, result in results:
-            self.ran += 1
-            first, fold, _ = unique[n]
-            for row, _, _ in groups[(first.key(), fold)]:
-                converged = result[-1]
-                row.fits += 1
-                row.not_converged += not converged
-                if fold is None:
-                    row.scores, row.init = result[0], result[1]
-                else:
-                    row.fold_scores[fold] = result[0]
-                self.bar.update()
-                if row.scores is not None and len(row.fold_scores) == len(self.folds or ()):
-                    self.say(row)
+        for n, batch_results in results:
+            for task, result in zip(batches[n][0], batch_results):
+                self._take(unique[task], groups, result)
+
+    def _gram(self, row: _Row):
+        """The Gram a batch of `row`'s kernel fits shares: without transforms, one of every row a fit of its columns
+        takes (train, and train+val with folds; labelled by row, computed here once per column subset, each fit's
+        kernel a slice of it) within the kernel memory budget and off a cluster (it would travel with each task);
+        else an unbound one, which the batch's first fit binds to its transformed rows."""
+        if row.spec.transforms or self.cluster:
+            return Gram()
+        key = row.columns.tobytes()
+        if key not in self.grams:
+            rows = np.flatnonzero(np.isin(self.split, SELECTION_SPLITS if self.folds else ("train",)))
+            spec = row.spec
+            if takes_gram(make_classifier(spec.classifier, spec.params, spec.seed), len(rows)):
+                self.grams[key] = Gram(self.X[np.ix_(rows, row.columns)], labels=rows).compute()
+            else:
+                self.grams[key] = Gram()
+        return self.grams[key]
+
+    def _take(self, task, groups: dict, result) -> None:
+        """Give one task's result to every row it stands for."""
+        self.ran += 1
+        first, fold, _ = task
+        for row, _, _ in groups[(first.key(), fold)]:
+            converged = result[-1]
+            row.fits += 1
+            row.not_converged += not converged
+            if fold is None:
+                row.scores, row.init = result[0], result[1]
+            else:
+                row.fold_scores[fold] = result[0]
+            self.bar.update()
+            if row.scores is not None and len(row.fold_scores) == len(self.folds or ()):
+                self.say(row)
 
     def say(self, row: _Row, stopped: str = "") -> None:
         """The row's line: its CV (or val) score so far, fits, convergence."""
@@ -387,9 +417,32 @@ def _keyed(n, call):
     return n, function(*args, **kwargs)
 
 
-def _train_task(X, columns, y, split, spec: FitSpec, class_names):
-    """Fit spec on the train rows of the column subset and score val and test: (Scores, warm start, converged)."""
-    scores, converged = quietly(train_and_score, X[:, columns], y, split, spec, class_names=class_names)
+def _kernel_batches(tasks) -> list[tuple[list[int], bool]]:
+    """(indices of `tasks`, whether they share a Gram) to run together: the tasks ((row, fold, call) each) fitting
+    the same rows (columns, fold or train split) through the same transforms and seed with a plain spec of a
+    classifier whose fit takes a Gram form one batch; every other task is a batch of its own."""
+    batches: dict = {}
+    for n, (row, fold, _) in enumerate(tasks):
+        spec = row.spec
+        shares = spec.plain and takes_gram(make_classifier(spec.classifier, spec.params, spec.seed))
+        key = (row.columns.tobytes(), repr(spec.transforms), spec.seed, fold) if shares else n
+        batches.setdefault(key, ([], shares))[0].append(n)
+    return list(batches.values())
+
+
+def _batch(calls, gram=None) -> list:
+    """Run joblib delayed calls here, in order, each handed `gram` (a featx.classifiers.gram.Gram) where not None:
+    an unbound one is bound by the first fit to its (transformed) rows, so the batch computes them once."""
+    return [function(*args, **kwargs, **({} if gram is None else {"gram": gram})) for function, args, kwargs in calls]
+
+
+def _train_task(X, columns, y, split, spec: FitSpec, class_names, gram=None):
+    """Fit spec on the train rows of the column subset and score val and test: (Scores, warm start, converged).
+    gram : a featx.classifiers.gram.Gram the batch's fits share (labelled by X's rows, or unbound), or None."""
+    head = None if gram is None else {"gram": gram.at(np.flatnonzero(split == "train"))}
+    scores, converged = quietly(
+        train_and_score, X[:, columns], y, split, spec, class_names=class_names, head_params=head
+    )
     init = None
     if spec.classifier in WARM_STARTS and spec.plain:
         clf = final_classifier(scores.pipeline)
@@ -397,11 +450,13 @@ def _train_task(X, columns, y, split, spec: FitSpec, class_names):
     return scores, init, converged
 
 
-def _fold_task(X, columns, y, spec: FitSpec, train, held_out, init=None, reuse: bool = True):
-    """Fit spec on a fold's train rows, score the held-out rows: ({metric: value, "fit_seconds": s}, converged)."""
+def _fold_task(X, columns, y, spec: FitSpec, train, held_out, init=None, reuse: bool = True, gram=None):
+    """Fit spec on a fold's train rows, score the held-out rows: ({metric: value, "fit_seconds": s}, converged).
+    gram : a featx.classifiers.gram.Gram the batch's fits share (labelled by X's rows, or unbound), or None."""
     began = time.perf_counter()
     features = X[:, columns]
-    estimator, X_eval, converged = fit_fold(spec, features[train], y[train], features[held_out], init, reuse)
+    gram = None if gram is None else gram.at(train)
+    estimator, X_eval, converged = fit_fold(spec, features[train], y[train], features[held_out], init, reuse, gram)
     scores = score(y[held_out], estimator.predict(X_eval))
     return {**scores, "fit_seconds": round(time.perf_counter() - began, 3)}, converged
 

@@ -64,7 +64,7 @@ def fit(
             f"({len(features.layers)}, {X.shape[1] // len(spec.views)} features); choose some with --layers (API: layers=)"
         )
     split = meta["split"].to_numpy()
-    note = large_n_note(clf, int((split == "train").sum()))
+    note = large_n_note(clf, int((split == "train").sum()) * len(spec.views))  # the rows fitted: views counted
     if note:
         log(note)
     result = None

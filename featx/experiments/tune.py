@@ -93,7 +93,11 @@ def tune(
     prepare_log(entry.cache)  # unwritable folders or a broken log fail before any fit
     split = meta["split"].to_numpy()
     for note in filter(
-        None, (large_n_note(spec.classifier, int(np.isin(split, SELECTION_SPLITS).sum())) for spec in specs)
+        None,
+        (
+            large_n_note(spec.classifier, int(np.isin(split, SELECTION_SPLITS).sum()) * len(spec.views))
+            for spec in specs
+        ),
     ):
         log(note)
     folds = make_folds(y, split, cv, evaluation.cv_repeats, evaluation.seed) if cv else None

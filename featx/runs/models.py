@@ -44,6 +44,7 @@ def trusted_types() -> list[str]:
         "featx.classifiers.views.ViewEnsemble",
         "featx.classifiers.kernel.NystroemSVC",
         "featx.classifiers.linear.ExactLinearSVC",
+        "featx.classifiers.svm.BlasSVC",
         "sklearn.tree._tree.Tree",
         "sklearn.neighbors._kd_tree.KDTree",
         "sklearn.neighbors._ball_tree.BallTree",

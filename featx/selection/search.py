@@ -26,6 +26,7 @@ from sklearn.pipeline import Pipeline
 from tqdm.auto import tqdm
 
 from featx.classifiers import make_classifier, make_pipeline
+from featx.classifiers.gram import Gram, takes_gram
 from featx.classifiers.registry import TAIL
 from featx.classifiers.views import ViewEnsemble, training_rows, tta_predict, view_rows
 from featx.compute import Compute
@@ -261,9 +262,11 @@ class _Runner:
     bar: object = None  # a tqdm bar over the fits, advanced per finished split
     log: object = None  # with a bar: a line per stage
     metric: str = "accuracy"
+    gram: object = None  # _folds_gram's (False: none), once decided
 
     def __call__(self, stage: str, points: list[dict]) -> list[dict]:
         inner = self.n_jobs if len(self.folds) == 1 else 1
+        gram = self._folds_gram()
         results = Parallel(n_jobs=1 if len(self.folds) == 1 else self.n_jobs, return_as="generator")(
             delayed(_path)(
                 self.clf,
@@ -278,6 +281,7 @@ class _Runner:
                 inner,
                 self.n_views,
                 self.tta,
+                gram,
             )
             for train, held_out in self.folds.splits
         )
@@ -302,6 +306,19 @@ class _Runner:
                 )
         return tried
 
+    def _folds_gram(self) -> Gram | None:
+        """The Gram of every split's rows (labelled by their rows in X), computed once for all stages, when
+        the splits fit their rows as they are (no transforms, one view) with a classifier whose fit takes a Gram:
+        each split's kernel is then a slice of it. None otherwise, or past the kernel memory budget (each split
+        then computes its own)."""
+        if self.gram is None:
+            self.gram = False
+            if not self.transforms and self.n_views == 1 and not is_streamed(self.X):
+                rows = np.unique(np.concatenate([part for split in self.folds.splits for part in split]))
+                if takes_gram(make_classifier(self.clf, self.fixed, self.seed), len(rows)):
+                    self.gram = Gram(self.X[rows], labels=rows).compute()
+        return self.gram or None
+
 
 def score_points(spec: FitSpec, points: list[dict], X, y, train, held_out, *, n_jobs: int | None = 1) -> list[dict]:
     """Each point (parameters added to spec's) fitted on the rows `train` and scored on the rows `held_out`, the
@@ -323,15 +340,21 @@ def score_points(spec: FitSpec, points: list[dict], X, y, train, held_out, *, n_
     )
 
 
-def _path(clf, points, X, y, train, held_out, transforms, fixed, seed, n_jobs, n_views=1, tta=False) -> list[dict]:
+def _path(
+    clf, points, X, y, train, held_out, transforms, fixed, seed, n_jobs, n_views=1, tta=False, gram=None
+) -> list[dict]:
     """Fit the transforms on the split's train rows once, then every point on the mapped features; with
     warm_start in `fixed`, one estimator walks the points in order, each fit starting from the last.
     With n_views views per row, the fits see every view of the train images as rows (as ViewEnsemble).
+    A classifier whose fit takes a Gram (the exact kernel SVM) gets one for all points, and predicts the held-out
+    rows from its products with them: `gram` (a Gram labelled by X's rows) at the split's rows when they are
+    fitted as they are (no transforms, one view), else one of the split's mapped train and held-out rows.
     Streamed X (the tail's cached maps): _streamed_path."""
     if is_streamed(X):
         return _streamed_path(clf, points, X, y, train, held_out, transforms, fixed, seed, n_jobs, tta)
     steps = Pipeline(build_feature_pipeline(seed=seed, **transforms) or [("identity", "passthrough")])
-    X_fit, y_fit, X_val, y_val = training_rows(make_classifier(clf, fixed, seed), X[train], y[train], n_views)
+    prototype = make_classifier(clf, fixed, seed)
+    X_fit, y_fit, X_val, y_val = training_rows(prototype, X[train], y[train], n_views)
     held = X[held_out]
     held = view_rows(held, n_views) if tta else held[:, : held.shape[1] // n_views]
     X_train, X_eval = steps.fit_transform(X_fit, y_fit), steps.transform(held)
@@ -339,6 +362,12 @@ def _path(clf, points, X, y, train, held_out, transforms, fixed, seed, n_jobs, n
     wide = clf in ROW_SPACE and X_train.shape[1] > X_train.shape[0]
     if wide:
         X_train, X_eval = row_space(X_train, X_eval)
+    shared, cross = {}, {}
+    if takes_gram(prototype, len(X_train)):  # one kernel product for every point of the split, held-out rows too
+        train_gram, eval_gram = (
+            (gram.at(train), gram.at(held_out)) if gram is not None else Gram([X_train, X_eval]).parts()
+        )
+        shared["gram"], cross["gram"] = train_gram, eval_gram.against(train_gram)
     estimator, rows = None, []
     for point in points:
         values = _resolve(point, X_train)
@@ -349,9 +378,9 @@ def _path(clf, points, X, y, train, held_out, transforms, fixed, seed, n_jobs, n
             estimator = make_classifier(clf, {**fixed, **values}, seed, n_jobs)
             if wide:
                 for_row_space(estimator)
-        converged = fit_quietly(estimator, X_train, y_fit, **validation)
+        converged = fit_quietly(estimator, X_train, y_fit, **validation, **shared)
         seconds = time.perf_counter() - began
-        predicted = tta_predict(estimator, X_eval, n_views) if tta else estimator.predict(X_eval)
+        predicted = tta_predict(estimator, X_eval, n_views) if tta else estimator.predict(X_eval, **cross)
         rows.append({**score(y[held_out], predicted), "fit_seconds": seconds, "converged": converged})
         if not point:  # the defaults must not seed the next warm start
             estimator = None

@@ -50,7 +50,7 @@ def by_metric(summary: dict) -> dict:
     return {m: {"mean": summary[f"{m}_mean"], "ci95": summary[f"{m}_ci95"]} for m in names}
 
 
-def train_and_score(X, y, split, spec: FitSpec, *, class_names, eval_splits=EVAL_SPLITS) -> Scores:
+def train_and_score(X, y, split, spec: FitSpec, *, class_names, eval_splits=EVAL_SPLITS, head_params=None) -> Scores:
     """Fit spec's pipeline on the rows whose split is "train" and score it on `eval_splits`; writes nothing.
 
     X : ndarray of shape (n_samples, n_features), or (n_images, V * n_features) with spec's V views side by
@@ -58,6 +58,7 @@ def train_and_score(X, y, split, spec: FitSpec, *, class_names, eval_splits=EVAL
     split : ndarray of shape (n_samples,) naming each row's part: "train" rows are fitted, the rows of each
         name in eval_splits are scored, any other name is ignored. A cross-validation fold is a split array
         with "train" and "val" per row. "val" rows are also the dense head's validation data.
+    head_params : passed to the classifier's fit (featx.classifiers.fit_pipeline), e.g. a shared gram.
     """
     train, val = split == "train", split == "val"
     if not train.any():
@@ -65,7 +66,7 @@ def train_and_score(X, y, split, spec: FitSpec, *, class_names, eval_splits=EVAL
     pipeline = spec.pipeline()
     began = time.perf_counter()
     try:
-        fit_pipeline(pipeline, X[train], y[train], X[val], y[val])
+        fit_pipeline(pipeline, X[train], y[train], X[val], y[val], **(head_params or {}))
     except InvalidParameterError as exc:  # a constraint scikit-learn checks only once it sees the data
         raise FeatxError(bad_param_message(exc, spec.classifier)) from None
     fit_seconds = time.perf_counter() - began
@@ -79,7 +80,7 @@ def train_and_score(X, y, split, spec: FitSpec, *, class_names, eval_splits=EVAL
 WARM_STARTS = ("logreg",)  # solvers that continue from given coefficients (lbfgs); liblinear (LinearSVC) cannot
 
 
-def fit_fold(spec: FitSpec, X_train, y_train, X_eval, init=None, reuse: bool = True):
+def fit_fold(spec: FitSpec, X_train, y_train, X_eval, init=None, reuse: bool = True, gram=None):
     """spec fitted on one fold's rows: (fitted estimator, X_eval as it takes them, converged).
 
     X_train : ndarray of shape (n_train, n_features); y_train : (n_train,); X_eval : (n_eval, n_features).
@@ -88,7 +89,8 @@ def fit_fold(spec: FitSpec, X_train, y_train, X_eval, init=None, reuse: bool = T
     estimator then takes row-space coordinates, which X_eval is returned in); a logistic regression otherwise
     starts from `init` (coef_, intercept_), e.g. the row's train solution. Either way the fit ends at the
     estimator's own optimum (within its tolerance), so the fold's predictions are those of a cold fit.
-    Without reuse: spec's Pipeline, cold.
+    gram : with reuse, a featx.classifiers.gram.Gram handed to the classifier's fit (the exact SVM's: the batch's
+    fits on these rows share it). Without reuse: spec's Pipeline, cold.
     """
     if not (reuse and spec.plain and spec.classifier != "dense"):
         estimator = spec.pipeline()
@@ -103,5 +105,5 @@ def fit_fold(spec: FitSpec, X_train, y_train, X_eval, init=None, reuse: bool = T
     if init is not None and spec.classifier in WARM_STARTS:
         estimator.set_params(warm_start=True)
         estimator.coef_, estimator.intercept_ = init[0].copy(), init[1].copy()
-    _, converged = quietly(estimator.fit, X_train, y_train)
+    _, converged = quietly(estimator.fit, X_train, y_train, **({} if gram is None else {"gram": gram}))
     return estimator, X_eval, converged
