@@ -542,6 +542,34 @@ def test_tail_on_cached_tokens_tunes_the_cut_exports_one_safe_keras_file_and_pre
     assert isinstance(predicted, pd.DataFrame) and len(predicted) == 18
 
 
+@pytest.mark.slow
+def test_a_pooled_run_exports_with_the_presets_resize_and_classifies_files_as_predict(presets, elpv_folder, tmp_path):
+    """A logistic regression on CLS + mean tokens of a DINOv2 preset (bicubic, centre crop: its image converter)
+    exports as one .keras file whose metadata records that resize, and the loaded model decodes image files with it:
+    its probabilities are featx predict's (the CSV keeps 4 decimals). ELPV cells are square, so the crop is checked
+    on a wide copy of one."""
+    from PIL import Image
+
+    cache = tmp_path / "cache"
+    extract(
+        str(elpv_folder), backbone=str(presets["dinov2"]), layers="last4", pool="cls+mean", cache_dir=cache, **QUIET
+    )
+    result = featx.fit(None, "last4", featx.FitSpec(classifier="logreg"), cache=cache, log=lambda *a: None)
+    path = tmp_path / "pooled.keras"
+    rc, out, err = cli("export-model", result.run_id, "-o", path, "--cache-dir", cache)
+    assert rc == 0 and "centre-cropped and resized (Pillow bicubic)" in out, err
+    files = sorted(str(p) for p in elpv_folder.rglob("*.png"))[:5]
+    wide = tmp_path / "wide.png"
+    cell = Image.open(files[0]).convert("RGB")
+    Image.fromarray(np.concatenate([np.asarray(cell)] * 2, axis=1)).save(wide)  # 300 x 600: cropping matters
+    files.append(str(wide))
+    model = featx.load_model(path)
+    assert model.metadata["input"]["decode"] == {"interpolation": "bicubic", "crop": True}
+    predicted = featx.predict(result.run_id, files, output=tmp_path / "p.csv", cache=cache, log=lambda *a: None)
+    columns = [c for c in predicted.columns if c.startswith("p_")]
+    np.testing.assert_allclose(model.scores(files), predicted[columns].to_numpy(float), atol=2e-4)
+
+
 # ---- the DINOv2 recipe, views and Dask extraction ------------------------------------------------------------------------
 @pytest.mark.slow
 def test_dinov2_linear_eval_recipe_runs_on_a_tiny_preset(presets, elpv_folder, tmp_path):

@@ -17,7 +17,7 @@ class FeatureInfo:
         4-D layer before the head (the first global pooling or flatten after the last block), for families
         whose last layer has no stable name.
     fc : regex of head layers that act as fully connected besides Dense ones (1x1 convs on pooled features).
-    doc : what a block is, for `featx layers` and the README.
+    doc : what a block is, for `featx layers` and docs/backbones.md.
     embedding : regex of the layers that give the model's own image embedding (group `embedding`), not fc.
     every_layer : every layer belongs to the `all` group (featx's own small graph of a KerasHub transformer, whose
         layers are all block-level), not only conv, dense, block and final layers.

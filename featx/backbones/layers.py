@@ -44,7 +44,7 @@ GRID_HELP = (
 )
 GEM_P, GEM_EPS = 3.0, 1e-6  # as the GeM paper (Radenovic et al.) and timm: clamping keeps x^(1/p) real
 GROUPS = {
-    "blocks": "each block's output (per family, see the README)",
+    "blocks": "each block's output (per family: `featx layers BACKBONE` says what a block is)",
     "last4": "the last four block outputs (DINOv2's linear evaluation reads the last 4 blocks)",
     "final": "the final feature layer, the one a classifier head pools",
     "embedding": "the model's image embedding (CLIP's projection, SigLIP's attention-pool head)",

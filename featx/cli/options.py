@@ -125,7 +125,7 @@ def add_cluster_options(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="FILE",
         help="TOML or YAML file of cluster options (for slurm: partition, account, qos, walltime, memory, "
-        "cores, gpus, job_name, log_directory, job_script_prologue, ...; see the README)",
+        "cores, gpus, job_name, log_directory, job_script_prologue, ...; see docs/scaling-out.md)",
     )
     p.add_argument(
         "--cluster-timeout",

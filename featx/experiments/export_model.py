@@ -51,10 +51,41 @@ SAVED_MODEL_METADATA = f"assets.extra/{METADATA}"
 LAYER_PACKAGES = (
     "keras_hub",
 )  # packages (besides keras) whose import registers the layer classes an export may hold  # TF Serving's place for files it does not read
-RESIZE = (
-    "decode the file, apply its EXIF orientation, convert to 8-bit RGB and resize to width x height with Pillow's "
-    "Image.BILINEAR (as featx extract does); the model takes exactly that size"
-)
+
+
+def resize_text(decode: dict) -> str:
+    """How featx extract brought each image to the model's size, for featx.json's `input.resize`: decode is the
+    backbone's decode_options (featx.sources.decode.load_rgb's interpolation and crop)."""
+    crop = "take the largest centred crop of the input's aspect ratio, then " if decode["crop"] else ""
+    return (
+        "decode the file, apply its EXIF orientation, convert to 8-bit RGB, "
+        f"{crop}resize to width x height with Pillow's {decode['interpolation']} filter (as featx extract does; "
+        "input.decode); the model takes exactly that size"
+    )
+
+
+def _resized(decode: dict) -> str:
+    """The log line's words for decode_options: "resized (Pillow bilinear)", "centre-cropped and resized (...)"."""
+    return ("centre-cropped and " if decode["crop"] else "") + f"resized (Pillow {decode['interpolation']})"
+
+
+def _decode_options(metadata: dict, where) -> dict:
+    """featx.json's `input.decode` checked before use (the file may come from anyone): load_rgb's keywords. Exports
+    without it (before KerasHub backbones) were all resized bilinearly without a crop."""
+    from featx.sources.decode import RESAMPLING
+
+    decode = metadata["input"].get("decode", {"interpolation": "bilinear", "crop": False})
+    if (
+        not isinstance(decode, dict)
+        or set(decode) != {"interpolation", "crop"}
+        or decode["interpolation"] not in RESAMPLING
+        or not isinstance(decode["crop"], bool)
+    ):
+        raise FeatxError(
+            f"{where}: input.decode in its metadata is not {{interpolation: one of {', '.join(RESAMPLING)}, crop: "
+            "true|false}; export the run again with featx export-model"
+        )
+    return decode
 
 
 def export_model(
@@ -77,7 +108,7 @@ def export_model(
     tta : as featx predict: None averages over the views where the run was fitted with --tta, False exports
         the identity view's model, True asks for the average (a run with views only).
     The model takes float32 RGB pixels in [0, 255] of shape (batch, height, width, 3) (uint8 arrays are accepted
-    by Keras), resized as RESIZE says, and returns (batch, n_outputs) float32 scores, one column per class in
+    by Keras), resized as its input.resize says, and returns (batch, n_outputs) float32 scores, one column per class in
     featx.json's class_names (binary decision scores: one column, the second class's); a tail run's network
     takes images preprocessed as its backbone's. cache : the Cache (its runs_dir included) or cache folder the run
     is logged in. Nothing is written when anything fails: no file, no folder.
@@ -179,7 +210,8 @@ def _export_features_run(pipeline, run, entry, output, format, float16, tta, log
         "shape": [int(height), int(width), 3],
         "dtype": "float32",
         "values": "RGB pixels 0-255 (uint8 images cast to float32)",
-        "resize": RESIZE,
+        "resize": resize_text(backbone.decode_options),
+        "decode": dict(backbone.decode_options),
         "preprocessing": "inside the model",
     }
     name = f"featx_{run_id.replace('-', '_')}"
@@ -193,7 +225,8 @@ def _export_features_run(pipeline, run, entry, output, format, float16, tta, log
     log(
         f"exported run {run_id} ({run['classifier']} on {len(selection.names)} layer(s) of {backbone.name}) to "
         f"{path}" + (" (a folder: feature model + scikit-learn pipeline)" if folder else "") + f": input "
-        f"{height}x{width}x3 RGB pixels 0-255, resized as featx extract does (Pillow bilinear); outputs the {shown} "
+        f"{height}x{width}x3 RGB pixels 0-255, {_resized(backbone.decode_options)} as featx extract does; outputs the "
+        f"{shown} "
         f"of {', '.join(metadata['class_names'])}{averaged}"
     )
     return path
@@ -303,7 +336,8 @@ def _export_tail(pipeline, run, entry, output, format, log) -> Path:
             "shape": [int(d) for d in model.input_shape[1:]],
             "dtype": "float32",
             "values": f"RGB pixels preprocessed as '{backbone.preprocessing}'",
-            "resize": RESIZE,
+            "resize": resize_text(backbone.decode_options),
+            "decode": dict(backbone.decode_options),
             "preprocessing": backbone.preprocessing,
         },
     }
@@ -639,6 +673,7 @@ class ExportedModel:
         self.class_names = list(self.metadata["class_names"])
         self.output = self.metadata["output"]
         self.input_size = tuple(self.metadata["input"]["shape"][:2])
+        self.decode = _decode_options(self.metadata, self.path)
         self._forward = _traced(self.network, self.input_size)
 
     def scores(self, images, batch_size: int = 32) -> np.ndarray:
@@ -684,7 +719,7 @@ class ExportedModel:
 
         def decode(path):
             try:
-                return load_rgb(path, self.input_size)
+                return load_rgb(path, self.input_size, **self.decode)
             except ValueError as exc:
                 raise FeatxError(f"cannot decode '{path}': {exc}") from None
 
