@@ -69,6 +69,15 @@ def test_plain_sklearn_is_scikit_learn_only_and_gives_the_same_scores(digits, ca
     expected, got = scores(model, X_test), scores(plain, X_test)
     if "layernorm" in case:
         np.testing.assert_allclose(got, expected, rtol=0, atol=64 * U32 * np.abs(expected).max())
+    elif classifier == "svm":
+        # the exact SVM's kernel by BLAS (|x|^2 + |v|^2 - 2 x.v) vs libsvm's sum of squared differences, both float64:
+        # each squared distance within 4 d u64 (|x|^2 + |v|^2) (Higham eq. 3.5), each kernel value then within
+        # gamma times that (exp' <= 1), and a decision value within the sum of |dual coefficients| times it
+        svc = plain.steps[-1][1]
+        rows = plain[:-1].transform(X_test).astype(np.float64)
+        norms = (rows**2).sum(axis=1).max() + (svc.support_vectors_**2).sum(axis=1).max()
+        distance = 4 * rows.shape[1] * np.finfo(np.float64).eps / 2 * norms
+        np.testing.assert_allclose(got, expected, rtol=0, atol=np.abs(svc.dual_coef_).sum() * svc._gamma * distance)
     else:
         np.testing.assert_array_equal(got, expected)
     np.testing.assert_array_equal(plain.predict(X_test), model.predict(X_test))

@@ -25,7 +25,7 @@ from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import KBinsDiscretizer, Normalizer, StandardScaler
-from sklearn.svm import LinearSVC
+from sklearn.svm import SVC, LinearSVC
 
 from featx.errors import FeatxError
 
@@ -78,6 +78,7 @@ def keras_form_problem(model) -> NoKerasForm | None:
         what = {
             "RandomForestClassifier": "a forest of trees (thresholds)",
             "SVC": "a kernel SVM (support vectors)",
+            "BlasSVC": "a kernel SVM (support vectors)",
             "NystroemSVC": "a Nystroem kernel SVM",
             "KNeighborsClassifier": "k-nearest neighbours (stored rows)",
         }.get(type(clf).__name__, type(clf).__name__)
@@ -250,12 +251,14 @@ def plain_sklearn(model):
     model : a fitted Pipeline or bare classifier as in keras_form.
     pipeline : a fitted sklearn Pipeline of scikit-learn objects only: featx's FNE discretizer as a StandardScaler
         (its float32 statistics), a KBinsDiscretizer (its thresholds as bin edges) and a shift; the kbins
-        discretizer and the linear SVM as their scikit-learn bases; the Nystroem SVM as Nystroem then LinearSVC;
+        discretizer, the linear SVM and the exact SVM (BlasSVC) as their scikit-learn bases; the Nystroem SVM as
+        Nystroem then LinearSVC;
         Head2Toe's layer normalization and selection as ColumnTransformers (Normalizer per layer block,
         passthrough of the kept columns). The FNE, kbins, selection and classifier steps give bit-identical
         outputs on float32 features; the layer normalization's Normalizer computes each norm in another order
         (float32 rounding) and leaves a block of norm below 10 * float32 epsilon unscaled (featx scales any
-        non-zero block).
+        non-zero block); the exact SVM's SVC computes its kernel entry by entry in libsvm where BlasSVC took
+        BLAS products (float64 rounding of the squared distances).
     head : None, or the dense head's Keras model, which then follows the pipeline (a pipeline of transforms only).
     """
     steps = steps_of(model)
@@ -269,6 +272,7 @@ def plain_sklearn(model):
 
 def _plain(name: str, step):
     from featx.classifiers.kernel import NystroemSVC
+    from featx.classifiers.svm import BlasSVC
     from featx.features.head2toe import GroupLassoSelector, LayerNormalizer
     from featx.features.transforms import FNEDiscretizer
 
@@ -279,6 +283,11 @@ def _plain(name: str, step):
     if isinstance(step, LinearSVC):  # featx's ExactLinearSVC: only fit differs
         plain = _as(LinearSVC, step)
         for attribute in ("solver", "solver_"):
+            plain.__dict__.pop(attribute, None)
+        return plain
+    if isinstance(step, BlasSVC):  # featx's SVC: its fitted state is SVC's own attribute layout (libsvm predicts)
+        plain = _as(SVC, step)
+        for attribute in ("solver", "solver_", "_support_rows"):
             plain.__dict__.pop(attribute, None)
         return plain
     if isinstance(step, NystroemSVC):
