@@ -39,6 +39,7 @@ Backbones are `name[@input_size]`; efficientnet_lite0 uses its packaged ImageNet
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -211,23 +212,10 @@ def work_featx(spec) -> dict:
 
     commits, decodes = times["committed"], times["decoded"]
     images = _images(spec)
-    args = dict(
-        backbone=spec["backbone"],
-        layers=spec["layers"],
-        pool="avg",
-        weights=spec["weights"],
-        batch_size=spec["batch_size"],
-        cache_dir=spec["cache_dir"],
-        limit=spec["images"],
-        seed=spec["seed"],
-        input_size=spec["input_size"],
-        mixed_precision=spec["mixed_precision"],
-        progress=False,
-        log=lambda *a: None,
-        on_event=on_event,
-    )
+    data, backbone, compute = _extract_values(spec)
+    args = dict(cache=spec["cache_dir"], compute=compute, log=lambda *a: None, on_event=on_event)
     watch, began = CpuWatch(), time.perf_counter()
-    result = featx.extract(spec["data"], **args)
+    result = featx.extract(data, backbone, spec["layers"], **args)
     done = time.perf_counter()
     out = {
         "e2e_images_per_s": len(images) / (done - began),
@@ -243,7 +231,7 @@ def work_featx(spec) -> dict:
 
     # warm re-run in the same process (a notebook cell run again): must be a cache hit
     began = time.perf_counter()
-    again = featx.extract(spec["data"], **args)
+    again = featx.extract(data, backbone, spec["layers"], **args)
     out["warm_seconds"] = time.perf_counter() - began
     if again.computed_layers:
         raise RuntimeError(f"warm re-run recomputed {again.computed_layers}: the cache missed")
@@ -255,18 +243,29 @@ def work_featx(spec) -> dict:
         # the same layers for every image of the data set (a small input size only makes this pass quick;
         # a layer's width, and so the bytes read, does not depend on it)
         scale = featx.extract(
-            spec["data"],
-            **{
-                **args,
-                "limit": None,
-                "input_size": spec["scale_read_size"],
-                "cache_dir": spec["cache_dir"] + "-scale",
-                "batch_size": 64,
-            },
+            dataclasses.replace(data, limit=None),
+            dataclasses.replace(backbone, input_size=spec["scale_read_size"]),
+            spec["layers"],
+            **{**args, "cache": spec["cache_dir"] + "-scale", "compute": dataclasses.replace(compute, batch_size=64)},
         )
         out.update({f"scale_{k}": v for k, v in _read_throughput(scale.entry, spec["layers"]).items()})
         out["scale_rows"] = len(scale.entry.labels)
     return out
+
+
+def _extract_values(spec) -> tuple:
+    """The DataSpec, BackboneSpec (avg pooling) and Compute (no progress bar) of the variant's featx.extract."""
+    import featx
+
+    data = featx.DataSpec(spec["data"], limit=spec["images"], seed=spec["seed"])
+    backbone = featx.BackboneSpec(
+        spec["backbone"],
+        weights=spec["weights"],
+        input_size=spec["input_size"],
+        pool="avg",
+        mixed_precision=spec["mixed_precision"],
+    )
+    return data, backbone, featx.Compute(batch_size=spec["batch_size"], progress=False)
 
 
 def _steady_state(commits: list[float], decodes: list[float], batch_size: int) -> dict:
@@ -376,19 +375,7 @@ def work_cluster(spec) -> dict:
     from featx import distributed, extractor
 
     n_images = len(_images(spec))
-    args = dict(
-        backbone=spec["backbone"],
-        layers=spec["layers"],
-        pool="avg",
-        weights=spec["weights"],
-        batch_size=spec["batch_size"],
-        limit=spec["images"],
-        seed=spec["seed"],
-        input_size=spec["input_size"],
-        mixed_precision=spec["mixed_precision"],
-        progress=False,
-        log=lambda *a: None,
-    )
+    data, backbone, compute = _extract_values(spec)
     n = distributed.parse_spec(spec["cluster"])[1]
     out = {"workers": n}
 
@@ -396,7 +383,14 @@ def work_cluster(spec) -> dict:
         if key.startswith("cold"):
             extractor.BACKBONES.clear()  # the client's memoized model: a cold run builds it, as a fresh process does
         began = time.perf_counter()
-        result = featx.extract(spec["data"], cache_dir=f"{spec['cache_dir']}-{key}", cluster=cluster, **args)
+        result = featx.extract(
+            data,
+            backbone,
+            spec["layers"],
+            cache=f"{spec['cache_dir']}-{key}",
+            compute=dataclasses.replace(compute, cluster=cluster),
+            log=lambda *a: None,
+        )
         out[f"{key}_images_per_s"] = n_images / (time.perf_counter() - began)
         return result
 

@@ -127,7 +127,7 @@ def run(args, root: Path, scratch: Path) -> dict:
     else:
         entry = featx.extract(
             featx.DataSpec("elpv", limit=args.images),
-            featx.BackboneSpec(featx.backbones.DEFAULT_BACKBONE, input_size=args.input_size),
+            featx.BackboneSpec(input_size=args.input_size),
             LAYERS,
             cache=root,
             compute=featx.Compute(progress=not args.quiet),
@@ -277,7 +277,7 @@ def scale(args, root: Path) -> list[dict]:
     for clf in args.scale_classifiers.split(","):
         params = SCALE_CLASSIFIERS[clf]
         code = (
-            "import json,sys,time,numpy as np\nfrom featx.experiments.fit import FitSpec\n"
+            "import json,sys,time,numpy as np\nfrom featx.selection.spec import FitSpec\n"
             f"d=np.load({str(path)!r});X,y=d['X'],d['y']\n"
             f"p=FitSpec(classifier={clf!r},params={params!r},transforms={{'standardize':True}},n_jobs=-1).pipeline()\n"
             "b=time.perf_counter();p.fit(X,y);s=time.perf_counter()-b\n"

@@ -12,7 +12,7 @@ Parts (--parts, comma-separated; default fit,tune):
   same standardized arrays (every layer of the entry; StandardScaler fitted on the train rows): the fit on train,
   then decision_function on val and on test. Seconds of each step, SVC's total over featx's (the speed-up), whether
   the predictions are identical and the largest difference of the decision values.
-* tune: `featx tune --clf svm --layers blocks,top_activation --cv 5 --standardize` (featx.tune_cache: the C x
+* tune: `featx tune --clf svm --layers blocks,top_activation --cv 5 --standardize` (featx.tune: the C x
   gamma_scale grid, refined around its best, refit on train+val, test scored once) against GridSearchCV of
   Pipeline(StandardScaler, SVC with gamma = gamma_scale x "scale") on the same folds over the points featx tried
   (its grid and refinement, in its order), refit on train+val, test scored once. Seconds, the ratio, the chosen
@@ -104,8 +104,15 @@ def _entry(args, root: Path):
 
     if args.entry:
         return Cache(root).open(args.entry)
-    quick = {"limit": 200, "input_size": 96} if args.quick else {}
-    return featx.extract("elpv", layers="all", cache_dir=root, progress=not args.quiet, log=None, **quick).entry
+    limit, input_size = (200, 96) if args.quick else (None, None)
+    return featx.extract(
+        featx.DataSpec("elpv", limit=limit),
+        featx.BackboneSpec(input_size=input_size),
+        "all",
+        cache=root,
+        compute=featx.Compute(progress=not args.quiet),
+        log=None,
+    ).entry
 
 
 def _say(args, text: str) -> None:
@@ -159,27 +166,24 @@ def tune_part(entry, root: Path, scratch: Path, args) -> dict:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from featx.selection.metrics import SELECTION_SPLITS, score
-    from featx.selection.cv import make_folds
-    from featx.experiments.tune import tune_cache
+    import featx
     from featx.features.load import load
+    from featx.selection.cv import make_folds
+    from featx.selection.metrics import SELECTION_SPLITS, score
 
     _say(args, f"tune: featx tune --clf svm --layers {TUNE_LAYERS} --cv {args.cv} --standardize ...")
     began = time.perf_counter()
-    [result] = tune_cache(
+    [result] = featx.tune(
         entry,
-        layers=TUNE_LAYERS,
-        classifiers="svm",
-        cv=args.cv,
-        standardize=True,
-        n_jobs=-1,
-        cache_dir=root,
-        runs_dir=scratch / "runs",  # throwaway: never in a shared --cache-dir
+        TUNE_LAYERS,
+        featx.tune_specs("svm", standardize=True),
+        featx.Evaluation(cv=args.cv, fit_on="train+val"),
+        cache=featx.Cache(root, runs_dir=scratch / "runs"),  # throwaway runs: never in a shared --cache-dir
+        compute=featx.Compute(workers=-1, progress=False),
         log=None,
-        progress=False,
     )
     featx_s = time.perf_counter() - began
-    X, y, meta = load(entry, layers=TUNE_LAYERS)
+    X, y, meta = load(entry, TUNE_LAYERS)
     split = meta["split"].to_numpy()
     folds = make_folds(y, split, args.cv, 1, 0)
     assert all(
@@ -273,7 +277,7 @@ def pipeline_part(root: Path, scratch: Path, args) -> dict:
 def _latest_run(root: Path) -> dict:
     import featx
 
-    runs = featx.runs(root)
+    runs = featx.list_runs(root)
     return runs.sort_values("run_id").iloc[-1].to_dict()
 
 

@@ -42,9 +42,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from featx.compute import Compute
-from featx.selection.spec import FitSpec
-
 SPLIT = (0.6, 0.15, 0.25)
 
 
@@ -149,18 +146,11 @@ def extract_subset(args, cache: Path) -> tuple[str, str]:
     """The subset's cut maps (--pool none) and pooled final layer, each its own entry; their names."""
     import featx
 
-    common = {
-        "data": "elpv",
-        "split": SPLIT,
-        "limit": args.images,
-        "input_size": args.input_size,
-        "progress": False,
-        "log": None,
-        "cache_dir": cache,
-    }
-    maps = featx.extract(**common, layers=args.cut, pool="none").entry.name
-    pooled = featx.extract(**common, layers="final").entry.name
-    return maps, pooled
+    data = featx.DataSpec("elpv", split=SPLIT, limit=args.images)
+    common = {"cache": cache, "compute": featx.Compute(progress=False), "log": None}
+    maps = featx.extract(data, featx.BackboneSpec(input_size=args.input_size, pool="none"), args.cut, **common)
+    pooled = featx.extract(data, featx.BackboneSpec(input_size=args.input_size), "final", **common)
+    return maps.entry.name, pooled.entry.name
 
 
 def run_part(args, part: str, cache: Path, entry: str) -> dict:
@@ -317,24 +307,25 @@ def halving_rows(args, cache: Path, entry: str) -> list[dict]:
     import numpy as np
 
     import featx
-    from featx.experiments.tune import tune
-    from featx.selection.halving import schedule
+    from featx.selection.search import search
     from featx.selection.spaces import BUDGET_SEARCHES, BudgetSearch
+    from featx.selection.spec import FitSpec
 
     X, y, meta = featx.load(entry, cache=cache)
     split = meta["split"].to_numpy()
-    search = (
+    space = (
         BudgetSearch({"lr": (0.0003, 0.003, 0.03)}, max_epochs=4, min_epochs=1, fixed={"optimizer": "adam"})
         if args.quick
         else BUDGET_SEARCHES["dense"]
     )
-    quiet = {"log": lambda *a: None, "metric": "accuracy", "transforms": {"standardize": True}}
-    halving = tune(X, y, split, "dense", search=search, **quiet)
-    exact = tune(X, y, split, "dense", search=search.exact(), **quiet)
-    n_configs = len(search.configurations())
-    spent = sum(n * e for n, e in schedule(n_configs, search))  # per selection split
+    dense = FitSpec(classifier="dense", transforms={"standardize": True})
+    quiet = {"log": lambda *a: None, "metric": "accuracy"}
+    halving = search(X, y, split, dense, space=space, **quiet)
+    exact = search(X, y, split, dense, space=space.exact(), **quiet)
+    n_configs = len(space.configurations())
+    spent = sum(n * e for n, e in space.rungs(n_configs))  # per selection split (halving.schedule)
     grid = exact.curve[exact.curve["stage"] == "coarse"]
-    chosen = {k: v for k, v in halving.best_params.items() if k in search.grid}
+    chosen = {k: v for k, v in halving.best_params.items() if k in space.grid}
     mine = grid[np.logical_and.reduce([grid[k].map(repr) == repr(v) for k, v in chosen.items()])]
     n_val = int((split == "val").sum())
     noise = 2 * np.sqrt(0.25 / n_val)
@@ -343,11 +334,11 @@ def halving_rows(args, cache: Path, entry: str) -> list[dict]:
     return [
         {
             "part": "halving",
-            "what": f"exact grid: {n_configs} configurations x {search.max_epochs} epochs",
-            "epochs": search.exact_epochs(),
+            "what": f"exact grid: {n_configs} configurations x {space.max_epochs} epochs",
+            "epochs": space.exact_epochs(),
             "seconds": round(exact.seconds, 1),
             "ratio": 1.0,
-            "chosen": _label(exact.best_params, search),
+            "chosen": _label(exact.best_params, space),
             "val_accuracy": round(best_grid, 4),
             "test_accuracy": round(exact.test["accuracy"], 4),
         },
@@ -356,8 +347,8 @@ def halving_rows(args, cache: Path, entry: str) -> list[dict]:
             "what": "successive halving over epochs",
             "epochs": spent,
             "seconds": round(halving.seconds, 1),
-            "ratio": round(search.exact_epochs() / spent, 2),
-            "chosen": _label(halving.best_params, search),
+            "ratio": round(space.exact_epochs() / spent, 2),
+            "chosen": _label(halving.best_params, space),
             "val_accuracy": round(mine_score, 4),
             "test_accuracy": round(halving.test["accuracy"], 4),
             "within_noise": bool(best_grid - mine_score <= noise),
@@ -367,8 +358,8 @@ def halving_rows(args, cache: Path, entry: str) -> list[dict]:
     ]
 
 
-def _label(params: dict, search) -> str:
-    return " ".join(f"{k}={params[k]}" for k in (*search.grid, "epochs") if k in params)
+def _label(params: dict, space) -> str:
+    return " ".join(f"{k}={params[k]}" for k in (*space.grid, "epochs") if k in params)
 
 
 def accuracy_rows(args, root: Path, say) -> list[dict]:
@@ -381,18 +372,20 @@ def accuracy_rows(args, root: Path, say) -> list[dict]:
     import featx
     from featx.backbones import backbone_description
     from featx.cache.store import Cache
-    from featx.experiments.tune import tune
     from featx.features.maps import load_cut_maps, load_maps
+    from featx.selection.search import search
     from featx.selection.spaces import BUDGET_SEARCHES
+    from featx.selection.spec import FitSpec
+    from featx.sources.views import parse_views
 
     cache = Cache(root)
     pooled = next(e for e in cache.entries() if e.settings["pool"] == "avg")
     cuts = (args.accuracy_cuts or args.cut).split(",")
     maps = next(e for e in cache.entries() if e.settings["pool"] == "none" and set(cuts) <= set(e.layers))
-    search = BUDGET_SEARCHES["tail"]
+    space = BUDGET_SEARCHES["tail"]
     if args.accuracy_epochs:
-        search = dataclasses.replace(
-            search, max_epochs=args.accuracy_epochs, min_epochs=min(search.min_epochs, args.accuracy_epochs)
+        space = dataclasses.replace(
+            space, max_epochs=args.accuracy_epochs, min_epochs=min(space.min_epochs, args.accuracy_epochs)
         )
     params = {"backbone": backbone_description(maps)}
     if len(cuts) == 1:  # streamed from HDF5 as it trains, as featx tune does
@@ -400,7 +393,7 @@ def accuracy_rows(args, root: Path, say) -> list[dict]:
     else:  # the cut is searched too
         X, y, meta = load_cut_maps([maps], cuts)
     split = meta["split"].to_numpy()
-    say(f"tail above {','.join(cuts)}: halving, {search.max_epochs} epochs at most, {len(X)} images ...")
+    say(f"tail above {','.join(cuts)}: halving, {space.max_epochs} epochs at most, {len(X)} images ...")
     began = time.perf_counter()
     result = search(
         X,
@@ -408,15 +401,15 @@ def accuracy_rows(args, root: Path, say) -> list[dict]:
         split,
         FitSpec(classifier="tail", params=params),
         metric="accuracy",
-        space=search,
-        compute=Compute(workers=1, progress=True),
+        space=space,
+        compute=featx.Compute(workers=1, progress=True),
         log=say,
     )
-    chosen = {k: v for k, v in result.best_params.items() if k in (*search.grid, "cut", "epochs")}
+    chosen = {k: v for k, v in result.best_params.items() if k in (*space.grid, "cut", "epochs")}
     rows = [
         {
             "part": "accuracy",
-            "what": f"tail chosen by halving on val ({search.max_epochs} epochs at most): "
+            "what": f"tail chosen by halving on val ({space.max_epochs} epochs at most): "
             + " ".join(f"{k}={v}" for k, v in chosen.items()),
             "val_accuracy": round(result.selection_scores["accuracy_mean"], 4),
             "test_accuracy": round(result.test["accuracy"], 4),
@@ -425,14 +418,15 @@ def accuracy_rows(args, root: Path, say) -> list[dict]:
         }
     ]
     say(f"  {rows[-1]}")
-    quiet = {"log": lambda *a: None, "metric": "accuracy", "transforms": {"standardize": True}}
+    quiet = {"log": lambda *a: None, "metric": "accuracy"}
     for label, views, tta in (("linear probe", None, False), ("views + TTA", "d4", True)):
         best, began = None, time.perf_counter()
         for layers in args.accuracy_layer_sets.split(";"):
             X, y, meta = featx.load(pooled, layers, views=views)
             split = meta["split"].to_numpy()
-            names = tuple(featx.sources.views.parse_views(views)) if views else ("id",)
-            result = tune(X, y, split, "logreg", views=names, tta=tta, **quiet)
+            names = tuple(parse_views(views)) if views else ("id",)
+            probe = FitSpec(classifier="logreg", transforms={"standardize": True}, views=names, tta=tta)
+            result = search(X, y, split, probe, **quiet)
             score = result.selection_scores["accuracy_mean"]
             say(f"{label} {layers}: val {score:.3f} test {result.test['accuracy']:.3f}")
             if best is None or score > best[0]:

@@ -7,8 +7,8 @@
 Rows (one line each, also as JSON with --json PATH):
 * tune logreg: the whole `tune` call (standardized features, C path 1e-6..1e6 then refined, selection by
   --cv K folds or on val, refit on train+val, one test score) on every cached layer at once.
-* FNE + linear-svm fit: `featx.fit(clf="linear-svm", discretize="fne")` on the same layers (the FNE paper's
-  recipe), train split, scored on val and test.
+* FNE + linear-svm fit: `featx.fit(entry, layers, featx.fit_spec("linear-svm", discretize="fne"))` on the same
+  layers (the FNE paper's recipe), train split, scored on val and test.
 Times exclude imports; the machine's other load is not controlled (run it on an idle machine for numbers
 to quote).
 """
@@ -41,7 +41,12 @@ def main(argv=None) -> int:
     cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="bench_tune-")
     quiet = {"log": lambda *a: None}
     entry = featx.extract(
-        "elpv", layers=args.layers, limit=args.limit, cache_dir=cache_dir, progress=False, **quiet
+        featx.DataSpec("elpv", limit=args.limit),
+        featx.BackboneSpec(),
+        args.layers,
+        cache=cache_dir,
+        compute=featx.Compute(progress=False),
+        **quiet,
     ).entry
     X, y, _ = featx.load(entry, args.layers)
     rows = []
@@ -49,10 +54,11 @@ def main(argv=None) -> int:
     [result] = tune(
         entry,
         args.layers,
-        tune_specs("logreg", standardize=True, **quiet),
+        tune_specs("logreg", standardize=True),
         Evaluation(cv=args.cv or None, fit_on="train+val"),
         cache=cache_dir,
         compute=Compute(workers=-1),
+        **quiet,
     )
     rows.append(
         {
@@ -64,7 +70,7 @@ def main(argv=None) -> int:
         }
     )
     began = time.perf_counter()
-    fne = featx.fit(entry, args.layers, featx.fit_spec("linear-svm", discretize="fne", **quiet), cache=cache_dir)
+    fne = featx.fit(entry, args.layers, featx.fit_spec("linear-svm", discretize="fne"), cache=cache_dir, **quiet)
     rows.append(
         {
             "metric": f"fit FNE + linear-svm on {args.layers} ({X.shape[1]} features)",

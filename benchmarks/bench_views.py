@@ -30,8 +30,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from featx.backbones.spec import BackboneSpec
-
 GRID = (0.001, 0.003, 0.01, 0.03, 0.1)
 QUICK_GRID = (0.01, 0.1)
 SPLIT = (0.6, 0.15, 0.25)  # 25% held out, as in the ELPV paper's protocol; val selects, train+val = 75%
@@ -93,32 +91,33 @@ def run(args, root: Path) -> list[dict]:
     from featx.sources.views import parse_views
 
     grid = QUICK_GRID if args.quick else GRID
-    common = {
-        "data": "elpv",
-        "layers": args.layers,
-        "split": SPLIT,
-        "limit": args.images,
-        "input_size": args.input_size,
-        "progress": not args.quiet,
-        "log": None,
-    }
+    data = featx.DataSpec("elpv", split=SPLIT, limit=args.images)
+    compute = featx.Compute(progress=not args.quiet)
     rows = []
 
-    def extract(folder: str, **kw):
+    def extract(folder: str, backbone: str, pool: str = "avg", views=None):
         began = time.perf_counter()
-        entry = featx.extract(**{**common, **kw}, cache_dir=root / folder).entry
+        entry = featx.extract(
+            data,
+            featx.BackboneSpec(backbone, input_size=args.input_size, pool=pool),
+            args.layers,
+            views=views,
+            cache=root / folder,
+            compute=compute,
+            log=None,
+        ).entry
         return entry, time.perf_counter() - began
 
-    plain, seconds = extract("lite0", "efficientnet_lite0", "blocks")
+    plain, seconds = extract("lite0", "efficientnet_lite0")
     rows += score("plain", plain, seconds, args.layers, ("id",), grid)
     for spec in ("flip", "d4"):  # the same entry: adding d4 after flip computes its 6 new views only
-        entry, seconds = extract("lite0", "efficientnet_lite0", "blocks", views=spec)
+        entry, seconds = extract("lite0", "efficientnet_lite0", views=spec)
         rows += score(spec, entry, seconds, args.layers, parse_views(spec), grid)
     for pool in POOLINGS:
-        entry, seconds = extract(f"lite0-{pool}", BackboneSpec("efficientnet_lite0", pool=pool), "blocks")
+        entry, seconds = extract(f"lite0-{pool}", "efficientnet_lite0", pool=pool)
         rows += score(f"pool {pool}", entry, seconds, args.layers, ("id",), grid)
     for backbone in BIGGER:
-        entry, seconds = extract(backbone, backbone, "blocks")
+        entry, seconds = extract(backbone, backbone)
         rows += score(backbone.replace("efficientnet_", ""), entry, seconds, args.layers, ("id",), grid)
     return rows
 
