@@ -203,8 +203,14 @@ def test_the_svm_rows_of_a_split_share_one_kernel_product_and_keep_scikit_learns
     whole = gram_module.gram_matrix
     monkeypatch.setattr(gram_module, "gram_matrix", lambda rows: products.append(len(rows)) or whole(rows))
     grid = {"C": [10.0], "gamma": [2e-4, 1e-3] if transforms else [4e-5, 2e-4]}  # around "scale" of each
-    options = {"layer_sets": ["blocks"], "classifiers": "svm", "grid": grid, "cv": 3, **transforms}
-    shared = featx.compare(cache_dir=elpv_cache, runs_dir=tmp_path, n_jobs=1, **options, **QUIET)
+    cache = featx.Cache(elpv_cache, runs_dir=tmp_path)
+
+    def svm_compare(reuse=True, **params):
+        specs = featx.compare_specs("svm", grid=grid, params=params, **transforms)
+        compute = featx.Compute(workers=1, progress=False, reuse=reuse)
+        return featx.compare(None, ["blocks"], specs, featx.Evaluation(cv=3), cache=cache, compute=compute, log=None)
+
+    shared = svm_compare()
     _, y, meta = load(Cache(elpv_cache).open(), layers="top_activation")
     split = meta["split"].to_numpy()
     folds = make_folds(y, split, 3, 1, 0)
@@ -213,10 +219,8 @@ def test_the_svm_rows_of_a_split_share_one_kernel_product_and_keep_scikit_learns
     else:
         assert products == [int(np.isin(split, ("train", "val")).sum())]
     products.clear()
-    cold = featx.compare(cache_dir=elpv_cache, runs_dir=tmp_path, n_jobs=1, reuse=False, **options, **QUIET)
-    libsvm = featx.compare(
-        cache_dir=elpv_cache, runs_dir=tmp_path, n_jobs=1, params={"solver": "libsvm"}, **options, **QUIET
-    )
+    cold = svm_compare(reuse=False)
+    libsvm = svm_compare(solver="libsvm")
     assert not products
     scores = [f"cv_{shared.metric}_mean", "val_accuracy", "test_accuracy", "val_f1_macro"]
     tables = [t.table.set_index(["layers", "model"]).sort_index()[scores] for t in (shared, cold, libsvm)]

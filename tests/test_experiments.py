@@ -18,6 +18,7 @@ from featx.experiments.fit import fit
 from featx.experiments.pipelines import read_pipeline, run_pipeline
 from featx.experiments.predict import predict
 from featx.features.load import load
+from featx.report import pipeline_page
 from featx.runs.listing import RunFilter
 from featx.runs.listing import list_runs as runs
 from featx.runs.models import load_model
@@ -298,6 +299,8 @@ def test_pipeline_file_reuses_the_cache_and_rejects_unknown_keys(elpv_cache, tmp
     )
     lines = []
     result = run_pipeline(good, cache=elpv_cache, log=lines.append)
+    report = pipeline_page(result.folder, cache=elpv_cache)  # the page `featx run` writes (the report is above it)
+    lines.append(f"report: {report}")
     assert any("nothing to do" in line for line in lines)  # extraction was a cache hit
     assert result.entry.path == entry.path and len(result.table) == 5  # fit, 2 compare rows, 2 baselines
     assert (result.table["selected_by"] == "val").all()  # no CV: one protocol, ranked by its val score
@@ -305,7 +308,7 @@ def test_pipeline_file_reuses_the_cache_and_rejects_unknown_keys(elpv_cache, tmp
     assert result.table["selection_score"].tolist() == result.table[f"val_{result.ranking.metric}"].tolist()
     assert [p.suffix for p in result.plots] == [".png"] * len(result.plots) and all(p.is_file() for p in result.plots)
     assert "plots:" in lines[-3] and "tsne-" in lines[-3] and lines[-2].startswith("recommended: ")
-    assert lines[-1] == f"report: {result.report}" and result.report.is_file()
+    assert lines[-1] == f"report: {report}" and report.is_file()
 
     bad = tmp_path / "bad.toml"
     bad.write_text(head + '[[steps]]\nkind = "fit"\nclff = "rf"\n')

@@ -16,6 +16,8 @@ from featx.selection.cv import cross_validate, make_folds
 from featx.selection.spec import Evaluation, FitSpec, Head2ToeSearch
 from featx.selection.train import cross_validate_spec, train_and_score
 
+from helpers import extract
+
 DIGIT_BLOCKS = [["top_rows", 16], ["middle_rows", 32], ["bottom_rows", 16]]  # digits' 8x8 pixels, row bands
 CLASSES = [str(i) for i in range(10)]
 
@@ -156,12 +158,10 @@ SIZE = 96  # Lite0 at 96 px: blocks of 48x48 down to 3x3 maps, cheap
 @pytest.fixture(scope="module")
 def h2t_entries(elpv_folder, tmp_path_factory):
     """The 18-image ELPV folder through EfficientNet-Lite0 blocks: an avg entry with flip views, and grid:256."""
-    import featx
-
     cache_dir = tmp_path_factory.mktemp("h2t")
-    quiet = {"input_size": SIZE, "cache_dir": cache_dir, "progress": False, "log": lambda *a: None, "layers": "blocks"}
-    avg = featx.extract(str(elpv_folder), pool="avg", views="flip", **quiet).entry
-    grid = featx.extract(str(elpv_folder), pool="grid:256", **quiet).entry
+    quiet = {"input_size": SIZE, "cache_dir": cache_dir, "progress": False, "log": lambda *a: None}
+    avg = extract(str(elpv_folder), "blocks", pool="avg", views="flip", **quiet).entry
+    grid = extract(str(elpv_folder), "blocks", pool="grid:256", **quiet).entry
     return cache_dir, avg, grid
 
 

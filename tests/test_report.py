@@ -338,6 +338,7 @@ def test_report_renders_in_headless_chromium(experiments, tmp_path):
 @pytest.mark.slow
 def test_quickstart_names_one_best_model_fits_the_terminal_and_ends_with_its_report(tmp_path):
     from featx.experiments.pipelines import run_pipeline
+    from featx.report import pipeline_page
     from featx.runs.ranking import recommended
     from featx.runs.reports import read_report
 
@@ -349,6 +350,8 @@ def test_quickstart_names_one_best_model_fits_the_terminal_and_ends_with_its_rep
     result = run_pipeline(
         small, cache=tmp_path / "cache", log=lambda *a: lines.extend(" ".join(map(str, a)).splitlines())
     )
+    report = pipeline_page(result.folder, cache=tmp_path / "cache")  # the page `featx run` writes after the verb
+    lines.append(f"report: {report}")
     too_wide = [line for line in lines if len(line) > 120 and "/" not in line]  # a path is as long as it is
     assert not too_wide, too_wide
     assert sum(line.startswith("ranking by ") for line in lines) == 1  # the metric, chosen and said once
@@ -359,8 +362,8 @@ def test_quickstart_names_one_best_model_fits_the_terminal_and_ends_with_its_rep
     assert best["run_id"] == rows["run_id"].iloc[0]  # compare's best row is the pipeline's recommendation
     assert compared.best_line.startswith(f"best: {best['classifier']} on {best['layers']} ")
     assert lines[-3].startswith("recommended: ") and f"(run {best['run_id'][-6:]})" in lines[-3]
-    assert lines[-1] == f"report: {result.report}" and result.report.name == "report.html"
-    html = result.report.read_text()
+    assert lines[-1] == f"report: {report}" and report.name == "report.html"
+    html = report.read_text()
     check_self_contained(html)
     assert f"(run {best['run_id'][-6:]})" in re.search(r"recommended: [^<]*", html).group(0)
     assert f"featx run {small} --cache-dir {tmp_path / 'cache'}" in html
@@ -368,9 +371,9 @@ def test_quickstart_names_one_best_model_fits_the_terminal_and_ends_with_its_rep
     rc, out, err = cli("runs", "--cache-dir", tmp_path / "cache")
     assert rc == 0 and max(map(len, out.splitlines())) <= 120 and out.count("ranking by ") == 1, err
     assert best["run_id"][-6:] in out.split("scored by 3-fold CV mean")[1].splitlines()[2]  # first row of the CV block
-    rc, out, err = cli("report", result.report.parent.name, "--cache-dir", tmp_path / "cache")
-    assert rc == 0 and out.strip() == str(result.report), err
-    again = result.report.read_text()
+    rc, out, err = cli("report", report.parent.name, "--cache-dir", tmp_path / "cache")
+    assert rc == 0 and out.strip() == str(report), err
+    again = report.read_text()
     assert re.search(r"recommended: [^<]*", again).group(0) == re.search(r"recommended: [^<]*", html).group(0)
     assert "<h2>Layer comparison</h2>" in again and "<h2>t-SNE</h2>" in again
 

@@ -98,10 +98,10 @@ def test_tune_on_cv_beats_defaults_or_is_within_noise(data):
 
 def test_rbf_svm_searches_c_and_gamma_relative_to_scale(data):
     X, y, split = data
-    search = Search(
+    space = Search(
         {"C": (0.1, 10.0), "gamma_scale": (0.1, 1.0)}, refine=("C", "gamma_scale"), refine_points=3, refine_decades=0.5
     )
-    result = search(X, y, split, FitSpec(classifier="svm"), metric="accuracy", space=search, log=lambda *a: None)
+    result = search(X, y, split, FitSpec(classifier="svm"), metric="accuracy", space=space, log=lambda *a: None)
     assert len(result.curve[result.curve["stage"] == "coarse"]) == 4
     assert "gamma" in result.best_params and "gamma_scale" not in result.best_params
     assert 0 < result.best_params["gamma"] < 1

@@ -131,7 +131,7 @@ def run_pipeline(
             BackboneSpec(
                 spec.get("backbone", DEFAULT_BACKBONE),
                 **({"weights": spec["weights"]} if "weights" in spec else {}),
-                **{k: options[k] for k in EXTRACT_BACKBONE if k in options},
+                **{k: options[k] for k in EXTRACT_BACKBONE if k in options and k != "pool"},
                 pool=pool,
                 unsafe=unsafe,  # the caller's alone: the schema refuses it in a file
             ),
