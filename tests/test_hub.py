@@ -557,7 +557,7 @@ def test_a_pooled_run_exports_with_the_presets_resize_and_classifies_files_as_pr
     result = featx.fit(None, "last4", featx.FitSpec(classifier="logreg"), cache=cache, log=lambda *a: None)
     path = tmp_path / "pooled.keras"
     rc, out, err = cli("export-model", result.run_id, "-o", path, "--cache-dir", cache)
-    assert rc == 0 and "centre-cropped and resized (Pillow bicubic)" in out, err
+    assert rc == 0 and "centre-cropped and resized (Pillow bicubic)" in out and "`import keras_hub`" in out, err
     files = sorted(str(p) for p in elpv_folder.rglob("*.png"))[:5]
     wide = tmp_path / "wide.png"
     cell = Image.open(files[0]).convert("RGB")

@@ -228,6 +228,7 @@ def _export_features_run(pipeline, run, entry, output, format, float16, tta, log
         f"{height}x{width}x3 RGB pixels 0-255, {_resized(backbone.decode_options)} as featx extract does; outputs the "
         f"{shown} "
         f"of {', '.join(metadata['class_names'])}{averaged}"
+        + "".join(f"; its layers are {p}'s: `import {p}` before loading it" for p in metadata["imports"])
     )
     return path
 
