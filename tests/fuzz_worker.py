@@ -13,11 +13,17 @@ Requests:
         argv, then put FILE back; a progress line before each.
         Result: {"cases": [[mutation, what, rc, n_error_lines, traceback, last_error_line], ...]} (rc 0: ok, 1 or 2:
         a featx error, -1: an exception got out of featx)
+    {"op": "pipeline", "path": FILE}
+        everything `featx run FILE` does before it runs anything (read_pipeline: the schema; check_steps: every
+        FitSpec and Evaluation): {"outcome": "ok"} or {"outcome": "refused" | "exception", "message"}
+    {"op": "import", "modules": [...]}
+        import those modules now (Keras, once, not inside a case's time): {"imported": [...]}
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import json
 import sys
@@ -83,6 +89,19 @@ def _mutate(request: dict) -> dict:
     return {"cases": cases}
 
 
+def _pipeline(path: str) -> dict:
+    from featx.errors import FeatxError
+    from featx.experiments.pipelines import check_steps, read_pipeline
+
+    try:
+        check_steps(read_pipeline(path), path)
+        return {"outcome": "ok"}
+    except FeatxError as exc:
+        return {"outcome": "refused", "message": str(exc)}
+    except BaseException:  # noqa: BLE001  anything but a FeatxError is the finding
+        return {"outcome": "exception", "message": traceback.format_exc()}
+
+
 def main() -> None:
     for line in sys.stdin:
         request = json.loads(line)
@@ -91,6 +110,11 @@ def main() -> None:
             _say({"rc": rc, "out": out[-4000:], "err": err[-4000:]})
         elif request["op"] == "mutate":
             _say(_mutate(request))
+        elif request["op"] == "pipeline":
+            _say({"progress": f"checks of {request['path']}"})
+            _say(_pipeline(request["path"]))
+        elif request["op"] == "import":
+            _say({"imported": [importlib.import_module(name).__name__ for name in request["modules"]]})
         else:
             _say({"error": f"unknown op {request['op']!r}"})
 

@@ -243,11 +243,16 @@ class FuzzWorker:
     worker's last progress line (the case it was on), if the worker dies by a signal (a crash in a library), exits,
     or is silent for `timeout` seconds (a hang: it is killed). Use as a context manager (the worker is killed at
     the end). Requests: see tests/fuzz_worker.py ({"op": "cli", "argv": [...]} runs `featx ARGV`; {"op": "mutate",
-    ...} changes bytes of a file and runs commands on each). Mutated pipeline files go through {"op": "cli"}.
+    ...} changes bytes of a file and runs commands on each; {"op": "pipeline", "path": FILE} runs a pipeline file's checks).
+    `restart()` gives a fresh worker after a hang or a crash, so the next case (a hypothesis example) is its own.
     """
 
     def __init__(self, timeout: float = 30.0, env: dict | None = None):
-        self.timeout = timeout
+        self.timeout, self._env = timeout, env
+        self._start()
+
+    def _start(self) -> None:
+        env = self._env
         worker = Path(__file__).with_name("fuzz_worker.py")
         self.proc = subprocess.Popen(
             [sys.executable, str(worker)],
@@ -259,7 +264,7 @@ class FuzzWorker:
         )
         self._selector = selectors.DefaultSelector()
         self._selector.register(self.proc.stdout, selectors.EVENT_READ)
-        self._hung = ""
+        self._hung, self._pending = "", b""
 
     def __enter__(self):
         return self
@@ -273,6 +278,12 @@ class FuzzWorker:
         self.proc.wait()
         self._selector.close()
 
+    def restart(self) -> None:
+        """A fresh worker process, after this one was killed (a hang) or died: the next request is asked anew."""
+        self.close()
+        self._hung = ""
+        self._start()
+
     def ask(self, request: dict) -> dict:
         last = "(none)"
         try:
@@ -281,14 +292,19 @@ class FuzzWorker:
         except BrokenPipeError:
             self._died(last, request)
         while True:
-            if not self._selector.select(self.timeout):
-                self.proc.kill()
-                self.proc.wait()
-                self._hung = f"featx hung (no answer in {self.timeout:.0f} s) at {last} of {str(request)[:300]}"
-                pytest.fail(self._hung)
-            line = self.proc.stdout.readline()
-            if not line:
-                self._died(last, request)
+            # lines already read from the pipe come first: select() sees only what is still in the pipe, so a
+            # progress line and the result that arrived in one read must not wait for more
+            while b"\n" not in self._pending:
+                if not self._selector.select(self.timeout):
+                    self.proc.kill()
+                    self.proc.wait()
+                    self._hung = f"featx hung (no answer in {self.timeout:.0f} s) at {last} of {str(request)[:300]}"
+                    pytest.fail(self._hung)
+                chunk = os.read(self.proc.stdout.fileno(), 1 << 16)
+                if not chunk:
+                    self._died(last, request)
+                self._pending += chunk
+            line, self._pending = self._pending.split(b"\n", 1)
             record = json.loads(line)
             if "progress" in record:
                 last = record["progress"]

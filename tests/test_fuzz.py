@@ -8,15 +8,24 @@ layer (all bytes outside the rows must be refused before libhdf5 parses them; a 
 served); then hypothesis-chosen changes of one to three bytes of a layer or a view file, each run through
 `featx info`, `verify`, `fit` and `export`.
 
-Pipeline files: mutated pipeline files belong here too (issue 31, part B): a test that writes each mutated file and
-asks `worker.ask({"op": "cli", "argv": ["run", FILE, ...]})` under the same watchdog (`watched_worker`).
+Pipeline files (issue 31, part B): mutated copies of the shipped recipes (flipped, inserted and deleted bytes; keys
+given random TOML values; keys added) go through everything `featx run` does before it runs anything
+(read_pipeline: the schema; check_steps: every FitSpec and Evaluation), `{"op": "pipeline"}` under the same watchdog.
+Each must pass or be refused with one `error:` line: no other exception, no crash, no hang (a hang or a crash of
+the interpreter fails the example, hypothesis shrinks it, and the next example gets a fresh worker).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import signal
+import threading
+from pathlib import Path
 
 import pytest
+import tomllib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -105,3 +114,174 @@ def test_changed_bytes_of_layer_and_view_files_end_every_command_in_one_line(ent
     if any(offset not in rows for offset, _ in mutation):  # outside the rows: refused by every command that reads it
         readers = {"verify", "fit", *(("info", "export") if identity else ())}  # info and export read no view file
         assert {what for _, what, rc, *_ in result["cases"] if rc} == readers, result["cases"]
+
+
+# --- pipeline files (moved from tests/test_pipelines_fuzz.py)
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = {path.name: path.read_bytes() for path in sorted((ROOT / "pipelines").glob("*.toml"))}
+START_S, EXAMPLE_S = 300, 20  # the worker's imports; one file's checks (milliseconds when nothing is wrong)
+# imported once when a worker starts, not inside a file's time: the checks, and Keras (the dense and tail recipes' steps)
+IMPORTS = ["featx.errors", "featx.experiments.pipelines", "featx.classifiers.dense", "featx.classifiers.tail"]
+
+
+@pytest.fixture(scope="module")
+def pipeline_worker():
+    """A watched featx process for the pipeline checks, with Keras imported once here, not inside a file's time."""
+    with FuzzWorker(timeout=START_S) as worker:
+        worker.ask({"op": "import", "modules": IMPORTS})
+        worker.timeout = EXAMPLE_S
+        yield worker
+
+
+def _judge(worker: FuzzWorker, path: Path, data: bytes) -> dict:
+    path.write_bytes(data)
+    if worker.proc.poll() is not None:  # killed after a hang, or crashed, in an earlier example: a fresh one
+        worker.restart()
+        worker.ask({"op": "import", "modules": IMPORTS})
+    answer = worker.ask({"op": "pipeline", "path": str(path)})
+    assert answer["outcome"] != "exception", f"{data[:300]!r}\n{answer['message']}"
+    if answer["outcome"] == "refused":
+        message = answer["message"]
+        assert message and "\n" not in message and "Traceback" not in message, message
+    return answer
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_every_shipped_pipeline_passes_every_check(pipeline_worker, tmp_path, name):
+    assert _judge(pipeline_worker, tmp_path / name, SHIPPED[name]) == {"outcome": "ok"}
+
+
+# --- byte mutations of the shipped files
+
+EDITS = st.lists(
+    st.tuples(
+        st.sampled_from(["flip", "insert", "delete"]),
+        st.floats(0, 1, exclude_max=True),
+        st.binary(min_size=1, max_size=8),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+def _mutate(data: bytes, edits) -> bytes:
+    for kind, where, chunk in edits:
+        at = int(where * len(data))
+        if kind == "flip":
+            data = data[:at] + bytes([data[at] ^ chunk[0] or 1]) + data[at + 1 :]
+        elif kind == "insert":
+            data = data[:at] + chunk + data[at:]
+        else:
+            data = data[:at] + data[at + len(chunk) :]
+    return data
+
+
+@settings(max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(sorted(SHIPPED)), edits=EDITS)
+def test_a_shipped_pipeline_with_changed_bytes_passes_or_is_one_line(pipeline_worker, tmp_path, name, edits):
+    _judge(pipeline_worker, tmp_path / name, _mutate(SHIPPED[name], edits))
+
+
+# --- values and keys changed in the parsed files
+
+SCALARS = st.one_of(
+    st.integers(-(2**63), 2**63 - 1),
+    st.sampled_from([0, 1, -1, 2, 3, 10**4, 10**6, 2**31, 2**63 - 1]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.text(st.characters(exclude_categories=("Cs",)), max_size=30),
+    st.sampled_from(["", "rf", "svm", "dense", "tail", "fit", "compare", "tsne", "all", "flip", "rand:3", "grid:8"]),
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.from_regex(r"[a-z_]{1,12}", fullmatch=True), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+KEYS = st.sampled_from(
+    sorted(
+        {
+            "kind",
+            "clf",
+            "params",
+            "grid",
+            "layers",
+            "layer_sets",
+            "classifiers",
+            "seed",
+            "cv",
+            "n_jobs",
+            "views",
+            "standardize",
+            "pca",
+            "kbins",
+            "max_points",
+            "split",
+            "limit",
+            "input_size",
+            "hidden",
+            "epochs",
+            "n_estimators",
+            "C",
+            "blocks",
+            "unsafe",
+            "tta",
+            "search",
+            "metric",
+            "select",
+            "data",
+            "steps",
+            "extract",
+        }
+    )
+)
+
+
+def _toml(value) -> str:
+    """`value` as a TOML value (inline tables and arrays)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf") if math.isinf(value) else repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_toml, value)) + "]"
+    return "{ " + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + " }"
+
+
+def _document(spec: dict) -> bytes:
+    return "".join(f"{json.dumps(k)} = {_toml(v)}\n" for k, v in spec.items()).encode()
+
+
+@settings(max_examples=250, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(sorted(SHIPPED)), data=st.data())
+def test_a_shipped_pipeline_with_changed_values_passes_or_is_one_line(pipeline_worker, tmp_path, name, data):
+    spec = tomllib.loads(SHIPPED[name].decode())
+    tables = [spec, spec.setdefault("extract", {}), *spec["steps"]]
+    for _ in range(data.draw(st.integers(1, 3))):
+        table = data.draw(st.sampled_from(tables))
+        keys = sorted(table) + [data.draw(KEYS)]  # an existing key changed, or one added
+        table[data.draw(st.sampled_from(keys))] = data.draw(VALUES)
+    _judge(pipeline_worker, tmp_path / name, _document(spec))
+
+
+def test_the_watchdog_catches_a_hang_and_a_crash(tmp_path):
+    """The watchdog itself: a worker that stops answering, or dies, fails the example; the next example gets a
+    fresh worker. (Requests that need no import of featx, so that this test is quick.)"""
+    with FuzzWorker(timeout=1) as watchdog:
+        os.kill(watchdog.proc.pid, signal.SIGSTOP)  # the worker hangs
+        with pytest.raises(pytest.fail.Exception, match="hung"):
+            watchdog.ask({"op": "none"})
+        watchdog.restart()
+        watchdog.timeout = 60
+        os.kill(watchdog.proc.pid, signal.SIGSTOP)
+        threading.Timer(1, watchdog.proc.kill).start()  # the interpreter dies while the example runs
+        with pytest.raises(pytest.fail.Exception, match="killed by signal 9"):
+            watchdog.ask({"op": "none"})
+        watchdog.restart()
+        assert watchdog.ask({"op": "none"}) == {"error": "unknown op 'none'"}  # a fresh worker answers
