@@ -58,7 +58,7 @@ SLOW_FIXTURES = {
 # Test modules that cannot even be collected without importing Keras (scikit-learn's estimator checks want an
 # instance at collection time): every test in them is slow, and a run that leaves out slow tests skips the module.
 IMPORTS_TENSORFLOW = {
-    "test_dense.py": "the Keras dense head (featx.classifiers.dense imports Keras)",
+    "test_classifiers_dense.py": "the Keras dense head (featx.classifiers.dense imports Keras)",
 }
 
 
@@ -88,7 +88,7 @@ LONG_MODULES = (
     "test_views_usage.py",
     "test_warm.py",
     "test_cli_quiet.py",
-    "test_dense.py",
+    "test_classifiers_dense.py",
 )
 
 
@@ -291,3 +291,17 @@ def digits_parts(digits):
     X, y, split = digits
     (tr, va, te) = (split == s for s in ("train", "val", "test"))
     return X[tr], X[va], X[te], y[tr], y[va], y[te]
+
+
+@pytest.fixture(scope="module")
+def digits_predictions():
+    """A logistic regression's predictions for a 30 % test split of scikit-learn's digits, for the metrics and the
+    figures that show them: (X_test, y_test, y_pred). Class names: helpers.CLASS_NAMES."""
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_digits(return_X_y=True)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0)
+    model = LogisticRegression(max_iter=2000).fit(X_train / 16, y_train)
+    return X_test, y_test, model.predict(X_test / 16)

@@ -30,6 +30,7 @@ import featx
 import featx.cli
 
 FEATX = [shutil.which("featx")] if shutil.which("featx") else [sys.executable, "-m", "featx"]  # the console script
+CLASS_NAMES = [f"digit {i}" for i in range(10)]  # conftest's digits_predictions, as the metrics and figures name them
 TF_LOG_LINE = re.compile(r"[IWEF]\d{4} |WARNING: All log messages before absl")
 
 

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from test_cuts import check_cuts
+from test_backbones_cuts import check_cuts
 
 import featx
 from featx.backbones import available_backbones, describe_layers, get_backbone, layer_selection
@@ -92,7 +92,7 @@ def test_every_registered_backbone_has_blocks_final_and_no_fc_without_top():
         assert backbone.feature_info.family == family
         infos = describe_layers(backbone)
         assert_sensible_groups(name, infos, side)
-        check_cuts(name, backbone)  # tests/test_cuts.py: each model is built once, here
+        check_cuts(name, backbone)  # tests/test_backbones_cuts.py: each model is built once, here
         if name not in lite:  # the Lite builder keeps its top at any size
             assert group_members(infos, "fc") == []
             with pytest.raises(FeatxError, match=rf"^group 'fc' matched no layer of {name}; "):

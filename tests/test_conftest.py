@@ -87,7 +87,7 @@ def test_fast_run_that_imports_tensorflow_at_collection_fails_naming_the_collect
 
 
 def test_fast_run_without_tensorflow_passes_and_leaves_out_a_module_that_imports_it(tmp_path):
-    run = pytest_run(tmp_path, {"test_scratch.py": IN_A_SLOW_TEST, "test_dense.py": AT_IMPORT}, *FAST)
+    run = pytest_run(tmp_path, {"test_scratch.py": IN_A_SLOW_TEST, "test_classifiers_dense.py": AT_IMPORT}, *FAST)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "1 passed, 1 deselected" in run.stdout and "TensorFlow" not in run.stdout
 
@@ -108,7 +108,9 @@ def test_on_a_cluster_imports_tensorflow():
     [((), "4 passed"), (("-m", "slow"), "3 passed, 1 deselected"), (("-m", "slurm"), "1 passed, 2 deselected")],
 )
 def test_runs_that_select_slow_tests_are_not_checked(tmp_path, args, passed):
-    """test_dense.py's test is marked slow; `-m slurm` leaves out slow tests but selects ones marked slow too."""
-    run = pytest_run(tmp_path, {"test_scratch.py": IN_SLOW_AND_SLURM_TESTS, "test_dense.py": AT_IMPORT}, *args)
+    """test_classifiers_dense.py's test is marked slow; `-m slurm` leaves out slow tests but selects ones marked slow too."""
+    run = pytest_run(
+        tmp_path, {"test_scratch.py": IN_SLOW_AND_SLURM_TESTS, "test_classifiers_dense.py": AT_IMPORT}, *args
+    )
     assert run.returncode == 0 and passed in run.stdout, run.stdout + run.stderr
     assert "TensorFlow was imported" not in run.stdout

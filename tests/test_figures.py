@@ -15,12 +15,22 @@ import pytest
 from matplotlib.colors import to_rgba
 from tiny_entry import LAYER, OTHER, write_entry
 
+from featx.errors import FeatxError
 from featx.figures.kept_layers import kept_per_layer_figure, kept_table
-from featx.figures.plots import confusion_figure, layer_comparison_figure, learning_curves_figure, tsne_figure
+from featx.figures.plots import (
+    confusion_figure,
+    layer_comparison_figure,
+    learning_curves_figure,
+    plot_confusion,
+    plot_layer_comparison,
+    plot_learning_curves,
+    plot_tsne,
+    tsne_figure,
+)
 from featx.figures.selection_plots import layer_scores_figure, search_curve_figure
 from featx.selection.metrics import evaluate
 
-from helpers import cli
+from helpers import CLASS_NAMES, cli
 
 SCORE, CI = "cv_accuracy_mean", "cv_accuracy_ci95"
 
@@ -338,3 +348,53 @@ def test_the_html_reports_ranking_is_results_csv(compared):
         assert row[8] == row[9] == f"{r['val_accuracy']:.3f}"
     assert rows[0][3] == results["classifier"][0] + "recommended"
     assert len(set(results["cv_accuracy_mean"])) > 2  # the scores differ: the order is a real one
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path):
+    data = open(path, "rb").read()
+    assert len(data) > 1000 and data[:8] == PNG_MAGIC
+
+
+@pytest.mark.slow
+def test_plot_confusion_and_tsne(digits_predictions, tmp_path):
+    X, y_true, y_pred = digits_predictions
+    confusion = evaluate(y_true, y_pred, CLASS_NAMES)["confusion"]
+    assert_png(plot_confusion(confusion, tmp_path / "sub" / "confusion.png", "logreg on digits"))
+    path = plot_tsne(X, y_true, CLASS_NAMES, tmp_path / "tsne.png", max_points=300)
+    assert_png(path)
+
+
+def test_plot_learning_curves(tmp_path):
+    history = pd.DataFrame(
+        {
+            "epoch": [1, 2, 3, 4],
+            "loss": [2.0, 1.0, 0.6, 0.4],
+            "accuracy": [0.4, 0.7, 0.8, 0.9],
+            "val_loss": [2.1, 1.2, 0.9, 1.1],
+            "val_accuracy": [0.35, 0.6, 0.75, 0.7],
+        }
+    )
+    assert_png(plot_learning_curves(history, tmp_path / "curves.png"))
+
+
+def test_plot_layer_comparison_bars_and_depth(tmp_path):
+    rows = [
+        {
+            "layers": layer,
+            "classifier": clf,
+            "seed": seed,
+            "depth": depth,
+            "test_accuracy": 0.5 + 0.1 * (depth or 4) + 0.01 * seed,
+        }
+        for clf in ("rf", "logreg")
+        for seed in (0, 1)
+        for layer, depth in (("block1", 1), ("block2", 2), ("block3", 3), ("all", None))
+    ]
+    results = pd.DataFrame(rows)
+    assert_png(plot_layer_comparison(results.drop(columns="depth"), tmp_path / "bars.png"))
+    assert_png(plot_layer_comparison(results, tmp_path / "depth.png"))
+    with pytest.raises(FeatxError, match="f1_macro"):
+        plot_layer_comparison(results, tmp_path / "x.png", metric="f1_macro")

@@ -9,6 +9,7 @@ from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from featx.classifiers.linear import ExactLinearSVC
 
@@ -134,3 +135,18 @@ def test_one_class_is_refused_like_liblinear(digits):
     X, y = digits
     with pytest.raises(ValueError, match="at least 2 classes"):
         ExactLinearSVC().fit(X[y == 0], y[y == 0])
+
+
+@parametrize_with_checks(
+    [ExactLinearSVC(), ExactLinearSVC(solver="newton", class_weight="balanced")],
+    expected_failed_checks=lambda estimator: (
+        {
+            # solver="auto" fits sparse X with liblinear, whose dual solver scikit-learn marks so for LinearSVC
+            "check_sample_weight_equivalence_on_sparse_data": "sparse X goes to liblinear (LinearSVC's xfail)"
+        }
+        if estimator.solver == "auto"
+        else {}
+    ),
+)
+def test_exact_linear_svm_passes_sklearn_checks(estimator, check):
+    check(estimator)

@@ -6,9 +6,10 @@ from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import KBinsDiscretizer, StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from featx.errors import FeatxError
-from featx.features.transforms import FNEDiscretizer, build_feature_pipeline
+from featx.features.transforms import FNEDiscretizer, QuietKBinsDiscretizer, build_feature_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +107,8 @@ def test_transform_options_are_the_one_declaration_of_the_builder_keywords():
 def test_fne_thresholds_must_be_numbers(kwargs):
     with pytest.raises(FeatxError, match="must be a number"):
         build_feature_pipeline(discretize="fne", **kwargs)
+
+
+@parametrize_with_checks([FNEDiscretizer(), QuietKBinsDiscretizer(n_bins=3, quantile_method="averaged_inverted_cdf")])
+def test_transformers_pass_sklearn_checks(estimator, check):
+    check(estimator)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import TINY
-from test_grid_pool import numpy_grid
+from test_backbones_layers import numpy_grid
 
 import featx
 from featx.backbones.base import TokenLayout
