@@ -66,6 +66,22 @@ def extract(data, layers="blocks", *, cache_dir, views=None, view_seed=0, log=No
     )
 
 
+def log_size(cache_dir) -> int:
+    """How many runs the runs log of `cache_dir` holds."""
+    from featx.runs.store import read_log
+
+    return len(read_log(cache_dir))
+
+
+def split_rows(cache_dir, layers, name):
+    """The cached features of one split (train, val or test) of the cache's entry: X, y, meta."""
+    from featx.features.load import load
+
+    X, y, meta = load(None, layers, cache=cache_dir)
+    rows = (meta["split"] == name).to_numpy()
+    return X[rows], y[rows], meta[rows]
+
+
 def user_lines(stderr: str) -> list[str]:
     """stderr without TensorFlow's C++ log lines (a fresh process logs e.g. 'E0000 ... failed call to cuInit')."""
     return [line for line in stderr.splitlines() if line.strip() and not TF_LOG_LINE.match(line)]

@@ -6,11 +6,13 @@ command prints a line per row as it finishes."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import warnings
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,14 +20,20 @@ from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
 import featx
-from featx.cache.store import Cache
+import featx.experiments.tune
+from featx.cache.store import Cache, CacheEntry
 from featx.compute import Compute
 from featx.errors import FeatxError
+from featx.experiments.compare import compare
 from featx.features.load import load
+from featx.runs.store import read_log
 from featx.selection.cv import make_folds
+from featx.selection.metrics import METRICS
 from featx.selection.search import search
-from featx.selection.spec import FitSpec
+from featx.selection.spec import FitSpec, compare_specs
 from featx.selection.train import fit_fold
+
+from helpers import log_size
 
 ROOT = Path(__file__).resolve().parent.parent
 QUIET = {"log": None, "progress": False}
@@ -363,3 +371,147 @@ def test_a_progress_bar_with_eta_on_a_terminal_and_none_with_quiet(elpv_cache, t
     assert len([line for line in out.splitlines() if line.startswith("row ")]) == 3
     code, out, terminal = _stderr_on_a_terminal(*args, "--quiet")
     assert code == 0 and "%|" not in terminal, terminal
+
+
+def test_compare_reads_layers_once_and_logs_one_run_per_row(elpv_cache, monkeypatch):
+    reads = []
+    original = CacheEntry.read
+    monkeypatch.setattr(
+        CacheEntry, "read", lambda self, layers, rows=None: reads.append(layers) or original(self, layers, rows)
+    )
+    before = log_size(elpv_cache)
+    result = compare(
+        None,
+        ["each", "block6d_add,top_activation"],
+        compare_specs("knn,rf", grid={"min_samples_leaf": [1, 3]}, params={"n_estimators": 10}),
+        cache=elpv_cache,
+        compute=Compute(workers=2),
+        log=lambda *a: None,
+    )
+    entry = Cache(elpv_cache).open(None)
+    assert [list(r) for r in reads] == [entry.layers]  # the union, once, in depth order
+    table = result.table
+    assert len(table) == (len(entry.layers) + 1) * 3 + 2  # knn + rf x 2 grid points per subset, 2 baselines
+    assert not table.duplicated(["layers", "classifier", "params"]).any()
+    assert set(table.loc[table["classifier"] == "knn", "params"]) == {"{}"}  # the grid goes only to rf
+    assert table["depth"].notna().sum() == len(entry.layers) * 3  # "each" rows carry their depth index
+    assert log_size(elpv_cache) == before + len(table)
+    assert set(table["run_id"]) <= set(read_log(elpv_cache)["run_id"])
+    assert result.csv.is_file() and result.plot.is_file()
+    pd.testing.assert_frame_equal(pd.read_csv(result.csv)[["layers", "classifier"]], table[["layers", "classifier"]])
+
+
+LAYERS = ["top_activation", "block6d_add"]
+
+
+@pytest.fixture(scope="module")
+def compared(elpv_cache, tmp_path_factory):
+    """compare --cv 3 of logreg on two subsets (standardized), its printed lines and its runs folder."""
+    lines, runs_dir = [], tmp_path_factory.mktemp("compare_runs")
+    result = featx.compare(
+        None,
+        LAYERS,
+        featx.compare_specs("logreg", seed=1, standardize=True),
+        featx.Evaluation(cv=3, seed=1),
+        cache=featx.Cache(elpv_cache, runs_dir=runs_dir),
+        log=lines.append,
+    )
+    return result, lines, runs_dir
+
+
+@pytest.mark.slow
+def test_compare_cv_table_has_ci_columns_baselines_and_is_sorted(compared, elpv_cache):
+    result, lines, runs_dir = compared
+    saved = pd.read_csv(result.csv)
+    assert {f"cv_{m}_{s}" for m in METRICS for s in ("mean", "ci95")} <= set(saved.columns)
+    assert result.metric == "balanced_accuracy" and result.score == "cv_balanced_accuracy_mean"
+    assert set(saved["classifier"]) == {"logreg", "majority", "stratified"} and len(saved) == 4
+    assert saved["cv_balanced_accuracy_mean"].is_monotonic_decreasing
+    chance = 1 / len(Cache(elpv_cache).open().class_names)  # the majority baseline's balanced accuracy
+    assert saved.loc[saved["classifier"] == "majority", "cv_balanced_accuracy_mean"].tolist() == [chance]
+    logged = read_log(Cache(None, runs_dir=runs_dir)).set_index("run_id").loc[saved["run_id"]]
+    assert (logged["cv"] == "cv3x1").all() and logged["cv_balanced_accuracy_mean"].tolist() == saved[
+        "cv_balanced_accuracy_mean"
+    ].tolist()
+
+
+@pytest.mark.slow
+def test_compare_rows_are_scored_on_the_same_folds_and_end_with_the_best_row_line(compared, elpv_cache, tmp_path):
+    result, lines, _ = compared
+    assert result.table["cv_folds"].nunique() == 1  # every row, baselines included, on one set of folds
+    best = [line for line in lines if line.startswith("best: ")]
+    assert best == [result.best_line] and lines.index(best[0]) == len(lines) - 2  # then only the "saved" line
+    top, second = (f"{m} on {layers}" for m, layers in result.table[["model", "layers"]].head(2).to_numpy())
+    assert best[0].startswith(f"best: {top} balanced_accuracy ")
+    assert (f"{top} beats {second} by " in best[0]) or ("within noise" in best[0] and second in best[0])
+    again = featx.compare(
+        None,
+        LAYERS[:1],
+        featx.compare_specs("majority", seed=1),
+        featx.Evaluation(cv=3, seed=1),
+        cache=featx.Cache(elpv_cache, runs_dir=tmp_path),
+        log=lambda *a: None,
+    )
+    assert set(again.table["cv_folds"]) == set(result.table["cv_folds"])  # same seed, same folds, any rows
+
+
+@pytest.mark.slow
+def test_poisoned_test_rows_change_no_cv_score(compared, elpv_cache, tmp_path):
+    """Overwrite the test images' features in a copy of the cache with huge noise: the CV columns (and the
+    ranking) must not move; only the test columns may."""
+    result, _, _ = compared
+    copy = tmp_path / "poisoned"
+    shutil.copytree(elpv_cache, copy, ignore=shutil.ignore_patterns("runs", "reports"))
+    entry = Cache(copy).open()
+    test = np.flatnonzero(entry.split == "test")
+    for layer in LAYERS:
+        with h5py.File(entry.layer_file(layer), "r+") as f:
+            features = f["features"][:]
+            features[test] = np.random.default_rng(0).normal(0, 1e4, size=(len(test), features.shape[1]))
+            f["features"][...] = features
+    poisoned = featx.compare(
+        None,
+        LAYERS,
+        featx.compare_specs("logreg", seed=1, standardize=True),
+        featx.Evaluation(cv=3, seed=1),
+        cache=copy,
+        log=lambda *a: None,
+    )
+    columns = ["layers", "model", *(c for c in result.table.columns if c.startswith("cv_"))]
+    pd.testing.assert_frame_equal(poisoned.table[columns], result.table[columns])
+    assert not poisoned.table["test_accuracy"].equals(result.table["test_accuracy"])
+
+
+@pytest.mark.slow
+def test_compare_without_cv_ranks_by_val_and_says_there_is_no_ci(elpv_cache, tmp_path):
+    result = featx.compare(
+        None,
+        LAYERS[:1],
+        featx.compare_specs("logreg", standardize=True),
+        featx.Evaluation(metric="f1_macro"),
+        cache=featx.Cache(elpv_cache, runs_dir=tmp_path),
+        log=lambda *a: None,
+    )
+    assert result.score == "val_f1_macro" and result.table["val_f1_macro"].is_monotonic_decreasing
+    assert "(one split: no CI)" in result.best_line and "--cv K" in result.best_line
+    assert not any(c.startswith("cv_") for c in result.table.columns)
+
+
+def test_class_weight_is_refused_for_classifiers_without_it(elpv_cache, tmp_path):
+    with pytest.raises(FeatxError, match=r"classifier\(s\) knn have no class_weight"):
+        featx.compare(
+            None,
+            LAYERS,
+            featx.compare_specs("logreg,knn", class_weight="balanced"),
+            cache=featx.Cache(elpv_cache, runs_dir=tmp_path),
+            log=lambda *a: None,
+        )
+    with pytest.raises(FeatxError, match="unknown metric"):
+        featx.compare(
+            None,
+            LAYERS,
+            featx.compare_specs(("rf",)),
+            featx.Evaluation(metric="test_accuracy"),
+            cache=featx.Cache(elpv_cache, runs_dir=tmp_path),
+            log=lambda *a: None,
+        )

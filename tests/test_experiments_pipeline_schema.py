@@ -277,3 +277,13 @@ def test_the_dense_heads_sizes_are_bounded(clf, params):
 
     with pytest.raises(FeatxError, match=rf"{next(iter(params))} = 1000000 is beyond featx's bound"):
         fit_spec(clf, params=params)
+
+
+SHIPPED = sorted(p.stem for p in (Path(__file__).parents[1] / "pipelines").glob("*.toml"))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_pipelines_are_valid(name):
+    spec = read_pipeline(Path(__file__).parents[1] / "pipelines" / f"{name}.toml")
+    assert spec["steps"] and spec["data"] == "elpv"
+    assert {"quickstart", "elpv_best"} <= set(SHIPPED)

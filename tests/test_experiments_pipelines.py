@@ -4,11 +4,16 @@ them again; `featx run FILE --data SRC --cache-dir DIR` runs one recipe on anoth
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
 import featx
+from featx.cache.store import Cache
 from featx.cli import main
+from featx.errors import FeatxError
+from featx.experiments.pipelines import read_pipeline, run_pipeline
+from featx.report import pipeline_page
 from featx.runs.store import read_log
 
 from helpers import cli
@@ -98,3 +103,48 @@ def test_a_recipe_without_data_needs_data(tmp_path):
     assert rc == 2 and err == f"error: pipeline '{recipe}' names no data; add data = \"...\" to it or pass --data\n", (
         err
     )
+
+
+def test_pipeline_file_reuses_the_cache_and_rejects_unknown_keys(elpv_cache, tmp_path):
+    entry = Cache(elpv_cache).open(None)
+    head = f'data = "elpv"\nlayers = ["blocks", "top_activation"]\n[extract]\nlimit = {len(entry.labels)}\n'
+    good = tmp_path / "small.toml"
+    good.write_text(
+        head + '[[steps]]\nkind = "fit"\nclf = "knn"\nlayers = "top_activation"\n'
+        '[[steps]]\nkind = "compare"\nlayer_sets = ["block6d_add", "blocks"]\nclassifiers = ["logreg"]\n'
+        'standardize = true\n[[steps]]\nkind = "tsne"\nlayers = "top_activation"\n'
+    )
+    lines = []
+    result = run_pipeline(good, cache=elpv_cache, log=lines.append)
+    report = pipeline_page(result.folder, cache=elpv_cache)  # the page `featx run` writes (the report is above it)
+    lines.append(f"report: {report}")
+    assert any("nothing to do" in line for line in lines)  # extraction was a cache hit
+    assert result.entry.path == entry.path and len(result.table) == 5  # fit, 2 compare rows, 2 baselines
+    assert (result.table["selected_by"] == "val").all()  # no CV: one protocol, ranked by its val score
+    assert result.table["selection_score"].is_monotonic_decreasing
+    assert result.table["selection_score"].tolist() == result.table[f"val_{result.ranking.metric}"].tolist()
+    assert [p.suffix for p in result.plots] == [".png"] * len(result.plots) and all(p.is_file() for p in result.plots)
+    assert "plots:" in lines[-3] and "tsne-" in lines[-3] and lines[-2].startswith("recommended: ")
+    assert lines[-1] == f"report: {report}" and report.is_file()
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(head + '[[steps]]\nkind = "fit"\nclff = "rf"\n')
+    with pytest.raises(FeatxError, match=r"unknown key 'clff' in step 1 \(fit\) of '.*bad.toml'"):
+        run_pipeline(bad, cache=elpv_cache, log=lambda *a: None)
+    bad.write_text('datta = "elpv"\n' + head)
+    with pytest.raises(FeatxError, match="unknown key 'datta' in pipeline"):
+        read_pipeline(bad)
+
+
+@pytest.mark.slow
+def test_elpv_best_recipe_runs_with_views_and_tta(tmp_path):
+    """The shipped best recipe as it is, on a 120-image subset at 96 px: D4 views extracted, TTA fit logged."""
+    text = (Path(__file__).parents[1] / "pipelines" / "elpv_best.toml").read_text()
+    assert "[extract]\n" in text
+    small = tmp_path / "elpv_best.toml"
+    text = "".join(line for line in text.splitlines(keepends=True) if not line.startswith("input_size ="))
+    small.write_text(text.replace("[extract]\n", "[extract]\nlimit = 120\ninput_size = 96\n"))  # its own size out
+    result = run_pipeline(small, cache=tmp_path / "cache", log=lambda *a: None)
+    assert result.entry.views == ["id", "rot90", "rot180", "rot270", "hflip", "vflip", "transpose", "transverse"]
+    [row] = result.table.to_dict("records")
+    assert row["views"].startswith("id,rot90") and row["tta"] == 1 and 0 <= row["test_accuracy"] <= 1

@@ -13,11 +13,17 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 
 import featx
+import featx.experiments.tune
+from featx.cache.store import Cache
+from featx.cli import main
 from featx.compute import Compute
 from featx.errors import FeatxError
 from featx.experiments.tune import tune
 from featx.figures.selection_plots import plot_layer_scores, plot_search_curve
+from featx.runs.listing import list_runs as runs
+from featx.runs.store import read_log
 from featx.selection.cv import make_folds
+from featx.selection.metrics import METRICS
 from featx.selection.rowspace import row_space as _row_space
 from featx.selection.search import search
 from featx.selection.spaces import C_PATH, SEARCHES, Search
@@ -249,3 +255,49 @@ def test_the_svm_grid_shares_one_kernel_product_per_split_and_scores_as_libsvm(d
     columns = ["C", "gamma_scale", *METRIC_KEYS]
     pd.testing.assert_frame_equal(ours.curve[columns], sklearns.curve[columns])
     assert ours.best_params == {k: v for k, v in sklearns.best_params.items() if k != "solver"}
+
+
+@pytest.mark.slow
+def test_tune_cli_logs_the_refit_and_prints_the_selected_line(elpv_cache, tmp_path, capsys):
+    code = main(
+        [
+            "tune",
+            "--layers",
+            "top_activation",
+            "--clf",
+            "logreg",
+            "--cv",
+            "3",
+            "--standardize",
+            "--cache-dir",
+            str(elpv_cache),
+            "--runs-dir",
+            str(tmp_path),
+            "--n-jobs",
+            "1",
+        ]
+    )
+    assert code == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    table = runs(Cache(None, runs_dir=tmp_path))
+    [row] = table.to_dict("records")
+    assert last.startswith(f"selected: {row['run_id']} logreg C=") and " balanced_accuracy " in last
+    assert f"test acc {row['test_accuracy']:.3f}" in last and " on cv3x1; " in last
+    entry = Cache(elpv_cache).open()
+    assert row["n_train"] == np.isin(entry.split, ("train", "val")).sum()  # refit on train+val
+    assert row["cv"] == "cv3x1" and row["selected_by"] == "cv3x1" and not np.isnan(row["cv_accuracy_ci95"])
+    assert np.isnan(row["val_accuracy"])  # val was trained on: no val score is claimed for the refit
+    assert list((tmp_path / "reports").glob("tune-*/logreg_curve.png"))
+
+
+@pytest.mark.slow
+def test_tune_on_dask_workers_selects_what_a_local_tune_selects(elpv_cache, tmp_path):
+    specs = tune_specs("logreg", standardize=True, seed=2)
+    evaluation = Evaluation(cv=3, seed=2, fit_on="train+val")
+    where = {"cache": Cache(elpv_cache, runs_dir=tmp_path), "log": lambda *a: None}
+    [local] = featx.tune(None, "top_activation", specs, evaluation, compute=Compute(workers=1), **where)
+    [remote] = featx.tune(None, "top_activation", specs, evaluation, compute=Compute(cluster="local:2"), **where)
+    columns = ["stage", "C", *METRICS, "best"]
+    pd.testing.assert_frame_equal(remote.curve[columns], local.curve[columns])
+    assert remote.best_params == local.best_params and remote.test == local.test
+    assert {local.run_id, remote.run_id} <= set(read_log(Cache(None, runs_dir=tmp_path))["run_id"])

@@ -9,7 +9,12 @@ from sklearn.preprocessing import KBinsDiscretizer, StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from featx.errors import FeatxError
+from featx.experiments.fit import fit
+from featx.features.load import load
 from featx.features.transforms import FNEDiscretizer, QuietKBinsDiscretizer, build_feature_pipeline
+from featx.selection.spec import fit_spec
+
+from helpers import split_rows
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +117,22 @@ def test_fne_thresholds_must_be_numbers(kwargs):
 @parametrize_with_checks([FNEDiscretizer(), QuietKBinsDiscretizer(n_bins=3, quantile_method="averaged_inverted_cdf")])
 def test_transformers_pass_sklearn_checks(estimator, check):
     check(estimator)
+
+
+def test_fne_maps_to_three_values_with_train_statistics_only(elpv_cache):
+    result = fit(
+        None,
+        "block6d_add,top_activation",
+        fit_spec("logreg", discretize="fne", fne_low=-0.3, fne_high=0.2),
+        cache=elpv_cache,
+        log=lambda *a: None,
+    )
+    fne = result.pipeline.named_steps["fne"]
+    X_train, _, _ = split_rows(elpv_cache, "block6d_add,top_activation", "train")
+    X_all, _, _ = load(None, "block6d_add,top_activation", cache=elpv_cache)
+    # float64 means of the same float32 rows (another summation order at most: n u64 = 1e-13), vs the means of
+    # all rows, which differ by far more
+    np.testing.assert_allclose(fne.mean_, X_train.mean(axis=0, dtype=np.float64), rtol=1e-6)
+    assert not np.allclose(fne.mean_, X_all.mean(axis=0, dtype=np.float64), rtol=1e-6)
+    assert (fne.low, fne.high) == (-0.3, 0.2) and result.row["transforms"] == "fne(-0.3,0.2)"
+    assert set(np.unique(fne.transform(X_all))) == {-1.0, 0.0, 1.0}

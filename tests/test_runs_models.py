@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -20,9 +21,12 @@ from sklearn.pipeline import Pipeline
 
 from featx.classifiers import CLASSIFIERS, make_pipeline
 from featx.errors import FeatxError
+from featx.experiments.fit import fit
+from featx.experiments.predict import predict
 from featx.features.transforms import build_feature_pipeline
 from featx.runs.models import HEAD_FILE, MODEL_FILE, load_model, model_sha256, save_model
 from featx.runs.store import COLUMNS, LOG_FILE, append_run, stage_run
+from featx.selection.spec import fit_spec
 
 from helpers import roundoff
 
@@ -161,3 +165,18 @@ def test_pickle_or_untrusted_model_file_never_runs(small_digits, tmp_path, fork_
     with pytest.raises(FeatxError, match=r"as a pickle \(model.joblib\), which featx no longer loads.*fit it again"):
         load_model(run_id, tmp_path)
     assert not marker.exists()
+
+
+def test_tampered_or_foreign_model_is_refused(elpv_cache):
+    result = fit(None, "top_activation", fit_spec("knn"), cache=elpv_cache, log=lambda *a: None)
+    outside = elpv_cache / "outside.skops"  # intact copy, right sha256, but not in the runs folder
+    shutil.copy(result.folder / "model.skops", outside)
+    append_run(elpv_cache, {**result.row, "run_id": "20990101-000000-f0e1d2", "model_path": "../outside.skops"})
+    with pytest.raises(FeatxError, match="not a file inside"):
+        load_model("20990101-000000-f0e1d2", elpv_cache)
+    with open(result.folder / "model.skops", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(FeatxError, match="sha256"):
+        load_model(result.run_id, elpv_cache)
+    with pytest.raises(FeatxError, match="sha256"):
+        predict(result.run_id, [result.folder], cache=elpv_cache, log=lambda *a: None)

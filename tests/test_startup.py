@@ -77,3 +77,14 @@ def test_cli_metric_names_are_the_selection_metrics():
     from featx.selection.metrics import METRICS
 
     assert METRIC_NAMES == tuple(METRICS)
+
+
+def test_fit_and_compare_from_the_cache_never_import_tensorflow(elpv_cache):
+    code = (
+        "import sys; from featx.cli import main; d = sys.argv[1]; "
+        "assert main(['fit', '--cache-dir', d, '--layers', 'top_activation', '--clf', 'knn']) == 0; "
+        "assert main(['compare', '--cache-dir', d, '--layer-sets', 'block6d_add', '--clf', 'knn']) == 0; "
+        "assert not {'tensorflow', 'keras'} & set(sys.modules), 'tensorflow imported'"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(elpv_cache)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -1,13 +1,14 @@
-"""Caches, runs folders and pipeline files received from someone else are data (issue 31, part A): no symbolic link in
-them makes featx write, truncate, rename or delete anything outside the folder it was given, none is read through
-where it leads out; a pipeline file cannot turn on code execution; a dangling link is one line; a fit killed
-between publishing its run folder and logging it leaves an orphan that `featx verify` reports and `featx prune`
-removes.
+"""featx.cache.safepath, the one helper every writer and deleter in a cache or runs folder goes through: nothing is
+written, truncated, renamed or deleted through a link below the root, links are removed as links, and a read
+follows a link only where it stays inside the root. Real files and links in a temporary folder.
 
-Each attack is the issue's: a file outside the cache ("precious") must keep its bytes, and featx must end with exit
-0 or one `error:` line naming the link. Entries are written by the store itself (tests/tiny_entry.py: no
-TensorFlow) unless the attack needs a real extraction (those use the tiny_cache fixture and are slow).
-"""
+Then the commands on caches and runs folders received from someone else (issue 31, part A): no symbolic link in
+them makes featx write, truncate, rename or delete anything outside the folder it was given, none is read through
+where it leads out; a dangling link is one line; a fit killed between publishing its run folder and logging it
+leaves an orphan that `featx verify` reports and `featx prune` removes. Each attack is the issue's: a file outside
+the cache ("precious") must keep its bytes, and featx must end with exit 0 or one `error:` line naming the link.
+Entries are written by the store itself (tests/tiny_entry.py: no TensorFlow) unless the attack needs a real
+extraction (those use the tiny_cache fixture and are slow)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,10 @@ import numpy as np
 import pytest
 
 import featx
+from featx.cache import safepath
+from featx.cache.atomic import atomic_path
 from featx.cache.passlog import PassLog
+from featx.cache.safepath import LinkRefused
 from featx.cache.store import Cache
 from featx.cli import build_parser
 from featx.errors import FeatxError
@@ -33,8 +37,102 @@ from tests.tiny_entry import LAYER, OTHER, make_entry
 import imagegen
 from helpers import FEATX, assert_one_line_error, cli, one_line, unwrapped, user_lines
 
-PRECIOUS = b"a user's notes: keep me\n" * 40
+PRECIOUS = b"outside: keep me\n"
+
+
+@pytest.fixture
+def root(tmp_path):
+    """tmp/root (the cache) with a real folder `sub`, and tmp/outside/file beside it."""
+    (tmp_path / "root" / "sub").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "file").write_bytes(PRECIOUS)
+    return tmp_path / "root"
+
+
+def test_check_write_refuses_every_link_below_the_root_and_accepts_a_linked_root(root, tmp_path):
+    assert safepath.check_write(root, root / "sub" / "new" / "deeper") == root / "sub" / "new" / "deeper"
+    (root / "out").symlink_to(tmp_path / "outside")
+    (root / "in").symlink_to(root / "sub")  # inside, but still a link: never followed to write
+    for path in (root / "out", root / "out" / "file", root / "in" / "x"):
+        with pytest.raises(LinkRefused, match=r"is a symbolic link \(to .*\); featx never writes"):
+            safepath.check_write(root, path)
+    assert issubclass(LinkRefused, FeatxError) and LinkRefused.exit_code == 2
+    (tmp_path / "alias").symlink_to(root)  # the root a user names may itself be a link
+    assert safepath.check_write(tmp_path / "alias", tmp_path / "alias" / "sub" / "f")
+    with pytest.raises(LinkRefused, match="is not inside"):
+        safepath.check_write(root, tmp_path / "outside" / "file")
+
+
+def test_check_read_follows_only_links_that_stay_inside(root, tmp_path):
+    (root / "sub" / "f").write_bytes(b"x")
+    (root / "in").symlink_to(root / "sub")
+    assert safepath.check_read(root, root / "in" / "f").read_bytes() == b"x"
+    (root / "out").symlink_to(tmp_path / "outside")
+    with pytest.raises(LinkRefused, match=r"'\S+out' is a symbolic link leading out of"):
+        safepath.check_read(root, root / "out" / "file")
+    (root / "sub" / "hop").symlink_to(root / "out" / "file")  # a link to a link that leads out
+    with pytest.raises(LinkRefused, match=r"hop' is a symbolic link leading out"):
+        safepath.check_read(root, root / "sub" / "hop")
+    (root / "dangling").symlink_to(root / "missing")
+    with pytest.raises(LinkRefused, match=r"dangling' is a symbolic link to a missing file"):
+        safepath.check_read(root, root / "dangling")
+
+
+def test_open_file_never_follows_a_link_nor_writes_a_file_with_other_names(root, tmp_path):
+    outside = tmp_path / "outside" / "file"
+    (root / "sub" / "lock").symlink_to(outside)
+    with pytest.raises(LinkRefused, match=r"lock' is a symbolic link"):
+        safepath.open_file(root, root / "sub" / "lock", os.O_RDWR | os.O_CREAT)
+    os.link(outside, root / "sub" / "hard")
+    with pytest.raises(LinkRefused, match=r"hard' is a file with 2 hard links"):
+        safepath.open_file(root, root / "sub" / "hard", os.O_RDWR)
+    os.mkfifo(root / "sub" / "fifo")
+    with pytest.raises(LinkRefused, match=r"fifo' is not a plain file"):
+        safepath.open_file(root, root / "sub" / "fifo", os.O_RDWR)
+    assert outside.read_bytes() == PRECIOUS
+    fd = safepath.open_file(root, root / "sub" / "own", os.O_RDWR | os.O_CREAT)
+    os.write(fd, b"mine")
+    os.close(fd)
+    assert (root / "sub" / "own").read_bytes() == b"mine"
+
+
+def test_removing_a_link_removes_the_link_never_its_target(root, tmp_path):
+    (root / "dir-link").symlink_to(tmp_path / "outside")
+    (root / "file-link").symlink_to(tmp_path / "outside" / "file")
+    safepath.rmtree(root, root / "dir-link")
+    safepath.remove(root, root / "file-link")
+    assert not os.path.lexists(root / "dir-link") and not os.path.lexists(root / "file-link")
+    (root / "sub" / "inner").symlink_to(tmp_path / "outside")  # a link inside a folder being deleted
+    safepath.rmtree(root, root / "sub")
+    assert not (root / "sub").exists() and (tmp_path / "outside" / "file").read_bytes() == PRECIOUS
+    (root / "via").symlink_to(tmp_path / "outside")
+    with pytest.raises(LinkRefused):
+        safepath.rmtree(root, root / "via" / "anything")
+    with pytest.raises(LinkRefused):
+        safepath.rename(root, root / "via" / "file", root / "stolen")
+    assert (tmp_path / "outside" / "file").read_bytes() == PRECIOUS
+
+
+def test_atomic_path_replaces_a_link_at_its_name_and_never_writes_through_one(root, tmp_path):
+    outside = tmp_path / "outside" / "file"
+    (root / "sub" / "index.h5").symlink_to(outside)
+    (root / "sub" / f".index.h5.{os.getpid()}.tmp").symlink_to(outside)  # its temporary name, taken by a link
+    with atomic_path(root / "sub" / "index.h5", root) as tmp:
+        tmp.write_bytes(b"new")
+    assert (root / "sub" / "index.h5").read_bytes() == b"new" and not (root / "sub" / "index.h5").is_symlink()
+    assert outside.read_bytes() == PRECIOUS
+    (root / "linked").symlink_to(tmp_path / "outside")
+    with pytest.raises(LinkRefused), atomic_path(root / "linked" / "x", root) as tmp:
+        tmp.write_bytes(b"never")
+    assert sorted(os.listdir(tmp_path / "outside")) == ["file"]
+
+
+RECEIVED_PRECIOUS = b"a user's notes: keep me\n" * 40
+
+
 OLD_LOG = Path(__file__).parent / "data" / "runs-v2.sqlite"  # featx format 2's log: a fit and a compare, 4 runs
+
+
 FIT = ["fit", "--clf", "logreg", "--layers", f"{LAYER},{OTHER}"]
 
 
@@ -50,7 +148,7 @@ def precious(tmp_path) -> Path:
     """A user's file outside the cache."""
     path = tmp_path / "outside" / "notes.txt"
     path.parent.mkdir()
-    path.write_bytes(PRECIOUS)
+    path.write_bytes(RECEIVED_PRECIOUS)
     return path
 
 
@@ -80,15 +178,12 @@ def old_runs(folder: Path) -> list[str]:
     return ids
 
 
-# --- links inside a cache entry
-
-
 def test_rm_of_an_entry_whose_lock_links_outside_truncates_nothing(cache, precious):
     entry = entry_of(cache)
     (entry / ".lock").unlink(missing_ok=True)
     (entry / ".lock").symlink_to(precious)
     rc, out, err = cli("rm", entry.name, "--cache-dir", cache)
-    assert precious.read_bytes() == PRECIOUS, "featx rm truncated a file outside the cache through .lock"
+    assert precious.read_bytes() == RECEIVED_PRECIOUS, "featx rm truncated a file outside the cache through .lock"
     assert rc == 2 and re.search(r"\.lock' is a symbolic link .*never writes, truncates or deletes", one_line(err))
     assert entry.is_dir() and not list(cache.glob(".new-rm-*"))  # nothing removed
 
@@ -119,7 +214,7 @@ def test_a_pending_pass_whose_raw_file_links_outside_is_refused_not_overwritten(
     raw.symlink_to(precious)
     with pytest.raises(FeatxError, match=r"hflip@stem%2Fconv%201\.raw' is a symbolic link"):
         PassLog.pending(entry).open_for_append()  # pending() itself refuses it here
-    assert precious.read_bytes() == PRECIOUS
+    assert precious.read_bytes() == RECEIVED_PRECIOUS
     problems = featx.verify(entry.path)
     assert len(problems) == 1 and "is a symbolic link" in problems[0], problems
 
@@ -130,7 +225,7 @@ def test_debris_links_are_removed_as_links_and_their_targets_kept(cache, tmp_pat
     entry = entry_of(cache)
     folder = tmp_path / "outside" / "folder"
     folder.mkdir()
-    (folder / "kept.txt").write_bytes(PRECIOUS)
+    (folder / "kept.txt").write_bytes(RECEIVED_PRECIOUS)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     assert dead.wait() == 0
     links = [
@@ -143,7 +238,7 @@ def test_debris_links_are_removed_as_links_and_their_targets_kept(cache, tmp_pat
         link.symlink_to(folder if "work-done" in link.name or ".new-" in link.name else precious)
     featx.Cache(cache).remove_debris()
     assert [link for link in links if os.path.lexists(link)] == []
-    assert precious.read_bytes() == PRECIOUS and (folder / "kept.txt").read_bytes() == PRECIOUS
+    assert precious.read_bytes() == RECEIVED_PRECIOUS and (folder / "kept.txt").read_bytes() == RECEIVED_PRECIOUS
 
 
 def test_a_dangling_link_among_layer_files_is_one_line_not_a_traceback(cache):
@@ -179,9 +274,6 @@ def test_a_layer_file_linked_out_of_the_cache_is_not_read(cache, tmp_path):
     assert featx.load(None, [OTHER], cache=cache).X.shape == (6, 3)
 
 
-# --- links in the runs and reports folders
-
-
 def test_runs_folder_linked_outside_is_neither_pruned_nor_written(cache, tmp_path):
     outside = tmp_path / "outside-runs"
     ids = old_runs(outside)
@@ -214,7 +306,7 @@ def test_reports_folder_linked_outside_loses_no_compare_folder(cache, tmp_path):
     outside = tmp_path / "outside-reports"
     (outside / "compare-20990101-000000-abcdef").mkdir(parents=True)
     (outside / "compare-20990101-000000-abcdef" / "results.csv").write_text("run_id\n20990101-000000-000000\n")
-    (outside / "compare-20990101-000000-abcdef" / "my notes.txt").write_bytes(PRECIOUS)
+    (outside / "compare-20990101-000000-abcdef" / "my notes.txt").write_bytes(RECEIVED_PRECIOUS)
     before = tree(outside)
     (cache / "reports").symlink_to(outside)
     rc, out, err = cli("prune", "--keep-best", "0", "--cache-dir", cache)
@@ -235,9 +327,6 @@ def test_a_compare_folder_that_is_a_link_stops_prune_before_anything_is_removed(
     assert (outside / "results.csv").is_file() and sorted(read_log(cache)["run_id"]) == sorted(ids)
 
 
-# --- pipeline files
-
-
 def test_a_pipeline_file_cannot_turn_on_unsafe_loading(tmp_path):
     evil = tmp_path / "evil.keras"
     evil.write_bytes(b"PK not read: the file is refused first")
@@ -250,9 +339,6 @@ def test_a_pipeline_file_cannot_turn_on_unsafe_loading(tmp_path):
     assert_one_line_error(rc, err, r"\[extract\] of .*evil\.toml' sets unsafe, which a pipeline file may not.*--unsafe")
     assert not (tmp_path / "cache").exists()
     assert build_parser().parse_args(["run", str(pipeline), "--unsafe"]).unsafe  # the person's flag
-
-
-# --- orphan run folders
 
 
 def test_an_orphan_run_folder_is_reported_by_verify_and_removed_by_prune(cache):
@@ -288,9 +374,9 @@ def test_a_fit_killed_between_publishing_and_logging_leaves_an_orphan_that_prune
     assert cli("verify", "--cache-dir", cache)[0] == 0
 
 
-# --- attacks that need a real extraction (TensorFlow)
-
 LAYERS = "block_1_project_BN,block_3_project_BN"
+
+
 ARGS = ["--backbone", "mobilenet_v2", "--weights", "none", "--input-size", "96", "--batch-size", "4", "--quiet"]
 
 
@@ -319,7 +405,7 @@ def test_extract_never_truncates_a_lock_linked_outside(data, extracted, precious
         if debris:
             (entry.path / "layers" / ".block_2_add.h5.999999.tmp").write_bytes(b"debris of a killed writer")
         rc, out, err = extract(data, extracted, layers)
-        assert precious.read_bytes() == PRECIOUS, f"extract --layers {layers} truncated a file through .lock"
+        assert precious.read_bytes() == RECEIVED_PRECIOUS, f"extract --layers {layers} truncated a file through .lock"
         if rc:
             assert_one_line_error(rc, err, r"\.lock' is a symbolic link")
     assert "block_2_add" not in featx.Cache(extracted).open().layers
@@ -335,7 +421,7 @@ def test_resuming_a_pass_never_writes_through_a_linked_raw_file(data, extracted,
     (entry.path / "work" / "block_2_add.raw").unlink()
     (entry.path / "work" / "block_2_add.raw").symlink_to(precious)
     rc, out, err = extract(data, extracted, "block_2_add")
-    assert precious.read_bytes() == PRECIOUS, "the resumed pass overwrote a file outside the cache"
+    assert precious.read_bytes() == RECEIVED_PRECIOUS, "the resumed pass overwrote a file outside the cache"
     assert_one_line_error(rc, err, r"block_2_add\.raw' is a symbolic link")
 
 

@@ -1,20 +1,17 @@
-"""Inputs that used to be taken silently in a surprising way now get one `note:` or `error:` line (or the expected
-result): a repeated manifest column, a --limit beyond the data, a 0-1 float TIFF, an entry shared by two manifests.
-All on real ELPV images."""
+"""featx.sources.imageset (and the entry it names): inputs that used to be taken silently in a surprising way now
+get one `note:` or `error:` line (or the expected result): a repeated manifest column, a --limit beyond the data,
+an entry shared by two manifests. All on real ELPV images."""
 
 from __future__ import annotations
 
 import os
 import re
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from featx.cache.store import Cache
 from featx.errors import FeatxError
 from featx.sources import resolve_source
-from featx.sources.decode import load_rgb
 
 from helpers import backbones_built_once, cli
 
@@ -87,21 +84,6 @@ def test_a_limit_beyond_the_data_says_all_images_are_used(elpv_folder, tmp_path)
     assert entry.data_label == f"folder {elpv_folder} [random weights]"  # not called a subset of itself
     rc, out, err = cli("extract", "--data", elpv_folder, *BACKBONE, "--cache-dir", tmp_path)  # the same images
     assert rc == 0 and "nothing to do" in out and "note:" not in out, out
-
-
-def test_a_float_tiff_of_0_to_1_intensities_decodes_as_its_8_bit_original(tmp_path):
-    path = os.path.join(resolve_source("elpv").root, resolve_source("elpv").relpaths[0])
-    gray = np.asarray(Image.open(path).convert("L"))
-    assert gray.mean() > 40  # a real, not near-black cell image
-    tiff = tmp_path / "cell.tif"
-    Image.fromarray((gray / 255.0).astype(np.float32), mode="F").save(tiff)
-    assert Image.open(tiff).mode == "F"
-    size = gray.shape
-    np.testing.assert_array_equal(load_rgb(str(tiff), size), load_rgb(path, size))
-
-    brighter = tmp_path / "wide.tif"  # float values beyond 1 stay 0-255 intensities, as before
-    Image.fromarray(gray.astype(np.float32), mode="F").save(brighter)
-    np.testing.assert_array_equal(load_rgb(str(brighter), size), load_rgb(path, size))
 
 
 @pytest.mark.slow  # real extractions
