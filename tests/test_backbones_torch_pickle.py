@@ -166,7 +166,7 @@ def _index(cache_dir: Path) -> Path:
 def _edit_backbone_args(cache_dir: Path, changes: dict, drop: tuple = ()) -> None:
     """Edit the entry's recorded backbone arguments as a crafted cache would: with h5py, then the index's digest
     record recomputed (featx's digests catch damage and plain edits, they are no signature; tests/
-    test_cache_integrity.py shows an unsealed edit is refused on open), so the checks behind the digest are the
+    test_cache_verify.py shows an unsealed edit is refused on open), so the checks behind the digest are the
     ones tested here."""
     from featx.cache.manifest import FORMAT_VERSION
     from featx.cache.store import INDEX_MAGIC, USER_BLOCK, _index_digest

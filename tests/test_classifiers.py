@@ -1,5 +1,5 @@
 """Classifier registry, the typed value parser, pipelines and the models for many rows (nystroem-svm, sgd, rf), on
-scikit-learn's digits; the Keras dense head has its own file (tests/test_dense.py)."""
+scikit-learn's digits; the Keras dense head has its own file (tests/test_classifiers_dense.py)."""
 
 import json
 

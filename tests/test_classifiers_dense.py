@@ -270,7 +270,7 @@ def test_fit_pipeline_maps_validation_data_through_the_train_fitted_transforms(d
     assert "validation_data" not in head.get_params()  # no data in the saved model's parameters
 
 
-# --- scikit-learn's own estimator checks (tests/test_estimator_checks.py has the other estimators'): about 200 s, a few Keras fits per check
+# --- scikit-learn's own estimator checks (the other estimators' files have theirs): about 200 s, a few Keras fits per check
 
 DENSE_EXEMPT = {
     "check_fit2d_1sample": "one sample cannot be split into train and validation rows; the head says so with a "

@@ -436,7 +436,7 @@ def test_cli_fit_compare_tune_predict_with_views_and_tta(flipped, tmp_path, fork
         got = pd.read_csv(output)[[f"p_{c}" for c in entry.class_names]].to_numpy()
         expected = model.set_params(tta=tta).predict_proba(X[:6])
         # predict's CSV keeps 4 decimals (5e-5); its recomputed views' features differ from the cached ones by
-        # float32 round-off only (tests/test_experiments.py checks that bound), which moves a probability by far
+        # float32 round-off only (tests/test_experiments_predict.py checks that bound), which moves a probability by far
         # less than the 1.5e-4 allowed beyond the rounding (measured: nothing beyond it, every variation)
         np.testing.assert_allclose(got, expected, atol=2e-4)
     assert not np.allclose(

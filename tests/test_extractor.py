@@ -287,7 +287,7 @@ BASE_LAYERS = "block_1_project_BN,block_3_project_BN"
 @pytest.fixture(scope="module")
 def backbone_built_once():
     """Every in-process run of the bad-input tests uses the same few backbones: build each once (the numbers do not
-    change); each of them asks for it (it was autouse in tests/test_bad_inputs.py, where they were)."""
+    change); each of them asks for it."""
     with backbones_built_once(8):
         yield
 

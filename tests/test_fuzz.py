@@ -116,7 +116,7 @@ def test_changed_bytes_of_layer_and_view_files_end_every_command_in_one_line(ent
         assert {what for _, what, rc, *_ in result["cases"] if rc} == readers, result["cases"]
 
 
-# --- pipeline files (moved from tests/test_pipelines_fuzz.py)
+# --- pipeline files (issue 31, part B)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = {path.name: path.read_bytes() for path in sorted((ROOT / "pipelines").glob("*.toml"))}

@@ -34,7 +34,7 @@ def test_a_run_prints_pass_and_its_time_and_a_failing_one_fail_and_exits_1():
         "one-process",
         "--no-probe",
         "--",
-        "tests/test_selection.py",
+        "tests/test_selection_cv.py",
         "-k",
         "hand_counts",
         "-p",
@@ -45,7 +45,7 @@ def test_a_run_prints_pass_and_its_time_and_a_failing_one_fail_and_exits_1():
     assert [line.split()[:2] for line in passed.stdout.splitlines() if line.startswith("one-process ")] == [
         ["one-process", "pass"]
     ]
-    failed = run("--only", "one-process", "--no-probe", "--", "tests/test_selection.py", "-k", "no_such_test")
+    failed = run("--only", "one-process", "--no-probe", "--", "tests/test_selection_cv.py", "-k", "no_such_test")
     assert failed.returncode == 1 and "FAIL (exit 5)" in failed.stdout, failed.stdout
 
 

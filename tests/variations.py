@@ -3,7 +3,7 @@
     python3 tests/variations.py                       # every variation, the whole suite each (hours on 2 cores)
     python3 tests/variations.py --only threads-1      # one variation (repeat --only for several)
     python3 tests/variations.py --list                # the variations, their environment and pytest arguments
-    python3 tests/variations.py --only isa-sse41 -- tests/test_tail.py -k one_step   # pytest arguments after --
+    python3 tests/variations.py --only isa-sse41 -- tests/test_classifiers_tail.py -k one_step   # pytest arguments after --
     python3 tests/variations.py --log logs/           # each run's pytest output in logs/NAME.log, as it comes
 
 A numerical assertion in this suite states where its tolerance comes from (float32 round-off times the size of
