@@ -309,7 +309,6 @@ def numpy_pool(out: np.ndarray, pool: str) -> np.ndarray:
 
 
 @pytest.mark.slow  # builds EfficientNet-Lite0 (Keras)
-@pytest.mark.slow
 @pytest.mark.parametrize("pool", POOLS)
 def test_each_pooling_equals_numpy_on_the_feature_map(entries, lite, pool):
     entry = entries[pool]
@@ -340,7 +339,6 @@ def test_each_pooling_equals_numpy_on_the_feature_map(entries, lite, pool):
 
 
 @pytest.mark.slow  # builds EfficientNet-Lite0 (Keras)
-@pytest.mark.slow
 def test_each_pooling_is_its_own_cache_entry(entries):
     assert len({e.key for e in entries.values()}) == len({e.path for e in entries.values()}) == len(POOLS)
     assert {pool: e.settings["pool"] for pool, e in entries.items()} == {pool: pool for pool in POOLS}
