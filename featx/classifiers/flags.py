@@ -1,5 +1,5 @@
 """The classifier parameters the command line offers as flags of their own, as data: flag, parameter, the
-classifiers that have it and the defaults its help states (tests/test_flags.py holds each stated default to the
+classifiers that have it and the defaults its help states (tests/test_classifiers_flags.py holds each stated default to the
 estimator's own: the registry's defaults, else the estimator class's).
 
 Light on purpose: the command line builds its parser from this table without importing scikit-learn or Keras. Any

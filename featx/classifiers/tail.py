@@ -10,7 +10,7 @@ softmax. Training is the usual fine-tuning recipe: the head alone first (warm-up
 smaller learning rate for the backbone layers, AdamW weight decay, label smoothing, optional MixUp, BatchNorm in
 inference mode unless `train_bn`, early stopping on val accuracy with the best epoch's weights restored. One step
 on cached maps updates the weights exactly as one step on the whole network fed the images with every layer
-below the cut frozen (tests/test_tail.py checks it on EfficientNet-Lite0).
+below the cut frozen (tests/test_classifiers_tail.py checks it on EfficientNet-Lite0).
 
 X is an image's map, flattened as the cache stores it: (n_images, V * h*w*c) with V views side by side, an
 ndarray or a featx.features.maps.CachedMaps that reads minibatches from HDF5 (maps of 10,000+ images never need
