@@ -515,3 +515,49 @@ def test_class_weight_is_refused_for_classifiers_without_it(elpv_cache, tmp_path
             cache=featx.Cache(elpv_cache, runs_dir=tmp_path),
             log=lambda *a: None,
         )
+
+
+def test_svm_folds_past_the_shared_gram_budget_each_bind_their_own(monkeypatch):
+    """Where the train+val rows pass the kernel budget but each fold's train rows do not, compare gives every fold's
+    batch a Gram of its own (an unbound one shared by all would stay bound to the first fold's rows, and the next
+    fold's fit would refuse it): one worker, 5 folds of digits, the budget between the two sizes."""
+    from sklearn.datasets import load_digits
+
+    import featx.classifiers.gram as gram_module
+    from featx.experiments import compare as compare_module
+
+    monkeypatch.setattr(gram_module, "KERNEL_MAX_BYTES", 8 * 170**2)  # 170 rows: folds' 160 fit, train+val's 200 not
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:300] / 16, y[:300]
+    split = np.array(["train"] * 150 + ["val"] * 50 + ["test"] * 100)
+    folds = make_folds(y, split, 5, 1, 0)
+
+    class Bar:
+        def update(self, *args):
+            pass
+
+    runner = compare_module._Runner(
+        class_names=[str(i) for i in range(10)],
+        X=X,
+        y=y,
+        split=split,
+        folds=folds,
+        workers=1,
+        cluster=False,
+        reuse=True,
+        bar=Bar(),
+        log=lambda *a: None,
+        metric="accuracy",
+    )
+    columns = np.arange(X.shape[1])
+    rows = [
+        compare_module._Row(
+            selection=None, depth=None, spec=FitSpec(classifier="svm", params={"C": C}), columns=columns
+        )
+        for C in (1.0, 10.0)
+    ]
+    runner.run_folds(rows, range(5))
+    for row in rows:
+        for fold, (train, held_out) in enumerate(folds.splits):
+            alone = fit_fold(row.spec, X[train], y[train], X[held_out], reuse=False)[0].predict(X[held_out])
+            assert row.fold_scores[fold]["accuracy"] == pytest.approx(np.mean(alone == y[held_out]), abs=0)

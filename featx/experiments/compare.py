@@ -361,18 +361,17 @@ class _Runner:
         """The Gram a batch of `row`'s kernel fits shares: without transforms, one of every row a fit of its columns
         takes (train, and train+val with folds; labelled by row, computed here once per column subset, each fit's
         kernel a slice of it) within the kernel memory budget and off a cluster (it would travel with each task);
-        else an unbound one, which the batch's first fit binds to its transformed rows."""
+        else a new unbound one per batch, which the batch's first fit binds to its own rows (one shared by batches
+        would stay bound to the first batch's rows, and the next batch's fits on other rows would refuse it)."""
         if row.spec.transforms or self.cluster:
             return Gram()
         key = row.columns.tobytes()
         if key not in self.grams:
             rows = np.flatnonzero(np.isin(self.split, SELECTION_SPLITS if self.folds else ("train",)))
             spec = row.spec
-            if takes_gram(make_classifier(spec.classifier, spec.params, spec.seed), len(rows)):
-                self.grams[key] = Gram(self.X[np.ix_(rows, row.columns)], labels=rows).compute()
-            else:
-                self.grams[key] = Gram()
-        return self.grams[key]
+            shared = takes_gram(make_classifier(spec.classifier, spec.params, spec.seed), len(rows))
+            self.grams[key] = Gram(self.X[np.ix_(rows, row.columns)], labels=rows).compute() if shared else None
+        return Gram() if self.grams[key] is None else self.grams[key]
 
     def _take(self, task, groups: dict, result) -> None:
         """Give one task's result to every row it stands for."""
