@@ -522,6 +522,7 @@ def test_tail_on_cached_tokens_tunes_the_cut_exports_one_safe_keras_file_and_pre
     path = tmp_path / "tuned.keras"
     rc, out, err = cli("export-model", run_id, "-o", path, "--cache-dir", cache)
     assert rc == 0 and "`import keras_hub` before loading it" in out, err
+    assert featx.load_model(path).metadata["imports"] == ["keras_hub"]
     model = keras.saving.load_model(path, safe_mode=True, compile=False)
     names = [layer.name for layer in model.layers]
     assert names[:5] == ["images", "embed", "block1", "block2", "norm"] and names[-1] == "head_softmax"

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 import featx
+from featx.errors import FeatxError
 from featx.experiments.export_model import export_model
 
 from doc_blocks import page_blocks
@@ -546,6 +547,9 @@ def test_the_exported_network_loads_safely_predicts_as_featx_predict_and_extract
     metadata = json.loads(zipfile.ZipFile(path).read("featx.json"))
     assert metadata["run_id"] == run_id and metadata["cut"] == CUT
     assert metadata["input"]["preprocessing"] == "tf_lite_127_128"
+    assert metadata["imports"] == []  # Keras' own layers: a process imports nothing else to load it
+    with pytest.raises(FeatxError, match="tail run's fine-tuned network, which takes images preprocessed as "):
+        featx.load_model(path).scores([str(p) for p in sorted(elpv_folder.rglob("*.png"))[:2]])  # not pixels
 
     predicted = featx.predict(run_id, elpv_folder, output=tmp_path / "p.csv", cache=cache_dir, log=lambda *a: None)
     # the exported file as a backbone: featx decodes, resizes and preprocesses the images itself (preprocessing

@@ -74,7 +74,8 @@ def _decode_options(metadata: dict, where) -> dict:
     without it (before KerasHub backbones) were all resized bilinearly without a crop."""
     from featx.sources.decode import RESAMPLING
 
-    decode = metadata["input"].get("decode", {"interpolation": "bilinear", "crop": False})
+    given = metadata.get("input") if isinstance(metadata, dict) else None
+    decode = given.get("decode", {"interpolation": "bilinear", "crop": False}) if isinstance(given, dict) else None
     if (
         not isinstance(decode, dict)
         or set(decode) != {"interpolation", "crop"}
@@ -342,12 +343,13 @@ def _export_tail(pipeline, run, entry, output, format, log) -> Path:
             "preprocessing": backbone.preprocessing,
         },
     }
+    metadata["imports"] = packages(model)  # e.g. keras_hub for a KerasHub backbone's blocks
     path = _write(model, metadata, output, "keras", False)
     log(
         f"exported run {run['run_id']} ({backbone.name} cut at {tail.cut}, tail trained, {len(names)} classes) to "
         f"{path}: input {model.input_shape[1]}x{model.input_shape[2]}x3 images preprocessed as "
         f"'{backbone.preprocessing}'; outputs the probabilities of {', '.join(names)}"
-        + ("; its layers are KerasHub's: `import keras_hub` before loading it" if backbone.tokens else "")
+        + "".join(f"; its layers are {p}'s: `import {p}` before loading it" for p in metadata["imports"])
     )
     return path
 
@@ -657,6 +659,7 @@ class ExportedModel:
         self.head = self.pipeline = None
         if self.path.is_dir():
             self.metadata = _read_manifest(self.path)
+            self.decode = _decode_options(self.metadata, self.path)  # checked before any file is loaded
             _import_layer_packages(self.metadata, self.path)
             self.network = _load_keras(self.path / FEATURES_FILE)
             self.pipeline = load_sklearn_pipeline(self.path / PIPELINE_FILE)
@@ -669,18 +672,25 @@ class ExportedModel:
             except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
                 raise FeatxError(f"{self.path} is not a model featx export-model wrote ({exc})") from None
             _check_version(self.metadata, self.path)
+            self.decode = _decode_options(self.metadata, self.path)  # checked before the model is loaded
             _import_layer_packages(self.metadata, self.path)
             self.network = _load_keras(self.path)
         self.class_names = list(self.metadata["class_names"])
         self.output = self.metadata["output"]
         self.input_size = tuple(self.metadata["input"]["shape"][:2])
-        self.decode = _decode_options(self.metadata, self.path)
         self._forward = _traced(self.network, self.input_size)
 
     def scores(self, images, batch_size: int = 32) -> np.ndarray:
         """images : an array (n, height, width, 3) of RGB pixels 0-255 (uint8 or float), or image file paths
         (decoded and resized as featx extract does, in parallel and a chunk ahead of the model) -> float64
         (n, n_outputs) scores (self.output)."""
+        if "cut" in self.metadata:  # a tail run's network: its input is preprocessed, which the file only names
+            raise FeatxError(
+                f"{self.path} is a tail run's fine-tuned network, which takes images preprocessed as "
+                f"'{self.metadata['input']['preprocessing']}', not pixels; call its Keras model "
+                "(`model.network`) on preprocessed images, or use it as a backbone: featx extract --backbone "
+                f"{self.path}"
+            )
         if isinstance(images, np.ndarray):
             return self._scores(self._checked(images), batch_size)
         paths = [str(p) for p in images]
