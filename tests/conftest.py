@@ -13,6 +13,15 @@ import pytest
 from PIL import Image
 
 
+@pytest.fixture(autouse=True)
+def _columns_120(monkeypatch):
+    """featx prints within $COLUMNS, else the terminal's width, else 120 (featx.terminal). A test's output must not
+    depend on where the suite runs: an xdist worker finds COLUMNS=80 and LINES=24 in its environment (GNU readline,
+    initialised on a pipe with TERM set, writes its default size there), and a developer's shell may export its own.
+    So every test starts at 120, the width CI's commands get without a terminal; tests of the width set their own."""
+    monkeypatch.setenv("COLUMNS", "120")
+
+
 @pytest.fixture(scope="session")
 def elpv_folder(tmp_path_factory):
     """A small class-folder data set of real ELPV images (3 classes x 6), copied so tests may modify it."""

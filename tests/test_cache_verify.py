@@ -110,7 +110,7 @@ def test_hand_edited_index_is_refused_on_open(array, cache):
         values[0] = edits[array](values[0])
         f[array][...] = values
     with pytest.raises(RunFailed, match=MODIFIED):
-        featx.load(cache.root)
+        featx.load(None, cache=cache.root)
     rc, _, err = cli("info", "--cache-dir", cache.root)
     assert rc == 1 and re.search(MODIFIED, one_line(err))
     assert featx.verify(entry.path) == [f"{entry.name}: {CHANGED}"]
@@ -136,7 +136,7 @@ def test_damaged_layer_file_is_one_line_in_info_load_and_fit(damage, cache):
         rf"layer file '{re.escape(str(entry.layer_file('block_3_project_BN')))}' cannot be read .*; run `featx verify`"
     )
     with pytest.raises(RunFailed, match=pattern):
-        featx.load(cache.root)
+        featx.load(None, cache=cache.root)
     for command in (["info"], ["fit", "--layers", "block_3_project_BN", "--clf", "knn"]):
         rc, _, err = cli(*command, "--cache-dir", cache.root)
         assert rc == 1 and re.search(pattern, one_line(err)), err
@@ -170,7 +170,7 @@ def test_unknown_format_version_is_one_line(cache, data):
         match=r"index.h5 has format version 99, this featx reads version 4; delete that "
         r"cache entry and re-run `featx extract`",
     ):
-        featx.load(cache.root)
+        featx.load(None, cache=cache.root)
     (entry.path / "index.h5").write_bytes(original)
     (entry.path / "work").mkdir()
     (entry.path / "work" / "progress.json").write_text(json.dumps({"format_version": 7, "layers": []}))
@@ -289,7 +289,7 @@ def test_reversed_class_names_are_refused_on_open_and_by_verify(cache):
     assert len(set(entry.class_names)) == 2
     _edit_attr(entry.path / "index.h5", "class_names", lambda names: names[::-1])
     with pytest.raises(RunFailed, match=MODIFIED):
-        featx.load(cache.root)
+        featx.load(None, cache=cache.root)
     for command in (["info"], ["fit", "--layers", "block_1_project_BN", "--clf", "knn"]):
         rc, _, err = cli(*command, "--cache-dir", cache.root)
         assert rc == 1 and re.search(MODIFIED, one_line(err)), err

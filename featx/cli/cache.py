@@ -27,12 +27,12 @@ def cmd_backbones(args) -> None:
     if not catalog["hub_installed"]:
         print(f"\nKerasHub vision transformers (DINOv2, DINOv3, CLIP, SigLIP, ViT): {EXTRA}")
         return
-    print("\nKerasHub presets (also a preset folder, or hf://org/name for DINOv2, DINOv3 and ViT checkpoints):")
+    print(fit_lines("\nKerasHub presets (also a preset folder, or hf://org/name for DINOv2, DINOv3 and ViT checkpoints):"))
     for family, presets in catalog["hub"]:
-        print(family)
+        print(fit_lines(family))
         width = max(len(name) for name, _ in presets)
-        for name, description in presets:
-            print(f"  {name:<{width}}  {description}")
+        for name, description in presets:  # a long description wraps under itself
+            print(fit_lines(f"  {name:<{width}}  {description}", indent=" " * (width + 2)))
 
 
 def cmd_layers(args) -> None:
@@ -89,7 +89,15 @@ def cmd_ls(args) -> None:
     from featx.cache.tables import entries_table
 
     table = entries_table(cache_of(args))
-    print(fit_table(table) if len(table) else "no cache entries; run `featx extract`")
+    if not len(table):
+        print("no cache entries; run `featx extract`")
+        return
+    unreadable = table["backbone"].astype(str).str.startswith("UNREADABLE")  # said on lines of their own, below
+    if (~unreadable).any():
+        print(fit_table(table[~unreadable]))
+    for _, row in table[unreadable].iterrows():  # the entry's line, then the problem (a path stays whole)
+        problem = str(row["backbone"]).removeprefix("UNREADABLE: ")
+        print(f"{row['entry']}  UNREADABLE (`featx verify` reports it too):\n" + fit_lines(f"    {problem}", indent=""))
 
 
 def cmd_info(args) -> None:
