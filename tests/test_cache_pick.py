@@ -8,7 +8,7 @@ import pytest
 
 from featx.cli import main
 
-from helpers import extract
+from helpers import extract, unwrapped
 
 SMALL = dict(
     backbone="mobilenet_v2", weights="none", input_size=96, layers="final", progress=False, log=lambda *a: None
@@ -55,7 +55,7 @@ def test_outputs_name_data_and_random_weights(two_entries, elpv_folder, capsys):
     assert f"data: folder {elpv_folder} [random weights]" in capsys.readouterr().out
 
     assert main(["fit", "--clf", "knn", "--data", "elpv", "--backbone", "mobilenet_v2", *cache]) == 0
-    line = capsys.readouterr().out
+    line = unwrapped(capsys.readouterr().out)
     assert "of mobilenet_v2 on built-in elpv (elpv-dataset) (stratified subset of 48, seed 0) [random weights]" in line
     assert main(["compare", "--layer-sets", "final", "--clf", "knn", "--data", str(elpv_folder), *cache]) == 0
     assert f"in parallel,\n  on mobilenet_v2 on folder {elpv_folder} [random weights]" in capsys.readouterr().out

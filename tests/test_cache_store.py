@@ -125,9 +125,9 @@ def test_tables_come_from_the_api(cache, tmp_path):
 
 
 def test_public_api_is_keyword_only_after_the_first_argument(cache):
-    with pytest.raises(TypeError):
-        featx.extract("elpv", "mobilenet_v2")
+    with pytest.raises(TypeError):  # data, backbone and layers, then keywords only (views is not the 4th)
+        featx.extract(featx.DataSpec("elpv"), featx.BackboneSpec("mobilenet_v2"), "final", "flip")
     with pytest.raises(TypeError):
         featx.list_runs(cache.root, "val_accuracy")
-    with pytest.raises(TypeError):
-        featx.load(None, "top_activation")
+    with pytest.raises(TypeError):  # the entry and the layers, then keywords only (split is not the 3rd)
+        featx.load(None, "top_activation", "train", cache=cache.root)

@@ -294,7 +294,7 @@ def test_combined_entries_join_each_view_features(flipped):
 
     cache_dir, entry = flipped
     other = extract_elpv(cache_dir, pool="max")
-    combined = load_combined([entry.name, other.name], "final", views=FLIP, cache=cache_dir)
+    combined = load_combined([entry.name, other.name], layers="final", views=FLIP, cache=cache_dir)
     X = combined.X
     a = load(entry.name, "final", views=FLIP, cache=cache_dir)[0]
     b = load(other.name, "final", views=FLIP, cache=cache_dir)[0]

@@ -254,28 +254,31 @@ def logged(elpv_cache, tmp_path_factory):
     import featx
 
     runs_dir = tmp_path_factory.mktemp("spec_runs")
-    quiet = {"cache_dir": elpv_cache, "runs_dir": runs_dir, "log": None}
-    featx.fit(None, LAYER, featx.fit_spec("logreg", params={"C": 0.5}, standardize=True, **quiet))
+    where = {"cache": featx.Cache(elpv_cache, runs_dir=runs_dir), "log": None}
+    featx.fit(None, LAYER, featx.fit_spec("logreg", params={"C": 0.5}, standardize=True), **where)
     featx.fit(
         None,
         LAYER,
-        featx.fit_spec("rf", params={"n_estimators": 15, "min_samples_leaf": 2}, seed=3, **quiet),
+        featx.fit_spec("rf", params={"n_estimators": 15, "min_samples_leaf": 2}, seed=3),
         featx.Evaluation(cv=3, seed=3),
+        **where,
     )
-    featx.fit(None, LAYER, featx.fit_spec("knn", class_weight=None, discretize="kbins", kbins=4, **quiet))
+    featx.fit(None, LAYER, featx.fit_spec("knn", class_weight=None, discretize="kbins", kbins=4), **where)
     featx.compare(
         None,
         [LAYER],
-        featx.compare_specs("logreg,knn", grid={"n_neighbors": [3, 5]}, standardize=True, **quiet),
+        featx.compare_specs("logreg,knn", grid={"n_neighbors": [3, 5]}, standardize=True),
         featx.Evaluation(cv=3),
         compute=featx.Compute(progress=False),
+        **where,
     )
     tune(
         None,
         LAYER,
-        tune_specs("logreg", standardize=True, **quiet),
+        tune_specs("logreg", standardize=True),
         Evaluation(fit_on="train+val"),
         compute=Compute(workers=1, progress=False),
+        **where,
     )
     return runs_dir
 
