@@ -17,7 +17,7 @@ from featx.backbones.layers import CONV_KINDS, group_members
 from featx.cache.store import Cache
 from featx.errors import FeatxError
 
-from helpers import cli
+from helpers import cli, unwrapped
 
 pytestmark = pytest.mark.slow  # every test here builds Keras models
 
@@ -213,13 +213,13 @@ def test_lite_and_unknown_saved_models(tmp_path, elpv_folder):
     )
     rc, out, err = cli(*extract)
     assert rc == 0, err
-    warnings = [line for line in out.splitlines() if line.startswith("warning:")]
+    warnings = [line for line in unwrapped(out).splitlines() if line.startswith("warning:")]
     assert warnings == [
         "warning: the saved model's family is not recognisable from its layer names, so raw 0-255 "
         "pixels were assumed (--preprocess none); if it was trained on other inputs, pass "
         f"--preprocess with one of {', '.join(featx.backbones.SAVED_MODEL_PREPROCESSING)}"
     ]
     rc, out, err = cli("info", "--cache-dir", cache_dir)
-    assert rc == 0 and warnings[0] in out.splitlines(), err
+    assert rc == 0 and warnings[0] in unwrapped(out).splitlines(), err
     rc, out, err = cli(*extract[:-1], "--preprocess", "none", "--quiet")  # same numbers, same entry, no warning
     assert rc == 0 and "warning:" not in out and len(Cache(cache_dir).entries()) == 1, out + err

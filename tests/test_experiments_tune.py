@@ -29,6 +29,8 @@ from featx.selection.search import search
 from featx.selection.spaces import C_PATH, SEARCHES, Search
 from featx.selection.spec import Evaluation, FitSpec, tune_specs
 
+from helpers import unwrapped
+
 METRIC_KEYS = ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted")
 
 
@@ -278,7 +280,7 @@ def test_tune_cli_logs_the_refit_and_prints_the_selected_line(elpv_cache, tmp_pa
         ]
     )
     assert code == 0
-    last = capsys.readouterr().out.strip().splitlines()[-1]
+    last = unwrapped(capsys.readouterr().out).strip().splitlines()[-1]
     table = runs(Cache(None, runs_dir=tmp_path))
     [row] = table.to_dict("records")
     assert last.startswith(f"selected: {row['run_id']} logreg C=") and " balanced_accuracy " in last

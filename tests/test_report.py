@@ -262,7 +262,7 @@ def experiments(elpv_cache, tmp_path_factory):
 
 
 def test_report_of_compare_tune_and_runs(experiments, tmp_path):
-    from featx.runs.reports import read_report
+    from featx.runs.reports import read_compare_report as read_report
 
     where, compare_folder, tune_folder, dense_id, compare_out = experiments
     rc, out, err = cli("report", *where)  # no source: the most recent report, the tune
@@ -340,7 +340,7 @@ def test_quickstart_names_one_best_model_fits_the_terminal_and_ends_with_its_rep
     from featx.experiments.pipelines import run_pipeline
     from featx.report import pipeline_page
     from featx.runs.ranking import recommended
-    from featx.runs.reports import read_report
+    from featx.runs.reports import read_compare_report as read_report
 
     text = (ROOT / "pipelines" / "quickstart.toml").read_text()
     assert "limit = 1000" in text
