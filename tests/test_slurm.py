@@ -25,7 +25,15 @@ from featx import distributed
 from featx.errors import FeatxError
 
 import imagegen
-from helpers import FEATX, assert_same_layers, background_reference, committed_rows, extract_command, user_lines
+from helpers import (
+    FEATX,
+    assert_same_layers,
+    background_reference,
+    committed_rows,
+    extract_command,
+    unwrapped,
+    user_lines,
+)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -388,7 +396,7 @@ def test_compare_and_tune_on_slurm_give_the_one_process_table_and_choice(slurm, 
     one = run(tune, tmp_path / "one").stdout
     on_slurm = run([*tune, "--cluster", "slurm", "--cluster-config", str(config(tmp_path))], tmp_path / "two").stdout
     choice = [
-        re.sub(r"^selected: \S+ ", "", out.strip().splitlines()[-1]) for out in (one, on_slurm)
+        re.sub(r"^selected: \S+ ", "", unwrapped(out).strip().splitlines()[-1]) for out in (one, on_slurm)
     ]  # less the run id
     assert choice[0] == choice[1] and choice[0].startswith("logreg C=")
     assert "SLURM: 1 job(s) submitted" in on_slurm
