@@ -27,7 +27,9 @@ def cmd_backbones(args) -> None:
     if not catalog["hub_installed"]:
         print(f"\nKerasHub vision transformers (DINOv2, DINOv3, CLIP, SigLIP, ViT): {EXTRA}")
         return
-    print(fit_lines("\nKerasHub presets (also a preset folder, or hf://org/name for DINOv2, DINOv3 and ViT checkpoints):"))
+    print(
+        fit_lines("\nKerasHub presets (also a preset folder, or hf://org/name for DINOv2, DINOv3 and ViT checkpoints):")
+    )
     for family, presets in catalog["hub"]:
         print(fit_lines(family))
         width = max(len(name) for name, _ in presets)
