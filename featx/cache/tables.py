@@ -12,6 +12,7 @@ from featx.errors import FeatxError
 
 ENTRY_COLUMNS = ("entry", "backbone", "size", "data", "images", "layers", "views", "pool", "dtype", "MB", "partial")
 VERIFY_COLUMNS = ("entry", "status", "problems", "notes")
+UNREADABLE = "UNREADABLE: "  # how an entry folder that cannot be read shows in `backbone`, before the reason
 
 
 def entries_table(cache: Cache) -> pd.DataFrame:
@@ -23,7 +24,7 @@ def entries_table(cache: Cache) -> pd.DataFrame:
     rows = []
     for folder, entry, problem in cache.scan():
         if entry is None:
-            rows.append({"entry": folder.name, "backbone": f"UNREADABLE: {problem}"})
+            rows.append({"entry": folder.name, "backbone": f"{UNREADABLE}{problem}"})
             continue
         try:
             partial = PassLog.summary(entry) is not None

@@ -88,17 +88,17 @@ def cmd_extract(args) -> None:
 
 
 def cmd_ls(args) -> None:
-    from featx.cache.tables import entries_table
+    from featx.cache.tables import UNREADABLE, entries_table
 
     table = entries_table(cache_of(args))
     if not len(table):
         print("no cache entries; run `featx extract`")
         return
-    unreadable = table["backbone"].astype(str).str.startswith("UNREADABLE")  # said on lines of their own, below
+    unreadable = table["backbone"].astype(str).str.startswith(UNREADABLE)  # said on lines of their own, below
     if (~unreadable).any():
         print(fit_table(table[~unreadable]))
     for _, row in table[unreadable].iterrows():  # the entry's line, then the problem (a path stays whole)
-        problem = str(row["backbone"]).removeprefix("UNREADABLE: ")
+        problem = str(row["backbone"]).removeprefix(UNREADABLE)
         print(f"{row['entry']}  UNREADABLE (`featx verify` reports it too):\n" + fit_lines(f"    {problem}", indent=""))
 
 

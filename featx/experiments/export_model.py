@@ -69,6 +69,11 @@ def _resized(decode: dict) -> str:
     return ("centre-cropped and " if decode["crop"] else "") + f"resized (Pillow {decode['interpolation']})"
 
 
+def _import_note(imports: list[str]) -> str:
+    """The export line's words for the packages a process imports before loading the file (packages())."""
+    return "".join(f"; its layers are {p}'s: `import {p}` before loading it" for p in imports)
+
+
 def _decode_options(metadata: dict, where) -> dict:
     """featx.json's `input.decode` checked before use (the file may come from anyone): load_rgb's keywords. Exports
     without it (before KerasHub backbones) were all resized bilinearly without a crop."""
@@ -228,8 +233,7 @@ def _export_features_run(pipeline, run, entry, output, format, float16, tta, log
         f"{path}" + (" (a folder: feature model + scikit-learn pipeline)" if folder else "") + f": input "
         f"{height}x{width}x3 RGB pixels 0-255, {_resized(backbone.decode_options)} as featx extract does; outputs the "
         f"{shown} "
-        f"of {', '.join(metadata['class_names'])}{averaged}"
-        + "".join(f"; its layers are {p}'s: `import {p}` before loading it" for p in metadata["imports"])
+        f"of {', '.join(metadata['class_names'])}{averaged}" + _import_note(metadata["imports"])
     )
     return path
 
@@ -349,7 +353,7 @@ def _export_tail(pipeline, run, entry, output, format, log) -> Path:
         f"exported run {run['run_id']} ({backbone.name} cut at {tail.cut}, tail trained, {len(names)} classes) to "
         f"{path}: input {model.input_shape[1]}x{model.input_shape[2]}x3 images preprocessed as "
         f"'{backbone.preprocessing}'; outputs the probabilities of {', '.join(names)}"
-        + "".join(f"; its layers are {p}'s: `import {p}` before loading it" for p in metadata["imports"])
+        + _import_note(metadata["imports"])
     )
     return path
 
