@@ -27,7 +27,7 @@ after the other, so their ratios are comparable even on a busy machine; absolute
 13 views), one row per (image, view) taken image by image, their first --scale-features columns (tiled only where
 narrower), labelled by the (class, view) pair folded to the class count (every label occurs); fit seconds, peak RSS
 (the child's VmHWM) and solver iterations of rf(50 trees, leaf 2), linear-svm, logreg, nystroem-svm and the exact
-RBF svm (its 20,000 x 20,000 kernel by BLAS: about 10 GB at its peak, run it alone), each in a fresh process
+RBF svm (its 20,000 x 20,000 kernel by BLAS: 7.6 GB at its peak as measured, run it alone), each in a fresh process
 (--scale-classifiers picks some; --parts scale runs only this line).
 
 Output: the table (printed; --json PATH writes it too).
