@@ -111,14 +111,25 @@ def unwrapped(text: str) -> str:
 
 @contextlib.contextmanager
 def backbones_built_once(maxsize: int = 8):
-    """While active, featx.backbones.get_backbone builds each backbone (name, weights, size) once: in-process runs that
-    use the same few backbones pay for each build once (the numbers do not change)."""
+    """While active, featx.backbones.get_backbone builds each backbone (name, weights, size) once per Keras dtype
+    policy: in-process runs that use the same few backbones pay for each build once (the numbers do not change). The
+    policy is part of the key because a model built in float32 is not the one a mixed-precision extract asks for
+    (featx builds it under `mixed_float16`), whatever order the tests run in."""
     import featx.backbones
 
+    build = featx.backbones.get_backbone
+
+    @functools.lru_cache(maxsize=maxsize)
+    def built(policy: str, *args, **kwargs):
+        return build(*args, **kwargs)
+
+    def get_backbone(*args, **kwargs):
+        import keras
+
+        return built(keras.mixed_precision.global_policy().name, *args, **kwargs)
+
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(
-            featx.backbones, "get_backbone", functools.lru_cache(maxsize=maxsize)(featx.backbones.get_backbone)
-        )
+        patch.setattr(featx.backbones, "get_backbone", get_backbone)
         yield
 
 

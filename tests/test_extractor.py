@@ -41,6 +41,8 @@ def lite():
 
 @pytest.fixture(scope="module")
 def lite_cache(elpv_folder, tmp_path_factory, lite):
+    """(cache folder, the extract's result). Tests add entries to the folder (another dtype), so each names its entry:
+    `featx.load(None, ...)`, the most recent, would depend on the order the tests ran in."""
     cache_dir = tmp_path_factory.mktemp("cache")
     result = featx.extract(
         str(elpv_folder),
@@ -95,7 +97,7 @@ def test_other_poolings_equal_reference(elpv_folder, tmp_path, lite, pool):
 
 def test_real_features_separate_classes(lite_cache):
     """Sanity that the features carry content: nearest class centroid beats chance on the real images."""
-    X, y, _ = featx.load(None, "top_activation", cache=lite_cache[0])
+    X, y, _ = featx.load(lite_cache[1].entry.path, "top_activation", cache=lite_cache[0])
     centroids = np.stack([X[y == c].mean(axis=0) for c in np.unique(y)])
     predicted = np.argmin(((X[:, None, :] - centroids[None]) ** 2).sum(-1), axis=1)
     assert (predicted == y).mean() > 0.6  # chance is 1/3; a floor on content, not round-off (centroids are robust)
@@ -133,7 +135,7 @@ def test_second_run_is_a_noop(lite_cache, elpv_folder):
 
 def test_extra_layer_computes_only_that_layer(lite_cache, elpv_folder):
     cache_dir, first = lite_cache
-    X_before, _, _ = featx.load(None, LITE_LAYERS, cache=cache_dir)
+    X_before, _, _ = featx.load(first.entry.path, LITE_LAYERS, cache=cache_dir)
     result = featx.extract(
         str(elpv_folder),
         "efficientnet_lite0",
@@ -142,15 +144,15 @@ def test_extra_layer_computes_only_that_layer(lite_cache, elpv_folder):
         compute=featx.Compute(batch_size=5, progress=False),
     )
     assert result.computed_layers == ["block4a_project_bn"]
-    X_after, _, meta = featx.load(None, LITE_LAYERS, cache=cache_dir)
+    X_after, _, meta = featx.load(first.entry.path, LITE_LAYERS, cache=cache_dir)
     np.testing.assert_array_equal(X_before, X_after)
-    assert "block4a_project_bn" in featx.Cache(cache_dir).open(None).layers
+    assert "block4a_project_bn" in featx.Cache(cache_dir).open(first.entry.path.name).layers
 
 
 def test_layer_order_is_depth_order(lite_cache):
-    m1 = featx.load(None, ["top_activation", "block2b_add"], cache=lite_cache[0])
+    m1 = featx.load(lite_cache[1].entry.path, ["top_activation", "block2b_add"], cache=lite_cache[0])
     X1 = m1.X
-    X2, _, m2 = featx.load(None, "block2b_add,top_activation", cache=lite_cache[0])
+    X2, _, m2 = featx.load(lite_cache[1].entry.path, "block2b_add,top_activation", cache=lite_cache[0])
     np.testing.assert_array_equal(X1, X2)
     assert m1.layers == ["block2b_add", "top_activation"]
     assert m1.feature_slices["block2b_add"] == (0, 24)
@@ -158,7 +160,7 @@ def test_layer_order_is_depth_order(lite_cache):
 
 def test_split_load_uses_stored_split(lite_cache):
     entry = lite_cache[1].entry
-    parts = [featx.load(None, "predictions", split=s, cache=lite_cache[0]) for s in ("train", "val", "test")]
+    parts = [featx.load(entry.path, "predictions", split=s, cache=lite_cache[0]) for s in ("train", "val", "test")]
     assert sum(len(p[1]) for p in parts) == 18
     for (_, y, meta), split in zip(parts, ("train", "val", "test")):
         assert set(meta["split"]) == {split} and len(np.unique(y)) == 3

@@ -54,6 +54,20 @@ def test_unknown_variation_is_refused():
     assert refused.returncode == 2 and "invalid choice: 'threads-8'" in refused.stderr
 
 
+def test_variations_joined_by_plus_run_together_and_a_clash_is_refused():
+    listed = run("--list", "--only", "openblas-prescott+threads-4", "--only", "one-process+random-order")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    both = next(line for line in lines if line.startswith("openblas-prescott+threads-4 "))
+    assert "OPENBLAS_CORETYPE=Prescott" in both and "FEATX_THREADS=4" in both and "OMP_NUM_THREADS=4" in both
+    order = next(line for line in lines if line.startswith("one-process+random-order "))
+    assert order.split()[1:] == ["-n", "0", "-p", "randomly", "--randomly-seed=35"]
+    clash = run("--only", "threads-1+threads-4")
+    assert clash.returncode == 2 and "sets FEATX_THREADS twice" in clash.stderr, clash.stderr
+    unknown = run("--only", "threads-1+threads-8")
+    assert unknown.returncode == 2 and "invalid choice: 'threads-8'" in unknown.stderr, unknown.stderr
+
+
 def test_docs_say_how_to_run_each_variation():
     text = (ROOT / "docs" / "testing.md").read_text()
     assert "python3 tests/variations.py" in text

@@ -2,6 +2,7 @@
 
     python3 tests/variations.py                       # every variation, the whole suite each (hours on 2 cores)
     python3 tests/variations.py --only threads-1      # one variation (repeat --only for several)
+    python3 tests/variations.py --only openblas-prescott+threads-4   # two variations together, in one run
     python3 tests/variations.py --list                # the variations, their environment and pytest arguments
     python3 tests/variations.py --only isa-sse41 -- tests/test_classifiers_tail.py -k one_step   # pytest arguments after --
     python3 tests/variations.py --log logs/           # each run's pytest output in logs/NAME.log, as it comes
@@ -59,7 +60,7 @@ VARIATIONS: dict[str, tuple[str, dict[str, str], list[str]]] = {
     "openblas-haswell": ("OpenBLAS's AVX2 kernels (an Intel Haswell-class CPU)", {"OPENBLAS_CORETYPE": "Haswell"}, []),
     "isa-avx2": ("oneDNN's AVX2 kernels (a CPU without AVX-512)", {"ONEDNN_MAX_CPU_ISA": "AVX2"}, []),
     "isa-sse41": ("oneDNN's SSE4.1 kernels (the oldest x86-64 path)", {"ONEDNN_MAX_CPU_ISA": "SSE41"}, []),
-    "one-process": ("every test in one process, in conftest's order", {}, ["-n", "0"]),
+    "one-process": ("every test in one process (no xdist workers)", {}, ["-n", "0"]),
     "random-order": (
         "tests shuffled within and across files (pytest-randomly, fixed seed; conftest still starts the long files)",
         {},
@@ -102,31 +103,56 @@ def probe(env: dict[str, str]) -> str:
     return f"{lines[-1]}; oneDNN ISA: {isa[0] if isa else 'none'}; a convolution ran on {convolution}"
 
 
+def combined(name: str) -> tuple[str, dict[str, str], list[str]]:
+    """A variation, or several joined by "+" run together: their environments and pytest arguments merged.
+
+    Raises ValueError naming an unknown part, or two parts that set one variable to different values."""
+    about, env, pytest_args = [], {}, []
+    for part in name.split("+"):
+        if part not in VARIATIONS:
+            raise ValueError(f"invalid choice: {part!r} (choose from {', '.join(VARIATIONS)}, joined by '+')")
+        part_about, part_env, part_args = VARIATIONS[part]
+        clash = [key for key, value in part_env.items() if env.get(key, value) != value]
+        if clash:
+            raise ValueError(f"{name!r} sets {clash[0]} twice, to different values: run those variations apart")
+        about.append(part_about)
+        env.update(part_env)
+        pytest_args += [a for a in part_args if a not in pytest_args]
+    return "; ".join(about), env, pytest_args
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     extra: list[str] = []
     if "--" in argv:
         argv, extra = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", action="append", choices=list(VARIATIONS), help="run this variation (repeatable)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME[+NAME...]",
+        help="run this variation, or several joined by '+' in one run (repeatable)",
+    )
     parser.add_argument("--list", action="store_true", help="print the variations and exit")
     parser.add_argument("--no-probe", action="store_true", help="skip the probe of what took effect")
     parser.add_argument("--log", metavar="DIR", help="write each run's pytest output to DIR/NAME.log as it comes")
     args = parser.parse_args(argv)
     names = args.only or list(VARIATIONS)
+    try:
+        chosen = {name: combined(name) for name in names}
+    except ValueError as refused:
+        parser.error(str(refused))
     if args.list:
         for name in names:
-            about, env, pytest_args = VARIATIONS[name]
+            about, env, pytest_args = chosen[name]
             settings = " ".join([*(f"{k}={v}" for k, v in env.items()), *pytest_args]) or "(as README runs it)"
             print(f"{name:18} {settings}\n{'':18} {about}")
         return 0
-    if any("randomly" in a for n in names for a in VARIATIONS[n][2]) and not importlib.util.find_spec(
-        "pytest_randomly"
-    ):
+    if any("randomly" in a for n in names for a in chosen[n][2]) and not importlib.util.find_spec("pytest_randomly"):
         parser.error("random-order needs pytest-randomly: pip install -e '.[test]'")
     results = []
     for name in names:
-        about, changes, pytest_args = VARIATIONS[name]
+        about, changes, pytest_args = chosen[name]
         env = {**os.environ, **changes}
         print(f"== {name}: {about}", flush=True)
         if not args.no_probe:
