@@ -117,7 +117,7 @@ def combined(name: str) -> tuple[str, dict[str, str], list[str]]:
             raise ValueError(f"{name!r} sets {clash[0]} twice, to different values: run those variations apart")
         about.append(part_about)
         env.update(part_env)
-        pytest_args += [a for a in part_args if a not in pytest_args]
+        pytest_args += part_args
     return "; ".join(about), env, pytest_args
 
 

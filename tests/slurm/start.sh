@@ -18,7 +18,9 @@ dir=$(cd "$dir" && pwd)
 mkdir -p "$dir/state" "$dir/spool" "$dir/log" "$dir/munge"
 chmod 700 "$dir" "$dir/munge"
 host=$(hostname -s)
-cpus=$(nproc)
+# the CPUs slurmd finds (it refuses to register with more), not nproc: nproc answers OMP_NUM_THREADS when it is set
+cpus=$(slurmd -C | sed -n 's/.*CPUs=\([0-9]*\).*/\1/p' | head -1)
+cpus=${cpus:-$(nproc --all)}
 free_mb=$(awk '/MemAvailable/ {print int($2 / 1024)}' /proc/meminfo)
 memory=$(( free_mb * 3 / 4 ))  # a bit below the free memory: jobs asking more are rejected by sbatch
 read -r ctld_port slurmd_port < <(python3 -c "
