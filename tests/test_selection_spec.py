@@ -302,9 +302,13 @@ def test_every_logged_spec_round_trips_and_refits_to_the_same_scores(logged, elp
             assert again.row["spec_hash"] == row["spec_hash"]
             expected, got = _scores(row), {k: v for k, v in again.row.items() if k in _scores(row)}
             # compare's folds warm-start and solve in row space (same optimum, within the solver's tolerance)
-            assert expected.keys() == got.keys() and all(
-                abs(expected[k] - got[k]) <= (2e-3 if k.startswith("cv_") else 0) for k in expected
-            ), row
+            assert expected.keys() == got.keys()
+            differ = {
+                k: (expected[k], got[k])
+                for k in expected
+                if abs(expected[k] - got[k]) > (2e-3 if k.startswith("cv_") else 0)
+            }
+            assert not differ, (row["run_id"], row["classifier"], differ)
         else:  # tune's refit on train+val, scored on test once
             X, y, meta = load(entry, logged_selection(row))
             split = meta["split"].to_numpy()
