@@ -3,8 +3,6 @@ pixels, bit-stable features, adding views computes only the new ones, resume and
 
 from __future__ import annotations
 
-import os
-
 import h5py
 import numpy as np
 import pytest
@@ -119,7 +117,10 @@ def test_views_are_bit_stable_and_adding_views_computes_only_new_ones(elpv_folde
     lite = get_backbone("efficientnet_lite0", "imagenet", SIZE).model
     # same images, views and seed, another cache and batch layout: the same bits with oneDNN's kernels (TensorFlow's
     # default on x86); TensorFlow's own convolutions (TF_ENABLE_ONEDNN_OPTS=0) depend on the batch: float32 round-off
-    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0"
+    # TensorFlow's own answer, not the variable: it reads "0" and "false" alike, and oneDNN is off by default off x86
+    from tensorflow.python.framework.test_util import IsMklEnabled
+
+    onednn = IsMklEnabled()
     for view in grown.views:
         if onednn:
             np.testing.assert_array_equal(stored(grown, view), stored(other, view))
