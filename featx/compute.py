@@ -25,8 +25,9 @@ class Compute:
         cluster_timeout : seconds a SLURM cluster may go without a worker (default featx.distributed's).
     batch_size : images per forward pass (extract, predict); with views, model inputs (images x views).
     progress : progress bars on stderr (a plain line now and then when it is not a terminal).
-    reuse : compare's folds warm-start from a row's train fit and solve wide linear models in the row space (the
-        same optimum, fewer iterations); False fits every fold cold on the original columns (the reference).
+    reuse : compare's folds fit their transforms once, solve wide linear models in the row space (the same
+        optimum, fewer operations) and share an exact SVM's kernel; False fits every fold's Pipeline on the original
+        columns (the reference). Either way every fold starts cold.
     """
 
     workers: int | None = -1

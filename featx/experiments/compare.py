@@ -10,10 +10,11 @@ way, and the table ends with one line saying whether the best row beats the runn
 Every fit (each row's train fit and each of its folds) is one task, run on `n_jobs` workers with a progress
 bar; a row's line is printed when its last fit is done. Work is shared where the numbers stay the estimator's
 own: rows with the same columns and spec ("each" repeats a layer also named on its own, e.g. top_activation)
-are fitted once and share the results; each fold of a logistic regression starts from the row's train solution
-(warm start: the same convex optimum, reached in fewer iterations), L2 linear models on more than twice as many
-features as rows are solved in the row space of the fold (featx.selection.cv.row_space, as tune does),
-float32 features stay float32, and each fit runs on one core while the folds and rows run in parallel.
+are fitted once and share the results; each fold's transforms are fitted once; L2 linear models on more than
+twice as many features as rows are solved in the row space of the fold (featx.selection.rowspace, as tune does);
+float32 features stay float32, and each fit runs on one core while the folds and rows run in parallel. Every
+fold starts cold and is fitted by featx.selection.train.score_fold, as fit's folds are, so a row refitted by
+`featx fit --like` gets the same CV scores.
 ConvergenceWarnings are counted per row (`not_converged`) and summed in one line. `search="halving"` spends the
 full CV only on contenders (successive halving over rows on the same folds; see _halving).
 """
@@ -21,7 +22,6 @@ full CV only on contenders (successive halving over rows on the same folds; see 
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -36,7 +36,6 @@ from featx.cache.store import Cache
 from featx.classifiers import BASELINES, make_classifier
 from featx.classifiers.gram import Gram, takes_gram
 from featx.classifiers.registry import large_n_note
-from featx.classifiers.views import final_classifier
 from featx.compute import Compute
 from featx.errors import FeatxError
 from featx.experiments.inputs import check_trainable, load_features, loaded_views, tail_specs
@@ -49,9 +48,9 @@ from featx.runs.reports import comparison_plot, new_report_folder, write_compare
 from featx.runs.store import cv_columns, prepare_log, selection_columns
 from featx.selection.cv import CVResult, Folds, make_folds, paired_difference, quietly, summarize, val_folds
 from featx.selection.halving import ladder, schedule, successive_halving
-from featx.selection.metrics import METRICS, SELECTION_SPLITS, default_metric, score
+from featx.selection.metrics import METRICS, SELECTION_SPLITS, default_metric
 from featx.selection.spec import METRIC_NAMES, Evaluation, FitSpec, baseline_specs, fit_spec, score_column, swept_params
-from featx.selection.train import WARM_STARTS, Scores, fit_fold, train_and_score
+from featx.selection.train import Scores, score_fold, train_and_score
 from featx.terminal import fit_lines, fit_table
 
 EACH = "each"
@@ -122,7 +121,7 @@ def compare(
     cache : a Cache (or a cache folder; None: the default one). compute : how wide (featx.compute.Compute: the fits
         run on `workers` joblib workers, each fit on one core; with workers=1 one at a time in this process, each
         classifier on every core; or on a Dask cluster, the feature matrix sent to each worker once; a progress
-        bar over the fits on stderr; reuse: warm starts and row-space solving in the folds). The specs' n_jobs is
+        bar over the fits on stderr; reuse: row-space solving and shared kernels in the folds). The specs' n_jobs is
         replaced by how the fits share the cores (it never changes a number).
     log : called with each message line, each row's line as it finishes, and the table (default print); None
         prints nothing.
@@ -245,7 +244,6 @@ class _Row:
     columns: np.ndarray
     fold_scores: dict = field(default_factory=dict)  # fold index -> {metric: value, ..., "fit_seconds": s}
     scores: Scores | None = None  # the train fit, scored on val and test
-    init: tuple | None = None  # (coef_, intercept_) of the train fit, where the folds can warm-start from it
     fits: int = 0
     not_converged: int = 0
     stopped: int | None = None  # halving: the number of folds it had when it was stopped
@@ -312,7 +310,7 @@ class _Runner:
         self._run(tasks)
 
     def run_folds(self, rows: list[_Row], indices) -> None:
-        """The folds `indices` of each row (warm-started from its train fit where that is known)."""
+        """The folds `indices` of each row."""
         tasks = [
             (
                 row,
@@ -323,7 +321,6 @@ class _Runner:
                     self.y,
                     row.spec,
                     *self.folds.splits[i],
-                    row.init if self.reuse else None,
                     self.reuse,
                 ),
             )
@@ -382,7 +379,7 @@ class _Runner:
             row.fits += 1
             row.not_converged += not converged
             if fold is None:
-                row.scores, row.init = result[0], result[1]
+                row.scores = result[0]
             else:
                 row.fold_scores[fold] = result[0]
             self.bar.update()
@@ -436,35 +433,25 @@ def _batch(calls, gram=None) -> list:
 
 
 def _train_task(X, columns, y, split, spec: FitSpec, class_names, gram=None):
-    """Fit spec on the train rows of the column subset and score val and test: (Scores, warm start, converged).
+    """Fit spec on the train rows of the column subset and score val and test: (Scores, converged).
     gram : a featx.classifiers.gram.Gram the batch's fits share (labelled by X's rows, or unbound), or None."""
     head = None if gram is None else {"gram": gram.at(np.flatnonzero(split == "train"))}
     scores, converged = quietly(
         train_and_score, X[:, columns], y, split, spec, class_names=class_names, head_params=head
     )
-    init = None
-    if spec.classifier in WARM_STARTS and spec.plain:
-        clf = final_classifier(scores.pipeline)
-        init = (clf.coef_.copy(), clf.intercept_.copy())
-    return scores, init, converged
+    return scores, converged
 
 
-def _fold_task(X, columns, y, spec: FitSpec, train, held_out, init=None, reuse: bool = True, gram=None):
+def _fold_task(X, columns, y, spec: FitSpec, train, held_out, reuse: bool = True, gram=None):
     """Fit spec on a fold's train rows, score the held-out rows: ({metric: value, "fit_seconds": s}, converged).
     gram : a featx.classifiers.gram.Gram the batch's fits share (labelled by X's rows, or unbound), or None."""
-    began = time.perf_counter()
-    features = X[:, columns]
-    gram = None if gram is None else gram.at(train)
-    estimator, X_eval, converged = fit_fold(spec, features[train], y[train], features[held_out], init, reuse, gram)
-    scores = score(y[held_out], estimator.predict(X_eval))
-    return {**scores, "fit_seconds": round(time.perf_counter() - began, 3)}, converged
+    return score_fold(spec, X[:, columns], y, train, held_out, reuse, None if gram is None else gram.at(train))
 
 
 def _halving(runner: _Runner, rows: list[_Row]) -> None:
     """Successive halving over rows on the same folds (featx.selection.halving, folds a cumulative budget): every
     row gets fold 1, the best third (at least two) by the mean so far get folds up to 3, the best third of those up
-    to 9, ... until the contenders have every fold; only they are fitted on train (before their last folds, which
-    start from it where they can). Baselines (cheap, and the reference every row is read against) get every fold."""
+    to 9, ... until the contenders have every fold; only they are fitted on train. Baselines (cheap, and the reference every row is read against) get every fold."""
     n_folds = len(runner.folds)
     baselines = [row for row in rows if row.baseline]
     runner.run_folds(baselines, range(n_folds))

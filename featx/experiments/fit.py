@@ -68,7 +68,7 @@ def fit(
     if note:
         log(note)
     result = None
-    if cv:
+    if cv:  # the folds as compare fits them (featx.selection.train.score_fold), so a compare row refits exactly
         result = cross_validate_spec(
             X, y, make_folds(y, split, cv, evaluation.cv_repeats, evaluation.seed), spec, n_jobs=spec.n_jobs
         )

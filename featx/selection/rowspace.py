@@ -38,5 +38,6 @@ ROW_SPACE = ("logreg", "linear-svm")  # L2-penalized linear models: the solution
 
 
 # row space only where it cuts the width by half or more: at 1,574 fold rows x 1,808 features (ELPV blocks) its
-# eigendecomposition and the lost warm start made a logistic regression fold 2.4x slower than the cold wide fit
+# eigendecomposition made a logistic regression fold 2.4x slower than the wide fit (measured when the wide fit
+# started from the train solution, which compare's folds no longer do)
 ROW_SPACE_RATIO = 2
