@@ -1,7 +1,7 @@
 """compare's shared work (issue 22) gives the estimator's own numbers, on real ELPV features (elpv_cache):
-folds fit as the cold Pipeline does, row-space fits reach its optimum, the exact path's best row does not change, successive
-halving finds the exact best (or a row within its noise), ConvergenceWarnings become one counted line, and the
-command prints a line per row as it finishes."""
+folds fit as the cold Pipeline does (on one BLAS thread wherever they run), row-space fits reach its optimum, the
+exact path's best row does not change, successive halving finds the exact best (or a row within its noise),
+ConvergenceWarnings become one counted line, and the command prints a line per row as it finishes."""
 
 from __future__ import annotations
 
@@ -86,6 +86,23 @@ def test_row_space_folds_decide_like_the_wide_features(features, clf):
         # one optimum in two parametrizations at tol 1e-10: decisions agree far inside 1e-3 of the largest
         np.testing.assert_allclose(fast.decision_function(X_fast), expected, atol=1e-3 * np.abs(expected).max())
         np.testing.assert_array_equal(fast.predict(X_fast), cold.predict(X_cold))
+
+
+def test_a_linear_models_fold_is_the_same_bits_on_one_blas_thread_or_two(features):
+    """fold_threads: compare's joblib workers (one BLAS thread each) and `featx fit`'s own process (every thread)
+    fit a fold to the same coefficients. Without it, OpenBLAS's threaded eigh in the row space (163 rows) sums in
+    another order on two threads and every fold's coefficients differed (measured on the 2-core VM, 2026-12-07)."""
+    X, y, split, narrow, folds = features
+    spec = FitSpec(classifier="logreg", transforms={"standardize": True}, n_jobs=1)
+    for train, held in folds.splits:
+        fits = []
+        for threads in (1, 2):
+            with threadpool_limits(threads, user_api="blas"):
+                fitted, X_eval, _ = fit_fold(spec, X[train], y[train], X[held], reuse=True)
+            fits.append((fitted.coef_, fitted.intercept_))
+        assert X_eval.shape[1] <= len(train)  # solved in the row space
+        np.testing.assert_array_equal(fits[0][0], fits[1][0])
+        np.testing.assert_array_equal(fits[0][1], fits[1][1])
 
 
 LAYER_SETS = ["top_activation", "blocks", NARROW]

@@ -45,6 +45,12 @@ def blas_threads_for(flops: float):
         yield
 
 
+def one_blas_thread():
+    """A context in which BLAS and LAPACK run on one thread: their sums then follow one order whatever the machine's
+    core count or the caller's worker layout (OpenBLAS's threaded eigh sums in another order on 1 and 2 threads)."""
+    return _controller().limit(limits=1, user_api="blas")
+
+
 @cache
 def _controller() -> ThreadpoolController:
     """The process's thread pools, found once (finding them reads the loaded libraries: milliseconds per call)."""

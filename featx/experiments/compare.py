@@ -451,7 +451,8 @@ def _fold_task(X, columns, y, spec: FitSpec, train, held_out, reuse: bool = True
 def _halving(runner: _Runner, rows: list[_Row]) -> None:
     """Successive halving over rows on the same folds (featx.selection.halving, folds a cumulative budget): every
     row gets fold 1, the best third (at least two) by the mean so far get folds up to 3, the best third of those up
-    to 9, ... until the contenders have every fold; only they are fitted on train. Baselines (cheap, and the reference every row is read against) get every fold."""
+    to 9, ... until the contenders have every fold; only they are fitted on train. Baselines (cheap, and the
+    reference every row is read against) get every fold."""
     n_folds = len(runner.folds)
     baselines = [row for row in rows if row.baseline]
     runner.run_folds(baselines, range(n_folds))

@@ -11,6 +11,7 @@ average, an optimistic cross-validation."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import InvalidParameterError
 
 from featx.classifiers import fit_pipeline, make_classifier
+from featx.classifiers.gram import one_blas_thread
 from featx.classifiers.registry import bad_param_message
 from featx.errors import FeatxError
 from featx.features.transforms import build_feature_pipeline
@@ -111,18 +113,24 @@ def fit_fold(spec: FitSpec, X_train, y_train, X_eval, reuse: bool = True, gram=N
     gram : with reuse, a featx.classifiers.gram.Gram handed to the classifier's fit (the exact SVM's: the batch's
     fits on these rows share it). Without reuse: spec's Pipeline, cold.
     """
+    with fold_threads(spec):
+        return _fit_fold(spec, X_train, y_train, X_eval, reuse, gram)
+
+
+def _fit_fold(spec: FitSpec, X_train, y_train, X_eval, reuse: bool, gram):
     if not (reuse and spec.plain and spec.classifier != "dense"):
         estimator = spec.pipeline()
         _, converged = quietly(estimator.fit, X_train, y_train)
         return estimator, X_eval, converged
     steps = Pipeline(build_feature_pipeline(seed=spec.seed, **spec.transforms) or [("identity", "passthrough")])
-    X_train, X_eval = steps.fit_transform(X_train, y_train), steps.transform(X_eval)
+    X_train, transformed = quietly(steps.fit_transform, X_train, y_train)  # e.g. kbins' k-means: counted, not shown
+    X_eval = steps.transform(X_eval)
     estimator = make_classifier(spec.classifier, spec.params, spec.seed, spec.n_jobs)
     if spec.classifier in ROW_SPACE and X_train.shape[1] > ROW_SPACE_RATIO * X_train.shape[0]:
         X_train, X_eval = row_space(X_train, X_eval)
         estimator = for_row_space(estimator)
     _, converged = quietly(estimator.fit, X_train, y_train, **({} if gram is None else {"gram": gram}))
-    return estimator, X_eval, converged
+    return estimator, X_eval, transformed and converged
 
 
 def score_fold(spec: FitSpec, X, y, train, held_out, reuse: bool = True, gram=None):
@@ -130,5 +138,16 @@ def score_fold(spec: FitSpec, X, y, train, held_out, reuse: bool = True, gram=No
     converged). X : ndarray of shape (n_rows, n_features); train, held_out : row indices into X and y."""
     began = time.perf_counter()
     estimator, X_eval, converged = fit_fold(spec, X[train], y[train], X[held_out], reuse, gram)
-    scores = score(y[held_out], estimator.predict(X_eval))
-    return {**scores, "fit_seconds": round(time.perf_counter() - began, 3)}, converged
+    seconds = round(time.perf_counter() - began, 3)
+    with fold_threads(spec):
+        scores = score(y[held_out], estimator.predict(X_eval))
+    return {**scores, "fit_seconds": seconds}, converged
+
+
+def fold_threads(spec: FitSpec):
+    """Where spec's folds run their BLAS: an L2 linear model's on one thread wherever the fold runs (a joblib worker
+    of compare's, `featx fit`'s own process, a Dask worker). Its solver stops within its tolerance at a point that
+    round-off moves, and threaded LAPACK sums in another order with another thread count, so one thread keeps a
+    fold's numbers the same on every layout of the same machine (compare's joblib workers ran each fit on one core
+    already). Any other classifier: as the caller set them."""
+    return one_blas_thread() if spec.classifier in ROW_SPACE else contextlib.nullcontext()
