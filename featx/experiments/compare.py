@@ -46,7 +46,16 @@ from featx.progress import silent
 from featx.runs.record import record_run
 from featx.runs.reports import comparison_plot, new_report_folder, write_compare_report
 from featx.runs.store import cv_columns, prepare_log, selection_columns
-from featx.selection.cv import CVResult, Folds, make_folds, paired_difference, quietly, summarize, val_folds
+from featx.selection.cv import (
+    CVResult,
+    Folds,
+    fold_result,
+    make_folds,
+    paired_difference,
+    quietly,
+    summarize,
+    val_folds,
+)
 from featx.selection.halving import ladder, schedule, successive_halving
 from featx.selection.metrics import METRICS, SELECTION_SPLITS, default_metric
 from featx.selection.spec import METRIC_NAMES, Evaluation, FitSpec, baseline_specs, fit_spec, score_column, swept_params
@@ -271,11 +280,7 @@ class _Row:
             if n == len(folds)
             else Folds(folds.splits[:n], folds.repeats[:n], folds.n_rows, f"{folds.label}[{n}/{len(folds)}]")
         )
-        n_splits = np.bincount(folds.repeats)[0]
-        scores = pd.DataFrame(
-            [{"repeat": int(folds.repeats[i]), "fold": i % n_splits, **self.fold_scores[i]} for i in range(n)]
-        )
-        return CVResult(scores, part, None)
+        return fold_result(part, [(self.fold_scores[i], True) for i in range(n)])  # convergence: counted per row
 
     def mean(self, metric: str, n: int) -> float:
         return float(np.mean([self.fold_scores[i][metric] for i in range(n)]))

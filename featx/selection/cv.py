@@ -131,31 +131,33 @@ def cross_validate(estimator, X, y, folds: Folds, n_jobs: int | None = 1, return
     X : ndarray of shape (n_rows, n_features); y : ndarray of shape (n_rows,). Only rows in `folds` are read.
     n_jobs : folds in parallel (joblib); keep the estimator's own n_jobs at 1 when this is > 1.
     """
-    if len(X) != folds.n_rows or len(y) != folds.n_rows:
-        raise FeatxError(f"folds were made for {folds.n_rows} rows but X has {len(X)}; make the folds from this y")
+    check_fold_rows(X, y, folds)
     fitted = Parallel(n_jobs=n_jobs)(
         delayed(_fit_fold)(clone(estimator), X, y, train, held_out) for train, held_out in folds.splits
     )
+    return fold_result(folds, [f[1:] for f in fitted], [f[0] for f in fitted] if return_estimators else None)
+
+
+def check_fold_rows(X, y, folds: Folds) -> None:
+    """Refuse X and y of another length than the rows `folds` were made for, in one line."""
+    if len(X) != folds.n_rows or len(y) != folds.n_rows:
+        raise FeatxError(f"folds were made for {folds.n_rows} rows but X has {len(X)}; make the folds from this y")
+
+
+def fold_result(folds: Folds, fitted, estimators=None) -> CVResult:
+    """A CVResult of `fitted`, one ({metric: value, "fit_seconds": s}, converged) per fold of `folds`, in order."""
     n_splits = np.bincount(folds.repeats)[0]
     scores = pd.DataFrame(
-        [
-            {"repeat": int(r), "fold": i % n_splits, **s, "fit_seconds": t}
-            for i, (r, (_, s, t, _)) in enumerate(zip(folds.repeats, fitted))
-        ]
+        [{"repeat": int(r), "fold": i % n_splits, **s} for i, (r, (s, _)) in enumerate(zip(folds.repeats, fitted))]
     )
-    return CVResult(
-        scores,
-        folds,
-        [f[0] for f in fitted] if return_estimators else None,
-        sum(not converged for *_, converged in fitted),
-    )
+    return CVResult(scores, folds, estimators, sum(not converged for _, converged in fitted))
 
 
 def _fit_fold(estimator, X, y, train, held_out):
     began = time.perf_counter()
     _, converged = quietly(estimator.fit, X[train], y[train])
     seconds = round(time.perf_counter() - began, 3)
-    return estimator, score(y[held_out], estimator.predict(X[held_out])), seconds, converged
+    return estimator, {**score(y[held_out], estimator.predict(X[held_out])), "fit_seconds": seconds}, converged
 
 
 def confidence_interval(values, test_fraction: float, confidence: float = 0.95) -> tuple[float, float]:

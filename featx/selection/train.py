@@ -16,8 +16,6 @@ import dataclasses
 import time
 from dataclasses import dataclass
 
-import numpy as np
-import pandas as pd
 from joblib import Parallel, delayed
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import InvalidParameterError
@@ -27,11 +25,7 @@ from featx.classifiers.gram import one_blas_thread
 from featx.classifiers.registry import bad_param_message
 from featx.errors import FeatxError
 from featx.features.transforms import build_feature_pipeline
-from featx.selection.cv import (
-    CVResult,
-    Folds,
-    quietly,
-)
+from featx.selection.cv import CVResult, Folds, check_fold_rows, fold_result, quietly
 from featx.selection.metrics import evaluate, score
 from featx.selection.rowspace import ROW_SPACE, ROW_SPACE_RATIO, for_row_space, row_space
 from featx.selection.spec import EVAL_SPLITS, FitSpec
@@ -56,17 +50,12 @@ def cross_validate_spec(X, y, folds: Folds, spec: FitSpec, n_jobs: int | None = 
 
     X : ndarray of shape (n_rows, n_features); y : (n_rows,); only the rows in `folds` are read.
     """
-    if len(X) != folds.n_rows or len(y) != folds.n_rows:
-        raise FeatxError(f"folds were made for {folds.n_rows} rows but X has {len(X)}; make the folds from this y")
+    check_fold_rows(X, y, folds)
     spec = dataclasses.replace(spec, n_jobs=1) if n_jobs != 1 else spec
     fitted = Parallel(n_jobs=n_jobs)(
         delayed(score_fold)(spec, X, y, train, held_out) for train, held_out in folds.splits
     )
-    n_splits = np.bincount(folds.repeats)[0]
-    scores = pd.DataFrame(
-        [{"repeat": int(r), "fold": i % n_splits, **s} for i, (r, (s, _)) in enumerate(zip(folds.repeats, fitted))]
-    )
-    return CVResult(scores, folds, None, sum(not converged for _, converged in fitted))
+    return fold_result(folds, fitted)
 
 
 def by_metric(summary: dict) -> dict:
