@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
+
+from featx.classifiers.gram import one_blas_thread
 
 
 def row_space(X_train, X_eval):
@@ -41,3 +45,12 @@ ROW_SPACE = ("logreg", "linear-svm")  # L2-penalized linear models: the solution
 # eigendecomposition made a logistic regression fold 2.4x slower than the wide fit (measured when the wide fit
 # started from the train solution, which compare's folds no longer do)
 ROW_SPACE_RATIO = 2
+
+
+def fold_threads(classifier: str):
+    """Where a fold's fit of `classifier` runs its BLAS: an L2 linear model's (ROW_SPACE) on one thread wherever the
+    fold runs (a joblib worker of compare's or tune's, `featx fit`'s own process, a Dask worker). Its solver stops
+    within its tolerance at a point that round-off moves, and threaded LAPACK sums the row space's eigh in another
+    order with another thread count, so one thread keeps a fold's numbers the same on every layout of the same
+    machine (the joblib workers ran each fit on one core already). Any other classifier: as the caller set them."""
+    return one_blas_thread() if classifier in ROW_SPACE else contextlib.nullcontext()

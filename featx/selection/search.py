@@ -45,7 +45,7 @@ from featx.selection.cv import (
 )
 from featx.selection.halving import BUDGET_PARAM, contenders, halve_epochs, mark_curve
 from featx.selection.metrics import METRICS, SELECTION_SPLITS, check_metric, default_metric, score
-from featx.selection.rowspace import ROW_SPACE, for_row_space, row_space
+from featx.selection.rowspace import ROW_SPACE, fold_threads, for_row_space, row_space
 from featx.selection.spaces import SEARCHES, BudgetSearch, Search, budget_search, with_cut_axis
 from featx.selection.spec import FitSpec
 from featx.terminal import fit_lines
@@ -352,6 +352,11 @@ def _path(
     Streamed X (the tail's cached maps): _streamed_path."""
     if is_streamed(X):
         return _streamed_path(clf, points, X, y, train, held_out, transforms, fixed, seed, n_jobs, tta)
+    with fold_threads(clf):
+        return _in_memory_path(clf, points, X, y, train, held_out, transforms, fixed, seed, n_jobs, n_views, tta, gram)
+
+
+def _in_memory_path(clf, points, X, y, train, held_out, transforms, fixed, seed, n_jobs, n_views, tta, gram):
     steps = Pipeline(build_feature_pipeline(seed=seed, **transforms) or [("identity", "passthrough")])
     prototype = make_classifier(clf, fixed, seed)
     X_fit, y_fit, X_val, y_val = training_rows(prototype, X[train], y[train], n_views)

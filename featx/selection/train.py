@@ -11,7 +11,6 @@ average, an optimistic cross-validation."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -21,13 +20,12 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import InvalidParameterError
 
 from featx.classifiers import fit_pipeline, make_classifier
-from featx.classifiers.gram import one_blas_thread
 from featx.classifiers.registry import bad_param_message
 from featx.errors import FeatxError
 from featx.features.transforms import build_feature_pipeline
 from featx.selection.cv import CVResult, Folds, check_fold_rows, fold_result, quietly
 from featx.selection.metrics import evaluate, score
-from featx.selection.rowspace import ROW_SPACE, ROW_SPACE_RATIO, for_row_space, row_space
+from featx.selection.rowspace import ROW_SPACE, ROW_SPACE_RATIO, fold_threads, for_row_space, row_space
 from featx.selection.spec import EVAL_SPLITS, FitSpec
 
 
@@ -102,7 +100,7 @@ def fit_fold(spec: FitSpec, X_train, y_train, X_eval, reuse: bool = True, gram=N
     gram : with reuse, a featx.classifiers.gram.Gram handed to the classifier's fit (the exact SVM's: the batch's
     fits on these rows share it). Without reuse: spec's Pipeline, cold.
     """
-    with fold_threads(spec):
+    with fold_threads(spec.classifier):
         return _fit_fold(spec, X_train, y_train, X_eval, reuse, gram)
 
 
@@ -128,15 +126,6 @@ def score_fold(spec: FitSpec, X, y, train, held_out, reuse: bool = True, gram=No
     began = time.perf_counter()
     estimator, X_eval, converged = fit_fold(spec, X[train], y[train], X[held_out], reuse, gram)
     seconds = round(time.perf_counter() - began, 3)
-    with fold_threads(spec):
+    with fold_threads(spec.classifier):
         scores = score(y[held_out], estimator.predict(X_eval))
     return {**scores, "fit_seconds": seconds}, converged
-
-
-def fold_threads(spec: FitSpec):
-    """Where spec's folds run their BLAS: an L2 linear model's on one thread wherever the fold runs (a joblib worker
-    of compare's, `featx fit`'s own process, a Dask worker). Its solver stops within its tolerance at a point that
-    round-off moves, and threaded LAPACK sums in another order with another thread count, so one thread keeps a
-    fold's numbers the same on every layout of the same machine (compare's joblib workers ran each fit on one core
-    already). Any other classifier: as the caller set them."""
-    return one_blas_thread() if spec.classifier in ROW_SPACE else contextlib.nullcontext()
