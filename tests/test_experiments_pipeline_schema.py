@@ -140,6 +140,14 @@ HOSTILE = {
         _swap('clf = "logreg"', 'clf = "logreg"\nblocks = [["a", 3]]'),
         r"step 1 \(fit\) of '.*' sets blocks, which a pipeline file may not set: featx sets it",
     ),
+    "control characters in a refused value": (  # found by tests/test_fuzz.py: extract = "\n" printed two lines
+        _swap('clf = "logreg"', 'clf = "logreg"\ncv = "\\n\\t\\u0000"'),
+        r'cv = "\\n\\t\\x00" in step 1 \(fit\) .* from 2 to 100',
+    ),
+    "a newline in an unknown key": (
+        _swap('clf = "logreg"', 'clf = "logreg"\n"odd\\nkey" = 1'),
+        r"unknown key 'odd\\nkey' in step 1 \(fit\)",
+    ),
     "a file of 2 MB": (b"# " + b"x" * 2_000_000 + b"\n" + BASE.encode(), r"is larger than 1,000,000 bytes"),
 }
 

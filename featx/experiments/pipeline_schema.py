@@ -419,7 +419,7 @@ def _check_section(table, section: str, where: str) -> None:
         raise FeatxError(f"{where} must be a table of key = value, not {_shown(table)}")
     unknown = [k for k in table if k not in rules]
     if unknown:
-        raise FeatxError(f"unknown key '{unknown[0]}' in {where}; allowed: {', '.join(rules)}")
+        raise FeatxError(f"unknown key '{_one_line(str(unknown[0]))}' in {where}; allowed: {', '.join(rules)}")
     if section == "pipeline" and "steps" not in table:
         raise FeatxError(f"{where} has no [[steps]]; add at least one with kind = {' | '.join(STEP_KINDS)}")
     for key, value in table.items():
@@ -467,8 +467,15 @@ def _shown(value) -> str:
         text = "[" + ", ".join(_shown(v) for v in value[:4]) + ("]" if len(value) <= 4 else ", ...]")
     else:
         text = str(value)
-    text = text.encode("ascii", "backslashreplace").decode()  # a control character stays visible, on one line
+    text = _one_line(text)
     return text if len(text) <= SHOWN else text[: SHOWN - 1] + "…"
+
+
+def _one_line(text: str) -> str:
+    """text as one visible ASCII line: control characters escaped (a newline as \\n, NUL as \\x00), other
+    non-ASCII characters as backslash escapes, so an error quoting a stranger's file stays one line."""
+    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    return text.encode("ascii", "backslashreplace").decode()
 
 
 # --- the schema as documentation
