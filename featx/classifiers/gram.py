@@ -39,7 +39,7 @@ def blas_threads_for(flops: float):
     and on a busy machine (test workers, other jobs) far more: 166 x 3,088 rows times their transpose took 0.23 s
     on OpenBLAS's two threads and 2 ms on one (the 2-core VM at load 15, 2026-12-06)."""
     if flops < SMALL_PRODUCT_FLOPS:
-        with _controller().limit(limits=1, user_api="blas"):
+        with one_blas_thread():
             yield
     else:
         yield

@@ -123,9 +123,9 @@ def _fit_fold(spec: FitSpec, X_train, y_train, X_eval, reuse: bool, gram):
 def score_fold(spec: FitSpec, X, y, train, held_out, reuse: bool = True, gram=None):
     """spec fitted on one fold (fit_fold) and scored on its held-out rows: ({metric: value, "fit_seconds": s},
     converged). X : ndarray of shape (n_rows, n_features); train, held_out : row indices into X and y."""
-    began = time.perf_counter()
-    estimator, X_eval, converged = fit_fold(spec, X[train], y[train], X[held_out], reuse, gram)
-    seconds = round(time.perf_counter() - began, 3)
-    with fold_threads(spec.classifier):
+    with fold_threads(spec.classifier):  # the fit and its predictions, as fit_fold
+        began = time.perf_counter()
+        estimator, X_eval, converged = _fit_fold(spec, X[train], y[train], X[held_out], reuse, gram)
+        seconds = round(time.perf_counter() - began, 3)
         scores = score(y[held_out], estimator.predict(X_eval))
     return {**scores, "fit_seconds": seconds}, converged
